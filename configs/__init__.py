@@ -1,0 +1,1 @@
+"""The shipped YAML configs, installed with the package so ``fer-pipe demo`` finds its own."""

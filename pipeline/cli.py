@@ -1,0 +1,110 @@
+"""The ``fer-pipe`` command line: every sub-command is a small function over the library.
+
+User errors (bad config, bad input) print one line and exit 2; ``--debug`` shows tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import UserError
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_graph
+    from .runner import Runner, report
+
+    graph = load_graph(args.config, args.set)
+    result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout).run()
+    report(result, args.quiet, args.debug)
+    return result.exit_code
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import load_graph
+
+    for path in args.configs:
+        graph = load_graph(path, args.set)
+        print(f"{path}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
+    return 0
+
+
+def _cmd_stages(args: argparse.Namespace) -> int:
+    from .registry import registry
+
+    reg = registry()
+    for name, cls in sorted(reg.types.items()):
+        kinds = f"reads {cls.reads or '-'}, writes {cls.writes or '-'}"
+        print(f"{name} v{cls.version} ({reg.origins[name]}; {kinds})")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        if doc:
+            print(f"    {doc[0]}")
+        for field, info in cls.Params.model_fields.items():
+            default = "required" if info.is_required() else f"default {info.default!r}"
+            print(f"    {field}: {default}. {info.description or ''}")
+    for message in reg.problems.values():
+        print(f"fer-pipe: {message}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, args.cache, quiet=args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fer-pipe", description="Real-time facial-expression "
+                                     "recognition as a pipeline of plug-in stages.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a pipeline from a YAML config")
+    run.add_argument("config")
+    run.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                     help="override a parameter (repeatable)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
+    run.add_argument("--stall-timeout", type=float, default=120.0,
+                     help="fail a stage stuck on one packet this long (seconds, 0: never)")
+    run.set_defaults(func=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check configs without running anything")
+    validate.add_argument("configs", nargs="+")
+    validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE")
+    validate.set_defaults(func=_cmd_validate)
+
+    stages = sub.add_parser("stages", help="list installed stages and their parameters")
+    stages.set_defaults(func=_cmd_stages)
+
+    demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
+    demo.add_argument("--out", default="demo-output", help="folder for the demo's outputs")
+    demo.add_argument("--cache", default=None, help="where the sample clips are kept")
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+
+    from .model import evaluate, train
+
+    train_parser = sub.add_parser("train", help="train the classifier on FER-2013")
+    train.add_arguments(train_parser)
+    train_parser.set_defaults(func=train.run)
+    eval_parser = sub.add_parser("evaluate", help="accuracy of a model on a FER-2013 split")
+    evaluate.add_arguments(eval_parser)
+    eval_parser.set_defaults(func=evaluate.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"fer-pipe: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

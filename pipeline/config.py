@@ -1,0 +1,213 @@
+"""Reading a YAML graph, applying ``--set`` overrides, and validating it into a ``Graph``.
+
+Every problem becomes one ``ConfigError`` line of the form
+``FILE:LINE: stage 'NAME' (TYPE): FIELD: reason`` (the parts that apply), so a user can go
+straight to the spot. YAML is only ever read with the safe loader.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .errors import ConfigError
+from .graph import Graph, StageSpec, check_edges
+from .registry import registry
+
+STAGE_KEYS = {"type", "params", "inputs", "on_error"}
+TOP_KEYS = {"stages", "queue_size", "description"}
+MAX_QUEUE = 1024
+
+Lines = dict[tuple[str, ...], int]
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing duplicate keys (which plain YAML silently overwrites)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node, deep=True)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _line_map(node: yaml.Node | None) -> Lines:
+    """Line numbers of the keys that error messages point at (down to stages.NAME.params.KEY).
+
+    Only these four levels are walked, so anchors and aliases cannot make this expensive.
+    """
+    lines: Lines = {}
+
+    def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
+        if not isinstance(n, yaml.MappingNode) or len(path) >= 4:
+            return
+        for key_node, value_node in n.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key_path = path + (str(key_node.value),)
+                lines.setdefault(key_path, key_node.start_mark.line + 1)
+                walk(value_node, key_path)
+
+    if node is not None:
+        walk(node, ())
+    return lines
+
+
+def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{origin}:{mark.line + 1}" if mark else origin
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+    return data, _line_map(node)
+
+
+def read_config(path: str | Path) -> tuple[Any, Lines]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
+    """Apply ``stage.param=value`` overrides; the value is read as a YAML scalar (``3``, ``true``)."""
+    for item in overrides:
+        target, sep, raw = item.partition("=")
+        stage, dot, param = target.partition(".")
+        if not sep or not dot or not stage or not param:
+            raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE")
+        stages = data.get("stages") if isinstance(data, dict) else None
+        if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
+            raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        params = stages[stage].setdefault("params", {})
+        if not isinstance(params, dict):
+            raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
+        stages[stage]["params"] = {**params, param: value}
+    return data
+
+
+def _where(origin: str, lines: Lines, *path: str) -> str:
+    for cut in range(len(path), 0, -1):
+        line = lines.get(path[:cut])
+        if line is not None:
+            return f"{origin}:{line}"
+    return origin
+
+
+def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
+    err = exc.errors()[0]
+    loc = tuple(str(p) for p in err["loc"])
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown parameter"
+    elif err["type"] == "missing":
+        reason = "required parameter is missing"
+    return loc, reason
+
+
+def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
+    """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, "
+                          f"got {type(data).__name__}")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {key!r} "
+                              f"(expected {', '.join(sorted(TOP_KEYS))})")
+    queue_size = data.get("queue_size", 8)
+    if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
+        raise ConfigError(f"{_where(origin, lines, 'queue_size')}: queue_size: expected an integer "
+                          f"from 1 to {MAX_QUEUE}, got {queue_size!r}")
+    stages_data = data.get("stages")
+    if not isinstance(stages_data, Mapping) or not stages_data:
+        raise ConfigError(f"{_where(origin, lines, 'stages')}: 'stages' must be a non-empty mapping "
+                          "of stage name to stage")
+    reg = registry()
+    stages: dict[str, StageSpec] = {}
+    for name, body in stages_data.items():
+        where = _where(origin, lines, "stages", str(name))
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}: stage name {name!r} must be a word of letters, digits, '_'")
+        prefix = f"stage {name!r}"
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
+                              f"{type(body).__name__}")
+        for key in body:
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
+                                  f"unknown key {key!r} (expected {', '.join(sorted(STAGE_KEYS))})")
+        type_name = body.get("type")
+        if not isinstance(type_name, str):
+            raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
+        type_where = _where(origin, lines, "stages", name, "type")
+        if type_name in reg.problems:
+            raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}")
+        cls = reg.types.get(type_name)
+        if cls is None:
+            known = ", ".join(sorted(reg.types))
+            raise ConfigError(f"{type_where}: {prefix}: unknown stage type {type_name!r} "
+                              f"(known: {known})")
+        prefix = f"stage {name!r} ({type_name})"
+        raw_params = body.get("params") or {}
+        if not isinstance(raw_params, Mapping):
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params')}: {prefix}: "
+                              f"params must be a mapping")
+        try:
+            params = cls.Params.model_validate(dict(raw_params))
+        except ValidationError as exc:
+            loc, reason = _pydantic_reason(exc)
+            field = ".".join(loc)
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', *loc[:1])}: {prefix}: "
+                              f"params.{field}: {reason}") from None
+        inputs = body.get("inputs", [])
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'inputs')}: {prefix}: "
+                              "inputs: expected a list of stage names")
+        on_error = body.get("on_error", "stop")
+        if on_error not in ("stop", "skip"):
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
+                              f"on_error: expected 'stop' or 'skip', got {on_error!r}")
+        stages[name] = StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error,
+                                 lines.get(("stages", name)))
+    graph = Graph(stages, queue_size, origin)
+    for spec, message in check_edges(graph):
+        raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "
+                          f"{spec.name!r} ({spec.type_name}): {message}")
+    return graph
+
+
+def load_graph(path: str | Path, overrides: Iterable[str] = ()) -> Graph:
+    data, lines = read_config(path)
+    data = apply_overrides(data, overrides, str(path))
+    return build_graph(data, lines, str(path))
+
+
+def graph_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> Graph:
+    """Build a graph from a plain dict (the Python API and tests), with the same checks as YAML."""
+    return build_graph(data, {}, origin)

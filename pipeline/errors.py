@@ -1,0 +1,16 @@
+"""Errors that the CLI turns into one clear line and exit code 2 (bad input or bad config)."""
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Something the user gave is wrong: printed as one line, exit code 2, no traceback."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A config file, field or override is wrong; the message names the file, line, stage and field."""
+
+
+class InputError(UserError):
+    """An input (video, folder, camera, model, output path, socket) cannot be used."""

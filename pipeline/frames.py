@@ -1,0 +1,113 @@
+"""Frame pixels between processes through a ring of shared-memory slots.
+
+A source process writes each frame once into the next slot of its ring and sends only a small
+``FrameRef`` (segment name, slot, shape, sequence number) through the queues; every stage
+process maps the segment once and reads the frame in place, without a copy or a pickle.
+
+A slot is reused after ``slots`` frames. The runner sizes the ring above the number of frames
+that can be in flight (every queue full plus one packet in each stage's hands), and each slot
+begins with the sequence number of the frame in it, so a reader that finds another frame there
+fails loudly instead of reading wrong pixels.
+"""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+HEADER = 64  # bytes before each slot's pixels: the sequence number, padded for alignment
+
+_attached: dict[str, shared_memory.SharedMemory] = {}
+
+
+class StaleFrameError(RuntimeError):
+    """A slot was overwritten before a reader used it: the ring was sized too small."""
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """A frame in a shared-memory ring: what crosses the queues instead of the pixels."""
+
+    segment: str
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+    seq: int
+
+    def array(self) -> np.ndarray:
+        shm = _attached.get(self.segment)
+        if shm is None:
+            shm = _attached[self.segment] = shared_memory.SharedMemory(name=self.segment)
+        header = np.ndarray((1,), dtype=np.int64, buffer=shm.buf, offset=self.offset)
+        if int(header[0]) != self.seq:
+            raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
+                                  f"{int(header[0])}")
+        view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf,
+                          offset=self.offset + HEADER)
+        view.flags.writeable = False
+        return view
+
+
+class FrameRing:
+    """The writer's side: one process (a source) owns a ring per frame size it has seen.
+
+    The writer never unlinks its segments: readers downstream may still map them after the
+    source has finished. It announces each new segment, and the runner unlinks them all once
+    every stage process has ended (also when the source was killed).
+    """
+
+    def __init__(self, prefix: str, slots: int, announce: Callable[[str], None]) -> None:
+        self.prefix = prefix
+        self.slots = slots
+        self.announce = announce
+        self.segments: list[shared_memory.SharedMemory] = []
+        self._slot_bytes = 0
+        self._seq = 0
+
+    def _grow(self, nbytes: int) -> None:
+        """A new segment for frames larger than the current slots; old ones stay readable."""
+        self._slot_bytes = HEADER + ((nbytes + HEADER - 1) // HEADER) * HEADER
+        name = f"{self.prefix}_{secrets.token_hex(4)}"
+        self.segments.append(shared_memory.SharedMemory(name=name, create=True,
+                                                        size=self._slot_bytes * self.slots))
+        self.announce(name)
+
+    def put(self, frame: np.ndarray) -> FrameRef:
+        if frame.nbytes + HEADER > self._slot_bytes:
+            self._grow(frame.nbytes)
+        shm = self.segments[-1]
+        offset = (self._seq % self.slots) * self._slot_bytes
+        np.ndarray((1,), dtype=np.int64, buffer=shm.buf, offset=offset)[0] = self._seq
+        np.ndarray(frame.shape, dtype=frame.dtype, buffer=shm.buf, offset=offset + HEADER)[...] = frame
+        ref = FrameRef(shm.name, offset, tuple(frame.shape), frame.dtype.str, self._seq)
+        self._seq += 1
+        return ref
+
+    def close(self) -> None:
+        for shm in self.segments:
+            shm.close()
+        self.segments.clear()
+
+
+def detach_all() -> None:
+    """Unmap every segment this process attached to (at the end of a stage process)."""
+    for shm in _attached.values():
+        try:
+            shm.close()
+        except BufferError:
+            pass  # a stage still holds a view; the mapping goes with the process
+    _attached.clear()
+
+
+def unlink(names: list[str]) -> None:
+    """Remove a run's segments once no stage process can read them any more."""
+    for name in names:
+        try:
+            shm = shared_memory.SharedMemory(name=name)
+        except FileNotFoundError:
+            continue
+        shm.close()
+        shm.unlink()

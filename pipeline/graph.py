@@ -1,0 +1,93 @@
+"""A checked pipeline graph: stages with validated parameters and type-matched edges."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from typing import Literal
+
+from .messages import provides
+from .stage import Sink, Source, Stage, StageParams
+
+OnError = Literal["stop", "skip"]
+
+
+@dataclass
+class StageSpec:
+    """One stage of a graph as the runner needs it: everything here is already validated."""
+
+    name: str
+    type_name: str
+    cls: type[Stage]
+    params: StageParams
+    inputs: list[str] = field(default_factory=list)
+    on_error: OnError = "stop"
+    line: int | None = None
+
+    @property
+    def is_source(self) -> bool:
+        return issubclass(self.cls, Source)
+
+    def build(self) -> Stage:
+        return self.cls(self.name, self.params)
+
+
+@dataclass
+class Graph:
+    stages: dict[str, StageSpec]
+    queue_size: int = 8
+    origin: str = "<graph>"
+
+    def consumers(self, name: str) -> list[str]:
+        return [s.name for s in self.stages.values() if name in s.inputs]
+
+    def order(self) -> list[str]:
+        """Stage names, every stage after the stages it reads from."""
+        return list(TopologicalSorter({n: s.inputs for n, s in self.stages.items()}).static_order())
+
+    def sources(self) -> list[StageSpec]:
+        return [s for s in self.stages.values() if s.is_source]
+
+    def sinks(self) -> list[StageSpec]:
+        return [s for s in self.stages.values() if not self.consumers(s.name)]
+
+
+def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
+    """Every structural problem of a graph, as (stage, message) pairs, in stage order.
+
+    Edges name existing stages, sources have no inputs, every other stage has one, what a
+    stage reads is what its inputs write, and there is no cycle.
+    """
+    problems: list[tuple[StageSpec, str]] = []
+    if not graph.sources():
+        first = next(iter(graph.stages.values()), None)
+        if first is not None:
+            problems.append((first, "the graph has no source stage"))
+    for spec in graph.stages.values():
+        if spec.is_source and spec.inputs:
+            problems.append((spec, f"inputs: a source ({spec.type_name}) reads nothing, "
+                                   f"but inputs lists {', '.join(spec.inputs)}"))
+            continue
+        if not spec.is_source and not spec.inputs:
+            problems.append((spec, "inputs: nothing feeds this stage (add inputs: [<stage>])"))
+        for upstream in spec.inputs:
+            if upstream == spec.name:
+                problems.append((spec, "inputs: a stage cannot read its own output"))
+                continue
+            other = graph.stages.get(upstream)
+            if other is None:
+                problems.append((spec, f"inputs: no stage named {upstream!r}"))
+                continue
+            if other.cls.writes is None or issubclass(other.cls, Sink):
+                problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) is a sink and "
+                                       "writes nothing"))
+            elif spec.cls.reads is not None and not provides(other.cls.writes, spec.cls.reads):
+                problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) writes "
+                                       f"{other.cls.writes!r}, but {spec.type_name} reads "
+                                       f"{spec.cls.reads!r}"))
+    if not problems:
+        try:
+            graph.order()
+        except CycleError as exc:
+            cycle = exc.args[1]
+            problems.append((graph.stages[cycle[0]], "inputs: cycle " + " -> ".join(cycle)))
+    return problems

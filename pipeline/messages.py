@@ -1,0 +1,89 @@
+"""The messages stages exchange, and the kinds a stage declares it reads and writes.
+
+One ``Packet`` travels per frame. Each stage adds to it (boxes, probabilities, track ids) and
+passes it on, so a sink sees everything known about its frame. Pixels never travel inside the
+packet between processes: the runner swaps the image for a ``FrameRef`` into shared memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .preprocess import EMOTIONS
+
+FRAME, FACES, EXPRESSIONS = "frame", "faces", "expressions"
+
+PROVIDES: dict[str, frozenset[str]] = {
+    FRAME: frozenset({FRAME}),
+    FACES: frozenset({FRAME, FACES}),
+    EXPRESSIONS: frozenset({FRAME, FACES, EXPRESSIONS}),
+}
+"""What each kind guarantees: a packet of kind ``expressions`` also has its frame and faces."""
+
+
+def provides(output_kind: str, wanted: str) -> bool:
+    """True when a stage writing ``output_kind`` can feed a stage that reads ``wanted``.
+
+    Kinds that plug-ins invent are matched by name alone.
+    """
+    return wanted in PROVIDES.get(output_kind, frozenset({output_kind}))
+
+
+class ImageHandle(Protocol):
+    """Anything that gives the frame's pixels: a FrameRef into shared memory in a pipeline."""
+
+    def array(self) -> np.ndarray: ...
+
+
+@dataclass
+class Face:
+    """One face in one frame. ``probs`` is set by a classifier, ``track_id`` by a tracker."""
+
+    box: tuple[int, int, int, int]
+    probs: np.ndarray | None = None
+    track_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str | None:
+        return None if self.probs is None else EMOTIONS[int(np.argmax(self.probs))]
+
+    @property
+    def confidence(self) -> float | None:
+        return None if self.probs is None else float(np.max(self.probs))
+
+
+@dataclass
+class Packet:
+    """Everything known about one frame of one source.
+
+    ``image`` is a numpy array inside a stage process (or in an in-process run) and a
+    ``FrameRef`` while the packet crosses a queue; ``pixels()`` gives the array either way.
+    ``faces`` is None until a detector has run, so "no face found" (an empty list) is not
+    confused with "not looked at".
+    """
+
+    source: str
+    index: int
+    timestamp: float
+    image: np.ndarray | ImageHandle | None = None
+    faces: list[Face] | None = None
+    captured: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pixels(self) -> np.ndarray:
+        """The frame as a read-only array (a view into shared memory when it came over a queue)."""
+        if self.image is None:
+            raise ValueError(f"packet {self.source}#{self.index} carries no image")
+        if isinstance(self.image, np.ndarray):
+            return self.image
+        return self.image.array()
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """Sent once by every stage to each consumer when it has no more output."""
+
+    sender: str

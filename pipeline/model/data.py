@@ -1,0 +1,120 @@
+"""Readers for FER-2013 in the contest's CSV layout and in the image-folder layout."""
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import InputError
+from ..preprocess import EMOTIONS, FACE_SIZE
+
+USAGES = ("Training", "PublicTest", "PrivateTest")
+_FOLDER_SPLITS = {"Training": ("train", "training"), "PublicTest": ("test", "val", "publictest"),
+                  "PrivateTest": ("privatetest",)}
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+
+
+@dataclass(frozen=True)
+class FerSplit:
+    """One split of the data set: uint8 images (n, 48, 48) and integer labels (n,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    usage: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def sample(self, count: int, seed: int) -> FerSplit:
+        """A fixed random subset, so a regression check always sees the same rows."""
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(self), size=min(count, len(self)), replace=False))
+        return FerSplit(self.images[idx], self.labels[idx], self.usage)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_split(path: str | Path, usage: str) -> FerSplit:
+    """Load one ``usage`` split from a CSV(.gz) file or an image folder."""
+    if usage not in USAGES:
+        raise InputError(f"usage {usage!r}: expected one of {', '.join(USAGES)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return _load_folder(path, usage)
+    return _load_csv(path, usage)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", newline="")
+    return open(path, encoding="ascii", newline="")
+
+
+def _load_csv(path: Path, usage: str) -> FerSplit:
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    try:
+        with _open_text(path) as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
+                raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
+            for lineno, row in enumerate(reader, start=2):
+                if len(row) != 3:
+                    raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
+                if row[2] != usage:
+                    continue
+                pixels = np.array(row[1].split(), dtype=np.uint8)
+                if pixels.size != FACE_SIZE * FACE_SIZE:
+                    raise InputError(f"{path}:{lineno}: expected {FACE_SIZE * FACE_SIZE} pixels, "
+                                     f"got {pixels.size}")
+                images.append(pixels.reshape(FACE_SIZE, FACE_SIZE))
+                labels.append(int(row[0]))
+    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
+    if not images:
+        raise InputError(f"{path}: no rows with Usage {usage!r}")
+    return FerSplit(np.stack(images), np.array(labels, dtype=np.int64), usage)
+
+
+def _load_folder(root: Path, usage: str) -> FerSplit:
+    split_dir = next((d for d in sorted(root.iterdir()) if d.is_dir()
+                      and d.name.lower() in _FOLDER_SPLITS[usage]), None)
+    if split_dir is None:
+        raise InputError(f"{root}: no folder for {usage} (expected one of "
+                         f"{', '.join(_FOLDER_SPLITS[usage])})")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(EMOTIONS):
+        class_dir = split_dir / name
+        if not class_dir.is_dir():
+            continue
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in _IMAGE_SUFFIXES:
+                continue
+            img = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            if img is None:
+                raise InputError(f"{file}: not a readable image")
+            if img.shape != (FACE_SIZE, FACE_SIZE):
+                img = cv2.resize(img, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+            images.append(img)
+            labels.append(label)
+    if not images:
+        raise InputError(f"{split_dir}: no images in any of the class folders {', '.join(EMOTIONS)}")
+    return FerSplit(np.stack(images), np.array(labels, dtype=np.int64), usage)

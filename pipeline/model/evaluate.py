@@ -1,0 +1,70 @@
+"""``fer-pipe evaluate``: accuracy, per-class metrics and confusion matrix of a model on one split."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from ..preprocess import EMOTIONS, preprocess_dataset
+from .data import FerSplit, load_split
+from . import DEFAULT_MODEL
+from .inference import FaceClassifier
+
+BATCH = 256
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite model (default: shipped)")
+    parser.add_argument("--data", required=True, help="FER-2013 CSV(.gz) or image folder")
+    parser.add_argument("--usage", default="PublicTest", choices=("Training", "PublicTest", "PrivateTest"))
+    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
+    parser.add_argument("--limit", type=int, default=0, help="a fixed random sample of N rows")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def predict_split(classifier: FaceClassifier, split: FerSplit) -> np.ndarray:
+    faces = preprocess_dataset(split.images, classifier.input_size)
+    return np.concatenate([classifier.predict(faces[i:i + BATCH]) for i in range(0, len(faces), BATCH)])
+
+
+def metrics(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    """Accuracy, per-class precision/recall/F1 and the confusion matrix (rows: true class)."""
+    k = len(EMOTIONS)
+    confusion = np.bincount(labels * k + predicted, minlength=k * k).reshape(k, k)
+    per_class = {}
+    for i, name in enumerate(EMOTIONS):
+        tp = confusion[i, i]
+        precision = tp / confusion[:, i].sum() if confusion[:, i].sum() else 0.0
+        recall = tp / confusion[i].sum() if confusion[i].sum() else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                           "f1": round(float(f1), 4), "support": int(confusion[i].sum())}
+    return {"accuracy": round(float(np.trace(confusion) / confusion.sum()), 4), "rows": int(len(labels)),
+            "per_class": per_class, "confusion": confusion.tolist()}
+
+
+def evaluate(model: str, split: FerSplit, tta: bool) -> dict:
+    probs = predict_split(FaceClassifier(model, threads=2, flip_tta=tta), split)
+    return metrics(split.labels, probs.argmax(axis=1))
+
+
+def format_report(result: dict) -> str:
+    lines = [f"accuracy {result['accuracy'] * 100:.2f}% on {result['rows']} rows "
+             f"({result['usage']}, tta={'flip' if result['tta'] else 'none'})",
+             f"{'class':<9} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>8}"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name:<9} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>6.3f} {m['support']:>8}")
+    lines.append("confusion (rows true, columns predicted; " + " ".join(e[:3] for e in EMOTIONS) + "):")
+    lines += ["  " + " ".join(f"{v:>5}" for v in row) for row in result["confusion"]]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    split = load_split(args.data, args.usage)
+    if args.limit:
+        split = split.sample(args.limit, seed=0)
+    result = {"model": args.model, "usage": args.usage, "tta": args.tta, **evaluate(args.model, split, args.tta)}
+    print(json.dumps(result) if args.json else format_report(result), file=sys.stdout)
+    return 0

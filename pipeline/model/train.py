@@ -1,0 +1,179 @@
+"""``fer-pipe train``: train the classifier on FER-2013, resumably, and write the shippable folder.
+
+Every epoch ends with a full checkpoint (weights, optimizer state, schedule position and
+history), so an interrupted run resumes where it stopped with ``--resume``; the learning-rate
+schedule is a function of the optimizer's step count, so a resumed run follows the same curve.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..preprocess import EMOTIONS, preprocess_dataset
+from .data import load_split, sha256_of
+
+CHECKPOINT = "checkpoint.keras"
+STATE = "train_state.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="FER-2013 CSV(.gz) or image folder")
+    parser.add_argument("--out", required=True, help="output folder for model, card, plots, checkpoint")
+    parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"))
+    parser.add_argument("--width", type=int, default=32, help="channels of the first stage (vgg)")
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--warmup-epochs", type=float, default=2.0)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--crop", type=int, default=40,
+                        help="side of the random training crop; inference uses the centre crop")
+    parser.add_argument("--erase", type=float, default=0.5, help="random-erasing probability")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--limit", type=int, default=0,
+                        help="use only the first N training and N//4 test rows (smoke runs)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
+
+
+def _hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def build_training_model(args: argparse.Namespace):
+    """The net wrapped in training-only augmentation, compiled with SGD + warm-up cosine decay."""
+    import keras
+
+    from . import nets
+
+    net = _net_at(args, args.crop)
+    aug = nets.augmenter(args.seed, args.erase)
+    inputs = keras.Input((48, 48, 1), name="face")
+    x = keras.layers.RandomCrop(args.crop, args.crop, seed=args.seed, name="random_crop")(inputs) \
+        if args.crop < 48 else inputs
+    outputs = net(aug(x))
+    model = keras.Model(inputs, outputs, name="train")
+    steps = int(np.ceil(args.train_rows / args.batch_size))
+    warmup = int(args.warmup_epochs * steps)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=args.lr * 0.1, decay_steps=max(1, args.epochs * steps - warmup),
+        warmup_target=args.lr, warmup_steps=warmup, alpha=0.0)
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                       weight_decay=args.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        metrics=["accuracy"])
+    return model
+
+
+def _net_at(args: argparse.Namespace, size: int):
+    """The vgg net is fully convolutional: it trains on crops and runs on whole faces."""
+    from . import nets
+
+    if args.arch == "vgg":
+        return nets.vgg(args.width, args.dropout, size=None)
+    return nets.seed(size=size)
+
+
+def inference_model(train_model, crop: int):
+    """Net behind a centre crop, taking the full 48x48 face: the model that ships."""
+    import keras
+
+    net = train_model.layers[-1]
+    inputs = keras.Input((48, 48, 1), name="face")
+    x = keras.layers.CenterCrop(crop, crop, name="center_crop")(inputs) if crop < 48 else inputs
+    return keras.Model(inputs, net(x, training=False), name=net.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from . import report
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE
+    state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
+    if args.resume and state is None:
+        raise InputError(f"{out}: nothing to resume (no {STATE})")
+
+    started = time.time()
+    train = load_split(args.data, "Training")
+    test = load_split(args.data, "PublicTest")
+    if args.limit:
+        train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
+    args.train_rows = len(train)
+    x_train, x_test = preprocess_dataset(train.images), preprocess_dataset(test.images)
+    y_train = keras.utils.to_categorical(train.labels, len(EMOTIONS))
+    y_test = keras.utils.to_categorical(test.labels, len(EMOTIONS))
+    print(f"data: {len(train)} training rows, {len(test)} PublicTest rows from {args.data}",
+          file=sys.stderr)
+
+    keras.utils.set_random_seed(args.seed)
+    if state is None:
+        model = build_training_model(args)
+        state = {"epochs_done": 0, "history": {}, "wall_s": 0.0,
+                 "command": "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"]
+                                                            else sys.argv[1:]),
+                 "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
+                 "options": {k: v for k, v in vars(args).items() if k not in ("func", "resume", "command", "debug")},
+                 "runs": []}
+    else:
+        model = keras.models.load_model(out / CHECKPOINT)
+        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True})
+    state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": _hardware(),
+                          "from_epoch": state["epochs_done"]})
+
+    class Checkpoint(keras.callbacks.Callback):
+        """Saves the whole training state after every epoch, and the best net by PublicTest."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.epoch_started = time.time()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                state["history"].setdefault(key, []).append(float(value))
+            state["epochs_done"] = epoch + 1
+            state["wall_s"] += time.time() - self.epoch_started
+            val = float((logs or {}).get("val_accuracy", 0.0))
+            if val >= state.get("best_val_accuracy", -1.0):
+                state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
+                self.model.save(out / "best.keras")
+            self.model.save(out / (CHECKPOINT + ".tmp.keras"))
+            os.replace(out / (CHECKPOINT + ".tmp.keras"), out / CHECKPOINT)
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, state_path)
+
+    if state["epochs_done"] < args.epochs:
+        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                  initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
+                  shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
+    best = keras.models.load_model(out / "best.keras") if (out / "best.keras").exists() else model
+    state["runs"][-1]["seconds"] = time.time() - started
+    report.export_and_report(inference_model(best, args.crop), test, state, out)
+    state_path.write_text(json.dumps(state, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

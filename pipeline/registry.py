@@ -1,0 +1,55 @@
+"""Stage discovery through the ``fer_pipe.stages`` entry-point group.
+
+Built-in stages are declared in this package's own ``setup.cfg`` under the same group, so
+they load by the same path as a third-party package's stages. A broken plug-in does not stop
+the others: its problem is kept, named with its distribution, and reported when a config uses
+its type name or when ``fer-pipe stages`` lists what is installed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+
+from .stage import Stage
+
+GROUP = "fer_pipe.stages"
+
+
+@dataclass(frozen=True)
+class Registry:
+    types: dict[str, type[Stage]]
+    problems: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+
+def _distribution(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "an unknown distribution"
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    types: dict[str, type[Stage]] = {}
+    problems: dict[str, str] = {}
+    origins: dict[str, str] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
+        dist = _distribution(ep)
+        if ep.name in origins:
+            problems[ep.name] = (f"stage type {ep.name!r} is declared twice: by {origins[ep.name]} "
+                                 f"and by {dist}")
+            types.pop(ep.name, None)
+            continue
+        origins[ep.name] = dist
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a plug-in can fail to import in any way; report, don't crash
+            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: cannot import "
+                                 f"{ep.value}: {type(exc).__name__}: {exc}")
+            continue
+        if not (isinstance(obj, type) and issubclass(obj, Stage)):
+            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
+                                 f"a fer_pipe Stage subclass")
+            continue
+        types[ep.name] = obj
+    return Registry(types, problems, origins)

@@ -1,0 +1,214 @@
+"""The multi-process runner: one process per stage, bounded queues between them.
+
+The parent only supervises. It starts the stage processes (``spawn``, so TensorFlow and
+OpenCV state never leaks across a fork), watches their control messages and their process
+sentinels, and ends the run:
+- normally, when every stage has reported ``done`` after end of stream;
+- on the first failure (a stage raised, died, or stalled past ``stall_timeout``): every other
+  stage gets SIGTERM, which unwinds it through ``close`` so files are complete, and anything
+  still alive after a grace period is killed; no process is left behind;
+- on SIGINT/SIGTERM: sources stop, the graph drains and closes (exit 130/143); a second
+  signal terminates at once.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import frames
+from .errors import UserError
+from .graph import Graph
+from .stats import format_table
+from .worker import Wiring, stage_main
+
+GRACE_S = 3.0
+POLL_S = 0.1
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    stats: list[dict] = field(default_factory=list)
+    message: str = ""
+    traceback: str = ""
+    first_result_s: float | None = None
+    wall_s: float = 0.0
+    pids: list[int] = field(default_factory=list)
+
+
+class Runner:
+    """Runs a checked graph; ``run()`` returns when every stage process has ended."""
+
+    def __init__(self, graph: Graph, progress: bool = True, stall_timeout: float = 0.0) -> None:
+        self.graph = graph
+        self.progress = progress
+        self.stall_timeout = stall_timeout
+        self._signal: int | None = None
+        self._signals_seen = 0
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._signal = self._signal or signum
+        self._signals_seen += 1
+
+    def run(self) -> RunResult:
+        for spec in self.graph.stages.values():
+            try:
+                spec.cls.preflight(spec.params)
+            except UserError as exc:
+                raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
+        ctx = mp.get_context("spawn")
+        graph = self.graph
+        inboxes = {n: ctx.Queue(graph.queue_size) for n, s in graph.stages.items() if not s.is_source}
+        control = ctx.Queue()
+        stop = ctx.Event()
+        run_id = secrets.token_hex(3)
+        slots = graph.queue_size * len(graph.stages) + len(graph.stages) + 2
+        progress = {n: ctx.Value("q", 0, lock=False) for n in graph.stages}
+        busy = {n: ctx.Value("d", 0.0, lock=False) for n in graph.stages}
+        procs: dict[str, mp.process.BaseProcess] = {}
+        for name in graph.order():
+            spec = graph.stages[name]
+            wiring = Wiring(spec, inboxes.get(name), [inboxes[c] for c in graph.consumers(name)],
+                            len(spec.inputs), control, stop, progress[name], busy[name], slots, run_id)
+            procs[name] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{name}")
+
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        started = time.monotonic()
+        try:
+            for proc in procs.values():
+                proc.start()
+            result = self._supervise(procs, control, stop, progress, busy, started)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        result.pids = [p.pid for p in procs.values() if p.pid is not None]
+        result.wall_s = time.monotonic() - started
+        return result
+
+    def _supervise(self, procs, control, stop, progress, busy, started) -> RunResult:
+        graph = self.graph
+        done: dict[str, dict] = {}
+        segments: list[str] = []
+        lengths: dict[str, int | None] = {}
+        failure: tuple[str, str, str, int] | None = None
+        first_result: float | None = None
+        sinks = [s.name for s in graph.sinks()]
+        bar = None
+        terminating_at: float | None = None
+        try:
+            while any(p.exitcode is None for p in procs.values()) or not _empty(control):
+                exited = [n for n, p in procs.items() if p.exitcode is not None]
+                for msg in _drain(control, POLL_S):
+                    kind, name = msg[0], msg[1]
+                    if kind == "segment":
+                        segments.append(msg[2])
+                    elif kind == "length":
+                        lengths[name] = msg[2]
+                    elif kind in ("done", "stopped"):
+                        done[name] = msg[2]
+                    elif kind == "fail" and failure is None:
+                        failure = (name, msg[2], msg[3], msg[4])
+                if first_result is None and any(progress[s].value for s in sinks):
+                    first_result = time.monotonic() - started
+                if bar is None and self.progress and len(lengths) == len(graph.sources()):
+                    total = sum(v for v in lengths.values() if v) if all(lengths.values()) else None
+                    if total:
+                        bar = _progress_bar(total)
+                if bar is not None:
+                    bar.update(min(progress[s].value for s in sinks) - bar.n)
+                if failure is None:
+                    failure = self._find_fault(procs, exited, done, busy)
+                if failure is not None or self._signals_seen > 1:
+                    if terminating_at is None:
+                        terminating_at = time.monotonic()
+                        stop.set()
+                        for proc in procs.values():
+                            if proc.exitcode is None:
+                                proc.terminate()
+                    elif time.monotonic() - terminating_at > GRACE_S:
+                        for proc in procs.values():
+                            if proc.exitcode is None:
+                                proc.kill()
+                elif self._signal is not None:
+                    stop.set()
+        finally:
+            if bar is not None:
+                bar.close()
+            for proc in procs.values():
+                if proc.exitcode is None:
+                    proc.kill()
+                proc.join()
+            frames.unlink(segments)
+        stats = [done[n] for n in graph.order() if n in done]
+        if failure is not None:
+            name, message, tb, code = failure
+            spec = graph.stages[name]
+            return RunResult(code, stats, f"stage {name!r} ({spec.type_name}) failed: {message}", tb,
+                             first_result)
+        if self._signal is not None:
+            return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
+        return RunResult(0, stats, "", "", first_result)
+
+    def _find_fault(self, procs, exited, done, busy) -> tuple[str, str, str, int] | None:
+        """A stage that ended without reporting, or one stuck in one packet past the stall timeout.
+
+        Only processes seen as ended before the control queue was drained are judged, so a
+        stage's last message is never mistaken for missing.
+        """
+        for name in exited:
+            if name not in done:
+                code = procs[name].exitcode
+                how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                return name, f"its process died ({how})", "", 1
+        if self.stall_timeout > 0:
+            now = time.monotonic()
+            for name, value in busy.items():
+                if value.value and now - value.value > self.stall_timeout:
+                    return name, f"no progress for {self.stall_timeout:g} s (stalled)", "", 1
+        return None
+
+
+def _empty(q) -> bool:
+    try:
+        return q.empty()
+    except OSError:
+        return True
+
+
+def _drain(q, timeout: float) -> list[tuple]:
+    """Wait up to ``timeout`` for a first control message, then take all that are there."""
+    items = []
+    try:
+        items.append(q.get(timeout=timeout))
+        while True:
+            items.append(q.get_nowait())
+    except (queue.Empty, OSError, EOFError):
+        return items
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty(),
+                dynamic_ncols=True)
+
+
+def report(result: RunResult, quiet: bool, debug: bool) -> None:
+    """What a run prints on stderr at the end: the failure line and the statistics table."""
+    if result.exit_code and result.message:
+        print(f"fer-pipe: {result.message}", file=sys.stderr)
+        if debug and result.traceback:
+            print(result.traceback, file=sys.stderr)
+    elif result.exit_code:
+        print(f"fer-pipe: {result.message}", file=sys.stderr)
+    if not quiet and result.stats:
+        print(format_table(result.stats), file=sys.stderr)
+        first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"
+        print(f"wall {result.wall_s:.2f} s, first result after {first}, pid {os.getpid()}",
+              file=sys.stderr)

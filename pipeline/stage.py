@@ -1,0 +1,92 @@
+"""The stage contract: the one thing a built-in or third-party stage implements.
+
+A stage is a class with
+- ``Params``: a pydantic model of its parameters (types, defaults, bounds, one-line
+  descriptions); invalid config fails before anything runs, naming the field and the reason;
+- ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
+  input or a sink's output), checked across the whole graph before anything runs;
+- a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
+  ``process`` (one packet in, zero or more out), ``finish`` (end of stream: flush what is held),
+  and ``close`` (always called after a successful ``open``, also after a failure).
+
+Sources implement ``frames`` instead of ``process``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .messages import Packet
+
+
+class StageParams(BaseModel):
+    """Base of every stage's parameter model: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage:
+    """Base class of all stages; see the module docstring for the contract."""
+
+    Params: ClassVar[type[StageParams]] = StageParams
+    reads: ClassVar[str | None] = None
+    writes: ClassVar[str | None] = None
+    version: ClassVar[int] = 1
+
+    def __init__(self, name: str, params: StageParams) -> None:
+        self.name = name
+        self.params = params
+
+    @classmethod
+    def preflight(cls, params: StageParams) -> None:
+        """Check the environment before any process starts (a display, a device); raise InputError."""
+
+    def open(self) -> None:
+        """Acquire what the stage needs; runs once, in the stage's own process."""
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        """Handle one packet and return the packets to pass on (usually the same one)."""
+        return (packet,)
+
+    def finish(self) -> Iterable[Packet]:
+        """End of stream: return anything still held. Not called after a failure."""
+        return ()
+
+    def close(self) -> None:
+        """Release what ``open`` acquired; always called after a successful ``open``."""
+
+
+class Source(Stage):
+    """A stage with no input that produces packets: files, folders, cameras, streams."""
+
+    writes: ClassVar[str | None] = "frame"
+
+    @property
+    def live(self) -> bool:
+        """Live sources drop their oldest unread frames instead of blocking, to bound latency."""
+        return False
+
+    def length(self) -> int | None:
+        """Frames this source will produce, when known (shown as a progress bar)."""
+        return None
+
+    def frames(self) -> Iterator[Packet]:
+        raise NotImplementedError
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        raise TypeError(f"source {self.name!r} has no input")
+
+
+class Sink(Stage):
+    """A stage that writes results out and passes nothing on."""
+
+    writes: ClassVar[str | None] = None
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        self.consume(packet)
+        return ()
+
+    def consume(self, packet: Packet) -> None:
+        raise NotImplementedError

@@ -1,0 +1,47 @@
+"""Per-stage counters and timings, gathered in each stage process and printed at the end."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class StageStats:
+    name: str
+    items: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    busy_s: float = 0.0
+    wall_s: float = 0.0
+    times: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+
+    def record(self, seconds: float) -> None:
+        self.items += 1
+        self.busy_s += seconds
+        self.times.append(seconds)
+
+    def summary(self) -> dict:
+        times = np.array(self.times) if self.times else np.zeros(1)
+        out = {"stage": self.name, "items": self.items, "dropped": self.dropped, "skipped": self.skipped,
+               "busy_s": round(self.busy_s, 3), "wall_s": round(self.wall_s, 3),
+               "per_s": round(self.items / self.wall_s, 1) if self.wall_s > 0 else 0.0,
+               "mean_ms": round(float(times.mean()) * 1e3, 3),
+               "p95_ms": round(float(np.percentile(times, 95)) * 1e3, 3)}
+        if self.latencies:
+            lat = np.array(self.latencies)
+            out["latency_p50_ms"] = round(float(np.percentile(lat, 50)) * 1e3, 2)
+            out["latency_p95_ms"] = round(float(np.percentile(lat, 95)) * 1e3, 2)
+        return out
+
+
+def format_table(summaries: list[dict]) -> str:
+    header = f"{'stage':<14} {'items':>7} {'items/s':>9} {'mean ms':>9} {'p95 ms':>8} {'dropped':>8} {'skipped':>8}"
+    rows = [header]
+    for s in summaries:
+        rows.append(f"{s['stage']:<14} {s['items']:>7} {s['per_s']:>9.1f} {s['mean_ms']:>9.2f} "
+                    f"{s['p95_ms']:>8.2f} {s['dropped']:>8} {s['skipped']:>8}")
+        if "latency_p50_ms" in s:
+            rows[-1] += f"   latency p50 {s['latency_p50_ms']:.1f} ms, p95 {s['latency_p95_ms']:.1f} ms"
+    return "\n".join(rows)

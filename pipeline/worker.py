@@ -1,0 +1,182 @@
+"""The body of one stage process: open the stage, move packets, report to the parent, close.
+
+The parent learns everything through the control queue: ``ready``, ``length`` (a source's
+frame count), ``segment`` (a shared-memory segment to unlink at the end), ``done`` with the
+stage's statistics, or ``fail`` with a one-line message, the traceback and an exit code.
+SIGTERM from the parent raises ``Terminated`` wherever the stage is, so ``close`` still runs
+and files are flushed; SIGINT is left to the parent, which drains the graph instead.
+"""
+from __future__ import annotations
+
+import queue
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import frames
+from .errors import UserError
+from .graph import StageSpec
+from .messages import EndOfStream, Packet
+from .stage import Source, Stage
+from .stats import StageStats
+
+
+class Terminated(BaseException):
+    """Raised in a stage process on SIGTERM: unwinds to ``close`` like an exception would."""
+
+
+@dataclass
+class Wiring:
+    """Everything a stage process is handed by the runner (picklable for ``spawn``)."""
+
+    spec: StageSpec
+    inbox: Any
+    outboxes: list[Any]
+    upstream: int
+    control: Any
+    stop: Any
+    progress: Any
+    busy_since: Any
+    ring_slots: int
+    run_id: str
+
+
+class StageFailure(Exception):
+    """A stage raised while handling a packet; the message names the packet."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+class _Emitter:
+    """Puts packets on every consumer's queue: blocking for finite sources, drop-oldest for live ones."""
+
+    def __init__(self, outboxes: list[Any], live: bool, stats: StageStats) -> None:
+        self.outboxes = outboxes
+        self.live = live
+        self.stats = stats
+
+    def emit(self, packets: Iterable[Packet]) -> None:
+        for packet in packets:
+            for box in self.outboxes:
+                if self.live:
+                    self._put_dropping_oldest(box, packet)
+                else:
+                    box.put(packet)
+
+    def _put_dropping_oldest(self, box: Any, packet: Packet) -> None:
+        while True:
+            try:
+                box.put_nowait(packet)
+                return
+            except queue.Full:
+                try:
+                    box.get_nowait()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
+
+    def end(self, sender: str) -> None:
+        for box in self.outboxes:
+            box.put(EndOfStream(sender))
+
+
+def stage_main(w: Wiring) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _terminate)
+    name = w.spec.name
+    stats = StageStats(name)
+    stage: Stage | None = None
+    ring: frames.FrameRing | None = None
+    started = time.monotonic()
+    try:
+        stage = w.spec.build()
+        stage.open()
+        w.control.put(("ready", name))
+        if isinstance(stage, Source):
+            ring = frames.FrameRing(f"fp{w.run_id}_{name}", w.ring_slots,
+                                    lambda seg: w.control.put(("segment", name, seg)))
+            w.control.put(("length", name, stage.length()))
+            emitter = _Emitter(w.outboxes, stage.live, stats)
+            _run_source(stage, ring, emitter, w, stats)
+        else:
+            emitter = _Emitter(w.outboxes, False, stats)
+            _run_consumer(stage, emitter, w, stats)
+        emitter.emit(stage.finish())
+        emitter.end(name)
+        stats.wall_s = time.monotonic() - started
+        w.control.put(("done", name, stats.summary()))
+    except Terminated:
+        stats.wall_s = time.monotonic() - started
+        w.control.put(("stopped", name, stats.summary()))
+    except UserError as exc:
+        w.control.put(("fail", name, str(exc), "", exc.exit_code))
+    except BaseException as exc:
+        message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
+        w.control.put(("fail", name, message, traceback.format_exc(), 1))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing is not interrupted a second time
+        if stage is not None:
+            try:
+                stage.close()
+            except BaseException as exc:
+                w.control.put(("fail", name, f"while closing: {type(exc).__name__}: {exc}",
+                               traceback.format_exc(), 1))
+        if ring is not None:
+            ring.close()
+        frames.detach_all()
+        sys.stdout.flush()
+
+
+def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wiring,
+                stats: StageStats) -> None:
+    produced = iter(stage.frames())
+    while not w.stop.is_set():
+        t0 = time.perf_counter()
+        packet = next(produced, None)
+        if packet is None:
+            break
+        if isinstance(packet.image, np.ndarray):
+            packet.image = ring.put(packet.image)
+        if not packet.captured:
+            packet.captured = time.monotonic()
+        stats.record(time.perf_counter() - t0)
+        emitter.emit((packet,))
+        w.progress.value += 1
+
+
+def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats) -> None:
+    ended = 0
+    sink = not w.outboxes
+    while ended < w.upstream:
+        item = w.inbox.get()
+        if isinstance(item, EndOfStream):
+            ended += 1
+            continue
+        w.busy_since.value = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            out = list(stage.process(item))
+        except UserError:
+            raise
+        except Exception as exc:
+            if w.spec.on_error != "skip":
+                raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+            stats.skipped += 1
+            print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            out = []
+        w.busy_since.value = 0.0
+        stats.record(time.perf_counter() - t0)
+        if sink:
+            stats.latencies.append(time.monotonic() - item.captured)
+        emitter.emit(out)
+        w.progress.value += 1

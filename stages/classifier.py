@@ -1,0 +1,43 @@
+"""``classifier``: the seven emotion probabilities of every face, one model call per frame."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import Field
+
+from fer_pipe.messages import EXPRESSIONS, FACES, Packet
+from fer_pipe.model import DEFAULT_MODEL
+from fer_pipe.model.inference import FaceClassifier
+from fer_pipe.preprocess import preprocess_faces
+from fer_pipe.stage import Stage, StageParams
+
+
+class ClassifierParams(StageParams):
+    model: str = Field(str(DEFAULT_MODEL), description="TFLite model (default: the shipped one)")
+    margin: float = Field(0.0, ge=0.0, le=1.0, description="grow each face box by this share per side")
+    flip_tta: bool = Field(False, description="also classify the mirrored face and average (2x cost)")
+    threads: int = Field(1, ge=1, le=64, description="interpreter threads")
+
+
+class EmotionClassifier(Stage):
+    """The model is loaded once in ``open``; all faces of a frame go through one interpreter call.
+
+    Faces are prepared by ``fer_pipe.preprocess.preprocess_faces``, the same function that
+    training and ``fer-pipe evaluate`` use.
+    """
+
+    Params = ClassifierParams
+    params: ClassifierParams
+    reads = FACES
+    writes = EXPRESSIONS
+
+    def open(self) -> None:
+        self._model = FaceClassifier(self.params.model, self.params.threads, self.params.flip_tta)
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        if packet.faces:
+            batch = preprocess_faces(packet.pixels(), [f.box for f in packet.faces],
+                                     self._model.input_size, self.params.margin)
+            for face, probs in zip(packet.faces, self._model.predict(batch)):
+                face.probs = probs
+        return (packet,)

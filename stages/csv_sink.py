@@ -1,0 +1,60 @@
+"""``csv``: one row per face per frame, and one row with empty face fields for a frame with none."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from pydantic import Field
+
+from fer_pipe.errors import InputError
+from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.stage import Sink, StageParams
+
+COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",
+           "confidence", *(f"p_{e}" for e in EMOTIONS)]
+
+
+class CsvParams(StageParams):
+    path: str = Field(description="CSV file to write (its folder must exist)")
+    precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+
+
+class CsvSink(Sink):
+    """Rows are written and flushed line by line, so a crash elsewhere loses nothing written.
+
+    A frame without faces gets one row whose face fields are empty, so "no face" can be told
+    from "frame lost": every frame of the source appears at least once.
+    """
+
+    Params = CsvParams
+    params: CsvParams
+    reads = EXPRESSIONS
+
+    def open(self) -> None:
+        path = Path(self.params.path)
+        if not path.parent.is_dir():
+            raise InputError(f"csv {path}: folder {path.parent} does not exist")
+        try:
+            self._file = open(path, "w", newline="", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"csv {path}: cannot write: {exc.strerror}") from None
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(COLUMNS)
+
+    def consume(self, packet: Packet) -> None:
+        head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]
+        if not packet.faces:
+            self._writer.writerow(head + [""] * (len(COLUMNS) - len(head)))
+            return
+        p = self.params.precision
+        for i, face in enumerate(packet.faces):
+            row = head + [i, *face.box, "" if face.track_id is None else face.track_id]
+            if face.probs is None:
+                row += [""] * (2 + len(EMOTIONS))
+            else:
+                row += [face.label, f"{face.confidence:.{p}f}", *(f"{v:.{p}f}" for v in face.probs)]
+            self._writer.writerow(row)
+
+    def close(self) -> None:
+        self._file.close()
