@@ -1,0 +1,53 @@
+"""The versioned event schema shared by every network sink, the subscriber and the collector.
+
+Field names are the CSV's column names, so a row and an event say the same thing the same way.
+On the wire an event is a ZeroMQ multipart message ``[topic, json]``; the topic starts with the
+event family and ends with the source id (``emotion.cam1``, ``episode.cam1``, ``face.cam1``),
+so a subscriber filters by source with a plain prefix subscription.
+
+Schema version 1:
+- ``frame`` (topic ``emotion.<source>``): ``schema, type, source, frame, timestamp, faces``;
+  each face ``face, x, y, w, h, track_id, label, confidence, probs`` (probs: emotion -> p).
+- ``episode`` (topic ``episode.<source>``): ``schema, type, source, track_id, label, start_frame,
+  end_frame, start_time, end_time, duration_s, mean_confidence, peak_confidence``.
+- ``face_appeared`` / ``face_lost`` (topic ``face.<source>``): ``schema, type, source, track_id,
+  frame, timestamp``.
+Additive changes (new fields) keep the version; renaming or removing a field bumps it.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .messages import Packet
+from .preprocess import EMOTIONS
+
+SCHEMA_VERSION = 1
+TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}
+
+
+def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
+    faces = []
+    for i, face in enumerate(packet.faces or []):
+        x, y, w, h = (int(v) for v in face.box)
+        entry: dict[str, Any] = {"face": i, "x": x, "y": y, "w": w, "h": h, "track_id": face.track_id,
+                                 "label": face.label, "confidence": None, "probs": None}
+        if face.probs is not None:
+            entry["confidence"] = round(float(face.confidence), precision)
+            entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, face.probs)}
+        faces.append(entry)
+    return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
+            "timestamp": round(packet.timestamp, 3), "faces": faces}
+
+
+def topic(event: dict[str, Any]) -> str:
+    return f"{TOPIC_PREFIX[event['type']]}.{event['source']}"
+
+
+def encode(event: dict[str, Any]) -> list[bytes]:
+    """The two frames of a multipart message: topic, then compact JSON."""
+    return [topic(event).encode(), json.dumps(event, separators=(",", ":")).encode()]
+
+
+def decode(frames: list[bytes]) -> dict[str, Any]:
+    return json.loads(frames[-1])
