@@ -76,5 +76,6 @@ def augmenter(seed_value: int, erase: float = 0.5) -> keras.Sequential:
         layers.RandomTranslation(0.1, 0.1, fill_mode="nearest", seed=seed_value + 1),
         layers.RandomRotation(0.05, fill_mode="nearest", seed=seed_value + 2),
         layers.RandomZoom((-0.1, 0.1), fill_mode="nearest", seed=seed_value + 3),
-        layers.RandomErasing(factor=erase, scale=(0.02, 0.15), seed=seed_value + 4),
+        layers.RandomErasing(factor=erase, scale=(0.02, 0.15), value_range=(0.0, 1.0),
+                             seed=seed_value + 4),
     ], name="augment")
