@@ -1,0 +1,144 @@
+"""Config validation: every shipped config passes, every broken one fails with one exact line and exit 2."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, fer_pipe
+from fer_pipe.cli import main
+from fer_pipe.config import load_graph
+from fer_pipe.errors import ConfigError
+
+GOOD = """\
+stages:
+  source:
+    type: video
+    params:
+      path: clip.mp4
+  detector:
+    type: haar
+    inputs: [source]
+  classifier:
+    type: classifier
+    inputs: [detector]
+  csv:
+    type: csv
+    inputs: [classifier]
+    params:
+      path: out.csv
+"""
+
+BROKEN = {
+    "unknown_type": (GOOD.replace("type: haar", "type: hair"),
+                     "{f}:7: stage 'detector': unknown stage type 'hair' (known: "),
+    "unknown_param": (GOOD.replace("      path: clip.mp4", "      path: clip.mp4\n      speed: 2"),
+                      "{f}:6: stage 'source' (video): params.speed: unknown parameter"),
+    "missing_param": (GOOD.replace("    params:\n      path: out.csv\n", ""),
+                      "{f}:12: stage 'csv' (csv): params.path: required parameter is missing"),
+    "mistyped_param": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_neighbors: many}"),
+                       "{f}:9: stage 'detector' (haar): params.min_neighbors: Input should be a valid "
+                       "integer, unable to parse string as an integer"),
+    "out_of_range": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 0.9}"),
+                     "{f}:9: stage 'detector' (haar): params.scale_factor: Input should be greater than 1"),
+    "missing_edge": (GOOD.replace("inputs: [detector]", "inputs: [detectr]"),
+                     "{f}:11: stage 'classifier' (classifier): inputs: no stage named 'detectr'"),
+    "cycle": (GOOD.replace("inputs: [source]", "inputs: [csv]"),
+              "{f}:8: stage 'detector' (haar): inputs: 'csv' (csv) is a sink and writes nothing"),
+    "source_with_inputs": (GOOD.replace("    type: video\n", "    type: video\n    inputs: [csv]\n"),
+                           "{f}:4: stage 'source' (video): inputs: a source (video) reads nothing, "
+                           "but inputs lists csv"),
+    "unfed_stage": (GOOD.replace("    inputs: [classifier]\n", ""),
+                    "{f}:12: stage 'csv' (csv): inputs: nothing feeds this stage (add inputs: [<stage>])"),
+    "kind_mismatch": (GOOD.replace("inputs: [classifier]", "inputs: [source]"),
+                      "{f}:14: stage 'csv' (csv): inputs: 'source' (video) writes 'frame', but csv "
+                      "reads 'expressions'"),
+    "bad_yaml": ("stages:\n  source:\n    type: video\n   params: [\n",
+                 "{f}:4: invalid YAML: "),
+    "duplicate_stage": (GOOD.replace("  csv:\n", "  detector:\n"),
+                        "{f}:12: invalid YAML: duplicate key 'detector'"),
+    "not_a_mapping": ("- just\n- a list\n",
+                      "{f}: expected a mapping with a 'stages' key at the top, got list"),
+    "unknown_stage_key": (GOOD.replace("    type: classifier\n", "    type: classifier\n    input: [x]\n"),
+                          "{f}:11: stage 'classifier': unknown key 'input' (expected inputs, on_error, "
+                          "params, type)"),
+    "bad_queue_size": ("queue_size: 0\n" + GOOD,
+                       "{f}:1: queue_size: expected an integer from 1 to 1024, got 0"),
+    "bad_on_error": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: ignore\n"),
+                     "{f}:14: stage 'csv' (csv): on_error: expected 'stop' or 'skip', got 'ignore'"),
+}
+
+
+def test_shipped_configs_validate():
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(configs) >= 2
+    done = fer_pipe("validate", *map(str, configs))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(": ok (") == len(configs)
+
+
+def test_a_real_cycle_is_reported(tmp_path):
+    text = GOOD.replace("    type: classifier\n    inputs: [detector]",
+                        "    type: classifier\n    inputs: [detector, tracker]") + \
+        "  tracker:\n    type: haar\n    inputs: [classifier]\n"
+    path = tmp_path / "cycle.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_graph(path)
+    assert "is a sink" not in str(err.value)
+    assert "cycle" in str(err.value) and "classifier" in str(err.value) and "tracker" in str(err.value)
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_config_gives_one_exact_line(case, tmp_path, capsys):
+    text, expected = BROKEN[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    code = main(["validate", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fer-pipe: " + expected.format(f=path)), lines[0]
+
+
+def test_cli_exit_code_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BROKEN["unknown_param"][0])
+    done = fer_pipe("validate", str(path))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == "fer-pipe: " + BROKEN["unknown_param"][1].format(f=path)
+
+
+def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    graph = load_graph(path, ["source.path=other.mp4", "detector.min_neighbors=3"])
+    assert graph.stages["source"].params.path == "other.mp4"
+    assert graph.stages["detector"].params.min_neighbors == 3
+    with pytest.raises(ConfigError, match=r"--set nope.path=x: .* has no stage named 'nope'"):
+        load_graph(path, ["nope.path=x"])
+    with pytest.raises(ConfigError, match=r"params.min_neighbors: Input should be a valid integer"):
+        load_graph(path, ["detector.min_neighbors=3.5"])
+
+
+def test_missing_config_file(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    done = fer_pipe("validate", str(missing))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"fer-pipe: {missing}: no such config file"
+
+
+def test_fan_out_graph_validates(tmp_path):
+    path = tmp_path / "fan.yaml"
+    path.write_text(GOOD + "  csv2:\n    type: csv\n    inputs: [classifier]\n    params: {path: b.csv}\n")
+    graph = load_graph(path)
+    assert sorted(graph.consumers("classifier")) == ["csv", "csv2"]
+
+
+def test_python_tags_are_refused(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("stages: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_graph(Path(path))
