@@ -18,6 +18,7 @@ import queue
 import secrets
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -56,6 +57,10 @@ class Runner:
         self._signal = self._signal or signum
         self._signals_seen += 1
 
+    def stop(self) -> None:
+        """Drain and end the run from another thread, as a first SIGINT would (the Python API's way out)."""
+        self._on_signal(signal.SIGINT, None)
+
     def run(self) -> RunResult:
         for spec in self.graph.stages.values():
             try:
@@ -78,7 +83,9 @@ class Runner:
                             len(spec.inputs), control, stop, progress[name], busy[name], slots, run_id)
             procs[name] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{name}")
 
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+                    if in_main}
         started = time.monotonic()
         try:
             for proc in procs.values():

@@ -21,6 +21,14 @@ from pydantic import BaseModel, ConfigDict
 from .messages import Packet
 
 
+class StopRun(Exception):
+    """Raised by a stage to end the whole run cleanly, as a user's ``q`` in a window does.
+
+    The runner stops the sources and drains the graph, so every file sink closes complete and
+    the run exits 0; the stage that raised gets no more packets.
+    """
+
+
 class StageParams(BaseModel):
     """Base of every stage's parameter model: unknown fields are errors, values are immutable."""
 

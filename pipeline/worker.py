@@ -23,7 +23,7 @@ from . import frames
 from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet
-from .stage import Source, Stage
+from .stage import Source, Stage, StopRun
 from .stats import StageStats
 
 
@@ -155,15 +155,22 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
 def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats) -> None:
     ended = 0
     sink = not w.outboxes
+    stopping = False
     while ended < w.upstream:
         item = w.inbox.get()
         if isinstance(item, EndOfStream):
             ended += 1
             continue
+        if stopping:
+            continue  # this stage ended the run: what is still in flight only drains
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
         try:
             out = list(stage.process(item))
+        except StopRun:
+            w.stop.set()
+            stopping = True
+            out = []
         except UserError:
             raise
         except Exception as exc:
