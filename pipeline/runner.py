@@ -13,7 +13,6 @@ sentinels, and ends the run:
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
 import secrets
 import signal
@@ -207,15 +206,15 @@ def _progress_bar(total: int):
 
 
 def report(result: RunResult, quiet: bool, debug: bool) -> None:
-    """What a run prints on stderr at the end: the failure line and the statistics table."""
-    if result.exit_code and result.message:
+    """What a run prints on stderr at the end: the failure line, then the statistics table.
+
+    Bad input (exit 2) prints its one line and nothing else, so it reads like a config error.
+    """
+    if result.exit_code:
         print(f"fer-pipe: {result.message}", file=sys.stderr)
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
-    elif result.exit_code:
-        print(f"fer-pipe: {result.message}", file=sys.stderr)
-    if not quiet and result.stats:
+    if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"
-        print(f"wall {result.wall_s:.2f} s, first result after {first}, pid {os.getpid()}",
-              file=sys.stderr)
+        print(f"wall {result.wall_s:.2f} s, first result after {first}", file=sys.stderr)

@@ -1,0 +1,104 @@
+"""End to end: a real multi-process graph on real face clips, checked frame by frame."""
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import fer_pipe, read_frames, write_video
+from fer_pipe.config import graph_from_dict
+from fer_pipe.runner import Runner
+from fer_pipe.stages.csv_sink import COLUMNS
+
+FACE_FRAMES = 30
+EMPTY_FRAMES = 20
+
+
+@pytest.fixture(scope="module")
+def face_then_empty(clips, tmp_path_factory):
+    """30 frames of a woman's face, then 20 frames of a scene with no face, at 640x360."""
+    faces = read_frames(clips["WolfgangLanger_Pexels.mp4"], FACE_FRAMES)
+    empty = [cv2.resize(f, (640, 360)) for f in read_frames(clips["no_face.mp4"], EMPTY_FRAMES)]
+    return write_video(tmp_path_factory.mktemp("clip") / "face_then_empty.avi", faces + empty)
+
+
+def graph_for(video, out_csv, **detector):
+    return graph_from_dict({"queue_size": 4, "stages": {
+        "source": {"type": "video", "params": {"path": str(video)}},
+        "detector": {"type": "haar", "inputs": ["source"], "params": detector},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out_csv)}},
+    }})
+
+
+def read_rows(path):
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader)
+        return header, [dict(zip(header, row)) for row in reader]
+
+
+def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_empty, tmp_path):
+    out = tmp_path / "out.csv"
+    result = Runner(graph_for(face_then_empty, out), progress=False).run()
+    assert result.exit_code == 0, result.message
+    header, rows = read_rows(out)
+    assert header == COLUMNS
+    frames = [int(r["frame"]) for r in rows]
+    assert frames == sorted(frames)
+    assert sorted(set(frames)) == list(range(FACE_FRAMES + EMPTY_FRAMES))
+    by_frame = {}
+    for r in rows:
+        by_frame.setdefault(int(r["frame"]), []).append(r)
+    with_face = [f for f, rs in by_frame.items() if rs[0]["label"]]
+    assert all(len(rs) == 1 for f, rs in by_frame.items() if f >= FACE_FRAMES), "faces in an empty scene"
+    assert set(with_face) <= set(range(FACE_FRAMES))
+    assert len(with_face) >= FACE_FRAMES - 2
+    for f in with_face:
+        for r in by_frame[f]:
+            probs = [float(r[c]) for c in COLUMNS if c.startswith("p_")]
+            assert abs(sum(probs) - 1.0) < 1e-2
+            assert r["label"] == COLUMNS[COLUMNS.index("p_angry") + int(np.argmax(probs))][2:]
+            x, y, w, h = (int(r[k]) for k in "xywh")
+            assert 150 < x + w / 2 < 500 and w > 60  # the woman's face is in the middle of the frame
+    stats = {s["stage"]: s for s in result.stats}
+    assert stats["source"]["items"] == FACE_FRAMES + EMPTY_FRAMES
+    assert stats["csv"]["items"] == FACE_FRAMES + EMPTY_FRAMES
+    assert all(s["dropped"] == 0 for s in result.stats)
+
+
+def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    graph = graph_from_dict({"stages": {
+        "source": {"type": "video", "params": {"path": str(face_then_empty), "max_frames": 12}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(a)}},
+        "copy": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(b)}},
+    }})
+    assert Runner(graph, progress=False).run().exit_code == 0
+    assert a.read_text() == b.read_text()
+    assert len(read_rows(a)[1]) >= 12
+
+
+def test_cli_run_with_overrides(face_then_empty, tmp_path):
+    from conftest import REPO
+
+    out = tmp_path / "cli.csv"
+    done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--set", f"source.path={face_then_empty}",
+                    "--set", f"csv.path={out}", "--set", "source.max_frames=10")
+    assert done.returncode == 0, done.stderr
+    assert sorted({int(r["frame"]) for r in read_rows(out)[1]}) == list(range(10))
+    assert "items/s" in done.stderr  # the statistics table
+
+
+def test_missing_video_is_one_line_exit_2(tmp_path):
+    from conftest import REPO
+
+    missing = tmp_path / "nope.mp4"
+    done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--set", f"source.path={missing}",
+                    "--set", f"csv.path={tmp_path / 'x.csv'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"fer-pipe: stage 'source' (video) failed: video {missing}: no such file"
