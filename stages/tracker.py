@@ -1,0 +1,165 @@
+"""``track``: a track id per face that stays while the face stays in view (SORT-style).
+
+Association is by box overlap: a constant-velocity ``cv2.KalmanFilter`` per track predicts
+where its face is now, and SciPy's ``linear_sum_assignment`` pairs predictions with the
+detector's boxes to maximise total IoU. Why not a packaged tracker: the maintained ones that
+PyPI offers did not fit. ``norfair`` pins numpy below 2 (the classifier's TensorFlow needs 2),
+``trackers``/``supervision`` (ByteTrack) pull in a large CV toolkit and ``requests`` for
+what is here ~100 lines over two packages we already ship (OpenCV, SciPy), and none of them
+carries boxes over frames the detector skipped in the way the pipeline needs.
+
+Frames the detector skipped (``packet.extra["detected"] is False``, faces ``[]``): every
+track is advanced by its filter, and the confirmed tracks seen at the last detection are
+output as that frame's faces (``face.extra["predicted"] = True``) instead of being ended, so a
+detector run every Nth frame still gives boxes, ids and expressions on every frame. Only frames
+the detector looked at count towards ``max_age``.
+
+A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
+the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
+``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
+frame, which the smoother and the episodes sink use to start and end per-track state.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from pydantic import Field
+from scipy.optimize import linear_sum_assignment
+
+from fer_pipe.messages import FACES, Face, Packet
+from fer_pipe.stage import Stage, StageParams
+
+Box = tuple[int, int, int, int]
+
+
+class TrackParams(StageParams):
+    iou_threshold: float = Field(0.3, gt=0.0, le=1.0,
+                                 description="least IoU between a predicted box and a detection to match")
+    max_age: int = Field(12, ge=0, le=10_000,
+                         description="detector runs in a row that may miss a track before it ends")
+    min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (n, 4 as x, y, w, h) with every box of ``b`` (m, 4)."""
+    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
+    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _kalman(box: Box) -> cv2.KalmanFilter:
+    """State (cx, cy, w, h) and their velocities per frame; noise scales with the face's size."""
+    x, y, w, h = box
+    kf = cv2.KalmanFilter(8, 4)
+    kf.measurementMatrix = np.eye(4, 8, dtype=np.float32)
+    side = float(max(w, h, 1))
+    kf.measurementNoiseCov = np.eye(4, dtype=np.float32) * (0.05 * side) ** 2
+    kf.processNoiseCov = np.diag([(0.03 * side) ** 2] * 4 + [(0.02 * side) ** 2] * 4).astype(np.float32)
+    kf.errorCovPost = np.diag([(0.1 * side) ** 2] * 4 + [(0.5 * side) ** 2] * 4).astype(np.float32)
+    kf.statePost = np.array([[x + w / 2], [y + h / 2], [w], [h], [0], [0], [0], [0]], np.float32)
+    return kf
+
+
+@dataclass
+class _Track:
+    kf: cv2.KalmanFilter
+    hits: int = 1
+    misses: int = 0
+    track_id: int | None = None
+    predicted: np.ndarray = field(default_factory=lambda: np.zeros(4))
+
+    def predict(self, steps: int) -> None:
+        transition = np.eye(8, dtype=np.float32)
+        transition[range(4), range(4, 8)] = steps
+        self.kf.transitionMatrix = transition
+        cx, cy, w, h = self.kf.predict()[:4, 0]
+        w, h = max(float(w), 1.0), max(float(h), 1.0)
+        self.predicted = np.array([cx - w / 2, cy - h / 2, w, h])
+
+    def correct(self, box: Box) -> None:
+        x, y, w, h = box
+        self.kf.correct(np.array([[x + w / 2], [y + h / 2], [w], [h]], np.float32))
+
+    def box(self) -> Box:
+        x, y, w, h = (round(float(v)) for v in self.predicted)
+        return x, y, w, h
+
+
+@dataclass
+class _SourceState:
+    tracks: list[_Track] = field(default_factory=list)
+    last_index: int | None = None
+    next_id: int = 1
+
+
+class FaceTracker(Stage):
+    """Per-source SORT tracker; see the module docstring for the skipped-frame protocol."""
+
+    Params = TrackParams
+    params: TrackParams
+    reads = FACES
+    writes = FACES
+
+    def open(self) -> None:
+        self._sources: dict[str, _SourceState] = {}
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        state = self._sources.setdefault(packet.source, _SourceState())
+        steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
+        state.last_index = packet.index
+        for track in state.tracks:
+            track.predict(steps)
+        if packet.faces is None or packet.extra.get("detected") is False:
+            packet.faces = [Face(t.box(), track_id=t.track_id, extra={"predicted": True})
+                            for t in state.tracks if t.track_id is not None and t.misses == 0]
+        else:
+            self._associate(state, packet)
+        return (packet,)
+
+    def _associate(self, state: _SourceState, packet: Packet) -> None:
+        faces = packet.faces or []
+        matched: dict[int, int] = {}
+        if state.tracks and faces:
+            iou = iou_matrix(np.array([t.predicted for t in state.tracks]),
+                             np.array([f.box for f in faces], dtype=float))
+            rows, cols = linear_sum_assignment(iou, maximize=True)
+            matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
+        appeared: list[int] = []
+        touched: set[int] = set()
+        for col, face in enumerate(faces):
+            if col in matched:
+                track = state.tracks[matched[col]]
+                track.correct(face.box)
+                track.hits += 1
+                track.misses = 0
+            else:
+                track = _Track(_kalman(face.box))
+                state.tracks.append(track)
+            touched.add(id(track))
+            if track.track_id is None and track.hits >= self.params.min_hits:
+                track.track_id = state.next_id
+                state.next_id += 1
+                appeared.append(track.track_id)
+            face.track_id = track.track_id
+        lost: list[int] = []
+        kept: list[_Track] = []
+        for track in state.tracks:
+            if id(track) not in touched:
+                track.misses += 1
+            if track.misses > self.params.max_age:
+                if track.track_id is not None:
+                    lost.append(track.track_id)
+            else:
+                kept.append(track)
+        state.tracks = kept
+        if appeared:
+            packet.extra["track_appeared"] = appeared
+        if lost:
+            packet.extra["track_lost"] = lost

@@ -1,0 +1,115 @@
+"""The ``track`` stage on hand-built packets: stable ids, new ids, ends, and skipped frames."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_pipe.inprocess import make_stage, run_stage
+from fer_pipe.messages import Face, Packet
+from fer_pipe.stages.tracker import iou_matrix
+
+FPS = 25.0
+
+
+def packet(index: int, boxes: list[tuple[int, int, int, int]], source: str = "cam") -> Packet:
+    return Packet(source, index, index / FPS, faces=[Face(box) for box in boxes])
+
+
+def skipped(index: int, source: str = "cam") -> Packet:
+    """A frame the detector did not look at, as the detector marks it."""
+    return Packet(source, index, index / FPS, faces=[], extra={"detected": False})
+
+
+def ids(out: list[Packet]) -> list[list[int | None]]:
+    return [[f.track_id for f in p.faces] for p in out]
+
+
+def test_iou_matrix_matches_hand_computed_values() -> None:
+    a = np.array([[0, 0, 10, 10], [100, 100, 10, 10]], float)
+    b = np.array([[5, 0, 10, 10]], float)
+    assert iou_matrix(a, b) == pytest.approx(np.array([[50 / 150], [0.0]]))
+
+
+def test_ids_stay_with_two_faces_moving_past_each_other() -> None:
+    # face A moves right along the top, face B left along the bottom; the detector lists them
+    # in x order, so their order in the list swaps halfway: ids must follow the boxes, not the order
+    packets = []
+    for i in range(60):
+        a, b = (10 + 9 * i, 20, 80, 80), (550 - 9 * i, 200, 80, 80)
+        packets.append(packet(i, sorted([a, b])))
+    out = run_stage("track", packets, {"min_hits": 3})
+    by_row: dict[int, set] = {20: set(), 200: set()}
+    for p in out[2:]:
+        for face in p.faces:
+            by_row[face.box[1]].add(face.track_id)
+    assert by_row[20] == {1} and by_row[200] == {2}
+    assert ids(out)[:2] == [[None, None], [None, None]], "ids are given only after min_hits matches"
+    assert out[2].extra["track_appeared"] == [1, 2]
+
+
+def test_a_new_face_gets_a_new_id_and_a_one_frame_false_hit_gets_none() -> None:
+    packets = [packet(i, [(100 + 2 * i, 100, 90, 90)]) for i in range(10)]
+    packets[4].faces.append(Face((400, 50, 60, 60)))  # a single false hit of the cascade
+    packets += [packet(i, [(100 + 2 * i, 100, 90, 90), (400, 200, 90, 90)]) for i in range(10, 20)]
+    out = run_stage("track", packets, {"min_hits": 3, "max_age": 2})
+    assert out[4].faces[1].track_id is None
+    assert [f.track_id for f in out[19].faces] == [1, 2]
+    assert out[12].extra["track_appeared"] == [2]
+    assert all(f.track_id in (None, 1, 2) for p in out for f in p.faces)
+
+
+def test_a_track_ends_after_max_age_missed_detections_and_a_return_gets_a_new_id() -> None:
+    box = (200, 100, 100, 100)
+    seen = [packet(i, [box]) for i in range(5)]
+    gap_short = [packet(i, []) for i in range(5, 8)]          # 3 misses <= max_age 3: kept
+    back = [packet(i, [box]) for i in range(8, 12)]
+    gap_long = [packet(i, []) for i in range(12, 16)]         # the 4th miss ends the track
+    again = [packet(i, [box]) for i in range(16, 20)]
+    out = run_stage("track", seen + gap_short + back + gap_long + again, {"max_age": 3, "min_hits": 2})
+    assert {f.track_id for p in out[8:12] for f in p.faces} == {1}
+    assert [p.extra.get("track_lost") for p in out[12:16]] == [None, None, None, [1]]
+    assert {f.track_id for p in out[17:20] for f in p.faces} == {2}
+
+
+def test_sources_are_tracked_separately() -> None:
+    packets = []
+    for i in range(6):
+        packets += [packet(i, [(100, 100, 80, 80)], "cam1"), packet(i, [(100, 100, 80, 80)], "cam2")]
+    out = run_stage("track", packets, {"min_hits": 1})
+    assert {(p.source, f.track_id) for p in out for f in p.faces} == {("cam1", 1), ("cam2", 1)}
+
+
+def test_skipped_frames_carry_predicted_boxes_with_their_ids() -> None:
+    # the detector runs on every 4th frame only; the face moves 5 px per frame to the right
+    def truth(i: int) -> tuple[int, int, int, int]:
+        return (50 + 5 * i, 120, 100, 100)
+
+    packets = [packet(i, [truth(i)]) if i % 4 == 0 else skipped(i) for i in range(60)]
+    out = run_stage("track", packets, {"min_hits": 2, "max_age": 1})
+    for p in out[8:]:
+        assert len(p.faces) == 1, f"frame {p.index}: the track must not end on skipped frames"
+        face = p.faces[0]
+        assert face.track_id == 1
+        assert face.extra.get("predicted", False) == (p.index % 4 != 0)
+        if p.index >= 24:  # the filter has learnt the velocity: boxes follow the face between detections
+            assert abs(face.box[0] - truth(p.index)[0]) <= 6, (p.index, face.box)
+            assert iou_matrix(np.array([face.box], float), np.array([truth(p.index)], float))[0, 0] > 0.8
+    assert not any("track_lost" in p.extra for p in out)
+
+
+def test_skipped_frames_show_only_confirmed_tracks_seen_at_the_last_detection() -> None:
+    tracker = make_stage("track", {"min_hits": 3, "max_age": 5})
+    packets = [packet(0, [(0, 0, 50, 50), (300, 0, 50, 50)]), packet(1, [(0, 0, 50, 50), (300, 0, 50, 50)]),
+               packet(2, [(0, 0, 50, 50), (300, 0, 50, 50), (150, 200, 50, 50)]),  # third: tentative
+               packet(3, [(300, 0, 50, 50), (150, 200, 50, 50)]),                   # first face missed
+               skipped(4)]
+    out = run_stage(tracker, packets)
+    assert [f.track_id for f in out[4].faces] == [2]
+    assert out[4].faces[0].box == (300, 0, 50, 50)
+
+
+def test_a_frame_without_detector_output_is_treated_as_skipped() -> None:
+    packets = [packet(i, [(100, 100, 80, 80)]) for i in range(3)]
+    packets.append(Packet("cam", 3, 3 / FPS, faces=None))
+    out = run_stage("track", packets, {"min_hits": 1})
+    assert [f.track_id for f in out[3].faces] == [1]
