@@ -39,12 +39,16 @@ class ImageHandle(Protocol):
 
 @dataclass
 class Face:
-    """One face in one frame. ``probs`` is set by a classifier, ``track_id`` by a tracker."""
+    """One face in one frame. ``probs`` is set by a classifier, ``track_id`` by a tracker,
+    ``smoothed`` / ``smoothed_label`` by a smoother (probabilities averaged over the track's
+    recent frames, and the label they settled on; None until it settles)."""
 
     box: tuple[int, int, int, int]
     probs: np.ndarray | None = None
     track_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    smoothed: np.ndarray | None = None
+    smoothed_label: str | None = None
 
     @property
     def label(self) -> str | None:

@@ -1,0 +1,94 @@
+"""``smooth``: per track, probabilities averaged over time and a label that does not flicker.
+
+The average is exponential with a time constant in seconds, weighted by the time between a
+track's observations (``1 - exp(-dt / tau)``), so it means the same at 10 and at 30 fps and
+across frames where the track was not seen. A smoothed argmax alone still flickers when two
+classes run close, so the label has hysteresis: another class takes over only after it has led
+the current label by ``margin`` for ``hold_s`` seconds. A new track's first label settles once
+one class has led for ``hold_s``.
+
+On each face with a track id: ``face.smoothed`` (the 7 averaged probabilities),
+``face.smoothed_label`` (None until settled), and in ``face.extra``: ``label_since``, the
+(frame, timestamp) at which the current smoothed label began to lead, and ``challenger_since``,
+the frame at which a class now challenging it began to lead (absent when none does). The
+episodes sink uses them to date an episode from when its label really took over rather than
+from when the hysteresis let it through. Faces without a track id are passed on untouched.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import Field
+
+from fer_pipe.messages import EXPRESSIONS, Face, Packet
+from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.stage import Stage, StageParams
+
+
+class SmoothParams(StageParams):
+    time_constant_s: float = Field(0.4, gt=0.0, le=60.0,
+                                   description="time constant of the moving average, in seconds")
+    margin: float = Field(0.1, ge=0.0, le=1.0,
+                          description="smoothed probability by which a class must lead the label to replace it")
+    hold_s: float = Field(0.25, ge=0.0, le=60.0,
+                          description="seconds a class must lead (by margin) before the label changes")
+
+
+@dataclass
+class _TrackState:
+    mean: np.ndarray
+    time: float
+    label: int | None = None
+    label_since: tuple[int, float] | None = None
+    challenger: int | None = None
+    challenger_since: tuple[int, float] = (0, 0.0)
+
+
+class Smoother(Stage):
+    """Keeps one small state per (source, track id), dropped when the tracker ends the track."""
+
+    Params = SmoothParams
+    params: SmoothParams
+    reads = EXPRESSIONS
+    writes = EXPRESSIONS
+
+    def open(self) -> None:
+        self._tracks: dict[tuple[str, int], _TrackState] = {}
+
+    def process(self, packet: Packet) -> Iterable[Packet]:
+        for face in packet.faces or []:
+            if face.track_id is not None and face.probs is not None:
+                self._update(packet, face)
+        for track_id in packet.extra.get("track_lost", ()):
+            self._tracks.pop((packet.source, track_id), None)
+        return (packet,)
+
+    def _update(self, packet: Packet, face: Face) -> None:
+        key = (packet.source, face.track_id)
+        now = (packet.index, packet.timestamp)
+        state = self._tracks.get(key)
+        if state is None:
+            state = self._tracks[key] = _TrackState(np.asarray(face.probs, np.float32).copy(), packet.timestamp)
+        else:
+            weight = 1.0 - math.exp(-max(packet.timestamp - state.time, 0.0) / self.params.time_constant_s)
+            state.mean += weight * (face.probs - state.mean)
+            state.time = packet.timestamp
+        leader = int(np.argmax(state.mean))
+        if state.label is None or (leader != state.label and
+                                   state.mean[leader] - state.mean[state.label] >= self.params.margin):
+            if leader != state.challenger:
+                state.challenger, state.challenger_since = leader, now
+            if packet.timestamp - state.challenger_since[1] >= self.params.hold_s:
+                state.label, state.label_since = leader, state.challenger_since
+                state.challenger = None
+        else:
+            state.challenger = None
+        face.smoothed = state.mean.copy()
+        face.smoothed_label = None if state.label is None else EMOTIONS[state.label]
+        if state.label_since is not None:
+            face.extra["label_since"] = state.label_since
+        if state.challenger is not None:
+            face.extra["challenger_since"] = state.challenger_since[0]
