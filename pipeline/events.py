@@ -40,6 +40,24 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
             "timestamp": round(packet.timestamp, 3), "faces": faces}
 
 
+EPISODE_FIELDS = ("source", "track_id", "label", "start_frame", "end_frame", "start_time", "end_time",
+                  "duration_s", "mean_confidence", "peak_confidence")
+"""An episode's fields, in the order of the episodes CSV's columns."""
+
+
+def episode_event(episode: dict[str, Any]) -> dict[str, Any]:
+    """An ``episode`` event from a mapping that holds every name of ``EPISODE_FIELDS``."""
+    return {"schema": SCHEMA_VERSION, "type": "episode", **{k: episode[k] for k in EPISODE_FIELDS}}
+
+
+def face_event(kind: str, source: str, track_id: int, frame: int, timestamp: float) -> dict[str, Any]:
+    """A ``face_appeared`` or ``face_lost`` event; for a lost face, frame and time it was last seen."""
+    if kind not in ("face_appeared", "face_lost"):
+        raise ValueError(f"face event kind must be face_appeared or face_lost, not {kind!r}")
+    return {"schema": SCHEMA_VERSION, "type": kind, "source": source, "track_id": track_id,
+            "frame": frame, "timestamp": round(timestamp, 3)}
+
+
 def topic(event: dict[str, Any]) -> str:
     return f"{TOPIC_PREFIX[event['type']]}.{event['source']}"
 

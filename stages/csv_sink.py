@@ -12,7 +12,8 @@ from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
 
 COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",
-           "confidence", *(f"p_{e}" for e in EMOTIONS)]
+           "confidence", *(f"p_{e}" for e in EMOTIONS), "smoothed_label", "smoothed_confidence"]
+"""``smoothed_*``: a smoother's settled label and its smoothed probability; empty without one."""
 
 
 class CsvParams(StageParams):
@@ -30,6 +31,24 @@ class CsvSink(Sink):
     Params = CsvParams
     params: CsvParams
     reads = EXPRESSIONS
+
+    @classmethod
+    def preflight(cls, params: CsvParams) -> None:
+        """Try the file in the parent, so an unwritable path fails before any stage starts
+        (permission bits alone do not tell, e.g. for root or on a read-only mount)."""
+        path = Path(params.path)
+        if not path.parent.is_dir():
+            raise InputError(f"csv {path}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise InputError(f"csv {path}: is a folder, not a file")
+        existed = path.exists()
+        try:
+            with open(path, "a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            raise InputError(f"csv {path}: cannot write: {exc.strerror}") from None
+        if not existed:
+            path.unlink()
 
     def open(self) -> None:
         path = Path(self.params.path)
@@ -54,6 +73,10 @@ class CsvSink(Sink):
                 row += [""] * (2 + len(EMOTIONS))
             else:
                 row += [face.label, f"{face.confidence:.{p}f}", *(f"{v:.{p}f}" for v in face.probs)]
+            if face.smoothed_label is None or face.smoothed is None:
+                row += ["", ""]
+            else:
+                row += [face.smoothed_label, f"{face.smoothed[EMOTIONS.index(face.smoothed_label)]:.{p}f}"]
             self._writer.writerow(row)
 
     def close(self) -> None:

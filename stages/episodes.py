@@ -1,0 +1,176 @@
+"""``episodes``: who felt what, from when to when, as a CSV and optionally ZeroMQ events.
+
+An episode is a stretch of one track under one smoothed label: it starts when the track's
+smoothed label settles or changes and ends when it changes again, when the tracker ends the
+track, or at the end of the stream. Its start is dated from when the new label began to lead
+(``label_since`` from the smoother), not from when the hysteresis accepted it, so the reported
+onset is not late by the hold time. Confidence is the smoothed probability of the episode's
+label, averaged (``mean_confidence``) and at its highest (``peak_confidence``).
+
+Rows are written as episodes end, flushed line by line, so a crash loses no finished episode.
+With ``publish`` set, every episode also goes out as an ``episode.<source>`` event and every
+track's first and last sighting as ``face.<source>`` events (schema in ``fer_pipe.events``),
+from a PUB socket bound to ``host`` (loopback unless told otherwise).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+from pydantic import Field
+
+from fer_pipe.errors import InputError
+from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
+from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.stage import Sink, StageParams
+
+Observation = tuple[int, float, np.ndarray]
+"""(frame, timestamp, smoothed probabilities) of one track in one frame."""
+
+
+class EpisodesParams(StageParams):
+    path: str = Field(description="episodes CSV to write (its folder must exist)")
+    min_duration_s: float = Field(0.0, ge=0.0, description="leave out episodes shorter than this")
+    publish: int = Field(0, ge=0, le=65535, description="TCP port to publish episode and face events on (0: off)")
+    host: str = Field("127.0.0.1", description="address the publishing socket binds to")
+
+
+@dataclass
+class _Episode:
+    label: str
+    start: tuple[int, float]
+    end: tuple[int, float] = (0, 0.0)
+    total: float = 0.0
+    count: int = 0
+    peak: float = 0.0
+
+    def add(self, observations: list[Observation]) -> None:
+        column = EMOTIONS.index(self.label)
+        for frame, time, probs in observations:
+            value = float(probs[column])
+            self.total += value
+            self.count += 1
+            self.peak = max(self.peak, value)
+            self.end = (frame, time)
+
+
+@dataclass
+class _Track:
+    last_seen: tuple[int, float]
+    episode: _Episode | None = None
+    pending: list[Observation] = field(default_factory=list)
+    """Frames since a challenger began to lead: they go to the next episode if it wins."""
+
+
+class EpisodesSink(Sink):
+    """Per (source, track): the open episode and the few frames a challenging label may claim."""
+
+    Params = EpisodesParams
+    params: EpisodesParams
+    reads = EXPRESSIONS
+
+    def open(self) -> None:
+        path = Path(self.params.path)
+        if not path.parent.is_dir():
+            raise InputError(f"episodes {path}: folder {path.parent} does not exist")
+        try:
+            self._file = open(path, "w", newline="", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"episodes {path}: cannot write: {exc.strerror}") from None
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(EPISODE_FIELDS)
+        self._tracks: dict[tuple[str, int], _Track] = {}
+        self._socket: zmq.Socket | None = None
+        if self.params.publish:
+            self._context = zmq.Context()
+            self._socket = self._context.socket(zmq.PUB)
+            try:
+                self._socket.bind(f"tcp://{self.params.host}:{self.params.publish}")
+            except zmq.ZMQError as exc:
+                self.close()
+                raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "
+                                 f"{exc}") from None
+
+    def consume(self, packet: Packet) -> None:
+        for face in packet.faces or []:
+            if face.track_id is None:
+                continue
+            key = (packet.source, face.track_id)
+            now = (packet.index, packet.timestamp)
+            track = self._tracks.get(key)
+            if track is None:
+                track = self._tracks[key] = _Track(now)
+                self._publish(face_event("face_appeared", packet.source, face.track_id, *now))
+            track.last_seen = now
+            if face.smoothed is not None:
+                self._observe(key, track, (*now, face.smoothed), face.smoothed_label, face.extra)
+        for track_id in packet.extra.get("track_lost", ()):
+            self._end_track((packet.source, track_id))
+
+    def finish(self) -> list[Packet]:
+        for key in list(self._tracks):
+            self._end_track(key)
+        return []
+
+    def close(self) -> None:
+        self._file.close()
+        if self._socket is not None:
+            self._socket.close(linger=1000)
+            self._context.term()
+            self._socket = None
+
+    def _observe(self, key: tuple[str, int], track: _Track, obs: Observation, label: str | None,
+                 extra: dict[str, Any]) -> None:
+        current = track.episode.label if track.episode else None
+        if label != current:
+            since = extra["label_since"][0]
+            self._settle([o for o in track.pending if o[0] < since], track)
+            self._close_episode(key, track)
+            claimed = [o for o in track.pending if o[0] >= since] + [obs]
+            track.episode = _Episode(label, claimed[0][:2])
+            track.episode.add(claimed)
+            track.pending = []
+        elif "challenger_since" in extra:
+            since = extra["challenger_since"]
+            self._settle([o for o in track.pending if o[0] < since], track)
+            track.pending = [o for o in track.pending if o[0] >= since] + [obs]
+        else:
+            self._settle(track.pending + [obs], track)
+            track.pending = []
+
+    @staticmethod
+    def _settle(observations: list[Observation], track: _Track) -> None:
+        if track.episode is not None and observations:
+            track.episode.add(observations)
+
+    def _end_track(self, key: tuple[str, int]) -> None:
+        track = self._tracks.pop(key, None)
+        if track is None:
+            return
+        self._settle(track.pending, track)
+        self._close_episode(key, track)
+        self._publish(face_event("face_lost", key[0], key[1], *track.last_seen))
+
+    def _close_episode(self, key: tuple[str, int], track: _Track) -> None:
+        episode, track.episode = track.episode, None
+        if episode is None:
+            return
+        duration = episode.end[1] - episode.start[1]
+        if duration < self.params.min_duration_s:
+            return
+        row = {"source": key[0], "track_id": key[1], "label": episode.label,
+               "start_frame": episode.start[0], "end_frame": episode.end[0],
+               "start_time": round(episode.start[1], 3), "end_time": round(episode.end[1], 3),
+               "duration_s": round(duration, 3), "mean_confidence": round(episode.total / episode.count, 4),
+               "peak_confidence": round(episode.peak, 4)}
+        self._writer.writerow([row[k] for k in EPISODE_FIELDS])
+        self._publish(episode_event(row))
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        if self._socket is not None:
+            self._socket.send_multipart(encode(event))

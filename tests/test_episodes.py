@@ -1,0 +1,174 @@
+"""The ``episodes`` sink: hand-built tracks, ZeroMQ events, and whole runs of configs/episodes.yaml."""
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from conftest import REPO, fer_pipe, read_frames, write_video
+from fer_pipe.errors import InputError
+from fer_pipe.events import EPISODE_FIELDS, decode
+from fer_pipe.inprocess import make_stage, run_stage
+from fer_pipe.messages import Face, Packet
+from fer_pipe.preprocess import EMOTIONS
+
+FPS = 25.0
+CONFIG = REPO / "configs" / "episodes.yaml"
+
+
+def probs(label: str, p: float = 0.8) -> np.ndarray:
+    out = np.full(len(EMOTIONS), (1 - p) / 6, np.float32)
+    out[EMOTIONS.index(label)] = p
+    return out
+
+
+def track(labels: list[str], track_id: int = 1, lost_at_end: bool = False) -> list[Packet]:
+    packets = [Packet("cam", i, i / FPS, faces=[Face((0, 0, 60, 60), probs(x), track_id)])
+               for i, x in enumerate(labels)]
+    if lost_at_end:  # as the tracker reports it, on a later frame without the face
+        packets.append(Packet("cam", len(labels), len(labels) / FPS, faces=[],
+                              extra={"track_lost": [track_id]}))
+    return packets
+
+
+def episodes_of(packets: list[Packet], tmp_path: Path, **params) -> list[dict[str, str]]:
+    path = tmp_path / "episodes.csv"
+    smoothed = run_stage("smooth", packets, {"time_constant_s": 0.3, "hold_s": 0.2})
+    run_stage("episodes", smoothed, {"path": str(path), **params})
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == EPISODE_FIELDS
+        return list(reader)
+
+
+def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path) -> None:
+    rows = episodes_of(track(["sad"] * 50 + ["happy"] * 75, lost_at_end=True), tmp_path)
+    assert [(r["label"], r["track_id"], r["source"]) for r in rows] == [("sad", "1", "cam"), ("happy", "1", "cam")]
+    sad, happy = rows
+    # the happy episode is dated from when happy took the lead (within ~0.3 s of frame 50), not
+    # from when the hysteresis let it through 0.2 s later; the two episodes meet without a gap
+    assert 50 <= int(happy["start_frame"]) <= 50 + 0.3 * FPS
+    assert int(sad["end_frame"]) + 1 == int(happy["start_frame"])
+    assert int(happy["end_frame"]) == 124
+    assert float(happy["duration_s"]) == pytest.approx(float(happy["end_time"]) - float(happy["start_time"]))
+    assert float(happy["end_time"]) == pytest.approx(124 / FPS, abs=1e-3)
+    assert int(sad["start_frame"]) == 0, "a first label is dated from the track's first frame"
+    assert 0.5 < float(happy["mean_confidence"]) < float(happy["peak_confidence"]) <= 0.8 + 1e-4
+
+
+def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_out(tmp_path: Path) -> None:
+    packets = track(["angry"] * 40 + ["surprise"] * 12 + ["angry"] * 40)
+    packets += [Packet("cam", i, i / FPS, faces=[Face((200, 0, 60, 60), probs("fear"), 2)]) for i in range(92, 120)]
+    rows = episodes_of(packets, tmp_path)
+    assert [(r["track_id"], r["label"]) for r in rows] == [("1", "angry"), ("1", "surprise"), ("1", "angry"),
+                                                          ("2", "fear")]
+    assert int(rows[2]["end_frame"]) == 91 and int(rows[3]["end_frame"]) == 119
+    kept = episodes_of(packets, tmp_path, min_duration_s=0.5)
+    assert [r["label"] for r in kept] == ["angry", "angry", "fear"]
+
+
+def test_a_missing_folder_is_a_clear_input_error(tmp_path: Path) -> None:
+    sink = make_stage("episodes", {"path": str(tmp_path / "nope" / "e.csv")})
+    with pytest.raises(InputError, match="nope"):
+        sink.open()
+
+
+def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> None:
+    context = zmq.Context()
+    probe = context.socket(zmq.PUB)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)  # a port that was free a moment ago, for the sink to bind
+    sink = make_stage("episodes", {"path": str(tmp_path / "e.csv"), "publish": port})
+    sub = context.socket(zmq.SUB)
+    try:
+        sink.open()
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        sub.subscribe(b"episode.cam")
+        sub.subscribe(b"face.cam")
+        # PUB drops messages until the subscription has arrived; publish until one gets through
+        warmup = [Packet("cam", 0, 0.0, faces=[Face((0, 0, 9, 9), probs("sad"), 7)])]
+        while not sub.poll(50):
+            sink.consume(run_stage("smooth", warmup, {"hold_s": 0.0})[0])
+        assert decode(sub.recv_multipart())["type"] == "face_appeared"
+        for p in run_stage("smooth", track(["sad"] * 30 + ["happy"] * 30, track_id=3, lost_at_end=True),
+                           {"hold_s": 0.2}):
+            sink.consume(p)
+        list(sink.finish())
+        got = []
+        while sub.poll(2000):
+            topic, body = sub.recv_multipart()
+            got.append((topic.decode(), decode([topic, body])))
+    finally:
+        sink.close()
+        sub.close(linger=0)
+        context.term()
+    kinds = [(t, e["type"], e["track_id"]) for t, e in got]
+    assert kinds == [("face.cam", "face_appeared", 3), ("episode.cam", "episode", 3),
+                     ("episode.cam", "episode", 3), ("face.cam", "face_lost", 3),
+                     ("episode.cam", "episode", 7), ("face.cam", "face_lost", 7)]
+    episodes = [e for _, e in got if e["type"] == "episode"]
+    assert [e["label"] for e in episodes] == ["sad", "happy", "sad"]
+    assert all(e["schema"] == 1 and set(EPISODE_FIELDS) <= set(e) for e in episodes)
+    with open(tmp_path / "e.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["start_frame"]) for r in rows] == [e["start_frame"] for e in episodes]
+    assert got[3][1]["frame"] == 59, "a lost face is reported with the frame it was last seen on"
+
+
+def _two_face_clip(clips: dict[str, Path], path: Path) -> Path:
+    """Two copies of the single_face clip's face crossing the frame in opposite directions."""
+    frames = read_frames(clips["single_face.mp4"])
+    out = []
+    for i, frame in enumerate(frames):
+        crop = cv2.resize(frame[40:330, 150:440], (150, 150))
+        canvas = np.full((360, 640, 3), 90, np.uint8)
+        shift = round(450 * i / (len(frames) - 1))
+        canvas[15:165, 20 + shift:170 + shift] = crop
+        canvas[195:345, 470 - shift:620 - shift] = cv2.flip(crop, 1)
+        out.append(canvas)
+    return write_video(path, out, fps=30.0)
+
+
+def _run(clip: Path, tmp_path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    frames_csv, episodes_csv = tmp_path / "frames.csv", tmp_path / "episodes.csv"
+    done = fer_pipe("run", str(CONFIG), "--quiet", "--set", f"source.path={clip}",
+                    "--set", f"csv.path={frames_csv}", "--set", f"episodes.path={episodes_csv}")
+    assert done.returncode == 0, done.stderr
+    with open(frames_csv, newline="") as f, open(episodes_csv, newline="") as g:
+        return list(csv.DictReader(f)), list(csv.DictReader(g))
+
+
+def test_two_moving_faces_keep_their_track_ids_from_start_to_end(clips, tmp_path: Path) -> None:
+    rows, episodes = _run(_two_face_clip(clips, tmp_path / "two.avi"), tmp_path)
+    ids_by_row: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        assert r["face"] != "", f"frame {r['frame']}: a face was not found"
+        ids_by_row["top" if int(r["y"]) < 180 else "bottom"].add(r["track_id"])
+    top, bottom = ids_by_row["top"] - {""}, ids_by_row["bottom"] - {""}
+    assert len(top) == 1 and len(bottom) == 1 and top != bottom, ids_by_row
+    assert {r["track_id"] for r in episodes} == top | bottom
+    labelled = [r for r in rows if r["smoothed_label"]]
+    assert labelled and all(r["smoothed_label"] in EMOTIONS for r in labelled)
+
+
+@pytest.fixture(scope="module")
+def wolfgang(clips, tmp_path_factory) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    return _run(clips["WolfgangLanger_Pexels.mp4"], tmp_path_factory.mktemp("wolfgang"))
+
+
+def test_acceptance_happy_episode_on_the_wolfganglanger_clip(wolfgang) -> None:
+    """Issue 8's acceptance: crying until about frame 215, smiling from about 230 to the end.
+
+    Needs the trained classifier (models/fer_vgg32.tflite); labels are what it is about.
+    """
+    rows, episodes = wolfgang
+    happy = [e for e in episodes if e["label"] == "happy"]
+    assert any(200 <= int(e["start_frame"]) <= 300 and int(e["end_frame"]) >= 400 for e in happy), episodes
+    early = [e for e in happy if int(e["start_frame"]) < 200 and float(e["duration_s"]) > 1.0]
+    assert not early, early
+    assert len({r["track_id"] for r in rows} - {""}) <= 2
