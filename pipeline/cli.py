@@ -82,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=_cmd_demo)
 
+    from . import subscribe as subscribe_cmd
+
+    subscribe = sub.add_parser("subscribe", help="print the events a zmq sink publishes, until Ctrl-C")
+    subscribe_cmd.add_arguments(subscribe)
+    subscribe.set_defaults(func=subscribe_cmd.run)
+    keys = sub.add_parser("keys", help="write a CURVE keypair for the zmq sink and one for a subscriber")
+    subscribe_cmd.add_keys_arguments(keys)
+    keys.set_defaults(func=subscribe_cmd.make_keys)
+
     from .model import evaluate, train
 
     train_parser = sub.add_parser("train", help="train the classifier on FER-2013")

@@ -1,0 +1,186 @@
+"""Run a graph from Python and react to each frame's results in your own code, as they come.
+
+    from fer_pipe.api import results
+
+    with results("configs/video_to_csv.yaml", overrides=["source.path=clip.mp4"]) as stream:
+        for event in stream:
+            for face in event["faces"]:
+                print(event["source"], event["frame"], face["label"], face["confidence"])
+
+Each item is a frame event in the documented schema of ``fer_pipe.events`` (the ZeroMQ sink's
+JSON), one per frame, faces or not. The graph runs in the usual multi-process runner, with its
+own sinks (CSV, video, ZeroMQ) working as in ``fer-pipe run``. A hidden sink reads what the
+graph's sinks read and pushes each result, never pixels, to this process over a ZeroMQ PUSH
+socket on a private ``ipc://`` path; PUSH blocks when this side is slow, so a file run loses
+nothing and simply waits for the loop body (a live source drops frames as it always does).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+from pydantic import Field
+
+from .config import apply_overrides, build_graph, read_config
+from .errors import ConfigError
+from .events import frame_event
+from .graph import Graph, StageSpec, check_edges
+from .messages import FACES, Packet
+from .runner import Runner, RunResult
+from .stage import Sink, StageParams
+
+TAP_NAME = "_api_results"
+END = b"end"
+
+
+class RunFailed(RuntimeError):
+    """The run ended with a non-zero exit code; ``result`` holds its message and statistics."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result.message or f"the run ended with exit code {result.exit_code}")
+        self.result = result
+
+
+class ForwardParams(StageParams):
+    endpoint: str = Field(description="the results stream's PULL socket in the calling process")
+    precision: int = Field(6, ge=1, le=9, description="decimals of probabilities and confidence")
+
+
+class ForwardSink(Sink):
+    """The hidden sink: every frame's results, as JSON, to the process that called ``results``."""
+
+    Params = ForwardParams
+    params: ForwardParams
+    reads = FACES
+
+    def open(self) -> None:
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock.connect(self.params.endpoint)
+
+    def consume(self, packet: Packet) -> None:
+        self._sock.send_json(frame_event(packet, self.params.precision))
+
+    def finish(self) -> Iterable[Packet]:
+        self._sock.send(END)
+        return ()
+
+    def close(self) -> None:
+        self._sock.close(linger=-1)  # deliver everything before the process ends
+        self._ctx.term()
+
+
+def _load(config: str | Path | Mapping[str, Any], overrides: Iterable[str]) -> Graph:
+    if isinstance(config, Mapping):
+        origin = "<dict>"
+        data, lines = copy.deepcopy(dict(config)), {}
+    else:
+        origin = str(config)
+        data, lines = read_config(config)
+    return build_graph(apply_overrides(data, overrides, origin), lines, origin)
+
+
+def _add_tap(graph: Graph, tap: str | None, endpoint: str) -> None:
+    """Feed the hidden sink from ``tap``, or from the one stage that feeds the graph's sinks."""
+    if tap is None:
+        fed = dict.fromkeys(n for s in graph.sinks()
+                            for n in (s.inputs if issubclass(s.cls, Sink) else [s.name]))
+        if len(fed) != 1:
+            raise ConfigError(f"{graph.origin}: the graph's sinks read from {', '.join(fed) or 'nothing'}; "
+                              "name the stage whose results you want with tap=")
+        tap = next(iter(fed))
+    if tap not in graph.stages:
+        raise ConfigError(f"{graph.origin}: tap={tap!r}: no stage of that name")
+    graph.stages[TAP_NAME] = StageSpec(TAP_NAME, "api results", ForwardSink,
+                                       ForwardParams(endpoint=endpoint), [tap])
+    for spec, message in check_edges(graph):
+        raise ConfigError(f"{graph.origin}: tap={tap!r}: {message}")
+
+
+class ResultStream:
+    """An iterator over frame events while the graph runs; a context manager that stops it early.
+
+    After the last item, ``result`` holds the run's ``RunResult``; a failed run raises
+    ``RunFailed`` (or the ``UserError`` that stopped it before it started) once every result
+    that reached this process has been yielded.
+    """
+
+    def __init__(self, graph: Graph, folder: str, endpoint: str, stall_timeout: float) -> None:
+        self._dir = folder
+        self._ctx = zmq.Context()
+        self._pull = self._ctx.socket(zmq.PULL)
+        self._pull.bind(endpoint)
+        self._runner = Runner(graph, progress=False, stall_timeout=stall_timeout)
+        self.result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.result = self._runner.run()
+        except BaseException as exc:  # handed to the caller's thread
+            self._error = exc
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            while True:
+                if self._pull.poll(100):
+                    message = self._pull.recv()
+                    if message == END:
+                        break
+                    yield json.loads(message)
+                elif not self._thread.is_alive() and not self._pull.poll(500):
+                    break  # the run ended without its end marker (failed or stopped)
+            self._thread.join()
+        finally:
+            self.close()
+        if self._error is not None:
+            raise self._error
+        if self.result is not None and self.result.exit_code:
+            raise RunFailed(self.result)
+
+    def close(self) -> None:
+        """Stop the run if it is still going (sources stop, the graph drains), and clean up."""
+        if self._thread.is_alive():
+            self._runner.stop()
+            while self._thread.is_alive():
+                if self._pull.poll(100):
+                    self._pull.recv()  # keep the hidden sink unblocked while the graph drains
+        if not self._pull.closed:
+            self._pull.close(linger=0)
+            self._ctx.term()
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> ResultStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), tap: str | None = None,
+            stall_timeout: float = 120.0) -> ResultStream:
+    """Start a graph (a YAML path or a config dict, with ``stage.param=value`` overrides) and stream
+    each frame's results as dicts.
+
+    ``tap`` names the stage whose output you want; by default it is the stage that feeds the
+    graph's sinks (the classifier in the shipped configs). Config errors raise ``ConfigError``
+    here, before anything starts.
+    """
+    graph = _load(config, overrides)
+    folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
+    endpoint = f"ipc://{folder}/results"
+    try:
+        _add_tap(graph, tap, endpoint)
+    except ConfigError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return ResultStream(graph, folder, endpoint, stall_timeout)

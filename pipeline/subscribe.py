@@ -1,0 +1,114 @@
+"""``fer-pipe subscribe`` and ``fer-pipe keys``: the receiving end of the ``zmq`` sink.
+
+Events are printed one per line as they arrive (JSON exactly as sent, or CSV rows with the CSV
+sink's columns) until Ctrl-C, which ends it with exit code 0.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from .errors import InputError
+from .events import decode
+from .stages.csv_sink import COLUMNS
+
+
+def csv_rows(event: dict) -> list[list]:
+    """CSV rows of a frame event in the CSV sink's columns: one per face, or one for a faceless frame."""
+    rows = []
+    for face in event["faces"] or [{}]:
+        probs = face.get("probs") or {}
+        values = {**event, **face, **{f"p_{e}": p for e, p in probs.items()}}
+        rows.append(["" if values.get(c) is None else values[c] for c in COLUMNS])
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("endpoint", help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("--topic", action="append", default=[],
+                        help="topic prefix to receive, e.g. emotion.cam1 (repeatable; default: everything)")
+    parser.add_argument("--format", choices=("json", "csv"), default="json",
+                        help="JSON lines as sent, or CSV rows of frame events")
+    parser.add_argument("--server-key", help="the publisher's public key file (server.key) for CURVE")
+    parser.add_argument("--client-keys", help="this subscriber's secret key file (client.key_secret) for CURVE")
+    parser.add_argument("--count", type=int, default=0, help="exit after this many events (0: until Ctrl-C)")
+
+
+def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a CURVE key file: {exc}") from None
+    if want_secret and secret is None:
+        raise InputError(f"{path}: holds no secret key (give the client's .key_secret file)")
+    return public, secret
+
+
+def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
+            client_keys: str | None = None) -> zmq.Socket:
+    """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
+    if bool(server_key) != bool(client_keys):
+        raise InputError("CURVE needs both --server-key and --client-keys")
+    sock = ctx.socket(zmq.SUB)
+    if server_key:
+        sock.curve_serverkey = _load(server_key, want_secret=False)[0]
+        sock.curve_publickey, sock.curve_secretkey = _load(client_keys, want_secret=True)
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise InputError(f"subscribe {endpoint}: {exc}") from None
+    for topic in topics or [""]:
+        sock.setsockopt_string(zmq.SUBSCRIBE, topic)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = zmq.Context()
+    sock = connect(ctx, args.endpoint, args.topic, args.server_key, args.client_keys)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    if args.format == "csv":
+        writer.writerow(COLUMNS)
+    received = 0
+    try:
+        while not args.count or received < args.count:
+            event = decode(sock.recv_multipart())
+            if args.format == "json":
+                sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+            elif event.get("type") == "frame":
+                writer.writerows(csv_rows(event))
+            sys.stdout.flush()
+            received += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    return 0
+
+
+def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="folder for the keys (created; existing keys are never overwritten)")
+
+
+def make_keys(args: argparse.Namespace) -> int:
+    """A server and a client CURVE keypair: ``server.key``/``server.key_secret``, ``client.*``."""
+    folder = Path(args.dir)
+    existing = [p for p in (folder / "server.key_secret", folder / "client.key_secret") if p.exists()]
+    if existing:
+        raise InputError(f"keys {existing[0]}: already exists; choose another folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(folder, name)
+        Path(secret).chmod(0o600)
+    print(f"{folder}/server.key_secret  the zmq sink's curve_secret_key (keep it on the publisher)\n"
+          f"{folder}/server.key         the publisher's public key: subscribers pass it as --server-key\n"
+          f"{folder}/client.key_secret  a subscriber's key: --client-keys (keep it on the subscriber)\n"
+          f"{folder}/client.key         put a copy in a folder named by the sink's curve_clients "
+          "to admit only known subscribers")
+    return 0

@@ -1,0 +1,88 @@
+"""The overlay drawn by the ``window`` and ``video_writer`` sinks: one look for screen and file.
+
+It draws on a copy: the frame a sink receives is a read-only view into shared memory that
+other stages may still be reading.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from fer_pipe.messages import Packet
+from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.stage import StageParams
+
+COLOURS: dict[str, tuple[int, int, int]] = {  # BGR, one per emotion, readable on skin and background
+    "angry": (40, 40, 230), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (40, 210, 250),
+    "sad": (210, 120, 40), "surprise": (230, 200, 40), "neutral": (200, 200, 200),
+}
+UNCLASSIFIED = (0, 255, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+class OverlayParams(StageParams):
+    """Parameters shared by every sink that draws the overlay."""
+
+    show_probs: bool = Field(False, description="draw a bar chart of the 7 probabilities beside each face")
+    show_fps: bool = Field(True, description="draw the frames per second in the top-left corner")
+
+
+class FpsMeter:
+    """Frames per second as an exponential moving average of the gaps between frames."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self.smoothing = smoothing
+        self.fps = 0.0
+        self._last: float | None = None
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        if self._last is not None and now > self._last:
+            current = 1.0 / (now - self._last)
+            self.fps = current if not self.fps else self.smoothing * self.fps + (1 - self.smoothing) * current
+        self._last = now
+        return self.fps
+
+
+def colour_of(label: str | None) -> tuple[int, int, int]:
+    return COLOURS.get(label, UNCLASSIFIED) if label else UNCLASSIFIED
+
+
+def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> np.ndarray:
+    """A new BGR image: the packet's frame with a box, label and confidence per face."""
+    image = np.array(packet.pixels(), copy=True)
+    for face in packet.faces or []:
+        x, y, w, h = (int(v) for v in face.box)
+        colour = colour_of(face.label)
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
+        if face.label is not None:
+            text = f"{face.label} {face.confidence:.0%}"
+            if face.track_id is not None:
+                text = f"#{face.track_id} {text}"
+            (tw, th), base = cv2.getTextSize(text, FONT, 0.6, 2)
+            top = max(0, y - th - base - 4)
+            cv2.rectangle(image, (x, top), (x + tw + 4, top + th + base + 4), colour, cv2.FILLED)
+            cv2.putText(image, text, (x + 2, top + th + 2), FONT, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
+            if show_probs:
+                _bars(image, face.probs, (x, y, w, h))
+    if fps is not None:
+        cv2.putText(image, f"{fps:.1f} fps", (8, 22), FONT, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, f"{fps:.1f} fps", (8, 22), FONT, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+    return image
+
+
+def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], width: int = 80) -> None:
+    """One labelled bar per emotion right of the face, or left of it when there is no room."""
+    x, top, w, _ = box
+    row, name_w = 13, 60
+    left = x + w + 6
+    if left + name_w + width > image.shape[1]:
+        left = max(0, x - 6 - name_w - width)
+    for i, (name, p) in enumerate(zip(EMOTIONS, probs)):
+        y = top + i * row
+        cv2.putText(image, name[:7], (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(width * float(p)), y + row - 2),
+                      COLOURS[name], cv2.FILLED)

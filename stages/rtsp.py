@@ -1,0 +1,137 @@
+"""``rtsp``: a network camera or stream (any URL OpenCV's FFmpeg backend opens), always the newest frame.
+
+A reader thread reads the stream as fast as it arrives and keeps only the latest frame, so the
+pipeline never works through a backlog of stale video. When the stream stops it reconnects with
+capped exponential backoff, logging each attempt on stderr, until ``give_up_after_s`` without a
+frame; then the run fails with one line naming the URL.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from fer_pipe.errors import InputError
+from fer_pipe.messages import Packet
+from fer_pipe.stage import Source, StageParams
+
+
+class RtspParams(StageParams):
+    url: str = Field(description="stream URL: rtsp://user:pass@host:554/path, http://..., udp://...")
+    source_id: str = Field("", description="name carried by every result (default: the stage name)")
+    transport: Literal["auto", "tcp", "udp"] = Field("auto", description="RTSP transport (auto: FFmpeg's choice)")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="connecting or reading longer than this counts as lost")
+    backoff_initial_s: float = Field(0.5, gt=0, le=60, description="wait before the second connection attempt")
+    backoff_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
+    give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for log lines."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@")
+    return f"{scheme}{sep}{userinfo.split(':')[0]}:***@{host}" if at and ":" in userinfo else url
+
+
+class RtspSource(Source):
+    """Live: a frame the pipeline has not taken yet is replaced by a newer one."""
+
+    Params = RtspParams
+    params: RtspParams
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def open(self) -> None:
+        if self.params.transport != "auto":
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.params.transport}"
+        self._where = redact(self.params.url)
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, float] | None = None
+        self._error = ""
+        self._stopping = threading.Event()
+        self.replaced = 0
+        self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
+        self._thread.start()
+
+    def _log(self, message: str) -> None:
+        print(f"fer-pipe: rtsp {self._where}: {message}", file=sys.stderr, flush=True)
+
+    def _connect(self) -> cv2.VideoCapture:
+        ms = int(self.params.timeout_s * 1000)
+        return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+
+    def _read(self) -> None:
+        """The reader thread: connect, read until the stream stops, back off, connect again."""
+        p = self.params
+        failures = 0
+        down_since = time.monotonic()
+        while not self._stopping.is_set():
+            if failures:
+                down = time.monotonic() - down_since
+                if p.give_up_after_s and down >= p.give_up_after_s:
+                    self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
+                               f"(give_up_after_s={p.give_up_after_s:g})")
+                    return
+                delay = min(p.backoff_initial_s * 2 ** (failures - 1), p.backoff_max_s)
+                self._log(f"cannot connect; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
+                if self._stopping.wait(delay):
+                    return
+            cap = self._connect()
+            if not cap.isOpened():
+                failures += 1
+                continue
+            if failures:
+                self._log(f"connected again after {failures + 1} attempts")
+            failures = 0
+            frames = self._pump(cap)
+            cap.release()
+            if self._stopping.is_set():
+                return
+            down_since = time.monotonic()
+            self._log(f"stream lost after {frames} frames; reconnecting")
+
+    def _pump(self, cap: cv2.VideoCapture) -> int:
+        frames = 0
+        while not self._stopping.is_set():
+            ok, image = cap.read()
+            if not ok:
+                return frames
+            with self._cond:
+                self.replaced += self._latest is not None
+                self._latest = (image, time.monotonic())
+                self._cond.notify()
+            frames += 1
+        return frames
+
+    def _fail(self, message: str) -> None:
+        with self._cond:
+            self._error = message
+            self._cond.notify()
+
+    def frames(self) -> Iterator[Packet]:
+        source = self.params.source_id or self.name
+        started = time.monotonic()
+        index = 0
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._latest is not None or self._error)
+                if self._latest is None:
+                    raise InputError(f"rtsp {self._where}: {self._error}")
+                image, captured = self._latest
+                self._latest = None
+            yield Packet(source, index, captured - started, image, captured=captured)
+            index += 1
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=self.params.timeout_s + 1)

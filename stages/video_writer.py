@@ -1,0 +1,72 @@
+"""``video_writer``: the window's overlay written to a video file, for servers and the demo."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+from pydantic import Field
+
+from fer_pipe.errors import InputError
+from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.stage import Sink
+from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
+
+CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+"""Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
+
+
+class VideoWriterParams(OverlayParams):
+    path: str = Field(description="video file to write: .mp4 (MPEG-4) or .avi (MJPEG)")
+    fps: float = Field(25.0, gt=0, le=240, description="frame rate written into the file")
+    show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
+
+
+class VideoWriterSink(Sink):
+    """The file is opened at the first frame, whose size it takes; every frame must have that size."""
+
+    Params = VideoWriterParams
+    params: VideoWriterParams
+    reads = EXPRESSIONS
+
+    @classmethod
+    def preflight(cls, params: VideoWriterParams) -> None:
+        path = Path(params.path)
+        if path.suffix.lower() not in CODECS:
+            raise InputError(f"video_writer {path}: the name must end in {' or '.join(CODECS)}")
+        if not path.parent.is_dir():
+            raise InputError(f"video_writer {path}: folder {path.parent} does not exist")
+
+    def open(self) -> None:
+        self.preflight(self.params)
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] = (0, 0)
+        self._fps = FpsMeter()
+        self.written = 0
+
+    def _start(self, width: int, height: int) -> None:
+        path = Path(self.params.path)
+        fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
+        self._writer = cv2.VideoWriter(str(path), fourcc, self.params.fps, (width, height))
+        if not self._writer.isOpened():
+            raise InputError(f"video_writer {path}: OpenCV cannot write this file")
+        self._size = (width, height)
+
+    def consume(self, packet: Packet) -> None:
+        fps = self._fps.tick()
+        image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
+        height, width = image.shape[:2]
+        if self._writer is None:
+            self._start(width, height)
+        elif (width, height) != self._size:
+            raise ValueError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
+                             f"{width}x{height}, the file is {self._size[0]}x{self._size[1]}")
+        self._writer.write(image)
+        self.written += 1
+
+    def close(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.release()
+        path = Path(self.params.path)
+        if self.written and (not path.is_file() or path.stat().st_size == 0):
+            raise OSError(f"video_writer {path}: {self.written} frames written but the file is empty")

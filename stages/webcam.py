@@ -1,0 +1,80 @@
+"""``webcam``: a local camera by index (``0``) or device path (``/dev/video0``), as a live source."""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+from pydantic import Field
+
+from fer_pipe.errors import InputError
+from fer_pipe.messages import Packet
+from fer_pipe.stage import Source, StageParams
+
+
+class WebcamParams(StageParams):
+    device: int | str = Field(0, description="camera index (0, 1, ...) or device path (/dev/video0)")
+    source_id: str = Field("", description="name carried by every result (default: the stage name)")
+    width: int = Field(0, ge=0, le=8192, description="requested frame width (0: the camera's default)")
+    height: int = Field(0, ge=0, le=8192, description="requested frame height (0: the camera's default)")
+    fps: float = Field(0.0, ge=0, le=240, description="requested frames per second (0: the camera's default)")
+    max_failures: int = Field(30, ge=1, description="give up after this many failed reads in a row")
+
+
+def device_path(device: int | str) -> Path | None:
+    """The device file a camera should have (Linux names index N /dev/videoN); None elsewhere."""
+    if isinstance(device, str) and not device.isdigit():
+        return Path(device)
+    return Path(f"/dev/video{int(device)}") if sys.platform.startswith("linux") else None
+
+
+class WebcamSource(Source):
+    """Live: when the pipeline falls behind, the oldest frames are dropped (and counted)."""
+
+    Params = WebcamParams
+    params: WebcamParams
+
+    @classmethod
+    def preflight(cls, params: WebcamParams) -> None:
+        path = device_path(params.device)
+        if path is not None and not path.exists():
+            raise InputError(f"webcam {params.device}: no camera ({path} does not exist)")
+
+    @property
+    def live(self) -> bool:
+        return True
+
+    def open(self) -> None:
+        device = self.params.device
+        self._cap = cv2.VideoCapture(int(device) if isinstance(device, int) or device.isdigit() else device)
+        if not self._cap.isOpened():
+            raise InputError(f"webcam {device}: cannot open the camera (in use, or not a camera)")
+        for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.params.width),
+                            (cv2.CAP_PROP_FRAME_HEIGHT, self.params.height), (cv2.CAP_PROP_FPS, self.params.fps)):
+            if value:
+                self._cap.set(prop, value)
+
+    def frames(self) -> Iterator[Packet]:
+        source = self.params.source_id or self.name
+        started = time.monotonic()
+        index = failures = 0
+        while True:
+            ok, image = self._cap.read()
+            now = time.monotonic()
+            if not ok:
+                failures += 1
+                if failures >= self.params.max_failures:
+                    if index and Path(str(self.params.device)).is_file():
+                        return  # a recording given as the device has ended
+                    raise InputError(f"webcam {self.params.device}: no frame after {failures} reads "
+                                     f"({index} frames before; unplugged or in use?)")
+                time.sleep(0.01)
+                continue
+            failures = 0
+            yield Packet(source, index, now - started, image, captured=now)
+            index += 1
+
+    def close(self) -> None:
+        self._cap.release()

@@ -1,0 +1,175 @@
+"""``zmq``: emotion events on a ZeroMQ PUB socket, ``[topic, json]`` in the schema of ``fer_pipe.events``.
+
+Publishing never waits for a subscriber: sends are non-blocking against a high-water mark and
+an event that does not fit is dropped and counted, so a slow or absent subscriber cannot slow
+the pipeline. The socket is an XPUB (a PUB that also sees subscriptions), which lets a run wait
+for its first subscribers before the first event instead of losing it to ZeroMQ's slow joiner.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import sys
+import time
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from pydantic import Field, field_validator, model_validator
+from zmq.auth.thread import ThreadAuthenticator
+
+from fer_pipe.errors import InputError
+from fer_pipe.events import encode, frame_event
+from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.stage import Sink, StageParams
+
+
+def tcp_host_port(endpoint: str) -> tuple[str, int] | None:
+    """Host and port of a ``tcp://HOST:PORT`` endpoint, None for ipc:// and inproc://."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: possibly reachable from outside
+
+
+class ZmqParams(StageParams):
+    endpoint: str = Field("tcp://127.0.0.1:5556", description="where to bind: tcp://HOST:PORT or ipc://PATH")
+    public: bool = Field(False, description="allow binding a non-loopback address (events leave the machine)")
+    heartbeat_s: float = Field(0.0, ge=0, description="for frames without faces, send an event with no faces "
+                                                      "at most this often per source (0: never)")
+    sndhwm: int = Field(1000, ge=1, le=1_000_000, description="events queued per subscriber before dropping")
+    wait_subscribers: int = Field(0, ge=0, le=1000, description="before the first event, wait until this many "
+                                                                "subscriptions have arrived")
+    wait_timeout_s: float = Field(10.0, ge=0, description="give up waiting for subscribers after this long")
+    linger_s: float = Field(1.0, ge=0, le=60, description="at the end, time allowed to deliver queued events")
+    curve_secret_key: str = Field("", description="server secret key file from `fer-pipe keys` (enables CURVE)")
+    curve_clients: str = Field("", description="folder of client public keys allowed to subscribe "
+                                               "(empty: any client that knows the server key)")
+    precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        if value.startswith("tcp://"):
+            host, _, port = value[len("tcp://"):].rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected tcp://HOST:PORT, got {value!r}")
+        elif not value.startswith("ipc://"):
+            raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _loopback_unless_public(self) -> ZmqParams:
+        where = tcp_host_port(self.endpoint)
+        if where and not is_loopback(where[0]) and not self.public:
+            raise ValueError(f"{self.endpoint} is not a loopback address: events about faces would leave "
+                             "this machine; set public: true to allow it (and use CURVE keys)")
+        if self.curve_clients and not self.curve_secret_key:
+            raise ValueError("curve_clients needs curve_secret_key")
+        return self
+
+
+class ZmqSink(Sink):
+    """One event per frame with faces (``emotion.<source>``), plus optional heartbeats."""
+
+    Params = ZmqParams
+    params: ZmqParams
+    reads = EXPRESSIONS
+
+    @classmethod
+    def preflight(cls, params: ZmqParams) -> None:
+        for path in (params.curve_secret_key, params.curve_clients):
+            if path and not Path(path).exists():
+                raise InputError(f"zmq: {path}: no such file or folder")
+        where = tcp_host_port(params.endpoint)
+        if where is None:
+            return
+        host = "0.0.0.0" if where[0] == "*" else where[0]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+            try:
+                probe.bind((host, where[1]))
+            except OSError as exc:
+                raise InputError(f"zmq {params.endpoint}: cannot bind: {exc.strerror}") from None
+
+    def open(self) -> None:
+        p = self.params
+        self.sent = self.dropped = 0
+        self._last_sent: dict[str, float] = {}
+        self._ctx = zmq.Context()
+        self._auth: ThreadAuthenticator | None = None
+        self._sock = self._ctx.socket(zmq.XPUB)
+        self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for wait_subscribers
+        self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
+        self._sock.setsockopt(zmq.SNDHWM, p.sndhwm)
+        if p.curve_secret_key:
+            self._serve_curve(p.curve_secret_key, p.curve_clients)
+        elif tcp_host_port(p.endpoint) and not is_loopback(tcp_host_port(p.endpoint)[0]):
+            print(f"fer-pipe: WARNING: zmq sink {self.name!r} binds {p.endpoint} without CURVE keys: "
+                  "anyone who can reach this address reads the events, unencrypted", file=sys.stderr)
+        try:
+            self._sock.bind(p.endpoint)
+        except zmq.ZMQError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+            raise InputError(f"zmq {p.endpoint}: cannot bind: {reason}") from None
+        self._await_subscribers(p.wait_subscribers, p.wait_timeout_s)
+
+    def _serve_curve(self, secret_file: str, clients: str) -> None:
+        try:
+            public, secret = zmq.auth.load_certificate(secret_file)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"zmq: {secret_file}: not a CURVE secret key file: {exc}") from None
+        if secret is None:
+            raise InputError(f"zmq: {secret_file}: holds no secret key (give the .key_secret file)")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=clients or zmq.auth.CURVE_ALLOW_ANY)
+        self._sock.curve_publickey = public
+        self._sock.curve_secretkey = secret
+        self._sock.curve_server = True
+
+    def _await_subscribers(self, wanted: int, timeout: float) -> None:
+        """Wait until ``wanted`` subscriptions reached the socket: after that none of their events is lost."""
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < wanted:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._sock.poll(int(left * 1000), zmq.POLLIN):
+                print(f"fer-pipe: zmq sink {self.name!r}: {seen} of {wanted} subscribers after "
+                      f"{timeout:g} s; publishing anyway", file=sys.stderr)
+                return
+            seen += self._sock.recv()[:1] == b"\x01"
+
+    def consume(self, packet: Packet) -> None:
+        while self._sock.poll(0, zmq.POLLIN):
+            self._sock.recv()  # subscriptions are applied by ZeroMQ itself; the copies are only read away
+        if not packet.faces:
+            beat = self.params.heartbeat_s
+            if not beat or packet.captured - self._last_sent.get(packet.source, -beat) < beat:
+                return
+        try:
+            self._sock.send_multipart(encode(frame_event(packet, self.params.precision)), flags=zmq.NOBLOCK)
+            self.sent += 1
+            self._last_sent[packet.source] = packet.captured
+        except zmq.Again:
+            self.dropped += 1
+
+    def close(self) -> None:
+        if self.dropped:
+            print(f"fer-pipe: zmq sink {self.name!r}: {self.dropped} of {self.sent + self.dropped} events "
+                  f"dropped (subscribers too slow; sndhwm {self.params.sndhwm})", file=sys.stderr)
+        self._sock.close(linger=int(self.params.linger_s * 1000))
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
