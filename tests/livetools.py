@@ -1,0 +1,68 @@
+"""Helpers for the live and network tests: free ports, waiting on real processes, reading outputs."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen | None = None):
+    """Poll until ``condition()`` is truthy. The timeout only guards against a hang; it is not a speed check."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended (exit {proc.returncode}) while waiting for {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def csv_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def needs(program: str) -> str:
+    found = shutil.which(program)
+    if not found:
+        pytest.skip(f"{program} is not installed (tools/test installs it with apt)")
+    return found
+
+
+def start_fer_pipe(*args: str, stderr_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """``fer-pipe`` as a background process, stderr to a file the test can read while it runs."""
+    return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=open(stderr_path, "w"), env={**os.environ, **(env or {})})
+
+
+def stop(proc: subprocess.Popen, sig: int | None = None, timeout: float = 30) -> int:
+    """Signal a process the test started (SIGTERM by default) and reap it."""
+    if proc.poll() is None:
+        if sig is None:
+            proc.terminate()
+        else:
+            proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

@@ -1,0 +1,200 @@
+"""The zmq sink and `fer-pipe subscribe`, with real sockets on 127.0.0.1 and real pipeline runs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+import zmq
+import zmq.auth
+from conftest import fer_pipe, read_frames, write_video
+from livetools import csv_rows, free_port, stop, wait_for
+
+from fer_pipe.preprocess import EMOTIONS
+
+FACE_FIELDS = {"face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs"}
+
+
+def write_config(path, video, endpoint, csv_path=None, **zmq_params):
+    stages = {
+        "source": {"type": "video", "params": {"path": str(video), "source_id": "cam1"}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "events": {"type": "zmq", "inputs": ["classifier"], "params": {"endpoint": endpoint, **zmq_params}},
+    }
+    if csv_path:
+        stages["csv"] = {"type": "csv", "inputs": ["classifier"], "params": {"path": str(csv_path)}}
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    return path
+
+
+def subscriber(ctx, endpoint, topic="", server_key=None, client=None):
+    sock = ctx.socket(zmq.SUB)
+    if server_key:
+        sock.curve_serverkey = server_key
+        sock.curve_publickey, sock.curve_secretkey = client
+    sock.connect(endpoint)
+    sock.setsockopt_string(zmq.SUBSCRIBE, topic)
+    return sock
+
+
+def drain(sock, quiet_ms=1500):
+    """Every message waiting on ``sock``, until none arrives for ``quiet_ms``."""
+    out = []
+    while sock.poll(quiet_ms):
+        out.append(sock.recv_multipart())
+    return out
+
+
+def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(short_clip, tmp_path):
+    port = free_port()
+    endpoint = f"tcp://127.0.0.1:{port}"
+    csv_path = tmp_path / "rows.csv"
+    # Two subscribers: plain pyzmq, and the CLI in CSV form. wait_subscribers=2 makes the run wait
+    # until both subscriptions reached the publisher, so ZeroMQ's slow joiner cannot lose events.
+    config = write_config(tmp_path / "g.yaml", short_clip, endpoint, csv_path, wait_subscribers=2)
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint, "emotion.cam1")
+    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        done = fer_pipe("run", str(config), "--quiet", timeout=180)
+        assert done.returncode == 0, done.stderr
+        messages = drain(sock)
+    finally:
+        sock.close(0)
+        ctx.term()
+        code = stop(cli, signal.SIGINT)
+    cli_out, cli_err = cli.communicate()
+    assert code == 0 and "Traceback" not in cli_err, cli_err  # Ctrl-C ends subscribe cleanly
+
+    rows = csv_rows(csv_path)
+    with_faces = [r for r in rows if r["label"]]
+    assert with_faces, "the clip has a face in most frames; the CSV shows none"
+    events = [json.loads(body) for topic, body in messages]
+    assert {m[0] for m in messages} == {b"emotion.cam1"}
+    assert [e["frame"] for e in events] == sorted({int(r["frame"]) for r in with_faces})
+    for event in events:
+        assert set(event) == {"schema", "type", "source", "frame", "timestamp", "faces"}
+        assert (event["schema"], event["type"], event["source"]) == (1, "frame", "cam1")
+        for face in event["faces"]:
+            assert set(face) == FACE_FIELDS and face["label"] in EMOTIONS
+            assert list(face["probs"]) == list(EMOTIONS)
+            assert math.isclose(sum(face["probs"].values()), 1.0, abs_tol=1e-3)
+            assert face["confidence"] == max(face["probs"].values())
+    # The same facts as the CSV sink, field for field.
+    flat = [(e["frame"], f["x"], f["y"], f["w"], f["h"], f["label"], f["confidence"])
+            for e in events for f in e["faces"]]
+    assert flat == [(int(r["frame"]), int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"]), r["label"],
+                     float(r["confidence"])) for r in with_faces]
+    # `fer-pipe subscribe --format csv` prints the CSV sink's rows.
+    printed = list(csv.DictReader(cli_out.splitlines()))
+    assert [(int(r["frame"]), r["label"], float(r["confidence"])) for r in printed] == \
+           [(int(r["frame"]), r["label"], float(r["confidence"])) for r in with_faces]
+    assert list(printed[0]) == list(rows[0])
+
+
+def test_heartbeat_for_frames_without_faces(clips, tmp_path):
+    video = write_video(tmp_path / "empty.avi", read_frames(clips["no_face.mp4"], 20))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "g.yaml", video, endpoint, wait_subscribers=1, heartbeat_s=3600)
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint)
+    try:
+        done = fer_pipe("run", str(config), "--quiet", timeout=180)
+        messages = drain(sock)
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert done.returncode == 0, done.stderr
+    # no faces anywhere: exactly one heartbeat in an hour-long period, for the first frame
+    assert [json.loads(m[1]) for m in messages] == [
+        {"schema": 1, "type": "frame", "source": "cam1", "frame": 0, "timestamp": 0.0, "faces": []}]
+
+
+def test_curve_subscriber_with_a_wrong_key_receives_nothing(short_clip, tmp_path):
+    for name in ("right", "wrong"):
+        assert fer_pipe("keys", str(tmp_path / name)).returncode == 0
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "client.key").write_bytes((tmp_path / "right" / "client.key").read_bytes())
+    load = zmq.auth.load_certificate
+    server_public, _ = load(tmp_path / "right" / "server.key")
+    wrong_server, _ = load(tmp_path / "wrong" / "server.key")
+    good_client = load(tmp_path / "right" / "client.key_secret")
+    unknown_client = load(tmp_path / "wrong" / "client.key_secret")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = write_config(tmp_path / "g.yaml", short_clip, endpoint, wait_subscribers=1,
+                          curve_secret_key=str(tmp_path / "right" / "server.key_secret"),
+                          curve_clients=str(allowed))
+    ctx = zmq.Context()
+    socks = {
+        "good": subscriber(ctx, endpoint, "", server_public, good_client),
+        "wrong server key": subscriber(ctx, endpoint, "", wrong_server, good_client),
+        "unknown client key": subscriber(ctx, endpoint, "", server_public, unknown_client),
+        "no CURVE": subscriber(ctx, endpoint),
+    }
+    try:
+        done = fer_pipe("run", str(config), "--quiet", timeout=180)
+        got = {name: drain(sock, 1000) for name, sock in socks.items()}
+    finally:
+        for sock in socks.values():
+            sock.close(0)
+        ctx.term()
+    assert done.returncode == 0, done.stderr
+    assert len(got["good"]) > 10
+    assert {name: len(m) for name, m in got.items() if name != "good"} == \
+           {"wrong server key": 0, "unknown client key": 0, "no CURVE": 0}
+
+
+def test_endpoint_in_use_is_one_line_and_exit_2(short_clip, tmp_path):
+    port = free_port()
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.PUB)
+    taken.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        done = fer_pipe("run", str(write_config(tmp_path / "g.yaml", short_clip, f"tcp://127.0.0.1:{port}")),
+                        "--quiet", timeout=120)
+    finally:
+        taken.close(0)
+        ctx.term()
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"fer-pipe: stage 'events' (zmq): zmq tcp://127.0.0.1:{port}: cannot bind: Address already in use"]
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://192.0.2.1:5556"])
+def test_binding_beyond_loopback_must_be_asked_for(tmp_path, endpoint):
+    config = write_config(tmp_path / "g.yaml", tmp_path / "clip.avi", endpoint)
+    refused = fer_pipe("validate", str(config))
+    assert refused.returncode == 2 and "not a loopback address" in refused.stderr
+    assert "public: true" in refused.stderr and "Traceback" not in refused.stderr
+    assert fer_pipe("validate", str(config), "--set", "events.public=true").returncode == 0
+
+
+def test_zmq_sink_drops_and_counts_instead_of_blocking(tmp_path):
+    """In-process: a subscriber that never reads fills the high-water mark; sends go on, drops are counted."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Face, Packet
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "sndhwm": 10, "wait_subscribers": 1, "linger_s": 0})
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint)
+    sock.setsockopt(zmq.RCVHWM, 10)
+    try:
+        sink.open()
+        face = Face((1, 2, 3, 4), np.full(7, 1 / 7))
+        for i in range(20000):
+            sink.consume(Packet("cam1", i, i / 25, faces=[face], captured=float(i)))
+        sink.close()
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert sink.dropped > 0 and sink.sent > 0 and sink.sent + sink.dropped == 20000
