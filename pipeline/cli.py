@@ -14,7 +14,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_graph
     from .runner import Runner, report
 
-    graph = load_graph(args.config, args.set)
+    if args.shard:
+        from .shard import load_shard
+
+        graph = load_shard(args.config, args.set, args.shard)
+    else:
+        graph = load_graph(args.config, args.set)
     result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout).run()
     report(result, args.quiet, args.debug)
     return result.exit_code
@@ -66,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
     run.add_argument("--stall-timeout", type=float, default=120.0,
                      help="fail a stage stuck on one packet this long (seconds, 0: never)")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only the cameras (sources) whose id hashes to shard I of N")
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check configs without running anything")
@@ -90,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="write a CURVE keypair for the zmq sink and one for a subscriber")
     subscribe_cmd.add_keys_arguments(keys)
     keys.set_defaults(func=subscribe_cmd.make_keys)
+
+    from . import batch, collect
+
+    batch_parser = sub.add_parser("batch", help="many videos to CSVs as Ray tasks (pip install 'fer-pipe[batch]')")
+    batch.add_arguments(batch_parser)
+    batch_parser.set_defaults(func=batch.run)
+    collect_parser = sub.add_parser("collect", help="gather the events of push sinks into one CSV")
+    collect.add_arguments(collect_parser)
+    collect_parser.set_defaults(func=collect.run)
 
     from .model import evaluate, train
 

@@ -1,0 +1,415 @@
+"""``fer-pipe batch``: many videos to CSVs, one Ray task per video (or per chunk of frames).
+
+Ray Core owns the parallelism; each task runs the same YAML graph in its own process with
+``run_graph``, so a task's CSV is the one ``fer-pipe run`` gives on the same video.
+
+Execution is at-least-once (a dead worker or node makes Ray run the task again), but the
+visible output is exactly-once: a task writes into ``OUT/_work/`` and ``os.replace``-s its
+file into place only when it is complete, so a reader never sees a half-written CSV and a
+retry never leaves a second one. An input whose CSV is already in ``OUT`` is skipped, which
+makes a rerun resume. At the end ``OUT/_manifest.json`` lists every input with its rows,
+attempts and seconds, and ``OUT/_SUCCESS`` marks a run in which every input succeeded.
+
+Ray Data's file writers are not used: they have shipped duplicate or overwritten outputs
+after task retries, which is the one thing this module must never do.
+
+On a multi-node cluster (``--address``), ``OUT`` and the inputs must be on storage every
+node sees at the same path, and fer-pipe must be installed on every node.
+"""
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, InputError, UserError
+
+WORK = "_work"
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                  "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+"""Environment of every task: one thread per library, so N tasks on N cores do not oversubscribe."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One task: a whole video, or ``max_frames`` frames of it from ``start``."""
+
+    input: str
+    key: str
+    start: int = 0
+    max_frames: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.key if not self.max_frames else f"{self.key}@{self.start}"
+
+
+@dataclass
+class InputReport:
+    input: str
+    csv: str
+    status: str = "pending"  # done | skipped | failed
+    rows: int = 0
+    attempts: int = 0
+    seconds: float = 0.0
+    chunks: int = 1
+    error: str = ""
+    bad_input: bool = field(default=False, repr=False)
+
+
+# ---- the task side ---------------------------------------------------------------------------
+
+def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
+    """The names of the config's one ``video`` source and one ``csv`` sink, which a task re-aims."""
+    stages = config.get("stages") if isinstance(config, dict) else None
+    if not isinstance(stages, dict):
+        raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top")
+    by_type: dict[str, list[str]] = {}
+    for name, body in stages.items():
+        if isinstance(body, dict):
+            by_type.setdefault(str(body.get("type")), []).append(name)
+    videos, csvs = by_type.get("video", []), by_type.get("csv", [])
+    if len(videos) != 1 or len(csvs) != 1:
+        raise ConfigError(f"{origin}: fer-pipe batch needs exactly one 'video' source and one 'csv' sink "
+                          f"(found {len(videos)} and {len(csvs)})")
+    return videos[0], csvs[0]
+
+
+def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
+    """The config of one task: the video and CSV paths, the frame range, and one thread per stage."""
+    video, sink = video_csv_stages(config, origin)
+    data = copy.deepcopy(config)
+    stages = data["stages"]
+    for body in stages.values():
+        if isinstance(body, dict) and isinstance(body.get("params"), dict) and "threads" in body["params"]:
+            body["params"]["threads"] = 1
+    source = stages[video].setdefault("params", {}) or {}
+    source.update(path=job.input, start=job.start, max_frames=job.max_frames)
+    stages[video]["params"] = source
+    stages[sink]["params"] = {**(stages[sink].get("params") or {}), "path": str(csv_path)}
+    return data
+
+
+def record_attempt(work: Path, job: Job, node: str) -> None:
+    """One line per attempt, appended before any work, so retries show in the manifest."""
+    line = json.dumps({"job": job.name, "pid": os.getpid(), "node": node, "time": time.time()})
+    folder = work / "attempts"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{job.name}.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+
+
+def count_rows(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return max(0, sum(1 for _ in fh) - 1)
+
+
+def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> dict[str, Any]:
+    """The body of one task: run the graph in this process into a temporary CSV, then rename it.
+
+    OpenCV's own thread pool is pinned here (the environment pins the others), because
+    ``cv2.setNumThreads`` is per process and Ray reuses worker processes.
+    """
+    import cv2
+    import ray
+
+    from .config import build_graph
+    from .inprocess import run_graph
+
+    cv2.setNumThreads(1)
+    work_dir, target = Path(work), Path(final)
+    record_attempt(work_dir, job, ray.get_runtime_context().get_node_id())
+    started = time.perf_counter()
+    temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
+    try:
+        run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
+        rows = count_rows(temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    return {"rows": rows, "seconds": time.perf_counter() - started}
+
+
+# ---- the driver side -------------------------------------------------------------------------
+
+def frame_count(path: str) -> int:
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
+
+
+def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
+    """Jobs per input, and the inputs that cannot even be read (by name, with the reason).
+
+    Every input's CSV is named after its file, so two inputs with the same stem are refused
+    before anything runs rather than overwriting each other.
+    """
+    jobs: dict[str, list[Job]] = {}
+    bad: dict[str, str] = {}
+    stems: dict[str, str] = {}
+    for item in inputs:
+        key = Path(item).stem
+        if key in stems and stems[key] != item:
+            raise InputError(f"inputs {stems[key]} and {item} would both write {key}.csv; rename one")
+        stems[key] = item
+        if not Path(item).is_file():
+            bad[item] = f"video {item}: no such file"
+            continue
+        count = frame_count(item) if chunk_frames else 0
+        if chunk_frames and count > chunk_frames:
+            jobs[item] = [Job(item, key, start, chunk_frames) for start in range(0, count, chunk_frames)]
+        else:
+            jobs[item] = [Job(item, key)]
+    return jobs, bad
+
+
+def is_loopback_address(address: str | None) -> bool:
+    if not address:
+        return True
+    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def start_ray(address: str | None, num_cpus: int | None):
+    """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
+
+    Ray rewrites a loopback address into the machine's routable IP unless it is told the
+    machine is not part of a cluster; that switch must be set before ``ray`` is imported.
+    Usage statistics are switched off: a batch run sends nothing anywhere.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if is_loopback_address(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UserError("fer-pipe batch needs Ray: pip install 'fer-pipe[batch]'") from None
+    import logging
+
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING,
+                                   runtime_env={"env_vars": PINNED_THREADS})
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **options)
+    return ray
+
+
+def _attempts(work: Path, job: Job) -> int:
+    try:
+        with open(work / "attempts" / f"{job.name}.jsonl", encoding="utf-8") as fh:
+            return sum(1 for _ in fh)
+    except FileNotFoundError:
+        return 0
+
+
+def _merge_parts(parts: list[Path], target: Path, work: Path) -> int:
+    """Concatenate chunk CSVs (one header) into ``target``, atomically like a task's own CSV."""
+    temp = work / f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.csv"
+    rows = 0
+    with open(temp, "w", encoding="utf-8", newline="") as out:
+        for i, part in enumerate(parts):
+            with open(part, encoding="utf-8", newline="") as fh:
+                header = fh.readline()
+                if i == 0:
+                    out.write(header)
+                for line in fh:
+                    out.write(line)
+                    rows += 1
+    os.replace(temp, target)
+    for part in parts:
+        part.unlink()
+    return rows
+
+
+def _failure(exc: BaseException) -> tuple[str, bool]:
+    """The one-line reason of a failed task, and whether the input (not the cluster) was at fault."""
+    cause = getattr(exc, "cause", None) or exc
+    if isinstance(cause, UserError):
+        return str(cause), True
+    return f"{type(cause).__name__}: {cause}".splitlines()[0], False
+
+
+def _progress(total: int, done: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="video", file=sys.stderr, dynamic_ncols=True,
+                disable=not sys.stderr.isatty())
+
+
+def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
+              address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
+              max_retries: int = 3, quiet: bool = False) -> int:
+    """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure."""
+    from .config import read_config
+
+    if config is None:
+        from importlib.resources import files
+
+        config = str(files("fer_pipe.configs") / "video_to_csv.yaml")
+    config_path = config
+    data, _ = read_config(config_path)
+    video_csv_stages(data, config_path)
+    out_dir = Path(out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: cannot create: {exc.strerror}") from None
+    work = out_dir / WORK
+    (work / "parts").mkdir(parents=True, exist_ok=True)
+
+    jobs, bad = plan(inputs, chunk_frames)
+    reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
+    for item, reason in bad.items():
+        reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
+    todo: list[Job] = []
+    for item, item_jobs in jobs.items():
+        report = reports[item]
+        report.chunks = len(item_jobs)
+        if Path(report.csv).is_file():
+            report.status, report.rows = "skipped", count_rows(Path(report.csv))
+            continue
+        todo += [j for j in item_jobs if not _part_path(work, j).is_file()]
+
+    started = time.monotonic()
+    pending_inputs = [i for i, r in reports.items() if r.status == "pending"]
+    if not pending_inputs and not bad:
+        if not quiet:
+            print(f"fer-pipe batch: nothing to do: all {len(reports)} inputs already have their CSV "
+                  f"in {out_dir}", file=sys.stderr)
+        if not (out_dir / SUCCESS).exists():
+            _finish(out_dir, work, reports, config_path, address, 0.0)
+        return 0
+
+    if todo:
+        _run_tasks(todo, data, config_path, work, reports, address, num_cpus, max_retries, quiet,
+                   len(reports) - len(pending_inputs))
+    for item in pending_inputs:
+        report = reports[item]
+        if report.status == "failed":
+            continue
+        parts = [_part_path(work, j) for j in jobs[item]]
+        if len(parts) > 1:
+            report.rows = _merge_parts(parts, Path(report.csv), work)
+        else:
+            os.replace(parts[0], report.csv)
+            report.rows = count_rows(Path(report.csv))
+        report.status = "done"
+    return _finish(out_dir, work, reports, config_path, address, time.monotonic() - started, quiet)
+
+
+def _part_path(work: Path, job: Job) -> Path:
+    """Where a task's finished CSV lands: under ``_work`` until all chunks of its input are in."""
+    return work / "parts" / f"{job.name}.csv"
+
+
+def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
+               reports: dict[str, InputReport], address: str | None, num_cpus: int | None,
+               max_retries: int, quiet: bool, already: int) -> None:
+    ray = start_ray(address, num_cpus)
+    try:
+        task = ray.remote(run_job).options(
+            num_cpus=1, max_retries=max_retries, scheduling_strategy="SPREAD",
+            retry_exceptions=[ConnectionError, TimeoutError])  # infrastructure hiccups; never bad input
+        refs = {task.remote(data, origin, job, str(_part_path(work, job)), str(work)): job for job in todo}
+        left = {}
+        for job in todo:
+            left[job.input] = left.get(job.input, 0) + 1
+        bar = _progress(len(reports), already) if not quiet else None
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in ready:
+                job = refs[ref]
+                report = reports[job.input]
+                report.attempts += _attempts(work, job)
+                try:
+                    report.seconds += ray.get(ref)["seconds"]
+                except Exception as exc:  # a task's failure, after Ray's own retries
+                    message, bad_input = _failure(exc)
+                    if report.status != "failed":
+                        report.status, report.error, report.bad_input = "failed", message, bad_input
+                left[job.input] -= 1
+                if not left[job.input] and bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+    finally:
+        ray.shutdown()
+
+
+def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: str,
+            address: str | None, seconds: float, quiet: bool = True) -> int:
+    """Write the manifest, clear temporary files, mark success, report failures by name."""
+    for temp in work.glob("*.tmp.csv"):
+        temp.unlink(missing_ok=True)  # left by attempts whose process was killed
+    failed = [r for r in reports.values() if r.status == "failed"]
+    manifest = {
+        "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
+        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input"}
+                   | {"seconds": round(r.seconds, 3)} for r in reports.values()],
+    }
+    temp = out_dir / f"{MANIFEST}.tmp"
+    temp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(temp, out_dir / MANIFEST)
+    for report in failed:
+        print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
+    if failed:
+        (out_dir / SUCCESS).unlink(missing_ok=True)
+        return 2 if all(r.bad_input for r in failed) else 1
+    _remove_work(work)
+    (out_dir / SUCCESS).touch()
+    if not quiet:
+        done = [r for r in reports.values() if r.status == "done"]
+        retries = sum(max(0, r.attempts - r.chunks) for r in done)
+        print(f"fer-pipe batch: {len(done)} done ({retries} retried), "
+              f"{len(reports) - len(done)} already there, in {seconds:.1f} s; manifest "
+              f"{out_dir / MANIFEST}", file=sys.stderr)
+    return 0
+
+
+def _remove_work(work: Path) -> None:
+    for path in sorted(work.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    work.rmdir()
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files")
+    parser.add_argument("--out", required=True, help="folder for the CSVs, the manifest and _SUCCESS")
+    parser.add_argument("--config", default=None,
+                        help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to use (default: start one on this machine, on 127.0.0.1)")
+    parser.add_argument("--num-cpus", type=int, default=None,
+                        help="tasks at once on the local Ray (default: every core)")
+    parser.add_argument("--chunk-frames", type=int, default=0,
+                        help="split videos longer than this into tasks of this many frames (0: never)")
+    parser.add_argument("--max-retries", type=int, default=3,
+                        help="times Ray reruns a task whose worker or node died")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+
+def run(args) -> int:
+    if args.chunk_frames < 0 or (args.num_cpus is not None and args.num_cpus < 1) or args.max_retries < 0:
+        raise UserError("--chunk-frames and --max-retries must be >= 0, --num-cpus >= 1")
+    return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus, args.chunk_frames,
+                     args.max_retries, args.quiet)

@@ -1,0 +1,189 @@
+"""``fer-pipe collect``: the events of every shard's ``push`` sink, gathered into one CSV.
+
+PUSH/PULL, not PUB/SUB: ZeroMQ's PUSH blocks rather than drops, so an event a shard produced
+while the collector was up is in the CSV. What cannot be avoided is what a shard loses when it
+dies (frames it had not yet sent); the collector makes that visible instead: every source's
+events carry a sequence number and a run id, and the collector logs, one line each, naming
+the source, a gap (numbers skipped within one run), a restart (a new run id for a source, with
+where the old run stopped and how long the source was silent), and numbers that went backwards.
+
+Rows have the columns of the ``csv`` sink and are flushed line by line. SIGINT or SIGTERM stops
+the collector after the events already received are written, so the CSV ends on a whole row.
+An optional PUB socket republishes every event unchanged, for live viewers (lossy by design).
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+POLL_MS = 200
+
+
+@dataclass
+class SourceState:
+    run: str
+    seq: int
+    last_seen: float
+    events: int = 0
+    gaps: int = 0
+    restarts: int = 0
+
+
+def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> list[list[str]]:
+    """The CSV rows of one frame event, as the ``csv`` sink writes the same frame.
+
+    Columns are filled by name (the event's field names are the CSV's column names, and
+    ``probs`` becomes ``p_<emotion>``), so a column the csv sink gains fills in as soon as
+    the events carry the field of that name.
+    """
+    head = {"source": event["source"], "frame": int(event["frame"]),
+            "timestamp": f"{float(event['timestamp']):.3f}"}
+    faces = event.get("faces") or [{}]
+    rows = []
+    for face in faces:
+        values = {**head, **{k: v for k, v in face.items() if k != "probs"}}
+        for emotion, p in (face.get("probs") or {}).items():
+            values[f"p_{emotion}"] = p
+        rows.append([_cell(values.get(c), c, precision) for c in columns])
+    return rows
+
+
+def _cell(value: Any, column: str, precision: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and column != "timestamp":
+        return f"{value:.{precision}f}"
+    return str(value)
+
+
+class SequenceTracker:
+    """Per-source run and sequence bookkeeping; ``observe`` returns the log line an event deserves."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, SourceState] = {}
+
+    def observe(self, source: str, run: str, seq: int, now: float) -> str | None:
+        state = self.sources.get(source)
+        if state is None:
+            self.sources[source] = SourceState(run, seq, now, 1)
+            return None if seq == 0 else (f"source {source}: joined run {run} at seq {seq} "
+                                          f"({seq} earlier events were not received)")
+        message = None
+        if run != state.run:
+            state.restarts += 1
+            message = (f"source {source}: restart: run {state.run} stopped after seq {state.seq}, "
+                       f"run {run} began at seq {seq}, {now - state.last_seen:.1f} s without events")
+            state.run = run
+        elif seq > state.seq + 1:
+            state.gaps += 1
+            message = (f"source {source}: gap: seq {state.seq + 1}..{seq - 1} missing "
+                       f"({seq - state.seq - 1} events) in run {run}")
+        elif seq <= state.seq:
+            message = f"source {source}: seq went back from {state.seq} to {seq} in run {run}"
+        state.seq, state.last_seen = seq, now
+        state.events += 1
+        return message
+
+
+class Collector:
+    def __init__(self, bind: str, csv_path: str, publish: str | None = None, precision: int = 4) -> None:
+        from .stages.csv_sink import COLUMNS
+
+        self.columns = list(COLUMNS)
+        self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
+        self.tracker = SequenceTracker()
+        self._stop = False
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        import zmq
+
+        if not self.csv_path.parent.is_dir():
+            raise InputError(f"--csv {self.csv_path}: folder {self.csv_path.parent} does not exist")
+        ctx = zmq.Context()
+        pull = ctx.socket(zmq.PULL)
+        pub = ctx.socket(zmq.PUB) if self.publish else None
+        try:
+            for sock, endpoint, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
+                if sock is not None:
+                    try:
+                        sock.bind(endpoint)
+                    except zmq.ZMQError as exc:
+                        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+                        raise InputError(f"{flag} {endpoint}: cannot bind: {reason}") from None
+            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                with open(self.csv_path, "w", newline="", buffering=1, encoding="utf-8") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(self.columns)
+                    print(f"fer-pipe collect: pulling on {self.bind}, writing {self.csv_path}"
+                          + (f", republishing on {self.publish}" if self.publish else ""),
+                          file=sys.stderr, flush=True)
+                    self._loop(pull, pub, writer)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+        finally:
+            pull.close(linger=0)
+            if pub is not None:
+                pub.close(linger=0)
+            ctx.term()
+        self._summary()
+        return 0
+
+    def _loop(self, pull, pub, writer) -> None:
+        import zmq
+
+        while not self._stop:
+            if pull.poll(POLL_MS):
+                self._take(pull, pub, writer, zmq)
+        self._take(pull, pub, writer, zmq)  # what already arrived is written before stopping
+
+    def _take(self, pull, pub, writer, zmq) -> None:
+        """Everything waiting on the socket, without blocking."""
+        while True:
+            try:
+                frames = pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                event = json.loads(frames[-1])
+                source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
+                rows = event_rows(event, self.columns, self.precision)
+            except (ValueError, KeyError, TypeError) as exc:
+                print(f"fer-pipe collect: skipped a malformed event: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
+                continue
+            line = self.tracker.observe(source, run, seq, time.monotonic())
+            if line:
+                print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
+            writer.writerows(rows)
+            if pub is not None:
+                pub.send_multipart(frames)
+
+    def _summary(self) -> None:
+        for source, state in sorted(self.tracker.sources.items()):
+            print(f"fer-pipe collect: source {source}: {state.events} events, {state.gaps} gaps, "
+                  f"{state.restarts} restarts", file=sys.stderr)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--bind", default="tcp://127.0.0.1:5560", help="PULL endpoint the push sinks connect to")
+    parser.add_argument("--csv", required=True, help="the merged CSV to write (replaced if it exists)")
+    parser.add_argument("--publish", default=None, help="also republish every event on this PUB endpoint")
+    parser.add_argument("--precision", type=int, default=4, help="decimals of probabilities and confidence")
+
+
+def run(args) -> int:
+    return Collector(args.bind, args.csv, args.publish, args.precision).run()

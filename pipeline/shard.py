@@ -1,0 +1,102 @@
+"""``fer-pipe run CFG --shard I/N``: the same config on N hosts, each taking its share of cameras.
+
+A config declares its camera list as its source stages, one camera per source (the ``video``,
+``webcam`` and ``rtsp`` sources, or a plug-in's). A camera's id is what its results carry: the
+source's ``source_id`` parameter, or else the stage name. Camera ``c`` belongs to shard
+``crc32(c) % N``: a stable hash, the same on every host, Python version and run (Python's own
+``hash`` of a string is salted per process, so it would split the cameras differently on each
+host). Adding a camera moves no other camera; changing N reshuffles them.
+
+The filter works on the parsed YAML, before validation: the sources of other shards are
+removed, then, repeatedly, every stage left with none of its inputs, so a per-camera branch
+goes with its camera while stages that several cameras feed stay and read only this shard's.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import apply_overrides, build_graph, read_config
+from .errors import ConfigError
+from .graph import Graph
+from .registry import registry
+from .stage import Source
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` as (I, N), with 0 <= I < N."""
+    index, sep, count = text.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4")
+    i, n = int(index), int(count)
+    if n < 1 or i >= n:
+        raise ConfigError(f"--shard {text}: I must be from 0 to N-1")
+    return i, n
+
+
+def shard_of(camera: str, shards: int) -> int:
+    return zlib.crc32(camera.encode("utf-8")) % shards
+
+
+def camera_id(name: str, body: Mapping[str, Any]) -> str:
+    params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
+    return str(params.get("source_id") or name)
+
+
+def _is_source(body: Any) -> bool:
+    cls = registry().types.get(body.get("type")) if isinstance(body, Mapping) else None
+    return cls is not None and issubclass(cls, Source)
+
+
+def select_shard(data: Any, index: int, shards: int, origin: str) -> dict[str, Any]:
+    """The parsed config with only shard ``index``'s cameras and the stages they still feed."""
+    stages = data.get("stages") if isinstance(data, Mapping) else None
+    if not isinstance(stages, Mapping):
+        return data  # build_graph reports what is wrong with it
+    kept = {name: body for name, body in stages.items()
+            if not _is_source(body) or shard_of(camera_id(name, body), shards) == index}
+    if not any(_is_source(body) for body in kept.values()):
+        cameras = [camera_id(n, b) for n, b in stages.items() if _is_source(b)]
+        raise ConfigError(f"{origin}: --shard {index}/{shards}: none of its {len(cameras)} cameras "
+                          f"({', '.join(cameras)}) hashes to shard {index}; use fewer shards")
+    while True:
+        removed = set(stages) - set(kept)
+        orphans = [name for name, body in kept.items() if isinstance(body, Mapping)
+                   and _inputs(body) and all(isinstance(i, str) and i in removed for i in _inputs(body))]
+        if not orphans:
+            break
+        for name in orphans:
+            del kept[name]
+    removed = set(stages) - set(kept)
+    result = dict(data)
+    result["stages"] = {name: _keep_inputs(body, removed) for name, body in kept.items()}
+    return result
+
+
+def _inputs(body: Mapping[str, Any]) -> list[str]:
+    inputs = body.get("inputs", [])
+    return [inputs] if isinstance(inputs, str) else list(inputs) if isinstance(inputs, list) else []
+
+
+def _keep_inputs(body: Any, removed: set[str]) -> Any:
+    """The stage with its edges from removed stages cut (a misspelt input stays, for validation)."""
+    if not isinstance(body, Mapping) or not _inputs(body):
+        return body
+    return {**body, "inputs": [i for i in _inputs(body) if not (isinstance(i, str) and i in removed)]}
+
+
+def shard_cameras(data: Any, index: int, shards: int) -> list[str]:
+    """The camera ids of shard ``index`` (for tests and for a deployment's own checks)."""
+    stages = data.get("stages", {}) if isinstance(data, Mapping) else {}
+    return [camera_id(n, b) for n, b in stages.items()
+            if _is_source(b) and shard_of(camera_id(n, b), shards) == index]
+
+
+def load_shard(path: str | Path, overrides: Iterable[str], shard: str) -> Graph:
+    """``load_graph`` with the shard filter between the overrides and validation."""
+    index, shards = parse_shard(shard)
+    data, lines = read_config(path)
+    data = apply_overrides(data, overrides, str(path))
+    return build_graph(select_shard(data, index, shards, str(path)), lines, str(path))

@@ -1,0 +1,81 @@
+"""``push``: every frame's event to a collector (``fer-pipe collect``) over ZeroMQ PUSH.
+
+Unlike the ``zmq`` sink (PUB: lossy live fan-out that never waits), a collector must not lose
+events, so sends block when the high-water mark is reached: while the collector is up, every
+event reaches it; while it is down, up to ``sndhwm`` events wait in this process, and then the
+pipeline waits too (a live source then drops its oldest frames, as it does for any slow stage).
+
+Each event is the ``frame`` event of ``fer_pipe.events`` plus ``seq``, counting from 0 per source,
+and ``run``, drawn anew in each process. The collector tells a gap (a ``seq`` skipped within a
+run) from a restart (a new ``run`` for a source) and logs both, naming the source.
+"""
+from __future__ import annotations
+
+import secrets
+import sys
+
+import zmq
+from pydantic import Field, field_validator, model_validator
+
+from fer_pipe.events import encode, frame_event
+from fer_pipe.messages import FACES, Packet
+from fer_pipe.stage import Sink, StageParams
+from fer_pipe.stages.zmq_sink import is_loopback, tcp_host_port
+
+
+class PushParams(StageParams):
+    connect: str = Field("tcp://127.0.0.1:5560", description="the collector: tcp://HOST:PORT or ipc://PATH")
+    public: bool = Field(False, description="allow a non-loopback collector (events leave the machine)")
+    sndhwm: int = Field(10_000, ge=1, le=10_000_000, description="events held while the collector is "
+                                                                 "away before the pipeline waits")
+    linger_s: float = Field(5.0, ge=0, le=600, description="at the end, time allowed to deliver held events")
+    precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+
+    @field_validator("connect")
+    @classmethod
+    def _known_transport(cls, value: str) -> str:
+        if value.startswith("tcp://"):
+            host, _, port = value[len("tcp://"):].rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected tcp://HOST:PORT, got {value!r}")
+        elif not value.startswith("ipc://"):
+            raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _loopback_unless_public(self) -> PushParams:
+        where = tcp_host_port(self.connect)
+        if where and not is_loopback(where[0]) and not self.public:
+            raise ValueError(f"{self.connect} is not a loopback address: events about faces would leave "
+                             "this machine; set public: true to allow it")
+        return self
+
+
+class PushSink(Sink):
+    """One event per frame, faces or not, so the collector's CSV has every frame, like ``csv``'s."""
+
+    Params = PushParams
+    params: PushParams
+    reads = FACES
+
+    def open(self) -> None:
+        self.run = secrets.token_hex(4)
+        self._seq: dict[str, int] = {}
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
+        self._sock.connect(self.params.connect)
+
+    def consume(self, packet: Packet) -> None:
+        event = frame_event(packet, self.params.precision)
+        seq = self._seq.get(packet.source, 0)
+        event["seq"], event["run"] = seq, self.run
+        self._sock.send_multipart(encode(event))
+        self._seq[packet.source] = seq + 1
+
+    def close(self) -> None:
+        sent = sum(self._seq.values())
+        self._sock.close(linger=int(self.params.linger_s * 1000))
+        self._ctx.term()
+        print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
+              f"{self.params.connect}", file=sys.stderr)
