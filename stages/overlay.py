@@ -31,20 +31,21 @@ class OverlayParams(StageParams):
 
 
 class FpsMeter:
-    """Frames per second as an exponential moving average of the gaps between frames."""
+    """Frames per second from a moving average of the gaps between frames (averaging the gaps,
+    not the rates, so jitter does not inflate the figure)."""
 
     def __init__(self, smoothing: float = 0.9) -> None:
         self.smoothing = smoothing
-        self.fps = 0.0
+        self._gap = 0.0
         self._last: float | None = None
 
     def tick(self) -> float:
         now = time.monotonic()
-        if self._last is not None and now > self._last:
-            current = 1.0 / (now - self._last)
-            self.fps = current if not self.fps else self.smoothing * self.fps + (1 - self.smoothing) * current
+        if self._last is not None:
+            gap = now - self._last
+            self._gap = gap if not self._gap else self.smoothing * self._gap + (1 - self.smoothing) * gap
         self._last = now
-        return self.fps
+        return 1.0 / self._gap if self._gap > 0 else 0.0
 
 
 def colour_of(label: str | None) -> tuple[int, int, int]:

@@ -53,6 +53,7 @@ class RtspSource(Source):
     def open(self) -> None:
         if self.params.transport != "auto":
             os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.params.transport}"
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float] | None = None

@@ -50,6 +50,8 @@ class WindowSink(Sink):
 
     def consume(self, packet: Packet) -> None:
         fps = self._fps.tick()
+        if not self._open:
+            cv2.namedWindow(self.params.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
         cv2.imshow(self.params.title, draw(packet, self.params.show_probs,
                                            fps if self.params.show_fps else None))
         self._open = True

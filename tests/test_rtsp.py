@@ -1,0 +1,121 @@
+"""The rtsp source against a real RTSP server on 127.0.0.1: Debian's rtsp-server-perl, fed by ffmpeg.
+
+FFmpeg's RTSP muxer can only push to a server, not serve players, so the server is
+rtsp-server-perl (a Debian package): ffmpeg publishes a looping clip to its source port and the
+pipeline plays it from its client port. The test kills server and publisher mid-stream,
+restarts them, and checks the source reconnects and frames flow again.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+import yaml
+from conftest import read_frames, write_video
+from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
+
+
+class RtspServer:
+    """rtsp-server-perl plus an ffmpeg publisher looping ``clip`` at its own pace."""
+
+    def __init__(self, clip, client_port: int, source_port: int, rtp_port: int, log) -> None:
+        self.args = (clip, client_port, source_port, rtp_port)
+        self.log = log
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        clip, client_port, source_port, rtp_port = self.args
+        server = subprocess.Popen(
+            [needs("rtsp-server-perl"), "--clientport", str(client_port), "--serverport", str(source_port),
+             "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+             "--rtp_start_port", str(rtp_port)], stdout=self.log, stderr=self.log)
+        wait_for(lambda: _listening(source_port), 20, "the RTSP server's source port", server)
+        publisher = subprocess.Popen(
+            [needs("ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
+             "-an", "-c:v", "mpeg4", "-q:v", "5", "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/cam"],
+            stdout=self.log, stderr=self.log)
+        self.procs = [server, publisher]
+
+    def kill(self) -> None:
+        for proc in reversed(self.procs):
+            stop(proc, signal.SIGKILL)
+        self.procs = []
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def rtsp_config(path, url, csv_path, **params):
+    stages = {
+        "source": {"type": "rtsp", "params": {"url": url, "source_id": "cam", **params}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(csv_path)}},
+    }
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    return path
+
+
+@pytest.fixture
+def loop_clip(clips, tmp_path):
+    return write_video(tmp_path / "loop.avi", read_frames(clips["single_face.mp4"], 50))
+
+
+def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(loop_clip, tmp_path):
+    needs("rtsp-server-perl")
+    needs("ffmpeg")
+    client_port, source_port = free_port(), free_port()
+    server = RtspServer(loop_clip, client_port, source_port, 20000 + client_port % 20000,
+                        open(tmp_path / "server.log", "w"))
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    config = rtsp_config(tmp_path / "g.yaml", f"rtsp://127.0.0.1:{client_port}/cam", csv_path,
+                         transport="udp", timeout_s=2, backoff_initial_s=0.2, backoff_max_s=1,
+                         give_up_after_s=60)
+    server.start()
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    try:
+        wait_for(lambda: len(csv_rows(csv_path)) >= 20, 90, "20 frames from the stream", run)
+        server.kill()
+        wait_for(lambda: err_path.read_text().count("attempt") >= 2, 60,
+                 "two logged reconnection attempts", run)
+        before = len(csv_rows(csv_path))
+        server.start()
+        wait_for(lambda: len(csv_rows(csv_path)) >= before + 20, 90, "frames after the restart", run)
+        code = stop(run, signal.SIGINT)
+    finally:
+        stop(run)
+        server.kill()
+    log = err_path.read_text()
+    assert code == 130, log
+    assert "stream lost after" in log and "connected again" in log, log
+    frames = [int(r["frame"]) for r in csv_rows(csv_path)]
+    assert frames == sorted(set(frames))  # newest-frame reading never repeats or reorders a frame
+    assert sum(1 for r in csv_rows(csv_path) if r["label"]) > 10  # the face clip came through intact
+
+
+def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
+    url = f"rtsp://127.0.0.1:{free_port()}/nothing"
+    config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=1,
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=2)
+    err_path = tmp_path / "stderr.txt"
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    code = run.wait(120)
+    log = err_path.read_text()
+    assert code == 2, log
+    assert "Traceback" not in log
+    assert log.count("cannot connect; attempt") >= 2  # each attempt is logged
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"fer-pipe: stage 'source' (rtsp) failed: rtsp {url}: no stream for ")
+    assert "giving up" in last
+
+
+def test_password_is_not_logged():
+    from fer_pipe.stages.rtsp import redact
+
+    assert redact("rtsp://admin:s3cret@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
+    assert redact("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
