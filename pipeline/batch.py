@@ -274,7 +274,6 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     except OSError as exc:
         raise InputError(f"--out {out_dir}: cannot create: {exc.strerror}") from None
     work = out_dir / WORK
-    (work / "parts").mkdir(parents=True, exist_ok=True)
 
     jobs, bad = plan(inputs, chunk_frames)
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
@@ -299,6 +298,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             _finish(out_dir, work, reports, config_path, address, 0.0)
         return 0
 
+    (work / "parts").mkdir(parents=True, exist_ok=True)
     if todo:
         _run_tasks(todo, data, config_path, work, reports, address, num_cpus, max_retries, quiet,
                    len(reports) - len(pending_inputs))
@@ -387,6 +387,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
 
 
 def _remove_work(work: Path) -> None:
+    if not work.exists():
+        return
     for path in sorted(work.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
     work.rmdir()

@@ -1,0 +1,145 @@
+"""``fer-pipe batch`` on a real Ray cluster (a head and two worker nodes on 127.0.0.1), and the
+in-process graph run that its tasks use, against the multi-process runner."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import fer_pipe, read_frames, write_video
+
+from fer_pipe.config import load_graph
+from fer_pipe.inprocess import run_graph
+
+ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="fer-pipe batch needs the batch extra (ray)")
+
+CLIP_FRAMES = 36
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "video_to_csv.yaml"
+MB = 1024 * 1024
+LOOPBACK_RAY = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Keep Ray on 127.0.0.1 (it otherwise swaps loopback for the machine's routable address) and silent."""
+
+
+@pytest.fixture(scope="module")
+def six_clips(clips, tmp_path_factory) -> list[Path]:
+    """Six short real clips: five parts of the WolfgangLanger clip (a face in most frames) and one
+    part of no_face.mp4 (no face at all), so both kinds of row are checked."""
+    folder = tmp_path_factory.mktemp("clips")
+    face = read_frames(clips["WolfgangLanger_Pexels.mp4"], 5 * 2 * CLIP_FRAMES)
+    out = [write_video(folder / f"face{i}.avi", face[2 * i * CLIP_FRAMES:(2 * i + 1) * CLIP_FRAMES])
+           for i in range(5)]
+    out.append(write_video(folder / "empty_room.avi", read_frames(clips["no_face.mp4"], CLIP_FRAMES)))
+    return out
+
+
+def in_process_csv(clip: Path, out: Path, start: int = 0, max_frames: int = 0) -> str:
+    run_graph(load_graph(CONFIG, [f"source.path={clip}", f"csv.path={out}", f"source.start={start}",
+                                  f"source.max_frames={max_frames}"]))
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One Ray cluster for the module: starting one takes ~10 s on two cores. The head has no
+    CPUs, so every task runs on one of the two worker nodes."""
+    os.environ.update(LOOPBACK_RAY)
+    c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": 80 * MB, "include_dashboard": False,
+        "node_ip_address": "127.0.0.1"})
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=1, object_store_memory=80 * MB, node_ip_address="127.0.0.1")
+        c.wait_for_nodes()
+        yield c
+    finally:
+        c.shutdown()
+
+
+def batch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY})
+
+
+def test_in_process_run_gives_the_multi_process_csv(six_clips, tmp_path):
+    clip = six_clips[0]
+    done = fer_pipe("run", str(CONFIG), "--quiet", "--set", f"source.path={clip}",
+                    "--set", f"csv.path={tmp_path / 'multi.csv'}")
+    assert done.returncode == 0, done.stderr
+    multi = (tmp_path / "multi.csv").read_text()
+    assert in_process_csv(clip, tmp_path / "single.csv") == multi
+    rows = multi.splitlines()[1:]
+    assert sorted({int(r.split(",")[1]) for r in rows}) == list(range(CLIP_FRAMES))
+
+
+def kill_one_running_task(work: Path, out: Path, proc: subprocess.Popen) -> str | None:
+    """SIGKILL the process of the first task seen running (its attempt logged, its CSV not yet
+    in place); returns the job killed, or None if the run ended first."""
+    while proc.poll() is None:
+        for log in sorted((work / "attempts").glob("*.jsonl")):
+            job = log.name[:-len(".jsonl")]
+            if (out / f"{job}.csv").exists() or (work / "parts" / f"{job}.csv").exists():
+                continue
+            lines = log.read_text().splitlines()
+            if len(lines) == 1:
+                os.kill(json.loads(lines[0])["pid"], signal.SIGKILL)
+                return job
+        time.sleep(0.02)
+    return None
+
+
+def test_batch_survives_a_killed_task_and_resumes(cluster, six_clips, tmp_path):
+    out = tmp_path / "out"
+    proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
+    killed = kill_one_running_task(out / "_work", out, proc)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert killed is not None, "the batch ended before a task could be killed"
+
+    manifest = json.loads((out / "_manifest.json").read_text())
+    by_input = {Path(e["input"]).stem: e for e in manifest["inputs"]}
+    assert by_input[killed]["attempts"] >= 2, manifest
+    assert all(e["status"] == "done" for e in manifest["inputs"])
+    assert (out / "_SUCCESS").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS"])  # nothing temporary
+    for clip in six_clips:
+        got = (out / f"{clip.stem}.csv").read_text()
+        assert got == in_process_csv(clip, tmp_path / f"{clip.stem}.expected.csv"), clip.name
+        assert by_input[clip.stem]["rows"] == len(got.splitlines()) - 1
+        frames = [int(r.split(",")[1]) for r in got.splitlines()[1:]]
+        assert sorted(set(frames)) == list(range(CLIP_FRAMES)), clip.name
+
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
+    _, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr
+    assert "nothing to do" in stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
+    bad = tmp_path / "notes.avi"
+    bad.write_text("this is not a video\n")
+    good = six_clips[1]
+    out = tmp_path / "out"
+    proc = batch(str(good), str(bad), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16",
+                 "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr
+    assert [line for line in stderr.splitlines() if "notes.avi" in line] == [
+        f"fer-pipe: batch: {bad}: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
+    assert "Traceback" not in stderr
+    manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
+    assert manifest["notes.avi"]["status"] == "failed"
+    assert manifest["notes.avi"]["attempts"] == 1  # bad input is not retried
+    assert manifest[good.name]["chunks"] == 3 and manifest[good.name]["attempts"] == 3
+    assert not (out / "_SUCCESS").exists()
+    assert not (out / "notes.csv").exists()
+    # three chunks of 16, 16 and 4 frames, joined: the same CSV as the whole clip in one go
+    assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
