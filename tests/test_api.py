@@ -1,0 +1,72 @@
+"""The Python API: a graph run in the multi-process runner, its results yielded in this process."""
+from __future__ import annotations
+
+import cv2
+import pytest
+from conftest import read_frames, write_video
+from livetools import csv_rows
+
+from fer_pipe.api import RunFailed, results
+from fer_pipe.errors import ConfigError, UserError
+
+
+def test_results_stream_every_frame_of_a_real_clip_as_the_csv_has_them(short_clip, tmp_path):
+    csv_path = tmp_path / "rows.csv"
+    with results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={csv_path}"]) as stream:
+        events = list(stream)
+    assert stream.result.exit_code == 0
+    assert [e["frame"] for e in events] == list(range(60))  # every frame once, in order, faces or not
+    assert {e["source"] for e in events} == {"source"}
+    from_api = [(e["frame"], f["x"], f["y"], f["w"], f["h"], f["label"], f["confidence"])
+                for e in events for f in e["faces"]]
+    from_csv = [(int(r["frame"]), int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"]), r["label"],
+                 float(r["confidence"])) for r in csv_rows(csv_path) if r["label"]]
+    assert from_csv and [t[:6] for t in from_api] == [t[:6] for t in from_csv]
+    assert all(abs(api[6] - row[6]) <= 1e-4 for api, row in zip(from_api, from_csv))  # CSV keeps 4 decimals
+
+
+def test_a_config_dict_and_stopping_early(short_clip):
+    config = {"stages": {
+        "cam": {"type": "video", "params": {"path": str(short_clip), "source_id": "desk"}},
+        "detector": {"type": "haar", "inputs": ["cam"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+    }}
+    seen = []
+    with results(config) as stream:
+        for event in stream:
+            seen.append(event["frame"])
+            if event["frame"] == 4:
+                break
+    assert seen == [0, 1, 2, 3, 4]
+    assert stream.result is not None and stream.result.exit_code == 130  # drained and closed, as on Ctrl-C
+    assert all(f["probs"] for f in event["faces"]) and event["source"] == "desk"
+
+
+def test_bad_config_raises_before_anything_starts(tmp_path):
+    with pytest.raises(ConfigError, match="scale_factor"):
+        results("configs/video_to_csv.yaml", ["detector.scale_factor=0.5"])
+    with pytest.raises(ConfigError, match="tap='nope'"):
+        results("configs/video_to_csv.yaml", tap="nope")
+
+
+def test_bad_input_raises_its_one_line_error(tmp_path):
+    (tmp_path / "fake.mp4").write_text("not a video")
+    stream = results("configs/video_to_csv.yaml", [f"source.path={tmp_path / 'fake.mp4'}",
+                                                   f"csv.path={tmp_path / 'o.csv'}"])
+    with pytest.raises(UserError, match="fake.mp4"):
+        list(stream)
+
+
+def test_a_stage_failing_mid_run_raises_run_failed(clips, tmp_path):
+    big = write_video(tmp_path / "big.avi", read_frames(clips["single_face.mp4"], 10))
+    small = write_video(tmp_path / "small.avi", [cv2.resize(f, (320, 180)) for f in read_frames(big)])
+    config = {"stages": {
+        "a": {"type": "video", "params": {"path": str(big)}},
+        "b": {"type": "video", "params": {"path": str(small)}},
+        "detector": {"type": "haar", "inputs": ["a", "b"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "o.avi")}},
+    }}
+    with pytest.raises(RunFailed) as caught:
+        list(results(config))  # one file cannot take frames of two sizes: the writer raises mid-run
+    assert caught.value.result.exit_code == 1 and "stage 'out' (video_writer) failed" in str(caught.value)

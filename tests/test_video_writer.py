@@ -1,0 +1,65 @@
+"""The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import yaml
+from conftest import fer_pipe, read_frames
+from livetools import csv_rows
+
+from fer_pipe.stages.overlay import COLOURS
+
+
+def test_annotated_files_hold_every_frame_with_the_box_in_the_label_colour(short_clip, tmp_path):
+    stages = {
+        "source": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "mp4": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "a.mp4")}},
+        "avi": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "a.avi")}},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "rows.csv")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    done = fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", timeout=180)
+    assert done.returncode == 0, done.stderr
+    original = read_frames(short_clip)
+    rows = {int(r["frame"]): r for r in csv_rows(tmp_path / "rows.csv") if r["label"]}
+    assert rows
+    for name in ("a.mp4", "a.avi"):
+        written = read_frames(tmp_path / name)
+        assert len(written) == len(original) == 60 and written[0].shape == original[0].shape
+        for index, row in rows.items():
+            x, y, w, h = (int(row[k]) for k in "xywh")
+            colour = np.array(COLOURS[row["label"]])
+            edge = (slice(y + 10, y + h - 10), slice(x, x + 2))  # the box's left side
+            drawn = np.abs(written[index][edge].astype(int) - colour).max(axis=-1) < 60
+            before = np.abs(original[index][edge].astype(int) - colour).max(axis=-1) < 60
+            assert drawn.mean() > 0.8 > before.mean(), (name, index)
+        inside = (slice(y + h // 3, y + 2 * h // 3), slice(x + w // 3, x + 2 * w // 3))  # last face's middle
+        assert np.abs(written[index][inside].astype(int) - original[index][inside]).mean() < 12  # pixels kept
+
+
+def test_unsupported_extension_fails_before_the_run(short_clip, tmp_path):
+    stages = {
+        "source": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "a.mkv")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    done = fer_pipe("run", str(tmp_path / "g.yaml"), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"fer-pipe: stage 'out' (video_writer): video_writer {tmp_path / 'a.mkv'}: "
+                                   "the name must end in .mp4 or .avi")
+
+
+def test_drawing_never_touches_the_shared_frame():
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.overlay import draw
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    frame.flags.writeable = False  # as a frame in shared memory arrives
+    probs = np.eye(7)[3] * 0.9 + 0.1 / 7
+    out = draw(Packet("cam", 0, 0.0, frame, faces=[Face((40, 30, 50, 50), probs)]), show_probs=True, fps=25.0)
+    assert not frame.any() and out.any()
+    assert tuple(out[55, 40]) == COLOURS["happy"]
