@@ -1,0 +1,215 @@
+"""Sharded live pipelines and the collector: real shard processes on looped real clips, PUSH/PULL
+and PUB sockets on 127.0.0.1, SIGKILL of a whole shard and its restart."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+import zmq
+
+from conftest import read_frames, write_video
+
+from fer_pipe.config import graph_from_dict
+from fer_pipe.errors import ConfigError
+from fer_pipe.shard import select_shard, shard_cameras, shard_of
+from fer_pipe.stages.csv_sink import COLUMNS
+
+SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen):
+    """Poll until ``condition()`` is truthy; the timeout only guards against a hang."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        for proc in procs:
+            assert proc.poll() is None, f"{proc.args} ended (exit {proc.returncode}) while waiting for {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def start(*args: str, log: Path) -> subprocess.Popen:
+    """``fer-pipe`` in its own process group, as a unit or container would run it."""
+    return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=open(log, "a"), start_new_session=True)
+
+
+def end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+    return proc.wait(timeout=60)
+
+
+def rows_by_source(path: Path) -> Counter:
+    if not path.exists():
+        return Counter()
+    with open(path, newline="") as fh:
+        return Counter(row["source"] for row in csv.DictReader(fh))
+
+
+def camera_config(clip: Path, cameras: list[str], port: int) -> dict:
+    stages = {cam: {"type": "video", "params": {"path": str(clip), "realtime": True, "loop": True}}
+              for cam in cameras}
+    stages["detector"] = {"type": "haar", "inputs": list(cameras)}
+    stages["classifier"] = {"type": "classifier", "inputs": ["detector"]}
+    stages["push"] = {"type": "push", "inputs": ["classifier"],
+                      "params": {"connect": f"tcp://127.0.0.1:{port}"}}
+    return {"queue_size": 4, "stages": stages}
+
+
+def test_shard_filter_keeps_its_cameras_and_drops_what_they_no_longer_feed(tmp_path):
+    assert [shard_of(c, 2) for c in SHARD0 + SHARD1] == [0, 0, 1, 1]
+    data = camera_config(tmp_path / "clip.avi", SHARD0 + SHARD1, 5560)
+    # a per-camera branch: its own CSV, which must go with its camera
+    data["stages"]["door_csv"] = {"type": "csv", "inputs": ["door_faces"], "params": {"path": "door.csv"}}
+    data["stages"]["door_faces"] = {"type": "classifier", "inputs": ["door_haar"]}
+    data["stages"]["door_haar"] = {"type": "haar", "inputs": ["door"]}
+    zero = select_shard(data, 0, 2, "cams.yaml")
+    assert sorted(zero["stages"]) == sorted(SHARD0 + ["detector", "classifier", "push"])
+    assert zero["stages"]["detector"]["inputs"] == SHARD0
+    graph_from_dict(zero)  # still a valid graph
+    one = select_shard(data, 1, 2, "cams.yaml")
+    assert sorted(one["stages"]) == sorted(SHARD1 + ["detector", "classifier", "push", "door_haar",
+                                                     "door_faces", "door_csv"])
+    assert shard_cameras(data, 1, 2) == SHARD1
+    assert shard_cameras({"stages": {"s": {"type": "video", "params": {"path": "x", "source_id": "gate"}}}},
+                         0, 2) == ["gate"]  # the id is source_id when set
+    empty = next(i for i in range(8) if all(shard_of(c, 8) != i for c in SHARD0 + SHARD1))
+    with pytest.raises(ConfigError, match=rf"cams.yaml: --shard {empty}/8: none of its 4 cameras"):
+        select_shard(data, empty, 8, "cams.yaml")
+
+
+def test_bad_shard_argument_is_one_line_exit_2(tmp_path):
+    config = tmp_path / "cams.yaml"
+    config.write_text(yaml.safe_dump(camera_config(tmp_path / "clip.avi", SHARD0, 5560)))
+    for bad in ("2/2", "1", "a/b"):
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--shard", bad],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert f"--shard {bad}" in done.stderr
+
+
+@pytest.fixture(scope="module")
+def looped_clip(clips, tmp_path_factory) -> Path:
+    """20 real frames at 5 fps: replayed in real time and looped, a light live camera."""
+    frames = read_frames(clips["WolfgangLanger_Pexels.mp4"], 20)
+    return write_video(tmp_path_factory.mktemp("live") / "loop.avi", frames, fps=5.0)
+
+
+def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_path):
+    port, pub_port = free_port(), free_port()
+    config = tmp_path / "cams.yaml"
+    config.write_text(yaml.safe_dump(camera_config(looped_clip, SHARD0 + SHARD1, port)))
+    merged, collector_log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
+                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=collector_log)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"emotion.")
+    sub.connect(f"tcp://127.0.0.1:{pub_port}")
+    shards = [start("run", str(config), "--shard", f"{i}/2", "--quiet", log=tmp_path / f"shard{i}.log")
+              for i in range(2)]
+    try:
+        wait_for(lambda: all(rows_by_source(merged)[c] >= 5 for c in SHARD0 + SHARD1), 180,
+                 "rows from all four cameras", collector, *shards)
+        end(shards[1], signal.SIGKILL)  # the whole shard, as systemd, Docker or Kubernetes kill a unit
+        for cam in SHARD1:  # its frame rings in /dev/shm, which only its (killed) parent would unlink
+            for segment in Path("/dev/shm").glob(f"fp*_{cam}*"):
+                segment.unlink(missing_ok=True)
+        at_kill = rows_by_source(merged)
+        wait_for(lambda: all(rows_by_source(merged)[c] >= at_kill[c] + 5 for c in SHARD0), 60,
+                 "shard 0 going on alone", collector, shards[0])
+        assert all(rows_by_source(merged)[c] <= at_kill[c] + 1 for c in SHARD1)
+        shards[1] = start("run", str(config), "--shard", "1/2", "--quiet", log=tmp_path / "shard1.log")
+        wait_for(lambda: all(rows_by_source(merged)[c] >= at_kill[c] + 5 for c in SHARD1), 120,
+                 "shard 1's cameras resuming", collector, *shards)
+        assert sub.poll(0), "nothing was republished on the PUB socket"
+        event = json.loads(sub.recv_multipart()[-1])
+        assert {"seq", "run", "source", "frame", "faces"} <= set(event)
+    finally:
+        codes = [end(shard) for shard in shards]
+        collector_code = end(collector, signal.SIGINT)
+        sub.close(linger=0)
+        ctx.term()
+    assert codes == [128 + signal.SIGTERM] * 2, codes  # drained and closed after SIGTERM
+    assert collector_code == 0, collector_log.read_text()
+
+    log = collector_log.read_text().splitlines()
+    problems = [line for line in log if re.match(r"fer-pipe collect: source \S+: (restart|gap|seq went|joined)", line)]
+    assert sorted(line.split()[3].rstrip(":") for line in problems) == sorted(SHARD1), log
+    assert all(": restart: run " in line for line in problems), log
+    for cam in SHARD0 + SHARD1:
+        assert f"fer-pipe collect: source {cam}: " in "\n".join(log)
+        restarts = 1 if cam in SHARD1 else 0
+        assert any(re.fullmatch(rf"fer-pipe collect: source {cam}: \d+ events, 0 gaps, {restarts} restarts", line)
+                   for line in log), log
+    with open(merged, newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == COLUMNS and all(len(r) == len(COLUMNS) for r in rows)  # complete to the last row
+
+
+def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
+    """The same frames through push -> collect and through the csv sink give the same rows; a
+    gap and a step back in one run are each logged once, naming their source."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 20))
+    port = free_port()
+    config = tmp_path / "both.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "source": {"type": "video", "params": {"path": str(clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "direct.csv")}},
+        "push": {"type": "push", "inputs": ["classifier"], "params": {"connect": f"tcp://127.0.0.1:{port}"}},
+    }}))
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    try:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: rows_by_source(merged)["source"] >= 20, 60, "the run's rows", collector)
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for run, seq in (("r1", 0), ("r1", 1), ("r1", 4), ("r1", 2), ("r2", 0)):
+            event = {"schema": 1, "type": "frame", "source": "handmade", "frame": seq, "timestamp": 0.0,
+                     "faces": [], "seq": seq, "run": run}
+            push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
+        push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: rows_by_source(merged)["handmade"] == 5, 60, "the hand-made events", collector)
+    finally:
+        code = end(collector)
+    assert code == 0, log.read_text()
+    with open(merged, newline="") as fh:
+        collected = [row for row in csv.reader(fh)]
+    direct = (tmp_path / "direct.csv").read_text().splitlines()
+    assert [",".join(r) for r in collected if r[0] != "handmade"] == direct
+    lines = [line for line in log.read_text().splitlines() if "handmade:" in line]
+    assert lines == [
+        "fer-pipe collect: source handmade: gap: seq 2..3 missing (2 events) in run r1",
+        "fer-pipe collect: source handmade: seq went back from 4 to 2 in run r1",
+        lines[2],
+        "fer-pipe collect: source handmade: 5 events, 1 gaps, 1 restarts",
+    ]
+    assert lines[2].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 2, "
+                               "run r2 began at seq 0, ")
