@@ -6,6 +6,7 @@ straight to the spot. YAML is only ever read with the safe loader.
 """
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from .registry import registry
 STAGE_KEYS = {"type", "params", "inputs", "on_error"}
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
+MAX_NUMBER_CHARS = 100
 
 Lines = dict[tuple[str, ...], int]
 
@@ -37,6 +39,24 @@ class _Loader(yaml.SafeLoader):
                         None, None, f"duplicate key {key!r}", key_node.start_mark)
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
+        """Integers of a sane length only: Python refuses to even print one of 5,000 digits."""
+        if len(str(node.value)) > MAX_NUMBER_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a number of {len(str(node.value))} characters is too long", node.start_mark)
+        return self.construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
+
+_SHOW = reprlib.Repr()
+_SHOW.maxstring = _SHOW.maxother = 60
+
+
+def _show(value: Any) -> str:
+    """A short repr for error lines: a config value may be an alias bomb or a megabyte string."""
+    return _SHOW.repr(value)
 
 
 def _line_map(node: yaml.Node | None) -> Lines:
@@ -61,7 +81,10 @@ def _line_map(node: yaml.Node | None) -> Lines:
 
 
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
+        raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -70,9 +93,14 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         where = f"{origin}:{mark.line + 1}" if mark else origin
         raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: invalid YAML: {exc}") from None
+        raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
+    except Exception as exc:  # noqa: BLE001
+        # a scalar its tag cannot hold (!!int x, !!bool maybe, !!timestamp x, 2001-13-45): PyYAML's
+        # constructors raise plain ValueError, KeyError, AttributeError... instead of YAMLError
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"{origin}: invalid YAML value: {type(exc).__name__}: {reason}") from None
     finally:
         loader.dispose()
     return data, _line_map(node)
@@ -136,12 +164,12 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
                           f"got {type(data).__name__}")
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {key!r} "
+            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)} "
                               f"(expected {', '.join(sorted(TOP_KEYS))})")
     queue_size = data.get("queue_size", 8)
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
         raise ConfigError(f"{_where(origin, lines, 'queue_size')}: queue_size: expected an integer "
-                          f"from 1 to {MAX_QUEUE}, got {queue_size!r}")
+                          f"from 1 to {MAX_QUEUE}, got {_show(queue_size)}")
     stages_data = data.get("stages")
     if not isinstance(stages_data, Mapping) or not stages_data:
         raise ConfigError(f"{_where(origin, lines, 'stages')}: 'stages' must be a non-empty mapping "
@@ -151,7 +179,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     for name, body in stages_data.items():
         where = _where(origin, lines, "stages", str(name))
         if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(f"{where}: stage name {name!r} must be a word of letters, digits, '_'")
+            raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'")
         prefix = f"stage {name!r}"
         if not isinstance(body, Mapping):
             raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
@@ -159,7 +187,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         for key in body:
             if key not in STAGE_KEYS:
                 raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
-                                  f"unknown key {key!r} (expected {', '.join(sorted(STAGE_KEYS))})")
+                                  f"unknown key {_show(key)} (expected {', '.join(sorted(STAGE_KEYS))})")
         type_name = body.get("type")
         if not isinstance(type_name, str):
             raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
@@ -169,7 +197,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         cls = reg.types.get(type_name)
         if cls is None:
             known = ", ".join(sorted(reg.types))
-            raise ConfigError(f"{type_where}: {prefix}: unknown stage type {type_name!r} "
+            raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)} "
                               f"(known: {known})")
         prefix = f"stage {name!r} ({type_name})"
         raw_params = body.get("params") or {}
@@ -192,7 +220,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         on_error = body.get("on_error", "stop")
         if on_error not in ("stop", "skip"):
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
-                              f"on_error: expected 'stop' or 'skip', got {on_error!r}")
+                              f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
         stages[name] = StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error,
                                  lines.get(("stages", name)))
     graph = Graph(stages, queue_size, origin)

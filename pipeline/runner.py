@@ -103,6 +103,7 @@ class Runner:
         segments: list[str] = []
         lengths: dict[str, int | None] = {}
         failure: tuple[str, str, str, int] | None = None
+        late_error: tuple[str, str, str, int] | None = None  # bad input after the stream drained
         first_result: float | None = None
         sinks = [s.name for s in graph.sinks()]
         bar = None
@@ -120,6 +121,8 @@ class Runner:
                         done[name] = msg[2]
                     elif kind == "fail" and failure is None:
                         failure = (name, msg[2], msg[3], msg[4])
+                    elif kind == "input_error" and late_error is None:
+                        late_error = (name, msg[2], "", msg[3])
                 if first_result is None and any(progress[s].value for s in sinks):
                     first_result = time.monotonic() - started
                 if bar is None and self.progress and len(lengths) == len(graph.sources()):
@@ -152,11 +155,15 @@ class Runner:
                 proc.join()
             frames.unlink(segments)
         stats = [done[n] for n in graph.order() if n in done]
+        failure = failure or late_error
         if failure is not None:
             name, message, tb, code = failure
             spec = graph.stages[name]
             return RunResult(code, stats, f"stage {name!r} ({spec.type_name}) failed: {message}", tb,
                              first_result)
+        if self._signals_seen > 1:
+            return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
+                             "draining", "", first_result)
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
         return RunResult(0, stats, "", "", first_result)

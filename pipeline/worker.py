@@ -140,7 +140,15 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
     produced = iter(stage.frames())
     while not w.stop.is_set():
         t0 = time.perf_counter()
-        packet = next(produced, None)
+        try:
+            packet = next(produced, None)
+        except UserError as exc:
+            if not stats.items:
+                raise
+            # Bad input found mid-stream (a truncated file): what was read still drains
+            # through the graph into the outputs; the runner exits 2 with this line after.
+            w.control.put(("input_error", w.spec.name, str(exc), exc.exit_code))
+            break
         if packet is None:
             break
         if isinstance(packet.image, np.ndarray):
@@ -165,6 +173,8 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
             continue  # this stage ended the run: what is still in flight only drains
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
+        if sink:  # a frame's rows are written whole or not at all: SIGTERM waits for the frame
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             out = list(stage.process(item))
         except StopRun:
@@ -181,6 +191,9 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
             print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
             out = []
+        finally:
+            if sink:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)
         if sink:

@@ -31,6 +31,12 @@ class EmotionClassifier(Stage):
     reads = FACES
     writes = EXPRESSIONS
 
+    @classmethod
+    def preflight(cls, params: ClassifierParams) -> None:
+        """Load the model once in the parent (about 0.2 s), so a missing, corrupt or wrong-shape
+        model is one line before any stage process starts."""
+        FaceClassifier(params.model, params.threads, params.flip_tta)
+
     def open(self) -> None:
         self._model = FaceClassifier(self.params.model, self.params.threads, self.params.flip_tta)
 

@@ -22,29 +22,49 @@ class ImageFolderParams(StageParams):
 
 
 class ImageFolderSource(Source):
-    """Files without an image suffix are ignored; images that fail to decode are skipped with a
-    warning each, and their index is not reused, so the CSV shows the gap."""
+    """Files without an image suffix are skipped with one warning line naming them; images that
+    fail to decode are skipped with a warning each, and their index is not reused, so the CSV
+    shows the gap. A folder where no image decodes at all is bad input (exit 2)."""
 
     Params = ImageFolderParams
     params: ImageFolderParams
 
+    @classmethod
+    def preflight(cls, params: ImageFolderParams) -> None:
+        _list_images(Path(params.path), params.recursive)
+
     def open(self) -> None:
         root = Path(self.params.path)
-        if not root.is_dir():
-            raise InputError(f"image folder {root}: no such folder")
-        pattern = "**/*" if self.params.recursive else "*"
-        self._files = sorted(p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in SUFFIXES)
-        if not self._files:
-            raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)})")
+        self._files, others = _list_images(root, self.params.recursive)
+        if others:
+            names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
+            print(f"fer-pipe: image folder {root}: skipped {len(others)} files that are not images: "
+                  f"{names}", file=sys.stderr)
 
     def length(self) -> int | None:
         return len(self._files)
 
     def frames(self) -> Iterator[Packet]:
         source = self.params.source_id or self.name
+        read = 0
         for index, file in enumerate(self._files):
             image = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if image is None:
                 print(f"fer-pipe: image folder: skipped {file}: not a readable image", file=sys.stderr)
                 continue
+            read += 1
             yield Packet(source, index, float(index), image, extra={"file": file.name})
+        if not read:
+            raise InputError(f"image folder {self.params.path}: none of its {len(self._files)} image "
+                             "files could be decoded")
+
+
+def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
+    """The image files of a folder in name order, and the other files (to warn about)."""
+    if not root.is_dir():
+        raise InputError(f"image folder {root}: no such folder")
+    files = sorted(p for p in root.glob("**/*" if recursive else "*") if p.is_file())
+    images = [p for p in files if p.suffix.lower() in SUFFIXES]
+    if not images:
+        raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)})")
+    return images, [p for p in files if p.suffix.lower() not in SUFFIXES]

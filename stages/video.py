@@ -1,6 +1,7 @@
 """``video``: frames of any file OpenCV reads, with the container's frame index and timestamp."""
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,11 @@ from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.stage import Source, StageParams
 
+# FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
+# prints about a bad file; this stage reports decode failures itself. Set the variable
+# (e.g. to 16) to see FFmpeg's own messages.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 
 class VideoParams(StageParams):
     path: str = Field(description="video file to read")
@@ -20,6 +26,8 @@ class VideoParams(StageParams):
     max_frames: int = Field(0, ge=0, description="stop after this many frames (0: the whole file)")
     realtime: bool = Field(False, description="replay at the file's own fps as a live source "
                                               "(drops oldest frames instead of blocking)")
+    loop: bool = Field(False, description="start again at the end, without end (soak tests, demos); "
+                                          "frame indexes keep counting up")
 
 
 class VideoSource(Source):
@@ -28,15 +36,20 @@ class VideoSource(Source):
     Params = VideoParams
     params: VideoParams
 
+    @classmethod
+    def preflight(cls, params: VideoParams) -> None:
+        """Open the file and decode its first frame in the parent, so a missing, empty or
+        unreadable video is one line before any stage process starts."""
+        capture = _open(Path(params.path))
+        try:
+            if not capture.read()[0]:
+                raise InputError(f"video {params.path}: no frame could be decoded "
+                                 "(truncated or corrupt file)")
+        finally:
+            capture.release()
+
     def open(self) -> None:
-        path = Path(self.params.path)
-        if not path.is_file():
-            raise InputError(f"video {path}: no such file")
-        if path.stat().st_size == 0:
-            raise InputError(f"video {path}: the file is empty")
-        self._cap = cv2.VideoCapture(str(path))
-        if not self._cap.isOpened():
-            raise InputError(f"video {path}: OpenCV cannot open it (not a video, or a codec it lacks)")
+        self._cap = _open(Path(self.params.path))
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
         self._count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if self.params.start:
@@ -57,14 +70,21 @@ class VideoSource(Source):
         index = self.params.start
         started = time.monotonic()
         read = 0
+        offset = 0.0  # timestamps keep increasing across loops
         while not self.params.max_frames or read < self.params.max_frames:
             ok, image = self._cap.read()
+            if not ok and self.params.loop and read:
+                self._check_complete(index)
+                offset = timestamp
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
+                ok, image = self._cap.read()
             if not ok:
                 if read == 0:
                     raise InputError(f"video {self.params.path}: no frame could be decoded "
                                      "(truncated or corrupt file)")
+                self._check_complete(index)
                 return
-            timestamp = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            timestamp = offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             if self.params.realtime:
                 delay = started + read / self.fps - time.monotonic()
                 if delay > 0:
@@ -73,5 +93,34 @@ class VideoSource(Source):
             index += 1
             read += 1
 
+    def _check_complete(self, index: int) -> None:
+        """Raise when decoding stopped well before the container's frame count.
+
+        The runner keeps and drains every frame already read, then exits 2 with this line.
+        Containers only estimate their frame count for some formats, so a shortfall of a
+        couple of frames (or 1 %) is not called truncation.
+        """
+        end = self._count if self._count > 0 else 0
+        if self.params.max_frames:
+            end = min(end, self.params.start + self.params.max_frames)
+        missing = end - index
+        if missing > max(2, end // 100):
+            raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
+                             f"(truncated or corrupt file); the {index - self.params.start} frames "
+                             "before it were processed")
+
     def close(self) -> None:
         self._cap.release()
+
+
+def _open(path: Path) -> cv2.VideoCapture:
+    if not path.exists():
+        raise InputError(f"video {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"video {path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"video {path}: the file is empty")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"video {path}: OpenCV cannot open it (not a video, or a codec it lacks)")
+    return capture

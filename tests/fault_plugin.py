@@ -1,0 +1,186 @@
+"""A third-party stage that injects faults, registered from outside the package for real.
+
+``install_plugin`` writes a module and a ``*.dist-info`` folder (METADATA and
+``entry_points.txt`` for the ``fer_pipe.stages`` group) into a temporary folder; with that
+folder on PYTHONPATH, ``importlib.metadata`` finds the distribution exactly as it finds an
+installed wheel, so ``fer-pipe run`` loads the stage through the same registry path as any
+user's plug-in. The stage reads frames and writes (empty) expressions, so a graph
+video -> faulty -> csv runs without the model and starts in a second or two.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PLUGIN_SOURCE = '''
+"""fault injection stage for fer-pipe's reliability tests."""
+import os
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from fer_pipe.messages import EXPRESSIONS, FRAME
+from fer_pipe.stage import Stage, StageParams
+
+
+class FaultyParams(StageParams):
+    mode: Literal["ok", "raise", "hang"] = Field("ok", description="what to do on the frames in at")
+    at: list[int] = Field([], description="the frame indexes that trigger the fault")
+    delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
+    pid_file: str = Field("", description="write this process's pid here on open")
+    seen_file: str = Field("", description="append each frame index handled here, line by line")
+
+
+class Faulty(Stage):
+    Params = FaultyParams
+    reads = FRAME
+    writes = EXPRESSIONS
+
+    def open(self):
+        if self.params.pid_file:
+            with open(self.params.pid_file + ".part", "w") as f:
+                f.write(str(os.getpid()))
+            os.replace(self.params.pid_file + ".part", self.params.pid_file)
+        self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
+
+    def process(self, packet):
+        if self._seen is not None:
+            self._seen.write(f"{packet.index}\\n")
+        if packet.index in self.params.at:
+            if self.params.mode == "raise":
+                raise ValueError(f"injected fault on frame {packet.index}")
+            if self.params.mode == "hang":
+                while True:
+                    time.sleep(3600)
+        if self.params.delay_s:
+            time.sleep(self.params.delay_s)
+        packet.faces = packet.faces or []
+        return (packet,)
+
+    def close(self):
+        if self._seen is not None:
+            self._seen.close()
+'''
+
+
+def install_plugin(root: Path) -> dict[str, str]:
+    """Write the plug-in distribution under ``root``; returns the environment that finds it."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "fer_faults_plugin.py").write_text(PLUGIN_SOURCE)
+    info = root / "fer_faults_plugin-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fer-faults-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n")
+    path = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
+
+
+def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", **faulty) -> Path:
+    """video -> faulty -> csv, with the faulty stage's params given as keyword arguments."""
+    params = "".join(f"      {k}: {v!r}\n" if not isinstance(v, str) else f"      {k}: '{v}'\n"
+                     for k, v in faulty.items())
+    path.write_text(
+        "stages:\n"
+        "  source:\n"
+        "    type: video\n"
+        f"    params: {{path: '{video}'}}\n"
+        "  faulty:\n"
+        "    type: faulty\n"
+        "    inputs: [source]\n"
+        f"    on_error: {on_error}\n"
+        "    params:\n" + (params or "      {}\n") +
+        "  csv:\n"
+        "    type: csv\n"
+        "    inputs: [faulty]\n"
+        f"    params: {{path: '{out_csv}'}}\n")
+    return path
+
+
+def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True) -> subprocess.Popen:
+    """``fer-pipe run`` in its own session (so a test can signal its whole process group, as a
+    terminal's Ctrl-C does); ``quiet=False`` keeps the statistics table on stderr."""
+    flags = ["--quiet"] if quiet else []
+    return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config), *flags, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env}, start_new_session=True)
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` from /proc (every thread's children list)."""
+    found: set[int] = set()
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            found.update(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (ended, not yet reaped by init) counts as gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def wait_gone(pids: set[int], within: float = 10.0) -> set[int]:
+    """The pids still alive after waiting up to ``within`` seconds for them to end."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        left = {p for p in pids if alive(p)}
+        if not left:
+            return left
+        time.sleep(0.05)
+    return {p for p in pids if alive(p)}
+
+
+def wait_for(predicate, within: float = 60.0, step: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy; fail the test if it never does."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {within} s")
+
+
+def read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
+    """Header, rows and raw text of a CSV the pipeline wrote."""
+    text = path.read_text()
+    rows = list(csv.reader(text.splitlines()))
+    return rows[0] if rows else [], rows[1:], text
+
+
+def assert_valid_prefix(path: Path, expected_first: int = 0) -> list[int]:
+    """The CSV has its header, ends with a complete line, and holds frames first..k in order,
+    each exactly once (a frame with no face is one row). Returns the frame indexes."""
+    from fer_pipe.stages.csv_sink import COLUMNS
+
+    header, rows, text = read_csv(path)
+    assert header == COLUMNS
+    assert text.endswith("\n"), "the last line of the CSV is incomplete"
+    assert all(len(r) == len(COLUMNS) for r in rows), "a row has the wrong number of fields"
+    frames = [int(r[1]) for r in rows]
+    assert frames == list(range(expected_first, expected_first + len(frames))), frames
+    return frames
+
+
+def stats_row(stderr: str, stage: str) -> dict[str, int]:
+    """A stage's row of the statistics table that a run prints at the end."""
+    for line in stderr.splitlines():
+        cells = line.split()
+        if cells and cells[0] == stage and len(cells) >= 7 and cells[1].isdigit():
+            return {"items": int(cells[1]), "dropped": int(cells[5]), "skipped": int(cells[6])}
+    raise AssertionError(f"no statistics row for {stage!r} in:\n{stderr}")

@@ -1,0 +1,126 @@
+"""Stage failures injected for real into multi-process runs on a real clip.
+
+The faults come from a plug-in stage registered from outside the package (see
+``fault_plugin``): it raises on a chosen frame, hangs on one, or is killed with SIGKILL while
+it works. Each run must end non-zero with a message naming the stage, leave no process
+behind, and leave a valid CSV holding every frame the sink consumed before the fault.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import fer_pipe
+from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
+                          start_run, stats_row, wait_for, wait_gone)
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    return install_plugin(tmp_path / "plugin")
+
+
+def finish(proc, timeout: float = 120) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def test_plugin_from_outside_the_package_is_listed_and_runs(plugin_env, short_clip, tmp_path):
+    """Issue 3: a stage registered by another distribution runs in a graph like a built-in."""
+    listed = fer_pipe("stages", env=plugin_env, timeout=120)
+    assert listed.returncode == 0
+    assert "faulty v1 (fer-faults-plugin; reads frame, writes expressions)" in listed.stdout
+    out = tmp_path / "ok.csv"
+    code, err = finish(start_run(fault_config(tmp_path / "ok.yaml", short_clip, out), plugin_env))
+    assert code == 0, err
+    assert assert_valid_prefix(out) == list(range(60))
+
+
+def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path):
+    out = tmp_path / "raise.csv"
+    config = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[20])
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 1
+    assert "fer-pipe: stage 'faulty' (faulty) failed: on source frame 20: ValueError: injected fault " \
+           "on frame 20" in err
+    assert "Traceback" not in err
+    frames = assert_valid_prefix(out)
+    assert frames == list(range(stats_row(err, "csv")["items"]))  # all it consumed, nothing more
+    assert len(frames) <= 20
+
+
+def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path):
+    out = tmp_path / "skip.csv"
+    config = fault_config(tmp_path / "skip.yaml", short_clip, out, on_error="skip", mode="raise",
+                          at=[7, 31])
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert stats_row(err, "faulty")["skipped"] == 2
+    assert "stage 'faulty' skipped source frame 7: ValueError: injected fault on frame 7" in err
+    assert "stage 'faulty' skipped source frame 31" in err
+    rows = out.read_text().splitlines()[1:]
+    assert [int(r.split(",")[1]) for r in rows] == [i for i in range(60) if i not in (7, 31)]
+
+
+def _source_pid(kids: set[int], video: Path) -> int:
+    """The stage process that has the video file open: the source."""
+    for pid in kids:
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(video) for fd in os.listdir(f"/proc/{pid}/fd")):
+                return pid
+        except (FileNotFoundError, PermissionError):
+            continue
+    raise AssertionError("no child process has the video open")
+
+
+def _segments(pid: int) -> set[str]:
+    """Shared-memory segments mapped by a process (the frame ring)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {line.split()[-1] for line in lines if "/dev/shm/fp" in line}
+
+
+@pytest.mark.parametrize("victim", ["faulty", "source"])
+def test_sigkill_of_a_stage_process(victim, plugin_env, short_clip, tmp_path):
+    """Kill one stage with SIGKILL mid-run: non-zero exit within 5 s naming it, no process left,
+    the shared-memory ring unlinked, no resource-tracker leak warning, the CSV valid."""
+    out, pid_file, seen = tmp_path / "kill.csv", tmp_path / "faulty.pid", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "kill.yaml", short_clip, out, delay_s=0.05,
+                          pid_file=str(pid_file), seen_file=str(seen))
+    proc = start_run(config, plugin_env, quiet=False)
+    faulty = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
+    kids = children(proc.pid)
+    assert faulty in kids
+    source = _source_pid(kids, short_clip)
+    segments = _segments(source)
+    assert segments
+    target = faulty if victim == "faulty" else source
+    os.kill(target, signal.SIGKILL)
+    code, err = finish(proc, timeout=5)  # the bound the issue sets: exit within 5 s of the kill
+    assert code != 0
+    stage_type = "faulty" if victim == "faulty" else "video"
+    assert f"fer-pipe: stage '{victim}' ({stage_type}) failed: its process died (killed by signal " \
+           "SIGKILL)" in err
+    assert not wait_gone(kids), "a child process of the run is still alive"
+    assert not any(Path(s).exists() for s in segments), "the frame ring was not unlinked"
+    assert "leaked" not in err and "resource_tracker" not in err and "Traceback" not in err
+    frames = assert_valid_prefix(out)
+    assert frames == list(range(stats_row(err, "csv")["items"]))
+
+
+def test_hanging_stage_is_stopped_by_the_stall_timeout(plugin_env, short_clip, tmp_path):
+    out = tmp_path / "hang.csv"
+    config = fault_config(tmp_path / "hang.yaml", short_clip, out, mode="hang", at=[12])
+    proc = start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False)
+    kids = wait_for(lambda: len(children(proc.pid)) >= 4 and children(proc.pid))
+    code, err = finish(proc, timeout=60)
+    assert code == 1
+    assert "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s (stalled)" in err
+    assert not wait_gone(kids)
+    frames = assert_valid_prefix(out)
+    assert frames == list(range(stats_row(err, "csv")["items"]))
+    assert len(frames) <= 12
+    assert not alive(proc.pid)

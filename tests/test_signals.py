@@ -1,0 +1,61 @@
+"""SIGINT and SIGTERM during a file run: drain, close, exit 130/143; a second Ctrl-C exits at once.
+
+The run is video -> a slowed plug-in stage -> CSV, so it is still going when the signal comes.
+SIGINT goes to the whole process group, as a terminal's Ctrl-C does; SIGTERM to the parent
+alone, as ``kill PID`` or a service manager does.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from fault_plugin import (assert_valid_prefix, children, fault_config, install_plugin, start_run,
+                          stats_row, wait_for, wait_gone)
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path) -> dict[str, str]:
+    return install_plugin(tmp_path / "plugin")
+
+
+def _start(tmp_path: Path, clip: Path, env: dict[str, str], delay_s: float, after: int):
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", clip, out, delay_s=delay_s, seen_file=str(seen))
+    proc = start_run(config, env, quiet=False)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= after)
+    return proc, out, children(proc.pid)
+
+
+@pytest.mark.parametrize("signum, to_group, code", [(signal.SIGINT, True, 130),
+                                                    (signal.SIGTERM, False, 143)])
+def test_signal_drains_and_closes(signum, to_group, code, plugin_env, short_clip, tmp_path):
+    proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.1, after=5)
+    (os.killpg if to_group else os.kill)(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "fer-pipe: interrupted: drained and closed" in err
+    assert "Traceback" not in err
+    frames = assert_valid_prefix(out)  # header, complete last line, in order, no duplicates
+    read = stats_row(err, "source")["items"]
+    assert frames == list(range(read))  # drained: every frame the source read reached the CSV
+    assert 5 <= read < 60  # it stopped early
+    assert not wait_gone(kids)
+
+
+def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
+    """With one second per frame, draining the queues would take over 8 s; the second Ctrl-C
+    must end the run well inside the 5 s given here, leaving no process behind."""
+    proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=1.0, after=1)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)  # two signals sent back to back can merge into one pending signal
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=5)
+    assert proc.returncode == 130, err
+    assert "fer-pipe: interrupted twice: stopped at once, without draining" in err
+    assert "Traceback" not in err
+    assert_valid_prefix(out)
+    assert not wait_gone(kids)
