@@ -2,7 +2,8 @@
 
 Publishing never waits for a subscriber: sends are non-blocking against a high-water mark and
 an event that does not fit is dropped and counted, so a slow or absent subscriber cannot slow
-the pipeline. The socket is an XPUB (a PUB that also sees subscriptions), which lets a run wait
+the pipeline. (ZeroMQ can count drops only when a full queue refuses the send, which then
+drops the event for every subscriber; a consumer that may stall should get its own sink.) The socket is an XPUB (a PUB that also sees subscriptions), which lets a run wait
 for its first subscribers before the first event instead of losing it to ZeroMQ's slow joiner.
 """
 from __future__ import annotations
@@ -113,9 +114,10 @@ class ZmqSink(Sink):
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for wait_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, p.sndhwm)
+        where = tcp_host_port(p.endpoint)
         if p.curve_secret_key:
             self._serve_curve(p.curve_secret_key, p.curve_clients)
-        elif tcp_host_port(p.endpoint) and not is_loopback(tcp_host_port(p.endpoint)[0]):
+        elif where and not is_loopback(where[0]):
             print(f"fer-pipe: WARNING: zmq sink {self.name!r} binds {p.endpoint} without CURVE keys: "
                   "anyone who can reach this address reads the events, unencrypted", file=sys.stderr)
         try:

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Does a subscriber that reads nothing slow a file run that publishes on ZeroMQ? (issue 4)
+
+Runs the same file through video -> haar -> classifier -> zmq, in the same process and session,
+alternating between: no subscriber at all; a subscriber that connects and reads nothing for 10 s
+(default high-water mark); and the same with tiny high-water marks on both sides, so the sink's
+queue fills and it must drop (and count) events. Prints the wall time of each run and the median
+per case; the claim holds when the stalled cases are within the no-subscriber runs' spread.
+
+    python tools/bench_zmq_slow_subscriber.py [--video clip.mp4] [--rounds 2]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import threading
+import time
+
+import cv2
+import zmq
+
+from fer_pipe.config import graph_from_dict
+from fer_pipe.demo import DEMO_CLIP, fetch_clips
+from fer_pipe.runner import Runner
+
+STALL_S = 10.0
+
+
+def graph(video: str, endpoint: str, sndhwm: int, wait: int):
+    return graph_from_dict({"stages": {
+        "source": {"type": "video", "params": {"path": video}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "events": {"type": "zmq", "inputs": ["classifier"],
+                   "params": {"endpoint": endpoint, "sndhwm": sndhwm, "wait_subscribers": wait,
+                              "heartbeat_s": 0.001, "linger_s": 0}},
+    }})
+
+
+def stalled_subscriber(endpoint: str, rcvhwm: int, ready: threading.Event, counted: list[int]) -> None:
+    """Connects and subscribes to everything; once the first event is waiting (seen by poll,
+    not read) it reads nothing for STALL_S seconds, then counts what it can still read."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.connect(endpoint)
+    sock.setsockopt_string(zmq.SUBSCRIBE, "")
+    ready.set()
+    sock.poll()
+    time.sleep(STALL_S)
+    n = 0
+    while sock.poll(2000):
+        sock.recv_multipart()
+        n += 1
+    counted.append(n)
+    sock.close(0)
+    ctx.term()
+
+
+def one_run(video: str, case: str, port: int) -> tuple[float, int | None]:
+    endpoint = f"tcp://127.0.0.1:{port}"
+    hwm = 20 if case == "stalled, hwm 20" else 1000
+    counted: list[int] = []
+    reader = None
+    if case != "no subscriber":
+        ready = threading.Event()
+        reader = threading.Thread(target=stalled_subscriber, args=(endpoint, hwm, ready, counted))
+        reader.start()
+        ready.wait()
+    result = Runner(graph(video, endpoint, hwm, 0 if reader is None else 1), progress=False).run()
+    if result.exit_code:
+        raise SystemExit(f"run failed: {result.message}")
+    if reader is not None:
+        reader.join()
+    return result.wall_s, (counted[0] if counted else None)
+
+
+def cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", help=f"video file (default: the demo clip {DEMO_CLIP})")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--port", type=int, default=5591)
+    args = parser.parse_args()
+    video = args.video or str(fetch_clips()[DEMO_CLIP])
+    cases = ["no subscriber", "stalled, default hwm", "stalled, hwm 20"]
+    walls: dict[str, list[float]] = {c: [] for c in cases}
+    frames = int(cv2.VideoCapture(video).get(cv2.CAP_PROP_FRAME_COUNT))
+    print(f"video {video}; cpu {cpu_model()}; stall {STALL_S:g} s")
+    for r in range(args.rounds):
+        for case in (cases if r % 2 == 0 else cases[::-1]):
+            wall, received = one_run(video, case, args.port)
+            walls[case].append(wall)
+            got = "" if received is None else f", the stalled subscriber got {received} of {frames} events"
+            print(f"round {r + 1}: {case:<22} wall {wall:6.2f} s{got}", flush=True)
+    base = statistics.median(walls["no subscriber"])
+    for case in cases:
+        med = statistics.median(walls[case])
+        print(f"{case:<22} median {med:6.2f} s  ({med / base:.3f} x no subscriber; runs "
+              f"{', '.join(f'{w:.2f}' for w in walls[case])})")
+
+
+if __name__ == "__main__":
+    main()
