@@ -23,6 +23,8 @@ from .data import load_split, sha256_of
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "train_state.json"
+NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs"}
+"""Arguments that describe one invocation rather than the training run; never restored on resume."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0,
                         help="use only the first N training and N//4 test rows (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    parser.add_argument("--session-epochs", type=int, default=0,
+                        help="stop after this many epochs in this invocation; --resume goes on later")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
 
 
@@ -134,13 +138,14 @@ def run(args: argparse.Namespace) -> int:
                  "command": "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"]
                                                             else sys.argv[1:]),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
-                 "options": {k: v for k, v in vars(args).items() if k not in ("func", "resume", "command", "debug")},
+                 "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
-        model = keras.models.load_model(out / CHECKPOINT)
-        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True})
+        model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
+        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True,
+                                     "session_epochs": args.session_epochs})
     state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": _hardware(),
-                          "from_epoch": state["epochs_done"]})
+                          "from_epoch": state["epochs_done"], "argv": sys.argv[1:]})
 
     class Checkpoint(keras.callbacks.Callback):
         """Saves the whole training state after every epoch, and the best net by PublicTest."""
@@ -168,10 +173,12 @@ def run(args: argparse.Namespace) -> int:
             os.replace(tmp, state_path)
 
     if state["epochs_done"] < args.epochs:
-        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+        last = args.epochs if not args.session_epochs else \
+            min(args.epochs, state["epochs_done"] + args.session_epochs)
+        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
                   initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
                   shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
-    best = keras.models.load_model(out / "best.keras") if (out / "best.keras").exists() else model
+    best = keras.models.load_model(out / "best.keras", safe_mode=True) if (out / "best.keras").exists() else model
     state["runs"][-1]["seconds"] = time.time() - started
     report.export_and_report(inference_model(best, args.crop), test, state, out)
     state_path.write_text(json.dumps(state, indent=1))

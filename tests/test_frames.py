@@ -1,0 +1,64 @@
+"""The shared-memory frame ring: pixels cross processes intact, and a reused slot is detected."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import pickle
+
+import numpy as np
+import pytest
+
+from fer_pipe import frames
+
+
+def _checksum_in_child(refs, out):
+    out.put([int(ref.array().astype(np.int64).sum()) for ref in refs])
+    frames.detach_all()
+
+
+@pytest.fixture
+def ring():
+    names: list[str] = []
+    ring = frames.FrameRing("fptest", slots=4, announce=names.append)
+    yield ring
+    ring.close()
+    frames.unlink(names)
+
+
+def test_frames_cross_a_process_boundary_unchanged(ring):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]
+    refs = [ring.put(img) for img in images]
+    assert all(len(pickle.dumps(ref)) < 300 for ref in refs)  # metadata only, never the pixels
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    child = ctx.Process(target=_checksum_in_child, args=(refs, out))
+    child.start()
+    sums = out.get(timeout=60)
+    child.join(timeout=30)
+    assert sums == [int(img.astype(np.int64).sum()) for img in images]
+
+
+def test_views_are_read_only_and_equal(ring):
+    img = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64)
+    view = ring.put(img).array()
+    assert np.array_equal(view, img)
+    with pytest.raises(ValueError):
+        view[0, 0] = 1
+
+
+def test_an_overwritten_slot_is_refused(ring):
+    img = np.zeros((10, 10, 3), dtype=np.uint8)
+    first = ring.put(img)
+    for _ in range(ring.slots):
+        ring.put(img)
+    with pytest.raises(frames.StaleFrameError):
+        first.array()
+
+
+def test_a_larger_frame_gets_a_new_segment_and_old_frames_stay_readable(ring):
+    small = np.full((10, 10), 7, dtype=np.uint8)
+    big = np.full((100, 100), 9, dtype=np.uint8)
+    small_ref = ring.put(small)
+    big_ref = ring.put(big)
+    assert small_ref.segment != big_ref.segment
+    assert small_ref.array()[0, 0] == 7 and big_ref.array()[-1, -1] == 9

@@ -1,0 +1,99 @@
+"""The classifier: data readers, one preprocessing for every path, a real training run, the shipped model."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, fer_pipe, read_frames
+from fer_pipe.inprocess import run_stage
+from fer_pipe.messages import Face, Packet
+from fer_pipe.model import DEFAULT_MODEL
+from fer_pipe.model.data import FerSplit, load_split
+from fer_pipe.model.evaluate import predict_split
+from fer_pipe.model.inference import FaceClassifier
+from fer_pipe.preprocess import EMOTIONS
+
+CARD = REPO / "models" / "card.json"
+
+
+def _random_csv(path, usage, rows=21, seed=0):
+    rng = np.random.default_rng(seed)
+    lines = ["emotion,pixels,Usage"]
+    for i in range(rows):
+        lines.append(f"{i % 7},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{usage}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
+    data = _random_csv(tmp_path / "private.csv", "PrivateTest")
+    done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["rows"] == 21 and 0.0 <= result["accuracy"] <= 1.0
+    assert sum(map(sum, result["confusion"])) == 21
+    missing = fer_pipe("evaluate", "--data", str(data), "--usage", "PublicTest")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest'"
+
+
+def test_image_folder_layout_reads_classes_by_folder(tmp_path):
+    for split, label in (("train", "happy"), ("train", "sad"), ("test", "fear")):
+        folder = tmp_path / split / label
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "a.png"), np.full((48, 48), 100, np.uint8))
+    train = load_split(tmp_path, "Training")
+    assert sorted(EMOTIONS[i] for i in train.labels) == ["happy", "sad"]
+    assert load_split(tmp_path, "PublicTest").labels.tolist() == [EMOTIONS.index("fear")]
+
+
+def test_pipeline_and_evaluation_paths_give_the_same_probabilities(clips):
+    """A face through the classifier stage equals the same face stored as a FER-2013 48x48 image."""
+    frame = read_frames(clips["WolfgangLanger_Pexels.mp4"], 1)[0]
+    box = (250, 60, 130, 130)
+    staged = run_stage("classifier", [Packet("clip", 0, 0.0, frame, [Face(box)])])[0].faces[0].probs
+
+    x, y, w, h = box
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y:y + h, x:x + w]
+    as_dataset = cv2.resize(grey, (48, 48), interpolation=cv2.INTER_AREA)[np.newaxis]
+    evaluated = predict_split(FaceClassifier(DEFAULT_MODEL), FerSplit(as_dataset, np.zeros(1, int), "x"))[0]
+    np.testing.assert_allclose(staged, evaluated, atol=1e-6)
+    assert abs(float(staged.sum()) - 1.0) < 1e-4
+
+
+def test_training_learns_writes_outputs_and_resumes(fer2013, tmp_path):
+    out = tmp_path / "run"
+    common = ["train", "--data", str(fer2013), "--out", str(out), "--limit", "600", "--width", "8",
+              "--epochs", "6", "--lr", "0.02", "--warmup-epochs", "0", "--erase", "0", "--verbose", "0"]
+    first = fer_pipe(*common, "--session-epochs", "4", timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["epochs_done"] == 4
+    second = fer_pipe(*common, "--resume", timeout=900)
+    assert second.returncode == 0, second.stderr[-2000:]
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["epochs_done"] == 6 and len(state["history"]["loss"]) == 6
+    assert len(state["runs"]) == 2 and state["runs"][1]["from_epoch"] == 4
+    loss = state["history"]["loss"]
+    assert loss[-1] < loss[0], loss
+    for name in ("model.keras", "model.tflite", "MODEL_CARD.md", "card.json", "curves.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0, name
+    card = json.loads((out / "card.json").read_text())
+    again = fer_pipe("evaluate", "--model", str(out / "model.tflite"), "--data", str(fer2013),
+                     "--usage", "PublicTest", "--json", timeout=900)
+    assert again.returncode == 0
+    assert card["data_sha256"] and card["epochs"] == 6
+    assert 0.0 < json.loads(again.stdout)["accuracy"] <= 1.0
+
+
+def test_shipped_model_keeps_its_card_accuracy_on_a_fixed_sample(fer2013):
+    card = json.loads(CARD.read_text())
+    done = fer_pipe("evaluate", "--data", str(fer2013), "--usage", "PublicTest", "--limit", "1000", "--json",
+                    timeout=900)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["rows"] == 1000
+    assert result["accuracy"] >= card["publictest"]["accuracy"] - 0.02
