@@ -38,6 +38,9 @@ SUCCESS = "_SUCCESS"
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                   "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 """Environment of every task: one thread per library, so N tasks on N cores do not oversubscribe."""
+LOCAL_OBJECT_STORE = 100 * 1024 * 1024
+"""Tasks exchange only a config and a small result, so a local Ray need not reserve its default
+share (30 % of memory) of /dev/shm."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,10 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     """The body of one task: run the graph in this process into a temporary CSV, then rename it.
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
-    ``cv2.setNumThreads`` is per process and Ray reuses worker processes.
+    ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
+    out bad part-way (a truncated file), the rows already made are kept beside the outputs as
+    ``NAME.partial.csv`` and the error says so; the input still counts as failed, so a rerun
+    tries it again.
     """
     import cv2
     import ray
@@ -135,6 +141,12 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         rows = count_rows(temp)
         os.replace(temp, target)
+    except UserError as exc:
+        if temp.exists() and count_rows(temp):
+            partial = work_dir.parent / f"{job.name}.partial.csv"
+            os.replace(temp, partial)
+            raise type(exc)(f"{exc}; its {count_rows(partial)} rows are in {partial}") from None
+        raise
     finally:
         temp.unlink(missing_ok=True)
     return {"rows": rows, "seconds": time.perf_counter() - started}
@@ -204,12 +216,13 @@ def start_ray(address: str | None, num_cpus: int | None):
     import logging
 
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                   logging_level=logging.WARNING,
+                                   logging_level=logging.ERROR,
                                    runtime_env={"env_vars": PINNED_THREADS})
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **options)
+        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
+                 object_store_memory=LOCAL_OBJECT_STORE, **options)
     return ray
 
 
@@ -259,16 +272,17 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
               max_retries: int = 3, quiet: bool = False) -> int:
     """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure."""
-    from .config import read_config
+    from .config import build_graph, read_config
 
     if config is None:
         from importlib.resources import files
 
         config = str(files("fer_pipe.configs") / "video_to_csv.yaml")
     config_path = config
-    data, _ = read_config(config_path)
-    video_csv_stages(data, config_path)
+    data, lines = read_config(config_path)
     out_dir = Path(out)
+    build_graph(job_config(data, config_path, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
+                config_path)  # a config error is one line before Ray starts, not one per task
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
