@@ -7,7 +7,8 @@ events carry a sequence number and a run id, and the collector logs, one line ea
 the source, a gap (numbers skipped within one run), a restart (a new run id for a source, with
 where the old run stopped and how long the source was silent), and numbers that went backwards.
 
-Rows have the columns of the ``csv`` sink and are flushed line by line. SIGINT or SIGTERM stops
+Rows have the columns of the ``csv`` sink and are flushed line by line; an existing CSV is
+appended to, so a restarted collector loses nothing it wrote. SIGINT or SIGTERM stops
 the collector after the events already received are written, so the CSV ends on a whole row.
 An optional PUB socket republishes every event unchanged, for live viewers (lossy by design).
 """
@@ -76,7 +77,7 @@ class SequenceTracker:
         if state is None:
             self.sources[source] = SourceState(run, seq, now, 1)
             return None if seq == 0 else (f"source {source}: joined run {run} at seq {seq} "
-                                          f"({seq} earlier events were not received)")
+                                          f"(seq 0..{seq - 1} not received by this collector)")
         message = None
         if run != state.run:
             state.restarts += 1
@@ -124,9 +125,10 @@ class Collector:
                         raise InputError(f"{flag} {endpoint}: cannot bind: {reason}") from None
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                with open(self.csv_path, "w", newline="", buffering=1, encoding="utf-8") as fh:
+                with self._open_csv() as fh:
                     writer = csv.writer(fh)
-                    writer.writerow(self.columns)
+                    if not fh.tell():
+                        writer.writerow(self.columns)
                     print(f"fer-pipe collect: pulling on {self.bind}, writing {self.csv_path}"
                           + (f", republishing on {self.publish}" if self.publish else ""),
                           file=sys.stderr, flush=True)
@@ -141,6 +143,20 @@ class Collector:
             ctx.term()
         self._summary()
         return 0
+
+    def _open_csv(self):
+        """Append, so a restarted collector (systemd, a container) keeps what it wrote before;
+        a file with other columns is refused rather than mixed."""
+        if self.csv_path.is_file() and self.csv_path.stat().st_size:
+            with open(self.csv_path, newline="", encoding="utf-8") as fh:
+                header = next(csv.reader(fh), [])
+            if header != self.columns:
+                raise InputError(f"--csv {self.csv_path}: exists with other columns than the csv "
+                                 "sink's; give a new file")
+        try:
+            return open(self.csv_path, "a", newline="", buffering=1, encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--csv {self.csv_path}: cannot write: {exc.strerror}") from None
 
     def _loop(self, pull, pub, writer) -> None:
         import zmq
@@ -180,7 +196,7 @@ class Collector:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5560", help="PULL endpoint the push sinks connect to")
-    parser.add_argument("--csv", required=True, help="the merged CSV to write (replaced if it exists)")
+    parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
     parser.add_argument("--publish", default=None, help="also republish every event on this PUB endpoint")
     parser.add_argument("--precision", type=int, default=4, help="decimals of probabilities and confidence")
 

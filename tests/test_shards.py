@@ -213,3 +213,23 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     ]
     assert lines[2].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 2, "
                                "run r2 began at seq 0, ")
+
+    # a restarted collector appends to its CSV: nothing written before is lost, the header stays single
+    again = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    try:
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        event = {"schema": 1, "type": "frame", "source": "handmade", "frame": 9, "timestamp": 0.4, "faces": [],
+                 "seq": 1, "run": "r2"}
+        push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
+        push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: rows_by_source(merged)["handmade"] == 6, 60, "the event after the restart", again)
+    finally:
+        assert end(again) == 0
+    with open(merged, newline="") as fh:
+        after = list(csv.reader(fh))
+    assert after[:len(collected)] == collected and after[len(collected)][:3] == ["handmade", "9", "0.400"]
+    assert "fer-pipe collect: source handmade: joined run r2 at seq 1 (seq 0..0 not received by this collector)" \
+        in log.read_text()
