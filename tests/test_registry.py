@@ -1,0 +1,59 @@
+"""Broken plug-ins are named with their distribution and never break the other stages."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import fer_pipe
+
+BROKEN_MODULE = '''
+import not_a_module_anywhere
+'''
+NOT_A_STAGE = '''
+class Plain:
+    pass
+'''
+
+
+def _distribution(root: Path, dist: str, module: str, source: str, entries: str) -> None:
+    (root / f"{module}.py").write_text(source)
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[fer_pipe.stages]\n{entries}\n")
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+
+
+def _config(path: Path, stage_type: str) -> Path:
+    path.write_text(f"stages:\n  source: {{type: video, params: {{path: a.mp4}}}}\n"
+                    f"  x:\n    type: {stage_type}\n    inputs: [source]\n")
+    return path
+
+
+def test_broken_plugins_are_named_with_their_distribution(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    _distribution(root, "broken-import", "brokenmod", BROKEN_MODULE, "broken = brokenmod:Stage")
+    _distribution(root, "plain-class", "plainmod", NOT_A_STAGE, "plain = plainmod:Plain")
+    _distribution(root, "csv-clash", "clashmod", NOT_A_STAGE, "csv = clashmod:Plain")
+    env = _env(root)
+
+    listed = fer_pipe("stages", env=env, timeout=120)
+    assert listed.returncode == 0
+    assert "haar v1" in listed.stdout and "video v1" in listed.stdout  # the others still load
+    assert ("fer-pipe: plug-in 'broken' from distribution broken-import: cannot import brokenmod:Stage: "
+            "ModuleNotFoundError: No module named 'not_a_module_anywhere'") in listed.stderr
+    assert ("fer-pipe: plug-in 'plain' from distribution plain-class: plainmod:Plain is not a fer_pipe "
+            "Stage subclass") in listed.stderr
+    assert "stage type 'csv' is declared twice" in listed.stderr and "csv-clash" in listed.stderr
+
+    used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
+    assert used.returncode == 2
+    assert used.stderr.strip() == (
+        f"fer-pipe: {tmp_path / 'c.yaml'}:4: stage 'x': plug-in 'broken' from distribution broken-import: "
+        "cannot import brokenmod:Stage: ModuleNotFoundError: No module named 'not_a_module_anywhere'")
+    clash = fer_pipe("validate", str(_config(tmp_path / "d.yaml", "csv")), env=env, timeout=120)
+    assert clash.returncode == 2 and "declared twice" in clash.stderr and "csv-clash" in clash.stderr
