@@ -11,10 +11,11 @@ smoothed label of every tracked face, and whose episodes CSV says when episodes 
 - changes per minute: per track, the number of times its label differs from its previous
   frame's, over the track's time in view; the smoothed label counts only once settled;
 - onset (``--label``, default ``happy``) on the track seen longest: where the raw labels turn is
-  the first frame from which the raw label is that label in most frames of the next second;
-  it is compared with the frame where the smoothed label turns (what a live viewer sees) and
-  with the start of the first such episode lasting at least a second (what the episodes report,
-  dated from when the label took the lead).
+  the change point near the start of the longest stretch in which that label is the raw label
+  of most frames of the coming two seconds (see ``raw_onset``); it is compared with the nearest frame where the smoothed
+  label turns to it (what a live viewer sees) and with the start of the episode of that label
+  overlapping the stretch most (what the episodes report, dated from when the label took the
+  lead).
 
     python tools/flicker.py --json build/flicker.json                 # the WolfgangLanger clip
     python tools/flicker.py --clip other.mp4 --set smoother.hold_s=0.4 --json out.json
@@ -29,6 +30,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "episodes.yaml"
@@ -51,15 +54,45 @@ def changes(labels: list[str]) -> int:
     return sum(a != b for a, b in zip(labels, labels[1:]))
 
 
-def raw_onset(frames: list[tuple[int, float, str]], label: str, window_s: float = 1.0) -> int | None:
-    """Index into ``frames`` where the raw label turns to ``label`` for most of the next second."""
-    for i, (_, t, raw) in enumerate(frames):
-        if raw != label:
-            continue
-        ahead = [x for _, u, x in frames[i:] if u < t + window_s]
-        if sum(x == label for x in ahead) * 2 > len(ahead):
-            return i
-    return None
+def raw_onset(frames: list[tuple[int, float, str]], label: str, window_s: float = 2.0) -> tuple[int, int] | None:
+    """Where the raw labels turn to ``label`` for real, as (onset, end) indexes into ``frames``.
+
+    First the longest stretch of frames each starting ``window_s`` seconds in which ``label`` is
+    the raw label of most frames (the longest, so that a second of false labels early on is not
+    taken for the change the clip shows); then, within ``window_s`` of its start, the change
+    point: the frame with the label that best splits "not ``label``" in the second before from
+    ``label`` in the second after (the earliest, on ties).
+    """
+    times = np.array([t for _, t, _ in frames])
+    hits = np.concatenate([[0], np.cumsum([x == label for _, _, x in frames])])
+
+    def count(t0: float, t1: float) -> tuple[int, int]:
+        """Frames in [t0, t1) and how many of them have the label."""
+        i, j = np.searchsorted(times, [t0, t1])
+        return j - i, int(hits[j] - hits[i])
+
+    leads = [2 * count(t, t + window_s)[1] > count(t, t + window_s)[0] for t in times]
+    best: tuple[int, int] | None = None
+    i = 0
+    while i < len(leads):
+        j = i
+        while leads[i] and j + 1 < len(leads) and leads[j + 1]:
+            j += 1
+        if leads[i] and (best is None or j - i > best[1] - best[0]):
+            best = (i, j)
+        i = j + 1
+    if best is None:
+        return None
+
+    def split_score(k: int) -> int:
+        before, before_hits = count(times[k] - 1.0, times[k])
+        after, after_hits = count(times[k], times[k] + 1.0)
+        return before - before_hits + after_hits
+
+    start = times[best[0]]
+    near = [k for k in range(len(frames))
+            if abs(times[k] - start) <= window_s and k <= best[1] and frames[k][2] == label]
+    return max(near, key=lambda k: (split_score(k), -k)), best[1]
 
 
 def analyse(rows: list[dict], episodes: list[dict], label: str) -> dict[str, Any]:
@@ -91,20 +124,23 @@ def analyse(rows: list[dict], episodes: list[dict], label: str) -> dict[str, Any
     obs = tracks[main]
     frames = [(int(r["frame"]), float(r["timestamp"]), r["label"]) for r in obs]
     onset: dict[str, Any] = {"label": label, "track_id": main, "raw_frame": None, "raw_time": None}
-    i = raw_onset(frames, label)
-    if i is not None:
-        onset["raw_frame"], onset["raw_time"] = frames[i][0], frames[i][1]
-    turned = next((r for r in obs if r["smoothed_label"] == label), None)
-    if turned is not None:
+    stretch = raw_onset(frames, label)
+    if stretch is None:
+        result["onset"] = onset
+        return result
+    (onset["raw_frame"], onset["raw_time"]), end_frame = frames[stretch[0]][:2], frames[stretch[1]][0]
+    turns = [r for prev, r in zip(obs, obs[1:]) if r["smoothed_label"] == label != prev["smoothed_label"]]
+    if turns:
+        turned = min(turns, key=lambda r: abs(float(r["timestamp"]) - onset["raw_time"]))
         onset["smoothed_frame"], onset["smoothed_time"] = int(turned["frame"]), float(turned["timestamp"])
-    episode = next((e for e in episodes if e["track_id"] == main and e["label"] == label
-                    and float(e["duration_s"]) >= 1.0), None)
-    if episode is not None:
+    overlaps = [(min(int(e["end_frame"]), end_frame) - max(int(e["start_frame"]), onset["raw_frame"]), e)
+                for e in episodes if e["track_id"] == main and e["label"] == label]
+    overlap, episode = max(overlaps, key=lambda o: o[0], default=(0, None))
+    if episode is not None and overlap > 0:
         onset["episode_frame"], onset["episode_time"] = int(episode["start_frame"]), float(episode["start_time"])
-    if onset["raw_time"] is not None:
-        for kind in ("smoothed", "episode"):
-            if f"{kind}_time" in onset:
-                onset[f"{kind}_delay_s"] = round(onset[f"{kind}_time"] - onset["raw_time"], 3)
+    for kind in ("smoothed", "episode"):
+        if f"{kind}_time" in onset:
+            onset[f"{kind}_delay_s"] = round(onset[f"{kind}_time"] - onset["raw_time"], 3)
     result["onset"] = onset
     return result
 
