@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import frames
 from .errors import UserError
@@ -51,6 +52,10 @@ class Runner:
         self.stall_timeout = stall_timeout
         self._signal: int | None = None
         self._signals_seen = 0
+        self.processes: dict[str, mp.process.BaseProcess] = {}
+        """The stage processes and the inbox queues of a run, by stage name, for monitors that
+        sample memory and queue depths from another thread (tools/soak.py)."""
+        self.inboxes: dict[str, Any] = {}
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signal = self._signal or signum
@@ -81,6 +86,7 @@ class Runner:
             wiring = Wiring(spec, inboxes.get(name), [inboxes[c] for c in graph.consumers(name)],
                             len(spec.inputs), control, stop, progress[name], busy[name], slots, run_id)
             procs[name] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{name}")
+        self.processes, self.inboxes = procs, inboxes
 
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)

@@ -1,9 +1,14 @@
 """Per-stage counters and timings, gathered in each stage process and printed at the end."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+WINDOW = 20_000
+"""Items whose times give the p95 (and latency percentiles): the most recent ones."""
 
 
 @dataclass
@@ -14,8 +19,10 @@ class StageStats:
     skipped: int = 0
     busy_s: float = 0.0
     wall_s: float = 0.0
-    times: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    # Percentiles come from the most recent items only: kept whole, these lists would grow
+    # by some 100 MB a day per stage on a camera watched all day.
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     def record(self, seconds: float) -> None:
         self.items += 1
@@ -27,7 +34,7 @@ class StageStats:
         out = {"stage": self.name, "items": self.items, "dropped": self.dropped, "skipped": self.skipped,
                "busy_s": round(self.busy_s, 3), "wall_s": round(self.wall_s, 3),
                "per_s": round(self.items / self.wall_s, 1) if self.wall_s > 0 else 0.0,
-               "mean_ms": round(float(times.mean()) * 1e3, 3),
+               "mean_ms": round(self.busy_s / self.items * 1e3, 3) if self.items else 0.0,
                "p95_ms": round(float(np.percentile(times, 95)) * 1e3, 3)}
         if self.latencies:
             lat = np.array(self.latencies)

@@ -183,6 +183,15 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
             out = []
         except UserError:
             raise
+        except frames.StaleFrameError:
+            # Only a live source writes on without waiting: a stage starved long enough (an
+            # overloaded machine) finds its frame's ring slot reused. The frame is too old to
+            # matter; it is dropped and counted like the frames the source drops.
+            if not stats.dropped:
+                print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
+                      "overwritten before it read them are dropped", file=sys.stderr)
+            stats.dropped += 1
+            out = []
         except Exception as exc:
             if w.spec.on_error != "skip":
                 raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "

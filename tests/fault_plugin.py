@@ -29,9 +29,11 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang"] = Field("ok", description="what to do on the frames in at")
+    mode: Literal["ok", "raise", "hang", "pause"] = Field("ok", description="what to do on the frames in at")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
+    pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
+    read_pixels: bool = Field(False, description="read each frame's pixels (after any pause)")
     pid_file: str = Field("", description="write this process's pid here on open")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
 
@@ -57,6 +59,10 @@ class Faulty(Stage):
             if self.params.mode == "hang":
                 while True:
                     time.sleep(3600)
+            if self.params.mode == "pause":
+                time.sleep(self.params.pause_s)
+        if self.params.read_pixels:
+            packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:
             time.sleep(self.params.delay_s)
         packet.faces = packet.faces or []
@@ -80,15 +86,17 @@ def install_plugin(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
 
 
-def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", **faulty) -> Path:
-    """video -> faulty -> csv, with the faulty stage's params given as keyword arguments."""
+def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,
+                 **faulty) -> Path:
+    """video -> faulty -> csv, with the faulty stage's params given as keyword arguments;
+    ``live`` replays the video at its own fps with drop-oldest backpressure."""
     params = "".join(f"      {k}: {v!r}\n" if not isinstance(v, str) else f"      {k}: '{v}'\n"
                      for k, v in faulty.items())
     path.write_text(
         "stages:\n"
         "  source:\n"
         "    type: video\n"
-        f"    params: {{path: '{video}'}}\n"
+        f"    params: {{path: '{video}', realtime: {str(live).lower()}}}\n"
         "  faulty:\n"
         "    type: faulty\n"
         "    inputs: [source]\n"

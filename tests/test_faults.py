@@ -15,7 +15,7 @@ import pytest
 
 from conftest import fer_pipe
 from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
-                          start_run, stats_row, wait_for, wait_gone)
+                          read_csv, start_run, stats_row, wait_for, wait_gone)
 
 
 @pytest.fixture
@@ -124,3 +124,19 @@ def test_hanging_stage_is_stopped_by_the_stall_timeout(plugin_env, short_clip, t
     assert frames == list(range(stats_row(err, "csv")["items"]))
     assert len(frames) <= 12
     assert not alive(proc.pid)
+
+
+def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path):
+    """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
+    shared-memory slot reused: that frame is dropped and counted, the run goes on (exit 0)."""
+    out = tmp_path / "live.csv"
+    config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, mode="pause", at=[5],
+                          pause_s=3.0, read_pixels=True)
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "stage 'faulty' fell behind a live source; frames overwritten before it read them are " \
+           "dropped" in err
+    assert stats_row(err, "faulty")["dropped"] >= 1
+    _, rows, text = read_csv(out)
+    frames = [int(r[1]) for r in rows]
+    assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
