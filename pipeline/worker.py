@@ -8,6 +8,9 @@ and files are flushed; SIGINT is left to the parent, which drains the graph inst
 """
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
+import os
 import queue
 import signal
 import sys
@@ -25,6 +28,9 @@ from .graph import StageSpec
 from .messages import EndOfStream, Packet
 from .stage import Source, Stage, StopRun
 from .stats import StageStats
+
+
+PR_SET_PDEATHSIG = 1
 
 
 class Terminated(BaseException):
@@ -88,9 +94,21 @@ class _Emitter:
             box.put(EndOfStream(sender))
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel send SIGTERM when the runner dies, even by SIGKILL or the OOM
+    killer: a stage blocked on a queue would otherwise wait for ever, orphaned."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = mp.parent_process()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
+        sys.exit(1)
+
+
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
+    _die_with_parent()
     name = w.spec.name
     stats = StageStats(name)
     stage: Stage | None = None

@@ -140,3 +140,19 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short
     _, rows, text = read_csv(out)
     frames = [int(r[1]) for r in rows]
     assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
+
+
+def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tmp_path):
+    """The runner itself killed with SIGKILL (as the OOM killer would): every stage process ends
+    on its own within seconds instead of waiting on its queue for ever."""
+    out, seen = tmp_path / "orphan.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "orphan.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen))
+    proc = start_run(config, plugin_env)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
+    kids = children(proc.pid)
+    segments = _segments(_source_pid(kids, short_clip))
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not wait_gone(kids, within=15), "stage processes outlived the runner"
+    wait_for(lambda: not any(Path(s).exists() for s in segments), within=15)  # the resource tracker's job
+    assert_valid_prefix(out)
