@@ -1,0 +1,109 @@
+"""The haar detector: downscaled detection in full-frame pixels, every_n, and the tracker hand-off."""
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import write_video
+from fer_pipe.config import graph_from_dict
+from fer_pipe.inprocess import make_stage, run_stage
+from fer_pipe.messages import Packet
+from fer_pipe.runner import Runner
+from fer_pipe.stages.haar import detection_scale
+from fer_pipe.stages.tracker import iou_matrix
+
+FACE_FRAME = 300  # the woman smiling, face frontal and unobstructed
+
+
+@pytest.fixture(scope="module")
+def face_frames(clips) -> list[np.ndarray]:
+    """30 frames of the smiling woman from FACE_FRAME on (a seek, not a decode from the start)."""
+    cap = cv2.VideoCapture(str(clips["WolfgangLanger_Pexels.mp4"]))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, FACE_FRAME)
+    frames = [cap.read()[1] for _ in range(30)]
+    cap.release()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def face_frame(face_frames) -> np.ndarray:
+    return face_frames[0]
+
+
+def detect(image: np.ndarray, **params) -> list[tuple[int, int, int, int]]:
+    detector = make_stage("haar", params)
+    detector.open()
+    try:
+        return detector.detect(image)
+    finally:
+        detector.close()
+
+
+def best_iou(box, boxes) -> float:
+    return float(iou_matrix(np.array([box], float), np.array(boxes, float)).max()) if boxes else 0.0
+
+
+def test_scale_makes_min_size_the_cascade_window_and_never_enlarges():
+    assert detection_scale(640, min_size=48, detect_width=0) == 0.5
+    assert detection_scale(1280, min_size=48, detect_width=0) == 0.5
+    assert detection_scale(640, min_size=16, detect_width=0) == 1.0
+    assert detection_scale(1280, min_size=48, detect_width=320) == 0.25
+    assert detection_scale(200, min_size=48, detect_width=320) == 1.0
+
+
+def test_downscaled_detection_finds_the_face_in_full_frame_pixels(face_frame):
+    full = detect(face_frame, detect_width=8192)
+    shrunk = detect(face_frame)
+    assert len(full) == 1 and len(shrunk) == 1
+    x, y, w, h = shrunk[0]
+    assert w >= 100, "a box left in the shrunk frame's pixels would be half the face's size"
+    assert 0 <= x and x + w <= face_frame.shape[1] and 0 <= y and y + h <= face_frame.shape[0]
+    assert best_iou(full[0], shrunk) >= 0.6
+
+
+def test_boxes_follow_the_frame_when_it_is_twice_as_large(face_frame):
+    small = detect(face_frame, detect_width=320)
+    large = detect(cv2.resize(face_frame, None, fx=2, fy=2), detect_width=320)
+    assert len(small) == 1 and len(large) == 1
+    halved = tuple(v / 2 for v in large[0])
+    assert best_iou(halved, small) >= 0.8
+
+
+def test_faces_below_min_size_are_not_reported(face_frame):
+    (_, _, w, _), = detect(face_frame)
+    assert detect(face_frame, min_size=w * 2) == []
+
+
+def test_every_n_detects_on_every_nth_frame_of_each_source(face_frame):
+    packets = [Packet(src, i, i / 25, face_frame) for i in range(7) for src in ("a", "b")]
+    out = run_stage("haar", packets, {"every_n": 3})
+    for packet in out:
+        looked = packet.index % 3 == 0
+        assert packet.extra["detected"] is looked
+        assert (len(packet.faces) == 1) if looked else (packet.faces == [])
+
+
+def test_every_n_with_the_tracker_gives_faces_on_skipped_frames(face_frames, tmp_path):
+    """A real multi-process run of the fast config's shape: detector every 3rd frame, tracker."""
+    video = write_video(tmp_path / "faces.avi", face_frames)
+    out = tmp_path / "out.csv"
+    graph = graph_from_dict({"queue_size": 4, "stages": {
+        "source": {"type": "video", "params": {"path": str(video)}},
+        "detector": {"type": "haar", "inputs": ["source"], "params": {"every_n": 3}},
+        "track": {"type": "track", "inputs": ["detector"]},
+        "classifier": {"type": "classifier", "inputs": ["track"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out)}},
+    }})
+    result = Runner(graph, progress=False).run()
+    assert result.exit_code == 0, result.message
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["frame"]) for r in rows] == list(range(30))
+    skipped_with_face = [r for r in rows if int(r["frame"]) % 3 and r["label"]]
+    # the track is confirmed after min_hits=3 detections (frames 0, 3, 6); from then on the
+    # frames the detector skipped carry the tracked face, classified
+    assert {int(r["frame"]) for r in skipped_with_face} >= {f for f in range(7, 30) if f % 3}
+    assert all(r["track_id"] for r in skipped_with_face)
