@@ -7,7 +7,8 @@ so a subscriber filters by source with a plain prefix subscription.
 
 Schema version 1:
 - ``frame`` (topic ``emotion.<source>``): ``schema, type, source, frame, timestamp, faces``;
-  each face ``face, x, y, w, h, track_id, label, confidence, probs`` (probs: emotion -> p).
+  each face ``face, x, y, w, h, track_id, label, confidence, probs`` (probs: emotion -> p),
+  ``smoothed_label, smoothed_confidence`` (None without a ``smooth`` stage or until it settles).
 - ``episode`` (topic ``episode.<source>``): ``schema, type, source, track_id, label, start_frame,
   end_frame, start_time, end_time, duration_s, mean_confidence, peak_confidence``.
 - ``face_appeared`` / ``face_lost`` (topic ``face.<source>``): ``schema, type, source, track_id,
@@ -35,6 +36,10 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
         if face.probs is not None:
             entry["confidence"] = round(float(face.confidence), precision)
             entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, face.probs)}
+        entry["smoothed_label"], entry["smoothed_confidence"] = face.smoothed_label, None
+        if face.smoothed_label is not None and face.smoothed is not None:
+            entry["smoothed_confidence"] = round(float(face.smoothed[EMOTIONS.index(face.smoothed_label)]),
+                                                 precision)
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
             "timestamp": round(packet.timestamp, 3), "faces": faces}

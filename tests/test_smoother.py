@@ -84,3 +84,24 @@ def test_faces_without_a_track_are_left_alone_and_lost_tracks_start_afresh() -> 
     np.testing.assert_allclose(out[-1].faces[0].smoothed, probs(happy=0.7))
     assert out[-1].faces[0].smoothed_label == "happy"
     assert out[0].faces[0].smoothed_label == "sad", "with hold_s 0 a first label settles at once"
+
+
+def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
+    import csv
+
+    from fer_pipe.events import frame_event
+    from fer_pipe.subscribe import csv_rows
+
+    raw = [probs(sad=0.7)] * 10 + [probs(sad=0.4, happy=0.45)] * 3  # raw turns happy, smoothed stays sad
+    out = run_stage("smooth", stream(raw, 25.0), {"hold_s": 0.2})
+    run_stage("csv", out, {"path": str(tmp_path / "f.csv")})
+    with open(tmp_path / "f.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["smoothed_label"] for r in rows] == [""] * 5 + ["sad"] * 8  # settles after 0.2 s
+    assert rows[-1]["label"] == "happy" and rows[-1]["smoothed_label"] == "sad"
+    assert float(rows[-1]["smoothed_confidence"]) == pytest.approx(float(out[-1].faces[0].smoothed[4]), abs=1e-4)
+    published = [csv_rows(frame_event(p))[0][-2:] for p in out]  # as `fer-pipe subscribe --format csv`
+    assert list(rows[0])[-2:] == ["smoothed_label", "smoothed_confidence"]
+    assert [label for label, _ in published] == [r["smoothed_label"] for r in rows]
+    assert [c and round(c, 4) for _, c in published] == [r["smoothed_confidence"] and float(r["smoothed_confidence"])
+                                                        for r in rows]
