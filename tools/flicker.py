@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import tempfile
@@ -72,15 +73,13 @@ def raw_onset(frames: list[tuple[int, float, str]], label: str, window_s: float 
         return j - i, int(hits[j] - hits[i])
 
     leads = [2 * count(t, t + window_s)[1] > count(t, t + window_s)[0] for t in times]
-    best: tuple[int, int] | None = None
-    i = 0
-    while i < len(leads):
-        j = i
-        while leads[i] and j + 1 < len(leads) and leads[j + 1]:
-            j += 1
-        if leads[i] and (best is None or j - i > best[1] - best[0]):
-            best = (i, j)
-        i = j + 1
+    stretches, k = [], 0
+    for lead, group in itertools.groupby(leads):
+        n = len(list(group))
+        if lead:
+            stretches.append((k, k + n - 1))
+        k += n
+    best = max(stretches, key=lambda s: s[1] - s[0], default=None)
     if best is None:
         return None
 
