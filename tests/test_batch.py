@@ -77,33 +77,41 @@ def test_in_process_run_gives_the_multi_process_csv(six_clips, tmp_path):
     assert sorted({int(r.split(",")[1]) for r in rows}) == list(range(CLIP_FRAMES))
 
 
-def kill_one_running_task(work: Path, out: Path, proc: subprocess.Popen) -> str | None:
-    """SIGKILL the process of the first task seen running (its attempt logged, its CSV not yet
-    in place); returns the job killed, or None if the run ended first."""
+def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str | None = None) -> dict | None:
+    """The first attempt seen running (logged once, its CSV not yet in place), or None if the
+    run ended first."""
     while proc.poll() is None:
         for log in sorted((work / "attempts").glob("*.jsonl")):
             job = log.name[:-len(".jsonl")]
-            if (out / f"{job}.csv").exists() or (work / "parts" / f"{job}.csv").exists():
+            if job == not_job or (out / f"{job}.csv").exists() or (work / "parts" / f"{job}.csv").exists():
                 continue
             lines = log.read_text().splitlines()
             if len(lines) == 1:
-                os.kill(json.loads(lines[0])["pid"], signal.SIGKILL)
-                return job
+                return json.loads(lines[0])
         time.sleep(0.02)
     return None
 
 
-def test_batch_survives_a_killed_task_and_resumes(cluster, six_clips, tmp_path):
+def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
     proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
-    killed = kill_one_running_task(out / "_work", out, proc)
-    stdout, stderr = proc.communicate(timeout=240)
+    first = running_attempt(out / "_work", out, proc)
+    assert first is not None, "the batch ended before a task could be killed"
+    os.kill(first["pid"], signal.SIGKILL)  # a task's process dies
+    second = running_attempt(out / "_work", out, proc, not_job=first["job"])
+    assert second is not None, "the batch ended before a node could be killed"
+    node = next(n for n in cluster.list_all_nodes() if n.node_id == second["node"])
+    cluster.remove_node(node, allow_graceful=False)  # then a whole worker node, with a task on it
+    try:
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        cluster.add_node(num_cpus=1, object_store_memory=80 * MB, node_ip_address="127.0.0.1")
     assert proc.returncode == 0, stderr
-    assert killed is not None, "the batch ended before a task could be killed"
 
     manifest = json.loads((out / "_manifest.json").read_text())
     by_input = {Path(e["input"]).stem: e for e in manifest["inputs"]}
-    assert by_input[killed]["attempts"] >= 2, manifest
+    assert by_input[first["job"]]["attempts"] >= 2, manifest
+    assert by_input[second["job"]]["attempts"] >= 2, manifest
     assert all(e["status"] == "done" for e in manifest["inputs"])
     assert (out / "_SUCCESS").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(

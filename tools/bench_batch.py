@@ -12,8 +12,10 @@ WolfgangLanger_Pexels.mp4 (a face in most frames), 640x360, ``--frames`` frames 
   itself (``--num-cpus``, default every core), Ray's start-up included; its CSVs are checked
   to be the sequential ones, byte for byte.
 
-CPU seconds (user + system of each command and the processes it reaped) are given too: on a
-busy machine they say what each way costs when wall time mostly says how loaded the box was.
+CPU seconds (user + system of each command and every process below it, Ray's daemons and
+workers included) are given too: on a busy machine they say what each way costs, where wall
+time mostly says how loaded the box was. The batch is run before and after the sequential runs
+and both are reported, so a change of load during the benchmark shows.
 
     python tools/bench_batch.py --out build/bench-batch     # table on stdout, bench_batch.json
 """
@@ -23,9 +25,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "video_to_csv.yaml"
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:
@@ -69,40 +72,78 @@ def make_clips(folder: Path, count: int, frames: int) -> list[Path]:
     return clips
 
 
+def tree_cpu_seconds(root: int) -> dict[int, float]:
+    """CPU seconds (user + system) so far of ``root`` and every process below it, by pid, from /proc.
+
+    Ray's workers are children of its raylet, which the driver kills at the end, so their time
+    never reaches ``RUSAGE_CHILDREN``; sampling the tree while it runs does see it.
+    """
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / TICKS
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return {pid: times[pid] for pid in tree if pid in times}
+
+
 def fer_pipe(*args: str) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system of the command and every process it reaped)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", *args], capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    if done.returncode:
-        sys.exit(f"fer-pipe {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    """Wall seconds and CPU seconds of the command and every process below it (sampled every
+    0.2 s, so a process's last fraction of a sample interval can be missed)."""
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
+                                stderr=errors)
+        seen: dict[int, float] = {}
+        while proc.poll() is None:
+            for pid, cpu in tree_cpu_seconds(proc.pid).items():
+                seen[pid] = max(cpu, seen.get(pid, 0.0))
+            time.sleep(0.2)
+        wall = time.perf_counter() - started
+        if proc.returncode:
+            errors.seek(0)
+            sys.exit(f"fer-pipe {' '.join(args)} failed ({proc.returncode}): {errors.read().strip()}")
+    return wall, sum(seen.values())
+
+
+def run_batch(clips: list[Path], folder: Path, num_cpus: int) -> tuple[float, float]:
+    if folder.exists():
+        for path in folder.iterdir():
+            path.unlink()
+    return fer_pipe("batch", *map(str, clips), "--out", str(folder), "--num-cpus", str(num_cpus), "--quiet")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="build/bench-batch")
     parser.add_argument("--clips", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=120, help="frames per clip")
+    parser.add_argument("--frames", type=int, default=60, help="frames per clip")
     parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
     args = parser.parse_args()
     out = Path(args.out)
     clips = make_clips(out / "clips", args.clips, args.frames)
     frames = args.clips * args.frames
 
+    batch_dir = out / "batch"
+    before = run_batch(clips, batch_dir, args.num_cpus)
     seq_dir = out / "sequential"
     seq_dir.mkdir(parents=True, exist_ok=True)
     runs = [fer_pipe("run", str(CONFIG), "--quiet", "--set", f"source.path={clip}",
                      "--set", f"csv.path={seq_dir / (clip.stem + '.csv')}") for clip in clips]
     sequential, sequential_cpu = sum(r[0] for r in runs), sum(r[1] for r in runs)
-    batch_dir = out / "batch"
-    if batch_dir.exists():
-        for path in batch_dir.iterdir():
-            path.unlink()
-    batch, batch_cpu = fer_pipe("batch", *map(str, clips), "--out", str(batch_dir), "--num-cpus", str(args.num_cpus),
-                     "--quiet")
+    after = run_batch(clips, batch_dir, args.num_cpus)
+    batch, batch_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
     mismatched = [c.stem for c in clips
                   if (batch_dir / f"{c.stem}.csv").read_text() != (seq_dir / f"{c.stem}.csv").read_text()]
     manifest = json.loads((batch_dir / "_manifest.json").read_text())
@@ -111,7 +152,8 @@ def main() -> None:
     result = {
         "cpu": cpu_model(), "cores": os.cpu_count(), "clips": args.clips, "frames_per_clip": args.frames,
         "sequential_s": round(sequential, 2), "sequential_fps": round(frames / sequential, 1),
-        "batch_s": round(batch, 2), "batch_fps": round(frames / batch, 1), "batch_num_cpus": args.num_cpus,
+        "batch_s": round(batch, 2), "batch_runs_s": [round(before[0], 2), round(after[0], 2)],
+        "batch_runs_cpu_s": [round(before[1], 1), round(after[1], 1)], "batch_fps": round(frames / batch, 1), "batch_num_cpus": args.num_cpus,
         "sequential_cpu_s": round(sequential_cpu, 1), "batch_cpu_s": round(batch_cpu, 1),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2), "batch_task_s_sum": round(task_s, 2), "speedup": round(sequential / batch, 2),
         "csv_mismatches": mismatched,
@@ -122,7 +164,8 @@ def main() -> None:
     print(f"{'sequential':12} {sequential:8.1f} {frames / sequential:9.1f} {sequential_cpu:7.1f}   "
           "fer-pipe run, one clip after another")
     print(f"{'batch':12} {batch:8.1f} {frames / batch:9.1f} {batch_cpu:7.1f}   "
-          f"fer-pipe batch --num-cpus {args.num_cpus} "
+          f"fer-pipe batch --num-cpus {args.num_cpus}, mean of a run before ({before[0]:.1f} s) and after "
+          f"({after[0]:.1f} s) the sequential ones "
           f"(Ray start-up included; tasks' own time summed: {task_s:.1f} s)")
     print(f"speed-up {sequential / batch:.2f}x; CSVs identical: {'yes' if not mismatched else mismatched}; "
           f"1-min load average at the end {os.getloadavg()[0]:.1f}")
