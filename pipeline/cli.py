@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
+    except KeyboardInterrupt:
+        return 130
     try:
         return args.func(args)
     except UserError as exc:

@@ -89,12 +89,17 @@ class Runner:
         self.processes, self.inboxes = procs, inboxes
 
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
+        # Stage processes start with SIGINT and SIGTERM ignored (an ignored signal stays ignored
+        # across exec), so a Ctrl-C to the process group while they are still importing cannot
+        # kill one half-started; stage_main then installs its own handlers.
+        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)
                     if in_main}
         started = time.monotonic()
         try:
             for proc in procs.values():
                 proc.start()
+            for sig in previous:
+                signal.signal(sig, self._on_signal)
             result = self._supervise(procs, control, stop, progress, busy, started)
         finally:
             for sig, handler in previous.items():

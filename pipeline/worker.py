@@ -191,7 +191,7 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
             continue  # this stage ended the run: what is still in flight only drains
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
-        if sink:  # a frame's rows are written whole or not at all: SIGTERM waits for the frame
+        if sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             out = list(stage.process(item))
@@ -218,12 +218,11 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
             print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
             out = []
-        finally:
-            if sink:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)
         if sink:
             stats.latencies.append(time.monotonic() - item.captured)
         emitter.emit(out)
         w.progress.value += 1
+        if sink:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

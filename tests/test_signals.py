@@ -46,6 +46,18 @@ def test_signal_drains_and_closes(signum, to_group, code, plugin_env, short_clip
     assert not wait_gone(kids)
 
 
+def test_sigterm_to_the_whole_group_closes_every_stage(plugin_env, short_clip, tmp_path):
+    """As systemd stops a service: every process gets SIGTERM at once, so nothing drains, but
+    each stage unwinds through close and the CSV holds each frame its sink consumed, whole."""
+    proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.1, after=5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert assert_valid_prefix(out) == list(range(stats_row(err, "csv")["items"]))
+    assert not wait_gone(kids)
+
+
 def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
     """With one second per frame, draining the queues would take over 8 s; the second Ctrl-C
     must end the run well inside the 5 s given here, leaving no process behind."""
