@@ -3,9 +3,11 @@
 
 Runs the same file through video -> haar -> classifier -> zmq, in the same process and session,
 alternating between: no subscriber at all; a subscriber that connects and reads nothing for 10 s
-(default high-water mark); and the same with tiny high-water marks on both sides, so the sink's
-queue fills and it must drop (and count) events. Prints the wall time of each run and the median
-per case; the claim holds when the stalled cases are within the no-subscriber runs' spread.
+(default high-water mark); and the same with high-water marks of 20 on both sides (a short
+clip's events may still fit in the kernel's socket buffers; the drop path itself is tested in
+tests/test_zmq.py). Prints the wall time of each run and the median
+and the fastest per case (the least disturbed on a shared machine); the claim holds when the
+stalled cases are within the no-subscriber runs' spread.
 
     python tools/bench_zmq_slow_subscriber.py [--video clip.mp4] [--rounds 2]
 """
@@ -104,10 +106,12 @@ def main() -> None:
             got = "" if received is None else f", the stalled subscriber got {received} of {frames} events"
             print(f"round {r + 1}: {case:<22} wall {wall:6.2f} s{got}", flush=True)
     base = statistics.median(walls["no subscriber"])
+    fastest = min(walls["no subscriber"])  # on a shared machine the fastest run is the least disturbed
     for case in cases:
         med = statistics.median(walls[case])
-        print(f"{case:<22} median {med:6.2f} s  ({med / base:.3f} x no subscriber; runs "
-              f"{', '.join(f'{w:.2f}' for w in walls[case])})")
+        print(f"{case:<22} median {med:6.2f} s ({med / base:.3f} x no subscriber), fastest "
+              f"{min(walls[case]):6.2f} s ({min(walls[case]) / fastest:.3f} x); runs "
+              f"{', '.join(f'{w:.2f}' for w in walls[case])}")
 
 
 if __name__ == "__main__":
