@@ -2,10 +2,11 @@
 
     from fer_pipe.api import results
 
-    with results("configs/video_to_csv.yaml", overrides=["source.path=clip.mp4"]) as stream:
-        for event in stream:
-            for face in event["faces"]:
-                print(event["source"], event["frame"], face["label"], face["confidence"])
+    if __name__ == "__main__":  # stage processes are spawned: they import this script
+        with results("configs/video_to_csv.yaml", overrides=["source.path=clip.mp4"]) as stream:
+            for event in stream:
+                for face in event["faces"]:
+                    print(event["source"], event["frame"], face["label"], face["confidence"])
 
 Each item is a frame event in the documented schema of ``fer_pipe.events`` (the ZeroMQ sink's
 JSON), one per frame, faces or not. The graph runs in the usual multi-process runner, with its
