@@ -228,3 +228,17 @@ def test_zeromq_endpoint_already_in_use(short_clip):
                         config=str(REPO / "configs" / "video_to_zmq.yaml"))
     assert code == 2
     assert one_line(err) == f"fer-pipe: stage 'events' (zmq): zmq {endpoint}: cannot bind: Address already in use"
+
+
+def test_zeromq_beyond_loopback_without_keys_warns(capsys):
+    """Issue 7's network exposure: binding a non-loopback address without CURVE keys prints a
+    warning. 192.0.2.1 is a documentation address on no interface here, so the bind that
+    follows fails and nothing is ever exposed or sent."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import make_stage
+
+    stage = make_stage("zmq", {"endpoint": "tcp://192.0.2.1:5556", "public": True})
+    with pytest.raises(InputError, match="cannot bind"):
+        stage.open()
+    stage.close()
+    assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
