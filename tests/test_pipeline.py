@@ -101,4 +101,4 @@ def test_missing_video_is_one_line_exit_2(tmp_path):
     done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--set", f"source.path={missing}",
                     "--set", f"csv.path={tmp_path / 'x.csv'}")
     assert done.returncode == 2
-    assert done.stderr.strip() == f"fer-pipe: stage 'source' (video) failed: video {missing}: no such file"
+    assert done.stderr.strip() == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
