@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, fer_pipe, read_frames, write_video
+from conftest import REPO, fer_pipe, read_frames
 from fault_plugin import assert_valid_prefix
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -46,7 +46,7 @@ def out_csv(tmp_path: Path) -> Path:
     return tmp_path / "out.csv"
 
 
-def _bad_video(kind: str, tmp_path: Path, clip: Path) -> Path:
+def _bad_video(kind: str, tmp_path: Path) -> Path:
     path = tmp_path / f"{kind}.mp4"
     if kind == "empty":
         path.touch()
@@ -63,8 +63,8 @@ def _bad_video(kind: str, tmp_path: Path, clip: Path) -> Path:
     ("text", "OpenCV cannot open it (not a video, or a codec it lacks)"),
     ("corrupt", "OpenCV cannot open it (not a video, or a codec it lacks)"),
 ])
-def test_unusable_video(kind, reason, short_clip, tmp_path, out_csv):
-    video = _bad_video(kind, tmp_path, short_clip)
+def test_unusable_video(kind, reason, tmp_path, out_csv):
+    video = _bad_video(kind, tmp_path)
     code, err = run(f"source.path={video}", f"csv.path={out_csv}")
     assert code == 2
     assert one_line(err) == f"fer-pipe: stage 'source' (video): video {video}: {reason}"
