@@ -48,17 +48,19 @@ def in_process_csv(clip: Path, out: Path, start: int = 0, max_frames: int = 0) -
 def cluster():
     """One Ray cluster for the module: starting one takes ~10 s on two cores. The head has no
     CPUs, so every task runs on one of the two worker nodes."""
-    os.environ.update(LOOPBACK_RAY)
-    c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": 80 * MB, "include_dashboard": False,
-        "node_ip_address": "127.0.0.1"})
-    try:
-        for _ in range(2):
-            c.add_node(num_cpus=1, object_store_memory=80 * MB, node_ip_address="127.0.0.1")
-        c.wait_for_nodes()
-        yield c
-    finally:
-        c.shutdown()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in LOOPBACK_RAY.items():
+            env.setenv(name, value)
+        c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "object_store_memory": 80 * MB, "include_dashboard": False,
+            "node_ip_address": "127.0.0.1"})
+        try:
+            for _ in range(2):
+                c.add_node(num_cpus=1, object_store_memory=80 * MB, node_ip_address="127.0.0.1")
+            c.wait_for_nodes()
+            yield c
+        finally:
+            c.shutdown()
 
 
 def batch(*args: str) -> subprocess.Popen:
