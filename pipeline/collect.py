@@ -96,6 +96,9 @@ class SequenceTracker:
 
 
 class Collector:
+    """One PULL socket for every shard: ZeroMQ fair-queues between them, so one busy shard does
+    not starve the others, and a single writer keeps the CSV's rows whole."""
+
     def __init__(self, bind: str, csv_path: str, publish: str | None = None, precision: int = 4) -> None:
         from .stages.csv_sink import COLUMNS
 

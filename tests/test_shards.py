@@ -242,3 +242,20 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     assert after[:len(collected)] == collected and after[len(collected)][:3] == ["handmade", "9", "0.400"]
     assert "fer-pipe collect: source handmade: joined run r2 at seq 1 (seq 0..0 not received by this collector)" \
         in log.read_text()
+
+
+def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{port}",
+                               "--csv", str(tmp_path / "merged.csv")], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: --bind tcp://127.0.0.1:{port}: cannot bind: address already in use\n")
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{free_port()}",
+                           "--csv", str(foreign)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "other columns" in done.stderr, done.stderr
+    assert foreign.read_text() == "a,b\n1,2\n"
