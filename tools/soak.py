@@ -9,11 +9,12 @@ The source is a real clip replayed at its own fps and looped without end (``vide
 drop-oldest backpressure, as from a camera.
 
 Every ``--interval`` seconds it records, for the parent and every stage process, the RSS and
-the PSS (which shares the frame ring fairly among the processes that map it), the depth of
-every stage's inbox queue, and the rows written to the CSV. At the end: a samples CSV, a JSON
-summary, and a verdict:
-- memory: the total PSS averaged over the last minute is within 5 % of its average over the
-  minute after ``--warmup``;
+the USS (the pages private to the process, which is where a leak grows: RSS also counts library
+and shared-memory pages, and PSS moves whenever other programs on the machine map the same
+libraries), the depth of every stage's inbox queue, and the rows written to the CSV. At the
+end: a samples CSV, a JSON summary, and a verdict:
+- memory: the total USS averaged over the last minute is within 5 % of its average over the
+  minute after ``--warmup`` (the total RSS is reported beside it);
 - queues: no queue ever holds more than its bound (a live source drops its oldest frames
   instead), and no queue's mean depth over the last third of the run exceeds its mean over the
   first third (after warm-up) by more than one item: no backlog builds up. A queue that sits at
@@ -41,13 +42,13 @@ GROWTH_LIMIT = 0.05
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of a process in KiB, from /proc; (0, 0) once it has gone."""
+    """(RSS, USS) of a process in KiB, from /proc; (0, 0) once it has gone."""
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return 0, 0
     values = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:] if line.endswith("kB")}
-    return values.get("Rss", 0), values.get("Pss", 0)
+    return values.get("Rss", 0), values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
 
 
 def cpu_model() -> str:
@@ -87,8 +88,8 @@ def verdict(samples: list[dict], stages: list[str], queues: list[str], warmup: f
     """Memory growth after warm-up and queue trends, from the samples (see the module doc)."""
     after = [s for s in samples if s["t"] >= warmup] or samples
     end_t = samples[-1]["t"]
-    first_minute = [s["pss_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]
-    last_minute = [s["pss_total_kib"] for s in after if s["t"] > end_t - 60]
+    first_minute = [s["uss_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]
+    last_minute = [s["uss_total_kib"] for s in after if s["t"] > end_t - 60]
     warm, end = mean(first_minute), mean(last_minute)
     growth = (end - warm) / warm if warm else 0.0
     third = max(1, len(after) // 3)
@@ -101,12 +102,12 @@ def verdict(samples: list[dict], stages: list[str], queues: list[str], warmup: f
     queues_ok = all(t["max"] <= queue_size and t["last_third_mean"] <= t["first_third_mean"] + 1
                     for t in trend.values())
     keeping_up = all(t["pinned_share"] < 0.5 for t in trend.values())
-    per_stage = {n: {"warm_pss_mib": round(mean([s[f"pss_{n}_kib"] for s in after[:third]]) / 1024, 1),
-                     "end_pss_mib": round(mean([s[f"pss_{n}_kib"] for s in after[-third:]]) / 1024, 1)}
+    per_stage = {n: {"warm_uss_mib": round(mean([s[f"uss_{n}_kib"] for s in after[:third]]) / 1024, 1),
+                     "end_uss_mib": round(mean([s[f"uss_{n}_kib"] for s in after[-third:]]) / 1024, 1)}
                  for n in ["parent", *stages]}
     return {"rss_total_start_mib": round(samples[0]["rss_total_kib"] / 1024, 1),
-            "pss_total_start_mib": round(samples[0]["pss_total_kib"] / 1024, 1),
-            "pss_total_warm_mib": round(warm / 1024, 1), "pss_total_end_mib": round(end / 1024, 1),
+            "uss_total_start_mib": round(samples[0]["uss_total_kib"] / 1024, 1),
+            "uss_total_warm_mib": round(warm / 1024, 1), "uss_total_end_mib": round(end / 1024, 1),
             "rss_total_warm_mib": round(mean([s["rss_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]) / 1024, 1),
             "rss_total_end_mib": round(mean([s["rss_total_kib"] for s in after if s["t"] > end_t - 60]) / 1024, 1),
             "growth_after_warmup": round(growth, 4), "memory_ok": growth < GROWTH_LIMIT,
@@ -152,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             while thread.is_alive() and time.monotonic() - started < args.duration:
                 time.sleep(args.interval)
                 sample = {"t": round(time.monotonic() - started, 1)}
-                total_rss = total_pss = 0
+                total_rss = total_uss = 0
                 for name, pid in [("parent", os.getpid()),
                                   *((n, p.pid) for n, p in runner.processes.items())]:
-                    rss, pss = memory_kib(pid) if pid else (0, 0)
-                    sample[f"rss_{name}_kib"], sample[f"pss_{name}_kib"] = rss, pss
-                    total_rss, total_pss = total_rss + rss, total_pss + pss
-                sample["rss_total_kib"], sample["pss_total_kib"] = total_rss, total_pss
+                    rss, uss = memory_kib(pid) if pid else (0, 0)
+                    sample[f"rss_{name}_kib"], sample[f"uss_{name}_kib"] = rss, uss
+                    total_rss, total_uss = total_rss + rss, total_uss + uss
+                sample["rss_total_kib"], sample["uss_total_kib"] = total_rss, total_uss
                 for q in queues:
                     try:
                         sample[f"q_{q}"] = runner.inboxes[q].qsize()
@@ -193,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "soak.json").write_text(json.dumps(summary, indent=1))
     print(f"soak: {ran / 60:.1f} min on {summary['cpu']} ({summary['cores']} cores), "
           f"{samples[-1]['csv_rows']} CSV rows")
-    print(f"  PSS total: start {summary['pss_total_start_mib']} MiB, after warm-up "
-          f"{summary['pss_total_warm_mib']} MiB, end {summary['pss_total_end_mib']} MiB "
+    print(f"  USS total: start {summary['uss_total_start_mib']} MiB, after warm-up "
+          f"{summary['uss_total_warm_mib']} MiB, end {summary['uss_total_end_mib']} MiB "
           f"(growth {summary['growth_after_warmup'] * 100:+.2f} %, limit {GROWTH_LIMIT * 100:.0f} %)")
     print(f"  RSS total: start {summary['rss_total_start_mib']} MiB, after warm-up "
           f"{summary['rss_total_warm_mib']} MiB, end {summary['rss_total_end_mib']} MiB")
