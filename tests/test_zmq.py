@@ -207,3 +207,17 @@ def test_shipped_live_configs_validate():
                     "configs/demo.yaml", cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert "video_to_zmq.yaml: ok (4 stages" in done.stdout and "demo.yaml: ok (5 stages" in done.stdout
+
+
+def test_a_public_bind_without_curve_warns(capfd):
+    """``lo`` is an interface name ZeroMQ binds to: not an address the sink can prove is loopback,
+    so it needs public: true and warns, while nothing actually listens beyond this machine."""
+    from fer_pipe.inprocess import make_stage
+
+    endpoint = f"tcp://lo:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "public": True, "linger_s": 0})
+    sink.open()
+    sink.close()
+    warning = capfd.readouterr().err.strip()
+    assert warning == (f"fer-pipe: WARNING: zmq sink 'zmq' binds {endpoint} without CURVE keys: anyone who "
+                       "can reach this address reads the events, unencrypted")
