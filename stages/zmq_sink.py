@@ -96,7 +96,10 @@ class ZmqSink(Sink):
         if where is None:
             return
         host = "0.0.0.0" if where[0] == "*" else where[0]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        except ValueError:
+            return  # an interface or host name: ZeroMQ resolves it, and open() reports a busy port
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
             try:
