@@ -19,7 +19,6 @@ node sees at the same path, and fer-pipe must be installed on every node.
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
 
 WORK = "_work"
@@ -190,13 +190,7 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
 
 
 def is_loopback_address(address: str | None) -> bool:
-    if not address:
-        return True
-    host = address.split("://")[-1].rsplit(":", 1)[0].strip("[]")
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return not address or is_loopback(address.split("://")[-1].rsplit(":", 1)[0].strip("[]"))
 
 
 def start_ray(address: str | None, num_cpus: int | None):

@@ -17,10 +17,10 @@ import sys
 import zmq
 from pydantic import Field, field_validator, model_validator
 
+from fer_pipe.endpoints import check_form, check_private
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
 from fer_pipe.stage import Sink, StageParams
-from fer_pipe.stages.zmq_sink import is_loopback, tcp_host_port
 
 
 class PushParams(StageParams):
@@ -31,23 +31,11 @@ class PushParams(StageParams):
     linger_s: float = Field(5.0, ge=0, le=600, description="at the end, time allowed to deliver held events")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
 
-    @field_validator("connect")
-    @classmethod
-    def _known_transport(cls, value: str) -> str:
-        if value.startswith("tcp://"):
-            host, _, port = value[len("tcp://"):].rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"expected tcp://HOST:PORT, got {value!r}")
-        elif not value.startswith("ipc://"):
-            raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
-        return value
+    _connect_form = field_validator("connect")(check_form)
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> PushParams:
-        where = tcp_host_port(self.connect)
-        if where and not is_loopback(where[0]) and not self.public:
-            raise ValueError(f"{self.connect} is not a loopback address: events about faces would leave "
-                             "this machine; set public: true to allow it")
+        check_private(self.connect, self.public)
         return self
 
 

@@ -70,12 +70,12 @@ class VideoSource(Source):
         index = self.params.start
         started = time.monotonic()
         read = 0
-        offset = 0.0  # timestamps keep increasing across loops
+        offset = timestamp = 0.0  # timestamps keep increasing across loops
         while not self.params.max_frames or read < self.params.max_frames:
             ok, image = self._cap.read()
             if not ok and self.params.loop and read:
                 self._check_complete(index)
-                offset = timestamp
+                offset = timestamp + 1.0 / self.fps
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
                 ok, image = self._cap.read()
             if not ok:

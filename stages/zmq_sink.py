@@ -20,27 +20,11 @@ import zmq.auth
 from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
+from fer_pipe.endpoints import check_form, check_private, is_loopback, tcp_host_port
 from fer_pipe.errors import InputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.stage import Sink, StageParams
-
-
-def tcp_host_port(endpoint: str) -> tuple[str, int] | None:
-    """Host and port of a ``tcp://HOST:PORT`` endpoint, None for ipc:// and inproc://."""
-    if not endpoint.startswith("tcp://"):
-        return None
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", an interface name or a host name: possibly reachable from outside
 
 
 class ZmqParams(StageParams):
@@ -58,23 +42,11 @@ class ZmqParams(StageParams):
                                                "(empty: any client that knows the server key)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
 
-    @field_validator("endpoint")
-    @classmethod
-    def _known_transport(cls, value: str) -> str:
-        if value.startswith("tcp://"):
-            host, _, port = value[len("tcp://"):].rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"expected tcp://HOST:PORT, got {value!r}")
-        elif not value.startswith("ipc://"):
-            raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
-        return value
+    _endpoint_form = field_validator("endpoint")(check_form)
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> ZmqParams:
-        where = tcp_host_port(self.endpoint)
-        if where and not is_loopback(where[0]) and not self.public:
-            raise ValueError(f"{self.endpoint} is not a loopback address: events about faces would leave "
-                             "this machine; set public: true to allow it (and use CURVE keys)")
+        check_private(self.endpoint, self.public, " (and use CURVE keys)")
         if self.curve_clients and not self.curve_secret_key:
             raise ValueError("curve_clients needs curve_secret_key")
         return self

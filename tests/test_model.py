@@ -5,7 +5,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 
 from conftest import REPO, fer_pipe, read_frames
 from fer_pipe.inprocess import run_stage

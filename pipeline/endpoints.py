@@ -1,0 +1,44 @@
+"""ZeroMQ endpoints: their form, and whether events sent there stay on this machine.
+
+Events describe people's faces, so every network stage refuses a non-loopback address unless
+its config says ``public: true``; the checks live here so each stage applies the same rule.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+
+def tcp_host_port(endpoint: str) -> tuple[str, int] | None:
+    """Host and port of a ``tcp://HOST:PORT`` endpoint, None for ipc:// and inproc://."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "*", an interface name or a host name: possibly reachable from outside
+
+
+def check_form(endpoint: str) -> str:
+    """The endpoint itself if it is ``tcp://HOST:PORT`` or ``ipc://PATH``; ValueError otherwise."""
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected tcp://HOST:PORT, got {endpoint!r}")
+    elif not endpoint.startswith("ipc://"):
+        raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {endpoint!r}")
+    return endpoint
+
+
+def check_private(endpoint: str, public: bool, advice: str = "") -> None:
+    """ValueError when events would leave the machine and the config did not say ``public: true``."""
+    where = tcp_host_port(endpoint)
+    if where and not is_loopback(where[0]) and not public:
+        raise ValueError(f"{endpoint} is not a loopback address: events about faces would leave "
+                         f"this machine; set public: true to allow it{advice}")
