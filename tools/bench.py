@@ -16,7 +16,8 @@ WolfgangLanger_Pexels.mp4 unless --video is given):
 - ``decode``: OpenCV reading the file and nothing else, the ceiling for a file source;
 - ``default`` / ``fast``: ``fer-pipe run`` with ``configs/video_to_csv.yaml`` and with
   ``configs/video_to_csv_fast.yaml``, as a user starts it (a new Python process), with frames
-  per second over the whole command (start-up included), time from start to the first CSV row,
+  per second from the first CSV row to the last and over the whole command (start-up
+  included), time from start to the first CSV row,
   peak memory (the sum of the RSS of every process of the run, sampled every 0.2 s), each
   stage's time per item, and faces per second of the classifier;
 - ``recall``: of the faces a full-frame detector finds (``haar`` with ``scale_factor 1.1,
@@ -234,7 +235,7 @@ def run_pipeline(config: Path, video: Path, out_csv: Path, extra: list[str],
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, str(config), str(stats_json), *overrides],
                             stderr=subprocess.PIPE, text=True)
-    peak_kb, first_row = 0, None
+    peak_kb, first_row, last_row, size = 0, None, None, -1
     stderr_lines: list[str] = []
     reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -243,10 +244,13 @@ def run_pipeline(config: Path, video: Path, out_csv: Path, extra: list[str],
         if polls % 4 == 0:  # memory every 0.2 s: scanning /proc costs CPU the run needs
             peak_kb = max(peak_kb, _tree_rss_kb(proc.pid))
         polls += 1
-        if first_row is None and out_csv.is_file():
-            with open(out_csv) as fh:
-                if len(fh.readlines()) >= 2:
-                    first_row = time.monotonic() - start
+        if out_csv.is_file() and out_csv.stat().st_size != size:
+            size = out_csv.stat().st_size
+            last_row = time.monotonic() - start
+            if first_row is None:
+                with open(out_csv) as fh:
+                    if len(fh.readlines()) >= 2:
+                        first_row = last_row
         time.sleep(0.05)
     wall = time.monotonic() - start
     reader.join(timeout=5)
@@ -260,7 +264,8 @@ def run_pipeline(config: Path, video: Path, out_csv: Path, extra: list[str],
     classifier = stages.get("classifier", {})
     result = {"config": str(config.relative_to(REPO)), "overrides": overrides[2:], "frames": frames,
               "faces": faces, "wall_s": round(wall, 2), "fps": round(frames / wall, 1),
-              "fps_after_first_result": round(frames / (wall - first_row), 1) if first_row else None,
+              "fps_after_first_result": round((frames - 1) / (last_row - first_row), 1)
+              if first_row and last_row > first_row else None,
               "first_result_s": round(first_row, 2) if first_row else None,
               "peak_rss_mb": round(peak_kb / 1024, 1),
               "classifier_faces_per_s": round(faces / classifier["busy_s"], 1)
@@ -399,7 +404,8 @@ def detector_threads(video: Path, frames: int = 60) -> dict:
 # ---------------------------------------------------------------- report
 
 def table(results: dict) -> str:
-    """fps: frames per second after the first result (the seed loop's start-up is left out too);
+    """fps: frames per second from the first CSV row to the last (the seed loop's start-up is left
+    out too);
     whole: over the whole command, start-up included."""
     rows = [f"CPU: {results['cpu']}; load average at start {results['load_average'][0]:.2f}",
             f"{'clip':<9} {'run':<10} {'fps':>7} {'x seed':>7} {'whole':>7} {'x seed':>7} {'first s':>8} "
