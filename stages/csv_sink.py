@@ -1,11 +1,11 @@
 """``csv``: one row per face per frame, and one row with empty face fields for a frame with none."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from pydantic import Field
 
+from fer_pipe.csvfile import open_csv
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.preprocess import EMOTIONS
@@ -51,15 +51,7 @@ class CsvSink(Sink):
             path.unlink()
 
     def open(self) -> None:
-        path = Path(self.params.path)
-        if not path.parent.is_dir():
-            raise InputError(f"csv {path}: folder {path.parent} does not exist")
-        try:
-            self._file = open(path, "w", newline="", buffering=1, encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"csv {path}: cannot write: {exc.strerror}") from None
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(COLUMNS)
+        self._file, self._writer = open_csv(self.params.path, "csv", COLUMNS)
 
     def consume(self, packet: Packet) -> None:
         head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]

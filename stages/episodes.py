@@ -14,15 +14,14 @@ from a PUB socket bound to ``host`` (loopback unless told otherwise).
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 from pydantic import Field
 
+from fer_pipe.csvfile import open_csv
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -75,15 +74,7 @@ class EpisodesSink(Sink):
     reads = EXPRESSIONS
 
     def open(self) -> None:
-        path = Path(self.params.path)
-        if not path.parent.is_dir():
-            raise InputError(f"episodes {path}: folder {path.parent} does not exist")
-        try:
-            self._file = open(path, "w", newline="", buffering=1, encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"episodes {path}: cannot write: {exc.strerror}") from None
-        self._writer = csv.writer(self._file)
-        self._writer.writerow(EPISODE_FIELDS)
+        self._file, self._writer = open_csv(self.params.path, "episodes", EPISODE_FIELDS)
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._socket: zmq.Socket | None = None
         if self.params.publish:

@@ -1,7 +1,6 @@
 """The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import yaml
 from conftest import fer_pipe, read_frames

@@ -14,7 +14,7 @@ import yaml
 import zmq
 import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
-from livetools import csv_rows, free_port, stop, wait_for
+from livetools import csv_rows, free_port, stop
 
 from fer_pipe.preprocess import EMOTIONS
 
