@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ctx = zmq.Context()
     sock = connect(ctx, args.endpoint, args.topic, args.server_key, args.client_keys)
     writer = csv.writer(sys.stdout, lineterminator="\n")

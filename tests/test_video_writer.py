@@ -31,8 +31,9 @@ def test_annotated_files_hold_every_frame_with_the_box_in_the_label_colour(short
             x, y, w, h = (int(row[k]) for k in "xywh")
             colour = np.array(COLOURS[row["label"]])
             edge = (slice(y + 10, y + h - 10), slice(x, x + 2))  # the box's left side
-            drawn = np.abs(written[index][edge].astype(int) - colour).max(axis=-1) < 60
-            before = np.abs(original[index][edge].astype(int) - colour).max(axis=-1) < 60
+            # Either column of the 2 px line: mp4's 4:2:0 chroma can smear the colour of one of them.
+            drawn = (np.abs(written[index][edge].astype(int) - colour).max(axis=-1) < 60).any(axis=1)
+            before = (np.abs(original[index][edge].astype(int) - colour).max(axis=-1) < 60).any(axis=1)
             assert drawn.mean() > 0.8 > before.mean(), (name, index)
         inside = (slice(y + h // 3, y + 2 * h // 3), slice(x + w // 3, x + 2 * w // 3))  # last face's middle
         assert np.abs(written[index][inside].astype(int) - original[index][inside]).mean() < 12  # pixels kept
