@@ -87,6 +87,32 @@ def test_training_learns_writes_outputs_and_resumes(fer2013, tmp_path):
     assert card["data_sha256"] and card["epochs"] == 6
     assert 0.0 < json.loads(again.stdout)["accuracy"] <= 1.0
 
+    extended = fer_pipe(*common, "--resume", "--extend", "2", "--extend-lr", "0.01", timeout=900)
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["epochs_done"] == 8 and state["options"]["epochs"] == 8
+    assert [cycle["epochs"] for cycle in state["cycles"]] == [6, 2]
+    assert state["command"].count("fer-pipe train") == 2 and "--extend 2" in state["command"]
+    assert state["history"]["loss"][-1] < state["history"]["loss"][5], "the new cycle did not train"
+
+
+def test_a_single_cosine_cycle_follows_keras_cosine_decay_and_a_restart_starts_at_its_peak():
+    import keras
+
+    from fer_pipe.model.schedule import CosineCycles
+
+    steps = 10
+    cycles = CosineCycles([{"epochs": 6, "lr": 0.05, "warmup_epochs": 1.5},
+                           {"epochs": 4, "lr": 0.02, "warmup_epochs": 0.0}], steps)
+    keras_curve = keras.optimizers.schedules.CosineDecay(0.005, decay_steps=60 - 15, warmup_target=0.05,
+                                                         warmup_steps=15, alpha=0.0)
+    for step in (0, 7, 15, 16, 40, 59):
+        assert abs(float(cycles(step)) - float(keras_curve(step))) < 1e-6, step
+    assert abs(float(cycles(60)) - 0.02) < 1e-6
+    assert float(cycles(80)) < 0.02 and float(cycles(100)) == 0.0
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cycles))
+    assert float(restored(70)) == float(cycles(70))
+
 
 def test_shipped_model_keeps_its_card_accuracy_on_a_fixed_sample(fer2013):
     card = json.loads(CARD.read_text())

@@ -20,10 +20,11 @@ import numpy as np
 from ..errors import InputError
 from ..preprocess import EMOTIONS, preprocess_dataset
 from .data import load_split, sha256_of
+from .schedule import CosineCycles
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "train_state.json"
-NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs"}
+NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs", "extend", "extend_lr"}
 """Arguments that describe one invocation rather than the training run; never restored on resume."""
 
 
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     parser.add_argument("--session-epochs", type=int, default=0,
                         help="stop after this many epochs in this invocation; --resume goes on later")
+    parser.add_argument("--extend", type=int, default=0, metavar="EPOCHS",
+                        help="with --resume: train EPOCHS more as a new cosine cycle (a warm restart)")
+    parser.add_argument("--extend-lr", type=float, default=0.02,
+                        help="peak learning rate of the --extend cycle")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
 
 
@@ -61,8 +66,8 @@ def _hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def build_training_model(args: argparse.Namespace):
-    """The net wrapped in training-only augmentation, compiled with SGD + warm-up cosine decay."""
+def build_training_model(args: argparse.Namespace, cycles: list[dict]):
+    """The net wrapped in training-only augmentation, compiled for ``cycles`` of the schedule."""
     import keras
 
     from . import nets
@@ -74,17 +79,37 @@ def build_training_model(args: argparse.Namespace):
         if args.crop < 48 else inputs
     outputs = net(aug(x))
     model = keras.Model(inputs, outputs, name="train")
+    compile_for(model, args, cycles)
+    return model
+
+
+def compile_for(model, args: argparse.Namespace, cycles: list[dict]) -> None:
+    """SGD with Nesterov momentum on the cosine cycles, label-smoothed cross-entropy."""
+    import keras
+
     steps = int(np.ceil(args.train_rows / args.batch_size))
-    warmup = int(args.warmup_epochs * steps)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=args.lr * 0.1, decay_steps=max(1, args.epochs * steps - warmup),
-        warmup_target=args.lr, warmup_steps=warmup, alpha=0.0)
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+        optimizer=keras.optimizers.SGD(CosineCycles(cycles, steps), momentum=0.9, nesterov=True,
                                        weight_decay=args.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
         metrics=["accuracy"])
-    return model
+
+
+def extend(model, args: argparse.Namespace, state: dict) -> None:
+    """Add a cosine cycle of ``args.extend`` epochs to a resumed run and recompile for it.
+
+    The new optimizer starts at the run's step count, so the schedule picks up at the new
+    cycle; the momentum buffers start from zero, which a warm restart tolerates.
+    """
+    state["cycles"].append({"epochs": args.extend, "lr": args.extend_lr, "warmup_epochs": 0.0})
+    state["options"]["epochs"] = sum(cycle["epochs"] for cycle in state["cycles"])
+    state["command"] += " && fer-pipe train " + shlex.join(
+        sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+    args.epochs = state["options"]["epochs"]
+    compile_for(model, args, state["cycles"])
+    model.optimizer.build(model.trainable_variables)
+    steps = int(np.ceil(args.train_rows / args.batch_size))
+    model.optimizer.iterations.assign(state["epochs_done"] * steps)
 
 
 def _net_at(args: argparse.Namespace, size: int):
@@ -166,6 +191,8 @@ def run(args: argparse.Namespace) -> int:
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
     if args.resume and state is None:
         raise InputError(f"{out}: nothing to resume (no {STATE})")
+    if args.extend and not args.resume:
+        raise InputError("--extend: continues a finished run, so it needs --resume")
 
     started = time.time()
     train = load_split(args.data, "Training")
@@ -181,8 +208,9 @@ def run(args: argparse.Namespace) -> int:
 
     keras.utils.set_random_seed(args.seed)
     if state is None:
-        model = build_training_model(args)
-        state = {"epochs_done": 0, "history": {}, "wall_s": 0.0,
+        cycles = [{"epochs": args.epochs, "lr": args.lr, "warmup_epochs": args.warmup_epochs}]
+        model = build_training_model(args, cycles)
+        state = {"epochs_done": 0, "history": {}, "wall_s": 0.0, "cycles": cycles,
                  "command": "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"]
                                                             else sys.argv[1:]),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
@@ -190,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
                  "runs": []}
     else:
         model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
-        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True,
-                                     "session_epochs": args.session_epochs})
+        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True})
+        state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
+        if args.extend:
+            extend(model, args, state)
     state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": _hardware(),
                           "from_epoch": state["epochs_done"], "argv": sys.argv[1:]})
 
