@@ -9,11 +9,12 @@ The source is a real clip replayed at its own fps and looped without end (``vide
 drop-oldest backpressure, as from a camera.
 
 Every ``--interval`` seconds it records, for the parent and every stage process, the RSS and
-the USS (the pages private to the process, which is where a leak grows: RSS also counts library
-and shared-memory pages, and PSS moves whenever other programs on the machine map the same
-libraries), the depth of every stage's inbox queue, and the rows written to the CSV. At the
-end: a samples CSV, a JSON summary, and a verdict:
-- memory: the total USS averaged over the last minute is within 5 % of its average over the
+the anonymous memory (heap and stacks: where a leak grows). Neither RSS, PSS nor USS will do
+for the verdict: they count library pages, and a library page turns from shared to private (USS
+up by 10-15 MiB at once, RSS unchanged) whenever the last other program on the machine that
+mapped it exits, which an earlier soak mistook for growth. It also records the depth of every
+stage's inbox queue and the rows written to the CSV. At the end: a samples CSV, a JSON summary, and a verdict:
+- memory: the total anonymous memory averaged over the last minute is within 5 % of its average over the
   minute after ``--warmup`` (the total RSS is reported beside it);
 - queues: no queue ever holds more than its bound (a live source drops its oldest frames
   instead), and no queue's mean depth over the last third of the run exceeds its mean over the
@@ -42,13 +43,13 @@ GROWTH_LIMIT = 0.05
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
-    """(RSS, USS) of a process in KiB, from /proc; (0, 0) once it has gone."""
+    """(RSS, anonymous) memory of a process in KiB, from /proc; (0, 0) once it has gone."""
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return 0, 0
     values = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:] if line.endswith("kB")}
-    return values.get("Rss", 0), values.get("Private_Clean", 0) + values.get("Private_Dirty", 0)
+    return values.get("Rss", 0), values.get("Anonymous", 0)
 
 
 def cpu_model() -> str:
@@ -88,8 +89,8 @@ def verdict(samples: list[dict], stages: list[str], queues: list[str], warmup: f
     """Memory growth after warm-up and queue trends, from the samples (see the module doc)."""
     after = [s for s in samples if s["t"] >= warmup] or samples
     end_t = samples[-1]["t"]
-    first_minute = [s["uss_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]
-    last_minute = [s["uss_total_kib"] for s in after if s["t"] > end_t - 60]
+    first_minute = [s["anon_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]
+    last_minute = [s["anon_total_kib"] for s in after if s["t"] > end_t - 60]
     warm, end = mean(first_minute), mean(last_minute)
     growth = (end - warm) / warm if warm else 0.0
     third = max(1, len(after) // 3)
@@ -102,12 +103,12 @@ def verdict(samples: list[dict], stages: list[str], queues: list[str], warmup: f
     queues_ok = all(t["max"] <= queue_size and t["last_third_mean"] <= t["first_third_mean"] + 1
                     for t in trend.values())
     keeping_up = all(t["pinned_share"] < 0.5 for t in trend.values())
-    per_stage = {n: {"warm_uss_mib": round(mean([s[f"uss_{n}_kib"] for s in after[:third]]) / 1024, 1),
-                     "end_uss_mib": round(mean([s[f"uss_{n}_kib"] for s in after[-third:]]) / 1024, 1)}
+    per_stage = {n: {"warm_anon_mib": round(mean([s[f"anon_{n}_kib"] for s in after[:third]]) / 1024, 1),
+                     "end_anon_mib": round(mean([s[f"anon_{n}_kib"] for s in after[-third:]]) / 1024, 1)}
                  for n in ["parent", *stages]}
     return {"rss_total_start_mib": round(samples[0]["rss_total_kib"] / 1024, 1),
-            "uss_total_start_mib": round(samples[0]["uss_total_kib"] / 1024, 1),
-            "uss_total_warm_mib": round(warm / 1024, 1), "uss_total_end_mib": round(end / 1024, 1),
+            "anon_total_start_mib": round(samples[0]["anon_total_kib"] / 1024, 1),
+            "anon_total_warm_mib": round(warm / 1024, 1), "anon_total_end_mib": round(end / 1024, 1),
             "rss_total_warm_mib": round(mean([s["rss_total_kib"] for s in after if s["t"] < after[0]["t"] + 60]) / 1024, 1),
             "rss_total_end_mib": round(mean([s["rss_total_kib"] for s in after if s["t"] > end_t - 60]) / 1024, 1),
             "growth_after_warmup": round(growth, 4), "memory_ok": growth < GROWTH_LIMIT,
@@ -153,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             while thread.is_alive() and time.monotonic() - started < args.duration:
                 time.sleep(args.interval)
                 sample = {"t": round(time.monotonic() - started, 1)}
-                total_rss = total_uss = 0
+                total_rss = total_anon = 0
                 for name, pid in [("parent", os.getpid()),
                                   *((n, p.pid) for n, p in runner.processes.items())]:
-                    rss, uss = memory_kib(pid) if pid else (0, 0)
-                    sample[f"rss_{name}_kib"], sample[f"uss_{name}_kib"] = rss, uss
-                    total_rss, total_uss = total_rss + rss, total_uss + uss
-                sample["rss_total_kib"], sample["uss_total_kib"] = total_rss, total_uss
+                    rss, anon = memory_kib(pid) if pid else (0, 0)
+                    sample[f"rss_{name}_kib"], sample[f"anon_{name}_kib"] = rss, anon
+                    total_rss, total_anon = total_rss + rss, total_anon + anon
+                sample["rss_total_kib"], sample["anon_total_kib"] = total_rss, total_anon
                 for q in queues:
                     try:
                         sample[f"q_{q}"] = runner.inboxes[q].qsize()
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "soak.json").write_text(json.dumps(summary, indent=1))
     print(f"soak: {ran / 60:.1f} min on {summary['cpu']} ({summary['cores']} cores), "
           f"{samples[-1]['csv_rows']} CSV rows")
-    print(f"  USS total: start {summary['uss_total_start_mib']} MiB, after warm-up "
-          f"{summary['uss_total_warm_mib']} MiB, end {summary['uss_total_end_mib']} MiB "
+    print(f"  anonymous total: start {summary['anon_total_start_mib']} MiB, after warm-up "
+          f"{summary['anon_total_warm_mib']} MiB, end {summary['anon_total_end_mib']} MiB "
           f"(growth {summary['growth_after_warmup'] * 100:+.2f} %, limit {GROWTH_LIMIT * 100:.0f} %)")
     print(f"  RSS total: start {summary['rss_total_start_mib']} MiB, after warm-up "
           f"{summary['rss_total_warm_mib']} MiB, end {summary['rss_total_end_mib']} MiB")
