@@ -5,9 +5,9 @@ track's observations (``1 - exp(-dt / tau)``), so it means the same at 10 and at
 across frames where the track was not seen. A smoothed argmax alone still flickers when two
 classes run close, so the label has hysteresis: another class takes over only after it has led
 the current label by ``margin`` for ``hold_s`` seconds. A new track's first label settles once
-one class has led for ``hold_s``. The defaults were tuned on the WolfgangLanger clip with
-``tools/flicker.py`` (README: they cut label changes per minute well over five-fold while the
-happy onset stays within 0.7 s of the raw labels' turn).
+one class has led for ``hold_s``. The defaults are the fastest of a grid tried on the
+WolfgangLanger clip with ``tools/flicker.py``: with the shipped model every setting left only
+the clip's own changes, and these report the happy onset soonest (README, "Flicker figures").
 
 On each face with a track id: ``face.smoothed`` (the 7 averaged probabilities),
 ``face.smoothed_label`` (None until settled), and in ``face.extra``: ``label_since``, the

@@ -58,7 +58,8 @@ def test_pipeline_and_evaluation_paths_give_the_same_probabilities(clips):
     x, y, w, h = box
     grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[y:y + h, x:x + w]
     as_dataset = cv2.resize(grey, (48, 48), interpolation=cv2.INTER_AREA)[np.newaxis]
-    evaluated = predict_split(FaceClassifier(DEFAULT_MODEL), FerSplit(as_dataset, np.zeros(1, int), "x"))[0]
+    evaluated = predict_split(FaceClassifier(DEFAULT_MODEL, flip_tta=True),
+                              FerSplit(as_dataset, np.zeros(1, int), "x"))[0]
     np.testing.assert_allclose(staged, evaluated, atol=1e-6)
     assert abs(float(staged.sum()) - 1.0) < 1e-4
 
@@ -78,9 +79,13 @@ def test_training_learns_writes_outputs_and_resumes(fer2013, tmp_path):
     assert len(state["runs"]) == 2 and state["runs"][1]["from_epoch"] == 4
     loss = state["history"]["loss"]
     assert loss[-1] < loss[0], loss
-    for name in ("model.keras", "model.tflite", "MODEL_CARD.md", "card.json", "curves.png", "confusion.png"):
+    for name in ("model.keras", "model.tflite", "model_float32.tflite", "model_int8.tflite", "MODEL_CARD.md",
+                 "card.json", "curves.png", "confusion.png"):
         assert (out / name).stat().st_size > 0, name
     card = json.loads((out / "card.json").read_text())
+    shipped_file = {"int8": "model_int8.tflite", "float32": "model_float32.tflite"}[card["shipped"]]
+    assert (out / "model.tflite").read_bytes() == (out / shipped_file).read_bytes()
+    assert (out / "model_int8.tflite").stat().st_size < (out / "model_float32.tflite").stat().st_size / 2
     again = fer_pipe("evaluate", "--model", str(out / "model.tflite"), "--data", str(fer2013),
                      "--usage", "PublicTest", "--json", timeout=900)
     assert again.returncode == 0
@@ -115,10 +120,11 @@ def test_a_single_cosine_cycle_follows_keras_cosine_decay_and_a_restart_starts_a
 
 
 def test_shipped_model_keeps_its_card_accuracy_on_a_fixed_sample(fer2013):
+    """With flip TTA, as the classifier stage runs it by default."""
     card = json.loads(CARD.read_text())
-    done = fer_pipe("evaluate", "--data", str(fer2013), "--usage", "PublicTest", "--limit", "1000", "--json",
-                    timeout=900)
+    done = fer_pipe("evaluate", "--data", str(fer2013), "--usage", "PublicTest", "--limit", "1000", "--tta",
+                    "--json", timeout=900)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert result["rows"] == 1000
-    assert result["accuracy"] >= card["publictest"]["accuracy"] - 0.02
+    assert result["rows"] == 1000 and result["tta"]
+    assert result["accuracy"] >= card["publictest_flip_tta"]["accuracy"] - 0.02

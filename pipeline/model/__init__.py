@@ -5,4 +5,4 @@ from importlib.resources import files
 from pathlib import Path
 
 DEFAULT_MODEL = Path(str(files("fer_pipe.models").joinpath("model.tflite")))
-"""The shipped model: a float32 TFLite export made by ``fer-pipe train`` (see models/MODEL_CARD.md)."""
+"""The shipped model: the TFLite export ``fer-pipe train`` ships (int8; see models/MODEL_CARD.md)."""

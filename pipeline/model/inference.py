@@ -1,4 +1,4 @@
-"""The one inference path for the shipped model: a LiteRT interpreter over a float32 TFLite export.
+"""The one inference path for the shipped model: a LiteRT interpreter over a TFLite export.
 
 LiteRT (``ai-edge-litert``) is used rather than ``tf.lite.Interpreter``: the latter is
 deprecated in TensorFlow 2.20+, and the standalone runtime starts in a fraction of a second
@@ -63,5 +63,6 @@ class FaceClassifier:
         self._interpreter.invoke()
         probs = self._interpreter.get_tensor(self._output_index)
         if self.flip_tta:
-            probs = (probs[:n] + probs[n:]) * 0.5
-        return probs.copy()
+            probs = probs[:n] + probs[n:]
+        # An int8 export's softmax comes out in steps of 1/256 and its rows need not sum to 1.
+        return probs / probs.sum(axis=1, keepdims=True)

@@ -20,7 +20,6 @@ import numpy as np
 from ..errors import InputError
 from ..preprocess import EMOTIONS, preprocess_dataset
 from .data import load_split, sha256_of
-from .schedule import CosineCycles
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "train_state.json"
@@ -86,6 +85,8 @@ def build_training_model(args: argparse.Namespace, cycles: list[dict]):
 def compile_for(model, args: argparse.Namespace, cycles: list[dict]) -> None:
     """SGD with Nesterov momentum on the cosine cycles, label-smoothed cross-entropy."""
     import keras
+
+    from .schedule import CosineCycles
 
     steps = int(np.ceil(args.train_rows / args.batch_size))
     model.compile(
@@ -184,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     import keras
 
     from . import report
+    from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,9 @@ def run(args: argparse.Namespace) -> int:
                   shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
     picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
     state["runs"][-1]["seconds"] = time.time() - started
-    report.export_and_report(inference_model(picked, args.crop), test, state, out)
+    calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
+                                                                     replace=False)]
+    report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
     state_path.write_text(json.dumps(state, indent=1))
     print(f"wrote {out}", file=sys.stderr)
     return 0
