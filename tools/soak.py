@@ -13,9 +13,10 @@ the anonymous memory (heap and stacks: where a leak grows). Neither RSS, PSS nor
 for the verdict: they count library pages, and a library page turns from shared to private (USS
 up by 10-15 MiB at once, RSS unchanged) whenever the last other program on the machine that
 mapped it exits, which an earlier soak mistook for growth. It also records the depth of every
-stage's inbox queue and the rows written to the CSV. At the end: a samples CSV, a JSON summary, and a verdict:
-- memory: the total anonymous memory averaged over the last minute is within 5 % of its average over the
-  minute after ``--warmup`` (the total RSS is reported beside it);
+stage's inbox queue and the rows written to the CSV. At the end: a samples CSV, a JSON
+summary, and a verdict:
+- memory: the total anonymous memory averaged over the last minute is within 5 % of its
+  average over the minute after ``--warmup`` (the total RSS is reported beside it);
 - queues: no queue ever holds more than its bound (a live source drops its oldest frames
   instead), and no queue's mean depth over the last third of the run exceeds its mean over the
   first third (after warm-up) by more than one item: no backlog builds up. A queue that sits at

@@ -127,16 +127,15 @@ def export_and_report(model, test: FerSplit, state: dict, out: Path, calibration
     shipped = "int8" if close else "float32"
     shutil.copyfile(out / (INT8_FILE if close else FLOAT_FILE), out / TFLITE_FILE)
     plain, tta = scores[shipped]
+    exports = {name: {"accuracy": s[0]["accuracy"], "accuracy_flip_tta": s[1]["accuracy"]}
+               for name, s in scores.items()}
     state["publictest"] = {"shipped": shipped, "accuracy": plain["accuracy"], "accuracy_flip_tta": tta["accuracy"],
-                           "rows": plain["rows"],
-                           **{f"{name}_accuracy": [s[0]["accuracy"], s[1]["accuracy"]] for name, s in scores.items()}}
+                           "rows": plain["rows"], "exports": exports}
     plot_curves(state["history"], out / "curves.png")
     plot_confusion(tta["confusion"], f"PublicTest, {shipped}, flip TTA, accuracy {tta['accuracy'] * 100:.2f}%",
                    out / "confusion.png")
     write_card(state, scores, shipped, tta, out / "MODEL_CARD.md")
-    card = {"shipped": shipped, "publictest": plain, "publictest_flip_tta": tta,
-            "exports": {name: {"accuracy": s[0]["accuracy"], "accuracy_flip_tta": s[1]["accuracy"]}
-                        for name, s in scores.items()},
+    card = {"shipped": shipped, "publictest": plain, "publictest_flip_tta": tta, "exports": exports,
             "command": state["command"], "data_sha256": state["data_sha256"], "epochs": state["epochs_done"],
             "wall_s": state["wall_s"]}
     tmp = out / "card.json.tmp"

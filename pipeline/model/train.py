@@ -65,6 +65,15 @@ def _hardware() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
+def _steps_per_epoch(args: argparse.Namespace) -> int:
+    return int(np.ceil(args.train_rows / args.batch_size))
+
+
+def _this_command() -> str:
+    """This invocation as a shell line, for the card's reproducing command."""
+    return "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+
+
 def build_training_model(args: argparse.Namespace, cycles: list[dict]):
     """The net wrapped in training-only augmentation, compiled for ``cycles`` of the schedule."""
     import keras
@@ -88,9 +97,8 @@ def compile_for(model, args: argparse.Namespace, cycles: list[dict]) -> None:
 
     from .schedule import CosineCycles
 
-    steps = int(np.ceil(args.train_rows / args.batch_size))
     model.compile(
-        optimizer=keras.optimizers.SGD(CosineCycles(cycles, steps), momentum=0.9, nesterov=True,
+        optimizer=keras.optimizers.SGD(CosineCycles(cycles, _steps_per_epoch(args)), momentum=0.9, nesterov=True,
                                        weight_decay=args.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
         metrics=["accuracy"])
@@ -104,13 +112,11 @@ def extend(model, args: argparse.Namespace, state: dict) -> None:
     """
     state["cycles"].append({"epochs": args.extend, "lr": args.extend_lr, "warmup_epochs": 0.0})
     state["options"]["epochs"] = sum(cycle["epochs"] for cycle in state["cycles"])
-    state["command"] += " && fer-pipe train " + shlex.join(
-        sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
+    state["command"] += " && " + _this_command()
     args.epochs = state["options"]["epochs"]
     compile_for(model, args, state["cycles"])
     model.optimizer.build(model.trainable_variables)
-    steps = int(np.ceil(args.train_rows / args.batch_size))
-    model.optimizer.iterations.assign(state["epochs_done"] * steps)
+    model.optimizer.iterations.assign(state["epochs_done"] * _steps_per_epoch(args))
 
 
 def _net_at(args: argparse.Namespace, size: int):
@@ -213,8 +219,7 @@ def run(args: argparse.Namespace) -> int:
         cycles = [{"epochs": args.epochs, "lr": args.lr, "warmup_epochs": args.warmup_epochs}]
         model = build_training_model(args, cycles)
         state = {"epochs_done": 0, "history": {}, "wall_s": 0.0, "cycles": cycles,
-                 "command": "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"]
-                                                            else sys.argv[1:]),
+                 "command": _this_command(),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
