@@ -13,6 +13,9 @@ WolfgangLanger_Pexels.mp4 unless --video is given):
   drawn. The model is the seed's 4-layer CNN (``fer_pipe.model.nets.seed``) with random
   weights: only its speed matters here. Its one-off start (TensorFlow import, model build,
   first ``predict``) is left out of its frames per second, which favours the baseline;
+- ``fer package``: ``fer`` (its defaults: Haar cascade, TFLite model), ``detect_emotions`` per
+  frame, where ``tools/fer-venv`` has installed it (a venv of its own: it needs
+  opencv-contrib-python); run by ``tools/fer_baseline.py``, its start-up left out;
 - ``decode``: OpenCV reading the file and nothing else, the ceiling for a file source;
 - ``default`` / ``fast``: ``fer-pipe run`` with ``configs/video_to_csv.yaml`` and with
   ``configs/video_to_csv_fast.yaml``, as a user starts it (a new Python process), with frames
@@ -53,6 +56,7 @@ CONFIGS = {"default": REPO / "configs" / "video_to_csv.yaml",
 REFERENCE_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 40, "detect_width": 8192}
 IOU_MATCH = 0.5
 SEED_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+FER_PYTHON = REPO / "build" / "fer-venv" / "bin" / "python"
 SEED_LABELS = ("Angry", "Disgusted", "Fearful", "Happy", "Sad", "Surprised", "Neutral")
 
 RUN_SCRIPT = """
@@ -199,6 +203,16 @@ def seed_loop(path: str, stride: int) -> dict:
     return {"frames": frames, "stride": stride, "faces": faces, "busy_s": round(busy, 3),
             "fps": round(frames / busy, 2), "first_result_s": round(first_result, 2),
             "ms_per_frame": {k: round(v / frames * 1e3, 2) for k, v in parts.items()}}
+
+
+def fer_package(python: Path, clip: Path, out: Path) -> dict:
+    """The ``fer`` package on the clip, in its own venv's interpreter (see tools/fer_baseline.py)."""
+    report = out / f"{clip.stem}_fer.json"
+    done = subprocess.run([str(python), str(REPO / "tools" / "fer_baseline.py"), str(clip), str(report)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"fer baseline failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(report.read_text())
 
 
 # ---------------------------------------------------------------- fer-pipe runs
@@ -420,6 +434,10 @@ def table(results: dict) -> str:
         rows.append(f"{clip:<9} {'seed loop':<10} {seed['fps']:>7.1f} {1:>7.1f} {'':>7} {'':>7} "
                     f"{seed['first_result_s']:>8.2f}")
         rows.append(f"{'':<9}   ms/frame: " + ", ".join(f"{k} {v}" for k, v in seed["ms_per_frame"].items()))
+        fer = res.get("fer_package")
+        if fer:
+            rows.append(f"{clip:<9} {'fer ' + fer['version']:<10} {fer['fps']:>7.1f} "
+                        f"{fer['fps'] / seed['fps']:>7.1f} {'':>7} {'':>7} {fer['first_result_s']:>8.2f}")
         rows.append(f"{clip:<9} {'decode':<10} {res['decode']['fps']:>7.1f} "
                     f"{res['decode']['fps'] / seed['fps']:>7.1f}")
         for name in ("default", "fast"):
@@ -430,6 +448,8 @@ def table(results: dict) -> str:
             rows.append(f"{clip:<9} {name:<10} {run['fps_after_first_result']:>7.1f} {run['x_seed']:>7.1f} "
                         f"{run['fps']:>7.1f} {run['x_seed_whole_run']:>7.1f} {run['first_result_s']:>8.2f} "
                         f"{run['peak_rss_mb']:>8.0f} {run['classifier_faces_per_s'] or 0:>11.0f} {rec:>7}")
+            if fer:
+                rows.append(f"{'':<9}   {run['x_fer']}x the fer package")
             rows.append(f"{'':<9}   ms/item: " + ", ".join(f"{s['stage']} {s['mean_ms']:.1f} "
                                                          f"(p95 {s['p95_ms']:.1f})" for s in run["stages"]))
     for shape, t in results.get("transport", {}).items():
@@ -459,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of the live run (the clip is looped); 0: no live run")
     parser.add_argument("--live-fps", type=float, default=0.0,
                         help="frame rate of the live replay (0: the clip's own)")
+    parser.add_argument("--fer-python", default=str(FER_PYTHON),
+                        help="interpreter of a venv with the fer package (made by tools/fer-venv); "
+                             "measured where it exists")
     parser.add_argument("--runs", default="default,fast", help="fer-pipe configs to run")
     parser.add_argument("--live-only", action="store_true", help="only the live run (e.g. a long one)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
@@ -479,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: decode {res['decode']['fps']} fps; seed loop ...", file=sys.stderr)
             res["seed_loop"] = pool.submit(seed_loop, str(clip), args.baseline_stride).result()
             print(f"{name}: seed loop {res['seed_loop']['fps']} fps", file=sys.stderr)
+            if Path(args.fer_python).is_file():
+                res["fer_package"] = fer_package(Path(args.fer_python), clip, out)
+                print(f"{name}: fer package {res['fer_package']['fps']} fps", file=sys.stderr)
             reference = reference_boxes(clip, args.recall_step)
             res["reference_faces"] = sum(len(v) for v in reference.values())
             for run_name in args.runs.split(","):
@@ -487,9 +513,13 @@ def main(argv: list[str] | None = None) -> int:
                 run["recall"] = recall(reference, boxes)
                 run["x_seed"] = round(run["fps_after_first_result"] / res["seed_loop"]["fps"], 1)
                 run["x_seed_whole_run"] = round(run["fps"] / res["seed_loop"]["fps"], 1)
+                if "fer_package" in res:
+                    run["x_fer"] = round(run["fps_after_first_result"] / res["fer_package"]["fps"], 1)
                 res[run_name] = run
                 print(f"{name}: {run_name} {run['fps']} fps ({run['x_seed']}x seed), recall {run['recall']}",
                       file=sys.stderr)
+    if not Path(args.fer_python).is_file():
+        print(f"fer package not measured: no {args.fer_python} (tools/fer-venv makes it)", file=sys.stderr)
     first = next(iter(clips.values()))
     if not args.live_only:
         results["transport"] = {f"{w}x{h}": transport((h, w, 3)) for w, h in ((640, 480), (1280, 720))}
