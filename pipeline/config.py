@@ -18,7 +18,10 @@ from .errors import ConfigError
 from .graph import Graph, StageSpec, check_edges
 from .registry import registry
 
-STAGE_KEYS = {"type", "params", "inputs", "on_error"}
+STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
+SET_STAGE_KEYS = {"on_error", "workers"}
+"""Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets; no stage may have a param so named."""
+MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
 MAX_NUMBER_CHARS = 100
@@ -118,7 +121,10 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
 
 
 def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
-    """Apply ``stage.param=value`` overrides; the value is read as a YAML scalar (``3``, ``true``)."""
+    """Apply ``stage.param=value`` overrides; the value is read as a YAML scalar (``3``, ``true``).
+
+    ``stage.workers=N`` and ``stage.on_error=skip`` set the stage's own keys, not a param.
+    """
     for item in overrides:
         target, sep, raw = item.partition("=")
         stage, dot, param = target.partition(".")
@@ -131,6 +137,9 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if param in SET_STAGE_KEYS:
+            stages[stage][param] = value
+            continue
         params = stages[stage].setdefault("params", {})
         if not isinstance(params, dict):
             raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
@@ -221,8 +230,17 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         if on_error not in ("stop", "skip"):
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
                               f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
+        workers = body.get("workers", 1)
+        workers_where = _where(origin, lines, "stages", name, "workers")
+        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
+                              f"{MAX_WORKERS}, got {_show(workers)}")
+        if workers > 1 and not cls.parallel:
+            raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
+                              "packet to the next (or is a source or a sink), so it runs in one "
+                              "process only")
         stages[name] = StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error,
-                                 lines.get(("stages", name)))
+                                 lines.get(("stages", name)), workers)
     graph = Graph(stages, queue_size, origin)
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "

@@ -22,10 +22,15 @@ class StageSpec:
     inputs: list[str] = field(default_factory=list)
     on_error: OnError = "stop"
     line: int | None = None
+    workers: int = 1
 
     @property
     def is_source(self) -> bool:
         return issubclass(self.cls, Source)
+
+    def process_names(self) -> list[str]:
+        """One per process: the stage's name, or ``name[i]`` for each of several workers."""
+        return [self.name] if self.workers == 1 else [f"{self.name}[{i}]" for i in range(self.workers)]
 
     def build(self) -> Stage:
         return self.cls(self.name, self.params)

@@ -91,3 +91,20 @@ class EndOfStream:
     """Sent once by every stage to each consumer when it has no more output."""
 
     sender: str
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    """What crosses a queue into and out of a stage with several workers: numbered packets.
+
+    The stage feeding the workers numbers what it sends (``key`` names that numbering: the
+    sender and the consumer) and deals the items round-robin by number; each worker answers
+    every item with one ``Sequenced`` of the same number holding its outputs (maybe none), and
+    the next single-process stage puts them back in order (``fer_pipe.ordering``). ``skipped``
+    are numbers a live source dropped from a worker's queue, so nobody waits for them.
+    """
+
+    key: str
+    number: int
+    packets: list[Packet]
+    skipped: tuple[int, ...] = ()

@@ -26,7 +26,7 @@ from . import frames
 from .errors import UserError
 from .graph import Graph
 from .stats import format_table
-from .worker import Wiring, stage_main
+from .worker import Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
 POLL_S = 0.1
@@ -53,8 +53,9 @@ class Runner:
         self._signal: int | None = None
         self._signals_seen = 0
         self.processes: dict[str, mp.process.BaseProcess] = {}
-        """The stage processes and the inbox queues of a run, by stage name, for monitors that
-        sample memory and queue depths from another thread (tools/soak.py)."""
+        """The stage processes and the inbox queues of a run, by process name (the stage's, or
+        ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
+        from another thread (tools/soak.py)."""
         self.inboxes: dict[str, Any] = {}
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -73,19 +74,28 @@ class Runner:
                 raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
         ctx = mp.get_context("spawn")
         graph = self.graph
-        inboxes = {n: ctx.Queue(graph.queue_size) for n, s in graph.stages.items() if not s.is_source}
+        names = {n: s.process_names() for n, s in graph.stages.items()}
+        self._stage_of = {p: n for n, ps in names.items() for p in ps}
+        inboxes = {p: ctx.Queue(graph.queue_size) for n, s in graph.stages.items() if not s.is_source
+                   for p in names[n]}
         control = ctx.Queue()
         stop = ctx.Event()
         run_id = secrets.token_hex(3)
-        slots = graph.queue_size * len(graph.stages) + len(graph.stages) + 2
-        progress = {n: ctx.Value("q", 0, lock=False) for n in graph.stages}
-        busy = {n: ctx.Value("d", 0.0, lock=False) for n in graph.stages}
+        # Frames in flight: every queue full, one in each process's hands, and what the stage
+        # after several workers holds to restore their order (at most their queues' worth).
+        held = sum(graph.queue_size * s.workers for s in graph.stages.values() if s.workers > 1)
+        slots = graph.queue_size * len(inboxes) + len(self._stage_of) + held + 2
+        progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
+        busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: dict[str, mp.process.BaseProcess] = {}
         for name in graph.order():
             spec = graph.stages[name]
-            wiring = Wiring(spec, inboxes.get(name), [inboxes[c] for c in graph.consumers(name)],
-                            len(spec.inputs), control, stop, progress[name], busy[name], slots, run_id)
-            procs[name] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{name}")
+            outboxes = [Outbox([inboxes[p] for p in names[c]], f"{name}>{c}") for c in graph.consumers(name)]
+            upstream = sum(graph.stages[i].workers for i in spec.inputs)
+            for process in names[name]:
+                wiring = Wiring(spec, process, inboxes.get(process), outboxes, upstream, control, stop,
+                                progress[process], busy[process], slots, run_id)
+                procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
@@ -165,12 +175,12 @@ class Runner:
                     proc.kill()
                 proc.join()
             frames.unlink(segments)
-        stats = [done[n] for n in graph.order() if n in done]
+        stats = [done[p] for p in procs if p in done]
         failure = failure or late_error
         if failure is not None:
-            name, message, tb, code = failure
-            spec = graph.stages[name]
-            return RunResult(code, stats, f"stage {name!r} ({spec.type_name}) failed: {message}", tb,
+            process, message, tb, code = failure
+            spec = graph.stages[self._stage_of[process]]
+            return RunResult(code, stats, f"stage {process!r} ({spec.type_name}) failed: {message}", tb,
                              first_result)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "

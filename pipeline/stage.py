@@ -5,6 +5,8 @@ A stage is a class with
   descriptions); invalid config fails before anything runs, naming the field and the reason;
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
   input or a sink's output), checked across the whole graph before anything runs;
+- ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
+  may give the stage several processes (``workers: N``);
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
   ``process`` (one packet in, zero or more out), ``finish`` (end of stream: flush what is held),
   and ``close`` (always called after a successful ``open``, also after a failure).
@@ -42,6 +44,11 @@ class Stage:
     reads: ClassVar[str | None] = None
     writes: ClassVar[str | None] = None
     version: ClassVar[int] = 1
+    parallel: ClassVar[bool] = False
+    """True when no state is kept between packets (and ``finish`` returns nothing): the runner
+    may then feed ``workers`` copies of the stage round-robin and restore the order after
+    them. Off by default, because a stage that keeps tracks or counters would see only every
+    Nth packet in each copy."""
 
     def __init__(self, name: str, params: StageParams) -> None:
         self.name = name

@@ -17,7 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,8 @@ import numpy as np
 from . import frames
 from .errors import UserError
 from .graph import StageSpec
-from .messages import EndOfStream, Packet
+from .messages import EndOfStream, Packet, Sequenced
+from .ordering import Reorder
 from .stage import Source, Stage, StopRun
 from .stats import StageStats
 
@@ -38,12 +39,29 @@ class Terminated(BaseException):
 
 
 @dataclass
+class Outbox:
+    """A consumer stage's inbox queues: one, or one per worker when it runs several.
+
+    ``key`` names the numbering of what this sender deals to a consumer with several workers.
+    """
+
+    queues: list[Any]
+    key: str
+
+
+@dataclass
 class Wiring:
-    """Everything a stage process is handed by the runner (picklable for ``spawn``)."""
+    """Everything a stage process is handed by the runner (picklable for ``spawn``).
+
+    ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
+    ``upstream`` is the number of processes feeding it, each of which ends with one
+    ``EndOfStream``.
+    """
 
     spec: StageSpec
+    process: str
     inbox: Any
-    outboxes: list[Any]
+    outboxes: list[Outbox]
     upstream: int
     control: Any
     stop: Any
@@ -62,36 +80,59 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 class _Emitter:
-    """Puts packets on every consumer's queue: blocking for finite sources, drop-oldest for live ones."""
+    """Puts packets on every consumer's queue: blocking for finite sources, drop-oldest for live ones.
 
-    def __init__(self, outboxes: list[Any], live: bool, stats: StageStats) -> None:
+    A consumer with several workers gets each packet numbered, in the queue of worker
+    ``number % workers``: dealing round-robin into bounded queues keeps the fastest worker
+    within a queue's length of the slowest, which bounds what the reordering must hold.
+    """
+
+    def __init__(self, outboxes: list[Outbox], live: bool, stats: StageStats) -> None:
         self.outboxes = outboxes
         self.live = live
         self.stats = stats
+        self._numbers = [0] * len(outboxes)
 
     def emit(self, packets: Iterable[Packet]) -> None:
         for packet in packets:
-            for box in self.outboxes:
-                if self.live:
-                    self._put_dropping_oldest(box, packet)
+            for i, box in enumerate(self.outboxes):
+                if len(box.queues) == 1:
+                    self._put(box.queues[0], packet)
                 else:
-                    box.put(packet)
+                    number = self._numbers[i]
+                    self._numbers[i] = number + 1
+                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
 
-    def _put_dropping_oldest(self, box: Any, packet: Packet) -> None:
+    def emit_sequenced(self, item: Sequenced) -> None:
+        """A worker's answer to one numbered item: passed on with its number, to be put in order."""
+        for box in self.outboxes:
+            self._put(box.queues[item.number % len(box.queues)], item)
+
+    def _put(self, box: Any, item: Packet | Sequenced) -> None:
+        if self.live:
+            self._put_dropping_oldest(box, item)
+        else:
+            box.put(item)
+
+    def _put_dropping_oldest(self, box: Any, item: Packet | Sequenced) -> None:
         while True:
             try:
-                box.put_nowait(packet)
+                box.put_nowait(item)
                 return
             except queue.Full:
                 try:
-                    box.get_nowait()
-                    self.stats.dropped += 1
+                    dropped = box.get_nowait()
                 except queue.Empty:
                     time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
+                    continue
+                self.stats.dropped += 1
+                if isinstance(dropped, Sequenced):  # nobody must wait for its number
+                    item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
 
     def end(self, sender: str) -> None:
         for box in self.outboxes:
-            box.put(EndOfStream(sender))
+            for q in box.queues:
+                q.put(EndOfStream(sender))
 
 
 def _die_with_parent() -> None:
@@ -109,7 +150,7 @@ def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
     _die_with_parent()
-    name = w.spec.name
+    name = w.process
     stats = StageStats(name)
     stage: Stage | None = None
     ring: frames.FrameRing | None = None
@@ -119,7 +160,7 @@ def stage_main(w: Wiring) -> None:
         stage.open()
         w.control.put(("ready", name))
         if isinstance(stage, Source):
-            ring = frames.FrameRing(f"fp{w.run_id}_{name}", w.ring_slots,
+            ring = frames.FrameRing(f"fp{w.run_id}_{w.spec.name}", w.ring_slots,
                                     lambda seg: w.control.put(("segment", name, seg)))
             w.control.put(("length", name, stage.length()))
             emitter = _Emitter(w.outboxes, stage.live, stats)
@@ -165,7 +206,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
                 raise
             # Bad input found mid-stream (a truncated file): what was read still drains
             # through the graph into the outputs; the runner exits 2 with this line after.
-            w.control.put(("input_error", w.spec.name, str(exc), exc.exit_code))
+            w.control.put(("input_error", w.process, str(exc), exc.exit_code))
             break
         if packet is None:
             break
@@ -179,50 +220,73 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
 
 
 def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats) -> None:
+    """Read until every upstream process has ended. A worker of several answers each numbered
+    item with one numbered item; a single process puts numbered items back in order first."""
+    handle = _Handler(stage, w, stats)
+    reorder = Reorder()
+    worker = w.spec.workers > 1
     ended = 0
-    sink = not w.outboxes
-    stopping = False
     while ended < w.upstream:
         item = w.inbox.get()
         if isinstance(item, EndOfStream):
             ended += 1
-            continue
-        if stopping:
-            continue  # this stage ended the run: what is still in flight only drains
+        elif not isinstance(item, Sequenced):
+            emitter.emit(handle(item))
+        elif worker:
+            emitter.emit_sequenced(replace(item, packets=[out for p in item.packets for out in handle(p)]))
+        else:
+            for packet in reorder.add(item):
+                emitter.emit(handle(packet))
+
+
+class _Handler:
+    """One packet through the stage, with the runner's bookkeeping around it."""
+
+    def __init__(self, stage: Stage, w: Wiring, stats: StageStats) -> None:
+        self.stage, self.w, self.stats = stage, w, stats
+        self.sink = not w.outboxes
+        self.stopping = False
+
+    def __call__(self, item: Packet) -> list[Packet]:
+        stage, w, stats = self.stage, self.w, self.stats
+        if self.stopping:
+            return []  # this stage ended the run: what is still in flight only drains
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
-        if sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
+        if self.sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            out = list(stage.process(item))
-        except StopRun:
-            w.stop.set()
-            stopping = True
-            out = []
-        except UserError:
-            raise
-        except frames.StaleFrameError:
-            # Only a live source writes on without waiting: a stage starved long enough (an
-            # overloaded machine) finds its frame's ring slot reused. The frame is too old to
-            # matter; it is dropped and counted like the frames the source drops.
-            if not stats.dropped:
-                print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                      "overwritten before it read them are dropped", file=sys.stderr)
-            stats.dropped += 1
-            out = []
-        except Exception as exc:
-            if w.spec.on_error != "skip":
-                raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
-                                   f"{exc}") from exc
-            stats.skipped += 1
-            print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
-            out = []
-        w.busy_since.value = 0.0
-        stats.record(time.perf_counter() - t0)
-        if sink:
-            stats.latencies.append(time.monotonic() - item.captured)
-        emitter.emit(out)
-        w.progress.value += 1
-        if sink:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            try:
+                out = list(stage.process(item))
+            except StopRun:
+                w.stop.set()
+                self.stopping = True
+                out = []
+            except UserError:
+                raise
+            except frames.StaleFrameError:
+                # Only a live source writes on without waiting: a stage starved long enough (an
+                # overloaded machine) finds its frame's ring slot reused. The frame is too old to
+                # matter; it is dropped and counted like the frames the source drops.
+                if not stats.dropped:
+                    print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
+                          "overwritten before it read them are dropped", file=sys.stderr)
+                stats.dropped += 1
+                out = []
+            except Exception as exc:
+                if w.spec.on_error != "skip":
+                    raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
+                                       f"{exc}") from exc
+                stats.skipped += 1
+                print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
+                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
+                out = []
+            w.busy_since.value = 0.0
+            stats.record(time.perf_counter() - t0)
+            if self.sink:
+                stats.latencies.append(time.monotonic() - item.captured)
+            w.progress.value += 1
+            return out
+        finally:
+            if self.sink:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

@@ -31,6 +31,7 @@ class EmotionClassifier(Stage):
     params: ClassifierParams
     reads = FACES
     writes = EXPRESSIONS
+    parallel = True
 
     @classmethod
     def preflight(cls, params: ClassifierParams) -> None:

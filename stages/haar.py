@@ -6,13 +6,12 @@ is work thrown away. Shrinking the grey frame until a ``min_size`` face is exact
 finds the same faces on far fewer pixels (at 640x480 with ``min_size: 64``, a 240x180
 frame) and maps the boxes back to full-frame pixels.
 
-``every_n`` > 1 runs the cascade on every Nth frame of each source only. On the frames it
-skips, ``faces`` is ``[]`` and ``extra["detected"]`` is False, so a ``track`` stage
+``every_n`` > 1 runs the cascade on every Nth frame of each source only (by frame index, so
+several workers of the stage agree on which frames those are). On the frames it skips, ``faces`` is ``[]`` and ``extra["detected"]`` is False, so a ``track`` stage
 downstream carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 
 import cv2
@@ -65,6 +64,7 @@ class HaarDetector(Stage):
     params: HaarParams
     reads = FRAME
     writes = FACES
+    parallel = True
 
     def open(self) -> None:
         name = self.params.cascade
@@ -74,7 +74,6 @@ class HaarDetector(Stage):
             raise InputError(f"cascade {path}: cannot load a Haar cascade from it")
         if self.params.threads:
             cv2.setNumThreads(self.params.threads)
-        self._seen: defaultdict[str, int] = defaultdict(int)
 
     def detect(self, image: np.ndarray) -> list[Box]:
         gray = to_gray(image)
@@ -93,9 +92,7 @@ class HaarDetector(Stage):
         return [(round(x * inv), round(y * inv), round(w * inv), round(h * inv)) for x, y, w, h in found]
 
     def process(self, packet: Packet) -> Iterable[Packet]:
-        seen = self._seen[packet.source]
-        self._seen[packet.source] = seen + 1
-        detected = seen % self.params.every_n == 0
+        detected = packet.index % self.params.every_n == 0
         packet.faces = [Face(box) for box in self.detect(packet.pixels())] if detected else []
         packet.extra["detected"] = detected
         return (packet,)

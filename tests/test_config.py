@@ -61,11 +61,16 @@ BROKEN = {
                       "{f}: expected a mapping with a 'stages' key at the top, got list"),
     "unknown_stage_key": (GOOD.replace("    type: classifier\n", "    type: classifier\n    input: [x]\n"),
                           "{f}:11: stage 'classifier': unknown key 'input' (expected inputs, on_error, "
-                          "params, type)"),
+                          "params, type, workers)"),
     "bad_queue_size": ("queue_size: 0\n" + GOOD,
                        "{f}:1: queue_size: expected an integer from 1 to 1024, got 0"),
     "bad_on_error": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: ignore\n"),
                      "{f}:14: stage 'csv' (csv): on_error: expected 'stop' or 'skip', got 'ignore'"),
+    "bad_workers": (GOOD.replace("    type: haar\n", "    type: haar\n    workers: 0\n"),
+                    "{f}:8: stage 'detector' (haar): workers: expected an integer from 1 to 64, got 0"),
+    "workers_of_a_stateful_stage": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
+                                    "{f}:14: stage 'csv' (csv): workers: csv keeps state from one packet "
+                                    "to the next (or is a source or a sink), so it runs in one process only"),
 }
 
 

@@ -69,6 +69,36 @@ def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_
     assert all(s["dropped"] == 0 for s in result.stats)
 
 
+def test_several_workers_write_what_one_process_writes_in_the_same_order(face_then_empty, tmp_path):
+    """The detector on 2 processes and the classifier on 3 (one number of workers feeding another,
+    queues of 2 so the dealing blocks often): the CSV is byte for byte the single-process one."""
+    one, several = tmp_path / "one.csv", tmp_path / "several.csv"
+    assert Runner(graph_for(face_then_empty, one), progress=False).run().exit_code == 0
+    graph = graph_for(face_then_empty, several)
+    graph.queue_size = 2
+    graph.stages["detector"].workers = 2
+    graph.stages["classifier"].workers = 3
+    result = Runner(graph, progress=False).run()
+    assert result.exit_code == 0, result.message
+    assert several.read_text() == one.read_text()
+    stats = {s["stage"]: s["items"] for s in result.stats}
+    assert list(stats) == ["source", "detector[0]", "detector[1]", "classifier[0]", "classifier[1]",
+                           "classifier[2]", "csv"]
+    assert stats["detector[0]"] == stats["detector[1]"] == (FACE_FRAMES + EMPTY_FRAMES) // 2
+    assert sum(stats[f"classifier[{i}]"] for i in range(3)) == FACE_FRAMES + EMPTY_FRAMES
+
+
+def test_workers_are_set_from_the_command_line(face_then_empty, tmp_path):
+    from conftest import REPO
+
+    out = tmp_path / "cli.csv"
+    done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--set", f"source.path={face_then_empty}",
+                    "--set", f"csv.path={out}", "--set", "source.max_frames=10", "--set", "detector.workers=2")
+    assert done.returncode == 0, done.stderr
+    assert [int(r["frame"]) for r in read_rows(out)[1]] == list(range(10))
+    assert "detector[1]" in done.stderr
+
+
 def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     graph = graph_from_dict({"stages": {
