@@ -22,12 +22,23 @@ class Reorder:
         self._skipped: defaultdict[str, set[int]] = defaultdict(set)
 
     def add(self, item: Sequenced) -> list[Packet]:
-        """Take one item; return the packets now in order (maybe none, maybe several items' worth)."""
-        held, skipped = self._held[item.key], self._skipped[item.key]
-        held[item.number] = item.packets
-        skipped.update(item.skipped)
+        """Take one item; return the packets now in order (maybe none, maybe several items' worth).
+
+        A skip notice may be for another numbering (a live source dropped another source's
+        item from a shared queue), so every numbering it names is released too.
+        """
+        self._held[item.key][item.number] = item.packets
+        for key, number in item.skipped:
+            self._skipped[key].add(number)
         ready: list[Packet] = []
-        number = self._next[item.key]
+        for key in dict.fromkeys([item.key, *(key for key, _ in item.skipped)]):
+            ready.extend(self._release(key))
+        return ready
+
+    def _release(self, key: str) -> list[Packet]:
+        held, skipped = self._held[key], self._skipped[key]
+        ready: list[Packet] = []
+        number = self._next[key]
         while True:
             if number in held:
                 ready.extend(held.pop(number))
@@ -36,5 +47,5 @@ class Reorder:
             else:
                 break
             number += 1
-        self._next[item.key] = number
+        self._next[key] = number
         return ready

@@ -127,7 +127,8 @@ class _Emitter:
                     continue
                 self.stats.dropped += 1
                 if isinstance(dropped, Sequenced):  # nobody must wait for its number
-                    item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
+                    item = replace(item, skipped=(*item.skipped, *dropped.skipped,
+                                                  (dropped.key, dropped.number)))
 
     def end(self, sender: str) -> None:
         for box in self.outboxes:

@@ -26,7 +26,7 @@ def arrivals(draw):
     notices: dict[int, list[int]] = {i: [] for i in kept}
     for d in dropped:
         notices[draw(st.sampled_from([k for k in kept if k > d]))].append(d)
-    items = [Sequenced("a>b", i, [packet(i)], tuple(notices[i])) for i in kept]
+    items = [Sequenced("a>b", i, [packet(i)], tuple(("a>b", d) for d in notices[i])) for i in kept]
     return kept, draw(st.permutations(items))
 
 
@@ -45,6 +45,14 @@ def test_an_item_waits_for_the_numbers_below_it_and_numberings_are_separate():
     assert [p.index for p in reorder.add(Sequenced("a>b", 0, [packet(0)]))] == [0, 1]
     assert reorder.add(Sequenced("a>b", 2, [])) == []  # a worker's empty answer still counts
     assert [p.index for p in reorder.add(Sequenced("a>b", 3, [packet(3)]))] == [3]
+
+
+def test_a_drop_announced_by_another_source_releases_the_source_it_was_from():
+    """A live source drops the oldest item of a queue it shares with a file source: the file
+    source's later items, already held, come out when the notice arrives with the live one's."""
+    reorder = Reorder()
+    assert reorder.add(Sequenced("file>det", 1, [packet(1)])) == []
+    assert [p.index for p in reorder.add(Sequenced("live>det", 0, [packet(50)], (("file>det", 0),)))] == [50, 1]
 
 
 def test_round_robin_dealing_and_a_live_sources_drops_leave_nothing_waiting():
