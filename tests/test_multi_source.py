@@ -1,4 +1,5 @@
-"""Several sources through one detector and classifier (also on several workers): every result names its source, none is lost."""
+"""Several sources through one detector and classifier, also on several workers: every result
+names its source, none is lost."""
 from __future__ import annotations
 
 import pytest
