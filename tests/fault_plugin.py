@@ -42,6 +42,7 @@ class Faulty(Stage):
     Params = FaultyParams
     reads = FRAME
     writes = EXPRESSIONS
+    parallel = True  # nothing kept between packets but the log file each worker appends to
 
     def open(self):
         if self.params.pid_file:
@@ -87,9 +88,10 @@ def install_plugin(root: Path) -> dict[str, str]:
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,
-                 **faulty) -> Path:
+                 workers: int = 1, **faulty) -> Path:
     """video -> faulty -> csv, with the faulty stage's params given as keyword arguments;
-    ``live`` replays the video at its own fps with drop-oldest backpressure."""
+    ``live`` replays the video at its own fps with drop-oldest backpressure; ``workers`` runs
+    the faulty stage on that many processes."""
     params = "".join(f"      {k}: {v!r}\n" if not isinstance(v, str) else f"      {k}: '{v}'\n"
                      for k, v in faulty.items())
     path.write_text(
@@ -101,6 +103,7 @@ def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop",
         "    type: faulty\n"
         "    inputs: [source]\n"
         f"    on_error: {on_error}\n"
+        f"    workers: {workers}\n"
         "    params:\n" + (params or "      {}\n") +
         "  csv:\n"
         "    type: csv\n"

@@ -39,26 +39,32 @@ def test_plugin_from_outside_the_package_is_listed_and_runs(plugin_env, short_cl
     assert assert_valid_prefix(out) == list(range(60))
 
 
-def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path,
+                                                                   workers):
+    """With 2 workers the failing one is named, and the sink has written the frames before the
+    fault in order, none of those the other worker finished after it."""
     out = tmp_path / "raise.csv"
-    config = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[20])
+    config = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[21], workers=workers)
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 1
-    assert "fer-pipe: stage 'faulty' (faulty) failed: on source frame 20: ValueError: injected fault " \
-           "on frame 20" in err
+    name = "faulty" if workers == 1 else "faulty[1]"
+    assert f"fer-pipe: stage '{name}' (faulty) failed: on source frame 21: ValueError: injected fault " \
+           "on frame 21" in err
     assert "Traceback" not in err
     frames = assert_valid_prefix(out)
     assert frames == list(range(stats_row(err, "csv")["items"]))  # all it consumed, nothing more
-    assert len(frames) <= 20
+    assert len(frames) <= 21
 
 
-def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path, workers):
     out = tmp_path / "skip.csv"
     config = fault_config(tmp_path / "skip.yaml", short_clip, out, on_error="skip", mode="raise",
-                          at=[7, 31])
+                          at=[7, 31], workers=workers)
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 0, err
-    assert stats_row(err, "faulty")["skipped"] == 2
+    assert stats_row(err, "faulty" if workers == 1 else "faulty[1]")["skipped"] == 2
     assert "stage 'faulty' skipped source frame 7: ValueError: injected fault on frame 7" in err
     assert "stage 'faulty' skipped source frame 31" in err
     rows = out.read_text().splitlines()[1:]
@@ -126,17 +132,20 @@ def test_hanging_stage_is_stopped_by_the_stall_timeout(plugin_env, short_clip, t
     assert not alive(proc.pid)
 
 
-def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
-    shared-memory slot reused: that frame is dropped and counted, the run goes on (exit 0)."""
+    shared-memory slot reused: that frame is dropped and counted, the run goes on (exit 0).
+    With 2 workers the other one goes on meanwhile; what it finished waits for frame 5's
+    (empty) answer and then follows in order."""
     out = tmp_path / "live.csv"
     config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, mode="pause", at=[5],
-                          pause_s=3.0, read_pixels=True)
+                          pause_s=3.0, read_pixels=True, workers=workers)
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 0, err
     assert "stage 'faulty' fell behind a live source; frames overwritten before it read them are " \
            "dropped" in err
-    assert stats_row(err, "faulty")["dropped"] >= 1
+    assert stats_row(err, "faulty" if workers == 1 else "faulty[1]")["dropped"] >= 1
     _, rows, text = read_csv(out)
     frames = [int(r[1]) for r in rows]
     assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
