@@ -20,7 +20,8 @@ from .registry import registry
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 SET_STAGE_KEYS = {"on_error", "workers"}
-"""Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets; no stage may have a param so named."""
+"""Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets; a param of the same name is out
+of ``--set``'s reach (no built-in stage has one)."""
 MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024

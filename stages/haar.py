@@ -7,8 +7,9 @@ finds the same faces on far fewer pixels (at 640x480 with ``min_size: 64``, a 24
 frame) and maps the boxes back to full-frame pixels.
 
 ``every_n`` > 1 runs the cascade on every Nth frame of each source only (by frame index, so
-several workers of the stage agree on which frames those are). On the frames it skips, ``faces`` is ``[]`` and ``extra["detected"]`` is False, so a ``track`` stage
-downstream carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
+several workers of the stage agree on which frames those are). On the frames it skips,
+``faces`` is ``[]`` and ``extra["detected"]`` is False, so a ``track`` stage downstream
+carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
