@@ -257,37 +257,34 @@ class _Handler:
         if self.sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
-            try:
-                out = list(stage.process(item))
-            except StopRun:
-                w.stop.set()
-                self.stopping = True
-                out = []
-            except UserError:
-                raise
-            except frames.StaleFrameError:
-                # Only a live source writes on without waiting: a stage starved long enough (an
-                # overloaded machine) finds its frame's ring slot reused. The frame is too old to
-                # matter; it is dropped and counted like the frames the source drops.
-                if not stats.dropped:
-                    print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                          "overwritten before it read them are dropped", file=sys.stderr)
-                stats.dropped += 1
-                out = []
-            except Exception as exc:
-                if w.spec.on_error != "skip":
-                    raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
-                                       f"{exc}") from exc
-                stats.skipped += 1
-                print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
-                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
-                out = []
-            w.busy_since.value = 0.0
-            stats.record(time.perf_counter() - t0)
-            if self.sink:
-                stats.latencies.append(time.monotonic() - item.captured)
-            w.progress.value += 1
-            return out
-        finally:
-            if self.sink:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            out = list(stage.process(item))
+        except StopRun:
+            w.stop.set()
+            self.stopping = True
+            out = []
+        except UserError:
+            raise
+        except frames.StaleFrameError:
+            # Only a live source writes on without waiting: a stage starved long enough (an
+            # overloaded machine) finds its frame's ring slot reused. The frame is too old to
+            # matter; it is dropped and counted like the frames the source drops.
+            if not stats.dropped:
+                print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
+                      "overwritten before it read them are dropped", file=sys.stderr)
+            stats.dropped += 1
+            out = []
+        except Exception as exc:
+            if w.spec.on_error != "skip":
+                raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+            stats.skipped += 1
+            print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            out = []
+        w.busy_since.value = 0.0
+        stats.record(time.perf_counter() - t0)
+        w.progress.value += 1
+        if self.sink:
+            stats.latencies.append(time.monotonic() - item.captured)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        return out
