@@ -172,9 +172,11 @@ def stage_main(w: Wiring) -> None:
         emitter.emit(stage.finish())
         emitter.end(name)
         stats.wall_s = time.monotonic() - started
+        stats.cpu_s = time.process_time()
         w.control.put(("done", name, stats.summary()))
     except Terminated:
         stats.wall_s = time.monotonic() - started
+        stats.cpu_s = time.process_time()
         w.control.put(("stopped", name, stats.summary()))
     except UserError as exc:
         w.control.put(("fail", name, str(exc), "", exc.exit_code))

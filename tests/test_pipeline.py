@@ -67,6 +67,10 @@ def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_
     assert stats["source"]["items"] == FACE_FRAMES + EMPTY_FRAMES
     assert stats["csv"]["items"] == FACE_FRAMES + EMPTY_FRAMES
     assert all(s["dropped"] == 0 for s in result.stats)
+    # Each stage reports its own process's CPU time: the classifier (model load, inference on
+    # every face) costs more than the CSV sink, which only writes rows.
+    assert all(s["cpu_s"] > 0 for s in result.stats)
+    assert stats["classifier"]["cpu_s"] > stats["csv"]["cpu_s"]
 
 
 def test_several_workers_write_what_one_process_writes_in_the_same_order(face_then_empty, tmp_path):
