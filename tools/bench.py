@@ -22,10 +22,12 @@ WolfgangLanger_Pexels.mp4 unless --video is given):
   per second from the first CSV row to the last and over the whole command (start-up
   included), time from start to the first CSV row,
   peak memory (the sum of the RSS of every process of the run, sampled every 0.2 s), each
-  stage's time per item, and faces per second of the classifier;
+  stage's time per item, CPU time per frame over all stage processes (what decides the
+  frames per second once the cores are full), and faces per second of the classifier;
 - ``recall``: of the faces a full-frame detector finds (``haar`` with ``scale_factor 1.1,
   min_size 40``, no downscaling, every frame; on every ``--recall-step``-th frame), the share
-  each run's CSV also has (a box with IoU >= 0.5, matched one to one);
+  each run's CSV also has (a box with IoU >= 0.5, matched one to one); the seed loop's detector
+  gets the same figure on the frames it processed, so a run's recall can be read against it;
 - ``transport``: the cost per frame of moving pixels between two processes, as the runner does
   it (the frame written once into a shared-memory ring, a small ``FrameRef`` through a
   ``multiprocessing`` queue, the reader mapping it) against pickling the frame through the queue;
@@ -163,6 +165,7 @@ def seed_loop(path: str, stride: int) -> dict:
     parts = {"decode": 0.0, "cascade_load": 0.0, "detect": 0.0, "predict": 0.0, "other": 0.0}
     frames = faces = index = 0
     first_result = None
+    boxes: dict[int, list] = {}
     while True:
         t0 = time.perf_counter()
         ok, frame = cap.read()
@@ -177,6 +180,7 @@ def seed_loop(path: str, stride: int) -> dict:
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         found = facecasc.detectMultiScale(gray, scaleFactor=1.3, minNeighbors=5)
         t3 = time.perf_counter()
+        boxes[index - 1] = [tuple(int(v) for v in box) for box in found]
         predict = 0.0
         for (x, y, w, h) in found:
             cv2.rectangle(frame, (x, y - 50), (x + w, y + h + 10), (255, 0, 0), 2)
@@ -202,7 +206,7 @@ def seed_loop(path: str, stride: int) -> dict:
     busy = sum(parts.values())
     return {"frames": frames, "stride": stride, "faces": faces, "busy_s": round(busy, 3),
             "fps": round(frames / busy, 2), "first_result_s": round(first_result, 2),
-            "ms_per_frame": {k: round(v / frames * 1e3, 2) for k, v in parts.items()}}
+            "ms_per_frame": {k: round(v / frames * 1e3, 2) for k, v in parts.items()}, "boxes": boxes}
 
 
 def fer_package(python: Path, clip: Path, out: Path) -> dict:
@@ -289,6 +293,7 @@ def run_pipeline(config: Path, video: Path, out_csv: Path, extra: list[str],
               "peak_rss_mb": round(peak_kb / 1024, 1),
               "classifier_faces_per_s": round(faces / classifier["busy_s"], 1)
               if classifier.get("busy_s") else None,
+              "cpu_ms_per_frame": round(sum(s["cpu_s"] for s in run["stats"]) / frames * 1e3, 1),
               "stages": run["stats"]}
     sink = run["stats"][-1]
     if "latency_p50_ms" in sink:
@@ -431,8 +436,9 @@ def table(results: dict) -> str:
             f"{'peak MB':>8} {'clf faces/s':>11} {'recall':>7}"]
     for clip, res in results["clips"].items():
         seed = res["seed_loop"]
+        rec = "" if seed.get("recall") is None else f"{seed['recall']:.1%}"
         rows.append(f"{clip:<9} {'seed loop':<10} {seed['fps']:>7.1f} {1:>7.1f} {'':>7} {'':>7} "
-                    f"{seed['first_result_s']:>8.2f}")
+                    f"{seed['first_result_s']:>8.2f} {'':>8} {'':>11} {rec:>7}")
         rows.append(f"{'':<9}   ms/frame: " + ", ".join(f"{k} {v}" for k, v in seed["ms_per_frame"].items()))
         fer = res.get("fer_package")
         if fer:
@@ -452,6 +458,9 @@ def table(results: dict) -> str:
                 rows.append(f"{'':<9}   {run['x_fer']}x the fer package")
             rows.append(f"{'':<9}   ms/item: " + ", ".join(f"{s['stage']} {s['mean_ms']:.1f} "
                                                          f"(p95 {s['p95_ms']:.1f})" for s in run["stages"]))
+            rows.append(f"{'':<9}   CPU ms/frame, all stage processes, start-up included: "
+                        f"{run['cpu_ms_per_frame']} (" + ", ".join(f"{s['stage']} {s['cpu_s']:.2f} s"
+                                                                 for s in run["stages"]) + ")")
     for shape, t in results.get("transport", {}).items():
         rows.append(f"transport {shape} ({t['frame_mb']} MB frames), ms/frame: shared-memory ring "
                     f"{t['ring']}, pickled through the queue {t['pickle']}; a packet without pixels {t['none']}")
@@ -507,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: fer package {res['fer_package']['fps']} fps", file=sys.stderr)
             reference = reference_boxes(clip, args.recall_step)
             res["reference_faces"] = sum(len(v) for v in reference.values())
+            seed_boxes = res["seed_loop"].pop("boxes")
+            res["seed_loop"]["recall"] = recall({k: v for k, v in reference.items() if k in seed_boxes},
+                                                seed_boxes)
             for run_name in args.runs.split(","):
                 extra = args.set if run_name == "fast" else []
                 run, boxes = run_pipeline(CONFIGS[run_name], clip, out / f"{name}_{run_name}.csv", extra)
