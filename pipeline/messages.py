@@ -101,11 +101,11 @@ class Sequenced:
     sender and the consumer) and deals the items round-robin by number; each worker answers
     every item with one ``Sequenced`` of the same number holding its outputs (maybe none), and
     the next single-process stage puts them back in order (``fer_pipe.ordering``). ``skipped``
-    are the (key, number) of items a live source dropped from a worker's queue, so nobody waits
-    for them; the key is theirs, because a queue fed by several sources may hold another's.
+    are the numbers, in the same numbering, of items a live source dropped (from a worker's
+    queue, or before sending them), so nobody waits for them.
     """
 
     key: str
     number: int
     packets: list[Packet]
-    skipped: tuple[tuple[str, int], ...] = ()
+    skipped: tuple[int, ...] = ()

@@ -22,18 +22,10 @@ class Reorder:
         self._skipped: defaultdict[str, set[int]] = defaultdict(set)
 
     def add(self, item: Sequenced) -> list[Packet]:
-        """Take one item; return the packets now in order (maybe none, maybe several items' worth).
-
-        A skip notice may be for another numbering (a live source dropped another source's
-        item from a shared queue), so every numbering it names is released too.
-        """
+        """Take one item; return the packets now in order (maybe none, maybe several items' worth)."""
         self._held[item.key][item.number] = item.packets
-        for key, number in item.skipped:
-            self._skipped[key].add(number)
-        ready: list[Packet] = []
-        for key in dict.fromkeys([item.key, *(key for key, _ in item.skipped)]):
-            ready.extend(self._release(key))
-        return ready
+        self._skipped[item.key].update(item.skipped)
+        return self._release(item.key)
 
     def _release(self, key: str) -> list[Packet]:
         held, skipped = self._held[key], self._skipped[key]

@@ -87,13 +87,15 @@ class Runner:
         slots = graph.queue_size * len(inboxes) + len(self._stage_of) + held + 2
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
+        # Processes putting into each stage's inboxes: each ends with one end of stream.
+        feeders = {n: sum(graph.stages[i].workers for i in s.inputs) for n, s in graph.stages.items()}
         procs: dict[str, mp.process.BaseProcess] = {}
         for name in graph.order():
             spec = graph.stages[name]
-            outboxes = [Outbox([inboxes[p] for p in names[c]], f"{name}>{c}") for c in graph.consumers(name)]
-            upstream = sum(graph.stages[i].workers for i in spec.inputs)
+            outboxes = [Outbox([inboxes[p] for p in names[c]], f"{name}>{c}", shared=feeders[c] > 1)
+                        for c in graph.consumers(name)]
             for process in names[name]:
-                wiring = Wiring(spec, process, inboxes.get(process), outboxes, upstream, control, stop,
+                wiring = Wiring(spec, process, inboxes.get(process), outboxes, feeders[name], control, stop,
                                 progress[process], busy[process], slots, run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes

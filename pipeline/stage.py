@@ -80,7 +80,8 @@ class Source(Stage):
 
     @property
     def live(self) -> bool:
-        """Live sources drop their oldest unread frames instead of blocking, to bound latency."""
+        """Live sources drop frames instead of blocking, to bound latency: the oldest unread
+        one, or their newest where another source feeds the same stage."""
         return False
 
     def length(self) -> int | None:

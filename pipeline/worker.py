@@ -43,10 +43,13 @@ class Outbox:
     """A consumer stage's inbox queues: one, or one per worker when it runs several.
 
     ``key`` names the numbering of what this sender deals to a consumer with several workers.
+    ``shared``: other processes put into these queues too, so what is in them may be another
+    source's frame or end of stream, which a live sender must not take out to make room.
     """
 
     queues: list[Any]
     key: str
+    shared: bool = False
 
 
 @dataclass
@@ -80,7 +83,8 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 class _Emitter:
-    """Puts packets on every consumer's queue: blocking for finite sources, drop-oldest for live ones.
+    """Puts packets on every consumer's queue: blocking for finite sources; for live ones,
+    dropping the oldest item of a full queue, or their own new one where the queue is shared.
 
     A consumer with several workers gets each packet numbered, in the queue of worker
     ``number % workers``: dealing round-robin into bounded queues keeps the fastest worker
@@ -92,27 +96,45 @@ class _Emitter:
         self.live = live
         self.stats = stats
         self._numbers = [0] * len(outboxes)
+        self._unsent: list[tuple[int, ...]] = [()] * len(outboxes)
+        """Per outbox, the numbers of items dropped before they were sent, to announce with the
+        next item sent, so that nobody waits for them."""
 
     def emit(self, packets: Iterable[Packet]) -> None:
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
-                    self._put(box.queues[0], packet)
+                    self._put(i, box.queues[0], packet)
                 else:
                     number = self._numbers[i]
                     self._numbers[i] = number + 1
-                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
+                    self._put(i, box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
-        for box in self.outboxes:
-            self._put(box.queues[item.number % len(box.queues)], item)
+        for i, box in enumerate(self.outboxes):
+            self._put(i, box.queues[item.number % len(box.queues)], item)
 
-    def _put(self, box: Any, item: Packet | Sequenced) -> None:
-        if self.live:
+    def _put(self, i: int, box: Any, item: Packet | Sequenced) -> None:
+        if not self.live:
+            box.put(item)
+        elif not self.outboxes[i].shared:
             self._put_dropping_oldest(box, item)
         else:
-            box.put(item)
+            self._put_or_drop(i, box, item)
+
+    def _put_or_drop(self, i: int, box: Any, item: Packet | Sequenced) -> None:
+        """Into a queue other processes feed too: what is in it is not this source's to drop,
+        so a full queue costs this source its new item instead."""
+        if isinstance(item, Sequenced) and self._unsent[i]:
+            item = replace(item, skipped=(*item.skipped, *self._unsent[i]))
+        try:
+            box.put_nowait(item)
+            self._unsent[i] = ()
+        except queue.Full:
+            self.stats.dropped += 1
+            if isinstance(item, Sequenced):
+                self._unsent[i] = (*item.skipped, item.number)
 
     def _put_dropping_oldest(self, box: Any, item: Packet | Sequenced) -> None:
         while True:
@@ -127,8 +149,7 @@ class _Emitter:
                     continue
                 self.stats.dropped += 1
                 if isinstance(dropped, Sequenced):  # nobody must wait for its number
-                    item = replace(item, skipped=(*item.skipped, *dropped.skipped,
-                                                  (dropped.key, dropped.number)))
+                    item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
 
     def end(self, sender: str) -> None:
         for box in self.outboxes:

@@ -48,3 +48,35 @@ def test_a_live_source_into_several_workers_ends_in_order(clips, tmp_path):
     assert done.returncode == 0, done.stderr
     frames = [int(r["frame"]) for r in csv_rows(tmp_path / "out.csv")]
     assert frames == sorted(frames) and frames[-1] == 49 and len(set(frames)) > 25
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_live_source_sharing_a_slow_stage_never_drops_another_sources_frames(clips, tmp_path, workers):
+    """A live camera and a file feed one slow stage through a queue of 2, so the queue is full
+    whenever the camera has a frame. The camera may drop its own frames, never the file's, nor
+    the file's end of stream (the run would then wait for it for ever)."""
+    from fault_plugin import install_plugin, stats_row
+
+    env = install_plugin(tmp_path / "plugin")
+    frames = read_frames(clips["single_face.mp4"], 8)
+    camera = write_video(tmp_path / "camera.avi", frames * 10, fps=100.0)  # 80 frames in 0.8 s
+    file = write_video(tmp_path / "file.avi", frames[:6])
+    stages = {
+        "camera": {"type": "video", "params": {"path": str(camera), "realtime": True}},
+        "file": {"type": "video", "params": {"path": str(file)}},
+        "slow": {"type": "faulty", "inputs": ["camera", "file"], "workers": workers,
+                 "params": {"delay_s": 0.05}},
+        "csv": {"type": "csv", "inputs": ["slow"], "params": {"path": str(tmp_path / "all.csv")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"queue_size": 2, "stages": stages}))
+    done = fer_pipe("run", str(tmp_path / "g.yaml"), timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    rows = csv_rows(tmp_path / "all.csv")
+    by_source = {"camera": [], "file": []}
+    for row in rows:
+        by_source[row["source"]].append(int(row["frame"]))
+    assert by_source["file"] == list(range(6))
+    camera_stats = stats_row(done.stderr, "camera")
+    assert camera_stats["dropped"] > 0  # the queue was full: the case this test is about
+    assert len(by_source["camera"]) + camera_stats["dropped"] == 80
+    assert by_source["camera"] == sorted(by_source["camera"])

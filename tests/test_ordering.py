@@ -7,7 +7,7 @@ import queue
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fer_pipe.messages import Packet, Sequenced
+from fer_pipe.messages import EndOfStream, Packet, Sequenced
 from fer_pipe.ordering import Reorder
 from fer_pipe.stats import StageStats
 from fer_pipe.worker import Outbox, _Emitter
@@ -26,7 +26,7 @@ def arrivals(draw):
     notices: dict[int, list[int]] = {i: [] for i in kept}
     for d in dropped:
         notices[draw(st.sampled_from([k for k in kept if k > d]))].append(d)
-    items = [Sequenced("a>b", i, [packet(i)], tuple(("a>b", d) for d in notices[i])) for i in kept]
+    items = [Sequenced("a>b", i, [packet(i)], tuple(notices[i])) for i in kept]
     return kept, draw(st.permutations(items))
 
 
@@ -47,12 +47,24 @@ def test_an_item_waits_for_the_numbers_below_it_and_numberings_are_separate():
     assert [p.index for p in reorder.add(Sequenced("a>b", 3, [packet(3)]))] == [3]
 
 
-def test_a_drop_announced_by_another_source_releases_the_source_it_was_from():
-    """A live source drops the oldest item of a queue it shares with a file source: the file
-    source's later items, already held, come out when the notice arrives with the live one's."""
+def test_a_live_emitter_keeps_out_of_what_another_source_put_in_a_shared_queue():
+    """Real queues of 2 that a file source feeds too, nobody reading: the live source never takes
+    out the file's frame or its end of stream to make room; it drops its own new item, and the
+    next item it sends names the numbers it dropped, so the reordering waits for none of them."""
+    ctx = mp.get_context("spawn")
+    queues = [ctx.Queue(2), ctx.Queue(2)]
+    queues[0].put(Sequenced("file>detector", 0, [packet(100)]))
+    queues[0].put(EndOfStream("file"))
+    stats = StageStats("camera")
+    emitter = _Emitter([Outbox(queues, "camera>detector", shared=True)], live=True, stats=stats)
+    emitter.emit(packet(i) for i in range(6))
+    first, second = queues[0].get(timeout=1), queues[0].get(timeout=1)
+    assert first.key == "file>detector" and second == EndOfStream("file")
+    sent = [queues[1].get(timeout=1), queues[1].get(timeout=1)]
+    assert [(s.number, s.skipped) for s in sent] == [(1, (0,)), (3, (2,))]
+    assert stats.dropped == 4  # 0, 2 and 4 found queue 0 full; 5 found queue 1 full
     reorder = Reorder()
-    assert reorder.add(Sequenced("file>det", 1, [packet(1)])) == []
-    assert [p.index for p in reorder.add(Sequenced("live>det", 0, [packet(50)], (("file>det", 0),)))] == [50, 1]
+    assert [p.index for s in sent for p in reorder.add(s)] == [1, 3]
 
 
 def test_round_robin_dealing_and_a_live_sources_drops_leave_nothing_waiting():
