@@ -7,8 +7,9 @@ in a venv of its own and this script imports nothing of fer-pipe. Its defaults a
 (Haar cascade, ``use_tflite=True``); the model load and the first call are left out of its
 frames per second, which favours it, as the bench does for the seed loop.
 
-With a third argument it also writes each frame's label (of its largest face) to a CSV, written
-after the timing: what another FER-2013 model reads in a clip, to set beside fer-pipe's.
+With a third argument it also writes each frame's label (of its largest face) to a CSV: what
+another FER-2013 model reads in a clip, to set beside fer-pipe's. Labels are picked out only
+when asked, so a speed run does no work for them.
 
     build/fer-venv/bin/python tools/fer_baseline.py clip.mp4 out.json [labels.csv]
 """
@@ -43,7 +44,8 @@ def main(clip: str, out: str, labels_csv: str = "") -> int:
         found = detector.detect_emotions(frame)
         frames += 1
         faces += len(found)
-        labels.append((frames, _label(found)))
+        if labels_csv:
+            labels.append((frames, _label(found)))
     busy = time.perf_counter() - start
     cap.release()
     with open(out, "w") as fh:
