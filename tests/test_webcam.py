@@ -35,6 +35,10 @@ def test_live_frames_flow_in_order_and_what_is_dropped_is_counted(clips, tmp_pat
     frames = [int(r["frame"]) for r in rows]
     assert frames == sorted(set(frames)) and set(frames) <= set(range(40))
     assert [float(r["timestamp"]) for r in rows] == sorted(float(r["timestamp"]) for r in rows)
-    # Live backpressure: a frame the detector could not take in time is dropped and counted, never queued.
-    source_stats = next(line.split() for line in done.stderr.splitlines() if line.startswith("source "))
-    assert len(frames) + int(source_stats[5]) == 40
+    # Live backpressure: a frame the detector could not take in time is dropped and counted, never
+    # queued. The source drops most; on a loaded machine a stage can also find its frame's ring slot
+    # already reused by the source, and counts that drop itself, so every stage's count is summed.
+    stage_rows = [line.split() for line in done.stderr.splitlines()
+                  if line.split()[:1] in (["source"], ["detector"], ["classifier"], ["csv"])]
+    assert [row[0] for row in stage_rows] == ["source", "detector", "classifier", "csv"]
+    assert len(frames) + sum(int(row[5]) for row in stage_rows) == 40
