@@ -79,6 +79,10 @@ class StageFailure(Exception):
 
 
 def _terminate(signum: int, frame: object) -> None:
+    """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
+    are not cut short. They do come: the kernel sends the parent-death signal each time the
+    process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated(signum)
 
 

@@ -161,7 +161,8 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     kids = children(proc.pid)
     segments = _segments(_source_pid(kids, short_clip))
     proc.kill()
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
     assert not wait_gone(kids, within=15), "stage processes outlived the runner"
+    assert "Traceback" not in err, err  # a second parent-death SIGTERM must not cut closing short
     wait_for(lambda: not any(Path(s).exists() for s in segments), within=15)  # the resource tracker's job
     assert_valid_prefix(out)
