@@ -29,10 +29,9 @@ import numpy as np
 from pydantic import Field
 from scipy.optimize import linear_sum_assignment
 
+from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.messages import FACES, Face, Packet
 from fer_pipe.stage import Stage, StageParams
-
-Box = tuple[int, int, int, int]
 
 
 class TrackParams(StageParams):
@@ -41,17 +40,6 @@ class TrackParams(StageParams):
     max_age: int = Field(12, ge=0, le=10_000,
                          description="detector runs in a row that may miss a track before it ends")
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` (n, 4 as x, y, w, h) with every box of ``b`` (m, 4)."""
-    ax2, ay2 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx2, by2 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def _kalman(box: Box) -> cv2.KalmanFilter:

@@ -6,7 +6,7 @@ import pytest
 
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Face, Packet
-from fer_pipe.stages.tracker import iou_matrix
+from fer_pipe.boxes import iou_matrix
 
 FPS = 25.0
 
