@@ -53,6 +53,20 @@ def read_frames(path: Path, limit: int = 0) -> list[np.ndarray]:
     return out
 
 
+def crossing_faces(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Two copies of the face in single_face.mp4's frames, 150 px, crossing a 640x360 frame in
+    opposite directions: two faces that move, from one face the detector finds."""
+    out = []
+    for i, frame in enumerate(frames):
+        crop = cv2.resize(frame[40:330, 150:440], (150, 150))
+        canvas = np.full((360, 640, 3), 90, np.uint8)
+        shift = round(450 * i / (len(frames) - 1))
+        canvas[15:165, 20 + shift:170 + shift] = crop
+        canvas[195:345, 470 - shift:620 - shift] = cv2.flip(crop, 1)
+        out.append(canvas)
+    return out
+
+
 @pytest.fixture
 def short_clip(clips, tmp_path) -> Path:
     """The first 60 frames of the WolfgangLanger clip (a face in every frame), as a new file."""

@@ -6,12 +6,11 @@ import socket
 from collections import defaultdict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import zmq
 
-from conftest import REPO, fer_pipe, read_frames, write_video
+from conftest import REPO, crossing_faces, fer_pipe, read_frames, write_video
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
@@ -133,17 +132,7 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
 
 
 def _two_face_clip(clips: dict[str, Path], path: Path) -> Path:
-    """Two copies of the single_face clip's face crossing the frame in opposite directions."""
-    frames = read_frames(clips["single_face.mp4"])
-    out = []
-    for i, frame in enumerate(frames):
-        crop = cv2.resize(frame[40:330, 150:440], (150, 150))
-        canvas = np.full((360, 640, 3), 90, np.uint8)
-        shift = round(450 * i / (len(frames) - 1))
-        canvas[15:165, 20 + shift:170 + shift] = crop
-        canvas[195:345, 470 - shift:620 - shift] = cv2.flip(crop, 1)
-        out.append(canvas)
-    return write_video(path, out, fps=30.0)
+    return write_video(path, crossing_faces(read_frames(clips["single_face.mp4"])), fps=30.0)
 
 
 def _run(clip: Path, tmp_path: Path) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

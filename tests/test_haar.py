@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import write_video
+from conftest import crossing_faces, read_frames, write_video
 from fer_pipe.config import graph_from_dict
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Packet
 from fer_pipe.runner import Runner
 from fer_pipe.stages.haar import detection_scale
-from fer_pipe.stages.tracker import iou_matrix
+from fer_pipe.boxes import iou_matrix
 
 FACE_FRAME = 300  # the woman smiling, face frontal and unobstructed
 
@@ -75,6 +75,26 @@ def test_boxes_follow_the_frame_when_it_is_twice_as_large(face_frame):
 def test_faces_below_min_size_are_not_reported(face_frame):
     (_, _, w, _), = detect(face_frame)
     assert detect(face_frame, min_size=w * 2) == []
+
+
+def test_two_passes_find_the_boxes_one_full_pass_finds(face_frames):
+    for frame in face_frames[::5]:
+        two, one = detect(frame), detect(frame, coarse_factor=1.0)
+        assert len(two) == len(one) == 1
+        assert best_iou(one[0], two) >= 0.8
+
+
+def test_two_passes_find_faces_between_coarse_steps_and_report_each_once(clips):
+    """Two 150 px faces crossing the frame pass through sizes the coarse pyramid steps over: the
+    coarse step alone (at the fine pass's min_neighbors) loses most of them."""
+    frames = crossing_faces(read_frames(clips["single_face.mp4"]))
+    two = [detect(f) for f in frames]
+    one = [detect(f, coarse_factor=1.0) for f in frames]
+    coarse_only = [detect(f, scale_factor=1.35, coarse_factor=1.0) for f in frames]
+    assert max(map(len, two)) == 2, "a face was reported twice (overlapping candidate regions)"
+    found = sum(map(len, two))
+    assert found >= sum(map(len, one)) and found >= 0.97 * 2 * len(frames)
+    assert sum(map(len, coarse_only)) < len(frames)
 
 
 def test_every_n_detects_on_every_nth_frame_of_each_source(face_frame):

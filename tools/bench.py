@@ -25,9 +25,10 @@ WolfgangLanger_Pexels.mp4 unless --video is given):
   stage's time per item, CPU time per frame over all stage processes (what decides the
   frames per second once the cores are full), and faces per second of the classifier;
 - ``recall``: of the faces a full-frame detector finds (``haar`` with ``scale_factor 1.1,
-  min_size 40``, no downscaling, every frame; on every ``--recall-step``-th frame), the share
-  each run's CSV also has (a box with IoU >= 0.5, matched one to one); the seed loop's detector
-  gets the same figure on the frames it processed, so a run's recall can be read against it;
+  min_size 40``, one pass, no downscaling, every frame; on every ``--recall-step``-th frame),
+  the share each run's CSV also has (a box with IoU >= 0.5, matched one to one); the seed
+  loop's detector gets the same figure on the frames it processed, so a run's recall can be
+  read against it;
 - ``transport``: the cost per frame of moving pixels between two processes, as the runner does
   it (the frame written once into a shared-memory ring, a small ``FrameRef`` through a
   ``multiprocessing`` queue, the reader mapping it) against pickling the frame through the queue;
@@ -55,7 +56,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": REPO / "configs" / "video_to_csv.yaml",
            "fast": REPO / "configs" / "video_to_csv_fast.yaml"}
-REFERENCE_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 40, "detect_width": 8192}
+REFERENCE_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 40, "detect_width": 8192,
+                      "coarse_factor": 1.0}
 IOU_MATCH = 0.5
 SEED_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
 FER_PYTHON = REPO / "build" / "fer-venv" / "bin" / "python"
@@ -342,7 +344,7 @@ def recall(reference: dict[int, list], found: dict[int, list]) -> float | None:
     """Share of reference boxes with a one-to-one match of IoU >= 0.5 among ``found``."""
     from scipy.optimize import linear_sum_assignment
 
-    from fer_pipe.stages.tracker import iou_matrix
+    from fer_pipe.boxes import iou_matrix
 
     total = hit = 0
     for frame, ref in reference.items():
