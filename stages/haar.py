@@ -11,8 +11,8 @@ the pyramid, though faces cover a small part of it. A coarse pass (pyramid step
 ``coarse_factor``, keeping whatever two windows agree on) finds where faces may be; the fine
 pass (``scale_factor``, ``min_neighbors``) then scans only a neighbourhood of each candidate,
 at sizes around the candidate's. The fine pass decides what is a face, so the coarse one can
-be loose. On the benchmark clips this took a third off the detector's time at 1280x720 and a
-fifth at 640x480, and found as many or more of the faces a full-frame search finds; it also
+be loose. On the benchmark clips this took a quarter off the detector's time at 1280x720 and
+a fifth at 640x480, and found as many or more of the faces a full-frame search finds; it also
 finds faces whose size falls between two coarse steps, which a plain coarser pyramid misses.
 
 ``every_n`` > 1 runs the cascade on every Nth frame of each source only (by frame index, so

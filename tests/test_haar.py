@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import crossing_faces, read_frames, write_video
+from fer_pipe.boxes import iou_matrix
 from fer_pipe.config import graph_from_dict
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Packet
 from fer_pipe.runner import Runner
 from fer_pipe.stages.haar import detection_scale
-from fer_pipe.boxes import iou_matrix
 
 FACE_FRAME = 300  # the woman smiling, face frontal and unobstructed
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fer_pipe.boxes import iou_matrix
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Face, Packet
-from fer_pipe.boxes import iou_matrix
 
 FPS = 25.0
 
