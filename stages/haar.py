@@ -99,6 +99,9 @@ class HaarDetector(Stage):
             cv2.setNumThreads(self.params.threads)
 
     def detect(self, image: np.ndarray) -> list[Box]:
+        """Faces in full-frame pixels, left to right (sorted by x, then y): OpenCV's threads hand
+        back boxes in an order that varies from run to run, and the same video must give the
+        same CSV."""
         gray = to_gray(image)
         height, width = gray.shape[:2]
         scale = detection_scale(width, self.params.min_size, self.params.detect_width)
@@ -111,9 +114,9 @@ class HaarDetector(Stage):
         if self.params.coarse_factor > self.params.scale_factor:
             found = self._coarse_to_fine(gray, side)
         else:
-            found = self._cascade.detectMultiScale(gray, scaleFactor=self.params.scale_factor,
-                                                   minNeighbors=self.params.min_neighbors,
-                                                   minSize=(side, side))
+            found = sorted(map(tuple, self._cascade.detectMultiScale(
+                gray, scaleFactor=self.params.scale_factor, minNeighbors=self.params.min_neighbors,
+                minSize=(side, side))))
         inv = 1.0 / scale
         return [(round(x * inv), round(y * inv), round(w * inv), round(h * inv)) for x, y, w, h in found]
 
@@ -140,7 +143,10 @@ class HaarDetector(Stage):
 
 
 def _distinct(boxes: list[Box]) -> list[Box]:
-    """The boxes less those that repeat an earlier one: neighbouring candidates' regions overlap."""
+    """The boxes, sorted, less those that repeat an earlier one (neighbouring candidates' regions
+    overlap). Sorting first makes which of two duplicates is kept independent of the order the
+    threads found them in."""
+    boxes = sorted(boxes)
     if len(boxes) < 2:
         return boxes
     iou = iou_matrix(np.array(boxes, float), np.array(boxes, float))

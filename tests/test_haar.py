@@ -13,7 +13,7 @@ from fer_pipe.config import graph_from_dict
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Packet
 from fer_pipe.runner import Runner
-from fer_pipe.stages.haar import detection_scale
+from fer_pipe.stages.haar import _distinct, detection_scale
 
 FACE_FRAME = 300  # the woman smiling, face frontal and unobstructed
 
@@ -95,6 +95,15 @@ def test_two_passes_find_faces_between_coarse_steps_and_report_each_once(clips):
     found = sum(map(len, two))
     assert found >= sum(map(len, one)) and found >= 0.97 * 2 * len(frames)
     assert sum(map(len, coarse_only)) < len(frames)
+
+
+def test_which_duplicate_is_kept_does_not_depend_on_the_order_threads_found_them_in():
+    """Under load OpenCV's threads return candidates in another order; the CSV must not change
+    (it did: frame 24 of a batch chunk got a box 5 px off the whole run's)."""
+    duplicates = [(320, 107, 245, 245), (315, 99, 251, 251), (10, 10, 80, 80)]
+    kept = _distinct(duplicates)
+    assert kept == _distinct(duplicates[::-1]) == _distinct(duplicates[1:] + duplicates[:1])
+    assert len(kept) == 2
 
 
 def test_every_n_detects_on_every_nth_frame_of_each_source(face_frame):
