@@ -57,6 +57,7 @@ class Runner:
         ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
         from another thread (tools/soak.py)."""
         self.inboxes: dict[str, Any] = {}
+        """Keyed ``producer>consumer`` by process name."""
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self._signal = self._signal or signum
@@ -76,27 +77,26 @@ class Runner:
         graph = self.graph
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
-        inboxes = {p: ctx.Queue(graph.queue_size) for n, s in graph.stages.items() if not s.is_source
-                   for p in names[n]}
+        # One queue per (producer process, consumer process): what is in a queue is only its
+        # producer's, so a live source can drop the oldest item of a full one without taking
+        # out another source's frame or end of stream.
+        inboxes = {f"{u}>{p}": ctx.Queue(graph.queue_size) for n, s in graph.stages.items()
+                   for i in s.inputs for u in names[i] for p in names[n]}
         control = ctx.Queue()
         stop = ctx.Event()
         run_id = secrets.token_hex(3)
-        # Frames in flight: every queue full, one in each process's hands, and what the stage
-        # after several workers holds to restore their order (at most their queues' worth).
-        held = sum(graph.queue_size * s.workers for s in graph.stages.values() if s.workers > 1)
-        slots = graph.queue_size * len(inboxes) + len(self._stage_of) + held + 2
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-        # Processes putting into each stage's inboxes: each ends with one end of stream.
-        feeders = {n: sum(graph.stages[i].workers for i in s.inputs) for n, s in graph.stages.items()}
         procs: dict[str, mp.process.BaseProcess] = {}
         for name in graph.order():
             spec = graph.stages[name]
-            outboxes = [Outbox([inboxes[p] for p in names[c]], f"{name}>{c}", shared=feeders[c] > 1)
-                        for c in graph.consumers(name)]
+            slots = _ring_slots(graph, name) if spec.is_source else 0
             for process in names[name]:
-                wiring = Wiring(spec, process, inboxes.get(process), outboxes, feeders[name], control, stop,
-                                progress[process], busy[process], slots, run_id)
+                outboxes = [Outbox([inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}")
+                            for c in graph.consumers(name)]
+                mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
+                wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
+                                busy[process], slots, run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
@@ -208,6 +208,25 @@ class Runner:
                 if value.value and now - value.value > self.stall_timeout:
                     return name, f"no progress for {self.stall_timeout:g} s (stalled)", "", 1
         return None
+
+
+def _ring_slots(graph: Graph, source: str) -> int:
+    """Slots for a source's frame ring: more than its frames that can be in flight at once.
+
+    Its frames can be in every queue that it or a stage downstream of it feeds, one in each
+    such process's hands, and in what a stage after several workers holds to put their answers
+    back in order (at most their queues' worth).
+    """
+    reach, todo = set(), [source]
+    while todo:
+        name = todo.pop()
+        if name not in reach:
+            reach.add(name)
+            todo.extend(graph.consumers(name))
+    specs = [graph.stages[n] for n in reach]
+    queues = sum(graph.stages[c].workers * s.workers for s in specs for c in graph.consumers(s.name))
+    held = sum(graph.queue_size * s.workers for s in specs if s.workers > 1)
+    return graph.queue_size * queues + sum(s.workers for s in specs) + held + 2
 
 
 def _empty(q) -> bool:

@@ -16,8 +16,9 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from multiprocessing import connection
 from typing import Any
 
 import numpy as np
@@ -40,16 +41,14 @@ class Terminated(BaseException):
 
 @dataclass
 class Outbox:
-    """A consumer stage's inbox queues: one, or one per worker when it runs several.
+    """This process's queues into one consumer stage: one, or one per worker when it runs several.
 
+    Nobody else puts into them, so a live sender may take its oldest item out of a full one.
     ``key`` names the numbering of what this sender deals to a consumer with several workers.
-    ``shared``: other processes put into these queues too, so what is in them may be another
-    source's frame or end of stream, which a live sender must not take out to make room.
     """
 
     queues: list[Any]
     key: str
-    shared: bool = False
 
 
 @dataclass
@@ -57,15 +56,14 @@ class Wiring:
     """Everything a stage process is handed by the runner (picklable for ``spawn``).
 
     ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
-    ``upstream`` is the number of processes feeding it, each of which ends with one
+    ``inboxes`` holds one queue per process feeding it, each of which ends with one
     ``EndOfStream``.
     """
 
     spec: StageSpec
     process: str
-    inbox: Any
+    inboxes: list[Any]
     outboxes: list[Outbox]
-    upstream: int
     control: Any
     stop: Any
     progress: Any
@@ -88,7 +86,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 class _Emitter:
     """Puts packets on every consumer's queue: blocking for finite sources; for live ones,
-    dropping the oldest item of a full queue, or their own new one where the queue is shared.
+    dropping the oldest item of a full queue.
 
     A consumer with several workers gets each packet numbered, in the queue of worker
     ``number % workers``: dealing round-robin into bounded queues keeps the fastest worker
@@ -100,45 +98,27 @@ class _Emitter:
         self.live = live
         self.stats = stats
         self._numbers = [0] * len(outboxes)
-        self._unsent: list[tuple[int, ...]] = [()] * len(outboxes)
-        """Per outbox, the numbers of items dropped before they were sent, to announce with the
-        next item sent, so that nobody waits for them."""
 
     def emit(self, packets: Iterable[Packet]) -> None:
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
-                    self._put(i, box.queues[0], packet)
+                    self._put(box.queues[0], packet)
                 else:
                     number = self._numbers[i]
                     self._numbers[i] = number + 1
-                    self._put(i, box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
+                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
         for i, box in enumerate(self.outboxes):
-            self._put(i, box.queues[item.number % len(box.queues)], item)
+            self._put(box.queues[item.number % len(box.queues)], item)
 
-    def _put(self, i: int, box: Any, item: Packet | Sequenced) -> None:
-        if not self.live:
-            box.put(item)
-        elif not self.outboxes[i].shared:
+    def _put(self, box: Any, item: Packet | Sequenced) -> None:
+        if self.live:
             self._put_dropping_oldest(box, item)
         else:
-            self._put_or_drop(i, box, item)
-
-    def _put_or_drop(self, i: int, box: Any, item: Packet | Sequenced) -> None:
-        """Into a queue other processes feed too: what is in it is not this source's to drop,
-        so a full queue costs this source its new item instead."""
-        if isinstance(item, Sequenced) and self._unsent[i]:
-            item = replace(item, skipped=(*item.skipped, *self._unsent[i]))
-        try:
-            box.put_nowait(item)
-            self._unsent[i] = ()
-        except queue.Full:
-            self.stats.dropped += 1
-            if isinstance(item, Sequenced):
-                self._unsent[i] = (*item.skipped, item.number)
+            box.put(item)
 
     def _put_dropping_oldest(self, box: Any, item: Packet | Sequenced) -> None:
         while True:
@@ -247,18 +227,33 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
         w.progress.value += 1
 
 
+def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
+    """What the upstream processes send, as it comes, until each has sent its end of stream.
+
+    The wait is on the queues' pipe ends (``_reader``, as ``concurrent.futures`` waits on its
+    result queue), so no queue is polled and none waits behind another that is empty.
+    """
+    open_ = {q._reader: q for q in inboxes}
+    while open_:
+        for reader in connection.wait(list(open_)):
+            try:
+                item = open_[reader].get_nowait()
+            except queue.Empty:
+                continue  # a live producer took its oldest item back to make room for a new one
+            if isinstance(item, EndOfStream):
+                del open_[reader]
+            else:
+                yield item
+
+
 def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats) -> None:
     """Read until every upstream process has ended. A worker of several answers each numbered
     item with one numbered item; a single process puts numbered items back in order first."""
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
-    ended = 0
-    while ended < w.upstream:
-        item = w.inbox.get()
-        if isinstance(item, EndOfStream):
-            ended += 1
-        elif not isinstance(item, Sequenced):
+    for item in _receive(w.inboxes):
+        if not isinstance(item, Sequenced):
             emitter.emit(handle(item))
         elif worker:
             emitter.emit_sequenced(replace(item, packets=[out for p in item.packets for out in handle(p)]))

@@ -52,9 +52,10 @@ def test_a_live_source_into_several_workers_ends_in_order(clips, tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_live_source_sharing_a_slow_stage_never_drops_another_sources_frames(clips, tmp_path, workers):
-    """A live camera and a file feed one slow stage through a queue of 2, so the queue is full
-    whenever the camera has a frame. The camera may drop its own frames, never the file's, nor
-    the file's end of stream (the run would then wait for it for ever)."""
+    """A live camera and a file feed one slow stage through queues of 2, so the camera's is full
+    whenever it has a frame. The camera drops its own oldest frames, so its newest reaches the
+    CSV, and never the file's frames, nor the file's end of stream (the run would then wait for
+    it for ever)."""
     from fault_plugin import install_plugin, stats_row
 
     env = install_plugin(tmp_path / "plugin")
@@ -80,3 +81,4 @@ def test_a_live_source_sharing_a_slow_stage_never_drops_another_sources_frames(c
     assert camera_stats["dropped"] > 0  # the queue was full: the case this test is about
     assert len(by_source["camera"]) + camera_stats["dropped"] == 80
     assert by_source["camera"] == sorted(by_source["camera"])
+    assert by_source["camera"][-1] == 79  # the newest frame is kept, the oldest dropped

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import threading
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from fer_pipe.messages import EndOfStream, Packet, Sequenced
 from fer_pipe.ordering import Reorder
 from fer_pipe.stats import StageStats
-from fer_pipe.worker import Outbox, _Emitter
+from fer_pipe.worker import Outbox, _Emitter, _receive
 
 
 def packet(i: int) -> Packet:
@@ -47,24 +48,25 @@ def test_an_item_waits_for_the_numbers_below_it_and_numberings_are_separate():
     assert [p.index for p in reorder.add(Sequenced("a>b", 3, [packet(3)]))] == [3]
 
 
-def test_a_live_emitter_keeps_out_of_what_another_source_put_in_a_shared_queue():
-    """Real queues of 2 that a file source feeds too, nobody reading: the live source never takes
-    out the file's frame or its end of stream to make room; it drops its own new item, and the
-    next item it sends names the numbers it dropped, so the reordering waits for none of them."""
+def test_a_consumer_reads_every_producer_until_each_has_ended():
+    """Real queues of 2, one per producer: a live camera that sends more than its queue holds
+    drops its own oldest items, never the file's frame or end of stream in the other queue; the
+    consumer takes what both send and stops after the second end of stream, not the first."""
     ctx = mp.get_context("spawn")
-    queues = [ctx.Queue(2), ctx.Queue(2)]
-    queues[0].put(Sequenced("file>detector", 0, [packet(100)]))
-    queues[0].put(EndOfStream("file"))
+    camera, file = ctx.Queue(2), ctx.Queue(2)
+    file.put(packet(100))
+    file.put(EndOfStream("file"))
     stats = StageStats("camera")
-    emitter = _Emitter([Outbox(queues, "camera>detector", shared=True)], live=True, stats=stats)
+    emitter = _Emitter([Outbox([camera], "camera>detector")], live=True, stats=stats)
     emitter.emit(packet(i) for i in range(6))
-    first, second = queues[0].get(timeout=1), queues[0].get(timeout=1)
-    assert first.key == "file>detector" and second == EndOfStream("file")
-    sent = [queues[1].get(timeout=1), queues[1].get(timeout=1)]
-    assert [(s.number, s.skipped) for s in sent] == [(1, (0,)), (3, (2,))]
-    assert stats.dropped == 4  # 0, 2 and 4 found queue 0 full; 5 found queue 1 full
-    reorder = Reorder()
-    assert [p.index for s in sent for p in reorder.add(s)] == [1, 3]
+    assert stats.dropped == 4
+    ending = threading.Thread(target=camera.put, args=(EndOfStream("camera"),))
+    ending.start()  # the queue is full: this end of stream waits for the consumer to make room
+    received = [p.index for p in _receive([camera, file])]
+    assert sorted(received) == [4, 5, 100]
+    assert [i for i in received if i != 100] == [4, 5]  # one producer's items stay in its order
+    ending.join(timeout=5)
+    assert not ending.is_alive()
 
 
 def test_round_robin_dealing_and_a_live_sources_drops_leave_nothing_waiting():
