@@ -230,14 +230,15 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
 def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
     """What the upstream processes send, as it comes, until each has sent its end of stream.
 
-    The wait is on the queues' pipe ends (``_reader``, as ``concurrent.futures`` waits on its
-    result queue), so no queue is polled and none waits behind another that is empty.
+    With several queues the wait is on their pipe ends (``_reader``, as ``concurrent.futures``
+    waits on its result queue), so none waits behind another that is empty; with one left (the
+    usual chain of stages), its blocking ``get`` is the wait, one system call fewer per item.
     """
     open_ = {q._reader: q for q in inboxes}
     while open_:
-        for reader in connection.wait(list(open_)):
+        for reader in connection.wait(list(open_)) if len(open_) > 1 else list(open_):
             try:
-                item = open_[reader].get_nowait()
+                item = open_[reader].get(block=len(open_) == 1)
             except queue.Empty:
                 continue  # a live producer took its oldest item back to make room for a new one
             if isinstance(item, EndOfStream):
