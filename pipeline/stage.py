@@ -80,8 +80,8 @@ class Source(Stage):
 
     @property
     def live(self) -> bool:
-        """Live sources drop frames instead of blocking, to bound latency: the oldest unread
-        one, or their newest where another source feeds the same stage."""
+        """Live sources drop frames instead of blocking, to bound latency: their oldest unread
+        one (each process has its own queue into each consumer, so it is always their own)."""
         return False
 
     def length(self) -> int | None:
