@@ -75,16 +75,25 @@ class Faulty(Stage):
 '''
 
 
-def install_plugin(root: Path) -> dict[str, str]:
-    """Write the plug-in distribution under ``root``; returns the environment that finds it."""
+def install_distribution(root: Path, name: str, files: dict[str, str], entry_points: str) -> dict[str, str]:
+    """Write the files of distribution ``name`` and its ``*.dist-info`` (METADATA and
+    ``entry_points.txt``) under ``root``; returns the environment that finds it."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "fer_faults_plugin.py").write_text(PLUGIN_SOURCE)
-    info = root / "fer_faults_plugin-0.1.dist-info"
+    for relative, text in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(text)
+    info = root / f"{name.replace('-', '_')}-0.1.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fer-faults-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n")
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
     path = os.environ.get("PYTHONPATH", "")
     return {"PYTHONPATH": f"{root}{os.pathsep}{path}" if path else str(root)}
+
+
+def install_plugin(root: Path) -> dict[str, str]:
+    """Install the fault-injection stage as ``faulty``; returns the environment that finds it."""
+    return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
+                                "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,
