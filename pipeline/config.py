@@ -164,6 +164,8 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
         reason = "unknown parameter"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
+    elif err["type"] == "value_error":
+        reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
     return loc, reason
 
 
@@ -218,9 +220,9 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
             params = cls.Params.model_validate(dict(raw_params))
         except ValidationError as exc:
             loc, reason = _pydantic_reason(exc)
-            field = ".".join(loc)
+            field = ".".join(("params", *loc))  # no loc: a check across several parameters
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', *loc[:1])}: {prefix}: "
-                              f"params.{field}: {reason}") from None
+                              f"{field}: {reason}") from None
         inputs = body.get("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]

@@ -10,7 +10,8 @@ label, averaged (``mean_confidence``) and at its highest (``peak_confidence``).
 Rows are written as episodes end, flushed line by line, so a crash loses no finished episode.
 With ``publish`` set, every episode also goes out as an ``episode.<source>`` event and every
 track's first and last sighting as ``face.<source>`` events (schema in ``fer_pipe.events``),
-from a PUB socket bound to ``host`` (loopback unless told otherwise).
+from a PUB socket bound to ``host``: loopback unless ``public`` says otherwise, as for every
+network stage.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from typing import Any
 
 import numpy as np
 import zmq
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import open_csv
+from fer_pipe.endpoints import check_private
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -37,6 +39,13 @@ class EpisodesParams(StageParams):
     min_duration_s: float = Field(0.0, ge=0.0, description="leave out episodes shorter than this")
     publish: int = Field(0, ge=0, le=65535, description="TCP port to publish episode and face events on (0: off)")
     host: str = Field("127.0.0.1", description="address the publishing socket binds to")
+    public: bool = Field(False, description="allow a non-loopback host (events leave the machine)")
+
+    @model_validator(mode="after")
+    def _loopback_unless_public(self) -> EpisodesParams:
+        if self.publish:
+            check_private(f"tcp://{self.host}:{self.publish}", self.public)
+        return self
 
 
 @dataclass

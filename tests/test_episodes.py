@@ -144,6 +144,20 @@ def _run(clip: Path, tmp_path: Path) -> tuple[list[dict[str, str]], list[dict[st
         return list(csv.DictReader(f)), list(csv.DictReader(g))
 
 
+def test_publishing_beyond_loopback_must_be_asked_for(tmp_path: Path) -> None:
+    """Episode events describe people, so the episodes sink follows the zmq sink's rule: one line
+    naming the file, the stage and the address, exit 2; with public: true the config is valid."""
+    config = str(REPO / "configs" / "episodes.yaml")
+    refused = fer_pipe("validate", config, "--set", "episodes.publish=5571", "--set", "episodes.host=0.0.0.0")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"fer-pipe: {config}:27: stage 'episodes' (episodes): params: tcp://0.0.0.0:5571 is not a "
+        "loopback address: events about faces would leave this machine; set public: true to allow it"]
+    allowed = fer_pipe("validate", config, "--set", "episodes.publish=5571", "--set", "episodes.host=0.0.0.0",
+                       "--set", "episodes.public=true")
+    assert allowed.returncode == 0, allowed.stderr
+
+
 def test_two_moving_faces_keep_their_track_ids_from_start_to_end(clips, tmp_path: Path) -> None:
     rows, episodes = _run(_two_face_clip(clips, tmp_path / "two.avi"), tmp_path)
     ids_by_row: dict[str, set[str]] = defaultdict(set)
