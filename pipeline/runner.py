@@ -40,7 +40,6 @@ class RunResult:
     traceback: str = ""
     first_result_s: float | None = None
     wall_s: float = 0.0
-    pids: list[int] = field(default_factory=list)
 
 
 class Runner:
@@ -116,7 +115,6 @@ class Runner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        result.pids = [p.pid for p in procs.values() if p.pid is not None]
         result.wall_s = time.monotonic() - started
         return result
 

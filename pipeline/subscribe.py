@@ -15,6 +15,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from .arguments import whole
 from .errors import InputError
 from .events import decode
 from .stages.csv_sink import COLUMNS
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON lines as sent, or CSV rows of frame events")
     parser.add_argument("--server-key", help="the publisher's public key file (server.key) for CURVE")
     parser.add_argument("--client-keys", help="this subscriber's secret key file (client.key_secret) for CURVE")
-    parser.add_argument("--count", type=int, default=0, help="exit after this many events (0: until Ctrl-C)")
+    parser.add_argument("--count", type=whole(0), default=0, help="exit after this many events (0: until Ctrl-C)")
 
 
 def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
@@ -107,7 +108,7 @@ def make_keys(args: argparse.Namespace) -> int:
         raise InputError(f"keys {existing[0]}: already exists; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("server", "client"):
-        public, secret = zmq.auth.create_certificates(folder, name)
+        _, secret = zmq.auth.create_certificates(folder, name)
         Path(secret).chmod(0o600)
     print(f"{folder}/server.key_secret  the zmq sink's curve_secret_key (keep it on the publisher)\n"
           f"{folder}/server.key         the publisher's public key: subscribers pass it as --server-key\n"

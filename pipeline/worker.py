@@ -1,8 +1,10 @@
 """The body of one stage process: open the stage, move packets, report to the parent, close.
 
-The parent learns everything through the control queue: ``ready``, ``length`` (a source's
-frame count), ``segment`` (a shared-memory segment to unlink at the end), ``done`` with the
-stage's statistics, or ``fail`` with a one-line message, the traceback and an exit code.
+The parent learns everything through the control queue: ``length`` (a source's frame count),
+``segment`` (a shared-memory segment to unlink at the end), ``done`` with the stage's
+statistics (``stopped`` when SIGTERM ended it), ``input_error`` (bad input found mid-stream,
+after which what was read still drains), or ``fail`` with a one-line message, the traceback
+and an exit code.
 SIGTERM from the parent raises ``Terminated`` wherever the stage is, so ``close`` still runs
 and files are flushed; SIGINT is left to the parent, which drains the graph instead.
 """
@@ -111,7 +113,7 @@ class _Emitter:
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
-        for i, box in enumerate(self.outboxes):
+        for box in self.outboxes:
             self._put(box.queues[item.number % len(box.queues)], item)
 
     def _put(self, box: Any, item: Packet | Sequenced) -> None:
@@ -162,9 +164,9 @@ def stage_main(w: Wiring) -> None:
     ring: frames.FrameRing | None = None
     started = time.monotonic()
     try:
-        stage = w.spec.build()
-        stage.open()
-        w.control.put(("ready", name))
+        built = w.spec.build()
+        built.open()
+        stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             ring = frames.FrameRing(f"fp{w.run_id}_{w.spec.name}", w.ring_slots,
                                     lambda seg: w.control.put(("segment", name, seg)))

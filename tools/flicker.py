@@ -85,7 +85,7 @@ def raw_onset(frames: list[tuple[int, float, str]], label: str, window_s: float 
 
     def split_score(k: int) -> int:
         before, before_hits = count(times[k] - 1.0, times[k])
-        after, after_hits = count(times[k], times[k] + 1.0)
+        after_hits = count(times[k], times[k] + 1.0)[1]
         return before - before_hits + after_hits
 
     start = times[best[0]]
