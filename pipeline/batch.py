@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .arguments import whole
 from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
 
@@ -409,17 +410,15 @@ def add_arguments(parser) -> None:
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to use (default: start one on this machine, on 127.0.0.1)")
-    parser.add_argument("--num-cpus", type=int, default=None,
+    parser.add_argument("--num-cpus", type=whole(1), default=None,
                         help="tasks at once on the local Ray (default: every core)")
-    parser.add_argument("--chunk-frames", type=int, default=0,
+    parser.add_argument("--chunk-frames", type=whole(0), default=0,
                         help="split videos longer than this into tasks of this many frames (0: never)")
-    parser.add_argument("--max-retries", type=int, default=3,
+    parser.add_argument("--max-retries", type=whole(0), default=3,
                         help="times Ray reruns a task whose worker or node died")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
 def run(args) -> int:
-    if args.chunk_frames < 0 or (args.num_cpus is not None and args.num_cpus < 1) or args.max_retries < 0:
-        raise UserError("--chunk-frames and --max-retries must be >= 0, --num-cpus >= 1")
     return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus, args.chunk_frames,
                      args.max_retries, args.quiet)

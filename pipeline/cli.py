@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .arguments import number
 from .errors import UserError
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
-    run.add_argument("--stall-timeout", type=float, default=120.0,
+    run.add_argument("--stall-timeout", type=number(0), default=120.0,
                      help="fail a stage stuck on one packet this long (seconds, 0: never)")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the cameras (sources) whose id hashes to shard I of N")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .arguments import whole
 from .errors import InputError
 
 POLL_MS = 200
@@ -201,7 +202,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5560", help="PULL endpoint the push sinks connect to")
     parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
     parser.add_argument("--publish", default=None, help="also republish every event on this PUB endpoint")
-    parser.add_argument("--precision", type=int, default=4, help="decimals of probabilities and confidence")
+    parser.add_argument("--precision", type=whole(1), default=4, help="decimals of probabilities and confidence")
 
 
 def run(args) -> int:

@@ -242,3 +242,20 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys):
         stage.open()
     stage.close()
     assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["collect", "--csv", "out.csv", "--precision", "-1"], "argument --precision: must be at least 1, got -1"),
+    (["subscribe", "--count", "-1"], "argument --count: must be at least 0, got -1"),
+    (["train", "--data", "x.csv", "--out", "o", "--lr", "-0.1"],
+     "argument --lr: must be a finite number of at least 0, got -0.1"),
+    (["run", "configs/demo.yaml", "--stall-timeout", "nan"],
+     "argument --stall-timeout: must be a finite number of at least 0, got nan"),
+])
+def test_a_bad_number_on_the_command_line_is_refused_before_anything_runs(tmp_path, args, expected):
+    """Before these were checked, collect's --precision -1 logged every event as malformed and
+    exited 0, and subscribe's --count -1 exited at once; now argparse names the option."""
+    done = fer_pipe(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(f"error: {expected}")
+    assert "Traceback" not in done.stderr and not (tmp_path / "out.csv").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arguments import number, whole
 from ..errors import InputError
 from ..preprocess import EMOTIONS, preprocess_dataset
 from .data import load_split, sha256_of
@@ -31,26 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="FER-2013 CSV(.gz) or image folder")
     parser.add_argument("--out", required=True, help="output folder for model, card, plots, checkpoint")
     parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"))
-    parser.add_argument("--width", type=int, default=32, help="channels of the first stage (vgg)")
-    parser.add_argument("--dropout", type=float, default=0.3)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05, help="peak learning rate (SGD, Nesterov)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=2.0)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--crop", type=int, default=40,
+    parser.add_argument("--width", type=whole(1), default=32, help="channels of the first stage (vgg)")
+    parser.add_argument("--dropout", type=number(0), default=0.3)
+    parser.add_argument("--epochs", type=whole(1), default=40)
+    parser.add_argument("--batch-size", type=whole(1), default=128)
+    parser.add_argument("--lr", type=number(0), default=0.05, help="peak learning rate (SGD, Nesterov)")
+    parser.add_argument("--weight-decay", type=number(0), default=5e-4)
+    parser.add_argument("--warmup-epochs", type=number(0), default=2.0)
+    parser.add_argument("--label-smoothing", type=number(0), default=0.1)
+    parser.add_argument("--crop", type=whole(1), default=40,
                         help="side of the random training crop; inference uses the centre crop")
-    parser.add_argument("--erase", type=float, default=0.5, help="random-erasing probability")
+    parser.add_argument("--erase", type=number(0), default=0.5, help="random-erasing probability")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--limit", type=int, default=0,
+    parser.add_argument("--limit", type=whole(0), default=0,
                         help="use only the first N training and N//4 test rows (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
-    parser.add_argument("--session-epochs", type=int, default=0,
+    parser.add_argument("--session-epochs", type=whole(0), default=0,
                         help="stop after this many epochs in this invocation; --resume goes on later")
-    parser.add_argument("--extend", type=int, default=0, metavar="EPOCHS",
+    parser.add_argument("--extend", type=whole(0), default=0, metavar="EPOCHS",
                         help="with --resume: train EPOCHS more as a new cosine cycle (a warm restart)")
-    parser.add_argument("--extend-lr", type=float, default=0.02,
+    parser.add_argument("--extend-lr", type=number(0), default=0.02,
                         help="peak learning rate of the --extend cycle")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
 
