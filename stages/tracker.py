@@ -105,8 +105,9 @@ class FaceTracker(Stage):
         for track in state.tracks:
             track.predict(steps)
         if packet.faces is None or packet.extra.get("detected") is False:
-            packet.faces = [Face(t.box(), track_id=t.track_id, extra={"predicted": True})
-                            for t in state.tracks if t.track_id is not None and t.misses == 0]
+            packet.faces = sorted((Face(t.box(), track_id=t.track_id, extra={"predicted": True})
+                                   for t in state.tracks if t.track_id is not None and t.misses == 0),
+                                  key=lambda f: f.box)  # left to right, as the detector numbers them
         else:
             self._associate(state, packet)
         return (packet,)

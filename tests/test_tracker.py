@@ -97,6 +97,21 @@ def test_skipped_frames_carry_predicted_boxes_with_their_ids() -> None:
     assert not any("track_lost" in p.extra for p in out)
 
 
+def test_faces_carried_over_skipped_frames_are_numbered_left_to_right_like_detections() -> None:
+    """Two faces cross; the detector, on every 2nd frame, lists them left to right. The carried
+    boxes come out in the same order, not in track order, so the CSV's face number means the
+    same on every frame."""
+    def boxes(i: int) -> list[tuple[int, int, int, int]]:
+        return sorted([(10 + 12 * i, 20, 80, 80), (490 - 12 * i, 200, 80, 80)])
+
+    packets = [packet(i, boxes(i)) if i % 2 == 0 else skipped(i) for i in range(40)]
+    out = run_stage("track", packets, {"min_hits": 2, "max_age": 1})
+    carried = [p for p in out[4:] if p.index % 2]
+    assert all(len(p.faces) == 2 for p in carried)
+    assert all(p.faces[0].box[0] <= p.faces[1].box[0] for p in carried)
+    assert {p.faces[0].track_id for p in carried} == {1, 2}  # the order is not the tracks' order
+
+
 def test_skipped_frames_show_only_confirmed_tracks_seen_at_the_last_detection() -> None:
     tracker = make_stage("track", {"min_hits": 3, "max_age": 5})
     packets = [packet(0, [(0, 0, 50, 50), (300, 0, 50, 50)]), packet(1, [(0, 0, 50, 50), (300, 0, 50, 50)]),
