@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             runner.stop()
             thread.join()
+    written = rows()  # after the drain: the last sample missed the frames then in flight
     result = results[0] if results else None
     ran = samples[-1]["t"] if samples else 0.0
     if len(samples) < 3:
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     summary = {"duration_s": ran, "interval_s": args.interval, "warmup_s": args.warmup,
                "clip": str(clip), "config": args.config, "overrides": args.set, "cpu": cpu_model(),
-               "cores": os.cpu_count(), "queue_size": graph.queue_size,
+               "cores": os.cpu_count(), "queue_size": graph.queue_size, "csv_rows": written,
                "exit_code": result.exit_code if result else None,
                "message": result.message if result else "the runner did not return",
                "stats": result.stats if result else [],
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                              result is not None and result.exit_code in (0, 130))
     (out / "soak.json").write_text(json.dumps(summary, indent=1))
     print(f"soak: {ran / 60:.1f} min on {summary['cpu']} ({summary['cores']} cores), "
-          f"{samples[-1]['csv_rows']} CSV rows")
+          f"{written} CSV rows")
     print(f"  anonymous total: start {summary['anon_total_start_mib']} MiB, after warm-up "
           f"{summary['anon_total_warm_mib']} MiB, end {summary['anon_total_end_mib']} MiB "
           f"(growth {summary['growth_after_warmup'] * 100:+.2f} %, limit {GROWTH_LIMIT * 100:.0f} %)")
