@@ -29,7 +29,8 @@ def gui_backend() -> str:
 
 
 class WindowSink(Sink):
-    """Checked at validation time, so a server without a display fails before anything starts."""
+    """The overlay in a live window. The display is checked in the parent when the run starts,
+    so a server without one fails before any stage process starts."""
 
     Params = WindowParams
     params: WindowParams
