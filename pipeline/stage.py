@@ -77,6 +77,9 @@ class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""
 
     writes: ClassVar[str | None] = "frame"
+    dropped: int = 0
+    """Frames the source discarded itself before handing them on (a reader thread that keeps
+    only the newest frame); the runner adds them to the source's ``dropped`` statistic."""
 
     @property
     def live(self) -> bool:

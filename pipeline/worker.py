@@ -163,6 +163,13 @@ def stage_main(w: Wiring) -> None:
     stage: Stage | None = None
     ring: frames.FrameRing | None = None
     started = time.monotonic()
+
+    def summary() -> dict:
+        stats.wall_s = time.monotonic() - started
+        stats.cpu_s = time.process_time()
+        if isinstance(stage, Source):
+            stats.dropped += stage.dropped
+        return stats.summary()
     try:
         built = w.spec.build()
         built.open()
@@ -178,13 +185,9 @@ def stage_main(w: Wiring) -> None:
             _run_consumer(stage, emitter, w, stats)
         emitter.emit(stage.finish())
         emitter.end(name)
-        stats.wall_s = time.monotonic() - started
-        stats.cpu_s = time.process_time()
-        w.control.put(("done", name, stats.summary()))
+        w.control.put(("done", name, summary()))
     except Terminated:
-        stats.wall_s = time.monotonic() - started
-        stats.cpu_s = time.process_time()
-        w.control.put(("stopped", name, stats.summary()))
+        w.control.put(("stopped", name, summary()))
     except UserError as exc:
         w.control.put(("fail", name, str(exc), "", exc.exit_code))
     except BaseException as exc:

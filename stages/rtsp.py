@@ -41,7 +41,8 @@ def redact(url: str) -> str:
 
 
 class RtspSource(Source):
-    """Live: a frame the pipeline has not taken yet is replaced by a newer one."""
+    """Live: a frame the pipeline has not taken yet is replaced by a newer one (and counted in
+    ``dropped``)."""
 
     Params = RtspParams
     params: RtspParams
@@ -59,7 +60,6 @@ class RtspSource(Source):
         self._latest: tuple[np.ndarray, float] | None = None
         self._error = ""
         self._stopping = threading.Event()
-        self.replaced = 0
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
         self._thread.start()
 
@@ -108,7 +108,7 @@ class RtspSource(Source):
             if not ok:
                 return frames
             with self._cond:
-                self.replaced += self._latest is not None
+                self.dropped += self._latest is not None
                 self._latest = (image, time.monotonic())
                 self._cond.notify()
             frames += 1

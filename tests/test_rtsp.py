@@ -98,6 +98,29 @@ def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(loop_clip, 
     assert sum(1 for r in csv_rows(csv_path) if r["label"]) > 10  # the face clip came through intact
 
 
+def test_frames_the_reader_replaces_are_counted_as_dropped(loop_clip, tmp_path):
+    """Nobody takes frames for a while: the reader thread replaces its one frame with each newer
+    one and counts each replaced frame as dropped, so the statistics say what was skipped."""
+    from fer_pipe.inprocess import make_stage
+
+    client_port, source_port = free_port(), free_port()
+    server = RtspServer(loop_clip, client_port, source_port, 20000 + client_port % 20000,
+                        open(tmp_path / "server.log", "w"))
+    server.start()
+    stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{client_port}/cam", "transport": "udp",
+                                "timeout_s": 2, "backoff_initial_s": 0.2, "give_up_after_s": 60})
+    stage.open()
+    try:
+        frames = stage.frames()
+        next(frames)
+        wait_for(lambda: stage.dropped >= 10, 60, "ten replaced frames", server.procs[0])
+        second = next(frames)
+    finally:
+        stage.close()
+        server.kill()
+    assert second.index == 1  # handed-on frames are numbered without the replaced ones
+
+
 def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"
     config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=1,
