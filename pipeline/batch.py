@@ -18,6 +18,7 @@ node sees at the same path, and fer-pipe must be installed on every node.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -27,6 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .arguments import whole
@@ -194,7 +196,7 @@ def is_loopback_address(address: str | None) -> bool:
     return not address or is_loopback(address.split("://")[-1].rsplit(":", 1)[0].strip("[]"))
 
 
-def start_ray(address: str | None, num_cpus: int | None):
+def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
     """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
 
     Ray rewrites a loopback address into the machine's routable IP unless it is told the
@@ -403,7 +405,7 @@ def _remove_work(work: Path) -> None:
     work.rmdir()
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files")
     parser.add_argument("--out", required=True, help="folder for the CSVs, the manifest and _SUCCESS")
     parser.add_argument("--config", default=None,
@@ -419,6 +421,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus, args.chunk_frames,
                      args.max_retries, args.quiet)

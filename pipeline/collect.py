@@ -14,6 +14,7 @@ An optional PUB socket republishes every event unchanged, for live viewers (loss
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import errno
 import json
@@ -23,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import zmq
 
 from .arguments import whole
 from .errors import InputError
@@ -112,8 +115,6 @@ class Collector:
         self._stop = True
 
     def run(self) -> int:
-        import zmq
-
         if not self.csv_path.parent.is_dir():
             raise InputError(f"--csv {self.csv_path}: folder {self.csv_path.parent} does not exist")
         ctx = zmq.Context()
@@ -162,15 +163,13 @@ class Collector:
         except OSError as exc:
             raise InputError(f"--csv {self.csv_path}: cannot write: {exc.strerror}") from None
 
-    def _loop(self, pull, pub, writer) -> None:
-        import zmq
-
+    def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: Any) -> None:
         while not self._stop:
             if pull.poll(POLL_MS):
-                self._take(pull, pub, writer, zmq)
-        self._take(pull, pub, writer, zmq)  # what already arrived is written before stopping
+                self._take(pull, pub, writer)
+        self._take(pull, pub, writer)  # what already arrived is written before stopping
 
-    def _take(self, pull, pub, writer, zmq) -> None:
+    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: Any) -> None:
         """Everything waiting on the socket, without blocking."""
         while True:
             try:
@@ -198,12 +197,12 @@ class Collector:
                   f"{state.restarts} restarts", file=sys.stderr)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5560", help="PULL endpoint the push sinks connect to")
     parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
     parser.add_argument("--publish", default=None, help="also republish every event on this PUB endpoint")
     parser.add_argument("--precision", type=whole(1), default=4, help="decimals of probabilities and confidence")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     return Collector(args.bind, args.csv, args.publish, args.precision).run()

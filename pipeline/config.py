@@ -243,7 +243,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
                               "packet to the next (or is a source or a sink), so it runs in one "
                               "process only")
         stages[name] = StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error,
-                                 lines.get(("stages", name)), workers)
+                                 workers)
     graph = Graph(stages, queue_size, origin)
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "

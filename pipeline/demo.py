@@ -57,9 +57,10 @@ def demo_config() -> Path:
     return Path(str(files("fer_pipe.configs").joinpath("demo.yaml")))
 
 
-def summarize(csv_path: Path, fps: float = 25.0, bins: int = 6) -> str:
+def summarize(csv_path: Path, bins: int = 6) -> str:
     """Faces found, and the leading emotion in each stretch of the clip."""
-    rows = list(csv.DictReader(open(csv_path, newline="")))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
     frames = sorted({int(r["frame"]) for r in rows})
     with_face = sorted({int(r["frame"]) for r in rows if r["label"]})
     lines = [f"frames: {len(frames)}, with a face: {len(with_face)}"]

@@ -21,7 +21,6 @@ class StageSpec:
     params: StageParams
     inputs: list[str] = field(default_factory=list)
     on_error: OnError = "stop"
-    line: int | None = None
     workers: int = 1
 
     @property

@@ -2,7 +2,8 @@
 
 One ``Packet`` travels per frame. Each stage adds to it (boxes, probabilities, track ids) and
 passes it on, so a sink sees everything known about its frame. Pixels never travel inside the
-packet between processes: the runner swaps the image for a ``FrameRef`` into shared memory.
+packet between processes: the source's process writes the image into shared memory and sends a
+``FrameRef`` in its place.
 """
 from __future__ import annotations
 
@@ -63,8 +64,9 @@ class Face:
 class Packet:
     """Everything known about one frame of one source.
 
-    ``image`` is a numpy array inside a stage process (or in an in-process run) and a
-    ``FrameRef`` while the packet crosses a queue; ``pixels()`` gives the array either way.
+    ``image`` is a numpy array where a source makes the packet (and throughout an in-process
+    run), and a ``FrameRef`` into shared memory after it has crossed a queue; ``pixels()`` gives
+    the array either way.
     ``faces`` is None until a detector has run, so "no face found" (an empty list) is not
     confused with "not looked at".
     """

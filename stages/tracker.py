@@ -17,7 +17,8 @@ the detector looked at count towards ``max_age``.
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
 ``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
-frame, which the smoother and the episodes sink use to start and end per-track state.
+frame; the smoother and the episodes sink end a track's state on ``track_lost`` (they start it
+at the track's first face with an id), and a plug-in can act on either.
 """
 from __future__ import annotations
 

@@ -31,7 +31,8 @@ class VideoParams(StageParams):
 
 
 class VideoSource(Source):
-    """A finite source: it blocks when the pipeline is busy, so every frame is processed once."""
+    """By default a finite source: it blocks when the pipeline is busy, so every frame is
+    processed once. ``realtime`` makes it live (drops instead of blocking), ``loop`` endless."""
 
     Params = VideoParams
     params: VideoParams

@@ -10,8 +10,6 @@ from keras import layers
 
 from ..preprocess import EMOTIONS, FACE_SIZE
 
-ARCHITECTURES = ("vgg", "seed")
-
 
 def _conv_bn_relu(x, width: int, name: str):
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
@@ -55,14 +53,6 @@ def seed(size: int = FACE_SIZE) -> keras.Model:
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(len(EMOTIONS), activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="seed")
-
-
-def build(arch: str, width: int, dropout: float) -> keras.Model:
-    if arch == "vgg":
-        return vgg(width, dropout)
-    if arch == "seed":
-        return seed()
-    raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
 
 
 def augmenter(seed_value: int, erase: float = 0.5) -> keras.Sequential:

@@ -13,12 +13,16 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..preprocess import EMOTIONS
 from .data import FerSplit
 from .evaluate import evaluate
+
+if TYPE_CHECKING:  # keras and TensorFlow are imported where they are used
+    import keras
 
 KERAS_FILE = "model.keras"
 TFLITE_FILE = "model.tflite"
@@ -28,7 +32,7 @@ INT8_TOLERANCE = 0.005
 """The accuracy (a fraction) an int8 export may lose against float32 and still ship."""
 
 
-def export_tflite(model, path: Path, calibration: np.ndarray | None = None) -> None:
+def export_tflite(model: keras.Model, path: Path, calibration: np.ndarray | None = None) -> None:
     """TFLite export: float32, or int8 calibrated on ``calibration`` faces (float input and output)."""
     import tensorflow as tf
 
@@ -116,7 +120,8 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
     path.write_text("\n".join(lines))
 
 
-def export_and_report(model, test: FerSplit, state: dict, out: Path, calibration: np.ndarray) -> None:
+def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path,
+                      calibration: np.ndarray) -> None:
     model.save(out / KERAS_FILE)
     export_tflite(model, out / FLOAT_FILE)
     export_tflite(model, out / INT8_FILE, calibration)

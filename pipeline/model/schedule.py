@@ -8,6 +8,7 @@ resumes on the same curve.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 from keras import ops
@@ -26,7 +27,7 @@ class CosineCycles(keras.optimizers.schedules.LearningRateSchedule):
         self.cycles = [dict(cycle) for cycle in cycles]
         self.steps_per_epoch = int(steps_per_epoch)
 
-    def __call__(self, step):
+    def __call__(self, step: Any) -> Any:  # the optimizer's step count, a tensor of the backend's
         step = ops.cast(step, "float32")
         rate = ops.zeros((), "float32")
         start = 0.0

@@ -14,6 +14,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from ..arguments import number, whole
 from ..errors import InputError
 from ..preprocess import EMOTIONS, preprocess_dataset
 from .data import load_split, sha256_of
+
+if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
+    import keras
 
 CHECKPOINT = "checkpoint.keras"
 STATE = "train_state.json"
@@ -75,7 +79,7 @@ def _this_command() -> str:
     return "fer-pipe train " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:])
 
 
-def build_training_model(args: argparse.Namespace, cycles: list[dict]):
+def build_training_model(args: argparse.Namespace, cycles: list[dict]) -> keras.Model:
     """The net wrapped in training-only augmentation, compiled for ``cycles`` of the schedule."""
     import keras
 
@@ -92,7 +96,7 @@ def build_training_model(args: argparse.Namespace, cycles: list[dict]):
     return model
 
 
-def compile_for(model, args: argparse.Namespace, cycles: list[dict]) -> None:
+def compile_for(model: keras.Model, args: argparse.Namespace, cycles: list[dict]) -> None:
     """SGD with Nesterov momentum on the cosine cycles, label-smoothed cross-entropy."""
     import keras
 
@@ -105,7 +109,7 @@ def compile_for(model, args: argparse.Namespace, cycles: list[dict]) -> None:
         metrics=["accuracy"])
 
 
-def extend(model, args: argparse.Namespace, state: dict) -> None:
+def extend(model: keras.Model, args: argparse.Namespace, state: dict) -> None:
     """Add a cosine cycle of ``args.extend`` epochs to a resumed run and recompile for it.
 
     The new optimizer starts at the run's step count, so the schedule picks up at the new
@@ -120,7 +124,7 @@ def extend(model, args: argparse.Namespace, state: dict) -> None:
     model.optimizer.iterations.assign(state["epochs_done"] * _steps_per_epoch(args))
 
 
-def _net_at(args: argparse.Namespace, size: int):
+def _net_at(args: argparse.Namespace, size: int) -> keras.Model:
     """The vgg net is fully convolutional: it trains on crops and runs on whole faces."""
     from . import nets
 
@@ -129,7 +133,7 @@ def _net_at(args: argparse.Namespace, size: int):
     return nets.seed(size=size)
 
 
-def inference_model(train_model, crop: int):
+def inference_model(train_model: keras.Model, crop: int) -> keras.Model:
     """Net behind a centre crop, taking the full 48x48 face: the model that ships."""
     import keras
 
@@ -145,7 +149,7 @@ def centre(images: np.ndarray, crop: int) -> np.ndarray:
     return images[:, lo:lo + crop, lo:lo + crop]
 
 
-def recalibrate_batchnorm(net, images: np.ndarray, batch: int = 256, seed: int = 0) -> None:
+def recalibrate_batchnorm(net: keras.Model, images: np.ndarray, batch: int = 256, seed: int = 0) -> None:
     """Re-estimate every BatchNormalization's moving statistics on clean (unaugmented) faces.
 
     During training the moving averages follow augmented batches (erased patches of noise,
@@ -166,8 +170,8 @@ def recalibrate_batchnorm(net, images: np.ndarray, batch: int = 256, seed: int =
         layer.momentum = momentum
 
 
-def select_on_publictest(final, out: Path, state: dict, crop: int, x_train: np.ndarray,
-                         x_test: np.ndarray, y_test: np.ndarray):
+def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, x_train: np.ndarray,
+                         x_test: np.ndarray, y_test: np.ndarray) -> keras.Model:
     """Recalibrate the final and the best-by-validation checkpoints, keep the better on PublicTest."""
     import keras
 
