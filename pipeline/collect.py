@@ -29,6 +29,7 @@ import zmq
 
 from .arguments import whole
 from .errors import InputError
+from .events import event_rows
 
 POLL_MS = 200
 
@@ -41,33 +42,6 @@ class SourceState:
     events: int = 0
     gaps: int = 0
     restarts: int = 0
-
-
-def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> list[list[str]]:
-    """The CSV rows of one frame event, as the ``csv`` sink writes the same frame.
-
-    Columns are filled by name (the event's field names are the CSV's column names, and
-    ``probs`` becomes ``p_<emotion>``), so a column the csv sink gains fills in as soon as
-    the events carry the field of that name.
-    """
-    head = {"source": event["source"], "frame": int(event["frame"]),
-            "timestamp": f"{float(event['timestamp']):.3f}"}
-    faces = event.get("faces") or [{}]
-    rows = []
-    for face in faces:
-        values = {**head, **{k: v for k, v in face.items() if k != "probs"}}
-        for emotion, p in (face.get("probs") or {}).items():
-            values[f"p_{emotion}"] = p
-        rows.append([_cell(values.get(c), c, precision) for c in columns])
-    return rows
-
-
-def _cell(value: Any, column: str, precision: int) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and column != "timestamp":
-        return f"{value:.{precision}f}"
-    return str(value)
 
 
 class SequenceTracker:

@@ -74,3 +74,31 @@ def encode(event: dict[str, Any]) -> list[bytes]:
 
 def decode(frames: list[bytes]) -> dict[str, Any]:
     return json.loads(frames[-1])
+
+
+def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> list[list[str]]:
+    """The CSV rows of one frame event, as the ``csv`` sink writes the same frame (``fer-pipe
+    subscribe --format csv`` and ``fer-pipe collect`` both write them).
+
+    Columns are filled by name (the event's field names are the CSV's column names, and
+    ``probs`` becomes ``p_<emotion>``), so a column the csv sink gains fills in as soon as
+    the events carry the field of that name.
+    """
+    head = {"source": event["source"], "frame": int(event["frame"]),
+            "timestamp": f"{float(event['timestamp']):.3f}"}
+    faces = event.get("faces") or [{}]
+    rows = []
+    for face in faces:
+        values = {**head, **{k: v for k, v in face.items() if k != "probs"}}
+        for emotion, p in (face.get("probs") or {}).items():
+            values[f"p_{emotion}"] = p
+        rows.append([_cell(values.get(c), c, precision) for c in columns])
+    return rows
+
+
+def _cell(value: Any, column: str, precision: int) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and column != "timestamp":
+        return f"{value:.{precision}f}"
+    return str(value)

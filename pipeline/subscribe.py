@@ -17,18 +17,11 @@ import zmq.auth
 
 from .arguments import whole
 from .errors import InputError
-from .events import decode
+from .events import decode, event_rows
 from .stages.csv_sink import COLUMNS
 
-
-def csv_rows(event: dict) -> list[list]:
-    """CSV rows of a frame event in the CSV sink's columns: one per face, or one for a faceless frame."""
-    rows = []
-    for face in event["faces"] or [{}]:
-        probs = face.get("probs") or {}
-        values = {**event, **face, **{f"p_{e}": p for e, p in probs.items()}}
-        rows.append(["" if values.get(c) is None else values[c] for c in COLUMNS])
-    return rows
+CSV_PRECISION = 4
+"""Decimals of ``--format csv``: the csv and zmq sinks' default, so the rows read as the csv sink's."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
             elif event.get("type") == "frame":
-                writer.writerows(csv_rows(event))
+                writer.writerows(event_rows(event, COLUMNS, CSV_PRECISION))
             sys.stdout.flush()
             received += 1
     except KeyboardInterrupt:
