@@ -22,6 +22,7 @@ at the track's first face with an id), and a plug-in can act on either.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -56,6 +57,15 @@ def _kalman(box: Box) -> cv2.KalmanFilter:
     return kf
 
 
+@functools.lru_cache(maxsize=32)
+def _transition(steps: int) -> np.ndarray:
+    """Constant velocity over ``steps`` frames; built once per step count (almost always 1)."""
+    transition = np.eye(8, dtype=np.float32)
+    transition[range(4), range(4, 8)] = steps
+    transition.flags.writeable = False
+    return transition
+
+
 @dataclass
 class _Track:
     kf: cv2.KalmanFilter
@@ -65,9 +75,7 @@ class _Track:
     predicted: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
     def predict(self, steps: int) -> None:
-        transition = np.eye(8, dtype=np.float32)
-        transition[range(4), range(4, 8)] = steps
-        self.kf.transitionMatrix = transition
+        self.kf.transitionMatrix = _transition(steps)
         cx, cy, w, h = self.kf.predict()[:4, 0]
         w, h = max(float(w), 1.0), max(float(h), 1.0)
         self.predicted = np.array([cx - w / 2, cy - h / 2, w, h])
