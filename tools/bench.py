@@ -53,6 +53,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_pipe.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": REPO / "configs" / "video_to_csv.yaml",
            "fast": REPO / "configs" / "video_to_csv_fast.yaml"}
@@ -74,12 +76,6 @@ with open(sys.argv[2], "w") as fh:
                "runner_first_result_s": result.first_result_s, "runner_wall_s": result.wall_s}, fh)
 """
 """What ``fer-pipe run`` does, plus the runner's statistics written as JSON for this tool."""
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    return f"{fields.get('Model name', '?').strip()}, {os.cpu_count()} cores"
 
 
 # ---------------------------------------------------------------- inputs

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,19 +32,11 @@ from pathlib import Path
 
 import cv2
 
+from fer_pipe.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "video_to_csv.yaml"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_clips(folder: Path, count: int, frames: int) -> list[Path]:
@@ -159,7 +150,7 @@ def main() -> None:
         "csv_mismatches": mismatched,
     }
     (out / "bench_batch.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"CPU: {result['cpu']} ({result['cores']} cores); {args.clips} clips x {args.frames} frames, 640x360")
+    print(f"CPU: {result['cpu']}; {args.clips} clips x {args.frames} frames, 640x360")
     print(f"{'':12} {'wall s':>8} {'frames/s':>9} {'CPU s':>7}")
     print(f"{'sequential':12} {sequential:8.1f} {frames / sequential:9.1f} {sequential_cpu:7.1f}   "
           "fer-pipe run, one clip after another")

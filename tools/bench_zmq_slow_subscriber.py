@@ -15,7 +15,6 @@ stalled cases are within the no-subscriber runs' spread.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import threading
 import time
@@ -25,6 +24,7 @@ import zmq
 
 from fer_pipe.config import graph_from_dict
 from fer_pipe.demo import DEMO_CLIP, fetch_clips
+from fer_pipe.machine import cpu_model
 from fer_pipe.runner import Runner
 
 STALL_S = 10.0
@@ -82,16 +82,6 @@ def one_run(video: str, case: str, port: int) -> tuple[float, int | None, dict]:
         reader.join()
     sink = next(st for st in result.stats if st["stage"] == "events")
     return result.wall_s, (counted[0] if counted else None), sink
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -51,13 +50,6 @@ def memory_kib(pid: int) -> tuple[int, int]:
         return 0, 0
     values = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:] if line.endswith("kB")}
     return values.get("Rss", 0), values.get("Anonymous", 0)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 class RowCounter:
@@ -129,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fer_pipe.config import load_graph
     from fer_pipe.demo import fetch_clips
+    from fer_pipe.machine import cpu_model
     from fer_pipe.runner import Runner
 
     out = Path(args.out)
@@ -195,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     summary["passed"] = bool(summary["memory_ok"] and summary["queues_ok"] and
                              result is not None and result.exit_code in (0, 130))
     (out / "soak.json").write_text(json.dumps(summary, indent=1))
-    print(f"soak: {ran / 60:.1f} min on {summary['cpu']} ({summary['cores']} cores), "
+    print(f"soak: {ran / 60:.1f} min on {summary['cpu']}, "
           f"{written} CSV rows")
     print(f"  anonymous total: start {summary['anon_total_start_mib']} MiB, after warm-up "
           f"{summary['anon_total_warm_mib']} MiB, end {summary['anon_total_end_mib']} MiB "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -20,7 +19,8 @@ import numpy as np
 
 from ..arguments import number, whole
 from ..errors import InputError
-from ..preprocess import EMOTIONS, preprocess_dataset
+from ..machine import cpu_model
+from ..preprocess import EMOTIONS, FACE_SIZE, preprocess_dataset
 from .data import load_split, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
@@ -60,16 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
 
 
-def _hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def _steps_per_epoch(args: argparse.Namespace) -> int:
     return int(np.ceil(args.train_rows / args.batch_size))
 
@@ -87,9 +77,9 @@ def build_training_model(args: argparse.Namespace, cycles: list[dict]) -> keras.
 
     net = _net_at(args, args.crop)
     aug = nets.augmenter(args.seed, args.erase)
-    inputs = keras.Input((48, 48, 1), name="face")
+    inputs = keras.Input((FACE_SIZE, FACE_SIZE, 1), name="face")
     x = keras.layers.RandomCrop(args.crop, args.crop, seed=args.seed, name="random_crop")(inputs) \
-        if args.crop < 48 else inputs
+        if args.crop < FACE_SIZE else inputs
     outputs = net(aug(x))
     model = keras.Model(inputs, outputs, name="train")
     compile_for(model, args, cycles)
@@ -138,8 +128,8 @@ def inference_model(train_model: keras.Model, crop: int) -> keras.Model:
     import keras
 
     net = train_model.layers[-1]
-    inputs = keras.Input((48, 48, 1), name="face")
-    x = keras.layers.CenterCrop(crop, crop, name="center_crop")(inputs) if crop < 48 else inputs
+    inputs = keras.Input((FACE_SIZE, FACE_SIZE, 1), name="face")
+    x = keras.layers.CenterCrop(crop, crop, name="center_crop")(inputs) if crop < FACE_SIZE else inputs
     return keras.Model(inputs, net(x, training=False), name=net.name)
 
 
@@ -234,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         if args.extend:
             extend(model, args, state)
-    state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": _hardware(),
+    state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": cpu_model(),
                           "from_epoch": state["epochs_done"], "argv": sys.argv[1:]})
 
     class Checkpoint(keras.callbacks.Callback):
