@@ -17,7 +17,6 @@ nothing and simply waits for the loop body (a live source drops frames as it alw
 """
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ from typing import Any
 import zmq
 from pydantic import Field
 
-from .config import apply_overrides, build_graph, read_config
+from .config import load_graph
 from .errors import ConfigError
 from .events import frame_event
 from .graph import Graph, StageSpec, check_edges
@@ -76,16 +75,6 @@ class ForwardSink(Sink):
     def close(self) -> None:
         self._sock.close(linger=-1)  # deliver everything before the process ends
         self._ctx.term()
-
-
-def _load(config: str | Path | Mapping[str, Any], overrides: Iterable[str]) -> Graph:
-    if isinstance(config, Mapping):
-        origin = "<dict>"
-        data, lines = copy.deepcopy(dict(config)), {}
-    else:
-        origin = str(config)
-        data, lines = read_config(config)
-    return build_graph(apply_overrides(data, overrides, origin), lines, origin)
 
 
 def _add_tap(graph: Graph, tap: str | None, endpoint: str) -> None:
@@ -176,7 +165,7 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     graph's sinks (the classifier in the shipped configs). Config errors raise ``ConfigError``
     here, before anything starts.
     """
-    graph = _load(config, overrides)
+    graph = load_graph(config, overrides)
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"
     try:

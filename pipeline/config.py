@@ -6,8 +6,9 @@ straight to the spot. YAML is only ever read with the safe loader.
 """
 from __future__ import annotations
 
+import copy
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -251,12 +252,17 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     return graph
 
 
-def load_graph(path: str | Path, overrides: Iterable[str] = ()) -> Graph:
-    data, lines = read_config(path)
-    data = apply_overrides(data, overrides, str(path))
-    return build_graph(data, lines, str(path))
-
-
-def graph_from_dict(data: Mapping[str, Any], origin: str = "<dict>") -> Graph:
-    """Build a graph from a plain dict (the Python API and tests), with the same checks as YAML."""
-    return build_graph(data, {}, origin)
+def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (),
+               select: Callable[[Any, str], Any] | None = None) -> Graph:
+    """A checked graph from a YAML file, or from a plain dict (the Python API, tests) with the
+    same checks. ``--set`` overrides apply first, then ``select`` (the shard filter), so both
+    see the whole config and validation sees what will run."""
+    if isinstance(config, Mapping):
+        origin, data, lines = "<dict>", copy.deepcopy(dict(config)), {}
+    else:
+        origin = str(config)
+        data, lines = read_config(config)
+    data = apply_overrides(data, overrides, origin)
+    if select is not None:
+        data = select(data, origin)
+    return build_graph(data, lines, origin)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import apply_overrides, build_graph, read_config
+from .config import load_graph
 from .errors import ConfigError
 from .graph import Graph
 from .registry import registry
@@ -97,6 +97,4 @@ def shard_cameras(data: Any, index: int, shards: int) -> list[str]:
 def load_shard(path: str | Path, overrides: Iterable[str], shard: str) -> Graph:
     """``load_graph`` with the shard filter between the overrides and validation."""
     index, shards = parse_shard(shard)
-    data, lines = read_config(path)
-    data = apply_overrides(data, overrides, str(path))
-    return build_graph(select_shard(data, index, shards, str(path)), lines, str(path))
+    return load_graph(path, overrides, lambda data, origin: select_shard(data, index, shards, origin))

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import crossing_faces, read_frames, write_video
 from fer_pipe.boxes import iou_matrix
-from fer_pipe.config import graph_from_dict
+from fer_pipe.config import load_graph
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Packet
 from fer_pipe.runner import Runner
@@ -119,7 +119,7 @@ def test_every_n_with_the_tracker_gives_faces_on_skipped_frames(face_frames, tmp
     """A real multi-process run of the fast config's shape: detector every 3rd frame, tracker."""
     video = write_video(tmp_path / "faces.avi", face_frames)
     out = tmp_path / "out.csv"
-    graph = graph_from_dict({"queue_size": 4, "stages": {
+    graph = load_graph({"queue_size": 4, "stages": {
         "source": {"type": "video", "params": {"path": str(video)}},
         "detector": {"type": "haar", "inputs": ["source"], "params": {"every_n": 3}},
         "track": {"type": "track", "inputs": ["detector"]},

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import fer_pipe, read_frames, write_video
-from fer_pipe.config import graph_from_dict
+from fer_pipe.config import load_graph
 from fer_pipe.runner import Runner
 from fer_pipe.stages.csv_sink import COLUMNS
 
@@ -25,7 +25,7 @@ def face_then_empty(clips, tmp_path_factory):
 
 
 def graph_for(video, out_csv, **detector):
-    return graph_from_dict({"queue_size": 4, "stages": {
+    return load_graph({"queue_size": 4, "stages": {
         "source": {"type": "video", "params": {"path": str(video)}},
         "detector": {"type": "haar", "inputs": ["source"], "params": detector},
         "classifier": {"type": "classifier", "inputs": ["detector"]},
@@ -105,7 +105,7 @@ def test_workers_are_set_from_the_command_line(face_then_empty, tmp_path):
 
 def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    graph = graph_from_dict({"stages": {
+    graph = load_graph({"stages": {
         "source": {"type": "video", "params": {"path": str(face_then_empty), "max_frames": 12}},
         "detector": {"type": "haar", "inputs": ["source"]},
         "classifier": {"type": "classifier", "inputs": ["detector"]},

@@ -20,7 +20,7 @@ import zmq
 
 from conftest import read_frames, write_video
 
-from fer_pipe.config import graph_from_dict
+from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
 from fer_pipe.shard import select_shard, shard_cameras, shard_of
 from fer_pipe.stages.csv_sink import COLUMNS
@@ -86,7 +86,7 @@ def test_shard_filter_keeps_its_cameras_and_drops_what_they_no_longer_feed(tmp_p
     zero = select_shard(data, 0, 2, "cams.yaml")
     assert sorted(zero["stages"]) == sorted(SHARD0 + ["detector", "classifier", "push"])
     assert zero["stages"]["detector"]["inputs"] == SHARD0
-    graph_from_dict(zero)  # still a valid graph
+    load_graph(zero)  # still a valid graph
     one = select_shard(data, 1, 2, "cams.yaml")
     assert sorted(one["stages"]) == sorted(SHARD1 + ["detector", "classifier", "push", "door_haar",
                                                      "door_faces", "door_csv"])

@@ -22,7 +22,7 @@ import time
 import cv2
 import zmq
 
-from fer_pipe.config import graph_from_dict
+from fer_pipe.config import load_graph
 from fer_pipe.demo import DEMO_CLIP, fetch_clips
 from fer_pipe.machine import cpu_model
 from fer_pipe.runner import Runner
@@ -31,7 +31,7 @@ STALL_S = 10.0
 
 
 def graph(video: str, endpoint: str, sndhwm: int, wait: int):
-    return graph_from_dict({"stages": {
+    return load_graph({"stages": {
         "source": {"type": "video", "params": {"path": video}},
         "detector": {"type": "haar", "inputs": ["source"]},
         "classifier": {"type": "classifier", "inputs": ["detector"]},
