@@ -89,8 +89,8 @@ def test_faces_without_a_track_are_left_alone_and_lost_tracks_start_afresh() -> 
 def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
     import csv
 
-    from fer_pipe.events import frame_event
-    from fer_pipe.subscribe import csv_rows
+    from fer_pipe.events import event_rows, frame_event
+    from fer_pipe.stages.csv_sink import COLUMNS
 
     raw = [probs(sad=0.7)] * 10 + [probs(sad=0.4, happy=0.45)] * 3  # raw turns happy, smoothed stays sad
     out = run_stage("smooth", stream(raw, 25.0), {"hold_s": 0.2})
@@ -100,8 +100,6 @@ def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
     assert [r["smoothed_label"] for r in rows] == [""] * 5 + ["sad"] * 8  # settles after 0.2 s
     assert rows[-1]["label"] == "happy" and rows[-1]["smoothed_label"] == "sad"
     assert float(rows[-1]["smoothed_confidence"]) == pytest.approx(float(out[-1].faces[0].smoothed[4]), abs=1e-4)
-    published = [csv_rows(frame_event(p))[0][-2:] for p in out]  # as `fer-pipe subscribe --format csv`
+    published = [event_rows(frame_event(p), COLUMNS, 4)[0][-2:] for p in out]  # as `fer-pipe subscribe`
     assert list(rows[0])[-2:] == ["smoothed_label", "smoothed_confidence"]
-    assert [label for label, _ in published] == [r["smoothed_label"] for r in rows]
-    assert [c and round(c, 4) for _, c in published] == [r["smoothed_confidence"] and float(r["smoothed_confidence"])
-                                                        for r in rows]
+    assert published == [[r["smoothed_label"], r["smoothed_confidence"]] for r in rows]
