@@ -8,30 +8,28 @@ value is argparse's usage line and one error line naming the option, exit 2, bef
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
+from typing import Any
 
 
 def whole(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number no smaller than ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
+    return _at_least(int, "a whole number", minimum)
 
 
 def number(minimum: float) -> Callable[[str], float]:
     """An argparse type: a finite number no smaller than ``minimum``."""
-    def parse(text: str) -> float:
+    return _at_least(float, "a finite number", minimum)
+
+
+def _at_least(kind: type, noun: str, minimum: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            value = float(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not minimum <= value < float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number of at least {minimum:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if not minimum <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be {noun} of at least {minimum:g}, got {text}")
         return value
     return parse
