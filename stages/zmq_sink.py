@@ -89,6 +89,13 @@ class ZmqSink(Sink):
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for wait_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, p.sndhwm)
+        try:
+            self._start(p)
+        except BaseException:
+            self.close()  # a failed open is not closed by the runner: release socket, thread, context
+            raise
+
+    def _start(self, p: ZmqParams) -> None:
         where = tcp_host_port(p.endpoint)
         if p.curve_secret_key:
             self._serve_curve(p.curve_secret_key, p.curve_clients)
