@@ -14,13 +14,13 @@ import ctypes
 import multiprocessing as mp
 import os
 import queue
+import selectors
 import signal
 import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from multiprocessing import connection
 from typing import Any
 
 import numpy as np
@@ -235,21 +235,25 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
 def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
     """What the upstream processes send, as it comes, until each has sent its end of stream.
 
-    With several queues the wait is on their pipe ends (``_reader``, as ``concurrent.futures``
-    waits on its result queue), so none waits behind another that is empty; with one left (the
-    usual chain of stages), its blocking ``get`` is the wait, one system call fewer per item.
+    With several queues one selector watches their pipe ends (``_reader``, as
+    ``concurrent.futures`` waits on its result queue), so none waits behind another that is
+    empty; with one left (the usual chain of stages) its blocking ``get`` is the wait. A ready
+    queue always has an item to get: a live producer takes its oldest item back only from a
+    full queue, and puts a new one straight after.
     """
     open_ = {q._reader: q for q in inboxes}
-    while open_:
-        for reader in connection.wait(list(open_)) if len(open_) > 1 else list(open_):
-            try:
-                item = open_[reader].get(block=len(open_) == 1)
-            except queue.Empty:
-                continue  # a live producer took its oldest item back to make room for a new one
-            if isinstance(item, EndOfStream):
-                del open_[reader]
-            else:
-                yield item
+    with selectors.DefaultSelector() as selector:
+        for reader in open_:
+            selector.register(reader, selectors.EVENT_READ)
+        while open_:
+            ready = [key.fileobj for key, _ in selector.select()] if len(open_) > 1 else list(open_)
+            for reader in ready:
+                item = open_[reader].get()
+                if isinstance(item, EndOfStream):
+                    del open_[reader]
+                    selector.unregister(reader)
+                else:
+                    yield item
 
 
 def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats) -> None:
