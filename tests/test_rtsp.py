@@ -21,6 +21,7 @@ class RtspServer:
 
     def __init__(self, clip, client_port: int, source_port: int, rtp_port: int, log) -> None:
         self.args = (clip, client_port, source_port, rtp_port)
+        self.url = f"rtsp://127.0.0.1:{client_port}/cam"
         self.log = log
         self.procs: list[subprocess.Popen] = []
 
@@ -66,14 +67,22 @@ def loop_clip(clips, tmp_path):
     return write_video(tmp_path / "loop.avi", read_frames(clips["single_face.mp4"], 50))
 
 
-def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(loop_clip, tmp_path):
+@pytest.fixture
+def rtsp_server(loop_clip, tmp_path):
+    """A server on free local ports that will publish ``loop_clip``: not started, killed at the end."""
+    client_port = free_port()
+    with open(tmp_path / "server.log", "w") as log:
+        server = RtspServer(loop_clip, client_port, free_port(), 20000 + client_port % 20000, log)
+        yield server
+        server.kill()
+
+
+def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(rtsp_server, tmp_path):
     needs("rtsp-server-perl")
     needs("ffmpeg")
-    client_port, source_port = free_port(), free_port()
-    server = RtspServer(loop_clip, client_port, source_port, 20000 + client_port % 20000,
-                        open(tmp_path / "server.log", "w"))
+    server = rtsp_server
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
-    config = rtsp_config(tmp_path / "g.yaml", f"rtsp://127.0.0.1:{client_port}/cam", csv_path,
+    config = rtsp_config(tmp_path / "g.yaml", server.url, csv_path,
                          transport="udp", timeout_s=2, backoff_initial_s=0.2, backoff_max_s=1,
                          give_up_after_s=60)
     server.start()
@@ -98,16 +107,14 @@ def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(loop_clip, 
     assert sum(1 for r in csv_rows(csv_path) if r["label"]) > 10  # the face clip came through intact
 
 
-def test_frames_the_reader_replaces_are_counted_as_dropped(loop_clip, tmp_path):
+def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
     """Nobody takes frames for a while: the reader thread replaces its one frame with each newer
     one and counts each replaced frame as dropped, so the statistics say what was skipped."""
     from fer_pipe.inprocess import make_stage
 
-    client_port, source_port = free_port(), free_port()
-    server = RtspServer(loop_clip, client_port, source_port, 20000 + client_port % 20000,
-                        open(tmp_path / "server.log", "w"))
+    server = rtsp_server
     server.start()
-    stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{client_port}/cam", "transport": "udp",
+    stage = make_stage("rtsp", {"url": server.url, "transport": "udp",
                                 "timeout_s": 2, "backoff_initial_s": 0.2, "give_up_after_s": 60})
     stage.open()
     try:
