@@ -85,6 +85,19 @@ def test_truncated_video_keeps_the_frames_before_the_cut(short_clip, tmp_path, o
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
+    """no_face.mp4's sample table lists 98 frames; its edit list plays 95, as ffmpeg does too."""
+    video = clips["no_face.mp4"]
+    capture = cv2.VideoCapture(str(video))
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    decodable = len(read_frames(video))
+    assert listed - decodable == 3
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
 def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     folder = tmp_path / "images"
     folder.mkdir()
