@@ -41,6 +41,9 @@ SUCCESS = "_SUCCESS"
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                   "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
 """Environment of every task: one thread per library, so N tasks on N cores do not oversubscribe."""
+VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
+                  ".wmv")
+"""What a folder given as an input contributes: its files with these suffixes (in any case)."""
 LOCAL_OBJECT_STORE = 100 * 1024 * 1024
 """Tasks exchange only a config and a small result, so a local Ray need not reserve its default
 share (30 % of memory) of /dev/shm."""
@@ -167,6 +170,21 @@ def frame_count(path: str) -> int:
         capture.release()
 
 
+def expand_folders(inputs: Sequence[str]) -> list[str]:
+    """Each folder replaced by the videos directly in it, by name; files stay as given.
+
+    ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
+    argument limit. A folder with no videos stays in the list, so that it is reported by name.
+    """
+    expanded: list[str] = []
+    for item in inputs:
+        folder = Path(item)
+        videos = sorted(str(p) for p in folder.iterdir()
+                        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()) if folder.is_dir() else []
+        expanded += videos or [item]
+    return expanded
+
+
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
     """Jobs per input, and the inputs that cannot even be read (by name, with the reason).
 
@@ -181,6 +199,9 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         if key in stems and stems[key] != item:
             raise InputError(f"inputs {stems[key]} and {item} would both write {key}.csv; rename one")
         stems[key] = item
+        if Path(item).is_dir():
+            bad[item] = f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
+            continue
         if not Path(item).is_file():
             bad[item] = f"video {item}: no such file"
             continue
@@ -286,6 +307,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         raise InputError(f"--out {out_dir}: cannot create: {exc.strerror}") from None
     work = out_dir / WORK
 
+    inputs = expand_folders(inputs)
     jobs, bad = plan(inputs, chunk_frames)
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():
@@ -406,7 +428,8 @@ def _remove_work(work: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="video files")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="video files, or folders: each gives the videos directly in it")
     parser.add_argument("--out", required=True, help="folder for the CSVs, the manifest and _SUCCESS")
     parser.add_argument("--config", default=None,
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")

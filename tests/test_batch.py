@@ -126,7 +126,9 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
         assert sorted(set(frames)) == list(range(CLIP_FRAMES)), clip.name
 
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
+    folder = six_clips[0].parent
+    (folder / "notes.txt").write_text("not a video\n")
+    again = batch(str(folder), "--out", str(out), "--address", cluster.address)  # its six videos
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert "nothing to do" in stderr
@@ -136,14 +138,19 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
+    no_videos = tmp_path / "empty"
+    no_videos.mkdir()
     good = six_clips[1]
     out = tmp_path / "out"
-    proc = batch(str(good), str(bad), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16",
-                 "--quiet")
+    proc = batch(str(good), str(bad), str(no_videos), "--out", str(out), "--address", cluster.address,
+                 "--chunk-frames", "16", "--quiet")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
     assert [line for line in stderr.splitlines() if "notes.avi" in line] == [
         f"fer-pipe: batch: {bad}: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
+    assert [line for line in stderr.splitlines() if "empty" in line] == [
+        f"fer-pipe: batch: {no_videos}: folder {no_videos}: no videos in it "
+        "(.avi, .flv, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .ts, .webm, .wmv)"]
     assert "Traceback" not in stderr
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
     assert manifest["notes.avi"]["status"] == "failed"
