@@ -8,6 +8,10 @@ that only runs inference. Evaluation goes through this same class, so the accura
 """
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +43,13 @@ class FaceClassifier:
         if int(out[0]["shape"][-1]) != len(EMOTIONS):
             raise InputError(f"model {path}: output must have {len(EMOTIONS)} classes, "
                              f"got {int(out[0]['shape'][-1])}")
+        with _native_stderr_silenced():
+            self._interpreter.allocate_tensors()  # applies the XNNPACK delegate, once per process
         self.input_size = shape[1]
         self.flip_tta = flip_tta
         self._input_index = inp[0]["index"]
         self._output_index = out[0]["index"]
-        self._batch = 0
+        self._batch = shape[0]
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities (n, 7) for a batch of faces, in one interpreter call.
@@ -66,3 +72,23 @@ class FaceClassifier:
             probs = probs[:n] + probs[n:]
         # An int8 export's softmax comes out in steps of 1/256 and its rows need not sum to 1.
         return probs / probs.sum(axis=1, keepdims=True)
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null for the duration.
+
+    LiteRT's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when
+    it first applies its delegate, and has no setting to stop it; it would be a line in every
+    run that is not fer-pipe's. Interpreter errors still arrive, as the Python exceptions
+    LiteRT raises with its messages in them.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
