@@ -11,6 +11,7 @@ fails loudly instead of reading wrong pixels.
 """
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from .errors import InputError
+
+SHM = "/dev/shm"  # where Linux's shm_open, and so SharedMemory, keeps its segments
+MIB = 1024 * 1024
 HEADER = 64  # bytes before each slot's pixels: the sequence number, padded for alignment
 
 _attached: dict[str, shared_memory.SharedMemory] = {}
@@ -67,17 +72,34 @@ class FrameRing:
         self._slot_bytes = 0
         self._seq = 0
 
-    def _grow(self, nbytes: int) -> None:
-        """A new segment for frames larger than the current slots; old ones stay readable."""
-        self._slot_bytes = HEADER + ((nbytes + HEADER - 1) // HEADER) * HEADER
+    def _grow(self, frame: np.ndarray) -> None:
+        """A new segment for frames larger than the current slots; old ones stay readable.
+
+        Its pages are reserved at once. A segment is created sparse, and a process that writes
+        to a page tmpfs has no room for dies of SIGBUS; Docker gives /dev/shm 64 MiB, less
+        than a ring of 720p frames. Reserving turns that into one line saying what to change.
+        """
+        self._slot_bytes = HEADER + ((frame.nbytes + HEADER - 1) // HEADER) * HEADER
+        size = self._slot_bytes * self.slots
         name = f"{self.prefix}_{secrets.token_hex(4)}"
-        self.segments.append(shared_memory.SharedMemory(name=name, create=True,
-                                                        size=self._slot_bytes * self.slots))
+        self.segments.append(shared_memory.SharedMemory(name=name, create=True, size=size))
         self.announce(name)
+        fd = os.open(os.path.join(SHM, name), os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            room = os.statvfs(SHM)
+            free = room.f_bavail * room.f_frsize
+            shape = "x".join(map(str, frame.shape))
+            raise InputError(f"frame ring: {self.slots} frames of {shape} need {size / MIB:,.0f} MiB "
+                             f"of {SHM}, which has {free / MIB:,.0f} MiB free ({exc.strerror}); give "
+                             f"it more room (docker run --shm-size) or lower queue_size") from None
+        finally:
+            os.close(fd)
 
     def put(self, frame: np.ndarray) -> FrameRef:
         if frame.nbytes + HEADER > self._slot_bytes:
-            self._grow(frame.nbytes)
+            self._grow(frame)
         shm = self.segments[-1]
         offset = (self._seq % self.slots) * self._slot_bytes
         np.ndarray((1,), dtype=np.int64, buffer=shm.buf, offset=offset)[0] = self._seq

@@ -7,6 +7,7 @@ truncated video, a folder with some images), what was decoded is processed and k
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,6 +94,23 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
     code, err = run(f"source.path={video}", f"csv.path={out_csv}")
     assert code == 0, err
     assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
+def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
+    """Docker's /dev/shm is 64 MiB; here a private mount namespace gives it 16 MiB, less than
+    the ring of this clip's frames. Unchecked, the source process died of SIGBUS."""
+    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", "/dev/shm"],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a small /dev/shm needs unshare -m and mount rights (root)")
+    command = (f"mount -t tmpfs -o size=16m tmpfs /dev/shm && exec {sys.executable} -m fer_pipe.cli "
+               f"run {CONFIG} --quiet --set source.path={short_clip} --set csv.path={out_csv}")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert re.fullmatch(r"fer-pipe: stage 'source' \(video\) failed: frame ring: \d+ frames of 360x640x3 "
+                        r"need [\d,]+ MiB of /dev/shm, which has 16 MiB free \(No space left on device\); "
+                        r"give it more room \(docker run --shm-size\) or lower queue_size",
+                        one_line(done.stderr))
 
 
 def test_image_folder_with_non_images(clips, tmp_path, out_csv):

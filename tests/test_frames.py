@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import pickle
 
 import numpy as np
 import pytest
 
 from fer_pipe import frames
+from fer_pipe.errors import InputError
 
 
 def _checksum_in_child(refs, out):
@@ -62,3 +64,22 @@ def test_a_larger_frame_gets_a_new_segment_and_old_frames_stay_readable(ring):
     big_ref = ring.put(big)
     assert small_ref.segment != big_ref.segment
     assert small_ref.array()[0, 0] == 7 and big_ref.array()[-1, -1] == 9
+
+
+def test_a_ring_that_dev_shm_cannot_hold_is_refused_before_any_frame_is_written():
+    """Unreserved, the first frame of such a ring writes fine and a later one dies of SIGBUS."""
+    room = os.statvfs(frames.SHM)
+    if not room.f_blocks:
+        pytest.skip(f"{frames.SHM} has no size limit")
+    frame = np.zeros((1024, 1024, 3), dtype=np.uint8)
+    names: list[str] = []
+    ring = frames.FrameRing("fptest", slots=room.f_blocks * room.f_frsize // frame.nbytes + 1,
+                            announce=names.append)
+    try:
+        with pytest.raises(InputError, match=r"^frame ring: \d+ frames of 1024x1024x3 need [\d,]+ MiB of "
+                                             r"/dev/shm, which has [\d,]+ MiB free .*lower queue_size$"):
+            ring.put(frame)
+    finally:
+        ring.close()
+        frames.unlink(names)
+    assert len(names) == 1 and not os.path.exists(os.path.join(frames.SHM, names[0]))
