@@ -5,7 +5,9 @@ User errors (bad config, bad input) print one line and exit 2; ``--debug`` shows
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
+import textwrap
 
 from .arguments import number
 from .errors import UserError
@@ -42,9 +44,9 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     for name, cls in sorted(reg.types.items()):
         kinds = f"reads {cls.reads or '-'}, writes {cls.writes or '-'}"
         print(f"{name} v{cls.version} ({reg.origins[name]}; {kinds})")
-        doc = (cls.__doc__ or "").strip().splitlines()
-        if doc:
-            print(f"    {doc[0]}")
+        summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
+        if summary:
+            print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))
         for field, info in cls.Params.model_fields.items():
             default = "required" if info.is_required() else f"default {info.default!r}"
             print(f"    {field}: {default}. {info.description or ''}")

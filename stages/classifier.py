@@ -21,7 +21,9 @@ class ClassifierParams(StageParams):
 
 
 class EmotionClassifier(Stage):
-    """The model is loaded once in ``open``; all faces of a frame go through one interpreter call.
+    """Adds the seven emotion probabilities and the leading label to every face.
+
+    The model is loaded once in ``open``; all faces of a frame go through one interpreter call.
 
     Faces are prepared by ``fer_pipe.preprocess.preprocess_faces``, the same function that
     training and ``fer-pipe evaluate`` use.

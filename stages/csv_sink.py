@@ -22,10 +22,10 @@ class CsvParams(StageParams):
 
 
 class CsvSink(Sink):
-    """Rows are written and flushed line by line, so a crash elsewhere loses nothing written.
+    """Writes one row per face per frame, and one row with empty face fields for a frame
+    without faces, so "no face" can be told from "frame lost".
 
-    A frame without faces gets one row whose face fields are empty, so "no face" can be told
-    from "frame lost": every frame of the source appears at least once.
+    Rows are written and flushed line by line, so a crash elsewhere loses nothing written.
     """
 
     Params = CsvParams

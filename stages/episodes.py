@@ -76,7 +76,11 @@ class _Track:
 
 
 class EpisodesSink(Sink):
-    """Per (source, track): the open episode and the few frames a challenging label may claim."""
+    """Writes each track's emotion episodes (a settled label, from when to when) to a CSV, and
+    optionally publishes them with face-appeared and face-lost events on ZeroMQ.
+
+    Per (source, track): the open episode and the few frames a challenging label may claim.
+    """
 
     Params = EpisodesParams
     params: EpisodesParams

@@ -81,7 +81,10 @@ def detection_scale(width: int, min_size: int, detect_width: int) -> float:
 
 
 class HaarDetector(Stage):
-    """The cascade is loaded once per process; boxes are mapped back to full-frame pixels."""
+    """Finds frontal faces with OpenCV's Haar cascade, on a downscaled grey copy of the frame.
+
+    The cascade is loaded once per process; boxes are mapped back to full-frame pixels.
+    """
 
     Params = HaarParams
     params: HaarParams

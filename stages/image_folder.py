@@ -22,7 +22,9 @@ class ImageFolderParams(StageParams):
 
 
 class ImageFolderSource(Source):
-    """Files without an image suffix are skipped with one warning line naming them; images that
+    """Reads the images of a folder, in name order, as a finite stream of frames.
+
+    Files without an image suffix are skipped with one warning line naming them; images that
     fail to decode are skipped with a warning each, and their index is not reused, so the CSV
     shows the gap. A folder where no image decodes at all is bad input (exit 2)."""
 

@@ -40,7 +40,10 @@ class PushParams(StageParams):
 
 
 class PushSink(Sink):
-    """One event per frame, faces or not, so the collector's CSV has every frame, like ``csv``'s."""
+    """Sends every frame's event to a fer-pipe collect collector over ZeroMQ PUSH.
+
+    One event per frame, faces or not, so the collector's CSV has every frame, like ``csv``'s.
+    """
 
     Params = PushParams
     params: PushParams

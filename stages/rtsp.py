@@ -41,8 +41,11 @@ def redact(url: str) -> str:
 
 
 class RtspSource(Source):
-    """Live: a frame the pipeline has not taken yet is replaced by a newer one (and counted in
-    ``dropped``)."""
+    """Reads a network camera or stream, reconnecting with backoff when it is lost.
+
+    Live: a frame the pipeline has not taken yet is replaced by a newer one (and counted in
+    ``dropped``).
+    """
 
     Params = RtspParams
     params: RtspParams

@@ -50,7 +50,11 @@ class _TrackState:
 
 
 class Smoother(Stage):
-    """Keeps one small state per (source, track id), dropped when the tracker ends the track."""
+    """Averages each track's probabilities over time and gives it a label that changes only
+    when another class leads by a margin for a while.
+
+    Keeps one small state per (source, track id), dropped when the tracker ends the track.
+    """
 
     Params = SmoothParams
     params: SmoothParams

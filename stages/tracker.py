@@ -97,7 +97,11 @@ class _SourceState:
 
 
 class FaceTracker(Stage):
-    """Per-source SORT tracker; see the module docstring for the skipped-frame protocol."""
+    """Gives each face a track id that stays while the face stays in view, and carries the
+    boxes over frames the detector skips.
+
+    A SORT tracker per source; the module docstring describes the skipped-frame protocol.
+    """
 
     Params = TrackParams
     params: TrackParams

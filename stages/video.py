@@ -31,8 +31,11 @@ class VideoParams(StageParams):
 
 
 class VideoSource(Source):
-    """By default a finite source: it blocks when the pipeline is busy, so every frame is
-    processed once. ``realtime`` makes it live (drops instead of blocking), ``loop`` endless."""
+    """Reads a video file, with the container's frame index and timestamp of each frame.
+
+    By default a finite source: it blocks when the pipeline is busy, so every frame is
+    processed once. ``realtime`` makes it live (drops instead of blocking), ``loop`` endless.
+    """
 
     Params = VideoParams
     params: VideoParams

@@ -22,7 +22,10 @@ class VideoWriterParams(OverlayParams):
 
 
 class VideoWriterSink(Sink):
-    """The file is opened at the first frame, whose size it takes; every frame must have that size."""
+    """Writes the frames with the window's overlay (boxes, labels, probabilities) to a video file.
+
+    The file is opened at the first frame, whose size it takes; every frame must have that size.
+    """
 
     Params = VideoWriterParams
     params: VideoWriterParams

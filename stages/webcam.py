@@ -31,7 +31,8 @@ def device_path(device: int | str) -> Path | None:
 
 
 class WebcamSource(Source):
-    """Live: when the pipeline falls behind, the oldest frames are dropped (and counted)."""
+    """Reads a local camera as a live source: when the pipeline falls behind, the oldest frames
+    are dropped (and counted)."""
 
     Params = WebcamParams
     params: WebcamParams

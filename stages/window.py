@@ -29,8 +29,11 @@ def gui_backend() -> str:
 
 
 class WindowSink(Sink):
-    """The overlay in a live window. The display is checked in the parent when the run starts,
-    so a server without one fails before any stage process starts."""
+    """Shows the frames with the overlay in a live window; q or Esc ends the run cleanly.
+
+    The display is checked in the parent when the run starts, so a server without one fails
+    before any stage process starts.
+    """
 
     Params = WindowParams
     params: WindowParams

@@ -53,7 +53,8 @@ class ZmqParams(StageParams):
 
 
 class ZmqSink(Sink):
-    """One event per frame with faces (``emotion.<source>``), plus optional heartbeats."""
+    """Publishes one event per frame with faces on a ZeroMQ PUB socket (topic
+    emotion.SOURCE), plus optional heartbeats."""
 
     Params = ZmqParams
     params: ZmqParams

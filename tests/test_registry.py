@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from conftest import fer_pipe
@@ -33,6 +34,19 @@ def _config(path: Path, stage_type: str) -> Path:
     return path
 
 
+def _summaries(listing: str) -> dict[str, str]:
+    """Each stage's summary in ``fer-pipe stages``: its indented lines before the parameters."""
+    summaries: dict[str, str] = {}
+    name = ""
+    for line in listing.splitlines():
+        if not line.startswith(" "):
+            name = line.split(" ")[0]
+            summaries[name] = ""
+        elif not re.match(r"    \w+: (required|default)", line) and name:
+            summaries[name] = f"{summaries[name]} {line.strip()}".strip()
+    return summaries
+
+
 def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     root = tmp_path / "site"
     root.mkdir()
@@ -44,6 +58,10 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     listed = fer_pipe("stages", env=env, timeout=120)
     assert listed.returncode == 0
     assert "haar v1" in listed.stdout and "video v1" in listed.stdout  # the others still load
+    summaries = _summaries(listed.stdout)
+    assert {"image_folder", "rtsp", "video"} <= set(summaries)
+    unfinished = {name: text for name, text in summaries.items() if not text.endswith(".")}
+    assert not unfinished, unfinished  # each a whole first paragraph, not its first line
     assert ("fer-pipe: plug-in 'broken' from distribution broken-import: cannot import brokenmod:Stage: "
             "ModuleNotFoundError: No module named 'not_a_module_anywhere'") in listed.stderr
     assert ("fer-pipe: plug-in 'plain' from distribution plain-class: plainmod:Plain is not a fer_pipe "
