@@ -15,7 +15,6 @@ An optional PUB socket republishes every event unchanged, for live viewers (loss
 from __future__ import annotations
 
 import argparse
-import csv
 import errno
 import json
 import signal
@@ -28,6 +27,7 @@ from typing import Any
 import zmq
 
 from .arguments import whole
+from .csvfile import open_csv
 from .errors import InputError
 from .events import event_rows
 
@@ -89,8 +89,6 @@ class Collector:
         self._stop = True
 
     def run(self) -> int:
-        if not self.csv_path.parent.is_dir():
-            raise InputError(f"--csv {self.csv_path}: folder {self.csv_path.parent} does not exist")
         ctx = zmq.Context()
         pull = ctx.socket(zmq.PULL)
         pub = ctx.socket(zmq.PUB) if self.publish else None
@@ -104,10 +102,8 @@ class Collector:
                         raise InputError(f"{flag} {endpoint}: cannot bind: {reason}") from None
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                with self._open_csv() as fh:
-                    writer = csv.writer(fh)
-                    if not fh.tell():
-                        writer.writerow(self.columns)
+                fh, writer = open_csv(self.csv_path, "--csv", self.columns, append=True)
+                with fh:
                     print(f"fer-pipe collect: pulling on {self.bind}, writing {self.csv_path}"
                           + (f", republishing on {self.publish}" if self.publish else ""),
                           file=sys.stderr, flush=True)
@@ -122,20 +118,6 @@ class Collector:
             ctx.term()
         self._summary()
         return 0
-
-    def _open_csv(self):
-        """Append, so a restarted collector (systemd, a container) keeps what it wrote before;
-        a file with other columns is refused rather than mixed."""
-        if self.csv_path.is_file() and self.csv_path.stat().st_size:
-            with open(self.csv_path, newline="", encoding="utf-8") as fh:
-                header = next(csv.reader(fh), [])
-            if header != self.columns:
-                raise InputError(f"--csv {self.csv_path}: exists with other columns than the csv "
-                                 "sink's; give a new file")
-        try:
-            return open(self.csv_path, "a", newline="", buffering=1, encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"--csv {self.csv_path}: cannot write: {exc.strerror}") from None
 
     def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: Any) -> None:
         while not self._stop:
