@@ -22,12 +22,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 
 from .arguments import whole
-from .csvfile import open_csv
+from .csvfile import CsvOutput
 from .errors import InputError
 from .events import event_rows
 
@@ -102,8 +101,7 @@ class Collector:
                         raise InputError(f"{flag} {endpoint}: cannot bind: {reason}") from None
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
-                fh, writer = open_csv(self.csv_path, "--csv", self.columns, append=True)
-                with fh:
+                with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
                     print(f"fer-pipe collect: pulling on {self.bind}, writing {self.csv_path}"
                           + (f", republishing on {self.publish}" if self.publish else ""),
                           file=sys.stderr, flush=True)
@@ -119,13 +117,13 @@ class Collector:
         self._summary()
         return 0
 
-    def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: Any) -> None:
+    def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
         while not self._stop:
             if pull.poll(POLL_MS):
                 self._take(pull, pub, writer)
         self._take(pull, pub, writer)  # what already arrived is written before stopping
 
-    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: Any) -> None:
+    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
         """Everything waiting on the socket, without blocking."""
         while True:
             try:
@@ -143,7 +141,7 @@ class Collector:
             line = self.tracker.observe(source, run, seq, time.monotonic())
             if line:
                 print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
-            writer.writerows(rows)
+            writer.write(rows)
             if pub is not None:
                 pub.send_multipart(frames)
 

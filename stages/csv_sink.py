@@ -1,11 +1,13 @@
 """``csv``: one row per face per frame, and one row with empty face fields for a frame with none."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
-from fer_pipe.csvfile import open_csv
+from fer_pipe.csvfile import CsvOutput
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.preprocess import EMOTIONS
@@ -25,7 +27,8 @@ class CsvSink(Sink):
     """Writes one row per face per frame, and one row with empty face fields for a frame
     without faces, so "no face" can be told from "frame lost".
 
-    Rows are written and flushed line by line, so a crash elsewhere loses nothing written.
+    A frame's rows reach the file in one write as it is consumed, so a crash elsewhere loses
+    nothing written, and a full disk does not leave half a frame.
     """
 
     Params = CsvParams
@@ -51,12 +54,15 @@ class CsvSink(Sink):
             path.unlink()
 
     def open(self) -> None:
-        self._file, self._writer = open_csv(self.params.path, "csv", COLUMNS)
+        self._out = CsvOutput(self.params.path, "csv", COLUMNS)
 
     def consume(self, packet: Packet) -> None:
+        self._out.write(self._rows(packet))
+
+    def _rows(self, packet: Packet) -> Iterator[list[Any]]:
         head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]
         if not packet.faces:
-            self._writer.writerow(head + [""] * (len(COLUMNS) - len(head)))
+            yield head + [""] * (len(COLUMNS) - len(head))
             return
         p = self.params.precision
         for i, face in enumerate(packet.faces):
@@ -69,7 +75,7 @@ class CsvSink(Sink):
                 row += ["", ""]
             else:
                 row += [face.smoothed_label, f"{face.smoothed[EMOTIONS.index(face.smoothed_label)]:.{p}f}"]
-            self._writer.writerow(row)
+            yield row
 
     def close(self) -> None:
-        self._file.close()
+        self._out.close()

@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import open_csv
+from fer_pipe.csvfile import CsvOutput
 from fer_pipe.endpoints import check_private
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
@@ -87,7 +87,7 @@ class EpisodesSink(Sink):
     reads = EXPRESSIONS
 
     def open(self) -> None:
-        self._file, self._writer = open_csv(self.params.path, "episodes", EPISODE_FIELDS)
+        self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._socket: zmq.Socket | None = None
         if self.params.publish:
@@ -122,7 +122,7 @@ class EpisodesSink(Sink):
         return []
 
     def close(self) -> None:
-        self._file.close()
+        self._out.close()
         if self._socket is not None:
             self._socket.close(linger=1000)
             self._context.term()
@@ -172,7 +172,7 @@ class EpisodesSink(Sink):
                "start_time": round(episode.start[1], 3), "end_time": round(episode.end[1], 3),
                "duration_s": round(duration, 3), "mean_confidence": round(episode.total / episode.count, 4),
                "peak_confidence": round(episode.peak, 4)}
-        self._writer.writerow([row[k] for k in EPISODE_FIELDS])
+        self._out.write([[row[k] for k in EPISODE_FIELDS]])
         self._publish(episode_event(row))
 
     def _publish(self, event: dict[str, Any]) -> None:

@@ -1,0 +1,66 @@
+"""CSV outputs keep every whole group of rows they wrote, and no part of one, when the disk fills.
+
+The file size limit (``RLIMIT_FSIZE``) makes a write stop part-way through a group exactly as a
+full disk does, without privileges; the end-to-end test fills a real tmpfs instead.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO
+from fault_plugin import assert_valid_prefix
+
+HEADER = ["frame", "face", "label"]
+FILL = textwrap.dedent("""
+    import resource, signal, sys
+    from fer_pipe.csvfile import CsvOutput
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    out = CsvOutput(sys.argv[1], "csv", ["frame", "face", "label"])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+    frame = 0
+    try:
+        while True:
+            out.write([[frame, face, "happy"] for face in range(3)])
+            frame += 1
+    except OSError as exc:
+        print(frame, exc.errno)
+""")
+
+
+def test_a_write_cut_short_is_taken_back_to_the_last_whole_group(tmp_path):
+    path = tmp_path / "out.csv"
+    done = subprocess.run([sys.executable, "-c", FILL, str(path), "1000"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    groups, code = map(int, done.stdout.split())
+    assert code == errno.EFBIG and groups > 10
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n") and len(text) < 1000
+    rows = list(csv.reader(text.splitlines()))
+    assert rows == [HEADER, *([str(f), str(face), "happy"] for f in range(groups) for face in range(3))]
+
+
+def test_a_full_disk_stops_the_run_with_whole_frames_in_the_csv(short_clip, tmp_path):
+    """The csv sink on a 4 KiB tmpfs, in a private mount namespace: the run fails on the frame
+    that does not fit, and the CSV ends with the frame before it."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(full)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
+    out, copy = full / "out.csv", tmp_path / "out.csv"
+    command = (f"mount -t tmpfs -o size=4k tmpfs {full} && {sys.executable} -m fer_pipe.cli run "
+               f"{REPO / 'configs' / 'video_to_csv.yaml'} --quiet --set source.path={short_clip} "
+               f"--set csv.path={out}; code=$?; cp {out} {copy}; exit $code")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    frames = assert_valid_prefix(copy)
+    assert 0 < len(frames) < 60
+    assert done.stderr == (f"fer-pipe: stage 'csv' (csv) failed: on source frame {len(frames)}: "
+                           "OSError: [Errno 28] No space left on device\n")
