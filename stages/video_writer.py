@@ -1,6 +1,7 @@
 """``video_writer``: the window's overlay written to a video file, for servers and the demo."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -70,6 +71,20 @@ class VideoWriterSink(Sink):
         if self._writer is None:
             return
         self._writer.release()
+        self._check_written()
+
+    def _check_written(self) -> None:
+        """Raise unless the file reads back with every frame given to it.
+
+        OpenCV's writer reports a failed write (a full disk, a vanished mount) only as a
+        warning on stderr, once per frame, and an MP4 whose index could not be written at the
+        end does not open at all; without this check such a run ended with exit 0.
+        """
         path = Path(self.params.path)
-        if self.written and (not path.is_file() or path.stat().st_size == 0):
-            raise OSError(f"video_writer {path}: {self.written} frames written but the file is empty")
+        capture = cv2.VideoCapture(str(path))
+        held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        capture.release()
+        if held < self.written:
+            room = os.statvfs(path.parent)
+            raise OSError(f"video_writer {path}: the file holds {held} of the {self.written} frames given "
+                          f"to it ({room.f_bavail * room.f_frsize // 2**20} MiB free on its disk)")

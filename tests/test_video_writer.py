@@ -1,7 +1,11 @@
 """The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 import yaml
 from conftest import fer_pipe, read_frames
 from livetools import csv_rows
@@ -51,6 +55,31 @@ def test_unsupported_extension_fails_before_the_run(short_clip, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (f"fer-pipe: stage 'out' (video_writer): video_writer {tmp_path / 'a.mkv'}: "
                                    "the name must end in .mp4 or .avi")
+
+
+def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
+    """A full disk, for real: a 64 KiB tmpfs in a private mount namespace. OpenCV only warns on
+    each failed write, so the run used to end with exit 0 and an MP4 that does not open."""
+    full = tmp_path / "full"
+    full.mkdir()
+    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(full)],
+                      capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
+    stages = {
+        "source": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(full / "a.mp4")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    command = (f"mount -t tmpfs -o size=64k tmpfs {full} && exec {sys.executable} -m fer_pipe.cli run "
+               f"{tmp_path / 'g.yaml'} --quiet")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"fer-pipe: stage 'out' (video_writer) failed: while closing: OSError: video_writer {full / 'a.mp4'}: "
+        "the file holds 0 of the 60 frames given to it (0 MiB free on its disk)")
 
 
 def test_drawing_never_touches_the_shared_frame():
