@@ -1,4 +1,4 @@
-"""Number arguments of the sub-commands, checked by argparse itself.
+"""Number and endpoint arguments of the sub-commands, checked by argparse itself.
 
 A count of -1 or a negative learning rate would otherwise reach code that fails late, with a
 traceback, or silently does something else (a negative ``--limit`` sampled nothing useful, a
@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .endpoints import check_form
+
 
 def whole(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number no smaller than ``minimum``."""
@@ -21,6 +23,18 @@ def whole(minimum: int) -> Callable[[str], int]:
 def number(minimum: float) -> Callable[[str], float]:
     """An argparse type: a finite number no smaller than ``minimum``."""
     return _at_least(float, "a finite number", minimum)
+
+
+def endpoint(text: str) -> str:
+    """An argparse type: a ZeroMQ endpoint, ``tcp://HOST:PORT`` or ``ipc://PATH``.
+
+    ZeroMQ's own refusal of ``localhost:5556`` is "Invalid argument", which names neither the
+    form it wants nor the option.
+    """
+    try:
+        return check_form(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _at_least(kind: type, noun: str, minimum: float) -> Callable[[str], Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from .arguments import whole
+from .arguments import endpoint, whole
 from .errors import InputError
 from .events import decode, event_rows
 from .stages.csv_sink import COLUMNS
@@ -25,7 +25,7 @@ CSV_PRECISION = 4
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint", help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("endpoint", type=endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],
                         help="topic prefix to receive, e.g. emotion.cam1 (repeatable; default: everything)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",

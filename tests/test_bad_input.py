@@ -279,10 +279,15 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys):
      "argument --lr: must be a finite number of at least 0, got -0.1"),
     (["run", "configs/demo.yaml", "--stall-timeout", "nan"],
      "argument --stall-timeout: must be a finite number of at least 0, got nan"),
+    (["subscribe", "localhost:5556"], "argument endpoint: expected tcp://HOST:PORT or ipc://PATH, got "
+                                      "'localhost:5556'"),
+    (["collect", "--csv", "out.csv", "--bind", "tcp://127.0.0.1"],
+     "argument --bind: expected tcp://HOST:PORT, got 'tcp://127.0.0.1'"),
 ])
-def test_a_bad_number_on_the_command_line_is_refused_before_anything_runs(tmp_path, args, expected):
+def test_a_bad_argument_on_the_command_line_is_refused_before_anything_runs(tmp_path, args, expected):
     """Before these were checked, collect's --precision -1 logged every event as malformed and
-    exited 0, and subscribe's --count -1 exited at once; now argparse names the option."""
+    exited 0, subscribe's --count -1 exited at once, and an endpoint without tcp:// or a port
+    got ZeroMQ's bare "Invalid argument"; now argparse names the option and the form."""
     done = fer_pipe(*args, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(f"error: {expected}")
