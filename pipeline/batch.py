@@ -290,17 +290,13 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
               max_retries: int = 3, quiet: bool = False) -> int:
     """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure."""
-    from .config import build_graph, read_config
+    from .config import build_graph, config_path, read_config, shipped_configs
 
-    if config is None:
-        from importlib.resources import files
-
-        config = str(files("fer_pipe.configs") / "video_to_csv.yaml")
-    config_path = config
-    data, lines = read_config(config_path)
+    origin = str(config_path(config) if config else shipped_configs() / "video_to_csv.yaml")
+    data, lines = read_config(origin)
     out_dir = Path(out)
-    build_graph(job_config(data, config_path, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
-                config_path)  # a config error is one line before Ray starts, not one per task
+    build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
+                origin)  # a config error is one line before Ray starts, not one per task
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -328,12 +324,12 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             print(f"fer-pipe batch: nothing to do: all {len(reports)} inputs already have their CSV "
                   f"in {out_dir}", file=sys.stderr)
         if not (out_dir / SUCCESS).exists():
-            _finish(out_dir, work, reports, config_path, address, 0.0)
+            _finish(out_dir, work, reports, origin, address, 0.0)
         return 0
 
     (work / "parts").mkdir(parents=True, exist_ok=True)
     if todo:
-        _run_tasks(todo, data, config_path, work, reports, address, num_cpus, max_retries, quiet,
+        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries, quiet,
                    len(reports) - len(pending_inputs))
     for item in pending_inputs:
         report = reports[item]
@@ -346,7 +342,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             os.replace(parts[0], report.csv)
             report.rows = count_rows(Path(report.csv))
         report.status = "done"
-    return _finish(out_dir, work, reports, config_path, address, time.monotonic() - started, quiet)
+    return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
 
 
 def _part_path(work: Path, job: Job) -> Path:

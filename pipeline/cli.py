@@ -33,7 +33,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     for path in args.configs:
         graph = load_graph(path, args.set)
-        print(f"{path}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
+        print(f"{graph.origin}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
     return 0
 
 
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline from a YAML config")
-    run.add_argument("config")
+    run.add_argument("config", help="YAML graph: a file, or a shipped config by name (webcam.yaml)")
     run.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check configs without running anything")
-    validate.add_argument("configs", nargs="+")
+    validate.add_argument("configs", nargs="+", help="YAML graphs: files, or shipped configs by name")
     validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE")
     validate.set_defaults(func=_cmd_validate)
 

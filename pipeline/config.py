@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -111,12 +112,31 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     return data, _line_map(node)
 
 
-def read_config(path: str | Path) -> tuple[Any, Lines]:
+def shipped_configs() -> Path:
+    """The folder of the configs installed with fer-pipe (``configs/`` in the repository)."""
+    return Path(str(files("fer_pipe.configs")))
+
+
+def config_path(path: str | Path) -> Path:
+    """``path``, or the shipped config it names when there is no such file.
+
+    ``webcam.yaml`` or ``configs/webcam.yaml`` then works from any folder, also after a plain
+    ``pip install`` that leaves no ``configs/`` folder to run the README's commands from.
+    """
     path = Path(path)
+    if path.exists() or path.parent not in (Path("."), Path("configs")):
+        return path
+    shipped = shipped_configs() / path.name
+    return shipped if shipped.is_file() else path
+
+
+def read_config(path: str | Path) -> tuple[Any, Lines]:
+    path = config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        names = ", ".join(sorted(p.name for p in shipped_configs().glob("*.yaml")))
+        raise ConfigError(f"{path}: no such config file (shipped ones, usable by name: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     return parse_yaml(text, str(path))
@@ -260,7 +280,7 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
     if isinstance(config, Mapping):
         origin, data, lines = "<dict>", copy.deepcopy(dict(config)), {}
     else:
-        origin = str(config)
+        origin = str(config_path(config))
         data, lines = read_config(config)
     data = apply_overrides(data, overrides, origin)
     if select is not None:

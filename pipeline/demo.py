@@ -12,7 +12,6 @@ import sys
 import tempfile
 import zipfile
 from collections import Counter
-from importlib.resources import files
 from pathlib import Path
 
 from .errors import InputError
@@ -53,10 +52,6 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
     return wanted
 
 
-def demo_config() -> Path:
-    return Path(str(files("fer_pipe.configs").joinpath("demo.yaml")))
-
-
 def summarize(csv_path: Path, bins: int = 6) -> str:
     """Faces found, and the leading emotion in each stretch of the clip."""
     with open(csv_path, newline="") as f:
@@ -74,7 +69,7 @@ def summarize(csv_path: Path, bins: int = 6) -> str:
 
 
 def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
-    from .config import load_graph, read_config
+    from .config import load_graph, read_config, shipped_configs
     from .runner import Runner, report
 
     clip = fetch_clips(cache)[DEMO_CLIP]
@@ -83,10 +78,11 @@ def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
     csv_path = out_dir / "emotions.csv"
     outputs = [csv_path]
     overrides = [f"source.path={clip}", f"csv.path={csv_path}"]
-    if "annotated" in read_config(demo_config())[0]["stages"]:
+    config = shipped_configs() / "demo.yaml"
+    if "annotated" in read_config(config)[0]["stages"]:
         outputs.append(out_dir / "annotated.mp4")
         overrides.append(f"annotated.path={outputs[-1]}")
-    graph = load_graph(demo_config(), overrides)
+    graph = load_graph(config, overrides)
     result = Runner(graph, progress=not quiet).run()
     report(result, quiet, debug=False)
     if result.exit_code:

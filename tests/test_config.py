@@ -82,6 +82,24 @@ def test_shipped_configs_validate():
     assert done.stdout.count(": ok (") == len(configs)
 
 
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
+    """The README's `fer-pipe run configs/webcam.yaml` also where there is no configs/ folder."""
+    from fer_pipe.config import shipped_configs
+
+    (tmp_path / "mine.yaml").write_text(GOOD)
+    done = fer_pipe("validate", "webcam.yaml", "configs/video_to_csv.yaml", "mine.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [line.split(": ok")[0] for line in done.stdout.splitlines()] == [
+        str(shipped_configs() / "webcam.yaml"), str(shipped_configs() / "video_to_csv.yaml"), "mine.yaml"]
+    (tmp_path / "webcam.yaml").write_text(GOOD)  # a file of that name here is the one meant
+    assert fer_pipe("validate", "webcam.yaml", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")
+    missing = fer_pipe("validate", "other/webcam.yaml", cwd=tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr == ("fer-pipe: other/webcam.yaml: no such config file (shipped ones, usable by name: "
+                              "demo.yaml, episodes.yaml, rtsp.yaml, video_to_csv.yaml, video_to_csv_fast.yaml, "
+                              "video_to_zmq.yaml, webcam.yaml)\n")
+
+
 def test_a_real_cycle_is_reported(tmp_path):
     text = GOOD.replace("    type: classifier\n    inputs: [detector]",
                         "    type: classifier\n    inputs: [detector, tracker]") + \
