@@ -41,7 +41,7 @@ class CsvOutput:
             self._file = open(path, "ab" if append else "wb", buffering=0)
         except OSError as exc:
             raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
-        self._end = self._file.seek(0, io.SEEK_END)
+        self._end = self._file.seek(0, io.SEEK_END) if self._file.seekable() else 0  # a pipe: 0
         self._text = io.StringIO()
         self._writer = csv.writer(self._text)
         if not self._end:
@@ -57,8 +57,9 @@ class CsvOutput:
             while written < len(data):
                 written += self._file.write(data[written:])
         except OSError:
-            self._file.truncate(self._end)
-            self._file.seek(self._end)
+            if self._file.seekable():
+                self._file.truncate(self._end)
+                self._file.seek(self._end)
             raise
         self._end += written
 

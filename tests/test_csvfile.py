@@ -64,3 +64,12 @@ def test_a_full_disk_stops_the_run_with_whole_frames_in_the_csv(short_clip, tmp_
     assert 0 < len(frames) < 60
     assert done.stderr == (f"fer-pipe: stage 'csv' (csv) failed: on source frame {len(frames)}: "
                            "OSError: [Errno 28] No space left on device\n")
+
+
+def test_a_pipe_takes_the_rows_too():
+    """``--set csv.path=/dev/stdout`` feeds another program; a pipe cannot seek or be cut back."""
+    write = ("import sys; from fer_pipe.csvfile import CsvOutput\n"
+             "out = CsvOutput('/dev/stdout', 'csv', ['frame', 'face', 'label'])\n"
+             "out.write([[0, 0, 'sad'], [0, 1, 'happy']])\nout.close()\n")
+    done = subprocess.run([sys.executable, "-c", write], stdout=subprocess.PIPE, timeout=60, check=True)
+    assert done.stdout == b"frame,face,label\r\n0,0,sad\r\n0,1,happy\r\n"
