@@ -152,9 +152,11 @@ class Collector:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bind", type=endpoint, default="tcp://127.0.0.1:5560", help="PULL endpoint the push sinks connect to")
+    parser.add_argument("--bind", type=endpoint, default="tcp://127.0.0.1:5560",
+                        help="PULL endpoint the push sinks connect to")
     parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
-    parser.add_argument("--publish", type=endpoint, default=None, help="also republish every event on this PUB endpoint")
+    parser.add_argument("--publish", type=endpoint, default=None,
+                        help="also republish every event on this PUB endpoint")
     parser.add_argument("--precision", type=whole(1), default=4, help="decimals of probabilities and confidence")
 
 
