@@ -117,6 +117,11 @@ def shipped_configs() -> Path:
     return Path(str(files("fer_pipe.configs")))
 
 
+def _by_name(path: Path) -> bool:
+    """Whether ``path`` has the form that may name a shipped config: NAME or configs/NAME."""
+    return path.parent in (Path("."), Path("configs"))
+
+
 def config_path(path: str | Path) -> Path:
     """``path``, or the shipped config it names when there is no such file.
 
@@ -124,7 +129,7 @@ def config_path(path: str | Path) -> Path:
     ``pip install`` that leaves no ``configs/`` folder to run the README's commands from.
     """
     path = Path(path)
-    if path.exists() or path.parent not in (Path("."), Path("configs")):
+    if path.exists() or not _by_name(path):
         return path
     shipped = shipped_configs() / path.name
     return shipped if shipped.is_file() else path
@@ -136,7 +141,8 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         names = ", ".join(sorted(p.name for p in shipped_configs().glob("*.yaml")))
-        raise ConfigError(f"{path}: no such config file (shipped ones, usable by name: {names})") from None
+        hint = f" (shipped ones, usable by name: {names})" if _by_name(path) else ""
+        raise ConfigError(f"{path}: no such config file{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     return parse_yaml(text, str(path))
