@@ -175,6 +175,10 @@ class Runner:
                     proc.kill()
                 proc.join()
             frames.unlink(segments)
+        if failure is None and self._signals_seen < 2:
+            # Processes that all ended before the loop looked, or the last one dying right after
+            # its final look, were never judged; every one has ended now and its report is in.
+            failure = self._died(procs, list(procs), done)
         stats = [done[p] for p in procs if p in done]
         failure = failure or late_error
         if failure is not None:
@@ -195,16 +199,24 @@ class Runner:
         Only processes seen as ended before the control queue was drained are judged, so a
         stage's last message is never mistaken for missing.
         """
-        for name in exited:
-            if name not in done:
-                code = procs[name].exitcode
-                how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                return name, f"its process died ({how})", "", 1
+        died = self._died(procs, exited, done)
+        if died is not None:
+            return died
         if self.stall_timeout > 0:
             now = time.monotonic()
             for name, value in busy.items():
                 if value.value and now - value.value > self.stall_timeout:
                     return name, f"no progress for {self.stall_timeout:g} s (stalled)", "", 1
+        return None
+
+    @staticmethod
+    def _died(procs, names, done) -> tuple[str, str, str, int] | None:
+        """The first of ``names`` whose process ended without reporting done or stopped."""
+        for name in names:
+            if name not in done:
+                code = procs[name].exitcode
+                how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                return name, f"its process died ({how})", "", 1
         return None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fer_pipe
+from conftest import REPO, fer_pipe
 from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
                           read_csv, start_run, stats_row, wait_for, wait_gone)
 
@@ -166,3 +166,28 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     assert "Traceback" not in err, err  # a second parent-death SIGTERM must not cut closing short
     wait_for(lambda: not any(Path(s).exists() for s in segments), within=15)  # the resource tracker's job
     assert_valid_prefix(out)
+
+
+def test_stage_processes_that_all_died_before_the_supervisor_looked_fail_the_run(short_clip, tmp_path,
+                                                                                  monkeypatch):
+    """A script run from stdin (`python - < script.py`) reported success with no output: its
+    spawned stage processes could not find their ``__main__`` and had all ended before the
+    runner's first look, so nothing judged them. That timing cannot be forced with real stages,
+    so here each process is given ``os._exit`` as its main (which fails on its argument, exit 1)
+    and supervision starts only once all have ended."""
+    from fer_pipe import runner
+    from fer_pipe.config import load_graph
+
+    supervise = runner.Runner._supervise
+
+    def after_all_ended(self, procs, *args):
+        for proc in procs.values():
+            proc.join()
+        return supervise(self, procs, *args)
+
+    monkeypatch.setattr(runner, "stage_main", os._exit)
+    monkeypatch.setattr(runner.Runner, "_supervise", after_all_ended)
+    graph = load_graph(REPO / "configs" / "video_to_csv.yaml",
+                       [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
+    result = runner.Runner(graph, progress=False).run()
+    assert (result.exit_code, result.message) == (1, "stage 'source' (video) failed: its process died (exit code 1)")
