@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, fer_pipe, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, read_frames
 from fault_plugin import assert_valid_prefix
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -99,13 +99,8 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
 def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
     """Docker's /dev/shm is 64 MiB; here a private mount namespace gives it 16 MiB, less than
     the ring of this clip's frames. Unchecked, the source process died of SIGBUS."""
-    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", "/dev/shm"],
-                      capture_output=True).returncode:
-        pytest.skip("mounting a small /dev/shm needs unshare -m and mount rights (root)")
-    command = (f"mount -t tmpfs -o size=16m tmpfs /dev/shm && exec {sys.executable} -m fer_pipe.cli "
-               f"run {CONFIG} --quiet --set source.path={short_clip} --set csv.path={out_csv}")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
-                          timeout=120)
+    done = fer_pipe_on_small_tmpfs(Path("/dev/shm"), "16m", "run", CONFIG, "--quiet", "--set",
+                                   f"source.path={short_clip}", "--set", f"csv.path={out_csv}")
     assert done.returncode == 2, done.stderr
     assert re.fullmatch(r"fer-pipe: stage 'source' \(video\) failed: frame ring: \d+ frames of 360x640x3 "
                         r"need [\d,]+ MiB of /dev/shm, which has 16 MiB free \(No space left on device\); "

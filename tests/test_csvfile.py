@@ -11,9 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-from conftest import REPO
+from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
 
 HEADER = ["frame", "face", "label"]
@@ -50,15 +48,10 @@ def test_a_full_disk_stops_the_run_with_whole_frames_in_the_csv(short_clip, tmp_
     that does not fit, and the CSV ends with the frame before it."""
     full = tmp_path / "full"
     full.mkdir()
-    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(full)],
-                      capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
     out, copy = full / "out.csv", tmp_path / "out.csv"
-    command = (f"mount -t tmpfs -o size=4k tmpfs {full} && {sys.executable} -m fer_pipe.cli run "
-               f"{REPO / 'configs' / 'video_to_csv.yaml'} --quiet --set source.path={short_clip} "
-               f"--set csv.path={out}; code=$?; cp {out} {copy}; exit $code")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
-                          timeout=120)
+    done = fer_pipe_on_small_tmpfs(full, "4k", "run", str(REPO / "configs" / "video_to_csv.yaml"), "--quiet",
+                                   "--set", f"source.path={short_clip}", "--set", f"csv.path={out}",
+                                   then=f"cp {out} {copy}")
     assert done.returncode == 1, done.stderr
     frames = assert_valid_prefix(copy)
     assert 0 < len(frames) < 60

@@ -1,13 +1,9 @@
 """The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
-import pytest
 import yaml
-from conftest import fer_pipe, read_frames
+from conftest import fer_pipe, fer_pipe_on_small_tmpfs, read_frames
 from livetools import csv_rows
 
 from fer_pipe.stages.overlay import COLOURS
@@ -62,9 +58,6 @@ def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
     each failed write, so the run used to end with exit 0 and an MP4 that does not open."""
     full = tmp_path / "full"
     full.mkdir()
-    if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(full)],
-                      capture_output=True).returncode:
-        pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
     stages = {
         "source": {"type": "video", "params": {"path": str(short_clip)}},
         "detector": {"type": "haar", "inputs": ["source"]},
@@ -72,10 +65,7 @@ def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
         "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(full / "a.mp4")}},
     }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    command = (f"mount -t tmpfs -o size=64k tmpfs {full} && exec {sys.executable} -m fer_pipe.cli run "
-               f"{tmp_path / 'g.yaml'} --quiet")
-    done = subprocess.run(["unshare", "-m", "sh", "-c", command], capture_output=True, text=True,
-                          timeout=120)
+    done = fer_pipe_on_small_tmpfs(full, "64k", "run", str(tmp_path / "g.yaml"), "--quiet")
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines()[-1] == (
         f"fer-pipe: stage 'out' (video_writer) failed: while closing: OSError: video_writer {full / 'a.mp4'}: "
