@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ class CsvOutput:
     Each group goes out in one unbuffered write, so it is in the file as soon as ``write``
     returns. If the disk fills part-way through one, the file is cut back to the end of the
     group before and the error is raised: a reader never meets a half row or half a frame.
+    The file is opened for appending (``O_APPEND``), so every group lands at its current end:
+    logrotate's ``copytruncate`` can empty it under a run that lasts days, and the next group
+    starts the file again, after the header, instead of landing behind a hole of zero bytes.
     """
 
     def __init__(self, path: str | Path, what: str, header: list[str], append: bool = False) -> None:
@@ -37,19 +41,28 @@ class CsvOutput:
             with open(path, newline="", encoding="utf-8") as existing:
                 if next(csv.reader(existing), []) != header:
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
         try:
-            self._file = open(path, "ab" if append else "wb", buffering=0)
+            self._file = open(os.open(path, flags, 0o666), "ab", buffering=0)
         except OSError as exc:
             raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
-        self._end = self._file.seek(0, io.SEEK_END) if self._file.seekable() else 0  # a pipe: 0
         self._text = io.StringIO()
         self._writer = csv.writer(self._text)
-        if not self._end:
-            self.write([header])
+        self._header = header
+        self._pipe_started = False
+        self.write([])
+
+    def _starts_the_file(self) -> bool:
+        """Whether the header goes first: a new or emptied file, or the first write to a pipe."""
+        if not self._file.seekable():
+            return not self._pipe_started
+        return not os.fstat(self._file.fileno()).st_size
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
         self._text.seek(0)
         self._text.truncate()
+        if self._starts_the_file():
+            self._writer.writerow(self._header)
         self._writer.writerows(rows)
         data = memoryview(self._text.getvalue().encode("utf-8"))
         written = 0
@@ -57,11 +70,10 @@ class CsvOutput:
             while written < len(data):
                 written += self._file.write(data[written:])
         except OSError:
-            if self._file.seekable():
-                self._file.truncate(self._end)
-                self._file.seek(self._end)
+            if written and self._file.seekable():  # a pipe cannot take back what it passed on
+                self._file.truncate(os.fstat(self._file.fileno()).st_size - written)
             raise
-        self._end += written
+        self._pipe_started = True
 
     def close(self) -> None:
         self._file.close()

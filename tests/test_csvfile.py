@@ -66,3 +66,16 @@ def test_a_pipe_takes_the_rows_too():
              "out.write([[0, 0, 'sad'], [0, 1, 'happy']])\nout.close()\n")
     done = subprocess.run([sys.executable, "-c", write], stdout=subprocess.PIPE, timeout=60, check=True)
     assert done.stdout == b"frame,face,label\r\n0,0,sad\r\n0,1,happy\r\n"
+
+
+def test_rows_after_a_copytruncate_start_the_emptied_file(tmp_path):
+    """logrotate's copytruncate empties a file under a long run; the next rows must start it again,
+    header first, not land at the old offset behind a hole of zero bytes."""
+    from fer_pipe.csvfile import CsvOutput
+
+    path = tmp_path / "out.csv"
+    with CsvOutput(path, "csv", HEADER) as out:
+        out.write([[0, 0, "sad"], [1, 0, "sad"]])
+        path.write_bytes(b"")  # what copytruncate does after copying
+        out.write([[2, 0, "happy"]])
+    assert path.read_bytes() == b"frame,face,label\r\n2,0,happy\r\n"
