@@ -21,6 +21,8 @@ COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id
 class CsvParams(StageParams):
     path: str = Field(description="CSV file to write (its folder must exist)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+    extra: list[str] = Field([], description="keys of a frame's extra data to add as columns after the "
+                                             "others (image_folder sets file: the image's path)")
 
 
 class CsvSink(Sink):
@@ -54,10 +56,11 @@ class CsvSink(Sink):
             path.unlink()
 
     def open(self) -> None:
-        self._out = CsvOutput(self.params.path, "csv", COLUMNS)
+        self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra)
 
     def consume(self, packet: Packet) -> None:
-        self._out.write(self._rows(packet))
+        tail = [packet.extra.get(key, "") for key in self.params.extra]
+        self._out.write(row + tail for row in self._rows(packet))
 
     def _rows(self, packet: Packet) -> Iterator[list[Any]]:
         head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]

@@ -40,14 +40,15 @@ class ImageFolderSource(Source):
         self._files, others = _list_images(root, self.params.recursive)
         if others:
             names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
-            print(f"fer-pipe: image folder {root}: skipped {len(others)} files that are not images: "
-                  f"{names}", file=sys.stderr)
+            what = "file that is not an image" if len(others) == 1 else "files that are not images"
+            print(f"fer-pipe: image folder {root}: skipped {len(others)} {what}: {names}", file=sys.stderr)
 
     def length(self) -> int | None:
         return len(self._files)
 
     def frames(self) -> Iterator[Packet]:
         source = self.params.source_id or self.name
+        root = Path(self.params.path)
         read = 0
         for index, file in enumerate(self._files):
             image = cv2.imread(str(file), cv2.IMREAD_COLOR)
@@ -55,7 +56,7 @@ class ImageFolderSource(Source):
                 print(f"fer-pipe: image folder: skipped {file}: not a readable image", file=sys.stderr)
                 continue
             read += 1
-            yield Packet(source, index, float(index), image, extra={"file": file.name})
+            yield Packet(source, index, float(index), image, extra={"file": str(file.relative_to(root))})
         if not read:
             raise InputError(f"image folder {self.params.path}: none of its {len(self._files)} image "
                              "files could be decoded")

@@ -120,7 +120,7 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: image_folder"))
     code, err = run(f"source.path={folder}", f"csv.path={out_csv}", config=str(config))
     assert code == 0, err
-    assert f"fer-pipe: image folder {folder}: skipped 1 files that are not images: notes.txt" in err
+    assert f"fer-pipe: image folder {folder}: skipped 1 file that is not an image: notes.txt" in err
     assert f"fer-pipe: image folder: skipped {folder / 'b.png'}: not a readable image" in err
     rows = out_csv.read_text().splitlines()[1:]
     assert sorted({int(r.split(",")[1]) for r in rows}) == [0, 2]  # the gap shows the skipped file

@@ -136,3 +136,27 @@ def test_missing_video_is_one_line_exit_2(tmp_path):
                     "--set", f"csv.path={tmp_path / 'x.csv'}")
     assert done.returncode == 2
     assert done.stderr.strip() == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
+
+
+def test_image_folder_rows_name_their_image(clips, tmp_path):
+    """A frame index alone does not say which photo a row is about: ``csv.extra`` adds the path."""
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for name, image in zip(["b.png", "a.jpg", "more/c.png"], read_frames(clips["WolfgangLanger_Pexels.mp4"], 3)):
+        cv2.imwrite(str(folder / name), image)
+    out = tmp_path / "photos.csv"
+    config = tmp_path / "photos.yaml"
+    config.write_text(f"""\
+stages:
+  source: {{type: image_folder, params: {{path: {folder}, recursive: true}}}}
+  detector: {{type: haar, inputs: [source]}}
+  classifier: {{type: classifier, inputs: [detector]}}
+  csv: {{type: csv, inputs: [classifier], params: {{path: {out}, extra: [file]}}}}
+""")
+    done = fer_pipe("run", str(config), "--quiet")
+    assert done.returncode == 0, done.stderr
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[-1] == "file"
+    assert sorted({(r["frame"], r["file"]) for r in rows}) == [("0", "a.jpg"), ("1", "b.png"), ("2", "more/c.png")]
+    assert all(r["label"] for r in rows)
