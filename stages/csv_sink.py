@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import CsvOutput
 from fer_pipe.errors import InputError
@@ -23,6 +23,14 @@ class CsvParams(StageParams):
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
     extra: list[str] = Field([], description="keys of a frame's extra data to add as columns after the "
                                              "others (image_folder sets file: the image's path)")
+
+    @field_validator("extra")
+    @classmethod
+    def _new_columns(cls, keys: list[str]) -> list[str]:
+        taken = [k for i, k in enumerate(keys) if k in COLUMNS or k in keys[:i]]
+        if taken:
+            raise ValueError(f"{taken[0]!r} is a column already")
+        return keys
 
 
 class CsvSink(Sink):

@@ -160,3 +160,6 @@ stages:
     assert list(rows[0])[-1] == "file"
     assert sorted({(r["frame"], r["file"]) for r in rows}) == [("0", "a.jpg"), ("1", "b.png"), ("2", "more/c.png")]
     assert all(r["label"] for r in rows)
+    clash = fer_pipe("validate", str(config), "--set", "csv.extra=[file, label]")
+    assert clash.returncode == 2
+    assert clash.stderr == f"fer-pipe: {config}:5: stage 'csv' (csv): params.extra: 'label' is a column already\n"
