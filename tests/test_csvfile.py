@@ -1,4 +1,5 @@
-"""CSV outputs keep every whole group of rows they wrote, and no part of one, when the disk fills.
+"""CSV outputs keep every whole group of rows they wrote, and no part of one, when the disk fills;
+they also feed a pipe, and start again with the header when rotated under a run.
 
 The file size limit (``RLIMIT_FSIZE``) makes a write stop part-way through a group exactly as a
 full disk does, without privileges; the end-to-end test fills a real tmpfs instead.
@@ -13,6 +14,8 @@ import textwrap
 
 from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
+
+from fer_pipe.csvfile import CsvOutput
 
 HEADER = ["frame", "face", "label"]
 FILL = textwrap.dedent("""
@@ -61,7 +64,7 @@ def test_a_full_disk_stops_the_run_with_whole_frames_in_the_csv(short_clip, tmp_
 
 def test_a_pipe_takes_the_rows_too():
     """``--set csv.path=/dev/stdout`` feeds another program; a pipe cannot seek or be cut back."""
-    write = ("import sys; from fer_pipe.csvfile import CsvOutput\n"
+    write = ("from fer_pipe.csvfile import CsvOutput\n"
              "out = CsvOutput('/dev/stdout', 'csv', ['frame', 'face', 'label'])\n"
              "out.write([[0, 0, 'sad'], [0, 1, 'happy']])\nout.close()\n")
     done = subprocess.run([sys.executable, "-c", write], stdout=subprocess.PIPE, timeout=60, check=True)
@@ -71,8 +74,6 @@ def test_a_pipe_takes_the_rows_too():
 def test_rows_after_a_copytruncate_start_the_emptied_file(tmp_path):
     """logrotate's copytruncate empties a file under a long run; the next rows must start it again,
     header first, not land at the old offset behind a hole of zero bytes."""
-    from fer_pipe.csvfile import CsvOutput
-
     path = tmp_path / "out.csv"
     with CsvOutput(path, "csv", HEADER) as out:
         out.write([[0, 0, "sad"], [1, 0, "sad"]])
