@@ -136,12 +136,13 @@ def config_path(path: str | Path) -> Path:
 
 
 def read_config(path: str | Path) -> tuple[Any, Lines]:
-    path = config_path(path)
+    """The data and line map of the YAML file at ``path`` (resolved by ``config_path`` first)."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        names = ", ".join(sorted(p.name for p in shipped_configs().glob("*.yaml")))
-        hint = f" (shipped ones, usable by name: {names})" if _by_name(path) else ""
+        names = sorted(p.name for p in shipped_configs().glob("*.yaml")) if _by_name(path) else []
+        hint = f" (shipped ones, usable by name: {', '.join(names)})" if names else ""
         raise ConfigError(f"{path}: no such config file{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
@@ -286,8 +287,9 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
     if isinstance(config, Mapping):
         origin, data, lines = "<dict>", copy.deepcopy(dict(config)), {}
     else:
-        origin = str(config_path(config))
-        data, lines = read_config(config)
+        path = config_path(config)
+        origin = str(path)
+        data, lines = read_config(path)
     data = apply_overrides(data, overrides, origin)
     if select is not None:
         data = select(data, origin)
