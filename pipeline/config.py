@@ -17,7 +17,7 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .graph import Graph, StageSpec, check_edges
+from .graph import Graph, StageSpec, check_edges, check_paths
 from .registry import registry
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
@@ -276,6 +276,9 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "
                           f"{spec.name!r} ({spec.type_name}): {message}")
+    for spec, param, message in check_paths(graph):
+        raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', param)}: stage "
+                          f"{spec.name!r} ({spec.type_name}): params.{param}: {message}")
     return graph
 
 

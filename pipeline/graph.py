@@ -1,6 +1,8 @@
 """A checked pipeline graph: stages with validated parameters and type-matched edges."""
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Literal
@@ -94,4 +96,45 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
         except CycleError as exc:
             cycle = exc.args[1]
             problems.append((graph.stages[cycle[0]], "inputs: cycle " + " -> ".join(cycle)))
+    return problems
+
+
+def _file_key(path: str) -> object | None:
+    """What makes two paths one file (device and inode where it exists, so links and other
+    spellings match), or None for a device, FIFO or socket (``/dev/null``, ``/dev/stdout``),
+    which several stages may share."""
+    try:
+        mode = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (mode.st_dev, mode.st_ino) if stat.S_ISREG(mode.st_mode) else None
+
+
+def check_paths(graph: Graph) -> list[tuple[StageSpec, str, str]]:
+    """Files that two stages would fight over, as (stage, param, message), in stage order: a
+    file written by two stages, or written by one and read by another."""
+    read_by: dict[object, StageSpec] = {}
+    written_by: dict[object, StageSpec] = {}
+    for spec in graph.stages.values():
+        for param in spec.cls.input_paths:
+            key = _file_key(getattr(spec.params, param))
+            if key is not None:
+                read_by.setdefault(key, spec)
+    problems: list[tuple[StageSpec, str, str]] = []
+    for spec in graph.stages.values():
+        for param in spec.cls.output_paths:
+            path = getattr(spec.params, param)
+            key = _file_key(path)
+            if key is None:
+                continue
+            if key in read_by:
+                other = read_by[key]
+                problems.append((spec, param, f"{path} is the file stage {other.name!r} "
+                                              f"({other.type_name}) reads; writing it would destroy that input"))
+            elif key in written_by:
+                other = written_by[key]
+                problems.append((spec, param, f"{path} is also written by stage {other.name!r} "
+                                              f"({other.type_name}); give each stage its own file"))
+            else:
+                written_by[key] = spec
     return problems

@@ -5,6 +5,8 @@ A stage is a class with
   descriptions); invalid config fails before anything runs, naming the field and the reason;
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
   input or a sink's output), checked across the whole graph before anything runs;
+- ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
+  graph check can refuse two stages writing one file;
 - ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
   may give the stage several processes (``workers: N``);
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
@@ -44,6 +46,11 @@ class Stage:
     reads: ClassVar[str | None] = None
     writes: ClassVar[str | None] = None
     version: ClassVar[int] = 1
+    input_paths: ClassVar[tuple[str, ...]] = ()
+    output_paths: ClassVar[tuple[str, ...]] = ()
+    """Names of the params that hold a file the stage reads or writes: the graph check refuses
+    two stages writing one file, or one writing the file another reads, before anything opens
+    it (such a run would interleave rows or overwrite its own input)."""
     parallel: ClassVar[bool] = False
     """True when no state is kept between packets (and ``finish`` returns nothing): the runner
     may then feed ``workers`` copies of the stage round-robin and restore the order after

@@ -44,6 +44,7 @@ class CsvSink(Sink):
     Params = CsvParams
     params: CsvParams
     reads = EXPRESSIONS
+    output_paths = ("path",)
 
     @classmethod
     def preflight(cls, params: CsvParams) -> None:

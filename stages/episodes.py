@@ -85,6 +85,7 @@ class EpisodesSink(Sink):
     Params = EpisodesParams
     params: EpisodesParams
     reads = EXPRESSIONS
+    output_paths = ("path",)
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)

@@ -38,6 +38,7 @@ class VideoSource(Source):
     """
 
     Params = VideoParams
+    input_paths = ("path",)
     params: VideoParams
 
     @classmethod

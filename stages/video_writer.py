@@ -31,6 +31,7 @@ class VideoWriterSink(Sink):
     Params = VideoWriterParams
     params: VideoWriterParams
     reads = EXPRESSIONS
+    output_paths = ("path",)
 
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:

@@ -213,6 +213,34 @@ def test_csv_in_a_read_only_folder(short_clip, tmp_path):
     assert one_line(err) == f"fer-pipe: stage 'csv' (csv): csv {folder / 'out.csv'}: cannot write: Permission denied"
 
 
+def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp_path):
+    """Both sinks on one CSV (here spelled through a link) would interleave two kinds of rows,
+    and a sink on the input video would overwrite it while the source reads it."""
+    config = str(REPO / "configs" / "episodes.yaml")
+    episodes = tmp_path / "out.csv"
+    (tmp_path / "link").symlink_to(tmp_path)
+    same = tmp_path / "link" / "out.csv"
+    code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={same}",
+                    config=config)
+    assert code == 2
+    assert re.fullmatch(rf"fer-pipe: {re.escape(config)}:\d+: stage 'csv' \(csv\): params.path: "
+                        rf"{re.escape(str(same))} is also written by stage 'episodes' \(episodes\); "
+                        "give each stage its own file", one_line(err))
+    assert not episodes.exists()
+
+    before = short_clip.read_bytes()
+    code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={short_clip}",
+                    config=config)
+    assert code == 2
+    assert one_line(err).endswith(f"stage 'csv' (csv): params.path: {short_clip} is the file stage "
+                                  "'source' (video) reads; writing it would destroy that input")
+    assert short_clip.read_bytes() == before
+
+    code, err = run(f"source.path={short_clip}", "episodes.path=/dev/null", "csv.path=/dev/null",
+                    config=config)
+    assert code == 0, err  # a device is not a file two stages fight over
+
+
 def test_debug_shows_the_traceback(tmp_path):
     done = fer_pipe("--debug", "run", CONFIG, "--set", f"source.path={tmp_path / 'missing.mp4'}", timeout=120)
     assert done.returncode != 0
