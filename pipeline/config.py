@@ -125,13 +125,16 @@ def _by_name(path: Path) -> bool:
 def config_path(path: str | Path) -> Path:
     """``path``, or the shipped config it names when there is no such file.
 
-    ``webcam.yaml`` or ``configs/webcam.yaml`` then works from any folder, also after a plain
-    ``pip install`` that leaves no ``configs/`` folder to run the README's commands from.
+    ``webcam.yaml``, ``webcam`` or ``configs/webcam.yaml`` then works from any folder, also
+    after a plain ``pip install`` that leaves no ``configs/`` folder to run the README's
+    commands from.
     """
     path = Path(path)
     if path.exists() or not _by_name(path):
         return path
     shipped = shipped_configs() / path.name
+    if not shipped.suffix:
+        shipped = shipped.with_suffix(".yaml")
     return shipped if shipped.is_file() else path
 
 

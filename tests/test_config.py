@@ -87,10 +87,12 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
     from fer_pipe.config import shipped_configs
 
     (tmp_path / "mine.yaml").write_text(GOOD)
-    done = fer_pipe("validate", "webcam.yaml", "configs/video_to_csv.yaml", "mine.yaml", cwd=tmp_path)
+    done = fer_pipe("validate", "webcam.yaml", "configs/video_to_csv.yaml", "episodes", "mine.yaml",
+                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert [line.split(": ok")[0] for line in done.stdout.splitlines()] == [
-        str(shipped_configs() / "webcam.yaml"), str(shipped_configs() / "video_to_csv.yaml"), "mine.yaml"]
+        str(shipped_configs() / "webcam.yaml"), str(shipped_configs() / "video_to_csv.yaml"),
+        str(shipped_configs() / "episodes.yaml"), "mine.yaml"]
     (tmp_path / "webcam.yaml").write_text(GOOD)  # a file of that name here is the one meant
     assert fer_pipe("validate", "webcam.yaml", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")
     missing = fer_pipe("validate", "configs/webcams.yaml", "other/webcam.yaml", cwd=tmp_path)
