@@ -29,7 +29,9 @@ class StopRun(Exception):
     """Raised by a stage to end the whole run cleanly, as a user's ``q`` in a window does.
 
     The runner stops the sources and drains the graph, so every file sink closes complete and
-    the run exits 0; the stage that raised gets no more packets.
+    the run exits 0; the stage that raised gets no more packets. A sink whose output is a pipe
+    that its reader closed (``csv.path=/dev/stdout | head``) ends the run the same way: the
+    reader has what it wanted, as with any Unix filter.
     """
 
 
@@ -111,7 +113,10 @@ class Sink(Stage):
     writes: ClassVar[str | None] = None
 
     def process(self, packet: Packet) -> Iterable[Packet]:
-        self.consume(packet)
+        try:
+            self.consume(packet)
+        except BrokenPipeError:
+            raise StopRun from None
         return ()
 
     def consume(self, packet: Packet) -> None:

@@ -30,7 +30,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Source, Stage, StopRun
+from .stage import Sink, Source, Stage, StopRun
 from .stats import StageStats
 
 
@@ -183,7 +183,11 @@ def stage_main(w: Wiring) -> None:
         else:
             emitter = _Emitter(w.outboxes, False, stats)
             _run_consumer(stage, emitter, w, stats)
-        emitter.emit(stage.finish())
+        try:
+            emitter.emit(stage.finish())
+        except BrokenPipeError:
+            if not isinstance(stage, Sink):
+                raise  # a sink's reader left (see StopRun): what is held has nowhere to go
         emitter.end(name)
         w.control.put(("done", name, summary()))
     except Terminated:

@@ -1,5 +1,6 @@
 """CSV outputs keep every whole group of rows they wrote, and no part of one, when the disk fills;
-they also feed a pipe, and start again with the header when rotated under a run.
+they also feed a pipe (whose reader may leave early), and start again with the header when
+rotated under a run.
 
 The file size limit (``RLIMIT_FSIZE``) makes a write stop part-way through a group exactly as a
 full disk does, without privileges; the end-to-end test fills a real tmpfs instead.
@@ -69,6 +70,24 @@ def test_a_pipe_takes_the_rows_too():
              "out.write([[0, 0, 'sad'], [0, 1, 'happy']])\nout.close()\n")
     done = subprocess.run([sys.executable, "-c", write], stdout=subprocess.PIPE, timeout=60, check=True)
     assert done.stdout == b"frame,face,label\r\n0,0,sad\r\n0,1,happy\r\n"
+
+
+def test_a_reader_that_leaves_the_pipe_ends_the_run_cleanly(clips, tmp_path):
+    """``csv.path=/dev/stdout | head``: the run stops as a ``q`` in the window stops it, exit
+    0 and nothing on stderr, and the episodes sink beside it closes the episodes it holds."""
+    episodes = tmp_path / "episodes.csv"
+    run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "episodes", "--quiet",
+                            "--set", f"source.path={clips['WolfgangLanger_Pexels.mp4']}",
+                            "--set", "csv.path=/dev/stdout", "--set", f"episodes.path={episodes}"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    lines = [run.stdout.readline() for _ in range(4)]
+    run.stdout.close()
+    stderr = run.communicate(timeout=120)[1].decode()
+    assert run.returncode == 0, stderr
+    assert stderr == ""
+    assert [line.split(b",")[1] for line in lines] == [b"frame", b"0", b"1", b"2"]
+    rows = list(csv.DictReader(episodes.open()))
+    assert rows and int(rows[-1]["end_frame"]) < 471  # closed where the run stopped, not at the end
 
 
 def test_rows_after_a_copytruncate_start_the_emptied_file(tmp_path):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import fer_pipe
@@ -75,3 +77,16 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
         "cannot import brokenmod:Stage: ModuleNotFoundError: No module named 'not_a_module_anywhere'")
     clash = fer_pipe("validate", str(_config(tmp_path / "d.yaml", "csv")), env=env, timeout=120)
     assert clash.returncode == 2 and "declared twice" in clash.stderr and "csv-clash" in clash.stderr
+
+
+def test_a_listing_cut_short_by_its_reader_ends_quietly():
+    """``fer-pipe stages | head -2``: the reader has what it wanted; before, a traceback. Here
+    the reader has left before the listing starts, so its first write meets a closed pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        listing = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "stages"], stdout=write_end,
+                                 stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (listing.returncode, listing.stderr) == (0, "")
