@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from typing import Any
 from .arguments import whole
 from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
+from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
@@ -279,11 +282,79 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
 
 
-def _progress(total: int, done: int):
-    from tqdm import tqdm
+def _job_frames(job: Job) -> int:
+    """Frames a task will read: its chunk, or the whole video as its container lists them."""
+    count = frame_count(job.input)
+    return max(0, min(job.max_frames, count - job.start)) if job.max_frames else count
 
-    return tqdm(total=total, initial=done, unit="video", file=sys.stderr, dynamic_ncols=True,
-                disable=not sys.stderr.isatty())
+
+def _frames_written(csv_path: Path, job: Job) -> int:
+    """Frames of ``job`` in a CSV it is writing or has written: the frame number of its last
+    row. The csv sink writes whole frames, one or more rows each, so this counts frames, and
+    reading the file's tail costs the same at any length."""
+    try:
+        with open(csv_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    row = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
+    try:
+        return int(row[COLUMNS.index("frame")]) - job.start + 1
+    except (IndexError, ValueError):  # the header alone: no frame yet
+        return 0
+
+
+class _FrameProgress:
+    """The batch's progress bar, in frames: a long video moves it while its task runs.
+
+    Running tasks are read from their temporary CSVs under ``_work`` (found with one listing per
+    update), finished ones from their part files. The total comes from each video's frame count,
+    read in a thread so that a long list of inputs delays nothing; until it is known the bar
+    counts without one.
+    """
+
+    def __init__(self, todo: list[Job], work: Path, videos: int, videos_done: int) -> None:
+        from tqdm import tqdm
+
+        self._work, self._jobs = work, todo
+        self._done: dict[Job, int] = {}
+        self._totals: dict[Job, int] = {}
+        self._videos, self._videos_done = videos, videos_done
+        self._counter = threading.Thread(target=self._count, daemon=True)
+        self._counter.start()
+        self.bar = tqdm(total=None, unit="frame", file=sys.stderr, dynamic_ncols=True)
+
+    def _count(self) -> None:
+        for job in self._jobs:
+            self._totals[job] = _job_frames(job)
+
+    def job_done(self, job: Job, video_done: bool) -> None:
+        self._done[job] = _frames_written(_part_path(self._work, job), job)
+        self._videos_done += video_done
+
+    def update(self) -> None:
+        if self.bar.total is None and not self._counter.is_alive():
+            self.bar.total = sum(self._totals.values())
+        newest: dict[str, Path] = {}
+        for temp in sorted(self._work.glob("*.tmp.csv"), key=_mtime):
+            newest[temp.name.rsplit(".", 3)[0]] = temp  # NAME.UUID.tmp.csv; a retry's is the newer
+        running = sum(_frames_written(newest[job.name], job) for job in self._jobs
+                      if job not in self._done and job.name in newest)
+        self.bar.n = sum(self._done.values()) + running
+        self.bar.set_postfix_str(f"{self._videos_done}/{self._videos} videos", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.update()
+        self.bar.close()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # renamed into place or removed since the listing
+        return 0.0
 
 
 def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
@@ -329,8 +400,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
 
     (work / "parts").mkdir(parents=True, exist_ok=True)
     if todo:
-        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries, quiet,
-                   len(reports) - len(pending_inputs))
+        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries,
+                   not quiet and sys.stderr.isatty(), len(reports) - len(pending_inputs))
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
@@ -352,7 +423,7 @@ def _part_path(work: Path, job: Job) -> Path:
 
 def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                reports: dict[str, InputReport], address: str | None, num_cpus: int | None,
-               max_retries: int, quiet: bool, already: int) -> None:
+               max_retries: int, show_progress: bool, already: int) -> None:
     ray = start_ray(address, num_cpus)
     try:
         task = ray.remote(run_job).options(
@@ -362,7 +433,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         left = {}
         for job in todo:
             left[job.input] = left.get(job.input, 0) + 1
-        bar = _progress(len(reports), already) if not quiet else None
+        progress = _FrameProgress(todo, work, len(reports), already) if show_progress else None
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
@@ -377,10 +448,12 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                     if report.status != "failed":
                         report.status, report.error, report.bad_input = "failed", message, bad_input
                 left[job.input] -= 1
-                if not left[job.input] and bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
+                if progress is not None:
+                    progress.job_done(job, not left[job.input] and report.status != "failed")
+            if progress is not None:
+                progress.update()
+        if progress is not None:
+            progress.close()
     finally:
         ray.shutdown()
 

@@ -2,11 +2,17 @@
 in-process graph run that its tasks use, against the multi-process runner."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -160,3 +166,48 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert not (out / "notes.csv").exists()
     # three chunks of 16, 16 and 4 frames, joined: the same CSV as the whole clip in one go
     assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
+
+
+def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_clips, tmp_path):
+    """On a terminal the bar counts frames, read from the CSVs the tasks are writing (so a long
+    video moves it, not just each finished video), and ends at every frame of every input."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", str(six_clips[2]),
+                             str(six_clips[3]), "--out", str(tmp_path / "out"), "--address",
+                             cluster.address, "--chunk-frames", "16"],
+                            stdout=subprocess.DEVNULL, stderr=follower, env={**os.environ, **LOOPBACK_RAY})
+    os.close(follower)
+    screen = b""
+    while select.select([leader], [], [], 240)[0]:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the batch closed the terminal's last writer
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, screen.decode()
+    states = [s for s in re.split(r"[\r\n]", screen.decode()) if "frame" in s]
+    assert states, screen.decode()
+    assert f" {2 * CLIP_FRAMES}/{2 * CLIP_FRAMES} " in states[-1], states[-1]
+    assert "2/2 videos" in states[-1], states[-1]
+
+
+def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
+    """What the bar reads from a task's CSV: frames done in its chunk, not rows (a frame with
+    two faces has two rows)."""
+    from fer_pipe.batch import Job, _frames_written
+    from fer_pipe.csvfile import CsvOutput
+    from fer_pipe.stages.csv_sink import COLUMNS
+
+    path = tmp_path / "part.csv"
+    out = CsvOutput(path, "csv", COLUMNS)
+    chunk = Job("clip.mp4", "clip", start=32, max_frames=16)
+    assert _frames_written(path, chunk) == 0
+    for frame, faces in ((32, 2), (33, 0), (34, 2)):
+        out.write([["clip", frame] + [""] * (len(COLUMNS) - 2)] * max(faces, 1))
+    out.close()
+    assert _frames_written(path, chunk) == 3
+    assert _frames_written(tmp_path / "not-there.csv", chunk) == 0
