@@ -9,9 +9,14 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.stage import Sink
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
+WRITE_FAILED = b"Failed to write frame"
+"""OpenCV's FFmpeg writer's warning for a frame it could not write (a full disk, a vanished
+mount), its only report of one: seen, the run fails at that frame instead of warning on every
+frame after it. Should a release word it otherwise, the read-back at close still fails the run."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
 
@@ -46,6 +51,8 @@ class VideoWriterSink(Sink):
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] = (0, 0)
         self._fps = FpsMeter()
+        self._stderr = StderrCapture()
+        self._failed = False
         self.written = 0
 
     def _start(self, width: int, height: int) -> None:
@@ -65,14 +72,25 @@ class VideoWriterSink(Sink):
         elif (width, height) != self._size:
             raise ValueError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
                              f"{width}x{height}, the file is {self._size[0]}x{self._size[1]}")
-        self._writer.write(image)
+        with self._stderr.capturing():
+            self._writer.write(image)
+        said = self._stderr.take()
+        if WRITE_FAILED in said:
+            self._failed = True
+            raise OSError(f"video_writer {self.params.path}: OpenCV could not write this frame "
+                          f"({_free_mib(self.params.path)} MiB free on its disk)")
+        os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1
 
     def close(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.release()
-        self._check_written()
+        if self._writer is not None:
+            with self._stderr.capturing():
+                self._writer.release()
+            said = self._stderr.take()
+            if not self._failed:
+                os.write(2, said)
+                self._check_written()
+        self._stderr.close()
 
     def _check_written(self) -> None:
         """Raise unless the file reads back with every frame given to it.
@@ -86,6 +104,10 @@ class VideoWriterSink(Sink):
         held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
         capture.release()
         if held < self.written:
-            room = os.statvfs(path.parent)
             raise OSError(f"video_writer {path}: the file holds {held} of the {self.written} frames given "
-                          f"to it ({room.f_bavail * room.f_frsize // 2**20} MiB free on its disk)")
+                          f"to it ({_free_mib(path)} MiB free on its disk)")
+
+
+def _free_mib(path: str | Path) -> int:
+    room = os.statvfs(Path(path).parent)
+    return room.f_bavail * room.f_frsize // 2**20

@@ -1,6 +1,8 @@
 """The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import yaml
 from conftest import fer_pipe, fer_pipe_on_small_tmpfs, read_frames
@@ -55,7 +57,8 @@ def test_unsupported_extension_fails_before_the_run(short_clip, tmp_path):
 
 def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
     """A full disk, for real: a 64 KiB tmpfs in a private mount namespace. OpenCV only warns on
-    each failed write, so the run used to end with exit 0 and an MP4 that does not open."""
+    each failed write, so the run used to end with exit 0 and an MP4 that does not open, and
+    then (with a read-back at close) with exit 1 after a warning for every frame after it."""
     full = tmp_path / "full"
     full.mkdir()
     stages = {
@@ -67,9 +70,9 @@ def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
     done = fer_pipe_on_small_tmpfs(full, "64k", "run", str(tmp_path / "g.yaml"), "--quiet")
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        f"fer-pipe: stage 'out' (video_writer) failed: while closing: OSError: video_writer {full / 'a.mp4'}: "
-        "the file holds 0 of the 60 frames given to it (0 MiB free on its disk)")
+    assert re.fullmatch(rf"fer-pipe: stage 'out' \(video_writer\) failed: on source frame \d+: OSError: "
+                        rf"video_writer {re.escape(str(full / 'a.mp4'))}: OpenCV could not write this "
+                        r"frame \(0 MiB free on its disk\)\n", done.stderr)
 
 
 def test_drawing_never_touches_the_shared_frame():

@@ -9,14 +9,12 @@ that only runs inference. Evaluation goes through this same class, so the accura
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..native_stderr import stderr_to
 from ..preprocess import EMOTIONS
 
 
@@ -43,8 +41,11 @@ class FaceClassifier:
         if int(out[0]["shape"][-1]) != len(EMOTIONS):
             raise InputError(f"model {path}: output must have {len(EMOTIONS)} classes, "
                              f"got {int(out[0]['shape'][-1])}")
-        with _native_stderr_silenced():
-            self._interpreter.allocate_tensors()  # applies the XNNPACK delegate, once per process
+        # Applying the XNNPACK delegate, once per process, LiteRT's C++ logger prints "INFO:
+        # Created TensorFlow Lite XNNPACK delegate for CPU." with no setting to stop it: a line in
+        # every run that is not fer-pipe's. Errors still arrive as LiteRT's Python exceptions.
+        with open(os.devnull, "wb") as null, stderr_to(null.fileno()):
+            self._interpreter.allocate_tensors()
         self.input_size = shape[1]
         self.flip_tta = flip_tta
         self._input_index = inp[0]["index"]
@@ -72,23 +73,3 @@ class FaceClassifier:
             probs = probs[:n] + probs[n:]
         # An int8 export's softmax comes out in steps of 1/256 and its rows need not sum to 1.
         return probs / probs.sum(axis=1, keepdims=True)
-
-
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 goes to /dev/null for the duration.
-
-    LiteRT's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." when
-    it first applies its delegate, and has no setting to stop it; it would be a line in every
-    run that is not fer-pipe's. Interpreter errors still arrive, as the Python exceptions
-    LiteRT raises with its messages in them.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

@@ -1,0 +1,48 @@
+"""What native libraries (OpenCV, LiteRT) print on file descriptor 2, which Python's
+``sys.stderr`` never sees: sent elsewhere for the length of one call, to be dropped or read."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+
+@contextmanager
+def stderr_to(fd: int) -> Iterator[None]:
+    """File descriptor 2 points at ``fd`` for the duration, and back after, also on error."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class StderrCapture:
+    """Captures fd 2 during call after call into one scratch file, read and emptied by ``take``.
+
+    OpenCV's video writer reports a failed write only as a warning printed there; capturing
+    it per call is how a caller learns which call failed. Five system calls per capture.
+    """
+
+    def __init__(self) -> None:
+        self._scratch = tempfile.TemporaryFile()
+        self._fd = self._scratch.fileno()
+
+    def capturing(self) -> AbstractContextManager[None]:
+        return stderr_to(self._fd)
+
+    def take(self) -> bytes:
+        """What was printed since the last ``take``."""
+        said = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+        if said:
+            os.ftruncate(self._fd, 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)  # shared with the duplicate that was fd 2
+        return said
+
+    def close(self) -> None:
+        self._scratch.close()
