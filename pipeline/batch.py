@@ -36,6 +36,7 @@ from typing import Any
 from .arguments import whole
 from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
+from .mp4 import frames_played
 from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
@@ -54,7 +55,7 @@ share (30 % of memory) of /dev/shm."""
 
 @dataclass(frozen=True)
 class Job:
-    """One task: a whole video, or ``max_frames`` frames of it from ``start``."""
+    """One task: a whole video, or ``max_frames`` frames of it from ``start`` (0: to its end)."""
 
     input: str
     key: str
@@ -63,7 +64,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        return self.key if not self.max_frames else f"{self.key}@{self.start}"
+        return self.key if not (self.start or self.max_frames) else f"{self.key}@{self.start}"
 
 
 @dataclass
@@ -164,11 +165,15 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
 # ---- the driver side -------------------------------------------------------------------------
 
 def frame_count(path: str) -> int:
+    """Frames the video plays, as the video source counts them (an edit list's hidden frames
+    left out), so that no chunk starts past its end."""
     import cv2
 
     capture = cv2.VideoCapture(path)
     try:
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        if not capture.isOpened():
+            return 0
+        return frames_played(path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS))
     finally:
         capture.release()
 
@@ -210,7 +215,9 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             continue
         count = frame_count(item) if chunk_frames else 0
         if chunk_frames and count > chunk_frames:
-            jobs[item] = [Job(item, key, start, chunk_frames) for start in range(0, count, chunk_frames)]
+            # The last chunk reads to the end: the count is an estimate (by a frame or two).
+            jobs[item] = [Job(item, key, start, chunk_frames if start + chunk_frames < count else 0)
+                          for start in range(0, count, chunk_frames)]
         else:
             jobs[item] = [Job(item, key)]
     return jobs, bad
@@ -284,8 +291,8 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
 
 def _job_frames(job: Job) -> int:
     """Frames a task will read: its chunk, or the whole video as its container lists them."""
-    count = frame_count(job.input)
-    return max(0, min(job.max_frames, count - job.start)) if job.max_frames else count
+    left = max(0, frame_count(job.input) - job.start)
+    return min(job.max_frames, left) if job.max_frames else left
 
 
 def _frames_written(csv_path: Path, job: Job) -> int:

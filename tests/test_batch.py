@@ -168,6 +168,22 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
 
 
+def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, clips, tmp_path):
+    """A trim without re-encoding lists 400 frames and plays 364 (see test_bad_input): chunks of
+    185 used to plan a third chunk at frame 370, which decodes nothing, so the video failed."""
+    trimmed = tmp_path / "trimmed.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]),
+                    "-c", "copy", str(trimmed)], check=True, timeout=120)
+    out = tmp_path / "out"
+    proc = batch(str(trimmed), "--out", str(out), "--address", cluster.address, "--chunk-frames", "185",
+                 "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    manifest = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert [(e["status"], e["chunks"]) for e in manifest] == [("done", 2)]
+    assert (out / "trimmed.csv").read_text() == in_process_csv(trimmed, tmp_path / "whole.csv")
+
+
 def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_clips, tmp_path):
     """On a terminal the bar counts frames, read from the CSVs the tasks are writing (so a long
     video moves it, not just each finished video), and ends at every frame of every input."""

@@ -1,0 +1,89 @@
+"""How long an MP4 or QuickTime file's video track plays, read from its header.
+
+A trim made without re-encoding (``ffmpeg -ss 4.5 -c copy``, LosslessCut, a camera app) keeps
+the samples back to the previous key frame and hides the extra ones with an edit list. OpenCV's
+frame count is the sample count, so such a file decodes fewer frames than OpenCV lists, which
+the video source would otherwise take for a truncated file. The track header's duration is the
+edit list's, so it gives the frames the file really plays. Only the boxes on the way to it are
+read; anything unexpected gives None, and the caller keeps OpenCV's count.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+MAX_MOOV = 256 * 2**20
+"""A larger header is not read (hours of video have a few MiB)."""
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box in ``data[start:end]``; stops at the first malformed one."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
+        elif size == 0:
+            size = end - pos
+        if size < header or pos + size > end:
+            return
+        yield kind, data[pos + header:pos + size]
+        pos += size
+
+
+def _child(body: bytes, kind: bytes) -> bytes | None:
+    return next((b for k, b in _boxes(body) if k == kind), None)
+
+
+def _moov(path: Path) -> bytes | None:
+    """The file's ``moov`` box, found by walking the top-level boxes (it may follow the media)."""
+    with open(path, "rb") as fh:
+        while head := fh.read(8):
+            if len(head) < 8:
+                return None
+            size, kind = struct.unpack(">I4s", head)
+            if not kind.isalnum():
+                return None  # not an ISO media file (AVI starts with RIFF and a little-endian size)
+            header = 8
+            if size == 1:
+                size, header = struct.unpack(">Q", fh.read(8))[0], 16
+            if kind == b"moov":
+                return fh.read(size - header) if 0 < size - header <= MAX_MOOV else None
+            if size < header:  # 0: the box runs to the end of the file, without a moov after it
+                return None
+            fh.seek(size - header, 1)
+    return None
+
+
+def video_seconds(path: str | Path) -> float | None:
+    """Seconds the first video track plays (after its edit list), or None when unknown."""
+    try:
+        moov = _moov(Path(path))
+    except OSError:
+        return None
+    mvhd = moov and _child(moov, b"mvhd")
+    if not mvhd or len(mvhd) < 20:
+        return None
+    timescale = struct.unpack_from(">I", mvhd, 20 if mvhd[0] == 1 else 12)[0]
+    for kind, trak in _boxes(moov):
+        mdia = _child(trak, b"mdia") if kind == b"trak" else None
+        hdlr = mdia and _child(mdia, b"hdlr")
+        tkhd = _child(trak, b"tkhd") if hdlr and hdlr[8:12] == b"vide" else None
+        if tkhd and len(tkhd) >= 36:
+            fmt, at = (">Q", 28) if tkhd[0] == 1 else (">I", 20)
+            duration = struct.unpack_from(fmt, tkhd, at)[0]
+            unknown = duration in (0, 2 ** (8 * struct.calcsize(fmt)) - 1)
+            return None if unknown or not timescale else duration / timescale
+    return None
+
+
+def frames_played(path: str | Path, listed: int, fps: float) -> int:
+    """OpenCV's frame count ``listed`` (0: unknown), lowered to the video track's duration at
+    ``fps`` where the header says it plays fewer; an estimate either way, by a frame or two."""
+    seconds = video_seconds(path)
+    if not seconds or fps <= 0:
+        return listed
+    return min(listed, round(seconds * fps)) if listed > 0 else round(seconds * fps)

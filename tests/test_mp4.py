@@ -1,0 +1,29 @@
+"""The MP4 header reader behind the video source's truncation check, on real files."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+from conftest import read_frames, write_video
+
+from fer_pipe.mp4 import video_seconds
+
+
+def test_the_video_track_duration_of_real_clips(clips):
+    assert video_seconds(clips["WolfgangLanger_Pexels.mp4"]) == pytest.approx(19.685)
+    assert video_seconds(clips["no_face.mp4"]) == pytest.approx(3.945)  # its edit list's, not 98 frames'
+
+
+def test_other_files_give_none(clips, tmp_path):
+    """None keeps OpenCV's count: an AVI, text, a box that runs past the end, an empty file."""
+    avi = write_video(tmp_path / "a.avi", read_frames(clips["single_face.mp4"], 3))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 10)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clips["single_face.mp4"].read_bytes()[:64])
+    bad_size = tmp_path / "bad.mp4"
+    bad_size.write_bytes(struct.pack(">I4s", 4, b"ftyp") + b"\0" * 32)
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    for path in (avi, text, cut, bad_size, empty, tmp_path / "missing.mp4"):
+        assert video_seconds(path) is None, path.name
