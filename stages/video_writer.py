@@ -16,7 +16,8 @@ from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 WRITE_FAILED = b"Failed to write frame"
 """OpenCV's FFmpeg writer's warning for a frame it could not write (a full disk, a vanished
 mount), its only report of one: seen, the run fails at that frame instead of warning on every
-frame after it. Should a release word it otherwise, the read-back at close still fails the run."""
+frame after it. Should a later OpenCV word it otherwise, the read-back at close still fails the
+run, only later."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
 
@@ -79,7 +80,8 @@ class VideoWriterSink(Sink):
             self._failed = True
             raise OSError(f"video_writer {self.params.path}: OpenCV could not write this frame "
                           f"({_free_mib(self.params.path)} MiB free on its disk)")
-        os.write(2, said)  # anything else OpenCV said goes where it would have gone
+        if said:
+            os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1
 
     def close(self) -> None:
@@ -88,7 +90,8 @@ class VideoWriterSink(Sink):
                 self._writer.release()
             said = self._stderr.take()
             if not self._failed:
-                os.write(2, said)
+                if said:
+                    os.write(2, said)
                 self._check_written()
         self._stderr.close()
 
