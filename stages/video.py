@@ -127,6 +127,9 @@ class VideoSource(Source):
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.exists():
         raise InputError(f"video {path}: no such file")
+    if path.is_dir():
+        raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "
+                         "image_folder source a folder of images)")
     if not path.is_file():
         raise InputError(f"video {path}: not a file")
     if path.stat().st_size == 0:

@@ -48,6 +48,9 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
     path = tmp_path / f"{kind}.mp4"
     if kind == "empty":
         path.touch()
+    elif kind == "folder":
+        path = tmp_path / "videos"
+        path.mkdir()
     elif kind == "text":
         path.write_text("this is a shopping list, not a video\n" * 50)
     elif kind == "corrupt":
@@ -57,6 +60,8 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("kind, reason", [
     ("missing", "no such file"),
+    ("folder", "is a folder (fer-pipe batch takes a folder of videos, the image_folder source a folder of "
+               "images)"),
     ("empty", "the file is empty"),
     ("text", "OpenCV cannot open it (not a video, or a codec it lacks)"),
     ("corrupt", "OpenCV cannot open it (not a video, or a codec it lacks)"),
@@ -208,6 +213,8 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind, reason", [
     ("missing", "no such file"),
+    ("folder", "is a folder (fer-pipe batch takes a folder of videos, the image_folder source a folder of "
+               "images)"),
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
     ("five", "output must have 7 classes, got 5"),
