@@ -205,8 +205,6 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind, reason", [
     ("missing", "no such file"),
-    ("folder", "is a folder (fer-pipe batch takes a folder of videos, the image_folder source a folder of "
-               "images)"),
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
     ("five", "output must have 7 classes, got 5"),
