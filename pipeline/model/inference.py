@@ -25,6 +25,8 @@ class FaceClassifier:
         from ai_edge_litert.interpreter import Interpreter
 
         path = Path(model_path)
+        if path.is_dir():
+            raise InputError(f"model {path}: is a folder, not a .tflite file")
         if not path.is_file():
             raise InputError(f"model {path}: no such file")
         try:
