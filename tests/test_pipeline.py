@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import resource
 
 import cv2
 import numpy as np
@@ -42,7 +43,9 @@ def read_rows(path):
 
 def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_empty, tmp_path):
     out = tmp_path / "out.csv"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = Runner(graph_for(face_then_empty, out), progress=False).run()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.exit_code == 0, result.message
     header, rows = read_rows(out)
     assert header == COLUMNS
@@ -67,10 +70,12 @@ def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_
     assert stats["source"]["items"] == FACE_FRAMES + EMPTY_FRAMES
     assert stats["csv"]["items"] == FACE_FRAMES + EMPTY_FRAMES
     assert all(s["dropped"] == 0 for s in result.stats)
-    # Each stage reports its own process's CPU time: the classifier (model load, inference on
-    # every face) costs more than the CSV sink, which only writes rows.
+    # Each stage reports its own process's CPU time: together no more than the kernel counts for
+    # the stage processes (their parent's time, or wall time, would be more). Which stage costs
+    # most is left out: start-up dominates on a clip this short, and it varies with the load.
     assert all(s["cpu_s"] > 0 for s in result.stats)
-    assert stats["classifier"]["cpu_s"] > stats["csv"]["cpu_s"]
+    children = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    assert sum(s["cpu_s"] for s in result.stats) <= children + 0.01, (result.stats, children)
 
 
 def test_several_workers_write_what_one_process_writes_in_the_same_order(face_then_empty, tmp_path):
