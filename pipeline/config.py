@@ -7,6 +7,7 @@ straight to the spot. YAML is only ever read with the safe loader.
 from __future__ import annotations
 
 import copy
+import os
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from importlib.resources import files
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from .errors import ConfigError
 from .graph import Graph, StageSpec, check_edges, check_paths
 from .registry import registry
+from .stage import Stage, StageParams
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 SET_STAGE_KEYS = {"on_error", "workers"}
@@ -200,6 +202,15 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
     return loc, reason
 
 
+def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
+    """``~/`` at the start of a file param is the home folder, as in a shell. The shell expands
+    only a word's leading ``~``, so ``--set csv.path=~/out.csv`` arrives as typed, and YAML
+    never expands it; the file checks and the stages then see the real path."""
+    names = (*cls.input_paths, *cls.output_paths)
+    update = {n: os.path.expanduser(getattr(params, n)) for n in names if getattr(params, n).startswith("~")}
+    return params.model_copy(update=update) if update else params
+
+
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
     if not isinstance(data, Mapping):
@@ -254,6 +265,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
             field = ".".join(("params", *loc))  # no loc: a check across several parameters
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', *loc[:1])}: {prefix}: "
                               f"{field}: {reason}") from None
+        params = _home_expanded(cls, params)
         inputs = body.get("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]

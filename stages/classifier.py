@@ -30,6 +30,7 @@ class EmotionClassifier(Stage):
     """
 
     Params = ClassifierParams
+    input_paths = ("model",)
     params: ClassifierParams
     reads = FACES
     writes = EXPRESSIONS

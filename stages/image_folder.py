@@ -29,6 +29,7 @@ class ImageFolderSource(Source):
     shows the gap. A folder where no image decodes at all is bad input (exit 2)."""
 
     Params = ImageFolderParams
+    input_paths = ("path",)
     params: ImageFolderParams
 
     @classmethod

@@ -150,6 +150,19 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
         load_graph(path, ["detector.min_neighbors=3.5"])
 
 
+def test_a_file_param_starting_with_a_tilde_is_under_home(tmp_path, monkeypatch):
+    """`--set csv.path=~/out.csv` reaches fer-pipe unexpanded (bash expands only a word's
+    leading ~); it used to fail with 'folder ~ does not exist'."""
+    path = tmp_path / "good.yaml"
+    path.write_text(GOOD)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    graph = load_graph(path, ["source.path=~/clip.mp4", "csv.path=~/out.csv", "detector.min_neighbors=3"])
+    assert graph.stages["source"].params.path == str(tmp_path / "clip.mp4")
+    assert graph.stages["csv"].params.path == str(tmp_path / "out.csv")
+    with pytest.raises(ConfigError, match=rf"is the file stage 'source' \(video\) reads"):
+        load_graph(path, [f"source.path={tmp_path / 'clip.mp4'}", "csv.path=~/clip.mp4"])
+
+
 def test_missing_config_file(tmp_path):
     missing = tmp_path / "nope.yaml"
     done = fer_pipe("validate", str(missing))
