@@ -86,16 +86,20 @@ def test_in_process_run_gives_the_multi_process_csv(six_clips, tmp_path):
 
 
 def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str | None = None) -> dict | None:
-    """The first attempt seen running (logged once, its CSV not yet in place), or None if the
-    run ended first."""
+    """The attempt that started last of those seen running (logged once, its CSV not yet in
+    place), or None if the run ended first. The newest has the most work left, so it is still
+    running when the test kills it; the first one found by name could be about to finish."""
     while proc.poll() is None:
-        for log in sorted((work / "attempts").glob("*.jsonl")):
+        running = []
+        for log in (work / "attempts").glob("*.jsonl"):
             job = log.name[:-len(".jsonl")]
             if job == not_job or (out / f"{job}.csv").exists() or (work / "parts" / f"{job}.csv").exists():
                 continue
             lines = log.read_text().splitlines()
             if len(lines) == 1:
-                return json.loads(lines[0])
+                running.append(json.loads(lines[0]))
+        if running:
+            return max(running, key=lambda attempt: attempt["time"])
         time.sleep(0.02)
     return None
 
