@@ -289,12 +289,6 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
 
 
-def _job_frames(job: Job) -> int:
-    """Frames a task will read: its chunk, or the whole video as its container lists them."""
-    left = max(0, frame_count(job.input) - job.start)
-    return min(job.max_frames, left) if job.max_frames else left
-
-
 def _frames_written(csv_path: Path, job: Job) -> int:
     """Frames of ``job`` in a CSV it is writing or has written: the frame number of its last
     row. The csv sink writes whole frames, one or more rows each, so this counts frames, and
@@ -333,8 +327,14 @@ class _FrameProgress:
         self.bar = tqdm(total=None, unit="frame", file=sys.stderr, dynamic_ncols=True)
 
     def _count(self) -> None:
+        """Frames each task will read (its chunk, or the rest of its video), opening each video
+        once however many chunks it has."""
+        videos: dict[str, int] = {}
         for job in self._jobs:
-            self._totals[job] = _job_frames(job)
+            if job.input not in videos:
+                videos[job.input] = frame_count(job.input)
+            left = max(0, videos[job.input] - job.start)
+            self._totals[job] = min(job.max_frames, left) if job.max_frames else left
 
     def job_done(self, job: Job, video_done: bool) -> None:
         self._done[job] = _frames_written(_part_path(self._work, job), job)
