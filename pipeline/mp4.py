@@ -17,10 +17,9 @@ MAX_MOOV = 256 * 2**20
 """A larger header is not read (hours of video have a few MiB)."""
 
 
-def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, bytes]]:
-    """(type, body) of each box in ``data[start:end]``; stops at the first malformed one."""
-    end = len(data) if end is None else end
-    pos = start
+def _boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box in ``data``; stops at the first malformed one."""
+    end, pos = len(data), 0
     while pos + 8 <= end:
         size, kind = struct.unpack_from(">I4s", data, pos)
         header = 8
