@@ -74,6 +74,21 @@ def short_clip(clips, tmp_path) -> Path:
     return write_video(tmp_path / "short.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
 
 
+def ffmpeg(*args: str) -> None:
+    """Run ffmpeg quietly (tools/test installs it), failing the test if it fails."""
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+@pytest.fixture
+def trimmed_clip(clips, tmp_path) -> Path:
+    """The WolfgangLanger clip cut at 4.5 s without re-encoding, as trimming tools and camera
+    apps cut: the samples back to the key frame at 3.0 s stay, hidden by an edit list, so
+    OpenCV lists 400 frames and it plays 364."""
+    trimmed = tmp_path / "trimmed.mp4"
+    ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", str(trimmed))
+    return trimmed
+
+
 def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,
              **kwargs) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would, in a subprocess."""

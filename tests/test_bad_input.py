@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, ffmpeg, read_frames
 from fault_plugin import assert_valid_prefix
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -87,16 +87,10 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
-def _ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *args], check=True, timeout=120)
-
-
-def test_a_trim_without_re_encoding_is_not_truncation(clips, tmp_path, out_csv):
-    """A cut at 4.5 s keeps the samples from the key frame at 3.0 s and hides them with an
-    edit list (as trimming tools and camera apps do): OpenCV lists 400 frames, ffmpeg and
-    OpenCV play 364. It used to exit 2 as a truncated file; the track header says 364."""
-    trimmed = tmp_path / "trimmed.mp4"
-    _ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", str(trimmed))
+def test_a_trim_without_re_encoding_is_not_truncation(trimmed_clip, out_csv):
+    """OpenCV lists 400 frames, ffmpeg and OpenCV play 364 (see the fixture). It used to exit 2
+    as a truncated file; the track header says 364."""
+    trimmed = trimmed_clip
     capture = cv2.VideoCapture(str(trimmed))
     listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()
@@ -115,8 +109,8 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
         whole, frames = short_clip, 60
     else:
         whole, frames = tmp_path / "whole.mp4", 472
-        _ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", "-movflags", "+faststart",
-                str(whole))
+        ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", "-movflags", "+faststart",
+               str(whole))
     data = whole.read_bytes()
     video = tmp_path / f"truncated.{container}"
     video.write_bytes(data[: len(data) // 2])

@@ -172,12 +172,10 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
 
 
-def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, clips, tmp_path):
-    """A trim without re-encoding lists 400 frames and plays 364 (see test_bad_input): chunks of
+def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, trimmed_clip, tmp_path):
+    """A trim without re-encoding lists 400 frames and plays 364 (see the fixture): chunks of
     185 used to plan a third chunk at frame 370, which decodes nothing, so the video failed."""
-    trimmed = tmp_path / "trimmed.mp4"
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]),
-                    "-c", "copy", str(trimmed)], check=True, timeout=120)
+    trimmed = trimmed_clip
     out = tmp_path / "out"
     proc = batch(str(trimmed), "--out", str(out), "--address", cluster.address, "--chunk-frames", "185",
                  "--quiet")
