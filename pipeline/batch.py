@@ -354,6 +354,9 @@ class _FrameProgress:
 
     def close(self) -> None:
         self.update()
+        if self._videos_done == self._videos:
+            self.bar.total = self.bar.n  # the totals were the containers' estimates; every frame is in
+            self.bar.refresh()
         self.bar.close()
 
 

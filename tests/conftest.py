@@ -1,10 +1,16 @@
 """Shared fixtures: real clips, generated videos, the CLI as a subprocess, FER-2013 if present."""
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import re
+import select
 import shlex
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import cv2
@@ -87,6 +93,27 @@ def trimmed_clip(clips, tmp_path) -> Path:
     trimmed = tmp_path / "trimmed.mp4"
     ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", str(trimmed))
     return trimmed
+
+
+def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = None) -> tuple[int, list[str]]:
+    """Run the CLI with stderr on a 120-column pseudo-terminal, as a user at a shell would, so
+    that tqdm draws its bar; the exit code and each state the terminal showed, in order."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=follower, env={**os.environ, **(env or {})})
+    os.close(follower)
+    screen = b""
+    while select.select([leader], [], [], timeout)[0]:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the CLI closed the terminal's last writer
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    return proc.wait(timeout=60), re.split(r"[\r\n]", screen.decode())
 
 
 def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,
