@@ -169,6 +169,9 @@ class Runner:
                     stop.set()
         finally:
             if bar is not None:
+                if failure is None and late_error is None and self._signal is None:
+                    bar.total = bar.n  # the total was the container's estimate; every frame is in
+                    bar.refresh()
                 bar.close()
             for proc in procs.values():
                 if proc.exitcode is None:

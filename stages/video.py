@@ -67,9 +67,11 @@ class VideoSource(Source):
         return self.params.realtime
 
     def length(self) -> int | None:
-        if self._count <= 0:
+        """Frames this source will read: what the file plays, which a trim's edit list can make
+        fewer than OpenCV's count (the progress bar's total)."""
+        if self._played <= 0:
             return None
-        remaining = max(0, self._count - self.params.start)
+        remaining = max(0, self._played - self.params.start)
         return min(remaining, self.params.max_frames) if self.params.max_frames else remaining
 
     def frames(self) -> Iterator[Packet]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, ffmpeg, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames
 from fault_plugin import assert_valid_prefix
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -99,6 +99,34 @@ def test_a_trim_without_re_encoding_is_not_truncation(trimmed_clip, out_csv):
     code, err = run(f"source.path={trimmed}", f"csv.path={out_csv}")
     assert code == 0, err
     assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
+def bar_states(*sets: str) -> list[str]:
+    """Each state of the progress bar of ``fer-pipe run`` on a terminal, which must succeed."""
+    args = ["run", CONFIG]
+    for item in sets:
+        args += ["--set", item]
+    code, screen = fer_pipe_on_a_terminal(*args)
+    assert code == 0, screen
+    bars = [s for s in screen if "frame/s" in s]
+    assert bars, screen
+    return bars
+
+
+def test_the_progress_bar_of_a_trim_counts_the_frames_it_plays(trimmed_clip, out_csv):
+    """The bar's total is what the video plays (364), not what OpenCV lists (400): it used to
+    stop at 364/400, as if 36 frames had been lost."""
+    bars = bar_states(f"source.path={trimmed_clip}", f"csv.path={out_csv}")
+    assert not [s for s in bars if "/400 " in s]
+    assert " 364/364 " in bars[-1], bars[-1]
+    assert assert_valid_prefix(out_csv) == list(range(364))
+
+
+def test_the_progress_bar_ends_at_every_frame_read_when_the_count_was_an_estimate(clips, out_csv):
+    """no_face.mp4 lists 98 frames, its track header says 93 and it plays 95: a run that ends
+    cleanly shows the frames it read as the total, not a bar short of it or past it."""
+    bars = bar_states(f"source.path={clips['no_face.mp4']}", f"csv.path={out_csv}")
+    assert " 95/95 " in bars[-1], bars[-1]
 
 
 @pytest.mark.parametrize("container", ["avi", "mp4"])
