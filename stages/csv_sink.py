@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from fer_pipe.csvfile import CsvOutput
-from fer_pipe.errors import InputError
+from fer_pipe.csvfile import CsvOutput, check_writable
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
@@ -48,21 +46,7 @@ class CsvSink(Sink):
 
     @classmethod
     def preflight(cls, params: CsvParams) -> None:
-        """Try the file in the parent, so an unwritable path fails before any stage starts
-        (permission bits alone do not tell, e.g. for root or on a read-only mount)."""
-        path = Path(params.path)
-        if not path.parent.is_dir():
-            raise InputError(f"csv {path}: folder {path.parent} does not exist")
-        if path.is_dir():
-            raise InputError(f"csv {path}: is a folder, not a file")
-        existed = path.exists()
-        try:
-            with open(path, "a", encoding="utf-8"):
-                pass
-        except OSError as exc:
-            raise InputError(f"csv {path}: cannot write: {exc.strerror}") from None
-        if not existed:
-            path.unlink()
+        check_writable(params.path, "csv")
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra)

@@ -22,7 +22,7 @@ import numpy as np
 import zmq
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import CsvOutput
+from fer_pipe.csvfile import CsvOutput, check_writable
 from fer_pipe.endpoints import check_private
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
@@ -86,6 +86,10 @@ class EpisodesSink(Sink):
     params: EpisodesParams
     reads = EXPRESSIONS
     output_paths = ("path",)
+
+    @classmethod
+    def preflight(cls, params: EpisodesParams) -> None:
+        check_writable(params.path, "episodes")
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)

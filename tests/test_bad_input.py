@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import cv2
@@ -85,6 +87,36 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
     code, err = run(f"source.path={video}", f"csv.path={out_csv}")
     assert code == 0, err
     assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
+def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_rows(clips, out_csv):
+    """Two shards started on one host with the same csv path, or a run started over a running
+    one: the second used to truncate the file and write its own rows into it. Now it stops with
+    one line, and the first run's CSV holds every frame it read, in order."""
+    first = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet",
+                              "--set", f"source.path={clips['single_face.mp4']}", "--set", "source.loop=true",
+                              "--set", f"csv.path={out_csv}"], stderr=subprocess.PIPE, text=True)
+    try:
+        while first.poll() is None and len(read_frames_written(out_csv)) < 10:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()[1]
+        code, err = run(f"source.path={clips['single_face.mp4']}", f"csv.path={out_csv}")
+        assert code == 2
+        assert one_line(err) == (f"fer-pipe: stage 'csv' (csv): csv {out_csv}: another process is "
+                                 "writing it (a second run or shard with the same path?); give each its own file")
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, first_err = first.communicate(timeout=60)
+    assert first.returncode == 128 + signal.SIGINT, first_err
+    assert len(assert_valid_prefix(out_csv)) >= 10
+
+
+def read_frames_written(path: Path) -> list[str]:
+    """The lines of a CSV another process is writing ([] until it exists)."""
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
 
 
 def test_a_trim_without_re_encoding_is_not_truncation(trimmed_clip, out_csv):
