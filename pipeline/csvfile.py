@@ -2,57 +2,20 @@
 
 Sinks write through here so that a crash or a kill elsewhere in the pipeline never loses a row
 already written, so that a full disk leaves a file every CSV reader takes, so that a bad
-output path fails the same way for every sink, and so that two runs never write one file: the
-graph check catches two stages of one config, but not two shards started on one host with the
-same CSV path, or a second run started over a running one, whose truncation would wipe rows
-the first had written. A writer holds an exclusive ``flock`` on its file for as long as it is
-open; the kernel drops it when the process ends, however it ends.
+output path fails the same way for every sink, and so that two runs never write one file
+(``output_files``).
 """
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
-import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-
-
-def check_writable(path: str | Path, what: str) -> None:
-    """Try the file in the parent, so an unwritable or busy path fails before any stage starts
-    (permission bits alone do not tell, e.g. for root or on a read-only mount)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{what} {path}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{what} {path}: is a folder, not a file")
-    existed = path.exists()
-    try:
-        with open(path, "a", encoding="utf-8") as probe:
-            _claim(probe.fileno(), path, what)
-    except OSError as exc:
-        raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
-    if not existed:
-        path.unlink()
-
-
-def _claim(fd: int, path: Path, what: str) -> bool:
-    """Lock the open file ``fd`` for this process alone; whether it is a regular file (pipes
-    and devices such as /dev/stdout are shared on purpose and are not locked)."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise InputError(f"{what} {path}: another process is writing it (a second run or shard "
-                         "with the same path?); give each its own file") from None
-    except OSError:
-        pass  # a file system without locks (some network mounts): written unguarded
-    return True
+from .output_files import open_claimed
 
 
 class CsvOutput:
@@ -80,17 +43,7 @@ class CsvOutput:
             with open(path, newline="", encoding="utf-8") as existing:
                 if next(csv.reader(existing), []) != header:
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-        except OSError as exc:
-            raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
-        try:
-            regular = _claim(fd, path, what)
-        except InputError:
-            os.close(fd)
-            raise
-        if regular and not append:
-            os.ftruncate(fd, 0)  # only once the file is ours: another writer's rows stay
+        fd = open_claimed(path, what, truncate=not append)
         self._file = open(fd, "ab", buffering=0)
         self._text = io.StringIO()
         self._writer = csv.writer(self._text)

@@ -22,7 +22,8 @@ import numpy as np
 import zmq
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import CsvOutput, check_writable
+from fer_pipe.csvfile import CsvOutput
+from fer_pipe.output_files import check_writable
 from fer_pipe.endpoints import check_private
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event

@@ -10,6 +10,7 @@ from pydantic import Field
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.native_stderr import StderrCapture
+from fer_pipe.output_files import check_writable, open_claimed
 from fer_pipe.stage import Sink
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
@@ -44,11 +45,11 @@ class VideoWriterSink(Sink):
         path = Path(params.path)
         if path.suffix.lower() not in CODECS:
             raise InputError(f"video_writer {path}: the name must end in {' or '.join(CODECS)}")
-        if not path.parent.is_dir():
-            raise InputError(f"video_writer {path}: folder {path.parent} does not exist")
+        check_writable(path, "video_writer")
 
     def open(self) -> None:
         self.preflight(self.params)
+        self._lock = open_claimed(self.params.path, "video_writer", truncate=False)
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] = (0, 0)
         self._fps = FpsMeter()
@@ -94,6 +95,7 @@ class VideoWriterSink(Sink):
                     os.write(2, said)
                 self._check_written()
         self._stderr.close()
+        os.close(self._lock)
 
     def _check_written(self) -> None:
         """Raise unless the file reads back with every frame given to it.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import yaml
 from conftest import fer_pipe, fer_pipe_on_small_tmpfs, read_frames
 from livetools import csv_rows
@@ -85,3 +86,29 @@ def test_drawing_never_touches_the_shared_frame():
     out = draw(Packet("cam", 0, 0.0, frame, faces=[Face((40, 30, 50, 50), probs)]), show_probs=True, fps=25.0)
     assert not frame.any() and out.any()
     assert tuple(out[55, 40]) == COLOURS["happy"]
+
+
+def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
+    """A second run or shard with the same video path used to truncate the first's file. Two
+    opens of one file in one process contend for flock as two processes do, so two sinks here
+    stand for the two runs."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    path = tmp_path / "a.avi"
+    first = VideoWriterSink("first", VideoWriterParams(path=str(path)))
+    first.open()
+    for index in range(5):
+        first.consume(Packet("cam", index, index / 25, np.full((48, 64, 3), 40 * index, np.uint8)))
+    second = VideoWriterSink("second", VideoWriterParams(path=str(path)))
+    message = (f"video_writer {path}: another process is writing it (a second run or shard with the "
+               "same path?); give each its own file")
+    with pytest.raises(InputError, match=re.escape(message)):
+        VideoWriterSink.preflight(second.params)
+    with pytest.raises(InputError, match=re.escape(message)):
+        second.open()
+    first.close()
+    assert len(read_frames(path)) == 5
+    second.open()
+    second.close()

@@ -1,0 +1,65 @@
+"""Output files: checked before a run starts, and written by one process at a time.
+
+The graph check stops two stages of one config writing one file, but not two shards started
+on one host with the same output path, nor a run started over a running one, whose truncation
+would wipe what the first had written. A writer holds an exclusive ``flock`` on its file for as
+long as it writes; the kernel drops it when the process ends, however it ends.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+from pathlib import Path
+
+from .errors import InputError
+
+
+def check_writable(path: str | Path, what: str) -> None:
+    """Try the file in the parent, so an unwritable or busy path fails before any stage starts
+    (permission bits alone do not tell, e.g. for root or on a read-only mount)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{what} {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a folder, not a file")
+    existed = path.exists()
+    try:
+        with open(path, "a", encoding="utf-8") as probe:
+            claim(probe.fileno(), path, what)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
+    if not existed:
+        path.unlink()
+
+
+def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
+    """A write-only descriptor of ``path`` (created if need be, appending), locked for this
+    process; InputError if it cannot be opened or another process holds it. ``truncate``
+    empties a regular file only once it is ours, so another writer's data stays."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
+    try:
+        if claim(fd, path, what) and truncate:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def claim(fd: int, path: str | Path, what: str) -> bool:
+    """Lock the open file ``fd`` for this process alone; whether it is a regular file (pipes
+    and devices such as /dev/stdout are shared on purpose and are not locked)."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(f"{what} {path}: another process is writing it (a second run or shard "
+                         "with the same path?); give each its own file") from None
+    except OSError:
+        pass  # a file system without locks (some network mounts): written unguarded
+    return True
