@@ -23,11 +23,11 @@ import zmq
 from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import CsvOutput
-from fer_pipe.output_files import check_writable
 from fer_pipe.endpoints import check_private
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
 from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.output_files import check_writable
 from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
 

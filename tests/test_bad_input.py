@@ -97,7 +97,7 @@ def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_
                               "--set", f"source.path={clips['single_face.mp4']}", "--set", "source.loop=true",
                               "--set", f"csv.path={out_csv}"], stderr=subprocess.PIPE, text=True)
     try:
-        while first.poll() is None and len(read_frames_written(out_csv)) < 10:
+        while first.poll() is None and len(csv_lines(out_csv)) < 10:
             time.sleep(0.2)
         assert first.poll() is None, first.communicate()[1]
         code, err = run(f"source.path={clips['single_face.mp4']}", f"csv.path={out_csv}")
@@ -111,7 +111,7 @@ def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_
     assert len(assert_valid_prefix(out_csv)) >= 10
 
 
-def read_frames_written(path: Path) -> list[str]:
+def csv_lines(path: Path) -> list[str]:
     """The lines of a CSV another process is writing ([] until it exists)."""
     try:
         return path.read_text().splitlines()
