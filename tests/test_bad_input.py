@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import cv2
@@ -21,6 +20,7 @@ import pytest
 
 from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames
 from fault_plugin import assert_valid_prefix
+from livetools import csv_rows, start_fer_pipe, stop, wait_for
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
 
@@ -89,34 +89,23 @@ def test_frames_an_edit_list_hides_are_not_truncation(clips, out_csv):
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
-def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_rows(clips, out_csv):
+def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_rows(clips, out_csv, tmp_path):
     """Two shards started on one host with the same csv path, or a run started over a running
     one: the second used to truncate the file and write its own rows into it. Now it stops with
     one line, and the first run's CSV holds every frame it read, in order."""
-    first = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet",
-                              "--set", f"source.path={clips['single_face.mp4']}", "--set", "source.loop=true",
-                              "--set", f"csv.path={out_csv}"], stderr=subprocess.PIPE, text=True)
+    first_err = tmp_path / "first.txt"
+    first = start_fer_pipe("run", CONFIG, "--quiet", "--set", f"source.path={clips['single_face.mp4']}",
+                           "--set", "source.loop=true", "--set", f"csv.path={out_csv}", stderr_path=first_err)
     try:
-        while first.poll() is None and len(csv_lines(out_csv)) < 10:
-            time.sleep(0.2)
-        assert first.poll() is None, first.communicate()[1]
+        wait_for(lambda: len(csv_rows(out_csv)) >= 10, 120, "the first run's rows", first)
         code, err = run(f"source.path={clips['single_face.mp4']}", f"csv.path={out_csv}")
         assert code == 2
         assert one_line(err) == (f"fer-pipe: stage 'csv' (csv): csv {out_csv}: another process is "
                                  "writing it (a second run or shard with the same path?); give each its own file")
     finally:
-        first.send_signal(signal.SIGINT)
-        _, first_err = first.communicate(timeout=60)
-    assert first.returncode == 128 + signal.SIGINT, first_err
+        first_code = stop(first, signal.SIGINT, timeout=60)
+    assert first_code == 128 + signal.SIGINT, first_err.read_text()
     assert len(assert_valid_prefix(out_csv)) >= 10
-
-
-def csv_lines(path: Path) -> list[str]:
-    """The lines of a CSV another process is writing ([] until it exists)."""
-    try:
-        return path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def test_a_trim_without_re_encoding_is_not_truncation(trimmed_clip, out_csv):
