@@ -1,6 +1,7 @@
 """The ``fer-pipe`` command line: every sub-command is a small function over the library.
 
-User errors (bad config, bad input) print one line and exit 2; ``--debug`` shows tracebacks.
+User errors (bad config, bad input) print one line and exit 2; ``--debug`` adds the traceback
+before that line and keeps the exit code, so scripts read the same status either way.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import inspect
 import os
 import sys
 import textwrap
+import traceback
 
 from .arguments import number
 from .errors import UserError
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         if args.debug:
-            raise
+            traceback.print_exc()
         print(f"fer-pipe: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -168,7 +168,9 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
         if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
             raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
+        except yaml.constructor.ConstructorError as exc:
+            raise ConfigError(f"--set {target}: {exc.problem}") from None
         except yaml.YAMLError:
             value = raw
         if param in SET_STAGE_KEYS:

@@ -321,10 +321,18 @@ def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp
     assert code == 0, err  # a device is not a file two stages fight over
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    done = fer_pipe("--debug", "run", CONFIG, "--set", f"source.path={tmp_path / 'missing.mp4'}", timeout=120)
-    assert done.returncode != 0
+def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_line(tmp_path):
+    missing = tmp_path / "missing.mp4"
+    done = fer_pipe("--debug", "run", CONFIG, "--set", f"source.path={missing}", timeout=120)
+    assert done.returncode == 2, done.stderr
     assert "Traceback" in done.stderr and "InputError" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
+
+
+def test_an_overlong_number_in_set_is_one_line():
+    done = fer_pipe("validate", CONFIG, "--set", "detector.min_size=" + "9" * 5000, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr == "fer-pipe: --set detector.min_size: a number of 5000 characters is too long\n"
 
 
 def test_webcam_that_does_not_exist(tmp_path, out_csv):
