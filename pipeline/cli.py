@@ -34,10 +34,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
-    for path in args.configs:
-        graph = load_graph(path, args.set)
+    status = 0
+    for path in args.configs:  # every config is checked, as a linter does, not only up to the first bad one
+        try:
+            graph = load_graph(path, args.set)
+        except UserError as exc:
+            if args.debug:
+                traceback.print_exc()
+            print(f"fer-pipe: {exc}", file=sys.stderr)
+            status = exc.exit_code
+            continue
         print(f"{graph.origin}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
-    return 0
+    return status
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
@@ -67,7 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-pipe", description="Real-time facial-expression "
                                      "recognition as a pipeline of plug-in stages.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the same)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a pipeline from a YAML config")
@@ -76,14 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
     run.add_argument("--stall-timeout", type=number(0), default=120.0,
-                     help="fail a stage stuck on one packet this long (seconds, 0: never)")
+                     help="fail a stage stuck on one packet this long (seconds, 0: never; default 120)")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the cameras (sources) whose id hashes to shard I of N")
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check configs without running anything")
     validate.add_argument("configs", nargs="+", help="YAML graphs: files, or shipped configs by name")
-    validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE")
+    validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                          help="override a parameter of every config checked (repeatable)")
     validate.set_defaults(func=_cmd_validate)
 
     stages = sub.add_parser("stages", help="list installed stages and their parameters")
@@ -91,8 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
     demo.add_argument("--out", default="demo-output", help="folder for the demo's outputs")
-    demo.add_argument("--cache", default=None, help="where the sample clips are kept")
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--cache", default=None, help="folder the sample clips are kept in (default: "
+                                                    "$FER_PIPE_CACHE/clips, else ~/.cache/fer-pipe/clips)")
+    demo.add_argument("--quiet", action="store_true",
+                      help="no progress bar or statistics table (the summary still prints)")
     demo.set_defaults(func=_cmd_demo)
 
     from . import subscribe as subscribe_cmd

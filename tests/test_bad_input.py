@@ -403,3 +403,17 @@ def test_a_bad_argument_on_the_command_line_is_refused_before_anything_runs(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(f"error: {expected}")
     assert "Traceback" not in done.stderr and not (tmp_path / "out.csv").exists()
+
+
+def test_demo_folders_that_cannot_be_made_are_one_line(tmp_path, clips):
+    """Before, a file in the way of --out or --cache, or a place no folder can be made, ended the
+    demo with FileExistsError or FileNotFoundError and a traceback."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    for args, expected in [(["--out", str(a_file)], f"demo: --out {a_file}: is a file, not a folder"),
+                           (["--cache", str(a_file)], f"demo: clip cache {a_file}: is a file, not a folder"),
+                           (["--out", "/proc/fer-pipe-demo"],
+                            "demo: --out /proc/fer-pipe-demo: cannot create the folder (No such file or directory)")]:
+        done = fer_pipe("demo", "--quiet", *args, cwd=tmp_path, timeout=120)
+        assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
+    assert a_file.read_text() == "mine"
