@@ -202,6 +202,8 @@ def stage_main(w: Wiring) -> None:
         if stage is not None:
             try:
                 stage.close()
+            except UserError as exc:
+                w.control.put(("fail", name, f"while closing: {exc}", "", exc.exit_code))
             except BaseException as exc:
                 w.control.put(("fail", name, f"while closing: {type(exc).__name__}: {exc}",
                                traceback.format_exc(), 1))

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import secrets
 import sys
+import time
 
 import zmq
 from pydantic import Field, field_validator, model_validator
+from zmq.utils.monitor import recv_monitor_message
 
 from fer_pipe.endpoints import check_form, check_private
+from fer_pipe.errors import InputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
 from fer_pipe.stage import Sink, StageParams
@@ -43,6 +46,11 @@ class PushSink(Sink):
     """Sends every frame's event to a fer-pipe collect collector over ZeroMQ PUSH.
 
     One event per frame, faces or not, so the collector's CSV has every frame, like ``csv``'s.
+
+    PUSH queues events for an absent collector and ZeroMQ drops them silently when the socket
+    closes, so the socket's monitor tells whether a collector is connected: a run that ends with
+    none (after waiting ``linger_s`` for one) fails with a line saying its events were lost,
+    rather than reporting them as sent.
     """
 
     Params = PushParams
@@ -55,6 +63,8 @@ class PushSink(Sink):
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PUSH)
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        self._connected = self._ever_connected = False
         self._sock.connect(self.params.connect)
 
     def consume(self, packet: Packet) -> None:
@@ -64,9 +74,28 @@ class PushSink(Sink):
         self._sock.send_multipart(encode(event))
         self._seq[packet.source] = seq + 1
 
+    def _collector_connected(self, wait_s: float) -> bool:
+        """Whether a collector is connected now, waiting up to ``wait_s`` for one to connect."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            remaining = 0.0 if self._connected else max(0.0, deadline - time.monotonic())
+            if not self._monitor.poll(remaining * 1000):
+                return self._connected
+            self._connected = recv_monitor_message(self._monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            self._ever_connected |= self._connected
+
     def close(self) -> None:
         sent = sum(self._seq.values())
-        self._sock.close(linger=int(self.params.linger_s * 1000))
+        delivering = self._collector_connected(self.params.linger_s if sent else 0.0)
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+        self._sock.close(linger=int(self.params.linger_s * 1000) if delivering else 0)
         self._ctx.term()
+        if sent and not delivering:
+            lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
+                    else f"run {self.run}'s events still held (of {sent} sent) were lost")
+            raise InputError(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
+                             f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}; is fer-pipe "
+                             "collect running there?")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
