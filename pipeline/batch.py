@@ -36,6 +36,7 @@ from typing import Any
 from .arguments import whole
 from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
+from .graph import Graph, file_key
 from .mp4 import frames_played
 from .stages.csv_sink import COLUMNS
 
@@ -96,6 +97,18 @@ def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
         raise ConfigError(f"{origin}: fer-pipe batch needs exactly one 'video' source and one 'csv' sink "
                           f"(found {len(videos)} and {len(csvs)})")
     return videos[0], csvs[0]
+
+
+def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
+    """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
+    write that one path at once (and over a file the user had there)."""
+    for spec in graph.stages.values():
+        for param in spec.cls.output_paths if spec.name != sink else ():
+            path = getattr(spec.params, param)
+            if file_key(path) is not None:
+                raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): params.{param}: fer-pipe "
+                                  f"batch writes one CSV per video, but every task would write {path}; "
+                                  "remove the stage or set it to /dev/null")
 
 
 def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
@@ -376,8 +389,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     origin = str(config_path(config) if config else shipped_configs() / "video_to_csv.yaml")
     data, lines = read_config(origin)
     out_dir = Path(out)
-    build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
-                origin)  # a config error is one line before Ray starts, not one per task
+    graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
+                        origin)  # a config error is one line before Ray starts, not one per task
+    refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -99,7 +99,7 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
     return problems
 
 
-def _file_key(path: str) -> object | None:
+def file_key(path: str) -> object | None:
     """What makes two paths one file (device and inode where it exists, so links and other
     spellings match), or None for a device, FIFO or socket (``/dev/null``, ``/dev/stdout``),
     which several stages may share."""
@@ -117,14 +117,14 @@ def check_paths(graph: Graph) -> list[tuple[StageSpec, str, str]]:
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
         for param in spec.cls.input_paths:
-            key = _file_key(getattr(spec.params, param))
+            key = file_key(getattr(spec.params, param))
             if key is not None:
                 read_by.setdefault(key, spec)
     problems: list[tuple[StageSpec, str, str]] = []
     for spec in graph.stages.values():
         for param in spec.cls.output_paths:
             path = getattr(spec.params, param)
-            key = _file_key(path)
+            key = file_key(path)
             if key is None:
                 continue
             if key in read_by:

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import fer_pipe, fer_pipe_on_a_terminal, read_frames, write_video
 
-from fer_pipe.config import load_graph
+from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.inprocess import run_graph
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="fer-pipe batch needs the batch extra (ray)")
@@ -213,3 +213,17 @@ def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     out.close()
     assert _frames_written(path, chunk) == 3
     assert _frames_written(tmp_path / "not-there.csv", chunk) == 0
+
+
+def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
+    """configs/episodes.yaml also writes episodes.csv: before, every task wrote that one path at
+    once, over the user's file in the working folder, and the batch failed an input part-way."""
+    mine = tmp_path / "episodes.csv"
+    mine.write_text("my episodes\n")
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {shipped_configs() / 'episodes.yaml'}: stage 'episodes' (episodes): params.path: fer-pipe "
+           "batch writes one CSV per video, but every task would write episodes.csv; remove the stage or set it "
+           "to /dev/null\n")
+    assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
