@@ -51,6 +51,12 @@ class VideoSource(Source):
             if not capture.read()[0]:
                 raise InputError(f"video {params.path}: no frame could be decoded "
                                  "(truncated or corrupt file)")
+            if params.start:
+                played = frames_played(params.path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                                       capture.get(cv2.CAP_PROP_FPS) or 30.0)
+                if 0 < played <= params.start:
+                    raise InputError(f"video {params.path}: start {params.start} is past its end "
+                                     f"(it plays {played} frames, 0-{played - 1})")
         finally:
             capture.release()
 
@@ -89,7 +95,8 @@ class VideoSource(Source):
                 ok, image = self._cap.read()
             if not ok:
                 if read == 0:
-                    raise InputError(f"video {self.params.path}: no frame could be decoded "
+                    where = f" from start {self.params.start} on (past its end?)" if self.params.start else ""
+                    raise InputError(f"video {self.params.path}: no frame could be decoded{where} "
                                      "(truncated or corrupt file)")
                 self._check_complete(index)
                 return

@@ -417,3 +417,16 @@ def test_demo_folders_that_cannot_be_made_are_one_line(tmp_path, clips):
         done = fer_pipe("demo", "--quiet", *args, cwd=tmp_path, timeout=120)
         assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
     assert a_file.read_text() == "mine"
+
+
+def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv):
+    """Before, start=500 on a 72-frame clip said "no frame could be decoded (truncated or
+    corrupt file)" about a sound file, and left a CSV with only its header."""
+    clip = clips["single_face.mp4"]
+    code, err = run(f"source.path={clip}", "source.start=500", f"csv.path={out_csv}")
+    assert (code, err) == (2, f"fer-pipe: stage 'source' (video): video {clip}: start 500 is past its end "
+                              "(it plays 72 frames, 0-71)\n")
+    assert not out_csv.exists()
+    code, err = run(f"source.path={clip}", "source.start=71", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert [line.split(",")[1] for line in out_csv.read_text().splitlines()[1:]] == ["71"]
