@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import cv2
+import numpy as np
 from pydantic import Field
 
 from fer_pipe.errors import InputError
@@ -19,13 +20,19 @@ WRITE_FAILED = b"Failed to write frame"
 mount), its only report of one: seen, the run fails at that frame instead of warning on every
 frame after it. Should a later OpenCV word it otherwise, the read-back at close still fails the
 run, only later."""
+FPS_SAMPLE = 8
+"""Frames held back at the start, when ``fps`` is not given, to read the source's frame rate
+from their timestamps (the median gap, so a late live frame does not skew it)."""
+FALLBACK_FPS = 25.0
+"""The rate written when the frames carry no timing: a single frame, or equal timestamps."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
 
 
 class VideoWriterParams(OverlayParams):
     path: str = Field(description="video file to write: .mp4 (MPEG-4) or .avi (MJPEG)")
-    fps: float = Field(25.0, gt=0, le=240, description="frame rate written into the file")
+    fps: float | None = Field(None, gt=0, le=240, description="frame rate written into the file (default: "
+                                                                "the source's, from its frames' timestamps)")
     show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
 
 
@@ -33,6 +40,8 @@ class VideoWriterSink(Sink):
     """Writes the frames with the window's overlay (boxes, labels, probabilities) to a video file.
 
     The file is opened at the first frame, whose size it takes; every frame must have that size.
+    Without ``fps`` the first ``FPS_SAMPLE`` frames are held until their timestamps give the
+    source's rate: a fixed default made a 30 fps clip play at 25, 20% slow.
     """
 
     Params = VideoWriterParams
@@ -55,12 +64,13 @@ class VideoWriterSink(Sink):
         self._fps = FpsMeter()
         self._stderr = StderrCapture()
         self._failed = False
+        self._held: list[tuple[Packet, np.ndarray]] = []
         self.written = 0
 
-    def _start(self, width: int, height: int) -> None:
+    def _start(self, width: int, height: int, fps: float) -> None:
         path = Path(self.params.path)
         fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
-        self._writer = cv2.VideoWriter(str(path), fourcc, self.params.fps, (width, height))
+        self._writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
         if not self._writer.isOpened():
             raise InputError(f"video_writer {path}: OpenCV cannot write this file")
         self._size = (width, height)
@@ -68,10 +78,24 @@ class VideoWriterSink(Sink):
     def consume(self, packet: Packet) -> None:
         fps = self._fps.tick()
         image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
+        if self._writer is not None:
+            self._write(packet, image)
+            return
+        self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))
+        if self.params.fps is not None or len(self._held) > FPS_SAMPLE:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        """Open the file at the held frames' size and rate, and write them."""
+        first = self._held[0][1]
+        self._start(first.shape[1], first.shape[0], self.params.fps or frame_rate([p for p, _ in self._held]))
+        for packet, image in self._held:
+            self._write(packet, image)
+        self._held.clear()
+
+    def _write(self, packet: Packet, image: np.ndarray) -> None:
         height, width = image.shape[:2]
-        if self._writer is None:
-            self._start(width, height)
-        elif (width, height) != self._size:
+        if (width, height) != self._size:
             raise ValueError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
                              f"{width}x{height}, the file is {self._size[0]}x{self._size[1]}")
         with self._stderr.capturing():
@@ -86,16 +110,28 @@ class VideoWriterSink(Sink):
         self.written += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            with self._stderr.capturing():
-                self._writer.release()
-            said = self._stderr.take()
-            if not self._failed:
-                if said:
-                    os.write(2, said)
-                self._check_written()
-        self._stderr.close()
-        os.close(self._lock)
+        try:
+            if self._held and not self._failed:  # the stream ended within the frames held for the rate
+                self._write_held()
+        except BaseException:
+            self._failed = True  # that error is the one to report, not the read-back's
+            raise
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        try:
+            if self._writer is not None:
+                with self._stderr.capturing():
+                    self._writer.release()
+                said = self._stderr.take()
+                if not self._failed:
+                    if said:
+                        os.write(2, said)
+                    self._check_written()
+        finally:
+            self._stderr.close()
+            os.close(self._lock)
 
     def _check_written(self) -> None:
         """Raise unless the file reads back with every frame given to it.
@@ -111,6 +147,13 @@ class VideoWriterSink(Sink):
         if held < self.written:
             raise OSError(f"video_writer {path}: the file holds {held} of the {self.written} frames given "
                           f"to it ({_free_mib(path)} MiB free on its disk)")
+
+
+def frame_rate(packets: list[Packet]) -> float:
+    """The first source's frame rate from the median gap between its frames' timestamps."""
+    times = [p.timestamp for p in packets if p.source == packets[0].source]
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    return min(240.0, 1.0 / float(np.median(gaps))) if gaps else FALLBACK_FPS
 
 
 def _free_mib(path: str | Path) -> int:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import re
 
+import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import fer_pipe, fer_pipe_on_small_tmpfs, read_frames
+from conftest import fer_pipe, fer_pipe_on_small_tmpfs, read_frames, write_video
 from livetools import csv_rows
 
 from fer_pipe.stages.overlay import COLOURS
@@ -112,3 +113,36 @@ def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
     assert len(read_frames(path)) == 5
     second.open()
     second.close()
+
+
+@pytest.mark.parametrize("fps, frames", [(30.0, 12), (10.0, 5)])
+def test_the_file_plays_at_the_source_rate_unless_told_otherwise(clips, tmp_path, fps, frames):
+    """The rate used to be 25 whatever the source: a 30 fps clip played 20% slow. Five frames are
+    fewer than the writer holds back to read the rate: they are written at the end."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], frames), fps=fps)
+    stages = {
+        "source": {"type": "video", "params": {"path": str(clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "own": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "own.avi")}},
+        "told": {"type": "video_writer", "inputs": ["classifier"],
+                 "params": {"path": str(tmp_path / "told.avi"), "fps": 12.5}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    done = fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", timeout=180)
+    assert done.returncode == 0, done.stderr
+    for name, rate in (("own.avi", fps), ("told.avi", 12.5)):
+        capture = cv2.VideoCapture(str(tmp_path / name))
+        assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(rate, abs=0.01), name
+        capture.release()
+        assert len(read_frames(tmp_path / name)) == frames
+
+
+def test_frame_rate_reads_the_first_source_and_ignores_a_late_frame():
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import FALLBACK_FPS, frame_rate
+
+    times = [0.0, 0.04, 0.08, 0.20, 0.24, 0.28]  # one late frame among 25 fps ones
+    packets = [Packet("a", i, t) for i, t in enumerate(times)] + [Packet("b", 0, 0.001), Packet("b", 1, 0.002)]
+    assert frame_rate(packets) == pytest.approx(25.0)
+    assert frame_rate([Packet("a", 0, 0.0)]) == FALLBACK_FPS
