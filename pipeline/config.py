@@ -293,7 +293,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "
                           f"{spec.name!r} ({spec.type_name}): {message}")
-    for spec, param, message in check_paths(graph):
+    for spec, param, message in check_paths(graph, origin if os.path.isfile(origin) else None):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', param)}: stage "
                           f"{spec.name!r} ({spec.type_name}): params.{param}: {message}")
     return graph

@@ -110,9 +110,10 @@ def file_key(path: str) -> object | None:
     return (mode.st_dev, mode.st_ino) if stat.S_ISREG(mode.st_mode) else None
 
 
-def check_paths(graph: Graph) -> list[tuple[StageSpec, str, str]]:
+def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[StageSpec, str, str]]:
     """Files that two stages would fight over, as (stage, param, message), in stage order: a
-    file written by two stages, or written by one and read by another."""
+    file written by two stages, or written by one and read by another or holding the config."""
+    config_key = file_key(config_file) if config_file else None
     read_by: dict[object, StageSpec] = {}
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
@@ -127,7 +128,9 @@ def check_paths(graph: Graph) -> list[tuple[StageSpec, str, str]]:
             key = file_key(path)
             if key is None:
                 continue
-            if key in read_by:
+            if key == config_key:
+                problems.append((spec, param, f"{path} is this config file; writing it would destroy the config"))
+            elif key in read_by:
                 other = read_by[key]
                 problems.append((spec, param, f"{path} is the file stage {other.name!r} "
                                               f"({other.type_name}) reads; writing it would destroy that input"))

@@ -430,3 +430,14 @@ def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv)
     code, err = run(f"source.path={clip}", "source.start=71", f"csv.path={out_csv}")
     assert code == 0, err
     assert [line.split(",")[1] for line in out_csv.read_text().splitlines()[1:]] == ["71"]
+
+
+def test_a_sink_cannot_write_over_its_own_config(tmp_path, short_clip):
+    config = tmp_path / "mine.yaml"
+    config.write_text(Path(CONFIG).read_text())
+    before = config.read_text()
+    code, err = run(f"source.path={short_clip}", f"csv.path={config}", config=str(config))
+    assert code == 2
+    assert one_line(err).endswith(f"stage 'csv' (csv): params.path: {config} is this config file; writing it "
+                                  "would destroy the config")
+    assert config.read_text() == before
