@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import cv2
 from pydantic import Field
@@ -28,6 +29,33 @@ def gui_backend() -> str:
     return ""
 
 
+def x_display_problem(display: str) -> str:
+    """Why the X server of ``display`` cannot be reached, or "" if it can (or cannot be told).
+
+    Only a connect to its socket, as libxcb makes: a ``DISPLAY`` left over from an ssh session
+    or a stopped Xvfb otherwise lets the window's process start and Qt abort it (SIGABRT after
+    five lines of its own), where this gives one line before anything runs.
+    """
+    host, _, rest = display.rpartition(":")
+    number = rest.partition(".")[0]
+    if not number.isdigit() or host.startswith("/"):
+        return ""  # a form this check does not know (XQuartz's socket paths): let the toolkit try
+    if host in ("", "unix"):
+        family, addresses = socket.AF_UNIX, [f"\0/tmp/.X11-unix/X{number}", f"/tmp/.X11-unix/X{number}"]
+    else:
+        family, addresses = socket.AF_INET6 if ":" in host else socket.AF_INET, [(host, 6000 + int(number))]
+    reason = ""
+    for address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(address)
+                return ""
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+    return reason
+
+
 class WindowSink(Sink):
     """Shows the frames with the overlay in a live window; q or Esc ends the run cleanly.
 
@@ -44,6 +72,12 @@ class WindowSink(Sink):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise InputError("no display (DISPLAY and WAYLAND_DISPLAY are unset): a window cannot open "
                              "here; use the video_writer sink to write the overlay to a file instead")
+        display = os.environ.get("DISPLAY")
+        if display and not os.environ.get("WAYLAND_DISPLAY"):
+            problem = x_display_problem(display)
+            if problem:
+                raise InputError(f"cannot reach the X display DISPLAY={display} ({problem}): a window "
+                                 "cannot open; use the video_writer sink to write the overlay to a file instead")
         if not gui_backend():
             raise InputError("this OpenCV is built without GUI support (opencv-python-headless?): a "
                              "window cannot open; use the video_writer sink to write the overlay to a file")

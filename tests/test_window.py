@@ -5,6 +5,8 @@ Also the headless case: with no display the run fails before anything starts, po
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 
@@ -33,16 +35,20 @@ def window_config(path, video, csv_path, **source_params):
     return path
 
 
-@pytest.fixture
-def xvfb(tmp_path):
-    """A real X server on a free display number; its DISPLAY value."""
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A real X server on a free display number, and its DISPLAY value."""
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen([needs("Xvfb"), "-displayfd", str(write_fd), "-screen", "0",
                                f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
                               pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
-        display = f":{f.readline().strip()}"
+        return server, f":{f.readline().strip()}"
+
+
+@pytest.fixture
+def xvfb():
+    server, display = start_xvfb()
     yield display
     stop(server)
 
@@ -154,3 +160,24 @@ def test_without_a_display_the_run_fails_before_starting_and_points_to_video_wri
     assert lines[0].startswith("fer-pipe: stage 'window' (window): no display")
     assert "video_writer" in lines[0]
     assert not csv_path.exists()  # nothing started
+
+
+def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_clip, tmp_path):
+    """A DISPLAY left by a stopped Xvfb or a closed ssh session used to start the window's
+    process, where Qt printed five lines and aborted it (SIGABRT, exit 1)."""
+    server, gone = start_xvfb()
+    stop(server)
+    with socket.socket() as probe:  # a TCP display (ssh's localhost:10.0 form) with nothing on its port
+        probe.bind(("127.0.0.1", 0))
+        tcp = f"127.0.0.1:{probe.getsockname()[1] - 6000}"
+    csv_path = tmp_path / "out.csv"
+    config = window_config(tmp_path / "g.yaml", short_clip, csv_path, realtime=False)
+    for display in (gone, tcp):
+        env = {**{k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}, "DISPLAY": display}
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert re.fullmatch(rf"fer-pipe: stage 'window' \(window\): cannot reach the X display DISPLAY={display} "
+                            r"\([^)]+\): a window cannot open; use the video_writer sink to write the overlay to a "
+                            r"file instead\n", done.stderr), done.stderr
+        assert not csv_path.exists()
