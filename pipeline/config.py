@@ -31,7 +31,8 @@ TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
 MAX_NUMBER_CHARS = 100
 
-Lines = dict[tuple[str, ...], int]
+Lines = dict[tuple[str, ...], int | str]
+"""Where each key of a config came from: its line in the file, or the ``--set`` that set it."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -154,10 +155,32 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
     return parse_yaml(text, str(path))
 
 
-def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
+def _set_value(raw: str, target: str) -> Any:
+    """A ``--set`` value read as YAML by the config's own loader (so its limits hold here too);
+    text that is not YAML (``a: b: c``) is taken as the string typed."""
+    try:
+        loader = _Loader(raw)
+    except yaml.YAMLError:
+        return raw
+    try:
+        return loader.get_single_data()
+    except yaml.constructor.ConstructorError as exc:  # a number too long, a duplicate key
+        raise ConfigError(f"--set {target}: {exc.problem}") from None
+    except yaml.YAMLError:
+        return raw
+    except Exception as exc:  # noqa: BLE001  a scalar its tag cannot hold (!!int x), as in parse_yaml
+        raise ConfigError(f"--set {target}: invalid YAML value: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+
+
+def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lines | None = None) -> Any:
     """Apply ``stage.param=value`` overrides; the value is read as a YAML scalar (``3``, ``true``).
 
     ``stage.workers=N`` and ``stage.on_error=skip`` set the stage's own keys, not a param.
+    Each override is recorded in ``lines``, so an error in its value names the ``--set`` that
+    gave it rather than the line of the file it replaced.
     """
     for item in overrides:
         target, sep, raw = item.partition("=")
@@ -167,25 +190,27 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str) -> Any:
         stages = data.get("stages") if isinstance(data, dict) else None
         if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
             raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
-        try:
-            value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""
-        except yaml.constructor.ConstructorError as exc:
-            raise ConfigError(f"--set {target}: {exc.problem}") from None
-        except yaml.YAMLError:
-            value = raw
+        value = _set_value(raw, target) if raw.strip() else ""
+        given = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
         if param in SET_STAGE_KEYS:
             stages[stage][param] = value
+            if lines is not None:
+                lines[("stages", stage, param)] = given
             continue
         params = stages[stage].setdefault("params", {})
         if not isinstance(params, dict):
             raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
         stages[stage]["params"] = {**params, param: value}
+        if lines is not None:
+            lines[("stages", stage, "params", param)] = given
     return data
 
 
 def _where(origin: str, lines: Lines, *path: str) -> str:
     for cut in range(len(path), 0, -1):
         line = lines.get(path[:cut])
+        if isinstance(line, str):
+            return line
         if line is not None:
             return f"{origin}:{line}"
     return origin
@@ -310,7 +335,7 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
         path = config_path(config)
         origin = str(path)
         data, lines = read_config(path)
-    data = apply_overrides(data, overrides, origin)
+    data = apply_overrides(data, overrides, origin, lines)
     if select is not None:
         data = select(data, origin)
     return build_graph(data, lines, origin)

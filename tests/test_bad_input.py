@@ -303,9 +303,8 @@ def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp
     code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={same}",
                     config=config)
     assert code == 2
-    assert re.fullmatch(rf"fer-pipe: {re.escape(config)}:\d+: stage 'csv' \(csv\): params.path: "
-                        rf"{re.escape(str(same))} is also written by stage 'episodes' \(episodes\); "
-                        "give each stage its own file", one_line(err))
+    assert one_line(err) == (f"fer-pipe: --set csv.path={same}: stage 'csv' (csv): params.path: {same} is also "
+                             "written by stage 'episodes' (episodes); give each stage its own file")
     assert not episodes.exists()
 
     before = short_clip.read_bytes()
@@ -329,10 +328,17 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_line(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
 
 
-def test_an_overlong_number_in_set_is_one_line():
-    done = fer_pipe("validate", CONFIG, "--set", "detector.min_size=" + "9" * 5000, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr == "fer-pipe: --set detector.min_size: a number of 5000 characters is too long\n"
+@pytest.mark.parametrize("value, expected", [
+    ("9" * 5000, "--set detector.min_size: a number of 5000 characters is too long"),
+    ("!!int x", "--set detector.min_size: invalid YAML value: ValueError: invalid literal for int() with base 10: 'x'"),
+    ("abc", "--set detector.min_size=abc: stage 'detector' (haar): params.min_size: Input should be a valid "
+            "integer, unable to parse string as an integer"),
+])
+def test_a_bad_value_in_set_is_one_line_naming_the_set(value, expected):
+    """The first two ended in a traceback (the config's number limit and tag errors did not
+    apply to --set); the third named the shipped config's line, a file the user never typed."""
+    done = fer_pipe("validate", CONFIG, "--set", f"detector.min_size={value}", timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
 
 
 def test_webcam_that_does_not_exist(tmp_path, out_csv):
