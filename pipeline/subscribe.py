@@ -16,6 +16,7 @@ import zmq
 import zmq.auth
 
 from .arguments import endpoint, whole
+from .curve_keys import load_keys
 from .errors import InputError
 from .events import decode, event_rows
 from .stages.csv_sink import COLUMNS
@@ -35,16 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=whole(0), default=0, help="exit after this many events (0: until Ctrl-C)")
 
 
-def _load(path: str, want_secret: bool) -> tuple[bytes, bytes | None]:
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a CURVE key file: {exc}") from None
-    if want_secret and secret is None:
-        raise InputError(f"{path}: holds no secret key (give the client's .key_secret file)")
-    return public, secret
-
-
 def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
             client_keys: str | None = None) -> zmq.Socket:
     """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
@@ -52,8 +43,8 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
         raise InputError("CURVE needs both --server-key and --client-keys")
     sock = ctx.socket(zmq.SUB)
     if server_key:
-        sock.curve_serverkey = _load(server_key, want_secret=False)[0]
-        sock.curve_publickey, sock.curve_secretkey = _load(client_keys, want_secret=True)
+        sock.curve_serverkey = load_keys(server_key, secret=False)[0]
+        sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:

@@ -20,6 +20,7 @@ import zmq.auth
 from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
+from fer_pipe.curve_keys import load_keys
 from fer_pipe.endpoints import check_form, check_private, is_loopback, tcp_host_port
 from fer_pipe.errors import InputError
 from fer_pipe.events import encode, frame_event
@@ -62,9 +63,10 @@ class ZmqSink(Sink):
 
     @classmethod
     def preflight(cls, params: ZmqParams) -> None:
-        for path in (params.curve_secret_key, params.curve_clients):
-            if path and not Path(path).exists():
-                raise InputError(f"zmq: {path}: no such file or folder")
+        if params.curve_secret_key:  # read here too, so a wrong key file is one line before any stage starts
+            load_keys(params.curve_secret_key, secret=True)
+        if params.curve_clients and not Path(params.curve_clients).exists():
+            raise InputError(f"zmq: {params.curve_clients}: no such file or folder")
         where = tcp_host_port(params.endpoint)
         if where is None:
             return
@@ -111,12 +113,7 @@ class ZmqSink(Sink):
         self._await_subscribers(p.wait_subscribers, p.wait_timeout_s)
 
     def _serve_curve(self, secret_file: str, clients: str) -> None:
-        try:
-            public, secret = zmq.auth.load_certificate(secret_file)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"zmq: {secret_file}: not a CURVE secret key file: {exc}") from None
-        if secret is None:
-            raise InputError(f"zmq: {secret_file}: holds no secret key (give the .key_secret file)")
+        public, secret = load_keys(secret_file, secret=True)
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=clients or zmq.auth.CURVE_ALLOW_ANY)

@@ -219,3 +219,21 @@ def test_a_public_bind_without_curve_warns(capfd):
     warning = capfd.readouterr().err.strip()
     assert warning == (f"fer-pipe: WARNING: zmq sink 'zmq' binds {endpoint} without CURVE keys: anyone who "
                        "can reach this address reads the events, unencrypted")
+
+
+def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_clip, tmp_path):
+    """The public .key given as the sink's secret key used to pass the check and fail in the
+    stage's process after the run had started; subscribe called a missing file "not a CURVE key
+    file: Invalid certificate file"."""
+    assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
+    public = tmp_path / "keys" / "server.key"
+    csv_path = tmp_path / "rows.csv"
+    done = fer_pipe("run", "configs/video_to_zmq.yaml", "--quiet", "--set", f"source.path={short_clip}",
+                    "--set", f"events.curve_secret_key={public}", "--set", f"events.endpoint=tcp://127.0.0.1:{free_port()}",
+                    cwd=REPO, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'events' (zmq): {public}: holds no secret key "
+                                                 "(give the .key_secret file, not the .key)\n")
+    missing = tmp_path / "keys" / "nope.key"
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(missing),
+                    "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
