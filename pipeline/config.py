@@ -150,7 +150,11 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         names = sorted(p.name for p in shipped_configs().glob("*.yaml")) if _by_name(path) else []
         hint = f" (shipped ones, usable by name: {', '.join(names)})" if names else ""
         raise ConfigError(f"{path}: no such config file{hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
     return parse_yaml(text, str(path))
 

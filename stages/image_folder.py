@@ -66,7 +66,7 @@ class ImageFolderSource(Source):
 def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
     """The image files of a folder in name order, and the other files (to warn about)."""
     if not root.is_dir():
-        raise InputError(f"image folder {root}: no such folder")
+        raise InputError(f"image folder {root}: " + ("is a file, not a folder" if root.exists() else "no such folder"))
     files = sorted(p for p in root.glob("**/*" if recursive else "*") if p.is_file())
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
     if not images:

@@ -222,6 +222,15 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
         f"fer-pipe: stage 'source' (image_folder) failed: image folder {broken}: none of its 1 image "
         "files could be decoded")
 
+    code, err = run(f"source.path={folder / 'a.png'}", f"csv.path={out_csv}", config=str(config))
+    assert (code, one_line(err)) == (2, f"fer-pipe: stage 'source' (image_folder): image folder "
+                                        f"{folder / 'a.png'}: is a file, not a folder")
+
+
+def test_a_folder_given_as_the_config_is_named_as_such(tmp_path):
+    done = fer_pipe("run", str(tmp_path))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path}: is a folder, not a config file\n")
+
 
 @pytest.fixture(scope="module")
 def wrong_models(tmp_path_factory) -> dict[str, Path]:
