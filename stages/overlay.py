@@ -78,12 +78,12 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
 def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], width: int = 80) -> None:
     """One labelled bar per emotion right of the face, or left of it when there is no room."""
     x, top, w, _ = box
-    row, name_w = 13, 60
+    row, name_w = 13, 50  # the longest name, "surprise", is 44 px at this font size
     left = x + w + 6
     if left + name_w + width > image.shape[1]:
         left = max(0, x - 6 - name_w - width)
     for i, (name, p) in enumerate(zip(EMOTIONS, probs)):
         y = top + i * row
-        cv2.putText(image, name[:7], (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(image, name, (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
         cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(width * float(p)), y + row - 2),
                       COLOURS[name], cv2.FILLED)
