@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "csv":
         writer.writerow(COLUMNS)
     received = 0
+    skipped: set[str] = set()
     try:
         while not args.count or received < args.count:
             event = decode(sock.recv_multipart())
@@ -70,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
             elif event.get("type") == "frame":
                 writer.writerows(event_rows(event, COLUMNS, CSV_PRECISION))
+            elif str(event.get("type")) not in skipped:  # said once per type, not once per event
+                skipped.add(str(event.get("type")))
+                print(f"fer-pipe subscribe: --format csv writes frame events only; skipping "
+                      f"{event.get('type')!r} events (--format json shows them)", file=sys.stderr)
             sys.stdout.flush()
             received += 1
     except KeyboardInterrupt:

@@ -237,3 +237,33 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(missing),
                     "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
+
+
+def test_subscribe_csv_says_once_which_event_types_it_skips():
+    """Before, episode and face events were dropped from --format csv without a word: against an
+    episodes publisher the user saw a header and nothing else."""
+    from fer_pipe.events import encode
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind(endpoint)
+    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
+                            "--count", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.recv()  # its subscription: from here on nothing sent is lost
+        episode = {"schema": 1, "type": "episode", "source": "cam", "track_id": 1, "label": "happy"}
+        frame = {"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28, "faces": []}
+        for event in (episode, episode, frame, {**episode, "type": "face_lost"}):
+            pub.send_multipart(encode(event))
+        out, err = cli.communicate(timeout=60)
+    finally:
+        stop(cli)
+        pub.close(0)
+        ctx.term()
+    assert cli.returncode == 0
+    assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
+    assert err.splitlines() == [
+        "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
+        "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)"]
