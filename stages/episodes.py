@@ -35,6 +35,11 @@ Observation = tuple[int, float, np.ndarray]
 """(frame, timestamp, smoothed probabilities) of one track in one frame."""
 
 
+CSV_FORMATS = {"start_time": ".3f", "end_time": ".3f", "duration_s": ".3f", "mean_confidence": ".4f",
+               "peak_confidence": ".4f"}
+"""Fixed decimals in the CSV, as the per-frame CSV writes times and confidences (3.420, not 3.42)."""
+
+
 class EpisodesParams(StageParams):
     path: str = Field(description="episodes CSV to write (its folder must exist)")
     min_duration_s: float = Field(0.0, ge=0.0, description="leave out episodes shorter than this")
@@ -178,7 +183,7 @@ class EpisodesSink(Sink):
                "start_time": round(episode.start[1], 3), "end_time": round(episode.end[1], 3),
                "duration_s": round(duration, 3), "mean_confidence": round(episode.total / episode.count, 4),
                "peak_confidence": round(episode.peak, 4)}
-        self._out.write([[row[k] for k in EPISODE_FIELDS]])
+        self._out.write([[format(row[k], CSV_FORMATS.get(k, "")) for k in EPISODE_FIELDS]])
         self._publish(episode_event(row))
 
     def _publish(self, event: dict[str, Any]) -> None:

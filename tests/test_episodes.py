@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import socket
 from collections import defaultdict
 from pathlib import Path
@@ -59,6 +60,10 @@ def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path)
     assert float(happy["end_time"]) == pytest.approx(124 / FPS, abs=1e-3)
     assert int(sad["start_frame"]) == 0, "a first label is dated from the track's first frame"
     assert 0.5 < float(happy["mean_confidence"]) < float(happy["peak_confidence"]) <= 0.8 + 1e-4
+    assert sad["start_time"] == "0.000"  # fixed decimals, as the per-frame CSV writes them
+    for row in rows:
+        assert all(re.fullmatch(r"\d+\.\d{3}", row[k]) for k in ("start_time", "end_time", "duration_s"))
+        assert all(re.fullmatch(r"\d\.\d{4}", row[k]) for k in ("mean_confidence", "peak_confidence"))
 
 
 def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_out(tmp_path: Path) -> None:
