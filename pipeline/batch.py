@@ -164,6 +164,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         rows = count_rows(temp)
         os.replace(temp, target)
+        (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
     except UserError as exc:
         if temp.exists() and count_rows(temp):
             partial = work_dir.parent / f"{job.name}.partial.csv"

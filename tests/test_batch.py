@@ -227,3 +227,29 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
            "batch writes one CSV per video, but every task would write episodes.csv; remove the stage or set it "
            "to /dev/null\n")
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
+
+
+def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path):
+    """The rows decoded before the damage are kept beside the outputs and named; once the file
+    is whole again, a rerun writes its CSV and removes the partial one (it stayed, before)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    whole = six_clips[0].read_bytes()
+    clip = videos / "cut.avi"
+    clip.write_bytes(whole[: len(whole) // 2])
+    decodable = len(read_frames(clip))
+    out = tmp_path / "out"
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    partial = out / "cut.partial.csv"
+    assert proc.returncode == 2, stderr
+    assert f"its {decodable} rows are in {partial}" in stderr
+    assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
+    assert not (out / "cut.csv").exists()
+
+    clip.write_bytes(whole)
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
+    assert not partial.exists() and (out / "_SUCCESS").exists()
