@@ -456,3 +456,10 @@ def test_a_sink_cannot_write_over_its_own_config(tmp_path, short_clip):
     assert one_line(err).endswith(f"stage 'csv' (csv): params.path: {config} is this config file; writing it "
                                   "would destroy the config")
     assert config.read_text() == before
+
+
+def test_train_without_its_data_is_one_line_and_makes_no_folder(tmp_path):
+    """Before, TensorFlow's import printed its start-up lines above the error, and --out was made."""
+    done = fer_pipe("train", "--data", str(tmp_path / "fer2013.csv"), "--out", str(tmp_path / "run"), timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'fer2013.csv'}: no such file or folder\n")
+    assert not (tmp_path / "run").exists()

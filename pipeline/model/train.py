@@ -182,6 +182,8 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
 
 
 def run(args: argparse.Namespace) -> int:
+    if not Path(args.data).exists():  # before TensorFlow's import prints its start-up lines
+        raise InputError(f"{args.data}: no such file or folder")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
