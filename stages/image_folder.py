@@ -19,6 +19,8 @@ class ImageFolderParams(StageParams):
     path: str = Field(description="folder of images, read in name order")
     source_id: str = Field("", description="name carried by every result (default: the stage name)")
     recursive: bool = Field(False, description="also read images in subfolders")
+    fps: float = Field(1.0, gt=0, le=1000, description="images per second of the sequence (a time-lapse's "
+                                                       "capture rate): image i is dated i / fps seconds")
 
 
 class ImageFolderSource(Source):
@@ -57,7 +59,7 @@ class ImageFolderSource(Source):
                 print(f"fer-pipe: image folder: skipped {file}: not a readable image", file=sys.stderr)
                 continue
             read += 1
-            yield Packet(source, index, float(index), image, extra={"file": str(file.relative_to(root))})
+            yield Packet(source, index, index / self.params.fps, image, extra={"file": str(file.relative_to(root))})
         if not read:
             raise InputError(f"image folder {self.params.path}: none of its {len(self._files)} image "
                              "files could be decoded")

@@ -201,6 +201,11 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     assert f"fer-pipe: image folder: skipped {folder / 'b.png'}: not a readable image" in err
     rows = out_csv.read_text().splitlines()[1:]
     assert sorted({int(r.split(",")[1]) for r in rows}) == [0, 2]  # the gap shows the skipped file
+    assert sorted({r.split(",")[2] for r in rows}) == ["0.000", "2.000"]  # image i at i / fps, fps 1
+
+    code, err = run(f"source.path={folder}", f"csv.path={out_csv}", "source.fps=4", config=str(config))
+    assert code == 0, err
+    assert sorted({r.split(",")[2] for r in out_csv.read_text().splitlines()[1:]}) == ["0.000", "0.500"]
     assert all(r.split(",")[9] for r in rows)  # a face was found and classified in both images
 
     only_text = tmp_path / "texts"
