@@ -1,6 +1,7 @@
 """``csv``: one row per face per frame, and one row with empty face fields for a frame with none."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,8 +52,11 @@ class CsvSink(Sink):
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra)
+        self._extra_checked = not self.params.extra
 
     def consume(self, packet: Packet) -> None:
+        if not self._extra_checked:
+            self._warn_missing_extra(packet)
         tail = [packet.extra.get(key, "") for key in self.params.extra]
         self._out.write(row + tail for row in self._rows(packet))
 
@@ -73,6 +77,16 @@ class CsvSink(Sink):
             else:
                 row += [face.smoothed_label, f"{face.smoothed[EMOTIONS.index(face.smoothed_label)]:.{p}f}"]
             yield row
+
+    def _warn_missing_extra(self, packet: Packet) -> None:
+        """Say once if the first frame lacks an ``extra`` key: a misspelt key otherwise gives an
+        empty column and no hint why."""
+        self._extra_checked = True
+        missing = [k for k in self.params.extra if k not in packet.extra]
+        if missing:
+            print(f"fer-pipe: WARNING: csv sink {self.name!r}: the first frame has no extra data "
+                  f"{', '.join(map(repr, missing))} (it has: {', '.join(sorted(packet.extra)) or 'none'}); "
+                  "those columns stay empty where a frame lacks it", file=sys.stderr)
 
     def close(self) -> None:
         self._out.close()

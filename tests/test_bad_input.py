@@ -6,6 +6,7 @@ truncated video, a folder with some images), what was decoded is processed and k
 """
 from __future__ import annotations
 
+import csv
 import os
 import re
 import signal
@@ -203,9 +204,15 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     assert sorted({int(r.split(",")[1]) for r in rows}) == [0, 2]  # the gap shows the skipped file
     assert sorted({r.split(",")[2] for r in rows}) == ["0.000", "2.000"]  # image i at i / fps, fps 1
 
-    code, err = run(f"source.path={folder}", f"csv.path={out_csv}", "source.fps=4", config=str(config))
+    code, err = run(f"source.path={folder}", f"csv.path={out_csv}", "source.fps=4", "csv.extra=[file, flie]",
+                    config=str(config))
     assert code == 0, err
-    assert sorted({r.split(",")[2] for r in out_csv.read_text().splitlines()[1:]}) == ["0.000", "0.500"]
+    dated = list(csv.DictReader(out_csv.open(newline="")))
+    assert sorted({r["timestamp"] for r in dated}) == ["0.000", "0.500"]
+    assert {r["file"] for r in dated} == {"a.png", "c.jpg"} and {r["flie"] for r in dated} == {""}
+    assert err.count("WARNING") == 1 and ("fer-pipe: WARNING: csv sink 'csv': the first frame has no extra data "
+                                          "'flie' (it has: detected, file); those columns stay empty where a frame "
+                                          "lacks it") in err
     assert all(r.split(",")[9] for r in rows)  # a face was found and classified in both images
 
     only_text = tmp_path / "texts"
