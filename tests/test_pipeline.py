@@ -167,4 +167,4 @@ stages:
     assert all(r["label"] for r in rows)
     clash = fer_pipe("validate", str(config), "--set", "csv.extra=[file, label]")
     assert clash.returncode == 2
-    assert clash.stderr == f"fer-pipe: {config}:5: stage 'csv' (csv): params.extra: 'label' is a column already\n"
+    assert clash.stderr == "fer-pipe: --set csv.extra=[file, label]: stage 'csv' (csv): params.extra: 'label' is a column already\n"
