@@ -86,12 +86,13 @@ class VideoWriterSink(Sink):
             self._write_held()
 
     def _write_held(self) -> None:
-        """Open the file at the held frames' size and rate, and write them."""
-        first = self._held[0][1]
-        self._start(first.shape[1], first.shape[0], self.params.fps or frame_rate([p for p, _ in self._held]))
-        for packet, image in self._held:
+        """Open the file at the held frames' size and rate, and write them (taken first, so a
+        failure here is not retried by ``close``)."""
+        held, self._held = self._held, []
+        first = held[0][1]
+        self._start(first.shape[1], first.shape[0], self.params.fps or frame_rate([p for p, _ in held]))
+        for packet, image in held:
             self._write(packet, image)
-        self._held.clear()
 
     def _write(self, packet: Packet, image: np.ndarray) -> None:
         height, width = image.shape[:2]
