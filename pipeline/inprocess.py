@@ -5,15 +5,29 @@
 runner, queues or processes. ``run_graph`` pushes every packet of every source through the
 graph depth-first, in the same stage order and with the same stage code as the
 multi-process runner, so the outputs are the same.
+
+Between processes every consumer gets its own copy of a packet (its queue pickles it), so a
+stage that changes a packet cannot change what another branch sees. Here packets are objects
+in one process, so each consumer is handed a copy as well (``own_copy``): without it, a
+smoother on one branch filled the smoothed columns of a csv sink on the other, and
+``run_stage`` changed the caller's packets.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .errors import ConfigError
 from .graph import Graph
 from .messages import Packet
 from .stage import Source, Stage
+
+
+def own_copy(packet: Packet) -> Packet:
+    """A copy of everything in the packet but its pixels, which no stage writes (shared-memory
+    frames are read-only), so copying a frame per consumer would be work for nothing."""
+    return copy.deepcopy(packet, {id(packet.image): packet.image})
 
 
 def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None,
@@ -21,7 +35,14 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
     """A stage instance with validated params; ``stage`` is a class or a registered type name."""
     from .registry import registry
 
-    cls = registry().types[stage] if isinstance(stage, str) else stage
+    if isinstance(stage, str):
+        reg = registry()
+        if stage not in reg.types:
+            raise ConfigError(reg.problems.get(stage) or f"unknown stage type {stage!r} (known: "
+                              f"{', '.join(sorted(reg.types))})")
+        cls = reg.types[stage]
+    else:
+        cls = stage
     return cls(name or (stage if isinstance(stage, str) else cls.__name__.lower()),
                cls.Params.model_validate(dict(params or {})))
 
@@ -38,7 +59,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
             out.extend(stage.frames())
         else:
             for packet in packets:
-                out.extend(stage.process(packet))
+                out.extend(stage.process(own_copy(packet)))
         out.extend(stage.finish())
     finally:
         stage.close()
@@ -53,8 +74,10 @@ def run_graph(graph: Graph) -> None:
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
-            for consumer in consumers[name]:
-                push(consumer, stages[consumer].process(packet))
+            branches = consumers[name]
+            copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
+            for consumer, mine in zip(branches, copies):
+                push(consumer, stages[consumer].process(mine))
 
     try:
         for stage in stages.values():

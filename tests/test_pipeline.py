@@ -122,6 +122,44 @@ def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):
     assert len(read_rows(a)[1]) >= 12
 
 
+def test_a_branch_that_changes_packets_leaves_the_other_branch_alone_in_and_out_of_process(face_then_empty,
+                                                                                          tmp_path):
+    """classifier feeds a smoother (on one branch) and a csv sink (on another). Between processes
+    each gets its own copy; in one process (run_graph: batch tasks) the smoother used to fill
+    the csv's smoothed columns, and run_stage changed the caller's packets."""
+    from fer_pipe.inprocess import run_graph, run_stage
+
+    def config(out):
+        return {"stages": {
+            "source": {"type": "video", "params": {"path": str(face_then_empty), "max_frames": 20}},
+            "detector": {"type": "haar", "inputs": ["source"]},
+            "tracker": {"type": "track", "inputs": ["detector"]},
+            "classifier": {"type": "classifier", "inputs": ["tracker"]},
+            "smoother": {"type": "smooth", "inputs": ["classifier"]},
+            "episodes": {"type": "episodes", "inputs": ["smoother"], "params": {"path": "/dev/null"}},
+            "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out)}},
+        }}
+
+    apart, together = tmp_path / "apart.csv", tmp_path / "together.csv"
+    assert Runner(load_graph(config(apart)), progress=False).run().exit_code == 0
+    run_graph(load_graph(config(together)))
+    assert together.read_text() == apart.read_text()
+    rows = read_rows(together)[1]
+    assert any(r["track_id"] for r in rows) and not any(r["smoothed_label"] for r in rows)
+
+    frames = run_stage("video", params={"path": str(face_then_empty), "max_frames": 3})
+    faces = run_stage("haar", frames)
+    assert all(p.faces is None for p in frames) and any(p.faces for p in faces)
+
+
+def test_run_stage_names_an_unknown_type():
+    from fer_pipe.errors import ConfigError
+    from fer_pipe.inprocess import run_stage
+
+    with pytest.raises(ConfigError, match=r"^unknown stage type 'hear' \(known: classifier, csv, .*haar"):
+        run_stage("hear", [])
+
+
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
 
