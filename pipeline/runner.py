@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,10 @@ class Runner:
                 spec.cls.preflight(spec.params)
             except UserError as exc:
                 raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
+            except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
+                return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
+                                            f"(preflight): {type(exc).__name__}: {exc}",
+                                 traceback=traceback.format_exc())
         ctx = mp.get_context("spawn")
         graph = self.graph
         names = {n: s.process_names() for n, s in graph.stages.items()}
@@ -273,9 +278,9 @@ def report(result: RunResult, quiet: bool, debug: bool) -> None:
     Bad input (exit 2) prints its one line and nothing else, so it reads like a config error.
     """
     if result.exit_code:
-        print(f"fer-pipe: {result.message}", file=sys.stderr)
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
+        print(f"fer-pipe: {result.message}", file=sys.stderr)
     if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"

@@ -29,7 +29,8 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause"] = Field("ok", description="what to do on the frames in at")
+    mode: Literal["ok", "raise", "hang", "pause", "preflight"] = Field(
+        "ok", description="what to do on the frames in at (preflight: raise in the parent's check)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -43,6 +44,11 @@ class Faulty(Stage):
     reads = FRAME
     writes = EXPRESSIONS
     parallel = True  # nothing kept between packets but the log file each worker appends to
+
+    @classmethod
+    def preflight(cls, params):
+        if params.mode == "preflight":
+            raise ValueError("injected fault in preflight")
 
     def open(self):
         if self.params.pid_file:

@@ -39,6 +39,27 @@ def test_plugin_from_outside_the_package_is_listed_and_runs(plugin_env, short_cl
     assert assert_valid_prefix(out) == list(range(60))
 
 
+def test_a_plugin_failing_its_preflight_is_one_line_and_debug_puts_the_traceback_first(plugin_env, short_clip,
+                                                                                         tmp_path):
+    """A plug-in's preflight raising a plain exception used to end the CLI in a raw traceback;
+    and --debug printed a stage's traceback after its line, where the README says before."""
+    out = tmp_path / "pre.csv"
+    config = fault_config(tmp_path / "pre.yaml", short_clip, out, mode="preflight")
+    code, err = finish(start_run(config, plugin_env))
+    line = "fer-pipe: stage 'faulty' (faulty) failed before the run (preflight): ValueError: injected fault in preflight"
+    assert (code, err) == (1, line + "\n")
+    assert not out.exists()
+    done = fer_pipe("--debug", "run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("Traceback")
+    assert done.stderr.rstrip().splitlines()[-1] == line
+
+    raising = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[3])
+    done = fer_pipe("--debug", "run", str(raising), "--quiet", env=plugin_env, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("Traceback"), done.stderr
+    assert done.stderr.rstrip().splitlines()[-1] == ("fer-pipe: stage 'faulty' (faulty) failed: on source frame 3: "
+                                             "ValueError: injected fault on frame 3")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path,
                                                                    workers):
