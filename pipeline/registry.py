@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
-from .stage import Stage
+from .stage import Stage, StageParams
 
 GROUP = "fer_pipe.stages"
 
@@ -50,6 +50,11 @@ def registry() -> Registry:
         if not (isinstance(obj, type) and issubclass(obj, Stage)):
             problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
                                  f"a fer_pipe Stage subclass")
+            continue
+        if not (isinstance(obj.Params, type) and issubclass(obj.Params, StageParams)):
+            # a plain pydantic model accepts a misspelt param in silence; StageParams refuses it
+            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value}.Params is "
+                                 "not a fer_pipe.stage.StageParams subclass")
             continue
         types[ep.name] = obj
     return Registry(types, problems, origins)

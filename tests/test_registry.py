@@ -16,6 +16,21 @@ NOT_A_STAGE = '''
 class Plain:
     pass
 '''
+LOOSE_PARAMS = '''
+from pydantic import BaseModel
+
+from fer_pipe.messages import FACES
+from fer_pipe.stage import Stage
+
+
+class LooseParams(BaseModel):  # not StageParams: it would take a misspelt param in silence
+    level: int = 1
+
+
+class Loose(Stage):
+    Params = LooseParams
+    reads = writes = FACES
+'''
 
 
 def _distribution(root: Path, dist: str, module: str, source: str, entries: str) -> None:
@@ -55,6 +70,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "broken-import", "brokenmod", BROKEN_MODULE, "broken = brokenmod:Stage")
     _distribution(root, "plain-class", "plainmod", NOT_A_STAGE, "plain = plainmod:Plain")
     _distribution(root, "csv-clash", "clashmod", NOT_A_STAGE, "csv = clashmod:Plain")
+    _distribution(root, "loose-params", "loosemod", LOOSE_PARAMS, "loose = loosemod:Loose")
     env = _env(root)
 
     listed = fer_pipe("stages", env=env, timeout=120)
@@ -69,6 +85,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     assert ("fer-pipe: plug-in 'plain' from distribution plain-class: plainmod:Plain is not a fer_pipe "
             "Stage subclass") in listed.stderr
     assert "stage type 'csv' is declared twice" in listed.stderr and "csv-clash" in listed.stderr
+    assert ("fer-pipe: plug-in 'loose' from distribution loose-params: loosemod:Loose.Params is not a "
+            "fer_pipe.stage.StageParams subclass") in listed.stderr
 
     used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
     assert used.returncode == 2
