@@ -15,6 +15,7 @@ when asked, so a speed run does no work for them.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -66,4 +67,9 @@ def _label(found: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clip", help="video to run FER().detect_emotions on, frame by frame")
+    parser.add_argument("out", help="JSON file for the speed figures")
+    parser.add_argument("labels_csv", nargs="?", default="", help="also write each frame's label here")
+    args = parser.parse_args()
+    sys.exit(main(args.clip, args.out, args.labels_csv))
