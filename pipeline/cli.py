@@ -60,7 +60,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))
         for field, info in cls.Params.model_fields.items():
             default = "required" if info.is_required() else f"default {info.default!r}"
-            print(f"    {field}: {default}. {info.description or ''}")
+            print(f"    {field}: {default}" + (f". {info.description}" if info.description else ""))
     for message in reg.problems.values():
         print(f"fer-pipe: {message}", file=sys.stderr)
     return 0

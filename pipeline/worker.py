@@ -75,7 +75,7 @@ class Wiring:
 
 
 class StageFailure(Exception):
-    """A stage raised while handling a packet; the message names the packet."""
+    """A stage raised while opening or handling a packet; the message says which."""
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -172,7 +172,12 @@ def stage_main(w: Wiring) -> None:
         return stats.summary()
     try:
         built = w.spec.build()
-        built.open()
+        try:
+            built.open()
+        except UserError:
+            raise
+        except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
+            raise StageFailure(f"while opening: {type(exc).__name__}: {exc}") from exc
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             ring = frames.FrameRing(f"fp{w.run_id}_{w.spec.name}", w.ring_slots,

@@ -29,8 +29,8 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight"] = Field(
-        "ok", description="what to do on the frames in at (preflight: raise in the parent's check)")
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open"] = Field(
+        "ok", description="what to do on the frames in at (preflight, open: raise there instead)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -51,6 +51,8 @@ class Faulty(Stage):
             raise ValueError("injected fault in preflight")
 
     def open(self):
+        if self.params.mode == "open":
+            raise RuntimeError("injected fault in open")
         if self.params.pid_file:
             with open(self.params.pid_file + ".part", "w") as f:
                 f.write(str(os.getpid()))

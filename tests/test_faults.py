@@ -39,10 +39,12 @@ def test_plugin_from_outside_the_package_is_listed_and_runs(plugin_env, short_cl
     assert assert_valid_prefix(out) == list(range(60))
 
 
-def test_a_plugin_failing_its_preflight_is_one_line_and_debug_puts_the_traceback_first(plugin_env, short_clip,
-                                                                                         tmp_path):
+def test_a_plugin_failing_its_preflight_or_open_is_one_line_and_debug_puts_the_traceback_first(plugin_env,
+                                                                                                 short_clip,
+                                                                                                 tmp_path):
     """A plug-in's preflight raising a plain exception used to end the CLI in a raw traceback;
-    and --debug printed a stage's traceback after its line, where the README says before."""
+    one raising in open was reported without saying so; and --debug printed a stage's
+    traceback after its line, where the README says before."""
     out = tmp_path / "pre.csv"
     config = fault_config(tmp_path / "pre.yaml", short_clip, out, mode="preflight")
     code, err = finish(start_run(config, plugin_env))
@@ -52,6 +54,10 @@ def test_a_plugin_failing_its_preflight_is_one_line_and_debug_puts_the_traceback
     done = fer_pipe("--debug", "run", str(config), "--quiet", env=plugin_env, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("Traceback")
     assert done.stderr.rstrip().splitlines()[-1] == line
+
+    code, err = finish(start_run(fault_config(tmp_path / "open.yaml", short_clip, out, mode="open"), plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: while opening: RuntimeError: injected "
+                              "fault in open\n")
 
     raising = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[3])
     done = fer_pipe("--debug", "run", str(raising), "--quiet", env=plugin_env, timeout=120)
