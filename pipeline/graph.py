@@ -83,9 +83,12 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
             if other is None:
                 problems.append((spec, f"inputs: no stage named {upstream!r}"))
                 continue
-            if other.cls.writes is None or issubclass(other.cls, Sink):
+            if issubclass(other.cls, Sink):
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) is a sink and "
                                        "writes nothing"))
+            elif other.cls.writes is None:  # a plug-in that forgot to declare it
+                problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) declares no "
+                                       "'writes' kind (frame, faces or expressions)"))
             elif spec.cls.reads is not None and not provides(other.cls.writes, spec.cls.reads):
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) writes "
                                        f"{other.cls.writes!r}, but {spec.type_name} reads "

@@ -97,6 +97,30 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     assert clash.returncode == 2 and "declared twice" in clash.stderr and "csv-clash" in clash.stderr
 
 
+NO_WRITES = '''
+from fer_pipe.messages import FRAME
+from fer_pipe.stage import Stage
+
+
+class Forgetful(Stage):
+    reads = FRAME  # and no writes
+'''
+
+
+def test_a_stage_that_declares_no_writes_is_named_as_such_not_as_a_sink(tmp_path):
+    root = tmp_path / "site"
+    root.mkdir()
+    _distribution(root, "forgetful", "forgetfulmod", NO_WRITES, "forgetful = forgetfulmod:Forgetful")
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  source: {type: video, params: {path: a.mp4}}\n"
+                      "  x: {type: forgetful, inputs: [source]}\n"
+                      "  csv: {type: csv, inputs: [x], params: {path: out.csv}}\n")
+    done = fer_pipe("validate", str(config), env=_env(root), timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {config}:4: stage 'csv' (csv): inputs: 'x' (forgetful) declares no 'writes' kind "
+           "(frame, faces or expressions)\n")
+
+
 def test_a_listing_cut_short_by_its_reader_ends_quietly():
     """``fer-pipe stages | head -2``: the reader has what it wanted; before, a traceback. Here
     the reader has left before the listing starts, so its first write meets a closed pipe."""
