@@ -189,8 +189,13 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
     for item in overrides:
         target, sep, raw = item.partition("=")
         stage, dot, param = target.partition(".")
+        if sep and target == "queue_size" and isinstance(data, dict):  # the one top-level setting
+            data["queue_size"] = _set_value(raw, target) if raw.strip() else ""
+            if lines is not None:
+                lines[("queue_size",)] = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
+            continue
         if not sep or not dot or not stage or not param:
-            raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE")
+            raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE (or queue_size=N)")
         stages = data.get("stages") if isinstance(data, dict) else None
         if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
             raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")

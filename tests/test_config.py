@@ -148,6 +148,11 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
         load_graph(path, ["nope.path=x"])
     with pytest.raises(ConfigError, match=r"params.min_neighbors: Input should be a valid integer"):
         load_graph(path, ["detector.min_neighbors=3.5"])
+    assert load_graph(path, ["queue_size=3"]).queue_size == 3  # the one top-level key --set reaches
+    with pytest.raises(ConfigError, match=r"^--set queue_size=0: queue_size: expected an integer from 1 to 1024"):
+        load_graph(path, ["queue_size=0"])
+    with pytest.raises(ConfigError, match=r"^--set stages=1: expected STAGE.PARAM=VALUE \(or queue_size=N\)$"):
+        load_graph(path, ["stages=1"])
 
 
 def test_a_file_param_starting_with_a_tilde_is_under_home(tmp_path, monkeypatch):
