@@ -191,27 +191,25 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
         stage, dot, param = target.partition(".")
         if sep and target == "queue_size" and isinstance(data, dict):  # the one top-level setting
             data["queue_size"] = _set_value(raw, target) if raw.strip() else ""
-            if lines is not None:
-                lines[("queue_size",)] = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
-            continue
-        if not sep or not dot or not stage or not param:
-            raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE (or queue_size=N)")
-        stages = data.get("stages") if isinstance(data, dict) else None
-        if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
-            raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
-        value = _set_value(raw, target) if raw.strip() else ""
-        given = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
-        if param in SET_STAGE_KEYS:
-            stages[stage][param] = value
-            if lines is not None:
-                lines[("stages", stage, param)] = given
-            continue
-        params = stages[stage].setdefault("params", {})
-        if not isinstance(params, dict):
-            raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
-        stages[stage]["params"] = {**params, param: value}
+            where: tuple[str, ...] = ("queue_size",)
+        else:
+            if not sep or not dot or not stage or not param:
+                raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE (or queue_size=N)")
+            stages = data.get("stages") if isinstance(data, dict) else None
+            if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
+                raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
+            value = _set_value(raw, target) if raw.strip() else ""
+            if param in SET_STAGE_KEYS:
+                stages[stage][param] = value
+                where = ("stages", stage, param)
+            else:
+                params = stages[stage].setdefault("params", {})
+                if not isinstance(params, dict):
+                    raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
+                stages[stage]["params"] = {**params, param: value}
+                where = ("stages", stage, "params", param)
         if lines is not None:
-            lines[("stages", stage, "params", param)] = given
+            lines[where] = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
     return data
 
 
