@@ -31,6 +31,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _user_error(exc: UserError, debug: bool) -> int:
+    """Say a user error as its one line (after the traceback with --debug); its exit code."""
+    if debug:
+        traceback.print_exc()
+    print(f"fer-pipe: {exc}", file=sys.stderr)
+    return exc.exit_code
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
@@ -39,10 +47,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         try:
             graph = load_graph(path, args.set)
         except UserError as exc:
-            if args.debug:
-                traceback.print_exc()
-            print(f"fer-pipe: {exc}", file=sys.stderr)
-            status = exc.exit_code
+            status = _user_error(exc, args.debug)
             continue
         print(f"{graph.origin}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
     return status
@@ -143,10 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"fer-pipe: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _user_error(exc, args.debug)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
