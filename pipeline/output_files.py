@@ -15,6 +15,17 @@ from pathlib import Path
 from .errors import InputError
 
 
+def make_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` (and its parents) or raise one line naming it: these are paths the user
+    typed, so a file in the way or a read-only place is bad input, not a crash."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{what} {folder}: cannot create the folder ({exc.strerror})") from None
+
+
 def check_writable(path: str | Path, what: str) -> None:
     """Try the file in the parent, so an unwritable or busy path fails before any stage starts
     (permission bits alone do not tell, e.g. for root or on a read-only mount)."""

@@ -19,6 +19,7 @@ from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .errors import InputError
 from .events import decode, event_rows
+from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
 
 CSV_PRECISION = 4
@@ -95,7 +96,7 @@ def make_keys(args: argparse.Namespace) -> int:
     existing = [p for p in (folder / "server.key_secret", folder / "client.key_secret") if p.exists()]
     if existing:
         raise InputError(f"keys {existing[0]}: already exists; choose another folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, "keys")
     for name in ("server", "client"):
         _, secret = zmq.auth.create_certificates(folder, name)
         Path(secret).chmod(0o600)

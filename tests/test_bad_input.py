@@ -475,3 +475,19 @@ def test_train_without_its_data_is_one_line_and_makes_no_folder(tmp_path):
     done = fer_pipe("train", "--data", str(tmp_path / "fer2013.csv"), "--out", str(tmp_path / "run"), timeout=120)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'fer2013.csv'}: no such file or folder\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_keys_train_and_batch_folders_that_cannot_be_made_are_one_line(tmp_path, short_clip):
+    """Before, a file in the way of `keys DIR`, `train --out` or `batch --out` ended in a
+    FileExistsError traceback (train's only after TensorFlow had loaded)."""
+    a_file = tmp_path / "afile"
+    a_file.write_text("mine")
+    data = tmp_path / "fer2013.csv"
+    data.write_text("")
+    for args, expected in [(["keys", str(a_file)], f"keys {a_file}: is a file, not a folder"),
+                           (["train", "--data", str(data), "--out", str(a_file)],
+                            f"train: --out {a_file}: is a file, not a folder"),
+                           (["batch", str(short_clip), "--out", str(a_file)], f"--out {a_file}: is a file, not a folder")]:
+        done = fer_pipe(*args, cwd=tmp_path, timeout=120)
+        assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
+    assert a_file.read_text() == "mine"

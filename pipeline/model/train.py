@@ -20,6 +20,7 @@ import numpy as np
 from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
+from ..output_files import make_folder
 from ..preprocess import EMOTIONS, FACE_SIZE, preprocess_dataset
 from .data import load_split, sha256_of
 
@@ -184,14 +185,14 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
 def run(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():  # before TensorFlow's import prints its start-up lines
         raise InputError(f"{args.data}: no such file or folder")
+    out = Path(args.out)
+    make_folder(out, "train: --out")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
     from . import report
     from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
     if args.resume and state is None:
