@@ -58,6 +58,7 @@ class VideoWriterSink(Sink):
 
     def open(self) -> None:
         self.preflight(self.params)
+        self._created = not Path(self.params.path).exists()
         self._lock = open_claimed(self.params.path, "video_writer", truncate=False)
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] = (0, 0)
@@ -130,6 +131,8 @@ class VideoWriterSink(Sink):
                     if said:
                         os.write(2, said)
                     self._check_written()
+            elif self._created:  # the run ended before its first frame: no empty file left behind
+                Path(self.params.path).unlink(missing_ok=True)
         finally:
             self._stderr.close()
             os.close(self._lock)

@@ -84,6 +84,22 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+
+def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_env, short_clip, tmp_path):
+    """Before, the video writer's file was created when the stage opened, so a run that failed
+    on its first frame left a 0-byte .mp4 that no player opens; a file that was there stays."""
+    config = fault_config(tmp_path / "first.yaml", short_clip, tmp_path / "first.csv", mode="raise", at=[0])
+    video, kept = tmp_path / "new.mp4", tmp_path / "kept.mp4"
+    kept.write_bytes(b"an earlier run's video")
+    for path in (video, kept):
+        config.write_text(config.read_text().split("  video:")[0] + "  video:\n    type: video_writer\n"
+                          f"    inputs: [faulty]\n    params: {{path: '{path}'}}\n")
+        code, err = finish(start_run(config, plugin_env))
+        assert code == 1 and "injected fault on frame 0" in err, err
+    assert not video.exists()
+    assert kept.read_bytes() == b"an earlier run's video"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path, workers):
     out = tmp_path / "skip.csv"
