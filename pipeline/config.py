@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from .errors import ConfigError
 from .graph import Graph, StageSpec, check_edges, check_paths
 from .registry import registry
-from .stage import Stage, StageParams
+from .stage import Sink, Stage, StageParams
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 SET_STAGE_KEYS = {"on_error", "workers"}
@@ -310,6 +310,10 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         if on_error not in ("stop", "skip"):
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
                               f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
+        if on_error == "skip" and issubclass(cls, Sink):
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
+                              "on_error: skip is not for a sink: one that cannot write a row (a full disk, a closed "
+                              "socket) stops the run rather than lose rows and end with exit 0")
         workers = body.get("workers", 1)
         workers_where = _where(origin, lines, "stages", name, "workers")
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:

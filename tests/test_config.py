@@ -66,6 +66,9 @@ BROKEN = {
                        "{f}:1: queue_size: expected an integer from 1 to 1024, got 0"),
     "bad_on_error": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: ignore\n"),
                      "{f}:14: stage 'csv' (csv): on_error: expected 'stop' or 'skip', got 'ignore'"),
+    "skip_on_a_sink": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: skip\n"),
+                       "{f}:14: stage 'csv' (csv): on_error: skip is not for a sink: one that cannot write a "
+                       "row (a full disk, a closed socket) stops the run rather than lose rows and end with exit 0"),
     "bad_workers": (GOOD.replace("    type: haar\n", "    type: haar\n    workers: 0\n"),
                     "{f}:8: stage 'detector' (haar): workers: expected an integer from 1 to 64, got 0"),
     "workers_of_a_stateful_stage": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
