@@ -41,6 +41,9 @@ class RunResult:
     traceback: str = ""
     first_result_s: float | None = None
     wall_s: float = 0.0
+    also: list[str] = field(default_factory=list)
+    """Failures of other stages after the first, closing (a sink that could not deliver what it
+    held): said after the first so an operator learns what else was lost."""
 
 
 class Runner:
@@ -129,11 +132,14 @@ class Runner:
         segments: list[str] = []
         lengths: dict[str, int | None] = {}
         failure: tuple[str, str, str, int] | None = None
+        also: list[str] = []
         late_error: tuple[str, str, str, int] | None = None  # bad input after the stream drained
         first_result: float | None = None
         sinks = [s.name for s in graph.sinks()]
         bar = None
         terminating_at: float | None = None
+        terminate_next = 0.0
+        grace = GRACE_S + max(s.cls.closing_s(s.params) for s in graph.stages.values())
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
@@ -147,6 +153,9 @@ class Runner:
                         done[name] = msg[2]
                     elif kind == "fail" and failure is None:
                         failure = (name, msg[2], msg[3], msg[4])
+                    elif kind == "fail" and name != failure[0]:
+                        also.append(f"stage {name!r} ({graph.stages[self._stage_of[name]].type_name}) "
+                                    f"failed: {msg[2]}")
                     elif kind == "input_error" and late_error is None:
                         late_error = (name, msg[2], "", msg[3])
                 if first_result is None and any(progress[s].value for s in sinks):
@@ -160,16 +169,19 @@ class Runner:
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy)
                 if failure is not None or self._signals_seen > 1:
+                    now = time.monotonic()
                     if terminating_at is None:
-                        terminating_at = time.monotonic()
+                        terminating_at = now
                         stop.set()
-                        for proc in procs.values():
-                            if proc.exitcode is None:
-                                proc.terminate()
-                    elif time.monotonic() - terminating_at > GRACE_S:
+                    if now - terminating_at > (GRACE_S if self._signals_seen > 1 else grace):
                         for proc in procs.values():
                             if proc.exitcode is None:
                                 proc.kill()
+                    elif now >= terminate_next:
+                        terminate_next = float("inf")
+                        for proc in procs.values():
+                            if proc.exitcode is None:
+                                proc.terminate()
                 elif self._signal is not None:
                     stop.set()
         finally:
@@ -193,7 +205,7 @@ class Runner:
             process, message, tb, code = failure
             spec = graph.stages[self._stage_of[process]]
             return RunResult(code, stats, f"stage {process!r} ({spec.type_name}) failed: {message}", tb,
-                             first_result)
+                             first_result, also=also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
@@ -281,6 +293,8 @@ def report(result: RunResult, quiet: bool, debug: bool) -> None:
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
         print(f"fer-pipe: {result.message}", file=sys.stderr)
+        for line in result.also:
+            print(f"fer-pipe: also, {line}", file=sys.stderr)
     if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"

@@ -81,6 +81,13 @@ class Stage:
     def close(self) -> None:
         """Release what ``open`` acquired; always called after a successful ``open``."""
 
+    @classmethod
+    def closing_s(cls, params: StageParams) -> float:
+        """Seconds ``close`` may wait on something outside the process (delivering queued
+        messages): a stage asked to stop after another failed gets this long, beyond the
+        runner's grace period, before it is killed, so its close is not cut off halfway."""
+        return 0.0
+
 
 class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""

@@ -84,6 +84,10 @@ class PushSink(Sink):
             self._connected = recv_monitor_message(self._monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
             self._ever_connected |= self._connected
 
+    @classmethod
+    def closing_s(cls, params: PushParams) -> float:
+        return 2 * params.linger_s  # waiting for a collector, then delivering to it
+
     def close(self) -> None:
         sent = sum(self._seq.values())
         delivering = self._collector_connected(self.params.linger_s if sent else 0.0)

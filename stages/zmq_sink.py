@@ -147,6 +147,10 @@ class ZmqSink(Sink):
         except zmq.Again:
             self.dropped += 1
 
+    @classmethod
+    def closing_s(cls, params: ZmqParams) -> float:
+        return params.linger_s
+
     def close(self) -> None:
         if self.dropped:
             print(f"fer-pipe: zmq sink {self.name!r}: {self.dropped} of {self.sent + self.dropped} events "

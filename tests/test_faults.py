@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO, fer_pipe
 from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
                           read_csv, start_run, stats_row, wait_for, wait_gone)
+from livetools import free_port
 
 
 @pytest.fixture
@@ -98,6 +99,21 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_en
         assert code == 1 and "injected fault on frame 0" in err, err
     assert not video.exists()
     assert kept.read_bytes() == b"an earlier run's video"
+
+
+def test_a_sink_delivering_its_events_when_another_stage_fails_is_not_killed_halfway(plugin_env, short_clip,
+                                                                                      tmp_path):
+    """Before, stages asked to stop after a failure were killed 3 s later, so a push sink
+    waiting its linger_s (5 s by default) for a collector died inside close; and had it ended
+    its close, the line saying its events were lost was dropped behind the first failure."""
+    config = fault_config(tmp_path / "push.yaml", short_clip, tmp_path / "push.csv", mode="hang", at=[5])
+    config.write_text(config.read_text() + "  push:\n    type: push\n    inputs: [faulty]\n"
+                      f"    params: {{connect: 'tcp://127.0.0.1:{free_port()}'}}\n")
+    # the stall on frame 5 fails the run once both sinks have had frames 0-4 for seconds
+    code, err = finish(start_run(config, plugin_env, "--stall-timeout", "4", quiet=False))
+    assert code == 1 and "stage 'faulty' (faulty) failed: no progress for 4 s (stalled)" in err, err
+    assert "fer-pipe: also, stage 'push' (push) failed: while closing: push sink 'push': no collector at" in err
+    assert stats_row(err, "push")["items"] == stats_row(err, "csv")["items"] == 5
 
 
 @pytest.mark.parametrize("workers", [1, 2])
