@@ -30,6 +30,7 @@ from .stats import format_table
 from .worker import Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
+RESEND_S = 0.5
 POLL_S = 0.1
 
 
@@ -178,7 +179,11 @@ class Runner:
                             if proc.exitcode is None:
                                 proc.kill()
                     elif now >= terminate_next:
-                        terminate_next = float("inf")
+                        # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when
+                        # another thread of the stage (a queue's feeder, a camera reader) runs
+                        # Python just then, and the stage goes on into a wait that only a
+                        # signal ends. A stage ignores SIGTERMs after its first.
+                        terminate_next = now + RESEND_S
                         for proc in procs.values():
                             if proc.exitcode is None:
                                 proc.terminate()

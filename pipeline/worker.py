@@ -196,6 +196,12 @@ def stage_main(w: Wiring) -> None:
         emitter.end(name)
         w.control.put(("done", name, summary()))
     except Terminated:
+        # SIGTERM may have landed inside a put, between the queue starting its feeder thread
+        # and registering the sentinel that ends it: the exit would then wait for ever on that
+        # thread. The consumers are being stopped too; what the queues hold is not needed.
+        for box in w.outboxes:
+            for q in box.queues:
+                q.cancel_join_thread()
         w.control.put(("stopped", name, summary()))
     except UserError as exc:
         w.control.put(("fail", name, str(exc), "", exc.exit_code))
