@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -34,10 +35,13 @@ class RtspParams(StageParams):
 
 
 def redact(url: str) -> str:
-    """The URL without a password, for log lines."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    return f"{scheme}{sep}{userinfo.split(':')[0]}:***@{host}" if at and ":" in userinfo else url
+    """The URL without a password, for log lines. The user part ends at the last ``@`` before
+    the path, as FFmpeg reads it: a password may hold an ``@``, and a query may too."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':')[0]}:***@{host}"))
 
 
 class RtspSource(Source):

@@ -149,3 +149,7 @@ def test_password_is_not_logged():
 
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
     assert redact("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
+    # before, the first '@' ended the user part: "ss" of this password was logged
+    assert redact("rtsp://admin:p@ss@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
+    # and an '@' in the query made a host:port look like a user and password
+    assert redact("rtsp://10.0.0.5:554/s1?auth=a:b@c") == "rtsp://10.0.0.5:554/s1?auth=a:b@c"
