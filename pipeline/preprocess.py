@@ -40,18 +40,20 @@ def expand_box(box: Sequence[int], margin: float, width: int, height: int) -> tu
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
-def crop_faces(gray: np.ndarray, boxes: Sequence[Sequence[int]], size: int = FACE_SIZE,
+def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int = FACE_SIZE,
                margin: float = 0.0) -> np.ndarray:
-    """Cut every box out of a grey frame and resize it to ``size`` x ``size`` uint8.
+    """Cut every box out of a BGR or grey frame and resize it to ``size`` x ``size`` grey uint8.
 
-    INTER_AREA is used for shrinking (the usual case: faces in video are larger than 48 px)
-    because it averages instead of aliasing, which is also how FER-2013's crops look.
+    Only the boxes are turned grey: for one face in a 720p frame that is a quarter of the work
+    of converting the frame. INTER_AREA is used for shrinking (the usual case: faces in video
+    are larger than 48 px) because it averages instead of aliasing, which is also how
+    FER-2013's crops look.
     """
-    height, width = gray.shape[:2]
+    height, width = image.shape[:2]
     out = np.empty((len(boxes), size, size), dtype=np.uint8)
     for i, box in enumerate(boxes):
         x, y, w, h = expand_box(box, margin, width, height)
-        crop = gray[y:y + h, x:x + w]
+        crop = to_gray(image[y:y + h, x:x + w])
         interp = cv2.INTER_AREA if w >= size else cv2.INTER_LINEAR
         out[i] = cv2.resize(crop, (size, size), interpolation=interp)
     return out
@@ -60,7 +62,7 @@ def crop_faces(gray: np.ndarray, boxes: Sequence[Sequence[int]], size: int = FAC
 def preprocess_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int = FACE_SIZE,
                      margin: float = 0.0) -> np.ndarray:
     """Frame and face boxes in, model input batch (n, size, size, 1) float32 out."""
-    return scale_pixels(crop_faces(to_gray(image), boxes, size, margin))
+    return scale_pixels(crop_faces(image, boxes, size, margin))
 
 
 def preprocess_dataset(images: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
