@@ -52,6 +52,9 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     """Open the stage, feed it ``packets`` (or drain it, for a source), finish and close it."""
     if not isinstance(stage, Stage):
         stage = make_stage(stage, params)
+    elif params is not None:
+        raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
+                        "pass its class or type name to give params here")
     out: list[Packet] = []
     stage.open()
     try:

@@ -87,13 +87,6 @@ def _keep_inputs(body: Any, removed: set[str]) -> Any:
     return {**body, "inputs": [i for i in _inputs(body) if not (isinstance(i, str) and i in removed)]}
 
 
-def shard_cameras(data: Any, index: int, shards: int) -> list[str]:
-    """The camera ids of shard ``index`` (for tests and for a deployment's own checks)."""
-    stages = data.get("stages", {}) if isinstance(data, Mapping) else {}
-    return [camera_id(n, b) for n, b in stages.items()
-            if _is_source(b) and shard_of(camera_id(n, b), shards) == index]
-
-
 def load_shard(path: str | Path, overrides: Iterable[str], shard: str) -> Graph:
     """``load_graph`` with the shard filter between the overrides and validation."""
     index, shards = parse_shard(shard)

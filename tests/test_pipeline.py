@@ -160,6 +160,14 @@ def test_run_stage_names_an_unknown_type():
         run_stage("hear", [])
 
 
+def test_run_stage_refuses_params_for_a_stage_already_made():
+    """Before, the params were dropped silently and the stage ran with those it was made with."""
+    from fer_pipe.inprocess import make_stage, run_stage
+
+    with pytest.raises(TypeError, match=r"^run_stage: stage 'haar' is already made with its params"):
+        run_stage(make_stage("haar"), [], {"min_size": 30})
+
+
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
 

@@ -22,7 +22,7 @@ from conftest import read_frames, write_video
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
-from fer_pipe.shard import select_shard, shard_cameras, shard_of
+from fer_pipe.shard import camera_id, select_shard, shard_of
 from fer_pipe.stages.csv_sink import COLUMNS
 
 SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
@@ -90,9 +90,7 @@ def test_shard_filter_keeps_its_cameras_and_drops_what_they_no_longer_feed(tmp_p
     one = select_shard(data, 1, 2, "cams.yaml")
     assert sorted(one["stages"]) == sorted(SHARD1 + ["detector", "classifier", "push", "door_haar",
                                                      "door_faces", "door_csv"])
-    assert shard_cameras(data, 1, 2) == SHARD1
-    assert shard_cameras({"stages": {"s": {"type": "video", "params": {"path": "x", "source_id": "gate"}}}},
-                         0, 2) == ["gate"]  # the id is source_id when set
+    assert camera_id("s", {"type": "video", "params": {"path": "x", "source_id": "gate"}}) == "gate"  # when set
     empty = next(i for i in range(8) if all(shard_of(c, 8) != i for c in SHARD0 + SHARD1))
     with pytest.raises(ConfigError, match=rf"cams.yaml: --shard {empty}/8: none of its 4 cameras"):
         select_shard(data, empty, 8, "cams.yaml")
