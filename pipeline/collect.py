@@ -92,13 +92,13 @@ class Collector:
         pull = ctx.socket(zmq.PULL)
         pub = ctx.socket(zmq.PUB) if self.publish else None
         try:
-            for sock, endpoint, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
+            for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
                 if sock is not None:
                     try:
-                        sock.bind(endpoint)
+                        sock.bind(address)
                     except zmq.ZMQError as exc:
                         reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
-                        raise InputError(f"{flag} {endpoint}: cannot bind: {reason}") from None
+                        raise InputError(f"{flag} {address}: cannot bind: {reason}") from None
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:

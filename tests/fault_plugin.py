@@ -173,17 +173,6 @@ def wait_gone(pids: set[int], within: float = 10.0) -> set[int]:
     return {p for p in pids if alive(p)}
 
 
-def wait_for(predicate, within: float = 60.0, step: float = 0.02):
-    """Poll ``predicate`` until it returns something truthy; fail the test if it never does."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {within} s")
-
-
 def read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
     """Header, rows and raw text of a CSV the pipeline wrote."""
     text = path.read_text()

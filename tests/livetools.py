@@ -21,16 +21,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str, proc: subprocess.Popen | None = None):
-    """Poll until ``condition()`` is truthy. The timeout only guards against a hang; it is not a speed check."""
+def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "the condition",
+             *procs: subprocess.Popen):
+    """Poll until ``condition()`` is truthy and return its value; fail at once if one of
+    ``procs`` ends first. The timeout only guards against a hang; it is not a speed check."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended (exit {proc.returncode}) while waiting for {what}")
-        time.sleep(0.1)
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{proc.args} ended (exit {proc.returncode}) while waiting for {what}")
+        time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 

@@ -167,7 +167,7 @@ def test_a_file_param_starting_with_a_tilde_is_under_home(tmp_path, monkeypatch)
     graph = load_graph(path, ["source.path=~/clip.mp4", "csv.path=~/out.csv", "detector.min_neighbors=3"])
     assert graph.stages["source"].params.path == str(tmp_path / "clip.mp4")
     assert graph.stages["csv"].params.path == str(tmp_path / "out.csv")
-    with pytest.raises(ConfigError, match=rf"is the file stage 'source' \(video\) reads"):
+    with pytest.raises(ConfigError, match=r"is the file stage 'source' \(video\) reads"):
         load_graph(path, [f"source.path={tmp_path / 'clip.mp4'}", "csv.path=~/clip.mp4"])
 
 

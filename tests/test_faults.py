@@ -15,8 +15,8 @@ import pytest
 
 from conftest import REPO, fer_pipe
 from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
-                          read_csv, start_run, stats_row, wait_for, wait_gone)
-from livetools import free_port
+                          read_csv, start_run, stats_row, wait_gone)
+from livetools import free_port, wait_for
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
     assert not wait_gone(kids, within=15), "stage processes outlived the runner"
     assert "Traceback" not in err, err  # a second parent-death SIGTERM must not cut closing short
-    wait_for(lambda: not any(Path(s).exists() for s in segments), within=15)  # the resource tracker's job
+    wait_for(lambda: not any(Path(s).exists() for s in segments), timeout=15)  # the resource tracker's job
     assert_valid_prefix(out)
 
 

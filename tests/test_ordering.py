@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import threading
 
 from hypothesis import given

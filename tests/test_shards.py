@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 import zmq
 
 from conftest import read_frames, write_video
+from livetools import free_port, wait_for
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
@@ -26,25 +26,6 @@ from fer_pipe.shard import camera_id, select_shard, shard_of
 from fer_pipe.stages.csv_sink import COLUMNS
 
 SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, *procs: subprocess.Popen):
-    """Poll until ``condition()`` is truthy; the timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        for proc in procs:
-            assert proc.poll() is None, f"{proc.args} ended (exit {proc.returncode}) while waiting for {what}"
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def start(*args: str, log: Path) -> subprocess.Popen:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from fault_plugin import (assert_valid_prefix, children, fault_config, install_plugin, start_run,
-                          stats_row, wait_for, wait_gone)
+                          stats_row, wait_gone)
+from livetools import wait_for
 
 
 @pytest.fixture

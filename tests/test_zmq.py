@@ -227,7 +227,6 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     file: Invalid certificate file"."""
     assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
     public = tmp_path / "keys" / "server.key"
-    csv_path = tmp_path / "rows.csv"
     done = fer_pipe("run", "configs/video_to_zmq.yaml", "--quiet", "--set", f"source.path={short_clip}",
                     "--set", f"events.curve_secret_key={public}", "--set", f"events.endpoint=tcp://127.0.0.1:{free_port()}",
                     cwd=REPO, timeout=120)
