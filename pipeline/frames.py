@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -88,8 +89,7 @@ class FrameRing:
         try:
             os.posix_fallocate(fd, 0, size)
         except OSError as exc:
-            room = os.statvfs(SHM)
-            free = room.f_bavail * room.f_frsize
+            free = shutil.disk_usage(SHM).free
             shape = "x".join(map(str, frame.shape))
             raise InputError(f"frame ring: {self.slots} frames of {shape} need {size / MIB:,.0f} MiB "
                              f"of {SHM}, which has {free / MIB:,.0f} MiB free ({exc.strerror}); give "

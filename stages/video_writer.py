@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -161,5 +162,4 @@ def frame_rate(packets: list[Packet]) -> float:
 
 
 def _free_mib(path: str | Path) -> int:
-    room = os.statvfs(Path(path).parent)
-    return room.f_bavail * room.f_frsize // 2**20
+    return shutil.disk_usage(Path(path).parent).free // 2**20
