@@ -97,6 +97,12 @@ class Source(Stage):
     """Frames the source discarded itself before handing them on (a reader thread that keeps
     only the newest frame); the runner adds them to the source's ``dropped`` statistic."""
 
+    def stop_requested(self) -> bool:
+        """True once the run is stopping (Ctrl-C, SIGTERM): the runner replaces this. A source
+        that may wait long for its next frame (a network camera that is down) checks it while
+        it waits and ends its stream, so the stop does not wait for the camera."""
+        return False
+
     @property
     def live(self) -> bool:
         """Live sources drop frames instead of blocking, to bound latency: their oldest unread

@@ -226,6 +226,7 @@ def stage_main(w: Wiring) -> None:
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wiring,
                 stats: StageStats) -> None:
+    stage.stop_requested = w.stop.is_set
     produced = iter(stage.frames())
     while not w.stop.is_set():
         t0 = time.perf_counter()

@@ -24,6 +24,10 @@ from fer_pipe.messages import Packet
 from fer_pipe.stage import Source, StageParams
 
 
+STOP_POLL_S = 0.5
+"""How often a wait for the next frame checks whether the run is stopping."""
+
+
 class RtspParams(StageParams):
     url: str = Field(description="stream URL: rtsp://user:pass@host:554/path, http://..., udp://...")
     source_id: str = Field("", description="name carried by every result (default: the stage name)")
@@ -79,10 +83,16 @@ class RtspSource(Source):
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
     def _read(self) -> None:
-        """The reader thread: connect, read until the stream stops, back off, connect again."""
+        """The reader thread: connect, read until the stream stops, back off, connect again.
+
+        An attempt counts only once a frame arrives: a server that still answers while its
+        camera sends nothing (a publisher gone behind an RTSP relay) opens fine and then times
+        out, and treating that as connected reset the backoff and the give-up clock every time.
+        """
         p = self.params
         failures = 0
         down_since = time.monotonic()
+        why = "cannot connect"
         while not self._stopping.is_set():
             if failures:
                 down = time.monotonic() - down_since
@@ -91,24 +101,25 @@ class RtspSource(Source):
                                f"(give_up_after_s={p.give_up_after_s:g})")
                     return
                 delay = min(p.backoff_initial_s * 2 ** (failures - 1), p.backoff_max_s)
-                self._log(f"cannot connect; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
+                self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
                 if self._stopping.wait(delay):
                     return
             cap = self._connect()
-            if not cap.isOpened():
-                failures += 1
-                continue
-            if failures:
-                self._log(f"connected again after {failures + 1} attempts")
-            failures = 0
-            frames = self._pump(cap)
+            opened = cap.isOpened()
+            frames = self._pump(cap, failures) if opened else 0
             cap.release()
             if self._stopping.is_set():
                 return
+            if not frames:
+                failures += 1
+                why = (f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if opened
+                       else "cannot connect")
+                continue
+            failures = 0
             down_since = time.monotonic()
             self._log(f"stream lost after {frames} frames; reconnecting")
 
-    def _pump(self, cap: cv2.VideoCapture) -> int:
+    def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
         while not self._stopping.is_set():
             ok, image = cap.read()
@@ -118,6 +129,8 @@ class RtspSource(Source):
                 self.dropped += self._latest is not None
                 self._latest = (image, time.monotonic())
                 self._cond.notify()
+            if not frames and failures:
+                self._log(f"connected again after {failures + 1} attempts")
             frames += 1
         return frames
 
@@ -132,7 +145,9 @@ class RtspSource(Source):
         index = 0
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._latest is not None or self._error)
+                while not self._cond.wait_for(lambda: self._latest is not None or self._error, STOP_POLL_S):
+                    if self.stop_requested():
+                        return  # the run is stopping while the camera is down: end the stream now
                 if self._latest is None:
                     raise InputError(f"rtsp {self._where}: {self._error}")
                 image, captured = self._latest

@@ -43,6 +43,10 @@ class RtspServer:
             stop(proc, signal.SIGKILL)
         self.procs = []
 
+    def kill_publisher(self) -> None:
+        """The camera goes silent; the server still answers and opens sessions with no frames."""
+        stop(self.procs.pop(), signal.SIGKILL)
+
 
 def _listening(port: int) -> bool:
     import socket
@@ -153,3 +157,51 @@ def test_password_is_not_logged():
     assert redact("rtsp://admin:p@ss@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
     # and an '@' in the query made a host:port look like a user and password
     assert redact("rtsp://10.0.0.5:554/s1?auth=a:b@c") == "rtsp://10.0.0.5:554/s1?auth=a:b@c"
+
+
+def test_a_server_that_answers_with_no_frames_counts_as_down_and_gives_up(rtsp_server, tmp_path):
+    """Before, each session the server opened reset the backoff and the give-up clock, though
+    no frame came: 22 reconnections in 96 s and no end, with give_up_after_s 20."""
+    server = rtsp_server
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    config = rtsp_config(tmp_path / "g.yaml", server.url, csv_path, transport="udp", timeout_s=1,
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=6)
+    server.start()
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    try:
+        wait_for(lambda: len(csv_rows(csv_path)) >= 20, 90, "20 frames from the stream", run)
+        server.kill_publisher()
+        code = run.wait(120)  # a hang guard: the run ends by giving up, about 6 s after the last frame
+    finally:
+        stop(run)
+    log = err_path.read_text()
+    assert code == 2, log
+    assert "connected, but no frame within timeout_s (1 s); attempt 2" in log
+    assert "connected again" not in log
+    assert log.strip().splitlines()[-1].startswith(f"fer-pipe: stage 'source' (rtsp) failed: rtsp {server.url}: "
+                                                   "no stream for ")
+    assert len(csv_rows(csv_path)) >= 20  # what was read is kept
+
+
+def test_sigterm_while_the_camera_is_down_drains_and_closes_at_once(rtsp_server, tmp_path):
+    """Before, the source waited for a frame or for give_up_after_s (here 600 s) before it saw
+    the stop, so systemd's stop timeout killed the run: an MP4 without its index, an episode
+    never written."""
+    server = rtsp_server
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    config = rtsp_config(tmp_path / "g.yaml", server.url, csv_path, transport="udp", timeout_s=1,
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=600)
+    server.start()
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    try:
+        wait_for(lambda: len(csv_rows(csv_path)) >= 20, 90, "20 frames from the stream", run)
+        server.kill()
+        wait_for(lambda: "attempt 2" in err_path.read_text(), 60, "the camera to be down", run)
+        code = stop(run, signal.SIGTERM, timeout=60)
+    finally:
+        stop(run)
+    log = err_path.read_text()
+    assert code == 143, log
+    assert "fer-pipe: interrupted: drained and closed" in log
+    frames = [int(r["frame"]) for r in csv_rows(csv_path)]
+    assert len(frames) >= 20 and frames == sorted(set(frames))
