@@ -27,7 +27,7 @@ import zmq
 
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .errors import InputError
+from .errors import InputError, OutputError
 from .events import event_rows
 
 POLL_MS = 200
@@ -141,7 +141,11 @@ class Collector:
             line = self.tracker.observe(source, run, seq, time.monotonic())
             if line:
                 print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
-            writer.write(rows)
+            try:
+                writer.write(rows)
+            except OSError as exc:
+                raise OutputError(f"collect: --csv {self.csv_path}: cannot write source {source} run {run} seq "
+                                  f"{seq}: {exc.strerror}; the CSV holds every event before it") from None
             if pub is not None:
                 pub.send_multipart(frames)
 

@@ -14,3 +14,10 @@ class ConfigError(UserError):
 
 class InputError(UserError):
     """An input (video, folder, camera, model, output path, socket) cannot be used."""
+
+
+class OutputError(UserError):
+    """An output stopped taking writes mid-run (a full disk): one line like the others, but exit
+    code 1, as when a run's sink fails, since nothing the user gave was wrong."""
+
+    exit_code = 1

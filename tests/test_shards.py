@@ -285,3 +285,32 @@ def test_a_collector_that_comes_up_late_still_gets_every_event(clips, tmp_path):
         assert end(collector) == 0, log.read_text()
     with open(merged, newline="") as fh:
         assert [int(r["frame"]) for r in csv.DictReader(fh)] == list(range(12))
+
+
+def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
+    """The collector on a 4 KiB tmpfs in a private mount namespace. Before, it ended in a 20-line
+    OSError traceback; now one line names the event it could not write, exit 1 as a run's sink."""
+    from conftest import fer_pipe_on_small_tmpfs
+
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+    port = free_port()
+    run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "--quiet",
+                            str(push_run_config(clip, port, 120, tmp_path / "push.yaml"))],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    full = tmp_path / "full"
+    full.mkdir()
+    merged, copy = full / "merged.csv", tmp_path / "merged.csv"
+    try:
+        done = fer_pipe_on_small_tmpfs(full, "4k", "collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv",
+                                       str(merged), then=f"cp {merged} {copy}")
+    finally:
+        run.kill()
+        run.wait()
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    rows = list(csv.DictReader(copy.open(newline="")))
+    assert [int(r["frame"]) for r in rows] == list(range(len(rows))) and 0 < len(rows) < 60
+    assert re.fullmatch(rf"fer-pipe: collect: --csv {merged}: cannot write source source run [0-9a-f]{{8}} seq "
+                        rf"{len(rows)}: No space left on device; the CSV holds every event before it",
+                        lines[-1]), lines
