@@ -81,6 +81,13 @@ class Stage:
     def close(self) -> None:
         """Release what ``open`` acquired; always called after a successful ``open``."""
 
+    def stop_requested(self) -> bool:
+        """True once the run is stopping (Ctrl-C, SIGTERM, another stage failed): the runner
+        replaces this. A stage that may wait long on the outside world (a network camera that
+        is down, a collector that is away) checks it while it waits and gives up the wait, so
+        the stop does not hang on it."""
+        return False
+
     @classmethod
     def closing_s(cls, params: StageParams) -> float:
         """Seconds ``close`` may wait on something outside the process (delivering queued
@@ -96,12 +103,6 @@ class Source(Stage):
     dropped: int = 0
     """Frames the source discarded itself before handing them on (a reader thread that keeps
     only the newest frame); the runner adds them to the source's ``dropped`` statistic."""
-
-    def stop_requested(self) -> bool:
-        """True once the run is stopping (Ctrl-C, SIGTERM): the runner replaces this. A source
-        that may wait long for its next frame (a network camera that is down) checks it while
-        it waits and ends its stream, so the stop does not wait for the camera."""
-        return False
 
     @property
     def live(self) -> bool:

@@ -172,6 +172,7 @@ def stage_main(w: Wiring) -> None:
         return stats.summary()
     try:
         built = w.spec.build()
+        built.stop_requested = w.stop.is_set
         try:
             built.open()
         except UserError:
@@ -226,7 +227,6 @@ def stage_main(w: Wiring) -> None:
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wiring,
                 stats: StageStats) -> None:
-    stage.stop_requested = w.stop.is_set
     produced = iter(stage.frames())
     while not w.stop.is_set():
         t0 = time.perf_counter()

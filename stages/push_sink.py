@@ -25,6 +25,9 @@ from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
 from fer_pipe.stage import Sink, StageParams
 
+STOP_POLL_MS = 500
+"""While sndhwm events wait for a collector, how often a blocked send checks for a stop."""
+
 
 class PushParams(StageParams):
     connect: str = Field("tcp://127.0.0.1:5560", description="the collector: tcp://HOST:PORT or ipc://PATH")
@@ -65,13 +68,25 @@ class PushSink(Sink):
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._connected = self._ever_connected = False
+        self.unsent = 0
         self._sock.connect(self.params.connect)
 
     def consume(self, packet: Packet) -> None:
         event = frame_event(packet, self.params.precision)
         seq = self._seq.get(packet.source, 0)
         event["seq"], event["run"] = seq, self.run
-        self._sock.send_multipart(encode(event))
+        message = encode(event)
+        while True:
+            try:
+                self._sock.send_multipart(message, flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                # sndhwm events are held and no collector takes them: the pipeline waits, but
+                # not through a stop, which would then hang until systemd killed the run
+                if self.stop_requested():
+                    self.unsent += 1
+                    break
+                self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
         self._seq[packet.source] = seq + 1
 
     def _collector_connected(self, wait_s: float) -> bool:
@@ -89,17 +104,23 @@ class PushSink(Sink):
         return 2 * params.linger_s  # waiting for a collector, then delivering to it
 
     def close(self) -> None:
-        sent = sum(self._seq.values())
+        sent = sum(self._seq.values()) - self.unsent
         delivering = self._collector_connected(self.params.linger_s if sent else 0.0)
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
         self._sock.close(linger=int(self.params.linger_s * 1000) if delivering else 0)
         self._ctx.term()
+        dropped = (f"; {self.unsent} more could not be queued when the run stopped (sndhwm "
+                   f"{self.params.sndhwm} were held)" if self.unsent else "")
         if sent and not delivering:
             lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run}'s events still held (of {sent} sent) were lost")
             raise InputError(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
-                             f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}; is fer-pipe "
-                             "collect running there?")
+                             f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
+                             "fer-pipe collect running there?")
+        if self.unsent:
+            raise InputError(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
+                             f"{sent + self.unsent} events could not be queued for {self.params.connect} when the run stopped (sndhwm "
+                             f"{self.params.sndhwm} were held and no collector took them)")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)

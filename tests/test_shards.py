@@ -314,3 +314,35 @@ def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, t
     assert re.fullmatch(rf"fer-pipe: collect: --csv {merged}: cannot write source source run [0-9a-f]{{8}} seq "
                         rf"{len(rows)}: No space left on device; the CSV holds every event before it",
                         lines[-1]), lines
+
+
+def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(clips, tmp_path):
+    """sndhwm events held and no collector: the pipeline waits, as documented. Before, a SIGTERM
+    (systemctl stop) then never ended the run, the sink blocked in its send, until SIGKILL."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+    port = free_port()
+    config = tmp_path / "push.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "source": {"type": "video", "params": {"path": str(clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "push": {"type": "push", "inputs": ["classifier"],
+                 "params": {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 0.5, "sndhwm": 1}},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "rows.csv")}},
+    }}))
+    err = tmp_path / "run.err"
+    run = start("run", str(config), "--quiet", "--stall-timeout", "0", log=err)
+    try:
+        # the csv branch stops short of the clip once the held push branch backs the detector up
+        rows = tmp_path / "rows.csv"
+        wait_for(lambda: rows.exists() and len(rows.read_text().splitlines()) > 3, 120, "the first rows", run)
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(60)  # a hang guard: before, it never ended
+    finally:
+        end(run, signal.SIGKILL)
+    line = err.read_text().strip().splitlines()[-1]
+    assert code == 2, err.read_text()
+    assert re.fullmatch(rf"fer-pipe: stage 'push' \(push\) failed: while closing: push sink 'push': no collector at "
+                        rf"tcp://127\.0\.0\.1:{port} when the run ended \(waited linger_s, 0\.5 s\): none of run "
+                        r"[0-9a-f]{8}'s \d+ events were delivered; \d+ more could not be queued when the run "
+                        r"stopped \(sndhwm 1 were held\); is fer-pipe collect running there\?", line), line
