@@ -27,6 +27,8 @@ class CsvOutput:
     The file is opened for appending (``O_APPEND``), so every group lands at its current end:
     logrotate's ``copytruncate`` can empty it under a run that lasts days, and the next group
     starts the file again, after the header, instead of landing behind a hole of zero bytes.
+    When the file is moved away or deleted instead (logrotate's ``create`` mode, a tmp
+    cleaner), the next group reopens the path, as ``logging.handlers.WatchedFileHandler`` does.
     """
 
     def __init__(self, path: str | Path, what: str, header: list[str], append: bool = False) -> None:
@@ -45,6 +47,7 @@ class CsvOutput:
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
         fd = open_claimed(path, what, truncate=not append)
         self._file = open(fd, "ab", buffering=0)
+        self._path, self._what = path, what
         self._text = io.StringIO()
         self._writer = csv.writer(self._text)
         self._header = header
@@ -57,7 +60,23 @@ class CsvOutput:
             return not self._pipe_started
         return not os.fstat(self._file.fileno()).st_size
 
+    def _reopen_if_replaced(self) -> None:
+        """Writing on to a file that was moved away or deleted puts rows where nobody looks."""
+        if not self._file.seekable():
+            return
+        mine = os.fstat(self._file.fileno())
+        try:
+            there = os.stat(self._path)
+            if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        fd = open_claimed(self._path, self._what, truncate=False)
+        self._file.close()
+        self._file = open(fd, "ab", buffering=0)
+
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        self._reopen_if_replaced()
         self._text.seek(0)
         self._text.truncate()
         if self._starts_the_file():

@@ -99,3 +99,18 @@ def test_rows_after_a_copytruncate_start_the_emptied_file(tmp_path):
         path.write_bytes(b"")  # what copytruncate does after copying
         out.write([[2, 0, "happy"]])
     assert path.read_bytes() == b"frame,face,label\r\n2,0,happy\r\n"
+
+
+def test_rows_after_the_file_is_moved_away_or_deleted_go_to_the_path_again(tmp_path):
+    """logrotate's create mode renames the file and makes an empty one; a tmp cleaner deletes it.
+    Before, the rows went on into the renamed or deleted file, and the path stayed empty."""
+    path, rotated = tmp_path / "out.csv", tmp_path / "out.csv.1"
+    with CsvOutput(path, "csv", HEADER) as out:
+        out.write([[0, 0, "sad"]])
+        path.rename(rotated)
+        path.touch()  # logrotate's create
+        out.write([[1, 0, "happy"]])
+        path.unlink()
+        out.write([[2, 0, "fear"]])
+    assert rotated.read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
+    assert path.read_bytes() == b"frame,face,label\r\n2,0,fear\r\n"
