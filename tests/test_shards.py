@@ -346,3 +346,35 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
                         rf"tcp://127\.0\.0\.1:{port} when the run ended \(waited linger_s, 0\.5 s\): none of run "
                         r"[0-9a-f]{8}'s \d+ events were delivered; \d+ more could not be queued when the run "
                         r"stopped \(sndhwm 1 were held\); is fer-pipe collect running there\?", line), line
+
+
+def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
+    """The sink holds SIGTERM while it handles a frame, so the parent-death SIGTERM the kernel
+    sends when the runner dies could not reach one blocked in its send: it outlived the run."""
+    from fault_plugin import children, wait_gone
+
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+    config = tmp_path / "push.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "source": {"type": "video", "params": {"path": str(clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "push": {"type": "push", "inputs": ["detector"],
+                 "params": {"connect": f"tcp://127.0.0.1:{free_port()}", "linger_s": 0.5, "sndhwm": 1}},
+    }}))
+    run = start("run", str(config), "--quiet", "--stall-timeout", "0", log=tmp_path / "run.err")
+    try:
+        kids = wait_for(lambda: len(children(run.pid)) >= 4 and children(run.pid), 60, "the stages", run)
+        wait_for(lambda: not run.poll() and all(_state(k) == "S" for k in kids), 60, "the push sink to block")
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
+        assert not wait_gone(kids, within=30), "a stage outlived the killed runner"
+    finally:
+        end(run, signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (S: sleeping), or '' once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
