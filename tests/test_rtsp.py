@@ -159,17 +159,27 @@ def test_password_is_not_logged():
     assert redact("rtsp://10.0.0.5:554/s1?auth=a:b@c") == "rtsp://10.0.0.5:554/s1?auth=a:b@c"
 
 
-def test_a_server_that_answers_with_no_frames_counts_as_down_and_gives_up(rtsp_server, tmp_path):
-    """Before, each session the server opened reset the backoff and the give-up clock, though
-    no frame came: 22 reconnections in 96 s and no end, with give_up_after_s 20."""
-    server = rtsp_server
+def _run_until_20_frames(server: RtspServer, tmp_path, give_up_after_s: float):
+    """The rtsp -> csv graph on ``server``, quick to notice an outage, once 20 frames are in."""
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
     config = rtsp_config(tmp_path / "g.yaml", server.url, csv_path, transport="udp", timeout_s=1,
-                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=6)
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=give_up_after_s)
     server.start()
     run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
     try:
         wait_for(lambda: len(csv_rows(csv_path)) >= 20, 90, "20 frames from the stream", run)
+    except BaseException:
+        stop(run)
+        raise
+    return run, csv_path, err_path
+
+
+def test_a_server_that_answers_with_no_frames_counts_as_down_and_gives_up(rtsp_server, tmp_path):
+    """Before, each session the server opened reset the backoff and the give-up clock, though
+    no frame came: 22 reconnections in 96 s and no end, with give_up_after_s 20."""
+    server = rtsp_server
+    run, csv_path, err_path = _run_until_20_frames(server, tmp_path, give_up_after_s=6)
+    try:
         server.kill_publisher()
         code = run.wait(120)  # a hang guard: the run ends by giving up, about 6 s after the last frame
     finally:
@@ -188,13 +198,8 @@ def test_sigterm_while_the_camera_is_down_drains_and_closes_at_once(rtsp_server,
     the stop, so systemd's stop timeout killed the run: an MP4 without its index, an episode
     never written."""
     server = rtsp_server
-    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
-    config = rtsp_config(tmp_path / "g.yaml", server.url, csv_path, transport="udp", timeout_s=1,
-                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=600)
-    server.start()
-    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    run, csv_path, err_path = _run_until_20_frames(server, tmp_path, give_up_after_s=600)
     try:
-        wait_for(lambda: len(csv_rows(csv_path)) >= 20, 90, "20 frames from the stream", run)
         server.kill()
         wait_for(lambda: "attempt 2" in err_path.read_text(), 60, "the camera to be down", run)
         code = stop(run, signal.SIGTERM, timeout=60)
