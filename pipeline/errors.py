@@ -1,4 +1,4 @@
-"""Errors that the CLI turns into one clear line and exit code 2 (bad input or bad config)."""
+"""Errors that the CLI turns into one clear line, no traceback: exit code 2 for bad input or config."""
 from __future__ import annotations
 
 
