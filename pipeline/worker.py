@@ -10,7 +10,6 @@ and files are flushed; SIGINT is left to the parent, which drains the graph inst
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -79,53 +78,12 @@ class StageFailure(Exception):
     """A stage raised while opening or handling a packet; the message says which."""
 
 
-class _SigtermHold:
-    """While held, a SIGTERM is noted and raised as ``Terminated`` when the hold ends: a sink
-    writes and counts a frame whole or not at all.
-
-    Not ``pthread_sigmask``, which blocks the signal in the calling thread only: the kernel then
-    hands it to another thread of the process (numpy's, a queue's feeder), and Python runs the
-    handler in the main thread at its next line anyway, inside the frame.
-    """
-
-    def __init__(self) -> None:
-        self.active = False
-        self.pending: int | None = None
-
-    def __enter__(self) -> None:
-        self.active = True
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self.active = False
-        if self.pending is not None and kind is None:
-            raise Terminated(self.pending)
-
-
-_HOLD = _SigtermHold()
-
-
 def _terminate(signum: int, frame: object) -> None:
     """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
     are not cut short. They do come: the kernel sends the parent-death signal each time the
     process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-        return  # already seen through the wakeup pipe (see _receive)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if _HOLD.active:
-        _HOLD.pending = signum
-        return
     raise Terminated(signum)
-
-
-def _signal_pipe() -> int:
-    """The read end of a pipe the interpreter writes each caught signal's number into, from
-    whichever thread the kernel picked: CPython 3.11 may never run the handler in the main
-    thread when another thread took the signal, so a stage waiting for input watches this too."""
-    read, write = os.pipe()
-    os.set_blocking(read, False)
-    os.set_blocking(write, False)
-    signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    return read
 
 
 class _Emitter:
@@ -214,9 +172,7 @@ def stage_main(w: Wiring) -> None:
         return stats.summary()
     try:
         built = w.spec.build()
-        # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
-        # parent-death signal, when the runner was killed, says so in no other way)
-        built.stop_requested = lambda: w.stop.is_set() or _HOLD.pending is not None
+        built.stop_requested = w.stop.is_set
         try:
             built.open()
         except UserError:
@@ -294,30 +250,26 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
         w.progress.value += 1
 
 
-def _receive(inboxes: list[Any], signals: int) -> Iterator[Packet | Sequenced]:
+def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
     """What the upstream processes send, as it comes, until each has sent its end of stream.
 
-    One selector watches the queues' pipe ends (``_reader``, as ``concurrent.futures`` waits
-    on its result queue), so none waits behind another that is empty, and the signal pipe, so
-    a SIGTERM whose handler the interpreter did not run still ends the wait. A ready queue
-    always has an item to get: a live producer takes its oldest item back only from a full
-    queue, and puts a new one straight after.
+    With several queues one selector watches their pipe ends (``_reader``, as
+    ``concurrent.futures`` waits on its result queue), so none waits behind another that is
+    empty; with one left (the usual chain of stages) its blocking ``get`` is the wait. A ready
+    queue always has an item to get: a live producer takes its oldest item back only from a
+    full queue, and puts a new one straight after.
     """
     open_ = {q._reader: q for q in inboxes}
     with selectors.DefaultSelector() as selector:
         for reader in open_:
             selector.register(reader, selectors.EVENT_READ)
-        selector.register(signals, selectors.EVENT_READ)
         while open_:
-            for key, _ in selector.select():
-                if key.fileobj == signals:
-                    if signal.SIGTERM in os.read(signals, 512):
-                        _terminate(signal.SIGTERM, None)
-                    continue
-                item = open_[key.fileobj].get()
+            ready = [key.fileobj for key, _ in selector.select()] if len(open_) > 1 else list(open_)
+            for reader in ready:
+                item = open_[reader].get()
                 if isinstance(item, EndOfStream):
-                    del open_[key.fileobj]
-                    selector.unregister(key.fileobj)
+                    del open_[reader]
+                    selector.unregister(reader)
                 else:
                     yield item
 
@@ -328,7 +280,7 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
-    for item in _receive(w.inboxes, _signal_pipe()):
+    for item in _receive(w.inboxes):
         if not isinstance(item, Sequenced):
             emitter.emit(handle(item))
         elif worker:
@@ -352,36 +304,37 @@ class _Handler:
             return []  # this stage ended the run: what is still in flight only drains
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
-        # a sink writes and counts a frame whole or not at all: SIGTERM waits for it
-        with _HOLD if self.sink else contextlib.nullcontext():
-            try:
-                out = list(stage.process(item))
-            except StopRun:
-                w.stop.set()
-                self.stopping = True
-                out = []
-            except UserError:
-                raise
-            except frames.StaleFrameError:
-                # Only a live source writes on without waiting: a stage starved long enough (an
-                # overloaded machine) finds its frame's ring slot reused. The frame is too old to
-                # matter; it is dropped and counted like the frames the source drops.
-                if not stats.dropped:
-                    print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                          "overwritten before it read them are dropped", file=sys.stderr)
-                stats.dropped += 1
-                out = []
-            except Exception as exc:
-                if w.spec.on_error != "skip":
-                    raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
-                                       f"{exc}") from exc
-                stats.skipped += 1
-                print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
-                      f"{type(exc).__name__}: {exc}", file=sys.stderr)
-                out = []
-            w.busy_since.value = 0.0
-            stats.record(time.perf_counter() - t0)
-            w.progress.value += 1
-            if self.sink:
-                stats.latencies.append(time.monotonic() - item.captured)
+        if self.sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            out = list(stage.process(item))
+        except StopRun:
+            w.stop.set()
+            self.stopping = True
+            out = []
+        except UserError:
+            raise
+        except frames.StaleFrameError:
+            # Only a live source writes on without waiting: a stage starved long enough (an
+            # overloaded machine) finds its frame's ring slot reused. The frame is too old to
+            # matter; it is dropped and counted like the frames the source drops.
+            if not stats.dropped:
+                print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
+                      "overwritten before it read them are dropped", file=sys.stderr)
+            stats.dropped += 1
+            out = []
+        except Exception as exc:
+            if w.spec.on_error != "skip":
+                raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+            stats.skipped += 1
+            print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            out = []
+        w.busy_since.value = 0.0
+        stats.record(time.perf_counter() - t0)
+        w.progress.value += 1
+        if self.sink:
+            stats.latencies.append(time.monotonic() - item.captured)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return out
