@@ -10,6 +10,7 @@ and files are flushed; SIGINT is left to the parent, which drains the graph inst
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -78,11 +79,39 @@ class StageFailure(Exception):
     """A stage raised while opening or handling a packet; the message says which."""
 
 
+class _SigtermHold:
+    """While held, a SIGTERM is noted and raised as ``Terminated`` when the hold ends: a sink
+    writes and counts a frame whole or not at all.
+
+    Not ``pthread_sigmask``, which blocks the signal in the calling thread only: the kernel then
+    hands it to another thread of the process (numpy's, a queue's feeder), and Python runs the
+    handler in the main thread at its next line anyway, inside the frame.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.pending: int | None = None
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.active = False
+        if self.pending is not None and kind is None:
+            raise Terminated(self.pending)
+
+
+_HOLD = _SigtermHold()
+
+
 def _terminate(signum: int, frame: object) -> None:
     """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
     are not cut short. They do come: the kernel sends the parent-death signal each time the
     process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _HOLD.active:
+        _HOLD.pending = signum
+        return
     raise Terminated(signum)
 
 
@@ -172,7 +201,9 @@ def stage_main(w: Wiring) -> None:
         return stats.summary()
     try:
         built = w.spec.build()
-        built.stop_requested = w.stop.is_set
+        # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
+        # parent-death signal, when the runner was killed, says so in no other way)
+        built.stop_requested = lambda: w.stop.is_set() or _HOLD.pending is not None
         try:
             built.open()
         except UserError:
@@ -299,13 +330,16 @@ class _Handler:
         self.stopping = False
 
     def __call__(self, item: Packet) -> list[Packet]:
-        stage, w, stats = self.stage, self.w, self.stats
         if self.stopping:
             return []  # this stage ended the run: what is still in flight only drains
+        # a sink writes and counts a frame whole or not at all: SIGTERM waits for it
+        with _HOLD if self.sink else contextlib.nullcontext():
+            return self._handle(item)
+
+    def _handle(self, item: Packet) -> list[Packet]:
+        stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
-        if self.sink:  # a frame is written and counted whole or not at all: SIGTERM waits for it
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:
             out = list(stage.process(item))
         except StopRun:
@@ -336,5 +370,4 @@ class _Handler:
         w.progress.value += 1
         if self.sink:
             stats.latencies.append(time.monotonic() - item.captured)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         return out

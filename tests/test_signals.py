@@ -72,3 +72,24 @@ def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
     assert "Traceback" not in err
     assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
     assert not wait_gone(kids)
+    assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
+    assert not wait_gone(kids)
+
+
+def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, short_clip, tmp_path):
+    """The last stage of a chain (a sink to the runner) holds SIGTERM while it handles a frame,
+    so the frame is written and counted whole. Before, the hold blocked the signal in the main
+    thread only: the kernel gave it to another thread (numpy's), Python ran the handler at the
+    next line anyway, and the frame the stage was inside was cut off, uncounted."""
+    seen = tmp_path / "seen.txt"
+    config = tmp_path / "hold.yaml"
+    config.write_text(
+        "stages:\n"
+        f"  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+        "  hold: {type: faulty, inputs: [source], params: {mode: pause, at: [2], pause_s: 2.0, "
+        f"seen_file: '{seen}'}}}}\n")
+    proc = start_run(config, plugin_env, quiet=False)
+    wait_for(lambda: seen.exists() and "2" in seen.read_text().split(), 60, "frame 2 in the stage", proc)
+    os.killpg(proc.pid, signal.SIGTERM)  # as systemd's control-group stop: every process at once
+    _, err = proc.communicate(timeout=60)
+    assert stats_row(err, "hold")["items"] == 3, err  # frames 0-2: the one it was inside, whole
