@@ -54,32 +54,29 @@ class CsvOutput:
         self._pipe_started = False
         self.write([])
 
-    def _starts_the_file(self) -> bool:
-        """Whether the header goes first: a new or emptied file, or the first write to a pipe."""
+    def _status(self) -> os.stat_result | None:
+        """The open file's status, or None for a pipe. A file that was moved away or deleted
+        is replaced first by a new one at the path: rows written on to it go where nobody looks."""
         if not self._file.seekable():
-            return not self._pipe_started
-        return not os.fstat(self._file.fileno()).st_size
-
-    def _reopen_if_replaced(self) -> None:
-        """Writing on to a file that was moved away or deleted puts rows where nobody looks."""
-        if not self._file.seekable():
-            return
+            return None
         mine = os.fstat(self._file.fileno())
         try:
             there = os.stat(self._path)
             if (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino):
-                return
+                return mine
         except FileNotFoundError:
             pass
         fd = open_claimed(self._path, self._what, truncate=False)
         self._file.close()
         self._file = open(fd, "ab", buffering=0)
+        return os.fstat(fd)
 
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
-        self._reopen_if_replaced()
+        status = self._status()
         self._text.seek(0)
         self._text.truncate()
-        if self._starts_the_file():
+        # the header goes first in a new or emptied file, or in the first write to a pipe
+        if not (self._pipe_started if status is None else status.st_size):
             self._writer.writerow(self._header)
         self._writer.writerows(rows)
         data = memoryview(self._text.getvalue().encode("utf-8"))
