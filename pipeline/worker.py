@@ -5,8 +5,9 @@ The parent learns everything through the control queue: ``length`` (a source's f
 statistics (``stopped`` when SIGTERM ended it), ``input_error`` (bad input found mid-stream,
 after which what was read still drains), or ``fail`` with a one-line message, the traceback
 and an exit code.
-SIGTERM from the parent raises ``Terminated`` wherever the stage is, so ``close`` still runs
-and files are flushed; SIGINT is left to the parent, which drains the graph instead.
+SIGTERM from the parent raises ``Terminated`` wherever the stage is (a sink first finishes
+the frame it is in), so ``close`` still runs and files are flushed; SIGINT is left to the
+parent, which drains the graph instead.
 """
 from __future__ import annotations
 

@@ -120,7 +120,8 @@ class PushSink(Sink):
                              "fer-pipe collect running there?")
         if self.unsent:
             raise InputError(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
-                             f"{sent + self.unsent} events could not be queued for {self.params.connect} when the run stopped (sndhwm "
+                             f"{sent + self.unsent} events could not be queued for "
+                             f"{self.params.connect} when the run stopped (sndhwm "
                              f"{self.params.sndhwm} were held and no collector took them)")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
