@@ -9,12 +9,12 @@ sentinels, and ends the run:
   still alive after a grace period is killed; no process is left behind;
 - on SIGINT/SIGTERM: sources stop, the graph drains and closes (exit 130/143); a second
   signal terminates at once.
+Before starting, it removes the frame rings that runs killed outright left (``ring_lease``).
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-import secrets
 import signal
 import sys
 import threading
@@ -26,6 +26,7 @@ from typing import Any
 from . import frames
 from .errors import UserError
 from .graph import Graph
+from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .worker import Outbox, Wiring, stage_main
 
@@ -92,7 +93,11 @@ class Runner:
                    for i in s.inputs for u in names[i] for p in names[n]}
         control = ctx.Queue()
         stop = ctx.Event()
-        run_id = secrets.token_hex(3)
+        rings, size = sweep_abandoned()
+        if rings:
+            print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "
+                  f"killed run left in {frames.SHM}", file=sys.stderr)
+        lease = RingLease()
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: dict[str, mp.process.BaseProcess] = {}
@@ -104,7 +109,7 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                busy[process], slots, run_id)
+                                busy[process], slots, lease.segment_prefix(name))
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
@@ -122,6 +127,7 @@ class Runner:
                 signal.signal(sig, self._on_signal)
             result = self._supervise(procs, control, stop, progress, busy, started)
         finally:
+            lease.release()  # after _supervise unlinked the rings, or the run never started
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         result.wall_s = time.monotonic() - started

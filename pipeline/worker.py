@@ -73,7 +73,7 @@ class Wiring:
     progress: Any
     busy_since: Any
     ring_slots: int
-    run_id: str
+    ring_prefix: str
 
 
 class StageFailure(Exception):
@@ -213,7 +213,7 @@ def stage_main(w: Wiring) -> None:
             raise StageFailure(f"while opening: {type(exc).__name__}: {exc}") from exc
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
-            ring = frames.FrameRing(f"fp{w.run_id}_{w.spec.name}", w.ring_slots,
+            ring = frames.FrameRing(w.ring_prefix, w.ring_slots,
                                     lambda seg: w.control.put(("segment", name, seg)))
             w.control.put(("length", name, stage.length()))
             emitter = _Emitter(w.outboxes, stage.live, stats)

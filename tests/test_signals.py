@@ -7,6 +7,7 @@ alone, as ``kill PID`` or a service manager does.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from fault_plugin import (assert_valid_prefix, children, fault_config, install_plugin, start_run,
                           stats_row, wait_gone)
+from fer_pipe.frames import SHM
 from livetools import wait_for
 
 
@@ -93,3 +95,22 @@ def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, s
     os.killpg(proc.pid, signal.SIGTERM)  # as systemd's control-group stop: every process at once
     _, err = proc.communicate(timeout=60)
     assert stats_row(err, "hold")["items"] == 3, err  # frames 0-2: the one it was inside, whole
+
+
+def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
+    """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
+    the source's frame ring from /dev/shm, which is memory; the next run on the machine does."""
+    locks_before = set(Path(SHM).glob("fp*.lock"))
+    proc, _, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.1, after=2)
+    (lock,) = set(Path(SHM).glob("fp*.lock")) - locks_before
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not wait_gone(kids)
+    left = list(Path(SHM).glob(f"{lock.stem}_source_*"))
+    assert left  # nobody was left to remove it
+    proc = start_run(fault_config(tmp_path / "next.yaml", short_clip, tmp_path / "next.csv"), plugin_env)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert re.search(r"fer-pipe: removed \d+ frame ring\(s\), [\d,]+ MiB, that a killed run left in "
+                     r"/dev/shm", err), err
+    assert not lock.exists() and not any(p.exists() for p in left)

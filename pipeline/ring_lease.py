@@ -1,0 +1,79 @@
+"""Frame rings left in /dev/shm by a run that was killed, found and removed by the next run.
+
+The runner unlinks its rings when its stages have ended, but a run killed with SIGKILL (a
+service manager's stop timeout, the OOM killer) cannot, and /dev/shm is memory: every such
+kill of a 1080p run would keep about a hundred MiB until the machine reboots. So each run holds
+an exclusive ``flock`` on a lock file named after its run id for as long as it lives; the
+kernel drops the lock when the runner dies, however it dies. A run starting later takes every
+lock it can get: those rings' owner is gone, and they are removed with the lock file.
+
+A lock, not the process id in the name, because a pid says nothing across the PID namespaces
+of containers that share one /dev/shm, and pids are reused.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from pathlib import Path
+
+from . import frames
+
+PREFIX = "fp"
+LOCK_SUFFIX = ".lock"
+
+
+class RingLease:
+    """A run's id and the lock that marks its rings as in use; ``release`` at the run's end."""
+
+    def __init__(self, shm: str = frames.SHM) -> None:
+        self.run_id = secrets.token_hex(3)
+        self._fd: int | None = None
+        self._path = Path(shm, f"{PREFIX}{self.run_id}{LOCK_SUFFIX}")
+        if not Path(shm).is_dir():
+            return  # not Linux: SharedMemory keeps its segments elsewhere, and nothing to sweep
+        # locked under a name no sweep looks at, then renamed: a sweep never meets it unlocked
+        draft = self._path.with_name(f".{self._path.name}")
+        self._fd = os.open(draft, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.rename(draft, self._path)
+
+    def segment_prefix(self, stage: str) -> str:
+        return f"{PREFIX}{self.run_id}_{stage}"
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        self._path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
+    """Remove the rings of every run whose lock nobody holds; returns (rings, bytes) removed."""
+    rings = size = 0
+    folder = Path(shm)
+    if not folder.is_dir():
+        return 0, 0
+    for lock in folder.glob(f"{PREFIX}*{LOCK_SUFFIX}"):
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # its run ended, or another sweep took it, since the listing
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is alive
+            run = lock.name[len(PREFIX):-len(LOCK_SUFFIX)]
+            for segment in folder.glob(f"{PREFIX}{run}_*"):
+                try:
+                    freed = segment.stat().st_size
+                    segment.unlink()  # what shm_unlink does on Linux
+                except FileNotFoundError:
+                    continue
+                rings, size = rings + 1, size + freed
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return rings, size

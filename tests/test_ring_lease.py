@@ -1,0 +1,52 @@
+"""Frame rings that a killed run left in /dev/shm: only those whose run is gone are removed.
+
+The runs here are real processes holding a real lock, in a folder of the test's own, so the
+test neither needs nor touches the machine's /dev/shm (test_signals kills a whole run).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from fer_pipe.ring_lease import RingLease, sweep_abandoned
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from fer_pipe.ring_lease import RingLease
+lease = RingLease(sys.argv[1])
+Path(sys.argv[1], lease.segment_prefix("source") + "_0a1b2c3d").write_bytes(bytes(4096))
+print(lease.run_id, flush=True)
+time.sleep(600)
+"""
+
+
+def _holder(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A process that holds a run's lease and has written its ring; returns it and its run id."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
+    dead, _ = _holder(tmp_path)
+    live, live_id = _holder(tmp_path)
+    try:
+        dead.kill()  # SIGKILL: it unlinks nothing, and the kernel drops its lock
+        dead.wait()
+        assert sweep_abandoned(str(tmp_path)) == (1, 4096)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"fp{live_id}.lock",
+                                                              f"fp{live_id}_source_0a1b2c3d"]
+    finally:
+        live.kill()
+        live.wait()
+        live.stdout.close()
+        dead.stdout.close()
+
+
+def test_a_run_that_ends_leaves_no_lock_behind(tmp_path):
+    lease = RingLease(str(tmp_path))
+    assert [p.name for p in tmp_path.iterdir()] == [f"fp{lease.run_id}.lock"]
+    lease.release()
+    assert not list(tmp_path.iterdir())
+    assert sweep_abandoned(str(tmp_path)) == (0, 0)
