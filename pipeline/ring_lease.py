@@ -57,9 +57,9 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
         return 0, 0
     for lock in folder.glob(f"{PREFIX}*{LOCK_SUFFIX}"):
         try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # its run ended, or another sweep took it, since the listing
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue  # its run ended or another sweep took it since the listing, or another user's
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,7 +70,7 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
                 try:
                     freed = segment.stat().st_size
                     segment.unlink()  # what shm_unlink does on Linux
-                except FileNotFoundError:
+                except OSError:  # gone since the listing, or another user's
                     continue
                 rings, size = rings + 1, size + freed
             lock.unlink(missing_ok=True)
