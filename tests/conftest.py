@@ -86,6 +86,14 @@ def ffmpeg(*args: str) -> None:
 
 
 @pytest.fixture
+def plugin_env(tmp_path) -> dict[str, str]:
+    """The fault-injection stage ``faulty`` installed as a third-party plug-in (fault_plugin)."""
+    from fault_plugin import install_plugin
+
+    return install_plugin(tmp_path / "plugin")
+
+
+@pytest.fixture
 def trimmed_clip(clips, tmp_path) -> Path:
     """The WolfgangLanger clip cut at 4.5 s without re-encoding, as trimming tools and camera
     apps cut: the samples back to the key frame at 3.0 s stay, hidden by an edit list, so

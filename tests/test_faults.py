@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fer_pipe
-from fault_plugin import (alive, assert_valid_prefix, children, fault_config, install_plugin,
-                          read_csv, start_run, stats_row, wait_gone)
+from fault_plugin import (alive, assert_valid_prefix, children, fault_config, read_csv, start_run,
+                          stats_row, wait_gone)
 from livetools import free_port, wait_for
-
-
-@pytest.fixture
-def plugin_env(tmp_path: Path) -> dict[str, str]:
-    return install_plugin(tmp_path / "plugin")
 
 
 def finish(proc, timeout: float = 120) -> tuple[int, str]:

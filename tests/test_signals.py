@@ -14,15 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fault_plugin import (assert_valid_prefix, children, fault_config, install_plugin, start_run,
-                          stats_row, wait_gone)
+from fault_plugin import assert_valid_prefix, children, fault_config, start_run, stats_row, wait_gone
 from fer_pipe.frames import SHM
 from livetools import wait_for
-
-
-@pytest.fixture
-def plugin_env(tmp_path: Path) -> dict[str, str]:
-    return install_plugin(tmp_path / "plugin")
 
 
 def _start(tmp_path: Path, clip: Path, env: dict[str, str], delay_s: float, after: int):
