@@ -26,7 +26,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph = load_shard(args.config, args.set, args.shard)
     else:
         graph = load_graph(args.config, args.set)
-    result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout).run()
+    result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
+                    status_every=args.status_every).run()
     report(result, args.quiet, args.debug)
     return result.exit_code
 
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
     run.add_argument("--stall-timeout", type=number(0), default=120.0,
                      help="fail a stage stuck on one packet this long (seconds, 0: never; default 120)")
+    run.add_argument("--status-every", type=number(0), default=0.0, metavar="SECONDS",
+                     help="say each stage's frames, rate and drops this often, also with --quiet "
+                          "(for services; default 0: never)")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the cameras (sources) whose id hashes to shard I of N")
     run.set_defaults(func=_cmd_run)

@@ -28,6 +28,7 @@ from .errors import UserError
 from .graph import Graph
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
+from .status import StatusLine
 from .worker import Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
@@ -51,10 +52,13 @@ class RunResult:
 class Runner:
     """Runs a checked graph; ``run()`` returns when every stage process has ended."""
 
-    def __init__(self, graph: Graph, progress: bool = True, stall_timeout: float = 0.0) -> None:
+    def __init__(self, graph: Graph, progress: bool = True, stall_timeout: float = 0.0,
+                 status_every: float = 0.0) -> None:
+        """``status_every``: say each stage's progress this often (seconds; 0: never)."""
         self.graph = graph
         self.progress = progress
         self.stall_timeout = stall_timeout
+        self.status_every = status_every
         self._signal: int | None = None
         self._signals_seen = 0
         self.processes: dict[str, mp.process.BaseProcess] = {}
@@ -99,6 +103,7 @@ class Runner:
                   f"killed run left in {frames.SHM}", file=sys.stderr)
         lease = RingLease()
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
+        dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: dict[str, mp.process.BaseProcess] = {}
         for name in graph.order():
@@ -109,7 +114,7 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                busy[process], slots, lease.segment_prefix(name))
+                                dropped[process], busy[process], slots, lease.segment_prefix(name))
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
@@ -125,7 +130,8 @@ class Runner:
                 proc.start()
             for sig in previous:
                 signal.signal(sig, self._on_signal)
-            result = self._supervise(procs, control, stop, progress, busy, started)
+            status = StatusLine(self.status_every, names, progress, dropped, _say, started)
+            result = self._supervise(procs, control, stop, progress, busy, status, started)
         finally:
             lease.release()  # after _supervise unlinked the rings, or the run never started
             for sig, handler in previous.items():
@@ -133,7 +139,7 @@ class Runner:
         result.wall_s = time.monotonic() - started
         return result
 
-    def _supervise(self, procs, control, stop, progress, busy, started) -> RunResult:
+    def _supervise(self, procs, control, stop, progress, busy, status, started) -> RunResult:
         graph = self.graph
         done: dict[str, dict] = {}
         segments: list[str] = []
@@ -173,6 +179,7 @@ class Runner:
                         bar = _progress_bar(total)
                 if bar is not None:
                     bar.update(min(progress[s].value for s in sinks) - bar.n)
+                status.tick()
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy)
                 if failure is not None or self._signals_seen > 1:
@@ -286,6 +293,13 @@ def _drain(q, timeout: float) -> list[tuple]:
             items.append(q.get_nowait())
     except (queue.Empty, OSError, EOFError):
         return items
+
+
+def _say(line: str) -> None:
+    """A line on stderr that leaves a progress bar drawn below it whole."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _progress_bar(total: int):

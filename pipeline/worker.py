@@ -71,6 +71,7 @@ class Wiring:
     control: Any
     stop: Any
     progress: Any
+    dropped: Any
     busy_since: Any
     ring_slots: int
     ring_prefix: str
@@ -280,6 +281,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
         stats.record(time.perf_counter() - t0)
         emitter.emit((packet,))
         w.progress.value += 1
+        w.dropped.value = stats.dropped + stage.dropped
 
 
 def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
@@ -357,6 +359,7 @@ class _Handler:
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
                       "overwritten before it read them are dropped", file=sys.stderr)
             stats.dropped += 1
+            w.dropped.value = stats.dropped
             out = []
         except Exception as exc:
             if w.spec.on_error != "skip":
