@@ -26,10 +26,10 @@ class StatusLine:
         self._started = started
         self._last = dict.fromkeys(processes, 0)
 
-    def tick(self, now: float | None = None) -> None:
+    def tick(self) -> None:
         """Say the line if ``every_s`` has passed since the last one (the runner calls this
         from its supervision loop, a few times a second)."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         if not self.every_s or now - self._last_at < self.every_s:
             return
         parts = []
