@@ -88,6 +88,11 @@ class Stage:
         the stop does not hang on it."""
         return False
 
+    def waiting_outside(self) -> None:
+        """Say that the packet in hand waits on purpose for the outside world (a collector that
+        is away): the runner replaces this, and ``--stall-timeout``, which catches a stage stuck
+        on a packet, does not count the wait. Call it at least every second while waiting."""
+
     @classmethod
     def closing_s(cls, params: StageParams) -> float:
         """Seconds ``close`` may wait on something outside the process (delivering queued

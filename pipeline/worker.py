@@ -206,6 +206,7 @@ def stage_main(w: Wiring) -> None:
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
         # parent-death signal, when the runner was killed, says so in no other way)
         built.stop_requested = lambda: w.stop.is_set() or _HOLD.pending is not None
+        built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
         try:
             built.open()
         except UserError:

@@ -69,6 +69,7 @@ class PushSink(Sink):
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._connected = self._ever_connected = False
         self.unsent = 0
+        self._waiting_since: float | None = None
         self._sock.connect(self.params.connect)
 
     def consume(self, packet: Packet) -> None:
@@ -79,15 +80,32 @@ class PushSink(Sink):
         while True:
             try:
                 self._sock.send_multipart(message, flags=zmq.NOBLOCK)
-                break
             except zmq.Again:
                 # sndhwm events are held and no collector takes them: the pipeline waits, but
                 # not through a stop, which would then hang until systemd killed the run
                 if self.stop_requested():
                     self.unsent += 1
                     break
-                self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
+                self._wait_for_collector()
+            else:
+                if self._waiting_since is not None:
+                    print(f"fer-pipe: push sink {self.name!r}: run {self.run}: the collector at "
+                          f"{self.params.connect} takes events again, after "
+                          f"{time.monotonic() - self._waiting_since:.0f} s", file=sys.stderr, flush=True)
+                    self._waiting_since = None
+                break
         self._seq[packet.source] = seq + 1
+
+    def _wait_for_collector(self) -> None:
+        """Backpressure, not a stall: a restarted collector may take minutes to come back, and
+        failing the run then would lose the sndhwm events held for it."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run}: no collector at "
+                  f"{self.params.connect} takes events; {self.params.sndhwm} are held and the "
+                  "pipeline waits", file=sys.stderr, flush=True)
+        self.waiting_outside()
+        self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
 
     def _collector_connected(self, wait_s: float) -> bool:
         """Whether a collector is connected now, waiting up to ``wait_s`` for one to connect."""

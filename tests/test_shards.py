@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -285,6 +286,40 @@ def test_a_collector_that_comes_up_late_still_gets_every_event(clips, tmp_path):
         assert end(collector) == 0, log.read_text()
     with open(merged, newline="") as fh:
         assert [int(r["frame"]) for r in csv.DictReader(fh)] == list(range(12))
+
+
+def test_a_collector_away_longer_than_the_stall_timeout_is_waited_for(clips, tmp_path):
+    """A push sink waiting for its collector is backpressure, not a stall. Before, a collector
+    away longer than --stall-timeout (a restart that takes minutes) failed the run, and the
+    shard's restart lost the sndhwm events it held; now the run waits, says so, and goes on."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 30))
+    port = free_port()
+    config = tmp_path / "push.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "source": {"type": "video", "params": {"path": str(clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "push": {"type": "push", "inputs": ["detector"],
+                 "params": {"connect": f"tcp://127.0.0.1:{port}", "sndhwm": 1}},
+    }}))
+    err, merged = tmp_path / "run.err", tmp_path / "merged.csv"
+    run = start("run", str(config), "--quiet", "--stall-timeout", "1", log=err)
+    collector = None
+    try:
+        wait_for(lambda: "takes events; 1 are held" in err.read_text(), 60, "the push sink to wait", run)
+        time.sleep(3)  # three stall timeouts: the old code has failed the run by now
+        assert run.poll() is None, err.read_text()
+        collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
+                          log=tmp_path / "collect.log")
+        assert run.wait(120) == 0, err.read_text()
+        wait_for(lambda: rows_by_source(merged)["source"] >= 30, 60, "every event", collector)
+    finally:
+        end(run, signal.SIGKILL)
+        if collector is not None:
+            assert end(collector) == 0
+    assert re.search(rf"run [0-9a-f]{{8}}: the collector at tcp://127\.0\.0\.1:{port} takes events again, "
+                     r"after \d+ s", err.read_text()), err.read_text()
+    with open(merged, newline="") as fh:
+        assert [int(r["frame"]) for r in csv.DictReader(fh)] == list(range(30))
 
 
 def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
