@@ -11,7 +11,10 @@ A stage is a class with
   may give the stage several processes (``workers: N``);
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
   ``process`` (one packet in, zero or more out), ``finish`` (end of stream: flush what is held),
-  and ``close`` (always called after a successful ``open``, also after a failure).
+  and ``close`` (always called after a successful ``open``, also after a failure);
+- for a stage that waits on the outside world (a camera, a collector), hooks the runner
+  fills in: ``stop_requested`` (give up the wait: the run is stopping), ``waiting_outside``
+  (the wait is on purpose, not a stall), and ``closing_s`` (how long ``close`` may wait).
 
 Sources implement ``frames`` instead of ``process``.
 """
