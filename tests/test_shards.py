@@ -241,14 +241,16 @@ def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
     assert foreign.read_text() == "a,b\n1,2\n"
 
 
-def push_run_config(clip: Path, port: int, linger_s: float, path: Path) -> Path:
-    path.write_text(yaml.safe_dump({"stages": {
-        "source": {"type": "video", "params": {"path": str(clip)}},
-        "detector": {"type": "haar", "inputs": ["source"]},
-        "classifier": {"type": "classifier", "inputs": ["detector"]},
-        "push": {"type": "push", "inputs": ["classifier"],
-                 "params": {"connect": f"tcp://127.0.0.1:{port}", "linger_s": linger_s}},
-    }}))
+def push_run_config(clip: Path, port: int, path: Path, classify: bool = True, **push: float) -> Path:
+    """video -> haar (-> classifier) -> push to 127.0.0.1:port, with the push sink's ``push``
+    params; without the classifier, a run starts in a second or two."""
+    stages = {"source": {"type": "video", "params": {"path": str(clip)}},
+              "detector": {"type": "haar", "inputs": ["source"]}}
+    if classify:
+        stages["classifier"] = {"type": "classifier", "inputs": ["detector"]}
+    stages["push"] = {"type": "push", "inputs": [list(stages)[-1]],
+                      "params": {"connect": f"tcp://127.0.0.1:{port}", **push}}
+    path.write_text(yaml.safe_dump({"stages": stages}))
     return path
 
 
@@ -257,7 +259,7 @@ def test_a_run_that_ends_with_no_collector_says_its_events_were_lost(clips, tmp_
     exited 0 saying "12 events to tcp://..." when none had been delivered."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 12))
     port = free_port()
-    config = push_run_config(clip, port, 0.5, tmp_path / "push.yaml")
+    config = push_run_config(clip, port, tmp_path / "push.yaml", linger_s=0.5)
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 2, done.stderr
@@ -271,7 +273,7 @@ def test_a_collector_that_comes_up_late_still_gets_every_event(clips, tmp_path):
     """Events wait for a collector started after the run (within linger_s) and all reach it."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 12))
     port = free_port()
-    config = push_run_config(clip, port, 120, tmp_path / "push.yaml")
+    config = push_run_config(clip, port, tmp_path / "push.yaml", linger_s=120)
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
     run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -294,13 +296,7 @@ def test_a_collector_away_longer_than_the_stall_timeout_is_waited_for(clips, tmp
     shard's restart lost the sndhwm events it held; now the run waits, says so, and goes on."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 30))
     port = free_port()
-    config = tmp_path / "push.yaml"
-    config.write_text(yaml.safe_dump({"stages": {
-        "source": {"type": "video", "params": {"path": str(clip)}},
-        "detector": {"type": "haar", "inputs": ["source"]},
-        "push": {"type": "push", "inputs": ["detector"],
-                 "params": {"connect": f"tcp://127.0.0.1:{port}", "sndhwm": 1}},
-    }}))
+    config = push_run_config(clip, port, tmp_path / "push.yaml", classify=False, sndhwm=1)
     err, merged = tmp_path / "run.err", tmp_path / "merged.csv"
     run = start("run", str(config), "--quiet", "--stall-timeout", "1", log=err)
     collector = None
@@ -330,7 +326,7 @@ def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, t
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
     port = free_port()
     run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "--quiet",
-                            str(push_run_config(clip, port, 120, tmp_path / "push.yaml"))],
+                            str(push_run_config(clip, port, tmp_path / "push.yaml", linger_s=120))],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     full = tmp_path / "full"
     full.mkdir()
@@ -389,13 +385,7 @@ def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clip
     from fault_plugin import children, wait_gone
 
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
-    config = tmp_path / "push.yaml"
-    config.write_text(yaml.safe_dump({"stages": {
-        "source": {"type": "video", "params": {"path": str(clip)}},
-        "detector": {"type": "haar", "inputs": ["source"]},
-        "push": {"type": "push", "inputs": ["detector"],
-                 "params": {"connect": f"tcp://127.0.0.1:{free_port()}", "linger_s": 0.5, "sndhwm": 1}},
-    }}))
+    config = push_run_config(clip, free_port(), tmp_path / "push.yaml", classify=False, linger_s=0.5, sndhwm=1)
     run = start("run", str(config), "--quiet", "--stall-timeout", "0", log=tmp_path / "run.err")
     try:
         kids = wait_for(lambda: len(children(run.pid)) >= 4 and children(run.pid), 60, "the stages", run)
