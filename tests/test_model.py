@@ -5,6 +5,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import REPO, fer_pipe, read_frames
 from fer_pipe.inprocess import run_stage
@@ -37,6 +38,19 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     missing = fer_pipe("evaluate", "--data", str(data), "--usage", "PublicTest")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest'"
+
+
+@pytest.mark.parametrize("bad", ["300", "12.5", "x"])
+def test_a_pixel_that_is_not_0_to_255_names_its_line(tmp_path, bad):
+    """Before, 300 ended in an OverflowError traceback, and 12.5 in a message without a line."""
+    data = _random_csv(tmp_path / "private.csv", "PrivateTest")
+    lines = data.read_text().splitlines()
+    label, pixels, usage = lines[3].split(",")
+    lines[3] = ",".join([label, " ".join([bad, *pixels.split()[1:]]), usage])  # its first pixel
+    data.write_text("\n".join(lines) + "\n")
+    done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"fer-pipe: {data}:4: expected 2304 pixel values 0-255 separated by spaces"
 
 
 def test_image_folder_layout_reads_classes_by_folder(tmp_path):

@@ -22,7 +22,7 @@ from ..errors import InputError
 from ..machine import cpu_model
 from ..output_files import make_folder
 from ..preprocess import EMOTIONS, FACE_SIZE, preprocess_dataset
-from .data import load_split, sha256_of
+from .data import load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
     import keras
@@ -201,8 +201,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--extend: continues a finished run, so it needs --resume")
 
     started = time.time()
-    train = load_split(args.data, "Training")
-    test = load_split(args.data, "PublicTest")
+    train, test = load_splits(args.data, "Training", "PublicTest")
     if args.limit:
         train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     args.train_rows = len(train)
