@@ -362,7 +362,7 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "rows.csv")}},
     }}))
     err = tmp_path / "run.err"
-    run = start("run", str(config), "--quiet", "--stall-timeout", "0", log=err)
+    run = start("run", str(config), "--quiet", log=err)
     try:
         # the csv branch stops short of the clip once the held push branch backs the detector up
         rows = tmp_path / "rows.csv"
@@ -386,7 +386,7 @@ def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clip
 
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
     config = push_run_config(clip, free_port(), tmp_path / "push.yaml", classify=False, linger_s=0.5, sndhwm=1)
-    run = start("run", str(config), "--quiet", "--stall-timeout", "0", log=tmp_path / "run.err")
+    run = start("run", str(config), "--quiet", log=tmp_path / "run.err")
     try:
         kids = wait_for(lambda: len(children(run.pid)) >= 4 and children(run.pid), 60, "the stages", run)
         wait_for(lambda: not run.poll() and all(_state(k) == "S" for k in kids), 60, "the push sink to block")
