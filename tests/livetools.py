@@ -38,10 +38,13 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str =
 
 
 def csv_rows(path: Path) -> list[dict]:
-    if not path.exists():
+    """The rows so far; none while the file is not there. Checking first and opening after
+    raced: the run's writability probe creates the file and removes it again before it starts."""
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except FileNotFoundError:
         return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def needs(program: str) -> str:

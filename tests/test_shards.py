@@ -19,7 +19,7 @@ import yaml
 import zmq
 
 from conftest import read_frames, write_video
-from livetools import free_port, wait_for
+from livetools import csv_rows, free_port, wait_for
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
@@ -42,10 +42,7 @@ def end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
 
 
 def rows_by_source(path: Path) -> Counter:
-    if not path.exists():
-        return Counter()
-    with open(path, newline="") as fh:
-        return Counter(row["source"] for row in csv.DictReader(fh))
+    return Counter(row["source"] for row in csv_rows(path))
 
 
 def camera_config(clip: Path, cameras: list[str], port: int) -> dict:
@@ -366,7 +363,7 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
     try:
         # the csv branch stops short of the clip once the held push branch backs the detector up
         rows = tmp_path / "rows.csv"
-        wait_for(lambda: rows.exists() and len(rows.read_text().splitlines()) > 3, 120, "the first rows", run)
+        wait_for(lambda: len(csv_rows(rows)) >= 3, 120, "the first rows", run)
         run.send_signal(signal.SIGTERM)
         code = run.wait(60)  # a hang guard: before, it never ended
     finally:
