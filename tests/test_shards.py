@@ -29,6 +29,23 @@ from fer_pipe.stages.csv_sink import COLUMNS
 SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
 
 
+def push_run_config(clip: Path, port: int, path: Path, classify: bool = True, csv_path: Path | None = None,
+                    **push: float) -> Path:
+    """video -> haar (-> classifier) -> push to 127.0.0.1:port, with the push sink's ``push``
+    params, and a csv sink beside it when ``csv_path`` is given; without the classifier, a run
+    starts in a second or two."""
+    stages = {"source": {"type": "video", "params": {"path": str(clip)}},
+              "detector": {"type": "haar", "inputs": ["source"]}}
+    if classify:
+        stages["classifier"] = {"type": "classifier", "inputs": ["detector"]}
+    last = list(stages)[-1]
+    stages["push"] = {"type": "push", "inputs": [last], "params": {"connect": f"tcp://127.0.0.1:{port}", **push}}
+    if csv_path is not None:
+        stages["csv"] = {"type": "csv", "inputs": [last], "params": {"path": str(csv_path)}}
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    return path
+
+
 def start(*args: str, log: Path) -> subprocess.Popen:
     """``fer-pipe`` in its own process group, as a unit or container would run it."""
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
@@ -154,14 +171,7 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     gap and a step back in one run are each logged once, naming their source."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 20))
     port = free_port()
-    config = tmp_path / "both.yaml"
-    config.write_text(yaml.safe_dump({"stages": {
-        "source": {"type": "video", "params": {"path": str(clip)}},
-        "detector": {"type": "haar", "inputs": ["source"]},
-        "classifier": {"type": "classifier", "inputs": ["detector"]},
-        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "direct.csv")}},
-        "push": {"type": "push", "inputs": ["classifier"], "params": {"connect": f"tcp://127.0.0.1:{port}"}},
-    }}))
+    config = push_run_config(clip, port, tmp_path / "both.yaml", csv_path=tmp_path / "direct.csv")
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
     collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
     try:
@@ -236,19 +246,6 @@ def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
                            "--csv", str(foreign)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "other columns" in done.stderr, done.stderr
     assert foreign.read_text() == "a,b\n1,2\n"
-
-
-def push_run_config(clip: Path, port: int, path: Path, classify: bool = True, **push: float) -> Path:
-    """video -> haar (-> classifier) -> push to 127.0.0.1:port, with the push sink's ``push``
-    params; without the classifier, a run starts in a second or two."""
-    stages = {"source": {"type": "video", "params": {"path": str(clip)}},
-              "detector": {"type": "haar", "inputs": ["source"]}}
-    if classify:
-        stages["classifier"] = {"type": "classifier", "inputs": ["detector"]}
-    stages["push"] = {"type": "push", "inputs": [list(stages)[-1]],
-                      "params": {"connect": f"tcp://127.0.0.1:{port}", **push}}
-    path.write_text(yaml.safe_dump({"stages": stages}))
-    return path
 
 
 def test_a_run_that_ends_with_no_collector_says_its_events_were_lost(clips, tmp_path):
@@ -349,15 +346,8 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
     (systemctl stop) then never ended the run, the sink blocked in its send, until SIGKILL."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
     port = free_port()
-    config = tmp_path / "push.yaml"
-    config.write_text(yaml.safe_dump({"stages": {
-        "source": {"type": "video", "params": {"path": str(clip)}},
-        "detector": {"type": "haar", "inputs": ["source"]},
-        "classifier": {"type": "classifier", "inputs": ["detector"]},
-        "push": {"type": "push", "inputs": ["classifier"],
-                 "params": {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 0.5, "sndhwm": 1}},
-        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "rows.csv")}},
-    }}))
+    config = push_run_config(clip, port, tmp_path / "push.yaml", csv_path=tmp_path / "rows.csv", linger_s=0.5,
+                             sndhwm=1)
     err = tmp_path / "run.err"
     run = start("run", str(config), "--quiet", log=err)
     try:
