@@ -9,7 +9,10 @@ where the old run stopped and how long the source was silent), and numbers that 
 
 Rows have the columns of the ``csv`` sink and are flushed line by line; an existing CSV is
 appended to, so a restarted collector loses nothing it wrote. SIGINT or SIGTERM stops
-the collector after the events already received are written, so the CSV ends on a whole row.
+the collector after the events already received are written, so the CSV ends on a whole row,
+and leaves each source's run and last sequence number beside the CSV (``STATE_SUFFIX``): the
+next collector (a systemd restart, a deploy) goes on checking the sequences where this one
+stopped, so a restart of the collector neither hides a gap nor reports one that is not there.
 An optional PUB socket republishes every event unchanged, for live viewers (lossy by design).
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import signal
 import sys
 import time
@@ -31,6 +35,7 @@ from .errors import InputError, OutputError
 from .events import event_rows
 
 POLL_MS = 200
+STATE_SUFFIX = ".collect-state.json"
 
 
 @dataclass
@@ -71,6 +76,34 @@ class SequenceTracker:
         state.events += 1
         return message
 
+    def save(self, path: Path, now: float) -> None:
+        """Each source's run and last seq, written whole (a new file renamed over the old)."""
+        wall = time.time()
+        sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen)}
+                   for s, st in self.sources.items()}
+        draft = path.with_name(f".{path.name}.tmp")
+        draft.write_text(json.dumps({"sources": sources}))
+        os.replace(draft, path)
+
+    def load(self, path: Path, now: float) -> int:
+        """Take the sources a collector that stopped cleanly left in ``path``, then remove it:
+        a collector killed later leaves none, so the one after it never trusts stale numbers.
+        Returns how many sources were taken; ValueError names what is wrong with the file."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return 0
+        path.unlink()
+        wall = time.time()
+        try:
+            for source, saved in json.loads(text)["sources"].items():
+                self.sources[source] = SourceState(str(saved["run"]), int(saved["seq"]),
+                                                   now - (wall - float(saved["last_seen"])))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self.sources.clear()
+            raise ValueError(f"{type(exc).__name__}: {exc}") from None
+        return len(self.sources)
+
 
 class Collector:
     """One PULL socket for every shard: ZeroMQ fair-queues between them, so one busy shard does
@@ -82,6 +115,7 @@ class Collector:
         self.columns = list(COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.tracker = SequenceTracker()
+        self.state_path = Path(f"{csv_path}{STATE_SUFFIX}")
         self._stop = False
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -102,10 +136,11 @@ class Collector:
             previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             try:
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
-                    print(f"fer-pipe collect: pulling on {self.bind}, writing {self.csv_path}"
-                          + (f", republishing on {self.publish}" if self.publish else ""),
-                          file=sys.stderr, flush=True)
+                    self._resume()
+                    _say(f"pulling on {self.bind}, writing {self.csv_path}"
+                         + (f", republishing on {self.publish}" if self.publish else ""))
                     self._loop(pull, pub, writer)
+                self._keep_state()
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
@@ -116,6 +151,23 @@ class Collector:
             ctx.term()
         self._summary()
         return 0
+
+    def _resume(self) -> None:
+        try:
+            sources = self.tracker.load(self.state_path, time.monotonic())
+        except (ValueError, OSError) as exc:
+            _say(f"ignored {self.state_path} ({exc}); each source's sequence is checked from its next event")
+            return
+        if sources:
+            _say(f"continuing the sequences of {sources} source(s) where the last collector stopped "
+                 f"({self.state_path})")
+
+    def _keep_state(self) -> None:
+        try:
+            self.tracker.save(self.state_path, time.monotonic())
+        except OSError as exc:
+            _say(f"could not keep the sequences in {self.state_path} ({exc.strerror}); the next "
+                 f"collector will say each source joined at its next event")
 
     def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
         while not self._stop:
@@ -135,12 +187,11 @@ class Collector:
                 source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
                 rows = event_rows(event, self.columns, self.precision)
             except (ValueError, KeyError, TypeError) as exc:
-                print(f"fer-pipe collect: skipped a malformed event: {type(exc).__name__}: {exc}",
-                      file=sys.stderr, flush=True)
+                _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue
             line = self.tracker.observe(source, run, seq, time.monotonic())
             if line:
-                print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
+                _say(line)
             try:
                 writer.write(rows)
             except OSError as exc:
@@ -151,8 +202,11 @@ class Collector:
 
     def _summary(self) -> None:
         for source, state in sorted(self.tracker.sources.items()):
-            print(f"fer-pipe collect: source {source}: {state.events} events, {state.gaps} gaps, "
-                  f"{state.restarts} restarts", file=sys.stderr)
+            _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts")
+
+
+def _say(line: str) -> None:
+    print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -209,26 +209,59 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     assert lines[2].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 2, "
                                "run r2 began at seq 0, ")
 
-    # a restarted collector appends to its CSV: nothing written before is lost, the header stays single
+    # a restarted collector appends to its CSV: nothing written before is lost, the header stays
+    # single; it goes on with the sequences the stopped one left, so seq 1 of r2 follows on from
+    # seq 0 (received by the first collector) and only the real gap, seq 2, is logged
+    assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["handmade"]["seq"] == 0
     again = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
     try:
         wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", again)
         ctx = zmq.Context()
         push = ctx.socket(zmq.PUSH)
         push.connect(f"tcp://127.0.0.1:{port}")
-        event = {"schema": 1, "type": "frame", "source": "handmade", "frame": 9, "timestamp": 0.4, "faces": [],
-                 "seq": 1, "run": "r2"}
-        push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
+        for seq in (1, 3):
+            event = {"schema": 1, "type": "frame", "source": "handmade", "frame": 8 + seq, "timestamp": 0.4,
+                     "faces": [], "seq": seq, "run": "r2"}
+            push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
         push.close(linger=5000)
         ctx.term()
-        wait_for(lambda: rows_by_source(merged)["handmade"] == 6, 60, "the event after the restart", again)
+        wait_for(lambda: rows_by_source(merged)["handmade"] == 7, 60, "the events after the restart", again)
     finally:
         assert end(again) == 0
     with open(merged, newline="") as fh:
         after = list(csv.reader(fh))
     assert after[:len(collected)] == collected and after[len(collected)][:3] == ["handmade", "9", "0.400"]
-    assert "fer-pipe collect: source handmade: joined run r2 at seq 1 (seq 0..0 not received by this collector)" \
-        in log.read_text()
+    second = log.read_text().split("fer-pipe collect: source handmade: 5 events, 1 gaps, 1 restarts\n")[1]
+    assert [line for line in second.splitlines() if "handmade" in line or "continuing" in line] == [
+        f"fer-pipe collect: continuing the sequences of 2 source(s) where the last collector stopped "
+        f"({merged}.collect-state.json)",
+        "fer-pipe collect: source handmade: gap: seq 2..2 missing (1 events) in run r2",
+        "fer-pipe collect: source handmade: 2 events, 1 gaps, 0 restarts",
+    ]
+
+
+def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_path):
+    """A collector killed outright cannot say where it stopped; the one after it must not trust the
+    numbers of an earlier clean stop (it would report the killed one's events as a gap), and a
+    state file it cannot read costs a line, not the collector."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    state = Path(f"{merged}.collect-state.json")
+    state.write_text(json.dumps({"sources": {"cam": {"run": "r1", "seq": 3, "last_seen": time.time()}}}))
+    port = free_port()
+    first = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", first)
+    assert not state.exists()  # taken: a kill from here on leaves nothing stale behind
+    end(first, signal.SIGKILL)
+    assert not state.exists()
+
+    state.write_text("{not json")
+    second = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", second)
+    assert end(second) == 0
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("fer-pipe collect: continuing the sequences of 1 source(s)")
+    assert any(line.startswith(f"fer-pipe collect: ignored {state} (JSONDecodeError: ") for line in lines), lines
+    assert json.loads(state.read_text()) == {"sources": {}}
 
 
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
