@@ -148,7 +148,7 @@ class Runner:
         also: list[str] = []
         late_error: tuple[str, str, str, int] | None = None  # bad input after the stream drained
         first_result: float | None = None
-        sinks = [s.name for s in graph.sinks()]
+        sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
         bar = None
         terminating_at: float | None = None
         terminate_next = 0.0
@@ -171,14 +171,15 @@ class Runner:
                                     f"failed: {msg[2]}")
                     elif kind == "input_error" and late_error is None:
                         late_error = (name, msg[2], "", msg[3])
-                if first_result is None and any(progress[s].value for s in sinks):
+                at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
+                if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
                 if bar is None and self.progress and len(lengths) == len(graph.sources()):
                     total = sum(v for v in lengths.values() if v) if all(lengths.values()) else None
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:
-                    bar.update(min(progress[s].value for s in sinks) - bar.n)
+                    bar.update(min(at_sinks) - bar.n)
                 status.tick()
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy)

@@ -97,6 +97,20 @@ def test_several_workers_write_what_one_process_writes_in_the_same_order(face_th
     assert sum(stats[f"classifier[{i}]"] for i in range(3)) == FACE_FRAMES + EMPTY_FRAMES
 
 
+def test_a_last_stage_with_several_workers_runs_to_the_end(face_then_empty):
+    """A graph may end at a parallel stage (a benchmark of the detector): the runner follows the
+    progress of its workers, not of a process named after the stage (a KeyError and a traceback)."""
+    graph = load_graph({"stages": {
+        "source": {"type": "video", "params": {"path": str(face_then_empty)}},
+        "detector": {"type": "haar", "inputs": ["source"], "workers": 2},
+    }})
+    result = Runner(graph, progress=True).run()
+    assert result.exit_code == 0, result.message + result.traceback
+    stats = {s["stage"]: s["items"] for s in result.stats}
+    assert stats["detector[0]"] + stats["detector[1]"] == FACE_FRAMES + EMPTY_FRAMES
+    assert result.first_result_s is not None
+
+
 def test_workers_are_set_from_the_command_line(face_then_empty, tmp_path):
     from conftest import REPO
 
