@@ -82,15 +82,21 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
 
     Columns are filled by name (the event's field names are the CSV's column names, and
     ``probs`` becomes ``p_<emotion>``), so a column the csv sink gains fills in as soon as
-    the events carry the field of that name.
+    the events carry the field of that name. An event of another shape raises ValueError,
+    KeyError or TypeError, which the readers of a socket anyone may write to skip and say.
     """
     head = {"source": event["source"], "frame": int(event["frame"]),
             "timestamp": f"{float(event['timestamp']):.3f}"}
     faces = event.get("faces") or [{}]
+    if not isinstance(faces, list) or not all(isinstance(face, dict) for face in faces):
+        raise ValueError("'faces' must be a list of objects")
     rows = []
     for face in faces:
         values = {**head, **{k: v for k, v in face.items() if k != "probs"}}
-        for emotion, p in (face.get("probs") or {}).items():
+        probs = face.get("probs") or {}
+        if not isinstance(probs, dict):
+            raise ValueError("a face's 'probs' must be an object of emotion: probability")
+        for emotion, p in probs.items():
             values[f"p_{emotion}"] = p
         rows.append([_cell(values.get(c), c, precision) for c in columns])
     return rows

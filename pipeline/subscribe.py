@@ -67,15 +67,22 @@ def run(args: argparse.Namespace) -> int:
     skipped: set[str] = set()
     try:
         while not args.count or received < args.count:
-            event = decode(sock.recv_multipart())
+            try:
+                event = decode(sock.recv_multipart())
+                kind = event.get("type")
+                rows = event_rows(event, COLUMNS, CSV_PRECISION) if args.format == "csv" and kind == "frame" else []
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                print(f"fer-pipe subscribe: skipped a malformed event: {type(exc).__name__}: {exc}",
+                      file=sys.stderr, flush=True)
+                continue
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
-            elif event.get("type") == "frame":
-                writer.writerows(event_rows(event, COLUMNS, CSV_PRECISION))
-            elif str(event.get("type")) not in skipped:  # said once per type, not once per event
-                skipped.add(str(event.get("type")))
+            elif kind == "frame":
+                writer.writerows(rows)
+            elif str(kind) not in skipped:  # said once per type, not once per event
+                skipped.add(str(kind))
                 print(f"fer-pipe subscribe: --format csv writes frame events only; skipping "
-                      f"{event.get('type')!r} events (--format json shows them)", file=sys.stderr)
+                      f"{kind!r} events (--format json shows them)", file=sys.stderr)
             sys.stdout.flush()
             received += 1
     except KeyboardInterrupt:

@@ -264,6 +264,33 @@ def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_
     assert json.loads(state.read_text()) == {"sources": {}}
 
 
+def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_path):
+    """Anyone who reaches the bind address can send anything: a face that is not an object used to
+    end the collector in a traceback, without the sequence state it keeps for the next one."""
+    from test_zmq import MALFORMED
+
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for body in MALFORMED:
+            push.send_multipart([b"emotion.cam", body])
+        good = {"schema": 1, "type": "frame", "source": "cam", "frame": 3, "timestamp": 0.1, "faces": [],
+                "seq": 2, "run": "r"}
+        push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
+        push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: rows_by_source(merged)["cam"] == 1, 60, "the good event", collector)
+    finally:
+        assert end(collector) == 0, log.read_text()
+    assert sum("skipped a malformed event" in line for line in log.read_text().splitlines()) == 3
+    assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 2
+
+
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -266,3 +266,37 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
     assert err.splitlines() == [
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)"]
+
+
+# events a peer may send that the CSV cannot hold: each must be skipped with a line, not end the reader
+MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 1, "timestamp": 0.0,
+                                      "faces": ["x"], "seq": 0, "run": "r"}).encode(),
+             json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 2, "timestamp": 0.0,
+                         "faces": [{"probs": [0.5, 0.5]}], "seq": 1, "run": "r"}).encode()]
+
+
+def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
+    from fer_pipe.events import encode
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind(endpoint)
+    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
+                            "--count", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.recv()
+        for body in MALFORMED:
+            pub.send_multipart([b"emotion.cam", body])
+        pub.send_multipart(encode({"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28,
+                                   "faces": []}))
+        out, err = cli.communicate(timeout=60)
+    finally:
+        stop(cli)
+        pub.close(0)
+        ctx.term()
+    assert cli.returncode == 0, err
+    assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
+    assert [line.split(":")[:2] for line in err.splitlines()] == [
+        ["fer-pipe subscribe", " skipped a malformed event"]] * 3, err
