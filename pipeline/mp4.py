@@ -48,7 +48,10 @@ def _moov(path: Path) -> bytes | None:
                 return None  # not an ISO media file (AVI starts with RIFF and a little-endian size)
             header = 8
             if size == 1:
-                size, header = struct.unpack(">Q", fh.read(8))[0], 16
+                large = fh.read(8)
+                if len(large) < 8:
+                    return None
+                size, header = struct.unpack(">Q", large)[0], 16
             if kind == b"moov":
                 return fh.read(size - header) if 0 < size - header <= MAX_MOOV else None
             if size < header:  # 0: the box runs to the end of the file, without a moov after it
@@ -64,9 +67,10 @@ def video_seconds(path: str | Path) -> float | None:
     except OSError:
         return None
     mvhd = moov and _child(moov, b"mvhd")
-    if not mvhd or len(mvhd) < 20:
+    at = 20 if mvhd and mvhd[0] == 1 else 12  # version 1 has 64-bit times before the timescale
+    if not mvhd or len(mvhd) < at + 4:
         return None
-    timescale = struct.unpack_from(">I", mvhd, 20 if mvhd[0] == 1 else 12)[0]
+    timescale = struct.unpack_from(">I", mvhd, at)[0]
     for kind, trak in _boxes(moov):
         mdia = _child(trak, b"mdia") if kind == b"trak" else None
         hdlr = mdia and _child(mdia, b"hdlr")

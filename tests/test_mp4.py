@@ -15,7 +15,8 @@ def test_the_video_track_duration_of_real_clips(clips):
 
 
 def test_other_files_give_none(clips, tmp_path):
-    """None keeps OpenCV's count: an AVI, text, a box that runs past the end, an empty file."""
+    """None keeps OpenCV's count: an AVI, text, a box that runs past the end, an empty file,
+    headers cut short (a struct.error there failed the video source's open)."""
     avi = write_video(tmp_path / "a.avi", read_frames(clips["single_face.mp4"], 3))
     text = tmp_path / "notes.txt"
     text.write_text("not a video\n" * 10)
@@ -25,5 +26,10 @@ def test_other_files_give_none(clips, tmp_path):
     bad_size.write_bytes(struct.pack(">I4s", 4, b"ftyp") + b"\0" * 32)
     empty = tmp_path / "empty.mp4"
     empty.touch()
-    for path in (avi, text, cut, bad_size, empty, tmp_path / "missing.mp4"):
+    cut_large_size = tmp_path / "cut_large.mp4"  # a 64-bit box size that the file ends inside
+    cut_large_size.write_bytes(struct.pack(">I4s", 1, b"ftyp") + b"\0" * 4)
+    short_v1_mvhd = tmp_path / "short_v1.mp4"  # a version-1 movie header too short for its timescale
+    mvhd = struct.pack(">I4s", 8 + 20, b"mvhd") + b"\x01" + b"\0" * 19
+    short_v1_mvhd.write_bytes(struct.pack(">I4s", 8 + len(mvhd), b"moov") + mvhd)
+    for path in (avi, text, cut, bad_size, empty, cut_large_size, short_v1_mvhd, tmp_path / "missing.mp4"):
         assert video_seconds(path) is None, path.name
