@@ -98,18 +98,23 @@ class EpisodesSink(Sink):
         check_writable(params.path, "episodes")
 
     def open(self) -> None:
-        self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._socket: zmq.Socket | None = None
+        # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
         if self.params.publish:
             self._context = zmq.Context()
             self._socket = self._context.socket(zmq.PUB)
             try:
                 self._socket.bind(f"tcp://{self.params.host}:{self.params.publish}")
             except zmq.ZMQError as exc:
-                self.close()
+                self._close_socket()
                 raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "
                                  f"{exc}") from None
+        try:
+            self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)
+        except BaseException:
+            self._close_socket()
+            raise
 
     def consume(self, packet: Packet) -> None:
         for face in packet.faces or []:
@@ -134,6 +139,9 @@ class EpisodesSink(Sink):
 
     def close(self) -> None:
         self._out.close()
+        self._close_socket()
+
+    def _close_socket(self) -> None:
         if self._socket is not None:
             self._socket.close(linger=1000)
             self._context.term()

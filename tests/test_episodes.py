@@ -83,6 +83,19 @@ def test_a_missing_folder_is_a_clear_input_error(tmp_path: Path) -> None:
         sink.open()
 
 
+def test_a_busy_publish_port_leaves_the_last_runs_episodes_whole(tmp_path: Path) -> None:
+    """The CSV used to be opened (emptied) first, and the bind fail after it."""
+    out = tmp_path / "e.csv"
+    out.write_text("the last run's episodes\n")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        sink = make_stage("episodes", {"path": str(out), "publish": holder.getsockname()[1]})
+        with pytest.raises(InputError, match="cannot publish on 127.0.0.1"):
+            sink.open()
+    assert out.read_text() == "the last run's episodes\n"
+
+
 def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port that is free now, for the sink to bind
         probe.bind(("127.0.0.1", 0))
