@@ -196,11 +196,13 @@ def stage_main(w: Wiring) -> None:
     started = time.monotonic()
 
     def summary() -> dict:
+        """May run twice (a SIGTERM inside the put of "done"), so it adds to a copy, not to ``stats``."""
         stats.wall_s = time.monotonic() - started
         stats.cpu_s = time.process_time()
+        out = stats.summary()
         if isinstance(stage, Source):
-            stats.dropped += stage.dropped
-        return stats.summary()
+            out["dropped"] += stage.dropped
+        return out
     try:
         built = w.spec.build()
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
