@@ -42,8 +42,11 @@ class RingLease:
         return f"{PREFIX}{self.run_id}_{stage}"
 
     def release(self) -> None:
+        """End the lease, removing any ring of this run still there: one a source made but was
+        killed before announcing, or every ring of a run whose stages never all started."""
         if self._fd is None:
             return
+        _remove_rings(self._path.parent, self.run_id)
         self._path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
@@ -65,15 +68,21 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its run is alive
-            run = lock.name[len(PREFIX):-len(LOCK_SUFFIX)]
-            for segment in folder.glob(f"{PREFIX}{run}_*"):
-                try:
-                    freed = segment.stat().st_size
-                    segment.unlink()  # what shm_unlink does on Linux
-                except OSError:  # gone since the listing, or another user's
-                    continue
-                rings, size = rings + 1, size + freed
+            removed, freed = _remove_rings(folder, lock.name[len(PREFIX):-len(LOCK_SUFFIX)])
+            rings, size = rings + removed, size + freed
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
+    return rings, size
+
+
+def _remove_rings(folder: Path, run: str) -> tuple[int, int]:
+    rings = size = 0
+    for segment in folder.glob(f"{PREFIX}{run}_*"):
+        try:
+            freed = segment.stat().st_size
+            segment.unlink()  # what shm_unlink does on Linux
+        except OSError:  # gone since the listing, or another user's
+            continue
+        rings, size = rings + 1, size + freed
     return rings, size

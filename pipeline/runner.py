@@ -126,8 +126,15 @@ class Runner:
                     if in_main}
         started = time.monotonic()
         try:
-            for proc in procs.values():
-                proc.start()
+            try:
+                for proc in procs.values():
+                    proc.start()
+            except BaseException:
+                for proc in procs.values():  # those started before, blocked on queues nobody feeds
+                    if proc.pid is not None:
+                        proc.kill()
+                        proc.join()
+                raise
             for sig in previous:
                 signal.signal(sig, self._on_signal)
             status = StatusLine(self.status_every, names, progress, dropped, _say, started)

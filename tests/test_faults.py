@@ -247,3 +247,22 @@ def test_stage_processes_that_all_died_before_the_supervisor_looked_fail_the_run
                        [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
     result = runner.Runner(graph, progress=False).run()
     assert (result.exit_code, result.message) == (1, "stage 'source' (video) failed: its process died (exit code 1)")
+
+
+def test_a_stage_process_that_cannot_start_takes_down_those_started_before_it(short_clip, tmp_path):
+    """A Python-API graph whose last stage cannot be sent to its process (here a value that does
+    not pickle): the stages started before it were left blocked on their queues for as long as
+    the calling program lived (the rings they made go with the run's lease, test_ring_lease)."""
+    import multiprocessing
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    graph = load_graph(REPO / "configs" / "video_to_csv.yaml",
+                       [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
+    graph.stages["csv"].unpicklable = lambda: None
+    runner = Runner(graph, progress=False)
+    with pytest.raises(Exception, match="pickle"):
+        runner.run()
+    assert not multiprocessing.active_children()
+    assert runner.processes["source"].exitcode is not None  # it had started, and was ended

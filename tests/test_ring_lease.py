@@ -44,9 +44,15 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
         dead.stdout.close()
 
 
-def test_a_run_that_ends_leaves_no_lock_behind(tmp_path):
+def test_a_run_that_ends_leaves_no_lock_and_no_ring_behind(tmp_path):
+    """Its own rings go too: one a source made but was killed before announcing, or those of a
+    run whose stage processes did not all start."""
     lease = RingLease(str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == [f"fp{lease.run_id}.lock"]
+    other = tmp_path / "fp0a0b0c_source_11223344"  # another run's ring
+    other.write_bytes(bytes(16))
+    mine = Path(tmp_path, lease.segment_prefix("source") + "_0a1b2c3d")
+    mine.write_bytes(bytes(4096))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"fp{lease.run_id}.lock", mine.name, other.name])
     lease.release()
-    assert not list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.iterdir()] == [other.name]
     assert sweep_abandoned(str(tmp_path)) == (0, 0)
