@@ -44,6 +44,16 @@ class FrameRef:
     seq: int
 
     def array(self) -> np.ndarray:
+        shm = self.check()
+        view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf,
+                          offset=self.offset + HEADER)
+        view.flags.writeable = False
+        return view
+
+    def check(self) -> shared_memory.SharedMemory:
+        """StaleFrameError if the slot holds another frame now. The writer puts the sequence
+        number before the pixels, so a check after a stage has used the pixels also tells
+        whether they changed under it (a live source lapping the ring during a slow step)."""
         shm = _attached.get(self.segment)
         if shm is None:
             shm = _attached[self.segment] = shared_memory.SharedMemory(name=self.segment)
@@ -51,10 +61,7 @@ class FrameRef:
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
                                   f"{int(header[0])}")
-        view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf,
-                          offset=self.offset + HEADER)
-        view.flags.writeable = False
-        return view
+        return shm
 
 
 class FrameRing:

@@ -348,6 +348,8 @@ class _Handler:
         t0 = time.perf_counter()
         try:
             out = list(stage.process(item))
+            if not self.sink and isinstance(item.image, frames.FrameRef):
+                item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:
             w.stop.set()
             self.stopping = True
@@ -356,11 +358,12 @@ class _Handler:
             raise
         except frames.StaleFrameError:
             # Only a live source writes on without waiting: a stage starved long enough (an
-            # overloaded machine) finds its frame's ring slot reused. The frame is too old to
-            # matter; it is dropped and counted like the frames the source drops.
+            # overloaded machine) finds its frame's ring slot reused, before or while it reads
+            # it. The frame is too old to matter; it is dropped and counted like the frames the
+            # source drops. (A sink has written it by then; what it wrote stays counted.)
             if not stats.dropped:
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                      "overwritten before it read them are dropped", file=sys.stderr)
+                      "overwritten before or while it read them are dropped", file=sys.stderr)
             stats.dropped += 1
             w.dropped.value = stats.dropped
             out = []

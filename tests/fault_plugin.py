@@ -34,7 +34,8 @@ class FaultyParams(StageParams):
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
-    read_pixels: bool = Field(False, description="read each frame's pixels (after any pause)")
+    read_pixels: Literal["no", "after", "before"] = Field(
+        "no", description="read each frame's pixels after any pause, or before it (and hold the view)")
     pid_file: str = Field("", description="write this process's pid here on open")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
 
@@ -60,6 +61,8 @@ class Faulty(Stage):
         self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
 
     def process(self, packet):
+        if self.params.read_pixels == "before":
+            packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self._seen is not None:
             self._seen.write(f"{packet.index}\\n")
         if packet.index in self.params.at:
@@ -70,7 +73,7 @@ class Faulty(Stage):
                     time.sleep(3600)
             if self.params.mode == "pause":
                 time.sleep(self.params.pause_s)
-        if self.params.read_pixels:
+        if self.params.read_pixels == "after":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:
             time.sleep(self.params.delay_s)
