@@ -23,6 +23,7 @@ import copy
 import csv
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -141,8 +142,9 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in fh) - 1)
 
 
-def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> dict[str, Any]:
-    """The body of one task: run the graph in this process into a temporary CSV, then rename it.
+def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> float:
+    """The body of one task: run the graph in this process into a temporary CSV, then rename it;
+    returns the seconds it took.
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
@@ -163,7 +165,6 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
     try:
         run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
-        rows = count_rows(temp)
         os.replace(temp, target)
         (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
     except UserError as exc:
@@ -174,7 +175,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         raise
     finally:
         temp.unlink(missing_ok=True)
-    return {"rows": rows, "seconds": time.perf_counter() - started}
+    return time.perf_counter() - started
 
 
 # ---- the driver side -------------------------------------------------------------------------
@@ -465,7 +466,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                 report = reports[job.input]
                 report.attempts += _attempts(work, job)
                 try:
-                    report.seconds += ray.get(ref)["seconds"]
+                    report.seconds += ray.get(ref)
                 except Exception as exc:  # a task's failure, after Ray's own retries
                     message, bad_input = _failure(exc)
                     if report.status != "failed":
@@ -500,7 +501,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
         return 2 if all(r.bad_input for r in failed) else 1
-    _remove_work(work)
+    shutil.rmtree(work)  # the attempts' records and parts: the manifest has what they said
     (out_dir / SUCCESS).touch()
     if not quiet:
         done = [r for r in reports.values() if r.status == "done"]
@@ -509,14 +510,6 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
               f"{len(reports) - len(done)} already there, in {seconds:.1f} s; manifest "
               f"{out_dir / MANIFEST}", file=sys.stderr)
     return 0
-
-
-def _remove_work(work: Path) -> None:
-    if not work.exists():
-        return
-    for path in sorted(work.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        path.rmdir() if path.is_dir() else path.unlink()
-    work.rmdir()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
