@@ -39,7 +39,7 @@ def test_a_config_dict_and_stopping_early(short_clip):
                 break
     assert seen == [0, 1, 2, 3, 4]
     assert stream.result is not None and stream.result.exit_code == 130  # drained and closed, as on Ctrl-C
-    assert all(f["probs"] for f in event["faces"]) and event["source"] == "desk"
+    assert event["faces"] and all(f["probs"] for f in event["faces"]) and event["source"] == "desk"
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):

@@ -68,8 +68,6 @@ def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
     assert "Traceback" not in err
     assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
     assert not wait_gone(kids)
-    assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
-    assert not wait_gone(kids)
 
 
 def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, short_clip, tmp_path):
@@ -88,6 +86,7 @@ def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, s
     wait_for(lambda: seen.exists() and "2" in seen.read_text().split(), 60, "frame 2 in the stage", proc)
     os.killpg(proc.pid, signal.SIGTERM)  # as systemd's control-group stop: every process at once
     _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
     assert stats_row(err, "hold")["items"] == 3, err  # frames 0-2: the one it was inside, whole
 
 
