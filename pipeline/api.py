@@ -29,7 +29,7 @@ import zmq
 from pydantic import Field
 
 from .config import load_graph
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .events import frame_event
 from .graph import Graph, StageSpec, check_edges
 from .messages import FACES, Packet
@@ -106,7 +106,12 @@ class ResultStream:
         self._dir = folder
         self._ctx = zmq.Context()
         self._pull = self._ctx.socket(zmq.PULL)
-        self._pull.bind(endpoint)
+        try:
+            self._pull.bind(endpoint)
+        except zmq.ZMQError as exc:  # an ipc path is limited to about 107 bytes: a long TMPDIR
+            self._pull.close(linger=0)
+            self._ctx.term()
+            raise InputError(f"results: cannot listen on {endpoint}: {exc}; a shorter TMPDIR helps") from None
         self._runner = Runner(graph, progress=False, stall_timeout=stall_timeout)
         self.result: RunResult | None = None
         self._error: BaseException | None = None
@@ -170,7 +175,7 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     endpoint = f"ipc://{folder}/results"
     try:
         _add_tap(graph, tap, endpoint)
-    except ConfigError:
+        return ResultStream(graph, folder, endpoint, stall_timeout)
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    return ResultStream(graph, folder, endpoint, stall_timeout)

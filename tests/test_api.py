@@ -1,13 +1,15 @@
 """The Python API: a graph run in the multi-process runner, its results yielded in this process."""
 from __future__ import annotations
 
+import tempfile
+
 import cv2
 import pytest
 from conftest import read_frames, write_video
 from livetools import csv_rows
 
 from fer_pipe.api import RunFailed, results
-from fer_pipe.errors import ConfigError, UserError
+from fer_pipe.errors import ConfigError, InputError, UserError
 
 
 def test_results_stream_every_frame_of_a_real_clip_as_the_csv_has_them(short_clip, tmp_path):
@@ -47,6 +49,17 @@ def test_bad_config_raises_before_anything_starts(tmp_path):
         results("configs/video_to_csv.yaml", ["detector.scale_factor=0.5"])
     with pytest.raises(ConfigError, match="tap='nope'"):
         results("configs/video_to_csv.yaml", tap="nope")
+
+
+def test_a_tmpdir_too_long_for_the_results_socket_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):
+    """An ipc:// path is limited to about 107 bytes; under a long TMPDIR the bind failed with a bare
+    ZMQError and left its private folder behind."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with pytest.raises(InputError, match="results: cannot listen on ipc://.*a shorter TMPDIR helps"):
+        results("configs/video_to_csv.yaml")
+    assert not list(deep.iterdir())
 
 
 def test_bad_input_raises_its_one_line_error(tmp_path):
