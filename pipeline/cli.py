@@ -115,14 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no progress bar or statistics table (the summary still prints)")
     demo.set_defaults(func=_cmd_demo)
 
+    from . import curve_keys
     from . import subscribe as subscribe_cmd
 
     subscribe = sub.add_parser("subscribe", help="print the events a zmq sink publishes, until Ctrl-C")
     subscribe_cmd.add_arguments(subscribe)
     subscribe.set_defaults(func=subscribe_cmd.run)
     keys = sub.add_parser("keys", help="write a CURVE keypair for the zmq sink and one for a subscriber")
-    subscribe_cmd.add_keys_arguments(keys)
-    keys.set_defaults(func=subscribe_cmd.make_keys)
+    curve_keys.add_keys_arguments(keys)
+    keys.set_defaults(func=curve_keys.make_keys)
 
     from . import batch, collect
 

@@ -1,12 +1,14 @@
-"""CURVE key files written by ``fer-pipe keys``, read the same way by the zmq sink and by
+"""CURVE key files: written by ``fer-pipe keys``, read the same way by the zmq sink and by
 ``fer-pipe subscribe``, so a wrong file gets the same one line on both sides."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import zmq.auth
 
 from .errors import InputError
+from .output_files import make_folder
 
 
 def load_keys(path: str, secret: bool) -> tuple[bytes, bytes | None]:
@@ -21,3 +23,25 @@ def load_keys(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     if secret and secret_key is None:
         raise InputError(f"{path}: holds no secret key (give the .key_secret file, not the .key)")
     return public, secret_key
+
+
+def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", help="folder for the keys (created; existing keys are never overwritten)")
+
+
+def make_keys(args: argparse.Namespace) -> int:
+    """A server and a client CURVE keypair: ``server.key``/``server.key_secret``, ``client.*``."""
+    folder = Path(args.dir)
+    existing = [p for p in (folder / "server.key_secret", folder / "client.key_secret") if p.exists()]
+    if existing:
+        raise InputError(f"keys {existing[0]}: already exists; choose another folder")
+    make_folder(folder, "keys")
+    for name in ("server", "client"):
+        _, secret = zmq.auth.create_certificates(folder, name)
+        Path(secret).chmod(0o600)
+    print(f"{folder}/server.key_secret  the zmq sink's curve_secret_key (keep it on the publisher)\n"
+          f"{folder}/server.key         the publisher's public key: subscribers pass it as --server-key\n"
+          f"{folder}/client.key_secret  a subscriber's key: --client-keys (keep it on the subscriber)\n"
+          f"{folder}/client.key         put a copy in a folder named by the sink's curve_clients "
+          "to admit only known subscribers")
+    return 0

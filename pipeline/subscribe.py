@@ -1,4 +1,4 @@
-"""``fer-pipe subscribe`` and ``fer-pipe keys``: the receiving end of the ``zmq`` sink.
+"""``fer-pipe subscribe``: the receiving end of the ``zmq`` sink.
 
 Events are printed one per line as they arrive (JSON exactly as sent, or CSV rows with the CSV
 sink's columns) until Ctrl-C, which ends it with exit code 0.
@@ -10,16 +10,13 @@ import csv
 import json
 import signal
 import sys
-from pathlib import Path
 
 import zmq
-import zmq.auth
 
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .errors import InputError
 from .events import decode, event_rows
-from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
 
 CSV_PRECISION = 4
@@ -90,26 +87,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close(linger=0)
         ctx.term()
-    return 0
-
-
-def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="folder for the keys (created; existing keys are never overwritten)")
-
-
-def make_keys(args: argparse.Namespace) -> int:
-    """A server and a client CURVE keypair: ``server.key``/``server.key_secret``, ``client.*``."""
-    folder = Path(args.dir)
-    existing = [p for p in (folder / "server.key_secret", folder / "client.key_secret") if p.exists()]
-    if existing:
-        raise InputError(f"keys {existing[0]}: already exists; choose another folder")
-    make_folder(folder, "keys")
-    for name in ("server", "client"):
-        _, secret = zmq.auth.create_certificates(folder, name)
-        Path(secret).chmod(0o600)
-    print(f"{folder}/server.key_secret  the zmq sink's curve_secret_key (keep it on the publisher)\n"
-          f"{folder}/server.key         the publisher's public key: subscribers pass it as --server-key\n"
-          f"{folder}/client.key_secret  a subscriber's key: --client-keys (keep it on the subscriber)\n"
-          f"{folder}/client.key         put a copy in a folder named by the sink's curve_clients "
-          "to admit only known subscribers")
     return 0
