@@ -32,6 +32,9 @@ from .status import StatusLine
 from .worker import Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
+Processes = dict[str, mp.process.BaseProcess]
+Counters = dict[str, Any]  # process name -> multiprocessing Value
+Failure = tuple[str, str, str, int]  # process, message, traceback, exit code
 RESEND_S = 0.5
 POLL_S = 0.1
 
@@ -61,7 +64,7 @@ class Runner:
         self.status_every = status_every
         self._signal: int | None = None
         self._signals_seen = 0
-        self.processes: dict[str, mp.process.BaseProcess] = {}
+        self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
         ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
         from another thread (tools/soak.py)."""
@@ -105,7 +108,7 @@ class Runner:
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-        procs: dict[str, mp.process.BaseProcess] = {}
+        procs: Processes = {}
         for name in graph.order():
             spec = graph.stages[name]
             slots = _ring_slots(graph, name) if spec.is_source else 0
@@ -146,14 +149,20 @@ class Runner:
         result.wall_s = time.monotonic() - started
         return result
 
-    def _supervise(self, procs, control, stop, progress, busy, status, started) -> RunResult:
+    def _supervise(self, procs: Processes, control: Any, stop: Any, progress: Counters, busy: Counters,
+                   status: StatusLine, started: float) -> RunResult:
+        """Watch the stage processes until every one has ended, and judge the run.
+
+        ``control`` is the queue of the stages' messages, ``stop`` the event that asks the
+        sources to stop; ``progress`` and ``busy`` are each process's shared item count and the
+        time it took its current packet (0 when idle)."""
         graph = self.graph
         done: dict[str, dict] = {}
         segments: list[str] = []
         lengths: dict[str, int | None] = {}
-        failure: tuple[str, str, str, int] | None = None
+        failure: Failure | None = None
         also: list[str] = []
-        late_error: tuple[str, str, str, int] | None = None  # bad input after the stream drained
+        late_error: Failure | None = None  # bad input after the stream drained
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
         bar = None
@@ -239,7 +248,8 @@ class Runner:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
         return RunResult(0, stats, "", "", first_result)
 
-    def _find_fault(self, procs, exited, done, busy) -> tuple[str, str, str, int] | None:
+    def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
+                    busy: Counters) -> Failure | None:
         """A stage that ended without reporting, or one stuck in one packet past the stall timeout.
 
         Only processes seen as ended before the control queue was drained are judged, so a
@@ -256,7 +266,7 @@ class Runner:
         return None
 
     @staticmethod
-    def _died(procs, names, done) -> tuple[str, str, str, int] | None:
+    def _died(procs: Processes, names: list[str], done: dict[str, dict]) -> Failure | None:
         """The first of ``names`` whose process ended without reporting done or stopped."""
         for name in names:
             if name not in done:
@@ -292,7 +302,7 @@ def _empty(q) -> bool:
         return True
 
 
-def _drain(q, timeout: float) -> list[tuple]:
+def _drain(q: Any, timeout: float) -> list[tuple]:
     """Wait up to ``timeout`` for a first control message, then take all that are there."""
     items = []
     try:
