@@ -22,7 +22,9 @@ carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,6 +33,7 @@ from pydantic import Field
 from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.errors import InputError
 from fer_pipe.messages import FACES, FRAME, Face, Packet
+from fer_pipe.native_stderr import stderr_to
 from fer_pipe.preprocess import to_gray
 from fer_pipe.stage import Stage, StageParams
 
@@ -80,6 +83,25 @@ def detection_scale(width: int, min_size: int, detect_width: int) -> float:
     return min(1.0, WINDOW / min_size)
 
 
+def load_cascade(name: str) -> cv2.CascadeClassifier:
+    """The cascade ``name`` (in OpenCV's own folder) or at a path; InputError naming the file if
+    it cannot be loaded. OpenCV says why only on file descriptor 2, and for some files raises
+    a SystemError, so the file is checked here and OpenCV's own words are dropped."""
+    path = Path(name if "/" in name else cv2.data.haarcascades + name)
+    if not path.exists():
+        raise InputError(f"cascade {path}: no such file")
+    if path.is_dir():
+        raise InputError(f"cascade {path}: is a folder, not a cascade file")
+    try:
+        with open(os.devnull, "wb") as null, stderr_to(null.fileno()):
+            cascade = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError):
+        cascade = None
+    if cascade is None or cascade.empty():
+        raise InputError(f"cascade {path}: not a Haar cascade OpenCV can load")
+    return cascade
+
+
 class HaarDetector(Stage):
     """Finds frontal faces with OpenCV's Haar cascade, on a downscaled grey copy of the frame.
 
@@ -92,12 +114,12 @@ class HaarDetector(Stage):
     writes = FACES
     parallel = True
 
+    @classmethod
+    def preflight(cls, params: HaarParams) -> None:
+        load_cascade(params.cascade)  # a wrong file is one line before any stage process starts
+
     def open(self) -> None:
-        name = self.params.cascade
-        path = name if "/" in name else cv2.data.haarcascades + name
-        self._cascade = cv2.CascadeClassifier(path)
-        if self._cascade.empty():
-            raise InputError(f"cascade {path}: cannot load a Haar cascade from it")
+        self._cascade = load_cascade(self.params.cascade)
         if self.params.threads:
             cv2.setNumThreads(self.params.threads)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -36,6 +36,13 @@ class VideoWriterParams(OverlayParams):
                                                                 "the source's, from its frames' timestamps)")
     show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
 
+    @field_validator("path")
+    @classmethod
+    def _known_container(cls, path: str) -> str:
+        if Path(path).suffix.lower() not in CODECS:
+            raise ValueError(f"the name must end in {' or '.join(CODECS)}")
+        return path
+
 
 class VideoWriterSink(Sink):
     """Writes the frames with the window's overlay (boxes, labels, probabilities) to a video file.
@@ -52,10 +59,7 @@ class VideoWriterSink(Sink):
 
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:
-        path = Path(params.path)
-        if path.suffix.lower() not in CODECS:
-            raise InputError(f"video_writer {path}: the name must end in {' or '.join(CODECS)}")
-        check_writable(path, "video_writer")
+        check_writable(Path(params.path), "video_writer")
 
     def open(self) -> None:
         self.preflight(self.params)

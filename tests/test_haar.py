@@ -136,3 +136,22 @@ def test_every_n_with_the_tracker_gives_faces_on_skipped_frames(face_frames, tmp
     # frames the detector skipped carry the tracked face, classified
     assert {int(r["frame"]) for r in skipped_with_face} >= {f for f in range(7, 30) if f % 3}
     assert all(r["track_id"] for r in skipped_with_face)
+
+
+def test_a_wrong_cascade_file_is_one_line_before_any_stage_starts(short_clip, tmp_path):
+    """A text file or a folder made OpenCV raise a SystemError inside the detector's process (exit 1,
+    once per worker); a missing name added OpenCV's own [ERROR] lines."""
+    from conftest import REPO, fer_pipe
+
+    text = tmp_path / "cascade.xml"
+    text.write_text("not a cascade\n")
+    cases = {str(text): "not a Haar cascade OpenCV can load", str(tmp_path): "is a folder, not a cascade file",
+             "nosuch.xml": "no such file"}
+    for cascade, reason in cases.items():
+        done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--quiet", "--set",
+                        f"source.path={short_clip}", "--set", f"csv.path={tmp_path / 'o.csv'}",
+                        "--set", f"detector.cascade={cascade}")
+        assert done.returncode == 2, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("fer-pipe: stage 'detector' (haar): cascade ") and line.endswith(reason), line
+    assert not (tmp_path / "o.csv").exists()

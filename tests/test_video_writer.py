@@ -51,10 +51,11 @@ def test_unsupported_extension_fails_before_the_run(short_clip, tmp_path):
         "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "a.mkv")}},
     }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    done = fer_pipe("run", str(tmp_path / "g.yaml"), timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip() == (f"fer-pipe: stage 'out' (video_writer): video_writer {tmp_path / 'a.mkv'}: "
-                                   "the name must end in .mp4 or .avi")
+    for command in ("validate", "run"):  # a check of the value alone: validate finds it too
+        done = fer_pipe(command, str(tmp_path / "g.yaml"), timeout=120)
+        assert done.returncode == 2
+        assert re.fullmatch(r"fer-pipe: \S+g\.yaml:\d+: stage 'out' \(video_writer\): params\.path: the name must "
+                            r"end in \.mp4 or \.avi\n", done.stderr), done.stderr
 
 
 def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
