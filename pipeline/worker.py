@@ -241,8 +241,11 @@ def stage_main(w: Wiring) -> None:
                 q.cancel_join_thread()
         w.control.put(("stopped", name, summary()))
     except UserError as exc:
+        # the runner's SIGTERM for another stage's failure must not cut this report short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         w.control.put(("fail", name, str(exc), "", exc.exit_code))
     except BaseException as exc:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
         w.control.put(("fail", name, message, traceback.format_exc(), 1))
     finally:
