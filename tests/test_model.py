@@ -53,6 +53,18 @@ def test_a_pixel_that_is_not_0_to_255_names_its_line(tmp_path, bad):
     assert done.stderr.strip() == f"fer-pipe: {data}:4: expected 2304 pixel values 0-255 separated by spaces"
 
 
+@pytest.mark.parametrize("bad", ["9", "-1", "x"])
+def test_an_emotion_outside_0_to_6_names_its_line(tmp_path, bad):
+    """Before, 9 and -1 ended in tracebacks from the confusion matrix (exit 1)."""
+    data = _random_csv(tmp_path / "private.csv", "PrivateTest")
+    lines = data.read_text().splitlines()
+    lines[3] = ",".join([bad, *lines[3].split(",")[1:]])
+    data.write_text("\n".join(lines) + "\n")
+    done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"fer-pipe: {data}:4: emotion must be a whole number 0-6, got {bad!r}"
+
+
 def test_image_folder_layout_reads_classes_by_folder(tmp_path):
     for split, label in (("train", "happy"), ("train", "sad"), ("test", "fear")):
         folder = tmp_path / split / label

@@ -18,6 +18,8 @@ USAGES = ("Training", "PublicTest", "PrivateTest")
 _FOLDER_SPLITS = {"Training": ("train", "training"), "PublicTest": ("test", "val", "publictest"),
                   "PrivateTest": ("privatetest",)}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+LABEL_TEXTS = {str(i) for i in range(len(EMOTIONS))}
+"""The emotion column's values: FER-2013 numbers the seven classes 0-6 in EMOTIONS' order."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,12 @@ def _pixels(text: str, where: str) -> np.ndarray:
     return pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
 
 
+def _label(text: str, where: str) -> int:
+    if text.strip() not in LABEL_TEXTS:
+        raise InputError(f"{where}: emotion must be a whole number 0-{len(EMOTIONS) - 1}, got {text!r}")
+    return int(text)
+
+
 def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
     images: dict[str, list[np.ndarray]] = {usage: [] for usage in usages}
     labels: dict[str, list[int]] = {usage: [] for usage in usages}
@@ -98,7 +106,7 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
                     raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
                 if row[2] in images:
                     images[row[2]].append(_pixels(row[1], f"{path}:{lineno}"))
-                    labels[row[2]].append(int(row[0]))
+                    labels[row[2]].append(_label(row[0], f"{path}:{lineno}"))
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
     for usage in usages:
