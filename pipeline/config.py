@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .graph import Graph, StageSpec, check_edges, check_paths
+from .graph import Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import registry
 from .stage import Sink, Stage, StageParams
 
@@ -329,6 +329,9 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "
                           f"{spec.name!r} ({spec.type_name}): {message}")
+    for spec, message in check_source_ids(graph):
+        raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', 'source_id')}: stage "
+                          f"{spec.name!r} ({spec.type_name}): params.source_id: {message}")
     for spec, param, message in check_paths(graph, origin if os.path.isfile(origin) else None):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', param)}: stage "
                           f"{spec.name!r} ({spec.type_name}): params.{param}: {message}")

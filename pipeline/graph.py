@@ -102,6 +102,22 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
     return problems
 
 
+def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
+    """Sources that would carry one id, as (later stage, message): the id is the CSV's source
+    column, the events' topic, and the key of every track, smoother and sequence downstream,
+    so two cameras under one id would be mixed beyond telling apart."""
+    seen: dict[str, StageSpec] = {}
+    problems = []
+    for spec in graph.sources():
+        source = getattr(spec.params, "source_id", "") or spec.name
+        if source in seen:
+            problems.append((spec, f"{source!r} is also the source id of stage {seen[source].name!r}; "
+                                   "give each source its own source_id"))
+        else:
+            seen[source] = spec
+    return problems
+
+
 def file_key(path: str) -> object | None:
     """What makes two paths one file (device and inode where it exists, so links and other
     spellings match), or None for a device, FIFO or socket (``/dev/null``, ``/dev/stdout``),

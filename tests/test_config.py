@@ -71,6 +71,11 @@ BROKEN = {
                        "row (a full disk, a closed socket) stops the run rather than lose rows and end with exit 0"),
     "bad_workers": (GOOD.replace("    type: haar\n", "    type: haar\n    workers: 0\n"),
                     "{f}:8: stage 'detector' (haar): workers: expected an integer from 1 to 64, got 0"),
+    "duplicate_source_id": (GOOD.replace("  detector:\n    type: haar\n    inputs: [source]\n",
+                                         "  cam2:\n    type: video\n    params: {path: clip2.mp4, source_id: source}\n"
+                                         "  detector:\n    type: haar\n    inputs: [source, cam2]\n"),
+                            "{f}:8: stage 'cam2' (video): params.source_id: 'source' is also the source id of "
+                            "stage 'source'; give each source its own source_id"),
     "workers_of_a_stateful_stage": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
                                     "{f}:14: stage 'csv' (csv): workers: csv keeps state from one packet "
                                     "to the next (or is a source or a sink), so it runs in one process only"),
