@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -54,6 +55,8 @@ VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg
 LOCAL_OBJECT_STORE = 100 * 1024 * 1024
 """Tasks exchange only a config and a small result, so a local Ray need not reserve its default
 share (30 % of memory) of /dev/shm."""
+CONNECT_TIMEOUT_S = 5.0
+"""How long to wait for a TCP answer from --address before saying nothing is there."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,21 @@ def is_loopback_address(address: str | None) -> bool:
     return not address or is_loopback(address.split("://")[-1].rsplit(":", 1)[0].strip("[]"))
 
 
+def check_cluster(address: str | None) -> None:
+    """InputError unless something listens at ``address`` (HOST:PORT or ray://HOST:PORT):
+    ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"--address {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None
+
+
 def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
     """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
 
@@ -395,6 +413,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
     refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
+    check_cluster(address)
     make_folder(out_dir, "--out")
     work = out_dir / WORK
 

@@ -229,6 +229,18 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
 
 
+def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made(six_clips, tmp_path):
+    """ray.init retried such an address for minutes, printing Ray's log lines, and left --out/_work."""
+    from livetools import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", address, cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"fer-pipe: --address {address}: no Ray cluster answers there (")
+    assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
 def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path):
     """The rows decoded before the damage are kept beside the outputs and named; once the file
     is whole again, a rerun writes its CSV and removes the partial one (it stayed, before)."""
