@@ -15,9 +15,9 @@ from typing import Any
 from .endpoints import check_form
 
 
-def whole(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than ``minimum``."""
-    return _at_least(int, "a whole number", minimum)
+def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``minimum`` (nor larger than ``maximum``)."""
+    return _at_least(int, "a whole number", minimum, maximum)
 
 
 def number(minimum: float) -> Callable[[str], float]:
@@ -37,12 +37,14 @@ def endpoint(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _at_least(kind: type, noun: str, minimum: float) -> Callable[[str], Any]:
+def _at_least(kind: type, noun: str, minimum: float, maximum: float | None = None) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if maximum is not None and not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be {noun} from {minimum:g} to {maximum:g}, got {text}")
         if not minimum <= value < math.inf:
             raise argparse.ArgumentTypeError(f"must be {noun} of at least {minimum:g}, got {text}")
         return value

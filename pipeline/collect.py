@@ -215,7 +215,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
     parser.add_argument("--publish", type=endpoint, default=None,
                         help="also republish every event on this PUB endpoint")
-    parser.add_argument("--precision", type=whole(1), default=4, help="decimals of probabilities and confidence")
+    parser.add_argument("--precision", type=whole(1, 9), default=4,
+                        help="decimals of probabilities and confidence, 1-9, as the csv sink's")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -411,7 +411,8 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["collect", "--csv", "out.csv", "--precision", "-1"], "argument --precision: must be a whole number of at least 1, got -1"),
+    (["collect", "--csv", "out.csv", "--precision", "-1"], "argument --precision: must be a whole number from 1 to 9, got -1"),
+    (["collect", "--csv", "out.csv", "--precision", "99"], "argument --precision: must be a whole number from 1 to 9, got 99"),
     (["subscribe", "--count", "-1"], "argument --count: must be a whole number of at least 0, got -1"),
     (["train", "--data", "x.csv", "--out", "o", "--lr", "-0.1"],
      "argument --lr: must be a finite number of at least 0, got -0.1"),
