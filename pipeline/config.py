@@ -239,8 +239,13 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
 def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
     """``~/`` at the start of a file param is the home folder, as in a shell. The shell expands
     only a word's leading ``~``, so ``--set csv.path=~/out.csv`` arrives as typed, and YAML
-    never expands it; the file checks and the stages then see the real path."""
+    never expands it; the file checks and the stages then see the real path. An empty one is
+    refused (ValueError naming it): as a path it is the working folder, and the file checks
+    would say "." is a folder."""
     names = (*cls.input_paths, *cls.output_paths)
+    empty = [n for n in names if not getattr(params, n).strip()]
+    if empty:
+        raise ValueError(empty[0])
     update = {n: os.path.expanduser(getattr(params, n)) for n in names if getattr(params, n).startswith("~")}
     return params.model_copy(update=update) if update else params
 
@@ -248,8 +253,8 @@ def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, "
-                          f"got {type(data).__name__}")
+        got = "an empty file (or only comments)" if data is None else type(data).__name__
+        raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, got {got}")
     for key in data:
         if key not in TOP_KEYS:
             raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)} "
@@ -299,7 +304,11 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
             field = ".".join(("params", *loc))  # no loc: a check across several parameters
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', *loc[:1])}: {prefix}: "
                               f"{field}: {reason}") from None
-        params = _home_expanded(cls, params)
+        try:
+            params = _home_expanded(cls, params)
+        except ValueError as exc:
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
+                              f"params.{exc.args[0]}: the path is empty") from None
         inputs = body.get("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]
