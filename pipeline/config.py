@@ -351,7 +351,10 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
                select: Callable[[Any, str], Any] | None = None) -> Graph:
     """A checked graph from a YAML file, or from a plain dict (the Python API, tests) with the
     same checks. ``--set`` overrides apply first, then ``select`` (the shard filter), so both
-    see the whole config and validation sees what will run."""
+    see the whole config and validation sees what will run. One override may be given as a
+    plain string (iterated, it would be read character by character)."""
+    if isinstance(overrides, str):
+        overrides = [overrides]
     if isinstance(config, Mapping):
         origin, data, lines = "<dict>", copy.deepcopy(dict(config)), {}
     else:

@@ -47,6 +47,8 @@ def test_a_config_dict_and_stopping_early(short_clip):
 def test_bad_config_raises_before_anything_starts(tmp_path):
     with pytest.raises(ConfigError, match="scale_factor"):
         results("configs/video_to_csv.yaml", ["detector.scale_factor=0.5"])
+    with pytest.raises(ConfigError, match="scale_factor"):  # one override as a string, not its characters
+        results("configs/video_to_csv.yaml", "detector.scale_factor=0.5")
     with pytest.raises(ConfigError, match="tap='nope'"):
         results("configs/video_to_csv.yaml", tap="nope")
 
