@@ -78,6 +78,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.out, args.cache, quiet=args.quiet)
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Each option's default after its help, unless the help says it already, or there is none
+    to show (a flag, an option that is off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-pipe", description="Real-time facial-expression "
                                      "recognition as a pipeline of plug-in stages.")
@@ -142,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser = sub.add_parser("evaluate", help="accuracy of a model on a FER-2013 split")
     evaluate.add_arguments(eval_parser)
     eval_parser.set_defaults(func=evaluate.run)
+    for command in sub.choices.values():
+        command.formatter_class = _ShowDefaults
+        # also after the command (fer-pipe run x.yaml --debug); SUPPRESS keeps a --debug given
+        # before it from being reset by this parser's default
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show tracebacks (the exit code stays the same)")
     return parser
 
 

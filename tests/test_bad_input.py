@@ -341,12 +341,22 @@ def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp
     assert code == 0, err  # a device is not a file two stages fight over
 
 
-def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_line(tmp_path):
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_line(tmp_path, where):
+    """--debug after the command was refused with fer-pipe's top-level usage."""
     missing = tmp_path / "missing.mp4"
-    done = fer_pipe("--debug", "run", CONFIG, "--set", f"source.path={missing}", timeout=120)
+    args = ["run", CONFIG, "--set", f"source.path={missing}"]
+    done = fer_pipe(*(["--debug", *args] if where == "before the command" else [*args, "--debug"]), timeout=120)
     assert done.returncode == 2, done.stderr
     assert "Traceback" in done.stderr and "InputError" in done.stderr
     assert done.stderr.strip().splitlines()[-1] == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
+
+
+def test_help_shows_the_defaults_of_options():
+    done = fer_pipe("collect", "--help")
+    assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
+    done = fer_pipe("train", "--help")
+    assert "(default: 40)" in done.stdout and "(default: vgg)" in done.stdout
 
 
 @pytest.mark.parametrize("value, expected", [

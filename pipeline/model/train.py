@@ -36,19 +36,21 @@ NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs", "extend",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="FER-2013 CSV(.gz) or image folder")
     parser.add_argument("--out", required=True, help="output folder for model, card, plots, checkpoint")
-    parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"))
+    parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"),
+                        help="the network: vgg (the shipped model's) or seed (the first 4-layer CNN, a baseline)")
     parser.add_argument("--width", type=whole(1), default=32, help="channels of the first stage (vgg)")
-    parser.add_argument("--dropout", type=number(0), default=0.3)
-    parser.add_argument("--epochs", type=whole(1), default=40)
-    parser.add_argument("--batch-size", type=whole(1), default=128)
+    parser.add_argument("--dropout", type=number(0), default=0.3, help="dropout before the classifier head")
+    parser.add_argument("--epochs", type=whole(1), default=40, help="epochs of one schedule cycle")
+    parser.add_argument("--batch-size", type=whole(1), default=128, help="faces per training step")
     parser.add_argument("--lr", type=number(0), default=0.05, help="peak learning rate (SGD, Nesterov)")
-    parser.add_argument("--weight-decay", type=number(0), default=5e-4)
-    parser.add_argument("--warmup-epochs", type=number(0), default=2.0)
-    parser.add_argument("--label-smoothing", type=number(0), default=0.1)
+    parser.add_argument("--weight-decay", type=number(0), default=5e-4, help="L2 weight decay")
+    parser.add_argument("--warmup-epochs", type=number(0), default=2.0,
+                        help="epochs of linear learning-rate warm-up before the cosine decay")
+    parser.add_argument("--label-smoothing", type=number(0), default=0.1, help="label smoothing of the loss")
     parser.add_argument("--crop", type=whole(1), default=40,
                         help="side of the random training crop; inference uses the centre crop")
     parser.add_argument("--erase", type=number(0), default=0.5, help="random-erasing probability")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="random seed (weights, shuffling, augmentation)")
     parser.add_argument("--limit", type=whole(0), default=0,
                         help="use only the first N training and N//4 test rows (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
