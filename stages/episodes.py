@@ -15,6 +15,7 @@ network stage.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,7 @@ class EpisodesSink(Sink):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
+        self._said_unsmoothed = False
         self._socket: zmq.Socket | None = None
         # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
         if self.params.publish:
@@ -118,6 +120,11 @@ class EpisodesSink(Sink):
 
     def consume(self, packet: Packet) -> None:
         for face in packet.faces or []:
+            if face.smoothed is None and face.probs is not None and not self._said_unsmoothed:
+                self._said_unsmoothed = True
+                print(f"fer-pipe: WARNING: episodes stage {self.name!r}: faces arrive without track ids or "
+                      "smoothed labels, so they make no episodes; put track and smooth stages before it "
+                      "(see configs/episodes.yaml)", file=sys.stderr)
             if face.track_id is None:
                 continue
             key = (packet.source, face.track_id)

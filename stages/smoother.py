@@ -19,6 +19,7 @@ from when the hysteresis let it through. Faces without a track id are passed on 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,11 +64,16 @@ class Smoother(Stage):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _TrackState] = {}
+        self._said_untracked = False
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         for face in packet.faces or []:
             if face.track_id is not None and face.probs is not None:
                 self._update(packet, face)
+            elif face.probs is not None and not self._said_untracked:  # a graph without a track stage
+                self._said_untracked = True
+                print(f"fer-pipe: WARNING: smooth stage {self.name!r}: faces arrive without track ids, so "
+                      "none is smoothed; put a track stage before it (see configs/episodes.yaml)", file=sys.stderr)
         for track_id in packet.extra.get("track_lost", ()):
             self._tracks.pop((packet.source, track_id), None)
         return (packet,)

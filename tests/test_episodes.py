@@ -77,6 +77,21 @@ def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_o
     assert [r["label"] for r in kept] == ["angry", "angry", "fear"]
 
 
+def test_a_graph_without_track_or_smooth_stages_says_why_nothing_is_smoothed(tmp_path: Path, capsys) -> None:
+    """Without a track stage, the smoothed columns stayed empty and the episodes CSV held only
+    its header, and the run ended with exit 0 without a word."""
+    untracked = [Packet("cam", i, i / FPS, faces=[Face((200, 0, 60, 60), probs("happy"))]) for i in range(40)]
+    assert all(face.smoothed is None for p in run_stage("smooth", untracked) for face in p.faces)
+    run_stage("episodes", untracked, {"path": str(tmp_path / "e.csv")})
+    assert capsys.readouterr().err.splitlines() == [
+        "fer-pipe: WARNING: smooth stage 'smooth': faces arrive without track ids, so none is smoothed; put a "
+        "track stage before it (see configs/episodes.yaml)",
+        "fer-pipe: WARNING: episodes stage 'episodes': faces arrive without track ids or smoothed labels, so they "
+        "make no episodes; put track and smooth stages before it (see configs/episodes.yaml)"]
+    episodes_of(track(["happy"] * 40), tmp_path)  # tracked and smoothed: nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_a_missing_folder_is_a_clear_input_error(tmp_path: Path) -> None:
     sink = make_stage("episodes", {"path": str(tmp_path / "nope" / "e.csv")})
     with pytest.raises(InputError, match="nope"):
