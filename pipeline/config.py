@@ -302,8 +302,12 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         except ValidationError as exc:
             loc, reason = _pydantic_reason(exc)
             field = ".".join(("params", *loc))  # no loc: a check across several parameters
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', *loc[:1])}: {prefix}: "
-                              f"{field}: {reason}") from None
+            where = _where(origin, lines, 'stages', name, 'params', *loc[:1])
+            sets = [v for k, v in lines.items() if not loc and len(k) == 4 and k[:3] == ("stages", name, "params")
+                    and isinstance(v, str)]
+            if sets and where not in sets:  # the file's values and the --set ones were checked together
+                where = f"{where} with {', '.join(sets)}"
+            raise ConfigError(f"{where}: {prefix}: {field}: {reason}") from None
         try:
             params = _home_expanded(cls, params)
         except ValueError as exc:

@@ -372,6 +372,15 @@ def test_a_bad_value_in_set_is_one_line_naming_the_set(value, expected):
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
 
 
+def test_a_check_across_parameters_names_the_file_line_and_the_set():
+    """Before, only the file's line was named, though the value at fault was typed with --set."""
+    done = fer_pipe("validate", "video_to_zmq.yaml", "--set", "events.endpoint=tcp://0.0.0.0:5556", timeout=60)
+    assert done.returncode == 2
+    assert re.fullmatch(r"fer-pipe: \S+video_to_zmq\.yaml:\d+ with --set events\.endpoint=tcp://0\.0\.0\.0:5556: "
+                        r"stage 'events' \(zmq\): params: tcp://0\.0\.0\.0:5556 is not a loopback address.*\n",
+                        done.stderr), done.stderr
+
+
 def test_webcam_that_does_not_exist(tmp_path, out_csv):
     config = tmp_path / "cam.yaml"
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: webcam")
