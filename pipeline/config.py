@@ -7,6 +7,7 @@ straight to the spot. YAML is only ever read with the safe loader.
 from __future__ import annotations
 
 import copy
+import datetime
 import os
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
@@ -233,6 +234,12 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
         reason = "required parameter is missing"
     elif err["type"] == "value_error":
         reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
+    elif err["type"] == "string_type" and isinstance(err["input"], (bool, int, float, datetime.date)):
+        # YAML reads 101, no, on and 2024-01-01 as a number, a boolean, a date: a camera id of 101
+        # was refused with no hint of why
+        value = err["input"]
+        kind = "true/false" if isinstance(value, bool) else "a date" if isinstance(value, datetime.date) else "a number"
+        reason += f" (YAML read the value as {kind}; put it in quotes to mean text)"
     return loc, reason
 
 

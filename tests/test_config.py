@@ -39,6 +39,9 @@ BROKEN = {
     "mistyped_param": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_neighbors: many}"),
                        "{f}:9: stage 'detector' (haar): params.min_neighbors: Input should be a valid "
                        "integer, unable to parse string as an integer"),
+    "number_for_text": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: 101"),
+                        "{f}:6: stage 'source' (video): params.source_id: Input should be a valid string (YAML "
+                        "read the value as a number; put it in quotes to mean text)"),
     "out_of_range": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 0.9}"),
                      "{f}:9: stage 'detector' (haar): params.scale_factor: Input should be greater than 1"),
     "missing_edge": (GOOD.replace("inputs: [detector]", "inputs: [detectr]"),
