@@ -491,9 +491,15 @@ def test_a_sink_cannot_write_over_its_own_config(tmp_path, short_clip):
 
 
 def test_train_without_its_data_is_one_line_and_makes_no_folder(tmp_path):
-    """Before, TensorFlow's import printed its start-up lines above the error, and --out was made."""
+    """Before, TensorFlow's import printed its start-up lines above the error, and --out was made
+    (still, until this session, for a file that is not FER-2013)."""
     done = fer_pipe("train", "--data", str(tmp_path / "fer2013.csv"), "--out", str(tmp_path / "run"), timeout=120)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'fer2013.csv'}: no such file or folder\n")
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "notes.csv").write_text("not fer\n")
+    done = fer_pipe("train", "--data", str(tmp_path / "notes.csv"), "--out", str(tmp_path / "run"), timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {tmp_path / 'notes.csv'}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')\n")
     assert not (tmp_path / "run").exists()
 
 

@@ -185,25 +185,32 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
 
 
 def run(args: argparse.Namespace) -> int:
-    if not Path(args.data).exists():  # before TensorFlow's import prints its start-up lines
+    # Everything that can be wrong with the arguments or the data is found before the --out
+    # folder is made and before TensorFlow's import prints its start-up lines.
+    if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
     out = Path(args.out)
-    make_folder(out, "train: --out")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
-
-    from . import report
-    from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
-
     state_path = out / STATE
     state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
     if args.resume and state is None:
         raise InputError(f"{out}: nothing to resume (no {STATE})")
     if args.extend and not args.resume:
         raise InputError("--extend: continues a finished run, so it needs --resume")
-
     started = time.time()
-    train, test = load_splits(args.data, "Training", "PublicTest")
+    made = not out.exists()
+    make_folder(out, "train: --out")
+    try:
+        train, test = load_splits(args.data, "Training", "PublicTest")
+    except InputError:
+        if made:
+            out.rmdir()  # a bad data file leaves no empty --out behind
+        raise
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from . import report
+    from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
+
     if args.limit:
         train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     args.train_rows = len(train)
