@@ -14,6 +14,7 @@ import traceback
 
 from .arguments import number
 from .errors import UserError
+from .graph import Graph, dead_ends
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -26,6 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph = load_shard(args.config, args.set, args.shard)
     else:
         graph = load_graph(args.config, args.set)
+    _warn_dead_ends(graph)
     result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
                     status_every=args.status_every).run()
     report(result, args.quiet, args.debug)
@@ -50,8 +52,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         except UserError as exc:
             status = _user_error(exc, args.debug)
             continue
+        _warn_dead_ends(graph)
         print(f"{graph.origin}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
     return status
+
+
+def _warn_dead_ends(graph: Graph) -> None:
+    for spec in dead_ends(graph):
+        print(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) feeds no stage, so "
+              "what it makes is dropped (a sink left out, or a source missing from an inputs list?)",
+              file=sys.stderr)
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:

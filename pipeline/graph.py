@@ -102,6 +102,13 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
     return problems
 
 
+def dead_ends(graph: Graph) -> list[StageSpec]:
+    """Stages whose output nothing takes: allowed (a benchmark of the detector ends there), but
+    in a real graph a sink left out or a camera missing from the detector's inputs, whose
+    frames would be read and dropped without a word."""
+    return [s for s in graph.sinks() if not issubclass(s.cls, Sink)]
+
+
 def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     """Sources that would carry one id, as (later stage, message): the id is the CSV's source
     column, the events' topic, and the key of every track, smoother and sequence downstream,

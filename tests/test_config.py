@@ -143,6 +143,17 @@ def test_broken_config_gives_one_exact_line(case, tmp_path, capsys):
     assert lines[0].startswith("fer-pipe: " + expected.format(f=path)), lines[0]
 
 
+def test_a_stage_that_feeds_nothing_is_valid_but_warned_about(tmp_path):
+    """A second camera left out of the detector's inputs was read and dropped without a word."""
+    config = tmp_path / "two.yaml"
+    config.write_text(GOOD.replace("  detector:\n", "  cam2:\n    type: video\n    params: {path: clip2.mp4}\n"
+                                                    "  detector:\n"))
+    done = fer_pipe("validate", str(config))
+    assert done.returncode == 0 and done.stdout.startswith(f"{config}: ok")
+    assert done.stderr == (f"fer-pipe: WARNING: {config}: stage 'cam2' (video) feeds no stage, so what it makes is "
+                           "dropped (a sink left out, or a source missing from an inputs list?)\n")
+
+
 def test_cli_exit_code_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(BROKEN["unknown_param"][0])
