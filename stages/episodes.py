@@ -100,7 +100,7 @@ class EpisodesSink(Sink):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
-        self._said_unsmoothed = False
+        self._faces = self._smoothed = 0
         self._socket: zmq.Socket | None = None
         # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
         if self.params.publish:
@@ -120,11 +120,8 @@ class EpisodesSink(Sink):
 
     def consume(self, packet: Packet) -> None:
         for face in packet.faces or []:
-            if face.smoothed is None and face.probs is not None and not self._said_unsmoothed:
-                self._said_unsmoothed = True
-                print(f"fer-pipe: WARNING: episodes stage {self.name!r}: faces arrive without track ids or "
-                      "smoothed labels, so they make no episodes; put track and smooth stages before it "
-                      "(see configs/episodes.yaml)", file=sys.stderr)
+            self._faces += face.probs is not None
+            self._smoothed += face.smoothed is not None
             if face.track_id is None:
                 continue
             key = (packet.source, face.track_id)
@@ -142,6 +139,10 @@ class EpisodesSink(Sink):
     def finish(self) -> list[Packet]:
         for key in list(self._tracks):
             self._end_track(key)
+        if self._faces and not self._smoothed:  # see Smoother.finish: only a whole run tells
+            print(f"fer-pipe: WARNING: episodes stage {self.name!r}: none of the {self._faces} faces had a "
+                  "smoothed label, so there are no episodes; put track and smooth stages before it (see "
+                  "configs/episodes.yaml)", file=sys.stderr)
         return []
 
     def close(self) -> None:

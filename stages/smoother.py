@@ -64,19 +64,27 @@ class Smoother(Stage):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _TrackState] = {}
-        self._said_untracked = False
+        self._faces = self._tracked = 0
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         for face in packet.faces or []:
+            if face.probs is not None:
+                self._faces += 1
             if face.track_id is not None and face.probs is not None:
+                self._tracked += 1
                 self._update(packet, face)
-            elif face.probs is not None and not self._said_untracked:  # a graph without a track stage
-                self._said_untracked = True
-                print(f"fer-pipe: WARNING: smooth stage {self.name!r}: faces arrive without track ids, so "
-                      "none is smoothed; put a track stage before it (see configs/episodes.yaml)", file=sys.stderr)
         for track_id in packet.extra.get("track_lost", ()):
             self._tracks.pop((packet.source, track_id), None)
         return (packet,)
+
+    def finish(self) -> list[Packet]:
+        # A face waits for its track id for a few detections (the tracker's min_hits), so only
+        # a whole run of faces without one says that the graph has no track stage.
+        if self._faces and not self._tracked:
+            print(f"fer-pipe: WARNING: smooth stage {self.name!r}: none of the {self._faces} faces had a track "
+                  "id, so none was smoothed; put a track stage before it (see configs/episodes.yaml)",
+                  file=sys.stderr)
+        return []
 
     def _update(self, packet: Packet, face: Face) -> None:
         key = (packet.source, face.track_id)

@@ -84,11 +84,13 @@ def test_a_graph_without_track_or_smooth_stages_says_why_nothing_is_smoothed(tmp
     assert all(face.smoothed is None for p in run_stage("smooth", untracked) for face in p.faces)
     run_stage("episodes", untracked, {"path": str(tmp_path / "e.csv")})
     assert capsys.readouterr().err.splitlines() == [
-        "fer-pipe: WARNING: smooth stage 'smooth': faces arrive without track ids, so none is smoothed; put a "
-        "track stage before it (see configs/episodes.yaml)",
-        "fer-pipe: WARNING: episodes stage 'episodes': faces arrive without track ids or smoothed labels, so they "
-        "make no episodes; put track and smooth stages before it (see configs/episodes.yaml)"]
-    episodes_of(track(["happy"] * 40), tmp_path)  # tracked and smoothed: nothing to say
+        "fer-pipe: WARNING: smooth stage 'smooth': none of the 40 faces had a track id, so none was smoothed; "
+        "put a track stage before it (see configs/episodes.yaml)",
+        "fer-pipe: WARNING: episodes stage 'episodes': none of the 40 faces had a smoothed label, so there are no "
+        "episodes; put track and smooth stages before it (see configs/episodes.yaml)"]
+    # tracked and smoothed, though the first faces wait for their track id (min_hits): nothing to say
+    faces = [Face((200, 0, 60, 60), probs("happy"), None if i < 3 else 1) for i in range(43)]
+    episodes_of([Packet("cam", i, i / FPS, faces=[face]) for i, face in enumerate(faces)], tmp_path)
     assert capsys.readouterr().err == ""
 
 
