@@ -15,11 +15,13 @@ after task retries, which is the one thing this module must never do.
 
 On a multi-node cluster (``--address``), ``OUT`` and the inputs must be on storage every
 node sees at the same path, and fer-pipe must be installed on every node.
+
+This module is the driver (planning, Ray, progress, manifest); what a task runs is in
+``batch_task``.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import os
@@ -37,8 +39,8 @@ from typing import Any
 
 from .arguments import whole
 from .endpoints import is_loopback
-from .errors import ConfigError, InputError, UserError
-from .graph import Graph, file_key
+from .batch_task import Job, count_rows, job_config, refuse_shared_outputs, run_job, video_csv_stages
+from .errors import InputError, UserError
 from .mp4 import frames_played
 from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
@@ -59,20 +61,6 @@ CONNECT_TIMEOUT_S = 5.0
 """How long to wait for a TCP answer from --address before saying nothing is there."""
 
 
-@dataclass(frozen=True)
-class Job:
-    """One task: a whole video, or ``max_frames`` frames of it from ``start`` (0: to its end)."""
-
-    input: str
-    key: str
-    start: int = 0
-    max_frames: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.key if not (self.start or self.max_frames) else f"{self.key}@{self.start}"
-
-
 @dataclass
 class InputReport:
     input: str
@@ -85,103 +73,6 @@ class InputReport:
     error: str = ""
     bad_input: bool = field(default=False, repr=False)
 
-
-# ---- the task side ---------------------------------------------------------------------------
-
-def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
-    """The names of the config's one ``video`` source and one ``csv`` sink, which a task re-aims."""
-    stages = config.get("stages") if isinstance(config, dict) else None
-    if not isinstance(stages, dict):
-        raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top")
-    by_type: dict[str, list[str]] = {}
-    for name, body in stages.items():
-        if isinstance(body, dict):
-            by_type.setdefault(str(body.get("type")), []).append(name)
-    videos, csvs = by_type.get("video", []), by_type.get("csv", [])
-    if len(videos) != 1 or len(csvs) != 1:
-        raise ConfigError(f"{origin}: fer-pipe batch needs exactly one 'video' source and one 'csv' sink "
-                          f"(found {len(videos)} and {len(csvs)})")
-    return videos[0], csvs[0]
-
-
-def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
-    """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
-    write that one path at once (and over a file the user had there)."""
-    for spec in graph.stages.values():
-        for param in spec.cls.output_paths if spec.name != sink else ():
-            path = getattr(spec.params, param)
-            if file_key(path) is not None:
-                raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): params.{param}: fer-pipe "
-                                  f"batch writes one CSV per video, but every task would write {path}; "
-                                  "remove the stage or set it to /dev/null")
-
-
-def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
-    """The config of one task: the video and CSV paths, the frame range, and one thread per stage."""
-    video, sink = video_csv_stages(config, origin)
-    data = copy.deepcopy(config)
-    stages = data["stages"]
-    for body in stages.values():
-        if isinstance(body, dict) and isinstance(body.get("params"), dict) and "threads" in body["params"]:
-            body["params"]["threads"] = 1
-    source = stages[video].setdefault("params", {}) or {}
-    source.update(path=job.input, start=job.start, max_frames=job.max_frames)
-    stages[video]["params"] = source
-    stages[sink]["params"] = {**(stages[sink].get("params") or {}), "path": str(csv_path)}
-    return data
-
-
-def record_attempt(work: Path, job: Job, node: str) -> None:
-    """One line per attempt, appended before any work, so retries show in the manifest."""
-    line = json.dumps({"job": job.name, "pid": os.getpid(), "node": node, "time": time.time()})
-    folder = work / "attempts"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{job.name}.jsonl", "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-
-
-def count_rows(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return max(0, sum(1 for _ in fh) - 1)
-
-
-def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> float:
-    """The body of one task: run the graph in this process into a temporary CSV, then rename it;
-    returns the seconds it took.
-
-    OpenCV's own thread pool is pinned here (the environment pins the others), because
-    ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
-    out bad part-way (a truncated file), the rows already made are kept beside the outputs as
-    ``NAME.partial.csv`` and the error says so; the input still counts as failed, so a rerun
-    tries it again.
-    """
-    import cv2
-    import ray
-
-    from .config import build_graph
-    from .inprocess import run_graph
-
-    cv2.setNumThreads(1)
-    work_dir, target = Path(work), Path(final)
-    record_attempt(work_dir, job, ray.get_runtime_context().get_node_id())
-    started = time.perf_counter()
-    temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
-    try:
-        run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
-        os.replace(temp, target)
-        (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
-    except UserError as exc:
-        if temp.exists() and count_rows(temp):
-            partial = work_dir.parent / f"{job.name}.partial.csv"
-            os.replace(temp, partial)
-            raise type(exc)(f"{exc}; its {count_rows(partial)} rows are in {partial}") from None
-        raise
-    finally:
-        temp.unlink(missing_ok=True)
-    return time.perf_counter() - started
-
-
-# ---- the driver side -------------------------------------------------------------------------
 
 def frame_count(path: str) -> int:
     """Frames the video plays, as the video source counts them (an edit list's hidden frames

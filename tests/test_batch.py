@@ -200,7 +200,8 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
 def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     """What the bar reads from a task's CSV: frames done in its chunk, not rows (a frame with
     two faces has two rows)."""
-    from fer_pipe.batch import Job, _frames_written
+    from fer_pipe.batch import _frames_written
+    from fer_pipe.batch_task import Job
     from fer_pipe.csvfile import CsvOutput
     from fer_pipe.stages.csv_sink import COLUMNS
 
