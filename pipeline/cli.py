@@ -50,6 +50,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         try:
             graph = load_graph(path, args.set)
         except UserError as exc:
+            if len(args.configs) > 1 and str(exc).startswith("--set"):  # which config it was checked in
+                exc = type(exc)(f"{path}: {exc}")
             status = _user_error(exc, args.debug)
             continue
         _warn_dead_ends(graph)

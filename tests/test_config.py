@@ -154,6 +154,15 @@ def test_a_stage_that_feeds_nothing_is_valid_but_warned_about(tmp_path):
                            "dropped (a sink left out, or a source missing from an inputs list?)\n")
 
 
+def test_a_bad_set_in_several_configs_names_each_config():
+    """The same line, once per config, did not say which config it came from."""
+    done = fer_pipe("validate", "--set", "detector.scale_factor=5", "webcam", "rtsp")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"fer-pipe: {name}: --set detector.scale_factor=5: stage 'detector' (haar): params.scale_factor: Input "
+        "should be less than or equal to 2" for name in ("webcam", "rtsp")]
+
+
 def test_cli_exit_code_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(BROKEN["unknown_param"][0])
