@@ -238,30 +238,40 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
 
 
-def test_subscribe_csv_says_once_which_event_types_it_skips():
-    """Before, episode and face events were dropped from --format csv without a word: against an
-    episodes publisher the user saw a header and nothing else."""
-    from fer_pipe.events import encode
-
+def subscribe_csv(count: int, messages: list[list[bytes]]) -> tuple[int, str, str]:
+    """``fer-pipe subscribe --format csv --count N`` against a real XPUB socket, which sends
+    ``messages`` once the subscription is there (from then on nothing sent is lost)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.bind(endpoint)
     cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
-                            "--count", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--count", str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert pub.poll(60_000), "the subscriber never subscribed"
-        pub.recv()  # its subscription: from here on nothing sent is lost
-        episode = {"schema": 1, "type": "episode", "source": "cam", "track_id": 1, "label": "happy"}
-        frame = {"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28, "faces": []}
-        for event in (episode, episode, frame, {**episode, "type": "face_lost"}):
-            pub.send_multipart(encode(event))
+        pub.recv()
+        for message in messages:
+            pub.send_multipart(message)
         out, err = cli.communicate(timeout=60)
     finally:
         stop(cli)
         pub.close(0)
         ctx.term()
-    assert cli.returncode == 0
+    return cli.returncode, out, err
+
+
+FRAME_7 = {"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28, "faces": []}
+
+
+def test_subscribe_csv_says_once_which_event_types_it_skips():
+    """Before, episode and face events were dropped from --format csv without a word: against an
+    episodes publisher the user saw a header and nothing else."""
+    from fer_pipe.events import encode
+
+    episode = {"schema": 1, "type": "episode", "source": "cam", "track_id": 1, "label": "happy"}
+    events = (episode, episode, FRAME_7, {**episode, "type": "face_lost"})
+    code, out, err = subscribe_csv(4, [encode(event) for event in events])
+    assert code == 0
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
     assert err.splitlines() == [
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
@@ -278,25 +288,8 @@ MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "c
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
     from fer_pipe.events import encode
 
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.XPUB)
-    pub.bind(endpoint)
-    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
-                            "--count", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert pub.poll(60_000), "the subscriber never subscribed"
-        pub.recv()
-        for body in MALFORMED:
-            pub.send_multipart([b"emotion.cam", body])
-        pub.send_multipart(encode({"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28,
-                                   "faces": []}))
-        out, err = cli.communicate(timeout=60)
-    finally:
-        stop(cli)
-        pub.close(0)
-        ctx.term()
-    assert cli.returncode == 0, err
+    code, out, err = subscribe_csv(1, [[b"emotion.cam", body] for body in MALFORMED] + [encode(FRAME_7)])
+    assert code == 0, err
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
     assert [line.split(":")[:2] for line in err.splitlines()] == [
         ["fer-pipe subscribe", " skipped a malformed event"]] * 3, err
