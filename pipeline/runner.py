@@ -32,11 +32,12 @@ from .status import StatusLine
 from .worker import Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
+RESEND_S = 0.5
+POLL_S = 0.1
+
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, Any]  # process name -> multiprocessing Value
 Failure = tuple[str, str, str, int]  # process, message, traceback, exit code
-RESEND_S = 0.5
-POLL_S = 0.1
 
 
 @dataclass
@@ -155,7 +156,7 @@ class Runner:
 
         ``control`` is the queue of the stages' messages, ``stop`` the event that asks the
         sources to stop; ``progress`` and ``busy`` are each process's shared item count and the
-        time it took its current packet (0 when idle)."""
+        monotonic time at which it took its current packet (0 when idle)."""
         graph = self.graph
         done: dict[str, dict] = {}
         segments: list[str] = []
