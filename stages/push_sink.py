@@ -73,6 +73,7 @@ class PushSink(Sink):
         self._sock.connect(self.params.connect)
 
     def consume(self, packet: Packet) -> None:
+        self._collector_connected(0.0)  # read what the monitor says, every event: see there
         event = frame_event(packet, self.params.precision)
         seq = self._seq.get(packet.source, 0)
         event["seq"], event["run"] = seq, self.run
@@ -106,9 +107,15 @@ class PushSink(Sink):
                   "pipeline waits", file=sys.stderr, flush=True)
         self.waiting_outside()
         self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
+        self._collector_connected(0.0)
 
     def _collector_connected(self, wait_s: float) -> bool:
-        """Whether a collector is connected now, waiting up to ``wait_s`` for one to connect."""
+        """Whether a collector is connected now, waiting up to ``wait_s`` for one to connect.
+
+        It reads every event the monitor holds. It must run often: libzmq's I/O thread sends
+        monitor events with a blocking send, so once about 2,000 lie unread (a collector that
+        restarted a thousand times, or a proxy that accepts and drops connections while the
+        collector is down: ten a second) that thread stops, and with it every send, for good."""
         deadline = time.monotonic() + wait_s
         while True:
             remaining = 0.0 if self._connected else max(0.0, deadline - time.monotonic())

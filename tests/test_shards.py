@@ -450,3 +450,68 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (FileNotFoundError, ProcessLookupError):
         return ""
+
+
+def test_a_push_sink_behind_a_flapping_peer_still_delivers_when_the_collector_returns(monkeypatch):
+    """A peer that accepts and drops connections (a proxy whose collector is down) makes two
+    monitor events per attempt; unread, about 2,000 of them stopped libzmq's I/O thread and the
+    sink never sent again. The reconnect interval is cut from 100 ms to 2 ms (the only change,
+    through the context the sink makes) so the flapping takes seconds instead of minutes."""
+    import threading
+
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages import push_sink
+
+    class QuickReconnect(zmq.Context):
+        def socket(self, kind, **kwargs):
+            sock = super().socket(kind, **kwargs)
+            sock.setsockopt(zmq.RECONNECT_IVL, 2)
+            return sock
+
+    monkeypatch.setattr(push_sink.zmq, "Context", QuickReconnect)
+    port = free_port()
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    peer.bind(("127.0.0.1", port))
+    peer.listen(64)
+    peer.settimeout(0.2)
+    flapping, accepted = threading.Event(), []
+
+    def accept_and_drop() -> None:
+        while not flapping.is_set():
+            try:
+                peer.accept()[0].close()
+                accepted.append(1)
+            except socket.timeout:
+                pass
+
+    thread = threading.Thread(target=accept_and_drop)
+    thread.start()
+    sink = push_sink.PushSink("push", push_sink.PushParams(connect=f"tcp://127.0.0.1:{port}", linger_s=5))
+    sink.open()
+    frame, deadline = 0, time.monotonic() + 30
+    try:
+        # well past the ~2,000 unread monitor events that stopped it (and the flapping with it)
+        while len(accepted) < 3000 and time.monotonic() < deadline:
+            sink.consume(Packet("cam", frame, frame / 25, faces=[]))
+            frame += 1
+            time.sleep(0.02)
+    finally:
+        flapping.set()
+        thread.join()
+        peer.close()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        for _ in range(20):
+            sink.consume(Packet("cam", frame, frame / 25, faces=[]))
+            frame += 1
+        got = []
+        while len(got) < frame and pull.poll(10_000):
+            got.append(json.loads(pull.recv_multipart()[-1])["seq"])
+    finally:
+        pull.close(0)
+        ctx.term()
+    assert got == list(range(frame))
+    sink.close()  # not on failure: a stuck I/O thread would hang it
