@@ -26,6 +26,8 @@ from fer_pipe.stage import Source, StageParams
 
 STOP_POLL_S = 0.5
 """How often a wait for the next frame checks whether the run is stopping."""
+STABLE_S = 5.0
+"""A connection that streamed this long was good: the backoff and the give-up clock start over."""
 
 
 class RtspParams(StageParams):
@@ -83,11 +85,21 @@ class RtspSource(Source):
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
 
     def _read(self) -> None:
-        """The reader thread: connect, read until the stream stops, back off, connect again.
+        """The reader thread. If it ends by an error, the stream ends with that error: a reader
+        that died in silence left the source waiting for a frame for ever."""
+        try:
+            self._reconnecting()
+        except BaseException as exc:  # noqa: BLE001  said as the stage's failure, not swallowed
+            self._fail(f"reader thread failed: {type(exc).__name__}: {exc}", RuntimeError)
 
-        An attempt counts only once a frame arrives: a server that still answers while its
-        camera sends nothing (a publisher gone behind an RTSP relay) opens fine and then times
-        out, and treating that as connected reset the backoff and the give-up clock every time.
+    def _reconnecting(self) -> None:
+        """Connect, read until the stream stops, back off, connect again.
+
+        The give-up clock starts over when a frame arrives, the backoff only when a connection
+        has streamed for ``STABLE_S``: a server that still answers while its camera sends
+        nothing (a publisher gone behind an RTSP relay) opens fine and then times out, and one
+        that sends a frame and drops the connection (a flapping publisher) reconnected in a
+        tight loop for ever when each connection reset the backoff.
         """
         p = self.params
         failures = 0
@@ -100,23 +112,26 @@ class RtspSource(Source):
                     self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
                                f"(give_up_after_s={p.give_up_after_s:g})")
                     return
-                delay = min(p.backoff_initial_s * 2 ** (failures - 1), p.backoff_max_s)
+                delay = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
                 self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
                 if self._stopping.wait(delay):
                     return
             cap = self._connect()
             opened = cap.isOpened()
+            connected = time.monotonic()
             frames = self._pump(cap, failures) if opened else 0
             cap.release()
             if self._stopping.is_set():
                 return
-            if not frames:
+            if frames:
+                down_since = time.monotonic()  # frames came: the give-up clock starts over
+            if not frames or down_since - connected < STABLE_S:
                 failures += 1
-                why = (f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if opened
-                       else "cannot connect")
+                why = ("cannot connect" if not opened else
+                       f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if not frames else
+                       f"stream lost after {frames} frames, {down_since - connected:.1f} s")
                 continue
             failures = 0
-            down_since = time.monotonic()
             self._log(f"stream lost after {frames} frames; reconnecting")
 
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
@@ -134,9 +149,9 @@ class RtspSource(Source):
             frames += 1
         return frames
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, kind: type[Exception] = InputError) -> None:
         with self._cond:
-            self._error = message
+            self._error, self._error_kind = message, kind
             self._cond.notify()
 
     def frames(self) -> Iterator[Packet]:
@@ -149,7 +164,7 @@ class RtspSource(Source):
                     if self.stop_requested():
                         return  # the run is stopping while the camera is down: end the stream now
                 if self._latest is None:
-                    raise InputError(f"rtsp {self._where}: {self._error}")
+                    raise self._error_kind(f"rtsp {self._where}: {self._error}")
                 image, captured = self._latest
                 self._latest = None
             yield Packet(source, index, captured - started, image, captured=captured)

@@ -7,8 +7,10 @@ restarts them, and checks the source reconnects and frames flow again.
 """
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -148,6 +150,48 @@ def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     assert "giving up" in last
 
 
+def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd):
+    """The backoff was 0.5 * 2 ** (attempts - 1): after 1,025 attempts (about 3 hours at the
+    default 10 s wait, with give_up_after_s: 0, "never") that raised OverflowError, the reader
+    thread died, and the source waited for a frame for ever, reconnecting no more. The waits
+    are cut to 0.1 ms here, so the attempts take seconds."""
+    from fer_pipe.inprocess import make_stage
+
+    stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x", "backoff_initial_s": 0.0001,
+                                "backoff_max_s": 0.0001, "give_up_after_s": 0, "timeout_s": 1})
+    stage.open()
+    said, deadline = "", time.monotonic() + 120
+    try:
+        while said.count("cannot connect; attempt") < 2000 and stage._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+            said += capfd.readouterr().err
+    finally:
+        stage.close()
+    assert said.count("cannot connect; attempt") >= 2000 and "Traceback" not in said, said[-600:]
+
+
+def test_a_reader_thread_that_fails_ends_the_stream_with_its_error():
+    """Any other exception in the reader thread (an OpenCV error, say) also left the source
+    waiting for ever; here the thread's connect is made to raise, the only way to get one."""
+    from fer_pipe.inprocess import make_stage
+
+    stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x"})
+
+    def broken_connect():
+        raise RuntimeError("injected")
+
+    stage._connect = broken_connect
+    deadline = time.monotonic() + 30
+    stage.stop_requested = lambda: time.monotonic() > deadline  # ends the wait if the error never comes
+    stage.open()
+    try:
+        with pytest.raises(RuntimeError, match=r"rtsp rtsp://127\.0\.0\.1:\d+/x: reader thread failed: "
+                                               r"RuntimeError: injected"):
+            next(stage.frames())
+    finally:
+        stage.close()
+
+
 def test_password_is_not_logged():
     from fer_pipe.stages.rtsp import redact
 
@@ -186,7 +230,8 @@ def test_a_server_that_answers_with_no_frames_counts_as_down_and_gives_up(rtsp_s
         stop(run)
     log = err_path.read_text()
     assert code == 2, log
-    assert "connected, but no frame within timeout_s (1 s); attempt 2" in log
+    # (attempt 2 or 3: a stream shorter than STABLE_S already counts as a failed attempt)
+    assert re.search(r"connected, but no frame within timeout_s \(1 s\); attempt [23] ", log), log
     assert "connected again" not in log
     assert log.strip().splitlines()[-1].startswith(f"fer-pipe: stage 'source' (rtsp) failed: rtsp {server.url}: "
                                                    "no stream for ")
