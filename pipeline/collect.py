@@ -35,6 +35,7 @@ from .errors import InputError, OutputError
 from .events import event_rows
 
 POLL_MS = 200
+FINAL_DRAIN_S = 1.0
 STATE_SUFFIX = ".collect-state.json"
 
 
@@ -173,11 +174,15 @@ class Collector:
         while not self._stop:
             if pull.poll(POLL_MS):
                 self._take(pull, pub, writer)
-        self._take(pull, pub, writer)  # what already arrived is written before stopping
+        # what already arrived is written before stopping, for at most FINAL_DRAIN_S: shards
+        # that go on sending would otherwise keep a stopped collector busy until it is killed
+        self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S)
 
-    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
-        """Everything waiting on the socket, without blocking."""
-        while True:
+    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput,
+              until: float | None = None) -> None:
+        """What is waiting on the socket, without blocking: all of it, until a stop is asked
+        (then only up to ``until``)."""
+        while (not self._stop) if until is None else (time.monotonic() < until):
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -291,6 +291,40 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
     assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 2
 
 
+def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
+    """It took events until none was waiting, so under a steady inflow a systemctl stop ended
+    in SIGKILL, without the sequence state for the next collector. Here 300,000 events are
+    queued at once (more than it writes in several seconds) and the stop is asked before the
+    collector's last take: it must end with some of them still queued, its state matching the
+    last row it wrote, so the next collector reports the rest as a gap."""
+    from fer_pipe.collect import Collector
+    from fer_pipe.csvfile import CsvOutput
+
+    total, port = 300_000, free_port()
+    collector = Collector(f"tcp://127.0.0.1:{port}", str(tmp_path / "merged.csv"))
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    for sock in (pull, push):
+        sock.setsockopt(zmq.SNDHWM if sock is push else zmq.RCVHWM, 0)
+    pull.bind(collector.bind)
+    push.connect(collector.bind)
+    try:
+        body = '{"schema":1,"type":"frame","source":"cam","frame":%d,"timestamp":0.0,"faces":[],"seq":%d,"run":"r"}'
+        for seq in range(total):
+            push.send_multipart([b"emotion.cam", (body % (seq, seq)).encode()])
+        assert pull.poll(10_000)
+        collector._stop = True
+        with CsvOutput(collector.csv_path, "--csv", collector.columns, append=True) as writer:
+            collector._loop(pull, None, writer)
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
+    written = [int(row["frame"]) for row in csv_rows(collector.csv_path)]
+    assert 0 < len(written) < total and written == list(range(len(written)))
+    assert collector.tracker.sources["cam"].seq == written[-1]
+
+
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
