@@ -11,6 +11,22 @@ from .errors import InputError
 from .output_files import make_folder
 
 
+def check_client_folder(path: str) -> None:
+    """InputError unless ``path`` is a folder with at least one client public key. pyzmq's
+    authenticator only logs a folder it cannot read and then refuses every client, so a key
+    file given for the folder would leave the publisher sending to nobody, in silence."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{path}: {'no such folder' if not folder.exists() else 'is a file'}; curve_clients "
+                         "names a folder of client public keys (copies of client.key)")
+    try:
+        keys = zmq.auth.load_certificates(folder)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read its client keys: {exc}") from None
+    if not keys:
+        raise InputError(f"{path}: holds no client public key (*.key); no subscriber could connect")
+
+
 def load_keys(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     """The public and secret key in ``path``; with ``secret``, a file without the secret half
     (the ``.key`` where the ``.key_secret`` is meant) is refused."""

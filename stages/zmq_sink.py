@@ -13,14 +13,13 @@ import ipaddress
 import socket
 import sys
 import time
-from pathlib import Path
 
 import zmq
 import zmq.auth
 from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
-from fer_pipe.curve_keys import load_keys
+from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_form, check_private, is_loopback, tcp_host_port
 from fer_pipe.errors import InputError
 from fer_pipe.events import encode, frame_event
@@ -65,8 +64,8 @@ class ZmqSink(Sink):
     def preflight(cls, params: ZmqParams) -> None:
         if params.curve_secret_key:  # read here too, so a wrong key file is one line before any stage starts
             load_keys(params.curve_secret_key, secret=True)
-        if params.curve_clients and not Path(params.curve_clients).exists():
-            raise InputError(f"zmq: {params.curve_clients}: no such file or folder")
+        if params.curve_clients:
+            check_client_folder(params.curve_clients)
         where = tcp_host_port(params.endpoint)
         if where is None:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, stop
 
+from fer_pipe.errors import InputError
 from fer_pipe.preprocess import EMOTIONS
 
 FACE_FIELDS = {"face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs"}
@@ -236,6 +238,23 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(missing),
                     "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
+
+
+def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):
+    """The client.key file itself given as curve_clients passed the check; pyzmq only logged
+    that it could not read it and refused every subscriber, while the sink counted events sent."""
+    from fer_pipe.inprocess import make_stage
+
+    assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
+    keys, empty = tmp_path / "keys", tmp_path / "empty"
+    empty.mkdir()
+    for clients, reason in [(keys / "client.key", "is a file; curve_clients names a folder of client public keys"),
+                            (empty, "holds no client public key (*.key); no subscriber could connect"),
+                            (tmp_path / "none", "no such folder; curve_clients names a folder")]:
+        stage = make_stage("zmq", {"curve_secret_key": str(keys / "server.key_secret"),
+                                   "curve_clients": str(clients)})
+        with pytest.raises(InputError, match=re.escape(f"{clients}: {reason}")):
+            type(stage).preflight(stage.params)
 
 
 def subscribe_csv(count: int, messages: list[list[bytes]]) -> tuple[int, str, str]:
