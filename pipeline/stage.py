@@ -14,7 +14,8 @@ A stage is a class with
   and ``close`` (always called after a successful ``open``, also after a failure);
 - for a stage that waits on the outside world (a camera, a collector), hooks the runner
   fills in: ``stop_requested`` (give up the wait: the run is stopping), ``waiting_outside``
-  (the wait is on purpose, not a stall), and ``closing_s`` (how long ``close`` may wait).
+  (the wait is on purpose, not a stall), and ``closing_s`` (how long ``close`` may wait);
+- ``dropped``: what the stage discarded itself, counted where the runner shows it.
 
 Sources implement ``frames`` instead of ``process``.
 """
@@ -62,6 +63,11 @@ class Stage:
     them. Off by default, because a stage that keeps tracks or counters would see only every
     Nth packet in each copy."""
 
+    dropped: int = 0
+    """Items the stage discarded itself (a reader thread that keeps only the newest frame, a
+    publisher whose subscribers' queues are full): the runner adds them to the stage's
+    ``dropped`` statistic and status line, so drops show while a run goes on, not only at its end."""
+
     def __init__(self, name: str, params: StageParams) -> None:
         self.name = name
         self.params = params
@@ -108,9 +114,6 @@ class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""
 
     writes: ClassVar[str | None] = "frame"
-    dropped: int = 0
-    """Frames the source discarded itself before handing them on (a reader thread that keeps
-    only the newest frame); the runner adds them to the source's ``dropped`` statistic."""
 
     @property
     def live(self) -> bool:

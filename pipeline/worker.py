@@ -200,7 +200,7 @@ def stage_main(w: Wiring) -> None:
         stats.wall_s = time.monotonic() - started
         stats.cpu_s = time.process_time()
         out = stats.summary()
-        if isinstance(stage, Source):
+        if stage is not None:
             out["dropped"] += stage.dropped
         return out
     try:
@@ -368,7 +368,6 @@ class _Handler:
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
                       "overwritten before or while it read them are dropped", file=sys.stderr)
             stats.dropped += 1
-            w.dropped.value = stats.dropped
             out = []
         except Exception as exc:
             if w.spec.on_error != "skip":
@@ -381,6 +380,7 @@ class _Handler:
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)
         w.progress.value += 1
+        w.dropped.value = stats.dropped + stage.dropped
         if self.sink:
             stats.latencies.append(time.monotonic() - item.captured)
         return out

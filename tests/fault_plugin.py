@@ -38,6 +38,7 @@ class FaultyParams(StageParams):
         "no", description="read each frame's pixels after any pause, or before it (and hold the view)")
     pid_file: str = Field("", description="write this process's pid here on open")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
+    self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
 
 
 class Faulty(Stage):
@@ -77,6 +78,7 @@ class Faulty(Stage):
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:
             time.sleep(self.params.delay_s)
+        self.dropped += self.params.self_drops
         packet.faces = packet.faces or []
         return (packet,)
 

@@ -8,6 +8,7 @@ behind, and leave a valid CSV holding every frame the sink consumed before the f
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -206,6 +207,19 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short
     _, rows, text = read_csv(out)
     frames = [int(r[1]) for r in rows]
     assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
+
+
+def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
+    """Only a source's own drops reached the statistics: a zmq sink whose subscribers' queues
+    were full said so once, at the end, and its status lines said 0 dropped for days."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "drops.yaml", short_clip, out, self_drops=True, delay_s=0.05)
+    code, err = finish(start_run(config, plugin_env, "--status-every", "0.5", quiet=False))
+    assert code == 0, err
+    frames = stats_row(err, "source")["items"]
+    assert stats_row(err, "faulty")["dropped"] == frames
+    status = [line for line in err.splitlines() if line.startswith("fer-pipe: status after")]
+    assert status and any(re.search(r"faulty \d+ \([\d.]+/s, [1-9]\d* dropped\)", line) for line in status), status
 
 
 def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tmp_path):
