@@ -27,6 +27,11 @@ from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.stage import Sink, StageParams
 
 
+PEER_TIMEOUT_MS = 6000
+"""A subscriber that answers no ZeroMQ ping for this long is disconnected (libzmq answers pings
+in its own thread, so a subscriber busy in its code still does)."""
+
+
 class ZmqParams(StageParams):
     endpoint: str = Field("tcp://127.0.0.1:5556", description="where to bind: tcp://HOST:PORT or ipc://PATH")
     public: bool = Field(False, description="allow binding a non-loopback address (events leave the machine)")
@@ -91,6 +96,11 @@ class ZmqSink(Sink):
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for wait_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, p.sndhwm)
+        # A subscriber gone without closing its connection (a suspended laptop, a partition)
+        # answers no ping and is dropped after PEER_TIMEOUT_MS; otherwise its full queue made
+        # every send fail (XPUB_NODROP), for every subscriber, until TCP gave up (15-30 min).
+        self._sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_TIMEOUT_MS // 3)
+        self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_TIMEOUT_MS)
         try:
             self._start(p)
         except BaseException:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -200,6 +201,45 @@ def test_zmq_sink_drops_and_counts_instead_of_blocking(tmp_path):
         sock.close(0)
         ctx.term()
     assert sink.dropped > 0 and sink.sent > 0 and sink.sent + sink.dropped == 20000
+
+
+def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_others(tmp_path):
+    """A subscriber process stopped with SIGSTOP (as a suspended laptop or a partition leaves
+    it) keeps its connection open and its queue full: every send failed (XPUB_NODROP), for the
+    healthy subscriber too, until TCP gave up, minutes later. Unanswered pings now drop it."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Face, Packet
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "sndhwm": 10, "wait_subscribers": 2, "linger_s": 0})
+    frozen = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = zmq.Context()
+    healthy = subscriber(ctx, endpoint)
+    face = Face((1, 2, 3, 4), np.full(7, 1 / 7))
+    blocked_at, latest_seen, streak, deadline = None, -1, 0, time.monotonic() + 60
+    try:
+        sink.open()
+        frozen.send_signal(signal.SIGSTOP)
+        i = 0
+        while time.monotonic() < deadline and (blocked_at is None or latest_seen <= blocked_at):
+            before = sink.dropped
+            sink.consume(Packet("cam1", i, i / 25, faces=[face], captured=float(i)))
+            streak = streak + 1 if sink.dropped > before else 0
+            if blocked_at is None and streak >= 2000:
+                blocked_at = i  # every send fails: the frozen subscriber's buffers are full
+            while healthy.poll(0):
+                latest_seen = json.loads(healthy.recv_multipart()[-1])["frame"]
+            i += 1
+            if blocked_at is not None:
+                time.sleep(0.001)
+        sink.close()
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        stop(frozen)
+        healthy.close(0)
+        ctx.term()
+    assert blocked_at is not None and latest_seen > blocked_at, (blocked_at, latest_seen)
 
 
 def test_shipped_live_configs_validate():
