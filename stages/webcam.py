@@ -66,6 +66,8 @@ class WebcamSource(Source):
             now = time.monotonic()
             if not ok:
                 failures += 1
+                if self.stop_requested():
+                    return  # a stop while the camera is silent (each read can wait 10 s in V4L2)
                 if failures >= self.params.max_failures:
                     if index and Path(str(self.params.device)).is_file():
                         return  # a recording given as the device has ended
