@@ -27,7 +27,8 @@ from fer_pipe.stage import Source, StageParams
 STOP_POLL_S = 0.5
 """How often a wait for the next frame checks whether the run is stopping."""
 STABLE_S = 5.0
-"""A connection that streamed this long was good: the backoff and the give-up clock start over."""
+"""A connection that streamed this long was good: the backoff starts over (any frame restarts
+the give-up clock)."""
 
 
 class RtspParams(StageParams):
