@@ -186,7 +186,8 @@ def test_publishing_beyond_loopback_must_be_asked_for(tmp_path: Path) -> None:
     refused = fer_pipe("validate", config, "--set", "episodes.publish=5571", "--set", "episodes.host=0.0.0.0")
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        f"fer-pipe: {config}:27: stage 'episodes' (episodes): params: tcp://0.0.0.0:5571 is not a "
+        f"fer-pipe: {config}:27 with --set episodes.publish=5571, --set episodes.host=0.0.0.0: stage 'episodes' "
+        "(episodes): params: tcp://0.0.0.0:5571 is not a "
         "loopback address: events about faces would leave this machine; set public: true to allow it"]
     allowed = fer_pipe("validate", config, "--set", "episodes.publish=5571", "--set", "episodes.host=0.0.0.0",
                        "--set", "episodes.public=true")
