@@ -249,15 +249,19 @@ def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_
     state.write_text(json.dumps({"sources": {"cam": {"run": "r1", "seq": 3, "last_seen": time.time()}}}))
     port = free_port()
     first = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
-    wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", first)
-    assert not state.exists()  # taken: a kill from here on leaves nothing stale behind
-    end(first, signal.SIGKILL)
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", first)
+        assert not state.exists()  # taken: a kill from here on leaves nothing stale behind
+    finally:
+        end(first, signal.SIGKILL)
     assert not state.exists()
 
     state.write_text("{not json")
     second = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
-    wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", second)
-    assert end(second) == 0
+    try:
+        wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", second)
+    finally:
+        assert end(second) == 0
     lines = log.read_text().splitlines()
     assert lines[0].startswith("fer-pipe collect: continuing the sequences of 1 source(s)")
     assert any(line.startswith(f"fer-pipe collect: ignored {state} (JSONDecodeError: ") for line in lines), lines
