@@ -22,6 +22,14 @@ def stderr_to(fd: int) -> Iterator[None]:
         os.close(saved)
 
 
+@contextmanager
+def stderr_dropped() -> Iterator[None]:
+    """File descriptor 2 goes nowhere for the duration: for a native library's lines that say
+    nothing fer-pipe does not say itself (its errors still arrive as Python exceptions)."""
+    with open(os.devnull, "wb") as null, stderr_to(null.fileno()):
+        yield
+
+
 class StderrCapture:
     """Captures fd 2 during call after call into one scratch file, read and emptied by ``take``.
 

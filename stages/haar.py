@@ -22,7 +22,6 @@ carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from pydantic import Field
 from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.errors import InputError
 from fer_pipe.messages import FACES, FRAME, Face, Packet
-from fer_pipe.native_stderr import stderr_to
+from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.preprocess import to_gray
 from fer_pipe.stage import Stage, StageParams
 
@@ -93,7 +92,7 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
     if path.is_dir():
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
     try:
-        with open(os.devnull, "wb") as null, stderr_to(null.fileno()):
+        with stderr_dropped():
             cascade = cv2.CascadeClassifier(str(path))
     except (cv2.error, SystemError):
         cascade = None

@@ -8,13 +8,12 @@ that only runs inference. Evaluation goes through this same class, so the accura
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..native_stderr import stderr_to
+from ..native_stderr import stderr_dropped
 from ..preprocess import EMOTIONS
 
 
@@ -46,7 +45,7 @@ class FaceClassifier:
         # Applying the XNNPACK delegate, once per process, LiteRT's C++ logger prints "INFO:
         # Created TensorFlow Lite XNNPACK delegate for CPU." with no setting to stop it: a line in
         # every run that is not fer-pipe's. Errors still arrive as LiteRT's Python exceptions.
-        with open(os.devnull, "wb") as null, stderr_to(null.fileno()):
+        with stderr_dropped():
             self._interpreter.allocate_tensors()
         self.input_size = shape[1]
         self.flip_tta = flip_tta
