@@ -32,7 +32,7 @@ import zmq
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .errors import InputError, OutputError
-from .events import event_rows
+from .events import MALFORMED, event_rows
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -191,7 +191,7 @@ class Collector:
                 event = json.loads(frames[-1])
                 source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
                 rows = event_rows(event, self.columns, self.precision)
-            except (ValueError, KeyError, TypeError) as exc:
+            except MALFORMED as exc:
                 _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue
             line = self.tracker.observe(source, run, seq, time.monotonic())

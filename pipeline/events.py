@@ -63,6 +63,11 @@ def face_event(kind: str, source: str, track_id: int, frame: int, timestamp: flo
             "frame": frame, "timestamp": round(timestamp, 3)}
 
 
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
+"""What reading an event of the wrong shape raises (``decode``, ``event_rows``, field access):
+readers of a socket anyone may write to skip such an event with a line instead of ending."""
+
+
 def topic(event: dict[str, Any]) -> str:
     return f"{TOPIC_PREFIX[event['type']]}.{event['source']}"
 
@@ -82,8 +87,8 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
 
     Columns are filled by name (the event's field names are the CSV's column names, and
     ``probs`` becomes ``p_<emotion>``), so a column the csv sink gains fills in as soon as
-    the events carry the field of that name. An event of another shape raises ValueError,
-    KeyError or TypeError, which the readers of a socket anyone may write to skip and say.
+    the events carry the field of that name. An event of another shape raises one of
+    ``MALFORMED``.
     """
     head = {"source": event["source"], "frame": int(event["frame"]),
             "timestamp": f"{float(event['timestamp']):.3f}"}

@@ -16,7 +16,7 @@ import zmq
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .errors import InputError
-from .events import decode, event_rows
+from .events import MALFORMED, decode, event_rows
 from .stages.csv_sink import COLUMNS
 
 CSV_PRECISION = 4
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 event = decode(sock.recv_multipart())
                 kind = event.get("type")
                 rows = event_rows(event, COLUMNS, CSV_PRECISION) if args.format == "csv" and kind == "frame" else []
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except MALFORMED as exc:
                 print(f"fer-pipe subscribe: skipped a malformed event: {type(exc).__name__}: {exc}",
                       file=sys.stderr, flush=True)
                 continue
