@@ -15,7 +15,9 @@ A stage is a class with
 - for a stage that waits on the outside world (a camera, a collector), hooks the runner
   fills in: ``stop_requested`` (give up the wait: the run is stopping), ``waiting_outside``
   (the wait is on purpose, not a stall), and ``closing_s`` (how long ``close`` may wait);
-- ``dropped``: what the stage discarded itself, counted where the runner shows it.
+- ``dropped``: what the stage discarded itself, counted where the runner shows it;
+- ``idle_s`` / ``idle``: for a stage that must act while its input is quiet (a window that
+  repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet.
 
 Sources implement ``frames`` instead of ``process``.
 """
@@ -68,6 +70,10 @@ class Stage:
     publisher whose subscribers' queues are full): the runner adds them to the stage's
     ``dropped`` statistic and status line, so drops show while a run goes on, not only at its end."""
 
+    idle_s: ClassVar[float | None] = None
+    """How often ``idle`` runs while no packet comes; None, the default, never calls it, and
+    the stage's process then sleeps in its queue until a packet comes."""
+
     def __init__(self, name: str, params: StageParams) -> None:
         self.name = name
         self.params = params
@@ -82,6 +88,10 @@ class Stage:
     def process(self, packet: Packet) -> Iterable[Packet]:
         """Handle one packet and return the packets to pass on (usually the same one)."""
         return (packet,)
+
+    def idle(self) -> None:
+        """Runs every ``idle_s`` while no packet comes: a live source's outage would otherwise
+        freeze what the stage only does per packet. May raise StopRun, as ``process`` may."""
 
     def finish(self) -> Iterable[Packet]:
         """End of stream: return anything still held. Not called after a failure."""

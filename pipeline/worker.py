@@ -290,21 +290,27 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
         w.dropped.value = stats.dropped + stage.dropped
 
 
-def _receive(inboxes: list[Any]) -> Iterator[Packet | Sequenced]:
-    """What the upstream processes send, as it comes, until each has sent its end of stream.
+def _receive(inboxes: list[Any], idle_s: float | None = None) -> Iterator[Packet | Sequenced | None]:
+    """What the upstream processes send, as it comes, until each has sent its end of stream;
+    None each time ``idle_s`` passes with nothing (never, when it is None).
 
     With several queues one selector watches their pipe ends (``_reader``, as
     ``concurrent.futures`` waits on its result queue), so none waits behind another that is
-    empty; with one left (the usual chain of stages) its blocking ``get`` is the wait. A ready
-    queue always has an item to get: a live producer takes its oldest item back only from a
-    full queue, and puts a new one straight after.
+    empty; with one left (the usual chain of stages) a poll of its pipe end is the wait. A
+    ready queue always has an item to get: a live producer takes its oldest item back only
+    from a full queue, and puts a new one straight after.
     """
     open_ = {q._reader: q for q in inboxes}
     with selectors.DefaultSelector() as selector:
         for reader in open_:
             selector.register(reader, selectors.EVENT_READ)
         while open_:
-            ready = [key.fileobj for key, _ in selector.select()] if len(open_) > 1 else list(open_)
+            if len(open_) > 1:
+                ready = [key.fileobj for key, _ in selector.select(idle_s)]
+            else:
+                ready = [reader for reader in open_ if idle_s is None or reader.poll(idle_s)]
+            if not ready:
+                yield None
             for reader in ready:
                 item = open_[reader].get()
                 if isinstance(item, EndOfStream):
@@ -320,8 +326,10 @@ def _run_consumer(stage: Stage, emitter: _Emitter, w: Wiring, stats: StageStats)
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
-    for item in _receive(w.inboxes):
-        if not isinstance(item, Sequenced):
+    for item in _receive(w.inboxes, stage.idle_s):
+        if item is None:
+            handle.idle()
+        elif not isinstance(item, Sequenced):
             emitter.emit(handle(item))
         elif worker:
             emitter.emit_sequenced(replace(item, packets=[out for p in item.packets for out in handle(p)]))
@@ -344,6 +352,15 @@ class _Handler:
         # a sink writes and counts a frame whole or not at all: SIGTERM waits for it
         with _HOLD if self.sink else contextlib.nullcontext():
             return self._handle(item)
+
+    def idle(self) -> None:
+        if self.stopping:
+            return
+        try:
+            self.stage.idle()
+        except StopRun:
+            self.w.stop.set()
+            self.stopping = True
 
     def _handle(self, item: Packet) -> list[Packet]:
         stage, w, stats = self.stage, self.w, self.stats

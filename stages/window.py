@@ -66,6 +66,7 @@ class WindowSink(Sink):
     Params = WindowParams
     params: WindowParams
     reads = EXPRESSIONS
+    idle_s = 0.05  # while a camera is down, the window still repaints and reads q
 
     @classmethod
     def preflight(cls, params: WindowParams) -> None:
@@ -93,6 +94,14 @@ class WindowSink(Sink):
         cv2.imshow(self.params.title, draw(packet, self.params.show_probs,
                                            fps if self.params.show_fps else None))
         self._open = True
+        self._handle_events()
+
+    def idle(self) -> None:
+        if self._open:
+            self._handle_events()
+
+    def _handle_events(self) -> None:
+        """Lets the toolkit repaint and deliver input; ends the run on q, Esc or the close button."""
         key = cv2.waitKey(1) & 0xFF
         if key in QUIT_KEYS or cv2.getWindowProperty(self.params.title, cv2.WND_PROP_VISIBLE) < 1:
             raise StopRun(f"{self.params.title}: closed by the user")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import yaml
 from conftest import read_frames, write_video
-from livetools import csv_rows, needs, start_fer_pipe, stop, wait_for
+from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
+from test_rtsp import RtspServer
 
 from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stages.overlay import COLOURS
@@ -146,6 +147,42 @@ def test_window_shows_box_and_label_where_the_face_is_and_q_ends_the_run(clips, 
         if length >= 3:
             bar = shot[oy + y + i * 13 + 4:oy + y + i * 13 + 9, left:left + length - 1]
             assert (np.abs(bar.astype(int) - COLOURS[emotion]).max(axis=2) < 40).mean() > 0.9, emotion
+
+
+def test_q_ends_the_run_while_the_camera_is_down(clips, xvfb, tmp_path):
+    """The window used to read its keys only when a frame came: while a camera was down, q and
+    the close button did nothing (and the window did not repaint) until the camera came back."""
+    needs("xdotool")
+    clip = write_video(tmp_path / "loop.avi", read_frames(clips["single_face.mp4"], 50))
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    with open(tmp_path / "server.log", "w") as log:
+        client_port = free_port()
+        server = RtspServer(clip, client_port, free_port(), 20000 + client_port % 20000, log)
+        stages = {
+            "source": {"type": "rtsp", "params": {"url": server.url, "transport": "udp", "timeout_s": 1,
+                                                  "backoff_initial_s": 0.2, "backoff_max_s": 0.5,
+                                                  "give_up_after_s": 600}},
+            "detector": {"type": "haar", "inputs": ["source"]},
+            "classifier": {"type": "classifier", "inputs": ["detector"]},
+            "window": {"type": "window", "inputs": ["classifier"], "params": {"title": "fer-pipe-test"}},
+            "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(csv_path)}},
+        }
+        (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+        server.start()
+        run = start_fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", stderr_path=err_path,
+                             env={"DISPLAY": xvfb})
+        try:
+            wait_for(lambda: len(csv_rows(csv_path)) >= 10, 90, "frames from the stream", run)
+            server.kill()
+            wait_for(lambda: "attempt 2" in err_path.read_text(), 60, "the camera to be down", run)
+            xdotool(xvfb, "key", "--window", window_id(xvfb, "fer-pipe-test"), "q")
+            code = wait_for(lambda: run.poll() is not None and [run.returncode], 30,
+                            "the run to end after q, with the camera still down")[0]
+        finally:
+            stop(run)
+            server.kill()
+    assert code == 0, err_path.read_text()
+    assert "Traceback" not in err_path.read_text()
 
 
 def test_without_a_display_the_run_fails_before_starting_and_points_to_video_writer(short_clip, tmp_path):
