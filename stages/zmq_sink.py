@@ -30,6 +30,8 @@ from fer_pipe.stage import Sink, StageParams
 PEER_TIMEOUT_MS = 6000
 """A subscriber that answers no ZeroMQ ping for this long is disconnected (libzmq answers pings
 in its own thread, so a subscriber busy in its code still does)."""
+STOP_CHECK_S = 0.2
+"""While waiting for subscribers, how often a stop of the run is looked for."""
 
 
 class ZmqParams(StageParams):
@@ -131,16 +133,18 @@ class ZmqSink(Sink):
         self._sock.curve_server = True
 
     def _await_subscribers(self, wanted: int, timeout: float) -> None:
-        """Wait until ``wanted`` subscriptions reached the socket: after that none of their events is lost."""
+        """Wait until ``wanted`` subscriptions reached the socket: after that none of their events
+        is lost. A stop ends the wait, which a Ctrl-C would otherwise sit out to the timeout."""
         seen = 0
         deadline = time.monotonic() + timeout
-        while seen < wanted:
+        while seen < wanted and not self.stop_requested():
             left = deadline - time.monotonic()
-            if left <= 0 or not self._sock.poll(int(left * 1000), zmq.POLLIN):
-                print(f"fer-pipe: zmq sink {self.name!r}: {seen} of {wanted} subscribers after "
+            if left <= 0:
+                print(f"fer-pipe: zmq sink {self.name!r}: {seen} of {wanted} subscriptions after "
                       f"{timeout:g} s; publishing anyway", file=sys.stderr)
                 return
-            seen += self._sock.recv()[:1] == b"\x01"
+            if self._sock.poll(int(min(left, STOP_CHECK_S) * 1000), zmq.POLLIN):
+                seen += self._sock.recv()[:1] == b"\x01"
 
     def consume(self, packet: Packet) -> None:
         while self._sock.poll(0, zmq.POLLIN):

@@ -16,7 +16,7 @@ import yaml
 import zmq
 import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
-from livetools import csv_rows, free_port, stop
+from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 from fer_pipe.errors import InputError
 from fer_pipe.preprocess import EMOTIONS
@@ -170,6 +170,21 @@ def test_endpoint_in_use_is_one_line_and_exit_2(short_clip, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"fer-pipe: stage 'events' (zmq): zmq tcp://127.0.0.1:{port}: cannot bind: Address already in use"]
+
+
+def test_ctrl_c_ends_the_wait_for_subscribers(short_clip, tmp_path):
+    """The wait used to sit out its whole timeout (here 300 s) after a Ctrl-C."""
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    config = write_config(tmp_path / "g.yaml", short_clip, f"tcp://127.0.0.1:{free_port()}", csv_path,
+                          wait_subscribers=1, wait_timeout_s=300)
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    try:
+        wait_for(lambda: csv_rows(csv_path), 120, "the csv branch to write while the zmq sink waits", run)
+        code = stop(run, signal.SIGINT, timeout=30)
+    finally:
+        stop(run)
+    assert code == 130, err_path.read_text()
+    assert "fer-pipe: interrupted: drained and closed" in err_path.read_text()
 
 
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://192.0.2.1:5556"])
