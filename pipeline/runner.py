@@ -29,7 +29,7 @@ from .graph import Graph
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .status import StatusLine
-from .worker import Outbox, Wiring, stage_main
+from .worker import STOP_SIGNALS, Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
 RESEND_S = 0.5
@@ -123,11 +123,14 @@ class Runner:
         self.processes, self.inboxes = procs, inboxes
 
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
-        # Stage processes start with SIGINT and SIGTERM ignored (an ignored signal stays ignored
-        # across exec), so a Ctrl-C to the process group while they are still importing cannot
-        # kill one half-started; stage_main then installs its own handlers.
-        previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)
+        # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
+        # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
+        # unblocks once its handlers are in), and here a signal sent meanwhile stays pending
+        # and is noted when unblocked, so a stop that came during the start is not lost.
+        deferred: list[int] = []
+        previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS
                     if in_main}
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         started = time.monotonic()
         try:
             try:
@@ -139,8 +142,12 @@ class Runner:
                         proc.kill()
                         proc.join()
                 raise
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sig in previous:
                 signal.signal(sig, self._on_signal)
+            for signum in deferred:
+                self._on_signal(signum, None)
             status = StatusLine(self.status_every, names, progress, dropped, _say, started)
             result = self._supervise(procs, control, stop, progress, busy, status, started)
         finally:

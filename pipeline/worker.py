@@ -77,6 +77,12 @@ class Wiring:
     ring_prefix: str
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""Blocked while the runner starts the stage processes, which inherit the mask: each unblocks
+them once its own handlers are in, so a signal sent to the process group meanwhile neither kills
+a half-started stage nor is lost."""
+
+
 class StageFailure(Exception):
     """A stage raised while opening or handling a packet; the message says which."""
 
@@ -204,6 +210,7 @@ def stage_main(w: Wiring) -> None:
             out["dropped"] += stage.dropped
         return out
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         built = w.spec.build()
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
         # parent-death signal, when the runner was killed, says so in no other way)

@@ -107,3 +107,34 @@ def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, 
     assert re.search(r"fer-pipe: removed \d+ frame ring\(s\), [\d,]+ MiB, that a killed run left in "
                      r"/dev/shm", err), err
     assert not lock.exists() and not any(p.exists() for p in left)
+
+
+def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp_path, monkeypatch):
+    """Before, SIGINT and SIGTERM were ignored while the runner started its processes, so a stop
+    sent then (``systemctl stop`` just after a start) was lost and the run went on to its end.
+    The signal is sent from inside the first process start (the one patched call), which makes
+    the moment exact; the processes and the signal are real."""
+    from multiprocessing.context import SpawnProcess
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    out = tmp_path / "out.csv"
+    graph = load_graph({"stages": {
+        "source": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out)}}}})
+    start = SpawnProcess.start
+
+    def start_after_a_sigterm(process: SpawnProcess) -> None:
+        monkeypatch.setattr(SpawnProcess, "start", start)
+        os.kill(os.getpid(), signal.SIGTERM)
+        start(process)
+
+    monkeypatch.setattr(SpawnProcess, "start", start_after_a_sigterm)
+    result = Runner(graph, progress=False).run()
+    assert (result.exit_code, result.message) == (143, "interrupted: drained and closed")
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the caller's handler is back
+    read = next(row for row in result.stats if row["stage"] == "source")["items"]
+    assert read < 60  # the short clip's 60 frames were not all read
