@@ -27,6 +27,13 @@ MIB = 1024 * 1024
 HEADER = 64  # bytes before each slot's pixels: the sequence number, padded for alignment
 
 _attached: dict[str, shared_memory.SharedMemory] = {}
+_views_made = 0
+
+
+def views_made() -> int:
+    """How many frame views this process has made: the worker re-checks a frame's slot after a
+    stage only when the stage read it (a tracker's answer does not depend on the pixels)."""
+    return _views_made
 
 
 class StaleFrameError(RuntimeError):
@@ -44,7 +51,9 @@ class FrameRef:
     seq: int
 
     def array(self) -> np.ndarray:
+        global _views_made
         shm = self.check()
+        _views_made += 1
         view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf,
                           offset=self.offset + HEADER)
         view.flags.writeable = False

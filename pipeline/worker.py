@@ -374,8 +374,9 @@ class _Handler:
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
         try:
+            views = frames.views_made()
             out = list(stage.process(item))
-            if not self.sink and isinstance(item.image, frames.FrameRef):
+            if not self.sink and frames.views_made() != views and isinstance(item.image, frames.FrameRef):
                 item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:
             w.stop.set()

@@ -209,6 +209,22 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short
     assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
 
 
+def test_a_stage_that_reads_no_pixels_passes_on_its_answer_though_the_slot_was_reused(plugin_env, short_clip,
+                                                                                     tmp_path):
+    """A tracker or smoother works on boxes and probabilities only: its answer does not depend on
+    the pixels, so a reused slot is no reason to drop it. Dropping it lost what the stage had
+    attached (a track's end), though the stage had already taken the packet into its state."""
+    out = tmp_path / "live.csv"
+    config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, mode="pause", at=[5],
+                          pause_s=3.0, read_pixels="no")
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "fell behind" not in err
+    assert stats_row(err, "faulty")["dropped"] == 0
+    _, rows, _ = read_csv(out)
+    assert 5 in [int(r[1]) for r in rows]
+
+
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
     """Only a source's own drops reached the statistics: a zmq sink whose subscribers' queues
     were full said so once, at the end, and its status lines said 0 dropped for days."""
