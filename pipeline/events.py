@@ -63,8 +63,9 @@ def face_event(kind: str, source: str, track_id: int, frame: int, timestamp: flo
             "frame": frame, "timestamp": round(timestamp, 3)}
 
 
-MALFORMED = (ValueError, KeyError, TypeError, AttributeError)
-"""What reading an event of the wrong shape raises (``decode``, ``event_rows``, field access):
+MALFORMED = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
+"""What reading an event of the wrong shape raises (``decode``, ``event_rows``, field access;
+``int()`` of JSON's unbounded ``1e400``, arrays nested past the decoder's recursion limit):
 readers of a socket anyone may write to skip such an event with a line instead of ending."""
 
 

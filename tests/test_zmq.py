@@ -356,7 +356,10 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
 MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 1, "timestamp": 0.0,
                                       "faces": ["x"], "seq": 0, "run": "r"}).encode(),
              json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 2, "timestamp": 0.0,
-                         "faces": [{"probs": [0.5, 0.5]}], "seq": 1, "run": "r"}).encode()]
+                         "faces": [{"probs": [0.5, 0.5]}], "seq": 1, "run": "r"}).encode(),
+             b'{"schema": 1, "type": "frame", "source": "cam", "frame": 1e400, "timestamp": 0.0, "faces": [], '
+             b'"seq": 1e400, "run": "r"}',  # JSON's numbers have no bound: int() of infinity overflows
+             b"[" * 100_000]  # nested deeper than the decoder recurses
 
 
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
@@ -366,4 +369,4 @@ def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
     assert code == 0, err
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
     assert [line.split(":")[:2] for line in err.splitlines()] == [
-        ["fer-pipe subscribe", " skipped a malformed event"]] * 3, err
+        ["fer-pipe subscribe", " skipped a malformed event"]] * len(MALFORMED), err
