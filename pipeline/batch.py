@@ -411,7 +411,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
         return 2 if all(r.bad_input for r in failed) else 1
-    shutil.rmtree(work)  # the attempts' records and parts: the manifest has what they said
+    if work.is_dir():  # the attempts' records and parts (none on a re-run with nothing to do)
+        shutil.rmtree(work)
     (out_dir / SUCCESS).touch()
     if not quiet:
         done = [r for r in reports.values() if r.status == "done"]

@@ -138,6 +138,12 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert "nothing to do" in stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
+    (out / "_SUCCESS").unlink()  # deleted by hand, or the CSVs copied into a new --out: no _work either
+    again = batch(str(folder), "--out", str(out), "--address", cluster.address)
+    _, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr
+    assert (out / "_SUCCESS").exists()
+
 
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
