@@ -28,8 +28,10 @@ from fer_pipe.stage import Sink, StageParams
 
 
 PEER_TIMEOUT_MS = 6000
-"""A subscriber that answers no ZeroMQ ping for this long is disconnected (libzmq answers pings
-in its own thread, so a subscriber busy in its code still does)."""
+"""A subscriber that answers no ZeroMQ ping for this long is disconnected. libzmq answers pings
+in its own thread, so a subscriber busy in its code still does until its receive queue is full;
+one that has not read for that long is disconnected too, and what was queued for it is lost
+(counted as sent: ZeroMQ does not say how much)."""
 STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
 
