@@ -142,7 +142,8 @@ class EpisodesSink(Sink):
         if self._faces and not self._smoothed:  # see Smoother.finish: only a whole run tells
             print(f"fer-pipe: WARNING: episodes stage {self.name!r}: none of the {self._faces} faces had a "
                   "smoothed label, so there are no episodes; put track and smooth stages before it (see "
-                  "configs/episodes.yaml)", file=sys.stderr)
+                  "configs/episodes.yaml), or, if they are there, no face lasted the track stage's "
+                  "min_hits detections", file=sys.stderr)
         return []
 
     def close(self) -> None:

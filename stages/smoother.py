@@ -82,8 +82,8 @@ class Smoother(Stage):
         # a whole run of faces without one says that the graph has no track stage.
         if self._faces and not self._tracked:
             print(f"fer-pipe: WARNING: smooth stage {self.name!r}: none of the {self._faces} faces had a track "
-                  "id, so none was smoothed; put a track stage before it (see configs/episodes.yaml)",
-                  file=sys.stderr)
+                  "id, so none was smoothed; put a track stage before it (see configs/episodes.yaml), or, "
+                  "if there is one, no face lasted its min_hits detections", file=sys.stderr)
         return []
 
     def _update(self, packet: Packet, face: Face) -> None:
