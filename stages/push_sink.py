@@ -27,6 +27,8 @@ from fer_pipe.stage import Sink, StageParams
 
 STOP_POLL_MS = 500
 """While sndhwm events wait for a collector, how often a blocked send checks for a stop."""
+LINGER_SLACK_S = 0.01
+"""Closing that takes linger_s, less this for the clock's grain, was cut off by it with events held."""
 
 
 class PushParams(StageParams):
@@ -133,8 +135,11 @@ class PushSink(Sink):
         delivering = self._collector_connected(self.params.linger_s if sent else 0.0)
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
+        closing = time.monotonic()
         self._sock.close(linger=int(self.params.linger_s * 1000) if delivering else 0)
-        self._ctx.term()
+        self._ctx.term()  # returns once all is delivered, or when linger_s runs out: ZeroMQ says no more
+        took = time.monotonic() - closing
+        cut_off = bool(delivering and sent and self.params.linger_s) and took >= self.params.linger_s - LINGER_SLACK_S
         dropped = (f"; {self.unsent} more could not be queued when the run stopped (sndhwm "
                    f"{self.params.sndhwm} were held)" if self.unsent else "")
         if sent and not delivering:
@@ -143,6 +148,11 @@ class PushSink(Sink):
             raise InputError(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
                              f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
                              "fer-pipe collect running there?")
+        if cut_off:
+            raise InputError(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
+                             f"taken all of run {self.run}'s {sent} events when linger_s "
+                             f"({self.params.linger_s:g} s) ran out: those still held then were lost"
+                             f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
             raise InputError(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
                              f"{sent + self.unsent} events could not be queued for "

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 import zmq
@@ -554,3 +555,34 @@ def test_a_push_sink_behind_a_flapping_peer_still_delivers_when_the_collector_re
         pull.close(0)
         ctx.term()
     assert got == list(range(frame))
+
+
+def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_not_a_success():
+    """A collector connected but not reading (busy, or on a slow link) when the run ended: what
+    ZeroMQ still held after linger_s was dropped, and the sink said "N events to ..." as if all
+    had been delivered. The peer here is a real PULL socket that never reads; the events are
+    large enough (40 faces) that they cannot all sit in the kernel's socket buffers."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.push_sink import PushParams, PushSink
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 1)
+    pull.setsockopt(zmq.RCVBUF, 4096)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = PushSink("push", PushParams(connect=f"tcp://127.0.0.1:{port}", sndhwm=5000, linger_s=0.5))
+    sink.open()
+    faces = [Face((1, 2, 3, 4), np.full(7, 1 / 7))] * 40
+    try:
+        for frame in range(2000):
+            sink.consume(Packet("cam", frame, frame / 25, faces=faces))
+        with pytest.raises(InputError) as failed:
+            sink.close()
+    finally:
+        pull.close(0)
+        ctx.term()
+    assert str(failed.value) == (
+        f"push sink 'push': the collector at tcp://127.0.0.1:{port} had not taken all of run "
+        f"{sink.run}'s 2000 events when linger_s (0.5 s) ran out: those still held then were lost; give a "
+        "slow collector a longer linger_s")
