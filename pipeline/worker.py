@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import frames
+from .config import MAX_QUEUE
 from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
@@ -137,6 +138,7 @@ class _Emitter:
         self.live = live
         self.stats = stats
         self._numbers = [0] * len(outboxes)
+        self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
 
     def emit(self, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -170,9 +172,23 @@ class _Emitter:
                 except queue.Empty:
                     time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
                     continue
-                self.stats.dropped += 1
                 if isinstance(dropped, Sequenced):  # nobody must wait for its number
                     item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
+                    for packet in dropped.packets:
+                        self._count_drop(packet)
+                else:
+                    self._count_drop(dropped)
+
+    def _count_drop(self, packet: Packet) -> None:
+        """A frame dropped from several consumers' queues is one frame dropped. It leaves every
+        queue within a queue's length of newer frames, so remembering that many is enough."""
+        key = (packet.source, packet.index)
+        if key in self._dropped:
+            return
+        self.stats.dropped += 1
+        self._dropped[key] = None
+        if len(self._dropped) > MAX_QUEUE:
+            del self._dropped[next(iter(self._dropped))]
 
     def end(self, sender: str) -> None:
         for box in self.outboxes:

@@ -225,6 +225,26 @@ def test_a_stage_that_reads_no_pixels_passes_on_its_answer_though_the_slot_was_r
     assert 5 in [int(r[1]) for r in rows]
 
 
+def test_a_frame_dropped_by_two_consumers_of_a_live_source_is_counted_once(plugin_env, short_clip, tmp_path):
+    """Each consumer has its own queue, and a frame dropped from both was counted twice: the
+    source's dropped figure could exceed the frames it read. Two slow consumers of a live
+    source: the figure is the frames that at least one of them did not get."""
+    outs = {name: tmp_path / f"{name}.csv" for name in ("a", "b")}
+    config = tmp_path / "fanout.yaml"
+    config.write_text(
+        "stages:\n"
+        f"  source: {{type: video, params: {{path: '{short_clip}', realtime: true}}}}\n"
+        + "".join(f"  slow_{name}: {{type: faulty, inputs: [source], params: {{delay_s: {delay}}}}}\n"
+                  f"  csv_{name}: {{type: csv, inputs: [slow_{name}], params: {{path: '{outs[name]}'}}}}\n"
+                  for name, delay in (("a", 0.15), ("b", 0.2))))
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    got = {name: {int(row[1]) for row in read_csv(out)[1]} for name, out in outs.items()}
+    read = stats_row(err, "source")["items"]
+    assert read - len(got["a"]) > 0 and read - len(got["b"]) > 0  # both fell behind
+    assert stats_row(err, "source")["dropped"] == read - len(got["a"] & got["b"])
+
+
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
     """Only a source's own drops reached the statistics: a zmq sink whose subscribers' queues
     were full said so once, at the end, and its status lines said 0 dropped for days."""
