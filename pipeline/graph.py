@@ -116,7 +116,7 @@ def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     seen: dict[str, StageSpec] = {}
     problems = []
     for spec in graph.sources():
-        source = getattr(spec.params, "source_id", "") or spec.name
+        source = spec.cls.source_id_of(spec.name, spec.params)
         if source in seen:
             problems.append((spec, f"{source!r} is also the source id of stage {seen[source].name!r}; "
                                    "give each source its own source_id"))

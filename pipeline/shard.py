@@ -41,6 +41,7 @@ def shard_of(camera: str, shards: int) -> int:
 
 
 def camera_id(name: str, body: Mapping[str, Any]) -> str:
+    """``Source.source_id_of``'s rule on the raw YAML: the filter runs before params are validated."""
     params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
     return str(params.get("source_id") or name)
 

@@ -125,6 +125,17 @@ class Source(Stage):
 
     writes: ClassVar[str | None] = "frame"
 
+    @classmethod
+    def source_id_of(cls, name: str, params: StageParams) -> str:
+        """What this source's results carry as ``source``: its ``source_id`` param if it has one
+        set, else the stage name. A class method, so that the graph check can refuse two sources
+        with one id before any stage exists."""
+        return getattr(params, "source_id", "") or name
+
+    @property
+    def source_id(self) -> str:
+        return self.source_id_of(self.name, self.params)
+
     @property
     def live(self) -> bool:
         """Live sources drop frames instead of blocking, to bound latency: their oldest unread

@@ -50,7 +50,7 @@ class ImageFolderSource(Source):
         return len(self._files)
 
     def frames(self) -> Iterator[Packet]:
-        source = self.params.source_id or self.name
+        source = self.source_id
         root = Path(self.params.path)
         read = 0
         for index, file in enumerate(self._files):

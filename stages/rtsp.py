@@ -156,7 +156,7 @@ class RtspSource(Source):
             self._cond.notify()
 
     def frames(self) -> Iterator[Packet]:
-        source = self.params.source_id or self.name
+        source = self.source_id
         started = time.monotonic()
         index = 0
         while True:

@@ -81,7 +81,7 @@ class VideoSource(Source):
         return min(remaining, self.params.max_frames) if self.params.max_frames else remaining
 
     def frames(self) -> Iterator[Packet]:
-        source = self.params.source_id or self.name
+        source = self.source_id
         index = self.params.start
         started = time.monotonic()
         read = 0

@@ -58,7 +58,7 @@ class WebcamSource(Source):
                 self._cap.set(prop, value)
 
     def frames(self) -> Iterator[Packet]:
-        source = self.params.source_id or self.name
+        source = self.source_id
         started = time.monotonic()
         index = failures = 0
         while True:
