@@ -70,6 +70,7 @@ readers of a socket anyone may write to skip such an event with a line instead o
 
 
 def topic(event: dict[str, Any]) -> str:
+    """``<type prefix>.<source>``: a subscriber filters by source with a prefix subscription."""
     return f"{TOPIC_PREFIX[event['type']]}.{event['source']}"
 
 
@@ -79,6 +80,7 @@ def encode(event: dict[str, Any]) -> list[bytes]:
 
 
 def decode(frames: list[bytes]) -> dict[str, Any]:
+    """The event of an ``encode``d message: its JSON, the last frame (the topic is only for filtering)."""
     return json.loads(frames[-1])
 
 

@@ -114,6 +114,8 @@ class FrameRing:
             os.close(fd)
 
     def put(self, frame: np.ndarray) -> FrameRef:
+        """Copy ``frame`` into the next slot. The sequence number goes in before the pixels: a
+        reader that checks it after using the pixels then knows whether they changed under it."""
         if frame.nbytes + HEADER > self._slot_bytes:
             self._grow(frame)
         shm = self.segments[-1]
@@ -125,6 +127,7 @@ class FrameRing:
         return ref
 
     def close(self) -> None:
+        """Unmap the segments; unlinking them is the runner's job, after every reader has ended."""
         for shm in self.segments:
             shm.close()
         self.segments.clear()

@@ -54,6 +54,8 @@ class Graph:
         return [s for s in self.stages.values() if s.is_source]
 
     def sinks(self) -> list[StageSpec]:
+        """The stages that feed no stage: Sink subclasses, and any other stage left at an end
+        (a dead end, which validation warns of): the runner waits for every one of them."""
         return [s for s in self.stages.values() if not self.consumers(s.name)]
 
 

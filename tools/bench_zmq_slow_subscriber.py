@@ -24,13 +24,14 @@ import zmq
 
 from fer_pipe.config import load_graph
 from fer_pipe.demo import DEMO_CLIP, fetch_clips
+from fer_pipe.graph import Graph
 from fer_pipe.machine import cpu_model
 from fer_pipe.runner import Runner
 
 STALL_S = 10.0
 
 
-def graph(video: str, endpoint: str, sndhwm: int, wait: int):
+def graph(video: str, endpoint: str, sndhwm: int, wait: int) -> Graph:
     return load_graph({"stages": {
         "source": {"type": "video", "params": {"path": video}},
         "detector": {"type": "haar", "inputs": ["source"]},

@@ -245,10 +245,10 @@ def run(args: argparse.Namespace) -> int:
             super().__init__()
             self.epoch_started = time.time()
 
-        def on_epoch_begin(self, epoch, logs=None):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.epoch_started = time.time()
 
-        def on_epoch_end(self, epoch, logs=None):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             for key, value in (logs or {}).items():
                 state["history"].setdefault(key, []).append(float(value))
             state["epochs_done"] = epoch + 1
