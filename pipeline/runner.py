@@ -171,6 +171,7 @@ class Runner:
         failure: Failure | None = None
         also: list[str] = []
         late_error: Failure | None = None  # bad input after the stream drained
+        stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
         bar = None
@@ -188,6 +189,8 @@ class Runner:
                         lengths[name] = msg[2]
                     elif kind in ("done", "stopped"):
                         done[name] = msg[2]
+                        if kind == "stopped" and stopped is None:
+                            stopped = name
                     elif kind == "fail" and failure is None:
                         failure = (name, msg[2], msg[3], msg[4])
                     elif kind == "fail" and name != failure[0]:
@@ -207,7 +210,10 @@ class Runner:
                 status.tick()
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy)
-                if failure is not None or self._signals_seen > 1:
+                # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
+                # after it would wait for ever (a SIGTERM to one process, or to the process group
+                # while the later stages were not started yet): the others are stopped too.
+                if failure is not None or self._signals_seen > 1 or stopped is not None:
                     now = time.monotonic()
                     if terminating_at is None:
                         terminating_at = now
@@ -254,6 +260,11 @@ class Runner:
                              "draining", "", first_result)
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
+        if stopped is not None:
+            spec = graph.stages[self._stage_of[stopped]]
+            return RunResult(128 + signal.SIGTERM, stats, f"stage {stopped!r} ({spec.type_name}) was stopped by "
+                             "a SIGTERM of its own, so nothing could drain: the other stages were stopped too",
+                             "", first_result)
         return RunResult(0, stats, "", "", first_result)
 
     def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],

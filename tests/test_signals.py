@@ -90,6 +90,30 @@ def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, s
     assert stats_row(err, "hold")["items"] == 3, err  # frames 0-2: the one it was inside, whole
 
 
+def test_a_sigterm_to_one_stage_stops_the_others_instead_of_leaving_them_waiting(plugin_env, short_clip,
+                                                                                 tmp_path):
+    """A stage stopped by a SIGTERM of its own (an operator's ``kill PID``, or a signal to the
+    process group before the later stages had started) sends no end of stream: the stages after
+    it waited for one for ever, and so did the run. The others are now stopped too (exit 143)."""
+    out, pid_file = tmp_path / "out.csv", tmp_path / "faulty.pid"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.1, pid_file=str(pid_file))
+    proc = start_run(config, plugin_env, quiet=False)
+    try:
+        wait_for(lambda: pid_file.exists(), 60, "the stage to open", proc)
+        time.sleep(0.5)  # a few frames through
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert "fer-pipe: stage 'faulty' (faulty) was stopped by a SIGTERM of its own, so nothing could drain: " \
+           "the other stages were stopped too" in err
+    assert "Traceback" not in err
+    assert assert_valid_prefix(out) == list(range(stats_row(err, "csv")["items"]))
+
+
 def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
     """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
     the source's frame ring from /dev/shm, which is memory; the next run on the machine does."""
@@ -133,8 +157,10 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
         start(process)
 
     monkeypatch.setattr(SpawnProcess, "start", start_after_a_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
     result = Runner(graph, progress=False).run()
     assert (result.exit_code, result.message) == (143, "interrupted: drained and closed")
-    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # the caller's handler is back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the caller's handler is back
+    assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # and unblocked
     read = next(row for row in result.stats if row["stage"] == "source")["items"]
     assert read < 60  # the short clip's 60 frames were not all read
