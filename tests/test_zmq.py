@@ -234,7 +234,9 @@ def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_o
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ctx = zmq.Context()
     healthy = subscriber(ctx, endpoint)
-    face = Face((1, 2, 3, 4), np.full(7, 1 / 7))
+    # large events (40 faces, about 12 KB) fill the frozen subscriber's socket buffers within
+    # a second even on a slow machine, well before the heartbeat can drop it
+    faces = [Face((1, 2, 3, 4), np.full(7, 1 / 7))] * 40
     settled_s = PEER_TIMEOUT_MS * 4 / 3 / 1000 + 2
     settled_at, latest_seen, deadline = None, -1, time.monotonic() + 60
     try:
@@ -243,7 +245,7 @@ def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_o
         frozen_at = time.monotonic()
         i = 0
         while time.monotonic() < deadline and (settled_at is None or latest_seen < settled_at):
-            sink.consume(Packet("cam1", i, i / 25, faces=[face], captured=float(i)))
+            sink.consume(Packet("cam1", i, i / 25, faces=faces, captured=float(i)))
             if settled_at is None and time.monotonic() - frozen_at > settled_s:
                 settled_at = i
             while healthy.poll(0):
