@@ -106,7 +106,9 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
             raise ValueError("a face's 'probs' must be an object of emotion: probability")
         for emotion, p in probs.items():
             values[f"p_{emotion}"] = p
-        rows.append([_cell(values.get(c), c, precision) for c in columns])
+        row = [_cell(values.get(c), c, precision) for c in columns]
+        "".join(row).encode()  # "\ud800" is valid JSON but no UTF-8: UnicodeEncodeError, a ValueError
+        rows.append(row)
     return rows
 
 

@@ -364,7 +364,9 @@ MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "c
                          "faces": [{"probs": [0.5, 0.5]}], "seq": 1, "run": "r"}).encode(),
              b'{"schema": 1, "type": "frame", "source": "cam", "frame": 1e400, "timestamp": 0.0, "faces": [], '
              b'"seq": 1e400, "run": "r"}',  # JSON's numbers have no bound: int() of infinity overflows
-             b"[" * 100_000]  # nested deeper than the decoder recurses
+             b"[" * 100_000,  # nested deeper than the decoder recurses
+             b'{"schema": 1, "type": "frame", "source": "cam\\ud800", "frame": 3, "timestamp": 0.0, "faces": [], '
+             b'"seq": 2, "run": "r"}']  # a lone surrogate: valid JSON, but no UTF-8 for the CSV
 
 
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
