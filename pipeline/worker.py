@@ -139,6 +139,9 @@ class _Emitter:
         self.stats = stats
         self._numbers = [0] * len(outboxes)
         self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
+        # a frame leaves every queue within a queue's length of newer frames put in that queue;
+        # a consumer with N workers gets every Nth frame in each of its queues
+        self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
 
     def emit(self, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -180,14 +183,13 @@ class _Emitter:
                     self._count_drop(dropped)
 
     def _count_drop(self, packet: Packet) -> None:
-        """A frame dropped from several consumers' queues is one frame dropped. It leaves every
-        queue within a queue's length of newer frames, so remembering that many is enough."""
+        """A frame dropped from several consumers' queues is one frame dropped."""
         key = (packet.source, packet.index)
         if key in self._dropped:
             return
         self.stats.dropped += 1
         self._dropped[key] = None
-        if len(self._dropped) > MAX_QUEUE:
+        if len(self._dropped) > self._remember:
             del self._dropped[next(iter(self._dropped))]
 
     def end(self, sender: str) -> None:

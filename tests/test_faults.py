@@ -245,6 +245,29 @@ def test_a_frame_dropped_by_two_consumers_of_a_live_source_is_counted_once(plugi
     assert stats_row(err, "source")["dropped"] == read - len(got["a"] & got["b"])
 
 
+def test_drops_are_counted_once_also_with_the_deepest_queues_and_several_workers():
+    """The emitter alone, on real queues that nobody reads: consumer a has one queue, b three
+    workers' queues, all 1,024 deep (the most a config allows). A frame stays in one of b's
+    queues for three times as many newer frames as in a's, which the memory of frames already
+    counted must cover: it covered one queue's length and counted 5,904 where 3,976 is true."""
+    import multiprocessing as mp
+
+    from fer_pipe.messages import Packet
+    from fer_pipe.stats import StageStats
+    from fer_pipe.worker import Outbox, _Emitter
+
+    ctx = mp.get_context("spawn")
+    boxes = [Outbox([ctx.Queue(1024)], "source>a"), Outbox([ctx.Queue(1024) for _ in range(3)], "source>b")]
+    stats = StageStats("source")
+    emitter = _Emitter(boxes, True, stats)
+    for i in range(5000):
+        emitter.emit([Packet("cam", i, i / 25)])
+    for box in boxes:
+        for q in box.queues:
+            q.cancel_join_thread()
+    assert stats.dropped == 5000 - 1024  # a holds the newest 1,024; every other frame is lost to a
+
+
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
     """Only a source's own drops reached the statistics: a zmq sink whose subscribers' queues
     were full said so once, at the end, and its status lines said 0 dropped for days."""
