@@ -27,8 +27,9 @@ from fer_pipe.stage import Sink, StageParams
 
 STOP_POLL_MS = 500
 """While sndhwm events wait for a collector, how often a blocked send checks for a stop."""
-LINGER_SLACK_S = 0.01
-"""Closing that takes linger_s, less this for the clock's grain, was cut off by it with events held."""
+LINGER_SLACK_S = 0.002
+"""A close that lasts linger_s, less this for libzmq's cached millisecond clock, was cut off with
+events held."""
 
 
 class PushParams(StageParams):
@@ -135,20 +136,16 @@ class PushSink(Sink):
         delivering = self._collector_connected(self.params.linger_s if sent else 0.0)
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
-        closing = time.monotonic()
-        self._sock.close(linger=int(self.params.linger_s * 1000) if delivering else 0)
-        self._ctx.term()  # returns once all is delivered, or when linger_s runs out: ZeroMQ says no more
-        took = time.monotonic() - closing
-        cut_off = bool(delivering and sent and self.params.linger_s) and took >= self.params.linger_s - LINGER_SLACK_S
+        held = self._close_holding_events(delivering) and sent > 0
         dropped = (f"; {self.unsent} more could not be queued when the run stopped (sndhwm "
                    f"{self.params.sndhwm} were held)" if self.unsent else "")
-        if sent and not delivering:
+        if held and not delivering:
             lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run}'s events still held (of {sent} sent) were lost")
             raise InputError(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
                              f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
                              "fer-pipe collect running there?")
-        if cut_off:
+        if held:
             raise InputError(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
                              f"taken all of run {self.run}'s {sent} events when linger_s "
                              f"({self.params.linger_s:g} s) ran out: those still held then were lost"
@@ -160,3 +157,18 @@ class PushSink(Sink):
                              f"{self.params.sndhwm} were held and no collector took them)")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
+
+    def _close_holding_events(self, delivering: bool) -> bool:
+        """Close the socket; whether it still held events, which are then lost.
+
+        ZeroMQ gives no queue depth, but a close with a linger time returns as soon as nothing
+        is held, so one that lasts the whole linger time ended with events held. With no linger
+        time there is nothing to time: what was never connected, or is not now, counts as held.
+        """
+        linger_ms = int(self.params.linger_s * 1000) if self._ever_connected else 0
+        closing = time.monotonic()
+        self._sock.close(linger=linger_ms)
+        self._ctx.term()
+        if not linger_ms:
+            return not delivering
+        return time.monotonic() - closing >= linger_ms / 1000 - min(LINGER_SLACK_S, linger_ms / 2000)

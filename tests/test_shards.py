@@ -586,3 +586,27 @@ def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_no
         f"push sink 'push': the collector at tcp://127.0.0.1:{port} had not taken all of run "
         f"{sink.run}'s 2000 events when linger_s (0.5 s) ran out: those still held then were lost; give a "
         "slow collector a longer linger_s")
+
+
+def test_a_collector_that_took_every_event_and_then_left_is_not_reported_as_a_loss(capfd):
+    """A collector that took all 50 events and then stopped (a redeploy) before the run ended:
+    the sink said "events still held (of 50 sent) were lost" and failed the run, though none
+    was held. A close with a linger time returns at once when nothing is held, which tells."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.push_sink import PushParams, PushSink
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = PushSink("push", PushParams(connect=f"tcp://127.0.0.1:{port}", linger_s=0.5))
+    sink.open()
+    try:
+        for frame in range(50):
+            sink.consume(Packet("cam", frame, frame / 25, faces=[]))
+        got = [json.loads(pull.recv_multipart()[-1])["seq"] for _ in range(50) if pull.poll(10_000)]
+    finally:
+        pull.close(0)
+        ctx.term()
+    assert got == list(range(50))
+    sink.close()
+    assert capfd.readouterr().err.endswith(f"push sink 'push': run {sink.run}: 50 events to tcp://127.0.0.1:{port}\n")
