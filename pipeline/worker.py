@@ -386,6 +386,10 @@ class _Handler:
         except StopRun:
             self.w.stop.set()
             self.stopping = True
+        except UserError:
+            raise
+        except Exception as exc:  # on_error: skip is about packets: there is none to skip here
+            raise StageFailure(f"while idle: {type(exc).__name__}: {exc}") from exc
 
     def _handle(self, item: Packet) -> list[Packet]:
         stage, w, stats = self.stage, self.w, self.stats

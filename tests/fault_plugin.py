@@ -29,8 +29,8 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open"] = Field(
-        "ok", description="what to do on the frames in at (preflight, open: raise there instead)")
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle"] = Field(
+        "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -46,6 +46,7 @@ class Faulty(Stage):
     reads = FRAME
     writes = EXPRESSIONS
     parallel = True  # nothing kept between packets but the log file each worker appends to
+    idle_s = 0.05
 
     @classmethod
     def preflight(cls, params):
@@ -81,6 +82,10 @@ class Faulty(Stage):
         self.dropped += self.params.self_drops
         packet.faces = packet.faces or []
         return (packet,)
+
+    def idle(self):
+        if self.params.mode == "idle":
+            raise ValueError("injected fault while idle")
 
     def close(self):
         if self._seen is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, fer_pipe
+from conftest import REPO, fer_pipe, read_frames, write_video
 from fault_plugin import (alive, assert_valid_prefix, children, fault_config, read_csv, start_run,
                           stats_row, wait_gone)
 from livetools import free_port, wait_for
@@ -266,6 +266,18 @@ def test_drops_are_counted_once_also_with_the_deepest_queues_and_several_workers
         for q in box.queues:
             q.cancel_join_thread()
     assert stats.dropped == 5000 - 1024  # a holds the newest 1,024; every other frame is lost to a
+
+
+def test_a_failure_in_idle_names_the_stage_and_says_while_idle(plugin_env, clips, tmp_path):
+    """A stage's idle hook runs while no packet comes (here between the frames of a 5 fps
+    replay): a failure there is the stage's failure, in one line, as one on a packet is."""
+    video = write_video(tmp_path / "slow.avi", read_frames(clips["single_face.mp4"], 10), fps=5)
+    out = tmp_path / "out.csv"
+    code, err = finish(start_run(fault_config(tmp_path / "idle.yaml", video, out, live=True, mode="idle"),
+                                 plugin_env))
+    assert code == 1, err
+    assert "fer-pipe: stage 'faulty' (faulty) failed: while idle: ValueError: injected fault while idle" in err
+    assert "Traceback" not in err
 
 
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
