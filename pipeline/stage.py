@@ -24,9 +24,9 @@ Sources implement ``frames`` instead of ``process``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from .messages import Packet
 
@@ -42,9 +42,19 @@ class StopRun(Exception):
 
 
 class StageParams(BaseModel):
-    """Base of every stage's parameter model: unknown fields are errors, values are immutable."""
+    """Base of every stage's parameter model: unknown fields are errors, values are immutable,
+    and numbers are finite. YAML reads ``.nan`` and ``.inf`` as floats, which would otherwise
+    fail a bound with a message about the bound; a boolean for a number field (``true`` read as
+    1) is refused for what it is."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 class Stage:
