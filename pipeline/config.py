@@ -127,7 +127,8 @@ def _by_name(path: Path) -> bool:
 
 
 def config_path(path: str | Path) -> Path:
-    """``path``, or the shipped config it names when there is no such file.
+    """``path`` (or ``path.yaml`` for a bare name), or the shipped config it names when there is
+    no such file.
 
     ``webcam.yaml``, ``webcam`` or ``configs/webcam.yaml`` then works from any folder, also
     after a plain ``pip install`` that leaves no ``configs/`` folder to run the README's
@@ -136,6 +137,8 @@ def config_path(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() or not _by_name(path):
         return path
+    if not path.suffix and path.with_suffix(".yaml").is_file():
+        return path.with_suffix(".yaml")  # a NAME.yaml here is meant before the shipped one
     shipped = shipped_configs() / path.name
     if not shipped.suffix:
         shipped = shipped.with_suffix(".yaml")

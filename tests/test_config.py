@@ -113,6 +113,7 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
         str(shipped_configs() / "episodes.yaml"), "mine.yaml"]
     (tmp_path / "webcam.yaml").write_text(GOOD)  # a file of that name here is the one meant
     assert fer_pipe("validate", "webcam.yaml", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")
+    assert fer_pipe("validate", "webcam", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")  # bare too
     missing = fer_pipe("validate", "configs/webcams.yaml", "other/webcam.yaml", "mine.yaml", cwd=tmp_path)
     assert missing.returncode == 2
     assert missing.stderr == ("fer-pipe: configs/webcams.yaml: no such config file (shipped ones, usable by "
