@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -71,6 +72,9 @@ class InputReport:
     seconds: float = 0.0
     chunks: int = 1
     error: str = ""
+    partial: list[str] = field(default_factory=list)
+    """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
+    one per chunk that reached it), which ``rows`` then counts."""
     bad_input: bool = field(default=False, repr=False)
 
 
@@ -398,9 +402,13 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     for temp in work.glob("*.tmp.csv"):
         temp.unlink(missing_ok=True)  # left by attempts whose process was killed
     failed = [r for r in reports.values() if r.status == "failed"]
+    for report in failed:
+        name = re.compile(re.escape(Path(report.csv).stem) + r"(@\d+)?\.partial\.csv")  # a chunk's: NAME@START
+        report.partial = sorted(str(p) for p in out_dir.glob("*.partial.csv") if name.fullmatch(p.name))
+        report.rows = sum(count_rows(Path(p)) for p in report.partial)
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input"}
+        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input" and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     temp = out_dir / f"{MANIFEST}.tmp"

@@ -265,6 +265,8 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     assert f"its {decodable} rows are in {partial}" in stderr
     assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
     assert not (out / "cut.csv").exists()
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["status"], entry["rows"], entry["partial"]) == ("failed", decodable, [str(partial)])
 
     clip.write_bytes(whole)
     proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet")
