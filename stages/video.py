@@ -26,7 +26,8 @@ class VideoParams(StageParams):
     start: int = Field(0, ge=0, description="first frame index to read")
     max_frames: int = Field(0, ge=0, description="stop after this many frames (0: the whole file)")
     realtime: bool = Field(False, description="replay at the file's own fps as a live source "
-                                              "(drops oldest frames instead of blocking)")
+                                              "(drops oldest frames instead of blocking, and skips "
+                                              "frames whose time passed, as a camera would)")
     loop: bool = Field(False, description="start again at the end, without end (soak tests, demos); "
                                           "frame indexes keep counting up")
 
@@ -87,6 +88,9 @@ class VideoSource(Source):
         read = 0
         offset = timestamp = 0.0  # timestamps keep increasing across loops
         while not self.params.max_frames or read < self.params.max_frames:
+            if self.params.realtime:
+                late = self._skip_late(int((time.monotonic() - started) * self.fps) - read, read)
+                read, index = read + late, index + late
             ok, image = self._cap.read()
             if not ok and self.params.loop and read:
                 self._check_complete(index)
@@ -108,6 +112,18 @@ class VideoSource(Source):
             yield Packet(source, index, timestamp, image, captured=time.monotonic())
             index += 1
             read += 1
+
+    def _skip_late(self, behind: int, read: int) -> int:
+        """Skip the ``behind`` frames whose time has passed, as a camera would have dropped them:
+        after a stall (a starved CPU) a replay that sent them back to back would burst where a
+        camera does not. They are grabbed, not decoded, and counted as dropped."""
+        if self.params.max_frames:
+            behind = min(behind, self.params.max_frames - read - 1)
+        skipped = 0
+        while skipped < behind and self._cap.grab():
+            skipped += 1
+        self.dropped += skipped
+        return skipped
 
     def _check_complete(self, index: int) -> None:
         """Raise when decoding stopped well before the container's frame count.

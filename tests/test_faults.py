@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -278,6 +279,35 @@ def test_a_failure_in_idle_names_the_stage_and_says_while_idle(plugin_env, clips
     assert code == 1, err
     assert "fer-pipe: stage 'faulty' (faulty) failed: while idle: ValueError: injected fault while idle" in err
     assert "Traceback" not in err
+
+
+def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_dropped(plugin_env, clips,
+                                                                                     tmp_path):
+    """A replay (realtime: true) whose process is stopped for 1.2 s (SIGSTOP, as a starved CPU
+    stalls it) used to send the ~30 frames it owed back to back, a burst no camera makes. It
+    now skips the frames whose time passed, as a camera's driver would, and counts them."""
+    images = read_frames(clips["single_face.mp4"])
+    video = write_video(tmp_path / "clip.avi", images, fps=25)
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    proc = start_run(fault_config(tmp_path / "live.yaml", video, out, live=True, seen_file=str(seen)),
+                     plugin_env, quiet=False)
+    try:
+        wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10, 60, "10 frames", proc)
+        source = _source_pid(children(proc.pid), video)
+        os.kill(source, signal.SIGSTOP)
+        time.sleep(1.2)
+        os.kill(source, signal.SIGCONT)
+        code, err = finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert code == 0, err
+    frames = [int(row[1]) for row in read_csv(out)[1]]
+    gaps = [b - a - 1 for a, b in zip(frames, frames[1:])]
+    assert max(gaps) >= 20, gaps  # about 30 frames' time passed during the stall
+    assert stats_row(err, "source")["dropped"] >= max(gaps)
+    assert frames[-1] == len(images) - 1  # the replay still ends at the file's last frame
 
 
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):
