@@ -20,6 +20,11 @@ from fer_pipe.stage import Source, StageParams
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
+MAX_PACED_FPS = 240.0
+"""Above this, a container's frame rate is taken as misread (some report 1000 or 90000, their
+time base): a realtime replay then neither waits nor skips, rather than skip nearly every frame."""
+
+
 class VideoParams(StageParams):
     path: str = Field(description="video file to read")
     source_id: str = Field("", description="name carried by every result (default: the stage name)")
@@ -66,6 +71,7 @@ class VideoSource(Source):
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
         self._count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._played = frames_played(self.params.path, self._count, self.fps)
+        self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         if self.params.start:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
 
@@ -87,10 +93,13 @@ class VideoSource(Source):
         started = time.monotonic()
         read = 0
         offset = timestamp = 0.0  # timestamps keep increasing across loops
+        paced = self.params.realtime and self.fps <= MAX_PACED_FPS
         while not self.params.max_frames or read < self.params.max_frames:
-            if self.params.realtime:
+            if paced:
                 late = self._skip_late(int((time.monotonic() - started) * self.fps) - read, read)
-                read, index = read + late, index + late
+                if late:
+                    read, index = read + late, index + late
+                    timestamp = offset + self._grabbed_ms / 1000.0  # where a wrap to the start continues from
             ok, image = self._cap.read()
             if not ok and self.params.loop and read:
                 self._check_complete(index)
@@ -105,7 +114,7 @@ class VideoSource(Source):
                 self._check_complete(index)
                 return
             timestamp = offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-            if self.params.realtime:
+            if paced:
                 delay = started + read / self.fps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -116,12 +125,14 @@ class VideoSource(Source):
     def _skip_late(self, behind: int, read: int) -> int:
         """Skip the ``behind`` frames whose time has passed, as a camera would have dropped them:
         after a stall (a starved CPU) a replay that sent them back to back would burst where a
-        camera does not. They are grabbed, not decoded, and counted as dropped."""
+        camera does not. They are grabbed (decoded, but not converted or sent) and counted as
+        dropped; a stop ends the catching up."""
         if self.params.max_frames:
             behind = min(behind, self.params.max_frames - read - 1)
         skipped = 0
-        while skipped < behind and self._cap.grab():
+        while skipped < behind and not self.stop_requested() and self._cap.grab():
             skipped += 1
+            self._grabbed_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)  # after a failed grab it reads 0
         self.dropped += skipped
         return skipped
 

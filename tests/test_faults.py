@@ -286,7 +286,7 @@ def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_d
     """A replay (realtime: true) whose process is stopped for 1.2 s (SIGSTOP, as a starved CPU
     stalls it) used to send the ~30 frames it owed back to back, a burst no camera makes. It
     now skips the frames whose time passed, as a camera's driver would, and counts them."""
-    images = read_frames(clips["single_face.mp4"])
+    images = read_frames(clips["single_face.mp4"]) * 3  # 8.6 s: the stall comes well before its end
     video = write_video(tmp_path / "clip.avi", images, fps=25)
     out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
     proc = start_run(fault_config(tmp_path / "live.yaml", video, out, live=True, seen_file=str(seen)),
@@ -308,6 +308,8 @@ def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_d
     assert max(gaps) >= 20, gaps  # about 30 frames' time passed during the stall
     assert stats_row(err, "source")["dropped"] >= max(gaps)
     assert frames[-1] == len(images) - 1  # the replay still ends at the file's last frame
+    timestamps = [float(row[2]) for row in read_csv(out)[1]]
+    assert all(abs(t - f / 25) < 0.002 for f, t in zip(frames, timestamps))  # the skipped ones' time passed
 
 
 def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_env, short_clip, tmp_path):

@@ -228,3 +228,29 @@ stages:
     clash = fer_pipe("validate", str(config), "--set", "csv.extra=[file, label]")
     assert clash.returncode == 2
     assert clash.stderr == "fer-pipe: --set csv.extra=[file, label]: stage 'csv' (csv): params.extra: 'label' is a column already\n"
+
+
+def test_a_looping_realtime_replay_that_skips_past_the_end_keeps_time_with_its_frames(clips, tmp_path):
+    """The replay is held up for 0.4 s (10 frames' time) three frames before the end of a
+    30-frame clip: it skips to the frame due then, in the next pass. Each frame's timestamp
+    must stay its index over the frame rate; a rewind that went on from the last frame sent
+    rather than the last one skipped put every later frame 0.28 s early."""
+    import time
+
+    from fer_pipe.inprocess import make_stage
+
+    video = write_video(tmp_path / "clip.avi", read_frames(clips["single_face.mp4"], 30), fps=25)
+    source = make_stage("video", {"path": str(video), "realtime": True, "loop": True, "max_frames": 60})
+    source.open()
+    try:
+        got = []
+        for packet in source.frames():
+            got.append((packet.index, packet.timestamp))
+            if packet.index == 26:
+                time.sleep(0.4)
+    finally:
+        source.close()
+    indexes = [i for i, _ in got]
+    assert max(b - a for a, b in zip(indexes, indexes[1:])) >= 5  # it did skip, across the end
+    assert source.dropped == 60 - len(got)
+    assert all(abs(t - i / 25) < 0.002 for i, t in got), got
