@@ -24,7 +24,8 @@ Sources implement ``frames`` instead of ``process``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from types import UnionType
+from typing import Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -52,7 +53,9 @@ class StageParams(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+        if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
             raise ValueError(f"expected a number, got {str(value).lower()}")
         return value
 
