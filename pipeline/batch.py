@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -343,6 +342,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
+            # this run's partial files of the input (a chunk's: NAME@START), not an earlier run's
+            report.partial = [str(p) for p in (out_dir / f"{j.name}.partial.csv" for j in jobs[item]) if p.is_file()]
+            report.rows = sum(count_rows(Path(p)) for p in report.partial)
             continue
         parts = [_part_path(work, j) for j in jobs[item]]
         if len(parts) > 1:
@@ -402,10 +404,6 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     for temp in work.glob("*.tmp.csv"):
         temp.unlink(missing_ok=True)  # left by attempts whose process was killed
     failed = [r for r in reports.values() if r.status == "failed"]
-    for report in failed:
-        name = re.compile(re.escape(Path(report.csv).stem) + r"(@\d+)?\.partial\.csv")  # a chunk's: NAME@START
-        report.partial = sorted(str(p) for p in out_dir.glob("*.partial.csv") if name.fullmatch(p.name))
-        report.rows = sum(count_rows(Path(p)) for p in report.partial)
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input" and (k != "partial" or v)}

@@ -263,7 +263,7 @@ class Runner:
         if stopped is not None:
             spec = graph.stages[self._stage_of[stopped]]
             return RunResult(128 + signal.SIGTERM, stats, f"stage {stopped!r} ({spec.type_name}) was stopped by "
-                             "a SIGTERM of its own, so nothing could drain: the other stages were stopped too",
+                             "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result)
         return RunResult(0, stats, "", "", first_result)
 

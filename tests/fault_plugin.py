@@ -46,7 +46,6 @@ class Faulty(Stage):
     reads = FRAME
     writes = EXPRESSIONS
     parallel = True  # nothing kept between packets but the log file each worker appends to
-    idle_s = 0.05
 
     @classmethod
     def preflight(cls, params):
@@ -54,6 +53,8 @@ class Faulty(Stage):
             raise ValueError("injected fault in preflight")
 
     def open(self):
+        if self.params.mode == "idle":
+            self.idle_s = 0.05  # only here: the other tests keep the blocking wait of most stages
         if self.params.mode == "open":
             raise RuntimeError("injected fault in open")
         if self.params.pid_file:

@@ -108,8 +108,8 @@ def test_a_sigterm_to_one_stage_stops_the_others_instead_of_leaving_them_waiting
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
     assert proc.returncode == 143, err
-    assert "fer-pipe: stage 'faulty' (faulty) was stopped by a SIGTERM of its own, so nothing could drain: " \
-           "the other stages were stopped too" in err
+    assert "fer-pipe: stage 'faulty' (faulty) was stopped by a SIGTERM of its own, so nothing could drain past " \
+           "it: the run was stopped" in err
     assert "Traceback" not in err
     assert assert_valid_prefix(out) == list(range(stats_row(err, "csv")["items"]))
 
