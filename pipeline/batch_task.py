@@ -34,7 +34,6 @@ class Job:
         return self.key if not (self.start or self.max_frames) else f"{self.key}@{self.start}"
 
 
-
 def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
     """The names of the config's one ``video`` source and one ``csv`` sink, which a task re-aims."""
     stages = config.get("stages") if isinstance(config, dict) else None

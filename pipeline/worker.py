@@ -378,14 +378,18 @@ class _Handler:
         with _HOLD if self.sink else contextlib.nullcontext():
             return self._handle(item)
 
+    def _stop_run(self) -> None:
+        """The stage ended the run (a user's q): the sources stop, and what is in flight only drains."""
+        self.w.stop.set()
+        self.stopping = True
+
     def idle(self) -> None:
         if self.stopping:
             return
         try:
             self.stage.idle()
         except StopRun:
-            self.w.stop.set()
-            self.stopping = True
+            self._stop_run()
         except UserError:
             raise
         except Exception as exc:  # on_error: skip is about packets: there is none to skip here
@@ -401,8 +405,7 @@ class _Handler:
             if not self.sink and frames.views_made() != views and isinstance(item.image, frames.FrameRef):
                 item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:
-            w.stop.set()
-            self.stopping = True
+            self._stop_run()
             out = []
         except UserError:
             raise

@@ -71,7 +71,8 @@ BROKEN = {
                       "{f}: expected a mapping with a 'stages' key at the top, got list"),
     "empty_file": ("# nothing but a comment\n",
                    "{f}: expected a mapping with a 'stages' key at the top, got an empty file (or only comments)"),
-    "empty_path": (GOOD.replace("path: clip.mp4", "path: ''"), "{f}:5: stage 'source' (video): params.path: the path is empty"),
+    "empty_path": (GOOD.replace("path: clip.mp4", "path: ''"),
+                   "{f}:5: stage 'source' (video): params.path: the path is empty"),
     "unknown_stage_key": (GOOD.replace("    type: classifier\n", "    type: classifier\n    input: [x]\n"),
                           "{f}:11: stage 'classifier': unknown key 'input' (expected inputs, on_error, "
                           "params, type, workers)"),
