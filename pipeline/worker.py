@@ -111,13 +111,16 @@ class _SigtermHold:
 
 
 _HOLD = _SigtermHold()
+_sigterm_seen = False
 
 
 def _terminate(signum: int, frame: object) -> None:
     """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
     are not cut short. They do come: the kernel sends the parent-death signal each time the
     process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
+    global _sigterm_seen
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _sigterm_seen = True
     if _HOLD.active:
         _HOLD.pending = signum
         return
@@ -258,21 +261,20 @@ def stage_main(w: Wiring) -> None:
         emitter.end(name)
         w.control.put(("done", name, summary()))
     except Terminated:
-        # SIGTERM may have landed inside a put, between the queue starting its feeder thread
-        # and registering the sentinel that ends it: the exit would then wait for ever on that
-        # thread. The consumers are being stopped too; what the queues hold is not needed.
-        for box in w.outboxes:
-            for q in box.queues:
-                q.cancel_join_thread()
-        w.control.put(("stopped", name, summary()))
+        _report_stopped(w, summary())
     except UserError as exc:
         # the runner's SIGTERM for another stage's failure must not cut this report short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         w.control.put(("fail", name, str(exc), "", exc.exit_code))
     except BaseException as exc:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
-        w.control.put(("fail", name, message, traceback.format_exc(), 1))
+        if _sigterm_seen:
+            # A library turned the Terminated raised inside it into its own error (an import cut
+            # off says "ImportError: initialization failed"): the stage was stopped, not failed.
+            _report_stopped(w, summary())
+        else:
+            message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
+            w.control.put(("fail", name, message, traceback.format_exc(), 1))
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing is not interrupted a second time
         if stage is not None:
@@ -287,6 +289,17 @@ def stage_main(w: Wiring) -> None:
             ring.close()
         frames.detach_all()
         sys.stdout.flush()
+
+
+def _report_stopped(w: Wiring, summary: dict) -> None:
+    """Say the stage stopped on SIGTERM. The signal may have landed inside a put, between the
+    queue starting its feeder thread and registering the sentinel that ends it: the exit would
+    then wait for ever on that thread. The consumers are being stopped too; what the queues
+    hold is not needed."""
+    for box in w.outboxes:
+        for q in box.queues:
+            q.cancel_join_thread()
+    w.control.put(("stopped", w.process, summary))
 
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wiring,

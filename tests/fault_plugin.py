@@ -29,8 +29,10 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle"] = Field(
-        "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead)")
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open"] = Field(
+        "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
+                          "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
+                          "as a library's import does)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -57,6 +59,11 @@ class Faulty(Stage):
             self.idle_s = 0.05  # only here: the other tests keep the blocking wait of most stages
         if self.params.mode == "open":
             raise RuntimeError("injected fault in open")
+        if self.params.mode == "slow_open":
+            try:
+                time.sleep(60)
+            except BaseException:
+                raise RuntimeError("initialization failed") from None
         if self.params.pid_file:
             with open(self.params.pid_file + ".part", "w") as f:
                 f.write(str(os.getpid()))

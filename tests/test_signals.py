@@ -114,6 +114,25 @@ def test_a_sigterm_to_one_stage_stops_the_others_instead_of_leaving_them_waiting
     assert assert_valid_prefix(out) == list(range(stats_row(err, "csv")["items"]))
 
 
+def test_a_stage_whose_opening_the_stop_cuts_short_is_stopped_not_failed(plugin_env, short_clip, tmp_path):
+    """One stage fails at once while another is still opening: the runner's SIGTERM lands in
+    the opening, where a library turns it into its own error (an import cut off raises
+    "ImportError: initialization failed"). That stage was stopped; it used to be reported as
+    a second failure, a misleading line after the real one."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "stages:\n"
+        f"  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+        "  failing: {type: faulty, inputs: [source], params: {mode: raise, at: [0]}}\n"
+        "  opening: {type: faulty, inputs: [failing], params: {mode: slow_open}}\n"
+        f"  csv: {{type: csv, inputs: [opening], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    proc = start_run(config, plugin_env)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err == "fer-pipe: stage 'failing' (faulty) failed: on source frame 0: ValueError: injected fault on " \
+                  "frame 0\n"
+
+
 def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
     """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
     the source's frame ring from /dev/shm, which is memory; the next run on the machine does."""
