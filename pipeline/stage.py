@@ -56,7 +56,8 @@ class StageParams(BaseModel):
         annotation = cls.model_fields[info.field_name].annotation
         kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
         if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
-            raise ValueError(f"expected a number, got {str(value).lower()}")
+            expected = "a number or text" if str in kinds else "a number"
+            raise ValueError(f"expected {expected}, got {str(value).lower()}")
         return value
 
 

@@ -50,7 +50,7 @@ BROKEN = {
                              "{f}:9: stage 'detector' (haar): params.min_size: expected a number, got true"),
     "boolean_for_a_camera": (GOOD.replace("    type: video\n    params:\n      path: clip.mp4",
                                           "    type: webcam\n    params:\n      device: true"),
-                             "{f}:5: stage 'source' (webcam): params.device: expected a number, got true"),
+                             "{f}:5: stage 'source' (webcam): params.device: expected a number or text, got true"),
     "missing_edge": (GOOD.replace("inputs: [detector]", "inputs: [detectr]"),
                      "{f}:11: stage 'classifier' (classifier): inputs: no stage named 'detectr'"),
     "cycle": (GOOD.replace("inputs: [source]", "inputs: [csv]"),
