@@ -32,7 +32,7 @@ import zmq
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .errors import InputError, OutputError
-from .events import MALFORMED, event_rows
+from .events import MALFORMED, decode, event_rows
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -188,7 +188,7 @@ class Collector:
             except zmq.Again:
                 return
             try:
-                event = json.loads(frames[-1])
+                event = decode(frames)
                 source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
                 rows = event_rows(event, self.columns, self.precision)
             except MALFORMED as exc:
