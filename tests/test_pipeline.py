@@ -254,3 +254,26 @@ def test_a_looping_realtime_replay_that_skips_past_the_end_keeps_time_with_its_f
     assert max(b - a for a, b in zip(indexes, indexes[1:])) >= 5  # it did skip, across the end
     assert source.dropped == 60 - len(got)
     assert all(abs(t - i / 25) < 0.002 for i, t in got), got
+
+
+def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, tmp_path):
+    """A container can report its time base as its frame rate (1000 or 90000); pacing on that
+    would skip nearly every frame, so above MAX_PACED_FPS a replay sends each frame as read.
+    Held up for 50 ms (50 frames' time at 1000 fps), it must still send all 30 frames."""
+    import time
+
+    from fer_pipe.inprocess import make_stage
+
+    video = write_video(tmp_path / "fast.avi", read_frames(clips["single_face.mp4"], 30), fps=1000)
+    source = make_stage("video", {"path": str(video), "realtime": True})
+    source.open()
+    try:
+        assert source.fps == 1000
+        got = []
+        for packet in source.frames():
+            got.append(packet.index)
+            if packet.index == 5:
+                time.sleep(0.05)
+    finally:
+        source.close()
+    assert got == list(range(30)) and source.dropped == 0
