@@ -28,20 +28,29 @@ def make_folder(folder: Path, what: str) -> None:
 
 def check_writable(path: str | Path, what: str) -> None:
     """Try the file in the parent, so an unwritable or busy path fails before any stage starts
-    (permission bits alone do not tell, e.g. for root or on a read-only mount)."""
+    (permission bits alone do not tell, e.g. for root or on a read-only mount).
+
+    A FIFO or device is not opened: opening a FIFO would block with no reader, and closing it
+    would give its reader an end of file before the stage wrote a line. A symbolic link is
+    followed, so the probe removes the file it made, not the link."""
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{what} {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise InputError(f"{what} {path}: is a folder, not a file")
-    existed = path.exists()
+    if path.exists() and not path.is_file():
+        if not os.access(path, os.W_OK):
+            raise InputError(f"{what} {path}: cannot write: Permission denied")
+        return
+    target = Path(os.path.realpath(path))
+    existed = target.exists()
     try:
-        with open(path, "a", encoding="utf-8") as probe:
+        with open(target, "a", encoding="utf-8") as probe:
             claim(probe.fileno(), path, what)
     except OSError as exc:
         raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
     if not existed:
-        path.unlink()
+        target.unlink()
 
 
 def open_claimed(path: str | Path, what: str, truncate: bool) -> int:

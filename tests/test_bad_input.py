@@ -300,6 +300,30 @@ def test_csv_path_that_cannot_be_written(short_clip, tmp_path):
     assert one_line(err) == f"fer-pipe: stage 'csv' (csv): csv {folder}: is a folder, not a file"
 
 
+def test_a_named_pipe_as_the_csv_gets_every_row(short_clip, tmp_path):
+    """``mkfifo p; reader < p & fer-pipe run ... csv.path=p``. The parent's check used to open
+    and close the pipe, which ended the reader before the sink wrote; the sink then blocked
+    for ever opening a pipe with no reader."""
+    pipe = tmp_path / "p"
+    os.mkfifo(pipe)
+    with subprocess.Popen(["cat", str(pipe)], stdout=subprocess.PIPE, text=True) as reader:
+        code, err = run(f"source.path={short_clip}", f"csv.path={pipe}", timeout=60)
+        rows = list(csv.DictReader(reader.stdout))
+    assert code == 0, err
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(60))
+
+
+def test_a_link_to_a_csv_not_yet_made_stays_a_link(short_clip, tmp_path):
+    """The parent's check made the file through the link, then removed the link instead of it:
+    the run wrote a plain file in the link's place and left an empty target."""
+    link, target = tmp_path / "link.csv", tmp_path / "target.csv"
+    link.symlink_to(target.name)
+    code, err = run(f"source.path={short_clip}", f"csv.path={link}")
+    assert code == 0, err
+    assert link.is_symlink()
+    assert len(list(csv.DictReader(target.open()))) >= 60
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
                                                "case above covers an unwritable path")
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
