@@ -31,6 +31,8 @@ MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
 MAX_NUMBER_CHARS = 100
+NAME_MAX, PATH_MAX = 255, 4096
+"""Linux's NAME_MAX and PATH_MAX (limits.h): the longest file name and whole path, in bytes."""
 
 Lines = dict[tuple[str, ...], int | str]
 """Where each key of a config came from: its line in the file, or the ``--set`` that set it."""
@@ -246,16 +248,32 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
     return loc, reason
 
 
+def _path_problem(path: str) -> str | None:
+    """What makes ``path`` unusable as a file name on Linux, or None. Caught here, a NUL byte or
+    an over-long name would otherwise surface from the first ``os`` call on it as a traceback
+    (ValueError) or an exit 1 (ENAMETOOLONG) in whichever stage or check met it first. An empty
+    path means the working folder, which the file checks would call a folder."""
+    if not path.strip():
+        return "the path is empty"
+    if "\0" in path:
+        return "the path contains a NUL byte"
+    if len(os.fsencode(path)) >= PATH_MAX:
+        return f"the path is longer than the {PATH_MAX - 1} bytes Linux allows"
+    if any(len(os.fsencode(name)) > NAME_MAX for name in path.split("/")):
+        return f"a name in the path is longer than the {NAME_MAX} bytes Linux allows"
+    return None
+
+
 def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
     """``~/`` at the start of a file param is the home folder, as in a shell. The shell expands
     only a word's leading ``~``, so ``--set csv.path=~/out.csv`` arrives as typed, and YAML
-    never expands it; the file checks and the stages then see the real path. An empty one is
-    refused (ValueError naming it): as a path it is the working folder, and the file checks
-    would say "." is a folder."""
+    never expands it; the file checks and the stages then see the real path. A path no file
+    can have is refused (ValueError of the param and the reason)."""
     names = (*cls.input_paths, *cls.output_paths)
-    empty = [n for n in names if not getattr(params, n).strip()]
-    if empty:
-        raise ValueError(empty[0])
+    for name in names:
+        problem = _path_problem(getattr(params, name))
+        if problem:
+            raise ValueError(name, problem)
     update = {n: os.path.expanduser(getattr(params, n)) for n in names if getattr(params, n).startswith("~")}
     return params.model_copy(update=update) if update else params
 
@@ -322,7 +340,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
             params = _home_expanded(cls, params)
         except ValueError as exc:
             raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
-                              f"params.{exc.args[0]}: the path is empty") from None
+                              f"params.{exc.args[0]}: {exc.args[1]}") from None
         inputs = body.get("inputs", [])
         if isinstance(inputs, str):
             inputs = [inputs]

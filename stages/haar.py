@@ -111,6 +111,7 @@ class HaarDetector(Stage):
     params: HaarParams
     reads = FRAME
     writes = FACES
+    input_paths = ("cascade",)
     parallel = True
 
     @classmethod

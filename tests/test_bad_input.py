@@ -324,6 +324,19 @@ def test_a_link_to_a_csv_not_yet_made_stays_a_link(short_clip, tmp_path):
     assert len(list(csv.DictReader(target.open()))) >= 60
 
 
+@pytest.mark.parametrize("param, value, reason", [
+    ("csv.path", "/tmp/" + "x" * 256 + ".csv", "a name in the path is longer than the 255 bytes Linux allows"),
+    ("detector.cascade", "/tmp/" + "x/" * 2050, "the path is longer than the 4095 bytes Linux allows"),
+    ("source.path", '"a\\0b.mp4"', "the path contains a NUL byte"),  # YAML's escape: a NUL in the value
+])
+def test_a_path_no_file_can_have_is_refused_as_config(param, value, reason):
+    """These reached the first ``os`` call on them: a traceback (embedded null byte) or an
+    exit 1 from whichever stage's preflight met the over-long name."""
+    done = fer_pipe("validate", CONFIG, "--set", f"{param}={value}", timeout=60)
+    assert done.returncode == 2
+    assert one_line(done.stderr).endswith(f"params.{param.split('.')[1]}: {reason}")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
                                                "case above covers an unwritable path")
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
