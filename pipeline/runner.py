@@ -7,8 +7,8 @@ sentinels, and ends the run:
 - on the first failure (a stage raised, died, or stalled past ``stall_timeout``): every other
   stage gets SIGTERM, which unwinds it through ``close`` so files are complete, and anything
   still alive after a grace period is killed; no process is left behind;
-- on SIGINT/SIGTERM: sources stop, the graph drains and closes (exit 130/143); a second
-  signal terminates at once.
+- on SIGINT/SIGTERM/SIGHUP: sources stop, the graph drains and closes (exit 130/143/129); a
+  second signal terminates at once.
 Before starting, it removes the frame rings that runs killed outright left (``ring_lease``).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import frames
+from . import frames, hangup
 from .errors import UserError
 from .graph import Graph
 from .ring_lease import RingLease, sweep_abandoned
@@ -65,6 +65,8 @@ class Runner:
         self.status_every = status_every
         self._signal: int | None = None
         self._signals_seen = 0
+        self._hung_up = False
+        self._ttys = hangup.terminal_fds()
         self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
         ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
@@ -73,6 +75,11 @@ class Runner:
         """Keyed ``producer>consumer`` by process name."""
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            if self._hung_up:  # a shell and the kernel may each send one: not a second Ctrl-C
+                return
+            self._hung_up = True
+            hangup.leave_terminal(self._ttys)
         self._signal = self._signal or signum
         self._signals_seen += 1
 
@@ -129,7 +136,7 @@ class Runner:
         # and is noted when unblocked, so a stop that came during the start is not lost.
         deferred: list[int] = []
         previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS
-                    if in_main}
+                    if in_main and not (s == signal.SIGHUP and hangup.ignored())}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         started = time.monotonic()
         try:

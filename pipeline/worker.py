@@ -6,8 +6,8 @@ statistics (``stopped`` when SIGTERM ended it), ``input_error`` (bad input found
 after which what was read still drains), or ``fail`` with a one-line message, the traceback
 and an exit code.
 SIGTERM from the parent raises ``Terminated`` wherever the stage is (a sink first finishes
-the frame it is in), so ``close`` still runs and files are flushed; SIGINT is left to the
-parent, which drains the graph instead.
+the frame it is in), so ``close`` still runs and files are flushed; SIGINT and SIGHUP are left
+to the parent, which drains the graph instead.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import frames
+from . import frames, hangup
 from .config import MAX_QUEUE
 from .errors import UserError
 from .graph import StageSpec
@@ -78,7 +78,7 @@ class Wiring:
     ring_prefix: str
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 """Blocked while the runner starts the stage processes, which inherit the mask: each unblocks
 them once its own handlers are in, so a signal sent to the process group meanwhile neither kills
 a half-started stage nor is lost."""
@@ -215,6 +215,9 @@ def _die_with_parent() -> None:
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
+    if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
+        ttys = hangup.terminal_fds()
+        signal.signal(signal.SIGHUP, lambda *_: hangup.leave_terminal(ttys))
     _die_with_parent()
     name = w.process
     stats = StageStats(name)

@@ -7,8 +7,12 @@ alone, as ``kill PID`` or a service manager does.
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -183,3 +187,39 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # and unblocked
     read = next(row for row in result.stats if row["stage"] == "source")["items"]
     assert read < 60  # the short clip's 60 frames were not all read
+
+
+def test_a_closed_terminal_drains_and_closes_the_video_and_the_csv(plugin_env, short_clip, tmp_path):
+    """A shell whose terminal closes (an SSH session that drops) sends SIGHUP to its jobs'
+    process groups, and every write to the terminal then fails with EIO. Before, SIGHUP killed
+    each process where it stood: the MP4 had no index (OpenCV could not open it) and the CSV
+    lost what was buffered. Here the run is on a real pseudo-terminal, whose leader is closed
+    before the SIGHUP, as a terminal emulator's is."""
+    import cv2
+
+    out, video, seen = tmp_path / "out.csv", tmp_path / "out.mp4", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.1, seen_file=str(seen))
+    config.write_text(config.read_text() + f"  annotated:\n    type: video_writer\n    inputs: [faulty]\n"
+                                           f"    params: {{path: '{video}'}}\n")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], stdin=follower,
+                            stdout=follower, stderr=follower, env={**os.environ, **plugin_env},
+                            start_new_session=True)
+    os.close(follower)
+    while not (seen.exists() and len(seen.read_text().split()) >= 5):  # reading, so that no write blocks
+        if select.select([leader], [], [], 0.1)[0]:
+            os.read(leader, 65536)
+    kids = children(proc.pid)
+    os.close(leader)  # the terminal is gone: writes to it fail from here on
+    os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    frames = assert_valid_prefix(out)
+    assert 5 <= len(frames) < 60
+    capture = cv2.VideoCapture(str(video))
+    decoded = 0
+    while capture.read()[0]:
+        decoded += 1
+    capture.release()
+    assert decoded == len(frames)  # drained: both sinks got every frame the source read
+    assert not wait_gone(kids)
+

@@ -1,0 +1,30 @@
+"""SIGHUP, the terminal closed (a shell that exits, an SSH session that drops, hands it to
+its jobs): the run drains and closes as on Ctrl-C, exit 129, so the files it writes stay
+whole. A write to a hung-up terminal fails with EIO, so the standard streams that were on it
+are moved to /dev/null first: a progress bar or a warning then cannot cut the closing short.
+Under ``nohup`` (SIGHUP ignored) nothing changes: the run goes on."""
+from __future__ import annotations
+
+import os
+import signal
+
+
+def terminal_fds() -> tuple[int, ...]:
+    """The standard streams on a terminal, asked before any hangup: after one, ``isatty`` is
+    false, since the terminal answers no more ioctls."""
+    return tuple(fd for fd in (0, 1, 2) if os.isatty(fd))
+
+
+def leave_terminal(fds: tuple[int, ...]) -> None:
+    """Point ``fds`` at /dev/null."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in fds:
+            os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def ignored() -> bool:
+    """Whether SIGHUP is ignored, as ``nohup`` leaves it (and a child inherits)."""
+    return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
