@@ -66,6 +66,7 @@ class Runner:
         self._signal: int | None = None
         self._signals_seen = 0
         self._hung_up = False
+        self._resumed_at = 0.0
         self._ttys = hangup.terminal_fds()
         self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
@@ -82,6 +83,11 @@ class Runner:
             hangup.leave_terminal(self._ttys)
         self._signal = self._signal or signum
         self._signals_seen += 1
+
+    def _on_resume(self, signum: int, frame: object) -> None:
+        """SIGCONT: the run was stopped (Ctrl-Z, SIGSTOP) and goes on. A stage's time in its
+        packet counts toward the stall timeout from now: the pause was no stall of its."""
+        self._resumed_at = time.monotonic()
 
     def stop(self) -> None:
         """Drain and end the run from another thread, as a first SIGINT would (the Python API's way out)."""
@@ -153,6 +159,8 @@ class Runner:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sig in previous:
                 signal.signal(sig, self._on_signal)
+            if in_main:
+                previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_resume)
             for signum in deferred:
                 self._on_signal(signum, None)
             status = StatusLine(self.status_every, names, progress, dropped, _say, started)
@@ -287,7 +295,7 @@ class Runner:
         if self.stall_timeout > 0:
             now = time.monotonic()
             for name, value in busy.items():
-                if value.value and now - value.value > self.stall_timeout:
+                if value.value and now - max(value.value, self._resumed_at) > self.stall_timeout:
                     return name, f"no progress for {self.stall_timeout:g} s (stalled)", "", 1
         return None
 

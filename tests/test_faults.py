@@ -190,6 +190,22 @@ def test_hanging_stage_is_stopped_by_the_stall_timeout(plugin_env, short_clip, t
     assert not alive(proc.pid)
 
 
+def test_a_run_paused_longer_than_the_stall_timeout_goes_on_when_resumed(plugin_env, short_clip, tmp_path):
+    """Ctrl-Z (here SIGSTOP to the process group), then ``fg`` (SIGCONT) after more than the
+    stall timeout: before, the stage that had been in a frame when the run stopped was called
+    stalled at once, and the run failed."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen))
+    proc = start_run(config, plugin_env, "--stall-timeout", "1", quiet=False)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 5)
+    os.killpg(proc.pid, signal.SIGSTOP)
+    time.sleep(2.5)
+    os.killpg(proc.pid, signal.SIGCONT)
+    code, err = finish(proc, timeout=60)
+    assert code == 0, err
+    assert assert_valid_prefix(out) == list(range(60))
+
+
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
