@@ -147,8 +147,15 @@ class EpisodesSink(Sink):
         return []
 
     def close(self) -> None:
-        self._out.close()
-        self._close_socket()
+        """Tracks still open (the run was stopped by a SIGTERM or another stage's failure, so
+        ``finish`` did not run) end at the last frame seen, as at the end of the stream: the
+        episodes they hold were processed and are written, not lost."""
+        try:
+            for key in list(self._tracks):
+                self._end_track(key)
+        finally:
+            self._out.close()
+            self._close_socket()
 
     def _close_socket(self) -> None:
         if self._socket is not None:

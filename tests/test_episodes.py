@@ -77,6 +77,23 @@ def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_o
     assert [r["label"] for r in kept] == ["angry", "angry", "fear"]
 
 
+def test_a_run_stopped_before_the_end_of_its_stream_keeps_the_open_episodes(tmp_path: Path) -> None:
+    """When another stage fails (or SIGTERM stops the run), the runner stops this sink, which
+    then closes without ``finish``. The episode in progress was processed, so it is written,
+    ending at the last frame seen; before, it was lost (a run whose frames CSV hit a full disk
+    at frame 225 of the WolfgangLanger clip kept only the episode that had ended at 149)."""
+    path = tmp_path / "episodes.csv"
+    smoothed = run_stage("smooth", track(["sad"] * 40 + ["happy"] * 40), {"time_constant_s": 0.3, "hold_s": 0.2})
+    stage = make_stage("episodes", {"path": str(path)})
+    stage.open()
+    for packet in smoothed:
+        stage.consume(packet)
+    stage.close()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["label"], r["end_frame"]) for r in rows][-1] == ("happy", "79")
+
+
 def test_a_graph_without_track_or_smooth_stages_says_why_nothing_is_smoothed(tmp_path: Path, capsys) -> None:
     """Without a track stage, the smoothed columns stayed empty and the episodes CSV held only
     its header, and the run ended with exit 0 without a word."""
