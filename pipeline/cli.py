@@ -6,6 +6,7 @@ before that line and keeps the exit code, so scripts read the same status either
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import os
 import sys
@@ -15,6 +16,10 @@ import traceback
 from .arguments import number
 from .errors import UserError
 from .graph import Graph, dead_ends
+
+UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+"""Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
+disk, are a failure of the command (exit 1)."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -180,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so a failed write of the last lines is said like the others
+        return code
     except UserError as exc:
         return _user_error(exc, args.debug)
     except KeyboardInterrupt:
@@ -190,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         # end quietly; stdout goes to /dev/null so the interpreter's last flush cannot fail too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A file or stream written outside a run's stages (which say their own) failed: a full
+        # disk, a read-only folder, stdout on /dev/full. One line naming it, not a traceback.
+        if args.debug:
+            traceback.print_exc()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the last flush at exit cannot fail
+        where = f"{exc.filename}: " if exc.filename else ""  # none for a stream such as stdout
+        print(f"fer-pipe: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2 if exc.errno in UNUSABLE_PATH else 1
 
 
 if __name__ == "__main__":

@@ -43,7 +43,12 @@ class CsvOutput:
             raise InputError(f"{what} {path}: folder {path.parent} does not exist")
         if append and path.is_file() and path.stat().st_size:
             with open(path, newline="", encoding="utf-8") as existing:
-                if next(csv.reader(existing), []) != header:
+                try:
+                    columns = next(csv.reader(existing), [])
+                except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
+                    raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
+                                     "give a new file") from None
+                if columns != header:
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
         fd = open_claimed(path, what, truncate=not append)
         self._file = open(fd, "ab", buffering=0)
@@ -52,7 +57,11 @@ class CsvOutput:
         self._writer = csv.writer(self._text)
         self._header = header
         self._pipe_started = False
-        self.write([])
+        try:
+            self.write([])
+        except OSError as exc:  # a full disk, /dev/full: said with the file, as a failed open is
+            self._file.close()
+            raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
 
     def _status(self) -> os.stat_result | None:
         """The open file's status, or None for a pipe. A file that was moved away or deleted

@@ -337,6 +337,19 @@ def test_a_path_no_file_can_have_is_refused_as_config(param, value, reason):
     assert one_line(done.stderr).endswith(f"params.{param.split('.')[1]}: {reason}")
 
 
+def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(short_clip):
+    """/dev/full fails every write with ENOSPC. The CSV's header write said "while opening:
+    OSError: [Errno 28] ..." without the file; ``stages`` with its output there ended in a
+    traceback."""
+    code, err = run(f"source.path={short_clip}", "csv.path=/dev/full")
+    assert code == 2
+    assert one_line(err) == "fer-pipe: stage 'csv' (csv) failed: csv /dev/full: cannot write: No space left on device"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "stages"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert (done.returncode, one_line(done.stderr)) == (1, "fer-pipe: No space left on device")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
                                                "case above covers an unwritable path")
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
