@@ -551,6 +551,13 @@ def test_train_without_its_data_is_one_line_and_makes_no_folder(tmp_path):
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: {tmp_path / 'notes.csv'}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')\n")
     assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()  # a state cut short by something else: before, a JSONDecodeError traceback
+    (tmp_path / "run" / "train_state.json").write_text('{"epochs_done": 3, "hist')
+    done = fer_pipe("train", "--data", str(tmp_path / "notes.csv"), "--out", str(tmp_path / "run"), "--resume",
+                    timeout=120)
+    assert done.returncode == 2
+    assert one_line(done.stderr).startswith(f"fer-pipe: {tmp_path / 'run' / 'train_state.json'}: not a training "
+                                            "state this can resume (")
 
 
 def test_keys_train_and_batch_folders_that_cannot_be_made_are_one_line(tmp_path, short_clip):

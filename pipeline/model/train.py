@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no such file or folder")
     out = Path(args.out)
     state_path = out / STATE
-    state = json.loads(state_path.read_text()) if args.resume and state_path.exists() else None
+    state = _read_state(state_path) if args.resume and state_path.exists() else None
     if args.resume and state is None:
         raise InputError(f"{out}: nothing to resume (no {STATE})")
     if args.extend and not args.resume:
@@ -259,9 +259,7 @@ def run(args: argparse.Namespace) -> int:
                 self.model.save(out / "best.keras")
             self.model.save(out / (CHECKPOINT + ".tmp.keras"))
             os.replace(out / (CHECKPOINT + ".tmp.keras"), out / CHECKPOINT)
-            tmp = state_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, state_path)
+            _write_state(state_path, state)
 
     if state["epochs_done"] < args.epochs:
         last = args.epochs if not args.session_epochs else \
@@ -274,6 +272,25 @@ def run(args: argparse.Namespace) -> int:
     calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
                                                                      replace=False)]
     report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
-    state_path.write_text(json.dumps(state, indent=1))
+    _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _read_state(path: Path) -> dict:
+    """The saved state of a run to resume; InputError if it is not one (edited, or cut short
+    by a tool other than this one, which writes it whole or not at all)."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a training state this can resume ({exc})") from None
+    if not isinstance(state, dict) or not {"options", "epochs_done", "history", "wall_s", "command", "runs"} <= state.keys():
+        raise InputError(f"{path}: not a training state this can resume (keys missing)")
+    return state
+
+
+def _write_state(path: Path, state: dict) -> None:
+    """Whole or not at all: a Ctrl-C or a full disk mid-write leaves the last state, not half of one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
