@@ -26,14 +26,17 @@ FPS_SAMPLE = 8
 from their timestamps (the median gap, so a late live frame does not skew it)."""
 FALLBACK_FPS = 25.0
 """The rate written when the frames carry no timing: a single frame, or equal timestamps."""
+MIN_FPS = 0.01
+"""The slowest rate written (a frame per 100 s): OpenCV's writers refuse 0.001 and below, and a
+time-lapse source slower than this is written at it, so it plays faster than it was taken."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
 
 
 class VideoWriterParams(OverlayParams):
     path: str = Field(description="video file to write: .mp4 (MPEG-4) or .avi (MJPEG)")
-    fps: float | None = Field(None, gt=0, le=240, description="frame rate written into the file (default: "
-                                                                "the source's, from its frames' timestamps)")
+    fps: float | None = Field(None, ge=MIN_FPS, le=240, description="frame rate written into the file "
+                              "(default: the source's, from its frames' timestamps)")
     show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
 
     @field_validator("path")
@@ -76,9 +79,10 @@ class VideoWriterSink(Sink):
     def _start(self, width: int, height: int, fps: float) -> None:
         path = Path(self.params.path)
         fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
-        self._writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
-        if not self._writer.isOpened():
+        writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+        if not writer.isOpened():  # no writer kept, so close removes the empty file this made
             raise InputError(f"video_writer {path}: OpenCV cannot write this file")
+        self._writer = writer
         self._size = (width, height)
 
     def consume(self, packet: Packet) -> None:
@@ -103,7 +107,7 @@ class VideoWriterSink(Sink):
     def _write(self, packet: Packet, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         if (width, height) != self._size:
-            raise ValueError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
+            raise InputError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
                              f"{width}x{height}, the file is {self._size[0]}x{self._size[1]}")
         with self._stderr.capturing():
             self._writer.write(image)
@@ -162,7 +166,7 @@ def frame_rate(packets: list[Packet]) -> float:
     """The first source's frame rate from the median gap between its frames' timestamps."""
     times = [p.timestamp for p in packets if p.source == packets[0].source]
     gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
-    return min(240.0, 1.0 / float(np.median(gaps))) if gaps else FALLBACK_FPS
+    return min(240.0, max(MIN_FPS, 1.0 / float(np.median(gaps)))) if gaps else FALLBACK_FPS
 
 
 def _free_mib(path: str | Path) -> int:

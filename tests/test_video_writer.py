@@ -141,9 +141,31 @@ def test_the_file_plays_at_the_source_rate_unless_told_otherwise(clips, tmp_path
 
 def test_frame_rate_reads_the_first_source_and_ignores_a_late_frame():
     from fer_pipe.messages import Packet
-    from fer_pipe.stages.video_writer import FALLBACK_FPS, frame_rate
+    from fer_pipe.stages.video_writer import FALLBACK_FPS, MIN_FPS, frame_rate
 
     times = [0.0, 0.04, 0.08, 0.20, 0.24, 0.28]  # one late frame among 25 fps ones
     packets = [Packet("a", i, t) for i, t in enumerate(times)] + [Packet("b", 0, 0.001), Packet("b", 1, 0.002)]
     assert frame_rate(packets) == pytest.approx(25.0)
     assert frame_rate([Packet("a", 0, 0.0)]) == FALLBACK_FPS
+    assert frame_rate([Packet("a", i, 1000.0 * i) for i in range(3)]) == MIN_FPS  # OpenCV refuses 0.001
+
+
+def test_a_frame_of_another_size_is_bad_input_and_the_file_keeps_the_frames_before(tmp_path):
+    """An image folder of mixed sizes into one video: exit 2 with the frame named, as for other
+    bad input (it was exit 1), and the frames before it still play."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    path = tmp_path / "a.avi"
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(path), fps=5))
+    sink.open()
+    try:
+        for index in range(3):
+            sink.consume(Packet("cam", index, index / 5, np.full((48, 64, 3), 40 * index, np.uint8)))
+        with pytest.raises(InputError, match=re.escape(f"video_writer {path}: cam frame 3 is 32x24, the file "
+                                                       "is 64x48")):
+            sink.consume(Packet("cam", 3, 0.6, np.zeros((24, 32, 3), np.uint8)))
+    finally:
+        sink.close()
+    assert len(read_frames(path)) == 3
