@@ -209,7 +209,9 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
                 stages[stage][param] = value
                 where = ("stages", stage, param)
             else:
-                params = stages[stage].setdefault("params", {})
+                params = stages[stage].get("params")
+                if params is None:  # absent, or "params:" with nothing after it
+                    params = {}
                 if not isinstance(params, dict):
                     raise ConfigError(f"--set {item}: stage {stage!r} has params that are not a mapping")
                 stages[stage]["params"] = {**params, param: value}

@@ -196,6 +196,8 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
         load_graph(path, ["queue_size=0"])
     with pytest.raises(ConfigError, match=r"^--set stages=1: expected STAGE.PARAM=VALUE \(or queue_size=N\)$"):
         load_graph(path, ["stages=1"])
+    path.write_text(GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params:"))  # valid, and empty
+    assert load_graph(path, ["detector.min_neighbors=3"]).stages["detector"].params.min_neighbors == 3
 
 
 def test_a_file_param_starting_with_a_tilde_is_under_home(tmp_path, monkeypatch):
