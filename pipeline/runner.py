@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup
-from .errors import UserError
+from .errors import InputError, UserError
 from .graph import Graph
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
@@ -99,6 +99,9 @@ class Runner:
                 spec.cls.preflight(spec.params)
             except UserError as exc:
                 raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
+            except OSError as exc:  # a file its params name cannot be looked at (a folder it may not search)
+                raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename or 'a file'}: "
+                                 f"{exc.strerror or exc}") from None
             except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
                 return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
                                             f"(preflight): {type(exc).__name__}: {exc}",

@@ -350,6 +350,25 @@ def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(s
     assert (done.returncode, one_line(done.stderr)) == (1, "fer-pipe: No space left on device")
 
 
+def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path, monkeypatch):
+    """A video under a folder the user may not enter: ``Path.exists`` raises PermissionError,
+    which ended the run as a plug-in bug (exit 1). These tests run as root, who may enter any
+    folder, so the stage's preflight raises what a user's would (the one stand-in here)."""
+    from fer_pipe.config import load_graph
+    from fer_pipe.errors import InputError
+    from fer_pipe.runner import Runner
+    from fer_pipe.stages.video import VideoSource
+
+    graph = load_graph(CONFIG, [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}"])
+
+    def denied(cls, params):
+        raise PermissionError(13, "Permission denied", params.path)
+
+    monkeypatch.setattr(VideoSource, "preflight", classmethod(denied))
+    with pytest.raises(InputError, match=re.escape(f"stage 'source' (video): {short_clip}: Permission denied")):
+        Runner(graph, progress=False).run()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
                                                "case above covers an unwritable path")
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
