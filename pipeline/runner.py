@@ -190,6 +190,7 @@ class Runner:
         also: list[str] = []
         late_error: Failure | None = None  # bad input after the stream drained
         stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
+        closing: set[str] = set()  # processes in their stage's close
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
         bar = None
@@ -205,6 +206,8 @@ class Runner:
                         segments.append(msg[2])
                     elif kind == "length":
                         lengths[name] = msg[2]
+                    elif kind == "closing":
+                        closing.add(name)
                     elif kind in ("done", "stopped"):
                         done[name] = msg[2]
                         if kind == "stopped" and stopped is None:
@@ -227,7 +230,7 @@ class Runner:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
                 if failure is None:
-                    failure = self._find_fault(procs, exited, done, busy)
+                    failure = self._find_fault(procs, exited, done, busy, closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -286,8 +289,9 @@ class Runner:
         return RunResult(0, stats, "", "", first_result)
 
     def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
-                    busy: Counters) -> Failure | None:
-        """A stage that ended without reporting, or one stuck in one packet past the stall timeout.
+                    busy: Counters, closing: set[str]) -> Failure | None:
+        """A stage that ended without reporting, or one stuck in one packet, its ``finish`` or
+        its ``close`` past the stall timeout.
 
         Only processes seen as ended before the control queue was drained are judged, so a
         stage's last message is never mistaken for missing.
@@ -298,8 +302,11 @@ class Runner:
         if self.stall_timeout > 0:
             now = time.monotonic()
             for name, value in busy.items():
+                if procs[name].exitcode is not None:
+                    continue  # its last mark may be left from the close it finished
                 if value.value and now - max(value.value, self._resumed_at) > self.stall_timeout:
-                    return name, f"no progress for {self.stall_timeout:g} s (stalled)", "", 1
+                    where = " while closing" if name in closing else ""
+                    return name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1
         return None
 
     @staticmethod

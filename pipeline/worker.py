@@ -257,7 +257,10 @@ def stage_main(w: Wiring) -> None:
             emitter = _Emitter(w.outboxes, False, stats)
             _run_consumer(stage, emitter, w, stats)
         try:
-            emitter.emit(stage.finish())
+            w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
+            held = stage.finish()
+            w.busy_since.value = 0.0
+            emitter.emit(held)
         except BrokenPipeError:
             if not isinstance(stage, Sink):
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
@@ -281,6 +284,10 @@ def stage_main(w: Wiring) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing is not interrupted a second time
         if stage is not None:
+            # so is close, with the time the stage says it may take: a close that never returns
+            # would otherwise hold the run for ever after everything else had ended
+            w.control.put(("closing", name))
+            w.busy_since.value = time.monotonic() + stage.closing_s(stage.params)
             try:
                 stage.close()
             except UserError as exc:
@@ -288,6 +295,8 @@ def stage_main(w: Wiring) -> None:
             except BaseException as exc:
                 w.control.put(("fail", name, f"while closing: {type(exc).__name__}: {exc}",
                                traceback.format_exc(), 1))
+            finally:
+                w.busy_since.value = 0.0
         if ring is not None:
             ring.close()
         frames.detach_all()

@@ -29,10 +29,10 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open"] = Field(
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
-                          "as a library's import does)")
+                          "as a library's import does; hang_close: close never returns)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -98,6 +98,8 @@ class Faulty(Stage):
     def close(self):
         if self._seen is not None:
             self._seen.close()
+        while self.params.mode == "hang_close":
+            time.sleep(3600)
 '''
 
 

@@ -206,6 +206,18 @@ def test_a_run_paused_longer_than_the_stall_timeout_goes_on_when_resumed(plugin_
     assert assert_valid_prefix(out) == list(range(60))
 
 
+def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
+    """Before, a run whose stage hung in close at the end of the stream never ended: every other
+    stage had exited, the stall watch covered packets only, and a first Ctrl-C only asked the
+    sources to stop. Every frame was written before the hang, and stays."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, mode="hang_close")
+    code, err = finish(start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False), timeout=60)
+    assert code == 1
+    assert "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s while closing (stalled)" in err
+    assert assert_valid_prefix(out) == list(range(60))
+
+
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
