@@ -84,4 +84,4 @@ def test_a_stage_failing_mid_run_raises_run_failed(clips, tmp_path):
     }}
     with pytest.raises(RunFailed) as caught:
         list(results(config))  # one file cannot take frames of two sizes: the writer raises mid-run
-    assert caught.value.result.exit_code == 1 and "stage 'out' (video_writer) failed" in str(caught.value)
+    assert caught.value.result.exit_code == 2 and "stage 'out' (video_writer) failed" in str(caught.value)
