@@ -18,6 +18,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from .errors import ConfigError
 from .graph import Graph
 from .messages import Packet
@@ -25,9 +27,15 @@ from .stage import Source, Stage
 
 
 def own_copy(packet: Packet) -> Packet:
-    """A copy of everything in the packet but its pixels, which no stage writes (shared-memory
-    frames are read-only), so copying a frame per consumer would be work for nothing."""
-    return copy.deepcopy(packet, {id(packet.image): packet.image})
+    """A copy of everything in the packet but its pixels, which it gets as a read-only view, as
+    a stage run by the runner gets shared memory: a stage that writes them fails here as it
+    would there, and the caller's array is never changed. Copying a frame per consumer would
+    be work for nothing."""
+    image = packet.image
+    if isinstance(image, np.ndarray):
+        image = image.view()
+        image.flags.writeable = False
+    return copy.deepcopy(packet, {id(packet.image): image})
 
 
 def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None,

@@ -83,8 +83,10 @@ class Packet:
         """The frame as a read-only array (a view into shared memory when it came over a queue)."""
         if self.image is None:
             raise ValueError(f"packet {self.source}#{self.index} carries no image")
-        if isinstance(self.image, np.ndarray):
-            return self.image
+        if isinstance(self.image, np.ndarray):  # in-process (run_stage, batch): as read-only as shared memory
+            view = self.image.view()
+            view.flags.writeable = False
+            return view
         return self.image.array()
 
 

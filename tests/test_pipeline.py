@@ -182,6 +182,30 @@ def test_run_stage_refuses_params_for_a_stage_already_made():
         run_stage(make_stage("haar"), [], {"min_size": 30})
 
 
+def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
+    """A stage writing into the frame fails under the runner (shared memory is read-only), so
+    it must fail under run_stage too; before, it passed there and changed the caller's array."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Stage
+
+    class Painter(Stage):
+        def process(self, packet):
+            packet.pixels()[:2, :2] = 0
+            return (packet,)
+
+    class Scribbler(Stage):
+        def process(self, packet):
+            packet.image[:2, :2] = 0
+            return (packet,)
+
+    image = np.full((8, 8, 3), 200, np.uint8)
+    for stage in (Painter, Scribbler):
+        with pytest.raises(ValueError, match="read-only"):
+            run_stage(stage, [Packet("cam", 0, 0.0, image)])
+    assert (image == 200).all()
+
+
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
 
