@@ -23,7 +23,7 @@ import numpy as np
 from .errors import ConfigError
 from .graph import Graph
 from .messages import Packet
-from .stage import Source, Stage
+from .stage import Source, Stage, packets_of
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -70,8 +70,8 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
             out.extend(stage.frames())
         else:
             for packet in packets:
-                out.extend(stage.process(own_copy(packet)))
-        out.extend(stage.finish())
+                out.extend(packets_of(stage.process(own_copy(packet))))
+        out.extend(packets_of(stage.finish(), "finish"))
     finally:
         stage.close()
     return out

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
-from .stage import Stage, StageParams
+from pydantic import ValidationError
+
+from .stage import Sink, Source, Stage, StageParams
 
 GROUP = "fer_pipe.stages"
 
@@ -51,10 +53,32 @@ def registry() -> Registry:
             problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
                                  f"a fer_pipe Stage subclass")
             continue
-        if not (isinstance(obj.Params, type) and issubclass(obj.Params, StageParams)):
-            # a plain pydantic model accepts a misspelt param in silence; StageParams refuses it
-            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value}.Params is "
-                                 "not a fer_pipe.stage.StageParams subclass")
+        problem = _contract_problem(obj)
+        if problem:
+            problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: {ep.value}{problem}"
             continue
         types[ep.name] = obj
     return Registry(types, problems, origins)
+
+
+def _contract_problem(cls: type[Stage]) -> str | None:
+    """What in a stage class breaks the stage contract, said after its dotted name; found when
+    the plug-in loads, so that ``validate`` names the plug-in rather than a run failing at its
+    first frame, or the stage after it, with a message about something else."""
+    if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
+        # a plain pydantic model accepts a misspelt param in silence; StageParams refuses it
+        return ".Params is not a fer_pipe.stage.StageParams subclass"
+    for attr in ("reads", "writes"):
+        if not isinstance(getattr(cls, attr), (str, type(None))):
+            return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"
+    for base, method in ((Source, "frames"), (Sink, "consume")):
+        if issubclass(cls, base) and getattr(cls, method) is getattr(base, method):
+            return f" is a {base.__name__} but does not implement {method}()"
+    try:
+        cls.Params.model_validate({})
+    except ValidationError as exc:  # the defaults are checked (validate_default): only they count here
+        for error in exc.errors():
+            if error["type"] != "missing":
+                field = ".".join(str(part) for part in error["loc"])
+                return f".Params.{field}: its default breaks its own rule: {error['msg']}"
+    return None

@@ -46,9 +46,10 @@ class StageParams(BaseModel):
     """Base of every stage's parameter model: unknown fields are errors, values are immutable,
     and numbers are finite. YAML reads ``.nan`` and ``.inf`` as floats, which would otherwise
     fail a bound with a message about the bound; a boolean for a number field (``true`` read as
-    1) is refused for what it is."""
+    1) is refused for what it is. Defaults are validated too, so a plug-in whose default breaks
+    its own field's rule is refused when it loads (see the registry), not at its first frame."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -161,7 +162,7 @@ class Source(Stage):
         return None
 
     def frames(self) -> Iterator[Packet]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} is a Source and must implement frames()")
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         raise TypeError(f"source {self.name!r} has no input")
@@ -180,4 +181,17 @@ class Sink(Stage):
         return ()
 
     def consume(self, packet: Packet) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} is a Sink and must implement consume()")
+
+
+def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list[Packet]:
+    """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets is a
+    TypeError saying so, raised in the stage that returned it: unchecked, it was the stage it
+    reached that failed, with a message about a missing attribute."""
+    if result is None:
+        raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
+    out = list(result)
+    for item in out:
+        if not isinstance(item, Packet):
+            raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
+    return out

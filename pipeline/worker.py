@@ -33,7 +33,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StopRun
+from .stage import Sink, Source, Stage, StopRun, packets_of
 from .stats import StageStats
 
 
@@ -258,7 +258,7 @@ def stage_main(w: Wiring) -> None:
             _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
-            held = stage.finish()
+            held = packets_of(stage.finish(), "finish")
             w.busy_since.value = 0.0
             emitter.emit(held)
         except BrokenPipeError:
@@ -330,6 +330,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
             break
         if packet is None:
             break
+        if not isinstance(packet, Packet):
+            raise TypeError(f"frames() yielded a {type(packet).__name__}, not a Packet")
         if isinstance(packet.image, np.ndarray):
             packet.image = ring.put(packet.image)
         if not packet.captured:
@@ -426,7 +428,7 @@ class _Handler:
         t0 = time.perf_counter()
         try:
             views = frames.views_made()
-            out = list(stage.process(item))
+            out = packets_of(stage.process(item))
             if not self.sink and frames.views_made() != views and isinstance(item.image, frames.FrameRef):
                 item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:

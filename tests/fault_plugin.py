@@ -29,7 +29,8 @@ from fer_pipe.stage import Stage, StageParams
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close"] = Field(
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
+                  "not_a_packet"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns)")
@@ -83,6 +84,8 @@ class Faulty(Stage):
                     time.sleep(3600)
             if self.params.mode == "pause":
                 time.sleep(self.params.pause_s)
+            if self.params.mode == "not_a_packet":
+                return ({"frame": packet.index},)
         if self.params.read_pixels == "after":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:

@@ -218,6 +218,17 @@ def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(pl
     assert assert_valid_prefix(out) == list(range(60))
 
 
+def test_a_stage_that_returns_something_else_than_packets_is_the_one_named(plugin_env, short_clip, tmp_path):
+    """Before, the stage after it failed instead: "stage 'csv' (csv) failed: AttributeError:
+    'dict' object has no attribute 'source'"."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, mode="not_a_packet", at=[3])
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 3: TypeError: process "
+                              "returned a dict among its packets, not a Packet\n")
+    assert assert_valid_prefix(out) == [0, 1, 2]
+
+
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's

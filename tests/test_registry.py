@@ -32,6 +32,37 @@ class Loose(Stage):
     reads = writes = FACES
 '''
 
+CONTRACT_BREAKERS = '''
+from pydantic import Field
+
+from fer_pipe.messages import FACES
+from fer_pipe.stage import Sink, Source, Stage, StageParams
+
+
+class ListReads(Stage):
+    reads = [FACES]
+    writes = FACES
+
+
+class NoConsume(Sink):
+    reads = FACES
+
+
+class NoFrames(Source):
+    pass
+
+
+class BadDefaultParams(StageParams):
+    ratio: float = Field(5.0, ge=0.0, le=1.0)
+
+
+class BadDefault(Stage):
+    Params = BadDefaultParams
+    reads = writes = FACES
+'''
+"""Mistakes a plug-in author makes that were found only at the first frame (or, for reads = [...],
+as a traceback of validate), and then often in the stage after the broken one."""
+
 
 def _distribution(root: Path, dist: str, module: str, source: str, entries: str) -> None:
     (root / f"{module}.py").write_text(source)
@@ -71,6 +102,9 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "plain-class", "plainmod", NOT_A_STAGE, "plain = plainmod:Plain")
     _distribution(root, "csv-clash", "clashmod", NOT_A_STAGE, "csv = clashmod:Plain")
     _distribution(root, "loose-params", "loosemod", LOOSE_PARAMS, "loose = loosemod:Loose")
+    _distribution(root, "breakers", "breakmod", CONTRACT_BREAKERS,
+                  "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\n"
+                  "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault")
     env = _env(root)
 
     listed = fer_pipe("stages", env=env, timeout=120)
@@ -87,6 +121,15 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     assert "stage type 'csv' is declared twice" in listed.stderr and "csv-clash" in listed.stderr
     assert ("fer-pipe: plug-in 'loose' from distribution loose-params: loosemod:Loose.Params is not a "
             "fer_pipe.stage.StageParams subclass") in listed.stderr
+    for line in ("'listreads' from distribution breakers: breakmod:ListReads.reads is ['faces']: a kind's name "
+                 "(a str) or None",
+                 "'noconsume' from distribution breakers: breakmod:NoConsume is a Sink but does not implement "
+                 "consume()",
+                 "'noframes' from distribution breakers: breakmod:NoFrames is a Source but does not implement "
+                 "frames()",
+                 "'baddefault' from distribution breakers: breakmod:BadDefault.Params.ratio: its default breaks "
+                 "its own rule: Input should be less than or equal to 1"):
+        assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
 
     used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
     assert used.returncode == 2
