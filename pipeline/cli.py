@@ -86,7 +86,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             print(f"    {field}: {default}" + (f". {info.description}" if info.description else ""))
     for message in reg.problems.values():
         print(f"fer-pipe: {message}", file=sys.stderr)
-    return 0
+    return 1 if reg.problems else 0  # the good ones are listed; a script (CI) still learns of the broken
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
