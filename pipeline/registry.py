@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 
-from pydantic import ValidationError
+from typing import Annotated
+
+from pydantic import TypeAdapter, ValidationError
 
 from .stage import Sink, Source, Stage, StageParams
 
@@ -71,14 +73,20 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     for attr in ("reads", "writes"):
         if not isinstance(getattr(cls, attr), (str, type(None))):
             return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"
-    for base, method in ((Source, "frames"), (Sink, "consume")):
-        if issubclass(cls, base) and getattr(cls, method) is getattr(base, method):
-            return f" is a {base.__name__} but does not implement {method}()"
-    try:
-        cls.Params.model_validate({})
-    except ValidationError as exc:  # the defaults are checked (validate_default): only they count here
-        for error in exc.errors():
-            if error["type"] != "missing":
-                field = ".".join(str(part) for part in error["loc"])
-                return f".Params.{field}: its default breaks its own rule: {error['msg']}"
+    if issubclass(cls, Source) and cls.frames is Source.frames:
+        return " is a Source but does not implement frames()"
+    if issubclass(cls, Sink) and cls.consume is Sink.consume and cls.process is Sink.process:
+        return " is a Sink but implements neither consume() nor process()"
+    for name, info in cls.Params.model_fields.items():
+        if info.is_required():
+            continue
+        default = info.get_default(call_default_factory=True)
+        field = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        try:  # the field's type and bounds only: its validators may need the other fields
+            TypeAdapter(field).validate_python(default)
+        except ValidationError as exc:
+            return (f".Params.{name}: its default {default!r} breaks its own type or bounds: "
+                    f"{exc.errors()[0]['msg']}")
+        except Exception:  # noqa: BLE001  a type pydantic checks only inside its model: left to it
+            continue
     return None

@@ -46,10 +46,10 @@ class StageParams(BaseModel):
     """Base of every stage's parameter model: unknown fields are errors, values are immutable,
     and numbers are finite. YAML reads ``.nan`` and ``.inf`` as floats, which would otherwise
     fail a bound with a message about the bound; a boolean for a number field (``true`` read as
-    1) is refused for what it is. Defaults are validated too, so a plug-in whose default breaks
-    its own field's rule is refused when it loads (see the registry), not at its first frame."""
+    1) is refused for what it is. A default that breaks its own field's type or bounds is found
+    when the plug-in loads (see the registry), not at its first frame."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

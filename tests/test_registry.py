@@ -33,7 +33,7 @@ class Loose(Stage):
 '''
 
 CONTRACT_BREAKERS = '''
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fer_pipe.messages import FACES
 from fer_pipe.stage import Sink, Source, Stage, StageParams
@@ -58,6 +58,30 @@ class BadDefaultParams(StageParams):
 
 class BadDefault(Stage):
     Params = BadDefaultParams
+    reads = writes = FACES
+
+
+class ConsumesByProcess(Sink):
+    """A sink may implement process itself."""
+    reads = FACES
+
+    def process(self, packet):
+        return ()
+
+
+class CrossParams(StageParams):  # a validator needing another field: not run on the default at load
+    path: str
+    suffix: str = ".csv"
+
+    @field_validator("suffix")
+    @classmethod
+    def _after_path(cls, value, info):
+        return info.data["path"] + value
+
+
+class Cross(Stage):
+    """A stage whose params check one field against another."""
+    Params = CrossParams
     reads = writes = FACES
 '''
 """Mistakes a plug-in author makes that were found only at the first frame (or, for reads = [...],
@@ -104,7 +128,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "loose-params", "loosemod", LOOSE_PARAMS, "loose = loosemod:Loose")
     _distribution(root, "breakers", "breakmod", CONTRACT_BREAKERS,
                   "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\n"
-                  "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault")
+                  "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
+                  "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross")
     env = _env(root)
 
     listed = fer_pipe("stages", env=env, timeout=120)
@@ -123,13 +148,14 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
             "fer_pipe.stage.StageParams subclass") in listed.stderr
     for line in ("'listreads' from distribution breakers: breakmod:ListReads.reads is ['faces']: a kind's name "
                  "(a str) or None",
-                 "'noconsume' from distribution breakers: breakmod:NoConsume is a Sink but does not implement "
-                 "consume()",
+                 "'noconsume' from distribution breakers: breakmod:NoConsume is a Sink but implements neither "
+                 "consume() nor process()",
                  "'noframes' from distribution breakers: breakmod:NoFrames is a Source but does not implement "
                  "frames()",
-                 "'baddefault' from distribution breakers: breakmod:BadDefault.Params.ratio: its default breaks "
-                 "its own rule: Input should be less than or equal to 1"):
+                 "'baddefault' from distribution breakers: breakmod:BadDefault.Params.ratio: its default 5.0 "
+                 "breaks its own type or bounds: Input should be less than or equal to 1"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
+    assert {"byprocess", "cross"} <= set(summaries)
 
     used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
     assert used.returncode == 2
