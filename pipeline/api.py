@@ -11,12 +11,16 @@
 Each item is a frame event in the documented schema of ``fer_pipe.events`` (the ZeroMQ sink's
 JSON), one per frame, faces or not. The graph runs in the usual multi-process runner, with its
 own sinks (CSV, video, ZeroMQ) working as in ``fer-pipe run``. A hidden sink reads what the
-graph's sinks read and pushes each result, never pixels, to this process over a ZeroMQ PUSH
-socket on a private ``ipc://`` path; PUSH blocks when this side is slow, so a file run loses
-nothing and simply waits for the loop body (a live source drops frames as it always does).
+graph's sinks read and sends each result, never pixels, to this process over a ZeroMQ PAIR
+socket on a private ``ipc://`` path; a send blocks when this side is slow, so a file run loses
+nothing and simply waits for the loop body (a live source drops frames as it always does). At
+the end, the hidden sink waits for this side's word that it has read the end marker: a sender
+whose process ended while the reader was still behind lost the results in transit (181 of 2,200
+with a loop body of 2 ms), even with ZeroMQ's linger.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -37,7 +41,7 @@ from .runner import Runner, RunResult
 from .stage import Sink, StageParams
 
 TAP_NAME = "_api_results"
-END = b"end"
+END, READ = b"end", b"read"
 
 
 class RunFailed(RuntimeError):
@@ -49,7 +53,7 @@ class RunFailed(RuntimeError):
 
 
 class ForwardParams(StageParams):
-    endpoint: str = Field(description="the results stream's PULL socket in the calling process")
+    endpoint: str = Field(description="the results stream's socket in the calling process")
     precision: int = Field(6, ge=1, le=9, description="decimals of probabilities and confidence")
 
 
@@ -62,18 +66,25 @@ class ForwardSink(Sink):
 
     def open(self) -> None:
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.PUSH)
+        self._sock = self._ctx.socket(zmq.PAIR)
         self._sock.connect(self.params.endpoint)
 
     def consume(self, packet: Packet) -> None:
         self._sock.send_json(frame_event(packet, self.params.precision))
 
     def finish(self) -> Iterable[Packet]:
+        """The end marker, then wait until the caller says it has read it, so that nothing is
+        still in transit when the process ends. The wait is on the caller's loop, however slow,
+        so it is said to be on the outside world (not a stall); a stop ends it."""
         self._sock.send(END)
+        while not self._sock.poll(500):
+            if self.stop_requested():
+                break
+            self.waiting_outside()
         return ()
 
     def close(self) -> None:
-        self._sock.close(linger=-1)  # deliver everything before the process ends
+        self._sock.close(linger=0)
         self._ctx.term()
 
 
@@ -105,11 +116,11 @@ class ResultStream:
     def __init__(self, graph: Graph, folder: str, endpoint: str, stall_timeout: float) -> None:
         self._dir = folder
         self._ctx = zmq.Context()
-        self._pull = self._ctx.socket(zmq.PULL)
+        self._results = self._ctx.socket(zmq.PAIR)
         try:
-            self._pull.bind(endpoint)
+            self._results.bind(endpoint)
         except zmq.ZMQError as exc:  # an ipc path is limited to about 107 bytes: a long TMPDIR
-            self._pull.close(linger=0)
+            self._results.close(linger=0)
             self._ctx.term()
             raise InputError(f"results: cannot listen on {endpoint}: {exc}; a shorter TMPDIR helps") from None
         self._runner = Runner(graph, progress=False, stall_timeout=stall_timeout)
@@ -127,12 +138,13 @@ class ResultStream:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
             while True:
-                if self._pull.poll(100):
-                    message = self._pull.recv()
+                if self._results.poll(100):
+                    message = self._results.recv()
                     if message == END:
+                        self._say_read()
                         break
                     yield json.loads(message)
-                elif not self._thread.is_alive() and not self._pull.poll(500):
+                elif not self._thread.is_alive() and not self._results.poll(500):
                     break  # the run ended without its end marker (failed or stopped)
             self._thread.join()
         finally:
@@ -147,12 +159,18 @@ class ResultStream:
         if self._thread.is_alive():
             self._runner.stop()
             while self._thread.is_alive():
-                if self._pull.poll(100):
-                    self._pull.recv()  # keep the hidden sink unblocked while the graph drains
-        if not self._pull.closed:
-            self._pull.close(linger=0)
+                # keep the hidden sink unblocked while the graph drains, and let it end at once
+                if self._results.poll(100) and self._results.recv() == END:
+                    self._say_read()
+        if not self._results.closed:
+            self._results.close(linger=0)
             self._ctx.term()
             shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _say_read(self) -> None:
+        """Tell the hidden sink that its end marker, and so everything before it, was read."""
+        with contextlib.suppress(zmq.Again):  # it is waiting for this; if it has gone, nobody is
+            self._results.send(READ, zmq.NOBLOCK)
 
     def __enter__(self) -> ResultStream:
         return self
