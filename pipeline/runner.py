@@ -25,7 +25,7 @@ from typing import Any
 
 from . import frames, hangup
 from .errors import InputError, UserError
-from .graph import Graph
+from .graph import Graph, StageSpec
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .status import StatusLine
@@ -77,12 +77,21 @@ class Runner:
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if signum == signal.SIGHUP:
-            if self._hung_up:  # a shell and the kernel may each send one: not a second Ctrl-C
+            if not self._hung_up:
+                self._hung_up = True
+                hangup.leave_terminal(self._ttys)
+            if self._signal is not None:
+                # the terminal closing during a drain, or systemd's SendSIGHUP after its
+                # SIGTERM: not a second Ctrl-C, which would cut the drain short
                 return
-            self._hung_up = True
-            hangup.leave_terminal(self._ttys)
         self._signal = self._signal or signum
         self._signals_seen += 1
+
+    @staticmethod
+    def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
+        return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
+                                    f"(preflight): {type(exc).__name__}: {exc}",
+                         traceback=traceback.format_exc())
 
     def _on_resume(self, signum: int, frame: object) -> None:
         """SIGCONT: the run was stopped (Ctrl-Z, SIGSTOP) and goes on. A stage's time in its
@@ -99,13 +108,14 @@ class Runner:
                 spec.cls.preflight(spec.params)
             except UserError as exc:
                 raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
-            except OSError as exc:  # a file its params name cannot be looked at (a folder it may not search)
-                raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename or 'a file'}: "
+            except OSError as exc:
+                if exc.filename is None:  # not about a file (a refused connection): as any other error
+                    return self._preflight_failed(spec, exc)
+                # a file its params name cannot be looked at (a folder the user may not enter)
+                raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename}: "
                                  f"{exc.strerror or exc}") from None
             except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
-                return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
-                                            f"(preflight): {type(exc).__name__}: {exc}",
-                                 traceback=traceback.format_exc())
+                return self._preflight_failed(spec, exc)
         ctx = mp.get_context("spawn")
         graph = self.graph
         names = {n: s.process_names() for n, s in graph.stages.items()}

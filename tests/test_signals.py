@@ -59,6 +59,19 @@ def test_sigterm_to_the_whole_group_closes_every_stage(plugin_env, short_clip, t
     assert not wait_gone(kids)
 
 
+def test_a_hangup_during_a_drain_is_not_a_second_ctrl_c(plugin_env, short_clip, tmp_path):
+    """Ctrl-C, then the terminal closes while the graph drains (or systemd's SendSIGHUP right
+    after its SIGTERM): before, the SIGHUP counted as a second interrupt and cut the drain short."""
+    proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.3, after=3)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)  # two signals sent back to back can merge into one pending signal
+    os.killpg(proc.pid, signal.SIGHUP)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert assert_valid_prefix(out) == list(range(stats_row(err, "source")["items"]))  # drained
+    assert not wait_gone(kids)
+
+
 def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
     """With one second per frame, draining the queues would take seconds; after the second
     Ctrl-C the CSV lacks frames the source had read, and no process is left behind."""
