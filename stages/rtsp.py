@@ -171,6 +171,10 @@ class RtspSource(Source):
             yield Packet(source, index, captured - started, image, captured=captured)
             index += 1
 
+    @classmethod
+    def closing_s(cls, params: RtspParams) -> float:
+        return params.timeout_s + 1  # the reader thread may be in a read of up to timeout_s
+
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=self.params.timeout_s + 1)
