@@ -35,7 +35,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _warn_dead_ends(graph)
     result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
                     status_every=args.status_every).run()
-    report(result, args.quiet, args.debug)
+    try:
+        report(result, args.quiet, args.debug)
+    except BrokenPipeError:  # stderr's reader left (`2>&1 | tee` on a closed terminal): the code still counts
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
     return result.exit_code
 
 
@@ -202,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         # disk, a read-only folder, stdout on /dev/full. One line naming it, not a traceback.
         if args.debug:
             traceback.print_exc()
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the last flush at exit cannot fail
+        try:
+            sys.stdout.flush()  # what was printed before the error about another file
+        except OSError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the last flush at exit cannot fail
         where = f"{exc.filename}: " if exc.filename else ""  # none for a stream such as stdout
         print(f"fer-pipe: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2 if exc.errno in UNUSABLE_PATH else 1
