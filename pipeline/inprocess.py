@@ -88,7 +88,7 @@ def run_graph(graph: Graph) -> None:
             branches = consumers[name]
             copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
             for consumer, mine in zip(branches, copies):
-                push(consumer, stages[consumer].process(mine))
+                push(consumer, packets_of(stages[consumer].process(mine)))
 
     try:
         for stage in stages.values():
@@ -98,7 +98,7 @@ def run_graph(graph: Graph) -> None:
             if isinstance(stage, Source):
                 push(name, stage.frames())
         for name, stage in stages.items():
-            push(name, stage.finish())
+            push(name, packets_of(stage.finish(), "finish"))
     finally:
         for stage in reversed(opened):
             stage.close()
