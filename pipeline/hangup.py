@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from multiprocessing import resource_tracker
 
 
 def terminal_fds() -> tuple[int, ...]:
@@ -28,3 +29,16 @@ def leave_terminal(fds: tuple[int, ...]) -> None:
 def ignored() -> bool:
     """Whether SIGHUP is ignored, as ``nohup`` leaves it (and a child inherits)."""
     return signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+
+
+def start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (if it is not running) with SIGHUP ignored. It
+    shares the run's process group and ignores SIGINT and SIGTERM, but a SIGHUP killed it: the
+    stages that then told it of a shared-memory segment failed, and it left a traceback and
+    "leaked" warnings. An ignored signal stays ignored across exec; a handler would not.
+    Main thread only, as signal handlers are."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -116,6 +116,8 @@ class Runner:
                                  f"{exc.strerror or exc}") from None
             except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
                 return self._preflight_failed(spec, exc)
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+            hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks
         ctx = mp.get_context("spawn")
         graph = self.graph
         names = {n: s.process_names() for n, s in graph.stages.items()}
