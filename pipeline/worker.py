@@ -112,6 +112,7 @@ class _SigtermHold:
 
 _HOLD = _SigtermHold()
 _sigterm_seen = False
+_sigterm_ignored = False
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -119,12 +120,23 @@ def _terminate(signum: int, frame: object) -> None:
     are not cut short. They do come: the kernel sends the parent-death signal each time the
     process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
     global _sigterm_seen
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _sigterm_ignored:
+        return
+    _ignore_sigterm()
     _sigterm_seen = True
     if _HOLD.active:
         _HOLD.pending = signum
         return
     raise Terminated(signum)
+
+
+def _ignore_sigterm() -> None:
+    """From here on a SIGTERM does nothing. The handler stays and returns, rather than being
+    replaced by SIG_IGN: CPython prints "Signal 15 ignored due to race condition" with a
+    traceback when a SIGTERM that came while a Python handler was in place finds SIG_IGN by the
+    time Python runs it (seen after the runner was killed, with two parent-death signals)."""
+    global _sigterm_ignored
+    _sigterm_ignored = True
 
 
 class _Emitter:
@@ -270,10 +282,10 @@ def stage_main(w: Wiring) -> None:
         _report_stopped(w, summary())
     except UserError as exc:
         # the runner's SIGTERM for another stage's failure must not cut this report short
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_sigterm()
         w.control.put(("fail", name, str(exc), "", exc.exit_code))
     except BaseException as exc:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_sigterm()
         if _sigterm_seen:
             # A library turned the Terminated raised inside it into its own error (an import cut
             # off says "ImportError: initialization failed"): the stage was stopped, not failed.
@@ -282,7 +294,7 @@ def stage_main(w: Wiring) -> None:
             message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
             w.control.put(("fail", name, message, traceback.format_exc(), 1))
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # closing is not interrupted a second time
+        _ignore_sigterm()  # closing is not interrupted a second time
         if stage is not None:
             # so is close, with the time the stage says it may take: a close that never returns
             # would otherwise hold the run for ever after everything else had ended
