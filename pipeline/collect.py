@@ -29,6 +29,7 @@ from pathlib import Path
 
 import zmq
 
+from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .errors import InputError, OutputError
@@ -118,8 +119,13 @@ class Collector:
         self.tracker = SequenceTracker()
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}")
         self._stop = False
+        self._ttys = hangup.terminal_fds()
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        """A stop (Ctrl-C, SIGTERM, or SIGHUP: the terminal closed) keeps the CSV whole and the
+        sequence state for the next collector, as ``fer-pipe run`` keeps its files."""
+        if signum == signal.SIGHUP:
+            hangup.leave_terminal(self._ttys)
         self._stop = True
 
     def run(self) -> int:
@@ -134,7 +140,8 @@ class Collector:
                     except zmq.ZMQError as exc:
                         reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
                         raise InputError(f"{flag} {address}: cannot bind: {reason}") from None
-            previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            stops = [signal.SIGINT, signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
+            previous = {s: signal.signal(s, self._on_signal) for s in stops}
             try:
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
                     self._resume()
