@@ -42,8 +42,10 @@ def check_writable(path: str | Path, what: str) -> None:
         if not os.access(path, os.W_OK):
             raise InputError(f"{what} {path}: cannot write: Permission denied")
         return
-    target = Path(os.path.realpath(path))
-    existed = target.exists()
+    existed = path.exists()
+    # a file made by the probe is removed where it was made: through a dangling link, at its
+    # target (an existing file is opened as given, so /dev/stdout on a file stays that file)
+    target = path if existed else Path(os.path.realpath(path))
     try:
         with open(target, "a", encoding="utf-8") as probe:
             claim(probe.fileno(), path, what)
