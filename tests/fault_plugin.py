@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from livetools import sighup_default
+
 PLUGIN_SOURCE = '''
 """fault injection stage for fer-pipe's reliability tests."""
 import os
@@ -158,7 +160,7 @@ def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True)
     flags = ["--quiet"] if quiet else []
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config), *flags, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **env}, start_new_session=True)
+                            env={**os.environ, **env}, start_new_session=True, preexec_fn=sighup_default)
 
 
 def children(pid: int) -> set[int]:

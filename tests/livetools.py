@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+def sighup_default() -> None:
+    """``preexec_fn`` for a process a test sends SIGHUP: the test runner may itself run under
+    ``nohup``, whose ignored SIGHUP every child would inherit (so the signal would do nothing)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ import yaml
 import zmq
 
 from conftest import read_frames, write_video
-from livetools import csv_rows, free_port, wait_for
+from livetools import csv_rows, free_port, sighup_default, wait_for
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
@@ -50,7 +50,7 @@ def push_run_config(clip: Path, port: int, path: Path, classify: bool = True, cs
 def start(*args: str, log: Path) -> subprocess.Popen:
     """``fer-pipe`` in its own process group, as a unit or container would run it."""
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=open(log, "a"), start_new_session=True)
+                            stderr=open(log, "a"), start_new_session=True, preexec_fn=sighup_default)
 
 
 def end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
