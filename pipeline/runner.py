@@ -13,6 +13,7 @@ Before starting, it removes the frame rings that runs killed outright left (``ri
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import queue
 import signal
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +88,17 @@ class Runner:
                 return
         self._signal = self._signal or signum
         self._signals_seen += 1
+
+    def _on_terminal(self, show: Callable[[], object]) -> None:
+        """Progress output. A terminal gone without a SIGHUP reaching the run (a job the shell
+        was told to ``disown``) fails each write with EIO: it is left as on SIGHUP, and the run
+        goes on to its end rather than failing halfway."""
+        try:
+            show()
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            hangup.leave_terminal(self._ttys)
 
     @staticmethod
     def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
@@ -239,8 +252,8 @@ class Runner:
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:
-                    bar.update(min(at_sinks) - bar.n)
-                status.tick()
+                    self._on_terminal(lambda: bar.update(min(at_sinks) - bar.n))
+                self._on_terminal(status.tick)
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy, closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
@@ -270,8 +283,8 @@ class Runner:
             if bar is not None:
                 if failure is None and late_error is None and self._signal is None:
                     bar.total = bar.n  # the total was the container's estimate; every frame is in
-                    bar.refresh()
-                bar.close()
+                    self._on_terminal(bar.refresh)
+                self._on_terminal(bar.close)
             for proc in procs.values():
                 if proc.exitcode is None:
                     proc.kill()

@@ -20,7 +20,7 @@ import pytest
 
 from fault_plugin import assert_valid_prefix, children, fault_config, start_run, stats_row, wait_gone
 from fer_pipe.frames import SHM
-from livetools import wait_for
+from livetools import sighup_default, wait_for
 
 
 def _start(tmp_path: Path, clip: Path, env: dict[str, str], delay_s: float, after: int):
@@ -205,12 +205,15 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
     assert read < 60  # the short clip's 60 frames were not all read
 
 
-def test_a_closed_terminal_drains_and_closes_the_video_and_the_csv(plugin_env, short_clip, tmp_path):
+@pytest.mark.parametrize("hangup, code", [(True, 128 + signal.SIGHUP), (False, 0)])
+def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plugin_env, short_clip, tmp_path):
     """A shell whose terminal closes (an SSH session that drops) sends SIGHUP to its jobs'
     process groups, and every write to the terminal then fails with EIO. Before, SIGHUP killed
     each process where it stood: the MP4 had no index (OpenCV could not open it) and the CSV
-    lost what was buffered. Here the run is on a real pseudo-terminal, whose leader is closed
-    before the SIGHUP, as a terminal emulator's is."""
+    lost what was buffered. Now the run drains and closes, exit 129. A job the shell was told
+    to ``disown`` gets no SIGHUP, only the EIO of its progress bar, which failed the run (exit
+    1); it now goes on to its end. The run is on a real pseudo-terminal, whose leader is closed
+    as a terminal emulator's is."""
     import cv2
 
     out, video, seen = tmp_path / "out.csv", tmp_path / "out.mp4", tmp_path / "seen.txt"
@@ -220,17 +223,18 @@ def test_a_closed_terminal_drains_and_closes_the_video_and_the_csv(plugin_env, s
     leader, follower = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], stdin=follower,
                             stdout=follower, stderr=follower, env={**os.environ, **plugin_env},
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sighup_default)
     os.close(follower)
     while not (seen.exists() and len(seen.read_text().split()) >= 5):  # reading, so that no write blocks
         if select.select([leader], [], [], 0.1)[0]:
             os.read(leader, 65536)
     kids = children(proc.pid)
     os.close(leader)  # the terminal is gone: writes to it fail from here on
-    os.killpg(proc.pid, signal.SIGHUP)
-    assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+    if hangup:
+        os.killpg(proc.pid, signal.SIGHUP)
+    assert proc.wait(timeout=60) == code
     frames = assert_valid_prefix(out)
-    assert 5 <= len(frames) < 60
+    assert 5 <= len(frames) < 60 if hangup else frames == list(range(60))
     capture = cv2.VideoCapture(str(video))
     decoded = 0
     while capture.read()[0]:
