@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
-import os
 import sys
 import textwrap
 import traceback
@@ -16,6 +15,7 @@ import traceback
 from .arguments import number
 from .errors import UserError
 from .graph import Graph, dead_ends
+from .hangup import to_devnull
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 """Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # away (EIO, a disowned job): the report has nowhere to go, and the run's code still counts
         if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
             raise
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        to_devnull((sys.stderr.fileno(),))
     return result.exit_code
 
 
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader of our output left (`fer-pipe stages | head`): it has what it wanted, so
         # end quietly; stdout goes to /dev/null so the interpreter's last flush cannot fail too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        to_devnull((sys.stdout.fileno(),))
         return 0
     except OSError as exc:
         # A file or stream written outside a run's stages (which say their own) failed: a full
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             sys.stdout.flush()  # what was printed before the error about another file
         except OSError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the last flush at exit cannot fail
+            to_devnull((sys.stdout.fileno(),))
         where = f"{exc.filename}: " if exc.filename else ""  # none for a stream such as stdout
         print(f"fer-pipe: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2 if exc.errno in UNUSABLE_PATH else 1

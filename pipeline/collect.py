@@ -125,7 +125,7 @@ class Collector:
         """A stop (Ctrl-C, SIGTERM, or SIGHUP: the terminal closed) keeps the CSV whole and the
         sequence state for the next collector, as ``fer-pipe run`` keeps its files."""
         if signum == signal.SIGHUP:
-            hangup.leave_terminal(self._ttys)
+            hangup.to_devnull(self._ttys)
         self._stop = True
 
     def run(self) -> int:

@@ -16,8 +16,9 @@ def terminal_fds() -> tuple[int, ...]:
     return tuple(fd for fd in (0, 1, 2) if os.isatty(fd))
 
 
-def leave_terminal(fds: tuple[int, ...]) -> None:
-    """Point ``fds`` at /dev/null."""
+def to_devnull(fds: tuple[int, ...]) -> None:
+    """Point ``fds`` at /dev/null: standard streams whose terminal or reader is gone, so that
+    later writes, and the interpreter's last flush, cannot fail."""
     devnull = os.open(os.devnull, os.O_RDWR)
     try:
         for fd in fds:

@@ -81,7 +81,7 @@ class Runner:
         if signum == signal.SIGHUP:
             if not self._hung_up:
                 self._hung_up = True
-                hangup.leave_terminal(self._ttys)
+                hangup.to_devnull(self._ttys)
             if self._signal is not None:
                 # the terminal closing during a drain, or systemd's SendSIGHUP after its
                 # SIGTERM: not a second Ctrl-C, which would cut the drain short
@@ -98,7 +98,7 @@ class Runner:
         except OSError as exc:
             if exc.errno != errno.EIO:
                 raise
-            hangup.leave_terminal(self._ttys)
+            hangup.to_devnull(self._ttys)
 
     @staticmethod
     def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:

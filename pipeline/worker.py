@@ -229,7 +229,7 @@ def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         ttys = hangup.terminal_fds()
-        signal.signal(signal.SIGHUP, lambda *_: hangup.leave_terminal(ttys))
+        signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
     _die_with_parent()
     name = w.process
     stats = StageStats(name)
