@@ -73,7 +73,12 @@ class PushSink(Sink):
         self._connected = self._ever_connected = False
         self.unsent = 0
         self._waiting_since: float | None = None
-        self._sock.connect(self.params.connect)
+        try:
+            self._sock.connect(self.params.connect)
+        except zmq.ZMQError as exc:  # tcp://*:PORT, an ipc path too long for a socket address
+            self._monitor.close(linger=0)
+            self._ctx.destroy(linger=0)  # a failed open is not closed by the runner
+            raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
 
     def consume(self, packet: Packet) -> None:
         self._collector_connected(0.0)  # read what the monitor says, every event: see there

@@ -498,6 +498,21 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys):
     assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("connect, reason", [
+    ("tcp://*:5560", "Invalid argument"),  # a wildcard is for bind, not connect
+    ("ipc:///tmp/" + "x" * 120, "File name too long"),  # beyond a Unix socket address's 108 bytes
+])
+def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets(connect, reason):
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import make_stage
+
+    stage = make_stage("push", {"connect": connect, "public": True})
+    with pytest.raises(InputError) as raised:
+        stage.open()
+    assert str(raised.value) == f"push {connect}: cannot connect: {reason}"
+    assert stage._ctx.closed
+
 @pytest.mark.parametrize("args, expected", [
     (["collect", "--csv", "out.csv", "--precision", "-1"], "argument --precision: must be a whole number from 1 to 9, got -1"),
     (["collect", "--csv", "out.csv", "--precision", "99"], "argument --precision: must be a whole number from 1 to 9, got 99"),
