@@ -41,7 +41,6 @@ from .arguments import whole
 from .endpoints import is_loopback
 from .batch_task import Job, count_rows, job_config, refuse_shared_outputs, run_job, video_csv_stages
 from .errors import InputError, UserError
-from .mp4 import frames_played
 from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
 
@@ -82,11 +81,13 @@ def frame_count(path: str) -> int:
     left out), so that no chunk starts past its end."""
     import cv2
 
+    from .stages.video import frames_in
+
     capture = cv2.VideoCapture(path)
     try:
         if not capture.isOpened():
             return 0
-        return frames_played(path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), capture.get(cv2.CAP_PROP_FPS))
+        return frames_in(capture, path)
     finally:
         capture.release()
 

@@ -23,6 +23,15 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 MAX_PACED_FPS = 240.0
 """Above this, a container's frame rate is taken as misread (some report 1000 or 90000, their
 time base): a realtime replay then neither waits nor skips, rather than skip nearly every frame."""
+FALLBACK_FPS = 30.0
+"""The frame rate taken where the container reports none, for timestamps and the frames it plays."""
+
+
+def frames_in(capture: cv2.VideoCapture, path: str) -> int:
+    """Frames the video source reads from ``capture`` of ``path`` (0: unknown). Batch cuts its
+    chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``."""
+    return frames_played(path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                         capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
 
 
 class VideoParams(StageParams):
@@ -58,8 +67,7 @@ class VideoSource(Source):
                 raise InputError(f"video {params.path}: no frame could be decoded "
                                  "(truncated or corrupt file)")
             if params.start:
-                played = frames_played(params.path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
-                                       capture.get(cv2.CAP_PROP_FPS) or 30.0)
+                played = frames_in(capture, params.path)
                 if 0 < played <= params.start:
                     raise InputError(f"video {params.path}: start {params.start} is past its end "
                                      f"(it plays {played} frames, 0-{played - 1})")
@@ -68,9 +76,8 @@ class VideoSource(Source):
 
     def open(self) -> None:
         self._cap = _open(Path(self.params.path))
-        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
-        self._count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self._played = frames_played(self.params.path, self._count, self.fps)
+        self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
+        self._played = frames_in(self._cap, self.params.path)
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         if self.params.start:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
@@ -81,7 +88,9 @@ class VideoSource(Source):
 
     def length(self) -> int | None:
         """Frames this source will read: what the file plays, which a trim's edit list can make
-        fewer than OpenCV's count (the progress bar's total)."""
+        fewer than OpenCV's count (the progress bar's total); a loop reads ``max_frames``."""
+        if self.params.loop:
+            return self.params.max_frames or None
         if self._played <= 0:
             return None
         remaining = max(0, self._played - self.params.start)

@@ -280,6 +280,20 @@ def test_a_looping_realtime_replay_that_skips_past_the_end_keeps_time_with_its_f
     assert all(abs(t - i / 25) < 0.002 for i, t in got), got
 
 
+
+@pytest.mark.parametrize("max_frames, length", [(150, 150), (0, None)])
+def test_a_looping_replay_gives_the_progress_bar_its_max_frames_or_no_total(short_clip, max_frames, length):
+    """A loop reads max_frames frames, or without end: the 60 frames of one pass made the bar
+    end at 60 and then run past 100 %."""
+    from fer_pipe.inprocess import make_stage
+
+    source = make_stage("video", {"path": str(short_clip), "loop": True, "max_frames": max_frames})
+    source.open()
+    try:
+        assert source.length() == length
+    finally:
+        source.close()
+
 def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, tmp_path):
     """A container can report its time base as its frame rate (1000 or 90000); pacing on that
     would skip nearly every frame, so above MAX_PACED_FPS a replay sends each frame as read.
