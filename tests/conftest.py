@@ -95,11 +95,11 @@ def plugin_env(tmp_path) -> dict[str, str]:
 
 @pytest.fixture
 def trimmed_clip(clips, tmp_path) -> Path:
-    """The WolfgangLanger clip cut at 4.5 s without re-encoding, as trimming tools and camera
-    apps cut: the samples back to the key frame at 3.0 s stay, hidden by an edit list, so
-    OpenCV lists 400 frames and it plays 364."""
+    """2 s of the WolfgangLanger clip from 4.5 s, cut without re-encoding, as trimming tools and
+    camera apps cut: the samples back to the key frame at 3.0 s stay, hidden by an edit list,
+    so OpenCV lists 86 frames; the track's header says 2.216 s (53 frames) and it plays 50."""
     trimmed = tmp_path / "trimmed.mp4"
-    ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", str(trimmed))
+    ffmpeg("-ss", "4.5", "-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-t", "2", "-c", "copy", str(trimmed))
     return trimmed
 
 

@@ -110,8 +110,8 @@ def test_a_second_run_on_a_csv_being_written_is_refused_and_the_first_keeps_its_
 
 
 def test_a_trim_without_re_encoding_is_not_truncation(trimmed_clip, out_csv):
-    """OpenCV lists 400 frames, ffmpeg and OpenCV play 364 (see the fixture). It used to exit 2
-    as a truncated file; the track header says 364."""
+    """OpenCV lists 86 frames, ffmpeg and OpenCV play 50 (see the fixture). It used to exit 2
+    as a truncated file; the track header says 53."""
     trimmed = trimmed_clip
     capture = cv2.VideoCapture(str(trimmed))
     listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -136,12 +136,12 @@ def bar_states(*sets: str) -> list[str]:
 
 
 def test_the_progress_bar_of_a_trim_counts_the_frames_it_plays(trimmed_clip, out_csv):
-    """The bar's total is what the video plays (364), not what OpenCV lists (400): it used to
-    stop at 364/400, as if 36 frames had been lost."""
+    """The bar's total is what the video plays (53 by its header, and 50 once read), not what
+    OpenCV lists (86): it used to stop at 50/86, as if 36 frames had been lost."""
     bars = bar_states(f"source.path={trimmed_clip}", f"csv.path={out_csv}")
-    assert not [s for s in bars if "/400 " in s]
-    assert " 364/364 " in bars[-1], bars[-1]
-    assert assert_valid_prefix(out_csv) == list(range(364))
+    assert not [s for s in bars if "/86 " in s]
+    assert " 50/50 " in bars[-1], bars[-1]
+    assert assert_valid_prefix(out_csv) == list(range(50))
 
 
 def test_the_progress_bar_ends_at_every_frame_read_when_the_count_was_an_estimate(clips, out_csv):

@@ -173,16 +173,18 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
 
 
 def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, trimmed_clip, tmp_path):
-    """A trim without re-encoding lists 400 frames and plays 364 (see the fixture): chunks of
-    185 used to plan a third chunk at frame 370, which decodes nothing, so the video failed."""
+    """A trim without re-encoding lists 86 frames, its header says 53 and it plays 50 (see the
+    fixture). Chunks of 26 used to be planned from the 86 listed, up to one at frame 78; now from
+    the 53, and the one at frame 52, which decodes nothing, is the end of the video rather than
+    a failure of it."""
     trimmed = trimmed_clip
     out = tmp_path / "out"
-    proc = batch(str(trimmed), "--out", str(out), "--address", cluster.address, "--chunk-frames", "185",
+    proc = batch(str(trimmed), "--out", str(out), "--address", cluster.address, "--chunk-frames", "26",
                  "--quiet")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     manifest = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert [(e["status"], e["chunks"]) for e in manifest] == [("done", 2)]
+    assert [(e["status"], e["chunks"], e["rows"]) for e in manifest] == [("done", 3, 50)]
     assert (out / "trimmed.csv").read_text() == in_process_csv(trimmed, tmp_path / "whole.csv")
 
 
