@@ -177,8 +177,8 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
                                    runtime_env={"env_vars": PINNED_THREADS})
     if address:
         ray.init(address=address, **options)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
+    else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
                  object_store_memory=LOCAL_OBJECT_STORE, **options)
     return ray
 

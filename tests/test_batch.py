@@ -238,6 +238,17 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
 
 
+
+def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster, six_clips, tmp_path):
+    """Given no address, Ray joins the cluster that RAY_ADDRESS (or the last `ray start` on the
+    machine) names, and then refused the num_cpus batch passes: a Ray traceback, exit 1."""
+    clip = six_clips[0]
+    done = fer_pipe("batch", str(clip), "--out", str(tmp_path / "out"), "--num-cpus", "1", "--quiet",
+                    env={**LOOPBACK_RAY, "RAY_ADDRESS": cluster.address}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["cluster"] == "local"
+    assert (tmp_path / "out" / f"{clip.stem}.csv").read_text() == in_process_csv(clip, tmp_path / "expected.csv")
+
 def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made(six_clips, tmp_path):
     """ray.init retried such an address for minutes, printing Ray's log lines, and left --out/_work."""
     from livetools import free_port
