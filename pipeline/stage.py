@@ -190,6 +190,8 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
     reached that failed, with a message about a missing attribute."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
+    if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
+        raise TypeError(f"{method} returned a Packet, not an iterable of packets (return (packet,) to pass it on)")
     out = list(result)
     for item in out:
         if not isinstance(item, Packet):

@@ -228,6 +228,17 @@ def test_a_stage_that_returns_something_else_than_packets_is_the_one_named(plugi
                               "returned a dict among its packets, not a Packet\n")
 
 
+
+def test_a_bare_packet_returned_is_told_to_be_wrapped():
+    """The commonest slip of a new plug-in, ``return packet``, said only "TypeError: 'Packet'
+    object is not iterable"."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import packets_of
+
+    with pytest.raises(TypeError) as raised:
+        packets_of(Packet("cam", 0, 0.0))
+    assert str(raised.value) == "process returned a Packet, not an iterable of packets (return (packet,) to pass it on)"
+
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
