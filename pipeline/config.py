@@ -165,9 +165,30 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
     return parse_yaml(text, str(path))
 
 
+def set_item(target: str, text: str) -> str:
+    """A ``--set`` item that gives ``target`` the string ``text`` as it is: single-quoted YAML,
+    so a path with `` #``, ``: `` or ``[`` in it is not read as a comment or a structure."""
+    return f"{target}='{text.replace(chr(39), chr(39) * 2)}'"
+
+
+def _comment_in(raw: str) -> str | None:
+    """The comment YAML would drop from the end of ``raw`` (``run #2.csv`` reads as ``run``)."""
+    try:
+        tokens = [t for t in yaml.scan(raw, Loader=_Loader) if not isinstance(t, yaml.StreamEndToken)]
+    except yaml.YAMLError:
+        return None
+    tail = raw[tokens[-1].end_mark.index:].strip()
+    return tail if tail.startswith("#") else None
+
+
 def _set_value(raw: str, target: str) -> Any:
     """A ``--set`` value read as YAML by the config's own loader (so its limits hold here too);
-    text that is not YAML (``a: b: c``) is taken as the string typed."""
+    text that is not YAML (``a: b: c``) is taken as the string typed. A comment is refused:
+    dropped without a word, it sent a run's rows to a file named after part of the path."""
+    comment = _comment_in(raw)
+    if comment is not None:
+        raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
+                          f"quote the value to keep it: {set_item(target, raw)}")
     try:
         loader = _Loader(raw)
     except yaml.YAMLError:

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO, fer_pipe
 from fer_pipe.cli import main
-from fer_pipe.config import load_graph
+from fer_pipe.config import load_graph, set_item
 from fer_pipe.errors import ConfigError
 
 GOOD = """\
@@ -232,3 +232,15 @@ def test_python_tags_are_refused(tmp_path):
     path.write_text("stages: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_graph(Path(path))
+
+
+def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_path, monkeypatch):
+    """``--set csv.path=run #2.csv`` wrote the rows to a file named ``run`` (YAML drops `` #2.csv``
+    as a comment), and ``fer-pipe demo --out "take #2"`` failed on a --set the user never typed."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_graph("video_to_csv", ["csv.path=run #2.csv"])
+    assert str(raised.value) == ("--set csv.path=run #2.csv: YAML reads '#2.csv' as a comment and would drop it; "
+                                 "quote the value to keep it: csv.path='run #2.csv'")
+    for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv"):
+        assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name

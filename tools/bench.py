@@ -53,6 +53,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_pipe.config import set_item
 from fer_pipe.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,7 +250,7 @@ def run_pipeline(config: Path, video: Path, out_csv: Path, extra: list[str],
                  realtime: bool = False) -> tuple[dict, dict[int, list]]:
     """``fer-pipe run`` in a new process, watched from here: memory, first CSV row, wall time."""
     stats_json = out_csv.with_suffix(".stats.json")
-    overrides = [f"source.path={video}", f"csv.path={out_csv}", *extra]
+    overrides = [set_item("source.path", str(video)), set_item("csv.path", str(out_csv)), *extra]
     if realtime:
         overrides.append("source.realtime=true")
     out_csv.unlink(missing_ok=True)

@@ -40,12 +40,12 @@ CONFIG = REPO / "configs" / "episodes.yaml"
 
 def run_config(clip: Path, folder: Path, overrides: list[str]) -> tuple[list[dict], list[dict]]:
     """Run configs/episodes.yaml on the clip in this process; the per-frame and episodes rows."""
-    from fer_pipe.config import load_graph
+    from fer_pipe.config import load_graph, set_item
     from fer_pipe.inprocess import run_graph
 
     frames_csv, episodes_csv = folder / "frames.csv", folder / "episodes.csv"
-    graph = load_graph(CONFIG, [f"source.path={clip}", f"csv.path={frames_csv}",
-                                f"episodes.path={episodes_csv}", *overrides])
+    graph = load_graph(CONFIG, [set_item("source.path", str(clip)), set_item("csv.path", str(frames_csv)),
+                                set_item("episodes.path", str(episodes_csv)), *overrides])
     run_graph(graph)
     with open(frames_csv, newline="") as f, open(episodes_csv, newline="") as g:
         return list(csv.DictReader(f)), list(csv.DictReader(g))

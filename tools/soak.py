@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder for soak_samples.csv, soak.json and the run's own CSV, soak_rows.csv")
     args = parser.parse_args(argv)
 
-    from fer_pipe.config import load_graph
+    from fer_pipe.config import load_graph, set_item
     from fer_pipe.demo import fetch_clips
     from fer_pipe.machine import cpu_model
     from fer_pipe.runner import Runner
@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     clip = Path(args.clip) if args.clip else fetch_clips()["WolfgangLanger_Pexels.mp4"]
     rows_csv = out / "soak_rows.csv"
-    graph = load_graph(args.config, [f"source.path={clip}", "source.realtime=true", "source.loop=true",
-                                     f"csv.path={rows_csv}", *args.set])
+    graph = load_graph(args.config, [set_item("source.path", str(clip)), "source.realtime=true", "source.loop=true",
+                                     set_item("csv.path", str(rows_csv)), *args.set])
     runner = Runner(graph, progress=False, stall_timeout=120)
     results = []
     thread = threading.Thread(target=lambda: results.append(runner.run()), name="soak-runner")
