@@ -51,7 +51,7 @@ DUPLICATE_IOU = 0.5
 
 class HaarParams(StageParams):
     cascade: str = Field("haarcascade_frontalface_default.xml",
-                         description="cascade file: a name in cv2.data.haarcascades, or a path")
+                         description="cascade file: a name in cv2.data.haarcascades, or else a path")
     scale_factor: float = Field(1.2, gt=1.0, le=2.0, description="image pyramid step between scales")
     min_neighbors: int = Field(5, ge=0, le=50, description="overlapping hits needed to keep a face")
     min_size: int = Field(64, ge=8, le=4096,
@@ -83,12 +83,15 @@ def detection_scale(width: int, min_size: int, detect_width: int) -> float:
 
 
 def load_cascade(name: str) -> cv2.CascadeClassifier:
-    """The cascade ``name`` (in OpenCV's own folder) or at a path; InputError naming the file if
-    it cannot be loaded. OpenCV says why only on file descriptor 2, and for some files raises
-    a SystemError, so the file is checked here and OpenCV's own words are dropped."""
-    path = Path(name if "/" in name else cv2.data.haarcascades + name)
+    """The cascade ``name``: one of OpenCV's own, or else a file at that path (a bare name is
+    then in the working folder); InputError naming the file if it cannot be loaded. OpenCV says
+    why only on file descriptor 2, and for some files raises a SystemError, so the file is
+    checked here and OpenCV's own words are dropped."""
+    shipped = Path(cv2.data.haarcascades, name)
+    path = shipped if "/" not in name and shipped.exists() else Path(name)
     if not path.exists():
-        raise InputError(f"cascade {path}: no such file")
+        among = "" if "/" in name else f" (nor is it one of OpenCV's cascades, in {cv2.data.haarcascades})"
+        raise InputError(f"cascade {path}: no such file{among}")
     if path.is_dir():
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
     try:
