@@ -67,7 +67,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             status = _user_error(exc, args.debug)
             continue
         _warn_dead_ends(graph)
-        print(f"{graph.origin}: ok ({len(graph.stages)} stages: {' -> '.join(graph.order())})")
+        wiring = "; ".join(" -> ".join(chain) for chain in graph.chains())
+        print(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})")
     return status
 
 

@@ -50,6 +50,22 @@ class Graph:
         """Stage names, every stage after the stages it reads from."""
         return list(TopologicalSorter({n: s.inputs for n, s in self.stages.items()}).static_order())
 
+    def chains(self) -> list[list[str]]:
+        """Every edge once, as chains of stage names, for people to check the wiring: a branch
+        starts a new chain at the stage it leaves (``classifier -> annotated``); a stage with no
+        edge is a chain of its own."""
+        left = {name: self.consumers(name) for name in self.order()}
+        chains = []
+        for name in left:
+            if not left[name] and not self.stages[name].inputs:
+                chains.append([name])
+            while left[name]:
+                chain = [name]
+                while left[chain[-1]]:
+                    chain.append(left[chain[-1]].pop(0))
+                chains.append(chain)
+        return chains
+
     def sources(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.is_source]
 

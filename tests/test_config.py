@@ -244,3 +244,19 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
                                  "quote the value to keep it: csv.path='run #2.csv'")
     for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv"):
         assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name
+
+
+def test_chains_give_each_edge_once_and_a_stage_without_edges_alone():
+    graph = load_graph({"stages": {
+        "cam1": {"type": "video", "params": {"path": "a.mp4"}},
+        "cam2": {"type": "video", "params": {"path": "b.mp4"}},
+        "spare": {"type": "video", "params": {"path": "c.mp4"}},
+        "detector": {"type": "haar", "inputs": ["cam1", "cam2"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": "o.csv"}},
+        "zmq": {"type": "zmq", "inputs": ["classifier"]}}})
+    chains = graph.chains()
+    edges = [pair for chain in chains for pair in zip(chain, chain[1:])]
+    assert sorted(edges) == sorted([("cam1", "detector"), ("cam2", "detector"), ("detector", "classifier"),
+                                    ("classifier", "csv"), ("classifier", "zmq")])
+    assert ["spare"] in chains and len(chains) == 4  # two sources, a branch, and the stage on its own

@@ -266,7 +266,10 @@ def test_shipped_live_configs_validate():
     done = fer_pipe("validate", "configs/webcam.yaml", "configs/rtsp.yaml", "configs/video_to_zmq.yaml",
                     "configs/demo.yaml", cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert "video_to_zmq.yaml: ok (4 stages" in done.stdout and "demo.yaml: ok (5 stages" in done.stdout
+    assert "video_to_zmq.yaml: ok (4 stages: source -> detector -> classifier -> events)" in done.stdout
+    # the wiring, each edge once: csv and annotated both read the classifier (one chain of the
+    # order, "... -> csv -> annotated", showed an edge that is not there)
+    assert "demo.yaml: ok (5 stages: source -> detector -> classifier -> csv; classifier -> annotated)" in done.stdout
 
 
 def test_a_public_bind_without_curve_warns(capfd):
