@@ -14,7 +14,7 @@ import traceback
 
 from .arguments import number
 from .errors import UserError
-from .graph import Graph, dead_ends
+from .graph import Graph, warnings
 from .hangup import to_devnull
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
@@ -32,7 +32,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph = load_shard(args.config, args.set, args.shard)
     else:
         graph = load_graph(args.config, args.set)
-    _warn_dead_ends(graph)
+    _warn(graph)
     result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
                     status_every=args.status_every).run()
     try:
@@ -66,16 +66,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 exc = type(exc)(f"{path}: {exc}")
             status = _user_error(exc, args.debug)
             continue
-        _warn_dead_ends(graph)
+        _warn(graph)
         wiring = "; ".join(" -> ".join(chain) for chain in graph.chains())
         print(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})")
     return status
 
 
-def _warn_dead_ends(graph: Graph) -> None:
-    for spec in dead_ends(graph):
-        print(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) feeds no stage, so "
-              "what it makes is dropped (a sink left out, or a source missing from an inputs list?)",
+def _warn(graph: Graph) -> None:
+    for spec, message in warnings(graph):
+        print(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) {message}",
               file=sys.stderr)
 
 

@@ -120,11 +120,23 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
     return problems
 
 
-def dead_ends(graph: Graph) -> list[StageSpec]:
-    """Stages whose output nothing takes: allowed (a benchmark of the detector ends there), but
-    in a real graph a sink left out or a camera missing from the detector's inputs, whose
-    frames would be read and dropped without a word."""
-    return [s for s in graph.sinks() if not issubclass(s.cls, Sink)]
+def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
+    """What would run but likely not as meant, as (stage, message): a stage whose output nothing
+    takes (allowed: a benchmark of the detector ends there, but in a real graph a sink left out
+    or a camera missing from the detector's inputs, whose frames would be read and dropped
+    without a word), and what each stage's ``graph_warnings`` says of its place."""
+    found = [(s, "feeds no stage, so what it makes is dropped (a sink left out, or a source missing "
+                 "from an inputs list?)") for s in graph.sinks() if not issubclass(s.cls, Sink)]
+    for name in graph.order():
+        spec, after, todo = graph.stages[name], set(), graph.consumers(name)
+        while todo:
+            later = todo.pop()
+            if later not in after:
+                after.add(later)
+                todo.extend(graph.consumers(later))
+        found += [(spec, message) for message in
+                  spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})]
+    return found
 
 
 def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:

@@ -23,7 +23,7 @@ Sources implement ``frames`` instead of ``process``.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
@@ -133,6 +133,13 @@ class Stage:
         messages): a stage asked to stop after another failed gets this long, beyond the
         runner's grace period, before it is killed, so its close is not cut off halfway."""
         return 0.0
+
+    @classmethod
+    def graph_warnings(cls, params: StageParams, after: Collection[str]) -> list[str]:
+        """What would run but likely not do what was meant, given ``after``, the type names of
+        every stage this one's output reaches; ``validate`` and ``run`` print each as a warning
+        naming the stage. A graph is only refused for what cannot run."""
+        return []
 
 
 class Source(Stage):

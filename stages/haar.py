@@ -22,7 +22,7 @@ carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import cv2
@@ -162,6 +162,13 @@ class HaarDetector(Stage):
                     minSize=(smallest, smallest), maxSize=(largest, largest)):
                 found.append((int(fx) + x0, int(fy) + y0, int(fw), int(fh)))
         return _distinct(found)
+
+    @classmethod
+    def graph_warnings(cls, params: HaarParams, after: Collection[str]) -> list[str]:
+        if params.every_n > 1 and "track" not in after:
+            return [f"looks at one frame in {params.every_n} (every_n), and no track stage after it "
+                    "carries the faces over the others: those frames are reported as having no face"]
+        return []
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         detected = packet.index % self.params.every_n == 0
