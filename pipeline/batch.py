@@ -417,16 +417,18 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
-        return 2 if all(r.bad_input for r in failed) else 1
-    if work.is_dir():  # the attempts' records and parts (none on a re-run with nothing to do)
-        shutil.rmtree(work)
-    (out_dir / SUCCESS).touch()
-    if not quiet:
+    else:
+        if work.is_dir():  # the attempts' records and parts (none on a re-run with nothing to do)
+            shutil.rmtree(work)
+        (out_dir / SUCCESS).touch()
+    if not quiet:  # after the failures too: what did get done, and where the manifest is
         done = [r for r in reports.values() if r.status == "done"]
         retries = sum(max(0, r.attempts - r.chunks) for r in done)
-        print(f"fer-pipe batch: {len(done)} done ({retries} retried), "
-              f"{len(reports) - len(done)} already there, in {seconds:.1f} s; manifest "
+        print(f"fer-pipe batch: {len(done)} done ({retries} retried), {len(failed)} failed, "
+              f"{len(reports) - len(done) - len(failed)} already there, in {seconds:.1f} s; manifest "
               f"{out_dir / MANIFEST}", file=sys.stderr)
+    if failed:
+        return 2 if all(r.bad_input for r in failed) else 1
     return 0
 
 

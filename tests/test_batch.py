@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,9 +154,12 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     good = six_clips[1]
     out = tmp_path / "out"
     proc = batch(str(good), str(bad), str(no_videos), "--out", str(out), "--address", cluster.address,
-                 "--chunk-frames", "16", "--quiet")
+                 "--chunk-frames", "16")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
+    # the summary comes after the failures too (it was left out, so what got done went unsaid)
+    assert re.fullmatch(rf"fer-pipe batch: 1 done \(0 retried\), 2 failed, 0 already there, in [0-9.]+ s; "
+                        rf"manifest {re.escape(str(out / '_manifest.json'))}", stderr.splitlines()[-1]), stderr
     assert [line for line in stderr.splitlines() if "notes.avi" in line] == [
         f"fer-pipe: batch: {bad}: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
     assert [line for line in stderr.splitlines() if "empty" in line] == [
