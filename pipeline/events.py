@@ -18,7 +18,7 @@ Additive changes (new fields) keep the version; renaming or removing a field bum
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from .messages import Packet
 from .preprocess import EMOTIONS
@@ -36,10 +36,9 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
         if face.probs is not None:
             entry["confidence"] = round(float(face.confidence), precision)
             entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, face.probs)}
-        entry["smoothed_label"], entry["smoothed_confidence"] = face.smoothed_label, None
-        if face.smoothed_label is not None and face.smoothed is not None:
-            entry["smoothed_confidence"] = round(float(face.smoothed[EMOTIONS.index(face.smoothed_label)]),
-                                                 precision)
+        smoothed = face.smoothed_confidence
+        entry["smoothed_label"] = face.smoothed_label
+        entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
             "timestamp": round(packet.timestamp, 3), "faces": faces}
@@ -55,10 +54,9 @@ def episode_event(episode: dict[str, Any]) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION, "type": "episode", **{k: episode[k] for k in EPISODE_FIELDS}}
 
 
-def face_event(kind: str, source: str, track_id: int, frame: int, timestamp: float) -> dict[str, Any]:
+def face_event(kind: Literal["face_appeared", "face_lost"], source: str, track_id: int, frame: int,
+               timestamp: float) -> dict[str, Any]:
     """A ``face_appeared`` or ``face_lost`` event; for a lost face, frame and time it was last seen."""
-    if kind not in ("face_appeared", "face_lost"):
-        raise ValueError(f"face event kind must be face_appeared or face_lost, not {kind!r}")
     return {"schema": SCHEMA_VERSION, "type": kind, "source": source, "track_id": track_id,
             "frame": frame, "timestamp": round(timestamp, 3)}
 

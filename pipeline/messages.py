@@ -59,6 +59,13 @@ class Face:
     def confidence(self) -> float | None:
         return None if self.probs is None else float(np.max(self.probs))
 
+    @property
+    def smoothed_confidence(self) -> float | None:
+        """The smoothed probability of the smoothed label: one definition for the CSV and the events."""
+        if self.smoothed_label is None or self.smoothed is None:
+            return None
+        return float(self.smoothed[EMOTIONS.index(self.smoothed_label)])
+
 
 @dataclass
 class Packet:

@@ -72,10 +72,8 @@ class CsvSink(Sink):
                 row += [""] * (2 + len(EMOTIONS))
             else:
                 row += [face.label, f"{face.confidence:.{p}f}", *(f"{v:.{p}f}" for v in face.probs)]
-            if face.smoothed_label is None or face.smoothed is None:
-                row += ["", ""]
-            else:
-                row += [face.smoothed_label, f"{face.smoothed[EMOTIONS.index(face.smoothed_label)]:.{p}f}"]
+            smoothed = face.smoothed_confidence
+            row += ["", ""] if smoothed is None else [face.smoothed_label, f"{smoothed:.{p}f}"]
             yield row
 
     def _warn_missing_extra(self, packet: Packet) -> None:

@@ -184,7 +184,8 @@ def _distinct(boxes: list[Box]) -> list[Box]:
     boxes = sorted(boxes)
     if len(boxes) < 2:
         return boxes
-    iou = iou_matrix(np.array(boxes, float), np.array(boxes, float))
+    array = np.array(boxes, float)
+    iou = iou_matrix(array, array)
     kept: list[int] = []
     for i in range(len(boxes)):
         if all(iou[i, j] < DUPLICATE_IOU for j in kept):

@@ -30,12 +30,18 @@ class OverlayParams(StageParams):
     show_fps: bool = Field(True, description="draw the frames per second in the top-left corner")
 
 
+BAR_WIDTH = 80
+"""Pixels of a probability of 1 in the ``show_probs`` bars."""
+
+
 class FpsMeter:
     """Frames per second from a moving average of the gaps between frames (averaging the gaps,
     not the rates, so jitter does not inflate the figure)."""
 
-    def __init__(self, smoothing: float = 0.9) -> None:
-        self.smoothing = smoothing
+    SMOOTHING = 0.9
+    """Weight of the running average against the newest gap."""
+
+    def __init__(self) -> None:
         self._gap = 0.0
         self._last: float | None = None
 
@@ -43,7 +49,7 @@ class FpsMeter:
         now = time.monotonic()
         if self._last is not None:
             gap = now - self._last
-            self._gap = gap if not self._gap else self.smoothing * self._gap + (1 - self.smoothing) * gap
+            self._gap = gap if not self._gap else self.SMOOTHING * self._gap + (1 - self.SMOOTHING) * gap
         self._last = now
         return 1.0 / self._gap if self._gap > 0 else 0.0
 
@@ -57,10 +63,11 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     image = np.array(packet.pixels(), copy=True)
     for face in packet.faces or []:
         x, y, w, h = (int(v) for v in face.box)
-        colour = colour_of(face.label)
+        label = face.label  # an argmax each time it is read
+        colour = colour_of(label)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
-        if face.label is not None:
-            text = f"{face.label} {face.confidence:.0%}"
+        if label is not None:
+            text = f"{label} {face.confidence:.0%}"
             if face.track_id is not None:
                 text = f"#{face.track_id} {text}"
             (tw, th), base = cv2.getTextSize(text, FONT, 0.6, 2)
@@ -75,15 +82,15 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     return image
 
 
-def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], width: int = 80) -> None:
+def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int]) -> None:
     """One labelled bar per emotion right of the face, or left of it when there is no room."""
     x, top, w, _ = box
     row, name_w = 13, 50  # the longest name, "surprise", is 44 px at this font size
     left = x + w + 6
-    if left + name_w + width > image.shape[1]:
-        left = max(0, x - 6 - name_w - width)
+    if left + name_w + BAR_WIDTH > image.shape[1]:
+        left = max(0, x - 6 - name_w - BAR_WIDTH)
     for i, (name, p) in enumerate(zip(EMOTIONS, probs)):
         y = top + i * row
         cv2.putText(image, name, (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(width * float(p)), y + row - 2),
+        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(BAR_WIDTH * float(p)), y + row - 2),
                       COLOURS[name], cv2.FILLED)
