@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 from pydantic import Field
-from scipy.optimize import linear_sum_assignment
 
 from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.messages import FACES, Face, Packet
@@ -109,6 +108,11 @@ class FaceTracker(Stage):
     writes = FACES
 
     def open(self) -> None:
+        # SciPy is imported here, not with the module: every command imports every stage's
+        # module to list and check them, and this import alone took 0.6 s of each.
+        from scipy.optimize import linear_sum_assignment
+
+        self._assign = linear_sum_assignment
         self._sources: dict[str, _SourceState] = {}
 
     def process(self, packet: Packet) -> Iterable[Packet]:
@@ -131,7 +135,7 @@ class FaceTracker(Stage):
         if state.tracks and faces:
             iou = iou_matrix(np.array([t.predicted for t in state.tracks]),
                              np.array([f.box for f in faces], dtype=float))
-            rows, cols = linear_sum_assignment(iou, maximize=True)
+            rows, cols = self._assign(iou, maximize=True)
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
         appeared: list[int] = []
         touched: set[int] = set()
