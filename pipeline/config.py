@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import ConfigError
-from .graph import Graph, StageSpec, check_edges, check_paths, check_source_ids
+from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import registry
 from .stage import Sink, Stage, StageParams
 
@@ -310,7 +310,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         if key not in TOP_KEYS:
             raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)} "
                               f"(expected {', '.join(sorted(TOP_KEYS))})")
-    queue_size = data.get("queue_size", 8)
+    queue_size = data.get("queue_size", QUEUE_SIZE)
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
         raise ConfigError(f"{_where(origin, lines, 'queue_size')}: queue_size: expected an integer "
                           f"from 1 to {MAX_QUEUE}, got {_show(queue_size)}")

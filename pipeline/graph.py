@@ -37,10 +37,14 @@ class StageSpec:
         return self.cls(self.name, self.params)
 
 
+QUEUE_SIZE = 8
+"""Items each queue between two stage processes holds when a config does not say."""
+
+
 @dataclass
 class Graph:
     stages: dict[str, StageSpec]
-    queue_size: int = 8
+    queue_size: int = QUEUE_SIZE
     origin: str = "<graph>"
 
     def consumers(self, name: str) -> list[str]:

@@ -129,7 +129,8 @@ class Runner:
                                  f"{exc.strerror or exc}") from None
             except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
                 return self._preflight_failed(spec, exc)
-        if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+        if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks
         ctx = mp.get_context("spawn")
         graph = self.graph
@@ -163,7 +164,6 @@ class Runner:
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
-        in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
         # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
         # unblocks once its handlers are in), and here a signal sent meanwhile stays pending
