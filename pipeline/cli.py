@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
     demo.add_argument("--out", default="demo-output", help="folder for the demo's outputs")
     demo.add_argument("--cache", default=None, help="folder the sample clips are kept in (default: "
-                                                    "$FER_PIPE_CACHE/clips, else ~/.cache/fer-pipe/clips)")
+                                                    "$FER_PIPE_CACHE/clips, else $XDG_CACHE_HOME/fer-pipe/clips, "
+                                                    "else ~/.cache/fer-pipe/clips)")
     demo.add_argument("--quiet", action="store_true",
                       help="no progress bar or statistics table (the summary still prints)")
     demo.set_defaults(func=_cmd_demo)
