@@ -88,7 +88,8 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
         if summary:
             print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))
-        for field, info in cls.Params.model_fields.items():
+        fields = cls.Params.model_fields.items()  # the required first: inherited ones come first otherwise
+        for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
             default = "required" if info.is_required() else f"default {info.default!r}"
             print(f"    {field}: {default}" + (f". {info.description}" if info.description else ""))
     for message in reg.problems.values():

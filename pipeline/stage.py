@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .messages import Packet
 
@@ -142,6 +142,12 @@ class Stage:
         return []
 
 
+class SourceParams(StageParams):
+    """Base of a source's parameters: the id its results carry, which every source offers."""
+
+    source_id: str = Field("", description="name carried by every result (default: the stage name)")
+
+
 class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""
 
@@ -150,8 +156,9 @@ class Source(Stage):
     @classmethod
     def source_id_of(cls, name: str, params: StageParams) -> str:
         """What this source's results carry as ``source``: its ``source_id`` param if it has one
-        set, else the stage name. A class method, so that the graph check can refuse two sources
-        with one id before any stage exists."""
+        set (``SourceParams`` gives it; a source whose params do not has its stage name), else
+        the stage name. A class method, so that the graph check can refuse two sources with one
+        id before any stage exists."""
         return getattr(params, "source_id", "") or name
 
     @property

@@ -10,14 +10,13 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
-from fer_pipe.stage import Source, StageParams
+from fer_pipe.stage import Source, SourceParams
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class ImageFolderParams(StageParams):
+class ImageFolderParams(SourceParams):
     path: str = Field(description="folder of images, read in name order")
-    source_id: str = Field("", description="name carried by every result (default: the stage name)")
     recursive: bool = Field(False, description="also read images in subfolders")
     fps: float = Field(1.0, gt=0, le=1000, description="images per second of the sequence (a time-lapse's "
                                                        "capture rate): image i is dated i / fps seconds")

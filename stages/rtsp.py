@@ -21,7 +21,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
-from fer_pipe.stage import Source, StageParams
+from fer_pipe.stage import Source, SourceParams
 
 
 STOP_POLL_S = 0.5
@@ -31,9 +31,8 @@ STABLE_S = 5.0
 the give-up clock)."""
 
 
-class RtspParams(StageParams):
+class RtspParams(SourceParams):
     url: str = Field(description="stream URL: rtsp://user:pass@host:554/path, http://..., udp://...")
-    source_id: str = Field("", description="name carried by every result (default: the stage name)")
     transport: Literal["auto", "tcp", "udp"] = Field("auto", description="RTSP transport (auto: FFmpeg's choice)")
     timeout_s: float = Field(5.0, gt=0, le=120, description="connecting or reading longer than this counts as lost")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="wait before the second connection attempt")

@@ -12,7 +12,7 @@ from pydantic import Field
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
-from fer_pipe.stage import Source, StageParams
+from fer_pipe.stage import Source, SourceParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
 # prints about a bad file; this stage reports decode failures itself. Set the variable
@@ -34,9 +34,8 @@ def frames_in(capture: cv2.VideoCapture, path: str) -> int:
                          capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
 
 
-class VideoParams(StageParams):
+class VideoParams(SourceParams):
     path: str = Field(description="video file to read")
-    source_id: str = Field("", description="name carried by every result (default: the stage name)")
     start: int = Field(0, ge=0, description="first frame index to read")
     max_frames: int = Field(0, ge=0, description="stop after this many frames (0: the whole file)")
     realtime: bool = Field(False, description="replay at the file's own fps as a live source "

@@ -11,12 +11,11 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
-from fer_pipe.stage import Source, StageParams
+from fer_pipe.stage import Source, SourceParams
 
 
-class WebcamParams(StageParams):
+class WebcamParams(SourceParams):
     device: int | str = Field(0, description="camera index (0, 1, ...) or device path (/dev/video0)")
-    source_id: str = Field("", description="name carried by every result (default: the stage name)")
     width: int = Field(0, ge=0, le=8192, description="requested frame width (0: the camera's default)")
     height: int = Field(0, ge=0, le=8192, description="requested frame height (0: the camera's default)")
     fps: float = Field(0.0, ge=0, le=240, description="requested frames per second (0: the camera's default)")

@@ -201,3 +201,18 @@ def test_a_listing_cut_short_by_its_reader_ends_quietly():
     finally:
         os.close(write_end)
     assert (listing.returncode, listing.stderr) == (0, "")
+
+
+def test_the_listing_puts_a_stages_required_params_first(capsys):
+    """The sources' shared ``source_id`` comes from ``SourceParams``, so pydantic lists it before
+    the source's own fields: the required ``path`` came second."""
+    from fer_pipe.cli import main
+
+    main(["stages"])
+    listing = capsys.readouterr().out.splitlines()
+    for source, first in (("video", "path: required"), ("rtsp", "url: required"),
+                          ("image_folder", "path: required")):
+        header = next(i for i, line in enumerate(listing) if line.startswith(f"{source} v"))
+        params = [line.strip() for line in listing[header + 1:] if line.startswith("    ") and ": " in line]
+        assert params[0].startswith(first), params
+        assert any(p.startswith("source_id: default ''") for p in params[:12]), params
