@@ -137,8 +137,14 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
     return jobs, bad
 
 
+def _host_port(address: str) -> tuple[str, str]:
+    """Host (without an IPv6 address's brackets) and port text of HOST:PORT or ray://HOST:PORT."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    return host.strip("[]"), port
+
+
 def is_loopback_address(address: str | None) -> bool:
-    return not address or is_loopback(address.split("://")[-1].rsplit(":", 1)[0].strip("[]"))
+    return not address or is_loopback(_host_port(address)[0])
 
 
 def check_cluster(address: str | None) -> None:
@@ -146,11 +152,11 @@ def check_cluster(address: str | None) -> None:
     ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
     if not address or address in ("auto", "local"):
         return
-    host, _, port = address.split("://")[-1].rpartition(":")
+    host, port = _host_port(address)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise InputError(f"--address {address}: no Ray cluster answers there "
                          f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None

@@ -265,6 +265,14 @@ def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made
     assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+
+@pytest.mark.parametrize("address", ["headnode", "[]:6379", "127.0.0.1:99999", "ray://127.0.0.1:port"])
+def test_an_address_that_is_no_host_and_port_is_one_line(six_clips, tmp_path, address):
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", address, cwd=tmp_path, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: --address {address}: expected HOST:PORT, ray://HOST:PORT or auto\n")
+    assert not (tmp_path / "out").exists()
+
 def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path):
     """The rows decoded before the damage are kept beside the outputs and named; once the file
     is whole again, a rerun writes its CSV and removes the partial one (it stayed, before)."""
