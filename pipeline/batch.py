@@ -344,8 +344,13 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
 
     (work / "parts").mkdir(parents=True, exist_ok=True)
     if todo:
-        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries,
-                   not quiet and sys.stderr.isatty(), len(reports) - len(pending_inputs))
+        try:
+            _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries,
+                       not quiet and sys.stderr.isatty(), len(reports) - len(pending_inputs))
+        except KeyboardInterrupt:
+            print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
+                  "command again runs only the others", file=sys.stderr)
+            raise
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":

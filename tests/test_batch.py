@@ -146,6 +146,18 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert (out / "_SUCCESS").exists()
 
 
+
+def test_ctrl_c_says_what_is_kept(cluster, six_clips, tmp_path):
+    """Exit 130 with nothing said: whether the work done so far was lost went unanswered."""
+    out = tmp_path / "out"
+    proc = batch(*map(str, six_clips[:3]), "--out", str(out), "--address", cluster.address)
+    assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before it could be stopped"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-1] == (f"fer-pipe batch: interrupted; the tasks that finished are kept in "
+                                       f"{out / '_work'}, and the same command again runs only the others")
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
