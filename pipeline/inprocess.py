@@ -38,6 +38,15 @@ def own_copy(packet: Packet) -> Packet:
     return copy.deepcopy(packet, {id(packet.image): image})
 
 
+def _read_only(packet: Packet) -> Packet:
+    """A source's packet with its pixels read-only, as the runner's shared memory gives them: the
+    first consumer of a frame gets the source's own array, and others views of it, so a stage
+    that wrote into it would change what the other branches see (and pass here, to fail in a run)."""
+    if isinstance(packet.image, np.ndarray):
+        packet.image.flags.writeable = False
+    return packet
+
+
 def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None,
                name: str | None = None) -> Stage:
     """A stage instance with validated params; ``stage`` is a class or a registered type name."""
@@ -96,7 +105,7 @@ def run_graph(graph: Graph) -> None:
             opened.append(stage)
         for name, stage in stages.items():
             if isinstance(stage, Source):
-                push(name, stage.frames())
+                push(name, map(_read_only, stage.frames()))
         for name, stage in stages.items():
             push(name, packets_of(stage.finish(), "finish"))
     finally:

@@ -206,6 +206,31 @@ def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
     assert (image == 200).all()
 
 
+
+def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
+    """The first (here the only) branch of a source got the source's own writable array, the
+    others read-only views of it: a stage there could paint into the frame the others then
+    read, and pass here to fail in a run."""
+    from fer_pipe.graph import Graph, StageSpec
+    from fer_pipe.inprocess import run_graph
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Source, Stage, StageParams
+
+    class Frames(Source):
+        def frames(self):
+            yield Packet("cam", 0, 0.0, np.full((8, 8, 3), 200, np.uint8))
+
+    class Scribbler(Stage):
+        def process(self, packet):
+            packet.image[:2, :2] = 0
+            return ()
+
+    params = StageParams()
+    graph = Graph({"cam": StageSpec("cam", "frames", Frames, params),
+                   "paint": StageSpec("paint", "scribbler", Scribbler, params, ["cam"])})
+    with pytest.raises(ValueError, match="read-only"):
+        run_graph(graph)
+
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
 
