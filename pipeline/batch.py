@@ -78,7 +78,8 @@ class InputReport:
 
 def frame_count(path: str) -> int:
     """Frames the video plays, as the video source counts them (an edit list's hidden frames
-    left out), so that no chunk starts past its end."""
+    left out), so that no chunk starts past its end, but for a chunk within the estimate's few
+    frames of it, which reads nothing (see the video source's ``NEAR_END``)."""
     import cv2
 
     from .stages.video import frames_in

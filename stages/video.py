@@ -23,6 +23,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 MAX_PACED_FPS = 240.0
 """Above this, a container's frame rate is taken as misread (some report 1000 or 90000, their
 time base): a realtime replay then neither waits nor skips, rather than skip nearly every frame."""
+NEAR_END = 5
+"""Frames by which the header's count of what a video plays can overshoot its last frame."""
 FALLBACK_FPS = 30.0
 """The frame rate taken where the container reports none, for timestamps and the frames it plays."""
 
@@ -166,8 +168,9 @@ class VideoSource(Source):
     def _near_the_end(self, index: int) -> bool:
         """Whether decoding nothing from ``index`` on is the end of the video, not a fault: the
         frames it plays are an estimate, so the last chunk fer-pipe batch plans from it can start
-        a few frames past the end (a trim with ``-t`` whose track lasts 53 frames' time plays 50)."""
-        return self._played - index <= _slack(self._played)
+        a few frames past the end (a trim with ``-t`` whose track lasts 53 frames' time plays 50).
+        A start at or past the estimated end, or any start where the count is unknown, stays a fault."""
+        return 0 < self._played - index <= NEAR_END
 
     def close(self) -> None:
         self._cap.release()
@@ -175,7 +178,7 @@ class VideoSource(Source):
 
 def _slack(frames: int) -> int:
     """How far an estimated count of ``frames`` may be off, at most, and not be a fault."""
-    return max(5, frames // 100)
+    return max(NEAR_END, frames // 100)
 
 
 def _open(path: Path) -> cv2.VideoCapture:

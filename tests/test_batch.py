@@ -190,9 +190,9 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
 
 def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, trimmed_clip, tmp_path):
     """A trim without re-encoding lists 86 frames, its header says 53 and it plays 50 (see the
-    fixture). Chunks of 26 used to be planned from the 86 listed, up to one at frame 78; now from
-    the 53, and the one at frame 52, which decodes nothing, is the end of the video rather than
-    a failure of it."""
+    fixture). Chunks of 26 are planned from the header's 53, not the 86 listed (that planned
+    chunks past the end); the one at frame 52 decodes nothing, and used to fail the video after
+    three attempts: it is the end of the video."""
     trimmed = trimmed_clip
     out = tmp_path / "out"
     proc = batch(str(trimmed), "--out", str(out), "--address", cluster.address, "--chunk-frames", "26",

@@ -319,6 +319,18 @@ def test_a_looping_replay_gives_the_progress_bar_its_max_frames_or_no_total(shor
     finally:
         source.close()
 
+
+@pytest.mark.parametrize("start", [60, 500])
+def test_a_start_at_or_past_the_end_is_still_an_error_where_preflight_did_not_run(short_clip, start):
+    """Only a start within a few frames before the header's end may decode nothing (a batch
+    chunk planned from an estimate); in one process, where no preflight runs, a start past the
+    end of the 60-frame clip must not pass as a video with no frames."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import run_stage
+
+    with pytest.raises(InputError, match=f"no frame could be decoded from start {start} on"):
+        run_stage("video", params={"path": str(short_clip), "start": start})
+
 def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, tmp_path):
     """A container can report its time base as its frame rate (1000 or 90000); pacing on that
     would skip nearly every frame, so above MAX_PACED_FPS a replay sends each frame as read.
