@@ -138,8 +138,11 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
             if later not in after:
                 after.add(later)
                 todo.extend(graph.consumers(later))
-        found += [(spec, message) for message in
-                  spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})]
+        try:
+            said = spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})
+        except Exception as exc:  # noqa: BLE001  a plug-in's bug: said, not a traceback for every command
+            said = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
+        found += [(spec, str(message)) for message in ([said] if isinstance(said, str) else said)]
     return found
 
 

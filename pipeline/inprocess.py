@@ -39,10 +39,12 @@ def own_copy(packet: Packet) -> Packet:
 
 
 def _read_only(packet: Packet) -> Packet:
-    """A source's packet with its pixels read-only, as the runner's shared memory gives them: the
-    first consumer of a frame gets the source's own array, and others views of it, so a stage
-    that wrote into it would change what the other branches see (and pass here, to fail in a run)."""
+    """A source's packet with a read-only view of its pixels, as the runner's shared memory gives
+    them: the first consumer of a frame would get the source's own array, and others views of it,
+    so a stage that wrote into it would change what the other branches see (and pass here, to
+    fail in a run). A view, so that a source may still reuse its own buffer."""
     if isinstance(packet.image, np.ndarray):
+        packet.image = packet.image.view()
         packet.image.flags.writeable = False
     return packet
 

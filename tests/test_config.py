@@ -270,3 +270,25 @@ def test_chains_give_each_edge_once_and_a_stage_without_edges_alone():
     assert sorted(edges) == sorted([("cam1", "detector"), ("cam2", "detector"), ("detector", "classifier"),
                                     ("classifier", "csv"), ("classifier", "zmq")])
     assert ["spare"] in chains and len(chains) == 4  # two sources, a branch, and the stage on its own
+
+
+def test_a_plugins_graph_warnings_that_fails_or_returns_text_is_said_in_one_line_each():
+    """A hook that raised put every validate and run in a traceback; one that returned a
+    string printed a warning per character."""
+    from fer_pipe.graph import Graph, StageSpec, warnings
+    from fer_pipe.stage import Sink, Source, StageParams
+
+    class Cam(Source):
+        @classmethod
+        def graph_warnings(cls, params, after):
+            raise KeyError("oops")
+
+    class Out(Sink):
+        @classmethod
+        def graph_warnings(cls, params, after):
+            return "one warning"
+
+    params = StageParams()
+    graph = Graph({"cam": StageSpec("cam", "cam", Cam, params), "out": StageSpec("out", "out", Out, params, ["cam"])})
+    assert [(spec.name, message) for spec, message in warnings(graph)] == [
+        ("cam", "could not check its place in the graph: KeyError: 'oops'"), ("out", "one warning")]
