@@ -151,7 +151,7 @@ def is_loopback_address(address: str | None) -> bool:
 def check_cluster(address: str | None) -> None:
     """InputError unless something listens at ``address`` (HOST:PORT or ray://HOST:PORT):
     ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
-    if not address or address in ("auto", "local"):
+    if not address or address == "auto":
         return
     host, port = _host_port(address)
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -308,6 +308,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               max_retries: int = 3, quiet: bool = False) -> int:
     """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure."""
     from .config import build_graph, config_path, read_config, shipped_configs
+
+    if address == "local":  # Ray's own word for what no address does here, with --num-cpus and 127.0.0.1
+        address = None
 
     origin = str(config_path(config) if config else shipped_configs() / "video_to_csv.yaml")
     data, lines = read_config(origin)

@@ -7,6 +7,7 @@ straight to the spot. YAML is only ever read with the safe loader.
 from __future__ import annotations
 
 import copy
+import json
 import datetime
 import os
 import reprlib
@@ -166,15 +167,17 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
 
 
 def set_item(target: str, text: str) -> str:
-    """A ``--set`` item that gives ``target`` the string ``text`` as it is: single-quoted YAML,
-    so a path with `` #``, ``: `` or ``[`` in it is not read as a comment or a structure."""
-    return f"{target}='{text.replace(chr(39), chr(39) * 2)}'"
+    """A ``--set`` item that gives ``target`` the string ``text`` as it is: a JSON string, which
+    YAML reads as a double-quoted scalar, so a path with `` #``, ``: ``, ``[``, a line break or
+    any other character in it is not read as a comment, a structure or folded."""
+    return f"{target}={json.dumps(text)}"
 
 
 def _comment_in(raw: str) -> str | None:
     """The comment YAML would drop from the end of ``raw`` (``run #2.csv`` reads as ``run``)."""
     try:
-        tokens = [t for t in yaml.scan(raw, Loader=_Loader) if not isinstance(t, yaml.StreamEndToken)]
+        tokens = [t for t in yaml.scan(raw, Loader=_Loader)
+                  if not isinstance(t, (yaml.StreamEndToken, yaml.BlockEndToken))]  # marked at the very end
     except yaml.YAMLError:
         return None
     tail = raw[tokens[-1].end_mark.index:].strip()
@@ -187,8 +190,9 @@ def _set_value(raw: str, target: str) -> Any:
     dropped without a word, it sent a run's rows to a file named after part of the path."""
     comment = _comment_in(raw)
     if comment is not None:
+        example = "" if raw.lstrip()[:1] in ("'", '"', "[", "{", "-") else f": {target}='{raw.replace(chr(39), chr(39) * 2)}'"
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
-                          f"quote the value to keep it: {set_item(target, raw)}")
+                          f"quote the value to keep it{example}")
     try:
         loader = _Loader(raw)
     except yaml.YAMLError:

@@ -252,7 +252,9 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
         load_graph("video_to_csv", ["csv.path=run #2.csv"])
     assert str(raised.value) == ("--set csv.path=run #2.csv: YAML reads '#2.csv' as a comment and would drop it; "
                                  "quote the value to keep it: csv.path='run #2.csv'")
-    for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv"):
+    with pytest.raises(ConfigError, match=r"^--set csv.extra=a: b # c: YAML reads '# c' as a comment"):
+        load_graph("video_to_csv", ["csv.extra=a: b # c"])  # in a block mapping too
+    for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv", "two\nlines.csv", "tab\there é.csv"):
         assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import cv2
 
+from fer_pipe.config import set_item
 from fer_pipe.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,8 +131,8 @@ def main() -> None:
     before = run_batch(clips, batch_dir, args.num_cpus)
     seq_dir = out / "sequential"
     seq_dir.mkdir(parents=True, exist_ok=True)
-    runs = [fer_pipe("run", str(CONFIG), "--quiet", "--set", f"source.path={clip}",
-                     "--set", f"csv.path={seq_dir / (clip.stem + '.csv')}") for clip in clips]
+    runs = [fer_pipe("run", str(CONFIG), "--quiet", "--set", set_item("source.path", str(clip)),
+                     "--set", set_item("csv.path", str(seq_dir / (clip.stem + ".csv")))) for clip in clips]
     sequential, sequential_cpu = sum(r[0] for r in runs), sum(r[1] for r in runs)
     after = run_batch(clips, batch_dir, args.num_cpus)
     batch, batch_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
