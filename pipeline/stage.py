@@ -17,9 +17,12 @@ A stage is a class with
   (the wait is on purpose, not a stall), and ``closing_s`` (how long ``close`` may wait);
 - ``dropped``: what the stage discarded itself, counted where the runner shows it;
 - ``idle_s`` / ``idle``: for a stage that must act while its input is quiet (a window that
-  repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet.
+  repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet;
+- ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
+  detector skipping frames with no tracker after it), said as warnings, never refused.
 
-Sources implement ``frames`` instead of ``process``.
+Sources implement ``frames`` instead of ``process``, and their ``Params`` may subclass
+``SourceParams`` for the ``source_id`` every result carries.
 """
 from __future__ import annotations
 
