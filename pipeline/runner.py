@@ -69,6 +69,7 @@ class Runner:
         self._signals_seen = 0
         self._hung_up = False
         self._resumed_at = 0.0
+        self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
         self._ttys = hangup.terminal_fds()
         self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
@@ -329,9 +330,16 @@ class Runner:
             for name, value in busy.items():
                 if procs[name].exitcode is not None:
                     continue  # its last mark may be left from the close it finished
-                if value.value and now - max(value.value, self._resumed_at) > self.stall_timeout:
+                mark = value.value
+                if not mark or now - max(mark, self._resumed_at) <= self.stall_timeout:
+                    continue
+                # A stall is the same mark seen past the timeout on two looks: one look alone once
+                # failed a run 4 s old as "no progress for 120 s", cause unknown (a clock jump in
+                # the VM?); a stage truly stuck still shows its mark at the next look.
+                if self._stale.get(name) == mark:
                     where = " while closing" if name in closing else ""
                     return name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1
+                self._stale[name] = mark
         return None
 
     @staticmethod

@@ -433,3 +433,27 @@ def test_a_stage_process_that_cannot_start_takes_down_those_started_before_it(sh
         runner.run()
     assert not multiprocessing.active_children()
     assert runner.processes["source"].exitcode is not None  # it had started, and was ended
+
+
+def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks():
+    """One look once failed a CI run 4 s old as "no progress for 120 s" (cause unknown: a clock
+    jump in the VM?). Here the marks are set by hand, as a stage process would set them: a mark
+    seen stale once is not yet a stall, a new mark starts again, the same mark twice is one."""
+    from types import SimpleNamespace
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    runner = Runner(load_graph("video_to_csv"), stall_timeout=120)
+    procs = {"detector": SimpleNamespace(exitcode=None)}
+    mark = SimpleNamespace(value=time.monotonic() - 200)
+
+    def look():
+        return runner._find_fault(procs, [], {}, {"detector": mark}, set())
+
+    assert look() is None
+    mark.value -= 1  # the stage took another packet, which is stuck as long
+    assert look() is None
+    assert look() == ("detector", "no progress for 120 s (stalled)", "", 1)
+    mark.value = time.monotonic()  # it moved on
+    assert look() is None
