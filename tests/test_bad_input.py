@@ -405,8 +405,8 @@ def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp
                                   "'source' (video) reads; writing it would destroy that input")
     assert short_clip.read_bytes() == before
 
-    code, err = run(f"source.path={short_clip}", "episodes.path=/dev/null", "csv.path=/dev/null",
-                    config=config)
+    code, err = run(f"source.path={short_clip}", "source.max_frames=3", "episodes.path=/dev/null",
+                    "csv.path=/dev/null", config=config)
     assert code == 0, err  # a device is not a file two stages fight over
 
 
