@@ -5,9 +5,12 @@ are moved to /dev/null first: a progress bar or a warning then cannot cut the cl
 Under ``nohup`` (SIGHUP ignored) nothing changes: the run goes on."""
 from __future__ import annotations
 
+import errno
 import os
 import signal
+from collections.abc import Callable
 from multiprocessing import resource_tracker
+from typing import Any, TextIO
 
 
 def terminal_fds() -> tuple[int, ...]:
@@ -25,6 +28,34 @@ def to_devnull(fds: tuple[int, ...]) -> None:
             os.dup2(devnull, fd)
     finally:
         os.close(devnull)
+
+
+class TerminalStream:
+    """A standard stream on a terminal that can go away with no SIGHUP reaching this process (a
+    job the shell was told to ``disown``, its window then closed): a write that fails with EIO
+    moves the stream to /dev/null, as a hangup does, and is dropped. A camera's reconnection
+    notice or a skipped frame's line then cannot end an unattended run."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._guarded(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def _guarded(self, call: Callable[..., Any], *args: Any) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            to_devnull((self._stream.fileno(),))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def ignored() -> bool:

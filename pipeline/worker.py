@@ -227,9 +227,12 @@ def _die_with_parent() -> None:
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
+    ttys = hangup.terminal_fds()
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
-        ttys = hangup.terminal_fds()
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
+    for stream, fd in (("stdout", 1), ("stderr", 2)):  # a terminal gone with no SIGHUP: see TerminalStream
+        if fd in ttys:
+            setattr(sys, stream, hangup.TerminalStream(getattr(sys, stream)))
     _die_with_parent()
     name = w.process
     stats = StageStats(name)
