@@ -232,4 +232,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    hangup.guard_terminal_streams(hangup.terminal_fds())  # a gap's line must not end a collector whose terminal left
     return Collector(args.bind, args.csv, args.publish, args.precision).run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any, TextIO
@@ -56,6 +57,14 @@ class TerminalStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def guard_terminal_streams(ttys: tuple[int, ...]) -> None:
+    """Wrap ``sys.stdout`` and ``sys.stderr`` in a TerminalStream where they are among ``ttys``
+    (asked with ``terminal_fds`` before any hangup), for a process that must outlive its terminal."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if fd in ttys:
+            setattr(sys, name, TerminalStream(getattr(sys, name)))
 
 
 def ignored() -> bool:

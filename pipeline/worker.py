@@ -230,9 +230,7 @@ def stage_main(w: Wiring) -> None:
     ttys = hangup.terminal_fds()
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
-    for stream, fd in (("stdout", 1), ("stderr", 2)):  # a terminal gone with no SIGHUP: see TerminalStream
-        if fd in ttys:
-            setattr(sys, stream, hangup.TerminalStream(getattr(sys, stream)))
+    hangup.guard_terminal_streams(ttys)  # a terminal gone with no SIGHUP: see TerminalStream
     _die_with_parent()
     name = w.process
     stats = StageStats(name)

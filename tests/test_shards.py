@@ -241,6 +241,43 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     ]
 
 
+
+def test_a_collector_whose_terminal_left_without_a_sighup_goes_on(tmp_path):
+    """A collector run as a job the shell was told to ``disown``: its window closes, no SIGHUP
+    comes, and the next line it said (a gap) failed with EIO and ended it, exit 1, its sequence
+    state lost. Now the line goes to /dev/null and it goes on. Its terminal is a real
+    pseudo-terminal, not its controlling one, whose leader is closed as a terminal emulator's is."""
+    import pty
+    import select
+
+    from fer_pipe.collect import STATE_SUFFIX
+
+    port, merged = free_port(), tmp_path / "merged.csv"
+    leader, follower = pty.openpty()
+    collector = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind",
+                                  f"tcp://127.0.0.1:{port}", "--csv", str(merged)], stdin=subprocess.DEVNULL,
+                                 stdout=follower, stderr=follower, start_new_session=True, preexec_fn=sighup_default)
+    os.close(follower)
+    screen = b""
+    while b"pulling on" not in screen and select.select([leader], [], [], 60)[0]:
+        screen += os.read(leader, 4096)
+    os.close(leader)  # the terminal is gone: writes to it fail from here on
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    for seq in (0, 1, 3, 4):  # seq 2 missing: a gap, said on the terminal that is gone
+        event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": 0.0, "faces": [],
+                 "seq": seq, "run": "r1"}
+        push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
+    push.close(linger=5000)
+    ctx.term()
+    try:
+        wait_for(lambda: rows_by_source(merged)["cam"] == 4, 60, "the events", collector)
+    finally:
+        code = end(collector)
+    assert code == 0
+    assert json.loads(Path(f"{merged}{STATE_SUFFIX}").read_text())
+
 def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_path):
     """A collector killed outright cannot say where it stopped; the one after it must not trust the
     numbers of an earlier clean stop (it would report the killed one's events as a gap), and a
