@@ -140,9 +140,12 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
                 todo.extend(graph.consumers(later))
         try:
             said = spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})
+            lines = [said] if isinstance(said, str) else list(said)
+            if not all(isinstance(line, str) for line in lines):
+                raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")
         except Exception as exc:  # noqa: BLE001  a plug-in's bug: said, not a traceback for every command
-            said = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
-        found += [(spec, str(message)) for message in ([said] if isinstance(said, str) else said)]
+            lines = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
+        found += [(spec, line) for line in lines]
     return found
 
 

@@ -9,7 +9,7 @@ import errno
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from multiprocessing import resource_tracker
 from typing import Any, TextIO
 
@@ -43,6 +43,10 @@ class TerminalStream:
     def write(self, text: str) -> int:
         self._guarded(self._stream.write, text)
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         self._guarded(self._stream.flush)

@@ -290,7 +290,15 @@ def test_a_plugins_graph_warnings_that_fails_or_returns_text_is_said_in_one_line
         def graph_warnings(cls, params, after):
             return "one warning"
 
+    class Forgot(Sink):
+        @classmethod
+        def graph_warnings(cls, params, after):
+            pass  # a return forgotten
+
     params = StageParams()
-    graph = Graph({"cam": StageSpec("cam", "cam", Cam, params), "out": StageSpec("out", "out", Out, params, ["cam"])})
-    assert [(spec.name, message) for spec, message in warnings(graph)] == [
-        ("cam", "could not check its place in the graph: KeyError: 'oops'"), ("out", "one warning")]
+    graph = Graph({"cam": StageSpec("cam", "cam", Cam, params), "out": StageSpec("out", "out", Out, params, ["cam"]),
+                   "forgot": StageSpec("forgot", "forgot", Forgot, params, ["cam"])})
+    assert sorted((spec.name, message) for spec, message in warnings(graph)) == [
+        ("cam", "could not check its place in the graph: KeyError: 'oops'"),
+        ("forgot", "could not check its place in the graph: TypeError: 'NoneType' object is not iterable"),
+        ("out", "one warning")]

@@ -246,3 +246,18 @@ def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plug
     assert decoded == len(frames)  # drained: both sinks got every frame the source read
     assert not wait_gone(kids)
 
+
+
+def test_a_terminal_stream_left_by_its_terminal_goes_to_dev_null():
+    """What a stage or the collector writes once its terminal is gone (EIO), by any of the
+    stream's write methods, goes to /dev/null instead of failing."""
+    from fer_pipe.hangup import TerminalStream
+
+    leader, follower = pty.openpty()
+    with open(follower, "w", buffering=1) as stream:
+        guarded = TerminalStream(stream)
+        os.close(leader)  # the terminal is gone
+        guarded.writelines(["a skipped frame\n", "a camera reconnecting\n"])
+        guarded.write("and a last line\n")
+        guarded.flush()
+        assert os.path.samestat(os.fstat(follower), os.stat(os.devnull))
