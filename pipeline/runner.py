@@ -36,6 +36,9 @@ from .worker import STOP_SIGNALS, Outbox, Wiring, stage_main
 GRACE_S = 3.0
 RESEND_S = 0.5
 POLL_S = 0.1
+STILL_S = 5.0
+"""A gap this long between two of the supervisor's looks means it was not running either: the
+machine or the VM was paused, or its clock jumped. The stall clocks restart, as at SIGCONT."""
 
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, Any]  # process name -> multiprocessing Value
@@ -70,6 +73,7 @@ class Runner:
         self._hung_up = False
         self._resumed_at = 0.0
         self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
+        self._last_look = 0.0
         self._ttys = hangup.terminal_fds()
         self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
@@ -327,6 +331,9 @@ class Runner:
             return died
         if self.stall_timeout > 0:
             now = time.monotonic()
+            if self._last_look and now - self._last_look > STILL_S:
+                self._resumed_at = now
+            self._last_look = now
             for name, value in busy.items():
                 if procs[name].exitcode is not None:
                     continue  # its last mark may be left from the close it finished
@@ -335,7 +342,8 @@ class Runner:
                     continue
                 # A stall is the same mark seen past the timeout on two looks: one look alone once
                 # failed a run 4 s old as "no progress for 120 s", cause unknown (a clock jump in
-                # the VM?); a stage truly stuck still shows its mark at the next look.
+                # the VM, which STILL_S covers, or a bad read); a stage truly stuck still shows
+                # its mark at the next look.
                 if self._stale.get(name) == mark:
                     where = " while closing" if name in closing else ""
                     return name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1
