@@ -37,11 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     status_every=args.status_every).run()
     try:
         report(result, args.quiet, args.debug)
-    except OSError as exc:
-        # stderr's reader left (`2>&1 | tee` on a closed terminal) or the terminal itself went
-        # away (EIO, a disowned job): the report has nowhere to go, and the run's code still counts
-        if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EIO:
-            raise
+    except BrokenPipeError:  # stderr's reader left (`2>&1 | tee` on a closed terminal): the code still counts
         to_devnull((sys.stderr.fileno(),))
     return result.exit_code
 

@@ -7,8 +7,8 @@ straight to the spot. YAML is only ever read with the safe loader.
 from __future__ import annotations
 
 import copy
-import json
 import datetime
+import json
 import os
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
@@ -190,7 +190,8 @@ def _set_value(raw: str, target: str) -> Any:
     dropped without a word, it sent a run's rows to a file named after part of the path."""
     comment = _comment_in(raw)
     if comment is not None:
-        example = "" if raw.lstrip()[:1] in ("'", '"', "[", "{", "-") else f": {target}='{raw.replace(chr(39), chr(39) * 2)}'"
+        quoted = raw.replace("'", "''")
+        example = "" if raw.lstrip()[:1] in ("'", '"', "[", "{", "-") else f": {target}='{quoted}'"
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
                           f"quote the value to keep it{example}")
     try:

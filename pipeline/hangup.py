@@ -67,7 +67,7 @@ def guard_terminal_streams(ttys: tuple[int, ...]) -> None:
     """Wrap ``sys.stdout`` and ``sys.stderr`` in a TerminalStream where they are among ``ttys``
     (asked with ``terminal_fds`` before any hangup), for a process that must outlive its terminal."""
     for name, fd in (("stdout", 1), ("stderr", 2)):
-        if fd in ttys:
+        if fd in ttys and not isinstance(getattr(sys, name), TerminalStream):
             setattr(sys, name, TerminalStream(getattr(sys, name)))
 
 

@@ -13,7 +13,6 @@ Before starting, it removes the frame rings that runs killed outright left (``ri
 """
 from __future__ import annotations
 
-import errno
 import multiprocessing as mp
 import queue
 import signal
@@ -21,7 +20,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,17 +92,6 @@ class Runner:
         self._signal = self._signal or signum
         self._signals_seen += 1
 
-    def _on_terminal(self, show: Callable[[], object]) -> None:
-        """Progress output. A terminal gone without a SIGHUP reaching the run (a job the shell
-        was told to ``disown``) fails each write with EIO: it is left as on SIGHUP, and the run
-        goes on to its end rather than failing halfway."""
-        try:
-            show()
-        except OSError as exc:
-            if exc.errno != errno.EIO:
-                raise
-            hangup.to_devnull(self._ttys)
-
     @staticmethod
     def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
         return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
@@ -137,6 +124,9 @@ class Runner:
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks
+            # the progress bar, status lines and report to a terminal gone without a SIGHUP (a
+            # job the shell was told to disown): left as on SIGHUP, and the run goes on to its end
+            hangup.guard_terminal_streams(self._ttys)
         ctx = mp.get_context("spawn")
         graph = self.graph
         names = {n: s.process_names() for n, s in graph.stages.items()}
@@ -257,8 +247,8 @@ class Runner:
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:
-                    self._on_terminal(lambda: bar.update(min(at_sinks) - bar.n))
-                self._on_terminal(status.tick)
+                    bar.update(min(at_sinks) - bar.n)
+                status.tick()
                 if failure is None:
                     failure = self._find_fault(procs, exited, done, busy, closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
@@ -288,8 +278,8 @@ class Runner:
             if bar is not None:
                 if failure is None and late_error is None and self._signal is None:
                     bar.total = bar.n  # the total was the container's estimate; every frame is in
-                    self._on_terminal(bar.refresh)
-                self._on_terminal(bar.close)
+                    bar.refresh()
+                bar.close()
             for proc in procs.values():
                 if proc.exitcode is None:
                     proc.kill()
