@@ -76,8 +76,7 @@ class PushSink(Sink):
         try:
             self._sock.connect(self.params.connect)
         except zmq.ZMQError as exc:  # tcp://*:PORT, an ipc path too long for a socket address
-            self._monitor.close(linger=0)
-            self._ctx.destroy(linger=0)  # a failed open is not closed by the runner
+            self._ctx.destroy(linger=0)  # its sockets too, the monitor's included: the runner closes no failed open
             raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
 
     def consume(self, packet: Packet) -> None:

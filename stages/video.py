@@ -160,7 +160,7 @@ class VideoSource(Source):
         end = max(self._played, 0)
         if self.params.max_frames:
             end = min(end, self.params.start + self.params.max_frames)
-        if end - index > _slack(end):
+        if end - index > max(NEAR_END, end // 100):
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); the {index - self.params.start} frames "
                              "before it were processed")
@@ -174,11 +174,6 @@ class VideoSource(Source):
 
     def close(self) -> None:
         self._cap.release()
-
-
-def _slack(frames: int) -> int:
-    """How far an estimated count of ``frames`` may be off, at most, and not be a fault."""
-    return max(NEAR_END, frames // 100)
 
 
 def _open(path: Path) -> cv2.VideoCapture:
