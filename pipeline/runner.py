@@ -1,8 +1,8 @@
 """The multi-process runner: one process per stage, bounded queues between them.
 
-The parent only supervises. It starts the stage processes (``spawn``, so TensorFlow and
-OpenCV state never leaks across a fork), watches their control messages and their process
-sentinels, and ends the run:
+The parent only supervises. It starts the stage processes (forked from a forkserver that has
+fer-pipe loaded and has done nothing else, so no model, capture or thread pool crosses a fork:
+see ``launch``), watches their control messages and their process sentinels, and ends the run:
 - normally, when every stage has reported ``done`` after end of stream;
 - on the first failure (a stage raised, died, or stalled past ``stall_timeout``): every other
   stage gets SIGTERM, which unwinds it through ``close`` so files are complete, and anything
@@ -23,7 +23,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import frames, hangup
+from . import frames, hangup, launch
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .ring_lease import RingLease, sweep_abandoned
@@ -127,8 +127,9 @@ class Runner:
             # the progress bar, status lines and report to a terminal gone without a SIGHUP (a
             # job the shell was told to disown): left as on SIGHUP, and the run goes on to its end
             hangup.guard_terminal_streams(self._ttys)
-        ctx = mp.get_context("spawn")
         graph = self.graph
+        ctx = launch.context(graph)
+        inherited = launch.Inherited()
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
         # One queue per (producer process, consumer process): what is in a queue is only its
@@ -155,13 +156,14 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                dropped[process], busy[process], slots, lease.segment_prefix(name))
+                                dropped[process], busy[process], slots, lease.segment_prefix(name), inherited)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
         # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
         # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
-        # unblocks once its handlers are in), and here a signal sent meanwhile stays pending
+        # unblocks once its handlers are in) from the forkserver, which the first start of this
+        # process starts and which keeps the mask it was started with, and here a signal sent meanwhile stays pending
         # and is noted when unblocked, so a stop that came during the start is not lost.
         deferred: list[int] = []
         previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS

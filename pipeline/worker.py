@@ -12,17 +12,17 @@ to the parent, which drains the graph instead.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import multiprocessing as mp
-import os
 import queue
 import selectors
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from multiprocessing.connection import wait
 from typing import Any
 
 import numpy as np
@@ -31,13 +31,11 @@ from . import frames, hangup
 from .config import MAX_QUEUE
 from .errors import UserError
 from .graph import StageSpec
+from .launch import Inherited
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
 from .stage import Sink, Source, Stage, StopRun, packets_of
 from .stats import StageStats
-
-
-PR_SET_PDEATHSIG = 1
 
 
 class Terminated(BaseException):
@@ -58,7 +56,7 @@ class Outbox:
 
 @dataclass
 class Wiring:
-    """Everything a stage process is handed by the runner (picklable for ``spawn``).
+    """Everything a stage process is handed by the runner, pickled when the process starts.
 
     ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
     ``inboxes`` holds one queue per process feeding it, each of which ends with one
@@ -76,6 +74,7 @@ class Wiring:
     busy_since: Any
     ring_slots: int
     ring_prefix: str
+    inherited: Inherited
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -117,8 +116,8 @@ _sigterm_ignored = False
 
 def _terminate(signum: int, frame: object) -> None:
     """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
-    are not cut short. They do come: the kernel sends the parent-death signal each time the
-    process is handed to a new parent, and a runner killed with SIGKILL dies thread by thread."""
+    are not cut short. They do come: a SIGTERM to the whole process group (``systemctl stop``)
+    reaches the stage, and the runner may send its own (a second stop, a failure elsewhere)."""
     global _sigterm_seen
     if _sigterm_ignored:
         return
@@ -134,7 +133,7 @@ def _ignore_sigterm() -> None:
     """From here on a SIGTERM does nothing. The handler stays and returns, rather than being
     replaced by SIG_IGN: CPython prints "Signal 15 ignored due to race condition" with a
     traceback when a SIGTERM that came while a Python handler was in place finds SIG_IGN by the
-    time Python runs it (seen after the runner was killed, with two parent-death signals)."""
+    time Python runs it (seen after the runner was killed, with two SIGTERMs)."""
     global _sigterm_ignored
     _sigterm_ignored = True
 
@@ -213,25 +212,33 @@ class _Emitter:
                 q.put(EndOfStream(sender))
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel send SIGTERM when the runner dies, even by SIGKILL or the OOM
-    killer: a stage blocked on a queue would otherwise wait for ever, orphaned."""
-    if not sys.platform.startswith("linux"):
-        return
+def _follow_parent() -> None:
+    """Be stopped as by a SIGTERM when the runner dies, even by SIGKILL or the OOM killer: a
+    stage blocked on a queue would otherwise wait for ever, orphaned. The parent's sentinel is a
+    pipe only the runner holds open, so it reads as ready once the runner is gone, however it
+    went; a thread waits on it and signals the main thread, which unwinds through ``close``."""
     parent = mp.parent_process()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if parent is not None and os.getppid() != parent.pid:  # it died before prctl took effect
-        sys.exit(1)
+    if parent is None:
+        return
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the group's signals are the main thread's
+        wait([parent.sentinel])
+        signal.pthread_kill(main, signal.SIGTERM)
+
+    threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()
 
 
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
+    w.inherited.apply()
     ttys = hangup.terminal_fds()
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
     hangup.guard_terminal_streams(ttys)  # a terminal gone with no SIGHUP: see TerminalStream
-    _die_with_parent()
+    _follow_parent()
     name = w.process
     stats = StageStats(name)
     stage: Stage | None = None
@@ -249,8 +256,8 @@ def stage_main(w: Wiring) -> None:
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         built = w.spec.build()
-        # a SIGTERM held back while a sink handles a frame asks for a stop too (the kernel's
-        # parent-death signal, when the runner was killed, says so in no other way)
+        # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
+        # gets when the runner dies, from ``_follow_parent``, says so in no other way)
         built.stop_requested = lambda: w.stop.is_set() or _HOLD.pending is not None
         built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
         try:

@@ -163,8 +163,9 @@ def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True)
                             env={**os.environ, **env}, start_new_session=True, preexec_fn=sighup_default)
 
 
-def children(pid: int) -> set[int]:
-    """Direct children of ``pid`` from /proc (every thread's children list)."""
+def descendants(pid: int) -> set[int]:
+    """Every process under ``pid`` from /proc (each thread's children lists, then theirs): the
+    stage processes are the children of the runner's forkserver, not of the runner."""
     found: set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -175,7 +176,7 @@ def children(pid: int) -> set[int]:
             found.update(int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return found
+    return found.union(*(descendants(child) for child in found))
 
 
 def alive(pid: int) -> bool:

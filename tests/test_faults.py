@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fer_pipe, read_frames, write_video
-from fault_plugin import (alive, assert_valid_prefix, children, fault_config, read_csv, start_run,
+from fault_plugin import (alive, assert_valid_prefix, descendants, fault_config, read_csv, start_run,
                           stats_row, wait_gone)
 from livetools import free_port, wait_for
 
@@ -154,7 +154,7 @@ def test_sigkill_of_a_stage_process(victim, plugin_env, short_clip, tmp_path):
     proc = start_run(config, plugin_env, quiet=False)
     faulty = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
     wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
-    kids = children(proc.pid)
+    kids = descendants(proc.pid)
     assert faulty in kids
     source = _source_pid(kids, short_clip)
     segments = _segments(source)
@@ -179,7 +179,7 @@ def test_hanging_stage_is_stopped_by_the_stall_timeout(plugin_env, short_clip, t
     out = tmp_path / "hang.csv"
     config = fault_config(tmp_path / "hang.yaml", short_clip, out, mode="hang", at=[12])
     proc = start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False)
-    kids = wait_for(lambda: len(children(proc.pid)) >= 4 and children(proc.pid))
+    kids = wait_for(lambda: len(descendants(proc.pid)) >= 4 and descendants(proc.pid))
     code, err = finish(proc, timeout=60)
     assert code == 1
     assert "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s (stalled)" in err
@@ -342,7 +342,7 @@ def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_d
                      plugin_env, quiet=False)
     try:
         wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10, 60, "10 frames", proc)
-        source = _source_pid(children(proc.pid), video)
+        source = _source_pid(descendants(proc.pid), video)
         os.kill(source, signal.SIGSTOP)
         time.sleep(1.2)
         os.kill(source, signal.SIGCONT)
@@ -381,7 +381,7 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     config = fault_config(tmp_path / "orphan.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen))
     proc = start_run(config, plugin_env)
     wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
-    kids = children(proc.pid)
+    kids = descendants(proc.pid)
     segments = _segments(_source_pid(kids, short_clip))
     proc.kill()
     _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end

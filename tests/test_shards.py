@@ -514,13 +514,13 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
     """The sink holds SIGTERM while it handles a frame, so the parent-death SIGTERM the kernel
     sends when the runner dies could not reach one blocked in its send: it outlived the run."""
-    from fault_plugin import children, wait_gone
+    from fault_plugin import descendants, wait_gone
 
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
     config = push_run_config(clip, free_port(), tmp_path / "push.yaml", classify=False, linger_s=0.5, sndhwm=1)
     run = start("run", str(config), "--quiet", log=tmp_path / "run.err")
     try:
-        kids = wait_for(lambda: len(children(run.pid)) >= 4 and children(run.pid), 60, "the stages", run)
+        kids = wait_for(lambda: len(descendants(run.pid)) >= 4 and descendants(run.pid), 60, "the stages", run)
         wait_for(lambda: not run.poll() and all(_state(k) == "S" for k in kids), 60, "the push sink to block")
         os.kill(run.pid, signal.SIGKILL)
         run.wait()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_plugin import assert_valid_prefix, children, fault_config, start_run, stats_row, wait_gone
+from fault_plugin import assert_valid_prefix, descendants, fault_config, start_run, stats_row, wait_gone
 from fer_pipe.frames import SHM
 from livetools import csv_rows, sighup_default, wait_for
 
@@ -28,7 +28,7 @@ def _start(tmp_path: Path, clip: Path, env: dict[str, str], delay_s: float, afte
     config = fault_config(tmp_path / "run.yaml", clip, out, delay_s=delay_s, seen_file=str(seen))
     proc = start_run(config, env, quiet=False)
     wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= after)
-    return proc, out, children(proc.pid)
+    return proc, out, descendants(proc.pid)
 
 
 @pytest.mark.parametrize("signum, to_group, code", [(signal.SIGINT, True, 130),
@@ -177,7 +177,7 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
     sent then (``systemctl stop`` just after a start) was lost and the run went on to its end.
     The signal is sent from inside the first process start (the one patched call), which makes
     the moment exact; the processes and the signal are real."""
-    from multiprocessing.context import SpawnProcess
+    from multiprocessing.context import ForkServerProcess
 
     from fer_pipe.config import load_graph
     from fer_pipe.runner import Runner
@@ -188,14 +188,14 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
         "detector": {"type": "haar", "inputs": ["source"]},
         "classifier": {"type": "classifier", "inputs": ["detector"]},
         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out)}}}})
-    start = SpawnProcess.start
+    start = ForkServerProcess.start
 
-    def start_after_a_sigterm(process: SpawnProcess) -> None:
-        monkeypatch.setattr(SpawnProcess, "start", start)
+    def start_after_a_sigterm(process: ForkServerProcess) -> None:
+        monkeypatch.setattr(ForkServerProcess, "start", start)
         os.kill(os.getpid(), signal.SIGTERM)
         start(process)
 
-    monkeypatch.setattr(SpawnProcess, "start", start_after_a_sigterm)
+    monkeypatch.setattr(ForkServerProcess, "start", start_after_a_sigterm)
     handler = signal.getsignal(signal.SIGTERM)
     result = Runner(graph, progress=False).run()
     assert (result.exit_code, result.message) == (143, "interrupted: drained and closed")
@@ -231,7 +231,7 @@ def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plug
     while not (seen.exists() and len(seen.read_text().split()) >= 5):  # reading, so that no write blocks
         if select.select([leader], [], [], 0.1)[0]:
             os.read(leader, 65536)
-    kids = children(proc.pid)
+    kids = descendants(proc.pid)
     os.close(leader)  # the terminal is gone: writes to it fail from here on
     if hangup:
         os.killpg(proc.pid, signal.SIGHUP)
