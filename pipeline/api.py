@@ -2,7 +2,7 @@
 
     from fer_pipe.api import results
 
-    if __name__ == "__main__":  # stage processes import this script, as spawned ones do
+    if __name__ == "__main__":  # stage processes are spawned: they import this script
         with results("configs/video_to_csv.yaml", overrides=["source.path=clip.mp4"]) as stream:
             for event in stream:
                 for face in event["faces"]:

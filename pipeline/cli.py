@@ -34,7 +34,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph = load_graph(args.config, args.set)
     _warn(graph)
     result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
-                    status_every=args.status_every).run()
+                    status_every=args.status_every, fork=True).run()
     try:
         report(result, args.quiet, args.debug)
     except BrokenPipeError:  # stderr's reader left (`2>&1 | tee` on a closed terminal): the code still counts

@@ -87,7 +87,7 @@ def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
         outputs.append(out_dir / "annotated.mp4")
         overrides.append(set_item("annotated.path", str(outputs[-1])))
     graph = load_graph(config, overrides)
-    result = Runner(graph, progress=not quiet).run()
+    result = Runner(graph, progress=not quiet, fork=True).run()
     report(result, quiet, debug=False)
     if result.exit_code:
         return result.exit_code

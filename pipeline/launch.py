@@ -1,68 +1,50 @@
-"""How the runner starts stage processes: forked from a forkserver that has fer-pipe loaded.
+"""How the runner starts stage processes: spawned, or forked from a forkserver in the CLI.
 
 A spawned stage process starts a fresh interpreter and imports numpy, OpenCV, pydantic and
-fer-pipe: about 0.65 s of CPU, paid by every stage of every run (a 5-frame run of a four-stage
-graph spent 2.3 of its 3.3 s there). A forkserver is a fresh interpreter too, started once per
-runner process with those modules imported and nothing else done (no model, no capture, no
-thread pool in use), so no state leaks across the fork; its children start in milliseconds.
+fer-pipe: about 0.65 s of CPU, paid by every stage of every run (a 5-frame run of
+``video_to_csv.yaml`` took 3.5 s, 2.2 s with its stages forked). A process that is fer-pipe's
+own and runs one graph (the CLI) forks them instead from a forkserver: a fresh interpreter too,
+that imports fer-pipe's modules and does nothing else (no model, capture or camera), started by
+the run itself, so it has the run's environment, streams and blocked stop signals, which the
+stages get from it as spawned ones would get them from the runner.
 
-Two things a spawned process would get from the runner as they are at that moment come from the
-forkserver's start instead, and ``Inherited`` hands them over: the environment and the standard
-output and error. They differ when one process runs several graphs (the Python API in a
-notebook, pytest capturing each test's output).
+Anywhere else (the Python API, in a host's process) the stages are spawned: the forkserver is
+one per interpreter, so sharing it would give the host's forkserver processes fer-pipe's
+blocked signals and a second run's stages the first run's environment.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from multiprocessing import reduction
+import signal
+from multiprocessing import forkserver as server
 from typing import Any
 
 from .graph import Graph
+from .worker import STOP_SIGNALS
 
-STREAMS = (1, 2)
 
-
-def context(graph: Graph) -> Any:
-    """The forkserver context, with the runner's worker and the graph's stage modules to load
-    when the forkserver starts (at the first run in this process; later runs import theirs)."""
+def context(graph: Graph, fork: bool) -> Any:
+    """The context that starts the graph's stage processes: with ``fork``, the forkserver's,
+    started now; spawn without it, or where the server cannot start (its socket's path is
+    longer than a Unix socket allows under a long TMPDIR, or there is no temporary folder)."""
+    if not fork:
+        return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["fer_pipe.worker", *sorted({s.cls.__module__ for s in graph.stages.values()})])
-    return ctx
-
-
-def _is_open(fd: int) -> bool:
+    # fer-pipe's own modules only: a plug-in's import runs in its stage's process, as when spawned
+    ctx.set_forkserver_preload(["fer_pipe.worker", *sorted({s.cls.__module__ for s in graph.stages.values()
+                                                             if s.cls.__module__.startswith("fer_pipe.")})])
+    # The server's sys.path starts with the folder it starts in (it is a `python -c`), and a
+    # csv.py there would stand in for the standard library's in every stage: it starts in /.
+    # Its children go to the runner's working folder before they run.
+    here = os.getcwd()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the server, and so the stages, keep it
+    os.chdir("/")
     try:
-        os.fstat(fd)
+        server.ensure_running()
     except OSError:
-        return False
-    return True
-
-
-class Inherited:
-    """The runner's environment and standard streams, made the stage process's by ``apply``.
-
-    The streams travel as file descriptors while the process starts (``DupFd``), so this is
-    pickled only by ``Process.start``.
-    """
-
-    def __init__(self) -> None:
-        self.environ = dict(os.environ)
-        self._fds: dict[int, int] = {}
-
-    def __getstate__(self) -> dict:
-        return {"environ": self.environ,
-                "streams": {fd: reduction.DupFd(fd) for fd in STREAMS if _is_open(fd)}}
-
-    def __setstate__(self, state: dict) -> None:
-        self.environ = state["environ"]
-        self._fds = {fd: dup.detach() for fd, dup in state["streams"].items()}
-
-    def apply(self) -> None:
-        if os.environ != self.environ:
-            os.environ.clear()
-            os.environ.update(self.environ)
-        for target, fd in self._fds.items():
-            os.dup2(fd, target)
-            os.close(fd)
-        self._fds = {}
+        return mp.get_context("spawn")
+    finally:
+        os.chdir(here)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    return ctx

@@ -1,8 +1,8 @@
 """The multi-process runner: one process per stage, bounded queues between them.
 
-The parent only supervises. It starts the stage processes (forked from a forkserver that has
-fer-pipe loaded and has done nothing else, so no model, capture or thread pool crosses a fork:
-see ``launch``), watches their control messages and their process sentinels, and ends the run:
+The parent only supervises. It starts the stage processes (spawned, or in the CLI forked from a
+forkserver that has only imported fer-pipe: see ``launch``), watches their control messages and
+their process sentinels, and ends the run:
 - normally, when every stage has reported ``done`` after end of stream;
 - on the first failure (a stage raised, died, or stalled past ``stall_timeout``): every other
   stage gets SIGTERM, which unwinds it through ``close`` so files are complete, and anything
@@ -60,8 +60,12 @@ class Runner:
     """Runs a checked graph; ``run()`` returns when every stage process has ended."""
 
     def __init__(self, graph: Graph, progress: bool = True, stall_timeout: float = 0.0,
-                 status_every: float = 0.0) -> None:
-        """``status_every``: say each stage's progress this often (seconds; 0: never)."""
+                 status_every: float = 0.0, fork: bool = False) -> None:
+        """``status_every``: say each stage's progress this often (seconds; 0: never). ``fork``:
+        fork the stage processes from a forkserver with fer-pipe loaded, which starts them in
+        milliseconds rather than 0.65 s of CPU each, where this process is fer-pipe's own and
+        runs this one graph (the CLI; see ``launch``)."""
+        self.fork = fork
         self.graph = graph
         self.progress = progress
         self.stall_timeout = stall_timeout
@@ -128,8 +132,7 @@ class Runner:
             # job the shell was told to disown): left as on SIGHUP, and the run goes on to its end
             hangup.guard_terminal_streams(self._ttys)
         graph = self.graph
-        ctx = launch.context(graph)
-        inherited = launch.Inherited()
+        ctx = launch.context(graph, self.fork)
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
         # One queue per (producer process, consumer process): what is in a queue is only its
@@ -156,15 +159,15 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                dropped[process], busy[process], slots, lease.segment_prefix(name), inherited)
+                                dropped[process], busy[process], slots, lease.segment_prefix(name))
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
         # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
         # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
-        # unblocks once its handlers are in) from the forkserver, which the first start of this
-        # process starts and which keeps the mask it was started with, and here a signal sent meanwhile stays pending
-        # and is noted when unblocked, so a stop that came during the start is not lost.
+        # unblocks once its handlers are in; a forkserver was started under it, and passes it
+        # on), and here a signal sent meanwhile stays pending and is noted when unblocked, so a
+        # stop that came during the start is not lost.
         deferred: list[int] = []
         previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS
                     if in_main and not (s == signal.SIGHUP and hangup.ignored())}

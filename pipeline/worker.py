@@ -31,7 +31,6 @@ from . import frames, hangup
 from .config import MAX_QUEUE
 from .errors import UserError
 from .graph import StageSpec
-from .launch import Inherited
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
 from .stage import Sink, Source, Stage, StopRun, packets_of
@@ -56,7 +55,7 @@ class Outbox:
 
 @dataclass
 class Wiring:
-    """Everything a stage process is handed by the runner, pickled when the process starts.
+    """Everything a stage process is handed by the runner (picklable for ``spawn``).
 
     ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
     ``inboxes`` holds one queue per process feeding it, each of which ends with one
@@ -74,7 +73,6 @@ class Wiring:
     busy_since: Any
     ring_slots: int
     ring_prefix: str
-    inherited: Inherited
 
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -233,7 +231,6 @@ def _follow_parent() -> None:
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _terminate)
-    w.inherited.apply()
     ttys = hangup.terminal_fds()
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))

@@ -386,7 +386,7 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     proc.kill()
     _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
     assert not wait_gone(kids, within=15), "stage processes outlived the runner"
-    assert "Traceback" not in err, err  # a second parent-death SIGTERM must not cut closing short
+    assert "Traceback" not in err, err  # a second SIGTERM must not cut closing short
     wait_for(lambda: not any(Path(s).exists() for s in segments), timeout=15)  # the resource tracker's job
     assert_valid_prefix(out)
 

@@ -1,78 +1,71 @@
-"""Stage processes are forked from a forkserver started at a process's first run; a later run in
-the same process still gives them the environment and standard streams of its own moment, as a
-freshly spawned process would get them."""
+"""The CLI forks its stage processes from a forkserver of its own (``fer_pipe.launch``): started
+under the run's blocked stop signals, in a folder where nothing shadows the standard library,
+and given up for spawn where its socket cannot be made."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
-from fault_plugin import install_distribution
+from fault_plugin import assert_valid_prefix, descendants, fault_config, start_run
+from livetools import wait_for
 
-PROBE = '''
-import os
-import sys
-
-from fer_pipe.messages import EXPRESSIONS, FRAME
-from fer_pipe.stage import Stage, StageParams
+CLI = str(Path(sys.executable).parent / "fer-pipe")  # the console script: its sys.path has no working folder
 
 
-class Probe(Stage):
-    """Says the PROBE variable on both standard streams when it opens."""
-    Params = StageParams
-    reads = FRAME
-    writes = EXPRESSIONS
-
-    def open(self):
-        print("out:", os.environ.get("PROBE"), flush=True)
-        print("err:", os.environ.get("PROBE"), file=sys.stderr, flush=True)
-
-    def process(self, packet):
-        packet.faces = []
-        return (packet,)
-'''
-
-TWO_RUNS = '''
-import os
-import sys
-
-from fer_pipe.config import load_graph
-from fer_pipe.runner import Runner
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def run(tag):
-    """One run with PROBE set to ``tag`` and this process's stdout and stderr in tag's files."""
-    os.environ["PROBE"] = tag
-    saved = os.dup(1), os.dup(2)
-    with open(tag + ".out", "w") as out, open(tag + ".err", "w") as err:
-        os.dup2(out.fileno(), 1)
-        os.dup2(err.fileno(), 2)
-        try:
-            code = Runner(load_graph(sys.argv[1]), progress=False).run().exit_code
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-    assert code == 0, code
+def _blocked(pid: int) -> set[int]:
+    mask = next(int(line.split()[1], 16) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("SigBlk:"))
+    return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
 
 
-if __name__ == "__main__":
-    run("first")
-    run("second")
-'''
+def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(plugin_env, short_clip, tmp_path):
+    """A signal to the process group while a stage starts stays pending until its handlers are
+    in; a forkserver started with them unblocked would pass that on to no stage."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    proc = start_run(fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen)),
+                     plugin_env)
+    try:
+        wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
+        servers = [pid for pid in descendants(proc.pid)  # its children have its command line too
+                   if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                   and _parent(pid) == proc.pid]
+        assert len(servers) == 1
+        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(servers[0])
+        assert len(descendants(servers[0])) == 3  # video, faulty and csv
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert assert_valid_prefix(out) == list(range(60))
 
 
-def test_a_second_run_in_one_process_gives_its_stages_that_moments_environment_and_streams(short_clip, tmp_path):
-    env = install_distribution(tmp_path / "plugin", "fer-probe", {"fer_probe.py": PROBE},
-                               "[fer_pipe.stages]\nprobe = fer_probe:Probe\n")
-    (tmp_path / "graph.yaml").write_text(
-        "stages:\n"
-        f"  source: {{type: video, params: {{path: '{short_clip}', max_frames: 2}}}}\n"
-        "  probe: {type: probe, inputs: [source]}\n"
-        f"  csv: {{type: csv, inputs: [probe], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
-    (tmp_path / "two_runs.py").write_text(TWO_RUNS)
-    done = subprocess.run([sys.executable, "two_runs.py", "graph.yaml"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=180, env={**os.environ, **env})
+def test_a_csv_py_in_the_working_folder_is_not_imported_into_the_stages(plugin_env, short_clip, tmp_path):
+    """The forkserver is a `python -c`, whose sys.path starts with the folder it starts in."""
+    (tmp_path / "csv.py").write_text('raise RuntimeError("the csv.py of the working folder was imported")\n')
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out)
+    done = subprocess.run([CLI, "run", str(config), "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **plugin_env})
     assert done.returncode == 0, done.stderr
-    for tag in ("first", "second"):
-        assert (tmp_path / f"{tag}.out").read_text().splitlines() == [f"out: {tag}"]
-        assert f"err: {tag}\n" in (tmp_path / f"{tag}.err").read_text()
+    assert assert_valid_prefix(out) == list(range(60))
+
+
+def test_a_tmpdir_too_long_for_the_forkservers_socket_falls_back_to_spawn(plugin_env, short_clip, tmp_path):
+    """The forkserver listens on a Unix socket under TMPDIR, whose path may be at most 107 bytes."""
+    tmp = tmp_path / ("t" * max(1, 100 - len(str(tmp_path))))
+    tmp.mkdir()
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out)
+    done = subprocess.run([CLI, "run", str(config), "--quiet"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env, "TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stderr
+    assert assert_valid_prefix(out) == list(range(60))

@@ -512,8 +512,8 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
 
 
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
-    """The sink holds SIGTERM while it handles a frame, so the parent-death SIGTERM the kernel
-    sends when the runner dies could not reach one blocked in its send: it outlived the run."""
+    """The sink holds SIGTERM while it handles a frame, so the SIGTERM a stage gets when the
+    runner dies could not reach one blocked in its send: it outlived the run."""
     from fault_plugin import descendants, wait_gone
 
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))

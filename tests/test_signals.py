@@ -177,7 +177,7 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
     sent then (``systemctl stop`` just after a start) was lost and the run went on to its end.
     The signal is sent from inside the first process start (the one patched call), which makes
     the moment exact; the processes and the signal are real."""
-    from multiprocessing.context import ForkServerProcess
+    from multiprocessing.context import SpawnProcess
 
     from fer_pipe.config import load_graph
     from fer_pipe.runner import Runner
@@ -188,14 +188,14 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
         "detector": {"type": "haar", "inputs": ["source"]},
         "classifier": {"type": "classifier", "inputs": ["detector"]},
         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(out)}}}})
-    start = ForkServerProcess.start
+    start = SpawnProcess.start
 
-    def start_after_a_sigterm(process: ForkServerProcess) -> None:
-        monkeypatch.setattr(ForkServerProcess, "start", start)
+    def start_after_a_sigterm(process: SpawnProcess) -> None:
+        monkeypatch.setattr(SpawnProcess, "start", start)
         os.kill(os.getpid(), signal.SIGTERM)
         start(process)
 
-    monkeypatch.setattr(ForkServerProcess, "start", start_after_a_sigterm)
+    monkeypatch.setattr(SpawnProcess, "start", start_after_a_sigterm)
     handler = signal.getsignal(signal.SIGTERM)
     result = Runner(graph, progress=False).run()
     assert (result.exit_code, result.message) == (143, "interrupted: drained and closed")

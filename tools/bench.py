@@ -71,7 +71,7 @@ import json, sys, time
 from fer_pipe.config import load_graph
 from fer_pipe.runner import Runner
 graph = load_graph(sys.argv[1], sys.argv[3:])
-result = Runner(graph, progress=False).run()
+result = Runner(graph, progress=False, fork=True).run()
 with open(sys.argv[2], "w") as fh:
     json.dump({"exit_code": result.exit_code, "message": result.message, "stats": result.stats,
                "runner_first_result_s": result.first_result_s, "runner_wall_s": result.wall_s}, fh)
