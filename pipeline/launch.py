@@ -24,11 +24,22 @@ from .graph import Graph
 from .worker import STOP_SIGNALS
 
 
+def _fds_per_process(graph: Graph) -> int:
+    """The most file descriptors a stage process is handed at its start, with room to spare: two
+    per queue it reads or writes, the control queue's two, the shared counters' arena and the
+    server's own four. A forkserver refuses 256 (one source feeding two stages of 64 workers)."""
+    workers = {name: len(spec.process_names()) for name, spec in graph.stages.items()}
+    queues = max(sum(workers[i] for i in spec.inputs) + sum(workers[c] for c in graph.consumers(name))
+                 for name, spec in graph.stages.items())
+    return 2 * queues + 16
+
+
 def context(graph: Graph, fork: bool) -> Any:
     """The context that starts the graph's stage processes: with ``fork``, the forkserver's,
     started now; spawn without it, or where the server cannot start (its socket's path is
-    longer than a Unix socket allows under a long TMPDIR, or there is no temporary folder)."""
-    if not fork:
+    longer than a Unix socket allows under a long TMPDIR, or there is no temporary folder) or
+    cannot hand a stage all its queues."""
+    if not fork or _fds_per_process(graph) >= server.MAXFDS_TO_SEND:
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
     # fer-pipe's own modules only: a plug-in's import runs in its stage's process, as when spawned

@@ -69,3 +69,19 @@ def test_a_tmpdir_too_long_for_the_forkservers_socket_falls_back_to_spawn(plugin
                           env={**os.environ, **plugin_env, "TMPDIR": str(tmp)})
     assert done.returncode == 0, done.stderr
     assert assert_valid_prefix(out) == list(range(60))
+
+
+def test_a_stage_with_more_queues_than_a_forkserver_can_hand_over_is_spawned(short_clip):
+    """A forkserver passes at most 256 file descriptors to a new process, two per queue: the
+    source here has 128 queues, one to each worker of its two consumers ("too many fds")."""
+    from fer_pipe import launch
+    from fer_pipe.config import load_graph
+
+    def branch(n: int) -> dict:
+        return {f"detector{n}": {"type": "haar", "inputs": ["source"], "workers": 64},
+                f"classifier{n}": {"type": "classifier", "inputs": [f"detector{n}"]},
+                f"csv{n}": {"type": "csv", "inputs": [f"classifier{n}"], "params": {"path": f"faces{n}.csv"}}}
+
+    graph = load_graph({"stages": {"source": {"type": "video", "params": {"path": str(short_clip)}},
+                                   **branch(1), **branch(2)}})
+    assert launch.context(graph, fork=True).get_start_method() == "spawn"
