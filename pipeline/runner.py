@@ -29,10 +29,9 @@ from .graph import Graph, StageSpec
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .status import StatusLine
-from .worker import STOP_SIGNALS, Outbox, Wiring, stage_main
+from .worker import RESEND_S, STOP_SIGNALS, Outbox, Wiring, stage_main
 
 GRACE_S = 3.0
-RESEND_S = 0.5
 POLL_S = 0.1
 STILL_S = 5.0
 """A gap this long between two of the supervisor's looks means it was not running either: the

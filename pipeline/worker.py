@@ -12,7 +12,9 @@ to the parent, which drains the graph instead.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import queue
 import selectors
 import signal
@@ -35,6 +37,11 @@ from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
 from .stage import Sink, Source, Stage, StopRun, packets_of
 from .stats import StageStats
+
+PR_SET_PDEATHSIG = 1
+RESEND_S = 0.5
+"""How often a stop by SIGTERM is said again, to a stage that has not ended (see ``_follow_parent``
+and the runner)."""
 
 
 class Terminated(BaseException):
@@ -212,18 +219,28 @@ class _Emitter:
 
 def _follow_parent() -> None:
     """Be stopped as by a SIGTERM when the runner dies, even by SIGKILL or the OOM killer: a
-    stage blocked on a queue would otherwise wait for ever, orphaned. The parent's sentinel is a
-    pipe only the runner holds open, so it reads as ready once the runner is gone, however it
-    went; a thread waits on it and signals the main thread, which unwinds through ``close``."""
+    stage blocked on a queue would otherwise wait for ever, orphaned.
+
+    A thread waits on the parent's sentinel, a pipe the runner holds open and so ready once it
+    is gone, then signals the main thread (which unwinds through ``close``) until it stops. A
+    forked stage's parent is the forkserver, which lives as long as its children, so the pipe is
+    its only way. A spawned stage's parent is the runner, and the kernel's parent-death signal
+    also covers a runner whose process forked a child that holds the pipe too (a host's
+    ``multiprocessing`` pool beside the Python API).
+    """
     parent = mp.parent_process()
     if parent is None:
         return
+    if sys.platform.startswith("linux") and os.getppid() == parent.pid:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     main = threading.main_thread().ident
 
     def watch() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the group's signals are the main thread's
         wait([parent.sentinel])
-        signal.pthread_kill(main, signal.SIGTERM)
+        while True:  # again and again, as the runner sends them: CPython 3.11 can leave one unhandled
+            signal.pthread_kill(main, signal.SIGTERM)
+            time.sleep(RESEND_S)
 
     threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()
 
@@ -235,7 +252,6 @@ def stage_main(w: Wiring) -> None:
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
     hangup.guard_terminal_streams(ttys)  # a terminal gone with no SIGHUP: see TerminalStream
-    _follow_parent()
     name = w.process
     stats = StageStats(name)
     stage: Stage | None = None
@@ -251,6 +267,7 @@ def stage_main(w: Wiring) -> None:
             out["dropped"] += stage.dropped
         return out
     try:
+        _follow_parent()
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         built = w.spec.build()
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage

@@ -165,7 +165,7 @@ def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True)
 
 def descendants(pid: int) -> set[int]:
     """Every process under ``pid`` from /proc (each thread's children lists, then theirs): the
-    stage processes are the children of the runner's forkserver, not of the runner."""
+    CLI's stage processes are the children of its forkserver, not of the runner."""
     found: set[int] = set()
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

@@ -520,7 +520,8 @@ def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clip
     config = push_run_config(clip, free_port(), tmp_path / "push.yaml", classify=False, linger_s=0.5, sndhwm=1)
     run = start("run", str(config), "--quiet", log=tmp_path / "run.err")
     try:
-        kids = wait_for(lambda: len(descendants(run.pid)) >= 4 and descendants(run.pid), 60, "the stages", run)
+        kids = wait_for(lambda: len(descendants(run.pid)) >= 5 and descendants(run.pid), 60,  # tracker, server, 3
+                        "the stages", run)
         wait_for(lambda: not run.poll() and all(_state(k) == "S" for k in kids), 60, "the push sink to block")
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
