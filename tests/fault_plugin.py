@@ -9,11 +9,14 @@ video -> faulty -> csv runs without the model and starts in a second or two.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from livetools import sighup_default
@@ -161,6 +164,18 @@ def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True)
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config), *flags, *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env}, start_new_session=True, preexec_fn=sighup_default)
+
+
+@contextlib.contextmanager
+def group_killed_at_exit(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """``proc`` for a ``with`` block; a run still going when it ends (an assertion failed, a stop
+    never came) is killed with its whole process group, so that none outlives its test."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
 
 def descendants(pid: int) -> set[int]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fer_pipe, read_frames, write_video
-from fault_plugin import (alive, assert_valid_prefix, descendants, fault_config, read_csv, start_run,
-                          stats_row, wait_gone)
+from fault_plugin import (alive, assert_valid_prefix, descendants, fault_config, group_killed_at_exit, read_csv,
+                          start_run, stats_row, wait_gone)
 from livetools import free_port, wait_for
 
 
@@ -340,17 +340,13 @@ def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_d
     out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
     proc = start_run(fault_config(tmp_path / "live.yaml", video, out, live=True, seen_file=str(seen)),
                      plugin_env, quiet=False)
-    try:
+    with group_killed_at_exit(proc):
         wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10, 60, "10 frames", proc)
         source = _source_pid(descendants(proc.pid), video)
         os.kill(source, signal.SIGSTOP)
         time.sleep(1.2)
         os.kill(source, signal.SIGCONT)
         code, err = finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert code == 0, err
     frames = [int(row[1]) for row in read_csv(out)[1]]
     gaps = [b - a - 1 for a, b in zip(frames, frames[1:])]

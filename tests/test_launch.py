@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fault_plugin import assert_valid_prefix, descendants, fault_config, start_run, wait_gone
+from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run,
+                          wait_gone)
 from livetools import wait_for
 
 CLI = str(Path(sys.executable).parent / "fer-pipe")  # the console script: its sys.path has no working folder
@@ -31,7 +32,7 @@ def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(p
     out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
     proc = start_run(fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen)),
                      plugin_env)
-    try:
+    with group_killed_at_exit(proc):
         wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
         servers = [pid for pid in descendants(proc.pid)  # its children have its command line too
                    if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -40,10 +41,6 @@ def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(p
         assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(servers[0])
         assert len(descendants(servers[0])) == 3  # video, faulty and csv
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 0, err
     assert assert_valid_prefix(out) == list(range(60))
 

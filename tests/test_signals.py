@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from fault_plugin import assert_valid_prefix, descendants, fault_config, start_run, stats_row, wait_gone
+from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run,
+                          stats_row, wait_gone)
 from fer_pipe.frames import SHM
 from livetools import csv_rows, sighup_default, wait_for
 
@@ -118,15 +119,11 @@ def test_a_sigterm_to_one_stage_stops_the_others_instead_of_leaving_them_waiting
     out, pid_file = tmp_path / "out.csv", tmp_path / "faulty.pid"
     config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.1, pid_file=str(pid_file))
     proc = start_run(config, plugin_env, quiet=False)
-    try:
+    with group_killed_at_exit(proc):
         wait_for(lambda: pid_file.exists(), 60, "the stage to open", proc)
         time.sleep(0.5)  # a few frames through
         os.kill(int(pid_file.read_text()), signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert proc.returncode == 143, err
     assert "fer-pipe: stage 'faulty' (faulty) was stopped by a SIGTERM of its own, so nothing could drain past " \
            "it: the run was stopped" in err
