@@ -122,7 +122,9 @@ _sigterm_ignored = False
 def _terminate(signum: int, frame: object) -> None:
     """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
     are not cut short. They do come: a SIGTERM to the whole process group (``systemctl stop``)
-    reaches the stage, and the runner may send its own (a second stop, a failure elsewhere)."""
+    reaches the stage, and the runner, or ``_follow_parent`` once the runner is gone, says it
+    again every RESEND_S until the stage ends (a spawned stage also gets the kernel's
+    parent-death signal)."""
     global _sigterm_seen
     if _sigterm_ignored:
         return
@@ -233,6 +235,8 @@ def _follow_parent() -> None:
         return
     if sys.platform.startswith("linux") and os.getppid() == parent.pid:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent.pid:  # it died before prctl took effect: stop when unblocked
+            signal.raise_signal(signal.SIGTERM)
     main = threading.main_thread().ident
 
     def watch() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -385,6 +387,57 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     assert "Traceback" not in err, err  # a second SIGTERM must not cut closing short
     wait_for(lambda: not any(Path(s).exists() for s in segments), timeout=15)  # the resource tracker's job
     assert_valid_prefix(out)
+
+
+FORKING_HOST = '''
+import os
+import sys
+import threading
+import time
+
+from fer_pipe.config import load_graph
+from fer_pipe.runner import Runner
+
+
+def fork_once_the_run_is_going(seen):
+    """A host's own child, forked mid-run as a multiprocessing pool would: it holds a copy of
+    every pipe the runner held, and outlives the host."""
+    while not (os.path.exists(seen) and len(open(seen).read().split()) >= 3):
+        time.sleep(0.05)
+    child = os.fork()
+    if child == 0:
+        time.sleep(120)
+        os._exit(0)
+    print(child, flush=True)
+
+
+if __name__ == "__main__":
+    threading.Thread(target=fork_once_the_run_is_going, args=(sys.argv[2],), daemon=True).start()
+    Runner(load_graph(sys.argv[1]), progress=False).run()
+'''
+
+
+def test_spawned_stages_end_with_their_killed_host_though_it_forked_during_the_run(plugin_env, short_clip,
+                                                                                    tmp_path):
+    """The Python API spawns; a host killed with SIGKILL after forking a child of its own left
+    the stages running while that child lived, when only the runner's pipe told them."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=1.0, seen_file=str(seen))
+    (tmp_path / "host.py").write_text(FORKING_HOST)
+    host = subprocess.Popen([sys.executable, "host.py", str(config), str(seen)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, env={**os.environ, **plugin_env}, start_new_session=True)
+    try:
+        assert host.stdout.readline().strip().isdigit()  # the host has forked its child
+        stages = {pid for pid in descendants(host.pid)
+                  if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+        assert len(stages) == 3
+        host.kill()
+        host.wait()
+        assert not wait_gone(stages, within=15), "a stage outlived its killed host"
+    finally:
+        os.killpg(host.pid, signal.SIGKILL)  # the forked child, and stages that outlived the host
+        host.communicate(timeout=60)
+
 
 
 def test_stage_processes_that_all_died_before_the_supervisor_looked_fail_the_run(short_clip, tmp_path,

@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_csv = out / "soak_rows.csv"
     graph = load_graph(args.config, [set_item("source.path", str(clip)), "source.realtime=true", "source.loop=true",
                                      set_item("csv.path", str(rows_csv)), *args.set])
-    runner = Runner(graph, progress=False, stall_timeout=120)
+    runner = Runner(graph, progress=False, stall_timeout=120, fork=True)  # as `fer-pipe run` starts its stages
     results = []
     thread = threading.Thread(target=lambda: results.append(runner.run()), name="soak-runner")
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
