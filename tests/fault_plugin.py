@@ -194,13 +194,18 @@ def descendants(pid: int) -> set[int]:
     return found.union(*(descendants(child) for child in found))
 
 
+def stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state, parent, ...), or [] once the
+    process is gone; the name is cut at its last ')', as it may hold spaces and brackets."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (ended, not yet reaped by init) counts as gone."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
+    return stat(pid)[:1] not in ([], ["Z"])
 
 
 def wait_gone(pids: set[int], within: float = 10.0) -> set[int]:

@@ -439,7 +439,6 @@ def test_spawned_stages_end_with_their_killed_host_though_it_forked_during_the_r
         host.communicate(timeout=60)
 
 
-
 def test_stage_processes_that_all_died_before_the_supervisor_looked_fail_the_run(short_clip, tmp_path,
                                                                                   monkeypatch):
     """A script run from stdin (`python - < script.py`) reported success with no output: its

@@ -9,14 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fault_plugin import assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run
+from fault_plugin import assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run, stat
 from livetools import wait_for
 
 CLI = str(Path(sys.executable).parent / "fer-pipe")  # the console script: its sys.path has no working folder
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def _blocked(pid: int) -> set[int]:
@@ -37,7 +33,7 @@ def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(p
         wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
         servers = [pid for pid in descendants(proc.pid)  # its children have its command line too
                    if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                   and _parent(pid) == proc.pid]
+                   and stat(pid)[1:2] == [str(proc.pid)]]
         assert len(servers) == 1
         assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(servers[0])
         assert len(descendants(servers[0])) == 3  # video, faulty and csv

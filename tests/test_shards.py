@@ -241,7 +241,6 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     ]
 
 
-
 def test_a_collector_whose_terminal_left_without_a_sighup_goes_on(tmp_path):
     """A collector run as a job the shell was told to ``disown``: its window closes, no SIGHUP
     comes, and the next line it said (a gap) failed with EIO and ended it, exit 1, its sequence
@@ -277,6 +276,7 @@ def test_a_collector_whose_terminal_left_without_a_sighup_goes_on(tmp_path):
         code = end(collector)
     assert code == 0
     assert json.loads(Path(f"{merged}{STATE_SUFFIX}").read_text())
+
 
 def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_path):
     """A collector killed outright cannot say where it stopped; the one after it must not trust the
@@ -514,7 +514,7 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
     """The sink holds SIGTERM while it handles a frame, so the SIGTERM a stage gets when the
     runner dies could not reach one blocked in its send: it outlived the run."""
-    from fault_plugin import descendants, wait_gone
+    from fault_plugin import descendants, stat, wait_gone
 
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
     config = push_run_config(clip, free_port(), tmp_path / "push.yaml", classify=False, linger_s=0.5, sndhwm=1)
@@ -522,20 +522,12 @@ def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clip
     try:
         kids = wait_for(lambda: len(descendants(run.pid)) >= 5 and descendants(run.pid), 60,  # tracker, server, 3
                         "the stages", run)
-        wait_for(lambda: not run.poll() and all(_state(k) == "S" for k in kids), 60, "the push sink to block")
+        wait_for(lambda: not run.poll() and all(stat(k)[:1] == ["S"] for k in kids), 60, "the push sink to block")
         os.kill(run.pid, signal.SIGKILL)
         run.wait()
         assert not wait_gone(kids, within=30), "a stage outlived the killed runner"
     finally:
         end(run, signal.SIGKILL)
-
-
-def _state(pid: int) -> str:
-    """A process's state letter from /proc (S: sleeping), or '' once it is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return ""
 
 
 def test_a_push_sink_behind_a_flapping_peer_still_delivers_when_the_collector_returns(monkeypatch):
