@@ -11,11 +11,14 @@ import inspect
 import sys
 import textwrap
 import traceback
+from typing import TYPE_CHECKING
 
 from .arguments import number
 from .errors import UserError
-from .graph import Graph, warnings
 from .hangup import to_devnull
+
+if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
+    from .graph import Graph
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
 """Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
@@ -69,6 +72,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _warn(graph: Graph) -> None:
+    from .graph import warnings
+
     for spec, message in warnings(graph):
         print(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) {message}",
               file=sys.stderr)
@@ -185,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command. A Ctrl-C in the half second of importing numpy, OpenCV and pydantic lands
+    in its ``try`` as exit 130, not as a traceback: this module imports none of them itself."""
     try:
         args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
     except KeyboardInterrupt:

@@ -244,7 +244,6 @@ def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plug
     assert not wait_gone(kids)
 
 
-
 def test_a_terminal_stream_left_by_its_terminal_goes_to_dev_null():
     """What a stage or the collector writes once its terminal is gone (EIO), by any of the
     stream's write methods, goes to /dev/null instead of failing."""
@@ -258,3 +257,24 @@ def test_a_terminal_stream_left_by_its_terminal_goes_to_dev_null():
         guarded.write("and a last line\n")
         guarded.flush()
         assert os.path.samestat(os.fstat(follower), os.stat(os.devnull))
+
+
+CTRL_C_AT_FIRST_NUMPY_IMPORT = """
+import os, signal, sys
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, CtrlC())
+from fer_pipe.cli import main
+sys.exit(main(["validate", sys.argv[1]]))
+"""
+
+
+def test_a_ctrl_c_while_the_command_imports_numpy_is_exit_130_without_a_traceback(tmp_path):
+    """Half a second of a command's start goes to importing numpy, OpenCV and pydantic; a Ctrl-C
+    then (a user who saw a typo) printed a KeyboardInterrupt traceback while the
+    command's own module imported them before ``main`` could catch it."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_AT_FIRST_NUMPY_IMPORT, "webcam.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (130, "")
