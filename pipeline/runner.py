@@ -65,6 +65,7 @@ class Runner:
         milliseconds rather than 0.65 s of CPU each, where this process is fer-pipe's own and
         runs this one graph (the CLI; see ``launch``)."""
         self.fork = fork
+        self._forked = False  # whether the stages of this run came from a forkserver
         self.graph = graph
         self.progress = progress
         self.stall_timeout = stall_timeout
@@ -132,6 +133,7 @@ class Runner:
             hangup.guard_terminal_streams(self._ttys)
         graph = self.graph
         ctx = launch.context(graph, self.fork)
+        self._forked = ctx.get_start_method() == "forkserver"
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
         # One queue per (producer process, consumer process): what is in a queue is only its
@@ -344,12 +346,19 @@ class Runner:
                 self._stale[name] = mark
         return None
 
-    @staticmethod
-    def _died(procs: Processes, names: list[str], done: dict[str, dict]) -> Failure | None:
-        """The first of ``names`` whose process ended without reporting done or stopped."""
+    def _died(self, procs: Processes, names: list[str], done: dict[str, dict]) -> Failure | None:
+        """The first of ``names`` whose process ended without reporting done or stopped.
+
+        A forked stage's exit code comes from the forkserver; once that server is gone (the OOM
+        killer, a stray ``kill``), multiprocessing says 255 for every stage still running, and
+        the run cannot stop them by their handles: each stops itself once this process ends."""
         for name in names:
             if name not in done:
-                code = procs[name].exitcode
+                proc = procs[name]
+                code = proc.exitcode
+                if self._forked and code == 255 and _running(proc.pid):
+                    return name, ("the forkserver that started the stage processes died, so the run could not "
+                                  "watch them; they stop, closing their files, as the run ends"), "", 1
                 how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 return name, f"its process died ({how})", "", 1
         return None
@@ -372,6 +381,15 @@ def _ring_slots(graph: Graph, source: str) -> int:
     queues = sum(graph.stages[c].workers * s.workers for s in specs for c in graph.consumers(s.name))
     held = sum(graph.queue_size * s.workers for s in specs if s.workers > 1)
     return graph.queue_size * queues + sum(s.workers for s in specs) + held + 2
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except OSError:
+        return False
 
 
 def _empty(q) -> bool:

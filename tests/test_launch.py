@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fault_plugin import assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run, stat
+from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run, stat,
+                          wait_gone)
 from livetools import wait_for
 
 CLI = str(Path(sys.executable).parent / "fer-pipe")  # the console script: its sys.path has no working folder
@@ -19,6 +20,15 @@ def _blocked(pid: int) -> set[int]:
     mask = next(int(line.split()[1], 16) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                 if line.startswith("SigBlk:"))
     return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
+
+
+def _server(runner: int) -> int:
+    """The runner's forkserver, its one child of that command line (the stages have it too)."""
+    servers = [pid for pid in descendants(runner)
+               if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+               and stat(pid)[1:2] == [str(runner)]]
+    assert len(servers) == 1
+    return servers[0]
 
 
 def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(plugin_env, short_clip, tmp_path):
@@ -31,15 +41,31 @@ def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(p
                      plugin_env)
     with group_killed_at_exit(proc):
         wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
-        servers = [pid for pid in descendants(proc.pid)  # its children have its command line too
-                   if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                   and stat(pid)[1:2] == [str(proc.pid)]]
-        assert len(servers) == 1
-        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(servers[0])
-        assert len(descendants(servers[0])) == 3  # video, faulty and csv
+        server = _server(proc.pid)
+        assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(server)
+        assert len(descendants(server)) == 3  # video, faulty and csv
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert assert_valid_prefix(out) == list(range(60))
+
+
+def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_files(plugin_env, short_clip,
+                                                                                  tmp_path):
+    """multiprocessing reads a forked stage's exit code from the server: with the server gone, it
+    says 255 for every stage still running, and the run said the source had died."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    proc = start_run(fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.1, seen_file=str(seen)),
+                     plugin_env)
+    with group_killed_at_exit(proc):
+        wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
+        server = _server(proc.pid)
+        stages = descendants(server)
+        os.kill(server, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "failed: the forkserver that started the stage processes died" in err.splitlines()[-1]
+    assert not wait_gone(stages)
+    assert assert_valid_prefix(out)  # whole rows, in order: the csv stage closed its file
 
 
 def test_a_csv_py_in_the_working_folder_is_not_imported_into_the_stages(plugin_env, short_clip, tmp_path):
