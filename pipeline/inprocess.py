@@ -15,15 +15,16 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet
-from .stage import Source, Stage, packets_of
+from .stage import Source, Stage, StopRun, packets_of, skipped_line
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -89,17 +90,33 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
 
 
 def run_graph(graph: Graph) -> None:
-    """Run a whole graph in this process, sources one after another."""
+    """Run a whole graph in this process, sources one after another.
+
+    A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
+    and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
+    skips."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
+    skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
     opened: list[Stage] = []
+
+    def process(name: str, packet: Packet) -> list[Packet]:
+        try:
+            return packets_of(stages[name].process(packet))
+        except (UserError, StopRun):
+            raise
+        except Exception as exc:
+            if name not in skipping:
+                raise
+            print(skipped_line(name, packet, exc), file=sys.stderr)
+            return []
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
             branches = consumers[name]
             copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
             for consumer, mine in zip(branches, copies):
-                push(consumer, packets_of(stages[consumer].process(mine)))
+                push(consumer, process(consumer, mine))
 
     try:
         for stage in stages.values():

@@ -214,3 +214,8 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
         if not isinstance(item, Packet):
             raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
     return out
+
+
+def skipped_line(stage: str, packet: Packet, exc: Exception) -> str:
+    """What a stage with ``on_error: skip`` says of a packet it dropped, in a run and in a batch task."""
+    return f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {type(exc).__name__}: {exc}"

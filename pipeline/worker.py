@@ -35,7 +35,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StopRun, packets_of
+from .stage import Sink, Source, Stage, StopRun, packets_of, skipped_line
 from .stats import StageStats
 
 PR_SET_PDEATHSIG = 1
@@ -489,8 +489,7 @@ class _Handler:
                 raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
                                    f"{exc}") from exc
             stats.skipped += 1
-            print(f"fer-pipe: stage {w.spec.name!r} skipped {item.source} frame {item.index}: "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            print(skipped_line(w.spec.name, item, exc), file=sys.stderr)
             out = []
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)

@@ -129,6 +129,29 @@ def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path, work
     assert [int(r.split(",")[1]) for r in rows] == [i for i in range(60) if i not in (7, 31)]
 
 
+IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
+                  "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
+"""What a batch task runs: the graph in its own process, stage after stage."""
+
+
+def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv(plugin_env, short_clip, tmp_path):
+    """A batch task failed its whole video, with no CSV, on the frame ``fer-pipe run`` skips."""
+    config = fault_config(tmp_path / "skip.yaml", short_clip, tmp_path / "run.csv", on_error="skip", mode="raise",
+                          at=[7, 31])
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    one = tmp_path / "one.csv"
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config), f"csv.path={one}"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "fer-pipe: stage 'faulty' skipped source frame 7: ValueError: injected fault on frame 7",
+        "fer-pipe: stage 'faulty' skipped source frame 31: ValueError: injected fault on frame 31"]
+    assert one.read_text() == (tmp_path / "run.csv").read_text()
+    assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == [i for i in range(60)
+                                                                                 if i not in (7, 31)]
+
+
 def _source_pid(kids: set[int], video: Path) -> int:
     """The stage process that has the video file open: the source."""
     for pid in kids:
