@@ -39,7 +39,8 @@ from typing import Any
 
 from .arguments import whole
 from .endpoints import is_loopback
-from .batch_task import Job, count_rows, job_config, refuse_shared_outputs, run_job, video_csv_stages
+from .batch_task import (Job, attempts_file, count_rows, job_config, refuse_shared_outputs, refuse_stateful_chunks,
+                         run_job, video_csv_stages)
 from .errors import InputError, UserError
 from .output_files import make_folder
 from .stages.csv_sink import COLUMNS
@@ -192,7 +193,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
 
 def _attempts(work: Path, job: Job) -> int:
     try:
-        with open(work / "attempts" / f"{job.name}.jsonl", encoding="utf-8") as fh:
+        with open(attempts_file(work, job), encoding="utf-8") as fh:
             return sum(1 for _ in fh)
     except FileNotFoundError:
         return 0
@@ -318,6 +319,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
     refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
+    if chunk_frames:
+        refuse_stateful_chunks(graph, origin)
     check_cluster(address)
     make_folder(out_dir, "--out")
     work = out_dir / WORK
@@ -358,7 +361,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
-            # this run's partial files of the input (a chunk's: NAME@START), not an earlier run's
+            # this run's partial files of the input (a chunk's: NAME@FIRST-LAST), not an earlier run's
             report.partial = [str(p) for p in (out_dir / f"{j.name}.partial.csv" for j in jobs[item]) if p.is_file()]
             report.rows = sum(count_rows(Path(p)) for p in report.partial)
             continue
@@ -385,6 +388,8 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         task = ray.remote(run_job).options(
             num_cpus=1, max_retries=max_retries, scheduling_strategy="SPREAD",
             retry_exceptions=[ConnectionError, TimeoutError])  # infrastructure hiccups; never bad input
+        for job in todo:  # an earlier run's attempts at it are not this run's retries
+            attempts_file(work, job).unlink(missing_ok=True)
         refs = {task.remote(data, origin, job, str(_part_path(work, job)), str(work)): job for job in todo}
         left = {}
         for job in todo:

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import ConfigError, UserError
 from .graph import Graph, file_key
+from .stage import Sink
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,14 @@ class Job:
 
     @property
     def name(self) -> str:
-        return self.key if not (self.start or self.max_frames) else f"{self.key}@{self.start}"
+        """``KEY``, or for a chunk ``KEY@FIRST-LAST`` (``KEY@FIRST-end``): a finished chunk's
+        part is reused by a rerun only for the same frames. Named by its start alone, a rerun
+        with another ``--chunk-frames`` took the first run's parts for its own, and the joined
+        CSV had frames twice."""
+        if not (self.start or self.max_frames):
+            return self.key
+        last = self.start + self.max_frames - 1 if self.max_frames else "end"
+        return f"{self.key}@{self.start}-{last}"
 
 
 def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
@@ -62,8 +70,22 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
                                   "remove the stage or set it to /dev/null")
 
 
+def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
+    """Refuse ``--chunk-frames`` where a stage between the source and the sinks keeps state from
+    one frame to the next (a tracker's tracks, a smoother's averages): each chunk's task starts
+    it afresh, so the joined CSV would not be the one ``fer-pipe run`` writes (faces the
+    tracker carries went missing after each chunk's start, and their track ids with them)."""
+    for spec in graph.stages.values():
+        if not (spec.is_source or issubclass(spec.cls, Sink) or spec.cls.parallel):
+            raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): --chunk-frames runs each "
+                              "chunk of a video in a task of its own, but this stage carries state from frame "
+                              "to frame, which would start afresh at every chunk; leave out --chunk-frames")
+
+
 def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
-    """The config of one task: the video and CSV paths, the frame range, and one thread per stage."""
+    """The config of one task: the video and CSV paths, the frame range, one thread per stage,
+    and the video read once, as fast as it decodes (``loop`` would never end a task, and
+    ``realtime`` would skip the frames it falls behind on)."""
     video, sink = video_csv_stages(config, origin)
     data = copy.deepcopy(config)
     stages = data["stages"]
@@ -71,18 +93,22 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
         if isinstance(body, dict) and isinstance(body.get("params"), dict) and "threads" in body["params"]:
             body["params"]["threads"] = 1
     source = stages[video].setdefault("params", {}) or {}
-    source.update(path=job.input, start=job.start, max_frames=job.max_frames)
+    source.update(path=job.input, start=job.start, max_frames=job.max_frames, loop=False, realtime=False)
     stages[video]["params"] = source
     stages[sink]["params"] = {**(stages[sink].get("params") or {}), "path": str(csv_path)}
     return data
 
 
+def attempts_file(work: Path, job: Job) -> Path:
+    return work / "attempts" / f"{job.name}.jsonl"
+
+
 def record_attempt(work: Path, job: Job, node: str) -> None:
     """One line per attempt, appended before any work, so retries show in the manifest."""
     line = json.dumps({"job": job.name, "pid": os.getpid(), "node": node, "time": time.time()})
-    folder = work / "attempts"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{job.name}.jsonl", "a", encoding="utf-8") as fh:
+    path = attempts_file(work, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import fer_pipe, fer_pipe_on_a_terminal, read_frames, write_video
 
+from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.inprocess import run_graph
 
@@ -146,7 +147,6 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert (out / "_SUCCESS").exists()
 
 
-
 def test_ctrl_c_says_what_is_kept(cluster, six_clips, tmp_path):
     """Exit 130 with nothing said: whether the work done so far was lost went unanswered. Six
     inputs, so tasks are still waiting when the signal comes (with three, the last one once ended
@@ -159,6 +159,7 @@ def test_ctrl_c_says_what_is_kept(cluster, six_clips, tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.splitlines()[-1] == (f"fer-pipe batch: interrupted; the tasks that finished are kept in "
                                        f"{out / '_work'}, and the same command again runs only the others")
+
 
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
@@ -256,6 +257,26 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
 
 
+def test_chunks_of_a_config_with_a_tracker_are_refused_before_any_task(six_clips, tmp_path):
+    """Each chunk's task starts the tracker afresh: the fast config's chunked CSV lost the faces
+    it carries between detections after every chunk's start, and their track ids."""
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "video_to_csv_fast",
+                    "--chunk-frames", "10", cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {shipped_configs() / 'video_to_csv_fast.yaml'}: stage 'track' (track): --chunk-frames "
+           "runs each chunk of a video in a task of its own, but this stage carries state from frame to frame, "
+           "which would start afresh at every chunk; leave out --chunk-frames\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_task_reads_its_video_once_whatever_the_configs_loop_and_realtime_say():
+    """A config made for a demo or a soak (loop: true) ran each task for ever; realtime: true
+    skipped the frames a task fell behind on."""
+    config = {"stages": {"source": {"type": "video", "params": {"path": "x.mp4", "loop": True, "realtime": True}},
+                         "csv": {"type": "csv", "inputs": ["source"], "params": {"path": "x.csv"}}}}
+    source = job_config(config, "run.yaml", Job("clip.mp4", "clip", 40, 20), Path("part.csv"))["stages"]["source"]
+    assert source["params"] == {"path": "clip.mp4", "start": 40, "max_frames": 20, "loop": False, "realtime": False}
+
 
 def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster, six_clips, tmp_path):
     """Given no address, Ray joins the cluster that RAY_ADDRESS (or the last `ray start` on the
@@ -313,3 +334,27 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     assert proc.returncode == 0, stderr
     assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
     assert not partial.exists() and (out / "_SUCCESS").exists()
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert entry["attempts"] == 1  # the failed run's attempt counted too, and read as a retry
+
+
+def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluster, six_clips, tmp_path):
+    """Finished chunks are kept for a rerun; named by their first frame alone, a rerun with
+    another --chunk-frames took the first run's chunk at frame 0 (frames 0-11) for its own
+    (0-7), and the joined CSV had frames 8-11 twice."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    whole = six_clips[0].read_bytes()
+    clip = videos / "cut.avi"
+    clip.write_bytes(whole[: len(whole) * 2 // 3])  # the chunks after the cut fail: the first run keeps the others
+    out = tmp_path / "out"
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "12")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr
+    assert any((out / "_work" / "parts").iterdir())  # chunks before the cut, kept
+
+    clip.write_bytes(whole)
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "8")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
