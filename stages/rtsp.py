@@ -8,6 +8,7 @@ frame; then the run fails with one line naming the URL.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -40,14 +41,26 @@ class RtspParams(SourceParams):
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
 
 
+SECRET_QUERY_NAME = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.IGNORECASE)
+"""Query parameters masked in log lines: many IP cameras take their credentials in the query
+(``/videostream.cgi?user=admin&pwd=...``), and the lines go to the journal."""
+
+
 def redact(url: str) -> str:
     """The URL without a password, for log lines. The user part ends at the last ``@`` before
-    the path, as FFmpeg reads it: a password may hold an ``@``, and a query may too."""
+    the path, as FFmpeg reads it: a password may hold an ``@``, and a query may too. The
+    values of query parameters named like secrets are masked too."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':')[0]}:***@{host}"
+    fields = [field.partition("=") for field in parts.query.split("&")]
+    query = "&".join(f"{name}=***" if sep and SECRET_QUERY_NAME.search(name) else name + sep + value
+                     for name, sep, value in fields)
+    if (netloc, query) == (parts.netloc, parts.query):
         return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':')[0]}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class RtspSource(Source):

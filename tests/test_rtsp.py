@@ -200,7 +200,12 @@ def test_password_is_not_logged():
     # before, the first '@' ended the user part: "ss" of this password was logged
     assert redact("rtsp://admin:p@ss@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
     # and an '@' in the query made a host:port look like a user and password
-    assert redact("rtsp://10.0.0.5:554/s1?auth=a:b@c") == "rtsp://10.0.0.5:554/s1?auth=a:b@c"
+    assert redact("rtsp://10.0.0.5:554/s1?channel=a:b@c") == "rtsp://10.0.0.5:554/s1?channel=a:b@c"
+    # credentials in the query, as many IP cameras take them, were logged in clear
+    assert (redact("http://10.0.0.5/videostream.cgi?user=admin&pwd=S3cret&rate=0")
+            == "http://10.0.0.5/videostream.cgi?user=admin&pwd=***&rate=0")
+    assert (redact("rtsp://admin:x@10.0.0.5/s1?token=abc&Password=def&flag")
+            == "rtsp://admin:***@10.0.0.5/s1?token=***&Password=***&flag")
 
 
 def _run_until_20_frames(server: RtspServer, tmp_path, give_up_after_s: float):
