@@ -1,4 +1,5 @@
-"""ZeroMQ endpoints: their form, and whether events sent there stay on this machine.
+"""ZeroMQ endpoints: their form, whether events sent there stay on this machine, and sockets
+that take them in either IP version.
 
 Events describe people's faces, so every network stage refuses a non-loopback address unless
 its config says ``public: true``; the checks live here so each stage applies the same rule.
@@ -6,6 +7,10 @@ its config says ``public: true``; the checks live here so each stage applies the
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zmq
 
 
 def tcp_host_port(endpoint: str) -> tuple[str, int] | None:
@@ -42,3 +47,16 @@ def check_private(endpoint: str, public: bool, advice: str = "") -> None:
     if where and not is_loopback(where[0]) and not public:
         raise ValueError(f"{endpoint} is not a loopback address: events about faces would leave "
                          f"this machine; set public: true to allow it{advice}")
+
+
+def tcp_endpoint(host: str, port: int) -> str:
+    """``tcp://HOST:PORT``, with an IPv6 address in the brackets ZeroMQ wants."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
+
+
+def dual_stack(sock: zmq.Socket) -> zmq.Socket:
+    """The socket, set to bind or connect to IPv6 addresses as well as IPv4 ones. ZeroMQ leaves
+    IPv6 off, and ``tcp://[::1]:5556``, which the checks above accept as loopback, failed in the
+    stage with "No such device"."""
+    sock.ipv6 = True
+    return sock

@@ -14,6 +14,7 @@ import sys
 import zmq
 
 from .arguments import endpoint, whole
+from .endpoints import dual_stack
 from .curve_keys import load_keys
 from .errors import InputError
 from .events import MALFORMED, decode, event_rows
@@ -39,7 +40,7 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
     if bool(server_key) != bool(client_keys):
         raise InputError("CURVE needs both --server-key and --client-keys")
-    sock = ctx.socket(zmq.SUB)
+    sock = dual_stack(ctx.socket(zmq.SUB))
     if server_key:
         sock.curve_serverkey = load_keys(server_key, secret=False)[0]
         sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True)

@@ -24,7 +24,7 @@ import zmq
 from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import CsvOutput
-from fer_pipe.endpoints import check_private
+from fer_pipe.endpoints import check_private, dual_stack, tcp_endpoint
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -51,7 +51,7 @@ class EpisodesParams(StageParams):
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> EpisodesParams:
         if self.publish:
-            check_private(f"tcp://{self.host}:{self.publish}", self.public)
+            check_private(tcp_endpoint(self.host, self.publish), self.public)
         return self
 
 
@@ -105,9 +105,9 @@ class EpisodesSink(Sink):
         # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
         if self.params.publish:
             self._context = zmq.Context()
-            self._socket = self._context.socket(zmq.PUB)
+            self._socket = dual_stack(self._context.socket(zmq.PUB))
             try:
-                self._socket.bind(f"tcp://{self.params.host}:{self.params.publish}")
+                self._socket.bind(tcp_endpoint(self.params.host, self.params.publish))
             except zmq.ZMQError as exc:
                 self._close_socket()
                 raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "

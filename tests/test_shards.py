@@ -649,3 +649,46 @@ def test_a_collector_that_took_every_event_and_then_left_is_not_reported_as_a_lo
     assert got == list(range(50))
     sink.close()
     assert capfd.readouterr().err.endswith(f"push sink 'push': run {sink.run}: 50 events to tcp://127.0.0.1:{port}\n")
+
+
+def test_every_network_stage_and_command_takes_the_ipv6_loopback(clips, tmp_path):
+    """``tcp://[::1]:PORT`` passes every loopback check, and then failed in the stage or the
+    command with "No such device" (ZeroMQ leaves IPv6 off): the zmq sink, the episodes
+    publisher, the push sink, the collector and the subscriber all take it now."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"this machine has no IPv6 loopback ({exc})")
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 10))
+    pull, republish, events, episodes = (free_port() for _ in range(4))
+    stages = {"source": {"type": "video", "params": {"path": str(clip)}},
+              "detector": {"type": "haar", "inputs": ["source"]},
+              "track": {"type": "track", "inputs": ["detector"]},
+              "classifier": {"type": "classifier", "inputs": ["track"]},
+              "smooth": {"type": "smooth", "inputs": ["classifier"]},
+              "push": {"type": "push", "inputs": ["smooth"], "params": {"connect": f"tcp://[::1]:{pull}"}},
+              "events": {"type": "zmq", "inputs": ["smooth"],
+                         "params": {"endpoint": f"tcp://[::1]:{events}", "wait_subscribers": 1}},
+              "episodes": {"type": "episodes", "inputs": ["smooth"],
+                           "params": {"path": str(tmp_path / "episodes.csv"), "publish": episodes, "host": "::1"}}}
+    config = tmp_path / "v6.yaml"
+    config.write_text(yaml.safe_dump({"stages": stages}))
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    collector = start("collect", "--bind", f"tcp://[::1]:{pull}", "--publish", f"tcp://[::1]:{republish}",
+                      "--csv", str(merged), log=log)
+    subscriber = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", f"tcp://[::1]:{events}",
+                                   "--count", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        out, err = subscriber.communicate(timeout=60)
+        assert subscriber.returncode == 0, err
+        assert json.loads(out)["source"] == "source"
+        wait_for(lambda: rows_by_source(merged)["source"] >= 10, 60, "the run's rows", collector)
+    finally:
+        subscriber.kill()
+        code = end(collector)
+    assert code == 0, log.read_text()
