@@ -31,16 +31,27 @@ def _server(runner: int) -> int:
     return servers[0]
 
 
+def _slowed_run(tmp_path: Path, clip: Path, env: dict[str, str], delay_s: float) -> tuple[subprocess.Popen, Path]:
+    """``fer-pipe run`` of video -> a plug-in stage slowed by ``delay_s`` per frame -> CSV, and its CSV."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", clip, out, delay_s=delay_s, seen_file=str(tmp_path / "seen.txt"))
+    return start_run(config, env), out
+
+
+def _frames_seen(tmp_path: Path) -> int:
+    """Frames the slowed stage of ``_slowed_run`` has taken so far."""
+    seen = tmp_path / "seen.txt"
+    return seen.read_text().count("\n") if seen.exists() else 0
+
+
 def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(plugin_env, short_clip, tmp_path):
     """A signal to the process group while a stage starts stays pending until its handlers are
     in: the stage gets the mask from the server. A server started with the signals unblocked
     would hand every stage an unblocked mask, and a Ctrl-C during its start would kill it
     half-started."""
-    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
-    proc = start_run(fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen)),
-                     plugin_env)
+    proc, out = _slowed_run(tmp_path, short_clip, plugin_env, delay_s=0.05)
     with group_killed_at_exit(proc):
-        wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
+        wait_for(lambda: _frames_seen(tmp_path) >= 3, 60, "the first frames", proc)
         server = _server(proc.pid)
         assert {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} <= _blocked(server)
         assert len(descendants(server)) == 3  # video, faulty and csv
@@ -53,11 +64,9 @@ def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_f
                                                                                   tmp_path):
     """multiprocessing reads a forked stage's exit code from the server: with the server gone, it
     says 255 for every stage still running, and the run said the source had died."""
-    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
-    proc = start_run(fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.1, seen_file=str(seen)),
-                     plugin_env)
+    proc, out = _slowed_run(tmp_path, short_clip, plugin_env, delay_s=0.1)
     with group_killed_at_exit(proc):
-        wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 3, 60, "the first frames", proc)
+        wait_for(lambda: _frames_seen(tmp_path) >= 3, 60, "the first frames", proc)
         server = _server(proc.pid)
         stages = descendants(server)
         os.kill(server, signal.SIGKILL)
