@@ -14,8 +14,8 @@ import sys
 import zmq
 
 from .arguments import endpoint, whole
-from .endpoints import dual_stack
 from .curve_keys import load_keys
+from .endpoints import dual_stack
 from .errors import InputError
 from .events import MALFORMED, decode, event_rows
 from .stages.csv_sink import COLUMNS
