@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import fer_pipe, fer_pipe_on_a_terminal, read_frames, write_video
 
@@ -47,11 +48,14 @@ def in_process_csv(clip: Path, out: Path, start: int = 0, max_frames: int = 0) -
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     """One Ray cluster for the module: starting one takes ~10 s on two cores. The head has no
-    CPUs, so every task runs on one of the two worker nodes."""
+    CPUs, so every task runs on one of the two worker nodes. Its nodes and the batch drivers
+    find the fault-injection plug-in (``slowed_config``)."""
+    from fault_plugin import install_plugin
+
     with pytest.MonkeyPatch.context() as env:
-        for name, value in LOOPBACK_RAY.items():
+        for name, value in {**LOOPBACK_RAY, **install_plugin(tmp_path_factory.mktemp("plugin"))}.items():
             env.setenv(name, value)
         c = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={
             "num_cpus": 0, "object_store_memory": 80 * MB, "include_dashboard": False,
@@ -63,6 +67,17 @@ def cluster():
             yield c
         finally:
             c.shutdown()
+
+
+def slowed_config(path: Path, delay_s: float) -> Path:
+    """configs/video_to_csv.yaml with a plug-in stage that sleeps ``delay_s`` per frame before the
+    CSV and changes nothing: its CSV is the config's, and a task is still running when a test
+    kills it (a 36-frame task took about a second, and sometimes ended before its node died)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["slow"] = {"type": "faulty", "inputs": ["classifier"], "params": {"delay_s": delay_s}}
+    config["stages"]["csv"]["inputs"] = ["slow"]
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def batch(*args: str) -> subprocess.Popen:
@@ -102,7 +117,8 @@ def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str 
 
 def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
-    proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
+    config = slowed_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address, "--config", str(config))
     first = running_attempt(out / "_work", out, proc)
     assert first is not None, "the batch ended before a task could be killed"
     os.kill(first["pid"], signal.SIGKILL)  # a task's process dies
@@ -149,10 +165,11 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
 
 def test_ctrl_c_says_what_is_kept(cluster, six_clips, tmp_path):
     """Exit 130 with nothing said: whether the work done so far was lost went unanswered. Six
-    inputs, so tasks are still waiting when the signal comes (with three, the last one once ended
-    before it, on a loaded machine)."""
+    inputs of a slowed config, so tasks are still running or waiting when the signal comes (with
+    three quick ones, the last one once ended before it)."""
     out = tmp_path / "out"
-    proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address)
+    config = slowed_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address, "--config", str(config))
     assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before it could be stopped"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
