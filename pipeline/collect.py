@@ -32,7 +32,7 @@ import zmq
 from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .endpoints import dual_stack
+from .endpoints import ipv6_for
 from .errors import InputError, OutputError
 from .events import MALFORMED, decode, event_rows
 
@@ -131,8 +131,8 @@ class Collector:
 
     def run(self) -> int:
         ctx = zmq.Context()
-        pull = dual_stack(ctx.socket(zmq.PULL))
-        pub = dual_stack(ctx.socket(zmq.PUB)) if self.publish else None
+        pull = ipv6_for(ctx.socket(zmq.PULL), self.bind)
+        pub = ipv6_for(ctx.socket(zmq.PUB), self.publish) if self.publish else None
         try:
             for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
                 if sock is not None:

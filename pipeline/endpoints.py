@@ -1,5 +1,5 @@
-"""ZeroMQ endpoints: their form, whether events sent there stay on this machine, and sockets
-that take them in either IP version.
+"""ZeroMQ endpoints: their form, whether events sent there stay on this machine, and the IP
+version of the socket that takes one.
 
 Events describe people's faces, so every network stage refuses a non-loopback address unless
 its config says ``public: true``; the checks live here so each stage applies the same rule.
@@ -50,13 +50,19 @@ def check_private(endpoint: str, public: bool, advice: str = "") -> None:
 
 
 def tcp_endpoint(host: str, port: int) -> str:
-    """``tcp://HOST:PORT``, with an IPv6 address in the brackets ZeroMQ wants."""
+    """``tcp://HOST:PORT``, with an IPv6 address in the brackets ZeroMQ wants (given with or
+    without them)."""
+    host = host.strip("[]")
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
-def dual_stack(sock: zmq.Socket) -> zmq.Socket:
-    """The socket, set to bind or connect to IPv6 addresses as well as IPv4 ones. ZeroMQ leaves
-    IPv6 off, and ``tcp://[::1]:5556``, which the checks above accept as loopback, failed in the
-    stage with "No such device"."""
-    sock.ipv6 = True
+def ipv6_for(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
+    """The socket, with IPv6 on where ``endpoint`` is an IPv6 address (``tcp://[::1]:5556``),
+    which the checks above accept as loopback: ZeroMQ leaves IPv6 off, and it failed in the
+    stage with "No such device". Only there: with IPv6 on, ZeroMQ resolves ``localhost`` and an
+    interface name to their IPv6 address first (a collector on 127.0.0.1 then gets nothing)
+    and binds ``*`` on IPv6 too."""
+    where = tcp_host_port(endpoint)
+    if where and ":" in where[0]:
+        sock.ipv6 = True
     return sock

@@ -15,7 +15,7 @@ import zmq
 
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
-from .endpoints import dual_stack
+from .endpoints import ipv6_for
 from .errors import InputError
 from .events import MALFORMED, decode, event_rows
 from .stages.csv_sink import COLUMNS
@@ -40,7 +40,7 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
     if bool(server_key) != bool(client_keys):
         raise InputError("CURVE needs both --server-key and --client-keys")
-    sock = dual_stack(ctx.socket(zmq.SUB))
+    sock = ipv6_for(ctx.socket(zmq.SUB), endpoint)
     if server_key:
         sock.curve_serverkey = load_keys(server_key, secret=False)[0]
         sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True)

@@ -24,7 +24,7 @@ import zmq
 from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import CsvOutput
-from fer_pipe.endpoints import check_private, dual_stack, tcp_endpoint
+from fer_pipe.endpoints import check_private, ipv6_for, tcp_endpoint
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -105,9 +105,10 @@ class EpisodesSink(Sink):
         # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
         if self.params.publish:
             self._context = zmq.Context()
-            self._socket = dual_stack(self._context.socket(zmq.PUB))
+            endpoint = tcp_endpoint(self.params.host, self.params.publish)
+            self._socket = ipv6_for(self._context.socket(zmq.PUB), endpoint)
             try:
-                self._socket.bind(tcp_endpoint(self.params.host, self.params.publish))
+                self._socket.bind(endpoint)
             except zmq.ZMQError as exc:
                 self._close_socket()
                 raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "

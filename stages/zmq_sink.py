@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from zmq.auth.thread import ThreadAuthenticator
 
 from fer_pipe.curve_keys import check_client_folder, load_keys
-from fer_pipe.endpoints import check_form, check_private, dual_stack, is_loopback, tcp_host_port
+from fer_pipe.endpoints import check_form, check_private, ipv6_for, is_loopback, tcp_host_port
 from fer_pipe.errors import InputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
@@ -96,7 +96,7 @@ class ZmqSink(Sink):
         self._last_sent: dict[str, float] = {}
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
-        self._sock = dual_stack(self._ctx.socket(zmq.XPUB))
+        self._sock = ipv6_for(self._ctx.socket(zmq.XPUB), p.endpoint)
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for wait_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, p.sndhwm)

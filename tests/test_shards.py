@@ -671,7 +671,7 @@ def test_every_network_stage_and_command_takes_the_ipv6_loopback(clips, tmp_path
               "events": {"type": "zmq", "inputs": ["smooth"],
                          "params": {"endpoint": f"tcp://[::1]:{events}", "wait_subscribers": 1}},
               "episodes": {"type": "episodes", "inputs": ["smooth"],
-                           "params": {"path": str(tmp_path / "episodes.csv"), "publish": episodes, "host": "::1"}}}
+                           "params": {"path": str(tmp_path / "episodes.csv"), "publish": episodes, "host": "[::1]"}}}
     config = tmp_path / "v6.yaml"
     config.write_text(yaml.safe_dump({"stages": stages}))
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
