@@ -39,7 +39,7 @@ machine or the VM was paused, or its clock jumped. The stall clocks restart, as 
 
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, Any]  # process name -> multiprocessing Value
-Failure = tuple[str, str, str, int]  # process, message, traceback, exit code
+Failure = tuple[str | None, str, str, int]  # process (None: the run itself), message, traceback, exit code
 
 
 @dataclass
@@ -299,9 +299,9 @@ class Runner:
         failure = failure or late_error
         if failure is not None:
             process, message, tb, code = failure
-            spec = graph.stages[self._stage_of[process]]
-            return RunResult(code, stats, f"stage {process!r} ({spec.type_name}) failed: {message}", tb,
-                             first_result, also=also)
+            if process is not None:
+                message = f"stage {process!r} ({graph.stages[self._stage_of[process]].type_name}) failed: {message}"
+            return RunResult(code, stats, message, tb, first_result, also=also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
@@ -356,8 +356,8 @@ class Runner:
             if name not in done:
                 proc = procs[name]
                 code = proc.exitcode
-                if self._forked and code == 255 and _running(proc.pid):
-                    return name, ("the forkserver that started the stage processes died, so the run could not "
+                if self._forked and code == 255 and _running(proc.pid):  # not this stage's fault
+                    return None, ("the forkserver that started the stage processes died, so the run could not "
                                   "watch them; they stop, closing their files, as the run ends"), "", 1
                 how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
                 return name, f"its process died ({how})", "", 1
