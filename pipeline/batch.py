@@ -16,8 +16,8 @@ after task retries, which is the one thing this module must never do.
 On a multi-node cluster (``--address``), ``OUT`` and the inputs must be on storage every
 node sees at the same path, and fer-pipe must be installed on every node.
 
-This module is the driver (planning, Ray, progress, manifest); what a task runs is in
-``batch_task``.
+This module is the driver (checks of the config, planning, Ray, progress, manifest); what a
+task runs is in ``batch_task``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -38,11 +39,12 @@ from types import ModuleType
 from typing import Any
 
 from .arguments import whole
+from .batch_task import Job, attempts_file, count_rows, job_config, run_job, video_csv_stages
 from .endpoints import is_loopback
-from .batch_task import (Job, attempts_file, count_rows, job_config, refuse_shared_outputs, refuse_stateful_chunks,
-                         run_job, video_csv_stages)
-from .errors import InputError, UserError
+from .errors import ConfigError, InputError, UserError
+from .graph import Graph, file_key
 from .output_files import make_folder
+from .stage import Sink
 from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
@@ -70,6 +72,11 @@ class InputReport:
     attempts: int = 0
     seconds: float = 0.0
     chunks: int = 1
+    chunks_run: int = 0
+    """Chunks this run ran; the others were done by an earlier run. More attempts than these
+    means a retry."""
+    skipped: int = 0
+    """Frames a stage with ``on_error: skip`` dropped (gaps in the CSV), in the chunks this run ran."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
     """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
@@ -304,6 +311,31 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
+    """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
+    write that one path at once (and over a file the user had there)."""
+    for spec in graph.stages.values():
+        for param in spec.cls.output_paths if spec.name != sink else ():
+            path = getattr(spec.params, param)
+            if file_key(path) is not None:
+                raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): params.{param}: fer-pipe "
+                                  f"batch writes one CSV per video, but every task would write {path}; "
+                                  "remove the stage or set it to /dev/null")
+
+
+def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
+    """Refuse ``--chunk-frames`` where a stage between the source and the sinks keeps state from
+    one frame to the next (a tracker's tracks, a smoother's averages): each chunk's task starts
+    it afresh, so the joined CSV would not be the one ``fer-pipe run`` writes (faces the
+    tracker carries went missing after each chunk's start, and their track ids with them)."""
+    for spec in graph.stages.values():
+        if not (spec.is_source or issubclass(spec.cls, Sink) or spec.cls.parallel):
+            raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): --chunk-frames runs each "
+                              "chunk of a video in a task of its own, but this stage is not declared parallel: "
+                              "it may carry state from frame to frame, which would start afresh at every "
+                              "chunk; leave out --chunk-frames")
+
+
 def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
               max_retries: int = 3, quiet: bool = False) -> int:
@@ -337,7 +369,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         if Path(report.csv).is_file():
             report.status, report.rows = "skipped", count_rows(Path(report.csv))
             continue
-        todo += [j for j in item_jobs if not _part_path(work, j).is_file()]
+        mine = [j for j in item_jobs if not _part_path(work, j).is_file()]
+        report.chunks_run = len(mine)
+        todo += mine
 
     started = time.monotonic()
     pending_inputs = [i for i, r in reports.items() if r.status == "pending"]
@@ -372,7 +406,18 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             os.replace(parts[0], report.csv)
             report.rows = count_rows(Path(report.csv))
         report.status = "done"
+        _remove_partials(out_dir, Path(item).stem)
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
+
+
+def _remove_partials(out_dir: Path, key: str) -> None:
+    """The rows an earlier run kept of an input it failed (``KEY.partial.csv``, a chunk's
+    ``KEY@FIRST-LAST.partial.csv``), once its CSV is whole: left beside it, a reader of
+    ``OUT/*.csv`` got their frames twice. A chunk of another plan has another name."""
+    name = re.compile(rf"{re.escape(key)}(@\d+-(\d+|end))?\.partial\.csv")
+    for path in out_dir.glob("*.partial.csv"):
+        if name.fullmatch(path.name):
+            path.unlink(missing_ok=True)
 
 
 def _part_path(work: Path, job: Job) -> Path:
@@ -403,7 +448,9 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                 report = reports[job.input]
                 report.attempts += _attempts(work, job)
                 try:
-                    report.seconds += ray.get(ref)
+                    done = ray.get(ref)
+                    report.seconds += done.seconds
+                    report.skipped += done.skipped
                 except Exception as exc:  # a task's failure, after Ray's own retries
                     message, bad_input = _failure(exc)
                     if report.status != "failed":
@@ -435,6 +482,10 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     os.replace(temp, out_dir / MANIFEST)
     for report in failed:
         print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
+    for report in reports.values():
+        if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
+            print(f"fer-pipe: batch: {report.input}: {report.skipped} frame(s) skipped by a stage with "
+                  "on_error: skip, each a gap in its CSV", file=sys.stderr)
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
     else:
@@ -443,7 +494,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         (out_dir / SUCCESS).touch()
     if not quiet:  # after the failures too: what did get done, and where the manifest is
         done = [r for r in reports.values() if r.status == "done"]
-        retries = sum(max(0, r.attempts - r.chunks) for r in done)
+        retries = sum(max(0, r.attempts - r.chunks_run) for r in done)
         print(f"fer-pipe batch: {len(done)} done ({retries} retried), {len(failed)} failed, "
               f"{len(reports) - len(done) - len(failed)} already there, in {seconds:.1f} s; manifest "
               f"{out_dir / MANIFEST}", file=sys.stderr)

@@ -14,11 +14,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigError, UserError
-from .graph import Graph, file_key
-from .stage import Sink
 
 
 @dataclass(frozen=True)
@@ -58,30 +56,6 @@ def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
     return videos[0], csvs[0]
 
 
-def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
-    """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
-    write that one path at once (and over a file the user had there)."""
-    for spec in graph.stages.values():
-        for param in spec.cls.output_paths if spec.name != sink else ():
-            path = getattr(spec.params, param)
-            if file_key(path) is not None:
-                raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): params.{param}: fer-pipe "
-                                  f"batch writes one CSV per video, but every task would write {path}; "
-                                  "remove the stage or set it to /dev/null")
-
-
-def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
-    """Refuse ``--chunk-frames`` where a stage between the source and the sinks keeps state from
-    one frame to the next (a tracker's tracks, a smoother's averages): each chunk's task starts
-    it afresh, so the joined CSV would not be the one ``fer-pipe run`` writes (faces the
-    tracker carries went missing after each chunk's start, and their track ids with them)."""
-    for spec in graph.stages.values():
-        if not (spec.is_source or issubclass(spec.cls, Sink) or spec.cls.parallel):
-            raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): --chunk-frames runs each "
-                              "chunk of a video in a task of its own, but this stage carries state from frame "
-                              "to frame, which would start afresh at every chunk; leave out --chunk-frames")
-
-
 def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
     """The config of one task: the video and CSV paths, the frame range, one thread per stage,
     and the video read once, as fast as it decodes (``loop`` would never end a task, and
@@ -100,6 +74,8 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
 
 
 def attempts_file(work: Path, job: Job) -> Path:
+    """Where the attempts at ``job`` are recorded, one line each: they are how the driver tells
+    a retry, which Ray does not report."""
     return work / "attempts" / f"{job.name}.jsonl"
 
 
@@ -119,9 +95,14 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in fh) - 1)
 
 
-def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> float:
-    """The body of one task: run the graph in this process into a temporary CSV, then rename it;
-    returns the seconds it took.
+class JobDone(NamedTuple):
+    seconds: float
+    skipped: int
+    """Packets a stage with ``on_error: skip`` dropped: the task's own lines go to Ray's logs."""
+
+
+def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> JobDone:
+    """The body of one task: run the graph in this process into a temporary CSV, then rename it.
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
@@ -141,7 +122,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     started = time.perf_counter()
     temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
     try:
-        run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
+        skipped = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
         (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
     except UserError as exc:
@@ -152,4 +133,4 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         raise
     finally:
         temp.unlink(missing_ok=True)
-    return time.perf_counter() - started
+    return JobDone(time.perf_counter() - started, skipped)

@@ -89,18 +89,20 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     return out
 
 
-def run_graph(graph: Graph) -> None:
-    """Run a whole graph in this process, sources one after another.
+def run_graph(graph: Graph) -> int:
+    """Run a whole graph in this process, sources one after another; the packets skipped.
 
     A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
     and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
-    skips."""
+    skips. The count is for a caller whose stderr nobody reads (a Ray task's)."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
+    skipped = 0
     opened: list[Stage] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
+        nonlocal skipped
         try:
             return packets_of(stages[name].process(packet))
         except (UserError, StopRun):
@@ -109,6 +111,7 @@ def run_graph(graph: Graph) -> None:
             if name not in skipping:
                 raise
             print(skipped_line(name, packet, exc), file=sys.stderr)
+            skipped += 1
             return []
 
     def push(name: str, packets: Iterable[Packet]) -> None:
@@ -130,3 +133,4 @@ def run_graph(graph: Graph) -> None:
     finally:
         for stage in reversed(opened):
             stage.close()
+    return skipped

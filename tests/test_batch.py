@@ -51,7 +51,7 @@ def in_process_csv(clip: Path, out: Path, start: int = 0, max_frames: int = 0) -
 def cluster(tmp_path_factory):
     """One Ray cluster for the module: starting one takes ~10 s on two cores. The head has no
     CPUs, so every task runs on one of the two worker nodes. Its nodes and the batch drivers
-    find the fault-injection plug-in (``slowed_config``)."""
+    find the fault-injection plug-in (``faulty_config``)."""
     from fault_plugin import install_plugin
 
     with pytest.MonkeyPatch.context() as env:
@@ -69,13 +69,15 @@ def cluster(tmp_path_factory):
             c.shutdown()
 
 
-def slowed_config(path: Path, delay_s: float) -> Path:
-    """configs/video_to_csv.yaml with a plug-in stage that sleeps ``delay_s`` per frame before the
-    CSV and changes nothing: its CSV is the config's, and a task is still running when a test
-    kills it (a 36-frame task took about a second, and sometimes ended before its node died)."""
+def faulty_config(path: Path, on_error: str = "stop", **params: object) -> Path:
+    """configs/video_to_csv.yaml with the fault-injection plug-in stage before the CSV. With
+    ``delay_s`` alone it sleeps per frame and changes nothing: its CSV is the config's, and a
+    task is still running when a test kills it (a 36-frame task took about a second, and
+    sometimes ended before its node died)."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["stages"]["slow"] = {"type": "faulty", "inputs": ["classifier"], "params": {"delay_s": delay_s}}
-    config["stages"]["csv"]["inputs"] = ["slow"]
+    config["stages"]["faulty"] = {"type": "faulty", "inputs": ["classifier"], "on_error": on_error,
+                                  "params": params}
+    config["stages"]["csv"]["inputs"] = ["faulty"]
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -117,7 +119,7 @@ def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str 
 
 def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
-    config = slowed_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
     proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address, "--config", str(config))
     first = running_attempt(out / "_work", out, proc)
     assert first is not None, "the batch ended before a task could be killed"
@@ -168,7 +170,7 @@ def test_ctrl_c_says_what_is_kept(cluster, six_clips, tmp_path):
     inputs of a slowed config, so tasks are still running or waiting when the signal comes (with
     three quick ones, the last one once ended before it)."""
     out = tmp_path / "out"
-    config = slowed_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
     proc = batch(*map(str, six_clips), "--out", str(out), "--address", cluster.address, "--config", str(config))
     assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before it could be stopped"
     proc.send_signal(signal.SIGINT)
@@ -281,8 +283,8 @@ def test_chunks_of_a_config_with_a_tracker_are_refused_before_any_task(six_clips
                     "--chunk-frames", "10", cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: {shipped_configs() / 'video_to_csv_fast.yaml'}: stage 'track' (track): --chunk-frames "
-           "runs each chunk of a video in a task of its own, but this stage carries state from frame to frame, "
-           "which would start afresh at every chunk; leave out --chunk-frames\n")
+           "runs each chunk of a video in a task of its own, but this stage is not declared parallel: it may carry "
+           "state from frame to frame, which would start afresh at every chunk; leave out --chunk-frames\n")
     assert not (tmp_path / "out").exists()
 
 
@@ -363,15 +365,38 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     videos.mkdir()
     whole = six_clips[0].read_bytes()
     clip = videos / "cut.avi"
-    clip.write_bytes(whole[: len(whole) * 2 // 3])  # the chunks after the cut fail: the first run keeps the others
+    clip.write_bytes(whole[: len(whole) * 3 // 4])  # the chunk the cut falls in fails: the first run keeps the others
     out = tmp_path / "out"
     proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "12")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
     assert any((out / "_work" / "parts").iterdir())  # chunks before the cut, kept
 
+    assert list(out.glob("cut@*.partial.csv"))  # the rows of the chunk the cut fell in
     clip.write_bytes(whole)
-    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "8")
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
+    # the first run's partial rows, named for its chunks, are gone: a reader of out/*.csv got them twice
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "cut.csv"]
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["chunks"], entry["chunks_run"], entry["attempts"]) == (5, 5, 5)
+    assert " (0 retried)" in stderr.splitlines()[-1]
+
+
+def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_path):
+    """A batch task's own lines go to Ray's worker logs: the frames a stage with on_error: skip
+    dropped were gaps in the CSV that nothing mentioned."""
+    config = faulty_config(tmp_path / "skip.yaml", on_error="skip", mode="raise", at=[7, 31])
+    out = tmp_path / "out"
+    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--config", str(config),
+                 "--chunk-frames", "20")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert f"fer-pipe: batch: {six_clips[0]}: 2 frame(s) skipped by a stage with on_error: skip, each a gap " \
+           "in its CSV" in stderr.splitlines()
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["status"], entry["skipped"], entry["rows"]) == ("done", 2, CLIP_FRAMES - 2)
+    frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
+    assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 31)]
