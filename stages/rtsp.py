@@ -41,26 +41,28 @@ class RtspParams(SourceParams):
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
 
 
-SECRET_QUERY_NAME = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.IGNORECASE)
-"""Query parameters masked in log lines: many IP cameras take their credentials in the query
-(``/videostream.cgi?user=admin&pwd=...``), and the lines go to the journal."""
+SECRET = re.compile(r"(?<![a-z0-9])(pwd|pass|passwd|password|loginpas|token|access_token|key|apikey|api_key|"
+                    r"auth|secret|sig|signature|credential|credentials)=[^&/?#]*", re.IGNORECASE)
+"""A ``name=value`` whose name is a credential's, as many IP cameras take them, in the query
+(``videostream.cgi?user=admin&pwd=...``) or in the path (``/user=admin&password=..._channel=1``).
+The whole name must match (``keyframes=`` and ``bypass=`` are left alone); the value runs to the
+next ``&``, ``/``, ``?`` or ``#``, which masks more than the secret where ``_`` separates the
+fields, rather than less."""
 
 
 def redact(url: str) -> str:
-    """The URL without a password, for log lines. The user part ends at the last ``@`` before
-    the path, as FFmpeg reads it: a password may hold an ``@``, and a query may too. The
-    values of query parameters named like secrets are masked too."""
+    """The URL without a password, for log lines: they go to the journal. The user part ends at
+    the last ``@`` before the path, as FFmpeg reads it: a password may hold an ``@``, and a
+    query may too. Credentials given as ``name=value`` in the path or the query are masked too."""
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.split(':')[0]}:***@{host}"
-    fields = [field.partition("=") for field in parts.query.split("&")]
-    query = "&".join(f"{name}=***" if sep and SECRET_QUERY_NAME.search(name) else name + sep + value
-                     for name, sep, value in fields)
-    if (netloc, query) == (parts.netloc, parts.query):
+    path, query = (SECRET.sub(lambda m: f"{m.group(1)}=***", text) for text in (parts.path, parts.query))
+    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
         return url
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
 
 
 class RtspSource(Source):

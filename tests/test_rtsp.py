@@ -206,6 +206,14 @@ def test_password_is_not_logged():
             == "http://10.0.0.5/videostream.cgi?user=admin&pwd=***&rate=0")
     assert (redact("rtsp://admin:x@10.0.0.5/s1?token=abc&Password=def&flag")
             == "rtsp://admin:***@10.0.0.5/s1?token=***&Password=***&flag")
+    assert (redact("http://10.0.0.5/videostream.cgi?loginuse=admin&loginpas=S3cret")
+            == "http://10.0.0.5/videostream.cgi?loginuse=admin&loginpas=***")
+    # in the path, as some cameras take them; names that only contain a secret's are left alone
+    assert (redact("rtsp://10.0.0.5:554/user=admin&password=S3cret&channel=1&stream=0.sdp")
+            == "rtsp://10.0.0.5:554/user=admin&password=***&channel=1&stream=0.sdp")
+    assert "S3cret" not in redact("rtsp://10.0.0.5:554/user=admin_password=S3cret_channel=1_stream=0.sdp")
+    plain = "rtsp://10.0.0.5/s1?keyframes=1&signal=hd&author=me&bypass=0"
+    assert redact(plain) == plain
 
 
 def _run_until_20_frames(server: RtspServer, tmp_path, give_up_after_s: float):
