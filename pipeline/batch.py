@@ -324,10 +324,11 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
 
 
 def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
-    """Refuse ``--chunk-frames`` where a stage between the source and the sinks keeps state from
-    one frame to the next (a tracker's tracks, a smoother's averages): each chunk's task starts
-    it afresh, so the joined CSV would not be the one ``fer-pipe run`` writes (faces the
-    tracker carries went missing after each chunk's start, and their track ids with them)."""
+    """Refuse ``--chunk-frames`` where a stage between the source and the sinks is not declared
+    ``parallel``, so may keep state from one frame to the next (a tracker's tracks, a smoother's
+    averages): each chunk's task starts it afresh, so the joined CSV would not be the one
+    ``fer-pipe run`` writes (faces the tracker carries went missing after each chunk's start,
+    and their track ids with them)."""
     for spec in graph.stages.values():
         if not (spec.is_source or issubclass(spec.cls, Sink) or spec.cls.parallel):
             raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): --chunk-frames runs each "
@@ -412,9 +413,10 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
 
 def _remove_partials(out_dir: Path, key: str) -> None:
     """The rows an earlier run kept of an input it failed (``KEY.partial.csv``, a chunk's
-    ``KEY@FIRST-LAST.partial.csv``), once its CSV is whole: left beside it, a reader of
-    ``OUT/*.csv`` got their frames twice. A chunk of another plan has another name."""
-    name = re.compile(rf"{re.escape(key)}(@\d+-(\d+|end))?\.partial\.csv")
+    ``KEY@FIRST-LAST.partial.csv``, or ``KEY@FIRST.partial.csv`` from before chunks were named
+    by their extent), once its CSV is whole: left beside it, a reader of ``OUT/*.csv`` got
+    their frames twice. A chunk of another plan has another name."""
+    name = re.compile(rf"{re.escape(key)}(@\d+(-(\d+|end))?)?\.partial\.csv")
     for path in out_dir.glob("*.partial.csv"):
         if name.fullmatch(path.name):
             path.unlink(missing_ok=True)
