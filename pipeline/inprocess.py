@@ -15,6 +15,7 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -94,18 +95,26 @@ def run_graph(graph: Graph) -> int:
 
     A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
     and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
-    skips. The count is for a caller whose stderr nobody reads (a Ray task's)."""
+    skips. The count is for a caller whose stderr nobody reads (a Ray task's). A stage that
+    raises ``StopRun`` ends the run as in the runner: it passes nothing on from then, the
+    sources read no further frame, and every stage finishes and closes."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
     skipped = 0
+    stopped_by: set[str] = set()
     opened: list[Stage] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
         nonlocal skipped
+        if name in stopped_by:
+            return []
         try:
             return packets_of(stages[name].process(packet))
-        except (UserError, StopRun):
+        except StopRun:
+            stopped_by.add(name)
+            return []
+        except UserError:
             raise
         except Exception as exc:
             if name not in skipping:
@@ -127,7 +136,7 @@ def run_graph(graph: Graph) -> int:
             opened.append(stage)
         for name, stage in stages.items():
             if isinstance(stage, Source):
-                push(name, map(_read_only, stage.frames()))
+                push(name, map(_read_only, itertools.takewhile(lambda _: not stopped_by, stage.frames())))
         for name, stage in stages.items():
             push(name, packets_of(stage.finish(), "finish"))
     finally:

@@ -30,15 +30,15 @@ from typing import Literal
 from pydantic import Field
 
 from fer_pipe.messages import EXPRESSIONS, FRAME
-from fer_pipe.stage import Stage, StageParams
+from fer_pipe.stage import Stage, StageParams, StopRun
 
 
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
-                  "not_a_packet"] = Field(
+                  "not_a_packet", "stop_run"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
-                          "as a library's import does; hang_close: close never returns)")
+                          "as a library's import does; hang_close: close never returns; stop_run: end the run)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -91,6 +91,8 @@ class Faulty(Stage):
                 time.sleep(self.params.pause_s)
             if self.params.mode == "not_a_packet":
                 return ({"frame": packet.index},)
+            if self.params.mode == "stop_run":
+                raise StopRun
         if self.params.read_pixels == "after":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:

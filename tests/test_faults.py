@@ -152,6 +152,20 @@ def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv
                                                                                  if i not in (7, 31)]
 
 
+def test_a_stage_ending_the_run_ends_it_in_one_process_as_in_a_run(plugin_env, short_clip, tmp_path):
+    """A stage's StopRun (a window's q) ends a run cleanly; in one process it failed a batch
+    task as a cluster error."""
+    config = fault_config(tmp_path / "stop.yaml", short_clip, tmp_path / "run.csv", mode="stop_run", at=[10])
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    one = tmp_path / "one.csv"
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config), f"csv.path={one}"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+    assert (done.returncode, done.stderr) == (0, "")
+    assert one.read_text() == (tmp_path / "run.csv").read_text()
+    assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == list(range(10))
+
+
 def _source_pid(kids: set[int], video: Path) -> int:
     """The stage process that has the video file open: the source."""
     for pid in kids:
