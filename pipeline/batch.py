@@ -76,7 +76,10 @@ class InputReport:
     """Chunks this run ran; the others were done by an earlier run. More attempts than these
     means a retry."""
     skipped: int = 0
-    """Frames a stage with ``on_error: skip`` dropped (gaps in the CSV), in the chunks this run ran."""
+    """Packets that stages with ``on_error: skip`` dropped, in the chunks this run ran."""
+    stopped_at: int | None = field(default=None, repr=False)
+    """The first frame of the earliest chunk in which a stage ended the run (``StopRun``): as in
+    ``fer-pipe run``, what comes after that chunk is not the video's."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
     """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
@@ -393,6 +396,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
                   "command again runs only the others", file=sys.stderr)
             raise
+    keys = {Path(i).stem for i in inputs}
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
@@ -400,25 +404,34 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             report.partial = [str(p) for p in (out_dir / f"{j.name}.partial.csv" for j in jobs[item]) if p.is_file()]
             report.rows = sum(count_rows(Path(p)) for p in report.partial)
             continue
-        parts = [_part_path(work, j) for j in jobs[item]]
+        parts = [_part_path(work, j) for j in jobs[item]
+                 if report.stopped_at is None or j.start <= report.stopped_at]
         if len(parts) > 1:
             report.rows = _merge_parts(parts, Path(report.csv), work)
         else:
             os.replace(parts[0], report.csv)
             report.rows = count_rows(Path(report.csv))
         report.status = "done"
-        _remove_partials(out_dir, Path(item).stem)
+        _remove_partials(out_dir, Path(item).stem, keys)
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
 
 
-def _remove_partials(out_dir: Path, key: str) -> None:
-    """The rows an earlier run kept of an input it failed (``KEY.partial.csv``, a chunk's
+def _partial_name(key: str) -> re.Pattern[str]:
+    """The names of the rows kept of an input that failed: ``KEY.partial.csv``, a chunk's
     ``KEY@FIRST-LAST.partial.csv``, or ``KEY@FIRST.partial.csv`` from before chunks were named
-    by their extent), once its CSV is whole: left beside it, a reader of ``OUT/*.csv`` got
-    their frames twice. A chunk of another plan has another name."""
-    name = re.compile(rf"{re.escape(key)}(@\d+(-(\d+|end))?)?\.partial\.csv")
+    by their extent."""
+    return re.compile(rf"{re.escape(key)}(@\d+(-(\d+|end))?)?\.partial\.csv")
+
+
+def _remove_partials(out_dir: Path, key: str, keys: set[str]) -> None:
+    """An earlier run's partial rows of the input ``key``, once its CSV is whole: left beside it,
+    a reader of ``OUT/*.csv`` got their frames twice (a chunk of another plan has another
+    name). ``keys`` are every input's of this run: ``door@2024-05.partial.csv`` is the input
+    ``door@2024-05``'s, not a chunk of ``door``'s."""
+    mine = _partial_name(key)
+    others = [_partial_name(k) for k in keys - {key}]
     for path in out_dir.glob("*.partial.csv"):
-        if name.fullmatch(path.name):
+        if mine.fullmatch(path.name) and not any(other.fullmatch(path.name) for other in others):
             path.unlink(missing_ok=True)
 
 
@@ -453,6 +466,8 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                     done = ray.get(ref)
                     report.seconds += done.seconds
                     report.skipped += done.skipped
+                    if done.stopped and (report.stopped_at is None or job.start < report.stopped_at):
+                        report.stopped_at = job.start
                 except Exception as exc:  # a task's failure, after Ray's own retries
                     message, bad_input = _failure(exc)
                     if report.status != "failed":
@@ -476,7 +491,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input" and (k != "partial" or v)}
+        "inputs": [{k: v for k, v in asdict(r).items()
+                    if k not in ("bad_input", "stopped_at") and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     temp = out_dir / f"{MANIFEST}.tmp"
@@ -486,8 +502,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
-            print(f"fer-pipe: batch: {report.input}: {report.skipped} frame(s) skipped by a stage with "
-                  "on_error: skip, each a gap in its CSV", file=sys.stderr)
+            print(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "
+                  "on_error: skip (which frames: Ray's worker logs)", file=sys.stderr)
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
     else:

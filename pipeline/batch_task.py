@@ -96,9 +96,13 @@ def count_rows(path: Path) -> int:
 
 
 class JobDone(NamedTuple):
+    """What a task tells the driver besides its CSV: its own lines go to Ray's worker logs."""
+
     seconds: float
     skipped: int
-    """Packets a stage with ``on_error: skip`` dropped: the task's own lines go to Ray's logs."""
+    """Packets that stages with ``on_error: skip`` dropped."""
+    stopped: bool
+    """A stage ended the run (``StopRun``): the chunks after this one are not part of the video's CSV."""
 
 
 def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> JobDone:
@@ -122,7 +126,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     started = time.perf_counter()
     temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
     try:
-        skipped = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
+        ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
         (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
     except UserError as exc:
@@ -133,4 +137,4 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         raise
     finally:
         temp.unlink(missing_ok=True)
-    return JobDone(time.perf_counter() - started, skipped)
+    return JobDone(time.perf_counter() - started, ran.skipped, ran.stopped)

@@ -15,10 +15,9 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
-import itertools
 import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -90,14 +89,22 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     return out
 
 
-def run_graph(graph: Graph) -> int:
-    """Run a whole graph in this process, sources one after another; the packets skipped.
+class GraphRun(NamedTuple):
+    """How a ``run_graph`` ended, for a caller whose stderr nobody reads (a Ray task's)."""
+
+    skipped: int
+    """Packets that stages with ``on_error: skip`` dropped."""
+    stopped: bool
+    """Whether a stage ended the run (``StopRun``) before the sources' end."""
+
+
+def run_graph(graph: Graph) -> GraphRun:
+    """Run a whole graph in this process, sources one after another.
 
     A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
     and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
-    skips. The count is for a caller whose stderr nobody reads (a Ray task's). A stage that
-    raises ``StopRun`` ends the run as in the runner: it passes nothing on from then, the
-    sources read no further frame, and every stage finishes and closes."""
+    skips. A stage that raises ``StopRun`` ends the run as in the runner: it passes nothing on
+    from then, the sources read no further frame, and every stage finishes and closes."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
@@ -136,10 +143,12 @@ def run_graph(graph: Graph) -> int:
             opened.append(stage)
         for name, stage in stages.items():
             if isinstance(stage, Source):
-                push(name, map(_read_only, itertools.takewhile(lambda _: not stopped_by, stage.frames())))
+                frames = stage.frames()
+                while not stopped_by and (packet := next(frames, None)) is not None:
+                    push(name, [_read_only(packet)])
         for name, stage in stages.items():
             push(name, packets_of(stage.finish(), "finish"))
     finally:
         for stage in reversed(opened):
             stage.close()
-    return skipped
+    return GraphRun(skipped, bool(stopped_by))

@@ -41,13 +41,16 @@ class RtspParams(SourceParams):
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
 
 
-SECRET = re.compile(r"(?<![a-z0-9])(pwd|pass|passwd|password|loginpas|token|access_token|key|apikey|api_key|"
-                    r"auth|secret|sig|signature|credential|credentials)=[^&/?#]*", re.IGNORECASE)
-"""A ``name=value`` whose name is a credential's, as many IP cameras take them, in the query
-(``videostream.cgi?user=admin&pwd=...``) or in the path (``/user=admin&password=..._channel=1``).
-The whole name must match (``keyframes=`` and ``bypass=`` are left alone); the value runs to the
-next ``&``, ``/``, ``?`` or ``#``, which masks more than the secret where ``_`` separates the
-fields, rather than less."""
+SECRET_NAME = (r"(?<![a-z0-9_.-])([a-z0-9_.-]*(?:pwd|pas|pass|passwd|password|passwort|token|key|auth|secret|"
+               r"sig|signature|credentials?))=")
+"""A ``name=`` whose name ends like a credential's, as many IP cameras take them, in the query
+(``videostream.cgi?user=admin&pwd=...``, ``loginpas=``, ``authtoken=``) or in the path
+(``/user=admin&password=..._channel=1``). ``keyframes=`` and ``author=`` are left alone;
+``bypass=`` is masked too, which costs a log line a value rather than leak one."""
+IN_QUERY = re.compile(SECRET_NAME + r"[^&#]*", re.IGNORECASE)
+IN_PATH = re.compile(SECRET_NAME + r"[^&/?#]*", re.IGNORECASE)
+"""A query value runs to the next ``&``; a path value also ends at ``/``, which masks more than
+the secret where ``_`` separates the fields, rather than less."""
 
 
 def redact(url: str) -> str:
@@ -59,7 +62,8 @@ def redact(url: str) -> str:
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.split(':')[0]}:***@{host}"
-    path, query = (SECRET.sub(lambda m: f"{m.group(1)}=***", text) for text in (parts.path, parts.query))
+    path, query = (pattern.sub(lambda m: f"{m.group(1)}=***", text)
+                   for pattern, text in ((IN_PATH, parts.path), (IN_QUERY, parts.query)))
     if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
         return url
     return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))

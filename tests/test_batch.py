@@ -394,9 +394,36 @@ def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_pa
                  "--chunk-frames", "20")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
-    assert f"fer-pipe: batch: {six_clips[0]}: 2 frame(s) skipped by a stage with on_error: skip, each a gap " \
-           "in its CSV" in stderr.splitlines()
+    assert (f"fer-pipe: batch: {six_clips[0]}: 2 packet(s) skipped by stages with on_error: skip (which frames: "
+            "Ray's worker logs)") in stderr.splitlines()
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["status"], entry["skipped"], entry["rows"]) == ("done", 2, CLIP_FRAMES - 2)
     frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
     assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 31)]
+
+
+def test_a_stage_ending_the_run_in_a_chunk_ends_the_videos_csv_there(cluster, six_clips, tmp_path):
+    """A stage's StopRun ends a run: the chunks after the one it came in ran on, and the joined
+    CSV had their rows after a gap."""
+    config = faulty_config(tmp_path / "stop.yaml", mode="stop_run", at=[5])
+    out = tmp_path / "out"
+    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--config", str(config),
+                 "--chunk-frames", "12", "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
+    assert frames == list(range(5))  # as `fer-pipe run` writes it
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["status"], entry["rows"]) == ("done", 5)
+
+
+def test_a_rerun_removes_an_inputs_partial_rows_and_no_other_inputs(tmp_path):
+    """``door@2024-05.partial.csv`` is the input door@2024-05's own, not a chunk of door's."""
+    from fer_pipe.batch import _remove_partials
+
+    names = ["door.partial.csv", "door@0-11.partial.csv", "door@24-end.partial.csv", "door@12.partial.csv",
+             "door@2024-05.partial.csv", "doors.partial.csv", "door.csv"]
+    for name in names:
+        (tmp_path / name).write_text("x\n")
+    _remove_partials(tmp_path, "door", {"door", "door@2024-05", "doors"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.csv", "door@2024-05.partial.csv", "doors.partial.csv"]

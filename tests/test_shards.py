@@ -692,3 +692,10 @@ def test_every_network_stage_and_command_takes_the_ipv6_loopback(clips, tmp_path
         subscriber.kill()
         code = end(collector)
     assert code == 0, log.read_text()
+
+
+def test_an_ipv6_host_is_written_in_brackets_given_with_or_without_them():
+    from fer_pipe.endpoints import tcp_endpoint
+
+    assert tcp_endpoint("::1", 5571) == tcp_endpoint("[::1]", 5571) == "tcp://[::1]:5571"
+    assert tcp_endpoint("127.0.0.1", 5571) == "tcp://127.0.0.1:5571"
