@@ -25,7 +25,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 import socket
 import sys
@@ -77,9 +76,6 @@ class InputReport:
     means a retry."""
     skipped: int = 0
     """Packets that stages with ``on_error: skip`` dropped, in the chunks this run ran."""
-    stopped_at: int | None = field(default=None, repr=False)
-    """The first frame of the earliest chunk in which a stage ended the run (``StopRun``): as in
-    ``fer-pipe run``, what comes after that chunk is not the video's."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
     """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
@@ -363,6 +359,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
 
     inputs = expand_folders(inputs)
     jobs, bad = plan(inputs, chunk_frames)
+    earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
@@ -396,7 +393,6 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
                   "command again runs only the others", file=sys.stderr)
             raise
-    keys = {Path(i).stem for i in inputs}
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
@@ -404,35 +400,43 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             report.partial = [str(p) for p in (out_dir / f"{j.name}.partial.csv" for j in jobs[item]) if p.is_file()]
             report.rows = sum(count_rows(Path(p)) for p in report.partial)
             continue
-        parts = [_part_path(work, j) for j in jobs[item]
-                 if report.stopped_at is None or j.start <= report.stopped_at]
+        # a stage that ended the run in a chunk ended the video's CSV there, as in `fer-pipe run`
+        stops = [j.start for j in jobs[item] if _stop_mark(work, j).exists()]
+        parts = [_part_path(work, j) for j in jobs[item] if not stops or j.start <= min(stops)]
         if len(parts) > 1:
             report.rows = _merge_parts(parts, Path(report.csv), work)
         else:
             os.replace(parts[0], report.csv)
             report.rows = count_rows(Path(report.csv))
         report.status = "done"
-        _remove_partials(out_dir, Path(item).stem, keys)
+        _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, []),
+                                   *(f"{j.name}.partial.csv" for j in jobs[item])])
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
 
 
-def _partial_name(key: str) -> re.Pattern[str]:
-    """The names of the rows kept of an input that failed: ``KEY.partial.csv``, a chunk's
-    ``KEY@FIRST-LAST.partial.csv``, or ``KEY@FIRST.partial.csv`` from before chunks were named
-    by their extent."""
-    return re.compile(rf"{re.escape(key)}(@\d+(-(\d+|end))?)?\.partial\.csv")
+def _partials_listed(out_dir: Path) -> dict[str, list[str]]:
+    """The partial files the last run's manifest lists, by input: the rows it kept of inputs it
+    failed, whose names depend on that run's chunks."""
+    try:
+        inputs = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
+        return {entry["input"]: [Path(p).name for p in entry.get("partial", [])] for entry in inputs}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not one of ours
+        return {}
 
 
-def _remove_partials(out_dir: Path, key: str, keys: set[str]) -> None:
-    """An earlier run's partial rows of the input ``key``, once its CSV is whole: left beside it,
-    a reader of ``OUT/*.csv`` got their frames twice (a chunk of another plan has another
-    name). ``keys`` are every input's of this run: ``door@2024-05.partial.csv`` is the input
-    ``door@2024-05``'s, not a chunk of ``door``'s."""
-    mine = _partial_name(key)
-    others = [_partial_name(k) for k in keys - {key}]
-    for path in out_dir.glob("*.partial.csv"):
-        if mine.fullmatch(path.name) and not any(other.fullmatch(path.name) for other in others):
-            path.unlink(missing_ok=True)
+def _remove_partials(out_dir: Path, names: list[str]) -> None:
+    """An input's partial rows kept by earlier runs (``names``, in ``out_dir``), once its CSV is
+    whole: left beside it, a reader of ``OUT/*.csv`` got their frames twice. Only names known
+    to be the input's: ``door@2024-05.partial.csv`` may be a chunk of ``door``'s, or the input
+    ``door@2024-05``'s own rows."""
+    for name in names:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _stop_mark(work: Path, job: Job) -> Path:
+    """Beside a finished chunk: a stage ended the run in it (``StopRun``). Kept with the part, so
+    a rerun that reuses the part still ends the video's CSV there."""
+    return work / "parts" / f"{job.name}.stopped"
 
 
 def _part_path(work: Path, job: Job) -> Path:
@@ -466,8 +470,8 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                     done = ray.get(ref)
                     report.seconds += done.seconds
                     report.skipped += done.skipped
-                    if done.stopped and (report.stopped_at is None or job.start < report.stopped_at):
-                        report.stopped_at = job.start
+                    if done.stopped:
+                        _stop_mark(work, job).touch()
                 except Exception as exc:  # a task's failure, after Ray's own retries
                     message, bad_input = _failure(exc)
                     if report.status != "failed":
@@ -492,7 +496,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: v for k, v in asdict(r).items()
-                    if k not in ("bad_input", "stopped_at") and (k != "partial" or v)}
+                    if k != "bad_input" and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     temp = out_dir / f"{MANIFEST}.tmp"

@@ -41,10 +41,10 @@ class RtspParams(SourceParams):
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
 
 
-SECRET_NAME = (r"(?<![a-z0-9_.-])([a-z0-9_.-]*(?:pwd|pas|pass|passwd|password|passwort|token|key|auth|secret|"
-               r"sig|signature|credentials?))=")
+SECRET_NAME = (r"(?<![a-z0-9_.-])([a-z0-9_.-]*(?:pw|pwd|psw|pas|pass|passwd|password|passwort|passphrase|token|"
+               r"key|auth|secret|sig|signature|credentials?)(?:[_.-]?\d+)?)=")
 """A ``name=`` whose name ends like a credential's, as many IP cameras take them, in the query
-(``videostream.cgi?user=admin&pwd=...``, ``loginpas=``, ``authtoken=``) or in the path
+(``videostream.cgi?user=admin&pwd=...``, ``loginpas=``, ``authtoken=``, ``password1=``) or in the path
 (``/user=admin&password=..._channel=1``). ``keyframes=`` and ``author=`` are left alone;
 ``bypass=`` is masked too, which costs a log line a value rather than leak one."""
 IN_QUERY = re.compile(SECRET_NAME + r"[^&#]*", re.IGNORECASE)

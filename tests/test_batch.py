@@ -402,28 +402,44 @@ def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_pa
     assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 31)]
 
 
-def test_a_stage_ending_the_run_in_a_chunk_ends_the_videos_csv_there(cluster, six_clips, tmp_path):
+def test_a_stage_ending_the_run_in_a_chunk_ends_the_videos_csv_there_in_a_rerun_too(cluster, six_clips,
+                                                                                     tmp_path):
     """A stage's StopRun ends a run: the chunks after the one it came in ran on, and the joined
-    CSV had their rows after a gap."""
+    CSV had their rows after a gap. The first run here fails on a cut clip after the chunk that
+    stopped; the rerun reuses that chunk, and must still end the CSV there."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    whole = six_clips[0].read_bytes()
+    clip = videos / "cut.avi"
+    clip.write_bytes(whole[: len(whole) * 3 // 4])
     config = faulty_config(tmp_path / "stop.yaml", mode="stop_run", at=[5])
     out = tmp_path / "out"
-    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--config", str(config),
-                 "--chunk-frames", "12", "--quiet")
+    args = (str(videos), "--out", str(out), "--address", cluster.address, "--config", str(config),
+            "--chunk-frames", "12", "--quiet")
+    proc = batch(*args)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr  # the chunk the cut falls in
+    clip.write_bytes(whole)
+    proc = batch(*args)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
-    frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
+    frames = [int(line.split(",")[1]) for line in (out / "cut.csv").read_text().splitlines()[1:]]
     assert frames == list(range(5))  # as `fer-pipe run` writes it
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert (entry["status"], entry["rows"]) == ("done", 5)
+    assert (entry["status"], entry["rows"], entry["chunks_run"]) == ("done", 5, 1)
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "cut.csv"]
 
 
-def test_a_rerun_removes_an_inputs_partial_rows_and_no_other_inputs(tmp_path):
-    """``door@2024-05.partial.csv`` is the input door@2024-05's own, not a chunk of door's."""
-    from fer_pipe.batch import _remove_partials
+def test_a_rerun_removes_its_inputs_partial_rows_and_no_other_inputs(six_clips, tmp_path):
+    """Only names known to be the input's: door@2024-05.partial.csv could be a chunk of door's,
+    or the input door@2024-05's own rows, and a rerun of door alone took it."""
+    from fer_pipe.batch import MANIFEST, _partials_listed, _remove_partials
 
-    names = ["door.partial.csv", "door@0-11.partial.csv", "door@24-end.partial.csv", "door@12.partial.csv",
-             "door@2024-05.partial.csv", "doors.partial.csv", "door.csv"]
-    for name in names:
+    for name in ("door.partial.csv", "door@24-35.partial.csv", "door@2024-05.partial.csv"):
         (tmp_path / name).write_text("x\n")
-    _remove_partials(tmp_path, "door", {"door", "door@2024-05", "doors"})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["door.csv", "door@2024-05.partial.csv", "doors.partial.csv"]
+    (tmp_path / MANIFEST).write_text(json.dumps({"inputs": [
+        {"input": "v/door.mp4", "partial": [str(tmp_path / "door@24-35.partial.csv")]},
+        {"input": "v/door@2024-05.mp4", "partial": [str(tmp_path / "door@2024-05.partial.csv")]}]}))
+    earlier = _partials_listed(tmp_path)
+    _remove_partials(tmp_path, ["door.partial.csv", *earlier["v/door.mp4"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "door@2024-05.partial.csv"]

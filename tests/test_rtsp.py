@@ -214,7 +214,8 @@ def test_password_is_not_logged():
     assert "S3cret" not in redact("rtsp://10.0.0.5:554/user=admin_password=S3cret_channel=1_stream=0.sdp")
     plain = "rtsp://10.0.0.5/s1?keyframes=1&signal=hd&author=me"
     assert redact(plain) == plain
-    for name in ("accesstoken", "authtoken", "userpwd", "loginpass", "secretkey", "streamkey", "passwort"):
+    for name in ("accesstoken", "authtoken", "userpwd", "loginpass", "secretkey", "streamkey", "passwort", "pw",
+                 "psw", "passphrase", "password_1"):
         assert redact(f"http://10.0.0.5/cgi?{name}=S3cret&x=1") == f"http://10.0.0.5/cgi?{name}=***&x=1"
     assert redact("http://10.0.0.5/cgi?pwd=pa/ss?word&x=1") == "http://10.0.0.5/cgi?pwd=***&x=1"
 
