@@ -495,8 +495,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: v for k, v in asdict(r).items()
-                    if k != "bad_input" and (k != "partial" or v)}
+        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input" and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     temp = out_dir / f"{MANIFEST}.tmp"
