@@ -186,11 +186,18 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
         raise UserError("fer-pipe batch needs Ray: pip install 'fer-pipe[batch]'") from None
     import logging
 
+    if ray.is_initialized():  # connected already, by run_batch's check of --address
+        return ray
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                    logging_level=logging.ERROR,
                                    runtime_env={"env_vars": PINNED_THREADS})
     if address:
-        ray.init(address=address, **options)
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as exc:
+            reason = ("no Ray cluster runs on this machine; start one (ray start --head) or leave out "
+                      "--address for a Ray of this run's own") if address == "auto" else str(exc)
+            raise InputError(f"--address {address}: {reason}") from None
     else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
                  object_store_memory=LOCAL_OBJECT_STORE, **options)
@@ -354,6 +361,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
     check_cluster(address)
+    if address:  # a cluster that is not there is one line, before anything is made
+        start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
     work = out_dir / WORK
 
@@ -531,7 +540,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster to use (default: start one on this machine, on 127.0.0.1)")
+                        help="Ray cluster to use: HOST:PORT, ray://HOST:PORT, or auto for the one running on "
+                             "this machine (default: start one of this run's own, on 127.0.0.1)")
     parser.add_argument("--num-cpus", type=whole(1), default=None,
                         help="tasks at once on the local Ray (default: every core)")
     parser.add_argument("--chunk-frames", type=whole(0), default=0,

@@ -117,6 +117,30 @@ def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str 
     return None
 
 
+def process_names() -> set[str]:
+    names = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            names.add(comm.read_text().strip())
+        except OSError:  # it ended meanwhile
+            pass
+    return names
+
+
+def test_address_auto_with_no_cluster_on_the_machine_is_one_line_before_anything_is_made(six_clips, tmp_path):
+    """Ray's "Could not find any running Ray instance" came out as exit 1, after --out/_work was
+    made. Ray's ``auto`` finds any cluster on the machine, so this test comes before the first
+    that starts the module's cluster."""
+    if "gcs_server" in process_names():
+        pytest.skip("a Ray cluster runs on this machine, and --address auto would find it")
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", "auto", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, "fer-pipe: --address auto: no Ray cluster runs on this machine; start one (ray start --head) "
+           "or leave out --address for a Ray of this run's own\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
     config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
