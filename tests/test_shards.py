@@ -656,12 +656,10 @@ def test_every_network_stage_and_command_takes_the_ipv6_loopback(clips, tmp_path
     command with "No such device" (ZeroMQ leaves IPv6 off): the zmq sink, the episodes
     publisher, the push sink, the collector and the subscriber all take it now."""
     try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
+        pull, republish, events, episodes = (free_port("::1") for _ in range(4))
     except OSError as exc:
         pytest.skip(f"this machine has no IPv6 loopback ({exc})")
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 10))
-    pull, republish, events, episodes = (free_port() for _ in range(4))
     stages = {"source": {"type": "video", "params": {"path": str(clip)}},
               "detector": {"type": "haar", "inputs": ["source"]},
               "track": {"type": "track", "inputs": ["detector"]},
