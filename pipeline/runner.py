@@ -176,14 +176,23 @@ class Runner:
         started = time.monotonic()
         try:
             try:
-                for proc in procs.values():
+                for process, proc in procs.items():
                     proc.start()
-            except BaseException:
+            except BaseException as exc:
                 for proc in procs.values():  # those started before, blocked on queues nobody feeds
                     if proc.pid is not None:
                         proc.kill()
                         proc.join()
-                raise
+                # the system made no process (memory, a process limit), or the forkserver that
+                # makes them went away mid-way: the machine's state, not a bug to trace back
+                if isinstance(exc, (EOFError, ConnectionError)) and self._forked:
+                    reason = "the forkserver that makes them went away"
+                elif isinstance(exc, OSError):
+                    reason = exc.strerror or str(exc)
+                else:
+                    raise
+                return RunResult(1, message=f"could not start the process of stage {self._stage_of[process]!r} "
+                                            f"({reason}); the stages started before it were ended")
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sig in previous:

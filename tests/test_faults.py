@@ -520,6 +520,37 @@ def test_a_stage_process_that_cannot_start_takes_down_those_started_before_it(sh
     assert runner.processes["source"].exitcode is not None  # it had started, and was ended
 
 
+@pytest.mark.parametrize("fork, error, reason", [
+    (True, EOFError(), "the forkserver that makes them went away"),
+    (False, BlockingIOError(11, "Resource temporarily unavailable"), "Resource temporarily unavailable")])
+def test_a_process_the_system_cannot_make_is_one_line_and_ends_those_started(short_clip, tmp_path, monkeypatch,
+                                                                            fork, error, reason):
+    """A fork that fails in the forkserver (its answer is an EOFError) ended the command with a
+    raw traceback. A fork failure cannot be caused at will here (root passes every process
+    limit), so the third process's start is made to raise what a failed fork raises: the source and detector processes have started by then."""
+    import multiprocessing
+    from multiprocessing.process import BaseProcess
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    start, started = BaseProcess.start, []
+
+    def fork_fails_for_the_classifier(proc):
+        if proc.name.startswith("fer-pipe:classifier"):
+            raise error
+        start(proc)
+        started.append(proc)
+
+    monkeypatch.setattr(BaseProcess, "start", fork_fails_for_the_classifier)
+    graph = load_graph(REPO / "configs" / "video_to_csv.yaml",
+                       [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
+    result = Runner(graph, progress=False, fork=fork).run()
+    assert (result.exit_code, result.message) == (
+        1, f"could not start the process of stage 'classifier' ({reason}); the stages started before it were ended")
+    assert started and all(p.exitcode is not None for p in started) and not multiprocessing.active_children()
+
+
 def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_supervisor_runs():
     """One look once failed a CI run 4 s old as "no progress for 120 s" (cause unknown: a clock
     jump in the VM?). Here the marks are set by hand, as a stage process would set them: a mark
