@@ -16,50 +16,39 @@ after task retries, which is the one thing this module must never do.
 On a multi-node cluster (``--address``), ``OUT`` and the inputs must be on storage every
 node sees at the same path, and fer-pipe must be installed on every node.
 
-This module is the driver (checks of the config, planning, Ray, progress, manifest); what a
-task runs is in ``batch_task``.
+This module is the driver (checks of the config, planning, the task loop, manifest); what a
+task runs is in ``batch_task``, where it runs in ``batch_cluster``, its progress bar in
+``batch_progress``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from .arguments import whole
-from .batch_task import Job, attempts_file, count_rows, job_config, run_job, video_csv_stages
-from .endpoints import is_loopback
+from .batch_cluster import check_cluster, start_ray
+from .batch_progress import FrameProgress
+from .batch_task import Job, attempts_file, count_rows, frame_count, job_config, run_job, video_csv_stages
 from .errors import ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import make_folder
 from .stage import Sink
-from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                  "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-"""Environment of every task: one thread per library, so N tasks on N cores do not oversubscribe."""
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
                   ".wmv")
 """What a folder given as an input contributes: its files with these suffixes (in any case)."""
-LOCAL_OBJECT_STORE = 100 * 1024 * 1024
-"""Tasks exchange only a config and a small result, so a local Ray need not reserve its default
-share (30 % of memory) of /dev/shm."""
-CONNECT_TIMEOUT_S = 5.0
-"""How long to wait for a TCP answer from --address before saying nothing is there."""
 
 
 @dataclass
@@ -81,23 +70,6 @@ class InputReport:
     """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
     one per chunk that reached it), which ``rows`` then counts."""
     bad_input: bool = field(default=False, repr=False)
-
-
-def frame_count(path: str) -> int:
-    """Frames the video plays, as the video source counts them (an edit list's hidden frames
-    left out), so that no chunk starts past its end, but for a chunk within the estimate's few
-    frames of it, which reads nothing (see the video source's ``NEAR_END``)."""
-    import cv2
-
-    from .stages.video import frames_in
-
-    capture = cv2.VideoCapture(path)
-    try:
-        if not capture.isOpened():
-            return 0
-        return frames_in(capture, path)
-    finally:
-        capture.release()
 
 
 def expand_folders(inputs: Sequence[str]) -> list[str]:
@@ -145,65 +117,6 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
     return jobs, bad
 
 
-def _host_port(address: str) -> tuple[str, str]:
-    """Host (without an IPv6 address's brackets) and port text of HOST:PORT or ray://HOST:PORT."""
-    host, _, port = address.split("://")[-1].rpartition(":")
-    return host.strip("[]"), port
-
-
-def is_loopback_address(address: str | None) -> bool:
-    return not address or is_loopback(_host_port(address)[0])
-
-
-def check_cluster(address: str | None) -> None:
-    """InputError unless something listens at ``address`` (HOST:PORT or ray://HOST:PORT):
-    ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
-    if not address or address == "auto":
-        return
-    host, port = _host_port(address)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
-    try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        raise InputError(f"--address {address}: no Ray cluster answers there "
-                         f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None
-
-
-def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
-    """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
-
-    Ray rewrites a loopback address into the machine's routable IP unless it is told the
-    machine is not part of a cluster; that switch must be set before ``ray`` is imported.
-    Usage statistics are switched off: a batch run sends nothing anywhere.
-    """
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if is_loopback_address(address):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        import ray
-    except ImportError:
-        raise UserError("fer-pipe batch needs Ray: pip install 'fer-pipe[batch]'") from None
-    import logging
-
-    if ray.is_initialized():  # connected already, by run_batch's check of --address
-        return ray
-    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
-                                   logging_level=logging.ERROR,
-                                   runtime_env={"env_vars": PINNED_THREADS})
-    if address:
-        try:
-            ray.init(address=address, **options)
-        except ConnectionError as exc:
-            reason = ("no Ray cluster runs on this machine; start one (ray start --head) or leave out "
-                      "--address for a Ray of this run's own") if address == "auto" else str(exc)
-            raise InputError(f"--address {address}: {reason}") from None
-    else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
-                 object_store_memory=LOCAL_OBJECT_STORE, **options)
-    return ray
-
-
 def _attempts(work: Path, job: Job) -> int:
     try:
         with open(attempts_file(work, job), encoding="utf-8") as fh:
@@ -237,84 +150,6 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     if isinstance(cause, UserError):
         return str(cause), True
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
-
-
-def _frames_written(csv_path: Path, job: Job) -> int:
-    """Frames of ``job`` in a CSV it is writing or has written: the frame number of its last
-    row. The csv sink writes whole frames, one or more rows each, so this counts frames, and
-    reading the file's tail costs the same at any length."""
-    try:
-        with open(csv_path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
-            lines = fh.read().splitlines()
-    except OSError:
-        return 0
-    row = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
-    try:
-        return int(row[COLUMNS.index("frame")]) - job.start + 1
-    except (IndexError, ValueError):  # the header alone: no frame yet
-        return 0
-
-
-class _FrameProgress:
-    """The batch's progress bar, in frames: a long video moves it while its task runs.
-
-    Running tasks are read from their temporary CSVs under ``_work`` (found with one listing per
-    update), finished ones from their part files. The total comes from each video's frame count,
-    read in a thread so that a long list of inputs delays nothing; until it is known the bar
-    counts without one.
-    """
-
-    def __init__(self, todo: list[Job], work: Path, videos: int, videos_done: int) -> None:
-        from tqdm import tqdm
-
-        self._work, self._jobs = work, todo
-        self._done: dict[Job, int] = {}
-        self._totals: dict[Job, int] = {}
-        self._videos, self._videos_done = videos, videos_done
-        self._counter = threading.Thread(target=self._count, daemon=True)
-        self._counter.start()
-        self.bar = tqdm(total=None, unit="frame", file=sys.stderr, dynamic_ncols=True)
-
-    def _count(self) -> None:
-        """Frames each task will read (its chunk, or the rest of its video), opening each video
-        once however many chunks it has."""
-        videos: dict[str, int] = {}
-        for job in self._jobs:
-            if job.input not in videos:
-                videos[job.input] = frame_count(job.input)
-            left = max(0, videos[job.input] - job.start)
-            self._totals[job] = min(job.max_frames, left) if job.max_frames else left
-
-    def job_done(self, job: Job, video_done: bool) -> None:
-        self._done[job] = _frames_written(_part_path(self._work, job), job)
-        self._videos_done += video_done
-
-    def update(self) -> None:
-        if self.bar.total is None and not self._counter.is_alive():
-            self.bar.total = sum(self._totals.values())
-        newest: dict[str, Path] = {}
-        for temp in sorted(self._work.glob("*.tmp.csv"), key=_mtime):
-            newest[temp.name.rsplit(".", 3)[0]] = temp  # NAME.UUID.tmp.csv; a retry's is the newer
-        running = sum(_frames_written(newest[job.name], job) for job in self._jobs
-                      if job not in self._done and job.name in newest)
-        self.bar.n = sum(self._done.values()) + running
-        self.bar.set_postfix_str(f"{self._videos_done}/{self._videos} videos", refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        self.update()
-        if self._videos_done == self._videos:
-            self.bar.total = self.bar.n  # the totals were the containers' estimates; every frame is in
-            self.bar.refresh()
-        self.bar.close()
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:  # renamed into place or removed since the listing
-        return 0.0
 
 
 def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
@@ -467,7 +302,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         left = {}
         for job in todo:
             left[job.input] = left.get(job.input, 0) + 1
-        progress = _FrameProgress(todo, work, len(reports), already) if show_progress else None
+        progress = FrameProgress(todo, work, len(reports), already) if show_progress else None
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
@@ -487,7 +322,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                         report.status, report.error, report.bad_input = "failed", message, bad_input
                 left[job.input] -= 1
                 if progress is not None:
-                    progress.job_done(job, not left[job.input] and report.status != "failed")
+                    progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
             if progress is not None:
                 progress.update()
         if progress is not None:

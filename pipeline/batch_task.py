@@ -56,6 +56,23 @@ def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
     return videos[0], csvs[0]
 
 
+def frame_count(path: str) -> int:
+    """Frames the video plays, as the video source counts them (an edit list's hidden frames
+    left out), so that no chunk starts past its end, but for a chunk within the estimate's few
+    frames of it, which reads nothing (see the video source's ``NEAR_END``)."""
+    import cv2
+
+    from .stages.video import frames_in
+
+    capture = cv2.VideoCapture(path)
+    try:
+        if not capture.isOpened():
+            return 0
+        return frames_in(capture, path)
+    finally:
+        capture.release()
+
+
 def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) -> dict[str, Any]:
     """The config of one task: the video and CSV paths, the frame range, one thread per stage,
     and the video read once, as fast as it decodes (``loop`` would never end a task, and

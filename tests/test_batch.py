@@ -270,7 +270,7 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
 def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     """What the bar reads from a task's CSV: frames done in its chunk, not rows (a frame with
     two faces has two rows)."""
-    from fer_pipe.batch import _frames_written
+    from fer_pipe.batch_progress import frames_written
     from fer_pipe.batch_task import Job
     from fer_pipe.csvfile import CsvOutput
     from fer_pipe.stages.csv_sink import COLUMNS
@@ -278,12 +278,12 @@ def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     path = tmp_path / "part.csv"
     out = CsvOutput(path, "csv", COLUMNS)
     chunk = Job("clip.mp4", "clip", start=32, max_frames=16)
-    assert _frames_written(path, chunk) == 0
+    assert frames_written(path, chunk) == 0
     for frame, faces in ((32, 2), (33, 0), (34, 2)):
         out.write([["clip", frame] + [""] * (len(COLUMNS) - 2)] * max(faces, 1))
     out.close()
-    assert _frames_written(path, chunk) == 3
-    assert _frames_written(tmp_path / "not-there.csv", chunk) == 0
+    assert frames_written(path, chunk) == 3
+    assert frames_written(tmp_path / "not-there.csv", chunk) == 0
 
 
 def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):

@@ -1,0 +1,79 @@
+"""Where ``fer-pipe batch`` runs its tasks: a Ray of the run's own on this machine, or a cluster
+named by ``--address``, checked before anything is made."""
+from __future__ import annotations
+
+import os
+import socket
+from types import ModuleType
+from typing import Any
+
+from .endpoints import is_loopback
+from .errors import InputError, UserError
+
+PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                  "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+"""Environment of every task: one thread per library, so N tasks on N cores do not oversubscribe."""
+LOCAL_OBJECT_STORE = 100 * 1024 * 1024
+"""Tasks exchange only a config and a small result, so a local Ray need not reserve its default
+share (30 % of memory) of /dev/shm."""
+CONNECT_TIMEOUT_S = 5.0
+"""How long to wait for a TCP answer from --address before saying nothing is there."""
+
+
+def _host_port(address: str) -> tuple[str, str]:
+    """Host (without an IPv6 address's brackets) and port text of HOST:PORT or ray://HOST:PORT."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    return host.strip("[]"), port
+
+
+def is_loopback_address(address: str | None) -> bool:
+    return not address or is_loopback(_host_port(address)[0])
+
+
+def check_cluster(address: str | None) -> None:
+    """InputError unless something listens at ``address`` (HOST:PORT or ray://HOST:PORT):
+    ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
+    if not address or address == "auto":
+        return
+    host, port = _host_port(address)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"--address {address}: no Ray cluster answers there "
+                         f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
+    """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
+
+    Ray rewrites a loopback address into the machine's routable IP unless it is told the
+    machine is not part of a cluster; that switch must be set before ``ray`` is imported.
+    Usage statistics are switched off: a batch run sends nothing anywhere.
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if is_loopback_address(address):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    try:
+        import ray
+    except ImportError:
+        raise UserError("fer-pipe batch needs Ray: pip install 'fer-pipe[batch]'") from None
+    import logging
+
+    if ray.is_initialized():  # connected already, by run_batch's check of --address
+        return ray
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.ERROR,
+                                   runtime_env={"env_vars": PINNED_THREADS})
+    if address:
+        try:
+            ray.init(address=address, **options)
+        except ConnectionError as exc:
+            reason = ("no Ray cluster runs on this machine; start one (ray start --head) or leave out "
+                      "--address for a Ray of this run's own") if address == "auto" else str(exc)
+            raise InputError(f"--address {address}: {reason}") from None
+    else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
+                 object_store_memory=LOCAL_OBJECT_STORE, **options)
+    return ray

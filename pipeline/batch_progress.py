@@ -1,0 +1,90 @@
+"""The progress bar of ``fer-pipe batch``, in frames over all inputs, read from the tasks' CSVs."""
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import threading
+from pathlib import Path
+
+from .batch_task import Job, frame_count
+from .stages.csv_sink import COLUMNS
+
+
+def frames_written(csv_path: Path, job: Job) -> int:
+    """Frames of ``job`` in a CSV it is writing or has written: the frame number of its last
+    row. The csv sink writes whole frames, one or more rows each, so this counts frames, and
+    reading the file's tail costs the same at any length."""
+    try:
+        with open(csv_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = fh.read().splitlines()
+    except OSError:
+        return 0
+    row = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
+    try:
+        return int(row[COLUMNS.index("frame")]) - job.start + 1
+    except (IndexError, ValueError):  # the header alone: no frame yet
+        return 0
+
+
+class FrameProgress:
+    """The batch's progress bar, in frames: a long video moves it while its task runs.
+
+    Running tasks are read from their temporary CSVs under ``_work`` (found with one listing per
+    update), finished ones from their part files. The total comes from each video's frame count,
+    read in a thread so that a long list of inputs delays nothing; until it is known the bar
+    counts without one.
+    """
+
+    def __init__(self, todo: list[Job], work: Path, videos: int, videos_done: int) -> None:
+        from tqdm import tqdm
+
+        self._work, self._jobs = work, todo
+        self._done: dict[Job, int] = {}
+        self._totals: dict[Job, int] = {}
+        self._videos, self._videos_done = videos, videos_done
+        self._counter = threading.Thread(target=self._count, daemon=True)
+        self._counter.start()
+        self.bar = tqdm(total=None, unit="frame", file=sys.stderr, dynamic_ncols=True)
+
+    def _count(self) -> None:
+        """Frames each task will read (its chunk, or the rest of its video), opening each video
+        once however many chunks it has."""
+        videos: dict[str, int] = {}
+        for job in self._jobs:
+            if job.input not in videos:
+                videos[job.input] = frame_count(job.input)
+            left = max(0, videos[job.input] - job.start)
+            self._totals[job] = min(job.max_frames, left) if job.max_frames else left
+
+    def job_done(self, job: Job, part: Path, video_done: bool) -> None:
+        """``part``: the CSV the finished task wrote."""
+        self._done[job] = frames_written(part, job)
+        self._videos_done += video_done
+
+    def update(self) -> None:
+        if self.bar.total is None and not self._counter.is_alive():
+            self.bar.total = sum(self._totals.values())
+        newest: dict[str, Path] = {}
+        for temp in sorted(self._work.glob("*.tmp.csv"), key=_mtime):
+            newest[temp.name.rsplit(".", 3)[0]] = temp  # NAME.UUID.tmp.csv; a retry's is the newer
+        running = sum(frames_written(newest[job.name], job) for job in self._jobs
+                      if job not in self._done and job.name in newest)
+        self.bar.n = sum(self._done.values()) + running
+        self.bar.set_postfix_str(f"{self._videos_done}/{self._videos} videos", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.update()
+        if self._videos_done == self._videos:
+            self.bar.total = self.bar.n  # the totals were the containers' estimates; every frame is in
+            self.bar.refresh()
+        self.bar.close()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # renamed into place or removed since the listing
+        return 0.0
