@@ -3,8 +3,9 @@
 Publishing never waits for a subscriber: sends are non-blocking against a high-water mark and
 an event that does not fit is dropped and counted, so a slow or absent subscriber cannot slow
 the pipeline. (ZeroMQ can count drops only when a full queue refuses the send, which then
-drops the event for every subscriber; a consumer that may stall should get its own sink.) The socket is an XPUB (a PUB that also sees subscriptions), which lets a run wait
-for its first subscribers before the first event instead of losing it to ZeroMQ's slow joiner.
+drops the event for every subscriber; a consumer that may stall should get its own sink.) The
+socket is an XPUB (a PUB that also sees subscriptions), which lets a run wait for its first
+subscribers before the first event instead of losing it to ZeroMQ's slow joiner.
 """
 from __future__ import annotations
 

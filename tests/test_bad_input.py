@@ -498,7 +498,6 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys):
     assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
 
 
-
 @pytest.mark.parametrize("connect, reason", [
     ("tcp://*:5560", "Invalid argument"),  # a wildcard is for bind, not connect
     ("ipc:///tmp/" + "x" * 120, "File name too long"),  # beyond a Unix socket address's 108 bytes
@@ -512,6 +511,7 @@ def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets(c
         stage.open()
     assert str(raised.value) == f"push {connect}: cannot connect: {reason}"
     assert stage._ctx.closed
+
 
 @pytest.mark.parametrize("args, expected", [
     (["collect", "--csv", "out.csv", "--precision", "-1"], "argument --precision: must be a whole number from 1 to 9, got -1"),

@@ -331,6 +331,7 @@ def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster
     assert json.loads((tmp_path / "out" / "_manifest.json").read_text())["cluster"] == "local"
     assert (tmp_path / "out" / f"{clip.stem}.csv").read_text() == in_process_csv(clip, tmp_path / "expected.csv")
 
+
 def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made(six_clips, tmp_path):
     """ray.init retried such an address for minutes, printing Ray's log lines, and left --out/_work."""
     from livetools import free_port
@@ -343,13 +344,13 @@ def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made
     assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-
 @pytest.mark.parametrize("address", ["headnode", "[]:6379", "127.0.0.1:99999", "ray://127.0.0.1:port"])
 def test_an_address_that_is_no_host_and_port_is_one_line(six_clips, tmp_path, address):
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", address, cwd=tmp_path, timeout=120)
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: --address {address}: expected HOST:PORT, ray://HOST:PORT or auto\n")
     assert not (tmp_path / "out").exists()
+
 
 def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path):
     """The rows decoded before the damage are kept beside the outputs and named; once the file

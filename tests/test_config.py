@@ -163,7 +163,6 @@ def test_a_stage_that_feeds_nothing_is_valid_but_warned_about(tmp_path):
                            "dropped (a sink left out, or a source missing from an inputs list?)\n")
 
 
-
 def test_a_detector_skipping_frames_with_no_tracker_after_it_is_warned_about(capsys):
     """With every_n 3 and no track stage, two rows in three said "no face" for frames the
     detector never looked at, and validate said ok without a word."""
@@ -172,6 +171,7 @@ def test_a_detector_skipping_frames_with_no_tracker_after_it_is_warned_about(cap
         f"fer-pipe: WARNING: {REPO / 'configs' / 'video_to_csv.yaml'}: stage 'detector' (haar) looks at one frame "
         "in 3 (every_n), and no track stage after it carries the faces over the others: those frames are "
         "reported as having no face\n")
+
 
 def test_a_bad_set_in_several_configs_names_each_config():
     """The same line, once per config, did not say which config it came from."""

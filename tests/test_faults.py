@@ -84,7 +84,6 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
-
 def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_env, short_clip, tmp_path):
     """Before, the video writer's file was created when the stage opened, so a run that failed
     on its first frame left a 0-byte .mp4 that no player opens; a file that was there stays."""
@@ -267,7 +266,6 @@ def test_a_stage_that_returns_something_else_than_packets_is_the_one_named(plugi
                               "returned a dict among its packets, not a Packet\n")
 
 
-
 def test_a_bare_packet_returned_is_told_to_be_wrapped():
     """The commonest slip of a new plug-in, ``return packet``, said only "TypeError: 'Packet'
     object is not iterable"."""
@@ -277,6 +275,7 @@ def test_a_bare_packet_returned_is_told_to_be_wrapped():
     with pytest.raises(TypeError) as raised:
         packets_of(Packet("cam", 0, 0.0))
     assert str(raised.value) == "process returned a Packet, not an iterable of packets (return (packet,) to pass it on)"
+
 
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):

@@ -117,4 +117,3 @@ def test_a_stage_with_more_queues_than_a_forkserver_can_hand_over_is_spawned(sho
     graph = load_graph({"stages": {"source": {"type": "video", "params": {"path": str(short_clip)}},
                                    **branch(1), **branch(2)}})
     assert launch.context(graph, fork=True).get_start_method() == "spawn"
-

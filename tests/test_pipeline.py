@@ -206,7 +206,6 @@ def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
     assert (image == 200).all()
 
 
-
 def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     """The first (here the only) branch of a source got the source's own writable array, the
     others read-only views of it: a stage there could paint into the frame the others then
@@ -230,6 +229,7 @@ def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
                    "paint": StageSpec("paint", "scribbler", Scribbler, params, ["cam"])})
     with pytest.raises(ValueError, match="read-only"):
         run_graph(graph)
+
 
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
@@ -305,7 +305,6 @@ def test_a_looping_realtime_replay_that_skips_past_the_end_keeps_time_with_its_f
     assert all(abs(t - i / 25) < 0.002 for i, t in got), got
 
 
-
 @pytest.mark.parametrize("max_frames, length", [(150, 150), (0, None)])
 def test_a_looping_replay_gives_the_progress_bar_its_max_frames_or_no_total(short_clip, max_frames, length):
     """A loop reads max_frames frames, or without end: the 60 frames of one pass made the bar
@@ -330,6 +329,7 @@ def test_a_start_at_or_past_the_end_is_still_an_error_where_preflight_did_not_ru
 
     with pytest.raises(InputError, match=f"no frame could be decoded from start {start} on"):
         run_stage("video", params={"path": str(short_clip), "start": start})
+
 
 def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, tmp_path):
     """A container can report its time base as its frame rate (1000 or 90000); pacing on that

@@ -284,7 +284,8 @@ def _read_state(path: Path) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a training state this can resume ({exc})") from None
-    if not isinstance(state, dict) or not {"options", "epochs_done", "history", "wall_s", "command", "runs"} <= state.keys():
+    keys = {"options", "epochs_done", "history", "wall_s", "command", "runs"}
+    if not isinstance(state, dict) or not keys <= state.keys():
         raise InputError(f"{path}: not a training state this can resume (keys missing)")
     return state
 
