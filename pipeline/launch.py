@@ -26,6 +26,12 @@ from .graph import Graph
 from .worker import STOP_SIGNALS
 
 
+def server_pid() -> int | None:
+    """The forkserver's process id, None before it starts. multiprocessing keeps it only on its
+    one server object; the runner asks it to tell a dead server from a dead stage."""
+    return getattr(server._forkserver, "_forkserver_pid", None)
+
+
 def _most_fds_handed(graph: Graph) -> int:
     """The most file descriptors a stage process is handed at its start, with room to spare: two
     per queue it reads or writes, the control queue's two, the shared counters' arena and the

@@ -359,17 +359,28 @@ class Runner:
         """The first of ``names`` whose process ended without reporting done or stopped.
 
         A forked stage's exit code comes from the forkserver; once that server is gone (the OOM
-        killer, a stray ``kill``), multiprocessing says 255 for every stage still running, and
-        the run cannot stop them by their handles: each stops itself once this process ends."""
+        killer, a stray ``kill``), multiprocessing says 255 for every stage, and the run cannot
+        stop them by their handles: each stops itself once this process ends. A stage that
+        died with the server is named, before the ones that still run."""
+        server_gone = False
         for name in names:
-            if name not in done:
-                proc = procs[name]
-                code = proc.exitcode
-                if self._forked and code == 255 and _running(proc.pid):  # not this stage's fault
-                    return None, ("the forkserver that started the stage processes died, so the run could not "
-                                  "watch them; they stop, closing their files, as the run ends"), "", 1
-                how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-                return name, f"its process died ({how})", "", 1
+            if name in done:
+                continue
+            proc = procs[name]
+            code = proc.exitcode
+            if self._forked and code == 255:
+                if _running(proc.pid):  # not this stage's fault
+                    server_gone = True
+                    continue
+                if not _server_running():
+                    return name, ("its process died, and so did the forkserver that started it, which alone "
+                                  "knew how it ended; the other stages stop, closing their files, as the run "
+                                  "ends"), "", 1
+            how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            return name, f"its process died ({how})", "", 1
+        if server_gone:
+            return None, ("the forkserver that started the stage processes died, so the run could not "
+                          "watch them; they stop, closing their files, as the run ends"), "", 1
         return None
 
 
@@ -399,6 +410,12 @@ def _running(pid: int) -> bool:
             return stat.read().rpartition(b")")[2].split()[0] != b"Z"
     except OSError:
         return False
+
+
+def _server_running() -> bool:
+    """Whether the forkserver that started this run's stages is still there (or not known)."""
+    pid = launch.server_pid()
+    return pid is None or _running(pid)
 
 
 def _empty(q) -> bool:

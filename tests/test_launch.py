@@ -79,6 +79,32 @@ def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_f
     assert assert_valid_prefix(out)  # whole rows, in order: the csv stage closed its file
 
 
+def test_a_stage_killed_together_with_the_forkserver_is_named(plugin_env, short_clip, tmp_path):
+    """A kill of both at once (a cgroup's) read as the server's death alone, the stage that died
+    with it unnamed (or, were it the only stage left, "exit code 255": what multiprocessing says
+    once the server, which alone knew, is gone). The runner is paused meanwhile, so that it
+    sees both gone at its next look."""
+    proc, out = _slowed_run(tmp_path, short_clip, plugin_env, delay_s=0.1)
+    with group_killed_at_exit(proc):
+        wait_for(lambda: _frames_seen(tmp_path) >= 3, 60, "the first frames", proc)
+        server = _server(proc.pid)
+        stages = descendants(server)
+        seen = str(tmp_path / "seen.txt")  # the faulty stage's: the process that has it open
+        faulty = next(pid for pid in stages for fd in Path(f"/proc/{pid}/fd").iterdir()
+                      if os.path.realpath(fd) == seen)
+        os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(server, signal.SIGKILL)
+        os.kill(faulty, signal.SIGKILL)
+        assert not wait_gone({server, faulty})
+        os.kill(proc.pid, signal.SIGCONT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err.splitlines()[-1] == (
+        "fer-pipe: stage 'faulty' (faulty) failed: its process died, and so did the forkserver that started it, "
+        "which alone knew how it ended; the other stages stop, closing their files, as the run ends")
+    assert not wait_gone(stages - {faulty})
+
+
 def test_a_csv_py_in_the_working_folder_is_not_imported_into_the_stages(plugin_env, short_clip, tmp_path):
     """The forkserver is a `python -c`, whose sys.path starts with the folder it starts in."""
     (tmp_path / "csv.py").write_text('raise RuntimeError("the csv.py of the working folder was imported")\n')
