@@ -20,6 +20,7 @@ with a loop body of 2 ms), even with ZeroMQ's linger.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import shutil
@@ -128,6 +129,10 @@ class ResultStream:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
         self._thread.start()
+        # A stream never read to its end nor closed (the script ended, or raised before its
+        # loop): the interpreter would tear the runner's thread down mid-run, an abort (exit
+        # 134) with the sinks' files open. At exit, the run is stopped as ``close`` stops it.
+        atexit.register(self.close)
 
     def _run(self) -> None:
         try:
@@ -156,6 +161,7 @@ class ResultStream:
 
     def close(self) -> None:
         """Stop the run if it is still going (sources stop, the graph drains), and clean up."""
+        atexit.unregister(self.close)
         if self._thread.is_alive():
             self._runner.stop()
             while self._thread.is_alive():

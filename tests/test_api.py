@@ -1,11 +1,16 @@
 """The Python API: a graph run in the multi-process runner, its results yielded in this process."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 import cv2
 import pytest
 from conftest import read_frames, write_video
+from fault_plugin import assert_valid_prefix
 from livetools import csv_rows
 
 from fer_pipe.api import RunFailed, results
@@ -106,3 +111,26 @@ def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
             time.sleep(0.002)
     assert stream.result.exit_code == 0
     assert len(frames) == 2200
+
+
+@pytest.mark.parametrize("then, code", [("pass", 0), ("raise RuntimeError('the setup after it failed')", 1)])
+def test_a_stream_never_read_is_stopped_at_exit_not_torn_down(short_clip, tmp_path, then, code):
+    """A script that made a stream and ended (or raised) before its loop: the interpreter tore
+    the runner's thread down mid-run, "terminate called without an active exception", exit
+    134, the CSV never written and the socket's folder left behind."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            stream = results("video_to_csv", ["source.path={short_clip}", "csv.path={tmp_path / 'rows.csv'}"])
+            {then}
+        """))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(temp)})
+    assert done.returncode == code, done.stderr
+    assert "terminate" not in done.stderr and "Abort" not in done.stderr
+    assert_valid_prefix(tmp_path / "rows.csv")  # closed whole: its header, then whole frames in order
+    assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")]
