@@ -23,6 +23,8 @@ task runs is in ``batch_task``, where it runs in ``batch_cluster``, its progress
 from __future__ import annotations
 
 import argparse
+import csv
+import itertools
 import json
 import os
 import shutil
@@ -37,11 +39,13 @@ from typing import Any
 from .arguments import whole
 from .batch_cluster import check_cluster, start_ray
 from .batch_progress import FrameProgress
-from .batch_task import Job, attempts_file, count_rows, frame_count, job_config, run_job, video_csv_stages
+from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, last_row, partial_path, run_job,
+                         video_csv_stages)
 from .errors import ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import make_folder
 from .stage import Sink
+from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
@@ -49,6 +53,9 @@ SUCCESS = "_SUCCESS"
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
                   ".wmv")
 """What a folder given as an input contributes: its files with these suffixes (in any case)."""
+FRAME, TIME = COLUMNS.index("frame"), COLUMNS.index("timestamp")
+MIN_FRAME_S = 0.002
+"""Frames closer than this may share a timestamp in the CSV's milliseconds."""
 
 
 @dataclass
@@ -67,9 +74,11 @@ class InputReport:
     """Packets that stages with ``on_error: skip`` dropped, in the chunks this run ran."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
-    """For a failed input, the CSVs of the rows made before its damage (``NAME.partial.csv``;
-    one per chunk that reached it), which ``rows`` then counts."""
+    """For an input that turned out bad part-way, the CSV of the rows made before its damage
+    (``NAME.partial.csv``), which ``rows`` then counts."""
     bad_input: bool = field(default=False, repr=False)
+    failed_at: int | None = field(default=None, repr=False)
+    """The first frame of the earliest chunk that failed: its failure is the input's."""
 
 
 def expand_folders(inputs: Sequence[str]) -> list[str]:
@@ -229,33 +238,142 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         return 0
 
     (work / "parts").mkdir(parents=True, exist_ok=True)
-    if todo:
-        try:
-            _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries,
-                       not quiet and sys.stderr.isatty(), len(reports) - len(pending_inputs))
-        except KeyboardInterrupt:
-            print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
-                  "command again runs only the others", file=sys.stderr)
-            raise
+    show = not quiet and sys.stderr.isatty()
+    already = len(reports) - len(pending_inputs)
+    _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show, already)
+    for item in pending_inputs:
+        _forgive_after_stop(reports[item], jobs[item], work)
+    whole = _rejoin_unaligned(pending_inputs, reports, jobs, work)
+    _run_round(whole, data, origin, work, reports, address, num_cpus, max_retries, show, already)
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
-            # this run's partial files of the input (a chunk's: NAME@FIRST-LAST), not an earlier run's
-            report.partial = [str(p) for p in (out_dir / f"{j.name}.partial.csv" for j in jobs[item]) if p.is_file()]
-            report.rows = sum(count_rows(Path(p)) for p in report.partial)
+            if report.bad_input:
+                _keep_partial(report, jobs[item], work, out_dir)
             continue
-        # a stage that ended the run in a chunk ended the video's CSV there, as in `fer-pipe run`
-        stops = [j.start for j in jobs[item] if _stop_mark(work, j).exists()]
-        parts = [_part_path(work, j) for j in jobs[item] if not stops or j.start <= min(stops)]
-        if len(parts) > 1:
-            report.rows = _merge_parts(parts, Path(report.csv), work)
-        else:
-            os.replace(parts[0], report.csv)
-            report.rows = count_rows(Path(report.csv))
-        report.status = "done"
-        _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, []),
-                                   *(f"{j.name}.partial.csv" for j in jobs[item])])
+        _join_parts(report, _joined(jobs[item], work), work)
+        _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, [])])
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
+
+
+def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
+    """The input's CSV from its chunks' parts, in order; the input is done."""
+    parts = [_part_path(work, j) for j in joined]
+    if len(parts) > 1:
+        report.rows = _merge_parts(parts, Path(report.csv), work)
+    else:
+        os.replace(parts[0], report.csv)
+        report.rows = count_rows(Path(report.csv))
+    for job in joined:
+        partial_path(_part_path(work, job)).unlink(missing_ok=True)  # an earlier attempt's
+    report.status = "done"
+
+
+def _joined(item_jobs: list[Job], work: Path) -> list[Job]:
+    """The jobs whose parts make the input's CSV: a stage that ended the run (``StopRun``) in a
+    chunk ended the video's CSV there, as in ``fer-pipe run``."""
+    stops = [j.start for j in item_jobs if _stop_mark(work, j).exists()]
+    return [j for j in item_jobs if not stops or j.start <= min(stops)]
+
+
+def _forgive_after_stop(report: InputReport, item_jobs: list[Job], work: Path) -> None:
+    """A chunk that failed after one in which a stage ended the run (``StopRun``) fails nothing:
+    ``fer-pipe run`` would have stopped before reading it, and its rows are not joined."""
+    stops = [j.start for j in item_jobs if _stop_mark(work, j).exists()]
+    if report.failed_at is not None and stops and min(stops) < report.failed_at:
+        report.status, report.error, report.bad_input, report.failed_at = "pending", "", False, None
+
+
+def _run_round(todo: list[Job], data: dict[str, Any], origin: str, work: Path, reports: dict[str, InputReport],
+               address: str | None, num_cpus: int | None, max_retries: int, show: bool, already: int) -> None:
+    if not todo:
+        return
+    try:
+        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries, show, already)
+    except KeyboardInterrupt:
+        print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
+              "command again runs only the others", file=sys.stderr)
+        raise
+
+
+def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs: dict[str, list[Job]],
+                      work: Path) -> list[Job]:
+    """One whole-video job for each input whose chunks do not line up, their parts removed.
+
+    A chunk starts where OpenCV's seek lands, which is the frame that a count from the start
+    gives that number only in a well-made file: in an AVI re-encoded from a variable-rate
+    source, the seek to frame 20 lands on frame 19, and the joined CSV held that frame twice.
+    A chunk that lost frames to damage decodes on into the next one's frames the same way.
+    The chunks' times show it: a chunk that starts at or before where the last one ended, or
+    more than a frame and a half after. Such a video is run again as one task, which gives
+    what ``fer-pipe run`` gives, as the byte-for-byte promise says."""
+    whole: list[Job] = []
+    for item in pending:
+        report = reports[item]
+        joined = _joined(jobs[item], work)
+        if report.status == "failed" or len(joined) < 2:
+            continue
+        gap = _misaligned([_part_path(work, j) for j in joined])
+        if gap is None:
+            continue
+        i, end, start = gap
+        print(f"fer-pipe: batch: {item}: its chunks do not line up (frame {joined[i + 1].start - 1} at "
+              f"{end:.3f} s, then frame {joined[i + 1].start} at {start:.3f} s): OpenCV's seek in this file "
+              "misses its frame numbers, or damage lost frames; it runs again as one task", file=sys.stderr)
+        for job in jobs[item]:
+            _part_path(work, job).unlink(missing_ok=True)
+            _stop_mark(work, job).unlink(missing_ok=True)
+        jobs[item] = [Job(item, Path(item).stem)]
+        report.chunks_run += 1
+        whole += jobs[item]
+    return whole
+
+
+def _misaligned(parts: list[Path]) -> tuple[int, float, float] | None:
+    """The first chunk after which the next does not follow on (its index, its last frame's
+    time and the next one's first), or None. Skipped where frames come faster than the CSV's
+    milliseconds tell apart."""
+    spans: list[tuple[int, float, float, float]] = []  # each part with rows: index, first and last time, period
+    for i, part in enumerate(parts):
+        with open(part, encoding="utf-8", newline="") as fh:
+            first = next(itertools.islice(csv.reader(fh), 1, None), None)
+        if first is None:
+            continue
+        last = last_row(part)
+        frames = int(last[FRAME]) - int(first[FRAME])
+        period = (float(last[TIME]) - float(first[TIME])) / frames if frames else 0.0
+        if frames and period < MIN_FRAME_S:
+            return None
+        spans.append((i, float(first[TIME]), float(last[TIME]), period))
+    for (i, _, end, period), (_, start, _, after) in zip(spans, spans[1:]):
+        step = period or after  # a chunk of one frame has no period of its own
+        if start <= end or (step and start - end > 1.5 * step):
+            return i, end, start
+    return None
+
+
+def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir: Path) -> None:
+    """An input that turned out bad part-way: the rows before its damage (the chunks before the
+    failed one, and the rows that one made) become ``NAME.partial.csv``, as one run's would,
+    and the error names it. Its other parts go: they are of the damaged file, and a rerun, once
+    the file is mended, must not take them."""
+    target = out_dir / f"{Path(report.input).stem}.partial.csv"
+    target.unlink(missing_ok=True)  # an earlier run's, of the file as it was then
+    pieces = []
+    for job in item_jobs:
+        part = _part_path(work, job)
+        piece = part if job.start < report.failed_at else partial_path(part)
+        if job.start > report.failed_at or not piece.is_file():
+            break
+        pieces.append(piece)
+    if pieces:
+        report.rows = _merge_parts(pieces, target, work)
+        report.partial = [str(target)]
+        report.error += f"; {report.rows} rows of it are kept in {target}"
+    for job in item_jobs:
+        part = _part_path(work, job)
+        for path in (part, partial_path(part), _stop_mark(work, job)):
+            path.unlink(missing_ok=True)
 
 
 def _partials_listed(out_dir: Path) -> dict[str, list[str]]:
@@ -318,8 +436,9 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                         _stop_mark(work, job).touch()
                 except Exception as exc:  # a task's failure, after Ray's own retries
                     message, bad_input = _failure(exc)
-                    if report.status != "failed":
-                        report.status, report.error, report.bad_input = "failed", message, bad_input
+                    if report.failed_at is None or job.start < report.failed_at:
+                        report.status, report.error = "failed", message
+                        report.bad_input, report.failed_at = bad_input, job.start
                 left[job.input] -= 1
                 if progress is not None:
                     progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
@@ -339,7 +458,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: v for k, v in asdict(r).items() if k != "bad_input" and (k != "partial" or v)}
+        "inputs": [{k: v for k, v in asdict(r).items() if k not in ("bad_input", "failed_at") and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     temp = out_dir / f"{MANIFEST}.tmp"

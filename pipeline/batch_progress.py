@@ -1,27 +1,21 @@
 """The progress bar of ``fer-pipe batch``, in frames over all inputs, read from the tasks' CSVs."""
 from __future__ import annotations
 
-import csv
-import os
 import sys
 import threading
 from pathlib import Path
 
-from .batch_task import Job, frame_count
+from .batch_task import Job, frame_count, last_row
 from .stages.csv_sink import COLUMNS
 
 
 def frames_written(csv_path: Path, job: Job) -> int:
     """Frames of ``job`` in a CSV it is writing or has written: the frame number of its last
-    row. The csv sink writes whole frames, one or more rows each, so this counts frames, and
-    reading the file's tail costs the same at any length."""
+    row. The csv sink writes whole frames, one or more rows each, so this counts frames."""
     try:
-        with open(csv_path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
-            lines = fh.read().splitlines()
+        row = last_row(csv_path)
     except OSError:
         return 0
-    row = next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
     try:
         return int(row[COLUMNS.index("frame")]) - job.start + 1
     except (IndexError, ValueError):  # the header alone: no frame yet

@@ -8,6 +8,7 @@ driver (``batch``) plans the jobs, starts the tasks and writes the manifest.
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import time
@@ -112,6 +113,20 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in fh) - 1)
 
 
+def last_row(path: Path) -> list[str]:
+    """The last line of a CSV the csv sink writes or wrote, as fields ([] when it has none):
+    read from the file's tail, which costs the same at any length."""
+    with open(path, "rb") as fh:
+        fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+        lines = fh.read().splitlines()
+    return next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
+
+
+def partial_path(part: Path) -> Path:
+    """Beside a task's part: the rows it made before its input turned out bad part-way."""
+    return part.with_suffix(".partial.csv")
+
+
 class JobDone(NamedTuple):
     """What a task tells the driver besides its CSV: its own lines go to Ray's worker logs."""
 
@@ -127,9 +142,9 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
-    out bad part-way (a truncated file), the rows already made are kept beside the outputs as
-    ``NAME.partial.csv`` and the error says so; the input still counts as failed, so a rerun
-    tries it again.
+    out bad part-way (a truncated file), the rows already made are kept beside the part
+    (``partial_path``), for the driver to join with the chunks before it; the input still
+    counts as failed, so a rerun tries it again.
     """
     import cv2
     import ray
@@ -145,12 +160,9 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     try:
         ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
-        (work_dir.parent / f"{job.name}.partial.csv").unlink(missing_ok=True)  # an earlier failed attempt's rows
-    except UserError as exc:
+    except UserError:
         if temp.exists() and count_rows(temp):
-            partial = work_dir.parent / f"{job.name}.partial.csv"
-            os.replace(temp, partial)
-            raise type(exc)(f"{exc}; its {count_rows(partial)} rows are in {partial}") from None
+            os.replace(temp, partial_path(target))
         raise
     finally:
         temp.unlink(missing_ok=True)

@@ -155,15 +155,16 @@ class VideoSource(Source):
         clip lists 400 frames and plays 364), so such a file's count is its video track's
         duration at its frame rate. Both are estimates for some formats (no_face.mp4 lists 98,
         its track lasts 93.4 frames, it plays 95), so a shortfall of up to 5 frames (or 1 %) is
-        not called truncation.
+        not called truncation. The estimate is of the file's end: a run of ``max_frames`` that
+        stops short of its own last frame is measured from there too (a batch chunk that ended 1
+        frame short of its 10, far from the file's end, lost that frame to damage).
         """
         end = max(self._played, 0)
-        if self.params.max_frames:
-            end = min(end, self.params.start + self.params.max_frames)
         if end - index > max(NEAR_END, end // 100):
+            done = (f"the {index} frames" if not self.params.start
+                    else f"frames {self.params.start}-{index - 1}" if index > self.params.start else "no frame")
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
-                             f"(truncated or corrupt file); the {index - self.params.start} frames "
-                             "before it were processed")
+                             f"(truncated or corrupt file); {done} before it were processed")
 
     def _near_the_end(self, index: int) -> bool:
         """Whether decoding nothing from ``index`` on is the end of the video, not a fault: the

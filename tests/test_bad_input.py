@@ -174,6 +174,24 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+def test_a_truncated_video_read_from_a_start_for_some_frames_is_still_called_truncated(short_clip, tmp_path,
+                                                                                       out_csv):
+    """A run of frames 20-29 (a batch chunk) of a video cut after frame 27 ended 2 frames short of
+    its own end, within the 5 frames by which a container's count may overshoot: exit 0, frames
+    28 and 29 missing. The overshoot is of the file's end, far from frame 29."""
+    data = short_clip.read_bytes()
+    video = tmp_path / "truncated.avi"
+    video.write_bytes(data[: len(data) * 45 // 100])
+    decodable = len(read_frames(video))
+    assert 20 < decodable < 28
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}", "source.start=20", "source.max_frames=10")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video) failed: video {video}: decoding stopped "
+                             f"at frame {decodable} of 60 (truncated or corrupt file); frames 20-{decodable - 1} "
+                             "before it were processed")
+    assert assert_valid_prefix(out_csv, 20) == list(range(20, decodable))
+
+
 def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
     """Docker's /dev/shm is 64 MiB; here a private mount namespace gives it 16 MiB, less than
     the ring of this clip's frames. Unchecked, the source process died of SIGBUS."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import fer_pipe, fer_pipe_on_a_terminal, read_frames, write_video
+from conftest import fer_pipe, fer_pipe_on_a_terminal, ffmpeg, read_frames, write_video
 
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
@@ -352,59 +352,76 @@ def test_an_address_that_is_no_host_and_port_is_one_line(six_clips, tmp_path, ad
     assert not (tmp_path / "out").exists()
 
 
-def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path):
+@pytest.mark.parametrize("chunks", [[], ["--chunk-frames", "10"]])
+def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(cluster, six_clips, tmp_path, chunks):
     """The rows decoded before the damage are kept beside the outputs and named; once the file
-    is whole again, a rerun writes its CSV and removes the partial one (it stayed, before)."""
+    is whole again, a rerun writes its CSV and removes the partial one (it stayed, before).
+    In chunks, the chunk the cut fell in ended 2 frames short of its 10, which passed for the
+    container's estimate being off: it was taken as finished, without its last frames, and a
+    rerun of the mended file joined it in. The partial rows are the chunks before it and its
+    own, as one run's are, and nothing else of the damaged file is kept for a rerun."""
     videos = tmp_path / "videos"
     videos.mkdir()
     whole = six_clips[0].read_bytes()
     clip = videos / "cut.avi"
     clip.write_bytes(whole[: len(whole) // 2])
     decodable = len(read_frames(clip))
+    assert decodable % 10 not in (0, 9)  # the cut falls inside a chunk, not at its end
     out = tmp_path / "out"
-    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet")
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", *chunks)
     _, stderr = proc.communicate(timeout=240)
     partial = out / "cut.partial.csv"
     assert proc.returncode == 2, stderr
-    assert f"its {decodable} rows are in {partial}" in stderr
+    assert f"decoding stopped at frame {decodable} of " in stderr
+    assert f"; {decodable} rows of it are kept in {partial}\n" in stderr
     assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
-    assert not (out / "cut.csv").exists()
+    assert not (out / "cut.csv").exists() and not list((out / "_work" / "parts").iterdir())
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["status"], entry["rows"], entry["partial"]) == ("failed", decodable, [str(partial)])
 
     clip.write_bytes(whole)
-    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet")
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", *chunks)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
     assert not partial.exists() and (out / "_SUCCESS").exists()
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert entry["attempts"] == 1  # the failed run's attempt counted too, and read as a retry
+    assert entry["attempts"] == entry["chunks_run"] == entry["chunks"]  # the failed run's are not this run's
+
+
+def test_chunks_that_do_not_line_up_run_again_as_one_task(cluster, clips, tmp_path):
+    """An AVI re-encoded from a variable-rate MP4: OpenCV's seek to frame 20 lands on frame 19,
+    and the chunked CSV held that frame twice (with the next chunks' numbers one off) under
+    _SUCCESS. The chunks' times show it; the video runs again as one task."""
+    clip = tmp_path / "reencoded.avi"
+    ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-frames:v", "40", "-c:v", "mjpeg", "-q:v", "5", str(clip))
+    out = tmp_path / "out"
+    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "10")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert f"fer-pipe: batch: {clip}: its chunks do not line up (frame " in stderr
+    assert (out / "reencoded.csv").read_text() == in_process_csv(clip, tmp_path / "one.csv")
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert entry["chunks_run"] == entry["chunks"] + 1  # and the whole video once more
 
 
 def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluster, six_clips, tmp_path):
     """Finished chunks are kept for a rerun; named by their first frame alone, a rerun with
     another --chunk-frames took the first run's chunk at frame 0 (frames 0-11) for its own
     (0-7), and the joined CSV had frames 8-11 twice."""
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    whole = six_clips[0].read_bytes()
-    clip = videos / "cut.avi"
-    clip.write_bytes(whole[: len(whole) * 3 // 4])  # the chunk the cut falls in fails: the first run keeps the others
     out = tmp_path / "out"
-    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "12")
+    failing = faulty_config(tmp_path / "fails.yaml", mode="raise", at=[30])  # a stage's bug: parts are kept
+    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--quiet",
+                 "--chunk-frames", "12", "--config", str(failing))
     _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 2, stderr
-    assert any((out / "_work" / "parts").iterdir())  # chunks before the cut, kept
+    assert proc.returncode == 1, stderr
+    assert len(list((out / "_work" / "parts").iterdir())) == 2  # the chunks before frame 30
 
-    assert list(out.glob("cut@*.partial.csv"))  # the rows of the chunk the cut fell in
-    clip.write_bytes(whole)
-    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8")
+    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
-    assert (out / "cut.csv").read_text() == in_process_csv(clip, tmp_path / "whole.csv")
-    # the first run's partial rows, named for its chunks, are gone: a reader of out/*.csv got them twice
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "cut.csv"]
+    assert (out / f"{six_clips[0].stem}.csv").read_text() == in_process_csv(six_clips[0], tmp_path / "whole.csv")
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", f"{six_clips[0].stem}.csv"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["chunks"], entry["chunks_run"], entry["attempts"]) == (5, 5, 5)
     assert " (0 retried)" in stderr.splitlines()[-1]
@@ -427,32 +444,50 @@ def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_pa
     assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 31)]
 
 
-def test_a_stage_ending_the_run_in_a_chunk_ends_the_videos_csv_there_in_a_rerun_too(cluster, six_clips,
-                                                                                     tmp_path):
-    """A stage's StopRun ends a run: the chunks after the one it came in ran on, and the joined
-    CSV had their rows after a gap. The first run here fails on a cut clip after the chunk that
-    stopped; the rerun reuses that chunk, and must still end the CSV there."""
+def test_a_chunk_failing_after_a_stage_ended_the_run_fails_nothing(cluster, six_clips, tmp_path):
+    """A stage's StopRun ends a run, so `fer-pipe run` never reads what comes after: a damaged
+    tail in a later chunk failed the input all the same (exit 2, no CSV)."""
     videos = tmp_path / "videos"
     videos.mkdir()
     whole = six_clips[0].read_bytes()
     clip = videos / "cut.avi"
-    clip.write_bytes(whole[: len(whole) * 3 // 4])
+    clip.write_bytes(whole[: len(whole) * 3 // 4])  # decodes to within the third chunk of 12
     config = faulty_config(tmp_path / "stop.yaml", mode="stop_run", at=[5])
     out = tmp_path / "out"
-    args = (str(videos), "--out", str(out), "--address", cluster.address, "--config", str(config),
-            "--chunk-frames", "12", "--quiet")
-    proc = batch(*args)
-    _, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 2, stderr  # the chunk the cut falls in
-    clip.write_bytes(whole)
-    proc = batch(*args)
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--config", str(config),
+                 "--chunk-frames", "12", "--quiet")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     frames = [int(line.split(",")[1]) for line in (out / "cut.csv").read_text().splitlines()[1:]]
     assert frames == list(range(5))  # as `fer-pipe run` writes it
-    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert (entry["status"], entry["rows"], entry["chunks_run"]) == ("done", 5, 1)
     assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "cut.csv"]
+
+
+def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_there(cluster, six_clips,
+                                                                                   tmp_path):
+    """The chunks after the one a stage ended the run in ran on, and the joined CSV had their
+    rows after a gap; a rerun that reused the stopped chunk joined them on again. The first
+    run here fails (a stage's bug, whose chunks are kept) in the chunk before the stop."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["bug"] = {"type": "faulty", "inputs": ["classifier"], "params": {"mode": "raise", "at": [2]}}
+    config["stages"]["stop"] = {"type": "faulty", "inputs": ["bug"], "params": {"mode": "stop_run", "at": [15]}}
+    config["stages"]["csv"]["inputs"] = ["stop"]
+    first, fixed = tmp_path / "first.yaml", tmp_path / "fixed.yaml"
+    first.write_text(yaml.safe_dump(config))
+    config["stages"]["bug"]["params"]["at"] = []
+    fixed.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    args = (str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "12", "--quiet")
+    proc = batch(*args, "--config", str(first))
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1, stderr
+    proc = batch(*args, "--config", str(fixed))
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
+    assert frames == list(range(15))
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["status"], entry["rows"], entry["chunks_run"]) == ("done", 15, 1)
 
 
 def test_a_rerun_removes_its_inputs_partial_rows_and_no_other_inputs(six_clips, tmp_path):

@@ -526,7 +526,8 @@ def test_a_process_the_system_cannot_make_is_one_line_and_ends_those_started(sho
                                                                             fork, error, reason):
     """A fork that fails in the forkserver (its answer is an EOFError) ended the command with a
     raw traceback. A fork failure cannot be caused at will here (root passes every process
-    limit), so the third process's start is made to raise what a failed fork raises: the source and detector processes have started by then."""
+    limit), so the classifier's start is made to raise what a failed fork raises; the source
+    and detector processes have started by then."""
     import multiprocessing
     from multiprocessing.process import BaseProcess
 
