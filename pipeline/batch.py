@@ -163,14 +163,20 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
 
 def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
     """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
-    write that one path at once (and over a file the user had there)."""
+    write that one path at once (and over a file the user had there). Refuse a socket a stage
+    listens on too: the tasks side by side on a machine would fail, as bad input, at random."""
     for spec in graph.stages.values():
+        where = f"{origin}: stage {spec.name!r} ({spec.type_name})"
         for param in spec.cls.output_paths if spec.name != sink else ():
             path = getattr(spec.params, param)
             if file_key(path) is not None:
-                raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): params.{param}: fer-pipe "
-                                  f"batch writes one CSV per video, but every task would write {path}; "
-                                  "remove the stage or set it to /dev/null")
+                raise ConfigError(f"{where}: params.{param}: fer-pipe batch writes one CSV per video, but every "
+                                  f"task would write {path}; remove the stage or set it to /dev/null")
+        for param in spec.cls.bind_params:
+            if getattr(spec.params, param):
+                raise ConfigError(f"{where}: params.{param}: fer-pipe batch runs its tasks side by side, and "
+                                  "every one would listen there, so all but one would find it taken; remove "
+                                  "the stage (batch results are the CSVs)")
 
 
 def refuse_stateful_chunks(graph: Graph, origin: str) -> None:

@@ -6,7 +6,8 @@ A stage is a class with
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
   input or a sink's output), checked across the whole graph before anything runs;
 - ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
-  graph check can refuse two stages writing one file;
+  graph check can refuse two stages writing one file; ``bind_params``: those that name a
+  socket it listens on;
 - ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
   may give the stage several processes (``workers: N``);
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
@@ -77,6 +78,10 @@ class Stage:
     """Names of the params that hold a file the stage reads or writes: the graph check refuses
     two stages writing one file, or one writing the file another reads, before anything opens
     it (such a run would interleave rows or overwrite its own input)."""
+    bind_params: ClassVar[tuple[str, ...]] = ()
+    """Names of the params that hold a socket the stage listens on (an endpoint, or a port where
+    0 is off): ``fer-pipe batch`` refuses such a stage, since its tasks run side by side and
+    all but one would find the port taken."""
     parallel: ClassVar[bool] = False
     """True when no state is kept between packets (and ``finish`` returns nothing): the runner
     may then feed ``workers`` copies of the stage round-robin and restore the order after

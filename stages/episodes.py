@@ -93,6 +93,7 @@ class EpisodesSink(Sink):
     params: EpisodesParams
     reads = EXPRESSIONS
     output_paths = ("path",)
+    bind_params = ("publish",)
 
     @classmethod
     def preflight(cls, params: EpisodesParams) -> None:

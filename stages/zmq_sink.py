@@ -69,6 +69,7 @@ class ZmqSink(Sink):
     Params = ZmqParams
     params: ZmqParams
     reads = EXPRESSIONS
+    bind_params = ("endpoint",)
 
     @classmethod
     def preflight(cls, params: ZmqParams) -> None:

@@ -300,6 +300,26 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("stage, param", [
+    ({"type": "zmq", "inputs": ["classifier"], "params": {"endpoint": "tcp://127.0.0.1:5587"}}, "endpoint"),
+    ({"type": "episodes", "inputs": ["classifier"], "params": {"path": "/dev/null", "publish": 5588}}, "publish")])
+def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task(six_clips, tmp_path, stage,
+                                                                                   param):
+    """Every task bound the one port: those side by side with another failed, at random and as
+    bad input (so never retried)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["events"] = stage
+    path = tmp_path / "listens.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", str(path), cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {path}: stage 'events' ({stage['type']}): params.{param}: fer-pipe batch runs its tasks "
+           "side by side, and every one would listen there, so all but one would find it taken; remove the "
+           "stage (batch results are the CSVs)\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_chunks_of_a_config_with_a_tracker_are_refused_before_any_task(six_clips, tmp_path):
     """Each chunk's task starts the tracker afresh: the fast config's chunked CSV lost the faces
     it carries between detections after every chunk's start, and their track ids."""
