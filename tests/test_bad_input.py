@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
 from fault_plugin import assert_valid_prefix
 from livetools import csv_rows, start_fer_pipe, stop, wait_for
 
@@ -172,6 +172,28 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
                              f"at frame {decodable} of {frames} (truncated or corrupt file); the {decodable} "
                              "frames before it were processed")
     assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
+def test_an_avi_cut_short_by_less_than_one_percent_is_called_truncated(tmp_path, out_csv):
+    """An AVI's header counts its frames one by one: 8 frames missing of 1,000 is damage. It
+    passed as whole (exit 0), inside the 1 % allowed where a count is the duration times the
+    frame rate: 36 s of an hour's recording could go without a word."""
+    import numpy as np
+
+    data = write_video(tmp_path / "whole.avi", [np.full((48, 64, 3), i % 256, np.uint8) for i in range(1000)]
+                       ).read_bytes()
+    pos, kept = data.index(b"movi") + 4, 0
+    while kept < 992:  # walk the chunks of the movie list: cut before the 993rd frame's
+        kept += data[pos:pos + 4] == b"00dc"
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        pos += 8 + size + (size & 1)
+    video = tmp_path / "cut.avi"
+    video.write_bytes(data[:pos])
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video) failed: video {video}: decoding stopped at frame "
+                             "992 of 1000 (truncated or corrupt file); the 992 frames before it were processed")
+    assert assert_valid_prefix(out_csv) == list(range(992))
 
 
 def test_a_truncated_video_read_from_a_start_for_some_frames_is_still_called_truncated(short_clip, tmp_path,
