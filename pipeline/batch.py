@@ -87,20 +87,23 @@ def expand_folders(inputs: Sequence[str]) -> list[str]:
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
     argument limit. A folder with no videos stays in the list, so that it is reported by name.
     """
-    expanded: list[str] = []
+    expanded: dict[str, str] = {}  # by real path: one file given twice (b/clip.mp4, ./b/clip.mp4) is one input
     for item in inputs:
         folder = Path(item)
         videos = sorted(str(p) for p in folder.iterdir()
                         if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()) if folder.is_dir() else []
-        expanded += videos or [item]
-    return expanded
+        for video in videos or [item]:
+            expanded.setdefault(os.path.realpath(video), video)
+    return list(expanded.values())
 
 
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
     """Jobs per input, and the inputs that cannot even be read (by name, with the reason).
 
     Every input's CSV is named after its file, so two inputs with the same stem are refused
-    before anything runs rather than overwriting each other.
+    before anything runs rather than overwriting each other; so are names that meet in other
+    files: ``cam@0-9.mp4``'s work files and those of ``cam.mp4``'s first chunk of 10, or
+    ``x.partial.mp4``'s CSV and ``x.avi``'s partial rows.
     """
     jobs: dict[str, list[Job]] = {}
     bad: dict[str, str] = {}
@@ -123,6 +126,16 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
                           for start in range(0, count, chunk_frames)]
         else:
             jobs[item] = [Job(item, key)]
+    for key, item in stems.items():
+        if key.endswith(".partial") and key.removesuffix(".partial") in stems:
+            raise InputError(f"inputs {stems[key.removesuffix('.partial')]} and {item}: the second's CSV, {key}.csv, "
+                             "is where the first's rows would be kept if it turned out damaged; rename one")
+    owners: dict[str, str] = {}
+    for item, item_jobs in jobs.items():
+        for job in item_jobs:
+            if owners.setdefault(job.name, item) != item:
+                raise InputError(f"inputs {owners[job.name]} and {item} would share the work files named "
+                                 f"{job.name}; rename one")
     return jobs, bad
 
 
@@ -210,14 +223,13 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
+    inputs = expand_folders(inputs)
+    jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
     check_cluster(address)
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
     work = out_dir / WORK
-
-    inputs = expand_folders(inputs)
-    jobs, bad = plan(inputs, chunk_frames)
     earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():

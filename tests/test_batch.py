@@ -320,6 +320,38 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("names, chunks, line", [
+    (("cam.avi", "cam@0-9.avi"), ["--chunk-frames", "10"],
+     "inputs {0} and {1} would share the work files named cam@0-9; rename one"),
+    (("x.avi", "x.partial.avi"), [],
+     "inputs {0} and {1}: the second's CSV, x.partial.csv, is where the first's rows would be kept if it turned "
+     "out damaged; rename one")])
+def test_inputs_whose_files_would_meet_are_refused_before_anything_is_made(six_clips, tmp_path, names, chunks,
+                                                                           line):
+    """cam@0-9.avi's work files were those of cam.avi's first chunk: cam.csv got the other video's
+    rows, and the batch died with no manifest. x.partial.avi's CSV was x.avi's partial rows, which
+    a rerun then removed, under _SUCCESS."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    paths = [videos / name for name in names]
+    paths[0].write_bytes(six_clips[0].read_bytes())  # 36 frames: chunks of 10
+    write_video(paths[1], read_frames(six_clips[0], 8))  # one chunk: named as the input
+    done = fer_pipe("batch", str(videos), "--out", "out", *chunks, cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: " + line.format(*paths) + "\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
+    """It was refused as two inputs that would both write clip.csv."""
+    clip = six_clips[0]
+    proc = batch(str(clip), f"{clip.parent}/./{clip.name}", "--out", str(tmp_path / "out"), "--address",
+                 cluster.address, "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    (entry,) = json.loads((tmp_path / "out" / "_manifest.json").read_text())["inputs"]
+    assert (entry["input"], entry["status"]) == (str(clip), "done")
+
+
 def test_chunks_of_a_config_with_a_tracker_are_refused_before_any_task(six_clips, tmp_path):
     """Each chunk's task starts the tracker afresh: the fast config's chunked CSV lost the faces
     it carries between detections after every chunk's start, and their track ids."""
