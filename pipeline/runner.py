@@ -254,6 +254,8 @@ class Runner:
                                     f"failed: {msg[2]}")
                     elif kind == "input_error" and late_error is None:
                         late_error = (name, msg[2], "", msg[3])
+                        if msg[4]:  # a camera given up on: the run fails now, not when the others end
+                            stop.set()
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started

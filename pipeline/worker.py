@@ -362,9 +362,10 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
         except UserError as exc:
             if not stats.items:
                 raise
-            # Bad input found mid-stream (a truncated file): what was read still drains
-            # through the graph into the outputs; the runner exits 2 with this line after.
-            w.control.put(("input_error", w.process, str(exc), exc.exit_code))
+            # Bad input found mid-stream (a truncated file, a camera given up on): what was
+            # read still drains through the graph into the outputs; the runner exits 2 with
+            # this line after, and at once stops the other sources of a live one.
+            w.control.put(("input_error", w.process, str(exc), exc.exit_code, stage.live))
             break
         if packet is None:
             break
