@@ -7,6 +7,7 @@ packet between processes: the source's process writes the image into shared memo
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -95,6 +96,16 @@ class Packet:
             view.flags.writeable = False
             return view
         return self.image.array()
+
+
+def ended_tracks(held: Iterable[tuple[str, int]], packet: Packet) -> list[tuple[str, int]]:
+    """The (source, track id) keys in ``held`` of the packet's source whose track the tracker no
+    longer lists as alive (``extra["tracks"]``, on every frame after a ``track`` stage): what a
+    stage that keeps state per track lets go. Nothing without that list (no tracker)."""
+    alive = packet.extra.get("tracks")
+    if alive is None:
+        return []
+    return [key for key in held if key[0] == packet.source and key[1] not in alive]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from fer_pipe.csvfile import CsvOutput
 from fer_pipe.endpoints import check_private, ipv6_for, tcp_endpoint
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
-from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.messages import EXPRESSIONS, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
 from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
@@ -135,8 +135,8 @@ class EpisodesSink(Sink):
             track.last_seen = now
             if face.smoothed is not None:
                 self._observe(key, track, (*now, face.smoothed), face.smoothed_label, face.extra)
-        for track_id in packet.extra.get("track_lost", ()):
-            self._end_track((packet.source, track_id))
+        for key in ended_tracks(self._tracks, packet):
+            self._end_track(key)
 
     def finish(self) -> list[Packet]:
         for key in list(self._tracks):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from fer_pipe.messages import EXPRESSIONS, Face, Packet
+from fer_pipe.messages import EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Stage, StageParams
 
@@ -73,8 +73,8 @@ class Smoother(Stage):
             if face.track_id is not None and face.probs is not None:
                 self._tracked += 1
                 self._update(packet, face)
-        for track_id in packet.extra.get("track_lost", ()):
-            self._tracks.pop((packet.source, track_id), None)
+        for key in ended_tracks(self._tracks, packet):
+            del self._tracks[key]
         return (packet,)
 
     def finish(self) -> list[Packet]:

@@ -17,8 +17,12 @@ the detector looked at count towards ``max_age``.
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
 ``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
-frame; the smoother and the episodes sink end a track's state on ``track_lost`` (they start it
-at the track's first face with an id), and a plug-in can act on either.
+frame, and a plug-in can act on either. ``["tracks"]`` lists the ids alive after every frame:
+the smoother and the episodes sink end a track's state when it leaves that list (they start
+it at the track's first face with an id). A list on every frame, rather than a word on one,
+because a live run may drop any frame after this stage (a stage that fell behind finds its
+pixels overwritten): the frame that said ``track_lost`` went with it, and the track's last
+episode waited for the end of the run.
 """
 from __future__ import annotations
 
@@ -127,6 +131,7 @@ class FaceTracker(Stage):
                                   key=lambda f: f.box)  # left to right, as the detector numbers them
         else:
             self._associate(state, packet)
+        packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
         return (packet,)
 
     def _associate(self, state: _SourceState, packet: Packet) -> None:

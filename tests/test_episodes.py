@@ -28,13 +28,32 @@ def probs(label: str, p: float = 0.8) -> np.ndarray:
     return out
 
 
-def track(labels: list[str], track_id: int = 1, lost_at_end: bool = False) -> list[Packet]:
+def track(labels: list[str], track_id: int = 1, lost_at_end: bool = False, others: list[int] = ()) -> list[Packet]:
+    """Frames of one face; with ``lost_at_end``, a frame without it, as the tracker reports
+    that (``others``: the other tracks it still lists as alive)."""
     packets = [Packet("cam", i, i / FPS, faces=[Face((0, 0, 60, 60), probs(x), track_id)])
                for i, x in enumerate(labels)]
-    if lost_at_end:  # as the tracker reports it, on a later frame without the face
+    if lost_at_end:
         packets.append(Packet("cam", len(labels), len(labels) / FPS, faces=[],
-                              extra={"track_lost": [track_id]}))
+                              extra={"track_lost": [track_id], "tracks": list(others)}))
     return packets
+
+
+def test_a_track_ends_when_the_tracker_stops_listing_it_though_the_frame_that_said_so_was_dropped(tmp_path):
+    """A live run may drop any frame after the tracker (a stage that fell behind): the frame
+    with track 1's track_lost went, and its episode (and face_lost) waited for the end of the
+    run, after track 2's, which ended later. The tracker's list of live tracks on every frame
+    ends it on the next frame that arrives."""
+    def frame(i: int, ids: list[int], **extra) -> Packet:
+        return Packet("cam", i, i / FPS, faces=[Face((70 * t, 0, 60, 60), probs("sad"), t) for t in ids],
+                      extra={"tracks": [1, 2], **extra})
+
+    packets = [frame(i, [1, 2]) for i in range(10)]
+    # frame 10, with extra={"track_lost": [1], "tracks": [2]}, was dropped on the way
+    packets += [frame(i, [2], tracks=[2]) for i in range(11, 15)]
+    packets += [frame(15, [], track_lost=[2], tracks=[])] + [frame(i, [], tracks=[]) for i in range(16, 20)]
+    rows = episodes_of(packets, tmp_path)
+    assert [(r["track_id"], r["end_frame"]) for r in rows] == [("1", "9"), ("2", "14")]
 
 
 def episodes_of(packets: list[Packet], tmp_path: Path, **params) -> list[dict[str, str]]:
@@ -155,8 +174,8 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
             warmup += 1
         assert decode(sub.recv_multipart()) == {"schema": 1, "type": "face_appeared", "source": "cam",
                                                 "track_id": warmup, "frame": 0, "timestamp": 0.0}
-        for p in run_stage("smooth", track(["sad"] * 30 + ["happy"] * 30, track_id=3, lost_at_end=True),
-                           {"hold_s": 0.2}):
+        warmed = list(range(100, warmup + 1))
+        for p in run_stage("smooth", track(["sad"] * 30 + ["happy"] * 30, 3, True, warmed), {"hold_s": 0.2}):
             sink.consume(p)
         list(sink.finish())
         got = []

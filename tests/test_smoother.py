@@ -78,7 +78,7 @@ def test_faces_without_a_track_are_left_alone_and_lost_tracks_start_afresh() -> 
     untracked = stream([probs(fear=0.9)] * 3, 25.0, track_id=None)
     assert all(p.faces[0].smoothed is None for p in run_stage("smooth", untracked))
     first = stream([probs(sad=0.9)] * 10, 25.0)
-    first[-1].extra["track_lost"] = [1]
+    first[-1].extra.update(track_lost=[1], tracks=[])  # as the tracker says it
     later = [Packet("cam", 10, 0.4, faces=[Face((0, 0, 9, 9), probs(happy=0.7), 1)])]
     out = run_stage("smooth", first + later, {"hold_s": 0.0})
     np.testing.assert_allclose(out[-1].faces[0].smoothed, probs(happy=0.7))
