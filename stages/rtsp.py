@@ -126,14 +126,16 @@ class RtspSource(Source):
         why = "cannot connect"
         while not self._stopping.is_set():
             if failures:
-                down = time.monotonic() - down_since
-                if p.give_up_after_s and down >= p.give_up_after_s:
-                    self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
-                               f"(give_up_after_s={p.give_up_after_s:g})")
+                if self._given_up(down_since, failures):
                     return
+                down = time.monotonic() - down_since
                 delay = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
-                self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
-                if self._stopping.wait(delay):
+                if p.give_up_after_s and down + delay >= p.give_up_after_s:  # no attempt after the time is up
+                    delay = p.give_up_after_s - down
+                    self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
+                else:
+                    self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
+                if self._stopping.wait(delay) or self._given_up(down_since, failures):
                     return
             cap = self._connect()
             opened = cap.isOpened()
@@ -152,6 +154,16 @@ class RtspSource(Source):
                 continue
             failures = 0
             self._log(f"stream lost after {frames} frames; reconnecting")
+
+    def _given_up(self, down_since: float, failures: int) -> bool:
+        """Fail the stage if the stream has been down ``give_up_after_s``: checked before each
+        wait and after it, so that the last wait ends at that time rather than a backoff later."""
+        down = time.monotonic() - down_since
+        if not self.params.give_up_after_s or down < self.params.give_up_after_s:
+            return False
+        self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
+                   f"(give_up_after_s={self.params.give_up_after_s:g})")
+        return True
 
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0

@@ -135,9 +135,11 @@ def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
 
 
 def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
+    """The waits between attempts add up to give_up_after_s: the last one ended a backoff after
+    it (0.2 + 0.4 + 0.5 + 0.5 + 0.5 s for 1.9), and the default gave up at 65-75 s for 60."""
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"
     config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=1,
-                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=2)
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=1.9)
     err_path = tmp_path / "stderr.txt"
     run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
     code = run.wait(120)
@@ -145,6 +147,9 @@ def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     assert code == 2, log
     assert "Traceback" not in log
     assert log.count("cannot connect; attempt") >= 2  # each attempt is logged
+    waits = [float(w) for w in re.findall(r"cannot connect; (?:attempt \d+|giving up) in ([\d.]+) s", log)]
+    assert waits[:3] == [0.2, 0.4, 0.5] and sum(waits) <= 1.95, log  # logged to 0.1 s
+    assert "cannot connect; giving up in " in log
     last = log.strip().splitlines()[-1]
     assert last.startswith(f"fer-pipe: stage 'source' (rtsp) failed: rtsp {url}: no stream for ")
     assert "giving up" in last
