@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .output_files import open_claimed
+from .output_files import check_folder_of, open_claimed
 
 
 class CsvOutput:
@@ -39,8 +39,7 @@ class CsvOutput:
         than mixed.
         """
         path = Path(path)
-        if not path.parent.is_dir():
-            raise InputError(f"{what} {path}: folder {path.parent} does not exist")
+        check_folder_of(path, what)
         if append and path.is_file() and path.stat().st_size:
             with open(path, newline="", encoding="utf-8") as existing:
                 try:

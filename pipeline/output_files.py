@@ -26,6 +26,13 @@ def make_folder(folder: Path, what: str) -> None:
         raise InputError(f"{what} {folder}: cannot create the folder ({exc.strerror})") from None
 
 
+def check_folder_of(path: Path, what: str) -> None:
+    """InputError unless the folder ``path`` goes in is one: it may not exist, or be a file."""
+    if not path.parent.is_dir():
+        problem = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise InputError(f"{what} {path}: folder {path.parent} {problem}")
+
+
 def check_writable(path: str | Path, what: str) -> None:
     """Try the file in the parent, so an unwritable or busy path fails before any stage starts
     (permission bits alone do not tell, e.g. for root or on a read-only mount).
@@ -34,8 +41,7 @@ def check_writable(path: str | Path, what: str) -> None:
     would give its reader an end of file before the stage wrote a line. A symbolic link is
     followed, so the probe removes the file it made, not the link."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise InputError(f"{what} {path}: folder {path.parent} does not exist")
+    check_folder_of(path, what)
     if path.is_dir():
         raise InputError(f"{what} {path}: is a folder, not a file")
     if path.exists() and not path.is_file():
