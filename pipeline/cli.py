@@ -11,7 +11,7 @@ import inspect
 import sys
 import textwrap
 import traceback
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .arguments import number
 from .errors import UserError
@@ -115,8 +115,16 @@ class _ShowDefaults(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)".lstrip()
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is the one line any other bad input gets (exit 2), saying where the help
+    is, rather than argparse's usage block over several lines."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fer-pipe: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fer-pipe", description="Real-time facial-expression "
+    parser = _Parser(prog="fer-pipe", description="Real-time facial-expression "
                                      "recognition as a pipeline of plug-in stages.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the same)")
     sub = parser.add_subparsers(dest="command", required=True)
