@@ -599,11 +599,15 @@ def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv)
     clip = clips["single_face.mp4"]
     code, err = run(f"source.path={clip}", "source.start=500", f"csv.path={out_csv}")
     assert (code, err) == (2, f"fer-pipe: stage 'source' (video): video {clip}: start 500 is past its end "
-                              "(it plays 72 frames, 0-71)\n")
+                              "(its header counts 72 frames, 0-71)\n")
     assert not out_csv.exists()
     code, err = run(f"source.path={clip}", "source.start=71", f"csv.path={out_csv}")
     assert code == 0, err
     assert [line.split(",")[1] for line in out_csv.read_text().splitlines()[1:]] == ["71"]
+    # no_face.mp4's header counts 93 frames (its track's time); it plays 95, and 94 was refused
+    code, err = run(f"source.path={clips['no_face.mp4']}", "source.start=94", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert [line.split(",")[1] for line in out_csv.read_text().splitlines()[1:]] == ["94"]
 
 
 def test_a_sink_cannot_write_over_its_own_config(tmp_path, short_clip):
