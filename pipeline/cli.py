@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 from .arguments import number
 from .errors import UserError
 from .hangup import to_devnull
+from .redaction import redact_urls
 
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
     from .graph import Graph
@@ -49,7 +50,7 @@ def _user_error(exc: UserError, debug: bool) -> int:
     """Say a user error as its one line (after the traceback with --debug); its exit code."""
     if debug:
         traceback.print_exc()
-    print(f"fer-pipe: {exc}", file=sys.stderr)
+    print(f"fer-pipe: {redact_urls(str(exc))}", file=sys.stderr)  # it may quote an RTSP URL's password
     return exc.exit_code
 
 

@@ -8,13 +8,11 @@ frame; then the run fails with one line naming the URL.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -22,6 +20,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
+from fer_pipe.redaction import redact
 from fer_pipe.stage import Source, SourceParams
 
 
@@ -39,34 +38,6 @@ class RtspParams(SourceParams):
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="wait before the second connection attempt")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
-
-
-SECRET_NAME = (r"(?<![a-z0-9_.-])([a-z0-9_.-]*(?:pw|pwd|psw|pas|pass|passwd|password|passwort|passphrase|token|"
-               r"key|auth|secret|sig|signature|credentials?)(?:[_.-]?\d+)?)=")
-"""A ``name=`` whose name ends like a credential's, as many IP cameras take them, in the query
-(``videostream.cgi?user=admin&pwd=...``, ``loginpas=``, ``authtoken=``, ``password1=``) or in the path
-(``/user=admin&password=..._channel=1``). ``keyframes=`` and ``author=`` are left alone;
-``bypass=`` is masked too, which costs a log line a value rather than leak one."""
-IN_QUERY = re.compile(SECRET_NAME + r"[^&#]*", re.IGNORECASE)
-IN_PATH = re.compile(SECRET_NAME + r"[^&/?#]*", re.IGNORECASE)
-"""A query value runs to the next ``&``; a path value also ends at ``/``, which masks more than
-the secret where ``_`` separates the fields, rather than less."""
-
-
-def redact(url: str) -> str:
-    """The URL without a password, for log lines: they go to the journal. The user part ends at
-    the last ``@`` before the path, as FFmpeg reads it: a password may hold an ``@``, and a
-    query may too. Credentials given as ``name=value`` in the path or the query are masked too."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.split(':')[0]}:***@{host}"
-    path, query = (pattern.sub(lambda m: f"{m.group(1)}=***", text)
-                   for pattern, text in ((IN_PATH, parts.path), (IN_QUERY, parts.query)))
-    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
-        return url
-    return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
 
 
 class RtspSource(Source):

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from conftest import read_frames, write_video
+from conftest import fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
 
 
@@ -198,7 +198,7 @@ def test_a_reader_thread_that_fails_ends_the_stream_with_its_error():
 
 
 def test_password_is_not_logged():
-    from fer_pipe.stages.rtsp import redact
+    from fer_pipe.redaction import redact
 
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/s1") == "rtsp://admin:***@10.0.0.5:554/s1"
     assert redact("rtsp://10.0.0.5/s1") == "rtsp://10.0.0.5/s1"
@@ -277,3 +277,12 @@ def test_sigterm_while_the_camera_is_down_drains_and_closes_at_once(rtsp_server,
     assert "fer-pipe: interrupted: drained and closed" in log
     frames = [int(r["frame"]) for r in csv_rows(csv_path)]
     assert len(frames) >= 20 and frames == sorted(set(frames))
+
+
+def test_a_config_error_that_quotes_the_url_masks_its_password(tmp_path):
+    """Lines the CLI says about a bad --set quote the value as typed: a comment in the URL (an
+    unquoted ' #') printed the password in clear, where the stage's own lines mask it."""
+    done = fer_pipe("validate", "rtsp", "--set", "source.url=rtsp://admin:S3cretPW@127.0.0.1/s #2", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "S3cretPW" not in done.stderr
+    assert done.stderr.startswith("fer-pipe: --set source.url=rtsp://admin:***@127.0.0.1/s #2: YAML reads")

@@ -1,0 +1,47 @@
+"""Credentials kept out of log and error lines, which end up in a journal: a URL's password,
+and ``name=value`` credentials in its path or query, as many IP cameras take them."""
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit, urlunsplit
+
+SECRET_NAME = (r"(?<![a-z0-9_.-])([a-z0-9_.-]*(?:pw|pwd|psw|pas|pass|passwd|password|passwort|passphrase|token|"
+               r"key|auth|secret|sig|signature|credentials?)(?:[_.-]?\d+)?)=")
+"""A ``name=`` whose name ends like a credential's, as many IP cameras take them, in the query
+(``videostream.cgi?user=admin&pwd=...``, ``loginpas=``, ``authtoken=``, ``password1=``) or in the path
+(``/user=admin&password=..._channel=1``). ``keyframes=`` and ``author=`` are left alone;
+``bypass=`` is masked too, which costs a log line a value rather than leak one."""
+IN_QUERY = re.compile(SECRET_NAME + r"[^&#]*", re.IGNORECASE)
+IN_PATH = re.compile(SECRET_NAME + r"[^&/?#]*", re.IGNORECASE)
+"""A query value runs to the next ``&``; a path value also ends at ``/``, which masks more than
+the secret where ``_`` separates the fields, rather than less."""
+
+
+def redact(url: str) -> str:
+    """The URL without a password, for log lines: they go to the journal. The user part ends at
+    the last ``@`` before the path, as FFmpeg reads it: a password may hold an ``@``, and a
+    query may too. Credentials given as ``name=value`` in the path or the query are masked too."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':')[0]}:***@{host}"
+    path, query = (pattern.sub(lambda m: f"{m.group(1)}=***", text)
+                   for pattern, text in ((IN_PATH, parts.path), (IN_QUERY, parts.query)))
+    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
+
+
+URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` (an error line that quotes what the user gave) with each URL in it redacted."""
+    def one(match: re.Match[str]) -> str:
+        try:
+            return redact(match.group(0))
+        except ValueError:  # not a URL urlsplit reads (tcp://[::1 without its bracket): no password in it
+            return match.group(0)
+
+    return URL.sub(one, text)
