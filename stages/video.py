@@ -11,7 +11,8 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
-from fer_pipe.mp4 import frames_played, video_seconds
+from fer_pipe.mp4 import frames_played
+from fer_pipe.truncation import ends_early
 from fer_pipe.stage import Source, SourceParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
@@ -34,21 +35,6 @@ def frames_in(capture: cv2.VideoCapture, path: str) -> int:
     chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``."""
     return frames_played(path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
                          capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
-
-
-def counts_every_frame(path: str, listed: int, played: int) -> bool:
-    """Whether the container lists its frames one by one, so that decoding short of the count
-    by more than ``NEAR_END`` is damage: an AVI's header, or an MP4's sample table that no edit
-    list shortens (``played``). Elsewhere OpenCV's count is the duration times the frame rate,
-    which drifts further on a longer file."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError:
-        return False
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return True
-    return 0 < listed == played and video_seconds(path) is not None
 
 
 class VideoParams(SourceParams):
@@ -89,7 +75,7 @@ class VideoSource(Source):
                 if 0 < played <= params.start and not (capture.set(cv2.CAP_PROP_POS_FRAMES, params.start)
                                                          and capture.read()[0]):
                     raise InputError(f"video {params.path}: start {params.start} is past its end "
-                                     f"(its header counts {played} frames, 0-{played - 1})")
+                                     f"(by its header it plays {played} frames, 0-{played - 1})")
         finally:
             capture.release()
 
@@ -97,8 +83,7 @@ class VideoSource(Source):
         self._cap = _open(Path(self.params.path))
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
-        self._exact = counts_every_frame(self.params.path, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT)),
-                                         self._played)
+        self._cut = ends_early(self.params.path)
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         if self.params.start:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
@@ -174,17 +159,17 @@ class VideoSource(Source):
         holds: a trim without re-encoding does (``ffmpeg -ss 4.5 -c copy`` of the WolfgangLanger
         clip lists 400 frames and plays 364), so such a file's count is its video track's
         duration at its frame rate. Both are estimates for some formats (no_face.mp4 lists 98,
-        its track lasts 93.4 frames, it plays 95), so a shortfall of up to 5 frames is not called
-        truncation, nor one of up to 1 % where the count is the duration times the frame rate
-        (``counts_every_frame``): an AVI cut 12 frames short of its 2,000 passed as whole. The
-        estimate is of the file's end: a run of ``max_frames`` that stops short of its own last
-        frame is measured from there too (a batch chunk that ended 1 frame short of its 10, far
-        from the file's end, lost that frame to damage).
+        its track lasts 93.4 frames, it plays 95), and an AVI re-encoded from a variable-rate
+        source counts the empty frames that fill its gaps; so a shortfall of up to 5 frames, or
+        1 %, is not called truncation. In a file that ends inside its own container
+        (``ends_early``: a copy cut short) only the 5 are: an AVI cut 12 frames short of its
+        2,000 passed as whole. The estimate is of the file's end: a run of ``max_frames`` that
+        stops short of its own last frame is measured from there too (a batch chunk that ended
+        1 frame short of its 10, far from the file's end, lost that frame to damage).
         """
         end = max(self._played, 0)
-        if end - index > (NEAR_END if self._exact else max(NEAR_END, end // 100)):
-            done = (f"the {index} frames" if not self.params.start
-                    else f"frames {self.params.start}-{index - 1}" if index > self.params.start else "no frame")
+        if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
+            done = f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); {done} before it were processed")
 

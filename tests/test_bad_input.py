@@ -599,7 +599,7 @@ def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv)
     clip = clips["single_face.mp4"]
     code, err = run(f"source.path={clip}", "source.start=500", f"csv.path={out_csv}")
     assert (code, err) == (2, f"fer-pipe: stage 'source' (video): video {clip}: start 500 is past its end "
-                              "(its header counts 72 frames, 0-71)\n")
+                              "(by its header it plays 72 frames, 0-71)\n")
     assert not out_csv.exists()
     code, err = run(f"source.path={clip}", "source.start=71", f"csv.path={out_csv}")
     assert code == 0, err
