@@ -252,8 +252,12 @@ class Runner:
                     elif kind == "fail" and name != failure[0]:
                         also.append(f"stage {name!r} ({graph.stages[self._stage_of[name]].type_name}) "
                                     f"failed: {msg[2]}")
-                    elif kind == "input_error" and late_error is None:
-                        late_error = (name, msg[2], "", msg[3])
+                    elif kind == "input_error":
+                        if late_error is None:
+                            late_error = (name, msg[2], "", msg[3])
+                        elif msg[4]:  # said too: the run ends on it, not on the first
+                            also.append(f"stage {name!r} ({graph.stages[self._stage_of[name]].type_name}) "
+                                        f"failed: {msg[2]}")
                         if msg[4]:  # a camera given up on: the run fails now, not when the others end
                             stop.set()
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]

@@ -84,11 +84,13 @@ def test_a_live_source_sharing_a_slow_stage_never_drops_another_sources_frames(c
     assert by_source["camera"][-1] == 79  # the newest frame is kept, the oldest dropped
 
 
-def test_a_live_source_failing_mid_stream_ends_the_run_at_once(clips, tmp_path):
+@pytest.mark.parametrize("another_cut_file", [False, True])
+def test_a_live_source_failing_mid_stream_ends_the_run_at_once(clips, tmp_path, another_cut_file):
     """A camera given up on (give_up_after_s) after it had streamed: its line was held until the
     other cameras ended, which live ones never do, so the run went on for days without it and
     without a word. A live replay that turns out truncated takes the same path (a live source's
-    bad input mid-stream) without a camera to unplug; the endless replay beside it stops."""
+    bad input mid-stream) without a camera to unplug; the endless replay beside it stops. A
+    file source that turned out truncated first kept the camera's failure from stopping it."""
     whole = write_video(tmp_path / "whole.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60)).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole[: len(whole) // 2])
@@ -97,12 +99,17 @@ def test_a_live_source_failing_mid_stream_ends_the_run_at_once(clips, tmp_path):
         "door": {"type": "video", "params": {"path": str(cut), "realtime": True}},
         "hall": {"type": "video", "params": {"path": str(endless), "realtime": True, "loop": True}},
         "detector": {"type": "haar", "inputs": ["door", "hall"]},
+        **({"file": {"type": "video", "params": {"path": str(tmp_path / "short.avi")}}} if another_cut_file else {}),
         "classifier": {"type": "classifier", "inputs": ["detector"]},
         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "all.csv")}},
     }
+    if another_cut_file:  # a few frames, cut: it fails before the live one does
+        (tmp_path / "short.avi").write_bytes(whole[: len(whole) // 10])
+        stages["detector"]["inputs"].append("file")
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
     done = fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", timeout=120)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: stage 'door' (video) failed: video {cut}: decoding "
-                                                   "stopped at frame ")
-    assert {r["source"] for r in csv_rows(tmp_path / "all.csv")} == {"door", "hall"}
+    said = "fer-pipe: also, stage" if another_cut_file else "fer-pipe: stage"  # after the file's line
+    assert f"{said} 'door' (video) failed: video {cut}: decoding stopped at frame " in done.stderr
+    assert {r["source"] for r in csv_rows(tmp_path / "all.csv")} == {"door", "hall"} | (
+        {"file"} if another_cut_file else set())
