@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
 import uuid
@@ -87,13 +88,14 @@ def expand_folders(inputs: Sequence[str]) -> list[str]:
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
     argument limit. A folder with no videos stays in the list, so that it is reported by name.
     """
-    expanded: dict[str, str] = {}  # by real path: one file given twice (b/clip.mp4, ./b/clip.mp4) is one input
+    # one file given twice (b/clip.mp4, ./b/clip.mp4) is one input; under two names (a link), two
+    expanded: dict[tuple[str, str], str] = {}
     for item in inputs:
         folder = Path(item)
         videos = sorted(str(p) for p in folder.iterdir()
                         if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()) if folder.is_dir() else []
         for video in videos or [item]:
-            expanded.setdefault(os.path.realpath(video), video)
+            expanded.setdefault((os.path.realpath(video), Path(video).name), video)
     return list(expanded.values())
 
 
@@ -131,8 +133,8 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             raise InputError(f"inputs {stems[key.removesuffix('.partial')]} and {item}: the second's CSV, {key}.csv, "
                              "is where the first's rows would be kept if it turned out damaged; rename one")
     owners: dict[str, str] = {}
-    for item, item_jobs in jobs.items():
-        for job in item_jobs:
+    for item, item_jobs in jobs.items():  # and its whole-video job's, which a rerun as one task takes
+        for job in {Job(item, Path(item).stem), *item_jobs}:
             if owners.setdefault(job.name, item) != item:
                 raise InputError(f"inputs {owners[job.name]} and {item} would share the work files named "
                                  f"{job.name}; rename one")
@@ -223,9 +225,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
+    check_cluster(address)
     inputs = expand_folders(inputs)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
-    check_cluster(address)
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
@@ -261,8 +263,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show, already)
     for item in pending_inputs:
         _forgive_after_stop(reports[item], jobs[item], work)
-    whole = _rejoin_unaligned(pending_inputs, reports, jobs, work)
-    _run_round(whole, data, origin, work, reports, address, num_cpus, max_retries, show, already)
+    rerun = _rejoin_unaligned(pending_inputs, reports, jobs, work)
+    _run_round(rerun, data, origin, work, reports, address, num_cpus, max_retries, show, len(reports) - len(rerun))
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
@@ -323,9 +325,10 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
     source, the seek to frame 20 lands on frame 19, and the joined CSV held that frame twice.
     A chunk that lost frames to damage decodes on into the next one's frames the same way.
     The chunks' times show it: a chunk that starts at or before where the last one ended, or
-    more than a frame and a half after. Such a video is run again as one task, which gives
-    what ``fer-pipe run`` gives, as the byte-for-byte promise says."""
-    whole: list[Job] = []
+    half a frame or more off where their frame numbers put it. Such a video is run again as
+    one task (its ``jobs`` entry becomes that task), which gives what ``fer-pipe run`` gives,
+    as the byte-for-byte promise says."""
+    rerun: list[Job] = []
     for item in pending:
         report = reports[item]
         joined = _joined(jobs[item], work)
@@ -334,39 +337,40 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         gap = _misaligned([_part_path(work, j) for j in joined])
         if gap is None:
             continue
-        i, end, start = gap
-        print(f"fer-pipe: batch: {item}: its chunks do not line up (frame {joined[i + 1].start - 1} at "
-              f"{end:.3f} s, then frame {joined[i + 1].start} at {start:.3f} s): OpenCV's seek in this file "
-              "misses its frame numbers, or damage lost frames; it runs again as one task", file=sys.stderr)
+        f_end, t_end, f_next, t_next = gap
+        print(f"fer-pipe: batch: {item}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
+              f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
+              "lost frames; it runs again as one task", file=sys.stderr)
         for job in jobs[item]:
             _part_path(work, job).unlink(missing_ok=True)
             _stop_mark(work, job).unlink(missing_ok=True)
         jobs[item] = [Job(item, Path(item).stem)]
         report.chunks_run += 1
-        whole += jobs[item]
-    return whole
+        report.skipped = 0  # counted again by the one task
+        rerun += jobs[item]
+    return rerun
 
 
-def _misaligned(parts: list[Path]) -> tuple[int, float, float] | None:
-    """The first chunk after which the next does not follow on (its index, its last frame's
-    time and the next one's first), or None. Skipped where frames come faster than the CSV's
-    milliseconds tell apart."""
-    spans: list[tuple[int, float, float, float]] = []  # each part with rows: index, first and last time, period
-    for i, part in enumerate(parts):
+def _misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
+    """Where the first chunk that the next does not follow on ends, and where the next starts
+    (frame and time of each row), or None. The rows' own frame numbers say how far apart the two
+    should be (a packet a stage skipped at the edge leaves a gap that is no fault), at the
+    frames' median period; skipped where frames come faster than the CSV's milliseconds tell
+    apart."""
+    spans: list[tuple[int, float, int, float]] = []  # parts with rows: first and last frame and time
+    for part in parts:
         with open(part, encoding="utf-8", newline="") as fh:
             first = next(itertools.islice(csv.reader(fh), 1, None), None)
-        if first is None:
-            continue
-        last = last_row(part)
-        frames = int(last[FRAME]) - int(first[FRAME])
-        period = (float(last[TIME]) - float(first[TIME])) / frames if frames else 0.0
-        if frames and period < MIN_FRAME_S:
-            return None
-        spans.append((i, float(first[TIME]), float(last[TIME]), period))
-    for (i, _, end, period), (_, start, _, after) in zip(spans, spans[1:]):
-        step = period or after  # a chunk of one frame has no period of its own
-        if start <= end or (step and start - end > 1.5 * step):
-            return i, end, start
+        if first is not None:
+            last = last_row(part)
+            spans.append((int(first[FRAME]), float(first[TIME]), int(last[FRAME]), float(last[TIME])))
+    periods = [(t1 - t0) / (f1 - f0) for f0, t0, f1, t1 in spans if f1 > f0]
+    if not periods or statistics.median(periods) < MIN_FRAME_S:
+        return None
+    step = statistics.median(periods)
+    for (_, _, f_end, t_end), (f_next, t_next, _, _) in zip(spans, spans[1:]):
+        if t_next <= t_end or abs(t_next - t_end - (f_next - f_end) * step) > 0.5 * step:
+            return f_end, t_end, f_next, t_next
     return None
 
 
@@ -432,8 +436,9 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         task = ray.remote(run_job).options(
             num_cpus=1, max_retries=max_retries, scheduling_strategy="SPREAD",
             retry_exceptions=[ConnectionError, TimeoutError])  # infrastructure hiccups; never bad input
-        for job in todo:  # an earlier run's attempts at it are not this run's retries
+        for job in todo:  # an earlier run's attempts at it, and its stop, are not this run's
             attempts_file(work, job).unlink(missing_ok=True)
+            _stop_mark(work, job).unlink(missing_ok=True)
         refs = {task.remote(data, origin, job, str(_part_path(work, job)), str(work)): job for job in todo}
         left = {}
         for job in todo:

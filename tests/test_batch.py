@@ -323,6 +323,8 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
 @pytest.mark.parametrize("names, chunks, line", [
     (("cam.avi", "cam@0-9.avi"), ["--chunk-frames", "10"],
      "inputs {0} and {1} would share the work files named cam@0-9; rename one"),
+    (("door.avi", "door@0-9.avi", "long"), ["--chunk-frames", "10"],  # both in chunks; the second's one task
+     "inputs {0} and {1} would share the work files named door@0-9; rename one"),
     (("x.avi", "x.partial.avi"), [],
      "inputs {0} and {1}: the second's CSV, x.partial.csv, is where the first's rows would be kept if it turned "
      "out damaged; rename one")])
@@ -333,23 +335,30 @@ def test_inputs_whose_files_would_meet_are_refused_before_anything_is_made(six_c
     a rerun then removed, under _SUCCESS."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    paths = [videos / name for name in names]
+    paths = [videos / name for name in names[:2]]
     paths[0].write_bytes(six_clips[0].read_bytes())  # 36 frames: chunks of 10
-    write_video(paths[1], read_frames(six_clips[0], 8))  # one chunk: named as the input
+    if names[2:]:  # in chunks too: should they not line up, it runs as one task, named as the input
+        paths[1].write_bytes(six_clips[1].read_bytes())
+    else:  # one chunk: named as the input
+        write_video(paths[1], read_frames(six_clips[0], 8))
     done = fer_pipe("batch", str(videos), "--out", "out", *chunks, cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (2, "fer-pipe: " + line.format(*paths) + "\n")
     assert not (tmp_path / "out").exists()
 
 
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
-    """It was refused as two inputs that would both write clip.csv."""
+    """It was refused as two inputs that would both write clip.csv. One file under two names (a
+    link) is two inputs, each with its CSV: taken for one, the second name's CSV was not written."""
     clip = six_clips[0]
-    proc = batch(str(clip), f"{clip.parent}/./{clip.name}", "--out", str(tmp_path / "out"), "--address",
-                 cluster.address, "--quiet")
+    link = tmp_path / "linked.avi"
+    link.symlink_to(clip)
+    proc = batch(str(clip), f"{clip.parent}/./{clip.name}", str(link), "--out", str(tmp_path / "out"),
+                 "--address", cluster.address, "--quiet")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
-    (entry,) = json.loads((tmp_path / "out" / "_manifest.json").read_text())["inputs"]
-    assert (entry["input"], entry["status"]) == (str(clip), "done")
+    entries = json.loads((tmp_path / "out" / "_manifest.json").read_text())["inputs"]
+    assert [(e["input"], e["status"]) for e in entries] == [(str(clip), "done"), (str(link), "done")]
+    assert (tmp_path / "out" / "linked.csv").is_file()
 
 
 def test_chunks_of_a_config_with_a_tracker_are_refused_before_any_task(six_clips, tmp_path):
@@ -448,13 +457,17 @@ def test_chunks_that_do_not_line_up_run_again_as_one_task(cluster, clips, tmp_pa
     clip = tmp_path / "reencoded.avi"
     ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-frames:v", "40", "-c:v", "mjpeg", "-q:v", "5", str(clip))
     out = tmp_path / "out"
-    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "10")
+    skips = faulty_config(tmp_path / "skip.yaml", on_error="skip", mode="raise", at=[5])  # counted once
+    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "10",
+                 "--config", str(skips))
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert f"fer-pipe: batch: {clip}: its chunks do not line up (frame " in stderr
-    assert (out / "reencoded.csv").read_text() == in_process_csv(clip, tmp_path / "one.csv")
+    one = in_process_csv(clip, tmp_path / "one.csv").splitlines(keepends=True)
+    assert (out / "reencoded.csv").read_text() == "".join(line for line in one if line.split(",")[1] != "5")
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert entry["chunks_run"] == entry["chunks"] + 1  # and the whole video once more
+    assert entry["skipped"] == 1
 
 
 def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluster, six_clips, tmp_path):
@@ -481,8 +494,9 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
 
 def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_path):
     """A batch task's own lines go to Ray's worker logs: the frames a stage with on_error: skip
-    dropped were gaps in the CSV that nothing mentioned."""
-    config = faulty_config(tmp_path / "skip.yaml", on_error="skip", mode="raise", at=[7, 31])
+    dropped were gaps in the CSV that nothing mentioned. Frame 20 starts the second chunk: the
+    gap it leaves there was taken for chunks that do not line up, and the video ran again."""
+    config = faulty_config(tmp_path / "skip.yaml", on_error="skip", mode="raise", at=[7, 20])
     out = tmp_path / "out"
     proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--config", str(config),
                  "--chunk-frames", "20")
@@ -491,9 +505,10 @@ def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_pa
     assert (f"fer-pipe: batch: {six_clips[0]}: 2 packet(s) skipped by stages with on_error: skip (which frames: "
             "Ray's worker logs)") in stderr.splitlines()
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert (entry["status"], entry["skipped"], entry["rows"]) == ("done", 2, CLIP_FRAMES - 2)
+    assert (entry["status"], entry["skipped"], entry["rows"], entry["chunks_run"]) == ("done", 2, CLIP_FRAMES - 2, 2)
+    assert "do not line up" not in stderr
     frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]
-    assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 31)]
+    assert frames == [i for i in range(CLIP_FRAMES) if i not in (7, 20)]
 
 
 def test_a_chunk_failing_after_a_stage_ended_the_run_fails_nothing(cluster, six_clips, tmp_path):
