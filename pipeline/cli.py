@@ -121,7 +121,7 @@ class _Parser(argparse.ArgumentParser):
     is, rather than argparse's usage block over several lines."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"fer-pipe: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"fer-pipe: {redact_urls(message)} (see {self.prog} --help)\n")  # it may quote a URL
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -286,3 +286,7 @@ def test_a_config_error_that_quotes_the_url_masks_its_password(tmp_path):
     assert done.returncode == 2
     assert "S3cretPW" not in done.stderr
     assert done.stderr.startswith("fer-pipe: --set source.url=rtsp://admin:***@127.0.0.1/s #2: YAML reads")
+    # a space after '=' makes the URL an argument of its own, which argparse's line quotes
+    done = fer_pipe("validate", "rtsp", "--set", "source.url=", "rtsp://admin:S3cretPW@127.0.0.1/s", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, "fer-pipe: unrecognized arguments: rtsp://admin:***@127.0.0.1/s (see fer-pipe --help)\n")

@@ -74,11 +74,14 @@ def test_the_time_constant_is_in_seconds_not_frames() -> None:
     assert abs(values[10.0] - values[30.0]) < 0.06
 
 
-def test_faces_without_a_track_are_left_alone_and_lost_tracks_start_afresh() -> None:
+@pytest.mark.parametrize("said", [{"track_lost": [1], "tracks": []}, {"tracks": []}, {"track_lost": [1]}])
+def test_faces_without_a_track_are_left_alone_and_lost_tracks_start_afresh(said) -> None:
+    """The tracker says both; the list of live ids alone (the frame with track_lost was dropped),
+    or track_lost alone (a tracker plug-in that lists no live ids) ends a track too."""
     untracked = stream([probs(fear=0.9)] * 3, 25.0, track_id=None)
     assert all(p.faces[0].smoothed is None for p in run_stage("smooth", untracked))
     first = stream([probs(sad=0.9)] * 10, 25.0)
-    first[-1].extra.update(track_lost=[1], tracks=[])  # as the tracker says it
+    first[-1].extra.update(said)
     later = [Packet("cam", 10, 0.4, faces=[Face((0, 0, 9, 9), probs(happy=0.7), 1)])]
     out = run_stage("smooth", first + later, {"hold_s": 0.0})
     np.testing.assert_allclose(out[-1].faces[0].smoothed, probs(happy=0.7))
