@@ -134,10 +134,11 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
                              "is where the first's rows would be kept if it turned out damaged; rename one")
     owners: dict[str, str] = {}
     for item, item_jobs in jobs.items():  # and its whole-video job's, which a rerun as one task takes
-        for job in {Job(item, Path(item).stem), *item_jobs}:
-            if owners.setdefault(job.name, item) != item:
-                raise InputError(f"inputs {owners[job.name]} and {item} would share the work files named "
-                                 f"{job.name}; rename one")
+        for job in sorted({Job(item, Path(item).stem), *item_jobs}, key=lambda j: j.start):
+            for name in (job.name, f"{job.name}.partial"):  # a part, and the rows a damaged one kept
+                if owners.setdefault(name, item) != item:
+                    raise InputError(f"inputs {owners[name]} and {item} would share the work files named "
+                                     f"{name}; rename one")
     return jobs, bad
 
 
@@ -365,11 +366,13 @@ def _misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
             last = last_row(part)
             spans.append((int(first[FRAME]), float(first[TIME]), int(last[FRAME]), float(last[TIME])))
     periods = [(t1 - t0) / (f1 - f0) for f0, t0, f1, t1 in spans if f1 > f0]
-    if not periods or statistics.median(periods) < MIN_FRAME_S:
+    if not periods:  # chunks of one frame each: the step between them is the period
+        periods = [(t1 - t0) / (f1 - f0) for (_, _, f0, t0), (f1, t1, _, _) in zip(spans, spans[1:]) if f1 > f0]
+    step = statistics.median(periods) if periods else 0.0
+    if 0 < step < MIN_FRAME_S:
         return None
-    step = statistics.median(periods)
     for (_, _, f_end, t_end), (f_next, t_next, _, _) in zip(spans, spans[1:]):
-        if t_next <= t_end or abs(t_next - t_end - (f_next - f_end) * step) > 0.5 * step:
+        if t_next <= t_end or (step and abs(t_next - t_end - (f_next - f_end) * step) > 0.5 * step):
             return f_end, t_end, f_next, t_next
     return None
 

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+ISO_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"free", b"skip",
+                       b"wide", b"pnot", b"uuid", b"meta", b"prft", b"emsg", b"pdin"})
+"""Top-level boxes of an MP4 or QuickTime file: the walk stops, saying nothing, at any other
+(a Y4M or NUT header, bytes appended after the last box), which could read as a huge size."""
+UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+"""What a RIFF writer that could not seek back (a pipe) leaves in a chunk's size."""
+
+
 def ends_early(path: str | Path) -> bool:
     """True when the file is an AVI or ISO media file (MP4, MOV) whose chunks or boxes run past
     its end; False for a whole file, another format, or one that cannot be read."""
@@ -22,35 +30,42 @@ def ends_early(path: str | Path) -> bool:
         with open(path, "rb") as fh:
             head = fh.read(12)
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-                return _runs_past(fh, size, riff=True)
-            return _runs_past(fh, size, riff=False)
+                return _riff_runs_past(fh, size)
+            return _boxes_run_past(fh, size)
     except OSError:
         return False
 
 
-def _runs_past(fh: BinaryIO, size: int, riff: bool) -> bool:
-    """Walk the top-level chunks (RIFF: the ``RIFF`` lists of an OpenDML AVI, an id then a
-    little-endian size, padded to even) or boxes (ISO: a big-endian size then a type; a 64-bit
-    size after ``1``, ``0`` for one that runs to the end of the file)."""
+def _riff_runs_past(fh: BinaryIO, size: int) -> bool:
+    """The ``RIFF`` lists of an AVI (an OpenDML one has several), each an id, a little-endian
+    size and that many bytes, padded to even."""
     pos = 0
     while pos + 8 <= size:
         fh.seek(pos)
-        if riff:
-            kind, length = struct.unpack("<4sI", fh.read(8))
-        else:
-            length, kind = struct.unpack(">I4s", fh.read(8))
-        if not kind.isalnum() and not (riff and kind == b"JUNK"):
-            return False  # not a container of ours, or its tail is not chunked: nothing to say
+        kind, length = struct.unpack("<4sI", fh.read(8))
+        if kind != b"RIFF" or length in UNKNOWN_SIZES:
+            return False
+        if pos + 8 + length > size:
+            return True
+        pos += 8 + length + (length & 1)
+    return False
+
+
+def _boxes_run_past(fh: BinaryIO, size: int) -> bool:
+    """The top-level boxes of an ISO media file, each a big-endian size and a type (a 64-bit
+    size after a size of 1; 0 for one that runs to the end of the file)."""
+    pos = 0
+    while pos + 8 <= size:
+        fh.seek(pos)
+        length, kind = struct.unpack(">I4s", fh.read(8))
+        if kind not in ISO_BOXES or length == 0:
+            return False
         start = 8
-        if not riff and length == 1:
+        if length == 1:
             large = fh.read(8)
             if len(large) < 8:
                 return True
             length, start = struct.unpack(">Q", large)[0], 16
-        elif not riff and length == 0:
-            return False  # the last box runs to the end of the file, wherever that is
-        if riff:
-            length += 8 + (length & 1)
         if length < start:
             return False
         if pos + length > size:

@@ -325,6 +325,8 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
      "inputs {0} and {1} would share the work files named cam@0-9; rename one"),
     (("door.avi", "door@0-9.avi", "long"), ["--chunk-frames", "10"],  # both in chunks; the second's one task
      "inputs {0} and {1} would share the work files named door@0-9; rename one"),
+    (("door.avi", "door@0-9.partial.avi"), ["--chunk-frames", "10"],  # where a damaged chunk keeps its rows
+     "inputs {0} and {1} would share the work files named door@0-9.partial; rename one"),
     (("x.avi", "x.partial.avi"), [],
      "inputs {0} and {1}: the second's CSV, x.partial.csv, is where the first's rows would be kept if it turned "
      "out damaged; rename one")])
@@ -344,6 +346,26 @@ def test_inputs_whose_files_would_meet_are_refused_before_anything_is_made(six_c
     done = fer_pipe("batch", str(videos), "--out", "out", *chunks, cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (2, "fer-pipe: " + line.format(*paths) + "\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
+    """With --chunk-frames 1 no chunk had a period of its own, and the check gave up: a seek
+    that landed a frame early joined that frame twice."""
+    from fer_pipe.batch import _misaligned
+    from fer_pipe.stages.csv_sink import COLUMNS
+
+    def parts(times: list[float]) -> list[Path]:
+        out = []
+        for frame, seconds in enumerate(times):
+            path = tmp_path / f"{len(times)}-{frame}.csv"
+            path.write_text(",".join(COLUMNS) + "\n" + ",".join(["clip", str(frame), f"{seconds:.3f}"] +
+                                                                [""] * (len(COLUMNS) - 3)) + "\n")
+            out.append(path)
+        return out
+
+    assert _misaligned(parts([i / 30 for i in range(5)])) is None
+    assert _misaligned(parts([0 / 30, 1 / 30, 2 / 30, 2 / 30, 3 / 30, 4 / 30])) == (2, 0.067, 3, 0.067)
+    assert _misaligned(parts([0 / 30, 1 / 30, 2 / 30, 4 / 30, 5 / 30])) == (2, 0.067, 3, 0.133)  # one late
 
 
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):

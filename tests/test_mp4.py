@@ -33,3 +33,26 @@ def test_other_files_give_none(clips, tmp_path):
     short_v1_mvhd.write_bytes(struct.pack(">I4s", 8 + len(mvhd), b"moov") + mvhd)
     for path in (avi, text, cut, bad_size, empty, cut_large_size, short_v1_mvhd, tmp_path / "missing.mp4"):
         assert video_seconds(path) is None, path.name
+
+
+def test_a_file_cut_short_is_told_by_its_containers_own_sizes(tmp_path):
+    """What decides the truncation allowance (fer_pipe.truncation): a frame count cannot tell a
+    cut copy from an AVI whose count holds the empty frames of a variable-rate source."""
+    from fer_pipe.truncation import ends_early
+
+    def riff(body: bytes, size: int | None = None) -> bytes:
+        return b"RIFF" + struct.pack("<I", len(body) + 4 if size is None else size) + b"AVI " + body
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body) + 8) + kind + body
+
+    avi = riff(b"LIST" + struct.pack("<I", 4) + b"movi" + b"\0" * 100)
+    mp4 = box(b"ftyp", b"isom" * 3) + box(b"moov", b"\0" * 40) + box(b"mdat", b"\0" * 400)
+    cases = {"whole.avi": (avi, False), "cut.avi": (avi[:-30], True),
+             "piped.avi": (riff(b"\0" * 100, 0xFFFFFFFF), False),  # a writer that could not seek back
+             "trailing.avi": (avi + b"ABCDEFGHIJKL", False),
+             "whole.mp4": (mp4, False), "cut.mp4": (mp4[:-100], True), "trailing.mp4": (mp4 + b"more text", False),
+             "not_a_container.y4m": (b"YUV4MPEG2 W64 H48 F30:1\n" + b"\0" * 50, False), "empty.mp4": (b"", False)}
+    for name, (data, cut) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert ends_early(tmp_path / name) is cut, name
