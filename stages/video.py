@@ -26,6 +26,9 @@ MAX_PACED_FPS = 240.0
 time base): a realtime replay then neither waits nor skips, rather than skip nearly every frame."""
 NEAR_END = 5
 """Frames by which the header's count of what a video plays can overshoot its last frame."""
+UNKNOWN_COUNT = 2**30
+"""OpenCV's count for an AVI whose header was never filled in (written to a pipe): no count.
+Taken as one, every such file was "truncated", and batch planned a billion frames' chunks."""
 FALLBACK_FPS = 30.0
 """The frame rate taken where the container reports none, for timestamps and the frames it plays."""
 
@@ -33,7 +36,8 @@ FALLBACK_FPS = 30.0
 def frames_in(capture: cv2.VideoCapture, path: str) -> int:
     """Frames the video source reads from ``capture`` of ``path`` (0: unknown). Batch cuts its
     chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``."""
-    return frames_played(path, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    return frames_played(path, 0 if listed >= UNKNOWN_COUNT else listed,
                          capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
 
 

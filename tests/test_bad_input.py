@@ -196,6 +196,18 @@ def test_an_avi_cut_short_by_less_than_one_percent_is_called_truncated(tmp_path,
     assert assert_valid_prefix(out_csv) == list(range(992))
 
 
+def test_an_avi_written_to_a_pipe_runs_to_its_end(clips, tmp_path, out_csv):
+    """Its header is never filled in, and OpenCV counts 2**30 frames: every such file was
+    "decoding stopped at frame 30 of 1073741824 (truncated or corrupt file)"."""
+    video = tmp_path / "piped.avi"
+    with open(video, "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(clips["single_face.mp4"]), "-frames:v", "30",
+                        "-c:v", "mjpeg", "-f", "avi", "pipe:1"], stdout=out, check=True, timeout=120)
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(30))
+
+
 def test_a_truncated_video_read_from_a_start_for_some_frames_is_still_called_truncated(short_clip, tmp_path,
                                                                                        out_csv):
     """A run of frames 20-29 (a batch chunk) of a video cut after frame 27 ended 2 frames short of
