@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 MAX_MOOV = 256 * 2**20
 """A larger header is not read (hours of video have a few MiB)."""
@@ -37,26 +38,32 @@ def _child(body: bytes, kind: bytes) -> bytes | None:
     return next((b for k, b in _boxes(body) if k == kind), None)
 
 
+def box_header(fh: BinaryIO) -> tuple[bytes, int, int] | None:
+    """The type, size and header length of the box at ``fh``'s position (a 64-bit size follows
+    a size of 1; a size of 0 runs to the end of the file), or None where the file ends inside
+    the header."""
+    head = fh.read(8)
+    if len(head) < 8:
+        return None
+    size, kind = struct.unpack(">I4s", head)
+    if size != 1:
+        return kind, size, 8
+    large = fh.read(8)
+    return (kind, struct.unpack(">Q", large)[0], 16) if len(large) == 8 else None
+
+
 def _moov(path: Path) -> bytes | None:
     """The file's ``moov`` box, found by walking the top-level boxes (it may follow the media)."""
     with open(path, "rb") as fh:
-        while head := fh.read(8):
-            if len(head) < 8:
-                return None
-            size, kind = struct.unpack(">I4s", head)
+        while (header := box_header(fh)) is not None:
+            kind, size, start = header
             if not kind.isalnum():
                 return None  # not an ISO media file (AVI starts with RIFF and a little-endian size)
-            header = 8
-            if size == 1:
-                large = fh.read(8)
-                if len(large) < 8:
-                    return None
-                size, header = struct.unpack(">Q", large)[0], 16
             if kind == b"moov":
-                return fh.read(size - header) if 0 < size - header <= MAX_MOOV else None
-            if size < header:  # 0: the box runs to the end of the file, without a moov after it
+                return fh.read(size - start) if 0 < size - start <= MAX_MOOV else None
+            if size < start:  # 0: the box runs to the end of the file, without a moov after it
                 return None
-            fh.seek(size - header, 1)
+            fh.seek(size - start, 1)
     return None
 
 

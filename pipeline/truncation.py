@@ -13,6 +13,8 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
+from .mp4 import box_header
+
 
 ISO_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"free", b"skip",
                        b"wide", b"pnot", b"uuid", b"meta", b"prft", b"emsg", b"pdin"})
@@ -57,16 +59,11 @@ def _boxes_run_past(fh: BinaryIO, size: int) -> bool:
     pos = 0
     while pos + 8 <= size:
         fh.seek(pos)
-        length, kind = struct.unpack(">I4s", fh.read(8))
-        if kind not in ISO_BOXES or length == 0:
-            return False
-        start = 8
-        if length == 1:
-            large = fh.read(8)
-            if len(large) < 8:
-                return True
-            length, start = struct.unpack(">Q", large)[0], 16
-        if length < start:
+        header = box_header(fh)
+        if header is None:
+            return True  # the file ends inside a 64-bit size
+        kind, length, start = header
+        if kind not in ISO_BOXES or length < start:  # 0 among them: a box that runs to the end
             return False
         if pos + length > size:
             return True
