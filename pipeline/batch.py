@@ -290,19 +290,33 @@ def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
     report.status = "done"
 
 
+def _first_stop(item_jobs: list[Job], work: Path) -> int | None:
+    """The first frame of the first chunk in which a stage ended the run (``StopRun``), if any."""
+    return next((j.start for j in item_jobs if _stop_mark(work, j).exists()), None)
+
+
 def _joined(item_jobs: list[Job], work: Path) -> list[Job]:
-    """The jobs whose parts make the input's CSV: a stage that ended the run (``StopRun``) in a
-    chunk ended the video's CSV there, as in ``fer-pipe run``."""
-    stops = [j.start for j in item_jobs if _stop_mark(work, j).exists()]
-    return [j for j in item_jobs if not stops or j.start <= min(stops)]
+    """The jobs whose parts make the input's CSV: a stage that ended the run in a chunk ended
+    the video's CSV there, as in ``fer-pipe run``."""
+    stop = _first_stop(item_jobs, work)
+    return [j for j in item_jobs if stop is None or j.start <= stop]
 
 
 def _forgive_after_stop(report: InputReport, item_jobs: list[Job], work: Path) -> None:
-    """A chunk that failed after one in which a stage ended the run (``StopRun``) fails nothing:
-    ``fer-pipe run`` would have stopped before reading it, and its rows are not joined."""
-    stops = [j.start for j in item_jobs if _stop_mark(work, j).exists()]
-    if report.failed_at is not None and stops and min(stops) < report.failed_at:
+    """A chunk that failed after one in which a stage ended the run fails nothing: ``fer-pipe
+    run`` would have stopped before reading it, and its rows are not joined."""
+    stop = _first_stop(item_jobs, work)
+    if report.failed_at is not None and stop is not None and stop < report.failed_at:
         report.status, report.error, report.bad_input, report.failed_at = "pending", "", False, None
+
+
+def _forget_chunks(item_jobs: list[Job], work: Path) -> None:
+    """Remove what the input's chunks left under ``_work`` (parts, partial rows, stop marks):
+    they are of a damaged file, or of chunks that did not line up, and no rerun may take them."""
+    for job in item_jobs:
+        part = _part_path(work, job)
+        for path in (part, partial_path(part), _stop_mark(work, job)):
+            path.unlink(missing_ok=True)
 
 
 def _run_round(todo: list[Job], data: dict[str, Any], origin: str, work: Path, reports: dict[str, InputReport],
@@ -342,9 +356,7 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         print(f"fer-pipe: batch: {item}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
               f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
               "lost frames; it runs again as one task", file=sys.stderr)
-        for job in jobs[item]:
-            _part_path(work, job).unlink(missing_ok=True)
-            _stop_mark(work, job).unlink(missing_ok=True)
+        _forget_chunks(jobs[item], work)
         jobs[item] = [Job(item, Path(item).stem)]
         report.chunks_run += 1
         report.skipped = 0  # counted again by the one task
@@ -395,10 +407,7 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
         report.rows = _merge_parts(pieces, target, work)
         report.partial = [str(target)]
         report.error += f"; {report.rows} rows of it are kept in {target}"
-    for job in item_jobs:
-        part = _part_path(work, job)
-        for path in (part, partial_path(part), _stop_mark(work, job)):
-            path.unlink(missing_ok=True)
+    _forget_chunks(item_jobs, work)
 
 
 def _partials_listed(out_dir: Path) -> dict[str, list[str]]:
