@@ -21,6 +21,7 @@ from pydantic import Field
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.redaction import redact
+from fer_pipe.rtsp_probe import why_not_open
 from fer_pipe.stage import Source, SourceParams
 
 
@@ -97,7 +98,7 @@ class RtspSource(Source):
         why = "cannot connect"
         while not self._stopping.is_set():
             if failures:
-                if self._given_up(down_since, failures):
+                if self._given_up(down_since, failures, why):
                     return
                 down = time.monotonic() - down_since
                 delay = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
@@ -106,7 +107,7 @@ class RtspSource(Source):
                     self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
                 else:
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
-                if self._stopping.wait(delay) or self._given_up(down_since, failures):
+                if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
                     return
             cap = self._connect()
             opened = cap.isOpened()
@@ -119,21 +120,25 @@ class RtspSource(Source):
                 down_since = time.monotonic()  # frames came: the give-up clock starts over
             if not frames or down_since - connected < STABLE_S:
                 failures += 1
-                why = ("cannot connect" if not opened else
+                why = (self._cannot_connect() if not opened else
                        f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if not frames else
                        f"stream lost after {frames} frames, {down_since - connected:.1f} s")
                 continue
             failures = 0
             self._log(f"stream lost after {frames} frames; reconnecting")
 
-    def _given_up(self, down_since: float, failures: int) -> bool:
+    def _cannot_connect(self) -> str:
+        reason = "" if self._stopping.is_set() else why_not_open(self.params.url, self.params.timeout_s)
+        return f"cannot connect: {reason}" if reason else "cannot connect"
+
+    def _given_up(self, down_since: float, failures: int, why: str) -> bool:
         """Fail the stage if the stream has been down ``give_up_after_s``: checked before each
         wait and after it, so that the last wait ends at that time rather than a backoff later."""
         down = time.monotonic() - down_since
         if not self.params.give_up_after_s or down < self.params.give_up_after_s:
             return False
         self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
-                   f"(give_up_after_s={self.params.give_up_after_s:g})")
+                   f"(give_up_after_s={self.params.give_up_after_s:g}); the last: {why}")
         return True
 
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
@@ -174,8 +179,8 @@ class RtspSource(Source):
 
     @classmethod
     def closing_s(cls, params: RtspParams) -> float:
-        return params.timeout_s + 1  # the reader thread may be in a read of up to timeout_s
+        return 2 * params.timeout_s + 1  # the reader thread may be in a read, or a connect and a probe
 
     def close(self) -> None:
         self._stopping.set()
-        self._thread.join(timeout=self.params.timeout_s + 1)
+        self._thread.join(timeout=self.closing_s(self.params))

@@ -7,9 +7,12 @@ restarts them, and checks the source reconnects and frames flow again.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import signal
+import socketserver
 import subprocess
+import threading
 import time
 
 import pytest
@@ -146,13 +149,75 @@ def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     log = err_path.read_text()
     assert code == 2, log
     assert "Traceback" not in log
-    assert log.count("cannot connect; attempt") >= 2  # each attempt is logged
-    waits = [float(w) for w in re.findall(r"cannot connect; (?:attempt \d+|giving up) in ([\d.]+) s", log)]
+    why = f"cannot connect: nothing listens on {url[7:].split('/')[0]} (connection refused)"
+    assert log.count(f"{why}; attempt") >= 2  # each attempt is logged, with the reason
+    waits = [float(w) for w in re.findall(rf"{re.escape(why)}; (?:attempt \d+|giving up) in ([\d.]+) s", log)]
     assert waits[:2] == [0.2, 0.4] and sum(waits) <= 1.95, log  # logged to 0.1 s
-    assert "cannot connect; giving up in " in log
+    assert f"{why}; giving up in " in log
     last = log.strip().splitlines()[-1]
     assert last.startswith(f"fer-pipe: stage 'source' (rtsp) failed: rtsp {url}: no stream for ")
-    assert "giving up" in last
+    assert last.endswith(f"; the last: {why}")
+
+
+def test_a_wrong_path_is_named_as_the_servers_404(rtsp_server, tmp_path):
+    """OpenCV says only that a capture did not open: a mistyped path read "cannot connect", like
+    a camera switched off, in every line of a run that retried it for days."""
+    server = rtsp_server
+    server.start()
+    url = server.url.replace("/cam", "/typo")
+    config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=2,
+                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=1.5)
+    err_path = tmp_path / "stderr.txt"
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
+    code = run.wait(120)
+    log = err_path.read_text()
+    why = "cannot connect: the server has no stream at this path (404 Not Found)"
+    assert code == 2, log
+    assert f"rtsp {url}: {why}; attempt 2 in 0.2 s" in log
+    assert log.strip().splitlines()[-1].endswith(f"giving up (give_up_after_s=1.5); the last: {why}"), log
+
+
+class DigestCamera(socketserver.BaseRequestHandler):
+    """A camera's RTSP port that wants Digest credentials (qop=auth) before it describes a
+    stream. rtsp-server-perl has no authentication, so the 401 exchange is played here, on a
+    real socket; the digest is worked out as RFC 2617 says, apart from the probe's code."""
+
+    user, password, realm, nonce = "admin", "S3cret", "IP Camera", "4f1a2b"
+
+    def handle(self) -> None:
+        request = self.request.recv(4096).decode()
+        url = request.split()[1]
+        fields = dict(re.findall(r'(\w+)="?([^",\r]*)"?', request.partition("Authorization: Digest ")[2]))
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode()).hexdigest()
+
+        ha1, ha2 = md5(f"{self.user}:{self.realm}:{self.password}"), md5(f"DESCRIBE:{url}")
+        wanted = md5(f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
+        if fields.get("username") == self.user and fields.get("uri") == url and fields.get("response") == wanted:
+            self.request.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 0\r\n\r\n")
+        else:
+            self.request.sendall(f'RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest '
+                                 f'realm="{self.realm}", nonce="{self.nonce}", qop="auth"\r\n\r\n'.encode())
+
+
+def test_the_probe_tells_a_refused_password_from_a_missing_one():
+    from fer_pipe.rtsp_probe import why_not_open
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), DigestCamera) as camera:
+        threading.Thread(target=camera.serve_forever, daemon=True).start()
+        port = camera.server_address[1]
+        try:
+            said = {who: why_not_open(f"rtsp://{who}127.0.0.1:{port}/stream1", 5)
+                    for who in ("", "admin:wrong@", "admin:S3cret@")}
+        finally:
+            camera.shutdown()
+    assert said == {"": "the server asks for a user and password (401 Unauthorized)",
+                    "admin:wrong@": "the server refuses this user and password (401 Unauthorized)",
+                    "admin:S3cret@": "the server describes the stream, but it could not be played "
+                                     "(another transport?)"}
+    assert why_not_open("rtsp://camera.invalid/stream1", 5) == "no such host 'camera.invalid'"
+    assert why_not_open(f"http://127.0.0.1:{port}/stream1", 5) == ""  # FFmpeg's other protocols: not probed
 
 
 def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd):
@@ -167,12 +232,12 @@ def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd):
     stage.open()
     said, deadline = "", time.monotonic() + 120
     try:
-        while said.count("cannot connect; attempt") < 2000 and stage._thread.is_alive() and time.monotonic() < deadline:
+        while said.count("(connection refused); attempt") < 2000 and stage._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.2)
             said += capfd.readouterr().err
     finally:
         stage.close()
-    assert said.count("cannot connect; attempt") >= 2000 and "Traceback" not in said, said[-600:]
+    assert said.count("(connection refused); attempt") >= 2000 and "Traceback" not in said, said[-600:]
 
 
 def test_a_reader_thread_that_fails_ends_the_stream_with_its_error():
