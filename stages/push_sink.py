@@ -109,9 +109,10 @@ class PushSink(Sink):
         failing the run then would lose the sndhwm events held for it."""
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
-            print(f"fer-pipe: push sink {self.name!r}: run {self.run}: no collector at "
-                  f"{self.params.connect} takes events; {self.params.sndhwm} are held and the "
-                  "pipeline waits", file=sys.stderr, flush=True)
+            who = (f"the collector at {self.params.connect} takes events slower than they come" if self._connected
+                   else f"no collector at {self.params.connect} takes events")
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {who}; {self.params.sndhwm} are held "
+                  "and the pipeline waits", file=sys.stderr, flush=True)
         self.waiting_outside()
         self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
         self._collector_connected(0.0)
@@ -155,10 +156,11 @@ class PushSink(Sink):
                              f"({self.params.linger_s:g} s) ran out: those still held then were lost"
                              f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
+            absent = "" if delivering else " and no collector took them"
             raise InputError(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
                              f"{sent + self.unsent} events could not be queued for "
                              f"{self.params.connect} when the run stopped (sndhwm "
-                             f"{self.params.sndhwm} were held and no collector took them)")
+                             f"{self.params.sndhwm} were held{absent})")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
 

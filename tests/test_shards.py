@@ -457,6 +457,37 @@ def test_a_collector_away_longer_than_the_stall_timeout_is_waited_for(clips, tmp
         assert [int(r["frame"]) for r in csv.DictReader(fh)] == list(range(30))
 
 
+def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
+    """Before, a collector that was there but slower than the events read "no collector ...
+    takes events", which sent an operator looking for a process that was running. The collector
+    here is a PULL socket that never reads: once its queue and the TCP buffers are full, the
+    sink's sends block while it is still connected."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+
+    ctx = zmq.Context()
+    collector = ctx.socket(zmq.PULL)
+    collector.setsockopt(zmq.RCVHWM, 1)
+    port = collector.bind_to_random_port("tcp://127.0.0.1")
+    stage = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "sndhwm": 1, "linger_s": 0})
+    stage.open()
+    stage.stop_requested = lambda: stage._waiting_since is not None  # the first wait ends the sends
+    try:
+        assert stage._collector_connected(30), "the collector did not connect"
+        index = 0
+        while stage._waiting_since is None and index < 1_000_000:
+            stage.consume(Packet("cam", index, index / 30, faces=[]))
+            index += 1
+    finally:
+        with pytest.raises(InputError, match=r"could not be queued for .* \(sndhwm 1 were held\)$"):
+            stage.close()  # the event the stop cut off is lost, which close says
+        ctx.destroy(linger=0)
+    err = capfd.readouterr().err
+    assert f"the collector at tcp://127.0.0.1:{port} takes events slower than they come; 1 are held" in err, err
+    assert "no collector" not in err
+
+
 def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
     """The collector on a 4 KiB tmpfs in a private mount namespace. Before, it ended in a 20-line
     OSError traceback; now one line names the event it could not write, exit 1 as a run's sink."""
