@@ -11,7 +11,10 @@ import hashlib
 import re
 import secrets
 import socket
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.request import parse_http_list, parse_keqv_list
 
 MAX_ANSWER = 16384
 """An answer's headers end well before this; a server that sends more is not read further."""
@@ -29,12 +32,13 @@ def why_not_open(url: str, timeout_s: float) -> str:
         return "the port in the URL is not a number from 0 to 65535"
     where = f"{parts.hostname}:{port}"
     address, plain_url = (parts.hostname, port), parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    answered = ""
     try:
-        status, headers = _describe(address, plain_url, "", timeout_s)
+        status, challenges = _describe(address, plain_url, "", timeout_s)
         if status.startswith("401") and parts.username is not None:
-            authorization = _authorization(headers.get("www-authenticate", ""), parts, plain_url)
+            answered, authorization = _authorization(challenges, parts, plain_url)
             if authorization:
-                status, headers = _describe(address, plain_url, authorization, timeout_s)
+                status, challenges = _describe(address, plain_url, authorization, timeout_s)
     except socket.gaierror:
         return f"no such host {parts.hostname!r}"
     except ConnectionRefusedError:
@@ -48,15 +52,19 @@ def why_not_open(url: str, timeout_s: float) -> str:
     if status.startswith("2"):
         return "the server describes the stream, but it could not be played (another transport?)"
     if status.startswith("401"):
-        return (f"the server refuses this user and password ({status})" if parts.username is not None else
-                f"the server asks for a user and password ({status})")
+        if parts.username is None:
+            return f"the server asks for a user and password ({status})"
+        if not answered:
+            return f"the server asks for a user and password ({status}) by a login this check does not speak"
+        return f"the server refuses this user and password ({status}, {answered})"
     if status.startswith("404"):
         return f"the server has no stream at this path ({status})"
     return f"the server answers {status}"
 
 
-def _describe(address: tuple[str, int], url: str, authorization: str, timeout_s: float) -> tuple[str, dict[str, str]]:
-    """The status (``404 Not Found``; empty if the answer is not RTSP's) and headers of one
+def _describe(address: tuple[str, int], url: str, authorization: str, timeout_s: float) -> tuple[str, list[str]]:
+    """The status (``404 Not Found``; empty if the answer is not RTSP's) and the login
+    challenges (``WWW-Authenticate``, one per header: a camera may offer several) of one
     DESCRIBE, on a connection of its own: some cameras close one after a 401."""
     request = (f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
                + (f"Authorization: {authorization}\r\n" if authorization else "")
@@ -73,29 +81,50 @@ def _describe(address: tuple[str, int], url: str, authorization: str, timeout_s:
         raise ConnectionError("closed the connection without answering")
     head, *lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     match = re.fullmatch(r"RTSP/\d\.\d (\d{3}) ?(.*)", head)
-    headers = dict((name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in lines))
-    return (f"{match[1]} {match[2]}".strip() if match else ""), headers
+    challenges = [value.strip() for name, _, value in (line.partition(":") for line in lines)
+                  if name.strip().lower() == "www-authenticate"]
+    return (f"{match[1]} {match[2]}".strip() if match else ""), challenges
 
 
-def _authorization(challenge: str, parts: SplitResult, uri: str) -> str:
-    """The answer to a Basic or Digest challenge (RFC 2617, as RTSP cameras use it); empty for
-    a scheme this probe does not speak."""
+DIGESTS = {"md5": hashlib.md5, "sha-256": hashlib.sha256}
+"""Digest's hash algorithms (RFC 7616; RTSP cameras use MD5), each also in its ``-sess`` form."""
+
+
+def _authorization(challenges: list[str], parts: SplitResult, uri: str) -> tuple[str, str]:
+    """The login answered (``Digest``, ``Basic``) and the ``Authorization`` header answering it;
+    Digest is preferred where a camera offers both. Empty strings where no challenge is one
+    this probe can answer."""
     user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    scheme, _, rest = challenge.partition(" ")
-    fields = dict(re.findall(r'(\w+)\s*=\s*"?([^",]*)"?', rest))
-    if scheme.lower() == "basic":
-        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    if scheme.lower() != "digest" or "nonce" not in fields:
-        return ""
+    offered = {}
+    for challenge in challenges:
+        scheme, _, rest = challenge.partition(" ")
+        offered.setdefault(scheme.lower(), parse_keqv_list(parse_http_list(rest)))
+    digest = offered.get("digest", {})
+    algorithm = digest.get("algorithm", "MD5")
+    hash_name = algorithm.lower().removesuffix("-sess")
+    if "nonce" in digest and hash_name in DIGESTS:
+        return "Digest", _digest(digest, algorithm, DIGESTS[hash_name], user, password, uri)
+    if "basic" in offered:
+        return "Basic", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return "", ""
 
-    def md5(text: str) -> str:
-        return hashlib.md5(text.encode()).hexdigest()
 
-    realm, nonce = fields.get("realm", ""), fields["nonce"]
-    ha1, ha2 = md5(f"{user}:{realm}:{password}"), md5(f"DESCRIBE:{uri}")
+def _digest(fields: dict[str, str], algorithm: str, hash_function: Callable[[bytes], Any], user: str,
+            password: str, uri: str) -> str:
+    def h(text: str) -> str:
+        return hash_function(text.encode()).hexdigest()
+
+    realm, nonce, cnonce = fields.get("realm", ""), fields["nonce"], secrets.token_hex(8)
+    ha1 = h(f"{user}:{realm}:{password}")
+    if algorithm.lower().endswith("-sess"):
+        ha1 = h(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = h(f"DESCRIBE:{uri}")
     said = f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{uri}"'
+    if "algorithm" in fields:
+        said += f", algorithm={algorithm}"
+    if "opaque" in fields:
+        said += f', opaque="{fields["opaque"]}"'
     if "auth" in (qop.strip() for qop in fields.get("qop", "").split(",")):
-        cnonce = secrets.token_hex(8)
-        return (said + f', response="{md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")}"'
-                f', qop=auth, nc=00000001, cnonce="{cnonce}"')
-    return said + f', response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
+        response = h(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
+        return said + f', response="{response}", qop=auth, nc=00000001, cnonce="{cnonce}"'
+    return said + f', response="{h(f"{ha1}:{nonce}:{ha2}")}"'

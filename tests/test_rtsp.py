@@ -179,26 +179,33 @@ def test_a_wrong_path_is_named_as_the_servers_404(rtsp_server, tmp_path):
 
 class DigestCamera(socketserver.BaseRequestHandler):
     """A camera's RTSP port that wants Digest credentials (qop=auth) before it describes a
-    stream. rtsp-server-perl has no authentication, so the 401 exchange is played here, on a
-    real socket; the digest is worked out as RFC 2617 says, apart from the probe's code."""
+    stream, and offers Basic too, which it then refuses. rtsp-server-perl has no authentication,
+    so the 401 exchange is played here, on a real socket; the digest is worked out as RFC 2617
+    says, apart from the probe's code. The realm holds a comma and the server an ``opaque``
+    to be sent back, as cameras do."""
 
-    user, password, realm, nonce = "admin", "S3cret", "IP Camera", "4f1a2b"
+    user, password, realm, nonce, opaque = "admin", "S3cret", "IP Camera, lobby", "4f1a2b", "5ccc069c"
 
     def handle(self) -> None:
+        from urllib.request import parse_http_list, parse_keqv_list
+
         request = self.request.recv(4096).decode()
         url = request.split()[1]
-        fields = dict(re.findall(r'(\w+)="?([^",\r]*)"?', request.partition("Authorization: Digest ")[2]))
+        said = re.search(r"^Authorization: Digest (.*)\r$", request, re.MULTILINE)
+        fields = parse_keqv_list(parse_http_list(said[1])) if said else {}
 
         def md5(text: str) -> str:
             return hashlib.md5(text.encode()).hexdigest()
 
         ha1, ha2 = md5(f"{self.user}:{self.realm}:{self.password}"), md5(f"DESCRIBE:{url}")
         wanted = md5(f"{ha1}:{self.nonce}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
-        if fields.get("username") == self.user and fields.get("uri") == url and fields.get("response") == wanted:
+        if (fields.get("username"), fields.get("uri"), fields.get("opaque"), fields.get("response")) == (
+                self.user, url, self.opaque, wanted):
             self.request.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Length: 0\r\n\r\n")
         else:
             self.request.sendall(f'RTSP/1.0 401 Unauthorized\r\nCSeq: 1\r\nWWW-Authenticate: Digest '
-                                 f'realm="{self.realm}", nonce="{self.nonce}", qop="auth"\r\n\r\n'.encode())
+                                 f'realm="{self.realm}", nonce="{self.nonce}", opaque="{self.opaque}", '
+                                 f'qop="auth"\r\nWWW-Authenticate: Basic realm="{self.realm}"\r\n\r\n'.encode())
 
 
 def test_the_probe_tells_a_refused_password_from_a_missing_one():
@@ -213,7 +220,7 @@ def test_the_probe_tells_a_refused_password_from_a_missing_one():
         finally:
             camera.shutdown()
     assert said == {"": "the server asks for a user and password (401 Unauthorized)",
-                    "admin:wrong@": "the server refuses this user and password (401 Unauthorized)",
+                    "admin:wrong@": "the server refuses this user and password (401 Unauthorized, Digest)",
                     "admin:S3cret@": "the server describes the stream, but it could not be played "
                                      "(another transport?)"}
     assert why_not_open("rtsp://camera.invalid/stream1", 5) == "no such host 'camera.invalid'"
