@@ -32,12 +32,15 @@ def scale_pixels(faces: np.ndarray) -> np.ndarray:
 
 
 def expand_box(box: Sequence[int], margin: float, width: int, height: int) -> tuple[int, int, int, int]:
-    """Grow an (x, y, w, h) box by ``margin`` of its size on each side, clipped to the image."""
+    """Grow an (x, y, w, h) box by ``margin`` of its size on each side, clipped to the image.
+
+    A box wholly outside the image (a plug-in detector's or tracker's) keeps at least the one
+    pixel at the image's edge: an empty crop would fail the classifier on OpenCV's assertion."""
     x, y, w, h = (int(v) for v in box)
     dx, dy = int(round(w * margin)), int(round(h * margin))
-    x0, y0 = max(0, x - dx), max(0, y - dy)
-    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
-    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+    x0, y0 = min(max(0, x - dx), width - 1), min(max(0, y - dy), height - 1)
+    x1, y1 = max(min(width, x + w + dx), x0 + 1), max(min(height, y + h + dy), y0 + 1)
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def crop_faces(image: np.ndarray, boxes: Sequence[Sequence[int]], size: int = FACE_SIZE,

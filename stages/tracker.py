@@ -87,9 +87,18 @@ class _Track:
         x, y, w, h = box
         self.kf.correct(np.array([[x + w / 2], [y + h / 2], [w], [h]], np.float32))
 
-    def box(self) -> Box:
+    def box(self, frame: tuple[int, int] | None) -> Box | None:
+        """The predicted box cut to the frame (height, width); None once less than half the
+        face's width or height is in view. A face leaving the frame between detections is
+        carried past the edge by its velocity, and a crop of what is left of it (an empty one,
+        which OpenCV refuses, or a sliver) is no face to classify."""
         x, y, w, h = (round(float(v)) for v in self.predicted)
-        return x, y, w, h
+        if frame is None:
+            return x, y, w, h
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, frame[1]), min(y + h, frame[0])
+        if 2 * (x1 - x0) < w or 2 * (y1 - y0) < h:
+            return None
+        return x0, y0, x1 - x0, y1 - y0
 
 
 @dataclass
@@ -126,8 +135,10 @@ class FaceTracker(Stage):
         for track in state.tracks:
             track.predict(steps)
         if packet.faces is None or packet.extra.get("detected") is False:
-            packet.faces = sorted((Face(t.box(), track_id=t.track_id, extra={"predicted": True})
-                                   for t in state.tracks if t.track_id is not None and t.misses == 0),
+            frame = packet.pixels().shape[:2] if packet.image is not None else None
+            carried = ((t, t.box(frame)) for t in state.tracks if t.track_id is not None and t.misses == 0)
+            packet.faces = sorted((Face(box, track_id=t.track_id, extra={"predicted": True})
+                                   for t, box in carried if box is not None),
                                   key=lambda f: f.box)  # left to right, as the detector numbers them
         else:
             self._associate(state, packet)

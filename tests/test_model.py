@@ -173,3 +173,13 @@ def test_shipped_model_keeps_its_card_accuracy_on_a_fixed_sample(fer2013):
     result = json.loads(done.stdout)
     assert result["rows"] == 1000 and result["tta"]
     assert result["accuracy"] >= card["publictest_flip_tta"]["accuracy"] - 0.02
+
+
+def test_a_face_box_outside_the_frame_is_classified_from_its_edge_not_refused():
+    """A plug-in detector or tracker may hand on a box past the frame's edge; its crop came out
+    empty, OpenCV refused it, and the classifier stage failed the run."""
+    frame = np.zeros((120, 160, 3), np.uint8)
+    boxes = [(170, 10, 40, 40), (-60, -60, 40, 40), (150, 110, 40, 40)]
+    out = run_stage("classifier", [Packet("cam", 0, 0.0, frame, faces=[Face(b) for b in boxes])])
+    assert len(out[0].faces) == 3
+    assert all(f.probs is not None and abs(float(f.probs.sum()) - 1) < 1e-3 for f in out[0].faces)

@@ -128,3 +128,23 @@ def test_a_frame_without_detector_output_is_treated_as_skipped() -> None:
     packets.append(Packet("cam", 3, 3 / FPS, faces=None))
     out = run_stage("track", packets, {"min_hits": 1})
     assert [f.track_id for f in out[3].faces] == [1]
+
+
+def test_a_face_leaving_the_frame_between_detections_is_cut_to_the_frame_then_dropped() -> None:
+    """The detector looks at every frame while the track forms, then at none (every_n large):
+    the face, moving right at 12 px a frame, is carried past the edge by its velocity. Before,
+    its predicted box ran off the frame and its crop came out empty, which OpenCV refuses: the
+    classifier failed the run."""
+    from fer_pipe.preprocess import crop_faces
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    packets = [Packet("cam", i, i / FPS, image, faces=[Face((300 + 12 * i, 200, 64, 64))]) for i in range(10)]
+    packets += [Packet("cam", i, i / FPS, image, faces=[], extra={"detected": False}) for i in range(10, 40)]
+    out = run_stage("track", packets, {"min_hits": 3})
+    carried = [p.faces[0].box if p.faces else None for p in out[10:]]
+    assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 for x, y, w, h in filter(None, carried))
+    assert carried[15] is not None and carried[15][0] + carried[15][2] == 640  # cut at the edge
+    assert carried[-1] is None  # wholly out of view by then
+    assert [i for i, box in enumerate(carried) if box is None] == list(range(carried.index(None), 30))
+    for p in out:
+        crop_faces(p.pixels(), [f.box for f in p.faces])  # every carried face can be classified
