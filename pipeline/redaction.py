@@ -33,15 +33,20 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
 
 
-URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]+", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}[^\s'\"]+", re.IGNORECASE)
+"""A URL, also with one slash after its scheme: a URL given where a path belongs comes back
+through ``pathlib`` as ``rtsp:/admin:pw@host``."""
 
 
 def redact_urls(text: str) -> str:
     """``text`` (an error line that quotes what the user gave) with each URL in it redacted."""
     def one(match: re.Match[str]) -> str:
+        url = match.group(0)
+        collapsed = "://" not in url
         try:
-            return redact(match.group(0))
+            said = redact(url.replace(":/", "://", 1) if collapsed else url)
         except ValueError:  # not a URL urlsplit reads (tcp://[::1 without its bracket): no password in it
-            return match.group(0)
+            return url
+        return said.replace("://", ":/", 1) if collapsed else said
 
     return URL.sub(one, text)

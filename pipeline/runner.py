@@ -26,6 +26,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
+from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .status import StatusLine
@@ -464,9 +465,9 @@ def report(result: RunResult, quiet: bool, debug: bool) -> None:
     if result.exit_code:
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
-        print(f"fer-pipe: {result.message}", file=sys.stderr)
+        print(f"fer-pipe: {redact_urls(result.message)}", file=sys.stderr)  # a stage's line may quote a URL
         for line in result.also:
-            print(f"fer-pipe: also, {line}", file=sys.stderr)
+            print(f"fer-pipe: also, {redact_urls(line)}", file=sys.stderr)
     if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"

@@ -38,6 +38,9 @@ class WebcamSource(Source):
 
     @classmethod
     def preflight(cls, params: WebcamParams) -> None:
+        if isinstance(params.device, str) and "://" in params.device:
+            raise InputError(f"webcam {params.device}: a stream's URL, not a camera (the rtsp source reads "
+                             "streams)")
         path = device_path(params.device)
         if path is not None and not path.exists():
             raise InputError(f"webcam {params.device}: no camera ({path} does not exist)")

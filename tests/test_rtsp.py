@@ -297,6 +297,31 @@ def test_password_is_not_logged():
     assert redact("http://10.0.0.5/cgi?pwd=pa/ss?word&x=1") == "http://10.0.0.5/cgi?pwd=***&x=1"
 
 
+def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
+    """pathlib turns rtsp:// into rtsp:/, which the URL pattern missed: the video source's
+    line printed the password in clear, and the webcam's in its second copy."""
+    for args, expected in [
+        (["run", "video_to_csv", "--set", "source.path=rtsp://admin:S3cretPW@10.0.0.5/s1", "--set",
+          f"csv.path={tmp_path / 'o.csv'}"],
+         "fer-pipe: stage 'source' (video): video rtsp:/admin:***@10.0.0.5/s1: no such file\n"),
+        (["run", "webcam", "--set", "source.device=rtsp://admin:S3cretPW@10.0.0.5/s1"],
+         "fer-pipe: stage 'source' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a "
+         "camera (the rtsp source reads streams)\n")]:
+        done = fer_pipe(*args, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, expected)
+
+
+def test_a_stage_failure_that_quotes_a_url_is_masked_in_the_runs_last_line(capsys):
+    """The run's failure line printed a stage's message as it came (a plug-in's, an OpenCV
+    error quoting the URL), where the CLI's own lines were masked."""
+    from fer_pipe.runner import RunResult, report
+
+    report(RunResult(1, message="stage 'cam' (mycam) failed: cannot read rtsp://admin:S3cretPW@10.0.0.5/s1",
+                     also=["stage 'b' failed: http://10.0.0.5/cgi?pwd=S3cretPW"]), quiet=True, debug=False)
+    assert capsys.readouterr().err == ("fer-pipe: stage 'cam' (mycam) failed: cannot read rtsp://admin:***@10.0.0.5/s1\n"
+                                       "fer-pipe: also, stage 'b' failed: http://10.0.0.5/cgi?pwd=***\n")
+
+
 def _run_until_20_frames(server: RtspServer, tmp_path, give_up_after_s: float):
     """The rtsp -> csv graph on ``server``, quick to notice an outage, once 20 frames are in."""
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
