@@ -31,7 +31,7 @@ class CsvOutput:
     cleaner), the next group reopens the path, as ``logging.handlers.WatchedFileHandler`` does.
     """
 
-    def __init__(self, path: str | Path, what: str, header: list[str], append: bool = False) -> None:
+    def __init__(self, path: str | Path, what: str, header: Sequence[str], append: bool = False) -> None:
         """Open ``path``, writing ``header`` when the file is new; InputError if it cannot be.
 
         ``append`` continues a file already there, so a restarted collector (systemd, a
@@ -47,7 +47,7 @@ class CsvOutput:
                 except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
                     raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
                                      "give a new file") from None
-                if columns != header:
+                if columns != list(header):
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
         fd = open_claimed(path, what, truncate=not append)
         self._file = open(fd, "ab", buffering=0)

@@ -383,12 +383,20 @@ class Runner:
                     return name, ("its process died, and so did the forkserver that started it, which alone "
                                   "knew how it ended; the other stages stop, closing their files, as the run "
                                   "ends"), "", 1
-            how = f"killed by signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
             return name, f"its process died ({how})", "", 1
         if server_gone:
             return None, ("the forkserver that started the stage processes died, so the run could not "
                           "watch them; they stop, closing their files, as the run ends"), "", 1
         return None
+
+
+def _signal_name(number: int) -> str:
+    """``SIGKILL``; a real-time signal, which has no name in ``signal.Signals``, by its number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"{number} ({signal.strsignal(number) or 'unknown'})"
 
 
 def _ring_slots(graph: Graph, source: str) -> int:

@@ -25,8 +25,9 @@ class EmotionClassifier(Stage):
 
     The model is loaded once in ``open``; all faces of a frame go through one interpreter call.
 
-    Faces are prepared by ``fer_pipe.preprocess.preprocess_faces``, the same function that
-    training and ``fer-pipe evaluate`` use.
+    Faces are prepared by ``fer_pipe.preprocess.preprocess_faces``, built on the same crop,
+    grey conversion and pixel scaling that training and ``fer-pipe evaluate`` use
+    (``preprocess_dataset``).
     """
 
     Params = ClassifierParams

@@ -22,8 +22,9 @@ mount), its only report of one: seen, the run fails at that frame instead of war
 frame after it. Should a later OpenCV word it otherwise, the read-back at close still fails the
 run, only later."""
 FPS_SAMPLE = 8
-"""Frames held back at the start, when ``fps`` is not given, to read the source's frame rate
-from their timestamps (the median gap, so a late live frame does not skew it)."""
+"""Gaps between frames read at the start, when ``fps`` is not given, for the source's frame rate
+(their median, so a late live frame does not skew it): the first ``FPS_SAMPLE + 1`` frames are
+held back."""
 FALLBACK_FPS = 25.0
 """The rate written when the frames carry no timing: a single frame, or equal timestamps."""
 MIN_FPS = 0.01
@@ -51,7 +52,7 @@ class VideoWriterSink(Sink):
     """Writes the frames with the window's overlay (boxes, labels, probabilities) to a video file.
 
     The file is opened at the first frame, whose size it takes; every frame must have that size.
-    Without ``fps`` the first ``FPS_SAMPLE`` frames are held until their timestamps give the
+    Without ``fps`` the first ``FPS_SAMPLE + 1`` frames are held until their timestamps give the
     source's rate: a fixed default made a 30 fps clip play at 25, 20% slow.
     """
 

@@ -114,3 +114,14 @@ def test_rows_after_the_file_is_moved_away_or_deleted_go_to_the_path_again(tmp_p
         out.write([[2, 0, "fear"]])
     assert rotated.read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
     assert path.read_bytes() == b"frame,face,label\r\n2,0,fear\r\n"
+
+
+def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it(tmp_path):
+    """The header was compared as given with the file's parsed list: a tuple (as the episodes
+    sink's columns are) never matched, and every file to continue was refused."""
+    path = tmp_path / "episodes.csv"
+    with CsvOutput(path, "episodes", ("a", "b")) as out:
+        out.write([(1, 2)])
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(3, 4)])
+    assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]

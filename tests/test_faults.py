@@ -84,6 +84,23 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+def test_a_stage_killed_by_a_real_time_signal_is_named_not_a_traceback(plugin_env, short_clip, tmp_path):
+    """signal.Signals has no name for SIGRTMIN+n: the supervisor's ValueError ended the run with
+    a traceback instead of the line naming the stage."""
+    out, pid_file, seen = tmp_path / "kill.csv", tmp_path / "faulty.pid", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "kill.yaml", short_clip, out, delay_s=0.05,
+                          pid_file=str(pid_file), seen_file=str(seen))
+    proc = start_run(config, plugin_env, quiet=False)
+    faulty = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 3)
+    os.kill(faulty, signal.SIGRTMIN + 6)  # a real-time signal's default action ends the process
+    code, err = finish(proc, timeout=60)
+    assert code == 1, err
+    assert (f"fer-pipe: stage 'faulty' (faulty) failed: its process died (killed by signal "
+            f"{int(signal.SIGRTMIN) + 6} (Real-time signal 6))") in err
+    assert "Traceback" not in err
+
+
 def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_env, short_clip, tmp_path):
     """Before, the video writer's file was created when the stage opened, so a run that failed
     on its first frame left a 0-byte .mp4 that no player opens; a file that was there stays."""
