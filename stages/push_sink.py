@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from zmq.utils.monitor import recv_monitor_message
 
 from fer_pipe.endpoints import check_form, check_private, ipv6_for
-from fer_pipe.errors import InputError
+from fer_pipe.errors import InputError, OutputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
 from fer_pipe.stage import Sink, StageParams
@@ -144,20 +144,23 @@ class PushSink(Sink):
         held = self._close_holding_events(delivering) and sent > 0
         dropped = (f"; {self.unsent} more could not be queued when the run stopped (sndhwm "
                    f"{self.params.sndhwm} were held)" if self.unsent else "")
+        # exit 2 where no collector ever came (a wrong address, one never started), 1 where one
+        # was there and left or fell behind: the output failed, not what the user gave
+        error = OutputError if self._ever_connected else InputError
         if held and not delivering:
             lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run}'s events still held (of {sent} sent) were lost")
-            raise InputError(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
+            raise error(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
                              f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
                              "fer-pipe collect running there?")
         if held:
-            raise InputError(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
+            raise error(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
                              f"taken all of run {self.run}'s {sent} events when linger_s "
                              f"({self.params.linger_s:g} s) ran out: those still held then were lost"
                              f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
             absent = "" if delivering else " and no collector took them"
-            raise InputError(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
+            raise error(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
                              f"{sent + self.unsent} events could not be queued for "
                              f"{self.params.connect} when the run stopped (sndhwm "
                              f"{self.params.sndhwm} were held{absent})")

@@ -462,7 +462,7 @@ def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
     takes events", which sent an operator looking for a process that was running. The collector
     here is a PULL socket that never reads: once its queue and the TCP buffers are full, the
     sink's sends block while it is still connected."""
-    from fer_pipe.errors import InputError
+    from fer_pipe.errors import OutputError
     from fer_pipe.inprocess import make_stage
     from fer_pipe.messages import Packet
 
@@ -480,7 +480,7 @@ def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
             stage.consume(Packet("cam", index, index / 30, faces=[]))
             index += 1
     finally:
-        with pytest.raises(InputError, match=r"could not be queued for .* \(sndhwm 1 were held\)$"):
+        with pytest.raises(OutputError, match=r"could not be queued for .* \(sndhwm 1 were held\)$"):
             stage.close()  # the event the stop cut off is lost, which close says
         ctx.destroy(linger=0)
     err = capfd.readouterr().err
@@ -632,7 +632,7 @@ def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_no
     ZeroMQ still held after linger_s was dropped, and the sink said "N events to ..." as if all
     had been delivered. The peer here is a real PULL socket that never reads; the events are
     large enough (40 faces) that they cannot all sit in the kernel's socket buffers."""
-    from fer_pipe.errors import InputError
+    from fer_pipe.errors import OutputError
     from fer_pipe.messages import Face, Packet
     from fer_pipe.stages.push_sink import PushParams, PushSink
 
@@ -647,7 +647,7 @@ def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_no
     try:
         for frame in range(2000):
             sink.consume(Packet("cam", frame, frame / 25, faces=faces))
-        with pytest.raises(InputError) as failed:
+        with pytest.raises(OutputError) as failed:
             sink.close()
     finally:
         pull.close(0)
