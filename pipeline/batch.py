@@ -45,7 +45,7 @@ from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config
 from .errors import ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import make_folder
-from .stage import Sink
+from .stage import Sink, named_files
 from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
@@ -183,8 +183,7 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
     listens on too: the tasks side by side on a machine would fail, as bad input, at random."""
     for spec in graph.stages.values():
         where = f"{origin}: stage {spec.name!r} ({spec.type_name})"
-        for param in spec.cls.output_paths if spec.name != sink else ():
-            path = getattr(spec.params, param)
+        for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths) if spec.name != sink else ():
             if file_key(path) is not None:
                 raise ConfigError(f"{where}: params.{param}: fer-pipe batch writes one CSV per video, but every "
                                   f"task would write {path}; remove the stage or set it to /dev/null")

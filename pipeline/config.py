@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import registry
-from .stage import Sink, Stage, StageParams
+from .stage import Sink, Stage, StageParams, named_files
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 SET_STAGE_KEYS = {"on_error", "workers"}
@@ -297,12 +297,12 @@ def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
     only a word's leading ``~``, so ``--set csv.path=~/out.csv`` arrives as typed, and YAML
     never expands it; the file checks and the stages then see the real path. A path no file
     can have is refused (ValueError of the param and the reason)."""
-    names = (*cls.input_paths, *cls.output_paths)
-    for name in names:
-        problem = _path_problem(getattr(params, name))
+    named = named_files(cls, params, (*cls.input_paths, *cls.output_paths))
+    for name, path in named:
+        problem = _path_problem(path)
         if problem:
             raise ValueError(name, problem)
-    update = {n: os.path.expanduser(getattr(params, n)) for n in names if getattr(params, n).startswith("~")}
+    update = {name: os.path.expanduser(path) for name, path in named if path.startswith("~")}
     return params.model_copy(update=update) if update else params
 
 

@@ -8,7 +8,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
 from .messages import provides
-from .stage import Sink, Source, Stage, StageParams
+from .stage import Sink, Source, Stage, StageParams, named_files
 
 OnError = Literal["stop", "skip"]
 
@@ -183,14 +183,13 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
     read_by: dict[object, StageSpec] = {}
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
-        for param in spec.cls.input_paths:
-            key = file_key(getattr(spec.params, param))
+        for _, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
+            key = file_key(path)
             if key is not None:
                 read_by.setdefault(key, spec)
     problems: list[tuple[StageSpec, str, str]] = []
     for spec in graph.stages.values():
-        for param in spec.cls.output_paths:
-            path = getattr(spec.params, param)
+        for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths):
             key = file_key(path)
             if key is None:
                 continue

@@ -73,6 +73,10 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     for attr in ("reads", "writes"):
         if not isinstance(getattr(cls, attr), (str, type(None))):
             return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"
+    for attr in ("input_paths", "output_paths", "bind_params"):
+        unknown = [name for name in getattr(cls, attr) if name not in cls.Params.model_fields]
+        if unknown:
+            return f".{attr} names {', '.join(map(repr, unknown))}, not a field of its Params"
     if issubclass(cls, Source) and cls.frames is Source.frames:
         return " is a Source but does not implement frames()"
     if issubclass(cls, Sink) and cls.consume is Sink.consume and cls.process is Sink.process:

@@ -6,8 +6,9 @@ A stage is a class with
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
   input or a sink's output), checked across the whole graph before anything runs;
 - ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
-  graph check can refuse two stages writing one file; ``bind_params``: those that name a
-  socket it listens on;
+  graph check can refuse two stages writing one file (one whose default is ``""`` is an
+  optional file, not given while empty); ``bind_params``: those that name a socket it
+  listens on;
 - ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
   may give the stage several processes (``workers: N``);
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
@@ -219,6 +220,21 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
         if not isinstance(item, Packet):
             raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
     return out
+
+
+def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(param, path) for each of ``names`` (a stage's ``input_paths`` or ``output_paths``) that
+    names a file. A param that may be left empty (its default is ``""`` or None: a key file
+    not used) names none while it is; a required one given as ``""`` is returned, for the
+    config check to refuse."""
+    named = []
+    for name in names:
+        value = getattr(params, name)
+        field = cls.Params.model_fields[name]
+        if value is None or (value == "" and not field.is_required() and field.get_default() in ("", None)):
+            continue
+        named.append((name, str(value)))
+    return named
 
 
 def skipped_line(stage: str, packet: Packet, exc: Exception) -> str:

@@ -68,6 +68,7 @@ class ZmqSink(Sink):
 
     Params = ZmqParams
     params: ZmqParams
+    input_paths = ("curve_secret_key", "curve_clients")
     reads = EXPRESSIONS
     bind_params = ("endpoint",)
 

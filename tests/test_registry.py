@@ -35,7 +35,7 @@ class Loose(Stage):
 CONTRACT_BREAKERS = '''
 from pydantic import Field, field_validator
 
-from fer_pipe.messages import FACES
+from fer_pipe.messages import FACES, FRAME
 from fer_pipe.stage import Sink, Source, Stage, StageParams
 
 
@@ -83,6 +83,33 @@ class Cross(Stage):
     """A stage whose params check one field against another."""
     Params = CrossParams
     reads = writes = FACES
+
+
+class FileParams(StageParams):
+    path: str = "out.txt"
+    labels: str = Field("", description="a label map to read (empty: none)")
+    notes: str | None = None
+
+
+class MisspeltPath(Sink):
+    """A sink whose declared file param is misspelt."""
+    Params = FileParams
+    reads = FRAME
+    output_paths = ("pth",)
+
+    def consume(self, packet):
+        pass
+
+
+class OptionalFile(Sink):
+    """A sink with a file it reads only when given."""
+    Params = FileParams
+    reads = FRAME
+    input_paths = ("labels", "notes")
+    output_paths = ("path",)
+
+    def consume(self, packet):
+        pass
 '''
 """Mistakes a plug-in author makes that were found only at the first frame (or, for reads = [...],
 as a traceback of validate), and then often in the stage after the broken one."""
@@ -129,7 +156,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "breakers", "breakmod", CONTRACT_BREAKERS,
                   "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\n"
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
-                  "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross")
+                  "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
+                  "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile")
     env = _env(root)
 
     listed = fer_pipe("stages", env=env, timeout=120)
@@ -153,9 +181,16 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "'noframes' from distribution breakers: breakmod:NoFrames is a Source but does not implement "
                  "frames()",
                  "'baddefault' from distribution breakers: breakmod:BadDefault.Params.ratio: its default 5.0 "
-                 "breaks its own type or bounds: Input should be less than or equal to 1"):
+                 "breaks its own type or bounds: Input should be less than or equal to 1",
+                 # before, it loaded, and validate and run ended in an AttributeError traceback
+                 "'misspelt' from distribution breakers: breakmod:MisspeltPath.output_paths names 'pth', not a "
+                 "field of its Params"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
-    assert {"byprocess", "cross"} <= set(summaries)
+    assert {"byprocess", "cross", "optfile"} <= set(summaries)
+    # a file param left at its empty default names no file: before, "" was refused as an empty
+    # path and None was an AttributeError traceback, so no stage could have an optional file
+    optional = fer_pipe("validate", str(_config(tmp_path / "o.yaml", "optfile")), env=env, timeout=120)
+    assert (optional.returncode, optional.stderr) == (0, ""), optional.stderr
 
     used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
     assert used.returncode == 2
