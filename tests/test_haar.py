@@ -168,3 +168,13 @@ def test_a_bare_cascade_name_not_among_opencvs_is_a_file_in_the_working_folder(t
     monkeypatch.chdir(tmp_path)
     assert not load_cascade("my.xml").empty()
     assert not load_cascade("haarcascade_eye.xml").empty()  # OpenCV's own still found by name
+
+
+def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_24():
+    """The frame is never enlarged, so the cascade finds no face under its 24 px window: a
+    min_size of 8 to 23 was accepted and acted as 24, finding none of the faces it promised."""
+    from fer_pipe.stages.haar import HaarParams
+
+    with pytest.raises(ValueError, match="min_size\n  Input should be greater than or equal to 24"):
+        HaarParams(min_size=16)
+    assert HaarParams(min_size=24).min_size == 24
