@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from .messages import Packet
-from .preprocess import EMOTIONS
+from .messages import EMOTIONS, Packet
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}

@@ -13,7 +13,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .preprocess import EMOTIONS
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""Class order of FER-2013 (the contest's emotion codes 0-6) and of every model output. Here,
+with the messages, not with the pixel code: subscribers and collectors read it without OpenCV."""
+
 
 FRAME, FACES, EXPRESSIONS = "frame", "faces", "expressions"
 

@@ -11,9 +11,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""Class order of FER-2013 (the contest's emotion codes 0-6) and of every model output."""
-
 FACE_SIZE = 48
 
 

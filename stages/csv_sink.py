@@ -8,9 +8,8 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import CsvOutput
-from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet
 from fer_pipe.output_files import check_writable
-from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
 
 COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",

@@ -27,9 +27,8 @@ from fer_pipe.csvfile import CsvOutput
 from fer_pipe.endpoints import check_private, ipv6_for, tcp_endpoint
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
-from fer_pipe.messages import EXPRESSIONS, Packet, ended_tracks
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
-from fer_pipe.preprocess import EMOTIONS
 from fer_pipe.stage import Sink, StageParams
 
 Observation = tuple[int, float, np.ndarray]

@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from fer_pipe.messages import Packet
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS, Packet
 from fer_pipe.stage import StageParams
 
 COLOURS: dict[str, tuple[int, int, int]] = {  # BGR, one per emotion, readable on skin and background

@@ -151,19 +151,19 @@ class PushSink(Sink):
             lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run}'s events still held (of {sent} sent) were lost")
             raise error(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
-                             f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
-                             "fer-pipe collect running there?")
+                        f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
+                        "fer-pipe collect running there?")
         if held:
             raise error(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
-                             f"taken all of run {self.run}'s {sent} events when linger_s "
-                             f"({self.params.linger_s:g} s) ran out: those still held then were lost"
-                             f"{dropped}; give a slow collector a longer linger_s")
+                        f"taken all of run {self.run}'s {sent} events when linger_s "
+                        f"({self.params.linger_s:g} s) ran out: those still held then were lost"
+                        f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
             absent = "" if delivering else " and no collector took them"
             raise error(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
-                             f"{sent + self.unsent} events could not be queued for "
-                             f"{self.params.connect} when the run stopped (sndhwm "
-                             f"{self.params.sndhwm} were held{absent})")
+                        f"{sent + self.unsent} events could not be queued for "
+                        f"{self.params.connect} when the run stopped (sndhwm "
+                        f"{self.params.sndhwm} were held{absent})")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
 

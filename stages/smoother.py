@@ -26,8 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from fer_pipe.messages import EXPRESSIONS, Face, Packet, ended_tracks
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.stage import Stage, StageParams
 
 

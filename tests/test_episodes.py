@@ -15,8 +15,7 @@ from conftest import REPO, crossing_faces, fer_pipe, read_frames, write_video
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
-from fer_pipe.messages import Face, Packet
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS, Face, Packet
 
 FPS = 25.0
 CONFIG = REPO / "configs" / "episodes.yaml"

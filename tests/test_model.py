@@ -11,12 +11,11 @@ import pytest
 
 from conftest import REPO, fer_pipe, read_frames
 from fer_pipe.inprocess import run_stage
-from fer_pipe.messages import Face, Packet
+from fer_pipe.messages import EMOTIONS, Face, Packet
 from fer_pipe.model import DEFAULT_MODEL
 from fer_pipe.model.data import FerSplit, load_split
 from fer_pipe.model.evaluate import predict_split
 from fer_pipe.model.inference import FaceClassifier
-from fer_pipe.preprocess import EMOTIONS
 
 CARD = REPO / "models" / "card.json"
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from fer_pipe.inprocess import run_stage
-from fer_pipe.messages import Face, Packet
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS, Face, Packet
 
 
 def probs(**weights: float) -> np.ndarray:

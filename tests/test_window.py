@@ -18,7 +18,7 @@ from conftest import read_frames, write_video
 from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
 from test_rtsp import RtspServer
 
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS
 from fer_pipe.stages.overlay import COLOURS
 
 SCREEN = (1024, 768)

@@ -19,7 +19,7 @@ from conftest import REPO, fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 from fer_pipe.errors import InputError
-from fer_pipe.preprocess import EMOTIONS
+from fer_pipe.messages import EMOTIONS
 
 FACE_FIELDS = {"face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs"}
 
@@ -380,3 +380,12 @@ def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
     assert [line.split(":")[:2] for line in err.splitlines()] == [
         ["fer-pipe subscribe", " skipped a malformed event"]] * len(MALFORMED), err
+
+
+def test_subscribers_and_collectors_import_without_opencv():
+    """The emotion list lived with the pixel code, so reading events needed OpenCV: a
+    subscriber on another machine had to install it to print labels."""
+    code = ("import sys; sys.modules['cv2'] = None\n"  # any import of cv2 now raises ImportError
+            "import fer_pipe.subscribe, fer_pipe.collect, fer_pipe.events\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from ..errors import InputError
-from ..preprocess import EMOTIONS, FACE_SIZE
+from ..messages import EMOTIONS
+from ..preprocess import FACE_SIZE
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 _FOLDER_SPLITS = {"Training": ("train", "training"), "PublicTest": ("test", "val", "publictest"),

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 from ..arguments import whole
-from ..preprocess import EMOTIONS, preprocess_dataset
+from ..messages import EMOTIONS
+from ..preprocess import preprocess_dataset
 from .data import USAGES, FerSplit, load_split
 from . import DEFAULT_MODEL
 from .inference import FaceClassifier

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..native_stderr import stderr_dropped
-from ..preprocess import EMOTIONS
+from ..messages import EMOTIONS
 
 
 class FaceClassifier:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ..preprocess import EMOTIONS, FACE_SIZE
+from ..messages import EMOTIONS
+from ..preprocess import FACE_SIZE
 
 
 def _conv_bn_relu(x, width: int, name: str):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..preprocess import EMOTIONS
+from ..messages import EMOTIONS
 from .data import FerSplit
 from .evaluate import evaluate
 

@@ -21,7 +21,8 @@ from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
 from ..output_files import make_folder
-from ..preprocess import EMOTIONS, FACE_SIZE, preprocess_dataset
+from ..messages import EMOTIONS
+from ..preprocess import FACE_SIZE, preprocess_dataset
 from .data import load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
