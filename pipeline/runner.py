@@ -226,6 +226,7 @@ class Runner:
         also: list[str] = []
         late_error: Failure | None = None  # bad input after the stream drained
         stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
+        opened: set[str] = set()  # processes whose stage's open returned
         closing: set[str] = set()  # processes in their stage's close
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
@@ -242,6 +243,8 @@ class Runner:
                         segments.append(msg[2])
                     elif kind == "length":
                         lengths[name] = msg[2]
+                    elif kind == "opened":
+                        opened.add(name)
                     elif kind == "closing":
                         closing.add(name)
                     elif kind in ("done", "stopped"):
@@ -272,7 +275,7 @@ class Runner:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
                 if failure is None:
-                    failure = self._find_fault(procs, exited, done, busy, closing)
+                    failure = self._find_fault(procs, exited, done, busy, opened, closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -331,9 +334,9 @@ class Runner:
         return RunResult(0, stats, "", "", first_result)
 
     def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
-                    busy: Counters, closing: set[str]) -> Failure | None:
-        """A stage that ended without reporting, or one stuck in one packet, its ``finish`` or
-        its ``close`` past the stall timeout.
+                    busy: Counters, opened: set[str], closing: set[str]) -> Failure | None:
+        """A stage that ended without reporting, or one stuck in its ``open``, one packet, its
+        ``finish`` or its ``close`` past the stall timeout.
 
         Only processes seen as ended before the control queue was drained are judged, so a
         stage's last message is never mistaken for missing.
@@ -357,7 +360,7 @@ class Runner:
                 # the VM, which STILL_S covers, or a bad read); a stage truly stuck still shows
                 # its mark at the next look.
                 if self._stale.get(name) == mark:
-                    where = " while closing" if name in closing else ""
+                    where = " while closing" if name in closing else "" if name in opened else " while opening"
                     return name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1
                 self._stale[name] = mark
         return None

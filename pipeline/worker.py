@@ -278,12 +278,15 @@ def stage_main(w: Wiring) -> None:
         # gets when the runner dies, from ``_follow_parent``, says so in no other way)
         built.stop_requested = lambda: w.stop.is_set() or _HOLD.pending is not None
         built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
+        w.busy_since.value = time.monotonic()  # an open that never returns (a server that never answers) is a stall
         try:
             built.open()
         except UserError:
             raise
         except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
             raise StageFailure(f"while opening: {type(exc).__name__}: {exc}") from exc
+        w.busy_since.value = 0.0
+        w.control.put(("opened", name))
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             ring = frames.FrameRing(w.ring_prefix, w.ring_slots,

@@ -84,6 +84,15 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path):
+    """open was not watched: a stage whose server never answered held the run for ever, and a
+    first Ctrl-C, which asks stages to drain, could not reach it."""
+    config = fault_config(tmp_path / "open.yaml", short_clip, tmp_path / "out.csv", mode="slow_open")
+    code, err = finish(start_run(config, plugin_env, "--stall-timeout", "2", quiet=False), timeout=50)
+    assert code == 1, err
+    assert err.splitlines()[0] == "fer-pipe: stage 'faulty' (faulty) failed: no progress for 2 s while opening (stalled)"
+
+
 def test_a_stage_killed_by_a_real_time_signal_is_named_not_a_traceback(plugin_env, short_clip, tmp_path):
     """signal.Signals has no name for SIGRTMIN+n: the supervisor's ValueError ended the run with
     a traceback instead of the line naming the stage."""
@@ -583,7 +592,7 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
     mark = SimpleNamespace(value=time.monotonic() - 200)
 
     def look():
-        return runner._find_fault(procs, [], {}, {"detector": mark}, set())
+        return runner._find_fault(procs, [], {}, {"detector": mark}, {"detector"}, set())
 
     assert look() is None
     mark.value -= 1  # the stage took another packet, which is stuck as long
