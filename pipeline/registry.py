@@ -47,9 +47,12 @@ def registry() -> Registry:
         origins[ep.name] = dist
         try:
             obj = ep.load()
-        except Exception as exc:  # a plug-in can fail to import in any way; report, don't crash
-            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: cannot import "
-                                 f"{ep.value}: {type(exc).__name__}: {exc}")
+        # a plug-in can fail to import in any way, SystemExit too (a module that parses the
+        # command line, or exits when a library is missing): report, don't crash or exit
+        except (Exception, SystemExit) as exc:
+            why = (f"it exits while imported (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit)
+                   else f"{type(exc).__name__}: {exc}")
+            problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
             continue
         if not (isinstance(obj, type) and issubclass(obj, Stage)):
             problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
@@ -73,6 +76,9 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     for attr in ("reads", "writes"):
         if not isinstance(getattr(cls, attr), (str, type(None))):
             return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"
+    for attr in ("preflight", "closing_s", "graph_warnings", "open", "process", "idle", "finish", "close"):
+        if not callable(getattr(cls, attr)):  # closing_s = 5.0, written as idle_s is
+            return f".{attr} is {getattr(cls, attr)!r}, not a method: define it with def, as Stage does"
     for attr in ("input_paths", "output_paths", "bind_params"):
         unknown = [name for name in getattr(cls, attr) if name not in cls.Params.model_fields]
         if unknown:

@@ -101,6 +101,15 @@ class MisspeltPath(Sink):
         pass
 
 
+class ClosingNumber(Sink):
+    """A sink that says its closing time as a number."""
+    reads = FRAME
+    closing_s = 5.0
+
+    def consume(self, packet):
+        pass
+
+
 class OptionalFile(Sink):
     """A sink with a file it reads only when given."""
     Params = FileParams
@@ -157,7 +166,10 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\n"
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
-                  "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile")
+                  "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
+                  "closingnumber = breakmod:ClosingNumber")
+    _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
+                  "exiting = exitmod:Stage")
     env = _env(root)
 
     listed = fer_pipe("stages", env=env, timeout=120)
@@ -184,7 +196,13 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "breaks its own type or bounds: Input should be less than or equal to 1",
                  # before, it loaded, and validate and run ended in an AttributeError traceback
                  "'misspelt' from distribution breakers: breakmod:MisspeltPath.output_paths names 'pth', not a "
-                 "field of its Params"):
+                 "field of its Params",
+                 # before, it loaded and validated, and the run ended in four tracebacks
+                 "'closingnumber' from distribution breakers: breakmod:ClosingNumber.closing_s is 5.0, not a method: "
+                 "define it with def, as Stage does",
+                 # before, every command exited 0 at once, having done nothing
+                 "'exiting' from distribution exits: cannot import exitmod:Stage: it exits while imported "
+                 "(sys.exit(0))"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
     assert {"byprocess", "cross", "optfile"} <= set(summaries)
     # a file param left at its empty default names no file: before, "" was refused as an empty
