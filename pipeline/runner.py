@@ -30,7 +30,7 @@ from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
 from .stats import format_table
 from .status import StatusLine
-from .worker import RESEND_S, STOP_SIGNALS, Outbox, Wiring, stage_main
+from .worker import RESEND_S, STOP_SIGNALS, Outbox, StageQueue, Wiring, stage_main
 
 GRACE_S = 3.0
 POLL_S = 0.1
@@ -140,7 +140,7 @@ class Runner:
         # One queue per (producer process, consumer process): what is in a queue is only its
         # producer's, so a live source can drop the oldest item of a full one without taking
         # out another source's frame or end of stream.
-        inboxes = {f"{u}>{p}": ctx.Queue(graph.queue_size) for n, s in graph.stages.items()
+        inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
                    for i in s.inputs for u in names[i] for p in names[n]}
         control = ctx.Queue()
         stop = ctx.Event()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing as mp
+import multiprocessing.queues
 import os
 import queue
 import selectors
@@ -46,6 +47,33 @@ and the runner)."""
 
 class Terminated(BaseException):
     """Raised in a stage process on SIGTERM: unwinds to ``close`` like an exception would."""
+
+
+UNSENT: list[tuple[Any, Exception]] = []
+"""Items this process's queues could not send, and why, as their feeder threads found them."""
+
+
+class StageQueue(multiprocessing.queues.Queue):
+    """A queue between stage processes whose sender learns of an item it could not send.
+
+    multiprocessing pickles an item in a feeder thread after ``put`` returned; one that does
+    not pickle (an open file a plug-in put in ``packet.extra``) was printed there as a bare
+    traceback and dropped: a frame missing from the CSV, and exit 0.
+    """
+
+    @staticmethod
+    def _on_queue_feeder_error(e: Exception, obj: object) -> None:
+        UNSENT.append((obj, e))
+
+
+def check_sent() -> None:
+    """StageFailure naming the first packet a feeder thread could not send, if one could not."""
+    if UNSENT:
+        item, exc = UNSENT[0]
+        packet = item.packets[0] if isinstance(item, Sequenced) and item.packets else item
+        where = f"on {packet.source} frame {packet.index}: " if isinstance(packet, Packet) else ""
+        raise StageFailure(f"{where}cannot pass the packet on: {type(exc).__name__}: {exc} (what a stage puts "
+                           "in packet.extra or a face's extra must pickle)")
 
 
 @dataclass
@@ -165,6 +193,7 @@ class _Emitter:
         self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
 
     def emit(self, packets: Iterable[Packet]) -> None:
+        check_sent()
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
@@ -176,6 +205,7 @@ class _Emitter:
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
+        check_sent()
         for box in self.outboxes:
             self._put(box.queues[item.number % len(box.queues)], item)
 
@@ -214,9 +244,16 @@ class _Emitter:
             del self._dropped[next(iter(self._dropped))]
 
     def end(self, sender: str) -> None:
+        """Put the end of stream, then wait until every item is sent (the consumers read on to
+        that end), so that one that could not be is a failure before the stage says it is done."""
         for box in self.outboxes:
             for q in box.queues:
                 q.put(EndOfStream(sender))
+        for box in self.outboxes:
+            for q in box.queues:
+                q.close()
+                q.join_thread()
+        check_sent()
 
 
 def _follow_parent() -> None:

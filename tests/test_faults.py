@@ -84,6 +84,22 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+@pytest.mark.parametrize("at", [20, 59])
+def test_a_packet_that_cannot_be_sent_on_fails_the_run_naming_its_frame(plugin_env, short_clip, tmp_path, at):
+    """multiprocessing pickles in a feeder thread: a packet whose extra held a lock was a bare
+    traceback there and a frame missing from the CSV, with exit 0. At the last frame (59) the
+    stage has said it is done before the feeder thread gets to it, unless it waits for it."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "lock.yaml", short_clip, out, mode="unpicklable", at=[at])
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 1, err
+    assert err.splitlines()[0] == (f"fer-pipe: stage 'faulty' (faulty) failed: on source frame {at}: cannot pass "
+                                   "the packet on: TypeError: cannot pickle '_thread.lock' object (what a stage "
+                                   "puts in packet.extra or a face's extra must pickle)"), err
+    frames = [int(row[1]) for row in read_csv(out)[1]]
+    assert at not in frames and frames[:at] == list(range(at)), frames  # all before it are kept
+
+
 def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path):
     """open was not watched: a stage whose server never answered held the run for ever, and a
     first Ctrl-C, which asks stages to drain, could not reach it."""
