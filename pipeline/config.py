@@ -355,8 +355,9 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
                               f"params must be a mapping")
         try:
             params = cls.Params.model_validate(dict(raw_params))
-        except ValidationError as exc:
-            loc, reason = _pydantic_reason(exc)
+        except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
+            loc, reason = (_pydantic_reason(exc) if isinstance(exc, ValidationError) else
+                           ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
             field = ".".join(("params", *loc))  # no loc: a check across several parameters
             where = _where(origin, lines, 'stages', name, 'params', *loc[:1])
             sets = [v for k, v in lines.items() if not loc and len(k) == 4 and k[:3] == ("stages", name, "params")

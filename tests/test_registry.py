@@ -110,6 +110,24 @@ class ClosingNumber(Sink):
         pass
 
 
+class PresetParams(StageParams):
+    preset: str = "fast"
+
+    @field_validator("preset")
+    @classmethod
+    def _known(cls, value):
+        return {"fast": "fast", "slow": "slow"}[value]  # a KeyError, not a ValueError
+
+
+class Preset(Sink):
+    """A sink whose params check raises other than ValueError."""
+    Params = PresetParams
+    reads = FRAME
+
+    def consume(self, packet):
+        pass
+
+
 class OptionalFile(Sink):
     """A sink with a file it reads only when given."""
     Params = FileParams
@@ -167,7 +185,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber")
+                  "closingnumber = breakmod:ClosingNumber\npreset = breakmod:Preset")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
     env = _env(root)
@@ -209,6 +227,12 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     # path and None was an AttributeError traceback, so no stage could have an optional file
     optional = fer_pipe("validate", str(_config(tmp_path / "o.yaml", "optfile")), env=env, timeout=120)
     assert (optional.returncode, optional.stderr) == (0, ""), optional.stderr
+    # a plug-in's validator that raises a KeyError was a traceback from validate, exit 1
+    preset = fer_pipe("validate", str(_config(tmp_path / "p.yaml", "preset")), "--set", "x.preset=medium", env=env,
+                      timeout=120)
+    assert (preset.returncode, preset.stderr) == (2, f"fer-pipe: {tmp_path / 'p.yaml'}:3 with --set x.preset=medium: "
+                                                     "stage 'x' (preset): params: the stage's own check failed: "
+                                                     "KeyError: 'medium'\n")
 
     used = fer_pipe("validate", str(_config(tmp_path / "c.yaml", "broken")), env=env, timeout=120)
     assert used.returncode == 2
