@@ -28,6 +28,7 @@ from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
+from .stage import said
 from .stats import format_table
 from .status import StatusLine
 from .worker import RESEND_S, STOP_SIGNALS, Outbox, StageQueue, Wiring, stage_main
@@ -100,7 +101,7 @@ class Runner:
     @staticmethod
     def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
         return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
-                                    f"(preflight): {type(exc).__name__}: {exc}",
+                                    f"(preflight): {said(exc)}",
                          traceback=traceback.format_exc())
 
     def _on_resume(self, signum: int, frame: object) -> None:

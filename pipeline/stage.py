@@ -237,6 +237,13 @@ def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -
     return named
 
 
+def said(exc: BaseException) -> str:
+    """``ValueError: bad value``, on one line as every failure line is: a message of several
+    lines is joined with `` / ``, and an empty one (``raise KeyError()``) is the type alone."""
+    text = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def skipped_line(stage: str, packet: Packet, exc: Exception) -> str:
     """What a stage with ``on_error: skip`` says of a packet it dropped, in a run and in a batch task."""
-    return f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {type(exc).__name__}: {exc}"
+    return f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {said(exc)}"

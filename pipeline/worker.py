@@ -36,7 +36,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StopRun, packets_of, skipped_line
+from .stage import Sink, Source, Stage, StopRun, packets_of, said, skipped_line
 from .stats import StageStats
 
 PR_SET_PDEATHSIG = 1
@@ -72,7 +72,7 @@ def check_sent() -> None:
         item, exc = UNSENT[0]
         packet = item.packets[0] if isinstance(item, Sequenced) and item.packets else item
         where = f"on {packet.source} frame {packet.index}: " if isinstance(packet, Packet) else ""
-        raise StageFailure(f"{where}cannot pass the packet on: {type(exc).__name__}: {exc} (what a stage puts "
+        raise StageFailure(f"{where}cannot pass the packet on: {said(exc)} (what a stage puts "
                            "in packet.extra or a face's extra must pickle)")
 
 
@@ -321,7 +321,7 @@ def stage_main(w: Wiring) -> None:
         except UserError:
             raise
         except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
-            raise StageFailure(f"while opening: {type(exc).__name__}: {exc}") from exc
+            raise StageFailure(f"while opening: {said(exc)}") from exc
         w.busy_since.value = 0.0
         w.control.put(("opened", name))
         stage = built  # closed only after a successful open, as the stage contract says
@@ -336,7 +336,12 @@ def stage_main(w: Wiring) -> None:
             _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
-            held = packets_of(stage.finish(), "finish")
+            try:
+                held = packets_of(stage.finish(), "finish")
+            except (UserError, BrokenPipeError):
+                raise
+            except Exception as exc:  # said as "while finishing", as open's and close's are
+                raise StageFailure(f"while finishing: {said(exc)}") from exc
             w.busy_since.value = 0.0
             emitter.emit(held)
         except BrokenPipeError:
@@ -357,7 +362,7 @@ def stage_main(w: Wiring) -> None:
             # off says "ImportError: initialization failed"): the stage was stopped, not failed.
             _report_stopped(w, summary())
         else:
-            message = str(exc) if isinstance(exc, StageFailure) else f"{type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, StageFailure) else said(exc)
             w.control.put(("fail", name, message, traceback.format_exc(), 1))
     finally:
         _ignore_sigterm()  # closing is not interrupted a second time
@@ -371,7 +376,7 @@ def stage_main(w: Wiring) -> None:
             except UserError as exc:
                 w.control.put(("fail", name, f"while closing: {exc}", "", exc.exit_code))
             except BaseException as exc:
-                w.control.put(("fail", name, f"while closing: {type(exc).__name__}: {exc}",
+                w.control.put(("fail", name, f"while closing: {said(exc)}",
                                traceback.format_exc(), 1))
             finally:
                 w.busy_since.value = 0.0
@@ -499,7 +504,7 @@ class _Handler:
         except UserError:
             raise
         except Exception as exc:  # on_error: skip is about packets: there is none to skip here
-            raise StageFailure(f"while idle: {type(exc).__name__}: {exc}") from exc
+            raise StageFailure(f"while idle: {said(exc)}") from exc
 
     def _handle(self, item: Packet) -> list[Packet]:
         stage, w, stats = self.stage, self.w, self.stats
@@ -527,8 +532,7 @@ class _Handler:
             out = []
         except Exception as exc:
             if w.spec.on_error != "skip":
-                raise StageFailure(f"on {item.source} frame {item.index}: {type(exc).__name__}: "
-                                   f"{exc}") from exc
+                raise StageFailure(f"on {item.source} frame {item.index}: {said(exc)}") from exc
             stats.skipped += 1
             print(skipped_line(w.spec.name, item, exc), file=sys.stderr)
             out = []

@@ -35,11 +35,11 @@ from fer_pipe.stage import Stage, StageParams, StopRun
 
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
-                  "not_a_packet", "stop_run", "unpicklable"] = Field(
+                  "not_a_packet", "stop_run", "unpicklable", "finish"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra)")
+                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -105,6 +105,11 @@ class Faulty(Stage):
         self.dropped += self.params.self_drops
         packet.faces = packet.faces or []
         return (packet,)
+
+    def finish(self):
+        if self.params.mode == "finish":
+            raise RuntimeError("flush failed\\n  disk quota exceeded")
+        return ()
 
     def idle(self):
         if self.params.mode == "idle":

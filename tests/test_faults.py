@@ -100,6 +100,18 @@ def test_a_packet_that_cannot_be_sent_on_fails_the_run_naming_its_frame(plugin_e
     assert at not in frames and frames[:at] == list(range(at)), frames  # all before it are kept
 
 
+def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip, tmp_path):
+    """open's and close's failures said where they came from, finish's did not; and an error
+    of two lines broke the one-line rule (the second line stood alone)."""
+    from fer_pipe.stage import said
+
+    config = fault_config(tmp_path / "finish.yaml", short_clip, tmp_path / "out.csv", mode="finish")
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: while finishing: RuntimeError: flush "
+                              "failed / disk quota exceeded\n")
+    assert said(KeyError()) == "KeyError"  # was "KeyError: ", a colon and nothing after it
+
+
 def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path):
     """open was not watched: a stage whose server never answered held the run for ever, and a
     first Ctrl-C, which asks stages to drain, could not reach it."""
