@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .messages import Packet
+from .messages import Face, Packet
 
 
 class StopRun(Exception):
@@ -219,6 +219,12 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
     for item in out:
         if not isinstance(item, Packet):
             raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
+        faces = item.faces
+        wrong = (faces if not isinstance(faces, (list, type(None))) else
+                 next((face for face in faces or () if not isinstance(face, Face)), None))
+        if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
+            raise TypeError(f"{method} returned a packet whose faces are or hold a {type(wrong).__name__}, "
+                            "not a list of fer_pipe.messages.Face")
     return out
 
 

@@ -118,7 +118,8 @@ def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path)
     config = fault_config(tmp_path / "open.yaml", short_clip, tmp_path / "out.csv", mode="slow_open")
     code, err = finish(start_run(config, plugin_env, "--stall-timeout", "2", quiet=False), timeout=50)
     assert code == 1, err
-    assert err.splitlines()[0] == "fer-pipe: stage 'faulty' (faulty) failed: no progress for 2 s while opening (stalled)"
+    assert err.splitlines()[0] == ("fer-pipe: stage 'faulty' (faulty) failed: no progress for 2 s while opening "
+                                   "(stalled)")
 
 
 def test_a_stage_killed_by_a_real_time_signal_is_named_not_a_traceback(plugin_env, short_clip, tmp_path):
@@ -329,6 +330,20 @@ def test_a_bare_packet_returned_is_told_to_be_wrapped():
     with pytest.raises(TypeError) as raised:
         packets_of(Packet("cam", 0, 0.0))
     assert str(raised.value) == "process returned a Packet, not an iterable of packets (return (packet,) to pass it on)"
+
+
+def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
+    """A stage that put dicts in packet.faces was not named: the csv sink after it failed with
+    "AttributeError: 'dict' object has no attribute 'box'"."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stage import packets_of
+
+    assert len(packets_of([Packet("cam", 0, 0.0, faces=[Face((1, 2, 3, 4))]), Packet("cam", 1, 0.0)])) == 2
+    for faces, kind in [([Face((1, 2, 3, 4)), {"box": (1, 2, 3, 4)}], "dict"), ("none", "str")]:
+        with pytest.raises(TypeError) as raised:
+            packets_of([Packet("cam", 0, 0.0, faces=faces)])
+        assert str(raised.value) == (f"process returned a packet whose faces are or hold a {kind}, not a list of "
+                                     "fer_pipe.messages.Face")
 
 
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
