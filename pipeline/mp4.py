@@ -9,6 +9,7 @@ read; anything unexpected gives None, and the caller keeps OpenCV's count.
 """
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,18 +21,15 @@ MAX_MOOV = 256 * 2**20
 
 def _boxes(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """(type, body) of each box in ``data``; stops at the first malformed one."""
-    end, pos = len(data), 0
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if size == 1 and pos + 16 <= end:
-            size, header = struct.unpack_from(">Q", data, pos + 8)[0], 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
+    fh, end = io.BytesIO(data), len(data)  # BytesIO shares the bytes until written to
+    while (header := box_header(fh)) is not None:
+        kind, size, length = header
+        pos = fh.tell() - length
+        size = size or end - pos  # 0: the box runs to the end
+        if size < length or pos + size > end:
             return
-        yield kind, data[pos + header:pos + size]
-        pos += size
+        yield kind, data[pos + length:pos + size]
+        fh.seek(pos + size)
 
 
 def _child(body: bytes, kind: bytes) -> bytes | None:
