@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import ConfigError, UserError
 from .graph import Graph
-from .messages import Packet
+from .messages import Packet, read_only
 from .stage import Source, Stage, StopRun, packets_of, skipped_line
 
 
@@ -32,10 +32,7 @@ def own_copy(packet: Packet) -> Packet:
     a stage run by the runner gets shared memory: a stage that writes them fails here as it
     would there, and the caller's array is never changed. Copying a frame per consumer would
     be work for nothing."""
-    image = packet.image
-    if isinstance(image, np.ndarray):
-        image = image.view()
-        image.flags.writeable = False
+    image = read_only(packet.image) if isinstance(packet.image, np.ndarray) else packet.image
     return copy.deepcopy(packet, {id(packet.image): image})
 
 
@@ -45,8 +42,7 @@ def _read_only(packet: Packet) -> Packet:
     so a stage that wrote into it would change what the other branches see (and pass here, to
     fail in a run). A view, so that a source may still reuse its own buffer."""
     if isinstance(packet.image, np.ndarray):
-        packet.image = packet.image.view()
-        packet.image.flags.writeable = False
+        packet.image = read_only(packet.image)
     return packet
 
 

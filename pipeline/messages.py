@@ -95,10 +95,16 @@ class Packet:
         if self.image is None:
             raise ValueError(f"packet {self.source}#{self.index} carries no image")
         if isinstance(self.image, np.ndarray):  # in-process (run_stage, batch): as read-only as shared memory
-            view = self.image.view()
-            view.flags.writeable = False
-            return view
+            return read_only(self.image)
         return self.image.array()
+
+
+def read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array``, as shared memory hands a stage its frame: a stage that
+    writes into it fails in a test as it would in a run. A view, not a copy, of a whole frame."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def ended_tracks(held: Iterable[tuple[str, int]], packet: Packet) -> list[tuple[str, int]]:
