@@ -7,7 +7,7 @@ import socket
 from types import ModuleType
 from typing import Any
 
-from .endpoints import is_loopback
+from .endpoints import host_port, is_loopback
 from .errors import InputError, UserError
 
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -20,14 +20,8 @@ CONNECT_TIMEOUT_S = 5.0
 """How long to wait for a TCP answer from --address before saying nothing is there."""
 
 
-def _host_port(address: str) -> tuple[str, str]:
-    """Host (without an IPv6 address's brackets) and port text of HOST:PORT or ray://HOST:PORT."""
-    host, _, port = address.split("://")[-1].rpartition(":")
-    return host.strip("[]"), port
-
-
 def is_loopback_address(address: str | None) -> bool:
-    return not address or is_loopback(_host_port(address)[0])
+    return not address or is_loopback(host_port(address)[0])
 
 
 def check_cluster(address: str | None) -> None:
@@ -35,11 +29,11 @@ def check_cluster(address: str | None) -> None:
     ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
     if not address or address == "auto":
         return
-    host, port = _host_port(address)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    host, port = host_port(address)
+    if not host or port is None:
         raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise InputError(f"--address {address}: no Ray cluster answers there "
                          f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None

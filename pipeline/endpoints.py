@@ -13,12 +13,17 @@ if TYPE_CHECKING:
     import zmq
 
 
-def tcp_host_port(endpoint: str) -> tuple[str, int] | None:
+def host_port(address: str) -> tuple[str, int | None]:
+    """Host (an IPv6 address without its brackets) and port of ``[SCHEME://]HOST:PORT``; the
+    port is None where it is not a number from 1 to 65535. The one parser of such addresses,
+    for ZeroMQ endpoints and Ray's ``--address``."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() and 0 < int(port) < 65536 else None
+
+
+def tcp_host_port(endpoint: str) -> tuple[str, int | None] | None:
     """Host and port of a ``tcp://HOST:PORT`` endpoint, None for ipc:// and inproc://."""
-    if not endpoint.startswith("tcp://"):
-        return None
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
-    return host.strip("[]"), int(port)
+    return host_port(endpoint) if endpoint.startswith("tcp://") else None
 
 
 def is_loopback(host: str) -> bool:
@@ -33,8 +38,8 @@ def is_loopback(host: str) -> bool:
 def check_form(endpoint: str) -> str:
     """The endpoint itself if it is ``tcp://HOST:PORT`` or ``ipc://PATH``; ValueError otherwise."""
     if endpoint.startswith("tcp://"):
-        host, _, port = endpoint[len("tcp://"):].rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        host, port = host_port(endpoint)
+        if not host or port is None:
             raise ValueError(f"expected tcp://HOST:PORT, got {endpoint!r}")
     elif not endpoint.startswith("ipc://"):
         raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {endpoint!r}")
