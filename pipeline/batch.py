@@ -18,20 +18,16 @@ node sees at the same path, and fer-pipe must be installed on every node.
 
 This module is the driver (checks of the config, planning, the task loop, manifest); what a
 task runs is in ``batch_task``, where it runs in ``batch_cluster``, its progress bar in
-``batch_progress``.
+``batch_progress``, and how a video's chunk CSVs are checked and joined in ``batch_parts``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,14 +35,14 @@ from typing import Any
 
 from .arguments import whole
 from .batch_cluster import check_cluster, start_ray
+from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
-from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, last_row, partial_path, run_job,
+from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
                          video_csv_stages)
 from .errors import ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import make_folder
 from .stage import Sink, named_files
-from .stages.csv_sink import COLUMNS
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
@@ -54,9 +50,6 @@ SUCCESS = "_SUCCESS"
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
                   ".wmv")
 """What a folder given as an input contributes: its files with these suffixes (in any case)."""
-FRAME, TIME = COLUMNS.index("frame"), COLUMNS.index("timestamp")
-MIN_FRAME_S = 0.002
-"""Frames closer than this may share a timestamp in the CSV's milliseconds."""
 
 
 @dataclass
@@ -148,25 +141,6 @@ def _attempts(work: Path, job: Job) -> int:
             return sum(1 for _ in fh)
     except FileNotFoundError:
         return 0
-
-
-def _merge_parts(parts: list[Path], target: Path, work: Path) -> int:
-    """Concatenate chunk CSVs (one header) into ``target``, atomically like a task's own CSV."""
-    temp = work / f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.csv"
-    rows = 0
-    with open(temp, "w", encoding="utf-8", newline="") as out:
-        for i, part in enumerate(parts):
-            with open(part, encoding="utf-8", newline="") as fh:
-                header = fh.readline()
-                if i == 0:
-                    out.write(header)
-                for line in fh:
-                    out.write(line)
-                    rows += 1
-    os.replace(temp, target)
-    for part in parts:
-        part.unlink()
-    return rows
 
 
 def _failure(exc: BaseException) -> tuple[str, bool]:
@@ -280,7 +254,7 @@ def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
     """The input's CSV from its chunks' parts, in order; the input is done."""
     parts = [_part_path(work, j) for j in joined]
     if len(parts) > 1:
-        report.rows = _merge_parts(parts, Path(report.csv), work)
+        report.rows = merge_parts(parts, Path(report.csv), work)
     else:
         os.replace(parts[0], report.csv)
         report.rows = count_rows(Path(report.csv))
@@ -348,7 +322,7 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         joined = _joined(jobs[item], work)
         if report.status == "failed" or len(joined) < 2:
             continue
-        gap = _misaligned([_part_path(work, j) for j in joined])
+        gap = misaligned([_part_path(work, j) for j in joined])
         if gap is None:
             continue
         f_end, t_end, f_next, t_next = gap
@@ -361,31 +335,6 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         report.skipped = 0  # counted again by the one task
         rerun += jobs[item]
     return rerun
-
-
-def _misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
-    """Where the first chunk that the next does not follow on ends, and where the next starts
-    (frame and time of each row), or None. The rows' own frame numbers say how far apart the two
-    should be (a packet a stage skipped at the edge leaves a gap that is no fault), at the
-    frames' median period; skipped where frames come faster than the CSV's milliseconds tell
-    apart."""
-    spans: list[tuple[int, float, int, float]] = []  # parts with rows: first and last frame and time
-    for part in parts:
-        with open(part, encoding="utf-8", newline="") as fh:
-            first = next(itertools.islice(csv.reader(fh), 1, None), None)
-        if first is not None:
-            last = last_row(part)
-            spans.append((int(first[FRAME]), float(first[TIME]), int(last[FRAME]), float(last[TIME])))
-    periods = [(t1 - t0) / (f1 - f0) for f0, t0, f1, t1 in spans if f1 > f0]
-    if not periods:  # chunks of one frame each: the step between them is the period
-        periods = [(t1 - t0) / (f1 - f0) for (_, _, f0, t0), (f1, t1, _, _) in zip(spans, spans[1:]) if f1 > f0]
-    step = statistics.median(periods) if periods else 0.0
-    if 0 < step < MIN_FRAME_S:
-        return None
-    for (_, _, f_end, t_end), (f_next, t_next, _, _) in zip(spans, spans[1:]):
-        if t_next <= t_end or (step and abs(t_next - t_end - (f_next - f_end) * step) > 0.5 * step):
-            return f_end, t_end, f_next, t_next
-    return None
 
 
 def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir: Path) -> None:
@@ -403,7 +352,7 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
             break
         pieces.append(piece)
     if pieces:
-        report.rows = _merge_parts(pieces, target, work)
+        report.rows = merge_parts(pieces, target, work)
         report.partial = [str(target)]
         report.error += f"; {report.rows} rows of it are kept in {target}"
     _forget_chunks(item_jobs, work)

@@ -351,7 +351,7 @@ def test_inputs_whose_files_would_meet_are_refused_before_anything_is_made(six_c
 def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     """With --chunk-frames 1 no chunk had a period of its own, and the check gave up: a seek
     that landed a frame early joined that frame twice."""
-    from fer_pipe.batch import _misaligned
+    from fer_pipe.batch_parts import misaligned
     from fer_pipe.stages.csv_sink import COLUMNS
 
     def parts(times: list[float]) -> list[Path]:
@@ -363,9 +363,9 @@ def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
             out.append(path)
         return out
 
-    assert _misaligned(parts([i / 30 for i in range(5)])) is None
-    assert _misaligned(parts([0 / 30, 1 / 30, 2 / 30, 2 / 30, 3 / 30, 4 / 30])) == (2, 0.067, 3, 0.067)
-    assert _misaligned(parts([0 / 30, 1 / 30, 2 / 30, 4 / 30, 5 / 30])) == (2, 0.067, 3, 0.133)  # one late
+    assert misaligned(parts([i / 30 for i in range(5)])) is None
+    assert misaligned(parts([0 / 30, 1 / 30, 2 / 30, 2 / 30, 3 / 30, 4 / 30])) == (2, 0.067, 3, 0.067)
+    assert misaligned(parts([0 / 30, 1 / 30, 2 / 30, 4 / 30, 5 / 30])) == (2, 0.067, 3, 0.133)  # one late
 
 
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
