@@ -92,7 +92,7 @@ class ForwardSink(Sink):
 def _add_tap(graph: Graph, tap: str | None, endpoint: str) -> None:
     """Feed the hidden sink from ``tap``, or from the one stage that feeds the graph's sinks."""
     if tap is None:
-        fed = dict.fromkeys(n for s in graph.sinks()
+        fed = dict.fromkeys(n for s in graph.ends()
                             for n in (s.inputs if issubclass(s.cls, Sink) else [s.name]))
         if len(fed) != 1:
             raise ConfigError(f"{graph.origin}: the graph's sinks read from {', '.join(fed) or 'nothing'}; "

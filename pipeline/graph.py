@@ -73,7 +73,7 @@ class Graph:
     def sources(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.is_source]
 
-    def sinks(self) -> list[StageSpec]:
+    def ends(self) -> list[StageSpec]:
         """The stages that feed no stage: Sink subclasses, and any other stage left at an end
         (a dead end, which validation warns of): the runner waits for every one of them."""
         return [s for s in self.stages.values() if not self.consumers(s.name)]
@@ -130,7 +130,7 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
     or a camera missing from the detector's inputs, whose frames would be read and dropped
     without a word), and what each stage's ``graph_warnings`` says of its place."""
     found = [(s, "feeds no stage, so what it makes is dropped (a sink left out, or a source missing "
-                 "from an inputs list?)") for s in graph.sinks() if not issubclass(s.cls, Sink)]
+                 "from an inputs list?)") for s in graph.ends() if not issubclass(s.cls, Sink)]
     for name in graph.order():
         spec, after, todo = graph.stages[name], set(), graph.consumers(name)
         while todo:

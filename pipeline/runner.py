@@ -230,7 +230,7 @@ class Runner:
         opened: set[str] = set()  # processes whose stage's open returned
         closing: set[str] = set()  # processes in their stage's close
         first_result: float | None = None
-        sinks = [s.process_names() for s in graph.sinks()]  # a last stage may run as several workers
+        sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
         terminating_at: float | None = None
         terminate_next = 0.0

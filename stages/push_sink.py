@@ -64,7 +64,7 @@ class PushSink(Sink):
     reads = FACES
 
     def open(self) -> None:
-        self.run = secrets.token_hex(4)
+        self.run_id = secrets.token_hex(4)
         self._seq: dict[str, int] = {}
         self._ctx = zmq.Context()
         self._sock = ipv6_for(self._ctx.socket(zmq.PUSH), self.params.connect)
@@ -83,7 +83,7 @@ class PushSink(Sink):
         self._collector_connected(0.0)  # read what the monitor says, every event: see there
         event = frame_event(packet, self.params.precision)
         seq = self._seq.get(packet.source, 0)
-        event["seq"], event["run"] = seq, self.run
+        event["seq"], event["run"] = seq, self.run_id
         message = encode(event)
         while True:
             try:
@@ -97,7 +97,7 @@ class PushSink(Sink):
                 self._wait_for_collector()
             else:
                 if self._waiting_since is not None:
-                    print(f"fer-pipe: push sink {self.name!r}: run {self.run}: the collector at "
+                    print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: the collector at "
                           f"{self.params.connect} takes events again, after "
                           f"{time.monotonic() - self._waiting_since:.0f} s", file=sys.stderr, flush=True)
                     self._waiting_since = None
@@ -111,7 +111,7 @@ class PushSink(Sink):
             self._waiting_since = time.monotonic()
             who = (f"the collector at {self.params.connect} takes events slower than they come" if self._connected
                    else f"no collector at {self.params.connect} takes events")
-            print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {who}; {self.params.sndhwm} are held "
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who}; {self.params.sndhwm} are held "
                   "and the pipeline waits", file=sys.stderr, flush=True)
         self.waiting_outside()
         self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
@@ -148,23 +148,23 @@ class PushSink(Sink):
         # was there and left or fell behind: the output failed, not what the user gave
         error = OutputError if self._ever_connected else InputError
         if held and not delivering:
-            lost = (f"none of run {self.run}'s {sent} events were delivered" if not self._ever_connected
-                    else f"run {self.run}'s events still held (of {sent} sent) were lost")
+            lost = (f"none of run {self.run_id}'s {sent} events were delivered" if not self._ever_connected
+                    else f"run {self.run_id}'s events still held (of {sent} sent) were lost")
             raise error(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
                         f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
                         "fer-pipe collect running there?")
         if held:
             raise error(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
-                        f"taken all of run {self.run}'s {sent} events when linger_s "
+                        f"taken all of run {self.run_id}'s {sent} events when linger_s "
                         f"({self.params.linger_s:g} s) ran out: those still held then were lost"
                         f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
             absent = "" if delivering else " and no collector took them"
-            raise error(f"push sink {self.name!r}: {self.unsent} of run {self.run}'s "
+            raise error(f"push sink {self.name!r}: {self.unsent} of run {self.run_id}'s "
                         f"{sent + self.unsent} events could not be queued for "
                         f"{self.params.connect} when the run stopped (sndhwm "
                         f"{self.params.sndhwm} were held{absent})")
-        print(f"fer-pipe: push sink {self.name!r}: run {self.run}: {sent} events to "
+        print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
 
     def _close_holding_events(self, delivering: bool) -> bool:

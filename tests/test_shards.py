@@ -654,7 +654,7 @@ def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_no
         ctx.term()
     assert str(failed.value) == (
         f"push sink 'push': the collector at tcp://127.0.0.1:{port} had not taken all of run "
-        f"{sink.run}'s 2000 events when linger_s (0.5 s) ran out: those still held then were lost; give a "
+        f"{sink.run_id}'s 2000 events when linger_s (0.5 s) ran out: those still held then were lost; give a "
         "slow collector a longer linger_s")
 
 
