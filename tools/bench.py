@@ -55,6 +55,7 @@ import numpy as np
 
 from fer_pipe.config import set_item
 from fer_pipe.machine import cpu_model
+from proctree import process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"default": REPO / "configs" / "video_to_csv.yaml",
@@ -222,22 +223,8 @@ def fer_package(python: Path, clip: Path, out: Path) -> dict:
 
 def _tree_rss_kb(root: int) -> int:
     """Sum of VmRSS of ``root`` and all its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    parents[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        pid = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == pid and p not in tree]
-        tree.update(kids)
-        frontier.extend(kids)
     total = 0
-    for pid in tree:
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/status") as fh:
                 total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)

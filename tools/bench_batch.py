@@ -34,6 +34,7 @@ import cv2
 
 from fer_pipe.config import set_item
 from fer_pipe.machine import cpu_model
+from proctree import process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "video_to_csv.yaml"
@@ -70,24 +71,7 @@ def tree_cpu_seconds(root: int) -> dict[int, float]:
     Ray's workers are children of its raylet, which the driver kills at the end, so their time
     never reaches ``RUSAGE_CHILDREN``; sampling the tree while it runs does see it.
     """
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        times[pid] = (int(fields[11]) + int(fields[12])) / TICKS
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    return {pid: times[pid] for pid in tree if pid in times}
+    return {pid: (int(fields[11]) + int(fields[12])) / TICKS for pid, fields in process_tree(root).items()}
 
 
 def fer_pipe(*args: str) -> tuple[float, float]:
