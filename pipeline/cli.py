@@ -11,7 +11,8 @@ import inspect
 import sys
 import textwrap
 import traceback
-from typing import TYPE_CHECKING, NoReturn
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from .arguments import number
 from .errors import UserError
@@ -19,6 +20,8 @@ from .hangup import to_devnull
 from .redaction import redact_urls
 
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
+    from pydantic.fields import FieldInfo
+
     from .graph import Graph
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
@@ -80,6 +83,25 @@ def _warn(graph: Graph) -> None:
               file=sys.stderr)
 
 
+def _kind(info: FieldInfo) -> str:
+    """What a param takes, as a config's author needs it: ``a number > 1 and <= 2``, ``one of
+    'auto', 'tcp', 'udp'``; a plug-in's bounds were otherwise visible only in its source."""
+    def kind(annotation: Any) -> str:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if get_origin(annotation) is Literal:
+            return "one of " + ", ".join(map(repr, get_args(annotation)))
+        if get_origin(annotation) in (Union, UnionType):
+            return " or ".join(kind(a) for a in args) + (" or null" if len(args) < len(get_args(annotation)) else "")
+        names = {bool: "true/false", int: "a whole number", float: "a number", str: "text"}
+        return names.get(annotation) or ("a list" if get_origin(annotation) is list else
+                                         getattr(annotation, "__name__", str(annotation)))
+
+    bounds = [f"{sign} {value}" for m in info.metadata
+              for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+              if isinstance(value := getattr(m, attr, None), (int, float))]
+    return kind(info.annotation) + (" " + " and ".join(bounds) if bounds else "")
+
+
 def _cmd_stages(args: argparse.Namespace) -> int:
     from .registry import registry
 
@@ -93,7 +115,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         fields = cls.Params.model_fields.items()  # the required first: inherited ones come first otherwise
         for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
             default = "required" if info.is_required() else f"default {info.default!r}"
-            print(f"    {field}: {default}" + (f". {info.description}" if info.description else ""))
+            print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
     for message in reg.problems.values():
         print(f"fer-pipe: {message}", file=sys.stderr)
     return 1 if reg.problems else 0  # the good ones are listed; a script (CI) still learns of the broken

@@ -293,3 +293,10 @@ def test_the_listing_puts_a_stages_required_params_first(capsys):
         params = [line.strip() for line in listing[header + 1:] if line.startswith("    ") and ": " in line]
         assert params[0].startswith(first), params
         assert any(p.startswith("source_id: default ''") for p in params[:12]), params
+    # what each param takes, so a plug-in's bounds and choices are seen without its source
+    for line in ("scale_factor: default 1.2; a number > 1.0 and <= 2.0. image pyramid step between scales",
+                 "transport: default 'auto'; one of 'auto', 'tcp', 'udp'. RTSP transport (auto: FFmpeg's choice)",
+                 "sndhwm: default 10000; a whole number >= 1 and <= 10000000. events held while the collector is "
+                 "away before the pipeline waits",
+                 "device: default 0; a whole number or text. camera index (0, 1, ...) or device path (/dev/video0)"):
+        assert f"    {line}" in listing, line
