@@ -679,7 +679,7 @@ def test_a_collector_that_took_every_event_and_then_left_is_not_reported_as_a_lo
         ctx.term()
     assert got == list(range(50))
     sink.close()
-    assert capfd.readouterr().err.endswith(f"push sink 'push': run {sink.run}: 50 events to tcp://127.0.0.1:{port}\n")
+    assert capfd.readouterr().err.endswith(f"push sink 'push': run {sink.run_id}: 50 events to tcp://127.0.0.1:{port}\n")
 
 
 def test_every_network_stage_and_command_takes_the_ipv6_loopback(clips, tmp_path):
