@@ -38,6 +38,7 @@ from .errors import ConfigError, InputError
 from .events import frame_event
 from .graph import Graph, StageSpec, check_edges
 from .messages import FACES, Packet
+from .redaction import redact_urls
 from .runner import Runner, RunResult
 from .stage import Sink, StageParams
 
@@ -49,7 +50,7 @@ class RunFailed(RuntimeError):
     """The run ended with a non-zero exit code; ``result`` holds its message and statistics."""
 
     def __init__(self, result: RunResult) -> None:
-        super().__init__(result.message or f"the run ended with exit code {result.exit_code}")
+        super().__init__(redact_urls(result.message) or f"the run ended with exit code {result.exit_code}")
         self.result = result
 
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -30,7 +31,7 @@ def why_not_open(url: str, timeout_s: float) -> str:
         port = parts.port or 554
     except ValueError:
         return "the port in the URL is not a number from 0 to 65535"
-    where = f"{parts.hostname}:{port}"
+    where = f"[{parts.hostname}]:{port}" if ":" in parts.hostname else f"{parts.hostname}:{port}"
     address, plain_url = (parts.hostname, port), parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     answered = ""
     try:
@@ -39,7 +40,7 @@ def why_not_open(url: str, timeout_s: float) -> str:
             answered, authorization = _authorization(challenges, parts, plain_url)
             if authorization:
                 status, challenges = _describe(address, plain_url, authorization, timeout_s)
-    except socket.gaierror:
+    except (socket.gaierror, UnicodeError):  # UnicodeError: a name IDNA refuses (cam..lan)
         return f"no such host {parts.hostname!r}"
     except ConnectionRefusedError:
         return f"nothing listens on {where} (connection refused)"
@@ -69,10 +70,14 @@ def _describe(address: tuple[str, int], url: str, authorization: str, timeout_s:
     request = (f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
                + (f"Authorization: {authorization}\r\n" if authorization else "")
                + "User-Agent: fer-pipe\r\n\r\n")
-    answer = b""
+    answer, deadline = b"", time.monotonic() + timeout_s
     with socket.create_connection(address, timeout_s) as sock:
         sock.sendall(request.encode())
         while b"\r\n\r\n" not in answer and len(answer) < MAX_ANSWER:
+            left = deadline - time.monotonic()  # the whole answer within timeout_s, not each piece
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
             chunk = sock.recv(4096)
             if not chunk:
                 break
@@ -98,7 +103,8 @@ def _authorization(challenges: list[str], parts: SplitResult, uri: str) -> tuple
     offered = {}
     for challenge in challenges:
         scheme, _, rest = challenge.partition(" ")
-        offered.setdefault(scheme.lower(), parse_keqv_list(parse_http_list(rest)))
+        # items without a value (a bare flag, a Negotiate token) are not Digest's or Basic's
+        offered.setdefault(scheme.lower(), parse_keqv_list([i for i in parse_http_list(rest) if "=" in i]))
     digest = offered.get("digest", {})
     algorithm = digest.get("algorithm", "MD5")
     hash_name = algorithm.lower().removesuffix("-sess")

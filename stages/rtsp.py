@@ -128,7 +128,12 @@ class RtspSource(Source):
             self._log(f"stream lost after {frames} frames; reconnecting")
 
     def _cannot_connect(self) -> str:
-        reason = "" if self._stopping.is_set() else why_not_open(self.params.url, self.params.timeout_s)
+        """``cannot connect``, with the server's reason where the probe gets one. The probe only
+        explains: an answer it did not foresee must not end the reconnecting."""
+        try:
+            reason = "" if self._stopping.is_set() else why_not_open(self.params.url, self.params.timeout_s)
+        except Exception:  # noqa: BLE001  said as the plain "cannot connect" it explains
+            reason = ""
         return f"cannot connect: {reason}" if reason else "cannot connect"
 
     def _given_up(self, down_since: float, failures: int, why: str) -> bool:

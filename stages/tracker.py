@@ -135,7 +135,7 @@ class FaceTracker(Stage):
         for track in state.tracks:
             track.predict(steps)
         if packet.faces is None or packet.extra.get("detected") is False:
-            frame = packet.pixels().shape[:2] if packet.image is not None else None
+            frame = packet.image.shape[:2] if packet.image is not None else None  # no need to map the pixels
             carried = ((t, t.box(frame)) for t in state.tracks if t.track_id is not None and t.misses == 0)
             packet.faces = sorted((Face(box, track_id=t.track_id, extra={"predicted": True})
                                    for t, box in carried if box is not None),

@@ -224,7 +224,63 @@ def test_the_probe_tells_a_refused_password_from_a_missing_one():
                     "admin:S3cret@": "the server describes the stream, but it could not be played "
                                      "(another transport?)"}
     assert why_not_open("rtsp://camera.invalid/stream1", 5) == "no such host 'camera.invalid'"
+    # a name IDNA refuses raised UnicodeError, which ended the reconnecting
+    assert why_not_open("rtsp://admin:pw@cam..lan/s1", 5) == "no such host 'cam..lan'"
     assert why_not_open(f"http://127.0.0.1:{port}/stream1", 5) == ""  # FFmpeg's other protocols: not probed
+
+
+class DrippingCamera(socketserver.BaseRequestHandler):
+    """A server that answers a byte at a time: each read is quick, the answer is not."""
+
+    def handle(self) -> None:
+        self.request.recv(4096)
+        for byte in b"RTSP/1.0 404 Not Found\r\nCSeq: 1\r\nWWW-Authenticate: Negotiate\r\n\r\n":
+            time.sleep(0.1)
+            try:
+                self.request.sendall(bytes([byte]))
+            except OSError:
+                return
+
+
+def test_the_probe_gives_a_slow_answer_timeout_s_in_all_and_takes_odd_challenges(capfd, monkeypatch):
+    """Before, timeout_s held for each read, so a server sending a byte at a time kept the probe
+    (and the reconnecting) for 22 s with timeout_s 1; and a challenge item without a value
+    (a Negotiate token, a bare flag) was a ValueError that ended the reader thread."""
+    from urllib.parse import urlsplit
+
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.rtsp_probe import _authorization, why_not_open
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), DrippingCamera) as camera:
+        threading.Thread(target=camera.serve_forever, daemon=True).start()
+        port = camera.server_address[1]
+        try:
+            assert why_not_open(f"rtsp://127.0.0.1:{port}/s1", 1) == f"no answer from 127.0.0.1:{port} within 1 s"
+        finally:
+            camera.shutdown()
+    url = urlsplit("rtsp://admin:pw@10.0.0.5/s1")
+    assert _authorization(["Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEF",
+                           'Digest realm="cam", nonce="n1", stale'], url, "rtsp://10.0.0.5/s1")[0] == "Digest"
+    assert why_not_open("rtsp://[::1]:9/s1", 1) == "nothing listens on [::1]:9 (connection refused)"
+
+    # and should the probe fail in a way not foreseen, the source goes on reconnecting
+    def broken_probe(url, timeout_s):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr("fer_pipe.stages.rtsp.why_not_open", broken_probe)
+    stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x", "backoff_initial_s": 0.01,
+                                "backoff_max_s": 0.01, "give_up_after_s": 0, "timeout_s": 1})
+    stage.open()
+    said, deadline = "", time.monotonic() + 60
+    try:
+        while said.count("cannot connect; attempt") < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            said += capfd.readouterr().err
+        alive = stage._thread.is_alive()
+    finally:
+        stage.close()
+    assert said.count("cannot connect; attempt") >= 3 and alive, said[-400:]
+    assert "reader thread failed" not in said
 
 
 def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd):
