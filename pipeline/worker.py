@@ -66,14 +66,8 @@ class StageQueue(multiprocessing.queues.Queue):
         UNSENT.append((obj, e))
 
 
-def check_sent() -> None:
-    """StageFailure naming the first packet a feeder thread could not send, if one could not."""
-    if UNSENT:
-        item, exc = UNSENT[0]
-        packet = item.packets[0] if isinstance(item, Sequenced) and item.packets else item
-        where = f"on {packet.source} frame {packet.index}: " if isinstance(packet, Packet) else ""
-        raise StageFailure(f"{where}cannot pass the packet on: {said(exc)} (what a stage puts "
-                           "in packet.extra or a face's extra must pickle)")
+def _not_sent(exc: Exception) -> str:
+    return f"cannot pass the packet on: {said(exc)} (what a stage puts in packet.extra or a face's extra must pickle)"
 
 
 @dataclass
@@ -182,18 +176,37 @@ class _Emitter:
     within a queue's length of the slowest, which bounds what the reordering must hold.
     """
 
-    def __init__(self, outboxes: list[Outbox], live: bool, stats: StageStats) -> None:
+    def __init__(self, outboxes: list[Outbox], live: bool, stats: StageStats, skip_as: str | None = None) -> None:
+        """``skip_as``: the stage's name where its config says ``on_error: skip``."""
         self.outboxes = outboxes
         self.live = live
         self.stats = stats
+        self.skip_as = skip_as
+        self._unsent: set[tuple[str, int]] = set()  # packets counted skipped (one per consumer failed)
         self._numbers = [0] * len(outboxes)
         self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
         # a frame leaves every queue within a queue's length of newer frames put in that queue;
         # a consumer with N workers gets every Nth frame in each of its queues
         self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
 
+    def check_sent(self) -> None:
+        """What the queues' feeder threads could not send: a StageFailure naming the first
+        packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is
+        (once, though it failed for each consumer). A numbered item (for a stage with several
+        workers) is not skipped: the stage that puts the numbers back in order would wait for it."""
+        while UNSENT:
+            item, exc = UNSENT.pop(0)
+            if self.skip_as is None or not isinstance(item, Packet):
+                packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
+                where = f"on {packets[0].source} frame {packets[0].index}: " if packets else ""
+                raise StageFailure(where + _not_sent(exc))
+            if (item.source, item.index) not in self._unsent:
+                self._unsent.add((item.source, item.index))
+                self.stats.skipped += 1
+                print(skipped_line(self.skip_as, item, exc), file=sys.stderr)
+
     def emit(self, packets: Iterable[Packet]) -> None:
-        check_sent()
+        self.check_sent()
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
@@ -205,7 +218,7 @@ class _Emitter:
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
-        check_sent()
+        self.check_sent()
         for box in self.outboxes:
             self._put(box.queues[item.number % len(box.queues)], item)
 
@@ -253,7 +266,7 @@ class _Emitter:
             for q in box.queues:
                 q.close()
                 q.join_thread()
-        check_sent()
+        self.check_sent()
 
 
 def _follow_parent() -> None:
@@ -332,7 +345,7 @@ def stage_main(w: Wiring) -> None:
             emitter = _Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
         else:
-            emitter = _Emitter(w.outboxes, False, stats)
+            emitter = _Emitter(w.outboxes, False, stats, name if w.spec.on_error == "skip" else None)
             _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is

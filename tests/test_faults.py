@@ -100,6 +100,18 @@ def test_a_packet_that_cannot_be_sent_on_fails_the_run_naming_its_frame(plugin_e
     assert at not in frames and frames[:at] == list(range(at)), frames  # all before it are kept
 
 
+def test_a_packet_that_cannot_be_sent_on_is_skipped_where_the_stage_says_on_error_skip(plugin_env, short_clip,
+                                                                                          tmp_path):
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "lock.yaml", short_clip, out, on_error="skip", mode="unpicklable", at=[20])
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert ("fer-pipe: stage 'faulty' skipped source frame 20: TypeError: cannot pickle '_thread.lock' object"
+            in err.splitlines())
+    assert stats_row(err, "faulty")["skipped"] == 1
+    assert [int(row[1]) for row in read_csv(out)[1]] == [i for i in range(60) if i != 20]
+
+
 def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip, tmp_path):
     """open's and close's failures said where they came from, finish's did not; and an error
     of two lines broke the one-line rule (the second line stood alone)."""
