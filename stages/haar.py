@@ -54,14 +54,15 @@ class HaarParams(StageParams):
                          description="cascade file: a name in cv2.data.haarcascades, or else a path")
     scale_factor: float = Field(1.2, gt=1.0, le=2.0, description="image pyramid step between scales")
     min_neighbors: int = Field(5, ge=0, le=50, description="overlapping hits needed to keep a face")
-    min_size: int = Field(64, ge=WINDOW, le=4096,
+    min_size: int = Field(64, ge=8, le=4096,
                           description="smallest face side, in pixels of the full frame, from the "
-                                      "cascade's 24 px window up (the classifier's input is 48 px; 48 "
-                                      "finds smaller faces at 1.5x the detector's cost)")
+                                      "cascade's window up (24 px; 20 for the alt cascades); the "
+                                      "classifier's input is 48 px; 48 finds smaller faces at 1.5x the "
+                                      "detector's cost")
     detect_width: int = Field(0, ge=0, le=8192,
                               description="shrink frames wider than this before detecting, which "
-                                          "raises the smallest face found to 24 px of the shrunk "
-                                          "frame; 0: shrink so a min_size face is the cascade's 24 px "
+                                          "raises the smallest face found to the cascade's window in "
+                                          "the shrunk frame; 0: shrink so a min_size face is the cascade's 24 px "
                                           "window (finds the same faces); the frame width or more: "
                                           "never shrink")
     equalize: bool = Field(False, description="equalize the grey histogram before detecting")
@@ -121,7 +122,12 @@ class HaarDetector(Stage):
 
     @classmethod
     def preflight(cls, params: HaarParams) -> None:
-        load_cascade(params.cascade)  # a wrong file is one line before any stage process starts
+        cascade = load_cascade(params.cascade)  # a wrong file is one line before any stage process starts
+        # the frame is never enlarged, so a face smaller than the cascade's window is never found
+        window = min(cascade.getOriginalWindowSize())
+        if params.min_size < window:
+            raise InputError(f"min_size {params.min_size} is below the {window} px window of cascade "
+                             f"{params.cascade}, the smallest face it finds; give {window} or more")
 
     def open(self) -> None:
         self._cascade = load_cascade(self.params.cascade)

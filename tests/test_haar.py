@@ -170,11 +170,16 @@ def test_a_bare_cascade_name_not_among_opencvs_is_a_file_in_the_working_folder(t
     assert not load_cascade("haarcascade_eye.xml").empty()  # OpenCV's own still found by name
 
 
-def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_24():
-    """The frame is never enlarged, so the cascade finds no face under its 24 px window: a
-    min_size of 8 to 23 was accepted and acted as 24, finding none of the faces it promised."""
-    from fer_pipe.stages.haar import HaarParams
+def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_the_window():
+    """The frame is never enlarged, so the cascade finds no face under its window (24 px; 20 for
+    the alt cascades): a smaller min_size was accepted and acted as the window, finding none of
+    the faces it promised."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.stages.haar import HaarDetector, HaarParams
 
-    with pytest.raises(ValueError, match="min_size\n  Input should be greater than or equal to 24"):
-        HaarParams(min_size=16)
-    assert HaarParams(min_size=24).min_size == 24
+    with pytest.raises(InputError) as refused:
+        HaarDetector.preflight(HaarParams(min_size=16))
+    assert str(refused.value) == ("min_size 16 is below the 24 px window of cascade "
+                                  "haarcascade_frontalface_default.xml, the smallest face it finds; give 24 or more")
+    HaarDetector.preflight(HaarParams(min_size=24))
+    HaarDetector.preflight(HaarParams(cascade="haarcascade_frontalface_alt2.xml", min_size=20))
