@@ -243,10 +243,15 @@ def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -
     return named
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line, as every failure line is: its lines joined with `` / ``."""
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def said(exc: BaseException) -> str:
-    """``ValueError: bad value``, on one line as every failure line is: a message of several
-    lines is joined with `` / ``, and an empty one (``raise KeyError()``) is the type alone."""
-    text = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    """``ValueError: bad value``, on one line; an empty message (``raise KeyError()``) is the
+    type alone."""
+    text = one_line(str(exc))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

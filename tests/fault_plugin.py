@@ -35,11 +35,11 @@ from fer_pipe.stage import Stage, StageParams, StopRun
 
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
-                  "not_a_packet", "stop_run", "unpicklable", "finish"] = Field(
+                  "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish)")
+                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish; bad_input: raise a two-line InputError)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -94,6 +94,10 @@ class Faulty(Stage):
                 return ({"frame": packet.index},)
             if self.params.mode == "stop_run":
                 raise StopRun
+            if self.params.mode == "bad_input":
+                from fer_pipe.errors import InputError
+
+                raise InputError(f"bad input on frame {packet.index}\\n  see the camera's log")
             if self.params.mode == "unpicklable":
                 import threading
 

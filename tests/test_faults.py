@@ -122,6 +122,9 @@ def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip,
     assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: while finishing: RuntimeError: flush "
                               "failed / disk quota exceeded\n")
     assert said(KeyError()) == "KeyError"  # was "KeyError: ", a colon and nothing after it
+    config = fault_config(tmp_path / "bad.yaml", short_clip, tmp_path / "bad.csv", mode="bad_input", at=[5])
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (2, "fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's log\n")
 
 
 def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path):
