@@ -137,15 +137,22 @@ def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path)
                                    "(stalled)")
 
 
-def test_a_stage_killed_by_a_real_time_signal_is_named_not_a_traceback(plugin_env, short_clip, tmp_path):
-    """signal.Signals has no name for SIGRTMIN+n: the supervisor's ValueError ended the run with
-    a traceback instead of the line naming the stage."""
+def _running_faulty_stage(plugin_env, short_clip, tmp_path, frames: int):
+    """A run of video -> faulty (slowed down) -> csv, once the faulty stage has handled
+    ``frames`` frames: the run, the faulty stage's pid and the CSV's path."""
     out, pid_file, seen = tmp_path / "kill.csv", tmp_path / "faulty.pid", tmp_path / "seen.txt"
     config = fault_config(tmp_path / "kill.yaml", short_clip, out, delay_s=0.05,
                           pid_file=str(pid_file), seen_file=str(seen))
     proc = start_run(config, plugin_env, quiet=False)
     faulty = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
-    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 3)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= frames)
+    return proc, faulty, out
+
+
+def test_a_stage_killed_by_a_real_time_signal_is_named_not_a_traceback(plugin_env, short_clip, tmp_path):
+    """signal.Signals has no name for SIGRTMIN+n: the supervisor's ValueError ended the run with
+    a traceback instead of the line naming the stage."""
+    proc, faulty, _ = _running_faulty_stage(plugin_env, short_clip, tmp_path, frames=3)
     os.kill(faulty, signal.SIGRTMIN + 6)  # a real-time signal's default action ends the process
     code, err = finish(proc, timeout=60)
     assert code == 1, err
@@ -256,12 +263,7 @@ def _segments(pid: int) -> set[str]:
 def test_sigkill_of_a_stage_process(victim, plugin_env, short_clip, tmp_path):
     """Kill one stage with SIGKILL mid-run: non-zero exit within 5 s naming it, no process left,
     the shared-memory ring unlinked, no resource-tracker leak warning, the CSV valid."""
-    out, pid_file, seen = tmp_path / "kill.csv", tmp_path / "faulty.pid", tmp_path / "seen.txt"
-    config = fault_config(tmp_path / "kill.yaml", short_clip, out, delay_s=0.05,
-                          pid_file=str(pid_file), seen_file=str(seen))
-    proc = start_run(config, plugin_env, quiet=False)
-    faulty = int(wait_for(lambda: pid_file.exists() and pid_file.read_text()))
-    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
+    proc, faulty, out = _running_faulty_stage(plugin_env, short_clip, tmp_path, frames=10)
     kids = descendants(proc.pid)
     assert faulty in kids
     source = _source_pid(kids, short_clip)

@@ -137,16 +137,20 @@ def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
     assert second.index == 1  # handed-on frames are numbered without the replaced ones
 
 
+def _run_until_it_gives_up(url: str, tmp_path, **params) -> tuple[int, str]:
+    """The rtsp -> csv graph on ``url``, quick to retry, run to its end: exit code and stderr."""
+    config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", backoff_initial_s=0.2,
+                         backoff_max_s=0.5, **params)
+    err_path = tmp_path / "stderr.txt"
+    code = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path).wait(120)
+    return code, err_path.read_text()
+
+
 def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     """The waits between attempts add up to give_up_after_s: the last one ended a backoff after
     it (0.2 + 0.4 + 0.5 + 0.5 + 0.5 s for 1.9), and the default gave up at 65-75 s for 60."""
     url = f"rtsp://127.0.0.1:{free_port()}/nothing"
-    config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=1,
-                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=1.9)
-    err_path = tmp_path / "stderr.txt"
-    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
-    code = run.wait(120)
-    log = err_path.read_text()
+    code, log = _run_until_it_gives_up(url, tmp_path, timeout_s=1, give_up_after_s=1.9)
     assert code == 2, log
     assert "Traceback" not in log
     why = f"cannot connect: nothing listens on {url[7:].split('/')[0]} (connection refused)"
@@ -165,12 +169,7 @@ def test_a_wrong_path_is_named_as_the_servers_404(rtsp_server, tmp_path):
     server = rtsp_server
     server.start()
     url = server.url.replace("/cam", "/typo")
-    config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", timeout_s=2,
-                         backoff_initial_s=0.2, backoff_max_s=0.5, give_up_after_s=1.5)
-    err_path = tmp_path / "stderr.txt"
-    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path)
-    code = run.wait(120)
-    log = err_path.read_text()
+    code, log = _run_until_it_gives_up(url, tmp_path, timeout_s=2, give_up_after_s=1.5)
     why = "cannot connect: the server has no stream at this path (404 Not Found)"
     assert code == 2, log
     assert f"rtsp {url}: {why}; attempt 2 in 0.2 s" in log
