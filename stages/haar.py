@@ -22,12 +22,13 @@ carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.errors import InputError
@@ -77,12 +78,38 @@ class HaarParams(StageParams):
     threads: int = Field(0, ge=0, le=64,
                          description="OpenCV threads for the cascade (0: OpenCV's default, one per core)")
 
+    @model_validator(mode="after")
+    def _min_size_finds_faces(self) -> HaarParams:
+        problem = window_problem(self.min_size, self.cascade)
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 def detection_scale(width: int, min_size: int, detect_width: int) -> float:
     """The factor (at most 1) by which a frame ``width`` pixels wide is shrunk before detecting."""
     if detect_width:
         return min(1.0, detect_width / width)
     return min(1.0, WINDOW / min_size)
+
+
+def window_problem(min_size: int, cascade: str) -> str | None:
+    """Why ``min_size`` finds no face, or None: the frame is never enlarged, so the cascade
+    finds no face smaller than its window (24 px; 20 for OpenCV's alt cascades), and a smaller
+    min_size acted as the window. A cascade that does not load is said by ``preflight``."""
+    window = _window(cascade)
+    if window is None or min_size >= window:
+        return None
+    return (f"min_size {min_size} is below the {window} px window of cascade {cascade}, the smallest "
+            f"face it finds; give {window} or more")
+
+
+@functools.lru_cache(maxsize=16)
+def _window(cascade: str) -> int | None:
+    try:
+        return min(load_cascade(cascade).getOriginalWindowSize())
+    except InputError:
+        return None
 
 
 def load_cascade(name: str) -> cv2.CascadeClassifier:
@@ -122,12 +149,10 @@ class HaarDetector(Stage):
 
     @classmethod
     def preflight(cls, params: HaarParams) -> None:
-        cascade = load_cascade(params.cascade)  # a wrong file is one line before any stage process starts
-        # the frame is never enlarged, so a face smaller than the cascade's window is never found
-        window = min(cascade.getOriginalWindowSize())
-        if params.min_size < window:
-            raise InputError(f"min_size {params.min_size} is below the {window} px window of cascade "
-                             f"{params.cascade}, the smallest face it finds; give {window} or more")
+        load_cascade(params.cascade)  # a wrong file is one line before any stage process starts
+        problem = window_problem(params.min_size, params.cascade)  # a cascade given as ~/...: expanded now
+        if problem:
+            raise InputError(problem)
 
     def open(self) -> None:
         self._cascade = load_cascade(self.params.cascade)

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import crossing_faces, read_frames, write_video
+from conftest import crossing_faces, fer_pipe, read_frames, write_video
 from fer_pipe.boxes import iou_matrix
 from fer_pipe.config import load_graph
 from fer_pipe.inprocess import make_stage, run_stage
@@ -174,12 +174,14 @@ def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_the_window(
     """The frame is never enlarged, so the cascade finds no face under its window (24 px; 20 for
     the alt cascades): a smaller min_size was accepted and acted as the window, finding none of
     the faces it promised."""
-    from fer_pipe.errors import InputError
     from fer_pipe.stages.haar import HaarDetector, HaarParams
 
-    with pytest.raises(InputError) as refused:
-        HaarDetector.preflight(HaarParams(min_size=16))
-    assert str(refused.value) == ("min_size 16 is below the 24 px window of cascade "
-                                  "haarcascade_frontalface_default.xml, the smallest face it finds; give 24 or more")
+    done = fer_pipe("validate", "video_to_csv", "--set", "detector.min_size=16", timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.endswith(" with --set detector.min_size=16: stage 'detector' (haar): params: min_size 16 is "
+                                "below the 24 px window of cascade haarcascade_frontalface_default.xml, the smallest "
+                                "face it finds; give 24 or more\n"), done.stderr
+    with pytest.raises(ValueError, match="min_size 16 is below the 24 px window"):
+        make_stage("haar", {"min_size": 16})  # run_stage and batch tasks too
     HaarDetector.preflight(HaarParams(min_size=24))
     HaarDetector.preflight(HaarParams(cascade="haarcascade_frontalface_alt2.xml", min_size=20))
