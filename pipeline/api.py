@@ -34,7 +34,7 @@ import zmq
 from pydantic import Field
 
 from .config import load_graph
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, UserError
 from .events import frame_event
 from .graph import Graph, StageSpec, check_edges
 from .messages import FACES, Packet
@@ -156,6 +156,8 @@ class ResultStream:
         finally:
             self.close()
         if self._error is not None:
+            if isinstance(self._error, UserError):  # its line may quote a URL, as the CLI's does
+                self._error.args = (redact_urls(str(self._error)),)
             raise self._error
         if self.result is not None and self.result.exit_code:
             raise RunFailed(self.result)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
-from urllib.request import parse_http_list, parse_keqv_list
+from urllib.request import parse_http_list
 
 MAX_ANSWER = 16384
 """An answer's headers end well before this; a server that sends more is not read further."""
@@ -103,8 +103,12 @@ def _authorization(challenges: list[str], parts: SplitResult, uri: str) -> tuple
     offered = {}
     for challenge in challenges:
         scheme, _, rest = challenge.partition(" ")
-        # items without a value (a bare flag, a Negotiate token) are not Digest's or Basic's
-        offered.setdefault(scheme.lower(), parse_keqv_list([i for i in parse_http_list(rest) if "=" in i]))
+        fields = {}
+        for item in parse_http_list(rest):  # quoted values may hold commas
+            name, equals, value = item.partition("=")
+            if equals:  # a bare flag or a Negotiate token is no field of Digest's or Basic's
+                fields[name.strip().lower()] = value.strip().removeprefix('"').removesuffix('"')
+        offered.setdefault(scheme.lower(), fields)
     digest = offered.get("digest", {})
     algorithm = digest.get("algorithm", "MD5")
     hash_name = algorithm.lower().removesuffix("-sess")

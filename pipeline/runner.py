@@ -28,7 +28,7 @@ from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
-from .stage import said
+from .stage import one_line, said
 from .stats import format_table
 from .status import StatusLine
 from .worker import RESEND_S, STOP_SIGNALS, Outbox, StageQueue, Wiring, stage_main
@@ -477,9 +477,10 @@ def report(result: RunResult, quiet: bool, debug: bool) -> None:
     if result.exit_code:
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
-        print(f"fer-pipe: {redact_urls(result.message)}", file=sys.stderr)  # a stage's line may quote a URL
+        # one line each, whatever a stage's message holds, with any URL's password masked
+        print(f"fer-pipe: {redact_urls(one_line(result.message))}", file=sys.stderr)
         for line in result.also:
-            print(f"fer-pipe: also, {redact_urls(line)}", file=sys.stderr)
+            print(f"fer-pipe: also, {redact_urls(one_line(line))}", file=sys.stderr)
     if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"

@@ -182,7 +182,7 @@ class _Emitter:
         self.live = live
         self.stats = stats
         self.skip_as = skip_as
-        self._unsent: set[tuple[str, int]] = set()  # packets counted skipped (one per consumer failed)
+        self._unsent: dict[tuple[str, int], None] = {}  # packets counted skipped lately, oldest first
         self._numbers = [0] * len(outboxes)
         self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
         # a frame leaves every queue within a queue's length of newer frames put in that queue;
@@ -191,8 +191,8 @@ class _Emitter:
 
     def check_sent(self) -> None:
         """What the queues' feeder threads could not send: a StageFailure naming the first
-        packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is
-        (once, though it failed for each consumer). A numbered item (for a stage with several
+        packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
+        A numbered item (for a stage with several
         workers) is not skipped: the stage that puts the numbers back in order would wait for it."""
         while UNSENT:
             item, exc = UNSENT.pop(0)
@@ -200,8 +200,10 @@ class _Emitter:
                 packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
                 where = f"on {packets[0].source} frame {packets[0].index}: " if packets else ""
                 raise StageFailure(where + _not_sent(exc))
-            if (item.source, item.index) not in self._unsent:
-                self._unsent.add((item.source, item.index))
+            if (item.source, item.index) not in self._unsent:  # once, though it failed for each consumer
+                self._unsent[(item.source, item.index)] = None
+                if len(self._unsent) > self._remember:
+                    del self._unsent[next(iter(self._unsent))]
                 self.stats.skipped += 1
                 print(skipped_line(self.skip_as, item, exc), file=sys.stderr)
 

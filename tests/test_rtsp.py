@@ -260,6 +260,7 @@ def test_the_probe_gives_a_slow_answer_timeout_s_in_all_and_takes_odd_challenges
     url = urlsplit("rtsp://admin:pw@10.0.0.5/s1")
     assert _authorization(["Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEF",
                            'Digest realm="cam", nonce="n1", stale'], url, "rtsp://10.0.0.5/s1")[0] == "Digest"
+    assert _authorization(['Digest realm="cam", nonce="n1", opaque='], url, "rtsp://10.0.0.5/s1")[0] == "Digest"
     assert why_not_open("rtsp://[::1]:9/s1", 1) == "nothing listens on [::1]:9 (connection refused)"
 
     # and should the probe fail in a way not foreseen, the source goes on reconnecting
@@ -371,10 +372,23 @@ def test_a_stage_failure_that_quotes_a_url_is_masked_in_the_runs_last_line(capsy
     error quoting the URL), where the CLI's own lines were masked."""
     from fer_pipe.runner import RunResult, report
 
-    report(RunResult(1, message="stage 'cam' (mycam) failed: cannot read rtsp://admin:S3cretPW@10.0.0.5/s1",
+    report(RunResult(1, message="stage 'cam' (mycam) failed: cannot read rtsp://admin:S3cretPW@10.0.0.5/s1\n  at 3",
                      also=["stage 'b' failed: http://10.0.0.5/cgi?pwd=S3cretPW"]), quiet=True, debug=False)
-    assert capsys.readouterr().err == ("fer-pipe: stage 'cam' (mycam) failed: cannot read rtsp://admin:***@10.0.0.5/s1\n"
+    assert capsys.readouterr().err == ("fer-pipe: stage 'cam' (mycam) failed: cannot read rtsp://admin:***@10.0.0.5/s1 "
+                                       "/ at 3\n"  # and on one line, whatever the stage said (a preflight's)
                                        "fer-pipe: also, stage 'b' failed: http://10.0.0.5/cgi?pwd=***\n")
+
+
+def test_a_failure_the_python_api_raises_masks_passwords():
+    from fer_pipe.api import results
+    from fer_pipe.errors import UserError
+
+    config = {"stages": {"cam": {"type": "webcam", "params": {"device": "rtsp://admin:S3cretPW@10.0.0.5/s1"}},
+                         "detector": {"type": "haar", "inputs": ["cam"]}}}
+    with pytest.raises(UserError) as raised:
+        for _ in results(config):
+            pass
+    assert str(raised.value).startswith("stage 'cam' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL")
 
 
 def _run_until_20_frames(server: RtspServer, tmp_path, give_up_after_s: float):
