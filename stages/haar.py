@@ -108,7 +108,7 @@ def window_problem(min_size: int, cascade: str) -> str | None:
 def _window(cascade: str) -> int | None:
     try:
         return min(load_cascade(cascade).getOriginalWindowSize())
-    except InputError:
+    except (InputError, OSError, ValueError):  # no such file, a name no file can have: said by the path checks
         return None
 
 
