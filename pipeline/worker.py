@@ -192,8 +192,8 @@ class _Emitter:
     def check_sent(self) -> None:
         """What the queues' feeder threads could not send: a StageFailure naming the first
         packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
-        A numbered item (for a stage with several
-        workers) is not skipped: the stage that puts the numbers back in order would wait for it."""
+        A numbered item (for a stage with several workers) is not skipped: the stage that puts
+        the numbers back in order would wait for it."""
         while UNSENT:
             item, exc = UNSENT.pop(0)
             if self.skip_as is None or not isinstance(item, Packet):
@@ -347,7 +347,7 @@ def stage_main(w: Wiring) -> None:
             emitter = _Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
         else:
-            emitter = _Emitter(w.outboxes, False, stats, name if w.spec.on_error == "skip" else None)
+            emitter = _Emitter(w.outboxes, False, stats, w.spec.name if w.spec.on_error == "skip" else None)
             _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
