@@ -497,7 +497,7 @@ def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, t
     port = free_port()
     run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "--quiet",
                             str(push_run_config(clip, port, tmp_path / "push.yaml", linger_s=120))],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     full = tmp_path / "full"
     full.mkdir()
     merged, copy = full / "merged.csv", tmp_path / "merged.csv"
@@ -505,7 +505,9 @@ def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, t
         done = fer_pipe_on_small_tmpfs(full, "4k", "collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv",
                                        str(merged), then=f"cp {merged} {copy}")
     finally:
-        run.kill()
+        # the whole group: killed alone, the runner left its push sink closing for linger_s
+        # (120 s) and its forkserver with it, past the end of the suite
+        os.killpg(run.pid, signal.SIGKILL)
         run.wait()
     lines = done.stderr.splitlines()
     assert done.returncode == 1, done.stderr
