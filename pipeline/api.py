@@ -50,7 +50,7 @@ class RunFailed(RuntimeError):
     """The run ended with a non-zero exit code; ``result`` holds its message and statistics."""
 
     def __init__(self, result: RunResult) -> None:
-        super().__init__(redact_urls(result.message) or f"the run ended with exit code {result.exit_code}")
+        super().__init__(result.message or f"the run ended with exit code {result.exit_code}")
         self.result = result
 
 

@@ -56,6 +56,12 @@ class RunResult:
     """Failures of other stages after the first, closing (a sink that could not deliver what it
     held): said after the first so an operator learns what else was lost."""
 
+    def __post_init__(self) -> None:
+        """Each failure on one line, with any URL's password masked, however a stage worded it:
+        the CLI prints these lines and the Python API raises them."""
+        self.message = redact_urls(one_line(self.message))
+        self.also = [redact_urls(one_line(line)) for line in self.also]
+
 
 class Runner:
     """Runs a checked graph; ``run()`` returns when every stage process has ended."""
@@ -477,10 +483,9 @@ def report(result: RunResult, quiet: bool, debug: bool) -> None:
     if result.exit_code:
         if debug and result.traceback:
             print(result.traceback, file=sys.stderr)
-        # one line each, whatever a stage's message holds, with any URL's password masked
-        print(f"fer-pipe: {redact_urls(one_line(result.message))}", file=sys.stderr)
+        print(f"fer-pipe: {result.message}", file=sys.stderr)
         for line in result.also:
-            print(f"fer-pipe: also, {redact_urls(one_line(line))}", file=sys.stderr)
+            print(f"fer-pipe: also, {line}", file=sys.stderr)
     if not quiet and result.stats and result.exit_code != 2:
         print(format_table(result.stats), file=sys.stderr)
         first = f"{result.first_result_s:.2f} s" if result.first_result_s is not None else "none"

@@ -36,7 +36,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StopRun, one_line, packets_of, said, skipped_line
+from .stage import Sink, Source, Stage, StopRun, packets_of, said, skipped_line
 from .stats import StageStats
 
 PR_SET_PDEATHSIG = 1
@@ -369,7 +369,7 @@ def stage_main(w: Wiring) -> None:
     except UserError as exc:
         # the runner's SIGTERM for another stage's failure must not cut this report short
         _ignore_sigterm()
-        w.control.put(("fail", name, one_line(str(exc)), "", exc.exit_code))
+        w.control.put(("fail", name, str(exc), "", exc.exit_code))
     except BaseException as exc:
         _ignore_sigterm()
         if _sigterm_seen:
@@ -389,7 +389,7 @@ def stage_main(w: Wiring) -> None:
             try:
                 stage.close()
             except UserError as exc:
-                w.control.put(("fail", name, f"while closing: {one_line(str(exc))}", "", exc.exit_code))
+                w.control.put(("fail", name, f"while closing: {exc}", "", exc.exit_code))
             except BaseException as exc:
                 w.control.put(("fail", name, f"while closing: {said(exc)}",
                                traceback.format_exc(), 1))
@@ -425,7 +425,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
             # Bad input found mid-stream (a truncated file, a camera given up on): what was
             # read still drains through the graph into the outputs; the runner exits 2 with
             # this line after, and at once stops the other sources of a live one.
-            w.control.put(("input_error", w.process, one_line(str(exc)), exc.exit_code, stage.live))
+            w.control.put(("input_error", w.process, str(exc), exc.exit_code, stage.live))
             break
         if packet is None:
             break
