@@ -233,12 +233,13 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
 
     (work / "parts").mkdir(parents=True, exist_ok=True)
     show = not quiet and sys.stderr.isatty()
-    already = len(reports) - len(pending_inputs)
-    _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show, already)
+    _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show,
+               _videos_done(reports, pending_inputs))
     for item in pending_inputs:
         _forgive_after_stop(reports[item], jobs[item], work)
     rerun = _rejoin_unaligned(pending_inputs, reports, jobs, work)
-    _run_round(rerun, data, origin, work, reports, address, num_cpus, max_retries, show, len(reports) - len(rerun))
+    _run_round(rerun, data, origin, work, reports, address, num_cpus, max_retries, show,
+               _videos_done(reports, [job.input for job in rerun]))
     for item in pending_inputs:
         report = reports[item]
         if report.status == "failed":
@@ -248,6 +249,13 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         _join_parts(report, _joined(jobs[item], work), work)
         _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, [])])
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
+
+
+def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
+    """Where the progress bar's count of videos starts: the inputs whose CSV is in, or will be
+    once their parts are joined, but for those about to run; a failed input is not done."""
+    running_now = set(running)
+    return sum(report.status != "failed" and item not in running_now for item, report in reports.items())
 
 
 def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:

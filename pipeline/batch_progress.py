@@ -28,7 +28,9 @@ class FrameProgress:
     Running tasks are read from their temporary CSVs under ``_work`` (found with one listing per
     update), finished ones from their part files. The total comes from each video's frame count,
     read in a thread so that a long list of inputs delays nothing; until it is known the bar
-    counts without one.
+    counts without one. A count is the container's estimate, a few frames off in some files, so
+    a finished task's frames replace it: the bar never runs past its total (where tqdm drops the
+    total) and ends at it, but for what failed inputs left unread.
     """
 
     def __init__(self, todo: list[Job], work: Path, videos: int, videos_done: int) -> None:
@@ -37,6 +39,7 @@ class FrameProgress:
         self._work, self._jobs = work, todo
         self._done: dict[Job, int] = {}
         self._totals: dict[Job, int] = {}
+        self._exact: dict[Job, int] = {}
         self._videos, self._videos_done = videos, videos_done
         self._counter = threading.Thread(target=self._count, daemon=True)
         self._counter.start()
@@ -55,11 +58,13 @@ class FrameProgress:
     def job_done(self, job: Job, part: Path, video_done: bool) -> None:
         """``part``: the CSV the finished task wrote."""
         self._done[job] = frames_written(part, job)
+        if part.is_file():  # the task finished, so these are all its frames
+            self._exact[job] = self._done[job]
         self._videos_done += video_done
 
     def update(self) -> None:
-        if self.bar.total is None and not self._counter.is_alive():
-            self.bar.total = sum(self._totals.values())
+        if not self._counter.is_alive():
+            self.bar.total = sum(self._exact.get(job, total) for job, total in self._totals.items())
         newest: dict[str, Path] = {}
         for temp in sorted(self._work.glob("*.tmp.csv"), key=_mtime):
             newest[temp.name.rsplit(".", 3)[0]] = temp  # NAME.UUID.tmp.csv; a retry's is the newer
@@ -70,10 +75,8 @@ class FrameProgress:
         self.bar.refresh()
 
     def close(self) -> None:
+        self._counter.join()  # every task is done, so the total is wanted now
         self.update()
-        if self._videos_done == self._videos:
-            self.bar.total = self.bar.n  # the totals were the containers' estimates; every frame is in
-            self.bar.refresh()
         self.bar.close()
 
 

@@ -254,17 +254,21 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
     """On a terminal the bar counts frames, read from the CSVs the tasks are writing (so a long
     video moves it, not just each finished video), and ends at every frame of every input, also
     where the container's count was off (no_face.mp4 lists 98 frames, its header says 93, it
-    plays 95)."""
+    plays 95). Inputs that fail, in their task or before any runs, are not counted as videos
+    done, and do not keep the bar from its total (it used to lose it, at 95 frames of 93)."""
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video\n")
     code, screen = fer_pipe_on_a_terminal("batch", str(six_clips[2]), str(six_clips[3]),
-                                          str(clips["no_face.mp4"]), "--out", str(tmp_path / "out"),
+                                          str(clips["no_face.mp4"]), str(notes), str(tmp_path / "gone.mp4"),
+                                          "--out", str(tmp_path / "out"),
                                           "--address", cluster.address, "--chunk-frames", "16",
                                           env=LOOPBACK_RAY)
-    assert code == 0, screen
+    assert code == 2, screen
     states = [s for s in screen if "frame" in s]
     assert states, screen
     total = 2 * CLIP_FRAMES + 95
     assert f" {total}/{total} " in states[-1], states[-1]
-    assert "3/3 videos" in states[-1], states[-1]
+    assert "3/5 videos" in states[-1], states[-1]
 
 
 def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
