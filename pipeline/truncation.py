@@ -3,8 +3,9 @@ cut short, whatever the frame count is worth.
 
 A frame count alone cannot tell: OpenCV's count is an estimate for many formats, and an AVI
 re-encoded from a variable-rate source counts the empty "drop" frames FFmpeg writes into its
-gaps, which decode to nothing. The container's own sizes can: an AVI's RIFF chunks and an MP4's
-top-level boxes each say how long they are, and a cut file ends inside one of them.
+gaps, which decode to nothing. The container's own sizes can: an AVI's RIFF chunks, an MP4's
+top-level boxes and a Matroska file's top-level elements each say how long they are, and a cut
+file ends inside one of them.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ ISO_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"moof", b"mfra", b"s
 (a Y4M or NUT header, bytes appended after the last box), which could read as a huge size."""
 UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 """What a RIFF writer that could not seek back (a pipe) leaves in a chunk's size."""
+EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+"""The EBML header's id, which starts every Matroska and WebM file."""
+EBML_TOP_LEVEL = frozenset({EBML_MAGIC, b"\x18\x53\x80\x67", b"\xec", b"\xbf"})
+"""Top-level elements of a Matroska file: the EBML header, a Segment, Void and CRC-32."""
 
 
 def ends_early(path: str | Path) -> bool:
@@ -33,7 +38,21 @@ def ends_early(path: str | Path) -> bool:
             head = fh.read(12)
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
                 return _riff_runs_past(fh, size)
+            if head[:4] == EBML_MAGIC:
+                return _elements_run_past(fh, size)
             return _boxes_run_past(fh, size)
+    except OSError:
+        return False
+
+
+def count_is_a_ceiling(path: str | Path) -> bool:
+    """True for a Matroska or WebM file: OpenCV counts its frames from the segment's duration,
+    which is its longest stream's, and a recording's audio often runs on past its last frame
+    (2.4 s of video with 9 s of audio counted 271 frames, not 72). So the count is at most
+    what the video plays, never evidence of frames missing."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == EBML_MAGIC
     except OSError:
         return False
 
@@ -69,3 +88,33 @@ def _boxes_run_past(fh: BinaryIO, size: int) -> bool:
             return True
         pos += length
     return False
+
+
+def _elements_run_past(fh: BinaryIO, size: int) -> bool:
+    """The top-level EBML elements of a Matroska file, each an id and a size, both variable-length
+    integers; a size of all ones is unknown (a live recording that never went back to set it)."""
+    pos = 0
+    while pos < size:
+        fh.seek(pos)
+        element = _vint(fh)
+        length = _vint(fh)
+        if element is None or length is None:
+            return True  # the file ends inside an element's header
+        if element[1] not in EBML_TOP_LEVEL or length[0] == (1 << 7 * len(length[1])) - 1:
+            return False
+        pos = fh.tell() + length[0]
+    return pos > size
+
+
+def _vint(fh: BinaryIO) -> tuple[int, bytes] | None:
+    """An EBML variable-length integer: its value (the length marker taken off) and its bytes;
+    None where the file ends inside it or its first byte is not one (zero)."""
+    first = fh.read(1)
+    if not first or first[0] == 0:
+        return None
+    width = 9 - first[0].bit_length()
+    rest = fh.read(width - 1)
+    if len(rest) < width - 1:
+        return None
+    raw = first + rest
+    return int.from_bytes(raw, "big") & ((1 << 7 * width) - 1), raw

@@ -12,7 +12,7 @@ from pydantic import Field
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
-from fer_pipe.truncation import ends_early
+from fer_pipe.truncation import count_is_a_ceiling, ends_early
 from fer_pipe.stage import Source, SourceParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
@@ -88,6 +88,7 @@ class VideoSource(Source):
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
+        self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         if self.params.start:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
@@ -169,9 +170,13 @@ class VideoSource(Source):
         (``ends_early``: a copy cut short) only the 5 are: an AVI cut 12 frames short of its
         2,000 passed as whole. The estimate is of the file's end: a run of ``max_frames`` that
         stops short of its own last frame is measured from there too (a batch chunk that ended
-        1 frame short of its 10, far from the file's end, lost that frame to damage).
+        1 frame short of its 10, far from the file's end, lost that frame to damage). A whole
+        Matroska file's count is only a ceiling (``count_is_a_ceiling``: its audio may run on),
+        so nothing is measured against it; one cut short is held to the 5 frames.
         """
         end = max(self._played, 0)
+        if self._ceiling:
+            return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
             done = f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
@@ -181,8 +186,9 @@ class VideoSource(Source):
         """Whether decoding nothing from ``index`` on is the end of the video, not a fault: the
         frames it plays are an estimate, so the last chunk fer-pipe batch plans from it can start
         a few frames past the end (a trim with ``-t`` whose track lasts 53 frames' time plays 50).
-        A start at or past the estimated end, or any start where the count is unknown, stays a fault."""
-        return 0 < self._played - index <= NEAR_END
+        A start at or past the estimated end, or any start where the count is unknown, stays a fault;
+        in a whole Matroska file, whose count is a ceiling, any start before it may be the end."""
+        return 0 < self._played - index <= (self._played if self._ceiling else NEAR_END)
 
     def close(self) -> None:
         self._cap.release()

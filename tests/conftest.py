@@ -103,6 +103,16 @@ def trimmed_clip(clips, tmp_path) -> Path:
     return trimmed
 
 
+@pytest.fixture
+def long_audio_mkv(clips, tmp_path) -> Path:
+    """A Matroska recording whose audio runs on 6.6 s past its 2.4 s (72 frames) of video:
+    OpenCV counts 271 frames from the segment's duration."""
+    video = tmp_path / "long_audio.mkv"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-f", "lavfi", "-i", "sine=duration=9", "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "aac", str(video))
+    return video
+
+
 def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = None) -> tuple[int, list[str]]:
     """Run the CLI with stderr on a 120-column pseudo-terminal, as a user at a shell would, so
     that tqdm draws its bar; the exit code and each state the terminal showed, in order."""

@@ -196,6 +196,32 @@ def test_an_avi_cut_short_by_less_than_one_percent_is_called_truncated(tmp_path,
     assert assert_valid_prefix(out_csv) == list(range(992))
 
 
+def test_a_matroska_file_whose_audio_runs_on_is_read_to_its_last_frame(long_audio_mkv, out_csv):
+    """Its count comes from the longest stream, so every such recording was "decoding stopped
+    at frame 72 of 271 (truncated or corrupt file)", exit 2, though no frame was missing."""
+    capture = cv2.VideoCapture(str(long_audio_mkv))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 200
+    capture.release()
+    code, err = run(f"source.path={long_audio_mkv}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(72))
+
+
+def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
+    """Told by its segment's size, which runs past the end of the copy."""
+    video = tmp_path / "cut.mkv"
+    data = long_audio_mkv.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    decodable = len(read_frames(video))
+    assert 0 < decodable < 72
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert re.fullmatch(rf"fer-pipe: stage 'source' \(video\) failed: video {re.escape(str(video))}: decoding "
+                        rf"stopped at frame {decodable} of \d+ \(truncated or corrupt file\); the {decodable} "
+                        "frames before it were processed", one_line(err)), err
+    assert assert_valid_prefix(out_csv) == list(range(decodable))
+
+
 def test_an_avi_written_to_a_pipe_runs_to_its_end(clips, tmp_path, out_csv):
     """Its header is never filled in, and OpenCV counts 2**30 frames: every such file was
     "decoding stopped at frame 30 of 1073741824 (truncated or corrupt file)"."""

@@ -250,6 +250,19 @@ def test_chunks_of_a_trimmed_video_stop_at_what_it_plays(cluster, trimmed_clip, 
     assert (out / "trimmed.csv").read_text() == in_process_csv(trimmed, tmp_path / "whole.csv")
 
 
+def test_chunks_of_a_matroska_file_whose_audio_runs_on_end_with_its_video(cluster, long_audio_mkv, tmp_path):
+    """Its count (271, from the audio's 9 s) is a ceiling: the chunks planned past the video's 72
+    frames read nothing, which is its end, not a chunk that failed."""
+    out = tmp_path / "out"
+    proc = batch(str(long_audio_mkv), "--out", str(out), "--address", cluster.address, "--chunk-frames", "50",
+                 "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    manifest = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert [(e["status"], e["chunks"], e["rows"]) for e in manifest] == [("done", 6, 72)]
+    assert (out / "long_audio.csv").read_text() == in_process_csv(long_audio_mkv, tmp_path / "whole.csv")
+
+
 def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_clips, clips, tmp_path):
     """On a terminal the bar counts frames, read from the CSVs the tasks are writing (so a long
     video moves it, not just each finished video), and ends at every frame of every input, also

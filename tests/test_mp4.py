@@ -46,12 +46,19 @@ def test_a_file_cut_short_is_told_by_its_containers_own_sizes(tmp_path):
     def box(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body) + 8) + kind + body
 
+    def element(kind: bytes, body: bytes, size: bytes | None = None) -> bytes:
+        return kind + (size or bytes([0x40 | len(body) >> 8, len(body) & 0xFF])) + body
+
     avi = riff(b"LIST" + struct.pack("<I", 4) + b"movi" + b"\0" * 100)
+    mkv = element(b"\x1a\x45\xdf\xa3", b"\x42\x86\x81\x01") + element(b"\x18\x53\x80\x67", b"\0" * 300)
+    live_mkv = mkv[:10] + element(b"\x18\x53\x80\x67", b"\0" * 30, size=b"\x01" + b"\xff" * 7)
     mp4 = box(b"ftyp", b"isom" * 3) + box(b"moov", b"\0" * 40) + box(b"mdat", b"\0" * 400)
     cases = {"whole.avi": (avi, False), "cut.avi": (avi[:-30], True),
              "piped.avi": (riff(b"\0" * 100, 0xFFFFFFFF), False),  # a writer that could not seek back
              "trailing.avi": (avi + b"ABCDEFGHIJKL", False),
              "whole.mp4": (mp4, False), "cut.mp4": (mp4[:-100], True), "trailing.mp4": (mp4 + b"more text", False),
+             "whole.mkv": (mkv, False), "cut.mkv": (mkv[:-100], True), "cut_in_an_id.mkv": (mkv[:12], True),
+             "live.mkv": (live_mkv, False),  # a recorder that never went back to set the segment's size
              "not_a_container.y4m": (b"YUV4MPEG2 W64 H48 F30:1\n" + b"\0" * 50, False), "empty.mp4": (b"", False)}
     for name, (data, cut) in cases.items():
         (tmp_path / name).write_bytes(data)
