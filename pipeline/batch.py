@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import whole
-from .batch_cluster import check_cluster, start_ray
+from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
@@ -497,5 +497,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus, args.chunk_frames,
-                     args.max_retries, args.quiet)
+    stops = StopSignals()
+    try:
+        with stops:
+            return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus,
+                             args.chunk_frames, args.max_retries, args.quiet)
+    except KeyboardInterrupt:
+        return 128 + stops.signum

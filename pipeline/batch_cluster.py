@@ -3,10 +3,12 @@ named by ``--address``, checked before anything is made."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
+from . import hangup
 from .endpoints import host_port, is_loopback
 from .errors import InputError, UserError
 
@@ -18,6 +20,33 @@ LOCAL_OBJECT_STORE = 100 * 1024 * 1024
 share (30 % of memory) of /dev/shm."""
 CONNECT_TIMEOUT_S = 5.0
 """How long to wait for a TCP answer from --address before saying nothing is there."""
+
+
+class StopSignals:
+    """While the batch runs, SIGTERM (a timeout, a scheduler, ``systemctl stop``) and SIGHUP (the
+    terminal closed; not where ``nohup`` ignores it) stop it as Ctrl-C does, the finished tasks
+    kept; ``signum`` says which came, for the exit code (128 + it, as ``fer-pipe run``). A
+    KeyboardInterrupt is raised, not a class of its own: Ray's waits turn whatever a handler
+    raises into one. The handlers before are put back after; main thread only, as handlers are."""
+
+    def __init__(self) -> None:
+        self.signum = signal.SIGINT
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        signals = [signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
+        self._previous = {sig: signal.signal(sig, self._stop) for sig in signals}
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
+        self.signum = signal.Signals(signum)
+        if signum == signal.SIGHUP:
+            hangup.to_devnull(hangup.terminal_fds())  # what is still said has no terminal to go to
+        raise KeyboardInterrupt(self.signum.name)
 
 
 def is_loopback_address(address: str | None) -> bool:
@@ -57,6 +86,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
 
     if ray.is_initialized():  # connected already, by run_batch's check of --address
         return ray
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                    logging_level=logging.ERROR,
                                    runtime_env={"env_vars": PINNED_THREADS})
@@ -70,4 +100,8 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
     else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
                  object_store_memory=LOCAL_OBJECT_STORE, **options)
+    # ray.init sets SIGTERM handlers of its own, a Python one and a native crash handler, which
+    # dumped a stack and exited 1, or aborted (134): the one set before (``StopSignals``)
+    # takes it back
+    signal.signal(signal.SIGTERM, on_sigterm)
     return ray
