@@ -204,6 +204,10 @@ def _open(path: Path) -> cv2.VideoCapture:
         raise InputError(f"video {path}: not a file")
     if path.stat().st_size == 0:
         raise InputError(f"video {path}: the file is empty")
+    try:  # OpenCV says "cannot open" of a file it may not read, and warns from its image reader
+        path.open("rb").close()
+    except OSError as exc:
+        raise InputError(f"video {path}: cannot read it ({exc.strerror})") from None
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InputError(f"video {path}: OpenCV cannot open it (not a video, or a codec it lacks)")

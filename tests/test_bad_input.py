@@ -450,6 +450,23 @@ def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path, monke
         Runner(graph, progress=False).run()
 
 
+def test_a_video_it_may_not_read_is_said_so(short_clip, tmp_path, out_csv):
+    """A video copied from a camera or a share as another user. OpenCV's "cannot open" sent the
+    user looking for a codec, after a warning line from its image reader. As root, the run
+    drops the capabilities that let root read any file, as an ordinary user has none."""
+    video = tmp_path / "locked.avi"
+    video.write_bytes(short_clip.read_bytes())
+    video.chmod(0)
+    caps = "-dac_override,-dac_read_search"
+    as_a_user = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"] if os.geteuid() == 0 else []
+    done = subprocess.run([*as_a_user, sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet", "--set",
+                           f"source.path={video}", "--set", f"csv.path={out_csv}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (f"fer-pipe: stage 'source' (video): video {video}: cannot read it "
+                                     "(Permission denied)")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
                                                "case above covers an unwritable path")
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
