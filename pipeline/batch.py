@@ -39,7 +39,7 @@ from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
                          video_csv_stages)
-from .errors import ConfigError, InputError, UserError
+from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import make_folder
 from .stage import Sink, named_files
@@ -246,7 +246,11 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             if report.bad_input:
                 _keep_partial(report, jobs[item], work, out_dir)
             continue
-        _join_parts(report, _joined(jobs[item], work), work)
+        try:
+            _join_parts(report, _joined(jobs[item], work), work)
+        except OSError as exc:
+            _not_placed(report, exc, work)
+            continue
         _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, [])])
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
 
@@ -269,6 +273,15 @@ def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
     for job in joined:
         partial_path(_part_path(work, job)).unlink(missing_ok=True)  # an earlier attempt's
     report.status = "done"
+
+
+def _not_placed(report: InputReport, exc: OSError, work: Path) -> None:
+    """The input's CSV could not be written from its finished parts (a full disk, a folder in its
+    place): it fails, named, like one whose task failed, and the others are still placed. Its
+    parts stay under ``_work``, so the same command again only joins them."""
+    report.status, report.bad_input = "failed", exc.errno in UNUSABLE_PATH
+    report.error = (f"cannot write {report.csv}: {exc.strerror or exc}; its finished tasks are kept in {work}, "
+                    "and the same command again writes it from them")
 
 
 def _first_stop(item_jobs: list[Job], work: Path) -> int | None:
@@ -360,9 +373,12 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
             break
         pieces.append(piece)
     if pieces:
-        report.rows = merge_parts(pieces, target, work)
-        report.partial = [str(target)]
-        report.error += f"; {report.rows} rows of it are kept in {target}"
+        try:
+            report.rows = merge_parts(pieces, target, work)
+            report.partial = [str(target)]
+            report.error += f"; {report.rows} rows of it are kept in {target}"
+        except OSError as exc:
+            report.error += f"; the rows before it could not be kept in {target} ({exc.strerror or exc})"
     _forget_chunks(item_jobs, work)
 
 

@@ -6,7 +6,6 @@ before that line and keeps the exit code, so scripts read the same status either
 from __future__ import annotations
 
 import argparse
-import errno
 import inspect
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from .arguments import number
-from .errors import UserError
+from .errors import UNUSABLE_PATH, UserError
 from .hangup import to_devnull
 from .redaction import redact_urls
 
@@ -24,9 +23,6 @@ if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: se
 
     from .graph import Graph
 
-UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
-"""Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
-disk, are a failure of the command (exit 1)."""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

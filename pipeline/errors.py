@@ -1,6 +1,12 @@
 """Errors that the CLI turns into one clear line, no traceback: exit code 2 for bad input or config."""
 from __future__ import annotations
 
+import errno
+
+UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+"""Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
+disk, are a failure of the command (exit 1)."""
+
 
 class UserError(Exception):
     """Something the user gave is wrong: printed as one line, exit code 2, no traceback."""

@@ -208,6 +208,31 @@ def test_a_stop_says_what_is_kept(cluster, six_clips, tmp_path, stop):
                                        f"{out / '_work'}, and the same command again runs only the others")
 
 
+def test_a_csv_that_cannot_be_placed_fails_its_input_alone_and_keeps_its_tasks(cluster, six_clips, tmp_path):
+    """A folder where one input's CSV goes (or a disk that fills while parts are joined) ended
+    the whole batch in one line naming a file under _work: no manifest, no summary, and the
+    other inputs' finished CSVs never placed. The same command again, once the way is clear,
+    places it from the kept parts without running its tasks again."""
+    first, second = six_clips[0], six_clips[1]
+    out = tmp_path / "out"
+    (out / f"{first.stem}.csv").mkdir(parents=True)
+    proc = batch(str(first), str(second), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr
+    assert f"fer-pipe: batch: {first}: cannot write {out / first.stem}.csv: Is a directory; its finished tasks " \
+           f"are kept in {out / '_work'}, and the same command again writes it from them" in stderr.splitlines()
+    manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
+    assert (manifest[first.name]["status"], manifest[second.name]["status"]) == ("failed", "done")
+    assert (out / f"{second.stem}.csv").read_text() == in_process_csv(second, tmp_path / "second.csv")
+    (out / f"{first.stem}.csv").rmdir()
+    again = batch(str(first), str(second), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16")
+    _, stderr = again.communicate(timeout=240)
+    assert again.returncode == 0, stderr
+    manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
+    assert (manifest[first.name]["status"], manifest[first.name]["attempts"]) == ("done", 0)
+    assert (out / f"{first.stem}.csv").read_text() == in_process_csv(first, tmp_path / "first.csv")
+
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
