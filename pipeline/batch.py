@@ -147,7 +147,7 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     """The one-line reason of a failed task, and whether the input (not the cluster) was at fault."""
     cause = getattr(exc, "cause", None) or exc
     if isinstance(cause, UserError):
-        return str(cause), True
+        return str(cause), cause.exit_code == 2  # not an output that failed (a full disk)
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
 
 

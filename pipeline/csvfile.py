@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .output_files import check_folder_of, open_claimed
+from .output_files import cannot_write, check_folder_of, open_claimed
 
 
 class CsvOutput:
@@ -60,7 +60,7 @@ class CsvOutput:
             self.write([])
         except OSError as exc:  # a full disk, /dev/full: said with the file, as a failed open is
             self._file.close()
-            raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
+            raise cannot_write(what, path, exc) from None
 
     def _status(self) -> os.stat_result | None:
         """The open file's status, or None for a pipe. A file that was moved away or deleted

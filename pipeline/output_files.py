@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import InputError
+from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
 
 
 def make_folder(folder: Path, what: str) -> None:
@@ -24,6 +24,14 @@ def make_folder(folder: Path, what: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{what} {folder}: cannot create the folder ({exc.strerror})") from None
+
+
+def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
+    """The one line for an output that cannot be written: bad input (exit 2) where the path
+    cannot be used, a failed output (exit 1) where it could but the disk is full or failing,
+    as a full disk mid-run is, so a wrapper that gives up on bad input retries it."""
+    kind = InputError if exc.errno in UNUSABLE_PATH else OutputError
+    return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
 
 def check_folder_of(path: Path, what: str) -> None:
@@ -56,7 +64,7 @@ def check_writable(path: str | Path, what: str) -> None:
         with open(target, "a", encoding="utf-8") as probe:
             claim(probe.fileno(), path, what)
     except OSError as exc:
-        raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
+        raise cannot_write(what, path, exc) from None
     if not existed:
         target.unlink()
 
@@ -68,7 +76,7 @@ def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     except OSError as exc:
-        raise InputError(f"{what} {path}: cannot write: {exc.strerror}") from None
+        raise cannot_write(what, path, exc) from None
     try:
         if claim(fd, path, what) and truncate:
             os.ftruncate(fd, 0)
