@@ -37,6 +37,7 @@ from .arguments import whole
 from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
+from .batch_sources import Source, record_sources, recorded_sources, same_video, source_of
 from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
                          video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
@@ -210,20 +211,28 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
+    sources = recorded_sources(out_dir, work / "parts")
     todo: list[Job] = []
     for item, item_jobs in jobs.items():
         report = reports[item]
         report.chunks = len(item_jobs)
+        key, video = Path(item).stem, source_of(item)
+        if video is not None and key in sources and not same_video(sources[key], video):
+            _claimed(report, sources[key], video, work)
+            continue
+        if video is not None:
+            sources[key] = video
         if Path(report.csv).is_file():
             report.status, report.rows = "skipped", count_rows(Path(report.csv))
             continue
         mine = [j for j in item_jobs if not _part_path(work, j).is_file()]
         report.chunks_run = len(mine)
         todo += mine
+    record_sources(out_dir, sources)
 
     started = time.monotonic()
     pending_inputs = [i for i, r in reports.items() if r.status == "pending"]
-    if not pending_inputs and not bad:
+    if not pending_inputs and not any(r.status == "failed" for r in reports.values()):
         if not quiet:
             print(f"fer-pipe batch: nothing to do: all {len(reports)} inputs already have their CSV "
                   f"in {out_dir}", file=sys.stderr)
@@ -273,6 +282,16 @@ def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
     for job in joined:
         partial_path(_part_path(work, job)).unlink(missing_ok=True)  # an earlier attempt's
     report.status = "done"
+
+
+def _claimed(report: InputReport, owner: Source, video: Source, work: Path) -> None:
+    """The input's name is taken, in this results folder, by another video: its CSV or its
+    finished chunks are that one's, and resuming would give them to this one."""
+    held = (f"{report.csv} was" if Path(report.csv).is_file()
+            else f"the finished tasks of {Path(report.input).stem} in {work} were")
+    report.status, report.bad_input = "failed", True
+    report.error = (f"{held} made by an earlier run from {owner.path} ({owner.size:,} bytes), not from this "
+                    f"video ({video.size:,} bytes); give another --out, or rename one of the two")
 
 
 def _not_placed(report: InputReport, exc: OSError, work: Path) -> None:

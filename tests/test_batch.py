@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -412,6 +413,51 @@ def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     assert misaligned(parts([i / 30 for i in range(5)])) is None
     assert misaligned(parts([0 / 30, 1 / 30, 2 / 30, 2 / 30, 3 / 30, 4 / 30])) == (2, 0.067, 3, 0.067)
     assert misaligned(parts([0 / 30, 1 / 30, 2 / 30, 4 / 30, 5 / 30])) == (2, 0.067, 3, 0.133)  # one late
+
+
+def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_clips, tmp_path):
+    """Two days of one camera, one results folder: the second day's cam.avi was "nothing to do"
+    (its name's CSV was there), never read, exit 0. It is refused, named; the first day's
+    videos, moved to another folder, are still taken as themselves."""
+    day1, day2, out = tmp_path / "day1", tmp_path / "day2", tmp_path / "out"
+    day1.mkdir()
+    day2.mkdir()
+    shutil.copy(six_clips[0], day1 / "cam.avi")
+    shutil.copy(six_clips[5], day2 / "cam.avi")
+    first = batch(str(day1), "--out", str(out), "--address", cluster.address, "--quiet")
+    assert first.wait(timeout=240) == 0
+    rows = (out / "cam.csv").read_text()
+    second = batch(str(day2), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = second.communicate(timeout=240)
+    assert second.returncode == 2, stderr
+    size1, size2 = (day1 / "cam.avi").stat().st_size, (day2 / "cam.avi").stat().st_size
+    assert stderr.splitlines() == [
+        f"fer-pipe: batch: {day2 / 'cam.avi'}: {out / 'cam.csv'} was made by an earlier run from "
+        f"{day1 / 'cam.avi'} ({size1:,} bytes), not from this video ({size2:,} bytes); give another --out, "
+        "or rename one of the two"]
+    assert (out / "cam.csv").read_text() == rows
+    assert not (out / "_SUCCESS").exists()
+    moved = tmp_path / "moved"
+    day1.rename(moved)
+    again = batch(str(moved), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = again.communicate(timeout=240)
+    assert again.returncode == 0, stderr
+    assert json.loads((out / "_manifest.json").read_text())["inputs"][0]["status"] == "skipped"
+
+
+def test_a_name_is_held_while_its_csv_or_chunks_are_there(tmp_path):
+    """An interrupted run's chunks are the video's as its CSV is; a name with neither is free."""
+    from fer_pipe.batch_sources import Source, record_sources, recorded_sources
+
+    parts = tmp_path / "_work" / "parts"
+    parts.mkdir(parents=True)
+    (tmp_path / "done.csv").write_text("x\n")
+    (parts / "half@0-99.csv").write_text("x\n")
+    sources = {key: Source(f"/videos/{key}.mp4", 10, 1) for key in ("done", "half", "gone")}
+    record_sources(tmp_path, sources)
+    assert recorded_sources(tmp_path, parts) == {key: sources[key] for key in ("done", "half")}
+    (tmp_path / "_sources.json").write_text("[1, 2]")  # not one of ours
+    assert recorded_sources(tmp_path, parts) == {}
 
 
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
