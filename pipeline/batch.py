@@ -42,7 +42,7 @@ from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config
                          video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
 from .graph import Graph, file_key
-from .output_files import make_folder
+from .output_files import make_folder, write_whole
 from .stage import Sink, named_files
 
 WORK = "_work"
@@ -487,11 +487,9 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         "inputs": [{k: v for k, v in asdict(r).items() if k not in ("bad_input", "failed_at") and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
-    temp = out_dir / f"{MANIFEST}.tmp"
-    temp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, out_dir / MANIFEST)
-    for report in failed:
+    for report in failed:  # before the manifest, which a full disk may refuse
         print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
+    write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             print(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "

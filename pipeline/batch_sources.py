@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
+from .output_files import write_whole
+
 SOURCES = "_sources.json"
 
 
@@ -64,7 +66,5 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
 
 def record_sources(out_dir: Path, sources: dict[str, Source]) -> None:
     """Written before any task runs, so an interrupted run's chunks are claimed too."""
-    temp = out_dir / f"{SOURCES}.tmp"
-    temp.write_text(json.dumps({key: source._asdict() for key, source in sorted(sources.items())}, indent=2)
-                    + "\n", encoding="utf-8")
-    os.replace(temp, out_dir / SOURCES)
+    write_whole(out_dir / SOURCES, json.dumps({key: source._asdict() for key, source in sorted(sources.items())},
+                                              indent=2) + "\n", "batch")

@@ -34,6 +34,18 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
 
+def write_whole(path: Path, text: str, what: str) -> None:
+    """Write ``path`` whole or not at all (a new file renamed over the old); a failure is one
+    line naming ``path`` (a write's own error names no file), and leaves no temporary file."""
+    temp = path.with_name(f"{path.name}.tmp")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise cannot_write(what, path, exc) from None
+
+
 def check_folder_of(path: Path, what: str) -> None:
     """InputError unless the folder ``path`` goes in is one: it may not exist, or be a file."""
     if not path.parent.is_dir():

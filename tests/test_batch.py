@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import fer_pipe, fer_pipe_on_a_terminal, ffmpeg, read_frames, write_video
+from conftest import fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
 
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
@@ -232,6 +232,22 @@ def test_a_csv_that_cannot_be_placed_fails_its_input_alone_and_keeps_its_tasks(c
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
     assert (manifest[first.name]["status"], manifest[first.name]["attempts"]) == ("done", 0)
     assert (out / f"{first.stem}.csv").read_text() == in_process_csv(first, tmp_path / "first.csv")
+
+
+def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(tmp_path):
+    """The manifest was written before the failed inputs were named: on a full disk its write
+    failed first, and all the user saw was "fer-pipe: No space left on device", with an empty
+    _manifest.json.tmp left. Here the input is missing, so no task (and no Ray) runs, and the
+    one page of the tmpfs goes to _sources.json. A full disk is exit 1, not bad input."""
+    out, gone = tmp_path / "full", tmp_path / "gone.mp4"
+    out.mkdir()
+    done = fer_pipe_on_small_tmpfs(out, "4k", "batch", str(gone), "--out", str(out / "res"), "--quiet",
+                                   then=f"ls -A {out / 'res'}")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"fer-pipe: batch: {gone}: video {gone}: no such file",
+        f"fer-pipe: batch {out / 'res' / '_manifest.json'}: cannot write: No space left on device"]
+    assert done.stdout.split() == ["_sources.json", "_work"]
 
 
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
