@@ -42,7 +42,7 @@ from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config
                          video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
 from .graph import Graph, file_key
-from .output_files import make_folder, write_whole
+from .output_files import held_folder, make_folder, write_whole
 from .stage import Sink, named_files
 
 WORK = "_work"
@@ -206,6 +206,14 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
+    with held_folder(out_dir, "--out"):
+        return _run_planned(inputs, jobs, bad, out_dir, data, origin, address, num_cpus, max_retries, quiet)
+
+
+def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, str], out_dir: Path,
+                 data: dict[str, Any], origin: str, address: str | None, num_cpus: int | None,
+                 max_retries: int, quiet: bool) -> int:
+    """The batch, planned, in its results folder, which this run holds."""
     work = out_dir / WORK
     earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
@@ -240,6 +248,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
             _finish(out_dir, work, reports, origin, address, 0.0)
         return 0
 
+    (out_dir / SUCCESS).unlink(missing_ok=True)  # the folder is not whole until this run ends well
     (work / "parts").mkdir(parents=True, exist_ok=True)
     show = not quiet and sys.stderr.isatty()
     _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show,
@@ -260,7 +269,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         except OSError as exc:
             _not_placed(report, exc, work)
             continue
-        _remove_partials(out_dir, [f"{Path(item).stem}.partial.csv", *earlier.get(item, [])])
+        _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *earlier.get(item, []))
+                                   if Path(name).stem not in sources])  # not another input's CSV
     return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
 
 

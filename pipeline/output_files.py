@@ -10,6 +10,8 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
@@ -44,6 +46,25 @@ def write_whole(path: Path, text: str, what: str) -> None:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise cannot_write(what, path, exc) from None
+
+
+@contextmanager
+def held_folder(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder`` for this run alone (an exclusive ``flock`` on the folder itself): two
+    batches into one results folder removed each other's work and temporary files, and the
+    first to end marked the folder complete. A file system without locks is written unguarded."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{what} {folder}: another fer-pipe batch is writing into it; wait for it to "
+                             "end, or give this one another folder") from None
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_folder_of(path: Path, what: str) -> None:

@@ -461,6 +461,50 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
     assert json.loads((out / "_manifest.json").read_text())["inputs"][0]["status"] == "skipped"
 
 
+def test_a_second_batch_into_a_folder_in_use_is_refused_and_a_run_with_work_unmarks_success(cluster, six_clips,
+                                                                                            tmp_path):
+    """Two batches into one folder removed each other's work and temporary files, and the first to
+    end marked the folder complete; and _SUCCESS of an earlier run stayed while a run with new
+    videos was going (and after it was stopped), so a step waiting for it went ahead without them."""
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(six_clips[0], folder)
+    first = batch(str(folder), "--out", str(out), "--address", cluster.address, "--quiet")
+    assert first.wait(timeout=240) == 0
+    assert (out / "_SUCCESS").exists()
+    for clip in six_clips[1:4]:
+        shutil.copy(clip, folder)
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    running = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config), "--quiet")
+    try:
+        assert running_attempt(out / "_work", out, running) is not None, "the batch ended before the test"
+        assert not (out / "_SUCCESS").exists()
+        second = batch(str(six_clips[4]), "--out", str(out), "--address", cluster.address, "--quiet")
+        _, stderr = second.communicate(timeout=120)
+        assert (second.returncode, stderr.splitlines()) == (2, [
+            f"fer-pipe: --out {out}: another fer-pipe batch is writing into it; wait for it to end, or give this "
+            "one another folder"])
+    finally:
+        running.send_signal(signal.SIGINT)
+        running.communicate(timeout=120)
+    assert running.returncode == 130
+    assert not (out / "_SUCCESS").exists()
+
+
+def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
+    """take.partial.mp4's CSV is take.partial.csv, which a later run's take.mp4 removed as its
+    own partial rows once its CSV was whole."""
+    first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    first.mkdir()
+    second.mkdir()
+    shutil.copy(six_clips[0], first / "take.partial.avi")
+    shutil.copy(six_clips[1], second / "take.avi")
+    for folder in (first, second):
+        done = batch(str(folder), "--out", str(out), "--address", cluster.address, "--quiet")
+        assert done.wait(timeout=240) == 0
+    assert (out / "take.partial.csv").read_text() == in_process_csv(first / "take.partial.avi", tmp_path / "t.csv")
+
+
 def test_a_name_is_held_while_its_csv_or_chunks_are_there(tmp_path):
     """An interrupted run's chunks are the video's as its CSV is; a name with neither is free."""
     from fer_pipe.batch_sources import Source, record_sources, recorded_sources
