@@ -17,7 +17,7 @@ from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .endpoints import ipv6_for
 from .errors import InputError
-from .events import MALFORMED, decode, event_rows
+from .events import MALFORMED, TOPIC_PREFIX, decode, event_rows
 from .stages.csv_sink import COLUMNS
 
 CSV_PRECISION = 4
@@ -27,7 +27,10 @@ CSV_PRECISION = 4
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", type=endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],
-                        help="topic prefix to receive, e.g. emotion.cam1 (repeatable; default: everything)")
+                        help="topic prefix to receive, e.g. emotion.cam1 (repeatable; default: everything); "
+                             "a prefix: emotion.cam1 also receives emotion.cam10")
+    parser.add_argument("--source", action="append", default=[],
+                        help="receive the events of this source id alone, of every type (repeatable)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="JSON lines as sent, or CSV rows of frame events")
     parser.add_argument("--server-key", help="the publisher's public key file (server.key) for CURVE")
@@ -57,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     ctx = zmq.Context()
-    sock = connect(ctx, args.endpoint, args.topic, args.server_key, args.client_keys)
+    prefixes = dict.fromkeys(TOPIC_PREFIX.values())
+    topics = args.topic or [f"{prefix}.{source}" for source in args.source for prefix in prefixes]
+    sock = connect(ctx, args.endpoint, topics, args.server_key, args.client_keys)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.format == "csv":
         writer.writerow(COLUMNS)
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         while not args.count or received < args.count:
             try:
                 event = decode(sock.recv_multipart())
+                if args.source and event.get("source") not in args.source:
+                    continue  # a topic is a prefix: cam1's subscription also gets cam10's events
                 kind = event.get("type")
                 rows = event_rows(event, COLUMNS, CSV_PRECISION) if args.format == "csv" and kind == "frame" else []
             except MALFORMED as exc:

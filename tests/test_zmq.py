@@ -320,18 +320,19 @@ def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):
             type(stage).preflight(stage.params)
 
 
-def subscribe_csv(count: int, messages: list[list[bytes]]) -> tuple[int, str, str]:
+def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscriptions: int = 1) -> tuple[int, str, str]:
     """``fer-pipe subscribe --format csv --count N`` against a real XPUB socket, which sends
-    ``messages`` once the subscription is there (from then on nothing sent is lost)."""
+    ``messages`` once the subscriptions are there (from then on nothing sent is lost)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.bind(endpoint)
     cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
-                            "--count", str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--count", str(count), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert pub.poll(60_000), "the subscriber never subscribed"
-        pub.recv()
+        for _ in range(subscriptions):
+            assert pub.poll(60_000), "the subscriber never subscribed"
+            pub.recv()
         for message in messages:
             pub.send_multipart(message)
         out, err = cli.communicate(timeout=60)
@@ -358,6 +359,18 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
     assert err.splitlines() == [
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)"]
+
+
+def test_subscribe_to_one_source_gets_no_events_of_another_whose_id_it_starts():
+    """Topics are prefixes: the README's one-source subscription, emotion.cam1, also got cam10's
+    events, which a reader that did not check the source took for cam1's faces."""
+    from fer_pipe.events import encode
+
+    events = [{**FRAME_7, "source": source, "frame": frame} for frame, source in enumerate(["cam10", "cam1", "cam10",
+                                                                                             "cam1"])]
+    code, out, err = subscribe_csv(2, [encode(event) for event in events], "--source", "cam1", subscriptions=3)
+    assert code == 0, err
+    assert [line.split(",")[:2] for line in out.splitlines()[1:]] == [["cam1", "1"], ["cam1", "3"]]
 
 
 # events a peer may send that the CSV cannot hold: each must be skipped with a line, not end the reader
