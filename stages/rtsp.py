@@ -34,7 +34,8 @@ the give-up clock)."""
 
 class RtspParams(SourceParams):
     url: str = Field(description="stream URL: rtsp://user:pass@host:554/path, http://..., udp://...")
-    transport: Literal["auto", "tcp", "udp"] = Field("auto", description="RTSP transport (auto: FFmpeg's choice)")
+    transport: Literal["auto", "tcp", "udp"] = Field("auto", description="RTSP transport (auto: TCP, then UDP and "
+                                                                          "TCP in turn while attempts fail)")
     timeout_s: float = Field(5.0, gt=0, le=120, description="connecting or reading longer than this counts as lost")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="wait before the second connection attempt")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
@@ -56,8 +57,6 @@ class RtspSource(Source):
         return True
 
     def open(self) -> None:
-        if self.params.transport != "auto":
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self.params.transport}"
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
@@ -70,7 +69,12 @@ class RtspSource(Source):
     def _log(self, message: str) -> None:
         print(f"fer-pipe: rtsp {self._where}: {message}", file=sys.stderr, flush=True)
 
-    def _connect(self) -> cv2.VideoCapture:
+    def _connect(self, failures: int) -> cv2.VideoCapture:
+        """An attempt. ``auto`` is TCP, OpenCV's own default (it passes NAT and firewalls), then
+        UDP and TCP in turn while attempts fail: a server that plays over UDP alone
+        (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP alone."""
+        transport = self.params.transport if self.params.transport != "auto" else ("tcp", "udp")[failures % 2]
+        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"  # read by the open below
         ms = int(self.params.timeout_s * 1000)
         return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
@@ -109,15 +113,15 @@ class RtspSource(Source):
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
                 if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
                     return
-            cap = self._connect()
+            cap = self._connect(failures)
             opened = cap.isOpened()
             connected = time.monotonic()
             frames = self._pump(cap, failures) if opened else 0
             cap.release()
             if self._stopping.is_set():
                 return
-            if frames:
-                down_since = time.monotonic()  # frames came: the give-up clock starts over
+            if frames:  # the give-up clock starts over at the last frame, not when a read gave up
+                down_since = self._last_frame_at  # on it, which takes OpenCV a few read timeouts
             if not frames or down_since - connected < STABLE_S:
                 failures += 1
                 why = (self._cannot_connect() if not opened else
@@ -152,9 +156,10 @@ class RtspSource(Source):
             ok, image = cap.read()
             if not ok:
                 return frames
+            self._last_frame_at = time.monotonic()
             with self._cond:
                 self.dropped += self._latest is not None
-                self._latest = (image, time.monotonic())
+                self._latest = (image, self._last_frame_at)
                 self._cond.notify()
             if not frames and failures:
                 self._log(f"connected again after {failures + 1} attempts")

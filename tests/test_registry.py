@@ -295,7 +295,8 @@ def test_the_listing_puts_a_stages_required_params_first(capsys):
         assert any(p.startswith("source_id: default ''") for p in params[:12]), params
     # what each param takes, so a plug-in's bounds and choices are seen without its source
     for line in ("scale_factor: default 1.2; a number > 1.0 and <= 2.0. image pyramid step between scales",
-                 "transport: default 'auto'; one of 'auto', 'tcp', 'udp'. RTSP transport (auto: FFmpeg's choice)",
+                 "transport: default 'auto'; one of 'auto', 'tcp', 'udp'. RTSP transport (auto: TCP, then UDP and TCP in "
+                 "turn while attempts fail)",
                  "sndhwm: default 10000; a whole number >= 1 and <= 10000000. events held while the collector is "
                  "away before the pipeline waits",
                  "device: default 0; a whole number or text. camera index (0, 1, ...) or device path (/dev/video0)"):

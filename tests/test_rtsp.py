@@ -137,6 +137,24 @@ def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
     assert second.index == 1  # handed-on frames are numbered without the replaced ones
 
 
+def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server):
+    """auto was OpenCV's default, TCP alone: every attempt at rtsp-server-perl (which plays over
+    UDP only) said "could not be played (another transport?)" until the source gave up."""
+    from fer_pipe.inprocess import make_stage
+
+    server = rtsp_server
+    server.start()
+    stage = make_stage("rtsp", {"url": server.url, "timeout_s": 2, "backoff_initial_s": 0.2,
+                                "give_up_after_s": 15})
+    stage.open()
+    try:
+        packet = next(stage.frames())
+    finally:
+        stage.close()
+        server.kill()
+    assert packet.index == 0 and packet.image.shape[2] == 3
+
+
 def _run_until_it_gives_up(url: str, tmp_path, **params) -> tuple[int, str]:
     """The rtsp -> csv graph on ``url``, quick to retry, run to its end: exit code and stderr."""
     config = rtsp_config(tmp_path / "g.yaml", url, tmp_path / "out.csv", backoff_initial_s=0.2,
@@ -310,7 +328,7 @@ def test_a_reader_thread_that_fails_ends_the_stream_with_its_error():
 
     stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x"})
 
-    def broken_connect():
+    def broken_connect(failures):
         raise RuntimeError("injected")
 
     stage._connect = broken_connect
