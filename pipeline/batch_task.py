@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import ConfigError, UserError
+from .opencv_names import utf8_name
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ def frame_count(path: str) -> int:
 
     from .stages.video import frames_in
 
+    if not utf8_name(path):
+        return 0  # unknown: its task says why it cannot be read
     capture = cv2.VideoCapture(path)
     try:
         if not capture.isOpened():

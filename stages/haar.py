@@ -34,6 +34,7 @@ from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.errors import InputError
 from fer_pipe.messages import FACES, FRAME, Face, Packet
 from fer_pipe.native_stderr import stderr_dropped
+from fer_pipe.opencv_names import opencv_name
 from fer_pipe.preprocess import to_gray
 from fer_pipe.stage import Stage, StageParams
 
@@ -126,7 +127,7 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
     try:
         with stderr_dropped():
-            cascade = cv2.CascadeClassifier(str(path))
+            cascade = cv2.CascadeClassifier(opencv_name(path, "cascade"))
     except (cv2.error, SystemError):
         cascade = None
     if cascade is None or cascade.empty():

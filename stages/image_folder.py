@@ -10,6 +10,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
+from fer_pipe.opencv_names import opencv_name
 from fer_pipe.stage import Source, SourceParams
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -53,7 +54,11 @@ class ImageFolderSource(Source):
         root = Path(self.params.path)
         read = 0
         for index, file in enumerate(self._files):
-            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+            try:
+                image = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_COLOR)
+            except InputError as exc:  # one image: skipped and said, as one that does not decode
+                print(f"fer-pipe: image folder: skipped {exc}", file=sys.stderr)
+                continue
             if image is None:
                 print(f"fer-pipe: image folder: skipped {file}: not a readable image", file=sys.stderr)
                 continue

@@ -12,6 +12,7 @@ from pydantic import Field
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
+from fer_pipe.opencv_names import opencv_name
 from fer_pipe.truncation import count_is_a_ceiling, ends_early
 from fer_pipe.stage import Source, SourceParams
 
@@ -208,7 +209,7 @@ def _open(path: Path) -> cv2.VideoCapture:
         path.open("rb").close()
     except OSError as exc:
         raise InputError(f"video {path}: cannot read it ({exc.strerror})") from None
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(opencv_name(path, "video"))
     if not capture.isOpened():
         raise InputError(f"video {path}: OpenCV cannot open it (not a video, or a codec it lacks)")
     return capture

@@ -272,12 +272,16 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     (folder / "b.png").write_text("not a png")
     cv2.imwrite(str(folder / "c.jpg"), frames[1])
     (folder / "notes.txt").write_text("not an image")
+    latin = Path(os.fsdecode(os.fsencode(folder) + b"/d\xe9.png"))  # a Latin-1 name: OpenCV crashed on it
+    latin.write_bytes((folder / "a.png").read_bytes())
     config = tmp_path / "folder.yaml"
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: image_folder"))
     code, err = run(f"source.path={folder}", f"csv.path={out_csv}", config=str(config))
     assert code == 0, err
     assert f"fer-pipe: image folder {folder}: skipped 1 file that is not an image: notes.txt" in err
     assert f"fer-pipe: image folder: skipped {folder / 'b.png'}: not a readable image" in err
+    assert (f"fer-pipe: image folder: skipped image {folder}/d\\udce9.png: its name is not valid UTF-8, which "
+            "OpenCV cannot open; rename it") in err
     rows = out_csv.read_text().splitlines()[1:]
     assert sorted({int(r.split(",")[1]) for r in rows}) == [0, 2]  # the gap shows the skipped file
     assert sorted({r.split(",")[2] for r in rows}) == ["0.000", "2.000"]  # image i at i / fps, fps 1
@@ -449,6 +453,17 @@ def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path, monke
     monkeypatch.setattr(VideoSource, "preflight", classmethod(denied))
     with pytest.raises(InputError, match=re.escape(f"stage 'source' (video): {short_clip}: Permission denied")):
         Runner(graph, progress=False).run()
+
+
+def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(short_clip, tmp_path, out_csv):
+    """A Latin-1 name from an old share or zip: OpenCV's bindings crashed the run (SIGSEGV, exit
+    139, nothing said)."""
+    video = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.avi"))
+    video.write_bytes(short_clip.read_bytes())
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video): video {tmp_path}/caf\\udce9.avi: its name is not "
+                             "valid UTF-8, which OpenCV cannot open; rename it")
 
 
 def test_a_video_it_may_not_read_is_said_so(short_clip, tmp_path, out_csv):

@@ -250,6 +250,22 @@ def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(
     assert done.stdout.split() == ["_sources.json", "_work"]
 
 
+def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path):
+    """Planning its chunks opened it with OpenCV in the driver, whose bindings crash on such a
+    name: the whole batch died (exit 139) with nothing said and nothing written."""
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    latin = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.avi"))
+    shutil.copy(six_clips[0], latin)
+    shutil.copy(six_clips[1], folder / "ok.avi")
+    proc = batch(str(folder), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16", "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr
+    assert stderr.splitlines() == [f"fer-pipe: batch: {folder}/caf\\udce9.avi: video {folder}/caf\\udce9.avi: its "
+                                   "name is not valid UTF-8, which OpenCV cannot open; rename it"]
+    assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
+
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
