@@ -266,6 +266,27 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
     assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
 
 
+@pytest.mark.parametrize("delay_s", [1.5, 2.0, 2.5])
+def test_a_ctrl_c_while_its_own_ray_starts_leaves_no_process(six_clips, tmp_path, delay_s):
+    """A Ctrl-C about 2 s in, while the batch's own Ray was starting, left its dashboard and
+    runtime-env agents running for ever (180 MB each time), orphaned in the batch's process
+    group. Where a delay lands in Ray's start-up differs by machine; wherever it lands, nothing
+    of the run may be left."""
+    from fault_plugin import stat, wait_gone
+
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", str(six_clips[0]), "--out",
+                             str(tmp_path / "out"), "--num-cpus", "1", "--quiet"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY},
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay_s)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C sends it, to the whole foreground group
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (0, 130), stderr
+    group = {int(pid) for pid in os.listdir("/proc") if pid.isdigit() and stat(int(pid))[2:3] == [str(proc.pid)]}
+    left = wait_gone(group, within=15)
+    assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
