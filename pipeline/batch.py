@@ -531,7 +531,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster to use: HOST:PORT, ray://HOST:PORT, or auto for the one running on "
                              "this machine (default: start one of this run's own, on 127.0.0.1)")
     parser.add_argument("--num-cpus", type=whole(1), default=None,
-                        help="tasks at once on the local Ray (default: every core)")
+                        help="tasks at once on the local Ray (default: every core this process may use)")
     parser.add_argument("--chunk-frames", type=whole(0), default=0,
                         help="split videos longer than this into tasks of this many frames (0: never)")
     parser.add_argument("--max-retries", type=whole(0), default=3,

@@ -11,6 +11,7 @@ from typing import Any
 from . import hangup
 from .endpoints import host_port, is_loopback
 from .errors import InputError, UserError
+from .machine import usable_cpus
 
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                   "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
@@ -99,7 +100,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
                           "--address for a Ray of this run's own") if address == "auto" else str(exc)
                 raise InputError(f"--address {address}: {reason}") from None
         else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
-            ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1",
+            ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
                      object_store_memory=LOCAL_OBJECT_STORE, **options)
     except BaseException:
         stop_ray(ray, own=not address)

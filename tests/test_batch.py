@@ -287,6 +287,15 @@ def test_a_ctrl_c_while_its_own_ray_starts_leaves_no_process(six_clips, tmp_path
     assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
 
 
+def test_the_default_number_of_tasks_is_the_cpus_this_process_may_use():
+    """--num-cpus defaulted to os.cpu_count(), the machine's: under taskset, or on a Slurm
+    allocation of 4 cores of a 64-core node, it started a task per core of the node."""
+    code = "from fer_pipe.machine import usable_cpus; print(usable_cpus())"
+    done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.split() == ["1"]
+
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
