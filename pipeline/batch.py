@@ -475,6 +475,8 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                     if report.failed_at is None or job.start < report.failed_at:
                         report.status, report.error = "failed", message
                         report.bad_input, report.failed_at = bad_input, job.start
+                    if bad_input:
+                        pending = _cancel_later_chunks(ray, refs, pending, job, left)
                 left[job.input] -= 1
                 if progress is not None:
                     progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
@@ -484,6 +486,18 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
             progress.close()
     finally:
         stop_ray(ray, own=not address)
+
+
+def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,
+                         left: dict[str, int]) -> list[Any]:
+    """Cancel the chunks of ``failed``'s input after it, and return ``pending`` without them: the
+    file is damaged from there on, so their rows would be dropped. A header that counted 5
+    million frames in a 48-frame file ran 4,999 chunks that each read nothing, for minutes."""
+    later = {ref for ref in pending if refs[ref].input == failed.input and refs[ref].start > failed.start}
+    for ref in later:
+        ray.cancel(ref)
+    left[failed.input] -= len(later)
+    return [ref for ref in pending if ref not in later]
 
 
 def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: str,

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -294,6 +295,26 @@ def test_the_default_number_of_tasks_is_the_cpus_this_process_may_use():
     done = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["1"]
+
+
+def test_chunks_after_a_damaged_one_are_cancelled(cluster, six_clips, tmp_path):
+    """A header that counts 200,000 frames in a 36-frame AVI: every one of its 200 chunks ran,
+    each reading nothing past the end, though the first already showed the damage (a file
+    counting 5 million ran 5,000 tasks for minutes). The first failure cancels the rest."""
+    data = bytearray(six_clips[0].read_bytes())
+    for chunk, offset in ((b"avih", 16), (b"strh", 32)):  # the main header's and the stream's frame counts
+        struct.pack_into("<I", data, data.index(chunk) + 8 + offset, 200_000)
+    video = tmp_path / "counted.avi"
+    video.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    proc = batch(str(video), "--out", str(out), "--address", cluster.address, "--chunk-frames", "1000", "--quiet")
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 2, stderr
+    assert f"decoding stopped at frame {CLIP_FRAMES} of 200000 (truncated or corrupt file)" in stderr
+    entry = json.loads((out / "_manifest.json").read_text())["inputs"][0]
+    assert (entry["status"], entry["chunks"]) == ("failed", 200)
+    assert entry["attempts"] < 20, entry
+    assert len((out / "counted.partial.csv").read_text().splitlines()) == CLIP_FRAMES + 1
 
 
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
