@@ -365,14 +365,16 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
     The chunks' times show it: a chunk that starts at or before where the last one ended, or
     half a frame or more off where their frame numbers put it. Such a video is run again as
     one task (its ``jobs`` entry becomes that task), which gives what ``fer-pipe run`` gives,
-    as the byte-for-byte promise says."""
+    as the byte-for-byte promise says. So is one that failed as bad input part-way, whose rows
+    before the damage become ``NAME.partial.csv``: they must be the ones one run keeps."""
     rerun: list[Job] = []
     for item in pending:
         report = reports[item]
-        joined = _joined(jobs[item], work)
-        if report.status == "failed" or len(joined) < 2:
-            continue
-        gap = misaligned([_part_path(work, j) for j in joined])
+        if report.status == "failed" and not report.bad_input:
+            continue  # its parts are kept for the same command again, which joins them then
+        pieces = (_partial_pieces(report, jobs[item], work) if report.status == "failed"
+                  else [_part_path(work, j) for j in _joined(jobs[item], work)])
+        gap = misaligned(pieces) if len(pieces) > 1 else None
         if gap is None:
             continue
         f_end, t_end, f_next, t_next = gap
@@ -381,6 +383,7 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
               "lost frames; it runs again as one task", file=sys.stderr)
         _forget_chunks(jobs[item], work)
         jobs[item] = [Job(item, Path(item).stem)]
+        report.status, report.error, report.bad_input, report.failed_at = "pending", "", False, None
         report.chunks_run += 1
         report.skipped = 0  # counted again by the one task
         rerun += jobs[item]
@@ -394,13 +397,7 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
     the file is mended, must not take them."""
     target = out_dir / f"{Path(report.input).stem}.partial.csv"
     target.unlink(missing_ok=True)  # an earlier run's, of the file as it was then
-    pieces = []
-    for job in item_jobs:
-        part = _part_path(work, job)
-        piece = part if job.start < report.failed_at else partial_path(part)
-        if job.start > report.failed_at or not piece.is_file():
-            break
-        pieces.append(piece)
+    pieces = _partial_pieces(report, item_jobs, work)
     if pieces:
         try:
             report.rows = merge_parts(pieces, target, work)
@@ -409,6 +406,19 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
         except OSError as exc:
             report.error += f"; the rows before it could not be kept in {target} ({exc.strerror or exc})"
     _forget_chunks(item_jobs, work)
+
+
+def _partial_pieces(report: InputReport, item_jobs: list[Job], work: Path) -> list[Path]:
+    """The CSVs of the rows before a failed input's damage: the parts of the chunks before the
+    failed one, then the partial rows that one made."""
+    pieces = []
+    for job in item_jobs:
+        part = _part_path(work, job)
+        piece = part if job.start < report.failed_at else partial_path(part)
+        if job.start > report.failed_at or not piece.is_file():
+            break
+        pieces.append(piece)
+    return pieces
 
 
 def _partials_listed(out_dir: Path) -> dict[str, list[str]]:

@@ -811,3 +811,37 @@ def test_a_rerun_removes_its_inputs_partial_rows_and_no_other_inputs(six_clips, 
     earlier = _partials_listed(tmp_path)
     _remove_partials(tmp_path, ["door.partial.csv", *earlier["v/door.mp4"]])
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "door@2024-05.partial.csv"]
+
+
+def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_path):
+    """A chunked video that failed part-way: its chunks' rows were joined into NAME.partial.csv
+    unchecked, so where a seek landed a frame early (a variable-rate AVI) the file held frames
+    twice, renumbered (161 rows of a 143-frame file). Such an input now runs again as one task,
+    whose partial rows are those one run keeps."""
+    from fer_pipe.batch import InputReport, _part_path, _rejoin_unaligned
+    from fer_pipe.batch_task import Job, partial_path
+    from fer_pipe.stages.csv_sink import COLUMNS
+
+    def rows(path: Path, frames: range, first_time: float) -> None:
+        path.write_text(",".join(COLUMNS) + "\n" + "".join(
+            ",".join(["v", str(f), f"{first_time + (f - frames[0]) / 24:.3f}"] + [""] * (len(COLUMNS) - 3)) + "\n"
+            for f in frames))
+
+    work = tmp_path / "_work"
+    (work / "parts").mkdir(parents=True)
+    jobs = {"v.avi": [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25), Job("v.avi", "v", 50, 25)]}
+    rows(_part_path(work, jobs["v.avi"][0]), range(0, 25), 0.0)
+    rows(partial_path(_part_path(work, jobs["v.avi"][1])), range(25, 40), 1.0)  # frame 25 shown at frame 24's time
+    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="decoding stopped",
+                         bad_input=True, failed_at=25)
+    rerun = _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work)
+    assert rerun == [Job("v.avi", "v")] == jobs["v.avi"]
+    assert (report.status, report.failed_at) == ("pending", None)
+    assert not list((work / "parts").iterdir())  # the chunks' parts and partial rows are gone
+
+    rows(_part_path(work, jobs["v.avi"][0]), range(0, 25), 0.0)  # one that lines up is left as it is
+    jobs["v.avi"] = [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25)]
+    rows(partial_path(_part_path(work, jobs["v.avi"][1])), range(25, 40), 25 / 24)
+    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=25)
+    assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == []
+    assert report.status == "failed"
