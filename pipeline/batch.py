@@ -219,7 +219,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
-    sources = recorded_sources(out_dir, work / "parts")
+    recorded = recorded_sources(out_dir, work / "parts")
+    sources = dict(recorded)
     todo: list[Job] = []
     for item, item_jobs in jobs.items():
         report = reports[item]
@@ -236,7 +237,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         mine = [j for j in item_jobs if not _part_path(work, j).is_file()]
         report.chunks_run = len(mine)
         todo += mine
-    record_sources(out_dir, sources)
+    if sources != recorded:  # a rerun with nothing new leaves the folder as it was
+        record_sources(out_dir, sources)
 
     started = time.monotonic()
     pending_inputs = [i for i, r in reports.items() if r.status == "pending"]

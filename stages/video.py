@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
+from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
@@ -36,10 +37,14 @@ FALLBACK_FPS = 30.0
 
 def frames_in(capture: cv2.VideoCapture, path: str) -> int:
     """Frames the video source reads from ``capture`` of ``path`` (0: unknown). Batch cuts its
-    chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``."""
+    chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``, and
+    ``fer_pipe.avi`` for an AVI's empty drop frames, which its header counts."""
     listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    return frames_played(path, 0 if listed >= UNKNOWN_COUNT else listed,
-                         capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
+    listed = 0 if listed >= UNKNOWN_COUNT else listed
+    indexed = frames_in_index(path)
+    if indexed is not None:
+        return min(listed, indexed) if listed else indexed
+    return frames_played(path, listed, capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS)
 
 
 class VideoParams(SourceParams):

@@ -222,6 +222,33 @@ def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path,
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+def test_an_avi_whose_header_counts_empty_drop_frames_is_read_whole(clips, tmp_path, out_csv):
+    """FFmpeg writes a variable-rate source into an AVI with an empty chunk in each gap: this one
+    counts 192 frames and plays 143, and a whole file was "decoding stopped at frame 143 of 192
+    (truncated or corrupt file)", exit 2. The index's non-empty chunks are what it plays."""
+    from fer_pipe.avi import frames_in_index
+
+    vfr = tmp_path / "vfr.mp4"
+    ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-t", "8", "-an", "-vf",
+           "scale=320:180,setpts='(N/24 + if(gt(N,40),0.7,0) + if(gt(N,100),1.3,0) + 0.02*mod(N,3))/TB'",
+           "-fps_mode", "vfr", str(vfr))
+    video = tmp_path / "drops.avi"
+    ffmpeg("-i", str(vfr), "-c:v", "mjpeg", "-q:v", "6", "-an", str(video))
+    capture = cv2.VideoCapture(str(video))
+    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    played = len(read_frames(video))
+    assert listed > played + 5 + listed // 100  # past the allowance for an estimate
+    assert frames_in_index(video) == played
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(played))
+    audio_first = tmp_path / "audio_first.avi"  # the video is stream 01
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=1", "-i", str(video), "-map", "0:a", "-map", "1:v", "-c", "copy",
+           "-shortest", str(audio_first))
+    assert frames_in_index(audio_first) == len(read_frames(audio_first))
+
+
 def test_an_avi_written_to_a_pipe_runs_to_its_end(clips, tmp_path, out_csv):
     """Its header is never filled in, and OpenCV counts 2**30 frames: every such file was
     "decoding stopped at frame 30 of 1073741824 (truncated or corrupt file)"."""

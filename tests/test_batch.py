@@ -167,7 +167,7 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert all(e["status"] == "done" for e in manifest["inputs"])
     assert (out / "_SUCCESS").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS"])  # nothing temporary
+        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS", "_sources.json"])  # nothing temporary
     for clip in six_clips:
         got = (out / f"{clip.stem}.csv").read_text()
         assert got == in_process_csv(clip, tmp_path / f"{clip.stem}.expected.csv"), clip.name
@@ -235,19 +235,21 @@ def test_a_csv_that_cannot_be_placed_fails_its_input_alone_and_keeps_its_tasks(c
     assert (out / f"{first.stem}.csv").read_text() == in_process_csv(first, tmp_path / "first.csv")
 
 
-def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(tmp_path):
+def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(six_clips, tmp_path):
     """The manifest was written before the failed inputs were named: on a full disk its write
     failed first, and all the user saw was "fer-pipe: No space left on device", with an empty
-    _manifest.json.tmp left. Here the input is missing, so no task (and no Ray) runs, and the
-    one page of the tmpfs goes to _sources.json. A full disk is exit 1, not bad input."""
-    out, gone = tmp_path / "full", tmp_path / "gone.mp4"
+    _manifest.json.tmp left. Here the one page of the tmpfs goes to _sources.json, so the task's
+    CSV and the manifest find the disk full. A full disk is exit 1, not bad input. (A Ray of the
+    run's own, started inside the mount namespace: a cluster's nodes would not see the tmpfs.)"""
+    out, clip = tmp_path / "full", six_clips[0]
     out.mkdir()
-    done = fer_pipe_on_small_tmpfs(out, "4k", "batch", str(gone), "--out", str(out / "res"), "--quiet",
-                                   then=f"ls -A {out / 'res'}")
+    done = fer_pipe_on_small_tmpfs(out, "4k", "batch", str(clip), "--out", str(out / "res"), "--quiet",
+                                   "--num-cpus", "1", then=f"ls -A {out / 'res'}")
     assert done.returncode == 1, done.stderr
-    assert done.stderr.splitlines() == [
-        f"fer-pipe: batch: {gone}: video {gone}: no such file",
-        f"fer-pipe: batch {out / 'res' / '_manifest.json'}: cannot write: No space left on device"]
+    res = re.escape(str(out / "res"))
+    assert re.fullmatch(rf"fer-pipe: batch: {re.escape(str(clip))}: .*No space left on device\n"
+                        rf"fer-pipe: batch {res}/_manifest\.json: cannot write: No space left on device\n",
+                        done.stderr), done.stderr
     assert done.stdout.split() == ["_sources.json", "_work"]
 
 
@@ -298,10 +300,13 @@ def test_the_default_number_of_tasks_is_the_cpus_this_process_may_use():
 
 
 def test_chunks_after_a_damaged_one_are_cancelled(cluster, six_clips, tmp_path):
-    """A header that counts 200,000 frames in a 36-frame AVI: every one of its 200 chunks ran,
-    each reading nothing past the end, though the first already showed the damage (a file
-    counting 5 million ran 5,000 tasks for minutes). The first failure cancels the rest."""
+    """A header that counts 200,000 frames in a 36-frame AVI without an index: every one of its
+    200 chunks ran, each reading nothing past the end, though the first already showed the
+    damage (a file counting 5 million ran 5,000 tasks for minutes). The first failure cancels
+    the rest."""
     data = bytearray(six_clips[0].read_bytes())
+    del data[data.index(b"idx1"):]  # no index either, whose chunks fer_pipe.avi would count
+    struct.pack_into("<I", data, 4, len(data) - 8)  # the RIFF list's size: a whole file
     for chunk, offset in ((b"avih", 16), (b"strh", 32)):  # the main header's and the stream's frame counts
         struct.pack_into("<I", data, data.index(chunk) + 8 + offset, 200_000)
     video = tmp_path / "counted.avi"
@@ -727,7 +732,8 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert (out / f"{six_clips[0].stem}.csv").read_text() == in_process_csv(six_clips[0], tmp_path / "whole.csv")
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", f"{six_clips[0].stem}.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "_sources.json",
+                                                     f"{six_clips[0].stem}.csv"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["chunks"], entry["chunks_run"], entry["attempts"]) == (5, 5, 5)
     assert " (0 retried)" in stderr.splitlines()[-1]
@@ -768,7 +774,7 @@ def test_a_chunk_failing_after_a_stage_ended_the_run_fails_nothing(cluster, six_
     assert proc.returncode == 0, stderr
     frames = [int(line.split(",")[1]) for line in (out / "cut.csv").read_text().splitlines()[1:]]
     assert frames == list(range(5))  # as `fer-pipe run` writes it
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "cut.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "_sources.json", "cut.csv"]
 
 
 def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_there(cluster, six_clips,
