@@ -20,6 +20,8 @@ COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id
 class CsvParams(StageParams):
     path: str = Field(description="CSV file to write (its folder must exist)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+    append: bool = Field(False, description="continue the file, whose columns must match, instead of starting it "
+                                           "anew: for a live run a supervisor restarts")
     extra: list[str] = Field([], description="keys of a frame's extra data to add as columns after the "
                                              "others (image_folder sets file: the image's path)")
 
@@ -50,7 +52,7 @@ class CsvSink(Sink):
         check_writable(params.path, "csv")
 
     def open(self) -> None:
-        self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra)
+        self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra, append=self.params.append)
         self._extra_checked = not self.params.extra
 
     def consume(self, packet: Packet) -> None:

@@ -43,6 +43,8 @@ CSV_FORMATS = {"start_time": ".3f", "end_time": ".3f", "duration_s": ".3f", "mea
 class EpisodesParams(StageParams):
     path: str = Field(description="episodes CSV to write (its folder must exist)")
     min_duration_s: float = Field(0.0, ge=0.0, description="leave out episodes shorter than this")
+    append: bool = Field(False, description="continue the file, whose columns must match, instead of starting it "
+                                           "anew: for a live run a supervisor restarts")
     publish: int = Field(0, ge=0, le=65535, description="TCP port to publish episode and face events on (0: off)")
     host: str = Field("127.0.0.1", description="address the publishing socket binds to")
     public: bool = Field(False, description="allow a non-loopback host (events leave the machine)")
@@ -102,7 +104,8 @@ class EpisodesSink(Sink):
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._faces = self._smoothed = 0
         self._socket: zmq.Socket | None = None
-        # bound before the CSV is opened, which empties it: a busy port leaves the last run's file whole
+        # bound before the CSV is opened, which empties it (without append): a busy port leaves the
+        # last run's file whole
         if self.params.publish:
             self._context = zmq.Context()
             endpoint = tcp_endpoint(self.params.host, self.params.publish)
@@ -114,7 +117,7 @@ class EpisodesSink(Sink):
                 raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "
                                  f"{exc}") from None
         try:
-            self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS)
+            self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS, append=self.params.append)
         except BaseException:
             self._close_socket()
             raise

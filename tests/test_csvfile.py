@@ -125,3 +125,28 @@ def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(3, 4)])
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
+
+
+def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_clip, tmp_path):
+    """A camera that gives up exits 2 so that a supervisor starts the run again; that run
+    emptied the CSV and the episodes file as it opened them, and with them every row the
+    shard had written. With append: true (configs/rtsp.yaml sets it) they are continued; a
+    file of other columns is refused rather than mixed."""
+    from conftest import fer_pipe
+
+    config = REPO / "configs" / "episodes.yaml"
+    frames, episodes = tmp_path / "frames.csv", tmp_path / "episodes.csv"
+    sets = ["--set", f"source.path={short_clip}", "--set", f"csv.path={frames}", "--set", f"episodes.path={episodes}",
+            "--set", "csv.append=true", "--set", "episodes.append=true"]
+    first = fer_pipe("run", str(config), "--quiet", *sets)
+    assert first.returncode == 0, first.stderr
+    once = [frames.read_text().splitlines(), episodes.read_text().splitlines()]
+    assert len(once[0]) == 61 and len(once[1]) >= 2
+    again = fer_pipe("run", str(config), "--quiet", *sets)
+    assert again.returncode == 0, again.stderr
+    assert frames.read_text().splitlines() == once[0] + once[0][1:]
+    assert episodes.read_text().splitlines() == once[1] + once[1][1:]
+    episodes.write_text("a,b\n1,2\n")
+    refused = fer_pipe("run", str(config), "--quiet", *sets)
+    assert refused.returncode == 2
+    assert f"episodes {episodes}: exists with other columns; give a new file" in refused.stderr
