@@ -143,6 +143,7 @@ class ZmqSink(Sink):
         seen = 0
         deadline = time.monotonic() + timeout
         while seen < wanted and not self.stop_requested():
+            self.waiting_outside()  # a wait longer than --stall-timeout is not a stall
             left = deadline - time.monotonic()
             if left <= 0:
                 print(f"fer-pipe: zmq sink {self.name!r}: {seen} of {wanted} subscriptions after "

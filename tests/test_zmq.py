@@ -187,6 +187,16 @@ def test_ctrl_c_ends_the_wait_for_subscribers(short_clip, tmp_path):
     assert "fer-pipe: interrupted: drained and closed" in err_path.read_text()
 
 
+def test_a_wait_for_subscribers_longer_than_the_stall_timeout_is_not_a_stall(short_clip, tmp_path):
+    """A consumer that starts a few minutes later: wait_timeout_s 300 failed the run at 120 s
+    (--stall-timeout) as "no progress ... while opening (stalled)", blaming the sink."""
+    config = write_config(tmp_path / "g.yaml", short_clip, f"tcp://127.0.0.1:{free_port()}", tmp_path / "out.csv",
+                          wait_subscribers=1, wait_timeout_s=4)
+    done = fer_pipe("run", str(config), "--quiet", "--stall-timeout", "1.5")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == ["fer-pipe: zmq sink 'events': 0 of 1 subscriptions after 4 s; publishing anyway"]
+
+
 @pytest.mark.parametrize("endpoint", ["tcp://0.0.0.0:5556", "tcp://*:5556", "tcp://192.0.2.1:5556"])
 def test_binding_beyond_loopback_must_be_asked_for(tmp_path, endpoint):
     config = write_config(tmp_path / "g.yaml", tmp_path / "clip.avi", endpoint)
