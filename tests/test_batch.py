@@ -85,8 +85,11 @@ def faulty_config(path: Path, on_error: str = "stop", **params: object) -> Path:
 
 
 def batch(*args: str) -> subprocess.Popen:
+    """The CLI as a user's shell starts it: with SIGHUP at its default, also where the tests run
+    under nohup."""
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY},
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def test_in_process_run_gives_the_multi_process_csv(six_clips, tmp_path):
