@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import whole
-from .batch_cluster import StopSignals, check_cluster, start_ray, stop_ray
+from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_sources import Source, record_sources, recorded_sources, same_video, source_of
@@ -497,7 +497,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         if progress is not None:
             progress.close()
     finally:
-        stop_ray(ray, own=not address)
+        ray.shutdown()
 
 
 def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,

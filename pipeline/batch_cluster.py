@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -87,11 +89,10 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
 
     if ray.is_initialized():  # connected already, by run_batch's check of --address
         return ray
-    on_sigterm = signal.getsignal(signal.SIGTERM)
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                    logging_level=logging.ERROR,
                                    runtime_env={"env_vars": PINNED_THREADS})
-    try:
+    with _stops_held() as held:
         if address:
             try:
                 ray.init(address=address, **options)
@@ -102,57 +103,25 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
         else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
             ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
                      object_store_memory=LOCAL_OBJECT_STORE, **options)
-    except BaseException:
-        stop_ray(ray, own=not address)
-        raise
-    # ray.init sets SIGTERM handlers of its own, a Python one and a native crash handler, which
-    # dumped a stack and exited 1, or aborted (134): the one set before (``StopSignals``)
-    # takes it back
-    signal.signal(signal.SIGTERM, on_sigterm)
+    if held:  # Ray is whole now, so it shuts down cleanly; then the stop goes on as it came
+        ray.shutdown()
+        signal.raise_signal(held[0])
     return ray
 
 
-def stop_ray(ray: ModuleType, own: bool) -> None:
-    """``ray.shutdown``, then, for a Ray this run started (``own``), end the processes it leaves
-    behind. A Ctrl-C while it was starting (about 2 s in) left its dashboard and runtime-env
-    agents (180 MB) running for ever: its raylet died before it had told them of it."""
-    ray.shutdown()
-    if not own:
-        return
-    for pid in _left_of_own_ray():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # ended meanwhile
-            pass
-
-
-def _left_of_own_ray() -> list[int]:
-    """Ray workers and agents (``ray::...``) of this process group that are this process's
-    descendants (through the raylet it started, still ending) or orphans (their raylet gone,
-    init or a subreaper took them). A cluster's, even one started from the same script, have a
-    raylet of their own for a parent."""
-    group, me = os.getpgrp(), os.getpid()
-    groups, parents, ray_processes = {}, {}, []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()  # after the command, which may hold spaces
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                command = fh.read()
-        except OSError:  # ended meanwhile
-            continue
-        parents[pid], groups[pid] = int(fields[1]), int(fields[2])
-        if command.startswith(b"ray::"):
-            ray_processes.append(pid)
-
-    def mine(pid: int) -> bool:
-        if groups.get(parents[pid]) != group:
-            return True  # an orphan: its raylet is gone
-        while pid in parents and pid != me:
-            pid = parents[pid]
-        return pid == me
-
-    return [pid for pid in ray_processes if groups[pid] == group and mine(pid)]
+@contextmanager
+def _stops_held() -> Iterator[list[int]]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP while ``ray.init`` runs (2-3 s), listing those that
+    came. Interrupted inside it, Ray was left half started: its agents ran on for ever (180 MB),
+    and ``ray.shutdown`` of it crashed the process (SIGSEGV). The handlers before are put back
+    after, which also takes SIGTERM back from the two ray.init sets (a Python one, and a native
+    crash handler that dumped a stack and exited 1, or aborted). An ignored signal stays so."""
+    came: list[int] = []
+    stops = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+             if signal.getsignal(sig) not in (signal.SIG_IGN, None)]
+    previous = {sig: signal.signal(sig, lambda signum, _: came.append(signum)) for sig in stops}
+    try:
+        yield came
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
