@@ -331,6 +331,10 @@ class Runner:
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
+        if self._signal is not None and stopped is not None:  # the stages got it too: a group's signal
+            return RunResult(128 + self._signal, stats, "interrupted: stopped at once, as the stages got the "
+                             "signal too (sent to the process group: timeout, a service manager); each "
+                             "sink's file holds the frames it had taken", "", first_result)
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
         if stopped is not None:
