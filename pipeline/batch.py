@@ -37,7 +37,7 @@ from .arguments import whole
 from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
-from .batch_sources import Source, record_sources, recorded_sources, same_video, source_of
+from .batch_sources import clash, record_sources, recorded_sources, source_of
 from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
                          video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
@@ -226,8 +226,9 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         report = reports[item]
         report.chunks = len(item_jobs)
         key, video = Path(item).stem, source_of(item)
-        if video is not None and key in sources and not same_video(sources[key], video):
-            _claimed(report, sources[key], video, work)
+        why = clash(key, video, sources, out_dir, work) if video is not None else None
+        if why:  # its name's outputs are another video's, and resuming would give them to this one
+            report.status, report.bad_input, report.error = "failed", True, why
             continue
         if video is not None:
             sources[key] = video
@@ -294,16 +295,6 @@ def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
     for job in joined:
         partial_path(_part_path(work, job)).unlink(missing_ok=True)  # an earlier attempt's
     report.status = "done"
-
-
-def _claimed(report: InputReport, owner: Source, video: Source, work: Path) -> None:
-    """The input's name is taken, in this results folder, by another video: its CSV or its
-    finished chunks are that one's, and resuming would give them to this one."""
-    held = (f"{report.csv} was" if Path(report.csv).is_file()
-            else f"the finished tasks of {Path(report.input).stem} in {work} were")
-    report.status, report.bad_input = "failed", True
-    report.error = (f"{held} made by an earlier run from {owner.path} ({owner.size:,} bytes), not from this "
-                    f"video ({video.size:,} bytes); give another --out, or rename one of the two")
 
 
 def _not_placed(report: InputReport, exc: OSError, work: Path) -> None:

@@ -36,14 +36,38 @@ def source_of(video: str) -> Source | None:
 
 
 def same_video(recorded: Source, video: Source) -> bool:
-    """One size, and one path or one modification time: a folder of videos moved or mounted
-    elsewhere is still its videos, and a file replaced at its path is not."""
-    return recorded.size == video.size and (recorded.path == video.path or recorded.mtime_ns == video.mtime_ns)
+    """One size and one modification time, wherever it is: a folder of videos moved or mounted
+    elsewhere is still its videos, and a recording replaced at its path is not, even of the same
+    size (a camera's fixed-size segments). A video copied anew without its time (``cp`` without
+    ``-p``) is refused, with a line that says what to do, rather than taken for its rows."""
+    return recorded.size == video.size and recorded.mtime_ns == video.mtime_ns
+
+
+def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, work: Path) -> str | None:
+    """Why the video of output name ``key`` may not run into ``out_dir``, or None: its name, or
+    the name of the rows it keeps if it turns out damaged (``KEY.partial.csv``), holds another
+    video's CSV, kept rows or finished chunks."""
+    owner = sources.get(key)
+    if owner is not None and not same_video(owner, video):
+        held = (f"{out_dir / key}.csv was" if (out_dir / f"{key}.csv").is_file() else
+                f"the rows kept in {out_dir / key}.partial.csv were" if (out_dir / f"{key}.partial.csv").is_file()
+                else f"the finished tasks of {key} in {work} were")
+        return (f"{held} made by an earlier run from {owner.path} ({owner.size:,} bytes), not from this video "
+                f"({video.size:,} bytes); give another --out, or rename one of the two")
+    other = sources.get(f"{key}.partial")
+    if other is not None and (out_dir / f"{key}.partial.csv").is_file():
+        return (f"{out_dir / key}.partial.csv, where this video's rows would be kept if it turned out damaged, is "
+                f"the CSV of {other.path}, from an earlier run; give another --out, or rename one of the two")
+    base = sources.get(key.removesuffix(".partial")) if key.endswith(".partial") else None
+    if base is not None and (out_dir / f"{key}.csv").is_file():
+        return (f"{out_dir / key}.csv holds the rows kept of {base.path}, which turned out damaged in an earlier "
+                "run; give another --out, or rename one of the two")
+    return None
 
 
 def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
-    """The videos behind the names that still have a CSV in ``out_dir`` or files in ``parts``;
-    a name with neither is free again."""
+    """The videos behind the names that still have a CSV or kept rows (``NAME.partial.csv``) in
+    ``out_dir``, or files in ``parts``; a name with none is free again."""
     try:
         data = json.loads((out_dir / SOURCES).read_text(encoding="utf-8"))
         entries = data.items()
@@ -59,7 +83,8 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
             source = Source(str(entry["path"]), int(entry["size"]), int(entry["mtime_ns"]))
         except (TypeError, KeyError, ValueError):
             continue
-        if (out_dir / f"{key}.csv").is_file() or any(name.startswith((f"{key}@", f"{key}.")) for name in held):
+        if ((out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file()
+                or any(name.startswith((f"{key}@", f"{key}.")) for name in held)):
             sources[key] = source
     return sources
 

@@ -567,17 +567,44 @@ def test_a_second_batch_into_a_folder_in_use_is_refused_and_a_run_with_work_unma
 
 
 def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
-    """take.partial.mp4's CSV is take.partial.csv, which a later run's take.mp4 removed as its
-    own partial rows once its CSV was whole."""
+    """take.partial.mp4's CSV is take.partial.csv, where a later run's take.mp4 keeps its rows
+    if it turns out damaged: a whole take.mp4 removed that CSV as its own partial rows once its
+    CSV was whole, and a damaged one wrote over it. The later run refuses take.mp4, as one run
+    refuses the two together; and a cut video's kept rows hold its name as its CSV would."""
     first, second, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     first.mkdir()
     second.mkdir()
     shutil.copy(six_clips[0], first / "take.partial.avi")
     shutil.copy(six_clips[1], second / "take.avi")
-    for folder in (first, second):
-        done = batch(str(folder), "--out", str(out), "--address", cluster.address, "--quiet")
-        assert done.wait(timeout=240) == 0
+    done = batch(str(first), "--out", str(out), "--address", cluster.address, "--quiet")
+    assert done.wait(timeout=240) == 0
+    refused = batch(str(second), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = refused.communicate(timeout=240)
+    assert refused.returncode == 2, stderr
+    assert stderr.splitlines() == [
+        f"fer-pipe: batch: {second / 'take.avi'}: {out}/take.partial.csv, where this video's rows would be kept if "
+        f"it turned out damaged, is the CSV of {first / 'take.partial.avi'}, from an earlier run; give another "
+        "--out, or rename one of the two"]
     assert (out / "take.partial.csv").read_text() == in_process_csv(first / "take.partial.avi", tmp_path / "t.csv")
+
+
+def test_a_cut_videos_kept_rows_hold_its_name_for_a_later_run(cluster, six_clips, tmp_path):
+    """Day 1's cam.avi was cut short, so its rows went to cam.partial.csv, which did not hold the
+    name: day 2's different cam.avi ran, and its whole CSV removed day 1's kept rows."""
+    day1, day2, out = tmp_path / "day1", tmp_path / "day2", tmp_path / "out"
+    day1.mkdir()
+    day2.mkdir()
+    data = six_clips[0].read_bytes()
+    (day1 / "cam.avi").write_bytes(data[: len(data) // 2])
+    shutil.copy(six_clips[1], day2 / "cam.avi")
+    first = batch(str(day1), "--out", str(out), "--address", cluster.address, "--quiet")
+    assert first.wait(timeout=240) == 2
+    kept = (out / "cam.partial.csv").read_text()
+    second = batch(str(day2), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = second.communicate(timeout=240)
+    assert second.returncode == 2, stderr
+    assert f"the rows kept in {out}/cam.partial.csv were made by an earlier run from {day1 / 'cam.avi'}" in stderr
+    assert (out / "cam.partial.csv").read_text() == kept and not (out / "cam.csv").exists()
 
 
 def test_a_name_is_held_while_its_csv_or_chunks_are_there(tmp_path):
@@ -593,6 +620,29 @@ def test_a_name_is_held_while_its_csv_or_chunks_are_there(tmp_path):
     assert recorded_sources(tmp_path, parts) == {key: sources[key] for key in ("done", "half")}
     (tmp_path / "_sources.json").write_text("[1, 2]")  # not one of ours
     assert recorded_sources(tmp_path, parts) == {}
+
+
+def test_which_video_a_name_belongs_to():
+    """Moved with its time kept, a video is itself; replaced at its path by one of the same size
+    (a camera's fixed-size segments), it is not. A video named like another's kept rows
+    (done.partial.mp4, with done's rows kept in done.partial.csv) may not replace them."""
+    from fer_pipe.batch_sources import Source, clash, same_video
+
+    cam = Source("/v/cam.mp4", 10, 1)
+    assert same_video(cam, Source("/w/cam.mp4", 10, 1))
+    assert not same_video(cam, Source("/v/cam.mp4", 10, 2))
+    out = Path("/nonexistent")
+    assert clash("cam", cam, {"cam": cam}, out, out / "_work") is None
+
+
+def test_a_video_named_like_another_ones_kept_rows_is_refused(tmp_path):
+    from fer_pipe.batch_sources import Source, clash
+
+    (tmp_path / "done.partial.csv").write_text("x\n")
+    done, other = Source("/v/done.mp4", 10, 1), Source("/v/done.partial.mp4", 20, 2)
+    assert clash("done.partial", other, {"done": done}, tmp_path, tmp_path / "_work") == (
+        f"{tmp_path}/done.partial.csv holds the rows kept of /v/done.mp4, which turned out damaged in an earlier "
+        "run; give another --out, or rename one of the two")
 
 
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
