@@ -9,6 +9,7 @@ file ends inside one of them.
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -25,7 +26,12 @@ UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 """What a RIFF writer that could not seek back (a pipe) leaves in a chunk's size."""
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 """The EBML header's id, which starts every Matroska and WebM file."""
-EBML_TOP_LEVEL = frozenset({EBML_MAGIC, b"\x18\x53\x80\x67", b"\xec", b"\xbf"})
+SEGMENT, TRACKS, TRACK_ENTRY, TRACK_TYPE, CLUSTER = (b"\x18\x53\x80\x67", b"\x16\x54\xae\x6b", b"\xae",
+                                                   b"\x83", b"\x1f\x43\xb6\x75")
+"""Matroska element ids: the Segment holds the Tracks (before the first Cluster of frames),
+whose every TrackEntry says its TrackType."""
+VIDEO_TRACK = 1
+EBML_TOP_LEVEL = frozenset({EBML_MAGIC, SEGMENT, b"\xec", b"\xbf"})
 """Top-level elements of a Matroska file: the EBML header, a Segment, Void and CRC-32."""
 
 
@@ -46,15 +52,19 @@ def ends_early(path: str | Path) -> bool:
 
 
 def count_is_a_ceiling(path: str | Path) -> bool:
-    """True for a Matroska or WebM file: OpenCV counts its frames from the segment's duration,
-    which is its longest stream's, and a recording's audio often runs on past its last frame
-    (2.4 s of video with 9 s of audio counted 271 frames, not 72). So the count is at most
-    what the video plays, never evidence of frames missing."""
+    """True for a Matroska or WebM file with a track besides its video (audio, subtitles):
+    OpenCV counts its frames from the segment's duration, which is its longest track's, and a
+    recording's audio often runs on past its last frame (2.4 s of video with 9 s of audio
+    counted 271 frames, not 72). So the count is at most what the video plays, never evidence
+    of frames missing. A file whose tracks cannot be read is taken as such a one."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) == EBML_MAGIC
+            if fh.read(4) != EBML_MAGIC:
+                return False
+            types = _track_types(fh)
     except OSError:
         return False
+    return types is None or any(kind != VIDEO_TRACK for kind in types)
 
 
 def _riff_runs_past(fh: BinaryIO, size: int) -> bool:
@@ -118,3 +128,37 @@ def _vint(fh: BinaryIO) -> tuple[int, bytes] | None:
         return None
     raw = first + rest
     return int.from_bytes(raw, "big") & ((1 << 7 * width) - 1), raw
+
+
+def _track_types(fh: BinaryIO) -> list[int] | None:
+    """The TrackType of each track (1 video, 2 audio, 17 subtitles), or None where the Tracks
+    element is not found before the frames (or the file is not as expected)."""
+    fh.seek(0)
+    for expected in (EBML_MAGIC, SEGMENT):
+        element, length = _vint(fh), _vint(fh)
+        if element is None or length is None or element[1] != expected:
+            return None
+        if expected == EBML_MAGIC:
+            fh.seek(length[0], os.SEEK_CUR)
+    for _ in range(64):  # SeekHead, Info, Tags, Void... come before the Tracks in any real file
+        element, length = _vint(fh), _vint(fh)
+        if element is None or length is None or element[1] == CLUSTER:
+            return None
+        if element[1] == TRACKS:
+            return _types_in(io.BytesIO(fh.read(min(length[0], 1 << 20))))
+        fh.seek(length[0], os.SEEK_CUR)
+    return None
+
+
+def _types_in(tracks: BinaryIO) -> list[int]:
+    types = []
+    while (element := _vint(tracks)) is not None and (length := _vint(tracks)) is not None:
+        body = tracks.read(length[0])
+        if element[1] != TRACK_ENTRY:
+            continue
+        entry = io.BytesIO(body)
+        while (child := _vint(entry)) is not None and (size := _vint(entry)) is not None:
+            value = entry.read(size[0])
+            if child[1] == TRACK_TYPE:
+                types.append(int.from_bytes(value, "big"))
+    return types

@@ -199,12 +199,35 @@ def test_an_avi_cut_short_by_less_than_one_percent_is_called_truncated(tmp_path,
 def test_a_matroska_file_whose_audio_runs_on_is_read_to_its_last_frame(long_audio_mkv, out_csv):
     """Its count comes from the longest stream, so every such recording was "decoding stopped
     at frame 72 of 271 (truncated or corrupt file)", exit 2, though no frame was missing."""
+    from fer_pipe.truncation import count_is_a_ceiling
+
     capture = cv2.VideoCapture(str(long_audio_mkv))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) > 200
     capture.release()
+    assert count_is_a_ceiling(long_audio_mkv)
     code, err = run(f"source.path={long_audio_mkv}", f"csv.path={out_csv}")
     assert code == 0, err
     assert assert_valid_prefix(out_csv) == list(range(72))
+
+
+def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_path, out_csv):
+    """Only a track besides the video makes the count a ceiling: with every Matroska file taken
+    so, a video-only one with zeroed bytes in its middle passed as whole, its later frames lost
+    without a word."""
+    from fer_pipe.truncation import count_is_a_ceiling
+
+    whole = tmp_path / "video_only.mkv"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-c:v", "copy", "-an", str(whole))
+    assert not count_is_a_ceiling(whole)
+    data = bytearray(whole.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 4096] = bytes(4096)
+    video = tmp_path / "damaged.mkv"
+    video.write_bytes(bytes(data))
+    decodable = len(read_frames(video))
+    assert 0 < decodable < 60
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert f"decoding stopped at frame {decodable} of 72 (truncated or corrupt file)" in one_line(err)
 
 
 def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
