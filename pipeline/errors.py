@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import errno
 
-UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR}
+UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                 errno.ELOOP, errno.ENAMETOOLONG}
 """Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
 disk, are a failure of the command (exit 1)."""
 

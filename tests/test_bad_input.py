@@ -472,6 +472,15 @@ def test_a_path_no_file_can_have_is_refused_as_config(param, value, reason):
     assert one_line(done.stderr).endswith(f"params.{param.split('.')[1]}: {reason}")
 
 
+def test_a_csv_path_through_a_loop_of_links_is_bad_input(short_clip, tmp_path):
+    """Once a full disk became exit 1, every other error of an output path did too: a path
+    through a loop of links is the user's to mend (exit 2), as a missing folder is."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    code, err = run(f"source.path={short_clip}", f"csv.path={loop}")
+    assert code == 2, err
+
+
 def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(short_clip):
     """/dev/full fails every write with ENOSPC. The CSV's header write said "while opening:
     OSError: [Errno 28] ..." without the file; ``stages`` with its output there ended in a
