@@ -27,6 +27,8 @@ from fer_pipe.stage import Source, SourceParams
 
 STOP_POLL_S = 0.5
 """How often a wait for the next frame checks whether the run is stopping."""
+FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+"""OpenCV's FFmpeg options (``key;value|key;value``), read at each open."""
 STABLE_S = 5.0
 """A connection that streamed this long was good: the backoff starts over (any frame restarts
 the give-up clock)."""
@@ -57,6 +59,7 @@ class RtspSource(Source):
         return True
 
     def open(self) -> None:
+        self._their_options = os.environ.get(FFMPEG_OPTIONS)  # a user's own FFmpeg options, kept with auto
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
@@ -74,7 +77,8 @@ class RtspSource(Source):
         UDP and TCP in turn while attempts fail: a server that plays over UDP alone
         (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP alone."""
         transport = self.params.transport if self.params.transport != "auto" else ("tcp", "udp")[failures % 2]
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"  # read by the open below
+        if self.params.transport != "auto" or self._their_options is None:
+            os.environ[FFMPEG_OPTIONS] = f"rtsp_transport;{transport}"  # read by the open below
         ms = int(self.params.timeout_s * 1000)
         return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import os
 import signal
 import socketserver
 import subprocess
@@ -153,6 +154,25 @@ def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server):
         stage.close()
         server.kill()
     assert packet.index == 0 and packet.image.shape[2] == 3
+
+
+def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
+    """Alternating the transport wrote over OPENCV_FFMPEG_CAPTURE_OPTIONS a user had set for
+    their camera; a transport named in the config still sets it."""
+    from fer_pipe.inprocess import make_stage
+
+    mine = "rtsp_transport;udp|stimeout;2000000"
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", mine)
+    url = f"rtsp://127.0.0.1:{free_port()}/x"
+    for transport, expected in (("auto", mine), ("tcp", "rtsp_transport;tcp")):
+        stage = make_stage("rtsp", {"url": url, "transport": transport, "timeout_s": 1, "give_up_after_s": 30})
+        stage.open()
+        try:
+            stage._connect(1).release()  # the attempt that would take UDP
+        finally:
+            stage.close()
+        assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
+        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", mine)
 
 
 def _run_until_it_gives_up(url: str, tmp_path, **params) -> tuple[int, str]:
