@@ -26,7 +26,11 @@ def frames_in_index(path: str | Path) -> int | None:
             head = fh.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
                 return None
-            stream, index = _stream_and_index(fh, 8 + struct.unpack("<I", head[4:8])[0])
+            end = 8 + struct.unpack("<I", head[4:8])[0]
+            fh.seek(end + (end & 1))
+            if fh.read(4) == b"RIFF":  # an OpenDML file's next part (AVIX): idx1 covers the first alone
+                return None
+            stream, index = _stream_and_index(fh, end)
     except OSError:
         return None
     if stream is None or index is None:

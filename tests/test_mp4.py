@@ -63,3 +63,15 @@ def test_a_file_cut_short_is_told_by_its_containers_own_sizes(tmp_path):
     for name, (data, cut) in cases.items():
         (tmp_path / name).write_bytes(data)
         assert ends_early(tmp_path / name) is cut, name
+
+
+def test_an_avi_index_is_read_only_where_it_covers_the_whole_file(clips, tmp_path):
+    """idx1 indexes the first RIFF part alone: in an OpenDML file past 1 GiB (parts RIFF AVIX
+    after it) its count would be a fraction of the frames, and the last batch chunk all the rest."""
+    from fer_pipe.avi import frames_in_index
+
+    whole = write_video(tmp_path / "a.avi", read_frames(clips["single_face.mp4"], 3))
+    assert frames_in_index(whole) == 3
+    opendml = tmp_path / "opendml.avi"
+    opendml.write_bytes(whole.read_bytes() + b"RIFF" + struct.pack("<I", 4) + b"AVIX")
+    assert frames_in_index(opendml) is None
