@@ -17,6 +17,10 @@ from pathlib import Path
 from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
 
 
+LOCK = ".fer-pipe.lock"
+"""The file a batch locks in its results folder while it runs."""
+
+
 def make_folder(folder: Path, what: str) -> None:
     """Create ``folder`` (and its parents) or raise one line naming it: these are paths the user
     typed, so a file in the way or a read-only place is bad input, not a crash."""
@@ -50,10 +54,16 @@ def write_whole(path: Path, text: str, what: str) -> None:
 
 @contextmanager
 def held_folder(folder: Path, what: str) -> Iterator[None]:
-    """Hold ``folder`` for this run alone (an exclusive ``flock`` on the folder itself): two
-    batches into one results folder removed each other's work and temporary files, and the
-    first to end marked the folder complete. A file system without locks is written unguarded."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    """Hold ``folder`` for this run alone, by an exclusive ``flock`` on its ``.fer-pipe.lock``:
+    two batches into one results folder removed each other's work and temporary files, and the
+    first to end marked the folder complete. A file, not the folder itself, so that the lock
+    holds on NFS too, where a lock needs a descriptor open for writing. A file system without
+    locks is written unguarded."""
+    lock = folder / LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise cannot_write(what, lock, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -170,7 +170,7 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert all(e["status"] == "done" for e in manifest["inputs"])
     assert (out / "_SUCCESS").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS", "_sources.json"])  # nothing temporary
+        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS", "_sources.json", ".fer-pipe.lock"])  # nothing temporary
     for clip in six_clips:
         got = (out / f"{clip.stem}.csv").read_text()
         assert got == in_process_csv(clip, tmp_path / f"{clip.stem}.expected.csv"), clip.name
@@ -253,7 +253,7 @@ def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(
     assert re.fullmatch(rf"fer-pipe: batch: {re.escape(str(clip))}: .*No space left on device\n"
                         rf"fer-pipe: batch {res}/_manifest\.json: cannot write: No space left on device\n",
                         done.stderr), done.stderr
-    assert done.stdout.split() == ["_sources.json", "_work"]
+    assert done.stdout.split() == [".fer-pipe.lock", "_sources.json", "_work"]
 
 
 def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path):
@@ -785,7 +785,7 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert (out / f"{six_clips[0].stem}.csv").read_text() == in_process_csv(six_clips[0], tmp_path / "whole.csv")
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "_sources.json",
+    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_sources.json",
                                                      f"{six_clips[0].stem}.csv"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["chunks"], entry["chunks_run"], entry["attempts"]) == (5, 5, 5)
@@ -827,7 +827,8 @@ def test_a_chunk_failing_after_a_stage_ended_the_run_fails_nothing(cluster, six_
     assert proc.returncode == 0, stderr
     frames = [int(line.split(",")[1]) for line in (out / "cut.csv").read_text().splitlines()[1:]]
     assert frames == list(range(5))  # as `fer-pipe run` writes it
-    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "_manifest.json", "_sources.json", "cut.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_sources.json",
+                                                     "cut.csv"]
 
 
 def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_there(cluster, six_clips,
