@@ -9,6 +9,7 @@ that is not that one is refused, named, rather than given another's rows.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 from pathlib import Path
@@ -49,9 +50,14 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     video's CSV, kept rows or finished chunks."""
     owner = sources.get(key)
     if owner is not None and not same_video(owner, video):
-        held = (f"{out_dir / key}.csv was" if (out_dir / f"{key}.csv").is_file() else
-                f"the rows kept in {out_dir / key}.partial.csv were" if (out_dir / f"{key}.partial.csv").is_file()
-                else f"the finished tasks of {key} in {work} were")
+        if (out_dir / f"{key}.csv").is_file():
+            held = f"{out_dir / key}.csv was"
+        elif any(work.joinpath("parts").glob(f"{glob.escape(key)}[@.]*")):
+            held = f"the finished tasks of {key} in {work} were"
+        elif owner.path == video.path:
+            return None  # the file that turned out damaged, mended: its rows replace those kept
+        else:
+            held = f"the rows kept in {out_dir / key}.partial.csv were"
         return (f"{held} made by an earlier run from {owner.path} ({owner.size:,} bytes), not from this video "
                 f"({video.size:,} bytes); give another --out, or rename one of the two")
     other = sources.get(f"{key}.partial")
