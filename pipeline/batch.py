@@ -46,6 +46,10 @@ from .output_files import held_folder, make_folder, write_whole
 from .stage import Sink, named_files
 
 WORK = "_work"
+NAME_MAX = 255
+"""Bytes in a file name, on Linux's file systems."""
+WORK_SUFFIX = ".0123abcd.tmp.csv"
+"""What the longest work file adds to a task's name (``batch_task.run_job``'s temporary CSV)."""
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
@@ -122,6 +126,12 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
                           for start in range(0, count, chunk_frames)]
         else:
             jobs[item] = [Job(item, key)]
+        longest = max(len(os.fsencode(job.name)) for job in jobs[item]) + len(WORK_SUFFIX)
+        if longest > NAME_MAX:  # fer-pipe run takes it: only the work files' names are too long
+            del jobs[item]
+            bad[item] = (f"video {item}: its name is too long for batch's work files, which add up to "
+                         f"{longest - len(os.fsencode(key))} bytes to it; {NAME_MAX} bytes is Linux's limit; "
+                         "rename it")
     for key, item in stems.items():
         if key.endswith(".partial") and key.removesuffix(".partial") in stems:
             raise InputError(f"inputs {stems[key.removesuffix('.partial')]} and {item}: the second's CSV, {key}.csv, "

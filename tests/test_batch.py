@@ -325,6 +325,19 @@ def test_chunks_after_a_damaged_one_are_cancelled(cluster, six_clips, tmp_path):
     assert len((out / "counted.partial.csv").read_text().splitlines()) == CLIP_FRAMES + 1
 
 
+def test_a_name_too_long_for_the_work_files_is_refused_before_anything_runs(six_clips, tmp_path):
+    """A title of 245 bytes (80 CJK characters) is a name fer-pipe run takes; batch's work files
+    add 17 bytes, and its task failed with "File name too long" on one of them, as a failure of
+    the run (exit 1), not of the input."""
+    video = tmp_path / f"{'b' * 245}.avi"
+    shutil.copy(six_clips[0], video)
+    done = fer_pipe("batch", str(video), "--out", str(tmp_path / "out"), "--quiet", timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"fer-pipe: batch: {video}: video {video}: its name is too long for batch's work files, which add up "
+        "to 17 bytes to it; 255 bytes is Linux's limit; rename it"]
+
+
 def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips, tmp_path):
     bad = tmp_path / "notes.avi"
     bad.write_text("this is not a video\n")
