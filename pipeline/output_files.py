@@ -65,13 +65,8 @@ def held_folder(folder: Path, what: str) -> Iterator[None]:
     except OSError as exc:
         raise cannot_write(what, lock, exc) from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(f"{what} {folder}: another fer-pipe batch is writing into it; wait for it to "
-                             "end, or give this one another folder") from None
-        except OSError:
-            pass
+        claim(fd, lock, what, busy=f"{what} {folder}: another fer-pipe batch is writing into it; wait for it to "
+                                  "end, or give this one another folder")
         yield
     finally:
         os.close(fd)
@@ -129,16 +124,17 @@ def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     return fd
 
 
-def claim(fd: int, path: str | Path, what: str) -> bool:
+def claim(fd: int, path: str | Path, what: str, busy: str = "") -> bool:
     """Lock the open file ``fd`` for this process alone; whether it is a regular file (pipes
-    and devices such as /dev/stdout are shared on purpose and are not locked)."""
+    and devices such as /dev/stdout are shared on purpose and are not locked). ``busy``: the
+    line when another process holds it, if not the one for an output file."""
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise InputError(f"{what} {path}: another process is writing it (a second run or shard "
-                         "with the same path?); give each its own file") from None
+        raise InputError(busy or f"{what} {path}: another process is writing it (a second run or shard "
+                                 "with the same path?); give each its own file") from None
     except OSError:
         pass  # a file system without locks (some network mounts): written unguarded
     return True
