@@ -22,6 +22,10 @@ def frames_written(csv_path: Path, job: Job) -> int:
         return 0
 
 
+CLOSING_WAIT_S = 2.0
+"""How long the closing bar waits for the frame counts of a long list of inputs on a slow share."""
+
+
 class FrameProgress:
     """The batch's progress bar, in frames: a long video moves it while its task runs.
 
@@ -75,7 +79,7 @@ class FrameProgress:
         self.bar.refresh()
 
     def close(self) -> None:
-        self._counter.join()  # every task is done, so the total is wanted now
+        self._counter.join(timeout=CLOSING_WAIT_S)  # every task is done: the total, if it comes soon
         self.update()
         self.bar.close()
 

@@ -73,6 +73,7 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
     """The image files of a folder in name order, and the other files (to warn about)."""
     if not root.is_dir():
         raise InputError(f"image folder {root}: " + ("is a file, not a folder" if root.exists() else "no such folder"))
+    opencv_name(root, "image folder")  # one line, not one per image in it
     files = sorted(p for p in root.glob("**/*" if recursive else "*") if p.is_file())
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
     if not images:

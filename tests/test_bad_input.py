@@ -525,6 +525,21 @@ def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(short_clip, tmp_
                              "valid UTF-8, which OpenCV cannot open; rename it")
 
 
+def test_an_image_folder_whose_name_is_not_utf8_is_one_line(clips, tmp_path, out_csv):
+    """Each image in it was skipped with a line of its own (thousands, for a large folder), then
+    "none of its N image files could be decoded", though none was tried."""
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    folder.mkdir()
+    for i, frame in enumerate(read_frames(clips["single_face.mp4"], 3)):
+        (folder / f"{i}.png").write_bytes(cv2.imencode(".png", frame)[1].tobytes())
+    config = tmp_path / "folder.yaml"
+    config.write_text(Path(CONFIG).read_text().replace("type: video", "type: image_folder"))
+    code, err = run(f"source.path={folder}", f"csv.path={out_csv}", config=str(config))
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (image_folder): image folder {tmp_path}/caf\\udce9: its "
+                             "name is not valid UTF-8, which OpenCV cannot open; rename it")
+
+
 def test_a_video_it_may_not_read_is_said_so(short_clip, tmp_path, out_csv):
     """A video copied from a camera or a share as another user. OpenCV's "cannot open" sent the
     user looking for a codec, after a warning line from its image reader. As root, the run
