@@ -7,6 +7,7 @@ packet between processes: the source's process writes the image into shared memo
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -97,6 +98,14 @@ class Packet:
         if isinstance(self.image, np.ndarray):  # in-process (run_stage, batch): as read-only as shared memory
             return read_only(self.image)
         return self.image.array()
+
+
+def wall_time(captured: float) -> float:
+    """A camera frame's timestamp: when it was captured (``captured``, on the monotonic clock),
+    in seconds since the Unix epoch. Seconds since the run started began at 0 again at each
+    restart of a run that goes on for days, so rows and events could be neither dated nor told
+    apart; a file's frames keep their place in the file."""
+    return time.time() - (time.monotonic() - captured)
 
 
 def read_only(array: np.ndarray) -> np.ndarray:

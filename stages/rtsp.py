@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from fer_pipe.errors import InputError
-from fer_pipe.messages import Packet
+from fer_pipe.messages import Packet, wall_time
 from fer_pipe.redaction import redact
 from fer_pipe.rtsp_probe import why_not_open
 from fer_pipe.stage import Source, SourceParams
@@ -177,7 +177,6 @@ class RtspSource(Source):
 
     def frames(self) -> Iterator[Packet]:
         source = self.source_id
-        started = time.monotonic()
         index = 0
         while True:
             with self._cond:
@@ -188,7 +187,7 @@ class RtspSource(Source):
                     raise self._error_kind(f"rtsp {self._where}: {self._error}")
                 image, captured = self._latest
                 self._latest = None
-            yield Packet(source, index, captured - started, image, captured=captured)
+            yield Packet(source, index, wall_time(captured), image, captured=captured)
             index += 1
 
     @classmethod

@@ -10,7 +10,7 @@ import cv2
 from pydantic import Field
 
 from fer_pipe.errors import InputError
-from fer_pipe.messages import Packet
+from fer_pipe.messages import Packet, wall_time
 from fer_pipe.stage import Source, SourceParams
 
 
@@ -61,7 +61,6 @@ class WebcamSource(Source):
 
     def frames(self) -> Iterator[Packet]:
         source = self.source_id
-        started = time.monotonic()
         index = failures = 0
         while True:
             ok, image = self._cap.read()
@@ -78,7 +77,7 @@ class WebcamSource(Source):
                 time.sleep(0.01)
                 continue
             failures = 0
-            yield Packet(source, index, now - started, image, captured=now)
+            yield Packet(source, index, wall_time(now), image, captured=now)
             index += 1
 
     def close(self) -> None:

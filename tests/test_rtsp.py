@@ -154,6 +154,7 @@ def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server):
         stage.close()
         server.kill()
     assert packet.index == 0 and packet.image.shape[2] == 3
+    assert time.time() - 60 < packet.timestamp <= time.time()  # dated: seconds since the epoch
 
 
 def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
