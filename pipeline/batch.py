@@ -38,18 +38,14 @@ from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_sources import clash, record_sources, recorded_sources, source_of
-from .batch_task import (Job, attempts_file, count_rows, frame_count, job_config, partial_path, run_job,
-                         video_csv_stages)
+from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
+                         run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import held_folder, make_folder, write_whole
 from .stage import Sink, named_files
 
 WORK = "_work"
-NAME_MAX = 255
-"""Bytes in a file name, on Linux's file systems."""
-WORK_SUFFIX = ".0123abcd.tmp.csv"
-"""What the longest work file adds to a task's name (``batch_task.run_job``'s temporary CSV)."""
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
 VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
@@ -105,6 +101,8 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
     files: ``cam@0-9.mp4``'s work files and those of ``cam.mp4``'s first chunk of 10, or
     ``x.partial.mp4``'s CSV and ``x.avi``'s partial rows.
     """
+    from .config import NAME_MAX
+
     jobs: dict[str, list[Job]] = {}
     bad: dict[str, str] = {}
     stems: dict[str, str] = {}
@@ -126,7 +124,7 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
                           for start in range(0, count, chunk_frames)]
         else:
             jobs[item] = [Job(item, key)]
-        longest = max(len(os.fsencode(job.name)) for job in jobs[item]) + len(WORK_SUFFIX)
+        longest = max(len(os.fsencode(job.name)) for job in jobs[item]) + len(TEMP_SUFFIX)
         if longest > NAME_MAX:  # fer-pipe run takes it: only the work files' names are too long
             del jobs[item]
             bad[item] = (f"video {item}: its name is too long for batch's work files, which add up to "
@@ -569,7 +567,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     stops = StopSignals()
     try:
-        with stops:
+        with stops.handled():
             return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus,
                              args.chunk_frames, args.max_retries, args.quiet)
     except KeyboardInterrupt:

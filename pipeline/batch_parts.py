@@ -6,10 +6,9 @@ import csv
 import itertools
 import os
 import statistics
-import uuid
 from pathlib import Path
 
-from .batch_task import last_row
+from .batch_task import last_row, temp_csv
 from .stages.csv_sink import COLUMNS
 
 FRAME, TIME = COLUMNS.index("frame"), COLUMNS.index("timestamp")
@@ -19,7 +18,7 @@ MIN_FRAME_S = 0.002
 
 def merge_parts(parts: list[Path], target: Path, work: Path) -> int:
     """Concatenate chunk CSVs (one header) into ``target``, atomically like a task's own CSV."""
-    temp = work / f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.csv"
+    temp = temp_csv(work, target.stem)
     rows = 0
     with open(temp, "w", encoding="utf-8", newline="") as out:
         for i, part in enumerate(parts):

@@ -125,6 +125,17 @@ def last_row(path: Path) -> list[str]:
     return next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
 
 
+TEMP_SUFFIX = ".0123abcd.tmp.csv"
+"""What ``temp_csv`` adds to a name (a unique part, so retries never share a file): batch
+refuses a video whose work files' names would be too long for it."""
+
+
+def temp_csv(folder: Path, name: str) -> Path:
+    """Where a CSV being written under ``_work`` goes until it is whole (``NAME.UUID.tmp.csv``:
+    the progress bar reads the name back, and the end of a run sweeps ``*.tmp.csv``)."""
+    return folder / f"{name}.{uuid.uuid4().hex[:8]}.tmp.csv"
+
+
 def partial_path(part: Path) -> Path:
     """Beside a task's part: the rows it made before its input turned out bad part-way."""
     return part.with_suffix(".partial.csv")
@@ -159,7 +170,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     work_dir, target = Path(work), Path(final)
     record_attempt(work_dir, job, ray.get_runtime_context().get_node_id())
     started = time.perf_counter()
-    temp = work_dir / f"{job.name}.{uuid.uuid4().hex[:8]}.tmp.csv"
+    temp = temp_csv(work_dir, job.name)
     try:
         ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
