@@ -9,7 +9,6 @@ that is not that one is refused, named, rather than given another's rows.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 from pathlib import Path
@@ -52,7 +51,7 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     if owner is not None and not same_video(owner, video):
         if (out_dir / f"{key}.csv").is_file():
             held = f"{out_dir / key}.csv was"
-        elif any(work.joinpath("parts").glob(f"{glob.escape(key)}[@.]*")):
+        elif _has_parts(key, _listing(work / "parts")):
             held = f"the finished tasks of {key} in {work} were"
         elif owner.path == video.path:
             return None  # the file that turned out damaged, mended: its rows replace those kept
@@ -79,18 +78,14 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
         entries = data.items()
     except (OSError, ValueError, AttributeError):  # none yet, or not one of ours
         return {}
-    try:
-        held = os.listdir(parts)
-    except OSError:
-        held = []
+    held = _listing(parts)
     sources = {}
     for key, entry in entries:
         try:
             source = Source(str(entry["path"]), int(entry["size"]), int(entry["mtime_ns"]))
         except (TypeError, KeyError, ValueError):
             continue
-        if ((out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file()
-                or any(name.startswith((f"{key}@", f"{key}.")) for name in held)):
+        if (out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file() or _has_parts(key, held):
             sources[key] = source
     return sources
 
@@ -99,3 +94,16 @@ def record_sources(out_dir: Path, sources: dict[str, Source]) -> None:
     """Written before any task runs, so an interrupted run's chunks are claimed too."""
     write_whole(out_dir / SOURCES, json.dumps({key: source._asdict() for key, source in sorted(sources.items())},
                                               indent=2) + "\n", "batch")
+
+
+def _listing(parts: Path) -> list[str]:
+    try:
+        return os.listdir(parts)
+    except OSError:  # no chunk finished yet
+        return []
+
+
+def _has_parts(key: str, names: list[str]) -> bool:
+    """Whether ``names`` (of ``_work/parts``) hold a finished task's files of output name ``key``
+    (``KEY.csv``, ``KEY@0-8999.csv``, their partial rows and stop marks)."""
+    return any(name.startswith((f"{key}@", f"{key}.")) for name in names)
