@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,8 +27,8 @@ UNKNOWN_SIZES = (0, 0xFFFFFFFF)
 """What a RIFF writer that could not seek back (a pipe) leaves in a chunk's size."""
 EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 """The EBML header's id, which starts every Matroska and WebM file."""
-SEGMENT, TRACKS, TRACK_ENTRY, TRACK_TYPE, CLUSTER = (b"\x18\x53\x80\x67", b"\x16\x54\xae\x6b", b"\xae",
-                                                   b"\x83", b"\x1f\x43\xb6\x75")
+SEGMENT, TRACKS, CLUSTER = b"\x18\x53\x80\x67", b"\x16\x54\xae\x6b", b"\x1f\x43\xb6\x75"
+TRACK_ENTRY, TRACK_TYPE = b"\xae", b"\x83"
 """Matroska element ids: the Segment holds the Tracks (before the first Cluster of frames),
 whose every TrackEntry says its TrackType."""
 VIDEO_TRACK = 1
@@ -145,20 +146,18 @@ def _track_types(fh: BinaryIO) -> list[int] | None:
         if element is None or length is None or element[1] == CLUSTER:
             return None
         if element[1] == TRACKS:
-            return _types_in(io.BytesIO(fh.read(min(length[0], 1 << 20))))
+            return _types_in(fh.read(min(length[0], 1 << 20)))
         fh.seek(length[0], os.SEEK_CUR)
     return None
 
 
-def _types_in(tracks: BinaryIO) -> list[int]:
-    types = []
-    while (element := _vint(tracks)) is not None and (length := _vint(tracks)) is not None:
-        body = tracks.read(length[0])
-        if element[1] != TRACK_ENTRY:
-            continue
-        entry = io.BytesIO(body)
-        while (child := _vint(entry)) is not None and (size := _vint(entry)) is not None:
-            value = entry.read(size[0])
-            if child[1] == TRACK_TYPE:
-                types.append(int.from_bytes(value, "big"))
-    return types
+def _types_in(tracks: bytes) -> list[int]:
+    return [int.from_bytes(value, "big") for kind, entry in _children(tracks) if kind == TRACK_ENTRY
+            for field, value in _children(entry) if field == TRACK_TYPE]
+
+
+def _children(body: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(id, body) of each element in ``body``; stops at the first one cut short."""
+    stream = io.BytesIO(body)
+    while (element := _vint(stream)) is not None and (length := _vint(stream)) is not None:
+        yield element[1], stream.read(length[0])
