@@ -18,6 +18,11 @@ from .errors import InputError
 from .output_files import cannot_write, check_folder_of, open_claimed
 
 
+APPEND_HELP = ("continue the file, whose columns must match, instead of starting it anew: for a live run a "
+               "supervisor restarts")
+"""What ``append`` does, for the sinks that take it."""
+
+
 class CsvOutput:
     """A CSV file written a group of rows at a time (a frame's faces, an episode, an event).
 

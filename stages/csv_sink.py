@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fer_pipe.csvfile import CsvOutput
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
@@ -20,8 +20,7 @@ COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id
 class CsvParams(StageParams):
     path: str = Field(description="CSV file to write (its folder must exist)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
-    append: bool = Field(False, description="continue the file, whose columns must match, instead of starting it "
-                                           "anew: for a live run a supervisor restarts")
+    append: bool = Field(False, description=APPEND_HELP)
     extra: list[str] = Field([], description="keys of a frame's extra data to add as columns after the "
                                              "others (image_folder sets file: the image's path)")
 

@@ -23,7 +23,7 @@ import numpy as np
 import zmq
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import CsvOutput
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput
 from fer_pipe.endpoints import check_private, ipv6_for, tcp_endpoint
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
@@ -43,8 +43,7 @@ CSV_FORMATS = {"start_time": ".3f", "end_time": ".3f", "duration_s": ".3f", "mea
 class EpisodesParams(StageParams):
     path: str = Field(description="episodes CSV to write (its folder must exist)")
     min_duration_s: float = Field(0.0, ge=0.0, description="leave out episodes shorter than this")
-    append: bool = Field(False, description="continue the file, whose columns must match, instead of starting it "
-                                           "anew: for a live run a supervisor restarts")
+    append: bool = Field(False, description=APPEND_HELP)
     publish: int = Field(0, ge=0, le=65535, description="TCP port to publish episode and face events on (0: off)")
     host: str = Field("127.0.0.1", description="address the publishing socket binds to")
     public: bool = Field(False, description="allow a non-loopback host (events leave the machine)")
