@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -34,16 +34,9 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum = signal.SIGINT
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> StopSignals:
-        signals = [signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
-        self._previous = {sig: signal.signal(sig, self._stop) for sig in signals}
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    def handled(self) -> AbstractContextManager[None]:
+        return _handling([signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP]), self._stop)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self.signum = signal.Signals(signum)
@@ -119,9 +112,16 @@ def _stops_held() -> Iterator[list[int]]:
     came: list[int] = []
     stops = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
              if signal.getsignal(sig) not in (signal.SIG_IGN, None)]
-    previous = {sig: signal.signal(sig, lambda signum, _: came.append(signum)) for sig in stops}
-    try:
+    with _handling(stops, lambda signum, _: came.append(signum)):
         yield came
+
+
+@contextmanager
+def _handling(signals: list[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` on ``signals`` for a while, the handlers before put back after."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
