@@ -468,35 +468,43 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         for job in todo:
             left[job.input] = left.get(job.input, 0) + 1
         progress = FrameProgress(todo, work, len(reports), already) if show_progress else None
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
-            for ref in ready:
-                job = refs[ref]
-                report = reports[job.input]
-                report.attempts += _attempts(work, job)
-                try:
-                    done = ray.get(ref)
-                    report.seconds += done.seconds
-                    report.skipped += done.skipped
-                    if done.stopped:
-                        _stop_mark(work, job).touch()
-                except Exception as exc:  # a task's failure, after Ray's own retries
-                    message, bad_input = _failure(exc)
-                    if report.failed_at is None or job.start < report.failed_at:
-                        report.status, report.error = "failed", message
-                        report.bad_input, report.failed_at = bad_input, job.start
-                    if bad_input:
-                        pending = _cancel_later_chunks(ray, refs, pending, job, left)
-                left[job.input] -= 1
-                if progress is not None:
-                    progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
+        try:
+            _wait_tasks(ray, refs, left, work, reports, progress)
+        finally:  # also on Ctrl-C, whose line then starts on a line of its own
             if progress is not None:
-                progress.update()
-        if progress is not None:
-            progress.close()
+                progress.close()
     finally:
         ray.shutdown()
+
+
+def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path,
+                reports: dict[str, InputReport], progress: FrameProgress | None) -> None:
+    """Collects the tasks' results as they end, into ``reports`` and the progress bar."""
+    pending = list(refs)
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        for ref in ready:
+            job = refs[ref]
+            report = reports[job.input]
+            report.attempts += _attempts(work, job)
+            try:
+                done = ray.get(ref)
+                report.seconds += done.seconds
+                report.skipped += done.skipped
+                if done.stopped:
+                    _stop_mark(work, job).touch()
+            except Exception as exc:  # a task's failure, after Ray's own retries
+                message, bad_input = _failure(exc)
+                if report.failed_at is None or job.start < report.failed_at:
+                    report.status, report.error = "failed", message
+                    report.bad_input, report.failed_at = bad_input, job.start
+                if bad_input:
+                    pending = _cancel_later_chunks(ray, refs, pending, job, left)
+            left[job.input] -= 1
+            if progress is not None:
+                progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
+        if progress is not None:
+            progress.update()
 
 
 def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,

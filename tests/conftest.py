@@ -113,14 +113,19 @@ def long_audio_mkv(clips, tmp_path) -> Path:
     return video
 
 
-def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = None) -> tuple[int, list[str]]:
-    """Run the CLI with stderr on a 120-column pseudo-terminal, as a user at a shell would, so
-    that tqdm draws its bar; the exit code and each state the terminal showed, in order."""
+def start_on_a_terminal(*args: str, env: dict | None = None, **kwargs) -> tuple[subprocess.Popen, int]:
+    """Start the CLI with stderr on a 120-column pseudo-terminal, as a user at a shell would, so
+    that tqdm draws its bar; the process, and the terminal's end for ``read_terminal``."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", *args], stdout=subprocess.DEVNULL,
-                            stderr=follower, env={**os.environ, **(env or {})})
+                            stderr=follower, env={**os.environ, **(env or {})}, **kwargs)
     os.close(follower)
+    return proc, leader
+
+
+def read_terminal(leader: int, timeout: float) -> str:
+    """Everything the terminal showed, raw, until its last writer closed it; closes it."""
     screen = b""
     while select.select([leader], [], [], timeout)[0]:
         try:
@@ -131,7 +136,15 @@ def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = 
             break
         screen += chunk
     os.close(leader)
-    return proc.wait(timeout=60), re.split(r"[\r\n]", screen.decode())
+    return screen.decode()
+
+
+def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = None) -> tuple[int, list[str]]:
+    """Run the CLI on a pseudo-terminal (``start_on_a_terminal``); the exit code and each state
+    the terminal showed, in order."""
+    proc, leader = start_on_a_terminal(*args, env=env)
+    screen = read_terminal(leader, timeout)
+    return proc.wait(timeout=60), re.split(r"[\r\n]", screen)
 
 
 def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,

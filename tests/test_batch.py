@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
+from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
+                      start_on_a_terminal, write_video)
 
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
@@ -194,6 +195,10 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert (out / "_SUCCESS").exists()
 
 
+KEPT = ("fer-pipe batch: interrupted; the tasks that finished are kept in {}, and the same command again runs "
+        "only the others")
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_says_what_is_kept(cluster, six_clips, tmp_path, stop):
     """Exit 130 with nothing said: whether the work done so far was lost went unanswered. Six
@@ -209,8 +214,22 @@ def test_a_stop_says_what_is_kept(cluster, six_clips, tmp_path, stop):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + stop, stderr
     assert "SIGTERM received" not in stderr
-    assert stderr.splitlines()[-1] == (f"fer-pipe batch: interrupted; the tasks that finished are kept in "
-                                       f"{out / '_work'}, and the same command again runs only the others")
+    assert stderr.splitlines()[-1] == KEPT.format(out / "_work")
+
+
+def test_a_ctrl_c_at_a_terminal_leaves_the_progress_bar_standing(cluster, six_clips, tmp_path):
+    """The interrupt's line was written over the bar, which hid how far the batch had come."""
+    out = tmp_path / "out"
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    proc, terminal = start_on_a_terminal("batch", *map(str, six_clips[:3]), "--out", str(out), "--address",
+                                         cluster.address, "--config", str(config), env=LOOPBACK_RAY)
+    assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before it could be stopped"
+    proc.send_signal(signal.SIGINT)
+    screen = read_terminal(terminal, timeout=120)
+    assert proc.wait(timeout=60) == 130, screen
+    lines = screen.rstrip("\r\n").split("\r\n")  # the terminal ends each line with CR LF
+    assert re.search(r"\d/3 videos\]$", lines[-2]), screen  # the bar, and nothing after it on its line
+    assert lines[-1] == KEPT.format(out / "_work")
 
 
 def test_a_csv_that_cannot_be_placed_fails_its_input_alone_and_keeps_its_tasks(cluster, six_clips, tmp_path):
