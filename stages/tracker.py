@@ -14,6 +14,11 @@ output as that frame's faces (``face.extra["predicted"] = True``) instead of bei
 detector run every Nth frame still gives boxes, ids and expressions on every frame. Only frames
 the detector looked at count towards ``max_age``.
 
+A camera that was down sends no frames, so no detection can miss its tracks: a track would
+carry on over an outage of hours when the same place is in view after it, and its episode
+would span the outage. A gap of over ``max_gap_s`` between two frames of a source ends all its
+tracks on the frame after it, so their episodes end at their last sighting before the gap.
+
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
 ``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
@@ -45,6 +50,9 @@ class TrackParams(StageParams):
     max_age: int = Field(12, ge=0, le=10_000,
                          description="detector runs in a row that may miss a track before it ends")
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
+    max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
+                             description="seconds between two frames of a source (a camera that was down) after "
+                                         "which its tracks end")
 
 
 def _kalman(box: Box) -> cv2.KalmanFilter:
@@ -105,6 +113,7 @@ class _Track:
 class _SourceState:
     tracks: list[_Track] = field(default_factory=list)
     last_index: int | None = None
+    last_time: float | None = None
     next_id: int = 1
 
 
@@ -131,7 +140,11 @@ class FaceTracker(Stage):
     def process(self, packet: Packet) -> Iterable[Packet]:
         state = self._sources.setdefault(packet.source, _SourceState())
         steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
-        state.last_index = packet.index
+        lost: list[int] = []
+        if state.last_time is not None and packet.timestamp - state.last_time > self.params.max_gap_s:
+            lost = [t.track_id for t in state.tracks if t.track_id is not None]
+            state.tracks = []
+        state.last_index, state.last_time = packet.index, packet.timestamp
         for track in state.tracks:
             track.predict(steps)
         if packet.faces is None or packet.extra.get("detected") is False:
@@ -141,11 +154,14 @@ class FaceTracker(Stage):
                                    for t, box in carried if box is not None),
                                   key=lambda f: f.box)  # left to right, as the detector numbers them
         else:
-            self._associate(state, packet)
+            lost += self._associate(state, packet)
+        if lost:
+            packet.extra["track_lost"] = lost
         packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
         return (packet,)
 
-    def _associate(self, state: _SourceState, packet: Packet) -> None:
+    def _associate(self, state: _SourceState, packet: Packet) -> list[int]:
+        """Matches the frame's detections to the tracks; the ids of the tracks it ends."""
         faces = packet.faces or []
         matched: dict[int, int] = {}
         if state.tracks and faces:
@@ -183,5 +199,4 @@ class FaceTracker(Stage):
         state.tracks = kept
         if appeared:
             packet.extra["track_appeared"] = appeared
-        if lost:
-            packet.extra["track_lost"] = lost
+        return lost

@@ -71,6 +71,20 @@ def test_a_track_ends_after_max_age_missed_detections_and_a_return_gets_a_new_id
     assert {f.track_id for p in out[17:20] for f in p.faces} == {2}
 
 
+def test_a_camera_down_for_longer_than_max_gap_s_ends_its_tracks() -> None:
+    """A camera that is down sends no frames, so no detection missed its track: the same box
+    after a minute's outage carried the old id on (and its episode over the outage)."""
+    box = (200, 100, 100, 100)
+    before = [packet(i, [box]) for i in range(10)]
+    after = [Packet("cam", i, 60 + i / FPS, faces=[Face(box)]) for i in range(10, 20)]
+    out = run_stage("track", before + after, {"min_hits": 2})
+    assert (out[10].extra["track_lost"], out[10].extra["tracks"]) == ([1], [])
+    assert {f.track_id for p in out[11:] for f in p.faces} == {2}
+    brief = [Packet("cam", i, 4.0 + i / FPS, faces=[Face(box)]) for i in range(10, 20)]  # under 5 s
+    out = run_stage("track", [packet(i, [box]) for i in range(10)] + brief, {"min_hits": 2})
+    assert {f.track_id for p in out[1:] for f in p.faces} == {1}
+
+
 def test_sources_are_tracked_separately() -> None:
     packets = []
     for i in range(6):
