@@ -20,9 +20,9 @@ def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
     return _at_least(int, "a whole number", minimum, maximum)
 
 
-def number(minimum: float) -> Callable[[str], float]:
-    """An argparse type: a finite number no smaller than ``minimum``."""
-    return _at_least(float, "a finite number", minimum)
+def number(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a finite number no smaller than ``minimum`` (nor larger than ``maximum``)."""
+    return _at_least(float, "a finite number", minimum, maximum)
 
 
 def endpoint(text: str) -> str:

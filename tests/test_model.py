@@ -13,7 +13,7 @@ from conftest import REPO, fer_pipe, read_frames
 from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import EMOTIONS, Face, Packet
 from fer_pipe.model import DEFAULT_MODEL
-from fer_pipe.model.data import FerSplit, load_split
+from fer_pipe.model.data import FerSplit, load_split, sha256_of
 from fer_pipe.model.evaluate import predict_split
 from fer_pipe.model.inference import FaceClassifier
 
@@ -112,7 +112,9 @@ def fer2013_head(fer2013, tmp_path_factory) -> Path:
 
 def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     """A session that stops after 4 of 6 epochs, then a resume that also adds a 2-epoch cycle:
-    two runs rather than three (each imports TensorFlow and exports two TFLite files, 30 s)."""
+    two runs rather than three (each imports TensorFlow and exports two TFLite files, 30 s). The
+    resume names none of the run's options, as the README's does: it read all 800 rows where the
+    run had 600 (--limit), under a schedule sized for 600, which then trained at a rate of 0."""
     fer2013 = fer2013_head
     out = tmp_path / "run"
     common = ["train", "--data", str(fer2013), "--out", str(out), "--limit", "600", "--width", "8",
@@ -122,8 +124,10 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     state = json.loads((out / "train_state.json").read_text())
     assert state["epochs_done"] == 4 and len(state["history"]["loss"]) == 4
 
-    second = fer_pipe(*common, "--resume", "--extend", "2", "--extend-lr", "0.01", timeout=900)
+    second = fer_pipe("train", "--data", str(fer2013), "--out", str(out), "--resume", "--extend", "2",
+                      "--extend-lr", "0.01", "--verbose", "0", timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert f"data: 600 training rows, 150 PublicTest rows from {fer2013}" in second.stderr
     state = json.loads((out / "train_state.json").read_text())
     assert state["epochs_done"] == 8 and len(state["history"]["loss"]) == 8 and state["options"]["epochs"] == 8
     assert len(state["runs"]) == 2 and state["runs"][1]["from_epoch"] == 4
@@ -143,6 +147,74 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
                      "--usage", "PublicTest", "--json", timeout=900)
     assert again.returncode == 0
     assert 0.0 < json.loads(again.stdout)["accuracy"] <= 1.0
+
+
+def _a_run_folder(path: Path, data: Path, **options) -> Path:
+    """A folder holding a training run's state as ``fer-pipe train`` writes it (no checkpoint:
+    what is checked here is refused before one is read)."""
+    path.mkdir()
+    state = {"options": {"arch": "vgg", "width": 8, "limit": 400, "seed": 1, "lr": 0.05, "epochs": 6,
+                         "data": str(data), "out": str(path), "verbose": 2, "train_rows": 400, **options},
+             "epochs_done": 2, "history": {}, "wall_s": 1.0, "command": "fer-pipe train ...", "runs": [],
+             "data_sha256": sha256_of(data)}
+    (path / "train_state.json").write_text(json.dumps(state))
+    return path
+
+
+def test_a_new_training_run_into_a_folder_holding_one_is_refused(tmp_path):
+    """It wrote over the run there (hours of training, resumable) with exit 0."""
+    data = _random_csv(tmp_path / "data.csv", "Training")
+    run = _a_run_folder(tmp_path / "run", data)
+    before = (run / "train_state.json").read_text()
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--epochs", "1")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {run}: holds a training run (train_state.json); "
+                                                 "--resume continues it, or give another --out for a new one\n")
+    assert (run / "train_state.json").read_text() == before
+
+
+@pytest.mark.parametrize("given, said", [
+    (["--limit", "0"], None),  # the default: the run's 400 stands
+    (["--limit", "200"], "--limit 200: the run in {run} has 400"),
+    (["--epochs", "60"], "--epochs 60: the run in {run} has 6"),
+    (["--width", "32", "--lr", "0.1"], "--lr 0.1: the run in {run} has 0.05"),
+])
+def test_a_resume_refuses_options_that_differ_from_its_runs(tmp_path, given, said):
+    """They were ignored or, for --limit, --seed and --data, half applied: the data was read
+    with them, the schedule sized for the run's, and the resumed epochs trained at a rate of 0."""
+    data = _random_csv(tmp_path / "data.csv", "Training")
+    run = _a_run_folder(tmp_path / "run", data)
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", *given)
+    if said is None:
+        assert "the run in" not in done.stderr
+        return
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {said.format(run=run)}, and a resumed run keeps its "
+                                                 "options (--extend adds epochs; another --out starts a new run)\n")
+
+
+def test_a_resume_on_other_data_is_refused(tmp_path):
+    run = _a_run_folder(tmp_path / "run", _random_csv(tmp_path / "data.csv", "Training"))
+    other = _random_csv(tmp_path / "other.csv", "Training", seed=1)
+    done = fer_pipe("train", "--data", str(other), "--out", str(run), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {other}: not the data the run in {run} trained on "
+                                                 "(its sha256 differs)\n")
+
+
+HELP = " (see fer-pipe train --help)"
+
+
+@pytest.mark.parametrize("given, said", [
+    (["--dropout", "1.5"], "argument --dropout: must be a finite number from 0 to 0.95, got 1.5" + HELP),
+    (["--erase", "3"], "argument --erase: must be a finite number from 0 to 1, got 3" + HELP),
+    (["--seed", "-1"], "argument --seed: must be a whole number of at least 0, got -1" + HELP),
+    (["--crop", "4"], "argument --crop: must be a whole number from 8 to 48, got 4" + HELP),
+    (["--arch", "seed", "--crop", "16"], "--crop 16: the seed net needs a crop of at least 24"),
+])
+def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
+    """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out."""
+    data = _random_csv(tmp_path / "data.csv", "Training")
+    done = fer_pipe("train", "--data", str(data), "--out", str(tmp_path / "run"), *given)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {said}\n")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_single_cosine_cycle_follows_keras_cosine_decay_and_a_restart_starts_at_its_peak():

@@ -32,6 +32,12 @@ CHECKPOINT = "checkpoint.keras"
 STATE = "train_state.json"
 NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs", "extend", "extend_lr"}
 """Arguments that describe one invocation rather than the training run; never restored on resume."""
+THIS_INVOCATION = {"out", "data", "verbose", "train_rows"}
+"""Saved with the run's options, but a resumed run takes them from its own invocation: the
+folders may have moved (the data is checked by its sha256 instead), and ``train_rows`` follows
+from the restored ``limit``."""
+MIN_CROP = {"vgg": 8, "seed": 24}
+"""The least crop each net's pooling can take down to one pixel."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,18 +46,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"),
                         help="the network: vgg (the shipped model's) or seed (the first 4-layer CNN, a baseline)")
     parser.add_argument("--width", type=whole(1), default=32, help="channels of the first stage (vgg)")
-    parser.add_argument("--dropout", type=number(0), default=0.3, help="dropout before the classifier head")
+    parser.add_argument("--dropout", type=number(0, 0.95), default=0.3, help="dropout before the classifier head")
     parser.add_argument("--epochs", type=whole(1), default=40, help="epochs of one schedule cycle")
     parser.add_argument("--batch-size", type=whole(1), default=128, help="faces per training step")
     parser.add_argument("--lr", type=number(0), default=0.05, help="peak learning rate (SGD, Nesterov)")
     parser.add_argument("--weight-decay", type=number(0), default=5e-4, help="L2 weight decay")
     parser.add_argument("--warmup-epochs", type=number(0), default=2.0,
                         help="epochs of linear learning-rate warm-up before the cosine decay")
-    parser.add_argument("--label-smoothing", type=number(0), default=0.1, help="label smoothing of the loss")
-    parser.add_argument("--crop", type=whole(1), default=40,
+    parser.add_argument("--label-smoothing", type=number(0, 1), default=0.1, help="label smoothing of the loss")
+    parser.add_argument("--crop", type=whole(MIN_CROP["vgg"], FACE_SIZE), default=40,
                         help="side of the random training crop; inference uses the centre crop")
-    parser.add_argument("--erase", type=number(0), default=0.5, help="random-erasing probability")
-    parser.add_argument("--seed", type=int, default=1, help="random seed (weights, shuffling, augmentation)")
+    parser.add_argument("--erase", type=number(0, 1), default=0.5, help="random-erasing probability")
+    parser.add_argument("--seed", type=whole(0), default=1, help="random seed (weights, shuffling, augmentation)")
     parser.add_argument("--limit", type=whole(0), default=0,
                         help="use only the first N training and N//4 test rows (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
@@ -192,11 +198,19 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.data}: no such file or folder")
     out = Path(args.out)
     state_path = out / STATE
-    state = _read_state(state_path) if args.resume and state_path.exists() else None
-    if args.resume and state is None:
-        raise InputError(f"{out}: nothing to resume (no {STATE})")
+    state = None
+    if args.resume:
+        if not state_path.exists():
+            raise InputError(f"{out}: nothing to resume (no {STATE})")
+        state = _read_state(state_path)
+        args = _resumed(args, state, out)
+    elif state_path.exists():
+        raise InputError(f"{out}: holds a training run ({STATE}); --resume continues it, or give another --out "
+                         "for a new one")
     if args.extend and not args.resume:
         raise InputError("--extend: continues a finished run, so it needs --resume")
+    if args.crop < MIN_CROP[args.arch]:
+        raise InputError(f"--crop {args.crop}: the {args.arch} net needs a crop of at least {MIN_CROP[args.arch]}")
     started = time.time()
     made = not out.exists()
     make_folder(out, "train: --out")
@@ -232,7 +246,6 @@ def run(args: argparse.Namespace) -> int:
                  "runs": []}
     else:
         model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
-        args = argparse.Namespace(**{**vars(args), **state["options"], "resume": True})
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         if args.extend:
             extend(model, args, state)
@@ -276,6 +289,25 @@ def run(args: argparse.Namespace) -> int:
     _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Namespace:
+    """This invocation's arguments with the run's own options in their place, before the data is
+    read: a resumed run trains on what it started on, on the schedule it started with. An option
+    given here that differs from the run's is refused, not ignored: a ``--limit`` applied to the
+    data under a schedule sized for the old limit trained at a learning rate of 0."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    saved = {key: value for key, value in state["options"].items() if key not in NOT_OPTIONS | THIS_INVOCATION}
+    for key, value in saved.items():
+        given = getattr(args, key, value)
+        if given != value and given != parser.get_default(key):
+            raise InputError(f"--{key.replace('_', '-')} {given}: the run in {out} has {value}, and a resumed run "
+                             "keeps its options (--extend adds epochs; another --out starts a new run)")
+    digest = state.get("data_sha256")
+    if digest and Path(args.data).is_file() and sha256_of(Path(args.data)) != digest:
+        raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs)")
+    return argparse.Namespace(**{**vars(args), **saved})
 
 
 def _read_state(path: Path) -> dict:
