@@ -13,10 +13,13 @@ from fer_pipe.stage import Sink, StopRun
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
+"""Whole key codes (``cv2.waitKeyEx``): Qt gives other keys their X keysym, and masking that to
+a byte made Left (0xFF51) read as "Q"."""
 
 
 class WindowParams(OverlayParams):
-    title: str = Field("fer-pipe", min_length=1, description="window title")
+    title: str = Field("fer-pipe", min_length=1,
+                       description="window title (with several sources, one window each: 'TITLE - SOURCE')")
 
 
 def gui_backend() -> str:
@@ -73,40 +76,68 @@ class WindowSink(Sink):
         if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise InputError("no display (DISPLAY and WAYLAND_DISPLAY are unset): a window cannot open "
                              "here; use the video_writer sink to write the overlay to a file instead")
+        backend = gui_backend()
+        if not backend:
+            raise InputError("this OpenCV is built without GUI support (opencv-python-headless?): a "
+                             "window cannot open; use the video_writer sink to write the overlay to a file")
         display = os.environ.get("DISPLAY")
-        if display and not os.environ.get("WAYLAND_DISPLAY"):
+        x_only = backend.upper().startswith("QT")  # the opencv-python wheel's Qt has the xcb platform alone
+        if x_only and not display:
+            raise InputError(f"this OpenCV's window toolkit ({backend}) needs an X display, and DISPLAY is "
+                             "unset (WAYLAND_DISPLAY alone is not enough; Xwayland sets DISPLAY); use the "
+                             "video_writer sink to write the overlay to a file instead")
+        if display and (x_only or not os.environ.get("WAYLAND_DISPLAY")):
             problem = x_display_problem(display)
             if problem:
                 raise InputError(f"cannot reach the X display DISPLAY={display} ({problem}): a window "
                                  "cannot open; use the video_writer sink to write the overlay to a file instead")
-        if not gui_backend():
-            raise InputError("this OpenCV is built without GUI support (opencv-python-headless?): a "
-                             "window cannot open; use the video_writer sink to write the overlay to a file")
 
     def open(self) -> None:
-        self._fps = FpsMeter()
-        self._open = False
+        self._fps: dict[str, FpsMeter] = {}
+        self._windows: dict[str, str] = {}  # source -> the window's name
 
     def consume(self, packet: Packet) -> None:
-        fps = self._fps.tick()
-        if not self._open:
-            cv2.namedWindow(self.params.title, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
-        cv2.imshow(self.params.title, draw(packet, self.params.show_probs,
-                                           fps if self.params.show_fps else None))
-        self._open = True
+        """Shows the frame in its source's window: frames of several cameras in one window
+        flickered between them."""
+        window = self._windows.get(packet.source) or self._open_window(packet.source)
+        fps = self._fps[packet.source].tick()
+        cv2.imshow(window, draw(packet, self.params.show_probs, fps if self.params.show_fps else None))
         self._handle_events()
 
+    def _open_window(self, source: str) -> str:
+        """A window for a source: the title alone while there is one source; from the second on,
+        every window's title names its source."""
+        title = self.params.title
+        name = title if not self._windows else f"{title} - {source}"
+        if len(self._windows) == 1:
+            (first, only), = self._windows.items()
+            cv2.setWindowTitle(only, f"{title} - {first}")
+        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
+        self._windows[source], self._fps[source] = name, FpsMeter()
+        return name
+
     def idle(self) -> None:
-        if self._open:
+        if self._windows:
             self._handle_events()
 
     def _handle_events(self) -> None:
-        """Lets the toolkit repaint and deliver input; ends the run on q, Esc or the close button."""
-        key = cv2.waitKey(1) & 0xFF
-        if key in QUIT_KEYS or cv2.getWindowProperty(self.params.title, cv2.WND_PROP_VISIBLE) < 1:
+        """Lets the toolkit repaint and deliver input; ends the run on q, Esc or a close button."""
+        key = cv2.waitKeyEx(1)
+        if key in QUIT_KEYS or not all(map(_shown, self._windows.values())):
             raise StopRun(f"{self.params.title}: closed by the user")
 
     def close(self) -> None:
-        if self._open:
-            cv2.destroyWindow(self.params.title)
+        for window in self._windows.values():
+            if _shown(window):
+                cv2.destroyWindow(window)
+        if self._windows:
             cv2.waitKey(1)
+
+
+def _shown(window: str) -> bool:
+    """Whether the window is still on screen. A window manager's close button makes Qt destroy
+    the window and what OpenCV asks the property of, so the question raises then."""
+    try:
+        return cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) >= 1
+    except cv2.error:
+        return False

@@ -4,6 +4,8 @@ Also the headless case: with no display the run fails before anything starts, po
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import socket
@@ -65,9 +67,13 @@ def xdotool(display: str, *args: str) -> str:
                           env={**os.environ, "DISPLAY": display}).stdout
 
 
+def windows_titled(display: str, title: str) -> list[str]:
+    return subprocess.run([needs("xdotool"), "search", "--name", title], capture_output=True, text=True,
+                          env={**os.environ, "DISPLAY": display}).stdout.split()
+
+
 def window_id(display: str, title: str) -> str:
-    found = subprocess.run([needs("xdotool"), "search", "--name", title], capture_output=True, text=True,
-                           env={**os.environ, "DISPLAY": display}).stdout.split()
+    found = windows_titled(display, title)
     assert found, f"no X window titled {title}"
     return found[0]
 
@@ -149,6 +155,84 @@ def test_window_shows_box_and_label_where_the_face_is_and_q_ends_the_run(clips, 
             assert (np.abs(bar.astype(int) - COLOURS[emotion]).max(axis=2) < 40).mean() > 0.9, emotion
 
 
+def close_as_a_window_manager_does(display: str, window: str) -> None:
+    """Send the window WM_DELETE_WINDOW, which a window manager's close button sends. Xvfb runs
+    none, and xdotool's windowkill and windowclose cut the program's X connection or destroy
+    the window under it instead, so the message is sent through Xlib itself."""
+    xlib = ctypes.CDLL(ctypes.util.find_library("X11"))
+    xlib.XOpenDisplay.restype, xlib.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    xlib.XInternAtom.restype = ctypes.c_ulong
+    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+
+    class ClientMessage(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
+                    ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
+                    ("format", ctypes.c_int), ("data", ctypes.c_long * 5), ("pad", ctypes.c_long * 12)]
+
+    xlib.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
+                                ctypes.POINTER(ClientMessage)]
+    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    connection = xlib.XOpenDisplay(display.encode())
+    assert connection, f"cannot open {display}"
+    try:
+        message = ClientMessage(type=33, window=int(window), format=32,  # 33: ClientMessage
+                                message_type=xlib.XInternAtom(connection, b"WM_PROTOCOLS", 0))
+        message.data[0] = xlib.XInternAtom(connection, b"WM_DELETE_WINDOW", 0)
+        assert xlib.XSendEvent(connection, int(window), 0, 0, ctypes.byref(message))
+    finally:
+        xlib.XCloseDisplay(connection)  # flushes the request
+
+
+def test_an_arrow_key_goes_on_and_the_close_button_ends_the_run_cleanly(clips, xvfb, tmp_path):
+    """Left (X keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button
+    failed it, exit 1, with OpenCV's "NULL guiReceiver" error."""
+    needs("xdotool")
+    frame = read_frames(clips["WolfgangLanger_Pexels.mp4"], 2)[-1]
+    video = write_video(tmp_path / "still.avi", [frame] * 300, fps=5)
+    csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
+    config = window_config(tmp_path / "g.yaml", video, csv_path)
+    run = start_fer_pipe("run", str(config), stderr_path=err_path, env={"DISPLAY": xvfb})
+    try:
+        wait_for(lambda: csv_rows(csv_path)[:1], 90, "the first classified frame", run)
+        window = wait_for(lambda: windows_titled(xvfb, "fer-pipe-test"), 30, "the window", run)[0]
+        xdotool(xvfb, "key", "--window", window, "Left")
+        frames = len(csv_rows(csv_path))
+        wait_for(lambda: len(csv_rows(csv_path)) > frames + 5, 60, "frames after the Left key", run)
+        close_as_a_window_manager_does(xvfb, window)
+        code = wait_for(lambda: run.poll() is not None and [run.returncode], 60, "the run to end")[0]
+    finally:
+        stop(run)
+    said = err_path.read_text()
+    assert code == 0, said
+    assert "failed" not in said and "error" not in said
+    assert len(csv_rows(csv_path)) < 299  # the close ended it before the clip did
+
+
+def test_each_source_gets_its_own_window_named_after_it(clips, xvfb, tmp_path):
+    """Two cameras into one window sink showed their frames in turn in one window."""
+    needs("xdotool")
+    frame = read_frames(clips["WolfgangLanger_Pexels.mp4"], 2)[-1]
+    video = write_video(tmp_path / "still.avi", [frame] * 300, fps=5)
+    config = window_config(tmp_path / "g.yaml", video, tmp_path / "out.csv")
+    graph = yaml.safe_load(config.read_text())
+    graph["stages"]["door"] = dict(graph["stages"]["source"])
+    graph["stages"]["detector"]["inputs"] = ["source", "door"]
+    config.write_text(yaml.safe_dump(graph))
+    err_path = tmp_path / "stderr.txt"
+    run = start_fer_pipe("run", str(config), "--quiet", stderr_path=err_path, env={"DISPLAY": xvfb})
+    try:
+        titled = wait_for(lambda: len(windows_titled(xvfb, "^fer-pipe-test - ")) == 2 and {
+            subprocess.run([needs("xdotool"), "getwindowname", w], capture_output=True, text=True,
+                           env={**os.environ, "DISPLAY": xvfb}).stdout.strip()
+            for w in windows_titled(xvfb, "^fer-pipe-test - ")}, 90, "two windows", run)
+        xdotool(xvfb, "key", "--window", windows_titled(xvfb, "^fer-pipe-test - ")[0], "q")
+        code = wait_for(lambda: run.poll() is not None and [run.returncode], 60, "the run to end after q")[0]
+    finally:
+        stop(run)
+    assert titled == {"fer-pipe-test - source", "fer-pipe-test - door"}
+    assert code == 0, err_path.read_text()
+
+
 def test_q_ends_the_run_while_the_camera_is_down(clips, xvfb, tmp_path):
     """The window used to read its keys only when a frame came: while a camera was down, q and
     the close button did nothing (and the window did not repaint) until the camera came back."""
@@ -197,6 +281,22 @@ def test_without_a_display_the_run_fails_before_starting_and_points_to_video_wri
     assert lines[0].startswith("fer-pipe: stage 'window' (window): no display")
     assert "video_writer" in lines[0]
     assert not csv_path.exists()  # nothing started
+
+
+def test_wayland_alone_is_no_display_for_the_wheels_qt(short_clip, tmp_path):
+    """The wheel's Qt has the xcb platform alone: with WAYLAND_DISPLAY and no DISPLAY, Qt printed
+    six lines ("Reinstalling the application may fix this problem") and aborted the window's
+    process after the other stages had started."""
+    env = {**{k: v for k, v in os.environ.items() if k != "DISPLAY"}, "WAYLAND_DISPLAY": "wayland-0"}
+    csv_path = tmp_path / "out.csv"
+    config = window_config(tmp_path / "g.yaml", short_clip, csv_path, realtime=False)
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'window' (window): this OpenCV's window toolkit "
+                                                 "(QT5) needs an X display, and DISPLAY is unset (WAYLAND_DISPLAY "
+                                                 "alone is not enough; Xwayland sets DISPLAY); use the video_writer "
+                                                 "sink to write the overlay to a file instead\n")
+    assert not csv_path.exists()
 
 
 def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_clip, tmp_path):
