@@ -73,6 +73,16 @@ class Graph:
     def sources(self) -> list[StageSpec]:
         return [s for s in self.stages.values() if s.is_source]
 
+    def sources_of(self, name: str) -> list[str]:
+        """The source stages whose frames reach stage ``name``, in stage order."""
+        reached, todo = set(), [name]
+        while todo:
+            spec = self.stages[todo.pop()]
+            if spec.name not in reached:
+                reached.add(spec.name)
+                todo.extend(spec.inputs)
+        return [s.name for s in self.sources() if s.name in reached]
+
     def ends(self) -> list[StageSpec]:
         """The stages that feed no stage: Sink subclasses, and any other stage left at an end
         (a dead end, which validation warns of): the runner waits for every one of them."""
@@ -121,6 +131,13 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
         except CycleError as exc:
             cycle = exc.args[1]
             problems.append((graph.stages[cycle[0]], "inputs: cycle " + " -> ".join(cycle)))
+    if not problems:
+        for spec in graph.stages.values():
+            sources = graph.sources_of(spec.name)
+            if spec.cls.one_source and len(sources) > 1:
+                problems.append((spec, f"inputs: the frames of {len(sources)} sources reach it ({', '.join(sources)}), "
+                                       f"and a {spec.type_name} takes one source's: give each source its own "
+                                       "detector and sink"))
     return problems
 
 

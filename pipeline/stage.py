@@ -89,6 +89,11 @@ class Stage:
     them. Off by default, because a stage that keeps tracks or counters would see only every
     Nth packet in each copy."""
 
+    one_source: ClassVar[bool] = False
+    """True for a stage that can take the frames of one source only (a video file holds one
+    video): the graph check refuses it where the frames of several reach it, which otherwise
+    made one file of two cameras' frames in turn, in an order that changed from run to run."""
+
     dropped: int = 0
     """Items the stage discarded itself (a reader thread that keeps only the newest frame, a
     publisher whose subscribers' queues are full): the runner adds them to the stage's

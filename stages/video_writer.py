@@ -31,6 +31,9 @@ FALLBACK_FPS = 25.0
 MIN_FPS = 0.01
 """The slowest rate written (a frame per 100 s): OpenCV's writers refuse 0.001 and below, and a
 time-lapse source slower than this is written at it, so it plays faster than it was taken."""
+MAX_FILL_S = 5.0
+"""The longest gap between two frames that copies of the earlier fill: a camera down for hours
+is cut, not written as hours of one frozen frame."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
 
@@ -54,13 +57,18 @@ class VideoWriterSink(Sink):
 
     The file is opened at the first frame, whose size it takes; every frame must have that size.
     Without ``fps`` the first ``FPS_SAMPLE + 1`` frames are held until their timestamps give the
-    source's rate: a fixed default made a 30 fps clip play at 25, 20% slow.
+    source's rate: a fixed default made a 30 fps clip play at 25, 20% slow. A file has one rate,
+    so a frame that comes a frame period or more after the one before (frames a live source
+    dropped, a variable-rate file's slower stretch) is preceded by copies of that one, up to
+    ``MAX_FILL_S``: written one after another, such frames played 4x fast, and the video could
+    not be lined up with the CSV.
     """
 
     Params = VideoWriterParams
     params: VideoWriterParams
     reads = EXPRESSIONS
     output_paths = ("path",)
+    one_source = True
 
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:
@@ -76,6 +84,8 @@ class VideoWriterSink(Sink):
         self._stderr = StderrCapture()
         self._failed = False
         self._held: list[tuple[Packet, np.ndarray]] = []
+        self._rate = 0.0
+        self._last: tuple[Packet, np.ndarray] | None = None
         self.written = 0
 
     def _start(self, width: int, height: int, fps: float) -> None:
@@ -85,15 +95,15 @@ class VideoWriterSink(Sink):
         if not writer.isOpened():  # no writer kept, so close removes the empty file this made
             raise InputError(f"video_writer {path}: OpenCV cannot write this file")
         self._writer = writer
-        self._size = (width, height)
+        self._size, self._rate = (width, height), fps
 
     def consume(self, packet: Packet) -> None:
         fps = self._fps.tick()
         image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
         if self._writer is not None:
-            self._write(packet, image)
+            self._place(packet, image)
             return
-        self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))
+        self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))  # the drawn copy alone
         if self.params.fps is not None or len(self._held) > FPS_SAMPLE:
             self._write_held()
 
@@ -104,7 +114,17 @@ class VideoWriterSink(Sink):
         first = held[0][1]
         self._start(first.shape[1], first.shape[0], self.params.fps or frame_rate([p for p, _ in held]))
         for packet, image in held:
-            self._write(packet, image)
+            self._place(packet, image)
+
+    def _place(self, packet: Packet, image: np.ndarray) -> None:
+        """Writes the frame after as many copies of the one before as its timestamp says are
+        missing (none when it is within one and a half periods of it)."""
+        if self._last is not None:
+            gap = min(packet.timestamp - self._last[0].timestamp, MAX_FILL_S)
+            for _ in range(round(gap * self._rate) - 1):
+                self._write(*self._last)
+        self._write(packet, image)
+        self._last = (Packet(packet.source, packet.index, packet.timestamp), image)  # not the frame's pixels
 
     def _write(self, packet: Packet, image: np.ndarray) -> None:
         height, width = image.shape[:2]

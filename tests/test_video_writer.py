@@ -139,6 +139,49 @@ def test_the_file_plays_at_the_source_rate_unless_told_otherwise(clips, tmp_path
         assert len(read_frames(tmp_path / name)) == frames
 
 
+def test_a_frame_late_by_periods_is_preceded_by_copies_of_the_one_before(tmp_path):
+    """A file has one rate, and frames were written one after another whatever their times: a
+    variable-rate file's 5 fps stretch after 25 fps played 5x fast, as did a live source's
+    survivors of dropped frames, so the video could not be lined up with the CSV. A camera that
+    was down for a minute is cut to MAX_FILL_S of its last frame, not a frozen minute."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import MAX_FILL_S, VideoWriterParams, VideoWriterSink
+
+    times = [i / 25 for i in range(10)] + [0.36 + 0.2 * i for i in range(1, 6)] + [61.36]
+    path = tmp_path / "a.avi"
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
+    sink.open()
+    try:
+        for index, timestamp in enumerate(times):
+            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 15 * index, np.uint8)))
+    finally:
+        sink.close()
+    levels = [round(float(frame.mean()) / 15) for frame in read_frames(path)]
+    expected = list(range(10))
+    for index in range(10, 15):  # 0.2 s after the one before: four copies of that one, then it
+        expected += [index - 1] * 4 + [index]
+    expected += [14] * (int(MAX_FILL_S * 25) - 1) + [15]
+    assert levels == expected
+
+
+def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
+    """It wrote both cameras' frames into one file in turn, in an order that changed from run to
+    run, and failed half-way where their sizes differed."""
+    stages = {
+        "door": {"type": "video", "params": {"path": str(short_clip)}},
+        "desk": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["door", "desk"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "annotated": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "a.mp4")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    done = fer_pipe("validate", str(tmp_path / "g.yaml"))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'g.yaml'}:21: stage 'annotated' "
+                                                 "(video_writer): inputs: the frames of 2 sources "
+                                                 "reach it (door, desk), and a video_writer takes one source's: give "
+                                                 "each source its own detector and sink\n")
+
+
 def test_frame_rate_reads_the_first_source_and_ignores_a_late_frame():
     from fer_pipe.messages import Packet
     from fer_pipe.stages.video_writer import FALLBACK_FPS, MIN_FPS, frame_rate
