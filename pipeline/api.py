@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import math
 import shutil
 import tempfile
 import threading
@@ -47,11 +48,29 @@ END, READ = b"end", b"read"
 
 
 class RunFailed(RuntimeError):
-    """The run ended with a non-zero exit code; ``result`` holds its message and statistics."""
+    """The run ended with a non-zero exit code; ``result`` holds its message and statistics.
+
+    Raised from a ``StageTraceback`` holding the failed stage's traceback, where there is one, so
+    that an uncaught failure, ``logging.exception`` and pytest show where in the stage it failed.
+    """
 
     def __init__(self, result: RunResult) -> None:
         super().__init__(result.message or f"the run ended with exit code {result.exit_code}")
         self.result = result
+
+
+class BadInputFound(RunFailed, InputError):
+    """A run that bad input ended after it started (exit code 2: a video cut short, a plug-in's
+    ``InputError`` on a frame): a ``RunFailed`` whose results so far were yielded, and an
+    ``InputError``, so that ``except UserError`` tells bad input from a fault of the pipeline
+    however late the input was found to be bad."""
+
+
+class StageTraceback(Exception):
+    """A failed stage's traceback, as its process printed it."""
+
+    def __str__(self) -> str:
+        return "\n" + self.args[0]
 
 
 class ForwardParams(StageParams):
@@ -142,6 +161,8 @@ class ResultStream:
             self._error = exc
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self._results.closed:  # read to its end, or closed, before: nothing more comes
+            return
         try:
             while True:
                 if self._results.poll(100):
@@ -160,17 +181,34 @@ class ResultStream:
                 self._error.args = (redact_urls(str(self._error)),)
             raise self._error
         if self.result is not None and self.result.exit_code:
-            raise RunFailed(self.result)
+            failed = (BadInputFound if self.result.exit_code == 2 else RunFailed)(self.result)
+            raise failed from (StageTraceback(self.result.traceback) if self.result.traceback else None)
 
     def close(self) -> None:
-        """Stop the run if it is still going (sources stop, the graph drains), and clean up."""
-        atexit.unregister(self.close)
+        """Stop the run if it is still going (sources stop, the graph drains), and clean up.
+
+        A Ctrl-C while it waits for the drain is a second stop, as for ``fer-pipe run``: the run
+        stops at once, the clean-up is done, then the interrupt goes on. It used to end the wait
+        with nothing cleaned up and the stop at exit unregistered."""
         if self._thread.is_alive():
             self._runner.stop()
-            while self._thread.is_alive():
-                # keep the hidden sink unblocked while the graph drains, and let it end at once
-                if self._results.poll(100) and self._results.recv() == END:
-                    self._say_read()
+            try:
+                self._wait_for_runner()
+            except KeyboardInterrupt:
+                self._runner.stop()
+                self._wait_for_runner()
+                self._clean_up()
+                raise
+        self._clean_up()
+
+    def _wait_for_runner(self) -> None:
+        while self._thread.is_alive():
+            # keep the hidden sink unblocked while the graph drains, and let it end at once
+            if self._results.poll(100) and self._results.recv() == END:
+                self._say_read()
+
+    def _clean_up(self) -> None:
+        atexit.unregister(self.close)
         if not self._results.closed:
             self._results.close(linger=0)
             self._ctx.term()
@@ -197,6 +235,10 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     graph's sinks (the classifier in the shipped configs). Config errors raise ``ConfigError``
     here, before anything starts.
     """
+    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)) or \
+            not 0 <= stall_timeout < math.inf:
+        raise ConfigError(f"results: stall_timeout: expected seconds, a finite number of at least 0 "
+                          f"(0: none), got {stall_timeout!r}")
     graph = load_graph(config, overrides)
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
-import cv2
 import pytest
-from conftest import read_frames, write_video
-from fault_plugin import assert_valid_prefix
+from conftest import write_video
+from fault_plugin import assert_valid_prefix, fault_config
 from livetools import csv_rows
 
-from fer_pipe.api import RunFailed, results
+from fer_pipe.api import BadInputFound, RunFailed, results
 from fer_pipe.errors import ConfigError, InputError, UserError
 
 
@@ -77,19 +79,55 @@ def test_bad_input_raises_its_one_line_error(tmp_path):
         list(stream)
 
 
-def test_a_stage_failing_mid_run_raises_run_failed(clips, tmp_path):
-    big = write_video(tmp_path / "big.avi", read_frames(clips["single_face.mp4"], 10))
-    small = write_video(tmp_path / "small.avi", [cv2.resize(f, (320, 180)) for f in read_frames(big)])
-    config = {"stages": {
-        "a": {"type": "video", "params": {"path": str(big)}},
-        "b": {"type": "video", "params": {"path": str(small)}},
-        "detector": {"type": "haar", "inputs": ["a", "b"]},
-        "classifier": {"type": "classifier", "inputs": ["detector"]},
-        "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(tmp_path / "o.avi")}},
-    }}
-    with pytest.raises(RunFailed) as caught:
-        list(results(config))  # one file cannot take frames of two sizes: the writer raises mid-run
-    assert caught.value.result.exit_code == 2 and "stage 'out' (video_writer) failed" in str(caught.value)
+def test_bad_input_found_mid_run_is_run_failed_and_input_error_with_the_stage_traceback(short_clip, tmp_path):
+    """A video cut short raised a plain RunFailed: a caller that tells bad input (``except
+    UserError``) from a fault of the pipeline took a damaged upload for a crash, and an uncaught
+    failure showed nothing of the stage's traceback. The frames before the cut still arrive."""
+    data = short_clip.read_bytes()
+    video = tmp_path / "cut.avi"
+    video.write_bytes(data[: len(data) // 2])
+    stream = results("configs/video_to_csv.yaml", [f"source.path={video}", f"csv.path={tmp_path / 'o.csv'}"])
+    frames = []
+    with pytest.raises(BadInputFound) as caught:
+        for event in stream:
+            frames.append(event["frame"])
+    failed = caught.value
+    assert isinstance(failed, RunFailed) and isinstance(failed, InputError) and failed.result.exit_code == 2
+    assert str(failed).startswith(f"stage 'source' (video) failed: video {video}: decoding stopped at frame "
+                                  f"{len(frames)} of 60")
+    assert frames == list(range(len(frames))) and 0 < len(frames) < 60
+    assert list(stream) == []  # a stream read to its end gives nothing more (it raised ZMQError)
+
+
+def test_an_uncaught_stage_failure_shows_where_in_the_stage_it_failed(short_clip, tmp_path, plugin_env):
+    """The worker's traceback was in ``result.traceback`` only: an uncaught RunFailed, logging
+    and pytest showed the one-line message and the API's own frames."""
+    config = fault_config(tmp_path / "g.yaml", short_clip, tmp_path / "rows.csv", mode="raise", at=[5])
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            for event in results("{config}"):
+                pass
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env})
+    assert done.returncode == 1
+    cause, _, raised = done.stderr.partition("The above exception was the direct cause of the following exception:")
+    assert re.search(r'fer_faults_plugin.py", line \d+, in process\n.*\nValueError: injected fault on frame 5',
+                     cause), done.stderr
+    assert raised.strip().endswith("fer_pipe.api.RunFailed: stage 'faulty' (faulty) failed: on source frame 5: "
+                                   "ValueError: injected fault on frame 5")
+
+
+@pytest.mark.parametrize("value", ["120", -1, float("nan"), True])
+def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_starts(value):
+    """"120" (from an environment variable) started the graph, then killed every stage with a
+    TypeError from the runner's first stall check; -1 was taken for no stall timeout."""
+    with pytest.raises(ConfigError, match=re.escape(f"results: stall_timeout: expected seconds, a finite number "
+                                                    f"of at least 0 (0: none), got {value!r}")):
+        results("configs/video_to_csv.yaml", stall_timeout=value)
 
 
 def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
@@ -134,3 +172,37 @@ def test_a_stream_never_read_is_stopped_at_exit_not_torn_down(short_clip, tmp_pa
     assert "terminate" not in done.stderr and "Abort" not in done.stderr
     assert_valid_prefix(tmp_path / "rows.csv")  # closed whole: its header, then whole frames in order
     assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")]
+
+
+def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(short_clip, tmp_path, plugin_env):
+    """The second Ctrl-C ended the drain's wait with nothing cleaned up and the stop at exit
+    already unregistered: the interpreter then tore the run down mid-drain, leaving the socket's
+    folder and a shared-memory ring for the resource tracker to find."""
+    config = fault_config(tmp_path / "g.yaml", short_clip, tmp_path / "rows.csv", delay_s=0.2)
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys
+        import time
+
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            for event in results("{config}"):
+                print("event", flush=True)
+                time.sleep(0.05)
+        """))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **plugin_env, "TMPDIR": str(temp)},
+                            start_new_session=True)  # a shell job: Ctrl-C reaches its whole group
+    assert proc.stdout.readline() == "event\n"
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (-signal.SIGINT, 130), stderr
+    assert "leaked" not in stderr
+    assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")], stderr
+    assert_valid_prefix(tmp_path / "rows.csv")
+
