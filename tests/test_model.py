@@ -191,6 +191,27 @@ def test_a_resume_refuses_options_that_differ_from_its_runs(tmp_path, given, sai
                                                  "options (--extend adds epochs; another --out starts a new run)\n")
 
 
+def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_one_line(tmp_path):
+    """A missing or damaged checkpoint was a Keras traceback (exit 1); the README's --extend line
+    run again after that extension was cut short added a second cycle, hours of unasked epochs."""
+    data = _random_csv(tmp_path / "data.csv", "Training")
+    test_rows = _random_csv(tmp_path / "test.csv", "PublicTest").read_text().splitlines(keepends=True)[1:]
+    with open(data, "a") as f:  # both splits, so that the damaged checkpoint is what the run meets
+        f.writelines(test_rows)
+    run = _a_run_folder(tmp_path / "run", data)
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {run / 'checkpoint.keras'}: no such file, so the "
+                                                 "run cannot resume\n")
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--extend", "2")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {run} is at epoch 2 of 6; "
+                                                 "--resume without --extend finishes it first\n")
+    (run / "checkpoint.keras").write_text("not a zip")
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: {run / 'checkpoint.keras'}: not a checkpoint this "
+                                                   "can resume (")
+
+
 def test_a_resume_on_other_data_is_refused(tmp_path):
     run = _a_run_folder(tmp_path / "run", _random_csv(tmp_path / "data.csv", "Training"))
     other = _random_csv(tmp_path / "other.csv", "Training", seed=1)
@@ -207,10 +228,12 @@ HELP = " (see fer-pipe train --help)"
     (["--erase", "3"], "argument --erase: must be a finite number from 0 to 1, got 3" + HELP),
     (["--seed", "-1"], "argument --seed: must be a whole number of at least 0, got -1" + HELP),
     (["--crop", "4"], "argument --crop: must be a whole number from 8 to 48, got 4" + HELP),
-    (["--arch", "seed", "--crop", "16"], "--crop 16: the seed net needs a crop of at least 24"),
+    (["--crop", "60"], "argument --crop: must be a whole number from 8 to 48, got 60" + HELP),
+    (["--arch", "seed", "--crop", "40"], "--crop 40: the seed net takes whole 48 px faces (--crop 48)"),
 ])
 def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
-    """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out."""
+    """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out; --crop 60
+    did so after the last epoch, and the seed net at the default crop after the first."""
     data = _random_csv(tmp_path / "data.csv", "Training")
     done = fer_pipe("train", "--data", str(data), "--out", str(tmp_path / "run"), *given)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {said}\n")

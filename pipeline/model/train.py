@@ -23,6 +23,7 @@ from ..machine import cpu_model
 from ..output_files import make_folder
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
+from ..stage import one_line
 from .data import load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
@@ -36,8 +37,10 @@ THIS_INVOCATION = {"out", "data", "verbose", "train_rows"}
 """Saved with the run's options, but a resumed run takes them from its own invocation: the
 folders may have moved (the data is checked by its sha256 instead), and ``train_rows`` follows
 from the restored ``limit``."""
-MIN_CROP = {"vgg": 8, "seed": 24}
-"""The least crop each net's pooling can take down to one pixel."""
+MIN_CROP = 8
+"""The least crop the vgg net's pooling takes down to one pixel."""
+DEFAULT_CROP = {"vgg": 40, "seed": FACE_SIZE}
+"""The seed net has a fixed input and validates on whole faces, so it takes no crop."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=number(0), default=2.0,
                         help="epochs of linear learning-rate warm-up before the cosine decay")
     parser.add_argument("--label-smoothing", type=number(0, 1), default=0.1, help="label smoothing of the loss")
-    parser.add_argument("--crop", type=whole(MIN_CROP["vgg"], FACE_SIZE), default=40,
-                        help="side of the random training crop; inference uses the centre crop")
+    parser.add_argument("--crop", type=whole(MIN_CROP, FACE_SIZE), default=None,
+                        help="side of the random training crop; inference uses the centre crop "
+                             f"(default: {DEFAULT_CROP['vgg']}; the seed net takes {FACE_SIZE} only)")
     parser.add_argument("--erase", type=number(0, 1), default=0.5, help="random-erasing probability")
     parser.add_argument("--seed", type=whole(0), default=1, help="random seed (weights, shuffling, augmentation)")
     parser.add_argument("--limit", type=whole(0), default=0,
@@ -191,9 +195,10 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
     return candidates[picked]
 
 
-def run(args: argparse.Namespace) -> int:
-    # Everything that can be wrong with the arguments or the data is found before the --out
-    # folder is made and before TensorFlow's import prints its start-up lines.
+def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
+    """The arguments to train with (a resumed run's own options in place) and the state of the
+    run to resume, if any; InputError for everything that can be wrong with them, found before
+    the --out folder is made and before TensorFlow's import prints its start-up lines."""
     if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
     out = Path(args.out)
@@ -209,8 +214,22 @@ def run(args: argparse.Namespace) -> int:
                          "for a new one")
     if args.extend and not args.resume:
         raise InputError("--extend: continues a finished run, so it needs --resume")
-    if args.crop < MIN_CROP[args.arch]:
-        raise InputError(f"--crop {args.crop}: the {args.arch} net needs a crop of at least {MIN_CROP[args.arch]}")
+    if args.crop is None:
+        args.crop = DEFAULT_CROP[args.arch]
+    if args.arch == "seed" and args.crop != FACE_SIZE:
+        raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
+    if state is not None and args.extend and state["epochs_done"] < args.epochs:
+        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}; "
+                         "--resume without --extend finishes it first")
+    if state is not None and not (out / CHECKPOINT).is_file():
+        raise InputError(f"{out / CHECKPOINT}: no such file, so the run cannot resume")
+    return args, state
+
+
+def run(args: argparse.Namespace) -> int:
+    args, state = _checked(args)
+    out = Path(args.out)
+    state_path = out / STATE
     started = time.time()
     made = not out.exists()
     make_folder(out, "train: --out")
@@ -245,7 +264,10 @@ def run(args: argparse.Namespace) -> int:
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
-        model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
+        try:
+            model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
+        except (OSError, ValueError) as exc:  # zipfile's BadZipFile is an OSError; Keras raises ValueError
+            raise InputError(f"{out / CHECKPOINT}: not a checkpoint this can resume ({one_line(str(exc))})") from None
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         if args.extend:
             extend(model, args, state)
@@ -270,9 +292,8 @@ def run(args: argparse.Namespace) -> int:
             val = float((logs or {}).get("val_accuracy", 0.0))
             if val >= state.get("best_val_accuracy", -1.0):
                 state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
-                self.model.save(out / "best.keras")
-            self.model.save(out / (CHECKPOINT + ".tmp.keras"))
-            os.replace(out / (CHECKPOINT + ".tmp.keras"), out / CHECKPOINT)
+                _save_whole(self.model, out / "best.keras")
+            _save_whole(self.model, out / CHECKPOINT)
             _write_state(state_path, state)
 
     if state["epochs_done"] < args.epochs:
@@ -321,6 +342,14 @@ def _read_state(path: Path) -> dict:
     if not isinstance(state, dict) or not keys <= state.keys():
         raise InputError(f"{path}: not a training state this can resume (keys missing)")
     return state
+
+
+def _save_whole(model: keras.Model, path: Path) -> None:
+    """Whole or not at all: a SIGTERM while best.keras was written in place left it empty, and
+    every later resume ended in a traceback when it came to ship the best epoch."""
+    tmp = path.with_name(path.name + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def _write_state(path: Path, state: dict) -> None:
