@@ -25,7 +25,9 @@ import atexit
 import contextlib
 import json
 import math
+import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -92,6 +94,12 @@ class ForwardSink(Sink):
         self._sock.connect(self.params.endpoint)
 
     def consume(self, packet: Packet) -> None:
+        """Waits for the caller's loop to take it, however long: a loop stopped at a breakpoint
+        or a prompt failed a file run as a stall of this stage, its queued results lost."""
+        while not self._sock.poll(500, zmq.POLLOUT):
+            if self.stop_requested():
+                return
+            self.waiting_outside()
         self._sock.send_json(frame_event(packet, self.params.precision))
 
     def finish(self) -> Iterable[Packet]:
@@ -240,6 +248,11 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
             not 0 <= stall_timeout < math.inf:
         raise ConfigError(f"results: stall_timeout: expected seconds, a finite number of at least 0 "
                           f"(0: none), got {stall_timeout!r}")
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main is not None and getattr(sys.modules["__main__"].__spec__, "name", None) is None and \
+            not os.path.isfile(main):
+        raise InputError(f"results: the stage processes import the calling script again, and {main} is not a "
+                         "file (a script read from standard input?); save it to a file and run that")
     graph = load_graph(config, overrides)
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"

@@ -151,6 +151,44 @@ def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
     assert len(frames) == 2200
 
 
+def test_a_loop_paused_past_the_stall_timeout_is_waited_for(tmp_path):
+    """Once the sockets between the processes were full, a loop stopped at a breakpoint or a
+    prompt for longer than stall_timeout failed the run as a stall of the hidden stage, and the
+    results queued for it (about 1,000) were lost."""
+    import time
+
+    import numpy as np
+
+    clip = write_video(tmp_path / "tiny.avi", [np.full((48, 64, 3), 90, np.uint8)] * 30)
+    config = {"stages": {"cam": {"type": "video", "params": {"path": str(clip), "loop": True, "max_frames": 2600}},
+                         "detector": {"type": "haar", "inputs": ["cam"]}}}
+    frames = []
+    with results(config, stall_timeout=1.0) as stream:
+        for event in stream:
+            frames.append(event["frame"])
+            if len(frames) == 10:
+                time.sleep(4)  # the user at a breakpoint
+    assert stream.result.exit_code == 0, stream.result.message
+    assert frames == list(range(2600))
+
+
+def test_a_script_read_from_standard_input_is_one_error_before_anything_starts(short_clip, tmp_path):
+    """Every spawned stage process died importing '<stdin>' as the caller's script, and the run
+    blamed whichever stage the supervisor saw die first, "exit code 1"."""
+    script = textwrap.dedent(f"""\
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            list(results("video_to_csv", ["source.path={short_clip}", "csv.path={tmp_path / 'rows.csv'}"]))
+        """)
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == ("fer_pipe.errors.InputError: results: the stage processes import the "
+                                            "calling script again, and <stdin> is not a file (a script read from "
+                                            "standard input?); save it to a file and run that")
+    assert not (tmp_path / "rows.csv").exists()
+
+
 @pytest.mark.parametrize("then, code", [("pass", 0), ("raise RuntimeError('the setup after it failed')", 1)])
 def test_a_stream_never_read_is_stopped_at_exit_not_torn_down(short_clip, tmp_path, then, code):
     """A script that made a stream and ended (or raised) before its loop: the interpreter tore
