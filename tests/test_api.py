@@ -243,4 +243,3 @@ def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(
     assert "leaked" not in stderr
     assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")], stderr
     assert_valid_prefix(tmp_path / "rows.csv")
-
