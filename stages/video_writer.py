@@ -136,8 +136,10 @@ class VideoWriterSink(Sink):
         said = self._stderr.take()
         if WRITE_FAILED in said:
             self._failed = True
+            lost = "; an .mp4's index is written at its end, so this one will not play (an .avi keeps the frames " \
+                   "before such a failure)" if Path(self.params.path).suffix.lower() == ".mp4" else ""
             raise OSError(f"video_writer {self.params.path}: OpenCV could not write this frame "
-                          f"({_free_mib(self.params.path)} MiB free on its disk)")
+                          f"({_free_mib(self.params.path)} MiB free on its disk){lost}")
         if said:
             os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1

@@ -75,7 +75,8 @@ def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
     assert done.returncode == 1, done.stderr
     assert re.fullmatch(rf"fer-pipe: stage 'out' \(video_writer\) failed: on source frame \d+: OSError: "
                         rf"video_writer {re.escape(str(full / 'a.mp4'))}: OpenCV could not write this "
-                        r"frame \(0 MiB free on its disk\)\n", done.stderr)
+                        r"frame \(0 MiB free on its disk\); an \.mp4's index is written at its end, so this one "
+                        r"will not play \(an \.avi keeps the frames before such a failure\)\n", done.stderr)
 
 
 def test_drawing_never_touches_the_shared_frame():
