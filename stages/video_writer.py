@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -55,7 +56,10 @@ class VideoWriterParams(OverlayParams):
 class VideoWriterSink(Sink):
     """Writes the frames with the window's overlay (boxes, labels, probabilities) to a video file.
 
-    The file is opened at the first frame, whose size it takes; every frame must have that size.
+    The file is opened at the first frame, whose size it takes. A frame of another size (a camera
+    that came back at another resolution, an image folder of mixed sizes) is scaled to fit it,
+    its shape kept, with black bars, and said once: it failed the whole run, which a 24/7
+    recording lost to a camera's settings.
     Without ``fps`` the first ``FPS_SAMPLE + 1`` frames are held until their timestamps give the
     source's rate: a fixed default made a 30 fps clip play at 25, 20% slow. A file has one rate,
     so a frame that comes a frame period or more after the one before (frames a live source
@@ -86,6 +90,7 @@ class VideoWriterSink(Sink):
         self._held: list[tuple[Packet, np.ndarray]] = []
         self._rate = 0.0
         self._last: tuple[Packet, np.ndarray] | None = None
+        self._scaled = 0
         self.written = 0
 
     def _start(self, width: int, height: int, fps: float) -> None:
@@ -129,8 +134,12 @@ class VideoWriterSink(Sink):
     def _write(self, packet: Packet, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         if (width, height) != self._size:
-            raise InputError(f"video_writer {self.params.path}: {packet.source} frame {packet.index} is "
-                             f"{width}x{height}, the file is {self._size[0]}x{self._size[1]}")
+            if not self._scaled:
+                print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frame {packet.index} is "
+                      f"{width}x{height}, the file {self._size[0]}x{self._size[1]}; it and any other frame of "
+                      "another size are scaled to fit", file=sys.stderr)
+            self._scaled += 1
+            image = _fitted(image, self._size)
         with self._stderr.capturing():
             self._writer.write(image)
         said = self._stderr.take()
@@ -191,6 +200,17 @@ def frame_rate(packets: list[Packet]) -> float:
     times = [p.timestamp for p in packets if p.source == packets[0].source]
     gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
     return min(240.0, max(MIN_FPS, 1.0 / float(np.median(gaps)))) if gaps else FALLBACK_FPS
+
+
+def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image scaled to fit ``size`` (width, height), its shape kept, centred on black."""
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    out = np.zeros((height, width, 3), np.uint8)
+    x, y = (width - w) // 2, (height - h) // 2
+    out[y:y + h, x:x + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
 
 
 def _free_mib(path: str | Path) -> int:

@@ -194,10 +194,9 @@ def test_frame_rate_reads_the_first_source_and_ignores_a_late_frame():
     assert frame_rate([Packet("a", i, 1000.0 * i) for i in range(3)]) == MIN_FPS  # OpenCV refuses 0.001
 
 
-def test_a_frame_of_another_size_is_bad_input_and_the_file_keeps_the_frames_before(tmp_path):
-    """An image folder of mixed sizes into one video: exit 2 with the frame named, as for other
-    bad input (it was exit 1), and the frames before it still play."""
-    from fer_pipe.errors import InputError
+def test_a_frame_of_another_size_is_scaled_to_fit_and_said_once(tmp_path, capsys):
+    """An image folder of mixed sizes, or a camera back at another resolution: the run failed
+    (exit 2) at the first such frame, which a 24/7 recording lost to a camera's settings."""
     from fer_pipe.messages import Packet
     from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
 
@@ -207,9 +206,14 @@ def test_a_frame_of_another_size_is_bad_input_and_the_file_keeps_the_frames_befo
     try:
         for index in range(3):
             sink.consume(Packet("cam", index, index / 5, np.full((48, 64, 3), 40 * index, np.uint8)))
-        with pytest.raises(InputError, match=re.escape(f"video_writer {path}: cam frame 3 is 32x24, the file "
-                                                       "is 64x48")):
-            sink.consume(Packet("cam", 3, 0.6, np.zeros((24, 32, 3), np.uint8)))
+        for index in (3, 4):  # square: scaled to 48x48 between two 8 px bars
+            sink.consume(Packet("cam", index, index / 5, np.full((32, 32, 3), 200, np.uint8)))
     finally:
         sink.close()
-    assert len(read_frames(path)) == 3
+    frames = read_frames(path)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 5
+    assert [round(float(f.mean()) / 40) for f in frames[:3]] == [0, 1, 2]  # MJPEG: a level or two off
+    for frame in frames[3:]:
+        assert abs(float(frame[:, 10:54].mean()) - 200) < 8 and float(frame[:, :6].mean()) < 8
+    assert capsys.readouterr().err == (f"fer-pipe: video_writer {path}: cam frame 3 is 32x32, the file 64x48; it "
+                                       "and any other frame of another size are scaled to fit\n")
