@@ -202,9 +202,15 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {run / 'checkpoint.keras'}: no such file, so the "
                                                  "run cannot resume\n")
-    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--extend", "2")
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {run} is at epoch 2 of 6; "
-                                                 "--resume without --extend finishes it first\n")
+    extending = _a_run_folder(tmp_path / "extending", data, epochs=8)
+    state = json.loads((extending / "train_state.json").read_text())
+    state.update(epochs_done=7, cycles=[{"epochs": 6, "lr": 0.05, "warmup_epochs": 2}, {"epochs": 2, "lr": 0.02,
+                                                                                          "warmup_epochs": 0}])
+    (extending / "train_state.json").write_text(json.dumps(state))
+    done = fer_pipe("train", "--data", str(data), "--out", str(extending), "--resume", "--extend", "2")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 7 of 8, "
+                                                 "in the cycle an earlier --extend added; --resume without --extend "
+                                                 "finishes it\n")
     (run / "checkpoint.keras").write_text("not a zip")
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", timeout=300)
     assert done.returncode == 2, done.stderr

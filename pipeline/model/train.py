@@ -218,9 +218,9 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         args.crop = DEFAULT_CROP[args.arch]
     if args.arch == "seed" and args.crop != FACE_SIZE:
         raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
-    if state is not None and args.extend and state["epochs_done"] < args.epochs:
-        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}; "
-                         "--resume without --extend finishes it first")
+    if state is not None and args.extend and len(state.get("cycles", ())) > 1 and state["epochs_done"] < args.epochs:
+        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}, in the "
+                         "cycle an earlier --extend added; --resume without --extend finishes it")
     if state is not None and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no such file, so the run cannot resume")
     return args, state
