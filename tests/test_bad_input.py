@@ -378,8 +378,8 @@ def test_a_folder_given_as_the_config_is_named_as_such(tmp_path):
 
 @pytest.fixture(scope="module")
 def wrong_models(tmp_path_factory) -> dict[str, Path]:
-    """Two tiny valid TFLite models of the wrong shape, built with Keras and the TF converter
-    (in a subprocess, so this test process stays free of TensorFlow)."""
+    """Tiny valid TFLite models of the wrong shape or without a softmax, built with Keras and the
+    TF converter (in a subprocess, so this test process stays free of TensorFlow)."""
     folder = tmp_path_factory.mktemp("models")
     script = textwrap.dedent(f"""
         import os
@@ -392,11 +392,16 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
                                                keras.layers.Dense(7, activation="softmax")]))
         save("five.tflite", keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
                                               keras.layers.Dense(5, activation="softmax")]))
+        save("out3d.tflite", keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
+                                               keras.layers.Dense(7, activation="softmax"),
+                                               keras.layers.Reshape((1, 7))]))
+        save("logits.tflite", keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
+                                                keras.layers.Dense(7, kernel_initializer="ones")]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]
-    return {"rgb24": folder / "rgb24.tflite", "five": folder / "five.tflite"}
+    return {name: folder / f"{name}.tflite" for name in ("rgb24", "five", "out3d", "logits")}
 
 
 @pytest.mark.parametrize("kind, reason", [
@@ -404,7 +409,12 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     ("folder", "is a folder, not a .tflite file"),
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
-    ("five", "output must have 7 classes, got 5"),
+    ("five", "output must be (n, 7): 7 class probabilities per face, got (1, 5)"),
+    # these two passed the check: a run that then failed in the csv stage, and logits written as
+    # probabilities (confidence 2.22), their labels changed by the division by their sum
+    ("out3d", "output must be (n, 7): 7 class probabilities per face, got (1, 1, 7)"),
+    ("logits", "its outputs are not probabilities (on a grey face they sum to 3.5, the least 0.5); export it "
+               "with its softmax"),
 ])
 def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_csv):
     model = wrong_models.get(kind, tmp_path / f"{kind}.tflite")

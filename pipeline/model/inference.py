@@ -39,9 +39,9 @@ class FaceClassifier:
         shape = tuple(int(v) for v in inp[0]["shape"])
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or inp[0]["dtype"] != np.float32:
             raise InputError(f"model {path}: input must be float32 (n, s, s, 1), got {shape}")
-        if int(out[0]["shape"][-1]) != len(EMOTIONS):
-            raise InputError(f"model {path}: output must have {len(EMOTIONS)} classes, "
-                             f"got {int(out[0]['shape'][-1])}")
+        if len(out[0]["shape"]) != 2 or int(out[0]["shape"][-1]) != len(EMOTIONS):
+            raise InputError(f"model {path}: output must be (n, {len(EMOTIONS)}): {len(EMOTIONS)} class "
+                             f"probabilities per face, got {tuple(int(v) for v in out[0]['shape'])}")
         # Applying the XNNPACK delegate, once per process, LiteRT's C++ logger prints "INFO:
         # Created TensorFlow Lite XNNPACK delegate for CPU." with no setting to stop it: a line in
         # every run that is not fer-pipe's. Errors still arrive as LiteRT's Python exceptions.
@@ -52,6 +52,10 @@ class FaceClassifier:
         self._input_index = inp[0]["index"]
         self._output_index = out[0]["index"]
         self._batch = shape[0]
+        probe = self._invoke(np.full((1, shape[1], shape[2], 1), 0.5, np.float32))[0]
+        if probe.min() < 0 or not 0.9 < probe.sum() < 1.1:
+            raise InputError(f"model {path}: its outputs are not probabilities (on a grey face they sum to "
+                             f"{probe.sum():.3g}, the least {probe.min():.3g}); export it with its softmax")
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """Probabilities (n, 7) for a batch of faces, in one interpreter call.
@@ -63,14 +67,18 @@ class FaceClassifier:
         if n == 0:
             return np.empty((0, len(EMOTIONS)), dtype=np.float32)
         batch = np.concatenate([faces, faces[:, :, ::-1]]) if self.flip_tta else faces
+        probs = self._invoke(batch)
+        if self.flip_tta:
+            probs = probs[:n] + probs[n:]
+        # An int8 export's softmax comes out in steps of 1/256 and its rows need not sum to 1.
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        """The model's output for a batch, in one interpreter call."""
         if len(batch) != self._batch:
             self._interpreter.resize_tensor_input(self._input_index, list(batch.shape))
             self._interpreter.allocate_tensors()
             self._batch = len(batch)
         self._interpreter.set_tensor(self._input_index, np.ascontiguousarray(batch, dtype=np.float32))
         self._interpreter.invoke()
-        probs = self._interpreter.get_tensor(self._output_index)
-        if self.flip_tta:
-            probs = probs[:n] + probs[n:]
-        # An int8 export's softmax comes out in steps of 1/256 and its rows need not sum to 1.
-        return probs / probs.sum(axis=1, keepdims=True)
+        return self._interpreter.get_tensor(self._output_index)
