@@ -214,7 +214,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
-    with held_folder(out_dir, "--out"):
+    with held_folder(out_dir, "--out", "batch"):
         return _run_planned(inputs, jobs, bad, out_dir, data, origin, address, num_cpus, max_retries, quiet)
 
 

@@ -53,10 +53,11 @@ def write_whole(path: Path, text: str, what: str) -> None:
 
 
 @contextmanager
-def held_folder(folder: Path, what: str) -> Iterator[None]:
-    """Hold ``folder`` for this run alone, by an exclusive ``flock`` on its ``.fer-pipe.lock``:
-    two batches into one results folder removed each other's work and temporary files, and the
-    first to end marked the folder complete. A file, not the folder itself, so that the lock
+def held_folder(folder: Path, what: str, command: str) -> Iterator[None]:
+    """Hold ``folder`` for this run of ``command`` alone, by an exclusive ``flock`` on its
+    ``.fer-pipe.lock``: two batches into one results folder removed each other's work and
+    temporary files, and the first to end marked the folder complete (two trainings replaced
+    each other's checkpoints). A file, not the folder itself, so that the lock
     holds on NFS too, where a lock needs a descriptor open for writing. A file system without
     locks is written unguarded."""
     lock = folder / LOCK
@@ -65,7 +66,7 @@ def held_folder(folder: Path, what: str) -> Iterator[None]:
     except OSError as exc:
         raise cannot_write(what, lock, exc) from None
     try:
-        claim(fd, lock, what, busy=f"{what} {folder}: another fer-pipe batch is writing into it; wait for it to "
+        claim(fd, lock, what, busy=f"{what} {folder}: another fer-pipe {command} is writing into it; wait for it to "
                                   "end, or give this one another folder")
         yield
     finally:

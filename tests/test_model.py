@@ -218,6 +218,21 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
                                                    "can resume (")
 
 
+def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):
+    """Both ran, both said 'wrote', and one run's checkpoints and model replaced the other's."""
+    import fcntl
+
+    data = _random_csv(tmp_path / "data.csv", "Training")
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".fer-pipe.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running fer-pipe train holds it
+        done = fer_pipe("train", "--data", str(data), "--out", str(out), "--epochs", "1")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: train: --out {out}: another fer-pipe train is writing "
+                                                 "into it; wait for it to end, or give this one another folder\n")
+    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock"]
+
+
 def test_a_resume_on_other_data_is_refused(tmp_path):
     run = _a_run_folder(tmp_path / "run", _random_csv(tmp_path / "data.csv", "Training"))
     other = _random_csv(tmp_path / "other.csv", "Training", seed=1)

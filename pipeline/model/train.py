@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
-from ..output_files import make_folder
+from ..output_files import held_folder, make_folder
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
@@ -63,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--erase", type=number(0, 1), default=0.5, help="random-erasing probability")
     parser.add_argument("--seed", type=whole(0), default=1, help="random seed (weights, shuffling, augmentation)")
     parser.add_argument("--limit", type=whole(0), default=0,
-                        help="use only the first N training and N//4 test rows (smoke runs)")
+                        help="use only N training and N//4 test rows, a sample drawn with --seed (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     parser.add_argument("--session-epochs", type=whole(0), default=0,
                         help="stop after this many epochs in this invocation; --resume goes on later")
@@ -121,7 +122,6 @@ def extend(model: keras.Model, args: argparse.Namespace, state: dict) -> None:
     """
     state["cycles"].append({"epochs": args.extend, "lr": args.extend_lr, "warmup_epochs": 0.0})
     state["options"]["epochs"] = sum(cycle["epochs"] for cycle in state["cycles"])
-    state["command"] += " && " + _this_command()
     args.epochs = state["options"]["epochs"]
     compile_for(model, args, state["cycles"])
     model.optimizer.build(model.trainable_variables)
@@ -229,15 +229,20 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
 def run(args: argparse.Namespace) -> int:
     args, state = _checked(args)
     out = Path(args.out)
-    state_path = out / STATE
-    started = time.time()
     made = not out.exists()
     make_folder(out, "train: --out")
+    with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
+        return _train(args, state, out, made)
+
+
+def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) -> int:
+    state_path = out / STATE
+    started = time.time()
     try:
         train, test = load_splits(args.data, "Training", "PublicTest")
     except InputError:
         if made:
-            out.rmdir()  # a bad data file leaves no empty --out behind
+            shutil.rmtree(out)  # a bad data file leaves no empty --out behind (but for the lock file)
         raise
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -269,6 +274,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:  # zipfile's BadZipFile is an OSError; Keras raises ValueError
             raise InputError(f"{out / CHECKPOINT}: not a checkpoint this can resume ({one_line(str(exc))})") from None
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
+        state["command"] += " && " + _this_command()  # the card's command is every invocation of the run
         if args.extend:
             extend(model, args, state)
     state["runs"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "hardware": cpu_model(),
@@ -299,9 +305,14 @@ def run(args: argparse.Namespace) -> int:
     if state["epochs_done"] < args.epochs:
         last = args.epochs if not args.session_epochs else \
             min(args.epochs, state["epochs_done"] + args.session_epochs)
-        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
-                  initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
-                  shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
+        try:
+            model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
+                      initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
+                      shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
+        except KeyboardInterrupt:
+            print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
+                  f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
+            raise
     picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
     state["runs"][-1]["seconds"] = time.time() - started
     calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
