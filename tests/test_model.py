@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 
 from conftest import REPO, fer_pipe, read_frames
 from fer_pipe.inprocess import run_stage
+from fer_pipe.errors import InputError
 from fer_pipe.messages import EMOTIONS, Face, Packet
 from fer_pipe.model import DEFAULT_MODEL
 from fer_pipe.model.data import FerSplit, load_split, sha256_of
@@ -67,13 +69,32 @@ def test_an_emotion_outside_0_to_6_names_its_line(tmp_path, bad):
 
 
 def test_image_folder_layout_reads_classes_by_folder(tmp_path):
-    for split, label in (("train", "happy"), ("train", "sad"), ("test", "fear")):
+    """In any case: a Surprise/ folder was skipped without a word, and so was any other name."""
+    for split, label in (("train", "happy"), ("train", "sad"), ("test", "fear"), ("test", "Surprise")):
         folder = tmp_path / split / label
         folder.mkdir(parents=True)
         cv2.imwrite(str(folder / "a.png"), np.full((48, 48), 100, np.uint8))
     train = load_split(tmp_path, "Training")
     assert sorted(EMOTIONS[i] for i in train.labels) == ["happy", "sad"]
-    assert load_split(tmp_path, "PublicTest").labels.tolist() == [EMOTIONS.index("fear")]
+    assert load_split(tmp_path, "PublicTest").labels.tolist() == [EMOTIONS.index("fear"), EMOTIONS.index("surprise")]
+    (tmp_path / "test" / "surprised").mkdir()
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'test' / 'surprised'}: not a class folder "
+                                                   "(expected angry, disgust, fear, happy, sad, surprise, neutral, "
+                                                   "in any case)")):
+        load_split(tmp_path, "PublicTest")
+
+
+def test_a_usage_is_read_in_any_case_and_a_usage_of_none_of_the_three_names_its_line(tmp_path):
+    """'training ' (by hand, or another tool) was dropped without a word, as was any other value."""
+    data = _random_csv(tmp_path / "data.csv", "Training", rows=4)
+    lines = data.read_text().splitlines()
+    lines[2] = lines[2][:-len("Training")] + "training "
+    data.write_text("\n".join(lines) + "\n")
+    assert len(load_split(data, "Training").labels) == 4
+    data.write_text("\n".join(lines[:3] + [lines[3][:-len("Training")] + "Validation"]) + "\n")
+    with pytest.raises(InputError, match=re.escape(f"{data}:4: Usage must be one of Training, PublicTest, "
+                                                   "PrivateTest, got 'Validation'")):
+        load_split(data, "Training")
 
 
 def test_pipeline_and_evaluation_paths_give_the_same_probabilities(clips):

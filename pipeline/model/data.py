@@ -20,6 +20,9 @@ _FOLDER_SPLITS = {"Training": ("train", "training"), "PublicTest": ("test", "val
                   "PrivateTest": ("privatetest",)}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 LABEL_TEXTS = {str(i) for i in range(len(EMOTIONS))}
+_USAGE_TEXTS = {usage.lower(): usage for usage in USAGES}
+"""Usage values as written by hand or by another tool (``training``, ``Training ``), which were
+dropped without a word."""
 """The emotion column's values: FER-2013 numbers the seven classes 0-6 in EMOTIONS' order."""
 
 
@@ -105,9 +108,12 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
             for lineno, row in enumerate(reader, start=2):
                 if len(row) != 3:
                     raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
-                if row[2] in images:
-                    images[row[2]].append(_pixels(row[1], f"{path}:{lineno}"))
-                    labels[row[2]].append(_label(row[0], f"{path}:{lineno}"))
+                usage = _USAGE_TEXTS.get(row[2].strip().lower())
+                if usage is None:
+                    raise InputError(f"{path}:{lineno}: Usage must be one of {', '.join(USAGES)}, got {row[2]!r}")
+                if usage in images:
+                    images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
+                    labels[usage].append(_label(row[0], f"{path}:{lineno}"))
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
     for usage in usages:
@@ -124,10 +130,12 @@ def _load_folder(root: Path, usage: str) -> FerSplit:
                          f"{', '.join(_FOLDER_SPLITS[usage])})")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    for label, name in enumerate(EMOTIONS):
-        class_dir = split_dir / name
-        if not class_dir.is_dir():
-            continue
+    class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
+    for class_dir in class_dirs:
+        if class_dir.name.lower() not in EMOTIONS:  # Surprise/ or surprised/ was skipped without a word
+            raise InputError(f"{class_dir}: not a class folder (expected {', '.join(EMOTIONS)}, in any case)")
+    for class_dir in sorted(class_dirs, key=lambda d: EMOTIONS.index(d.name.lower())):
+        label = EMOTIONS.index(class_dir.name.lower())
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
