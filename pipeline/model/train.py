@@ -313,6 +313,12 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
                   f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
             raise
+    state["runs"][-1]["seconds"] = time.time() - started
+    if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
+        _write_state(state_path, state)
+        print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
+              "the run, and the same command with --resume goes on", file=sys.stderr)
+        return 0
     picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
     state["runs"][-1]["seconds"] = time.time() - started
     calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
