@@ -144,7 +144,7 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     state = json.loads((out / "train_state.json").read_text())
     assert state["epochs_done"] == 4 and len(state["history"]["loss"]) == 4
-    assert not (out / "model.tflite").exists() and not (out / "MODEL_CARD.md").exists()  # an unfinished run ships nothing
+    assert not (out / "model.tflite").exists() and not (out / "MODEL_CARD.md").exists()  # nothing shipped yet
     assert first.stderr.splitlines()[-1] == (f"fer-pipe train: this session ended at epoch 4 of 6; {out} keeps the "
                                              "run, and the same command with --resume goes on")
 
