@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -11,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, fer_pipe, read_frames
-from fer_pipe.inprocess import run_stage
 from fer_pipe.errors import InputError
+from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import EMOTIONS, Face, Packet
 from fer_pipe.model import DEFAULT_MODEL
 from fer_pipe.model.data import FerSplit, load_split, sha256_of
@@ -283,6 +287,24 @@ def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_
     done = fer_pipe("train", "--data", str(data), "--out", str(tmp_path / "run"), *given)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {said}\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_batchnorm_is_recalibrated_on_fewer_faces_than_one_batch():
+    """Under 256 faces (a --limit smoke run) the pass had no whole batch and changed nothing, so
+    such runs shipped the statistics of augmented batches. In a subprocess: no TensorFlow here."""
+    script = textwrap.dedent("""
+        import os
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        import keras, numpy as np
+        from fer_pipe.model.train import recalibrate_batchnorm
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.BatchNormalization()])
+        recalibrate_batchnorm(net, np.full((100, 8, 8, 1), 3.0, np.float32))
+        print(float(net.layers[0].moving_mean.numpy()[0]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split()[-1]) == pytest.approx(3.0 * (1 - 0.9 ** 30), rel=1e-3)
 
 
 def test_a_single_cosine_cycle_follows_keras_cosine_decay_and_a_restart_starts_at_its_peak():
