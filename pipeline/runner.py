@@ -28,7 +28,7 @@ from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
-from .stage import one_line, said
+from .stage import Sink, one_line, said
 from .stats import format_table
 from .status import StatusLine
 from .worker import RESEND_S, STOP_SIGNALS, Outbox, StageQueue, Wiring, stage_main
@@ -160,11 +160,13 @@ class Runner:
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: Processes = {}
+        live = any(spec.build().live for spec in graph.sources())
         for name in graph.order():
             spec = graph.stages[name]
             slots = _ring_slots(graph, name) if spec.is_source else 0
             for process in names[name]:
-                outboxes = [Outbox([inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}")
+                outboxes = [Outbox([inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}",
+                                   drop_oldest=live and issubclass(graph.stages[c].cls, Sink))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],

@@ -76,10 +76,14 @@ class Outbox:
 
     Nobody else puts into them, so a live sender may take its oldest item out of a full one.
     ``key`` names the numbering of what this sender deals to a consumer with several workers.
+    ``drop_oldest``: so does any sender into it, because it feeds a sink in a live graph: a sink
+    that falls behind (a window on a frozen display) then loses frames of its own, where it held
+    up the stage feeding it and so its sibling sinks (the CSV stopped with the window).
     """
 
     queues: list[Any]
     key: str
+    drop_oldest: bool = False
 
 
 @dataclass
@@ -212,20 +216,21 @@ class _Emitter:
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
-                    self._put(box.queues[0], packet)
+                    self._put(box.queues[0], packet, box.drop_oldest)
                 else:
                     number = self._numbers[i]
                     self._numbers[i] = number + 1
-                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
+                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]),
+                              box.drop_oldest)
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
         self.check_sent()
         for box in self.outboxes:
-            self._put(box.queues[item.number % len(box.queues)], item)
+            self._put(box.queues[item.number % len(box.queues)], item, box.drop_oldest)
 
-    def _put(self, box: Any, item: Packet | Sequenced) -> None:
-        if self.live:
+    def _put(self, box: Any, item: Packet | Sequenced, drop_oldest: bool) -> None:
+        if self.live or drop_oldest:
             self._put_dropping_oldest(box, item)
         else:
             box.put(item)

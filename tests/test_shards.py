@@ -545,6 +545,27 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
                         r"stopped \(sndhwm 1 were held\); is fer-pipe collect running there\?", line), line
 
 
+def test_in_a_live_run_a_sink_that_waits_holds_up_none_of_its_siblings(clips, tmp_path):
+    """A camera's push sink waiting for an absent collector (or a window on a frozen display)
+    held up the stage feeding it, and with it the CSV beside it: the CSV stopped a few frames in,
+    and the camera's frames were dropped for every sink. The waiting sink now loses its own."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+    config = push_run_config(clip, free_port(), tmp_path / "push.yaml", csv_path=tmp_path / "rows.csv", linger_s=0.1,
+                             sndhwm=1)
+    graph = yaml.safe_load(config.read_text())
+    graph["stages"]["source"]["params"]["realtime"] = True
+    config.write_text(yaml.safe_dump(graph))
+    err = tmp_path / "run.err"
+    run = start("run", str(config), "--quiet", log=err)
+    try:
+        wait_for(lambda: any(r["frame"] == "59" for r in csv_rows(tmp_path / "rows.csv")), 120,
+                 "the CSV to reach the clip's last frame", run)
+    finally:
+        end(run, signal.SIGTERM)
+    frames = {int(r["frame"]) for r in csv_rows(tmp_path / "rows.csv")}
+    assert len(frames) >= 50, sorted(frames)  # a few may go to a busy machine, as any live run's
+
+
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
     """The sink holds SIGTERM while it handles a frame, so the SIGTERM a stage gets when the
     runner dies could not reach one blocked in its send: it outlived the run."""
