@@ -156,6 +156,8 @@ class ResultStream:
         self._runner = Runner(graph, progress=False, stall_timeout=stall_timeout)
         self.result: RunResult | None = None
         self._error: BaseException | None = None
+        self._reader: int | None = None  # the thread iterating, which alone uses the socket then
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
         self._thread.start()
         # A stream never read to its end nor closed (the script ended, or raised before its
@@ -172,6 +174,7 @@ class ResultStream:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self._results.closed:  # read to its end, or closed, before: nothing more comes
             return
+        self._reader = threading.get_ident()
         try:
             while True:
                 if self._results.poll(100):
@@ -185,11 +188,13 @@ class ResultStream:
             self._thread.join()
         finally:
             self.close()
+            self._reader = None
         if self._error is not None:
             if isinstance(self._error, UserError):  # its line may quote a URL, as the CLI's does
                 self._error.args = (redact_urls(str(self._error)),)
             raise self._error
-        if self.result is not None and self.result.exit_code:
+        stopped_by_close = self._stopped and self.result is not None and self.result.exit_code == 130
+        if self.result is not None and self.result.exit_code and not stopped_by_close:
             failed = (BadInputFound if self.result.exit_code == 2 else RunFailed)(self.result)
             raise failed from (StageTraceback(self.result.traceback) if self.result.traceback else None)
 
@@ -198,7 +203,18 @@ class ResultStream:
 
         A Ctrl-C while it waits for the drain is a second stop, as for ``fer-pipe run``: the run
         stops at once, the clean-up is done, then the interrupt goes on. It used to end the wait
-        with nothing cleaned up and the stop at exit unregistered."""
+        with nothing cleaned up and the stop at exit unregistered.
+
+        From another thread than the one iterating (a stop button, or the stop at exit while a
+        daemon thread reads), it asks the run to stop and waits for it to end; the iterating
+        thread, which alone uses the socket, drains what is left and cleans up, and its loop
+        ends as at the end of the stream: closing both used the socket from two threads at once
+        (a ZMQError in one), and the reader got RunFailed for a plain stop."""
+        if self._reader not in (None, threading.get_ident()):
+            self._stopped = True
+            self._runner.stop()
+            self._thread.join()
+            return
         if self._thread.is_alive():
             self._runner.stop()
             try:

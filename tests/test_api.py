@@ -243,3 +243,31 @@ def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(
     assert "leaked" not in stderr
     assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")], stderr
     assert_valid_prefix(tmp_path / "rows.csv")
+
+
+def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(short_clip, tmp_path):
+    """A stop button's close() used the socket while the reading thread polled it (a ZMQError
+    in one of them), and the reader got RunFailed for a plain stop."""
+    import threading
+
+    stream = results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}",
+                                                   "source.realtime=true"])
+    seen, raised, first = [], [], threading.Event()
+
+    def read() -> None:
+        try:
+            for event in stream:
+                seen.append(event["frame"])
+                first.set()
+        except BaseException as exc:  # noqa: BLE001  what the reader would see
+            raised.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert first.wait(120), "no result came"
+    stream.close()
+    reader.join(60)
+    assert not reader.is_alive() and raised == []
+    assert stream.result.exit_code == 130 and seen and seen[-1] < 59
+    assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
+
