@@ -270,4 +270,3 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert not reader.is_alive() and raised == []
     assert stream.result.exit_code == 130 and seen and seen[-1] < 59
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
-
