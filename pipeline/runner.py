@@ -160,13 +160,13 @@ class Runner:
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: Processes = {}
-        live = any(spec.build().live for spec in graph.sources())
+        live = {spec.name for spec in graph.sources() if spec.build().live}
         for name in graph.order():
             spec = graph.stages[name]
             slots = _ring_slots(graph, name) if spec.is_source else 0
             for process in names[name]:
                 outboxes = [Outbox([inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}",
-                                   drop_oldest=live and issubclass(graph.stages[c].cls, Sink))
+                                   drop_oldest=_drops_for_live(graph, c, live))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
@@ -413,6 +413,14 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"{number} ({signal.strsignal(number) or 'unknown'})"
+
+
+def _drops_for_live(graph: Graph, consumer: str, live: set[str]) -> bool:
+    """Whether what is put into ``consumer``'s queues drops the oldest item when full: for a
+    sink that only live sources reach. A file source's frames are never dropped, though a
+    camera feeds the same sink."""
+    sources = graph.sources_of(consumer)
+    return issubclass(graph.stages[consumer].cls, Sink) and bool(sources) and set(sources) <= live
 
 
 def _ring_slots(graph: Graph, source: str) -> int:

@@ -189,6 +189,7 @@ class _Emitter:
         self._unsent: dict[tuple[str, int], None] = {}  # packets counted skipped lately, oldest first
         self._numbers = [0] * len(outboxes)
         self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
+        self._behind: set[str] = set()  # the outboxes into sinks that have dropped, said once each
         # a frame leaves every queue within a queue's length of newer frames put in that queue;
         # a consumer with N workers gets every Nth frame in each of its queues
         self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
@@ -216,26 +217,25 @@ class _Emitter:
         for packet in packets:
             for i, box in enumerate(self.outboxes):
                 if len(box.queues) == 1:
-                    self._put(box.queues[0], packet, box.drop_oldest)
+                    self._put(box, box.queues[0], packet)
                 else:
                     number = self._numbers[i]
                     self._numbers[i] = number + 1
-                    self._put(box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]),
-                              box.drop_oldest)
+                    self._put(box, box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
 
     def emit_sequenced(self, item: Sequenced) -> None:
         """A worker's answer to one numbered item: passed on with its number, to be put in order."""
         self.check_sent()
         for box in self.outboxes:
-            self._put(box.queues[item.number % len(box.queues)], item, box.drop_oldest)
+            self._put(box, box.queues[item.number % len(box.queues)], item)
 
-    def _put(self, box: Any, item: Packet | Sequenced, drop_oldest: bool) -> None:
-        if self.live or drop_oldest:
-            self._put_dropping_oldest(box, item)
+    def _put(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
+        if self.live or outbox.drop_oldest:
+            self._put_dropping_oldest(outbox, box, item)
         else:
             box.put(item)
 
-    def _put_dropping_oldest(self, box: Any, item: Packet | Sequenced) -> None:
+    def _put_dropping_oldest(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
         while True:
             try:
                 box.put_nowait(item)
@@ -246,6 +246,11 @@ class _Emitter:
                 except queue.Empty:
                     time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
                     continue
+                if not self.live and outbox.key not in self._behind:  # a sink fell behind: say which
+                    self._behind.add(outbox.key)
+                    sender, _, sink = outbox.key.partition(">")
+                    print(f"fer-pipe: sink {sink!r} fell behind the live source; the oldest frames waiting for "
+                          f"it are dropped (counted in the dropped column of {sender!r})", file=sys.stderr)
                 if isinstance(dropped, Sequenced):  # nobody must wait for its number
                     item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
                     for packet in dropped.packets:

@@ -564,6 +564,27 @@ def test_in_a_live_run_a_sink_that_waits_holds_up_none_of_its_siblings(clips, tm
         end(run, signal.SIGTERM)
     frames = {int(r["frame"]) for r in csv_rows(tmp_path / "rows.csv")}
     assert len(frames) >= 50, sorted(frames)  # a few may go to a busy machine, as any live run's
+    assert ("fer-pipe: sink 'push' fell behind the live source; the oldest frames waiting for it are dropped "
+            "(counted in the dropped column of 'classifier')") in err.read_text()
+
+
+def test_only_sinks_that_live_sources_alone_reach_drop_frames(tmp_path):
+    """A file source's frames were dropped into a slow sink that a camera also fed (exit 0, most
+    of the file missing): a sink drops only where every source reaching it is live."""
+    from fer_pipe.runner import _drops_for_live
+
+    stages = {"cam": {"type": "video", "params": {"path": "cam.avi", "realtime": True}},
+              "file": {"type": "video", "params": {"path": "file.avi"}},
+              "camdet": {"type": "haar", "inputs": ["cam"]},
+              "camcls": {"type": "classifier", "inputs": ["camdet"]},
+              "both": {"type": "haar", "inputs": ["cam", "file"]},
+              "bothcls": {"type": "classifier", "inputs": ["both"]},
+              "camcsv": {"type": "csv", "inputs": ["camcls"], "params": {"path": "a.csv"}},
+              "bothcsv": {"type": "csv", "inputs": ["bothcls"], "params": {"path": "b.csv"}}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    graph = load_graph(tmp_path / "g.yaml")
+    live = {"cam"}
+    assert [_drops_for_live(graph, name, live) for name in ("camcsv", "bothcsv", "camdet")] == [True, False, False]
 
 
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
