@@ -62,7 +62,7 @@ class VideoWriterSink(Sink):
     recording lost to a camera's settings.
     Without ``fps`` the first ``FPS_SAMPLE + 1`` frames are held until their timestamps give the
     source's rate: a fixed default made a 30 fps clip play at 25, 20% slow. A file has one rate,
-    so a frame that comes a frame period or more after the one before (frames a live source
+    so then a frame that comes a frame period or more after the one before (frames a live source
     dropped, a variable-rate file's slower stretch) is preceded by copies of that one, up to
     ``MAX_FILL_S``: written one after another, such frames played 4x fast, and the video could
     not be lined up with the CSV.
@@ -123,8 +123,10 @@ class VideoWriterSink(Sink):
 
     def _place(self, packet: Packet, image: np.ndarray) -> None:
         """Writes the frame after as many copies of the one before as its timestamp says are
-        missing (none when it is within one and a half periods of it)."""
-        if self._last is not None:
+        missing (none when it is within one and a half periods of it). A rate the user gives is
+        the one to play at, frame after frame (a slideshow of photos a second apart at 5 fps),
+        so it fills nothing."""
+        if self._last is not None and self.params.fps is None:
             gap = min(packet.timestamp - self._last[0].timestamp, MAX_FILL_S)
             for _ in range(round(gap * self._rate) - 1):
                 self._write(*self._last)

@@ -164,6 +164,16 @@ def test_a_frame_late_by_periods_is_preceded_by_copies_of_the_one_before(tmp_pat
     expected += [14] * (int(MAX_FILL_S * 25) - 1) + [15]
     assert levels == expected
 
+    told = tmp_path / "told.avi"  # a rate the user gives is the one to play at: one frame each
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(told), fps=25))
+    sink.open()
+    try:
+        for index, timestamp in enumerate(times):
+            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 15 * index, np.uint8)))
+    finally:
+        sink.close()
+    assert [round(float(frame.mean()) / 15) for frame in read_frames(told)] == list(range(16))
+
 
 def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
     """It wrote both cameras' frames into one file in turn, in an order that changed from run to
