@@ -81,6 +81,8 @@ def test_image_folder_layout_reads_classes_by_folder(tmp_path):
     train = load_split(tmp_path, "Training")
     assert sorted(EMOTIONS[i] for i in train.labels) == ["happy", "sad"]
     assert load_split(tmp_path, "PublicTest").labels.tolist() == [EMOTIONS.index("fear"), EMOTIONS.index("surprise")]
+    (tmp_path / "test" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    assert len(load_split(tmp_path, "PublicTest").labels) == 2
     (tmp_path / "test" / "surprised").mkdir()
     with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'test' / 'surprised'}: not a class folder "
                                                    "(expected angry, disgust, fear, happy, sad, surprise, neutral, "

@@ -20,10 +20,10 @@ _FOLDER_SPLITS = {"Training": ("train", "training"), "PublicTest": ("test", "val
                   "PrivateTest": ("privatetest",)}
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 LABEL_TEXTS = {str(i) for i in range(len(EMOTIONS))}
+"""The emotion column's values: FER-2013 numbers the seven classes 0-6 in EMOTIONS' order."""
 _USAGE_TEXTS = {usage.lower(): usage for usage in USAGES}
 """Usage values as written by hand or by another tool (``training``, ``Training ``), which were
 dropped without a word."""
-"""The emotion column's values: FER-2013 numbers the seven classes 0-6 in EMOTIONS' order."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _load_folder(root: Path, usage: str) -> FerSplit:
                          f"{', '.join(_FOLDER_SPLITS[usage])})")
     images: list[np.ndarray] = []
     labels: list[int] = []
-    class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir())
+    class_dirs = sorted(d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))  # .git/
     for class_dir in class_dirs:
         if class_dir.name.lower() not in EMOTIONS:  # Surprise/ or surprised/ was skipped without a word
             raise InputError(f"{class_dir}: not a class folder (expected {', '.join(EMOTIONS)}, in any case)")
