@@ -342,7 +342,8 @@ def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Names
     """This invocation's arguments with the run's own options in their place, before the data is
     read: a resumed run trains on what it started on, on the schedule it started with. An option
     given here that differs from the run's is refused, not ignored: a ``--limit`` applied to the
-    data under a schedule sized for the old limit trained at a learning rate of 0."""
+    data under a schedule sized for the old limit trained at a learning rate of 0. One given at
+    its default value cannot be told from one not given, and the run's stands."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     saved = {key: value for key, value in state["options"].items() if key not in NOT_OPTIONS | THIS_INVOCATION}
