@@ -17,7 +17,10 @@ the detector looked at count towards ``max_age``.
 A camera that was down sends no frames, so no detection can miss its tracks: a track would
 carry on over an outage of hours when the same place is in view after it, and its episode
 would span the outage. A gap of over ``max_gap_s`` between two frames of a source ends all its
-tracks on the frame after it, so their episodes end at their last sighting before the gap.
+tracks on the frame after it, so their episodes end at their last sighting before the gap. A
+source whose frames are that far apart as a rule (a time-lapse, photos dated 10 s apart) is
+measured against three times its usual gap (the median of its last ``GAPS_KEPT``) instead:
+with the fixed limit, every frame of it ended every track, and none ever got an id.
 
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
@@ -32,6 +35,7 @@ episode waited for the end of the run.
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -52,7 +56,7 @@ class TrackParams(StageParams):
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
-                                         "which its tracks end")
+                                         "which its tracks end; a source's usual gap, times 3, if longer")
 
 
 def _kalman(box: Box) -> cv2.KalmanFilter:
@@ -109,12 +113,27 @@ class _Track:
         return x0, y0, x1 - x0, y1 - y0
 
 
+GAPS_KEPT = 9
+"""The gaps between a source's frames its usual gap is the median of: one outage among them
+does not move it."""
+
+
 @dataclass
 class _SourceState:
     tracks: list[_Track] = field(default_factory=list)
     last_index: int | None = None
     last_time: float | None = None
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
     next_id: int = 1
+
+    def gap_ends_tracks(self, timestamp: float, max_gap_s: float) -> bool:
+        """Whether the time since the source's last frame ends its tracks; notes the gap."""
+        if self.last_time is None:
+            return False
+        gap = timestamp - self.last_time
+        limit = max(max_gap_s, 3 * float(np.median(self.gaps))) if self.gaps else max_gap_s
+        self.gaps.append(gap)
+        return gap > limit
 
 
 class FaceTracker(Stage):
@@ -141,7 +160,7 @@ class FaceTracker(Stage):
         state = self._sources.setdefault(packet.source, _SourceState())
         steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
         lost: list[int] = []
-        if state.last_time is not None and packet.timestamp - state.last_time > self.params.max_gap_s:
+        if state.gap_ends_tracks(packet.timestamp, self.params.max_gap_s):
             lost = [t.track_id for t in state.tracks if t.track_id is not None]
             state.tracks = []
         state.last_index, state.last_time = packet.index, packet.timestamp

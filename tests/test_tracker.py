@@ -85,6 +85,18 @@ def test_a_camera_down_for_longer_than_max_gap_s_ends_its_tracks() -> None:
     assert {f.track_id for p in out[1:] for f in p.faces} == {1}
 
 
+def test_a_time_lapse_is_tracked_and_only_a_gap_well_over_its_usual_one_ends_its_tracks() -> None:
+    """Photos 10 s apart: every frame was a gap of over max_gap_s, so every frame ended every
+    track and none ever got an id."""
+    box = (200, 100, 100, 100)
+    photos = [Packet("cam", i, 10.0 * i, faces=[Face(box)]) for i in range(12)]
+    photos += [Packet("cam", i, 10.0 * i + 600, faces=[Face(box)]) for i in range(12, 16)]  # ten minutes off
+    out = run_stage("track", photos, {"min_hits": 2})
+    # the first gap has no usual one to go by: the first track is ended before its second sighting
+    assert [[f.track_id for f in p.faces] for p in out] == [[None]] * 2 + [[1]] * 10 + [[None]] + [[2]] * 3
+    assert out[12].extra["track_lost"] == [1]
+
+
 def test_sources_are_tracked_separately() -> None:
     packets = []
     for i in range(6):
