@@ -130,10 +130,11 @@ class VideoWriterSink(Sink):
             gap = min(packet.timestamp - self._last[0].timestamp, MAX_FILL_S)
             for _ in range(round(gap * self._rate) - 1):
                 self._write(*self._last)
-        self._write(packet, image)
+        image = self._write(packet, image)
         self._last = (Packet(packet.source, packet.index, packet.timestamp), image)  # not the frame's pixels
 
-    def _write(self, packet: Packet, image: np.ndarray) -> None:
+    def _write(self, packet: Packet, image: np.ndarray) -> np.ndarray:
+        """Writes the image, fitted to the file's size; the image as written, for any copies."""
         height, width = image.shape[:2]
         if (width, height) != self._size:
             if not self._scaled:
@@ -154,6 +155,7 @@ class VideoWriterSink(Sink):
         if said:
             os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1
+        return image
 
     def close(self) -> None:
         try:
