@@ -319,8 +319,12 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
                       initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
                       shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
         except KeyboardInterrupt:
-            print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
-                  f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
+            if state_path.exists():
+                print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
+                      f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
+            else:
+                print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
+                      "command starts it again", file=sys.stderr)
             raise
     state["runs"][-1]["seconds"] = time.time() - started
     if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
