@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import json
 import math
+import numbers
 import os
 import shutil
 import sys
@@ -260,7 +261,7 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     graph's sinks (the classifier in the shipped configs). Config errors raise ``ConfigError``
     here, before anything starts.
     """
-    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)) or \
+    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, numbers.Real) or \
             not 0 <= stall_timeout < math.inf:
         raise ConfigError(f"results: stall_timeout: expected seconds, a finite number of at least 0 "
                           f"(0: none), got {stall_timeout!r}")

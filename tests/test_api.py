@@ -130,6 +130,14 @@ def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_s
         results("configs/video_to_csv.yaml", stall_timeout=value)
 
 
+def test_a_numpy_stall_timeout_is_seconds_too(short_clip, tmp_path):
+    import numpy as np
+
+    with results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}"],
+                 stall_timeout=np.int64(60)) as stream:
+        assert len(list(stream)) == 60
+
+
 def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
     """The hidden sink sends faster than a loop body of 2 ms reads: about 2,000 results wait in
     ZeroMQ's queues when its stream ends. Before, its process ended once they were handed to the
