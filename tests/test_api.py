@@ -138,6 +138,16 @@ def test_a_numpy_stall_timeout_is_seconds_too(short_clip, tmp_path):
         assert len(list(stream)) == 60
 
 
+def _looped_tiny_clip(tmp_path, frames: int) -> dict:
+    """A graph that sends results faster than a loop reads them: a 64x48 grey clip looped to
+    ``frames`` frames, through the detector alone."""
+    import numpy as np
+
+    clip = write_video(tmp_path / "tiny.avi", [np.full((48, 64, 3), 90, np.uint8)] * 30)
+    return {"stages": {"cam": {"type": "video", "params": {"path": str(clip), "loop": True, "max_frames": frames}},
+                       "detector": {"type": "haar", "inputs": ["cam"]}}}
+
+
 def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
     """The hidden sink sends faster than a loop body of 2 ms reads: about 2,000 results wait in
     ZeroMQ's queues when its stream ends. Before, its process ended once they were handed to the
@@ -145,13 +155,8 @@ def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
     end was watched by the stall timeout, such a run failed as "stalled while closing"."""
     import time
 
-    import numpy as np
-
-    clip = write_video(tmp_path / "tiny.avi", [np.full((48, 64, 3), 90, np.uint8)] * 30)
-    config = {"stages": {"cam": {"type": "video", "params": {"path": str(clip), "loop": True, "max_frames": 2200}},
-                         "detector": {"type": "haar", "inputs": ["cam"]}}}
     frames = []
-    with results(config, stall_timeout=1.0) as stream:
+    with results(_looped_tiny_clip(tmp_path, 2200), stall_timeout=1.0) as stream:
         for event in stream:
             frames.append(event["frame"])
             time.sleep(0.002)
@@ -165,13 +170,8 @@ def test_a_loop_paused_past_the_stall_timeout_is_waited_for(tmp_path):
     results queued for it (about 1,000) were lost."""
     import time
 
-    import numpy as np
-
-    clip = write_video(tmp_path / "tiny.avi", [np.full((48, 64, 3), 90, np.uint8)] * 30)
-    config = {"stages": {"cam": {"type": "video", "params": {"path": str(clip), "loop": True, "max_frames": 2600}},
-                         "detector": {"type": "haar", "inputs": ["cam"]}}}
     frames = []
-    with results(config, stall_timeout=1.0) as stream:
+    with results(_looped_tiny_clip(tmp_path, 2600), stall_timeout=1.0) as stream:
         for event in stream:
             frames.append(event["frame"])
             if len(frames) == 10:

@@ -149,30 +149,25 @@ def test_a_frame_late_by_periods_is_preceded_by_copies_of_the_one_before(tmp_pat
     from fer_pipe.stages.video_writer import MAX_FILL_S, VideoWriterParams, VideoWriterSink
 
     times = [i / 25 for i in range(10)] + [0.36 + 0.2 * i for i in range(1, 6)] + [61.36]
-    path = tmp_path / "a.avi"
-    sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
-    sink.open()
-    try:
-        for index, timestamp in enumerate(times):
-            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 15 * index, np.uint8)))
-    finally:
-        sink.close()
-    levels = [round(float(frame.mean()) / 15) for frame in read_frames(path)]
+
+    def levels_written(path, **params) -> list[int]:
+        """Frame i is grey level 15 * i: the level of each frame in the file, over 15."""
+        sink = VideoWriterSink("out", VideoWriterParams(path=str(path), **params))
+        sink.open()
+        try:
+            for index, timestamp in enumerate(times):
+                sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 15 * index, np.uint8)))
+        finally:
+            sink.close()
+        return [round(float(frame.mean()) / 15) for frame in read_frames(path)]
+
     expected = list(range(10))
     for index in range(10, 15):  # 0.2 s after the one before: four copies of that one, then it
         expected += [index - 1] * 4 + [index]
     expected += [14] * (int(MAX_FILL_S * 25) - 1) + [15]
-    assert levels == expected
-
-    told = tmp_path / "told.avi"  # a rate the user gives is the one to play at: one frame each
-    sink = VideoWriterSink("out", VideoWriterParams(path=str(told), fps=25))
-    sink.open()
-    try:
-        for index, timestamp in enumerate(times):
-            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 15 * index, np.uint8)))
-    finally:
-        sink.close()
-    assert [round(float(frame.mean()) / 15) for frame in read_frames(told)] == list(range(16))
+    assert levels_written(tmp_path / "a.avi") == expected
+    # a rate the user gives is the one to play at: one frame each
+    assert levels_written(tmp_path / "told.avi", fps=25) == list(range(16))
 
 
 def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
