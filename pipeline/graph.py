@@ -132,9 +132,9 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
             cycle = exc.args[1]
             problems.append((graph.stages[cycle[0]], "inputs: cycle " + " -> ".join(cycle)))
     if not problems:
-        for spec in graph.stages.values():
+        for spec in (s for s in graph.stages.values() if s.cls.one_source):
             sources = graph.sources_of(spec.name)
-            if spec.cls.one_source and len(sources) > 1:
+            if len(sources) > 1:
                 problems.append((spec, f"inputs: the frames of {len(sources)} sources reach it ({', '.join(sources)}), "
                                        f"and a {spec.type_name} takes one source's: give each source its own "
                                        "detector and sink"))

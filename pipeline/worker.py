@@ -76,9 +76,10 @@ class Outbox:
 
     Nobody else puts into them, so a live sender may take its oldest item out of a full one.
     ``key`` names the numbering of what this sender deals to a consumer with several workers.
-    ``drop_oldest``: so does any sender into it, because it feeds a sink in a live graph: a sink
-    that falls behind (a window on a frozen display) then loses frames of its own, where it held
-    up the stage feeding it and so its sibling sinks (the CSV stopped with the window).
+    ``drop_oldest``: so does any sender into it, because it feeds a sink that live sources alone
+    reach: a sink that falls behind (a window on a frozen display) then loses frames of its own,
+    where it held up the stage feeding it and so its sibling sinks (the CSV stopped with the
+    window).
     """
 
     queues: list[Any]
