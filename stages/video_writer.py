@@ -90,7 +90,7 @@ class VideoWriterSink(Sink):
         self._held: list[tuple[Packet, np.ndarray]] = []
         self._rate = 0.0
         self._last: tuple[Packet, np.ndarray] | None = None
-        self._scaled = 0
+        self._scaled = False  # a frame of another size was said
         self.written = 0
 
     def _start(self, width: int, height: int, fps: float) -> None:
@@ -141,7 +141,7 @@ class VideoWriterSink(Sink):
                 print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frame {packet.index} is "
                       f"{width}x{height}, the file {self._size[0]}x{self._size[1]}; it and any other frame of "
                       "another size are scaled to fit", file=sys.stderr)
-            self._scaled += 1
+            self._scaled = True
             image = _fitted(image, self._size)
         with self._stderr.capturing():
             self._writer.write(image)
