@@ -61,6 +61,7 @@ class RunResult:
         the CLI prints these lines and the Python API raises them."""
         self.message = redact_urls(one_line(self.message))
         self.also = [redact_urls(one_line(line)) for line in self.also]
+        self.traceback = redact_urls(self.traceback)  # the Python API chains it to what it raises
 
 
 class Runner:

@@ -121,6 +121,16 @@ def test_an_uncaught_stage_failure_shows_where_in_the_stage_it_failed(short_clip
                                    "ValueError: injected fault on frame 5")
 
 
+def test_the_stage_traceback_a_failure_is_raised_from_has_its_passwords_masked():
+    """The message was masked, but the traceback the API chains to RunFailed (and --debug
+    prints) showed a camera's password to every log."""
+    from fer_pipe.runner import RunResult
+
+    said = 'Traceback (most recent call last):\nRuntimeError: cannot upload to rtsp://admin:hunter2@10.0.0.5/s\n'
+    result = RunResult(1, message="x", traceback=said)
+    assert "hunter2" not in result.traceback and "rtsp://admin:***@10.0.0.5/s" in result.traceback
+
+
 @pytest.mark.parametrize("value", ["120", -1, float("nan"), True])
 def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_starts(value):
     """"120" (from an environment variable) started the graph, then killed every stage with a
