@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -241,11 +242,16 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 7 of 8, "
                                                  "in the cycle an earlier --extend added; --resume without --extend "
                                                  "finishes it\n")
-    (run / "checkpoint.keras").write_text("not a zip")
-    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", timeout=300)
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: {run / 'checkpoint.keras'}: not a checkpoint this "
-                                                   "can resume (")
+    with zipfile.ZipFile(run / "checkpoint.keras", "w") as archive:  # a zip whose bytes rotted: bad CRCs
+        for name in ("metadata.json", "config.json", "model.weights.h5"):
+            archive.writestr(name, "{}" * 64)
+    damaged = (run / "checkpoint.keras").read_bytes().replace(b"{}" * 64, b"}{" * 64)
+    for checkpoint in (b"not a zip", damaged):
+        (run / "checkpoint.keras").write_bytes(checkpoint)
+        done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", timeout=300)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: {run / 'checkpoint.keras'}: not a checkpoint "
+                                                       "this can resume (")
 
 
 def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):

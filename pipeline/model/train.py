@@ -13,6 +13,8 @@ import shlex
 import shutil
 import sys
 import time
+import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -280,7 +282,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
     else:
         try:
             model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
-        except (OSError, ValueError) as exc:  # zipfile's BadZipFile is an OSError; Keras raises ValueError
+        except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as exc:  # a cut file, bad bytes in one
             raise InputError(f"{out / CHECKPOINT}: not a checkpoint this can resume ({one_line(str(exc))})") from None
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         state["command"] += " && " + _this_command()  # the card's command is every invocation of the run
