@@ -13,8 +13,9 @@ JSON), one per frame, faces or not. The graph runs in the usual multi-process ru
 own sinks (CSV, video, ZeroMQ) working as in ``fer-pipe run``. A hidden sink reads what the
 graph's sinks read and sends each result, never pixels, to this process over a ZeroMQ PAIR
 socket on a private ``ipc://`` path; a send blocks when this side is slow, so a file run loses
-nothing and simply waits for the loop body (a live source drops frames as it always does, once
-the wait reaches the graph: some 200 results fit in the socket before it does). At
+nothing and simply waits for the loop body (with live sources alone, the hidden sink drops its
+oldest frames, as any sink that falls behind them does, once the socket is full: hundreds of
+results fit in it before). At
 the end, the hidden sink waits for this side's word that it has read the end marker: a sender
 whose process ended while the reader was still behind lost the results in transit (181 of 2,200
 with a loop body of 2 ms), even with ZeroMQ's linger.

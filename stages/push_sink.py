@@ -3,7 +3,8 @@
 Unlike the ``zmq`` sink (PUB: lossy live fan-out that never waits), a collector must not lose
 events, so sends block when the high-water mark is reached: while the collector is up, every
 event reaches it; while it is down, up to ``sndhwm`` events wait in this process, and then the
-pipeline waits too (a live source then drops its oldest frames, as it does for any slow stage).
+pipeline waits too, or, where live sources alone feed it, the sink's own queue drops its oldest
+frames, as any sink that falls behind a live source does (the CSV beside it goes on).
 
 Each event is the ``frame`` event of ``fer_pipe.events`` plus ``seq``, counting from 0 per source,
 and ``run``, drawn anew in each process. The collector tells a gap (a ``seq`` skipped within a
