@@ -99,21 +99,24 @@ class WindowSink(Sink):
     def consume(self, packet: Packet) -> None:
         """Shows the frame in its source's window: frames of several cameras in one window
         flickered between them."""
-        window = self._windows.get(packet.source) or self._open_window(packet.source)
-        fps = self._fps[packet.source].tick()
-        cv2.imshow(window, draw(packet, self.params.show_probs, fps if self.params.show_fps else None))
+        fps = self._fps.setdefault(packet.source, FpsMeter()).tick()
+        image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
+        cv2.imshow(self._windows.get(packet.source) or self._open_window(packet.source, image.shape), image)
         self._handle_events()
 
-    def _open_window(self, source: str) -> str:
+    def _open_window(self, source: str, shape: tuple[int, ...]) -> str:
         """A window for a source: the title alone while there is one source; from the second on,
-        every window's title names its source."""
+        every window's title names its source. It opens at the frame's size and can be resized,
+        its shape kept: one fixed at the frame's size ran off a laptop's screen for a 1080p
+        camera, with faces and labels out of sight."""
         title = self.params.title
         name = title if not self._windows else f"{title} - {source}"
         if len(self._windows) == 1:
             (first, only), = self._windows.items()
             cv2.setWindowTitle(only, f"{title} - {first}")
-        cv2.namedWindow(name, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)  # no toolbar
-        self._windows[source], self._fps[source] = name, FpsMeter()
+        cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)  # no toolbar
+        cv2.resizeWindow(name, shape[1], shape[0])
+        self._windows[source] = name
         return name
 
     def idle(self) -> None:

@@ -155,37 +155,69 @@ def test_window_shows_box_and_label_where_the_face_is_and_q_ends_the_run(clips, 
             assert (np.abs(bar.astype(int) - COLOURS[emotion]).max(axis=2) < 40).mean() > 0.9, emotion
 
 
+def xlib() -> ctypes.CDLL:
+    """Xlib, for what xdotool does not do; its calls used here declared."""
+    lib = ctypes.CDLL(ctypes.util.find_library("X11"))
+    lib.XOpenDisplay.restype, lib.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    lib.XInternAtom.restype = ctypes.c_ulong
+    lib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    lib.XCloseDisplay.argtypes = [ctypes.c_void_p]
+    return lib
+
+
+class SizeHints(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_long), *((name, ctypes.c_int) for name in (
+        "x", "y", "width", "height", "min_width", "min_height", "max_width", "max_height", "width_inc",
+        "height_inc", "min_aspect_x", "min_aspect_y", "max_aspect_x", "max_aspect_y", "base_width", "base_height",
+        "win_gravity"))]
+
+
+def fixed_size(display: str, window: str) -> bool:
+    """Whether the window tells the window manager that its size is fixed (the same least and
+    greatest size in its WM_NORMAL_HINTS), so that the user cannot resize it."""
+    x11 = xlib()
+    x11.XGetWMNormalHints.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(SizeHints),
+                                      ctypes.POINTER(ctypes.c_long)]
+    connection = x11.XOpenDisplay(display.encode())
+    assert connection, f"cannot open {display}"
+    try:
+        hints, supplied = SizeHints(), ctypes.c_long()
+        assert x11.XGetWMNormalHints(connection, int(window), ctypes.byref(hints), ctypes.byref(supplied))
+    finally:
+        x11.XCloseDisplay(connection)
+    least, greatest = 1 << 4, 1 << 5  # PMinSize, PMaxSize
+    return bool(hints.flags & least and hints.flags & greatest and
+                (hints.min_width, hints.min_height) == (hints.max_width, hints.max_height))
+
+
 def close_as_a_window_manager_does(display: str, window: str) -> None:
     """Send the window WM_DELETE_WINDOW, which a window manager's close button sends. Xvfb runs
     none, and xdotool's windowkill and windowclose cut the program's X connection or destroy
     the window under it instead, so the message is sent through Xlib itself."""
-    xlib = ctypes.CDLL(ctypes.util.find_library("X11"))
-    xlib.XOpenDisplay.restype, xlib.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
-    xlib.XInternAtom.restype = ctypes.c_ulong
-    xlib.XInternAtom.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+    x11 = xlib()
 
     class ClientMessage(ctypes.Structure):
         _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
                     ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("message_type", ctypes.c_ulong),
                     ("format", ctypes.c_int), ("data", ctypes.c_long * 5), ("pad", ctypes.c_long * 12)]
 
-    xlib.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
-                                ctypes.POINTER(ClientMessage)]
-    xlib.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    connection = xlib.XOpenDisplay(display.encode())
+    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
+                               ctypes.POINTER(ClientMessage)]
+    connection = x11.XOpenDisplay(display.encode())
     assert connection, f"cannot open {display}"
     try:
         message = ClientMessage(type=33, window=int(window), format=32,  # 33: ClientMessage
-                                message_type=xlib.XInternAtom(connection, b"WM_PROTOCOLS", 0))
-        message.data[0] = xlib.XInternAtom(connection, b"WM_DELETE_WINDOW", 0)
-        assert xlib.XSendEvent(connection, int(window), 0, 0, ctypes.byref(message))
+                                message_type=x11.XInternAtom(connection, b"WM_PROTOCOLS", 0))
+        message.data[0] = x11.XInternAtom(connection, b"WM_DELETE_WINDOW", 0)
+        assert x11.XSendEvent(connection, int(window), 0, 0, ctypes.byref(message))
     finally:
-        xlib.XCloseDisplay(connection)  # flushes the request
+        x11.XCloseDisplay(connection)  # flushes the request
 
 
-def test_an_arrow_key_goes_on_and_the_close_button_ends_the_run_cleanly(clips, xvfb, tmp_path):
-    """Left (X keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button
-    failed it, exit 1, with OpenCV's "NULL guiReceiver" error."""
+def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_ends_it(clips, xvfb, tmp_path):
+    """The window's size was fixed, so a 1080p camera's ran off a laptop's screen; Left (X
+    keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button failed it,
+    exit 1, with OpenCV's "NULL guiReceiver" error."""
     needs("xdotool")
     frame = read_frames(clips["WolfgangLanger_Pexels.mp4"], 2)[-1]
     video = write_video(tmp_path / "still.avi", [frame] * 300, fps=5)
@@ -195,6 +227,7 @@ def test_an_arrow_key_goes_on_and_the_close_button_ends_the_run_cleanly(clips, x
     try:
         wait_for(lambda: csv_rows(csv_path)[:1], 90, "the first classified frame", run)
         window = wait_for(lambda: windows_titled(xvfb, "fer-pipe-test"), 30, "the window", run)[0]
+        assert not fixed_size(xvfb, window)  # it was: a 1080p camera's window ran off a laptop's screen
         xdotool(xvfb, "key", "--window", window, "Left")
         frames = len(csv_rows(csv_path))
         wait_for(lambda: len(csv_rows(csv_path)) > frames + 5, 60, "frames after the Left key", run)
