@@ -80,7 +80,8 @@ class Packet:
     run), and a ``FrameRef`` into shared memory after it has crossed a queue; ``pixels()`` gives
     the array either way.
     ``faces`` is None until a detector has run, so "no face found" (an empty list) is not
-    confused with "not looked at".
+    confused with "not looked at". A live source puts its nominal frame rate (its camera's, its
+    file's) in ``extra["fps"]``: the frames that reach a sink after drops are no measure of it.
     """
 
     source: str

@@ -63,7 +63,7 @@ class RtspSource(Source):
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
-        self._latest: tuple[np.ndarray, float] | None = None
+        self._latest: tuple[np.ndarray, float, float] | None = None  # image, captured, the stream's fps
         self._error = ""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
@@ -156,6 +156,7 @@ class RtspSource(Source):
 
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
+        rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
         while not self._stopping.is_set():
             ok, image = cap.read()
             if not ok:
@@ -163,7 +164,7 @@ class RtspSource(Source):
             self._last_frame_at = time.monotonic()
             with self._cond:
                 self.dropped += self._latest is not None
-                self._latest = (image, self._last_frame_at)
+                self._latest = (image, self._last_frame_at, rate)
                 self._cond.notify()
             if not frames and failures:
                 self._log(f"connected again after {failures + 1} attempts")
@@ -185,9 +186,9 @@ class RtspSource(Source):
                         return  # the run is stopping while the camera is down: end the stream now
                 if self._latest is None:
                     raise self._error_kind(f"rtsp {self._where}: {self._error}")
-                image, captured = self._latest
+                image, captured, rate = self._latest
                 self._latest = None
-            yield Packet(source, index, wall_time(captured), image, captured=captured)
+            yield Packet(source, index, wall_time(captured), image, captured=captured, extra={"fps": rate})
             index += 1
 
     @classmethod

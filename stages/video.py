@@ -144,7 +144,8 @@ class VideoSource(Source):
                 delay = started + read / self.fps - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            yield Packet(source, index, timestamp, image, captured=time.monotonic())
+            yield Packet(source, index, timestamp, image, captured=time.monotonic(),
+                         extra={"fps": self.fps} if self.params.realtime else {})
             index += 1
             read += 1
 

@@ -29,6 +29,8 @@ FPS_SAMPLE = 8
 held back."""
 FALLBACK_FPS = 25.0
 """The rate written when the frames carry no timing: a single frame, or equal timestamps."""
+MAX_FPS = 240.0
+"""The fastest rate written; a stream that reports more (90000, its clock rate) reports no rate."""
 MIN_FPS = 0.01
 """The slowest rate written (a frame per 100 s): OpenCV's writers refuse 0.001 and below, and a
 time-lapse source slower than this is written at it, so it plays faster than it was taken."""
@@ -41,8 +43,8 @@ CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 
 class VideoWriterParams(OverlayParams):
     path: str = Field(description="video file to write: .mp4 (MPEG-4) or .avi (MJPEG)")
-    fps: float | None = Field(None, ge=MIN_FPS, le=240, description="frame rate written into the file "
-                              "(default: the source's, from its frames' timestamps)")
+    fps: float | None = Field(None, ge=MIN_FPS, le=MAX_FPS, description="frame rate written into the file "
+                              "(default: the source's: a camera's own, or its frames' timestamps')")
     show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
 
     @field_validator("path")
@@ -89,6 +91,7 @@ class VideoWriterSink(Sink):
         self._failed = False
         self._held: list[tuple[Packet, np.ndarray]] = []
         self._rate = 0.0
+        self._nominal = 0.0  # a live source's own frame rate, when it says one
         self._last: tuple[Packet, np.ndarray] | None = None
         self._scaled = False  # a frame of another size was said
         self.written = 0
@@ -109,15 +112,21 @@ class VideoWriterSink(Sink):
             self._place(packet, image)
             return
         self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))  # the drawn copy alone
-        if self.params.fps is not None or len(self._held) > FPS_SAMPLE:
+        nominal = packet.extra.get("fps")
+        if nominal is not None and MIN_FPS <= nominal <= MAX_FPS:  # a live source's own; a bogus one is not
+            self._nominal = float(nominal)
+        if self.params.fps is not None or self._nominal or len(self._held) > FPS_SAMPLE:
             self._write_held()
 
     def _write_held(self) -> None:
         """Open the file at the held frames' size and rate, and write them (taken first, so a
-        failure here is not retried by ``close``)."""
+        failure here is not retried by ``close``). The rate: the one given, else a live source's
+        own (the frames that survive its drops, a third of them, made 8 s of a camera 13.5 s of
+        video), else the one its frames' timestamps show."""
         held, self._held = self._held, []
         first = held[0][1]
-        self._start(first.shape[1], first.shape[0], self.params.fps or frame_rate([p for p, _ in held]))
+        rate = self.params.fps or self._nominal or frame_rate([p for p, _ in held])
+        self._start(first.shape[1], first.shape[0], rate)
         for packet, image in held:
             self._place(packet, image)
 
@@ -203,7 +212,7 @@ def frame_rate(packets: list[Packet]) -> float:
     """The first source's frame rate from the median gap between its frames' timestamps."""
     times = [p.timestamp for p in packets if p.source == packets[0].source]
     gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
-    return min(240.0, max(MIN_FPS, 1.0 / float(np.median(gaps)))) if gaps else FALLBACK_FPS
+    return min(MAX_FPS, max(MIN_FPS, 1.0 / float(np.median(gaps)))) if gaps else FALLBACK_FPS
 
 
 def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -61,6 +61,7 @@ class WebcamSource(Source):
 
     def frames(self) -> Iterator[Packet]:
         source = self.source_id
+        rate = self._cap.get(cv2.CAP_PROP_FPS)
         index = failures = 0
         while True:
             ok, image = self._cap.read()
@@ -77,7 +78,7 @@ class WebcamSource(Source):
                 time.sleep(0.01)
                 continue
             failures = 0
-            yield Packet(source, index, wall_time(now), image, captured=now)
+            yield Packet(source, index, wall_time(now), image, captured=now, extra={"fps": rate})
             index += 1
 
     def close(self) -> None:

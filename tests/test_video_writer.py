@@ -170,6 +170,38 @@ def test_a_frame_late_by_periods_is_preceded_by_copies_of_the_one_before(tmp_pat
     assert levels_written(tmp_path / "told.avi", fps=25) == list(range(16))
 
 
+def test_a_live_sources_own_rate_is_written_not_the_rate_of_the_frames_that_survived_its_drops(tmp_path):
+    """A camera at 25 fps of which every third frame reached the writer (the rest dropped on a
+    busy machine) was written at 8.3 fps, from the survivors' gaps: 8 s of camera, 13.5 s of
+    video in the review. A live source says its own rate; a bogus one (a stream's 90 kHz clock)
+    is not taken."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    for rate, name, frames in ((25.0, "camera.avi", 28), (90000.0, "bogus.avi", 10)):
+        sink = VideoWriterSink("out", VideoWriterParams(path=str(tmp_path / name)))
+        sink.open()
+        try:
+            for i in range(10):
+                sink.consume(Packet("cam", 3 * i, 3 * i / 25, np.full((48, 64, 3), 20 * i, np.uint8),
+                                    extra={"fps": rate}))
+        finally:
+            sink.close()
+        capture = cv2.VideoCapture(str(tmp_path / name))
+        written = capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        assert written == pytest.approx(25.0 if rate == 25.0 else 25 / 3, abs=0.01), name
+        assert len(read_frames(tmp_path / name)) == frames, name
+
+
+def test_a_realtime_video_says_its_own_rate(tmp_path):
+    from fer_pipe.inprocess import run_stage
+
+    clip = write_video(tmp_path / "clip.avi", [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(3)], fps=12.5)
+    assert [p.extra.get("fps") for p in run_stage("video", params={"path": str(clip), "realtime": True})] == [12.5] * 3
+    assert all("fps" not in p.extra for p in run_stage("video", params={"path": str(clip)}))
+
+
 def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
     """It wrote both cameras' frames into one file in turn, in an order that changed from run to
     run, and failed half-way where their sizes differed."""
