@@ -35,6 +35,7 @@ episode waited for the end of the run.
 from __future__ import annotations
 
 import functools
+import statistics
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -131,9 +132,9 @@ class _SourceState:
         if self.last_time is None:
             return False
         gap = timestamp - self.last_time
-        limit = max(max_gap_s, 3 * float(np.median(self.gaps))) if self.gaps else max_gap_s
+        ends = gap > max_gap_s and not (self.gaps and gap <= 3 * statistics.median(self.gaps))  # a median only then
         self.gaps.append(gap)
-        return gap > limit
+        return ends
 
 
 class FaceTracker(Stage):
