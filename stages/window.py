@@ -99,7 +99,9 @@ class WindowSink(Sink):
     def consume(self, packet: Packet) -> None:
         """Shows the frame in its source's window: frames of several cameras in one window
         flickered between them."""
-        fps = self._fps.setdefault(packet.source, FpsMeter()).tick()
+        if packet.source not in self._fps:
+            self._fps[packet.source] = FpsMeter()
+        fps = self._fps[packet.source].tick()
         image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
         cv2.imshow(self._windows.get(packet.source) or self._open_window(packet.source, image.shape), image)
         self._handle_events()
