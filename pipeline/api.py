@@ -98,11 +98,16 @@ class ForwardSink(Sink):
     def consume(self, packet: Packet) -> None:
         """Waits for the caller's loop to take it, however long: a loop stopped at a breakpoint
         or a prompt failed a file run as a stall of this stage, its queued results lost."""
-        while not self._sock.poll(500, zmq.POLLOUT):
-            if self.stop_requested():
+        event = frame_event(packet, self.params.precision)
+        while True:
+            try:
+                self._sock.send_json(event, zmq.NOBLOCK)
                 return
-            self.waiting_outside()
-        self._sock.send_json(frame_event(packet, self.params.precision))
+            except zmq.Again:  # the socket is full: the loop is behind, or paused
+                if self.stop_requested():
+                    return
+                self.waiting_outside()
+                self._sock.poll(500, zmq.POLLOUT)
 
     def finish(self) -> Iterable[Packet]:
         """The end marker, then wait until the caller says it has read it, so that nothing is
