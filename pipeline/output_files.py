@@ -18,7 +18,7 @@ from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
 
 
 LOCK = ".fer-pipe.lock"
-"""The file a batch locks in its results folder while it runs."""
+"""The file a batch locks in its results folder while it runs, and a training in its --out."""
 
 
 def make_folder(folder: Path, what: str) -> None:

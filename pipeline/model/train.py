@@ -23,7 +23,7 @@ import numpy as np
 from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
-from ..output_files import held_folder, make_folder
+from ..output_files import held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
@@ -387,6 +387,4 @@ def _save_whole(model: keras.Model, path: Path) -> None:
 
 def _write_state(path: Path, state: dict) -> None:
     """Whole or not at all: a Ctrl-C or a full disk mid-write leaves the last state, not half of one."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_whole(path, json.dumps(state, indent=1), "train: --out")
