@@ -73,20 +73,18 @@ def summarize(csv_path: Path, bins: int = 6) -> str:
 
 
 def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
-    from .config import load_graph, read_config, set_item, shipped_configs
+    from .config import load_graph, set_item, shipped_configs
     from .runner import Runner, report
 
     clip = fetch_clips(cache)[DEMO_CLIP]
     out_dir = Path(out)
     make_folder(out_dir, "demo: --out")
     csv_path = out_dir / "emotions.csv"
-    outputs = [csv_path]
-    overrides = [set_item("source.path", str(clip)), set_item("csv.path", str(csv_path))]
-    config = shipped_configs() / "demo.yaml"
-    if "annotated" in read_config(config)[0]["stages"]:
-        outputs.append(out_dir / "annotated.mp4")
-        overrides.append(set_item("annotated.path", str(outputs[-1])))
-    graph = load_graph(config, overrides)
+    video_path = out_dir / "annotated.mp4"
+    outputs = [csv_path, video_path]
+    overrides = [set_item("source.path", str(clip)), set_item("csv.path", str(csv_path)),
+                 set_item("annotated.path", str(video_path))]
+    graph = load_graph(shipped_configs() / "demo.yaml", overrides)
     result = Runner(graph, progress=not quiet, fork=True).run()
     report(result, quiet, debug=False)
     if result.exit_code:
