@@ -209,8 +209,8 @@ class VideoWriterSink(Sink):
 
 
 def frame_rate(packets: list[Packet]) -> float:
-    """The first source's frame rate from the median gap between its frames' timestamps."""
-    times = [p.timestamp for p in packets if p.source == packets[0].source]
+    """The frame rate from the median gap between the frames' timestamps (one source: ``one_source``)."""
+    times = [p.timestamp for p in packets]
     gaps = [b - a for a, b in zip(times, times[1:]) if b > a]
     return min(MAX_FPS, max(MIN_FPS, 1.0 / float(np.median(gaps)))) if gaps else FALLBACK_FPS
 
