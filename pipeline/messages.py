@@ -130,9 +130,8 @@ def ended_tracks(held: Iterable[tuple[str, int]], packet: Packet) -> list[tuple[
 
 @dataclass(frozen=True)
 class EndOfStream:
-    """Sent once by every stage to each consumer when it has no more output."""
-
-    sender: str
+    """Sent once down each of a stage worker's queues when it has no more output; the consumer
+    reads that queue no further, and ends when all its queues have ended."""
 
 
 @dataclass(frozen=True)

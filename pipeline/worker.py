@@ -172,6 +172,16 @@ def _ignore_sigterm() -> None:
     _sigterm_ignored = True
 
 
+def _first_time(seen: dict[tuple[str, int], None], key: tuple[str, int], limit: int) -> bool:
+    """Whether ``key`` is new to ``seen``, a memory of the last ``limit`` keys (a dict keeps their order)."""
+    if key in seen:
+        return False
+    seen[key] = None
+    if len(seen) > limit:
+        del seen[next(iter(seen))]
+    return True
+
+
 class _Emitter:
     """Puts packets on every consumer's queue: blocking for finite sources; for live ones,
     dropping the oldest item of a full queue.
@@ -206,10 +216,7 @@ class _Emitter:
                 packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
                 where = f"on {packets[0].source} frame {packets[0].index}: " if packets else ""
                 raise StageFailure(where + _not_sent(exc))
-            if (item.source, item.index) not in self._unsent:  # once, though it failed for each consumer
-                self._unsent[(item.source, item.index)] = None
-                if len(self._unsent) > self._remember:
-                    del self._unsent[next(iter(self._unsent))]
+            if _first_time(self._unsent, (item.source, item.index), self._remember):  # not once per consumer
                 self.stats.skipped += 1
                 print(skipped_line(self.skip_as, item, exc), file=sys.stderr)
 
@@ -261,20 +268,15 @@ class _Emitter:
 
     def _count_drop(self, packet: Packet) -> None:
         """A frame dropped from several consumers' queues is one frame dropped."""
-        key = (packet.source, packet.index)
-        if key in self._dropped:
-            return
-        self.stats.dropped += 1
-        self._dropped[key] = None
-        if len(self._dropped) > self._remember:
-            del self._dropped[next(iter(self._dropped))]
+        if _first_time(self._dropped, (packet.source, packet.index), self._remember):
+            self.stats.dropped += 1
 
-    def end(self, sender: str) -> None:
+    def end(self) -> None:
         """Put the end of stream, then wait until every item is sent (the consumers read on to
         that end), so that one that could not be is a failure before the stage says it is done."""
         for box in self.outboxes:
             for q in box.queues:
-                q.put(EndOfStream(sender))
+                q.put(EndOfStream())
         for box in self.outboxes:
             for q in box.queues:
                 q.close()
@@ -373,7 +375,7 @@ def stage_main(w: Wiring) -> None:
         except BrokenPipeError:
             if not isinstance(stage, Sink):
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
-        emitter.end(name)
+        emitter.end()
         w.control.put(("done", name, summary()))
     except Terminated:
         _report_stopped(w, summary())

@@ -54,12 +54,12 @@ def test_a_consumer_reads_every_producer_until_each_has_ended():
     ctx = mp.get_context("spawn")
     camera, file = ctx.Queue(2), ctx.Queue(2)
     file.put(packet(100))
-    file.put(EndOfStream("file"))
+    file.put(EndOfStream())
     stats = StageStats("camera")
     emitter = _Emitter([Outbox([camera], "camera>detector")], live=True, stats=stats)
     emitter.emit(packet(i) for i in range(6))
     assert stats.dropped == 4
-    ending = threading.Thread(target=camera.put, args=(EndOfStream("camera"),))
+    ending = threading.Thread(target=camera.put, args=(EndOfStream(),))
     ending.start()  # the queue is full: this end of stream waits for the consumer to make room
     received = [p.index for p in _receive([camera, file])]
     assert sorted(received) == [4, 5, 100]
