@@ -4,13 +4,17 @@ A stage is a class with
 - ``Params``: a pydantic model of its parameters (types, defaults, bounds, one-line
   descriptions); invalid config fails before anything runs, naming the field and the reason;
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
-  input or a sink's output), checked across the whole graph before anything runs;
+  input or a sink's output), checked across the whole graph before anything runs; ``version``,
+  shown by ``fer-pipe stages``, is raised when the params or the output change meaning;
 - ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
   graph check can refuse two stages writing one file (one whose default is ``""`` is an
   optional file, not given while empty); ``bind_params``: those that name a socket it
   listens on;
 - ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
-  may give the stage several processes (``workers: N``);
+  may give the stage several processes (``workers: N``); ``one_source``: True when its output
+  cannot mix sources (one video file), so the graph check refuses several sources reaching it;
+- ``preflight``: checks of the outside world (a display, a device, a file) made in the parent
+  before any process starts, so that a bad one fails the run before any work is done;
 - a lifecycle run inside its own process: ``open`` (acquire files, models, sockets),
   ``process`` (one packet in, zero or more out), ``finish`` (end of stream: flush what is held),
   and ``close`` (always called after a successful ``open``, also after a failure);
@@ -23,8 +27,10 @@ A stage is a class with
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
   detector skipping frames with no tracker after it), said as warnings, never refused.
 
-Sources implement ``frames`` instead of ``process``, and their ``Params`` may subclass
-``SourceParams`` for the ``source_id`` every result carries.
+Sources implement ``frames`` instead of ``process``; ``length`` (frames to come, for the progress
+bar) and ``live`` (a camera: drop the oldest frame rather than wait) are theirs too, and their
+``Params`` may subclass ``SourceParams`` for the ``source_id`` every result carries. Sinks
+implement ``consume`` instead of ``process``.
 """
 from __future__ import annotations
 
