@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Literal
@@ -75,13 +76,22 @@ class Graph:
 
     def sources_of(self, name: str) -> list[str]:
         """The source stages whose frames reach stage ``name``, in stage order."""
-        reached, todo = set(), [name]
-        while todo:
-            spec = self.stages[todo.pop()]
-            if spec.name not in reached:
-                reached.add(spec.name)
-                todo.extend(spec.inputs)
+        reached = self._reach(name, lambda n: self.stages[n].inputs)
         return [s.name for s in self.sources() if s.name in reached]
+
+    def downstream(self, name: str) -> set[str]:
+        """Stage ``name`` and every stage its output reaches."""
+        return self._reach(name, self.consumers)
+
+    @staticmethod
+    def _reach(start: str, step: Callable[[str], Iterable[str]]) -> set[str]:
+        reached, todo = set(), [start]
+        while todo:
+            name = todo.pop()
+            if name not in reached:
+                reached.add(name)
+                todo.extend(step(name))
+        return reached
 
     def ends(self) -> list[StageSpec]:
         """The stages that feed no stage: Sink subclasses, and any other stage left at an end
@@ -149,12 +159,7 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
     found = [(s, "feeds no stage, so what it makes is dropped (a sink left out, or a source missing "
                  "from an inputs list?)") for s in graph.ends() if not issubclass(s.cls, Sink)]
     for name in graph.order():
-        spec, after, todo = graph.stages[name], set(), graph.consumers(name)
-        while todo:
-            later = todo.pop()
-            if later not in after:
-                after.add(later)
-                todo.extend(graph.consumers(later))
+        spec, after = graph.stages[name], graph.downstream(name) - {name}
         try:
             said = spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})
             lines = [said] if isinstance(said, str) else list(said)

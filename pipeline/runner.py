@@ -431,13 +431,7 @@ def _ring_slots(graph: Graph, source: str) -> int:
     such process's hands, and in what a stage after several workers holds to put their answers
     back in order (at most their queues' worth).
     """
-    reach, todo = set(), [source]
-    while todo:
-        name = todo.pop()
-        if name not in reach:
-            reach.add(name)
-            todo.extend(graph.consumers(name))
-    specs = [graph.stages[n] for n in reach]
+    specs = [graph.stages[n] for n in graph.downstream(source)]
     queues = sum(graph.stages[c].workers * s.workers for s in specs for c in graph.consumers(s.name))
     held = sum(graph.queue_size * s.workers for s in specs if s.workers > 1)
     return graph.queue_size * queues + sum(s.workers for s in specs) + held + 2
