@@ -89,9 +89,14 @@ class _Track:
     misses: int = 0
     track_id: int | None = None
     predicted: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    steps: int = 0
+    """The step count the filter's transition matrix is set for: setting it copies the matrix
+    into OpenCV, on every track of every frame, though it almost never changes."""
 
     def predict(self, steps: int) -> None:
-        self.kf.transitionMatrix = _transition(steps)
+        if steps != self.steps:
+            self.kf.transitionMatrix = _transition(steps)
+            self.steps = steps
         cx, cy, w, h = self.kf.predict()[:4, 0]
         w, h = max(float(w), 1.0), max(float(h), 1.0)
         self.predicted = np.array([cx - w / 2, cy - h / 2, w, h])
