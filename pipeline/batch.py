@@ -43,7 +43,7 @@ from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_coun
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
 from .graph import Graph, file_key
 from .output_files import held_folder, make_folder, write_whole
-from .stage import Sink, named_files
+from .stage import Sink, StageFailure, named_files
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
@@ -157,6 +157,8 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     cause = getattr(exc, "cause", None) or exc
     if isinstance(cause, UserError):
         return str(cause), cause.exit_code == 2  # not an output that failed (a full disk)
+    if isinstance(cause, StageFailure):  # it says which stage, where and what
+        return str(cause), False
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
 
 

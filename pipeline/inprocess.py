@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import Source, Stage, StopRun, packets_of, skipped_line
+from .stage import Source, Stage, StageFailure, StopRun, packets_of, said, skipped_line
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -94,13 +95,27 @@ class GraphRun(NamedTuple):
     """Whether a stage ended the run (``StopRun``) before the sources' end."""
 
 
+@contextmanager
+def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
+    """A stage's bug raised as ``fer-pipe run`` reports it: the stage, its type and where
+    (``on SOURCE frame N: ``, ``while opening: ``); a batch task's bare ``ValueError: boom``
+    left the user to guess which stage and which frame. Bad input (UserError) passes as it is."""
+    try:
+        yield
+    except (UserError, StopRun):
+        raise
+    except Exception as exc:
+        raise StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{said(exc)}") from exc
+
+
 def run_graph(graph: Graph) -> GraphRun:
     """Run a whole graph in this process, sources one after another.
 
     A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
     and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
     skips. A stage that raises ``StopRun`` ends the run as in the runner: it passes nothing on
-    from then, the sources read no further frame, and every stage finishes and closes."""
+    from then, the sources read no further frame, and every stage finishes and closes. Any
+    other exception is raised as a ``StageFailure`` that names the stage and the frame."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
@@ -113,16 +128,15 @@ def run_graph(graph: Graph) -> GraphRun:
         if name in stopped_by:
             return []
         try:
-            return packets_of(stages[name].process(packet))
+            with _failing_as(graph, name, f"on {packet.source} frame {packet.index}: "):
+                return packets_of(stages[name].process(packet))
         except StopRun:
             stopped_by.add(name)
             return []
-        except UserError:
-            raise
-        except Exception as exc:
+        except StageFailure as failure:
             if name not in skipping:
                 raise
-            print(skipped_line(name, packet, exc), file=sys.stderr)
+            print(skipped_line(name, packet, failure.__cause__), file=sys.stderr)
             skipped += 1
             return []
 
@@ -134,16 +148,23 @@ def run_graph(graph: Graph) -> GraphRun:
                 push(consumer, process(consumer, mine))
 
     try:
-        for stage in stages.values():
-            stage.open()
+        for name, stage in stages.items():
+            with _failing_as(graph, name, "while opening: "):
+                stage.open()
             opened.append(stage)
         for name, stage in stages.items():
             if isinstance(stage, Source):
                 frames = stage.frames()
-                while not stopped_by and (packet := next(frames, None)) is not None:
+                while not stopped_by:
+                    with _failing_as(graph, name, ""):
+                        packet = next(frames, None)
+                    if packet is None:
+                        break
                     push(name, [_read_only(packet)])
         for name, stage in stages.items():
-            push(name, packets_of(stage.finish(), "finish"))
+            with _failing_as(graph, name, "while finishing: "):
+                held = packets_of(stage.finish(), "finish")
+            push(name, held)
     finally:
         for stage in reversed(opened):
             stage.close()

@@ -43,6 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from .messages import Face, Packet
 
 
+class StageFailure(Exception):
+    """A stage raised while opening, handling a packet or finishing; the message says which
+    (``on SOURCE frame N: ValueError: ...``), in a run and in a batch task alike."""
+
+
 class StopRun(Exception):
     """Raised by a stage to end the whole run cleanly, as a user's ``q`` in a window does.
 

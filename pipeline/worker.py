@@ -36,7 +36,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StopRun, packets_of, said, skipped_line
+from .stage import Sink, Source, Stage, StageFailure, StopRun, packets_of, said, skipped_line
 from .stats import StageStats
 
 PR_SET_PDEATHSIG = 1
@@ -113,10 +113,6 @@ STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 """Blocked while the runner starts the stage processes, which inherit the mask: each unblocks
 them once its own handlers are in, so a signal sent to the process group meanwhile neither kills
 a half-started stage nor is lost."""
-
-
-class StageFailure(Exception):
-    """A stage raised while opening or handling a packet; the message says which."""
 
 
 class _SigtermHold:

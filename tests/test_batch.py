@@ -811,6 +811,9 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 1, stderr
     assert len(list((out / "_work" / "parts").iterdir())) == 2  # the chunks before frame 30
+    # as fer-pipe run says it: which stage, which frame (a bare "ValueError: ..." before)
+    assert stderr == (f"fer-pipe: batch: {six_clips[0]}: stage 'faulty' (faulty) failed: on source frame 30: "
+                      "ValueError: injected fault on frame 30\n")
 
     proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8")
     _, stderr = proc.communicate(timeout=240)

@@ -213,7 +213,7 @@ def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     from fer_pipe.graph import Graph, StageSpec
     from fer_pipe.inprocess import run_graph
     from fer_pipe.messages import Packet
-    from fer_pipe.stage import Source, Stage, StageParams
+    from fer_pipe.stage import Source, Stage, StageFailure, StageParams
 
     class Frames(Source):
         def frames(self):
@@ -227,8 +227,10 @@ def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     params = StageParams()
     graph = Graph({"cam": StageSpec("cam", "frames", Frames, params),
                    "paint": StageSpec("paint", "scribbler", Scribbler, params, ["cam"])})
-    with pytest.raises(ValueError, match="read-only"):
+    with pytest.raises(StageFailure, match=r"^stage 'paint' \(scribbler\) failed: on cam frame 0: ValueError: "
+                                            ".*read-only") as failed:
         run_graph(graph)
+    assert isinstance(failed.value.__cause__, ValueError)
 
 
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
