@@ -133,11 +133,13 @@ class _SourceState:
     next_id: int = 1
 
     def gap_ends_tracks(self, timestamp: float, max_gap_s: float) -> bool:
-        """Whether the time since the source's last frame ends its tracks; notes the gap."""
+        """Whether the time since the source's last frame ends its tracks; notes the gap. The
+        first gap has no usual one to be judged against, and ends nothing: a time-lapse's first
+        gap, over ``max_gap_s``, ended its first tracks and every face's id came a photo late."""
         if self.last_time is None:
             return False
         gap = timestamp - self.last_time
-        ends = gap > max_gap_s and not (self.gaps and gap <= 3 * statistics.median(self.gaps))  # a median only then
+        ends = gap > max_gap_s and bool(self.gaps) and gap > 3 * statistics.median(self.gaps)  # a median only then
         self.gaps.append(gap)
         return ends
 

@@ -92,8 +92,8 @@ def test_a_time_lapse_is_tracked_and_only_a_gap_well_over_its_usual_one_ends_its
     photos = [Packet("cam", i, 10.0 * i, faces=[Face(box)]) for i in range(12)]
     photos += [Packet("cam", i, 10.0 * i + 600, faces=[Face(box)]) for i in range(12, 16)]  # ten minutes off
     out = run_stage("track", photos, {"min_hits": 2})
-    # the first gap has no usual one to go by: the first track is ended before its second sighting
-    assert [[f.track_id for f in p.faces] for p in out] == [[None]] * 2 + [[1]] * 10 + [[None]] + [[2]] * 3
+    # the first gap, with no usual one to go by, ended the first track before its second sighting
+    assert [[f.track_id for f in p.faces] for p in out] == [[None]] + [[1]] * 11 + [[None]] + [[2]] * 3
     assert out[12].extra["track_lost"] == [1]
 
 
