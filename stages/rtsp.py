@@ -65,6 +65,7 @@ class RtspSource(Source):
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float, float] | None = None  # image, captured, the stream's fps
         self._error = ""
+        self._last_frame_at: float | None = None  # monotonic; None until the stream's first frame
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
         self._thread.start()
@@ -157,6 +158,7 @@ class RtspSource(Source):
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
+        streamed_before = self._last_frame_at is not None
         while not self._stopping.is_set():
             ok, image = cap.read()
             if not ok:
@@ -167,7 +169,7 @@ class RtspSource(Source):
                 self._latest = (image, self._last_frame_at, rate)
                 self._cond.notify()
             if not frames and failures:
-                self._log(f"connected again after {failures + 1} attempts")
+                self._log(f"connected{' again' if streamed_before else ''} after {failures + 1} attempts")
             frames += 1
         return frames
 

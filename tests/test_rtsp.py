@@ -138,9 +138,10 @@ def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
     assert second.index == 1  # handed-on frames are numbered without the replaced ones
 
 
-def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server):
+def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server, capfd):
     """auto was OpenCV's default, TCP alone: every attempt at rtsp-server-perl (which plays over
-    UDP only) said "could not be played (another transport?)" until the source gave up."""
+    UDP only) said "could not be played (another transport?)" until the source gave up. Its
+    first connection, on the second attempt, was said as "connected again"."""
     from fer_pipe.inprocess import make_stage
 
     server = rtsp_server
@@ -155,6 +156,8 @@ def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server):
         server.kill()
     assert packet.index == 0 and packet.image.shape[2] == 3
     assert time.time() - 60 < packet.timestamp <= time.time()  # dated: seconds since the epoch
+    log = capfd.readouterr().err
+    assert "connected after 2 attempts" in log and "again" not in log, log
 
 
 def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
