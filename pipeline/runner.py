@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup, launch
+from .control import Closing, Done, Failed, InputFailed, Length, Opened, Segment, Stopped
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
@@ -41,7 +42,6 @@ machine or the VM was paused, or its clock jumped. The stall clocks restart, as 
 
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, Any]  # process name -> multiprocessing Value
-Failure = tuple[str | None, str, str, int]  # process (None: the run itself), message, traceback, exit code
 
 
 @dataclass
@@ -232,9 +232,9 @@ class Runner:
         done: dict[str, dict] = {}
         segments: list[str] = []
         lengths: dict[str, int | None] = {}
-        failure: Failure | None = None
+        failure: Failed | None = None
         also: list[str] = []
-        late_error: Failure | None = None  # bad input after the stream drained
+        late_error: Failed | None = None  # bad input after the stream drained
         stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
         opened: set[str] = set()  # processes whose stage's open returned
         closing: set[str] = set()  # processes in their stage's close
@@ -248,32 +248,30 @@ class Runner:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
                 for msg in _drain(control, POLL_S):
-                    kind, name = msg[0], msg[1]
-                    if kind == "segment":
-                        segments.append(msg[2])
-                    elif kind == "length":
-                        lengths[name] = msg[2]
-                    elif kind == "opened":
-                        opened.add(name)
-                    elif kind == "closing":
-                        closing.add(name)
-                    elif kind in ("done", "stopped"):
-                        done[name] = msg[2]
-                        if kind == "stopped" and stopped is None:
-                            stopped = name
-                    elif kind == "fail" and failure is None:
-                        failure = (name, msg[2], msg[3], msg[4])
-                    elif kind == "fail" and name != failure[0]:
-                        also.append(f"stage {name!r} ({graph.stages[self._stage_of[name]].type_name}) "
-                                    f"failed: {msg[2]}")
-                    elif kind == "input_error":
-                        if late_error is None:
-                            late_error = (name, msg[2], "", msg[3])
-                        elif msg[4]:  # said too: the run ends on it, not on the first
-                            also.append(f"stage {name!r} ({graph.stages[self._stage_of[name]].type_name}) "
-                                        f"failed: {msg[2]}")
-                        if msg[4]:  # a camera given up on: the run fails now, not when the others end
-                            stop.set()
+                    match msg:
+                        case Segment(name=segment):
+                            segments.append(segment)
+                        case Length(process, frames_to_come):
+                            lengths[process] = frames_to_come
+                        case Opened(process):
+                            opened.add(process)
+                        case Closing(process):
+                            closing.add(process)
+                        case Done(process, summary) | Stopped(process, summary):
+                            done[process] = summary
+                            if isinstance(msg, Stopped) and stopped is None:
+                                stopped = process
+                        case Failed() if failure is None:
+                            failure = msg
+                        case Failed(process, message) if process != failure.process:
+                            also.append(f"{self._who(process)} failed: {message}")
+                        case InputFailed(process, message, exit_code, live):
+                            if late_error is None:
+                                late_error = Failed(process, message, "", exit_code)
+                            elif live:  # said too: the run ends on it, not on the first
+                                also.append(f"{self._who(process)} failed: {message}")
+                            if live:  # a camera given up on: the run fails now, not when the others end
+                                stop.set()
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
@@ -327,10 +325,9 @@ class Runner:
         stats = [done[p] for p in procs if p in done]
         failure = failure or late_error
         if failure is not None:
-            process, message, tb, code = failure
-            if process is not None:
-                message = f"stage {process!r} ({graph.stages[self._stage_of[process]].type_name}) failed: {message}"
-            return RunResult(code, stats, message, tb, first_result, also=also)
+            message = failure.message if failure.process is None else f"{self._who(failure.process)} failed: " \
+                                                                       f"{failure.message}"
+            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
@@ -341,14 +338,17 @@ class Runner:
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
         if stopped is not None:
-            spec = graph.stages[self._stage_of[stopped]]
-            return RunResult(128 + signal.SIGTERM, stats, f"stage {stopped!r} ({spec.type_name}) was stopped by "
+            return RunResult(128 + signal.SIGTERM, stats, f"{self._who(stopped)} was stopped by "
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result)
         return RunResult(0, stats, "", "", first_result)
 
+    def _who(self, process: str) -> str:
+        """``stage 'detector[1]' (haar)``: a process as every line about it names it."""
+        return f"stage {process!r} ({self.graph.stages[self._stage_of[process]].type_name})"
+
     def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
-                    busy: Counters, opened: set[str], closing: set[str]) -> Failure | None:
+                    busy: Counters, opened: set[str], closing: set[str]) -> Failed | None:
         """A stage that ended without reporting, or one stuck in its ``open``, one packet, its
         ``finish`` or its ``close`` past the stall timeout.
 
@@ -375,11 +375,11 @@ class Runner:
                 # its mark at the next look.
                 if self._stale.get(name) == mark:
                     where = " while closing" if name in closing else "" if name in opened else " while opening"
-                    return name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1
+                    return Failed(name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1)
                 self._stale[name] = mark
         return None
 
-    def _died(self, procs: Processes, names: list[str], done: dict[str, dict]) -> Failure | None:
+    def _died(self, procs: Processes, names: list[str], done: dict[str, dict]) -> Failed | None:
         """The first of ``names`` whose process ended without reporting done or stopped.
 
         A forked stage's exit code comes from the forkserver; once that server is gone (the OOM
@@ -397,14 +397,14 @@ class Runner:
                     server_gone = True
                     continue
                 if not _server_running():
-                    return name, ("its process died, and so did the forkserver that started it, which alone "
-                                  "knew how it ended; the other stages stop, closing their files, as the run "
-                                  "ends"), "", 1
+                    return Failed(name, "its process died, and so did the forkserver that started it, which "
+                                        "alone knew how it ended; the other stages stop, closing their files, "
+                                        "as the run ends", "", 1)
             how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
-            return name, f"its process died ({how})", "", 1
+            return Failed(name, f"its process died ({how})", "", 1)
         if server_gone:
-            return None, ("the forkserver that started the stage processes died, so the run could not "
-                          "watch them; they stop, closing their files, as the run ends"), "", 1
+            return Failed(None, "the forkserver that started the stage processes died, so the run could not "
+                                "watch them; they stop, closing their files, as the run ends", "", 1)
         return None
 
 

@@ -1,10 +1,8 @@
 """The body of one stage process: open the stage, move packets, report to the parent, close.
 
-The parent learns everything through the control queue: ``length`` (a source's frame count),
-``segment`` (a shared-memory segment to unlink at the end), ``done`` with the stage's
-statistics (``stopped`` when SIGTERM ended it), ``input_error`` (bad input found mid-stream,
-after which what was read still drains), or ``fail`` with a one-line message, the traceback
-and an exit code.
+The parent learns everything through the control queue, in the messages of ``control``: that
+the stage opened, a source's length and shared-memory segments, that it is closing, and how it
+ended (done, stopped by SIGTERM, bad input found mid-stream, or failed).
 SIGTERM from the parent raises ``Terminated`` wherever the stage is (a sink first finishes
 the frame it is in), so ``close`` still runs and files are flushed; SIGINT and SIGHUP are left
 to the parent, which drains the graph instead.
@@ -32,6 +30,7 @@ import numpy as np
 
 from . import frames, hangup
 from .config import MAX_QUEUE
+from .control import Closing, Done, Failed, InputFailed, Length, Opened, Segment, Stopped
 from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
@@ -347,12 +346,12 @@ def stage_main(w: Wiring) -> None:
         except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
             raise StageFailure(f"while opening: {said(exc)}") from exc
         w.busy_since.value = 0.0
-        w.control.put(("opened", name))
+        w.control.put(Opened(name))
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             ring = frames.FrameRing(w.ring_prefix, w.ring_slots,
-                                    lambda seg: w.control.put(("segment", name, seg)))
-            w.control.put(("length", name, stage.length()))
+                                    lambda seg: w.control.put(Segment(name, seg)))
+            w.control.put(Length(name, stage.length()))
             emitter = _Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
         else:
@@ -372,13 +371,13 @@ def stage_main(w: Wiring) -> None:
             if not isinstance(stage, Sink):
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
         emitter.end()
-        w.control.put(("done", name, summary()))
+        w.control.put(Done(name, summary()))
     except Terminated:
         _report_stopped(w, summary())
     except UserError as exc:
         # the runner's SIGTERM for another stage's failure must not cut this report short
         _ignore_sigterm()
-        w.control.put(("fail", name, str(exc), "", exc.exit_code))
+        w.control.put(Failed(name, str(exc), "", exc.exit_code))
     except BaseException as exc:
         _ignore_sigterm()
         if _sigterm_seen:
@@ -387,21 +386,20 @@ def stage_main(w: Wiring) -> None:
             _report_stopped(w, summary())
         else:
             message = str(exc) if isinstance(exc, StageFailure) else said(exc)
-            w.control.put(("fail", name, message, traceback.format_exc(), 1))
+            w.control.put(Failed(name, message, traceback.format_exc(), 1))
     finally:
         _ignore_sigterm()  # closing is not interrupted a second time
         if stage is not None:
             # so is close, with the time the stage says it may take: a close that never returns
             # would otherwise hold the run for ever after everything else had ended
-            w.control.put(("closing", name))
+            w.control.put(Closing(name))
             w.busy_since.value = time.monotonic() + stage.closing_s(stage.params)
             try:
                 stage.close()
             except UserError as exc:
-                w.control.put(("fail", name, f"while closing: {exc}", "", exc.exit_code))
+                w.control.put(Failed(name, f"while closing: {exc}", "", exc.exit_code))
             except BaseException as exc:
-                w.control.put(("fail", name, f"while closing: {said(exc)}",
-                               traceback.format_exc(), 1))
+                w.control.put(Failed(name, f"while closing: {said(exc)}", traceback.format_exc(), 1))
             finally:
                 w.busy_since.value = 0.0
         if ring is not None:
@@ -418,7 +416,7 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
     for box in w.outboxes:
         for q in box.queues:
             q.cancel_join_thread()
-    w.control.put(("stopped", w.process, summary))
+    w.control.put(Stopped(w.process, summary))
 
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wiring,
@@ -434,7 +432,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: _Emitter, w: Wir
             # Bad input found mid-stream (a truncated file, a camera given up on): what was
             # read still drains through the graph into the outputs; the runner exits 2 with
             # this line after, and at once stops the other sources of a live one.
-            w.control.put(("input_error", w.process, str(exc), exc.exit_code, stage.live))
+            w.control.put(InputFailed(w.process, str(exc), exc.exit_code, stage.live))
             break
         if packet is None:
             break
