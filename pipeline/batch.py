@@ -171,7 +171,7 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
         for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths) if spec.name != sink else ():
             if file_key(path) is not None:
                 raise ConfigError(f"{where}: params.{param}: fer-pipe batch writes one CSV per video, but every "
-                                  f"task would write {path}; remove the stage or set it to /dev/null")
+                                  f"task would write {path}; remove the stage or --set {spec.name}.{param}=/dev/null")
         for param in spec.cls.bind_params:
             if getattr(spec.params, param):
                 raise ConfigError(f"{where}: params.{param}: fer-pipe batch runs its tasks side by side, and "
@@ -195,15 +195,17 @@ def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
 
 def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
-              max_retries: int = 3, quiet: bool = False) -> int:
-    """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure."""
-    from .config import build_graph, config_path, read_config, shipped_configs
+              max_retries: int = 3, quiet: bool = False, overrides: Sequence[str] = ()) -> int:
+    """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure.
+    ``overrides`` are ``--set`` items, as ``fer-pipe run`` takes them."""
+    from .config import apply_overrides, build_graph, config_path, read_config, shipped_configs
 
     if address == "local":  # Ray's own word for what no address does here, with --num-cpus and 127.0.0.1
         address = None
 
     origin = str(config_path(config) if config else shipped_configs() / "video_to_csv.yaml")
     data, lines = read_config(origin)
+    data = apply_overrides(data, overrides, origin, lines)
     out_dir = Path(out)
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
@@ -562,6 +564,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder for the CSVs, the manifest and _SUCCESS")
     parser.add_argument("--config", default=None,
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
+                        help="override a parameter of the config (repeatable); the source's path and "
+                             "frame range and the csv sink's path are each task's own")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to use: HOST:PORT, ray://HOST:PORT, or auto for the one running on "
                              "this machine (default: start one of this run's own, on 127.0.0.1)")
@@ -579,6 +584,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stops.handled():
             return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus,
-                             args.chunk_frames, args.max_retries, args.quiet)
+                             args.chunk_frames, args.max_retries, args.quiet, args.set)
     except KeyboardInterrupt:
         return 128 + stops.signum

@@ -456,16 +456,27 @@ def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
 
 def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
     """configs/episodes.yaml also writes episodes.csv: before, every task wrote that one path at
-    once, over the user's file in the working folder, and the batch failed an input part-way."""
+    once, over the user's file in the working folder, and the batch failed an input part-way.
+    The line's advice is taken as given: batch had no --set to take it with."""
     mine = tmp_path / "episodes.csv"
     mine.write_text("my episodes\n")
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", cwd=tmp_path,
                     env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: {shipped_configs() / 'episodes.yaml'}: stage 'episodes' (episodes): params.path: fer-pipe "
-           "batch writes one CSV per video, but every task would write episodes.csv; remove the stage or set it "
-           "to /dev/null\n")
+           "batch writes one CSV per video, but every task would write episodes.csv; remove the stage or --set "
+           "episodes.path=/dev/null\n")
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", "--quiet",
+                    "--set", "episodes.path=/dev/null", "--set", "smoother.hold_s=0.5", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / f"{six_clips[0].stem}.csv").is_file() and mine.read_text() == "my episodes\n"
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out2", "--set", "nothere.path=x", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: --set nothere.path=x: {shipped_configs() / 'video_to_csv.yaml'} has no stage named "
+           "'nothere'\n")
 
 
 @pytest.mark.parametrize("stage, param", [
