@@ -9,9 +9,9 @@ import statistics
 from pathlib import Path
 
 from .batch_task import last_row, temp_csv
-from .stages.csv_sink import COLUMNS
+from .events import FRAME_COLUMNS
 
-FRAME, TIME = COLUMNS.index("frame"), COLUMNS.index("timestamp")
+FRAME, TIME = FRAME_COLUMNS.index("frame"), FRAME_COLUMNS.index("timestamp")
 MIN_FRAME_S = 0.002
 """Frames closer than this may share a timestamp in the CSV's milliseconds."""
 

@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 from .batch_task import Job, frame_count, last_row
-from .stages.csv_sink import COLUMNS
+from .events import FRAME_COLUMNS
 
 
 def frames_written(csv_path: Path, job: Job) -> int:
@@ -17,7 +17,7 @@ def frames_written(csv_path: Path, job: Job) -> int:
     except OSError:
         return 0
     try:
-        return int(row[COLUMNS.index("frame")]) - job.start + 1
+        return int(row[FRAME_COLUMNS.index("frame")]) - job.start + 1
     except (IndexError, ValueError):  # the header alone: no frame yet
         return 0
 

@@ -34,7 +34,7 @@ from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .endpoints import ipv6_for
 from .errors import InputError, OutputError
-from .events import MALFORMED, decode, event_rows
+from .events import FRAME_COLUMNS, MALFORMED, decode, event_rows
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -113,9 +113,7 @@ class Collector:
     not starve the others, and a single writer keeps the CSV's rows whole."""
 
     def __init__(self, bind: str, csv_path: str, publish: str | None = None, precision: int = 4) -> None:
-        from .stages.csv_sink import COLUMNS
-
-        self.columns = list(COLUMNS)
+        self.columns = list(FRAME_COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.tracker = SequenceTracker()
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}")

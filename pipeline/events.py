@@ -43,6 +43,12 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
             "timestamp": round(packet.timestamp, 3), "faces": faces}
 
 
+FRAME_COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",
+                 "confidence", *(f"p_{e}" for e in EMOTIONS), "smoothed_label", "smoothed_confidence"]
+"""The per-frame CSV's columns, one row per face, as the csv sink writes them and the collector
+and ``subscribe`` rebuild them from events. ``smoothed_*``: a smoother's settled label and its
+smoothed probability; empty without one."""
+
 EPISODE_FIELDS = ("source", "track_id", "label", "start_frame", "end_frame", "start_time", "end_time",
                   "duration_s", "mean_confidence", "peak_confidence")
 """An episode's fields, in the order of the episodes CSV's columns."""

@@ -17,8 +17,7 @@ from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .endpoints import ipv6_for
 from .errors import InputError
-from .events import MALFORMED, TOPIC_PREFIX, decode, event_rows
-from .stages.csv_sink import COLUMNS
+from .events import FRAME_COLUMNS, MALFORMED, TOPIC_PREFIX, decode, event_rows
 
 CSV_PRECISION = 4
 """Decimals of ``--format csv``: the csv and zmq sinks' default, so the rows read as the csv sink's."""
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     sock = connect(ctx, args.endpoint, topics, args.server_key, args.client_keys)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.format == "csv":
-        writer.writerow(COLUMNS)
+        writer.writerow(FRAME_COLUMNS)
     received = 0
     skipped: set[str] = set()
     try:
@@ -75,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
                 if args.source and event.get("source") not in args.source:
                     continue  # a topic is a prefix: cam1's subscription also gets cam10's events
                 kind = event.get("type")
-                rows = event_rows(event, COLUMNS, CSV_PRECISION) if args.format == "csv" and kind == "frame" else []
+                csv_frame = args.format == "csv" and kind == "frame"
+                rows = event_rows(event, FRAME_COLUMNS, CSV_PRECISION) if csv_frame else []
             except MALFORMED as exc:
                 print(f"fer-pipe subscribe: skipped a malformed event: {type(exc).__name__}: {exc}",
                       file=sys.stderr, flush=True)

@@ -8,13 +8,11 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput
+from fer_pipe.events import FRAME_COLUMNS
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
-COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",
-           "confidence", *(f"p_{e}" for e in EMOTIONS), "smoothed_label", "smoothed_confidence"]
-"""``smoothed_*``: a smoother's settled label and its smoothed probability; empty without one."""
 
 
 class CsvParams(StageParams):
@@ -27,7 +25,7 @@ class CsvParams(StageParams):
     @field_validator("extra")
     @classmethod
     def _new_columns(cls, keys: list[str]) -> list[str]:
-        taken = [k for i, k in enumerate(keys) if k in COLUMNS or k in keys[:i]]
+        taken = [k for i, k in enumerate(keys) if k in FRAME_COLUMNS or k in keys[:i]]
         if taken:
             raise ValueError(f"{taken[0]!r} is a column already")
         return keys
@@ -51,7 +49,7 @@ class CsvSink(Sink):
         check_writable(params.path, "csv")
 
     def open(self) -> None:
-        self._out = CsvOutput(self.params.path, "csv", COLUMNS + self.params.extra, append=self.params.append)
+        self._out = CsvOutput(self.params.path, "csv", FRAME_COLUMNS + self.params.extra, append=self.params.append)
         self._extra_checked = not self.params.extra
 
     def consume(self, packet: Packet) -> None:
@@ -63,7 +61,7 @@ class CsvSink(Sink):
     def _rows(self, packet: Packet) -> Iterator[list[Any]]:
         head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]
         if not packet.faces:
-            yield head + [""] * (len(COLUMNS) - len(head))
+            yield head + [""] * (len(FRAME_COLUMNS) - len(head))
             return
         p = self.params.precision
         for i, face in enumerate(packet.faces):

@@ -245,12 +245,12 @@ def read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
 def assert_valid_prefix(path: Path, expected_first: int = 0) -> list[int]:
     """The CSV has its header, ends with a complete line, and holds frames first..k in order,
     each exactly once (a frame with no face is one row). Returns the frame indexes."""
-    from fer_pipe.stages.csv_sink import COLUMNS
+    from fer_pipe.events import FRAME_COLUMNS
 
     header, rows, text = read_csv(path)
-    assert header == COLUMNS
+    assert header == FRAME_COLUMNS
     assert text.endswith("\n"), "the last line of the CSV is incomplete"
-    assert all(len(r) == len(COLUMNS) for r in rows), "a row has the wrong number of fields"
+    assert all(len(r) == len(FRAME_COLUMNS) for r in rows), "a row has the wrong number of fields"
     frames = [int(r[1]) for r in rows]
     assert frames == list(range(expected_first, expected_first + len(frames))), frames
     return frames

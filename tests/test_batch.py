@@ -441,14 +441,14 @@ def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     from fer_pipe.batch_progress import frames_written
     from fer_pipe.batch_task import Job
     from fer_pipe.csvfile import CsvOutput
-    from fer_pipe.stages.csv_sink import COLUMNS
+    from fer_pipe.events import FRAME_COLUMNS
 
     path = tmp_path / "part.csv"
-    out = CsvOutput(path, "csv", COLUMNS)
+    out = CsvOutput(path, "csv", FRAME_COLUMNS)
     chunk = Job("clip.mp4", "clip", start=32, max_frames=16)
     assert frames_written(path, chunk) == 0
     for frame, faces in ((32, 2), (33, 0), (34, 2)):
-        out.write([["clip", frame] + [""] * (len(COLUMNS) - 2)] * max(faces, 1))
+        out.write([["clip", frame] + [""] * (len(FRAME_COLUMNS) - 2)] * max(faces, 1))
     out.close()
     assert frames_written(path, chunk) == 3
     assert frames_written(tmp_path / "not-there.csv", chunk) == 0
@@ -531,14 +531,14 @@ def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     """With --chunk-frames 1 no chunk had a period of its own, and the check gave up: a seek
     that landed a frame early joined that frame twice."""
     from fer_pipe.batch_parts import misaligned
-    from fer_pipe.stages.csv_sink import COLUMNS
+    from fer_pipe.events import FRAME_COLUMNS
 
     def parts(times: list[float]) -> list[Path]:
         out = []
         for frame, seconds in enumerate(times):
             path = tmp_path / f"{len(times)}-{frame}.csv"
-            path.write_text(",".join(COLUMNS) + "\n" + ",".join(["clip", str(frame), f"{seconds:.3f}"] +
-                                                                [""] * (len(COLUMNS) - 3)) + "\n")
+            path.write_text(",".join(FRAME_COLUMNS) + "\n" + ",".join(["clip", str(frame), f"{seconds:.3f}"] +
+                                                                [""] * (len(FRAME_COLUMNS) - 3)) + "\n")
             out.append(path)
         return out
 
@@ -925,11 +925,11 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
     whose partial rows are those one run keeps."""
     from fer_pipe.batch import InputReport, _part_path, _rejoin_unaligned
     from fer_pipe.batch_task import Job, partial_path
-    from fer_pipe.stages.csv_sink import COLUMNS
+    from fer_pipe.events import FRAME_COLUMNS
 
     def rows(path: Path, frames: range, first_time: float) -> None:
-        path.write_text(",".join(COLUMNS) + "\n" + "".join(
-            ",".join(["v", str(f), f"{first_time + (f - frames[0]) / 24:.3f}"] + [""] * (len(COLUMNS) - 3)) + "\n"
+        path.write_text(",".join(FRAME_COLUMNS) + "\n" + "".join(
+            ",".join(["v", str(f), f"{first_time + (f - frames[0]) / 24:.3f}"] + [""] * (len(FRAME_COLUMNS) - 3)) + "\n"
             for f in frames))
 
     work = tmp_path / "_work"

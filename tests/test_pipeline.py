@@ -10,8 +10,8 @@ import pytest
 
 from conftest import fer_pipe, read_frames, write_video
 from fer_pipe.config import load_graph
+from fer_pipe.events import FRAME_COLUMNS
 from fer_pipe.runner import Runner
-from fer_pipe.stages.csv_sink import COLUMNS
 
 FACE_FRAMES = 30
 EMPTY_FRAMES = 20
@@ -48,7 +48,7 @@ def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.exit_code == 0, result.message
     header, rows = read_rows(out)
-    assert header == COLUMNS
+    assert header == FRAME_COLUMNS
     frames = [int(r["frame"]) for r in rows]
     assert frames == sorted(frames)
     assert sorted(set(frames)) == list(range(FACE_FRAMES + EMPTY_FRAMES))
@@ -61,9 +61,9 @@ def test_every_frame_once_in_order_with_faces_where_the_clip_has_them(face_then_
     assert len(with_face) >= FACE_FRAMES - 2
     for f in with_face:
         for r in by_frame[f]:
-            probs = [float(r[c]) for c in COLUMNS if c.startswith("p_")]
+            probs = [float(r[c]) for c in FRAME_COLUMNS if c.startswith("p_")]
             assert abs(sum(probs) - 1.0) < 1e-2
-            assert r["label"] == COLUMNS[COLUMNS.index("p_angry") + int(np.argmax(probs))][2:]
+            assert r["label"] == FRAME_COLUMNS[FRAME_COLUMNS.index("p_angry") + int(np.argmax(probs))][2:]
             x, y, w, h = (int(r[k]) for k in "xywh")
             assert 150 < x + w / 2 < 500 and w > 60  # the woman's face is in the middle of the frame
     stats = {s["stage"]: s for s in result.stats}

@@ -24,8 +24,8 @@ from livetools import csv_rows, free_port, sighup_default, wait_for
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
+from fer_pipe.events import FRAME_COLUMNS
 from fer_pipe.shard import camera_id, select_shard, shard_of
-from fer_pipe.stages.csv_sink import COLUMNS
 
 SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
 
@@ -164,7 +164,7 @@ def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_pa
                    for line in log), log
     with open(merged, newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == COLUMNS and all(len(r) == len(COLUMNS) for r in rows)  # complete to the last row
+    assert rows[0] == FRAME_COLUMNS and all(len(r) == len(FRAME_COLUMNS) for r in rows)  # complete to the last row
 
 
 def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):

@@ -92,7 +92,7 @@ def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
     import csv
 
     from fer_pipe.events import event_rows, frame_event
-    from fer_pipe.stages.csv_sink import COLUMNS
+    from fer_pipe.events import FRAME_COLUMNS
 
     raw = [probs(sad=0.7)] * 10 + [probs(sad=0.4, happy=0.45)] * 3  # raw turns happy, smoothed stays sad
     out = run_stage("smooth", stream(raw, 25.0), {"hold_s": 0.2})
@@ -102,6 +102,6 @@ def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
     assert [r["smoothed_label"] for r in rows] == [""] * 5 + ["sad"] * 8  # settles after 0.2 s
     assert rows[-1]["label"] == "happy" and rows[-1]["smoothed_label"] == "sad"
     assert float(rows[-1]["smoothed_confidence"]) == pytest.approx(float(out[-1].faces[0].smoothed[4]), abs=1e-4)
-    published = [event_rows(frame_event(p), COLUMNS, 4)[0][-2:] for p in out]  # as `fer-pipe subscribe`
+    published = [event_rows(frame_event(p), FRAME_COLUMNS, 4)[0][-2:] for p in out]  # as `fer-pipe subscribe`
     assert list(rows[0])[-2:] == ["smoothed_label", "smoothed_confidence"]
     assert published == [[r["smoothed_label"], r["smoothed_confidence"]] for r in rows]
