@@ -10,8 +10,9 @@ label, averaged (``mean_confidence``) and at its highest (``peak_confidence``).
 Rows are written as episodes end, flushed line by line, so a crash loses no finished episode.
 With ``publish`` set, every episode also goes out as an ``episode.<source>`` event and every
 track's first and last sighting as ``face.<source>`` events (schema in ``fer_pipe.events``),
-from a PUB socket bound to ``host``: loopback unless ``public`` says otherwise, as for every
-network stage.
+from the ``zmq`` sink's kind of socket (``fer_pipe.publisher``: events a subscriber too slow
+to take them would block are dropped, counted and said) bound to ``host``: loopback unless
+``public`` says otherwise, as for every network stage.
 """
 from __future__ import annotations
 
@@ -20,16 +21,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import zmq
 from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput
-from fer_pipe.endpoints import check_private, ipv6_for, tcp_endpoint
-from fer_pipe.errors import InputError
-from fer_pipe.events import EPISODE_FIELDS, encode, episode_event, face_event
+from fer_pipe.endpoints import check_private, tcp_endpoint
+from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
+from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
+
+LINGER_S = 1.0
+"""At the end, the time the events still queued have to reach their subscribers."""
 
 Observation = tuple[int, float, np.ndarray]
 """(frame, timestamp, smoothed probabilities) of one track in one frame."""
@@ -102,23 +105,14 @@ class EpisodesSink(Sink):
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
         self._faces = self._smoothed = 0
-        self._socket: zmq.Socket | None = None
         # bound before the CSV is opened, which empties it (without append): a busy port leaves the
         # last run's file whole
-        if self.params.publish:
-            self._context = zmq.Context()
-            endpoint = tcp_endpoint(self.params.host, self.params.publish)
-            self._socket = ipv6_for(self._context.socket(zmq.PUB), endpoint)
-            try:
-                self._socket.bind(endpoint)
-            except zmq.ZMQError as exc:
-                self._close_socket()
-                raise InputError(f"episodes: cannot publish on {self.params.host}:{self.params.publish}: "
-                                 f"{exc}") from None
+        self._publisher = Publisher("episodes", self.name, tcp_endpoint(self.params.host, self.params.publish)) \
+            if self.params.publish else None
         try:
             self._out = CsvOutput(self.params.path, "episodes", EPISODE_FIELDS, append=self.params.append)
         except BaseException:
-            self._close_socket()
+            self._close_publisher()
             raise
 
     def consume(self, packet: Packet) -> None:
@@ -158,13 +152,16 @@ class EpisodesSink(Sink):
                 self._end_track(key)
         finally:
             self._out.close()
-            self._close_socket()
+            self._close_publisher()
 
-    def _close_socket(self) -> None:
-        if self._socket is not None:
-            self._socket.close(linger=1000)
-            self._context.term()
-            self._socket = None
+    @classmethod
+    def closing_s(cls, params: EpisodesParams) -> float:
+        return LINGER_S if params.publish else 0.0
+
+    def _close_publisher(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close(LINGER_S)
+            self._publisher = None
 
     def _observe(self, key: tuple[str, int], track: _Track, obs: Observation, label: str | None,
                  extra: dict[str, Any]) -> None:
@@ -214,5 +211,6 @@ class EpisodesSink(Sink):
         self._publish(episode_event(row))
 
     def _publish(self, event: dict[str, Any]) -> None:
-        if self._socket is not None:
-            self._socket.send_multipart(encode(event))
+        if self._publisher is not None:
+            self._publisher.send(event)
+            self.dropped = self._publisher.dropped

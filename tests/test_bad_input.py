@@ -682,17 +682,27 @@ def test_zeromq_endpoint_already_in_use(short_clip):
     assert one_line(err) == f"fer-pipe: stage 'events' (zmq): zmq {endpoint}: cannot bind: Address already in use"
 
 
-def test_zeromq_beyond_loopback_without_keys_warns(capsys):
+def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     """Issue 7's network exposure: binding a non-loopback address without CURVE keys prints a
     warning. 192.0.2.1 is a documentation address on no interface here, so the bind that
     follows fails and nothing is ever exposed or sent."""
+    import zmq
+
     from fer_pipe.errors import InputError
     from fer_pipe.inprocess import make_stage
 
+    made = []
+
+    class Recorded(zmq.Context):
+        def __init__(self) -> None:
+            super().__init__()
+            made.append(self)
+
     stage = make_stage("zmq", {"endpoint": "tcp://192.0.2.1:5556", "public": True})
+    monkeypatch.setattr(zmq, "Context", Recorded)
     with pytest.raises(InputError, match="cannot bind"):
         stage.open()
-    assert stage._ctx.closed  # a failed open releases what it took; nobody closes it after
+    assert made and all(c.closed for c in made)  # a failed open releases what it took; nobody closes it after
     assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
 
 

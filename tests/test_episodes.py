@@ -156,10 +156,20 @@ def test_a_busy_publish_port_leaves_the_last_runs_episodes_whole(tmp_path: Path)
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        sink = make_stage("episodes", {"path": str(out), "publish": holder.getsockname()[1]})
-        with pytest.raises(InputError, match="cannot publish on 127.0.0.1"):
+        port = holder.getsockname()[1]
+        sink = make_stage("episodes", {"path": str(out), "publish": port})
+        with pytest.raises(InputError, match=f"^episodes tcp://127.0.0.1:{port}: cannot bind: address already in use$"):
             sink.open()
     assert out.read_text() == "the last run's episodes\n"
+
+
+def test_publishing_episodes_beyond_loopback_without_keys_warns(capsys) -> None:
+    """As the zmq sink does: the episodes sink's own socket bound a public host unencrypted without
+    a word. 192.0.2.1 is on no interface here, so the bind fails and nothing is exposed."""
+    sink = make_stage("episodes", {"path": "/dev/null", "publish": 5556, "host": "192.0.2.1", "public": True})
+    with pytest.raises(InputError, match="^episodes tcp://192.0.2.1:5556: cannot bind: "):
+        sink.open()
+    assert "WARNING: episodes sink 'episodes' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
 
 
 def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> None:
