@@ -2,8 +2,9 @@
 
 A reader thread reads the stream as fast as it arrives and keeps only the latest frame, so the
 pipeline never works through a backlog of stale video. When the stream stops it reconnects with
-capped exponential backoff, logging each attempt on stderr, until ``give_up_after_s`` without a
-frame; then the run fails with one line naming the URL.
+capped exponential backoff, logging each attempt on stderr (once the backoff is at its longest,
+the same reason at most every ``QUIET_LOG_S``), until ``give_up_after_s`` without a frame; then
+the run fails with one line naming the URL.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ STOP_POLL_S = 0.5
 """How often a wait for the next frame checks whether the run is stopping."""
 FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 """OpenCV's FFmpeg options (``key;value|key;value``), read at each open."""
+QUIET_LOG_S = 300.0
+"""While a camera stays down for one reason with the backoff at its longest, its attempts are
+said at most this often: each attempt of a camera down for a day was 8,600 lines a day."""
 STABLE_S = 5.0
 """A connection that streamed this long was good: the backoff starts over (any frame restarts
 the give-up clock)."""
@@ -105,6 +109,7 @@ class RtspSource(Source):
         failures = 0
         down_since = time.monotonic()
         why = "cannot connect"
+        quiet: tuple[str, float] | None = None  # the reason said at the longest backoff, and when
         while not self._stopping.is_set():
             if failures:
                 if self._given_up(down_since, failures, why):
@@ -114,8 +119,12 @@ class RtspSource(Source):
                 if p.give_up_after_s and down + delay >= p.give_up_after_s:  # no attempt after the time is up
                     delay = p.give_up_after_s - down
                     self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
-                else:
+                elif delay < p.backoff_max_s:
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
+                elif quiet is None or quiet[0] != why or time.monotonic() - quiet[1] >= QUIET_LOG_S:
+                    self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s; "
+                              f"while so, said every {QUIET_LOG_S:g} s)")
+                    quiet = (why, time.monotonic())
                 if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
                     return
             cap = self._connect(failures)
@@ -133,7 +142,7 @@ class RtspSource(Source):
                        f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if not frames else
                        f"stream lost after {frames} frames, {down_since - connected:.1f} s")
                 continue
-            failures = 0
+            failures, quiet = 0, None
             self._log(f"stream lost after {frames} frames; reconnecting")
 
     def _cannot_connect(self) -> str:

@@ -205,6 +205,26 @@ def test_unreachable_stream_gives_up_with_one_clear_line(tmp_path):
     assert last.endswith(f"; the last: {why}")
 
 
+def test_a_camera_that_stays_down_is_said_less_often_once_the_backoff_is_longest(tmp_path, monkeypatch, capfd):
+    """Every attempt got a line: a camera down for a day with backoff_max_s 10 wrote 8,600 lines
+    a day. Once the backoff is at its longest, the same reason is said every QUIET_LOG_S."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages import rtsp
+
+    monkeypatch.setattr(rtsp, "QUIET_LOG_S", 1.0)
+    url = f"rtsp://127.0.0.1:{free_port()}/nothing"
+    stage = make_stage("rtsp", {"url": url, "timeout_s": 1, "backoff_initial_s": 0.05, "backoff_max_s": 0.1,
+                                "give_up_after_s": 0})
+    stage.open()
+    time.sleep(3.5)
+    stage.close()
+    lines = [line for line in capfd.readouterr().err.splitlines() if "; attempt " in line]
+    attempts = [int(n) for n in re.findall(r"; attempt (\d+) in", "\n".join(lines))]
+    assert "; attempt 2 in " in lines[0] and "said every" not in lines[0], lines  # the backoff still grows
+    assert all(line.endswith("; while so, said every 1 s)") for line in lines[1:]), lines
+    assert attempts[-1] >= 15 and 3 <= len(lines) <= 6, lines  # about 30 attempts, a line a second
+
+
 def test_a_wrong_path_is_named_as_the_servers_404(rtsp_server, tmp_path):
     """OpenCV says only that a capture did not open: a mistyped path read "cannot connect", like
     a camera switched off, in every line of a run that retried it for days."""
