@@ -15,7 +15,6 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -25,7 +24,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import Source, Stage, StageFailure, StopRun, packets_of, said, skipped_line
+from .stage import Source, Stage, StageFailure, StopRun, packets_of, said, say_skipped
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -136,8 +135,8 @@ def run_graph(graph: Graph) -> GraphRun:
         except StageFailure as failure:
             if name not in skipping:
                 raise
-            print(skipped_line(name, packet, failure.__cause__), file=sys.stderr)
             skipped += 1
+            say_skipped(name, packet, failure.__cause__, skipped)
             return []
 
     def push(name: str, packets: Iterable[Packet]) -> None:

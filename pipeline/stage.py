@@ -34,6 +34,7 @@ implement ``consume`` instead of ``process``.
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
@@ -271,6 +272,18 @@ def said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def skipped_line(stage: str, packet: Packet, exc: Exception) -> str:
-    """What a stage with ``on_error: skip`` says of a packet it dropped, in a run and in a batch task."""
-    return f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {said(exc)}"
+SKIPS_SAID = 10
+"""Packets a stage process with ``on_error: skip`` says it dropped, one line each; the rest are
+counted only (the statistics' skipped column): a stage that failed on every frame of a camera
+wrote a line a frame, some 2 million a day."""
+
+
+def say_skipped(stage: str, packet: Packet, exc: BaseException, count: int) -> None:
+    """What a stage with ``on_error: skip`` says of the ``count``-th packet it dropped, in a run
+    and in a batch task alike."""
+    if count <= SKIPS_SAID:
+        print(f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {said(exc)}",
+              file=sys.stderr)
+    if count == SKIPS_SAID:
+        print(f"fer-pipe: stage {stage!r}: further packets it skips are counted in its skipped column, not "
+              "said one by one", file=sys.stderr)

@@ -35,7 +35,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StageFailure, StopRun, packets_of, said, skipped_line
+from .stage import Sink, Source, Stage, StageFailure, StopRun, packets_of, said, say_skipped
 from .stats import StageStats
 
 PR_SET_PDEATHSIG = 1
@@ -213,7 +213,7 @@ class _Emitter:
                 raise StageFailure(where + _not_sent(exc))
             if _first_time(self._unsent, (item.source, item.index), self._remember):  # not once per consumer
                 self.stats.skipped += 1
-                print(skipped_line(self.skip_as, item, exc), file=sys.stderr)
+                say_skipped(self.skip_as, item, exc, self.stats.skipped)
 
     def emit(self, packets: Iterable[Packet]) -> None:
         self.check_sent()
@@ -556,7 +556,7 @@ class _Handler:
             if w.spec.on_error != "skip":
                 raise StageFailure(f"on {item.source} frame {item.index}: {said(exc)}") from exc
             stats.skipped += 1
-            print(skipped_line(w.spec.name, item, exc), file=sys.stderr)
+            say_skipped(w.spec.name, item, exc, stats.skipped)
             out = []
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)

@@ -205,6 +205,21 @@ def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path, work
     assert [int(r.split(",")[1]) for r in rows] == [i for i in range(60) if i not in (7, 31)]
 
 
+def test_on_error_skip_says_ten_skipped_packets_and_counts_the_rest(plugin_env, short_clip, tmp_path):
+    """A line a skipped packet: a stage failing on every frame of a camera wrote some 2 million
+    lines a day, burying everything else in the journal."""
+    out = tmp_path / "skip.csv"
+    config = fault_config(tmp_path / "skip.yaml", short_clip, out, on_error="skip", mode="raise",
+                          at=list(range(0, 60, 2)))
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    said = [line for line in err.splitlines() if line.startswith("fer-pipe: stage 'faulty'")]
+    assert said == [f"fer-pipe: stage 'faulty' skipped source frame {i}: ValueError: injected fault on frame {i}"
+                    for i in range(0, 20, 2)] + ["fer-pipe: stage 'faulty': further packets it skips are counted in "
+                                                 "its skipped column, not said one by one"]
+    assert stats_row(err, "faulty")["skipped"] == 30
+
+
 IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
                   "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
 """What a batch task runs: the graph in its own process, stage after stage."""
