@@ -82,11 +82,15 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
     and the video read once, as fast as it decodes (``loop`` would never end a task, and
     ``realtime`` would skip the frames it falls behind on)."""
     video, sink = video_csv_stages(config, origin)
+    from .registry import registry
+
     data = copy.deepcopy(config)
     stages = data["stages"]
+    types = registry().types
     for body in stages.values():
-        if isinstance(body, dict) and isinstance(body.get("params"), dict) and "threads" in body["params"]:
-            body["params"]["threads"] = 1
+        declared = types[body["type"]].thread_params if isinstance(body, dict) and body.get("type") in types else ()
+        if declared and isinstance(body.get("params") or {}, dict):
+            body["params"] = {**(body.get("params") or {}), **dict.fromkeys(declared, 1)}
     source = stages[video].setdefault("params", {}) or {}
     source.update(path=job.input, start=job.start, max_frames=job.max_frames, loop=False, realtime=False)
     stages[video]["params"] = source

@@ -79,7 +79,7 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     for attr in ("preflight", "closing_s", "graph_warnings", "open", "process", "idle", "finish", "close"):
         if not callable(getattr(cls, attr)):  # closing_s = 5.0, written as idle_s is
             return f".{attr} is {getattr(cls, attr)!r}, not a method: define it with def, as Stage does"
-    for attr in ("input_paths", "output_paths", "bind_params"):
+    for attr in ("input_paths", "output_paths", "bind_params", "thread_params"):
         unknown = [name for name in getattr(cls, attr) if name not in cls.Params.model_fields]
         if unknown:
             return f".{attr} names {', '.join(map(repr, unknown))}, not a field of its Params"

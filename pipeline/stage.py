@@ -9,7 +9,7 @@ A stage is a class with
 - ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
   graph check can refuse two stages writing one file (one whose default is ``""`` is an
   optional file, not given while empty); ``bind_params``: those that name a socket it
-  listens on;
+  listens on; ``thread_params``: those that set its own thread count;
 - ``parallel``: True when ``process`` keeps nothing from one packet to the next, so a config
   may give the stage several processes (``workers: N``); ``one_source``: True when its output
   cannot mix sources (one video file), so the graph check refuses several sources reaching it;
@@ -95,6 +95,9 @@ class Stage:
     """Names of the params that hold a socket the stage listens on (an endpoint, or a port where
     0 is off): ``fer-pipe batch`` refuses such a stage, since its tasks run side by side and
     all but one would find the port taken."""
+    thread_params: ClassVar[tuple[str, ...]] = ()
+    """Names of the params that set how many threads the stage runs of its own: ``fer-pipe
+    batch``, whose tasks each get one CPU from Ray, sets them to 1."""
     parallel: ClassVar[bool] = False
     """True when no state is kept between packets (and ``finish`` returns nothing): the runner
     may then feed ``workers`` copies of the stage round-robin and restore the order after

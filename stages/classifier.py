@@ -35,6 +35,7 @@ class EmotionClassifier(Stage):
     params: ClassifierParams
     reads = FACES
     writes = EXPRESSIONS
+    thread_params = ("threads",)
     parallel = True
 
     @classmethod

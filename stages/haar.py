@@ -146,6 +146,7 @@ class HaarDetector(Stage):
     reads = FRAME
     writes = FACES
     input_paths = ("cascade",)
+    thread_params = ("threads",)
     parallel = True
 
     @classmethod

@@ -723,6 +723,19 @@ def test_a_task_reads_its_video_once_whatever_the_configs_loop_and_realtime_say(
     assert source["params"] == {"path": "clip.mp4", "start": 40, "max_frames": 20, "loop": False, "realtime": False}
 
 
+def test_a_task_runs_each_stage_on_the_one_thread_its_cpu_gives():
+    """A task set a param to 1 wherever it was called threads, and only where the config gave it:
+    the detector left at its default ran OpenCV's thread per core in every task at once. The
+    stages now declare theirs (thread_params)."""
+    config = {"stages": {"source": {"type": "video", "params": {"path": "x.mp4"}},
+                         "detector": {"type": "haar", "inputs": ["source"]},
+                         "classifier": {"type": "classifier", "inputs": ["detector"], "params": {"threads": 4}},
+                         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": "x.csv"}}}}
+    stages = job_config(config, "run.yaml", Job("clip.mp4", "clip"), Path("part.csv"))["stages"]
+    assert (stages["detector"]["params"], stages["classifier"]["params"]) == ({"threads": 1}, {"threads": 1})
+    assert stages["csv"]["params"] == {"path": "part.csv"} and "threads" not in stages["source"]["params"]
+
+
 def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster, six_clips, tmp_path):
     """Given no address, Ray joins the cluster that RAY_ADDRESS (or the last `ray start` on the
     machine) names, and then refused the num_cpus batch passes: a Ray traceback, exit 1."""
