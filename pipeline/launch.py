@@ -23,7 +23,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 
 from .graph import Graph
-from .worker import STOP_SIGNALS
+from .stop_signals import STOP_SIGNALS
 
 
 def server_pid() -> int | None:

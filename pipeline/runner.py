@@ -32,7 +32,9 @@ from .ring_lease import RingLease, sweep_abandoned
 from .stage import Sink, one_line, said
 from .stats import format_table
 from .status import StatusLine
-from .worker import RESEND_S, STOP_SIGNALS, Outbox, StageQueue, Wiring, stage_main
+from .emitter import Outbox, StageQueue
+from .stop_signals import RESEND_S, STOP_SIGNALS
+from .worker import Wiring, stage_main
 
 GRACE_S = 3.0
 POLL_S = 0.1
@@ -325,8 +327,9 @@ class Runner:
         stats = [done[p] for p in procs if p in done]
         failure = failure or late_error
         if failure is not None:
-            message = failure.message if failure.process is None else f"{self._who(failure.process)} failed: " \
-                                                                       f"{failure.message}"
+            message = failure.message
+            if failure.process is not None:
+                message = f"{self._who(failure.process)} failed: {message}"
             return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "

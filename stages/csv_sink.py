@@ -14,7 +14,6 @@ from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
 
-
 class CsvParams(StageParams):
     path: str = Field(description="CSV file to write (its folder must exist)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")

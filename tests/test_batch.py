@@ -537,8 +537,8 @@ def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
         out = []
         for frame, seconds in enumerate(times):
             path = tmp_path / f"{len(times)}-{frame}.csv"
-            path.write_text(",".join(FRAME_COLUMNS) + "\n" + ",".join(["clip", str(frame), f"{seconds:.3f}"] +
-                                                                [""] * (len(FRAME_COLUMNS) - 3)) + "\n")
+            row = ["clip", str(frame), f"{seconds:.3f}"] + [""] * (len(FRAME_COLUMNS) - 3)
+            path.write_text(",".join(FRAME_COLUMNS) + "\n" + ",".join(row) + "\n")
             out.append(path)
         return out
 

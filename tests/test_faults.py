@@ -446,12 +446,12 @@ def test_drops_are_counted_once_also_with_the_deepest_queues_and_several_workers
 
     from fer_pipe.messages import Packet
     from fer_pipe.stats import StageStats
-    from fer_pipe.worker import Outbox, _Emitter
+    from fer_pipe.emitter import Emitter, Outbox
 
     ctx = mp.get_context("spawn")
     boxes = [Outbox([ctx.Queue(1024)], "source>a"), Outbox([ctx.Queue(1024) for _ in range(3)], "source>b")]
     stats = StageStats("source")
-    emitter = _Emitter(boxes, True, stats)
+    emitter = Emitter(boxes, True, stats)
     for i in range(5000):
         emitter.emit([Packet("cam", i, i / 25)])
     for box in boxes:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from fer_pipe.messages import EndOfStream, Packet, Sequenced
 from fer_pipe.ordering import Reorder
 from fer_pipe.stats import StageStats
-from fer_pipe.worker import Outbox, _Emitter, _receive
+from fer_pipe.emitter import Emitter, Outbox
+from fer_pipe.worker import _receive
 
 
 def packet(i: int) -> Packet:
@@ -56,7 +57,7 @@ def test_a_consumer_reads_every_producer_until_each_has_ended():
     file.put(packet(100))
     file.put(EndOfStream())
     stats = StageStats("camera")
-    emitter = _Emitter([Outbox([camera], "camera>detector")], live=True, stats=stats)
+    emitter = Emitter([Outbox([camera], "camera>detector")], live=True, stats=stats)
     emitter.emit(packet(i) for i in range(6))
     assert stats.dropped == 4
     ending = threading.Thread(target=camera.put, args=(EndOfStream(),))
@@ -74,7 +75,7 @@ def test_round_robin_dealing_and_a_live_sources_drops_leave_nothing_waiting():
     ctx = mp.get_context("spawn")
     queues = [ctx.Queue(3), ctx.Queue(3)]
     stats = StageStats("source")
-    emitter = _Emitter([Outbox(queues, "source>detector")], live=True, stats=stats)
+    emitter = Emitter([Outbox(queues, "source>detector")], live=True, stats=stats)
     emitter.emit(packet(i) for i in range(20))
     items = []
     for worker, q in enumerate(queues):

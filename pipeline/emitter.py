@@ -1,0 +1,165 @@
+"""The sending side of a stage process: its queues into each consumer, and what it does when
+they are full (a live source drops its oldest item) or an item cannot be sent."""
+from __future__ import annotations
+
+import multiprocessing.queues
+import queue
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .config import MAX_QUEUE
+from .messages import EndOfStream, Packet, Sequenced
+from .stage import StageFailure, said, say_skipped
+from .stats import StageStats
+
+UNSENT: list[tuple[Any, Exception]] = []
+"""Items this process's queues could not send, and why, as their feeder threads found them."""
+
+
+class StageQueue(multiprocessing.queues.Queue):
+    """A queue between stage processes whose sender learns of an item it could not send.
+
+    multiprocessing pickles an item in a feeder thread after ``put`` returned; one that does
+    not pickle (an open file a plug-in put in ``packet.extra``) was printed there as a bare
+    traceback and dropped: a frame missing from the CSV, and exit 0.
+    """
+
+    @staticmethod
+    def _on_queue_feeder_error(e: Exception, obj: object) -> None:
+        UNSENT.append((obj, e))
+
+
+def _not_sent(exc: Exception) -> str:
+    return f"cannot pass the packet on: {said(exc)} (what a stage puts in packet.extra or a face's extra must pickle)"
+
+
+@dataclass
+class Outbox:
+    """This process's queues into one consumer stage: one, or one per worker when it runs several.
+
+    Nobody else puts into them, so a live sender may take its oldest item out of a full one.
+    ``key`` names the numbering of what this sender deals to a consumer with several workers.
+    ``drop_oldest``: so does any sender into it, because it feeds a sink that live sources alone
+    reach: a sink that falls behind (a window on a frozen display) then loses frames of its own,
+    where it held up the stage feeding it and so its sibling sinks (the CSV stopped with the
+    window).
+    """
+
+    queues: list[Any]
+    key: str
+    drop_oldest: bool = False
+
+
+def _first_time(seen: dict[tuple[str, int], None], key: tuple[str, int], limit: int) -> bool:
+    """Whether ``key`` is new to ``seen``, a memory of the last ``limit`` keys (a dict keeps their order)."""
+    if key in seen:
+        return False
+    seen[key] = None
+    if len(seen) > limit:
+        del seen[next(iter(seen))]
+    return True
+
+
+class Emitter:
+    """Puts packets on every consumer's queue: blocking for finite sources; for live ones,
+    dropping the oldest item of a full queue.
+
+    A consumer with several workers gets each packet numbered, in the queue of worker
+    ``number % workers``: dealing round-robin into bounded queues keeps the fastest worker
+    within a queue's length of the slowest, which bounds what the reordering must hold.
+    """
+
+    def __init__(self, outboxes: list[Outbox], live: bool, stats: StageStats, skip_as: str | None = None) -> None:
+        """``skip_as``: the stage's name where its config says ``on_error: skip``."""
+        self.outboxes = outboxes
+        self.live = live
+        self.stats = stats
+        self.skip_as = skip_as
+        self._unsent: dict[tuple[str, int], None] = {}  # packets counted skipped lately, oldest first
+        self._numbers = [0] * len(outboxes)
+        self._dropped: dict[tuple[str, int], None] = {}  # the frames counted dropped lately, oldest first
+        self._behind: set[str] = set()  # the outboxes into sinks that have dropped, said once each
+        # a frame leaves every queue within a queue's length of newer frames put in that queue;
+        # a consumer with N workers gets every Nth frame in each of its queues
+        self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
+
+    def check_sent(self) -> None:
+        """What the queues' feeder threads could not send: a StageFailure naming the first
+        packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
+        A numbered item (for a stage with several workers) is not skipped: the stage that puts
+        the numbers back in order would wait for it."""
+        while UNSENT:
+            item, exc = UNSENT.pop(0)
+            if self.skip_as is None or not isinstance(item, Packet):
+                packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
+                where = f"on {packets[0].source} frame {packets[0].index}: " if packets else ""
+                raise StageFailure(where + _not_sent(exc))
+            if _first_time(self._unsent, (item.source, item.index), self._remember):  # not once per consumer
+                self.stats.skipped += 1
+                say_skipped(self.skip_as, item, exc, self.stats.skipped)
+
+    def emit(self, packets: Iterable[Packet]) -> None:
+        self.check_sent()
+        for packet in packets:
+            for i, box in enumerate(self.outboxes):
+                if len(box.queues) == 1:
+                    self._put(box, box.queues[0], packet)
+                else:
+                    number = self._numbers[i]
+                    self._numbers[i] = number + 1
+                    self._put(box, box.queues[number % len(box.queues)], Sequenced(box.key, number, [packet]))
+
+    def emit_sequenced(self, item: Sequenced) -> None:
+        """A worker's answer to one numbered item: passed on with its number, to be put in order."""
+        self.check_sent()
+        for box in self.outboxes:
+            self._put(box, box.queues[item.number % len(box.queues)], item)
+
+    def _put(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
+        if self.live or outbox.drop_oldest:
+            self._put_dropping_oldest(outbox, box, item)
+        else:
+            box.put(item)
+
+    def _put_dropping_oldest(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
+        while True:
+            try:
+                box.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    dropped = box.get_nowait()
+                except queue.Empty:
+                    time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
+                    continue
+                if not self.live and outbox.key not in self._behind:  # a sink fell behind: say which
+                    self._behind.add(outbox.key)
+                    sender, _, sink = outbox.key.partition(">")
+                    print(f"fer-pipe: sink {sink!r} fell behind the live source; the oldest frames waiting for "
+                          f"it are dropped (counted in the dropped column of {sender!r})", file=sys.stderr)
+                if isinstance(dropped, Sequenced):  # nobody must wait for its number
+                    item = replace(item, skipped=(*item.skipped, *dropped.skipped, dropped.number))
+                    for packet in dropped.packets:
+                        self._count_drop(packet)
+                else:
+                    self._count_drop(dropped)
+
+    def _count_drop(self, packet: Packet) -> None:
+        """A frame dropped from several consumers' queues is one frame dropped."""
+        if _first_time(self._dropped, (packet.source, packet.index), self._remember):
+            self.stats.dropped += 1
+
+    def end(self) -> None:
+        """Put the end of stream, then wait until every item is sent (the consumers read on to
+        that end), so that one that could not be is a failure before the stage says it is done."""
+        for box in self.outboxes:
+            for q in box.queues:
+                q.put(EndOfStream())
+        for box in self.outboxes:
+            for q in box.queues:
+                q.close()
+                q.join_thread()
+        self.check_sent()

@@ -1,0 +1,122 @@
+"""How a stage process takes the stop signals: SIGTERM stops it, wherever it is, through its
+``close``; SIGINT and SIGHUP are the runner's, which drains the graph instead.
+
+SIGTERM from the runner (or the process group's, from ``systemctl stop``) raises ``Terminated``
+in the stage's main thread, so ``close`` still runs and files are flushed; a sink holds it
+(``HOLD``) until the frame it is writing is whole. A stage whose runner died is stopped the same
+way (``follow_parent``).
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from multiprocessing.connection import wait
+
+PR_SET_PDEATHSIG = 1
+RESEND_S = 0.5
+"""How often a stop by SIGTERM is said again, to a stage that has not ended (see ``follow_parent``
+and the runner)."""
+
+
+class Terminated(BaseException):
+    """Raised in a stage process on SIGTERM: unwinds to ``close`` like an exception would."""
+
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+"""Blocked while the runner starts the stage processes, which inherit the mask: each unblocks
+them once its own handlers are in, so a signal sent to the process group meanwhile neither kills
+a half-started stage nor is lost."""
+
+
+class _SigtermHold:
+    """While held, a SIGTERM is noted and raised as ``Terminated`` when the hold ends: a sink
+    writes and counts a frame whole or not at all.
+
+    Not ``pthread_sigmask``, which blocks the signal in the calling thread only: the kernel then
+    hands it to another thread of the process (numpy's, a queue's feeder), and Python runs the
+    handler in the main thread at its next line anyway, inside the frame.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.pending: int | None = None
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self.active = False
+        if self.pending is not None and kind is None:
+            raise Terminated(self.pending)
+
+
+HOLD = _SigtermHold()
+_sigterm_seen = False
+_sigterm_ignored = False
+
+
+def terminate(signum: int, frame: object) -> None:
+    """The first SIGTERM stops the stage; later ones are ignored, so that reporting and closing
+    are not cut short. They do come: a SIGTERM to the whole process group (``systemctl stop``)
+    reaches the stage, and the runner, or ``follow_parent`` once the runner is gone, says it
+    again every RESEND_S until the stage ends (a spawned stage also gets the kernel's
+    parent-death signal)."""
+    global _sigterm_seen
+    if _sigterm_ignored:
+        return
+    ignore_sigterm()
+    _sigterm_seen = True
+    if HOLD.active:
+        HOLD.pending = signum
+        return
+    raise Terminated(signum)
+
+
+def ignore_sigterm() -> None:
+    """From here on a SIGTERM does nothing. The handler stays and returns, rather than being
+    replaced by SIG_IGN: CPython prints "Signal 15 ignored due to race condition" with a
+    traceback when a SIGTERM that came while a Python handler was in place finds SIG_IGN by the
+    time Python runs it (seen after the runner was killed, with two SIGTERMs)."""
+    global _sigterm_ignored
+    _sigterm_ignored = True
+
+
+def follow_parent() -> None:
+    """Be stopped as by a SIGTERM when the runner dies, even by SIGKILL or the OOM killer: a
+    stage blocked on a queue would otherwise wait for ever, orphaned.
+
+    A thread waits on the parent's sentinel, a pipe the runner holds open and so ready once it
+    is gone, then signals the main thread (which unwinds through ``close``) until it stops. A
+    forked stage's parent is the forkserver, which lives as long as its children, so the pipe is
+    its only way. A spawned stage's parent is the runner, and the kernel's parent-death signal
+    also covers a runner whose process forked a child that holds the pipe too (a host's
+    ``multiprocessing`` pool beside the Python API).
+    """
+    parent = mp.parent_process()
+    if parent is None:
+        return
+    if sys.platform.startswith("linux") and os.getppid() == parent.pid:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent.pid:  # it died before prctl took effect: stop when unblocked
+            signal.raise_signal(signal.SIGTERM)
+    main = threading.main_thread().ident
+
+    def watch() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the group's signals are the main thread's
+        wait([parent.sentinel])
+        while True:  # again and again, as the runner sends them: CPython 3.11 can leave one unhandled
+            signal.pthread_kill(main, signal.SIGTERM)
+            time.sleep(RESEND_S)
+
+    threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()
+
+
+def sigterm_seen() -> bool:
+    """Whether a SIGTERM came: an error raised after it is the stop, not a failure (a library
+    turns the ``Terminated`` raised inside it into its own error)."""
+    return _sigterm_seen
