@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
-from .registry import registry
+from .registry import Registry, registry
 from .stage import Sink, Stage, StageParams, named_files
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
@@ -324,77 +324,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         raise ConfigError(f"{_where(origin, lines, 'stages')}: 'stages' must be a non-empty mapping "
                           "of stage name to stage")
     reg = registry()
-    stages: dict[str, StageSpec] = {}
-    for name, body in stages_data.items():
-        where = _where(origin, lines, "stages", str(name))
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'")
-        prefix = f"stage {name!r}"
-        if not isinstance(body, Mapping):
-            raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
-                              f"{type(body).__name__}")
-        for key in body:
-            if key not in STAGE_KEYS:
-                raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
-                                  f"unknown key {_show(key)} (expected {', '.join(sorted(STAGE_KEYS))})")
-        type_name = body.get("type")
-        if not isinstance(type_name, str):
-            raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
-        type_where = _where(origin, lines, "stages", name, "type")
-        if type_name in reg.problems:
-            raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}")
-        cls = reg.types.get(type_name)
-        if cls is None:
-            known = ", ".join(sorted(reg.types))
-            raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)} "
-                              f"(known: {known})")
-        prefix = f"stage {name!r} ({type_name})"
-        raw_params = body.get("params") or {}
-        if not isinstance(raw_params, Mapping):
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params')}: {prefix}: "
-                              f"params must be a mapping")
-        try:
-            params = cls.Params.model_validate(dict(raw_params))
-        except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-            loc, reason = (_pydantic_reason(exc) if isinstance(exc, ValidationError) else
-                           ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
-            field = ".".join(("params", *loc))  # no loc: a check across several parameters
-            where = _where(origin, lines, 'stages', name, 'params', *loc[:1])
-            sets = [v for k, v in lines.items() if not loc and len(k) == 4 and k[:3] == ("stages", name, "params")
-                    and isinstance(v, str)]
-            if sets and where not in sets:  # the file's values and the --set ones were checked together
-                where = f"{where} with {', '.join(sets)}"
-            raise ConfigError(f"{where}: {prefix}: {field}: {reason}") from None
-        try:
-            params = _home_expanded(cls, params)
-        except ValueError as exc:
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
-                              f"params.{exc.args[0]}: {exc.args[1]}") from None
-        inputs = body.get("inputs", [])
-        if isinstance(inputs, str):
-            inputs = [inputs]
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'inputs')}: {prefix}: "
-                              "inputs: expected a list of stage names")
-        on_error = body.get("on_error", "stop")
-        if on_error not in ("stop", "skip"):
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
-                              f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
-        if on_error == "skip" and issubclass(cls, Sink):
-            raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
-                              "on_error: skip is not for a sink: one that cannot write a row (a full disk, a closed "
-                              "socket) stops the run rather than lose rows and end with exit 0")
-        workers = body.get("workers", 1)
-        workers_where = _where(origin, lines, "stages", name, "workers")
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
-            raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
-                              f"{MAX_WORKERS}, got {_show(workers)}")
-        if workers > 1 and not cls.parallel:
-            raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
-                              "packet to the next (or is a source or a sink), so it runs in one "
-                              "process only")
-        stages[name] = StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error,
-                                 workers)
+    stages = {name: _stage_spec(name, body, reg, origin, lines) for name, body in stages_data.items()}
     graph = Graph(stages, queue_size, origin)
     for spec, message in check_edges(graph):
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'inputs')}: stage "
@@ -406,6 +336,87 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', param)}: stage "
                           f"{spec.name!r} ({spec.type_name}): params.{param}: {message}")
     return graph
+
+
+def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) -> StageSpec:
+    """One stage of the config checked into its spec, or its first problem as a ConfigError that
+    names the stage and the line."""
+    where = _where(origin, lines, "stages", str(name))
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'")
+    prefix = f"stage {name!r}"
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
+                          f"{type(body).__name__}")
+    for key in body:
+        if key not in STAGE_KEYS:
+            raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
+                              f"unknown key {_show(key)} (expected {', '.join(sorted(STAGE_KEYS))})")
+    type_name = body.get("type")
+    if not isinstance(type_name, str):
+        raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
+    type_where = _where(origin, lines, "stages", name, "type")
+    if type_name in reg.problems:
+        raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}")
+    cls = reg.types.get(type_name)
+    if cls is None:
+        known = ", ".join(sorted(reg.types))
+        raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)} "
+                          f"(known: {known})")
+    prefix = f"stage {name!r} ({type_name})"
+    raw_params = body.get("params") or {}
+    if not isinstance(raw_params, Mapping):
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params')}: {prefix}: "
+                          f"params must be a mapping")
+    params = _stage_params(cls, raw_params, name, prefix, origin, lines)
+    inputs = body.get("inputs", [])
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'inputs')}: {prefix}: "
+                          "inputs: expected a list of stage names")
+    on_error = body.get("on_error", "stop")
+    if on_error not in ("stop", "skip"):
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
+                          f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
+    if on_error == "skip" and issubclass(cls, Sink):
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
+                          "on_error: skip is not for a sink: one that cannot write a row (a full disk, a closed "
+                          "socket) stops the run rather than lose rows and end with exit 0")
+    workers = body.get("workers", 1)
+    workers_where = _where(origin, lines, "stages", name, "workers")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
+                          f"{MAX_WORKERS}, got {_show(workers)}")
+    if workers > 1 and not cls.parallel:
+        raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
+                          "packet to the next (or is a source or a sink), so it runs in one "
+                          "process only")
+    return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers)
+
+
+def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, prefix: str, origin: str,
+                  lines: Lines) -> StageParams:
+    """The stage's params validated, with the field and the reason of the first problem (the
+    ``--set`` that gave the value, where one did)."""
+    try:
+        params = cls.Params.model_validate(dict(raw_params))
+    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
+        loc, reason = (_pydantic_reason(exc) if isinstance(exc, ValidationError) else
+                       ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
+        field = ".".join(("params", *loc))  # no loc: a check across several parameters
+        where = _where(origin, lines, 'stages', name, 'params', *loc[:1])
+        sets = [v for k, v in lines.items() if not loc and len(k) == 4 and k[:3] == ("stages", name, "params")
+                and isinstance(v, str)]
+        if sets and where not in sets:  # the file's values and the --set ones were checked together
+            where = f"{where} with {', '.join(sets)}"
+        raise ConfigError(f"{where}: {prefix}: {field}: {reason}") from None
+    try:
+        params = _home_expanded(cls, params)
+    except ValueError as exc:
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
+                          f"params.{exc.args[0]}: {exc.args[1]}") from None
+    return params
 
 
 def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (),
