@@ -330,6 +330,7 @@ def test_the_probe_gives_a_slow_answer_timeout_s_in_all_and_takes_odd_challenges
         raise RuntimeError("unforeseen")
 
     monkeypatch.setattr("fer_pipe.stages.rtsp.why_not_open", broken_probe)
+    monkeypatch.setattr("fer_pipe.stages.rtsp.QUIET_LOG_S", 0.0)  # every attempt said, at the longest backoff too
     stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x", "backoff_initial_s": 0.01,
                                 "backoff_max_s": 0.01, "give_up_after_s": 0, "timeout_s": 1})
     stage.open()
@@ -345,12 +346,14 @@ def test_the_probe_gives_a_slow_answer_timeout_s_in_all_and_takes_odd_challenges
     assert "reader thread failed" not in said
 
 
-def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd):
+def test_a_camera_down_for_thousands_of_attempts_is_still_retried(capfd, monkeypatch):
     """The backoff was 0.5 * 2 ** (attempts - 1): after 1,025 attempts (about 3 hours at the
     default 10 s wait, with give_up_after_s: 0, "never") that raised OverflowError, the reader
     thread died, and the source waited for a frame for ever, reconnecting no more. The waits
-    are cut to 0.1 ms here, so the attempts take seconds."""
+    are cut to 0.1 ms here, so the attempts take seconds, and each is said, to be counted."""
     from fer_pipe.inprocess import make_stage
+
+    monkeypatch.setattr("fer_pipe.stages.rtsp.QUIET_LOG_S", 0.0)
 
     stage = make_stage("rtsp", {"url": f"rtsp://127.0.0.1:{free_port()}/x", "backoff_initial_s": 0.0001,
                                 "backoff_max_s": 0.0001, "give_up_after_s": 0, "timeout_s": 1})
