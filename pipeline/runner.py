@@ -20,11 +20,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup, launch
-from .control import Closing, Done, Failed, InputFailed, Length, Opened, Segment, Stopped
+from .control import Closing, Done, Failed, InputFailed, Length, Message, Opened, Segment, Stopped
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
@@ -64,6 +65,48 @@ class RunResult:
         self.message = redact_urls(one_line(self.message))
         self.also = [redact_urls(one_line(line)) for line in self.also]
         self.traceback = redact_urls(self.traceback)  # the Python API chains it to what it raises
+
+
+@dataclass
+class _Reports:
+    """What the stage processes have said so far, over the control queue."""
+
+    done: dict[str, dict] = field(default_factory=dict)  # each ended process's statistics
+    segments: list[str] = field(default_factory=list)  # the frame rings' shared memory, to unlink
+    lengths: dict[str, int | None] = field(default_factory=dict)  # the sources' frame counts
+    failure: Failed | None = None  # the first failure: the run's
+    also: list[str] = field(default_factory=list)  # later failures, said after it
+    late_error: Failed | None = None  # bad input after the stream drained
+    stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
+    opened: set[str] = field(default_factory=set)  # processes whose stage's open returned
+    closing: set[str] = field(default_factory=set)  # processes in their stage's close
+
+    def take(self, msg: Message, who: Callable[[str], str]) -> bool:
+        """Note one message (``who`` names a process in a line); whether the sources must stop now."""
+        match msg:
+            case Segment(name=segment):
+                self.segments.append(segment)
+            case Length(process, frames_to_come):
+                self.lengths[process] = frames_to_come
+            case Opened(process):
+                self.opened.add(process)
+            case Closing(process):
+                self.closing.add(process)
+            case Done(process, summary) | Stopped(process, summary):
+                self.done[process] = summary
+                if isinstance(msg, Stopped) and self.stopped is None:
+                    self.stopped = process
+            case Failed() if self.failure is None:
+                self.failure = msg
+            case Failed(process, message) if process != self.failure.process:
+                self.also.append(f"{who(process)} failed: {message}")
+            case InputFailed(process, message, exit_code, live):
+                if self.late_error is None:
+                    self.late_error = Failed(process, message, "", exit_code)
+                elif live:  # said too: the run ends on it, not on the first
+                    self.also.append(f"{who(process)} failed: {message}")
+                return live  # a camera given up on: the run fails now, not when the others end
+        return False
 
 
 class Runner:
@@ -231,15 +274,7 @@ class Runner:
         sources to stop; ``progress`` and ``busy`` are each process's shared item count and the
         monotonic time at which it took its current packet (0 when idle)."""
         graph = self.graph
-        done: dict[str, dict] = {}
-        segments: list[str] = []
-        lengths: dict[str, int | None] = {}
-        failure: Failed | None = None
-        also: list[str] = []
-        late_error: Failed | None = None  # bad input after the stream drained
-        stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
-        opened: set[str] = set()  # processes whose stage's open returned
-        closing: set[str] = set()  # processes in their stage's close
+        said = _Reports()
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
@@ -250,46 +285,24 @@ class Runner:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
                 for msg in _drain(control, POLL_S):
-                    match msg:
-                        case Segment(name=segment):
-                            segments.append(segment)
-                        case Length(process, frames_to_come):
-                            lengths[process] = frames_to_come
-                        case Opened(process):
-                            opened.add(process)
-                        case Closing(process):
-                            closing.add(process)
-                        case Done(process, summary) | Stopped(process, summary):
-                            done[process] = summary
-                            if isinstance(msg, Stopped) and stopped is None:
-                                stopped = process
-                        case Failed() if failure is None:
-                            failure = msg
-                        case Failed(process, message) if process != failure.process:
-                            also.append(f"{self._who(process)} failed: {message}")
-                        case InputFailed(process, message, exit_code, live):
-                            if late_error is None:
-                                late_error = Failed(process, message, "", exit_code)
-                            elif live:  # said too: the run ends on it, not on the first
-                                also.append(f"{self._who(process)} failed: {message}")
-                            if live:  # a camera given up on: the run fails now, not when the others end
-                                stop.set()
+                    if said.take(msg, self._who):
+                        stop.set()
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
-                if bar is None and self.progress and len(lengths) == len(graph.sources()):
-                    total = sum(v for v in lengths.values() if v) if all(lengths.values()) else None
+                if bar is None and self.progress and len(said.lengths) == len(graph.sources()):
+                    total = sum(v for v in said.lengths.values() if v) if all(said.lengths.values()) else None
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
-                if failure is None:
-                    failure = self._find_fault(procs, exited, done, busy, opened, closing)
+                if said.failure is None:
+                    said.failure = self._find_fault(procs, exited, said.done, busy, said.opened, said.closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
-                if failure is not None or self._signals_seen > 1 or stopped is not None:
+                if said.failure is not None or self._signals_seen > 1 or said.stopped is not None:
                     now = time.monotonic()
                     if terminating_at is None:
                         terminating_at = now
@@ -311,7 +324,7 @@ class Runner:
                     stop.set()
         finally:
             if bar is not None:
-                if failure is None and late_error is None and self._signal is None:
+                if said.failure is None and said.late_error is None and self._signal is None:
                     bar.total = bar.n  # the total was the container's estimate; every frame is in
                     bar.refresh()
                 bar.close()
@@ -319,29 +332,32 @@ class Runner:
                 if proc.exitcode is None:
                     proc.kill()
                 proc.join()
-            frames.unlink(segments)
-        if failure is None and self._signals_seen < 2:
+            frames.unlink(said.segments)
+        if said.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.
-            failure = self._died(procs, list(procs), done)
-        stats = [done[p] for p in procs if p in done]
-        failure = failure or late_error
+            said.failure = self._died(procs, list(procs), said.done)
+        return self._verdict(said, [said.done[p] for p in procs if p in said.done], first_result)
+
+    def _verdict(self, said: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
+        """How the run ended, from what its stages said and the signals it got."""
+        failure = said.failure or said.late_error
         if failure is not None:
             message = failure.message
             if failure.process is not None:
                 message = f"{self._who(failure.process)} failed: {message}"
-            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=also)
+            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=said.also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
-        if self._signal is not None and stopped is not None:  # the stages got it too: a group's signal
+        if self._signal is not None and said.stopped is not None:  # the stages got it too: a group's signal
             return RunResult(128 + self._signal, stats, "interrupted: stopped at once, as the stages got the "
                              "signal too (sent to the process group: timeout, a service manager); each "
                              "sink's file holds the frames it had taken", "", first_result)
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
-        if stopped is not None:
-            return RunResult(128 + signal.SIGTERM, stats, f"{self._who(stopped)} was stopped by "
+        if said.stopped is not None:
+            return RunResult(128 + signal.SIGTERM, stats, f"{self._who(said.stopped)} was stopped by "
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result)
         return RunResult(0, stats, "", "", first_result)
