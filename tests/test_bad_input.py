@@ -489,6 +489,7 @@ def test_a_csv_path_through_a_loop_of_links_is_bad_input(short_clip, tmp_path):
     loop.symlink_to(loop)
     code, err = run(f"source.path={short_clip}", f"csv.path={loop}")
     assert code == 2, err
+    assert one_line(err).startswith(f"fer-pipe: stage 'csv' (csv): csv {loop}: "), err
 
 
 def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(short_clip):

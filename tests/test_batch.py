@@ -296,17 +296,20 @@ def test_a_ctrl_c_while_its_own_ray_starts_leaves_no_process(six_clips, tmp_path
     """A Ctrl-C about 2 s in, while the batch's own Ray was starting, left its dashboard and
     runtime-env agents running for ever (180 MB each time), orphaned in the batch's process
     group. Where a delay lands in Ray's start-up differs by machine; wherever it lands, nothing
-    of the run may be left."""
-    from fault_plugin import stat, wait_gone
+    of the run may be left, and the batch says it was interrupted: its task is slowed to take
+    seconds, so that the Ctrl-C cannot come after its end."""
+    from fault_plugin import install_plugin, stat, wait_gone
 
+    slowed = faulty_config(tmp_path / "slowed.yaml", delay_s=0.2)
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", str(six_clips[0]), "--out",
-                             str(tmp_path / "out"), "--num-cpus", "1", "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY},
+                             str(tmp_path / "out"), "--num-cpus", "1", "--quiet", "--config", str(slowed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **LOOPBACK_RAY, **install_plugin(tmp_path / "plugin")},
                             start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay_s)
     os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C sends it, to the whole foreground group
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode in (0, 130), stderr
+    assert proc.returncode == 130, stderr
     group = {int(pid) for pid in os.listdir("/proc") if pid.isdigit() and stat(int(pid))[2:3] == [str(proc.pid)]}
     left = wait_gone(group, within=15)
     assert not left, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]

@@ -116,10 +116,10 @@ def test_workers_are_set_from_the_command_line(face_then_empty, tmp_path):
 
     out = tmp_path / "cli.csv"
     done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--set", f"source.path={face_then_empty}",
-                    "--set", f"csv.path={out}", "--set", "source.max_frames=10", "--set", "detector.workers=2")
+                    "--set", f"csv.path={out}", "--set", "source.max_frames=10", "--set", "detector.workers=3")
     assert done.returncode == 0, done.stderr
     assert [int(r["frame"]) for r in read_rows(out)[1]] == list(range(10))
-    assert "detector[1]" in done.stderr
+    assert "detector[2]" in done.stderr and "detector[3]" not in done.stderr  # the config says 2
 
 
 def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):

@@ -33,3 +33,15 @@ def test_status_lines_count_each_stage_and_the_frames_a_live_source_drops(plugin
     assert counts[-1]["source"] == (source["items"], source["dropped"])
     assert source["dropped"] > 0
     assert counts[-1]["csv"][0] <= stats_row(err, "csv")["items"]
+
+
+def test_status_lines_come_with_quiet_too_as_the_systemd_unit_runs(plugin_env, short_clip, tmp_path):
+    """The shipped unit runs `--quiet --status-every 60`: --quiet leaves out the progress bar and
+    the statistics table, not the lines a journal shows the run alive by."""
+    config = fault_config(tmp_path / "run.yaml", short_clip, tmp_path / "out.csv", live=True, delay_s=0.2)
+    proc = start_run(config, plugin_env, "--status-every", "0.2", quiet=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = [m.group(1) for m in map(LINE.fullmatch, err.splitlines()) if m]
+    assert lines and all([p.group(1) for p in PART.finditer(line)] == ["source", "faulty", "csv"] for line in lines)
+    assert not any(line.split()[:1] == ["csv"] for line in err.splitlines())  # no statistics table
