@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from . import frames
 
 PREFIX = "fp"
 LOCK_SUFFIX = ".lock"
+LOCK_NAME = re.compile(r"fp([0-9a-f]{6})\.lock")
+"""A run's lock file: its run id is ``secrets.token_hex(3)``."""
 
 
 class RingLease:
@@ -58,17 +61,22 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
     folder = Path(shm)
     if not folder.is_dir():
         return 0, 0
-    for lock in folder.glob(f"{PREFIX}*{LOCK_SUFFIX}"):
+    for lock in folder.iterdir():
+        named = LOCK_NAME.fullmatch(lock.name)  # a file any user made in /dev/shm, fp*.lock, is not a run's
+        if named is None:
+            continue
         try:
-            fd = os.open(lock, os.O_RDONLY)
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:
             continue  # its run ended or another sweep took it since the listing, or another user's
         try:
+            if os.fstat(fd).st_uid != os.geteuid():
+                continue  # another user's run, or a file planted to make every run fail on it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its run is alive
-            removed, freed = _remove_rings(folder, lock.name[len(PREFIX):-len(LOCK_SUFFIX)])
+            removed, freed = _remove_rings(folder, named.group(1))
             rings, size = rings + removed, size + freed
             lock.unlink(missing_ok=True)
         finally:

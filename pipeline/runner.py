@@ -26,6 +26,7 @@ from typing import Any
 
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, InputFailed, Length, Message, Opened, Segment, Stopped
+from .emitter import Outbox, StageQueue
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
@@ -33,7 +34,6 @@ from .ring_lease import RingLease, sweep_abandoned
 from .stage import Sink, one_line, said
 from .stats import format_table
 from .status import StatusLine
-from .emitter import Outbox, StageQueue
 from .stop_signals import RESEND_S, STOP_SIGNALS
 from .worker import Wiring, stage_main
 

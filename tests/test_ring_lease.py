@@ -5,6 +5,7 @@ test neither needs nor touches the machine's /dev/shm (test_signals kills a whol
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,22 @@ def test_a_run_that_ends_leaves_no_lock_and_no_ring_behind(tmp_path):
     lease.release()
     assert [p.name for p in tmp_path.iterdir()] == [other.name]
     assert sweep_abandoned(str(tmp_path)) == (0, 0)
+
+
+def test_lock_files_no_run_of_this_user_made_are_left_alone(tmp_path):
+    """Any local user can make a file in /dev/shm. One named fp*.lock made the next run remove
+    the rings of every run (its name became a glob), and a stray fpdead00.lock of another user's
+    failed every later run (its unlink is refused in the sticky folder)."""
+    rings = [tmp_path / "fpabc123_source_0a1b2c3d", tmp_path / "fpdead00_source_0a1b2c3d"]
+    for ring in rings:
+        ring.write_bytes(bytes(64))
+    (tmp_path / "fp*.lock").touch()
+    theirs = tmp_path / "fpdead00.lock"
+    theirs.touch()
+    if os.geteuid() == 0:  # as root, a file of another user's can be made; otherwise it is this user's
+        os.chown(theirs, 65534, 65534)
+        os.chown(rings[1], 65534, 65534)
+    else:
+        theirs.unlink()
+    assert sweep_abandoned(str(tmp_path)) == (0, 0)
+    assert all(ring.exists() for ring in rings)
