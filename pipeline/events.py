@@ -66,6 +66,11 @@ def face_event(kind: Literal["face_appeared", "face_lost"], source: str, track_i
             "frame": frame, "timestamp": round(timestamp, 3)}
 
 
+MAX_EVENT_BYTES = 1 << 20
+"""The largest message a reader of events takes (a frame with a hundred faces is about 30 KB):
+ZeroMQ reads a message whole into memory, and one of 500 MB from whoever reaches the port took
+the collector to 1 GB. A peer that sends a larger one is disconnected."""
+
 MALFORMED = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
 """What reading an event of the wrong shape raises (``decode``, ``event_rows``, field access;
 ``int()`` of JSON's unbounded ``1e400``, arrays nested past the decoder's recursion limit):

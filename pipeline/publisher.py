@@ -30,6 +30,11 @@ PEER_TIMEOUT_MS = 6000
 in its own thread, so a subscriber busy in its code still does until its receive queue is full;
 one that has not read for that long is disconnected too, and what was queued for it is lost
 (counted as sent: ZeroMQ does not say how much)."""
+MAX_SUBSCRIPTION_BYTES = 4096
+"""The largest message a subscriber may send (a subscription: a byte and a topic such as
+``emotion.cam1``). libzmq keeps a subscription in a trie at about a hundred bytes a byte: one
+of 10 MB from any local user took a sink from 47 MB to over 1 GB. A peer that sends a larger one
+is disconnected."""
 STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
 
@@ -48,6 +53,7 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for await_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         # A subscriber gone without closing its connection (a suspended laptop, a partition)
         # answers no ping and is dropped after PEER_TIMEOUT_MS; otherwise its full queue made
         # every send fail (XPUB_NODROP), for every subscriber, until TCP gave up (15-30 min).

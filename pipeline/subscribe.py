@@ -17,7 +17,7 @@ from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .endpoints import ipv6_for
 from .errors import InputError
-from .events import FRAME_COLUMNS, MALFORMED, TOPIC_PREFIX, decode, event_rows
+from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
 CSV_PRECISION = 4
 """Decimals of ``--format csv``: the csv and zmq sinks' default, so the rows read as the csv sink's."""
@@ -43,6 +43,7 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     if bool(server_key) != bool(client_keys):
         raise InputError("CURVE needs both --server-key and --client-keys")
     sock = ipv6_for(ctx.socket(zmq.SUB), endpoint)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
     if server_key:
         sock.curve_serverkey = load_keys(server_key, secret=False)[0]
         sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True)

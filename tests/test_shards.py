@@ -333,6 +333,30 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
     assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 2
 
 
+def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_path):
+    """ZeroMQ read any message whole into memory: 500 MB from a peer took the collector to 1 GB,
+    and a well-formed event with a 2 MB source name became a 2 MB row. The sender of a message over
+    MAX_EVENT_BYTES is disconnected; others go on."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    event = {"schema": 1, "type": "frame", "source": "x" * (2 << 20), "frame": 0, "timestamp": 0.0, "faces": [],
+             "seq": 0, "run": "r"}
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        ctx = zmq.Context()
+        for source in (event["source"], "cam"):
+            push = ctx.socket(zmq.PUSH)
+            push.connect(f"tcp://127.0.0.1:{port}")
+            push.send_multipart([b"emotion.cam", json.dumps({**event, "source": source}).encode()])
+            push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: rows_by_source(merged).get("cam") == 1, 60, "the good event", collector)
+    finally:
+        assert end(collector) == 0, log.read_text()
+    assert set(rows_by_source(merged)) == {"cam"} and merged.stat().st_size < 10_000
+
+
 def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
     """It took events until none was waiting, so under a steady inflow a systemctl stop ended
     in SIGKILL, without the sequence state for the next collector. Here 300,000 events are

@@ -172,6 +172,26 @@ def test_endpoint_in_use_is_one_line_and_exit_2(short_clip, tmp_path):
         f"fer-pipe: stage 'events' (zmq): zmq tcp://127.0.0.1:{port}: cannot bind: Address already in use"]
 
 
+def test_a_subscription_over_4_kib_is_refused_and_does_not_count(capfd):
+    """libzmq keeps a subscription in a trie at about a hundred bytes a byte: one of 10 MB from any
+    local user took a sink to over 1 GB, and counted as a subscriber for wait_subscribers."""
+    from fer_pipe.inprocess import make_stage
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1, "wait_timeout_s": 2, "linger_s": 0})
+    ctx = zmq.Context()
+    hostile = ctx.socket(zmq.XSUB)
+    hostile.connect(endpoint)
+    hostile.send(b"\x01" + b"x" * 10_000)  # queued until the sink binds
+    try:
+        sink.open()  # waits its 2 s: the one subscription it got was over the limit
+        sink.close()
+    finally:
+        hostile.close(0)
+        ctx.term()
+    assert "zmq sink 'zmq': 0 of 1 subscriptions after 2 s; publishing anyway" in capfd.readouterr().err
+
+
 def test_ctrl_c_ends_the_wait_for_subscribers(short_clip, tmp_path):
     """The wait used to sit out its whole timeout (here 300 s) after a Ctrl-C."""
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
