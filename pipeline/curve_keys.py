@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import zmq.auth
@@ -52,9 +53,15 @@ def make_keys(args: argparse.Namespace) -> int:
     if existing:
         raise InputError(f"keys {existing[0]}: already exists; choose another folder")
     make_folder(folder, "keys")
-    for name in ("server", "client"):
-        _, secret = zmq.auth.create_certificates(folder, name)
-        Path(secret).chmod(0o600)
+    # Made readable by this user alone from the start: made with the usual umask and narrowed
+    # after, a secret key was there for the reading of anyone who opened it in between.
+    kept = os.umask(0o077)
+    try:
+        for name in ("server", "client"):
+            public, _ = zmq.auth.create_certificates(folder, name)
+            Path(public).chmod(0o644)  # public keys are for handing out
+    finally:
+        os.umask(kept)
     print(f"{folder}/server.key_secret  the zmq sink's curve_secret_key (keep it on the publisher)\n"
           f"{folder}/server.key         the publisher's public key: subscribers pass it as --server-key\n"
           f"{folder}/client.key_secret  a subscriber's key: --client-keys (keep it on the subscriber)\n"

@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,6 +121,33 @@ def test_heartbeat_for_frames_without_faces(clips, tmp_path):
     assert len(events) == 1
     assert {k: events[0][k] for k in ("schema", "type", "source", "frame", "timestamp", "faces")} == \
            {"schema": 1, "type": "frame", "source": "cam1", "frame": 0, "timestamp": 0.0, "faces": []}
+
+
+def test_secret_keys_are_this_users_alone_from_the_moment_they_are_made(tmp_path, monkeypatch):
+    """They were written with the usual umask (0644) and narrowed to 0600 after: another local
+    user who opened one in between read it (3 times in 8 tries, s24e). The mode is read here as
+    pyzmq's writer returns, before fer-pipe could narrow it."""
+    import argparse
+    import stat
+
+    from fer_pipe.curve_keys import make_keys
+
+    real, modes = zmq.auth.create_certificates, {}
+
+    def create_and_look(folder, name):
+        public, secret = real(folder, name)
+        for path in (public, secret):
+            modes[Path(path).name] = stat.S_IMODE(os.stat(path).st_mode)
+        return public, secret
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", create_and_look)
+    kept = os.umask(0o022)  # the usual umask, whatever the test runner's
+    try:
+        assert make_keys(argparse.Namespace(dir=str(tmp_path / "keys"))) == 0
+    finally:
+        os.umask(kept)
+    assert modes["server.key_secret"] == modes["client.key_secret"] == 0o600, modes
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "keys").glob("*.key")} == {0o644}
 
 
 def test_curve_subscriber_with_a_wrong_key_receives_nothing(short_clip, tmp_path):
