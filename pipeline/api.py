@@ -199,6 +199,8 @@ class ResultStream:
         if self._error is not None:
             if isinstance(self._error, UserError):  # its line may quote a URL, as the CLI's does
                 self._error.args = (redact_urls(str(self._error)),)
+                if self._error.__suppress_context__:  # not shown, and it holds the line unmasked
+                    self._error.__context__ = None
             raise self._error
         stopped_by_close = self._stopped and self.result is not None and self.result.exit_code == 130
         if self.result is not None and self.result.exit_code and not stopped_by_close:

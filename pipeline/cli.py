@@ -48,9 +48,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _user_error(exc: UserError, debug: bool) -> int:
     """Say a user error as its one line (after the traceback with --debug); its exit code."""
     if debug:
-        traceback.print_exc()
+        _print_traceback()
     print(f"fer-pipe: {redact_urls(str(exc))}", file=sys.stderr)  # it may quote an RTSP URL's password
     return exc.exit_code
+
+
+def _print_traceback() -> None:
+    """--debug's traceback, with URL passwords masked as in every other line: it quotes the
+    exceptions' own messages, a camera's URL among them, into logs others read."""
+    print(redact_urls(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         # A file or stream written outside a run's stages (which say their own) failed: a full
         # disk, a read-only folder, stdout on /dev/full. One line naming it, not a traceback.
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         try:
             sys.stdout.flush()  # what was printed before the error about another file
         except OSError:

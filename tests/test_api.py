@@ -131,6 +131,19 @@ def test_the_stage_traceback_a_failure_is_raised_from_has_its_passwords_masked()
     assert "hunter2" not in result.traceback and "rtsp://admin:***@10.0.0.5/s" in result.traceback
 
 
+def test_bad_input_raised_to_the_caller_holds_no_password_in_its_context():
+    """Its message was masked, but the exception kept the unmasked one as its (hidden) context,
+    which error reporters send on (s24e)."""
+    with pytest.raises(InputError) as raised:
+        with results("configs/video_to_csv.yaml", ["source.path=http://admin:S3cretPW@192.0.2.10/x.mp4"]) as stream:
+            list(stream)
+    chain, exc = [], raised.value
+    while exc is not None:
+        chain.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert "admin:***@192.0.2.10" in chain[0] and not any("S3cretPW" in text for text in chain), chain
+
+
 @pytest.mark.parametrize("value", ["120", -1, float("nan"), True])
 def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_starts(value):
     """"120" (from an environment variable) started the graph, then killed every stage with a

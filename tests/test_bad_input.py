@@ -620,6 +620,15 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code_and_line(tmp_path, wh
     assert done.stderr.strip().splitlines()[-1] == f"fer-pipe: stage 'source' (video): video {missing}: no such file"
 
 
+def test_debug_masks_the_passwords_its_traceback_quotes():
+    """The line after it was masked; the traceback before it quoted the exception unmasked, a
+    camera's password into every log --debug output goes to (s24e)."""
+    done = fer_pipe("--debug", "run", CONFIG, "--set", "source.path=http://admin:S3cretPW@192.0.2.10/x.mp4",
+                    timeout=120)
+    assert done.returncode == 2 and "Traceback" in done.stderr, done.stderr
+    assert "S3cretPW" not in done.stderr and "admin:***@192.0.2.10" in done.stderr
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
