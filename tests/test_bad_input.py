@@ -506,23 +506,21 @@ def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(s
     assert (done.returncode, one_line(done.stderr)) == (1, "fer-pipe: No space left on device")
 
 
-def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path, monkeypatch):
+def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path):
     """A video under a folder the user may not enter: ``Path.exists`` raises PermissionError,
-    which ended the run as a plug-in bug (exit 1). These tests run as root, who may enter any
-    folder, so the stage's preflight raises what a user's would (the one stand-in here)."""
-    from fer_pipe.config import load_graph
-    from fer_pipe.errors import InputError
-    from fer_pipe.runner import Runner
-    from fer_pipe.stages.video import VideoSource
-
-    graph = load_graph(CONFIG, [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}"])
-
-    def denied(cls, params):
-        raise PermissionError(13, "Permission denied", params.path)
-
-    monkeypatch.setattr(VideoSource, "preflight", classmethod(denied))
-    with pytest.raises(InputError, match=re.escape(f"stage 'source' (video): {short_clip}: Permission denied")):
-        Runner(graph, progress=False).run()
+    which ended the run as a plug-in bug (exit 1)."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    video = locked / "clip.avi"
+    video.write_bytes(short_clip.read_bytes())
+    locked.chmod(0)
+    try:
+        done = run_as_a_user("run", CONFIG, "--quiet", "--set", f"source.path={video}", "--set",
+                             f"csv.path={tmp_path / 'o.csv'}")
+    finally:
+        locked.chmod(0o755)
+    assert (done.returncode, one_line(done.stderr)) == (2, f"fer-pipe: stage 'source' (video): {video}: "
+                                                           "Permission denied")
 
 
 def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(short_clip, tmp_path, out_csv):
@@ -558,28 +556,34 @@ def test_a_video_it_may_not_read_is_said_so(short_clip, tmp_path, out_csv):
     video = tmp_path / "locked.avi"
     video.write_bytes(short_clip.read_bytes())
     video.chmod(0)
-    caps = "-dac_override,-dac_read_search"
-    as_a_user = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"] if os.geteuid() == 0 else []
-    done = subprocess.run([*as_a_user, sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet", "--set",
-                           f"source.path={video}", "--set", f"csv.path={out_csv}"],
-                          capture_output=True, text=True, timeout=120)
+    done = run_as_a_user("run", CONFIG, "--quiet", "--set", f"source.path={video}", "--set", f"csv.path={out_csv}")
     assert done.returncode == 2
     assert one_line(done.stderr) == (f"fer-pipe: stage 'source' (video): video {video}: cannot read it "
                                      "(Permission denied)")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; the is-a-folder "
-                                               "case above covers an unwritable path")
+def run_as_a_user(*args: str) -> subprocess.CompletedProcess:
+    """The CLI without the capabilities that let root read and write any file, as an ordinary
+    user has none; as another user, as it is."""
+    caps = "-dac_override,-dac_read_search"
+    as_a_user = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"] if os.geteuid() == 0 else []
+    return subprocess.run([*as_a_user, sys.executable, "-m", "fer_pipe.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
+    """It was skipped as root, which writes into read-only folders: the line was never seen here."""
     folder = tmp_path / "read-only"
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        code, err = run(f"source.path={short_clip}", f"csv.path={folder / 'out.csv'}")
+        done = run_as_a_user("run", CONFIG, "--quiet", "--set", f"source.path={short_clip}", "--set",
+                             f"csv.path={folder / 'out.csv'}")
     finally:
         folder.chmod(0o755)
-    assert code == 2
-    assert one_line(err) == f"fer-pipe: stage 'csv' (csv): csv {folder / 'out.csv'}: cannot write: Permission denied"
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (f"fer-pipe: stage 'csv' (csv): csv {folder / 'out.csv'}: cannot write: "
+                                     "Permission denied")
 
 
 def test_two_stages_on_one_file_are_refused_before_anything_runs(short_clip, tmp_path):
