@@ -7,14 +7,18 @@ restarts them, and checks the source reconnects and frames flow again.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import re
 import os
 import signal
 import socketserver
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
+from typing import IO
 
 import pytest
 import yaml
@@ -22,17 +26,27 @@ from conftest import fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
 
 
+SERVER_LOCK = Path(tempfile.gettempdir()) / "fer-pipe-tests-rtsp-server.lock"
+"""Held while a test's RTSP server runs. rtsp-server-perl binds UDP 20000 whatever
+``--rtp_start_port`` says (it resets the port while no stream is mounted), so a second server
+on the machine (another suite's) failed to play, and its test timed out after 90 s."""
+
+
 class RtspServer:
-    """rtsp-server-perl plus an ffmpeg publisher looping ``clip`` at its own pace."""
+    """rtsp-server-perl plus an ffmpeg publisher looping ``clip`` at its own pace; one at a time
+    on the machine (``SERVER_LOCK``)."""
 
     def __init__(self, clip, client_port: int, source_port: int, rtp_port: int, log) -> None:
         self.args = (clip, client_port, source_port, rtp_port)
         self.url = f"rtsp://127.0.0.1:{client_port}/cam"
         self.log = log
         self.procs: list[subprocess.Popen] = []
+        self._lock: IO[str] | None = None
 
     def start(self) -> None:
         clip, client_port, source_port, rtp_port = self.args
+        self._lock = open(SERVER_LOCK, "a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # until kill: another suite's server may hold the port
         server = subprocess.Popen(
             [needs("rtsp-server-perl"), "--clientport", str(client_port), "--serverport", str(source_port),
              "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
@@ -48,6 +62,9 @@ class RtspServer:
         for proc in reversed(self.procs):
             stop(proc, signal.SIGKILL)
         self.procs = []
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def kill_publisher(self) -> None:
         """The camera goes silent; the server still answers and opens sessions with no frames."""
