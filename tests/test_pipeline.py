@@ -354,3 +354,21 @@ def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, 
     finally:
         source.close()
     assert got == list(range(30)) and source.dropped == 0
+
+
+def test_the_demo_writes_its_csv_and_video_and_says_what_it_saw(clips, tmp_path):
+    """The README's first command ends in fer-pipe demo, and only its failures had a test. The
+    clips come from the cache the suite fetched them into, named by FER_PIPE_CACHE (which wins
+    over XDG_CACHE_HOME), so nothing is fetched again."""
+    out = tmp_path / "out"
+    env = {"FER_PIPE_CACHE": str(clips["WolfgangLanger_Pexels.mp4"].parent.parent),
+           "XDG_CACHE_HOME": str(tmp_path / "elsewhere")}
+    done = fer_pipe("demo", "--quiet", "--out", str(out), env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    header, rows = read_rows(out / "emotions.csv")
+    assert header == FRAME_COLUMNS and sorted({int(r["frame"]) for r in rows}) == list(range(472))
+    assert len(read_frames(out / "annotated.mp4", 1000)) == 472
+    assert done.stdout.splitlines()[:2] == [f"demo clip: {clips['WolfgangLanger_Pexels.mp4']}",
+                                            f"frames: 472, with a face: {len({r['frame'] for r in rows if r['label']})}"]
+    assert done.stdout.splitlines()[-1] == f"outputs: {out / 'emotions.csv'}, {out / 'annotated.mp4'}"
+    assert not (tmp_path / "elsewhere").exists()
