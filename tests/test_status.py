@@ -45,3 +45,21 @@ def test_status_lines_come_with_quiet_too_as_the_systemd_unit_runs(plugin_env, s
     lines = [m.group(1) for m in map(LINE.fullmatch, err.splitlines()) if m]
     assert lines and all([p.group(1) for p in PART.finditer(line)] == ["source", "faulty", "csv"] for line in lines)
     assert not any(line.split()[:1] == ["csv"] for line in err.splitlines())  # no statistics table
+
+
+def test_the_statistics_table_gives_each_stages_rate_times_and_a_sinks_latency():
+    """The README's table: items, items/s, mean and p95 ms per item, dropped, skipped, CPU s,
+    and for a sink the capture-to-sink latency's p50 and p95. No test read any but the counts."""
+    from fer_pipe.stats import StageStats, format_table
+
+    stats = StageStats("csv", dropped=2, skipped=1, wall_s=4.0, cpu_s=1.5)
+    for ms in range(1, 101):
+        stats.record(ms / 1000)
+        stats.latencies.append(ms / 100)
+    summary = stats.summary()
+    assert {k: summary[k] for k in ("items", "per_s", "mean_ms", "p95_ms", "latency_p50_ms", "latency_p95_ms")} == \
+        {"items": 100, "per_s": 25.0, "mean_ms": 50.5, "p95_ms": 95.05, "latency_p50_ms": 505.0,
+         "latency_p95_ms": 950.5}
+    assert format_table([summary]).splitlines()[1].split() == [
+        "csv", "100", "25.0", "50.50", "95.05", "2", "1", "1.50", "latency", "p50", "505.0", "ms,", "p95", "950.5",
+        "ms"]
