@@ -218,7 +218,11 @@ class Collector:
 
 
 def _say(line: str) -> None:
-    print(f"fer-pipe collect: {line}", file=sys.stderr, flush=True)
+    """One line of the log, whatever a sender put in it: a source named with a newline wrote a
+    line of its own that looked like the collector's, and a terminal's escape codes acted on
+    whoever read the log. Such characters are written escaped (``\\n``)."""
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
+    print(f"fer-pipe collect: {shown}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

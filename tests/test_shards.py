@@ -357,6 +357,32 @@ def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_pat
     assert set(rows_by_source(merged)) == {"cam"} and merged.stat().st_size < 10_000
 
 
+def test_a_source_name_cannot_write_lines_of_its_own_into_the_collectors_log(tmp_path):
+    """A source named with a newline wrote what looked like the collector's own line ("restart:
+    ... FORGED"), and an escape code cleared the terminal of whoever read the log (s24e)."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    source = "door\nfer-pipe collect: source lobby: FORGED\x1b[2J"
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        event = {"schema": 1, "type": "frame", "source": source, "frame": 0, "timestamp": 0.0, "faces": [],
+                 "seq": 0, "run": "r"}
+        push.send_multipart([b"emotion.door", json.dumps(event).encode()])
+        push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: rows_by_source(merged).get(source) == 1, 60, "the event", collector)
+    finally:
+        assert end(collector) == 0, log.read_text()
+    said = log.read_text()
+    assert "\x1b" not in said
+    assert not any(line.startswith("fer-pipe collect: source lobby") for line in said.splitlines())
+    assert "source door\\nfer-pipe collect: source lobby: FORGED\\x1b[2J: 1 events" in said, said
+
+
 def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
     """It took events until none was waiting, so under a steady inflow a systemctl stop ended
     in SIGKILL, without the sequence state for the next collector. Here 300,000 events are
