@@ -540,7 +540,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             print(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "
-                  "on_error: skip (which frames: Ray's worker logs)", file=sys.stderr)
+                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)", file=sys.stderr)
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
     else:

@@ -88,7 +88,8 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
     stages = data["stages"]
     types = registry().types
     for body in stages.values():
-        declared = types[body["type"]].thread_params if isinstance(body, dict) and body.get("type") in types else ()
+        kind = body.get("type") if isinstance(body, dict) else None  # anything: the config check says what is wrong
+        declared = types[kind].thread_params if isinstance(kind, str) and kind in types else ()
         if declared and isinstance(body.get("params") or {}, dict):
             body["params"] = {**(body.get("params") or {}), **dict.fromkeys(declared, 1)}
     source = stages[video].setdefault("params", {}) or {}

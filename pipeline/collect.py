@@ -34,7 +34,7 @@ from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .endpoints import ipv6_for
 from .errors import InputError, OutputError
-from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, decode, event_rows
+from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, decode, event_rows
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -132,6 +132,8 @@ class Collector:
         pull = ipv6_for(ctx.socket(zmq.PULL), self.bind)
         pull.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
         pub = ipv6_for(ctx.socket(zmq.PUB), self.publish) if self.publish else None
+        if pub is not None:
+            pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:
             for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
                 if sock is not None:

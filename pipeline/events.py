@@ -71,6 +71,13 @@ MAX_EVENT_BYTES = 1 << 20
 ZeroMQ reads a message whole into memory, and one of 500 MB from whoever reaches the port took
 the collector to 1 GB. A peer that sends a larger one is disconnected."""
 
+MAX_SUBSCRIPTION_BYTES = 4096
+"""The largest message a subscriber may send to a publisher (a subscription: a byte and a topic
+such as ``emotion.cam1``). libzmq keeps a subscription in a trie at about a hundred bytes a byte:
+one of 10 MB from any local user took a sink from 47 MB to over 1 GB. A peer that sends a larger
+one is disconnected. The bound is a message's: many subscriptions under it still cost memory,
+which only loopback or CURVE (``curve_clients``) keeps strangers from."""
+
 MALFORMED = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
 """What reading an event of the wrong shape raises (``decode``, ``event_rows``, field access;
 ``int()`` of JSON's unbounded ``1e400``, arrays nested past the decoder's recursion limit):

@@ -15,6 +15,7 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
@@ -118,12 +119,11 @@ def run_graph(graph: Graph) -> GraphRun:
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
-    skipped = 0
+    skipped: Counter[str] = Counter()  # per stage: each says its own first ten, as in a run
     stopped_by: set[str] = set()
     opened: list[Stage] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
-        nonlocal skipped
         if name in stopped_by:
             return []
         try:
@@ -135,8 +135,8 @@ def run_graph(graph: Graph) -> GraphRun:
         except StageFailure as failure:
             if name not in skipping:
                 raise
-            skipped += 1
-            say_skipped(name, packet, failure.__cause__, skipped)
+            skipped[name] += 1
+            say_skipped(name, packet, failure.__cause__, skipped[name])
             return []
 
     def push(name: str, packets: Iterable[Packet]) -> None:
@@ -167,4 +167,4 @@ def run_graph(graph: Graph) -> GraphRun:
     finally:
         for stage in reversed(opened):
             stage.close()
-    return GraphRun(skipped, bool(stopped_by))
+    return GraphRun(skipped.total(), bool(stopped_by))

@@ -23,18 +23,13 @@ from zmq.auth.thread import ThreadAuthenticator
 from .curve_keys import load_keys
 from .endpoints import ipv6_for, is_loopback, tcp_host_port
 from .errors import InputError
-from .events import encode
+from .events import MAX_SUBSCRIPTION_BYTES, encode
 
 PEER_TIMEOUT_MS = 6000
 """A subscriber that answers no ZeroMQ ping for this long is disconnected. libzmq answers pings
 in its own thread, so a subscriber busy in its code still does until its receive queue is full;
 one that has not read for that long is disconnected too, and what was queued for it is lost
 (counted as sent: ZeroMQ does not say how much)."""
-MAX_SUBSCRIPTION_BYTES = 4096
-"""The largest message a subscriber may send (a subscription: a byte and a topic such as
-``emotion.cam1``). libzmq keeps a subscription in a trie at about a hundred bytes a byte: one
-of 10 MB from any local user took a sink from 47 MB to over 1 GB. A peer that sends a larger one
-is disconnected."""
 STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
 

@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import secrets
+import stat
 from pathlib import Path
 
 from . import frames
@@ -65,12 +66,13 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
         named = LOCK_NAME.fullmatch(lock.name)  # a file any user made in /dev/shm, fp*.lock, is not a run's
         if named is None:
             continue
-        try:
-            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+        try:  # not blocking: opening a FIFO planted under such a name waited for ever
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue  # its run ended or another sweep took it since the listing, or another user's
         try:
-            if os.fstat(fd).st_uid != os.geteuid():
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.geteuid():
                 continue  # another user's run, or a file planted to make every run fail on it
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

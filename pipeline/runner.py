@@ -274,7 +274,7 @@ class Runner:
         sources to stop; ``progress`` and ``busy`` are each process's shared item count and the
         monotonic time at which it took its current packet (0 when idle)."""
         graph = self.graph
-        said = _Reports()
+        reports = _Reports()
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
@@ -285,24 +285,26 @@ class Runner:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
                 for msg in _drain(control, POLL_S):
-                    if said.take(msg, self._who):
+                    if reports.take(msg, self._who):
                         stop.set()
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
-                if bar is None and self.progress and len(said.lengths) == len(graph.sources()):
-                    total = sum(v for v in said.lengths.values() if v) if all(said.lengths.values()) else None
+                if bar is None and self.progress and len(reports.lengths) == len(graph.sources()):
+                    lengths = reports.lengths.values()
+                    total = sum(v for v in lengths if v) if all(lengths) else None
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
-                if said.failure is None:
-                    said.failure = self._find_fault(procs, exited, said.done, busy, said.opened, said.closing)
+                if reports.failure is None:
+                    reports.failure = self._find_fault(procs, exited, reports.done, busy, reports.opened,
+                                                       reports.closing)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
-                if said.failure is not None or self._signals_seen > 1 or said.stopped is not None:
+                if reports.failure is not None or self._signals_seen > 1 or reports.stopped is not None:
                     now = time.monotonic()
                     if terminating_at is None:
                         terminating_at = now
@@ -324,7 +326,7 @@ class Runner:
                     stop.set()
         finally:
             if bar is not None:
-                if said.failure is None and said.late_error is None and self._signal is None:
+                if reports.failure is None and reports.late_error is None and self._signal is None:
                     bar.total = bar.n  # the total was the container's estimate; every frame is in
                     bar.refresh()
                 bar.close()
@@ -332,32 +334,32 @@ class Runner:
                 if proc.exitcode is None:
                     proc.kill()
                 proc.join()
-            frames.unlink(said.segments)
-        if said.failure is None and self._signals_seen < 2:
+            frames.unlink(reports.segments)
+        if reports.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.
-            said.failure = self._died(procs, list(procs), said.done)
-        return self._verdict(said, [said.done[p] for p in procs if p in said.done], first_result)
+            reports.failure = self._died(procs, list(procs), reports.done)
+        return self._verdict(reports, [reports.done[p] for p in procs if p in reports.done], first_result)
 
-    def _verdict(self, said: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
+    def _verdict(self, reports: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
         """How the run ended, from what its stages said and the signals it got."""
-        failure = said.failure or said.late_error
+        failure = reports.failure or reports.late_error
         if failure is not None:
             message = failure.message
             if failure.process is not None:
                 message = f"{self._who(failure.process)} failed: {message}"
-            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=said.also)
+            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=reports.also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
                              "draining", "", first_result)
-        if self._signal is not None and said.stopped is not None:  # the stages got it too: a group's signal
+        if self._signal is not None and reports.stopped is not None:  # the stages got it too: a group's signal
             return RunResult(128 + self._signal, stats, "interrupted: stopped at once, as the stages got the "
                              "signal too (sent to the process group: timeout, a service manager); each "
                              "sink's file holds the frames it had taken", "", first_result)
         if self._signal is not None:
             return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
-        if said.stopped is not None:
-            return RunResult(128 + signal.SIGTERM, stats, f"{self._who(said.stopped)} was stopped by "
+        if reports.stopped is not None:
+            return RunResult(128 + signal.SIGTERM, stats, f"{self._who(reports.stopped)} was stopped by "
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result)
         return RunResult(0, stats, "", "", first_result)

@@ -9,6 +9,7 @@ the run fails with one line naming the URL.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -36,6 +37,12 @@ said at most this often: each attempt of a camera down for a day was 8,600 lines
 STABLE_S = 5.0
 """A connection that streamed this long was good: the backoff starts over (any frame restarts
 the give-up clock)."""
+
+
+def _kind(why: str) -> str:
+    """A reason without its figures: a flapping stream's "stream lost after 3 frames, 0.4 s" is
+    the same reason on every attempt, and was said on every one."""
+    return re.split(r"\d", why, maxsplit=1)[0]
 
 
 class RtspParams(SourceParams):
@@ -109,7 +116,7 @@ class RtspSource(Source):
         failures = 0
         down_since = time.monotonic()
         why = "cannot connect"
-        quiet: tuple[str, float] | None = None  # the reason said at the longest backoff, and when
+        quiet: tuple[str, float] | None = None  # the kind of reason said at the longest backoff, and when
         while not self._stopping.is_set():
             if failures:
                 if self._given_up(down_since, failures, why):
@@ -121,10 +128,10 @@ class RtspSource(Source):
                     self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
                 elif delay < p.backoff_max_s:
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
-                elif quiet is None or quiet[0] != why or time.monotonic() - quiet[1] >= QUIET_LOG_S:
+                elif quiet is None or quiet[0] != _kind(why) or time.monotonic() - quiet[1] >= QUIET_LOG_S:
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s; "
                               f"while so, said every {QUIET_LOG_S:g} s)")
-                    quiet = (why, time.monotonic())
+                    quiet = (_kind(why), time.monotonic())
                 if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
                     return
             cap = self._connect(failures)

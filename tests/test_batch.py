@@ -727,9 +727,9 @@ def test_a_task_reads_its_video_once_whatever_the_configs_loop_and_realtime_say(
 
 
 def test_a_task_runs_each_stage_on_the_one_thread_its_cpu_gives():
-    """A task set a param to 1 wherever it was called threads, and only where the config gave it:
-    the detector left at its default ran OpenCV's thread per core in every task at once. The
-    stages now declare theirs (thread_params)."""
+    """A task set a param to 1 wherever it was called threads, a plug-in's of another meaning
+    too, and only where the config gave one. The stages now declare theirs (thread_params), and
+    a task sets exactly those."""
     config = {"stages": {"source": {"type": "video", "params": {"path": "x.mp4"}},
                          "detector": {"type": "haar", "inputs": ["source"]},
                          "classifier": {"type": "classifier", "inputs": ["detector"], "params": {"threads": 4}},
@@ -737,6 +737,18 @@ def test_a_task_runs_each_stage_on_the_one_thread_its_cpu_gives():
     stages = job_config(config, "run.yaml", Job("clip.mp4", "clip"), Path("part.csv"))["stages"]
     assert (stages["detector"]["params"], stages["classifier"]["params"]) == ({"threads": 1}, {"threads": 1})
     assert stages["csv"]["params"] == {"path": "part.csv"} and "threads" not in stages["source"]["params"]
+
+
+def test_a_stage_type_that_is_not_a_name_is_the_config_checks_one_line(six_clips, tmp_path):
+    """Looking up the stages' declared thread params hashed the type first: a list was a
+    TypeError traceback, exit 1, where validate says one line (s24f)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["detector"]["type"] = ["haar"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fer_pipe("batch", str(six_clips[0]), "--out", str(tmp_path / "out"), "--config", str(path), timeout=120)
+    assert done.returncode == 2 and done.stderr.endswith("stage 'detector': 'type' is missing or not a string\n"), \
+        done.stderr
 
 
 def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster, six_clips, tmp_path):

@@ -233,6 +233,43 @@ def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     assert isinstance(failed.value.__cause__, ValueError)
 
 
+def test_run_graph_says_the_first_ten_skips_of_each_stage(capfd):
+    """In one process (a batch task) the count was the graph's: once one stage had skipped ten
+    packets, another stage's skips were never said (s24f)."""
+    from fer_pipe.graph import Graph, StageSpec
+    from fer_pipe.inprocess import run_graph
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Source, Stage, StageParams
+
+    class Frames(Source):
+        def frames(self):
+            for i in range(30):
+                yield Packet("cam", i, i / 25)
+
+    class Early(Stage):
+        def process(self, packet):
+            if packet.index < 12:
+                raise ValueError("early")
+            return [packet]
+
+    class Late(Stage):
+        def process(self, packet):
+            if packet.index in (20, 21):
+                raise ValueError("late")
+            return ()
+
+    params = StageParams()
+    graph = Graph({"cam": StageSpec("cam", "frames", Frames, params),
+                   "a": StageSpec("a", "early", Early, params, ["cam"], "skip"),
+                   "b": StageSpec("b", "late", Late, params, ["a"], "skip")})
+    assert run_graph(graph).skipped == 14
+    said = capfd.readouterr().err.splitlines()
+    assert said == [f"fer-pipe: stage 'a' skipped cam frame {i}: ValueError: early" for i in range(10)] + [
+        "fer-pipe: stage 'a': further packets it skips are counted in its skipped column, not said one by one",
+        "fer-pipe: stage 'b' skipped cam frame 20: ValueError: late",
+        "fer-pipe: stage 'b' skipped cam frame 21: ValueError: late"]
+
+
 def test_cli_run_with_overrides(face_then_empty, tmp_path):
     from conftest import REPO
 

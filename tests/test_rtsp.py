@@ -247,6 +247,15 @@ def test_a_camera_that_stays_down_is_said_less_often_once_the_backoff_is_longest
     assert attempts[-1] >= 15 and len(lines) <= attempts[-1] // 2, lines  # a line every 2 s, not one an attempt
 
 
+def test_a_flapping_stream_is_one_reason_for_the_quiet_log_whatever_its_figures():
+    """Its reason carries the frames and seconds of each connection, different almost every
+    attempt, so it was said on every one, each line claiming "said every 300 s" (s24f)."""
+    from fer_pipe.stages.rtsp import _kind
+
+    assert _kind("stream lost after 3 frames, 0.4 s") == _kind("stream lost after 12 frames, 2.0 s")
+    assert _kind("connected, but no frame within timeout_s (5 s)") != _kind("stream lost after 3 frames, 0.4 s")
+
+
 def test_a_wrong_path_is_named_as_the_servers_404(rtsp_server, tmp_path):
     """OpenCV says only that a capture did not open: a mistyped path read "cannot connect", like
     a camera switched off, in every line of a run that retried it for days."""

@@ -693,7 +693,7 @@ def test_a_push_sink_behind_a_flapping_peer_still_delivers_when_the_collector_re
     thread.start()
     sink = push_sink.PushSink("push", push_sink.PushParams(connect=f"tcp://127.0.0.1:{port}", linger_s=5))
     sink.open()
-    frame, deadline = 0, time.monotonic() + 30
+    frame, deadline = 0, time.monotonic() + 60
     try:
         # well past the ~2,000 unread monitor events that stopped it (and the flapping with it)
         while len(accepted) < 3000 and time.monotonic() < deadline:
@@ -704,7 +704,7 @@ def test_a_push_sink_behind_a_flapping_peer_still_delivers_when_the_collector_re
         flapping.set()
         thread.join()
         peer.close()
-    assert len(accepted) >= 2500, len(accepted)  # flapped enough to have stopped the old sink
+    assert len(accepted) >= 2100, len(accepted)  # flapped past the ~2,000 monitor events that stopped the old sink
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     pull.bind(f"tcp://127.0.0.1:{port}")

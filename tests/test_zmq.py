@@ -207,18 +207,20 @@ def test_a_subscription_over_4_kib_is_refused_and_does_not_count(capfd):
     from fer_pipe.inprocess import make_stage
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1, "wait_timeout_s": 2, "linger_s": 0})
+    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 2, "wait_timeout_s": 2, "linger_s": 0})
     ctx = zmq.Context()
-    hostile = ctx.socket(zmq.XSUB)
-    hostile.connect(endpoint)
-    hostile.send(b"\x01" + b"x" * 10_000)  # queued until the sink binds
+    hostile, plain = ctx.socket(zmq.XSUB), ctx.socket(zmq.XSUB)
+    for sock, topic in ((hostile, b"x" * 10_000), (plain, b"emotion.cam1")):
+        sock.connect(endpoint)
+        sock.send(b"\x01" + topic)  # queued until the sink binds
     try:
-        sink.open()  # waits its 2 s: the one subscription it got was over the limit
+        sink.open()  # waits its 2 s: of the two subscriptions it got, one was over the limit
         sink.close()
     finally:
         hostile.close(0)
+        plain.close(0)
         ctx.term()
-    assert "zmq sink 'zmq': 0 of 1 subscriptions after 2 s; publishing anyway" in capfd.readouterr().err
+    assert "zmq sink 'zmq': 1 of 2 subscriptions after 2 s; publishing anyway" in capfd.readouterr().err
 
 
 def test_ctrl_c_ends_the_wait_for_subscribers(short_clip, tmp_path):
