@@ -24,7 +24,6 @@ if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: se
     from .graph import Graph
 
 
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_graph
     from .runner import Runner, report
