@@ -875,8 +875,8 @@ def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_pa
                  "--chunk-frames", "20")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
-    assert (f"fer-pipe: batch: {six_clips[0]}: 2 packet(s) skipped by stages with on_error: skip (which frames: "
-            "Ray's worker logs)") in stderr.splitlines()
+    assert (f"fer-pipe: batch: {six_clips[0]}: 2 packet(s) skipped by stages with on_error: skip (the first ten "
+            "of each task and stage: Ray's worker logs)") in stderr.splitlines()
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["status"], entry["skipped"], entry["rows"], entry["chunks_run"]) == ("done", 2, CLIP_FRAMES - 2, 2)
     assert "do not line up" not in stderr
