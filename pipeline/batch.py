@@ -219,11 +219,12 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
     with held_folder(out_dir, "--out", "batch"):
-        return _run_planned(inputs, jobs, bad, out_dir, data, origin, address, num_cpus, max_retries, quiet)
+        return _run_planned(inputs, jobs, bad, out_dir, data, origin, list(overrides), address, num_cpus,
+                            max_retries, quiet)
 
 
 def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, str], out_dir: Path,
-                 data: dict[str, Any], origin: str, address: str | None, num_cpus: int | None,
+                 data: dict[str, Any], origin: str, sets: list[str], address: str | None, num_cpus: int | None,
                  max_retries: int, quiet: bool) -> int:
     """The batch, planned, in its results folder, which this run holds."""
     work = out_dir / WORK
@@ -260,7 +261,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
             print(f"fer-pipe batch: nothing to do: all {len(reports)} inputs already have their CSV "
                   f"in {out_dir}", file=sys.stderr)
         if not (out_dir / SUCCESS).exists():
-            _finish(out_dir, work, reports, origin, address, 0.0)
+            _finish(out_dir, work, reports, origin, sets, address, 0.0)
         return 0
 
     (out_dir / SUCCESS).unlink(missing_ok=True)  # the folder is not whole until this run ends well
@@ -286,7 +287,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
             continue
         _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *earlier.get(item, []))
                                    if Path(name).stem not in sources])  # not another input's CSV
-    return _finish(out_dir, work, reports, origin, address, time.monotonic() - started, quiet)
+    return _finish(out_dir, work, reports, origin, sets, address, time.monotonic() - started, quiet)
 
 
 def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
@@ -523,14 +524,15 @@ def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], fai
     return [ref for ref in pending if ref not in later]
 
 
-def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: str,
+def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: str, sets: list[str],
             address: str | None, seconds: float, quiet: bool = True) -> int:
-    """Write the manifest, clear temporary files, mark success, report failures by name."""
+    """Write the manifest, clear temporary files, mark success, report failures by name. The
+    manifest names the config and its ``--set`` items: the CSVs are what both made."""
     for temp in work.glob("*.tmp.csv"):
         temp.unlink(missing_ok=True)  # left by attempts whose process was killed
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
-        "config": origin, "cluster": address or "local", "seconds": round(seconds, 3),
+        "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: v for k, v in asdict(r).items() if k not in ("bad_input", "failed_at") and (k != "partial" or v)}
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }

@@ -475,6 +475,9 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
                     env=LOOPBACK_RAY, timeout=240)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / f"{six_clips[0].stem}.csv").is_file() and mine.read_text() == "my episodes\n"
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())  # what made the CSVs, all of it
+    assert (manifest["config"], manifest["set"]) == (str(shipped_configs() / "episodes.yaml"),
+                                                     ["episodes.path=/dev/null", "smoother.hold_s=0.5"])
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out2", "--set", "nothere.path=x", cwd=tmp_path,
                     env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (
