@@ -95,17 +95,23 @@ class GraphRun(NamedTuple):
     """Whether a stage ended the run (``StopRun``) before the sources' end."""
 
 
+def _stage_failure(graph: Graph, name: str, where: str, exc: Exception) -> StageFailure:
+    """A stage's bug as ``fer-pipe run`` reports it: the stage, its type and where (``on SOURCE
+    frame N: ``, ``while opening: ``); a batch task's bare ``ValueError: boom`` left the user to
+    guess which stage and which frame."""
+    return StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{said(exc)}")
+
+
 @contextmanager
 def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
-    """A stage's bug raised as ``fer-pipe run`` reports it: the stage, its type and where
-    (``on SOURCE frame N: ``, ``while opening: ``); a batch task's bare ``ValueError: boom``
-    left the user to guess which stage and which frame. Bad input (UserError) passes as it is."""
+    """``_stage_failure`` around a stage's open or finish; bad input (UserError) passes as it is.
+    Per packet the same is a plain ``try``: no context manager and no text made for every frame."""
     try:
         yield
     except (UserError, StopRun):
         raise
     except Exception as exc:
-        raise StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{said(exc)}") from exc
+        raise _stage_failure(graph, name, where, exc) from exc
 
 
 def run_graph(graph: Graph) -> GraphRun:
@@ -127,16 +133,17 @@ def run_graph(graph: Graph) -> GraphRun:
         if name in stopped_by:
             return []
         try:
-            with _failing_as(graph, name, f"on {packet.source} frame {packet.index}: "):
-                return packets_of(stages[name].process(packet))
+            return packets_of(stages[name].process(packet))
         except StopRun:
             stopped_by.add(name)
             return []
-        except StageFailure as failure:
+        except UserError:
+            raise
+        except Exception as exc:
             if name not in skipping:
-                raise
+                raise _stage_failure(graph, name, f"on {packet.source} frame {packet.index}: ", exc) from exc
             skipped[name] += 1
-            say_skipped(name, packet, failure.__cause__, skipped[name])
+            say_skipped(name, packet, exc, skipped[name])
             return []
 
     def push(name: str, packets: Iterable[Packet]) -> None:
@@ -155,8 +162,12 @@ def run_graph(graph: Graph) -> GraphRun:
             if isinstance(stage, Source):
                 frames = stage.frames()
                 while not stopped_by:
-                    with _failing_as(graph, name, ""):
+                    try:
                         packet = next(frames, None)
+                    except (UserError, StopRun):
+                        raise
+                    except Exception as exc:
+                        raise _stage_failure(graph, name, "", exc) from exc
                     if packet is None:
                         break
                     push(name, [_read_only(packet)])
