@@ -37,6 +37,7 @@ from .arguments import whole
 from .batch_cluster import StopSignals, check_cluster, start_ray
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
+from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
 from .batch_sources import clash, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
@@ -209,7 +210,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     out_dir = Path(out)
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
-    refuse_shared_outputs(graph, video_csv_stages(data, origin)[1], origin)
+    sink = video_csv_stages(data, origin)[1]
+    refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
     check_cluster(address)
@@ -219,20 +221,26 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         start_ray(address, num_cpus)
     make_folder(out_dir, "--out")
     with held_folder(out_dir, "--out", "batch"):
-        return _run_planned(inputs, jobs, bad, out_dir, data, origin, list(overrides), address, num_cpus,
-                            max_retries, quiet)
+        return _run_planned(inputs, jobs, bad, out_dir, data, origin, list(overrides), settings_of(graph, sink),
+                            address, num_cpus, max_retries, quiet)
 
 
 def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, str], out_dir: Path,
-                 data: dict[str, Any], origin: str, sets: list[str], address: str | None, num_cpus: int | None,
-                 max_retries: int, quiet: bool) -> int:
+                 data: dict[str, Any], origin: str, sets: list[str], settings: dict[str, Any], address: str | None,
+                 num_cpus: int | None, max_retries: int, quiet: bool) -> int:
     """The batch, planned, in its results folder, which this run holds."""
     work = out_dir / WORK
+    recorded = recorded_sources(out_dir, work / "parts")
+    made_with = recorded_settings(out_dir)
+    why = first_difference(made_with, settings) if recorded and made_with is not None else None
+    if why:  # resuming would finish the folder with other settings than its CSVs were made with
+        raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made with other settings: "
+                         f"{why}; give another --out, or the config and --set that made them ({SETTINGS} in it "
+                         "holds them)")
     earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
-    recorded = recorded_sources(out_dir, work / "parts")
     sources = dict(recorded)
     todo: list[Job] = []
     for item, item_jobs in jobs.items():
@@ -265,6 +273,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         return 0
 
     (out_dir / SUCCESS).unlink(missing_ok=True)  # the folder is not whole until this run ends well
+    if settings != made_with:
+        record_settings(out_dir, settings)
     (work / "parts").mkdir(parents=True, exist_ok=True)
     show = not quiet and sys.stderr.isatty()
     _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show,

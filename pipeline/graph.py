@@ -76,8 +76,12 @@ class Graph:
 
     def sources_of(self, name: str) -> list[str]:
         """The source stages whose frames reach stage ``name``, in stage order."""
-        reached = self._reach(name, lambda n: self.stages[n].inputs)
+        reached = self.upstream(name)
         return [s.name for s in self.sources() if s.name in reached]
+
+    def upstream(self, name: str) -> set[str]:
+        """Stage ``name`` and every stage whose output reaches it."""
+        return self._reach(name, lambda n: self.stages[n].inputs)
 
     def downstream(self, name: str) -> set[str]:
         """Stage ``name`` and every stage its output reaches."""

@@ -48,6 +48,8 @@ class FaultyParams(StageParams):
     pid_file: str = Field("", description="write this process's pid here on open")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
     self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
+    armed_file: str = Field("", description="with a path: fault only while this file exists, so a rerun with "
+                                            "the same config finds the bug mended, as a fix in code would")
 
 
 class Faulty(Stage):
@@ -82,7 +84,7 @@ class Faulty(Stage):
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self._seen is not None:
             self._seen.write(f"{packet.index}\\n")
-        if packet.index in self.params.at:
+        if packet.index in self.params.at and (not self.params.armed_file or os.path.exists(self.params.armed_file)):
             if self.params.mode == "raise":
                 raise ValueError(f"injected fault on frame {packet.index}")
             if self.params.mode == "hang":

@@ -171,7 +171,7 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     assert all(e["status"] == "done" for e in manifest["inputs"])
     assert (out / "_SUCCESS").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS", "_sources.json", ".fer-pipe.lock"])  # nothing temporary
+        [f"{c.stem}.csv" for c in six_clips] + ["_manifest.json", "_SUCCESS", "_settings.json", "_sources.json", ".fer-pipe.lock"])  # nothing temporary
     for clip in six_clips:
         got = (out / f"{clip.stem}.csv").read_text()
         assert got == in_process_csv(clip, tmp_path / f"{clip.stem}.expected.csv"), clip.name
@@ -182,14 +182,14 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     folder = six_clips[0].parent
     (folder / "notes.txt").write_text("not a video\n")
-    again = batch(str(folder), "--out", str(out), "--address", cluster.address)  # its six videos
+    again = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config))  # six videos
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert "nothing to do" in stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
     (out / "_SUCCESS").unlink()  # deleted by hand, or the CSVs copied into a new --out: no _work either
-    again = batch(str(folder), "--out", str(out), "--address", cluster.address)
+    again = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config))
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
     assert (out / "_SUCCESS").exists()
@@ -260,19 +260,19 @@ def test_a_csv_that_cannot_be_placed_fails_its_input_alone_and_keeps_its_tasks(c
 def test_a_full_disk_still_names_each_failed_input_and_leaves_no_temporary_file(six_clips, tmp_path):
     """The manifest was written before the failed inputs were named: on a full disk its write
     failed first, and all the user saw was "fer-pipe: No space left on device", with an empty
-    _manifest.json.tmp left. Here the one page of the tmpfs goes to _sources.json, so the task's
+    _manifest.json.tmp left. Here the two pages of the tmpfs go to _sources.json and _settings.json, so the task's
     CSV and the manifest find the disk full. A full disk is exit 1, not bad input. (A Ray of the
     run's own, started inside the mount namespace: a cluster's nodes would not see the tmpfs.)"""
     out, clip = tmp_path / "full", six_clips[0]
     out.mkdir()
-    done = fer_pipe_on_small_tmpfs(out, "4k", "batch", str(clip), "--out", str(out / "res"), "--quiet",
+    done = fer_pipe_on_small_tmpfs(out, "8k", "batch", str(clip), "--out", str(out / "res"), "--quiet",
                                    "--num-cpus", "1", then=f"ls -A {out / 'res'}")
     assert done.returncode == 1, done.stderr
     res = re.escape(str(out / "res"))
     assert re.fullmatch(rf"fer-pipe: batch: {re.escape(str(clip))}: .*No space left on device\n"
                         rf"fer-pipe: batch {res}/_manifest\.json: cannot write: No space left on device\n",
                         done.stderr), done.stderr
-    assert done.stdout.split() == [".fer-pipe.lock", "_sources.json", "_work"]
+    assert done.stdout.split() == [".fer-pipe.lock", "_settings.json", "_sources.json", "_work"]
 
 
 def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path):
@@ -597,12 +597,12 @@ def test_a_second_batch_into_a_folder_in_use_is_refused_and_a_run_with_work_unma
     folder, out = tmp_path / "videos", tmp_path / "out"
     folder.mkdir()
     shutil.copy(six_clips[0], folder)
-    first = batch(str(folder), "--out", str(out), "--address", cluster.address, "--quiet")
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    first = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config), "--quiet")
     assert first.wait(timeout=240) == 0
     assert (out / "_SUCCESS").exists()
     for clip in six_clips[1:4]:
         shutil.copy(clip, folder)
-    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
     running = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config), "--quiet")
     try:
         assert running_attempt(out / "_work", out, running) is not None, "the batch ended before the test"
@@ -617,6 +617,42 @@ def test_a_second_batch_into_a_folder_in_use_is_refused_and_a_run_with_work_unma
         running.communicate(timeout=120)
     assert running.returncode == 130
     assert not (out / "_SUCCESS").exists()
+
+
+def test_a_rerun_with_other_settings_is_refused_while_the_folder_holds_what_the_first_made(cluster, six_clips,
+                                                                                          tmp_path):
+    """A rerun with another --set took the first run's CSVs as done and made the rest with the
+    new settings: one folder of CSVs made two ways, exit 0. It is refused, with the difference;
+    a value given at its default, or the folder spelt another way, is no difference; a folder
+    whose outputs are gone is free for other settings."""
+    out, other = tmp_path / "out", tmp_path / "elsewhere"
+    other.mkdir()
+    assert batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--quiet").wait(timeout=240) == 0
+    made = (out / f"{six_clips[0].stem}.csv").read_text()
+
+    changed = batch(str(six_clips[0]), str(six_clips[1]), "--out", str(out), "--address", cluster.address, "--quiet",
+                    "--set", "detector.min_neighbors=3")
+    _, stderr = changed.communicate(timeout=240)
+    assert (changed.returncode, stderr.splitlines()) == (2, [
+        f"fer-pipe: --out {out}: the CSVs or finished tasks in it were made with other settings: stage 'detector' "
+        "(haar) min_neighbors was 5, is now 3; give another --out, or the config and --set that made them "
+        "(_settings.json in it holds them)"])
+    assert not (out / f"{six_clips[1].stem}.csv").exists()
+
+    same = batch(str(six_clips[0]), str(six_clips[1]), "--out", str(other / ".." / "out"), "--address",
+                 cluster.address, "--quiet", "--set", "detector.min_neighbors=5", "--set", "detector.workers=1")
+    _, stderr = same.communicate(timeout=240)
+    assert same.returncode == 0, stderr
+    assert (out / f"{six_clips[0].stem}.csv").read_text() == made
+    assert (out / f"{six_clips[1].stem}.csv").is_file()
+
+    for csv in out.glob("*.csv"):
+        csv.unlink()
+    fresh = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--quiet",
+                  "--set", "detector.min_neighbors=3")
+    _, stderr = fresh.communicate(timeout=240)
+    assert fresh.returncode == 0, stderr
+    assert json.loads((out / "_settings.json").read_text())["detector"]["params"]["min_neighbors"] == 3
 
 
 def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
@@ -846,8 +882,10 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     """Finished chunks are kept for a rerun; named by their first frame alone, a rerun with
     another --chunk-frames took the first run's chunk at frame 0 (frames 0-11) for its own
     (0-7), and the joined CSV had frames 8-11 twice."""
-    out = tmp_path / "out"
-    failing = faulty_config(tmp_path / "fails.yaml", mode="raise", at=[30])  # a stage's bug: parts are kept
+    out, bug = tmp_path / "out", tmp_path / "bug"
+    bug.touch()
+    failing = faulty_config(tmp_path / "fails.yaml", mode="raise", at=[30],  # a stage's bug: parts are kept
+                            armed_file=str(bug))
     proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--quiet",
                  "--chunk-frames", "12", "--config", str(failing))
     _, stderr = proc.communicate(timeout=240)
@@ -857,12 +895,14 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     assert stderr == (f"fer-pipe: batch: {six_clips[0]}: stage 'faulty' (faulty) failed: on source frame 30: "
                       "ValueError: injected fault on frame 30\n")
 
-    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8")
+    bug.unlink()  # the stage mended, its config the same
+    proc = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "8",
+                 "--config", str(failing))
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert (out / f"{six_clips[0].stem}.csv").read_text() == in_process_csv(six_clips[0], tmp_path / "whole.csv")
-    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_sources.json",
-                                                     f"{six_clips[0].stem}.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_settings.json",
+                                                     "_sources.json", f"{six_clips[0].stem}.csv"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["chunks"], entry["chunks_run"], entry["attempts"]) == (5, 5, 5)
     assert " (0 retried)" in stderr.splitlines()[-1]
@@ -903,8 +943,8 @@ def test_a_chunk_failing_after_a_stage_ended_the_run_fails_nothing(cluster, six_
     assert proc.returncode == 0, stderr
     frames = [int(line.split(",")[1]) for line in (out / "cut.csv").read_text().splitlines()[1:]]
     assert frames == list(range(5))  # as `fer-pipe run` writes it
-    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_sources.json",
-                                                     "cut.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".fer-pipe.lock", "_SUCCESS", "_manifest.json", "_settings.json",
+                                                     "_sources.json", "cut.csv"]
 
 
 def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_there(cluster, six_clips,
@@ -912,20 +952,23 @@ def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_the
     """The chunks after the one a stage ended the run in ran on, and the joined CSV had their
     rows after a gap; a rerun that reused the stopped chunk joined them on again. The first
     run here fails (a stage's bug, whose chunks are kept) in the chunk before the stop."""
+    bug = tmp_path / "bug"
+    bug.touch()
     config = yaml.safe_load(CONFIG.read_text())
-    config["stages"]["bug"] = {"type": "faulty", "inputs": ["classifier"], "params": {"mode": "raise", "at": [2]}}
+    config["stages"]["bug"] = {"type": "faulty", "inputs": ["classifier"],
+                               "params": {"mode": "raise", "at": [2], "armed_file": str(bug)}}
     config["stages"]["stop"] = {"type": "faulty", "inputs": ["bug"], "params": {"mode": "stop_run", "at": [15]}}
     config["stages"]["csv"]["inputs"] = ["stop"]
-    first, fixed = tmp_path / "first.yaml", tmp_path / "fixed.yaml"
-    first.write_text(yaml.safe_dump(config))
-    config["stages"]["bug"]["params"]["at"] = []
-    fixed.write_text(yaml.safe_dump(config))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"
-    args = (str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "12", "--quiet")
-    proc = batch(*args, "--config", str(first))
+    args = (str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--chunk-frames", "12", "--quiet",
+            "--config", str(path))
+    proc = batch(*args)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 1, stderr
-    proc = batch(*args, "--config", str(fixed))
+    bug.unlink()  # the stage mended, its config the same
+    proc = batch(*args)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     frames = [int(line.split(",")[1]) for line in (out / f"{six_clips[0].stem}.csv").read_text().splitlines()[1:]]

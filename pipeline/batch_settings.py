@@ -1,0 +1,72 @@
+"""The settings a batch folder's CSVs were made with, so that a rerun does not mix two kinds.
+
+A rerun into the same ``--out`` resumes: it takes the CSVs and finished chunks there as its
+own. Run with an edited config or other ``--set`` values, it used to make the rest with the new
+settings, and leave a folder of CSVs made two ways under a manifest that named only the last.
+``_settings.json`` records what decides a CSV's rows, and a rerun whose settings differ from it
+while the folder still holds outputs is refused, with the first difference named.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .graph import Graph
+from .output_files import write_whole
+
+SETTINGS = "_settings.json"
+
+
+def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
+    """What decides the rows of the CSV that stage ``sink`` writes: it and each stage that feeds
+    it, with its type, params (defaults filled in, so a value given at its default changes
+    nothing), inputs and ``on_error``. How many workers or threads run it does not count, nor
+    does a stage off the CSV's path (a ZeroMQ sink beside it), nor the sink's ``path``, which the
+    batch sets to each video's CSV in ``--out`` however that folder is spelt."""
+    return {name: {"type": spec.type_name, "inputs": spec.inputs, "on_error": spec.on_error,
+                   "params": spec.params.model_dump(mode="json", exclude={"path"} if name == sink else None)}
+            for name in sorted(graph.upstream(sink)) for spec in (graph.stages[name],)}
+
+
+def recorded_settings(out_dir: Path) -> dict[str, Any] | None:
+    """The settings the folder's outputs were made with, or None where none are recorded (a
+    folder of an older fer-pipe, or one that is not ours)."""
+    try:
+        data = json.loads((out_dir / SETTINGS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def record_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """Written before any task runs, so an interrupted run's chunks are claimed too."""
+    write_whole(out_dir / SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n", "batch")
+
+
+def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first way in which ``now`` differs from ``then``, said for people, or None."""
+    for name in sorted(then.keys() | now.keys()):
+        before, after = then.get(name), now.get(name)
+        if before == after:
+            continue
+        if not isinstance(before, dict):
+            return f"stage {name!r} is new"
+        if not isinstance(after, dict):
+            return f"stage {name!r} ({before.get('type')}) is gone"
+        if before.get("type") != after.get("type"):
+            return f"stage {name!r} was {before.get('type')}, is now {after['type']}"
+        for key in ("inputs", "on_error"):
+            if before.get(key) != after.get(key):
+                return f"stage {name!r} ({after['type']}) {key} was {before.get(key)!r}, is now {after[key]!r}"
+        old, new = before.get("params") or {}, after["params"]
+        for param in sorted(old.keys() | new.keys()):
+            if old.get(param) != new.get(param):
+                return (f"stage {name!r} ({after['type']}) {param} was {_shown(old, param)}, "
+                        f"is now {_shown(new, param)}")
+        return f"stage {name!r} ({after['type']}) is set otherwise"
+    return None
+
+
+def _shown(params: dict[str, Any], name: str) -> str:
+    return json.dumps(params[name]) if name in params else "not a param"
