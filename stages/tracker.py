@@ -20,7 +20,9 @@ would span the outage. A gap of over ``max_gap_s`` between two frames of a sourc
 tracks on the frame after it, so their episodes end at their last sighting before the gap. A
 source whose frames are that far apart as a rule (a time-lapse, photos dated 10 s apart) is
 measured against three times its usual gap (the median of its last ``GAPS_KEPT``) instead:
-with the fixed limit, every frame of it ended every track, and none ever got an id.
+with the fixed limit, every frame of it ended every track, and none ever got an id. A frame
+dated before the one before it (a camera's wall clock set back) ends them too: an episode
+spanning the step had an end before its start, and was dropped.
 
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
@@ -139,6 +141,8 @@ class _SourceState:
         if self.last_time is None:
             return False
         gap = timestamp - self.last_time
+        if gap < 0:  # the clock went back: no usual gap to note
+            return True
         ends = gap > max_gap_s and bool(self.gaps) and gap > 3 * statistics.median(self.gaps)  # a median only then
         self.gaps.append(gap)
         return ends

@@ -55,13 +55,16 @@ def test_a_track_ends_when_the_tracker_stops_listing_it_though_the_frame_that_sa
     assert [(r["track_id"], r["end_frame"]) for r in rows] == [("1", "9"), ("2", "14")]
 
 
-def test_an_episode_ends_at_its_last_sighting_before_a_camera_outage(tmp_path: Path) -> None:
+@pytest.mark.parametrize("later", [4600.0, 400.0], ids=["outage", "clock-set-back"])
+def test_an_episode_ends_at_its_last_sighting_before_a_camera_outage_or_a_clock_step(tmp_path: Path,
+                                                                                      later: float) -> None:
     """The same place in view after an hour's outage kept the track, and its happy episode
-    lasted the hour."""
+    lasted the hour; a camera's clock set back ended that episode before it began, and it was
+    dropped."""
     def seen(i: int, timestamp: float) -> Packet:
         return Packet("cam", i, timestamp, faces=[Face((100, 100, 80, 80), probs("happy"))])
 
-    packets = [seen(i, 1000 + i / FPS) for i in range(25)] + [seen(i, 4600 + i / FPS) for i in range(25, 50)]
+    packets = [seen(i, 1000 + i / FPS) for i in range(25)] + [seen(i, later + i / FPS) for i in range(25, 50)]
     rows = episodes_of(run_stage("track", packets, {"min_hits": 1}), tmp_path)
     assert [(r["track_id"], r["start_frame"], r["end_frame"]) for r in rows] == [("1", "0", "24"), ("2", "25", "49")]
     assert all(float(r["duration_s"]) < 1 for r in rows)

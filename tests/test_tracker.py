@@ -85,6 +85,17 @@ def test_a_camera_down_for_longer_than_max_gap_s_ends_its_tracks() -> None:
     assert {f.track_id for p in out[1:] for f in p.faces} == {1}
 
 
+def test_a_clock_set_back_ends_the_sources_tracks() -> None:
+    """A camera's frames are dated by the wall clock: set back an hour, the track went on and
+    its episode ended before it began (and was dropped)."""
+    box = (200, 100, 100, 100)
+    before = [Packet("cam", i, 7200 + i / FPS, faces=[Face(box)]) for i in range(10)]
+    after = [Packet("cam", i, 3600 + i / FPS, faces=[Face(box)]) for i in range(10, 20)]
+    out = run_stage("track", before + after, {"min_hits": 2})
+    assert (out[10].extra["track_lost"], out[10].extra["tracks"]) == ([1], [])
+    assert {f.track_id for p in out[11:] for f in p.faces} == {2}
+
+
 def test_a_time_lapse_is_tracked_and_only_a_gap_well_over_its_usual_one_ends_its_tracks() -> None:
     """Photos 10 s apart: every frame was a gap of over max_gap_s, so every frame ended every
     track and none ever got an id."""
