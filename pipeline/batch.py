@@ -180,6 +180,16 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
                                   "the stage (batch results are the CSVs)")
 
 
+def refuse_other_sources(graph: Graph, video: str, origin: str) -> None:
+    """Refuse any source but the video a task re-aims: its frames went into every video's CSV
+    (and, in chunks, into every chunk's, which were then said not to line up)."""
+    for spec in graph.sources():
+        if spec.name != video:
+            raise ConfigError(f"{origin}: stage {spec.name!r} ({spec.type_name}): fer-pipe batch reads each video "
+                              f"through stage {video!r} alone, and this source's frames would go into every "
+                              "video's CSV; remove the stage")
+
+
 def refuse_stateful_chunks(graph: Graph, origin: str) -> None:
     """Refuse ``--chunk-frames`` where a stage between the source and the sinks is not declared
     ``parallel``, so may keep state from one frame to the next (a tracker's tracks, a smoother's
@@ -210,7 +220,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     out_dir = Path(out)
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
-    sink = video_csv_stages(data, origin)[1]
+    video, sink = video_csv_stages(data, origin)
+    refuse_other_sources(graph, video, origin)
     refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)

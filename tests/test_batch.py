@@ -505,6 +505,22 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
     assert not (tmp_path / "out").exists()
 
 
+def test_a_config_with_another_source_is_refused_before_any_task(six_clips, tmp_path):
+    """A second source's frames went into every video's CSV, and in chunks into every chunk's,
+    which were then said not to line up, the video blamed."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["pics"] = {"type": "image_folder", "params": {"path": str(tmp_path)}}
+    config["stages"]["detector"]["inputs"] = ["source", "pics"]
+    path = tmp_path / "two_sources.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", str(path), cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {path}: stage 'pics' (image_folder): fer-pipe batch reads each video through stage 'source' "
+           "alone, and this source's frames would go into every video's CSV; remove the stage\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("names, chunks, line", [
     (("cam.avi", "cam@0-9.avi"), ["--chunk-frames", "10"],
      "inputs {0} and {1} would share the work files named cam@0-9; rename one"),
