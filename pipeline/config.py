@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import Registry, registry
-from .stage import Sink, Stage, StageParams, named_files
+from .stage import Sink, Source, Stage, StageParams, named_files, said
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 SET_STAGE_KEYS = {"on_error", "workers"}
@@ -383,6 +383,10 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
                           "on_error: skip is not for a sink: one that cannot write a row (a full disk, a closed "
                           "socket) stops the run rather than lose rows and end with exit 0")
+    if on_error == "skip" and issubclass(cls, Source):
+        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
+                          "on_error: skip is not for a source: its frames come from one generator, which cannot "
+                          "go on after it raised")
     workers = body.get("workers", 1)
     workers_where = _where(origin, lines, "stages", name, "workers")
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
@@ -392,7 +396,20 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
                           "packet to the next (or is a source or a sink), so it runs in one "
                           "process only")
-    return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers)
+    return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers,
+                     _closing_s(cls, params, where, prefix))
+
+
+def _closing_s(cls: type[Stage], params: StageParams, where: str, prefix: str) -> float:
+    """The stage's ``closing_s`` for these params, asked here, once: a plug-in's bug in it crashed
+    the runner with its traceback, or skipped the stage's close in a run that exited 0."""
+    try:
+        seconds = cls.closing_s(params)
+    except Exception as exc:
+        raise ConfigError(f"{where}: {prefix}: closing_s failed: {said(exc)}") from None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{where}: {prefix}: closing_s gave {seconds!r}; it must give seconds, 0 or more")
+    return float(seconds)
 
 
 def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, prefix: str, origin: str,

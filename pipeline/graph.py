@@ -9,7 +9,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
 from .messages import provides
-from .stage import Sink, Source, Stage, StageParams, named_files
+from .stage import Sink, Source, Stage, StageParams, instantiate, named_files
 
 OnError = Literal["stop", "skip"]
 
@@ -25,6 +25,8 @@ class StageSpec:
     inputs: list[str] = field(default_factory=list)
     on_error: OnError = "stop"
     workers: int = 1
+    closing_s: float = 0.0
+    """What the stage's ``closing_s`` gave for its params, asked once when the graph was checked."""
 
     @property
     def is_source(self) -> bool:
@@ -35,7 +37,7 @@ class StageSpec:
         return [self.name] if self.workers == 1 else [f"{self.name}[{i}]" for i in range(self.workers)]
 
     def build(self) -> Stage:
-        return self.cls(self.name, self.params)
+        return instantiate(self.cls, self.name, self.params)
 
 
 QUEUE_SIZE = 8

@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import Source, Stage, StageFailure, StopRun, packets_of, said, say_skipped
+from .stage import Source, Stage, StageFailure, StopRun, instantiate, packets_of, said, say_skipped
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -60,8 +60,8 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
         cls = reg.types[stage]
     else:
         cls = stage
-    return cls(name or (stage if isinstance(stage, str) else cls.__name__.lower()),
-               cls.Params.model_validate(dict(params or {})))
+    return instantiate(cls, name or (stage if isinstance(stage, str) else cls.__name__.lower()),
+                       cls.Params.model_validate(dict(params or {})))
 
 
 def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),

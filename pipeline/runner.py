@@ -280,7 +280,7 @@ class Runner:
         bar = None
         terminating_at: float | None = None
         terminate_next = 0.0
-        grace = GRACE_S + max(s.cls.closing_s(s.params) for s in graph.stages.values())
+        grace = GRACE_S + max(s.closing_s for s in graph.stages.values())
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]

@@ -160,7 +160,8 @@ class Stage:
     def closing_s(cls, params: StageParams) -> float:
         """Seconds ``close`` may wait on something outside the process (delivering queued
         messages): a stage asked to stop after another failed gets this long, beyond the
-        runner's grace period, before it is killed, so its close is not cut off halfway."""
+        runner's grace period, before it is killed, so its close is not cut off halfway.
+        Asked once, when the graph is checked: a failure here is a line naming the stage."""
         return 0.0
 
     @classmethod
@@ -266,6 +267,16 @@ def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -
 def one_line(text: str) -> str:
     """``text`` on one line, as every failure line is: its lines joined with `` / ``."""
     return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def instantiate(cls: type[Stage], name: str, params: StageParams) -> Stage:
+    """``cls(name, params)``, checked: a stage whose ``__init__`` did not call
+    ``super().__init__`` ran everywhere but in its process's end, which failed out of sight,
+    skipped its ``close`` and left its file unwritten, in a run that exited 0."""
+    stage = cls(name, params)
+    if getattr(stage, "name", None) != name or getattr(stage, "params", None) is None:
+        raise TypeError(f"{cls.__name__}.__init__ must call super().__init__(name, params)")
+    return stage
 
 
 def said(exc: BaseException) -> str:

@@ -139,7 +139,7 @@ def stage_main(w: Wiring) -> None:
             # so is close, with the time the stage says it may take: a close that never returns
             # would otherwise hold the run for ever after everything else had ended
             w.control.put(Closing(name))
-            w.busy_since.value = time.monotonic() + stage.closing_s(stage.params)
+            w.busy_since.value = time.monotonic() + w.spec.closing_s
             try:
                 stage.close()
             except UserError as exc:

@@ -83,6 +83,9 @@ BROKEN = {
     "skip_on_a_sink": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: skip\n"),
                        "{f}:14: stage 'csv' (csv): on_error: skip is not for a sink: one that cannot write a "
                        "row (a full disk, a closed socket) stops the run rather than lose rows and end with exit 0"),
+    "skip_on_a_source": (GOOD.replace("    type: video\n", "    type: video\n    on_error: skip\n"),
+                         "{f}:4: stage 'source' (video): on_error: skip is not for a source: its frames come from one "
+                         "generator, which cannot go on after it raised"),
     "bad_workers": (GOOD.replace("    type: haar\n", "    type: haar\n    workers: 0\n"),
                     "{f}:8: stage 'detector' (haar): workers: expected an integer from 1 to 64, got 0"),
     "duplicate_source_id": (GOOD.replace("  detector:\n    type: haar\n    inputs: [source]\n",

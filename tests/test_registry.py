@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import fer_pipe
+import numpy as np
+import pytest
+
+from conftest import fer_pipe, write_video
 
 BROKEN_MODULE = '''
 import not_a_module_anywhere
@@ -265,6 +268,80 @@ def test_a_stage_that_declares_no_writes_is_named_as_such_not_as_a_sink(tmp_path
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: {config}:4: stage 'csv' (csv): inputs: 'x' (forgetful) declares no 'writes' kind "
            "(frame, faces or expressions)\n")
+
+
+CLOSE_BREAKERS = '''
+from pathlib import Path
+
+from fer_pipe.messages import FRAME
+from fer_pipe.stage import Sink, StageParams
+
+
+class LingerParams(StageParams):
+    linger_s: float = 1.0
+
+
+class TypoClosing(Sink):
+    Params = LingerParams
+    reads = FRAME
+
+    @classmethod
+    def closing_s(cls, params):
+        return params.lingers_s * 2
+
+    def consume(self, packet):
+        pass
+
+
+class NoSuper(Sink):
+    reads = FRAME
+
+    def __init__(self, name, params):
+        self.rows = []
+
+    def consume(self, packet):
+        self.rows.append(packet.index)
+
+    def close(self):
+        Path("rows.txt").write_text(repr(self.rows))
+'''
+
+
+def test_a_plugins_bug_in_closing_s_or_init_is_one_line_naming_the_stage(tmp_path):
+    """closing_s was first asked by the runner, whose traceback (and five of the forkserver's)
+    ended the run with nothing written and validate saying ok; and a stage whose __init__ did
+    not call super().__init__ failed out of sight as its process ended, its close skipped, in a
+    run that exited 0."""
+    from fer_pipe.inprocess import run_stage
+
+    root = tmp_path / "site"
+    root.mkdir()
+    _distribution(root, "close-breakers", "closemod", CLOSE_BREAKERS,
+                  "typoclosing = closemod:TypoClosing\nnosuper = closemod:NoSuper")
+    write_video(tmp_path / "a.avi", [np.zeros((48, 64, 3), np.uint8)] * 3)
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  source: {type: video, params: {path: a.avi}}\n"
+                      "  x: {type: typoclosing, inputs: [source]}\n")
+    for command in (["validate"], ["run", "--quiet"]):
+        done = fer_pipe(*command, str(config), env=_env(root), timeout=120, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (
+            2, f"fer-pipe: {config}:3: stage 'x' (typoclosing): closing_s failed: AttributeError: 'LingerParams' "
+               "object has no attribute 'lingers_s'\n"), command
+
+    config.write_text("stages:\n  source: {type: video, params: {path: a.avi}}\n"
+                      "  x: {type: nosuper, inputs: [source]}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=_env(root), timeout=120, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        1, "fer-pipe: stage 'x' (nosuper) failed: TypeError: NoSuper.__init__ must call super().__init__(name, "
+           "params)\n")
+    sys.path.insert(0, str(root))
+    try:
+        from closemod import NoSuper
+
+        with pytest.raises(TypeError, match="must call super"):  # in a plug-in's own unit test too
+            run_stage(NoSuper)
+    finally:
+        sys.path.remove(str(root))
 
 
 def test_a_listing_cut_short_by_its_reader_ends_quietly():
