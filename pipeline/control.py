@@ -59,14 +59,16 @@ class Failed(NamedTuple):
     exit_code: int
 
 
-class InputFailed(NamedTuple):
-    """Bad input found mid-stream; what was read before it still drains. ``live``: a camera
-    given up on, which ends the run at once rather than when the other sources end."""
+class SourceFailed(NamedTuple):
+    """A source failed mid-stream (bad input found, a camera given up on, or its own error);
+    what was read before it still drains. ``live``: a live source, whose failure ends the run
+    at once rather than when the other sources end."""
 
     process: str
     message: str
     exit_code: int
     live: bool
+    traceback: str = ""
 
 
-Message = Opened | Segment | Length | Done | Stopped | Closing | Failed | InputFailed
+Message = Opened | Segment | Length | Done | Stopped | Closing | Failed | SourceFailed

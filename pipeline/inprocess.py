@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import Source, Stage, StageFailure, StopRun, instantiate, packets_of, said, say_skipped
+from .stage import Source, Stage, StageFailure, StopRun, frame_of, instantiate, packets_of, said, say_skipped
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -76,7 +76,8 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     stage.open()
     try:
         if isinstance(stage, Source):
-            out.extend(stage.frames())
+            for item in stage.frames():  # checked as a run checks them
+                out.append(frame_of(stage.source_id, item, out[-1].index if out else None))
         else:
             for packet in packets:
                 out.extend(packets_of(stage.process(own_copy(packet))))
@@ -161,15 +162,18 @@ def run_graph(graph: Graph) -> GraphRun:
         for name, stage in stages.items():
             if isinstance(stage, Source):
                 frames = stage.frames()
+                last_index = None
                 while not stopped_by:
                     try:
                         packet = next(frames, None)
+                        if packet is None:
+                            break
+                        packet = frame_of(stage.source_id, packet, last_index)
                     except (UserError, StopRun):
                         raise
                     except Exception as exc:
                         raise _stage_failure(graph, name, "", exc) from exc
-                    if packet is None:
-                        break
+                    last_index = packet.index
                     push(name, [_read_only(packet)])
         for name, stage in stages.items():
             with _failing_as(graph, name, "while finishing: "):

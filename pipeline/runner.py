@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup, launch
-from .control import Closing, Done, Failed, InputFailed, Length, Message, Opened, Segment, Stopped
+from .control import Closing, Done, Failed, Length, Message, Opened, Segment, SourceFailed, Stopped
 from .emitter import Outbox, StageQueue
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
@@ -100,9 +100,9 @@ class _Reports:
                 self.failure = msg
             case Failed(process, message) if process != self.failure.process:
                 self.also.append(f"{who(process)} failed: {message}")
-            case InputFailed(process, message, exit_code, live):
+            case SourceFailed(process, message, exit_code, live, trace):
                 if self.late_error is None:
-                    self.late_error = Failed(process, message, "", exit_code)
+                    self.late_error = Failed(process, message, trace, exit_code)
                 elif live:  # said too: the run ends on it, not on the first
                     self.also.append(f"{who(process)} failed: {message}")
                 return live  # a camera given up on: the run fails now, not when the others end

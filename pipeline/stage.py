@@ -39,6 +39,7 @@ from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .messages import Face, Packet
@@ -247,6 +248,28 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
             raise TypeError(f"{method} returned a packet whose faces are or hold a {type(wrong).__name__}, "
                             "not a list of fer_pipe.messages.Face")
     return out
+
+
+def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
+    """What a source's ``frames`` yielded, checked against the source contract: a TypeError
+    there, raised in the source, where the stage that met it failed instead (the detector, on an
+    OpenCV assertion or a missing attribute), or nothing did (a packet of another source id, a
+    frame number given twice, which the CSV's "every frame once, in order" then broke)."""
+    if not isinstance(item, Packet):
+        raise TypeError(f"frames() yielded a {type(item).__name__}, not a Packet")
+    if item.source != source_id:
+        raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
+                        f"{source_id!r} (Packet(self.source_id, ...))")
+    if last_index is not None and item.index <= last_index:
+        raise TypeError(f"frames() yielded frame {item.index} after frame {last_index}; frame numbers must increase")
+    image = item.image
+    if image is not None and not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                                  and image.shape[2] == 3):
+        shown = (f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray)
+                 else f"a {type(image).__name__}")
+        raise TypeError(f"frames() yielded frame {item.index} with {shown} for its image; a frame is an "
+                        "H x W x 3 uint8 array (BGR)")
+    return item
 
 
 def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -> list[tuple[str, str]]:

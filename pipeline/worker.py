@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 
 from . import frames, hangup
-from .control import Closing, Done, Failed, InputFailed, Length, Opened, Segment, Stopped
+from .control import Closing, Done, Failed, Length, Opened, Segment, SourceFailed, Stopped
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StageFailure, StopRun, packets_of, said, say_skipped
+from .stage import Sink, Source, Stage, StageFailure, StopRun, frame_of, packets_of, said, say_skipped
 from .stats import StageStats
 from .stop_signals import HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, sigterm_seen, terminate
 
@@ -168,22 +168,26 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
     produced = iter(stage.frames())
+    source_id, last_index = stage.source_id, None
     while not w.stop.is_set():
         t0 = time.perf_counter()
         try:
             packet = next(produced, None)
-        except UserError as exc:
+            if packet is None:
+                break
+            packet = frame_of(source_id, packet, last_index)
+        except StopRun:
+            raise
+        except Exception as exc:
             if not stats.items:
                 raise
-            # Bad input found mid-stream (a truncated file, a camera given up on): what was
-            # read still drains through the graph into the outputs; the runner exits 2 with
-            # this line after, and at once stops the other sources of a live one.
-            w.control.put(InputFailed(w.process, str(exc), exc.exit_code, stage.live))
+            # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own
+            # error): what was read still drains through the graph into the outputs; the runner
+            # fails the run with this line after, and at once stops the other sources of a live one.
+            w.control.put(SourceFailed(w.process, str(exc), exc.exit_code, stage.live) if isinstance(exc, UserError)
+                          else SourceFailed(w.process, said(exc), 1, stage.live, traceback.format_exc()))
             break
-        if packet is None:
-            break
-        if not isinstance(packet, Packet):
-            raise TypeError(f"frames() yielded a {type(packet).__name__}, not a Packet")
+        last_index = packet.index
         if isinstance(packet.image, np.ndarray):
             packet.image = ring.put(packet.image)
         if not packet.captured:

@@ -29,8 +29,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from fer_pipe.messages import EXPRESSIONS, FRAME
-from fer_pipe.stage import Stage, StageParams, StopRun
+from fer_pipe.messages import EXPRESSIONS, FRAME, Packet
+from fer_pipe.stage import Source, Stage, StageParams, StopRun
 
 
 class FaultyParams(StageParams):
@@ -126,6 +126,35 @@ class Faulty(Stage):
             self._seen.close()
         while self.params.mode == "hang_close":
             time.sleep(3600)
+
+
+class BrokenFramesParams(StageParams):
+    mode: Literal["float", "wrong_id", "repeat", "raise"] = Field(
+        "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
+                             "again, or an OSError raised instead")
+    at: int = Field(3, ge=0, description="the frame that is broken")
+    count: int = Field(8, ge=1, description="frames in all")
+
+
+class BrokenFrames(Source):
+    """A source whose frame 'at' breaks the source contract, or that fails there."""
+    Params = BrokenFramesParams
+
+    def frames(self):
+        import numpy as np
+
+        for i in range(self.params.count):
+            image, source, index = np.zeros((48, 64, 3), np.uint8), self.source_id, i
+            if i == self.params.at:
+                if self.params.mode == "raise":
+                    raise OSError("camera went away")
+                if self.params.mode == "float":
+                    image = image.astype(np.float32)
+                if self.params.mode == "wrong_id":
+                    source = "other"
+                if self.params.mode == "repeat":
+                    index = i - 1
+            yield Packet(source, index, i / 25, image)
 '''
 
 
@@ -147,7 +176,8 @@ def install_distribution(root: Path, name: str, files: dict[str, str], entry_poi
 def install_plugin(root: Path) -> dict[str, str]:
     """Install the fault-injection stage as ``faulty``; returns the environment that finds it."""
     return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
-                                "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n")
+                                "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n"
+                                "brokenframes = fer_faults_plugin:BrokenFrames\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,

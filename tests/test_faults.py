@@ -84,6 +84,28 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+@pytest.mark.parametrize("mode, line", [
+    ("raise", "OSError: camera went away"),
+    ("float", "TypeError: frames() yielded frame 3 with an array of float32 shaped (48, 64, 3) for its image; a "
+              "frame is an H x W x 3 uint8 array (BGR)"),
+    ("wrong_id", "TypeError: frames() yielded a packet of source 'other'; this source's packets carry 'source' "
+                 "(Packet(self.source_id, ...))"),
+    ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase")])
+def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_drains(plugin_env, tmp_path, mode,
+                                                                                      line):
+    """A plug-in source's bad frame was blamed on the stage that met it (the detector, on an
+    OpenCV assertion), or on nothing (another source's id, a frame number twice, exit 0); and
+    a source's own error, unlike its InputError, lost the frames it had read before it."""
+    out = tmp_path / "out.csv"
+    config = tmp_path / "broken.yaml"
+    config.write_text(f"stages:\n  source: {{type: brokenframes, params: {{mode: {mode}, at: 3}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source], params: {delay_s: 0.05}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{out}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: stage 'source' (brokenframes) failed: {line}\n")
+    assert assert_valid_prefix(out) == [0, 1, 2]
+
+
 @pytest.mark.parametrize("at", [20, 59])
 def test_a_packet_that_cannot_be_sent_on_fails_the_run_naming_its_frame(plugin_env, short_clip, tmp_path, at):
     """multiprocessing pickles in a feeder thread: a packet whose extra held a lock was a bare
