@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import difflib
 import json
 import os
 import reprlib
@@ -257,12 +258,15 @@ def _where(origin: str, lines: Lines, *path: str) -> str:
     return origin
 
 
-def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
-    err = exc.errors()[0]
+def _pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple[str, ...], str]:
+    """The first problem's place and reason, an unknown parameter first: a misspelt required
+    one (``pth`` for ``path``) was said to be missing, and the typo was not named."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(str(p) for p in err["loc"])
     reason = err["msg"]
     if err["type"] == "extra_forbidden":
-        reason = "unknown parameter"
+        reason = f"unknown parameter{_did_you_mean(loc[-1], fields)}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
     elif err["type"] == "value_error":
@@ -274,6 +278,11 @@ def _pydantic_reason(exc: ValidationError) -> tuple[tuple[str, ...], str]:
         kind = "true/false" if isinstance(value, bool) else "a date" if isinstance(value, datetime.date) else "a number"
         reason += f" (YAML read the value as {kind}; put it in quotes to mean text)"
     return loc, reason
+
+
+def _did_you_mean(word: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _path_problem(path: str) -> str | None:
@@ -361,7 +370,8 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     cls = reg.types.get(type_name)
     if cls is None:
         known = ", ".join(sorted(reg.types))
-        raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)} "
+        raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)}"
+                          f"{_did_you_mean(type_name, reg.types)} "
                           f"(known: {known})")
     prefix = f"stage {name!r} ({type_name})"
     raw_params = body.get("params") or {}
@@ -419,7 +429,7 @@ def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, pr
     try:
         params = cls.Params.model_validate(dict(raw_params))
     except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-        loc, reason = (_pydantic_reason(exc) if isinstance(exc, ValidationError) else
+        loc, reason = (_pydantic_reason(exc, cls.Params.model_fields) if isinstance(exc, ValidationError) else
                        ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
         field = ".".join(("params", *loc))  # no loc: a check across several parameters
         where = _where(origin, lines, 'stages', name, 'params', *loc[:1])

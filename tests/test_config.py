@@ -31,9 +31,11 @@ stages:
 
 BROKEN = {
     "unknown_type": (GOOD.replace("type: haar", "type: hair"),
-                     "{f}:7: stage 'detector': unknown stage type 'hair' (known: "),
+                     "{f}:7: stage 'detector': unknown stage type 'hair' (did you mean 'haar'?) (known: "),
     "unknown_param": (GOOD.replace("      path: clip.mp4", "      path: clip.mp4\n      speed: 2"),
                       "{f}:6: stage 'source' (video): params.speed: unknown parameter"),
+    "misspelt_required_param": (GOOD.replace("      path: out.csv", "      pth: out.csv"),  # not "path is missing"
+                                "{f}:16: stage 'csv' (csv): params.pth: unknown parameter (did you mean 'path'?)"),
     "missing_param": (GOOD.replace("    params:\n      path: out.csv\n", ""),
                       "{f}:12: stage 'csv' (csv): params.path: required parameter is missing"),
     "mistyped_param": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_neighbors: many}"),
