@@ -311,7 +311,11 @@ def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
         problem = _path_problem(path)
         if problem:
             raise ValueError(name, problem)
-    update = {name: os.path.expanduser(path) for name, path in named if path.startswith("~")}
+    update = {}
+    for name in {name for name, path in named if path.startswith("~")}:
+        value = getattr(params, name)
+        update[name] = (type(value)(os.path.expanduser(str(path)) for path in value)
+                        if isinstance(value, (list, tuple)) else os.path.expanduser(str(value)))
     return params.model_copy(update=update) if update else params
 
 

@@ -274,16 +274,17 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
 
 def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
     """(param, path) for each of ``names`` (a stage's ``input_paths`` or ``output_paths``) that
-    names a file. A param that may be left empty (its default is ``""`` or None: a key file
-    not used) names none while it is; a required one given as ``""`` is returned, for the
-    config check to refuse."""
+    names a file, one for each file of a list param (a source of several images: its list was
+    checked as the one path "['a.png', 'b.png']"). A param that may be left empty (its default
+    is ``""`` or None: a key file not used) names none while it is; a required one given as
+    ``""`` is returned, for the config check to refuse."""
     named = []
     for name in names:
         value = getattr(params, name)
         field = cls.Params.model_fields[name]
         if value is None or (value == "" and not field.is_required() and field.get_default() in ("", None)):
             continue
-        named.append((name, str(value)))
+        named.extend((name, str(path)) for path in (value if isinstance(value, (list, tuple)) else (value,)))
     return named
 
 

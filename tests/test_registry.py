@@ -344,6 +344,64 @@ def test_a_plugins_bug_in_closing_s_or_init_is_one_line_naming_the_stage(tmp_pat
         sys.path.remove(str(root))
 
 
+FILE_LISTS = '''
+from pathlib import Path
+
+from fer_pipe.messages import FRAME
+from fer_pipe.stage import Sink, Source, SourceParams, StageParams
+
+
+class ListParams(SourceParams):
+    files: list[str]
+
+
+class PathParams(StageParams):
+    path: str = ""
+
+
+class ImageList(Source):
+    Params = ListParams
+    input_paths = ("files",)
+
+    def open(self):
+        for name in self.params.files:
+            Path(name).read_bytes()  # as a stage reads its files: ~ is not expanded here
+
+    def frames(self):
+        yield from ()
+
+
+class Nothing(Sink):
+    Params = PathParams
+    reads = FRAME
+    output_paths = ("path",)
+
+    def consume(self, packet):
+        pass
+'''
+
+
+def test_each_file_of_a_list_param_is_checked_and_its_tilde_expanded(tmp_path):
+    """A list param in input_paths was checked as the one path "['out.csv']": a sink writing one
+    of its files was not refused, and a leading ~ was left for the stage to fail on."""
+    root = tmp_path / "site"
+    root.mkdir()
+    _distribution(root, "file-lists", "listmod", FILE_LISTS, "imagelist = listmod:ImageList\nnothing = listmod:Nothing")
+    (tmp_path / "a.png").write_bytes(b"png")
+    config = tmp_path / "c.yaml"
+    config.write_text("stages:\n  x: {type: imagelist, params: {files: [a.png, out.csv]}}\n"
+                      "  y: {type: nothing, inputs: [x], params: {path: out.csv}}\n")
+    (tmp_path / "out.csv").write_text("mine\n")
+    done = fer_pipe("validate", str(config), env=_env(root), timeout=120, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {config}:3: stage 'y' (nothing): params.path: out.csv is the file stage 'x' (imagelist) reads; "
+           "writing it would destroy that input\n")
+    config.write_text("stages:\n  x: {type: imagelist, params: {files: [~/a.png]}}\n"
+                      "  y: {type: nothing, inputs: [x]}\n")
+    done = fer_pipe("run", str(config), "--quiet", env={**_env(root), "HOME": str(tmp_path)}, timeout=120, cwd=root)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_a_listing_cut_short_by_its_reader_ends_quietly():
     """``fer-pipe stages | head -2``: the reader has what it wanted; before, a traceback. Here
     the reader has left before the listing starts, so its first write meets a closed pipe."""
