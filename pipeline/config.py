@@ -301,7 +301,7 @@ def _path_problem(path: str) -> str | None:
     return None
 
 
-def _home_expanded(cls: type[Stage], params: StageParams) -> StageParams:
+def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
     """``~/`` at the start of a file param is the home folder, as in a shell. The shell expands
     only a word's leading ``~``, so ``--set csv.path=~/out.csv`` arrives as typed, and YAML
     never expands it; the file checks and the stages then see the real path. A path no file
@@ -443,7 +443,7 @@ def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, pr
             where = f"{where} with {', '.join(sets)}"
         raise ConfigError(f"{where}: {prefix}: {field}: {reason}") from None
     try:
-        params = _home_expanded(cls, params)
+        params = expand_home(cls, params)
     except ValueError as exc:
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
                           f"params.{exc.args[0]}: {exc.args[1]}") from None

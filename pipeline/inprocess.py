@@ -49,7 +49,9 @@ def _read_only(packet: Packet) -> Packet:
 
 def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None,
                name: str | None = None) -> Stage:
-    """A stage instance with validated params; ``stage`` is a class or a registered type name."""
+    """A stage instance with validated params, its file params' ``~`` expanded as in a run;
+    ``stage`` is a class or a registered type name."""
+    from .config import expand_home
     from .registry import registry
 
     if isinstance(stage, str):
@@ -60,19 +62,25 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
         cls = reg.types[stage]
     else:
         cls = stage
-    return instantiate(cls, name or (stage if isinstance(stage, str) else cls.__name__.lower()),
-                       cls.Params.model_validate(dict(params or {})))
+    validated = cls.Params.model_validate(dict(params or {}))
+    try:
+        validated = expand_home(cls, validated)
+    except ValueError as exc:  # a path no file can have: the param and why
+        raise ConfigError(f"params.{exc.args[0]}: {exc.args[1]}") from None
+    return instantiate(cls, name or (stage if isinstance(stage, str) else cls.__name__.lower()), validated)
 
 
 def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
               params: Mapping[str, Any] | None = None) -> list[Packet]:
-    """Open the stage, feed it ``packets`` (or drain it, for a source), finish and close it."""
+    """Check its environment (``preflight``, as a run does before any process starts), open the
+    stage, feed it ``packets`` (or drain it, for a source), finish and close it."""
     if not isinstance(stage, Stage):
         stage = make_stage(stage, params)
     elif params is not None:
         raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
                         "pass its class or type name to give params here")
     out: list[Packet] = []
+    type(stage).preflight(stage.params)
     stage.open()
     try:
         if isinstance(stage, Source):

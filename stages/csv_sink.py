@@ -18,8 +18,8 @@ class CsvParams(StageParams):
     path: str = Field(description="CSV file to write (its folder must exist)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
     append: bool = Field(False, description=APPEND_HELP)
-    extra: list[str] = Field([], description="keys of a frame's extra data to add as columns after the "
-                                             "others (image_folder sets file: the image's path)")
+    extra: list[str] = Field([], description="keys of a face's or its frame's extra data to add as columns "
+                                             "after the others (image_folder sets file: the image's path)")
 
     @field_validator("extra")
     @classmethod
@@ -52,10 +52,16 @@ class CsvSink(Sink):
         self._extra_checked = not self.params.extra
 
     def consume(self, packet: Packet) -> None:
+        keys = self.params.extra
+        if not keys:
+            self._out.write(self._rows(packet))
+            return
         if not self._extra_checked:
             self._warn_missing_extra(packet)
-        tail = [packet.extra.get(key, "") for key in self.params.extra]
-        self._out.write(row + tail for row in self._rows(packet))
+        tail = [packet.extra.get(key, "") for key in keys]
+        self._out.write(row + ([face.extra.get(key, value) for key, value in zip(keys, tail)] if face and face.extra
+                               else tail)
+                        for row, face in zip(self._rows(packet), packet.faces or [None]))
 
     def _rows(self, packet: Packet) -> Iterator[list[Any]]:
         head = [packet.source, packet.index, f"{packet.timestamp:.3f}"]
@@ -74,14 +80,18 @@ class CsvSink(Sink):
             yield row
 
     def _warn_missing_extra(self, packet: Packet) -> None:
-        """Say once if the first frame lacks an ``extra`` key: a misspelt key otherwise gives an
-        empty column and no hint why."""
+        """Say once if the first frame with faces has an ``extra`` key neither on itself nor on
+        a face: a misspelt key otherwise gives an empty column and no hint why. A frame with no
+        face cannot say whether a face's key is missing."""
+        has = set(packet.extra).union(*(face.extra for face in packet.faces or ()))
+        missing = [k for k in self.params.extra if k not in has]
+        if missing and not packet.faces:
+            return
         self._extra_checked = True
-        missing = [k for k in self.params.extra if k not in packet.extra]
         if missing:
-            print(f"fer-pipe: WARNING: csv sink {self.name!r}: the first frame has no extra data "
-                  f"{', '.join(map(repr, missing))} (it has: {', '.join(sorted(packet.extra)) or 'none'}); "
-                  "those columns stay empty where a frame lacks it", file=sys.stderr)
+            print(f"fer-pipe: WARNING: csv sink {self.name!r}: the first frame with faces has no extra data "
+                  f"{', '.join(map(repr, missing))} on it or its faces (they have: {', '.join(sorted(has)) or 'none'}); "
+                  "those columns stay empty where a face or its frame lacks it", file=sys.stderr)
 
     def close(self) -> None:
         self._out.close()

@@ -342,9 +342,9 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     dated = list(csv.DictReader(out_csv.open(newline="")))
     assert sorted({r["timestamp"] for r in dated}) == ["0.000", "0.500"]
     assert {r["file"] for r in dated} == {"a.png", "c.jpg"} and {r["flie"] for r in dated} == {""}
-    assert err.count("WARNING") == 1 and ("fer-pipe: WARNING: csv sink 'csv': the first frame has no extra data "
-                                          "'flie' (it has: detected, file); those columns stay empty where a frame "
-                                          "lacks it") in err
+    assert err.count("WARNING") == 1 and ("fer-pipe: WARNING: csv sink 'csv': the first frame with faces has no "
+                                          "extra data 'flie' on it or its faces (they have: detected, file); those "
+                                          "columns stay empty where a face or its frame lacks it") in err
     assert all(r.split(",")[9] for r in rows)  # a face was found and classified in both images
 
     only_text = tmp_path / "texts"

@@ -182,6 +182,45 @@ def test_run_stage_refuses_params_for_a_stage_already_made():
         run_stage(make_stage("haar"), [], {"min_size": 30})
 
 
+def test_run_stage_checks_a_stages_files_and_expands_their_tilde_as_a_run_does(tmp_path, monkeypatch):
+    """A plug-in sink given ~/x.jsonl, or a folder that is not there, worked or failed in one line
+    (exit 2) in a run, and met a bare FileNotFoundError under run_stage: neither the ~ nor the
+    stage's preflight were done there."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import FRAME, Packet
+    from fer_pipe.output_files import check_writable
+    from fer_pipe.stage import Sink, StageParams
+
+    class PathParams(StageParams):
+        path: str
+
+    class Jsonl(Sink):
+        Params = PathParams
+        reads = FRAME
+        output_paths = ("path",)
+
+        @classmethod
+        def preflight(cls, params):
+            check_writable(params.path, "jsonl")
+
+        def open(self):
+            self._file = open(self.params.path, "w")
+
+        def consume(self, packet):
+            self._file.write("{}\n")
+
+        def close(self):
+            self._file.close()
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    run_stage(Jsonl, [Packet("cam", 0, 0.0)], {"path": "~/x.jsonl"})
+    assert (tmp_path / "x.jsonl").read_text() == "{}\n"
+    with pytest.raises(InputError, match=r"^jsonl .*/nope/x.jsonl: folder .*/nope does not exist$"):
+        run_stage(Jsonl, [], {"path": str(tmp_path / "nope" / "x.jsonl")})
+
+
 def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
     """A stage writing into the frame fails under the runner (shared memory is read-only), so
     it must fail under run_stage too; before, it passed there and changed the caller's array."""
@@ -318,6 +357,30 @@ stages:
     assert clash.stderr == "fer-pipe: --set csv.extra=[file, label]: stage 'csv' (csv): params.extra: 'label' is a column already\n"
 
 
+def test_csv_extra_takes_a_faces_extra_data_before_its_frames(tmp_path, capfd):
+    """A plug-in's per-face score (face.extra) reached no output: the csv's extra read the
+    frame's data only, and warned that the frame lacked the key the faces had."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Face, Packet
+
+    out = tmp_path / "out.csv"
+    probs = np.full(7, 1 / 7, np.float32)
+    packets = [Packet("cam", 0, 0.0, extra={"file": "a.png"}),  # no face: nothing to say of 'blur' yet
+               Packet("cam", 1, 0.1, extra={"file": "b.png"},
+                      faces=[Face((0, 0, 9, 9), probs, extra={"blur": 3.5}), Face((20, 0, 9, 9), probs),
+                             Face((40, 0, 9, 9), probs, extra={"file": "crop.png"})])]
+    run_stage("csv", packets, {"path": str(out), "extra": ["blur", "file"]})
+    with open(out, newline="") as fh:
+        rows = [(r["frame"], r["face"], r["blur"], r["file"]) for r in csv.DictReader(fh)]
+    assert rows == [("0", "", "", "a.png"), ("1", "0", "3.5", "b.png"), ("1", "1", "", "b.png"),
+                    ("1", "2", "", "crop.png")]
+    assert "WARNING" not in capfd.readouterr().err
+    run_stage("csv", packets, {"path": str(out), "extra": ["blurr"]})
+    assert capfd.readouterr().err == (
+        "fer-pipe: WARNING: csv sink 'csv': the first frame with faces has no extra data 'blurr' on it or its faces "
+        "(they have: blur, file); those columns stay empty where a face or its frame lacks it\n")
+
+
 def test_a_looping_realtime_replay_that_skips_past_the_end_keeps_time_with_its_frames(clips, tmp_path):
     """The replay is held up for 0.4 s (10 frames' time) three frames before the end of a
     30-frame clip: it skips to the frame due then, in the next pass. Each frame's timestamp
@@ -364,10 +427,15 @@ def test_a_start_at_or_past_the_end_is_still_an_error_where_preflight_did_not_ru
     chunk planned from an estimate); in one process, where no preflight runs, a start past the
     end of the 60-frame clip must not pass as a video with no frames."""
     from fer_pipe.errors import InputError
-    from fer_pipe.inprocess import run_stage
+    from fer_pipe.inprocess import make_stage
 
-    with pytest.raises(InputError, match=f"no frame could be decoded from start {start} on"):
-        run_stage("video", params={"path": str(short_clip), "start": start})
+    source = make_stage("video", {"path": str(short_clip), "start": start})
+    source.open()  # as a batch task's run_graph opens it, without preflight (which run_stage runs)
+    try:
+        with pytest.raises(InputError, match=f"no frame could be decoded from start {start} on"):
+            list(source.frames())
+    finally:
+        source.close()
 
 
 def test_a_realtime_replay_above_the_paced_bound_neither_waits_nor_skips(clips, tmp_path):
