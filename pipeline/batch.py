@@ -23,9 +23,11 @@ task runs is in ``batch_task``, where it runs in ``batch_cluster``, its progress
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -81,17 +83,38 @@ def expand_folders(inputs: Sequence[str]) -> list[str]:
     """Each folder replaced by the videos directly in it, by name; files stay as given.
 
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
-    argument limit. A folder with no videos stays in the list, so that it is reported by name.
+    argument limit. A folder with no videos stays in the list, so that it is reported by name;
+    so does each entry named as a video that is no file (a link to a share that is not mounted),
+    which was left out in silence, and the folder then marked complete without it.
     """
     # one file given twice (b/clip.mp4, ./b/clip.mp4) is one input; under two names (a link), two
     expanded: dict[tuple[str, str], str] = {}
     for item in inputs:
         folder = Path(item)
         videos = sorted(str(p) for p in folder.iterdir()
-                        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()) if folder.is_dir() else []
+                        if p.suffix.lower() in VIDEO_SUFFIXES) if folder.is_dir() else []
         for video in videos or [item]:
             expanded.setdefault((os.path.realpath(video), Path(video).name), video)
     return list(expanded.values())
+
+
+def _not_a_video_file(item: str) -> str | None:
+    """Why input ``item`` is no video file to read, or None."""
+    try:
+        mode = os.stat(item).st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"video {item}: a link that loops"
+        if os.path.islink(item):
+            return f"video {item}: a broken link (to {os.readlink(item)})"
+        return f"video {item}: no such file"
+    if stat.S_ISDIR(mode):
+        if Path(item).suffix.lower() in VIDEO_SUFFIXES:
+            return f"video {item}: a folder, not a file"
+        return f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
+    if not stat.S_ISREG(mode):
+        return f"video {item}: not a regular file"
+    return None
 
 
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
@@ -112,11 +135,9 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         if key in stems and stems[key] != item:
             raise InputError(f"inputs {stems[key]} and {item} would both write {key}.csv; rename one")
         stems[key] = item
-        if Path(item).is_dir():
-            bad[item] = f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
-            continue
-        if not Path(item).is_file():
-            bad[item] = f"video {item}: no such file"
+        problem = _not_a_video_file(item)
+        if problem:
+            bad[item] = problem
             continue
         count = frame_count(item) if chunk_frames else 0
         if chunk_frames and count > chunk_frames:

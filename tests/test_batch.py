@@ -390,6 +390,29 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
 
 
+def test_a_folders_entries_named_as_videos_that_are_no_files_are_named_and_fail(cluster, six_clips, tmp_path):
+    """A link to a share that is not mounted, a link that loops and a folder named as a video
+    were left out of a folder's inputs in silence: no line, no manifest entry, _SUCCESS, exit 0."""
+    folder, out = tmp_path / "videos", tmp_path / "out"
+    folder.mkdir()
+    shutil.copy(six_clips[0], folder / "a.avi")
+    (folder / "b.mp4").symlink_to("/mnt/not-mounted/cam2.mp4")
+    (folder / "loop.mp4").symlink_to(folder / "loop2")
+    (folder / "loop2").symlink_to(folder / "loop.mp4")
+    (folder / "c.mp4").mkdir()
+    proc = batch(str(folder), "--out", str(out), "--address", cluster.address)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr
+    assert stderr.splitlines()[:-1] == [
+        f"fer-pipe: batch: {folder / 'b.mp4'}: video {folder / 'b.mp4'}: a broken link (to /mnt/not-mounted/cam2.mp4)",
+        f"fer-pipe: batch: {folder / 'c.mp4'}: video {folder / 'c.mp4'}: a folder, not a file",
+        f"fer-pipe: batch: {folder / 'loop.mp4'}: video {folder / 'loop.mp4'}: a link that loops"]
+    manifest = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert [(Path(e["input"]).name, e["status"]) for e in manifest] == [
+        ("a.avi", "done"), ("b.mp4", "failed"), ("c.mp4", "failed"), ("loop.mp4", "failed")]
+    assert not (out / "_SUCCESS").exists()
+
+
 def chunked_as_one_run(cluster, video: Path, chunk_frames: int, tmp_path: Path) -> tuple[str, int, int]:
     """Batch ``video`` alone in chunks, check that it succeeds with the CSV one in-process run
     writes, and give its manifest entry's status, chunks and rows."""
