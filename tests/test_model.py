@@ -62,6 +62,28 @@ def test_a_pixel_that_is_not_0_to_255_names_its_line(tmp_path, bad):
     assert done.stderr.strip() == f"fer-pipe: {data}:4: expected 2304 pixel values 0-255 separated by spaces"
 
 
+def test_a_damaged_gzip_an_open_quote_or_a_device_is_one_line_and_train_leaves_no_folder(tmp_path):
+    """A damaged gzip (zlib.error) and a quote left open (csv.Error) were tracebacks, exit 1, and
+    train left its new --out behind; /dev/zero was read as one endless line, gigabytes a second."""
+    data = _random_csv(tmp_path / "d.csv", "PublicTest")
+    packed = bytearray(gzip.compress(data.read_bytes()))
+    packed[200:260] = bytes(b ^ 0x55 for b in packed[200:260])
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes(bytes(packed))
+    lines = data.read_text().splitlines()
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_text("\n".join(lines[:3] + ['"' + lines[3]] + lines[4:] * 60) + "\n")
+    for path, said in ((damaged, r"cannot read FER-2013 CSV: Error -3 while decompressing data: .*"),
+                       (quoted, r"cannot read FER-2013 CSV: field larger than field limit \(131072\) \(a quote left "
+                                r"open\?\)"),
+                       (Path("/dev/zero"), "a device, not a FER-2013 CSV file or folder")):
+        with pytest.raises(InputError, match=f"^{re.escape(str(path))}: {said}$"):
+            load_split(path, "PublicTest")
+    done = fer_pipe("train", "--data", str(damaged), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert done.returncode == 2 and done.stderr.startswith(f"fer-pipe: {damaged}: cannot read"), done.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("bad", ["9", "-1", "x"])
 def test_an_emotion_outside_0_to_6_names_its_line(tmp_path, bad):
     """Before, 9 and -1 ended in tracebacks from the confusion matrix (exit 1)."""

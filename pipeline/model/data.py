@@ -5,6 +5,7 @@ import csv
 import gzip
 import hashlib
 import io
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,8 @@ def load_splits(path: str | Path, *usages: str) -> list[FerSplit]:
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir():
         return [_load_folder(path, usage) for usage in usages]
+    if path.is_char_device() or path.is_block_device():  # /dev/zero: one endless line, read whole
+        raise InputError(f"{path}: a device, not a FER-2013 CSV file or folder")
     return _load_csv(path, usages)
 
 
@@ -114,8 +117,10 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
                 if usage in images:
                     images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
                     labels[usage].append(_label(row[0], f"{path}:{lineno}"))
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:  # zlib: a damaged gzip
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
+    except csv.Error as exc:  # a quote left open runs its field on past the csv module's limit
+        raise InputError(f"{path}: cannot read FER-2013 CSV: {exc} (a quote left open?)") from None
     for usage in usages:
         if not images[usage]:
             raise InputError(f"{path}: no rows with Usage {usage!r}")
