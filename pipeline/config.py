@@ -149,11 +149,21 @@ def config_path(path: str | Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""More than any config holds (a shard file of ten thousand cameras is about 2 MiB): /dev/zero given
+as the config was read whole at gigabytes a second, and the FER-2013 CSV took minutes."""
+
+
 def read_config(path: str | Path) -> tuple[Any, Lines]:
     """The data and line map of the YAML file at ``path`` (resolved by ``config_path`` first)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 2**20} MiB, more than a config holds (a video or "
+                              "data file given as the config?)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         names = sorted(p.name for p in shipped_configs().glob("*.yaml")) if _by_name(path) else []
         hint = f" (shipped ones, usable by name: {', '.join(names)})" if names else ""

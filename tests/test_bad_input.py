@@ -376,6 +376,17 @@ def test_a_folder_given_as_the_config_is_named_as_such(tmp_path):
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path}: is a folder, not a config file\n")
 
 
+def test_an_endless_or_huge_file_given_as_the_config_is_refused_unread(tmp_path):
+    """/dev/zero given as the config was read whole, at gigabytes a second, until the machine ran
+    out of memory; a data file given by mistake took minutes."""
+    big = tmp_path / "fer2013.csv"
+    big.write_bytes(b"emotion,pixels,Usage\n" + b"0,1 2 3,Training\n" * 300_000)
+    for path in ("/dev/zero", str(big)):
+        done = fer_pipe("validate", path, timeout=60)
+        assert (done.returncode, done.stderr) == (2, f"fer-pipe: {path}: over 4 MiB, more than a config holds (a "
+                                                     "video or data file given as the config?)\n")
+
+
 @pytest.fixture(scope="module")
 def wrong_models(tmp_path_factory) -> dict[str, Path]:
     """Tiny valid TFLite models of the wrong shape or without a softmax, built with Keras and the
