@@ -125,6 +125,8 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
         raise InputError(f"cascade {path}: no such file{among}")
     if path.is_dir():
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
+    if not path.is_file():  # a FIFO: OpenCV's open waited for a writer for ever, Ctrl-C held back
+        raise InputError(f"cascade {path}: not a regular file")
     try:
         with stderr_dropped():
             cascade = cv2.CascadeClassifier(opencv_name(path, "cascade"))

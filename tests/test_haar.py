@@ -140,17 +140,22 @@ def test_every_n_with_the_tracker_gives_faces_on_skipped_frames(face_frames, tmp
 
 def test_a_wrong_cascade_file_is_one_line_before_any_stage_starts(short_clip, tmp_path):
     """A text file or a folder made OpenCV raise a SystemError inside the detector's process (exit 1,
-    once per worker); a missing name added OpenCV's own [ERROR] lines."""
+    once per worker); a missing name added OpenCV's own [ERROR] lines; a FIFO waited for a writer
+    for ever, with Ctrl-C held back."""
+    import os
+
     from conftest import REPO, fer_pipe
 
     text = tmp_path / "cascade.xml"
     text.write_text("not a cascade\n")
+    fifo = tmp_path / "fifo.xml"
+    os.mkfifo(fifo)
     cases = {str(text): "not a Haar cascade OpenCV can load", str(tmp_path): "is a folder, not a cascade file",
-             "nosuch.xml": "no such file (nor is it one of OpenCV's cascades, in "}
+             "nosuch.xml": "no such file (nor is it one of OpenCV's cascades, in ", str(fifo): "not a regular file"}
     for cascade, reason in cases.items():
         done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--quiet", "--set",
                         f"source.path={short_clip}", "--set", f"csv.path={tmp_path / 'o.csv'}",
-                        "--set", f"detector.cascade={cascade}")
+                        "--set", f"detector.cascade={cascade}", timeout=60)
         assert done.returncode == 2, done.stderr
         (line,) = done.stderr.splitlines()
         assert line.startswith("fer-pipe: stage 'detector' (haar): cascade ") and reason in line, line
