@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,40 @@ from .output_files import cannot_write, check_folder_of, open_claimed
 APPEND_HELP = ("continue the file, whose columns must match, instead of starting it anew: for a live run a "
                "supervisor restarts")
 """What ``append`` does, for the sinks that take it."""
+
+
+LINE_END = b"\r\n"
+"""How the csv module ends each row."""
+TAIL_READ = 2**20
+"""How far back from its end a file to continue is searched for its last line end."""
+
+
+def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
+    """Make the file to be continued end with a whole line, so that the first new row is not
+    glued to the end of the last: a run cut off by a power loss or a killed machine can leave a
+    row in part, and a header written by hand may lack its line end (the rows then went on the
+    header's line, exit 0). A part row is cut off, with a warning; a lone header gets its end.
+    ``fd`` is the file's claimed descriptor, open for writing only."""
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or not status.st_size:
+        return
+    size = status.st_size
+    with open(path, "rb") as file:
+        file.seek(max(0, size - TAIL_READ))
+        tail = file.read()
+    if tail.endswith(b"\n"):
+        return
+    newline = tail.rfind(b"\n")
+    if newline < 0 and size > TAIL_READ:
+        raise InputError(f"{what} {path}: its last {TAIL_READ // 2**20} MiB hold no line end, so it is no CSV "
+                         "this can continue; give a new file")
+    if newline < 0:
+        os.write(fd, LINE_END)  # the header alone, which the caller checked
+        return
+    cut = size - len(tail) + newline + 1
+    os.ftruncate(fd, cut)
+    print(f"fer-pipe: WARNING: {what} {path}: its last line was cut short (a run stopped mid-row?): "
+          f"{size - cut} bytes dropped before continuing it", file=sys.stderr)
 
 
 class CsvOutput:
@@ -55,6 +91,8 @@ class CsvOutput:
                 if columns != list(header):
                     raise InputError(f"{what} {path}: exists with other columns; give a new file")
         fd = open_claimed(path, what, truncate=not append)
+        if append:
+            _end_with_a_whole_line(fd, path, what)
         self._file = open(fd, "ab", buffering=0)
         self._path, self._what = path, what
         self._text = io.StringIO()

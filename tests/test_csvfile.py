@@ -127,6 +127,25 @@ def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
 
 
+def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_line_of_its_own(tmp_path, capfd):
+    """A run cut off mid-row (a power loss) left a part row, and a header written by hand may
+    lack its line end: the first new row was glued onto it, one corrupt row, exit 0."""
+    path = tmp_path / "e.csv"
+    with CsvOutput(path, "episodes", ("a", "b")) as out:
+        out.write([(1, 2), (3, 4)])
+    path.write_bytes(path.read_bytes()[:-3])  # "3,4\r\n" cut to "3,"
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(5, 6)])
+    assert path.read_text().splitlines() == ["a,b", "1,2", "5,6"]
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last line was cut short (a run "
+                                      "stopped mid-row?): 2 bytes dropped before continuing it\n")
+    path.write_text("a,b")
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(7, 8)])
+    assert path.read_text().splitlines() == ["a,b", "7,8"]
+    assert capfd.readouterr().err == ""
+
+
 def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_clip, tmp_path):
     """A camera that gives up exits 2 so that a supervisor starts the run again; that run
     emptied the CSV and the episodes file as it opened them, and with them every row the
