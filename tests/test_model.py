@@ -317,6 +317,11 @@ HELP = " (see fer-pipe train --help)"
     (["--crop", "4"], "argument --crop: must be a whole number from 8 to 48, got 4" + HELP),
     (["--crop", "60"], "argument --crop: must be a whole number from 8 to 48, got 60" + HELP),
     (["--arch", "seed", "--crop", "40"], "--crop 40: the seed net takes whole 48 px faces (--crop 48)"),
+    (["--warmup-epochs", "100"], "--warmup-epochs 100: must be fewer than --epochs (40), or the whole run is warm-up"),
+    (["--epochs", "1", "--lr", "0"], "--lr 0: the weights would never change"),  # the default warm-up: a quarter
+    (["--epochs", "2", "--warmup-epochs", "2"],
+     "--warmup-epochs 2: must be fewer than --epochs (2), or the whole run is warm-up"),
+    (["--lr", "0"], "--lr 0: the weights would never change"),
 ])
 def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
     """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out; --crop 60

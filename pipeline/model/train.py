@@ -47,6 +47,8 @@ MIN_CROP = 8
 """The least crop the vgg net's pooling takes down to one pixel."""
 DEFAULT_CROP = {"vgg": 40, "seed": FACE_SIZE}
 """The seed net has a fixed input and validates on whole faces, so it takes no crop."""
+WARMUP_EPOCHS = 2.0
+"""The warm-up of a run whose --epochs is 8 or more (the shipped model's 40 among them)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=whole(1), default=128, help="faces per training step")
     parser.add_argument("--lr", type=number(0), default=0.05, help="peak learning rate (SGD, Nesterov)")
     parser.add_argument("--weight-decay", type=number(0), default=5e-4, help="L2 weight decay")
-    parser.add_argument("--warmup-epochs", type=number(0), default=2.0,
-                        help="epochs of linear learning-rate warm-up before the cosine decay")
+    parser.add_argument("--warmup-epochs", type=number(0), default=None,
+                        help="epochs of linear learning-rate warm-up before the cosine decay, fewer than --epochs "
+                             f"(default: {WARMUP_EPOCHS:g}, or a quarter of --epochs where that is fewer)")
     parser.add_argument("--label-smoothing", type=number(0, 1), default=0.1, help="label smoothing of the loss")
     parser.add_argument("--crop", type=whole(MIN_CROP, FACE_SIZE), default=None,
                         help="side of the random training crop; inference uses the centre crop "
@@ -227,6 +230,13 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         raise InputError("--extend: continues a finished run, so it needs --resume")
     if args.crop is None:
         args.crop = DEFAULT_CROP[args.arch]
+    if args.warmup_epochs is None:  # a short run (--epochs 1, a smoke test) was all warm-up
+        args.warmup_epochs = min(WARMUP_EPOCHS, args.epochs / 4)
+    if args.warmup_epochs >= args.epochs:  # the rate would never reach its peak, nor decay from it
+        raise InputError(f"--warmup-epochs {args.warmup_epochs:g}: must be fewer than --epochs ({args.epochs}), "
+                         "or the whole run is warm-up")
+    if not args.lr:
+        raise InputError("--lr 0: the weights would never change")
     if args.arch == "seed" and args.crop != FACE_SIZE:
         raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
     if state is not None and args.extend and len(state.get("cycles", ())) > 1 and state["epochs_done"] < args.epochs:
