@@ -38,6 +38,10 @@ URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}[^\s'\"]+", re.IGNORECASE)
 through ``pathlib`` as ``rtsp:/admin:pw@host``."""
 
 
+UNPARSED_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/@]*):[^/]*@", re.IGNORECASE)
+"""The password of a URL urlsplit cannot read: to the last ``@`` before the path, as ``redact``'s."""
+
+
 def redact_urls(text: str) -> str:
     """``text`` (an error line that quotes what the user gave) with each URL in it redacted."""
     def one(match: re.Match[str]) -> str:
@@ -45,8 +49,8 @@ def redact_urls(text: str) -> str:
         collapsed = "://" not in url
         try:
             said = redact(url.replace(":/", "://", 1) if collapsed else url)
-        except ValueError:  # not a URL urlsplit reads (tcp://[::1 without its bracket): no password in it
-            return url
+        except ValueError:  # not a URL urlsplit reads (rtsp://u:pw@[::1 without its bracket)
+            return UNPARSED_USERINFO.sub(r"\1:***@", url)
         return said.replace("://", ":/", 1) if collapsed else said
 
     return URL.sub(one, text)

@@ -644,6 +644,21 @@ def test_debug_masks_the_passwords_its_traceback_quotes():
     assert "S3cretPW" not in done.stderr and "admin:***@192.0.2.10" in done.stderr
 
 
+@pytest.mark.parametrize("url, said", [
+    ("rtsp://admin:S3cret@[::1/s", "not a URL this can open (Invalid IPv6 URL)"),
+    ("rtsp://cam:abc/s", "not a URL this can open (Port could not be cast to integer value as 'abc')"),
+    ("rtsp://", "a rtsp URL needs a host (rtsp://host/path)"),
+    ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")])
+def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(url, said):
+    """rtsp://[::1 failed in the stage's process after every stage had started (exit 1,
+    "ValueError: Invalid IPv6 URL"), and a URL with no host was retried until given up on; the
+    line quoting an unreadable URL quoted its password too."""
+    done = fer_pipe("validate", "rtsp", "--set", f"source.url={url}", timeout=60)
+    shown = url.replace("S3cret", "***")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --set source.url={shown}: stage 'source' (rtsp): "
+                                                 f"params.url: {said}\n")
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
