@@ -206,12 +206,17 @@ def file_key(path: str) -> object | None:
 
 def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[StageSpec, str, str]]:
     """Files that two stages would fight over, as (stage, param, message), in stage order: a
-    file written by two stages, or written by one and read by another or holding the config."""
+    file written by two stages, or written by one and read by another (or in a folder another
+    reads: an image folder's photo was replaced by the CSV) or holding the config."""
     config_key = file_key(config_file) if config_file else None
     read_by: dict[object, StageSpec] = {}
+    folders_read: dict[str, StageSpec] = {}
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
         for _, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
+            if os.path.isdir(path):
+                folders_read.setdefault(os.path.join(os.path.realpath(path), ""), spec)
+                continue
             key = file_key(path)
             if key is not None:
                 read_by.setdefault(key, spec)
@@ -221,8 +226,13 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
             key = file_key(path)
             if key is None:
                 continue
+            folder = next((f for f in folders_read if os.path.realpath(path).startswith(f)), None)
             if key == config_key:
                 problems.append((spec, param, f"{path} is this config file; writing it would destroy the config"))
+            elif folder is not None:
+                other = folders_read[folder]
+                problems.append((spec, param, f"{path} is in the folder stage {other.name!r} ({other.type_name}) "
+                                              "reads; writing there would change that input"))
             elif key in read_by:
                 other = read_by[key]
                 problems.append((spec, param, f"{path} is the file stage {other.name!r} "

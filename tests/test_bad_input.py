@@ -371,6 +371,23 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
                                         f"{folder / 'a.png'}: is a file, not a folder")
 
 
+def test_an_output_in_the_folder_an_image_folder_source_reads_is_refused(tmp_path):
+    """--set csv.path=photos/a.jpg replaced the photo with the CSV, exit 0: the check that keeps
+    an output off a video, the model or the config did not look inside a folder read."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"jpeg")
+    config = tmp_path / "folder.yaml"
+    config.write_text(Path(CONFIG).read_text().replace("type: video", "type: image_folder"))
+    for out in (folder / "a.jpg", folder / "new.csv"):
+        done = fer_pipe("validate", str(config), "--set", f"source.path={folder}", "--set", f"csv.path={out}",
+                        timeout=60)
+        assert (done.returncode, done.stderr) == (
+            2, f"fer-pipe: --set csv.path={out}: stage 'csv' (csv): params.path: {out} is in the folder stage "
+               "'source' (image_folder) reads; writing there would change that input\n")
+    assert (folder / "a.jpg").read_bytes() == b"jpeg"
+
+
 def test_a_folder_given_as_the_config_is_named_as_such(tmp_path):
     done = fer_pipe("run", str(tmp_path))
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path}: is a folder, not a config file\n")
