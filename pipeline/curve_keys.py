@@ -32,7 +32,9 @@ def load_keys(path: str, secret: bool) -> tuple[bytes, bytes | None]:
     """The public and secret key in ``path``; with ``secret``, a file without the secret half
     (the ``.key`` where the ``.key_secret`` is meant) is refused."""
     if not Path(path).is_file():
-        raise InputError(f"{path}: no such file" if not Path(path).exists() else f"{path}: is a folder, not a key file")
+        problem = ("no such file" if not Path(path).exists() else "is a folder, not a key file" if Path(path).is_dir()
+                   else "not a regular file")
+        raise InputError(f"{path}: {problem}")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:

@@ -435,6 +435,7 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("kind, reason", [
     ("missing", "no such file"),
     ("folder", "is a folder, not a .tflite file"),
+    ("fifo", "not a regular file"),  # said to be no such file
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
     ("five", "output must be (n, 7): 7 class probabilities per face, got (1, 5)"),
@@ -450,6 +451,8 @@ def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_cs
         model.write_bytes(os.urandom(4096))
     elif kind == "folder":
         model.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(model)
     code, err = run(f"source.path={short_clip}", f"csv.path={out_csv}", f"classifier.model={model}")
     assert code == 2
     assert one_line(err) == f"fer-pipe: stage 'classifier' (classifier): model {model}: {reason}"

@@ -364,6 +364,11 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(missing),
                     "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
+    fifo = tmp_path / "keys" / "fifo.key"
+    os.mkfifo(fifo)  # was "is a folder"
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(fifo),
+                    "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {fifo}: not a regular file\n")
 
 
 def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):

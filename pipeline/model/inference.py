@@ -27,7 +27,7 @@ class FaceClassifier:
         if path.is_dir():
             raise InputError(f"model {path}: is a folder, not a .tflite file")
         if not path.is_file():
-            raise InputError(f"model {path}: no such file")
+            raise InputError(f"model {path}: " + ("not a regular file" if path.exists() else "no such file"))
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
