@@ -14,7 +14,7 @@ from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from .arguments import number
-from .errors import UNUSABLE_PATH, UserError
+from .errors import UNUSABLE_PATH, UserError, printable
 from .hangup import to_devnull
 from .redaction import redact_urls
 
@@ -48,7 +48,7 @@ def _user_error(exc: UserError, debug: bool) -> int:
     """Say a user error as its one line (after the traceback with --debug); its exit code."""
     if debug:
         _print_traceback()
-    print(f"fer-pipe: {redact_urls(str(exc))}", file=sys.stderr)  # it may quote an RTSP URL's password
+    print(f"fer-pipe: {printable(redact_urls(str(exc)))}", file=sys.stderr)  # it may quote an RTSP URL's password
     return exc.exit_code
 
 

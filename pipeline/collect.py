@@ -33,7 +33,7 @@ from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .endpoints import ipv6_for
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, printable
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, decode, event_rows
 
 POLL_MS = 200
@@ -223,8 +223,7 @@ def _say(line: str) -> None:
     """One line of the log, whatever a sender put in it: a source named with a newline wrote a
     line of its own that looked like the collector's, and a terminal's escape codes acted on
     whoever read the log. Such characters are written escaped (``\\n``)."""
-    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in line)
-    print(f"fer-pipe collect: {shown}", file=sys.stderr, flush=True)
+    print(f"fer-pipe collect: {printable(line)}", file=sys.stderr, flush=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

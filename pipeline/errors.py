@@ -9,6 +9,13 @@ UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENO
 disk, are a failure of the command (exit 1)."""
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on written as its escape (``\\n``,
+    ``\\x1b``): a file name with a line break split a one-line message in two, and escape codes
+    in a name, or in what a network peer sent, acted on the terminal of whoever read the log."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class UserError(Exception):
     """Something the user gave is wrong: printed as one line, exit code 2, no traceback."""
 

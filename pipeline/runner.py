@@ -27,7 +27,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, Length, Message, Opened, Segment, SourceFailed, Stopped
 from .emitter import Outbox, StageQueue
-from .errors import InputError, UserError
+from .errors import InputError, UserError, printable
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
 from .ring_lease import RingLease, sweep_abandoned
@@ -60,10 +60,11 @@ class RunResult:
     held): said after the first so an operator learns what else was lost."""
 
     def __post_init__(self) -> None:
-        """Each failure on one line, with any URL's password masked, however a stage worded it:
-        the CLI prints these lines and the Python API raises them."""
-        self.message = redact_urls(one_line(self.message))
-        self.also = [redact_urls(one_line(line)) for line in self.also]
+        """Each failure on one line, with any URL's password masked and anything a terminal
+        would act on escaped, however a stage worded it: the CLI prints these lines and the
+        Python API raises them."""
+        self.message = printable(redact_urls(one_line(self.message)))
+        self.also = [printable(redact_urls(one_line(line))) for line in self.also]
         self.traceback = redact_urls(self.traceback)  # the Python API chains it to what it raises
 
 

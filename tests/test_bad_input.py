@@ -679,6 +679,15 @@ def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(
                                                  f"params.url: {said}\n")
 
 
+def test_a_name_with_a_line_break_or_an_escape_code_is_said_on_one_line_escaped(tmp_path):
+    """A video named with a line break split the one line in two, and an escape code in a name
+    acted on the terminal of whoever read the error."""
+    done = fer_pipe("run", CONFIG, "--set", r'source.path="nope\nline\x1b[2J.mp4"', "--set",
+                    f"csv.path={tmp_path / 'o.csv'}", "--quiet", cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2, "fer-pipe: stage 'source' (video): video nope\\nline\\x1b[2J.mp4: no such file\n")
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
