@@ -281,12 +281,16 @@ def _pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple
         reason = "required parameter is missing"
     elif err["type"] == "value_error":
         reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
-    elif err["type"] == "string_type" and isinstance(err["input"], (bool, int, float, datetime.date)):
-        # YAML reads 101, no, on and 2024-01-01 as a number, a boolean, a date: a camera id of 101
-        # was refused with no hint of why
+    elif err["type"] == "string_type":
+        # YAML reads 101, no, on and 2024-01-01 as a number, a boolean, a date, and "- a.mp4",
+        # "a: b.mp4" and "null" (a file's name in a shell loop) as a list, a mapping, nothing: a
+        # camera id of 101 was refused with no hint of why
         value = err["input"]
-        kind = "true/false" if isinstance(value, bool) else "a date" if isinstance(value, datetime.date) else "a number"
-        reason += f" (YAML read the value as {kind}; put it in quotes to mean text)"
+        kinds = ((bool, "true/false"), (datetime.date, "a date"), ((int, float), "a number"), (list, "a list"),
+                 (dict, "a mapping"), (type(None), "null (nothing)"))
+        kind = next((said for types, said in kinds if isinstance(value, types)), None)
+        if kind:
+            reason += f" (YAML read the value as {kind}; put it in quotes to mean text)"
     return loc, reason
 
 

@@ -44,6 +44,12 @@ BROKEN = {
     "number_for_text": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: 101"),
                         "{f}:6: stage 'source' (video): params.source_id: Input should be a valid string (YAML "
                         "read the value as a number; put it in quotes to mean text)"),
+    "list_for_text": (GOOD.replace("path: clip.mp4", "path: [clip.mp4]"),  # --set source.path=- clip.mp4 too
+                      "{f}:5: stage 'source' (video): params.path: Input should be a valid string (YAML read the "
+                      "value as a list; put it in quotes to mean text)"),
+    "null_for_text": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: null"),
+                      "{f}:6: stage 'source' (video): params.source_id: Input should be a valid string (YAML read "
+                      "the value as null (nothing); put it in quotes to mean text)"),
     "out_of_range": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 0.9}"),
                      "{f}:9: stage 'detector' (haar): params.scale_factor: Input should be greater than 1"),
     "not_a_number": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: .nan}"),
