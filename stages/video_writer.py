@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -39,6 +40,8 @@ MAX_FILL_S = 5.0
 is cut, not written as hours of one frozen frame."""
 CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
 """Codecs the OpenCV wheels can write on every platform, and stock players read (MPEG-4 part 2, MJPEG)."""
+MIN_SEGMENT_S = 1.0
+"""The shortest segment: a file per frame or two would be a folder of files no player joins."""
 
 
 class VideoWriterParams(OverlayParams):
@@ -46,6 +49,9 @@ class VideoWriterParams(OverlayParams):
     fps: float | None = Field(None, ge=MIN_FPS, le=MAX_FPS, description="frame rate written into the file "
                               "(default: the source's: a camera's own, or its frames' timestamps')")
     show_fps: bool = Field(False, description="draw the pipeline's frames per second in a corner")
+    segment_s: float = Field(0.0, ge=0.0, le=86_400.0, description="start a new file after this many seconds "
+                             "of video (0: one file); files are named like PATH with -000001, -000002, ... before "
+                             "its suffix, numbered on from the highest already there, so a restart adds files")
 
     @field_validator("path")
     @classmethod
@@ -53,6 +59,13 @@ class VideoWriterParams(OverlayParams):
         if Path(path).suffix.lower() not in CODECS:
             raise ValueError(f"the name must end in {' or '.join(CODECS)}")
         return path
+
+    @field_validator("segment_s")
+    @classmethod
+    def _a_real_segment(cls, seconds: float) -> float:
+        if 0 < seconds < MIN_SEGMENT_S:
+            raise ValueError(f"0 (one file) or at least {MIN_SEGMENT_S:g} s")
+        return seconds
 
 
 class VideoWriterSink(Sink):
@@ -68,6 +81,9 @@ class VideoWriterSink(Sink):
     dropped, a variable-rate file's slower stretch) is preceded by copies of that one, up to
     ``MAX_FILL_S``: written one after another, such frames played 4x fast, and the video could
     not be lined up with the CSV.
+    With ``segment_s`` the video is a numbered series of files, each checked as it is closed:
+    one file per run held its whole index in memory (74 bytes a frame), became playable only at
+    its end, and was written over by a restart.
     """
 
     Params = VideoWriterParams
@@ -82,8 +98,16 @@ class VideoWriterSink(Sink):
 
     def open(self) -> None:
         self.preflight(self.params)
-        self._created = not Path(self.params.path).exists()
-        self._lock = open_claimed(self.params.path, "video_writer", truncate=False)
+        path = Path(self.params.path)
+        segmented = bool(self.params.segment_s)
+        self._created = not segmented and not path.exists()
+        # a series of files is held by a lock file of its own, so a second run with the path
+        # stops at its start, as with one file, not when its numbers meet the first run's
+        self._lock = open_claimed(path.with_name(f".{path.name}.lock") if segmented else path, "video_writer",
+                                  truncate=False)
+        self._number = _last_number(path) if segmented else 0
+        self._file = path
+        self._in_file = 0
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] = (0, 0)
         self._fps = FpsMeter()
@@ -96,19 +120,22 @@ class VideoWriterSink(Sink):
         self._scaled = False  # a frame of another size was said
         self.written = 0
 
-    def _start(self, width: int, height: int, fps: float) -> None:
+    def _start(self) -> None:
+        """Open the next file at the size and rate the first frames set."""
         path = Path(self.params.path)
+        if self.params.segment_s:
+            self._number += 1
+            path = _numbered(path, self._number)
         fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
-        writer = cv2.VideoWriter(str(path), fourcc, fps, (width, height))
+        writer = cv2.VideoWriter(str(path), fourcc, self._rate, self._size)
         if not writer.isOpened():  # no writer kept, so close removes the empty file this made
             raise InputError(f"video_writer {path}: OpenCV cannot write this file")
-        self._writer = writer
-        self._size, self._rate = (width, height), fps
+        self._writer, self._file, self._in_file = writer, path, 0
 
     def consume(self, packet: Packet) -> None:
         fps = self._fps.tick()
         image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
-        if self._writer is not None:
+        if self._rate:
             self._place(packet, image)
             return
         self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))  # the drawn copy alone
@@ -125,8 +152,9 @@ class VideoWriterSink(Sink):
         video), else the one its frames' timestamps show."""
         held, self._held = self._held, []
         first = held[0][1]
-        rate = self.params.fps or self._nominal or frame_rate([p for p, _ in held])
-        self._start(first.shape[1], first.shape[0], rate)
+        self._size = (first.shape[1], first.shape[0])
+        self._rate = self.params.fps or self._nominal or frame_rate([p for p, _ in held])
+        self._start()
         for packet, image in held:
             self._place(packet, image)
 
@@ -143,7 +171,10 @@ class VideoWriterSink(Sink):
         self._last = (Packet(packet.source, packet.index, packet.timestamp), image)  # not the frame's pixels
 
     def _write(self, packet: Packet, image: np.ndarray) -> np.ndarray:
-        """Writes the image, fitted to the file's size; the image as written, for any copies."""
+        """Writes the image, fitted to the file's size; the image as written, for any copies.
+        A segment's last frame closes its file, and the next frame opens the next."""
+        if self._writer is None:
+            self._start()
         height, width = image.shape[:2]
         if (width, height) != self._size:
             if not self._scaled:
@@ -164,6 +195,9 @@ class VideoWriterSink(Sink):
         if said:
             os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1
+        self._in_file += 1
+        if self.params.segment_s and self._in_file >= self.params.segment_s * self._rate:
+            self._finish_file()
         return image
 
     def close(self) -> None:
@@ -179,33 +213,48 @@ class VideoWriterSink(Sink):
     def _release(self) -> None:
         try:
             if self._writer is not None:
-                with self._stderr.capturing():
-                    self._writer.release()
-                said = self._stderr.take()
-                if not self._failed:
-                    if said:
-                        os.write(2, said)
-                    self._check_written()
+                self._finish_file()
             elif self._created:  # the run ended before its first frame: no empty file left behind
                 Path(self.params.path).unlink(missing_ok=True)
         finally:
             self._stderr.close()
             os.close(self._lock)
 
-    def _check_written(self) -> None:
-        """Raise unless the file reads back with every frame given to it.
+    def _finish_file(self) -> None:
+        """Close the file being written and, unless a write already failed, raise unless it reads
+        back with every frame given to it.
 
         OpenCV's writer reports a failed write (a full disk, a vanished mount) only as a
         warning on stderr, once per frame, and an MP4 whose index could not be written at the
         end does not open at all; without this check such a run ended with exit 0.
         """
-        path = Path(self.params.path)
-        capture = cv2.VideoCapture(str(path))
+        writer, self._writer = self._writer, None
+        with self._stderr.capturing():
+            writer.release()
+        said = self._stderr.take()
+        if self._failed:
+            return
+        if said:
+            os.write(2, said)
+        capture = cv2.VideoCapture(str(self._file))
         held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
         capture.release()
-        if held < self.written:
-            raise OSError(f"video_writer {path}: the file holds {held} of the {self.written} frames given "
-                          f"to it ({_free_mib(path)} MiB free on its disk)")
+        if held < self._in_file:
+            raise OSError(f"video_writer {self._file}: the file holds {held} of the {self._in_file} frames given "
+                          f"to it ({_free_mib(self._file)} MiB free on its disk)")
+
+
+def _numbered(path: Path, number: int) -> Path:
+    """Segment ``number`` of the series ``path`` names: ``annotated-000001.mp4``."""
+    return path.with_name(f"{path.stem}-{number:06d}{path.suffix}")
+
+
+def _last_number(path: Path) -> int:
+    """The highest number of the series ``path`` names that is already in its folder (0 for none),
+    so a restarted run adds files after the last run's instead of writing over them."""
+    pattern = re.compile(re.escape(path.stem) + r"-(\d{6,})" + re.escape(path.suffix) + "$")
+    numbers = [int(found.group(1)) for name in os.listdir(path.parent) if (found := pattern.match(name))]
+    return max(numbers, default=0)
 
 
 def frame_rate(packets: list[Packet]) -> float:

@@ -254,3 +254,58 @@ def test_a_frame_of_another_size_is_scaled_to_fit_and_said_once(tmp_path, capsys
         assert abs(float(frame[:, 10:54].mean()) - 200) < 8 and float(frame[:, :6].mean()) < 8
     assert capsys.readouterr().err == (f"fer-pipe: video_writer {path}: cam frame 3 is 32x32, the file 64x48; it "
                                        "and any other frame of another size are scaled to fit\n")
+
+
+@pytest.mark.parametrize("suffix", [".avi", ".mp4"])
+def test_segments_are_numbered_files_each_whole_and_a_restart_adds_to_them(tmp_path, suffix):
+    """One file per run held its whole index in memory (74 bytes a frame), played only once the
+    run ended, and was written over by a restart. With segment_s each file closes, checked, at
+    its length, and a restart numbers on after the last run's files; a second run given the
+    same path still stops at its start."""
+    from pydantic import ValidationError
+
+    from fer_pipe.errors import InputError
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    path = tmp_path / f"a{suffix}"
+
+    def coded(number: int) -> np.ndarray:
+        """A frame that shows ``number`` in 7 black or white squares, which MJPEG keeps apart."""
+        image = np.zeros((48, 64, 3), np.uint8)
+        for bit in range(7):
+            if number >> bit & 1:
+                image[8:24, 8 * bit:8 * bit + 8] = 255
+        return image
+
+    def run(frames: int, first: int) -> None:
+        sink = VideoWriterSink("out", VideoWriterParams(path=str(path), fps=25, segment_s=1))
+        sink.open()
+        try:
+            for index in range(frames):
+                sink.consume(Packet("cam", index, index / 25, coded(first + index)))
+        finally:
+            sink.close()
+
+    def levels(name: str) -> list[int]:
+        return [sum(1 << bit for bit in range(7) if frame[8:24, 8 * bit:8 * bit + 8].mean() > 128)
+                for frame in read_frames(tmp_path / name)]
+
+    run(60, 0)
+    assert sorted(p.name for p in tmp_path.glob(f"a*{suffix}")) == [f"a-00000{n}{suffix}" for n in (1, 2, 3)]
+    assert [levels(f"a-00000{n}{suffix}") for n in (1, 2, 3)] == [list(range(25)), list(range(25, 50)),
+                                                                   list(range(50, 60))]
+    first = (tmp_path / f"a-000001{suffix}").read_bytes()
+    run(30, 60)  # the restart
+    assert [levels(f"a-00000{n}{suffix}") for n in (4, 5)] == [list(range(60, 85)), list(range(85, 90))]
+    assert (tmp_path / f"a-000001{suffix}").read_bytes() == first and not path.exists()
+
+    holder = VideoWriterSink("first", VideoWriterParams(path=str(path), segment_s=1))
+    holder.open()
+    try:
+        with pytest.raises(InputError, match="another process is writing it"):
+            VideoWriterSink("second", VideoWriterParams(path=str(path), segment_s=1)).open()
+    finally:
+        holder.close()
+    with pytest.raises(ValidationError, match="0 .one file. or at least 1 s"):
+        VideoWriterParams(path=str(path), segment_s=0.5)
