@@ -206,7 +206,7 @@ def file_key(path: str) -> object | None:
 
 def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[StageSpec, str, str]]:
     """Files that two stages would fight over, as (stage, param, message), in stage order: a
-    file written by two stages, or written by one and read by another (or in a folder another
+    file written by two stages, or written by one and read by another (or in a folder a source
     reads: an image folder's photo was replaced by the CSV) or holding the config."""
     config_key = file_key(config_file) if config_file else None
     read_by: dict[object, StageSpec] = {}
@@ -214,8 +214,9 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
         for _, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
-            if os.path.isdir(path):
-                folders_read.setdefault(os.path.join(os.path.realpath(path), ""), spec)
+            if os.path.isdir(path):  # a source's folder is what it reads; another stage's is its own mistake
+                if spec.is_source:
+                    folders_read.setdefault(os.path.join(os.path.realpath(path), ""), spec)
                 continue
             key = file_key(path)
             if key is not None:

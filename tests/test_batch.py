@@ -532,7 +532,8 @@ def test_a_config_with_another_source_is_refused_before_any_task(six_clips, tmp_
     """A second source's frames went into every video's CSV, and in chunks into every chunk's,
     which were then said not to line up, the video blamed."""
     config = yaml.safe_load(CONFIG.read_text())
-    config["stages"]["pics"] = {"type": "image_folder", "params": {"path": str(tmp_path)}}
+    (tmp_path / "pics").mkdir()
+    config["stages"]["pics"] = {"type": "image_folder", "params": {"path": str(tmp_path / "pics")}}
     config["stages"]["detector"]["inputs"] = ["source", "pics"]
     path = tmp_path / "two_sources.yaml"
     path.write_text(yaml.safe_dump(config))
