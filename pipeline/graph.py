@@ -227,13 +227,14 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
             key = file_key(path)
             if key is None:
                 continue
-            folder = next((f for f in folders_read if os.path.realpath(path).startswith(f)), None)
+            folder = next((f for f in folders_read if os.path.realpath(path).startswith(f)
+                           and isinstance(key, tuple)), None)  # a file already there: one the source reads
             if key == config_key:
                 problems.append((spec, param, f"{path} is this config file; writing it would destroy the config"))
             elif folder is not None:
                 other = folders_read[folder]
                 problems.append((spec, param, f"{path} is in the folder stage {other.name!r} ({other.type_name}) "
-                                              "reads; writing there would change that input"))
+                                              "reads; writing it would destroy that input"))
             elif key in read_by:
                 other = read_by[key]
                 problems.append((spec, param, f"{path} is the file stage {other.name!r} "

@@ -87,7 +87,7 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
 @pytest.mark.parametrize("mode, line", [
     ("raise", "OSError: camera went away"),
     ("float", "TypeError: frames() yielded frame 3 with an array of float32 shaped (48, 64, 3) for its image; a "
-              "frame is an H x W x 3 uint8 array (BGR)"),
+              "frame is a uint8 array, H x W x 3 (BGR) or grey"),
     ("wrong_id", "TypeError: frames() yielded a packet of source 'other'; this source's packets carry 'source' "
                  "(Packet(self.source_id, ...))"),
     ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase")])

@@ -232,10 +232,10 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         args.crop = DEFAULT_CROP[args.arch]
     if args.warmup_epochs is None:  # a short run (--epochs 1, a smoke test) was all warm-up
         args.warmup_epochs = min(WARMUP_EPOCHS, args.epochs / 4)
-    if args.warmup_epochs >= args.epochs:  # the rate would never reach its peak, nor decay from it
+    if state is None and args.warmup_epochs >= args.epochs:  # the rate would never reach its peak, nor decay
         raise InputError(f"--warmup-epochs {args.warmup_epochs:g}: must be fewer than --epochs ({args.epochs}), "
                          "or the whole run is warm-up")
-    if not args.lr:
+    if state is None and not args.lr:
         raise InputError("--lr 0: the weights would never change")
     if args.arch == "seed" and args.crop != FACE_SIZE:
         raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
