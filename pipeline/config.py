@@ -288,7 +288,7 @@ def _pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple
         value = err["input"]
         kinds = ((bool, "true/false"), (datetime.date, "a date"), ((int, float), "a number"), (list, "a list"),
                  (dict, "a mapping"), (type(None), "null (nothing)"))
-        kind = next((said for types, said in kinds if isinstance(value, types)), None)
+        kind = next((word for types, word in kinds if isinstance(value, types)), None)
         if kind:
             reason += f" (YAML read the value as {kind}; put it in quotes to mean text)"
     return loc, reason

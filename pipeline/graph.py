@@ -227,8 +227,8 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
             key = file_key(path)
             if key is None:
                 continue
-            folder = next((f for f in folders_read if os.path.realpath(path).startswith(f)
-                           and isinstance(key, tuple)), None)  # a file already there: one the source reads
+            real = os.path.realpath(path) if folders_read and isinstance(key, tuple) else ""  # a file already there
+            folder = next((f for f in folders_read if real.startswith(f)), None) if real else None
             if key == config_key:
                 problems.append((spec, param, f"{path} is this config file; writing it would destroy the config"))
             elif folder is not None:

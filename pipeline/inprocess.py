@@ -170,13 +170,13 @@ def run_graph(graph: Graph) -> GraphRun:
         for name, stage in stages.items():
             if isinstance(stage, Source):
                 frames = stage.frames()
-                last_index = None
+                source_id, last_index = stage.source_id, None  # read once, not per frame
                 while not stopped_by:
                     try:
                         packet = next(frames, None)
                         if packet is None:
                             break
-                        packet = frame_of(stage.source_id, packet, last_index)
+                        packet = frame_of(source_id, packet, last_index)
                     except (UserError, StopRun):
                         raise
                     except Exception as exc:
