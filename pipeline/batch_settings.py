@@ -8,14 +8,18 @@ while the folder still holds outputs is refused, with the first difference named
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-from .graph import Graph
+from .graph import Graph, StageSpec
 from .output_files import write_whole
+from .stage import named_files
 
 SETTINGS = "_settings.json"
+DIGEST = "sha256:"
 
 
 def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
@@ -23,10 +27,33 @@ def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
     it, with its type, params (defaults filled in, so a value given at its default changes
     nothing), inputs and ``on_error``. How many workers or threads run it does not count, nor
     does a stage off the CSV's path (a ZeroMQ sink beside it), nor the sink's ``path``, which the
-    batch sets to each video's CSV in ``--out`` however that folder is spelt."""
+    batch sets to each video's CSV in ``--out`` however that folder is spelt. A file a stage
+    reads (the classifier's model, a cascade given as a path) counts by its content."""
     return {name: {"type": spec.type_name, "inputs": spec.inputs, "on_error": spec.on_error,
-                   "params": spec.params.model_dump(mode="json", exclude={"path"} if name == sink else None)}
+                   "params": {**spec.params.model_dump(mode="json", exclude={"path"} if name == sink else None),
+                              **({} if spec.is_source else _contents(spec))}}
             for name in sorted(graph.upstream(sink)) for spec in (graph.stages[name],)}
+
+
+def _contents(spec: StageSpec) -> dict[str, Any]:
+    """The digest of each file a stage reads, in place of its path: a model retrained in place
+    made other rows under the same path, and the same model moved, or named from another
+    checkout, makes the same rows. A name that is no file here (a cascade OpenCV ships) stays."""
+    read: dict[str, list[str]] = {}
+    for param, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
+        read.setdefault(param, []).append(_digest(path))
+    return {param: digests if isinstance(getattr(spec.params, param), (list, tuple)) else digests[0]
+            for param, digests in read.items()}
+
+
+def _digest(path: str) -> str:
+    if not os.path.isfile(path):
+        return path
+    try:
+        with open(path, "rb") as file:
+            return DIGEST + hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError:  # the stage's own check names what is wrong with it
+        return path
 
 
 def recorded_settings(out_dir: Path) -> dict[str, Any] | None:
@@ -69,4 +96,7 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
 
 
 def _shown(params: dict[str, Any], name: str) -> str:
-    return json.dumps(params[name]) if name in params else "not a param"
+    value = params.get(name)
+    if isinstance(value, str) and value.startswith(DIGEST):
+        return f"a file of {value[:len(DIGEST) + 12]}…"
+    return json.dumps(value) if name in params else "not a param"

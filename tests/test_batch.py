@@ -19,9 +19,11 @@ import yaml
 from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
 
+from fer_pipe.batch_settings import first_difference, settings_of
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.inprocess import run_graph
+from fer_pipe.model import DEFAULT_MODEL
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="fer-pipe batch needs the batch extra (ray)")
 
@@ -693,6 +695,25 @@ def test_a_rerun_with_other_settings_is_refused_while_the_folder_holds_what_the_
     _, stderr = fresh.communicate(timeout=240)
     assert fresh.returncode == 0, stderr
     assert json.loads((out / "_settings.json").read_text())["detector"]["params"]["min_neighbors"] == 3
+
+
+def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path):
+    """The model's path was recorded as text: a model retrained in place made the rest of a
+    folder's CSVs with other weights, unnoticed, and the same model named from another checkout
+    was refused. Its content decides now; a cascade named among OpenCV's stays a name."""
+    model = tmp_path / "model.tflite"
+    shutil.copy(DEFAULT_MODEL, model)
+
+    def settings(*sets: str) -> dict:
+        return settings_of(load_graph(CONFIG, ["csv.path=out.csv", *sets]), "csv")
+
+    shipped = settings()
+    assert first_difference(shipped, settings(f"classifier.model={model}")) is None
+    assert settings()["detector"]["params"]["cascade"] == "haarcascade_frontalface_default.xml"
+    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    why = first_difference(shipped, settings(f"classifier.model={model}"))
+    assert re.fullmatch(r"stage 'classifier' \(classifier\) model was a file of sha256:[0-9a-f]{12}…, "
+                        r"is now a file of sha256:[0-9a-f]{12}…", why or ""), why
 
 
 def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
