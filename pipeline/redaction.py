@@ -22,6 +22,8 @@ def redact(url: str) -> str:
     the last ``@`` before the path, as FFmpeg reads it: a password may hold an ``@``, and a
     query may too. Credentials given as ``name=value`` in the path or the query are masked too."""
     parts = urlsplit(url)
+    if parts.password is None and HIDDEN_USERINFO.match(url):
+        return redact(HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
@@ -40,6 +42,11 @@ through ``pathlib`` as ``rtsp:/admin:pw@host``."""
 
 UNPARSED_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/@]*):[^/]*@", re.IGNORECASE)
 """The password of a URL urlsplit cannot read: to the last ``@`` before the path, as ``redact``'s."""
+
+HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@]*):[^@=&]*@", re.IGNORECASE)
+"""A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``), where urlsplit
+ends the host and finds no user: up to the last ``@``, but not across a ``name=value`` (a query
+such as ``cam:554/s1?channel=a:b@c``, whose host and port stay readable)."""
 
 
 def redact_urls(text: str) -> str:

@@ -668,15 +668,19 @@ def test_debug_masks_the_passwords_its_traceback_quotes():
 
 @pytest.mark.parametrize("url, said", [
     ("rtsp://admin:S3cret@[::1/s", "not a URL this can open (Invalid IPv6 URL)"),
-    ("rtsp://cam:abc/s", "not a URL this can open (Port could not be cast to integer value as 'abc')"),
+    ("rtsp://cam:abc/s", "not a URL this can open: its port is not a number from 0 to 65535 (a '/', '?' or '#' "
+                         "in a password is written %2F, %3F, %23)"),
+    ("rtsp://admin:se#cret99@10.0.0.5/live", "not a URL this can open: its port is not a number from 0 to 65535 "
+                                             "(a '/', '?' or '#' in a password is written %2F, %3F, %23)"),
     ("rtsp://", "a rtsp URL needs a host (rtsp://host/path)"),
     ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")])
 def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(url, said):
     """rtsp://[::1 failed in the stage's process after every stage had started (exit 1,
     "ValueError: Invalid IPv6 URL"), and a URL with no host was retried until given up on; the
-    line quoting an unreadable URL quoted its password too."""
+    line quoting an unreadable URL quoted its password too, and still did where the password
+    held a '#' (the URL's "port" was quoted, and the URL itself was not masked)."""
     done = fer_pipe("validate", "rtsp", "--set", f"source.url={url}", timeout=60)
-    shown = url.replace("S3cret", "***")
+    shown = url.replace("S3cret", "***").replace("se#cret99", "***")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --set source.url={shown}: stage 'source' (rtsp): "
                                                  f"params.url: {said}\n")
 
