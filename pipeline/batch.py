@@ -43,9 +43,10 @@ from .batch_settings import SETTINGS, first_difference, recorded_settings, recor
 from .batch_sources import clash, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
-from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError
+from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
 from .graph import Graph, file_key
 from .output_files import held_folder, make_folder, write_whole
+from .redaction import redact_urls
 from .stage import Sink, StageFailure, named_files
 
 WORK = "_work"
@@ -107,6 +108,8 @@ def _not_a_video_file(item: str) -> str | None:
             return f"video {item}: a link that loops"
         if os.path.islink(item):
             return f"video {item}: a broken link (to {os.readlink(item)})"
+        if "://" in item:  # a batch reads files; a stream has no end to batch
+            return f"video {item}: a stream's URL, not a file (fer-pipe run's rtsp source reads streams)"
         return f"video {item}: no such file"
     if stat.S_ISDIR(mode):
         if Path(item).suffix.lower() in VIDEO_SUFFIXES:
@@ -426,9 +429,9 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         if gap is None:
             continue
         f_end, t_end, f_next, t_next = gap
-        print(f"fer-pipe: batch: {item}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
-              f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
-              "lost frames; it runs again as one task", file=sys.stderr)
+        _say(f"fer-pipe: batch: {item}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
+             f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
+             "lost frames; it runs again as one task")
         _forget_chunks(jobs[item], work)
         jobs[item] = [Job(item, Path(item).stem)]
         report.status, report.error, report.bad_input, report.failed_at = "pending", "", False, None
@@ -579,12 +582,12 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        print(f"fer-pipe: batch: {report.input}: {report.error}", file=sys.stderr)
+        _say(f"fer-pipe: batch: {report.input}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
-            print(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "
-                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)", file=sys.stderr)
+            _say(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "
+                 "on_error: skip (the first ten of each task and stage: Ray's worker logs)")
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
     else:
@@ -631,3 +634,9 @@ def run(args: argparse.Namespace) -> int:
                              args.chunk_frames, args.max_retries, args.quiet, args.set)
     except KeyboardInterrupt:
         return 128 + stops.signum
+
+
+def _say(line: str) -> None:
+    """A line about an input, which is named as given: a stream's URL with its password, or a
+    file name holding a line break or an escape code."""
+    print(printable(redact_urls(line)), file=sys.stderr)

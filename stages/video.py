@@ -73,7 +73,7 @@ class VideoSource(Source):
     def preflight(cls, params: VideoParams) -> None:
         """Open the file and decode its first frame in the parent, so a missing, empty or
         unreadable video is one line before any stage process starts."""
-        capture = _open(Path(params.path))
+        capture = _open(params.path)
         try:
             if not capture.read()[0]:
                 raise InputError(f"video {params.path}: no frame could be decoded "
@@ -90,7 +90,7 @@ class VideoSource(Source):
             capture.release()
 
     def open(self) -> None:
-        self._cap = _open(Path(self.params.path))
+        self._cap = _open(self.params.path)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
@@ -201,8 +201,11 @@ class VideoSource(Source):
         self._cap.release()
 
 
-def _open(path: Path) -> cv2.VideoCapture:
+def _open(name: str) -> cv2.VideoCapture:
+    path = Path(name)
     if not path.exists():
+        if "://" in name:  # OpenCV would open it, but as a file: no reconnects, frames dated as a file's
+            raise InputError(f"video {name}: a stream's URL, not a file (the rtsp source reads streams)")
         raise InputError(f"video {path}: no such file")
     if path.is_dir():
         raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "

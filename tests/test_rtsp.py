@@ -447,15 +447,25 @@ def test_password_is_not_logged():
                  "psw", "passphrase", "password_1"):
         assert redact(f"http://10.0.0.5/cgi?{name}=S3cret&x=1") == f"http://10.0.0.5/cgi?{name}=***&x=1"
     assert redact("http://10.0.0.5/cgi?pwd=pa/ss?word&x=1") == "http://10.0.0.5/cgi?pwd=***&x=1"
+    # a password holding '/', '?' or '#' ended the host for urlsplit, which found no password
+    assert redact("rtsp://admin:se#cret99@10.0.0.5/live") == "rtsp://admin:***@10.0.0.5/live"
+    assert redact("rtsp://admin:8554/Xy9secret@10.0.0.5/live?x=1") == "rtsp://admin:***@10.0.0.5/live?x=1"
+    assert redact("rtsp://admin:a?b/c@d@10.0.0.5:554/s1?pwd=9") == "rtsp://admin:***@10.0.0.5:554/s1?pwd=***"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
     """pathlib turns rtsp:// into rtsp:/, which the URL pattern missed: the video source's
-    line printed the password in clear, and the webcam's in its second copy."""
+    line printed the password in clear, and the webcam's in its second copy. The video source
+    and batch said "no such file" of a URL (batch with its password), where the webcam says
+    which source reads streams."""
     for args, expected in [
         (["run", "video_to_csv", "--set", "source.path=rtsp://admin:S3cretPW@10.0.0.5/s1", "--set",
           f"csv.path={tmp_path / 'o.csv'}"],
-         "fer-pipe: stage 'source' (video): video rtsp:/admin:***@10.0.0.5/s1: no such file\n"),
+         "fer-pipe: stage 'source' (video): video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a file (the "
+         "rtsp source reads streams)\n"),
+        (["batch", "rtsp://admin:S3cretPW@10.0.0.5/s1", "--out", str(tmp_path / "b"), "--quiet"],
+         "fer-pipe: batch: rtsp://admin:***@10.0.0.5/s1: video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not "
+         "a file (fer-pipe run's rtsp source reads streams)\n"),
         (["run", "webcam", "--set", "source.device=rtsp://admin:S3cretPW@10.0.0.5/s1"],
          "fer-pipe: stage 'source' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a "
          "camera (the rtsp source reads streams)\n")]:
