@@ -28,7 +28,7 @@ from .stage import Source
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` as (I, N), with 0 <= I < N."""
     index, sep, count = text.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+    if not sep or not index.strip().isdecimal() or not count.strip().isdecimal():  # isdigit takes '²'; int not
         raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4")
     i, n = int(index), int(count)
     if n < 1 or i >= n:
@@ -37,24 +37,27 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_of(camera: str, shards: int) -> int:
-    return zlib.crc32(camera.encode("utf-8")) % shards
+    """A lone surrogate in a name (a YAML escape) is hashed as it stands: validation refuses it."""
+    return zlib.crc32(camera.encode("utf-8", "surrogatepass")) % shards
 
 
 def camera_id(name: str, body: Mapping[str, Any]) -> str:
     """``Source.source_id_of``'s rule on the raw YAML: the filter runs before params are validated."""
     params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
-    return str(params.get("source_id") or name)
+    source_id = params.get("source_id")  # another type is validation's to refuse, unprinted: a YAML
+    return source_id if isinstance(source_id, str) and source_id else str(name)  # alias bomb took 5 GB
 
 
 def _is_source(body: Any) -> bool:
-    cls = registry().types.get(body.get("type")) if isinstance(body, Mapping) else None
+    kind = body.get("type") if isinstance(body, Mapping) else None
+    cls = registry().types.get(kind) if isinstance(kind, str) else None
     return cls is not None and issubclass(cls, Source)
 
 
 def select_shard(data: Any, index: int, shards: int, origin: str) -> dict[str, Any]:
     """The parsed config with only shard ``index``'s cameras and the stages they still feed."""
     stages = data.get("stages") if isinstance(data, Mapping) else None
-    if not isinstance(stages, Mapping):
+    if not isinstance(stages, Mapping) or not any(_is_source(body) for body in stages.values()):
         return data  # build_graph reports what is wrong with it
     kept = {name: body for name, body in stages.items()
             if not _is_source(body) or shard_of(camera_id(name, body), shards) == index}

@@ -96,11 +96,30 @@ def test_shard_filter_keeps_its_cameras_and_drops_what_they_no_longer_feed(tmp_p
 def test_bad_shard_argument_is_one_line_exit_2(tmp_path):
     config = tmp_path / "cams.yaml"
     config.write_text(yaml.safe_dump(camera_config(tmp_path / "clip.avi", SHARD0, 5560)))
-    for bad in ("2/2", "1", "a/b"):
+    for bad in ("2/2", "1", "a/b", "\u00b2/3"):  # a digit int() does not read was a traceback
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--shard", bad],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"--shard {bad}" in done.stderr
+
+
+@pytest.mark.parametrize("config", [
+    "stages: {s: {type: [video]}}",
+    'stages: {"\\ud800": {type: video, params: {path: a.mp4}}}',
+    'stages: {s: {type: video, params: {path: a.mp4, source_id: "\\udcff"}}}',
+    "stages: {s: {type: video, params: {path: a.mp4, source_id: &a [x, x]}}, t: {type: video, params: "
+    "{path: b.mp4, source_id: [*a, *a]}}}"])
+def test_a_config_the_shard_filter_meets_before_validation_fails_as_it_does_unsharded(tmp_path, config):
+    """The shard filter reads the YAML before it is checked: a list as a type, a lone surrogate in
+    a name or source id were tracebacks, and a source id made of YAML aliases was turned into
+    text whole (a few levels more took 5 GB). With one shard, the run says what it says without."""
+    path = tmp_path / "cams.yaml"
+    path.write_text(config)
+    sharded, whole = (subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(path), *shard],
+                                     capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                      for shard in (["--shard", "0/1"], []))
+    assert (sharded.returncode, sharded.stderr) == (whole.returncode, whole.stderr) and whole.returncode == 2
+    assert "Traceback" not in whole.stderr and whole.stderr.endswith("\n"), whole.stderr
 
 
 @pytest.fixture(scope="module")
