@@ -63,7 +63,10 @@ def recorded_settings(out_dir: Path) -> dict[str, Any] | None:
         data = json.loads((out_dir / SETTINGS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not all(isinstance(stage, dict) and isinstance(stage.get("params"), dict)
+                                             for stage in data.values()):
+        return None  # edited by hand, or not ours: compared, it was a traceback
+    return data
 
 
 def record_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -77,16 +80,16 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
         before, after = then.get(name), now.get(name)
         if before == after:
             continue
-        if not isinstance(before, dict):
+        if name not in then:
             return f"stage {name!r} is new"
-        if not isinstance(after, dict):
+        if name not in now:
             return f"stage {name!r} ({before.get('type')}) is gone"
         if before.get("type") != after.get("type"):
             return f"stage {name!r} was {before.get('type')}, is now {after['type']}"
         for key in ("inputs", "on_error"):
             if before.get(key) != after.get(key):
                 return f"stage {name!r} ({after['type']}) {key} was {before.get(key)!r}, is now {after[key]!r}"
-        old, new = before.get("params") or {}, after["params"]
+        old, new = before["params"], after["params"]
         for param in sorted(old.keys() | new.keys()):
             if old.get(param) != new.get(param):
                 return (f"stage {name!r} ({after['type']}) {param} was {_shown(old, param)}, "

@@ -92,10 +92,12 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
         declared = types[kind].thread_params if isinstance(kind, str) and kind in types else ()
         if declared and isinstance(body.get("params") or {}, dict):
             body["params"] = {**(body.get("params") or {}), **dict.fromkeys(declared, 1)}
-    source = stages[video].setdefault("params", {}) or {}
-    source.update(path=job.input, start=job.start, max_frames=job.max_frames, loop=False, realtime=False)
-    stages[video]["params"] = source
-    stages[sink]["params"] = {**(stages[sink].get("params") or {}), "path": str(csv_path)}
+    for name, given in ((video, {"path": job.input, "start": job.start, "max_frames": job.max_frames, "loop": False,
+                                 "realtime": False}),
+                        (sink, {"path": str(csv_path)})):
+        params = stages[name].get("params")
+        if params is None or isinstance(params, dict):  # params of another kind: the config check names them
+            stages[name]["params"] = {**(params or {}), **given}
     return data
 
 

@@ -19,7 +19,7 @@ import yaml
 from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
 
-from fer_pipe.batch_settings import first_difference, settings_of
+from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.inprocess import run_graph
@@ -530,6 +530,22 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("stage", ["source", "csv"])
+def test_a_config_whose_video_or_csv_params_are_no_mapping_is_one_line_before_any_task(six_clips, tmp_path,
+                                                                                        stage):
+    """Batch sets the video's and the CSV's paths in the config before it is checked: params given
+    as a list were a traceback, exit 1, where validate names them."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"][stage]["params"] = ["path"]
+    path = tmp_path / "listed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", str(path), cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (2, fer_pipe("validate", str(path)).stderr)
+    assert done.stderr.endswith(f"stage {stage!r} ({config['stages'][stage]['type']}): params must be a mapping\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_config_with_another_source_is_refused_before_any_task(six_clips, tmp_path):
     """A second source's frames went into every video's CSV, and in chunks into every chunk's,
     which were then said not to line up, the video blamed."""
@@ -714,6 +730,17 @@ def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path):
     why = first_difference(shipped, settings(f"classifier.model={model}"))
     assert re.fullmatch(r"stage 'classifier' \(classifier\) model was a file of sha256:[0-9a-f]{12}…, "
                         r"is now a file of sha256:[0-9a-f]{12}…", why or ""), why
+
+
+def test_a_settings_record_of_another_shape_is_no_record_and_a_gone_stage_is_called_gone(tmp_path):
+    """A _settings.json edited by hand, its params a string, was a traceback at the rerun's
+    comparison; a stage the config no longer has was said to be new."""
+    settings = settings_of(load_graph(CONFIG, ["csv.path=out.csv"]), "csv")
+    (tmp_path / "_settings.json").write_text(json.dumps({**settings, "detector": {"type": "haar", "params": "x"}}))
+    assert recorded_settings(tmp_path) is None
+    (tmp_path / "_settings.json").write_text(json.dumps({**settings, "blur": {"type": "mine", "params": {}}}))
+    assert first_difference(recorded_settings(tmp_path), settings) == "stage 'blur' (mine) is gone"
+    assert first_difference(settings, recorded_settings(tmp_path)) == "stage 'blur' is new"
 
 
 def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
