@@ -13,6 +13,7 @@ import os
 import stat
 import sys
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,31 +33,49 @@ TAIL_READ = 2**20
 
 
 def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
-    """Make the file to be continued end with a whole line, so that the first new row is not
+    """Make the file to be continued end with a whole record, so that the first new row is not
     glued to the end of the last: a run cut off by a power loss or a killed machine can leave a
     row in part, and a header written by hand may lack its line end (the rows then went on the
-    header's line, exit 0). A part row is cut off, with a warning; a lone header gets its end.
+    header's line, exit 0). A part row is cut off, with a warning; a row or a lone header
+    without its line end, or the end's last byte, gets it.
+
+    A row's line end is one outside quotes: a source id or a file name may hold a line break,
+    and a cut inside such a quoted field left it open, so every row after it was read as part of
+    that field. The file's quotes are counted to tell (0.4 s a GB on a 2-core Xeon, once per append).
     ``fd`` is the file's claimed descriptor, open for writing only."""
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode) or not status.st_size:
         return
     size = status.st_size
     with open(path, "rb") as file:
+        quotes = sum(chunk.count(b'"') for chunk in iter(partial(file.read, TAIL_READ), b""))
         file.seek(max(0, size - TAIL_READ))
         tail = file.read()
-    if tail.endswith(b"\n"):
+    if quotes % 2 == 0 and tail.endswith(b"\n"):
         return
-    newline = tail.rfind(b"\n")
-    if newline < 0 and size > TAIL_READ:
-        raise InputError(f"{what} {path}: its last {TAIL_READ // 2**20} MiB hold no line end, so it is no CSV "
-                         "this can continue; give a new file")
-    if newline < 0:
-        os.write(fd, LINE_END)  # the header alone, which the caller checked
+    if quotes % 2 == 0 and (tail.endswith(b"\r") or b"\n" not in tail and size <= TAIL_READ):
+        os.write(fd, b"\n" if tail.endswith(b"\r") else LINE_END)  # a whole row or header, but for its line end
         return
-    cut = size - len(tail) + newline + 1
+    end = _last_record_end(tail, quotes)
+    if end is None:
+        raise InputError(f"{what} {path}: its last {TAIL_READ // 2**20} MiB hold no line end outside quotes, so "
+                         "it is no CSV this can continue; give a new file")
+    cut = size - len(tail) + end
     os.ftruncate(fd, cut)
     print(f"fer-pipe: WARNING: {what} {path}: its last line was cut short (a run stopped mid-row?): "
           f"{size - cut} bytes dropped before continuing it", file=sys.stderr)
+
+
+def _last_record_end(tail: bytes, quotes: int) -> int | None:
+    """Where in ``tail``, the end of a file holding ``quotes`` quote characters, the last line
+    end outside quotes is (just after it), or None."""
+    end = len(tail)
+    while (newline := tail.rfind(b"\n", 0, end)) >= 0:
+        quotes -= tail.count(b'"', newline + 1, end)
+        if quotes % 2 == 0:
+            return newline + 1
+        end = newline
+    return None
 
 
 class CsvOutput:

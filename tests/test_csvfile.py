@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
 
@@ -144,6 +146,25 @@ def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_lin
         out.write([(7, 8)])
     assert path.read_text().splitlines() == ["a,b", "7,8"]
     assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("cut, kept, said", [
+    (5, ["a,b", "1,2"], 6),  # inside a quoted field, after its line break: the field was left open
+    (6, ["a,b", "1,2"], 5),  # just after that line break: the file ended in a line end, and no word was said
+    (1, ["a,b", "1,2", "cam\nA,4"], 0)])  # between a whole row's \r and \n: the row was dropped
+def test_appending_cuts_back_to_a_line_end_outside_quotes(tmp_path, capfd, cut, kept, said):
+    """A source id or a file name may hold a line break, inside a quoted field: a run cut off
+    after it left the field open, and every row appended after was read as part of it."""
+    path = tmp_path / "e.csv"
+    with CsvOutput(path, "episodes", ("a", "b")) as out:
+        out.write([(1, 2), ("cam\nA", 4)])
+    path.write_bytes(path.read_bytes()[:-cut])
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(5, 6)])
+    assert [",".join(row) for row in csv.reader(path.open(newline=""))] == kept + ["5,6"]
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last line was cut short (a run "
+                                      f"stopped mid-row?): {said} bytes dropped before continuing it\n"
+                                      if said else "")
 
 
 def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_clip, tmp_path):
