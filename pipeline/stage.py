@@ -25,7 +25,8 @@ A stage is a class with
 - ``idle_s`` / ``idle``: for a stage that must act while its input is quiet (a window that
   repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet;
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
-  detector skipping frames with no tracker after it), said as warnings, never refused.
+  detector skipping frames with no tracker after it), said as warnings, never refused;
+  ``wants_before``, the stage types it needs somewhere before it, is warned of the same way.
 
 Sources implement ``frames`` instead of ``process``; ``length`` (frames to come, for the progress
 bar) and ``live`` (a camera: drop the oldest frame rather than wait) are theirs too, and their
@@ -96,6 +97,10 @@ class Stage:
     """Names of the params that hold a socket the stage listens on (an endpoint, or a port where
     0 is off): ``fer-pipe batch`` refuses such a stage, since its tasks run side by side and
     all but one would find the port taken."""
+    wants_before: ClassVar[dict[str, str]] = {}
+    """Stage types whose output this one works on, each with what goes wrong where none is
+    before it in the graph: ``validate`` and ``run`` say it as a warning naming the stage (a
+    smoother with no tracker before it smooths nothing, and a whole run went by before it said so)."""
     thread_params: ClassVar[tuple[str, ...]] = ()
     """Names of the params that set how many threads the stage runs of its own: ``fer-pipe
     batch``, whose tasks each get one CPU from Ray, sets them to 1."""

@@ -95,6 +95,8 @@ class EpisodesSink(Sink):
     Params = EpisodesParams
     params: EpisodesParams
     reads = EXPRESSIONS
+    wants_before = {"smooth": "ends an episode where a track's smoothed label changes, and no smooth stage before "
+                              "it settles one: it writes no episode"}
     output_paths = ("path",)
     bind_params = ("publish",)
 

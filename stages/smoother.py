@@ -60,6 +60,8 @@ class Smoother(Stage):
     params: SmoothParams
     reads = EXPRESSIONS
     writes = EXPRESSIONS
+    wants_before = {"track": "smooths each face over its track, and no track stage before it gives faces a track "
+                             "id: smoothed_label and smoothed_confidence stay empty, and no episode is found"}
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _TrackState] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, fer_pipe
 from fer_pipe.cli import main
@@ -182,6 +183,28 @@ def test_a_detector_skipping_frames_with_no_tracker_after_it_is_warned_about(cap
         f"fer-pipe: WARNING: {REPO / 'configs' / 'video_to_csv.yaml'}: stage 'detector' (haar) looks at one frame "
         "in 3 (every_n), and no track stage after it carries the faces over the others: those frames are "
         "reported as having no face\n")
+
+
+def test_a_smoother_with_no_tracker_before_it_is_warned_about(tmp_path):
+    """A smoother with no track stage before it smooths nothing, and an episodes sink with no
+    smoother finds no episode: validate said ok, and a whole run went by before the smoother
+    said so (a live one, until it stopped)."""
+    config = tmp_path / "untracked.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "source": {"type": "video", "params": {"path": "a.mp4"}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "smoother": {"type": "smooth", "inputs": ["classifier"]},
+        "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}},
+        "episodes": {"type": "episodes", "inputs": ["classifier"], "params": {"path": "e.csv"}}}}))
+    done = fer_pipe("validate", str(config), "episodes")
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        f"fer-pipe: WARNING: {config}: stage 'episodes' (episodes) ends an episode where a track's smoothed label "
+        "changes, and no smooth stage before it settles one: it writes no episode",
+        f"fer-pipe: WARNING: {config}: stage 'smoother' (smooth) smooths each face over its track, and no track "
+        "stage before it gives faces a track id: smoothed_label and smoothed_confidence stay empty, and no episode "
+        "is found"]
 
 
 def test_a_bad_set_in_several_configs_names_each_config():

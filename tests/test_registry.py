@@ -51,6 +51,11 @@ class NoConsume(Sink):
     reads = FACES
 
 
+class WantsList(Stage):
+    reads = writes = FACES
+    wants_before = ["track"]
+
+
 class NoFrames(Source):
     pass
 
@@ -184,7 +189,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "csv-clash", "clashmod", NOT_A_STAGE, "csv = clashmod:Plain")
     _distribution(root, "loose-params", "loosemod", LOOSE_PARAMS, "loose = loosemod:Loose")
     _distribution(root, "breakers", "breakmod", CONTRACT_BREAKERS,
-                  "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\n"
+                  "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\nwantslist = breakmod:WantsList\n"
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
@@ -209,6 +214,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
             "fer_pipe.stage.StageParams subclass") in listed.stderr
     for line in ("'listreads' from distribution breakers: breakmod:ListReads.reads is ['faces']: a kind's name "
                  "(a str) or None",
+                 "'wantslist' from distribution breakers: breakmod:WantsList.wants_before is ['track']: a dict of "
+                 "stage type to what goes wrong without it",
                  "'noconsume' from distribution breakers: breakmod:NoConsume is a Sink but implements neither "
                  "consume() nor process()",
                  "'noframes' from distribution breakers: breakmod:NoFrames is a Source but does not implement "
