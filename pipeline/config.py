@@ -136,10 +136,11 @@ def config_path(path: str | Path) -> Path:
 
     ``webcam.yaml``, ``webcam`` or ``configs/webcam.yaml`` then works from any folder, also
     after a plain ``pip install`` that leaves no ``configs/`` folder to run the README's
-    commands from.
+    commands from, and from one holding a folder of that name (``fer-pipe demo --out demo``'s,
+    an ``episodes/`` for the results), which is no config.
     """
     path = Path(path)
-    if path.exists() or not _by_name(path):
+    if (path.exists() and not path.is_dir()) or not _by_name(path):
         return path
     if not path.suffix and path.with_suffix(".yaml").is_file():
         return path.with_suffix(".yaml")  # a NAME.yaml here is meant before the shipped one

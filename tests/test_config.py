@@ -127,6 +127,8 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
     assert [line.split(": ok")[0] for line in done.stdout.splitlines()] == [
         str(shipped_configs() / "webcam.yaml"), str(shipped_configs() / "video_to_csv.yaml"),
         str(shipped_configs() / "episodes.yaml"), "mine.yaml"]
+    (tmp_path / "episodes").mkdir()  # a folder of results, no config: it hid the shipped one
+    assert fer_pipe("validate", "episodes", cwd=tmp_path).stdout.startswith(f"{shipped_configs() / 'episodes.yaml'}: ok")
     (tmp_path / "webcam.yaml").write_text(GOOD)  # a file of that name here is the one meant
     assert fer_pipe("validate", "webcam.yaml", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")
     assert fer_pipe("validate", "webcam", cwd=tmp_path).stdout.startswith("webcam.yaml: ok (4 stages")  # bare too
