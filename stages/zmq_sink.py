@@ -23,7 +23,8 @@ class ZmqParams(StageParams):
     endpoint: str = Field("tcp://127.0.0.1:5556", description="where to bind: tcp://HOST:PORT or ipc://PATH")
     public: bool = Field(False, description="allow binding a non-loopback address (events leave the machine)")
     heartbeat_s: float = Field(0.0, ge=0, description="for frames without faces, send an event with no faces "
-                                                      "at most this often per source (0: never)")
+                                                      "at most this often per source, in wall-clock seconds "
+                                                      "(0: never)")
     sndhwm: int = Field(1000, ge=1, le=1_000_000, description="events queued per subscriber before dropping")
     wait_subscribers: int = Field(0, ge=0, le=1000, description="before the first event, wait until this many "
                                                                 "subscriptions have arrived")
