@@ -35,6 +35,7 @@ implement ``consume`` instead of ``process``.
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
@@ -265,6 +266,13 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     if item.source != source_id:
         raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
                         f"{source_id!r} (Packet(self.source_id, ...))")
+    index, timestamp = item.index, item.timestamp
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
+            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
+        raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
+                        "seconds")
     if last_index is not None and item.index <= last_index:
         raise TypeError(f"frames() yielded frame {item.index} after frame {last_index}; frame numbers must increase")
     image = item.image

@@ -129,9 +129,9 @@ class Faulty(Stage):
 
 
 class BrokenFramesParams(StageParams):
-    mode: Literal["float", "wrong_id", "repeat", "raise"] = Field(
+    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
-                             "again, or an OSError raised instead")
+                             "again, dated NaN, or an OSError raised instead")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
 
@@ -144,7 +144,7 @@ class BrokenFrames(Source):
         import numpy as np
 
         for i in range(self.params.count):
-            image, source, index = np.zeros((48, 64, 3), np.uint8), self.source_id, i
+            image, source, index, timestamp = np.zeros((48, 64, 3), np.uint8), self.source_id, i, i / 25
             if i == self.params.at:
                 if self.params.mode == "raise":
                     raise OSError("camera went away")
@@ -154,7 +154,9 @@ class BrokenFrames(Source):
                     source = "other"
                 if self.params.mode == "repeat":
                     index = i - 1
-            yield Packet(source, index, i / 25, image)
+                if self.params.mode == "nan_time":
+                    timestamp = float("nan")
+            yield Packet(source, index, timestamp, image)
 '''
 
 

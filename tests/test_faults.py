@@ -90,7 +90,9 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
               "frame is a uint8 array, H x W x 3 (BGR) or grey"),
     ("wrong_id", "TypeError: frames() yielded a packet of source 'other'; this source's packets carry 'source' "
                  "(Packet(self.source_id, ...))"),
-    ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase")])
+    ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase"),
+    # a NaN made every later smoothed value of its track NaN, and its CSV rows said "nan"
+    ("nan_time", "TypeError: frames() yielded frame 3 dated nan; a timestamp is a finite number of seconds")])
 def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_drains(plugin_env, tmp_path, mode,
                                                                                       line):
     """A plug-in source's bad frame was blamed on the stage that met it (the detector, on an
