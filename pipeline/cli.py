@@ -72,7 +72,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         _warn(graph)
         wiring = "; ".join(" -> ".join(chain) for chain in graph.chains())
-        print(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})")
+        print(printable(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})"))
     return status
 
 
@@ -80,7 +80,7 @@ def _warn(graph: Graph) -> None:
     from .graph import warnings
 
     for spec, message in warnings(graph):
-        print(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) {message}",
+        print(printable(f"fer-pipe: WARNING: {graph.origin}: stage {spec.name!r} ({spec.type_name}) {message}"),
               file=sys.stderr)
 
 

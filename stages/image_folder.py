@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 from pydantic import Field
 
-from fer_pipe.errors import InputError
+from fer_pipe.errors import InputError, printable
 from fer_pipe.messages import Packet
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.stage import Source, SourceParams
@@ -44,7 +44,7 @@ class ImageFolderSource(Source):
         if others:
             names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
             what = "file that is not an image" if len(others) == 1 else "files that are not images"
-            print(f"fer-pipe: image folder {root}: skipped {len(others)} {what}: {names}", file=sys.stderr)
+            print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what}: {names}"), file=sys.stderr)
 
     def length(self) -> int | None:
         return len(self._files)
@@ -57,10 +57,10 @@ class ImageFolderSource(Source):
             try:
                 image = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_COLOR)
             except InputError as exc:  # one image: skipped and said, as one that does not decode
-                print(f"fer-pipe: image folder: skipped {exc}", file=sys.stderr)
+                print(printable(f"fer-pipe: image folder: skipped {exc}"), file=sys.stderr)
                 continue
             if image is None:
-                print(f"fer-pipe: image folder: skipped {file}: not a readable image", file=sys.stderr)
+                print(printable(f"fer-pipe: image folder: skipped {file}: not a readable image"), file=sys.stderr)
                 continue
             read += 1
             yield Packet(source, index, index / self.params.fps, image, extra={"file": str(file.relative_to(root))})

@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
@@ -692,6 +693,31 @@ def test_a_name_with_a_line_break_or_an_escape_code_is_said_on_one_line_escaped(
                     f"csv.path={tmp_path / 'o.csv'}", "--quiet", cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (
         2, "fer-pipe: stage 'source' (video): video nope\\nline\\x1b[2J.mp4: no such file\n")
+
+
+def test_warnings_and_the_ok_line_write_a_name_with_a_line_break_or_an_escape_code_escaped(tmp_path):
+    """The error lines were escaped, but a warning and validate's ok line printed the config's
+    name as it came, and an image folder's skip line an image's: a line split in two, and an
+    escape code that acted on the terminal."""
+    config = tmp_path / "we\nird\x1b[2J.yaml"
+    config.write_text("stages: {s: {type: video, params: {path: a.mp4}}}\n")
+    done = fer_pipe("validate", str(config), timeout=60)
+    shown = str(config).replace("\n", "\\n").replace("\x1b", "\\x1b")
+    assert (done.returncode, done.stdout, done.stderr) == (
+        0, f"{shown}: ok (1 stages: s)\n",
+        f"fer-pipe: WARNING: {shown}: stage 's' (video) feeds no stage, so what it makes is dropped (a sink left "
+        "out, or a source missing from an inputs list?)\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (images / "bad\n\x1b[2J.png").write_bytes(b"not a png")
+    run = tmp_path / "run.yaml"
+    run.write_text(f"stages:\n  s: {{type: image_folder, params: {{path: '{images}'}}}}\n"
+                   "  d: {type: haar, inputs: [s]}\n  c: {type: classifier, inputs: [d]}\n"
+                   f"  csv: {{type: csv, inputs: [c], params: {{path: '{tmp_path / 'o.csv'}'}}}}\n")
+    done = fer_pipe("run", "--quiet", str(run), timeout=60)
+    assert (done.returncode, done.stderr) == (
+        0, f"fer-pipe: image folder: skipped {images}/bad\\n\\x1b[2J.png: not a readable image\n")
 
 
 def test_help_shows_the_defaults_of_options():
