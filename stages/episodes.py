@@ -67,6 +67,10 @@ class _Episode:
     count: int = 0
     peak: float = 0.0
 
+    def __post_init__(self) -> None:
+        if self.label not in EMOTIONS:  # a plug-in smoother's: said, rather than tuple.index's words
+            raise ValueError(f"a face's smoothed_label {self.label!r} is none of {', '.join(EMOTIONS)}")
+
     def add(self, observations: list[Observation]) -> None:
         column = EMOTIONS.index(self.label)
         for frame, time, probs in observations:
@@ -169,13 +173,12 @@ class EpisodesSink(Sink):
                  extra: dict[str, Any]) -> None:
         current = track.episode.label if track.episode else None
         if label != current:
-            since = extra["label_since"][0]
+            since = extra.get("label_since", obs)[0]  # a smoother that does not date its label: from now
             self._settle([o for o in track.pending if o[0] < since], track)
             self._close_episode(key, track)
             claimed = [o for o in track.pending if o[0] >= since] + [obs]
-            track.episode = _Episode(label, claimed[0][:2])
+            track.episode, track.pending = _Episode(label, claimed[0][:2]), []
             track.episode.add(claimed)
-            track.pending = []
         elif "challenger_since" in extra:
             since = extra["challenger_since"]
             self._settle([o for o in track.pending if o[0] < since], track)

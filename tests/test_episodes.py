@@ -55,6 +55,26 @@ def test_a_track_ends_when_the_tracker_stops_listing_it_though_the_frame_that_sa
     assert [(r["track_id"], r["end_frame"]) for r in rows] == [("1", "9"), ("2", "14")]
 
 
+def test_a_plugin_smoothers_label_without_its_date_starts_an_episode_and_a_bad_one_is_the_error(tmp_path):
+    """A plug-in smoother that set smoothed_label but not extra["label_since"] was a KeyError;
+    one whose label was no emotion left a half-made episode whose close then raised
+    ZeroDivisionError, in place of the error that said what was wrong."""
+    def smoothed(label: str, frames: range) -> list[Packet]:
+        packets = track(["happy"] * len(frames))
+        for i, packet in zip(frames, packets):
+            packet.index, packet.timestamp = i, i / FPS
+            face = packet.faces[0]
+            face.smoothed, face.smoothed_label = face.probs, label
+        return packets
+
+    path = tmp_path / "e.csv"
+    run_stage("episodes", smoothed("happy", range(20)), {"path": str(path)})
+    assert [(r["label"], r["start_frame"], r["end_frame"]) for r in csv.DictReader(path.open())] == [
+        ("happy", "0", "19")]
+    with pytest.raises(ValueError, match="a face's smoothed_label 'joy' is none of angry, disgust, "):
+        run_stage("episodes", smoothed("joy", range(3)), {"path": str(tmp_path / "f.csv")})
+
+
 @pytest.mark.parametrize("later", [4600.0, 400.0], ids=["outage", "clock-set-back"])
 def test_an_episode_ends_at_its_last_sighting_before_a_camera_outage_or_a_clock_step(tmp_path: Path,
                                                                                       later: float) -> None:
