@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from .messages import EMOTIONS, Packet
+from .messages import EMOTIONS, Packet, emotion_probs
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}
@@ -34,7 +34,7 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
                                  "label": face.label, "confidence": None, "probs": None}
         if face.probs is not None:
             entry["confidence"] = round(float(face.confidence), precision)
-            entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, face.probs)}
+            entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, emotion_probs(face))}
         smoothed = face.smoothed_confidence
         entry["smoothed_label"] = face.smoothed_label
         entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)

@@ -72,6 +72,16 @@ class Face:
         return float(self.smoothed[EMOTIONS.index(self.smoothed_label)])
 
 
+def emotion_probs(face: Face) -> np.ndarray:
+    """``face.probs``, which sinks write one column or field per emotion: a plug-in classifier's
+    of another length gave CSV rows short of columns, exit 0."""
+    probs = face.probs
+    if probs is None or len(probs) != len(EMOTIONS):
+        raise ValueError(f"a face's probs are {probs!r}, not one probability for each of the {len(EMOTIONS)} "
+                         f"emotions ({', '.join(EMOTIONS)})")
+    return probs
+
+
 @dataclass
 class Packet:
     """Everything known about one frame of one source.

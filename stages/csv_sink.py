@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput
 from fer_pipe.events import FRAME_COLUMNS
-from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, emotion_probs
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
@@ -73,7 +73,7 @@ class CsvSink(Sink):
             if face.probs is None:
                 row += [""] * (2 + len(EMOTIONS))
             else:
-                row += [face.label, f"{face.confidence:.{p}f}", *(f"{v:.{p}f}" for v in face.probs)]
+                row += [face.label, f"{face.confidence:.{p}f}", *(f"{v:.{p}f}" for v in emotion_probs(face))]
             smoothed = face.smoothed_confidence
             row += ["", ""] if smoothed is None else [face.smoothed_label, f"{smoothed:.{p}f}"]
             yield row

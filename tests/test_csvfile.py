@@ -190,3 +190,20 @@ def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_c
     refused = fer_pipe("run", str(config), "--quiet", *sets)
     assert refused.returncode == 2
     assert f"episodes {episodes}: exists with other columns; give a new file" in refused.stderr
+
+
+def test_a_face_whose_probs_are_not_seven_fails_the_csv_sink_and_the_event(tmp_path):
+    """A plug-in classifier's three probabilities gave CSV rows short of four columns, exit 0,
+    and events with three of the seven."""
+    import numpy as np
+
+    from fer_pipe.events import frame_event
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Face, Packet
+
+    packet = Packet("cam", 0, 0.0, faces=[Face((0, 0, 10, 10), np.array([0.2, 0.3, 0.5], np.float32))])
+    said = r"a face's probs are array\(\[0.2, 0.3, 0.5\], dtype=float32\), not one probability for each of the 7 "
+    with pytest.raises(ValueError, match=said):
+        run_stage("csv", [packet], {"path": str(tmp_path / "o.csv")})
+    with pytest.raises(ValueError, match=said):
+        frame_event(packet)
