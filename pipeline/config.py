@@ -269,7 +269,7 @@ def _where(origin: str, lines: Lines, *path: str) -> str:
     return origin
 
 
-def _pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple[str, ...], str]:
+def pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple[str, ...], str]:
     """The first problem's place and reason, an unknown parameter first: a misspelt required
     one (``pth`` for ``path``) was said to be missing, and the typo was not named."""
     errors = exc.errors()
@@ -448,7 +448,7 @@ def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, pr
     try:
         params = cls.Params.model_validate(dict(raw_params))
     except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-        loc, reason = (_pydantic_reason(exc, cls.Params.model_fields) if isinstance(exc, ValidationError) else
+        loc, reason = (pydantic_reason(exc, cls.Params.model_fields) if isinstance(exc, ValidationError) else
                        ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
         field = ".".join(("params", *loc))  # no loc: a check across several parameters
         where = _where(origin, lines, 'stages', name, 'params', *loc[:1])

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import ValidationError
 
 from .errors import ConfigError, UserError
 from .graph import Graph
@@ -51,7 +52,7 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
                name: str | None = None) -> Stage:
     """A stage instance with validated params, its file params' ``~`` expanded as in a run;
     ``stage`` is a class or a registered type name."""
-    from .config import expand_home
+    from .config import expand_home, pydantic_reason
     from .registry import registry
 
     if isinstance(stage, str):
@@ -62,7 +63,11 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
         cls = reg.types[stage]
     else:
         cls = stage
-    validated = cls.Params.model_validate(dict(params or {}))
+    try:  # the field and the reason, as a config's: pydantic's own report is a page per error
+        validated = cls.Params.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        loc, reason = pydantic_reason(exc, cls.Params.model_fields)
+        raise ConfigError(".".join(("params", *loc)) + f": {reason}") from None
     try:
         validated = expand_home(cls, validated)
     except ValueError as exc:  # a path no file can have: the param and why

@@ -17,6 +17,7 @@ from livetools import csv_rows
 
 from fer_pipe.api import BadInputFound, RunFailed, results
 from fer_pipe.errors import ConfigError, InputError, UserError
+from fer_pipe.inprocess import run_stage
 
 
 def test_results_stream_every_frame_of_a_real_clip_as_the_csv_has_them(short_clip, tmp_path):
@@ -49,6 +50,16 @@ def test_a_config_dict_and_stopping_early(short_clip):
     assert seen == [0, 1, 2, 3, 4]
     assert stream.result is not None and stream.result.exit_code == 130  # drained and closed, as on Ctrl-C
     assert event["faces"] and all(f["probs"] for f in event["faces"]) and event["source"] == "desk"
+
+
+def test_run_stage_with_a_bad_param_raises_a_config_error_naming_it():
+    """It raised pydantic's ValidationError, four lines and a link, where the CLI names the param."""
+    with pytest.raises(ConfigError) as bad:
+        run_stage("smooth", [], {"margin": 5})
+    assert str(bad.value) == "params.margin: Input should be less than or equal to 1"
+    with pytest.raises(ConfigError) as misspelt:
+        run_stage("smooth", [], {"margn": 0.1})
+    assert str(misspelt.value) == "params.margn: unknown parameter (did you mean 'margin'?)"
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):
