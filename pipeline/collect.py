@@ -32,7 +32,7 @@ import zmq
 from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .endpoints import ipv6_for
+from .endpoints import ipv6_for, is_loopback, tcp_host_port
 from .errors import InputError, OutputError, printable
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, decode, event_rows
 
@@ -135,8 +135,14 @@ class Collector:
         if pub is not None:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:
-            for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
+            for sock, address, flag, exposed in (
+                    (pull, self.bind, "--bind", "can write rows into its CSV"),
+                    (pub, self.publish, "--publish", "reads the events, unencrypted")):
                 if sock is not None:
+                    where = tcp_host_port(address)
+                    if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
+                        _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it "
+                             f"{exposed}")
                     try:
                         sock.bind(address)
                     except zmq.ZMQError as exc:

@@ -436,6 +436,19 @@ def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
     assert collector.tracker.sources["cam"].seq == written[-1]
 
 
+def test_a_collector_bound_beyond_loopback_warns_that_anyone_may_write_rows():
+    """Every other endpoint warns or refuses off loopback; the collector, which anyone who
+    reaches it can feed rows (PUSH/PULL has no CURVE here), said nothing. 192.0.2.1 is a
+    documentation address on no interface here, so the bind that follows fails."""
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", "tcp://192.0.2.1:5560",
+                           "--csv", "/dev/null"], capture_output=True, text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 2, done.stderr
+    assert lines[0] == ("fer-pipe collect: WARNING: --bind tcp://192.0.2.1:5560 is not a loopback address: anyone "
+                        "who can reach it can write rows into its CSV")
+    assert lines[1].startswith("fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: ")
+
+
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
