@@ -10,6 +10,7 @@ import inspect
 import sys
 import textwrap
 import traceback
+from collections.abc import Sequence
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -143,8 +144,20 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is the one line any other bad input gets (exit 2), saying where the help
     is, rather than argparse's usage block over several lines."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fer-pipe: {redact_urls(message)} (see {self.prog} --help)\n")  # it may quote a URL
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse's, but an argument no option takes sends to the sub-command's help, where
+        its options are (``--set source.path clip.mp4``), rather than to ``fer-pipe --help``."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            self.commands.get(getattr(parsed, "command", None), self).error(
+                f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "recognition as a pipeline of plug-in stages.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the same)")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices
 
     run = sub.add_parser("run", help="run a pipeline from a YAML config")
     run.add_argument("config", help="YAML graph: a file, or a shipped config by name (webcam.yaml)")

@@ -561,4 +561,4 @@ def test_a_config_error_that_quotes_the_url_masks_its_password(tmp_path):
     # a space after '=' makes the URL an argument of its own, which argparse's line quotes
     done = fer_pipe("validate", "rtsp", "--set", "source.url=", "rtsp://admin:S3cretPW@127.0.0.1/s", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (
-        2, "fer-pipe: unrecognized arguments: rtsp://admin:***@127.0.0.1/s (see fer-pipe --help)\n")
+        2, "fer-pipe: unrecognized arguments: rtsp://admin:***@127.0.0.1/s (see fer-pipe validate --help)\n")
