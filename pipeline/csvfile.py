@@ -78,6 +78,23 @@ def _last_record_end(tail: bytes, quotes: int) -> int | None:
     return None
 
 
+def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
+    """InputError unless the file at ``path``, to be continued, is missing, empty or a CSV of
+    ``header``'s columns: rows of other columns mixed into it are refused. Sinks call it in
+    ``preflight`` too, so that the line comes before any stage process starts."""
+    path = Path(path)
+    if not (path.is_file() and path.stat().st_size):
+        return
+    with open(path, newline="", encoding="utf-8") as existing:
+        try:
+            columns = next(csv.reader(existing), [])
+        except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
+            raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
+                             "give a new file") from None
+    if columns != list(header):
+        raise InputError(f"{what} {path}: exists with other columns; give a new file")
+
+
 class CsvOutput:
     """A CSV file written a group of rows at a time (a frame's faces, an episode, an event).
 
@@ -100,15 +117,8 @@ class CsvOutput:
         """
         path = Path(path)
         check_folder_of(path, what)
-        if append and path.is_file() and path.stat().st_size:
-            with open(path, newline="", encoding="utf-8") as existing:
-                try:
-                    columns = next(csv.reader(existing), [])
-                except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
-                    raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
-                                     "give a new file") from None
-                if columns != list(header):
-                    raise InputError(f"{what} {path}: exists with other columns; give a new file")
+        if append:
+            check_columns(path, what, header)
         fd = open_claimed(path, what, truncate=not append)
         if append:
             _end_with_a_whole_line(fd, path, what)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fer_pipe.csvfile import APPEND_HELP, CsvOutput
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.events import FRAME_COLUMNS
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, emotion_probs
 from fer_pipe.output_files import check_writable
@@ -46,6 +46,8 @@ class CsvSink(Sink):
     @classmethod
     def preflight(cls, params: CsvParams) -> None:
         check_writable(params.path, "csv")
+        if params.append:
+            check_columns(params.path, "csv", FRAME_COLUMNS + params.extra)
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "csv", FRAME_COLUMNS + self.params.extra, append=self.params.append)

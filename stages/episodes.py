@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import APPEND_HELP, CsvOutput
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.endpoints import check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
@@ -107,6 +107,8 @@ class EpisodesSink(Sink):
     @classmethod
     def preflight(cls, params: EpisodesParams) -> None:
         check_writable(params.path, "episodes")
+        if params.append:
+            check_columns(params.path, "episodes", EPISODE_FIELDS)
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
