@@ -114,6 +114,22 @@ def test_image_folder_layout_reads_classes_by_folder(tmp_path):
         load_split(tmp_path, "PublicTest")
 
 
+def test_image_folder_layout_refuses_a_folder_of_no_split_or_two_of_one(tmp_path):
+    """train/, test/ and val/ (a common layout): test/ was read as PublicTest and val/ left out
+    without a word, as was a folder of any other name."""
+    for split in ("train", "test", "val"):
+        (tmp_path / split / "happy").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / split / "happy" / "a.png"), np.full((48, 48), 100, np.uint8))
+    assert len(load_split(tmp_path, "Training").labels) == 1  # a split with one folder of its own is read
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path}: test and val are both PublicTest; keep one")):
+        load_split(tmp_path, "PublicTest")
+    (tmp_path / "val").rename(tmp_path / "validation")
+    with pytest.raises(InputError, match=re.escape(
+            f"{tmp_path / 'validation'}: not a split folder (expected train or training for Training; test or val "
+            "or publictest for PublicTest; privatetest for PrivateTest, in any case)")):
+        load_split(tmp_path, "PublicTest")
+
+
 def test_a_usage_is_read_in_any_case_and_a_usage_of_none_of_the_three_names_its_line(tmp_path):
     """'training ' (by hand, or another tool) was dropped without a word, as was any other value."""
     data = _random_csv(tmp_path / "data.csv", "Training", rows=4)
@@ -182,6 +198,9 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
                       "--extend-lr", "0.01", "--verbose", "0", timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"data: 600 training rows, 150 PublicTest rows from {fer2013}" in second.stderr
+    # TensorFlow's import logs and its converter's pages (~110 lines) buried train's own few
+    assert "Saved artifact" not in second.stdout and "TensorSpec" not in second.stdout
+    assert not [line for line in second.stderr.splitlines() if line.startswith(("I0000", "E0000", "WARNING: All"))]
     state = json.loads((out / "train_state.json").read_text())
     assert state["epochs_done"] == 8 and len(state["history"]["loss"]) == 8 and state["options"]["epochs"] == 8
     assert len(state["runs"]) == 2 and state["runs"][1]["from_epoch"] == 4
@@ -201,6 +220,19 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
                      "--usage", "PublicTest", "--json", timeout=900)
     assert again.returncode == 0
     assert 0.0 < json.loads(again.stdout)["accuracy"] <= 1.0
+
+
+def test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing_ones(capfd):
+    from fer_pipe.native_stderr import output_shown_on_failure
+
+    with output_shown_on_failure():
+        os.write(1, b"a page\n")  # keras's print reaches fd 1 as well, but for pytest's own capture of sys.stdout
+        os.write(2, b"a warning\n")
+    assert capfd.readouterr() == ("", "")
+    with pytest.raises(RuntimeError, match="conversion failed"), output_shown_on_failure():
+        os.write(2, b"why it failed\n")
+        raise RuntimeError("conversion failed")
+    assert capfd.readouterr() == ("", "why it failed\n")
 
 
 def _a_run_folder(path: Path, data: Path, **options) -> Path:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..messages import EMOTIONS
+from ..native_stderr import output_shown_on_failure
 from .data import FerSplit
 from .evaluate import evaluate
 
@@ -36,12 +37,13 @@ def export_tflite(model: keras.Model, path: Path, calibration: np.ndarray | None
     """TFLite export: float32, or int8 calibrated on ``calibration`` faces (float input and output)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if calibration is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = lambda: ([face[np.newaxis]] for face in calibration)
-    path.write_bytes(converter.convert())
+    with output_shown_on_failure():  # 50 lines a call that works: the tensors it saved, its own warnings
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if calibration is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = lambda: ([face[np.newaxis]] for face in calibration)
+        path.write_bytes(converter.convert())
 
 
 def plot_curves(history: dict, path: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
+from ..native_stderr import stderr_dropped
 from ..output_files import held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
@@ -266,7 +267,11 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             shutil.rmtree(out)  # a bad data file leaves no empty --out behind (but for the lock file)
         raise
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras
+    with stderr_dropped():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN, "no cuda
+        import keras  # drivers", a cuInit "error"; ten lines over train's own. Its errors still raise.
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
 
     from . import report
     from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
