@@ -127,9 +127,23 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
     return [FerSplit(np.stack(images[u]), np.array(labels[u], dtype=np.int64), u) for u in usages]
 
 
+def _split_folder(root: Path, usage: str) -> Path | None:
+    """The folder of split ``usage``, or None. A folder of no split, or two of one (``test/`` and
+    ``val/``), is an error: one was read and the other left out without a word."""
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    known = {name for names in _FOLDER_SPLITS.values() for name in names}
+    other = next((d for d in folders if d.name.lower() not in known), None)
+    if other is not None:
+        raise InputError(f"{other}: not a split folder (expected "
+                         f"{'; '.join(' or '.join(n) + f' for {u}' for u, n in _FOLDER_SPLITS.items())}, in any case)")
+    mine = [d for d in folders if d.name.lower() in _FOLDER_SPLITS[usage]]
+    if len(mine) > 1:
+        raise InputError(f"{root}: {' and '.join(d.name for d in mine)} are both {usage}; keep one")
+    return mine[0] if mine else None
+
+
 def _load_folder(root: Path, usage: str) -> FerSplit:
-    split_dir = next((d for d in sorted(root.iterdir()) if d.is_dir()
-                      and d.name.lower() in _FOLDER_SPLITS[usage]), None)
+    split_dir = _split_folder(root, usage)
     if split_dir is None:
         raise InputError(f"{root}: no folder for {usage} (expected one of "
                          f"{', '.join(_FOLDER_SPLITS[usage])})")
