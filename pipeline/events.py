@@ -8,7 +8,8 @@ so a subscriber filters by source with a plain prefix subscription.
 Schema version 1:
 - ``frame`` (topic ``emotion.<source>``): ``schema, type, source, frame, timestamp, faces``;
   each face ``face, x, y, w, h, track_id, label, confidence, probs`` (probs: emotion -> p),
-  ``smoothed_label, smoothed_confidence`` (None without a ``smooth`` stage or until it settles).
+  ``smoothed_label, smoothed_confidence`` (None without a ``smooth`` stage or until it settles),
+  and the keys the zmq sink's ``extra`` names (a face's extra data, else its frame's, else None).
 - ``episode`` (topic ``episode.<source>``): ``schema, type, source, track_id, label, start_frame,
   end_frame, start_time, end_time, duration_s, mean_confidence, peak_confidence``.
 - ``face_appeared`` / ``face_lost`` (topic ``face.<source>``): ``schema, type, source, track_id,
@@ -18,7 +19,10 @@ Additive changes (new fields) keep the version; renaming or removing a field bum
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
+
+import numpy as np
 
 from .messages import EMOTIONS, Packet, emotion_probs
 
@@ -26,7 +30,14 @@ SCHEMA_VERSION = 1
 TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}
 
 
-def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
+FACE_FIELDS = ("face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs", "smoothed_label",
+               "smoothed_confidence")
+"""A face's fields in a frame event, before any ``extra`` key."""
+
+
+def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``frame`` event of a packet; ``extra``: keys of a face's extra data (else its
+    frame's) to add to each face, as the csv sink adds them as columns."""
     faces = []
     for i, face in enumerate(packet.faces or []):
         x, y, w, h = (int(v) for v in face.box)
@@ -38,9 +49,19 @@ def frame_event(packet: Packet, precision: int = 4) -> dict[str, Any]:
         smoothed = face.smoothed_confidence
         entry["smoothed_label"] = face.smoothed_label
         entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
+        for key in extra:
+            entry[key] = _json_value(face.extra.get(key, packet.extra.get(key)))
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
             "timestamp": round(packet.timestamp, 3), "faces": faces}
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as JSON holds it: a number, text, true/false or null as it is (a numpy scalar
+    as its Python number), anything else as its text, as the csv sink writes it."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 FRAME_COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "track_id", "label",

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_form, check_private, tcp_host_port
 from fer_pipe.errors import InputError
-from fer_pipe.events import frame_event
+from fer_pipe.events import FACE_FIELDS, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
@@ -34,8 +34,18 @@ class ZmqParams(StageParams):
     curve_clients: str = Field("", description="folder of client public keys allowed to subscribe "
                                                "(empty: any client that knows the server key)")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+    extra: list[str] = Field([], description="keys of a face's or its frame's extra data to add to each face "
+                                             "of an event (image_folder sets file: the image's path)")
 
     _endpoint_form = field_validator("endpoint")(check_form)
+
+    @field_validator("extra")
+    @classmethod
+    def _new_fields(cls, keys: list[str]) -> list[str]:
+        taken = [k for i, k in enumerate(keys) if k in FACE_FIELDS or k in keys[:i]]
+        if taken:
+            raise ValueError(f"{taken[0]!r} is a face's field already")
+        return keys
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> ZmqParams:
@@ -92,7 +102,7 @@ class ZmqSink(Sink):
             beat = self.params.heartbeat_s
             if not beat or packet.captured - self._last_sent.get(packet.source, -beat) < beat:
                 return
-        if self._publisher.send(frame_event(packet, self.params.precision)):
+        if self._publisher.send(frame_event(packet, self.params.precision, self.params.extra)):
             self._last_sent[packet.source] = packet.captured
         self.dropped = self._publisher.dropped
 

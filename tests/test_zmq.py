@@ -20,7 +20,7 @@ import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
 
-from fer_pipe.errors import InputError
+from fer_pipe.errors import ConfigError, InputError
 from fer_pipe.messages import EMOTIONS
 
 FACE_FIELDS = {"face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs"}
@@ -279,6 +279,34 @@ def test_zmq_sink_drops_and_counts_instead_of_blocking(tmp_path, capfd):
     assert 0 < sink.dropped < 20000
     assert f"zmq sink 'zmq': {sink.dropped} of 20000 events dropped (subscribers too slow; sndhwm 10)" in \
         capfd.readouterr().err
+
+
+def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of_an_event():
+    """A plug-in's per-face score reached the CSV (csv.extra) but no event: a subscriber across
+    the network could not see it. A key the frame alone has (image_folder's file) fills every
+    face; one nobody has is null; a value JSON has no word for is its text, as in the CSV."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Face, Packet
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1, "extra": ["blur", "file", "none"]})
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint)
+    try:
+        sink.open()
+        faces = [Face((1, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": np.float32(0.5)}),
+                 Face((9, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": {1, 2}, "file": "own.png"})]
+        sink.consume(Packet("cam1", 0, 0.0, faces=faces, extra={"file": "a.png"}))
+        sink.close()
+        events = drain(sock)
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert [{k: f[k] for k in ("face", "blur", "file", "none")} for f in json.loads(events[0][1])["faces"]] == [
+        {"face": 0, "blur": 0.5, "file": "a.png", "none": None}, {"face": 1, "blur": "{1, 2}", "file": "own.png",
+                                                                  "none": None}]
+    with pytest.raises(ConfigError, match="params.extra: 'label' is a face's field already"):
+        make_stage("zmq", {"extra": ["label"]})
 
 
 def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_others(tmp_path):
