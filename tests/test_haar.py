@@ -10,6 +10,7 @@ import pytest
 from conftest import crossing_faces, fer_pipe, read_frames, write_video
 from fer_pipe.boxes import iou_matrix
 from fer_pipe.config import load_graph
+from fer_pipe.errors import ConfigError
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.messages import Packet
 from fer_pipe.runner import Runner
@@ -186,7 +187,7 @@ def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_the_window(
     assert done.stderr.endswith(" with --set detector.min_size=16: stage 'detector' (haar): params: min_size 16 is "
                                 "below the 24 px window of cascade haarcascade_frontalface_default.xml, the smallest "
                                 "face it finds; give 24 or more\n"), done.stderr
-    with pytest.raises(ValueError, match="min_size 16 is below the 24 px window"):
+    with pytest.raises(ConfigError, match="params: min_size 16 is below the 24 px window"):
         make_stage("haar", {"min_size": 16})  # run_stage and batch tasks too
     HaarDetector.preflight(HaarParams(min_size=24))
     HaarDetector.preflight(HaarParams(cascade="haarcascade_frontalface_alt2.xml", min_size=20))
