@@ -578,7 +578,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: v for k, v in asdict(r).items() if k not in ("bad_input", "failed_at") and (k != "partial" or v)}
+        "inputs": [{k: redact_urls(v) if k in ("input", "error") and v else v for k, v in asdict(r).items()
+                    if k not in ("bad_input", "failed_at") and (k != "partial" or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse

@@ -22,8 +22,10 @@ def redact(url: str) -> str:
     the last ``@`` before the path, as FFmpeg reads it: a password may hold an ``@``, and a
     query may too. Credentials given as ``name=value`` in the path or the query are masked too."""
     parts = urlsplit(url)
-    if parts.password is None and HIDDEN_USERINFO.match(url):
-        return redact(HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
+    if parts.password is None or "@" in parts.fragment:  # a password urlsplit cut at its '/', '?' or '#'
+        masked = HIDDEN_USERINFO.sub(r"\1:***@", url, count=1)
+        if masked != url:
+            url, parts = masked, urlsplit(masked)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
@@ -43,10 +45,13 @@ through ``pathlib`` as ``rtsp:/admin:pw@host``."""
 UNPARSED_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/@]*):[^/]*@", re.IGNORECASE)
 """The password of a URL urlsplit cannot read: to the last ``@`` before the path, as ``redact``'s."""
 
-HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@]*):[^@=&]*@", re.IGNORECASE)
-"""A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``), where urlsplit
-ends the host and finds no user: up to the last ``@``, but not across a ``name=value`` (a query
-such as ``cam:554/s1?channel=a:b@c``, whose host and port stay readable)."""
+HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@\s]*):\S*@", re.IGNORECASE)
+"""A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``, a base64 one's
+``/`` and ``==``), where urlsplit ends the host and finds no password: up to the last ``@``.
+Which a URL means is not in the text (``rtsp://admin:8554/x@cam`` is also host ``admin``, port
+8554), so an ``@`` later in a URL without a password masks what stands before it, host and port
+with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log line loses a
+readable host rather than show a password."""
 
 
 def redact_urls(text: str) -> str:

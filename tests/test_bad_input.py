@@ -674,6 +674,7 @@ def test_debug_masks_the_passwords_its_traceback_quotes():
     ("rtsp://admin:se#cret99@10.0.0.5/live", "not a URL this can open: its port is not a number from 0 to 65535 "
                                              "(a '/', '?' or '#' in a password is written %2F, %3F, %23)"),
     ("rtsp://", "a rtsp URL needs a host (rtsp://host/path)"),
+    ("rtsp:///admin:S3cret@cam/s", "a rtsp URL needs a host (rtsp://host/path)"),  # was a RecursionError
     ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")])
 def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(url, said):
     """rtsp://[::1 failed in the stage's process after every stage had started (exit 1,
