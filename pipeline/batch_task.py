@@ -96,8 +96,8 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
                                  "realtime": False}),
                         (sink, {"path": str(csv_path)})):
         params = stages[name].get("params")
-        if params is None or isinstance(params, dict):  # params of another kind: the config check names them
-            stages[name]["params"] = {**(params or {}), **given}
+        if not params or isinstance(params, dict):  # params of another kind: the config check names them
+            stages[name]["params"] = {**(params or {}), **given}  # [] and "" are none, as config's check takes them
     return data
 
 

@@ -543,6 +543,9 @@ def test_a_config_whose_video_or_csv_params_are_no_mapping_is_one_line_before_an
                     env=LOOPBACK_RAY, timeout=120)
     assert (done.returncode, done.stderr) == (2, fer_pipe("validate", str(path)).stderr)
     assert done.stderr.endswith(f"stage {stage!r} ({config['stages'][stage]['type']}): params must be a mapping\n")
+    config["stages"][stage]["params"] = []  # none, as validate takes it: batch's own path was said to be missing
+    made = job_config(config, str(path), Job("a.mp4", "a"), tmp_path / "a.csv")["stages"][stage]["params"]
+    assert made["path"] == {"source": "a.mp4", "csv": str(tmp_path / "a.csv")}[stage]
     assert not (tmp_path / "out").exists()
 
 
@@ -726,6 +729,9 @@ def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path):
     shipped = settings()
     assert first_difference(shipped, settings(f"classifier.model={model}")) is None
     assert settings()["detector"]["params"]["cascade"] == "haarcascade_frontalface_default.xml"
+    older = {**shipped, "classifier": {**shipped["classifier"], "params": {  # recorded by path, before digests
+        **shipped["classifier"]["params"], "model": str(DEFAULT_MODEL)}}}
+    assert first_difference(older, shipped) is None
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     why = first_difference(shipped, settings(f"classifier.model={model}"))
     assert re.fullmatch(r"stage 'classifier' \(classifier\) model was a file of sha256:[0-9a-f]{12}…, "
