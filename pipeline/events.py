@@ -19,7 +19,8 @@ Additive changes (new fields) keep the version; renaming or removing a field bum
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -58,9 +59,12 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
 
 def _json_value(value: Any) -> Any:
     """``value`` as JSON holds it: a number, text, true/false or null as it is (a numpy scalar
-    as its Python number), anything else as its text, as the csv sink writes it."""
+    as its Python number), anything else as its text, as the csv sink writes it. NaN and
+    infinity are null: written as such, the event was no JSON outside Python's reader."""
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
@@ -69,6 +73,19 @@ FRAME_COLUMNS = ["source", "frame", "timestamp", "face", "x", "y", "w", "h", "tr
 """The per-frame CSV's columns, one row per face, as the csv sink writes them and the collector
 and ``subscribe`` rebuild them from events. ``smoothed_*``: a smoother's settled label and its
 smoothed probability; empty without one."""
+
+EVENT_NAMES = frozenset({"schema", "type", "faces", *FRAME_COLUMNS, *FACE_FIELDS})
+"""Every name a frame event or the CSV rows made of it use: none may be an ``extra`` key (a
+face's ``source`` replaced the frame's in ``subscribe --format csv``)."""
+
+
+def free_names(keys: list[str], taken: Collection[str], what: str) -> list[str]:
+    """A sink's ``extra`` keys, unless one is ``taken`` or given twice: ValueError naming it."""
+    clash = next((k for i, k in enumerate(keys) if k in taken or k in keys[:i]), None)
+    if clash is not None:
+        raise ValueError(f"{clash!r} is {what} already")
+    return keys
+
 
 EPISODE_FIELDS = ("source", "track_id", "label", "start_frame", "end_frame", "start_time", "end_time",
                   "duration_s", "mean_confidence", "peak_confidence")

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
-from fer_pipe.events import FRAME_COLUMNS
+from fer_pipe.events import FRAME_COLUMNS, free_names
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, emotion_probs
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
@@ -24,10 +24,7 @@ class CsvParams(StageParams):
     @field_validator("extra")
     @classmethod
     def _new_columns(cls, keys: list[str]) -> list[str]:
-        taken = [k for i, k in enumerate(keys) if k in FRAME_COLUMNS or k in keys[:i]]
-        if taken:
-            raise ValueError(f"{taken[0]!r} is a column already")
-        return keys
+        return free_names(keys, FRAME_COLUMNS, "a column")
 
 
 class CsvSink(Sink):

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_form, check_private, tcp_host_port
 from fer_pipe.errors import InputError
-from fer_pipe.events import FACE_FIELDS, frame_event
+from fer_pipe.events import EVENT_NAMES, free_names, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
@@ -42,10 +42,7 @@ class ZmqParams(StageParams):
     @field_validator("extra")
     @classmethod
     def _new_fields(cls, keys: list[str]) -> list[str]:
-        taken = [k for i, k in enumerate(keys) if k in FACE_FIELDS or k in keys[:i]]
-        if taken:
-            raise ValueError(f"{taken[0]!r} is a face's field already")
-        return keys
+        return free_names(keys, EVENT_NAMES, "a field of the event or a column of its rows")
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> ZmqParams:

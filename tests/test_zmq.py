@@ -20,6 +20,7 @@ import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
 from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
 
+from fer_pipe.events import FACE_FIELDS as EVENT_FACE_FIELDS
 from fer_pipe.errors import ConfigError, InputError
 from fer_pipe.messages import EMOTIONS
 
@@ -90,6 +91,7 @@ def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(
         assert (event["schema"], event["type"], event["source"]) == (1, "frame", "cam1")
         for face in event["faces"]:
             assert FACE_FIELDS <= set(face) and face["label"] in EMOTIONS
+            assert tuple(face) == EVENT_FACE_FIELDS  # the names the sink's extra may not take
             assert list(face["probs"]) == list(EMOTIONS)
             assert math.isclose(sum(face["probs"].values()), 1.0, abs_tol=1e-3)
             assert face["confidence"] == max(face["probs"].values())
@@ -295,7 +297,7 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
     try:
         sink.open()
         faces = [Face((1, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": np.float32(0.5)}),
-                 Face((9, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": {1, 2}, "file": "own.png"})]
+                 Face((9, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": {1, 2}, "file": "own.png", "none": float("nan")})]
         sink.consume(Packet("cam1", 0, 0.0, faces=faces, extra={"file": "a.png"}))
         sink.close()
         events = drain(sock)
@@ -305,8 +307,10 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
     assert [{k: f[k] for k in ("face", "blur", "file", "none")} for f in json.loads(events[0][1])["faces"]] == [
         {"face": 0, "blur": 0.5, "file": "a.png", "none": None}, {"face": 1, "blur": "{1, 2}", "file": "own.png",
                                                                   "none": None}]
-    with pytest.raises(ConfigError, match="params.extra: 'label' is a face's field already"):
-        make_stage("zmq", {"extra": ["label"]})
+    for taken in ("label", "source", "timestamp", "p_happy"):  # a face's source blanked the CSV rows' source
+        with pytest.raises(ConfigError, match=f"params.extra: '{taken}' is a field of the event or a column of its "
+                                              "rows already"):
+            make_stage("zmq", {"extra": [taken]})
 
 
 def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_others(tmp_path):
