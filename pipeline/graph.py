@@ -166,8 +166,10 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
                  "from an inputs list?)") for s in graph.ends() if not issubclass(s.cls, Sink)]
     for name in graph.order():
         spec, after = graph.stages[name], graph.downstream(name) - {name}
-        before = {graph.stages[n].type_name for n in graph.upstream(name) - {name}}
-        found += [(spec, why) for kind, why in spec.cls.wants_before.items() if kind not in before]
+        if spec.cls.wants_before:
+            before = {kind for n in graph.upstream(name) - {name}
+                      for kind in (graph.stages[n].type_name, *graph.stages[n].cls.provides)}
+            found += [(spec, why) for kind, why in spec.cls.wants_before.items() if kind not in before]
         try:
             said = spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})
             lines = [said] if isinstance(said, str) else list(said)

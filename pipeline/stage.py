@@ -102,6 +102,10 @@ class Stage:
     """Stage types whose output this one works on, each with what goes wrong where none is
     before it in the graph: ``validate`` and ``run`` say it as a warning naming the stage (a
     smoother with no tracker before it smooths nothing, and a whole run went by before it said so)."""
+    provides: ClassVar[tuple[str, ...]] = ()
+    """The stage types this one stands in for where another wants one before it: a plug-in
+    tracker says ``("track",)`` (the built-in ``track`` and ``smooth`` say their own, so that a
+    subclass registered under another name still counts)."""
     thread_params: ClassVar[tuple[str, ...]] = ()
     """Names of the params that set how many threads the stage runs of its own: ``fer-pipe
     batch``, whose tasks each get one CPU from Ray, sets them to 1."""

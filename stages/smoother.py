@@ -62,6 +62,7 @@ class Smoother(Stage):
     params: SmoothParams
     reads = EXPRESSIONS
     writes = EXPRESSIONS
+    provides = ("smooth",)
     wants_before = {"track": "smooths each face over its track, and no track stage before it gives faces a track "
                              "id: smoothed_label and smoothed_confidence stay empty, and no episode is found"}
 

@@ -159,6 +159,7 @@ class FaceTracker(Stage):
     params: TrackParams
     reads = FACES
     writes = FACES
+    provides = ("track",)
 
     def open(self) -> None:
         # SciPy is imported here, not with the module: every command imports every stage's

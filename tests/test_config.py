@@ -199,6 +199,11 @@ def test_a_smoother_with_no_tracker_before_it_is_warned_about(tmp_path):
         "smoother": {"type": "smooth", "inputs": ["classifier"]},
         "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}},
         "episodes": {"type": "episodes", "inputs": ["classifier"], "params": {"path": "e.csv"}}}}))
+    from fer_pipe.config import build_graph
+    from fer_pipe.graph import warnings
+    from fer_pipe.registry import registry
+    from fer_pipe.stages.tracker import FaceTracker
+
     done = fer_pipe("validate", str(config), "episodes")
     assert done.returncode == 0
     assert done.stderr.splitlines() == [
@@ -207,6 +212,19 @@ def test_a_smoother_with_no_tracker_before_it_is_warned_about(tmp_path):
         f"fer-pipe: WARNING: {config}: stage 'smoother' (smooth) smooths each face over its track, and no track "
         "stage before it gives faces a track id: smoothed_label and smoothed_confidence stay empty, and no episode "
         "is found"]
+    # a tracker of another name that says it stands in for track (here the built-in's subclass) counts
+    registry().types["mytracker"] = type("MyTracker", (FaceTracker,), {})
+    try:
+        graph = build_graph({"stages": {
+            "source": {"type": "video", "params": {"path": "a.mp4"}},
+            "detector": {"type": "haar", "inputs": ["source"]},
+            "tracker": {"type": "mytracker", "inputs": ["detector"]},
+            "classifier": {"type": "classifier", "inputs": ["tracker"]},
+            "smoother": {"type": "smooth", "inputs": ["classifier"]},
+            "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}}}}, {}, "<dict>")
+        assert warnings(graph) == []
+    finally:
+        del registry().types["mytracker"]
 
 
 def test_a_bad_set_in_several_configs_names_each_config():
