@@ -152,12 +152,16 @@ def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_lin
     (5, ["a,b", "1,2"], 6),  # inside a quoted field, after its line break: the field was left open
     (6, ["a,b", "1,2"], 5),  # just after that line break: the file ended in a line end, and no word was said
     (1, ["a,b", "1,2", "cam\nA,4"], 0)])  # between a whole row's \r and \n: the row was dropped
-def test_appending_cuts_back_to_a_line_end_outside_quotes(tmp_path, capfd, cut, kept, said):
+@pytest.mark.parametrize("rows_before", [0, 150_000], ids=["small", "over-the-tail-read"])
+def test_appending_cuts_back_to_a_line_end_outside_quotes(tmp_path, capfd, cut, kept, said, rows_before):
     """A source id or a file name may hold a line break, inside a quoted field: a run cut off
-    after it left the field open, and every row appended after was read as part of it."""
+    after it left the field open, and every row appended after was read as part of it. In a
+    file over the MiB read from its end, the quotes before it count too; a quote in a row
+    there (an id with a comma) leaves parity as it was."""
     path = tmp_path / "e.csv"
     with CsvOutput(path, "episodes", ("a", "b")) as out:
-        out.write([(1, 2), ("cam\nA", 4)])
+        out.write([(1, 2)] + [("c,1", 2)] * rows_before + [("cam\nA", 4)])
+    kept = kept[:2] + ["c,1,2"] * rows_before + kept[2:]
     path.write_bytes(path.read_bytes()[:-cut])
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(5, 6)])
