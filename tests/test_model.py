@@ -123,6 +123,10 @@ def test_image_folder_layout_refuses_a_folder_of_no_split_or_two_of_one(tmp_path
     assert len(load_split(tmp_path, "Training").labels) == 1  # a split with one folder of its own is read
     with pytest.raises(InputError, match=re.escape(f"{tmp_path}: test and val are both PublicTest; keep one")):
         load_split(tmp_path, "PublicTest")
+    (tmp_path / "__MACOSX" / "train").mkdir(parents=True)  # left by unzipping a Mac's archive: no split
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'test'}: holds class folders, not split folders; "
+                                                   "give the folder that holds it and its other splits")):
+        load_split(tmp_path / "test", "PublicTest")  # a split given for the data: its class folders were blamed
     (tmp_path / "val").rename(tmp_path / "validation")
     with pytest.raises(InputError, match=re.escape(
             f"{tmp_path / 'validation'}: not a split folder (expected train or training for Training; test or val "

@@ -130,9 +130,12 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
 def _split_folder(root: Path, usage: str) -> Path | None:
     """The folder of split ``usage``, or None. A folder of no split, or two of one (``test/`` and
     ``val/``), is an error: one was read and the other left out without a word."""
-    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "__")))  # __MACOSX
     known = {name for names in _FOLDER_SPLITS.values() for name in names}
     other = next((d for d in folders if d.name.lower() not in known), None)
+    if other is not None and all(d.name.lower() in EMOTIONS for d in folders):
+        raise InputError(f"{root}: holds class folders, not split folders; give the folder that holds it and its "
+                         "other splits (train/, test/)")
     if other is not None:
         raise InputError(f"{other}: not a split folder (expected "
                          f"{'; '.join(' or '.join(n) + f' for {u}' for u, n in _FOLDER_SPLITS.items())}, in any case)")
