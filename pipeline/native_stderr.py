@@ -35,12 +35,13 @@ def output_shown_on_failure() -> Iterator[None]:
     """File descriptors 1 and 2 go to a scratch file for the duration, whose text is written to
     stderr only if the block raises: for a library that prints pages on every call that works
     (TensorFlow's converter: a "Saved artifact" listing of 90 tensors, its own warnings), and
-    whose words matter only when it fails."""
+    whose words matter only when it fails (raises: a native abort, such as TensorFlow's on a
+    CPU it was not built for, ends the process with them unsaid; a Ctrl-C is no failure of its)."""
     with tempfile.TemporaryFile() as scratch:
         try:
             with _output_to(scratch.fileno()):
                 yield
-        except BaseException:
+        except Exception:
             scratch.seek(0)
             sys.stderr.write(scratch.read().decode("utf-8", "replace"))
             raise
@@ -48,21 +49,17 @@ def output_shown_on_failure() -> Iterator[None]:
 
 @contextmanager
 def _output_to(fd: int) -> Iterator[None]:
-    """File descriptors 1 and 2 point at ``fd`` for the duration, what Python buffered for them
-    flushed on each side."""
+    """File descriptors 1 and 2 point at ``fd`` for the duration."""
     sys.stdout.flush()
-    sys.stderr.flush()
-    saved = (os.dup(1), os.dup(2))
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for target, copy in zip((1, 2), saved):
-            os.dup2(copy, target)
-            os.close(copy)
+    with stderr_to(fd):
+        saved = os.dup(1)
+        try:
+            os.dup2(fd, 1)
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 class StderrCapture:

@@ -237,6 +237,10 @@ def test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing
         os.write(2, b"why it failed\n")
         raise RuntimeError("conversion failed")
     assert capfd.readouterr() == ("", "why it failed\n")
+    with pytest.raises(KeyboardInterrupt), output_shown_on_failure():  # a Ctrl-C: no pages on the terminal
+        os.write(1, b"a page\n")
+        raise KeyboardInterrupt
+    assert capfd.readouterr() == ("", "")
 
 
 def _a_run_folder(path: Path, data: Path, **options) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
-from ..native_stderr import stderr_dropped
+from ..native_stderr import output_shown_on_failure
 from ..output_files import held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
@@ -267,8 +267,8 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             shutil.rmtree(out)  # a bad data file leaves no empty --out behind (but for the lock file)
         raise
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with stderr_dropped():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN, "no cuda
-        import keras  # drivers", a cuInit "error"; ten lines over train's own. Its errors still raise.
+    with output_shown_on_failure():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN,
+        import keras  # "no cuda drivers", a cuInit "error"; ten lines over train's own, shown if the import fails
         import tensorflow as tf
 
         tf.config.list_physical_devices()
