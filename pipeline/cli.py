@@ -144,19 +144,23 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is the one line any other bad input gets (exit 2), saying where the help
     is, rather than argparse's usage block over several lines."""
 
-    commands: dict[str, argparse.ArgumentParser] = {}
+    commands: dict[str, argparse.ArgumentParser] | None = None
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"fer-pipe: {redact_urls(message)} (see {self.prog} --help)\n")  # it may quote a URL
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:
-        """As argparse's, but an argument no option takes sends to the sub-command's help, where
-        its options are (``--set source.path clip.mp4``), rather than to ``fer-pipe --help``."""
+        """As argparse's, but an argument no option takes after the sub-command's name sends to
+        its help, where its options are (``--set source.path clip.mp4``), rather than to
+        ``fer-pipe --help``, which stays the pointer for one before it (``--bogus run``)."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            self.commands.get(getattr(parsed, "command", None), self).error(
-                f"unrecognized arguments: {' '.join(extra)}")
+            given = list(sys.argv[1:] if args is None else args)
+            command = getattr(parsed, "command", None)
+            after = given[given.index(command) + 1:] if command in given else []
+            chosen = (self.commands or {}).get(command) if all(arg in after for arg in extra) else None
+            (chosen or self).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed
 
 

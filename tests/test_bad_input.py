@@ -721,6 +721,14 @@ def test_warnings_and_the_ok_line_write_a_name_with_a_line_break_or_an_escape_co
         0, f"fer-pipe: image folder: skipped {images}/bad\\n\\x1b[2J.png: not a readable image\n")
 
 
+def test_an_argument_no_option_takes_points_to_the_help_that_lists_its_options():
+    """'--set source.path clip.mp4' (a space for '=') pointed at fer-pipe --help, which has no
+    word of --set; one given before the sub-command still points there."""
+    assert fer_pipe("run", "video_to_csv", "--set", "source.path", "clip.mp4").stderr == (
+        "fer-pipe: unrecognized arguments: clip.mp4 (see fer-pipe run --help)\n")
+    assert fer_pipe("--bogus", "run", "demo").stderr == "fer-pipe: unrecognized arguments: --bogus (see fer-pipe --help)\n"
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
