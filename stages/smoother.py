@@ -2,9 +2,9 @@
 
 The average is exponential with a time constant in seconds, weighted by the time between a
 track's observations (``1 - exp(-dt / tau)``), so it means the same at 10 and at 30 fps, to
-within a frame (each observation stands for the time since the one before: a change at 1.0 s
-settles at 1.200 s at 10 fps and 1.267 s at 30), and across frames where the track was not seen
-(the one after such a gap weighs for all of it). Frames dated alike add nothing. A smoothed argmax alone still flickers when two
+within a frame (each observation stands for the time since the one before, so a change is
+taken up to a frame's time sooner at the lower rate), and across frames where the track was
+not seen (the one after such a gap weighs for all of it). Frames dated alike add nothing. A smoothed argmax alone still flickers when two
 classes run close, so the label has hysteresis: another class takes over only after it has led
 the current label by ``margin`` for ``hold_s`` seconds. A new track's first label settles once
 one class has led for ``hold_s``. The defaults are the fastest of a grid tried on the
