@@ -2,14 +2,15 @@
 
 The average is exponential with a time constant in seconds, weighted by the time between a
 track's observations (``1 - exp(-dt / tau)``), so it means the same at 10 and at 30 fps, to
-within a frame (each observation stands for the time since the one before, so a change is
-taken up to a frame's time sooner at the lower rate), and across frames where the track was
-not seen (the one after such a gap weighs for all of it). Frames dated alike add nothing. A smoothed argmax alone still flickers when two
-classes run close, so the label has hysteresis: another class takes over only after it has led
-the current label by ``margin`` for ``hold_s`` seconds. A new track's first label settles once
-one class has led for ``hold_s``. The defaults are the fastest of a grid tried on the
-WolfgangLanger clip with ``tools/flicker.py``: with the shipped model every setting left only
-the clip's own changes, and these report the happy onset soonest (README, "Flicker figures").
+within a frame (each observation stands for the time since the one before, so a change is taken
+up to a frame's time sooner at the lower rate), and across frames where the track was not seen
+(the one after such a gap weighs for all of it). Frames dated alike add nothing. A smoothed
+argmax alone still flickers when two classes run close, so the label has hysteresis: another
+class takes over only after it has led the current label by ``margin`` for ``hold_s`` seconds. A
+new track's first label settles once one class has led for ``hold_s``. The defaults are the
+fastest of a grid tried on the WolfgangLanger clip with ``tools/flicker.py``: with the shipped
+model every setting left only the clip's own changes, and these report the happy onset soonest
+(README, "Flicker figures").
 
 On each face with a track id: ``face.smoothed`` (the 7 averaged probabilities),
 ``face.smoothed_label`` (None until settled), and in ``face.extra``: ``label_since``, the
