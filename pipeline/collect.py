@@ -135,14 +135,13 @@ class Collector:
         if pub is not None:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:
-            for sock, address, flag, exposed in (
-                    (pull, self.bind, "--bind", "can write rows into its CSV"),
-                    (pub, self.publish, "--publish", "reads the events, unencrypted")):
+            for address, flag, exposed in ((self.bind, "--bind", "can write rows into its CSV"),
+                                           (self.publish, "--publish", "reads the events, unencrypted")):
+                where = tcp_host_port(address) if address else None
+                if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
+                    _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it {exposed}")
+            for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
                 if sock is not None:
-                    where = tcp_host_port(address)
-                    if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
-                        _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it "
-                             f"{exposed}")
                     try:
                         sock.bind(address)
                     except zmq.ZMQError as exc:

@@ -706,3 +706,22 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
     mark.value = time.monotonic() - 200  # stuck as long, but the supervisor did not look for 300 s:
     runner._last_look -= 300  # the machine, or the VM, was paused (or its clock jumped)
     assert look() is None and look() is None
+
+
+@pytest.mark.parametrize("index, timestamp, said", [
+    (0.5, 0.0, "frames() yielded frame number 0.5; a frame number is an int"),
+    (True, 0.0, "frames() yielded frame number True; a frame number is an int"),
+    (0, None, "frames() yielded frame 0 dated None; a timestamp is a finite number of seconds"),
+    (0, float("inf"), "frames() yielded frame 0 dated inf; a timestamp is a finite number of seconds"),
+    (0, False, "frames() yielded frame 0 dated False; a timestamp is a finite number of seconds")])
+def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(index, timestamp, said):
+    """A None timestamp failed later, in the csv sink's format string, blamed on it; an index of
+    0.5 or True went into the CSV."""
+    import numpy as np
+
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import frame_of
+
+    with pytest.raises(TypeError, match=re.escape(said)):
+        frame_of("cam", Packet("cam", index, timestamp, np.zeros((4, 4, 3), np.uint8)), None)
+    assert frame_of("cam", Packet("cam", np.int64(3), np.float32(0.5)), 2).index == 3  # numpy's numbers are numbers

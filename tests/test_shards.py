@@ -441,12 +441,16 @@ def test_a_collector_bound_beyond_loopback_warns_that_anyone_may_write_rows():
     reaches it can feed rows (PUSH/PULL has no CURVE here), said nothing. 192.0.2.1 is a
     documentation address on no interface here, so the bind that follows fails."""
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", "tcp://192.0.2.1:5560",
-                           "--csv", "/dev/null"], capture_output=True, text=True, timeout=60)
+                           "--publish", "tcp://192.0.2.1:5561", "--csv", "/dev/null"],
+                          capture_output=True, text=True, timeout=60)
     lines = done.stderr.splitlines()
-    assert done.returncode == 2 and len(lines) == 2, done.stderr
-    assert lines[0] == ("fer-pipe collect: WARNING: --bind tcp://192.0.2.1:5560 is not a loopback address: anyone "
-                        "who can reach it can write rows into its CSV")
-    assert lines[1].startswith("fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: ")
+    assert done.returncode == 2 and len(lines) == 3, done.stderr
+    assert lines[:2] == [
+        "fer-pipe collect: WARNING: --bind tcp://192.0.2.1:5560 is not a loopback address: anyone who can reach it "
+        "can write rows into its CSV",
+        "fer-pipe collect: WARNING: --publish tcp://192.0.2.1:5561 is not a loopback address: anyone who can reach "
+        "it reads the events, unencrypted"]
+    assert lines[2].startswith("fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: ")
 
 
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
