@@ -44,8 +44,9 @@ def shard_of(camera: str, shards: int) -> int:
 def camera_id(name: str, body: Mapping[str, Any]) -> str:
     """``Source.source_id_of``'s rule on the raw YAML: the filter runs before params are validated."""
     params = body.get("params") if isinstance(body.get("params"), Mapping) else {}
-    source_id = params.get("source_id")  # another type is validation's to refuse, unprinted: a YAML
-    return source_id if isinstance(source_id, str) and source_id else str(name)  # alias bomb took 5 GB
+    source_id = params.get("source_id")
+    # another type is validation's to refuse, and is not turned into text: a YAML alias bomb took 5 GB
+    return source_id if isinstance(source_id, str) and source_id else str(name)
 
 
 def _is_source(body: Any) -> bool:

@@ -66,12 +66,13 @@ class RtspParams(SourceParams):
         (exit 1, "ValueError: Invalid IPv6 URL"); one with no host was retried until given up on."""
         try:
             parts = urlsplit(url)
-            parts.port  # noqa: B018  parsed only when asked for: rtsp://cam:abc fails here
         except ValueError as exc:
-            if "Port" in str(exc):  # urlsplit quotes the "port", which may be a password cut at its '#'
-                raise ValueError("not a URL this can open: its port is not a number from 0 to 65535 (a '/', '?' "
-                                 "or '#' in a password is written %2F, %3F, %23)") from None
             raise ValueError(f"not a URL this can open ({exc})") from None
+        try:
+            parts.port  # noqa: B018  parsed only when asked for: rtsp://cam:abc fails here
+        except ValueError:  # not urlsplit's words: they quote the "port", maybe a password cut at its '#'
+            raise ValueError("not a URL this can open: its port is not a number from 0 to 65535 (a '/', '?' "
+                             "or '#' in a password is written %2F, %3F, %23)") from None
         if not parts.scheme:
             raise ValueError("not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")
         if parts.scheme in HOSTED and not parts.hostname:
