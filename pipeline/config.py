@@ -269,9 +269,10 @@ def _where(origin: str, lines: Lines, *path: str) -> str:
     return origin
 
 
-def pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple[str, ...], str]:
+def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = True) -> tuple[tuple[str, ...], str]:
     """The first problem's place and reason, an unknown parameter first: a misspelt required
-    one (``pth`` for ``path``) was said to be missing, and the typo was not named."""
+    one (``pth`` for ``path``) was said to be missing, and the typo was not named. ``yaml``:
+    the value came from YAML, whose reading of it is said (not from Python: ``make_stage``)."""
     errors = exc.errors()
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(str(p) for p in err["loc"])
@@ -282,7 +283,7 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str]) -> tuple[tuple[
         reason = "required parameter is missing"
     elif err["type"] == "value_error":
         reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
-    elif err["type"] == "string_type":
+    elif err["type"] == "string_type" and yaml:
         # YAML reads 101, no, on and 2024-01-01 as a number, a boolean, a date, and "- a.mp4",
         # "a: b.mp4" and "null" (a file's name in a shell loop) as a list, a mapping, nothing: a
         # camera id of 101 was refused with no hint of why

@@ -66,8 +66,10 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
     try:  # the field and the reason, as a config's: pydantic's own report is a page per error
         validated = cls.Params.model_validate(dict(params or {}))
     except ValidationError as exc:
-        loc, reason = pydantic_reason(exc, cls.Params.model_fields)
+        loc, reason = pydantic_reason(exc, cls.Params.model_fields, yaml=False)
         raise ConfigError(".".join(("params", *loc)) + f": {reason}") from None
+    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
+        raise ConfigError(f"params: the stage's own check failed: {type(exc).__name__}: {exc}") from None
     try:
         validated = expand_home(cls, validated)
     except ValueError as exc:  # a path no file can have: the param and why

@@ -60,6 +60,9 @@ def test_run_stage_with_a_bad_param_raises_a_config_error_naming_it():
     with pytest.raises(ConfigError) as misspelt:
         run_stage("smooth", [], {"margn": 0.1})
     assert str(misspelt.value) == "params.margn: unknown parameter (did you mean 'margin'?)"
+    with pytest.raises(ConfigError) as typed:  # no word of YAML, which Python's caller did not write
+        run_stage("csv", [], {"path": 5})
+    assert str(typed.value) == "params.path: Input should be a valid string"
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):
