@@ -37,7 +37,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_of(camera: str, shards: int) -> int:
-    """A lone surrogate in a name (a YAML escape) is hashed as it stands: validation refuses it."""
+    """A lone surrogate in a name (a YAML escape) is hashed as it stands, where encoding it was
+    a traceback; the config check says what becomes of such a name."""
     return zlib.crc32(camera.encode("utf-8", "surrogatepass")) % shards
 
 
