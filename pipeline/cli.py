@@ -108,7 +108,13 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     from .registry import registry
 
     reg = registry()
-    for name, cls in sorted(reg.types.items()):
+    unknown = [name for name in args.types if name not in reg.types and name not in reg.problems]
+    if unknown:
+        raise UserError(f"unknown stage type {unknown[0]!r} (known: {', '.join(sorted(reg.types))})")
+    for name in args.types or sorted(reg.types):
+        cls = reg.types.get(name)
+        if cls is None:  # a broken plug-in's, said below
+            continue
         kinds = f"reads {cls.reads or '-'}, writes {cls.writes or '-'}"
         print(f"{name} v{cls.version} ({reg.origins[name]}; {kinds})")
         summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
@@ -118,9 +124,10 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
             default = "required" if info.is_required() else f"default {info.default!r}"
             print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
-    for message in reg.problems.values():
+    problems = [message for name, message in reg.problems.items() if not args.types or name in args.types]
+    for message in problems:
         print(f"fer-pipe: {message}", file=sys.stderr)
-    return 1 if reg.problems else 0  # the good ones are listed; a script (CI) still learns of the broken
+    return 1 if problems else 0  # the good ones are listed; a script (CI) still learns of the broken
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -192,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
 
     stages = sub.add_parser("stages", help="list installed stages and their parameters")
+    stages.add_argument("types", nargs="*", metavar="TYPE", help="only these stage types (default: all)")
     stages.set_defaults(func=_cmd_stages)
 
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")

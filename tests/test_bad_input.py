@@ -729,6 +729,16 @@ def test_an_argument_no_option_takes_points_to_the_help_that_lists_its_options()
     assert fer_pipe("--bogus", "run", "demo").stderr == "fer-pipe: unrecognized arguments: --bogus (see fer-pipe --help)\n"
 
 
+def test_stages_lists_the_types_it_is_given_and_names_an_unknown_one():
+    """'fer-pipe stages haar' (gst-inspect's habit) was refused: every stage's ~110 lines or none."""
+    done = fer_pipe("stages", "haar", "track")
+    headers = [line.split(" v")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
+    assert (done.returncode, headers) == (0, ["haar", "track"]), done.stderr
+    done = fer_pipe("stages", "hair")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("fer-pipe: unknown stage type 'hair' (known: classifier, csv, episodes, haar, ")
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
