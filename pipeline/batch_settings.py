@@ -38,10 +38,11 @@ def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
 def _contents(spec: StageSpec) -> dict[str, Any]:
     """The digest of each file a stage reads, in place of its path: a model retrained in place
     made other rows under the same path, and the same model moved, or named from another
-    checkout, makes the same rows. A name that is no file here (a cascade OpenCV ships) stays."""
+    checkout, makes the same rows. A cascade OpenCV ships counts by its file too: another OpenCV's
+    may find other faces."""
     read: dict[str, list[str]] = {}
     for param, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
-        read.setdefault(param, []).append(_digest(path))
+        read.setdefault(param, []).append(_digest(spec.cls.read_path(param, path)))
     return {param: digests if isinstance(getattr(spec.params, param), (list, tuple)) else digests[0]
             for param, digests in read.items()}
 

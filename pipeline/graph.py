@@ -217,7 +217,8 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
     folders_read: dict[str, StageSpec] = {}
     written_by: dict[object, StageSpec] = {}
     for spec in graph.stages.values():
-        for _, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
+        for param, named in named_files(spec.cls, spec.params, spec.cls.input_paths):
+            path = spec.cls.read_path(param, named)
             if os.path.isdir(path):  # a source's folder is what it reads; another stage's is its own mistake
                 if spec.is_source:
                     folders_read.setdefault(os.path.join(os.path.realpath(path), ""), spec)

@@ -168,6 +168,13 @@ class Stage:
         on a packet, does not count the wait. Call it at least every second while waiting."""
 
     @classmethod
+    def read_path(cls, param: str, value: str) -> str:
+        """The path of the file an ``input_paths`` param's value names, as the stage reads it:
+        the value, but where the stage looks elsewhere first (``haar``: OpenCV's own cascades,
+        by name). The graph check and batch's record of what made its CSVs read that file."""
+        return value
+
+    @classmethod
     def closing_s(cls, params: StageParams) -> float:
         """Seconds ``close`` may wait on something outside the process (delivering queued
         messages): a stage asked to stop after another failed gets this long, beyond the

@@ -113,13 +113,18 @@ def _window(cascade: str) -> int | None:
         return None
 
 
+def cascade_path(name: str) -> Path:
+    """Where cascade ``name`` is: one of OpenCV's own, or else a file at that path."""
+    shipped = Path(cv2.data.haarcascades, name)
+    return shipped if "/" not in name and shipped.exists() else Path(name)
+
+
 def load_cascade(name: str) -> cv2.CascadeClassifier:
     """The cascade ``name``: one of OpenCV's own, or else a file at that path (a bare name is
     then in the working folder); InputError naming the file if it cannot be loaded. OpenCV says
     why only on file descriptor 2, and for some files raises a SystemError, so the file is
     checked here and OpenCV's own words are dropped."""
-    shipped = Path(cv2.data.haarcascades, name)
-    path = shipped if "/" not in name and shipped.exists() else Path(name)
+    path = cascade_path(name)
     if not path.exists():
         among = "" if "/" in name else f" (nor is it one of OpenCV's cascades, in {cv2.data.haarcascades})"
         raise InputError(f"cascade {path}: no such file{among}")
@@ -148,6 +153,10 @@ class HaarDetector(Stage):
     reads = FRAME
     writes = FACES
     input_paths = ("cascade",)
+
+    @classmethod
+    def read_path(cls, param: str, value: str) -> str:
+        return str(cascade_path(value))
     thread_params = ("threads",)
     parallel = True
 

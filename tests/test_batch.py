@@ -2,6 +2,7 @@
 in-process graph run that its tasks use, against the multi-process runner."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 
@@ -716,10 +718,12 @@ def test_a_rerun_with_other_settings_is_refused_while_the_folder_holds_what_the_
     assert json.loads((out / "_settings.json").read_text())["detector"]["params"]["min_neighbors"] == 3
 
 
-def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path):
+def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path, monkeypatch):
     """The model's path was recorded as text: a model retrained in place made the rest of a
     folder's CSVs with other weights, unnoticed, and the same model named from another checkout
-    was refused. Its content decides now; a cascade named among OpenCV's stays a name."""
+    was refused. Its content decides now; a cascade named among OpenCV's is OpenCV's file, whatever
+    a file of that name in the working folder holds (it was that file's digest, which the stage
+    never reads)."""
     model = tmp_path / "model.tflite"
     shutil.copy(DEFAULT_MODEL, model)
 
@@ -728,7 +732,12 @@ def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path):
 
     shipped = settings()
     assert first_difference(shipped, settings(f"classifier.model={model}")) is None
-    assert settings()["detector"]["params"]["cascade"] == "haarcascade_frontalface_default.xml"
+    opencvs = Path(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+    assert shipped["detector"]["params"]["cascade"] == f"sha256:{hashlib.sha256(opencvs.read_bytes()).hexdigest()}"
+    (tmp_path / "haarcascade_frontalface_default.xml").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    assert settings() == shipped  # run from a folder that holds such a file
+    monkeypatch.undo()
     older = {**shipped, "classifier": {**shipped["classifier"], "params": {  # recorded by path, before digests
         **shipped["classifier"]["params"], "model": str(DEFAULT_MODEL)}}}
     assert first_difference(older, shipped) is None
