@@ -16,6 +16,7 @@ from typing import Any
 
 from .graph import Graph, StageSpec
 from .output_files import write_whole
+from .registry import registry
 from .stage import named_files
 
 SETTINGS = "_settings.json"
@@ -80,7 +81,7 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     for name in sorted(then.keys() | now.keys()):
         before, after = then.get(name), now.get(name)
         if before is not None and after is not None:
-            before = {**before, "params": {k: _as_recorded_now(v, after["params"].get(k))
+            before = {**before, "params": {k: _as_recorded_now(after["type"], k, v, after["params"].get(k))
                                            for k, v in before["params"].items()}}
         if before == after:
             continue
@@ -102,11 +103,12 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     return None
 
 
-def _as_recorded_now(old: Any, new: Any) -> Any:
+def _as_recorded_now(kind: str, param: str, old: Any, new: Any) -> Any:
     """A file recorded by its path (a folder made before files counted by content) as it is
     recorded now, where it is still there: the same model was refused after an upgrade."""
     if isinstance(new, str) and new.startswith(DIGEST) and isinstance(old, str) and not old.startswith(DIGEST):
-        return _digest(old)
+        cls = registry().types.get(kind)
+        return _digest(cls.read_path(param, old) if cls else old)
     return old
 
 

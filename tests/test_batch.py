@@ -739,7 +739,9 @@ def test_a_file_a_stage_reads_counts_in_the_settings_by_its_content(tmp_path, mo
     assert settings() == shipped  # run from a folder that holds such a file
     monkeypatch.undo()
     older = {**shipped, "classifier": {**shipped["classifier"], "params": {  # recorded by path, before digests
-        **shipped["classifier"]["params"], "model": str(DEFAULT_MODEL)}}}
+        **shipped["classifier"]["params"], "model": str(DEFAULT_MODEL)}},
+        "detector": {**shipped["detector"], "params": {**shipped["detector"]["params"],
+                                                      "cascade": "haarcascade_frontalface_default.xml"}}}
     assert first_difference(older, shipped) is None
     model.write_bytes(model.read_bytes()[:-1] + b"\0")
     why = first_difference(shipped, settings(f"classifier.model={model}"))
