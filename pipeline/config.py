@@ -150,6 +150,21 @@ def config_path(path: str | Path) -> Path:
     return shipped if shipped.is_file() else path
 
 
+def placeholder_hint(graph: Graph, spec: StageSpec) -> str:
+    """Where a shipped config's stage names a file that is not there with the config's own value
+    (``input.mp4``, a placeholder), how to give one: a first run without ``--set source.path``
+    said "video input.mp4: no such file", a name the user had never written."""
+    origin = Path(graph.origin)
+    if origin.parent != shipped_configs():
+        return ""
+    data, _ = read_config(origin)
+    given = data["stages"][spec.name].get("params") or {}
+    for param, path in named_files(spec.cls, spec.params, spec.cls.input_paths):
+        if given.get(param) == path and not os.path.exists(path):
+            return f" (the shipped config's placeholder: give --set {spec.name}.{param}=YOUR_FILE)"
+    return ""
+
+
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 """More than any config holds (a shard file of ten thousand cameras is about 2 MiB): /dev/zero given
 as the config was read whole at gigabytes a second, and the FER-2013 CSV took minutes."""

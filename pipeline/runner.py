@@ -171,7 +171,10 @@ class Runner:
             try:
                 spec.cls.preflight(spec.params)
             except UserError as exc:
-                raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}") from None
+                from .config import placeholder_hint  # on this failure only: config imports pydantic
+
+                raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{placeholder_hint(self.graph, spec)}") \
+                    from None
             except OSError as exc:
                 if exc.filename is None:  # not about a file (a refused connection): as any other error
                     return self._preflight_failed(spec, exc)

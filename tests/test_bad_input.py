@@ -739,6 +739,18 @@ def test_stages_lists_the_types_it_is_given_and_names_an_unknown_one():
     assert done.stderr.startswith("fer-pipe: unknown stage type 'hair' (known: classifier, csv, episodes, haar, ")
 
 
+def test_a_shipped_configs_placeholder_video_says_how_to_give_one(tmp_path):
+    """'fer-pipe run video_to_csv' without --set said 'video input.mp4: no such file', a name
+    the user never wrote; a file the user named, missing, is said as before."""
+    done = fer_pipe("run", "video_to_csv", cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'source' (video): video input.mp4: no such file "
+                                                 "(the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
+    done = fer_pipe("run", "video_to_csv", "--set", "source.path=input.mp4", cwd=tmp_path, timeout=60)  # the same
+    assert done.stderr.endswith(" (the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
+    done = fer_pipe("run", "video_to_csv", "--set", "source.path=mine.mp4", cwd=tmp_path, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'source' (video): video mine.mp4: no such file\n")
+
+
 def test_help_shows_the_defaults_of_options():
     done = fer_pipe("collect", "--help")
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
