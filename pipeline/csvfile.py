@@ -90,12 +90,13 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
     path = Path(path)
     if not (path.is_file() and path.stat().st_size):
         return
-    with open(path, newline="", encoding="utf-8") as existing:
-        try:
-            columns = next(csv.reader(existing), [])
-        except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
-            raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
-                             "give a new file") from None
+    with open(path, "rb") as existing:
+        first = existing.readline(TAIL_READ)  # the header alone: a part row's garbage is cut off later
+    try:
+        columns = next(csv.reader([first.decode("utf-8")]), [])
+    except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
+        raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
+                         "give a new file") from None
     if columns != list(header):
         raise InputError(f"{what} {path}: exists with other columns; give a new file")
 

@@ -146,6 +146,11 @@ def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_lin
         out.write([(7, 8)])
     assert path.read_text().splitlines() == ["a,b", "7,8"]
     assert capfd.readouterr().err == ""
+    path.write_bytes(path.read_bytes() + b"9,\xff\xfe")  # a part row of bytes no UTF-8: the file was refused
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(1, 1)])
+    assert path.read_text().splitlines() == ["a,b", "7,8", "1,1"]
+    assert "4 bytes dropped before continuing it" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("cut, kept, said", [
