@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .messages import EMOTIONS, Packet, emotion_probs
+from .messages import EMOTIONS, Packet, emotion_probs, extra_values
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}
@@ -40,6 +40,7 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
     """The ``frame`` event of a packet; ``extra``: keys of a face's extra data (else its
     frame's) to add to each face, as the csv sink adds them as columns."""
     faces = []
+    frame_values = [packet.extra.get(key) for key in extra]
     for i, face in enumerate(packet.faces or []):
         x, y, w, h = (int(v) for v in face.box)
         entry: dict[str, Any] = {"face": i, "x": x, "y": y, "w": w, "h": h, "track_id": face.track_id,
@@ -50,8 +51,7 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
         smoothed = face.smoothed_confidence
         entry["smoothed_label"] = face.smoothed_label
         entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
-        for key in extra:
-            entry[key] = _json_value(face.extra.get(key, packet.extra.get(key)))
+        entry.update(zip(extra, map(_json_value, extra_values(face, extra, frame_values))))
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
             "timestamp": round(packet.timestamp, 3), "faces": faces}

@@ -8,7 +8,7 @@ packet between processes: the source's process writes the image into shared memo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +80,14 @@ def emotion_probs(face: Face) -> np.ndarray:
         raise ValueError(f"a face's probs are {probs!r}, not one probability for each of the {len(EMOTIONS)} "
                          f"emotions ({', '.join(EMOTIONS)})")
     return probs
+
+
+def extra_values(face: Face | None, keys: Sequence[str], frame_values: list[Any]) -> list[Any]:
+    """A face's ``extra`` data under each of ``keys``, else its frame's (``frame_values``, looked
+    up once per frame): what the csv sink's and the zmq sink's ``extra`` add to a face."""
+    if face is None or not face.extra:
+        return frame_values
+    return [face.extra.get(key, value) for key, value in zip(keys, frame_values)]
 
 
 @dataclass

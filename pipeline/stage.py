@@ -284,14 +284,14 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
             or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
         raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
                         "seconds")
-    if last_index is not None and item.index <= last_index:
-        raise TypeError(f"frames() yielded frame {item.index} after frame {last_index}; frame numbers must increase")
+    if last_index is not None and index <= last_index:
+        raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
     image = item.image
     if image is not None and not (isinstance(image, np.ndarray) and image.dtype == np.uint8
                                   and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
         shown = (f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray)
                  else f"a {type(image).__name__}")
-        raise TypeError(f"frames() yielded frame {item.index} with {shown} for its image; a frame is a uint8 "
+        raise TypeError(f"frames() yielded frame {index} with {shown} for its image; a frame is a uint8 "
                         "array, H x W x 3 (BGR) or grey")
     return item
 

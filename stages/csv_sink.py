@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.events import FRAME_COLUMNS, free_names
-from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, emotion_probs
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, emotion_probs, extra_values
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
@@ -58,7 +58,7 @@ class CsvSink(Sink):
         if not self._extra_checked:
             self._warn_missing_extra(packet)
         frame_values = [packet.extra.get(key, "") for key in keys]
-        self._out.write(row + _values(face, keys, frame_values)
+        self._out.write(row + extra_values(face, keys, frame_values)
                         for row, face in zip(self._rows(packet), packet.faces or [None]))
 
     def _rows(self, packet: Packet) -> Iterator[list[Any]]:
@@ -93,10 +93,3 @@ class CsvSink(Sink):
 
     def close(self) -> None:
         self._out.close()
-
-
-def _values(face: Face | None, keys: list[str], frame_values: list[Any]) -> list[Any]:
-    """The ``extra`` columns of a face's row: its own value of each key, else its frame's."""
-    if face is None or not face.extra:
-        return frame_values
-    return [face.extra.get(key, value) for key, value in zip(keys, frame_values)]
