@@ -32,6 +32,10 @@ class OverlayParams(StageParams):
 BAR_WIDTH = 80
 """Pixels of a probability of 1 in the ``show_probs`` bars."""
 
+REACH = 1 << 20
+"""How far off the image a box's coordinates are kept: OpenCV draws with 32-bit ints, and a
+plug-in detector's or tracker's box past them ended the run with an overflow."""
+
 
 class FpsMeter:
     """Frames per second from a moving average of the gaps between frames (averaging the gaps,
@@ -61,7 +65,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     """A new BGR image: the packet's frame with a box, label and confidence per face."""
     image = np.array(packet.pixels(), copy=True)
     for face in packet.faces or []:
-        x, y, w, h = (int(v) for v in face.box)
+        x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
         label = face.label  # an argmax each time it is read
         colour = colour_of(label)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
@@ -88,8 +92,9 @@ def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int]) 
     left = x + w + 6
     if left + name_w + BAR_WIDTH > image.shape[1]:
         left = max(0, x - 6 - name_w - BAR_WIDTH)
-    for i, (name, p) in enumerate(zip(EMOTIONS, probs)):
+    lengths = np.nan_to_num(np.clip(probs, 0.0, 1.0)) * BAR_WIDTH  # a plug-in's NaN ended the run
+    for i, (name, length) in enumerate(zip(EMOTIONS, lengths)):
         y = top + i * row
         cv2.putText(image, name, (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(BAR_WIDTH * float(p)), y + row - 2),
+        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(length), y + row - 2),
                       COLOURS[name], cv2.FILLED)

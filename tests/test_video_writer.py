@@ -91,6 +91,27 @@ def test_drawing_never_touches_the_shared_frame():
     assert tuple(out[55, 40]) == COLOURS["happy"]
 
 
+def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
+    """A plug-in's box past OpenCV's 32-bit coordinates, and NaN or out-of-range probabilities
+    with ``show_probs``, ended the run; the box is drawn as far as it shows and such a bar as empty."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.overlay import BAR_WIDTH, draw
+
+    frame = np.zeros((120, 400, 3), np.uint8)
+    probs = np.array([np.nan, 2.0, -1.0, 0.5, 0, 0, 0])
+    faces = [Face((40, 30, 50, 50), probs), Face((300, 10, 2**40, 2**40))]
+    out = draw(Packet("cam", 0, 0.0, frame, faces=faces), show_probs=True)
+    bars = 40 + 50 + 6 + 50  # left edge of the bars: right of the face, past the names
+    rows = {name: 30 + i * 13 + 6 for i, name in enumerate(("angry", "disgust", "fear", "happy"))}
+    assert not out[rows["angry"], bars + 1:bars + BAR_WIDTH].any()  # NaN: no bar
+    assert (out[rows["disgust"], bars + BAR_WIDTH - 2] == COLOURS["disgust"]).all()  # 2.0: a full bar
+    assert not out[rows["disgust"], bars + BAR_WIDTH + 3:290].any()
+    assert not out[rows["fear"], bars + 1:bars + BAR_WIDTH].any()  # below 0: no bar
+    assert (out[rows["happy"], bars + BAR_WIDTH // 2 - 2] == COLOURS["happy"]).all()
+    assert not out[rows["happy"], bars + BAR_WIDTH // 2 + 3:290].any()
+    assert (out[60, 300] == (0, 255, 0)).all() and (out[10, 350] == (0, 255, 0)).all()  # the huge box's edges
+
+
 def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
     """A second run or shard with the same video path used to truncate the first's file. Two
     opens of one file in one process contend for flock as two processes do, so two sinks here
