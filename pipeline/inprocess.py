@@ -94,7 +94,9 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
             for item in stage.frames():  # checked as a run checks them
                 out.append(frame_of(stage.source_id, item, out[-1].index if out else None))
         else:
-            for packet in packets:
+            for number, packet in enumerate(packets):
+                if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
+                    raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
                 out.extend(packets_of(stage.process(own_copy(packet))))
         out.extend(packets_of(stage.finish(), "finish"))
     finally:

@@ -18,6 +18,7 @@ from livetools import csv_rows
 from fer_pipe.api import BadInputFound, RunFailed, results
 from fer_pipe.errors import ConfigError, InputError, UserError
 from fer_pipe.inprocess import run_stage
+from fer_pipe.messages import Packet
 
 
 def test_results_stream_every_frame_of_a_real_clip_as_the_csv_has_them(short_clip, tmp_path):
@@ -63,6 +64,11 @@ def test_run_stage_with_a_bad_param_raises_a_config_error_naming_it():
     with pytest.raises(ConfigError) as typed:  # no word of YAML, which Python's caller did not write
         run_stage("csv", [], {"path": 5})
     assert str(typed.value) == "params.path: Input should be a valid string"
+
+
+def test_run_stage_given_other_than_packets_names_the_item():
+    with pytest.raises(TypeError, match=r"^run_stage: packets\[1\] is a dict, not a Packet$"):
+        run_stage("smooth", [Packet("cam", 0, 0.0), {"index": 1}])
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):
