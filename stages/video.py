@@ -14,6 +14,7 @@ from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
+from fer_pipe.seeking import seeks_by_frame
 from fer_pipe.truncation import count_is_a_ceiling, ends_early
 from fer_pipe.stage import Source, SourceParams
 
@@ -82,7 +83,7 @@ class VideoSource(Source):
                 played = frames_in(capture, params.path)
                 # the count may fall a few frames short of what the file plays (no_face.mp4:
                 # 93 and 95): a start past it is refused only where no frame decodes
-                if 0 < played <= params.start and not (capture.set(cv2.CAP_PROP_POS_FRAMES, params.start)
+                if 0 < played <= params.start and not (_seek(capture, seeks_by_frame(params.path), params.start, 1)
                                                          and capture.read()[0]):
                     raise InputError(f"video {params.path}: start {params.start} is past its end "
                                      f"(by its header it plays {played} frames, 0-{played - 1})")
@@ -91,13 +92,14 @@ class VideoSource(Source):
 
     def open(self) -> None:
         self._cap = _open(self.params.path)
+        self._seekable = seeks_by_frame(self.params.path)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         if self.params.start:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
+            _seek(self._cap, self._seekable, self.params.start)
 
     @property
     def live(self) -> bool:
@@ -130,7 +132,7 @@ class VideoSource(Source):
             if not ok and self.params.loop and read:
                 self._check_complete(index)
                 offset = timestamp + 1.0 / self.fps
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
+                self._rewind()
                 ok, image = self._cap.read()
             if not ok:
                 if read == 0 and not (self.params.start and self._near_the_end(self.params.start)):
@@ -148,6 +150,15 @@ class VideoSource(Source):
                          extra={"fps": self.fps} if self.params.realtime else {})
             index += 1
             read += 1
+
+    def _rewind(self) -> None:
+        """Back to the start frame, for a loop: a file OpenCV cannot seek in is opened again."""
+        if self._seekable:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
+            return
+        self._cap.release()
+        self._cap = _open(self.params.path)
+        _seek(self._cap, False, self.params.start)
 
     def _skip_late(self, behind: int, read: int) -> int:
         """Skip the ``behind`` frames whose time has passed, as a camera would have dropped them:
@@ -199,6 +210,15 @@ class VideoSource(Source):
 
     def close(self) -> None:
         self._cap.release()
+
+
+def _seek(capture: cv2.VideoCapture, seekable: bool, frame: int, position: int = 0) -> bool:
+    """Move ``capture`` from frame ``position`` to ``frame``; False where the video ends first.
+    Where OpenCV cannot seek (``fer_pipe.seeking``: MPEG streams) by grabbing every frame between,
+    decoded but not converted: the time of reading them, where a seek read nothing at all."""
+    if seekable:
+        return capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    return all(capture.grab() for _ in range(frame - position))
 
 
 def _open(name: str) -> cv2.VideoCapture:

@@ -1,0 +1,35 @@
+"""Whether OpenCV can seek in a video by frame number.
+
+OpenCV's seek (``CAP_PROP_POS_FRAMES``) goes by timestamps. In an MPEG transport stream (.ts,
+.mts, .m2ts: DVRs, camcorders, broadcast captures) no frame decodes after it, even after a seek
+back to frame 0. In an MPEG program stream (.mpg, .vob) it lands, but files of both kinds may
+be joined end to end (``cat`` of a recorder's segments), each part starting its timestamps
+again: OpenCV counts the first part's frames only, and reads after a seek stop at the join. So
+in these files fer-pipe never seeks: the video source reads its way to a start frame, and
+batch reads such a file whole rather than in chunks. The container is told by its first bytes,
+not its name: a camera's ``.mp4`` may be either.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+TS_SYNC = 0x47
+"""The byte that starts every packet of a transport stream."""
+TS_PACKET, M2TS_PACKET = 188, 192
+"""A transport stream's packet, and a Blu-ray/AVCHD one (.m2ts, .mts): 4 bytes of time first."""
+PACK_START = b"\x00\x00\x01\xba"
+"""The pack header that starts an MPEG program stream."""
+
+
+def seeks_by_frame(path: str | Path) -> bool:
+    """False for an MPEG transport or program stream, True for any other file (and for one that
+    cannot be read: its reader says why)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(3 * M2TS_PACKET)
+    except OSError:
+        return True
+    if head.startswith(PACK_START):
+        return False
+    return not any(len(head) > first + 2 * size and all(head[first + k * size] == TS_SYNC for k in range(3))
+                   for size, first in ((TS_PACKET, 0), (M2TS_PACKET, 4)))

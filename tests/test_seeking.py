@@ -1,0 +1,71 @@
+"""Files OpenCV cannot seek in by frame number (MPEG transport and program streams), made by a
+real ffmpeg from a real clip: a start frame and a loop read them as a read from the start does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ffmpeg
+
+from fer_pipe.inprocess import run_stage
+from fer_pipe.seeking import seeks_by_frame
+
+
+@pytest.fixture(scope="module")
+def streams(clips, tmp_path_factory) -> dict[str, Path]:
+    """single_face.mp4 (72 frames) as a transport stream, an M2TS and an AVI; and two program
+    streams of 1 s joined end to end, as ``cat`` joins a recorder's segments (60 frames, whose
+    times start again at frame 30)."""
+    folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
+    made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg")}
+    ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
+    ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
+    ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
+    ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["a.mpg"]))
+    ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
+    made["joined.mpg"] = folder / "joined.mpg"
+    made["joined.mpg"].write_bytes(made["a.mpg"].read_bytes() + made["b.mpg"].read_bytes())
+    return made
+
+
+def test_mpeg_streams_are_told_by_their_first_bytes(streams, clips, tmp_path):
+    assert not seeks_by_frame(streams["plain.ts"]) and not seeks_by_frame(streams["plain.m2ts"])
+    assert not seeks_by_frame(streams["joined.mpg"])
+    assert seeks_by_frame(streams["plain.avi"]) and seeks_by_frame(clips["single_face.mp4"])
+    renamed = tmp_path / "camera.mp4"  # a camera's ".mp4" that is a transport stream
+    renamed.write_bytes(streams["plain.ts"].read_bytes())
+    assert not seeks_by_frame(renamed)
+    assert seeks_by_frame(tmp_path / "missing.ts")  # its reader says why it cannot be read
+
+
+def _read(path: Path, **params: object) -> list:
+    return run_stage("video", params={"path": str(path), **params})
+
+
+@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "plain.avi"])
+def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, name):
+    """OpenCV's seek left a transport stream with no frame to decode ("no frame could be decoded
+    from start 20 on", exit 2), and in joined program streams read on only to the join."""
+    whole = _read(streams[name])
+    assert len(whole) == (60 if name == "joined.mpg" else 72)
+    started = _read(streams[name], start=20)
+    assert [p.index for p in started] == [p.index for p in whole[20:]]
+    assert [p.timestamp for p in started] == [p.timestamp for p in whole[20:]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(started, whole[20:]))
+
+
+def test_a_loop_over_a_transport_stream_starts_again_at_its_start_frame(streams):
+    """A seek back to the start read nothing, so the loop ended after one pass."""
+    whole = _read(streams["plain.ts"])
+    looped = _read(streams["plain.ts"], start=10, loop=True, max_frames=100)
+    assert [p.index for p in looped] == list(range(10, 110))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(looped[62:], whole[10:]))  # the second pass
+    assert np.diff([p.timestamp for p in looped]).min() > 0
+
+
+def test_a_start_past_the_end_of_a_transport_stream_is_one_line(streams):
+    from fer_pipe.errors import InputError
+
+    with pytest.raises(InputError, match=r"start 72 is past its end \(by its header it plays 72 frames, 0-71\)"):
+        _read(streams["plain.ts"], start=72)
