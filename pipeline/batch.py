@@ -47,6 +47,7 @@ from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
 from .graph import Graph, file_key
 from .output_files import held_folder, make_folder, write_whole
 from .redaction import redact_urls
+from .seeking import seeks_by_frame
 from .stage import Sink, StageFailure, named_files
 
 WORK = "_work"
@@ -143,7 +144,13 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             bad[item] = problem
             continue
         count = frame_count(item) if chunk_frames else 0
-        if chunk_frames and count > chunk_frames:
+        chunked = 0 < chunk_frames < count
+        if chunked and not seeks_by_frame(item):
+            _say(f"fer-pipe: batch: {item}: an MPEG stream, read as one task: OpenCV cannot seek in one by "
+                 "frame number (no frame decodes after a seek in a transport stream, and joined recordings "
+                 "start their times again)")
+            chunked = False
+        if chunked:
             # The last chunk reads to the end: the count is an estimate (by a frame or two).
             jobs[item] = [Job(item, key, start, chunk_frames if start + chunk_frames < count else 0)
                           for start in range(0, count, chunk_frames)]
@@ -621,7 +628,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-cpus", type=whole(1), default=None,
                         help="tasks at once on the local Ray (default: every core this process may use)")
     parser.add_argument("--chunk-frames", type=whole(0), default=0,
-                        help="split videos longer than this into tasks of this many frames (0: never)")
+                        help="split videos longer than this into tasks of this many frames (0: never; an MPEG "
+                             "transport or program stream is read as one task)")
     parser.add_argument("--max-retries", type=whole(0), default=3,
                         help="times Ray reruns a task whose worker or node died")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")

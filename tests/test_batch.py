@@ -983,6 +983,30 @@ def test_chunks_that_do_not_line_up_run_again_as_one_task(cluster, clips, tmp_pa
     assert entry["skipped"] == 1
 
 
+def test_an_mpeg_stream_is_read_as_one_task_not_in_chunks(cluster, clips, tmp_path):
+    """No frame decodes after OpenCV's seek in a transport stream: every chunk but the first
+    failed the whole file as "truncated or corrupt". In program streams joined end to end,
+    OpenCV counts the first part's 30 frames and a chunk's reads stop at the join: the CSV
+    held 30 of 60 rows, under _SUCCESS."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    clip = str(clips["single_face.mp4"])
+    ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(videos / "dvr.ts"))
+    parts = [tmp_path / "a.mpg", tmp_path / "b.mpg"]
+    ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(parts[0]))
+    ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(parts[1]))
+    (videos / "joined.mpg").write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    out = tmp_path / "out"
+    proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", "20")
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    for name, rows in (("dvr.ts", 72), ("joined.mpg", 60)):
+        assert f"fer-pipe: batch: {videos / name}: an MPEG stream, read as one task" in stderr
+        csv = (out / name).with_suffix(".csv").read_text()
+        assert csv == in_process_csv(videos / name, tmp_path / "one.csv") and csv.count("\n") == rows + 1
+    assert {e["chunks"] for e in json.loads((out / "_manifest.json").read_text())["inputs"]} == {1}
+
+
 def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluster, six_clips, tmp_path):
     """Finished chunks are kept for a rerun; named by their first frame alone, a rerun with
     another --chunk-frames took the first run's chunk at frame 0 (frames 0-11) for its own
