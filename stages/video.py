@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 from pydantic import Field
 
 from fer_pipe.avi import frames_in_index
@@ -34,6 +35,10 @@ UNKNOWN_COUNT = 2**30
 Taken as one, every such file was "truncated", and batch planned a billion frames' chunks."""
 FALLBACK_FPS = 30.0
 """The frame rate taken where the container reports none, for timestamps and the frames it plays."""
+FAILED_READS = 100
+"""Failed reads in a row that end a file. OpenCV's read fails once per run of damaged packets it
+gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does: a bad sector
+in a recording is a gap, not its end. At the true end every read fails at once (50 µs each)."""
 
 
 def frames_in(capture: cv2.VideoCapture, path: str) -> int:
@@ -76,7 +81,7 @@ class VideoSource(Source):
         unreadable video is one line before any stage process starts."""
         capture = _open(params.path)
         try:
-            if not capture.read()[0]:
+            if not _read(capture)[0]:
                 raise InputError(f"video {params.path}: no frame could be decoded "
                                  "(truncated or corrupt file)")
             if params.start:
@@ -98,6 +103,7 @@ class VideoSource(Source):
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
+        self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
         if self.params.start:
             _seek(self._cap, self._seekable, self.params.start)
 
@@ -128,12 +134,12 @@ class VideoSource(Source):
                 if late:
                     read, index = read + late, index + late
                     timestamp = offset + self._grabbed_ms / 1000.0  # where a wrap to the start continues from
-            ok, image = self._cap.read()
+            ok, image, failed = _read(self._cap)
             if not ok and self.params.loop and read:
                 self._check_complete(index)
                 offset = timestamp + 1.0 / self.fps
                 self._rewind()
-                ok, image = self._cap.read()
+                ok, image, failed = _read(self._cap)
             if not ok:
                 if read == 0 and not (self.params.start and self._near_the_end(self.params.start)):
                     where = f" from start {self.params.start} on (past its end?)" if self.params.start else ""
@@ -141,7 +147,9 @@ class VideoSource(Source):
                                      "(truncated or corrupt file)")
                 self._check_complete(index)
                 return
-            timestamp = offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            before, timestamp = timestamp, offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            if failed:
+                self._gaps.append((before if read else None, timestamp, index))
             if paced:
                 delay = started + read / self.fps - time.monotonic()
                 if delay > 0:
@@ -191,7 +199,13 @@ class VideoSource(Source):
         1 frame short of its 10, far from the file's end, lost that frame to damage). A whole
         Matroska file's count is only a ceiling (``count_is_a_ceiling``: its audio may run on),
         so nothing is measured against it; one cut short is held to the 5 frames.
+
+        Damage that decoding went on after is said first: the frames lost to it are then the
+        count's shortfall, and nothing was cut.
         """
+        if self._gaps:
+            raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; the "
+                             f"{index - self.params.start} frames that decode were processed")
         end = max(self._played, 0)
         if self._ceiling:
             return
@@ -210,6 +224,27 @@ class VideoSource(Source):
 
     def close(self) -> None:
         self._cap.release()
+
+
+def _read(capture: cv2.VideoCapture) -> tuple[bool, np.ndarray | None, int]:
+    """The next frame that decodes, and the failed reads before it: damage in a file's middle
+    or at its start (a first frame that failed was "no frame could be decoded", and every later
+    frame was lost with it). See ``FAILED_READS``."""
+    for failed in range(FAILED_READS):
+        ok, image = capture.read()
+        if ok:
+            return True, image, failed
+    return False, None, FAILED_READS
+
+
+def _damage(gaps: list[tuple[float | None, float, int]]) -> str:
+    """Where a file's frames stopped decoding and went on, for its one line."""
+    before, after, index = gaps[0]
+    if before is None:
+        first = f"at its start: the first frame that decodes is at {after:.3f} s"
+    else:  # the decoder's own delay puts the missing frames' gap in the timestamps a frame or two later
+        first = f"after frame {index - 1} ({before:.3f} s): frames there do not decode, as the timestamps show"
+    return f"damaged {first}" if len(gaps) == 1 else f"damaged in {len(gaps)} places, the first {first}"
 
 
 def _seek(capture: cv2.VideoCapture, seekable: bool, frame: int, position: int = 0) -> bool:

@@ -231,6 +231,44 @@ def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_p
     assert f"decoding stopped at frame {decodable} of 72 (truncated or corrupt file)" in one_line(err)
 
 
+def decoded_times(video: Path) -> list[float]:
+    """The times of the frames OpenCV decodes, reading on past failed reads as FFmpeg does."""
+    capture, times, failed = cv2.VideoCapture(str(video)), [], 0
+    while failed < 100:
+        ok = capture.grab()
+        failed = 0 if ok else failed + 1
+        if ok:
+            times.append(round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000, 3))
+    capture.release()
+    return times
+
+
+@pytest.mark.parametrize("where", ["middle", "start"])
+def test_damage_that_decoding_goes_on_after_loses_no_later_frame(clips, tmp_path, out_csv, where):
+    """Random bytes over 20 kB in an MP4's middle made OpenCV fail 8 reads and decode on; the
+    source took the first failure for the end, and processed 31 of the 64 frames that decode.
+    Over the first frame's bytes it said "no frame could be decoded" of a file whose last 57 do."""
+    whole = tmp_path / "whole.mp4"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "15", "-movflags", "+faststart",
+           str(whole))
+    data = bytearray(whole.read_bytes())
+    at = len(data) // 2 if where == "middle" else data.index(b"mdat") + 200
+    size = 20000 if where == "middle" else 3000
+    data[at:at + size] = np.random.default_rng(7).bytes(size)
+    video = tmp_path / "damaged.mp4"
+    video.write_bytes(bytes(data))
+    times = decoded_times(video)
+    assert len(read_frames(video)) < len(times) < 72  # reads fail, and decoding goes on after them
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    damage = (rf"at its start: the first frame that decodes is at {times[0]:.3f} s" if where == "start" else
+              r"after frame \d+ \(\d\.\d{3} s\): frames there do not decode, as the timestamps show")
+    assert re.fullmatch(rf"fer-pipe: stage 'source' \(video\) failed: video {re.escape(str(video))}: damaged "
+                        rf"{damage}; the {len(times)} frames that decode were processed", one_line(err)), err
+    assert assert_valid_prefix(out_csv) == list(range(len(times)))
+    assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
+
+
 def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
     """Told by its segment's size, which runs past the end of the copy."""
     video = tmp_path / "cut.mkv"
