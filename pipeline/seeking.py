@@ -7,7 +7,8 @@ be joined end to end (``cat`` of a recorder's segments), each part starting its 
 again: OpenCV counts the first part's frames only, and reads after a seek stop at the join. So
 in these files fer-pipe never seeks: the video source reads its way to a start frame, and
 batch reads such a file whole rather than in chunks. The container is told by its first bytes,
-not its name: a camera's ``.mp4`` may be either.
+not its name: a camera's ``.mp4`` may be either. (Where a seek does nothing at all, in a file
+with no index, OpenCV says so, and the video source reads its way there too.)
 """
 from __future__ import annotations
 

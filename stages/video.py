@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from fer_pipe.avi import frames_in_index
-from fer_pipe.errors import InputError
+from fer_pipe.errors import InputError, printable
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
@@ -88,24 +89,22 @@ class VideoSource(Source):
                 played = frames_in(capture, params.path)
                 # the count may fall a few frames short of what the file plays (no_face.mp4:
                 # 93 and 95): a start past it is refused only where no frame decodes
-                if 0 < played <= params.start and not (_seek(capture, seeks_by_frame(params.path), params.start, 1)
-                                                         and capture.read()[0]):
+                if 0 < played <= params.start and not _decodes_at(params.path, params.start):
                     raise InputError(f"video {params.path}: start {params.start} is past its end "
                                      f"(by its header it plays {played} frames, 0-{played - 1})")
         finally:
             capture.release()
 
     def open(self) -> None:
-        self._cap = _open(self.params.path)
         self._seekable = seeks_by_frame(self.params.path)
+        self._cap = _opened_at(self.params.path, self.params.start, self._seekable)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
+        self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
-        if self.params.start:
-            _seek(self._cap, self._seekable, self.params.start)
 
     @property
     def live(self) -> bool:
@@ -147,7 +146,8 @@ class VideoSource(Source):
                                      "(truncated or corrupt file)")
                 self._check_complete(index)
                 return
-            before, timestamp = timestamp, offset + self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+            seconds = self._position(index)
+            before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
             if paced:
@@ -159,14 +159,29 @@ class VideoSource(Source):
             index += 1
             read += 1
 
+    def _position(self, index: int) -> float | None:
+        """Where the frame just read is in the file, in seconds; None for a file with no
+        timestamps, whose frames are dated by their number. A raw stream (``.h264`` from a
+        camera or a Raspberry Pi) carries no timestamps: OpenCV dates every frame 0, and a
+        smoother then never settled, with episodes none and nothing said. Its frames are dated
+        by their number at the frame rate OpenCV reports, with one line that says so."""
+        if self._undated:
+            return None
+        seconds = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if index and self._undated is None:  # a frame after the first dated 0: no timestamps
+            self._undated = not seconds
+            if self._undated:
+                print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a "
+                                f"raw stream?); its frames are dated by their number at {self.fps:g} fps"),
+                      file=sys.stderr)
+                return None
+        return seconds
+
     def _rewind(self) -> None:
-        """Back to the start frame, for a loop: a file OpenCV cannot seek in is opened again."""
-        if self._seekable:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, self.params.start)
-            return
+        """Back to the start frame, for a loop: the file is opened again, since a seek back to
+        frame 0 reads nothing after it in a transport stream, a raw stream or a live WebM."""
         self._cap.release()
-        self._cap = _open(self.params.path)
-        _seek(self._cap, False, self.params.start)
+        self._cap = _opened_at(self.params.path, self.params.start, self._seekable)
 
     def _skip_late(self, behind: int, read: int) -> int:
         """Skip the ``behind`` frames whose time has passed, as a camera would have dropped them:
@@ -247,13 +262,32 @@ def _damage(gaps: list[tuple[float | None, float, int]]) -> str:
     return f"damaged {first}" if len(gaps) == 1 else f"damaged in {len(gaps)} places, the first {first}"
 
 
-def _seek(capture: cv2.VideoCapture, seekable: bool, frame: int, position: int = 0) -> bool:
-    """Move ``capture`` from frame ``position`` to ``frame``; False where the video ends first.
-    Where OpenCV cannot seek (``fer_pipe.seeking``: MPEG streams) by grabbing every frame between,
-    decoded but not converted: the time of reading them, where a seek read nothing at all."""
-    if seekable:
-        return capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
-    return all(capture.grab() for _ in range(frame - position))
+def _opened_at(path: str, frame: int, seekable: bool) -> cv2.VideoCapture:
+    """``path`` opened at ``frame``: by OpenCV's seek where it says it landed there, else by
+    grabbing (decoding, not converting) every frame before it. No frame decodes after a seek in
+    an MPEG stream (``seekable`` False: ``fer_pipe.seeking``); in a raw stream (``.h264``,
+    ``.mjpeg``) or a WebM written live, with no index, the seek does nothing and says it is at
+    frame 0, and the source numbered the file's first frames from ``start``."""
+    capture = _open(path)
+    if not frame or (seekable and capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
+                     and capture.get(cv2.CAP_PROP_POS_FRAMES) == frame):
+        return capture
+    if seekable:  # a seek that missed leaves the file anywhere
+        capture.release()
+        capture = _open(path)
+    for _ in range(frame):
+        if not capture.grab():
+            break
+    return capture
+
+
+def _decodes_at(path: str, frame: int) -> bool:
+    """Whether a frame decodes at ``frame``: a start past a file's end is refused before a run."""
+    capture = _opened_at(path, frame, seeks_by_frame(path))
+    try:
+        return capture.read()[0]
+    finally:
+        capture.release()
 
 
 def _open(name: str) -> cv2.VideoCapture:

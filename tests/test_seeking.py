@@ -2,6 +2,7 @@
 real ffmpeg from a real clip: a start frame and a loop read them as a read from the start does."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,17 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     streams of 1 s joined end to end, as ``cat`` joins a recorder's segments (60 frames, whose
     times start again at frame 30)."""
     folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
-    made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg")}
+    made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg", "raw.h264",
+                                             "live.webm")}
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
     ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["a.mpg"]))
     ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
+    ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
+    with open(made["live.webm"], "wb") as piped:  # written to a pipe, as a live recorder writes: no index
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", clip, "-an", "-c:v", "libvpx", "-deadline",
+                        "realtime", "-f", "webm", "pipe:1"], stdout=piped, check=True, timeout=120)
     made["joined.mpg"] = folder / "joined.mpg"
     made["joined.mpg"].write_bytes(made["a.mpg"].read_bytes() + made["b.mpg"].read_bytes())
     return made
@@ -43,10 +49,11 @@ def _read(path: Path, **params: object) -> list:
     return run_stage("video", params={"path": str(path), **params})
 
 
-@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "plain.avi"])
+@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "live.webm", "plain.avi"])
 def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, name):
     """OpenCV's seek left a transport stream with no frame to decode ("no frame could be decoded
-    from start 20 on", exit 2), and in joined program streams read on only to the join."""
+    from start 20 on", exit 2), and in joined program streams read on only to the join. In a
+    raw stream and a WebM with no index it did nothing: frames 0-51 came numbered 20-71."""
     whole = _read(streams[name])
     assert len(whole) == (60 if name == "joined.mpg" else 72)
     started = _read(streams[name], start=20)
@@ -55,10 +62,11 @@ def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, nam
     assert all(np.array_equal(a.image, b.image) for a, b in zip(started, whole[20:]))
 
 
-def test_a_loop_over_a_transport_stream_starts_again_at_its_start_frame(streams):
+@pytest.mark.parametrize("name", ["plain.ts", "raw.h264"])
+def test_a_loop_starts_again_at_its_start_frame(streams, name):
     """A seek back to the start read nothing, so the loop ended after one pass."""
-    whole = _read(streams["plain.ts"])
-    looped = _read(streams["plain.ts"], start=10, loop=True, max_frames=100)
+    whole = _read(streams[name])
+    looped = _read(streams[name], start=10, loop=True, max_frames=100)
     assert [p.index for p in looped] == list(range(10, 110))
     assert all(np.array_equal(a.image, b.image) for a, b in zip(looped[62:], whole[10:]))  # the second pass
     assert np.diff([p.timestamp for p in looped]).min() > 0
@@ -69,3 +77,13 @@ def test_a_start_past_the_end_of_a_transport_stream_is_one_line(streams):
 
     with pytest.raises(InputError, match=r"start 72 is past its end \(by its header it plays 72 frames, 0-71\)"):
         _read(streams["plain.ts"], start=72)
+
+
+def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd):
+    """OpenCV dates every frame of a raw stream 0: a smoother never settled, and the episodes
+    CSV of a clip that has two held none, exit 0 and not a word."""
+    frames = _read(streams["raw.h264"])
+    assert [p.timestamp for p in frames] == [index / 25 for index in range(72)]  # the rate OpenCV reports
+    assert capfd.readouterr().err.count(f"video {streams['raw.h264']}: the file carries no timestamps (a raw "
+                                        "stream?); its frames are dated by their number at 25 fps\n") == 1
+    assert [p.timestamp for p in _read(streams["raw.h264"], start=30)][:2] == [30 / 25, 31 / 25]
