@@ -295,6 +295,8 @@ def _open(name: str) -> cv2.VideoCapture:
     if not path.exists():
         if "://" in name:  # OpenCV would open it, but as a file: no reconnects, frames dated as a file's
             raise InputError(f"video {name}: a stream's URL, not a file (the rtsp source reads streams)")
+        if path.is_symlink():  # "no such file" of a name the user sees in ls
+            raise InputError(f"video {path}: a broken link (to {os.readlink(path)})")
         raise InputError(f"video {path}: no such file")
     if path.is_dir():
         raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "
@@ -309,5 +311,8 @@ def _open(name: str) -> cv2.VideoCapture:
         raise InputError(f"video {path}: cannot read it ({exc.strerror})") from None
     capture = cv2.VideoCapture(opencv_name(path, "video"))
     if not capture.isOpened():
+        if ends_early(path):  # an MP4 whose recording stopped before its index (moov) was written
+            raise InputError(f"video {path}: OpenCV cannot open it: the file ends inside its own container "
+                             "(a copy or recording cut short)")
         raise InputError(f"video {path}: OpenCV cannot open it (not a video, or a codec it lacks)")
     return capture

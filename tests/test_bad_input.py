@@ -59,6 +59,13 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
         path.write_text("this is a shopping list, not a video\n" * 50)
     elif kind == "corrupt":
         path.write_bytes(bytes(range(256)) * 400)  # no container a demuxer recognizes
+    elif kind == "dangling":
+        path.symlink_to("gone.mp4")
+    elif kind == "unfinished":  # a recording stopped before its index (moov, at its end) was written
+        ffmpeg("-f", "lavfi", "-i", "testsrc=duration=2:size=160x120", "-c:v", "libx264", str(tmp_path / "whole.mp4"))
+        whole = (tmp_path / "whole.mp4").read_bytes()
+        assert whole.index(b"moov") > len(whole) * 6 // 10
+        path.write_bytes(whole[:len(whole) * 6 // 10])
     return path
 
 
@@ -69,6 +76,8 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
     ("empty", "the file is empty"),
     ("text", "OpenCV cannot open it (not a video, or a codec it lacks)"),
     ("corrupt", "OpenCV cannot open it (not a video, or a codec it lacks)"),
+    ("dangling", "a broken link (to gone.mp4)"),  # "no such file" of a name ls shows
+    ("unfinished", "OpenCV cannot open it: the file ends inside its own container (a copy or recording cut short)"),
 ])
 def test_unusable_video(kind, reason, tmp_path, out_csv):
     video = _bad_video(kind, tmp_path)
