@@ -146,7 +146,7 @@ class VideoSource(Source):
                                      "(truncated or corrupt file)")
                 self._check_complete(index)
                 return
-            seconds = self._position(index)
+            seconds = self._position(index, first_pass=not offset)
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
@@ -159,7 +159,7 @@ class VideoSource(Source):
             index += 1
             read += 1
 
-    def _position(self, index: int) -> float | None:
+    def _position(self, index: int, first_pass: bool) -> float | None:
         """Where the frame just read is in the file, in seconds; None for a file with no
         timestamps, whose frames are dated by their number. A raw stream (``.h264`` from a
         camera or a Raspberry Pi) carries no timestamps: OpenCV dates every frame 0, and a
@@ -168,7 +168,7 @@ class VideoSource(Source):
         if self._undated:
             return None
         seconds = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        if index and self._undated is None:  # a frame after the first dated 0: no timestamps
+        if index and first_pass and self._undated is None:  # a frame after the first dated 0: no timestamps
             self._undated = not seconds
             if self._undated:
                 print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a "

@@ -87,3 +87,13 @@ def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd):
     assert capfd.readouterr().err.count(f"video {streams['raw.h264']}: the file carries no timestamps (a raw "
                                         "stream?); its frames are dated by their number at 25 fps\n") == 1
     assert [p.timestamp for p in _read(streams["raw.h264"], start=30)][:2] == [30 / 25, 31 / 25]
+
+
+def test_a_loop_over_one_frame_goes_on_and_dates_it_as_a_file(clips, tmp_path, capfd):
+    """A seek back to the start of a one-frame video read nothing: the loop ended after one pass."""
+    one = tmp_path / "one.mp4"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "1", str(one))
+    looped = _read(one, loop=True, max_frames=5)
+    assert [p.index for p in looped] == list(range(5))
+    assert np.diff([p.timestamp for p in looped]).min() > 0
+    assert "carries no timestamps" not in capfd.readouterr().err
