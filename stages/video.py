@@ -104,6 +104,7 @@ class VideoSource(Source):
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
+        self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
 
     @property
@@ -148,6 +149,8 @@ class VideoSource(Source):
                 return
             seconds = self._position(index, first_pass=not offset)
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
+            if not read and not self.params.start and seconds:
+                self._head = round(seconds * self.fps)
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
             if paced:
@@ -216,12 +219,15 @@ class VideoSource(Source):
         so nothing is measured against it; one cut short is held to the 5 frames.
 
         Damage that decoding went on after is said first: the frames lost to it are then the
-        count's shortfall, and nothing was cut.
+        count's shortfall, and nothing was cut. A recording that begins inside a group of frames
+        (a transport stream cut in mid-stream) decodes from its first key frame on: the frames
+        before it, as its first timestamp counts them, are not missing at its end (42 frames
+        from 0.433 s of a 55-frame stream were "decoding stopped at frame 42 of 55").
         """
         if self._gaps:
             raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; the "
                              f"{index - self.params.start} frames that decode were processed")
-        end = max(self._played, 0)
+        end = max(self._played - self._head, 0)
         if self._ceiling:
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):

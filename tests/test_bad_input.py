@@ -278,6 +278,22 @@ def test_damage_that_decoding_goes_on_after_loses_no_later_frame(clips, tmp_path
     assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
 
 
+def test_a_recording_begun_mid_stream_is_not_called_truncated(clips, tmp_path, out_csv):
+    """A transport stream cut in at a frame that needs earlier ones decodes from its next key
+    frame: 42 frames from 0.433 s of 55 were "decoding stopped at frame 42 of 55", exit 2,
+    though its end is whole."""
+    whole = tmp_path / "whole.ts"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "15", "-f", "mpegts", str(whole))
+    data = whole.read_bytes()
+    video = tmp_path / "joined_late.ts"
+    video.write_bytes(data[-(len(data) * 7 // 10 // 188 * 188):])  # whole packets, from somewhere in a group
+    times = decoded_times(video)
+    assert times[0] > 0.2 and len(times) < 60
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
+
+
 def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
     """Told by its segment's size, which runs past the end of the copy."""
     video = tmp_path / "cut.mkv"
