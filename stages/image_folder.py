@@ -10,6 +10,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError, printable
 from fer_pipe.messages import Packet
+from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.stage import Source, SourceParams
 
@@ -46,8 +47,13 @@ class ImageFolderSource(Source):
             what = "file that is not an image" if len(others) == 1 else "files that are not images"
             print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what}: {names}"), file=sys.stderr)
 
+        self._decoder_said = StderrCapture()
+
     def length(self) -> int | None:
         return len(self._files)
+
+    def close(self) -> None:
+        self._decoder_said.close()
 
     def frames(self) -> Iterator[Packet]:
         source = self.source_id
@@ -55,10 +61,15 @@ class ImageFolderSource(Source):
         read = 0
         for index, file in enumerate(self._files):
             try:
-                image = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_COLOR)
+                with self._decoder_said.capturing():
+                    image = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_COLOR)
             except InputError as exc:  # one image: skipped and said, as one that does not decode
                 print(printable(f"fer-pipe: image folder: skipped {exc}"), file=sys.stderr)
                 continue
+            said = self._decoder_said.take().decode("utf-8", "replace").strip()
+            if said:  # libjpeg's "Premature end of JPEG file" of a truncated image named none
+                print(printable(f"fer-pipe: image folder: {file}: its decoder said: {' '.join(said.split())}"),
+                      file=sys.stderr)
             if image is None:
                 print(printable(f"fer-pipe: image folder: skipped {file}: not a readable image"), file=sys.stderr)
                 continue

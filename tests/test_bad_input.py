@@ -435,6 +435,22 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
                                         f"{folder / 'a.png'}: is a file, not a folder")
 
 
+def test_a_truncated_jpeg_in_an_image_folder_is_named_with_what_its_decoder_said(clips, tmp_path, capfd):
+    """libjpeg decodes the first half of a JPEG cut in half, grey below, and says "Premature end
+    of JPEG file" on the native stderr, with no file name: in a folder of thousands, which one?"""
+    from fer_pipe.inprocess import run_stage
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), read_frames(clips["single_face.mp4"], 1)[0])
+    whole = (folder / "a.jpg").read_bytes()
+    (folder / "b.jpg").write_bytes(whole[:len(whole) // 2])
+    frames = run_stage("image_folder", params={"path": str(folder)})
+    assert [p.index for p in frames] == [0, 1]  # the part that decodes is still read
+    assert capfd.readouterr().err == (f"fer-pipe: image folder: {folder / 'b.jpg'}: its decoder said: Premature "
+                                      "end of JPEG file\n")
+
+
 def test_an_output_in_the_folder_an_image_folder_source_reads_is_refused(tmp_path):
     """--set csv.path=photos/a.jpg replaced the photo with the CSV, exit 0: the check that keeps
     an output off a video, the model or the config did not look inside a folder read."""
