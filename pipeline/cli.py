@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
     run.add_argument("--stall-timeout", type=number(0), default=120.0,
-                     help="fail a stage stuck on one packet this long (seconds, 0: never; default 120)")
+                     help="fail a stage stuck on one packet this long, or stopped between packets while "
+                          "packets wait for it (seconds, 0: never; default 120)")
     run.add_argument("--status-every", type=number(0), default=0.0, metavar="SECONDS",
                      help="say each stage's frames, rate and drops this often, also with --quiet "
                           "(for services; default 0: never)")

@@ -130,6 +130,7 @@ class Runner:
         self._hung_up = False
         self._resumed_at = 0.0
         self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
+        self._still: dict[str, tuple[int, float]] = {}  # each process's item count, and since when it had work and kept it
         self._last_look = 0.0
         self._ttys = hangup.terminal_fds()
         self.processes: Processes = {}
@@ -304,7 +305,7 @@ class Runner:
                 status.tick()
                 if reports.failure is None:
                     reports.failure = self._find_fault(procs, exited, reports.done, busy, reports.opened,
-                                                       reports.closing)
+                                                       reports.closing, progress)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -373,9 +374,10 @@ class Runner:
         return f"stage {process!r} ({self.graph.stages[self._stage_of[process]].type_name})"
 
     def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
-                    busy: Counters, opened: set[str], closing: set[str]) -> Failed | None:
+                    busy: Counters, opened: set[str], closing: set[str], progress: Counters) -> Failed | None:
         """A stage that ended without reporting, or one stuck in its ``open``, one packet, its
-        ``finish`` or its ``close`` past the stall timeout.
+        ``finish`` or its ``close`` past the stall timeout, or between packets with packets
+        waiting for it (``_stuck_between_packets``).
 
         Only processes seen as ended before the control queue was drained are judged, so a
         stage's last message is never mistaken for missing.
@@ -402,6 +404,37 @@ class Runner:
                     where = " while closing" if name in closing else "" if name in opened else " while opening"
                     return Failed(name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1)
                 self._stale[name] = mark
+            stuck = self._stuck_between_packets(procs, busy, progress, now)
+            if stuck is not None:
+                return Failed(stuck, f"no progress for {self.stall_timeout:g} s with packets waiting for it "
+                                     "(stalled between packets: a stopped or frozen process?)", "", 1)
+        return None
+
+    def _stuck_between_packets(self, procs: Processes, busy: Counters, progress: Counters, now: float) -> str | None:
+        """The first process, upstream first, that has packets waiting in its inbox, is in none
+        of them, and has taken none for the stall timeout, while the stages it feeds have room.
+
+        The busy mark covers a stage inside a packet; one stopped between packets (a SIGSTOP,
+        a debugger, a frozen cgroup, a wait in native code) held the whole run for ever, with
+        nothing said. The stages before it wait too, on their full outboxes: room after a stage
+        is what tells the stuck one from those it holds up (and a worker of several from the
+        stage that waits for its numbered packets, which comes after it)."""
+        waiting: dict[str, int] = {}
+        full: set[str] = set()
+        for key, inbox in self.inboxes.items():
+            producer, _, consumer = key.partition(">")
+            depth = inbox.qsize()
+            waiting[consumer] = waiting.get(consumer, 0) + depth
+            if depth >= max(1, self.graph.queue_size - 1):  # a live sender takes one out of a full queue
+                full.add(producer)
+        for name, proc in procs.items():
+            count = progress[name].value
+            seen = self._still.get(name)
+            if (seen is None or seen[0] != count or not waiting.get(name) or busy[name].value
+                    or proc.exitcode is not None):
+                self._still[name] = (count, now)
+            elif name not in full and now - max(seen[1], self._resumed_at) > self.stall_timeout:
+                return name
         return None
 
     def _died(self, procs: Processes, names: list[str], done: dict[str, dict]) -> Failed | None:

@@ -281,15 +281,15 @@ def test_a_stage_ending_the_run_ends_it_in_one_process_as_in_a_run(plugin_env, s
     assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == list(range(10))
 
 
-def _source_pid(kids: set[int], video: Path) -> int:
-    """The stage process that has the video file open: the source."""
+def _holding(kids: set[int], path: Path) -> int:
+    """The stage process that has ``path`` open: the source of a video, the sink of a CSV."""
     for pid in kids:
         try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(video) for fd in os.listdir(f"/proc/{pid}/fd")):
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd")):
                 return pid
         except (FileNotFoundError, PermissionError):
             continue
-    raise AssertionError("no child process has the video open")
+    raise AssertionError(f"no child process has {path} open")
 
 
 def _segments(pid: int) -> set[str]:
@@ -305,7 +305,7 @@ def test_sigkill_of_a_stage_process(victim, plugin_env, short_clip, tmp_path):
     proc, faulty, out = _running_faulty_stage(plugin_env, short_clip, tmp_path, frames=10)
     kids = descendants(proc.pid)
     assert faulty in kids
-    source = _source_pid(kids, short_clip)
+    source = _holding(kids, short_clip)
     segments = _segments(source)
     assert segments
     target = faulty if victim == "faulty" else source
@@ -353,6 +353,24 @@ def test_a_run_paused_longer_than_the_stall_timeout_goes_on_when_resumed(plugin_
     code, err = finish(proc, timeout=60)
     assert code == 0, err
     assert assert_valid_prefix(out) == list(range(60))
+
+
+def test_a_stage_stopped_between_packets_is_a_stall(plugin_env, short_clip, tmp_path):
+    """A sink stopped (SIGSTOP) while it waited for its next packet held the whole run for ever:
+    it was in no packet, so no busy mark aged, and the stages before it waited on full queues.
+    Packets waiting for it, and room after it, name it."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen))
+    proc = start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False)
+    with group_killed_at_exit(proc):
+        wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 5)
+        kids = descendants(proc.pid)
+        os.kill(_holding(kids, out), signal.SIGSTOP)
+        code, err = finish(proc, timeout=60)
+    assert code == 1
+    assert ("fer-pipe: stage 'csv' (csv) failed: no progress for 1.5 s with packets waiting for it (stalled "
+            "between packets: a stopped or frozen process?)") in err
+    assert not wait_gone(kids)
 
 
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
@@ -508,7 +526,7 @@ def test_a_realtime_replay_stalled_for_a_second_skips_what_a_camera_would_have_d
                      plugin_env, quiet=False)
     with group_killed_at_exit(proc):
         wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10, 60, "10 frames", proc)
-        source = _source_pid(descendants(proc.pid), video)
+        source = _holding(descendants(proc.pid), video)
         os.kill(source, signal.SIGSTOP)
         time.sleep(1.2)
         os.kill(source, signal.SIGCONT)
@@ -544,7 +562,7 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     proc = start_run(config, plugin_env)
     wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
     kids = descendants(proc.pid)
-    segments = _segments(_source_pid(kids, short_clip))
+    segments = _segments(_holding(kids, short_clip))
     proc.kill()
     _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
     assert not wait_gone(kids, within=15), "stage processes outlived the runner"
@@ -691,10 +709,10 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
 
     runner = Runner(load_graph("video_to_csv"), stall_timeout=120)
     procs = {"detector": SimpleNamespace(exitcode=None)}
-    mark = SimpleNamespace(value=time.monotonic() - 200)
+    mark, count = SimpleNamespace(value=time.monotonic() - 200), SimpleNamespace(value=0)
 
     def look():
-        return runner._find_fault(procs, [], {}, {"detector": mark}, {"detector"}, set())
+        return runner._find_fault(procs, [], {}, {"detector": mark}, {"detector"}, set(), {"detector": count})
 
     assert look() is None
     mark.value -= 1  # the stage took another packet, which is stuck as long
