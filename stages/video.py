@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -36,6 +36,8 @@ UNKNOWN_COUNT = 2**30
 Taken as one, every such file was "truncated", and batch planned a billion frames' chunks."""
 FALLBACK_FPS = 30.0
 """The frame rate taken where the container reports none, for timestamps and the frames it plays."""
+READ_SAY = 256
+"""Frames grabbed on the way to a start frame between two words to the stall watch."""
 FAILED_READS = 100
 """Failed reads in a row that end a file. OpenCV's read fails once per run of damaged packets it
 gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does: a bad sector
@@ -97,7 +99,7 @@ class VideoSource(Source):
 
     def open(self) -> None:
         self._seekable = seeks_by_frame(self.params.path)
-        self._cap = _opened_at(self.params.path, self.params.start, self._seekable)
+        self._cap = _opened_at(self.params.path, self.params.start, self._seekable, self.waiting_outside)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
@@ -149,8 +151,8 @@ class VideoSource(Source):
                 return
             seconds = self._position(index, first_pass=not offset)
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
-            if not read and not self.params.start and seconds:
-                self._head = round(seconds * self.fps)
+            if not read and seconds:
+                self._head = max(0, round(seconds * self.fps) - self.params.start)
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
             if paced:
@@ -161,6 +163,7 @@ class VideoSource(Source):
                          extra={"fps": self.fps} if self.params.realtime else {})
             index += 1
             read += 1
+        self._say_damage(index)
 
     def _position(self, index: int, first_pass: bool) -> float | None:
         """Where the frame just read is in the file, in seconds; None for a file with no
@@ -224,9 +227,7 @@ class VideoSource(Source):
         before it, as its first timestamp counts them, are not missing at its end (42 frames
         from 0.433 s of a 55-frame stream were "decoding stopped at frame 42 of 55").
         """
-        if self._gaps:
-            raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; the "
-                             f"{index - self.params.start} frames that decode were processed")
+        self._say_damage(index)
         end = max(self._played - self._head, 0)
         if self._ceiling:
             return
@@ -234,6 +235,13 @@ class VideoSource(Source):
             done = f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); {done} before it were processed")
+
+    def _say_damage(self, index: int) -> None:
+        """Raise where frames did not decode and decoding went on after them: at the end of the
+        file, and at the end of ``max_frames`` (a run of 40 passed over 10 lost frames, exit 0)."""
+        if self._gaps:
+            raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; the "
+                             f"{index - self.params.start} frames that decode were processed")
 
     def _near_the_end(self, index: int) -> bool:
         """Whether decoding nothing from ``index`` on is the end of the video, not a fault: the
@@ -268,12 +276,16 @@ def _damage(gaps: list[tuple[float | None, float, int]]) -> str:
     return f"damaged {first}" if len(gaps) == 1 else f"damaged in {len(gaps)} places, the first {first}"
 
 
-def _opened_at(path: str, frame: int, seekable: bool) -> cv2.VideoCapture:
+def _opened_at(path: str, frame: int, seekable: bool, reading: Callable[[], None] = lambda: None
+               ) -> cv2.VideoCapture:
     """``path`` opened at ``frame``: by OpenCV's seek where it says it landed there, else by
-    grabbing (decoding, not converting) every frame before it. No frame decodes after a seek in
-    an MPEG stream (``seekable`` False: ``fer_pipe.seeking``); in a raw stream (``.h264``,
-    ``.mjpeg``) or a WebM written live, with no index, the seek does nothing and says it is at
-    frame 0, and the source numbered the file's first frames from ``start``."""
+    grabbing (decoding, not converting) every frame that decodes before it, past damage as
+    ``_read`` reads on, so that frames are numbered as a read from the start numbers them. No
+    frame decodes after a seek in an MPEG stream (``seekable`` False: ``fer_pipe.seeking``); in
+    a raw stream (``.h264``) or a WebM written live, with no index, the seek does nothing and
+    says it is at frame 0 (the source numbered the file's first frames from ``start``); in a
+    damaged file it lands short. ``reading`` is called every ``READ_SAY`` grabs: a long way to a
+    start is reading, not a stall."""
     capture = _open(path)
     if not frame or (seekable and capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
                      and capture.get(cv2.CAP_PROP_POS_FRAMES) == frame):
@@ -281,9 +293,14 @@ def _opened_at(path: str, frame: int, seekable: bool) -> cv2.VideoCapture:
     if seekable:  # a seek that missed leaves the file anywhere
         capture.release()
         capture = _open(path)
-    for _ in range(frame):
-        if not capture.grab():
-            break
+    grabbed = failed = 0
+    while grabbed < frame and failed < FAILED_READS:
+        if capture.grab():
+            grabbed, failed = grabbed + 1, 0
+            if not grabbed % READ_SAY:
+                reading()
+        else:
+            failed += 1
     return capture
 
 

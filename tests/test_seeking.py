@@ -97,3 +97,75 @@ def test_a_loop_over_one_frame_goes_on_and_dates_it_as_a_file(clips, tmp_path, c
     assert [p.index for p in looped] == list(range(5))
     assert np.diff([p.timestamp for p in looped]).min() > 0
     assert "carries no timestamps" not in capfd.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def damaged(clips, tmp_path_factory) -> Path:
+    """single_face.mp4 with a key frame every 12 and its middle tenth zeroed: OpenCV fails reads
+    there and decodes on after them; its seek to a frame past the damage lands short."""
+    whole = tmp_path_factory.mktemp("damaged") / "whole.mp4"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "12", str(whole))
+    data = bytearray(whole.read_bytes())
+    data[len(data) * 45 // 100:len(data) * 55 // 100] = bytes(len(data) * 55 // 100 - len(data) * 45 // 100)
+    video = whole.with_name("damaged.mp4")
+    video.write_bytes(bytes(data))
+    return video
+
+
+def _frames_and_error(path: Path, **params: object) -> tuple[list[tuple[int, float]], str]:
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import make_stage
+
+    stage, seen = make_stage("video", {"path": str(path), **params}), []
+    stage.open()
+    try:
+        for packet in stage.frames():
+            seen.append((packet.index, round(packet.timestamp, 3)))
+    except InputError as exc:
+        return seen, str(exc)
+    finally:
+        stage.close()
+    return seen, ""
+
+
+def test_a_start_past_damage_numbers_frames_as_a_read_from_the_start_does(damaged):
+    """The way to the start stopped at the first failed grab: the frame a read from the start
+    numbers 25 came as 30, and the damage was said to be at the file's start."""
+    whole, said = _frames_and_error(damaged)
+    assert "damaged after frame" in said and len(whole) < 72
+    started, said = _frames_and_error(damaged, start=30)
+    assert started == whole[30:]
+    assert said == ""  # the damage lies before the start: every frame from there on decodes
+
+
+def test_damage_within_max_frames_is_said(damaged):
+    """A run of 40 frames passed over the lost ones, exit 0 and not a word."""
+    seen, said = _frames_and_error(damaged, max_frames=40)
+    assert len(seen) == 40 and "damaged after frame" in said
+
+
+def test_a_recording_begun_mid_stream_is_whole_from_a_start_frame_too(clips, tmp_path):
+    whole_ts, late = tmp_path / "whole.ts", tmp_path / "late.ts"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "12", "-f", "mpegts", str(whole_ts))
+    data = whole_ts.read_bytes()
+    late.write_bytes(data[len(data) // 4 // 188 * 188:])  # cut in at a packet a quarter in
+    whole, said = _frames_and_error(late)
+    assert said == "" and whole[0][1] > 0.2
+    started, said = _frames_and_error(late, start=20)
+    assert said == "" and started == whole[20:]
+
+
+def test_reading_the_way_to_a_start_frame_tells_the_stall_watch(streams):
+    """Inside open, under the stall watch: a start far into a stream that cannot seek failed as
+    stalled while opening. Every READ_SAY frames grabbed are said."""
+    from fer_pipe.stages.video import READ_SAY, _opened_at
+
+    said = []
+    capture = _opened_at(str(streams["plain.ts"]), 70, False, lambda: said.append(1))
+    capture.release()
+    assert READ_SAY > 70 and not said
+    long = streams["plain.ts"].with_name("long.ts")
+    ffmpeg("-stream_loop", "9", "-i", str(streams["plain.ts"]), "-c", "copy", "-f", "mpegts", str(long))
+    capture = _opened_at(str(long), 700, False, lambda: said.append(1))
+    capture.release()
+    assert len(said) == 700 // READ_SAY
