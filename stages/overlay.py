@@ -65,7 +65,10 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     """A new BGR image: the packet's frame with a box, label and confidence per face."""
     image = np.array(packet.pixels(), copy=True)
     for face in packet.faces or []:
-        x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
+        try:
+            x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
+        except (ValueError, OverflowError):  # a NaN or infinite box: nowhere to draw it
+            continue
         label = face.label  # an argmax each time it is read
         colour = colour_of(label)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)

@@ -99,7 +99,8 @@ def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
 
     frame = np.zeros((120, 400, 3), np.uint8)
     probs = np.array([np.nan, 2.0, -1.0, 0.5, 0, 0, 0])
-    faces = [Face((40, 30, 50, 50), probs), Face((300, 10, 2**40, 2**40))]
+    faces = [Face((40, 30, 50, 50), probs), Face((300, 10, 2**40, 2**40)), Face((np.nan, 0, 9, 9), probs),
+             Face((0, float("inf"), 9, 9))]
     out = draw(Packet("cam", 0, 0.0, frame, faces=faces), show_probs=True)
     bars = 40 + 50 + 6 + 50  # left edge of the bars: right of the face, past the names
     rows = {name: 30 + i * 13 + 6 for i, name in enumerate(("angry", "disgust", "fear", "happy"))}
