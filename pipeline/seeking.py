@@ -18,6 +18,9 @@ TS_SYNC = 0x47
 """The byte that starts every packet of a transport stream."""
 TS_PACKET, M2TS_PACKET = 188, 192
 """A transport stream's packet, and a Blu-ray/AVCHD one (.m2ts, .mts): 4 bytes of time first."""
+SYNCS = 5
+"""Sync bytes a packet apart that tell a transport stream, wherever in its first packet they
+begin (a stream cut at any byte, or with bytes before it, is read as one by FFmpeg too)."""
 PACK_START = b"\x00\x00\x01\xba"
 """The pack header that starts an MPEG program stream."""
 
@@ -27,10 +30,10 @@ def seeks_by_frame(path: str | Path) -> bool:
     cannot be read: its reader says why)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(3 * M2TS_PACKET)
+            head = fh.read((SYNCS + 1) * M2TS_PACKET)
     except OSError:
         return True
     if head.startswith(PACK_START):
         return False
-    return not any(len(head) > first + 2 * size and all(head[first + k * size] == TS_SYNC for k in range(3))
-                   for size, first in ((TS_PACKET, 0), (M2TS_PACKET, 4)))
+    return not any(all(head[first + k * size] == TS_SYNC for k in range(SYNCS))
+                   for size in (TS_PACKET, M2TS_PACKET) for first in range(min(size, len(head) - (SYNCS - 1) * size)))

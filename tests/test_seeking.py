@@ -43,6 +43,10 @@ def test_mpeg_streams_are_told_by_their_first_bytes(streams, clips, tmp_path):
     renamed.write_bytes(streams["plain.ts"].read_bytes())
     assert not seeks_by_frame(renamed)
     assert seeks_by_frame(tmp_path / "missing.ts")  # its reader says why it cannot be read
+    data = streams["plain.ts"].read_bytes()
+    for name, cut in (("cut.ts", data[100:]), ("after_junk.ts", bytes(64) + data)):  # not at a packet's start
+        (tmp_path / name).write_bytes(cut)
+        assert not seeks_by_frame(tmp_path / name), name
 
 
 def _read(path: Path, **params: object) -> list:
