@@ -106,6 +106,7 @@ class VideoSource(Source):
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
+        self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
 
@@ -153,6 +154,7 @@ class VideoSource(Source):
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
             if not read and seconds:
                 self._head = max(0, round(seconds * self.fps) - self.params.start)
+            self._last = seconds
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
             if paced:
@@ -222,7 +224,9 @@ class VideoSource(Source):
         so nothing is measured against it; one cut short is held to the 5 frames.
 
         Damage that decoding went on after is said first: the frames lost to it are then the
-        count's shortfall, and nothing was cut. A recording that begins inside a group of frames
+        count's shortfall, and nothing was cut. So is a shortfall in a file whose last frame is
+        at its end: FFmpeg passes over damage in a transport stream without a failed read (43
+        frames of 72, the last at the end, were "decoding stopped at frame 43"). A recording that begins inside a group of frames
         (a transport stream cut in mid-stream) decodes from its first key frame on: the frames
         before it, as its first timestamp counts them, are not missing at its end (42 frames
         from 0.433 s of a 55-frame stream were "decoding stopped at frame 42 of 55").
@@ -233,6 +237,10 @@ class VideoSource(Source):
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
             done = f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
+            if self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END:
+                raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
+                                 f"though it decodes to its end ({self._last:.3f} s): damaged inside; "
+                                 f"{done} that decode were processed")
             raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); {done} before it were processed")
 

@@ -294,6 +294,24 @@ def test_a_recording_begun_mid_stream_is_not_called_truncated(clips, tmp_path, o
     assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
 
 
+def test_damage_ffmpeg_passes_over_unsaid_is_not_called_a_stop(clips, tmp_path, out_csv):
+    """In a transport stream FFmpeg passes over damage without a failed read: the frames after
+    it came, to the last, and the line said "decoding stopped at frame 43 of 72"."""
+    whole = tmp_path / "whole.ts"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "15", "-f", "mpegts", str(whole))
+    data = bytearray(whole.read_bytes())
+    data[len(data) * 35 // 100:len(data) * 65 // 100] = bytes(len(data) * 65 // 100 - len(data) * 35 // 100)
+    video = tmp_path / "damaged.ts"
+    video.write_bytes(bytes(data))
+    times = decoded_times(video)
+    assert len(times) < 60 and times[-1] == 2.367  # the last frame of 72 at 30 fps
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video) failed: video {video}: {72 - len(times)} of its 72 "
+                             "frames do not decode, though it decodes to its end (2.367 s): damaged inside; the "
+                             f"{len(times)} frames that decode were processed")
+
+
 def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
     """Told by its segment's size, which runs past the end of the copy."""
     video = tmp_path / "cut.mkv"
