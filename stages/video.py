@@ -226,10 +226,11 @@ class VideoSource(Source):
         Damage that decoding went on after is said first: the frames lost to it are then the
         count's shortfall, and nothing was cut. So is a shortfall in a file whose last frame is
         at its end: FFmpeg passes over damage in a transport stream without a failed read (43
-        frames of 72, the last at the end, were "decoding stopped at frame 43"). A recording that begins inside a group of frames
-        (a transport stream cut in mid-stream) decodes from its first key frame on: the frames
-        before it, as its first timestamp counts them, are not missing at its end (42 frames
-        from 0.433 s of a 55-frame stream were "decoding stopped at frame 42 of 55").
+        frames of 72, the last at the end, were "decoding stopped at frame 43"). A recording
+        that begins inside a group of frames (a transport stream cut in mid-stream) decodes
+        from its first key frame on: the frames before it, as its first timestamp counts them,
+        are not missing at its end (42 frames from 0.433 s of a 55-frame stream were "decoding
+        stopped at frame 42 of 55").
         """
         self._say_damage(index)
         end = max(self._played - self._head, 0)
