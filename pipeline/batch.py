@@ -23,7 +23,6 @@ task runs is in ``batch_task``, where it runs in ``batch_cluster``, its progress
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_coun
                          run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
 from .graph import Graph, file_key
+from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .redaction import redact_urls
 from .seeking import seeks_by_frame
@@ -104,14 +104,8 @@ def _not_a_video_file(item: str) -> str | None:
     """Why input ``item`` is no video file to read, or None."""
     try:
         mode = os.stat(item).st_mode
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return f"video {item}: a link that loops"
-        if os.path.islink(item):
-            return f"video {item}: a broken link (to {os.readlink(item)})"
-        if "://" in item:  # a batch reads files; a stream has no end to batch
-            return f"video {item}: a stream's URL, not a file (fer-pipe run's rtsp source reads streams)"
-        return f"video {item}: no such file"
+    except OSError:  # a batch reads files; a stream has no end to batch
+        return f"video {item}: " + why_no_file(item, "fer-pipe run's rtsp source")
     if stat.S_ISDIR(mode):
         if Path(item).suffix.lower() in VIDEO_SUFFIXES:
             return f"video {item}: a folder, not a file"

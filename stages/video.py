@@ -13,6 +13,7 @@ from pydantic import Field
 
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, printable
+from fer_pipe.input_files import why_no_file
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
@@ -324,12 +325,8 @@ def _decodes_at(path: str, frame: int) -> bool:
 
 def _open(name: str) -> cv2.VideoCapture:
     path = Path(name)
-    if not path.exists():
-        if "://" in name:  # OpenCV would open it, but as a file: no reconnects, frames dated as a file's
-            raise InputError(f"video {name}: a stream's URL, not a file (the rtsp source reads streams)")
-        if path.is_symlink():  # "no such file" of a name the user sees in ls
-            raise InputError(f"video {path}: a broken link (to {os.readlink(path)})")
-        raise InputError(f"video {path}: no such file")
+    if not path.exists():  # a URL OpenCV would open, but as a file: no reconnects, frames dated as a file's
+        raise InputError(f"video {name if '://' in name else path}: {why_no_file(name, 'the rtsp source')}")
     if path.is_dir():
         raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "
                          "image_folder source a folder of images)")

@@ -61,6 +61,8 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
         path.write_bytes(bytes(range(256)) * 400)  # no container a demuxer recognizes
     elif kind == "dangling":
         path.symlink_to("gone.mp4")
+    elif kind == "loop":
+        path.symlink_to(path.name)
     elif kind == "unfinished":  # a recording stopped before its index (moov, at its end) was written
         ffmpeg("-f", "lavfi", "-i", "testsrc=duration=2:size=160x120", "-c:v", "libx264", str(tmp_path / "whole.mp4"))
         whole = (tmp_path / "whole.mp4").read_bytes()
@@ -77,6 +79,7 @@ def _bad_video(kind: str, tmp_path: Path) -> Path:
     ("text", "OpenCV cannot open it (not a video, or a codec it lacks)"),
     ("corrupt", "OpenCV cannot open it (not a video, or a codec it lacks)"),
     ("dangling", "a broken link (to gone.mp4)"),  # "no such file" of a name ls shows
+    ("loop", "a link that loops"),  # as batch says it
     ("unfinished", "OpenCV cannot open it: the file ends inside its own container (a copy or recording cut short)"),
 ])
 def test_unusable_video(kind, reason, tmp_path, out_csv):
