@@ -15,13 +15,6 @@ class Opened(NamedTuple):
     process: str
 
 
-class Segment(NamedTuple):
-    """A source made a shared-memory segment for its frames, for the runner to unlink at the end."""
-
-    process: str
-    name: str
-
-
 class Length(NamedTuple):
     """A source's frame count (None: unknown), for the progress bar."""
 
@@ -71,4 +64,4 @@ class SourceFailed(NamedTuple):
     traceback: str = ""
 
 
-Message = Opened | Segment | Length | Done | Stopped | Closing | Failed | SourceFailed
+Message = Opened | Length | Done | Stopped | Closing | Failed | SourceFailed

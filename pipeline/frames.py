@@ -11,22 +11,22 @@ fails loudly instead of reading wrong pixels.
 """
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import secrets
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 
 import numpy as np
 
 from .errors import InputError
 
-SHM = "/dev/shm"  # where Linux's shm_open, and so SharedMemory, keeps its segments
+SHM = "/dev/shm"  # where Linux's shm_open keeps its segments: files of a tmpfs, mapped as such
 MIB = 1024 * 1024
 HEADER = 64  # bytes before each slot's pixels: the sequence number, padded for alignment
 
-_attached: dict[str, shared_memory.SharedMemory] = {}
+_attached: dict[str, mmap.mmap] = {}
 _views_made = 0
 
 
@@ -54,19 +54,18 @@ class FrameRef:
         global _views_made
         shm = self.check()
         _views_made += 1
-        view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm.buf,
-                          offset=self.offset + HEADER)
+        view = np.ndarray(self.shape, dtype=np.dtype(self.dtype), buffer=shm, offset=self.offset + HEADER)
         view.flags.writeable = False
         return view
 
-    def check(self) -> shared_memory.SharedMemory:
+    def check(self) -> mmap.mmap:
         """StaleFrameError if the slot holds another frame now. The writer puts the sequence
         number before the pixels, so a check after a stage has used the pixels also tells
         whether they changed under it (a live source lapping the ring during a slow step)."""
         shm = _attached.get(self.segment)
         if shm is None:
-            shm = _attached[self.segment] = shared_memory.SharedMemory(name=self.segment)
-        header = np.ndarray((1,), dtype=np.int64, buffer=shm.buf, offset=self.offset)
+            shm = _attached[self.segment] = _map(self.segment, os.O_RDONLY, mmap.ACCESS_READ)
+        header = np.ndarray((1,), dtype=np.int64, buffer=shm, offset=self.offset)
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
                                   f"{int(header[0])}")
@@ -77,15 +76,17 @@ class FrameRing:
     """The writer's side: one process (a source) owns a ring per frame size it has seen.
 
     The writer never unlinks its segments: readers downstream may still map them after the
-    source has finished. It announces each new segment, and the runner unlinks them all once
-    every stage process has ended (also when the source was killed).
+    source has finished. Their names start with the run's (``prefix``), and the runner's lease
+    removes every one so named once every stage process has ended (also when the source was
+    killed); if the runner itself was killed, the stages that outlive it do
+    (``ring_lease.remove_orphaned``).
     """
 
-    def __init__(self, prefix: str, slots: int, announce: Callable[[str], None]) -> None:
+    def __init__(self, prefix: str, slots: int) -> None:
         self.prefix = prefix
         self.slots = slots
-        self.announce = announce
-        self.segments: list[shared_memory.SharedMemory] = []
+        self.names: list[str] = []
+        self.segments: list[mmap.mmap] = []
         self._slot_bytes = 0
         self._seq = 0
 
@@ -99,17 +100,18 @@ class FrameRing:
         self._slot_bytes = HEADER + ((frame.nbytes + HEADER - 1) // HEADER) * HEADER
         size = self._slot_bytes * self.slots
         name = f"{self.prefix}_{secrets.token_hex(4)}"
-        self.segments.append(shared_memory.SharedMemory(name=name, create=True, size=size))
-        self.announce(name)
-        fd = os.open(os.path.join(SHM, name), os.O_RDWR)
+        fd = os.open(os.path.join(SHM, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.posix_fallocate(fd, 0, size)
-        except OSError as exc:
-            free = shutil.disk_usage(SHM).free
-            shape = "x".join(map(str, frame.shape))
-            raise InputError(f"frame ring: {self.slots} frames of {shape} need {size / MIB:,.0f} MiB "
-                             f"of {SHM}, which has {free / MIB:,.0f} MiB free ({exc.strerror}); give "
-                             f"it more room (docker run --shm-size) or lower queue_size") from None
+            self.names.append(name)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                free = shutil.disk_usage(SHM).free
+                shape = "x".join(map(str, frame.shape))
+                raise InputError(f"frame ring: {self.slots} frames of {shape} need {size / MIB:,.0f} MiB "
+                                 f"of {SHM}, which has {free / MIB:,.0f} MiB free ({exc.strerror}); give "
+                                 f"it more room (docker run --shm-size) or lower queue_size") from None
+            self.segments.append(mmap.mmap(fd, size))
         finally:
             os.close(fd)
 
@@ -120,9 +122,9 @@ class FrameRing:
             self._grow(frame)
         shm = self.segments[-1]
         offset = (self._seq % self.slots) * self._slot_bytes
-        np.ndarray((1,), dtype=np.int64, buffer=shm.buf, offset=offset)[0] = self._seq
-        np.ndarray(frame.shape, dtype=frame.dtype, buffer=shm.buf, offset=offset + HEADER)[...] = frame
-        ref = FrameRef(shm.name, offset, tuple(frame.shape), frame.dtype.str, self._seq)
+        np.ndarray((1,), dtype=np.int64, buffer=shm, offset=offset)[0] = self._seq
+        np.ndarray(frame.shape, dtype=frame.dtype, buffer=shm, offset=offset + HEADER)[...] = frame
+        ref = FrameRef(self.names[-1], offset, tuple(frame.shape), frame.dtype.str, self._seq)
         self._seq += 1
         return ref
 
@@ -144,11 +146,23 @@ def detach_all() -> None:
 
 
 def unlink(names: list[str]) -> None:
-    """Remove a run's segments once no stage process can read them any more."""
+    """Remove segments by name (a ring made outside a run: a benchmark's, a test's)."""
     for name in names:
-        try:
-            shm = shared_memory.SharedMemory(name=name)
-        except FileNotFoundError:
-            continue
-        shm.close()
-        shm.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SHM, name))  # what shm_unlink does on Linux
+
+
+def _map(name: str, flags: int, access: int) -> mmap.mmap:
+    """Map a segment that a source made.
+
+    Not ``multiprocessing.shared_memory``: on Python 3.11 and 3.12 a process that only opens a
+    segment registers it with multiprocessing's resource tracker, as its maker does (``track``
+    came in 3.13), and the tracker unlinks, warning of "leaked shared_memory objects", any name
+    whose unregistering it has not seen by the time every process of the run has ended. The
+    runner and ``ring_lease`` remove the rings, also when the runner was killed; that second
+    bookkeeping printed the warning in a CI run after a second Ctrl-C (s29)."""
+    fd = os.open(os.path.join(SHM, name), flags)
+    try:
+        return mmap.mmap(fd, 0, access=access)
+    finally:
+        os.close(fd)

@@ -1,8 +1,9 @@
 """Frame rings left in /dev/shm by a run that was killed, found and removed by the next run.
 
-The runner unlinks its rings when its stages have ended, but a run killed with SIGKILL (a
-service manager's stop timeout, the OOM killer) cannot, and /dev/shm is memory: every such
-kill of a 1080p run would keep about a hundred MiB until the machine reboots. So each run holds
+The runner unlinks its rings when its stages have ended, but a runner killed with SIGKILL (a
+service manager's stop timeout, the OOM killer) cannot. Its stages, which see it go, remove
+them (``remove_orphaned``); where none could (the whole process group killed), /dev/shm, which
+is memory, would keep about a hundred MiB per 1080p run until the machine reboots. So each run holds
 an exclusive ``flock`` on a lock file named after its run id for as long as it lives; the
 kernel drops the lock when the runner dies, however it dies. A run starting later takes every
 lock it can get: those rings' owner is gone, and they are removed with the lock file.
@@ -35,19 +36,16 @@ class RingLease:
         self._fd: int | None = None
         self._path = Path(shm, f"{PREFIX}{self.run_id}{LOCK_SUFFIX}")
         if not Path(shm).is_dir():
-            return  # not Linux: SharedMemory keeps its segments elsewhere, and nothing to sweep
+            return  # no /dev/shm, so no frame ring either (frames.FrameRing fails on its first frame)
         # locked under a name no sweep looks at, then renamed: a sweep never meets it unlocked
         draft = self._path.with_name(f".{self._path.name}")
         self._fd = os.open(draft, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         os.rename(draft, self._path)
 
-    def segment_prefix(self, stage: str) -> str:
-        return f"{PREFIX}{self.run_id}_{stage}"
-
     def release(self) -> None:
-        """End the lease, removing any ring of this run still there: one a source made but was
-        killed before announcing, or every ring of a run whose stages never all started."""
+        """End the lease, removing every ring of this run: the runner calls it once every stage
+        process has ended, so none can read a frame any more."""
         if self._fd is None:
             return
         _remove_rings(self._path.parent, self.run_id)
@@ -84,6 +82,19 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
         finally:
             os.close(fd)
     return rings, size
+
+
+def segment_prefix(run: str, stage: str) -> str:
+    """The start of the names of a run's rings made by one of its stages."""
+    return f"{PREFIX}{run}_{stage}"
+
+
+def remove_orphaned(run: str) -> None:
+    """Remove a run's rings from a stage process whose runner has died (SIGKILL, the OOM killer):
+    every stage is stopping, so none will map a ring it has not mapped yet, and /dev/shm, which
+    is memory, would otherwise keep them until the next run on the machine. Any stage does it,
+    not only the source, which may have read its whole file and ended before the runner died."""
+    _remove_rings(Path(frames.SHM), run)
 
 
 def _remove_rings(folder: Path, run: str) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup, launch
-from .control import Closing, Done, Failed, Length, Message, Opened, Segment, SourceFailed, Stopped
+from .control import Closing, Done, Failed, Length, Message, Opened, SourceFailed, Stopped
 from .emitter import Outbox, StageQueue
 from .errors import InputError, UserError, printable
 from .graph import Graph, StageSpec
@@ -73,7 +73,6 @@ class _Reports:
     """What the stage processes have said so far, over the control queue."""
 
     done: dict[str, dict] = field(default_factory=dict)  # each ended process's statistics
-    segments: list[str] = field(default_factory=list)  # the frame rings' shared memory, to unlink
     lengths: dict[str, int | None] = field(default_factory=dict)  # the sources' frame counts
     failure: Failed | None = None  # the first failure: the run's
     also: list[str] = field(default_factory=list)  # later failures, said after it
@@ -85,8 +84,6 @@ class _Reports:
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
         match msg:
-            case Segment(name=segment):
-                self.segments.append(segment)
             case Length(process, frames_to_come):
                 self.lengths[process] = frames_to_come
             case Opened(process):
@@ -221,7 +218,7 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                dropped[process], busy[process], slots, lease.segment_prefix(name))
+                                dropped[process], busy[process], slots, lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
@@ -265,7 +262,7 @@ class Runner:
             status = StatusLine(self.status_every, names, progress, dropped, _say, started)
             result = self._supervise(procs, control, stop, progress, busy, status, started)
         finally:
-            lease.release()  # after _supervise unlinked the rings, or the run never started
+            lease.release()  # the run's rings: every stage process has ended, or none started
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         result.wall_s = time.monotonic() - started
@@ -339,7 +336,6 @@ class Runner:
                 if proc.exitcode is None:
                     proc.kill()
                 proc.join()
-            frames.unlink(reports.segments)
         if reports.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.

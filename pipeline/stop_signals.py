@@ -58,6 +58,7 @@ class _SigtermHold:
 HOLD = _SigtermHold()
 _sigterm_seen = False
 _sigterm_ignored = False
+_spawned_by: int | None = None  # the runner's pid, for a stage it spawned (its parent) rather than forked
 
 
 def terminate(signum: int, frame: object) -> None:
@@ -97,10 +98,13 @@ def follow_parent() -> None:
     also covers a runner whose process forked a child that holds the pipe too (a host's
     ``multiprocessing`` pool beside the Python API).
     """
+    global _spawned_by
     parent = mp.parent_process()
     if parent is None:
         return
-    if sys.platform.startswith("linux") and os.getppid() == parent.pid:
+    if os.getppid() == parent.pid:
+        _spawned_by = parent.pid
+    if sys.platform.startswith("linux") and _spawned_by is not None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent.pid:  # it died before prctl took effect: stop when unblocked
             signal.raise_signal(signal.SIGTERM)
@@ -114,6 +118,17 @@ def follow_parent() -> None:
             time.sleep(RESEND_S)
 
     threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()
+
+
+def runner_gone() -> bool:
+    """Whether the runner that started this stage process has died: the pipe it held open is
+    ready (see ``follow_parent``), or, for a stage it spawned, the stage has another parent now.
+    A child that the host of the Python API forked during the run holds that pipe open too, and
+    the killed host's rings stayed in /dev/shm (s29c)."""
+    parent = mp.parent_process()
+    if parent is None:
+        return False
+    return not parent.is_alive() or (_spawned_by is not None and os.getppid() != _spawned_by)
 
 
 def sigterm_seen() -> bool:

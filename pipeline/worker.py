@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from . import frames, hangup
-from .control import Closing, Done, Failed, Length, Opened, Segment, SourceFailed, Stopped
+from . import frames, hangup, ring_lease
+from .control import Closing, Done, Failed, Length, Opened, SourceFailed, Stopped
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
@@ -30,7 +30,8 @@ from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
 from .stage import Sink, Source, Stage, StageFailure, StopRun, frame_of, packets_of, said, say_skipped
 from .stats import StageStats
-from .stop_signals import HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, sigterm_seen, terminate
+from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
+                           terminate)
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Wiring:
     dropped: Any
     busy_since: Any
     ring_slots: int
-    ring_prefix: str
+    run_id: str  # names the run's frame rings (``ring_lease``)
 
 
 def stage_main(w: Wiring) -> None:
@@ -95,8 +96,7 @@ def stage_main(w: Wiring) -> None:
         w.control.put(Opened(name))
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
-            ring = frames.FrameRing(w.ring_prefix, w.ring_slots,
-                                    lambda seg: w.control.put(Segment(name, seg)))
+            ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots)
             w.control.put(Length(name, stage.length()))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
@@ -151,6 +151,8 @@ def stage_main(w: Wiring) -> None:
         if ring is not None:
             ring.close()
         frames.detach_all()
+        if runner_gone():
+            ring_lease.remove_orphaned(w.run_id)
         sys.stdout.flush()
 
 

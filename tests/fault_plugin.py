@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -256,6 +257,17 @@ def stat(pid: int) -> list[str]:
 def alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (ended, not yet reaped by init) counts as gone."""
     return stat(pid)[:1] not in ([], ["Z"])
+
+
+def run_lock(runner: int) -> Path:
+    """The lock file in /dev/shm that process ``runner`` holds for its run (``ring_lease``),
+    named after the run id its frame rings are named after too."""
+    for fd in os.listdir(f"/proc/{runner}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            held = os.readlink(f"/proc/{runner}/fd/{fd}")
+            if re.fullmatch(r"/dev/shm/fp[0-9a-f]{6}\.lock", held):
+                return Path(held)
+    raise AssertionError(f"process {runner} holds no run's lock file")
 
 
 def wait_gone(pids: set[int], within: float = 10.0) -> set[int]:

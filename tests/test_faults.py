@@ -7,6 +7,7 @@ behind, and leave a valid CSV holding every frame the sink consumed before the f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -19,8 +20,10 @@ import pytest
 
 from conftest import REPO, fer_pipe, read_frames, write_video
 from fault_plugin import (alive, assert_valid_prefix, descendants, fault_config, group_killed_at_exit, read_csv,
-                          start_run, stats_row, wait_gone)
+                          run_lock, start_run, stats_row, wait_gone)
 from livetools import free_port, wait_for
+
+from fer_pipe.frames import SHM
 
 
 def finish(proc, timeout: float = 120) -> tuple[int, str]:
@@ -279,6 +282,12 @@ def test_a_stage_ending_the_run_ends_it_in_one_process_as_in_a_run(plugin_env, s
     assert (done.returncode, done.stderr) == (0, "")
     assert one.read_text() == (tmp_path / "run.csv").read_text()
     assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == list(range(10))
+
+
+def _rings_of(runner: int) -> set[Path]:
+    """The frame rings of the run whose runner is process ``runner``: rings made meanwhile by
+    another run on the machine are not its."""
+    return set(Path(SHM).glob(f"{run_lock(runner).stem}_*"))
 
 
 def _holding(kids: set[int], path: Path) -> int:
@@ -567,8 +576,34 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     _, err = proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
     assert not wait_gone(kids, within=15), "stage processes outlived the runner"
     assert "Traceback" not in err, err  # a second SIGTERM must not cut closing short
-    wait_for(lambda: not any(Path(s).exists() for s in segments), timeout=15)  # the resource tracker's job
+    wait_for(lambda: not any(Path(s).exists() for s in segments), timeout=15)  # by the source, its runner gone
     assert_valid_prefix(out)
+
+
+def test_sigkill_of_the_runner_after_its_source_ended_still_removes_the_ring(plugin_env, short_clip, tmp_path):
+    """A file source whose frames all fit in the queues has ended when the runner is killed, so
+    it never learns that the runner is gone: the stages that outlive the runner remove the
+    run's rings (s29b; the resource tracker did it before the rings left its books)."""
+    out, seen = tmp_path / "orphan.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "orphan.yaml", short_clip, out, delay_s=0.2, seen_file=str(seen))
+    config.write_text("queue_size: 64\n" + config.read_text())
+    proc = start_run(config, plugin_env)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 2)
+    kids = descendants(proc.pid)
+    segments = {str(s) for s in _rings_of(proc.pid)}
+
+    def mapped() -> set[str]:
+        found: set[str] = set()
+        for pid in kids:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                found |= _segments(pid)
+        return found
+
+    wait_for(lambda: segments and not mapped() & segments, 30, "the source to end, its frames in the queues")
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not wait_gone(kids, within=15), "stage processes outlived the runner"
+    assert not [s for s in segments if Path(s).exists()]
 
 
 FORKING_HOST = '''
@@ -602,7 +637,9 @@ if __name__ == "__main__":
 def test_spawned_stages_end_with_their_killed_host_though_it_forked_during_the_run(plugin_env, short_clip,
                                                                                     tmp_path):
     """The Python API spawns; a host killed with SIGKILL after forking a child of its own left
-    the stages running while that child lived, when only the runner's pipe told them."""
+    the stages running while that child lived, when only the runner's pipe told them. The
+    stages then took the runner for alive, as that child held its pipe, and left its frame ring
+    in /dev/shm (s29c)."""
     out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
     config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=1.0, seen_file=str(seen))
     (tmp_path / "host.py").write_text(FORKING_HOST)
@@ -613,9 +650,12 @@ def test_spawned_stages_end_with_their_killed_host_though_it_forked_during_the_r
         stages = {pid for pid in descendants(host.pid)
                   if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
         assert len(stages) == 3
+        rings = _rings_of(host.pid)
+        assert rings
         host.kill()
         host.wait()
         assert not wait_gone(stages, within=15), "a stage outlived its killed host"
+        assert not [ring for ring in rings if ring.exists()]
     finally:
         os.killpg(host.pid, signal.SIGKILL)  # the forked child, and stages that outlived the host
         host.communicate(timeout=60)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -19,11 +22,10 @@ def _checksum_in_child(refs, out):
 
 @pytest.fixture
 def ring():
-    names: list[str] = []
-    ring = frames.FrameRing("fptest", slots=4, announce=names.append)
+    ring = frames.FrameRing("fptest", slots=4)
     yield ring
     ring.close()
-    frames.unlink(names)
+    frames.unlink(ring.names)
 
 
 def test_frames_cross_a_process_boundary_unchanged(ring):
@@ -72,9 +74,8 @@ def test_a_ring_that_dev_shm_cannot_hold_is_refused_before_any_frame_is_written(
     if not room.f_blocks:
         pytest.skip(f"{frames.SHM} has no size limit")
     frame = np.zeros((1024, 1024, 3), dtype=np.uint8)
-    names: list[str] = []
-    ring = frames.FrameRing("fptest", slots=room.f_blocks * room.f_frsize // frame.nbytes + 1,
-                            announce=names.append)
+    ring = frames.FrameRing("fptest", slots=room.f_blocks * room.f_frsize // frame.nbytes + 1)
+    names = ring.names
     try:
         with pytest.raises(InputError, match=r"^frame ring: \d+ frames of 1024x1024x3 need [\d,]+ MiB of "
                                              r"/dev/shm, which has [\d,]+ MiB free .*lower queue_size$"):
@@ -83,3 +84,27 @@ def test_a_ring_that_dev_shm_cannot_hold_is_refused_before_any_frame_is_written(
         ring.close()
         frames.unlink(names)
     assert len(names) == 1 and not os.path.exists(os.path.join(frames.SHM, names[0]))
+
+
+def test_a_ring_removed_by_its_lease_leaves_the_resource_tracker_nothing_to_say(tmp_path):
+    """A run's ring is removed by the run's lease, by its name. Made with multiprocessing's
+    SharedMemory it stayed registered with the resource tracker, which then warned of a leak at
+    exit (seen in CI after a second Ctrl-C)."""
+    script = tmp_path / "ring.py"
+    script.write_text(textwrap.dedent("""\
+        import numpy as np
+
+        from fer_pipe import frames
+        from fer_pipe.ring_lease import RingLease, segment_prefix
+
+        lease = RingLease()
+        ring = frames.FrameRing(segment_prefix(lease.run_id, "source"), 2)
+        ring.put(np.zeros((4, 4), np.uint8))
+        print(*ring.names)
+        ring.close()
+        lease.release()
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    (name,) = done.stdout.split()
+    assert not os.path.exists(os.path.join(frames.SHM, name))

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fer_pipe.ring_lease import RingLease, sweep_abandoned
+from fer_pipe.ring_lease import RingLease, segment_prefix, sweep_abandoned
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from fer_pipe.ring_lease import RingLease
+from fer_pipe.ring_lease import RingLease, segment_prefix
 lease = RingLease(sys.argv[1])
-Path(sys.argv[1], lease.segment_prefix("source") + "_0a1b2c3d").write_bytes(bytes(4096))
+Path(sys.argv[1], segment_prefix(lease.run_id, "source") + "_0a1b2c3d").write_bytes(bytes(4096))
 print(lease.run_id, flush=True)
 time.sleep(600)
 """
@@ -51,7 +51,7 @@ def test_a_run_that_ends_leaves_no_lock_and_no_ring_behind(tmp_path):
     lease = RingLease(str(tmp_path))
     other = tmp_path / "fp0a0b0c_source_11223344"  # another run's ring
     other.write_bytes(bytes(16))
-    mine = Path(tmp_path, lease.segment_prefix("source") + "_0a1b2c3d")
+    mine = Path(tmp_path, segment_prefix(lease.run_id, "source") + "_0a1b2c3d")
     mine.write_bytes(bytes(4096))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"fp{lease.run_id}.lock", mine.name, other.name])
     lease.release()

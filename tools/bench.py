@@ -373,8 +373,7 @@ def transport(shape: tuple[int, int, int], frames: int = 300) -> dict:
         ready, done = ctx.Event(), ctx.Event()
         proc = ctx.Process(target=_reader, args=(q, kind, ready, done))
         proc.start()
-        segments: list[str] = []
-        ring = ring_mod.FrameRing(f"fpbench_{os.getpid()}", 32, segments.append)
+        ring = ring_mod.FrameRing(f"fpbench_{os.getpid()}", 32)
         send = {"none": lambda: 0, "ring": lambda: ring.put(image), "pickle": lambda: image}[kind]
         q.put(send())  # warm-up: the segment is created and the reader attached
         ready.wait()
@@ -386,7 +385,7 @@ def transport(shape: tuple[int, int, int], frames: int = 300) -> dict:
         out[kind] = round((time.perf_counter() - start) / frames * 1e3, 3)
         proc.join()
         ring.close()
-        ring_mod.unlink(segments)
+        ring_mod.unlink(ring.names)
     out["frame_mb"] = round(image.nbytes / 2**20, 2)
     return out
 
