@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import MAX_QUEUE
 from .messages import EndOfStream, Packet, Sequenced
-from .stage import StageFailure, said, say_skipped
+from .stage import StageFailure, named, said, say_skipped
 from .stats import StageStats
 
 UNSENT: list[tuple[Any, Exception]] = []
@@ -90,12 +90,14 @@ class Emitter:
         """What the queues' feeder threads could not send: a StageFailure naming the first
         packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
         A numbered item (for a stage with several workers) is not skipped: the stage that puts
-        the numbers back in order would wait for it."""
+        the numbers back in order would wait for it. Nor is an outage packet: ``on_error: skip``
+        is about frames, and it was counted as a skipped one (s29d), as a failing ``outage``
+        hook fails the stage."""
         while UNSENT:
             item, exc = UNSENT.pop(0)
-            if self.skip_as is None or not isinstance(item, Packet):
+            if self.skip_as is None or not isinstance(item, Packet) or item.outage:
                 packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
-                where = f"on {packets[0].source} frame {packets[0].index}: " if packets else ""
+                where = f"on {named(packets[0])}: " if packets else ""
                 raise StageFailure(where + _not_sent(exc))
             if _first_time(self._unsent, (item.source, item.index), self._remember):  # not once per consumer
                 self.stats.skipped += 1
@@ -148,8 +150,9 @@ class Emitter:
                     self._count_drop(dropped)
 
     def _count_drop(self, packet: Packet) -> None:
-        """A frame dropped from several consumers' queues is one frame dropped."""
-        if _first_time(self._dropped, (packet.source, packet.index), self._remember):
+        """A frame dropped from several consumers' queues is one frame dropped; a live source's
+        outage packet, numbered as the frame before it, is no frame (s28d)."""
+        if not packet.outage and _first_time(self._dropped, (packet.source, packet.index), self._remember):
             self.stats.dropped += 1
 
     def end(self) -> None:

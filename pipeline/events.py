@@ -14,6 +14,11 @@ Schema version 1:
   end_frame, start_time, end_time, duration_s, mean_confidence, peak_confidence``.
 - ``face_appeared`` / ``face_lost`` (topic ``face.<source>``): ``schema, type, source, track_id,
   frame, timestamp``.
+- ``source_down`` / ``source_up`` (topic ``source.<source>``): ``schema, type, source, frame,
+  timestamp, since``; a live source's stream is down (its last frame, null if it has sent none,
+  and the time it was said so) or came back (its first frame since, and that frame's time);
+  ``since``: when it was first said down, this outage (``timeout_s`` after its last frame, or
+  after the source started).
 Additive changes (new fields) keep the version; renaming or removing a field bumps it.
 """
 from __future__ import annotations
@@ -28,7 +33,8 @@ import numpy as np
 from .messages import EMOTIONS, Packet, emotion_probs, extra_values
 
 SCHEMA_VERSION = 1
-TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face"}
+TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face",
+                "source_down": "source", "source_up": "source"}
 
 
 FACE_FIELDS = ("face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs", "smoothed_label",
@@ -102,6 +108,16 @@ def face_event(kind: Literal["face_appeared", "face_lost"], source: str, track_i
     """A ``face_appeared`` or ``face_lost`` event; for a lost face, frame and time it was last seen."""
     return {"schema": SCHEMA_VERSION, "type": kind, "source": source, "track_id": track_id,
             "frame": frame, "timestamp": round(timestamp, 3)}
+
+
+def source_event(kind: Literal["source_down", "source_up"], packet: Packet, since: float) -> dict[str, Any]:
+    """A ``source_down`` event from a live source's outage packet, or a ``source_up`` from its
+    first frame after one: while a camera is down no frame event comes, and a subscriber could
+    not tell a camera that is down from a run that has died. ``since``: when the outage was
+    first said, which a subscriber that connects during it has no other way to learn."""
+    return {"schema": SCHEMA_VERSION, "type": kind, "source": packet.source,
+            "frame": packet.index if packet.index >= 0 else None, "timestamp": round(packet.timestamp, 3),
+            "since": round(since, 3)}
 
 
 MAX_EVENT_BYTES = 1 << 20

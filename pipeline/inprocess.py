@@ -26,7 +26,8 @@ from pydantic import ValidationError
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import Source, Stage, StageFailure, StopRun, frame_of, instantiate, packets_of, said, say_skipped
+from .stage import (Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, packets_of, said,
+                    say_skipped)
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -97,7 +98,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
             for number, packet in enumerate(packets):
                 if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
                     raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
-                out.extend(packets_of(stage.process(own_copy(packet))))
+                out.extend(handle(stage, own_copy(packet)))
         out.extend(packets_of(stage.finish(), "finish"))
     finally:
         stage.close()
@@ -135,8 +136,9 @@ def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
 def run_graph(graph: Graph) -> GraphRun:
     """Run a whole graph in this process, sources one after another.
 
-    A stage with ``on_error: skip`` drops a packet that makes it raise, with the runner's line,
-    and the run goes on: a batch task failed its whole video on the frame that ``fer-pipe run``
+    A stage with ``on_error: skip`` drops a frame that makes it raise, with the runner's line,
+    and the run goes on (an outage packet is no frame: a failing ``outage`` hook fails the run, as
+    in the runner): a batch task failed its whole video on the frame that ``fer-pipe run``
     skips. A stage that raises ``StopRun`` ends the run as in the runner: it passes nothing on
     from then, the sources read no further frame, and every stage finishes and closes. Any
     other exception is raised as a ``StageFailure`` that names the stage and the frame."""
@@ -151,15 +153,15 @@ def run_graph(graph: Graph) -> GraphRun:
         if name in stopped_by:
             return []
         try:
-            return packets_of(stages[name].process(packet))
+            return handle(stages[name], packet)
         except StopRun:
             stopped_by.add(name)
             return []
         except UserError:
             raise
         except Exception as exc:
-            if name not in skipping:
-                raise _stage_failure(graph, name, f"on {packet.source} frame {packet.index}: ", exc) from exc
+            if name not in skipping or packet.outage:  # on_error: skip is about frames, as in a run
+                raise _stage_failure(graph, name, f"on {named(packet)}: ", exc) from exc
             skipped[name] += 1
             say_skipped(name, packet, exc, skipped[name])
             return []

@@ -109,6 +109,16 @@ class Packet:
     faces: list[Face] | None = None
     captured: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    outage: bool = False
+    """True for a packet that is no frame: a live source sends one about every second while its
+    stream is down (no frame for its ``timeout_s``), dated when it is sent on the clock of its
+    frames' timestamps, numbered as the last frame before it (-1 while the source has sent
+    none: a camera down since the run started), with no image and no faces (make
+    it with ``outage``). A camera that went down sent nothing, and what ends only as frames come
+    (a track after ``max_gap_s``, its episode, its face_lost event) waited for the camera's
+    return, hours later, or for the end of the run. The runner hands it to a stage's ``outage``,
+    not its ``process`` (see ``fer_pipe.stage``). A field of its own, not an ``extra`` key: a
+    plug-in's ``extra["outage"] = False`` made every frame one, and none was written (s28d)."""
 
     def pixels(self) -> np.ndarray:
         """The frame as a read-only array (a view into shared memory when it came over a queue)."""
@@ -117,6 +127,12 @@ class Packet:
         if isinstance(self.image, np.ndarray):  # in-process (run_stage, batch): as read-only as shared memory
             return read_only(self.image)
         return self.image.array()
+
+
+def outage(source: str, last_index: int, timestamp: float) -> Packet:
+    """The packet a live source sends while its stream is down (``Packet.outage``): numbered as
+    its last frame, or -1 while it has sent none (a camera down since the run started)."""
+    return Packet(source, last_index, timestamp, outage=True)
 
 
 def wall_time(captured: float) -> float:

@@ -207,6 +207,7 @@ class Runner:
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
+        down = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
         procs: Processes = {}
         live = {spec.name for spec in graph.sources() if spec.build().live}
         for name in graph.order():
@@ -218,7 +219,7 @@ class Runner:
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
                 wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
-                                dropped[process], busy[process], slots, lease.run_id)
+                                dropped[process], busy[process], down[process], slots, lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 
@@ -259,7 +260,7 @@ class Runner:
                 previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_resume)
             for signum in deferred:
                 self._on_signal(signum, None)
-            status = StatusLine(self.status_every, names, progress, dropped, _say, started)
+            status = StatusLine(self.status_every, names, progress, dropped, _say, started, down)
             result = self._supervise(procs, control, stop, progress, busy, status, started)
         finally:
             lease.release()  # the run's rings: every stage process has ended, or none started

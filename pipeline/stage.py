@@ -24,6 +24,10 @@ A stage is a class with
 - ``dropped``: what the stage discarded itself, counted where the runner shows it;
 - ``idle_s`` / ``idle``: for a stage that must act while its input is quiet (a window that
   repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet;
+- ``outage``: what the stage does with the packet a live source sends while its stream is
+  down (``fer_pipe.messages.Packet.outage``: no frame, no image; numbered as the source's last
+  frame, -1 while it has sent none): by default passes it on, and a
+  sink takes no notice; a tracker ends that source's tracks on it when the gap is long enough;
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
   detector skipping frames with no tracker after it), said as warnings, never refused;
   ``wants_before``, the stage types it needs somewhere before it, is warned of the same way.
@@ -148,6 +152,13 @@ class Stage:
         """Runs every ``idle_s`` while no packet comes: a live source's outage would otherwise
         freeze what the stage only does per packet. May raise StopRun, as ``process`` may."""
 
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        """A live source's stream is down (``packet`` is no frame: see ``fer_pipe.messages.Packet.outage``;
+        ``packet.index`` is the source's last frame, -1 while it has sent none, as a camera down
+        since the run started). Return the packets to pass on: by default this one, so that the
+        stages after it learn of the outage too."""
+        return (packet,)
+
     def finish(self) -> Iterable[Packet]:
         """End of stream: return anything still held. Not called after a failure."""
         return ()
@@ -245,6 +256,10 @@ class Sink(Stage):
     def consume(self, packet: Packet) -> None:
         raise NotImplementedError(f"{type(self).__name__} is a Sink and must implement consume()")
 
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        """No notice by default: a sink writes frames, and this packet is none."""
+        return ()
+
 
 def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list[Packet]:
     """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets is a
@@ -267,6 +282,14 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
     return out
 
 
+def handle(stage: Stage, packet: Packet) -> list[Packet]:
+    """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
+    (the class's: a plug-in written before it may keep a flag of that name on its instance)."""
+    if packet.outage:
+        return packets_of(type(stage).outage(stage, packet), "outage")
+    return packets_of(stage.process(packet))
+
+
 def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     """What a source's ``frames`` yielded, checked against the source contract: a TypeError
     there, raised in the source, where the stage that met it failed instead (the detector, on an
@@ -278,12 +301,20 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
         raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
                         f"{source_id!r} (Packet(self.source_id, ...))")
     index, timestamp = item.index, item.timestamp
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int")
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
+        # -1 is an outage packet's number while its source has sent no frame (s29c)
+        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int >= 0")
     if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
             or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
         raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
                         "seconds")
+    if item.outage:
+        last = -1 if last_index is None else last_index
+        if index != last or item.image is not None or item.faces is not None:
+            after = "before any frame" if last_index is None else f"after frame {last_index}"
+            raise TypeError(f"frames() yielded an outage packet numbered {index} {after}: make it with "
+                            "fer_pipe.messages.outage(source, the last frame's number or -1 before the first, time)")
+        return item
     if last_index is not None and index <= last_index:
         raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
     image = item.image
@@ -340,12 +371,20 @@ counted only (the statistics' skipped column): a stage that failed on every fram
 wrote a line a frame, some 2 million a day."""
 
 
+def named(packet: Packet) -> str:
+    """A packet as a line names it: its source's frame, or its source's outage, which is none
+    (s29c: "skipped cam frame -1")."""
+    if not packet.outage:
+        return f"{packet.source} frame {packet.index}"
+    return f"{packet.source}'s outage " + (f"after frame {packet.index}" if packet.index >= 0
+                                           else "before its first frame")
+
+
 def say_skipped(stage: str, packet: Packet, exc: BaseException, count: int) -> None:
     """What a stage with ``on_error: skip`` says of the ``count``-th packet it dropped, in a run
     and in a batch task alike."""
     if count <= SKIPS_SAID:
-        print(f"fer-pipe: stage {stage!r} skipped {packet.source} frame {packet.index}: {said(exc)}",
-              file=sys.stderr)
+        print(f"fer-pipe: stage {stage!r} skipped {named(packet)}: {said(exc)}", file=sys.stderr)
     if count == SKIPS_SAID:
         print(f"fer-pipe: stage {stage!r}: further packets it skips are counted in its skipped column, not "
               "said one by one", file=sys.stderr)

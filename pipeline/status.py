@@ -19,9 +19,14 @@ class StatusLine:
     interval, and the frames it dropped; a stage with several workers counts as one."""
 
     def __init__(self, every_s: float, processes: Mapping[str, Sequence[str]], progress: Mapping[str, Any],
-                 dropped: Mapping[str, Any], say: Callable[[str], None], started: float) -> None:
+                 dropped: Mapping[str, Any], say: Callable[[str], None], started: float,
+                 down: Mapping[str, Any] | None = None) -> None:
         self.every_s, self.processes, self.progress, self.dropped, self.say = (
             every_s, processes, progress, dropped, say)
+        self.down = down or {}
+        """Since when (monotonic) a live source has been down, per process, or waiting for its
+        first frame since it started; 0 while it is not: "cam 184 (0.0/s)" did not tell a camera
+        that is down from a stage that is stuck (s28a), nor "cam 0 (0.0/s)" one never reached."""
         self._last_at = started
         self._started = started
         self._last = dict.fromkeys(processes, 0)
@@ -37,7 +42,12 @@ class StatusLine:
             items = sum(self.progress[p].value for p in names)
             dropped = sum(self.dropped[p].value for p in names)
             rate = (items - self._last[stage]) / (now - self._last_at)
-            parts.append(f"{stage} {items} ({rate:.1f}/s" + (f", {dropped} dropped)" if dropped else ")"))
+            since = max((self.down[p].value for p in names if p in self.down), default=0.0)
+            if since:
+                how = f"{'down for' if items else 'no frame in'} {now - since:.0f} s"
+            else:
+                how = f"{rate:.1f}/s"
+            parts.append(f"{stage} {items} ({how}" + (f", {dropped} dropped)" if dropped else ")"))
             self._last[stage] = items
         self._last_at = now
         elapsed = timedelta(seconds=round(now - self._started))

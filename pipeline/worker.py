@@ -28,7 +28,7 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StageFailure, StopRun, frame_of, packets_of, said, say_skipped
+from .stage import Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, named, packets_of, said, say_skipped
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -52,6 +52,7 @@ class Wiring:
     progress: Any
     dropped: Any
     busy_since: Any
+    down_since: Any
     ring_slots: int
     run_id: str  # names the run's frame rings (``ring_lease``)
 
@@ -170,7 +171,9 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
     produced = iter(stage.frames())
-    source_id, last_index = stage.source_id, None
+    source_id, last_index, last_captured, down = stage.source_id, None, 0.0, stage.live
+    if down:  # a camera that never connects is down from its start, not "cam 0 (0.0/s)" for hours
+        w.down_since.value = time.monotonic()
     while not w.stop.is_set():
         t0 = time.perf_counter()
         try:
@@ -189,11 +192,19 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             w.control.put(SourceFailed(w.process, str(exc), exc.exit_code, stage.live) if isinstance(exc, UserError)
                           else SourceFailed(w.process, said(exc), 1, stage.live, traceback.format_exc()))
             break
+        if packet.outage:  # no frame: not counted as one, and the stages after it learn of it
+            if not down:  # the status line says the source is down, since its last frame
+                w.down_since.value, down = last_captured or time.monotonic(), True
+            emitter.emit((packet,))
+            continue
+        if down:  # a local flag: the shared value is not read on every frame
+            w.down_since.value, down = 0.0, False
         last_index = packet.index
         if isinstance(packet.image, np.ndarray):
             packet.image = ring.put(packet.image)
         if not packet.captured:
             packet.captured = time.monotonic()
+        last_captured = packet.captured
         stats.record(time.perf_counter() - t0)
         emitter.emit((packet,))
         w.progress.value += 1
@@ -281,6 +292,8 @@ class _Handler:
             raise StageFailure(f"while idle: {said(exc)}") from exc
 
     def _handle(self, item: Packet) -> list[Packet]:
+        if item.outage:
+            return self._outage(item)
         stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
@@ -317,3 +330,20 @@ class _Handler:
         if self.sink:
             stats.latencies.append(time.monotonic() - item.captured)
         return out
+
+    def _outage(self, item: Packet) -> list[Packet]:
+        """A live source's outage: no frame, so neither counted nor timed as one. A failure is
+        the stage's, as on a frame: ``on_error: skip`` is about frames, and a stage that fails
+        on the outage would fail again on the next."""
+        self.w.busy_since.value = time.monotonic()  # a hook that hangs is a stall, as a packet is
+        try:
+            return handle(self.stage, item)
+        except StopRun:
+            self._stop_run()
+            return []
+        except UserError:
+            raise
+        except Exception as exc:
+            raise StageFailure(f"on {named(item)}: {said(exc)}") from exc
+        finally:
+            self.w.busy_since.value = 0.0

@@ -138,6 +138,15 @@ class EpisodesSink(Sink):
             track.last_seen = now
             if face.smoothed is not None:
                 self._observe(key, track, (*now, face.smoothed), face.smoothed_label, face.extra)
+        self._end_ended(packet)
+
+    def outage(self, packet: Packet) -> list[Packet]:
+        """The tracker ends tracks while their source is down, not at its return: a camera down all
+        night told subscribers a face was in view all night, and wrote its episode in the morning."""
+        self._end_ended(packet)
+        return []
+
+    def _end_ended(self, packet: Packet) -> None:
         for key in ended_tracks(self._tracks, packet):
             self._end_track(key)
 

@@ -78,9 +78,16 @@ class Smoother(Stage):
             if face.track_id is not None and face.probs is not None:
                 self._tracked += 1
                 self._update(packet, face)
+        self._let_go(packet)
+        return (packet,)
+
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        self._let_go(packet)  # the tracker may have ended tracks while the source is down
+        return (packet,)
+
+    def _let_go(self, packet: Packet) -> None:
         for key in ended_tracks(self._tracks, packet):
             del self._tracks[key]
-        return (packet,)
 
     def finish(self) -> list[Packet]:
         # A face waits for its track id for a few detections (the tracker's min_hits), so only

@@ -17,7 +17,9 @@ the detector looked at count towards ``max_age``.
 A camera that was down sends no frames, so no detection can miss its tracks: a track would
 carry on over an outage of hours when the same place is in view after it, and its episode
 would span the outage. A gap of over ``max_gap_s`` between two frames of a source ends all its
-tracks on the frame after it, so their episodes end at their last sighting before the gap. A
+tracks on the frame after it, so their episodes end at their last sighting before the gap; a
+live source that is down says so about every second (``fer_pipe.messages.Packet.outage``), and the
+tracks end on the first such word past ``max_gap_s``, while the camera is still down. A
 source whose frames are that far apart as a rule (a time-lapse, photos dated 10 s apart) is
 measured against three times its usual gap (the median of its last ``GAPS_KEPT``) instead:
 with the fixed limit, every frame of it ended every track, and none ever got an id. A frame
@@ -143,9 +145,12 @@ class _SourceState:
         gap = timestamp - self.last_time
         if gap < 0:  # the clock went back: no usual gap to note
             return True
-        ends = gap > max_gap_s and bool(self.gaps) and gap > 3 * statistics.median(self.gaps)  # a median only then
+        ends = self.too_long(gap, max_gap_s)
         self.gaps.append(gap)
         return ends
+
+    def too_long(self, gap: float, max_gap_s: float) -> bool:
+        return gap > max_gap_s and bool(self.gaps) and gap > 3 * statistics.median(self.gaps)  # a median only then
 
 
 class FaceTracker(Stage):
@@ -190,6 +195,17 @@ class FaceTracker(Stage):
         if lost:
             packet.extra["track_lost"] = lost
         packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
+        return (packet,)
+
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        """The source's stream is down: its tracks end once it has been so for the gap that
+        ends them between two frames, without waiting for a frame after the outage."""
+        state = self._sources.get(packet.source)
+        if state is not None and state.tracks and state.last_time is not None \
+                and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s):
+            packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
+            packet.extra["tracks"] = []
+            state.tracks = []
         return (packet,)
 
     def _associate(self, state: _SourceState, packet: Packet) -> list[int]:

@@ -30,17 +30,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from fer_pipe.messages import EXPRESSIONS, FRAME, Packet
+from fer_pipe.messages import EXPRESSIONS, FRAME, Packet, outage
 from fer_pipe.stage import Source, Stage, StageParams, StopRun
 
 
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
-                  "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input"] = Field(
+                  "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
+                  "outage_raise"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish; bad_input: raise a two-line InputError)")
+                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
+                          "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
+                          "outage_raise: raise on a source's outage, whatever at says)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -80,6 +83,11 @@ class Faulty(Stage):
             os.replace(self.params.pid_file + ".part", self.params.pid_file)
         self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
 
+    def outage(self, packet):
+        if self.params.mode == "outage_raise":
+            raise ValueError("injected fault on an outage")
+        return (packet,)
+
     def process(self, packet):
         if self.params.read_pixels == "before":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
@@ -97,6 +105,9 @@ class Faulty(Stage):
                 return ({"frame": packet.index},)
             if self.params.mode == "stop_run":
                 raise StopRun
+            if self.params.mode == "outage_flag":
+                packet.extra["outage"] = False  # a camera-health flag of a plug-in's own
+                self.outage = False
             if self.params.mode == "bad_input":
                 from fer_pipe.errors import InputError
 
@@ -130,11 +141,13 @@ class Faulty(Stage):
 
 
 class BrokenFramesParams(StageParams):
-    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise"] = Field(
+    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "outage", "bad_outage"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
-                             "again, dated NaN, or an OSError raised instead")
+                             "again, dated NaN, or an OSError raised instead; or an outage packet before it, "
+                             "numbered as the frame before it or (bad) as itself")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
+    down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
 
 
 class BrokenFrames(Source):
@@ -157,6 +170,12 @@ class BrokenFrames(Source):
                     index = i - 1
                 if self.params.mode == "nan_time":
                     timestamp = float("nan")
+                if self.params.mode in ("outage", "bad_outage"):
+                    yield outage(source, i - (self.params.mode == "outage"), timestamp)
+                    back = time.monotonic() + self.params.down_s
+                    while time.monotonic() < back:
+                        time.sleep(0.1)
+                        yield outage(source, i - 1, timestamp)
             yield Packet(source, index, timestamp, image)
 '''
 

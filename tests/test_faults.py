@@ -95,7 +95,9 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
                  "(Packet(self.source_id, ...))"),
     ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase"),
     # a NaN made every later smoothed value of its track NaN, and its CSV rows said "nan"
-    ("nan_time", "TypeError: frames() yielded frame 3 dated nan; a timestamp is a finite number of seconds")])
+    ("nan_time", "TypeError: frames() yielded frame 3 dated nan; a timestamp is a finite number of seconds"),
+    ("bad_outage", "TypeError: frames() yielded an outage packet numbered 3 after frame 2: make it with "
+                   "fer_pipe.messages.outage(source, the last frame's number or -1 before the first, time)")])
 def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_drains(plugin_env, tmp_path, mode,
                                                                                       line):
     """A plug-in source's bad frame was blamed on the stage that met it (the detector, on an
@@ -109,6 +111,72 @@ def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_dr
     done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
     assert (done.returncode, done.stderr) == (1, f"fer-pipe: stage 'source' (brokenframes) failed: {line}\n")
     assert assert_valid_prefix(out) == [0, 1, 2]
+
+
+def test_a_plugins_own_outage_flags_make_no_frame_an_outage(plugin_env, tmp_path):
+    """The outage mark was an extra key: a plug-in's extra["outage"] = False (a camera-health
+    flag) made the frame an outage packet, and it was written nowhere, counted nowhere, exit 0.
+    One that kept a flag named outage on itself failed the run at the camera's first outage
+    (s28d). Here frame 3 gets both, and an outage packet follows frame 4."""
+    out = tmp_path / "out.csv"
+    config = tmp_path / "flags.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 5}}\n"
+                      "  faulty: {type: faulty, inputs: [source], params: {mode: outage_flag, at: [3]}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{out}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert assert_valid_prefix(out) == list(range(8))
+
+
+@pytest.mark.parametrize("at", [3, 0])
+def test_a_sources_outage_packet_passes_every_stage_and_is_no_frame(plugin_env, tmp_path, at):
+    """A live source's word that its stream is down (fer_pipe.messages.Packet.outage) goes through a
+    plug-in stage that knows nothing of it (its outage passes it on) and the csv sink, which
+    takes no notice: no row, not counted as a frame anywhere. Before its first frame (at 0) it is
+    numbered -1: a camera down since the run started (s29b)."""
+    out = tmp_path / "out.csv"
+    config = tmp_path / "outage.yaml"
+    config.write_text(f"stages:\n  source: {{type: brokenframes, params: {{mode: outage, at: {at}}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{out}'}}}}\n")
+    done = fer_pipe("run", str(config), env=plugin_env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert assert_valid_prefix(out) == list(range(8))
+    assert [stats_row(done.stderr, name)["items"] for name in ("source", "faulty", "csv")] == [8, 8, 8]
+
+
+def test_a_skipped_outage_is_named_as_the_sources_outage_not_as_a_frame(capsys):
+    """A packet a stage with on_error: skip could not send was said as "skipped cam frame -1"
+    when it was a camera's outage before its first frame, or as the frame before it (s29c)."""
+    from fer_pipe.messages import Packet, outage
+    from fer_pipe.stage import say_skipped
+
+    for number, packet in enumerate([outage("cam", -1, 0.0), outage("cam", 7, 9.0), Packet("cam", 8, 9.5)], 1):
+        say_skipped("faulty", packet, ValueError("x"), number)
+    assert capsys.readouterr().err.splitlines() == [
+        "fer-pipe: stage 'faulty' skipped cam's outage before its first frame: ValueError: x",
+        "fer-pipe: stage 'faulty' skipped cam's outage after frame 7: ValueError: x",
+        "fer-pipe: stage 'faulty' skipped cam frame 8: ValueError: x"]
+
+
+def test_an_outage_packet_that_cannot_be_sent_fails_the_stage_even_with_on_error_skip(capsys):
+    """on_error: skip is about frames: an outage packet the queue could not send was counted in
+    the stage's skipped column, a frame's, and one after frame 7 was not said at all when frame 7
+    was lost too (s29d). It now fails the stage, as an outage hook that raises does."""
+    from fer_pipe.emitter import UNSENT, Emitter
+    from fer_pipe.messages import Packet, outage
+    from fer_pipe.stage import StageFailure
+    from fer_pipe.stats import StageStats
+
+    emitter = Emitter([], True, StageStats("mine"), skip_as="mine")
+    UNSENT.extend([(Packet("cam", 7, 9.0), ValueError("x")), (outage("cam", 7, 10.0), ValueError("x"))])
+    try:
+        with pytest.raises(StageFailure, match="^on cam's outage after frame 7: "):
+            emitter.check_sent()
+    finally:
+        UNSENT.clear()
+    assert emitter.stats.skipped == 1  # the frame
+    assert capsys.readouterr().err == "fer-pipe: stage 'mine' skipped cam frame 7: ValueError: x\n"
 
 
 @pytest.mark.parametrize("at", [20, 59])
@@ -250,6 +318,22 @@ def test_on_error_skip_says_ten_skipped_packets_and_counts_the_rest(plugin_env, 
 IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
                   "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
 """What a batch task runs: the graph in its own process, stage after stage."""
+
+
+def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_in_one_process(plugin_env, tmp_path):
+    """A stage whose outage hook raises would raise again on the next outage, a second later:
+    a run failed on it, and a batch task's run_graph skipped it with "skipped source frame 2",
+    counted as a frame (s29e)."""
+    config = tmp_path / "hook.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 3}}\n"
+                      "  faulty: {type: faulty, inputs: [source], on_error: skip, params: {mode: outage_raise}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    line = "on source's outage after frame 2: ValueError: injected fault on an outage"
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: stage 'faulty' (faulty) failed: {line}\n")
+    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **plugin_env})
+    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
 
 
 def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv(plugin_env, short_clip, tmp_path):
@@ -769,12 +853,14 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
 @pytest.mark.parametrize("index, timestamp, said", [
     (0.5, 0.0, "frames() yielded frame number 0.5; a frame number is an int"),
     (True, 0.0, "frames() yielded frame number True; a frame number is an int"),
+    (-1, 0.0, "frames() yielded frame number -1; a frame number is an int >= 0"),  # an outage's, before a frame
     (0, None, "frames() yielded frame 0 dated None; a timestamp is a finite number of seconds"),
     (0, float("inf"), "frames() yielded frame 0 dated inf; a timestamp is a finite number of seconds"),
     (0, False, "frames() yielded frame 0 dated False; a timestamp is a finite number of seconds")])
 def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(index, timestamp, said):
     """A None timestamp failed later, in the csv sink's format string, blamed on it; an index of
-    0.5 or True went into the CSV."""
+    0.5 or True went into the CSV; -1 is what an outage packet carries while its source has sent
+    no frame (s29c)."""
     import numpy as np
 
     from fer_pipe.messages import Packet

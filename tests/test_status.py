@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import re
 
+import yaml
+
 from fault_plugin import fault_config, start_run, stats_row
+from livetools import free_port
 
 LINE = re.compile(r"fer-pipe: status after \d+:\d\d:\d\d: (.*)")
-PART = re.compile(r"(\w+) (\d+) \(\d+\.\d/s(?:, (\d+) dropped)?\)")
+PART = re.compile(r"(\w+) (\d+) \((?:\d+\.\d/s|down for \d+ s|no frame in \d+ s)(?:, (\d+) dropped)?\)")
 
 
 def test_status_lines_count_each_stage_and_the_frames_a_live_source_drops(plugin_env, short_clip, tmp_path):
@@ -33,6 +36,39 @@ def test_status_lines_count_each_stage_and_the_frames_a_live_source_drops(plugin
     assert counts[-1]["source"] == (source["items"], source["dropped"])
     assert source["dropped"] > 0
     assert counts[-1]["csv"][0] <= stats_row(err, "csv")["items"]
+
+
+def test_a_live_source_that_is_down_is_said_so_in_the_status_line(plugin_env, tmp_path):
+    """A camera that was down showed as "cam 184 (0.0/s)", as a stage that is stuck or a scene
+    with no motion does (s28a). Its outage packets now mark it down, from its last frame."""
+    config = tmp_path / "down.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 4, down_s: 2.5}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    proc = start_run(config, plugin_env, "--status-every", "0.2")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    sources = [list(PART.finditer(m.group(1)))[0].group(0) for m in map(LINE.fullmatch, err.splitlines()) if m]
+    assert "source 4 (down for 2 s)" in sources, sources
+    assert re.fullmatch(r"source 8 \(\d+\.\d/s\)", sources[-1]), sources  # up again, and read to its end
+
+
+def test_a_camera_never_reached_is_said_to_have_sent_no_frame(plugin_env, tmp_path):
+    """A camera that never connected showed as "cam 0 (0.0/s)" for as long as the run retried
+    it, as a quiet stage would (s28a). A real RTSP source on a port where nothing listens."""
+    url = f"rtsp://127.0.0.1:{free_port()}/nothing"
+    config = tmp_path / "cam.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "cam": {"type": "rtsp", "params": {"url": url, "timeout_s": 1, "backoff_initial_s": 0.2,
+                                           "backoff_max_s": 0.5, "give_up_after_s": 2.5}},
+        "faulty": {"type": "faulty", "inputs": ["cam"]},
+        "csv": {"type": "csv", "inputs": ["faulty"], "params": {"path": str(tmp_path / "out.csv")}}}}))
+    proc = start_run(config, plugin_env, "--status-every", "0.5")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    cams = [list(PART.finditer(m.group(1)))[0].group(0) for m in map(LINE.fullmatch, err.splitlines()) if m]
+    assert cams and all(re.fullmatch(r"cam 0 \(no frame in \d+ s\)", cam) for cam in cams), cams
+    assert cams[-1] != "cam 0 (no frame in 0 s)", cams  # counted from the start, not from each tick
 
 
 def test_status_lines_come_with_quiet_too_as_the_systemd_unit_runs(plugin_env, short_clip, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from fer_pipe.boxes import iou_matrix
 from fer_pipe.inprocess import make_stage, run_stage
-from fer_pipe.messages import Face, Packet
+from fer_pipe.messages import Face, Packet, outage
 
 FPS = 25.0
 
@@ -83,6 +83,21 @@ def test_a_camera_down_for_longer_than_max_gap_s_ends_its_tracks() -> None:
     brief = [Packet("cam", i, 4.0 + i / FPS, faces=[Face(box)]) for i in range(10, 20)]  # under 5 s
     out = run_stage("track", [packet(i, [box]) for i in range(10)] + brief, {"min_hits": 2})
     assert {f.track_id for p in out[1:] for f in p.faces} == {1}
+
+
+def test_a_source_that_says_it_is_down_ends_its_tracks_once_max_gap_s_has_passed() -> None:
+    """A camera down all night sent no frame, so its tracks (and their episodes, and face_lost)
+    waited for its return in the morning. Its outage packets end them while it is down, once
+    the gap since the last frame passes max_gap_s; another source's tracks go on."""
+    box = (200, 100, 100, 100)
+    frames = [packet(i, [box], source) for i in range(10) for source in ("cam", "cam2")]  # the last at 0.36 s
+    down = [outage("cam", 9, 2.0), outage("cam", 9, 5.5), outage("cam", 9, 6.5)]
+    out = run_stage("track", frames + down + [packet(10, [box], "cam2")], {"min_hits": 2})
+    said = out[20:23]
+    assert ["track_lost" in p.extra for p in said] == [False, True, False]  # under 5 s; over it; ended already
+    assert (said[1].extra["track_lost"], said[1].extra["tracks"]) == ([1], [])
+    assert all(p.faces is None and p.image is None for p in said)  # still no frame
+    assert out[23].extra["tracks"] == [1] and "track_lost" not in out[23].extra  # cam2's track goes on
 
 
 def test_a_clock_set_back_ends_the_sources_tracks() -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -311,6 +312,109 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
         with pytest.raises(ConfigError, match=f"params.extra: '{taken}' is a field of the event or a column of its "
                                               "rows already"):
             make_stage("zmq", {"extra": [taken]})
+
+
+def test_a_live_sources_outage_is_said_once_on_its_own_topic_and_its_return_too():
+    """While a camera was down no event came (a heartbeat goes with a frame): a subscriber could
+    not tell a camera that is down from a run that has died (s28a). The source sends an outage
+    packet about every second; one source_down goes out per outage, and source_up with the next
+    frame. A subscriber of emotion.cam1 alone gets neither."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Face, Packet, outage
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    every, frames_only = subscriber(ctx, endpoint), subscriber(ctx, endpoint, "emotion.cam1")
+    face = [Face((1, 2, 3, 4), np.full(7, 1 / 7))]
+    packets = [Packet("cam1", 0, 10.0, faces=face), outage("cam1", 0, 15.0), outage("cam2", 4, 15.5),
+               outage("cam1", 0, 16.0), Packet("cam1", 1, 17.0, faces=face), outage("cam1", 1, 23.0)]
+    try:
+        run_stage("zmq", packets, {"endpoint": endpoint, "wait_subscribers": 2})
+        said = [(topic.decode(), json.loads(body)) for topic, body in drain(every)]
+        frames = drain(frames_only)
+    finally:
+        every.close(0)
+        frames_only.close(0)
+        ctx.term()
+    assert [(topic, e["type"], e["source"], e["frame"], e["timestamp"]) for topic, e in said] == [
+        ("emotion.cam1", "frame", "cam1", 0, 10.0), ("source.cam1", "source_down", "cam1", 0, 15.0),
+        ("source.cam2", "source_down", "cam2", 4, 15.5), ("source.cam1", "source_up", "cam1", 1, 17.0),
+        ("emotion.cam1", "frame", "cam1", 1, 17.0), ("source.cam1", "source_down", "cam1", 1, 23.0)]
+    assert all(e["schema"] == 1 for _, e in said)
+    # when each outage was first said: per source, and anew for cam1's second outage
+    assert [e.get("since") for _, e in said] == [None, 15.0, 15.5, 15.0, None, 23.0]
+    assert [json.loads(body)["frame"] for _, body in frames] == [0, 1]
+
+
+def test_with_a_heartbeat_a_source_that_stays_down_is_said_down_again():
+    """Said once per outage, a subscriber that connected during it heard nothing, as from a run
+    that has died (s29b). With heartbeat_s, every outage packet that comes a heartbeat after the
+    last event of its source says it again (here each one: the heartbeat is a microsecond)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import outage
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint, "source.")
+    try:
+        run_stage("zmq", [outage("cam1", -1, 5.0), outage("cam1", -1, 6.0), outage("cam1", -1, 7.0)],
+                  {"endpoint": endpoint, "wait_subscribers": 1, "heartbeat_s": 1e-6})
+        said = [json.loads(body) for _, body in drain(sock)]
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert [(e["type"], e["frame"], e["timestamp"]) for e in said] == [
+        ("source_down", None, 5.0), ("source_down", None, 6.0), ("source_down", None, 7.0)]
+
+
+@pytest.mark.parametrize("gap_s, beat_s, said", [(0.999, 1, [5, 6, 7, 8, 9, 10]), (1.001, 1, [5, 6, 7, 8, 9, 10]),
+                                                  (0.999, 2, [5, 7, 9]), (1.0, 2.6, [5, 8])])
+def test_a_source_said_down_again_is_said_at_the_outage_packet_nearest_each_beat(monkeypatch, gap_s, beat_s, said):
+    """Outage packets come about every second: with heartbeat_s 1, one handled a millisecond
+    short of the beat waited for the next, and a subscriber heard nothing for 2 s (s29c). The
+    sink's clock is set here to what the queues' jitter makes of a second."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import outage
+    from fer_pipe.stages import zmq_sink
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(zmq_sink, "time", SimpleNamespace(monotonic=lambda: 1000.0 + gap_s * next(ticks)))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint, "source.")
+    try:
+        run_stage("zmq", [outage("cam", -1, 5.0 + i) for i in range(6)],
+                  {"endpoint": endpoint, "wait_subscribers": 1, "heartbeat_s": beat_s})
+        events = [json.loads(body) for _, body in drain(sock)]
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert [e["timestamp"] for e in events] == said
+    assert {e["since"] for e in events} == {5.0}  # when this outage was first said, in every repeat
+
+
+def test_a_camera_down_from_the_start_is_said_down_on_zeromq(plugin_env, tmp_path):
+    """A camera that sent no frame since the run started sent no outage packet, so no
+    source_down went out: the usual case after a supervisor restarts a run that gave up (s29b).
+    A real rtsp source on a port where nothing listens."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "cam.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "cam": {"type": "rtsp", "params": {"url": f"rtsp://127.0.0.1:{free_port()}/x", "timeout_s": 1,
+                                           "backoff_initial_s": 0.2, "backoff_max_s": 0.5, "give_up_after_s": 3}},
+        "faulty": {"type": "faulty", "inputs": ["cam"]},
+        "events": {"type": "zmq", "inputs": ["faulty"], "params": {"endpoint": endpoint, "wait_subscribers": 1}}}}))
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint, "source.cam")
+    try:
+        done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+        said = [(topic.decode(), json.loads(body)) for topic, body in drain(sock, quiet_ms=500)]
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert done.returncode == 2, done.stderr
+    assert said and said[0][0] == "source.cam", said
+    assert [(e["type"], e["frame"]) for _, e in said] == [("source_down", None)]
 
 
 def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_others(tmp_path):
