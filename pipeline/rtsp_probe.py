@@ -21,6 +21,12 @@ MAX_ANSWER = 16384
 """An answer's headers end well before this; a server that sends more is not read further."""
 
 
+NO_ANSWER = "no answer from"
+"""How the probe's reason begins where the server said nothing within the time given."""
+OTHER_TRANSPORT = "(another transport?)"
+"""How the probe's reason ends where the server is up but did not play over the transport tried."""
+
+
 def why_not_open(url: str, timeout_s: float) -> str:
     """A few words on why ``url`` gave no stream, without the URL's secrets; empty for a URL
     other than ``rtsp://`` (FFmpeg's own protocols are not probed)."""
@@ -45,13 +51,13 @@ def why_not_open(url: str, timeout_s: float) -> str:
     except ConnectionRefusedError:
         return f"nothing listens on {where} (connection refused)"
     except TimeoutError:
-        return f"no answer from {where} within {timeout_s:g} s"
+        return f"{NO_ANSWER} {where} within {timeout_s:g} s"
     except OSError as exc:
         return f"{where}: {exc.strerror or exc}"
     if not status:
         return f"{where} does not answer as an RTSP server"
     if status.startswith("2"):
-        return "the server describes the stream, but it could not be played (another transport?)"
+        return f"the server describes the stream, but it could not be played {OTHER_TRANSPORT}"
     if status.startswith("401"):
         if parts.username is None:
             return f"the server asks for a user and password ({status})"

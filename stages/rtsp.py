@@ -22,9 +22,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError
-from fer_pipe.messages import Packet, wall_time
+from fer_pipe.messages import Packet, outage, wall_time
 from fer_pipe.redaction import redact
-from fer_pipe.rtsp_probe import why_not_open
+from fer_pipe.rtsp_probe import NO_ANSWER, OTHER_TRANSPORT, why_not_open
 from fer_pipe.stage import Source, SourceParams
 
 
@@ -35,6 +35,10 @@ FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 QUIET_LOG_S = 300.0
 """While a camera stays down for one reason with the backoff at its longest, its attempts are
 said at most this often: each attempt of a camera down for a day was 8,600 lines a day."""
+LAST_WAIT_S = 1.0
+"""The least an attempt's open or probe is given near ``give_up_after_s``."""
+OUTAGE_EVERY_S = 1.0
+"""While the stream is down, how often the source says so down the graph (a packet that is no frame)."""
 STABLE_S = 5.0
 """A connection that streamed this long was good: the backoff starts over (any frame restarts
 the give-up clock)."""
@@ -102,6 +106,8 @@ class RtspSource(Source):
         self._latest: tuple[np.ndarray, float, float] | None = None  # image, captured, the stream's fps
         self._error = ""
         self._last_frame_at: float | None = None  # monotonic; None until the stream's first frame
+        self._streamed_over = "tcp"  # the transport auto tries first: the last that gave frames
+        self._transport = "tcp"
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
         self._thread.start()
@@ -109,16 +115,25 @@ class RtspSource(Source):
     def _log(self, message: str) -> None:
         print(f"fer-pipe: rtsp {self._where}: {message}", file=sys.stderr, flush=True)
 
-    def _connect(self, failures: int) -> cv2.VideoCapture:
-        """An attempt. ``auto`` is TCP, OpenCV's own default (it passes NAT and firewalls), then
-        UDP and TCP in turn while attempts fail: a server that plays over UDP alone
-        (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP alone."""
-        transport = self.params.transport if self.params.transport != "auto" else ("tcp", "udp")[failures % 2]
+    def _connect(self, failures: int, open_s: float) -> cv2.VideoCapture:
+        """An attempt, its open given ``open_s``. ``auto`` is TCP, OpenCV's own default (it passes
+        NAT and firewalls), then UDP and TCP in turn while attempts fail: a server that plays over
+        UDP alone (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP
+        alone. Once a transport has streamed, ``auto`` starts with it. Reads wait ``timeout_s``
+        whatever the open had: a connection made just before give_up_after_s kept a cut read
+        timeout while it streamed, and let out frames the decoder held (s28d)."""
+        self._transport = self._transport_for(failures)
         if self.params.transport != "auto" or self._their_options is None:
-            os.environ[FFMPEG_OPTIONS] = f"rtsp_transport;{transport}"  # read by the open below
-        ms = int(self.params.timeout_s * 1000)
+            os.environ[FFMPEG_OPTIONS] = f"rtsp_transport;{self._transport}"  # read by the open below
         return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
-                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
+                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
+
+    def _transport_for(self, failures: int) -> str:
+        if self.params.transport != "auto":
+            return self.params.transport
+        good = self._streamed_over
+        return (good, "udp" if good == "tcp" else "tcp")[failures % 2]
 
     def _read(self) -> None:
         """The reader thread. If it ends by an error, the stream ends with that error: a reader
@@ -141,11 +156,12 @@ class RtspSource(Source):
         failures = 0
         down_since = time.monotonic()
         why = "cannot connect"
-        quiet: tuple[str, float] | None = None  # the kind of reason said at the longest backoff, and when
+        quiet: dict[str, float] = {}  # each kind of reason said at the longest backoff, and when
+        at_once = False
         while not self._stopping.is_set():
-            if failures:
-                if self._given_up(down_since, failures, why):
-                    return
+            if failures and self._given_up(down_since, failures, why):
+                return
+            if failures and not at_once:
                 down = time.monotonic() - down_since
                 delay = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
                 if p.give_up_after_s and down + delay >= p.give_up_after_s:  # no attempt after the time is up
@@ -153,13 +169,16 @@ class RtspSource(Source):
                     self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
                 elif delay < p.backoff_max_s:
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
-                elif quiet is None or quiet[0] != _kind(why) or time.monotonic() - quiet[1] >= QUIET_LOG_S:
+                elif time.monotonic() - quiet.get(_kind(why), -QUIET_LOG_S) >= QUIET_LOG_S:
+                    # each kind on its own clock: auto's two transports often fail for two reasons
+                    # in turn, and each attempt was said, "while so, said every 300 s"
                     self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s; "
                               f"while so, said every {QUIET_LOG_S:g} s)")
-                    quiet = (_kind(why), time.monotonic())
+                    quiet[_kind(why)] = time.monotonic()
                 if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
                     return
-            cap = self._connect(failures)
+            was_at_once, at_once = at_once, False
+            cap = self._connect(failures, self._time_left(down_since))
             opened = cap.isOpened()
             connected = time.monotonic()
             frames = self._pump(cap, failures) if opened else 0
@@ -170,18 +189,42 @@ class RtspSource(Source):
                 down_since = self._last_frame_at  # on it, which takes OpenCV a few read timeouts
             if not frames or down_since - connected < STABLE_S:
                 failures += 1
-                why = (self._cannot_connect() if not opened else
+                why = (self._unopened(down_since, why) if not opened else
                        f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if not frames else
                        f"stream lost after {frames} frames, {down_since - connected:.1f} s")
+                # a server that answers, but not over this transport: auto tries the other one at
+                # once, not a backoff later (a camera back after an outage was taken up to 20 s
+                # late); after an attempt made at once, the backoff comes as ever
+                at_once = (p.transport == "auto" and self._their_options is None and why.endswith(OTHER_TRANSPORT)
+                           and not was_at_once)
                 continue
-            failures, quiet = 0, None
+            failures, quiet, why = 0, {}, "cannot connect"  # an earlier outage's reason is not this one's (s28e)
             self._log(f"stream lost after {frames} frames; reconnecting")
 
-    def _cannot_connect(self) -> str:
+    def _time_left(self, down_since: float) -> float:
+        """How long an attempt's open, and its probe, may wait: ``timeout_s``, but no later than
+        ``give_up_after_s`` (to within ``LAST_WAIT_S``), where an attempt begun just before it ran
+        its whole open and its probe past it: "no stream for 13 s ... (give_up_after_s=8)"."""
+        if not self.params.give_up_after_s:
+            return self.params.timeout_s
+        left = self.params.give_up_after_s - (time.monotonic() - down_since)
+        return min(self.params.timeout_s, max(left, LAST_WAIT_S))
+
+    def _unopened(self, down_since: float, before: str) -> str:
+        """Why the attempt did not open, from the probe. A probe cut short near give_up_after_s that
+        heard nothing keeps the reason an earlier one heard: the give-up line, the one line an
+        operator reads, blamed a slow link for a camera that refused the password (s28d)."""
+        probe_s = self._time_left(down_since)
+        why = self._cannot_connect(probe_s)
+        if probe_s < self.params.timeout_s and NO_ANSWER in why and before.startswith("cannot connect: "):
+            return before
+        return why
+
+    def _cannot_connect(self, timeout_s: float) -> str:
         """``cannot connect``, with the server's reason where the probe gets one. The probe only
         explains: an answer it did not foresee must not end the reconnecting."""
         try:
-            reason = "" if self._stopping.is_set() else why_not_open(self.params.url, self.params.timeout_s)
+            reason = "" if self._stopping.is_set() else why_not_open(self.params.url, timeout_s)
         except Exception:  # noqa: BLE001  said as the plain "cannot connect" it explains
             reason = ""
         return f"cannot connect: {reason}" if reason else "cannot connect"
@@ -199,18 +242,27 @@ class RtspSource(Source):
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
-        streamed_before = self._last_frame_at is not None
         while not self._stopping.is_set():
+            asked = time.monotonic()
             ok, image = cap.read()
             if not ok:
                 return frames
-            self._last_frame_at = time.monotonic()
+            now = time.monotonic()
+            if now - asked >= self.params.timeout_s:
+                # the read ended by its timeout: a stream frozen or gone with its connection still
+                # open, and this a frame the decoder held from before, which was dated a timeout late
+                self.dropped += 1
+                continue
+            last, self._last_frame_at = self._last_frame_at, now
             with self._cond:
                 self.dropped += self._latest is not None
                 self._latest = (image, self._last_frame_at, rate)
                 self._cond.notify()
-            if not frames and failures:
-                self._log(f"connected{' again' if streamed_before else ''} after {failures + 1} attempts")
+            if not frames:
+                self._streamed_over = self._transport
+                if failures:
+                    self._log(f"connected again after {failures + 1} attempts, {self._last_frame_at - last:.1f} s "
+                              "without a frame" if last is not None else f"connected after {failures + 1} attempts")
             frames += 1
         return frames
 
@@ -220,19 +272,30 @@ class RtspSource(Source):
             self._cond.notify()
 
     def frames(self) -> Iterator[Packet]:
+        """The newest frame as it comes; while none has come for ``timeout_s``, an outage packet
+        every ``OUTAGE_EVERY_S`` (``fer_pipe.messages.Packet.outage``), so that tracks and episodes end
+        while the camera is down rather than at its return."""
         source = self.source_id
         index = 0
+        # monotonic: the last frame passed on, or the last outage said; a camera that sends no
+        # frame from the start is down from timeout_s after it, numbered -1 (no frame yet)
+        last_at = time.monotonic() + self.params.timeout_s - OUTAGE_EVERY_S
         while True:
             with self._cond:
-                while not self._cond.wait_for(lambda: self._latest is not None or self._error, STOP_POLL_S):
-                    if self.stop_requested():
-                        return  # the run is stopping while the camera is down: end the stream now
-                if self._latest is None:
-                    raise self._error_kind(f"rtsp {self._where}: {self._error}")
-                image, captured, rate = self._latest
-                self._latest = None
-            yield Packet(source, index, wall_time(captured), image, captured=captured, extra={"fps": rate})
-            index += 1
+                self._cond.wait_for(lambda: self._latest is not None or self._error, STOP_POLL_S)
+                taken, self._latest = self._latest, None
+            if taken is not None:
+                image, captured, rate = taken
+                yield Packet(source, index, wall_time(captured), image, captured=captured, extra={"fps": rate})
+                index += 1
+                last_at = captured + self.params.timeout_s - OUTAGE_EVERY_S
+            elif self._error:
+                raise self._error_kind(f"rtsp {self._where}: {self._error}")
+            elif self.stop_requested():
+                return  # the run is stopping while the camera is down: end the stream now
+            elif time.monotonic() - last_at >= OUTAGE_EVERY_S:
+                last_at = time.monotonic()
+                yield outage(source, index - 1, wall_time(last_at))
 
     @classmethod
     def closing_s(cls, params: RtspParams) -> float:
