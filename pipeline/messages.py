@@ -177,10 +177,14 @@ class Sequenced:
     every item with one ``Sequenced`` of the same number holding its outputs (maybe none), and
     the next single-process stage puts them back in order (``fer_pipe.ordering``). ``skipped``
     are the numbers, in the same numbering, of items a live source dropped (from a worker's
-    queue, or before sending them), so nobody waits for them.
+    queue, or before sending them), so nobody waits for them. ``stopped_at`` is the number at
+    which a worker ended the run (``StopRun``): nothing numbered after it is passed on, though
+    another worker may still answer such numbers. It is a number, not a mark on the answer, so
+    that it holds where that answer is dropped from a full live queue (s28e).
     """
 
     key: str
     number: int
     packets: list[Packet]
     skipped: tuple[int, ...] = ()
+    stopped_at: int | None = None

@@ -247,16 +247,34 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
+    stopped_at: dict[str, int] = {}  # per numbering (one per input), the first item this worker had after its stop
     for item in _receive(w.inboxes, stage.idle_s):
         if item is None:
             handle.idle()
         elif not isinstance(item, Sequenced):
             emitter.emit(handle(item))
         elif worker:
-            emitter.emit_sequenced(replace(item, packets=[out for p in item.packets for out in handle(p)]))
+            packets = [out for p in item.packets for out in handle(p)]
+            if handle.stopping:  # each input numbers its own items: one number cut the first alone (s28f)
+                stopped_at.setdefault(item.key, item.number)
+            # a stop marked upstream holds through a chain of stages with workers
+            emitter.emit_sequenced(replace(item, packets=packets, stopped_at=item.stopped_at
+                                           if item.stopped_at is not None else stopped_at.get(item.key)))
         else:
             for packet in reorder.add(item):
                 emitter.emit(handle(packet))
+            _count_discarded(reorder, stage, w, stats)
+    for packet in reorder.flush():
+        emitter.emit(handle(packet))
+    _count_discarded(reorder, stage, w, stats)
+
+
+def _count_discarded(reorder: Reorder, stage: Stage, w: Wiring, stats: StageStats) -> None:
+    """What the reordering held back after a worker's stop, in the stage's dropped count."""
+    if reorder.discarded:
+        stats.dropped += reorder.discarded
+        reorder.discarded = 0
+        w.dropped.value = stats.dropped + stage.dropped
 
 
 class _Handler:
@@ -269,7 +287,8 @@ class _Handler:
 
     def __call__(self, item: Packet) -> list[Packet]:
         if self.stopping:
-            return []  # this stage ended the run: what is still in flight only drains
+            self.stats.dropped += not item.outage  # this stage ended the run: what is in flight drains, counted
+            return []
         # a sink writes and counts a frame whole or not at all: SIGTERM waits for it
         with HOLD if self.sink else contextlib.nullcontext():
             return self._handle(item)

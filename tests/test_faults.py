@@ -8,6 +8,7 @@ behind, and leave a valid CSV holding every frame the sink consumed before the f
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import re
 import signal
@@ -113,6 +114,28 @@ def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_dr
     assert assert_valid_prefix(out) == [0, 1, 2]
 
 
+def test_a_stop_cuts_every_input_of_a_stage_with_workers(plugin_env, short_clip, tmp_path):
+    """Each input numbers its own items: a worker that ended the run put one number on its
+    answers for both, which cut the first input alone, and the second went on with frames after
+    the stop from the other worker, exit 0 (s28f)."""
+    out, long_clip = tmp_path / "run.csv", write_video(tmp_path / "long.avi", read_frames(short_clip) * 5)
+    config = tmp_path / "two.yaml"
+    config.write_text(f"stages:\n  one: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  slow: {type: faulty, inputs: [one], params: {delay_s: 0.05}}\n"
+                      f"  two: {{type: video, params: {{path: '{long_clip}', start: 31}}}}\n"  # its frame 30 never comes
+                      "  slow2: {type: faulty, inputs: [two], params: {delay_s: 0.02}}\n"
+                      "  stopper: {type: faulty, inputs: [slow, slow2], workers: 2, params: {mode: stop_run, at: [30], "
+                      "delay_s: 0.005}}\n"
+                      f"  csv: {{type: csv, inputs: [stopper], params: {{path: '{out}'}}}}\n")
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    with open(out, newline="") as fh:
+        rows = [(row["source"], int(row["frame"])) for row in csv.DictReader(fh)]
+    one, two = ([frame for name, frame in rows if name == source] for source in ("one", "two"))
+    assert one == list(range(30)), one
+    assert two == list(range(31, 31 + len(two))) and len(two) < 269, two  # cut there too, without a hole
+
+
 def test_a_plugins_own_outage_flags_make_no_frame_an_outage(plugin_env, tmp_path):
     """The outage mark was an extra key: a plug-in's extra["outage"] = False (a camera-health
     flag) made the frame an outage packet, and it was written nowhere, counted nowhere, exit 0.
@@ -126,6 +149,20 @@ def test_a_plugins_own_outage_flags_make_no_frame_an_outage(plugin_env, tmp_path
     done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
     assert assert_valid_prefix(out) == list(range(8))
+
+
+def test_a_stop_holds_through_a_chain_of_stages_with_workers(plugin_env, short_clip, tmp_path):
+    """The stop mark of a worker that ended the run was replaced by the next stage's workers'
+    own: a run stopped at frame 30 wrote 31, 33, ... 47 after it, exit 0 (s28d)."""
+    out = tmp_path / "run.csv"
+    config = tmp_path / "chain.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  stopper: {type: faulty, inputs: [source], workers: 2, params: {mode: stop_run, at: [30]}}\n"
+                      "  second: {type: faulty, inputs: [stopper], workers: 2}\n"
+                      f"  csv: {{type: csv, inputs: [second], params: {{path: '{out}'}}}}\n")
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    assert assert_valid_prefix(out) == list(range(30))
 
 
 @pytest.mark.parametrize("at", [3, 0])
@@ -366,6 +403,23 @@ def test_a_stage_ending_the_run_ends_it_in_one_process_as_in_a_run(plugin_env, s
     assert (done.returncode, done.stderr) == (0, "")
     assert one.read_text() == (tmp_path / "run.csv").read_text()
     assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == list(range(10))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stage_ending_the_run_cuts_the_csv_there_and_counts_what_was_in_flight(plugin_env, short_clip, tmp_path,
+                                                                                   workers):
+    """With two workers, the one that had not ended the run went on with the frames dealt it: a
+    run stopped at frame 30 wrote frames 31, 33, ... 45 after it, exit 0 (s28c). With one, the
+    frames in flight behind the stop were counted nowhere."""
+    out = tmp_path / "run.csv"
+    config = fault_config(tmp_path / "stop.yaml", short_clip, out, mode="stop_run", at=[30], workers=workers)
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert assert_valid_prefix(out) == list(range(30))
+    names = ["faulty"] if workers == 1 else [f"faulty[{i}]" for i in range(workers)]
+    dropped = sum(stats_row(err, name)["dropped"] for name in [*names, "csv"])
+    # every frame read is written, dropped, or the one that ended the run
+    assert stats_row(err, "source")["items"] == stats_row(err, "csv")["items"] + dropped + 1, err
 
 
 def _rings_of(runner: int) -> set[Path]:
