@@ -409,7 +409,8 @@ class Runner:
 
     def _stuck_between_packets(self, procs: Processes, busy: Counters, progress: Counters, now: float) -> str | None:
         """The first process, upstream first, that has packets waiting in its inbox, is in none
-        of them, and has taken none for the stall timeout, while the stages it feeds have room.
+        of them, and has taken none for the stall timeout, while the stages it feeds had room
+        all that time.
 
         The busy mark covers a stage inside a packet; one stopped between packets (a SIGSTOP,
         a debugger, a frozen cgroup, a wait in native code) held the whole run for ever, with
@@ -427,10 +428,12 @@ class Runner:
         for name, proc in procs.items():
             count = progress[name].value
             seen = self._still.get(name)
+            # a full outbox starts the time over: a stage held up by the ones after it (a push sink
+            # waiting for a slow collector) was called stuck at the first look that found room
             if (seen is None or seen[0] != count or not waiting.get(name) or busy[name].value
-                    or proc.exitcode is not None):
+                    or proc.exitcode is not None or name in full):
                 self._still[name] = (count, now)
-            elif name not in full and now - max(seen[1], self._resumed_at) > self.stall_timeout:
+            elif now - max(seen[1], self._resumed_at) > self.stall_timeout:
                 return name
         return None
 

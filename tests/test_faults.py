@@ -904,6 +904,34 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
     assert look() is None and look() is None
 
 
+def test_a_stage_held_up_by_a_full_outbox_is_not_stuck_when_room_comes():
+    """A stage blocked on its full outbox (a push sink after it waiting for a slow collector) was
+    called stuck between packets at the first look that found room there, its time counted
+    from before: 'stage detector failed: no progress for 1 s ... (stalled between packets)'
+    (s28 CI, on a loaded machine). Only a stage that had room all the time is stuck."""
+    from types import SimpleNamespace
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    runner = Runner(load_graph("video_to_csv"), stall_timeout=1)
+    size = runner.graph.queue_size
+    depth = {"source>classifier": 3, "classifier>csv": size}
+    runner.inboxes = {key: SimpleNamespace(qsize=lambda key=key: depth[key]) for key in depth}
+    procs = {name: SimpleNamespace(exitcode=None) for name in ("source", "classifier", "csv")}
+    progress = {name: SimpleNamespace(value=7) for name in procs}
+    busy = {name: SimpleNamespace(value=0.0) for name in procs}
+    busy["csv"].value = 1.0  # the sink is in a packet, waiting on purpose
+
+    def stuck(at: float) -> str | None:
+        return runner._stuck_between_packets(procs, busy, progress, at)
+
+    assert stuck(100.0) is None and stuck(102.0) is None  # held up by the full queue after it
+    depth["classifier>csv"] = size - 3  # room, at last
+    assert stuck(102.5) is None  # its time starts now, not at 100
+    assert stuck(103.6) == "classifier"  # room all the while, and it took nothing
+
+
 @pytest.mark.parametrize("index, timestamp, said", [
     (0.5, 0.0, "frames() yielded frame number 0.5; a frame number is an int"),
     (True, 0.0, "frames() yielded frame number True; a frame number is an int"),
