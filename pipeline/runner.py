@@ -42,6 +42,9 @@ POLL_S = 0.1
 STILL_S = 5.0
 """A gap this long between two of the supervisor's looks means it was not running either: the
 machine or the VM was paused, or its clock jumped. The stall clocks restart, as at SIGCONT."""
+TOGETHER_S = 0.2
+"""A stop signal handled this soon after a SIGHUP that began the stop came with it: Python runs
+the handlers of signals pending together one after the other, in microseconds."""
 
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, Any]  # process name -> multiprocessing Value
@@ -80,6 +83,7 @@ class _Reports:
     stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
     opened: set[str] = field(default_factory=set)  # processes whose stage's open returned
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
+    killed_closing: dict[str, float] = field(default_factory=dict)  # killed in their close, after so many s
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
@@ -122,8 +126,7 @@ class Runner:
         self.progress = progress
         self.stall_timeout = stall_timeout
         self.status_every = status_every
-        self._signal: int | None = None
-        self._signals_seen = 0
+        self._signals: list[tuple[int, float]] = []  # each stop signal handled, and when (monotonic)
         self._hung_up = False
         self._resumed_at = 0.0
         self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
@@ -138,16 +141,44 @@ class Runner:
         """Keyed ``producer>consumer`` by process name."""
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGHUP:
-            if not self._hung_up:
-                self._hung_up = True
-                hangup.to_devnull(self._ttys)
-            if self._signal is not None:
-                # the terminal closing during a drain, or systemd's SendSIGHUP after its
-                # SIGTERM: not a second Ctrl-C, which would cut the drain short
-                return
-        self._signal = self._signal or signum
-        self._signals_seen += 1
+        """Note the signal; what the signals so far mean is worked out from the list of them
+        (``_stop``). Python may run another signal's handler in the middle of this one, and a
+        SIGHUP that came while a SIGTERM's handler was setting the stop made it "interrupted
+        twice" (s29): one append cannot be cut in two."""
+        self._signals.append((signum, time.monotonic()))
+        if signum == signal.SIGHUP and not self._hung_up:
+            self._hung_up = True
+            hangup.to_devnull(self._ttys)
+
+    def _stop(self) -> tuple[int | None, int]:
+        """The signal the run stopped for (None: none came), and how many stops it got: two or
+        more stop it at once."""
+        first, at, seen = None, 0.0, 0
+        for signum, when in list(self._signals):
+            if signum == signal.SIGHUP:
+                if first is not None:
+                    # the terminal closing during a drain, or systemd's SendSIGHUP after its
+                    # SIGTERM: not a second Ctrl-C, which would cut the drain short
+                    continue
+            elif first == signal.SIGHUP and seen == 1 and when - at < TOGETHER_S:
+                # Nor the other way round: signals pending together are handled lowest number
+                # first, so systemd's SIGTERM and SIGHUP sent back to back came as SIGHUP, then a
+                # "second" signal, and the stop was cut short with exit 129 (s29a). The hangup's
+                # drain goes on, as this signal's. One that comes later is a second stop (s29b).
+                first = signum
+                continue
+            if first is None:
+                first, at = signum, when
+            seen += 1
+        return first, seen
+
+    @property
+    def _signal(self) -> int | None:
+        return self._stop()[0]
+
+    @property
+    def _signals_seen(self) -> int:
+        return self._stop()[1]
 
     @staticmethod
     def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
@@ -228,9 +259,11 @@ class Runner:
         # unblocks once its handlers are in; a forkserver was started under it, and passes it
         # on), and here a signal sent meanwhile stays pending and is noted when unblocked, so a
         # stop that came during the start is not lost.
+        # A SIGINT or SIGHUP the caller ignores stays ignored (a shell's `fer-pipe run ... &`, nohup):
+        # before, a SIGINT was ignored while the run started and honoured after (s28c).
         deferred: list[int] = []
         previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS
-                    if in_main and not (s == signal.SIGHUP and hangup.ignored())}
+                    if in_main and not (s != signal.SIGTERM and signal.getsignal(s) == signal.SIG_IGN)}
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         started = time.monotonic()
         try:
@@ -312,10 +345,13 @@ class Runner:
                     if terminating_at is None:
                         terminating_at = now
                         stop.set()
-                    if now - terminating_at > (GRACE_S if self._signals_seen > 1 else grace):
-                        for proc in procs.values():
+                    limit = GRACE_S if self._signals_seen > 1 else grace
+                    if now - terminating_at > limit:
+                        for name, proc in procs.items():
                             if proc.exitcode is None:
                                 proc.kill()
+                                if name in reports.closing:
+                                    reports.killed_closing.setdefault(name, limit)
                     elif now >= terminate_next:
                         # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when
                         # another thread of the stage (a queue's feeder, a camera reader) runs
@@ -345,26 +381,37 @@ class Runner:
 
     def _verdict(self, reports: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
         """How the run ended, from what its stages said and the signals it got."""
+        # a stage killed in its close had sent its statistics before it: nothing else said it,
+        # and the run said each sink's file held the frames it had taken
         failure = reports.failure or reports.late_error
+        also = reports.also + [f"{self._who(name)} was killed {after:g} s into its close, which had not returned: "
+                               "what it was writing may be incomplete (a stage whose close needs longer says so "
+                               "with closing_s)" for name, after in reports.killed_closing.items()
+                               if failure is None or name != failure.process]  # a stall in close says it
         if failure is not None:
             message = failure.message
             if failure.process is not None:
                 message = f"{self._who(failure.process)} failed: {message}"
-            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=reports.also)
+            return RunResult(failure.exit_code, stats, message, failure.traceback, first_result, also=also)
         if self._signals_seen > 1:
             return RunResult(128 + self._signal, stats, "interrupted twice: stopped at once, without "
-                             "draining", "", first_result)
+                             "draining", "", first_result, also=also)
         if self._signal is not None and reports.stopped is not None:  # the stages got it too: a group's signal
+            unopened = [p for p in self._stage_of if p not in reports.opened and not self.graph.consumers(self._stage_of[p])]
+            whole = ("" if reports.killed_closing else
+                     # a sink stopped before its open made no file, or left an earlier run's as it was (s28c)
+                     f"; {', '.join(map(self._who, unopened))} had not opened its output yet" if unopened else
+                     "; each sink's file holds the frames it had taken")
             return RunResult(128 + self._signal, stats, "interrupted: stopped at once, as the stages got the "
-                             "signal too (sent to the process group: timeout, a service manager); each "
-                             "sink's file holds the frames it had taken", "", first_result)
+                             "signal too (sent to the process group: timeout, a service manager)" + whole, "",
+                             first_result, also=also)
         if self._signal is not None:
-            return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result)
+            return RunResult(128 + self._signal, stats, "interrupted: drained and closed", "", first_result, also=also)
         if reports.stopped is not None:
             return RunResult(128 + signal.SIGTERM, stats, f"{self._who(reports.stopped)} was stopped by "
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
-                             "", first_result)
-        return RunResult(0, stats, "", "", first_result)
+                             "", first_result, also=also)
+        return RunResult(0, stats, "", "", first_result, also=also)
 
     def _who(self, process: str) -> str:
         """``stage 'detector[1]' (haar)``: a process as every line about it names it."""
@@ -458,6 +505,10 @@ class Runner:
                     return Failed(name, "its process died, and so did the forkserver that started it, which "
                                         "alone knew how it ended; the other stages stop, closing their files, "
                                         "as the run ends", "", 1)
+            if code == 0 and self._signal is not None:
+                # stopped by the signal the run got too (a group's SIGTERM), which cut its report
+                # off: it landed as the stage's first message started the queue's feeder thread
+                continue
             how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
             return Failed(name, f"its process died ({how})", "", 1)
         if server_gone:

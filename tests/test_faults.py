@@ -932,6 +932,25 @@ def test_a_stage_held_up_by_a_full_outbox_is_not_stuck_when_room_comes():
     assert stuck(103.6) == "classifier"  # room all the while, and it took nothing
 
 
+def test_a_stage_that_ended_without_its_report_is_stopped_when_the_run_got_a_signal_too():
+    """A group's SIGTERM that landed while a stage's first message started its queue's feeder
+    thread cut the stage's report off: its exit 0 was "failed: its process died (exit code
+    0)", exit 1, for a systemctl stop (s28c: 1 in 33 tries). Without a signal it still fails."""
+    from types import SimpleNamespace
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner
+
+    runner = Runner(load_graph("video_to_csv"))
+    procs = {"detector": SimpleNamespace(exitcode=0, pid=0)}
+    assert runner._died(procs, ["detector"], {}) == ("detector", "its process died (exit code 0)", "", 1)
+    runner._signals.append((signal.SIGTERM, 0.0))
+    assert runner._died(procs, ["detector"], {}) is None
+    procs["detector"].exitcode = -9
+    assert runner._died(procs, ["detector"], {}) == ("detector", "its process died (killed by signal SIGKILL)", "",
+                                                     1)
+
+
 @pytest.mark.parametrize("index, timestamp, said", [
     (0.5, 0.0, "frames() yielded frame number 0.5; a frame number is an int"),
     (True, 0.0, "frames() yielded frame number True; a frame number is an int"),
