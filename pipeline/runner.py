@@ -373,6 +373,7 @@ class Runner:
                 if proc.exitcode is None:
                     proc.kill()
                 proc.join()
+        status.tick(last=True)
         if reports.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.

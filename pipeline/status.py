@@ -31,17 +31,22 @@ class StatusLine:
         self._started = started
         self._last = dict.fromkeys(processes, 0)
 
-    def tick(self) -> None:
+    def tick(self, last: bool = False) -> None:
         """Say the line if ``every_s`` has passed since the last one (the runner calls this
-        from its supervision loop, a few times a second)."""
+        from its supervision loop, a few times a second), or, with ``last``, once the stages
+        have ended: a service run with ``--quiet`` prints no statistics table, and the last
+        frames of a run that ended between two lines were in none (s29a). That one's rates are
+        over the whole run: over what was left of an interval, a few milliseconds, they read as
+        a stuck stage's 0.0/s or as a spike (s29b)."""
         now = time.monotonic()
-        if not self.every_s or now - self._last_at < self.every_s:
+        if not self.every_s or (now - self._last_at < self.every_s and not last):
             return
+        since_at = self._started if last else self._last_at
         parts = []
         for stage, names in self.processes.items():
             items = sum(self.progress[p].value for p in names)
             dropped = sum(self.dropped[p].value for p in names)
-            rate = (items - self._last[stage]) / (now - self._last_at)
+            rate = (items - (0 if last else self._last[stage])) / max(now - since_at, 1e-6)
             since = max((self.down[p].value for p in names if p in self.down), default=0.0)
             if since:
                 how = f"{'down for' if items else 'no frame in'} {now - since:.0f} s"
@@ -51,4 +56,4 @@ class StatusLine:
             self._last[stage] = items
         self._last_at = now
         elapsed = timedelta(seconds=round(now - self._started))
-        self.say(f"fer-pipe: status after {elapsed}: {', '.join(parts)}")
+        self.say(f"fer-pipe: status {'at the end, ' if last else ''}after {elapsed}: {', '.join(parts)}")

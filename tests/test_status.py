@@ -12,7 +12,7 @@ import yaml
 from fault_plugin import fault_config, start_run, stats_row
 from livetools import free_port
 
-LINE = re.compile(r"fer-pipe: status after \d+:\d\d:\d\d: (.*)")
+LINE = re.compile(r"fer-pipe: status (?:at the end, )?after \d+:\d\d:\d\d: (.*)")
 PART = re.compile(r"(\w+) (\d+) \((?:\d+\.\d/s|down for \d+ s|no frame in \d+ s)(?:, (\d+) dropped)?\)")
 
 
@@ -81,6 +81,20 @@ def test_status_lines_come_with_quiet_too_as_the_systemd_unit_runs(plugin_env, s
     lines = [m.group(1) for m in map(LINE.fullmatch, err.splitlines()) if m]
     assert lines and all([p.group(1) for p in PART.finditer(line)] == ["source", "faulty", "csv"] for line in lines)
     assert not any(line.split()[:1] == ["csv"] for line in err.splitlines())  # no statistics table
+
+
+def test_a_last_status_line_gives_the_counts_at_the_end(plugin_env, short_clip, tmp_path):
+    """The frames of a run's last interval were in no line, and a service run with --quiet,
+    which prints no statistics table, never logged its final counts (s29a)."""
+    config = fault_config(tmp_path / "run.yaml", short_clip, tmp_path / "out.csv")
+    proc = start_run(config, plugin_env, "--status-every", "3600", quiet=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (line,) = [line for line in err.splitlines() if LINE.fullmatch(line)]
+    assert line.startswith("fer-pipe: status at the end, after ")
+    parts = list(PART.finditer(LINE.fullmatch(line).group(1)))
+    assert [(p.group(1), p.group(2)) for p in parts] == [("source", "60"), ("faulty", "60"), ("csv", "60")]
+    assert all(float(p.group(0).split("(")[1].split("/")[0]) > 0 for p in parts)  # over the run, not 0.0/s
 
 
 def test_the_statistics_table_gives_each_stages_rate_times_and_a_sinks_latency():
