@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import whole
-from .batch_cluster import StopSignals, check_cluster, start_ray
+from .batch_cluster import StopSignals, check_cluster, start_ray, watch_cluster
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
@@ -451,6 +451,11 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
     target.unlink(missing_ok=True)  # an earlier run's, of the file as it was then
     pieces = _partial_pieces(report, item_jobs, work)
     if pieces:
+        first = item_jobs[0].start
+        if report.failed_at is not None and report.failed_at != first:
+            # the source of a later chunk said the frames from its own start: "frames 40-74 before
+            # it were processed", where 0-74 were, and are kept (s28b)
+            report.error = report.error.replace(f"frames {report.failed_at}-", f"frames {first}-", 1)
         try:
             report.rows = merge_parts(pieces, target, work)
             report.partial = [str(target)]
@@ -507,6 +512,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                reports: dict[str, InputReport], address: str | None, num_cpus: int | None,
                max_retries: int, show_progress: bool, already: int) -> None:
     ray = start_ray(address, num_cpus)
+    watching = watch_cluster(ray.get_runtime_context().gcs_address, lambda after: _cluster_lost(address, work, after))
     try:
         task = ray.remote(run_job).options(
             num_cpus=1, max_retries=max_retries, scheduling_strategy="SPREAD",
@@ -525,7 +531,20 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
             if progress is not None:
                 progress.close()
     finally:
+        watching.set()
         ray.shutdown()
+
+
+def _cluster_lost(address: str | None, work: Path, after: float) -> None:
+    """The cluster's head stopped answering: said, and the batch ends (exit 1), as Ray would end
+    it a little later without a word of ours. What a task finished is in ``work``,
+    where the same command takes it up; the manifest is not written, as after a SIGKILL."""
+    where = f"at {address}" if address else "this batch started"
+    below_the_bar = "\n" if sys.stderr.isatty() else ""
+    print(f"{below_the_bar}fer-pipe batch: the Ray cluster {where} stopped answering for {after:g} s (its head "
+          f"stopped, or the network to it); the tasks that finished are kept in {work}, and the same command "
+          "again runs only the others", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path,
@@ -550,7 +569,7 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                     report.status, report.error = "failed", message
                     report.bad_input, report.failed_at = bad_input, job.start
                 if bad_input:
-                    pending = _cancel_later_chunks(ray, refs, pending, job, left)
+                    pending = _cancel_later_chunks(ray, refs, pending, job, left, report, work)
             left[job.input] -= 1
             if progress is not None:
                 progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
@@ -559,13 +578,18 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
 
 
 def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,
-                         left: dict[str, int]) -> list[Any]:
+                         left: dict[str, int], report: InputReport, work: Path) -> list[Any]:
     """Cancel the chunks of ``failed``'s input after it, and return ``pending`` without them: the
     file is damaged from there on, so their rows would be dropped. A header that counted 5
-    million frames in a 48-frame file ran 4,999 chunks that each read nothing, for minutes."""
+    million frames in a 48-frame file ran 4,999 chunks that each read nothing, for minutes.
+    The report counts the attempts those had begun, and as run only those that began: its
+    attempts were fewer than its chunks run, which no retry explains (s28b)."""
     later = {ref for ref in pending if refs[ref].input == failed.input and refs[ref].start > failed.start}
     for ref in later:
         ray.cancel(ref)
+        begun = _attempts(work, refs[ref])
+        report.attempts += begun
+        report.chunks_run -= not begun
     left[failed.input] -= len(later)
     return [ref for ref in pending if ref not in later]
 

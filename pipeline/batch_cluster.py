@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from types import FrameType, ModuleType
@@ -43,6 +45,45 @@ class StopSignals:
         if signum == signal.SIGHUP:
             hangup.to_devnull(hangup.terminal_fds())  # what is still said has no terminal to go to
         raise KeyboardInterrupt(self.signum.name)
+
+
+RAY_GIVES_UP = "RAY_gcs_rpc_server_reconnect_timeout_s"
+"""Ray's setting (60 s by default) of how long its driver waits for a cluster head it lost before
+it ends the process natively, with its own log lines and no word of the batch's (s28b). Tasks
+already placed may still finish meanwhile."""
+
+
+def cluster_lost_after_s() -> float:
+    """How long the cluster's head may not answer before a batch says so and ends: shortly
+    before Ray would end it without a word, so that what finishes meanwhile is kept."""
+    try:
+        ray_s = float(os.environ.get(RAY_GIVES_UP, "60"))
+    except ValueError:
+        ray_s = 60.0
+    return max(5.0, ray_s - 15.0)
+
+
+def watch_cluster(gcs_address: str, on_lost: Callable[[float], None]) -> threading.Event:
+    """A thread that connects to the cluster's head (its GCS, HOST:PORT) every second and calls
+    ``on_lost`` with how long it has not answered once that is ``cluster_lost_after_s``; set
+    the returned event to end it."""
+    host, _, port = gcs_address.rpartition(":")
+    limit = cluster_lost_after_s()
+    done = threading.Event()
+
+    def watch() -> None:
+        answered = time.monotonic()
+        while not done.wait(1.0):
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                answered = time.monotonic()
+            except OSError:
+                if time.monotonic() - answered >= limit:
+                    on_lost(limit)
+                    return
+
+    threading.Thread(target=watch, name="fer-pipe:cluster-watch", daemon=True).start()
+    return done
 
 
 def is_loopback_address(address: str | None) -> bool:
@@ -90,9 +131,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
             try:
                 ray.init(address=address, **options)
             except ConnectionError as exc:
-                reason = ("no Ray cluster runs on this machine; start one (ray start --head) or leave out "
-                          "--address for a Ray of this run's own") if address == "auto" else str(exc)
-                raise InputError(f"--address {address}: {reason}") from None
+                raise InputError(f"--address {address}: {not_connected(address, exc)}") from None
         else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
             ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
                      object_store_memory=LOCAL_OBJECT_STORE, **options)
@@ -100,6 +139,20 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
         ray.shutdown()
         signal.raise_signal(held[0])
     return ray
+
+
+def not_connected(address: str, exc: ConnectionError) -> str:
+    """Why ``ray.init`` did not connect to ``address``, said as far as can be told. Ray says
+    only "Failed to connect", also where the cluster refused a driver without its token (Ray's
+    token authentication, which ``ray start`` of recent versions turns on): a user who had just
+    started the cluster the README's way read no reason (s28b)."""
+    if address == "auto":
+        return ("no Ray cluster runs on this machine; start one (ray start --head) or leave out --address for a "
+                "Ray of this run's own")
+    if os.environ.get("RAY_AUTH_MODE"):
+        return str(exc)
+    return (f"{exc}; if the cluster takes only drivers with its token (Ray's token authentication), set "
+            "RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
 
 
 @contextmanager

@@ -5,7 +5,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .batch_task import Job, frame_count, last_row
+from .batch_task import Job, frame_count, last_row, partial_path
 from .events import FRAME_COLUMNS
 
 
@@ -60,9 +60,12 @@ class FrameProgress:
             self._totals[job] = min(job.max_frames, left) if job.max_frames else left
 
     def job_done(self, job: Job, part: Path, video_done: bool) -> None:
-        """``part``: the CSV the finished task wrote."""
-        self._done[job] = frames_written(part, job)
-        if part.is_file():  # the task finished, so these are all its frames
+        """``part``: the CSV the finished task wrote. A task whose input turned out bad part-way
+        wrote the rows before the damage beside it instead: they were processed, and the bar
+        left them out, ending at 94 % (s28b)."""
+        made = part if part.is_file() else partial_path(part)
+        self._done[job] = frames_written(made, job)
+        if made.is_file():  # the task finished, so these are all its frames
             self._exact[job] = self._done[job]
         self._videos_done += video_done
 

@@ -151,6 +151,37 @@ def test_address_auto_with_no_cluster_on_the_machine_is_one_line_before_anything
     assert not (tmp_path / "out").exists()
 
 
+def test_a_cluster_whose_head_dies_is_said_in_one_line_and_the_finished_tasks_kept(six_clips, tmp_path):
+    """The driver waited 60 s, then Ray ended it natively: exit 1 with Ray's log lines and no
+    word of the batch's (s28b). A cluster of its own: its head is killed; Ray's wait is cut to
+    20 s, so the batch speaks at 5 s."""
+    from fault_plugin import install_plugin
+
+    out = tmp_path / "out"
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.5)
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {**LOOPBACK_RAY, **install_plugin(tmp_path / "plugin"),
+                            "RAY_gcs_rpc_server_reconnect_timeout_s": "20"}.items():
+            env.setenv(name, value)
+        lost = ray_cluster_utils.Cluster(initialize_head=True, head_node_args={
+            "num_cpus": 0, "object_store_memory": 80 * MB, "include_dashboard": False,
+            "node_ip_address": "127.0.0.1"})
+        try:
+            lost.add_node(num_cpus=1, object_store_memory=80 * MB, node_ip_address="127.0.0.1")
+            lost.wait_for_nodes()
+            address = lost.address
+            proc = batch(*map(str, six_clips[:2]), "--out", str(out), "--address", address, "--config", str(config))
+            assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before the cluster"
+            lost.head_node.kill_gcs_server()
+            _, stderr = proc.communicate(timeout=180)
+        finally:
+            lost.shutdown()
+    assert proc.returncode == 1, stderr
+    assert stderr.splitlines()[-1] == (f"fer-pipe batch: the Ray cluster at {address} stopped answering for "
+                                       f"5 s (its head stopped, or the network to it); the tasks that finished are "
+                                       f"kept in {out / '_work'}, and the same command again runs only the others")
+
+
 def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
     config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
@@ -463,6 +494,24 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
     total = 2 * CLIP_FRAMES + 95
     assert f" {total}/{total} " in states[-1], states[-1]
     assert "3/5 videos" in states[-1], states[-1]
+
+
+def test_the_bar_counts_the_rows_a_task_made_before_its_input_turned_out_bad(six_clips, tmp_path):
+    """Such a task writes its rows beside its part, as a partial CSV: the bar left them out, and
+    a folder with one damaged video ended at 94 % (s28b). They count, and its total is them."""
+    from fer_pipe.batch_progress import FrameProgress
+    from fer_pipe.batch_task import Job, partial_path
+    from fer_pipe.csvfile import CsvOutput
+    from fer_pipe.events import FRAME_COLUMNS
+
+    job, part = Job(str(six_clips[0]), "clip"), tmp_path / "clip.csv"
+    out = CsvOutput(partial_path(part), "csv", FRAME_COLUMNS)
+    out.write([["clip", frame] + [""] * (len(FRAME_COLUMNS) - 2) for frame in range(30)])
+    out.close()
+    progress = FrameProgress([job], tmp_path, 1, 0)
+    progress.job_done(job, part, video_done=False)
+    progress.close()
+    assert (progress.bar.n, progress.bar.total) == (30, 30)
 
 
 def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
@@ -918,6 +967,20 @@ def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made
     assert len(done.stderr.splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
+def test_a_cluster_that_does_not_take_the_driver_is_said_with_the_token_setting(monkeypatch):
+    """Ray says only "Failed to connect to Ray cluster", also where the cluster takes only drivers
+    with its token, as a head that `ray start` of Ray 2.60 started does (s28b)."""
+    from fer_pipe.batch_cluster import not_connected
+
+    refused = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert not_connected("127.0.0.1:6379", refused) == (
+        "Failed to connect to Ray cluster at 127.0.0.1:6379; if the cluster takes only drivers with its token "
+        "(Ray's token authentication), set RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # set: the hint would mislead
+    assert not_connected("127.0.0.1:6379", refused) == "Failed to connect to Ray cluster at 127.0.0.1:6379"
+
+
 @pytest.mark.parametrize("address", ["headnode", "[]:6379", "127.0.0.1:99999", "ray://127.0.0.1:port"])
 def test_an_address_that_is_no_host_and_port_is_one_line(six_clips, tmp_path, address):
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", address, cwd=tmp_path, timeout=120)
@@ -947,11 +1010,16 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     partial = out / "cut.partial.csv"
     assert proc.returncode == 2, stderr
     assert f"decoding stopped at frame {decodable} of " in stderr
-    assert f"; {decodable} rows of it are kept in {partial}\n" in stderr
+    # a later chunk said "frames 20-24 before it were processed", as if from its own start (s28b)
+    assert (f"before it were processed; {decodable} rows of it are kept in {partial}\n" in stderr
+            and (f"; frames 0-{decodable - 1} before it" in stderr if chunks else f"; the {decodable} frames" in stderr))
     assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
     assert not (out / "cut.csv").exists() and not list((out / "_work" / "parts").iterdir())
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["status"], entry["rows"], entry["partial"]) == ("failed", decodable, [str(partial)])
+    # chunks cancelled after the damage: counted as run only where they began, and their attempts
+    # with them (attempts were fewer than chunks run, which no retry explains)
+    assert entry["chunks_run"] <= entry["attempts"] and entry["chunks_run"] <= entry["chunks"], entry
 
     clip.write_bytes(whole)
     proc = batch(str(videos), "--out", str(out), "--address", cluster.address, "--quiet", *chunks)
