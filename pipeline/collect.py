@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq
@@ -41,6 +41,11 @@ FINAL_DRAIN_S = 1.0
 STATE_SUFFIX = ".collect-state.json"
 
 
+RUNS_KEPT = 4
+"""A source's latest runs whose last sequence number is kept: an event of one of them after a
+newer one began is two runs sending at once, not a restart."""
+
+
 @dataclass
 class SourceState:
     run: str
@@ -49,6 +54,15 @@ class SourceState:
     events: int = 0
     gaps: int = 0
     restarts: int = 0
+    runs: dict[str, int] = field(default_factory=dict)
+    """The last sequence number of each of the source's latest runs, the current one last."""
+    at_once: int = 0
+    """Events that came from another of its runs than the one before them while both sent."""
+    restarted_into: str | None = None
+    """The run its last restart began: one that sends alongside the run before it was none."""
+
+    def __post_init__(self) -> None:
+        self.runs.setdefault(self.run, self.seq)
 
 
 class SequenceTracker:
@@ -64,19 +78,44 @@ class SequenceTracker:
             return None if seq == 0 else (f"source {source}: joined run {run} at seq {seq} "
                                           f"(seq 0..{seq - 1} not received by this collector)")
         message = None
-        if run != state.run:
+        if run != state.run and run in state.runs:  # an earlier run sends again: both are alive
+            # each event was said as a restart (572 lines in 8 s), though nothing restarted
+            first, state.at_once = not state.at_once, state.at_once + 1
+            before, state.run, state.seq = state.run, run, state.runs[run]
+            message = self._out_of_line(source, state, run, seq)
+            if first:
+                undone = state.restarted_into == before  # the second run's first event was said as a restart
+                state.restarts -= undone
+                message = (f"source {source}: events from two runs at once ({before}, {run})"
+                           + (", so the restart said before was none" if undone else "")
+                           + ": is this camera in two shards' configs, or one shard running twice? Both runs' "
+                           "rows are written; said once, and counted in the summary")
+        elif run != state.run:
             state.restarts += 1
+            state.restarted_into = run
             message = (f"source {source}: restart: run {state.run} stopped after seq {state.seq}, "
                        f"run {run} began at seq {seq}, {now - state.last_seen:.1f} s without events")
             state.run = run
-        elif seq > state.seq + 1:
+        else:
+            message = self._out_of_line(source, state, run, seq)
+        state.seq, state.last_seen = seq, now
+        state.runs.pop(run, None)
+        state.runs[run] = seq
+        while len(state.runs) > RUNS_KEPT:
+            del state.runs[next(iter(state.runs))]
+        state.events += 1
+        return message
+
+    @staticmethod
+    def _out_of_line(source: str, state: SourceState, run: str, seq: int) -> str | None:
+        """The line for ``seq`` in ``run`` after ``state.seq`` of the same run, if it is not the next."""
+        message = None
+        if seq > state.seq + 1:
             state.gaps += 1
             message = (f"source {source}: gap: seq {state.seq + 1}..{seq - 1} missing "
                        f"({seq - state.seq - 1} events) in run {run}")
         elif seq <= state.seq:
             message = f"source {source}: seq went back from {state.seq} to {seq} in run {run}"
-        state.seq, state.last_seen = seq, now
-        state.events += 1
         return message
 
     def save(self, path: Path, now: float) -> None:
@@ -85,17 +124,22 @@ class SequenceTracker:
         sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen)}
                    for s, st in self.sources.items()}
         draft = path.with_name(f".{path.name}.tmp")
-        draft.write_text(json.dumps({"sources": sources}))
-        os.replace(draft, path)
+        try:
+            draft.write_text(json.dumps({"sources": sources}))
+            os.replace(draft, path)
+        except OSError:
+            draft.unlink(missing_ok=True)  # a full disk: no draft left beside the CSV
+            raise
 
-    def load(self, path: Path, now: float) -> int:
+    def load(self, path: Path, now: float) -> int | None:
         """Take the sources a collector that stopped cleanly left in ``path``, then remove it:
         a collector killed later leaves none, so the one after it never trusts stale numbers.
-        Returns how many sources were taken; ValueError names what is wrong with the file."""
+        Returns how many sources were taken, None where there was no file; ValueError names
+        what is wrong with the file."""
         try:
             text = path.read_text()
         except FileNotFoundError:
-            return 0
+            return None
         path.unlink()
         wall = time.time()
         try:
@@ -150,12 +194,15 @@ class Collector:
             stops = [signal.SIGINT, signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
             previous = {s: signal.signal(s, self._on_signal) for s in stops}
             try:
+                written_before = self.csv_path.is_file()
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
-                    self._resume()
+                    self._resume(written_before)
                     _say(f"pulling on {self.bind}, writing {self.csv_path}"
                          + (f", republishing on {self.publish}" if self.publish else ""))
-                    self._loop(pull, pub, writer)
-                self._keep_state()
+                    try:
+                        self._loop(pull, pub, writer)
+                    finally:  # also after a write that failed (a full disk): the CSV holds every event before it
+                        self._keep_state()
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
@@ -167,7 +214,10 @@ class Collector:
         self._summary()
         return 0
 
-    def _resume(self) -> None:
+    def _resume(self, written_before: bool) -> None:
+        """Take up the sequences the last collector left. One killed outright (SIGKILL, the OOM
+        killer) left none, and lost what its socket had taken and not yet written, uncounted:
+        its successor's "joined" lines read as harmless, so that is said first."""
         try:
             sources = self.tracker.load(self.state_path, time.monotonic())
         except (ValueError, OSError) as exc:
@@ -176,6 +226,10 @@ class Collector:
         if sources:
             _say(f"continuing the sequences of {sources} source(s) where the last collector stopped "
                  f"({self.state_path})")
+        elif sources is None and written_before:  # a clean stop that had no event leaves its file too
+            _say(f"{self.csv_path} is there, but not the sequences a collector leaves beside it when it stops: "
+                 "the last one was killed (or could not save them), and events it had received but not written "
+                 "are lost, uncounted; each source's sequence is checked from its next event")
 
     def _keep_state(self) -> None:
         try:
@@ -208,20 +262,22 @@ class Collector:
             except MALFORMED as exc:
                 _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue
-            line = self.tracker.observe(source, run, seq, time.monotonic())
-            if line:
-                _say(line)
             try:
                 writer.write(rows)
             except OSError as exc:
                 raise OutputError(f"collect: --csv {self.csv_path}: cannot write source {source} run {run} seq "
                                   f"{seq}: {exc.strerror}; the CSV holds every event before it") from None
+            line = self.tracker.observe(source, run, seq, time.monotonic())  # once written: the state left says so
+            if line:
+                _say(line)
             if pub is not None:
                 pub.send_multipart(frames)
 
     def _summary(self) -> None:
         for source, state in sorted(self.tracker.sources.items()):
-            _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts")
+            _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts"
+                 + (f", {state.at_once} events from a run other than the one before them while two sent at once"
+                    if state.at_once else ""))
 
 
 def _say(line: str) -> None:

@@ -129,6 +129,32 @@ def looped_clip(clips, tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("live") / "loop.avi", frames, fps=5.0)
 
 
+def test_two_runs_of_one_source_sending_at_once_are_said_once_not_as_a_restart_each():
+    """One shard index started on two hosts (a copied shard.env) sends each camera twice: every
+    event was said as a restart of the other run, 572 lines in 8 s (s28b). Now one line, each
+    run's sequence still checked on its own, and a count in the summary."""
+    from fer_pipe.collect import SequenceTracker
+
+    tracker = SequenceTracker()
+    events = [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1), ("a", 3), ("b", 3), ("a", 4)]
+    lines = [tracker.observe("yard", run, seq, float(t)) for t, (run, seq) in enumerate(events)]
+    assert lines[2].startswith("source yard: restart: run a stopped after seq 1, run b began at seq 0, ")
+    assert lines[3] == ("source yard: events from two runs at once (b, a), so the restart said before was none: is "
+                        "this camera in two shards' configs, or one shard running twice? Both runs' rows are written; "
+                        "said once, and counted in the summary")
+    assert lines[:2] + lines[4:] == [None, None, None, None, "source yard: gap: seq 2..2 missing (1 events) in run b",
+                                     None]
+    state = tracker.sources["yard"]
+    assert (state.events, state.gaps, state.restarts, state.at_once) == (8, 1, 0, 5)  # a2 b1 a3 b3 a4
+    # a real restart before the second run is kept: c began after b ended, then b and c sent at once
+    tracker = SequenceTracker()
+    events = [("a", 0), ("b", 0), ("b", 1), ("c", 0), ("b", 2)]
+    lines = [tracker.observe("door", run, seq, float(t)) for t, (run, seq) in enumerate(events)]
+    assert [line.split(":")[1] for line in lines[1:4:2]] == [" restart", " restart"]
+    assert lines[4].startswith("source door: events from two runs at once (c, b), so the restart said before was none")
+    assert tracker.sources["door"].restarts == 1
+
+
 def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_path):
     port, pub_port = free_port(), free_port()
     config = tmp_path / "cams.yaml"
@@ -312,11 +338,26 @@ def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_
     finally:
         end(first, signal.SIGKILL)
     assert not state.exists()
+    after_kill = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    try:  # what the killed one had taken and not written is lost: said, where "joined" lines read as harmless
+        wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", after_kill)
+    finally:
+        assert end(after_kill) == 0
+    assert (f"fer-pipe collect: {merged} is there, but not the sequences a collector leaves beside it when it "
+            "stops: the last one was killed (or could not save them), and events it had received but not written "
+            "are lost, uncounted; each source's sequence is checked from its next event") in log.read_text().splitlines()
+
+    stopped = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    try:  # a clean stop that had no event leaves its sequences (none) too: nothing was killed
+        wait_for(lambda: log.read_text().count("pulling on") == 3, 60, "the collector to bind again", stopped)
+    finally:
+        assert end(stopped) == 0
+    assert log.read_text().count("the last one was killed") == 1
 
     state.write_text("{not json")
     second = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
     try:
-        wait_for(lambda: log.read_text().count("pulling on") == 2, 60, "the collector to bind again", second)
+        wait_for(lambda: log.read_text().count("pulling on") == 4, 60, "the collector to bind again", second)
     finally:
         assert end(second, signal.SIGHUP) == 0  # a closed terminal stops it as SIGTERM does, state kept
     lines = log.read_text().splitlines()
