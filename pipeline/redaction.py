@@ -38,13 +38,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
 
 
-URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}[^\s'\"]+", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}[^\s'\"]*[^\s'\":]", re.IGNORECASE)
 """A URL, also with one slash after its scheme: a URL given where a path belongs comes back
-through ``pathlib`` as ``rtsp:/admin:pw@host``."""
+through ``pathlib`` as ``rtsp:/admin:pw@host``. A colon at its end is the line's (``URL: why``)."""
 
-
-UNPARSED_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/@]*):[^/]*@", re.IGNORECASE)
-"""The password of a URL urlsplit cannot read: to the last ``@`` before the path, as ``redact``'s."""
 
 HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@\s]*):\S*@", re.IGNORECASE)
 """A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``, a base64 one's
@@ -52,7 +49,7 @@ HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@\s]*):\S*@", re.IGNO
 Which a URL means is not in the text (``rtsp://admin:8554/x@cam`` is also host ``admin``, port
 8554), so an ``@`` later in a URL without a password masks what stands before it, host and port
 with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log line loses a
-readable host rather than show a password."""
+readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
 def redact_urls(text: str) -> str:
@@ -63,7 +60,8 @@ def redact_urls(text: str) -> str:
         try:
             said = redact(url.replace(":/", "://", 1) if collapsed else url)
         except ValueError:  # not a URL urlsplit reads (rtsp://u:pw@[::1 without its bracket)
-            return UNPARSED_USERINFO.sub(r"\1:***@", url)
+            masked = HIDDEN_USERINFO.sub(r"\1:***@", url)
+            return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", masked)  # ?token=..., as in a URL it reads
         return said.replace("://", ":/", 1) if collapsed else said
 
     return URL.sub(one, text)

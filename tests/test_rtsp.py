@@ -668,6 +668,19 @@ def test_password_is_not_logged():
     assert redact("rtsp://10.0.0.5:554/s1?channel=a:b@c") == "rtsp://10.0.0.5:***@c"
 
 
+def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
+    """urlsplit raises on a bracket left open; the fallback mask for it stopped at the first '/',
+    so a password holding one was printed whole."""
+    from fer_pipe.redaction import redact_urls
+
+    assert redact_urls("cannot open rtsp://u:pw@[::1 now") == "cannot open rtsp://u:***@[::1 now"
+    assert redact_urls("cannot open rtsp://u:p/S3cret@[::1/live") == "cannot open rtsp://u:***@[::1/live"
+    # credentials as name=value were masked only where urlsplit read the URL (s28d)
+    assert (redact_urls("url rtsp://[fe80::1/stream?token=S3cret (Invalid IPv6 URL)")
+            == "url rtsp://[fe80::1/stream?token=*** (Invalid IPv6 URL)")
+    assert redact_urls("rtsp://u:pw@[::1/x?pwd=S3cret&a=1") == "rtsp://u:***@[::1/x?pwd=***&a=1"
+
+
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
     """pathlib turns rtsp:// into rtsp:/, which the URL pattern missed: the video source's
     line printed the password in clear, and the webcam's in its second copy. The video source
