@@ -31,8 +31,10 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not sep or not index.strip().isdecimal() or not count.strip().isdecimal():  # isdigit takes '²'; int not
         raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4")
     i, n = int(index), int(count)
-    if n < 1 or i >= n:
-        raise ConfigError(f"--shard {text}: I must be from 0 to N-1")
+    if n < 1:
+        raise ConfigError(f"--shard {text}: N, the number of shards, must be 1 or more")
+    if i >= n:
+        raise ConfigError(f"--shard {text}: I must be from 0 to {n - 1} (shards are numbered from 0)")
     return i, n
 
 

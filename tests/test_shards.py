@@ -129,6 +129,20 @@ def looped_clip(clips, tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("live") / "loop.avi", frames, fps=5.0)
 
 
+@pytest.mark.parametrize("text, said", [
+    ("0/0", "--shard 0/0: N, the number of shards, must be 1 or more"),  # was "I must be from 0 to N-1"
+    ("2/2", "--shard 2/2: I must be from 0 to 1 (shards are numbered from 0)"),
+    ("1/x", "--shard 1/x: expected I/N, e.g. 0/4")])
+def test_a_shard_out_of_range_is_said_with_its_numbers(text, said):
+    from fer_pipe.errors import ConfigError
+    from fer_pipe.shard import parse_shard
+
+    with pytest.raises(ConfigError) as caught:
+        parse_shard(text)
+    assert str(caught.value) == said
+    assert parse_shard(" 3/4") == (3, 4)
+
+
 def test_two_runs_of_one_source_sending_at_once_are_said_once_not_as_a_restart_each():
     """One shard index started on two hosts (a copied shard.env) sends each camera twice: every
     event was said as a restart of the other run, 572 lines in 8 s (s28b). Now one line, each
