@@ -13,7 +13,8 @@ the collector after the events already received are written, so the CSV ends on 
 and leaves each source's run and last sequence number beside the CSV (``STATE_SUFFIX``): the
 next collector (a systemd restart, a deploy) goes on checking the sequences where this one
 stopped, so a restart of the collector neither hides a gap nor reports one that is not there.
-An optional PUB socket republishes every event unchanged, for live viewers (lossy by design).
+An optional PUB socket republishes every event unchanged, for live viewers (lossy by design),
+a live source's ``source_down`` and ``source_up`` among them (they make no row).
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ POLL_MS = 200
 FINAL_DRAIN_S = 1.0
 STATE_SUFFIX = ".collect-state.json"
 
+
+SOURCE_EVENTS = ("source_down", "source_up")
+"""Events of a source's outage (``fer_pipe.events.source_event``): in the sequence, and
+republished, but no frame, so no row."""
 
 RUNS_KEPT = 4
 """A source's latest runs whose last sequence number is kept: an event of one of them after a
@@ -258,7 +263,7 @@ class Collector:
             try:
                 event = decode(frames)
                 source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
-                rows = event_rows(event, self.columns, self.precision)
+                rows = [] if event.get("type") in SOURCE_EVENTS else event_rows(event, self.columns, self.precision)
             except MALFORMED as exc:
                 _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue

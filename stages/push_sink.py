@@ -8,13 +8,19 @@ frames, as any sink that falls behind a live source does (the CSV beside it goes
 
 Each event is the ``frame`` event of ``fer_pipe.events`` plus ``seq``, counting from 0 per source,
 and ``run``, drawn anew in each process. The collector tells a gap (a ``seq`` skipped within a
-run) from a restart (a new ``run`` for a source) and logs both, naming the source.
+run) from a restart (a new ``run`` for a source) and logs both, naming the source. A live
+source's outage goes the same way, numbered in the same sequence: a ``source_down`` event once
+per outage and a ``source_up`` with its next frame (the collector writes no row of them and
+republishes them), so that a subscriber of a collector hears of a camera that is down as one of
+the ``zmq`` sink does.
 """
 from __future__ import annotations
 
 import secrets
 import sys
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import zmq
 from pydantic import Field, field_validator, model_validator
@@ -22,7 +28,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from fer_pipe.endpoints import check_form, check_private, ipv6_for
 from fer_pipe.errors import InputError, OutputError
-from fer_pipe.events import encode, frame_event
+from fer_pipe.events import encode, frame_event, source_event
 from fer_pipe.messages import FACES, Packet
 from fer_pipe.stage import Sink, StageParams
 
@@ -67,6 +73,7 @@ class PushSink(Sink):
     def open(self) -> None:
         self.run_id = secrets.token_hex(4)
         self._seq: dict[str, int] = {}
+        self._down: dict[str, float] = {}  # the sources said down, until their next frame: since when
         self._ctx = zmq.Context()
         self._sock = ipv6_for(self._ctx.socket(zmq.PUSH), self.params.connect)
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
@@ -81,9 +88,24 @@ class PushSink(Sink):
             raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
 
     def consume(self, packet: Packet) -> None:
+        if self._down and packet.source in self._down:
+            self._send(source_event("source_up", packet, self._down.pop(packet.source)))
+        self._send(frame_event(packet, self.params.precision))
+
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        """Say the source down once per outage: PUSH loses nothing, so unlike the ``zmq`` sink's
+        there is no repeat for subscribers that connect later (the collector's own republishing
+        socket is where they connect, and it says each outage once too)."""
+        if packet.source not in self._down:
+            self._down[packet.source] = packet.timestamp
+            self._send(source_event("source_down", packet, packet.timestamp))
+        return ()
+
+    def _send(self, event: dict[str, Any]) -> None:
+        """One event, numbered in its source's sequence, sent as PUSH allows (see ``consume``)."""
         self._collector_connected(0.0)  # read what the monitor says, every event: see there
-        event = frame_event(packet, self.params.precision)
-        seq = self._seq.get(packet.source, 0)
+        source = event["source"]
+        seq = self._seq.get(source, 0)
         event["seq"], event["run"] = seq, self.run_id
         message = encode(event)
         while True:
@@ -103,7 +125,7 @@ class PushSink(Sink):
                           f"{time.monotonic() - self._waiting_since:.0f} s", file=sys.stderr, flush=True)
                     self._waiting_since = None
                 break
-        self._seq[packet.source] = seq + 1
+        self._seq[source] = seq + 1
 
     def _wait_for_collector(self) -> None:
         """Backpressure, not a stall: a restarted collector may take minutes to come back, and

@@ -300,6 +300,47 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     ]
 
 
+def test_a_cameras_outage_goes_through_the_collector_to_its_subscribers_and_makes_no_row(plugin_env, tmp_path):
+    """A camera that went down was said on a zmq sink's socket, but a push sink took no notice:
+    a subscriber of the collector, the one socket a sharded deployment offers, could not tell a
+    camera that is down from a shard that has died. The outage is one source_down (the source
+    says it four times), then a source_up with the next frame, in the camera's sequence."""
+    port, pub_port = free_port(), free_port()
+    config = tmp_path / "down.yaml"
+    config.write_text(yaml.safe_dump({"stages": {
+        "cam": {"type": "brokenframes", "params": {"mode": "outage", "at": 3, "down_s": 0.3}},
+        "detector": {"type": "haar", "inputs": ["cam"]},
+        "push": {"type": "push", "inputs": ["detector"], "params": {"connect": f"tcp://127.0.0.1:{port}"}}}}))
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
+                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=log)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"source.")
+    sub.connect(f"tcp://127.0.0.1:{pub_port}")
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
+                              capture_output=True, text=True, timeout=180, env={**os.environ, **plugin_env})
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: rows_by_source(merged)["cam"] == 8, 60, "the run's rows", collector)
+        said = []
+        while sub.poll(2000):
+            topic, body = sub.recv_multipart()
+            said.append((topic.decode(), json.loads(body)))
+    finally:
+        code = end(collector)
+        sub.close(linger=0)
+        ctx.term()
+    assert code == 0, log.read_text()
+    assert [(topic, e["type"], e["frame"], e["seq"]) for topic, e in said] == [
+        ("source.cam", "source_down", 2, 3), ("source.cam", "source_up", 3, 4)]
+    assert said[0][1]["since"] == said[1][1]["since"] == said[0][1]["timestamp"]
+    assert [int(row["frame"]) for row in csv_rows(merged)] == list(range(8))
+    assert "fer-pipe collect: source cam: 10 events, 0 gaps, 0 restarts" in log.read_text().splitlines()
+    assert "malformed" not in log.read_text()
+
+
 def test_a_collector_whose_terminal_left_without_a_sighup_goes_on(tmp_path):
     """A collector run as a job the shell was told to ``disown``: its window closes, no SIGHUP
     comes, and the next line it said (a gap) failed with EIO and ended it, exit 1, its sequence
