@@ -42,6 +42,9 @@ POLL_S = 0.1
 STILL_S = 5.0
 """A gap this long between two of the supervisor's looks means it was not running either: the
 machine or the VM was paused, or its clock jumped. The stall clocks restart, as at SIGCONT."""
+SILENT_S = 1.0
+"""How long a stage that ended with exit code 0 and no report after a stop signal waits to be
+judged, for another stage to report that the signal reached the stages too."""
 TOGETHER_S = 0.2
 """A stop signal handled this soon after a SIGHUP that began the stop came with it: Python runs
 the handlers of signals pending together one after the other, in microseconds."""
@@ -130,6 +133,7 @@ class Runner:
         self._hung_up = False
         self._resumed_at = 0.0
         self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
+        self._silent: dict[str, float] = {}  # when each process was first seen ended with exit 0 and no report
         self._still: dict[str, tuple[int, float]] = {}  # each process's item count, and since when it had work and kept it
         self._last_look = 0.0
         self._ttys = hangup.terminal_fds()
@@ -335,8 +339,7 @@ class Runner:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
                 if reports.failure is None:
-                    reports.failure = self._find_fault(procs, exited, reports.done, busy, reports.opened,
-                                                       reports.closing, progress)
+                    reports.failure = self._find_fault(procs, exited, reports, busy, progress)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -377,7 +380,7 @@ class Runner:
         if reports.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.
-            reports.failure = self._died(procs, list(procs), reports.done)
+            reports.failure = self._died(procs, list(procs), reports, final=True)
         return self._verdict(reports, [reports.done[p] for p in procs if p in reports.done], first_result)
 
     def _verdict(self, reports: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
@@ -418,8 +421,8 @@ class Runner:
         """``stage 'detector[1]' (haar)``: a process as every line about it names it."""
         return f"stage {process!r} ({self.graph.stages[self._stage_of[process]].type_name})"
 
-    def _find_fault(self, procs: Processes, exited: list[str], done: dict[str, dict],
-                    busy: Counters, opened: set[str], closing: set[str], progress: Counters) -> Failed | None:
+    def _find_fault(self, procs: Processes, exited: list[str], reports: _Reports, busy: Counters,
+                    progress: Counters) -> Failed | None:
         """A stage that ended without reporting, or one stuck in its ``open``, one packet, its
         ``finish`` or its ``close`` past the stall timeout, or between packets with packets
         waiting for it (``_stuck_between_packets``).
@@ -427,9 +430,10 @@ class Runner:
         Only processes seen as ended before the control queue was drained are judged, so a
         stage's last message is never mistaken for missing.
         """
-        died = self._died(procs, exited, done)
+        died = self._died(procs, exited, reports)
         if died is not None:
             return died
+        opened, closing = reports.opened, reports.closing
         if self.stall_timeout > 0:
             now = time.monotonic()
             if self._last_look and now - self._last_look > STILL_S:
@@ -485,8 +489,9 @@ class Runner:
                 return name
         return None
 
-    def _died(self, procs: Processes, names: list[str], done: dict[str, dict]) -> Failed | None:
-        """The first of ``names`` whose process ended without reporting done or stopped.
+    def _died(self, procs: Processes, names: list[str], reports: _Reports, final: bool = False) -> Failed | None:
+        """The first of ``names`` whose process ended without reporting done or stopped (``final``:
+        every process has ended, and every report is in).
 
         A forked stage's exit code comes from the forkserver; once that server is gone (the OOM
         killer, a stray ``kill``), multiprocessing says 255 for every stage, and the run cannot
@@ -494,7 +499,7 @@ class Runner:
         died with the server is named, before the ones that still run."""
         server_gone = False
         for name in names:
-            if name in done:
+            if name in reports.done:
                 continue
             proc = procs[name]
             code = proc.exitcode
@@ -507,9 +512,16 @@ class Runner:
                                         "alone knew how it ended; the other stages stop, closing their files, "
                                         "as the run ends", "", 1)
             if code == 0 and self._signal is not None:
-                # stopped by the signal the run got too (a group's SIGTERM), which cut its report
-                # off: it landed as the stage's first message started the queue's feeder thread
-                continue
+                # Stopped by the signal the run got too (a group's SIGTERM), which cut its report
+                # off: it landed as the stage's first message started the queue's feeder thread.
+                # Only where another stage reports that the signal reached it too: during a drain
+                # that the runner alone was asked for (kill PID, the API's stop), a stage that
+                # ends so sent no end of stream, and the run waited for ever (s30a).
+                if reports.stopped is not None:
+                    continue
+                seen = self._silent.setdefault(name, time.monotonic())
+                if not final and time.monotonic() - seen < SILENT_S:
+                    continue
             how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
             return Failed(name, f"its process died ({how})", "", 1)
         if server_gone:

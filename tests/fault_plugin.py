@@ -37,13 +37,15 @@ from fer_pipe.stage import Source, Stage, StageParams, StopRun
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
-                  "outage_raise"] = Field(
+                  "outage_raise", "exit_on_stop"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
                           "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
-                          "outage_raise: raise on a source's outage, whatever at says)")
+                          "outage_raise: raise on a source's outage, whatever at says; "
+                          "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
+                          "as a native library's exit(0) would, whatever at says)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -89,6 +91,9 @@ class Faulty(Stage):
         return (packet,)
 
     def process(self, packet):
+        if self.params.mode == "exit_on_stop" and self.stop_requested():
+            time.sleep(0.5)  # its queues' feeder threads send what they hold
+            os._exit(0)
         if self.params.read_pixels == "before":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self._seen is not None:

@@ -883,14 +883,15 @@ def test_a_stall_is_the_same_busy_mark_past_the_timeout_on_two_looks_while_the_s
     from types import SimpleNamespace
 
     from fer_pipe.config import load_graph
-    from fer_pipe.runner import Runner
+    from fer_pipe.runner import Runner, _Reports
 
     runner = Runner(load_graph("video_to_csv"), stall_timeout=120)
     procs = {"detector": SimpleNamespace(exitcode=None)}
     mark, count = SimpleNamespace(value=time.monotonic() - 200), SimpleNamespace(value=0)
+    reports = _Reports(opened={"detector"})
 
     def look():
-        return runner._find_fault(procs, [], {}, {"detector": mark}, {"detector"}, set(), {"detector": count})
+        return runner._find_fault(procs, [], reports, {"detector": mark}, {"detector": count})
 
     assert look() is None
     mark.value -= 1  # the stage took another packet, which is stuck as long
@@ -941,14 +942,40 @@ def test_a_stage_that_ended_without_its_report_is_stopped_when_the_run_got_a_sig
     from fer_pipe.config import load_graph
     from fer_pipe.runner import Runner
 
+    from fer_pipe.runner import _Reports
+
     runner = Runner(load_graph("video_to_csv"))
     procs = {"detector": SimpleNamespace(exitcode=0, pid=0)}
-    assert runner._died(procs, ["detector"], {}) == ("detector", "its process died (exit code 0)", "", 1)
+    reports = _Reports()
+    assert runner._died(procs, ["detector"], reports) == ("detector", "its process died (exit code 0)", "", 1)
     runner._signals.append((signal.SIGTERM, 0.0))
-    assert runner._died(procs, ["detector"], {}) is None
+    reports.stopped = "classifier"  # another stage got the signal too
+    assert runner._died(procs, ["detector"], reports) is None
+    assert runner._died(procs, ["detector"], reports, final=True) is None
     procs["detector"].exitcode = -9
-    assert runner._died(procs, ["detector"], {}) == ("detector", "its process died (killed by signal SIGKILL)", "",
-                                                     1)
+    assert runner._died(procs, ["detector"], reports) == ("detector", "its process died (killed by signal SIGKILL)",
+                                                          "", 1)
+
+
+def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
+    """The rule above took any signal the runner got: a stage that ended so while the others
+    drained after a SIGTERM to the runner alone (kill PID, the Python API's stop) sent no end of
+    stream, and the run waited for ever, the stall watch quiet (s30a). With no stage reporting
+    the signal, it is judged once SILENT_S has passed, or at the end."""
+    from types import SimpleNamespace
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import SILENT_S, Runner, _Reports
+
+    runner = Runner(load_graph("video_to_csv"))
+    procs = {"detector": SimpleNamespace(exitcode=0, pid=0)}
+    reports = _Reports()
+    runner._signals.append((signal.SIGTERM, 0.0))
+    died = ("detector", "its process died (exit code 0)", "", 1)
+    assert runner._died(procs, ["detector"], reports) is None  # the others' reports may be on their way
+    assert runner._died(procs, ["detector"], reports, final=True) == died
+    runner._silent["detector"] -= SILENT_S
+    assert runner._died(procs, ["detector"], reports) == died
 
 
 @pytest.mark.parametrize("index, timestamp, said", [

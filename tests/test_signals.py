@@ -51,6 +51,23 @@ def test_signal_drains_and_closes(signum, to_group, code, plugin_env, short_clip
     assert not wait_gone(kids)
 
 
+def test_a_stage_that_exits_without_a_word_during_the_drain_fails_the_run_rather_than_hang_it(plugin_env, short_clip,
+                                                                                              tmp_path):
+    """A stage that ends with exit code 0 and no report (a plug-in's or a native library's
+    exit(0)) while the others drain after a SIGTERM to the runner alone sent no end of stream:
+    the run took it for stopped by the signal and waited for ever, the stall watch quiet (s30a).
+    Only a signal that reached the stages too (another stage reports it) excuses it."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, mode="exit_on_stop", delay_s=0.1,
+                          seen_file=str(seen))
+    with group_killed_at_exit(start_run(config, plugin_env)) as proc:
+        wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 5)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: its process died (exit code 0)\n")
+    assert_valid_prefix(out)
+
+
 def test_sigterm_to_the_whole_group_closes_every_stage(plugin_env, short_clip, tmp_path):
     """As systemd stops a service: every process gets SIGTERM at once, so nothing drains, but
     each stage unwinds through close and the CSV holds each frame its sink consumed, whole."""
