@@ -201,11 +201,15 @@ class FaceTracker(Stage):
         """The source's stream is down: its tracks end once it has been so for the gap that
         ends them between two frames, without waiting for a frame after the outage."""
         state = self._sources.get(packet.source)
-        if state is not None and state.tracks and state.last_time is not None \
+        if state is None:
+            return (packet,)
+        if state.tracks and state.last_time is not None \
                 and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s):
             packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
-            packet.extra["tracks"] = []
             state.tracks = []
+        # the live ids on every outage packet, as on every frame: the one that ended the tracks
+        # may be dropped from a live sink's full queue, and the next one then ends them there
+        packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
         return (packet,)
 
     def _associate(self, state: _SourceState, packet: Packet) -> list[int]:

@@ -6,7 +6,7 @@ import pytest
 
 from fer_pipe.boxes import iou_matrix
 from fer_pipe.inprocess import make_stage, run_stage
-from fer_pipe.messages import Face, Packet, outage
+from fer_pipe.messages import Face, Packet, ended_tracks, outage
 
 FPS = 25.0
 
@@ -96,6 +96,10 @@ def test_a_source_that_says_it_is_down_ends_its_tracks_once_max_gap_s_has_passed
     said = out[20:23]
     assert ["track_lost" in p.extra for p in said] == [False, True, False]  # under 5 s; over it; ended already
     assert (said[1].extra["track_lost"], said[1].extra["tracks"]) == ([1], [])
+    # the live ids on each, as on a frame: where the packet that ended the track is dropped from a
+    # live sink's full queue, the next one ends it there, not the camera's return (s30a)
+    assert [p.extra["tracks"] for p in said] == [[1], [], []]
+    assert ended_tracks([("cam", 1)], said[2]) == [("cam", 1)]
     assert all(p.faces is None and p.image is None for p in said)  # still no frame
     assert out[23].extra["tracks"] == [1] and "track_lost" not in out[23].extra  # cam2's track goes on
 
