@@ -35,16 +35,13 @@ from .arguments import endpoint, whole
 from .csvfile import CsvOutput
 from .endpoints import ipv6_for, is_loopback, tcp_host_port
 from .errors import InputError, OutputError, printable
-from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, decode, event_rows
+from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
+                     event_rows)
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
 STATE_SUFFIX = ".collect-state.json"
 
-
-SOURCE_EVENTS = ("source_down", "source_up")
-"""Events of a source's outage (``fer_pipe.events.source_event``): in the sequence, and
-republished, but no frame, so no row."""
 
 RUNS_KEPT = 4
 """A source's latest runs whose last sequence number is kept: an event of one of them after a
@@ -263,7 +260,11 @@ class Collector:
             try:
                 event = decode(frames)
                 source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
-                rows = [] if event.get("type") in SOURCE_EVENTS else event_rows(event, self.columns, self.precision)
+                if event.get("type") in ("source_down", "source_up"):  # in the sequence, and republished: no row
+                    check_source_event(event)
+                    rows = []
+                else:
+                    rows = event_rows(event, self.columns, self.precision)
             except MALFORMED as exc:
                 _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue

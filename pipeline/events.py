@@ -120,6 +120,19 @@ def source_event(kind: Literal["source_down", "source_up"], packet: Packet, sinc
             "since": round(since, 3)}
 
 
+def check_source_event(event: dict[str, Any]) -> None:
+    """Raise one of ``MALFORMED`` unless ``event`` has the fields ``source_event`` gives it: a
+    reader that passes events on (``fer-pipe collect``) took a stranger's bare ``source_down``
+    into a camera's sequence and republished what no subscriber could read."""
+    frame = event["frame"]
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        raise ValueError(f"'frame' must be a frame number or null, not {frame!r}")
+    for name in ("timestamp", "since"):
+        value = event[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name!r} must be a finite number of seconds, not {value!r}")
+
+
 MAX_EVENT_BYTES = 1 << 20
 """The largest message a reader of events takes (a frame with a hundred faces is about 30 KB):
 ZeroMQ reads a message whole into memory, and one of 500 MB from whoever reaches the port took

@@ -154,9 +154,9 @@ def read_only(array: np.ndarray) -> np.ndarray:
 def ended_tracks(held: Iterable[tuple[str, int]], packet: Packet) -> list[tuple[str, int]]:
     """The (source, track id) keys in ``held`` of the packet's source whose track has ended: what
     a stage that keeps state per track lets go. Those the tracker no longer lists as alive
-    (``extra["tracks"]``, on every frame after a ``track`` stage), which a frame dropped on
-    the way cannot hide, and those named in ``extra["track_lost"]``, as a tracker plug-in that
-    lists no live ids says it."""
+    (``extra["tracks"]``, on every frame and outage packet after a ``track`` stage), which a
+    frame dropped on the way cannot hide, and those named in ``extra["track_lost"]``, as a
+    tracker plug-in that lists no live ids says it."""
     alive, lost = packet.extra.get("tracks"), packet.extra.get("track_lost", ())
     return [key for key in held
             if key[0] == packet.source and (key[1] in lost or (alive is not None and key[1] not in alive))]

@@ -10,9 +10,9 @@ Each event is the ``frame`` event of ``fer_pipe.events`` plus ``seq``, counting 
 and ``run``, drawn anew in each process. The collector tells a gap (a ``seq`` skipped within a
 run) from a restart (a new ``run`` for a source) and logs both, naming the source. A live
 source's outage goes the same way, numbered in the same sequence: a ``source_down`` event once
-per outage and a ``source_up`` with its next frame (the collector writes no row of them and
-republishes them), so that a subscriber of a collector hears of a camera that is down as one of
-the ``zmq`` sink does.
+per outage and again every ``down_again_s``, and a ``source_up`` with its next frame (the
+collector writes no row of them and republishes them), so that a subscriber of a collector hears
+of a camera that is down as one of the ``zmq`` sink does.
 """
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from zmq.utils.monitor import recv_monitor_message
 
 from fer_pipe.endpoints import check_form, check_private, ipv6_for
 from fer_pipe.errors import InputError, OutputError
-from fer_pipe.events import encode, frame_event, source_event
+from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
+from fer_pipe.outage_notices import OutageNotices
 from fer_pipe.stage import Sink, StageParams
 
 STOP_POLL_MS = 500
@@ -46,6 +47,10 @@ class PushParams(StageParams):
                                                                  "away before the pipeline waits")
     linger_s: float = Field(5.0, ge=0, le=600, description="at the end, time allowed to deliver held events")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
+    down_again_s: float = Field(10.0, ge=0, description="while a live source is down, say so again about this "
+                                                        "often, in wall-clock seconds, so that a subscriber of the "
+                                                        "collector that connects during an outage hears of it "
+                                                        "(0: once per outage)")
 
     _connect_form = field_validator("connect")(check_form)
 
@@ -73,7 +78,7 @@ class PushSink(Sink):
     def open(self) -> None:
         self.run_id = secrets.token_hex(4)
         self._seq: dict[str, int] = {}
-        self._down: dict[str, float] = {}  # the sources said down, until their next frame: since when
+        self._outages = OutageNotices(self.params.down_again_s)
         self._ctx = zmq.Context()
         self._sock = ipv6_for(self._ctx.socket(zmq.PUSH), self.params.connect)
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
@@ -88,17 +93,18 @@ class PushSink(Sink):
             raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
 
     def consume(self, packet: Packet) -> None:
-        if self._down and packet.source in self._down:
-            self._send(source_event("source_up", packet, self._down.pop(packet.source)))
+        back = self._outages.on_frame(packet)
+        if back is not None:
+            self._send(back)
         self._send(frame_event(packet, self.params.precision))
 
     def outage(self, packet: Packet) -> Iterable[Packet]:
-        """Say the source down once per outage: PUSH loses nothing, so unlike the ``zmq`` sink's
-        there is no repeat for subscribers that connect later (the collector's own republishing
-        socket is where they connect, and it says each outage once too)."""
-        if packet.source not in self._down:
-            self._down[packet.source] = packet.timestamp
-            self._send(source_event("source_down", packet, packet.timestamp))
+        """Say the source down once per outage, and again every ``down_again_s`` while it stays so
+        (``fer_pipe.outage_notices``): the collector republishes each, and a subscriber that
+        connects to it during the outage would otherwise hear nothing until the camera's return."""
+        down = self._outages.on_outage(packet)
+        if down is not None:
+            self._send(down)
         return ()
 
     def _send(self, event: dict[str, Any]) -> None:

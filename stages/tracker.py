@@ -29,7 +29,8 @@ spanning the step had an end before its start, and was dropped.
 A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
 ``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
-frame, and a plug-in can act on either. ``["tracks"]`` lists the ids alive after every frame:
+frame, and a plug-in can act on either. ``["tracks"]`` lists the ids alive after every frame
+(and after every outage packet of a live source, which may end them too):
 the smoother and the episodes sink end a track's state when it leaves that list (they start
 it at the track's first face with an id). A list on every frame, rather than a word on one,
 because a live run may drop any frame after this stage (a stage that fell behind finds its

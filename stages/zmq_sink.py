@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from pydantic import Field, field_validator, model_validator
 
 from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_form, check_private, tcp_host_port
 from fer_pipe.errors import InputError
-from fer_pipe.events import EVENT_NAMES, free_names, frame_event, source_event
+from fer_pipe.events import EVENT_NAMES, free_names, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.outage_notices import OutageNotices
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
 
@@ -57,15 +56,6 @@ class ZmqParams(StageParams):
         return self
 
 
-@dataclass
-class _Outage:
-    """A source said down, until its next frame."""
-
-    since: float  # its first outage packet's time: when it was first said down
-    said_at: float  # monotonic: the last source_down sent
-    seen_at: float  # monotonic: its last outage packet
-
-
 class ZmqSink(Sink):
     """Publishes one event per frame with faces on a ZeroMQ PUB socket (topic
     emotion.SOURCE), plus optional heartbeats, and a live source's outages (topic source.SOURCE)."""
@@ -100,7 +90,7 @@ class ZmqSink(Sink):
     def open(self) -> None:
         p = self.params
         self._last_sent: dict[str, float] = {}
-        self._down: dict[str, _Outage] = {}  # the sources said down, until their next frame
+        self._outages = OutageNotices(p.heartbeat_s)
         self._publisher = Publisher("zmq", self.name, p.endpoint, p.sndhwm, p.curve_secret_key, p.curve_clients)
         try:
             self._publisher.await_subscribers(p.wait_subscribers, p.wait_timeout_s, self.stop_requested,
@@ -110,9 +100,9 @@ class ZmqSink(Sink):
             raise
 
     def consume(self, packet: Packet) -> None:
-        if self._down and packet.source in self._down:
-            down = self._down.pop(packet.source)
-            self._publisher.send(source_event("source_up", packet, down.since))
+        back = self._outages.on_frame(packet)
+        if back is not None:
+            self._publisher.send(back)
             self.dropped = self._publisher.dropped
         if not packet.faces:
             beat = self.params.heartbeat_s
@@ -124,21 +114,11 @@ class ZmqSink(Sink):
 
     def outage(self, packet: Packet) -> Iterable[Packet]:
         """Say the source down once per outage, and again every ``heartbeat_s`` while it stays
-        so: the heartbeat that says the run is alive, and what a subscriber that connects during
-        the outage first hears. Outage packets come about every second, so a repeat is due at
-        the one nearest the beat: one a millisecond short of it skipped a whole beat (s29c)."""
-        now = time.monotonic()
-        down = self._down.get(packet.source)
-        if down is None:
-            down = self._down[packet.source] = _Outage(packet.timestamp, now, now)
-        else:
-            gap, down.seen_at = now - down.seen_at, now
-            beat = self.params.heartbeat_s
-            if not beat or now - down.said_at + gap / 2 < beat:
-                return ()
-            down.said_at = now
-        self._publisher.send(source_event("source_down", packet, down.since))
-        self.dropped = self._publisher.dropped
+        so (``fer_pipe.outage_notices``)."""
+        down = self._outages.on_outage(packet)
+        if down is not None:
+            self._publisher.send(down)
+            self.dropped = self._publisher.dropped
         return ()
 
     @classmethod

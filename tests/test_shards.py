@@ -423,8 +423,15 @@ def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_
 
 def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_path):
     """Anyone who reaches the bind address can send anything: a face that is not an object used to
-    end the collector in a traceback, without the sequence state it keeps for the next one."""
+    end the collector in a traceback, without the sequence state it keeps for the next one. A
+    bare source_down was taken into the camera's sequence ("gap: seq 3..999999 missing") and
+    republished with fields missing (s30b)."""
     from test_zmq import MALFORMED
+
+    down = {"schema": 1, "type": "source_down", "source": "cam", "frame": 3, "timestamp": 5.0, "since": 5.0,
+            "run": "r"}
+    bad_downs = [{**down, "seq": 999_999, "since": None}, {**down, "seq": 999_999, "frame": "3"},
+                 {key: value for key, value in down.items() if key != "timestamp"} | {"seq": 999_999}]
 
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
     port = free_port()
@@ -439,13 +446,17 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
         good = {"schema": 1, "type": "frame", "source": "cam", "frame": 3, "timestamp": 0.1, "faces": [],
                 "seq": 2, "run": "r"}
         push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
+        for event in [*bad_downs, {**down, "seq": 3}]:
+            push.send_multipart([b"source.cam", json.dumps(event).encode()])
         push.close(linger=5000)
         ctx.term()
-        wait_for(lambda: rows_by_source(merged)["cam"] == 1, 60, "the good event", collector)
+        wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 3, 60,
+                 "the bad events", collector)
     finally:
         assert end(collector) == 0, log.read_text()
-    assert sum("skipped a malformed event" in line for line in log.read_text().splitlines()) == len(MALFORMED)
-    assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 2
+    assert rows_by_source(merged)["cam"] == 1  # the good source_down makes no row
+    assert ": gap: " not in log.read_text()
+    assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 3
 
 
 def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_path):
@@ -956,3 +967,36 @@ def test_an_ipv6_host_is_written_in_brackets_given_with_or_without_them():
 
     assert tcp_endpoint("::1", 5571) == tcp_endpoint("[::1]", 5571) == "tcp://[::1]:5571"
     assert tcp_endpoint("127.0.0.1", 5571) == "tcp://127.0.0.1:5571"
+
+
+def test_a_push_sink_says_a_source_down_again_every_down_again_s(monkeypatch):
+    """The collector republishes each outage event once: a subscriber that connected to it during
+    an outage heard nothing until the camera came back, and could not tell a camera that is down
+    from a shard that has died (s30b). The push sink says it again about every down_again_s, at
+    the outage packet nearest each beat, as the zmq sink does every heartbeat_s."""
+    from types import SimpleNamespace
+
+    from fer_pipe import outage_notices
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet, outage
+
+    ticks = iter(range(1000))
+    monkeypatch.setattr(outage_notices, "time", SimpleNamespace(monotonic=lambda: 1000.0 + next(ticks)))
+    port = free_port()
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        packets = [Packet("cam", 0, 0.0, faces=[]), *[outage("cam", 0, 5.0 + i) for i in range(6)],
+                   Packet("cam", 1, 11.0, faces=[])]
+        run_stage("push", packets, {"connect": f"tcp://127.0.0.1:{port}", "down_again_s": 2})
+        got = []
+        while pull.poll(1000):
+            got.append(json.loads(pull.recv_multipart()[-1]))
+    finally:
+        pull.close(linger=0)
+        ctx.term()
+    assert [(e["type"], e["seq"], e["timestamp"]) for e in got] == [
+        ("frame", 0, 0.0), ("source_down", 1, 5.0), ("source_down", 2, 7.0), ("source_down", 3, 9.0),
+        ("source_up", 4, 11.0), ("frame", 5, 11.0)]
+    assert {e["since"] for e in got[1:5]} == {5.0}

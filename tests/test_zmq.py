@@ -375,10 +375,10 @@ def test_a_source_said_down_again_is_said_at_the_outage_packet_nearest_each_beat
     sink's clock is set here to what the queues' jitter makes of a second."""
     from fer_pipe.inprocess import run_stage
     from fer_pipe.messages import outage
-    from fer_pipe.stages import zmq_sink
+    from fer_pipe import outage_notices
 
     ticks = iter(range(1000))
-    monkeypatch.setattr(zmq_sink, "time", SimpleNamespace(monotonic=lambda: 1000.0 + gap_s * next(ticks)))
+    monkeypatch.setattr(outage_notices, "time", SimpleNamespace(monotonic=lambda: 1000.0 + gap_s * next(ticks)))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     ctx = zmq.Context()
     sock = subscriber(ctx, endpoint, "source.")
