@@ -202,7 +202,8 @@ class FaceTracker(Stage):
         """The source's stream is down: its tracks end once it has been so for the gap that
         ends them between two frames, without waiting for a frame after the outage."""
         state = self._sources.get(packet.source)
-        if state is None:
+        if state is None:  # down since the run started: no track yet, and the list says so
+            packet.extra["tracks"] = []
             return (packet,)
         if state.tracks and state.last_time is not None \
                 and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s):

@@ -102,6 +102,8 @@ def test_a_source_that_says_it_is_down_ends_its_tracks_once_max_gap_s_has_passed
     assert ended_tracks([("cam", 1)], said[2]) == [("cam", 1)]
     assert all(p.faces is None and p.image is None for p in said)  # still no frame
     assert out[23].extra["tracks"] == [1] and "track_lost" not in out[23].extra  # cam2's track goes on
+    # a camera down since the run started has no track, and its outage packets say so (s30c)
+    assert run_stage("track", [outage("cam3", -1, 1.0)])[0].extra == {"tracks": []}
 
 
 def test_a_clock_set_back_ends_the_sources_tracks() -> None:
