@@ -67,7 +67,7 @@ def watch_cluster(gcs_address: str, on_lost: Callable[[float], None]) -> threadi
     """A thread that connects to the cluster's head (its GCS, HOST:PORT) every second and calls
     ``on_lost`` with how long it has not answered once that is ``cluster_lost_after_s``; set
     the returned event to end it."""
-    host, _, port = gcs_address.rpartition(":")
+    head = host_port(gcs_address)
     limit = cluster_lost_after_s()
     done = threading.Event()
 
@@ -75,7 +75,7 @@ def watch_cluster(gcs_address: str, on_lost: Callable[[float], None]) -> threadi
         answered = time.monotonic()
         while not done.wait(1.0):
             try:
-                socket.create_connection((host.strip("[]"), int(port)), timeout=1.0).close()
+                socket.create_connection(head, timeout=1.0).close()
                 answered = time.monotonic()
             except OSError:
                 if time.monotonic() - answered >= limit:
