@@ -64,7 +64,7 @@ class FrameRef:
         whether they changed under it (a live source lapping the ring during a slow step)."""
         shm = _attached.get(self.segment)
         if shm is None:
-            shm = _attached[self.segment] = _map(self.segment, os.O_RDONLY, mmap.ACCESS_READ)
+            shm = _attached[self.segment] = _map_for_reading(self.segment)
         header = np.ndarray((1,), dtype=np.int64, buffer=shm, offset=self.offset)
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
@@ -152,8 +152,8 @@ def unlink(names: list[str]) -> None:
             os.unlink(os.path.join(SHM, name))  # what shm_unlink does on Linux
 
 
-def _map(name: str, flags: int, access: int) -> mmap.mmap:
-    """Map a segment that a source made.
+def _map_for_reading(name: str) -> mmap.mmap:
+    """Map a segment that a source made, read-only.
 
     Not ``multiprocessing.shared_memory``: on Python 3.11 and 3.12 a process that only opens a
     segment registers it with multiprocessing's resource tracker, as its maker does (``track``
@@ -161,8 +161,8 @@ def _map(name: str, flags: int, access: int) -> mmap.mmap:
     whose unregistering it has not seen by the time every process of the run has ended. The
     runner and ``ring_lease`` remove the rings, also when the runner was killed; that second
     bookkeeping printed the warning in a CI run after a second Ctrl-C (s29)."""
-    fd = os.open(os.path.join(SHM, name), flags)
+    fd = os.open(os.path.join(SHM, name), os.O_RDONLY)
     try:
-        return mmap.mmap(fd, 0, access=access)
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
