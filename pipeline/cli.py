@@ -12,6 +12,7 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Sequence
+from importlib import metadata
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fer-pipe", description="Real-time facial-expression "
                                      "recognition as a pipeline of plug-in stages.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the same)")
+    parser.add_argument("--version", action="version", version=f"fer-pipe {metadata.version('fer-pipe')}",
+                        help="print the installed fer-pipe's version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     parser.commands = sub.choices
 

@@ -858,6 +858,15 @@ def test_help_shows_the_defaults_of_options():
     assert "(default: 40)" in done.stdout and "(default: vgg)" in done.stdout
 
 
+def test_version_prints_the_installed_release():
+    """A bug report, or a check that a shard and its collector run the same release, needs the
+    version; ``fer-pipe --version`` was a usage error (exit 2)."""
+    from importlib.metadata import version
+
+    done = fer_pipe("--version")
+    assert (done.returncode, done.stdout) == (0, f"fer-pipe {version('fer-pipe')}\n"), done.stderr
+
+
 @pytest.mark.parametrize("value, expected", [
     ("9" * 5000, "--set detector.min_size: a number of 5000 characters is too long"),
     ("!!int x", "--set detector.min_size: invalid YAML value: ValueError: invalid literal for int() with base 10: 'x'"),
