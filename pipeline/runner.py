@@ -86,7 +86,8 @@ class _Reports:
     stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
     opened: set[str] = field(default_factory=set)  # processes whose stage's open returned
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
-    killed_closing: dict[str, float] = field(default_factory=dict)  # killed in their close, after so many s
+    # killed in their close, after so many s, and whether a second stop signal had cut it short
+    killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
@@ -354,7 +355,7 @@ class Runner:
                             if proc.exitcode is None:
                                 proc.kill()
                                 if name in reports.closing:
-                                    reports.killed_closing.setdefault(name, limit)
+                                    reports.killed_closing.setdefault(name, (limit, self._signals_seen > 1))
                     elif now >= terminate_next:
                         # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when
                         # another thread of the stage (a queue's feeder, a camera reader) runs
@@ -389,8 +390,10 @@ class Runner:
         # and the run said each sink's file held the frames it had taken
         failure = reports.failure or reports.late_error
         also = reports.also + [f"{self._who(name)} was killed {after:g} s into its close, which had not returned: "
-                               "what it was writing may be incomplete (a stage whose close needs longer says so "
-                               "with closing_s)" for name, after in reports.killed_closing.items()
+                               "what it was writing may be incomplete ("
+                               + (f"a second stop signal gives each close {GRACE_S:g} s" if cut else
+                                  "a stage whose close needs longer says so with closing_s") + ")"
+                               for name, (after, cut) in reports.killed_closing.items()
                                if failure is None or name != failure.process]  # a stall in close says it
         if failure is not None:
             message = failure.message

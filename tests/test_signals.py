@@ -100,6 +100,24 @@ def test_a_stage_killed_in_its_close_after_a_group_sigterm_is_said(plugin_env, s
                                            "whose close needs longer says so with closing_s)\n")
 
 
+def test_a_close_cut_short_by_a_second_ctrl_c_does_not_send_to_closing_s(plugin_env, short_clip, tmp_path):
+    """A second stop signal gives every close 3 s, whatever its stage's ``closing_s``: the line
+    still told the user to declare ``closing_s``, which would have changed nothing (s31b)."""
+    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, delay_s=0.05, seen_file=str(seen), mode="hang_close")
+    with group_killed_at_exit(start_run(config, plugin_env)) as proc:
+        wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 3)
+        kids = descendants(proc.pid)
+        os.kill(proc.pid, signal.SIGINT)
+        wait_for(lambda: not _holding(kids, seen), 30, "the stage to start its close", proc)  # it closes the file first
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (130, "fer-pipe: interrupted twice: stopped at once, without draining\n"
+                                           "fer-pipe: also, stage 'faulty' (faulty) was killed 3 s into its close, "
+                                           "which had not returned: what it was writing may be incomplete (a second "
+                                           "stop signal gives each close 3 s)\n")
+
+
 def test_a_stop_signal_after_the_verdict_leaves_the_exit_code_the_runs(plugin_env, short_clip, tmp_path):
     """The run had printed its failure and statistics, and the interpreter took 0.2-0.3 s more
     to end with the default action back: a SIGTERM then made a failed run's exit 1 read as 143
