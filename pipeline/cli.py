@@ -210,8 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="fail a stage stuck on one packet this long, or stopped between packets while "
                           "packets wait for it (seconds, 0: never; default 120)")
     run.add_argument("--status-every", type=number(0), default=0.0, metavar="SECONDS",
-                     help="say each stage's frames, rate and drops this often, also with --quiet "
-                          "(for services; default 0: never)")
+                     help="say each stage's frames, rate and drops this often (a camera that is down: for "
+                          "how long), also with --quiet, and the whole run's at its end (for services; default "
+                          "0: never)")
     run.add_argument("--shard", default=None, metavar="I/N",
                      help="run only the cameras (sources) whose id hashes to shard I of N")
     run.set_defaults(func=_cmd_run)

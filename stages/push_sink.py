@@ -61,7 +61,8 @@ class PushParams(StageParams):
 
 
 class PushSink(Sink):
-    """Sends every frame's event to a fer-pipe collect collector over ZeroMQ PUSH.
+    """Sends every frame's event, and a live source's outages (source_down, source_up), to a
+    fer-pipe collect collector over ZeroMQ PUSH.
 
     One event per frame, faces or not, so the collector's CSV has every frame, like ``csv``'s.
 

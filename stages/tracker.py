@@ -62,7 +62,8 @@ class TrackParams(StageParams):
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
-                                         "which its tracks end; a source's usual gap, times 3, if longer")
+                                         "which its tracks end; a source's usual gap, times 3, if longer; a live "
+                                         "source that is down ends them this long after its last frame")
 
 
 def _kalman(box: Box) -> cv2.KalmanFilter:
