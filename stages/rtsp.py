@@ -54,11 +54,21 @@ HOSTED = ("rtsp", "rtsps", "rtmp", "http", "https")
 """Schemes whose URL names the server it reads from (``udp://@:5000`` listens, and needs none)."""
 
 
+def with_transport(options: str | None, transport: str) -> str:
+    """A user's own FFmpeg options (``OPENCV_FFMPEG_CAPTURE_OPTIONS``, ``key;value|key;value``)
+    with the transport a config names in place of theirs: writing the transport alone dropped
+    the rest (a socket timeout, a buffer size) without a word."""
+    kept = [option for option in (options or "").split("|") if option and option.split(";")[0] != "rtsp_transport"]
+    return "|".join([*kept, f"rtsp_transport;{transport}"])
+
+
 class RtspParams(SourceParams):
     url: str = Field(description="stream URL: rtsp://user:pass@host:554/path, http://..., udp://...")
     transport: Literal["auto", "tcp", "udp"] = Field("auto", description="RTSP transport (auto: TCP, then UDP and "
                                                                           "TCP in turn while attempts fail)")
-    timeout_s: float = Field(5.0, gt=0, le=120, description="connecting or reading longer than this counts as lost")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="connecting or reading longer than this counts as lost; "
+                                                             "a stream without a frame this long is down (outage "
+                                                             "packets, source_down, the status line)")
     backoff_initial_s: float = Field(0.5, gt=0, le=60, description="wait before the second connection attempt")
     backoff_max_s: float = Field(10.0, gt=0, le=600, description="longest wait between attempts")
     give_up_after_s: float = Field(60.0, ge=0, description="fail after this long without a frame (0: never)")
@@ -123,8 +133,8 @@ class RtspSource(Source):
         whatever the open had: a connection made just before give_up_after_s kept a cut read
         timeout while it streamed, and let out frames the decoder held (s28d)."""
         self._transport = self._transport_for(failures)
-        if self.params.transport != "auto" or self._their_options is None:
-            os.environ[FFMPEG_OPTIONS] = f"rtsp_transport;{self._transport}"  # read by the open below
+        if self.params.transport != "auto" or self._their_options is None:  # read by the open below
+            os.environ[FFMPEG_OPTIONS] = with_transport(self._their_options, self._transport)
         return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
                                 [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
                                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
@@ -161,21 +171,25 @@ class RtspSource(Source):
         while not self._stopping.is_set():
             if failures and self._given_up(down_since, failures, why):
                 return
-            if failures and not at_once:
+            if failures:
                 down = time.monotonic() - down_since
-                delay = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
-                if p.give_up_after_s and down + delay >= p.give_up_after_s:  # no attempt after the time is up
+                backoff = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
+                # an attempt made at once over the other transport is said too: the reason the
+                # first one was refused was otherwise lost where the second failed as well
+                delay = 0.0 if at_once else backoff
+                when = f"at once over {self._transport_for(failures)}" if at_once else f"in {delay:.1f} s"
+                if not at_once and p.give_up_after_s and down + delay >= p.give_up_after_s:  # none after the time is up
                     delay = p.give_up_after_s - down
                     self._log(f"{why}; giving up in {delay:.1f} s (down for {down:.1f} s)")
-                elif delay < p.backoff_max_s:
-                    self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s)")
+                elif backoff < p.backoff_max_s:
+                    self._log(f"{why}; attempt {failures + 1} {when} (down for {down:.1f} s)")
                 elif time.monotonic() - quiet.get(_kind(why), -QUIET_LOG_S) >= QUIET_LOG_S:
                     # each kind on its own clock: auto's two transports often fail for two reasons
                     # in turn, and each attempt was said, "while so, said every 300 s"
-                    self._log(f"{why}; attempt {failures + 1} in {delay:.1f} s (down for {down:.1f} s; "
+                    self._log(f"{why}; attempt {failures + 1} {when} (down for {down:.1f} s; "
                               f"while so, said every {QUIET_LOG_S:g} s)")
                     quiet[_kind(why)] = time.monotonic()
-                if self._stopping.wait(delay) or self._given_up(down_since, failures, why):
+                if (not at_once and self._stopping.wait(delay)) or self._given_up(down_since, failures, why):
                     return
             was_at_once, at_once = at_once, False
             cap = self._connect(failures, self._time_left(down_since))

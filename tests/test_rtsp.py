@@ -169,7 +169,8 @@ def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server, 
     UDP only) said "could not be played (another transport?)" until the source gave up. Its
     first connection, on the second attempt, was said as "connected again". And that second
     attempt came a backoff after the first, though the server had said it was up: a camera
-    back after an outage was taken up to 20 s late (s28a). Now at once, unsaid."""
+    back after an outage was taken up to 20 s late (s28a). Now at once, and said: unsaid, the
+    reason the first transport was refused was lost where the other failed too (s31b)."""
     from fer_pipe.inprocess import make_stage
 
     from fer_pipe.rtsp_probe import OTHER_TRANSPORT, why_not_open
@@ -190,6 +191,7 @@ def test_auto_transport_plays_a_server_that_streams_over_udp_alone(rtsp_server, 
     assert time.time() - 60 < packet.timestamp <= time.time()  # dated: seconds since the epoch
     log = capfd.readouterr().err
     assert "connected after 2 attempts" in log and "again" not in log, log
+    assert f"could not be played {OTHER_TRANSPORT}; attempt 2 at once over udp (down for " in log, log
     assert "attempt 2 in" not in log, log  # no backoff before the other transport
 
 
@@ -242,13 +244,14 @@ def test_auto_starts_with_the_transport_that_streamed():
 
 def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
     """Alternating the transport wrote over OPENCV_FFMPEG_CAPTURE_OPTIONS a user had set for
-    their camera; a transport named in the config still sets it."""
+    their camera; a transport named in the config still sets it, and keeps their other options
+    (it wrote the transport alone, s31b)."""
     from fer_pipe.inprocess import make_stage
 
     mine = "rtsp_transport;udp|stimeout;2000000"
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", mine)
     url = f"rtsp://127.0.0.1:{free_port()}/x"
-    for transport, expected in (("auto", mine), ("tcp", "rtsp_transport;tcp")):
+    for transport, expected in (("auto", mine), ("tcp", "stimeout;2000000|rtsp_transport;tcp")):
         stage = make_stage("rtsp", {"url": url, "transport": transport, "timeout_s": 1, "give_up_after_s": 30})
         stage.open()
         try:
