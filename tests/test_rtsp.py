@@ -68,7 +68,9 @@ class RtspServer:
             self._lock = None
 
     def kill_publisher(self) -> None:
-        """The camera goes silent; the server still answers and opens sessions with no frames."""
+        """The camera goes silent; the server still answers and opens sessions with no frames.
+        To bring it back, ``kill`` and ``start`` again: while the dead publisher's mount lingers,
+        rtsp-server-perl answers a new publisher's ANNOUNCE with 403 Forbidden (s31a)."""
         stop(self.procs.pop(), signal.SIGKILL)
 
 
