@@ -389,10 +389,11 @@ class Runner:
         # a stage killed in its close had sent its statistics before it: nothing else said it,
         # and the run said each sink's file held the frames it had taken
         failure = reports.failure or reports.late_error
-        also = reports.also + [f"{self._who(name)} was killed {after:g} s into its close, which had not returned: "
-                               "what it was writing may be incomplete ("
-                               + (f"a second stop signal gives each close {GRACE_S:g} s" if cut else
-                                  "a stage whose close needs longer says so with closing_s") + ")"
+        also = reports.also + [f"{self._who(name)} was killed "
+                               + (f"in its close, which had not returned {after:g} s after the second stop signal: "
+                                  "what it was writing may be incomplete" if cut else
+                                  f"{after:g} s into its close, which had not returned: what it was writing may be "
+                                  "incomplete (a stage whose close needs longer says so with closing_s)")
                                for name, (after, cut) in reports.killed_closing.items()
                                if failure is None or name != failure.process]  # a stall in close says it
         if failure is not None:

@@ -63,7 +63,8 @@ class TrackParams(StageParams):
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
                                          "which its tracks end; a source's usual gap, times 3, if longer; a live "
-                                         "source that is down ends them this long after its last frame")
+                                         "source that is down ends them once it says so (an rtsp source after its "
+                                         "timeout_s) and this long has passed since its last frame")
 
 
 def _kalman(box: Box) -> cv2.KalmanFilter:

@@ -113,9 +113,9 @@ def test_a_close_cut_short_by_a_second_ctrl_c_does_not_send_to_closing_s(plugin_
         os.kill(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     assert (proc.returncode, err) == (130, "fer-pipe: interrupted twice: stopped at once, without draining\n"
-                                           "fer-pipe: also, stage 'faulty' (faulty) was killed 3 s into its close, "
-                                           "which had not returned: what it was writing may be incomplete (a second "
-                                           "stop signal gives each close 3 s)\n")
+                                           "fer-pipe: also, stage 'faulty' (faulty) was killed in its close, which "
+                                           "had not returned 3 s after the second stop signal: what it was writing "
+                                           "may be incomplete\n")
 
 
 def test_a_stop_signal_after_the_verdict_leaves_the_exit_code_the_runs(plugin_env, short_clip, tmp_path):
