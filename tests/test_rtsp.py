@@ -244,6 +244,19 @@ def test_auto_starts_with_the_transport_that_streamed():
     assert tried == ["tcp", "udp", "tcp", "udp", "tcp", "udp"]
 
 
+@pytest.mark.parametrize("theirs, expected", [
+    (None, "rtsp_transport;tcp"),
+    ("", "rtsp_transport;tcp"),
+    ("stimeout;2000000|", "stimeout;2000000|rtsp_transport;tcp"),
+    ("rtsp_transport;udp|buffer_size;1024000|rtsp_transport;udp", "buffer_size;1024000|rtsp_transport;tcp"),
+    ("rtsp_transport|rtsp_flags;prefer_tcp", "rtsp_flags;prefer_tcp|rtsp_transport;tcp"),
+])
+def test_a_configured_transport_replaces_only_the_users_transport_option(theirs, expected):
+    from fer_pipe.stages.rtsp import with_transport
+
+    assert with_transport(theirs, "tcp") == expected
+
+
 def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
     """Alternating the transport wrote over OPENCV_FFMPEG_CAPTURE_OPTIONS a user had set for
     their camera; a transport named in the config still sets it, and keeps their other options
