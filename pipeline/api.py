@@ -44,6 +44,7 @@ from .errors import ConfigError, InputError, UserError
 from .events import frame_event
 from .graph import Graph, StageSpec, check_edges
 from .messages import FACES, Packet
+from .outage_notices import OutageNotices
 from .redaction import redact_urls
 from .runner import Runner, RunResult
 from .stage import Sink, StageParams
@@ -81,6 +82,7 @@ class StageTraceback(Exception):
 class ForwardParams(StageParams):
     endpoint: str = Field(description="the results stream's socket in the calling process")
     precision: int = Field(6, ge=1, le=9, description="decimals of probabilities and confidence")
+    outages: bool = Field(False, description="also a live source's source_down and source_up events")
 
 
 class ForwardSink(Sink):
@@ -94,11 +96,25 @@ class ForwardSink(Sink):
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.PAIR)
         self._sock.connect(self.params.endpoint)
+        # once per outage: the caller's loop hears from the start, so a repeat tells it nothing
+        self._outages = OutageNotices(0.0) if self.params.outages else None
 
     def consume(self, packet: Packet) -> None:
+        if self._outages is not None:
+            back = self._outages.on_frame(packet)
+            if back is not None:
+                self._send(back)
+        self._send(frame_event(packet, self.params.precision))
+
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        down = None if self._outages is None else self._outages.on_outage(packet)
+        if down is not None:
+            self._send(down)
+        return ()
+
+    def _send(self, event: dict[str, Any]) -> None:
         """Waits for the caller's loop to take it, however long: a loop stopped at a breakpoint
         or a prompt failed a file run as a stall of this stage, its queued results lost."""
-        event = frame_event(packet, self.params.precision)
         while True:
             try:
                 self._sock.send_json(event, zmq.NOBLOCK)
@@ -125,7 +141,7 @@ class ForwardSink(Sink):
         self._ctx.term()
 
 
-def _add_tap(graph: Graph, tap: str | None, endpoint: str) -> None:
+def _add_tap(graph: Graph, tap: str | None, endpoint: str, outages: bool) -> None:
     """Feed the hidden sink from ``tap``, or from the one stage that feeds the graph's sinks."""
     if tap is None:
         fed = dict.fromkeys(n for s in graph.ends()
@@ -137,13 +153,14 @@ def _add_tap(graph: Graph, tap: str | None, endpoint: str) -> None:
     if tap not in graph.stages:
         raise ConfigError(f"{graph.origin}: tap={tap!r}: no stage of that name")
     graph.stages[TAP_NAME] = StageSpec(TAP_NAME, "api results", ForwardSink,
-                                       ForwardParams(endpoint=endpoint), [tap])
+                                       ForwardParams(endpoint=endpoint, outages=outages), [tap])
     for spec, message in check_edges(graph):
         raise ConfigError(f"{graph.origin}: tap={tap!r}: {message}")
 
 
 class ResultStream:
-    """An iterator over frame events while the graph runs; a context manager that stops it early.
+    """An iterator over frame events (and outage events, if asked) while the graph runs; a context
+    manager that stops it early.
 
     After the last item, ``result`` holds the run's ``RunResult``; a failed run raises
     ``RunFailed`` (or the ``UserError`` that stopped it before it started) once every result
@@ -261,14 +278,18 @@ class ResultStream:
 
 
 def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), tap: str | None = None,
-            stall_timeout: float = 120.0) -> ResultStream:
+            stall_timeout: float = 120.0, outages: bool = False) -> ResultStream:
     """Start a graph (a YAML path or a config dict, with ``stage.param=value`` overrides) and stream
     each frame's results as dicts.
 
     ``tap`` names the stage whose output you want; by default it is the stage that feeds the
-    graph's sinks (the classifier in the shipped configs). Config errors raise ``ConfigError``
-    here, before anything starts.
+    graph's sinks (the classifier in the shipped configs). ``outages``: also a live source's
+    ``source_down`` (once per outage) and ``source_up`` events, so that a loop can tell a camera
+    that is down from one that sees no face. Config errors raise ``ConfigError`` here, before
+    anything starts.
     """
+    if not isinstance(outages, bool):
+        raise ConfigError(f"results: outages: expected True or False, got {outages!r}")
     if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, numbers.Real) or \
             not 0 <= stall_timeout < math.inf:
         raise ConfigError(f"results: stall_timeout: expected seconds, a finite number of at least 0 "
@@ -282,7 +303,7 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"
     try:
-        _add_tap(graph, tap, endpoint)
+        _add_tap(graph, tap, endpoint, outages)
         return ResultStream(graph, folder, endpoint, stall_timeout)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

@@ -119,6 +119,33 @@ def test_bad_input_found_mid_run_is_run_failed_and_input_error_with_the_stage_tr
     assert list(stream) == []  # a stream read to its end gives nothing more (it raised ZMQError)
 
 
+def test_outage_events_come_in_order_where_asked_for_and_only_there(tmp_path, plugin_env):
+    """A loop over a camera heard nothing while it was down, as if it saw no face (s31b): with
+    ``outages=True`` it gets the zmq sink's source_down once and source_up with the next frame."""
+    config = tmp_path / "down.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 3, count: 6, down_s: 0.5}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        import sys
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            for event in results("{config}", outages=sys.argv[1] == "yes"):
+                print(event["type"], event["frame"], event["source"], event.get("since") is not None)
+        """))
+    said = {}
+    for asked in ("yes", "no"):
+        done = subprocess.run([sys.executable, str(script), asked], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **plugin_env})
+        assert done.returncode == 0, done.stderr
+        said[asked] = done.stdout.splitlines()
+    frames = [f"frame {i} source False" for i in range(6)]
+    assert said["no"] == frames
+    assert said["yes"] == [*frames[:3], "source_down 2 source True", "source_up 3 source True", *frames[3:]]
+
+
 def test_an_uncaught_stage_failure_shows_where_in_the_stage_it_failed(short_clip, tmp_path, plugin_env):
     """The worker's traceback was in ``result.traceback`` only: an uncaught RunFailed, logging
     and pytest showed the one-line message and the API's own frames."""
@@ -171,6 +198,13 @@ def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_s
     with pytest.raises(ConfigError, match=re.escape(f"results: stall_timeout: expected seconds, a finite number "
                                                     f"of at least 0 (0: none), got {value!r}")):
         results("configs/video_to_csv.yaml", stall_timeout=value)
+
+
+def test_outages_that_are_not_a_bool_are_a_config_error_before_anything_starts():
+    """As for stall_timeout: pydantic would read "no" as False, and other text (``"maybe"``)
+    would raise its ValidationError page rather than the API's one line."""
+    with pytest.raises(ConfigError, match=re.escape("results: outages: expected True or False, got 'no'")):
+        results("configs/video_to_csv.yaml", outages="no")
 
 
 def test_a_numpy_stall_timeout_is_seconds_too(short_clip, tmp_path):
