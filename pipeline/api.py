@@ -9,7 +9,8 @@
                     print(event["source"], event["frame"], face["label"], face["confidence"])
 
 Each item is a frame event in the documented schema of ``fer_pipe.events`` (the ZeroMQ sink's
-JSON), one per frame, faces or not. The graph runs in the usual multi-process runner, with its
+JSON), one per frame, faces or not; with ``outages=True``, also a live source's ``source_down``
+and ``source_up`` events, which have no ``faces`` (check ``event["type"]``). The graph runs in the usual multi-process runner, with its
 own sinks (CSV, video, ZeroMQ) working as in ``fer-pipe run``. A hidden sink reads what the
 graph's sinks read and sends each result, never pixels, to this process over a ZeroMQ PAIR
 socket on a private ``ipc://`` path; a send blocks when this side is slow, so a file run loses
@@ -86,7 +87,8 @@ class ForwardParams(StageParams):
 
 
 class ForwardSink(Sink):
-    """The hidden sink: every frame's results, as JSON, to the process that called ``results``."""
+    """The hidden sink: every frame's results, and with ``outages`` a live source's outage
+    events, as JSON, to the process that called ``results``."""
 
     Params = ForwardParams
     params: ForwardParams
@@ -107,6 +109,8 @@ class ForwardSink(Sink):
         self._send(frame_event(packet, self.params.precision))
 
     def outage(self, packet: Packet) -> Iterable[Packet]:
+        """Say the source down once per outage (``fer_pipe.outage_notices``); as a sink's, it
+        passes nothing on."""
         down = None if self._outages is None else self._outages.on_outage(packet)
         if down is not None:
             self._send(down)

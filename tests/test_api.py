@@ -121,10 +121,12 @@ def test_bad_input_found_mid_run_is_run_failed_and_input_error_with_the_stage_tr
 
 def test_outage_events_come_in_order_where_asked_for_and_only_there(tmp_path, plugin_env):
     """A loop over a camera heard nothing while it was down, as if it saw no face (s31b): with
-    ``outages=True`` it gets the zmq sink's source_down once and source_up with the next frame."""
+    ``outages=True`` it gets the zmq sink's source_down once and source_up with the next frame,
+    per source; one down since the start names no frame."""
     config = tmp_path / "down.yaml"
     config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 3, count: 6, down_s: 0.5}}\n"
-                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      "  early: {type: brokenframes, params: {mode: outage, at: 0, count: 2, down_s: 0.5}}\n"
+                      "  faulty: {type: faulty, inputs: [source, early]}\n"
                       f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(f"""\
@@ -141,9 +143,16 @@ def test_outage_events_come_in_order_where_asked_for_and_only_there(tmp_path, pl
                               env={**os.environ, **plugin_env})
         assert done.returncode == 0, done.stderr
         said[asked] = done.stdout.splitlines()
+
+    def of(source: str, lines: list[str]) -> list[str]:
+        return [line for line in lines if line.split()[2] == source]
+
     frames = [f"frame {i} source False" for i in range(6)]
-    assert said["no"] == frames
-    assert said["yes"] == [*frames[:3], "source_down 2 source True", "source_up 3 source True", *frames[3:]]
+    assert of("source", said["no"]) == frames and of("early", said["no"]) == ["frame 0 early False", "frame 1 early False"]
+    assert of("source", said["yes"]) == [*frames[:3], "source_down 2 source True", "source_up 3 source True", *frames[3:]]
+    assert of("early", said["yes"]) == ["source_down None early True", "source_up 0 early True", "frame 0 early False",
+                                        "frame 1 early False"]
+    assert len(said["yes"]) == 12 and len(said["no"]) == 8
 
 
 def test_an_uncaught_stage_failure_shows_where_in_the_stage_it_failed(short_clip, tmp_path, plugin_env):
