@@ -1,6 +1,7 @@
 """What a sink tells the network of a live source's outages: ``source_down`` once per outage and
 again about every ``every_s`` while it lasts, ``source_up`` with the source's next frame (the
-events of ``fer_pipe.events.source_event``). The ``zmq`` and ``push`` sinks say them alike."""
+events of ``fer_pipe.events.source_event``). The ``zmq`` and ``push`` sinks, and the API's hidden
+sink where asked, say them alike."""
 from __future__ import annotations
 
 import time
