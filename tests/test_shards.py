@@ -169,6 +169,7 @@ def test_two_runs_of_one_source_sending_at_once_are_said_once_not_as_a_restart_e
     assert tracker.sources["door"].restarts == 1
 
 
+@pytest.mark.kills_a_run
 def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_path):
     port, pub_port = free_port(), free_port()
     config = tmp_path / "cams.yaml"
@@ -682,6 +683,7 @@ def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
     assert "no collector" not in err
 
 
+@pytest.mark.kills_a_run
 def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
     """The collector on a 4 KiB tmpfs in a private mount namespace. Before, it ended in a 20-line
     OSError traceback; now one line names the event it could not write, exit 1 as a run's sink."""
@@ -780,6 +782,7 @@ def test_only_sinks_that_live_sources_alone_reach_drop_frames(tmp_path):
     assert [_drops_for_live(graph, name, live) for name in ("camcsv", "bothcsv", "camdet")] == [True, False, False]
 
 
+@pytest.mark.kills_a_run
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
     """The sink holds SIGTERM while it handles a frame, so the SIGTERM a stage gets when the
     runner dies could not reach one blocked in its send: it outlived the run."""

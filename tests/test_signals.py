@@ -364,6 +364,7 @@ def test_a_stage_whose_opening_the_stop_cuts_short_is_stopped_not_failed(plugin_
                   "frame 0\n"
 
 
+@pytest.mark.kills_a_run
 def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
     """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
     the source's frame ring from /dev/shm, which is memory; the next run on the machine does."""
