@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import termios
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import cv2
@@ -24,24 +24,28 @@ FER2013 = REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 TURNSTILE, RUNS = (Path(tempfile.gettempdir()) / f"fer-pipe-tests-{name}.lock" for name in ("turnstile", "runs"))
 
 
-@pytest.fixture(autouse=True)
-def _alone_if_it_kills_a_run(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     """Every fer-pipe run removes the frame rings that a run killed outright left in /dev/shm,
     and says so on stderr. tools/test runs two tests at a time (pytest-xdist), so a test marked
     ``kills_a_run`` runs while no other test does: the rings it leaves are its own to check, and
     no other test's run finds them, adding a line to a stderr it compares whole. What such a
-    test still leaves is removed before the next starts. The turnstile lets it in ahead of the
-    tests that come after it, which would otherwise keep the shared lock taken in turns."""
-    alone = request.node.get_closest_marker("kills_a_run") is not None
+    test still leaves is removed before the next starts. The lock spans a test's set-up and
+    tear-down, where module fixtures run fer-pipe too. The turnstile lets a waiting exclusive
+    test in ahead of the tests that come after it, which would otherwise keep the shared lock
+    taken in turns."""
+    alone = item.get_closest_marker("kills_a_run") is not None
     with open(TURNSTILE, "a") as turnstile, open(RUNS, "a") as runs:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(runs, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         fcntl.flock(turnstile, fcntl.LOCK_UN)
-        yield
-        if alone:
-            from fer_pipe.ring_lease import sweep_abandoned
+        try:
+            return (yield)
+        finally:
+            if alone:
+                from fer_pipe.ring_lease import sweep_abandoned
 
-            sweep_abandoned()
+                sweep_abandoned()
 
 
 @pytest.fixture(scope="session")
