@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .env_values import substitute_nodes
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import Registry, registry
@@ -41,7 +42,20 @@ Lines = dict[tuple[str, ...], int | str]
 
 
 class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing duplicate keys (which plain YAML silently overwrites)."""
+    """The safe loader, refusing duplicate keys (which plain YAML silently overwrites), and
+    noting which scalars were written plain and untagged (``fer_pipe.env_values`` reads those
+    that are one ``${NAME}`` as YAML reads a plain value)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.plain: set[int] = set()
+
+    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
+        event = self.peek_event()
+        node = super().compose_scalar_node(anchor)
+        if event.tag is None and event.style is None:
+            self.plain.add(id(node))
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -101,6 +115,9 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     try:
         node = loader.get_single_node()
+        if node is not None:
+            substitute_nodes(node, loader.plain, lambda text: loader.resolve(yaml.ScalarNode, text, (True, False)),
+                             origin)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -110,6 +127,8 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
+    except ConfigError:  # a ${NAME} that stands for nothing
+        raise
     except Exception as exc:  # noqa: BLE001
         # a scalar its tag cannot hold (!!int x, !!bool maybe, !!timestamp x, 2001-13-45): PyYAML's
         # constructors raise plain ValueError, KeyError, AttributeError... instead of YAMLError

@@ -1,7 +1,7 @@
 """Config fuzzing: over 1,000 generated YAML documents thrown at ``fer-pipe validate``.
 
 Whatever the document (wrong types, missing keys, huge numbers, unicode, deep nesting, tags,
-anchors and aliases up to a "billion laughs"), validation ends with exit 0 or 2, and a 2 is
+anchors and aliases up to a "billion laughs", ``${NAME}`` set, unset or malformed), validation ends with exit 0 or 2, and a 2 is
 exactly one ``fer-pipe:`` line, never a traceback. Running a subprocess per document would
 take minutes, so ``fer_pipe.cli.main`` runs in-process (the same code the console script
 calls); a handful of documents also go through the real CLI. Also here: YAML is read only
@@ -44,7 +44,8 @@ TOKENS = ["~", "null", "true", "no", "on", "0", "-1", "1", "8", "1024", "1025", 
           "!!python/object/apply:os.system [echo pwned]", "!!python/name:os.system",
           "!custom tag", "'unterminated", "\"\\ud800\"", "\"\\x00\"", "\"tab\\there\"", "|\n  block",
           "\"😀\"", "ünïcødé", "名前", "- dash", "? complex", "@at", "`tick", "%", "&", "*", "*undefined",
-          "[", "]", "{", "}", ":", ",", "#comment"]
+          "[", "]", "{", "}", ":", ",", "#comment", "${HOME}", "${FER_FUZZ_UNSET}", "${FER_FUZZ_UNSET:-8}",
+          "$${x}", "${", "${1}", "'${HOME}'", "!!int ${HOME}"]
 
 
 def validate(text: str) -> tuple[int, str]:

@@ -1,0 +1,100 @@
+"""``${NAME}`` in a config's values: the environment's value, read as the README says, and one
+that stands for nothing is one line naming the file, the line and the key, exit 2."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from conftest import fer_pipe
+from fer_pipe.config import load_graph, read_config
+
+CONFIG = """\
+description: camera ${CAM_NAME:-unnamed}, not $${CAM_NAME}
+stages:
+  source:
+    type: video
+    params:
+      path: ${CLIP}
+      max_frames: &frames ${FRAMES}
+      realtime: ${REALTIME}
+  detector:
+    type: haar
+    inputs: [source]
+    params:
+      min_size: !!int "${MIN_SIZE:-40}"
+  classifier: {type: classifier, inputs: [detector]}
+  csv:
+    type: csv
+    inputs: [classifier]
+    params:
+      path: ${OUT_DIR}/run-${FRAMES}.csv
+      extra: ["${FRAMES}"]
+"""
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    for name, value in {"CLIP": "clip.mp4", "FRAMES": "30", "REALTIME": "true", "MIN_SIZE": "",
+                        "OUT_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CAM_NAME", raising=False)
+    path = tmp_path / "cam.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_values_come_from_the_environment_typed_as_plain_yaml_only_when_alone_and_unquoted(env, tmp_path):
+    data, _ = read_config(env)
+    assert data["description"] == "camera unnamed, not ${CAM_NAME}"  # a default, and $${ kept as ${
+    assert data["stages"]["source"]["params"] == {"path": "clip.mp4", "max_frames": 30, "realtime": True}
+    assert data["stages"]["detector"]["params"] == {"min_size": 40}  # empty takes the default; the tag applies
+    assert data["stages"]["csv"]["params"] == {"path": f"{tmp_path}/run-30.csv", "extra": ["30"]}
+    graph = load_graph(env)
+    assert graph.stages["source"].params.max_frames == 30
+    assert graph.stages["detector"].params.min_size == 40
+
+
+def test_keys_are_left_alone_and_an_alias_has_its_anchors_value(env):
+    env.write_text("${KEY}: &a ${FRAMES}\nsame: [*a, *a]\n")
+    assert read_config(env)[0] == {"${KEY}": 30, "same": [30, 30]}
+
+
+def test_a_value_is_substituted_once_and_never_read_again(env, monkeypatch):
+    monkeypatch.setenv("CLIP", "${FRAMES} $${x}.mp4")
+    monkeypatch.setenv("REALTIME", "")
+    data, _ = read_config(env)
+    assert data["stages"]["source"]["params"]["path"] == "${FRAMES} $${x}.mp4"
+    assert data["stages"]["source"]["params"]["realtime"] == ""  # empty is text, not YAML's null
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("${CLIP}", "environment variable CLIP is not set (set it, or give a default: ${CLIP:-VALUE})"),
+    ("${1CLIP}", "${1CLIP} is not ${NAME} or ${NAME:-default} (NAME: letters, digits and _)"),
+    ("clips/${CLIP", "'${' with no closing '}'"),
+])
+def test_a_name_that_stands_for_nothing_is_one_line_naming_file_line_and_key(env, monkeypatch, value, reason):
+    monkeypatch.delenv("CLIP")
+    env.write_text(CONFIG.replace("path: ${CLIP}", f"path: {value}"))
+    done = fer_pipe("validate", str(env))
+    assert done.returncode == 2
+    assert done.stderr == f"fer-pipe: {env}:6: stages.source.params.path: {reason}\n"
+
+
+def test_a_set_value_is_taken_as_given(env):
+    """The shell expands its own; a ${ that reached fer-pipe in a --set was quoted to keep it."""
+    assert load_graph(env, ["source.path=${CLIP}"]).stages["source"].params.path == "${CLIP}"
+
+
+def test_a_run_reads_and_writes_where_the_environment_says(short_clip, tmp_path):
+    out = tmp_path / "rows"
+    out.mkdir()
+    config = tmp_path / "env.yaml"
+    config.write_text(CONFIG)
+    done = fer_pipe("run", str(config), env={"CLIP": str(short_clip), "FRAMES": "12", "REALTIME": "false",
+                                             "OUT_DIR": str(out)})
+    assert done.returncode == 0, done.stderr
+    with open(out / "run-12.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted({int(row["frame"]) for row in rows}) == list(range(12))
+    assert "12" in rows[0]  # the extra column named by the environment
