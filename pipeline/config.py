@@ -108,6 +108,9 @@ def _line_map(node: yaml.Node | None) -> Lines:
     return lines
 
 
+ENV_IN_FLOW = " (in [...] or {...}, YAML reads the '{' of an unquoted ${NAME} as its own: quote the value)"
+
+
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     try:
         loader = _Loader(text)
@@ -122,7 +125,8 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{origin}:{mark.line + 1}" if mark else origin
-        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+        hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
+        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}{hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:

@@ -81,6 +81,21 @@ def test_a_name_that_stands_for_nothing_is_one_line_naming_file_line_and_key(env
     assert done.stderr == f"fer-pipe: {env}:6: stages.source.params.path: {reason}\n"
 
 
+def test_an_unquoted_name_in_a_flow_mapping_says_to_quote_it(env, monkeypatch):
+    """YAML reads ``{`` there as the mapping's own; its message alone ("expected ',' or '}', but
+    got '{'") points at a character the user did not think of as syntax."""
+    monkeypatch.delenv("MODEL", raising=False)
+    env.write_text(CONFIG.replace("  classifier: {type: classifier, inputs: [detector]}",
+                                  "  classifier: {type: classifier, inputs: [detector], params: {model: ${MODEL}}}"))
+    done = fer_pipe("validate", str(env))
+    assert done.returncode == 2
+    assert done.stderr == (f"fer-pipe: {env}:14: invalid YAML: expected ',' or '}}', but got '{{' (in [...] or {{...}}, "
+                           "YAML reads the '{' of an unquoted ${NAME} as its own: quote the value)\n")
+    env.write_text(CONFIG.replace("  classifier: {type: classifier, inputs: [detector]}",
+                                  "  classifier: {type: classifier, inputs: [detector], params: {model: '${MODEL}'}}"))
+    assert "environment variable MODEL is not set" in fer_pipe("validate", str(env)).stderr
+
+
 def test_a_set_value_is_taken_as_given(env):
     """The shell expands its own; a ${ that reached fer-pipe in a --set was quoted to keep it."""
     assert load_graph(env, ["source.path=${CLIP}"]).stages["source"].params.path == "${CLIP}"
