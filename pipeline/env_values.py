@@ -1,7 +1,8 @@
-"""``${NAME}`` in a config's values: the environment variable NAME, as Docker Compose and Frigate
-read it. A camera's password then stays out of a file that is committed or copied to every
-host of a sharded run, and out of ``ps``, where a ``--set source.url=...`` shows it to every
-user of the machine; each host of a shard gives its own cameras' credentials.
+"""``${NAME}`` in a config's values: the environment variable NAME, in Docker Compose's syntax,
+as camera recorders such as Frigate take passwords from the environment. A camera's password
+then stays out of a file that is committed or copied to every host of a sharded run, and out
+of ``ps``, where a ``--set source.url=...`` shows it to every user of the machine; each host
+of a shard gives its own cameras' credentials.
 
 ``${NAME:-default}`` takes ``default`` where NAME is unset or empty, and ``$${`` is a literal
 ``${``. A plain (unquoted, untagged) value that is one ``${NAME}`` and nothing else is read as
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import yaml
 
@@ -26,12 +27,12 @@ Resolve = Callable[[str], str]
 """The tag YAML gives a plain scalar of this text (the loader's own implicit resolvers)."""
 
 
-def _value(inner: str, environ: Mapping[str, str]) -> str:
+def _value(inner: str) -> str:
     """What ``${inner}`` stands for; a ValueError says why it stands for nothing."""
     name, default_sep, default = inner.partition(":-")
     if not NAME.fullmatch(name):
         raise ValueError(f"${{{inner}}} is not ${{NAME}} or ${{NAME:-default}} (NAME: letters, digits and _)")
-    value = environ.get(name)
+    value = os.environ.get(name)
     if value:
         return value
     if default_sep:
@@ -41,7 +42,7 @@ def _value(inner: str, environ: Mapping[str, str]) -> str:
     return value
 
 
-def substitute(text: str, environ: Mapping[str, str] = os.environ) -> str:
+def substitute(text: str) -> str:
     """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``); a ValueError names
     the first that cannot be. A value is never read again, so one holding ``${`` stays as it is."""
     def replace(match: re.Match[str]) -> str:
@@ -49,13 +50,12 @@ def substitute(text: str, environ: Mapping[str, str] = os.environ) -> str:
             return "${"
         if not match.group(2):
             raise ValueError("'${' with no closing '}'")
-        return _value(match.group(1), environ)
+        return _value(match.group(1))
 
     return TOKEN.sub(replace, text)
 
 
-def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str,
-                     environ: Mapping[str, str] = os.environ) -> None:
+def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str) -> None:
     """Replace ``${...}`` in every value scalar under ``root``, before YAML constructs anything,
     so that an explicit tag (``!!str ${ID}``) applies to the value and a problem is one
     ConfigError naming the file, the line and the key path. ``plain`` holds the ids of the
@@ -74,7 +74,7 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
             stack.extend((item, path + (str(index),)) for index, item in enumerate(node.value))
         elif isinstance(node, yaml.ScalarNode) and "$" in node.value:
             try:
-                value = substitute(node.value, environ)
+                value = substitute(node.value)
             except ValueError as exc:
                 where = ".".join(path) or "the document"
                 raise ConfigError(f"{origin}:{node.start_mark.line + 1}: {where}: {exc}") from None
