@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .env_values import substitute_nodes
+from .env_values import refuse_unset, substitute_nodes
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import Registry, registry
@@ -120,7 +120,7 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         node = loader.get_single_node()
         if node is not None:
             substitute_nodes(node, loader.plain, lambda text: loader.resolve(yaml.ScalarNode, text, (True, False)),
-                             origin)
+                             origin, MAX_CONFIG_BYTES)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -131,7 +131,7 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
-    except ConfigError:  # a ${NAME} that stands for nothing
+    except ConfigError:  # a malformed ${...}
         raise
     except Exception as exc:  # noqa: BLE001
         # a scalar its tag cannot hold (!!int x, !!bool maybe, !!timestamp x, 2001-13-45): PyYAML's
@@ -375,6 +375,7 @@ def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
 
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
+    refuse_unset(data)
     if not isinstance(data, Mapping):
         got = "an empty file (or only comments)" if data is None else type(data).__name__
         raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, got {got}")

@@ -1,19 +1,24 @@
-"""``${NAME}`` in a config's values: the environment variable NAME, in Docker Compose's syntax,
-as camera recorders such as Frigate take passwords from the environment. A camera's password
-then stays out of a file that is committed or copied to every host of a sharded run, and out
-of ``ps``, where a ``--set source.url=...`` shows it to every user of the machine; each host
-of a shard gives its own cameras' credentials.
+"""``${NAME}`` in a config's values: the environment variable NAME, in Docker Compose's ``${NAME}``
+and ``${NAME:-default}`` forms, as camera recorders such as Frigate take passwords from the
+environment. A camera's password then stays out of a file that is committed or copied to every
+host of a sharded run, and out of ``ps``, where a ``--set source.url=...`` shows it to every user
+of the machine; each host of a shard gives its own cameras' credentials.
 
 ``${NAME:-default}`` takes ``default`` where NAME is unset or empty, and ``$${`` is a literal
 ``${``. A plain (unquoted, untagged) value that is one ``${NAME}`` and nothing else is read as
 YAML reads a plain value (``30`` a number, ``true`` a boolean); in quotes, or with text around
 it, it stays text. Keys are left alone: a stage's name is the same on every host.
+
+A variable that is not set is refused only where its value is still in the config that will
+run: a ``--set`` may replace the value, and ``--shard`` may leave its camera to another host,
+which alone needs the password.
 """
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 
@@ -27,24 +32,47 @@ Resolve = Callable[[str], str]
 """The tag YAML gives a plain scalar of this text (the loader's own implicit resolvers)."""
 
 
+class Unset(str):
+    """A value whose ``${NAME}`` stood for nothing, kept as its text until ``refuse_unset`` looks
+    at the config that will run; ``problem`` is the error line, ``line`` where it is in the file."""
+
+    problem: str
+    line: int
+
+    def __new__(cls, text: str, problem: str, line: int) -> Unset:
+        value = super().__new__(cls, text)
+        value.problem, value.line = problem, line
+        return value
+
+    def __getnewargs__(self) -> tuple[str, str, int]:  # copy.deepcopy and pickle make one anew
+        return str(self), self.problem, self.line
+
+
+class NotSet(LookupError):
+    """The environment variable a ``${NAME}`` names is not set, and no default is given."""
+
+
 def _value(inner: str) -> str:
-    """What ``${inner}`` stands for; a ValueError says why it stands for nothing."""
+    """What ``${inner}`` stands for; NotSet, or a ValueError for a malformed one, says why it
+    stands for nothing."""
     name, default_sep, default = inner.partition(":-")
     if not NAME.fullmatch(name):
         raise ValueError(f"${{{inner}}} is not ${{NAME}} or ${{NAME:-default}} (NAME: letters, digits and _)")
+    if "${" in default:  # the first "}" ends the outer one: ${A:-${B}} gave the text "${B}"
+        raise ValueError(f"the default of ${{{name}:-...}} holds a ${{, which a default cannot")
     value = os.environ.get(name)
     if value:
         return value
     if default_sep:
         return default
     if value is None:
-        raise ValueError(f"environment variable {name} is not set (set it, or give a default: ${{{name}:-VALUE}})")
+        raise NotSet(f"environment variable {name} is not set (set it, or give a default: ${{{name}:-VALUE}})")
     return value
 
 
 def substitute(text: str) -> str:
-    """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``); a ValueError names
-    the first that cannot be. A value is never read again, so one holding ``${`` stays as it is."""
+    """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``); NotSet or a
+    ValueError names the first that cannot be. A value is never read again, so one holding ``${`` stays as it is."""
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
@@ -55,12 +83,16 @@ def substitute(text: str) -> str:
     return TOKEN.sub(replace, text)
 
 
-def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str) -> None:
+def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str, limit: int) -> None:
     """Replace ``${...}`` in every value scalar under ``root``, before YAML constructs anything,
-    so that an explicit tag (``!!str ${ID}``) applies to the value and a problem is one
-    ConfigError naming the file, the line and the key path. ``plain`` holds the ids of the
-    scalars that were plain and untagged. A node shared through an alias is done once."""
+    so that an explicit tag (``!!str ${ID}``) applies to the value, and a problem names the file,
+    the line and the key path: at once for a malformed one, and as an ``Unset`` value for one not
+    set. ``plain`` holds the ids of the scalars that were plain and untagged. Nodes are visited in
+    the file's order, so a node shared through an alias is done once, under its anchor's path.
+    The values may add up to ``limit`` characters: a few variables of 100 kB each in a file of
+    ``${BIG}`` lines made gigabytes."""
     seen: set[int] = set()
+    added = 0
     stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
     while stack:
         node, path = stack.pop()
@@ -69,15 +101,39 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             stack.extend((value, path + (str(key.value) if isinstance(key, yaml.ScalarNode) else "?",))
-                         for key, value in node.value)
+                         for key, value in reversed(node.value))
         elif isinstance(node, yaml.SequenceNode):
-            stack.extend((item, path + (str(index),)) for index, item in enumerate(node.value))
+            stack.extend((item, path + (str(index),)) for index, item in reversed(list(enumerate(node.value))))
         elif isinstance(node, yaml.ScalarNode) and "$" in node.value:
+            line = node.start_mark.line + 1
+            where = f"{origin}:{line}: {'.'.join(path) or 'the document'}"
             try:
                 value = substitute(node.value)
+            except NotSet as exc:
+                node.value, node.tag = Unset(node.value, f"{where}: {exc}", line), STR_TAG
+                continue
             except ValueError as exc:
-                where = ".".join(path) or "the document"
-                raise ConfigError(f"{origin}:{node.start_mark.line + 1}: {where}: {exc}") from None
+                raise ConfigError(f"{where}: {exc}") from None
+            added += len(value) - len(node.value)
+            if added > limit:
+                raise ConfigError(f"{where}: the environment's values make the config over {limit // 2**20} MiB")
             if id(node) in plain and WHOLE.fullmatch(node.value):
                 node.tag = resolve(value) if value else STR_TAG
             node.value = value
+
+
+def refuse_unset(data: Any) -> None:
+    """Refuse the first ``Unset`` value in the file that is still in ``data``, the config that
+    will run once ``--set`` and ``--shard`` have done their part."""
+    found: list[Unset] = []
+    seen: set[int] = set()
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Unset):
+            found.append(item)
+        elif isinstance(item, (dict, list)) and id(item) not in seen:  # aliases share their anchor's
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    if found:
+        raise ConfigError(min(found, key=lambda value: value.line).problem)

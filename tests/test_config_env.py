@@ -3,11 +3,23 @@ that stands for nothing is one line naming the file, the line and the key, exit 
 from __future__ import annotations
 
 import csv
+import zlib
 
 import pytest
 
 from conftest import fer_pipe
 from fer_pipe.config import load_graph, read_config
+from fer_pipe.errors import ConfigError
+from fer_pipe.shard import load_shard
+
+CAMERAS = """\
+stages:
+  door: {type: rtsp, params: {url: "rtsp://viewer:${DOOR_PASSWORD}@192.0.2.10/stream"}}
+  yard: {type: rtsp, params: {url: "rtsp://viewer:${YARD_PASSWORD}@192.0.2.11/stream"}}
+  detector: {type: haar, inputs: [door, yard]}
+  classifier: {type: classifier, inputs: [detector]}
+  csv: {type: csv, inputs: [classifier], params: {path: out.csv}}
+"""
 
 CONFIG = """\
 description: camera ${CAM_NAME:-unnamed}, not $${CAM_NAME}
@@ -79,6 +91,57 @@ def test_a_name_that_stands_for_nothing_is_one_line_naming_file_line_and_key(env
     done = fer_pipe("validate", str(env))
     assert done.returncode == 2
     assert done.stderr == f"fer-pipe: {env}:6: stages.source.params.path: {reason}\n"
+
+
+def test_an_unset_value_is_refused_only_where_the_config_that_runs_still_has_it(env, monkeypatch, tmp_path):
+    """A --set that replaces the value, or a --shard that leaves its camera to another host, needs
+    no variable: refused in the file alone, the host of a shard needed every other host's camera
+    passwords, or a ${NAME:-} that made a forgotten one an empty password."""
+    monkeypatch.delenv("CLIP")
+    assert load_graph(env, ["source.path=clip.mp4"]).stages["source"].params.path == "clip.mp4"
+    with pytest.raises(ConfigError, match=r":6: stages.source.params.path: environment variable CLIP is not set"):
+        load_graph(env, ["source.max_frames=3"])
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(CAMERAS)
+    monkeypatch.delenv("DOOR_PASSWORD", raising=False)
+    monkeypatch.setenv("YARD_PASSWORD", "p%40ss")
+    door = zlib.crc32(b"door") % 2
+    assert zlib.crc32(b"yard") % 2 != door  # one camera in each shard
+    with pytest.raises(ConfigError, match=r"^[^ ]*cameras.yaml:2: stages.door.params.url: environment variable "
+                                          "DOOR_PASSWORD is not set"):
+        load_shard(cameras, [], f"{door}/2")
+    yard = load_shard(cameras, [], f"{1 - door}/2")
+    assert yard.stages["yard"].params.url == "rtsp://viewer:p%40ss@192.0.2.11/stream"
+    assert "door" not in yard.stages
+
+
+def test_the_first_unset_in_the_file_is_said_under_the_path_written(env, monkeypatch):
+    """The walk took the last node first, and a value shared through an alias under the alias's path."""
+    monkeypatch.delenv("FRAMES")
+    monkeypatch.delenv("OUT_DIR")
+    env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", "max_frames: &frames ${FRAMES}\n      loop: *frames"))
+    with pytest.raises(ConfigError) as raised:
+        load_graph(env)
+    assert str(raised.value).startswith(f"{env}:7: stages.source.params.max_frames: environment variable FRAMES ")
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("!!int \"${UNSET_N}\"", "environment variable UNSET_N is not set"),  # not int()'s own ValueError
+    ("${N:-${M}}", "the default of ${N:-...} holds a ${, which a default cannot"),  # gave the text "${M}"
+])
+def test_a_tagged_unset_value_and_a_nested_default_are_said_as_such(env, monkeypatch, value, reason):
+    monkeypatch.delenv("UNSET_N", raising=False)
+    env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", f"max_frames: {value}"))
+    with pytest.raises(ConfigError) as raised:
+        load_graph(env)
+    assert str(raised.value).startswith(f"{env}:7: stages.source.params.max_frames: {reason}")
+
+
+def test_values_may_not_make_the_config_over_its_limit(env, monkeypatch):
+    monkeypatch.setenv("BIG", "x" * 100_000)
+    env.write_text("description: [" + ", ".join(['"${BIG}"'] * 50) + "]\n")
+    with pytest.raises(ConfigError, match=r":1: description.41: the environment's values make the config over 4 MiB$"):
+        read_config(env)
 
 
 def test_an_unquoted_name_in_a_flow_mapping_says_to_quote_it(env, monkeypatch):
