@@ -56,11 +56,17 @@ def _value(inner: str) -> str:
     """What ``${inner}`` stands for; NotSet, or a ValueError for a malformed one, says why it
     stands for nothing."""
     name, default_sep, default = inner.partition(":-")
-    if not NAME.fullmatch(name):
-        raise ValueError(f"${{{inner}}} is not ${{NAME}} or ${{NAME:-default}} (NAME: letters, digits and _)")
+    if not NAME.fullmatch(name):  # its text unsaid: it may be a piece of a password written before ${ meant this
+        raise ValueError("a ${ that is not ${NAME} or ${NAME:-default} (NAME: letters, digits and _; $${ for the "
+                         "text ${)")
     if "${" in default:  # the first "}" ends the outer one: ${A:-${B}} gave the text "${B}"
         raise ValueError(f"the default of ${{{name}:-...}} holds a ${{, which a default cannot")
     value = os.environ.get(name)
+    if value and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # bytes Python keeps as lone surrogates: a CSV cell then failed mid-run
+            raise ValueError(f"environment variable {name} is not UTF-8") from None
     if value:
         return value
     if default_sep:

@@ -3,6 +3,7 @@ that stands for nothing is one line naming the file, the line and the key, exit 
 from __future__ import annotations
 
 import csv
+import os
 import zlib
 
 import pytest
@@ -82,7 +83,7 @@ def test_a_value_is_substituted_once_and_never_read_again(env, monkeypatch):
 
 @pytest.mark.parametrize("value, reason", [
     ("${CLIP}", "environment variable CLIP is not set (set it, or give a default: ${CLIP:-VALUE})"),
-    ("${1CLIP}", "${1CLIP} is not ${NAME} or ${NAME:-default} (NAME: letters, digits and _)"),
+    ("${1CLIP}", "a ${ that is not ${NAME} or ${NAME:-default} (NAME: letters, digits and _; $${ for the text ${)"),
     ("clips/${CLIP", "'${' with no closing '}'"),
 ])
 def test_a_name_that_stands_for_nothing_is_one_line_naming_file_line_and_key(env, monkeypatch, value, reason):
@@ -128,9 +129,11 @@ def test_the_first_unset_in_the_file_is_said_under_the_path_written(env, monkeyp
 @pytest.mark.parametrize("value, reason", [
     ("!!int \"${UNSET_N}\"", "environment variable UNSET_N is not set"),  # not int()'s own ValueError
     ("${N:-${M}}", "the default of ${N:-...} holds a ${, which a default cannot"),  # gave the text "${M}"
+    ("${LATIN1}", "environment variable LATIN1 is not UTF-8"),  # a CSV cell failed with it mid-run, exit 1
 ])
-def test_a_tagged_unset_value_and_a_nested_default_are_said_as_such(env, monkeypatch, value, reason):
+def test_a_tagged_unset_value_a_nested_default_and_a_value_not_utf8_are_said_as_such(env, monkeypatch, value, reason):
     monkeypatch.delenv("UNSET_N", raising=False)
+    monkeypatch.setenv("LATIN1", os.fsdecode(b"caf\xe9"))
     env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", f"max_frames: {value}"))
     with pytest.raises(ConfigError) as raised:
         load_graph(env)
