@@ -568,14 +568,19 @@ def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
 
 
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
-def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, short_clip, tmp_path, workers, read):
+def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, clips, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
     shared-memory slot reused: that frame is dropped and counted, the run goes on (exit 0).
     With 2 workers the other one goes on meanwhile; what it finished waits for frame 5's
     (empty) answer and then follows in order. A stage that read the pixels before it was held
-    up (a slow detector) may have read them half overwritten: its answer is dropped the same way."""
+    up (a slow detector) may have read them half overwritten: its answer is dropped the same way.
+
+    120 frames: with 2 workers the ring has 54 slots, so frame 5's is reused by frame 59, the
+    last of a 60-frame clip; a replay that skipped a late frame on a busy machine never got
+    there, and nothing was dropped (CI 34e)."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 120))
     out = tmp_path / "live.csv"
-    config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, mode="pause", at=[5],
+    config = fault_config(tmp_path / "live.yaml", clip, out, live=True, mode="pause", at=[5],
                           pause_s=3.0, read_pixels=read, workers=workers)
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 0, err
