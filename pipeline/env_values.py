@@ -62,11 +62,10 @@ def _value(inner: str) -> str:
     if "${" in default:  # the first "}" ends the outer one: ${A:-${B}} gave the text "${B}"
         raise ValueError(f"the default of ${{{name}:-...}} holds a ${{, which a default cannot")
     value = os.environ.get(name)
-    if value and not value.isascii():
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:  # bytes Python keeps as lone surrogates: a CSV cell then failed mid-run
-            raise ValueError(f"environment variable {name} is not UTF-8") from None
+    try:
+        (value or "").encode("utf-8")
+    except UnicodeEncodeError:  # bytes Python keeps as lone surrogates: a CSV cell then failed mid-run
+        raise ValueError(f"environment variable {name} is not UTF-8") from None
     if value:
         return value
     if default_sep:
@@ -78,7 +77,8 @@ def _value(inner: str) -> str:
 
 def substitute(text: str) -> str:
     """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``); NotSet or a
-    ValueError names the first that cannot be. A value is never read again, so one holding ``${`` stays as it is."""
+    ValueError names the first that cannot be. A value is never read again, so one holding
+    ``${`` stays as it is."""
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"

@@ -1,8 +1,8 @@
 """Config fuzzing: over 1,000 generated YAML documents thrown at ``fer-pipe validate``.
 
 Whatever the document (wrong types, missing keys, huge numbers, unicode, deep nesting, tags,
-anchors and aliases up to a "billion laughs", ``${NAME}`` set, unset or malformed), validation ends with exit 0 or 2, and a 2 is
-exactly one ``fer-pipe:`` line, never a traceback. Running a subprocess per document would
+anchors and aliases up to a "billion laughs", ``${NAME}`` set, unset or malformed), validation
+ends with exit 0 or 2, and a 2 is exactly one ``fer-pipe:`` line, never a traceback. Running a subprocess per document would
 take minutes, so ``fer_pipe.cli.main`` runs in-process (the same code the console script
 calls); a handful of documents also go through the real CLI. Also here: YAML is read only
 with the safe loader, and no model is loaded by a path that can run code from the file.
