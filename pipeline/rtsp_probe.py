@@ -25,6 +25,11 @@ NO_ANSWER = "no answer from"
 """How the probe's reason begins where the server said nothing within the time given."""
 OTHER_TRANSPORT = "(another transport?)"
 """How the probe's reason ends where the server is up but did not play over the transport tried."""
+UNENCODED_PASSWORD = ("not probed: an '@' after the host may end a password holding '/', '?' or '#', where "
+                      "FFmpeg ends the host; percent-encode them in the password (%2F, %3F, %23)")
+"""The reason where the host is a guess: FFmpeg, like urlsplit, ends a URL's host at the first ``/``,
+``?`` or ``#``, so ``rtsp://admin:pa/ss@cam/live`` names host ``pa``, a piece of the password, which
+the probe would look up and then quote in the journal."""
 
 
 def why_not_open(url: str, timeout_s: float) -> str:
@@ -33,6 +38,8 @@ def why_not_open(url: str, timeout_s: float) -> str:
     parts = urlsplit(url)
     if parts.scheme.lower() != "rtsp" or not parts.hostname:
         return ""
+    if "@" in parts.path + parts.query + parts.fragment:
+        return UNENCODED_PASSWORD
     try:
         port = parts.port or 554
     except ValueError:

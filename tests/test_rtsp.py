@@ -430,7 +430,7 @@ class DigestCamera(socketserver.BaseRequestHandler):
 
 
 def test_the_probe_tells_a_refused_password_from_a_missing_one():
-    from fer_pipe.rtsp_probe import why_not_open
+    from fer_pipe.rtsp_probe import UNENCODED_PASSWORD, why_not_open
 
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), DigestCamera) as camera:
         threading.Thread(target=camera.serve_forever, daemon=True).start()
@@ -447,6 +447,10 @@ def test_the_probe_tells_a_refused_password_from_a_missing_one():
     assert why_not_open("rtsp://camera.invalid/stream1", 5) == "no such host 'camera.invalid'"
     # a name IDNA refuses raised UnicodeError, which ended the reconnecting
     assert why_not_open("rtsp://admin:pw@cam..lan/s1", 5) == "no such host 'cam..lan'"
+    # an unencoded '/', '?' or '#' ends the host inside the password: no look-up, nothing of it said
+    for url in ("rtsp://viewer:p@ss/w@127.0.0.1:9/s1", "rtsp://viewer:pw?x@127.0.0.1:9/s1",
+                "rtsp://viewer:p#w@127.0.0.1:9/s1"):
+        assert why_not_open(url, 5) == UNENCODED_PASSWORD, url
     assert why_not_open(f"http://127.0.0.1:{port}/stream1", 5) == ""  # FFmpeg's other protocols: not probed
 
 
