@@ -271,8 +271,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     why = first_difference(made_with, settings) if recorded and made_with is not None else None
     if why:  # resuming would finish the folder with other settings than its CSVs were made with
         raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made with other settings: "
-                         f"{why}; give another --out, or the config and --set that made them ({SETTINGS} in it "
-                         "holds them)")
+                         f"{why}; give another --out, or the config, --set and environment variables that "
+                         f"made them ({SETTINGS} in it holds the values)")
     earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
     reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
     for item, reason in bad.items():

@@ -749,8 +749,8 @@ def test_a_rerun_with_other_settings_is_refused_while_the_folder_holds_what_the_
     _, stderr = changed.communicate(timeout=240)
     assert (changed.returncode, stderr.splitlines()) == (2, [
         f"fer-pipe: --out {out}: the CSVs or finished tasks in it were made with other settings: stage 'detector' "
-        "(haar) min_neighbors was 5, is now 3; give another --out, or the config and --set that made them "
-        "(_settings.json in it holds them)"])
+        "(haar) min_neighbors was 5, is now 3; give another --out, or the config, --set and environment variables "
+        "that made them (_settings.json in it holds the values)"])
     assert not (out / f"{six_clips[1].stem}.csv").exists()
 
     same = batch(str(six_clips[0]), str(six_clips[1]), "--out", str(other / ".." / "out"), "--address",
