@@ -34,22 +34,29 @@ Resolve = Callable[[str], str]
 
 class Unset(str):
     """A value whose ``${NAME}`` stood for nothing, kept as its text until ``refuse_unset`` looks
-    at the config that will run; ``problem`` is the error line, ``line`` where it is in the file."""
+    at the config that will run; ``problem`` is the error line, ``line`` where it is in the file,
+    ``names`` the variables it lacks."""
 
     problem: str
     line: int
+    names: tuple[str, ...]
 
-    def __new__(cls, text: str, problem: str, line: int) -> Unset:
+    def __new__(cls, text: str, problem: str, line: int, names: tuple[str, ...]) -> Unset:
         value = super().__new__(cls, text)
-        value.problem, value.line = problem, line
+        value.problem, value.line, value.names = problem, line, names
         return value
 
-    def __getnewargs__(self) -> tuple[str, str, int]:  # copy.deepcopy and pickle make one anew
-        return str(self), self.problem, self.line
+    def __getnewargs__(self) -> tuple[str, str, int, tuple[str, ...]]:  # copy.deepcopy and pickle make one anew
+        return str(self), self.problem, self.line, self.names
 
 
 class NotSet(LookupError):
-    """The environment variable a ``${NAME}`` names is not set, and no default is given."""
+    """The environment variables a value's ``${NAME}`` name are not set, and no default is given;
+    the message is the first one's."""
+
+    def __init__(self, message: str, names: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.names = names
 
 
 def _value(inner: str) -> str:
@@ -71,22 +78,32 @@ def _value(inner: str) -> str:
     if default_sep:
         return default
     if value is None:
-        raise NotSet(f"environment variable {name} is not set (set it, or give a default: ${{{name}:-VALUE}})")
+        raise NotSet(f"environment variable {name} is not set (set it, or give a default: ${{{name}:-VALUE}})",
+                     (name,))
     return value
 
 
 def substitute(text: str) -> str:
-    """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``); NotSet or a
-    ValueError names the first that cannot be. A value is never read again, so one holding
-    ``${`` stays as it is."""
+    """``text`` with each ``${...}`` replaced (and each ``$${`` made ``${``). A ValueError names
+    the first malformed one; NotSet, where none is, every variable not set. A value is never read
+    again, so one holding ``${`` stays as it is."""
+    unset: list[NotSet] = []
+
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
             return "${"
         if not match.group(2):
             raise ValueError("'${' with no closing '}'")
-        return _value(match.group(1))
+        try:
+            return _value(match.group(1))
+        except NotSet as exc:
+            unset.append(exc)
+            return ""
 
-    return TOKEN.sub(replace, text)
+    value = TOKEN.sub(replace, text)
+    if unset:
+        raise NotSet(str(unset[0]), tuple(dict.fromkeys(name for exc in unset for name in exc.names)))
+    return value
 
 
 def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str, limit: int) -> None:
@@ -116,7 +133,7 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
             try:
                 value = substitute(node.value)
             except NotSet as exc:
-                node.value, node.tag = Unset(node.value, f"{where}: {exc}", line), STR_TAG
+                node.value, node.tag = Unset(node.value, f"{where}: {exc}", line, exc.names), STR_TAG
                 continue
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
@@ -130,7 +147,8 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
 
 def refuse_unset(data: Any) -> None:
     """Refuse the first ``Unset`` value in the file that is still in ``data``, the config that
-    will run once ``--set`` and ``--shard`` have done their part."""
+    will run once ``--set`` and ``--shard`` have done their part; the line names every other
+    variable it lacks, so that a host's environment file is mended in one go."""
     found: list[Unset] = []
     seen: set[int] = set()
     stack = [data]
@@ -140,6 +158,13 @@ def refuse_unset(data: Any) -> None:
             found.append(item)
         elif isinstance(item, (dict, list)) and id(item) not in seen:  # aliases share their anchor's
             seen.add(id(item))
-            stack.extend(item.values() if isinstance(item, dict) else item)
-    if found:
-        raise ConfigError(min(found, key=lambda value: value.line).problem)
+            stack.extend(reversed(item.values() if isinstance(item, dict) else item))  # in the file's order
+    if not found:
+        return
+    found.sort(key=lambda value: value.line)
+    first: dict[str, int] = {}
+    for value in found:
+        for name in value.names:
+            first.setdefault(name, value.line)
+    others = [f"{name} (line {line})" for name, line in first.items()][1:]
+    raise ConfigError(found[0].problem + (f"; also not set: {', '.join(others)}" if others else ""))
