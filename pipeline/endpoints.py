@@ -7,7 +7,10 @@ its config says ``public: true``; the checks live here so each stage applies the
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import TYPE_CHECKING
+
+from .errors import InputError
 
 if TYPE_CHECKING:
     import zmq
@@ -52,6 +55,26 @@ def check_private(endpoint: str, public: bool, advice: str = "") -> None:
     if where and not is_loopback(where[0]) and not public:
         raise ValueError(f"{endpoint} is not a loopback address: events about faces would leave "
                          f"this machine; set public: true to allow it{advice}")
+
+
+def check_bindable(endpoint: str, who: str) -> None:
+    """InputError where another process holds the port of a ``tcp://`` endpoint: said before any
+    stage starts, not from the stage's process once every stage has started. A host name or an
+    interface is left to ZeroMQ, which resolves it, and to the stage's open."""
+    where = tcp_host_port(endpoint)
+    if where is None:
+        return
+    host = "0.0.0.0" if where[0] == "*" else where[0]
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+        try:
+            probe.bind((host, where[1]))
+        except OSError as exc:
+            raise InputError(f"{who} {endpoint}: cannot bind: {exc.strerror}") from None
 
 
 def tcp_endpoint(host: str, port: int) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
-from fer_pipe.endpoints import check_private, tcp_endpoint
+from fer_pipe.endpoints import check_bindable, check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
@@ -109,6 +109,8 @@ class EpisodesSink(Sink):
         check_writable(params.path, "episodes")
         if params.append:
             check_columns(params.path, "episodes", EPISODE_FIELDS)
+        if params.publish:
+            check_bindable(tcp_endpoint(params.host, params.publish), "episodes")
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}

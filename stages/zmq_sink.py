@@ -5,15 +5,12 @@ its high-water mark is dropped and counted, and a run may wait for its first sub
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
 from collections.abc import Iterable
 
 from pydantic import Field, field_validator, model_validator
 
 from fer_pipe.curve_keys import check_client_folder, load_keys
-from fer_pipe.endpoints import check_form, check_private, tcp_host_port
-from fer_pipe.errors import InputError
+from fer_pipe.endpoints import check_bindable, check_form, check_private
 from fer_pipe.events import EVENT_NAMES, free_names, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.outage_notices import OutageNotices
@@ -72,20 +69,7 @@ class ZmqSink(Sink):
             load_keys(params.curve_secret_key, secret=True)
         if params.curve_clients:
             check_client_folder(params.curve_clients)
-        where = tcp_host_port(params.endpoint)
-        if where is None:
-            return
-        host = "0.0.0.0" if where[0] == "*" else where[0]
-        try:
-            family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        except ValueError:
-            return  # an interface or host name: ZeroMQ resolves it, and open() reports a busy port
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
-            try:
-                probe.bind((host, where[1]))
-            except OSError as exc:
-                raise InputError(f"zmq {params.endpoint}: cannot bind: {exc.strerror}") from None
+        check_bindable(params.endpoint, "zmq")
 
     def open(self) -> None:
         p = self.params

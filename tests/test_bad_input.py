@@ -923,6 +923,23 @@ def test_zeromq_endpoint_already_in_use(short_clip):
     assert one_line(err) == f"fer-pipe: stage 'events' (zmq): zmq {endpoint}: cannot bind: Address already in use"
 
 
+def test_an_episodes_publish_port_already_in_use_is_said_before_any_stage_starts(short_clip, tmp_path):
+    """As the zmq sink's: the episodes sink said it from its own process, once every stage had
+    started, in ZeroMQ's words rather than the zmq sink's."""
+    episodes = tmp_path / "episodes.csv"
+    episodes.write_text("the last run's episodes\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={tmp_path / 'e.csv'}",
+                        f"episodes.publish={port}", config=str(REPO / "configs" / "episodes.yaml"))
+    assert (code, one_line(err)) == (2, f"fer-pipe: stage 'episodes' (episodes): episodes tcp://127.0.0.1:{port}: "
+                                        "cannot bind: Address already in use")
+    assert episodes.read_text() == "the last run's episodes\n"
+    assert not (tmp_path / "e.csv").exists()  # nothing started
+
+
 def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     """Issue 7's network exposure: binding a non-loopback address without CURVE keys prints a
     warning. 192.0.2.1 is a documentation address on no interface here, so the bind that
