@@ -249,7 +249,7 @@ class RtspSource(Source):
         down = time.monotonic() - down_since
         if not self.params.give_up_after_s or down < self.params.give_up_after_s:
             return False
-        self._fail(f"no stream for {down:.0f} s after {failures} attempts; giving up "
+        self._fail(f"no stream for {down:.0f} s after {failures} attempt{'s' if failures > 1 else ''}; giving up "
                    f"(give_up_after_s={self.params.give_up_after_s:g}); the last: {why}")
         return True
 

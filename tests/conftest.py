@@ -59,7 +59,7 @@ def clips() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def fer2013() -> Path:
     if not FER2013.is_file():
-        pytest.skip(f"FER-2013 is not at {FER2013} (see README: training and evaluation data)")
+        pytest.skip(f"FER-2013 is not at {FER2013} (the contest's CSV, gzipped; see the README's 'Training and evaluating the classifier')")
     return FER2013
 
 

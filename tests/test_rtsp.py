@@ -315,7 +315,7 @@ def test_an_attempt_begun_near_give_up_after_s_is_cut_to_end_then(tmp_path):
         url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}/cam"
         code, log = _run_until_it_gives_up(url, tmp_path, timeout_s=5, give_up_after_s=2)
     assert code == 2, log
-    said = re.search(r"no stream for (\d+) s after \d+ attempts; giving up \(give_up_after_s=2\)", log)
+    said = re.search(r"no stream for (\d+) s after \d+ attempts?; giving up \(give_up_after_s=2\)", log)
     # the open cut to 2 s, the probe to LAST_WAIT_S: 3.01 s measured, and a second's slack for a
     # loaded machine (s29a); an uncut open alone took timeout_s, 5 s
     assert said and int(said.group(1)) <= 4, log
