@@ -76,7 +76,9 @@ def test_a_damaged_gzip_an_open_quote_or_a_device_is_one_line_and_train_leaves_n
     for path, said in ((damaged, r"cannot read FER-2013 CSV: Error -3 while decompressing data: .*"),
                        (quoted, r"cannot read FER-2013 CSV: field larger than field limit \(131072\) \(a quote left "
                                 r"open\?\)"),
-                       (Path("/dev/zero"), "a device, not a FER-2013 CSV file or folder")):
+                       (Path("/dev/zero"), "a device, not a FER-2013 CSV file or folder"),
+                       (REPO / "models" / "curves.png", r"not a FER-2013 CSV: not text \(expected the contest's "
+                                                         r"CSV, 'emotion,pixels,Usage', or a gzip of it\)")):
         with pytest.raises(InputError, match=f"^{re.escape(str(path))}: {said}$"):
             load_split(path, "PublicTest")
     done = fer_pipe("train", "--data", str(damaged), "--out", str(tmp_path / "run"), "--epochs", "1")
@@ -356,6 +358,7 @@ HELP = " (see fer-pipe train --help)"
     (["--dropout", "1.5"], "argument --dropout: must be a finite number from 0 to 0.95, got 1.5" + HELP),
     (["--erase", "3"], "argument --erase: must be a finite number from 0 to 1, got 3" + HELP),
     (["--seed", "-1"], "argument --seed: must be a whole number of at least 0, got -1" + HELP),
+    (["--session-epochs", "0"], "argument --session-epochs: must be a whole number of at least 1, got 0" + HELP),
     (["--crop", "4"], "argument --crop: must be a whole number from 8 to 48, got 4" + HELP),
     (["--crop", "60"], "argument --crop: must be a whole number from 8 to 48, got 60" + HELP),
     (["--arch", "seed", "--crop", "40"], "--crop 40: the seed net takes whole 48 px faces (--crop 48)"),
@@ -372,6 +375,17 @@ def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_
     done = fer_pipe("train", "--data", str(data), "--out", str(tmp_path / "run"), *given)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {said}\n")
     assert not (tmp_path / "run").exists()
+
+
+def test_int8_ships_unless_it_loses_more_than_half_a_point_to_float32():
+    """Without and with flip TTA; an int8 export that scores higher ships too (it took the
+    difference either way, and shipped the slower float32 one)."""
+    from fer_pipe.model.report import shipped_export
+
+    assert shipped_export({"float32": (0.16, 0.1733), "int8": (0.1867, 0.1733)}) == "int8"
+    assert shipped_export({"float32": (0.6612, 0.6721), "int8": (0.6595, 0.6734)}) == "int8"  # the shipped model's
+    assert shipped_export({"float32": (0.66, 0.67), "int8": (0.6549, 0.68)}) == "float32"
+    assert shipped_export({"float32": (0.66, 0.67), "int8": (0.67, 0.6649)}) == "float32"
 
 
 def test_batchnorm_is_recalibrated_on_fewer_faces_than_one_batch():

@@ -117,7 +117,10 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
                 if usage in images:
                     images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
                     labels[usage].append(_label(row[0], f"{path}:{lineno}"))
-    except (OSError, EOFError, UnicodeDecodeError, ValueError, zlib.error) as exc:  # zlib: a damaged gzip
+    except UnicodeDecodeError:  # a video or an image given as --data: the codec's words named no file kind
+        raise InputError(f"{path}: not a FER-2013 CSV: not text (expected the contest's CSV, "
+                         "'emotion,pixels,Usage', or a gzip of it)") from None
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # zlib: a damaged gzip
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
     except csv.Error as exc:  # a quote left open runs its field on past the csv module's limit
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc} (a quote left open?)") from None

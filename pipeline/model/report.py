@@ -4,8 +4,8 @@ Two TFLite exports are made: float32, and int8 (weights and activations, calibra
 training faces, float input and output so the classifier's interface is the same). The int8
 one runs about four times faster here, which is what lets the pipeline afford flip test-time
 augmentation; it ships as ``model.tflite`` only if its PublicTest accuracy, with and without
-flip TTA, is within ``INT8_TOLERANCE`` of the float32 export's, and the float32 one ships
-otherwise. The card records all four figures.
+flip TTA, is at most ``INT8_TOLERANCE`` below the float32 export's (an int8 one that scores
+higher ships too), and the float32 one ships otherwise. The card records all four figures.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         f"- Wall time of training: {state['wall_s'] / 3600:.2f} h over {len(state['runs'])} run(s)",
         "- Hardware: " + "; ".join(sorted({run['hardware'] for run in state['runs']})),
         f"- Files: `{KERAS_FILE}` (Keras 3); `{TFLITE_FILE}`, the pipeline's inference path: the {shipped} "
-        f"TFLite export (int8 ships when it is within {INT8_TOLERANCE * 100:.1f} points of float32)",
+        f"TFLite export (int8 ships when it is at most {INT8_TOLERANCE * 100:.1f} points below float32)",
         "",
         "## PublicTest accuracy (through the TFLite exports, as `fer-pipe evaluate` prints it)",
         "",
@@ -122,6 +122,13 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
     path.write_text("\n".join(lines))
 
 
+def shipped_export(accuracy: dict[str, tuple[float, float]]) -> str:
+    """``int8`` where its accuracy, without and with flip TTA, is at most ``INT8_TOLERANCE``
+    below float32's, else ``float32``. The rule once took the difference either way, and shipped
+    the four-times-slower float32 export where int8 scored higher (s35a)."""
+    return "int8" if all(accuracy["int8"][i] >= accuracy["float32"][i] - INT8_TOLERANCE for i in (0, 1)) else "float32"
+
+
 def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path,
                       calibration: np.ndarray) -> None:
     model.save(out / KERAS_FILE)
@@ -129,10 +136,8 @@ def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path
     export_tflite(model, out / INT8_FILE, calibration)
     scores = {name: (evaluate(str(out / file), test, tta=False), evaluate(str(out / file), test, tta=True))
               for name, file in (("float32", FLOAT_FILE), ("int8", INT8_FILE))}
-    close = all(abs(scores["int8"][i]["accuracy"] - scores["float32"][i]["accuracy"]) <= INT8_TOLERANCE
-                for i in (0, 1))
-    shipped = "int8" if close else "float32"
-    shutil.copyfile(out / (INT8_FILE if close else FLOAT_FILE), out / TFLITE_FILE)
+    shipped = shipped_export({name: (s[0]["accuracy"], s[1]["accuracy"]) for name, s in scores.items()})
+    shutil.copyfile(out / (INT8_FILE if shipped == "int8" else FLOAT_FILE), out / TFLITE_FILE)
     plain, tta = scores[shipped]
     exports = {name: {"accuracy": s[0]["accuracy"], "accuracy_flip_tta": s[1]["accuracy"]}
                for name, s in scores.items()}

@@ -75,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=whole(0), default=0,
                         help="use only N training and N//4 test rows, a sample drawn with --seed (smoke runs)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
-    parser.add_argument("--session-epochs", type=whole(0), default=0,
-                        help="stop after this many epochs in this invocation; --resume goes on later")
+    parser.add_argument("--session-epochs", type=whole(1), default=None,
+                        help="stop after this many epochs in this invocation; --resume goes on later "
+                             "(default: no stop before the run's end)")
     parser.add_argument("--extend", type=whole(0), default=0, metavar="EPOCHS",
                         help="with --resume: train EPOCHS more as a new cosine cycle (a warm restart)")
     parser.add_argument("--extend-lr", type=number(0), default=0.02,
@@ -329,7 +330,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             _write_state(state_path, state)
 
     if state["epochs_done"] < args.epochs:
-        last = args.epochs if not args.session_epochs else \
+        last = args.epochs if args.session_epochs is None else \
             min(args.epochs, state["epochs_done"] + args.session_epochs)
         try:
             model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
