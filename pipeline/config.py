@@ -57,6 +57,19 @@ class _Loader(yaml.SafeLoader):
             self.plain.add(id(node))
         return node
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """A scalar its tag cannot hold (``!!int x``, ``!!int "${N}"`` with N=x, ``!!timestamp
+        2001-13-45``) is refused at its line: PyYAML's constructors raise plain ValueError,
+        KeyError... there, which named no line, no key and no stage."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as exc:  # noqa: BLE001
+            tag = node.tag.removeprefix("tag:yaml.org,2002:")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a value !!{tag} cannot hold: {' '.join(str(exc).split())}", node.start_mark) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
         for key_node, _ in node.value:
@@ -131,13 +144,6 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:
         raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
-    except ConfigError:  # a malformed ${...}
-        raise
-    except Exception as exc:  # noqa: BLE001
-        # a scalar its tag cannot hold (!!int x, !!bool maybe, !!timestamp x, 2001-13-45): PyYAML's
-        # constructors raise plain ValueError, KeyError, AttributeError... instead of YAMLError
-        reason = " ".join(str(exc).split())
-        raise ConfigError(f"{origin}: invalid YAML value: {type(exc).__name__}: {reason}") from None
     finally:
         loader.dispose()
     return data, _line_map(node)
@@ -254,9 +260,6 @@ def _set_value(raw: str, target: str) -> Any:
         raise ConfigError(f"--set {target}: {exc.problem}") from None
     except yaml.YAMLError:
         return raw
-    except Exception as exc:  # noqa: BLE001  a scalar its tag cannot hold (!!int x), as in parse_yaml
-        raise ConfigError(f"--set {target}: invalid YAML value: {type(exc).__name__}: "
-                          f"{' '.join(str(exc).split())}") from None
     finally:
         loader.dispose()
 

@@ -869,7 +869,7 @@ def test_version_prints_the_installed_release():
 
 @pytest.mark.parametrize("value, expected", [
     ("9" * 5000, "--set detector.min_size: a number of 5000 characters is too long"),
-    ("!!int x", "--set detector.min_size: invalid YAML value: ValueError: invalid literal for int() with base 10: 'x'"),
+    ("!!int x", "--set detector.min_size: a value !!int cannot hold: invalid literal for int() with base 10: 'x'"),
     ("abc", "--set detector.min_size=abc: stage 'detector' (haar): params.min_size: Input should be a valid "
             "integer, unable to parse string as an integer"),
 ])

@@ -144,6 +144,16 @@ def test_a_tagged_unset_value_a_nested_default_and_a_value_not_utf8_are_said_as_
     assert str(raised.value).startswith(f"{env}:7: stages.source.params.max_frames: {reason}")
 
 
+def test_a_value_its_tag_cannot_hold_is_said_at_its_line(env, monkeypatch):
+    """The README's ``!!int "${N}"``, N not a number: PyYAML's constructor raised a plain
+    ValueError, said with the file alone."""
+    monkeypatch.setenv("FRAMES", "thirty")
+    env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", 'max_frames: !!int "${FRAMES}"'))
+    done = fer_pipe("validate", str(env))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {env}:7: invalid YAML: a value !!int cannot hold: "
+                                                 "invalid literal for int() with base 10: 'thirty'\n")
+
+
 def test_values_may_not_make_the_config_over_its_limit(env, monkeypatch):
     monkeypatch.setenv("BIG", "x" * 100_000)
     env.write_text("description: [" + ", ".join(['"${BIG}"'] * 50) + "]\n")
