@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
-from .stage import (Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, packets_of, said,
-                    say_skipped)
+from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
+                    packets_of, said, say_skipped)
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -98,6 +98,9 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
             for number, packet in enumerate(packets):
                 if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
                     raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
+                shown = not_a_frame(packet.image)
+                if shown:  # a source's frames are checked as they come; these are the caller's own
+                    raise TypeError(f"run_stage: packets[{number}] has {shown} for its image; {A_FRAME}")
                 out.extend(handle(stage, own_copy(packet)))
         out.extend(packets_of(stage.finish(), "finish"))
     finally:

@@ -317,14 +317,24 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
         return item
     if last_index is not None and index <= last_index:
         raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
-    image = item.image
-    if image is not None and not (isinstance(image, np.ndarray) and image.dtype == np.uint8
-                                  and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
-        shown = (f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray)
-                 else f"a {type(image).__name__}")
-        raise TypeError(f"frames() yielded frame {index} with {shown} for its image; a frame is a uint8 "
-                        "array, H x W x 3 (BGR) or grey")
+    shown = not_a_frame(item.image)
+    if shown:
+        raise TypeError(f"frames() yielded frame {index} with {shown} for its image; {A_FRAME}")
     return item
+
+
+A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey"
+
+
+def not_a_frame(image: Any) -> str:
+    """What ``image`` is, where it is not what the stages take (``A_FRAME``); empty where it is,
+    or where there is none. The detector met a float image with an OpenCV assertion that blamed
+    its scale factor."""
+    if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8
+                         and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
+        return ""
+    return f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray) \
+        else f"a {type(image).__name__}"
 
 
 def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ import tempfile
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from conftest import write_video
 from fault_plugin import assert_valid_prefix, fault_config
@@ -66,9 +67,13 @@ def test_run_stage_with_a_bad_param_raises_a_config_error_naming_it():
     assert str(typed.value) == "params.path: Input should be a valid string"
 
 
-def test_run_stage_given_other_than_packets_names_the_item():
+def test_run_stage_given_other_than_packets_or_frames_names_the_item():
     with pytest.raises(TypeError, match=r"^run_stage: packets\[1\] is a dict, not a Packet$"):
         run_stage("smooth", [Packet("cam", 0, 0.0), {"index": 1}])
+    image = np.zeros((48, 64, 3), np.float32)  # a common way to hold an image: an OpenCV assertion blamed scaleFactor
+    with pytest.raises(TypeError, match=r"^run_stage: packets\[0\] has an array of float32 shaped \(48, 64, 3\) for its "
+                                        r"image; a frame is a uint8 array, H x W x 3 \(BGR\) or grey$"):
+        run_stage("haar", [Packet("cam", 0, 0.0, image)])
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):
