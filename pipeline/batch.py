@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import whole
-from .batch_cluster import StopSignals, check_cluster, start_ray, watch_cluster
+from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, watch_cluster
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
@@ -43,7 +43,7 @@ from .batch_sources import clash, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
-from .graph import Graph, file_key
+from .graph import Graph, StageSpec, file_key
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .redaction import redact_urls
@@ -196,13 +196,25 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
         where = f"{origin}: stage {spec.name!r} ({spec.type_name})"
         for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths) if spec.name != sink else ():
             if file_key(path) is not None:
+                fix = (f"remove the stage or --set {spec.name}.{param}=/dev/null" if _takes_dev_null(spec, param)
+                       else "remove the stage")
                 raise ConfigError(f"{where}: params.{param}: fer-pipe batch writes one CSV per video, but every "
-                                  f"task would write {path}; remove the stage or --set {spec.name}.{param}=/dev/null")
+                                  f"task would write {path}; {fix}")
         for param in spec.cls.bind_params:
             if getattr(spec.params, param):
                 raise ConfigError(f"{where}: params.{param}: fer-pipe batch runs its tasks side by side, and "
                                   "every one would listen there, so all but one would find it taken; remove "
                                   "the stage (batch results are the CSVs)")
+
+
+def _takes_dev_null(spec: StageSpec, param: str) -> bool:
+    """Whether the stage's params hold ``/dev/null`` there: the video writer's want a video's
+    name, and the advice to give it one sent the user to a second refusal (s35b)."""
+    try:
+        spec.cls.Params.model_validate({**spec.params.model_dump(), param: "/dev/null"})
+    except ValueError:
+        return False
+    return True
 
 
 def refuse_other_sources(graph: Graph, video: str, origin: str) -> None:
@@ -255,6 +267,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
+    else:  # a local Ray starts only where there is work, but one not installed is said before it
+        import_ray(address)
     make_folder(out_dir, "--out")
     with held_folder(out_dir, "--out", "batch"):
         return _run_planned(inputs, jobs, bad, out_dir, data, origin, list(overrides), settings_of(graph, sink),

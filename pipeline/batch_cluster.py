@@ -105,8 +105,9 @@ def check_cluster(address: str | None) -> None:
                          f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
-    """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1.
+def import_ray(address: str | None) -> ModuleType:
+    """Ray, imported as ``address`` needs it; a UserError where it is not installed, which
+    ``run_batch`` meets before it makes the results folder.
 
     Ray rewrites a loopback address into the machine's routable IP unless it is told the
     machine is not part of a cluster; that switch must be set before ``ray`` is imported.
@@ -118,7 +119,14 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
     try:
         import ray
     except ImportError:
-        raise UserError("fer-pipe batch needs Ray: pip install 'fer-pipe[batch]'") from None
+        raise UserError("batch needs Ray, which is not installed: pip install -e '.[batch]' in a source checkout, "
+                        "pip install 'fer-pipe[batch]' otherwise") from None
+    return ray
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
+    """Connect to ``address``, or start a one-node Ray on this machine bound to 127.0.0.1."""
+    ray = import_ray(address)
     import logging
 
     if ray.is_initialized():  # connected already, by run_batch's check of --address

@@ -535,6 +535,17 @@ def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
     assert frames_written(tmp_path / "not-there.csv", chunk) == 0
 
 
+def test_batch_without_ray_says_how_to_install_it(tmp_path, short_clip):
+    """A ``ray`` that cannot be imported stands in for an install without the batch extra."""
+    (tmp_path / "ray.py").write_text("raise ImportError('no ray here')\n")
+    done = fer_pipe("batch", str(short_clip), "--out", str(tmp_path / "out"), "--num-cpus", "1",
+                    env={"PYTHONPATH": str(tmp_path)}, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: batch needs Ray, which is not installed: pip install -e "
+                                                 "'.[batch]' in a source checkout, pip install 'fer-pipe[batch]' "
+                                                 "otherwise\n")
+    assert not (tmp_path / "out").exists()  # made before: an empty folder left behind
+
+
 def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
     """configs/episodes.yaml also writes episodes.csv: before, every task wrote that one path at
     once, over the user's file in the working folder, and the batch failed an input part-way.
@@ -548,6 +559,11 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
            "batch writes one CSV per video, but every task would write episodes.csv; remove the stage or --set "
            "episodes.path=/dev/null\n")
     assert mine.read_text() == "my episodes\n" and not (tmp_path / "out").exists()
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "demo", cwd=tmp_path, env=LOOPBACK_RAY,
+                    timeout=120)  # a video writer's path must name a video: /dev/null was a second refusal
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {shipped_configs() / 'demo.yaml'}: stage 'annotated' (video_writer): params.path: fer-pipe "
+           "batch writes one CSV per video, but every task would write demo-output/annotated.mp4; remove the stage\n")
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", "--quiet",
                     "--set", "episodes.path=/dev/null", "--set", "smoother.hold_s=0.5", cwd=tmp_path,
                     env=LOOPBACK_RAY, timeout=240)
