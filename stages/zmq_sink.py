@@ -28,7 +28,7 @@ class ZmqParams(StageParams):
                                                       "about every second) (0: never)")
     sndhwm: int = Field(1000, ge=1, le=1_000_000, description="events queued per subscriber before dropping")
     wait_subscribers: int = Field(0, ge=0, le=1000, description="before the first event, wait until this many "
-                                                                "subscriptions have arrived")
+                                                                "subscriptions have arrived (a subscriber counts once per topic)")
     wait_timeout_s: float = Field(10.0, ge=0, description="give up waiting for subscribers after this long")
     linger_s: float = Field(1.0, ge=0, le=60, description="at the end, time allowed to deliver queued events")
     curve_secret_key: str = Field("", description="server secret key file from `fer-pipe keys` (enables CURVE)")
