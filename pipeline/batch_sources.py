@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -57,8 +58,7 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
             return None  # the file that turned out damaged, mended: its rows replace those kept
         else:
             held = f"the rows kept in {out_dir / key}.partial.csv were"
-        return (f"{held} made by an earlier run from {owner.path} ({owner.size:,} bytes), not from this video "
-                f"({video.size:,} bytes); give another --out, or rename one of the two")
+        return f"{held} made by an earlier run from {_told_apart(owner, video)}"
     other = sources.get(f"{key}.partial")
     if other is not None and (out_dir / f"{key}.partial.csv").is_file():
         return (f"{out_dir / key}.partial.csv, where this video's rows would be kept if it turned out damaged, is "
@@ -68,6 +68,23 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
         return (f"{out_dir / key}.csv holds the rows kept of {base.path}, which turned out damaged in an earlier "
                 "run; give another --out, or rename one of the two")
     return None
+
+
+def _told_apart(owner: Source, video: Source) -> str:
+    """The earlier video and this one, by what tells them apart, and what to do: the sizes alone
+    read "191,834 bytes, not ... 191,834 bytes" for a copy made without its time, and a recording
+    replaced at its path was told to "rename one of the two" (s35b)."""
+    if owner.size != video.size:
+        was, now = f"{owner.size:,} bytes", f"{video.size:,} bytes"
+    else:
+        precision = "seconds" if owner.mtime_ns // 10**9 != video.mtime_ns // 10**9 else "microseconds"
+        was, now = (datetime.fromtimestamp(source.mtime_ns / 1e9).isoformat(" ", precision)
+                    for source in (owner, video))
+        was, now = f"modified {was}", f"modified {now}, the same size"
+    if owner.path == video.path:
+        return f"the video at this path then ({was}), replaced since ({now}); give another --out"
+    advice = " (a copy made without cp -p has a new time)" if owner.size == video.size else ""
+    return f"{owner.path} ({was}), not from this video ({now}); give another --out, or rename one of the two{advice}"
 
 
 def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:

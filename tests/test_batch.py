@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -701,6 +702,8 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
     day2.mkdir()
     shutil.copy(six_clips[0], day1 / "cam.avi")
     shutil.copy(six_clips[5], day2 / "cam.avi")
+    then = datetime(2026, 1, 2, 3, 4, 5).timestamp()
+    os.utime(day1 / "cam.avi", (then, then))
     first, second, stderr = one_folder_then_another(cluster, day1, day2, out)
     assert (first, second) == (0, 2), stderr
     rows = (out / "cam.csv").read_text()
@@ -717,6 +720,22 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
     _, stderr = again.communicate(timeout=240)
     assert again.returncode == 0, stderr
     assert json.loads((out / "_manifest.json").read_text())["inputs"][0]["status"] == "skipped"
+    copied = tmp_path / "copied"  # copied anew without its time: the sizes alone told the two apart by nothing
+    copied.mkdir()
+    shutil.copy(moved / "cam.avi", copied / "cam.avi")
+    os.utime(copied / "cam.avi", (then + 60, then + 60))
+    again = batch(str(copied), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = again.communicate(timeout=240)
+    assert (again.returncode, stderr.splitlines()) == (2, [
+        f"fer-pipe: batch: {copied / 'cam.avi'}: {out / 'cam.csv'} was made by an earlier run from "
+        f"{moved / 'cam.avi'} (modified 2026-01-02 03:04:05), not from this video (modified 2026-01-02 03:05:05, "
+        "the same size); give another --out, or rename one of the two (a copy made without cp -p has a new time)"])
+    shutil.copy(six_clips[5], moved / "cam.avi")  # a recording replaced at its path
+    again = batch(str(moved), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = again.communicate(timeout=240)
+    assert (again.returncode, stderr.splitlines()) == (2, [
+        f"fer-pipe: batch: {moved / 'cam.avi'}: {out / 'cam.csv'} was made by an earlier run from the video at this "
+        f"path then ({size1:,} bytes), replaced since ({size2:,} bytes); give another --out"])
 
 
 def test_a_second_batch_into_a_folder_in_use_is_refused_and_a_run_with_work_unmarks_success(cluster, six_clips,
