@@ -77,6 +77,25 @@ def check_bindable(endpoint: str, who: str) -> None:
             raise InputError(f"{who} {endpoint}: cannot bind: {exc.strerror}") from None
 
 
+def unresolved_host(endpoint: str) -> str:
+    """The host name of a ``tcp://`` endpoint that does not resolve now, else empty. ZeroMQ
+    retries such a name without a word, so a typo in a collector's name read as a collector
+    that was not running."""
+    where = tcp_host_port(endpoint)
+    if where is None or where[0] == "*":
+        return ""
+    try:
+        ipaddress.ip_address(where[0])
+        return ""
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(where[0], None)
+    except (socket.gaierror, UnicodeError):  # UnicodeError: a name IDNA refuses (collector..lan)
+        return where[0]
+    return ""
+
+
 def tcp_endpoint(host: str, port: int) -> str:
     """``tcp://HOST:PORT``, with an IPv6 address in the brackets ZeroMQ wants (given with or
     without them)."""

@@ -26,7 +26,7 @@ import zmq
 from pydantic import Field, field_validator, model_validator
 from zmq.utils.monitor import recv_monitor_message
 
-from fer_pipe.endpoints import check_form, check_private, ipv6_for
+from fer_pipe.endpoints import check_form, check_private, ipv6_for, unresolved_host
 from fer_pipe.errors import InputError, OutputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
@@ -92,6 +92,10 @@ class PushSink(Sink):
         except zmq.ZMQError as exc:  # tcp://*:PORT, an ipc path too long for a socket address
             self._ctx.destroy(linger=0)  # its sockets too, the monitor's included: the runner closes no failed open
             raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
+        self._no_such_host = unresolved_host(self.params.connect)
+        if self._no_such_host:
+            print(f"fer-pipe: push sink {self.name!r}: no such host {self._no_such_host!r} (yet?): events are held "
+                  "until it resolves and a collector there takes them", file=sys.stderr, flush=True)
 
     def consume(self, packet: Packet) -> None:
         back = self._outages.on_frame(packet)
@@ -180,9 +184,10 @@ class PushSink(Sink):
         if held and not delivering:
             lost = (f"none of run {self.run_id}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run_id}'s events still held (of {sent} sent) were lost")
+            unresolved = self._no_such_host and unresolved_host(self.params.connect)  # looked up again only then
+            why = f"no such host {unresolved!r}" if unresolved else "is fer-pipe collect running there?"
             raise error(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
-                        f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; is "
-                        "fer-pipe collect running there?")
+                        f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; {why}")
         if held:
             raise error(f"push sink {self.name!r}: the collector at {self.params.connect} had not "
                         f"taken all of run {self.run_id}'s {sent} events when linger_s "

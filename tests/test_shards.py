@@ -603,6 +603,21 @@ def test_a_run_that_ends_with_no_collector_says_its_events_were_lost(clips, tmp_
                         r"[0-9a-f]{8}'s 12 events were delivered; is fer-pipe collect running there\?", line), line
 
 
+def test_a_collector_name_that_does_not_resolve_is_said_at_the_start_and_the_end(clips, tmp_path):
+    """ZeroMQ retries a name it cannot resolve without a word: a typo in the collector's name
+    read as a collector that was not running."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 6))
+    config = push_run_config(clip, 0, tmp_path / "push.yaml", classify=False, linger_s=0.5,
+                             connect="tcp://collector.invalid:5560", public=True)
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "fer-pipe: push sink 'push': no such host 'collector.invalid' (yet?): events are held until it " \
+           "resolves and a collector there takes them" in done.stderr.splitlines()
+    assert done.stderr.splitlines()[-1].endswith("events were delivered; no such host 'collector.invalid'"), \
+        done.stderr
+
+
 def test_a_collector_that_comes_up_late_still_gets_every_event(clips, tmp_path):
     """Events wait for a collector started after the run (within linger_s) and all reach it."""
     clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 12))
