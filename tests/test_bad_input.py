@@ -10,7 +10,6 @@ import csv
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,7 @@ import pytest
 
 from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
 from fault_plugin import assert_valid_prefix
-from livetools import csv_rows, start_fer_pipe, stop, wait_for
+from livetools import busy_port, csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
 
@@ -899,9 +898,7 @@ def test_webcam_that_does_not_exist(tmp_path, out_csv):
 
 
 def test_unreachable_rtsp_host(tmp_path, out_csv):
-    with socket.socket() as probe:  # a loopback port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a loopback port nothing listens on
     config = tmp_path / "rtsp.yaml"
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: rtsp").replace(
         "path: input.mp4", f"url: rtsp://127.0.0.1:{port}/none\n      timeout_s: 1\n      give_up_after_s: 2"))
@@ -913,10 +910,8 @@ def test_unreachable_rtsp_host(tmp_path, out_csv):
 
 
 def test_zeromq_endpoint_already_in_use(short_clip):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        endpoint = f"tcp://127.0.0.1:{busy.getsockname()[1]}"
+    with busy_port() as port:
+        endpoint = f"tcp://127.0.0.1:{port}"
         code, err = run(f"source.path={short_clip}", f"events.endpoint={endpoint}",
                         config=str(REPO / "configs" / "video_to_zmq.yaml"))
     assert code == 2
@@ -928,10 +923,7 @@ def test_an_episodes_publish_port_already_in_use_is_said_before_any_stage_starts
     started, in ZeroMQ's words rather than the zmq sink's."""
     episodes = tmp_path / "episodes.csv"
     episodes.write_text("the last run's episodes\n")
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
+    with busy_port() as port:
         code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={tmp_path / 'e.csv'}",
                         f"episodes.publish={port}", config=str(REPO / "configs" / "episodes.yaml"))
     assert (code, one_line(err)) == (2, f"fer-pipe: stage 'episodes' (episodes): episodes tcp://127.0.0.1:{port}: "

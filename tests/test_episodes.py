@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import re
-import socket
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.stage import handle
 from fer_pipe.messages import EMOTIONS, Face, Packet, outage
+from livetools import busy_port, free_port
 
 FPS = 25.0
 CONFIG = REPO / "configs" / "episodes.yaml"
@@ -196,10 +196,7 @@ def test_a_busy_publish_port_leaves_the_last_runs_episodes_whole(tmp_path: Path)
     """The CSV used to be opened (emptied) first, and the bind fail after it."""
     out = tmp_path / "e.csv"
     out.write_text("the last run's episodes\n")
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with busy_port() as port:
         sink = make_stage("episodes", {"path": str(out), "publish": port})
         with pytest.raises(InputError, match=f"^episodes tcp://127.0.0.1:{port}: cannot bind: address already in use$"):
             sink.open()
@@ -216,9 +213,7 @@ def test_publishing_episodes_beyond_loopback_without_keys_warns(capsys) -> None:
 
 
 def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> None:
-    with socket.socket() as probe:  # a port that is free now, for the sink to bind
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     sink = make_stage("episodes", {"path": str(tmp_path / "e.csv"), "publish": port})
     context = zmq.Context()
     sub = context.socket(zmq.SUB)

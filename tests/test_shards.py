@@ -20,7 +20,7 @@ import yaml
 import zmq
 
 from conftest import read_frames, write_video
-from livetools import csv_rows, free_port, sighup_default, wait_for
+from livetools import busy_port, csv_rows, free_port, sighup_default, wait_for
 
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
@@ -562,10 +562,7 @@ def test_a_collector_bound_beyond_loopback_warns_that_anyone_may_write_rows():
 
 
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with busy_port() as port:
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{port}",
                                "--csv", str(tmp_path / "merged.csv")], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (
