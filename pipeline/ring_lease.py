@@ -10,14 +10,22 @@ lock it can get: those rings' owner is gone, and they are removed with the lock 
 
 A lock, not the process id in the name, because a pid says nothing across the PID namespaces
 of containers that share one /dev/shm, and pids are reused.
+
+The run's queues leave their POSIX semaphores there too (``sem.*``, a page of memory each, 14 for
+a four-stage run): Python's resource tracker unlinks them when the runner dies alone, but it dies
+with the group. ``semaphores_named`` names them after the run, so the same sweep removes them;
+a service in a crash loop under Docker's 64 MiB /dev/shm would otherwise fill it.
 """
 from __future__ import annotations
 
 import fcntl
+import multiprocessing
 import os
 import re
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from . import frames
@@ -26,6 +34,8 @@ PREFIX = "fp"
 LOCK_SUFFIX = ".lock"
 LOCK_NAME = re.compile(r"fp([0-9a-f]{6})\.lock")
 """A run's lock file: its run id is ``secrets.token_hex(3)``."""
+SEMAPHORE_INFIX = "_sem"
+"""After the run id in its semaphores' names; Linux keeps ``/NAME`` as /dev/shm/sem.NAME."""
 
 
 class RingLease:
@@ -77,11 +87,29 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
             except BlockingIOError:
                 continue  # its run is alive
             removed, freed = _remove_rings(folder, named.group(1))
+            _remove_semaphores(folder, named.group(1))
             rings, size = rings + removed, size + freed
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
     return rings, size
+
+
+@contextmanager
+def semaphores_named(run: str) -> Iterator[None]:
+    """Name the semaphores made in the block (a run's queues and events) after ``run``, which
+    ``sweep_abandoned`` finds by. multiprocessing takes their names' prefix from the process's
+    ``_config["semprefix"]`` ("/mp" by default), private but read the same way since Python 3.4;
+    where it is missing, the names stay as they were and only the sweep of them is lost."""
+    config = getattr(multiprocessing.current_process(), "_config", None)
+    if not isinstance(config, dict) or "semprefix" not in config:
+        yield
+        return
+    before, config["semprefix"] = config["semprefix"], f"/{PREFIX}{run}{SEMAPHORE_INFIX}"
+    try:
+        yield
+    finally:
+        config["semprefix"] = before
 
 
 def segment_prefix(run: str, stage: str) -> str:
@@ -107,3 +135,11 @@ def _remove_rings(folder: Path, run: str) -> tuple[int, int]:
             continue
         rings, size = rings + 1, size + freed
     return rings, size
+
+
+def _remove_semaphores(folder: Path, run: str) -> None:
+    """Unlink a dead run's semaphores, as sem_unlink does on Linux; none is in use, as every
+    process that opened one belonged to the run."""
+    for semaphore in folder.glob(f"sem.{PREFIX}{run}{SEMAPHORE_INFIX}-*"):
+        with suppress(OSError):  # gone since the listing, or another user's
+            semaphore.unlink()

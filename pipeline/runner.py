@@ -30,7 +30,7 @@ from .emitter import Outbox, StageQueue
 from .errors import InputError, UserError, printable
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
-from .ring_lease import RingLease, sweep_abandoned
+from .ring_lease import RingLease, semaphores_named, sweep_abandoned
 from .stage import Sink, one_line, said
 from .stats import format_table
 from .status import StatusLine
@@ -228,18 +228,19 @@ class Runner:
         self._forked = ctx.get_start_method() == "forkserver"
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
-        # One queue per (producer process, consumer process): what is in a queue is only its
-        # producer's, so a live source can drop the oldest item of a full one without taking
-        # out another source's frame or end of stream.
-        inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
-                   for i in s.inputs for u in names[i] for p in names[n]}
-        control = ctx.Queue()
-        stop = ctx.Event()
         rings, size = sweep_abandoned()
         if rings:
             print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "
                   f"killed run left in {frames.SHM}", file=sys.stderr)
         lease = RingLease()
+        with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
+            # One queue per (producer process, consumer process): what is in a queue is only its
+            # producer's, so a live source can drop the oldest item of a full one without taking
+            # out another source's frame or end of stream.
+            inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
+                       for i in s.inputs for u in names[i] for p in names[n]}
+            control = ctx.Queue()
+            stop = ctx.Event()
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}

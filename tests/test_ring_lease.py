@@ -1,16 +1,18 @@
 """Frame rings that a killed run left in /dev/shm: only those whose run is gone are removed.
 
 The runs here are real processes holding a real lock, in a folder of the test's own, so the
-test neither needs nor touches the machine's /dev/shm (test_signals kills a whole run).
+test needs no /dev/shm of the machine's and touches it only with two semaphores, unlinked as
+usual (test_signals kills a whole run).
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from fer_pipe.ring_lease import RingLease, segment_prefix, sweep_abandoned
+from fer_pipe.ring_lease import RingLease, segment_prefix, semaphores_named, sweep_abandoned
 
 HOLDER = """
 import sys, time
@@ -18,13 +20,15 @@ from pathlib import Path
 from fer_pipe.ring_lease import RingLease, segment_prefix
 lease = RingLease(sys.argv[1])
 Path(sys.argv[1], segment_prefix(lease.run_id, "source") + "_0a1b2c3d").write_bytes(bytes(4096))
+Path(sys.argv[1], f"sem.fp{lease.run_id}_sem-0a1b2c3d").write_bytes(bytes(32))  # as sem_open writes one
 print(lease.run_id, flush=True)
 time.sleep(600)
 """
 
 
 def _holder(folder: Path) -> tuple[subprocess.Popen, str]:
-    """A process that holds a run's lease and has written its ring; returns it and its run id."""
+    """A process that holds a run's lease and has written its ring and a semaphore; returns it
+    and its run id."""
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
     return proc, proc.stdout.readline().strip()
 
@@ -35,9 +39,9 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
     try:
         dead.kill()  # SIGKILL: it unlinks nothing, and the kernel drops its lock
         dead.wait()
-        assert sweep_abandoned(str(tmp_path)) == (1, 4096)
-        assert sorted(p.name for p in tmp_path.iterdir()) == [f"fp{live_id}.lock",
-                                                              f"fp{live_id}_source_0a1b2c3d"]
+        assert sweep_abandoned(str(tmp_path)) == (1, 4096)  # the semaphore is not counted as a ring
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f"fp{live_id}.lock", f"fp{live_id}_source_0a1b2c3d",
+                                                              f"sem.fp{live_id}_sem-0a1b2c3d"]
     finally:
         live.kill()
         live.wait()
@@ -77,3 +81,13 @@ def test_lock_files_no_run_of_this_user_made_are_left_alone(tmp_path):
         theirs.unlink()
     assert sweep_abandoned(str(tmp_path)) == (0, 0)
     assert all(ring.exists() for ring in rings)
+
+
+def test_semaphores_made_for_a_run_carry_its_name_and_later_ones_do_not():
+    """The sweep finds a killed run's semaphores in /dev/shm by that name alone."""
+    ctx = multiprocessing.get_context("spawn")  # as forkserver: names kept until unlinked, unlike fork's
+    with semaphores_named("0a1b2c"):
+        mine = ctx.Lock()
+    other = ctx.Lock()
+    assert mine._semlock.name.startswith("/fp0a1b2c_sem-")
+    assert other._semlock.name.startswith("/mp-")

@@ -367,7 +367,8 @@ def test_a_stage_whose_opening_the_stop_cuts_short_is_stopped_not_failed(plugin_
 @pytest.mark.kills_a_run
 def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
     """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
-    the source's frame ring from /dev/shm, which is memory; the next run on the machine does."""
+    the source's frame ring from /dev/shm, which is memory; the next run on the machine does.
+    The queues' semaphores too: the resource tracker that would unlink them went with the group."""
     proc, _, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.1, after=2)
     lock = run_lock(proc.pid)  # not any lock made meanwhile: another run on the machine has its own (s29e)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -375,12 +376,14 @@ def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, 
     assert not wait_gone(kids)
     left = list(Path(SHM).glob(f"{lock.stem}_source_*"))
     assert left  # nobody was left to remove it
+    semaphores = list(Path(SHM).glob(f"sem.{lock.stem}_sem-*"))
+    assert len(semaphores) >= 3  # a queue's three, at least: the run's name is on them
     proc = start_run(fault_config(tmp_path / "next.yaml", short_clip, tmp_path / "next.csv"), plugin_env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert re.search(r"fer-pipe: removed \d+ frame ring\(s\), [\d,]+ MiB, that a killed run left in "
                      r"/dev/shm", err), err
-    assert not lock.exists() and not any(p.exists() for p in left)
+    assert not lock.exists() and not any(p.exists() for p in left + semaphores)
 
 
 def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp_path, monkeypatch):
