@@ -25,7 +25,7 @@ import re
 import secrets
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import frames
@@ -87,7 +87,7 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
             except BlockingIOError:
                 continue  # its run is alive
             removed, freed = _remove_rings(folder, named.group(1))
-            _remove_semaphores(folder, named.group(1))
+            _unlink_all(folder, f"sem.{PREFIX}{named.group(1)}{SEMAPHORE_INFIX}-*")  # not in use: the run is gone
             rings, size = rings + removed, size + freed
             lock.unlink(missing_ok=True)
         finally:
@@ -126,20 +126,18 @@ def remove_orphaned(run: str) -> None:
 
 
 def _remove_rings(folder: Path, run: str) -> tuple[int, int]:
-    rings = size = 0
-    for segment in folder.glob(f"{PREFIX}{run}_*"):
+    return _unlink_all(folder, f"{PREFIX}{run}_*")
+
+
+def _unlink_all(folder: Path, pattern: str) -> tuple[int, int]:
+    """Unlink the files matching ``pattern``, as shm_unlink and sem_unlink do on Linux; how many
+    and their bytes."""
+    files = size = 0
+    for found in folder.glob(pattern):
         try:
-            freed = segment.stat().st_size
-            segment.unlink()  # what shm_unlink does on Linux
+            freed = found.stat().st_size
+            found.unlink()
         except OSError:  # gone since the listing, or another user's
             continue
-        rings, size = rings + 1, size + freed
-    return rings, size
-
-
-def _remove_semaphores(folder: Path, run: str) -> None:
-    """Unlink a dead run's semaphores, as sem_unlink does on Linux; none is in use, as every
-    process that opened one belonged to the run."""
-    for semaphore in folder.glob(f"sem.{PREFIX}{run}{SEMAPHORE_INFIX}-*"):
-        with suppress(OSError):  # gone since the listing, or another user's
-            semaphore.unlink()
+        files, size = files + 1, size + freed
+    return files, size
