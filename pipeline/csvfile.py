@@ -127,7 +127,11 @@ class CsvOutput:
             check_columns(path, what, header)
         fd = open_claimed(path, what, truncate=not append)
         if append:
-            _end_with_a_whole_line(fd, path, what)
+            try:
+                _end_with_a_whole_line(fd, path, what)
+            except BaseException:  # the lock goes with the descriptor: the API, run_stage and a
+                os.close(fd)  # Ray worker try again in the same process, and were refused
+                raise
         self._file = open(fd, "ab", buffering=0)
         self._path, self._what = path, what
         self._text = io.StringIO()

@@ -19,6 +19,7 @@ from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
 
 from fer_pipe.csvfile import CsvOutput
+from fer_pipe.errors import InputError
 
 HEADER = ["frame", "face", "label"]
 FILL = textwrap.dedent("""
@@ -221,3 +222,17 @@ def test_a_face_whose_probs_are_not_seven_fails_the_csv_sink_and_the_event(tmp_p
         run_stage("csv", [packet], {"path": str(tmp_path / "o.csv")})
     with pytest.raises(ValueError, match=said):
         frame_event(packet)
+
+
+def test_a_file_refused_for_appending_is_let_go_for_the_next_try(tmp_path):
+    """A file whose end is no CSV kept its descriptor, and with it the lock, open: the same
+    process (the API, run_stage, a Ray worker) given the mended file was told another process
+    was writing it."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(b'a,b\r\n"' + b"x" * (2**20 + 10))  # a quote left open for over the MiB read
+    with pytest.raises(InputError, match="hold no line end outside quotes"):
+        CsvOutput(path, "episodes", ("a", "b"), append=True)
+    path.write_bytes(b"a,b\r\n1,2\r\n")
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(3, 4)])
+    assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
