@@ -58,7 +58,9 @@ class Face:
 
     @property
     def label(self) -> str | None:
-        return None if self.probs is None else EMOTIONS[int(np.argmax(self.probs))]
+        """The most likely emotion. The probabilities' length is checked first: eight of them,
+        the largest the last, failed with an IndexError rather than ``emotion_probs``' line."""
+        return None if self.probs is None else EMOTIONS[int(np.argmax(emotion_probs(self)))]
 
     @property
     def confidence(self) -> float | None:

@@ -216,12 +216,13 @@ def test_a_face_whose_probs_are_not_seven_fails_the_csv_sink_and_the_event(tmp_p
     from fer_pipe.inprocess import run_stage
     from fer_pipe.messages import Face, Packet
 
-    packet = Packet("cam", 0, 0.0, faces=[Face((0, 0, 10, 10), np.array([0.2, 0.3, 0.5], np.float32))])
-    said = r"a face's probs are array\(\[0.2, 0.3, 0.5\], dtype=float32\), not one probability for each of the 7 "
-    with pytest.raises(ValueError, match=said):
-        run_stage("csv", [packet], {"path": str(tmp_path / "o.csv")})
-    with pytest.raises(ValueError, match=said):
-        frame_event(packet)
+    for probs in ([0.2, 0.3, 0.5], [0.1] * 7 + [0.3]):  # eight, the largest past the seventh: an IndexError
+        packet = Packet("cam", 0, 0.0, faces=[Face((0, 0, 10, 10), np.array(probs, np.float32))])
+        said = r"a face's probs are array\(\[0\.[0-9, .\n]*\], dtype=float32\), not one probability for each of the 7 "
+        with pytest.raises(ValueError, match=said):
+            run_stage("csv", [packet], {"path": str(tmp_path / "o.csv")})
+        with pytest.raises(ValueError, match=said):
+            frame_event(packet)
 
 
 def test_a_file_refused_for_appending_is_let_go_for_the_next_try(tmp_path):
