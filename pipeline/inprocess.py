@@ -124,6 +124,15 @@ def _stage_failure(graph: Graph, name: str, where: str, exc: Exception) -> Stage
     return StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{said(exc)}")
 
 
+def _source_failure(graph: Graph, name: str, exc: Exception) -> Exception:
+    """A source's error as a run says it: bad input as it is, a bug as ``_stage_failure``."""
+    if isinstance(exc, UserError):
+        return exc
+    failure = _stage_failure(graph, name, "", exc)
+    failure.__cause__ = exc
+    return failure
+
+
 @contextmanager
 def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
     """``_stage_failure`` around a stage's open or finish; bad input (UserError) passes as it is.
@@ -144,7 +153,9 @@ def run_graph(graph: Graph) -> GraphRun:
     in the runner): a batch task failed its whole video on the frame that ``fer-pipe run``
     skips. A stage that raises ``StopRun`` ends the run as in the runner: it passes nothing on
     from then, the sources read no further frame, and every stage finishes and closes. Any
-    other exception is raised as a ``StageFailure`` that names the stage and the frame."""
+    other exception is raised as a ``StageFailure`` that names the stage and the frame; a
+    source's, once what it read has gone through every stage and its ``finish``, as in a run
+    (a batch task's partial CSV lacked what a stage holds until then)."""
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
@@ -176,27 +187,38 @@ def run_graph(graph: Graph) -> GraphRun:
             for consumer, mine in zip(branches, copies):
                 push(consumer, process(consumer, mine))
 
+    late: Exception | None = None  # a source's failure after its first frame: raised once all has drained
     try:
         for name, stage in stages.items():
             with _failing_as(graph, name, "while opening: "):
                 stage.open()
             opened.append(stage)
         for name, stage in stages.items():
-            if isinstance(stage, Source):
-                frames = stage.frames()
-                source_id, last_index = stage.source_id, None  # read once, not per frame
-                while not stopped_by:
-                    try:
-                        packet = next(frames, None)
-                        if packet is None:
-                            break
-                        packet = frame_of(source_id, packet, last_index)
-                    except (UserError, StopRun):
-                        raise
-                    except Exception as exc:
-                        raise _stage_failure(graph, name, "", exc) from exc
-                    last_index = packet.index
-                    push(name, [_read_only(packet)])
+            if not isinstance(stage, Source):
+                continue
+            frames = stage.frames()
+            source_id, last_index = stage.source_id, None  # read once, not per frame
+            while not stopped_by:
+                try:
+                    packet = next(frames, None)
+                    if packet is None:
+                        break
+                    packet = frame_of(source_id, packet, last_index)
+                except StopRun:  # a source's own end of the run: the others read no further
+                    stopped_by.add(name)
+                    break
+                except Exception as exc:
+                    failure = _source_failure(graph, name, exc)
+                    if last_index is None:
+                        raise failure
+                    # as in a run: what was read still goes through every stage and its finish,
+                    # other files are read on, and a camera's failure stops the other sources
+                    late = late or failure
+                    if stage.live:
+                        stopped_by.add(name)
+                    break
+                last_index = packet.index
+                push(name, [_read_only(packet)])
         for name, stage in stages.items():
             with _failing_as(graph, name, "while finishing: "):
                 held = packets_of(stage.finish(), "finish")
@@ -204,4 +226,6 @@ def run_graph(graph: Graph) -> GraphRun:
     finally:
         for stage in reversed(opened):
             stage.close()
+    if late is not None:
+        raise late
     return GraphRun(skipped.total(), bool(stopped_by))

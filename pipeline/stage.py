@@ -60,7 +60,8 @@ class StopRun(Exception):
     """Raised by a stage to end the whole run cleanly, as a user's ``q`` in a window does.
 
     The runner stops the sources and drains the graph, so every file sink closes complete and
-    the run exits 0; the stage that raised gets no more packets. A sink whose output is a pipe
+    the run exits 0; the stage that raised gets no more packets (a source that raises it ends
+    its stream there). A sink whose output is a pipe
     that its reader closed (``csv.path=/dev/stdout | head``) ends the run the same way: the
     reader has what it wanted, as with any Unix filter.
     """
@@ -160,7 +161,8 @@ class Stage:
         return (packet,)
 
     def finish(self) -> Iterable[Packet]:
-        """End of stream: return anything still held. Not called after a failure."""
+        """End of stream: return anything still held. Not called after the stage's own failure
+        (a source's failure is an end of stream for the stages after it)."""
         return ()
 
     def close(self) -> None:

@@ -181,8 +181,9 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             if packet is None:
                 break
             packet = frame_of(source_id, packet, last_index)
-        except StopRun:
-            raise
+        except StopRun:  # the source ends the whole run, as a window's q does: the other sources stop
+            w.stop.set()  # too, and what it read drains (it was said "failed: StopRun", exit 1)
+            break
         except Exception as exc:
             if not stats.items:
                 raise

@@ -37,7 +37,7 @@ from fer_pipe.stage import Source, Stage, StageParams, StopRun
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
-                  "outage_raise", "exit_on_stop"] = Field(
+                  "outage_raise", "exit_on_stop", "hold"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
@@ -45,7 +45,8 @@ class FaultyParams(StageParams):
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
-                          "as a native library's exit(0) would, whatever at says)")
+                          "as a native library's exit(0) would, whatever at says; hold: pass every frame "
+                          "on from finish, not before)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -84,6 +85,7 @@ class Faulty(Stage):
                 f.write(str(os.getpid()))
             os.replace(self.params.pid_file + ".part", self.params.pid_file)
         self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
+        self._held = []
 
     def outage(self, packet):
         if self.params.mode == "outage_raise":
@@ -91,6 +93,9 @@ class Faulty(Stage):
         return (packet,)
 
     def process(self, packet):
+        if self.params.mode == "hold":
+            self._held.append(packet)
+            return ()
         if self.params.mode == "exit_on_stop" and self.stop_requested():
             time.sleep(0.5)  # its queues' feeder threads send what they hold
             os._exit(0)
@@ -132,7 +137,7 @@ class Faulty(Stage):
     def finish(self):
         if self.params.mode == "finish":
             raise RuntimeError("flush failed\\n  disk quota exceeded")
-        return ()
+        return self._held
 
     def idle(self):
         if self.params.mode == "idle":
@@ -146,10 +151,10 @@ class Faulty(Stage):
 
 
 class BrokenFramesParams(StageParams):
-    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "outage", "bad_outage"] = Field(
+    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
-                             "again, dated NaN, or an OSError raised instead; or an outage packet before it, "
-                             "numbered as the frame before it or (bad) as itself")
+                             "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
+                             "before it, numbered as the frame before it or (bad) as itself")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -167,6 +172,8 @@ class BrokenFrames(Source):
             if i == self.params.at:
                 if self.params.mode == "raise":
                     raise OSError("camera went away")
+                if self.params.mode == "stop_run":
+                    raise StopRun("enough")
                 if self.params.mode == "float":
                     image = image.astype(np.float32)
                 if self.params.mode == "wrong_id":

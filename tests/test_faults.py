@@ -114,6 +114,28 @@ def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_dr
     assert assert_valid_prefix(out) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("mode, code, said", [("raise", 1, "stage 'source' (brokenframes) failed: OSError: camera "
+                                                                "went away"), ("stop_run", 0, "")])
+def test_what_a_source_read_before_it_failed_or_ended_the_run_passes_every_finish_in_a_run_and_in_one_process(
+        plugin_env, tmp_path, mode, code, said):
+    """A source's StopRun failed the run ("failed: StopRun: enough", exit 1) where a window's
+    ends it cleanly, and escaped run_graph as it was; a source's error in run_graph (a batch
+    task) skipped every stage's finish, so what a stage holds until then was lost (s37c)."""
+    config = tmp_path / "held.yaml"
+    config.write_text(f"stages:\n  source: {{type: brokenframes, params: {{mode: {mode}, at: 3}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source], params: {mode: hold}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'run.csv'}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (code, f"fer-pipe: {said}\n" if said else "")
+    assert assert_valid_prefix(tmp_path / "run.csv") == [0, 1, 2]
+    one = tmp_path / "one.csv"
+    ran = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config), f"csv.path={one}"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+    assert ran.returncode == code and ran.stderr.splitlines()[-1:] == ([f"fer_pipe.stage.StageFailure: {said}"]
+                                                                      if said else []), ran.stderr
+    assert one.read_text() == (tmp_path / "run.csv").read_text()
+
+
 def test_a_stop_cuts_every_input_of_a_stage_with_workers(plugin_env, short_clip, tmp_path):
     """Each input numbers its own items: a worker that ended the run put one number on its
     answers for both, which cut the first input alone, and the second went on with frames after
