@@ -116,12 +116,15 @@ class ForwardSink(Sink):
             self._send(down)
         return ()
 
-    def _send(self, event: dict[str, Any]) -> None:
+    def _send(self, event: dict[str, Any] | bytes) -> None:
         """Waits for the caller's loop to take it, however long: a loop stopped at a breakpoint
-        or a prompt failed a file run as a stall of this stage, its queued results lost."""
+        or a prompt failed a file run as a stall of this stage, its queued results lost. The end
+        marker (bytes) waits here too: sent blocking, it failed the run the same way where the
+        socket was full as the video ended (s37c)."""
+        send = self._sock.send if isinstance(event, bytes) else self._sock.send_json
         while True:
             try:
-                self._sock.send_json(event, zmq.NOBLOCK)
+                send(event, zmq.NOBLOCK)
                 return
             except zmq.Again:  # the socket is full: the loop is behind, or paused
                 if self.stop_requested():
@@ -133,7 +136,7 @@ class ForwardSink(Sink):
         """The end marker, then wait until the caller says it has read it, so that nothing is
         still in transit when the process ends. The wait is on the caller's loop, however slow,
         so it is said to be on the outside world (not a stall); a stop ends it."""
-        self._sock.send(END)
+        self._send(END)
         while not self._sock.poll(500):
             if self.stop_requested():
                 break
