@@ -92,8 +92,11 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     stage.open()
     try:
         if isinstance(stage, Source):
-            for item in stage.frames():  # checked as a run checks them
-                out.append(frame_of(stage.source_id, item, out[-1].index if out else None))
+            last_index = None
+            for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
+                out.append(frame_of(stage.source_id, item, last_index))
+                if not item.outage:
+                    last_index = item.index
         else:
             for number, packet in enumerate(packets):
                 if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
@@ -217,7 +220,8 @@ def run_graph(graph: Graph) -> GraphRun:
                     if stage.live:
                         stopped_by.add(name)
                     break
-                last_index = packet.index
+                if not packet.outage:  # as the runner numbers on: from the last frame, not an outage
+                    last_index = packet.index
                 push(name, [_read_only(packet)])
         for name, stage in stages.items():
             with _failing_as(graph, name, "while finishing: "):

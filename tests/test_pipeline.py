@@ -245,6 +245,31 @@ def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
     assert (image == 200).all()
 
 
+def test_run_stage_numbers_a_sources_packets_on_from_its_last_frame_not_an_outage():
+    """An outage packet numbered wrong after an outage before the first frame was said "after
+    frame -1" by run_stage and run_graph, and "before any frame" by a run (s37c)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet, outage
+    from fer_pipe.stage import Source
+
+    class Flaky(Source):
+        def frames(self):
+            yield outage(self.source_id, -1, 0.0)
+            yield Packet(self.source_id, 0, 0.1, np.zeros((4, 4, 3), np.uint8))
+            yield outage(self.source_id, 0, 0.2)
+            yield Packet(self.source_id, 1, 0.3, np.zeros((4, 4, 3), np.uint8))
+
+    assert [(p.index, p.outage) for p in run_stage(Flaky)] == [(-1, True), (0, False), (0, True), (1, False)]
+
+    class Misnumbered(Source):
+        def frames(self):
+            yield outage(self.source_id, -1, 0.0)
+            yield outage(self.source_id, 0, 0.1)
+
+    with pytest.raises(TypeError, match="an outage packet numbered 0 before any frame"):
+        run_stage(Misnumbered)
+
+
 def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     """The first (here the only) branch of a source got the source's own writable array, the
     others read-only views of it: a stage there could paint into the frame the others then
