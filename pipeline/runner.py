@@ -334,7 +334,7 @@ class Runner:
                     first_result = time.monotonic() - started
                 if bar is None and self.progress and len(reports.lengths) == len(graph.sources()):
                     lengths = reports.lengths.values()
-                    total = sum(v for v in lengths if v) if all(lengths) else None
+                    total = sum(lengths) if all(lengths) else None
                     if total:
                         bar = _progress_bar(total)
                 if bar is not None:

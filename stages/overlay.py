@@ -83,8 +83,9 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             if show_probs:
                 _bars(image, face.probs, (x, y, w, h))
     if fps is not None:
-        cv2.putText(image, f"{fps:.1f} fps", (8, 22), FONT, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, f"{fps:.1f} fps", (8, 22), FONT, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        text = f"{fps:.1f} fps"
+        cv2.putText(image, text, (8, 22), FONT, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(image, text, (8, 22), FONT, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
     return image
 
 

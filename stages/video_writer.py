@@ -133,8 +133,7 @@ class VideoWriterSink(Sink):
         self._writer, self._file, self._in_file = writer, path, 0
 
     def consume(self, packet: Packet) -> None:
-        fps = self._fps.tick()
-        image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
+        image = draw(packet, self.params.show_probs, self._fps.tick() if self.params.show_fps else None)
         if self._rate:
             self._place(packet, image)
             return

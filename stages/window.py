@@ -101,8 +101,7 @@ class WindowSink(Sink):
         flickered between them."""
         if packet.source not in self._fps:
             self._fps[packet.source] = FpsMeter()
-        fps = self._fps[packet.source].tick()
-        image = draw(packet, self.params.show_probs, fps if self.params.show_fps else None)
+        image = draw(packet, self.params.show_probs, self._fps[packet.source].tick() if self.params.show_fps else None)
         cv2.imshow(self._windows.get(packet.source) or self._open_window(packet.source, image.shape), image)
         self._handle_events()
 
