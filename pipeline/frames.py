@@ -73,7 +73,9 @@ class FrameRef:
 
 
 class FrameRing:
-    """The writer's side: one process (a source) owns a ring per frame size it has seen.
+    """The writer's side: one process (a source) owns one ring of ``slots`` frames; a frame
+    larger than its slots starts a new segment of larger ones (``_grow``), smaller frames use the
+    current one.
 
     The writer never unlinks its segments: readers downstream may still map them after the
     source has finished. Their names start with the run's (``prefix``), and the runner's lease
