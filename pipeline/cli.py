@@ -12,7 +12,9 @@ import sys
 import textwrap
 import traceback
 from collections.abc import Sequence
+from enum import Enum
 from importlib import metadata
+from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -106,6 +108,12 @@ def _warn(graph: Graph) -> None:
               file=sys.stderr)
 
 
+def _shown(default: Any) -> Any:
+    """A default as a config writes it: an enum's value and a path's text, not their reprs
+    (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``)."""
+    return default.value if isinstance(default, Enum) else str(default) if isinstance(default, PurePath) else default
+
+
 def _kind(info: FieldInfo) -> str:
     """What a param takes, as a config's author needs it: ``a number > 1 and <= 2``, ``one of
     'auto', 'tcp', 'udp'``; a plug-in's bounds were otherwise visible only in its source."""
@@ -143,11 +151,12 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))
         fields = cls.Params.model_fields.items()  # the required first: inherited ones come first otherwise
         for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
-            default = "required" if info.is_required() else f"default {info.default!r}"
+            default = ("required" if info.is_required() else
+                       f"default {_shown(info.get_default(call_default_factory=True))!r}")
             print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
     problems = [message for name, message in reg.problems.items() if not args.types or name in args.types]
     for message in problems:
-        print(f"fer-pipe: {message}", file=sys.stderr)
+        print(f"fer-pipe: {printable(message)}", file=sys.stderr)
     return 1 if problems else 0  # the good ones are listed; a script (CI) still learns of the broken
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
 
-from .stage import Sink, Source, Stage, StageParams
+from .stage import Sink, Source, Stage, StageParams, said
 
 GROUP = "fer_pipe.stages"
 
@@ -51,7 +51,7 @@ def registry() -> Registry:
         # command line, or exits when a library is missing): report, don't crash or exit
         except (Exception, SystemExit) as exc:
             why = (f"it exits while imported (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit)
-                   else f"{type(exc).__name__}: {exc}")
+                   else said(exc))  # numpy's import error alone is a dozen lines
             problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
             continue
         if not (isinstance(obj, type) and issubclass(obj, Stage)):

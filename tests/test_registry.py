@@ -15,6 +15,10 @@ from conftest import fer_pipe, write_video
 BROKEN_MODULE = '''
 import not_a_module_anywhere
 '''
+NOISY_IMPORT = '''
+raise ImportError("\\n\\nIMPORTANT: PLEASE READ THIS\\n\\n  numpy failed to import\\x1b[31m\\n")
+'''
+"""numpy's own import error is a dozen lines, and a message may hold a terminal's escape codes."""
 NOT_A_STAGE = '''
 class Plain:
     pass
@@ -36,6 +40,9 @@ class Loose(Stage):
 '''
 
 CONTRACT_BREAKERS = '''
+import enum
+import pathlib
+
 from pydantic import Field, field_validator
 
 from fer_pipe.messages import FACES, FRAME
@@ -145,6 +152,22 @@ class OptionalFile(Sink):
 
     def consume(self, packet):
         pass
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class DefaultsParams(StageParams):
+    tags: list[str] = Field(default_factory=list)
+    colour: Colour = Colour.RED
+    out: pathlib.Path = pathlib.Path("x.txt")
+
+
+class Defaults(Stage):
+    """A stage whose defaults are made by a factory, an enum and a path."""
+    Params = DefaultsParams
+    reads = writes = FACES
 '''
 """Mistakes a plug-in author makes that were found only at the first frame (or, for reads = [...],
 as a traceback of validate), and then often in the stage after the broken one."""
@@ -193,7 +216,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\npreset = breakmod:Preset")
+                  "closingnumber = breakmod:ClosingNumber\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+    _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
     env = _env(root)
@@ -233,6 +257,12 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "(sys.exit(0))"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
     assert {"byprocess", "cross", "optfile"} <= set(summaries)
+    # a multi-line import error was printed as its dozen lines, with its escape codes live
+    assert ("fer-pipe: plug-in 'noisy' from distribution noisy-import: cannot import noisymod:Stage: ImportError: "
+            "IMPORTANT: PLEASE READ THIS / numpy failed to import\\x1b[31m\n") in listed.stderr
+    # a default made by a factory was listed as PydanticUndefined, an enum's and a path's as their reprs
+    for line in ("tags: default []", "colour: default 'red'", "out: default 'x.txt'"):
+        assert f"\n    {line}; " in listed.stdout, listed.stdout
     # a file param left at its empty default names no file: before, "" was refused as an empty
     # path and None was an AttributeError traceback, so no stage could have an optional file
     optional = fer_pipe("validate", str(_config(tmp_path / "o.yaml", "optfile")), env=env, timeout=120)
