@@ -98,6 +98,8 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
                 if not item.outage:
                     last_index = item.index
         else:
+            if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
+                raise TypeError("run_stage: packets is a Packet, not an iterable of packets (pass [packet])")
             for number, packet in enumerate(packets):
                 if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
                     raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")

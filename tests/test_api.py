@@ -74,6 +74,9 @@ def test_run_stage_given_other_than_packets_or_frames_names_the_item():
     with pytest.raises(TypeError, match=r"^run_stage: packets\[0\] has an array of float32 shaped \(48, 64, 3\) for its "
                                         r"image; a frame is a uint8 array, H x W x 3 \(BGR\) or grey$"):
         run_stage("haar", [Packet("cam", 0, 0.0, image)])
+    with pytest.raises(TypeError, match=r"^run_stage: packets is a Packet, not an iterable of packets \(pass "
+                                        r"\[packet\]\)$"):  # the README's comment said to pass one so
+        run_stage("smooth", Packet("cam", 0, 0.0))
 
 
 def test_bad_config_raises_before_anything_starts(tmp_path):
