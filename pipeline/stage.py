@@ -292,6 +292,24 @@ def handle(stage: Stage, packet: Packet) -> list[Packet]:
     return packets_of(stage.process(packet))
 
 
+def length_of(source: Source) -> int | None:
+    """``source.length()``, checked in the source's process: a text there failed the runner's
+    progress bar in the parent, and the run with it, before a frame was written."""
+    length = source.length()
+    if length is None or (isinstance(length, (int, np.integer)) and not isinstance(length, bool) and length >= 0):
+        return None if length is None else int(length)
+    raise TypeError(f"length() returned {length!r}; it returns the frames to come, an int >= 0, or None")
+
+
+def idle_of(stage: Stage) -> float | None:
+    """``stage.idle_s``, checked once it is open (a stage may set it there): 0 or less polled its
+    queue without a wait, a whole core busy in silence, and a text failed on a sum naming neither."""
+    idle = stage.idle_s
+    if idle is None or (isinstance(idle, (int, float)) and not isinstance(idle, bool) and 0 < idle < math.inf):
+        return idle
+    raise TypeError(f"idle_s is {idle!r}; it is how often idle runs, a number of seconds > 0, or None")
+
+
 def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     """What a source's ``frames`` yielded, checked against the source contract: a TypeError
     there, raised in the source, where the stage that met it failed instead (the detector, on an

@@ -28,7 +28,8 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
-from .stage import Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, named, packets_of, said, say_skipped
+from .stage import (Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, idle_of, length_of, named, packets_of,
+                    said, say_skipped)
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -98,7 +99,7 @@ def stage_main(w: Wiring) -> None:
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots)
-            w.control.put(Length(name, stage.length()))
+            w.control.put(Length(name, length_of(stage)))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
         else:
@@ -108,6 +109,9 @@ def stage_main(w: Wiring) -> None:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
             try:
                 held = packets_of(stage.finish(), "finish")
+                if held and w.spec.workers > 1:  # each copy's would come once per worker, out of order
+                    raise TypeError(f"finish returned {len(held)} packet(s), but a stage run with workers keeps "
+                                    "nothing between packets, so its finish returns nothing")
             except (UserError, BrokenPipeError):
                 raise
             except Exception as exc:  # said as "while finishing", as open's and close's are
@@ -249,7 +253,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
     reorder = Reorder()
     worker = w.spec.workers > 1
     stopped_at: dict[str, int] = {}  # per numbering (one per input), the first item this worker had after its stop
-    for item in _receive(w.inboxes, stage.idle_s):
+    for item in _receive(w.inboxes, idle_of(stage)):
         if item is None:
             handle.idle()
         elif not isinstance(item, Sequenced):

@@ -57,6 +57,8 @@ class FaultyParams(StageParams):
     self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
     armed_file: str = Field("", description="with a path: fault only while this file exists, so a rerun with "
                                             "the same config finds the bug mended, as a fix in code would")
+    idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
+                                                             "a text)")
 
 
 class Faulty(Stage):
@@ -86,6 +88,8 @@ class Faulty(Stage):
             os.replace(self.params.pid_file + ".part", self.params.pid_file)
         self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
         self._held = []
+        if self.params.idle_every is not None:
+            self.idle_s = self.params.idle_every
 
     def outage(self, packet):
         if self.params.mode == "outage_raise":
@@ -158,11 +162,15 @@ class BrokenFramesParams(StageParams):
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
+    length_text: str = Field("", description="length() returns this text (a bug) rather than None")
 
 
 class BrokenFrames(Source):
     """A source whose frame 'at' breaks the source contract, or that fails there."""
     Params = BrokenFramesParams
+
+    def length(self):
+        return self.params.length_text or None
 
     def frames(self):
         import numpy as np

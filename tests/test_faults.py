@@ -136,6 +136,41 @@ def test_what_a_source_read_before_it_failed_or_ended_the_run_passes_every_finis
     assert one.read_text() == (tmp_path / "run.csv").read_text()
 
 
+@pytest.mark.parametrize("source, stage, said", [
+    ("length_text: '20'", "{}", "stage 'source' (brokenframes) failed: TypeError: length() returned '20'; it returns "
+                                "the frames to come, an int >= 0, or None"),
+    ("{}", "idle_every: 0", "stage 'faulty' (faulty) failed: TypeError: idle_s is 0.0; it is how often idle runs, a "
+                            "number of seconds > 0, or None"),
+    ("{}", "idle_every: '0.5'", "stage 'faulty' (faulty) failed: TypeError: idle_s is '0.5'; it is how often idle "
+                                "runs, a number of seconds > 0, or None")], ids=["length", "idle_0", "idle_text"])
+def test_a_plugins_length_or_idle_s_out_of_the_contract_is_named(plugin_env, tmp_path, source, stage, said):
+    """A length() of text crashed the runner's progress bar in the parent, before any frame was
+    written; an idle_s of 0 polled without a wait, a core busy in silence, and one of text
+    failed on a sum that named neither (s37a)."""
+    config = tmp_path / "contract.yaml"
+    config.write_text(f"stages:\n  source: {{type: brokenframes, params: {{mode: float, at: 99, "
+                      f"{source.strip('{}')}}}}}\n"
+                      f"  faulty: {{type: faulty, inputs: [source], params: {{{stage.strip('{}')}}}}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {said}\n")
+
+
+def test_a_stage_with_workers_whose_finish_returns_packets_fails_naming_it(plugin_env, tmp_path):
+    """Each worker's finish gave its packets, unnumbered: a held packet came twice, once before
+    frame 0, exit 0 (s37a). A stage with workers keeps nothing between packets."""
+    config = tmp_path / "held.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: float, at: 99}}\n"
+                      "  faulty: {type: faulty, inputs: [source], workers: 2, params: {mode: hold}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert done.returncode == 1
+    assert re.fullmatch(r"fer-pipe: stage 'faulty\[[01]\]' \(faulty\) failed: while finishing: TypeError: finish "
+                        r"returned 4 packet\(s\), but a stage run with workers keeps nothing between packets, so its "
+                        r"finish returns nothing\n", done.stderr), done.stderr
+    assert assert_valid_prefix(tmp_path / "out.csv") == []
+
+
 def test_a_stop_cuts_every_input_of_a_stage_with_workers(plugin_env, short_clip, tmp_path):
     """Each input numbers its own items: a worker that ended the run put one number on its
     answers for both, which cut the first input alone, and the second went on with frames after
