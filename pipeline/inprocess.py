@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -91,26 +91,32 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     type(stage).preflight(stage.params)
     stage.open()
     try:
-        if isinstance(stage, Source):
-            last_index = None
-            for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
-                out.append(frame_of(stage.source_id, item, last_index))
-                if not item.outage:
-                    last_index = item.index
-        else:
-            if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
-                raise TypeError("run_stage: packets is a Packet, not an iterable of packets (pass [packet])")
-            for number, packet in enumerate(packets):
-                if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
-                    raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
-                shown = not_a_frame(packet.image)
-                if shown:  # a source's frames are checked as they come; these are the caller's own
-                    raise TypeError(f"run_stage: packets[{number}] has {shown} for its image; {A_FRAME}")
-                out.extend(handle(stage, own_copy(packet)))
+        with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
+            _feed(stage, packets, out)
         out.extend(packets_of(stage.finish(), "finish"))
     finally:
         stage.close()
     return out
+
+
+def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet]) -> None:
+    """``run_stage``'s packets through the stage, or its source's frames, into ``out``."""
+    if isinstance(stage, Source):
+        last_index = None
+        for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
+            out.append(frame_of(stage.source_id, item, last_index))
+            if not item.outage:
+                last_index = item.index
+    else:
+        if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
+            raise TypeError("run_stage: packets is a Packet, not an iterable of packets (pass [packet])")
+        for number, packet in enumerate(packets):
+            if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
+                raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
+            shown = not_a_frame(packet.image)
+            if shown:  # a source's frames are checked as they come; these are the caller's own
+                raise TypeError(f"run_stage: packets[{number}] has {shown} for its image; {A_FRAME}")
+            out.extend(handle(stage, own_copy(packet)))
 
 
 class GraphRun(NamedTuple):

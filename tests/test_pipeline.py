@@ -270,6 +270,32 @@ def test_run_stage_numbers_a_sources_packets_on_from_its_last_frame_not_an_outag
         run_stage(Misnumbered)
 
 
+def test_run_stage_keeps_what_a_stage_gave_before_it_ended_the_run_and_finishes_it():
+    """A StopRun escaped run_stage, with what the stage had given and without its finish, where
+    a run ends cleanly on it (s37a)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Source, Stage, StopRun
+
+    class Enough(Stage):
+        def process(self, packet):
+            if packet.index == 2:
+                raise StopRun("enough")
+            return (packet,)
+
+        def finish(self):
+            return (Packet("cam", 99, 9.9),)
+
+    assert [p.index for p in run_stage(Enough, [Packet("cam", i, i / 10) for i in range(5)])] == [0, 1, 99]
+
+    class Short(Source):
+        def frames(self):
+            yield Packet(self.source_id, 0, 0.0, np.zeros((4, 4, 3), np.uint8))
+            raise StopRun("enough")
+
+    assert [p.index for p in run_stage(Short)] == [0]
+
+
 def test_run_graph_gives_every_branch_read_only_pixels_as_a_run_does():
     """The first (here the only) branch of a source got the source's own writable array, the
     others read-only views of it: a stage there could paint into the frame the others then
