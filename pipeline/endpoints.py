@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from .errors import InputError
@@ -57,10 +60,50 @@ def check_private(endpoint: str, public: bool, advice: str = "") -> None:
                          f"this machine; set public: true to allow it{advice}")
 
 
+_claimed: ContextVar[dict[tuple[str, object], str] | None] = ContextVar("claimed", default=None)
+"""Within ``one_binder_each``: each endpoint checked so far, and the stage type that binds it."""
+WILDCARDS = ("*", "0.0.0.0", "::")
+
+
+@contextmanager
+def one_binder_each() -> Iterator[None]:
+    """Around a run's preflight: a second stage checked for an endpoint one before it binds is
+    refused. Each probe found the port free alone, and the second stage to bind failed after
+    every stage had started, the other sinks' files already emptied (s37b)."""
+    token = _claimed.set({})
+    try:
+        yield
+    finally:
+        _claimed.reset(token)
+
+
+def _same_place(a: tuple[str, object], b: tuple[str, object]) -> bool:
+    """Whether two binds take one place: one ipc path, or one TCP port on one host or where
+    either listens on every address."""
+    if a == b:
+        return True
+    return "ipc" not in (a[0], b[0]) and a[1] == b[1] and (a[0] in WILDCARDS or b[0] in WILDCARDS)
+
+
+def _claim(endpoint: str, who: str) -> None:
+    claimed = _claimed.get()
+    if claimed is None:
+        return
+    where = tcp_host_port(endpoint)
+    key: tuple[str, object] = ("ipc", endpoint) if where is None else where
+    clash = next((other for place, other in claimed.items() if _same_place(place, key)), None)
+    if clash is not None:
+        raise InputError(f"{who} {endpoint}: another stage of this config ({clash}) binds it too; give each its "
+                         "own port")
+    claimed[key] = who
+
+
 def check_bindable(endpoint: str, who: str) -> None:
-    """InputError where another process holds the port of a ``tcp://`` endpoint: said before any
-    stage starts, not from the stage's process once every stage has started. A host name or an
-    interface is left to ZeroMQ, which resolves it, and to the stage's open."""
+    """InputError where another process, or another stage of the run, holds the port of a
+    ``tcp://`` endpoint (or, for a stage of the run, the path of an ``ipc://`` one): said before
+    any stage starts, not from the stage's process once every stage has started. A host name or
+    an interface is left to ZeroMQ, which resolves it, and to the stage's open."""
+    _claim(endpoint, who)
     where = tcp_host_port(endpoint)
     if where is None:
         return

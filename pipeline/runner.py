@@ -27,6 +27,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, Length, Message, Opened, SourceFailed, Stopped
 from .emitter import Outbox, StageQueue
+from .endpoints import one_binder_each
 from .errors import InputError, UserError, printable
 from .graph import Graph, StageSpec
 from .redaction import redact_urls
@@ -201,22 +202,23 @@ class Runner:
         self._on_signal(signal.SIGINT, None)
 
     def run(self) -> RunResult:
-        for spec in self.graph.stages.values():
-            try:
-                spec.cls.preflight(spec.params)
-            except UserError as exc:
-                from .config import placeholder_hint  # on this failure only: config imports pydantic
+        with one_binder_each():  # two stages of this run on one port are refused here too
+            for spec in self.graph.stages.values():
+                try:
+                    spec.cls.preflight(spec.params)
+                except UserError as exc:
+                    from .config import placeholder_hint  # on this failure only: config imports pydantic
 
-                raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{placeholder_hint(self.graph, spec)}") \
-                    from None
-            except OSError as exc:
-                if exc.filename is None:  # not about a file (a refused connection): as any other error
+                    hint = placeholder_hint(self.graph, spec)
+                    raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{hint}") from None
+                except OSError as exc:
+                    if exc.filename is None:  # not about a file (a refused connection): as any other error
+                        return self._preflight_failed(spec, exc)
+                    # a file its params name cannot be looked at (a folder the user may not enter)
+                    raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename}: "
+                                     f"{exc.strerror or exc}") from None
+                except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
                     return self._preflight_failed(spec, exc)
-                # a file its params name cannot be looked at (a folder the user may not enter)
-                raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename}: "
-                                 f"{exc.strerror or exc}") from None
-            except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as when it fails in its process
-                return self._preflight_failed(spec, exc)
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks

@@ -932,6 +932,41 @@ def test_an_episodes_publish_port_already_in_use_is_said_before_any_stage_starts
     assert not (tmp_path / "e.csv").exists()  # nothing started
 
 
+def test_two_stages_of_one_config_on_one_port_are_refused_before_any_stage_starts(short_clip, tmp_path):
+    """Each stage's probe found the port free alone: the run failed once every stage had
+    started, on whichever bound second, with the last run's files already emptied (s37b)."""
+    import yaml
+
+    frames, episodes = tmp_path / "frames.csv", tmp_path / "episodes.csv"
+    frames.write_text("the last run's rows\n")
+    port = free_port()
+    config = yaml.safe_load((REPO / "configs" / "episodes.yaml").read_text())
+    config["stages"]["events"] = {"type": "zmq", "inputs": ["smoother"],
+                                  "params": {"endpoint": f"tcp://127.0.0.1:{port}"}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(config))
+    code, err = run(f"source.path={short_clip}", f"episodes.path={episodes}", f"csv.path={frames}",
+                    f"episodes.publish={port}", config=str(tmp_path / "g.yaml"))
+    assert (code, one_line(err)) == (2, f"fer-pipe: stage 'events' (zmq): zmq tcp://127.0.0.1:{port}: another stage "
+                                        "of this config (episodes) binds it too; give each its own port")
+    assert frames.read_text() == "the last run's rows\n" and not episodes.exists()
+
+
+def test_a_port_bound_on_every_address_clashes_with_the_same_port_on_one():
+    from fer_pipe.endpoints import check_bindable, one_binder_each
+    from fer_pipe.errors import InputError
+
+    port = free_port()
+    with one_binder_each():
+        check_bindable(f"tcp://*:{port}", "zmq")
+        check_bindable(f"tcp://127.0.0.1:{free_port()}", "zmq")  # another port
+        check_bindable("ipc:///tmp/fer-pipe-a", "zmq")
+        with pytest.raises(InputError, match=r"another stage of this config \(zmq\) binds it too"):
+            check_bindable(f"tcp://127.0.0.1:{port}", "episodes")
+        with pytest.raises(InputError, match=r"another stage of this config \(zmq\) binds it too"):
+            check_bindable("ipc:///tmp/fer-pipe-a", "zmq")
+    check_bindable(f"tcp://127.0.0.1:{port}", "episodes")  # outside a run's preflight: each on its own
+
+
 def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     """Issue 7's network exposure: binding a non-loopback address without CURVE keys prints a
     warning. 192.0.2.1 is a documentation address on no interface here, so the bind that
