@@ -114,7 +114,7 @@ class EpisodesSink(Sink):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
-        self._faces = self._smoothed = 0
+        self._faces = self._smoothed = self._labelled = 0
         # bound before the CSV is opened, which empties it (without append): a busy port leaves the
         # last run's file whole
         self._publisher = Publisher("episodes", self.name, tcp_endpoint(self.params.host, self.params.publish)) \
@@ -129,6 +129,7 @@ class EpisodesSink(Sink):
         for face in packet.faces or []:
             self._faces += face.probs is not None
             self._smoothed += face.smoothed is not None
+            self._labelled += face.smoothed_label is not None
             if face.track_id is None:
                 continue
             key = (packet.source, face.track_id)
@@ -160,6 +161,10 @@ class EpisodesSink(Sink):
                   "smoothed label, so there are no episodes; put track and smooth stages before it (see "
                   "configs/episodes.yaml), or, if they are there, no face lasted the track stage's "
                   "min_hits detections", file=sys.stderr)
+        elif self._smoothed and not self._labelled:  # smoothed, but no label ever settled: as silent before
+            print(f"fer-pipe: WARNING: episodes stage {self.name!r}: no smoothed label settled on any of the "
+                  f"{self._smoothed} smoothed faces, so there are no episodes; no face kept one label for the "
+                  "smooth stage's hold_s", file=sys.stderr)
         return []
 
     def close(self) -> None:
@@ -220,10 +225,11 @@ class EpisodesSink(Sink):
         duration = episode.end[1] - episode.start[1]
         if duration < self.params.min_duration_s:
             return
+        start, end = round(episode.start[1], 3), round(episode.end[1], 3)
         row = {"source": key[0], "track_id": key[1], "label": episode.label,
-               "start_frame": episode.start[0], "end_frame": episode.end[0],
-               "start_time": round(episode.start[1], 3), "end_time": round(episode.end[1], 3),
-               "duration_s": round(duration, 3), "mean_confidence": round(episode.total / episode.count, 4),
+               "start_frame": episode.start[0], "end_frame": episode.end[0], "start_time": start, "end_time": end,
+               # from the times as written: rounded on its own, it was 1 ms off their difference in one row of seven
+               "duration_s": round(end - start, 3), "mean_confidence": round(episode.total / episode.count, 4),
                "peak_confidence": round(episode.peak, 4)}
         self._out.write([[format(row[k], CSV_FORMATS.get(k, "")) for k in EPISODE_FIELDS]])
         self._publish(episode_event(row))

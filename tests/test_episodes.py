@@ -139,6 +139,16 @@ def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path)
         assert all(re.fullmatch(r"\d\.\d{4}", row[k]) for k in ("mean_confidence", "peak_confidence"))
 
 
+def test_an_episodes_duration_is_the_difference_of_its_times_as_written(tmp_path: Path) -> None:
+    """Rounded on its own, duration_s was 1 ms off end_time - start_time in one row of seven
+    on the WolfgangLanger clip (s37b): here the start rounds down and the end up."""
+    packets = track(["happy"] * 50)
+    for packet in packets:
+        packet.timestamp += 0.0006 if packet.index == 49 else 0.0004
+    (row,) = episodes_of(packets, tmp_path)
+    assert (row["start_time"], row["end_time"], row["duration_s"]) == ("0.000", "1.961", "1.961")
+
+
 def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_out(tmp_path: Path) -> None:
     packets = track(["angry"] * 40 + ["surprise"] * 12 + ["angry"] * 40)
     packets += [Packet("cam", i, i / FPS, faces=[Face((200, 0, 60, 60), probs("fear"), 2)]) for i in range(92, 120)]
@@ -184,6 +194,13 @@ def test_a_graph_without_track_or_smooth_stages_says_why_nothing_is_smoothed(tmp
     faces = [Face((200, 0, 60, 60), probs("happy"), None if i < 3 else 1) for i in range(43)]
     episodes_of([Packet("cam", i, i / FPS, faces=[face]) for i, face in enumerate(faces)], tmp_path)
     assert capsys.readouterr().err == ""
+    # smoothed, but held longer than the faces lasted: no label settled, and no word was said (s37b)
+    held = run_stage("smooth", track(["happy"] * 40), {"hold_s": 10.0})
+    assert {face.smoothed_label for p in held for face in p.faces} == {None}
+    run_stage("episodes", held, {"path": str(tmp_path / "held.csv")})
+    assert capsys.readouterr().err.splitlines() == [
+        "fer-pipe: WARNING: episodes stage 'episodes': no smoothed label settled on any of the 40 smoothed faces, "
+        "so there are no episodes; no face kept one label for the smooth stage's hold_s"]
 
 
 def test_a_missing_folder_is_a_clear_input_error(tmp_path: Path) -> None:
