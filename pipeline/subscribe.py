@@ -15,7 +15,7 @@ import zmq
 
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
-from .endpoints import ipv6_for
+from .endpoints import ipv6_for, unresolved_host
 from .errors import InputError
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     prefixes = dict.fromkeys(TOPIC_PREFIX.values())
     topics = args.topic or [f"{prefix}.{source}" for source in args.source for prefix in prefixes]
     sock = connect(ctx, args.endpoint, topics, args.server_key, args.client_keys)
+    host = unresolved_host(args.endpoint)
+    if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
+        print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
+              "sends", file=sys.stderr, flush=True)
     writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.format == "csv":
         writer.writerow(FRAME_COLUMNS)

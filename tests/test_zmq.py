@@ -589,6 +589,19 @@ MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "c
              b'"seq": 2, "run": "r"}']  # a lone surrogate: valid JSON, but no UTF-8 for the CSV
 
 
+def test_subscribe_to_a_host_name_that_does_not_resolve_says_so(tmp_path):
+    """ZeroMQ retries such a name without a word: a typo in the publisher's name waited in
+    silence for ever, as for a run with nothing to send (s37b). .invalid never resolves."""
+    err = tmp_path / "err"
+    proc = start_fer_pipe("subscribe", "tcp://eventhost.invalid:5571", stderr_path=err)
+    try:
+        wait_for(lambda: err.read_text(), 60, "a line on stderr", proc)
+    finally:
+        stop(proc, signal.SIGINT)
+    assert err.read_text().splitlines()[0] == ("fer-pipe subscribe: no such host 'eventhost.invalid' (yet?): waiting "
+                                               "until it resolves and a publisher there sends")
+
+
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
     from fer_pipe.events import encode
 
