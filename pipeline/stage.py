@@ -61,9 +61,9 @@ class StopRun(Exception):
 
     The runner stops the sources and drains the graph, so every file sink closes complete and
     the run exits 0; the stage that raised gets no more packets (a source that raises it ends
-    its stream there). A sink whose output is a pipe
-    that its reader closed (``csv.path=/dev/stdout | head``) ends the run the same way: the
-    reader has what it wanted, as with any Unix filter.
+    its stream there). A sink whose output is a pipe that its reader closed
+    (``csv.path=/dev/stdout | head``) ends the run the same way: the reader has what it wanted,
+    as with any Unix filter.
     """
 
 
