@@ -165,9 +165,12 @@ def test_a_stage_with_workers_whose_finish_returns_packets_fails_naming_it(plugi
                       f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
     done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
     assert done.returncode == 1
-    assert re.fullmatch(r"fer-pipe: stage 'faulty\[[01]\]' \(faulty\) failed: while finishing: TypeError: finish "
-                        r"returned 4 packet\(s\), but a stage run with workers keeps nothing between packets, so its "
-                        r"finish returns nothing\n", done.stderr), done.stderr
+    said = ("stage 'faulty[{}]' (faulty) failed: while finishing: TypeError: finish returned 4 packet(s), but a stage "
+            "run with workers keeps nothing between packets, so its finish returns nothing")
+    lines = done.stderr.splitlines()  # the other worker's too where it failed before the run ended
+    first = re.match(r"fer-pipe: stage 'faulty\[([01])\]'", lines[0])
+    assert first and lines[0] == f"fer-pipe: {said.format(first[1])}", done.stderr
+    assert lines[1:] in ([], [f"fer-pipe: also, {said.format(1 - int(first[1]))}"]), done.stderr
     assert assert_valid_prefix(tmp_path / "out.csv") == []
 
 
@@ -643,7 +646,10 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, clips
     assert code == 0, err
     assert "stage 'faulty' fell behind a live source; frames overwritten before or while it read them are " \
            "dropped" in err
-    assert stats_row(err, "faulty" if workers == 1 else "faulty[1]")["dropped"] >= 1
+    # counted by the worker dealt frame 5: faulty[1], unless the source dropped a frame before it
+    # on a busy machine, which deals frame 5 to faulty[0] (CI 37a)
+    assert sum(stats_row(err, name)["dropped"] for name in (["faulty"] if workers == 1 else
+                                                            ["faulty[0]", "faulty[1]"])) >= 1
     _, rows, text = read_csv(out)
     frames = [int(r[1]) for r in rows]
     assert 5 not in frames and frames == sorted(set(frames)) and text.endswith("\n")
