@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from .frames import FrameRef
 from .messages import Face, Packet
 
 
@@ -281,6 +282,9 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
         if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
             raise TypeError(f"{method} returned a packet whose faces are or hold a {type(wrong).__name__}, "
                             "not a list of fer_pipe.messages.Face")
+        shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
+        if shown:  # unchecked, the detector after it failed on an OpenCV assertion blaming its scale factor
+            raise TypeError(f"{method} returned a packet with {shown} for its image; {A_FRAME}")
     return out
 
 

@@ -174,6 +174,23 @@ def test_a_stage_with_workers_whose_finish_returns_packets_fails_naming_it(plugi
     assert assert_valid_prefix(tmp_path / "out.csv") == []
 
 
+def test_a_stage_that_passes_on_an_image_no_stage_takes_is_named_not_the_stage_after_it(plugin_env, tmp_path):
+    """A float image was met by the stage after the one that made it (a detector: an OpenCV
+    assertion blaming its scale factor), or by none (a csv sink: exit 0) (s37a); a source's
+    and run_stage's were checked already."""
+    out = tmp_path / "out.csv"
+    config = tmp_path / "float.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: float, at: 99}}\n"
+                      "  faulty: {type: faulty, inputs: [source], params: {mode: float_image, at: [2]}}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{out}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 2: "
+                                                 "TypeError: process returned a packet with an array of float32 "
+                                                 "shaped (48, 64, 3) for its image; a frame is a uint8 array, H x W "
+                                                 "x 3 (BGR) or grey\n")
+    assert assert_valid_prefix(out) in ([], [0], [0, 1])  # a failure stops what is still in flight
+
+
 def test_a_stop_cuts_every_input_of_a_stage_with_workers(plugin_env, short_clip, tmp_path):
     """Each input numbers its own items: a worker that ended the run put one number on its
     answers for both, which cut the first input alone, and the second went on with frames after
