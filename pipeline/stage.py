@@ -265,9 +265,10 @@ class Sink(Stage):
 
 
 def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list[Packet]:
-    """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets is a
-    TypeError saying so, raised in the stage that returned it: unchecked, it was the stage it
-    reached that failed, with a message about a missing attribute."""
+    """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
+    packet whose faces or image the stages do not take, is a TypeError saying so, raised in the
+    stage that returned it: unchecked, it was the stage it reached that failed, with a message
+    about a missing attribute or an OpenCV assertion."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
     if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
