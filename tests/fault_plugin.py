@@ -251,6 +251,16 @@ def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop",
     return path
 
 
+def broken_source_config(path: Path, out_csv: Path, source: str, faulty: str = "") -> Path:
+    """brokenframes -> faulty -> csv: ``source`` is the source's params (YAML flow mapping's
+    inside: ``mode: outage, at: 3``), ``faulty`` what the faulty stage has beside its input
+    (``workers: 2, params: {mode: hold}``)."""
+    path.write_text(f"stages:\n  source: {{type: brokenframes, params: {{{source}}}}}\n"
+                    f"  faulty: {{type: faulty, inputs: [source]{', ' + faulty if faulty else ''}}}\n"
+                    f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{out_csv}'}}}}\n")
+    return path
+
+
 def start_run(config: Path, env: dict[str, str], *args: str, quiet: bool = True) -> subprocess.Popen:
     """``fer-pipe run`` in its own session (so a test can signal its whole process group, as a
     terminal's Ctrl-C does); ``quiet=False`` keeps the statistics table on stderr."""
