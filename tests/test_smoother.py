@@ -56,6 +56,18 @@ def test_a_real_change_goes_through_once_and_is_dated_from_when_it_led() -> None
     assert since_frame == round(since_time * fps)
 
 
+def test_a_challenger_that_falls_back_starts_its_hold_afresh() -> None:
+    # two blips of happy, each shorter than hold_s, two seconds apart: the second must not count
+    # the time since the first lead towards the hold (s38c: a challenger never forgotten switched here)
+    sad, happy = probs(sad=0.9, happy=0.02), probs(happy=0.9, sad=0.02)
+    raw = [sad] * 50 + [happy] * 2 + [sad] * 50 + [happy] * 2 + [sad] * 25
+    out = run_stage("smooth", stream(raw, 25.0), {"time_constant_s": 0.05, "hold_s": 0.2})
+    labels = [p.faces[0].smoothed_label for p in out]
+    assert set(labels[5:]) == {"sad"}
+    assert "challenger_since" in out[51].faces[0].extra  # the blip did lead: the hold is what held
+    assert "challenger_since" not in out[60].faces[0].extra
+
+
 def test_the_time_constant_is_in_seconds_not_frames() -> None:
     # the same step at 10 and at 30 fps gives nearly the same smoothed value at the same time;
     # each sample stands for the interval since the one before, so the step counts from one
