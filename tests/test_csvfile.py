@@ -196,7 +196,9 @@ def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_c
     assert again.returncode == 0, again.stderr
     assert frames.read_text().splitlines() == once[0] + once[0][1:]
     assert episodes.read_text().splitlines() == once[1] + once[1][1:]
-    episodes.write_text("a,b\n1,2\n")
+    columns = once[1][0].split(",")  # as many columns as it writes, two swapped: still another layout
+    columns[5], columns[6] = columns[6], columns[5]
+    episodes.write_text(",".join(columns) + "\n" + once[1][1] + "\n")
     refused = fer_pipe("run", str(config), "--quiet", *sets)
     assert (refused.returncode, refused.stderr) == (  # before any stage starts: it said "failed", from open
         2, f"fer-pipe: stage 'episodes' (episodes): episodes {episodes}: exists with other columns; give a new file\n")
