@@ -129,6 +129,15 @@ def test_a_time_lapse_is_tracked_and_only_a_gap_well_over_its_usual_one_ends_its
     assert out[12].extra["track_lost"] == [1]
 
 
+def test_frames_dropped_by_a_live_source_are_predicted_over() -> None:
+    """A face moving 8 px a frame with frames 10-19 lost (a live source's full queue): the
+    filter steps over the frame numbers missed, so the face is met where it now is and keeps
+    its id; predicted one frame on, it was missed and its episode split in two (s38c)."""
+    out = run_stage("track", [packet(i, [(100 + 8 * i, 200, 48, 48)]) for i in [*range(10), *range(20, 30)]],
+                    {"min_hits": 1})
+    assert ids(out) == [[1]] * 20
+
+
 def test_sources_are_tracked_separately() -> None:
     packets = []
     for i in range(6):
@@ -188,20 +197,27 @@ def test_a_frame_without_detector_output_is_treated_as_skipped() -> None:
     assert [f.track_id for f in out[3].faces] == [1]
 
 
-def test_a_face_leaving_the_frame_between_detections_is_cut_to_the_frame_then_dropped() -> None:
+@pytest.mark.parametrize("start, step, cut", [
+    ((300, 200), (12, 0), lambda x, y, w, h: x + w == 640),
+    ((276, 200), (-12, 0), lambda x, y, w, h: x == 0),
+    ((300, 140), (0, 12), lambda x, y, w, h: y + h == 480),  # s38c: the height's half of the check was untested
+    ((300, 276), (0, -12), lambda x, y, w, h: y == 0)], ids=["right", "left", "down", "up"])
+def test_a_face_leaving_the_frame_between_detections_is_cut_to_the_frame_then_dropped(start, step, cut) -> None:
     """The detector looks at every frame while the track forms, then at none (every_n large):
-    the face, moving right at 12 px a frame, is carried past the edge by its velocity. Before,
+    the face, moving towards an edge at 12 px a frame, is carried past it by its velocity. Before,
     its predicted box ran off the frame and its crop came out empty, which OpenCV refuses: the
     classifier failed the run."""
     from fer_pipe.preprocess import crop_faces
 
     image = np.zeros((480, 640, 3), np.uint8)
-    packets = [Packet("cam", i, i / FPS, image, faces=[Face((300 + 12 * i, 200, 64, 64))]) for i in range(10)]
+    packets = [Packet("cam", i, i / FPS, image, faces=[Face((start[0] + step[0] * i, start[1] + step[1] * i, 64, 64))])
+               for i in range(10)]
     packets += [Packet("cam", i, i / FPS, image, faces=[], extra={"detected": False}) for i in range(10, 40)]
     out = run_stage("track", packets, {"min_hits": 3})
     carried = [p.faces[0].box if p.faces else None for p in out[10:]]
-    assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 for x, y, w, h in filter(None, carried))
-    assert carried[15] is not None and carried[15][0] + carried[15][2] == 640  # cut at the edge
+    assert all(0 <= x and x + w <= 640 and 0 <= y and y + h <= 480 and w > 0 and h > 0
+               for x, y, w, h in filter(None, carried))
+    assert carried[15] is not None and cut(*carried[15])  # cut at the edge
     assert carried[-1] is None  # wholly out of view by then
     assert [i for i, box in enumerate(carried) if box is None] == list(range(carried.index(None), 30))
     for p in out:
