@@ -328,7 +328,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     (work / "parts").mkdir(parents=True, exist_ok=True)
     show = not quiet and sys.stderr.isatty()
     _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show,
-               _videos_done(reports, pending_inputs))
+               _videos_done(reports, [job.input for job in todo]))
     for item in pending_inputs:
         _forgive_after_stop(reports[item], jobs[item], work)
     rerun = _rejoin_unaligned(pending_inputs, reports, jobs, work)
@@ -352,7 +352,9 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
 
 def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
     """Where the progress bar's count of videos starts: the inputs whose CSV is in, or will be
-    once their parts are joined, but for those about to run; a failed input is not done."""
+    once their parts are joined, but for those with a task about to run (an input whose tasks
+    all finished before a stop runs none, and no finished task will count it); a failed input
+    is not done."""
     running_now = set(running)
     return sum(report.status != "failed" and item not in running_now for item, report in reports.items())
 

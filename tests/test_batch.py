@@ -499,6 +499,25 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
     assert "3/5 videos" in states[-1], states[-1]
 
 
+def test_a_resumed_batch_counts_an_input_whose_tasks_were_all_done_as_a_video_done(cluster, six_clips, tmp_path):
+    """A stop after every task of an input had finished, before its CSV was joined: the same
+    command again runs none of its tasks and joins it, and the bar ended at "1/2 videos" under a
+    summary of 2 done (s38b). Its whole-video task's part is what a stop there leaves."""
+    first, second = six_clips[0], six_clips[1]
+    out = tmp_path / "out"
+    proc = batch(str(first), "--out", str(out), "--address", cluster.address)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    (out / "_work" / "parts").mkdir(parents=True, exist_ok=True)
+    (out / f"{first.stem}.csv").rename(out / "_work" / "parts" / f"{first.stem}.csv")
+    code, screen = fer_pipe_on_a_terminal("batch", str(first), str(second), "--out", str(out),
+                                          "--address", cluster.address, env=LOOPBACK_RAY)
+    assert code == 0, screen
+    states = [s for s in screen if "frame" in s]
+    assert "2/2 videos" in states[-1], states[-1]
+    assert (out / f"{first.stem}.csv").read_text() == in_process_csv(first, tmp_path / "first.csv")
+
+
 def test_the_bar_counts_the_rows_a_task_made_before_its_input_turned_out_bad(six_clips, tmp_path):
     """Such a task writes its rows beside its part, as a partial CSV: the bar left them out, and
     a folder with one damaged video ended at 94 % (s28b). They count, and its total is them."""
