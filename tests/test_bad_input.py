@@ -527,11 +527,17 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
                                                keras.layers.Reshape((1, 7))]))
         save("logits.tflite", keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
                                                 keras.layers.Dense(7, kernel_initializer="ones")]))
+        save("any_size.tflite", keras.Sequential([keras.Input((None, None, 1)), keras.layers.GlobalAveragePooling2D(),
+                                                  keras.layers.Dense(7, activation="softmax")]))
+        save("batch_of_one.tflite", keras.Sequential([keras.Input((48, 48, 1), batch_size=1),
+                                                      keras.layers.Conv2D(4, 3, strides=4), keras.layers.Flatten(),
+                                                      keras.layers.Dense(7, activation="softmax")]))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]
-    return {name: folder / f"{name}.tflite" for name in ("rgb24", "five", "out3d", "logits")}
+    names = ("rgb24", "five", "out3d", "logits", "any_size", "batch_of_one")
+    return {name: folder / f"{name}.tflite" for name in names}
 
 
 @pytest.mark.parametrize("kind, reason", [
@@ -546,6 +552,12 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     ("out3d", "output must be (n, 7): 7 class probabilities per face, got (1, 1, 7)"),
     ("logits", "its outputs are not probabilities (on a grey face they sum to 3.5, the least 0.5); export it "
                "with its softmax"),
+    # s38a: these two passed too; the first's faces were resized to one pixel (every face one label,
+    # exit 0), the second failed the run at its first frame, exit 1, in LiteRT's words
+    ("any_size", "input must be of a fixed size (n, s, s, 1), got (-1, -1, -1, 1); export it with its face "
+                 "size given, e.g. (None, 48, 48, 1)"),
+    ("batch_of_one", "it cannot take two faces at once (its batch size is fixed at 1); export it with a free "
+                     "batch size, e.g. (None, 48, 48, 1)"),
 ])
 def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_csv):
     model = wrong_models.get(kind, tmp_path / f"{kind}.tflite")

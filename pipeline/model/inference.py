@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..native_stderr import stderr_dropped
+from ..stage import one_line
 from ..messages import EMOTIONS
 
 
@@ -39,6 +40,10 @@ class FaceClassifier:
         shape = tuple(int(v) for v in inp[0]["shape"])
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or inp[0]["dtype"] != np.float32:
             raise InputError(f"model {path}: input must be float32 (n, s, s, 1), got {shape}")
+        signature = tuple(int(v) for v in inp[0].get("shape_signature", shape))
+        if min(signature[1:]) < 1:  # its shape then holds 1 for each, and every face was resized to 1 pixel
+            raise InputError(f"model {path}: input must be of a fixed size (n, s, s, 1), got {signature}; "
+                             "export it with its face size given, e.g. (None, 48, 48, 1)")
         if len(out[0]["shape"]) != 2 or int(out[0]["shape"][-1]) != len(EMOTIONS):
             raise InputError(f"model {path}: output must be (n, {len(EMOTIONS)}): {len(EMOTIONS)} class "
                              f"probabilities per face, got {tuple(int(v) for v in out[0]['shape'])}")
@@ -52,7 +57,14 @@ class FaceClassifier:
         self._input_index = inp[0]["index"]
         self._output_index = out[0]["index"]
         self._batch = shape[0]
-        probe = self._invoke(np.full((1, shape[1], shape[2], 1), 0.5, np.float32))[0]
+        grey = np.full((2, shape[1], shape[2], 1), 0.5, np.float32)  # two faces: a frame's are one batch
+        try:
+            probe = self._invoke(grey)[0]
+        except (RuntimeError, ValueError) as exc:
+            why = (f"its batch size is fixed at {signature[0]}" if signature[0] > 0
+                   else f"LiteRT: {one_line(str(exc)).rstrip('.')}")
+            raise InputError(f"model {path}: it cannot take two faces at once ({why}); export it with a free "
+                             f"batch size, e.g. (None, {shape[1]}, {shape[2]}, 1)") from None
         if probe.min() < 0 or not 0.9 < probe.sum() < 1.1:
             raise InputError(f"model {path}: its outputs are not probabilities (on a grey face they sum to "
                              f"{probe.sum():.3g}, the least {probe.min():.3g}); export it with its softmax")
