@@ -230,6 +230,50 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     assert 0.0 < json.loads(again.stdout)["accuracy"] <= 1.0
 
 
+def test_a_ctrl_c_while_an_epoch_is_saved_is_raised_once_its_files_are_all_saved():
+    """Cut between the checkpoint, the best net and the state, the run said it was kept at an
+    epoch its state on disk had not reached (s38a)."""
+    import signal
+
+    from fer_pipe.model.train import ctrl_c_held
+
+    saved = []
+    with pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            signal.raise_signal(signal.SIGINT)
+            saved.append("checkpoint, best, state")
+    assert saved == ["checkpoint, best, state"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it(tmp_path):
+    """After the last epoch the model is chosen and exported (minutes on the whole data): a
+    Ctrl-C there ended with exit 130 and not a word, the folder without model.tflite (s38a)."""
+    import signal
+
+    data = _random_csv(tmp_path / "train.csv", "Training", rows=64)
+    with open(data, "a") as rows:
+        rows.writelines(_random_csv(tmp_path / "test.csv", "PublicTest").read_text().splitlines(True)[1:])
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(data), "--out", str(out),
+               "--width", "8", "--epochs", "1", "--verbose", "0"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        said = []
+        for line in proc.stderr:
+            said.append(line)
+            if line.startswith("selection on PublicTest"):  # what comes next is the export
+                proc.send_signal(signal.SIGINT)
+                break
+        said += proc.stderr.readlines()
+    assert proc.returncode == 130, "".join(said[-20:])
+    assert said[-1] == (f"fer-pipe train: interrupted after its last epoch, while the model was chosen and exported; "
+                        f"{out} keeps the run, and the same command with --resume exports it\n")
+    assert not (out / "model.tflite").exists()
+    resumed = fer_pipe(*command[3:], "--resume", timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (out / "model.tflite").stat().st_size > 0 and (out / "MODEL_CARD.md").is_file()
+
+
 def test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing_ones(capfd):
     from fer_pipe.native_stderr import output_shown_on_failure
 

@@ -7,14 +7,17 @@ schedule is a function of the optimizer's step count, so a resumed run follows t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import shutil
+import signal
 import sys
 import time
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -323,11 +326,12 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             state["epochs_done"] = epoch + 1
             state["wall_s"] += time.time() - self.epoch_started
             val = float((logs or {}).get("val_accuracy", 0.0))
-            if val >= state.get("best_val_accuracy", -1.0):
-                state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
-                _save_whole(self.model, out / "best.keras")
-            _save_whole(self.model, out / CHECKPOINT)
-            _write_state(state_path, state)
+            with ctrl_c_held():
+                if val >= state.get("best_val_accuracy", -1.0):
+                    state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
+                    _save_whole(self.model, out / "best.keras")
+                _save_whole(self.model, out / CHECKPOINT)
+                _write_state(state_path, state)
 
     if state["epochs_done"] < args.epochs:
         last = args.epochs if args.session_epochs is None else \
@@ -350,11 +354,16 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
         print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
               "the run, and the same command with --resume goes on", file=sys.stderr)
         return 0
-    picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
-    state["runs"][-1]["seconds"] = time.time() - started
-    calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
-                                                                     replace=False)]
-    report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
+    try:
+        picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
+        state["runs"][-1]["seconds"] = time.time() - started
+        calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
+                                                                         replace=False)]
+        report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
+    except KeyboardInterrupt:
+        print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; {out} "
+              "keeps the run, and the same command with --resume exports it", file=sys.stderr)
+        raise
     _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
@@ -391,6 +400,27 @@ def _read_state(path: Path) -> dict:
     if not isinstance(state, dict) or not keys <= state.keys():
         raise InputError(f"{path}: not a training state this can resume (keys missing)")
     return state
+
+
+@contextlib.contextmanager
+def ctrl_c_held() -> Iterator[None]:
+    """A Ctrl-C meanwhile is raised once the block is done: an epoch's checkpoint, best net and
+    state are saved together or not at all. Cut between them, the line said the run was kept at
+    an epoch the state on disk had not reached, and best.keras held a net the state did not name
+    (s38a). A handler that notes the signal rather than a blocked one: the kernel hands a
+    signal blocked in this thread to another (TensorFlow's), and Python then runs the handler here.
+    A SIGINT this process ignores (started with a shell's ``&``) stays ignored."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    seen: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _: seen.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if seen:
+        raise KeyboardInterrupt
 
 
 def _save_whole(model: keras.Model, path: Path) -> None:
