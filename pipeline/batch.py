@@ -53,9 +53,11 @@ from .stage import Sink, StageFailure, named_files
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".avi", ".flv", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ts", ".webm",
-                  ".wmv")
-"""What a folder given as an input contributes: its files with these suffixes (in any case)."""
+VIDEO_SUFFIXES = (".3gp", ".avi", ".flv", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
+                  ".mxf", ".ts", ".vob", ".webm", ".wmv")
+"""What a folder given as an input contributes: its files with these suffixes (in any case). A
+folder of AVCHD or Blu-ray ``.m2ts`` copies gave none of them and ended complete (s38b): a
+suffix left out is a video skipped in silence, so the list holds what OpenCV's FFmpeg reads."""
 
 
 @dataclass

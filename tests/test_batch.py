@@ -416,7 +416,7 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
         f"fer-pipe: batch: {bad}: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
     assert [line for line in stderr.splitlines() if "empty" in line] == [
         f"fer-pipe: batch: {no_videos}: folder {no_videos}: no videos in it "
-        "(.avi, .flv, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .ts, .webm, .wmv)"]
+        "(.3gp, .avi, .flv, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .mxf, .ts, .vob, .webm, .wmv)"]
     assert "Traceback" not in stderr
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
     assert manifest["notes.avi"]["status"] == "failed"
@@ -426,6 +426,23 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert not (out / "notes.csv").exists()
     # three chunks of 16, 16 and 4 frames, joined: the same CSV as the whole clip in one go
     assert (out / f"{good.stem}.csv").read_text() == in_process_csv(good, tmp_path / "whole.csv")
+
+
+@pytest.mark.parametrize("suffix, encoder", [(".m2ts", ["-c:v", "libx264", "-f", "mpegts"]),
+                                             (".3gp", ["-c:v", "libx264"]),
+                                             (".vob", ["-c:v", "mpeg2video", "-f", "vob"]),
+                                             (".mxf", ["-c:v", "mpeg2video", "-r", "25"])])
+def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, suffix, encoder):
+    """A folder of AVCHD copies (.m2ts) gave none of them, and the batch ended complete (s38b)."""
+    from fer_pipe.batch import expand_folders
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    video = folder / f"CAM1{suffix.upper()}"
+    ffmpeg("-i", str(six_clips[0]), *encoder, str(video))
+    (folder / "notes.txt").write_text("not a video\n")
+    assert expand_folders([str(folder)]) == [str(video)]
+    assert len(read_frames(video, 1)) == 1  # OpenCV's FFmpeg reads it
 
 
 def test_a_folders_entries_named_as_videos_that_are_no_files_are_named_and_fail(cluster, six_clips, tmp_path):
