@@ -470,6 +470,27 @@ def test_a_stage_ending_the_run_ends_it_in_one_process_as_in_a_run(plugin_env, s
     assert [int(r.split(",")[1]) for r in one.read_text().splitlines()[1:]] == list(range(10))
 
 
+def test_a_stage_ending_the_run_in_one_process_stops_the_source_for_every_branch(plugin_env, short_clip, tmp_path):
+    """The source reads no further frame once a stage has ended the run: the branch beside the
+    stage that ended it gets no more than the frames read so far. No test had a second branch,
+    where reading on to the end wrote all 60 frames (s38c)."""
+    config = tmp_path / "fan.yaml"
+    config.write_text(f"""stages:
+      source: {{type: video, params: {{path: '{short_clip}'}}}}
+      faulty: {{type: faulty, inputs: [source], params: {{mode: stop_run, at: [10]}}}}
+      csv_a: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / "a.csv"}'}}}}
+      other: {{type: faulty, inputs: [source], params: {{mode: raise, at: [999]}}}}
+      csv_b: {{type: csv, inputs: [other], params: {{path: '{tmp_path / "b.csv"}'}}}}
+    """)
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+    assert (done.returncode, done.stderr) == (0, "")
+    frames = {name: [int(r.split(",")[1]) for r in (tmp_path / name).read_text().splitlines()[1:]]
+              for name in ("a.csv", "b.csv")}
+    assert frames["a.csv"] == list(range(10))
+    assert frames["b.csv"] in (list(range(10)), list(range(11)))  # frame 10 was read: the other branch may have it
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_stage_ending_the_run_cuts_the_csv_there_and_counts_what_was_in_flight(plugin_env, short_clip, tmp_path,
                                                                                    workers):
