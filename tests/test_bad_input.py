@@ -979,6 +979,52 @@ def test_a_port_bound_on_every_address_clashes_with_the_same_port_on_one():
     check_bindable(f"tcp://127.0.0.1:{port}", "episodes")  # outside a run's preflight: each on its own
 
 
+def test_a_port_bound_on_one_address_clashes_with_the_same_port_on_every_one():
+    """The other order of the test above: only the wildcard first was tested (s38c)."""
+    from fer_pipe.endpoints import check_bindable, one_binder_each
+    from fer_pipe.errors import InputError
+
+    port = free_port()
+    with one_binder_each():
+        check_bindable(f"tcp://127.0.0.1:{port}", "episodes")
+        for wildcard in ("*", "0.0.0.0"):
+            with pytest.raises(InputError, match=r"another stage of this config \(episodes\) binds it too"):
+                check_bindable(f"tcp://{wildcard}:{port}", "zmq")
+
+
+def test_a_port_another_process_listens_on_is_refused_for_a_bind_on_every_address():
+    """``tcp://*:P`` is probed on 0.0.0.0; untested, a probe of the host "*" as written found
+    nothing to check, and the run emptied its CSV before the zmq sink failed (s38c)."""
+    import socket
+
+    from fer_pipe.endpoints import check_bindable
+    from fer_pipe.errors import InputError
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        with pytest.raises(InputError, match="cannot bind: Address already in use"):
+            check_bindable(f"tcp://*:{held.getsockname()[1]}", "zmq")
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1:0", "tcp://127.0.0.1:65536", "tcp://127.0.0.1:", "tcp://:5556"])
+def test_an_endpoint_without_a_port_from_1_to_65535_is_refused(endpoint):
+    """Port 0 binds a port of the system's choosing, which no subscriber can be told (s38c)."""
+    from fer_pipe.endpoints import check_form
+
+    with pytest.raises(ValueError, match="expected tcp://HOST:PORT"):
+        check_form(endpoint)
+
+
+def test_localhost_is_loopback_and_a_host_name_is_not():
+    """``host: localhost`` needs no ``public: true``; a name that may resolve elsewhere does (s38c)."""
+    from fer_pipe.endpoints import check_private
+
+    check_private("tcp://localhost:5556", public=False)
+    with pytest.raises(ValueError, match="is not a loopback address"):
+        check_private("tcp://eventhost:5556", public=False)
+
+
 def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     """Issue 7's network exposure: binding a non-loopback address without CURVE keys prints a
     warning. 192.0.2.1 is a documentation address on no interface here, so the bind that
