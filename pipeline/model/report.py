@@ -106,7 +106,8 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         f"- Files: `{KERAS_FILE}` (Keras 3); `{TFLITE_FILE}`, the pipeline's inference path: the {shipped} "
         f"TFLite export (int8 ships when it is at most {INT8_TOLERANCE * 100:.1f} points below float32)",
         "",
-        "## PublicTest accuracy (through the TFLite exports, as `fer-pipe evaluate` prints it)",
+        f"## PublicTest accuracy ({_rows_scored(state, pipeline)}, through the TFLite exports, as `fer-pipe "
+        "evaluate` prints it)",
         "",
         "| export | no test-time augmentation | horizontal flip (the classifier stage's default) |",
         "|---|---|---|",
@@ -120,6 +121,15 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     lines += ["", "![curves](curves.png)", "", "![confusion matrix](confusion.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def _rows_scored(state: dict, pipeline: dict) -> str:
+    """What the card's figures are of: a ``--limit`` run's read like the split's, on 75 rows (s38a)."""
+    rows = pipeline["rows"]
+    if state["options"].get("limit"):
+        return (f"on a --limit sample of {rows} rows drawn with seed {state['options'].get('seed')}, not the whole "
+                "split")
+    return f"on all {rows} rows"
 
 
 def shipped_export(accuracy: dict[str, tuple[float, float]]) -> str:
