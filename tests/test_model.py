@@ -224,6 +224,8 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     assert (out / "model.tflite").read_bytes() == (out / shipped_file).read_bytes()
     assert (out / "model_int8.tflite").stat().st_size < (out / "model_float32.tflite").stat().st_size / 2
     assert card["data_sha256"] and card["epochs"] == 8
+    assert "## PublicTest accuracy (on a --limit sample of 150 rows drawn with seed 1, not the whole split" \
+        in (out / "MODEL_CARD.md").read_text()  # it read as the split's figure (s38a)
     again = fer_pipe("evaluate", "--model", str(out / "model.tflite"), "--data", str(fer2013),
                      "--usage", "PublicTest", "--json", timeout=900)
     assert again.returncode == 0
@@ -272,6 +274,16 @@ def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it
     resumed = fer_pipe(*command[3:], "--resume", timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (out / "model.tflite").stat().st_size > 0 and (out / "MODEL_CARD.md").is_file()
+
+
+def test_the_model_tools_say_a_wrong_model_in_one_line(short_clip, tmp_path):
+    """The README has users compare classifiers with these two; a wrong path was a traceback (s38a)."""
+    missing = tmp_path / "nope.tflite"
+    for tool, args in (("bench_model", ["--model", str(missing)]),
+                       ("flicker", ["--clip", str(short_clip), "--set", f"classifier.model={missing}"])):
+        done = subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
+                              text=True, timeout=300)
+        assert (done.returncode, done.stderr) == (2, f"{tool}: model {missing}: no such file\n")
 
 
 def test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing_ones(capfd):

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from fer_pipe.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "episodes.yaml"
 
@@ -180,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
         from fer_pipe.demo import fetch_clips
 
         clip = fetch_clips()["WolfgangLanger_Pexels.mp4"]
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, episodes = run_config(clip, Path(tmp), args.set)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows, episodes = run_config(clip, Path(tmp), args.set)
+    except UserError as exc:  # a --set or --clip that is wrong: one line, as fer-pipe says it
+        print(f"flicker: {exc}", file=sys.stderr)
+        return 2
     result = analyse(rows, episodes, args.label)
     result.update(clip=clip.name, overrides=args.set)
     print(table(result, clip, args.set))
