@@ -37,6 +37,14 @@ def _random_csv(path, usage, rows=21, seed=0):
     return path
 
 
+def _random_data(folder):
+    """A contest CSV of 64 Training and 21 PublicTest rows of noise: enough for train to run."""
+    data = _random_csv(folder / "data.csv", "Training", rows=64)
+    with open(data, "a") as rows:
+        rows.writelines(_random_csv(folder / "test.csv", "PublicTest").read_text().splitlines(True)[1:])
+    return data
+
+
 def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     data = _random_csv(tmp_path / "private.csv", "PrivateTest")
     done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--json")
@@ -248,14 +256,34 @@ def test_a_ctrl_c_while_an_epoch_is_saved_is_raised_once_its_files_are_all_saved
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_ctrl_c_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_folder(tmp_path):
+    """While the data loaded or TensorFlow started, a Ctrl-C ended with exit 130 and not a
+    word, and left an --out folder holding a lock file alone, where a bad data file leaves
+    none (s38a)."""
+    import signal
+    import time
+
+    data = _random_data(tmp_path)
+    out = tmp_path / "run"
+    with subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(data), "--out", str(out)],
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        while not (out / ".fer-pipe.lock").exists() and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the data is read by then; TensorFlow's import, seconds long, lies ahead
+        proc.send_signal(signal.SIGINT)
+        said = proc.stderr.read()
+    assert proc.returncode == 130, said
+    assert said.splitlines()[-1] == ("fer-pipe train: interrupted before its first epoch ended, so nothing was kept; "
+                                     "the same command starts it again")
+    assert not out.exists()
+
+
 def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it(tmp_path):
     """After the last epoch the model is chosen and exported (minutes on the whole data): a
     Ctrl-C there ended with exit 130 and not a word, the folder without model.tflite (s38a)."""
     import signal
 
-    data = _random_csv(tmp_path / "train.csv", "Training", rows=64)
-    with open(data, "a") as rows:
-        rows.writelines(_random_csv(tmp_path / "test.csv", "PublicTest").read_text().splitlines(True)[1:])
+    data = _random_data(tmp_path)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(data), "--out", str(out),
                "--width", "8", "--epochs", "1", "--verbose", "0"]

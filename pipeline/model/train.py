@@ -257,8 +257,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     made = not out.exists()
     make_folder(out, "train: --out")
-    with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
-        return _train(args, state, out, made)
+    try:
+        with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
+            return _train(args, state, out, made)
+    except KeyboardInterrupt:
+        if not (out / STATE).exists():  # while the data loaded, TensorFlow started or the first epoch ran
+            if made:
+                shutil.rmtree(out)  # as a bad data file does: it left a folder of a lock file alone (s38a)
+            print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
+                  "command starts it again", file=sys.stderr)
+        raise
 
 
 def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) -> int:
@@ -344,9 +352,6 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
             if state_path.exists():
                 print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
                       f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
-            else:
-                print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
-                      "command starts it again", file=sys.stderr)
             raise
     state["runs"][-1]["seconds"] = time.time() - started
     if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
