@@ -74,6 +74,10 @@ def test_run_stage_given_other_than_packets_or_frames_names_the_item():
     with pytest.raises(TypeError, match=r"^run_stage: packets\[0\] has an array of float32 shaped \(48, 64, 3\) for its "
                                         r"image; a frame is a uint8 array, H x W x 3 \(BGR\) or grey$"):
         run_stage("haar", [Packet("cam", 0, 0.0, image)])
+    for channels in (4, 2):  # BGRA (a PNG's alpha, a screen grab): the detector found no face in it, without a word
+        with pytest.raises(TypeError, match=rf"^run_stage: packets\[0\] has an array of uint8 shaped \(48, 64, "
+                                            rf"{channels}\) for its image"):
+            run_stage("haar", [Packet("cam", 0, 0.0, np.zeros((48, 64, channels), np.uint8))])
     with pytest.raises(TypeError, match=r"^run_stage: packets is a Packet, not an iterable of packets \(pass "
                                         r"\[packet\]\)$"):  # the README's comment said to pass one so
         run_stage("smooth", Packet("cam", 0, 0.0))

@@ -1087,6 +1087,14 @@ def test_a_bad_argument_on_the_command_line_is_refused_before_anything_runs(tmp_
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.parametrize("option", ["--server-key", "--client-keys"])
+def test_subscribe_given_one_half_of_curve_is_refused(tmp_path, option):
+    """Either half alone is refused: --client-keys alone connected in plain text to a CURVE
+    publisher, and waited for ever without a word (untested: s38c)."""
+    done = fer_pipe("subscribe", "tcp://127.0.0.1:5999", option, str(tmp_path / "key"), "--count", "1", timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: CURVE needs both --server-key and --client-keys\n")
+
+
 def test_demo_folders_that_cannot_be_made_are_one_line(tmp_path, clips):
     """Before, a file in the way of --out or --cache, or a place no folder can be made, ended the
     demo with FileExistsError or FileNotFoundError and a traceback."""

@@ -57,6 +57,9 @@ BROKEN = {
                      "{f}:9: stage 'detector' (haar): params.scale_factor: Input should be a finite number"),
     "boolean_for_a_number": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_size: true}"),
                              "{f}:9: stage 'detector' (haar): params.min_size: expected a number, got true"),
+    "boolean_for_a_float": (GOOD.replace("    inputs: [source]",
+                                         "    inputs: [source]\n    params: {scale_factor: true}"),  # s38c
+                            "{f}:9: stage 'detector' (haar): params.scale_factor: expected a number, got true"),
     "boolean_for_a_camera": (GOOD.replace("    type: video\n    params:\n      path: clip.mp4",
                                           "    type: webcam\n    params:\n      device: true"),
                              "{f}:5: stage 'source' (webcam): params.device: expected a number or text, got true"),

@@ -254,10 +254,12 @@ def test_a_skipped_outage_is_named_as_the_sources_outage_not_as_a_frame(capsys):
     from fer_pipe.messages import Packet, outage
     from fer_pipe.stage import say_skipped
 
-    for number, packet in enumerate([outage("cam", -1, 0.0), outage("cam", 7, 9.0), Packet("cam", 8, 9.5)], 1):
+    packets = [outage("cam", -1, 0.0), outage("cam", 0, 0.5), outage("cam", 7, 9.0), Packet("cam", 8, 9.5)]
+    for number, packet in enumerate(packets, 1):
         say_skipped("faulty", packet, ValueError("x"), number)
     assert capsys.readouterr().err.splitlines() == [
         "fer-pipe: stage 'faulty' skipped cam's outage before its first frame: ValueError: x",
+        "fer-pipe: stage 'faulty' skipped cam's outage after frame 0: ValueError: x",  # frame 0 is a frame (s38c)
         "fer-pipe: stage 'faulty' skipped cam's outage after frame 7: ValueError: x",
         "fer-pipe: stage 'faulty' skipped cam frame 8: ValueError: x"]
 
