@@ -529,6 +529,14 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
                                                 keras.layers.Dense(7, kernel_initializer="ones")]))
         save("any_size.tflite", keras.Sequential([keras.Input((None, None, 1)), keras.layers.GlobalAveragePooling2D(),
                                                   keras.layers.Dense(7, activation="softmax")]))
+        small = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
+                                  keras.layers.Dense(7, activation="softmax")])
+        quantized = tf.lite.TFLiteConverter.from_keras_model(small)  # full integer, as TF's tutorial makes it
+        quantized.optimizations = [tf.lite.Optimize.DEFAULT]
+        quantized.representative_dataset = lambda: ([tf.fill((1, 48, 48, 1), 0.5)] for _ in range(4))
+        quantized.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        quantized.inference_output_type = tf.uint8
+        open(os.path.join({str(folder)!r}, "uint8_out.tflite"), "wb").write(quantized.convert())
         save("batch_of_one.tflite", keras.Sequential([keras.Input((48, 48, 1), batch_size=1),
                                                       keras.layers.Conv2D(4, 3, strides=4), keras.layers.Flatten(),
                                                       keras.layers.Dense(7, activation="softmax")]))
@@ -536,7 +544,7 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]
-    names = ("rgb24", "five", "out3d", "logits", "any_size", "batch_of_one")
+    names = ("rgb24", "five", "out3d", "logits", "any_size", "batch_of_one", "uint8_out")
     return {name: folder / f"{name}.tflite" for name in names}
 
 
@@ -558,6 +566,9 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
                  "size given, e.g. (None, 48, 48, 1)"),
     ("batch_of_one", "it cannot take two faces at once (its batch size is fixed at 1); export it with a free "
                      "batch size, e.g. (None, 48, 48, 1)"),
+    # its softmax is there, quantized: it was told to export it with its softmax
+    ("uint8_out", "output must be float32, got uint8; export it with float output (inference_output_type=tf.float32), "
+                  "as fer-pipe train does"),
 ])
 def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_csv):
     model = wrong_models.get(kind, tmp_path / f"{kind}.tflite")

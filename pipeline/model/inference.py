@@ -37,8 +37,12 @@ class FaceClassifier:
         out = self._interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
             raise InputError(f"model {path}: expected one input and one output tensor")
+        for side, tensor in (("input", inp[0]), ("output", out[0])):
+            if tensor["dtype"] != np.float32:  # a full-integer export's: said as a shape, or as no softmax (s38a)
+                raise InputError(f"model {path}: {side} must be float32, got {np.dtype(tensor['dtype'])}; export "
+                                 f"it with float {side} (inference_{side}_type=tf.float32), as fer-pipe train does")
         shape = tuple(int(v) for v in inp[0]["shape"])
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1 or inp[0]["dtype"] != np.float32:
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:
             raise InputError(f"model {path}: input must be float32 (n, s, s, 1), got {shape}")
         signature = tuple(int(v) for v in inp[0].get("shape_signature", shape))
         if min(signature[1:]) < 1:  # its shape then holds 1 for each, and every face was resized to 1 pixel
@@ -59,12 +63,16 @@ class FaceClassifier:
         self._batch = shape[0]
         grey = np.full((2, shape[1], shape[2], 1), 0.5, np.float32)  # two faces: a frame's are one batch
         try:
-            probe = self._invoke(grey)[0]
+            probes = self._invoke(grey)
         except (RuntimeError, ValueError) as exc:
             why = (f"its batch size is fixed at {signature[0]}" if signature[0] > 0
                    else f"LiteRT: {one_line(str(exc)).rstrip('.')}")
             raise InputError(f"model {path}: it cannot take two faces at once ({why}); export it with a free "
                              f"batch size, e.g. (None, {shape[1]}, {shape[2]}, 1)") from None
+        if probes.shape != (len(grey), len(EMOTIONS)):  # one from a tf.function gave none, and an IndexError
+            raise InputError(f"model {path}: two faces gave an output of {probes.shape}, not a row of "
+                             f"{len(EMOTIONS)} probabilities each")
+        probe = probes[0]
         if probe.min() < 0 or not 0.9 < probe.sum() < 1.1:
             raise InputError(f"model {path}: its outputs are not probabilities (on a grey face they sum to "
                              f"{probe.sum():.3g}, the least {probe.min():.3g}); export it with its softmax")
