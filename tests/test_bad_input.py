@@ -537,6 +537,9 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
         quantized.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         quantized.inference_output_type = tf.uint8
         open(os.path.join({str(folder)!r}, "uint8_out.tflite"), "wb").write(quantized.convert())
+        save("one_row.tflite", keras.Sequential([keras.Input((48, 48, 1)), keras.layers.GlobalAveragePooling2D(),
+                                                 keras.layers.Dense(7, activation="softmax"),
+                                                 keras.layers.Lambda(lambda x: tf.reduce_mean(x, 0, keepdims=True))]))
         save("batch_of_one.tflite", keras.Sequential([keras.Input((48, 48, 1), batch_size=1),
                                                       keras.layers.Conv2D(4, 3, strides=4), keras.layers.Flatten(),
                                                       keras.layers.Dense(7, activation="softmax")]))
@@ -544,7 +547,7 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 0, done.stderr[-2000:]
-    names = ("rgb24", "five", "out3d", "logits", "any_size", "batch_of_one", "uint8_out")
+    names = ("rgb24", "five", "out3d", "logits", "any_size", "batch_of_one", "uint8_out", "one_row")
     return {name: folder / f"{name}.tflite" for name in names}
 
 
@@ -569,6 +572,7 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     # its softmax is there, quantized: it was told to export it with its softmax
     ("uint8_out", "output must be float32, got uint8; export it with float output (inference_output_type=tf.float32), "
                   "as fer-pipe train does"),
+    ("one_row", "two faces gave an output of (1, 7), not a row of 7 probabilities each"),  # one row for any batch
 ])
 def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_csv):
     model = wrong_models.get(kind, tmp_path / f"{kind}.tflite")
