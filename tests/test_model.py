@@ -192,10 +192,12 @@ def fer2013_head(fer2013, tmp_path_factory) -> Path:
 
 
 def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
-    """A session that stops after 4 of 6 epochs, then a resume that also adds a 2-epoch cycle:
-    two runs rather than three (each imports TensorFlow and exports two TFLite files, 30 s). The
-    resume names none of the run's options, as the README's does: it read all 800 rows where the
-    run had 600 (--limit), under a schedule sized for 600, which then trained at a rate of 0."""
+    """A session that stops after 4 of 6 epochs, then a resume that also adds a 2-epoch cycle and
+    stops a session later, then the resume it advises, which exports (each imports TensorFlow;
+    an export makes two TFLite files, 30 s). The resumes name none of the run's options, as the
+    README's does: one read all 800 rows where the run had 600 (--limit), under a schedule sized
+    for 600, which then trained at a rate of 0. The second's advice was the same command, which
+    refuses an --extend given again (s38a)."""
     fer2013 = fer2013_head
     out = tmp_path / "run"
     common = ["train", "--data", str(fer2013), "--out", str(out), "--limit", "600", "--width", "8",
@@ -209,19 +211,23 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
                                              "run, and the same command with --resume goes on")
 
     second = fer_pipe("train", "--data", str(fer2013), "--out", str(out), "--resume", "--extend", "2",
-                      "--extend-lr", "0.01", "--verbose", "0", timeout=900)
+                      "--extend-lr", "0.01", "--session-epochs", "3", "--verbose", "0", timeout=900)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert f"data: 600 training rows, 150 PublicTest rows from {fer2013}" in second.stderr
+    assert second.stderr.splitlines()[-1] == (f"fer-pipe train: this session ended at epoch 7 of 8; {out} keeps the "
+                                              "run, and the same command with --resume, without --extend, goes on")
+    final = fer_pipe("train", "--data", str(fer2013), "--out", str(out), "--resume", "--verbose", "0", timeout=900)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert f"data: 600 training rows, 150 PublicTest rows from {fer2013}" in final.stderr
     # TensorFlow's import logs and its converter's pages (~110 lines) buried train's own few: the
     # lines this TensorFlow build prints (another build's may differ; the mechanism's own test is
     # test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing_ones)
-    assert "Saved artifact" not in second.stdout and "TensorSpec" not in second.stdout
-    assert not [line for line in second.stderr.splitlines() if line.startswith(("I0000", "E0000", "WARNING: All"))]
+    assert "Saved artifact" not in final.stdout and "TensorSpec" not in final.stdout
+    assert not [line for line in final.stderr.splitlines() if line.startswith(("I0000", "E0000", "WARNING: All"))]
     state = json.loads((out / "train_state.json").read_text())
     assert state["epochs_done"] == 8 and len(state["history"]["loss"]) == 8 and state["options"]["epochs"] == 8
-    assert len(state["runs"]) == 2 and state["runs"][1]["from_epoch"] == 4
+    assert [run["from_epoch"] for run in state["runs"]] == [0, 4, 7]
     assert [cycle["epochs"] for cycle in state["cycles"]] == [6, 2]
-    assert state["command"].count("fer-pipe train") == 2 and "--extend 2" in state["command"]
+    assert state["command"].count("fer-pipe train") == 3 and "--extend 2" in state["command"]
     loss = state["history"]["loss"]
     assert loss[-1] < loss[0], loss  # the new cycle's own learning rate: see the next test
     for name in ("model.keras", "model.tflite", "model_float32.tflite", "model_int8.tflite", "MODEL_CARD.md",

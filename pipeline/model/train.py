@@ -341,6 +341,8 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
                 _save_whole(self.model, out / CHECKPOINT)
                 _write_state(state_path, state)
 
+    # an --extend given again is refused once the cycle it added has begun (s38a)
+    again = "the same command with --resume" + (", without --extend," if args.extend else "")
     if state["epochs_done"] < args.epochs:
         last = args.epochs if args.session_epochs is None else \
             min(args.epochs, state["epochs_done"] + args.session_epochs)
@@ -351,13 +353,13 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
         except KeyboardInterrupt:
             if state_path.exists():
                 print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
-                      f"{args.epochs}, and the same command with --resume goes on from there", file=sys.stderr)
+                      f"{args.epochs}, and {again} goes on from there", file=sys.stderr)
             raise
     state["runs"][-1]["seconds"] = time.time() - started
     if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
         _write_state(state_path, state)
         print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
-              "the run, and the same command with --resume goes on", file=sys.stderr)
+              f"the run, and {again} goes on", file=sys.stderr)
         return 0
     try:
         picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
@@ -367,7 +369,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
         report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
     except KeyboardInterrupt:
         print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; {out} "
-              "keeps the run, and the same command with --resume exports it", file=sys.stderr)
+              f"keeps the run, and {again} exports it", file=sys.stderr)
         raise
     _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
