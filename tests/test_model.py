@@ -344,7 +344,7 @@ def _a_run_folder(path: Path, data: Path, **options) -> Path:
     state = {"options": {"arch": "vgg", "width": 8, "limit": 400, "seed": 1, "lr": 0.05, "epochs": 6,
                          "data": str(data), "out": str(path), "verbose": 2, "train_rows": 400, **options},
              "epochs_done": 2, "history": {}, "wall_s": 1.0, "command": "fer-pipe train ...", "runs": [],
-             "data_sha256": sha256_of(data)}
+             "data_sha256": sha256_of(data) if data.is_file() else None}
     (path / "train_state.json").write_text(json.dumps(state))
     return path
 
@@ -393,7 +393,7 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
     test_rows = _random_csv(tmp_path / "test.csv", "PublicTest").read_text().splitlines(keepends=True)[1:]
     with open(data, "a") as f:  # both splits, so that the damaged checkpoint is what the run meets
         f.writelines(test_rows)
-    run = _a_run_folder(tmp_path / "run", data)
+    run = _a_run_folder(tmp_path / "run", data, train_rows=21)  # the data's, as a run on it saves
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {run / 'checkpoint.keras'}: no such file, so the "
                                                  "run cannot resume\n")
@@ -439,6 +439,26 @@ def test_a_resume_on_other_data_is_refused(tmp_path):
     done = fer_pipe("train", "--data", str(other), "--out", str(run), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {other}: not the data the run in {run} trained on "
                                                  "(its sha256 differs)\n")
+
+
+def test_a_resume_on_a_folder_is_checked_as_a_file_is(tmp_path):
+    """A folder of images has no sha256: a run started on one resumed on another of four times
+    the faces, its schedule sized for the first, and nine of an epoch's thirteen steps trained at
+    a rate of 0; a run started on a file resumed on any folder without a word (s38a)."""
+    folder = tmp_path / "faces"
+    for split, label in (("train", "happy"), ("train", "sad"), ("test", "fear")):
+        (folder / split / label).mkdir(parents=True)
+        cv2.imwrite(str(folder / split / label / "a.png"), np.full((48, 48), 100, np.uint8))
+    from_file = _a_run_folder(tmp_path / "from_file", _random_csv(tmp_path / "data.csv", "Training"))
+    done = fer_pipe("train", "--data", str(folder), "--out", str(from_file), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {folder}: not the data the run in {from_file} trained "
+                                                 "on (that was a file)\n")
+    from_folder = _a_run_folder(tmp_path / "from_folder", folder, train_rows=400)
+    (from_folder / "checkpoint.keras").write_bytes(b"")  # never read: the data is refused first
+    done = fer_pipe("train", "--data", str(folder), "--out", str(from_folder), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {folder}: 2 training rows, where the run in {from_folder} "
+                                                 "trained on 400; a resumed run reads the data it started on (its "
+                                                 "learning-rate schedule is sized for it)\n")
 
 
 HELP = " (see fer-pipe train --help)"

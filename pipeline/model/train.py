@@ -278,6 +278,12 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
         if made:
             shutil.rmtree(out)  # a bad data file leaves no empty --out behind (but for the lock file)
         raise
+    if args.limit:
+        train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
+    if state is not None and state["options"].get("train_rows", len(train)) != len(train):
+        raise InputError(f"{args.data}: {len(train)} training rows, where the run in {out} trained on "
+                         f"{state['options']['train_rows']}; a resumed run reads the data it started on (its "
+                         "learning-rate schedule is sized for it)")  # a folder has no sha256 to check (s38a)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with output_shown_on_failure():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN,
         import keras  # "no cuda drivers", a cuInit "error"; ten lines over train's own, shown if the import fails
@@ -288,8 +294,6 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
     from . import report
     from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
 
-    if args.limit:
-        train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     args.train_rows = len(train)
     x_train, x_test = preprocess_dataset(train.images), preprocess_dataset(test.images)
     y_train = keras.utils.to_categorical(train.labels, len(EMOTIONS))
@@ -391,6 +395,8 @@ def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Names
             raise InputError(f"--{key.replace('_', '-')} {given}: the run in {out} has {value}, and a resumed run "
                              "keeps its options (--extend adds epochs; another --out starts a new run)")
     digest = state.get("data_sha256")
+    if digest and Path(args.data).is_dir():  # a folder of images: it went unchecked (s38a)
+        raise InputError(f"{args.data}: not the data the run in {out} trained on (that was a file)")
     if digest and Path(args.data).is_file() and sha256_of(Path(args.data)) != digest:
         raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs)")
     return argparse.Namespace(**{**vars(args), **saved})
