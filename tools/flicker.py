@@ -155,7 +155,9 @@ def table(result: dict[str, Any], clip: Path, overrides: list[str]) -> str:
     lines.append(f"{'all':>5} {'':>6} {'':>7} {result['raw_per_min']:>8} {result['smoothed_per_min']:>12}"
                  f"   reduction: {reduction}")
     onset = result.get("onset")
-    if onset:
+    if onset and onset["raw_frame"] is None:  # it said "turn at frame None (None s)"
+        lines.append(f"{onset['label']} onset, track {onset['track_id']}: the raw labels never turn to it")
+    elif onset:
         lines.append(f"{onset['label']} onset, track {onset['track_id']}: raw labels turn at frame "
                      f"{onset['raw_frame']} ({onset['raw_time']} s)")
         for kind, what in (("smoothed", "smoothed label turns"), ("episode", "episode starts")):
