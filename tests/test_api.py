@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import write_video
+import yaml
+from conftest import REPO, write_video
 from fault_plugin import assert_valid_prefix, fault_config
 from livetools import csv_rows
 
@@ -90,6 +91,11 @@ def test_bad_config_raises_before_anything_starts(tmp_path):
         results("configs/video_to_csv.yaml", "detector.scale_factor=0.5")
     with pytest.raises(ConfigError, match="tap='nope'"):
         results("configs/video_to_csv.yaml", tap="nope")
+    two_taps = yaml.safe_load((REPO / "configs" / "episodes.yaml").read_text())
+    two_taps["stages"]["csv"]["inputs"] = ["classifier"]  # and episodes reads the smoother: which is meant?
+    with pytest.raises(ConfigError, match="the graph's sinks read from smoother, classifier; name the stage whose "
+                                          "results you want with tap="):  # it took one of them (untested: s38c)
+        results(two_taps)
 
 
 def test_a_tmpdir_too_long_for_the_results_socket_is_one_error_and_leaves_nothing(tmp_path, monkeypatch):

@@ -139,6 +139,29 @@ def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path)
         assert all(re.fullmatch(r"\d\.\d{4}", row[k]) for k in ("mean_confidence", "peak_confidence"))
 
 
+def test_an_episodes_peak_is_its_highest_confidence_not_its_last(tmp_path: Path) -> None:
+    """Every confidence in the tests above only rose, so a peak that kept the last value went
+    unnoticed (s38c)."""
+    packets = track(["sad"] * 50, lost_at_end=True)
+    for packet in packets[25:50]:
+        packet.faces[0].probs = probs("sad", 0.6)
+    (row,) = episodes_of(packets, tmp_path)
+    assert row["peak_confidence"] == "0.8000" and 0.6 < float(row["mean_confidence"]) < 0.8
+
+
+@pytest.mark.parametrize("lost_at_end", [False, True])
+def test_frames_behind_a_challenger_when_the_track_ends_close_its_last_episode(tmp_path: Path, lost_at_end) -> None:
+    """Three frames of happy, fewer than hold_s lets through, as the stream (or the track)
+    ends: they are the sad episode's last, and it ends at frame 52, not where they began (s38c)."""
+    smoothed = run_stage("smooth", track(["sad"] * 50 + ["happy"] * 3, lost_at_end=lost_at_end),
+                         {"time_constant_s": 0.05, "hold_s": 0.2})  # quick to lead, held back 5 frames
+    assert "challenger_since" in smoothed[52].faces[0].extra
+    run_stage("episodes", smoothed, {"path": str(tmp_path / "episodes.csv")})
+    with open(tmp_path / "episodes.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert (row["label"], row["start_frame"], row["end_frame"]) == ("sad", "0", "52")
+
+
 def test_an_episodes_duration_is_the_difference_of_its_times_as_written(tmp_path: Path) -> None:
     """Rounded on its own, duration_s was 1 ms off end_time - start_time in one row of seven
     on the WolfgangLanger clip (s37b): here the start rounds down and the end up."""

@@ -129,6 +129,14 @@ def test_a_time_lapse_is_tracked_and_only_a_gap_well_over_its_usual_one_ends_its
     assert out[12].extra["track_lost"] == [1]
 
 
+def test_a_face_appearing_elsewhere_while_a_track_lives_gets_a_new_id() -> None:
+    """Person A on the left, gone; B appears on the right while A's track is still alive (within
+    max_age): the assignment pairs them at IoU 0, and only the threshold keeps B from A's id (s38c)."""
+    out = run_stage("track", [packet(i, [(50, 100, 80, 80)]) for i in range(10)]
+                    + [packet(i, [(500, 100, 80, 80)]) for i in range(10, 20)], {"min_hits": 1})
+    assert ids(out) == [[1]] * 10 + [[2]] * 10
+
+
 def test_frames_dropped_by_a_live_source_are_predicted_over() -> None:
     """A face moving 8 px a frame with frames 10-19 lost (a live source's full queue): the
     filter steps over the frame numbers missed, so the face is met where it now is and keeps

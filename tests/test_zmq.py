@@ -524,6 +524,14 @@ def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):
             type(stage).preflight(stage.params)
 
 
+def test_curve_clients_without_a_secret_key_is_refused():
+    """An allow-list alone would publish in plain text to anyone, its owner thinking the
+    subscribers checked (untested: s38c)."""
+    done = fer_pipe("validate", str(REPO / "configs" / "video_to_zmq.yaml"), "--set", "events.curve_clients=/tmp")
+    assert done.returncode == 2
+    assert done.stderr.endswith("stage 'events' (zmq): params: curve_clients needs curve_secret_key\n"), done.stderr
+
+
 def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscriptions: int = 1) -> tuple[int, str, str]:
     """``fer-pipe subscribe --format csv --count N`` against a real XPUB socket, which sends
     ``messages`` once the subscriptions are there (from then on nothing sent is lost)."""
