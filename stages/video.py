@@ -234,11 +234,11 @@ class VideoSource(Source):
         stopped at frame 42 of 55").
         """
         self._say_damage(index)
+        done = self._read_so_far(index)
         end = max(self._played - self._head, 0)
         if self._ceiling:
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
-            done = f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
             if self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END:
                 raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
                                  f"though it decodes to its end ({self._last:.3f} s): damaged inside; "
@@ -250,8 +250,14 @@ class VideoSource(Source):
         """Raise where frames did not decode and decoding went on after them: at the end of the
         file, and at the end of ``max_frames`` (a run of 40 passed over 10 lost frames, exit 0)."""
         if self._gaps:
-            raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; the "
-                             f"{index - self.params.start} frames that decode were processed")
+            raise InputError(f"video {self.params.path}: {_damage(self._gaps)}; {self._read_so_far(index)} "
+                             "that decode were processed")
+
+    def _read_so_far(self, index: int) -> str:
+        """The frames read before ``index``, as a failure line names them: from a ``start``, by
+        their numbers ("the 64 frames" of a batch chunk from frame 400 read as all the file
+        gave, beside "464 rows of it are kept": s38b)."""
+        return f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
 
     def _near_the_end(self, index: int) -> bool:
         """Whether decoding nothing from ``index`` on is the end of the video, not a fault: the

@@ -278,6 +278,11 @@ def test_damage_that_decoding_goes_on_after_loses_no_later_frame(clips, tmp_path
                         rf"{damage}; the {len(times)} frames that decode were processed", one_line(err)), err
     assert assert_valid_prefix(out_csv) == list(range(len(times)))
     assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
+    if where == "middle":  # from a start (a batch chunk), by their numbers: it said "the N frames" of a part (s38b)
+        code, err = run(f"source.path={video}", f"csv.path={out_csv}", "source.start=5")
+        assert code == 2
+        last = int(csv_rows(out_csv)[-1]["frame"])
+        assert one_line(err).endswith(f"; frames 5-{last} that decode were processed"), err
 
 
 def test_a_recording_begun_mid_stream_is_not_called_truncated(clips, tmp_path, out_csv):
