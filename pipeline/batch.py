@@ -190,6 +190,18 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
     return f"{type(cause).__name__}: {cause}".splitlines()[0], False
 
 
+def refuse_frame_range(data: dict[str, Any], video: str, origin: str) -> None:
+    """Refuse a frame range given to the video source: each task reads its own (the whole
+    video, or its chunk), so a ``--set source.max_frames=100`` for a trial batch gave CSVs of
+    every frame, and the manifest listed it among what made them (s38b)."""
+    params = data["stages"][video].get("params")
+    for param in ("start", "max_frames"):
+        if isinstance(params, dict) and params.get(param) not in (None, 0):
+            raise ConfigError(f"{origin}: stage {video!r} (video): params.{param}: fer-pipe batch reads every frame "
+                              "of each video, its chunks setting their own ranges; leave it out (cut the videos "
+                              "first to batch a part of each)")
+
+
 def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
     """Refuse a file written by any stage but the csv sink the tasks re-aim: every task would
     write that one path at once (and over a file the user had there). Refuse a socket a stage
@@ -260,6 +272,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     graph = build_graph(job_config(data, origin, Job("input.mp4", "input"), out_dir / "input.csv"), lines,
                         origin)  # a config error is one line before Ray starts, not one per task
     video, sink = video_csv_stages(data, origin)
+    refuse_frame_range(data, video, origin)
     refuse_other_sources(graph, video, origin)
     refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:

@@ -583,6 +583,19 @@ def test_batch_without_ray_says_how_to_install_it(tmp_path, short_clip):
     assert not (tmp_path / "out").exists()  # made before: an empty folder left behind
 
 
+@pytest.mark.parametrize("param", ["max_frames", "start"])
+def test_a_frame_range_for_the_video_source_is_refused_before_any_task(six_clips, tmp_path, param):
+    """Each task sets its own range, so a trial batch of 100 frames a video gave whole CSVs,
+    exit 0, and the manifest listed the --set among what made them (s38b)."""
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--set", f"source.{param}=10", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: {shipped_configs() / 'video_to_csv.yaml'}: stage 'source' (video): params.{param}: fer-pipe "
+           "batch reads every frame of each video, its chunks setting their own ranges; leave it out (cut the videos "
+           "first to batch a part of each)\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
     """configs/episodes.yaml also writes episodes.csv: before, every task wrote that one path at
     once, over the user's file in the working folder, and the batch failed an input part-way.
