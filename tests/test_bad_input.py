@@ -242,6 +242,21 @@ def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_p
     assert f"decoding stopped at frame {decodable} of 72 (truncated or corrupt file)" in one_line(err)
 
 
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_a_variable_rate_matroska_file_of_video_alone_is_read_whole(clips, tmp_path, out_csv, suffix):
+    """A phone's recording drops frames now and then; as Matroska, without its audio, OpenCV
+    counts its duration at the nominal rate, and a file whose every frame decodes was "14 of
+    its 72 frames do not decode ... damaged inside", exit 2 (s38b)."""
+    video = tmp_path / f"phone{suffix}"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-vf", r"select='not(eq(mod(n\,5)\,2))'", "-fps_mode", "vfr",
+           "-c:v", "libx264" if suffix == ".mkv" else "libvpx-vp9", str(video))
+    decoded = decoded_times(video)
+    assert len(decoded) < cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) - 5
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == decoded
+
+
 def decoded_times(video: Path) -> list[float]:
     """The times of the frames OpenCV decodes, reading on past failed reads as FFmpeg does."""
     capture, times, failed = cv2.VideoCapture(str(video)), [], 0
