@@ -21,6 +21,21 @@ def frames_in_index(path: str | Path) -> int | None:
     """The non-empty chunks of the first video stream in the AVI's ``idx1`` index, or None: not
     an AVI, or one without that index (cut short before it, still being written, or an OpenDML
     file past 1 GiB that indexes itself elsewhere)."""
+    sizes = _video_chunk_sizes(path)
+    return None if sizes is None else sum(1 for size in sizes if size)
+
+
+def has_drop_frames(path: str | Path) -> bool:
+    """Whether the AVI's index lists an empty chunk of its video stream. OpenCV's frame numbers
+    count them, so its seek to frame 20 lands on the 19th frame that decodes while saying 20: an
+    ordinary ``ffmpeg -c:v mjpeg`` AVI writes one (s38b)."""
+    sizes = _video_chunk_sizes(path)
+    return sizes is not None and not all(sizes)
+
+
+def _video_chunk_sizes(path: str | Path) -> list[int] | None:
+    """The size of each chunk of the first video stream in the ``idx1`` index, or None where
+    there is none to read (see ``frames_in_index``)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(12)
@@ -37,7 +52,7 @@ def frames_in_index(path: str | Path) -> int | None:
         return None
     ids = (b"%02ddc" % stream, b"%02ddb" % stream)
     whole = len(index) - len(index) % 16
-    return sum(1 for kind, _, _, size in struct.iter_unpack("<4sIII", index[:whole]) if kind in ids and size)
+    return [size for kind, _, _, size in struct.iter_unpack("<4sIII", index[:whole]) if kind in ids]
 
 
 def _stream_and_index(fh: BinaryIO, end: int) -> tuple[int | None, bytes | None]:

@@ -47,7 +47,7 @@ from .graph import Graph, StageSpec, file_key
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .redaction import redact_urls
-from .seeking import seeks_by_frame
+from .seeking import why_no_seek
 from .stage import Sink, StageFailure, named_files
 
 WORK = "_work"
@@ -141,10 +141,9 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             continue
         count = frame_count(item) if chunk_frames else 0
         chunked = 0 < chunk_frames < count
-        if chunked and not seeks_by_frame(item):
-            _say(f"fer-pipe: batch: {item}: an MPEG stream, read as one task: OpenCV cannot seek in one by "
-                 "frame number (no frame decodes after a seek in a transport stream, and joined recordings "
-                 "start their times again)")
+        unseekable = why_no_seek(item) if chunked else ""
+        if unseekable:
+            _say(f"fer-pipe: batch: {item}: {unseekable}")
             chunked = False
         if chunked:
             # The last chunk reads to the end: the count is an estimate (by a frame or two).

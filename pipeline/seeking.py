@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .avi import has_drop_frames
+
 TS_SYNC = 0x47
 """The byte that starts every packet of a transport stream."""
 TS_PACKET, M2TS_PACKET = 188, 192
@@ -26,14 +28,28 @@ PACK_START = b"\x00\x00\x01\xba"
 
 
 def seeks_by_frame(path: str | Path) -> bool:
-    """False for an MPEG transport or program stream, True for any other file (and for one that
-    cannot be read: its reader says why)."""
+    """False for an MPEG transport or program stream and for an AVI with empty "drop" chunks,
+    True for any other file (and for one that cannot be read: its reader says why)."""
+    return not why_no_seek(path)
+
+
+def why_no_seek(path: str | Path) -> str:
+    """What makes OpenCV's seek by frame number miss in ``path``, as batch says it; empty where
+    it does not. An AVI's index may list empty "drop" chunks (``fer_pipe.avi.has_drop_frames``:
+    an ordinary ``ffmpeg -c:v mjpeg`` AVI has one), which OpenCV's frame numbers count: its seek
+    to frame 20 landed on the 19th frame that decodes while saying 20, and a ``start`` run
+    numbered every frame one too high (s38b)."""
+    if has_drop_frames(path):
+        return ("an AVI with empty drop frames, read as one task: OpenCV's frame numbers count them, so its "
+                "seek lands short of the frame it names")
     try:
         with open(path, "rb") as fh:
             head = fh.read((SYNCS + 1) * M2TS_PACKET)
     except OSError:
-        return True
-    if head.startswith(PACK_START):
-        return False
-    return not any(all(head[first + k * size] == TS_SYNC for k in range(SYNCS))
-                   for size in (TS_PACKET, M2TS_PACKET) for first in range(min(size, len(head) - (SYNCS - 1) * size)))
+        return ""
+    if head.startswith(PACK_START) or any(
+            all(head[first + k * size] == TS_SYNC for k in range(SYNCS))
+            for size in (TS_PACKET, M2TS_PACKET) for first in range(min(size, len(head) - (SYNCS - 1) * size))):
+        return ("an MPEG stream, read as one task: OpenCV cannot seek in one by frame number (no frame decodes "
+                "after a seek in a transport stream, and joined recordings start their times again)")
+    return ""

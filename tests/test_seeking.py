@@ -15,15 +15,16 @@ from fer_pipe.seeking import seeks_by_frame
 
 @pytest.fixture(scope="module")
 def streams(clips, tmp_path_factory) -> dict[str, Path]:
-    """single_face.mp4 (72 frames) as a transport stream, an M2TS and an AVI; and two program
+    """single_face.mp4 (72 frames) as a transport stream, an M2TS and two AVIs; and two program
     streams of 1 s joined end to end, as ``cat`` joins a recorder's segments (60 frames, whose
     times start again at frame 30)."""
     folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
     made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg", "raw.h264",
-                                             "live.webm")}
+                                             "live.webm", "sound.avi")}
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
+    ffmpeg("-i", clip, "-c:v", "mjpeg", str(made["sound.avi"]))  # with its sound: an empty "drop" chunk in its index
     ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["a.mpg"]))
     ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
@@ -39,6 +40,7 @@ def test_mpeg_streams_are_told_by_their_first_bytes(streams, clips, tmp_path):
     assert not seeks_by_frame(streams["plain.ts"]) and not seeks_by_frame(streams["plain.m2ts"])
     assert not seeks_by_frame(streams["joined.mpg"])
     assert seeks_by_frame(streams["plain.avi"]) and seeks_by_frame(clips["single_face.mp4"])
+    assert not seeks_by_frame(streams["sound.avi"])  # OpenCV's frame numbers count its drop chunk
     renamed = tmp_path / "camera.mp4"  # a camera's ".mp4" that is a transport stream
     renamed.write_bytes(streams["plain.ts"].read_bytes())
     assert not seeks_by_frame(renamed)
@@ -53,11 +55,13 @@ def _read(path: Path, **params: object) -> list:
     return run_stage("video", params={"path": str(path), **params})
 
 
-@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "live.webm", "plain.avi"])
+@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "live.webm", "plain.avi",
+                                  "sound.avi"])
 def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, name):
     """OpenCV's seek left a transport stream with no frame to decode ("no frame could be decoded
     from start 20 on", exit 2), and in joined program streams read on only to the join. In a
-    raw stream and a WebM with no index it did nothing: frames 0-51 came numbered 20-71."""
+    raw stream and a WebM with no index it did nothing: frames 0-51 came numbered 20-71. In an
+    AVI with a drop chunk it said 20 and read frame 19 (s38b)."""
     whole = _read(streams[name])
     assert len(whole) == (60 if name == "joined.mpg" else 72)
     started = _read(streams[name], start=20)
