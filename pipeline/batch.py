@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import stat
 import sys
 import time
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import whole
-from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, watch_cluster
+from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, stop_ray, watch_cluster
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
@@ -562,7 +563,9 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                 progress.close()
     finally:
         watching.set()
-        ray.shutdown()
+        held = stop_ray(ray)
+    if held:  # a stop that came while Ray shut down after the last task: it goes on as it came
+        signal.raise_signal(held[0])
 
 
 def _cluster_lost(address: str | None, work: Path, after: float) -> None:

@@ -144,9 +144,19 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
             ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
                      object_store_memory=LOCAL_OBJECT_STORE, **options)
     if held:  # Ray is whole now, so it shuts down cleanly; then the stop goes on as it came
-        ray.shutdown()
+        stop_ray(ray)
         signal.raise_signal(held[0])
     return ray
+
+
+def stop_ray(ray: ModuleType) -> list[int]:
+    """``ray.shutdown`` with the stop signals held, and those that came meanwhile. A second
+    Ctrl-C (people press it again when the first seems slow) cut it short: Ray's agents ran on
+    for minutes (180 MB), and the batch ended with exit 1 or an "Exception ignored in atexit
+    callback" traceback (s38b)."""
+    with _stops_held() as held:
+        ray.shutdown()
+    return held
 
 
 def not_connected(address: str, exc: ConnectionError) -> str:

@@ -255,6 +255,25 @@ def test_a_stop_says_what_is_kept(cluster, six_clips, tmp_path, stop):
     assert stderr.splitlines()[-1] == KEPT.format(out / "_work")
 
 
+def test_a_ctrl_c_pressed_again_while_ray_shuts_down_still_ends_the_batch_cleanly(six_clips, plugin_env, tmp_path):
+    """People press Ctrl-C again when the first seems slow: the later ones cut a local Ray's
+    shutdown short (it stops the node, seconds long), the batch ended with exit 1 or an
+    "Exception ignored in atexit callback" traceback, and Ray's agents ran on for minutes (s38b)."""
+    out = tmp_path / "out"
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", *map(str, six_clips), "--out", str(out),
+                             "--num-cpus", "1", "--config", str(config)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY, **plugin_env})
+    assert running_attempt(out / "_work", out, proc) is not None, "the batch ended before it could be stopped"
+    for _ in range(4):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.splitlines()[-1] == KEPT.format(out / "_work")
+
+
 def test_a_ctrl_c_at_a_terminal_leaves_the_progress_bar_standing(cluster, six_clips, tmp_path):
     """The interrupt's line was written over the bar, which hid how far the batch had come."""
     out = tmp_path / "out"
