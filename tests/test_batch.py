@@ -606,13 +606,18 @@ def test_batch_without_ray_says_how_to_install_it(tmp_path, short_clip):
 def test_a_frame_range_for_the_video_source_is_refused_before_any_task(six_clips, tmp_path, param):
     """Each task sets its own range, so a trial batch of 100 frames a video gave whole CSVs,
     exit 0, and the manifest listed the --set among what made them (s38b)."""
-    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--set", f"source.{param}=10", cwd=tmp_path,
-                    env=LOOPBACK_RAY, timeout=120)
-    assert (done.returncode, done.stderr) == (
-        2, f"fer-pipe: {shipped_configs() / 'video_to_csv.yaml'}: stage 'source' (video): params.{param}: fer-pipe "
-           "batch reads every frame of each video, its chunks setting their own ranges; leave it out (cut the videos "
-           "first to batch a part of each)\n")
-    assert not (tmp_path / "out").exists()
+    assert refused_before_any_task(six_clips[0], tmp_path, "--set", f"source.{param}=10") == (
+        f"fer-pipe: {shipped_configs() / 'video_to_csv.yaml'}: stage 'source' (video): params.{param}: fer-pipe "
+        "batch reads every frame of each video, its chunks setting their own ranges; leave it out (cut the videos "
+        "first to batch a part of each)\n")
+
+
+def refused_before_any_task(video: Path, folder: Path, *args: str) -> str:
+    """What a batch of ``video`` into ``folder``/out says, refused before anything runs (exit 2,
+    no results folder made)."""
+    done = fer_pipe("batch", str(video), "--out", "out", *args, cwd=folder, env=LOOPBACK_RAY, timeout=120)
+    assert done.returncode == 2 and not (folder / "out").exists(), done.stderr
+    return done.stderr
 
 
 def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
@@ -659,13 +664,10 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
     config["stages"]["events"] = stage
     path = tmp_path / "listens.yaml"
     path.write_text(yaml.safe_dump(config))
-    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", str(path), cwd=tmp_path,
-                    env=LOOPBACK_RAY, timeout=120)
-    assert (done.returncode, done.stderr) == (
-        2, f"fer-pipe: {path}: stage 'events' ({stage['type']}): params.{param}: fer-pipe batch runs its tasks "
-           "side by side, and every one would listen there, so all but one would find it taken; remove the "
-           "stage (batch results are the CSVs)\n")
-    assert not (tmp_path / "out").exists()
+    assert refused_before_any_task(six_clips[0], tmp_path, "--config", str(path)) == (
+        f"fer-pipe: {path}: stage 'events' ({stage['type']}): params.{param}: fer-pipe batch runs its tasks "
+        "side by side, and every one would listen there, so all but one would find it taken; remove the "
+        "stage (batch results are the CSVs)\n")
 
 
 @pytest.mark.parametrize("stage", ["source", "csv"])
