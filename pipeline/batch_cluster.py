@@ -175,8 +175,8 @@ def not_connected(address: str, exc: ConnectionError) -> str:
 
 @contextmanager
 def _stops_held() -> Iterator[list[int]]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP while ``ray.init`` runs (2-3 s), listing those that
-    came. Interrupted inside it, Ray was left half started: its agents ran on for ever (180 MB),
+    """Hold Ctrl-C, SIGTERM and SIGHUP while ``ray.init`` (or ``ray.shutdown``: ``stop_ray``)
+    runs, seconds, listing those that came. Interrupted inside it, Ray was left half started: its agents ran on for ever (180 MB),
     and ``ray.shutdown`` of it crashed the process (SIGSEGV). The handlers before are put back
     after, which also takes SIGTERM back from the two ray.init sets (a Python one, and a native
     crash handler that dumped a stack and exited 1, or aborted). An ignored signal stays so."""
