@@ -52,6 +52,16 @@ def ends_early(path: str | Path) -> bool:
         return False
 
 
+def counted_by_duration(path: str | Path) -> bool:
+    """True for a Matroska or WebM file: it holds no frame count, and OpenCV's is its duration
+    at the nominal frame rate, which a variable-rate recording plays fewer frames of."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == EBML_MAGIC
+    except OSError:
+        return False
+
+
 def count_is_a_ceiling(path: str | Path) -> bool:
     """True for a Matroska or WebM file with a track besides its video (audio, subtitles):
     OpenCV counts its frames from the segment's duration, which is its longest track's, and a

@@ -18,7 +18,7 @@ from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.seeking import seeks_by_frame
-from fer_pipe.truncation import count_is_a_ceiling, ends_early
+from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early
 from fer_pipe.stage import Source, SourceParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
@@ -39,6 +39,9 @@ FALLBACK_FPS = 30.0
 """The frame rate taken where the container reports none, for timestamps and the frames it plays."""
 READ_SAY = 256
 """Frames grabbed on the way to a start frame between two words to the stall watch."""
+HOLE_FRAMES = 2.5
+"""Frame times between two frames read beyond which the frames between are lost in a hole: a
+phone's variable-rate recording drops one or two at a time."""
 FAILED_READS = 100
 """Failed reads in a row that end a file. OpenCV's read fails once per run of damaged packets it
 gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does: a bad sector
@@ -105,12 +108,13 @@ class VideoSource(Source):
         self._played = frames_in(self._cap, self.params.path)
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
+        self._by_duration = counted_by_duration(self.params.path)
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
         self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
-        self._widest = 0.0  # the longest time between two frames read, in seconds
+        self._in_holes = 0  # frames missing where two frames read are over HOLE_FRAMES frame times apart
 
     @property
     def live(self) -> bool:
@@ -157,8 +161,8 @@ class VideoSource(Source):
             if not read and seconds:
                 self._head = max(0, round(seconds * self.fps) - self.params.start)
             self._last = seconds
-            if read:
-                self._widest = max(self._widest, timestamp - before)
+            if read and timestamp - before > HOLE_FRAMES / self.fps:
+                self._in_holes += round((timestamp - before) * self.fps) - 1
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
             if paced:
@@ -234,11 +238,13 @@ class VideoSource(Source):
         that begins inside a group of frames (a transport stream cut in mid-stream) decodes
         from its first key frame on: the frames before it, as its first timestamp counts them,
         are not missing at its end (42 frames from 0.433 s of a 55-frame stream were "decoding
-        stopped at frame 42 of 55"). But frames spread thin are not lost together: a phone's
-        variable-rate recording in a video-only Matroska file plays fewer frames than its
-        duration at its nominal rate, OpenCV's count, one or two frame times apart, and was
-        "damaged inside" (14 of 72, every frame decoding, s38b); damage leaves a hole, and one
-        that holds half the shortfall or more is what is called so.
+        stopped at frame 42 of 55"). But in a Matroska file, whose count is its duration at
+        the nominal rate (``counted_by_duration``), frames spread thin are not lost: a phone's
+        variable-rate recording of video alone plays fewer, one or two frame times apart, and
+        was "damaged inside" (14 of 72, every frame decoding, s38b). Damage leaves holes, so
+        there a shortfall is damage when at least half of it is missing in holes of over
+        ``HOLE_FRAMES`` frame times (one widest hole measured alone let five lose 51 frames of
+        192 without a word, s38d); in any other file every shortfall is.
         """
         self._say_damage(index)
         done = self._read_so_far(index)
@@ -247,8 +253,8 @@ class VideoSource(Source):
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
             if self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END:
-                if 2 * (round(self._widest * self.fps) - 1) < end - index:
-                    return  # no hole holds half the shortfall: a variable rate under a nominal count
+                if self._by_duration and 2 * self._in_holes < end - index:
+                    return  # frames spread thin, not lost in holes: a variable rate under a nominal count
                 raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
                                  f"though it decodes to its end ({self._last:.3f} s): damaged inside; "
                                  f"{done} that decode were processed")

@@ -334,6 +334,27 @@ def test_damage_ffmpeg_passes_over_unsaid_is_not_called_a_stop(clips, tmp_path, 
                              f"{len(times)} frames that decode were processed")
 
 
+@pytest.mark.parametrize("kind", ["ts", "mkv"])
+def test_damage_in_several_holes_ffmpeg_passes_over_is_told(clips, tmp_path, out_csv, kind):
+    """Five zeroed stretches, each a hole in the frames' times under half the frames lost: taken
+    for a variable rate when only the widest hole was measured, exit 0 and nothing said (s38d)."""
+    whole = tmp_path / f"whole.{kind}"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-c:v", "libx264", "-g", "10",
+           *(["-f", "mpegts"] if kind == "ts" else []), str(whole))
+    data = bytearray(whole.read_bytes())
+    for at in (15, 30, 45, 60, 75):
+        data[len(data) * at // 100:len(data) * (at + 4) // 100] = bytes(len(data) * (at + 4) // 100 - len(data) * at // 100)
+    video = tmp_path / f"holes.{kind}"
+    video.write_bytes(bytes(data))
+    times = decoded_times(video)
+    assert len(times) < 72 - 5 and times[-1] == 2.367  # holes, and decoding goes on to the last frame
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 2
+    assert one_line(err) == (f"fer-pipe: stage 'source' (video) failed: video {video}: {72 - len(times)} of its 72 "
+                             "frames do not decode, though it decodes to its end (2.367 s): damaged inside; the "
+                             f"{len(times)} frames that decode were processed")
+
+
 def test_a_matroska_file_cut_short_is_called_truncated(long_audio_mkv, tmp_path, out_csv):
     """Told by its segment's size, which runs past the end of the copy."""
     video = tmp_path / "cut.mkv"
