@@ -284,6 +284,34 @@ def test_a_ctrl_c_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_fol
     assert not out.exists()
 
 
+@pytest.mark.parametrize("extend", [False, True])
+def test_a_ctrl_c_while_a_resume_starts_says_where_the_run_is_as_saved(tmp_path, extend):
+    """A resume interrupted while its data loaded or TensorFlow started ended with exit 130
+    and not a word. One of an --extend, before its cycle was saved, said "without --extend",
+    which then exported the old run and lost the extension (s38d)."""
+    import signal
+    import time
+
+    run = _a_run_folder(tmp_path / "run", _random_data(tmp_path), train_rows=64)
+    (run / "checkpoint.keras").write_bytes(b"")  # never read: the Ctrl-C comes first
+    if extend:
+        state = json.loads((run / "train_state.json").read_text())
+        state.update(epochs_done=6, cycles=[{"epochs": 6, "lr": 0.05, "warmup_epochs": 2}])
+        (run / "train_state.json").write_text(json.dumps(state))
+    command = [sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(tmp_path / "data.csv"), "--out", str(run),
+               "--resume", *(["--extend", "2"] if extend else [])]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+        while not (run / ".fer-pipe.lock").exists() and proc.poll() is None:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the data is read by then; TensorFlow's import, seconds long, lies ahead
+        proc.send_signal(signal.SIGINT)
+        said = proc.stderr.read()
+    assert proc.returncode == 130, said
+    assert said.splitlines()[-1] == (f"fer-pipe train: interrupted; {run} keeps the run at epoch "
+                                     f"{6 if extend else 2} of 6, and the same command with --resume goes on from "
+                                     "there")
+
+
 def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it(tmp_path):
     """After the last epoch the model is chosen and exported (minutes on the whole data): a
     Ctrl-C there ended with exit 130 and not a word, the folder without model.tflite (s38a)."""

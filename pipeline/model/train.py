@@ -257,11 +257,18 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     made = not out.exists()
     make_folder(out, "train: --out")
+    cycles = len(state.get("cycles", ())) if state else 0  # before an --extend adds one
     try:
         with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
-            return _train(args, state, out, made)
-    except KeyboardInterrupt:
-        if not (out / STATE).exists():  # while the data loaded, TensorFlow started or the first epoch ran
+            return _train(args, state, out, made, cycles)
+    except _Said:
+        raise
+    except KeyboardInterrupt:  # said from what the folder holds: the data loading, TensorFlow starting, an epoch
+        if (out / STATE).exists():
+            at, again = _kept_at(out, cycles, args.extend)
+            print(f"\nfer-pipe train: interrupted; {out} keeps the run at {at}, and {again} goes on from there",
+                  file=sys.stderr)
+        else:
             if made:
                 shutil.rmtree(out)  # as a bad data file does: it left a folder of a lock file alone (s38a)
             print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
@@ -269,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
-def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) -> int:
+def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, cycles: int) -> int:
     state_path = out / STATE
     started = time.time()
     try:
@@ -345,25 +352,17 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
                 _save_whole(self.model, out / CHECKPOINT)
                 _write_state(state_path, state)
 
-    # an --extend given again is refused once the cycle it added has begun (s38a)
-    again = "the same command with --resume" + (", without --extend," if args.extend else "")
     if state["epochs_done"] < args.epochs:
         last = args.epochs if args.session_epochs is None else \
             min(args.epochs, state["epochs_done"] + args.session_epochs)
-        try:
-            model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
-                      initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
-                      shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
-        except KeyboardInterrupt:
-            if state_path.exists():
-                print(f"\nfer-pipe train: interrupted; {out} keeps the run at epoch {state['epochs_done']} of "
-                      f"{args.epochs}, and {again} goes on from there", file=sys.stderr)
-            raise
+        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
+                  initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
+                  shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
     state["runs"][-1]["seconds"] = time.time() - started
     if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
         _write_state(state_path, state)
         print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
-              f"the run, and {again} goes on", file=sys.stderr)
+              f"the run, and {_kept_at(out, cycles, args.extend)[1]} goes on", file=sys.stderr)
         return 0
     try:
         picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
@@ -373,8 +372,8 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool) 
         report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
     except KeyboardInterrupt:
         print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; {out} "
-              f"keeps the run, and {again} exports it", file=sys.stderr)
-        raise
+              f"keeps the run, and {_kept_at(out, cycles, args.extend)[1]} exports it", file=sys.stderr)
+        raise _Said from None
     _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
@@ -413,6 +412,22 @@ def _read_state(path: Path) -> dict:
     if not isinstance(state, dict) or not keys <= state.keys():
         raise InputError(f"{path}: not a training state this can resume (keys missing)")
     return state
+
+
+class _Said(KeyboardInterrupt):
+    """A Ctrl-C whose line has been said, so that ``run`` says no other."""
+
+
+def _kept_at(out: Path, cycles: int, extend: int) -> tuple[str, str]:
+    """Where the run in ``out`` is as saved, and how to go on from it; ``cycles``: the run's
+    learning-rate cycles before this invocation. Not as this invocation holds it: an --extend's
+    cycle is saved with its first epoch, and a Ctrl-C before that was told of an epoch "1 of 3"
+    of a run saved at 1 of 1. An --extend given again is refused once its cycle is saved (s38a),
+    and adds the cycle anew before (s38d)."""
+    saved = _read_state(out / STATE)
+    extended = extend and len(saved.get("cycles", ())) > cycles
+    again = "the same command with --resume" + (", without --extend," if extended else "")
+    return f"epoch {saved['epochs_done']} of {saved['options']['epochs']}", again
 
 
 @contextlib.contextmanager
