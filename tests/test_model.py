@@ -266,12 +266,20 @@ def test_a_ctrl_c_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_fol
     """While the data loaded or TensorFlow started, a Ctrl-C ended with exit 130 and not a
     word, and left an --out folder holding a lock file alone, where a bad data file leaves
     none (s38a)."""
+    out = tmp_path / "run"
+    assert _ctrl_c_while_starting(out, "--data", str(_random_data(tmp_path))) == (
+        "fer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same command starts it "
+        "again")
+    assert not out.exists()
+
+
+def _ctrl_c_while_starting(out: Path, *args: str) -> str:
+    """``fer-pipe train --out OUT ARGS`` given a Ctrl-C once it holds ``out``, while its data
+    loads or TensorFlow starts: its exit code is 130, and its last line is returned."""
     import signal
     import time
 
-    data = _random_data(tmp_path)
-    out = tmp_path / "run"
-    with subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(data), "--out", str(out)],
+    with subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "train", "--out", str(out), *args],
                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
         while not (out / ".fer-pipe.lock").exists() and proc.poll() is None:
             time.sleep(0.01)
@@ -279,9 +287,7 @@ def test_a_ctrl_c_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_fol
         proc.send_signal(signal.SIGINT)
         said = proc.stderr.read()
     assert proc.returncode == 130, said
-    assert said.splitlines()[-1] == ("fer-pipe train: interrupted before its first epoch ended, so nothing was kept; "
-                                     "the same command starts it again")
-    assert not out.exists()
+    return said.splitlines()[-1]
 
 
 @pytest.mark.parametrize("extend", [False, True])
@@ -289,27 +295,16 @@ def test_a_ctrl_c_while_a_resume_starts_says_where_the_run_is_as_saved(tmp_path,
     """A resume interrupted while its data loaded or TensorFlow started ended with exit 130
     and not a word. One of an --extend, before its cycle was saved, said "without --extend",
     which then exported the old run and lost the extension (s38d)."""
-    import signal
-    import time
-
     run = _a_run_folder(tmp_path / "run", _random_data(tmp_path), train_rows=64)
     (run / "checkpoint.keras").write_bytes(b"")  # never read: the Ctrl-C comes first
     if extend:
         state = json.loads((run / "train_state.json").read_text())
         state.update(epochs_done=6, cycles=[{"epochs": 6, "lr": 0.05, "warmup_epochs": 2}])
         (run / "train_state.json").write_text(json.dumps(state))
-    command = [sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(tmp_path / "data.csv"), "--out", str(run),
-               "--resume", *(["--extend", "2"] if extend else [])]
-    with subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
-        while not (run / ".fer-pipe.lock").exists() and proc.poll() is None:
-            time.sleep(0.01)
-        time.sleep(0.2)  # the data is read by then; TensorFlow's import, seconds long, lies ahead
-        proc.send_signal(signal.SIGINT)
-        said = proc.stderr.read()
-    assert proc.returncode == 130, said
-    assert said.splitlines()[-1] == (f"fer-pipe train: interrupted; {run} keeps the run at epoch "
-                                     f"{6 if extend else 2} of 6, and the same command with --resume goes on from "
-                                     "there")
+    said = _ctrl_c_while_starting(run, "--data", str(tmp_path / "data.csv"), "--resume",
+                                  *(["--extend", "2"] if extend else []))
+    assert said == (f"fer-pipe train: interrupted; {run} keeps the run at epoch {6 if extend else 2} of 6, and the "
+                    "same command with --resume goes on from there")
 
 
 def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it(tmp_path):
