@@ -412,11 +412,8 @@ def test_a_resume_refuses_options_that_differ_from_its_runs(tmp_path, given, sai
 def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_one_line(tmp_path):
     """A missing or damaged checkpoint was a Keras traceback (exit 1); the README's --extend line
     run again after that extension was cut short added a second cycle, hours of unasked epochs."""
-    data = _random_csv(tmp_path / "data.csv", "Training")
-    test_rows = _random_csv(tmp_path / "test.csv", "PublicTest").read_text().splitlines(keepends=True)[1:]
-    with open(data, "a") as f:  # both splits, so that the damaged checkpoint is what the run meets
-        f.writelines(test_rows)
-    run = _a_run_folder(tmp_path / "run", data, train_rows=21)  # the data's, as a run on it saves
+    data = _random_data(tmp_path)  # both splits, so that the damaged checkpoint is what the run meets
+    run = _a_run_folder(tmp_path / "run", data, train_rows=64)  # the data's, as a run on it saves
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {run / 'checkpoint.keras'}: no such file, so the "
                                                  "run cannot resume\n")
