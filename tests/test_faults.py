@@ -165,7 +165,8 @@ def test_a_stage_with_workers_whose_finish_returns_packets_fails_naming_it(plugi
     first = re.match(r"fer-pipe: stage 'faulty\[([01])\]'", lines[0])
     assert first and lines[0] == f"fer-pipe: {said.format(first[1])}", done.stderr
     assert lines[1:] in ([], [f"fer-pipe: also, {said.format(1 - int(first[1]))}"]), done.stderr
-    assert assert_valid_prefix(tmp_path / "out.csv") == []
+    out = tmp_path / "out.csv"  # the failure stops the run, on a loaded machine before the csv sink has opened
+    assert not out.exists() or assert_valid_prefix(out) == []
 
 
 def test_a_stage_that_passes_on_an_image_no_stage_takes_is_named_not_the_stage_after_it(plugin_env, tmp_path):
