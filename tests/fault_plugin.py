@@ -57,6 +57,10 @@ class FaultyParams(StageParams):
     self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
     armed_file: str = Field("", description="with a path: fault only while this file exists, so a rerun with "
                                             "the same config finds the bug mended, as a fix in code would")
+    once_file: str = Field("", description="with a path: fault once in the run, on the first frame at or after "
+                                           "the least of at that any worker meets (a live replay on a busy "
+                                           "machine skips late frames, at's own among them), and write its "
+                                           "index there")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
 
@@ -91,6 +95,19 @@ class Faulty(Stage):
         if self.params.idle_every is not None:
             self.idle_s = self.params.idle_every
 
+    def _fires(self, index):
+        if self.params.once_file:
+            if index < min(self.params.at):
+                return False
+            try:  # the first worker there takes it
+                fd = os.open(self.params.once_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            os.write(fd, str(index).encode())
+            os.close(fd)
+            return True
+        return index in self.params.at and (not self.params.armed_file or os.path.exists(self.params.armed_file))
+
     def outage(self, packet):
         if self.params.mode == "outage_raise":
             raise ValueError("injected fault on an outage")
@@ -107,7 +124,7 @@ class Faulty(Stage):
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self._seen is not None:
             self._seen.write(f"{packet.index}\\n")
-        if packet.index in self.params.at and (not self.params.armed_file or os.path.exists(self.params.armed_file)):
+        if self._fires(packet.index):
             if self.params.mode == "raise":
                 raise ValueError(f"injected fault on frame {packet.index}")
             if self.params.mode == "hang":
