@@ -289,6 +289,7 @@ class _Handler:
         self.stage, self.w, self.stats = stage, w, stats
         self.sink = not w.outboxes
         self.stopping = False
+        self.fell_behind = False  # said once; frames dropped at its output (a slow sink) are counted beside
 
     def __call__(self, item: Packet) -> list[Packet]:
         if self.stopping:
@@ -336,7 +337,8 @@ class _Handler:
             # overloaded machine) finds its frame's ring slot reused, before or while it reads
             # it. The frame is too old to matter; it is dropped and counted like the frames the
             # source drops. (A sink has written it by then; what it wrote stays counted.)
-            if not stats.dropped:
+            if not self.fell_behind:
+                self.fell_behind = True
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
                       "overwritten before or while it read them are dropped", file=sys.stderr)
             stats.dropped += 1

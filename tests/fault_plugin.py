@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import Field
 
 from fer_pipe.messages import EXPRESSIONS, FRAME, Packet, outage
-from fer_pipe.stage import Source, Stage, StageParams, StopRun
+from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 
 
 class FaultyParams(StageParams):
@@ -218,6 +218,19 @@ class BrokenFrames(Source):
                         time.sleep(0.1)
                         yield outage(source, i - 1, timestamp)
             yield Packet(source, index, timestamp, image)
+
+
+class SlowSinkParams(StageParams):
+    delay_s: float = Field(0.2, ge=0.0, description="sleep per frame, so that a live run falls behind it")
+
+
+class SlowSink(Sink):
+    """A sink slower than a live source: what feeds it drops frames at its output."""
+    Params = SlowSinkParams
+    reads = EXPRESSIONS
+
+    def consume(self, packet):
+        time.sleep(self.params.delay_s)
 '''
 
 
@@ -240,7 +253,7 @@ def install_plugin(root: Path) -> dict[str, str]:
     """Install the fault-injection stage as ``faulty``; returns the environment that finds it."""
     return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
                                 "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n"
-                                "brokenframes = fer_faults_plugin:BrokenFrames\n")
+                                "brokenframes = fer_faults_plugin:BrokenFrames\nslowsink = fer_faults_plugin:SlowSink\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,

@@ -686,6 +686,21 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, clips
     assert int(held.read_text()) not in frames and frames == sorted(set(frames)) and text.endswith("\n")
 
 
+def test_a_stage_that_dropped_at_its_output_still_says_it_fell_behind(plugin_env, clips, tmp_path):
+    """The line was said only while the stage's dropped count was 0: a stage whose slow sink
+    had already cost it frames at its output fell behind without a word (s39)."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 120))
+    held, config = tmp_path / "held", tmp_path / "slow.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{clip}', realtime: true}}}}\n"
+                      "  held: {type: faulty, inputs: [source], params: {mode: pause, at: [30], pause_s: 3.0, "
+                      f"read_pixels: after, once_file: '{held}'}}}}\n"
+                      "  slow: {type: slowsink, inputs: [held]}\n")
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "sink 'slow' fell behind the live source" in err
+    assert "stage 'held' fell behind a live source" in err
+
+
 def test_a_stage_that_reads_no_pixels_passes_on_its_answer_though_the_slot_was_reused(plugin_env, short_clip,
                                                                                      tmp_path):
     """A tracker or smoother works on boxes and probabilities only: its answer does not depend on
