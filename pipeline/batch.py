@@ -47,6 +47,7 @@ from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
 from .graph import Graph, StageSpec, file_key
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
+from .preflight import check_stages
 from .redaction import redact_urls
 from .seeking import why_no_seek
 from .stage import Sink, StageFailure, named_files
@@ -277,6 +278,11 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
+    try:  # the tasks' own video and CSV are checked in each task
+        check_stages(graph, skip=(video, sink))
+    except StageFailure as exc:
+        _say(f"fer-pipe: batch: {exc}")
+        return 1
     check_cluster(address)
     inputs = expand_folders(inputs)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made

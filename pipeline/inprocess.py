@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only
+from .preflight import check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
                     packets_of, said, say_skipped)
 
@@ -166,7 +167,9 @@ def run_graph(graph: Graph) -> GraphRun:
     from then, the sources read no further frame, and every stage finishes and closes. Any
     other exception is raised as a ``StageFailure`` that names the stage and the frame; a
     source's, once what it read has gone through every stage and its ``finish``, as in a run
-    (a batch task's partial CSV lacked what a stage holds until then)."""
+    (a batch task's partial CSV lacked what a stage holds until then). Each stage's ``preflight``
+    runs first, as in a run: a task's missing display was a crash of its whole process."""
+    check_stages(graph)
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}

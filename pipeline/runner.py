@@ -27,12 +27,12 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, Length, Message, Opened, SourceFailed, Stopped
 from .emitter import Outbox, StageQueue
-from .endpoints import one_binder_each
-from .errors import InputError, UserError, printable
-from .graph import Graph, StageSpec
+from .errors import printable
+from .graph import Graph
+from .preflight import check_stages
 from .redaction import redact_urls
 from .ring_lease import RingLease, semaphores_named, sweep_abandoned
-from .stage import Sink, one_line, said
+from .stage import Sink, StageFailure, one_line
 from .stats import format_table
 from .status import StatusLine
 from .stop_signals import RESEND_S, STOP_SIGNALS
@@ -186,12 +186,6 @@ class Runner:
     def _signals_seen(self) -> int:
         return self._stop()[1]
 
-    @staticmethod
-    def _preflight_failed(spec: StageSpec, exc: Exception) -> RunResult:
-        return RunResult(1, message=f"stage {spec.name!r} ({spec.type_name}) failed before the run "
-                                    f"(preflight): {said(exc)}",
-                         traceback=traceback.format_exc())
-
     def _on_resume(self, signum: int, frame: object) -> None:
         """SIGCONT: the run was stopped (Ctrl-Z, SIGSTOP) and goes on. A stage's time in its
         packet counts toward the stall timeout from now: the pause was no stall of its."""
@@ -202,23 +196,10 @@ class Runner:
         self._on_signal(signal.SIGINT, None)
 
     def run(self) -> RunResult:
-        with one_binder_each():  # two stages of this run on one port are refused here too
-            for spec in self.graph.stages.values():
-                try:
-                    spec.cls.preflight(spec.params)
-                except UserError as exc:
-                    from .config import placeholder_hint  # on this failure only: config imports pydantic
-
-                    hint = placeholder_hint(self.graph, spec)
-                    raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{hint}") from None
-                except OSError as exc:
-                    if exc.filename is None:  # not about a file (a refused connection): as any other error
-                        return self._preflight_failed(spec, exc)
-                    # a file its params name cannot be looked at (a folder the user may not enter)
-                    raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename}: "
-                                     f"{exc.strerror or exc}") from None
-                except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
-                    return self._preflight_failed(spec, exc)
+        try:
+            check_stages(self.graph)
+        except StageFailure as exc:
+            return RunResult(1, message=str(exc), traceback="".join(traceback.format_exception(exc.__cause__)))
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks

@@ -670,6 +670,29 @@ def test_a_config_with_a_stage_that_listens_on_a_port_is_refused_before_any_task
         "stage (batch results are the CSVs)\n")
 
 
+def test_a_stage_whose_preflight_fails_is_refused_before_any_task_and_in_a_task(six_clips, tmp_path, monkeypatch):
+    """Batch ran no stage's preflight: a window with no display crashed every task's process
+    (Qt aborts it), four attempts each, then exit 1 per video, where a run says one line (s39c).
+    The driver checks them; a task, on a machine of its own, checks them again."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["window"] = {"type": "window", "inputs": ["classifier"]}
+    path = tmp_path / "window.yaml"
+    path.write_text(yaml.safe_dump(config))
+    no_display = ("stage 'window' (window): no display (DISPLAY and WAYLAND_DISPLAY are unset): a window cannot "
+                  "open here; use the video_writer sink to write the overlay to a file instead")
+    assert refused_before_any_task(six_clips[0], tmp_path, "--config", str(path)) == f"fer-pipe: {no_display}\n"
+    task = (f"from fer_pipe.batch_task import Job, job_config\nfrom fer_pipe.config import load_graph\n"
+            f"from fer_pipe.inprocess import run_graph\nimport yaml\n"
+            f"data = yaml.safe_load(open({str(path)!r}))\n"
+            f"run_graph(load_graph(job_config(data, {str(path)!r}, Job({str(six_clips[0])!r}, 'a'), "
+            f"{str(tmp_path / 'a.csv')!r})))\n")
+    done = subprocess.run([sys.executable, "-c", task], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.splitlines()[-1] == f"fer_pipe.errors.InputError: {no_display}", \
+        done.stderr
+
+
 @pytest.mark.parametrize("stage", ["source", "csv"])
 def test_a_config_whose_video_or_csv_params_are_no_mapping_is_one_line_before_any_task(six_clips, tmp_path,
                                                                                         stage):
