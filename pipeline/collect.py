@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import signal
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -162,7 +163,9 @@ class Collector:
         self.columns = list(FRAME_COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.tracker = SequenceTracker()
-        self.state_path = Path(f"{csv_path}{STATE_SUFFIX}")
+        # none beside a device or a pipe (--csv /dev/null to republish only, /dev/stdout): it went
+        # into /dev, or failed there at every stop (s39c), and such a CSV has no rows to go on from
+        self.state_path = Path(f"{csv_path}{STATE_SUFFIX}") if _a_file_or_none(self.csv_path) else None
         self._stop = False
         self._ttys = hangup.terminal_fds()
 
@@ -220,6 +223,8 @@ class Collector:
         """Take up the sequences the last collector left. One killed outright (SIGKILL, the OOM
         killer) left none, and lost what its socket had taken and not yet written, uncounted:
         its successor's "joined" lines read as harmless, so that is said first."""
+        if self.state_path is None:
+            return
         try:
             sources = self.tracker.load(self.state_path, time.monotonic())
         except (ValueError, OSError) as exc:
@@ -234,6 +239,8 @@ class Collector:
                  "are lost, uncounted; each source's sequence is checked from its next event")
 
     def _keep_state(self) -> None:
+        if self.state_path is None:
+            return
         try:
             self.tracker.save(self.state_path, time.monotonic())
         except OSError as exc:
@@ -270,6 +277,8 @@ class Collector:
                 continue
             try:
                 writer.write(rows)
+            except BrokenPipeError:  # --csv /dev/stdout and its reader left (| head): it has what it wanted
+                raise
             except OSError as exc:
                 raise OutputError(f"collect: --csv {self.csv_path}: cannot write source {source} run {run} seq "
                                   f"{seq}: {exc.strerror}; the CSV holds every event before it") from None
@@ -284,6 +293,14 @@ class Collector:
             _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts"
                  + (f", {state.at_once} events from a run other than the one before them while two sent at once"
                     if state.at_once else ""))
+
+
+def _a_file_or_none(path: Path) -> bool:
+    """Whether ``path`` is a regular file, or nothing yet (the CSV makes one)."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return True
 
 
 def _say(line: str) -> None:

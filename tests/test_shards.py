@@ -460,6 +460,37 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
     assert json.loads(Path(f"{merged}.collect-state.json").read_text())["sources"]["cam"]["seq"] == 3
 
 
+def test_a_collector_writing_to_a_pipe_whose_reader_left_ends_quietly_with_no_state_beside_it(tmp_path):
+    """--csv /dev/stdout | head: the reader's leaving was "cannot write ... Broken pipe", exit 1,
+    where every other command ends quietly with 0; and the sequences were kept beside the pipe,
+    in /dev (s39c). A FIFO in the test's folder stands in for the pipe of /dev/stdout."""
+    rows, log = tmp_path / "rows", tmp_path / "collect.log"
+    os.mkfifo(rows)
+    head = subprocess.Popen(["head", "-n", "3", str(rows)], stdout=subprocess.PIPE, text=True)
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(rows), log=log)
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for seq in range(1000):  # on until the collector finds the pipe closed and ends
+            event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25,
+                     "faces": [], "seq": seq, "run": "r"}
+            push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
+            if collector.poll() is not None:
+                break
+            time.sleep(0.01)
+        push.close(linger=0)
+        ctx.term()
+        assert collector.wait(timeout=60) == 0, log.read_text()
+    finally:
+        end(collector)
+    assert len(head.communicate(timeout=60)[0].splitlines()) == 3
+    assert log.read_text().splitlines() == [f"fer-pipe collect: pulling on tcp://127.0.0.1:{port}, writing {rows}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["collect.log", "rows"]
+
+
 def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_path):
     """ZeroMQ read any message whole into memory: 500 MB from a peer took the collector to 1 GB,
     and a well-formed event with a 2 MB source name became a 2 MB row. The sender of a message over
