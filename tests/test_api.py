@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO, write_video
 from fault_plugin import assert_valid_prefix, fault_config
-from livetools import csv_rows
+from livetools import csv_rows, wait_for
 
 from fer_pipe.api import BadInputFound, RunFailed, results
 from fer_pipe.errors import ConfigError, InputError, UserError
@@ -347,6 +347,7 @@ def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(
                             text=True, env={**os.environ, **plugin_env, "TMPDIR": str(temp)},
                             start_new_session=True)  # a shell job: Ctrl-C reaches its whole group
     assert proc.stdout.readline() == "event\n"
+    wait_for(lambda: csv_rows(tmp_path / "rows.csv"), 60, "a row in the CSV", proc)  # its sink may open late (s39a)
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGINT)

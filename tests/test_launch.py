@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, start_run, stat,
                           wait_gone)
-from livetools import wait_for
+from livetools import csv_rows, wait_for
 
 CLI = str(Path(sys.executable).parent / "fer-pipe")  # the console script: its sys.path has no working folder
 
@@ -68,6 +68,7 @@ def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_f
     proc, out = _slowed_run(tmp_path, short_clip, plugin_env, delay_s=0.1)
     with group_killed_at_exit(proc):
         wait_for(lambda: _frames_seen(tmp_path) >= 3, 60, "the first frames", proc)
+        wait_for(lambda: csv_rows(out), 60, "a row in the CSV", proc)  # its sink may open late (s39a)
         server = _server(proc.pid)
         stages = descendants(server)
         os.kill(server, signal.SIGKILL)

@@ -72,6 +72,9 @@ def test_sigterm_to_the_whole_group_closes_every_stage(plugin_env, short_clip, t
     """As systemd stops a service: every process gets SIGTERM at once, so nothing drains, but
     each stage unwinds through close and the CSV holds each frame its sink consumed, whole."""
     proc, out, kids = _start(tmp_path, short_clip, plugin_env, delay_s=0.1, after=5)
+    # the sink opens in its own time: on a loaded machine after the 5 frames, and the run then
+    # rightly said it "had not opened its output yet" (s39a)
+    wait_for(lambda: csv_rows(out), 60, "a row in the CSV", proc)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -335,8 +338,8 @@ def test_a_sigterm_to_one_stage_stops_the_others_instead_of_leaving_them_waiting
     proc = start_run(config, plugin_env, quiet=False)
     with group_killed_at_exit(proc):
         wait_for(lambda: pid_file.exists(), 60, "the stage to open", proc)
-        time.sleep(0.5)  # a few frames through
-        os.kill(int(pid_file.read_text()), signal.SIGTERM)
+        wait_for(lambda: csv_rows(out), 60, "a frame through, into the CSV", proc)  # not a sleep: the sink
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)  # may open late on a loaded machine (s39a)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "fer-pipe: stage 'faulty' (faulty) was stopped by a SIGTERM of its own, so nothing could drain past " \
