@@ -44,10 +44,14 @@ def test_a_live_source_into_several_workers_ends_in_order(clips, tmp_path):
         "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "out.csv")}},
     }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    done = fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", timeout=180)
+    from fault_plugin import stats_row
+
+    done = fer_pipe("run", str(tmp_path / "g.yaml"), timeout=180)
     assert done.returncode == 0, done.stderr
     frames = [int(r["frame"]) for r in csv_rows(tmp_path / "out.csv")]
-    assert frames == sorted(frames) and frames[-1] == 49 and len(set(frames)) > 25
+    assert frames == sorted(frames) and len(set(frames)) > 25
+    # the last frame, unless the replay was late at its end and skipped it, as a camera drops it (s39a)
+    assert frames[-1] == 49 or frames[-1] >= 49 - stats_row(done.stderr, "source")["dropped"], done.stderr
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -60,7 +64,9 @@ def test_a_live_source_sharing_a_slow_stage_never_drops_another_sources_frames(c
 
     env = install_plugin(tmp_path / "plugin")
     frames = read_frames(clips["single_face.mp4"], 8)
-    camera = write_video(tmp_path / "camera.avi", frames * 10, fps=100.0)  # 80 frames in 0.8 s
+    # 80 frames, live, as fast as they decode: above MAX_PACED_FPS a replay is not paced, so it
+    # never skips a frame it is late for, its last among them (a stall at 100 fps did, s39a)
+    camera = write_video(tmp_path / "camera.avi", frames * 10, fps=1000.0)
     file = write_video(tmp_path / "file.avi", frames[:6])
     stages = {
         "camera": {"type": "video", "params": {"path": str(camera), "realtime": True}},
