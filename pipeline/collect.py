@@ -321,5 +321,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    hangup.guard_terminal_streams(hangup.terminal_fds())  # a gap's line must not end a collector whose terminal left
+    hangup.guard_standard_streams(hangup.terminal_fds())  # a gap's line must not end a collector whose log left
     return Collector(args.bind, args.csv, args.publish, args.precision).run()

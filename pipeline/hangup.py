@@ -9,7 +9,7 @@ import errno
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from multiprocessing import resource_tracker
 from typing import Any, TextIO
 
@@ -31,14 +31,19 @@ def to_devnull(fds: tuple[int, ...]) -> None:
         os.close(devnull)
 
 
-class TerminalStream:
-    """A standard stream on a terminal that can go away with no SIGHUP reaching this process (a
-    job the shell was told to ``disown``, its window then closed): a write that fails with EIO
-    moves the stream to /dev/null, as a hangup does, and is dropped. A camera's reconnection
-    notice or a skipped frame's line then cannot end an unattended run."""
+GONE = frozenset({errno.EIO, errno.EPIPE, errno.ENOSPC, errno.EDQUOT})
+"""A log's reader or room gone: a hung-up terminal (EIO), the reader of a pipe (``2>&1 | tee``
+or a logger that died: EPIPE), a log file's full disk (ENOSPC, EDQUOT)."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+
+class GuardedStream:
+    """A standard stream that can lose its reader while a run goes on: a write that fails for
+    one of ``gone`` moves the stream to /dev/null, as a hangup does, and is dropped. A camera's
+    reconnection notice, a skipped frame's line or a status line then cannot end an unattended
+    run: a status line to a ``tee`` that had died killed every stage, unclosed, exit 0 (s39b)."""
+
+    def __init__(self, stream: TextIO, gone: Collection[int] = GONE) -> None:
+        self._stream, self._gone = stream, gone
 
     def write(self, text: str) -> int:
         self._guarded(self._stream.write, text)
@@ -55,7 +60,7 @@ class TerminalStream:
         try:
             call(*args)
         except OSError as exc:
-            if exc.errno != errno.EIO:
+            if exc.errno not in self._gone:
                 raise
             to_devnull((self._stream.fileno(),))
 
@@ -63,12 +68,14 @@ class TerminalStream:
         return getattr(self._stream, name)
 
 
-def guard_terminal_streams(ttys: tuple[int, ...]) -> None:
-    """Wrap ``sys.stdout`` and ``sys.stderr`` in a TerminalStream where they are among ``ttys``
-    (asked with ``terminal_fds`` before any hangup), for a process that must outlive its terminal."""
-    for name, fd in (("stdout", 1), ("stderr", 2)):
-        if fd in ttys and not isinstance(getattr(sys, name), TerminalStream):
-            setattr(sys, name, TerminalStream(getattr(sys, name)))
+def guard_standard_streams(ttys: tuple[int, ...]) -> None:
+    """Wrap ``sys.stderr`` in a GuardedStream, and ``sys.stdout`` where it is on a terminal
+    (``ttys``, asked with ``terminal_fds`` before any hangup), for a process that must outlive
+    them. Standard output in a pipe is left to fail: ``fer-pipe stages | head`` ends there."""
+    if not isinstance(sys.stderr, GuardedStream):
+        sys.stderr = GuardedStream(sys.stderr)
+    if 1 in ttys and not isinstance(sys.stdout, GuardedStream):
+        sys.stdout = GuardedStream(sys.stdout, {errno.EIO})
 
 
 def ignored() -> bool:

@@ -204,8 +204,9 @@ class Runner:
         if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks
             # the progress bar, status lines and report to a terminal gone without a SIGHUP (a
-            # job the shell was told to disown): left as on SIGHUP, and the run goes on to its end
-            hangup.guard_terminal_streams(self._ttys)
+            # job the shell was told to disown), or to a log reader gone: left as on SIGHUP, and
+            # the run goes on to its end
+            hangup.guard_standard_streams(self._ttys)
         graph = self.graph
         ctx = launch.context(graph, self.fork)
         self._forked = ctx.get_start_method() == "forkserver"

@@ -64,7 +64,7 @@ def stage_main(w: Wiring) -> None:
     ttys = hangup.terminal_fds()
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
-    hangup.guard_terminal_streams(ttys)  # a terminal gone with no SIGHUP: see TerminalStream
+    hangup.guard_standard_streams(ttys)  # a terminal or a log reader gone with no SIGHUP: see GuardedStream
     name = w.process
     stats = StageStats(name)
     stage: Stage | None = None

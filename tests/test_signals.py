@@ -469,16 +469,33 @@ def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plug
 def test_a_terminal_stream_left_by_its_terminal_goes_to_dev_null():
     """What a stage or the collector writes once its terminal is gone (EIO), by any of the
     stream's write methods, goes to /dev/null instead of failing."""
-    from fer_pipe.hangup import TerminalStream
+    from fer_pipe.hangup import GuardedStream
 
     leader, follower = pty.openpty()
     with open(follower, "w", buffering=1) as stream:
-        guarded = TerminalStream(stream)
+        guarded = GuardedStream(stream)
         os.close(leader)  # the terminal is gone
         guarded.writelines(["a skipped frame\n", "a camera reconnecting\n"])
         guarded.write("and a last line\n")
         guarded.flush()
         assert os.path.samestat(os.fstat(follower), os.stat(os.devnull))
+
+
+def test_a_run_whose_log_reader_left_goes_on_to_its_end(plugin_env, short_clip, tmp_path):
+    """stderr to a reader that went away (``2>&1 | tee`` or a logger that died): the next status
+    line killed every stage, unclosed, exit 0, and a stage's next line (a skipped frame, a
+    camera reconnecting) failed the run (s39b). Both now go to /dev/null, and the run goes on."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out, on_error="skip", mode="raise", at=[30, 45],
+                          delay_s=0.03)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet", "--status-every",
+                             "0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **plugin_env}, start_new_session=True)
+    with group_killed_at_exit(proc):
+        assert proc.stderr.readline()  # the first line came, then the reader leaves
+        proc.stderr.close()
+        assert proc.wait(timeout=120) == 0
+    assert [int(row["frame"]) for row in csv_rows(out)] == [i for i in range(60) if i not in (30, 45)]
 
 
 CTRL_C_AT_FIRST_NUMPY_IMPORT = """
