@@ -88,7 +88,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     status = 0
     for path in args.configs:  # every config is checked, as a linter does, not only up to the first bad one
         try:
-            graph = load_graph(path, args.set)
+            if args.shard:  # the cameras a shard gets, before a unit per shard is deployed
+                from .shard import load_shard
+
+                graph = load_shard(path, args.set, args.shard)
+            else:
+                graph = load_graph(path, args.set)
         except UserError as exc:
             if len(args.configs) > 1 and str(exc).startswith("--set"):  # which config it was checked in
                 exc = type(exc)(f"{path}: {exc}")
@@ -230,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("configs", nargs="+", help="YAML graphs: files, or shipped configs by name")
     validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                           help="override a parameter of every config checked (repeatable)")
+    validate.add_argument("--shard", default=None, metavar="I/N",
+                          help="check what shard I of N would run: its cameras, or its one line if it gets none")
     validate.set_defaults(func=_cmd_validate)
 
     stages = sub.add_parser("stages", help="list installed stages and their parameters")

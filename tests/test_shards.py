@@ -103,6 +103,25 @@ def test_bad_shard_argument_is_one_line_exit_2(tmp_path):
         assert f"--shard {bad}" in done.stderr
 
 
+def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(tmp_path):
+    """The README's four cameras in four shards left shard 2 none: its unit was refused at every
+    restart, and validate said ok with no way to see the split (s39b)."""
+    path = tmp_path / "cameras.yaml"
+    path.write_text("stages:\n" + "".join(f"  {name}: {{type: video, params: {{path: {name}.mp4}}}}\n"
+                                          for name in ("door", "lobby", "yard", "gate"))
+                    + "  detector: {type: haar, inputs: [door, lobby, yard, gate]}\n"
+                      "  classifier: {type: classifier, inputs: [detector]}\n"
+                      "  csv: {type: csv, inputs: [classifier], params: {path: /dev/null}}\n")
+    said = [subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(path), "--shard", f"{i}/4"],
+                           capture_output=True, text=True, timeout=60) for i in range(4)]
+    assert [(done.returncode, done.stdout, done.stderr) for done in said] == [
+        (0, f"{path}: ok (5 stages: yard -> detector -> classifier -> csv; gate -> detector)\n", ""),
+        (0, f"{path}: ok (4 stages: door -> detector -> classifier -> csv)\n", ""),
+        (2, "", f"fer-pipe: {path}: --shard 2/4: none of its 4 cameras (door, lobby, yard, gate) hashes to shard 2; "
+                "use fewer shards\n"),
+        (0, f"{path}: ok (4 stages: lobby -> detector -> classifier -> csv)\n", "")]
+
+
 @pytest.mark.parametrize("config", [
     "stages: {s: {type: [video]}}",
     'stages: {"\\ud800": {type: video, params: {path: a.mp4}}}',
