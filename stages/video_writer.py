@@ -190,7 +190,7 @@ class VideoWriterSink(Sink):
             lost = "; an .mp4's index is written at its end, so this one will not play (an .avi keeps the frames " \
                    "before such a failure)" if Path(self.params.path).suffix.lower() == ".mp4" else ""
             raise OSError(f"video_writer {self.params.path}: OpenCV could not write this frame "
-                          f"({_free_mib(self.params.path)} MiB free on its disk){lost}")
+                          f"({_room(self.params.path)}){lost}")
         if said:
             os.write(2, said)  # anything else OpenCV said goes where it would have gone
         self.written += 1
@@ -240,7 +240,7 @@ class VideoWriterSink(Sink):
         capture.release()
         if held < self._in_file:
             raise OSError(f"video_writer {self._file}: the file holds {held} of the {self._in_file} frames given "
-                          f"to it ({_free_mib(self._file)} MiB free on its disk)")
+                          f"to it ({_room(self._file)})")
 
 
 def _numbered(path: Path, number: int) -> Path:
@@ -274,5 +274,10 @@ def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _free_mib(path: str | Path) -> int:
-    return shutil.disk_usage(Path(path).parent).free // 2**20
+def _room(path: str | Path) -> str:
+    """What may explain a failed write: the disk's free room, or the folder gone (removed under
+    the run: measuring it raised its own FileNotFoundError in place of the line, s39b)."""
+    try:
+        return f"{shutil.disk_usage(Path(path).parent).free // 2**20} MiB free on its disk"
+    except OSError as exc:
+        return f"its folder: {exc.strerror}"

@@ -1,6 +1,7 @@
 """The video_writer sink: the overlay written to .mp4 and .avi files that read back frame for frame."""
 from __future__ import annotations
 
+import contextlib
 import re
 
 import cv2
@@ -331,3 +332,29 @@ def test_segments_are_numbered_files_each_whole_and_a_restart_adds_to_them(tmp_p
         holder.close()
     with pytest.raises(ValidationError, match="0 .one file. or at least 1 s"):
         VideoWriterParams(path=str(path), segment_s=0.5)
+
+
+def test_a_segments_folder_removed_under_the_run_is_named_in_the_line(tmp_path):
+    """The line that names the file asked the vanished folder for its free room, and the run
+    failed with that bare FileNotFoundError in its place (s39b)."""
+    import shutil
+
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    folder = tmp_path / "video"
+    folder.mkdir()
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(folder / "a.avi"), fps=25, segment_s=1))
+    sink.open()
+    try:
+        for index in range(10):
+            sink.consume(Packet("cam", index, index / 25, np.zeros((48, 64, 3), np.uint8)))
+        shutil.rmtree(folder)
+        with pytest.raises(OSError) as raised:
+            for index in range(10, 25):  # the segment ends, and is read back
+                sink.consume(Packet("cam", index, index / 25, np.zeros((48, 64, 3), np.uint8)))
+    finally:
+        with contextlib.suppress(OSError):
+            sink.close()
+    assert str(raised.value) == (f"video_writer {folder / 'a-000001.avi'}: the file holds 0 of the 25 frames given "
+                                 "to it (its folder: No such file or directory)")
