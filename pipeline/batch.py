@@ -278,8 +278,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
-    try:  # the tasks' own video and CSV are checked in each task
-        check_stages(graph, skip=(video, sink))
+    try:  # where the tasks run on this machine; each task checks them again where it runs, its video and CSV too
+        if not address:
+            check_stages(graph, skip=(video, sink))
     except StageFailure as exc:
         _say(f"fer-pipe: batch: {exc}")
         return 1

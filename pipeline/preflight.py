@@ -14,10 +14,11 @@ from .graph import Graph
 from .stage import StageFailure, said
 
 
-def check_stages(graph: Graph, skip: Collection[str] = ()) -> None:
+def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -> None:
     """Run every stage's ``preflight`` but those in ``skip``. Bad input is raised as the same
-    error with the stage named (exit 2); a plug-in's bug as a ``StageFailure`` from it, whose
-    cause holds the plug-in's traceback."""
+    error, with the stage named unless not ``named`` (a batch task's line names its video, and
+    its open's errors name no stage either), exit 2; a plug-in's bug as a ``StageFailure``
+    from it, whose cause holds the plug-in's traceback."""
     with one_binder_each():  # two stages of this run on one port are refused here too
         for spec in graph.stages.values():
             if spec.name in skip:
@@ -25,6 +26,8 @@ def check_stages(graph: Graph, skip: Collection[str] = ()) -> None:
             try:
                 spec.cls.preflight(spec.params)
             except UserError as exc:
+                if not named:
+                    raise
                 from .config import placeholder_hint  # on this failure only: config imports pydantic
 
                 hint = placeholder_hint(graph, spec)
@@ -33,8 +36,8 @@ def check_stages(graph: Graph, skip: Collection[str] = ()) -> None:
                 if exc.filename is None:  # not about a file (a refused connection): as any other error
                     raise _failed(spec.name, spec.type_name, exc) from exc
                 # a file its params name cannot be looked at (a folder the user may not enter)
-                raise InputError(f"stage {spec.name!r} ({spec.type_name}): {exc.filename}: "
-                                 f"{exc.strerror or exc}") from None
+                where = f"stage {spec.name!r} ({spec.type_name}): " if named else ""
+                raise InputError(f"{where}{exc.filename}: {exc.strerror or exc}") from None
             except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
                 raise _failed(spec.name, spec.type_name, exc) from exc
 
