@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hangup
 from .arguments import whole
 from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, stop_ray, watch_cluster
 from .batch_parts import merge_parts, misaligned
@@ -694,6 +695,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    hangup.guard_standard_streams(hangup.terminal_fds())  # lines to a log reader gone must not end the batch
     stops = StopSignals()
     try:
         with stops.handled():

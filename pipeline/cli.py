@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_o
 
 from .arguments import number
 from .errors import UNUSABLE_PATH, UserError, printable
-from .hangup import to_devnull
+from .hangup import guard_standard_streams, terminal_fds, to_devnull
 from .redaction import redact_urls
 
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
@@ -33,6 +33,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .config import load_graph
     from .runner import Runner, report
 
+    guard_standard_streams(terminal_fds())  # a warning to a log reader gone must not end the run
     if args.shard:
         from .shard import load_shard
 

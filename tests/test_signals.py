@@ -498,6 +498,19 @@ def test_a_run_whose_log_reader_left_goes_on_to_its_end(plugin_env, short_clip, 
     assert [int(row["frame"]) for row in csv_rows(out)] == [i for i in range(60) if i not in (30, 45)]
 
 
+def test_a_run_whose_log_disk_is_full_from_its_start_goes_on_to_its_end(plugin_env, short_clip, tmp_path):
+    """stderr on a full disk (/dev/full) from the start: a graph warning said before the run
+    starts (a stage that feeds nothing) ended the command there, exit 1, no frame read (s39d)."""
+    out = tmp_path / "out.csv"
+    config = fault_config(tmp_path / "run.yaml", short_clip, out)
+    config.write_text(config.read_text() + "  spare:\n    type: faulty\n    inputs: [source]\n")
+    with open(os.devnull, "w") as nowhere, open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--status-every", "0.2"],
+                              stdout=nowhere, stderr=full, env={**os.environ, **plugin_env}, timeout=120)
+    assert done.returncode == 0
+    assert [int(row["frame"]) for row in csv_rows(out)] == list(range(60))
+
+
 CTRL_C_AT_FIRST_NUMPY_IMPORT = """
 import os, signal, sys
 class CtrlC:
