@@ -296,10 +296,13 @@ class Collector:
 
 
 def _a_file_or_none(path: Path) -> bool:
-    """Whether ``path`` is a regular file, or nothing yet (the CSV makes one)."""
+    """Whether ``path`` is a regular file, or nothing yet (the CSV makes one). A name under /dev
+    or /proc is none, wherever it leads: ``/dev/stdout`` into a file kept its state in /dev."""
+    if path.absolute().parts[1:2] in (("dev",), ("proc",)):
+        return False
     try:
         return stat.S_ISREG(path.stat().st_mode)
-    except FileNotFoundError:
+    except OSError:  # nothing there yet, or a path the CSV's own check says is wrong
         return True
 
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -508,6 +509,48 @@ def test_a_collector_writing_to_a_pipe_whose_reader_left_ends_quietly_with_no_st
     assert len(head.communicate(timeout=60)[0].splitlines()) == 3
     assert log.read_text().splitlines() == [f"fer-pipe collect: pulling on tcp://127.0.0.1:{port}, writing {rows}"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["collect.log", "rows"]
+
+
+def test_a_collector_whose_log_disk_is_full_goes_on_collecting(tmp_path):
+    """Its lines on a full disk (/dev/full) ended it at its first, exit 1, no row (s39d)."""
+    merged = tmp_path / "merged.csv"
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=Path("/dev/full"))
+    try:
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        for seq in range(100):  # a restart's line and a gap's among them, each said to the full disk
+            event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25, "faces": [],
+                     "seq": seq + (seq >= 50) * 5, "run": "r" if seq < 80 else "r2"}
+            push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
+        push.close(linger=5000)
+        ctx.term()
+        wait_for(lambda: len(csv_rows(merged)) == 100, 60, "every event's row", collector)
+    finally:
+        assert end(collector) == 0
+
+
+def test_a_collector_writing_to_dev_stdout_redirected_to_a_file_keeps_no_state_in_dev(tmp_path):
+    """/dev/stdout > merged.csv is a regular file behind a name in /dev: the state went to
+    /dev/stdout.collect-state.json, and each start said the last collector had been killed (s39d).
+    Run in a private mount namespace, with a tmpfs over /dev, so a broken build cannot write into
+    this machine's /dev; skipped where this user may not mount."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("a private /dev needs unshare -m (root)")
+    merged, log, port = tmp_path / "merged.csv", tmp_path / "collect.log", free_port()
+    collect = shlex.join([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{port}",
+                          "--csv", "/dev/stdout"])
+    script = (f"mount -t tmpfs tmpfs /dev && ln -s /proc/self/fd/1 /dev/stdout && {collect} > {merged} 2> {log} & "
+              f"pid=$!; until grep -qs pulling {log}; do sleep 0.1; done; kill -TERM $pid; wait $pid; code=$?; "
+              "ls -A /dev; exit $code")
+    for _ in range(2):  # the second start would say the first was killed
+        log.unlink(missing_ok=True)  # else the first start's line is found before the second's
+        done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert (done.returncode, done.stdout) == (0, "stdout\n"), (done.stderr, log.read_text())
+        assert log.read_text().splitlines()[0] == f"fer-pipe collect: pulling on tcp://127.0.0.1:{port}, writing " \
+                                                  "/dev/stdout"
+        assert len(log.read_text().splitlines()) == 1, log.read_text()
 
 
 def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_path):
