@@ -87,11 +87,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
     status = 0
+    if args.shard:  # a bad one is said once, not once per config
+        from .shard import load_shard, parse_shard
+
+        parse_shard(args.shard)
     for path in args.configs:  # every config is checked, as a linter does, not only up to the first bad one
         try:
-            if args.shard:  # the cameras a shard gets, before a unit per shard is deployed
-                from .shard import load_shard
-
+            if args.shard:  # the stages a shard runs, before a unit per shard is deployed
                 graph = load_shard(path, args.set, args.shard)
             else:
                 graph = load_graph(path, args.set)
