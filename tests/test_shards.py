@@ -102,6 +102,9 @@ def test_bad_shard_argument_is_one_line_exit_2(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert f"--shard {bad}" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config), str(config), "--shard",
+                           "2/2"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr  # once, not once per config (s39d)
 
 
 def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(tmp_path):
