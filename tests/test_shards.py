@@ -2,6 +2,7 @@
 and PUB sockets on 127.0.0.1, SIGKILL of a whole shard and its restart."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,28 @@ def end(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
     return proc.wait(timeout=60)
+
+
+def bound_collector(merged: Path, log: Path) -> tuple[subprocess.Popen, int]:
+    """``fer-pipe collect`` into ``merged``, once it says it is bound, and its port."""
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+    return collector, port
+
+
+@contextlib.contextmanager
+def pushing(port: int, linger_ms: int = 5000) -> Iterator[zmq.Socket]:
+    """A PUSH socket connected to a collector on ``port``, closed after what it sent is delivered
+    (for ``linger_ms``)."""
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        yield push
+    finally:
+        push.close(linger=linger_ms)
+        ctx.term()
 
 
 def rows_by_source(path: Path) -> Counter:
@@ -458,22 +482,16 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
                  {key: value for key, value in down.items() if key != "timestamp"} | {"seq": 999_999}]
 
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
-    port = free_port()
-    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    collector, port = bound_collector(merged, log)
     try:
-        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
-        ctx = zmq.Context()
-        push = ctx.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{port}")
-        for body in MALFORMED:
-            push.send_multipart([b"emotion.cam", body])
-        good = {"schema": 1, "type": "frame", "source": "cam", "frame": 3, "timestamp": 0.1, "faces": [],
-                "seq": 2, "run": "r"}
-        push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
-        for event in [*bad_downs, {**down, "seq": 3}]:
-            push.send_multipart([b"source.cam", json.dumps(event).encode()])
-        push.close(linger=5000)
-        ctx.term()
+        with pushing(port) as push:
+            for body in MALFORMED:
+                push.send_multipart([b"emotion.cam", body])
+            good = {"schema": 1, "type": "frame", "source": "cam", "frame": 3, "timestamp": 0.1, "faces": [],
+                    "seq": 2, "run": "r"}
+            push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
+            for event in [*bad_downs, {**down, "seq": 3}]:
+                push.send_multipart([b"source.cam", json.dumps(event).encode()])
         wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 3, 60,
                  "the bad events", collector)
     finally:
@@ -490,22 +508,16 @@ def test_a_collector_writing_to_a_pipe_whose_reader_left_ends_quietly_with_no_st
     rows, log = tmp_path / "rows", tmp_path / "collect.log"
     os.mkfifo(rows)
     head = subprocess.Popen(["head", "-n", "3", str(rows)], stdout=subprocess.PIPE, text=True)
-    port = free_port()
-    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(rows), log=log)
+    collector, port = bound_collector(rows, log)
     try:
-        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
-        ctx = zmq.Context()
-        push = ctx.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{port}")
-        for seq in range(1000):  # on until the collector finds the pipe closed and ends
-            event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25,
-                     "faces": [], "seq": seq, "run": "r"}
-            push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
-            if collector.poll() is not None:
-                break
-            time.sleep(0.01)
-        push.close(linger=0)
-        ctx.term()
+        with pushing(port, linger_ms=0) as push:
+            for seq in range(1000):  # on until the collector finds the pipe closed and ends
+                event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25,
+                         "faces": [], "seq": seq, "run": "r"}
+                push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
+                if collector.poll() is not None:
+                    break
+                time.sleep(0.01)
         assert collector.wait(timeout=60) == 0, log.read_text()
     finally:
         end(collector)
@@ -520,15 +532,11 @@ def test_a_collector_whose_log_disk_is_full_goes_on_collecting(tmp_path):
     port = free_port()
     collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=Path("/dev/full"))
     try:
-        ctx = zmq.Context()
-        push = ctx.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{port}")
-        for seq in range(100):  # a restart's line and a gap's among them, each said to the full disk
-            event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25, "faces": [],
-                     "seq": seq + (seq >= 50) * 5, "run": "r" if seq < 80 else "r2"}
-            push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
-        push.close(linger=5000)
-        ctx.term()
+        with pushing(port) as push:
+            for seq in range(100):  # a restart's line and a gap's among them, each said to the full disk
+                event = {"schema": 1, "type": "frame", "source": "cam", "frame": seq, "timestamp": seq / 25,
+                         "faces": [], "seq": seq + (seq >= 50) * 5, "run": "r" if seq < 80 else "r2"}
+                push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
         wait_for(lambda: len(csv_rows(merged)) == 100, 60, "every event's row", collector)
     finally:
         assert end(collector) == 0
@@ -584,19 +592,13 @@ def test_a_source_name_cannot_write_lines_of_its_own_into_the_collectors_log(tmp
     """A source named with a newline wrote what looked like the collector's own line ("restart:
     ... FORGED"), and an escape code cleared the terminal of whoever read the log (s24e)."""
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
-    port = free_port()
-    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), log=log)
+    collector, port = bound_collector(merged, log)
     source = "door\nfer-pipe collect: source lobby: FORGED\x1b[2J"
     try:
-        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
-        ctx = zmq.Context()
-        push = ctx.socket(zmq.PUSH)
-        push.connect(f"tcp://127.0.0.1:{port}")
-        event = {"schema": 1, "type": "frame", "source": source, "frame": 0, "timestamp": 0.0, "faces": [],
-                 "seq": 0, "run": "r"}
-        push.send_multipart([b"emotion.door", json.dumps(event).encode()])
-        push.close(linger=5000)
-        ctx.term()
+        with pushing(port) as push:
+            event = {"schema": 1, "type": "frame", "source": source, "frame": 0, "timestamp": 0.0, "faces": [],
+                     "seq": 0, "run": "r"}
+            push.send_multipart([b"emotion.door", json.dumps(event).encode()])
         wait_for(lambda: rows_by_source(merged).get(source) == 1, 60, "the event", collector)
     finally:
         assert end(collector) == 0, log.read_text()
