@@ -109,6 +109,8 @@ class VideoSource(Source):
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._by_duration = counted_by_duration(self.params.path)
+        # the holes are counted only where a shortfall may be let off (see _check_end)
+        self._hole_s = HOLE_FRAMES / self.fps if self._by_duration else float("inf")
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
         self._last: float | None = None  # where in the file the last frame read is, in seconds
@@ -161,7 +163,7 @@ class VideoSource(Source):
             if not read and seconds:
                 self._head = max(0, round(seconds * self.fps) - self.params.start)
             self._last = seconds
-            if read and timestamp - before > HOLE_FRAMES / self.fps:
+            if read and timestamp - before > self._hole_s:
                 self._in_holes += round((timestamp - before) * self.fps) - 1
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
