@@ -23,7 +23,6 @@ import errno
 import json
 import os
 import signal
-import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from .endpoints import ipv6_for, is_loopback, tcp_host_port
 from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows)
+from .graph import file_key
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -296,14 +296,10 @@ class Collector:
 
 
 def _a_file_or_none(path: Path) -> bool:
-    """Whether ``path`` is a regular file, or nothing yet (the CSV makes one). A name under /dev
-    or /proc is none, wherever it leads: ``/dev/stdout`` into a file kept its state in /dev."""
-    if path.absolute().parts[1:2] in (("dev",), ("proc",)):
-        return False
-    try:
-        return stat.S_ISREG(path.stat().st_mode)
-    except OSError:  # nothing there yet, or a path the CSV's own check says is wrong
-        return True
+    """Whether ``path`` is a regular file, or nothing yet (the CSV makes one; a path that cannot
+    be looked at is left to the CSV's own check). A name under /dev or /proc is none, wherever it
+    leads: ``/dev/stdout`` into a file kept its state in /dev."""
+    return path.absolute().parts[1:2] not in (("dev",), ("proc",)) and file_key(str(path)) is not None
 
 
 def _say(line: str) -> None:
