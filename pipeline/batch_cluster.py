@@ -7,8 +7,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -16,6 +16,7 @@ from . import hangup
 from .endpoints import host_port, is_loopback
 from .errors import InputError, UserError
 from .machine import usable_cpus
+from .stop_signals import handling, signals_held
 
 PINNED_THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                   "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
@@ -38,7 +39,7 @@ class StopSignals:
         self.signum = signal.SIGINT
 
     def handled(self) -> AbstractContextManager[None]:
-        return _handling([signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP]), self._stop)
+        return handling([signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP]), self._stop)
 
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self.signum = signal.Signals(signum)
@@ -173,26 +174,10 @@ def not_connected(address: str, exc: ConnectionError) -> str:
             "RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
 
 
-@contextmanager
-def _stops_held() -> Iterator[list[int]]:
+def _stops_held() -> AbstractContextManager[list[int]]:
     """Hold Ctrl-C, SIGTERM and SIGHUP while ``ray.init`` (or ``ray.shutdown``: ``stop_ray``)
     runs, seconds, listing those that came. Interrupted inside it, Ray was left half started: its agents ran on for ever (180 MB),
     and ``ray.shutdown`` of it crashed the process (SIGSEGV). The handlers before are put back
     after, which also takes SIGTERM back from the two ray.init sets (a Python one, and a native
     crash handler that dumped a stack and exited 1, or aborted). An ignored signal stays so."""
-    came: list[int] = []
-    stops = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-             if signal.getsignal(sig) not in (signal.SIG_IGN, None)]
-    with _handling(stops, lambda signum, _: came.append(signum)):
-        yield came
-
-
-@contextmanager
-def _handling(signals: list[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """``handler`` on ``signals`` for a while, the handlers before put back after."""
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
-    try:
-        yield
-    finally:
-        for sig, before in previous.items():
-            signal.signal(sig, before)
+    return signals_held((signal.SIGINT, signal.SIGTERM, signal.SIGHUP))

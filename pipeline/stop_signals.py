@@ -15,7 +15,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import wait
+from types import FrameType
 
 PR_SET_PDEATHSIG = 1
 RESEND_S = 0.5
@@ -135,3 +138,26 @@ def sigterm_seen() -> bool:
     """Whether a SIGTERM came: an error raised after it is the stop, not a failure (a library
     turns the ``Terminated`` raised inside it into its own error)."""
     return _sigterm_seen
+
+
+@contextmanager
+def handling(signals: Collection[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` on ``signals`` for a while, the handlers before put back after."""
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, before)
+
+
+@contextmanager
+def signals_held(signals: Collection[int]) -> Iterator[list[int]]:
+    """Note ``signals`` while the block runs, rather than act on them, listing those that came
+    for the caller to act on after. A handler that notes rather than a blocked signal: the
+    kernel hands a signal blocked in this thread to another (TensorFlow's, Ray's), and Python
+    then runs the handler here. An ignored signal stays so."""
+    came: list[int] = []
+    with handling([sig for sig in signals if signal.getsignal(sig) not in (signal.SIG_IGN, None)],
+                  lambda signum, _: came.append(signum)):
+        yield came

@@ -31,6 +31,7 @@ from ..output_files import held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
+from ..stop_signals import signals_held
 from .data import load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
@@ -435,19 +436,10 @@ def ctrl_c_held() -> Iterator[None]:
     """A Ctrl-C meanwhile is raised once the block is done: an epoch's checkpoint, best net and
     state are saved together or not at all. Cut between them, the line said the run was kept at
     an epoch the state on disk had not reached, and best.keras held a net the state did not name
-    (s38a). A handler that notes the signal rather than a blocked one: the kernel hands a
-    signal blocked in this thread to another (TensorFlow's), and Python then runs the handler here.
-    A SIGINT this process ignores (started with a shell's ``&``) stays ignored."""
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    (s38a). A SIGINT this process ignores (started with a shell's ``&``) stays ignored."""
+    with signals_held((signal.SIGINT,)) as came:
         yield
-        return
-    seen: list[int] = []
-    signal.signal(signal.SIGINT, lambda signum, _: seen.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    if seen:
+    if came:
         raise KeyboardInterrupt
 
 
