@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 import signal
@@ -57,12 +58,15 @@ def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str =
 
 def csv_rows(path: Path) -> list[dict]:
     """The rows so far; none while the file is not there. Checking first and opening after
-    raced: the run's writability probe creates the file and removes it again before it starts."""
+    raced: the run's writability probe creates the file and removes it again before it starts.
+    Read whole first, then parsed: a reader that found the file empty took no header, and then
+    read the header written meanwhile as a row of none (TypeError, CI 39e)."""
     try:
         with open(path, newline="") as f:
-            return list(csv.DictReader(f))
+            text = f.read()
     except FileNotFoundError:
         return []
+    return list(csv.DictReader(io.StringIO(text, newline="")))
 
 
 def needs(program: str) -> str:
