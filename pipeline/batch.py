@@ -279,12 +279,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     refuse_shared_outputs(graph, sink, origin)
     if chunk_frames:
         refuse_stateful_chunks(graph, origin)
-    try:  # where the tasks run on this machine; each task checks them again where it runs, its video and CSV too
-        if not address:
-            check_stages(graph, skip=(video, sink))
-    except StageFailure as exc:
-        _say(f"fer-pipe: batch: {exc}")
-        return 1
+    if not address:  # where the tasks run on this machine; each task checks them again where it runs, video and CSV too
+        check_stages(graph, skip=(video, sink))
     check_cluster(address)
     inputs = expand_folders(inputs)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
@@ -703,6 +699,11 @@ def run(args: argparse.Namespace) -> int:
                              args.chunk_frames, args.max_retries, args.quiet, args.set)
     except KeyboardInterrupt:
         return 128 + stops.signum
+    except StageFailure as exc:  # a plug-in's bug in the driver's preflight, said as fer-pipe run says it
+        from .runner import RunResult, report
+
+        report(RunResult.failed_before(exc), quiet=True, debug=args.debug)
+        return 1
 
 
 def _say(line: str) -> None:

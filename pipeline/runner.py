@@ -74,6 +74,12 @@ class RunResult:
         self.also = [printable(redact_urls(one_line(line))) for line in self.also]
         self.traceback = redact_urls(self.traceback)  # the Python API chains it to what it raises
 
+    @classmethod
+    def failed_before(cls, exc: StageFailure) -> RunResult:
+        """A plug-in's bug found by ``check_stages``: exit 1, with the plug-in's own traceback
+        for --debug, as ``fer-pipe run`` and ``fer-pipe batch`` both say it."""
+        return cls(1, message=str(exc), traceback="".join(traceback.format_exception(exc.__cause__)))
+
 
 @dataclass
 class _Reports:
@@ -199,7 +205,7 @@ class Runner:
         try:
             check_stages(self.graph)
         except StageFailure as exc:
-            return RunResult(1, message=str(exc), traceback="".join(traceback.format_exception(exc.__cause__)))
+            return RunResult.failed_before(exc)
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
         if in_main:
             hangup.start_resource_tracker()  # before the queues, whose semaphores it tracks

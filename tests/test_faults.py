@@ -58,6 +58,12 @@ def test_a_plugin_failing_its_preflight_or_open_is_one_line_and_debug_puts_the_t
     done = fer_pipe("--debug", "run", str(config), "--quiet", env=plugin_env, timeout=120)
     assert done.returncode == 1 and done.stderr.startswith("Traceback")
     assert done.stderr.rstrip().splitlines()[-1] == line
+    # batch's driver runs the same preflight before any task: the same line, its traceback under --debug
+    batch = fer_pipe("--debug", "batch", str(short_clip), "--config", str(config), "--out", str(tmp_path / "res"),
+                     env=plugin_env, timeout=120)
+    assert batch.returncode == 1 and batch.stderr.startswith("Traceback"), batch.stderr
+    assert batch.stderr.rstrip().splitlines()[-1] == line
+    assert not (tmp_path / "res").exists()
 
     code, err = finish(start_run(fault_config(tmp_path / "open.yaml", short_clip, out, mode="open"), plugin_env))
     assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: while opening: RuntimeError: injected "
