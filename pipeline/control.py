@@ -52,10 +52,11 @@ class Failed(NamedTuple):
     exit_code: int
 
 
-class SourceFailed(NamedTuple):
-    """A source failed mid-stream (bad input found, a camera given up on, or its own error);
-    what was read before it still drains. ``live``: a live source, whose failure ends the run
-    at once rather than when the other sources end."""
+class FailedDraining(NamedTuple):
+    """A failure after which what was passed on still drains: a source's mid-stream (bad input
+    found, a camera given up on, or its own error), or a stage's in its ``finish`` or, once it
+    has ended its stream, its ``close``. ``live``: a live source, whose failure ends the run at
+    once rather than when the other sources end."""
 
     process: str
     message: str
@@ -64,4 +65,4 @@ class SourceFailed(NamedTuple):
     traceback: str = ""
 
 
-Message = Opened | Length | Done | Stopped | Closing | Failed | SourceFailed
+Message = Opened | Length | Done | Stopped | Closing | Failed | FailedDraining

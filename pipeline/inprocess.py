@@ -157,6 +157,19 @@ def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
         raise _stage_failure(graph, name, where, exc) from exc
 
 
+def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exception | None:
+    """Close every opened stage, the last first; the first failure, named as a run names it. One
+    failing close left the stages before it unclosed, their files unflushed."""
+    first: Exception | None = None
+    for name in reversed(opened):
+        try:
+            with _failing_as(graph, name, "while closing: "):
+                stages[name].close()
+        except (UserError, StageFailure) as exc:
+            first = first or exc
+    return first
+
+
 def run_graph(graph: Graph) -> GraphRun:
     """Run a whole graph in this process, sources one after another.
 
@@ -167,7 +180,9 @@ def run_graph(graph: Graph) -> GraphRun:
     from then, the sources read no further frame, and every stage finishes and closes. Any
     other exception is raised as a ``StageFailure`` that names the stage and the frame; a
     source's, once what it read has gone through every stage and its ``finish``, as in a run
-    (a batch task's partial CSV lacked what a stage holds until then). Each stage's ``preflight``
+    (a batch task's partial CSV lacked what a stage holds until then); a stage's in its
+    ``finish`` or ``close``, once every other stage has finished and every stage is closed.
+    Each stage's ``preflight``
     runs first, as in a run: a task's missing display was a crash of its whole process."""
     check_stages(graph, named=False)
     stages = {name: graph.stages[name].build() for name in graph.order()}
@@ -175,7 +190,7 @@ def run_graph(graph: Graph) -> GraphRun:
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
     skipped: Counter[str] = Counter()  # per stage: each says its own first ten, as in a run
     stopped_by: set[str] = set()
-    opened: list[Stage] = []
+    opened: list[str] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
         if name in stopped_by:
@@ -206,7 +221,7 @@ def run_graph(graph: Graph) -> GraphRun:
         for name, stage in stages.items():
             with _failing_as(graph, name, "while opening: "):
                 stage.open()
-            opened.append(stage)
+            opened.append(name)
         for name, stage in stages.items():
             if not isinstance(stage, Source):
                 continue
@@ -235,12 +250,16 @@ def run_graph(graph: Graph) -> GraphRun:
                     last_index = packet.index
                 push(name, [_read_only(packet)])
         for name, stage in stages.items():
-            with _failing_as(graph, name, "while finishing: "):
-                held = packets_of(stage.finish(), "finish")
+            try:
+                with _failing_as(graph, name, "while finishing: "):
+                    held = packets_of(stage.finish(), "finish")
+            except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
+                late = late or exc
+                continue
             push(name, held)
     finally:
-        for stage in reversed(opened):
-            stage.close()
+        unclosed = _close_all(graph, stages, opened)
+    late = late or unclosed
     if late is not None:
         raise late
     return GraphRun(skipped.total(), bool(stopped_by))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import frames, hangup, launch
-from .control import Closing, Done, Failed, Length, Message, Opened, SourceFailed, Stopped
+from .control import Closing, Done, Failed, FailedDraining, Length, Message, Opened, Stopped
 from .emitter import Outbox, StageQueue
 from .errors import printable
 from .graph import Graph
@@ -113,10 +113,10 @@ class _Reports:
                 self.failure = msg
             case Failed(process, message) if process != self.failure.process:
                 self.also.append(f"{who(process)} failed: {message}")
-            case SourceFailed(process, message, exit_code, live, trace):
-                if self.late_error is None:
+            case FailedDraining(process, message, exit_code, live, trace):
+                if self.late_error is None and self.failure is None:
                     self.late_error = Failed(process, message, trace, exit_code)
-                elif live:  # said too: the run ends on it, not on the first
+                else:  # said too, after the run's: a live one ends the run, not the first
                     self.also.append(f"{who(process)} failed: {message}")
                 return live  # a camera given up on: the run fails now, not when the others end
         return False
@@ -380,13 +380,16 @@ class Runner:
         # a stage killed in its close had sent its statistics before it: nothing else said it,
         # and the run said each sink's file held the frames it had taken
         failure = reports.failure or reports.late_error
-        also = reports.also + [f"{self._who(name)} was killed "
-                               + (f"in its close, which had not returned {after:g} s after the second stop signal: "
-                                  "what it was writing may be incomplete" if cut else
-                                  f"{after:g} s into its close, which had not returned: what it was writing may be "
-                                  "incomplete (a stage whose close needs longer says so with closing_s)")
-                               for name, (after, cut) in reports.killed_closing.items()
-                               if failure is None or name != failure.process]  # a stall in close says it
+        late = reports.late_error
+        superseded = [f"{self._who(late.process)} failed: {late.message}"] if late and failure is not late else []
+        also = superseded + reports.also + [
+            f"{self._who(name)} was killed "
+            + (f"in its close, which had not returned {after:g} s after the second stop signal: "
+               "what it was writing may be incomplete" if cut else
+               f"{after:g} s into its close, which had not returned: what it was writing may be "
+               "incomplete (a stage whose close needs longer says so with closing_s)")
+            for name, (after, cut) in reports.killed_closing.items()
+            if failure is None or name != failure.process]  # a stall in close says it
         if failure is not None:
             message = failure.message
             if failure.process is not None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import frames, hangup, ring_lease
-from .control import Closing, Done, Failed, Length, Opened, SourceFailed, Stopped
+from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stopped
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
@@ -58,6 +58,34 @@ class Wiring:
     run_id: str  # names the run's frame rings (``ring_lease``)
 
 
+def _finished(stage: Stage, w: Wiring) -> list[Packet]:
+    """What ``finish`` returns. Its failure is said, and the stream still ended, so that what the
+    stage passed on before drains into the outputs: stopping the stages after it lost 0 to 5 of
+    ten such frames, by chance (s40a); what it held is lost."""
+    try:
+        held = packets_of(stage.finish(), "finish")
+        if held and w.spec.workers > 1:  # each copy's would come once per worker, out of order
+            raise TypeError(f"finish returned {len(held)} packet(s), but a stage run with workers keeps "
+                            "nothing between packets, so its finish returns nothing")
+        return held
+    except BrokenPipeError:
+        raise
+    except UserError as exc:
+        w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, False))
+    except Exception as exc:  # said as "while finishing", as open's and close's are
+        w.control.put(FailedDraining(w.process, f"while finishing: {said(exc)}", 1, False, traceback.format_exc()))
+    return []
+
+
+def _close_failed(process: str, message: str, trace: str, exit_code: int, ended: bool) -> Failed | FailedDraining:
+    """A failure in ``close``. Once the stage has ended its stream, everything it passed on is on
+    its way, and the stages after it and beside it go on draining it: a close that failed
+    (an upload, a summary file) stopped them and lost the frames they had not written yet."""
+    if ended:
+        return FailedDraining(process, message, exit_code, False, trace)
+    return Failed(process, message, trace, exit_code)
+
+
 def stage_main(w: Wiring) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, terminate)
@@ -70,6 +98,7 @@ def stage_main(w: Wiring) -> None:
     stage: Stage | None = None
     ring: frames.FrameRing | None = None
     started = time.monotonic()
+    ended = False  # the stage's stream ended and its Done was sent
 
     def summary() -> dict:
         """May run twice (a SIGTERM inside the put of "done"), so it adds to a copy, not to ``stats``."""
@@ -107,15 +136,7 @@ def stage_main(w: Wiring) -> None:
             _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
-            try:
-                held = packets_of(stage.finish(), "finish")
-                if held and w.spec.workers > 1:  # each copy's would come once per worker, out of order
-                    raise TypeError(f"finish returned {len(held)} packet(s), but a stage run with workers keeps "
-                                    "nothing between packets, so its finish returns nothing")
-            except (UserError, BrokenPipeError):
-                raise
-            except Exception as exc:  # said as "while finishing", as open's and close's are
-                raise StageFailure(f"while finishing: {said(exc)}") from exc
+            held = _finished(stage, w)
             w.busy_since.value = 0.0
             emitter.emit(held)
         except BrokenPipeError:
@@ -123,6 +144,7 @@ def stage_main(w: Wiring) -> None:
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
         emitter.end()
         w.control.put(Done(name, summary()))
+        ended = True
     except Terminated:
         _report_stopped(w, summary())
     except UserError as exc:
@@ -148,9 +170,9 @@ def stage_main(w: Wiring) -> None:
             try:
                 stage.close()
             except UserError as exc:
-                w.control.put(Failed(name, f"while closing: {exc}", "", exc.exit_code))
+                w.control.put(_close_failed(name, f"while closing: {exc}", "", exc.exit_code, ended))
             except BaseException as exc:
-                w.control.put(Failed(name, f"while closing: {said(exc)}", traceback.format_exc(), 1))
+                w.control.put(_close_failed(name, f"while closing: {said(exc)}", traceback.format_exc(), 1, ended))
             finally:
                 w.busy_since.value = 0.0
         if ring is not None:
@@ -194,8 +216,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own
             # error): what was read still drains through the graph into the outputs; the runner
             # fails the run with this line after, and at once stops the other sources of a live one.
-            w.control.put(SourceFailed(w.process, str(exc), exc.exit_code, stage.live) if isinstance(exc, UserError)
-                          else SourceFailed(w.process, said(exc), 1, stage.live, traceback.format_exc()))
+            w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, stage.live) if isinstance(exc, UserError)
+                          else FailedDraining(w.process, said(exc), 1, stage.live, traceback.format_exc()))
             break
         if packet.outage:  # no frame: not counted as one, and the stages after it learn of it
             if not down:  # the status line says the source is down, since its last frame

@@ -336,6 +336,30 @@ def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip,
     assert (code, err) == (2, "fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's log\n")
 
 
+@pytest.mark.parametrize("mode", ["finish", "close"])
+def test_a_stage_failing_in_finish_or_close_loses_nothing_it_had_passed_on(plugin_env, short_clip, tmp_path, mode):
+    """A stage failing in its finish or close, after passing every frame on, stopped the stages
+    after it: the CSV held 0 to 5 of 10 frames, by chance, and here none, the stage after it
+    holding every frame until its own finish (s40a). They drain; the run fails with the line.
+    In one process (a batch task) a finish's failure skipped every later stage's finish."""
+    out = tmp_path / "out.csv"
+    config = tmp_path / "late.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      f"  faulty: {{type: faulty, inputs: [source], params: {{mode: {mode}}}}}\n"
+                      "  held: {type: faulty, inputs: [faulty], params: {mode: hold}}\n"
+                      f"  csv: {{type: csv, inputs: [held], params: {{path: '{out}'}}}}\n")
+    said = {"finish": "while finishing: RuntimeError: flush failed / disk quota exceeded",
+            "close": "while closing: RuntimeError: upload of the summary failed"}[mode]
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (1, f"fer-pipe: stage 'faulty' (faulty) failed: {said}\n")
+    assert assert_valid_prefix(out) == list(range(60))
+    one = tmp_path / "one.csv"
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config), f"csv.path={one}"],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+    assert done.returncode == 1 and done.stderr.splitlines()[-1].endswith(said), done.stderr
+    assert one.read_text() == out.read_text()
+
+
 def test_an_open_that_never_returns_is_a_stall(plugin_env, short_clip, tmp_path):
     """open was not watched: a stage whose server never answered held the run for ever, and a
     first Ctrl-C, which asks stages to drain, could not reach it."""
