@@ -33,7 +33,7 @@ import zmq
 from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .endpoints import ipv6_for, is_loopback, tcp_host_port
+from .endpoints import ipc_problem, ipv6_for, is_loopback, tcp_host_port
 from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows)
@@ -191,6 +191,9 @@ class Collector:
                     _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it {exposed}")
             for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
                 if sock is not None:
+                    problem = ipc_problem(address) if address.startswith("ipc://") else None
+                    if problem:
+                        raise InputError(f"{flag} {address}: cannot bind: {problem}")
                     try:
                         sock.bind(address)
                     except zmq.ZMQError as exc:

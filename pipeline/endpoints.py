@@ -7,7 +7,9 @@ its config says ``public: true``; the checks live here so each stage applies the
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -98,26 +100,72 @@ def _claim(endpoint: str, who: str) -> None:
     claimed[key] = who
 
 
+IPC_PATH_MAX = 107
+"""Bytes of a Unix socket's path, less its terminating zero (``sun_path`` on Linux)."""
+
+
 def check_bindable(endpoint: str, who: str) -> None:
-    """InputError where another process, or another stage of the run, holds the port of a
-    ``tcp://`` endpoint (or, for a stage of the run, the path of an ``ipc://`` one): said before
-    any stage starts, not from the stage's process once every stage has started. A host name or
-    an interface is left to ZeroMQ, which resolves it, and to the stage's open."""
+    """InputError where an endpoint cannot be bound: another process, or another stage of the
+    run, holds its TCP port or its ``ipc://`` socket, its host is neither an address nor an
+    interface, or its ipc path cannot be a socket. Said before any stage starts, not from the
+    stage's process once every stage has started and the other sinks had emptied their files."""
     _claim(endpoint, who)
     where = tcp_host_port(endpoint)
-    if where is None:
-        return
-    host = "0.0.0.0" if where[0] == "*" else where[0]
+    problem = ipc_problem(endpoint) if where is None else _tcp_problem(*where)
+    if problem:
+        raise InputError(f"{who} {endpoint}: cannot bind: {problem}")
+
+
+def _tcp_problem(host: str, port: int | None) -> str | None:
+    """Why ZeroMQ could not bind this host's port, tried as it binds: an IP address as given,
+    a name as its first IPv4 address (ZeroMQ resolves ``localhost`` so, its IPv6 left off)."""
+    host = "0.0.0.0" if host == "*" else host
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
-        return
+        if host in (name for _, name in socket.if_nameindex()):
+            return None  # an interface: ZeroMQ binds its address, which may change until then
+        family = socket.AF_INET
+        try:
+            host = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4][0]
+        except (socket.gaierror, UnicodeError):
+            return f"no such host or interface {host!r}"
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
         try:
-            probe.bind((host, where[1]))
+            probe.bind((host, port))
         except OSError as exc:
-            raise InputError(f"{who} {endpoint}: cannot bind: {exc.strerror}") from None
+            return exc.strerror
+    return None
+
+
+def ipc_problem(endpoint: str) -> str | None:
+    """Why an ``ipc://PATH`` cannot be bound without harm. ZeroMQ unlinks whatever is at PATH
+    before it binds, so a second run given the first's path took its subscribers silently, and
+    the first, still running, was unreachable for good after (s40b); a file there would go the
+    same way. A socket nobody listens on (a run killed outright) is taken over, as ZeroMQ does."""
+    path = endpoint[len("ipc://"):]
+    if path.startswith("@") or path == "*":  # Linux's abstract names, ZeroMQ's own temporary path
+        return None
+    if len(os.fsencode(path)) > IPC_PATH_MAX:
+        return f"its path is {len(os.fsencode(path))} bytes, and a socket's is {IPC_PATH_MAX} at most"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"no folder {folder}"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return "a file that is not a socket is there, and ZeroMQ would delete it"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            return None
+        except OSError:  # a socket we may not connect to (another user's): not ours to take
+            pass
+    return "address already in use (another process listens on that socket)"
 
 
 def unresolved_host(endpoint: str) -> str:

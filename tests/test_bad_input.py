@@ -986,6 +986,60 @@ def test_zeromq_endpoint_already_in_use(short_clip):
     assert one_line(err) == f"fer-pipe: stage 'events' (zmq): zmq {endpoint}: cannot bind: Address already in use"
 
 
+def test_an_ipc_endpoint_another_process_listens_on_is_refused_and_left_to_it(short_clip):
+    """ZeroMQ unlinks what is at an ipc path before it binds: a second run given the first's
+    path took its subscribers without a word, exit 0, and the first, still running, was
+    unreachable for good after (s40b)."""
+    import tempfile
+
+    import zmq
+
+    with tempfile.TemporaryDirectory(prefix="fp") as folder:  # short: a socket's path has 107 bytes
+        path = Path(folder) / "events.sock"
+        ctx = zmq.Context()
+        try:
+            holder = ctx.socket(zmq.PUB)  # held in a name: a socket collected as garbage closes
+            holder.bind(f"ipc://{path}")
+            inode = path.stat().st_ino
+            code, err = run(f"source.path={short_clip}", f"events.endpoint=ipc://{path}",
+                            config=str(REPO / "configs" / "video_to_zmq.yaml"))
+            assert (code, one_line(err)) == (2, f"fer-pipe: stage 'events' (zmq): zmq ipc://{path}: cannot bind: "
+                                                "address already in use (another process listens on that socket)")
+            assert path.stat().st_ino == inode  # still the first publisher's
+        finally:
+            ctx.destroy(linger=0)
+
+
+def test_an_endpoint_zeromq_would_fail_or_harm_on_is_refused_before_any_stage_starts(tmp_path):
+    """Each failed in the stage's process once every stage had started, the other sinks' files
+    already emptied (s40b): no folder for an ipc path, a name that is no host, ``localhost``
+    (which the probe skipped) on a port in use; and a file at an ipc path ZeroMQ replaced with
+    its socket, the file's content gone. A socket left by a run killed outright is taken."""
+    import socket
+    import tempfile
+
+    from fer_pipe.endpoints import check_bindable
+    from fer_pipe.errors import InputError
+
+    kept = tmp_path / "notes.txt"
+    kept.write_text("precious\n")
+    with busy_port() as port:
+        for endpoint, reason in [(f"ipc://{tmp_path}/none/x.sock", f"no folder {tmp_path}/none"),
+                                 ("ipc:///tmp/" + "x" * 110, "its path is 115 bytes, and a socket's is 107 at most"),
+                                 (f"ipc://{kept}", "a file that is not a socket is there, and ZeroMQ would delete it"),
+                                 ("tcp://nohost.invalid:5571", "no such host or interface 'nohost.invalid'"),
+                                 (f"tcp://localhost:{port}", "Address already in use")]:
+            with pytest.raises(InputError) as raised:
+                check_bindable(endpoint, "zmq")
+            assert str(raised.value) == f"zmq {endpoint}: cannot bind: {reason}"
+    assert kept.read_text() == "precious\n"
+    with tempfile.TemporaryDirectory(prefix="fp") as folder:
+        stale = Path(folder) / "s.sock"
+        with socket.socket(socket.AF_UNIX) as gone:
+            gone.bind(str(stale))  # bound, never listening: as a killed run's
+        check_bindable(f"ipc://{stale}", "zmq")
+
+
 def test_an_episodes_publish_port_already_in_use_is_said_before_any_stage_starts(short_clip, tmp_path):
     """As the zmq sink's: the episodes sink said it from its own process, once every stage had
     started, in ZeroMQ's words rather than the zmq sink's."""

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -665,6 +666,18 @@ def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
                                "--csv", str(tmp_path / "merged.csv")], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: --bind tcp://127.0.0.1:{port}: cannot bind: address already in use\n")
+    with tempfile.TemporaryDirectory(prefix="fp") as folder:  # an ipc path ZeroMQ would unlink from under its owner
+        held = f"ipc://{folder}/c.sock"
+        ctx = zmq.Context()
+        try:
+            holder = ctx.socket(zmq.PULL)
+            holder.bind(held)
+            done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", held, "--csv",
+                                   str(tmp_path / "merged.csv")], capture_output=True, text=True, timeout=60)
+        finally:
+            ctx.destroy(linger=0)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: --bind {held}: cannot bind: address already in use (another process listens on that socket)\n")
     foreign = tmp_path / "other.csv"
     foreign.write_text("a,b\n1,2\n")
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{free_port()}",
