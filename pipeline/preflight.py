@@ -38,7 +38,8 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
                 # a file its params name cannot be looked at (a folder the user may not enter)
                 where = f"stage {spec.name!r} ({spec.type_name}): " if named else ""
                 raise InputError(f"{where}{exc.filename}: {exc.strerror or exc}") from None
-            except Exception as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
+            except (Exception, SystemExit) as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
+                # sys.exit(4) there ended fer-pipe with that code and no word, sys.exit("no display") with the bare text
                 raise _failed(spec.name, spec.type_name, exc) from exc
 
 

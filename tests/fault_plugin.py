@@ -25,6 +25,7 @@ from livetools import sighup_default
 PLUGIN_SOURCE = '''
 """fault injection stage for fer-pipe's reliability tests."""
 import os
+import sys
 import time
 from typing import Literal
 
@@ -37,7 +38,7 @@ from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
-                  "outage_raise", "exit_on_stop", "hold", "float_image", "close"] = Field(
+                  "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
@@ -46,7 +47,7 @@ class FaultyParams(StageParams):
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
                           "as a native library's exit(0) would, whatever at says; hold: pass every frame "
-                          "on from finish, not before; float_image: pass on a float image; close: raise in close)")
+                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -75,6 +76,8 @@ class Faulty(Stage):
     def preflight(cls, params):
         if params.mode == "preflight":
             raise ValueError("injected fault in preflight")
+        if params.mode == "exit_preflight":
+            sys.exit(4)
 
     def open(self):
         if self.params.mode == "idle":

@@ -64,6 +64,9 @@ def test_a_plugin_failing_its_preflight_or_open_is_one_line_and_debug_puts_the_t
     assert batch.returncode == 1 and batch.stderr.startswith("Traceback"), batch.stderr
     assert batch.stderr.rstrip().splitlines()[-1] == line
     assert not (tmp_path / "res").exists()
+    exits = fault_config(tmp_path / "exit.yaml", short_clip, out, mode="exit_preflight")  # fer-pipe's code and word
+    code, err = finish(start_run(exits, plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed before the run (preflight): SystemExit: 4\n")
 
     code, err = finish(start_run(fault_config(tmp_path / "open.yaml", short_clip, out, mode="open"), plugin_env))
     assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: while opening: RuntimeError: injected "
