@@ -49,7 +49,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .frames import FrameRef
-from .messages import Face, Packet
+from .messages import EMOTIONS, Face, Packet
 
 
 class StageFailure(Exception):
@@ -66,6 +66,10 @@ class StopRun(Exception):
     (``csv.path=/dev/stdout | head``) ends the run the same way: the reader has what it wanted,
     as with any Unix filter.
     """
+
+
+SET_STAGE_KEYS = frozenset({"on_error", "workers"})
+"""Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets, so no stage's param may be so named."""
 
 
 class StageParams(BaseModel):
@@ -283,10 +287,38 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
         if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
             raise TypeError(f"{method} returned a packet whose faces are or hold a {type(wrong).__name__}, "
                             "not a list of fer_pipe.messages.Face")
+        for face in faces or ():
+            problem = _face_problem(face)
+            if problem:
+                raise TypeError(f"{method} returned a packet with a face whose {problem}")
         shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
         if shown:  # unchecked, the detector after it failed on an OpenCV assertion blaming its scale factor
             raise TypeError(f"{method} returned a packet with {shown} for its image; {A_FRAME}")
     return out
+
+
+PROB_SLACK = 1e-3
+"""How far outside [0, 1] a probability may stray by float rounding (a softmax, an average of two)."""
+
+
+def _face_problem(face: Face) -> str:
+    """What is wrong with a face a stage passes on, or nothing. Unchecked, a plug-in detector's
+    box of three numbers failed the classifier after it, a float box went into the CSV's
+    integer columns, and a plug-in classifier's one NaN made its track's smoothed label NaN for
+    the rest of the track, exit 0; probabilities of another length failed the csv sink (s40a)."""
+    box = face.box
+    if (not isinstance(box, (tuple, list)) or len(box) != 4
+            or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
+        return f"box is {box!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
+    probs = face.probs
+    if probs is None:
+        return ""
+    values = probs.tolist() if isinstance(probs, np.ndarray) else probs  # Python floats: 7 compare in 1 us, not 15
+    if (not isinstance(values, (list, tuple)) or len(values) != len(EMOTIONS)
+            or not all(type(v) in (float, int) and -PROB_SLACK <= v <= 1 + PROB_SLACK for v in values)):
+        return (f"probs are {probs!r}; they are one probability from 0 to 1 for each of the "
+                f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")  # NaN fails the comparisons
+    return ""
 
 
 def handle(stage: Stage, packet: Packet) -> list[Packet]:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, fer_pipe, read_frames, write_video
@@ -698,6 +699,33 @@ def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
             packets_of([Packet("cam", 0, 0.0, faces=faces)])
         assert str(raised.value) == (f"process returned a packet whose faces are or hold a {kind}, not a list of "
                                      "fer_pipe.messages.Face")
+
+
+def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_that_made_them():
+    """A plug-in detector's box of three numbers failed the classifier after it; a float box
+    went into the CSV's integer columns; a plug-in classifier's one NaN made its track's smoothed
+    label "angry, nan" for the rest of the track, exit 0; five probabilities failed the csv
+    sink (s40a). What the built-ins make, and numpy integers or a list, pass."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stage import packets_of
+
+    good = [Face((1, 2, 3, 4)), Face((np.int32(1), 2, 3, 4), probs=np.full(7, 1 / 7, np.float32)),
+            Face([0, 0, 5, 5], probs=[0, 0, 0, 1, 0, 0, 0])]
+    assert len(packets_of([Packet("cam", 0, 0.0, faces=good)])) == 1
+    box = "; a box is (x, y, w, h), whole pixels, w and h above 0"
+    probs = ("; they are one probability from 0 to 1 for each of the 7 emotions (angry, disgust, fear, happy, "
+             "sad, surprise, neutral)")
+    nan = np.full(7, 0.1)
+    nan[2] = np.nan
+    for face, said in [(Face((10, 10, 50)), f"box is (10, 10, 50){box}"),
+                       (Face((10.5, 10, 50, 50)), f"box is (10.5, 10, 50, 50){box}"),
+                       (Face((10, 10, 0, 0)), f"box is (10, 10, 0, 0){box}"),
+                       (Face((1, 2, 3, 4), probs=nan), f"probs are {nan!r}{probs}"),
+                       (Face((1, 2, 3, 4), probs=np.full(5, 0.2)), f"probs are {np.full(5, 0.2)!r}{probs}"),
+                       (Face((1, 2, 3, 4), probs=[3.0] * 7), f"probs are {[3.0] * 7!r}{probs}")]:
+        with pytest.raises(TypeError) as raised:
+            packets_of([Packet("cam", 0, 0.0, faces=[face])])
+        assert str(raised.value) == f"process returned a packet with a face whose {said}"
 
 
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
