@@ -24,12 +24,9 @@ from .env_values import refuse_unset, substitute_nodes
 from .errors import ConfigError
 from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
 from .registry import Registry, registry
-from .stage import Sink, Source, Stage, StageParams, named_files, said
+from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
-SET_STAGE_KEYS = {"on_error", "workers"}
-"""Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets; a param of the same name is out
-of ``--set``'s reach (no built-in stage has one)."""
 MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
 
-from .stage import Sink, Source, Stage, StageParams, said
+from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, said
 
 GROUP = "fer_pipe.stages"
 
@@ -73,6 +73,10 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
         # a plain pydantic model accepts a misspelt param in silence; StageParams refuses it
         return ".Params is not a fer_pipe.stage.StageParams subclass"
+    taken = sorted(SET_STAGE_KEYS & cls.Params.model_fields.keys())
+    if taken:  # --set STAGE.workers=3 set the stage's processes, not the param, and YAML's params set the param
+        return (f".Params.{taken[0]}: {taken[0]} is a stage's own key in a config (--set STAGE.{taken[0]} sets "
+                "it), so no param may be named so")
     for attr in ("reads", "writes"):
         if not isinstance(getattr(cls, attr), (str, type(None))):
             return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"

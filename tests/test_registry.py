@@ -125,6 +125,19 @@ class ClosingNumber(Sink):
         pass
 
 
+class WorkersParams(StageParams):
+    workers: int = Field(1, description="threads of my own")
+
+
+class WorkersParam(Stage):
+    """A stage whose param is named as a stage's own key."""
+    Params = WorkersParams
+    reads = writes = FRAME
+
+    def process(self, packet):
+        return (packet,)
+
+
 class PresetParams(StageParams):
     preset: str = "fast"
 
@@ -216,7 +229,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+                  "closingnumber = breakmod:ClosingNumber\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -252,6 +265,10 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  # before, it loaded and validated, and the run ended in four tracebacks
                  "'closingnumber' from distribution breakers: breakmod:ClosingNumber.closing_s is 5.0, not a method: "
                  "define it with def, as Stage does",
+                 # before, --set x.workers=3 set the stage's processes (or was refused for a stage
+                 # that keeps state), where params: {workers: 3} set the param
+                 "'workersparam' from distribution breakers: breakmod:WorkersParam.Params.workers: workers is a "
+                 "stage's own key in a config (--set STAGE.workers sets it), so no param may be named so",
                  # before, every command exited 0 at once, having done nothing
                  "'exiting' from distribution exits: cannot import exitmod:Stage: it exits while imported "
                  "(sys.exit(0))"):
