@@ -194,6 +194,22 @@ def tcp_endpoint(host: str, port: int) -> str:
     return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
 
+PEER_TIMEOUT_MS = 6000
+"""A peer that answers no ZeroMQ ping for this long is disconnected (see ``with_heartbeat``)."""
+
+
+def with_heartbeat(sock: zmq.Socket) -> zmq.Socket:
+    """The socket, pinging its peers every PEER_TIMEOUT_MS / 3. A peer gone without closing its
+    connection (its host crashed, a partition, a suspended laptop) answers no ping and is
+    disconnected after PEER_TIMEOUT_MS, where TCP takes 15-30 min; a socket that connects then
+    reconnects to whoever is at the address now. Without it, a push sink whose collector's host
+    died sent into the dead connection to the end of the run, never reaching the collector
+    restarted there, and a subscriber waited for ever on a publisher restarted (s40b)."""
+    sock.heartbeat_ivl = PEER_TIMEOUT_MS // 3
+    sock.heartbeat_timeout = PEER_TIMEOUT_MS
+    return sock
+
+
 def ipv6_for(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
     """The socket, with IPv6 on where ``endpoint`` is an IPv6 address (``tcp://[::1]:5556``),
     which the checks above accept as loopback: ZeroMQ leaves IPv6 off, and it failed in the

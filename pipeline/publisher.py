@@ -21,15 +21,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from .curve_keys import load_keys
-from .endpoints import ipv6_for, is_loopback, tcp_host_port
+from .endpoints import ipv6_for, is_loopback, tcp_host_port, with_heartbeat
 from .errors import InputError
 from .events import MAX_SUBSCRIPTION_BYTES, encode
 
-PEER_TIMEOUT_MS = 6000
-"""A subscriber that answers no ZeroMQ ping for this long is disconnected. libzmq answers pings
-in its own thread, so a subscriber busy in its code still does until its receive queue is full;
-one that has not read for that long is disconnected too, and what was queued for it is lost
-(counted as sent: ZeroMQ does not say how much)."""
 STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
 
@@ -49,11 +44,13 @@ class Publisher:
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-        # A subscriber gone without closing its connection (a suspended laptop, a partition)
-        # answers no ping and is dropped after PEER_TIMEOUT_MS; otherwise its full queue made
-        # every send fail (XPUB_NODROP), for every subscriber, until TCP gave up (15-30 min).
-        self._sock.setsockopt(zmq.HEARTBEAT_IVL, PEER_TIMEOUT_MS // 3)
-        self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, PEER_TIMEOUT_MS)
+        # A subscriber gone without closing its connection is dropped after PEER_TIMEOUT_MS;
+        # otherwise its full queue made every send fail (XPUB_NODROP), for every subscriber,
+        # until TCP gave up. libzmq answers pings in its own thread, so a subscriber busy in its
+        # code still does until its receive queue is full; one that has not read for that long
+        # is dropped too, and what was queued for it is lost (counted as sent: ZeroMQ does not
+        # say how much).
+        with_heartbeat(self._sock)
         try:
             self._bind(kind, endpoint, curve_secret_key, curve_clients)
         except BaseException:

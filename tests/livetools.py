@@ -1,6 +1,7 @@
 """Helpers for the live and network tests: free ports, waiting on real processes, reading outputs."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -9,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +41,62 @@ def busy_port() -> Iterator[int]:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         yield holder.getsockname()[1]
+
+
+@contextmanager
+def silencing_relay(target: int) -> Iterator[tuple[int, Callable[[], None]]]:
+    """A TCP relay from a port on 127.0.0.1 to ``target``; yields (port, silence). ``silence()``
+    makes every connection made so far swallow what comes and send nothing back, left open: what
+    a peer whose host died, or a partition, looks like from the other end. Connections made after
+    it are relayed as before, to whatever listens on ``target`` then."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    era = [0]
+    held: list[socket.socket] = []
+
+    def pump(src: socket.socket, dst: socket.socket, born: int) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if era[0] == born:
+                    dst.sendall(data)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", target))
+                except OSError:  # nothing there yet: the client's socket tries again
+                    client.close()
+                    continue
+                held.extend((client, upstream))
+                for src, dst in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(src, dst, era[0]), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], lambda: era.__setitem__(0, era[0] + 1)
+    finally:
+        listener.close()
+        for sock in held:
+            sock.close()
+
+
+def bound_again(ctx: Any, kind: int, endpoint: str) -> Any:
+    """A ZeroMQ socket bound to ``endpoint`` that a socket of this process held until just now:
+    ZeroMQ closes in its own thread, so the first tries may find the port still taken."""
+    import zmq
+
+    def bind() -> Any:
+        sock = ctx.socket(kind)
+        try:
+            sock.bind(endpoint)
+            return sock
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            time.sleep(0.05)
+            return None
+
+    return wait_for(bind, 30, f"{endpoint} to be free again")
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 60.0, what: str = "the condition",

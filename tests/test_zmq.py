@@ -19,7 +19,7 @@ import yaml
 import zmq
 import zmq.auth
 from conftest import REPO, fer_pipe, read_frames, write_video
-from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
+from livetools import bound_again, csv_rows, free_port, silencing_relay, start_fer_pipe, stop, wait_for
 
 from fer_pipe.events import FACE_FIELDS as EVENT_FACE_FIELDS
 from fer_pipe.errors import ConfigError, InputError
@@ -425,7 +425,7 @@ def test_a_subscriber_frozen_without_closing_its_connection_stops_blocking_the_o
     2 s to spare) reaches the healthy subscriber. Before, nothing sent after about 1 s did."""
     from fer_pipe.inprocess import make_stage
     from fer_pipe.messages import Face, Packet
-    from fer_pipe.publisher import PEER_TIMEOUT_MS
+    from fer_pipe.endpoints import PEER_TIMEOUT_MS
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sink = make_stage("zmq", {"endpoint": endpoint, "sndhwm": 10, "wait_subscribers": 2, "linger_s": 0})
@@ -556,6 +556,33 @@ def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscript
 
 
 FRAME_7 = {"schema": 1, "type": "frame", "source": "cam", "frame": 7, "timestamp": 0.28, "faces": []}
+
+
+def test_a_subscriber_reaches_a_publisher_restarted_after_the_first_went_silent():
+    """A publisher whose host died leaves its subscribers' connections open: ``fer-pipe
+    subscribe`` waited on it for ever, and never reached the run restarted at that address
+    (s40b). It pings, and reconnects once pings go unanswered."""
+    from fer_pipe.subscribe import connect
+
+    target = free_port()
+    ctx = zmq.Context()
+    try:
+        with silencing_relay(target) as (port, silence):
+            first = ctx.socket(zmq.PUB)
+            first.bind(f"tcp://127.0.0.1:{target}")
+            sub = connect(ctx, f"tcp://127.0.0.1:{port}", [])
+
+            def hears(pub: zmq.Socket, word: bytes) -> bool:
+                pub.send_multipart([b"emotion.cam", word])
+                return bool(sub.poll(100)) and sub.recv_multipart()[1] == word
+
+            wait_for(lambda: hears(first, b"first"), 30, "the first publisher's events")
+            silence()
+            first.close(linger=0)
+            second = bound_again(ctx, zmq.PUB, f"tcp://127.0.0.1:{target}")
+            wait_for(lambda: hears(second, b"second"), 60, "the restarted publisher's events")
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_subscribe_csv_says_once_which_event_types_it_skips():
