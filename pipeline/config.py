@@ -368,9 +368,15 @@ def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
     update = {}
     for name in {name for name, path in named if path.startswith("~")}:
         value = getattr(params, name)
-        update[name] = (type(value)(os.path.expanduser(str(path)) for path in value)
-                        if isinstance(value, (list, tuple)) else os.path.expanduser(str(value)))
+        update[name] = (type(value)(_home_expanded(path) for path in value)
+                        if isinstance(value, (list, tuple)) else _home_expanded(value))
     return params.model_copy(update=update) if update else params
+
+
+def _home_expanded(path: Any) -> Any:
+    """``path`` with ``~`` expanded, of its own type: a plug-in's ``Path`` param came back a
+    ``str`` only where the user wrote ``~/`` (s40a), and its ``.with_suffix`` failed then."""
+    return type(path)(os.path.expanduser(str(path)))
 
 
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
@@ -465,6 +471,11 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
                           "packet to the next (or is a source or a sink), so it runs in one "
                           "process only")
+    owned = [name for name, _ in named_files(cls, params, cls.output_paths)]
+    owned += [name for name in cls.bind_params if getattr(params, name)]
+    if workers > 1 and owned:  # each worker would open it: they locked each other out, naming a "second run"
+        raise ConfigError(f"{workers_where}: {prefix}: workers: each of its {workers} processes would open what "
+                          f"its {owned[0]} names, which one process holds; run it in one")
     return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers,
                      _closing_s(cls, params, where, prefix))
 

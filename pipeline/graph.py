@@ -164,14 +164,18 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
     without a word), and what each stage's ``graph_warnings`` says of its place."""
     found = [(s, "feeds no stage, so what it makes is dropped (a sink left out, or a source missing "
                  "from an inputs list?)") for s in graph.ends() if not issubclass(s.cls, Sink)]
+
+    def kinds(names: set[str]) -> set[str]:
+        """The stage types these stages are, or stand in for (``provides``: a tracker of a plug-in's own)."""
+        return {kind for n in names for kind in (graph.stages[n].type_name, *graph.stages[n].cls.provides)}
+
     for name in graph.order():
-        spec, after = graph.stages[name], graph.downstream(name) - {name}
+        spec = graph.stages[name]
         if spec.cls.wants_before:
-            before = {kind for n in graph.upstream(name) - {name}
-                      for kind in (graph.stages[n].type_name, *graph.stages[n].cls.provides)}
+            before = kinds(graph.upstream(name) - {name})
             found += [(spec, why) for kind, why in spec.cls.wants_before.items() if kind not in before]
-        try:
-            said = spec.cls.graph_warnings(spec.params, {graph.stages[n].type_name for n in after})
+        try:  # a plug-in tracker after haar's every_n was warned of as none (s40a)
+            said = spec.cls.graph_warnings(spec.params, kinds(graph.downstream(name) - {name}))
             lines = [said] if isinstance(said, str) else list(said)
             if not all(isinstance(line, str) for line in lines):
                 raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")

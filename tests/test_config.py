@@ -230,6 +230,53 @@ def test_a_smoother_with_no_tracker_before_it_is_warned_about(tmp_path):
         del registry().types["mytracker"]
 
 
+def test_a_plugins_path_param_its_own_tracker_and_its_file_with_workers(tmp_path, monkeypatch):
+    """Three plug-in cases the config check got wrong (s40a): a ``Path`` file param came back a
+    ``str`` where the user wrote ``~/`` (the stage's ``with_suffix`` failed then); a tracker of
+    its own (``provides``) after haar's every_n was warned of as none; a parallel stage that
+    writes a file passed with workers: 2, and its workers locked each other out, the line naming
+    "a second run", the last run's file emptied."""
+    from pydantic import Field
+
+    from fer_pipe.config import build_graph
+    from fer_pipe.graph import warnings
+    from fer_pipe.messages import FACES
+    from fer_pipe.registry import registry
+    from fer_pipe.stage import Stage, StageParams
+
+    class LogParams(StageParams):
+        log: Path = Field(Path("faces.log"), description="one line per face")
+
+    class FaceLog(Stage):
+        Params = LogParams
+        reads = writes = FACES
+        parallel = True
+        output_paths = ("log",)
+
+    class OwnTracker(Stage):
+        reads = writes = FACES
+        provides = ("track",)
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    stages = {"source": {"type": "video", "params": {"path": "a.mp4"}},
+              "detector": {"type": "haar", "inputs": ["source"], "params": {"every_n": 3}},
+              "tracker": {"type": "owntracker", "inputs": ["detector"]},
+              "log": {"type": "facelog", "inputs": ["tracker"], "params": {"log": "~/faces.log"}},
+              "classifier": {"type": "classifier", "inputs": ["log"]},
+              "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": "o.csv"}}}
+    registry().types.update(facelog=FaceLog, owntracker=OwnTracker)
+    try:
+        graph = build_graph({"stages": stages}, {}, "<dict>")
+        assert graph.stages["log"].params.log == tmp_path / "faces.log"  # a Path, as declared
+        assert warnings(graph) == []
+        stages["log"]["workers"] = 2
+        with pytest.raises(ConfigError, match=r"stage 'log' \(facelog\): workers: each of its 2 processes would "
+                                              r"open what its log names, which one process holds; run it in one$"):
+            build_graph({"stages": stages}, {}, "<dict>")
+    finally:
+        del registry().types["facelog"], registry().types["owntracker"]
+
+
 def test_a_bad_set_in_several_configs_names_each_config():
     """The same line, once per config, did not say which config it came from."""
     done = fer_pipe("validate", "--set", "detector.scale_factor=5", "webcam", "rtsp")

@@ -116,6 +116,16 @@ class MisspeltPath(Sink):
         pass
 
 
+class NoComma(Sink):
+    """A sink whose output_paths lacks the comma that makes it a tuple."""
+    Params = FileParams
+    reads = FRAME
+    output_paths = ("path")
+
+    def consume(self, packet):
+        pass
+
+
 class ClosingNumber(Sink):
     """A sink that says its closing time as a number."""
     reads = FRAME
@@ -229,7 +239,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -265,6 +275,9 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  # before, it loaded and validated, and the run ended in four tracebacks
                  "'closingnumber' from distribution breakers: breakmod:ClosingNumber.closing_s is 5.0, not a method: "
                  "define it with def, as Stage does",
+                 # before, "names 'p', 'a', 't', 'h', not a field of its Params"
+                 "'nocomma' from distribution breakers: breakmod:NoComma.output_paths is 'path', not a tuple of "
+                 "param names: write ('path',)",
                  # before, --set x.workers=3 set the stage's processes (or was refused for a stage
                  # that keeps state), where params: {workers: 3} set the param
                  "'workersparam' from distribution breakers: breakmod:WorkersParam.Params.workers: workers is a "
