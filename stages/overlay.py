@@ -62,8 +62,11 @@ def colour_of(label: str | None) -> tuple[int, int, int]:
 
 
 def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> np.ndarray:
-    """A new BGR image: the packet's frame with a box, label and confidence per face."""
-    image = np.array(packet.pixels(), copy=True)
+    """A new BGR image: the packet's frame with a box, label and confidence per face. A grey
+    frame (which a source may yield) is made BGR, in place of the copy: the video writer's
+    OpenCV took it for a frame it could not write, said as a full disk (s40a)."""
+    frame = packet.pixels()
+    image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[2] == 1 else frame.copy()
     for face in packet.faces or []:
         try:
             x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)

@@ -279,6 +279,26 @@ def test_a_frame_of_another_size_is_scaled_to_fit_and_said_once(tmp_path, capsys
                                        "and any other frame of another size are scaled to fit\n")
 
 
+def test_grey_frames_are_written_in_colour_with_their_overlay(tmp_path):
+    """A source may yield grey frames (an infrared camera's), which the detector and classifier
+    take; the video writer's OpenCV refused them, said as a frame it could not write "(35980 MiB
+    free on its disk)", naming a later frame (s40a)."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    path = tmp_path / "grey.avi"
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(path), fps=5))
+    sink.open()
+    try:
+        for index, image in enumerate([np.full((48, 64), 100, np.uint8), np.full((48, 64, 1), 150, np.uint8)] * 2):
+            sink.consume(Packet("cam", index, index / 5, image, faces=[Face((2, 2, 20, 20))]))
+    finally:
+        sink.close()
+    frames = read_frames(path)
+    assert [round(float(f[30:, 30:].mean()) / 50) for f in frames] == [2, 3, 2, 3]  # MJPEG: a level or two off
+    assert all(f.shape == (48, 64, 3) and f[12, 2, 1] > 200 > f[12, 2, 0] for f in frames)  # the green box
+
+
 @pytest.mark.parametrize("suffix", [".avi", ".mp4"])
 def test_segments_are_numbered_files_each_whole_and_a_restart_adds_to_them(tmp_path, suffix):
     """One file per run held its whole index in memory (74 bytes a frame), played only once the
