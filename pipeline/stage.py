@@ -268,11 +268,13 @@ class Sink(Stage):
         return ()
 
 
-def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list[Packet]:
+def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0) -> list[Packet]:
     """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
     packet whose faces or image the stages do not take, is a TypeError saying so, raised in the
     stage that returned it: unchecked, it was the stage it reached that failed, with a message
-    about a missing attribute or an OpenCV assertion."""
+    about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
+    the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
+    stopped after the first and a sink's latency read 12 hours (s40a)."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
     if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
@@ -291,6 +293,8 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process") -> list
             problem = _face_problem(face)
             if problem:
                 raise TypeError(f"{method} returned a packet with a face whose {problem}")
+        if not item.captured:
+            item.captured = captured
         shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
         if shown:  # unchecked, the detector after it failed on an OpenCV assertion blaming its scale factor
             raise TypeError(f"{method} returned a packet with {shown} for its image; {A_FRAME}")
@@ -326,7 +330,7 @@ def handle(stage: Stage, packet: Packet) -> list[Packet]:
     (the class's: a plug-in written before it may keep a flag of that name on its instance)."""
     if packet.outage:
         return packets_of(type(stage).outage(stage, packet), "outage")
-    return packets_of(stage.process(packet))
+    return packets_of(stage.process(packet), captured=packet.captured)
 
 
 def length_of(source: Source) -> int | None:

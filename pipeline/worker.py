@@ -346,7 +346,7 @@ class _Handler:
         t0 = time.perf_counter()
         try:
             views = frames.views_made()
-            out = packets_of(stage.process(item))
+            out = packets_of(stage.process(item), captured=item.captured)
             if not self.sink and frames.views_made() != views and isinstance(item.image, frames.FrameRef):
                 item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:

@@ -701,6 +701,25 @@ def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
                                      "fer_pipe.messages.Face")
 
 
+def test_a_packet_made_anew_by_a_stage_keeps_the_capture_time_of_the_one_it_was_given():
+    """A stage returning ``Packet(p.source, p.index, ...)`` (to change the picture) passed on a
+    capture time of 0: the zmq sink's heartbeats stopped after the first, and a sink's latency
+    read 12 hours (s40a)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Stage
+
+    class Rebuild(Stage):
+        reads = writes = "frame"
+
+        def process(self, packet):
+            return (Packet(packet.source, packet.index, packet.timestamp, packet.pixels().copy(), packet.faces),
+                    Packet(packet.source, packet.index, packet.timestamp, captured=7.0))
+
+    given = Packet("cam", 0, 0.0, np.zeros((4, 4, 3), np.uint8), captured=123.5)
+    assert [p.captured for p in run_stage(Rebuild, [given])] == [123.5, 7.0]
+
+
 def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_that_made_them():
     """A plug-in detector's box of three numbers failed the classifier after it; a float box
     went into the CSV's integer columns; a plug-in classifier's one NaN made its track's smoothed
