@@ -52,8 +52,14 @@ with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log
 readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
+BARE_USERINFO = re.compile(r"(?<![\w/:.@%~-])([\w.~%-]+):[^\s@/'\"]+@(?=[\w\[])")
+"""``user:password@host`` where no ``scheme://`` comes before it (a camera's URL with its scheme
+left out, echoed in the line refusing it): the password up to its ``@``."""
+
+
 def redact_urls(text: str) -> str:
-    """``text`` (an error line that quotes what the user gave) with each URL in it redacted."""
+    """``text`` (an error line that quotes what the user gave) with each URL in it redacted, and
+    any ``user:password@`` outside a URL."""
     def one(match: re.Match[str]) -> str:
         url = match.group(0)
         collapsed = "://" not in url
@@ -64,4 +70,4 @@ def redact_urls(text: str) -> str:
             return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", masked)  # ?token=..., as in a URL it reads
         return said.replace("://", ":/", 1) if collapsed else said
 
-    return URL.sub(one, text)
+    return BARE_USERINFO.sub(r"\1:***@", URL.sub(one, text))

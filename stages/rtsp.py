@@ -89,6 +89,9 @@ class RtspParams(SourceParams):
                              "or '#' in a password is written %2F, %3F, %23)") from None
         if not parts.scheme:
             raise ValueError("not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")
+        if not url[len(parts.scheme):].startswith("://"):  # admin:pw@cam/live read as scheme "admin": retried for
+            raise ValueError("not a stream's URL: it does not begin SCHEME:// (rtsp://host/path; a user and "
+                             "password, if any, come after the //)")  # ever, its password in every line
         if parts.scheme in HOSTED and not parts.hostname:
             raise ValueError(f"a {parts.scheme} URL needs a host ({parts.scheme}://host/path)")
         return url

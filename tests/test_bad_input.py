@@ -842,7 +842,10 @@ def test_debug_masks_the_passwords_its_traceback_quotes():
                                              "(a '/', '?' or '#' in a password is written %2F, %3F, %23)"),
     ("rtsp://", "a rtsp URL needs a host (rtsp://host/path)"),
     ("rtsp:///admin:S3cret@cam/s", "a rtsp URL needs a host (rtsp://host/path)"),  # was a RecursionError
-    ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)")])
+    ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)"),
+    # read as scheme "admin": it passed, and the run retried it until given up on, its password in every line (s40c)
+    ("admin:S3cret@192.168.1.10:554/stream1", "not a stream's URL: it does not begin SCHEME:// (rtsp://host/path; "
+                                              "a user and password, if any, come after the //)")])
 def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(url, said):
     """rtsp://[::1 failed in the stage's process after every stage had started (exit 1,
     "ValueError: Invalid IPv6 URL"), and a URL with no host was retried until given up on; the

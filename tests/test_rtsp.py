@@ -701,6 +701,9 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
     assert (redact_urls("url rtsp://[fe80::1/stream?token=S3cret (Invalid IPv6 URL)")
             == "url rtsp://[fe80::1/stream?token=*** (Invalid IPv6 URL)")
     assert redact_urls("rtsp://u:pw@[::1/x?pwd=S3cret&a=1") == "rtsp://u:***@[::1/x?pwd=***&a=1"
+    # a URL without its scheme is no URL to the pattern: its password was said whole (s40c)
+    assert redact_urls("url=admin:S3cret@10.0.0.5:554/s1: bad") == "url=admin:***@10.0.0.5:554/s1: bad"
+    assert redact_urls("ValueError: user@host, 12:30 at 10.0.0.5") == "ValueError: user@host, 12:30 at 10.0.0.5"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
