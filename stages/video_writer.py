@@ -80,7 +80,8 @@ class VideoWriterSink(Sink):
     so then a frame that comes a frame period or more after the one before (frames a live source
     dropped, a variable-rate file's slower stretch) is preceded by copies of that one, up to
     ``MAX_FILL_S``: written one after another, such frames played 4x fast, and the video could
-    not be lined up with the CSV.
+    not be lined up with the CSV. A frame whose place is taken already (frames faster than the
+    file's rate) is left out, for the same reason.
     With ``segment_s`` the video is a numbered series of files, each checked as it is closed:
     one file per run held its whole index in memory (74 bytes a frame), became playable only at
     its end, and was written over by a restart.
@@ -118,6 +119,8 @@ class VideoWriterSink(Sink):
         self._nominal = 0.0  # a live source's own frame rate, when it says one
         self._last: tuple[Packet, np.ndarray] | None = None
         self._scaled = False  # a frame of another size was said
+        self._origin: float | None = None  # the timestamp of the file's first slot, on the frames' clock
+        self._ahead = False  # frames faster than the file's rate were said
         self.written = 0
 
     def _start(self) -> None:
@@ -158,14 +161,29 @@ class VideoWriterSink(Sink):
             self._place(packet, image)
 
     def _place(self, packet: Packet, image: np.ndarray) -> None:
-        """Writes the frame after as many copies of the one before as its timestamp says are
-        missing (none when it is within one and a half periods of it). A rate the user gives is
-        the one to play at, frame after frame (a slideshow of photos a second apart at 5 fps),
-        so it fills nothing."""
-        if self._last is not None and self.params.fps is None:
-            gap = min(packet.timestamp - self._last[0].timestamp, MAX_FILL_S)
-            for _ in range(round(gap * self._rate) - 1):
-                self._write(*self._last)
+        """Writes the frame in the file's slot for its timestamp: after copies of the one before
+        for the slots between, or not at all where its slot is written already (frames faster
+        than the file's rate: a camera back from an outage at a higher one made 40 s of it 63 s
+        of video, s40c). A gap or a step of the clock beyond ``MAX_FILL_S`` starts the file's
+        clock again from this frame. A rate the user gives is the one to play at, frame after
+        frame (a slideshow of photos a second apart at 5 fps), so it fills and skips nothing."""
+        if self.params.fps is None:
+            if self._origin is None:
+                self._origin = packet.timestamp
+            slot = round((packet.timestamp - self._origin) * self._rate)
+            if abs(slot - self.written) > MAX_FILL_S * self._rate:  # an outage, a clock stepped: a bounded freeze
+                slot = self.written + (max(round(MAX_FILL_S * self._rate) - 1, 0) if slot > self.written else 0)
+                self._origin = packet.timestamp - slot / self._rate
+            if slot < self.written:
+                if not self._ahead:
+                    print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
+                          f"the file's {self._rate:g} fps (from frame {packet.index}); those whose place in it "
+                          "is taken are left out, so that it keeps their timing", file=sys.stderr)
+                self._ahead = True
+                return
+            if self._last is not None:
+                for _ in range(slot - self.written):
+                    self._write(*self._last)
         image = self._write(packet, image)
         self._last = (Packet(packet.source, packet.index, packet.timestamp), image)  # not the frame's pixels
 

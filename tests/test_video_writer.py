@@ -193,6 +193,32 @@ def test_a_frame_late_by_periods_is_preceded_by_copies_of_the_one_before(tmp_pat
     assert levels_written(tmp_path / "told.avi", fps=25) == list(range(16))
 
 
+def test_frames_faster_than_the_files_rate_keep_its_timing_and_a_clock_stepped_back_loses_none(tmp_path, capsys):
+    """A camera that came back from an outage at 24 fps into a file begun at its 10: every frame
+    was written, one period each, and 40 s of camera became 63 s of video (s40c). A frame whose
+    place in the file is taken is left out, said once; a clock stepped back an hour (NTP) starts
+    the file's clock again rather than leave out an hour of frames."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    times = [i / 10 for i in range(20)] + [2 + i / 25 for i in range(49)] + [4 - 3600 + i / 10 for i in range(10)]
+    path = tmp_path / "a.avi"
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
+    sink.open()
+    try:
+        for index, timestamp in enumerate(times):
+            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 3 * index, np.uint8), extra={"fps": 10}))
+    finally:
+        sink.close()
+    levels = [round(float(frame.mean()) / 3) for frame in read_frames(path)]
+    assert len(levels) == 20 + 20 + 10  # 2 s at 10, 2 s of 25 fps at 10, then the stepped clock's second
+    assert levels[:20] == list(range(20)) and levels[-10:] == list(range(69, 79))
+    assert all(abs(level - (20 + round(2.5 * slot))) <= 2 for slot, level in enumerate(levels[20:40]))  # MJPEG
+    assert capsys.readouterr().err == (f"fer-pipe: video_writer {path}: cam frames come faster than the file's 10 fps "
+                                       "(from frame 21); those whose place in it is taken are left out, so that it "
+                                       "keeps their timing\n")
+
+
 def test_a_live_sources_own_rate_is_written_not_the_rate_of_the_frames_that_survived_its_drops(tmp_path):
     """A camera at 25 fps of which every third frame reached the writer (the rest dropped on a
     busy machine) was written at 8.3 fps, from the survivors' gaps: 8 s of camera, 13.5 s of
