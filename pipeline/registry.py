@@ -7,6 +7,8 @@ its type name or when ``fer-pipe stages`` lists what is installed.
 """
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
@@ -46,7 +48,8 @@ def registry() -> Registry:
             continue
         origins[ep.name] = dist
         try:
-            obj = ep.load()
+            with contextlib.redirect_stdout(sys.stderr):  # an import's banner is no line of a CSV on stdout
+                obj = ep.load()
         # a plug-in can fail to import in any way, SystemExit too (a module that parses the
         # command line, or exits when a library is missing): report, don't crash or exit
         except (Exception, SystemExit) as exc:

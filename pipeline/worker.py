@@ -93,6 +93,10 @@ def stage_main(w: Wiring) -> None:
     if not hangup.ignored():  # the parent drains on SIGHUP, as on SIGINT; this process only leaves the terminal
         signal.signal(signal.SIGHUP, lambda *_: hangup.to_devnull(ttys))
     hangup.guard_standard_streams(ttys)  # a terminal or a log reader gone with no SIGHUP: see GuardedStream
+    # A stage's print (a plug-in's debugging line, a library's banner) is a log line: the run's
+    # standard output may be a CSV another program reads (csv.path=/dev/stdout, which the csv
+    # sink opens by name, so fd 1 is left as it is), and a print there broke its rows (s40a).
+    sys.stdout = sys.stderr
     name = w.process
     stats = StageStats(name)
     stage: Stage | None = None

@@ -214,6 +214,18 @@ def _config(path: Path, stage_type: str) -> Path:
     return path
 
 
+def test_a_plugin_printing_as_it_is_imported_prints_to_stderr(tmp_path, short_clip):
+    """Every command imports every installed plug-in: a library's banner printed then went into
+    the CSV another program read from ``csv.path=/dev/stdout``, as its first line (s40a)."""
+    _distribution(tmp_path, "banner", "bannermod", "print('Hello from a banner')\n"
+                  "from fer_pipe.stages.csv_sink import CsvSink as Stage\n", "bannered = bannermod:Stage")
+    done = fer_pipe("run", "video_to_csv", "--quiet", "--set", f"source.path={short_clip}", "--set",
+                    "csv.path=/dev/stdout", env=_env(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("source,frame,") and "Hello" not in done.stdout
+    assert "Hello from a banner\n" in done.stderr
+
+
 def _summaries(listing: str) -> dict[str, str]:
     """Each stage's summary in ``fer-pipe stages``: its indented lines before the parameters."""
     summaries: dict[str, str] = {}
