@@ -36,7 +36,7 @@ from .csvfile import CsvOutput
 from .endpoints import ipc_problem, ipv6_for, is_loopback, tcp_host_port, with_heartbeat
 from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
-                     event_rows)
+                     event_rows, topic)
 from .graph import file_key
 
 POLL_MS = 200
@@ -268,8 +268,13 @@ class Collector:
             except zmq.Again:
                 return
             try:
+                if len(frames) != 2:  # republished as they came, one frame or three broke a subscriber's unpacking
+                    raise ValueError(f"{len(frames)} message frames, not 2 (topic, event)")
                 event = decode(frames)
-                source, run, seq = str(event["source"]), str(event["run"]), int(event["seq"])
+                source, run, seq = str(event["source"]), str(event["run"]), event["seq"]
+                if type(seq) is not int or seq < 0:  # int() took true as 1 and 2.9 as 2
+                    raise ValueError(f"seq {seq!r} is not a whole number from 0")
+                subject = topic(event).encode()  # republished under its own topic, not the sender's frame
                 if event.get("type") in ("source_down", "source_up"):  # in the sequence, and republished: no row
                     check_source_event(event)
                     rows = []
@@ -289,7 +294,7 @@ class Collector:
             if line:
                 _say(line)
             if pub is not None:
-                pub.send_multipart(frames)
+                pub.send_multipart([subject, frames[1]])
 
     def _summary(self) -> None:
         for source, state in sorted(self.tracker.sources.items()):

@@ -390,6 +390,36 @@ def test_a_cameras_outage_goes_through_the_collector_to_its_subscribers_and_make
     assert "malformed" not in log.read_text()
 
 
+def test_a_collector_republishes_under_the_events_own_topic(tmp_path):
+    """The sender's frames were republished as they came, topic and all: a subscriber of
+    ``emotion.`` never saw an event sent under another topic, whose row the collector wrote (s40b)."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    port, pub_port = free_port(), free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
+                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=log)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"emotion.")
+    sub.connect(f"tcp://127.0.0.1:{pub_port}")
+    seqs = iter(range(10**6))
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        with pushing(port) as push:
+            def heard() -> list[bytes] | None:  # sent until the subscription has reached the collector
+                event = {"schema": 1, "type": "frame", "source": "cam", "frame": 0, "timestamp": 0.0, "faces": [],
+                         "seq": next(seqs), "run": "r"}
+                push.send_multipart([b"whatever.topic", json.dumps(event).encode()])
+                return sub.recv_multipart() if sub.poll(100) else None
+
+            topic, body = wait_for(heard, 30, "a republished event", collector)
+    finally:
+        code = end(collector)
+        sub.close(linger=0)
+        ctx.term()
+    assert code == 0, log.read_text()
+    assert topic == b"emotion.cam" and json.loads(body)["source"] == "cam"
+
+
 def test_a_collector_whose_terminal_left_without_a_sighup_goes_on(tmp_path):
     """A collector run as a job the shell was told to ``disown``: its window closes, no SIGHUP
     comes, and the next line it said (a gap) failed with EIO and ended it, exit 1, its sequence
@@ -490,10 +520,16 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
                 push.send_multipart([b"emotion.cam", body])
             good = {"schema": 1, "type": "frame", "source": "cam", "frame": 3, "timestamp": 0.1, "faces": [],
                     "seq": 2, "run": "r"}
+            # republished as they came, one frame or three broke a subscriber's topic, body = recv_multipart();
+            # int() took a seq of true as 1 and 1.9 as 1 (s40b)
+            for frames in ([json.dumps({**good, "seq": 0}).encode()],
+                           [b"emotion.cam", b"junk", json.dumps({**good, "seq": 0}).encode()],
+                           *([b"emotion.cam", json.dumps({**good, "seq": seq}).encode()] for seq in (True, 1.9, -1))):
+                push.send_multipart(frames)
             push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
             for event in [*bad_downs, {**down, "seq": 3}]:
                 push.send_multipart([b"source.cam", json.dumps(event).encode()])
-        wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 3, 60,
+        wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 8, 60,
                  "the bad events", collector)
     finally:
         assert end(collector) == 0, log.read_text()
