@@ -143,6 +143,7 @@ def stage_main(w: Wiring) -> None:
             held = _finished(stage, w)
             w.busy_since.value = 0.0
             emitter.emit(held)
+            w.dropped.value = stats.dropped + stage.dropped  # what the held packets' emit dropped, for the last line
         except BrokenPipeError:
             if not isinstance(stage, Sink):
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
@@ -279,6 +280,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
     reorder = Reorder()
     worker = w.spec.workers > 1
     stopped_at: dict[str, int] = {}  # per numbering (one per input), the first item this worker had after its stop
+    published = 0  # the dropped count last put in the shared counter from here
     for item in _receive(w.inboxes, idle_of(stage)):
         if item is None:
             handle.idle()
@@ -295,6 +297,11 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
             for packet in reorder.add(item):
                 emitter.emit(handle(packet))
             _count_discarded(reorder, stage, w, stats)
+        if stats.dropped != published:
+            # frames an emit dropped from a full live queue, counted after the handler set the
+            # shared count: the last emit's never reached the status line at the end (s40c)
+            published = stats.dropped
+            w.dropped.value = stats.dropped + stage.dropped
     for packet in reorder.flush():
         emitter.emit(handle(packet))
     _count_discarded(reorder, stage, w, stats)

@@ -97,6 +97,23 @@ def test_a_last_status_line_gives_the_counts_at_the_end(plugin_env, short_clip, 
     assert all(float(p.group(0).split("(")[1].split("/")[0]) > 0 for p in parts)  # over the run, not 0.0/s
 
 
+def test_the_last_status_line_counts_the_frames_dropped_for_a_slow_sink_as_the_table_does(plugin_env, short_clip,
+                                                                                        tmp_path):
+    """Frames dropped from a slow sink's full queue are counted in the emit after the stage's
+    packet, which published its count before it: the last emit's drops never reached the status
+    line at the end, which said 140 where the table said 141 (s40c)."""
+    config = tmp_path / "slow.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}', realtime: true}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      "  slow: {type: slowsink, inputs: [faulty], params: {delay_s: 0.3}}\n")
+    proc = start_run(config, plugin_env, "--status-every", "3600", quiet=False)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (line,) = [line for line in err.splitlines() if LINE.fullmatch(line) and "at the end" in line]
+    said = {p.group(1): int(p.group(3) or 0) for p in PART.finditer(LINE.fullmatch(line).group(1))}
+    assert said["faulty"] == stats_row(err, "faulty")["dropped"] > 0, err
+
+
 def test_the_statistics_table_gives_each_stages_rate_times_and_a_sinks_latency():
     """The README's table: items, items/s, mean and p95 ms per item, dropped, skipped, CPU s,
     and for a sink the capture-to-sink latency's p50 and p95. No test read any but the counts."""
