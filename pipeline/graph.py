@@ -171,6 +171,9 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
 
     for name in graph.order():
         spec = graph.stages[name]
+        twice = _by_two_paths(graph, spec)
+        if twice:
+            found.append((spec, twice))
         if spec.cls.wants_before:
             before = kinds(graph.upstream(name) - {name})
             found += [(spec, why) for kind, why in spec.cls.wants_before.items() if kind not in before]
@@ -183,6 +186,19 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
             lines = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
         found += [(spec, line) for line in lines]
     return found
+
+
+def _by_two_paths(graph: Graph, spec: StageSpec) -> str:
+    """Where two of a stage's inputs carry one source's frames (a filter put in a chain with the
+    old edge kept: ``inputs: [confident, classifier]``), it gets each frame twice, and a sink
+    writes it twice, without a word (s40a)."""
+    for i, first in enumerate(spec.inputs):
+        for second in spec.inputs[i + 1:]:
+            shared = [s for s in graph.sources_of(first) if s in graph.sources_of(second)]
+            if shared:
+                return (f"gets source {shared[0]!r}'s frames by two paths ({first}, {second}): each of them "
+                        "twice (an old input left beside a stage put between?)")
+    return ""
 
 
 def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:

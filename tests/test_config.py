@@ -277,6 +277,27 @@ def test_a_plugins_path_param_its_own_tracker_and_its_file_with_workers(tmp_path
         del registry().types["facelog"], registry().types["owntracker"]
 
 
+def test_a_stage_fed_one_sources_frames_by_two_paths_is_warned_of():
+    """A filter put between the classifier and the CSV with the old edge kept validated without
+    a word, and the CSV had every frame twice (s40a)."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.graph import warnings
+
+    stages = {"source": {"type": "video", "params": {"path": "a.mp4"}},
+              "detector": {"type": "haar", "inputs": ["source"]},
+              "track": {"type": "track", "inputs": ["detector"]},
+              "classifier": {"type": "classifier", "inputs": ["track"]},
+              "smooth": {"type": "smooth", "inputs": ["classifier"]},
+              "csv": {"type": "csv", "inputs": ["smooth", "classifier"], "params": {"path": "o.csv"}}}
+    graph = build_graph({"stages": stages}, {}, "<dict>")
+    assert [(spec.name, line) for spec, line in warnings(graph)] == [
+        ("csv", "gets source 'source''s frames by two paths (smooth, classifier): each of them twice (an old input "
+                "left beside a stage put between?)")]
+    stages["other"] = {"type": "video", "params": {"path": "b.mp4"}}
+    stages["detector"]["inputs"], stages["csv"]["inputs"] = ["source", "other"], ["smooth"]  # two sources: each once
+    assert warnings(build_graph({"stages": stages}, {}, "<dict>")) == []
+
+
 def test_a_bad_set_in_several_configs_names_each_config():
     """The same line, once per config, did not say which config it came from."""
     done = fer_pipe("validate", "--set", "detector.scale_factor=5", "webcam", "rtsp")
