@@ -162,9 +162,12 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             default = ("required" if info.is_required() else
                        f"default {_shown(info.get_default(call_default_factory=True))!r}")
             print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
-    problems = [message for name, message in reg.problems.items() if not args.types or name in args.types]
-    for message in problems:
-        print(f"fer-pipe: {printable(message)}", file=sys.stderr)
+    problems = [name for name in reg.problems if not args.types or name in args.types]
+    for name in problems:
+        if args.debug and name in reg.import_errors:  # where in the plug-in's files: its line does not say
+            error = reg.import_errors[name]
+            print(redact_urls("".join(traceback.format_exception(error))), end="", file=sys.stderr)
+        print(f"fer-pipe: {printable(reg.problems[name])}", file=sys.stderr)
     return 1 if problems else 0  # the good ones are listed; a script (CI) still learns of the broken
 
 

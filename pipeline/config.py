@@ -430,8 +430,8 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     if not isinstance(type_name, str):
         raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
     type_where = _where(origin, lines, "stages", name, "type")
-    if type_name in reg.problems:
-        raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}")
+    if type_name in reg.problems:  # caused by its import's error, whose traceback --debug shows first
+        raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}") from reg.import_errors.get(type_name)
     cls = reg.types.get(type_name)
     if cls is None:
         known = ", ".join(sorted(reg.types))

@@ -27,6 +27,9 @@ class Registry:
     types: dict[str, type[Stage]]
     problems: dict[str, str] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
+    import_errors: dict[str, BaseException] = field(default_factory=dict)
+    """What a plug-in raised as it was imported, its traceback with it: ``--debug`` shows where
+    in the plug-in's files the error is, which its one line (a NameError's words) does not."""
 
 
 def _distribution(ep: EntryPoint) -> str:
@@ -38,6 +41,7 @@ def _distribution(ep: EntryPoint) -> str:
 def registry() -> Registry:
     types: dict[str, type[Stage]] = {}
     problems: dict[str, str] = {}
+    import_errors: dict[str, BaseException] = {}
     origins: dict[str, str] = {}
     for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
         dist = _distribution(ep)
@@ -56,6 +60,7 @@ def registry() -> Registry:
             why = (f"it exits while imported (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit)
                    else said(exc))  # numpy's import error alone is a dozen lines
             problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
+            import_errors[ep.name] = exc
             continue
         if not (isinstance(obj, type) and issubclass(obj, Stage)):
             problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
@@ -66,7 +71,7 @@ def registry() -> Registry:
             problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: {ep.value}{problem}"
             continue
         types[ep.name] = obj
-    return Registry(types, problems, origins)
+    return Registry(types, problems, origins, import_errors)
 
 
 def _contract_problem(cls: type[Stage]) -> str | None:

@@ -321,6 +321,11 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     assert used.stderr.strip() == (
         f"fer-pipe: {tmp_path / 'c.yaml'}:4: stage 'x': plug-in 'broken' from distribution broken-import: "
         "cannot import brokenmod:Stage: ModuleNotFoundError: No module named 'not_a_module_anywhere'")
+    # --debug showed fer-pipe's traceback only: not the plug-in's file and line where the import failed (s40a)
+    for args in (["validate", str(tmp_path / "c.yaml")], ["stages", "broken"]):
+        debug = fer_pipe("--debug", *args, env=env, timeout=120)
+        assert debug.stderr.startswith("Traceback") and f'File "{root / "brokenmod.py"}", line ' in debug.stderr
+        assert debug.stderr.splitlines()[-1].endswith("No module named 'not_a_module_anywhere'")
     clash = fer_pipe("validate", str(_config(tmp_path / "d.yaml", "csv")), env=env, timeout=120)
     assert clash.returncode == 2 and "declared twice" in clash.stderr and "csv-clash" in clash.stderr
 
