@@ -7,6 +7,7 @@ run. One DESCRIBE request, a player's first, asks the server itself.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import secrets
@@ -48,11 +49,11 @@ def why_not_open(url: str, timeout_s: float) -> str:
     address, plain_url = (parts.hostname, port), parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     answered = ""
     try:
-        status, challenges = _describe(address, plain_url, "", timeout_s)
+        status, challenges, media = _describe(address, plain_url, "", timeout_s)
         if status.startswith("401") and parts.username is not None:
             answered, authorization = _authorization(challenges, parts, plain_url)
             if authorization:
-                status, challenges = _describe(address, plain_url, authorization, timeout_s)
+                status, challenges, media = _describe(address, plain_url, authorization, timeout_s)
     except (socket.gaierror, UnicodeError):  # UnicodeError: a name IDNA refuses (cam..lan)
         return f"no such host {parts.hostname!r}"
     except ConnectionRefusedError:
@@ -63,6 +64,8 @@ def why_not_open(url: str, timeout_s: float) -> str:
         return f"{where}: {exc.strerror or exc}"
     if not status:
         return f"{where} does not answer as an RTSP server"
+    if status.startswith("2") and media and "video" not in media:  # no transport plays what is not there
+        return f"the stream at this path has no video (its description lists: {', '.join(media)})"
     if status.startswith("2"):
         return f"the server describes the stream, but it could not be played {OTHER_TRANSPORT}"
     if status.startswith("401"):
@@ -76,32 +79,41 @@ def why_not_open(url: str, timeout_s: float) -> str:
     return f"the server answers {status}"
 
 
-def _describe(address: tuple[str, int], url: str, authorization: str, timeout_s: float) -> tuple[str, list[str]]:
-    """The status (``404 Not Found``; empty if the answer is not RTSP's) and the login
-    challenges (``WWW-Authenticate``, one per header: a camera may offer several) of one
-    DESCRIBE, on a connection of its own: some cameras close one after a 401."""
+def _describe(address: tuple[str, int], url: str, authorization: str,
+              timeout_s: float) -> tuple[str, list[str], list[str]]:
+    """The status (``404 Not Found``; empty if the answer is not RTSP's), the login challenges
+    (``WWW-Authenticate``, one per header: a camera may offer several) and the kinds of media
+    its description lists (``m=audio ...``: an audio-only path was said as a transport problem,
+    s40c) of one DESCRIBE, on a connection of its own: some cameras close one after a 401."""
     request = (f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
                + (f"Authorization: {authorization}\r\n" if authorization else "")
                + "User-Agent: fer-pipe\r\n\r\n")
     answer, deadline = b"", time.monotonic() + timeout_s
     with socket.create_connection(address, timeout_s) as sock:
         sock.sendall(request.encode())
-        while b"\r\n\r\n" not in answer and len(answer) < MAX_ANSWER:
+
+        def more() -> bytes:
             left = deadline - time.monotonic()  # the whole answer within timeout_s, not each piece
             if left <= 0:
                 raise TimeoutError
             sock.settimeout(left)
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
+            return sock.recv(4096)
+
+        while b"\r\n\r\n" not in answer and len(answer) < MAX_ANSWER and (chunk := more()):
             answer += chunk
+        header, _, body = answer.partition(b"\r\n\r\n")
+        head, *lines = header.decode("latin-1").split("\r\n")
+        fields = [(name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in lines)]
+        length = next((int(value) for name, value in fields if name == "content-length" and value.isdigit()), 0)
+        with contextlib.suppress(OSError):  # a timeout or a reset in the description: the status stands
+            while len(body) < min(length, MAX_ANSWER) and (chunk := more()):
+                body += chunk
     if not answer:
         raise ConnectionError("closed the connection without answering")
-    head, *lines = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     match = re.fullmatch(r"RTSP/\d\.\d (\d{3}) ?(.*)", head)
-    challenges = [value.strip() for name, _, value in (line.partition(":") for line in lines)
-                  if name.strip().lower() == "www-authenticate"]
-    return (f"{match[1]} {match[2]}".strip() if match else ""), challenges
+    challenges = [value for name, value in fields if name == "www-authenticate"]
+    media = [line[2:].split(" ")[0] for line in body.decode("latin-1").splitlines() if line.startswith("m=")]
+    return (f"{match[1]} {match[2]}".strip() if match else ""), challenges, media
 
 
 DIGESTS = {"md5": hashlib.md5, "sha-256": hashlib.sha256}

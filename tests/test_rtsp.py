@@ -454,6 +454,34 @@ def test_the_probe_tells_a_refused_password_from_a_missing_one():
     assert why_not_open(f"http://127.0.0.1:{port}/stream1", 5) == ""  # FFmpeg's other protocols: not probed
 
 
+class AudioOnlyCamera(socketserver.BaseRequestHandler):
+    """A camera path whose description lists audio alone (its encoder's video off, an /audio
+    sub-stream), as its SDP says it: the body after a 200's headers."""
+
+    def handle(self) -> None:
+        self.request.recv(4096)
+        sdp = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=audio\r\nt=0 0\r\nm=audio 0 RTP/AVP 96\r\n"
+        self.request.sendall(b"RTSP/1.0 200 OK\r\nCSeq: 1\r\nContent-Type: application/sdp\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(sdp))
+        time.sleep(0.05)  # the body in a packet of its own, as a camera may send it
+        self.request.sendall(sdp)
+
+
+def test_a_stream_with_no_video_is_said_so_not_as_a_transport_problem():
+    """An audio-only path was "the server describes the stream, but it could not be played
+    (another transport?)", and auto switched TCP and UDP until it gave up (s40c)."""
+    from fer_pipe.rtsp_probe import OTHER_TRANSPORT, why_not_open
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), AudioOnlyCamera) as camera:
+        threading.Thread(target=camera.serve_forever, daemon=True).start()
+        try:
+            said = why_not_open(f"rtsp://127.0.0.1:{camera.server_address[1]}/audio", 5)
+        finally:
+            camera.shutdown()
+    assert said == "the stream at this path has no video (its description lists: audio)"
+    assert OTHER_TRANSPORT not in said  # the reason auto switches transport on
+
+
 class SlowDigestCamera(DigestCamera):
     """A camera on a slow link (a cellular one): each answer comes 1.5 s after its request."""
 
