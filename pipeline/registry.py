@@ -12,10 +12,10 @@ import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
-
 from typing import Annotated
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, said
 
@@ -103,6 +103,10 @@ def _contract_problem(cls: type[Stage]) -> str | None:
         unknown = [name for name in getattr(cls, attr) if name not in cls.Params.model_fields]
         if unknown:
             return f".{attr} names {', '.join(map(repr, unknown))}, not a field of its Params"
+    for name in cls.thread_params:  # batch sets each to 1 per task: refused there, blamed on a line setting none
+        if _refuses(cls.Params.model_fields[name], 1):
+            return (f".Params.{name} refuses 1, which fer-pipe batch sets each of thread_params to (one CPU a "
+                    "task): let it take 1")
     if issubclass(cls, Source) and cls.frames is Source.frames:
         return " is a Source but does not implement frames()"
     if issubclass(cls, Sink) and cls.consume is Sink.consume and cls.process is Sink.process:
@@ -111,12 +115,20 @@ def _contract_problem(cls: type[Stage]) -> str | None:
         if info.is_required():
             continue
         default = info.get_default(call_default_factory=True)
-        field = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        try:  # the field's type and bounds only: its validators may need the other fields
-            TypeAdapter(field).validate_python(default)
-        except ValidationError as exc:
-            return (f".Params.{name}: its default {default!r} breaks its own type or bounds: "
-                    f"{exc.errors()[0]['msg']}")
-        except Exception:  # noqa: BLE001  a type pydantic checks only inside its model: left to it
-            continue
+        refused = _refuses(info, default)
+        if refused:
+            return f".Params.{name}: its default {default!r} breaks its own type or bounds: {refused}"
     return None
+
+
+def _refuses(info: FieldInfo, value: object) -> str:
+    """Why a field's type and bounds refuse ``value``, or nothing; its validators are not run
+    (they may need the other fields), nor is a type pydantic checks only inside its model."""
+    field = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    try:
+        TypeAdapter(field).validate_python(value)
+    except ValidationError as exc:
+        return exc.errors()[0]["msg"]
+    except Exception:  # noqa: BLE001
+        return ""
+    return ""

@@ -135,6 +135,20 @@ class ClosingNumber(Sink):
         pass
 
 
+class PoolParams(StageParams):
+    threads: int = Field(2, ge=2, le=8, description="a pool of at least two")
+
+
+class TwoThreads(Stage):
+    """A stage whose thread count refuses the 1 a batch task sets."""
+    Params = PoolParams
+    reads = writes = FRAME
+    thread_params = ("threads",)
+
+    def process(self, packet):
+        return (packet,)
+
+
 class WorkersParams(StageParams):
     workers: int = Field(1, description="threads of my own")
 
@@ -251,7 +265,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -290,6 +304,9 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  # before, "names 'p', 'a', 't', 'h', not a field of its Params"
                  "'nocomma' from distribution breakers: breakmod:NoComma.output_paths is 'path', not a tuple of "
                  "param names: write ('path',)",
+                 # before, fer-pipe batch refused it blaming the config's line, which set no threads
+                 "'twothreads' from distribution breakers: breakmod:TwoThreads.Params.threads refuses 1, which "
+                 "fer-pipe batch sets each of thread_params to (one CPU a task): let it take 1",
                  # before, --set x.workers=3 set the stage's processes (or was refused for a stage
                  # that keeps state), where params: {workers: 3} set the param
                  "'workersparam' from distribution breakers: breakmod:WorkersParam.Params.workers: workers is a "
