@@ -236,6 +236,7 @@ class Runner:
                        for i in s.inputs for u in names[i] for p in names[n]}
             control = ctx.Queue()
             stop = ctx.Event()
+            self._all_open = ctx.Event()
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
@@ -250,7 +251,7 @@ class Runner:
                                    drop_oldest=_drops_for_live(graph, c, live))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
-                wiring = Wiring(spec, process, mine, outboxes, control, stop, progress[process],
+                wiring = Wiring(spec, process, mine, outboxes, control, stop, self._all_open, progress[process],
                                 dropped[process], busy[process], down[process], slots, lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
@@ -324,6 +325,8 @@ class Runner:
                 for msg in _drain(control, POLL_S):
                     if reports.take(msg, self._who):
                         stop.set()
+                if len(reports.opened) == len(procs) and not self._all_open.is_set():
+                    self._all_open.set()  # the live sources take their first frame now
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started

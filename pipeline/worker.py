@@ -35,6 +35,10 @@ from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore
                            terminate)
 
 
+OPEN_POLL_S = 0.1
+"""How often a live source waiting for the other stages to open looks for a stop."""
+
+
 @dataclass
 class Wiring:
     """Everything a stage process is handed by the runner (picklable for ``spawn``).
@@ -50,6 +54,7 @@ class Wiring:
     outboxes: list[Outbox]
     control: Any
     stop: Any
+    all_open: Any  # set once every stage process's stage is open
     progress: Any
     dropped: Any
     busy_since: Any
@@ -201,10 +206,17 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
-    produced = iter(stage.frames())
     source_id, last_index, last_captured, down = stage.source_id, None, 0.0, stage.live
     if down:  # a camera that never connects is down from its start, not "cam 0 (0.0/s)" for hours
         w.down_since.value = time.monotonic()
+        # Frames a camera gives while the stages after it still open (a model loading) would wait
+        # in queues nobody takes yet, and reach the sinks in one burst bigger than a queue: every
+        # live run began with "sink 'annotated' fell behind the live source" and its first frames
+        # dropped (s40c). It takes its first frame once all are open (an rtsp source's reader
+        # keeps only the newest meanwhile, as it does while the pipeline is busy).
+        while not w.all_open.wait(OPEN_POLL_S) and not w.stop.is_set():
+            pass
+    produced = iter(stage.frames())
     while not w.stop.is_set():
         t0 = time.perf_counter()
         try:

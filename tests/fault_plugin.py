@@ -54,6 +54,7 @@ class FaultyParams(StageParams):
     read_pixels: Literal["no", "after", "before"] = Field(
         "no", description="read each frame's pixels after any pause, or before it (and hold the view)")
     pid_file: str = Field("", description="write this process's pid here on open")
+    open_s: float = Field(0.0, ge=0.0, description="open takes this long, as a model loading does")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
     self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
     armed_file: str = Field("", description="with a path: fault only while this file exists, so a rerun with "
@@ -84,6 +85,7 @@ class Faulty(Stage):
             self.idle_s = 0.05  # only here: the other tests keep the blocking wait of most stages
         if self.params.mode == "open":
             raise RuntimeError("injected fault in open")
+        time.sleep(self.params.open_s)
         if self.params.mode == "slow_open":
             try:
                 time.sleep(60)

@@ -788,6 +788,19 @@ def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, clips
     assert int(held.read_text()) not in frames and frames == sorted(set(frames)) and text.endswith("\n")
 
 
+def test_a_live_source_takes_its_first_frame_once_every_stage_is_open(plugin_env, short_clip, tmp_path):
+    """A camera read while a stage after it still opened (a model loading): its frames waited in
+    queues nobody took yet and reached the sink in one burst, and every live run began with "sink
+    ... fell behind the live source", its first frames dropped (s40c)."""
+    out = tmp_path / "live.csv"
+    config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, open_s=2.0)
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "fell behind" not in err
+    assert stats_row(err, "source")["dropped"] == stats_row(err, "faulty")["dropped"] == 0, err
+    assert assert_valid_prefix(out) == list(range(60))
+
+
 def test_a_stage_that_dropped_at_its_output_still_says_it_fell_behind(plugin_env, clips, tmp_path):
     """The line was said only while the stage's dropped count was 0: a stage whose slow sink
     had already cost it frames at its output fell behind without a word (s39)."""
