@@ -85,6 +85,26 @@ def pushing(port: int, linger_ms: int = 5000) -> Iterator[zmq.Socket]:
         ctx.term()
 
 
+@contextlib.contextmanager
+def republishing(merged: Path, log: Path, prefix: bytes) -> Iterator[tuple[subprocess.Popen, int, zmq.Socket]]:
+    """``fer-pipe collect`` into ``merged``, republishing, once it says it is bound: it, its port,
+    and a subscriber of ``prefix`` on what it republishes. Stopped (``end``) after the block."""
+    port, pub_port = free_port(), free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
+                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=log)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, prefix)
+    sub.connect(f"tcp://127.0.0.1:{pub_port}")
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        yield collector, port, sub
+    finally:
+        end(collector)
+        sub.close(linger=0)
+        ctx.term()
+
+
 def rows_by_source(path: Path) -> Counter:
     return Counter(row["source"] for row in csv_rows(path))
 
@@ -354,21 +374,13 @@ def test_a_cameras_outage_goes_through_the_collector_to_its_subscribers_and_make
     a subscriber of the collector, the one socket a sharded deployment offers, could not tell a
     camera that is down from a shard that has died. The outage is one source_down (the source
     says it four times), then a source_up with the next frame, in the camera's sequence."""
-    port, pub_port = free_port(), free_port()
-    config = tmp_path / "down.yaml"
-    config.write_text(yaml.safe_dump({"stages": {
-        "cam": {"type": "brokenframes", "params": {"mode": "outage", "at": 3, "down_s": 0.3}},
-        "detector": {"type": "haar", "inputs": ["cam"]},
-        "push": {"type": "push", "inputs": ["detector"], "params": {"connect": f"tcp://127.0.0.1:{port}"}}}}))
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
-    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
-                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=log)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"source.")
-    sub.connect(f"tcp://127.0.0.1:{pub_port}")
-    try:
-        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+    with republishing(merged, log, b"source.") as (collector, port, sub):
+        config = tmp_path / "down.yaml"
+        config.write_text(yaml.safe_dump({"stages": {
+            "cam": {"type": "brokenframes", "params": {"mode": "outage", "at": 3, "down_s": 0.3}},
+            "detector": {"type": "haar", "inputs": ["cam"]},
+            "push": {"type": "push", "inputs": ["detector"], "params": {"connect": f"tcp://127.0.0.1:{port}"}}}}))
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config), "--quiet"],
                               capture_output=True, text=True, timeout=180, env={**os.environ, **plugin_env})
         assert done.returncode == 0, done.stderr
@@ -377,11 +389,7 @@ def test_a_cameras_outage_goes_through_the_collector_to_its_subscribers_and_make
         while sub.poll(2000):
             topic, body = sub.recv_multipart()
             said.append((topic.decode(), json.loads(body)))
-    finally:
-        code = end(collector)
-        sub.close(linger=0)
-        ctx.term()
-    assert code == 0, log.read_text()
+    assert collector.returncode == 0, log.read_text()
     assert [(topic, e["type"], e["frame"], e["seq"]) for topic, e in said] == [
         ("source.cam", "source_down", 2, 3), ("source.cam", "source_up", 3, 4)]
     assert said[0][1]["since"] == said[1][1]["since"] == said[0][1]["timestamp"]
@@ -393,30 +401,17 @@ def test_a_cameras_outage_goes_through_the_collector_to_its_subscribers_and_make
 def test_a_collector_republishes_under_the_events_own_topic(tmp_path):
     """The sender's frames were republished as they came, topic and all: a subscriber of
     ``emotion.`` never saw an event sent under another topic, whose row the collector wrote (s40b)."""
-    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
-    port, pub_port = free_port(), free_port()
-    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
-                      "--publish", f"tcp://127.0.0.1:{pub_port}", log=log)
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"emotion.")
-    sub.connect(f"tcp://127.0.0.1:{pub_port}")
     seqs = iter(range(10**6))
-    try:
-        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
-        with pushing(port) as push:
-            def heard() -> list[bytes] | None:  # sent until the subscription has reached the collector
-                event = {"schema": 1, "type": "frame", "source": "cam", "frame": 0, "timestamp": 0.0, "faces": [],
-                         "seq": next(seqs), "run": "r"}
-                push.send_multipart([b"whatever.topic", json.dumps(event).encode()])
-                return sub.recv_multipart() if sub.poll(100) else None
+    log = tmp_path / "collect.log"
+    with republishing(tmp_path / "merged.csv", log, b"emotion.") as (collector, port, sub), pushing(port) as push:
+        def heard() -> list[bytes] | None:  # sent until the subscription has reached the collector
+            event = {"schema": 1, "type": "frame", "source": "cam", "frame": 0, "timestamp": 0.0, "faces": [],
+                     "seq": next(seqs), "run": "r"}
+            push.send_multipart([b"whatever.topic", json.dumps(event).encode()])
+            return sub.recv_multipart() if sub.poll(100) else None
 
-            topic, body = wait_for(heard, 30, "a republished event", collector)
-    finally:
-        code = end(collector)
-        sub.close(linger=0)
-        ctx.term()
-    assert code == 0, log.read_text()
+        topic, body = wait_for(heard, 30, "a republished event", collector)
+    assert collector.returncode == 0, log.read_text()
     assert topic == b"emotion.cam" and json.loads(body)["source"] == "cam"
 
 
