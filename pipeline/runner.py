@@ -14,6 +14,7 @@ Before starting, it removes the frame rings that runs killed outright left (``ri
 from __future__ import annotations
 
 import multiprocessing as mp
+import pickle
 import queue
 import signal
 import sys
@@ -251,8 +252,9 @@ class Runner:
                                    drop_oldest=_drops_for_live(graph, c, live))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
-                wiring = Wiring(spec, process, mine, outboxes, control, stop, self._all_open, progress[process],
-                                dropped[process], busy[process], down[process], slots, lease.run_id)
+                wiring = Wiring(pickle.dumps(spec), process, mine, outboxes, control, stop, self._all_open,
+                                progress[process], dropped[process], busy[process], down[process], slots,
+                                lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
         self.processes, self.inboxes = procs, inboxes
 

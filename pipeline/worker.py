@@ -10,6 +10,7 @@ SIGTERM from the parent raises ``Terminated`` wherever the stage is (``stop_sign
 from __future__ import annotations
 
 import contextlib
+import pickle
 import selectors
 import signal
 import sys
@@ -17,6 +18,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -45,10 +47,12 @@ class Wiring:
 
     ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
     ``inboxes`` holds one queue per process feeding it, each of which ends with one
-    ``EndOfStream``.
+    ``EndOfStream``. The stage's spec travels pickled on its own (``spec_pickled``), loaded by
+    ``spec`` in ``stage_main`` once the process's stdout is its stderr: loading it imports a
+    plug-in's module, whose print there went into a CSV on stdout (s40d).
     """
 
-    spec: StageSpec
+    spec_pickled: bytes
     process: str
     inboxes: list[Any]
     outboxes: list[Outbox]
@@ -61,6 +65,10 @@ class Wiring:
     down_since: Any
     ring_slots: int
     run_id: str  # names the run's frame rings (``ring_lease``)
+
+    @cached_property
+    def spec(self) -> StageSpec:
+        return pickle.loads(self.spec_pickled)
 
 
 def _finished(stage: Stage, w: Wiring) -> list[Packet]:
@@ -78,6 +86,8 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
     except UserError as exc:
         w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, False))
     except Exception as exc:  # said as "while finishing", as open's and close's are
+        if sigterm_seen():  # a library's own error made of the stop's Terminated: the stage was stopped
+            raise
         w.control.put(FailedDraining(w.process, f"while finishing: {said(exc)}", 1, False, traceback.format_exc()))
     return []
 
@@ -398,7 +408,7 @@ class _Handler:
         stats.record(time.perf_counter() - t0)
         w.progress.value += 1
         w.dropped.value = stats.dropped + stage.dropped
-        if self.sink:
+        if self.sink and item.captured:  # a packet a stage's finish made anew has no capture time
             stats.latencies.append(time.monotonic() - item.captured)
         return out
 

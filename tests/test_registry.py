@@ -116,6 +116,16 @@ class MisspeltPath(Sink):
         pass
 
 
+class ListPaths(Sink):
+    """A sink whose output_paths is a list: as good as a tuple."""
+    Params = FileParams
+    reads = FRAME
+    output_paths = ["path"]
+
+    def consume(self, packet):
+        pass
+
+
 class NoComma(Sink):
     """A sink whose output_paths lacks the comma that makes it a tuple."""
     Params = FileParams
@@ -228,13 +238,32 @@ def _config(path: Path, stage_type: str) -> Path:
     return path
 
 
+BANNER = '''print("Hello from a banner")
+
+from fer_pipe.messages import FRAME
+from fer_pipe.stage import Stage
+
+
+class Passes(Stage):
+    """Passes each frame on."""
+    reads = writes = FRAME
+
+    def process(self, packet):
+        return (packet,)
+'''
+
+
 def test_a_plugin_printing_as_it_is_imported_prints_to_stderr(tmp_path, short_clip):
     """Every command imports every installed plug-in: a library's banner printed then went into
     the CSV another program read from ``csv.path=/dev/stdout``, as its first line (s40a)."""
-    _distribution(tmp_path, "banner", "bannermod", "print('Hello from a banner')\n"
-                  "from fer_pipe.stages.csv_sink import CsvSink as Stage\n", "bannered = bannermod:Stage")
-    done = fer_pipe("run", "video_to_csv", "--quiet", "--set", f"source.path={short_clip}", "--set",
-                    "csv.path=/dev/stdout", env=_env(tmp_path), timeout=120)
+    _distribution(tmp_path, "banner", "bannermod", BANNER, "bannered = bannermod:Passes")
+    config = tmp_path / "banner.yaml"  # in the graph: its stage's process imports it too (s40d)
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  pass: {type: bannered, inputs: [source]}\n"
+                      "  detector: {type: haar, inputs: [pass]}\n"
+                      "  classifier: {type: classifier, inputs: [detector]}\n"
+                      "  csv: {type: csv, inputs: [classifier], params: {path: /dev/stdout}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=_env(tmp_path), timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("source,frame,") and "Hello" not in done.stdout
     assert "Hello from a banner\n" in done.stderr
@@ -265,7 +294,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nlistpaths = breakmod:ListPaths\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -302,8 +331,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "'closingnumber' from distribution breakers: breakmod:ClosingNumber.closing_s is 5.0, not a method: "
                  "define it with def, as Stage does",
                  # before, "names 'p', 'a', 't', 'h', not a field of its Params"
-                 "'nocomma' from distribution breakers: breakmod:NoComma.output_paths is 'path', not a tuple of "
-                 "param names: write ('path',)",
+                 "'nocomma' from distribution breakers: breakmod:NoComma.output_paths is 'path', a str, not a "
+                 "tuple of param names: write ('path',)",
                  # before, fer-pipe batch refused it blaming the config's line, which set no threads
                  "'twothreads' from distribution breakers: breakmod:TwoThreads.Params.threads refuses 1, which "
                  "fer-pipe batch sets each of thread_params to (one CPU a task): let it take 1",
@@ -315,7 +344,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "'exiting' from distribution exits: cannot import exitmod:Stage: it exits while imported "
                  "(sys.exit(0))"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
-    assert {"byprocess", "cross", "optfile"} <= set(summaries)
+    assert {"byprocess", "cross", "optfile", "listpaths"} <= set(summaries)
     # a multi-line import error was printed as its dozen lines, with its escape codes live
     assert ("fer-pipe: plug-in 'noisy' from distribution noisy-import: cannot import noisymod:Stage: ImportError: "
             "IMPORTANT: PLEASE READ THIS / numpy failed to import\\x1b[31m\n") in listed.stderr
