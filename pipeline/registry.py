@@ -98,8 +98,11 @@ def _contract_problem(cls: type[Stage]) -> str | None:
         if not callable(getattr(cls, attr)):  # closing_s = 5.0, written as idle_s is
             return f".{attr} is {getattr(cls, attr)!r}, not a method: define it with def, as Stage does"
     for attr in ("input_paths", "output_paths", "bind_params", "thread_params"):
-        if not isinstance(getattr(cls, attr), tuple):  # ("path") is a str, read as 'p', 'a', 't', 'h'
-            return f".{attr} is {getattr(cls, attr)!r}, not a tuple of param names: write ({getattr(cls, attr)!r},)"
+        names = getattr(cls, attr)
+        if isinstance(names, str):  # ("path") is a str, read as 'p', 'a', 't', 'h'
+            return f".{attr} is {names!r}, a str, not a tuple of param names: write ({names!r},)"
+        if not (isinstance(names, (tuple, list)) and all(isinstance(name, str) for name in names)):
+            return f".{attr} is {names!r}, not a tuple of param names"
         unknown = [name for name in getattr(cls, attr) if name not in cls.Params.model_fields]
         if unknown:
             return f".{attr} names {', '.join(map(repr, unknown))}, not a field of its Params"

@@ -301,6 +301,8 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
     return out
 
 
+NUMBERS = (int, float, np.integer, np.floating)
+"""What a probability may be: a plug-in's ``list(model_output)`` holds numpy scalars."""
 PROB_SLACK = 1e-3
 """How far outside [0, 1] a probability may stray by float rounding (a softmax, an average of two)."""
 
@@ -319,7 +321,8 @@ def _face_problem(face: Face) -> str:
         return ""
     values = probs.tolist() if isinstance(probs, np.ndarray) else probs  # Python floats: 7 compare in 1 us, not 15
     if (not isinstance(values, (list, tuple)) or len(values) != len(EMOTIONS)
-            or not all(type(v) in (float, int) and -PROB_SLACK <= v <= 1 + PROB_SLACK for v in values)):
+            or not all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
+                       for v in values)):
         return (f"probs are {probs!r}; they are one probability from 0 to 1 for each of the "
                 f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")  # NaN fails the comparisons
     return ""

@@ -731,6 +731,17 @@ def test_a_packet_made_anew_by_a_stage_keeps_the_capture_time_of_the_one_it_was_
     assert [p.captured for p in run_stage(Rebuild, [given])] == [123.5, 7.0]
 
 
+def test_packets_a_stage_makes_anew_in_its_finish_count_in_no_latency(plugin_env, short_clip, tmp_path):
+    """A packet made anew in finish has no capture time (there is no packet it was given): its
+    sink's latency read 13 hours at p95 (s40d)."""
+    config = fault_config(tmp_path / "anew.yaml", short_clip, tmp_path / "out.csv", mode="hold_anew")
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert assert_valid_prefix(tmp_path / "out.csv") == list(range(60))
+    (row,) = [line for line in err.splitlines() if line.startswith("csv ")]
+    assert "latency" not in row, err  # no sample: not one of hours
+
+
 def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_that_made_them():
     """A plug-in detector's box of three numbers failed the classifier after it; a float box
     went into the CSV's integer columns; a plug-in classifier's one NaN made its track's smoothed
@@ -740,7 +751,8 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
     from fer_pipe.stage import packets_of
 
     good = [Face((1, 2, 3, 4)), Face((np.int32(1), 2, 3, 4), probs=np.full(7, 1 / 7, np.float32)),
-            Face([0, 0, 5, 5], probs=[0, 0, 0, 1, 0, 0, 0])]
+            Face([0, 0, 5, 5], probs=[0, 0, 0, 1, 0, 0, 0]),
+            Face((1, 2, 3, 4), probs=list(np.full(7, 1 / 7, np.float32)))]  # list(model_output): numpy scalars (s40d)
     assert len(packets_of([Packet("cam", 0, 0.0, faces=good)])) == 1
     box = "; a box is (x, y, w, h), whole pixels, w and h above 0"
     probs = ("; they are one probability from 0 to 1 for each of the 7 emotions (angry, disgust, fear, happy, "
