@@ -136,9 +136,12 @@ class VideoWriterSink(Sink):
         self._writer, self._file, self._in_file = writer, path, 0
 
     def consume(self, packet: Packet) -> None:
+        copies = self._copies(packet) if self._rate else 0
+        if copies is None:  # left out, so not drawn either
+            return
         image = draw(packet, self.params.show_probs, self._fps.tick() if self.params.show_fps else None)
         if self._rate:
-            self._place(packet, image)
+            self._place(packet, image, copies)
             return
         self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))  # the drawn copy alone
         nominal = packet.extra.get("fps")
@@ -158,32 +161,40 @@ class VideoWriterSink(Sink):
         self._rate = self.params.fps or self._nominal or frame_rate([p for p, _ in held])
         self._start()
         for packet, image in held:
-            self._place(packet, image)
+            copies = self._copies(packet)
+            if copies is not None:
+                self._place(packet, image, copies)
 
-    def _place(self, packet: Packet, image: np.ndarray) -> None:
-        """Writes the frame in the file's slot for its timestamp: after copies of the one before
-        for the slots between, or not at all where its slot is written already (frames faster
-        than the file's rate: a camera back from an outage at a higher one made 40 s of it 63 s
-        of video, s40c). A gap or a step of the clock beyond ``MAX_FILL_S`` starts the file's
-        clock again from this frame. A rate the user gives is the one to play at, frame after
-        frame (a slideshow of photos a second apart at 5 fps), so it fills and skips nothing."""
-        if self.params.fps is None:
-            if self._origin is None:
-                self._origin = packet.timestamp
-            slot = round((packet.timestamp - self._origin) * self._rate)
-            if abs(slot - self.written) > MAX_FILL_S * self._rate:  # an outage, a clock stepped: a bounded freeze
-                slot = self.written + (max(round(MAX_FILL_S * self._rate) - 1, 0) if slot > self.written else 0)
-                self._origin = packet.timestamp - slot / self._rate
-            if slot < self.written:
-                if not self._ahead:
-                    print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
-                          f"the file's {self._rate:g} fps (from frame {packet.index}); those whose place in it "
-                          "is taken are left out, so that it keeps their timing", file=sys.stderr)
-                self._ahead = True
-                return
-            if self._last is not None:
-                for _ in range(slot - self.written):
-                    self._write(*self._last)
+    def _copies(self, packet: Packet) -> int | None:
+        """How many copies of the frame before go ahead of this one, or None to leave it out,
+        keeping the file within a slot of the frames' timestamps: a frame a whole slot or more
+        behind its time is preceded by copies, and one a whole slot or more ahead of it is left
+        out (frames faster than the file's rate: a camera back from an outage at a higher one
+        made 40 s of it 63 s of video, s40c). Within a slot either way (a camera's jitter) it is
+        written as it comes. A gap or a step of the clock beyond ``MAX_FILL_S`` starts the
+        file's clock again from this frame. A rate the user gives is the one to play at, frame
+        after frame (a slideshow of photos a second apart at 5 fps), so it fills and skips nothing."""
+        if self.params.fps is not None:
+            return 0
+        if self._origin is None:
+            self._origin = packet.timestamp
+        late = (packet.timestamp - self._origin) * self._rate - self.written  # in slots
+        if abs(late) > MAX_FILL_S * self._rate:  # an outage, a clock stepped: a bounded freeze
+            late = max(round(MAX_FILL_S * self._rate) - 1, 0) if late > 0 else 0
+            self._origin = packet.timestamp - (self.written + late) / self._rate
+        if late <= -1:
+            if not self._ahead:
+                print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
+                      f"the file's {self._rate:g} fps (from frame {packet.index}); those a whole frame ahead "
+                      "of their time in it are left out, so that it keeps their timing", file=sys.stderr)
+            self._ahead = True
+            return None
+        return round(late) if late >= 1 and self._last is not None else 0
+
+    def _place(self, packet: Packet, image: np.ndarray, copies: int) -> None:
+        """Writes ``copies`` of the frame before, then this one."""
+        for _ in range(copies):
+            self._write(*self._last)
         image = self._write(packet, image)
         self._last = (Packet(packet.source, packet.index, packet.timestamp), image)  # not the frame's pixels
 
