@@ -196,8 +196,8 @@ def _by_two_paths(graph: Graph, spec: StageSpec) -> str:
         for second in spec.inputs[i + 1:]:
             shared = [s for s in graph.sources_of(first) if s in graph.sources_of(second)]
             if shared:
-                return (f"gets source {shared[0]!r}'s frames by two paths ({first}, {second}): each of them "
-                        "twice (an old input left beside a stage put between?)")
+                return (f"gets source {shared[0]!r}'s frames by two paths ({first}, {second}): any frame "
+                        "both pass on comes twice (an old input left beside a stage put between?)")
     return ""
 
 

@@ -52,9 +52,10 @@ with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log
 readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
-BARE_USERINFO = re.compile(r"(?<![\w/:.@%~-])([\w.~%-]+):[^\s@/'\"]+@(?=[\w\[])")
+BARE_USERINFO = re.compile(r"(?<![\w/:.@%~-])([\w.~%-]+):(?!/)[^\s'\"]*@(?=[\w\[])")
 """``user:password@host`` where no ``scheme://`` comes before it (a camera's URL with its scheme
-left out, echoed in the line refusing it): the password up to its ``@``."""
+left out, echoed in the line refusing it): up to the word's last ``@``, as FFmpeg reads a
+password holding ``/`` or ``@``; a word shaped so (``10:30@noon``) is masked too."""
 
 
 def redact_urls(text: str) -> str:

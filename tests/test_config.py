@@ -291,8 +291,8 @@ def test_a_stage_fed_one_sources_frames_by_two_paths_is_warned_of():
               "csv": {"type": "csv", "inputs": ["smooth", "classifier"], "params": {"path": "o.csv"}}}
     graph = build_graph({"stages": stages}, {}, "<dict>")
     assert [(spec.name, line) for spec, line in warnings(graph)] == [
-        ("csv", "gets source 'source''s frames by two paths (smooth, classifier): each of them twice (an old input "
-                "left beside a stage put between?)")]
+        ("csv", "gets source 'source''s frames by two paths (smooth, classifier): any frame both pass on comes "
+                "twice (an old input left beside a stage put between?)")]
     stages["other"] = {"type": "video", "params": {"path": "b.mp4"}}
     stages["detector"]["inputs"], stages["csv"]["inputs"] = ["source", "other"], ["smooth"]  # two sources: each once
     assert warnings(build_graph({"stages": stages}, {}, "<dict>")) == []
