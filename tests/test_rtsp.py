@@ -731,6 +731,9 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
     assert redact_urls("rtsp://u:pw@[::1/x?pwd=S3cret&a=1") == "rtsp://u:***@[::1/x?pwd=***&a=1"
     # a URL without its scheme is no URL to the pattern: its password was said whole (s40c)
     assert redact_urls("url=admin:S3cret@10.0.0.5:554/s1: bad") == "url=admin:***@10.0.0.5:554/s1: bad"
+    assert redact_urls("url=admin:pa/ss@cam/live") == "url=admin:***@cam/live"  # to the last '@' (s40d)
+    assert redact_urls("url=admin:p@ss@cam/live") == "url=admin:***@cam/live"
+    assert redact_urls("at rtsp://admin:***@cam/x") == "at rtsp://admin:***@cam/x"  # a scheme's // is no password
     assert redact_urls("ValueError: user@host, 12:30 at 10.0.0.5") == "ValueError: user@host, 12:30 at 10.0.0.5"
 
 
