@@ -14,7 +14,6 @@ Before starting, it removes the frame rings that runs killed outright left (``ri
 from __future__ import annotations
 
 import multiprocessing as mp
-import pickle
 import queue
 import signal
 import sys
@@ -23,6 +22,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from . import frames, hangup, launch
@@ -228,6 +228,9 @@ class Runner:
         if rings:
             print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "
                   f"killed run left in {frames.SHM}", file=sys.stderr)
+        # Each stage's spec, as its process loads it (see Wiring): one that cannot be sent fails
+        # here, before any process, queue or ring is made.
+        specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
         lease = RingLease()
         with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
             # One queue per (producer process, consumer process): what is in a queue is only its
@@ -252,7 +255,7 @@ class Runner:
                                    drop_oldest=_drops_for_live(graph, c, live))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
-                wiring = Wiring(pickle.dumps(spec), process, mine, outboxes, control, stop, self._all_open,
+                wiring = Wiring(specs[name], process, mine, outboxes, control, stop, self._all_open,
                                 progress[process], dropped[process], busy[process], down[process], slots,
                                 lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")

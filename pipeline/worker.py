@@ -10,7 +10,6 @@ SIGTERM from the parent raises ``Terminated`` wherever the stage is (``stop_sign
 from __future__ import annotations
 
 import contextlib
-import pickle
 import selectors
 import signal
 import sys
@@ -19,6 +18,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cached_property
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,8 @@ class Wiring:
 
     ``process`` is this process's name (the stage's, or ``name[i]`` for one of its workers);
     ``inboxes`` holds one queue per process feeding it, each of which ends with one
-    ``EndOfStream``. The stage's spec travels pickled on its own (``spec_pickled``), loaded by
+    ``EndOfStream``. The stage's spec travels pickled on its own (``spec_pickled``, by the pickler
+    multiprocessing sends a process its arguments with), loaded by
     ``spec`` in ``stage_main`` once the process's stdout is its stderr: loading it imports a
     plug-in's module, whose print there went into a CSV on stdout (s40d).
     """
@@ -68,7 +69,7 @@ class Wiring:
 
     @cached_property
     def spec(self) -> StageSpec:
-        return pickle.loads(self.spec_pickled)
+        return ForkingPickler.loads(self.spec_pickled)  # multiprocessing's own, as it sends the rest
 
 
 def _finished(stage: Stage, w: Wiring) -> list[Packet]:

@@ -1071,10 +1071,11 @@ def test_stage_processes_that_all_died_before_the_supervisor_looked_fail_the_run
     assert (result.exit_code, result.message) == (1, "stage 'source' (video) failed: its process died (exit code 1)")
 
 
-def test_a_stage_process_that_cannot_start_takes_down_those_started_before_it(short_clip, tmp_path):
+def test_a_stage_that_cannot_be_sent_to_its_process_fails_the_run_before_any_process_starts(short_clip, tmp_path):
     """A Python-API graph whose last stage cannot be sent to its process (here a value that does
     not pickle): the stages started before it were left blocked on their queues for as long as
-    the calling program lived (the rings they made go with the run's lease, test_ring_lease)."""
+    the calling program lived. Each stage's spec is pickled before any process, queue or frame
+    ring is made (it travels apart, for the stage process to load once its stdout is stderr)."""
     import multiprocessing
 
     from fer_pipe.config import load_graph
@@ -1084,10 +1085,11 @@ def test_a_stage_process_that_cannot_start_takes_down_those_started_before_it(sh
                        [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
     graph.stages["csv"].unpicklable = lambda: None
     runner = Runner(graph, progress=False)
+    rings = set(Path(SHM).iterdir())
     with pytest.raises(Exception, match="pickle"):
         runner.run()
-    assert not multiprocessing.active_children()
-    assert runner.processes["source"].exitcode is not None  # it had started, and was ended
+    assert not multiprocessing.active_children() and runner.processes == {}
+    assert set(Path(SHM).iterdir()) == rings  # no ring, semaphore or lease left behind
 
 
 @pytest.mark.parametrize("fork, error, reason", [
