@@ -239,7 +239,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             w.stop.set()  # too, and what it read drains (it was said "failed: StopRun", exit 1)
             break
         except Exception as exc:
-            if not stats.items:
+            if not stats.items or sigterm_seen():  # a library's own error made of the stop's Terminated: a stop
                 raise
             # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own
             # error): what was read still drains through the graph into the outputs; the runner
