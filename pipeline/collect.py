@@ -33,7 +33,7 @@ import zmq
 from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .endpoints import ipc_problem, ipv6_for, is_loopback, tcp_host_port, with_heartbeat
+from .endpoints import ipc_problem, is_loopback, peer_socket, tcp_host_port
 from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
@@ -178,9 +178,9 @@ class Collector:
 
     def run(self) -> int:
         ctx = zmq.Context()
-        pull = with_heartbeat(ipv6_for(ctx.socket(zmq.PULL), self.bind))  # a shard's host gone silent is let go
+        pull = peer_socket(ctx, zmq.PULL, self.bind)
         pull.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
-        pub = with_heartbeat(ipv6_for(ctx.socket(zmq.PUB), self.publish)) if self.publish else None
+        pub = peer_socket(ctx, zmq.PUB, self.publish) if self.publish else None
         if pub is not None:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:

@@ -195,27 +195,27 @@ def tcp_endpoint(host: str, port: int) -> str:
 
 
 PEER_TIMEOUT_MS = 6000
-"""A peer that answers no ZeroMQ ping for this long is disconnected (see ``with_heartbeat``)."""
+"""A peer that answers no ZeroMQ ping for this long is disconnected (see ``peer_socket``)."""
 
 
-def with_heartbeat(sock: zmq.Socket) -> zmq.Socket:
-    """The socket, pinging its peers every PEER_TIMEOUT_MS / 3. A peer gone without closing its
-    connection (its host crashed, a partition, a suspended laptop) answers no ping and is
-    disconnected after PEER_TIMEOUT_MS, where TCP takes 15-30 min; a socket that connects then
-    reconnects to whoever is at the address now. Without it, a push sink whose collector's host
-    died sent into the dead connection to the end of the run, never reaching the collector
-    restarted there, and a subscriber waited for ever on a publisher restarted (s40b)."""
+def peer_socket(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
+    """A ZeroMQ socket of ``kind`` for ``endpoint``, a peer that may be on another machine.
+
+    It pings its peers every PEER_TIMEOUT_MS / 3: a peer gone without closing its connection
+    (its host crashed, a partition, a suspended laptop) answers no ping and is disconnected
+    after PEER_TIMEOUT_MS, where TCP takes 15-30 min, and a socket that connects then reconnects
+    to whoever is at the address now. Without it, a push sink whose collector's host died sent
+    into the dead connection to the end of the run, never reaching the collector restarted
+    there, and a subscriber waited for ever on a publisher restarted (s40b).
+
+    IPv6 is on where ``endpoint`` is an IPv6 address (``tcp://[::1]:5556``), which the checks
+    above accept as loopback: ZeroMQ leaves IPv6 off, and it failed in the stage with "No such
+    device". Only there: with IPv6 on, ZeroMQ resolves ``localhost`` and an interface name to
+    their IPv6 address first (a collector on 127.0.0.1 then gets nothing) and binds ``*`` on
+    IPv6 too."""
+    sock = ctx.socket(kind)
     sock.heartbeat_ivl = PEER_TIMEOUT_MS // 3
     sock.heartbeat_timeout = PEER_TIMEOUT_MS
-    return sock
-
-
-def ipv6_for(sock: zmq.Socket, endpoint: str) -> zmq.Socket:
-    """The socket, with IPv6 on where ``endpoint`` is an IPv6 address (``tcp://[::1]:5556``),
-    which the checks above accept as loopback: ZeroMQ leaves IPv6 off, and it failed in the
-    stage with "No such device". Only there: with IPv6 on, ZeroMQ resolves ``localhost`` and an
-    interface name to their IPv6 address first (a collector on 127.0.0.1 then gets nothing)
-    and binds ``*`` on IPv6 too."""
     where = tcp_host_port(endpoint)
     if where and ":" in where[0]:
         sock.ipv6 = True

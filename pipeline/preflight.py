@@ -43,5 +43,5 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
                 raise _failed(spec.name, spec.type_name, exc) from exc
 
 
-def _failed(name: str, type_name: str, exc: Exception) -> StageFailure:
+def _failed(name: str, type_name: str, exc: BaseException) -> StageFailure:
     return StageFailure(f"stage {name!r} ({type_name}) failed before the run (preflight): {said(exc)}")

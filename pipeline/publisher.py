@@ -21,7 +21,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from .curve_keys import load_keys
-from .endpoints import ipv6_for, is_loopback, tcp_host_port, with_heartbeat
+from .endpoints import is_loopback, peer_socket, tcp_host_port
 from .errors import InputError
 from .events import MAX_SUBSCRIPTION_BYTES, encode
 
@@ -39,18 +39,16 @@ class Publisher:
         self.sent = self.dropped = 0
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
-        self._sock = ipv6_for(self._ctx.socket(zmq.XPUB), endpoint)
+        self._sock = peer_socket(self._ctx, zmq.XPUB, endpoint)
         self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription arrives, for await_subscribers
         self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full queue raises Again, so drops are counted
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-        # A subscriber gone without closing its connection is dropped after PEER_TIMEOUT_MS;
-        # otherwise its full queue made every send fail (XPUB_NODROP), for every subscriber,
-        # until TCP gave up. libzmq answers pings in its own thread, so a subscriber busy in its
-        # code still does until its receive queue is full; one that has not read for that long
-        # is dropped too, and what was queued for it is lost (counted as sent: ZeroMQ does not
-        # say how much).
-        with_heartbeat(self._sock)
+        # peer_socket's pings drop a subscriber gone without closing its connection; otherwise its
+        # full queue made every send fail (XPUB_NODROP), for every subscriber, until TCP gave up.
+        # libzmq answers pings in its own thread, so a subscriber busy in its code still does
+        # until its receive queue is full; one that has not read for that long is dropped too,
+        # and what was queued for it is lost (counted as sent: ZeroMQ does not say how much).
         try:
             self._bind(kind, endpoint, curve_secret_key, curve_clients)
         except BaseException:

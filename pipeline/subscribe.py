@@ -15,7 +15,7 @@ import zmq
 
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
-from .endpoints import ipv6_for, unresolved_host, with_heartbeat
+from .endpoints import peer_socket, unresolved_host
 from .errors import InputError
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
@@ -42,7 +42,7 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
     if bool(server_key) != bool(client_keys):
         raise InputError("CURVE needs both --server-key and --client-keys")
-    sock = with_heartbeat(ipv6_for(ctx.socket(zmq.SUB), endpoint))  # a publisher's host gone silent is left
+    sock = peer_socket(ctx, zmq.SUB, endpoint)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
     if server_key:
         sock.curve_serverkey = load_keys(server_key, secret=False)[0]

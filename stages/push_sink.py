@@ -26,7 +26,7 @@ import zmq
 from pydantic import Field, field_validator, model_validator
 from zmq.utils.monitor import recv_monitor_message
 
-from fer_pipe.endpoints import check_form, check_private, ipv6_for, unresolved_host, with_heartbeat
+from fer_pipe.endpoints import check_form, check_private, peer_socket, unresolved_host
 from fer_pipe.errors import InputError, OutputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
@@ -81,7 +81,7 @@ class PushSink(Sink):
         self._seq: dict[str, int] = {}
         self._outages = OutageNotices(self.params.down_again_s)
         self._ctx = zmq.Context()
-        self._sock = with_heartbeat(ipv6_for(self._ctx.socket(zmq.PUSH), self.params.connect))
+        self._sock = peer_socket(self._ctx, zmq.PUSH, self.params.connect)
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._connected = self._ever_connected = False
