@@ -471,11 +471,12 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
                           "packet to the next (or is a source or a sink), so it runs in one "
                           "process only")
-    owned = [name for name, _ in named_files(cls, params, cls.output_paths)]
-    owned += [name for name in cls.bind_params if getattr(params, name)]
-    if workers > 1 and owned:  # each worker would open it: they locked each other out, naming a "second run"
-        raise ConfigError(f"{workers_where}: {prefix}: workers: each of its {workers} processes would open what "
-                          f"its {owned[0]} names, which one process holds; run it in one")
+    if workers > 1:  # each worker would open what it writes or binds: they locked each other out, naming a "second run"
+        owned = ([name for name, _ in named_files(cls, params, cls.output_paths)]
+                 + [name for name in cls.bind_params if getattr(params, name)])
+        if owned:
+            raise ConfigError(f"{workers_where}: {prefix}: workers: each of its {workers} processes would open "
+                              f"what its {owned[0]} names, which one process holds; run it in one")
     return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers,
                      _closing_s(cls, params, where, prefix))
 
