@@ -182,8 +182,8 @@ def run_graph(graph: Graph) -> GraphRun:
     source's, once what it read has gone through every stage and its ``finish``, as in a run
     (a batch task's partial CSV lacked what a stage holds until then); a stage's in its
     ``finish`` or ``close``, once every other stage has finished and every stage is closed.
-    Each stage's ``preflight``
-    runs first, as in a run: a task's missing display was a crash of its whole process."""
+    Each stage's ``preflight`` runs first, as in a run: a task's missing display was a crash of
+    its whole process."""
     check_stages(graph, named=False)
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
