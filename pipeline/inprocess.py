@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .errors import ConfigError, UserError
 from .graph import Graph
-from .messages import Packet, read_only
+from .messages import Packet, read_only, stream_ended
 from .preflight import check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
                     packets_of, said, say_skipped)
@@ -226,7 +226,7 @@ def run_graph(graph: Graph) -> GraphRun:
             if not isinstance(stage, Source):
                 continue
             frames = stage.frames()
-            source_id, last_index = stage.source_id, None  # read once, not per frame
+            source_id, last_index, last_time = stage.source_id, None, 0.0  # read once, not per frame
             while not stopped_by:
                 try:
                     packet = next(frames, None)
@@ -247,8 +247,10 @@ def run_graph(graph: Graph) -> GraphRun:
                         stopped_by.add(name)
                     break
                 if not packet.outage:  # as the runner numbers on: from the last frame, not an outage
-                    last_index = packet.index
+                    last_index, last_time = packet.index, packet.timestamp
                 push(name, [_read_only(packet)])
+            if last_index is not None and not stopped_by:
+                push(name, [stream_ended(source_id, last_index, last_time)])
         for name, stage in stages.items():
             try:
                 with _failing_as(graph, name, "while finishing: "):

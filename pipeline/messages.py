@@ -121,6 +121,11 @@ class Packet:
     return, hours later, or for the end of the run. The runner hands it to a stage's ``outage``,
     not its ``process`` (see ``fer_pipe.stage``). A field of its own, not an ``extra`` key: a
     plug-in's ``extra["outage"] = False`` made every frame one, and none was written (s28d)."""
+    ended: bool = False
+    """True for the outage packet that ends a source's stream (make it with ``stream_ended``):
+    the runner sends it after the source's last frame, so that a source that ends while others
+    run on ends its tracks, episodes and face_lost events then, not when the whole run ends (a
+    file beside a camera: never). The stages see it as an outage (``outage`` hook)."""
 
     def pixels(self) -> np.ndarray:
         """The frame as a read-only array (a view into shared memory when it came over a queue)."""
@@ -135,6 +140,12 @@ def outage(source: str, last_index: int, timestamp: float) -> Packet:
     """The packet a live source sends while its stream is down (``Packet.outage``): numbered as
     its last frame, or -1 while it has sent none (a camera down since the run started)."""
     return Packet(source, last_index, timestamp, outage=True)
+
+
+def stream_ended(source: str, last_index: int, timestamp: float) -> Packet:
+    """The packet the runner sends after a source's last frame (``Packet.ended``): numbered and
+    dated as that frame."""
+    return Packet(source, last_index, timestamp, outage=True, ended=True)
 
 
 def wall_time(captured: float) -> float:

@@ -33,7 +33,10 @@ class OutageNotices:
         self._down: dict[str, _Outage] = {}
 
     def on_outage(self, packet: Packet) -> dict[str, Any] | None:
-        """The ``source_down`` event due for this outage packet, if one is."""
+        """The ``source_down`` event due for this outage packet, if one is: none for the packet
+        that ends a source's stream (``Packet.ended``), which is not down but done."""
+        if packet.ended:
+            return None
         now = time.monotonic()
         down = self._down.get(packet.source)
         if down is None:

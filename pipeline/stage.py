@@ -26,8 +26,9 @@ A stage is a class with
   repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet;
 - ``outage``: what the stage does with the packet a live source sends while its stream is
   down (``fer_pipe.messages.Packet.outage``: no frame, no image; numbered as the source's last
-  frame, -1 while it has sent none): by default passes it on, and a
-  sink takes no notice; a tracker ends that source's tracks on it when the gap is long enough;
+  frame, -1 while it has sent none), and the one the runner sends after a source's last frame
+  (``Packet.ended``): by default passes it on, and a sink takes no notice; a tracker ends that
+  source's tracks on it when the gap is long enough, or the stream has ended;
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
   detector skipping frames with no tracker after it), said as warnings, never refused;
   ``wants_before``, the stage types it needs somewhere before it, is warned of the same way.
@@ -161,8 +162,9 @@ class Stage:
     def outage(self, packet: Packet) -> Iterable[Packet]:
         """A live source's stream is down (``packet`` is no frame: see ``fer_pipe.messages.Packet.outage``;
         ``packet.index`` is the source's last frame, -1 while it has sent none, as a camera down
-        since the run started). Return the packets to pass on: by default this one, so that the
-        stages after it learn of the outage too."""
+        since the run started), or a source's stream has ended while the run goes on
+        (``packet.ended``: no packet of that source follows). Return the packets to pass on: by
+        default this one, so that the stages after it learn of the outage too."""
         return (packet,)
 
     def finish(self) -> Iterable[Packet]:
@@ -450,6 +452,8 @@ def named(packet: Packet) -> str:
     (s29c: "skipped cam frame -1")."""
     if not packet.outage:
         return f"{packet.source} frame {packet.index}"
+    if packet.ended:
+        return f"{packet.source}'s end after frame {packet.index}"
     return f"{packet.source}'s outage " + (f"after frame {packet.index}" if packet.index >= 0
                                            else "before its first frame")
 

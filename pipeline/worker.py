@@ -28,7 +28,7 @@ from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stop
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
-from .messages import EndOfStream, Packet, Sequenced
+from .messages import EndOfStream, Packet, Sequenced, stream_ended
 from .ordering import Reorder
 from .stage import (Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, idle_of, length_of, named, packets_of,
                     said, say_skipped)
@@ -217,7 +217,7 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
-    source_id, last_index, last_captured, down = stage.source_id, None, 0.0, stage.live
+    source_id, last_index, last_time, last_captured, down = stage.source_id, None, 0.0, 0.0, stage.live
     if down:  # a camera that never connects is down from its start, not "cam 0 (0.0/s)" for hours
         w.down_since.value = time.monotonic()
         # Frames a camera gives while the stages after it still open (a model loading) would wait
@@ -254,7 +254,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             continue
         if down:  # a local flag: the shared value is not read on every frame
             w.down_since.value, down = 0.0, False
-        last_index = packet.index
+        last_index, last_time = packet.index, packet.timestamp
         if isinstance(packet.image, np.ndarray):
             packet.image = ring.put(packet.image)
         if not packet.captured:
@@ -264,6 +264,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         emitter.emit((packet,))
         w.progress.value += 1
         w.dropped.value = stats.dropped + stage.dropped
+    if last_index is not None and not w.stop.is_set():  # a run's stop ends every source: their finish says it
+        emitter.emit((stream_ended(source_id, last_index, last_time),))
 
 
 def _receive(inboxes: list[Any], idle_s: float | None = None) -> Iterator[Packet | Sequenced | None]:

@@ -20,6 +20,7 @@ would span the outage. A gap of over ``max_gap_s`` between two frames of a sourc
 tracks on the frame after it, so their episodes end at their last sighting before the gap; a
 live source that is down says so about every second (``fer_pipe.messages.Packet.outage``), and the
 tracks end on the first such word past ``max_gap_s``, while the camera is still down. A
+source's stream that ends (``Packet.ended``) ends its tracks there, while other sources run on. A
 source whose frames are that far apart as a rule (a time-lapse, photos dated 10 s apart) is
 measured against three times its usual gap (the median of its last ``GAPS_KEPT``) instead:
 with the fixed limit, every frame of it ended every track, and none ever got an id. A frame
@@ -202,13 +203,14 @@ class FaceTracker(Stage):
 
     def outage(self, packet: Packet) -> Iterable[Packet]:
         """The source's stream is down: its tracks end once it has been so for the gap that
-        ends them between two frames, without waiting for a frame after the outage."""
+        ends them between two frames, without waiting for a frame after the outage; or it has
+        ended (``packet.ended``), and they end now."""
         state = self._sources.get(packet.source)
         if state is None:  # down since the run started: no track yet, and the list says so
             packet.extra["tracks"] = []
             return (packet,)
-        if state.tracks and state.last_time is not None \
-                and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s):
+        if state.tracks and (packet.ended or state.last_time is not None
+                             and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s)):
             packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
             state.tracks = []
         # the live ids on every outage packet, as on every frame: the one that ended the tracks

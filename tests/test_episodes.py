@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
+import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.stage import handle
 from fer_pipe.messages import EMOTIONS, Face, Packet, outage
+from fault_plugin import group_killed_at_exit, start_run
 from livetools import busy_port, free_port
 
 FPS = 25.0
@@ -305,6 +308,43 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
            [(e["track_id"], e["start_frame"]) for e in episodes]
     assert got[3][1] == {"schema": 1, "type": "face_lost", "source": "cam", "track_id": 3, "frame": 59,
                          "timestamp": round(59 / FPS, 3)}, "a lost face is reported as last seen"
+
+
+def test_a_file_that_ends_beside_an_endless_source_ends_its_faces_then(clips, tmp_path: Path) -> None:
+    """A source's end was only the whole graph's: a file beside a camera (here an endless loop of
+    a clip) kept its face in view, its last episode unwritten and its face_lost unsaid, until the
+    run was stopped (s40b). They come while the other source runs on; the run is stopped after."""
+    port, clip = free_port(), clips["single_face.mp4"]
+    config = tmp_path / "two.yaml"
+    config.write_text(f"""stages:
+  short: {{type: video, params: {{path: '{clip}', source_id: short}}}}
+  long: {{type: video, params: {{path: '{clip}', source_id: long, loop: true}}}}
+  detector: {{type: haar, inputs: [short, long]}}
+  tracker: {{type: track, inputs: [detector]}}
+  classifier: {{type: classifier, inputs: [tracker]}}
+  smoother: {{type: smooth, inputs: [classifier]}}
+  episodes: {{type: episodes, inputs: [smoother], params: {{path: '{tmp_path / "e.csv"}', publish: {port}}}}}
+""")
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    sub.subscribe(b"face.short")
+    try:
+        with group_killed_at_exit(start_run(config, {})) as run:
+            lost = None
+            while lost is None and sub.poll(120_000):  # the run is ended only after it comes
+                event = decode(sub.recv_multipart())
+                lost = event if event["type"] == "face_lost" else None
+            os.killpg(run.pid, signal.SIGINT)
+            _, err = run.communicate(timeout=120)
+    finally:
+        sub.close(linger=0)
+        context.term()
+    assert lost is not None, "no face_lost for the file that ended while the loop ran on"
+    assert run.returncode == 130, err
+    with open(tmp_path / "e.csv", newline="") as f:
+        short = [r for r in csv.DictReader(f) if r["source"] == "short"]
+    assert short and int(short[-1]["end_frame"]) == lost["frame"] >= 60  # its last sighting, near the clip's end
 
 
 def _two_face_clip(clips: dict[str, Path], path: Path) -> Path:

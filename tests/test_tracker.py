@@ -6,7 +6,7 @@ import pytest
 
 from fer_pipe.boxes import iou_matrix
 from fer_pipe.inprocess import make_stage, run_stage
-from fer_pipe.messages import Face, Packet, ended_tracks, outage
+from fer_pipe.messages import Face, Packet, ended_tracks, outage, stream_ended
 
 FPS = 25.0
 
@@ -104,6 +104,17 @@ def test_a_source_that_says_it_is_down_ends_its_tracks_once_max_gap_s_has_passed
     assert out[23].extra["tracks"] == [1] and "track_lost" not in out[23].extra  # cam2's track goes on
     # a camera down since the run started has no track, and its outage packets say so (s30c)
     assert run_stage("track", [outage("cam3", -1, 1.0)])[0].extra == {"tracks": []}
+
+
+def test_a_source_whose_stream_ended_ends_its_tracks_at_once_and_the_others_go_on() -> None:
+    """A file that ended beside another source kept its face in view (no track_lost, so no
+    face_lost or last episode) until the whole run ended: with a camera beside it, never (s40b)."""
+    box = (200, 100, 100, 100)
+    frames = [packet(i, [box], source) for i in range(10) for source in ("cam", "cam2")]
+    out = run_stage("track", frames + [stream_ended("cam", 9, 0.36), packet(10, [box], "cam2")], {"min_hits": 2})
+    assert (out[20].extra["track_lost"], out[20].extra["tracks"]) == ([1], [])
+    assert out[21].extra["tracks"] == [1] and "track_lost" not in out[21].extra
+    assert ended_tracks([("cam", 1), ("cam2", 1)], out[20]) == [("cam", 1)]
 
 
 def test_a_clock_set_back_ends_the_sources_tracks() -> None:
