@@ -244,9 +244,12 @@ class Runner:
         progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
         busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-        down = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-        procs: Processes = {}
         live = {spec.name for spec in graph.sources() if spec.build().live}
+        # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
+        # its process sets this only once it runs, and a status line may come before (a loaded machine).
+        down = {p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
+                for p, s in self._stage_of.items()}
+        procs: Processes = {}
         for name in graph.order():
             spec = graph.stages[name]
             slots = _ring_slots(graph, name) if spec.is_source else 0

@@ -218,8 +218,7 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
     source_id, last_index, last_time, last_captured, down = stage.source_id, None, 0.0, 0.0, stage.live
-    if down:  # a camera that never connects is down from its start, not "cam 0 (0.0/s)" for hours
-        w.down_since.value = time.monotonic()
+    if down:  # down from the run's start (the runner sets down_since), and waiting for the others
         # Frames a camera gives while the stages after it still open (a model loading) would wait
         # in queues nobody takes yet, and reach the sinks in one burst bigger than a queue: every
         # live run began with "sink 'annotated' fell behind the live source" and its first frames
