@@ -6,6 +6,7 @@ before that line and keeps the exit code, so scripts read the same status either
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import signal
 import sys
@@ -34,15 +35,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import Runner, report
 
     guard_standard_streams(terminal_fds())  # a warning to a log reader gone must not end the run
-    if args.shard:
-        from .shard import load_shard
+    # A run says everything on stderr, and so does plug-in code it runs here (a preflight, a
+    # source built to read ``live``, graph_warnings): its print went above the header of a CSV
+    # on stdout (s41c). fd 1 stays for the csv sink, which opens /dev/stdout by name; the stage
+    # processes do the same for themselves (``fer_pipe.worker``).
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.shard:
+            from .shard import load_shard
 
-        graph = load_shard(args.config, args.set, args.shard)
-    else:
-        graph = load_graph(args.config, args.set)
-    _warn(graph)
-    result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
-                    status_every=args.status_every, fork=True).run()
+            graph = load_shard(args.config, args.set, args.shard)
+        else:
+            graph = load_graph(args.config, args.set)
+        _warn(graph)
+        result = Runner(graph, progress=not args.quiet, stall_timeout=args.stall_timeout,
+                        status_every=args.status_every, fork=True).run()
     _after_the_run()
     try:
         report(result, args.quiet, args.debug)

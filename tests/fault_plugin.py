@@ -47,7 +47,7 @@ class FaultyParams(StageParams):
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
                           "as a native library's exit(0) would, whatever at says; hold: pass every frame "
-                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout; hold_anew: as hold, each passed on as a Packet made anew, without its picture)")
+                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -79,6 +79,8 @@ class Faulty(Stage):
             raise ValueError("injected fault in preflight")
         if params.mode == "exit_preflight":
             sys.exit(4)
+        if params.mode == "print":  # in the run's own process: plug-in code runs there too
+            print("checking a printing stage")
 
     def open(self):
         if self.params.mode == "idle":

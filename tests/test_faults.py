@@ -703,13 +703,14 @@ def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
 
 def test_a_stages_print_goes_to_stderr_not_into_a_csv_on_stdout(plugin_env, short_clip, tmp_path):
     """``csv.path=/dev/stdout`` feeds another program; a plug-in's debugging print went into the
-    CSV it read, between its rows (s40a)."""
+    CSV it read, between its rows (s40a), and a print in its preflight, which runs in the run's
+    own process, above the header (s41c)."""
     config = fault_config(tmp_path / "p.yaml", short_clip, tmp_path / "unused.csv", mode="print", at=[3, 4])
     done = fer_pipe("run", str(config), "--quiet", "--set", "csv.path=/dev/stdout", env=plugin_env, timeout=120)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(done.stdout.splitlines()))
     assert [int(row["frame"]) for row in rows] == list(range(60))
-    assert done.stderr == "debugging frame 3\ndebugging frame 4\n"
+    assert done.stderr == "checking a printing stage\ndebugging frame 3\ndebugging frame 4\n"
 
 
 def test_a_packet_made_anew_by_a_stage_keeps_the_capture_time_of_the_one_it_was_given():
