@@ -94,7 +94,8 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     try:
         with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
             _feed(stage, packets, out)
-        out.extend(packets_of(stage.finish(), "finish"))
+        with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
+            out.extend(packets_of(stage.finish(), "finish"))
     finally:
         stage.close()
     return out
@@ -255,6 +256,8 @@ def run_graph(graph: Graph) -> GraphRun:
             try:
                 with _failing_as(graph, name, "while finishing: "):
                     held = packets_of(stage.finish(), "finish")
+            except StopRun:  # as in a run: the stream has ended, and nothing more comes
+                held = []
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
                 late = late or exc
                 continue

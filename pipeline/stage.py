@@ -169,7 +169,8 @@ class Stage:
 
     def finish(self) -> Iterable[Packet]:
         """End of stream: return anything still held. Not called after the stage's own failure
-        (a source's failure is an end of stream for the stages after it)."""
+        (a source's failure is an end of stream for the stages after it). A ``StopRun`` here
+        passes nothing more on: the stream has ended already."""
         return ()
 
     def close(self) -> None:

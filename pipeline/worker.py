@@ -82,6 +82,8 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
             raise TypeError(f"finish returned {len(held)} packet(s), but a stage run with workers keeps "
                             "nothing between packets, so its finish returns nothing")
         return held
+    except StopRun:  # the stream has ended already: the stage passes nothing more on, as a stop would
+        return []
     except BrokenPipeError:
         raise
     except UserError as exc:

@@ -38,7 +38,8 @@ from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
-                  "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew"] = Field(
+                  "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
+                  "stop_finish"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
@@ -47,7 +48,7 @@ class FaultyParams(StageParams):
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
                           "as a native library's exit(0) would, whatever at says; hold: pass every frame "
-                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture)")
+                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -174,6 +175,8 @@ class Faulty(Stage):
     def finish(self):
         if self.params.mode == "finish":
             raise RuntimeError("flush failed\\n  disk quota exceeded")
+        if self.params.mode == "stop_finish":
+            raise StopRun("nothing more")
         return self._held
 
     def idle(self):

@@ -340,6 +340,27 @@ def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip,
     assert (code, err) == (2, "fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's log\n")
 
 
+def test_stop_run_in_finish_ends_nothing_but_the_stage_in_a_run_a_batch_task_and_run_stage(plugin_env, short_clip,
+                                                                                              tmp_path):
+    """StopRun ends the run cleanly, the contract says; raised in finish, when the stream has
+    ended already, it failed a run (exit 1) and came out of run_graph (a batch task) and
+    run_stage as a bare exception (s41c)."""
+    config = fault_config(tmp_path / "stop.yaml", short_clip, tmp_path / "out.csv", mode="stop_finish")
+    assert finish(start_run(config, plugin_env)) == (0, "")
+    assert [int(row[1]) for row in read_csv(tmp_path / "out.csv")[1]] == list(range(60))
+    (tmp_path / "out.csv").unlink()
+    script = ("from fer_pipe.config import load_graph\n"
+              "from fer_pipe.inprocess import run_graph, run_stage\n"
+              "from fer_pipe.messages import Packet\n"
+              f"print(run_graph(load_graph({str(config)!r})))\n"
+              "packets = [Packet('cam', i, i / 10, faces=[]) for i in range(3)]\n"
+              "print([p.index for p in run_stage('faulty', packets, {'mode': 'stop_finish'})])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env})
+    assert done.stdout == "GraphRun(skipped=0, stopped=False)\n[0, 1, 2]\n", done.stderr
+    assert [int(row[1]) for row in read_csv(tmp_path / "out.csv")[1]] == list(range(60))
+
+
 @pytest.mark.parametrize("mode", ["finish", "close"])
 def test_a_stage_failing_in_finish_or_close_loses_nothing_it_had_passed_on(plugin_env, short_clip, tmp_path, mode):
     """A stage failing in its finish or close, after passing every frame on, stopped the stages
