@@ -110,6 +110,7 @@ def test_which_duplicate_is_kept_does_not_depend_on_the_order_threads_found_them
 def test_every_n_detects_on_every_nth_frame_of_each_source(face_frame):
     packets = [Packet(src, i, i / 25, face_frame) for i in range(7) for src in ("a", "b")]
     out = run_stage("haar", packets, {"every_n": 3})
+    assert [(p.source, p.index) for p in out] == [(p.source, p.index) for p in packets]  # none skipped is lost
     for packet in out:
         looked = packet.index % 3 == 0
         assert packet.extra["detected"] is looked

@@ -824,8 +824,7 @@ def test_a_collector_away_longer_than_the_stall_timeout_is_waited_for(clips, tmp
     collector = None
     try:
         wait_for(lambda: "takes events; 1 are held" in err.read_text(), 60, "the push sink to wait", run)
-        time.sleep(3)  # three stall timeouts: the old code has failed the run by now
-        assert run.poll() is None, err.read_text()
+        time.sleep(3)  # the collector stays away three stall timeouts; the old code failed the run (exit 1)
         collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
                           log=tmp_path / "collect.log")
         assert run.wait(120) == 0, err.read_text()
