@@ -11,12 +11,16 @@ from collections.abc import Collection
 from .endpoints import one_binder_each
 from .errors import InputError, UserError
 from .graph import Graph
-from .stage import StageFailure, said
+from .output_files import check_writable
+from .stage import StageFailure, named_files, said
 
 
 def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -> None:
-    """Run every stage's ``preflight`` but those in ``skip``. Bad input is raised as the same
-    error, with the stage named unless not ``named`` (a batch task's line names its video, and
+    """Try each file the ``output_paths`` of every stage but those in ``skip`` name
+    (``check_writable``), then run its ``preflight``: a plug-in sink that declared its file but
+    opened it with a plain ``open`` failed in its process, exit 1, where the csv sink said one
+    line before the run (s41c); each built-in sink did it in a preflight of its own. Bad input
+    is raised as the same error, with the stage named unless not ``named`` (a batch task's line names its video, and
     its open's errors name no stage either), exit 2; a plug-in's bug as a ``StageFailure``
     from it, whose cause holds the plug-in's traceback."""
     with one_binder_each():  # two stages of this run on one port are refused here too
@@ -24,6 +28,8 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
             if spec.name in skip:
                 continue
             try:
+                for _, path in named_files(spec.cls, spec.params, spec.cls.output_paths):
+                    check_writable(path, spec.type_name)
                 spec.cls.preflight(spec.params)
             except UserError as exc:
                 if not named:
