@@ -165,9 +165,11 @@ def config_path(path: str | Path) -> Path:
     commands from, and from one holding a folder of that name (``fer-pipe demo --out demo``'s,
     an ``episodes/`` for the results), which is no config.
     """
+    if str(path) == "":  # an unset variable in a unit's command line (``run ${FER_PIPE_CONFIG}``)
+        raise ConfigError("the config's path is empty")
     path = Path(path)
-    if (path.exists() and not path.is_dir()) or not _by_name(path):
-        return path
+    if not path.name or (path.exists() and not path.is_dir()) or not _by_name(path):
+        return path  # no name (``.``, ``/``): said as a folder when it is read
     if not path.suffix and path.with_suffix(".yaml").is_file():
         return path.with_suffix(".yaml")  # a NAME.yaml here is meant before the shipped one
     shipped = shipped_configs() / path.name

@@ -135,6 +135,16 @@ def test_the_wheel_ships_the_repositorys_configs_by_name_not_whatever_yaml_is_in
     assert sorted(listed) == sorted(Path(name).name for name in tracked.stdout.split())
 
 
+def test_an_empty_or_nameless_config_path_is_one_line_and_validate_checks_the_rest(tmp_path):
+    """``run ''`` (the shard unit's ``run ${FER_PIPE_CONFIG}`` with the variable unset) and
+    ``run .`` were a ValueError traceback, exit 1, and validate checked no config after it (s41d)."""
+    for given, line in [("", "the config's path is empty"), (".", ".: is a folder, not a config file")]:
+        done = fer_pipe("run", given, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (2, f"fer-pipe: {line}\n")
+    done = fer_pipe("validate", "", str(REPO / "configs" / "demo.yaml"), cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout.startswith(f"{REPO / 'configs' / 'demo.yaml'}: ok"), done.stderr
+
+
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
     """The README's `fer-pipe run configs/webcam.yaml` also where there is no configs/ folder."""
     from fer_pipe.config import shipped_configs
