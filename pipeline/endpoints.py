@@ -87,12 +87,42 @@ def _same_place(a: tuple[str, object], b: tuple[str, object]) -> bool:
     return "ipc" not in (a[0], b[0]) and a[1] == b[1] and (a[0] in WILDCARDS or b[0] in WILDCARDS)
 
 
+def _place(endpoint: str) -> tuple[str, object]:
+    """Where an endpoint binds, one key for its every spelling: ``localhost`` and 127.0.0.1 were
+    two places to the check, so the second sink failed after every stage had started and the
+    CSVs were emptied; so were ``/tmp/s.sock`` and ``/tmp/./s.sock``, and the second took the
+    first's socket, exit 0 (s41d)."""
+    where = tcp_host_port(endpoint)
+    if where is None:
+        path = endpoint[len("ipc://"):]
+        return "ipc", path if path.startswith("@") or path == "*" else os.path.realpath(path)
+    host, port = where
+    address = _bind_address(host, port)
+    return (host if address is None else address[0]), port
+
+
+def _bind_address(host: str, port: int | None) -> tuple[str, socket.AddressFamily] | None:
+    """The address ZeroMQ binds for ``host``, and its family: an IP address as given, a name as its
+    first IPv4 address (ZeroMQ resolves ``localhost`` so, its IPv6 left off); None for an
+    interface's name (ZeroMQ binds its address, which may change until then) or no such host."""
+    host = "0.0.0.0" if host == "*" else host
+    try:
+        address = ipaddress.ip_address(host)
+        return address.compressed, socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    except ValueError:
+        if host in (name for _, name in socket.if_nameindex()):
+            return None
+        try:
+            return socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4][0], socket.AF_INET
+        except (socket.gaierror, UnicodeError):
+            return None
+
+
 def _claim(endpoint: str, who: str) -> None:
     claimed = _claimed.get()
     if claimed is None:
         return
-    where = tcp_host_port(endpoint)
-    key: tuple[str, object] = ("ipc", endpoint) if where is None else where
+    key = _place(endpoint)
     clash = next((other for place, other in claimed.items() if _same_place(place, key)), None)
     if clash is not None:
         raise InputError(f"{who} {endpoint}: another stage of this config ({clash}) binds it too; give each its "
@@ -117,19 +147,13 @@ def check_bindable(endpoint: str, who: str) -> None:
 
 
 def _tcp_problem(host: str, port: int | None) -> str | None:
-    """Why ZeroMQ could not bind this host's port, tried as it binds: an IP address as given,
-    a name as its first IPv4 address (ZeroMQ resolves ``localhost`` so, its IPv6 left off)."""
-    host = "0.0.0.0" if host == "*" else host
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
+    """Why ZeroMQ could not bind this host's port, tried at the address it binds."""
+    bound = _bind_address(host, port)
+    if bound is None:
         if host in (name for _, name in socket.if_nameindex()):
             return None  # an interface: ZeroMQ binds its address, which may change until then
-        family = socket.AF_INET
-        try:
-            host = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)[0][4][0]
-        except (socket.gaierror, UnicodeError):
-            return f"no such host or interface {host!r}"
+        return f"no such host or interface {host!r}"
+    host, family = bound
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
         try:

@@ -1092,6 +1092,23 @@ def test_a_port_bound_on_every_address_clashes_with_the_same_port_on_one():
     check_bindable(f"tcp://127.0.0.1:{port}", "episodes")  # outside a run's preflight: each on its own
 
 
+def test_one_place_spelled_two_ways_is_one_place_to_the_check(tmp_path):
+    """localhost and 127.0.0.1, or /tmp/s and /tmp/./s, were two places: the second zmq sink
+    failed after every stage had started and the CSVs were emptied, or took the first's ipc
+    socket without a word (s41d)."""
+    from fer_pipe.endpoints import check_bindable, one_binder_each
+    from fer_pipe.errors import InputError
+
+    port = free_port()
+    with one_binder_each():
+        check_bindable(f"tcp://127.0.0.1:{port}", "zmq")
+        with pytest.raises(InputError, match=r"another stage of this config \(zmq\) binds it too"):
+            check_bindable(f"tcp://localhost:{port}", "episodes")
+        check_bindable(f"ipc://{tmp_path}/s.sock", "zmq")
+        with pytest.raises(InputError, match=r"another stage of this config \(zmq\) binds it too"):
+            check_bindable(f"ipc://{tmp_path}/./s.sock", "zmq")
+
+
 def test_a_port_bound_on_one_address_clashes_with_the_same_port_on_every_one():
     """The other order of the test above: only the wildcard first was tested (s38c)."""
     from fer_pipe.endpoints import check_bindable, one_binder_each
