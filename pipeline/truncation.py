@@ -29,8 +29,9 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 """The EBML header's id, which starts every Matroska and WebM file."""
 SEGMENT, TRACKS, CLUSTER = b"\x18\x53\x80\x67", b"\x16\x54\xae\x6b", b"\x1f\x43\xb6\x75"
 TRACK_ENTRY, TRACK_TYPE = b"\xae", b"\x83"
-"""Matroska element ids: the Segment holds the Tracks (before the first Cluster of frames),
-whose every TrackEntry says its TrackType."""
+INFO, TIMECODE_SCALE, CLUSTER_TIMECODE = b"\x15\x49\xa9\x66", b"\x2a\xd7\xb1", b"\xe7"
+"""Matroska element ids: the Segment holds the Info (its TimecodeScale) and the Tracks before
+the first Cluster of frames, whose Timecode dates it; every TrackEntry says its TrackType."""
 VIDEO_TRACK = 1
 EBML_TOP_LEVEL = frozenset({EBML_MAGIC, SEGMENT, b"\xec", b"\xbf"})
 """Top-level elements of a Matroska file: the EBML header, a Segment, Void and CRC-32."""
@@ -141,24 +142,63 @@ def _vint(fh: BinaryIO) -> tuple[int, bytes] | None:
     return int.from_bytes(raw, "big") & ((1 << 7 * width) - 1), raw
 
 
+def matroska_start(path: str | Path) -> float:
+    """Seconds from a Matroska or WebM file's time 0 to its first frames (its first Cluster's
+    Timecode): 0 for a file that starts there, or that is not one. Every segment but the first
+    of a recording cut into files (``ffmpeg -f segment``) starts later, and OpenCV's frame count,
+    its duration at the frame rate, counts from 0: a whole 5 s segment from 5 s on was "decoding
+    stopped at frame 120 of 242 (truncated or corrupt file)" (s41a)."""
+    scale = 1_000_000  # TimecodeScale's default, in nanoseconds
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != EBML_MAGIC:
+                return 0.0
+            for element, length in _segment_head(fh):
+                if element == INFO:
+                    body = fh.tell()
+                    scale = next((int.from_bytes(v, "big") for k, v in _children(fh.read(min(length, 1 << 16)))
+                                  if k == TIMECODE_SCALE), scale)
+                    fh.seek(body + length)
+                elif element == CLUSTER:
+                    return next((int.from_bytes(v, "big") * scale / 1e9 for k, v in _children(fh.read(64))
+                                 if k == CLUSTER_TIMECODE), 0.0)
+                else:
+                    fh.seek(length, os.SEEK_CUR)
+    except OSError:
+        pass
+    return 0.0
+
+
 def _track_types(fh: BinaryIO) -> list[int] | None:
     """The TrackType of each track (1 video, 2 audio, 17 subtitles), or None where the Tracks
     element is not found before the frames (or the file is not as expected)."""
+    for element, length in _segment_head(fh):
+        if element == TRACKS:
+            return _types_in(fh.read(min(length, 1 << 20)))
+        if element == CLUSTER:
+            return None
+        fh.seek(length, os.SEEK_CUR)
+    return None
+
+
+def _segment_head(fh: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """(id, size) of each element of a Matroska file's Segment up to its first Cluster, with
+    ``fh`` at the element's body; the caller reads or skips it. SeekHead, Info, Tracks, Tags,
+    Void... come before the Clusters in any real file, so 64 are enough."""
     fh.seek(0)
     for expected in (EBML_MAGIC, SEGMENT):
         element, length = _vint(fh), _vint(fh)
         if element is None or length is None or element[1] != expected:
-            return None
+            return
         if expected == EBML_MAGIC:
             fh.seek(length[0], os.SEEK_CUR)
-    for _ in range(64):  # SeekHead, Info, Tags, Void... come before the Tracks in any real file
+    for _ in range(64):
         element, length = _vint(fh), _vint(fh)
-        if element is None or length is None or element[1] == CLUSTER:
-            return None
-        if element[1] == TRACKS:
-            return _types_in(fh.read(min(length[0], 1 << 20)))
-        fh.seek(length[0], os.SEEK_CUR)
-    return None
+        if element is None or length is None:
+            return
+        yield element[1], length[0]
+        if element[1] == CLUSTER:
+            return
 
 
 def _types_in(tracks: bytes) -> list[int]:

@@ -243,6 +243,29 @@ def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_p
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_a_later_segment_of_a_recording_in_matroska_is_read_whole_and_a_cut_one_still_told(clips, tmp_path, out_csv,
+                                                                                           suffix):
+    """Every file but the first of ``ffmpeg -f segment`` starts at a later time, and OpenCV's
+    count, the duration at the frame rate, counts from 0: a whole 5 s segment from 5 s on was
+    "decoding stopped at frame 120 of 242 (truncated or corrupt file)", exit 2 (s41a)."""
+    from fer_pipe.truncation import matroska_start
+
+    video = tmp_path / f"segment{suffix}"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-output_ts_offset", "100",
+           "-c:v", "libx264" if suffix == ".mkv" else "libvpx-vp9", str(video))
+    assert matroska_start(video) == pytest.approx(100.0, abs=0.1)
+    assert cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT) > 2000
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert [int(row["frame"]) for row in csv_rows(out_csv)] == list(range(72))
+    data = video.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[:len(data) // 2])  # its count is still whole, and its end is missing
+    code, err = run(f"source.path={cut}", f"csv.path={out_csv}")
+    assert code == 2 and "(truncated or corrupt file)" in one_line(err), err
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
 def test_a_variable_rate_matroska_file_of_video_alone_is_read_whole(clips, tmp_path, out_csv, suffix):
     """A phone's recording drops frames now and then; as Matroska, without its audio, OpenCV
     counts its duration at the nominal rate, and a file whose every frame decodes was "14 of
