@@ -19,6 +19,7 @@ a service in a crash loop under Docker's 64 MiB /dev/shm would otherwise fill it
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import multiprocessing
 import os
 import re
@@ -112,8 +113,16 @@ def semaphores_named(run: str) -> Iterator[None]:
         config["semprefix"] = before
 
 
+STAGE_NAME_BYTES = 64
+"""Of a stage's name in its rings' names; a longer one is given as a digest of it."""
+
+
 def segment_prefix(run: str, stage: str) -> str:
-    """The start of the names of a run's rings made by one of its stages."""
+    """The start of the names of a run's rings made by one of its stages. A file name is 255
+    bytes at most, and a source named with 123 accented letters passed validate, then failed its
+    run once every stage had started, "File name too long" (s41d)."""
+    if len(stage.encode()) > STAGE_NAME_BYTES:
+        stage = hashlib.sha256(stage.encode()).hexdigest()[:16]
     return f"{PREFIX}{run}_{stage}"
 
 

@@ -49,6 +49,24 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
         dead.stdout.close()
 
 
+def test_a_source_with_a_long_name_makes_its_ring():
+    """A source named with 123 accented letters (246 bytes) passed validate, and its run failed
+    after every stage had started: "File name too long" for its ring (s41d)."""
+    import numpy as np
+
+    from fer_pipe.frames import FrameRing, detach_all, unlink
+
+    ring = FrameRing(segment_prefix("abcdef", "é" * 123), 2)
+    try:
+        ref = ring.put(np.full((4, 4, 3), 7, np.uint8))
+        assert int(ref.array()[0, 0, 0]) == 7
+    finally:
+        detach_all()
+        ring.close()
+        unlink(ring.names)
+    assert segment_prefix("abcdef", "source").endswith("abcdef_source")  # a usual name is kept, for a reader of ls
+
+
 def test_a_run_that_ends_leaves_no_lock_and_no_ring_behind(tmp_path):
     """Its own rings go too: one a source made but was killed before announcing, or those of a
     run whose stage processes did not all start."""
