@@ -109,6 +109,7 @@ class VideoSource(Source):
         self._cap = _opened_at(self.params.path, self.params.start, self._seekable, self.waiting_outside)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
+        self._size = os.path.getsize(self.params.path)
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._by_duration = counted_by_duration(self.params.path)
@@ -250,7 +251,18 @@ class VideoSource(Source):
         there a shortfall is damage when at least half of it is missing in holes of over
         ``HOLE_FRAMES`` frame times (one widest hole measured alone let five lose 51 frames of
         192 without a word, s38d); in any other file every shortfall is.
+
+        A file that grew while it was read is a recording still being made: one written without
+        sizes or counts (to a pipe, live) ended where the recorder had got to, exit 0, 185 of its
+        472 frames in the CSV (s41a).
         """
+        try:
+            grew = os.path.getsize(self.params.path) > self._size
+        except OSError:  # removed or moved meanwhile: what was read stands
+            grew = False
+        if grew:
+            raise InputError(f"video {self.params.path}: the file grew while it was read (still being recorded?); "
+                             f"{self._read_so_far(index)} read were processed")
         self._say_damage(index)
         done = self._read_so_far(index)
         end = max(self._played - self._head, 0)

@@ -242,6 +242,30 @@ def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_p
     assert f"decoding stopped at frame {decodable} of 72 (truncated or corrupt file)" in one_line(err)
 
 
+def test_a_recording_that_grows_while_it_is_read_is_said_so(short_clip, tmp_path):
+    """A recording still being made, written without sizes or a count (a recorder's pipe, a
+    live NVR), ended where the recorder had got to: exit 0, 185 of its 472 frames (s41a). The
+    recorder here writes on after the first frame is read."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import make_stage
+
+    video = tmp_path / "recording.mp4"
+    video.write_bytes(short_clip.read_bytes())
+    stage = make_stage("video", {"path": str(video)})
+    stage.open()
+    try:
+        frames = stage.frames()
+        next(frames)
+        with open(video, "ab") as recorder:
+            recorder.write(bytes(4096))
+        with pytest.raises(InputError, match=re.escape(f"video {video}: the file grew while it was read (still being "
+                                                       "recorded?); the 60 frames read were processed")):
+            for _ in frames:
+                pass
+    finally:
+        stage.close()
+
+
 @pytest.mark.parametrize("suffix", [".mkv", ".webm"])
 def test_a_later_segment_of_a_recording_in_matroska_is_read_whole_and_a_cut_one_still_told(clips, tmp_path, out_csv,
                                                                                            suffix):
