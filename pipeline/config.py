@@ -495,28 +495,44 @@ def _closing_s(cls: type[Stage], params: StageParams, where: str, prefix: str) -
     return float(seconds)
 
 
+class ParamsProblem(Exception):
+    """The first problem of a stage's params: where under ``params`` (no place: a check across
+    several of them) and why."""
+
+    def __init__(self, loc: tuple[str, ...], reason: str) -> None:
+        super().__init__(loc, reason)
+        self.loc, self.reason = loc, reason
+
+
+def checked_params(cls: type[Stage], raw_params: Mapping[str, Any], yaml: bool = True) -> StageParams:
+    """``cls.Params`` of ``raw_params``, its file params' ``~`` expanded, as a config's and
+    ``make_stage``'s alike; ParamsProblem for the first problem (pydantic's own report is a page
+    per error). ``yaml``: the reason in YAML's words."""
+    try:
+        params = cls.Params.model_validate(dict(raw_params))
+    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
+        raise ParamsProblem(*(pydantic_reason(exc, cls.Params.model_fields, yaml) if isinstance(exc, ValidationError)
+                              else ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))) from None
+    try:
+        return expand_home(cls, params)
+    except ValueError as exc:  # a path no file can have: the param and why
+        raise ParamsProblem((exc.args[0],), exc.args[1]) from None
+
+
 def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, prefix: str, origin: str,
                   lines: Lines) -> StageParams:
     """The stage's params validated, with the field and the reason of the first problem (the
     ``--set`` that gave the value, where one did)."""
     try:
-        params = cls.Params.model_validate(dict(raw_params))
-    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-        loc, reason = (pydantic_reason(exc, cls.Params.model_fields) if isinstance(exc, ValidationError) else
-                       ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))
-        field = ".".join(("params", *loc))  # no loc: a check across several parameters
+        return checked_params(cls, raw_params)
+    except ParamsProblem as problem:
+        loc = problem.loc
         where = _where(origin, lines, 'stages', name, 'params', *loc[:1])
         sets = [v for k, v in lines.items() if not loc and len(k) == 4 and k[:3] == ("stages", name, "params")
                 and isinstance(v, str)]
         if sets and where not in sets:  # the file's values and the --set ones were checked together
             where = f"{where} with {', '.join(sets)}"
-        raise ConfigError(f"{where}: {prefix}: {field}: {reason}") from None
-    try:
-        params = expand_home(cls, params)
-    except ValueError as exc:
-        raise ConfigError(f"{_where(origin, lines, 'stages', name, 'params', exc.args[0])}: {prefix}: "
-                          f"params.{exc.args[0]}: {exc.args[1]}") from None
-    return params
+        raise ConfigError(f"{where}: {prefix}: {'.'.join(('params', *loc))}: {problem.reason}") from None
 
 
 def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (),

@@ -21,12 +21,11 @@ from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple
 
 import numpy as np
-from pydantic import ValidationError
 
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only, stream_ended
-from .preflight import check_stages
+from .preflight import check_stage, check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
                     packets_of, said, say_skipped)
 
@@ -54,7 +53,7 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
                name: str | None = None) -> Stage:
     """A stage instance with validated params, its file params' ``~`` expanded as in a run;
     ``stage`` is a class or a registered type name."""
-    from .config import expand_home, pydantic_reason
+    from .config import ParamsProblem, checked_params
     from .registry import registry
 
     if isinstance(stage, str):
@@ -65,17 +64,10 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
         cls = reg.types[stage]
     else:
         cls = stage
-    try:  # the field and the reason, as a config's: pydantic's own report is a page per error
-        validated = cls.Params.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        loc, reason = pydantic_reason(exc, cls.Params.model_fields, yaml=False)
-        raise ConfigError(".".join(("params", *loc)) + f": {reason}") from None
-    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-        raise ConfigError(f"params: the stage's own check failed: {type(exc).__name__}: {exc}") from None
-    try:
-        validated = expand_home(cls, validated)
-    except ValueError as exc:  # a path no file can have: the param and why
-        raise ConfigError(f"params.{exc.args[0]}: {exc.args[1]}") from None
+    try:  # the field and the reason, as a config's
+        validated = checked_params(cls, params or {}, yaml=False)
+    except ParamsProblem as problem:
+        raise ConfigError(".".join(("params", *problem.loc)) + f": {problem.reason}") from None
     return instantiate(cls, name or (stage if isinstance(stage, str) else cls.__name__.lower()), validated)
 
 
@@ -89,7 +81,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
                         "pass its class or type name to give params here")
     out: list[Packet] = []
-    type(stage).preflight(stage.params)
+    check_stage(type(stage), stage.params, stage.name)
     stage.open()
     try:
         with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
