@@ -270,18 +270,22 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
     Each override is recorded in ``lines``, so an error in its value names the ``--set`` that
     gave it rather than the line of the file it replaced.
     """
+    stages = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, dict):  # an empty file, a list: the graph's check says so, not "--set queue_size=4:
+        return data                   # expected ... (or queue_size=N)" of what the user wrote (s41d)
     for item in overrides:
         target, sep, raw = item.partition("=")
         stage, dot, param = target.partition(".")
-        if sep and target == "queue_size" and isinstance(data, dict):  # the one top-level setting
+        if sep and target == "queue_size":  # the one top-level setting
             data["queue_size"] = _set_value(raw, target) if raw.strip() else ""
             where: tuple[str, ...] = ("queue_size",)
         else:
             if not sep or not dot or not stage or not param:
                 raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE (or queue_size=N)")
-            stages = data.get("stages") if isinstance(data, dict) else None
-            if not isinstance(stages, dict) or not isinstance(stages.get(stage), dict):
+            if stage not in stages:
                 raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
+            if not isinstance(stages[stage], dict):
+                continue  # an empty stage: the graph's check says so at its line
             value = _set_value(raw, target) if raw.strip() else ""
             if param in SET_STAGE_KEYS:
                 stages[stage][param] = value

@@ -361,6 +361,20 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
     assert load_graph(path, ["detector.min_neighbors=3"]).stages["detector"].params.min_neighbors == 3
 
 
+def test_a_set_on_a_config_without_stages_or_on_an_empty_stage_leaves_the_config_to_say_its_fault(tmp_path):
+    """An empty file with --set queue_size=4 was told "expected STAGE.PARAM=VALUE (or
+    queue_size=N)", what the user had written; a stage with an empty body, that it had no
+    stage of that name (s41d)."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match=r"^.*empty.yaml: expected a mapping with a 'stages' key at the top"):
+        load_graph(empty, ["queue_size=4"])
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(GOOD + "  more:\n")
+    with pytest.raises(ConfigError, match=r"^.*bare.yaml:\d+: stage 'more': expected a mapping with 'type', got NoneType$"):
+        load_graph(bare, ["more.path=x.csv"])
+
+
 def test_a_file_param_starting_with_a_tilde_is_under_home(tmp_path, monkeypatch):
     """`--set csv.path=~/out.csv` reaches fer-pipe unexpanded (bash expands only a word's
     leading ~); it used to fail with 'folder ~ does not exist'."""
