@@ -96,16 +96,21 @@ def _riff_runs_past(fh: BinaryIO, size: int) -> bool:
 
 def _boxes_run_past(fh: BinaryIO, size: int) -> bool:
     """The top-level boxes of an ISO media file, each a big-endian size and a type (a 64-bit
-    size after a size of 1; 0 for one that runs to the end of the file)."""
-    pos = 0
+    size after a size of 1; 0 for one that runs to the end of the file). A recorder writes its
+    ``mdat`` so, with its index (``moov``) after it once it closes: one killed or still
+    recording has an ``mdat`` running to the end and no index, and OpenCV cannot open it."""
+    pos, indexed = 0, False
     while pos + 8 <= size:
         fh.seek(pos)
         header = box_header(fh)
         if header is None:
             return True  # the file ends inside a 64-bit size
         kind, length, start = header
-        if kind not in ISO_BOXES or length < start:  # 0 among them: a box that runs to the end
+        if kind in ISO_BOXES and length == 0:
+            return kind == b"mdat" and not indexed
+        if kind not in ISO_BOXES or length < start:
             return False
+        indexed = indexed or kind in (b"moov", b"moof")
         if pos + length > size:
             return True
         pos += length

@@ -57,6 +57,10 @@ def test_a_file_cut_short_is_told_by_its_containers_own_sizes(tmp_path):
              "piped.avi": (riff(b"\0" * 100, 0xFFFFFFFF), False),  # a writer that could not seek back
              "trailing.avi": (avi + b"ABCDEFGHIJKL", False),
              "whole.mp4": (mp4, False), "cut.mp4": (mp4[:-100], True), "trailing.mp4": (mp4 + b"more text", False),
+             # a recorder writes mdat's size (0: to the end) and the index (moov) as it closes:
+             # killed before, its file was "not a video, or a codec it lacks" (s41a)
+             "crashed.mp4": (mp4[:20] + struct.pack(">I", 0) + b"mdat" + b"\0" * 400, True),
+             "streamed.mp4": (mp4[:68] + struct.pack(">I", 0) + b"mdat" + b"\0" * 400, False),  # moov first
              "whole.mkv": (mkv, False), "cut.mkv": (mkv[:-100], True), "cut_in_an_id.mkv": (mkv[:12], True),
              "live.mkv": (live_mkv, False),  # a recorder that never went back to set the segment's size
              "not_a_container.y4m": (b"YUV4MPEG2 W64 H48 F30:1\n" + b"\0" * 50, False), "empty.mp4": (b"", False)}
