@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only, stream_ended
-from .preflight import check_stage, check_stages
+from .preflight import check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
                     packets_of, said, say_skipped)
 
@@ -81,7 +81,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
                         "pass its class or type name to give params here")
     out: list[Packet] = []
-    check_stage(type(stage), stage.params, stage.name)
+    type(stage).preflight(stage.params)
     stage.open()
     try:
         with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes

@@ -11,22 +11,11 @@ from collections.abc import Collection
 from .endpoints import one_binder_each
 from .errors import InputError, UserError
 from .graph import Graph
-from .output_files import check_writable
-from .stage import Stage, StageFailure, StageParams, named_files, said
-
-
-def check_stage(cls: type[Stage], params: StageParams, what: str) -> None:
-    """Try each file the stage's ``output_paths`` name (``check_writable``, its lines starting
-    with ``what``), then run its ``preflight``: a plug-in sink that declared its file but opened
-    it with a plain ``open`` failed in its process, exit 1, where the csv sink said one line
-    before the run (s41c); each built-in sink did it in a preflight of its own."""
-    for _, path in named_files(cls, params, cls.output_paths):
-        check_writable(path, what)
-    cls.preflight(params)
+from .stage import StageFailure, said
 
 
 def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -> None:
-    """``check_stage`` for every stage but those in ``skip``. Bad input is raised as the same
+    """Run every stage's ``preflight`` but those in ``skip``. Bad input is raised as the same
     error, with the stage named unless not ``named`` (a batch task's line names its video, and
     its open's errors name no stage either), exit 2; a plug-in's bug as a ``StageFailure``
     from it, whose cause holds the plug-in's traceback."""
@@ -35,7 +24,7 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
             if spec.name in skip:
                 continue
             try:
-                check_stage(spec.cls, spec.params, spec.type_name)
+                spec.cls.preflight(spec.params)
             except UserError as exc:
                 if not named:
                     raise

@@ -15,7 +15,7 @@ from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.opencv_names import opencv_name
-from fer_pipe.output_files import open_claimed
+from fer_pipe.output_files import check_writable, open_claimed
 from fer_pipe.stage import Sink
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
@@ -95,9 +95,10 @@ class VideoWriterSink(Sink):
 
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:
-        opencv_name(params.path, "video_writer")
+        check_writable(Path(opencv_name(params.path, "video_writer")), "video_writer")
 
     def open(self) -> None:
+        self.preflight(self.params)
         path = Path(self.params.path)
         segmented = bool(self.params.segment_s)
         self._created = not segmented and not path.exists()

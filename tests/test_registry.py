@@ -269,50 +269,6 @@ def test_a_plugin_printing_as_it_is_imported_prints_to_stderr(tmp_path, short_cl
     assert "Hello from a banner\n" in done.stderr
 
 
-LINES = '''from pydantic import Field
-
-from fer_pipe.messages import FRAME
-from fer_pipe.stage import Sink, StageParams
-
-
-class LinesParams(StageParams):
-    path: str = Field(description="the file")
-
-
-class Lines(Sink):
-    """A line a frame, in a file opened as a plug-in author would."""
-    Params = LinesParams
-    reads = FRAME
-    output_paths = ("path",)
-
-    def open(self):
-        self._file = open(self.params.path, "w")
-
-    def consume(self, packet):
-        self._file.write(f"{packet.index}\\n")
-
-    def close(self):
-        self._file.close()
-'''
-
-
-def test_a_plugin_sinks_declared_file_is_tried_before_the_run_as_the_csv_sinks_is(tmp_path, short_clip):
-    """A plug-in sink that declared its file in output_paths and opened it with open() failed in
-    its process, "failed: while opening: FileNotFoundError", exit 1, where the csv sink said one
-    line before any stage started, exit 2 (s41c)."""
-    _distribution(tmp_path, "lines", "linesmod", LINES, "lines = linesmod:Lines")
-    config = tmp_path / "lines.yaml"
-    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
-                      f"  out: {{type: lines, inputs: [source], params: {{path: '{tmp_path / 'nope' / 'out.txt'}'}}}}\n")
-    done = fer_pipe("run", str(config), "--quiet", env=_env(tmp_path), timeout=120)
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'out' (lines): lines {tmp_path / 'nope' / 'out.txt'}: "
-                                                 f"folder {tmp_path / 'nope'} does not exist\n")
-    done = fer_pipe("run", str(config), "--quiet", "--set", f"out.path={tmp_path / 'out.txt'}", env=_env(tmp_path),
-                    timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "out.txt").read_text().split() == [str(i) for i in range(60)]
-
-
 def _summaries(listing: str) -> dict[str, str]:
     """Each stage's summary in ``fer-pipe stages``: its indented lines before the parameters."""
     summaries: dict[str, str] = {}

@@ -120,7 +120,6 @@ def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
     stand for the two runs."""
     from fer_pipe.errors import InputError
     from fer_pipe.messages import Packet
-    from fer_pipe.output_files import check_writable
     from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
 
     path = tmp_path / "a.avi"
@@ -131,8 +130,8 @@ def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
     second = VideoWriterSink("second", VideoWriterParams(path=str(path)))
     message = (f"video_writer {path}: another process is writing it (a second run or shard with the "
                "same path?); give each its own file")
-    with pytest.raises(InputError, match=re.escape(message)):  # as the run tries every output_paths file
-        check_writable(second.params.path, "video_writer")
+    with pytest.raises(InputError, match=re.escape(message)):
+        VideoWriterSink.preflight(second.params)
     with pytest.raises(InputError, match=re.escape(message)):
         second.open()
     first.close()
