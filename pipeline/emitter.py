@@ -127,7 +127,7 @@ class Emitter:
             self._put(box, box.queues[item.number % len(box.queues)], item)
 
     def _put(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
-        if self.live or outbox.drop_oldest:
+        if (self.live or outbox.drop_oldest) and not _ends_a_stream(item):
             self._put_dropping_oldest(outbox, box, item)
         else:
             box.put(item)
@@ -183,6 +183,13 @@ class Emitter:
                 q.close()
                 q.join_thread()
         self.check_sent()
+
+
+def _ends_a_stream(item: Packet | Sequenced) -> bool:
+    """Whether ``item`` is (or holds) a source's end packet (``Packet.ended``): put waiting for
+    room, as the end of stream after it is, not in place of a frame already read (a live
+    source's end dropped one or two of its last frames, s41e)."""
+    return item.ended if isinstance(item, Packet) else any(p.ended for p in item.packets)
 
 
 def _with_dropped(item: Sequenced, dropped: Sequenced) -> Sequenced:

@@ -125,7 +125,8 @@ class Packet:
     """True for the outage packet that ends a source's stream (make it with ``stream_ended``):
     the runner sends it after the source's last frame, so that a source that ends while others
     run on ends its tracks, episodes and face_lost events then, not when the whole run ends (a
-    file beside a camera: never). The stages see it as an outage (``outage`` hook)."""
+    file beside a camera: never). An outage packet too (no frame), handed to the stages'
+    ``ended`` hook, not their ``outage``."""
 
     def pixels(self) -> np.ndarray:
         """The frame as a read-only array (a view into shared memory when it came over a queue)."""

@@ -33,10 +33,7 @@ class OutageNotices:
         self._down: dict[str, _Outage] = {}
 
     def on_outage(self, packet: Packet) -> dict[str, Any] | None:
-        """The ``source_down`` event due for this outage packet, if one is: none for the packet
-        that ends a source's stream (``Packet.ended``), which is not down but done."""
-        if packet.ended:
-            return None
+        """The ``source_down`` event due for this outage packet, if one is."""
         now = time.monotonic()
         down = self._down.get(packet.source)
         if down is None:

@@ -93,8 +93,8 @@ def _contract_problem(cls: type[Stage]) -> str | None:
         return f".wants_before is {wants!r}: a dict of stage type to what goes wrong without it"
     if not (isinstance(cls.provides, tuple) and all(isinstance(kind, str) for kind in cls.provides)):
         return f".provides is {cls.provides!r}: a tuple of the stage types it stands in for"
-    for attr in ("preflight", "read_path", "closing_s", "graph_warnings", "open", "process", "idle", "outage", "finish",
-                 "close"):
+    for attr in ("preflight", "read_path", "closing_s", "graph_warnings", "open", "process", "idle", "outage", "ended",
+                 "finish", "close"):
         if not callable(getattr(cls, attr)):  # closing_s = 5.0, written as idle_s is
             return f".{attr} is {getattr(cls, attr)!r}, not a method: define it with def, as Stage does"
     for attr in ("input_paths", "output_paths", "bind_params", "thread_params"):

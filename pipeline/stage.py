@@ -26,9 +26,10 @@ A stage is a class with
   repaints and reads its keys while a camera is down), a call every ``idle_s`` with no packet;
 - ``outage``: what the stage does with the packet a live source sends while its stream is
   down (``fer_pipe.messages.Packet.outage``: no frame, no image; numbered as the source's last
-  frame, -1 while it has sent none), and the one the runner sends after a source's last frame
-  (``Packet.ended``): by default passes it on, and a sink takes no notice; a tracker ends that
-  source's tracks on it when the gap is long enough, or the stream has ended;
+  frame, -1 while it has sent none): by default passes it on, and a sink takes no notice; a
+  tracker ends that source's tracks on it when the gap is long enough;
+- ``ended``: the same for the packet the runner sends after a source's last frame
+  (``Packet.ended``), while other sources may run on; a tracker ends that source's tracks on it;
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
   detector skipping frames with no tracker after it), said as warnings, never refused;
   ``wants_before``, the stage types it needs somewhere before it, is warned of the same way.
@@ -162,9 +163,15 @@ class Stage:
     def outage(self, packet: Packet) -> Iterable[Packet]:
         """A live source's stream is down (``packet`` is no frame: see ``fer_pipe.messages.Packet.outage``;
         ``packet.index`` is the source's last frame, -1 while it has sent none, as a camera down
-        since the run started), or a source's stream has ended while the run goes on
-        (``packet.ended``: no packet of that source follows). Return the packets to pass on: by
-        default this one, so that the stages after it learn of the outage too."""
+        since the run started). Return the packets to pass on: by default this one, so that the
+        stages after it learn of the outage too."""
+        return (packet,)
+
+    def ended(self, packet: Packet) -> Iterable[Packet]:
+        """A source's stream has ended (``packet.ended``: no frame; numbered and dated as its last
+        one), while the run may go on with other sources. Return the packets to pass on: by
+        default this one. A hook of its own, not ``outage``'s: plug-ins written to "a live
+        camera is down" took every file's end for one (s41e)."""
         return (packet,)
 
     def finish(self) -> Iterable[Packet]:
@@ -270,6 +277,10 @@ class Sink(Stage):
         """No notice by default: a sink writes frames, and this packet is none."""
         return ()
 
+    def ended(self, packet: Packet) -> Iterable[Packet]:
+        """No notice by default, as for an outage."""
+        return ()
+
 
 def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0) -> list[Packet]:
     """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
@@ -334,6 +345,8 @@ def _face_problem(face: Face) -> str:
 def handle(stage: Stage, packet: Packet) -> list[Packet]:
     """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
     (the class's: a plug-in written before it may keep a flag of that name on its instance)."""
+    if packet.ended:
+        return packets_of(type(stage).ended(stage, packet), "ended")
     if packet.outage:
         return packets_of(type(stage).outage(stage, packet), "outage")
     return packets_of(stage.process(packet), captured=packet.captured)

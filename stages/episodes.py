@@ -149,6 +149,12 @@ class EpisodesSink(Sink):
         self._end_ended(packet)
         return []
 
+    def ended(self, packet: Packet) -> list[Packet]:
+        """A source's stream ended while others run on: its tracks' last episodes and face_lost
+        are said now, not when the whole run ends."""
+        self._end_ended(packet)
+        return []
+
     def _end_ended(self, packet: Packet) -> None:
         for key in ended_tracks(self._tracks, packet):
             self._end_track(key)

@@ -85,6 +85,10 @@ class Smoother(Stage):
         self._let_go(packet)  # the tracker may have ended tracks while the source is down
         return (packet,)
 
+    def ended(self, packet: Packet) -> Iterable[Packet]:
+        self._let_go(packet)  # the tracker ended the source's tracks with its stream
+        return (packet,)
+
     def _let_go(self, packet: Packet) -> None:
         for key in ended_tracks(self._tracks, packet):
             del self._tracks[key]

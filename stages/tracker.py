@@ -203,13 +203,19 @@ class FaceTracker(Stage):
 
     def outage(self, packet: Packet) -> Iterable[Packet]:
         """The source's stream is down: its tracks end once it has been so for the gap that
-        ends them between two frames, without waiting for a frame after the outage; or it has
-        ended (``packet.ended``), and they end now."""
+        ends them between two frames, without waiting for a frame after the outage."""
+        return self._without_frame(packet, ended=False)
+
+    def ended(self, packet: Packet) -> Iterable[Packet]:
+        """The source's stream has ended: its tracks end now, while other sources run on."""
+        return self._without_frame(packet, ended=True)
+
+    def _without_frame(self, packet: Packet, ended: bool) -> Iterable[Packet]:
         state = self._sources.get(packet.source)
         if state is None:  # down since the run started: no track yet, and the list says so
             packet.extra["tracks"] = []
             return (packet,)
-        if state.tracks and (packet.ended or state.last_time is not None
+        if state.tracks and (ended or state.last_time is not None
                              and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s)):
             packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
             state.tracks = []

@@ -340,6 +340,16 @@ def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip,
     assert (code, err) == (2, "fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's log\n")
 
 
+def test_a_files_end_is_not_handed_to_a_plugins_outage_hook(plugin_env, short_clip, tmp_path):
+    """The packet after a source's last frame went to every stage's outage hook, so a plug-in
+    written to "a live camera is down" (here one that raises there) failed every file run,
+    exit 1, and an alerting one would page at each file's end (s41e). It has a hook of its own,
+    ended, which passes it on by default."""
+    config = fault_config(tmp_path / "end.yaml", short_clip, tmp_path / "out.csv", mode="outage_raise")
+    assert finish(start_run(config, plugin_env)) == (0, "")
+    assert [int(row[1]) for row in read_csv(tmp_path / "out.csv")[1]] == list(range(60))
+
+
 def test_stop_run_in_finish_ends_nothing_but_the_stage_in_a_run_a_batch_task_and_run_stage(plugin_env, short_clip,
                                                                                               tmp_path):
     """StopRun ends the run cleanly, the contract says; raised in finish, when the stream has

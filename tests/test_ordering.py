@@ -7,7 +7,7 @@ import threading
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fer_pipe.messages import EndOfStream, Packet, Sequenced, outage
+from fer_pipe.messages import EndOfStream, Packet, Sequenced, outage, stream_ended
 from fer_pipe.ordering import Reorder
 from fer_pipe.stats import StageStats
 from fer_pipe.emitter import Emitter, Outbox
@@ -135,6 +135,21 @@ def test_what_is_still_held_at_the_end_is_passed_on_in_order_but_not_past_a_stop
     for number in (3, 1, 2):
         stopped.add(Sequenced("a>b", number, [packet(number)], stopped_at=2 if number == 3 else None))
     assert [p.index for p in stopped.flush()] == [1, 2] and stopped.discarded == 1
+
+
+def test_a_live_sources_end_packet_waits_for_room_and_drops_no_frame():
+    """The end packet went through the live source's drop-oldest put, so a full queue lost one
+    of the last frames read for a marker that carries no frame (s41e)."""
+    ctx = mp.get_context("spawn")
+    camera = ctx.Queue(2)
+    stats = StageStats("camera")
+    emitter = Emitter([Outbox([camera], "camera>detector")], live=True, stats=stats)
+    emitter.emit([packet(0), packet(1)])
+    ending = threading.Thread(target=emitter.emit, args=([stream_ended("cam", 1, 1.0)],))
+    ending.start()  # the queue is full: the end packet waits for the consumer to make room
+    got = [camera.get(timeout=60) for _ in range(3)]
+    ending.join(timeout=5)
+    assert [(p.index, p.ended) for p in got] == [(0, False), (1, False), (1, True)] and stats.dropped == 0
 
 
 def test_a_consumer_reads_every_producer_until_each_has_ended():
