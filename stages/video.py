@@ -48,6 +48,16 @@ gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does
 in a recording is a gap, not its end. At the true end every read fails at once (50 µs each)."""
 
 
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    """(device, inode, size) of the file at ``path``; None where it cannot be looked at (removed
+    or moved meanwhile: what was read stands)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size
+
+
 def frames_in(capture: cv2.VideoCapture, path: str) -> int:
     """Frames the video source reads from ``capture`` of ``path`` (0: unknown). Batch cuts its
     chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``, and
@@ -109,7 +119,7 @@ class VideoSource(Source):
         self._cap = _opened_at(self.params.path, self.params.start, self._seekable, self.waiting_outside)
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
         self._played = frames_in(self._cap, self.params.path)
-        self._size = os.path.getsize(self.params.path)
+        self._opened = _file_state(self.params.path)
         self._cut = ends_early(self.params.path)
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._by_duration = counted_by_duration(self.params.path)
@@ -204,6 +214,7 @@ class VideoSource(Source):
         frame 0 reads nothing after it in a transport stream, a raw stream or a live WebM."""
         self._cap.release()
         self._cap = _opened_at(self.params.path, self.params.start, self._seekable)
+        self._opened = _file_state(self.params.path)  # a clip re-exported meanwhile is read anew, whole
 
     def _skip_late(self, behind: int, read: int) -> int:
         """Skip the ``behind`` frames whose time has passed, as a camera would have dropped them:
@@ -254,13 +265,11 @@ class VideoSource(Source):
 
         A file that grew while it was read is a recording still being made: one written without
         sizes or counts (to a pipe, live) ended where the recorder had got to, exit 0, 185 of its
-        472 frames in the CSV (s41a).
+        472 frames in the CSV (s41a). The file opened, not what its name leads to now: one
+        replaced by a rename (an export's atomic save) was read whole (s41e).
         """
-        try:
-            grew = os.path.getsize(self.params.path) > self._size
-        except OSError:  # removed or moved meanwhile: what was read stands
-            grew = False
-        if grew:
+        now = _file_state(self.params.path)
+        if now is not None and self._opened is not None and now[:2] == self._opened[:2] and now[2] > self._opened[2]:
             raise InputError(f"video {self.params.path}: the file grew while it was read (still being recorded?); "
                              f"{self._read_so_far(index)} read were processed")
         self._say_damage(index)

@@ -264,6 +264,18 @@ def test_a_recording_that_grows_while_it_is_read_is_said_so(short_clip, tmp_path
                 pass
     finally:
         stage.close()
+    # replaced by a rename while it is read (an export's atomic save): the file opened was read whole (s41e)
+    stage = make_stage("video", {"path": str(video)})
+    stage.open()
+    try:
+        frames = stage.frames()
+        next(frames)
+        bigger = tmp_path / "next.mp4"
+        bigger.write_bytes(short_clip.read_bytes() + bytes(8192))
+        bigger.replace(video)
+        assert len(list(frames)) == 59
+    finally:
+        stage.close()
 
 
 @pytest.mark.parametrize("suffix", [".mkv", ".webm"])
