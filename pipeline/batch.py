@@ -267,7 +267,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     if address == "local":  # Ray's own word for what no address does here, with --num-cpus and 127.0.0.1
         address = None
 
-    origin = str(config_path(config) if config else shipped_configs() / "video_to_csv.yaml")
+    origin = str(config_path(config) if config is not None else shipped_configs() / "video_to_csv.yaml")
     data, lines = read_config(origin)
     data = apply_overrides(data, overrides, origin, lines)
     out_dir = Path(out)

@@ -651,6 +651,10 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: --set nothere.path=x: {shipped_configs() / 'video_to_csv.yaml'} has no stage named "
            "'nothere'\n")
+    # --config "$UNSET" ran the default config where the user meant their own (s41e)
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out3", "--config", "", cwd=tmp_path, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: the config's path is empty\n")
+    assert not (tmp_path / "out3").exists()
 
 
 @pytest.mark.parametrize("stage, param", [
