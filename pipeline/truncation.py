@@ -29,9 +29,10 @@ EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 """The EBML header's id, which starts every Matroska and WebM file."""
 SEGMENT, TRACKS, CLUSTER = b"\x18\x53\x80\x67", b"\x16\x54\xae\x6b", b"\x1f\x43\xb6\x75"
 TRACK_ENTRY, TRACK_TYPE = b"\xae", b"\x83"
-INFO, TIMECODE_SCALE, CLUSTER_TIMECODE = b"\x15\x49\xa9\x66", b"\x2a\xd7\xb1", b"\xe7"
-"""Matroska element ids: the Segment holds the Info (its TimecodeScale) and the Tracks before
-the first Cluster of frames, whose Timecode dates it; every TrackEntry says its TrackType."""
+INFO, TIMECODE_SCALE, MUXING_APP, CLUSTER_TIMECODE = b"\x15\x49\xa9\x66", b"\x2a\xd7\xb1", b"\x4d\x80", b"\xe7"
+"""Matroska element ids: the Segment holds the Info (its TimecodeScale, the MuxingApp that wrote
+it) and the Tracks before the first Cluster of frames, whose Timecode dates it; every TrackEntry
+says its TrackType."""
 VIDEO_TRACK = 1
 EBML_TOP_LEVEL = frozenset({EBML_MAGIC, SEGMENT, b"\xec", b"\xbf"})
 """Top-level elements of a Matroska file: the EBML header, a Segment, Void and CRC-32."""
@@ -147,13 +148,16 @@ def _vint(fh: BinaryIO) -> tuple[int, bytes] | None:
     return int.from_bytes(raw, "big") & ((1 << 7 * width) - 1), raw
 
 
-def matroska_start(path: str | Path) -> float:
-    """Seconds from a Matroska or WebM file's time 0 to its first frames (its first Cluster's
-    Timecode): 0 for a file that starts there, or that is not one. Every segment but the first
-    of a recording cut into files (``ffmpeg -f segment``) starts later, and OpenCV's frame count,
-    its duration at the frame rate, counts from 0: a whole 5 s segment from 5 s on was "decoding
-    stopped at frame 120 of 242 (truncated or corrupt file)" (s41a)."""
-    scale = 1_000_000  # TimecodeScale's default, in nanoseconds
+def matroska_lead(path: str | Path) -> float:
+    """Seconds before a Matroska or WebM file's first frames (its first Cluster's Timecode) that
+    its Duration counts: 0 for a file that starts at 0, or that is not one. Every segment but the
+    first of a recording cut into files (``ffmpeg -f segment``) starts later, and FFmpeg's muxer
+    writes the Duration up to the last frame's time from 0, which OpenCV's count (the Duration at
+    the frame rate) takes whole: a whole 5 s segment from 5 s on was "decoding stopped at frame
+    120 of 242 (truncated or corrupt file)" (s41a). mkvmerge writes the span from the first
+    frame, and its count is right as it is (a cut copy passed as whole where the start was taken
+    off it too, s41e): so only a file whose MuxingApp is FFmpeg's (``Lavf``) has a lead."""
+    scale, muxer = 1_000_000, b""  # TimecodeScale's default, in nanoseconds
     try:
         with open(path, "rb") as fh:
             if fh.read(4) != EBML_MAGIC:
@@ -161,10 +165,13 @@ def matroska_start(path: str | Path) -> float:
             for element, length in _segment_head(fh):
                 if element == INFO:
                     body = fh.tell()
-                    scale = next((int.from_bytes(v, "big") for k, v in _children(fh.read(min(length, 1 << 16)))
-                                  if k == TIMECODE_SCALE), scale)
+                    info = dict(_children(fh.read(min(length, 1 << 16))))
+                    scale = int.from_bytes(info.get(TIMECODE_SCALE, b""), "big") or scale
+                    muxer = info.get(MUXING_APP, b"")
                     fh.seek(body + length)
                 elif element == CLUSTER:
+                    if not muxer.startswith(b"Lavf"):
+                        return 0.0
                     return next((int.from_bytes(v, "big") * scale / 1e9 for k, v in _children(fh.read(64))
                                  if k == CLUSTER_TIMECODE), 0.0)
                 else:

@@ -18,7 +18,7 @@ from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.seeking import seeks_by_frame
-from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early, matroska_start
+from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early, matroska_lead
 from fer_pipe.stage import Source, SourceParams
 
 # FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
@@ -69,7 +69,7 @@ def frames_in(capture: cv2.VideoCapture, path: str) -> int:
         return min(listed, indexed) if listed else indexed
     fps = capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
     if listed and counted_by_duration(path):  # counted from time 0: a later segment of a recording starts after it
-        listed = max(0, listed - round(matroska_start(path) * fps))
+        listed = max(0, listed - round(matroska_lead(path) * fps))
     return frames_played(path, listed, fps)
 
 
