@@ -344,7 +344,8 @@ def _face_problem(face: Face) -> str:
 
 def handle(stage: Stage, packet: Packet) -> list[Packet]:
     """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
-    (the class's: a plug-in written before it may keep a flag of that name on its instance)."""
+    and its end to its ``ended`` (the class's: a plug-in written before them may keep a flag of
+    that name on its instance)."""
     if packet.ended:
         return packets_of(type(stage).ended(stage, packet), "ended")
     if packet.outage:
