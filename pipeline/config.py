@@ -241,8 +241,12 @@ def _comment_in(raw: str) -> str | None:
 
 def _set_value(raw: str, target: str) -> Any:
     """A ``--set`` value read as YAML by the config's own loader (so its limits hold here too);
-    text that is not YAML (``a: b: c``) is taken as the string typed. A comment is refused:
-    dropped without a word, it sent a run's rows to a file named after part of the path."""
+    text that is not YAML (``a: b: c``) is taken as the string typed, and so is one with a line
+    break, which YAML folds into a space (a file name with one was "no such file", the name
+    shown folded, s41a). A comment is refused: dropped without a word, it sent a run's rows to
+    a file named after part of the path."""
+    if "\n" in raw or "\r" in raw:
+        return raw
     comment = _comment_in(raw)
     if comment is not None:
         quoted = raw.replace("'", "''")

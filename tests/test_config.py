@@ -359,6 +359,8 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
         load_graph(path, ["stages=1"])
     path.write_text(GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params:"))  # valid, and empty
     assert load_graph(path, ["detector.min_neighbors=3"]).stages["detector"].params.min_neighbors == 3
+    # a file name with a line break, as a script's "$f" gives it: YAML folded it into a space (s41a)
+    assert load_graph(path, ["source.path=new\nline.mp4"]).stages["source"].params.path == "new\nline.mp4"
 
 
 def test_a_set_on_a_config_without_stages_or_on_an_empty_stage_leaves_the_config_to_say_its_fault(tmp_path):
