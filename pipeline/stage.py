@@ -346,9 +346,9 @@ def handle(stage: Stage, packet: Packet) -> list[Packet]:
     """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
     and its end to its ``ended`` (the class's: a plug-in written before them may keep a flag of
     that name on its instance)."""
-    if packet.ended:
-        return packets_of(type(stage).ended(stage, packet), "ended")
-    if packet.outage:
+    if packet.outage:  # one test per frame; a source's end is an outage packet too
+        if packet.ended:
+            return packets_of(type(stage).ended(stage, packet), "ended")
         return packets_of(type(stage).outage(stage, packet), "outage")
     return packets_of(stage.process(packet), captured=packet.captured)
 
