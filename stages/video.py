@@ -68,7 +68,7 @@ def frames_in(capture: cv2.VideoCapture, path: str) -> int:
     if indexed is not None:
         return min(listed, indexed) if listed else indexed
     fps = capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
-    if listed and counted_by_duration(path):  # counted from time 0: a later segment of a recording starts after it
+    if listed:  # a Matroska file's counted from time 0: a later segment of a recording starts after it
         listed = max(0, listed - round(matroska_lead(path) * fps))
     return frames_played(path, listed, fps)
 
