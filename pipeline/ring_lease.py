@@ -135,18 +135,22 @@ def remove_orphaned(run: str) -> None:
 
 
 def _remove_rings(folder: Path, run: str) -> tuple[int, int]:
-    return _unlink_all(folder, f"{PREFIX}{run}_*")
-
-
-def _unlink_all(folder: Path, pattern: str) -> tuple[int, int]:
-    """Unlink the files matching ``pattern``, as shm_unlink and sem_unlink do on Linux; how many
+    """Unlink a run's rings; how many rings (a file per slot: ``PREFIX<run>_<stage>_<slot>_<token>``)
     and their bytes."""
-    files = size = 0
+    removed, size = _unlink_all(folder, f"{PREFIX}{run}_*")
+    return len({name.rsplit("_", 2)[0] for name in removed}), size
+
+
+def _unlink_all(folder: Path, pattern: str) -> tuple[list[str], int]:
+    """Unlink the files matching ``pattern``, as shm_unlink and sem_unlink do on Linux; their
+    names and bytes."""
+    removed, size = [], 0
     for found in folder.glob(pattern):
         try:
             freed = found.stat().st_size
             found.unlink()
         except OSError:  # gone since the listing, or another user's
             continue
-        files, size = files + 1, size + freed
-    return files, size
+        removed.append(found.name)
+        size += freed
+    return removed, size

@@ -19,7 +19,8 @@ import sys, time
 from pathlib import Path
 from fer_pipe.ring_lease import RingLease, segment_prefix
 lease = RingLease(sys.argv[1])
-Path(sys.argv[1], segment_prefix(lease.run_id, "source") + "_0a1b2c3d").write_bytes(bytes(4096))
+for slot, token in enumerate(["0a1b2c3d", "4e5f6a7b"]):  # a ring is a file per slot
+    Path(sys.argv[1], f"{segment_prefix(lease.run_id, 'source')}_{slot}_{token}").write_bytes(bytes(4096))
 Path(sys.argv[1], f"sem.fp{lease.run_id}_sem-0a1b2c3d").write_bytes(bytes(32))  # as sem_open writes one
 print(lease.run_id, flush=True)
 time.sleep(600)
@@ -39,9 +40,10 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
     try:
         dead.kill()  # SIGKILL: it unlinks nothing, and the kernel drops its lock
         dead.wait()
-        assert sweep_abandoned(str(tmp_path)) == (1, 4096)  # the semaphore is not counted as a ring
-        assert sorted(p.name for p in tmp_path.iterdir()) == [f"fp{live_id}.lock", f"fp{live_id}_source_0a1b2c3d",
-                                                              f"sem.fp{live_id}_sem-0a1b2c3d"]
+        assert sweep_abandoned(str(tmp_path)) == (1, 8192)  # one ring of two slots; the semaphore is not one
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            f"fp{live_id}.lock", f"fp{live_id}_source_0_0a1b2c3d", f"fp{live_id}_source_1_4e5f6a7b",
+            f"sem.fp{live_id}_sem-0a1b2c3d"]
     finally:
         live.kill()
         live.wait()
