@@ -375,7 +375,7 @@ def transport(shape: tuple[int, int, int], frames: int = 300) -> dict:
         proc.start()
         ring = ring_mod.FrameRing(f"fpbench_{os.getpid()}", 32)
         send = {"none": lambda: 0, "ring": lambda: ring.put(image), "pickle": lambda: image}[kind]
-        q.put(send())  # warm-up: the segment is created and the reader attached
+        q.put(send())  # warm-up: the ring is created and the reader started
         ready.wait()
         start = time.perf_counter()
         for _ in range(frames):
