@@ -19,6 +19,10 @@ Schema version 1:
   and the time it was said so) or came back (its first frame since, and that frame's time);
   ``since``: when it was first said down, this outage (``timeout_s`` after its last frame, or
   after the source started).
+- ``source_end`` (topic ``source.<source>``): ``schema, type, source, frame, timestamp``; the
+  source's stream is over (a file read to its end, or cut short after the frames it read): its
+  last frame and that frame's time. Not sent for a source that sent no frame, nor for one the
+  run's stop ended (Ctrl-C, SIGTERM, a stage's failure).
 Additive changes (new fields) keep the version; renaming or removing a field bumps it.
 """
 from __future__ import annotations
@@ -34,7 +38,7 @@ from .messages import EMOTIONS, Packet, emotion_probs, extra_values
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = {"frame": "emotion", "episode": "episode", "face_appeared": "face", "face_lost": "face",
-                "source_down": "source", "source_up": "source"}
+                "source_down": "source", "source_up": "source", "source_end": "source"}
 
 
 FACE_FIELDS = ("face", "x", "y", "w", "h", "track_id", "label", "confidence", "probs", "smoothed_label",
@@ -200,3 +204,11 @@ def _cell(value: Any, column: str, precision: int) -> str:
     if isinstance(value, float) and column != "timestamp":
         return f"{value:.{precision}f}"
     return str(value)
+
+
+def end_event(packet: Packet) -> dict[str, Any]:
+    """A ``source_end`` event from the packet that ends a source's stream (``Packet.ended``).
+    Without it a subscriber could not tell a file that is done from a run that hangs (both go
+    quiet), nor where one run's frames end and the next run's, numbered from 0 again, begin."""
+    return {"schema": SCHEMA_VERSION, "type": "source_end", "source": packet.source,
+            "frame": packet.index, "timestamp": round(packet.timestamp, 3)}

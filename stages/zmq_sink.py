@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_bindable, check_form, check_private
-from fer_pipe.events import EVENT_NAMES, free_names, frame_event
+from fer_pipe.events import EVENT_NAMES, end_event, free_names, frame_event
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.outage_notices import OutageNotices
 from fer_pipe.publisher import Publisher
@@ -55,7 +55,8 @@ class ZmqParams(StageParams):
 
 class ZmqSink(Sink):
     """Publishes one event per frame with faces on a ZeroMQ PUB socket (topic
-    emotion.SOURCE), plus optional heartbeats, and a live source's outages (topic source.SOURCE)."""
+    emotion.SOURCE), plus optional heartbeats, a live source's outages and each source's end
+    (topic source.SOURCE)."""
 
     Params = ZmqParams
     params: ZmqParams
@@ -103,6 +104,13 @@ class ZmqSink(Sink):
         if down is not None:
             self._publisher.send(down)
             self.dropped = self._publisher.dropped
+        return ()
+
+    def ended(self, packet: Packet) -> Iterable[Packet]:
+        """Say the source's stream is over (``source_end``), as it ends, while other sources may
+        run on."""
+        self._publisher.send(end_event(packet))
+        self.dropped = self._publisher.dropped
         return ()
 
     @classmethod

@@ -119,11 +119,13 @@ def test_heartbeat_for_frames_without_faces(clips, tmp_path):
         sock.close(0)
         ctx.term()
     assert done.returncode == 0, done.stderr
-    # no faces anywhere: exactly one heartbeat in an hour-long period, for the first frame
+    # no faces anywhere: exactly one heartbeat in an hour-long period, for the first frame; then
+    # the file's end, on its own topic: the run going quiet said nothing of it (s40b)
+    assert [m[0] for m in messages] == [b"emotion.cam1", b"source.cam1"]
     events = [json.loads(m[1]) for m in messages]
-    assert len(events) == 1
     assert {k: events[0][k] for k in ("schema", "type", "source", "frame", "timestamp", "faces")} == \
            {"schema": 1, "type": "frame", "source": "cam1", "frame": 0, "timestamp": 0.0, "faces": []}
+    assert events[1] == {"schema": 1, "type": "source_end", "source": "cam1", "frame": 19, "timestamp": 0.76}
 
 
 def test_secret_keys_are_this_users_alone_from_the_moment_they_are_made(tmp_path, monkeypatch):
@@ -344,6 +346,28 @@ def test_a_live_sources_outage_is_said_once_on_its_own_topic_and_its_return_too(
     # when each outage was first said: per source, and anew for cam1's second outage
     assert [e.get("since") for _, e in said] == [None, 15.0, 15.5, 15.0, None, 23.0]
     assert [json.loads(body)["frame"] for _, body in frames] == [0, 1]
+
+
+def test_a_source_that_ends_is_said_to_have_ended_on_its_own_topic():
+    """A file read to its end went quiet as a run that hangs does (s40b): its end is said, with its
+    last frame, while another source may run on."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Face, Packet, stream_ended
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint, "source.")
+    face = [Face((1, 2, 3, 4), np.full(7, 1 / 7))]
+    packets = [Packet("cam1", 0, 0.0, faces=face), Packet("cam2", 0, 0.0, faces=face),
+               stream_ended("cam1", 0, 0.04), Packet("cam2", 1, 0.08, faces=face), stream_ended("cam2", 1, 0.08)]
+    try:
+        run_stage("zmq", packets, {"endpoint": endpoint, "wait_subscribers": 1})
+        said = [(topic.decode(), json.loads(body)) for topic, body in drain(sock)]
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert said == [("source.cam1", {"schema": 1, "type": "source_end", "source": "cam1", "frame": 0, "timestamp": 0.04}),
+                    ("source.cam2", {"schema": 1, "type": "source_end", "source": "cam2", "frame": 1, "timestamp": 0.08})]
 
 
 def test_with_a_heartbeat_a_source_that_stays_down_is_said_down_again():
