@@ -451,8 +451,13 @@ def instantiate(cls: type[Stage], name: str, params: StageParams) -> Stage:
 
 def said(exc: BaseException) -> str:
     """``ValueError: bad value``, on one line; an empty message (``raise KeyError()``) is the
-    type alone."""
-    text = one_line(str(exc))
+    type alone. A message that cannot be made (a library's ``__str__`` that fails) is said so:
+    unguarded, that failure replaced the line about the stage's, and a stage with ``on_error:
+    skip`` failed the run."""
+    try:
+        text = one_line(str(exc))
+    except Exception as inner:  # its type alone: the inner one's message may fail as well
+        return f"{type(exc).__name__} (its message could not be made: {type(inner).__name__})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

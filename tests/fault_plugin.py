@@ -39,11 +39,11 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish"] = Field(
+                  "stop_finish", "unprintable"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
+                          "unpicklable: put a lock in packet.extra; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
@@ -66,6 +66,13 @@ class FaultyParams(StageParams):
                                            "index there")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
+
+
+class Unprintable(Exception):
+    """A library's exception whose message cannot be made (a ``__str__`` that fails)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
 
 
 class Faulty(Stage):
@@ -138,6 +145,8 @@ class Faulty(Stage):
         if self._fires(packet.index):
             if self.params.mode == "raise":
                 raise ValueError(f"injected fault on frame {packet.index}")
+            if self.params.mode == "unprintable":
+                raise Unprintable()
             if self.params.mode == "hang":
                 while True:
                     time.sleep(3600)

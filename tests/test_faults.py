@@ -80,6 +80,23 @@ def test_a_plugin_failing_its_preflight_or_open_is_one_line_and_debug_puts_the_t
                                              "ValueError: injected fault on frame 3")
 
 
+@pytest.mark.parametrize("on_error", ["stop", "skip"])
+def test_an_exception_whose_message_cannot_be_made_is_still_said_in_one_line(plugin_env, short_clip, tmp_path,
+                                                                               on_error):
+    """A library's exception whose ``__str__`` fails made the line about it fail in turn: the
+    stage process died with a traceback of its own, its failure unsaid."""
+    out = tmp_path / "unprintable.csv"
+    config = fault_config(tmp_path / "u.yaml", short_clip, out, on_error=on_error, mode="unprintable", at=[3])
+    code, err = finish(start_run(config, plugin_env))
+    if on_error == "stop":
+        assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 3: Unprintable "
+                                  "(its message could not be made: RuntimeError)\n")
+        assert assert_valid_prefix(out) == [0, 1, 2]
+    else:
+        assert code == 0 and "skipped source frame 3: Unprintable (its message could not be made" in err, err
+        assert [int(row[1]) for row in read_csv(out)[1]] == [i for i in range(60) if i != 3]
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path,
                                                                    workers):
