@@ -81,20 +81,23 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
                         "pass its class or type name to give params here")
     out: list[Packet] = []
+    kept_ends: list[Packet] = []  # see stage.keeps_ends
     type(stage).preflight(stage.params)
     stage.open()
     try:
         with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
-            _feed(stage, packets, out)
+            _feed(stage, packets, out, kept_ends)
         with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
             out.extend(packets_of(stage.finish(), "finish"))
+        out.extend(kept_ends)
     finally:
         stage.close()
     return out
 
 
-def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet]) -> None:
-    """``run_stage``'s packets through the stage, or its source's frames, into ``out``."""
+def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends: list[Packet]) -> None:
+    """``run_stage``'s packets through the stage, or its source's frames, into ``out``; the end
+    packets a stage keeps until its finish into ``kept_ends``."""
     if isinstance(stage, Source):
         last_index = None
         for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
@@ -110,7 +113,7 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet]) -> None:
             shown = not_a_frame(packet.image)
             if shown:  # a source's frames are checked as they come; these are the caller's own
                 raise TypeError(f"run_stage: packets[{number}] has {shown} for its image; {A_FRAME}")
-            out.extend(handle(stage, own_copy(packet)))
+            out.extend(handle(stage, own_copy(packet), kept_ends))
 
 
 class GraphRun(NamedTuple):
@@ -183,13 +186,14 @@ def run_graph(graph: Graph) -> GraphRun:
     skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
     skipped: Counter[str] = Counter()  # per stage: each says its own first ten, as in a run
     stopped_by: set[str] = set()
+    kept_ends: dict[str, list[Packet]] = {name: [] for name in stages}  # see stage.keeps_ends
     opened: list[str] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
         if name in stopped_by:
             return []
         try:
-            return handle(stages[name], packet)
+            return handle(stages[name], packet, kept_ends[name])
         except StopRun:
             stopped_by.add(name)
             return []
@@ -253,7 +257,7 @@ def run_graph(graph: Graph) -> GraphRun:
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
                 late = late or exc
                 continue
-            push(name, held)
+            push(name, [*held, *kept_ends[name]])
     finally:
         unclosed = _close_all(graph, stages, opened)
     late = late or unclosed

@@ -171,7 +171,9 @@ class Stage:
         """A source's stream has ended (``packet.ended``: no frame; numbered and dated as its last
         one), while the run may go on with other sources. Return the packets to pass on: by
         default this one. A hook of its own, not ``outage``'s: plug-ins written to "a live
-        camera is down" took every file's end for one (s41e)."""
+        camera is down" took every file's end for one (s41e). A stage that holds packets returns
+        that source's held ones before the end packet; one with a ``finish`` of its own that
+        leaves this hook as it is gets its end packets only after its finish (``keeps_ends``)."""
         return (packet,)
 
     def finish(self) -> Iterable[Packet]:
@@ -342,15 +344,29 @@ def _face_problem(face: Face) -> str:
     return ""
 
 
-def handle(stage: Stage, packet: Packet) -> list[Packet]:
+def handle(stage: Stage, packet: Packet, kept_ends: list[Packet] | None = None) -> list[Packet]:
     """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
     and its end to its ``ended`` (the class's: a plug-in written before them may keep a flag of
-    that name on its instance)."""
+    that name on its instance). A stage that may hold packets until its own end (``keeps_ends``)
+    gets no end packet where ``kept_ends`` is given: it goes there, to be passed on after what
+    the stage's ``finish`` returns."""
     if packet.outage:  # one test per frame; a source's end is an outage packet too
         if packet.ended:
+            if kept_ends is not None and keeps_ends(type(stage)):
+                kept_ends.append(packet)
+                return []
             return packets_of(type(stage).ended(stage, packet), "ended")
         return packets_of(type(stage).outage(stage, packet), "outage")
     return packets_of(stage.process(packet), captured=packet.captured)
+
+
+def keeps_ends(kind: type[Stage]) -> bool:
+    """A stage with a ``finish`` of its own and no ``ended``: one that may hold packets until the
+    run's end (a batch for a model) and says nothing of a source's end. Its end packets wait for
+    its finish: passed on at once, a source's end overtook the frames such a stage held, the
+    tracker after it ended the track, and the frames that followed had no track id (s42c). Not
+    for a sink (nothing follows it), nor with workers (which hold nothing between packets)."""
+    return kind.ended is Stage.ended and kind.finish is not Stage.finish
 
 
 def length_of(source: Source) -> int | None:

@@ -153,14 +153,15 @@ def stage_main(w: Wiring) -> None:
             w.control.put(Length(name, length_of(stage)))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
+            kept_ends: list[Packet] = []
         else:
             emitter = Emitter(w.outboxes, False, stats, w.spec.name if w.spec.on_error == "skip" else None)
-            _run_consumer(stage, emitter, w, stats)
+            kept_ends = _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
             held = _finished(stage, w)
             w.busy_since.value = 0.0
-            emitter.emit(held)
+            emitter.emit([*held, *kept_ends])
             w.dropped.value = stats.dropped + stage.dropped  # what the held packets' emit dropped, for the last line
         except BrokenPipeError:
             if not isinstance(stage, Sink):
@@ -299,9 +300,10 @@ def _receive(inboxes: list[Any], idle_s: float | None = None) -> Iterator[Packet
                     yield item
 
 
-def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) -> None:
+def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) -> list[Packet]:
     """Read until every upstream process has ended. A worker of several answers each numbered
-    item with one numbered item; a single process puts numbered items back in order first."""
+    item with one numbered item; a single process puts numbered items back in order first.
+    Returns the end packets kept for after the stage's finish (``stage.keeps_ends``)."""
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
@@ -331,6 +333,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
     for packet in reorder.flush():
         emitter.emit(handle(packet))
     _count_discarded(reorder, stage, w, stats)
+    return handle.kept_ends or []
 
 
 def _count_discarded(reorder: Reorder, stage: Stage, w: Wiring, stats: StageStats) -> None:
@@ -348,6 +351,7 @@ class _Handler:
         self.stage, self.w, self.stats = stage, w, stats
         self.sink = not w.outboxes
         self.stopping = False
+        self.kept_ends: list[Packet] | None = [] if w.spec.workers == 1 else None  # see stage.keeps_ends
         self.fell_behind = False  # said once; frames dropped at its output (a slow sink) are counted beside
 
     def __call__(self, item: Packet) -> list[Packet]:
@@ -422,7 +426,7 @@ class _Handler:
         on the outage would fail again on the next."""
         self.w.busy_since.value = time.monotonic()  # a hook that hangs is a stall, as a packet is
         try:
-            return handle(self.stage, item)
+            return handle(self.stage, item, self.kept_ends)
         except StopRun:
             self._stop_run()
             return []

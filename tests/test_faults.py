@@ -1295,3 +1295,64 @@ def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(
     with pytest.raises(TypeError, match=re.escape(said)):
         frame_of("cam", Packet("cam", index, timestamp, np.zeros((4, 4, 3), np.uint8)), None)
     assert frame_of("cam", Packet("cam", np.int64(3), np.float32(0.5)), 2).index == 3  # numpy's numbers are numbers
+
+
+def test_a_stage_that_holds_frames_until_its_finish_passes_a_sources_end_after_them():
+    """Passed on at once, a source's end overtook the frames such a stage held (a batch for a
+    model): the tracker after it ended the track, and the frames that followed lost their id
+    (s42c). A stage with a finish of its own and no ended hook gets its end packets after."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet, stream_ended
+    from fer_pipe.stage import Stage
+
+    class Batch(Stage):
+        def open(self) -> None:
+            self.held: list[Packet] = []
+
+        def process(self, packet: Packet) -> list[Packet]:
+            self.held.append(packet)
+            return []
+
+        def finish(self) -> list[Packet]:
+            return self.held
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    out = run_stage(Batch, [*(Packet("cam", i, i / 25, image) for i in range(3)), stream_ended("cam", 2, 0.08)])
+    assert [(p.index, p.ended) for p in out] == [(0, False), (1, False), (2, False), (2, True)]
+
+
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_process(plugin_env, short_clip,
+                                                                                       tmp_path, runner):
+    """Seen by a subscriber: the zmq sink's source_end came before every frame event of the file."""
+    import json
+
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "held.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 12}}}}
+  detector: {{type: haar, inputs: [source]}}
+  held: {{type: faulty, inputs: [detector], params: {{mode: hold}}}}
+  classifier: {{type: classifier, inputs: [held], params: {{flip_tta: false}}}}
+  events: {{type: zmq, inputs: [classifier], params: {{endpoint: '{endpoint}', wait_subscribers: 1}}}}
+""")
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.connect(endpoint)
+    sub.subscribe(b"")
+    try:
+        if runner == "run":
+            done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
+        else:
+            done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
+                                  text=True, timeout=180, env={**os.environ, **plugin_env})
+        said = []
+        while sub.poll(1500):
+            said.append(json.loads(sub.recv_multipart()[1]))
+    finally:
+        sub.close(linger=0)
+        context.term()
+    assert done.returncode == 0, done.stderr
+    assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(12)] + [("source_end", 11)]
