@@ -58,6 +58,7 @@ class FaultyParams(StageParams):
     open_s: float = Field(0.0, ge=0.0, description="open takes this long, as a model loading does")
     seen_file: str = Field("", description="append each frame index handled here, line by line")
     self_drops: bool = Field(False, description="count each frame in the stage's own dropped attribute")
+    tag: str = Field("", description="put in each frame's extra data as tag (to tell branches apart)")
     armed_file: str = Field("", description="with a path: fault only while this file exists, so a rerun with "
                                             "the same config finds the bug mended, as a fix in code would")
     once_file: str = Field("", description="with a path: fault once in the run, on the first frame at or after "
@@ -129,6 +130,8 @@ class Faulty(Stage):
         return (packet,)
 
     def process(self, packet):
+        if self.params.tag:
+            packet.extra["tag"] = self.params.tag
         if self.params.mode == "hold":
             self._held.append(packet)
             return ()

@@ -1356,3 +1356,26 @@ def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_p
         context.term()
     assert done.returncode == 0, done.stderr
     assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(12)] + [("source_end", 11)]
+
+
+def test_two_branches_with_workers_that_meet_bring_every_frame_twice(plugin_env, short_clip, tmp_path):
+    """Each worker stage passed its answers on under the numbering it was given, so the answers
+    of two branches after one stage with workers met under one name where they joined, and one
+    of a number was lost where both were waiting: 60 to 69 rows of 80, exit 0 (s42c). The
+    warning says each frame comes twice; it does, each branch in order. Branch one is held up
+    now and then, so that its answers wait for a late one while branch two's come."""
+    out = tmp_path / "both.csv"
+    config = tmp_path / "both.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 40}}}}
+  first: {{type: faulty, inputs: [source], workers: 2}}
+  one: {{type: faulty, inputs: [first], workers: 2, params: {{tag: one, mode: pause, at: [3, 11, 19, 27], pause_s: 0.3}}}}
+  two: {{type: faulty, inputs: [first], workers: 2, params: {{tag: two}}}}
+  csv: {{type: csv, inputs: [one, two], params: {{path: '{out}', extra: [tag]}}}}
+""")
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {tag: [int(r["frame"]) for r in rows if r["tag"] == tag] for tag in ("one", "two")} == {
+        "one": list(range(40)), "two": list(range(40))}

@@ -93,7 +93,7 @@ def test_a_stop_holds_where_the_answer_that_said_it_is_dropped_from_a_full_live_
     kept = sink.get(timeout=60)
     assert (kept.number, kept.skipped, kept.stopped_at) == (6, (4,), 4)
     reorder = Reorder()
-    others = [Sequenced("source>detector", i, [packet(i)]) for i in (0, 1, 2, 3, 5, 7)]
+    others = [Sequenced(kept.key, i, [packet(i)]) for i in (0, 1, 2, 3, 5, 7)]  # as the same way numbers them
     assert [p.index for item in others + [kept] for p in reorder.add(item)] == [0, 1, 2, 3]
     assert reorder.discarded == 2
 
