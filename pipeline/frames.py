@@ -89,17 +89,22 @@ class FrameRing:
     (``ring_lease.remove_orphaned``).
     """
 
-    def __init__(self, prefix: str, slots: int) -> None:
+    def __init__(self, prefix: str, slots: int, expected: int | None = None) -> None:
+        """``expected``: the frames the source will send, where it knows (its ``length()``): no
+        more slots than that are made at the first frame, and any beyond as they are needed. A
+        source of 8 frames reserved all 123 slots of a graph of six sources (s42c)."""
         self.prefix = prefix
         self.slots = slots
+        self._first = slots if expected is None else max(1, min(slots, expected))
         self.names: list[str] = []
         self._maps: list[mmap.mmap] = []
         self._sizes: list[int] = []
         self._seq = 0
 
     def _reserve(self, frame: np.ndarray, slots: range) -> None:
-        """Files for ``slots`` sized for ``frame``, replacing those slots' files; every slot at the
-        first frame, so that a ring /dev/shm cannot hold fails before any frame is written.
+        """Files for ``slots`` sized for ``frame``, replacing those slots' files; every slot the
+        source is expected to use at the first frame, so that a ring /dev/shm cannot hold fails
+        before any frame is written.
 
         Their pages are reserved at once. A file is created sparse, and a process that writes
         to a page tmpfs has no room for dies of SIGBUS; Docker gives /dev/shm 64 MiB, less
@@ -108,8 +113,9 @@ class FrameRing:
         size = HEADER + ((frame.nbytes + HEADER - 1) // HEADER) * HEADER
         held = sum(self._sizes)
         room = shutil.disk_usage(SHM)
+        count = len(slots) if not held else self.slots  # at the first frame, the expected; then the whole ring
         if room.total and len(slots) * size > room.free:  # a tmpfs without a limit says 0 for both
-            self._refuse(frame, size, held, os.strerror(errno.ENOSPC))
+            self._refuse(frame, count, size, held, os.strerror(errno.ENOSPC))
         for slot in slots:
             name = f"{self.prefix}_{slot}_{secrets.token_hex(4)}"
             fd = os.open(os.path.join(SHM, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -118,7 +124,7 @@ class FrameRing:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as exc:
                     os.unlink(os.path.join(SHM, name))
-                    self._refuse(frame, size, held, exc.strerror)
+                    self._refuse(frame, count, size, held, exc.strerror)
                 shm = mmap.mmap(fd, size)
             finally:
                 os.close(fd)
@@ -131,12 +137,12 @@ class FrameRing:
                 self._maps.append(shm)
                 self._sizes.append(size)
 
-    def _refuse(self, frame: np.ndarray, size: int, held: int, reason: str) -> None:
-        """The room the whole ring needs at this frame's size; what the ring holds now counts as
+    def _refuse(self, frame: np.ndarray, count: int, size: int, held: int, reason: str) -> None:
+        """The room ``count`` slots need at this frame's size; what the ring holds now counts as
         free, since larger frames replace its files."""
         free = shutil.disk_usage(SHM).free + held
         shape = "x".join(map(str, frame.shape))
-        raise InputError(f"frame ring: {self.slots} frames of {shape} need {self.slots * size / MIB:,.0f} MiB "
+        raise InputError(f"frame ring: {count} frames of {shape} need {count * size / MIB:,.0f} MiB "
                          f"of {SHM}, which has {free / MIB:,.0f} MiB free ({reason}); give "
                          f"it more room (docker run --shm-size) or lower queue_size")
 
@@ -144,8 +150,8 @@ class FrameRing:
         """Copy ``frame`` into the next slot. The sequence number goes in before the pixels: a
         reader that checks it after using the pixels then knows whether they changed under it."""
         slot = self._seq % self.slots
-        if not self.names:
-            self._reserve(frame, range(self.slots))
+        if slot == len(self.names):  # the first frame reserves the expected slots, a later one its own
+            self._reserve(frame, range(slot, max(slot + 1, self._first)))
         elif frame.nbytes + HEADER > self._sizes[slot]:
             self._reserve(frame, range(slot, slot + 1))
         shm = self._maps[slot]

@@ -149,8 +149,9 @@ def stage_main(w: Wiring) -> None:
         w.control.put(Opened(name))
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
-            ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots)
-            w.control.put(Length(name, length_of(stage)))
+            length = length_of(stage)
+            ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length)
+            w.control.put(Length(name, length))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
             kept_ends: list[Packet] = []
