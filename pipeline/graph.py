@@ -59,8 +59,10 @@ class Graph:
 
     def chains(self) -> list[list[str]]:
         """Every edge once, as chains of stage names, for people to check the wiring: a branch
-        starts a new chain at the stage it leaves (``classifier -> annotated``); a stage with no
-        edge is a chain of its own."""
+        starts a new chain at the stage it leaves (``classifier -> annotated``), and a chain
+        ends at a stage with several inputs, whose own chains follow (``cam1 -> detector; cam2
+        -> detector; detector -> ...``): walked on, ``a -> d -> c1; b -> d -> c2`` read as if a
+        reached c1 alone and b c2 alone (s42c). A stage with no edge is a chain of its own."""
         left = {name: self.consumers(name) for name in self.order()}
         chains = []
         for name in left:
@@ -68,7 +70,7 @@ class Graph:
                 chains.append([name])
             while left[name]:
                 chain = [name]
-                while left[chain[-1]]:
+                while left[chain[-1]] and (len(chain) == 1 or len(self.stages[chain[-1]].inputs) < 2):
                     chain.append(left[chain[-1]].pop(0))
                 chains.append(chain)
         return chains

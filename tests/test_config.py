@@ -438,7 +438,22 @@ def test_chains_give_each_edge_once_and_a_stage_without_edges_alone():
     edges = [pair for chain in chains for pair in zip(chain, chain[1:])]
     assert sorted(edges) == sorted([("cam1", "detector"), ("cam2", "detector"), ("detector", "classifier"),
                                     ("classifier", "csv"), ("classifier", "zmq")])
-    assert ["spare"] in chains and len(chains) == 4  # two sources, a branch, and the stage on its own
+    assert chains == [["cam1", "detector"], ["cam2", "detector"], ["spare"], ["detector", "classifier", "csv"],
+                      ["classifier", "zmq"]]  # a chain ends where sources meet, and a branch starts its own
+
+
+def test_chains_say_that_both_sources_reach_both_branches_after_the_stage_where_they_meet():
+    """``a -> d -> c1 -> o1; b -> d -> c2 -> o2`` read as two pipelines, a's frames to o1 alone
+    and b's to o2 alone, where both reach both (s42c)."""
+    graph = load_graph({"stages": {
+        "a": {"type": "video", "params": {"path": "a.mp4"}},
+        "b": {"type": "video", "params": {"path": "b.mp4"}},
+        "d": {"type": "haar", "inputs": ["a", "b"]},
+        "c1": {"type": "classifier", "inputs": ["d"]},
+        "c2": {"type": "classifier", "inputs": ["d"]},
+        "o1": {"type": "csv", "inputs": ["c1"], "params": {"path": "o1.csv"}},
+        "o2": {"type": "csv", "inputs": ["c2"], "params": {"path": "o2.csv"}}}})
+    assert graph.chains() == [["a", "d"], ["b", "d"], ["d", "c1", "o1"], ["d", "c2", "o2"]]
 
 
 def test_a_plugins_graph_warnings_that_fails_or_returns_text_is_said_in_one_line_each():

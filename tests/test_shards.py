@@ -164,7 +164,7 @@ def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(
     said = [subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(path), "--shard", f"{i}/4"],
                            capture_output=True, text=True, timeout=60) for i in range(4)]
     assert [(done.returncode, done.stdout, done.stderr) for done in said] == [
-        (0, f"{path}: ok (5 stages: yard -> detector -> classifier -> csv; gate -> detector)\n", ""),
+        (0, f"{path}: ok (5 stages: yard -> detector; gate -> detector; detector -> classifier -> csv)\n", ""),
         (0, f"{path}: ok (4 stages: door -> detector -> classifier -> csv)\n", ""),
         (2, "", f"fer-pipe: {path}: --shard 2/4: none of its 4 cameras (door, lobby, yard, gate) hashes to shard 2; "
                 "use fewer shards\n"),
