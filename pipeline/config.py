@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .env_values import refuse_unset, substitute_nodes
 from .errors import ConfigError
-from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids
+from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, spelled_otherwise
 from .registry import Registry, registry
 from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
 
@@ -287,7 +287,8 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
             if not sep or not dot or not stage or not param:
                 raise ConfigError(f"--set {item}: expected STAGE.PARAM=VALUE (or queue_size=N)")
             if stage not in stages:
-                raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}")
+                raise ConfigError(f"--set {item}: {origin} has no stage named {stage!r}"
+                                  f"{spelled_otherwise(stage, stages)}")
             if not isinstance(stages[stage], dict):
                 continue  # an empty stage: the graph's check says so at its line
             value = _set_value(raw, target) if raw.strip() else ""

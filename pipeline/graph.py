@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
@@ -107,6 +108,19 @@ class Graph:
         return [s for s in self.stages.values() if not self.consumers(s.name)]
 
 
+def spelled_otherwise(name: str, names: Iterable[str]) -> str:
+    """For a line saying there is no stage ``name``: that one looks the same but is made of other
+    Unicode characters (``é`` as ``e`` and a combining accent, as some editors and macOS text
+    give it). Said, not taken for it, so that a config means one thing wherever it is read;
+    the line showed two names no one could tell apart (s42c)."""
+    key = unicodedata.normalize("NFKC", name)
+    same = [other for other in names if isinstance(other, str) and unicodedata.normalize("NFKC", other) == key]
+    if not same:
+        return ""
+    return (f" (stage {same[0]!r} looks the same, written with other Unicode characters: "
+            f"{ascii(name)} here, {ascii(same[0])} there)")
+
+
 def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
     """Every structural problem of a graph, as (stage, message) pairs, in stage order.
 
@@ -131,7 +145,8 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
                 continue
             other = graph.stages.get(upstream)
             if other is None:
-                problems.append((spec, f"inputs: no stage named {upstream!r}"))
+                problems.append((spec, f"inputs: no stage named {upstream!r}"
+                                       f"{spelled_otherwise(upstream, graph.stages)}"))
                 continue
             if issubclass(other.cls, Sink):
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) is a sink and "

@@ -484,3 +484,21 @@ def test_a_plugins_graph_warnings_that_fails_or_returns_text_is_said_in_one_line
         ("cam", "could not check its place in the graph: KeyError: 'oops'"),
         ("forgot", "could not check its place in the graph: TypeError: 'NoneType' object is not iterable"),
         ("out", "one warning")]
+
+
+def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_same():
+    """'détecteur' with é as e and a combining accent, beside a stage named with é: the line
+    showed two names no one could tell apart (s42c)."""
+    composed, decomposed = "d\u00e9tecteur", "de\u0301tecteur"
+    config = {"stages": {"source": {"type": "video", "params": {"path": "a.mp4"}},
+                         composed: {"type": "haar", "inputs": ["source"]},
+                         "classifier": {"type": "classifier", "inputs": [decomposed]}}}
+    with pytest.raises(ConfigError) as raised:
+        load_graph(config)
+    assert str(raised.value).endswith(
+        f"inputs: no stage named {decomposed!r} (stage {composed!r} looks the same, written with other Unicode "
+        "characters: 'de\\u0301tecteur' here, 'd\\xe9tecteur' there)")
+    with pytest.raises(ConfigError, match="looks the same"):
+        load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}},
+                   [f"{decomposed}.min_size=30"])
+    assert load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}})
