@@ -182,27 +182,50 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
     found = [(s, "feeds no stage, so what it makes is dropped (a sink left out, or a source missing "
                  "from an inputs list?)") for s in graph.ends() if not issubclass(s.cls, Sink)]
 
-    def kinds(names: set[str]) -> set[str]:
-        """The stage types these stages are, or stand in for (``provides``: a tracker of a plug-in's own)."""
-        return {kind for n in names for kind in (graph.stages[n].type_name, *graph.stages[n].cls.provides)}
-
+    up, down = _Ways(graph, lambda n: graph.stages[n].inputs), _Ways(graph, graph.consumers)
     for name in graph.order():
         spec = graph.stages[name]
         twice = _by_two_paths(graph, spec)
         if twice:
             found.append((spec, twice))
         if spec.cls.wants_before:
-            before = kinds(graph.upstream(name) - {name})
-            found += [(spec, why) for kind, why in spec.cls.wants_before.items() if kind not in before]
-        try:  # a plug-in tracker after haar's every_n was warned of as none (s40a)
-            said = spec.cls.graph_warnings(spec.params, kinds(graph.downstream(name) - {name}))
-            lines = [said] if isinstance(said, str) else list(said)
-            if not all(isinstance(line, str) for line in lines):
-                raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")
-        except Exception as exc:  # noqa: BLE001  a plug-in's bug: said, not a traceback for every command
-            lines = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
+            found += [(spec, why) for kind, why in spec.cls.wants_before.items()
+                      if any(kind not in before for before in up.after(name))]
+        lines: dict[str, None] = {}  # a line said on several ways is said once
+        for after in down.after(name):
+            try:  # a plug-in tracker after haar's every_n was warned of as none (s40a)
+                said = spec.cls.graph_warnings(spec.params, after)
+                said = [said] if isinstance(said, str) else list(said)
+                if not all(isinstance(line, str) for line in said):
+                    raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")
+            except Exception as exc:  # noqa: BLE001  a plug-in's bug: said, not a traceback for every command
+                said = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
+            lines.update(dict.fromkeys(said))
         found += [(spec, line) for line in lines]
     return found
+
+
+class _Ways:
+    """The stage types on each way from a stage to an end of the graph (a source, going up; a
+    stage that feeds none, going down), as their distinct sets: what a stage wants before or
+    after it must be on every way, not somewhere in the graph. A tracker on one branch after
+    haar's ``every_n`` hid that the other branch's CSV said 'no face' on 2 frames in 3 (s42c)."""
+
+    def __init__(self, graph: Graph, step: Callable[[str], Iterable[str]]) -> None:
+        self._graph, self._step = graph, step
+        self._found: dict[str, set[frozenset[str]]] = {}
+
+    def after(self, name: str) -> set[frozenset[str]]:
+        """The sets of types on the ways on from ``name``, ``name`` not counted; one empty set at an end."""
+        if name not in self._found:
+            ways = {self._kinds(n) | way for n in self._step(name) for way in self.after(n)}
+            self._found[name] = ways or {frozenset()}
+        return self._found[name]
+
+    def _kinds(self, name: str) -> frozenset[str]:
+        """The type a stage is, and those it stands in for (``provides``: a tracker of a plug-in's own)."""
+        spec = self._graph.stages[name]
+        return frozenset((spec.type_name, *spec.cls.provides))
 
 
 def _by_two_paths(graph: Graph, spec: StageSpec) -> str:

@@ -32,7 +32,7 @@ A stage is a class with
   (``Packet.ended``), while other sources may run on; a tracker ends that source's tracks on it;
 - ``graph_warnings``: what its params would likely get wrong where it sits in a graph (a
   detector skipping frames with no tracker after it), said as warnings, never refused;
-  ``wants_before``, the stage types it needs somewhere before it, is warned of the same way.
+  ``wants_before``, the stage types it needs on every way into it, is warned of the same way.
 
 Sources implement ``frames`` instead of ``process``; ``length`` (frames to come, for the progress
 bar) and ``live`` (a camera: drop the oldest frame rather than wait) are theirs too, and their
@@ -111,8 +111,8 @@ class Stage:
     0 is off): ``fer-pipe batch`` refuses such a stage, since its tasks run side by side and
     all but one would find the port taken."""
     wants_before: ClassVar[dict[str, str]] = {}
-    """Stage types whose output this one works on, each with what goes wrong where none is
-    before it in the graph: ``validate`` and ``run`` say it as a warning naming the stage (a
+    """Stage types whose output this one works on, each with what goes wrong where a way into it
+    has none: ``validate`` and ``run`` say it as a warning naming the stage (a
     smoother with no tracker before it smooths nothing, and a whole run went by before it said so)."""
     provides: ClassVar[tuple[str, ...]] = ()
     """The stage types this one stands in for where another wants one before it: a plug-in
@@ -215,8 +215,9 @@ class Stage:
     @classmethod
     def graph_warnings(cls, params: StageParams, after: Collection[str]) -> list[str]:
         """What would run but likely not do what was meant, given ``after``, the type names of
-        every stage this one's output reaches; ``validate`` and ``run`` print each as a warning
-        naming the stage. A graph is only refused for what cannot run."""
+        the stages on one way this one's output takes to the end of the graph (asked once for
+        each way); ``validate`` and ``run`` print each line as a warning naming the stage, once.
+        A graph is only refused for what cannot run."""
         return []
 
 

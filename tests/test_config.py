@@ -502,3 +502,35 @@ def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_
         load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}},
                    [f"{decomposed}.min_size=30"])
     assert load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}})
+
+
+def test_what_a_stage_wants_before_or_after_it_is_checked_on_every_way_through_it():
+    """Checked against the whole graph, a tracker on one branch after haar's every_n hid that the
+    other branch's CSV said 'no face' on 2 frames in 3, and a smoother fed by two cameras, one
+    with a tracker, never smoothed the other's faces (s42c)."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.graph import warnings
+
+    def skipping(untracked_input: str) -> list[tuple[str, str]]:
+        return [(spec.name, line[:24]) for spec, line in warnings(build_graph({"stages": {
+            "source": {"type": "video", "params": {"path": "a.mp4"}},
+            "detector": {"type": "haar", "inputs": ["source"], "params": {"every_n": 3}},
+            "tracker": {"type": "track", "inputs": ["detector"]},
+            "c1": {"type": "classifier", "inputs": ["tracker"]},
+            "c2": {"type": "classifier", "inputs": [untracked_input]},
+            "tracked": {"type": "csv", "inputs": ["c1"], "params": {"path": "t.csv"}},
+            "untracked": {"type": "csv", "inputs": ["c2"], "params": {"path": "u.csv"}}}},
+            {}, "<dict>"))]
+
+    assert skipping("detector") == [("detector", "looks at one frame in 3 ")]
+    assert skipping("tracker") == []
+    two_cameras = build_graph({"stages": {
+        "a": {"type": "video", "params": {"path": "a.mp4"}},
+        "b": {"type": "video", "params": {"path": "b.mp4"}},
+        "da": {"type": "haar", "inputs": ["a"]},
+        "db": {"type": "haar", "inputs": ["b"]},
+        "tracker": {"type": "track", "inputs": ["da"]},
+        "classifier": {"type": "classifier", "inputs": ["tracker", "db"]},
+        "smoother": {"type": "smooth", "inputs": ["classifier"]},
+        "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}}}}, {}, "<dict>")
+    assert [spec.name for spec, _ in warnings(two_cameras)] == ["smoother"]
