@@ -14,6 +14,7 @@ Before starting, it removes the frame rings that runs killed outright left (``ri
 from __future__ import annotations
 
 import multiprocessing as mp
+import errno
 import queue
 import signal
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, FailedDraining, Length, Message, Opened, Stopped
 from .emitter import Outbox, StageQueue
-from .errors import printable
+from .errors import InputError, printable
 from .graph import Graph
 from .preflight import check_stages
 from .redaction import redact_urls
@@ -232,23 +233,31 @@ class Runner:
         # here, before any process, queue or ring is made.
         specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
         lease = RingLease()
-        with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
-            # One queue per (producer process, consumer process): what is in a queue is only its
-            # producer's, so a live source can drop the oldest item of a full one without taking
-            # out another source's frame or end of stream.
-            inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
-                       for i in s.inputs for u in names[i] for p in names[n]}
-            control = ctx.Queue()
-            stop = ctx.Event()
-            self._all_open = ctx.Event()
-        progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
-        dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
-        busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-        live = {spec.name for spec in graph.sources() if spec.build().live}
-        # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
-        # its process sets this only once it runs, and a status line may come before (a loaded machine).
-        down = {p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
-                for p, s in self._stage_of.items()}
+        try:
+            with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
+                # One queue per (producer process, consumer process): what is in a queue is only its
+                # producer's, so a live source can drop the oldest item of a full one without taking
+                # out another source's frame or end of stream.
+                inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
+                           for i in s.inputs for u in names[i] for p in names[n]}
+                control = ctx.Queue()
+                stop = ctx.Event()
+                self._all_open = ctx.Event()
+            progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
+            dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
+            busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
+            live = {spec.name for spec in graph.sources() if spec.build().live}
+            # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
+            # its process sets this only once it runs, and a status line may come before (a loaded machine).
+            down = {p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
+                    for p, s in self._stage_of.items()}
+        except BaseException as exc:
+            lease.release()  # its lock file stayed in /dev/shm
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the queues' semaphores live there too
+                raise InputError(f"{frames.SHM} is full ({exc.strerror}), and the run's queues keep their "
+                                 "semaphores there: free it (a killed program's files?) or give it more room "
+                                 "(docker run --shm-size)") from None
+            raise
         procs: Processes = {}
         for name in graph.order():
             spec = graph.stages[name]

@@ -181,14 +181,16 @@ def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,
                           timeout=timeout, env={**os.environ, **(env or {})}, **kwargs)
 
 
-def fer_pipe_on_small_tmpfs(target: Path, size: str, *args: str, then: str = "true") -> subprocess.CompletedProcess:
+def fer_pipe_on_small_tmpfs(target: Path, size: str, *args: str, then: str = "true",
+                            before: str = "true") -> subprocess.CompletedProcess:
     """The CLI in a private mount namespace where ``target`` is a fresh tmpfs of ``size``: a full
-    disk, or a container's small /dev/shm, for real. ``then`` is a shell command run there after
-    it (the tmpfs goes with the namespace). Skips where this user may not mount (not root)."""
+    disk, or a container's small /dev/shm, for real. ``before`` and ``then`` are shell commands
+    run there before and after it (the tmpfs goes with the namespace). Skips where this user
+    may not mount (not root)."""
     if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(target)],
                       capture_output=True).returncode:
         pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
     cli = shlex.join([sys.executable, "-m", "fer_pipe.cli", *args])
-    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(target))} && {cli}; code=$?; {then}; "
-              "exit $code")
+    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(target))} && {before} && {cli}; code=$?; "
+              f"{then}; exit $code")
     return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)

@@ -501,6 +501,20 @@ def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
                         one_line(done.stderr))
 
 
+def test_a_full_dev_shm_is_said_to_be_full(short_clip, out_csv):
+    """Full (a killed program's files), /dev/shm had no room for the queues' semaphores either,
+    which the run makes before any ring: it ended with 'fer-pipe: No space left on device', exit
+    1, naming nothing, and left its lock file there (s42b)."""
+    done = fer_pipe_on_small_tmpfs(Path("/dev/shm"), "4m", "run", CONFIG, "--quiet", "--set",
+                                   f"source.path={short_clip}", "--set", f"csv.path={out_csv}",
+                                   before="fallocate -l 4m /dev/shm/filler", then="ls -A /dev/shm")
+    assert done.returncode == 2, done.stderr
+    assert one_line(done.stderr) == ("fer-pipe: /dev/shm is full (No space left on device), and the run's queues "
+                                     "keep their semaphores there: free it (a killed program's files?) or give it "
+                                     "more room (docker run --shm-size)")
+    assert done.stdout.split() == ["filler"]
+
+
 def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     folder = tmp_path / "images"
     folder.mkdir()
