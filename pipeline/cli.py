@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 import signal
 import sys
 import textwrap
@@ -300,9 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open_closed_standard_streams() -> None:
+    """Give a standard stream the process was started without (``2>&-``, a daemon or init
+    script that closes them) /dev/null. Python leaves ``sys.stderr`` None then: the first line
+    meant for it failed, and a run processed no frame, exit 120, without a word; with stdout
+    closed, a whole CSV ended in a traceback, exit 1; and the next file opened took the free
+    descriptor, so native libraries' messages went into it (s42b)."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            if getattr(sys, name) is None:
+                setattr(sys, name, os.fdopen(fd, "r" if fd == 0 else "w", closefd=False))
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command. A Ctrl-C in the half second of importing numpy, OpenCV and pydantic lands
     in its ``try`` as exit 130, not as a traceback: this module imports none of them itself."""
+    _open_closed_standard_streams()
     try:
         args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
     except KeyboardInterrupt:

@@ -1377,3 +1377,16 @@ def test_keys_train_and_batch_folders_that_cannot_be_made_are_one_line(tmp_path,
         done = fer_pipe(*args, cwd=tmp_path, timeout=120)
         assert (done.returncode, done.stderr) == (2, f"fer-pipe: {expected}\n")
     assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-"])
+def test_a_run_started_without_a_standard_stream_writes_its_csv(short_clip, out_csv, closed):
+    """Started by a daemon or init script that closes them: with stderr closed Python leaves
+    sys.stderr None, the first line for it failed, and the run processed no frame, exit 120,
+    without a word; with stdout closed, a whole CSV ended in a traceback, exit 1 (s42b)."""
+    cli = [sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet", "--set", f"source.path={short_clip}",
+           "--set", f"csv.path={out_csv}"]
+    done = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", *cli], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert assert_valid_prefix(out_csv) == list(range(60))
