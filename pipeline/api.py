@@ -159,6 +159,9 @@ def _add_tap(graph: Graph, tap: str | None, endpoint: str, outages: bool) -> Non
         tap = next(iter(fed))
     if tap not in graph.stages:
         raise ConfigError(f"{graph.origin}: tap={tap!r}: no stage of that name")
+    if TAP_NAME in graph.stages:  # replaced without a word, its output was lost (s42a)
+        raise ConfigError(f"{graph.origin}: stage {TAP_NAME!r}: the name results() gives its hidden sink; "
+                          "rename the stage")
     graph.stages[TAP_NAME] = StageSpec(TAP_NAME, "api results", ForwardSink,
                                        ForwardParams(endpoint=endpoint, outages=outages), [tap])
     for spec, message in check_edges(graph):
@@ -213,7 +216,8 @@ class ResultStream:
                     if message == END:
                         self._say_read()
                         break
-                    yield json.loads(message)
+                    if not self._stopped:  # after a stop from another thread what is left is drained, not handed out
+                        yield json.loads(message)
                 elif not self._thread.is_alive() and not self._results.poll(500):
                     break  # the run ended without its end marker (failed or stopped)
             self._thread.join()

@@ -421,14 +421,14 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     return item
 
 
-A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey"
+A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey, of at least one pixel"
 
 
 def not_a_frame(image: Any) -> str:
     """What ``image`` is, where it is not what the stages take (``A_FRAME``); empty where it is,
     or where there is none. The detector met a float image with an OpenCV assertion that blamed
-    its scale factor."""
-    if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8
+    its scale factor, and an image of no pixels (0 x 640 x 3) with another (s42a)."""
+    if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size
                          and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
         return ""
     return f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray) \

@@ -207,7 +207,7 @@ def test_a_stage_that_passes_on_an_image_no_stage_takes_is_named_not_the_stage_a
     assert (done.returncode, done.stderr) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 2: "
                                                  "TypeError: process returned a packet with an array of float32 "
                                                  "shaped (48, 64, 3) for its image; a frame is a uint8 array, H x W "
-                                                 "x 3 (BGR) or grey\n")
+                                                 "x 3 (BGR) or grey, of at least one pixel\n")
     # a failure stops what is still in flight, on a loaded machine before the csv sink has opened
     assert not out.exists() or assert_valid_prefix(out) in ([], [0], [0, 1])
 
