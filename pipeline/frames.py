@@ -15,6 +15,7 @@ import contextlib
 import errno
 import mmap
 import os
+import resource
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -124,6 +125,10 @@ class FrameRing:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as exc:
                     os.unlink(os.path.join(SHM, name))
+                    if exc.errno == errno.EFBIG:  # not /dev/shm's room: "which has 24,071 MiB free" said it was (s42b)
+                        raise InputError(f"frame ring: a frame's slot of {size:,} bytes is over this process's "
+                                         f"file size limit of {resource.getrlimit(resource.RLIMIT_FSIZE)[0]:,} "
+                                         "bytes (ulimit -f, systemd's LimitFSIZE=); raise it") from None
                     self._refuse(frame, count, size, held, exc.strerror)
                 shm = mmap.mmap(fd, size)
             finally:

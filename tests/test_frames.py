@@ -152,3 +152,24 @@ def test_a_source_that_says_its_length_reserves_no_more_slots_than_it_uses():
         frames.detach_all()
         ring.close()
         frames.unlink(ring.names)
+
+
+def test_a_file_size_limit_below_a_slot_is_said_as_such():
+    """Under ulimit -f (systemd's LimitFSIZE=) the ring was refused as '/dev/shm ... which has
+    24,071 MiB free (File too large); give it more room' (s42b)."""
+    script = textwrap.dedent("""\
+        import resource, numpy as np
+        from fer_pipe import frames
+        from fer_pipe.errors import InputError
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        ring = frames.FrameRing("fptestlimit", 2)
+        try:
+            ring.put(np.zeros((100, 100, 3), np.uint8))
+        except InputError as exc:
+            print(exc)
+        finally:
+            frames.unlink(ring.names)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.stderr) == ("frame ring: a frame's slot of 30,080 bytes is over this process's file size "
+                                          "limit of 4,096 bytes (ulimit -f, systemd's LimitFSIZE=); raise it\n", "")
