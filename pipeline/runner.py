@@ -37,10 +37,9 @@ from .ring_lease import RingLease, semaphores_named, sweep_abandoned
 from .stage import Sink, StageFailure, one_line
 from .stats import format_table
 from .status import StatusLine
-from .stop_signals import RESEND_S, STOP_SIGNALS
+from .stop_signals import GRACE_S, RESEND_S, STOP_SIGNALS
 from .worker import Wiring, stage_main
 
-GRACE_S = 3.0
 POLL_S = 0.1
 STILL_S = 5.0
 """A gap this long between two of the supervisor's looks means it was not running either: the

@@ -24,6 +24,9 @@ PR_SET_PDEATHSIG = 1
 RESEND_S = 0.5
 """How often a stop by SIGTERM is said again, to a stage that has not ended (see ``follow_parent``
 and the runner)."""
+GRACE_S = 3.0
+"""How long a stage asked to stop has, beyond what its ``closing_s`` says its close needs, before
+it is killed: by the runner, or by itself once the runner is gone (``follow_parent``)."""
 
 
 class Terminated(BaseException):
@@ -90,12 +93,16 @@ def ignore_sigterm() -> None:
     _sigterm_ignored = True
 
 
-def follow_parent() -> None:
+def follow_parent(closing_s: float) -> None:
     """Be stopped as by a SIGTERM when the runner dies, even by SIGKILL or the OOM killer: a
     stage blocked on a queue would otherwise wait for ever, orphaned.
 
     A thread waits on the parent's sentinel, a pipe the runner holds open and so ready once it
-    is gone, then signals the main thread (which unwinds through ``close``) until it stops. A
+    is gone, then signals the main thread (which unwinds through ``close``) until it stops, and
+    ends the process after ``closing_s`` and ``GRACE_S``, as the runner would have killed it: a
+    close that never returns, or a ``Terminated`` raised just as a queue's lock was taken,
+    which left it taken, and the process waited for it at exit for ever, ignoring SIGTERM and
+    holding the caller's output open (once in 18 stops of an API script, s42a). A
     forked stage's parent is the forkserver, which lives as long as its children, so the pipe is
     its only way. A spawned stage's parent is the runner, and the kernel's parent-death signal
     also covers a runner whose process forked a child that holds the pipe too (a host's
@@ -116,9 +123,11 @@ def follow_parent() -> None:
     def watch() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the group's signals are the main thread's
         wait([parent.sentinel])
-        while True:  # again and again, as the runner sends them: CPython 3.11 can leave one unhandled
+        deadline = time.monotonic() + closing_s + GRACE_S
+        while time.monotonic() < deadline:  # again and again, as the runner sends them: CPython 3.11 can leave one unhandled
             signal.pthread_kill(main, signal.SIGTERM)
             time.sleep(RESEND_S)
+        os._exit(1)  # nobody is left to report to
 
     threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()
 

@@ -1013,6 +1013,23 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
 
 
 @pytest.mark.kills_a_run
+def test_a_stage_that_cannot_end_after_its_runner_died_ends_itself(plugin_env, short_clip, tmp_path):
+    """Nobody was left to kill a stage whose close never returned once its runner was gone, nor
+    one whose exit waited for ever on a queue's lock that a Terminated had left taken (s42a):
+    it ignored SIGTERM and held the caller's output open. It ends itself after the time the
+    runner would have given it."""
+    out, seen = tmp_path / "orphan.csv", tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "orphan.yaml", short_clip, out, mode="hang_close", delay_s=0.05,
+                          seen_file=str(seen))
+    proc = start_run(config, plugin_env)
+    wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 10)
+    kids = descendants(proc.pid)
+    proc.kill()
+    proc.communicate(timeout=60)  # the stages hold the runner's stderr until they end
+    assert not wait_gone(kids, within=15), "a stage process outlived the runner"
+
+
+@pytest.mark.kills_a_run
 def test_sigkill_of_the_runner_after_its_source_ended_still_removes_the_ring(plugin_env, short_clip, tmp_path):
     """A file source whose frames all fit in the queues has ended when the runner is killed, so
     it never learns that the runner is gone: the stages that outlive the runner remove the
