@@ -49,6 +49,7 @@ from .outage_notices import OutageNotices
 from .redaction import redact_urls
 from .runner import Runner, RunResult
 from .stage import Sink, StageParams
+from .stop_signals import runner_gone
 
 TAP_NAME = "_api_results"
 END, READ = b"end", b"read"
@@ -146,6 +147,8 @@ class ForwardSink(Sink):
     def close(self) -> None:
         self._sock.close(linger=0)
         self._ctx.term()
+        if runner_gone():  # the caller died (SIGTERM's default, from timeout or docker stop): its folder is left to us
+            shutil.rmtree(os.path.dirname(self.params.endpoint.removeprefix("ipc://")), ignore_errors=True)
 
 
 def _add_tap(graph: Graph, tap: str | None, endpoint: str, outages: bool) -> None:
@@ -251,6 +254,9 @@ class ResultStream:
             self._stopped = True
             self._runner.stop()
             self._thread.join()
+            # the run has ended, so its folder is no longer needed to connect: gone now, it is not
+            # left behind where the reader is a daemon thread the interpreter stops at exit (s42a)
+            shutil.rmtree(self._dir, ignore_errors=True)
             return
         if self._thread.is_alive():
             self._runner.stop()

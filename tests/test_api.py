@@ -398,3 +398,41 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert len(seen) <= handed + 1
     assert stream.result.exit_code == 130 and seen and seen[-1] < 59
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "daemon_reader"])
+def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_path, plugin_env, ending):
+    """SIGTERM's default (timeout, a scheduler, docker stop) ran no clean-up, and a script that
+    ended while a daemon thread read its stream left the clean-up to that thread, which the
+    interpreter stops: a /tmp/fer-pipe-api-* folder was left each time (s42a)."""
+    config = fault_config(tmp_path / "g.yaml", short_clip, tmp_path / "rows.csv", delay_s=0.1)
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        import threading
+        import time
+
+        from fer_pipe.api import results
+
+
+        def read(stream):
+            for event in stream:
+                print("event", flush=True)
+
+
+        if __name__ == "__main__":
+            stream = results("{config}")
+            if "{ending}" == "sigterm":
+                read(stream)
+            else:
+                threading.Thread(target=read, args=(stream,), daemon=True).start()
+                time.sleep(3)
+        """))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **plugin_env, "TMPDIR": str(temp)}, start_new_session=True)
+    assert proc.stdout.readline() == "event\n"
+    if ending == "sigterm":
+        proc.terminate()
+    proc.communicate(timeout=120)  # the stages hold its output until they end
+    assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")]
