@@ -224,6 +224,13 @@ class ResultStream:
                 elif not self._thread.is_alive() and not self._results.poll(500):
                     break  # the run ended without its end marker (failed or stopped)
             self._thread.join()
+        except GeneratorExit:
+            # Closed as the loop's Ctrl-C unwinds it: a second Ctrl-C during the drain stops the
+            # run and cleans up in close, but raised here it was "Exception ignored in" with a
+            # traceback of fer-pipe's, the first already on its way to the caller (s42a).
+            with contextlib.suppress(KeyboardInterrupt):
+                self.close()
+            raise
         finally:
             self.close()
             self._reader = None
