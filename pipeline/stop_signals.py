@@ -26,7 +26,12 @@ RESEND_S = 0.5
 and the runner)."""
 GRACE_S = 3.0
 """How long a stage asked to stop has, beyond what its ``closing_s`` says its close needs, before
-it is killed: by the runner, or by itself once the runner is gone (``follow_parent``)."""
+the runner kills it."""
+ORPHAN_GRACE_S = 15.0
+"""The same for a stage whose runner is gone, which then ends itself (``follow_parent``): longer,
+as nobody waits on it but a caller's shell, and one ended at 3 s on a loaded machine (a CI run
+beside two others) had not yet removed the run's rings and the API's folder, which its close
+and its end do."""
 
 
 class Terminated(BaseException):
@@ -93,13 +98,14 @@ def ignore_sigterm() -> None:
     _sigterm_ignored = True
 
 
-def follow_parent(closing_s: float) -> None:
+def follow_parent(closing_s: float, before_exit: Callable[[], None]) -> None:
     """Be stopped as by a SIGTERM when the runner dies, even by SIGKILL or the OOM killer: a
     stage blocked on a queue would otherwise wait for ever, orphaned.
 
     A thread waits on the parent's sentinel, a pipe the runner holds open and so ready once it
     is gone, then signals the main thread (which unwinds through ``close``) until it stops, and
-    ends the process after ``closing_s`` and ``GRACE_S``, as the runner would have killed it: a
+    ends the process (``before_exit`` first) after ``closing_s`` and ``ORPHAN_GRACE_S``, as the
+    runner would have killed it: a
     close that never returns, or a ``Terminated`` raised just as a queue's lock was taken,
     which left it taken, and the process waited for it at exit for ever, ignoring SIGTERM and
     holding the caller's output open (once in 18 stops of an API script, s42a). A
@@ -123,10 +129,11 @@ def follow_parent(closing_s: float) -> None:
     def watch() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # the group's signals are the main thread's
         wait([parent.sentinel])
-        deadline = time.monotonic() + closing_s + GRACE_S
+        deadline = time.monotonic() + closing_s + ORPHAN_GRACE_S
         while time.monotonic() < deadline:  # again and again, as the runner sends them: CPython 3.11 can leave one unhandled
             signal.pthread_kill(main, signal.SIGTERM)
             time.sleep(RESEND_S)
+        before_exit()
         os._exit(1)  # nobody is left to report to
 
     threading.Thread(target=watch, name="fer-pipe:follow-parent", daemon=True).start()

@@ -131,7 +131,7 @@ def stage_main(w: Wiring) -> None:
             out["dropped"] += stage.dropped
         return out
     try:
-        follow_parent(w.spec.closing_s)
+        follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id))
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         built = w.spec.build()
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
@@ -238,6 +238,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             if packet is None:
                 break
             packet = frame_of(source_id, packet, last_index)
+            if isinstance(packet.image, np.ndarray):  # a ring that cannot grow mid-stream is found here too
+                packet.image = ring.put(packet.image)
         except StopRun:  # the source ends the whole run, as a window's q does: the other sources stop
             w.stop.set()  # too, and what it read drains (it was said "failed: StopRun", exit 1)
             break
@@ -258,8 +260,6 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         if down:  # a local flag: the shared value is not read on every frame
             w.down_since.value, down = 0.0, False
         last_index, last_time = packet.index, packet.timestamp
-        if isinstance(packet.image, np.ndarray):
-            packet.image = ring.put(packet.image)
         if not packet.captured:
             packet.captured = time.monotonic()
         last_captured = packet.captured

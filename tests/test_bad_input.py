@@ -515,6 +515,32 @@ def test_a_full_dev_shm_is_said_to_be_full(short_clip, out_csv):
     assert done.stdout.split() == ["filler"]
 
 
+def test_a_frame_ring_that_cannot_grow_mid_stream_keeps_the_frames_before_it(tmp_path, out_csv, plugin_env,
+                                                                               monkeypatch):
+    """Images that grow in size reserve larger slots as they come: /dev/shm full mid-stream
+    failed the source as at its start, and the frames it had already sent never reached the
+    CSV (frames 6-9 of 20 in s42d's run). What was read drains, as for a file cut short."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(20):
+        side = 200 + 50 * i
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((side, side, 3), 40 + i, np.uint8))
+    config = tmp_path / "grow.yaml"
+    config.write_text(f"""queue_size: 2
+stages:
+  source: {{type: image_folder, params: {{path: '{folder}'}}}}
+  slow: {{type: faulty, inputs: [source], params: {{read_pixels: after, delay_s: 0.05}}}}
+  csv: {{type: csv, inputs: [slow], params: {{path: '{out_csv}'}}}}
+""")
+    monkeypatch.setenv("PYTHONPATH", plugin_env["PYTHONPATH"])
+    done = fer_pipe_on_small_tmpfs(Path("/dev/shm"), "8m", "run", str(config), "--quiet")
+    assert done.returncode == 2, done.stderr
+    failed = re.fullmatch(r"fer-pipe: stage 'source' \(image_folder\) failed: frame ring: \d+ frames of "
+                          r"(\d+)x\d+x3 need .*", one_line(done.stderr))
+    assert failed, done.stderr
+    assert assert_valid_prefix(out_csv) == list(range((int(failed.group(1)) - 200) // 50))
+
+
 def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     folder = tmp_path / "images"
     folder.mkdir()
