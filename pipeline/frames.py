@@ -119,7 +119,10 @@ class FrameRing:
             self._refuse(frame, count, size, held, os.strerror(errno.ENOSPC))
         for slot in slots:
             name = f"{self.prefix}_{slot}_{secrets.token_hex(4)}"
-            fd = os.open(os.path.join(SHM, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(os.path.join(SHM, name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as exc:
+                raise _out_of_maps(exc) or exc from None
             try:
                 try:
                     os.posix_fallocate(fd, 0, size)
@@ -130,7 +133,11 @@ class FrameRing:
                                          f"file size limit of {resource.getrlimit(resource.RLIMIT_FSIZE)[0]:,} "
                                          "bytes (ulimit -f, systemd's LimitFSIZE=); raise it") from None
                     self._refuse(frame, count, size, held, exc.strerror)
-                shm = mmap.mmap(fd, size)
+                try:
+                    shm = mmap.mmap(fd, size)
+                except OSError as exc:
+                    os.unlink(os.path.join(SHM, name))
+                    raise _out_of_maps(exc) or exc from None
             finally:
                 os.close(fd)
             if slot < len(self.names):
@@ -173,6 +180,30 @@ class FrameRing:
         self._maps.clear()
 
 
+def allow_open_files() -> None:
+    """Raise this process's open-file limit to its hard limit. Python's mmap keeps a descriptor
+    of its own for each mapping, so a process holds one per slot of each ring it reads or
+    writes: a detector shared by a few dozen cameras reached the usual soft limit of 1024 (s42e),
+    where the hard limit is most often far above it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _out_of_maps(exc: OSError) -> InputError | None:
+    """The line for a slot that could not be mapped for a limit of the machine's, if that is why."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return InputError(f"frame ring: cannot map another slot ({exc.strerror}; this process may open {limit:,} "
+                          "files, one per ring slot it maps); raise the limit (ulimit -n, systemd's "
+                          "LimitNOFILE=) or lower queue_size")
+    if exc.errno == errno.ENOMEM:
+        return InputError(f"frame ring: cannot map another slot ({exc.strerror}: one mapping per ring slot "
+                          "it maps; see sysctl vm.max_map_count); lower queue_size or split the cameras into shards")
+    return None
+
+
 def _attach(name: str, seq: int) -> mmap.mmap:
     """Map a slot's file, letting go of the file that slot had before: the writer unlinked it
     when it replaced it, and the memory is freed once no process maps it."""
@@ -180,6 +211,8 @@ def _attach(name: str, seq: int) -> mmap.mmap:
         shm = _map_for_reading(name)
     except FileNotFoundError:  # its slot was replaced, so the frame in it was overwritten
         raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame") from None
+    except OSError as exc:
+        raise _out_of_maps(exc) or exc from None
     slot = name.rpartition("_")[0]
     replaced = _slot_files.pop(slot, None)
     if replaced is not None:

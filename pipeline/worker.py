@@ -105,6 +105,7 @@ def _close_failed(process: str, message: str, trace: str, exit_code: int, ended:
 
 
 def stage_main(w: Wiring) -> None:
+    frames.allow_open_files()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, terminate)
     ttys = hangup.terminal_fds()

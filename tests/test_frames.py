@@ -173,3 +173,29 @@ def test_a_file_size_limit_below_a_slot_is_said_as_such():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.stdout, done.stderr) == ("frame ring: a frame's slot of 30,080 bytes is over this process's file size "
                                           "limit of 4,096 bytes (ulimit -f, systemd's LimitFSIZE=); raise it\n", "")
+
+
+def test_a_reader_out_of_open_files_says_which_limit():
+    """Python's mmap keeps a descriptor per mapping, so a reader holds one per ring slot: past the
+    open-file limit a detector failed on 'OSError: [Errno 24] Too many open files' (s42e). The
+    stage processes raise the soft limit to the hard one, and a limit still too low is named."""
+    script = textwrap.dedent("""\
+        import resource, numpy as np
+        from fer_pipe import frames
+        from fer_pipe.errors import InputError
+        ring = frames.FrameRing("fptestfiles", 40)
+        refs = [ring.put(np.zeros((4, 4), np.uint8)) for _ in range(40)]
+        frames.allow_open_files()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        print(soft == hard or hard == resource.RLIM_INFINITY)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(__import__("os").listdir("/proc/self/fd")) + 10, hard))
+        try:
+            for ref in refs:
+                ref.array()
+        except InputError as exc:
+            print(str(exc).split(";")[0].split("(")[0])
+        finally:
+            frames.unlink(ring.names)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.stderr) == ("True\nframe ring: cannot map another slot \n", "")
