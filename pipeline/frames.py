@@ -40,7 +40,12 @@ def views_made() -> int:
 
 
 class StaleFrameError(RuntimeError):
-    """A slot was overwritten before a reader used it: the ring was sized too small."""
+    """A slot was overwritten before a reader used it: a live source lapped a stage that fell
+    behind, or a stage kept a frame past its call without its pixels."""
+
+
+KEEP_PIXELS = ("a stage that keeps frames past its call (to pass them on later) keeps their pixels: "
+               "packet.image = packet.pixels().copy()")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class FrameRef:
     shape: tuple[int, ...]
     dtype: str
     seq: int
+    live: bool = False
+    """From a live source, which writes on without waiting: a stage that falls far enough behind
+    finds its slots reused. A file source waits, so for its frames that means a contract broken."""
 
     def array(self) -> np.ndarray:
         global _views_made
@@ -66,11 +74,11 @@ class FrameRef:
         whether they changed under it (a live source lapping the ring during a slow step)."""
         shm = _attached.get(self.segment)
         if shm is None:
-            shm = _attach(self.segment, self.seq)
+            shm = _attach(self.segment, self.seq, self.live)
         header = np.ndarray((1,), dtype=np.int64, buffer=shm)
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
-                                  f"{int(header[0])}")
+                                  f"{int(header[0])}{'' if self.live else '; ' + KEEP_PIXELS}")
         return shm
 
 
@@ -90,13 +98,14 @@ class FrameRing:
     (``ring_lease.remove_orphaned``).
     """
 
-    def __init__(self, prefix: str, slots: int, expected: int | None = None) -> None:
+    def __init__(self, prefix: str, slots: int, expected: int | None = None, live: bool = False) -> None:
         """``expected``: the frames the source will send, where it knows (its ``length()``): no
         more slots than that are made at the first frame, and any beyond as they are needed. A
         source of 8 frames reserved all 123 slots of a graph of six sources (s42c)."""
         self.prefix = prefix
         self.slots = slots
         self._first = slots if expected is None else max(1, min(slots, expected))
+        self.live = live
         self.names: list[str] = []
         self._maps: list[mmap.mmap] = []
         self._sizes: list[int] = []
@@ -169,7 +178,7 @@ class FrameRing:
         shm = self._maps[slot]
         np.ndarray((1,), dtype=np.int64, buffer=shm)[0] = self._seq
         np.ndarray(frame.shape, dtype=frame.dtype, buffer=shm, offset=HEADER)[...] = frame
-        ref = FrameRef(self.names[slot], tuple(frame.shape), frame.dtype.str, self._seq)
+        ref = FrameRef(self.names[slot], tuple(frame.shape), frame.dtype.str, self._seq, self.live)
         self._seq += 1
         return ref
 
@@ -204,13 +213,14 @@ def _out_of_maps(exc: OSError) -> InputError | None:
     return None
 
 
-def _attach(name: str, seq: int) -> mmap.mmap:
+def _attach(name: str, seq: int, live: bool) -> mmap.mmap:
     """Map a slot's file, letting go of the file that slot had before: the writer unlinked it
     when it replaced it, and the memory is freed once no process maps it."""
     try:
         shm = _map_for_reading(name)
     except FileNotFoundError:  # its slot was replaced, so the frame in it was overwritten
-        raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame") from None
+        raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame"
+                              f"{'' if live else '; ' + KEEP_PIXELS}") from None
     except OSError as exc:
         raise _out_of_maps(exc) or exc from None
     slot = name.rpartition("_")[0]

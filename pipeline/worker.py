@@ -151,7 +151,8 @@ def stage_main(w: Wiring) -> None:
         stage = built  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             length = length_of(stage)
-            ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length)
+            ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length,
+                                    stage.live)
             w.control.put(Length(name, length))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
@@ -397,7 +398,9 @@ class _Handler:
             out = []
         except UserError:
             raise
-        except frames.StaleFrameError:
+        except frames.StaleFrameError as exc:
+            if not (isinstance(item.image, frames.FrameRef) and item.image.live):  # a frame a stage kept: no drop
+                raise StageFailure(f"on {item.source} frame {item.index}: {exc}") from exc
             # Only a live source writes on without waiting: a stage starved long enough (an
             # overloaded machine) finds its frame's ring slot reused, before or while it reads
             # it. The frame is too old to matter; it is dropped and counted like the frames the

@@ -1398,3 +1398,24 @@ def test_two_branches_with_workers_that_meet_bring_every_frame_twice(plugin_env,
         rows = list(csv.DictReader(f))
     assert {tag: [int(r["frame"]) for r in rows if r["tag"] == tag] for tag in ("one", "two")} == {
         "one": list(range(40)), "two": list(range(40))}
+
+
+def test_a_frame_a_stage_kept_without_its_pixels_fails_the_run_saying_so(plugin_env, short_clip, tmp_path):
+    """A stage that holds frames until its finish keeps a reference into the frame ring, whose
+    slots a file source reuses after a ring's worth of frames: the stage after it that read the
+    pixels dropped 42 of 72 frames as 'fell behind a live source', exit 0, where nothing was live
+    (s42d). A file's frame found overwritten is a failure that says what to do."""
+    out = tmp_path / "kept.csv"
+    config = tmp_path / "kept.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}'}}}}
+  held: {{type: faulty, inputs: [source], params: {{mode: hold}}}}
+  reader: {{type: faulty, inputs: [held], params: {{read_pixels: after}}}}
+  csv: {{type: csv, inputs: [reader], params: {{path: '{out}'}}}}
+""")
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 1, err
+    assert re.search(r"fer-pipe: stage 'reader' \(faulty\) failed: on source frame 0: frame 0 in \S+ was "
+                     r"overwritten by frame \d+; a stage that keeps frames past its call \(to pass them on later\) "
+                     r"keeps their pixels: packet.image = packet.pixels\(\).copy\(\)", err), err
+    assert "fell behind a live source" not in err
