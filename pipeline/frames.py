@@ -41,7 +41,13 @@ def views_made() -> int:
 
 class StaleFrameError(RuntimeError):
     """A slot was overwritten before a reader used it: a live source lapped a stage that fell
-    behind, or a stage kept a frame past its call without its pixels."""
+    behind, or a stage kept a frame past its call without its pixels. ``live``: the overwritten
+    frame's source is live, which is what tells the two apart (not the packet the stage was
+    handed: a stage fed by a camera and a file may read the one while handling the other)."""
+
+    def __init__(self, message: str, live: bool) -> None:
+        super().__init__(message)
+        self.live = live
 
 
 KEEP_PIXELS = ("a stage that keeps frames past its call (to pass them on later) keeps their pixels: "
@@ -78,7 +84,7 @@ class FrameRef:
         header = np.ndarray((1,), dtype=np.int64, buffer=shm)
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
-                                  f"{int(header[0])}{'' if self.live else '; ' + KEEP_PIXELS}")
+                                  f"{int(header[0])}{'' if self.live else '; ' + KEEP_PIXELS}", self.live)
         return shm
 
 
@@ -208,8 +214,11 @@ def _out_of_maps(exc: OSError) -> InputError | None:
                           "files, one per ring slot it maps); raise the limit (ulimit -n, systemd's "
                           "LimitNOFILE=) or lower queue_size")
     if exc.errno == errno.ENOMEM:
+        space = resource.getrlimit(resource.RLIMIT_AS)[0]
+        limit = ("sysctl vm.max_map_count" if space == resource.RLIM_INFINITY else
+                 f"this process's address space limit of {space:,} bytes (ulimit -v)")
         return InputError(f"frame ring: cannot map another slot ({exc.strerror}: one mapping per ring slot "
-                          "it maps; see sysctl vm.max_map_count); lower queue_size or split the cameras into shards")
+                          f"it maps; see {limit}); lower queue_size or split the cameras into shards")
     return None
 
 
@@ -220,7 +229,7 @@ def _attach(name: str, seq: int, live: bool) -> mmap.mmap:
         shm = _map_for_reading(name)
     except FileNotFoundError:  # its slot was replaced, so the frame in it was overwritten
         raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame"
-                              f"{'' if live else '; ' + KEEP_PIXELS}") from None
+                              f"{'' if live else '; ' + KEEP_PIXELS}", live) from None
     except OSError as exc:
         raise _out_of_maps(exc) or exc from None
     slot = name.rpartition("_")[0]

@@ -389,17 +389,17 @@ class _Handler:
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
         try:
-            views = frames.views_made()
+            views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
             out = packets_of(stage.process(item), captured=item.captured)
-            if not self.sink and frames.views_made() != views and isinstance(item.image, frames.FrameRef):
-                item.image.check()  # a result made from pixels overwritten meanwhile is not passed on
+            if not self.sink and frames.views_made() != views and isinstance(ref, frames.FrameRef):
+                ref.check()  # a result made from pixels overwritten meanwhile is not passed on
         except StopRun:
             self._stop_run()
             out = []
         except UserError:
             raise
         except frames.StaleFrameError as exc:
-            if not (isinstance(item.image, frames.FrameRef) and item.image.live):  # a frame a stage kept: no drop
+            if not exc.live:  # a file's frame a stage kept without its pixels: no drop
                 raise StageFailure(f"on {item.source} frame {item.index}: {exc}") from exc
             # Only a live source writes on without waiting: a stage starved long enough (an
             # overloaded machine) finds its frame's ring slot reused, before or while it reads

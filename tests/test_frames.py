@@ -199,3 +199,22 @@ def test_a_reader_out_of_open_files_says_which_limit():
         """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.stdout, done.stderr) == ("True\nframe ring: cannot map another slot \n", "")
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_an_overwritten_frame_says_whether_its_source_is_live(live):
+    """The runner drops a live source's overwritten frame and fails on a file's: told by the
+    packet a stage was handed, a stage fed by a camera and a file decided by the wrong one (s42f)."""
+    ring = frames.FrameRing(f"fptest{os.getpid()}", slots=2, live=live)
+    try:
+        first = ring.put(np.zeros((4, 4), np.uint8))
+        ring.put(np.zeros((4, 4), np.uint8))
+        ring.put(np.zeros((4, 4), np.uint8))
+        with pytest.raises(frames.StaleFrameError) as raised:
+            first.array()
+        assert raised.value.live is live
+        assert ("keeps their pixels" in str(raised.value)) is not live
+    finally:
+        frames.detach_all()
+        ring.close()
+        frames.unlink(ring.names)
