@@ -23,6 +23,7 @@ with a loop body of 2 ms), even with ZeroMQ's linger.
 """
 from __future__ import annotations
 
+import ast
 import atexit
 import contextlib
 import json
@@ -301,6 +302,34 @@ class ResultStream:
         self.close()
 
 
+GUARD_NAMES = {"__name__", "current_process"}
+
+
+def _unguarded_line() -> int | None:
+    """The line of the calling script's top level that led to this call, where no guard (an ``if``
+    that tests ``__name__``) holds it: a spawned stage process runs that line again as it imports
+    the script, and each then failed with multiprocessing's bootstrapping traceback while the run
+    blamed whichever stage died first. None where the script cannot be read (no false alarm)."""
+    main = sys.modules.get("__main__")
+    top = None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals is getattr(main, "__dict__", None):
+            top = frame
+        frame = frame.f_back
+    if top is None:
+        return None
+    try:
+        tree = ast.parse(Path(top.f_code.co_filename).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and node.lineno <= top.f_lineno <= (node.end_lineno or node.lineno) and \
+                any(getattr(name, "id", getattr(name, "attr", None)) in GUARD_NAMES for name in ast.walk(node.test)):
+            return None
+    return top.f_lineno
+
+
 def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), tap: str | None = None,
             stall_timeout: float = 120.0, outages: bool = False) -> ResultStream:
     """Start a graph (a YAML path or a config dict, with ``stage.param=value`` overrides) and stream
@@ -323,6 +352,11 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
             not os.path.isfile(main):
         raise InputError(f"results: the stage processes import the calling script again, and {main} is not a "
                          "file (a script read from standard input?); save it to a file and run that")
+    unguarded = _unguarded_line()
+    if unguarded is not None:
+        raise InputError(f"results: called from line {unguarded} of {main}, outside an `if __name__ == "
+                         "\"__main__\":` block; each stage process imports the script and would run that line "
+                         "again, starting runs of its own: put it under the guard")
     graph = load_graph(config, overrides)
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"

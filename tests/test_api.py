@@ -309,6 +309,29 @@ def test_a_script_read_from_standard_input_is_one_error_before_anything_starts(s
     assert not (tmp_path / "rows.csv").exists()
 
 
+@pytest.mark.parametrize("guard", ["", "if __name__ == '__main__':\n    ", "if multiprocessing.current_process().name == 'MainProcess':\n    "])
+def test_a_script_without_the_main_guard_is_one_error_naming_the_line(short_clip, tmp_path, guard):
+    """Without the guard, each spawned stage process ran the script's top level again, called
+    results() and died with multiprocessing's bootstrapping traceback: six of them, then a RunFailed
+    blaming whichever stage died first. A guard of another spelling is still a guard."""
+    script = tmp_path / "script.py"
+    script.write_text("import multiprocessing\nfrom fer_pipe.api import results\n\n" + guard +
+                      f"rows = list(results('video_to_csv', ['source.path={short_clip}', "
+                      f"'csv.path={tmp_path / 'rows.csv'}']))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    if guard:
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "rows.csv").exists()
+        return
+    assert done.returncode == 1
+    assert done.stderr.count("Traceback") == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"fer_pipe.errors.InputError: results: called from line 4 of {script}, outside an `if __name__ == "
+        "\"__main__\":` block; each stage process imports the script and would run that line again, starting "
+        "runs of its own: put it under the guard")
+    assert not (tmp_path / "rows.csv").exists()
+
+
 @pytest.mark.parametrize("then, code", [("pass", 0), ("raise RuntimeError('the setup after it failed')", 1)])
 def test_a_stream_never_read_is_stopped_at_exit_not_torn_down(short_clip, tmp_path, then, code):
     """A script that made a stream and ended (or raised) before its loop: the interpreter tore
