@@ -74,7 +74,9 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
 def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
               params: Mapping[str, Any] | None = None) -> list[Packet]:
     """Check its environment (``preflight``, as a run does before any process starts), open the
-    stage, feed it ``packets`` (or drain it, for a source), finish and close it."""
+    stage, feed it ``packets`` (or drain it, for a source), finish and close it. An exception from
+    the stage carries what it had emitted before as its ``emitted`` list (a source that fails
+    part-way: the frames it read)."""
     if not isinstance(stage, Stage):
         stage = make_stage(stage, params)
     elif params is not None:
@@ -90,6 +92,10 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
             out.extend(packets_of(stage.finish(), "finish"))
         out.extend(kept_ends)
+    except Exception as exc:  # a run keeps what was processed before a failure; so does the caller, here
+        with suppress(AttributeError):
+            exc.emitted = out
+        raise
     finally:
         stage.close()
     return out

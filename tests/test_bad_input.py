@@ -186,6 +186,22 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+def test_run_stage_on_a_truncated_video_hands_back_the_frames_it_read(short_clip, tmp_path):
+    """The error said the frames before the cut "were processed", yet run_stage dropped them with
+    the exception: a caller pulling frames of a recording had no way to reach them."""
+    from fer_pipe.errors import InputError
+    from fer_pipe.inprocess import run_stage
+
+    video = tmp_path / "truncated.avi"
+    data = short_clip.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    decodable = read_frames(video)
+    with pytest.raises(InputError, match=f"the {len(decodable)} frames before it were processed") as failed:
+        run_stage("video", params={"path": str(video)})
+    assert [packet.index for packet in failed.value.emitted] == list(range(len(decodable)))
+    assert all(np.array_equal(packet.image, frame) for packet, frame in zip(failed.value.emitted, decodable))
+
+
 def test_an_avi_cut_short_by_less_than_one_percent_is_called_truncated(tmp_path, out_csv):
     """An AVI's header counts its frames one by one: 8 frames missing of 1,000 is damage. It
     passed as whole (exit 0), inside the 1 % allowed where a count is the duration times the
