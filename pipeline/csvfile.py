@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, OutputError
 from .output_files import cannot_write, check_folder_of, open_claimed
 
 
@@ -156,7 +156,14 @@ class CsvOutput:
                 return mine
         except FileNotFoundError:
             pass
-        fd = open_claimed(self._path, self._what, truncate=False)
+        try:
+            fd = open_claimed(self._path, self._what, truncate=False)
+        except InputError:
+            if self._path.parent.is_dir():
+                raise
+            raise OutputError(f"{self._what} {self._path}: cannot write: its folder {self._path.parent} is gone "
+                              "(removed, renamed or unmounted during the run); the rows before went with "
+                              "it") from None
         self._file.close()
         self._file = open(fd, "ab", buffering=0)
         return os.fstat(fd)

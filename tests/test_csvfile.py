@@ -19,7 +19,7 @@ from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
 
 from fer_pipe.csvfile import CsvOutput
-from fer_pipe.errors import InputError
+from fer_pipe.errors import InputError, OutputError
 
 HEADER = ["frame", "face", "label"]
 FILL = textwrap.dedent("""
@@ -117,6 +117,23 @@ def test_rows_after_the_file_is_moved_away_or_deleted_go_to_the_path_again(tmp_p
         out.write([[2, 0, "fear"]])
     assert rotated.read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
     assert path.read_bytes() == b"frame,face,label\r\n2,0,fear\r\n"
+
+
+def test_a_folder_gone_mid_run_is_an_output_failure_that_says_so(tmp_path):
+    """The line was "cannot write: No such file or directory", exit 2 (bad input): a share
+    unmounted or a tmp cleaner under a service is no mistake in its config, and a supervisor that
+    gives up on 2 left the camera stopped."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / "rows.csv"
+    with CsvOutput(path, "csv", HEADER) as out:
+        out.write([[0, 0, "sad"]])
+        folder.rename(tmp_path / "out.old")
+        with pytest.raises(OutputError) as failed:
+            out.write([[1, 0, "happy"]])
+    assert str(failed.value) == (f"csv {path}: cannot write: its folder {folder} is gone (removed, renamed or "
+                                 "unmounted during the run); the rows before went with it")
+    assert (tmp_path / "out.old" / "rows.csv").read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
 
 
 def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it(tmp_path):
