@@ -84,7 +84,7 @@ class FrameRef:
         header = np.ndarray((1,), dtype=np.int64, buffer=shm)
         if int(header[0]) != self.seq:
             raise StaleFrameError(f"frame {self.seq} in {self.segment} was overwritten by frame "
-                                  f"{int(header[0])}{'' if self.live else '; ' + KEEP_PIXELS}", self.live)
+                                  f"{int(header[0])}; {KEEP_PIXELS}", self.live)
         return shm
 
 
@@ -228,8 +228,8 @@ def _attach(name: str, seq: int, live: bool) -> mmap.mmap:
     try:
         shm = _map_for_reading(name)
     except FileNotFoundError:  # its slot was replaced, so the frame in it was overwritten
-        raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame"
-                              f"{'' if live else '; ' + KEEP_PIXELS}", live) from None
+        raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame; {KEEP_PIXELS}",
+                              live) from None
     except OSError as exc:
         raise _out_of_maps(exc) or exc from None
     slot = name.rpartition("_")[0]

@@ -408,7 +408,8 @@ class _Handler:
             if not self.fell_behind:
                 self.fell_behind = True
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                      "overwritten before or while it read them are dropped", file=sys.stderr)
+                      "overwritten before or while it read them are dropped (if it is not slow, a stage "
+                      f"before it held them: {frames.KEEP_PIXELS})", file=sys.stderr)
             stats.dropped += 1
             out = []
         except Exception as exc:

@@ -1419,3 +1419,22 @@ def test_a_frame_a_stage_kept_without_its_pixels_fails_the_run_saying_so(plugin_
                      r"overwritten by frame \d+; a stage that keeps frames past its call \(to pass them on later\) "
                      r"keeps their pixels: packet.image = packet.pixels\(\).copy\(\)", err), err
     assert "fell behind a live source" not in err
+
+
+def test_a_live_frame_a_stage_kept_without_its_pixels_is_dropped_with_the_remedy(plugin_env, short_clip, tmp_path):
+    """From a camera, the reader drops such frames as fallen behind: the line blamed it alone,
+    though it took a fraction of a millisecond a frame, and never said what the author of the
+    stage that kept them had to do (s42f 3)."""
+    config = tmp_path / "kept.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', realtime: true}}}}
+  held: {{type: faulty, inputs: [source], params: {{mode: hold}}}}
+  reader: {{type: faulty, inputs: [held], params: {{read_pixels: after}}}}
+  csv: {{type: csv, inputs: [reader], params: {{path: '{tmp_path / "kept.csv"}'}}}}
+""")
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "fer-pipe: stage 'reader' fell behind a live source; frames overwritten before or while it read them " \
+           "are dropped (if it is not slow, a stage before it held them: a stage that keeps frames past its call " \
+           "(to pass them on later) keeps their pixels: packet.image = packet.pixels().copy())" in err, err
+    assert stats_row(err, "reader")["dropped"] > 0

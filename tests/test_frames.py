@@ -213,7 +213,7 @@ def test_an_overwritten_frame_says_whether_its_source_is_live(live):
         with pytest.raises(frames.StaleFrameError) as raised:
             first.array()
         assert raised.value.live is live
-        assert ("keeps their pixels" in str(raised.value)) is not live
+        assert "keeps their pixels" in str(raised.value)  # read in a finish, a live frame fails too (s42f 3)
     finally:
         frames.detach_all()
         ring.close()
