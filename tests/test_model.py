@@ -343,6 +343,23 @@ def test_the_model_tools_say_a_wrong_model_in_one_line(short_clip, tmp_path):
         assert (done.returncode, done.stderr) == (2, f"{tool}: model {missing}: no such file\n")
 
 
+def test_the_flicker_figures_name_the_model_that_made_them(short_clip, tmp_path):
+    """The JSON held the clip and the overrides but not the model, so figures kept from two
+    trainings could not be told apart."""
+    import hashlib
+    import json
+
+    from fer_pipe.model import DEFAULT_MODEL
+
+    figures = tmp_path / "flicker.json"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "flicker.py"), "--clip", str(short_clip), "--json",
+                           str(figures)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = json.loads(figures.read_text())
+    assert (said["model"], said["model_sha256"]) == (str(DEFAULT_MODEL),
+                                                      hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest())
+
+
 def test_output_shown_on_failure_keeps_a_working_calls_pages_and_shows_a_failing_ones(capfd):
     from fer_pipe.native_stderr import output_shown_on_failure
 

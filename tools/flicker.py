@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import itertools
 import json
 import sys
@@ -40,8 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "episodes.yaml"
 
 
-def run_config(clip: Path, folder: Path, overrides: list[str]) -> tuple[list[dict], list[dict]]:
-    """Run configs/episodes.yaml on the clip in this process; the per-frame and episodes rows."""
+def run_config(clip: Path, folder: Path, overrides: list[str]) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """Run configs/episodes.yaml on the clip in this process; the per-frame and episodes rows, and
+    which model made them (its path and sha256), so that figures from two models are never confused."""
     from fer_pipe.config import load_graph, set_item
     from fer_pipe.inprocess import run_graph
 
@@ -49,8 +51,10 @@ def run_config(clip: Path, folder: Path, overrides: list[str]) -> tuple[list[dic
     graph = load_graph(CONFIG, [set_item("source.path", str(clip)), set_item("csv.path", str(frames_csv)),
                                 set_item("episodes.path", str(episodes_csv)), *overrides])
     run_graph(graph)
+    model = Path(graph.stages["classifier"].params.model)
     with open(frames_csv, newline="") as f, open(episodes_csv, newline="") as g:
-        return list(csv.DictReader(f)), list(csv.DictReader(g))
+        return list(csv.DictReader(f)), list(csv.DictReader(g)), {
+            "model": str(model), "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
 
 
 def changes(labels: list[str]) -> int:
@@ -186,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         clip = fetch_clips()["WolfgangLanger_Pexels.mp4"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            rows, episodes = run_config(clip, Path(tmp), args.set)
+            rows, episodes, model = run_config(clip, Path(tmp), args.set)
     except UserError as exc:  # a --set or --clip that is wrong: one line, as fer-pipe says it
         print(f"flicker: {exc}", file=sys.stderr)
         return 2
     result = analyse(rows, episodes, args.label)
-    result.update(clip=clip.name, overrides=args.set)
+    result.update(clip=clip.name, overrides=args.set, **model)
     print(table(result, clip, args.set))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
