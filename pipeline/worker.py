@@ -87,7 +87,7 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
     except BrokenPipeError:
         raise
     except UserError as exc:
-        w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, False))
+        w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, False, traceback.format_exc()))
     except Exception as exc:  # said as "while finishing", as open's and close's are
         if sigterm_seen():  # a library's own error made of the stop's Terminated: the stage was stopped
             raise
@@ -177,7 +177,7 @@ def stage_main(w: Wiring) -> None:
     except UserError as exc:
         # the runner's SIGTERM for another stage's failure must not cut this report short
         ignore_sigterm()
-        w.control.put(Failed(name, str(exc), "", exc.exit_code))
+        w.control.put(Failed(name, str(exc), traceback.format_exc(), exc.exit_code))  # --debug shows it
     except BaseException as exc:
         ignore_sigterm()
         if sigterm_seen():
@@ -197,7 +197,7 @@ def stage_main(w: Wiring) -> None:
             try:
                 stage.close()
             except UserError as exc:
-                w.control.put(_close_failed(name, f"while closing: {exc}", "", exc.exit_code, ended))
+                w.control.put(_close_failed(name, f"while closing: {exc}", traceback.format_exc(), exc.exit_code, ended))
             except BaseException as exc:
                 w.control.put(_close_failed(name, f"while closing: {said(exc)}", traceback.format_exc(), 1, ended))
             finally:
@@ -251,8 +251,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own
             # error): what was read still drains through the graph into the outputs; the runner
             # fails the run with this line after, and at once stops the other sources of a live one.
-            w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, stage.live) if isinstance(exc, UserError)
-                          else FailedDraining(w.process, said(exc), 1, stage.live, traceback.format_exc()))
+            message, code = (str(exc), exc.exit_code) if isinstance(exc, UserError) else (said(exc), 1)
+            w.control.put(FailedDraining(w.process, message, code, stage.live, traceback.format_exc()))
             break
         if packet.outage:  # no frame: not counted as one, and the stages after it learn of it
             if not down:  # the status line says the source is down, since its last frame

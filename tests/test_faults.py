@@ -355,6 +355,11 @@ def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip,
     config = fault_config(tmp_path / "bad.yaml", short_clip, tmp_path / "bad.csv", mode="bad_input", at=[5])
     code, err = finish(start_run(config, plugin_env))
     assert (code, err) == (2, "fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's log\n")
+    debug = fer_pipe("--debug", "run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert debug.returncode == 2  # a plug-in author's bad input said where it was raised, as any failure does
+    assert "in process\n    raise InputError(" in debug.stderr, debug.stderr
+    assert debug.stderr.endswith("fer-pipe: stage 'faulty' (faulty) failed: bad input on frame 5 / see the camera's "
+                                 "log\n")
 
 
 def test_a_files_end_is_not_handed_to_a_plugins_outage_hook(plugin_env, short_clip, tmp_path):
