@@ -27,6 +27,11 @@ and the runner)."""
 GRACE_S = 3.0
 """How long a stage asked to stop has, beyond what its ``closing_s`` says its close needs, before
 the runner kills it."""
+DYING_S = 0.5
+"""How long a spawned stage stopped by SIGTERM waits for its runner's process to finish dying
+(``runner_gone``)."""
+
+
 ORPHAN_GRACE_S = 15.0
 """The same for a stage whose runner is gone, which then ends itself (``follow_parent``): longer,
 as nobody waits on it but a caller's shell, and one ended at 3 s on a loaded machine (a CI run
@@ -143,10 +148,17 @@ def runner_gone() -> bool:
     """Whether the runner that started this stage process has died: the pipe it held open is
     ready (see ``follow_parent``), or, for a stage it spawned, the stage has another parent now.
     A child that the host of the Python API forked during the run holds that pipe open too, and
-    the killed host's rings stayed in /dev/shm (s29c)."""
+    the killed host's rings stayed in /dev/shm (s29c).
+
+    The parent-death signal comes as the thread that spawned the stage exits, which in a killed
+    host is before its last thread has closed the pipe: a stage that closed quickly asked then,
+    was told the host lived, and left its folder and rings (1 run in 20 of a SIGTERM to an API
+    script). So a spawned stage stopped by SIGTERM waits a moment for its parent's exit first."""
     parent = mp.parent_process()
     if parent is None:
         return False
+    if _spawned_by is not None and _sigterm_seen:
+        wait([parent.sentinel], timeout=DYING_S)
     return not parent.is_alive() or (_spawned_by is not None and os.getppid() != _spawned_by)
 
 
