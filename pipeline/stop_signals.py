@@ -27,16 +27,14 @@ and the runner)."""
 GRACE_S = 3.0
 """How long a stage asked to stop has, beyond what its ``closing_s`` says its close needs, before
 the runner kills it."""
-DYING_S = 0.5
-"""How long a spawned stage stopped by SIGTERM waits for its runner's process to finish dying
-(``runner_gone``)."""
-
-
 ORPHAN_GRACE_S = 15.0
 """The same for a stage whose runner is gone, which then ends itself (``follow_parent``): longer,
 as nobody waits on it but a caller's shell, and one ended at 3 s on a loaded machine (a CI run
 beside two others) had not yet removed the run's rings and the API's folder, which its close
 and its end do."""
+DYING_S = 0.5
+"""How long a spawned stage stopped by SIGTERM waits for its runner's process to finish dying
+(``runner_gone``)."""
 
 
 class Terminated(BaseException):
