@@ -46,6 +46,11 @@ class PushParams(StageParams):
     sndhwm: int = Field(10_000, ge=1, le=10_000_000, description="events held while the collector is "
                                                                  "away before the pipeline waits")
     linger_s: float = Field(5.0, ge=0, le=600, description="at the end, time allowed to deliver held events")
+    sndbuf_kib: int = Field(16, ge=4, le=4096, description="the kernel's send buffer for the collector's "
+                                                          "connection: events in it when a stalled collector "
+                                                          "drops it are lost unseen; it also caps the rate a "
+                                                          "link carries (16 KiB per round trip), so raise it for "
+                                                          "a far collector")
     precision: int = Field(4, ge=1, le=9, description="decimals of probabilities and confidence")
     down_again_s: float = Field(10.0, ge=0, description="while a live source is down, say so again about this "
                                                         "often, in wall-clock seconds, so that a subscriber of the "
@@ -83,6 +88,11 @@ class PushSink(Sink):
         self._ctx = zmq.Context()
         self._sock = peer_socket(self._ctx, zmq.PUSH, self.params.connect)
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
+        # Left to the kernel, this buffer grew to 4 MiB and took thousands of events a stalled collector
+        # never read: the close returned at once as if they were delivered, and the kernel dropped them
+        # with the exited shard's socket (s43c 3). Kept small, what the collector has not taken waits in
+        # ZeroMQ's queue, which linger_s sees.
+        self._sock.setsockopt(zmq.SNDBUF, self.params.sndbuf_kib * 1024)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
         self._connected = self._ever_connected = False
         self.unsent = 0

@@ -1090,6 +1090,33 @@ def test_a_collector_too_slow_to_take_everything_within_linger_s_is_a_failure_no
         "slow collector a longer linger_s")
 
 
+def test_a_stalled_collector_leaves_the_events_it_did_not_take_in_view_of_linger_s():
+    """A collector stalled (a paused VM, a partition) as a shard ended: the kernel took the
+    sink's events into a send buffer that grew to megabytes, the close returned at once, the
+    sink said "6000 events to ..." and exited 0, and the exited shard's socket, left with a
+    collector whose window stayed shut, was dropped by the kernel with 3,900 to 5,100 of them
+    (s43c 3). The sink's send buffer is small now, so what the collector has not taken stays
+    in ZeroMQ's queue, where linger_s sees it. The peer is a real PULL socket that never reads."""
+    from fer_pipe.errors import OutputError
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.push_sink import PushParams, PushSink
+
+    ctx = zmq.Context()
+    pull = ctx.socket(zmq.PULL)
+    pull.setsockopt(zmq.RCVHWM, 1)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    sink = PushSink("push", PushParams(connect=f"tcp://127.0.0.1:{port}", linger_s=0.5))
+    sink.open()
+    try:
+        for frame in range(6000):
+            sink.consume(Packet("gate", frame, frame / 25, faces=[]))
+        with pytest.raises(OutputError, match="had not taken all of run .*'s 6000 events when linger_s"):
+            sink.close()
+    finally:
+        pull.close(0)
+        ctx.term()
+
+
 def test_a_collector_that_took_every_event_and_then_left_is_not_reported_as_a_loss(capfd):
     """A collector that took all 50 events and then stopped (a redeploy) before the run ended:
     the sink said "events still held (of 50 sent) were lost" and failed the run, though none
