@@ -291,6 +291,7 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
                                   f"{spelled_otherwise(stage, stages)}")
             if not isinstance(stages[stage], dict):
                 continue  # an empty stage: the graph's check says so at its line
+            stages[stage] = dict(stages[stage])  # its own: a stage written as an alias (*det) shares its dict
             value = _set_value(raw, target) if raw.strip() else ""
             if param in SET_STAGE_KEYS:
                 stages[stage][param] = value

@@ -534,3 +534,18 @@ def test_what_a_stage_wants_before_or_after_it_is_checked_on_every_way_through_i
         "smoother": {"type": "smooth", "inputs": ["classifier"]},
         "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}}}}, {}, "<dict>")
     assert [spec.name for spec, _ in warnings(two_cameras)] == ["smoother"]
+
+
+def test_a_set_on_a_stage_written_as_an_alias_changes_that_stage_alone(tmp_path):
+    """``detector2: *det`` shares the anchored stage's mapping, and --set changed it in place:
+    the real detector ran with detector2's min_size and workers though no --set named it (s43b)."""
+    config = tmp_path / "alias.yaml"
+    config.write_text("stages:\n"
+                      "  source: {type: video, params: {path: clip.mp4}}\n"
+                      "  detector: &det {type: haar, inputs: [source], params: {min_size: 40}}\n"
+                      "  detector2: *det\n"
+                      "  a: {type: push, inputs: [detector]}\n"
+                      "  b: {type: push, inputs: [detector2]}\n")
+    graph = load_graph(config, ["detector2.min_size=100", "detector2.workers=2"])
+    assert (graph.stages["detector"].params.min_size, graph.stages["detector"].workers) == (40, 1)
+    assert (graph.stages["detector2"].params.min_size, graph.stages["detector2"].workers) == (100, 2)
