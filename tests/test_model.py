@@ -262,20 +262,42 @@ def test_a_ctrl_c_while_an_epoch_is_saved_is_raised_once_its_files_are_all_saved
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_ctrl_c_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_folder(tmp_path):
+def test_a_stop_signal_while_an_epoch_is_saved_is_raised_once_its_files_are_all_saved():
+    """SIGTERM (a scheduler's time limit, timeout, docker stop) was not held: one inside an
+    epoch's save left best.keras holding a net the state did not name (s43a)."""
+    import signal
+
+    from fer_pipe.model.train import ctrl_c_held
+    from fer_pipe.stop_signals import handling
+
+    saved, came = [], []
+
+    def stop(signum, _frame):
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    with handling([signal.SIGTERM], stop), pytest.raises(KeyboardInterrupt):
+        with ctrl_c_held():
+            signal.raise_signal(signal.SIGTERM)
+            saved.append("checkpoint, best, state")
+    assert (saved, came) == (["checkpoint, best, state"], [signal.SIGTERM])
+
+
+@pytest.mark.parametrize("stop, code", [("SIGINT", 130), ("SIGTERM", 143), ("SIGHUP", 129)])
+def test_a_stop_before_the_first_epoch_says_nothing_was_kept_and_leaves_no_folder(tmp_path, stop, code):
     """While the data loaded or TensorFlow started, a Ctrl-C ended with exit 130 and not a
     word, and left an --out folder holding a lock file alone, where a bad data file leaves
-    none (s38a)."""
+    none (s38a). A SIGTERM or SIGHUP killed it outright, without a word (s43a)."""
     out = tmp_path / "run"
-    assert _ctrl_c_while_starting(out, "--data", str(_random_data(tmp_path))) == (
+    assert _ctrl_c_while_starting(out, "--data", str(_random_data(tmp_path)), stop=stop, code=code) == (
         "fer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same command starts it "
         "again")
     assert not out.exists()
 
 
-def _ctrl_c_while_starting(out: Path, *args: str) -> str:
-    """``fer-pipe train --out OUT ARGS`` given a Ctrl-C once it holds ``out``, while its data
-    loads or TensorFlow starts: its exit code is 130, and its last line is returned."""
+def _ctrl_c_while_starting(out: Path, *args: str, stop: str = "SIGINT", code: int = 130) -> str:
+    """``fer-pipe train --out OUT ARGS`` given a Ctrl-C (or ``stop``) once it holds ``out``, while
+    its data loads or TensorFlow starts: its exit code is ``code``, and its last line is returned."""
     import signal
     import time
 
@@ -284,9 +306,9 @@ def _ctrl_c_while_starting(out: Path, *args: str) -> str:
         while not (out / ".fer-pipe.lock").exists() and proc.poll() is None:
             time.sleep(0.01)
         time.sleep(0.2)  # the data is read by then; TensorFlow's import, seconds long, lies ahead
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, stop))
         said = proc.stderr.read()
-    assert proc.returncode == 130, said
+    assert proc.returncode == code, said
     return said.splitlines()[-1]
 
 

@@ -19,6 +19,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +32,7 @@ from ..output_files import held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
-from ..stop_signals import signals_held
+from ..stop_signals import handling, signals_held
 from .data import load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
@@ -253,7 +254,31 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     return args, state
 
 
+STOPS = (signal.SIGTERM, signal.SIGHUP)
+"""Signals that stop a training as a Ctrl-C does: a scheduler's time limit, ``timeout`` and
+``docker stop`` send SIGTERM, and a closed ssh session SIGHUP. They killed it outright, without
+a word, and one inside an epoch's save left best.keras holding a net its state did not name (s43a)."""
+
+
 def run(args: argparse.Namespace) -> int:
+    """Train; a stop signal ends it as a Ctrl-C does (the same line, the files whole), with exit
+    code 128 + its number. One the caller ignores (``nohup``'s SIGHUP) stays ignored."""
+    came: list[int] = []
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        came.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        with handling([s for s in STOPS if signal.getsignal(s) is not signal.SIG_IGN], stop):
+            return _run(args)
+    except KeyboardInterrupt:
+        if came:
+            return 128 + came[0]
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     args, state = _checked(args)
     out = Path(args.out)
     made = not out.exists()
@@ -436,11 +461,12 @@ def ctrl_c_held() -> Iterator[None]:
     """A Ctrl-C meanwhile is raised once the block is done: an epoch's checkpoint, best net and
     state are saved together or not at all. Cut between them, the line said the run was kept at
     an epoch the state on disk had not reached, and best.keras held a net the state did not name
-    (s38a). A SIGINT this process ignores (started with a shell's ``&``) stays ignored."""
-    with signals_held((signal.SIGINT,)) as came:
+    (s38a). A SIGINT this process ignores (started with a shell's ``&``) stays ignored. A stop
+    signal (``STOPS``) is held too, and handed to its own handler after."""
+    with signals_held((signal.SIGINT, *STOPS)) as came:
         yield
     if came:
-        raise KeyboardInterrupt
+        signal.raise_signal(came[0])
 
 
 def _save_whole(model: keras.Model, path: Path) -> None:
