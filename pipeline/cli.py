@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # on stdout (s41c). fd 1 stays for the csv sink, which opens /dev/stdout by name; the stage
     # processes do the same for themselves (``fer_pipe.worker``).
     with contextlib.redirect_stdout(sys.stderr):
-        if args.shard:
+        if args.shard is not None:  # "" (an unset $SHARD) is refused, not taken for no --shard
             from .shard import load_shard
 
             graph = load_shard(args.config, args.set, args.shard)
@@ -94,13 +94,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .config import load_graph
 
     status = 0
-    if args.shard:  # a bad one is said once, not once per config
+    if args.shard is not None:  # a bad one is said once, not once per config
         from .shard import load_shard, parse_shard
 
         parse_shard(args.shard)
     for path in args.configs:  # every config is checked, as a linter does, not only up to the first bad one
         try:
-            if args.shard:  # the stages a shard runs, before a unit per shard is deployed
+            if args.shard is not None:  # the stages a shard runs, before a unit per shard is deployed
                 graph = load_shard(path, args.set, args.shard)
             else:
                 graph = load_graph(path, args.set)

@@ -27,6 +27,8 @@ from .stage import Source
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` as (I, N), with 0 <= I < N."""
+    if not text.strip():  # --shard "$SHARD" with the variable unset: every host would run every camera
+        raise ConfigError("--shard is empty: expected I/N, e.g. 0/4 (an unset variable?)")
     index, sep, count = text.partition("/")
     if not sep or not index.strip().isdecimal() or not count.strip().isdecimal():  # isdigit takes '²'; int not
         raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4")

@@ -150,6 +150,11 @@ def test_bad_shard_argument_is_one_line_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config), str(config), "--shard",
                            "2/2"], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.count("\n")) == (2, 1), done.stderr  # once, not once per config (s39d)
+    for command in ("run", "validate"):  # --shard "$SHARD", unset: it ran every camera on every host (s43c)
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", command, str(config), "--shard", ""],
+                              capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stderr) == (2, "fer-pipe: --shard is empty: expected I/N, e.g. 0/4 (an "
+                                                     "unset variable?)\n")
 
 
 def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(tmp_path):
