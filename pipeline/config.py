@@ -121,6 +121,24 @@ def _line_map(node: yaml.Node | None) -> Lines:
 ENV_IN_FLOW = " (in [...] or {...}, YAML reads the '{' of an unquoted ${NAME} as its own: quote the value)"
 
 
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
+    """PyYAML's error as one line: the problem at its line, with what was being read when it
+    came (its context: a quoted value, a flow mapping) and where that began; a problem at the
+    end of the file is put at that beginning. The problem alone was said: a quote left open on
+    line 11 was "q.yaml:34: found unexpected end of stream", past the file's end, and a second
+    document "but found another document" (s43b)."""
+    mark, context = exc.problem_mark, exc.context_mark if exc.context else None
+    hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
+    at_end = mark is not None and not text[mark.index:].strip()
+    start = context if context and (at_end or mark is None) else mark
+    where = f"{origin}:{start.line + 1}" if start else origin
+    said = exc.problem or ""
+    if context:
+        began = "" if start is not None and context.line == start.line else f" at line {context.line + 1}"
+        said = f"{exc.context}{began}, {said}" if said else exc.context
+    return f"{where}: invalid YAML: {said}{hint}"
+
+
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     try:
         loader = _Loader(text)
@@ -133,10 +151,7 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
                              origin, MAX_CONFIG_BYTES)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{origin}:{mark.line + 1}" if mark else origin
-        hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
-        raise ConfigError(f"{where}: invalid YAML: {exc.problem or exc.context}{hint}") from None
+        raise ConfigError(_yaml_problem(exc, text, origin)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
     except RecursionError:

@@ -549,3 +549,20 @@ def test_a_set_on_a_stage_written_as_an_alias_changes_that_stage_alone(tmp_path)
     graph = load_graph(config, ["detector2.min_size=100", "detector2.workers=2"])
     assert (graph.stages["detector"].params.min_size, graph.stages["detector"].workers) == (40, 1)
     assert (graph.stages["detector2"].params.min_size, graph.stages["detector2"].workers) == (100, 2)
+
+
+@pytest.mark.parametrize("text, said", [
+    ("stages:\n  source: {type: video, params: {path: \"clip.mp4}}\n  csv: {type: csv}\n",
+     ":2: invalid YAML: while scanning a quoted scalar, found unexpected end of stream"),
+    ("stages: {}\n---\nstages: {}\n",
+     ":2: invalid YAML: expected a single document in the stream at line 1, but found another document"),
+    ("stages:\n  a: {type: haar\n  b: 1\n",
+     ":3: invalid YAML: while parsing a flow mapping at line 2, expected ',' or '}', but got ':'")])
+def test_invalid_yaml_says_what_was_being_read_and_where_it_began(tmp_path, text, said):
+    """A quote left open was put at a line past the file's end with no word of the quote, and a
+    second document was "but found another document", a fragment (s43b)."""
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_graph(config)
+    assert str(caught.value) == f"{config}{said}"

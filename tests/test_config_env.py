@@ -169,7 +169,8 @@ def test_an_unquoted_name_in_a_flow_mapping_says_to_quote_it(env, monkeypatch):
                                   "  classifier: {type: classifier, inputs: [detector], params: {model: ${MODEL}}}"))
     done = fer_pipe("validate", str(env))
     assert done.returncode == 2
-    assert done.stderr == (f"fer-pipe: {env}:14: invalid YAML: expected ',' or '}}', but got '{{' (in [...] or {{...}}, "
+    assert done.stderr == (f"fer-pipe: {env}:14: invalid YAML: while parsing a flow mapping, expected ',' or '}}', "
+                           "but got '{' (in [...] or {...}, "
                            "YAML reads the '{' of an unquoted ${NAME} as its own: quote the value)\n")
     env.write_text(CONFIG.replace("  classifier: {type: classifier, inputs: [detector]}",
                                   "  classifier: {type: classifier, inputs: [detector], params: {model: '${MODEL}'}}"))
