@@ -78,6 +78,32 @@ class _Loader(yaml.SafeLoader):
                 seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        """YAML's merge keys (``<<: *det``, ``<<: [*a, *b]``): a mapping's own keys win over merged
+        ones, and an earlier mapping of a list over a later one; each merged key is kept once,
+        the winner. PyYAML's own let the later mapping win in 6.0.4 (yaml/pyyaml#953); before it,
+        it kept every copy, so anchors merged in a chain doubled at each link (30 never loaded),
+        and the losers' lines were those error lines named (s43b)."""
+        merged: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
+        own = []
+        for key, value in node.value:
+            if key.tag != "tag:yaml.org,2002:merge":
+                if key.tag == "tag:yaml.org,2002:value":  # PyYAML's "=" key
+                    key.tag = "tag:yaml.org,2002:str"
+                own.append((key, value))
+                continue
+            for source in reversed(value.value if isinstance(value, yaml.SequenceNode) else [value]):
+                if not isinstance(source, yaml.MappingNode):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"expected a mapping or list of mappings for merging, but found {source.id}",
+                        source.start_mark)
+                self.flatten_mapping(source)
+                merged.update((_key_of(k), (k, v)) for k, v in source.value)  # the later (earlier listed) wins
+        if merged:
+            mine = {_key_of(k) for k, _ in own}
+            node.value = [pair for key, pair in merged.items() if key not in mine] + own
+
     def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
         """Integers of a sane length only: Python refuses to even print one of 5,000 digits."""
         if len(str(node.value)) > MAX_NUMBER_CHARS:
@@ -87,6 +113,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
+
+
+def _key_of(node: yaml.Node) -> Any:
+    """What makes two keys of a mapping one key: a scalar's tag and text (``1`` is not ``"1"``)."""
+    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
 
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 60

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -566,3 +567,50 @@ def test_invalid_yaml_says_what_was_being_read_and_where_it_began(tmp_path, text
     with pytest.raises(ConfigError) as caught:
         load_graph(config)
     assert str(caught.value) == f"{config}{said}"
+
+
+def test_a_merge_list_gives_the_earlier_mappings_values_as_yaml_says(tmp_path):
+    """PyYAML 6.0.4 let the later mapping of ``<<: [a, b]`` win for keys of two characters or
+    more (yaml/pyyaml#953): the stage ran with the other value, and validate said ok (s43b)."""
+    config = tmp_path / "merge.yaml"
+    config.write_text("""stages:
+  source: {type: video, params: {path: clip.mp4}}
+  wide: {type: haar, inputs: [source], params: &wide {min_size: 64, scale_factor: 1.2}}
+  close: {type: haar, inputs: [source], params: {<<: [{min_size: 120}, *wide]}}
+  out: {type: push, inputs: [wide, close]}
+""")
+    params = load_graph(config).stages["close"].params
+    assert (params.min_size, params.scale_factor) == (120, 1.2)
+
+
+def test_an_error_in_a_merging_stages_own_value_names_its_own_line(tmp_path):
+    """The merged copy of the anchored stage's params came first, and the line named was that
+    stage's valid value (s43b)."""
+    config = tmp_path / "merge.yaml"
+    config.write_text("""stages:
+  source: {type: video, params: {path: clip.mp4}}
+  detector: &det
+    type: haar
+    inputs: [source]
+    params:
+      scale_factor: 1.1
+  detector2:
+    <<: *det
+    params:
+      scale_factor: 7
+  out: {type: push, inputs: [detector, detector2]}
+""")
+    with pytest.raises(ConfigError, match=r"merge.yaml:11: stage 'detector2' \(haar\): params.scale_factor: "):
+        load_graph(config)
+
+
+def test_anchors_merged_in_a_chain_load_as_written_once(tmp_path):
+    """Each link merged the one before it twice: PyYAML before 6.0.4 kept every copy, so the
+    thirtieth held a billion and validate never ended (s43b)."""
+    chain = "\n".join(["stages:", "  source: {type: video, params: {path: clip.mp4}}", "  out:",
+                       "    a0: &a0 {k: 1}", *(f"    a{i}: &a{i} {{<<: [*a{i - 1}, *a{i - 1}]}}" for i in range(1, 30))])
+    config = tmp_path / "chain.yaml"
+    config.write_text(chain + "\n")
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config)], capture_output=True,
+                          text=True, timeout=120)
+    assert "unknown key 'a0'" in done.stderr, done.stderr
