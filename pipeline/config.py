@@ -119,6 +119,7 @@ def _key_of(node: yaml.Node) -> Any:
     """What makes two keys of a mapping one key: a scalar's tag and text (``1`` is not ``"1"``)."""
     return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
 
+
 _SHOW = reprlib.Repr()
 _SHOW.maxstring = _SHOW.maxother = 60
 
