@@ -41,6 +41,10 @@ from .graph import file_key
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
+STATE_EVERY_S = 1.0
+"""How often the sequences are kept beside the CSV while events come, not only at a clean stop:
+the successor of a collector killed with its host took up none, so the events lost with it were
+no gap, only "seq 0..N not received by this collector" (s43c)."""
 STATE_SUFFIX = ".collect-state.json"
 
 
@@ -121,24 +125,26 @@ class SequenceTracker:
             message = f"source {source}: seq went back from {state.seq} to {seq} in run {run}"
         return message
 
-    def save(self, path: Path, now: float) -> None:
-        """Each source's run and last seq, written whole (a new file renamed over the old)."""
+    def save(self, path: Path, now: float, stopped: bool) -> None:
+        """Each source's run and last seq, written whole (a new file renamed over the old);
+        ``stopped``: at a clean stop, rather than on the way (``STATE_EVERY_S``)."""
         wall = time.time()
         sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen)}
                    for s, st in self.sources.items()}
         draft = path.with_name(f".{path.name}.tmp")
         try:
-            draft.write_text(json.dumps({"sources": sources}))
+            draft.write_text(json.dumps({"sources": sources, "stopped": stopped}))
             os.replace(draft, path)
         except OSError:
             draft.unlink(missing_ok=True)  # a full disk: no draft left beside the CSV
             raise
 
-    def load(self, path: Path, now: float) -> int | None:
-        """Take the sources a collector that stopped cleanly left in ``path``, then remove it:
-        a collector killed later leaves none, so the one after it never trusts stale numbers.
-        Returns how many sources were taken, None where there was no file; ValueError names
-        what is wrong with the file."""
+    def load(self, path: Path, now: float) -> tuple[int, bool] | None:
+        """Take the sources the last collector left in ``path``, then remove it: a collector
+        killed before it keeps any leaves none, so the one after it never trusts stale numbers.
+        Returns how many sources were taken and whether it stopped cleanly (a file an older
+        collector left counts as such), None where there was no file; ValueError names what is
+        wrong with the file."""
         try:
             text = path.read_text()
         except FileNotFoundError:
@@ -146,13 +152,15 @@ class SequenceTracker:
         path.unlink()
         wall = time.time()
         try:
-            for source, saved in json.loads(text)["sources"].items():
-                self.sources[source] = SourceState(str(saved["run"]), int(saved["seq"]),
-                                                   now - (wall - float(saved["last_seen"])))
+            saved = json.loads(text)
+            for source, kept in saved["sources"].items():
+                self.sources[source] = SourceState(str(kept["run"]), int(kept["seq"]),
+                                                   now - (wall - float(kept["last_seen"])))
+            stopped = saved.get("stopped", True) is not False
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.sources.clear()
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
-        return len(self.sources)
+        return len(self.sources), stopped
 
 
 class Collector:
@@ -168,6 +176,8 @@ class Collector:
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}") if _a_file_or_none(self.csv_path) else None
         self._stop = False
         self._ttys = hangup.terminal_fds()
+        self._taken = 0  # events written, so that sequences unchanged are not kept again
+        self._state_failed = False
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """A stop (Ctrl-C, SIGTERM, or SIGHUP: the terminal closed) keeps the CSV whole and the
@@ -229,31 +239,43 @@ class Collector:
         if self.state_path is None:
             return
         try:
-            sources = self.tracker.load(self.state_path, time.monotonic())
+            taken = self.tracker.load(self.state_path, time.monotonic())
         except (ValueError, OSError) as exc:
             _say(f"ignored {self.state_path} ({exc}); each source's sequence is checked from its next event")
             return
-        if sources:
+        sources, stopped = taken or (0, True)
+        if sources and stopped:
             _say(f"continuing the sequences of {sources} source(s) where the last collector stopped "
                  f"({self.state_path})")
-        elif sources is None and written_before:  # a clean stop that had no event leaves its file too
+        elif sources:
+            _say(f"continuing the sequences of {sources} source(s) as the last collector kept them before it "
+                 f"was killed ({self.state_path}, kept every {STATE_EVERY_S:g} s): events its socket had "
+                 "received but not written are lost and show as gaps, and a gap may also count events it wrote "
+                 "in its last second, which are in the CSV")
+        elif taken is None and written_before:  # a clean stop that had no event leaves its file too
             _say(f"{self.csv_path} is there, but not the sequences a collector leaves beside it when it stops: "
                  "the last one was killed (or could not save them), and events it had received but not written "
                  "are lost, uncounted; each source's sequence is checked from its next event")
 
-    def _keep_state(self) -> None:
+    def _keep_state(self, stopped: bool = True) -> None:
         if self.state_path is None:
             return
         try:
-            self.tracker.save(self.state_path, time.monotonic())
+            self.tracker.save(self.state_path, time.monotonic(), stopped)
         except OSError as exc:
-            _say(f"could not keep the sequences in {self.state_path} ({exc.strerror}); the next "
-                 f"collector will say each source joined at its next event")
+            if stopped or not self._state_failed:  # on the way, once: not every second of a full disk
+                _say(f"could not keep the sequences in {self.state_path} ({exc.strerror}); the next "
+                     f"collector will say each source joined at its next event")
+            self._state_failed = True
 
     def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
+        kept, taken = time.monotonic(), self._taken
         while not self._stop:
             if pull.poll(POLL_MS):
                 self._take(pull, pub, writer)
+            if self._taken != taken and time.monotonic() - kept >= STATE_EVERY_S:
+                self._keep_state(stopped=False)
+                kept, taken = time.monotonic(), self._taken
         # what already arrived is written before stopping, for at most FINAL_DRAIN_S: shards
         # that go on sending would otherwise keep a stopped collector busy until it is killed
         self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S)
@@ -291,6 +313,7 @@ class Collector:
                 raise OutputError(f"collect: --csv {self.csv_path}: cannot write source {source} run {run} seq "
                                   f"{seq}: {exc.strerror}; the CSV holds every event before it") from None
             line = self.tracker.observe(source, run, seq, time.monotonic())  # once written: the state left says so
+            self._taken += 1
             if line:
                 _say(line)
             if pub is not None:
