@@ -94,6 +94,28 @@ def test_a_damaged_gzip_an_open_quote_or_a_device_is_one_line_and_train_leaves_n
     assert not (tmp_path / "run").exists()
 
 
+def test_a_gzip_damaged_into_rows_of_garbage_is_said_as_damage_not_a_bad_row(tmp_path):
+    """Damage inside the deflate stream decodes to garbage rows before the check at its end, and
+    the first was blamed: "corrupt.csv.gz:16154: expected 3 fields, got 7" (s43a)."""
+    data = _random_csv(tmp_path / "d.csv", "PublicTest", rows=200)
+    packed = bytearray(gzip.compress(data.read_bytes()))
+    for i in range(20):
+        packed[len(packed) // 2 + i * 7] ^= 0x55
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes(bytes(packed))
+    with pytest.raises(InputError, match=f"^{re.escape(str(damaged))}: cannot read FER-2013 CSV: CRC check failed "):
+        load_split(damaged, "PublicTest")
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_as_one_without(tmp_path):
+    """Excel's "CSV UTF-8", pandas' utf-8-sig and PowerShell put one in front: it was refused as
+    "not text" (s43a)."""
+    data = _random_csv(tmp_path / "d.csv", "PublicTest")
+    marked = tmp_path / "marked.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + data.read_bytes())
+    assert np.array_equal(load_split(marked, "PublicTest").images, load_split(data, "PublicTest").images)
+
+
 @pytest.mark.parametrize("bad", ["9", "-1", "x"])
 def test_an_emotion_outside_0_to_6_names_its_line(tmp_path, bad):
     """Before, 9 and -1 ended in tracebacks from the confusion matrix (exit 1)."""
@@ -536,6 +558,7 @@ HELP = " (see fer-pipe train --help)"
     (["--epochs", "2", "--warmup-epochs", "2"],
      "--warmup-epochs 2: must be fewer than --epochs (2), or the whole run is warm-up"),
     (["--lr", "0"], "--lr 0: the weights would never change"),
+    (["--resume", "--extend", "2", "--extend-lr", "0"], "--extend-lr 0: the weights would never change"),
 ])
 def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
     """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out; --crop 60

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,12 +74,31 @@ def load_splits(path: str | Path, *usages: str) -> list[FerSplit]:
     return _load_csv(path, usages)
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="ascii", newline="")
-    return open(path, encoding="ascii", newline="")
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    """The CSV's text; a byte-order mark that Excel, pandas (``utf-8-sig``) or PowerShell put in
+    front of a copy is skipped: it was refused as "not text" (s43a)."""
+    if _is_gzip(path):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def _gzip_damage(path: Path, fh: io.TextIOBase) -> str | None:
+    """Why the rest of a gzip'd CSV does not decompress, if it does not: damage inside the
+    deflate stream reads as rows of garbage long before the check at its end, and the first
+    such row was blamed, "corrupt.csv.gz:16154: expected 3 fields, got 7" (s43a)."""
+    if not _is_gzip(path):
+        return None
+    try:
+        while fh.buffer.read(2**20):
+            pass
+    except (OSError, EOFError, zlib.error) as exc:
+        return str(exc)
+    return None
 
 
 def _pixels(text: str, where: str) -> np.ndarray:
@@ -99,6 +119,20 @@ def _label(text: str, where: str) -> int:
     return int(text)
 
 
+def _read_rows(reader: Iterator[list[str]], path: Path, images: dict[str, list[np.ndarray]],
+               labels: dict[str, list[int]]) -> None:
+    """The rows after the header into the splits asked for (the keys of ``images``)."""
+    for lineno, row in enumerate(reader, start=2):
+        if len(row) != 3:
+            raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
+        usage = _USAGE_TEXTS.get(row[2].strip().lower())
+        if usage is None:
+            raise InputError(f"{path}:{lineno}: Usage must be one of {', '.join(USAGES)}, got {row[2]!r}")
+        if usage in images:
+            images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
+            labels[usage].append(_label(row[0], f"{path}:{lineno}"))
+
+
 def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
     images: dict[str, list[np.ndarray]] = {usage: [] for usage in usages}
     labels: dict[str, list[int]] = {usage: [] for usage in usages}
@@ -108,15 +142,13 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
             header = next(reader, None)
             if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
                 raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
-            for lineno, row in enumerate(reader, start=2):
-                if len(row) != 3:
-                    raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
-                usage = _USAGE_TEXTS.get(row[2].strip().lower())
-                if usage is None:
-                    raise InputError(f"{path}:{lineno}: Usage must be one of {', '.join(USAGES)}, got {row[2]!r}")
-                if usage in images:
-                    images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
-                    labels[usage].append(_label(row[0], f"{path}:{lineno}"))
+            try:
+                _read_rows(reader, path, images, labels)
+            except (InputError, UnicodeDecodeError, csv.Error):
+                damage = _gzip_damage(path, fh)
+                if damage:
+                    raise InputError(f"{path}: cannot read FER-2013 CSV: {damage}") from None
+                raise
     except UnicodeDecodeError:  # a video or an image given as --data: the codec's words named no file kind
         raise InputError(f"{path}: not a FER-2013 CSV: not text (expected the contest's CSV, "
                          "'emotion,pixels,Usage', or a gzip of it)") from None

@@ -222,6 +222,8 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     the --out folder is made and before TensorFlow's import prints its start-up lines."""
     if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
+    if args.extend and not args.extend_lr:  # a whole cycle at rate 0, in the card for good (s43a)
+        raise InputError("--extend-lr 0: the weights would never change")
     out = Path(args.out)
     state_path = out / STATE
     state = None
