@@ -217,10 +217,20 @@ class _Ways:
         self._found: dict[str, set[frozenset[str]]] = {}
 
     def after(self, name: str) -> set[frozenset[str]]:
-        """The sets of types on the ways on from ``name``, ``name`` not counted; one empty set at an end."""
-        if name not in self._found:
-            ways = {self._kinds(n) | way for n in self._step(name) for way in self.after(n)}
-            self._found[name] = ways or {frozenset()}
+        """The sets of types on the ways on from ``name``, ``name`` not counted; one empty set at an
+        end. Found depth-first with a list of its own, not by recursion: a chain of 500 stages ended
+        in a RecursionError traceback (s43b)."""
+        todo = [name]
+        while todo:
+            current = todo[-1]
+            waiting = [n for n in self._step(current) if n not in self._found]
+            if current in self._found:
+                todo.pop()
+            elif waiting:
+                todo.extend(waiting)
+            else:
+                ways = {self._kinds(n) | way for n in self._step(current) for way in self._found[n]}
+                self._found[todo.pop()] = ways or {frozenset()}
         return self._found[name]
 
     def _kinds(self, name: str) -> frozenset[str]:

@@ -614,3 +614,20 @@ def test_anchors_merged_in_a_chain_load_as_written_once(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config)], capture_output=True,
                           text=True, timeout=120)
     assert "unknown key 'a0'" in done.stderr, done.stderr
+
+
+def test_a_long_chain_of_stages_is_checked_without_recursion(tmp_path):
+    """Each stage's ways to the end were found by recursion: 500 stages in a chain ended in a
+    RecursionError traceback, exit 1, from validate and run (s43b)."""
+    stages = {"source": {"type": "video", "params": {"path": "clip.mp4"}},
+              "detector": {"type": "haar", "inputs": ["source"]}}
+    before = "detector"
+    for i in range(1200):
+        stages[f"c{i}"] = {"type": "classifier", "inputs": [before]}
+        before = f"c{i}"
+    stages["csv"] = {"type": "csv", "inputs": [before], "params": {"path": str(tmp_path / "o.csv")}}
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump({"stages": stages}))
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"{config}: ok (1203 stages: "), done.stderr[-500:]
