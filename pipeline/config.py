@@ -295,10 +295,14 @@ def _set_value(raw: str, target: str) -> Any:
     if "\n" in raw or "\r" in raw:
         return raw
     comment = _comment_in(raw)
+    quoted = raw.replace("'", "''")
+    example = "" if raw.lstrip()[:1] in ("'", '"', "[", "{", "-") else f": {target}='{quoted}'"
     if comment is not None:
-        quoted = raw.replace("'", "''")
-        example = "" if raw.lstrip()[:1] in ("'", '"', "[", "{", "-") else f": {target}='{quoted}'"
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
+                          f"quote the value to keep it{example}")
+    anchor = raw.lstrip().split(maxsplit=1)[0] if raw.lstrip().startswith("&") else None
+    if anchor:  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv (s43b)
+        raise ConfigError(f"--set {target}={raw}: YAML reads {anchor!r} as an anchor and would drop it; "
                           f"quote the value to keep it{example}")
     try:
         loader = _Loader(raw)
@@ -306,10 +310,13 @@ def _set_value(raw: str, target: str) -> Any:
         return raw
     try:
         return loader.get_single_data()
-    except yaml.constructor.ConstructorError as exc:  # a number too long, a duplicate key
-        raise ConfigError(f"--set {target}: {exc.problem}") from None
+    except yaml.constructor.ConstructorError as exc:  # a number too long, a duplicate key, a tag
+        tag = " (YAML reads a leading '!' as a tag: quote the value to keep it)" if raw.lstrip()[:1] == "!" else ""
+        raise ConfigError(f"--set {target}: {exc.problem}{tag}") from None
     except yaml.YAMLError:
         return raw
+    except RecursionError:  # as in a file, where it is one line too, not a traceback (s43b)
+        raise ConfigError(f"--set {target}: the value is nested too deeply") from None
     finally:
         loader.dispose()
 

@@ -422,8 +422,24 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
                                  "quote the value to keep it: csv.path='run #2.csv'")
     with pytest.raises(ConfigError, match=r"^--set csv.extra=a: b # c: YAML reads '# c' as a comment"):
         load_graph("video_to_csv", ["csv.extra=a: b # c"])  # in a block mapping too
-    for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv", "two\nlines.csv", "tab\there é.csv"):
+    for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv", "two\nlines.csv", "tab\there é.csv",
+                 "&run1 out.csv", "!important.csv"):
         assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name
+
+
+@pytest.mark.parametrize("value, said", [
+    ("&run1 out.csv", "--set csv.path=&run1 out.csv: YAML reads '&run1' as an anchor and would drop it; quote the "
+                      "value to keep it: csv.path='&run1 out.csv'"),
+    ("!important.csv", "--set csv.path: could not determine a constructor for the tag '!important.csv' (YAML reads "
+                       "a leading '!' as a tag: quote the value to keep it)"),
+    ("[" * 600 + "]" * 600, "--set csv.path: the value is nested too deeply")])
+def test_a_set_value_yaml_would_change_or_cannot_read_is_one_line(tmp_path, monkeypatch, value, said):
+    """An anchor was dropped without a word (the rows went to out.csv), a tag was refused in
+    YAML's words alone, and a value nested 600 deep was a RecursionError traceback (s43b)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_graph("video_to_csv", [f"csv.path={value}"])
+    assert str(raised.value) == said
 
 
 def test_chains_give_each_edge_once_and_a_stage_without_edges_alone():
