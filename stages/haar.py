@@ -23,6 +23,7 @@ carries its predicted boxes onto them; ``extra["detected"]`` is True otherwise.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
 
@@ -107,8 +108,10 @@ def window_problem(min_size: int, cascade: str) -> str | None:
 
 @functools.lru_cache(maxsize=16)
 def _window(cascade: str) -> int | None:
+    """Its window; ``~`` is expanded here, as the params are checked before the config expands
+    file params: a ``~/`` cascade passed validate and was refused by run (s43b)."""
     try:
-        return min(load_cascade(cascade).getOriginalWindowSize())
+        return min(load_cascade(os.path.expanduser(cascade)).getOriginalWindowSize())
     except (InputError, OSError, ValueError):  # no such file, a name no file can have: said by the path checks
         return None
 

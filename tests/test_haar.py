@@ -192,3 +192,15 @@ def test_a_min_size_below_the_cascade_window_is_refused_not_taken_as_the_window(
         make_stage("haar", {"min_size": 16})  # run_stage and batch tasks too
     HaarDetector.preflight(HaarParams(min_size=24))
     HaarDetector.preflight(HaarParams(cascade="haarcascade_frontalface_alt2.xml", min_size=20))
+
+
+def test_a_cascade_under_home_has_its_window_checked_by_validate_too(tmp_path):
+    """The window was read before ``~`` was expanded, so validate passed what run then refused (s43b)."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copy(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml", tmp_path / "mine.xml")
+    done = fer_pipe("validate", "video_to_csv", "--set", "detector.cascade=~/mine.xml", "--set",
+                    "detector.min_size=12", env={"HOME": str(tmp_path)}, timeout=60)
+    assert done.returncode == 2 and "params: min_size 12 is below the 24 px window of cascade ~/mine.xml" \
+        in done.stderr, done.stderr
