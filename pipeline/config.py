@@ -478,12 +478,17 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     return graph
 
 
+_READ_AS_YAML = (" (YAML reads on, off, yes, no, true, false and null as true/false or none, and a bare number as "
+                 "a number: put a stage name that is one in quotes)")
+
+
 def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) -> StageSpec:
     """One stage of the config checked into its spec, or its first problem as a ConfigError that
     names the stage and the line."""
     where = _where(origin, lines, "stages", str(name))
     if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'")
+        raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'"
+                          f"{_READ_AS_YAML if not isinstance(name, str) else ''}")
     prefix = f"stage {name!r}"
     if not isinstance(body, Mapping):
         raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
@@ -514,8 +519,9 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     if isinstance(inputs, str):
         inputs = [inputs]
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        odd = [i for i in (inputs if isinstance(inputs, list) else [inputs]) if not isinstance(i, (str, list, dict))]
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'inputs')}: {prefix}: "
-                          "inputs: expected a list of stage names")
+                          f"inputs: expected a list of stage names{_READ_AS_YAML if odd else ''}")
     on_error = body.get("on_error", "stop")
     if on_error not in ("stop", "skip"):
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "

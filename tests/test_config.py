@@ -1,6 +1,7 @@
 """Config validation: every shipped config passes, every broken one fails with one exact line and exit 2."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -647,3 +648,20 @@ def test_a_long_chain_of_stages_is_checked_without_recursion(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(config)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith(f"{config}: ok (1203 stages: "), done.stderr[-500:]
+
+
+@pytest.mark.parametrize("name, said", [
+    ("on", "stage name True must be a word of letters, digits, '_' (YAML reads on, off, yes"),
+    ('"on"', "stage 'classifier' (classifier): inputs: expected a list of stage names (YAML reads on, off, yes")])
+def test_a_stage_name_yaml_reads_as_true_or_false_says_so(tmp_path, name, said):
+    """'stage name True', a name the user never wrote, and 'expected a list of stage names' for
+    [on] gave no hint that YAML had read the word as a boolean (s43b)."""
+    config = tmp_path / "on.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: clip.mp4}}}}
+  {name}: {{type: haar, inputs: [source]}}
+  classifier: {{type: classifier, inputs: [on]}}
+  csv: {{type: csv, inputs: [classifier], params: {{path: a.csv}}}}
+""")
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        load_graph(config)
