@@ -48,6 +48,8 @@ no gap, only "seq 0..N not received by this collector" (s43c)."""
 STATE_SUFFIX = ".collect-state.json"
 
 
+MISSING_KEPT = 100
+"""The gaps of a source's run that a late event may still fill (``SourceState.missing``)."""
 RUNS_KEPT = 4
 """A source's latest runs whose last sequence number is kept: an event of one of them after a
 newer one began is two runs sending at once, not a restart."""
@@ -67,6 +69,11 @@ class SourceState:
     """Events that came from another of its runs than the one before them while both sent."""
     restarted_into: str | None = None
     """The run its last restart began: one that sends alongside the run before it was none."""
+    missing: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    """The gaps said, as (run, first seq, last seq): how many of each have not come yet.
+    A push sink that lost its collector for 6 s (a stall, a network split) reconnects, and what it
+    had sent into the old connection comes after, late: each was "seq went back" and the next of
+    the new connection another gap, 350 lines where nothing was lost (s43c)."""
 
     def __post_init__(self) -> None:
         self.runs.setdefault(self.run, self.seq)
@@ -104,6 +111,10 @@ class SequenceTracker:
                        f"run {run} began at seq {seq}, {now - state.last_seen:.1f} s without events")
             state.run = run
         else:
+            late = self._late(source, state, run, seq)
+            if late is not None:  # a seq of a gap said before: not the newest, which stays
+                state.events, state.last_seen = state.events + 1, now
+                return late or None
             message = self._out_of_line(source, state, run, seq)
         state.seq, state.last_seen = seq, now
         state.runs.pop(run, None)
@@ -114,11 +125,31 @@ class SequenceTracker:
         return message
 
     @staticmethod
+    def _late(source: str, state: SourceState, run: str, seq: int) -> str | None:
+        """For a ``seq`` of a gap said before: the line once the whole gap has come ("" before),
+        and the gap is no longer counted; None for any other seq."""
+        if seq >= state.seq or not state.missing:
+            return None
+        gap = next((g for g in state.missing if g[0] == run and g[1] <= seq <= g[2]), None)
+        if gap is None:
+            return None
+        state.missing[gap] -= 1
+        if state.missing[gap]:
+            return ""
+        del state.missing[gap]
+        state.gaps -= 1
+        return (f"source {source}: seq {gap[1]}..{gap[2]} of run {run} came late, after seq {state.seq}: the "
+                "gap said for them was none")
+
+    @staticmethod
     def _out_of_line(source: str, state: SourceState, run: str, seq: int) -> str | None:
         """The line for ``seq`` in ``run`` after ``state.seq`` of the same run, if it is not the next."""
         message = None
         if seq > state.seq + 1:
             state.gaps += 1
+            state.missing[(run, state.seq + 1, seq - 1)] = seq - state.seq - 1
+            while len(state.missing) > MISSING_KEPT:
+                del state.missing[next(iter(state.missing))]
             message = (f"source {source}: gap: seq {state.seq + 1}..{seq - 1} missing "
                        f"({seq - state.seq - 1} events) in run {run}")
         elif seq <= state.seq:

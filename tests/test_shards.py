@@ -319,13 +319,13 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
         ctx = zmq.Context()
         push = ctx.socket(zmq.PUSH)
         push.connect(f"tcp://127.0.0.1:{port}")
-        for run, seq in (("r1", 0), ("r1", 1), ("r1", 4), ("r1", 2), ("r2", 0)):
+        for run, seq in (("r1", 0), ("r1", 1), ("r1", 4), ("r1", 2), ("r1", 3), ("r1", 1), ("r2", 0)):
             event = {"schema": 1, "type": "frame", "source": "handmade", "frame": seq, "timestamp": 0.0,
                      "faces": [], "seq": seq, "run": run}
             push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
         push.close(linger=5000)
         ctx.term()
-        wait_for(lambda: rows_by_source(merged)["handmade"] == 5, 60, "the hand-made events", collector)
+        wait_for(lambda: rows_by_source(merged)["handmade"] == 7, 60, "the hand-made events", collector)
     finally:
         code = end(collector)
     assert code == 0, log.read_text()
@@ -334,13 +334,14 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
     direct = (tmp_path / "direct.csv").read_text().splitlines()
     assert [",".join(r) for r in collected if r[0] != "handmade"] == direct
     lines = [line for line in log.read_text().splitlines() if "handmade:" in line]
-    assert lines == [
+    assert lines == [  # 2 and 3 came late (a connection dropped and made anew, s43c); 1 again went back
         "fer-pipe collect: source handmade: gap: seq 2..3 missing (2 events) in run r1",
-        "fer-pipe collect: source handmade: seq went back from 4 to 2 in run r1",
-        lines[2],
-        "fer-pipe collect: source handmade: 5 events, 1 gaps, 1 restarts",
+        "fer-pipe collect: source handmade: seq 2..3 of run r1 came late, after seq 4: the gap said for them was none",
+        "fer-pipe collect: source handmade: seq went back from 4 to 1 in run r1",
+        lines[3],
+        "fer-pipe collect: source handmade: 7 events, 0 gaps, 1 restarts",
     ]
-    assert lines[2].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 2, "
+    assert lines[3].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 1, "
                                "run r2 began at seq 0, ")
 
     # a restarted collector appends to its CSV: nothing written before is lost, the header stays
@@ -359,13 +360,13 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
             push.send_multipart([b"emotion.handmade", json.dumps(event).encode()])
         push.close(linger=5000)
         ctx.term()
-        wait_for(lambda: rows_by_source(merged)["handmade"] == 7, 60, "the events after the restart", again)
+        wait_for(lambda: rows_by_source(merged)["handmade"] == 9, 60, "the events after the restart", again)
     finally:
         assert end(again) == 0
     with open(merged, newline="") as fh:
         after = list(csv.reader(fh))
     assert after[:len(collected)] == collected and after[len(collected)][:3] == ["handmade", "9", "0.400"]
-    second = log.read_text().split("fer-pipe collect: source handmade: 5 events, 1 gaps, 1 restarts\n")[1]
+    second = log.read_text().split("fer-pipe collect: source handmade: 7 events, 0 gaps, 1 restarts\n")[1]
     assert [line for line in second.splitlines() if "handmade" in line or "continuing" in line] == [
         f"fer-pipe collect: continuing the sequences of 2 source(s) where the last collector stopped "
         f"({merged}.collect-state.json)",
