@@ -132,7 +132,7 @@ def stage_main(w: Wiring) -> None:
             out["dropped"] += stage.dropped
         return out
     try:
-        follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id))
+        follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id), w.stop.is_set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         built = w.spec.build()
         # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
