@@ -311,6 +311,9 @@ def _unguarded_line() -> int | None:
     the script, and each then failed with multiprocessing's bootstrapping traceback while the run
     blamed whichever stage died first. None where the script cannot be read (no false alarm)."""
     main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return None  # multiprocessing's own rule: a package's __main__ (python -m pkg, python dir/) is not imported
     top = None
     frame = sys._getframe(1)
     while frame is not None:

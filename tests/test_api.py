@@ -332,6 +332,19 @@ def test_a_script_without_the_main_guard_is_one_error_naming_the_line(short_clip
     assert not (tmp_path / "rows.csv").exists()
 
 
+def test_a_packages_main_without_the_guard_is_not_refused(short_clip, tmp_path):
+    """multiprocessing never imports a package's __main__ in its processes (python -m pkg), so
+    such a script works without the guard, and the check refused it (s43d)."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "__main__.py").write_text(
+        "from fer_pipe.api import results\n\n"
+        f"rows = list(results('video_to_csv', ['source.path={short_clip}', 'csv.path={tmp_path / 'rows.csv'}']))\n")
+    done = subprocess.run([sys.executable, "-m", "pkg"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rows.csv").exists()
+
+
 @pytest.mark.parametrize("then, code", [("pass", 0), ("raise RuntimeError('the setup after it failed')", 1)])
 def test_a_stream_never_read_is_stopped_at_exit_not_torn_down(short_clip, tmp_path, then, code):
     """A script that made a stream and ended (or raised) before its loop: the interpreter tore
