@@ -101,6 +101,15 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
         raise InputError(f"{what} {path}: exists with other columns; give a new file")
 
 
+def _gone(folder: Path) -> bool:
+    """Whether ``folder`` was removed: a working folder removed under the run still stats as a
+    folder, with no link left to it, and a relative path's "cannot write" passed for bad input."""
+    try:
+        return os.stat(folder).st_nlink == 0
+    except OSError:
+        return True
+
+
 class CsvOutput:
     """A CSV file written a group of rows at a time (a frame's faces, an episode, an event).
 
@@ -159,7 +168,7 @@ class CsvOutput:
         try:
             fd = open_claimed(self._path, self._what, truncate=False)
         except InputError:
-            if self._path.parent.is_dir():
+            if not _gone(self._path.parent):
                 raise
             raise OutputError(f"{self._what} {self._path}: cannot write: its folder {self._path.parent} is gone "
                               "(removed, renamed or unmounted during the run); the rows before went with "

@@ -136,6 +136,21 @@ def test_a_folder_gone_mid_run_is_an_output_failure_that_says_so(tmp_path):
     assert (tmp_path / "out.old" / "rows.csv").read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
 
 
+
+def test_a_working_folder_gone_mid_run_is_said_so_for_a_relative_path(tmp_path, monkeypatch):
+    """The removed working folder still stats as a folder, so a relative CSV path was still
+    "cannot write: No such file or directory", exit 2 (s43d)."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    with CsvOutput("rows.csv", "csv", HEADER) as out:
+        out.write([[0, 0, "sad"]])
+        (folder / "rows.csv").unlink()
+        folder.rmdir()
+        with pytest.raises(OutputError, match=r"^csv rows.csv: cannot write: its folder \. is gone"):
+            out.write([[1, 0, "happy"]])
+
+
 def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it(tmp_path):
     """The header was compared as given with the file's parsed list: a tuple (as the episodes
     sink's columns are) never matched, and every file to continue was refused."""
