@@ -136,7 +136,6 @@ def test_a_folder_gone_mid_run_is_an_output_failure_that_says_so(tmp_path):
     assert (tmp_path / "out.old" / "rows.csv").read_bytes() == b"frame,face,label\r\n0,0,sad\r\n"
 
 
-
 def test_a_working_folder_gone_mid_run_is_said_so_for_a_relative_path(tmp_path, monkeypatch):
     """The removed working folder still stats as a folder, so a relative CSV path was still
     "cannot write: No such file or directory", exit 2 (s43d)."""
