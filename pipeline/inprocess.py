@@ -86,19 +86,28 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     kept_ends: list[Packet] = []  # see stage.keeps_ends
     type(stage).preflight(stage.params)
     stage.open()
+    with _carrying(out):
+        try:
+            with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
+                _feed(stage, packets, out, kept_ends)
+            with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
+                out.extend(packets_of(stage.finish(), "finish"))
+            out.extend(kept_ends)
+        finally:
+            stage.close()
+    return out
+
+
+@contextmanager
+def _carrying(out: list[Packet]) -> Iterator[None]:
+    """An exception from the block carries ``out`` as its ``emitted``: a run keeps what was
+    processed before a failure, its close's included, and so does ``run_stage``'s caller."""
     try:
-        with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
-            _feed(stage, packets, out, kept_ends)
-        with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
-            out.extend(packets_of(stage.finish(), "finish"))
-        out.extend(kept_ends)
-    except Exception as exc:  # a run keeps what was processed before a failure; so does the caller, here
+        yield
+    except Exception as exc:
         with suppress(AttributeError):
             exc.emitted = out
         raise
-    finally:
-        stage.close()
-    return out
 
 
 def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends: list[Packet]) -> None:

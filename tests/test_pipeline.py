@@ -221,6 +221,36 @@ def test_run_stage_checks_a_stages_files_and_expands_their_tilde_as_a_run_does(t
         run_stage(Jsonl, [], {"path": str(tmp_path / "nope" / "x.jsonl")})
 
 
+@pytest.mark.parametrize("where", ["process", "finish", "close"])
+def test_run_stage_hands_back_what_the_stage_emitted_before_it_raised(where):
+    """A failure kept nothing: the frames read before a video's cut, or a close that failed
+    after every packet was handled, lost all the stage had given (s42a, s43d)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import FRAME, Packet
+    from fer_pipe.stage import Stage
+
+    class Failing(Stage):
+        reads = writes = FRAME
+
+        def process(self, packet):
+            if where == "process" and packet.index == 3:
+                raise ValueError("on frame 3")
+            return (packet,)
+
+        def finish(self):
+            if where == "finish":
+                raise ValueError("in finish")
+            return ()
+
+        def close(self):
+            if where == "close":
+                raise ValueError("in close")
+
+    with pytest.raises(ValueError) as failed:
+        run_stage(Failing, [Packet("cam", i, i / 25) for i in range(5)])
+    assert [p.index for p in failed.value.emitted] == ([0, 1, 2] if where == "process" else [0, 1, 2, 3, 4])
+
+
 def test_run_stage_gives_the_stage_read_only_pixels_as_a_run_does():
     """A stage writing into the frame fails under the runner (shared memory is read-only), so
     it must fail under run_stage too; before, it passed there and changed the caller's array."""
