@@ -86,12 +86,17 @@ class _Loader(yaml.SafeLoader):
         and the losers' lines were those error lines named (s43b)."""
         merged: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
         own = []
+        merges = 0
         for key, value in node.value:
             if key.tag != "tag:yaml.org,2002:merge":
                 if key.tag == "tag:yaml.org,2002:value":  # PyYAML's "=" key
                     key.tag = "tag:yaml.org,2002:str"
                 own.append((key, value))
                 continue
+            merges += 1
+            if merges > 1:  # the later one won, the other way round from <<: [a, b], and validate said ok (s43e)
+                raise yaml.constructor.ConstructorError(
+                    None, None, "duplicate key '<<' (merge several mappings with <<: [*a, *b])", key.start_mark)
             for source in reversed(value.value if isinstance(value, yaml.SequenceNode) else [value]):
                 if not isinstance(source, yaml.MappingNode):
                     raise yaml.constructor.ConstructorError(
@@ -100,7 +105,7 @@ class _Loader(yaml.SafeLoader):
                         source.start_mark)
                 self.flatten_mapping(source)
                 merged.update((_key_of(k), (k, v)) for k, v in source.value)  # the later (earlier listed) wins
-        if merged:
+        if merges:  # an empty one too: its << left in place had no constructor (s43e)
             mine = {_key_of(k) for k, _ in own}
             node.value = [pair for key, pair in merged.items() if key not in mine] + own
 
@@ -300,19 +305,18 @@ def _set_value(raw: str, target: str) -> Any:
     if comment is not None:
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
                           f"quote the value to keep it{example}")
-    anchor = raw.lstrip().split(maxsplit=1)[0] if raw.lstrip().startswith("&") else None
-    if anchor:  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv (s43b)
-        raise ConfigError(f"--set {target}={raw}: YAML reads {anchor!r} as an anchor and would drop it; "
-                          f"quote the value to keep it{example}")
+    if raw.lstrip()[:1] in ("&", "!"):  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv,
+        # and '! important.csv' important.csv (s43b, s43e)
+        raise ConfigError(f"--set {target}={raw}: YAML reads a leading '&' or '!' as an anchor or a tag and would "
+                          f"drop it; quote the value to keep it{example}")
     try:
         loader = _Loader(raw)
     except yaml.YAMLError:
         return raw
     try:
         return loader.get_single_data()
-    except yaml.constructor.ConstructorError as exc:  # a number too long, a duplicate key, a tag
-        tag = " (YAML reads a leading '!' as a tag: quote the value to keep it)" if raw.lstrip()[:1] == "!" else ""
-        raise ConfigError(f"--set {target}: {exc.problem}{tag}") from None
+    except yaml.constructor.ConstructorError as exc:  # a number too long, a duplicate key
+        raise ConfigError(f"--set {target}: {exc.problem}") from None
     except yaml.YAMLError:
         return raw
     except RecursionError:  # as in a file, where it is one line too, not a traceback (s43b)

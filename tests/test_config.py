@@ -424,15 +424,17 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
     with pytest.raises(ConfigError, match=r"^--set csv.extra=a: b # c: YAML reads '# c' as a comment"):
         load_graph("video_to_csv", ["csv.extra=a: b # c"])  # in a block mapping too
     for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv", "two\nlines.csv", "tab\there é.csv",
-                 "&run1 out.csv", "!important.csv"):
+                 "&run1 out.csv", "!important.csv", "! important.csv"):
         assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name
 
 
 @pytest.mark.parametrize("value, said", [
-    ("&run1 out.csv", "--set csv.path=&run1 out.csv: YAML reads '&run1' as an anchor and would drop it; quote the "
-                      "value to keep it: csv.path='&run1 out.csv'"),
-    ("!important.csv", "--set csv.path: could not determine a constructor for the tag '!important.csv' (YAML reads "
-                       "a leading '!' as a tag: quote the value to keep it)"),
+    ("&run1 out.csv", "--set csv.path=&run1 out.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
+                      "would drop it; quote the value to keep it: csv.path='&run1 out.csv'"),
+    ("!important.csv", "--set csv.path=!important.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
+                       "would drop it; quote the value to keep it: csv.path='!important.csv'"),
+    ("! important.csv", "--set csv.path=! important.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
+                        "would drop it; quote the value to keep it: csv.path='! important.csv'"),
     ("[" * 600 + "]" * 600, "--set csv.path: the value is nested too deeply")])
 def test_a_set_value_yaml_would_change_or_cannot_read_is_one_line(tmp_path, monkeypatch, value, said):
     """An anchor was dropped without a word (the rows went to out.csv), a tag was refused in
@@ -665,3 +667,29 @@ def test_a_stage_name_yaml_reads_as_true_or_false_says_so(tmp_path, name, said):
 """)
     with pytest.raises(ConfigError, match=re.escape(said)):
         load_graph(config)
+
+
+@pytest.mark.parametrize("merge, said", [
+    ("<<: {}", None), ("<<: []", None), ("<<: *empty", None),
+    ("<<: *det\n    <<: {min_size: 120}", "duplicate key '<<' (merge several mappings with <<: [*a, *b])")])
+def test_an_empty_merge_loads_and_a_merge_key_given_twice_is_refused(tmp_path, merge, said):
+    """The loader's own merge left an empty merge's << in place, which had no constructor; and
+    << given twice let the later win, the other way round from a list, validate saying ok (s43e)."""
+    config = tmp_path / "merge.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: clip.mp4}}}}
+  plain: {{type: haar, inputs: [source], params: &empty {{}}}}
+  detector: {{type: haar, inputs: [source], params: &det {{min_size: 64}}}}
+  close:
+    type: haar
+    inputs: [source]
+    params:
+    {merge}
+  out: {{type: push, inputs: [plain, detector, close]}}
+""")
+    if said is None:
+        graph = load_graph(config)
+        assert graph.stages["close"].params == graph.stages["plain"].params  # haar's defaults: nothing merged
+    else:
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            load_graph(config)
