@@ -19,6 +19,7 @@ a live source's ``source_down`` and ``source_up`` among them (they make no row).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -69,8 +70,8 @@ class SourceState:
     """Events that came from another of its runs than the one before them while both sent."""
     restarted_into: str | None = None
     """The run its last restart began: one that sends alongside the run before it was none."""
-    missing: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    """The gaps said, as (run, first seq, last seq): how many of each have not come yet.
+    missing: dict[tuple[str, int, int], list[tuple[int, int]]] = field(default_factory=dict)
+    """The gaps said, as (run, first seq, last seq): the stretches of each that have not come yet.
     A push sink that lost its collector for 6 s (a stall, a network split) reconnects, and what it
     had sent into the old connection comes after, late: each was "seq went back" and the next of
     the new connection another gap, 350 lines where nothing was lost (s43c)."""
@@ -91,12 +92,13 @@ class SequenceTracker:
             self.sources[source] = SourceState(run, seq, now, 1)
             return None if seq == 0 else (f"source {source}: joined run {run} at seq {seq} "
                                           f"(seq 0..{seq - 1} not received by this collector)")
-        message = None
+        late = None  # the line for a seq of a gap said before ("" until the whole gap has come)
         if run != state.run and run in state.runs:  # an earlier run sends again: both are alive
             # each event was said as a restart (572 lines in 8 s), though nothing restarted
             first, state.at_once = not state.at_once, state.at_once + 1
             before, state.run, state.seq = state.run, run, state.runs[run]
-            message = self._out_of_line(source, state, run, seq)
+            late = self._late(source, state, run, seq)
+            message = late if late is not None else self._out_of_line(source, state, run, seq)
             if first:
                 undone = state.restarted_into == before  # the second run's first event was said as a restart
                 state.restarts -= undone
@@ -112,29 +114,33 @@ class SequenceTracker:
             state.run = run
         else:
             late = self._late(source, state, run, seq)
-            if late is not None:  # a seq of a gap said before: not the newest, which stays
-                state.events, state.last_seen = state.events + 1, now
-                return late or None
-            message = self._out_of_line(source, state, run, seq)
-        state.seq, state.last_seen = seq, now
+            message = late if late is not None else self._out_of_line(source, state, run, seq)
+        if late is None:  # a late seq is not the newest, which stays
+            state.seq = seq
+        state.last_seen = now
         state.runs.pop(run, None)
-        state.runs[run] = seq
+        state.runs[run] = state.seq
         while len(state.runs) > RUNS_KEPT:
             del state.runs[next(iter(state.runs))]
         state.events += 1
-        return message
+        return message or None
 
     @staticmethod
     def _late(source: str, state: SourceState, run: str, seq: int) -> str | None:
-        """For a ``seq`` of a gap said before: the line once the whole gap has come ("" before),
-        and the gap is no longer counted; None for any other seq."""
+        """For a ``seq`` of a gap said before that has not come yet: the line once the whole gap
+        has come ("" before), and the gap is no longer counted; None for any other seq (one that
+        came already is a step back, as it was)."""
         if seq >= state.seq or not state.missing:
             return None
-        gap = next((g for g in state.missing if g[0] == run and g[1] <= seq <= g[2]), None)
+        gap = next((g for g, left in state.missing.items()
+                    if g[0] == run and any(lo <= seq <= hi for lo, hi in left)), None)
         if gap is None:
             return None
-        state.missing[gap] -= 1
-        if state.missing[gap]:
+        left = state.missing[gap]
+        at = next(i for i, (lo, hi) in enumerate(left) if lo <= seq <= hi)
+        lo, hi = left.pop(at)
+        left[at:at] = [part for part in ((lo, seq - 1), (seq + 1, hi)) if part[0] <= part[1]]
+        if left:
             return ""
         del state.missing[gap]
         state.gaps -= 1
@@ -147,7 +153,7 @@ class SequenceTracker:
         message = None
         if seq > state.seq + 1:
             state.gaps += 1
-            state.missing[(run, state.seq + 1, seq - 1)] = seq - state.seq - 1
+            state.missing[(run, state.seq + 1, seq - 1)] = [(state.seq + 1, seq - 1)]
             while len(state.missing) > MISSING_KEPT:
                 del state.missing[next(iter(state.missing))]
             message = (f"source {source}: gap: seq {state.seq + 1}..{seq - 1} missing "
@@ -167,7 +173,11 @@ class SequenceTracker:
             draft.write_text(json.dumps({"sources": sources, "stopped": stopped}))
             os.replace(draft, path)
         except OSError:
-            draft.unlink(missing_ok=True)  # a full disk: no draft left beside the CSV
+            # a full disk: no draft left beside the CSV, nor an older state, which the next
+            # collector would take for the last one's (s43e)
+            for stale in (draft, path):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
             raise
 
     def load(self, path: Path, now: float) -> tuple[int, bool] | None:

@@ -1259,3 +1259,39 @@ def test_a_push_sink_says_a_source_down_again_every_down_again_s(monkeypatch):
         ("frame", 0, 0.0), ("source_down", 1, 5.0), ("source_down", 2, 7.0), ("source_down", 3, 9.0),
         ("source_up", 4, 11.0), ("frame", 5, 11.0)]
     assert {e["since"] for e in got[1:5]} == {5.0}
+
+
+def test_late_events_fill_only_what_is_still_missing_in_the_run_they_belong_to():
+    """A seq that came twice filled a gap twice, so "came late ... was none" was said with seq 7
+    never come; and while two runs sent at once a late seq was "seq went back" and then another
+    gap (s43e)."""
+    from fer_pipe.collect import SequenceTracker
+
+    def said(events):
+        tracker = SequenceTracker()
+        lines = [tracker.observe("cam", run, seq, 0.0) for run, seq in events]
+        return [line for line in lines if line], tracker.sources["cam"].gaps
+
+    r = [("r", seq) for seq in (0, 1, 2, 3, 4, 8, 9, 10, 5, 5, 6)]
+    assert said(r) == (["source cam: gap: seq 5..7 missing (3 events) in run r",
+                        "source cam: seq went back from 10 to 5 in run r"], 1)
+    both = [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1), ("a", 5), ("b", 2), ("a", 3), ("a", 4), ("a", 6)]
+    lines, gaps = said(both)
+    assert lines[2:] == ["source cam: gap: seq 3..4 missing (2 events) in run a",
+                         "source cam: seq 3..4 of run a came late, after seq 5: the gap said for them was none"]
+    assert lines[1].startswith("source cam: events from two runs at once (b, a)") and gaps == 0
+
+
+def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_path):
+    """The file kept a second before stayed, and the next collector took its numbers for the
+    last ones: a gap of 20 events that were all in the CSV (s43e)."""
+    from fer_pipe.collect import SequenceTracker
+
+    tracker = SequenceTracker()
+    tracker.observe("cam", "r", 0, 0.0)
+    state = tmp_path / "merged.csv.collect-state.json"
+    tracker.save(state, 0.0, stopped=False)
+    (tmp_path / f".{state.name}.tmp").mkdir()  # as a full disk would, the draft cannot be written
+    with pytest.raises(OSError):
+        tracker.save(state, 1.0, stopped=True)
+    assert not state.exists()
