@@ -105,6 +105,11 @@ def test_a_gzip_damaged_into_rows_of_garbage_is_said_as_damage_not_a_bad_row(tmp
     damaged.write_bytes(bytes(packed))
     with pytest.raises(InputError, match=f"^{re.escape(str(damaged))}: cannot read FER-2013 CSV: CRC check failed "):
         load_split(damaged, "PublicTest")
+    packed = bytearray(gzip.compress(data.read_bytes(), compresslevel=0))  # stored: a flipped byte is a flipped letter
+    packed[16] ^= 0x55  # the header row garbled: it was "not a FER-2013 CSV (expected header ...)" (s43e)
+    damaged.write_bytes(bytes(packed))
+    with pytest.raises(InputError, match=f"^{re.escape(str(damaged))}: cannot read FER-2013 CSV: "):
+        load_split(damaged, "PublicTest")
 
 
 def test_a_csv_saved_with_a_byte_order_mark_reads_as_one_without(tmp_path):

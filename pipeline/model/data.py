@@ -139,10 +139,10 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
     try:
         with _open_text(path) as fh:
             reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
-                raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
             try:
+                header = next(reader, None)
+                if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
+                    raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
                 _read_rows(reader, path, images, labels)
             except (InputError, UnicodeDecodeError, csv.Error):
                 damage = _gzip_damage(path, fh)
