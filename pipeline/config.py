@@ -291,6 +291,21 @@ def _comment_in(raw: str) -> str | None:
     return tail if tail.startswith("#") else None
 
 
+def _anchor_or_local_tag(raw: str) -> str | None:
+    """The anchor (``&run1``) or the tag of one's own (``!x``, ``!``) that YAML would read in a
+    ``--set`` value and drop from it, as written; YAML's own tags (``!!int``) are meant."""
+    try:
+        tokens = list(yaml.scan(raw, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None  # not YAML: taken as the text typed
+    for token in tokens:
+        if isinstance(token, yaml.AnchorToken):
+            return f"&{token.value}"
+        if isinstance(token, yaml.TagToken) and token.value[0] != "!!":
+            return "".join(part for part in token.value if part)
+    return None
+
+
 def _set_value(raw: str, target: str) -> Any:
     """A ``--set`` value read as YAML by the config's own loader (so its limits hold here too);
     text that is not YAML (``a: b: c``) is taken as the string typed, and so is one with a line
@@ -305,10 +320,10 @@ def _set_value(raw: str, target: str) -> Any:
     if comment is not None:
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
                           f"quote the value to keep it{example}")
-    if raw.lstrip()[:1] in ("&", "!"):  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv,
-        # and '! important.csv' important.csv (s43b, s43e)
-        raise ConfigError(f"--set {target}={raw}: YAML reads a leading '&' or '!' as an anchor or a tag and would "
-                          f"drop it; quote the value to keep it{example}")
+    dropped = _anchor_or_local_tag(raw)
+    if dropped:  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv, '! x.csv' x.csv (s43b, s43e)
+        raise ConfigError(f"--set {target}={raw}: YAML reads {dropped!r} as {'an anchor' if dropped[0] == '&' else 'a tag'} "
+                          f"and would drop it; quote the value to keep it{example}")
     try:
         loader = _Loader(raw)
     except yaml.YAMLError:

@@ -429,12 +429,12 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
 
 
 @pytest.mark.parametrize("value, said", [
-    ("&run1 out.csv", "--set csv.path=&run1 out.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
-                      "would drop it; quote the value to keep it: csv.path='&run1 out.csv'"),
-    ("!important.csv", "--set csv.path=!important.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
-                       "would drop it; quote the value to keep it: csv.path='!important.csv'"),
-    ("! important.csv", "--set csv.path=! important.csv: YAML reads a leading '&' or '!' as an anchor or a tag and "
-                        "would drop it; quote the value to keep it: csv.path='! important.csv'"),
+    ("&run1 out.csv", "--set csv.path=&run1 out.csv: YAML reads '&run1' as an anchor and would drop it; quote the "
+                      "value to keep it: csv.path='&run1 out.csv'"),
+    ("!!str &run1 out.csv", "--set csv.path=!!str &run1 out.csv: YAML reads '&run1' as an anchor and would drop it; "
+                            "quote the value to keep it: csv.path='!!str &run1 out.csv'"),
+    ("! important.csv", "--set csv.path=! important.csv: YAML reads '!' as a tag and would drop it; quote the value "
+                        "to keep it: csv.path='! important.csv'"),
     ("[" * 600 + "]" * 600, "--set csv.path: the value is nested too deeply")])
 def test_a_set_value_yaml_would_change_or_cannot_read_is_one_line(tmp_path, monkeypatch, value, said):
     """An anchor was dropped without a word (the rows went to out.csv), a tag was refused in
