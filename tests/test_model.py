@@ -328,8 +328,11 @@ def _ctrl_c_while_starting(out: Path, *args: str, stop: str = "SIGINT", code: in
     import signal
     import time
 
+    from livetools import sighup_default
+
     with subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "train", "--out", str(out), *args],
-                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True) as proc:
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                          preexec_fn=sighup_default) as proc:  # a CI under nohup would have it ignore SIGHUP
         while not (out / ".fer-pipe.lock").exists() and proc.poll() is None:
             time.sleep(0.01)
         time.sleep(0.2)  # the data is read by then; TensorFlow's import, seconds long, lies ahead
