@@ -91,7 +91,8 @@ def test_an_exception_whose_message_cannot_be_made_is_still_said_in_one_line(plu
     if on_error == "stop":
         assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 3: Unprintable "
                                   "(its message could not be made: RuntimeError)\n")
-        assert assert_valid_prefix(out) in ([], [0], [0, 1], [0, 1, 2])  # a failure stops what is in flight
+        # a failure stops what is in flight; on a loaded machine the csv sink may not have opened yet (CI 43a)
+        assert not out.exists() or assert_valid_prefix(out) in ([], [0], [0, 1], [0, 1, 2])
     else:
         assert code == 0 and "skipped source frame 3: Unprintable (its message could not be made" in err, err
         assert [int(row[1]) for row in read_csv(out)[1]] == [i for i in range(60) if i != 3]
