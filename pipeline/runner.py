@@ -369,7 +369,7 @@ class Runner:
                         for name, proc in procs.items():
                             if proc.exitcode is None:
                                 proc.kill()
-                                if name in reports.closing:
+                                if name in reports.closing and busy[name].value:  # not in its exit's teardown
                                     reports.killed_closing.setdefault(name, (limit, self._signals_seen > 1))
                     elif now >= terminate_next:
                         # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when

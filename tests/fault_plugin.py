@@ -213,6 +213,8 @@ class BrokenFramesParams(StageParams):
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
     length_text: str = Field("", description="length() returns this text (a bug) rather than None")
+    exit_s: float = Field(0.0, ge=0.0, description="a thread started in close keeps the process this long "
+                                                   "after close returned, as a slow exit on a loaded machine")
 
 
 class BrokenFrames(Source):
@@ -221,6 +223,12 @@ class BrokenFrames(Source):
 
     def length(self):
         return self.params.length_text or None
+
+    def close(self):
+        if self.params.exit_s:
+            import threading
+
+            threading.Thread(target=time.sleep, args=(self.params.exit_s,)).start()
 
     def frames(self):
         import numpy as np

@@ -180,6 +180,17 @@ def test_a_plugins_length_or_idle_s_out_of_the_contract_is_named(plugin_env, tmp
     assert (done.returncode, done.stderr) == (1, f"fer-pipe: {said}\n")
 
 
+def test_a_stage_killed_after_its_close_returned_is_not_said_to_be_killed_in_it(plugin_env, tmp_path):
+    """A source slow to exit after its close (its interpreter's teardown on a machine loaded by
+    other runs) was killed at the grace's end and said "killed 3 s into its close, which had not
+    returned: what it was writing may be incomplete", where the close had returned (CI 43b)."""
+    config = tmp_path / "slow_exit.yaml"
+    broken_source_config(config, tmp_path / "out.csv", "mode: float, at: 99, exit_s: 30", "params: {mode: raise, at: [2]}")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("fer-pipe: ") == 1, done.stderr
+    assert done.stderr.startswith("fer-pipe: stage 'faulty' (faulty) failed: on source frame 2: "), done.stderr
+
+
 def test_a_stage_with_workers_whose_finish_returns_packets_fails_naming_it(plugin_env, tmp_path):
     """Each worker's finish gave its packets, unnumbered: a held packet came twice, once before
     frame 0, exit 0 (s37a). A stage with workers keeps nothing between packets."""
