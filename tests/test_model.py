@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, fer_pipe, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, read_frames
 from fer_pipe.errors import InputError
 from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import EMOTIONS, Face, Packet
@@ -505,6 +505,20 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
         assert done.returncode == 2, done.stderr
         assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: {run / 'checkpoint.keras'}: not a checkpoint "
                                                        "this can resume (")
+
+
+def test_a_full_disk_while_an_epoch_is_saved_names_the_file_and_leaves_no_partial_copy(tmp_path):
+    """It said "fer-pipe: No space left on device", no file named, and the half-written
+    best.keras.tmp.keras was left taking the space (s43a)."""
+    data, disk = _random_data(tmp_path), tmp_path / "disk"
+    disk.mkdir()
+    done = fer_pipe_on_small_tmpfs(disk, "300k", "train", "--data", str(data), "--out", str(disk / "run"),
+                                   "--width", "8", "--epochs", "1", "--verbose", "0",
+                                   then=f"ls -A {disk / 'run'} >&2")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-2:] == [f"fer-pipe: train: --out {disk / 'run' / 'best.keras'}: cannot write: No space left on "
+                          "device", ".fer-pipe.lock"], done.stderr
 
 
 def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):

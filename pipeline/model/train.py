@@ -28,7 +28,7 @@ from ..arguments import number, whole
 from ..errors import InputError
 from ..machine import cpu_model
 from ..native_stderr import output_shown_on_failure
-from ..output_files import held_folder, make_folder, write_whole
+from ..output_files import cannot_write, held_folder, make_folder, write_whole
 from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
@@ -473,10 +473,16 @@ def ctrl_c_held() -> Iterator[None]:
 
 def _save_whole(model: keras.Model, path: Path) -> None:
     """Whole or not at all: a SIGTERM while best.keras was written in place left it empty, and
-    every later resume ended in a traceback when it came to ship the best epoch."""
+    every later resume ended in a traceback when it came to ship the best epoch. A full disk
+    was "No space left on device", no file named, and the half-written copy left taking the
+    space (s43a)."""
     tmp = path.with_name(path.name + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write("train: --out", path, exc) from None
 
 
 def _write_state(path: Path, state: dict) -> None:
