@@ -521,6 +521,26 @@ def test_a_full_disk_while_an_epoch_is_saved_names_the_file_and_leaves_no_partia
                           "device", ".fer-pipe.lock"], done.stderr
 
 
+def test_a_resume_refuses_a_checkpoint_that_is_not_its_runs(tmp_path):
+    """Any loadable checkpoint.keras was taken: another net trained, was saved over the run's, then
+    failed with a traceback at every later resume; one of an earlier epoch (best.keras copied in to
+    go on from the best) ended its schedule far from its end, without a word (s43a)."""
+    data, run = _random_data(tmp_path), tmp_path / "run"
+    first = fer_pipe("train", "--data", str(data), "--out", str(run), "--width", "8", "--epochs", "3",
+                     "--session-epochs", "1", "--verbose", "0", timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = json.loads((run / "train_state.json").read_text())
+    steps = -(-state["options"]["train_rows"] // state["options"]["batch_size"])  # in its one epoch
+    for change, said in ((dict(epochs_done=2), f"it is at training step {steps}, where the run's 2 epoch(s) end at "
+                                               f"step {2 * steps}"),
+                         (dict(options={**state["options"], "width": 16}),
+                          "it holds the net vgg8, where the run trains vgg16 (--arch, --width)")):
+        (run / "train_state.json").write_text(json.dumps({**state, **change}))
+        done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--verbose", "0", timeout=300)
+        assert (done.returncode, done.stderr.splitlines()[-1]) == (
+            2, f"fer-pipe: {run / 'checkpoint.keras'}: not this run's checkpoint: {said}"), done.stderr[-2000:]
+
+
 def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):
     """Both ran, both said 'wrote', and one run's checkpoints and model replaced the other's."""
     import fcntl

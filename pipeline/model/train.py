@@ -346,10 +346,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
-        try:
-            model = keras.models.load_model(out / CHECKPOINT, safe_mode=True)
-        except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as exc:  # a cut file, bad bytes in one
-            raise InputError(f"{out / CHECKPOINT}: not a checkpoint this can resume ({one_line(str(exc))})") from None
+        model = _load_checkpoint(out / CHECKPOINT, args, state)
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         state["command"] += " && " + _this_command()  # the card's command is every invocation of the run
         if args.extend:
@@ -405,6 +402,32 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
     _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
+
+
+def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras.Model:
+    """The run's checkpoint, checked to be its own: one copied in from another run (a sibling's,
+    or best.keras to go on from the best epoch) trained on, saved over the run's, and then failed
+    with a traceback at every later resume (another net), or ended its schedule far from the
+    end (another step count); a file cut short was "File not found" (s43a)."""
+    import keras
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a checkpoint this can resume (not a .keras zip file: cut short, or "
+                         "another kind of file)")
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as exc:  # bad bytes inside the zip
+        raise InputError(f"{path}: not a checkpoint this can resume ({one_line(str(exc))})") from None
+    net = f"vgg{args.width}" if args.arch == "vgg" else "seed"
+    held = [layer.name for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "augment"]
+    if held != [net]:
+        raise InputError(f"{path}: not this run's checkpoint: it holds the net {', '.join(held) or 'of no name'}, "
+                         f"where the run trains {net} (--arch, --width)")
+    steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
+    if steps != expected:
+        raise InputError(f"{path}: not this run's checkpoint: it is at training step {steps}, where the run's "
+                         f"{state['epochs_done']} epoch(s) end at step {expected}")
+    return model
 
 
 def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Namespace:
