@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -326,7 +327,6 @@ def _ctrl_c_while_starting(out: Path, *args: str, stop: str = "SIGINT", code: in
     """``fer-pipe train --out OUT ARGS`` given a Ctrl-C (or ``stop``) once it holds ``out``, while
     its data loads or TensorFlow starts: its exit code is ``code``, and its last line is returned."""
     import signal
-    import time
 
     from livetools import sighup_default
 
@@ -373,16 +373,19 @@ def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it
         for line in proc.stderr:
             said.append(line)
             if line.startswith("selection on PublicTest"):  # what comes next is the export
+                while not any((folder / "model.keras").exists() for folder in (out, out / ".export")):
+                    time.sleep(0.01)  # its first file is written: a resumed run's mixed with the old run's (s43a)
                 proc.send_signal(signal.SIGINT)
                 break
         said += proc.stderr.readlines()
     assert proc.returncode == 130, "".join(said[-20:])
     assert said[-1] == (f"fer-pipe train: interrupted after its last epoch, while the model was chosen and exported; "
                         f"{out} keeps the run, and the same command with --resume exports it\n")
-    assert not (out / "model.tflite").exists()
+    assert not (out / "model.tflite").exists() and not (out / "model.keras").exists()
     resumed = fer_pipe(*command[3:], "--resume", timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (out / "model.tflite").stat().st_size > 0 and (out / "MODEL_CARD.md").is_file()
+    assert not (out / ".export").exists()
 
 
 def test_the_model_tools_say_a_wrong_model_in_one_line(short_clip, tmp_path):
@@ -494,7 +497,14 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
     done = fer_pipe("train", "--data", str(data), "--out", str(extending), "--resume", "--extend", "2")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 7 of 8, "
                                                  "in the cycle an earlier --extend added; --resume without --extend "
-                                                 "finishes it\n")
+                                                 "finishes it, and --extend then adds a cycle\n")
+    state.update(epochs_done=1, cycles=state["cycles"][:1])  # its first cycle's epochs were queued before the new
+    state["options"]["epochs"] = 6  # one's, and the momentum reset mid-cycle (s43a)
+    (extending / "train_state.json").write_text(json.dumps(state))
+    done = fer_pipe("train", "--data", str(data), "--out", str(extending), "--resume", "--extend", "2")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 1 of 6, "
+                                                 "in its first cycle; --resume without --extend finishes it, and "
+                                                 "--extend then adds a cycle\n")
     with zipfile.ZipFile(run / "checkpoint.keras", "w") as archive:  # a zip whose bytes rotted: bad CRCs
         for name in ("metadata.json", "config.json", "model.weights.h5"):
             archive.writestr(name, "{}" * 64)

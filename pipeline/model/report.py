@@ -10,7 +10,6 @@ higher ships too), and the float32 one ships otherwise. The card records all fou
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -141,6 +140,8 @@ def shipped_export(accuracy: dict[str, tuple[float, float]]) -> str:
 
 def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path,
                       calibration: np.ndarray) -> None:
+    """Write the exports, plots and cards into ``out``: a staging folder, which train moves into
+    --out whole."""
     model.save(out / KERAS_FILE)
     export_tflite(model, out / FLOAT_FILE)
     export_tflite(model, out / INT8_FILE, calibration)
@@ -160,6 +161,4 @@ def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path
     card = {"shipped": shipped, "publictest": plain, "publictest_flip_tta": tta, "exports": exports,
             "command": state["command"], "data_sha256": state["data_sha256"], "epochs": state["epochs_done"],
             "wall_s": state["wall_s"]}
-    tmp = out / "card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=1))
-    os.replace(tmp, out / "card.json")
+    (out / "card.json").write_text(json.dumps(card, indent=1))

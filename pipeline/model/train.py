@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without 
     import keras
 
 CHECKPOINT = "checkpoint.keras"
+EXPORTING = ".export"  # the exports are made here, then moved into --out together
 STATE = "train_state.json"
 NOT_OPTIONS = {"func", "resume", "command", "debug", "session_epochs", "extend", "extend_lr"}
 """Arguments that describe one invocation rather than the training run; never restored on resume."""
@@ -248,9 +249,11 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         raise InputError("--lr 0: the weights would never change")
     if args.arch == "seed" and args.crop != FACE_SIZE:
         raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
-    if state is not None and args.extend and len(state.get("cycles", ())) > 1 and state["epochs_done"] < args.epochs:
-        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}, in the "
-                         "cycle an earlier --extend added; --resume without --extend finishes it")
+    if state is not None and args.extend and state["epochs_done"] < args.epochs:
+        # its cycle queued after the unfinished one, and the momentum reset mid-cycle (s43a)
+        which = "the cycle an earlier --extend added" if len(state.get("cycles", ())) > 1 else "its first cycle"
+        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}, in "
+                         f"{which}; --resume without --extend finishes it, and --extend then adds a cycle")
     if state is not None and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no such file, so the run cannot resume")
     return args, state
@@ -394,7 +397,12 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
         state["runs"][-1]["seconds"] = time.time() - started
         calibration = x_train[np.random.default_rng(args.seed).choice(len(x_train), min(len(x_train), 2000),
                                                                          replace=False)]
-        report.export_and_report(inference_model(picked, args.crop), test, state, out, calibration)
+        staging = out / EXPORTING
+        shutil.rmtree(staging, ignore_errors=True)  # an export cut short
+        staging.mkdir()
+        report.export_and_report(inference_model(picked, args.crop), test, state, staging, calibration)
+        with ctrl_c_held():
+            _publish(staging, out)
     except KeyboardInterrupt:
         print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; {out} "
               f"keeps the run, and {_kept_at(out, cycles, args.extend)[1]} exports it", file=sys.stderr)
@@ -428,6 +436,17 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
         raise InputError(f"{path}: not this run's checkpoint: it is at training step {steps}, where the run's "
                          f"{state['epochs_done']} epoch(s) end at step {expected}")
     return model
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move a whole export into ``out``, the pipeline's model.tflite and its card.json last.
+    Written in place, an export cut short mixed two models: a resumed run's new model.keras
+    beside the old run's model.tflite and card, which evaluate and the pipeline took (s43a)."""
+    from .report import TFLITE_FILE
+
+    for path in sorted(staging.iterdir(), key=lambda p: p.name in (TFLITE_FILE, "card.json")):
+        os.replace(path, out / path.name)
+    staging.rmdir()
 
 
 def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Namespace:
