@@ -388,7 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--publish", type=endpoint, default=None,
                         help="also republish every event on this PUB endpoint")
     parser.add_argument("--precision", type=whole(1, 9), default=4,
-                        help="decimals of probabilities and confidence, 1-9, as the csv sink's")
+                        help="decimals of probabilities and confidence, 1-9, as the csv sink's; the shards' push "
+                             "sinks round to their own precision (4) first, so raise theirs with it")
 
 
 def run(args: argparse.Namespace) -> int:
