@@ -131,6 +131,7 @@ def stage_main(w: Wiring) -> None:
         if stage is not None:
             out["dropped"] += stage.dropped
         return out
+    ring_lease.hold(w.run_id)
     try:
         follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id), w.stop.is_set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here

@@ -51,6 +51,31 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
         dead.stdout.close()
 
 
+def test_a_run_whose_runner_died_is_not_swept_while_one_of_its_stages_lives(tmp_path):
+    """Held by the runner alone, a run restarted at once after its runner's SIGKILL removed the
+    semaphores of the old run's stages while they drained, and the resource tracker said "No
+    such file or directory" for each, 55 lines in the old run's log (s43c)."""
+    runner, run_id = _holder(tmp_path)
+    stage = subprocess.Popen([sys.executable, "-c", "import sys, time; from fer_pipe.ring_lease import hold; "
+                              "hold(sys.argv[1], sys.argv[2]); print('held', flush=True); time.sleep(600)",
+                              run_id, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stage.stdout.readline() == "held\n"
+        runner.kill()
+        runner.wait()
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert sweep_abandoned(str(tmp_path)) == (0, 0)
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+        stage.kill()
+        stage.wait()
+        assert sweep_abandoned(str(tmp_path)) == (1, 8192) and list(tmp_path.iterdir()) == []
+    finally:
+        for proc in (runner, stage):
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
 def test_a_source_with_a_long_name_makes_its_ring():
     """A source named with 123 accented letters (246 bytes) passed validate, and its run failed
     after every stage had started: "File name too long" for its ring (s41d)."""
