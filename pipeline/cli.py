@@ -149,12 +149,13 @@ def _kind(info: FieldInfo) -> str:
 
 
 def _cmd_stages(args: argparse.Namespace) -> int:
+    from .config import unknown_type
     from .registry import registry
 
     reg = registry()
     unknown = [name for name in args.types if name not in reg.types and name not in reg.problems]
     if unknown:
-        raise UserError(f"unknown stage type {unknown[0]!r} (known: {', '.join(sorted(reg.types))})")
+        raise UserError(unknown_type(unknown[0], reg.types))
     for name in args.types or sorted(reg.types):
         cls = reg.types.get(name)
         if cls is None:  # a broken plug-in's, said below

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import difflib
 import json
 import os
 import reprlib
@@ -22,7 +21,8 @@ from pydantic import ValidationError
 
 from .env_values import refuse_unset, substitute_nodes
 from .errors import ConfigError
-from .graph import QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, spelled_otherwise
+from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
+                    spelled_otherwise)
 from .registry import Registry, registry
 from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
 
@@ -364,6 +364,11 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
                                   f"{spelled_otherwise(stage, stages)}")
             if not isinstance(stages[stage], dict):
                 continue  # an empty stage: the graph's check says so at its line
+            if param in STAGE_KEYS - SET_STAGE_KEYS and not _a_param_of(stages[stage], param):
+                raise ConfigError(f"--set {item}: " + (  # was "params.inputs: unknown parameter" (s43b)
+                    "one param at a time: --set STAGE.PARAM=VALUE" if param == "params" else
+                    f"a stage's {param} is the config file's to give; --set gives its params, "
+                    f"{' and '.join(sorted(SET_STAGE_KEYS))}"))
             stages[stage] = dict(stages[stage])  # its own: a stage written as an alias (*det) shares its dict
             value = _set_value(raw, target) if raw.strip() else ""
             if param in SET_STAGE_KEYS:
@@ -380,6 +385,12 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
         if lines is not None:
             lines[where] = f"--set {item if len(item) <= 200 else item[:197] + '...'}"
     return data
+
+
+def _a_param_of(stage: dict, name: str) -> bool:
+    """Whether the stage's type has a param ``name`` (a plug-in's may be named ``type``)."""
+    cls = registry().types.get(stage.get("type")) if isinstance(stage.get("type"), str) else None
+    return cls is not None and name in cls.Params.model_fields
 
 
 def _where(origin: str, lines: Lines, *path: str) -> str:
@@ -400,8 +411,11 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(str(p) for p in err["loc"])
     reason = err["msg"]
-    if err["type"] == "extra_forbidden":
-        reason = f"unknown parameter{_did_you_mean(loc[-1], fields)}"
+    if err["type"] == "extra_forbidden" and loc[-1] in STAGE_KEYS and len(loc) == 1 and yaml:
+        # the README's --set detector.workers=2, moved into the file under params (s43b)
+        reason = f"unknown parameter ({loc[-1]} is a key of the stage, beside params, not one of its params)"
+    elif err["type"] == "extra_forbidden":
+        reason = f"unknown parameter{did_you_mean(loc[-1], fields)}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
     elif err["type"] == "value_error":
@@ -419,9 +433,23 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
     return loc, reason
 
 
-def _did_you_mean(word: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
+    """The words for a stage type ``name`` that is not one of ``types``."""
+    return f"unknown stage type {_show(name)}{_type_hint(name, types)} (known: {', '.join(sorted(types))})"
+
+
+def _type_hint(name: str, types: Mapping[str, type[Stage]]) -> str:
+    """The known type a user most likely meant by ``name``: types are lower case, and a sink's
+    name is not its module's (``csv``, in stages/csv_sink.py); ``video_sink`` was "did you
+    mean 'video'", a source (s43b)."""
+    word = name.lower()
+    if word.endswith("_sink"):
+        word = word.removesuffix("_sink")
+        types = {t: c for t, c in types.items() if issubclass(c, Sink)}
+        starting = sorted(t for t in types if t.startswith(word))
+        if starting:
+            return f" (did you mean {starting[0]!r}?)"
+    return did_you_mean(word, types)
 
 
 def _path_problem(path: str) -> str | None:
@@ -512,11 +540,14 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     if not isinstance(body, Mapping):
         raise ConfigError(f"{where}: {prefix}: expected a mapping with 'type', got "
                           f"{type(body).__name__}")
+    type_name = body.get("type")
     for key in body:
         if key not in STAGE_KEYS:
+            cls = reg.types.get(type_name) if isinstance(type_name, str) else None
+            hint = (f"a parameter of {type_name}: put it under params" if cls and key in cls.Params.model_fields
+                    else f"expected {', '.join(sorted(STAGE_KEYS))}")
             raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
-                              f"unknown key {_show(key)} (expected {', '.join(sorted(STAGE_KEYS))})")
-    type_name = body.get("type")
+                              f"unknown key {_show(key)}{did_you_mean(str(key), STAGE_KEYS)} ({hint})")
     if not isinstance(type_name, str):
         raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
     type_where = _where(origin, lines, "stages", name, "type")
@@ -524,10 +555,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
         raise ConfigError(f"{type_where}: {prefix}: {reg.problems[type_name]}") from reg.import_errors.get(type_name)
     cls = reg.types.get(type_name)
     if cls is None:
-        known = ", ".join(sorted(reg.types))
-        raise ConfigError(f"{type_where}: {prefix}: unknown stage type {_show(type_name)}"
-                          f"{_did_you_mean(type_name, reg.types)} "
-                          f"(known: {known})")
+        raise ConfigError(f"{type_where}: {prefix}: {unknown_type(type_name, reg.types)}")
     prefix = f"stage {name!r} ({type_name})"
     raw_params = body.get("params") or {}
     if not isinstance(raw_params, Mapping):

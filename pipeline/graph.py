@@ -1,6 +1,7 @@
 """A checked pipeline graph: stages with validated parameters and type-matched edges."""
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import unicodedata
@@ -108,15 +109,23 @@ class Graph:
         return [s for s in self.stages.values() if not self.consumers(s.name)]
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the known name closest to ``word``, if one is close."""
+    close = difflib.get_close_matches(word, [k for k in known if isinstance(k, str)], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def spelled_otherwise(name: str, names: Iterable[str]) -> str:
     """For a line saying there is no stage ``name``: that one looks the same but is made of other
     Unicode characters (``é`` as ``e`` and a combining accent, as some editors and macOS text
-    give it). Said, not taken for it, so that a config means one thing wherever it is read;
-    the line showed two names no one could tell apart (s42c)."""
+    give it), or one is spelt nearly so (``sorce``, ``Source``). Said, not taken for it, so that
+    a config means one thing wherever it is read; the line showed two names no one could tell
+    apart (s42c), and a typo's got no hint (s43b)."""
+    names = list(names)
     key = unicodedata.normalize("NFKC", name)
     same = [other for other in names if isinstance(other, str) and unicodedata.normalize("NFKC", other) == key]
     if not same:
-        return ""
+        return did_you_mean(name, names)
     return (f" (stage {same[0]!r} looks the same, written with other Unicode characters: "
             f"{ascii(name)} here, {ascii(same[0])} there)")
 

@@ -53,14 +53,13 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
                name: str | None = None) -> Stage:
     """A stage instance with validated params, its file params' ``~`` expanded as in a run;
     ``stage`` is a class or a registered type name."""
-    from .config import ParamsProblem, checked_params
+    from .config import ParamsProblem, checked_params, unknown_type
     from .registry import registry
 
     if isinstance(stage, str):
         reg = registry()
         if stage not in reg.types:
-            raise ConfigError(reg.problems.get(stage) or f"unknown stage type {stage!r} (known: "
-                              f"{', '.join(sorted(reg.types))})")
+            raise ConfigError(reg.problems.get(stage) or unknown_type(stage, reg.types))
         cls = reg.types[stage]
     else:
         cls = stage

@@ -1024,7 +1024,7 @@ def test_stages_lists_the_types_it_is_given_and_names_an_unknown_one():
     assert (done.returncode, headers) == (0, ["haar", "track"]), done.stderr
     done = fer_pipe("stages", "hair")
     assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr.startswith("fer-pipe: unknown stage type 'hair' (known: classifier, csv, episodes, haar, ")
+    assert done.stderr.startswith("fer-pipe: unknown stage type 'hair' (did you mean 'haar'?) (known: classifier, csv, episodes, haar, ")
 
 
 def test_a_shipped_configs_placeholder_video_says_how_to_give_one(tmp_path):

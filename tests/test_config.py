@@ -67,7 +67,8 @@ BROKEN = {
                                           "    type: webcam\n    params:\n      device: true"),
                              "{f}:5: stage 'source' (webcam): params.device: expected a number or text, got true"),
     "missing_edge": (GOOD.replace("inputs: [detector]", "inputs: [detectr]"),
-                     "{f}:11: stage 'classifier' (classifier): inputs: no stage named 'detectr'"),
+                     "{f}:11: stage 'classifier' (classifier): inputs: no stage named 'detectr' (did you mean "
+                     "'detector'?)"),
     "cycle": (GOOD.replace("inputs: [source]", "inputs: [csv]"),
               "{f}:8: stage 'detector' (haar): inputs: 'csv' (csv) is a sink and writes nothing"),
     "source_with_inputs": (GOOD.replace("    type: video\n", "    type: video\n    inputs: [csv]\n"),
@@ -89,8 +90,19 @@ BROKEN = {
     "empty_path": (GOOD.replace("path: clip.mp4", "path: ''"),
                    "{f}:5: stage 'source' (video): params.path: the path is empty"),
     "unknown_stage_key": (GOOD.replace("    type: classifier\n", "    type: classifier\n    input: [x]\n"),
-                          "{f}:11: stage 'classifier': unknown key 'input' (expected inputs, on_error, "
-                          "params, type, workers)"),
+                          "{f}:11: stage 'classifier': unknown key 'input' (did you mean 'inputs'?) (expected "
+                          "inputs, on_error, params, type, workers)"),
+    # near-misses a hand-written config has, each of which got the words a typo gets (s43b)
+    "stage_key_under_params": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {workers: 2}"),
+                               "{f}:9: stage 'detector' (haar): params.workers: unknown parameter (workers is a key "
+                               "of the stage, beside params, not one of its params)"),
+    "param_as_stage_key": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    scale_factor: 1.1"),
+                           "{f}:9: stage 'detector': unknown key 'scale_factor' (a parameter of haar: put it under "
+                           "params)"),
+    "module_for_type": (GOOD.replace("    type: csv\n", "    type: csv_sink\n"),
+                        "{f}:13: stage 'csv': unknown stage type 'csv_sink' (did you mean 'csv'?) (known: "),
+    "capitals_for_type": (GOOD.replace("type: haar", "type: Haar"),
+                          "{f}:7: stage 'detector': unknown stage type 'Haar' (did you mean 'haar'?) (known: "),
     "bad_queue_size": ("queue_size: 0\n" + GOOD,
                        "{f}:1: queue_size: expected an integer from 1 to 1024, got 0"),
     "bad_on_error": (GOOD.replace("    type: csv\n", "    type: csv\n    on_error: ignore\n"),
@@ -350,8 +362,17 @@ def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
     graph = load_graph(path, ["source.path=other.mp4", "detector.min_neighbors=3"])
     assert graph.stages["source"].params.path == "other.mp4"
     assert graph.stages["detector"].params.min_neighbors == 3
-    with pytest.raises(ConfigError, match=r"--set nope.path=x: .* has no stage named 'nope'"):
+    with pytest.raises(ConfigError, match=r"--set nope.path=x: .* has no stage named 'nope'$"):
         load_graph(path, ["nope.path=x"])
+    with pytest.raises(ConfigError, match=r"--set detectr.scale_factor=2: .* has no stage named 'detectr' \(did you "
+                                          r"mean 'detector'\?\)$"):
+        load_graph(path, ["detectr.scale_factor=2"])
+    for given, said in (("detector.inputs=source", "a stage's inputs is the config file's to give; --set gives its "
+                                                   "params, on_error and workers"),
+                        ("detector.params=x", "one param at a time: --set STAGE.PARAM=VALUE")):
+        with pytest.raises(ConfigError) as refused:  # they were "params.inputs: unknown parameter" (s43b)
+            load_graph(path, [given])
+        assert str(refused.value) == f"--set {given}: {said}"
     with pytest.raises(ConfigError, match=r"params.min_neighbors: Input should be a valid integer"):
         load_graph(path, ["detector.min_neighbors=3.5"])
     assert load_graph(path, ["queue_size=3"]).queue_size == 3  # the one top-level key --set reaches

@@ -170,7 +170,8 @@ def test_run_stage_names_an_unknown_type():
     from fer_pipe.errors import ConfigError
     from fer_pipe.inprocess import run_stage
 
-    with pytest.raises(ConfigError, match=r"^unknown stage type 'hear' \(known: classifier, csv, .*haar"):
+    with pytest.raises(ConfigError, match=r"^unknown stage type 'hear' \(did you mean 'haar'\?\) \(known: "
+                                          r"classifier, csv, .*haar"):
         run_stage("hear", [])
 
 
