@@ -10,6 +10,7 @@ import copy
 import datetime
 import json
 import os
+import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from importlib.resources import files
@@ -31,11 +32,19 @@ MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
 MAX_NUMBER_CHARS = 100
+_OCTAL_1_1 = re.compile(r"[-+]?0[0-7_]+")
+_BASE_60 = re.compile(r"[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+")
+_NUMBER_1_2 = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+|0o[0-7]+)")
+"""Numbers YAML 1.2 reads that YAML 1.1 reads as text (``1e3``, ``0o40``)."""
 NAME_MAX, PATH_MAX = 255, 4096
 """Linux's NAME_MAX and PATH_MAX (limits.h): the longest file name and whole path, in bytes."""
 
 Lines = dict[tuple[str, ...], int | str]
 """Where each key of a config came from: its line in the file, or the ``--set`` that set it."""
+
+
+class _Misread(yaml.constructor.ConstructorError):
+    """Valid YAML that YAML 1.1 reads otherwise than its writer most likely meant."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -110,11 +119,22 @@ class _Loader(yaml.SafeLoader):
             node.value = [pair for key, pair in merged.items() if key not in mine] + own
 
     def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
-        """Integers of a sane length only: Python refuses to even print one of 5,000 digits."""
-        if len(str(node.value)) > MAX_NUMBER_CHARS:
+        """Integers of a sane length only: Python refuses to even print one of 5,000 digits. And
+        not the two forms YAML 1.1, which PyYAML reads (under ``%YAML 1.2`` too), gives another
+        value than YAML 1.2 and everyone else: ``max_frames: 010`` ran 8 frames (s43b)."""
+        text = str(node.value)
+        if len(text) > MAX_NUMBER_CHARS:
             raise yaml.constructor.ConstructorError(
-                None, None, f"a number of {len(str(node.value))} characters is too long", node.start_mark)
-        return self.construct_yaml_int(node)
+                None, None, f"a number of {len(text)} characters is too long", node.start_mark)
+        value = self.construct_yaml_int(node)
+        if _OCTAL_1_1.fullmatch(text) and value != int(text.replace("_", ""), 10):
+            raise _Misread(None, None, f"{text} is octal in YAML 1.1, which fer-pipe reads: {value}; write "
+                                       f"{value}, or {int(text.replace('_', ''), 10)} if that is what was meant",
+                           node.start_mark)
+        if _BASE_60.fullmatch(text):
+            raise _Misread(None, None, f"{text} is a number in base 60 in YAML 1.1, which fer-pipe reads: "
+                                       f"{value}; write {value}, or quote it for text", node.start_mark)
+        return value
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
@@ -173,7 +193,7 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
     if context:
         began = "" if start is not None and context.line == start.line else f" at line {context.line + 1}"
         said = f"{exc.context}{began}, {said}" if said else exc.context
-    return f"{where}: invalid YAML: {said}{hint}"
+    return f"{where}: {'' if isinstance(exc, _Misread) else 'invalid YAML: '}{said}{hint}"
 
 
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
@@ -268,8 +288,10 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         raise ConfigError(f"{path}: is a folder, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line (s43b)
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}, perhaps saved as Latin-1 or "
+                          "Windows-1252); save the file as UTF-8") from None
     return parse_yaml(text, str(path))
 
 
@@ -418,6 +440,8 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
         reason = f"unknown parameter{did_you_mean(loc[-1], fields)}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
+    elif err["type"] == "int_parsing" and yaml and isinstance(err["input"], str) and _NUMBER_1_2.fullmatch(err["input"]):
+        reason += f" (YAML 1.1, which fer-pipe reads, takes {err['input']} as text: write the number out)"
     elif err["type"] == "value_error":
         reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
     elif err["type"] == "string_type" and yaml:

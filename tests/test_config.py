@@ -101,6 +101,14 @@ BROKEN = {
                            "params)"),
     "module_for_type": (GOOD.replace("    type: csv\n", "    type: csv_sink\n"),
                         "{f}:13: stage 'csv': unknown stage type 'csv_sink' (did you mean 'csv'?) (known: "),
+    # numbers YAML 1.1 (PyYAML's) reads otherwise than 1.2: max_frames: 010 ran 8 frames (s43b)
+    "octal_in_yaml_1_1": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      max_frames: 010"),
+                          "{f}:6: 010 is octal in YAML 1.1, which fer-pipe reads: 8; write 8, or 10 if that is what "
+                          "was meant"),
+    "exponent_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_size: 1e2}"),
+                             "{f}:9: stage 'detector' (haar): params.min_size: Input should be a valid integer, unable "
+                             "to parse string as an integer (YAML 1.1, which fer-pipe reads, takes 1e2 as text: write "
+                             "the number out)"),
     "capitals_for_type": (GOOD.replace("type: haar", "type: Haar"),
                           "{f}:7: stage 'detector': unknown stage type 'Haar' (did you mean 'haar'?) (known: "),
     "bad_queue_size": ("queue_size: 0\n" + GOOD,
@@ -354,6 +362,17 @@ def test_cli_exit_code_and_no_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip() == "fer-pipe: " + BROKEN["unknown_param"][1].format(f=path)
+
+
+def test_a_config_that_is_not_utf8_is_named_at_its_line(tmp_path):
+    """It was "cannot read config: 'utf-8' codec can't decode byte 0xe9 in position 346", an
+    offset the user had to turn into a line (s43b)."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(GOOD.replace("  detector:", "  # deux d\u00e9tecteurs\n  detector:").encode("latin-1"))
+    with pytest.raises(ConfigError) as refused:
+        load_graph(path)
+    assert str(refused.value) == (f"{path}:6: not UTF-8 (byte 0xe9, perhaps saved as Latin-1 or Windows-1252); "
+                                  "save the file as UTF-8")
 
 
 def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
