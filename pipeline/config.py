@@ -44,7 +44,8 @@ Lines = dict[tuple[str, ...], int | str]
 
 
 class _Misread(yaml.constructor.ConstructorError):
-    """Valid YAML that YAML 1.1 reads otherwise than its writer most likely meant."""
+    """Valid YAML whose value is not what its writer meant: a number YAML 1.1 reads otherwise,
+    or an environment variable's value that the tag written for it cannot hold."""
 
 
 class _Loader(yaml.SafeLoader):
@@ -55,6 +56,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.plain: set[int] = set()
+        self.substituted: dict[int, tuple[str, str]] = {}  # see env_values.substitute_nodes
 
     def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
         event = self.peek_event()
@@ -73,6 +75,10 @@ class _Loader(yaml.SafeLoader):
             raise
         except Exception as exc:  # noqa: BLE001
             tag = node.tag.removeprefix("tag:yaml.org,2002:")
+            if id(node) in self.substituted:  # was "invalid YAML", naming no key and no variable (s43b)
+                key, written = self.substituted[id(node)]
+                raise _Misread(None, None, f"{key}: !!{tag} cannot hold {_show(node.value)}, the value of "
+                                           f"{written}", node.start_mark) from None
             raise yaml.constructor.ConstructorError(
                 None, None, f"a value !!{tag} cannot hold: {' '.join(str(exc).split())}", node.start_mark) from None
 
@@ -204,8 +210,9 @@ def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     try:
         node = loader.get_single_node()
         if node is not None:
-            substitute_nodes(node, loader.plain, lambda text: loader.resolve(yaml.ScalarNode, text, (True, False)),
-                             origin, MAX_CONFIG_BYTES)
+            loader.substituted = substitute_nodes(
+                node, loader.plain, lambda text: loader.resolve(yaml.ScalarNode, text, (True, False)), origin,
+                MAX_CONFIG_BYTES)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         raise ConfigError(_yaml_problem(exc, text, origin)) from None

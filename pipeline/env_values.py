@@ -106,14 +106,17 @@ def substitute(text: str) -> str:
     return value
 
 
-def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str, limit: int) -> None:
+def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin: str,
+                     limit: int) -> dict[int, tuple[str, str]]:
     """Replace ``${...}`` in every value scalar under ``root``, before YAML constructs anything,
     so that an explicit tag (``!!str ${ID}``) applies to the value, and a problem names the file,
     the line and the key path: at once for a malformed one, and as an ``Unset`` value for one not
     set. ``plain`` holds the ids of the scalars that were plain and untagged. Nodes are visited in
     the file's order, so a node shared through an alias is done once, under its anchor's path.
     The values may add up to ``limit`` characters: a few variables of 100 kB each in a file of
-    ``${BIG}`` lines made gigabytes."""
+    ``${BIG}`` lines made gigabytes. Returns each substituted node's key path and the text it
+    was written as, by the node's id, for a tag's constructor that cannot take the value."""
+    done: dict[int, tuple[str, str]] = {}
     seen: set[int] = set()
     added = 0
     stack: list[tuple[yaml.Node, tuple[str, ...]]] = [(root, ())]
@@ -142,7 +145,9 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
                 raise ConfigError(f"{where}: the environment's values make the config over {limit // 2**20} MiB")
             if id(node) in plain and WHOLE.fullmatch(node.value):
                 node.tag = resolve(value) if value else STR_TAG
+            done[id(node)] = ('.'.join(path) or 'the document', node.value)
             node.value = value
+    return done
 
 
 def refuse_unset(data: Any) -> None:

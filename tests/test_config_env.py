@@ -146,9 +146,14 @@ def test_a_tagged_unset_value_a_nested_default_and_a_value_not_utf8_are_said_as_
 
 def test_a_value_its_tag_cannot_hold_is_said_at_its_line(env, monkeypatch):
     """The README's ``!!int "${N}"``, N not a number: PyYAML's constructor raised a plain
-    ValueError, said with the file alone."""
+    ValueError, said with the file alone; then as "invalid YAML", naming neither the key nor the
+    variable (s43b). One written in the file is invalid YAML."""
     monkeypatch.setenv("FRAMES", "thirty")
     env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", 'max_frames: !!int "${FRAMES}"'))
+    done = fer_pipe("validate", str(env))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {env}:7: stages.source.params.max_frames: !!int cannot "
+                                                 "hold 'thirty', the value of ${FRAMES}\n")
+    env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", 'max_frames: !!int "thirty"'))
     done = fer_pipe("validate", str(env))
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {env}:7: invalid YAML: a value !!int cannot hold: "
                                                  "invalid literal for int() with base 10: 'thirty'\n")
