@@ -525,7 +525,7 @@ def _home_expanded(path: Any) -> Any:
 
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
-    refuse_unset(data)
+    refuse_unset(data, origin)
     if not isinstance(data, Mapping):
         got = "an empty file (or only comments)" if data is None else type(data).__name__
         raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, got {got}")

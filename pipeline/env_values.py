@@ -34,7 +34,7 @@ Resolve = Callable[[str], str]
 
 class Unset(str):
     """A value whose ``${NAME}`` stood for nothing, kept as its text until ``refuse_unset`` looks
-    at the config that will run; ``problem`` is the error line, ``line`` where it is in the file,
+    at the config that will run; ``problem`` says why, ``line`` is where it is in the file,
     ``names`` the variables it lacks."""
 
     problem: str
@@ -136,7 +136,7 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
             try:
                 value = substitute(node.value)
             except NotSet as exc:
-                node.value, node.tag = Unset(node.value, f"{where}: {exc}", line, exc.names), STR_TAG
+                node.value, node.tag = Unset(node.value, str(exc), line, exc.names), STR_TAG
                 continue
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
@@ -150,26 +150,31 @@ def substitute_nodes(root: yaml.Node, plain: set[int], resolve: Resolve, origin:
     return done
 
 
-def refuse_unset(data: Any) -> None:
+def refuse_unset(data: Any, origin: str) -> None:
     """Refuse the first ``Unset`` value in the file that is still in ``data``, the config that
-    will run once ``--set`` and ``--shard`` have done their part; the line names every other
+    will run once ``--set`` and ``--shard`` have done their part, at the key path where it is
+    found there: one in an anchored block that --set had replaced for the anchor's stage was
+    blamed on that stage, not on the one still using it (s43b). The line names every other
     variable it lacks, so that a host's environment file is mended in one go."""
-    found: list[Unset] = []
+    found: list[tuple[Unset, tuple[str, ...]]] = []
     seen: set[int] = set()
-    stack = [data]
+    stack: list[tuple[Any, tuple[str, ...]]] = [(data, ())]
     while stack:
-        item = stack.pop()
+        item, path = stack.pop()
         if isinstance(item, Unset):
-            found.append(item)
+            found.append((item, path))
         elif isinstance(item, (dict, list)) and id(item) not in seen:  # aliases share their anchor's
             seen.add(id(item))
-            stack.extend(reversed(item.values() if isinstance(item, dict) else item))  # in the file's order
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            stack.extend(reversed([(value, path + (str(key),)) for key, value in pairs]))  # in the file's order
     if not found:
         return
-    found.sort(key=lambda value: value.line)
+    found.sort(key=lambda pair: pair[0].line)
+    first_value, first_path = found[0]
+    problem = f"{origin}:{first_value.line}: {'.'.join(first_path) or 'the document'}: {first_value.problem}"
     first: dict[str, int] = {}
-    for value in found:
+    for value, _ in found:
         for name in value.names:
             first.setdefault(name, value.line)
     others = [f"{name} (line {line})" for name, line in first.items()][1:]
-    raise ConfigError(found[0].problem + (f"; also not set: {', '.join(others)}" if others else ""))
+    raise ConfigError(problem + (f"; also not set: {', '.join(others)}" if others else ""))

@@ -102,6 +102,16 @@ def test_an_unset_value_is_refused_only_where_the_config_that_runs_still_has_it(
     assert load_graph(env, ["source.path=clip.mp4"]).stages["source"].params.path == "clip.mp4"
     with pytest.raises(ConfigError, match=r":6: stages.source.params.path: environment variable CLIP is not set"):
         load_graph(env, ["source.max_frames=3"])
+    monkeypatch.setenv("CLIP", "clip.mp4")
+    monkeypatch.delenv("MIN_SIZE")
+    env.write_text(CONFIG.replace('min_size: !!int "${MIN_SIZE:-40}"', "&dp {min_size: '${MIN_SIZE}'}")
+                   .replace("  classifier: {type: classifier, inputs: [detector]}",
+                            "  d2: {type: haar, inputs: [source], params: *dp}\n"
+                            "  classifier: {type: classifier, inputs: [detector, d2]}"))
+    with pytest.raises(ConfigError) as refused:  # blamed on the anchor's stage, whose value --set had replaced (s43b)
+        load_graph(env, ["detector.min_size=30"])
+    assert str(refused.value).startswith(f"{env}:13: stages.d2.params.min_size: environment variable MIN_SIZE is "
+                                         "not set"), refused.value
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(CAMERAS)
     monkeypatch.delenv("DOOR_PASSWORD", raising=False)
