@@ -21,7 +21,7 @@ from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from .arguments import number
-from .errors import UNUSABLE_PATH, UserError, printable
+from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
 from .redaction import redact_urls
 
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             to_devnull((sys.stdout.fileno(),))
         where = f"{exc.filename}: " if exc.filename else ""  # none for a stream such as stdout
-        print(f"fer-pipe: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"fer-pipe: {where}{exc.strerror or exc}{files_limit_hint(exc)}", file=sys.stderr)
         return 2 if exc.errno in UNUSABLE_PATH else 1
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import resource
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
                  errno.ELOOP, errno.ENAMETOOLONG}
@@ -35,3 +36,12 @@ class OutputError(UserError):
     code 1, as when a run's sink fails, since nothing the user gave was wrong."""
 
     exit_code = 1
+
+
+def files_limit_hint(exc: BaseException) -> str:
+    """For a process that ran out of file descriptors, the limit and how to raise it: the bare
+    "Too many open files" named neither (s42b)."""
+    if not isinstance(exc, OSError) or exc.errno not in (errno.EMFILE, errno.ENFILE):
+        return ""
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return f"; this process may open {limit:,} files: raise the limit (ulimit -n, systemd's LimitNOFILE=)"

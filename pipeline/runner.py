@@ -29,7 +29,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, FailedDraining, Length, Message, Opened, Stopped
 from .emitter import Outbox, StageQueue
-from .errors import InputError, printable
+from .errors import InputError, files_limit_hint, printable
 from .graph import Graph
 from .preflight import check_stages
 from .redaction import redact_urls
@@ -298,7 +298,7 @@ class Runner:
                 if isinstance(exc, (EOFError, ConnectionError)) and self._forked:
                     reason = "the forkserver that makes them went away"
                 elif isinstance(exc, OSError):
-                    reason = exc.strerror or str(exc)
+                    reason = (exc.strerror or str(exc)) + files_limit_hint(exc)
                 else:
                     raise
                 return RunResult(1, message=f"could not start the process of stage {self._stage_of[process]!r} "

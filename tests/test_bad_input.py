@@ -517,6 +517,21 @@ def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
                         one_line(done.stderr))
 
 
+def test_running_out_of_file_descriptors_names_the_limit(short_clip, out_csv):
+    """A container's or a hardened unit's small open-file limit ended the run with "fer-pipe:
+    Too many open files", naming neither the limit nor how to raise it (s42b)."""
+    import resource
+
+    def twenty() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (20, 20))
+
+    done = fer_pipe("run", CONFIG, "--quiet", "--set", f"source.path={short_clip}", "--set", f"csv.path={out_csv}",
+                    preexec_fn=twenty)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1].startswith("fer-pipe: ") and "Too many open files; this process may open 20 " \
+        "files: raise the limit (ulimit -n, systemd's LimitNOFILE=)" in done.stderr.splitlines()[-1], done.stderr
+
+
 def test_a_full_dev_shm_is_said_to_be_full(short_clip, out_csv):
     """Full (a killed program's files), /dev/shm had no room for the queues' semaphores either,
     which the run makes before any ring: it ended with 'fer-pipe: No space left on device', exit
