@@ -5,9 +5,10 @@ track's observations (``1 - exp(-dt / tau)``), so it means the same at 10 and at
 within a frame (each observation stands for the time since the one before, so a change is taken
 up to a frame's time sooner at the lower rate), and across frames where the track was not seen
 (the one after such a gap weighs for all of it). Frames dated alike add nothing. A smoothed
-argmax alone still flickers when two classes run close, so the label has hysteresis: another
-class takes over only after it has led the current label by ``margin`` for ``hold_s`` seconds. A
-new track's first label settles once one class has led for ``hold_s``. The defaults are the
+argmax alone still flickers when two classes run close, so the label has hysteresis: it changes
+only after other classes have led it by ``margin`` for ``hold_s`` seconds, to the class leading
+then (two that take turns in the lead count together). A new track's first label settles
+``hold_s`` after its first observation. The defaults are the
 fastest of a grid tried on the WolfgangLanger clip with ``tools/flicker.py``: with the shipped
 model every setting left only the clip's own changes, and these report the happy onset soonest
 (README, "Flicker figures").
@@ -15,7 +16,7 @@ model every setting left only the clip's own changes, and these report the happy
 On each face with a track id: ``face.smoothed`` (the 7 averaged probabilities),
 ``face.smoothed_label`` (None until settled), and in ``face.extra``: ``label_since``, the
 (frame, timestamp) at which the current smoothed label began to lead, and ``challenger_since``,
-the frame at which a class now challenging it began to lead (absent when none does). The
+the frame from which other classes have led it by ``margin`` (absent when none does). The
 episodes sink uses them to date an episode from when its label really took over rather than
 from when the hysteresis let it through. Faces without a track id are passed on untouched.
 """
@@ -115,8 +116,13 @@ class Smoother(Stage):
         leader = int(np.argmax(state.mean))
         if state.label is None or (leader != state.label and
                                    state.mean[leader] - state.mean[state.label] >= self.params.margin):
-            if leader != state.challenger:
-                state.challenger, state.challenger_since = leader, now
+            # The hold runs while any class leads the label by margin, and the class leading when
+            # it is over takes the label: one that counted a single class's unbroken lead never
+            # ended where two close classes took turns (happy and surprise on an open-mouthed
+            # smile), and the label stayed on a class both had left far behind (s44b).
+            if state.challenger is None:
+                state.challenger_since = now
+            state.challenger = leader
             if packet.timestamp - state.challenger_since[1] >= self.params.hold_s:
                 state.label, state.label_since = leader, state.challenger_since
                 state.challenger = None

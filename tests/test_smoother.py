@@ -68,6 +68,19 @@ def test_a_challenger_that_falls_back_starts_its_hold_afresh() -> None:
     assert "challenger_since" not in out[60].faces[0].extra
 
 
+def test_two_close_classes_taking_turns_in_the_lead_take_the_label_from_one_both_left_behind() -> None:
+    """Happy and surprise close to each other (an open-mouthed smile), their lead swapping every
+    few frames after a second of sad at 0.8: the hold counted one class's unbroken lead, so it
+    began again at each swap, and the label stayed sad at 0.02 for as long as they did (s44b)."""
+    sad = probs(sad=0.8)
+    turns = [probs(happy=0.48, surprise=0.46, sad=0.02) if (i // 3) % 2 else probs(surprise=0.48, happy=0.46, sad=0.02)
+             for i in range(120)]
+    out = run_stage("smooth", stream([sad] * 30 + turns, 30.0))
+    labels = [p.faces[0].smoothed_label for p in out]
+    assert labels[29] == "sad" and labels[-1] in ("happy", "surprise")
+    assert changes(labels) == 1 and labels.index(labels[-1]) < 30 + 30  # within a second of the change
+
+
 def test_the_time_constant_is_in_seconds_not_frames() -> None:
     # the same step at 10 and at 30 fps gives nearly the same smoothed value at the same time;
     # each sample stands for the interval since the one before, so the step counts from one
