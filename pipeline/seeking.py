@@ -8,13 +8,15 @@ again: OpenCV counts the first part's frames only, and reads after a seek stop a
 in these files fer-pipe never seeks: the video source reads its way to a start frame, and
 batch reads such a file whole rather than in chunks. The container is told by its first bytes,
 not its name: a camera's ``.mp4`` may be either. (Where a seek does nothing at all, in a file
-with no index, OpenCV says so, and the video source reads its way there too.)
+with no index, OpenCV says so, and the video source reads its way there too.) Nor in an MP4 of
+variable frame rate, where OpenCV's frame numbers come from times (``fer_pipe.mp4``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from .avi import has_drop_frames
+from .mp4 import numbered_by_time
 
 TS_SYNC = 0x47
 """The byte that starts every packet of a transport stream."""
@@ -39,6 +41,9 @@ def why_no_seek(path: str | Path) -> str:
     an ordinary ``ffmpeg -c:v mjpeg`` AVI has one), which OpenCV's frame numbers count: its seek
     to frame 20 landed on the 19th frame that decodes while saying 20, and a ``start`` run
     numbered every frame one too high (s38b)."""
+    if not numbered_by_time(path):
+        return ("a video of variable frame rate, read as one task: OpenCV names a frame by its time at the average "
+                "rate, so its seek lands on another frame than it names")
     if has_drop_frames(path):
         return ("an AVI with empty drop frames, read as one task: OpenCV's frame numbers count them, so its "
                 "seek lands short of the frame it names")

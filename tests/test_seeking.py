@@ -15,12 +15,13 @@ from fer_pipe.seeking import seeks_by_frame
 
 @pytest.fixture(scope="module")
 def streams(clips, tmp_path_factory) -> dict[str, Path]:
-    """single_face.mp4 (72 frames) as a transport stream, an M2TS and two AVIs; and two program
-    streams of 1 s joined end to end, as ``cat`` joins a recorder's segments (60 frames, whose
-    times start again at frame 30)."""
+    """single_face.mp4 (72 frames) as a transport stream, an M2TS and two AVIs, and as an MP4 whose
+    second second plays at a quarter of the rate (a phone's in low light), a key frame every 24;
+    and two program streams of 1 s joined end to end, as ``cat`` joins a recorder's segments (60
+    frames, whose times start again at frame 30)."""
     folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
     made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg", "raw.h264",
-                                             "live.webm", "sound.avi")}
+                                             "live.webm", "sound.avi", "vfr.mp4")}
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
@@ -28,6 +29,8 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["a.mpg"]))
     ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
+    ffmpeg("-i", clip, "-an", "-vf", "setpts='if(lt(N,24),N/24,if(lt(N,48),1+(N-24)/8,4+(N-48)/24))/TB'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "24", str(made["vfr.mp4"]))
     with open(made["live.webm"], "wb") as piped:  # written to a pipe, as a live recorder writes: no index
         subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", clip, "-an", "-c:v", "libvpx", "-deadline",
                         "realtime", "-f", "webm", "pipe:1"], stdout=piped, check=True, timeout=120)
@@ -40,6 +43,8 @@ def test_mpeg_streams_are_told_by_their_first_bytes(streams, clips, tmp_path):
     assert not seeks_by_frame(streams["plain.ts"]) and not seeks_by_frame(streams["plain.m2ts"])
     assert not seeks_by_frame(streams["joined.mpg"])
     assert seeks_by_frame(streams["plain.avi"]) and seeks_by_frame(clips["single_face.mp4"])
+    assert not seeks_by_frame(streams["vfr.mp4"])  # OpenCV names its key frame 48 by its time at the average rate
+    assert seeks_by_frame(clips["no_face.mp4"])  # its last frame lasts longer: its key frames are where they were
     assert not seeks_by_frame(streams["sound.avi"])  # OpenCV's frame numbers count its drop chunk
     renamed = tmp_path / "camera.mp4"  # a camera's ".mp4" that is a transport stream
     renamed.write_bytes(streams["plain.ts"].read_bytes())
@@ -56,18 +61,20 @@ def _read(path: Path, **params: object) -> list:
 
 
 @pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "live.webm", "plain.avi",
-                                  "sound.avi"])
+                                  "sound.avi", "vfr.mp4"])
 def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, name):
     """OpenCV's seek left a transport stream with no frame to decode ("no frame could be decoded
     from start 20 on", exit 2), and in joined program streams read on only to the join. In a
     raw stream and a WebM with no index it did nothing: frames 0-51 came numbered 20-71. In an
-    AVI with a drop chunk it said 20 and read frame 19 (s38b)."""
+    AVI with a drop chunk it said 20 and read frame 19 (s38b). In an MP4 of variable frame rate
+    it said 50 and read frame 60 (s44b)."""
     whole = _read(streams[name])
     assert len(whole) == (60 if name == "joined.mpg" else 72)
-    started = _read(streams[name], start=20)
-    assert [p.index for p in started] == [p.index for p in whole[20:]]
-    assert [p.timestamp for p in started] == [p.timestamp for p in whole[20:]]
-    assert all(np.array_equal(a.image, b.image) for a, b in zip(started, whole[20:]))
+    start = 50 if name == "vfr.mp4" else 20  # past its slow second
+    started = _read(streams[name], start=start)
+    assert [p.index for p in started] == [p.index for p in whole[start:]]
+    assert [p.timestamp for p in started] == [p.timestamp for p in whole[start:]]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(started, whole[start:]))
 
 
 @pytest.mark.parametrize("name", ["plain.ts", "raw.h264"])
