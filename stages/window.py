@@ -1,6 +1,8 @@
 """``window``: the overlay shown live on screen; ``q`` or Esc ends the run cleanly."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
 
@@ -9,6 +11,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.stage import Sink, StopRun
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
@@ -59,6 +62,41 @@ def x_display_problem(display: str) -> str:
     return reason
 
 
+XCB_REFUSALS = {
+    1: "the X server refused this user: no X authority for it (run as the user who owns the display, or set "
+       "XAUTHORITY to that user's file)",
+    5: "not a display name (HOST:NUMBER[.SCREEN])",
+    6: "the X server has no such screen",
+}
+"""``xcb_connection_has_error``'s codes for a server that answered, and what they mean here."""
+
+
+def x_server_refusal(display: str) -> str:
+    """Why the X server of ``display``, reached, would not take this process's connection, or ""
+    if it would (or libxcb is not there to tell). libxcb connects as Qt will, with the user's X
+    authority and the screen asked for: ``sudo`` (no cookie), a screen the server lacks and a
+    ``DISPLAY`` that names none made the window's process abort in Qt at its first frame, exit 1,
+    with a line telling the user to reinstall (s44c)."""
+    name = ctypes.util.find_library("xcb")
+    if name is None:
+        return ""
+    try:
+        xcb = ctypes.CDLL(name)
+    except OSError:
+        return ""
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    with stderr_dropped():  # the server's reason, which the line says in words of its own
+        connection = xcb.xcb_connect(display.encode(), ctypes.byref(ctypes.c_int()))
+    try:
+        code = xcb.xcb_connection_has_error(connection)
+    finally:
+        xcb.xcb_disconnect(connection)
+    return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
+
+
 class WindowSink(Sink):
     """Shows the frames with the overlay in a live window; q or Esc ends the run cleanly.
 
@@ -87,9 +125,9 @@ class WindowSink(Sink):
                              "unset (WAYLAND_DISPLAY alone is not enough; Xwayland sets DISPLAY); use the "
                              "video_writer sink to write the overlay to a file instead")
         if display and (x_only or not os.environ.get("WAYLAND_DISPLAY")):
-            problem = x_display_problem(display)
+            problem = x_display_problem(display) or x_server_refusal(display)
             if problem:
-                raise InputError(f"cannot reach the X display DISPLAY={display} ({problem}): a window "
+                raise InputError(f"cannot use the X display DISPLAY={display} ({problem}): a window "
                                  "cannot open; use the video_writer sink to write the overlay to a file instead")
 
     def open(self) -> None:

@@ -332,6 +332,44 @@ def test_wayland_alone_is_no_display_for_the_wheels_qt(short_clip, tmp_path):
     assert not csv_path.exists()
 
 
+def test_a_display_whose_server_refuses_this_user_fails_before_starting_in_one_line(short_clip, tmp_path, xvfb):
+    """A server that answers but refuses the client (sudo, whose root has DISPLAY but no X
+    authority), a screen the server lacks and a DISPLAY that names none: the run started every
+    stage, and Qt aborted the window's process at its first frame with seven lines telling the
+    user to reinstall, exit 1 (s44c)."""
+    import ctypes.util
+    import struct
+
+    if ctypes.util.find_library("xcb") is None:
+        pytest.skip("libxcb, with which the window's preflight asks the X server, is not installed")
+    auth = tmp_path / "cookie"  # an Xauthority record for any display, as xauth writes one
+    auth.write_bytes(struct.pack(">HHHH", 0xFFFF, 0, 0, 18) + b"MIT-MAGIC-COOKIE-1" + struct.pack(">H", 16)
+                     + os.urandom(16))
+    read_fd, write_fd = os.pipe()
+    guarded = subprocess.Popen([needs("Xvfb"), "-displayfd", str(write_fd), "-auth", str(auth), "-screen", "0",
+                                "320x240x24", "-nolisten", "tcp"], pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        refusing = f":{f.readline().strip()}"
+    csv_path = tmp_path / "out.csv"
+    config = window_config(tmp_path / "g.yaml", short_clip, csv_path, realtime=False)
+    try:
+        for display, said in ((refusing, "the X server refused this user: no X authority for it (run as the user "
+                                         "who owns the display, or set XAUTHORITY to that user's file)"),
+                              (f"{xvfb}.3", "the X server has no such screen"),
+                              ("garbage", "not a display name (HOST:NUMBER[.SCREEN])")):
+            env = {**{k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}, "DISPLAY": display,
+                   "XAUTHORITY": str(tmp_path / "none")}
+            done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], capture_output=True,
+                                  text=True, env=env, timeout=120)
+            assert (done.returncode, done.stderr) == (
+                2, f"fer-pipe: stage 'window' (window): cannot use the X display DISPLAY={display} ({said}): a window "
+                   "cannot open; use the video_writer sink to write the overlay to a file instead\n")
+            assert not csv_path.exists()
+    finally:
+        stop(guarded)
+
+
 def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_clip, tmp_path):
     """A DISPLAY left by a stopped Xvfb or a closed ssh session used to start the window's
     process, where Qt printed five lines and aborted it (SIGABRT, exit 1)."""
@@ -347,7 +385,7 @@ def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(config)], capture_output=True,
                               text=True, env=env, timeout=120)
         assert done.returncode == 2, done.stderr
-        assert re.fullmatch(rf"fer-pipe: stage 'window' \(window\): cannot reach the X display DISPLAY={display} "
+        assert re.fullmatch(rf"fer-pipe: stage 'window' \(window\): cannot use the X display DISPLAY={display} "
                             r"\([^)]+\): a window cannot open; use the video_writer sink to write the overlay to a "
                             r"file instead\n", done.stderr), done.stderr
         assert not csv_path.exists()
