@@ -101,7 +101,8 @@ class Packet:
     the array either way.
     ``faces`` is None until a detector has run, so "no face found" (an empty list) is not
     confused with "not looked at". A live source puts its nominal frame rate (its camera's, its
-    file's) in ``extra["fps"]``: the frames that reach a sink after drops are no measure of it.
+    file's) in ``extra["fps"]``: the frames that reach a sink after drops are no measure of it. A
+    file read as fast as it decodes puts its container's in ``extra["container_fps"]``.
     """
 
     source: str

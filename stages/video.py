@@ -186,7 +186,7 @@ class VideoSource(Source):
                 if delay > 0:
                     time.sleep(delay)
             yield Packet(source, index, timestamp, image, captured=time.monotonic(),
-                         extra={"fps": self.fps} if self.params.realtime else {})
+                         extra={"fps" if self.params.realtime else "container_fps": self.fps})
             index += 1
             read += 1
         self._say_damage(index)

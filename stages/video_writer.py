@@ -35,6 +35,10 @@ MAX_FPS = 240.0
 MIN_FPS = 0.01
 """The slowest rate written (a frame per 100 s): OpenCV's writers refuse 0.001 and below, and a
 time-lapse source slower than this is written at it, so it plays faster than it was taken."""
+RATE_AGREES = 0.02
+"""A file's frame rate measured from its timestamps within this fraction of its container's is
+the container's: Matroska and WebM keep whole milliseconds, so a 30 fps WebM measured 30.303
+and was written so, a copy of a frame every 99 (s44c)."""
 MAX_FILL_S = 5.0
 """The longest gap between two frames that copies of the earlier fill: a camera down for hours
 is cut, not written as hours of one frozen frame."""
@@ -117,6 +121,7 @@ class VideoWriterSink(Sink):
         self._held: list[tuple[Packet, np.ndarray]] = []
         self._rate = 0.0
         self._nominal = 0.0  # a live source's own frame rate, when it says one
+        self._container = 0.0  # a file's container's frame rate, when its source says one
         self._last: tuple[Packet, np.ndarray] | None = None
         self._scaled = False  # a frame of another size was said
         self._origin: float | None = None  # the timestamp of the file's first slot, on the frames' clock
@@ -144,9 +149,11 @@ class VideoWriterSink(Sink):
             self._place(packet, image, copies)
             return
         self._held.append((Packet(packet.source, packet.index, packet.timestamp), image))  # the drawn copy alone
-        nominal = packet.extra.get("fps")
+        nominal, container = packet.extra.get("fps"), packet.extra.get("container_fps")
         if nominal is not None and MIN_FPS <= nominal <= MAX_FPS:  # a live source's own; a bogus one is not
             self._nominal = float(nominal)
+        if container is not None and MIN_FPS <= container <= MAX_FPS:
+            self._container = float(container)
         if self.params.fps is not None or self._nominal or len(self._held) > FPS_SAMPLE:
             self._write_held()
 
@@ -154,11 +161,16 @@ class VideoWriterSink(Sink):
         """Open the file at the held frames' size and rate, and write them (taken first, so a
         failure here is not retried by ``close``). The rate: the one given, else a live source's
         own (the frames that survive its drops, a third of them, made 8 s of a camera 13.5 s of
-        video), else the one its frames' timestamps show."""
+        video), else the one its frames' timestamps show, or a file's container's where that is
+        close to it (``RATE_AGREES``) or faster (a file that starts slow: its later frames are not
+        left out, ``_copies``)."""
         held, self._held = self._held, []
         first = held[0][1]
         self._size = (first.shape[1], first.shape[0])
-        self._rate = self.params.fps or self._nominal or frame_rate([p for p, _ in held])
+        measured = frame_rate([p for p, _ in held])
+        if self._container and (abs(measured / self._container - 1) <= RATE_AGREES or self._container > measured):
+            measured = self._container
+        self._rate = self.params.fps or self._nominal or measured
         self._start()
         for packet, image in held:
             copies = self._copies(packet)
@@ -182,6 +194,16 @@ class VideoWriterSink(Sink):
         if abs(late) > MAX_FILL_S * self._rate:  # an outage, a clock stepped: a bounded freeze
             late = max(round(MAX_FILL_S * self._rate) - 1, 0) if late > 0 else 0
             self._origin = packet.timestamp - (self.written + late) / self._rate
+        if late <= -1 and self._container:
+            # a file's: every frame is written, the file's clock moved to it (a file that starts
+            # slow lost 39 of its 72 frames, all of them in the CSV, s44c); that stretch plays slower
+            if not self._ahead:
+                print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
+                      f"the file's {self._rate:g} fps (from frame {packet.index}); each is written, so that "
+                      "stretch plays slower than it was recorded", file=sys.stderr)
+            self._ahead = True
+            self._origin = packet.timestamp - self.written / self._rate
+            return 0
         if late <= -1:
             if not self._ahead:
                 print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "

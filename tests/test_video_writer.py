@@ -252,11 +252,46 @@ def test_a_live_sources_own_rate_is_written_not_the_rate_of_the_frames_that_surv
 
 
 def test_a_realtime_video_says_its_own_rate(tmp_path):
+    """As a live source's; read as fast as it decodes, its container's (for the writer alone)."""
     from fer_pipe.inprocess import run_stage
 
     clip = write_video(tmp_path / "clip.avi", [np.full((48, 64, 3), 10 * i, np.uint8) for i in range(3)], fps=12.5)
-    assert [p.extra.get("fps") for p in run_stage("video", params={"path": str(clip), "realtime": True})] == [12.5] * 3
-    assert all("fps" not in p.extra for p in run_stage("video", params={"path": str(clip)}))
+    assert [p.extra for p in run_stage("video", params={"path": str(clip), "realtime": True})] == [{"fps": 12.5}] * 3
+    assert [p.extra for p in run_stage("video", params={"path": str(clip)})] == [{"container_fps": 12.5}] * 3
+
+
+def test_a_files_rate_is_its_containers_where_its_times_are_rounded_and_a_slow_start_loses_no_frame(tmp_path,
+                                                                                                     capsys):
+    """Matroska and WebM keep whole milliseconds: a 30 fps WebM measured 30.303 fps and was
+    written so, a copy of a frame every 99. A file that starts slow (a phone's low light) set the
+    rate at its first frames', and 39 of its 72 frames, all in the CSV, were left out (s44c)."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    def written(path, times, container) -> tuple[list[int], float]:
+        """Frame i is grey level 3 * i: the level of each frame in the file, over 3, and its rate."""
+        sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
+        sink.open()
+        try:
+            for index, timestamp in enumerate(times):
+                sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 3 * index, np.uint8),
+                                    extra={"container_fps": container}))
+        finally:
+            sink.close()
+        capture = cv2.VideoCapture(str(path))
+        rate = capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+        return [round(float(frame.mean()) / 3) for frame in read_frames(path)], rate
+
+    levels, rate = written(tmp_path / "ms.avi", [round(i / 30, 3) for i in range(80)], 30.0)
+    assert (levels, rate) == (list(range(80)), pytest.approx(30.0, abs=0.01))
+    slow_start = [i / 10 for i in range(12)] + [1.2 + i / 30 for i in range(60)]  # its container's average: 21.6
+    levels, rate = written(tmp_path / "slow.avi", slow_start, 21.6)
+    assert rate == pytest.approx(21.6, abs=0.01)
+    assert sorted(set(levels)) == list(range(72)) and levels == sorted(levels)  # the slow frames' copies, then all
+    assert capsys.readouterr().err == (f"fer-pipe: video_writer {tmp_path / 'slow.avi'}: cam frames come faster than "
+                                       "the file's 21.6 fps (from frame 16); each is written, so that stretch plays "
+                                       "slower than it was recorded\n")
 
 
 def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
