@@ -7,6 +7,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import BinaryIO
 
 
 @contextmanager
@@ -37,7 +38,7 @@ def output_shown_on_failure() -> Iterator[None]:
     (TensorFlow's converter: a "Saved artifact" listing of 90 tensors, its own warnings), and
     whose words matter only when it fails (raises: a native abort, such as TensorFlow's on a
     CPU it was not built for, ends the process with them unsaid; a Ctrl-C is no failure of its)."""
-    with tempfile.TemporaryFile() as scratch:
+    with _memory_file() as scratch:
         try:
             with _output_to(scratch.fileno()):
                 yield
@@ -66,11 +67,13 @@ class StderrCapture:
     """Captures fd 2 during call after call into one scratch file, read and emptied by ``take``.
 
     OpenCV's video writer reports a failed write only as a warning printed there; capturing
-    it per call is how a caller learns which call failed. Five system calls per capture.
+    it per call is how a caller learns which call failed. Five system calls per capture. The
+    file is in memory: in $TMPDIR, on the disk that a full disk filled, the warning of a write
+    that failed for it could not be written either, and the run went on recording nothing (s44c).
     """
 
     def __init__(self) -> None:
-        self._scratch = tempfile.TemporaryFile()
+        self._scratch = _memory_file()
         self._fd = self._scratch.fileno()
 
     def capturing(self) -> AbstractContextManager[None]:
@@ -86,3 +89,10 @@ class StderrCapture:
 
     def close(self) -> None:
         self._scratch.close()
+
+
+def _memory_file() -> BinaryIO:
+    """A scratch file in memory (Linux's memfd), else an unnamed one in $TMPDIR."""
+    if hasattr(os, "memfd_create"):
+        return open(os.memfd_create("fer-pipe-stderr"), "w+b")
+    return tempfile.TemporaryFile()

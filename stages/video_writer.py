@@ -288,6 +288,8 @@ class VideoWriterSink(Sink):
             os.write(2, said)
         capture = cv2.VideoCapture(str(self._file))
         held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+        if 0 == held < self._in_file and capture.isOpened():  # an .avi cut before its index: read what it holds
+            held = sum(1 for _ in iter(capture.grab, False))
         capture.release()
         if held < self._in_file:
             raise OSError(f"video_writer {self._file}: the file holds {held} of the {self._in_file} frames given "

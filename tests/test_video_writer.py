@@ -72,12 +72,14 @@ def test_a_file_that_did_not_get_its_frames_fails_the_run(short_clip, tmp_path):
         "out": {"type": "video_writer", "inputs": ["classifier"], "params": {"path": str(full / "a.mp4")}},
     }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
-    done = fer_pipe_on_small_tmpfs(full, "64k", "run", str(tmp_path / "g.yaml"), "--quiet")
-    assert done.returncode == 1, done.stderr
-    assert re.fullmatch(rf"fer-pipe: stage 'out' \(video_writer\) failed: on source frame \d+: OSError: "
-                        rf"video_writer {re.escape(str(full / 'a.mp4'))}: OpenCV could not write this "
-                        r"frame \(0 MiB free on its disk\); an \.mp4's index is written at its end, so this one "
-                        r"will not play \(an \.avi keeps the frames before such a failure\)\n", done.stderr)
+    for tmp in ("/tmp", str(full)):  # $TMPDIR on the full disk too, as where /tmp is on the root disk (s44c)
+        done = fer_pipe_on_small_tmpfs(full, "64k", "run", str(tmp_path / "g.yaml"), "--quiet",
+                                       before=f"export TMPDIR={tmp}")
+        assert done.returncode == 1, done.stderr
+        assert re.fullmatch(rf"fer-pipe: stage 'out' \(video_writer\) failed: on source frame \d+: OSError: "
+                            rf"video_writer {re.escape(str(full / 'a.mp4'))}: OpenCV could not write this "
+                            r"frame \(0 MiB free on its disk\); an \.mp4's index is written at its end, so this one "
+                            r"will not play \(an \.avi keeps the frames before such a failure\)\n", done.stderr)
 
 
 def test_drawing_never_touches_the_shared_frame():
