@@ -81,8 +81,9 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
                 text = f"#{face.track_id} {text}"
             (tw, th), base = cv2.getTextSize(text, FONT, 0.6, 2)
             top = max(0, y - th - base - 4)
-            cv2.rectangle(image, (x, top), (x + tw + 4, top + th + base + 4), colour, cv2.FILLED)
-            cv2.putText(image, text, (x + 2, top + th + 2), FONT, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
+            left = max(0, min(x, image.shape[1] - tw - 4))  # a face at the right edge kept "#1 neutral 9" (s44c)
+            cv2.rectangle(image, (left, top), (left + tw + 4, top + th + base + 4), colour, cv2.FILLED)
+            cv2.putText(image, text, (left + 2, top + th + 2), FONT, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
             if show_probs:
                 _bars(image, face.probs, (x, y, w, h))
     if fps is not None:

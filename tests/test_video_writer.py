@@ -94,6 +94,21 @@ def test_drawing_never_touches_the_shared_frame():
     assert tuple(out[55, 40]) == COLOURS["happy"]
 
 
+def test_a_label_at_the_right_edge_is_moved_in_whole():
+    """A face near the right edge, narrower than its label, lost the label's end: "#1 neutral 9"
+    (s44c)."""
+    import cv2
+
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.overlay import FONT, draw
+
+    probs = np.eye(7)[3] * 0.9 + 0.1 / 7
+    out = draw(Packet("cam", 0, 0.0, np.zeros((120, 200, 3), np.uint8), faces=[Face((150, 60, 40, 40), probs, 1)]))
+    (tw, th), base = cv2.getTextSize("#1 happy 91%", FONT, 0.6, 2)
+    top = 60 - th - base - 4
+    assert tuple(out[top + 1, 200 - tw - 4]) == COLOURS["happy"] == tuple(out[top + 1, 199])
+
+
 def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
     """A plug-in's box past OpenCV's 32-bit coordinates, and NaN or out-of-range probabilities
     with ``show_probs``, ended the run; the box is drawn as far as it shows and such a bar as empty."""
