@@ -126,7 +126,10 @@ class VideoSource(Source):
         # the holes are counted only where a shortfall may be let off (see _check_end)
         self._hole_s = HOLE_FRAMES / self.fps if self._by_duration else float("inf")
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
-        self._undated: bool | None = None  # whether the file carries no timestamps: known at frame 1
+        self._undated = _undated(self.params.path)
+        if self._undated:
+            print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a raw "
+                            f"stream?); its frames are dated by their number at {self.fps:g} fps"), file=sys.stderr)
         self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
@@ -172,7 +175,7 @@ class VideoSource(Source):
                                      "(truncated or corrupt file)")
                 self._check_complete(index)
                 return
-            seconds = self._position(index, first_pass=not offset)
+            seconds = self._position()
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
             if not read and seconds:
                 self._head = max(0, round(seconds * self.fps) - self.params.start)
@@ -191,23 +194,10 @@ class VideoSource(Source):
             read += 1
         self._say_damage(index)
 
-    def _position(self, index: int, first_pass: bool) -> float | None:
+    def _position(self) -> float | None:
         """Where the frame just read is in the file, in seconds; None for a file with no
-        timestamps, whose frames are dated by their number. A raw stream (``.h264`` from a
-        camera or a Raspberry Pi) carries no timestamps: OpenCV dates every frame 0, and a
-        smoother then never settled, with episodes none and nothing said. Its frames are dated
-        by their number at the frame rate OpenCV reports, with one line that says so."""
-        if self._undated:
-            return None
-        seconds = self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        if index and first_pass and self._undated is None:  # a frame after the first dated 0: no timestamps
-            self._undated = not seconds
-            if self._undated:
-                print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a "
-                                f"raw stream?); its frames are dated by their number at {self.fps:g} fps"),
-                      file=sys.stderr)
-                return None
-        return seconds
+        timestamps (``_undated``), whose frames are dated by their number."""
+        return None if self._undated else self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
 
     def _rewind(self) -> None:
         """Back to the start frame, for a loop: the file is opened again, since a seek back to
@@ -359,6 +349,25 @@ def _opened_at(path: str, frame: int, seekable: bool, reading: Callable[[], None
         else:
             failed += 1
     return capture
+
+
+UNDATED_FRAMES = 5
+"""Frames after the first that must all be dated 0 for a file to count as carrying no timestamps."""
+
+
+def _undated(path: str) -> bool:
+    """Whether the file carries no timestamps: a raw stream (``.h264`` from a camera or a
+    Raspberry Pi), where OpenCV dates every frame 0, and a smoother then never settled, with
+    episodes none and nothing said; its frames are dated by their number at the rate OpenCV
+    reports. Told by the first frames after the first, several: one recorder repeats its first
+    frame's time, and a file so taken by its second frame alone was dated seconds off, then
+    failed as truncated (s44b)."""
+    capture = _open(path)
+    try:
+        dated = [capture.get(cv2.CAP_PROP_POS_MSEC) for _ in range(UNDATED_FRAMES + 1) if capture.grab()]
+    finally:
+        capture.release()
+    return len(dated) > 1 and not any(dated[1:])
 
 
 def _decodes_at(path: str, frame: int) -> bool:

@@ -104,6 +104,18 @@ def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd):
     assert [p.timestamp for p in _read(streams["raw.h264"], start=30)][:2] == [30 / 25, 31 / 25]
 
 
+def test_a_file_whose_second_frame_repeats_the_firsts_time_keeps_its_timestamps(clips, tmp_path, capfd):
+    """As a recorder that duplicates its first frame writes: the second frame alone dated 0 made
+    it a file without timestamps, every frame dated by its number, seconds off after a slower
+    stretch, and the run then failed as truncated (s44b)."""
+    path = tmp_path / "repeated.mkv"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-vf", "setpts='if(lt(N,2),0,(N-1)/30)/TB'", "-fps_mode",
+           "passthrough", "-c:v", "libx264", str(path))
+    frames = _read(path)
+    assert len(frames) == 72 and [round(p.timestamp, 3) for p in frames[:4]] == [0.0, 0.0, 0.033, 0.067]
+    assert "carries no timestamps" not in capfd.readouterr().err
+
+
 def test_a_loop_over_one_frame_goes_on_and_dates_it_as_a_file(clips, tmp_path, capfd):
     """A seek back to the start of a one-frame video read nothing: the loop ended after one pass."""
     one = tmp_path / "one.mp4"
