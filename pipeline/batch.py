@@ -49,7 +49,7 @@ from .graph import Graph, StageSpec, file_key
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .preflight import check_stages
-from .redaction import redact_urls
+from .redaction import redact, redact_urls
 from .seeking import why_no_seek
 from .stage import Sink, StageFailure, named_files
 
@@ -110,7 +110,7 @@ def _not_a_video_file(item: str) -> str | None:
     try:
         mode = os.stat(item).st_mode
     except OSError:  # a batch reads files; a stream has no end to batch
-        return f"video {item}: " + why_no_file(item, "fer-pipe run's rtsp source")
+        return f"video {_shown(item)}: " + why_no_file(item, "fer-pipe run's rtsp source")
     if stat.S_ISDIR(mode):
         if Path(item).suffix.lower() in VIDEO_SUFFIXES:
             return f"video {item}: a folder, not a file"
@@ -146,7 +146,7 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         chunked = 0 < chunk_frames < count
         unseekable = why_no_seek(item) if chunked else ""
         if unseekable:
-            _say(f"fer-pipe: batch: {item}: {unseekable}")
+            _say(f"fer-pipe: batch: {_shown(item)}: {unseekable}")
             chunked = False
         if chunked:
             # The last chunk reads to the end: the count is an estimate (by a frame or two).
@@ -465,7 +465,7 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         if gap is None:
             continue
         f_end, t_end, f_next, t_next = gap
-        _say(f"fer-pipe: batch: {item}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
+        _say(f"fer-pipe: batch: {_shown(item)}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
              f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
              "lost frames; it runs again as one task")
         _forget_chunks(jobs[item], work)
@@ -640,16 +640,17 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: redact_urls(v) if k in ("input", "error") and v else v for k, v in asdict(r).items()
+        "inputs": [{k: redact_urls(_shown(v) if k == "input" else v) if k in ("input", "error") and v else v
+                    for k, v in asdict(r).items()
                     if k not in ("bad_input", "failed_at") and (k != "partial" or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        _say(f"fer-pipe: batch: {report.input}: {report.error}")
+        _say(f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
-            _say(f"fer-pipe: batch: {report.input}: {report.skipped} packet(s) skipped by stages with "
+            _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)")
     if failed:
         (out_dir / SUCCESS).unlink(missing_ok=True)
@@ -704,6 +705,12 @@ def run(args: argparse.Namespace) -> int:
 
         report(RunResult.failed_before(exc), quiet=True, debug=args.debug)
         return 1
+
+
+def _shown(item: str) -> str:
+    """An input as lines name it: a stream's URL without its password, which the lines' own
+    redaction cannot find whole where it holds a space (s44a)."""
+    return redact(item) if "://" in item else item
 
 
 def _say(line: str) -> None:

@@ -14,6 +14,7 @@ from pydantic import Field
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, printable
 from fer_pipe.input_files import why_no_file
+from fer_pipe.redaction import redact
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
@@ -382,7 +383,7 @@ def _decodes_at(path: str, frame: int) -> bool:
 def _open(name: str) -> cv2.VideoCapture:
     path = Path(name)
     if not path.exists():  # a URL OpenCV would open, but as a file: no reconnects, frames dated as a file's
-        raise InputError(f"video {name if '://' in name else path}: {why_no_file(name, 'the rtsp source')}")
+        raise InputError(f"video {redact(name) if '://' in name else path}: {why_no_file(name, 'the rtsp source')}")
     if path.is_dir():
         raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "
                          "image_folder source a folder of images)")

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet, wall_time
+from fer_pipe.redaction import redact
 from fer_pipe.stage import Source, SourceParams
 
 
@@ -39,7 +40,7 @@ class WebcamSource(Source):
     @classmethod
     def preflight(cls, params: WebcamParams) -> None:
         if isinstance(params.device, str) and "://" in params.device:
-            raise InputError(f"webcam {params.device}: a stream's URL, not a camera (the rtsp source reads "
+            raise InputError(f"webcam {redact(params.device)}: a stream's URL, not a camera (the rtsp source reads "
                              "streams)")
         path = device_path(params.device)
         if path is not None and not path.exists():

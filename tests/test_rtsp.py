@@ -741,22 +741,28 @@ def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
     """pathlib turns rtsp:// into rtsp:/, which the URL pattern missed: the video source's
     line printed the password in clear, and the webcam's in its second copy. The video source
     and batch said "no such file" of a URL (batch with its password), where the webcam says
-    which source reads streams."""
-    for args, expected in [
-        (["run", "video_to_csv", "--set", "source.path=rtsp://admin:S3cretPW@10.0.0.5/s1", "--set",
-          f"csv.path={tmp_path / 'o.csv'}"],
-         "fer-pipe: stage 'source' (video): video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a file (the "
-         "rtsp source reads streams)\n"),
-        (["batch", "rtsp://admin:S3cretPW@10.0.0.5/s1", "--out", str(tmp_path / "b"), "--quiet"],
-         "fer-pipe: batch: rtsp://admin:***@10.0.0.5/s1: video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not "
-         "a file (fer-pipe run's rtsp source reads streams)\n"),
-        (["run", "webcam", "--set", "source.device=rtsp://admin:S3cretPW@10.0.0.5/s1"],
-         "fer-pipe: stage 'source' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a "
-         "camera (the rtsp source reads streams)\n")]:
-        done = fer_pipe(*args, cwd=tmp_path)
-        assert (done.returncode, done.stderr) == (2, expected)
-    manifest = (tmp_path / "b" / "_manifest.json").read_text()  # batch's record, which travels with the folder
-    assert "S3cretPW" not in manifest and "rtsp://admin:***@10.0.0.5/s1" in manifest
+    which source reads streams. A password holding a quote or a space, each a character a URL
+    may hold, was said whole: the lines' URL pattern ended at it (s44a)."""
+    from fer_pipe.redaction import redact_urls
+
+    for password in ("S3cretPW", "S3c'retPW", "S3c retPW"):
+        url = f"rtsp://admin:{password}@10.0.0.5/s1"
+        for args, expected in [
+            (["run", "video_to_csv", "--set", f"source.path={url}", "--set", f"csv.path={tmp_path / 'o.csv'}"],
+             "fer-pipe: stage 'source' (video): video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a file (the "
+             "rtsp source reads streams)\n"),
+            (["batch", url, "--out", str(tmp_path / "b"), "--quiet"],
+             "fer-pipe: batch: rtsp://admin:***@10.0.0.5/s1: video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not "
+             "a file (fer-pipe run's rtsp source reads streams)\n"),
+            (["run", "webcam", "--set", f"source.device={url}"],
+             "fer-pipe: stage 'source' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a "
+             "camera (the rtsp source reads streams)\n")]:
+            done = fer_pipe(*args, cwd=tmp_path)
+            assert (done.returncode, done.stderr) == (2, expected), password
+        manifest = (tmp_path / "b" / "_manifest.json").read_text()  # batch's record, which travels with the folder
+        assert "retPW" not in manifest and "rtsp://admin:***@10.0.0.5/s1" in manifest
+    assert redact_urls('cannot open rtsp://admin:S3c"ret@10.0.0.5/s1: refused') == \
+        "cannot open rtsp://admin:***@10.0.0.5/s1: refused"
 
 
 def test_a_stage_failure_that_quotes_a_url_is_masked_in_the_runs_last_line(capsys):
