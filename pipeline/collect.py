@@ -230,6 +230,12 @@ class Collector:
     def run(self) -> int:
         ctx = zmq.Context()
         pull = peer_socket(ctx, zmq.PULL, self.bind)
+        # No pings of its own: a shard that ended with one unread in its socket reset the
+        # connection, and the kernel here dropped what the collector had not read yet, the
+        # shard's last thousands of events, which it had said were delivered (s44a). A shard's
+        # host gone is found by TCP keepalive instead, within about 90 s.
+        pull.heartbeat_ivl = 0
+        pull.tcp_keepalive, pull.tcp_keepalive_idle, pull.tcp_keepalive_intvl, pull.tcp_keepalive_cnt = 1, 60, 10, 3
         pull.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
         pub = peer_socket(ctx, zmq.PUB, self.publish) if self.publish else None
         if pub is not None:
