@@ -678,3 +678,30 @@ def test_subscribers_and_collectors_import_without_opencv():
             "import fer_pipe.subscribe, fer_pipe.collect, fer_pipe.events\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_subscriber_flooding_subscriptions_cannot_hold_up_the_sink():
+    """Each send read away every subscription message waiting: a subscriber that subscribed and
+    unsubscribed in a loop held the pipeline (a 72-frame run took 28 s in place of 2, and failed
+    as stalled under --stall-timeout, s44a). A send reads a few."""
+    from fer_pipe.publisher import SUBSCRIPTIONS_READ, Publisher
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    publisher = Publisher("zmq", "events", endpoint)
+    ctx = zmq.Context()
+    flood = ctx.socket(zmq.SUB)
+    flood.setsockopt(zmq.SNDHWM, 0)
+    flood.connect(endpoint)
+    try:
+        for _ in range(5 * SUBSCRIPTIONS_READ):
+            flood.setsockopt(zmq.SUBSCRIBE, b"zz")
+            flood.setsockopt(zmq.UNSUBSCRIBE, b"zz")
+        socket = publisher._sock
+        wait_for(lambda: socket.poll(0, zmq.POLLIN), 10, "the subscriptions to arrive")
+        time.sleep(0.5)  # all of them
+        publisher.send({"type": "frame", "source": "cam"})
+        assert socket.poll(0, zmq.POLLIN), "one send read every subscription message waiting"
+    finally:
+        flood.close(linger=0)
+        ctx.term()
+        publisher.close(0.0)
