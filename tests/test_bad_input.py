@@ -1447,3 +1447,22 @@ def test_a_run_started_without_a_standard_stream_writes_its_csv(short_clip, out_
                           timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
     assert assert_valid_prefix(out_csv) == list(range(60))
+
+
+def test_a_ctrl_c_while_the_command_itself_is_imported_exits_130_without_a_traceback(monkeypatch):
+    """In the command's first tenth of a second, before cli.main's own try, a Ctrl-C was a
+    KeyboardInterrupt traceback of 14 to 62 lines and exit 1 (s44d). The interrupt is raised by
+    the import itself here, which makes the moment exact."""
+    import importlib.abc
+
+    from fer_pipe import entry
+
+    class Interrupted(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "fer_pipe.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "fer_pipe.cli", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupted(), *sys.meta_path])
+    assert entry.main() == 130
