@@ -340,15 +340,19 @@ class Collector:
                 if len(frames) != 2:  # republished as they came, one frame or three broke a subscriber's unpacking
                     raise ValueError(f"{len(frames)} message frames, not 2 (topic, event)")
                 event = decode(frames)
-                source, run, seq = str(event["source"]), str(event["run"]), event["seq"]
+                source, run, seq = event["source"], event["run"], event["seq"]
+                if not isinstance(source, str) or not isinstance(run, str):  # were tracked as their Python text
+                    raise ValueError("'source' and 'run' must be text")
                 if type(seq) is not int or seq < 0:  # int() took true as 1 and 2.9 as 2
                     raise ValueError(f"seq {seq!r} is not a whole number from 0")
                 subject = topic(event).encode()  # republished under its own topic, not the sender's frame
                 if event.get("type") in ("source_down", "source_up"):  # in the sequence, and republished: no row
                     check_source_event(event)
                     rows = []
-                else:
+                elif event.get("type") == "frame":  # an episode's, with frame fields, was a frame's row (s44a)
                     rows = event_rows(event, self.columns, self.precision)
+                else:
+                    raise ValueError(f"type {event.get('type')!r} is not one a push sink sends")
             except MALFORMED as exc:
                 _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
                 continue

@@ -166,8 +166,21 @@ def encode(event: dict[str, Any]) -> list[bytes]:
 
 
 def decode(frames: list[bytes]) -> dict[str, Any]:
-    """The event of an ``encode``d message: its JSON, the last frame (the topic is only for filtering)."""
-    return json.loads(frames[-1])
+    """The event of an ``encode``d message: its JSON, the last frame (the topic is only for
+    filtering). NaN and infinity (``NaN``, ``1e400``) are refused, as no fer-pipe sink sends them:
+    taken, they were rows of "nan" and republished as no JSON outside Python's reader (s44a)."""
+    return json.loads(frames[-1], parse_constant=_not_finite, parse_float=_finite)
+
+
+def _not_finite(word: str) -> float:
+    raise ValueError(f"{word} is no number JSON holds")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is past what a float holds")
+    return value
 
 
 def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> list[list[str]]:
@@ -185,8 +198,8 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
     if not isinstance(faces, list) or not all(isinstance(face, dict) for face in faces):
         raise ValueError("'faces' must be a list of objects")
     rows = []
-    for face in faces:
-        values = {**head, **{k: v for k, v in face.items() if k != "probs"}}
+    for face in faces:  # a face's own source, frame or timestamp filed the row under another camera (s44a)
+        values = {**{k: v for k, v in face.items() if k != "probs"}, **head}
         probs = face.get("probs") or {}
         if not isinstance(probs, dict):
             raise ValueError("a face's 'probs' must be an object of emotion: probability")
