@@ -16,7 +16,7 @@ import zmq
 from .arguments import endpoint, whole
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
-from .errors import InputError
+from .errors import InputError, printable
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
 CSV_PRECISION = 4
@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)
     writer = csv.writer(sys.stdout, lineterminator="\n")
+    on_terminal = sys.stdout.isatty()
     if args.format == "csv":
         writer.writerow(FRAME_COLUMNS)
     received = 0
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
-            elif kind == "frame":
-                writer.writerows(rows)
+            elif kind == "frame":  # a publisher's escape codes acted on the terminal reading it (s44a)
+                writer.writerows([list(map(printable, row)) for row in rows] if on_terminal else rows)
             elif str(kind) not in skipped:  # said once per type, not once per event
                 skipped.add(str(kind))
                 print(f"fer-pipe subscribe: --format csv writes frame events only; skipping "

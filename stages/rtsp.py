@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from fer_pipe.errors import InputError
+from fer_pipe.errors import InputError, printable
 from fer_pipe.messages import Packet, outage, wall_time
 from fer_pipe.redaction import redact
 from fer_pipe.rtsp_probe import NO_ANSWER, OTHER_TRANSPORT, why_not_open
@@ -126,7 +126,10 @@ class RtspSource(Source):
         self._thread.start()
 
     def _log(self, message: str) -> None:
-        print(f"fer-pipe: rtsp {self._where}: {message}", file=sys.stderr, flush=True)
+        """A line for the journal; the server's own words in it (its status text) are escaped, as
+        the run's last line escapes them: a 503 whose text held escape codes and a carriage
+        return retitled the terminal and rewrote the line to read "camera OK" (s44a)."""
+        print(printable(f"fer-pipe: rtsp {self._where}: {message}"), file=sys.stderr, flush=True)
 
     def _connect(self, failures: int, open_s: float) -> cv2.VideoCapture:
         """An attempt, its open given ``open_s``. ``auto`` is TCP, OpenCV's own default (it passes

@@ -482,6 +482,29 @@ def test_a_stream_with_no_video_is_said_so_not_as_a_transport_problem():
     assert OTHER_TRANSPORT not in said  # the reason auto switches transport on
 
 
+class ScribblingCamera(socketserver.BaseRequestHandler):
+    """A server whose status text holds a terminal's escape codes and a carriage return."""
+
+    def handle(self) -> None:
+        self.request.recv(4096)
+        self.request.sendall(b"RTSP/1.0 503 \x1b]0;PWNED\x07\x1b[31mfake\rfer-pipe: camera OK\r\nCSeq: 1\r\n\r\n")
+
+
+def test_a_servers_escape_codes_are_escaped_in_every_attempts_line(tmp_path):
+    """Each retry line quoted the server's status text as it came: escape codes retitled the
+    terminal, and a carriage return made the line read "camera OK" (s44a). The give-up line
+    escaped it already."""
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), ScribblingCamera) as camera:
+        threading.Thread(target=camera.serve_forever, daemon=True).start()
+        try:
+            code, log = _run_until_it_gives_up(f"rtsp://127.0.0.1:{camera.server_address[1]}/live", tmp_path,
+                                               timeout_s=1, give_up_after_s=1)
+        finally:
+            camera.shutdown()
+    assert code == 2, log
+    assert "\x1b" not in log and "\r" not in log and "\\x1b]0;PWNED\\x07" in log, log
+
+
 class SlowDigestCamera(DigestCamera):
     """A camera on a slow link (a cellular one): each answer comes 1.5 s after its request."""
 
