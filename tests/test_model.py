@@ -497,14 +497,7 @@ def test_a_resume_without_its_checkpoint_or_an_extend_of_an_unfinished_run_is_on
     done = fer_pipe("train", "--data", str(data), "--out", str(extending), "--resume", "--extend", "2")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 7 of 8, "
                                                  "in the cycle an earlier --extend added; --resume without --extend "
-                                                 "finishes it, and --extend then adds a cycle\n")
-    state.update(epochs_done=1, cycles=state["cycles"][:1])  # its first cycle's epochs were queued before the new
-    state["options"]["epochs"] = 6  # one's, and the momentum reset mid-cycle (s43a)
-    (extending / "train_state.json").write_text(json.dumps(state))
-    done = fer_pipe("train", "--data", str(data), "--out", str(extending), "--resume", "--extend", "2")
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --extend: the run in {extending} is at epoch 1 of 6, "
-                                                 "in its first cycle; --resume without --extend finishes it, and "
-                                                 "--extend then adds a cycle\n")
+                                                 "finishes it\n")
     with zipfile.ZipFile(run / "checkpoint.keras", "w") as archive:  # a zip whose bytes rotted: bad CRCs
         for name in ("metadata.json", "config.json", "model.weights.h5"):
             archive.writestr(name, "{}" * 64)

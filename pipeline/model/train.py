@@ -249,11 +249,9 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         raise InputError("--lr 0: the weights would never change")
     if args.arch == "seed" and args.crop != FACE_SIZE:
         raise InputError(f"--crop {args.crop}: the seed net takes whole {FACE_SIZE} px faces (--crop {FACE_SIZE})")
-    if state is not None and args.extend and state["epochs_done"] < args.epochs:
-        # its cycle queued after the unfinished one, and the momentum reset mid-cycle (s43a)
-        which = "the cycle an earlier --extend added" if len(state.get("cycles", ())) > 1 else "its first cycle"
-        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}, in "
-                         f"{which}; --resume without --extend finishes it, and --extend then adds a cycle")
+    if state is not None and args.extend and len(state.get("cycles", ())) > 1 and state["epochs_done"] < args.epochs:
+        raise InputError(f"--extend: the run in {out} is at epoch {state['epochs_done']} of {args.epochs}, in the "
+                         "cycle an earlier --extend added; --resume without --extend finishes it")
     if state is not None and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no such file, so the run cannot resume")
     return args, state
