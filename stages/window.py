@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import os
 import socket
+import threading
 
 import cv2
 from pydantic import Field
@@ -62,6 +63,8 @@ def x_display_problem(display: str) -> str:
     return reason
 
 
+X_ANSWER_S = 2.0
+"""How long the X server may take to answer the preflight's connection."""
 XCB_REFUSALS = {
     1: "the X server refused this user: no X authority for it (run as the user who owns the display, or set "
        "XAUTHORITY to that user's file)",
@@ -88,12 +91,23 @@ def x_server_refusal(display: str) -> str:
     xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
     xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
     xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
-    with stderr_dropped():  # the server's reason, which the line says in words of its own
+    codes: list[int] = []
+
+    def connect() -> None:
         connection = xcb.xcb_connect(display.encode(), ctypes.byref(ctypes.c_int()))
-    try:
-        code = xcb.xcb_connection_has_error(connection)
-    finally:
-        xcb.xcb_disconnect(connection)
+        try:
+            codes.append(xcb.xcb_connection_has_error(connection))
+        finally:
+            xcb.xcb_disconnect(connection)
+
+    # in a thread of its own: a frozen server accepts and never answers, and the wait held the
+    # run before it started, deaf to Ctrl-C (s44e); one that has not answered in X_ANSWER_S is
+    # left to the window's stall watch, as before
+    asking = threading.Thread(target=connect, daemon=True)
+    with stderr_dropped():  # the server's reason, which the line says in words of its own
+        asking.start()
+        asking.join(X_ANSWER_S)
+    code = codes[0] if codes else 0
     return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
 
 

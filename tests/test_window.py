@@ -8,6 +8,7 @@ import ctypes
 import ctypes.util
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -368,6 +369,16 @@ def test_a_display_whose_server_refuses_this_user_fails_before_starting_in_one_l
             assert not csv_path.exists()
     finally:
         stop(guarded)
+    frozen, display = start_xvfb()  # accepts and never answers: the check held the run, deaf to Ctrl-C (s44e)
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        asked = subprocess.run([sys.executable, "-c", "import sys; from fer_pipe.stages.window import x_server_refusal; "
+                                "print(repr(x_server_refusal(sys.argv[1])))", display], capture_output=True, text=True,
+                               timeout=60)
+        assert asked.stdout == "''\n", asked.stderr  # left to the window's stall watch, as before the check
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+        stop(frozen)
 
 
 def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_clip, tmp_path):
