@@ -129,10 +129,12 @@ def numbered_by_time(path: str | Path) -> bool:
     runs = stbl and _table(stbl, b"stts", ">II")  # (frames, ticks each)
     if not runs:
         return True
-    frames, ticks = sum(n for n, _ in runs), sum(n * d for n, d in runs)
-    if not frames or not ticks:
+    # the average rate from the frames' start times: a last frame that lasts longer than the
+    # others (as many files' does) is no variable rate, and OpenCV's seek lands right in them (s44e)
+    frames, ticks = sum(n for n, _ in runs), sum(n * d for n, d in runs) - runs[-1][1]
+    if frames < 2 or ticks <= 0:
         return True
-    rate = frames / ticks
+    rate = (frames - 1) / ticks
     synced = _table(stbl, b"stss", ">I")  # the key frames, numbered from 1; without it, every frame is one
     keys = sorted(k - 1 for (k,) in synced or [])
     number = time = 0

@@ -2,6 +2,7 @@
 real ffmpeg from a real clip: a start frame and a loop read them as a read from the start does."""
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -196,3 +197,30 @@ def test_reading_the_way_to_a_start_frame_tells_the_stall_watch(streams):
     capture = _opened_at(str(long), 700, False, lambda: said.append(1))
     capture.release()
     assert len(said) == 700 // READ_SAY
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def _header_only_mp4(path: Path, runs: list[tuple[int, int]], keys: list[int]) -> Path:
+    """An MP4 of a moov box alone: one video track whose sample table has ``runs`` of (frames,
+    ticks each) and key frames ``keys`` (numbered from 1), what numbered_by_time reads."""
+    stts = _box(b"stts", struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">II", *run) for run in runs))
+    stss = _box(b"stss", struct.pack(">II", 0, len(keys)) + b"".join(struct.pack(">I", key) for key in keys))
+    hdlr = _box(b"hdlr", bytes(8) + b"vide" + bytes(12))
+    mdia = _box(b"mdia", hdlr + _box(b"minf", _box(b"stbl", stts + stss)))
+    path.write_bytes(_box(b"ftyp", b"isom" + bytes(4)) + _box(b"moov", _box(b"trak", mdia)))
+    return path
+
+
+def test_a_last_frame_that_lasts_longer_is_no_variable_frame_rate(tmp_path):
+    """The average rate counted the last frame's duration, so a constant-rate file whose last
+    frame lasts longer, with key frames after its first, was read as one of variable rate: no
+    seek, and batch said so wrongly (s44e)."""
+    from fer_pipe.mp4 import numbered_by_time
+
+    keys = [1, 25, 49, 73, 97, 121, 145, 169, 193, 217, 241, 265, 289]
+    assert numbered_by_time(_header_only_mp4(tmp_path / "long_last.mp4", [(299, 512), (1, 5120)], keys))
+    assert not numbered_by_time(_header_only_mp4(tmp_path / "slow_middle.mp4", [(24, 512), (24, 1536), (252, 512)],
+                                                 keys))
