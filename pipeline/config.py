@@ -133,12 +133,14 @@ class _Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"a number of {len(text)} characters is too long", node.start_mark)
         value = self.construct_yaml_int(node)
+        key, written = self.substituted.get(id(node), ("", ""))
+        said = f"{key}: {text}, the value of {written}," if key else text
         if _OCTAL_1_1.fullmatch(text) and value != int(text.replace("_", ""), 10):
-            raise _Misread(None, None, f"{text} is octal in YAML 1.1, which fer-pipe reads: {value}; write "
-                                       f"{value}, or {int(text.replace('_', ''), 10)} if that is what was meant",
-                           node.start_mark)
+            raise _Misread(None, None, f"{said} is octal in YAML 1.1, which fer-pipe reads: {value}; write "
+                                       f"{value}, or {int(text.replace('_', ''), 10)} if that is what was meant, or "
+                                       "quote it for text (a camera id of 0123)", node.start_mark)
         if _BASE_60.fullmatch(text):
-            raise _Misread(None, None, f"{text} is a number in base 60 in YAML 1.1, which fer-pipe reads: "
+            raise _Misread(None, None, f"{said} is a number in base 60 in YAML 1.1, which fer-pipe reads: "
                                        f"{value}; write {value}, or quote it for text", node.start_mark)
         return value
 
@@ -296,6 +298,9 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line (s43b)
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in raw[:64]:  # Notepad's "Unicode", PowerShell's > (s44e)
+            raise ConfigError(f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); save "
+                              "the file as UTF-8") from None
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}, perhaps saved as Latin-1 or "
                           "Windows-1252); save the file as UTF-8") from None

@@ -104,7 +104,7 @@ BROKEN = {
     # numbers YAML 1.1 (PyYAML's) reads otherwise than 1.2: max_frames: 010 ran 8 frames (s43b)
     "octal_in_yaml_1_1": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      max_frames: 010"),
                           "{f}:6: 010 is octal in YAML 1.1, which fer-pipe reads: 8; write 8, or 10 if that is what "
-                          "was meant"),
+                          "was meant, or quote it for text (a camera id of 0123)"),
     "exponent_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_size: 1e2}"),
                              "{f}:9: stage 'detector' (haar): params.min_size: Input should be a valid integer, unable "
                              "to parse string as an integer (YAML 1.1, which fer-pipe reads, takes 1e2 as text: write "
@@ -372,6 +372,11 @@ def test_a_config_that_is_not_utf8_is_named_at_its_line(tmp_path):
     with pytest.raises(ConfigError) as refused:
         load_graph(path)
     assert str(refused.value) == (f"{path}:6: not UTF-8 (byte 0xe9, perhaps saved as Latin-1 or Windows-1252); "
+                                  "save the file as UTF-8")
+    path.write_bytes(GOOD.encode("utf-16"))  # with its byte-order mark, as Notepad's "Unicode" writes it (s44e)
+    with pytest.raises(ConfigError) as refused:
+        load_graph(path)
+    assert str(refused.value) == (f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); "
                                   "save the file as UTF-8")
 
 

@@ -163,6 +163,12 @@ def test_a_value_its_tag_cannot_hold_is_said_at_its_line(env, monkeypatch):
     done = fer_pipe("validate", str(env))
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {env}:7: stages.source.params.max_frames: !!int cannot "
                                                  "hold 'thirty', the value of ${FRAMES}\n")
+    monkeypatch.setenv("FRAMES", "010")  # octal in YAML 1.1: said with the key and the variable (s44e)
+    env.write_text(CONFIG)
+    with pytest.raises(ConfigError) as refused:
+        load_graph(env)
+    assert str(refused.value).startswith(f"{env}:7: stages.source.params.max_frames: 010, the value of ${{FRAMES}}, "
+                                         "is octal in YAML 1.1, which fer-pipe reads: 8; write 8, or 10 ")
     env.write_text(CONFIG.replace("max_frames: &frames ${FRAMES}", 'max_frames: !!int "thirty"'))
     done = fer_pipe("validate", str(env))
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {env}:7: invalid YAML: a value !!int cannot hold: "
