@@ -542,6 +542,14 @@ def test_a_resume_refuses_a_checkpoint_that_is_not_its_runs(tmp_path):
         done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--verbose", "0", timeout=300)
         assert (done.returncode, done.stderr.splitlines()[-1]) == (
             2, f"fer-pipe: {run / 'checkpoint.keras'}: not this run's checkpoint: {said}"), done.stderr[-2000:]
+    # one epoch past its state: the run was killed between their saves, and can go on (s44e)
+    (run / "train_state.json").write_text(json.dumps({**state, "epochs_done": 0}))
+    done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--session-epochs", "1",
+                    "--verbose", "0", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (f"fer-pipe train: {run / 'checkpoint.keras'} is one epoch past train_state.json (the run was killed while "
+            "it saved epoch 1); going on from the checkpoint") in done.stderr
+    assert json.loads((run / "train_state.json").read_text())["epochs_done"] == 2
 
 
 def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):

@@ -430,6 +430,12 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
         raise InputError(f"{path}: not this run's checkpoint: it holds the net {', '.join(held) or 'of no name'}, "
                          f"where the run trains {net} (--arch, --width)")
     steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
+    if steps == expected + _steps_per_epoch(args):  # a SIGKILL or power cut between its save and the state's (s44e)
+        state["epochs_done"] += 1
+        print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed while it saved epoch "
+              f"{state['epochs_done']}); going on from the checkpoint, without that epoch's figures in the history",
+              file=sys.stderr)
+        return model
     if steps != expected:
         raise InputError(f"{path}: not this run's checkpoint: it is at training step {steps}, where the run's "
                          f"{state['epochs_done']} epoch(s) end at step {expected}")
