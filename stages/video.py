@@ -83,6 +83,9 @@ class VideoParams(SourceParams):
                                               "frames whose time passed, as a camera would)")
     loop: bool = Field(False, description="start again at the end, without end (soak tests, demos); "
                                           "frame indexes keep counting up")
+    fps: float | None = Field(None, gt=0, le=1000, description="frame rate that dates the frames of a file "
+                              "carrying no timestamps (a raw .h264 stream, for which OpenCV reports FFmpeg's "
+                              "guess of 25); not used for a file that has them")
 
 
 class VideoSource(Source):
@@ -128,9 +131,13 @@ class VideoSource(Source):
         self._hole_s = HOLE_FRAMES / self.fps if self._by_duration else float("inf")
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated = _undated(self.params.path)
-        if self._undated:
+        if self._undated and self.params.fps:  # a raw stream of a 10 fps camera was dated at 25 (s44b)
+            self.fps = self.params.fps
+        elif self._undated:
             print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a raw "
-                            f"stream?); its frames are dated by their number at {self.fps:g} fps"), file=sys.stderr)
+                            f"stream?); its frames are dated by their number at {self.fps:g} fps, the rate "
+                            "OpenCV reports (25 is FFmpeg's guess): give the camera's with source.fps"),
+                  file=sys.stderr)
         self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)

@@ -101,8 +101,14 @@ def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd):
     frames = _read(streams["raw.h264"])
     assert [p.timestamp for p in frames] == [index / 25 for index in range(72)]  # the rate OpenCV reports
     assert capfd.readouterr().err.count(f"video {streams['raw.h264']}: the file carries no timestamps (a raw "
-                                        "stream?); its frames are dated by their number at 25 fps\n") == 1
+                                        "stream?); its frames are dated by their number at 25 fps, the rate OpenCV "
+                                        "reports (25 is FFmpeg's guess): give the camera's with source.fps\n") == 1
     assert [p.timestamp for p in _read(streams["raw.h264"], start=30)][:2] == [30 / 25, 31 / 25]
+    capfd.readouterr()
+    # 25 is FFmpeg's guess for any raw stream: a 10 fps camera's was dated 2.5x too fast, with no way to say (s44b)
+    assert [p.timestamp for p in _read(streams["raw.h264"], fps=10)][:3] == [0.0, 0.1, 0.2]
+    assert "carries no timestamps" not in capfd.readouterr().err
+    assert [p.timestamp for p in _read(streams["plain.avi"], fps=10)][:2] == [0.0, 1 / 30]  # a dated file's own
 
 
 def test_a_file_whose_second_frame_repeats_the_firsts_time_keeps_its_timestamps(clips, tmp_path, capfd):
