@@ -194,23 +194,19 @@ class VideoWriterSink(Sink):
         if abs(late) > MAX_FILL_S * self._rate:  # an outage, a clock stepped: a bounded freeze
             late = max(round(MAX_FILL_S * self._rate) - 1, 0) if late > 0 else 0
             self._origin = packet.timestamp - (self.written + late) / self._rate
-        if late <= -1 and self._container:
-            # a file's: every frame is written, the file's clock moved to it (a file that starts
-            # slow lost 39 of its 72 frames, all of them in the CSV, s44c); that stretch plays slower
+        if late <= -1:
+            # a file's frames are all written, the file's clock moved to each (a file that starts
+            # slow lost 39 of its 72 frames, all of them in the CSV, s44c); a live source's are left out
+            kept = "each is written, so that stretch plays slower than it was recorded" if self._container else \
+                "those a whole frame ahead of their time in it are left out, so that it keeps their timing"
             if not self._ahead:
                 print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
-                      f"the file's {self._rate:g} fps (from frame {packet.index}); each is written, so that "
-                      "stretch plays slower than it was recorded", file=sys.stderr)
+                      f"the file's {self._rate:g} fps (from frame {packet.index}); {kept}", file=sys.stderr)
             self._ahead = True
+            if not self._container:
+                return None
             self._origin = packet.timestamp - self.written / self._rate
             return 0
-        if late <= -1:
-            if not self._ahead:
-                print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
-                      f"the file's {self._rate:g} fps (from frame {packet.index}); those a whole frame ahead "
-                      "of their time in it are left out, so that it keeps their timing", file=sys.stderr)
-            self._ahead = True
-            return None
         return round(late) if late >= 1 and self._last is not None else 0
 
     def _place(self, packet: Packet, image: np.ndarray, copies: int) -> None:
