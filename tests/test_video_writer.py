@@ -217,23 +217,8 @@ def test_frames_faster_than_the_files_rate_keep_its_timing_jitter_and_a_clock_st
     whole slot ahead of its time in the file is left out, said once; a camera's jitter within a
     slot loses nothing (s40d: 9-18% of frames at 30 fps with 10-15 ms of it, with slots rounded);
     a clock stepped back an hour (NTP) starts the file's clock again."""
-    from fer_pipe.messages import Packet
-    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
-
-    def levels_written(path, times, fps) -> list[int]:
-        """Frame i is grey level 3 * i: the level of each frame in the file, over 3."""
-        sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
-        sink.open()
-        try:
-            for index, timestamp in enumerate(times):
-                sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 3 * index, np.uint8),
-                                    extra={"fps": fps}))
-        finally:
-            sink.close()
-        return [round(float(frame.mean()) / 3) for frame in read_frames(path)]
-
     times = [i / 10 for i in range(20)] + [2 + i / 25 for i in range(49)] + [4 - 3600 + i / 10 for i in range(10)]
-    levels = levels_written(tmp_path / "a.avi", times, 10)
+    levels = _levels_written(tmp_path / "a.avi", times, {"fps": 10})
     assert len(levels) == 20 + 21 + 10  # 2 s at 10, 2 s of 25 fps at 10 (a slot ahead at most), the stepped clock's 1 s
     assert levels[:20] == list(range(20)) and levels[-10:] == list(range(69, 79))
     assert all(abs(level - (20 + 2.5 * slot)) <= 2 for slot, level in enumerate(levels[20:41]))  # MJPEG: a level off
@@ -241,7 +226,31 @@ def test_frames_faster_than_the_files_rate_keep_its_timing_jitter_and_a_clock_st
                                        "the file's 10 fps (from frame 22); those a whole frame ahead of their time in "
                                        "it are left out, so that it keeps their timing\n")
     jittered = [i / 30 + (0.015 if i % 2 else -0.012) for i in range(60)]
-    assert levels_written(tmp_path / "b.avi", jittered, 30) == list(range(60))
+    assert _levels_written(tmp_path / "b.avi", jittered, {"fps": 30}) == list(range(60))
+
+
+def _levels_written(path, times, extra) -> list[int]:
+    """Frames dated ``times`` carrying ``extra`` through a video writer, frame i of grey level
+    3 * i: the level of each frame in the file, over 3."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
+    sink.open()
+    try:
+        for index, timestamp in enumerate(times):
+            sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 3 * index, np.uint8), extra=extra))
+    finally:
+        sink.close()
+    return [round(float(frame.mean()) / 3) for frame in read_frames(path)]
+
+
+def _rate_of(path) -> float:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
 
 
 def test_a_live_sources_own_rate_is_written_not_the_rate_of_the_frames_that_survived_its_drops(tmp_path):
@@ -282,23 +291,8 @@ def test_a_files_rate_is_its_containers_where_its_times_are_rounded_and_a_slow_s
     """Matroska and WebM keep whole milliseconds: a 30 fps WebM measured 30.303 fps and was
     written so, a copy of a frame every 99. A file that starts slow (a phone's low light) set the
     rate at its first frames', and 39 of its 72 frames, all in the CSV, were left out (s44c)."""
-    from fer_pipe.messages import Packet
-    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
-
     def written(path, times, container) -> tuple[list[int], float]:
-        """Frame i is grey level 3 * i: the level of each frame in the file, over 3, and its rate."""
-        sink = VideoWriterSink("out", VideoWriterParams(path=str(path)))
-        sink.open()
-        try:
-            for index, timestamp in enumerate(times):
-                sink.consume(Packet("cam", index, timestamp, np.full((48, 64, 3), 3 * index, np.uint8),
-                                    extra={"container_fps": container}))
-        finally:
-            sink.close()
-        capture = cv2.VideoCapture(str(path))
-        rate = capture.get(cv2.CAP_PROP_FPS)
-        capture.release()
-        return [round(float(frame.mean()) / 3) for frame in read_frames(path)], rate
+        return _levels_written(path, times, {"container_fps": container}), _rate_of(path)
 
     levels, rate = written(tmp_path / "ms.avi", [round(i / 30, 3) for i in range(80)], 30.0)
     assert (levels, rate) == (list(range(80)), pytest.approx(30.0, abs=0.01))
