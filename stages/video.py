@@ -14,10 +14,10 @@ from pydantic import Field
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, printable
 from fer_pipe.input_files import why_no_file
-from fer_pipe.redaction import redact
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
+from fer_pipe.redaction import redact
 from fer_pipe.seeking import seeks_by_frame
 from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early, matroska_lead
 from fer_pipe.stage import Source, SourceParams
