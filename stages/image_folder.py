@@ -1,6 +1,8 @@
 """``image_folder``: the images of a folder, in name order, as a finite stream of frames."""
 from __future__ import annotations
 
+import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +16,14 @@ from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.stage import Source, SourceParams
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".gif", ".avif",
+            ".jp2", ".ppm", ".pgm", ".pbm", ".pnm")
+"""The photo formats the bundled OpenCV decodes (it tells them by their content, not their suffix)."""
 
 
 class ImageFolderParams(SourceParams):
-    path: str = Field(description="folder of images, read in name order")
+    path: str = Field(description="folder of images, read in name order (numbers by value: img2 before img10); "
+                                  "hidden files and folders are left out")
     recursive: bool = Field(False, description="also read images in subfolders")
     fps: float = Field(1.0, gt=0, le=1000, description="images per second of the sequence (a time-lapse's "
                                                        "capture rate): image i is dated i / fps seconds")
@@ -28,8 +33,9 @@ class ImageFolderSource(Source):
     """Reads the images of a folder, in name order, as a finite stream of frames.
 
     Files without an image suffix are skipped with one warning line naming them; images that
-    fail to decode are skipped with a warning each, and their index is not reused, so the CSV
-    shows the gap. A folder where no image decodes at all is bad input (exit 2)."""
+    fail to load are skipped with a warning each, counted as dropped, and their index is not
+    reused, so the CSV shows the gap. A folder where no image loads at all, or that goes away
+    during the run, is bad input (exit 2)."""
 
     Params = ImageFolderParams
     input_paths = ("path",)
@@ -44,9 +50,9 @@ class ImageFolderSource(Source):
         self._files, others = _list_images(root, self.params.recursive)
         if others:
             names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
-            what = "file that is not an image" if len(others) == 1 else "files that are not images"
-            print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what}: {names}"), file=sys.stderr)
-
+            what = "file" if len(others) == 1 else "files"
+            print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what} not in an image format "
+                            f"it reads: {names}"), file=sys.stderr)
         self._decoder_said = StderrCapture()
 
     def length(self) -> int | None:
@@ -60,33 +66,96 @@ class ImageFolderSource(Source):
         root = Path(self.params.path)
         read = 0
         for index, file in enumerate(self._files):
+            refused = None
             try:
                 with self._decoder_said.capturing():
                     image = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_COLOR)
             except InputError as exc:  # one image: skipped and said, as one that does not decode
-                print(printable(f"fer-pipe: image folder: skipped {exc}"), file=sys.stderr)
+                self._skip(str(exc))
                 continue
+            except cv2.error as exc:  # a header that claims 60000x60000: OpenCV raises instead of returning None
+                image, refused = None, exc
             said = self._decoder_said.take().decode("utf-8", "replace").strip()
-            if said:  # libjpeg's "Premature end of JPEG file" of a truncated image named none
+            unreadable = None if image is not None else _unreadable(file)
+            if unreadable is not None and not root.is_dir():  # an unmounted share: the rest is lost too
+                raise InputError(f"image folder {root}: went away during the run; {read} of its "
+                                 f"{len(self._files)} images were read")
+            if said and unreadable is None:  # libjpeg's "Premature end of JPEG file" of a truncated image named none
                 print(printable(f"fer-pipe: image folder: {file}: its decoder said: {' '.join(said.split())}"),
                       file=sys.stderr)
             if image is None:
-                print(printable(f"fer-pipe: image folder: skipped {file}: not a readable image"), file=sys.stderr)
+                self._skip(f"{file}: {unreadable or _refusal(refused)}")
                 continue
             read += 1
             yield Packet(source, index, index / self.params.fps, image, extra={"file": str(file.relative_to(root))})
         if not read:
             raise InputError(f"image folder {self.params.path}: none of its {len(self._files)} image "
-                             "files could be decoded")
+                             "files could be read")
+
+    def _skip(self, why: str) -> None:
+        """Says the image left out, and counts it in the statistics' dropped column."""
+        self.dropped += 1
+        print(printable(f"fer-pipe: image folder: skipped {why}"), file=sys.stderr)
+
+
+def _unreadable(file: Path) -> str | None:
+    """Why an image that did not load could not even be opened (gone, not allowed, a dangling
+    link), so that it is not called undecodable; None where it opens."""
+    try:
+        with open(file, "rb"):
+            return None
+    except OSError as exc:
+        link = f": a link to {os.readlink(file)}" if file.is_symlink() else ""
+        return f"cannot read it ({exc.strerror}{link})"
+
+
+def _refusal(refused: cv2.error | None) -> str:
+    if refused is None:
+        return "not a readable image"
+    if "CV_IO_MAX_IMAGE_PIXELS" in refused.err:
+        return "its header claims more pixels than OpenCV decodes (2^30): a damaged header, or a gigapixel image"
+    return f"OpenCV refused it ({refused.err})"
+
+
+def _name_order(path: Path) -> list[tuple[list[str | int], str]]:
+    """Sort key: each part of the path with its runs of digits compared by value, so that
+    ffmpeg's unpadded frame1.jpg, frame2.jpg, ..., frame10.jpg come in the order they were taken;
+    case is ignored, as a file manager does, and breaks only ties."""
+    return [([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part.casefold())], part)
+            for part in path.parts]
+
+
+def _first_visit(folder: Path, seen: set[str]) -> bool:
+    """False for a folder already read under another name (a link to a sibling, or back up: a
+    loop); the folders of one parent come real ones first, so that the link is the one left out."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        return False
+    seen.add(real)
+    return True
 
 
 def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
-    """The image files of a folder in name order, and the other files (to warn about)."""
+    """The image files of a folder in name order, and the other files (to warn about). Hidden
+    files and folders (a Mac's ._ twins, .thumbnails) are not part of a collection: read, they
+    took frame indices and shifted every timestamp after them."""
     if not root.is_dir():
         raise InputError(f"image folder {root}: " + ("is a file, not a folder" if root.exists() else "no such folder"))
     opencv_name(root, "image folder")  # one line, not one per image in it
-    files = sorted(p for p in root.glob("**/*" if recursive else "*") if p.is_file())
+
+    def unlisted(exc: OSError) -> None:
+        raise InputError(f"image folder {exc.filename}: cannot list it ({exc.strerror})")
+
+    files, subfolders, seen = [], 0, {os.path.realpath(root)}
+    for top, folders, names in os.walk(root, onerror=unlisted, followlinks=recursive):
+        folders[:] = [f for f in sorted(folders, key=lambda f: (Path(top, f).is_symlink(), _name_order(Path(f))))
+                      if not f.startswith(".") and _first_visit(Path(top, f), seen)]
+        if not recursive:
+            subfolders, folders[:] = len(folders), []
+        files += [Path(top, n) for n in names if not n.startswith(".")]
+    files.sort(key=lambda p: _name_order(p.relative_to(root)))
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
     if not images:
-        raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)})")
+        hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
+        raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){hint}")
     return images, [p for p in files if p.suffix.lower() not in SUFFIXES]

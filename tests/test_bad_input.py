@@ -21,6 +21,8 @@ import pytest
 
 from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
 from fault_plugin import assert_valid_prefix
+from fer_pipe.errors import InputError
+from fer_pipe.inprocess import make_stage
 from livetools import busy_port, csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -189,7 +191,6 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
 def test_run_stage_on_a_truncated_video_hands_back_the_frames_it_read(short_clip, tmp_path):
     """The error said the frames before the cut "were processed", yet run_stage dropped them with
     the exception: a caller pulling frames of a recording had no way to reach them."""
-    from fer_pipe.errors import InputError
     from fer_pipe.inprocess import run_stage
 
     video = tmp_path / "truncated.avi"
@@ -262,8 +263,6 @@ def test_a_recording_that_grows_while_it_is_read_is_said_so(short_clip, tmp_path
     """A recording still being made, written without sizes or a count (a recorder's pipe, a
     live NVR), ended where the recorder had got to: exit 0, 185 of its 472 frames (s41a). The
     recorder here writes on after the first frame is read."""
-    from fer_pipe.errors import InputError
-    from fer_pipe.inprocess import make_stage
 
     video = tmp_path / "recording.mp4"
     video.write_bytes(short_clip.read_bytes())
@@ -586,7 +585,7 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: image_folder"))
     code, err = run(f"source.path={folder}", f"csv.path={out_csv}", config=str(config))
     assert code == 0, err
-    assert f"fer-pipe: image folder {folder}: skipped 1 file that is not an image: notes.txt" in err
+    assert f"fer-pipe: image folder {folder}: skipped 1 file not in an image format it reads: notes.txt" in err
     assert f"fer-pipe: image folder: skipped {folder / 'b.png'}: not a readable image" in err
     assert (f"fer-pipe: image folder: skipped image {folder}/d\\udce9.png: its name is not valid UTF-8, which "
             "OpenCV cannot open; rename it") in err
@@ -622,7 +621,7 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
     assert warning in err
     assert one_line(err.replace(warning, "")) == (
         f"fer-pipe: stage 'source' (image_folder) failed: image folder {broken}: none of its 1 image "
-        "files could be decoded")
+        "files could be read")
 
     code, err = run(f"source.path={folder / 'a.png'}", f"csv.path={out_csv}", config=str(config))
     assert (code, one_line(err)) == (2, f"fer-pipe: stage 'source' (image_folder): image folder "
@@ -643,6 +642,72 @@ def test_a_truncated_jpeg_in_an_image_folder_is_named_with_what_its_decoder_said
     assert [p.index for p in frames] == [0, 1]  # the part that decodes is still read
     assert capfd.readouterr().err == (f"fer-pipe: image folder: {folder / 'b.jpg'}: its decoder said: Premature "
                                       "end of JPEG file\n")
+
+
+def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_names_what_it_cannot_open(
+        clips, tmp_path, capfd):
+    """ffmpeg's frame%d.jpg came frame1, frame10, frame2, each dated wrongly; a Mac's ._ twins took
+    the first indices and shifted every timestamp; a header claiming 60000x60000 raised OpenCV's
+    error and failed the run, naming no file; a dangling link was dropped without a word (s45b)."""
+    from fer_pipe.inprocess import run_stage
+
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    (folder / ".thumbnails").mkdir()
+    images = read_frames(clips["single_face.mp4"], 4)
+    for n, image in zip((1, 2, 10, 11), images):
+        cv2.imwrite(str(folder / f"frame{n}.jpg"), image)
+    cv2.imwrite(str(folder / "sub" / "inner.jpg"), images[0])
+    cv2.imwrite(str(folder / ".thumbnails" / "frame1.jpg"), images[0])
+    cv2.imwrite(str(folder / ".hidden.jpg"), images[0])
+    (folder / "._frame1.jpg").write_bytes(b"\0\5\x16\7Mac OS X")
+    header = bytearray((folder / "frame1.jpg").read_bytes())
+    at = header.find(b"\xff\xc0")  # SOF0: height and width follow
+    header[at + 5:at + 9] = (60000).to_bytes(2, "big") * 2
+    (folder / "frame5.jpg").write_bytes(header)
+    (folder / "frame6.jpg").symlink_to("/nonexistent/frame6.jpg")
+    (folder / "sub" / "up").symlink_to("..")  # a loop: read once
+    (folder / "linked").symlink_to("sub")  # the same folder again: read once, under its real name
+
+    source = make_stage("image_folder", {"path": str(folder)})
+    frames = run_stage(source)
+    assert [(p.index, p.extra["file"]) for p in frames] == [(0, "frame1.jpg"), (1, "frame2.jpg"),
+                                                             (4, "frame10.jpg"), (5, "frame11.jpg")]
+    assert source.dropped == 2  # in the statistics' dropped column, not only in the lines below
+    assert capfd.readouterr().err == (
+        f"fer-pipe: image folder: skipped {folder / 'frame5.jpg'}: its header claims more pixels than OpenCV "
+        "decodes (2^30): a damaged header, or a gigapixel image\n"
+        f"fer-pipe: image folder: skipped {folder / 'frame6.jpg'}: cannot read it (No such file or directory: a "
+        "link to /nonexistent/frame6.jpg)\n")
+    every = run_stage("image_folder", params={"path": str(folder), "recursive": True})
+    assert [p.extra["file"] for p in every] == ["frame1.jpg", "frame2.jpg", "frame10.jpg", "frame11.jpg",
+                                               "sub/inner.jpg"]
+
+    nested = tmp_path / "years"
+    (nested / "2025").mkdir(parents=True)
+    cv2.imwrite(str(nested / "2025" / "a.jpg"), images[0])
+    with pytest.raises(InputError, match=r"no images \(.*\); it holds 1 subfolders: set recursive: true"):
+        run_stage("image_folder", params={"path": str(nested)})
+
+
+def test_an_image_folder_that_goes_away_mid_run_fails_it_after_what_was_read(clips, tmp_path):
+    """An unmounted share lost the rest of the run with exit 0, each image called "not a
+    readable image" (s45b): what was read is kept, and the run says the folder went away."""
+    folder = tmp_path / "share"
+    folder.mkdir()
+    for n, image in enumerate(read_frames(clips["single_face.mp4"], 3)):
+        cv2.imwrite(str(folder / f"{n}.jpg"), image)
+    source = make_stage("image_folder", {"path": str(folder)})
+    source.open()
+    try:
+        frames = source.frames()
+        assert next(frames).index == 0
+        folder.rename(tmp_path / "gone")
+        with pytest.raises(InputError) as failed:
+            next(frames)
+    finally:
+        source.close()
+    assert str(failed.value) == f"image folder {folder}: went away during the run; 1 of its 3 images were read"
 
 
 def test_an_output_in_the_folder_an_image_folder_source_reads_is_refused(tmp_path):
@@ -1155,7 +1220,6 @@ def test_an_endpoint_zeromq_would_fail_or_harm_on_is_refused_before_any_stage_st
     import tempfile
 
     from fer_pipe.endpoints import check_bindable
-    from fer_pipe.errors import InputError
 
     kept = tmp_path / "notes.txt"
     kept.write_text("precious\n")
@@ -1211,7 +1275,6 @@ def test_two_stages_of_one_config_on_one_port_are_refused_before_any_stage_start
 
 def test_a_port_bound_on_every_address_clashes_with_the_same_port_on_one():
     from fer_pipe.endpoints import check_bindable, one_binder_each
-    from fer_pipe.errors import InputError
 
     port = free_port()
     with one_binder_each():
@@ -1230,7 +1293,6 @@ def test_one_place_spelled_two_ways_is_one_place_to_the_check(tmp_path):
     failed after every stage had started and the CSVs were emptied, or took the first's ipc
     socket without a word (s41d)."""
     from fer_pipe.endpoints import check_bindable, one_binder_each
-    from fer_pipe.errors import InputError
 
     port = free_port()
     with one_binder_each():
@@ -1245,7 +1307,6 @@ def test_one_place_spelled_two_ways_is_one_place_to_the_check(tmp_path):
 def test_a_port_bound_on_one_address_clashes_with_the_same_port_on_every_one():
     """The other order of the test above: only the wildcard first was tested (s38c)."""
     from fer_pipe.endpoints import check_bindable, one_binder_each
-    from fer_pipe.errors import InputError
 
     port = free_port()
     with one_binder_each():
@@ -1261,7 +1322,6 @@ def test_a_port_another_process_listens_on_is_refused_for_a_bind_on_every_addres
     import socket
 
     from fer_pipe.endpoints import check_bindable
-    from fer_pipe.errors import InputError
 
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -1294,9 +1354,6 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     follows fails and nothing is ever exposed or sent."""
     import zmq
 
-    from fer_pipe.errors import InputError
-    from fer_pipe.inprocess import make_stage
-
     made = []
 
     class Recorded(zmq.Context):
@@ -1317,8 +1374,6 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     ("ipc:///tmp/" + "x" * 120, "File name too long"),  # beyond a Unix socket address's 108 bytes
 ])
 def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets(connect, reason):
-    from fer_pipe.errors import InputError
-    from fer_pipe.inprocess import make_stage
 
     stage = make_stage("push", {"connect": connect, "public": True})
     with pytest.raises(InputError) as raised:
