@@ -5,22 +5,30 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import BinaryIO
 
 
+_SWAPPING = threading.RLock()
+"""One swap of fd 2 at a time in a process: two threads of a host calling the API at once (each
+run checks its model and cascade in the caller) each saved the other's /dev/null as the stderr
+to restore, and the host's stderr stayed on /dev/null for good (s45c)."""
+
+
 @contextmanager
 def stderr_to(fd: int) -> Iterator[None]:
     """File descriptor 2 points at ``fd`` for the duration, and back after, also on error."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        os.dup2(fd, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with _SWAPPING:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(fd, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
@@ -37,8 +38,19 @@ def _distribution(ep: EntryPoint) -> str:
     return dist.metadata["Name"] if dist is not None else "an unknown distribution"
 
 
-@lru_cache(maxsize=1)
+_BUILDING = threading.Lock()
+
+
 def registry() -> Registry:
+    """The stage types, built once per process. Behind a lock: two threads of a host calling the
+    API at once each redirected sys.stdout for the imports, and one restored the other's
+    redirection, leaving the host's prints on stderr for good (s45c)."""
+    with _BUILDING:
+        return _built()
+
+
+@lru_cache(maxsize=1)
+def _built() -> Registry:
     types: dict[str, type[Stage]] = {}
     problems: dict[str, str] = {}
     import_errors: dict[str, BaseException] = {}

@@ -472,3 +472,86 @@ def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_p
         proc.terminate()
     proc.communicate(timeout=120)  # the stages hold its output until they end
     assert not [p for p in temp.iterdir() if p.name.startswith("fer-pipe-api-")]
+
+
+def test_two_threads_pointing_stderr_away_at_once_leave_it_where_it_was():
+    """Two threads of a host calling results() at once each checked their model with fd 2 on
+    /dev/null; the second saved the first's /dev/null as the stderr to restore, and the host's
+    tracebacks and log lines went nowhere for the rest of the process (s45c)."""
+    import threading
+
+    from fer_pipe.native_stderr import stderr_dropped
+
+    before = os.readlink("/proc/self/fd/2")
+    first_in, second_tried = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with stderr_dropped():
+            first_in.set()
+            second_tried.wait(1)  # the second blocks on the lock where there is one: no waiting for it
+
+    def second() -> None:
+        first_in.wait()
+        second_tried.set()
+        with stderr_dropped():
+            pass
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert os.readlink("/proc/self/fd/2") == before
+
+
+def test_a_stream_kept_for_its_result_holds_no_descriptors_of_its_run(short_clip, tmp_path):
+    """A service keeping its jobs' streams for their result kept each run's 24 file descriptors
+    and 23 semaphores, and ran out of descriptors after about 40 jobs (s45c)."""
+    import gc
+
+    def one_run() -> object:
+        with results("configs/video_to_csv.yaml", [f"source.path={short_clip}", "csv.path=/dev/null"]) as stream:
+            assert len(list(stream)) == 60
+        return stream
+
+    one_run()  # the imports and the resource tracker
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    kept = [one_run() for _ in range(3)]
+    gc.collect()
+    assert all(stream.result.exit_code == 0 for stream in kept)
+    assert len(os.listdir("/proc/self/fd")) - before < 5  # 72 more where each kept its run's queues
+
+
+@pytest.mark.parametrize("host", ["pool", "sigchld"])
+def test_a_process_that_cannot_watch_children_of_its_own_is_one_error_before_anything_starts(short_clip, tmp_path,
+                                                                                            host):
+    """In a Pool worker (a daemon process) the runner's thread raised multiprocessing's
+    AssertionError and leaked 31 semaphores; with SIGCHLD ignored the kernel took the stages'
+    exit statuses, and the loop hung after the last result, saying nothing (s45c)."""
+    call = f"len(list(results('video_to_csv', ['source.path={short_clip}', 'csv.path={tmp_path / 'rows.csv'}'])))"
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent(f"""\
+        import multiprocessing, signal
+        from fer_pipe.api import results
+
+        def job(_):
+            return {call}
+
+        if __name__ == "__main__":
+            if {host == "pool"}:
+                with multiprocessing.Pool(1) as pool:
+                    pool.map(job, [0])
+            else:
+                signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+                job(0)
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    why = ("this is a daemon process (a multiprocessing.Pool worker?), which may not start the stage processes a "
+           "run needs; call it from a process that is not a daemon, or run the graph in this process with "
+           "fer_pipe.inprocess.run_graph" if host == "pool" else
+           "this process ignores SIGCHLD, so the exits of the stage processes a run starts cannot be watched; "
+           "restore it first: signal.signal(signal.SIGCHLD, signal.SIG_DFL)")
+    assert done.stderr.splitlines()[-1] == f"fer_pipe.errors.InputError: results: {why}"
+    assert "leaked" not in done.stderr and not (tmp_path / "rows.csv").exists()
