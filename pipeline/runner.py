@@ -149,7 +149,9 @@ class Runner:
         self.processes: Processes = {}
         """The stage processes and the inbox queues of a run, by process name (the stage's, or
         ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
-        from another thread (tools/soak.py)."""
+        from another thread (tools/soak.py). Emptied when the run ends: an API stream kept for its
+        result held its run's 24 file descriptors and 23 semaphores, and a service keeping its jobs
+        ran out of descriptors after 40 (s45c)."""
         self.inboxes: dict[str, Any] = {}
         """Keyed ``producer>consumer`` by process name."""
 
@@ -241,7 +243,7 @@ class Runner:
                            for i in s.inputs for u in names[i] for p in names[n]}
                 control = ctx.Queue()
                 stop = ctx.Event()
-                self._all_open = ctx.Event()
+                all_open = ctx.Event()
             progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
             dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
             busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
@@ -266,7 +268,7 @@ class Runner:
                                    drop_oldest=_drops_for_live(graph, c, live))
                             for c in graph.consumers(name)]
                 mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
-                wiring = Wiring(specs[name], process, mine, outboxes, control, stop, self._all_open,
+                wiring = Wiring(specs[name], process, mine, outboxes, control, stop, all_open,
                                 progress[process], dropped[process], busy[process], down[process], slots,
                                 lease.run_id)
                 procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
@@ -312,21 +314,23 @@ class Runner:
             for signum in deferred:
                 self._on_signal(signum, None)
             status = StatusLine(self.status_every, names, progress, dropped, _say, started, down)
-            result = self._supervise(procs, control, stop, progress, busy, status, started)
+            result = self._supervise(procs, control, stop, all_open, progress, busy, status, started)
         finally:
             lease.release()  # the run's rings: every stage process has ended, or none started
+            self.processes, self.inboxes = {}, {}
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         result.wall_s = time.monotonic() - started
         return result
 
-    def _supervise(self, procs: Processes, control: Any, stop: Any, progress: Counters, busy: Counters,
-                   status: StatusLine, started: float) -> RunResult:
+    def _supervise(self, procs: Processes, control: Any, stop: Any, all_open: Any, progress: Counters,
+                   busy: Counters, status: StatusLine, started: float) -> RunResult:
         """Watch the stage processes until every one has ended, and judge the run.
 
         ``control`` is the queue of the stages' messages, ``stop`` the event that asks the
-        sources to stop; ``progress`` and ``busy`` are each process's shared item count and the
-        monotonic time at which it took its current packet (0 when idle)."""
+        sources to stop, ``all_open`` the one that tells live sources every stage has opened;
+        ``progress`` and ``busy`` are each process's shared item count and the monotonic time at
+        which it took its current packet (0 when idle)."""
         graph = self.graph
         reports = _Reports()
         first_result: float | None = None
@@ -341,8 +345,8 @@ class Runner:
                 for msg in _drain(control, POLL_S):
                     if reports.take(msg, self._who):
                         stop.set()
-                if len(reports.opened) == len(procs) and not self._all_open.is_set():
-                    self._all_open.set()  # the live sources take their first frame now
+                if len(reports.opened) == len(procs) and not all_open.is_set():
+                    all_open.set()  # the live sources take their first frame now
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
