@@ -28,9 +28,11 @@ import atexit
 import contextlib
 import json
 import math
+import multiprocessing
 import numbers
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -333,6 +335,21 @@ def _unguarded_line() -> int | None:
     return top.f_lineno
 
 
+def _no_children_here() -> str:
+    """Why this process cannot run stage processes of its own, if it cannot: a daemon process
+    may start none (a Pool worker got multiprocessing's AssertionError from the runner's thread,
+    and 31 leaked semaphores), and where SIGCHLD is ignored the kernel takes each child's exit
+    status, so the runner never saw its stages end and the loop hung after the last result (s45c)."""
+    if multiprocessing.current_process().daemon:
+        return ("this is a daemon process (a multiprocessing.Pool worker?), which may not start the stage "
+                "processes a run needs; call it from a process that is not a daemon, or run the graph in this "
+                "process with fer_pipe.inprocess.run_graph")
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        return ("this process ignores SIGCHLD, so the exits of the stage processes a run starts cannot be "
+                "watched; restore it first: signal.signal(signal.SIGCHLD, signal.SIG_DFL)")
+    return ""
+
+
 def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), tap: str | None = None,
             stall_timeout: float = 120.0, outages: bool = False) -> ResultStream:
     """Start a graph (a YAML path or a config dict, with ``stage.param=value`` overrides) and stream
@@ -360,6 +377,9 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
         raise InputError(f"results: called from line {unguarded} of {main}, outside an `if __name__ == "
                          "\"__main__\":` block; each stage process imports the script and would run that line "
                          "again, starting runs of its own: put it under the guard")
+    refusal = _no_children_here()
+    if refusal:
+        raise InputError(f"results: {refusal}")
     graph = load_graph(config, overrides)
     folder = tempfile.mkdtemp(prefix="fer-pipe-api-")  # private (0700): only this user reaches the socket
     endpoint = f"ipc://{folder}/results"
