@@ -113,6 +113,7 @@ class RtspSource(Source):
 
     def open(self) -> None:
         self._their_options = os.environ.get(FFMPEG_OPTIONS)  # a user's own FFmpeg options, kept with auto
+        self._their_log_level = cv2.utils.logging.getLogLevel()  # given back in close: run_stage runs in a host
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
@@ -137,13 +138,22 @@ class RtspSource(Source):
         UDP alone (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP
         alone. Once a transport has streamed, ``auto`` starts with it. Reads wait ``timeout_s``
         whatever the open had: a connection made just before give_up_after_s kept a cut read
-        timeout while it streamed, and let out frames the decoder held (s28d)."""
+        timeout while it streamed, and let out frames the decoder held (s28d). The options are the
+        environment's only for the open, which reads them: left set, a second rtsp stage in the same
+        process (run_stage, run_graph) took them for the user's own, and auto asked for UDP on every
+        attempt (s45c)."""
         self._transport = self._transport_for(failures)
         if self.params.transport != "auto" or self._their_options is None:  # read by the open below
             os.environ[FFMPEG_OPTIONS] = with_transport(self._their_options, self._transport)
-        return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
-                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
-                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
+        try:
+            return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
+                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
+                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
+        finally:
+            if self._their_options is None:
+                os.environ.pop(FFMPEG_OPTIONS, None)
+            else:
+                os.environ[FFMPEG_OPTIONS] = self._their_options
 
     def _transport_for(self, failures: int) -> str:
         if self.params.transport != "auto":
@@ -324,3 +334,4 @@ class RtspSource(Source):
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=self.closing_s(self.params))
+        cv2.utils.logging.setLogLevel(self._their_log_level)

@@ -919,3 +919,21 @@ def test_a_config_error_that_quotes_the_url_masks_its_password(tmp_path):
     done = fer_pipe("validate", "rtsp", "--set", "source.url=", "rtsp://admin:S3cretPW@127.0.0.1/s", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (
         2, "fer-pipe: unrecognized arguments: rtsp://admin:***@127.0.0.1/s (see fer-pipe validate --help)\n")
+
+
+def test_an_rtsp_stage_run_in_this_process_leaves_its_ffmpeg_options_out_of_the_environment():
+    """Left set after run_stage, the transport a first stage asked FFmpeg for was read by the next
+    as the user's own options: auto asked for UDP on every attempt, and a camera that plays over
+    TCP alone never connected (s45c)."""
+    import cv2
+
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.errors import InputError
+    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
+
+    level = cv2.utils.logging.getLogLevel()
+    with pytest.raises(InputError, match="giving up"):
+        run_stage("rtsp", params={"url": f"rtsp://127.0.0.1:{free_port()}/none", "timeout_s": 0.5,
+                                  "backoff_initial_s": 0.1, "backoff_max_s": 0.1, "give_up_after_s": 1})
+    assert FFMPEG_OPTIONS not in os.environ
+    assert cv2.utils.logging.getLogLevel() == level
