@@ -41,7 +41,7 @@ from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, st
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
-from .batch_sources import clash, record_sources, recorded_sources, source_of
+from .batch_sources import clash, kept_besides, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
@@ -86,8 +86,10 @@ class InputReport:
     """The first frame of the earliest chunk that failed: its failure is the input's."""
 
 
-def expand_folders(inputs: Sequence[str]) -> list[str]:
-    """Each folder replaced by the videos directly in it, by name; files stay as given.
+def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
+    """Each folder replaced by the videos directly in it, by name; files stay as given; the
+    results folder left out (``videos/* --out videos/results`` given again took it for an input
+    with no videos: exit 2 and no _SUCCESS on a folder that was done, s45a).
 
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
     argument limit. A folder with no videos stays in the list, so that it is reported by name;
@@ -98,6 +100,8 @@ def expand_folders(inputs: Sequence[str]) -> list[str]:
     expanded: dict[tuple[str, str], str] = {}
     for item in inputs:
         folder = Path(item)
+        if folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
+            continue
         videos = sorted(str(p) for p in folder.iterdir()
                         if p.suffix.lower() in VIDEO_SUFFIXES) if folder.is_dir() else []
         for video in videos or [item]:
@@ -281,8 +285,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
         refuse_stateful_chunks(graph, origin)
     if not address:  # where the tasks run on this machine; each task checks them again where it runs, video and CSV too
         check_stages(graph, skip=(video, sink))
-    check_cluster(address)
-    inputs = expand_folders(inputs)
+    address = check_cluster(address)
+    inputs = expand_folders(inputs, out_dir)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
@@ -652,12 +656,17 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)")
-    if failed:
+    others = kept_besides(out_dir, work / "parts", {Path(r.input).stem for r in reports.values()})
+    if failed or others:
         (out_dir / SUCCESS).unlink(missing_ok=True)
     else:
         if work.is_dir():  # the attempts' records and parts (none on a re-run with nothing to do)
             shutil.rmtree(work)
         (out_dir / SUCCESS).touch()
+    if others:  # a batch of other videos into the folder deleted them, and marked it whole (s45a)
+        _say(f"fer-pipe: batch: {work} keeps the finished tasks of {len(others)} other video(s) ("
+             f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) that a stopped run left; no "
+             f"{SUCCESS} until the command that started them runs again")
     if not quiet:  # after the failures too: what did get done, and where the manifest is
         done = [r for r in reports.values() if r.status == "done"]
         retries = sum(max(0, r.attempts - r.chunks_run) for r in done)

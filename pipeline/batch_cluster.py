@@ -3,6 +3,7 @@ named by ``--address``, checked before anything is made."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import signal
 import socket
 import threading
@@ -91,19 +92,44 @@ def is_loopback_address(address: str | None) -> bool:
     return not address or is_loopback(host_port(address)[0])
 
 
-def check_cluster(address: str | None) -> None:
-    """InputError unless something listens at ``address`` (HOST:PORT or ray://HOST:PORT):
-    ray.init retries an address nobody answers at for minutes, printing Ray's own log lines."""
-    if not address or address == "auto":
-        return
+def check_cluster(address: str | None) -> str | None:
+    """The address to join, ``auto`` resolved (``started_here``); InputError unless something
+    listens there (HOST:PORT or ray://HOST:PORT): ray.init retries an address nobody answers at
+    for minutes, printing Ray's own log lines."""
+    if not address:
+        return address
+    given, address = address, started_here() if address == "auto" else address
+    if address is None:
+        raise InputError(f"--address auto: {NO_CLUSTER_HERE}")
     host, port = host_port(address)
     if not host or port is None:
-        raise InputError(f"--address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+        raise InputError(f"--address {given}: expected HOST:PORT, ray://HOST:PORT or auto"
+                         + (f" (RAY_ADDRESS or the last ray start here gave {address})" if given != address else ""))
     try:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise InputError(f"--address {address}: no Ray cluster answers there "
+        where = "there" if given == address else f"at {address}, which RAY_ADDRESS or the last ray start here gave"
+        raise InputError(f"--address {given}: no Ray cluster answers {where} "
                          f"({exc.strerror or exc}); is its head node started (ray start --head)?") from None
+    return address
+
+
+NO_CLUSTER_HERE = ("no Ray cluster runs on this machine; start one (ray start --head) or leave out --address for a "
+                   "Ray of this run's own")
+
+
+def started_here() -> str | None:
+    """What ``auto`` means to Ray (RAY_ADDRESS, else the address the last ``ray start --head``
+    on this machine wrote), less Ray's fallback to any Ray process it finds: that took another
+    fer-pipe batch's private Ray, bound to 127.0.0.1, dialled it at the machine's own address, and
+    waited minutes with the stop signals held, saying nothing of its own (s45d)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # Ray's own order
+    try:
+        return Path(temp, "ray", "ray_current_cluster").read_text(encoding="utf-8").strip() or None
+    except (OSError, ValueError):
+        return None
 
 
 def import_ray(address: str | None) -> ModuleType:
@@ -165,9 +191,6 @@ def not_connected(address: str, exc: ConnectionError) -> str:
     only "Failed to connect", also where the cluster refused a driver without its token (Ray's
     token authentication, which ``ray start`` of recent versions turns on): a user who had just
     started the cluster the README's way read no reason (s28b)."""
-    if address == "auto":
-        return ("no Ray cluster runs on this machine; start one (ray start --head) or leave out --address for a "
-                "Ray of this run's own")
     if os.environ.get("RAY_AUTH_MODE"):
         return str(exc)
     return (f"{exc}; if the cluster takes only drivers with its token (Ray's token authentication), set "

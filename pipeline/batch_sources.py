@@ -47,7 +47,8 @@ def same_video(recorded: Source, video: Source) -> bool:
 def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, work: Path) -> str | None:
     """Why the video of output name ``key`` may not run into ``out_dir``, or None: its name, or
     the name of the rows it keeps if it turns out damaged (``KEY.partial.csv``), holds another
-    video's CSV, kept rows or finished chunks."""
+    video's CSV, kept rows or finished chunks, or its tasks' names are another's (a kept part
+    lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0, s45a)."""
     owner = sources.get(key)
     if owner is not None and not same_video(owner, video):
         if (out_dir / f"{key}.csv").is_file():
@@ -59,6 +60,13 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
         else:
             held = f"the rows kept in {out_dir / key}.partial.csv were"
         return f"{held} made by an earlier run from {_told_apart(owner, video)}"
+    held = _listing(work / "parts")
+    for other in sources:  # chunks are named KEY@FIRST-LAST: lobby's first chunk and lobby@0-99.mp4's one task
+        short, long = sorted((key, other), key=len)
+        if other != key and long.startswith(f"{short}@") and _has_parts(long, held):
+            return (f"the finished tasks named {long} in {work / 'parts'}, kept by a stopped run, may be "
+                    f"{sources[other].path}'s or this video's, and their names cannot tell which; give another "
+                    "--out, or rename one of the two")
     other = sources.get(f"{key}.partial")
     if other is not None and (out_dir / f"{key}.partial.csv").is_file():
         return (f"{out_dir / key}.partial.csv, where this video's rows would be kept if it turned out damaged, is "
@@ -105,6 +113,12 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
         if (out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file() or _has_parts(key, held):
             sources[key] = source
     return sources
+
+
+def kept_besides(out_dir: Path, parts: Path, keys: set[str]) -> list[str]:
+    """The names other than ``keys`` whose finished tasks an earlier, stopped run left in ``parts``."""
+    held = _listing(parts)
+    return sorted(key for key in recorded_sources(out_dir, parts) if key not in keys and _has_parts(key, held))
 
 
 def record_sources(out_dir: Path, sources: dict[str, Source]) -> None:

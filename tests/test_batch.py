@@ -21,6 +21,7 @@ import yaml
 
 from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
+from livetools import free_port
 
 from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of
 from fer_pipe.batch_task import Job, job_config
@@ -128,27 +129,26 @@ def running_attempt(work: Path, out: Path, proc: subprocess.Popen, not_job: str 
     return None
 
 
-def process_names() -> set[str]:
-    names = set()
-    for comm in Path("/proc").glob("[0-9]*/comm"):
-        try:
-            names.add(comm.read_text().strip())
-        except OSError:  # it ended meanwhile
-            pass
-    return names
-
-
-def test_address_auto_with_no_cluster_on_the_machine_is_one_line_before_anything_is_made(six_clips, tmp_path):
+def test_address_auto_with_no_cluster_on_the_machine_is_one_line_before_anything_is_made(cluster, six_clips,
+                                                                                          tmp_path):
     """Ray's "Could not find any running Ray instance" came out as exit 1, after --out/_work was
-    made. Ray's ``auto`` finds any cluster on the machine, so this test comes before the first
-    that starts the module's cluster."""
-    if "gcs_server" in process_names():
-        pytest.skip("a Ray cluster runs on this machine, and --address auto would find it")
-    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", "auto", cwd=tmp_path,
-                    env=LOOPBACK_RAY, timeout=120)
+    made; and Ray's ``auto`` took any Ray process it found, another batch's own (the module's
+    cluster stands for one here): it dialled it at the machine's address and waited minutes,
+    saying nothing of its own (s45d). ``auto`` is RAY_ADDRESS, or the last ``ray start`` here."""
+    env = {**LOOPBACK_RAY, "RAY_TMPDIR": str(tmp_path)}  # the file ray start leaves: none yet
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", "auto", cwd=tmp_path, env=env,
+                    timeout=120)
     assert (done.returncode, done.stderr) == (
         2, "fer-pipe: --address auto: no Ray cluster runs on this machine; start one (ray start --head) "
            "or leave out --address for a Ray of this run's own\n")
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}\n")  # a cluster since stopped
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", "auto", cwd=tmp_path, env=env,
+                    timeout=120)
+    assert done.returncode == 2 and re.fullmatch(
+        r"fer-pipe: --address auto: no Ray cluster answers at 127\.0\.0\.1:\d+, which RAY_ADDRESS or the last "
+        r"ray start here gave \(Connection refused\); is its head node started \(ray start --head\)\?\n",
+        done.stderr), done.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -456,11 +456,11 @@ def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, su
     from fer_pipe.batch import expand_folders
 
     folder = tmp_path / "recordings"
-    folder.mkdir()
+    (folder / "results").mkdir(parents=True)  # --out in the folder a glob gives: not an input
     video = folder / f"CAM1{suffix.upper()}"
     ffmpeg("-i", str(six_clips[0]), *encoder, str(video))
     (folder / "notes.txt").write_text("not a video\n")
-    assert expand_folders([str(folder)]) == [str(video)]
+    assert expand_folders([str(folder), str(folder / "results")], folder / "results") == [str(video)]
     assert len(read_frames(video, 1)) == 1  # OpenCV's FFmpeg reads it
 
 
@@ -1018,6 +1018,51 @@ def test_a_video_named_like_another_ones_kept_rows_is_refused(tmp_path):
         "run; give another --out, or rename one of the two")
 
 
+def test_a_video_whose_tasks_would_take_the_names_of_another_ones_kept_tasks_is_refused(tmp_path):
+    """lobby.mp4's first chunk, kept by a stopped run as lobby@0-99.csv, was taken as the whole of
+    a later clip named lobby@0-99.mp4: its CSV held lobby's frames, exit 0 and _SUCCESS (s45a)."""
+    from fer_pipe.batch_sources import Source, clash
+
+    work = tmp_path / "_work"
+    (work / "parts").mkdir(parents=True)
+    (work / "parts" / "lobby@0-99.csv").write_text("x\n")
+    lobby, cut = Source("/v/lobby.mp4", 10, 1), Source("/w/lobby@0-99.mp4", 20, 2)
+    why = ("the finished tasks named lobby@0-99 in {}, kept by a stopped run, may be {}'s or this video's, and "
+           "their names cannot tell which; give another --out, or rename one of the two")
+    assert clash("lobby@0-99", cut, {"lobby": lobby}, tmp_path, work) == why.format(work / "parts", lobby.path)
+    assert clash("lobby", lobby, {"lobby@0-99": cut}, tmp_path, work) == why.format(work / "parts", cut.path)
+    assert clash("lobby", lobby, {"lobby": lobby}, tmp_path, work) is None
+    assert clash("lobby@home", cut, {"lobby": lobby}, tmp_path, work) is None  # no task of that name kept
+
+
+def test_a_batch_of_other_videos_keeps_a_stopped_runs_tasks_and_marks_no_success(cluster, six_clips, tmp_path):
+    """A batch of other videos into the folder removed all of _work, an earlier stopped run's
+    finished tasks with it, and wrote _SUCCESS over a folder still missing that run's CSV (s45a)."""
+    out, stopped, other = tmp_path / "out", six_clips[0], six_clips[5]
+    (out / f"{stopped.stem}.csv").mkdir(parents=True)  # its CSV cannot be written: its tasks are kept
+    common = ("--out", str(out), "--address", cluster.address, "--quiet")
+    first = batch(str(stopped), "--chunk-frames", "10", *common)
+    _, stderr = first.communicate(timeout=240)
+    assert first.returncode == 2, stderr
+    kept = sorted(os.listdir(out / "_work" / "parts"))
+    assert f"{stopped.stem}@0-9.csv" in kept
+    (out / f"{stopped.stem}.csv").rmdir()
+
+    second = batch(str(other), *common)
+    _, stderr = second.communicate(timeout=240)
+    assert (second.returncode, stderr.splitlines()) == (0, [
+        f"fer-pipe: batch: {out / '_work'} keeps the finished tasks of 1 other video(s) ({stopped.stem}) that a "
+        "stopped run left; no _SUCCESS until the command that started them runs again"])
+    assert sorted(os.listdir(out / "_work" / "parts")) == kept and not (out / "_SUCCESS").exists()
+
+    third = batch(str(stopped), "--chunk-frames", "10", *common)
+    _, stderr = third.communicate(timeout=240)
+    assert third.returncode == 0, stderr
+    entry, = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["chunks_run"], (out / "_SUCCESS").exists(), (out / "_work").exists()) == (0, True, False)
+    assert (out / f"{stopped.stem}.csv").read_text() == in_process_csv(stopped, tmp_path / "whole.csv")
+
+
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
     """It was refused as two inputs that would both write clip.csv. One file under two names (a
     link) is two inputs, each with its CSV: taken for one, the second name's CSV was not written."""
@@ -1092,7 +1137,6 @@ def test_without_an_address_batch_runs_a_ray_of_its_own_beside_a_cluster(cluster
 
 def test_an_address_where_no_cluster_answers_is_one_line_before_anything_is_made(six_clips, tmp_path):
     """ray.init retried such an address for minutes, printing Ray's log lines, and left --out/_work."""
-    from livetools import free_port
 
     address = f"127.0.0.1:{free_port()}"
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--address", address, cwd=tmp_path,
