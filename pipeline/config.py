@@ -279,6 +279,13 @@ MAX_CONFIG_BYTES = 4 * 1024 * 1024
 as the config was read whole at gigabytes a second, and the FER-2013 CSV took minutes."""
 
 
+def _utf16(raw: bytes) -> bool:
+    """Text in UTF-16: its byte-order mark, or (none written) a zero in every other byte of its
+    start, as ASCII text has; a video's or an image's zeros are not so regular."""
+    head = raw[:64]
+    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 8 and (not any(head[0::2]) or not any(head[1::2])))
+
+
 def read_config(path: str | Path) -> tuple[Any, Lines]:
     """The data and line map of the YAML file at ``path`` (resolved by ``config_path`` first)."""
     path = Path(path)
@@ -288,6 +295,12 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 2**20} MiB, more than a config holds (a video or "
                               "data file given as the config?)")
+        if _utf16(raw):  # Notepad's "Unicode", PowerShell's > (s44e)
+            raise ConfigError(f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); save "
+                              "the file as UTF-8")
+        if b"\0" in raw[:64]:  # YAML has no NUL; fer-pipe run clip.mp4 was told to save the video as UTF-8 (s45d)
+            raise ConfigError(f"{path}: not a text file (a video or other binary file given as the config?); a config "
+                              "is a YAML graph such as video_to_csv, and a video goes in with --set source.path=VIDEO")
         text = raw.decode("utf-8")
     except FileNotFoundError:
         names = sorted(p.name for p in shipped_configs().glob("*.yaml")) if _by_name(path) else []
@@ -298,9 +311,6 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line (s43b)
-        if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\0" in raw[:64]:  # Notepad's "Unicode", PowerShell's > (s44e)
-            raise ConfigError(f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); save "
-                              "the file as UTF-8") from None
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}, perhaps saved as Latin-1 or "
                           "Windows-1252); save the file as UTF-8") from None

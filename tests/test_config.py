@@ -378,6 +378,19 @@ def test_a_config_that_is_not_utf8_is_named_at_its_line(tmp_path):
         load_graph(path)
     assert str(refused.value) == (f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); "
                                   "save the file as UTF-8")
+    path.write_bytes(GOOD.encode("utf-16-be"))  # no byte-order mark
+    with pytest.raises(ConfigError, match="UTF-16, not UTF-8"):
+        load_graph(path)
+
+
+def test_a_video_given_as_the_config_is_called_binary_not_utf16(clips):
+    """fer-pipe run clip.mp4 was told the video was UTF-16 and to save it as UTF-8 (s45d)."""
+    video = clips["single_face.mp4"]
+    with pytest.raises(ConfigError) as refused:
+        load_graph(video)
+    assert str(refused.value) == (f"{video}: not a text file (a video or other binary file given as the config?); a "
+                                  "config is a YAML graph such as video_to_csv, and a video goes in with --set "
+                                  "source.path=VIDEO")
 
 
 def test_overrides_reach_params_and_unknown_stage_is_named(tmp_path):
