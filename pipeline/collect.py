@@ -34,7 +34,7 @@ import zmq
 from . import hangup
 from .arguments import endpoint, whole
 from .csvfile import CsvOutput
-from .endpoints import ipc_problem, is_loopback, peer_socket, tcp_host_port
+from .endpoints import bind_problem, is_loopback, peer_socket, tcp_host_port
 from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
@@ -241,21 +241,21 @@ class Collector:
         if pub is not None:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:
-            for address, flag, exposed in ((self.bind, "--bind", "can write rows into its CSV"),
-                                           (self.publish, "--publish", "reads the events, unencrypted")):
-                where = tcp_host_port(address) if address else None
-                if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
-                    _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it {exposed}")
             for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
-                if sock is not None:
-                    problem = ipc_problem(address) if address.startswith("ipc://") else None
+                if sock is not None:  # a host that is not this machine's was "No such device (addr=...)" (s45d)
+                    problem = bind_problem(address)
                     if problem:
                         raise InputError(f"{flag} {address}: cannot bind: {problem}")
                     try:
                         sock.bind(address)
                     except zmq.ZMQError as exc:
-                        reason = "address already in use" if exc.errno == errno.EADDRINUSE else str(exc)
+                        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
                         raise InputError(f"{flag} {address}: cannot bind: {reason}") from None
+            for address, flag, exposed in ((self.bind, "--bind", "can write rows into its CSV"),
+                                           (self.publish, "--publish", "reads the events, unencrypted")):
+                where = tcp_host_port(address) if address else None
+                if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
+                    _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it {exposed}")
             stops = [signal.SIGINT, signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
             previous = {s: signal.signal(s, self._on_signal) for s in stops}
             try:

@@ -6,6 +6,7 @@ its config says ``public: true``; the checks live here so each stage applies the
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -140,10 +141,15 @@ def check_bindable(endpoint: str, who: str) -> None:
     interface, or its ipc path cannot be a socket. Said before any stage starts, not from the
     stage's process once every stage has started and the other sinks had emptied their files."""
     _claim(endpoint, who)
-    where = tcp_host_port(endpoint)
-    problem = ipc_problem(endpoint) if where is None else _tcp_problem(*where)
+    problem = bind_problem(endpoint)
     if problem:
         raise InputError(f"{who} {endpoint}: cannot bind: {problem}")
+
+
+def bind_problem(endpoint: str) -> str | None:
+    """Why a ``tcp://`` or ``ipc://`` endpoint cannot be bound, or None."""
+    where = tcp_host_port(endpoint)
+    return ipc_problem(endpoint) if where is None else _tcp_problem(*where)
 
 
 def _tcp_problem(host: str, port: int | None) -> str | None:
@@ -159,6 +165,8 @@ def _tcp_problem(host: str, port: int | None) -> str | None:
         try:
             probe.bind((host, port))
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:  # the bare "Cannot assign requested address" (s45d)
+                return f"{host} is not an address of this machine (bind one of its own, or 0.0.0.0 for all)"
             return exc.strerror
     return None
 

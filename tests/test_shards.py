@@ -722,19 +722,27 @@ def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
 
 def test_a_collector_bound_beyond_loopback_warns_that_anyone_may_write_rows():
     """Every other endpoint warns or refuses off loopback; the collector, which anyone who
-    reaches it can feed rows (PUSH/PULL has no CURVE here), said nothing. 192.0.2.1 is a
-    documentation address on no interface here, so the bind that follows fails."""
-    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", "tcp://192.0.2.1:5560",
-                           "--publish", "tcp://192.0.2.1:5561", "--csv", "/dev/null"],
-                          capture_output=True, text=True, timeout=60)
-    lines = done.stderr.splitlines()
-    assert done.returncode == 2 and len(lines) == 3, done.stderr
-    assert lines[:2] == [
-        "fer-pipe collect: WARNING: --bind tcp://192.0.2.1:5560 is not a loopback address: anyone who can reach it "
-        "can write rows into its CSV",
-        "fer-pipe collect: WARNING: --publish tcp://192.0.2.1:5561 is not a loopback address: anyone who can reach "
-        "it reads the events, unencrypted"]
-    assert lines[2].startswith("fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: ")
+    reaches it can feed rows (PUSH/PULL has no CURVE here), said nothing. The warning comes once
+    bound: a host not of this machine was warned of, then "No such device (addr=...)" (s45d).
+    192.0.2.1 is a documentation address on no interface here."""
+    def collect(*args: str) -> tuple[int, list[str]]:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", *args], capture_output=True,
+                              text=True, timeout=60)
+        return done.returncode, done.stderr.splitlines()
+
+    bind, publish = f"tcp://0.0.0.0:{free_port()}", f"tcp://0.0.0.0:{free_port()}"
+    assert collect("--bind", bind, "--publish", publish, "--csv", "/nonexistent/rows.csv") == (2, [
+        f"fer-pipe collect: WARNING: --bind {bind} is not a loopback address: anyone who can reach it can write rows "
+        "into its CSV",
+        f"fer-pipe collect: WARNING: --publish {publish} is not a loopback address: anyone who can reach it reads "
+        "the events, unencrypted",
+        "fer-pipe: --csv /nonexistent/rows.csv: folder /nonexistent does not exist"])
+    assert collect("--bind", "tcp://192.0.2.1:5560", "--csv", "/dev/null") == (2, [
+        "fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: 192.0.2.1 is not an address of this machine (bind one "
+        "of its own, or 0.0.0.0 for all)"])
+    assert collect("--bind", "tcp://127.0.0.1:5560", "--publish", "tcp://nohost.invalid:5561", "--csv",
+                   "/dev/null") == (2, ["fer-pipe: --publish tcp://nohost.invalid:5561: cannot bind: no such host or "
+                                        "interface 'nohost.invalid'"])
 
 
 def test_a_push_sink_reaches_a_collector_restarted_after_the_first_went_silent():
