@@ -35,6 +35,12 @@ from fer_pipe.stage import Sink, StageParams
 
 STOP_POLL_MS = 500
 """While sndhwm events wait for a collector, how often a blocked send checks for a stop."""
+PROBE_LINGER_S = 0.5
+"""The linger of a close once the collector that was there has left and linger_s was waited
+for it to come back: long enough to tell events held, which keep the close open for all of
+it, from none, which end it at once. The whole linger_s again made a shard whose collector had
+gone take twice linger_s to stop (s45e)."""
+
 LINGER_SLACK_S = 0.002
 """A close that lasts linger_s, less this for libzmq's cached millisecond clock, was cut off with
 events held."""
@@ -219,7 +225,8 @@ class PushSink(Sink):
         is held, so one that lasts the whole linger time ended with events held. With no linger
         time there is nothing to time: what was never connected, or is not now, counts as held.
         """
-        linger_ms = int(self.params.linger_s * 1000) if self._ever_connected else 0
+        linger_s = self.params.linger_s if delivering else min(PROBE_LINGER_S, self.params.linger_s)
+        linger_ms = int(linger_s * 1000) if self._ever_connected else 0
         closing = time.monotonic()
         self._sock.close(linger=linger_ms)
         self._ctx.term()

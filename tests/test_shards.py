@@ -779,6 +779,42 @@ def test_a_push_sink_reaches_a_collector_restarted_after_the_first_went_silent()
         ctx.destroy(linger=0)
 
 
+def test_a_push_sink_whose_collector_left_tells_held_events_without_lingering_again():
+    """linger_s waited for the collector to come back, then the close lingered linger_s again
+    with nobody to deliver to: a shard whose collector had gone took twice linger_s to stop
+    (s45e). The close's linger is recorded from the real socket."""
+    from fer_pipe.errors import OutputError
+    from fer_pipe.messages import Packet
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages.push_sink import PROBE_LINGER_S
+
+    port = free_port()
+    ctx = zmq.Context()
+    try:
+        pull = ctx.socket(zmq.PULL)
+        pull.bind(f"tcp://127.0.0.1:{port}")
+        sink = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 2})
+        sink.open()
+        sent = iter(range(10**6))
+
+        def taken() -> bool:
+            sink.consume(Packet("cam", next(sent), 0.0, faces=[]))
+            return pull.poll(100) != 0
+
+        wait_for(taken, 30, "the collector's first event")
+        pull.close(linger=0)  # the collector leaves; what is sent now is held
+        wait_for(lambda: not sink._collector_connected(0.0), 30, "the push sink to see the collector gone")
+        for _ in range(5):
+            sink.consume(Packet("cam", next(sent), 0.0, faces=[]))
+        lingers, close = [], sink._sock.close
+        sink._sock.close = lambda linger=None: (lingers.append(linger), close(linger=linger))[1]
+        with pytest.raises(OutputError, match="events still held .* were lost"):
+            sink.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert lingers == [int(PROBE_LINGER_S * 1000)]
+
+
 def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
     with busy_port() as port:
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{port}",
