@@ -1061,7 +1061,8 @@ def test_a_name_with_a_line_break_or_an_escape_code_is_said_on_one_line_escaped(
     done = fer_pipe("run", CONFIG, "--set", r'source.path="nope\nline\x1b[2J.mp4"', "--set",
                     f"csv.path={tmp_path / 'o.csv'}", "--quiet", cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (
-        2, "fer-pipe: stage 'source' (video): video nope\\nline\\x1b[2J.mp4: no such file\n")
+        2, f"fer-pipe: stage 'source' (video): video nope\\nline\\x1b[2J.mp4: no such file in {tmp_path}, the "
+           "folder fer-pipe runs in\n")
 
 
 def test_warnings_and_the_ok_line_write_a_name_with_a_line_break_or_an_escape_code_escaped(tmp_path):
@@ -1111,12 +1112,14 @@ def test_a_shipped_configs_placeholder_video_says_how_to_give_one(tmp_path):
     """'fer-pipe run video_to_csv' without --set said 'video input.mp4: no such file', a name
     the user never wrote; a file the user named, missing, is said as before."""
     done = fer_pipe("run", "video_to_csv", cwd=tmp_path, timeout=60)
-    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'source' (video): video input.mp4: no such file "
-                                                 "(the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'source' (video): video input.mp4: no such file in "
+                                                 f"{tmp_path}, the folder fer-pipe runs in (the shipped config's "
+                                                 "placeholder: give --set source.path=YOUR_FILE)\n")
     done = fer_pipe("run", "video_to_csv", "--set", "source.path=input.mp4", cwd=tmp_path, timeout=60)  # the same
     assert done.stderr.endswith(" (the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
     done = fer_pipe("run", "video_to_csv", "--set", "source.path=mine.mp4", cwd=tmp_path, timeout=60)
-    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'source' (video): video mine.mp4: no such file\n")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'source' (video): video mine.mp4: no such file in "
+                                                 f"{tmp_path}, the folder fer-pipe runs in\n")  # not the config's (s45d)
 
 
 def test_help_shows_the_defaults_of_options():
