@@ -66,7 +66,7 @@ class Smoother(Stage):
     writes = EXPRESSIONS
     provides = ("smooth",)
     wants_before = {"track": "smooths each face over its track, and no track stage before it gives faces a track "
-                             "id: smoothed_label and smoothed_confidence stay empty, and no episode is found"}
+                             "id: smoothed_label and smoothed_confidence stay empty"}
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _TrackState] = {}
@@ -100,7 +100,7 @@ class Smoother(Stage):
         if self._faces and not self._tracked:
             print(f"fer-pipe: WARNING: smooth stage {self.name!r}: none of the {self._faces} faces had a track "
                   "id, so none was smoothed; put a track stage before it (see configs/episodes.yaml), or, "
-                  "if there is one, no face lasted its min_hits detections", file=sys.stderr)
+                  "if there is one, no face lasted the track stage's min_hits detections", file=sys.stderr)
         return []
 
     def _update(self, packet: Packet, face: Face) -> None:

@@ -261,8 +261,7 @@ def test_a_smoother_with_no_tracker_before_it_is_warned_about(tmp_path):
         f"fer-pipe: WARNING: {config}: stage 'episodes' (episodes) ends an episode where a track's smoothed label "
         "changes, and no smooth stage before it settles one: it writes no episode",
         f"fer-pipe: WARNING: {config}: stage 'smoother' (smooth) smooths each face over its track, and no track "
-        "stage before it gives faces a track id: smoothed_label and smoothed_confidence stay empty, and no episode "
-        "is found"]
+        "stage before it gives faces a track id: smoothed_label and smoothed_confidence stay empty"]
     # a tracker of another name that says it stands in for track (here the built-in's subclass) counts
     registry().types["mytracker"] = type("MyTracker", (FaceTracker,), {})
     try:

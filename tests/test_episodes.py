@@ -211,8 +211,8 @@ def test_a_graph_without_track_or_smooth_stages_says_why_nothing_is_smoothed(tmp
     run_stage("episodes", untracked, {"path": str(tmp_path / "e.csv")})
     assert capsys.readouterr().err.splitlines() == [
         "fer-pipe: WARNING: smooth stage 'smooth': none of the 40 faces had a track id, so none was smoothed; "
-        "put a track stage before it (see configs/episodes.yaml), or, if there is one, no face lasted its "
-        "min_hits detections",
+        "put a track stage before it (see configs/episodes.yaml), or, if there is one, no face lasted the track "
+        "stage's min_hits detections",
         "fer-pipe: WARNING: episodes stage 'episodes': none of the 40 faces had a smoothed label, so there are no "
         "episodes; put track and smooth stages before it (see configs/episodes.yaml), or, if they are there, no "
         "face lasted the track stage's min_hits detections"]
