@@ -681,21 +681,22 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="video files, or folders: each gives the videos directly in it")
-    parser.add_argument("--out", required=True, help="folder for the CSVs, the manifest and _SUCCESS")
+    parser.add_argument("--out", required=True, metavar="FOLDER", help="folder for the CSVs, the manifest and _SUCCESS")
     parser.add_argument("--config", default=None,
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                         help="override a parameter of the config (repeatable); the source's path and "
                              "frame range and the csv sink's path are each task's own")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster to use: HOST:PORT, ray://HOST:PORT, or auto for the one running on "
-                             "this machine (default: start one of this run's own, on 127.0.0.1)")
-    parser.add_argument("--num-cpus", type=whole(1), default=None,
+    parser.add_argument("--address", default=None, metavar="ADDRESS",
+                        help="Ray cluster to use: HOST:PORT, ray://HOST:PORT, or auto for RAY_ADDRESS's or the "
+                             "one ray start --head started on this machine (default: start one of this run's "
+                             "own, on 127.0.0.1)")
+    parser.add_argument("--num-cpus", type=whole(1), default=None, metavar="N",
                         help="tasks at once on the local Ray (default: every core this process may use)")
-    parser.add_argument("--chunk-frames", type=whole(0), default=0,
+    parser.add_argument("--chunk-frames", type=whole(0), default=0, metavar="FRAMES",
                         help="split videos longer than this into tasks of this many frames (0: never; an MPEG "
                              "transport or program stream is read as one task)")
-    parser.add_argument("--max-retries", type=whole(0), default=3,
+    parser.add_argument("--max-retries", type=whole(0), default=3, metavar="N",
                         help="times Ray reruns a task whose worker or node died")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 

@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
-    run.add_argument("--stall-timeout", type=number(0), default=120.0,
+    run.add_argument("--stall-timeout", type=number(0), default=120.0, metavar="SECONDS",
                      help="fail a stage stuck on one packet this long, or stopped between packets while "
                           "packets wait for it (seconds, 0: never; default 120)")
     run.add_argument("--status-every", type=number(0), default=0.0, metavar="SECONDS",

@@ -392,12 +392,12 @@ def _say(line: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bind", type=endpoint, default="tcp://127.0.0.1:5560",
+    parser.add_argument("--bind", type=endpoint, default="tcp://127.0.0.1:5560", metavar="ENDPOINT",
                         help="PULL endpoint the push sinks connect to")
-    parser.add_argument("--csv", required=True, help="the merged CSV (appended to if it exists)")
-    parser.add_argument("--publish", type=endpoint, default=None,
+    parser.add_argument("--csv", required=True, metavar="FILE", help="the merged CSV (appended to if it exists)")
+    parser.add_argument("--publish", type=endpoint, default=None, metavar="ENDPOINT",
                         help="also republish every event on this PUB endpoint")
-    parser.add_argument("--precision", type=whole(1, 9), default=4,
+    parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
                         help="decimals of probabilities and confidence, 1-9, as the csv sink's; the shards' push "
                              "sinks round to their own precision (4) first, so raise theirs with it")
 

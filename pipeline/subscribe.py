@@ -32,9 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="receive the events of this source id alone, of every type (repeatable)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="JSON lines as sent, or CSV rows of frame events")
-    parser.add_argument("--server-key", help="the publisher's public key file (server.key) for CURVE")
-    parser.add_argument("--client-keys", help="this subscriber's secret key file (client.key_secret) for CURVE")
-    parser.add_argument("--count", type=whole(0), default=0, help="exit after this many events (0: until Ctrl-C)")
+    parser.add_argument("--server-key", metavar="FILE", help="the publisher's public key file (server.key) for CURVE")
+    parser.add_argument("--client-keys", metavar="FILE", help="this subscriber's secret key file (client.key_secret) for CURVE")
+    parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events (0: until Ctrl-C)")
 
 
 def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
