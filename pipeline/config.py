@@ -459,7 +459,8 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
         # the README's --set detector.workers=2, moved into the file under params (s43b)
         reason = f"unknown parameter ({loc[-1]} is a key of the stage, beside params, not one of its params)"
     elif err["type"] == "extra_forbidden":
-        reason = f"unknown parameter{did_you_mean(loc[-1], fields)}"
+        fields = list(fields)  # none close: the ones it takes, which `--set push.endpoint` had to look up (s45d)
+        reason = f"unknown parameter{did_you_mean(loc[-1], fields) or ' (it takes ' + ', '.join(fields) + ')'}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
     elif err["type"] == "int_parsing" and yaml and isinstance(err["input"], str) and _NUMBER_1_2.fullmatch(err["input"]):

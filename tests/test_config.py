@@ -37,7 +37,8 @@ BROKEN = {
     "unknown_type": (GOOD.replace("type: haar", "type: hair"),
                      "{f}:7: stage 'detector': unknown stage type 'hair' (did you mean 'haar'?) (known: "),
     "unknown_param": (GOOD.replace("      path: clip.mp4", "      path: clip.mp4\n      speed: 2"),
-                      "{f}:6: stage 'source' (video): params.speed: unknown parameter"),
+                      "{f}:6: stage 'source' (video): params.speed: unknown parameter (it takes source_id, path, "
+                      "start, max_frames, realtime, loop, fps)"),
     "misspelt_required_param": (GOOD.replace("      path: out.csv", "      pth: out.csv"),  # not "path is missing"
                                 "{f}:16: stage 'csv' (csv): params.pth: unknown parameter (did you mean 'path'?)"),
     "missing_param": (GOOD.replace("    params:\n      path: out.csv\n", ""),
