@@ -324,6 +324,11 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         if why:  # its name's outputs are another video's, and resuming would give them to this one
             report.status, report.bad_input, report.error = "failed", True, why
             continue
+        if Path(report.csv).is_file() and key not in recorded:  # adopted, it was vouched for by _SUCCESS (s45a)
+            report.status, report.bad_input = "failed", True
+            report.error = (f"{report.csv} is there, and no batch into {out_dir} made it (a fer-pipe run's CSV, or "
+                            "another file?); remove it, or give another --out")
+            continue
         if video is not None:
             sources[key] = video
         if Path(report.csv).is_file():

@@ -1063,6 +1063,22 @@ def test_a_batch_of_other_videos_keeps_a_stopped_runs_tasks_and_marks_no_success
     assert (out / f"{stopped.stem}.csv").read_text() == in_process_csv(stopped, tmp_path / "whole.csv")
 
 
+def test_a_csv_no_batch_made_is_not_taken_for_the_videos(cluster, six_clips, tmp_path):
+    """A file 'hello' at out/clip.csv was taken as the video's CSV: "nothing to do", exit 0,
+    _SUCCESS, and the folder's record then said it was made from that video (s45a)."""
+    out, clip = tmp_path / "out", six_clips[0]
+    out.mkdir()
+    (out / f"{clip.stem}.csv").write_text("hello\n")
+    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = proc.communicate(timeout=240)
+    assert (proc.returncode, stderr.splitlines()) == (2, [
+        f"fer-pipe: batch: {clip}: {out / clip.stem}.csv is there, and no batch into {out} made it (a fer-pipe "
+        "run's CSV, or another file?); remove it, or give another --out"])
+    assert (out / f"{clip.stem}.csv").read_text() == "hello\n" and not (out / "_SUCCESS").exists()
+    recorded = out / "_sources.json"
+    assert not recorded.exists() or clip.stem not in json.loads(recorded.read_text())
+
+
 def test_one_file_given_twice_is_one_input(cluster, six_clips, tmp_path):
     """It was refused as two inputs that would both write clip.csv. One file under two names (a
     link) is two inputs, each with its CSV: taken for one, the second name's CSV was not written."""
