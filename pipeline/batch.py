@@ -88,8 +88,9 @@ class InputReport:
 
 def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
     """Each folder replaced by the videos directly in it, by name; files stay as given; the
-    results folder left out (``videos/* --out videos/results`` given again took it for an input
-    with no videos: exit 2 and no _SUCCESS on a folder that was done, s45a).
+    results folder left out where it holds no videos (``videos/* --out videos/results`` given
+    again took it for an input with no videos: exit 2 and no _SUCCESS on a folder that was done,
+    s45a), but not where it is the videos' own folder (``batch videos --out videos``).
 
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
     argument limit. A folder with no videos stays in the list, so that it is reported by name;
@@ -100,10 +101,10 @@ def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
     expanded: dict[tuple[str, str], str] = {}
     for item in inputs:
         folder = Path(item)
-        if folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
-            continue
         videos = sorted(str(p) for p in folder.iterdir()
                         if p.suffix.lower() in VIDEO_SUFFIXES) if folder.is_dir() else []
+        if not videos and folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
+            continue
         for video in videos or [item]:
             expanded.setdefault((os.path.realpath(video), Path(video).name), video)
     return list(expanded.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -63,7 +64,8 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     held = _listing(work / "parts")
     for other in sources:  # chunks are named KEY@FIRST-LAST: lobby's first chunk and lobby@0-99.mp4's one task
         short, long = sorted((key, other), key=len)
-        if other != key and long.startswith(f"{short}@") and _has_parts(long, held):
+        if other != key and re.fullmatch(rf"{re.escape(short)}@\d+-(\d+|end)", long) \
+                and any(name.startswith(f"{long}.") for name in held):
             return (f"the finished tasks named {long} in {work / 'parts'}, kept by a stopped run, may be "
                     f"{sources[other].path}'s or this video's, and their names cannot tell which; give another "
                     "--out, or rename one of the two")

@@ -461,6 +461,7 @@ def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, su
     ffmpeg("-i", str(six_clips[0]), *encoder, str(video))
     (folder / "notes.txt").write_text("not a video\n")
     assert expand_folders([str(folder), str(folder / "results")], folder / "results") == [str(video)]
+    assert expand_folders([str(folder)], folder) == [str(video)]  # the videos' own folder as --out (s45f)
     assert len(read_frames(video, 1)) == 1  # OpenCV's FFmpeg reads it
 
 
@@ -1033,6 +1034,10 @@ def test_a_video_whose_tasks_would_take_the_names_of_another_ones_kept_tasks_is_
     assert clash("lobby", lobby, {"lobby@0-99": cut}, tmp_path, work) == why.format(work / "parts", cut.path)
     assert clash("lobby", lobby, {"lobby": lobby}, tmp_path, work) is None
     assert clash("lobby@home", cut, {"lobby": lobby}, tmp_path, work) is None  # no task of that name kept
+    (work / "parts" / "cam@night@0-19.csv").write_text("x\n")  # cam@night's chunk: no name of cam's (s45f)
+    cam, night = Source("/v/cam.mp4", 10, 1), Source("/v/cam@night.mp4", 20, 2)
+    assert clash("cam", cam, {"cam@night": night}, tmp_path, work) is None
+    assert clash("cam@night", night, {"cam": cam}, tmp_path, work) is None
 
 
 def test_a_batch_of_other_videos_keeps_a_stopped_runs_tasks_and_marks_no_success(cluster, six_clips, tmp_path):
