@@ -47,12 +47,16 @@ class ImageFolderSource(Source):
 
     def open(self) -> None:
         root = Path(self.params.path)
-        self._files, others = _list_images(root, self.params.recursive)
+        self._root = _identity(root)
+        self._files, others, unlisted = _list_images(root, self.params.recursive)
         if others:
             names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
             what = "file" if len(others) == 1 else "files"
             print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what} not in an image format "
                             f"it reads: {names}"), file=sys.stderr)
+        for folder, why in unlisted:
+            print(printable(f"fer-pipe: image folder: skipped the folder {folder}: cannot list it ({why})"),
+                  file=sys.stderr)
         self._decoder_said = StderrCapture()
 
     def length(self) -> int | None:
@@ -77,7 +81,7 @@ class ImageFolderSource(Source):
                 image, refused = None, exc
             said = self._decoder_said.take().decode("utf-8", "replace").strip()
             unreadable = None if image is not None else _unreadable(file)
-            if unreadable is not None and not root.is_dir():  # an unmounted share: the rest is lost too
+            if unreadable is not None and _identity(root) != self._root:  # an unmounted share: the rest is lost too
                 raise InputError(f"image folder {root}: went away during the run; {read} of its "
                                  f"{len(self._files)} images were read")
             if said and unreadable is None:  # libjpeg's "Premature end of JPEG file" of a truncated image named none
@@ -109,6 +113,15 @@ def _unreadable(file: Path) -> str | None:
         return f"cannot read it ({exc.strerror}{link})"
 
 
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at the path: a share unmounted under the run leaves its empty mount point."""
+    try:
+        status = os.stat(folder)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
 def _refusal(refused: cv2.error | None) -> str:
     if refused is None:
         return "not a readable image"
@@ -117,12 +130,13 @@ def _refusal(refused: cv2.error | None) -> str:
     return f"OpenCV refused it ({refused.err})"
 
 
-def _name_order(path: Path) -> list[tuple[list[str | int], str]]:
-    """Sort key: each part of the path with its runs of digits compared by value, so that
-    ffmpeg's unpadded frame1.jpg, frame2.jpg, ..., frame10.jpg come in the order they were taken;
-    case is ignored, as a file manager does, and breaks only ties."""
-    return [([int(t) if t.isdigit() else t for t in re.split(r"(\d+)", part.casefold())], part)
-            for part in path.parts]
+def _name_order(path: Path) -> list[tuple[list[str | int], str, str]]:
+    """Sort key: each part of the path, its stem before its suffix, with its runs of digits
+    compared by value, so that ffmpeg's unpadded frame1.jpg, frame2.jpg, ..., frame10.jpg come in
+    the order they were taken, after frame.jpg; case is ignored, as a file manager does, and
+    breaks only ties."""
+    return [([int(t) if t.isdecimal() else t for t in re.split(r"(\d+)", Path(part).stem.casefold())],
+             Path(part).suffix.casefold(), part) for part in path.parts]
 
 
 def _first_visit(folder: Path, seen: set[str]) -> bool:
@@ -135,19 +149,24 @@ def _first_visit(folder: Path, seen: set[str]) -> bool:
     return True
 
 
-def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
-    """The image files of a folder in name order, and the other files (to warn about). Hidden
+def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], list[tuple[str, str]]]:
+    """The image files of a folder in name order, the other files, and the subfolders that
+    cannot be listed with why (both to warn about: a drive's lost+found failed the run). Hidden
     files and folders (a Mac's ._ twins, .thumbnails) are not part of a collection: read, they
     took frame indices and shifted every timestamp after them."""
     if not root.is_dir():
         raise InputError(f"image folder {root}: " + ("is a file, not a folder" if root.exists() else "no such folder"))
     opencv_name(root, "image folder")  # one line, not one per image in it
 
-    def unlisted(exc: OSError) -> None:
-        raise InputError(f"image folder {exc.filename}: cannot list it ({exc.strerror})")
+    unlisted: list[tuple[str, str]] = []
+
+    def cannot_list(exc: OSError) -> None:
+        if Path(exc.filename) == root:
+            raise InputError(f"image folder {root}: cannot list it ({exc.strerror})")
+        unlisted.append((exc.filename, exc.strerror))
 
     files, subfolders, seen = [], 0, {os.path.realpath(root)}
-    for top, folders, names in os.walk(root, onerror=unlisted, followlinks=recursive):
+    for top, folders, names in os.walk(root, onerror=cannot_list, followlinks=recursive):
         folders[:] = [f for f in sorted(folders, key=lambda f: (Path(top, f).is_symlink(), _name_order(Path(f))))
                       if not f.startswith(".") and _first_visit(Path(top, f), seen)]
         if not recursive:
@@ -158,4 +177,4 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path]]:
     if not images:
         hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
         raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){hint}")
-    return images, [p for p in files if p.suffix.lower() not in SUFFIXES]
+    return images, [p for p in files if p.suffix.lower() not in SUFFIXES], unlisted

@@ -690,6 +690,16 @@ def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_name
         run_stage("image_folder", params={"path": str(nested)})
 
 
+def test_an_image_folders_name_order_is_a_file_managers():
+    """frame.jpg came after frame10.jpg, and a name of a digit \\d does not match (³) failed the
+    run with int()'s ValueError (s45f)."""
+    from fer_pipe.stages.image_folder import _name_order
+
+    names = ["frame10.jpg", "³.jpg", "frame2.jpg", "Frame1.jpg", "frame.jpg", "a/frame3.jpg", "b.jpg"]
+    assert sorted(names, key=lambda name: _name_order(Path(name))) == [
+        "a/frame3.jpg", "b.jpg", "frame.jpg", "Frame1.jpg", "frame2.jpg", "frame10.jpg", "³.jpg"]
+
+
 def test_an_image_folder_that_goes_away_mid_run_fails_it_after_what_was_read(clips, tmp_path):
     """An unmounted share lost the rest of the run with exit 0, each image called "not a
     readable image" (s45b): what was read is kept, and the run says the folder went away."""
@@ -703,6 +713,7 @@ def test_an_image_folder_that_goes_away_mid_run_fails_it_after_what_was_read(cli
         frames = source.frames()
         assert next(frames).index == 0
         folder.rename(tmp_path / "gone")
+        folder.mkdir()  # what an unmounted share leaves: its empty mount point (s45f)
         with pytest.raises(InputError) as failed:
             next(frames)
     finally:
