@@ -139,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     thread.start()
     while not runner.processes and thread.is_alive():
         time.sleep(0.05)
-    stages = list(runner.processes)
-    queues = list(runner.inboxes)
+    processes, inboxes = dict(runner.processes), dict(runner.inboxes)  # the runner lets go of them as the run ends
+    stages, queues = list(processes), list(inboxes)
     rows = RowCounter(rows_csv)
     samples: list[dict] = []
     with open(out / "soak_samples.csv", "w", newline="") as f:
@@ -151,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                 sample = {"t": round(time.monotonic() - started, 1)}
                 total_rss = total_anon = 0
                 for name, pid in [("parent", os.getpid()),
-                                  *((n, p.pid) for n, p in runner.processes.items())]:
+                                  *((n, p.pid) for n, p in processes.items())]:
                     rss, anon = memory_kib(pid) if pid else (0, 0)
                     sample[f"rss_{name}_kib"], sample[f"anon_{name}_kib"] = rss, anon
                     total_rss, total_anon = total_rss + rss, total_anon + anon
                 sample["rss_total_kib"], sample["anon_total_kib"] = total_rss, total_anon
                 for q in queues:
                     try:
-                        sample[f"q_{q}"] = runner.inboxes[q].qsize()
+                        sample[f"q_{q}"] = inboxes[q].qsize()
                     except (NotImplementedError, OSError):
                         sample[f"q_{q}"] = -1
                 sample["csv_rows"] = rows()
