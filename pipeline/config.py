@@ -280,10 +280,23 @@ as the config was read whole at gigabytes a second, and the FER-2013 CSV took mi
 
 
 def _utf16(raw: bytes) -> bool:
-    """Text in UTF-16: its byte-order mark, or (none written) a zero in every other byte of its
-    start, as ASCII text has; a video's or an image's zeros are not so regular."""
-    head = raw[:64]
-    return head[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(head) >= 8 and (not any(head[0::2]) or not any(head[1::2])))
+    """Text in UTF-16: its byte-order mark, or (none written) a start with zero bytes (the high
+    halves of its spaces and ASCII letters) that reads as printable text in UTF-16, Cyrillic or an
+    arrow in a first comment too (s45f); a video's or an image's zeros read as control characters,
+    and text of another encoding has no zeros."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return True
+    if b"\0" not in raw[:64]:
+        return False
+    for codec in ("utf-16-le", "utf-16-be"):
+        for length in (64, 62):  # the second, where a character's two halves straddle the first
+            try:
+                text = raw[:min(length, len(raw) // 2 * 2)].decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if len(text) >= 4 and all(c.isprintable() or c in "\t\r\n" for c in text):
+                return True
+    return False
 
 
 def read_config(path: str | Path) -> tuple[Any, Lines]:

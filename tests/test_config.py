@@ -378,9 +378,11 @@ def test_a_config_that_is_not_utf8_is_named_at_its_line(tmp_path):
         load_graph(path)
     assert str(refused.value) == (f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); "
                                   "save the file as UTF-8")
-    path.write_bytes(GOOD.encode("utf-16-be"))  # no byte-order mark
-    with pytest.raises(ConfigError, match="UTF-16, not UTF-8"):
-        load_graph(path)
+    for text in (GOOD, "# Видео → CSV\n" + GOOD):  # no byte-order mark; letters beyond Latin-1 first (s45f)
+        for codec in ("utf-16-be", "utf-16-le"):
+            path.write_bytes(text.encode(codec))
+            with pytest.raises(ConfigError, match="UTF-16, not UTF-8"):
+                load_graph(path)
 
 
 def test_a_video_given_as_the_config_is_called_binary_not_utf16(clips):
