@@ -483,18 +483,19 @@ def test_two_threads_pointing_stderr_away_at_once_leave_it_where_it_was():
     from fer_pipe.native_stderr import stderr_dropped
 
     before = os.readlink("/proc/self/fd/2")
-    first_in, second_tried = threading.Event(), threading.Event()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
 
     def first() -> None:
         with stderr_dropped():
             first_in.set()
-            second_tried.wait(1)  # the second blocks on the lock where there is one: no waiting for it
+            second_in.wait(1)  # where there is a lock, the second waits for it: no waiting for it here
+        first_out.set()
 
-    def second() -> None:
+    def second() -> None:  # without a lock: saves the first's /dev/null, and puts it back after the first left
         first_in.wait()
-        second_tried.set()
         with stderr_dropped():
-            pass
+            second_in.set()
+            first_out.wait(5)
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
