@@ -97,6 +97,36 @@ class RtspParams(SourceParams):
         return url
 
 
+class _Shared:
+    """What the rtsp stages of one process share: the environment variable FFmpeg reads its
+    options from at each open, and OpenCV's log level. A run gives each stage a process of its
+    own; run_stage and run_graph, in a host, may hold several, and one took another's options,
+    set for its open, for the user's own, and left them set, and the log level at ERROR (s45f)."""
+
+    def __init__(self) -> None:
+        self.environment = threading.Lock()
+        """Held from setting the options to giving the user's back, the open between."""
+        self._count = threading.Lock()
+        self._open = 0
+        self._their_log_level = 0
+
+    def opened(self) -> None:
+        with self._count:
+            if not self._open:  # given back when the last closes
+                self._their_log_level = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
+            self._open += 1
+
+    def closed(self) -> None:
+        with self._count:
+            self._open -= 1
+            if not self._open:
+                cv2.utils.logging.setLogLevel(self._their_log_level)
+
+
+_SHARED = _Shared()
+
+
 class RtspSource(Source):
     """Reads a network camera or stream, reconnecting with backoff when it is lost.
 
@@ -112,9 +142,9 @@ class RtspSource(Source):
         return True
 
     def open(self) -> None:
-        self._their_options = os.environ.get(FFMPEG_OPTIONS)  # a user's own FFmpeg options, kept with auto
-        self._their_log_level = cv2.utils.logging.getLogLevel()  # given back in close: run_stage runs in a host
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
+        with _SHARED.environment:  # not another stage's, set for its open
+            self._their_options = os.environ.get(FFMPEG_OPTIONS)  # a user's own FFmpeg options, kept with auto
+        _SHARED.opened()
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float, float] | None = None  # image, captured, the stream's fps
@@ -143,17 +173,18 @@ class RtspSource(Source):
         process (run_stage, run_graph) took them for the user's own, and auto asked for UDP on every
         attempt (s45c)."""
         self._transport = self._transport_for(failures)
-        if self.params.transport != "auto" or self._their_options is None:  # read by the open below
-            os.environ[FFMPEG_OPTIONS] = with_transport(self._their_options, self._transport)
-        try:
-            return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
-                                    [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
-                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
-        finally:
-            if self._their_options is None:
-                os.environ.pop(FFMPEG_OPTIONS, None)
-            else:
-                os.environ[FFMPEG_OPTIONS] = self._their_options
+        with _SHARED.environment:
+            if self.params.transport != "auto" or self._their_options is None:  # read by the open below
+                os.environ[FFMPEG_OPTIONS] = with_transport(self._their_options, self._transport)
+            try:
+                return cv2.VideoCapture(self.params.url, cv2.CAP_FFMPEG,
+                                        [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000),
+                                         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.params.timeout_s * 1000)])
+            finally:
+                if self._their_options is None:
+                    os.environ.pop(FFMPEG_OPTIONS, None)
+                else:
+                    os.environ[FFMPEG_OPTIONS] = self._their_options
 
     def _transport_for(self, failures: int) -> str:
         if self.params.transport != "auto":
@@ -334,4 +365,4 @@ class RtspSource(Source):
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=self.closing_s(self.params))
-        cv2.utils.logging.setLogLevel(self._their_log_level)
+        _SHARED.closed()

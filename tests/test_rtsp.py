@@ -261,20 +261,27 @@ def test_auto_transport_leaves_a_users_own_ffmpeg_options_alone(monkeypatch):
     """Alternating the transport wrote over OPENCV_FFMPEG_CAPTURE_OPTIONS a user had set for
     their camera; a transport named in the config still sets it, and keeps their other options
     (it wrote the transport alone, s31b)."""
+    import cv2
+
+    import fer_pipe.stages.rtsp as rtsp
     from fer_pipe.inprocess import make_stage
 
     mine = "rtsp_transport;udp|stimeout;2000000"
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", mine)
+    seen, capture = [], cv2.VideoCapture  # what each open read: the real VideoCapture, with the environment it had
+    monkeypatch.setattr(rtsp.cv2, "VideoCapture", lambda *args: (
+        seen.append(os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]), capture(*args))[1])
     url = f"rtsp://127.0.0.1:{free_port()}/x"
     for transport, expected in (("auto", mine), ("tcp", "stimeout;2000000|rtsp_transport;tcp")):
         stage = make_stage("rtsp", {"url": url, "transport": transport, "timeout_s": 1, "give_up_after_s": 30})
         stage.open()
         try:
+            seen.clear()
             stage._connect(1, 1.0).release()  # the attempt that would take UDP
         finally:
             stage.close()
-        assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == expected
-        monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", mine)
+        assert seen == [expected]
+        assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == mine  # given back after the open (s45c)
 
 
 def _run_until_it_gives_up(url: str, tmp_path, **params) -> tuple[int, str]:
@@ -937,3 +944,33 @@ def test_an_rtsp_stage_run_in_this_process_leaves_its_ffmpeg_options_out_of_the_
                                   "backoff_initial_s": 0.1, "backoff_max_s": 0.1, "give_up_after_s": 1})
     assert FFMPEG_OPTIONS not in os.environ
     assert cv2.utils.logging.getLogLevel() == level
+
+
+def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_they_were():
+    """The second stage's open, while the first's was in progress with its transport set, took
+    that for the user's own FFmpeg options and left it set after both closed, and the log level
+    at ERROR (s45f). The server accepts and never answers: the first open takes its timeout."""
+    import socket
+
+    import cv2
+
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
+
+    level = cv2.utils.logging.getLogLevel()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        url = f"rtsp://127.0.0.1:{silent.getsockname()[1]}"
+        first, second = (make_stage("rtsp", {"url": f"{url}/{n}", "timeout_s": 1}) for n in "ab")
+        first.open()
+        try:
+            wait_for(lambda: os.environ.get(FFMPEG_OPTIONS), 10, "the first stage's open")
+            second.open()
+            try:
+                assert second._their_options is None
+            finally:
+                second.close()
+        finally:
+            first.close()
+    assert (os.environ.get(FFMPEG_OPTIONS), cv2.utils.logging.getLogLevel()) == (None, level)
