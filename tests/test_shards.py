@@ -820,7 +820,7 @@ def test_collector_refuses_a_busy_port_or_a_foreign_csv_in_one_line(tmp_path):
         done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind", f"tcp://127.0.0.1:{port}",
                                "--csv", str(tmp_path / "merged.csv")], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr) == (
-        2, f"fer-pipe: --bind tcp://127.0.0.1:{port}: cannot bind: address already in use\n")
+        2, f"fer-pipe: --bind tcp://127.0.0.1:{port}: cannot bind: Address already in use\n")  # the zmq sink's words
     with tempfile.TemporaryDirectory(prefix="fp") as folder:  # an ipc path ZeroMQ would unlink from under its owner
         held = f"ipc://{folder}/c.sock"
         ctx = zmq.Context()
