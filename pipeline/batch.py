@@ -345,8 +345,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     pending_inputs = [i for i, r in reports.items() if r.status == "pending"]
     if not pending_inputs and not any(r.status == "failed" for r in reports.values()):
         if not quiet:
-            print(f"fer-pipe batch: nothing to do: all {len(reports)} inputs already have their CSV "
-                  f"in {out_dir}", file=sys.stderr)
+            every = "its one input already has its" if len(reports) == 1 else f"all {len(reports)} inputs already have their"
+            print(f"fer-pipe batch: nothing to do: {every} CSV in {out_dir}", file=sys.stderr)
         if not (out_dir / SUCCESS).exists():
             _finish(out_dir, work, reports, origin, sets, address, 0.0)
         return 0

@@ -162,7 +162,7 @@ class PushSink(Sink):
             who = (f"the collector at {self.params.connect} takes events slower than they come" if self._connected
                    else f"no collector at {self.params.connect} takes events")
             print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who}; {self.params.sndhwm} are held "
-                  "and the pipeline waits", file=sys.stderr, flush=True)
+                  "and the sink waits", file=sys.stderr, flush=True)
         self.waiting_outside()
         self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
         self._collector_connected(0.0)

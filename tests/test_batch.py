@@ -223,7 +223,7 @@ def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six
     again = batch(str(folder), "--out", str(out), "--address", cluster.address, "--config", str(config))  # six videos
     _, stderr = again.communicate(timeout=120)
     assert again.returncode == 0, stderr
-    assert "nothing to do" in stderr
+    assert f"fer-pipe batch: nothing to do: all 6 inputs already have their CSV in {out}" in stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
     (out / "_SUCCESS").unlink()  # deleted by hand, or the CSVs copied into a new --out: no _work either
@@ -1066,6 +1066,10 @@ def test_a_batch_of_other_videos_keeps_a_stopped_runs_tasks_and_marks_no_success
     entry, = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert (entry["chunks_run"], (out / "_SUCCESS").exists(), (out / "_work").exists()) == (0, True, False)
     assert (out / f"{stopped.stem}.csv").read_text() == in_process_csv(stopped, tmp_path / "whole.csv")
+    fourth = batch(str(stopped), "--out", str(out), "--address", cluster.address)
+    _, stderr = fourth.communicate(timeout=240)
+    assert (fourth.returncode, stderr) == (0, f"fer-pipe batch: nothing to do: its one input already has its CSV in "
+                                              f"{out}\n")  # not "all 1 inputs" (s45d)
 
 
 def test_a_csv_no_batch_made_is_not_taken_for_the_videos(cluster, six_clips, tmp_path):

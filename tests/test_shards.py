@@ -913,7 +913,7 @@ def test_a_collector_away_longer_than_the_stall_timeout_is_waited_for(clips, tmp
     run = start("run", str(config), "--quiet", "--stall-timeout", "1", log=err)
     collector = None
     try:
-        wait_for(lambda: "takes events; 1 are held" in err.read_text(), 60, "the push sink to wait", run)
+        wait_for(lambda: "takes events; 1 are held and the sink waits" in err.read_text(), 60, "the push sink to wait", run)
         time.sleep(3)  # the collector stays away three stall timeouts; the old code failed the run (exit 1)
         collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged),
                           log=tmp_path / "collect.log")
