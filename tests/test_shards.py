@@ -737,6 +737,7 @@ def test_a_collector_bound_beyond_loopback_warns_that_anyone_may_write_rows():
         f"fer-pipe collect: WARNING: --publish {publish} is not a loopback address: anyone who can reach it reads "
         "the events, unencrypted",
         "fer-pipe: --csv /nonexistent/rows.csv: folder /nonexistent does not exist"])
+    assert collect("--csv", "/tmp") == (2, ["fer-pipe: --csv /tmp: is a folder, not a file"])  # s45d
     assert collect("--bind", "tcp://192.0.2.1:5560", "--csv", "/dev/null") == (2, [
         "fer-pipe: --bind tcp://192.0.2.1:5560: cannot bind: 192.0.2.1 is not an address of this machine (bind one "
         "of its own, or 0.0.0.0 for all)"])
