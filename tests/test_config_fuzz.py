@@ -10,9 +10,11 @@ with the safe loader, and no model is loaded by a path that can run code from th
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import io
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from fer_pipe.cli import main
 pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 WORK = Path(tempfile.mkdtemp(prefix="fer-fuzz-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)  # made at import, by every worker: one left a run
 FUZZ = settings(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
