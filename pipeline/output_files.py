@@ -7,6 +7,7 @@ long as it writes; the kernel drops it when the process ends, however it ends.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -36,6 +37,8 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     """The one line for an output that cannot be written: bad input (exit 2) where the path
     cannot be used, a failed output (exit 1) where it could but the disk is full or failing,
     as a full disk mid-run is, so a wrapper that gives up on bad input retries it."""
+    if exc.errno == errno.EISDIR:  # the words check_writable says it in (collect --csv FOLDER, s45d)
+        return InputError(f"{what} {path}: is a folder, not a file")
     kind = InputError if exc.errno in UNUSABLE_PATH else OutputError
     return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
