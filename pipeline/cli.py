@@ -203,6 +203,8 @@ class _Parser(argparse.ArgumentParser):
     commands: dict[str, argparse.ArgumentParser] | None = None
 
     def error(self, message: str) -> NoReturn:
+        if self.commands and message == "the following arguments are required: command":
+            message = f"no command given: one of {', '.join(self.commands)}"
         self.exit(2, f"fer-pipe: {redact_urls(message)} (see {self.prog} --help)\n")  # it may quote a URL
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]

@@ -1109,6 +1109,14 @@ def test_an_argument_no_option_takes_points_to_the_help_that_lists_its_options()
     assert fer_pipe("--bogus", "run", "demo").stderr == "fer-pipe: unrecognized arguments: --bogus (see fer-pipe --help)\n"
 
 
+def test_no_command_names_the_commands():
+    """argparse said 'the following arguments are required: command', naming none of them."""
+    done = fer_pipe()
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: no command given: one of run, validate, stages, demo, "
+                                                 "subscribe, keys, batch, collect, train, evaluate "
+                                                 "(see fer-pipe --help)\n")
+
+
 def test_stages_lists_the_types_it_is_given_and_names_an_unknown_one():
     """'fer-pipe stages haar' (gst-inspect's habit) was refused: every stage's ~110 lines or none."""
     done = fer_pipe("stages", "haar", "track")
