@@ -656,7 +656,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        _say(f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
+        named = any(printable(name) in printable(report.error) for name in (report.input, _shown(report.input)))
+        _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads

@@ -343,7 +343,7 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
     proc = batch(str(folder), "--out", str(out), "--address", cluster.address, "--chunk-frames", "16", "--quiet")
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
-    assert stderr.splitlines() == [f"fer-pipe: batch: {folder}/caf\\udce9.avi: video {folder}/caf\\udce9.avi: its "
+    assert stderr.splitlines() == [f"fer-pipe: batch: video {folder}/caf\\udce9.avi: its "
                                    "name is not valid UTF-8, which OpenCV cannot open; rename it"]
     assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
 
@@ -413,7 +413,7 @@ def test_a_name_too_long_for_the_work_files_is_refused_before_anything_runs(six_
     done = fer_pipe("batch", str(video), "--out", str(tmp_path / "out"), "--quiet", timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [
-        f"fer-pipe: batch: {video}: video {video}: its name is too long for batch's work files, which add up "
+        f"fer-pipe: batch: video {video}: its name is too long for batch's work files, which add up "
         "to 17 bytes to it; 255 bytes is Linux's limit; rename it"]
 
 
@@ -432,9 +432,9 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
     assert re.fullmatch(rf"fer-pipe batch: 1 done \(0 retried\), 2 failed, 0 already there, in [0-9.]+ s; "
                         rf"manifest {re.escape(str(out / '_manifest.json'))}", stderr.splitlines()[-1]), stderr
     assert [line for line in stderr.splitlines() if "notes.avi" in line] == [
-        f"fer-pipe: batch: {bad}: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
+        f"fer-pipe: batch: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
     assert [line for line in stderr.splitlines() if "empty" in line] == [
-        f"fer-pipe: batch: {no_videos}: folder {no_videos}: no videos in it "
+        f"fer-pipe: batch: folder {no_videos}: no videos in it "
         "(.3gp, .avi, .flv, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .mxf, .ts, .vob, .webm, .wmv)"]
     assert "Traceback" not in stderr
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
@@ -479,9 +479,9 @@ def test_a_folders_entries_named_as_videos_that_are_no_files_are_named_and_fail(
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
     assert stderr.splitlines()[:-1] == [
-        f"fer-pipe: batch: {folder / 'b.mp4'}: video {folder / 'b.mp4'}: a broken link (to /mnt/not-mounted/cam2.mp4)",
-        f"fer-pipe: batch: {folder / 'c.mp4'}: video {folder / 'c.mp4'}: a folder, not a file",
-        f"fer-pipe: batch: {folder / 'loop.mp4'}: video {folder / 'loop.mp4'}: a link that loops"]
+        f"fer-pipe: batch: video {folder / 'b.mp4'}: a broken link (to /mnt/not-mounted/cam2.mp4)",
+        f"fer-pipe: batch: video {folder / 'c.mp4'}: a folder, not a file",
+        f"fer-pipe: batch: video {folder / 'loop.mp4'}: a link that loops"]
     manifest = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert [(Path(e["input"]).name, e["status"]) for e in manifest] == [
         ("a.avi", "done"), ("b.mp4", "failed"), ("c.mp4", "failed"), ("loop.mp4", "failed")]

@@ -782,7 +782,7 @@ def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
              "fer-pipe: stage 'source' (video): video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a file (the "
              "rtsp source reads streams)\n"),
             (["batch", url, "--out", str(tmp_path / "b"), "--quiet"],
-             "fer-pipe: batch: rtsp://admin:***@10.0.0.5/s1: video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not "
+             "fer-pipe: batch: video rtsp://admin:***@10.0.0.5/s1: a stream's URL, not "
              "a file (fer-pipe run's rtsp source reads streams)\n"),
             (["run", "webcam", "--set", f"source.device={url}"],
              "fer-pipe: stage 'source' (webcam): webcam rtsp://admin:***@10.0.0.5/s1: a stream's URL, not a "
