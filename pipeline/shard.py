@@ -69,7 +69,7 @@ def select_shard(data: Any, index: int, shards: int, origin: str) -> dict[str, A
             if not _is_source(body) or shard_of(camera_id(name, body), shards) == index}
     if not any(_is_source(body) for body in kept.values()):
         cameras = [camera_id(n, b) for n, b in stages.items() if _is_source(b)]
-        raise ConfigError(f"{origin}: --shard {index}/{shards}: none of its {len(cameras)} cameras "
+        raise ConfigError(f"{origin}: --shard {index}/{shards}: none of its {len(cameras)} source(s) "
                           f"({', '.join(cameras)}) hashes to shard {index}; use fewer shards")
     while True:
         removed = set(stages) - set(kept)

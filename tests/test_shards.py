@@ -171,7 +171,7 @@ def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(
     assert [(done.returncode, done.stdout, done.stderr) for done in said] == [
         (0, f"{path}: ok (5 stages: yard -> detector; gate -> detector; detector -> classifier -> csv)\n", ""),
         (0, f"{path}: ok (4 stages: door -> detector -> classifier -> csv)\n", ""),
-        (2, "", f"fer-pipe: {path}: --shard 2/4: none of its 4 cameras (door, lobby, yard, gate) hashes to shard 2; "
+        (2, "", f"fer-pipe: {path}: --shard 2/4: none of its 4 source(s) (door, lobby, yard, gate) hashes to shard 2; "
                 "use fewer shards\n"),
         (0, f"{path}: ok (4 stages: lobby -> detector -> classifier -> csv)\n", "")]
 
