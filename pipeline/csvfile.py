@@ -98,7 +98,22 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
         raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
                          "give a new file") from None
     if columns != list(header):
-        raise InputError(f"{what} {path}: exists with other columns; give a new file")
+        raise InputError(f"{what} {path}: exists with other columns ({_column_change(columns, header)}); "
+                         "give a new file")
+
+
+def _column_change(columns: Sequence[str], header: Sequence[str]) -> str:
+    """How a file's columns differ from a sink's, so the user can tell a forgotten ``extra``
+    key from another program's file."""
+    lacking = [c for c in header if c not in columns]
+    besides = [c for c in columns if c not in header]
+    said = ([f"it lacks {_some(lacking)}"] if lacking else []) + ([f"it has {_some(besides)} besides"] if besides else [])
+    return "; ".join(said) or "the same ones in another order"
+
+
+def _some(names: list[str]) -> str:
+    """The first five names, quoted."""
+    return ", ".join(map(repr, names[:5])) + (" and more" if len(names) > 5 else "")
 
 
 def _gone(folder: Path) -> bool:

@@ -232,12 +232,14 @@ def test_a_restarted_live_run_continues_its_csv_and_episodes_with_append(short_c
     episodes.write_text(",".join(columns) + "\n" + once[1][1] + "\n")
     refused = fer_pipe("run", str(config), "--quiet", *sets)
     assert (refused.returncode, refused.stderr) == (  # before any stage starts: it said "failed", from open
-        2, f"fer-pipe: stage 'episodes' (episodes): episodes {episodes}: exists with other columns; give a new file\n")
+        2, f"fer-pipe: stage 'episodes' (episodes): episodes {episodes}: exists with other columns "
+           "(the same ones in another order); give a new file\n")
     episodes.unlink()
     frames.write_text("a,b\n1,2\n")
     refused = fer_pipe("run", str(config), "--quiet", *sets)
     assert (refused.returncode, refused.stderr) == (
-        2, f"fer-pipe: stage 'csv' (csv): csv {frames}: exists with other columns; give a new file\n")
+        2, f"fer-pipe: stage 'csv' (csv): csv {frames}: exists with other columns "
+           "(it lacks 'source', 'frame', 'timestamp', 'face', 'x' and more; it has 'a', 'b' besides); give a new file\n")
 
 
 def test_a_face_whose_probs_are_not_seven_fails_the_csv_sink_and_the_event(tmp_path):
