@@ -55,7 +55,7 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     assert result["accuracy"] == round(np.trace(result["confusion"]) / 21, 4)  # rows on the diagonal
     missing = fer_pipe("evaluate", "--data", str(data), "--usage", "PublicTest")
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest'"
+    assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest' (its rows are PrivateTest)"
 
 
 @pytest.mark.parametrize("bad", ["300", "12.5", "x"])

@@ -120,17 +120,21 @@ def _label(text: str, where: str) -> int:
 
 
 def _read_rows(reader: Iterator[list[str]], path: Path, images: dict[str, list[np.ndarray]],
-               labels: dict[str, list[int]]) -> None:
-    """The rows after the header into the splits asked for (the keys of ``images``)."""
+               labels: dict[str, list[int]]) -> set[str]:
+    """The rows after the header into the splits asked for (the keys of ``images``); the splits
+    the file has, to name them where one asked for is missing."""
+    seen: set[str] = set()
     for lineno, row in enumerate(reader, start=2):
         if len(row) != 3:
             raise InputError(f"{path}:{lineno}: expected 3 fields, got {len(row)}")
         usage = _USAGE_TEXTS.get(row[2].strip().lower())
         if usage is None:
             raise InputError(f"{path}:{lineno}: Usage must be one of {', '.join(USAGES)}, got {row[2]!r}")
+        seen.add(usage)
         if usage in images:
             images[usage].append(_pixels(row[1], f"{path}:{lineno}"))
             labels[usage].append(_label(row[0], f"{path}:{lineno}"))
+    return seen
 
 
 def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
@@ -143,7 +147,7 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
                 header = next(reader, None)
                 if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
                     raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
-                _read_rows(reader, path, images, labels)
+                seen = _read_rows(reader, path, images, labels)
             except (InputError, UnicodeDecodeError, csv.Error):
                 damage = _gzip_damage(path, fh)
                 if damage:
@@ -158,7 +162,8 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc} (a quote left open?)") from None
     for usage in usages:
         if not images[usage]:
-            raise InputError(f"{path}: no rows with Usage {usage!r}")
+            has = f"its rows are {', '.join(u for u in USAGES if u in seen)}" if seen else "it has no rows"
+            raise InputError(f"{path}: no rows with Usage {usage!r} ({has})")
     return [FerSplit(np.stack(images[u]), np.array(labels[u], dtype=np.int64), u) for u in usages]
 
 
