@@ -372,7 +372,7 @@ def test_a_ctrl_c_during_the_export_says_the_run_is_kept_and_a_resume_exports_it
         said = []
         for line in proc.stderr:
             said.append(line)
-            if line.startswith("selection on PublicTest"):  # what comes next is the export
+            if line.startswith("chosen on PublicTest"):  # what comes next is the export
                 while not any((folder / "model.keras").exists() for folder in (out, out / ".export")):
                     time.sleep(0.01)  # its first file is written: a resumed run's mixed with the old run's (s43a)
                 proc.send_signal(signal.SIGINT)

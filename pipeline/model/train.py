@@ -213,7 +213,9 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
     picked = max(scores, key=scores.get)
     state["selection"] = {"publictest_accuracy_after_bn_recalibration": scores, "picked": picked,
                           "epoch": state["epochs_done"] if picked == "final" else state.get("best_epoch")}
-    print(f"selection on PublicTest: {scores}, shipping {picked}", file=sys.stderr)
+    said = ", ".join(f"the {name} epoch's {score:.2%}" for name, score in scores.items())
+    print(f"chosen on PublicTest after recalibration: {said}; the model keeps the {picked} epoch's weights",
+          file=sys.stderr)
     return candidates[picked]
 
 
