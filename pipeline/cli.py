@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import json
 import os
 import signal
 import sys
@@ -123,10 +124,12 @@ def _warn(graph: Graph) -> None:
               file=sys.stderr)
 
 
-def _shown(default: Any) -> Any:
-    """A default as a config writes it: an enum's value and a path's text, not their reprs
-    (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``)."""
-    return default.value if isinstance(default, Enum) else str(default) if isinstance(default, PurePath) else default
+def _shown(default: Any) -> str:
+    """A default as a config writes it: an enum's value, a path's text and YAML's ``null``,
+    ``true`` and ``false``, not their Python reprs (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``,
+    ``None``)."""
+    value = default.value if isinstance(default, Enum) else str(default) if isinstance(default, PurePath) else default
+    return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
 
 
 def _kind(info: FieldInfo) -> str:
@@ -168,7 +171,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         fields = cls.Params.model_fields.items()  # the required first: inherited ones come first otherwise
         for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
             default = ("required" if info.is_required() else
-                       f"default {_shown(info.get_default(call_default_factory=True))!r}")
+                       f"default {_shown(info.get_default(call_default_factory=True))}")
             print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
     problems = [name for name in reg.problems if not args.types or name in args.types]
     for name in problems:

@@ -1122,6 +1122,7 @@ def test_stages_lists_the_types_it_is_given_and_names_an_unknown_one():
     done = fer_pipe("stages", "haar", "track")
     headers = [line.split(" v")[0] for line in done.stdout.splitlines() if not line.startswith(" ")]
     assert (done.returncode, headers) == (0, ["haar", "track"]), done.stderr
+    assert "    equalize: default false; true/false. " in done.stdout  # as YAML writes it, not Python's False
     done = fer_pipe("stages", "hair")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.startswith("fer-pipe: unknown stage type 'hair' (did you mean 'haar'?) (known: classifier, csv, episodes, haar, ")
