@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import cv2
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import Packet, wall_time
@@ -21,6 +21,15 @@ class WebcamParams(SourceParams):
     height: int = Field(0, ge=0, le=8192, description="requested frame height (0: the camera's default)")
     fps: float = Field(0.0, ge=0, le=240, description="requested frames per second (0: the camera's default)")
     max_failures: int = Field(30, ge=1, description="give up after this many failed reads in a row")
+
+    @field_validator("device")
+    @classmethod
+    def _index_from_zero(cls, device: int | str) -> int | str:
+        """-1, which some OpenCV back-ends take for "any camera", names no device file here: said
+        before the run, not when it opens the camera."""
+        if isinstance(device, int) and device < 0:
+            raise ValueError("a camera index is 0 or more (or give a device path such as /dev/video0)")
+        return device
 
 
 def device_path(device: int | str) -> Path | None:

@@ -2,6 +2,7 @@
 same VideoCapture on a recording given as the device (a path), and the missing camera for real."""
 from __future__ import annotations
 
+import re
 import time
 
 import yaml
@@ -26,6 +27,15 @@ def test_missing_camera_is_one_line_naming_the_device_and_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "fer-pipe: stage 'source' (webcam): webcam 9: no camera (/dev/video9 does not exist)"
     assert not csv_path.exists()  # it failed before anything started
+
+
+def test_a_negative_camera_index_is_refused_by_validate(tmp_path):
+    """device: -1 passed validate and was refused only when a run opened /dev/video-1."""
+    config = webcam_config(tmp_path / "g.yaml", -1, tmp_path / "out.csv")
+    done = fer_pipe("validate", str(config), timeout=60)
+    assert done.returncode == 2 and re.fullmatch(
+        rf"fer-pipe: {re.escape(str(config))}:\d+: stage 'source' \(webcam\): params.device: a camera index is 0 or "
+        r"more \(or give a device path such as /dev/video0\)\n", done.stderr), done.stderr
 
 
 def test_live_frames_flow_in_order_and_what_is_dropped_is_counted(clips, tmp_path):
