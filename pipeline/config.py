@@ -560,7 +560,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, got {got}")
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)} "
+            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)}{did_you_mean(str(key), TOP_KEYS)} "
                               f"(expected {', '.join(sorted(TOP_KEYS))})")
     queue_size = data.get("queue_size", QUEUE_SIZE)
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
