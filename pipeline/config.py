@@ -194,6 +194,8 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
     document "but found another document" (s43b)."""
     mark, context = exc.problem_mark, exc.context_mark if exc.context else None
     hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
+    if mark and text[mark.index:mark.index + 1] == "\t":
+        hint = " (a tab, where YAML takes spaces only: to indent, and after a colon)"
     at_end = mark is not None and not text[mark.index:].strip()
     start = context if context and (at_end or mark is None) else mark
     where = f"{origin}:{start.line + 1}" if start else origin

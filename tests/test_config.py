@@ -132,6 +132,9 @@ BROKEN = {
     "workers_of_a_stateful_stage": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
                                     "{f}:14: stage 'csv' (csv): workers: csv keeps state from one packet "
                                     "to the next (or is a source or a sink), so it runs in one process only"),
+    "tab_indent": (GOOD.replace("  source:", "\tsource:"),
+                   "{f}:2: invalid YAML: found character '\\t' that cannot start any token (a tab, where YAML takes "
+                   "spaces only: to indent, and after a colon)"),
     "misspelt_top_level_key": (GOOD.replace("stages:", "stagez:"),
                                "{f}:1: unknown top-level key 'stagez' (did you mean 'stages'?) (expected description, "
                                "queue_size, stages)"),
