@@ -28,19 +28,20 @@ def check_client_folder(path: str) -> None:
         raise InputError(f"{path}: holds no client public key (*.key); no subscriber could connect")
 
 
-def load_keys(path: str, secret: bool) -> tuple[bytes, bytes | None]:
+def load_keys(path: str, secret: bool, what: str) -> tuple[bytes, bytes | None]:
     """The public and secret key in ``path``; with ``secret``, a file without the secret half
-    (the ``.key`` where the ``.key_secret`` is meant) is refused."""
+    (the ``.key`` where the ``.key_secret`` is meant) is refused. ``what`` (the option or param
+    that named the file) begins each line: a subscriber gives two key files."""
     if not Path(path).is_file():
         problem = ("no such file" if not Path(path).exists() else "is a folder, not a key file" if Path(path).is_dir()
                    else "not a regular file")
-        raise InputError(f"{path}: {problem}")
+        raise InputError(f"{what} {path}: {problem}")
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a CURVE key file: {exc}") from None
+        raise InputError(f"{what} {path}: not a CURVE key file: {exc}") from None
     if secret and secret_key is None:
-        raise InputError(f"{path}: holds no secret key (give the .key_secret file, not the .key)")
+        raise InputError(f"{what} {path}: holds no secret key (give the .key_secret file, not the .key)")
     return public, secret_key
 
 

@@ -64,7 +64,7 @@ class Publisher:
     def _bind(self, kind: str, endpoint: str, secret_file: str, clients: str) -> None:
         where = tcp_host_port(endpoint)
         if secret_file:
-            public, secret = load_keys(secret_file, secret=True)
+            public, secret = load_keys(secret_file, secret=True, what="curve_secret_key")
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
             self._auth.configure_curve(domain="*", location=clients or zmq.auth.CURVE_ALLOW_ANY)

@@ -45,8 +45,8 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     sock = peer_socket(ctx, zmq.SUB, endpoint)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
     if server_key:
-        sock.curve_serverkey = load_keys(server_key, secret=False)[0]
-        sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True)
+        sock.curve_serverkey = load_keys(server_key, secret=False, what="--server-key")[0]
+        sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True, what="--client-keys")
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:

@@ -67,7 +67,7 @@ class ZmqSink(Sink):
     @classmethod
     def preflight(cls, params: ZmqParams) -> None:
         if params.curve_secret_key:  # read here too, so a wrong key file is one line before any stage starts
-            load_keys(params.curve_secret_key, secret=True)
+            load_keys(params.curve_secret_key, secret=True, what="curve_secret_key")
         if params.curve_clients:
             check_client_folder(params.curve_clients)
         check_bindable(params.endpoint, "zmq")

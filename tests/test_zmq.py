@@ -518,17 +518,17 @@ def test_a_wrong_key_file_is_one_line_before_anything_runs_on_both_sides(short_c
     done = fer_pipe("run", "configs/video_to_zmq.yaml", "--quiet", "--set", f"source.path={short_clip}",
                     "--set", f"events.curve_secret_key={public}", "--set", f"events.endpoint=tcp://127.0.0.1:{free_port()}",
                     cwd=REPO, timeout=120)
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'events' (zmq): {public}: holds no secret key "
-                                                 "(give the .key_secret file, not the .key)\n")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'events' (zmq): curve_secret_key {public}: holds no "
+                                                 "secret key (give the .key_secret file, not the .key)\n")
     missing = tmp_path / "keys" / "nope.key"
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(missing),
                     "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {missing}: no such file\n")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --server-key {missing}: no such file\n")
     fifo = tmp_path / "keys" / "fifo.key"
     os.mkfifo(fifo)  # was "is a folder"
-    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(fifo),
-                    "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
-    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {fifo}: not a regular file\n")
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(public),
+                    "--client-keys", str(fifo), timeout=60)  # which of the two files: the line names its option
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --client-keys {fifo}: not a regular file\n")
 
 
 def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):
