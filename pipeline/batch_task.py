@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import ConfigError, UserError
-from .opencv_names import utf8_name
+from .opencv_names import opencv_name, utf8_name
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def frame_count(path: str) -> int:
 
     if not utf8_name(path):
         return 0  # unknown: its task says why it cannot be read
-    capture = cv2.VideoCapture(path)
+    capture = cv2.VideoCapture(opencv_name(path, "video"))
     try:
         if not capture.isOpened():
             return 0

@@ -7,22 +7,31 @@ driver while planning. Every name handed to OpenCV goes through here first.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .errors import InputError
 
 
 def utf8_name(path: str | Path) -> bool:
+    """Whether OpenCV can be given this name: its bytes on disk are UTF-8."""
     try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
         return False
     return True
 
 
 def opencv_name(path: str | Path, what: str) -> str:
-    """``path`` as a ``str`` for OpenCV, or InputError naming it (with its odd bytes escaped)."""
+    """``path`` as a ``str`` for OpenCV, or InputError naming it (with its odd bytes escaped).
+
+    The bindings encode a ``str`` as UTF-8 whatever the locale, so the name is the file's bytes
+    read as UTF-8: under a Latin-1 or EUC-JP locale Python's own ``str`` named another file, and a
+    video writer wrote there, leaving the named file empty (s46a). A relative name whose first
+    part holds a colon (``2026-12-05T10:30:00.mp4``, ``cam1:lobby.mp4``) is led by ``./``, or
+    FFmpeg takes what comes before the colon for a protocol and opens nothing."""
     if not utf8_name(path):
         shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
         raise InputError(f"{what} {shown}: its name is not valid UTF-8, which OpenCV cannot open; rename it")
-    return str(path)
+    name = os.fsencode(path).decode("utf-8")
+    return f"./{name}" if ":" in name.split("/", 1)[0] else name

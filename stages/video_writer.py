@@ -135,7 +135,7 @@ class VideoWriterSink(Sink):
             self._number += 1
             path = _numbered(path, self._number)
         fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
-        writer = cv2.VideoWriter(str(path), fourcc, self._rate, self._size)
+        writer = cv2.VideoWriter(opencv_name(path, "video_writer"), fourcc, self._rate, self._size)
         if not writer.isOpened():  # no writer kept, so close removes the empty file this made
             raise InputError(f"video_writer {path}: OpenCV cannot write this file")
         self._writer, self._file, self._in_file = writer, path, 0
@@ -282,7 +282,7 @@ class VideoWriterSink(Sink):
             return
         if said:
             os.write(2, said)
-        capture = cv2.VideoCapture(str(self._file))
+        capture = cv2.VideoCapture(opencv_name(self._file, "video_writer"))
         held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
         if 0 == held < self._in_file and capture.isOpened():  # an .avi cut before its index: read what it holds
             held = sum(1 for _ in iter(capture.grab, False))

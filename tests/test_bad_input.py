@@ -944,6 +944,47 @@ def test_a_video_whose_name_is_not_utf8_is_one_line_not_a_crash(short_clip, tmp_
                              "valid UTF-8, which OpenCV cannot open; rename it")
 
 
+def test_a_name_with_a_colon_is_a_file_not_an_ffmpeg_protocol(short_clip, tmp_path):
+    """A video named by its recording time ('2026-12-05T10:30:00.avi', 'date -Iseconds') was "not
+    a video": FFmpeg took '2026-12-05T10' for a protocol. The video writer failed the same way."""
+    ffmpeg("-i", str(short_clip), str(tmp_path / "2026-12-05T10:30:00.mp4"))  # FFmpeg reads it: OpenCV reads AVI itself
+    done = fer_pipe("run", "demo", "--quiet", "--set", "source.path=2026-12-05T10:30:00.mp4", "--set", "csv.path=o.csv",
+                    "--set", "annotated.path=cam1:lobby.mp4", cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(read_frames(tmp_path / "cam1:lobby.mp4", 100)) == 60
+    assert len({row["frame"] for row in csv_rows(tmp_path / "o.csv")}) == 60
+
+
+def latin1_locale(tmp_path: Path) -> dict[str, str]:
+    """An environment whose locale is ISO-8859-1, made with localedef (no locale package needed)."""
+    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1", str(tmp_path / "de_DE.ISO-8859-1")],
+                          capture_output=True, timeout=120)
+    if not (tmp_path / "de_DE.ISO-8859-1").is_dir():
+        pytest.skip(f"localedef could not make an ISO-8859-1 locale here: {made.stderr.decode(errors='replace')}")
+    return {**os.environ, "LOCPATH": str(tmp_path), "LC_ALL": "de_DE.ISO-8859-1"}
+
+
+def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path):
+    """Under a Latin-1 locale Python's str of a name was handed to OpenCV, which encodes it as
+    UTF-8: a video named in UTF-8 was "not a video", and the video writer wrote its video under
+    another name and left the named file empty, exit 0."""
+    env = latin1_locale(tmp_path)
+    (tmp_path / "café.avi").write_bytes(short_clip.read_bytes())  # UTF-8 on disk, as most names are
+    cli = [sys.executable, "-m", "fer_pipe.cli", "run"]  # the names below are bytes, as the shell passes them
+    done = subprocess.run([*cli, "video_to_csv", "--quiet", "--set", "source.path=café.avi".encode(), "--set",
+                           "csv.path=o.csv"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len({row["frame"] for row in csv_rows(tmp_path / "o.csv")}) == 60
+    done = subprocess.run([*cli, "demo", "--quiet", "--set", "source.path=café.avi".encode(), "--set", "csv.path=d.csv",
+                           "--set", b"annotated.path=Video-\xe4.avi"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, b"fer-pipe: stage 'annotated' (video_writer): video_writer "
+                                                 b"Video-\xe4.avi: its name is not valid UTF-8, which OpenCV cannot "
+                                                 b"open; rename it\n")
+    assert sorted(p.name for p in tmp_path.glob("*.avi")) == ["café.avi", "short.avi"]  # and none made elsewhere
+
+
 def test_an_image_folder_whose_name_is_not_utf8_is_one_line(clips, tmp_path, out_csv):
     """Each image in it was skipped with a line of its own (thousands, for a large folder), then
     "none of its N image files could be decoded", though none was tried."""
