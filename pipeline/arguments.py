@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,14 @@ def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
 def number(minimum: float, maximum: float | None = None) -> Callable[[str], float]:
     """An argparse type: a finite number no smaller than ``minimum`` (nor larger than ``maximum``)."""
     return _at_least(float, "a finite number", minimum, maximum)
+
+
+def home(text: str) -> str:
+    """An argparse type: a file or folder, where ``~`` leads to the home folder as in a config's
+    file params. The shell expands only a word's leading ``~``: ``--out=~/x`` or a quoted
+    ``'~/x'`` came as typed, and batch made a folder ``./~/x`` while its CSVs, params made from
+    it, went under the home folder and failed (s46a)."""
+    return os.path.expanduser(text)
 
 
 def endpoint(text: str) -> str:

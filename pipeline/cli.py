@@ -21,7 +21,7 @@ from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
-from .arguments import number
+from .arguments import home, number
 from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
 from .redaction import redact_urls
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = sub.choices
 
     run = sub.add_parser("run", help="run a pipeline from a YAML config")
-    run.add_argument("config", help="YAML graph: a file, or a shipped config by name (webcam.yaml)")
+    run.add_argument("config", type=home, help="YAML graph: a file, or a shipped config by name (webcam.yaml)")
     run.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                      help="override a parameter (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or statistics")
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check configs without running anything")
-    validate.add_argument("configs", nargs="+", help="YAML graphs: files, or shipped configs by name")
+    validate.add_argument("configs", nargs="+", type=home, help="YAML graphs: files, or shipped configs by name")
     validate.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                           help="override a parameter of every config checked (repeatable)")
     validate.add_argument("--shard", default=None, metavar="I/N",
@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     stages.set_defaults(func=_cmd_stages)
 
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
-    demo.add_argument("--out", default="demo-output", help="folder for the demo's outputs")
-    demo.add_argument("--cache", default=None, help="folder the sample clips are kept in (default: "
+    demo.add_argument("--out", default="demo-output", type=home, help="folder for the demo's outputs")
+    demo.add_argument("--cache", default=None, type=home, help="folder the sample clips are kept in (default: "
                                                     "$FER_PIPE_CACHE/clips, else $XDG_CACHE_HOME/fer-pipe/clips, "
                                                     "else ~/.cache/fer-pipe/clips)")
     demo.add_argument("--quiet", action="store_true",

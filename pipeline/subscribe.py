@@ -13,7 +13,7 @@ import sys
 
 import zmq
 
-from .arguments import endpoint, whole
+from .arguments import endpoint, home, whole
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
 from .errors import InputError, printable
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="receive the events of this source id alone, of every type (repeatable)")
     parser.add_argument("--format", choices=("json", "csv"), default="json",
                         help="JSON lines as sent, or CSV rows of frame events")
-    parser.add_argument("--server-key", metavar="FILE", help="the publisher's public key file (server.key) for CURVE")
-    parser.add_argument("--client-keys", metavar="FILE", help="this subscriber's secret key file (client.key_secret) for CURVE")
+    parser.add_argument("--server-key", type=home, metavar="FILE", help="the publisher's public key file (server.key) for CURVE")
+    parser.add_argument("--client-keys", type=home, metavar="FILE", help="this subscriber's secret key file (client.key_secret) for CURVE")
     parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events (0: until Ctrl-C)")
 
 

@@ -488,6 +488,18 @@ def test_a_folders_entries_named_as_videos_that_are_no_files_are_named_and_fail(
     assert not (out / "_SUCCESS").exists()
 
 
+def test_an_out_folder_given_with_a_tilde_the_shell_left_is_under_home(tmp_path):
+    """'--out=~/results' (the shell expands no '~' after '=') made './~/results' while the tasks'
+    CSVs, params, went to the home folder's 'results', which did not exist: every input failed,
+    and a folder named '~' was left where 'rm -rf ~' clears it up, and the home with it."""
+    (tmp_path / "empty.mp4").touch()  # fails before any Ray starts: the folder is still made and written
+    done = fer_pipe("batch", "empty.mp4", "--out=~/results", cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
+                    timeout=120)
+    assert (done.returncode, done.stderr.splitlines()[0]) == (2, "fer-pipe: batch: video empty.mp4: the file is empty")
+    assert json.loads((tmp_path / "results" / "_manifest.json").read_text())["inputs"][0]["status"] == "failed"
+    assert not (tmp_path / "~").exists()
+
+
 def chunked_as_one_run(cluster, video: Path, chunk_frames: int, tmp_path: Path) -> tuple[str, int, int]:
     """Batch ``video`` alone in chunks, check that it succeeds with the CSV one in-process run
     writes, and give its manifest entry's status, chunks and rows."""

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ..arguments import whole
+from ..arguments import home, whole
 from ..messages import EMOTIONS
 from ..preprocess import preprocess_dataset
 from .data import USAGES, FerSplit, load_split
@@ -18,8 +18,8 @@ BATCH = 256
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite model (default: shipped)")
-    parser.add_argument("--data", required=True, help="FER-2013 CSV(.gz) or image folder")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), type=home, help="a .tflite model (default: shipped)")
+    parser.add_argument("--data", required=True, type=home, help="FER-2013 CSV(.gz) or image folder")
     parser.add_argument("--usage", default="PublicTest", choices=USAGES, help="the split scored (default: PublicTest)")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
     parser.add_argument("--limit", type=whole(0), default=0, help="a fixed random sample of N rows (default 0: all)")
