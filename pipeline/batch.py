@@ -37,7 +37,8 @@ from typing import Any
 
 from . import hangup
 from .arguments import home, whole
-from .batch_cluster import StopSignals, check_cluster, import_ray, start_ray, stop_ray, watch_cluster
+from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_ray_cannot_take, start_ray, stop_ray,
+                            watch_cluster)
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
@@ -289,6 +290,7 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     address = check_cluster(address)
     inputs = expand_folders(inputs, out_dir)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
+    refuse_what_ray_cannot_take()
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     else:  # a local Ray starts only where there is work, but one not installed is said before it

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any
 
 from . import hangup
 from .endpoints import host_port, is_loopback
-from .errors import InputError, UserError
+from .errors import InputError, UserError, printable
 from .machine import usable_cpus
 from .stop_signals import handling, signals_held
 
@@ -90,6 +91,30 @@ def watch_cluster(gcs_address: str, on_lost: Callable[[float], None]) -> threadi
 
 def is_loopback_address(address: str | None) -> bool:
     return not address or is_loopback(host_port(address)[0])
+
+
+def refuse_what_ray_cannot_take() -> None:
+    """InputError where this process's command line or working folder holds a name that is not
+    UTF-8: Ray hands both to its core as UTF-8, and a Latin-1 ``café.mp4`` from a glob, an
+    ``--out`` or the folder batch ran in ended it in a traceback before any task, nothing done
+    (s46a). A folder given as the input names such a file in its own failed line instead."""
+    for arg in sys.orig_argv:
+        if not _encodes(arg):
+            raise InputError(f"batch: the argument {printable(arg)} is not valid UTF-8, and Ray cannot start with "
+                             "it on the command line; give the folder it is in (its files of such names then fail "
+                             "alone, named), or rename it")
+    folder = os.getcwd()
+    if not _encodes(folder):
+        raise InputError(f"batch: the folder it runs in, {printable(folder)}, has a name that is not valid UTF-8, "
+                         "which Ray cannot take; run it from another folder")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is not UTF-8, held as a surrogate escape
+        return False
+    return True
 
 
 def check_cluster(address: str | None) -> str | None:

@@ -348,6 +348,26 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
     assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
 
 
+def test_a_name_ray_cannot_take_on_the_command_line_or_as_the_folder_is_one_line(six_clips, tmp_path):
+    """Given by name (a glob's), as --out, or as the folder batch ran in, a name that is not UTF-8
+    ended the batch in Ray's UnicodeEncodeError traceback, exit 1, with nothing done and the
+    results folder made. Refused before anything is made; the folder given instead still works
+    (the test above)."""
+    latin = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    latin.mkdir()
+    shutil.copy(six_clips[0], latin / "a.avi")
+    done = fer_pipe("batch", str(latin / "a.avi"), "--out", str(tmp_path / "out"), timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: batch: the argument {tmp_path}/caf\\udce9/a.avi is not "
+                                                 "valid UTF-8, and Ray cannot start with it on the command line; give "
+                                                 "the folder it is in (its files of such names then fail alone, named), "
+                                                 "or rename it\n")
+    done = fer_pipe("batch", "a.avi", "--out", str(tmp_path / "out"), cwd=latin, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: batch: the folder it runs in, {tmp_path}/caf\\udce9, "
+                                                 "has a name that is not valid UTF-8, which Ray cannot take; run it "
+                                                 "from another folder\n")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("delay_s", [1.5, 2.0, 2.5])
 def test_a_ctrl_c_while_its_own_ray_starts_leaves_no_process(six_clips, tmp_path, delay_s):
     """A Ctrl-C about 2 s in, while the batch's own Ray was starting, left its dashboard and
