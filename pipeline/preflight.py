@@ -6,11 +6,12 @@ the process), four attempts each, where ``fer-pipe run`` said one line (s39c).
 """
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 
 from .endpoints import one_binder_each
 from .errors import InputError, UserError
-from .graph import Graph
+from .graph import Graph, StageSpec
 from .stage import StageFailure, said
 
 
@@ -21,27 +22,46 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
     from it, whose cause holds the plug-in's traceback."""
     with one_binder_each():  # two stages of this run on one port are refused here too
         for spec in graph.stages.values():
-            if spec.name in skip:
-                continue
-            try:
-                spec.cls.preflight(spec.params)
-            except UserError as exc:
-                if not named:
-                    raise
-                from .config import placeholder_hint  # on this failure only: config imports pydantic
-
-                hint = placeholder_hint(graph, spec)
-                raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{hint}") from None
-            except OSError as exc:
-                if exc.filename is None:  # not about a file (a refused connection): as any other error
-                    raise _failed(spec.name, spec.type_name, exc) from exc
-                # a file its params name cannot be looked at (a folder the user may not enter)
-                where = f"stage {spec.name!r} ({spec.type_name}): " if named else ""
-                raise InputError(f"{where}{exc.filename}: {exc.strerror or exc}") from None
-            except (Exception, SystemExit) as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
-                # sys.exit(4) there ended fer-pipe with that code and no word, sys.exit("no display") with the bare text
-                raise _failed(spec.name, spec.type_name, exc) from exc
+            if spec.name not in skip:
+                with _said_as_the_stages(graph, spec, named, "preflight"):
+                    spec.cls.preflight(spec.params)
 
 
-def _failed(name: str, type_name: str, exc: BaseException) -> StageFailure:
-    return StageFailure(f"stage {name!r} ({type_name}) failed before the run (preflight): {said(exc)}")
+def live_sources(graph: Graph) -> set[str]:
+    """The sources that are live. ``live`` is a property of a built stage (a video with
+    ``realtime``), so each source is built here, in the parent, besides in its own process; its
+    ``__init__`` failing here is said as the stage's, where it was a traceback that named no stage
+    (s46d)."""
+    live = set()
+    for spec in graph.sources():
+        with _said_as_the_stages(graph, spec, True, "its __init__"):
+            if spec.build().live:
+                live.add(spec.name)
+    return live
+
+
+@contextmanager
+def _said_as_the_stages(graph: Graph, spec: StageSpec, named: bool, when: str) -> Iterator[None]:
+    """What the stage's code raises, said as the stage's: bad input named, a bug one line."""
+    try:
+        yield
+    except UserError as exc:
+        if not named:
+            raise
+        from .config import placeholder_hint  # on this failure only: config imports pydantic
+
+        hint = placeholder_hint(graph, spec)
+        raise type(exc)(f"stage {spec.name!r} ({spec.type_name}): {exc}{hint}") from None
+    except OSError as exc:
+        if exc.filename is None:  # not about a file (a refused connection): as any other error
+            raise _failed(spec, when, exc) from exc
+        # a file its params name cannot be looked at (a folder the user may not enter)
+        where = f"stage {spec.name!r} ({spec.type_name}): " if named else ""
+        raise InputError(f"{where}{exc.filename}: {exc.strerror or exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
+        # sys.exit(4) there ended fer-pipe with that code and no word, sys.exit("no display") with the bare text
+        raise _failed(spec, when, exc) from exc
+
+
+def _failed(spec: StageSpec, when: str, exc: BaseException) -> StageFailure:
+    return StageFailure(f"stage {spec.name!r} ({spec.type_name}) failed before the run ({when}): {said(exc)}")

@@ -31,7 +31,7 @@ from .control import Closing, Done, Failed, FailedDraining, Length, Message, Ope
 from .emitter import Outbox, StageQueue
 from .errors import InputError, files_limit_hint, printable
 from .graph import Graph
-from .preflight import check_stages
+from .preflight import check_stages, live_sources
 from .redaction import redact_urls
 from .ring_lease import RingLease, semaphores_named, sweep_abandoned
 from .stage import Sink, StageFailure, one_line
@@ -212,6 +212,7 @@ class Runner:
     def run(self) -> RunResult:
         try:
             check_stages(self.graph)
+            live = live_sources(self.graph)
         except StageFailure as exc:
             return RunResult.failed_before(exc)
         in_main = threading.current_thread() is threading.main_thread()  # only it may set handlers
@@ -247,7 +248,6 @@ class Runner:
             progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
             dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
             busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-            live = {spec.name for spec in graph.sources() if spec.build().live}
             # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
             # its process sets this only once it runs, and a status line may come before (a loaded machine).
             down = {p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)

@@ -205,10 +205,11 @@ class Faulty(Stage):
 
 
 class BrokenFramesParams(StageParams):
-    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage"] = Field(
+    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
-                             "before it, numbered as the frame before it or (bad) as itself")
+                             "before it, numbered as the frame before it or (bad) as itself; or (init) its "
+                             "__init__ raises")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -220,6 +221,11 @@ class BrokenFramesParams(StageParams):
 class BrokenFrames(Source):
     """A source whose frame 'at' breaks the source contract, or that fails there."""
     Params = BrokenFramesParams
+
+    def __init__(self, name, params):
+        super().__init__(name, params)
+        if params.mode == "init":
+            raise RuntimeError("no licence for this camera")
 
     def length(self):
         return self.params.length_text or None

@@ -116,6 +116,17 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     assert len(frames) <= 21
 
 
+def test_a_source_whose_init_raises_is_named_in_one_line(plugin_env, tmp_path):
+    """The runner builds each source before the run to learn whether it is live: a plug-in
+    source's __init__ that raised there was a traceback naming no stage, exit 1 (s46d)."""
+    out = tmp_path / "out.csv"
+    config = broken_source_config(tmp_path / "broken.yaml", out, "mode: init")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "fer-pipe: stage 'source' (brokenframes) failed before the run (its "
+                                                 "__init__): RuntimeError: no licence for this camera\n")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("mode, line", [
     ("raise", "OSError: camera went away"),
     ("float", "TypeError: frames() yielded frame 3 with an array of float32 shaped (48, 64, 3) for its image; a "
