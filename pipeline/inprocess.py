@@ -115,7 +115,10 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
     if isinstance(stage, Source):
         last_index = None
         for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
-            out.append(frame_of(stage.source_id, item, last_index))
+            packet = frame_of(stage.source_id, item, last_index)
+            if isinstance(packet.image, np.ndarray):  # kept past the next frame, as a run's ring keeps it,
+                packet.image = packet.image.copy()  # where a source may reuse its buffer: all were the last
+            out.append(packet)
             if not item.outage:
                 last_index = item.index
     else:

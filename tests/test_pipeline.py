@@ -166,6 +166,23 @@ def test_a_branch_that_changes_packets_leaves_the_other_branch_alone_in_and_out_
     assert all(p.faces is None for p in frames) and any(p.faces for p in faces)
 
 
+def test_run_stage_keeps_each_frame_of_a_source_that_reuses_its_buffer():
+    """A source may draw each frame into one array (as cap.read(buf) does): a run's ring copies
+    each, but run_stage kept the array itself, so every frame it gave back had the last's pixels."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import Source
+
+    class Reusing(Source):
+        def frames(self):
+            buffer = np.zeros((8, 8, 3), np.uint8)
+            for i in range(4):
+                buffer[...] = i
+                yield Packet(self.source_id, i, i / 25, buffer)
+
+    assert [int(p.pixels()[0, 0, 0]) for p in run_stage(Reusing, params={})] == [0, 1, 2, 3]
+
+
 def test_run_stage_names_an_unknown_type():
     from fer_pipe.errors import ConfigError
     from fer_pipe.inprocess import run_stage
