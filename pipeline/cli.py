@@ -153,6 +153,7 @@ def _kind(info: FieldInfo) -> str:
 
 def _cmd_stages(args: argparse.Namespace) -> int:
     from .config import unknown_type
+    from .messages import kinds_read
     from .registry import registry
 
     reg = registry()
@@ -163,7 +164,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         cls = reg.types.get(name)
         if cls is None:  # a broken plug-in's, said below
             continue
-        kinds = f"reads {cls.reads or '-'}, writes {cls.writes or '-'}"
+        kinds = f"reads {' or '.join(kinds_read(cls.reads)) if cls.reads else '-'}, writes {cls.writes or '-'}"
         print(f"{name} v{cls.version} ({reg.origins[name]}; {kinds})")
         summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
         if summary:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
-from .messages import provides
+from .messages import kinds_read, provides
 from .stage import Sink, Source, Stage, StageParams, instantiate, named_files
 
 OnError = Literal["stop", "skip"]
@@ -163,10 +163,11 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
             elif other.cls.writes is None:  # a plug-in that forgot to declare it
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) declares no "
                                        "'writes' kind (frame, faces or expressions)"))
-            elif spec.cls.reads is not None and not provides(other.cls.writes, spec.cls.reads):
+            elif spec.cls.reads is not None and not any(provides(other.cls.writes, kind)
+                                                         for kind in kinds_read(spec.cls.reads)):
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) writes "
                                        f"{other.cls.writes!r}, but {spec.type_name} reads "
-                                       f"{spec.cls.reads!r}"))
+                                       f"{' or '.join(map(repr, kinds_read(spec.cls.reads)))}"))
     if not problems:
         try:
             graph.order()

@@ -37,6 +37,12 @@ def provides(output_kind: str, wanted: str) -> bool:
     return wanted in PROVIDES.get(output_kind, frozenset({output_kind}))
 
 
+def kinds_read(reads: str | tuple[str, ...]) -> tuple[str, ...]:
+    """A stage's ``reads`` as the kinds any of which an input may write: one, or (for a stage
+    whose inputs differ, as a join of expressions and a signal of a plug-in's own) several."""
+    return (reads,) if isinstance(reads, str) else reads
+
+
 class ImageHandle(Protocol):
     """Anything that gives the frame's pixels: a FrameRef into shared memory in a pipeline."""
 

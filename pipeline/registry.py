@@ -97,9 +97,12 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     if taken:  # --set STAGE.workers=3 set the stage's processes, not the param, and YAML's params set the param
         return (f".Params.{taken[0]}: {taken[0]} is a stage's own key in a config (--set STAGE.{taken[0]} sets "
                 "it), so no param may be named so")
-    for attr in ("reads", "writes"):
-        if not isinstance(getattr(cls, attr), (str, type(None))):
-            return f".{attr} is {getattr(cls, attr)!r}: a kind's name (a str) or None"
+    if not isinstance(cls.writes, (str, type(None))):
+        return f".writes is {cls.writes!r}: a kind's name (a str) or None"
+    reads = cls.reads
+    if not (isinstance(reads, (str, type(None))) or isinstance(reads, tuple) and reads
+            and all(isinstance(kind, str) for kind in reads)):
+        return f".reads is {reads!r}: a kind's name (a str), a tuple of them (its inputs may write any), or None"
     wants = cls.wants_before
     if not (isinstance(wants, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in wants.items())):
         return f".wants_before is {wants!r}: a dict of stage type to what goes wrong without it"

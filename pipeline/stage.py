@@ -4,7 +4,8 @@ A stage is a class with
 - ``Params``: a pydantic model of its parameters (types, defaults, bounds, one-line
   descriptions); invalid config fails before anything runs, naming the field and the reason;
 - ``reads`` / ``writes``: the message kinds it consumes and produces (``None`` for a source's
-  input or a sink's output), checked across the whole graph before anything runs; ``version``,
+  input or a sink's output; ``reads`` a tuple of kinds where its inputs may write any of them),
+  checked across the whole graph before anything runs; ``version``,
   shown by ``fer-pipe stages``, is raised when the params or the output change meaning;
 - ``input_paths`` / ``output_paths``: the params that name files it reads / writes, so the
   graph check can refuse two stages writing one file (one whose default is ``""`` is an
@@ -98,7 +99,7 @@ class Stage:
     """Base class of all stages; see the module docstring for the contract."""
 
     Params: ClassVar[type[StageParams]] = StageParams
-    reads: ClassVar[str | None] = None
+    reads: ClassVar[str | tuple[str, ...] | None] = None
     writes: ClassVar[str | None] = None
     version: ClassVar[int] = 1
     input_paths: ClassVar[tuple[str, ...]] = ()

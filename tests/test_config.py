@@ -331,6 +331,39 @@ def test_a_plugins_path_param_its_own_tracker_and_its_file_with_workers(tmp_path
         del registry().types["facelog"], registry().types["owntracker"]
 
 
+def test_a_stage_whose_inputs_write_different_kinds_declares_them_all_and_is_checked():
+    """A join of the classifier's expressions and a signal of a plug-in's own could only leave
+    reads unset, which turned the check off: a source wired straight into it reached the CSV,
+    every face written as none, exit 0 (s46d)."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.messages import EXPRESSIONS
+    from fer_pipe.registry import registry
+    from fer_pipe.stage import Source, Stage
+
+    class Signal(Source):
+        writes = "signal"
+
+    class Join(Stage):
+        reads = (EXPRESSIONS, "signal")
+        writes = EXPRESSIONS
+
+    stages = {"source": {"type": "video", "params": {"path": "a.mp4"}},
+              "detector": {"type": "haar", "inputs": ["source"]},
+              "classifier": {"type": "classifier", "inputs": ["detector"]},
+              "door": {"type": "signal"},
+              "join": {"type": "join", "inputs": ["classifier", "door"]},
+              "csv": {"type": "csv", "inputs": ["join"], "params": {"path": "o.csv"}}}
+    registry().types.update(signal=Signal, join=Join)
+    try:
+        build_graph({"stages": stages}, {}, "<dict>")
+        stages["join"]["inputs"] = ["source", "door"]
+        with pytest.raises(ConfigError, match=r"stage 'join' \(join\): inputs: 'source' \(video\) writes 'frame', but "
+                                              r"join reads 'expressions' or 'signal'$"):
+            build_graph({"stages": stages}, {}, "<dict>")
+    finally:
+        del registry().types["signal"], registry().types["join"]
+
+
 def test_a_stage_fed_one_sources_frames_by_two_paths_is_warned_of():
     """A filter put between the classifier and the CSV with the old edge kept validated without
     a word, and the CSV had every frame twice (s40a)."""

@@ -315,7 +315,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     assert ("fer-pipe: plug-in 'loose' from distribution loose-params: loosemod:Loose.Params is not a "
             "fer_pipe.stage.StageParams subclass") in listed.stderr
     for line in ("'listreads' from distribution breakers: breakmod:ListReads.reads is ['faces']: a kind's name "
-                 "(a str) or None",
+                 "(a str), a tuple of them (its inputs may write any), or None",
                  "'wantslist' from distribution breakers: breakmod:WantsList.wants_before is ['track']: a dict of "
                  "stage type to what goes wrong without it",
                  "'noconsume' from distribution breakers: breakmod:NoConsume is a Sink but implements neither "
