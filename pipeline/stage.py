@@ -301,16 +301,9 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
     for item in out:
         if not isinstance(item, Packet):
             raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
-        faces = item.faces
-        wrong = (faces if not isinstance(faces, (list, type(None))) else
-                 next((face for face in faces or () if not isinstance(face, Face)), None))
-        if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
-            raise TypeError(f"{method} returned a packet whose faces are or hold a {type(wrong).__name__}, "
-                            "not a list of fer_pipe.messages.Face")
-        for face in faces or ():
-            problem = _face_problem(face)
-            if problem:
-                raise TypeError(f"{method} returned a packet with a face whose {problem}")
+        problem = _faces_problem(item.faces)
+        if problem:
+            raise TypeError(f"{method} returned a packet {problem}")
         if not item.captured:
             item.captured = captured
         shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
@@ -323,6 +316,15 @@ NUMBERS = (int, float, np.integer, np.floating)
 """What a probability may be: a plug-in's ``list(model_output)`` holds numpy scalars."""
 PROB_SLACK = 1e-3
 """How far outside [0, 1] a probability may stray by float rounding (a softmax, an average of two)."""
+
+
+def _faces_problem(faces: Any) -> str:
+    """What is wrong with a packet's faces, said after "a packet", or nothing."""
+    wrong = (faces if not isinstance(faces, (list, type(None))) else
+             next((face for face in faces or () if not isinstance(face, Face)), None))
+    if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
+        return f"whose faces are or hold a {type(wrong).__name__}, not a list of fer_pipe.messages.Face"
+    return next((f"with a face whose {problem}" for problem in map(_face_problem, faces or ()) if problem), "")
 
 
 def _face_problem(face: Face) -> str:
@@ -419,6 +421,9 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     shown = not_a_frame(item.image)
     if shown:
         raise TypeError(f"frames() yielded frame {index} with {shown} for its image; {A_FRAME}")
+    problem = _faces_problem(item.faces)  # a source replaying recorded detections: the classifier was blamed
+    if problem:
+        raise TypeError(f"frames() yielded frame {index}, a packet {problem}")
     return item
 
 

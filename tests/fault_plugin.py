@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fer_pipe.messages import EXPRESSIONS, FRAME, Packet, outage
+from fer_pipe.messages import EXPRESSIONS, FRAME, Face, Packet, outage
 from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 
 
@@ -205,11 +205,12 @@ class Faulty(Stage):
 
 
 class BrokenFramesParams(StageParams):
-    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init"] = Field(
+    mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
+                  "float_box"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
-                             "before it, numbered as the frame before it or (bad) as itself; or (init) its "
-                             "__init__ raises")
+                             "before it, numbered as the frame before it or (bad) as itself; or a face "
+                             "with a box of floats; or (init) its __init__ raises")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -241,6 +242,7 @@ class BrokenFrames(Source):
 
         for i in range(self.params.count):
             image, source, index, timestamp = np.zeros((48, 64, 3), np.uint8), self.source_id, i, i / 25
+            faces = None
             if i == self.params.at:
                 if self.params.mode == "raise":
                     raise OSError("camera went away")
@@ -254,13 +256,15 @@ class BrokenFrames(Source):
                     index = i - 1
                 if self.params.mode == "nan_time":
                     timestamp = float("nan")
+                if self.params.mode == "float_box":  # replayed detections, as another program wrote them
+                    faces = [Face((10.0, 12.0, 20.0, 20.0))]
                 if self.params.mode in ("outage", "bad_outage"):
                     yield outage(source, i - (self.params.mode == "outage"), timestamp)
                     back = time.monotonic() + self.params.down_s
                     while time.monotonic() < back:
                         time.sleep(0.1)
                         yield outage(source, i - 1, timestamp)
-            yield Packet(source, index, timestamp, image)
+            yield Packet(source, index, timestamp, image, faces=faces)
 
 
 class SlowSinkParams(StageParams):

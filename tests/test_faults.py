@@ -136,6 +136,9 @@ def test_a_source_whose_init_raises_is_named_in_one_line(plugin_env, tmp_path):
     ("repeat", "TypeError: frames() yielded frame 2 after frame 2; frame numbers must increase"),
     # a NaN made every later smoothed value of its track NaN, and its CSV rows said "nan"
     ("nan_time", "TypeError: frames() yielded frame 3 dated nan; a timestamp is a finite number of seconds"),
+    # the classifier after it was blamed, as though its own process had returned the box (s46d)
+    ("float_box", "TypeError: frames() yielded frame 3, a packet with a face whose box is (10.0, 12.0, 20.0, 20.0); "
+                  "a box is (x, y, w, h), whole pixels, w and h above 0"),
     ("bad_outage", "TypeError: frames() yielded an outage packet numbered 3 after frame 2: make it with "
                    "fer_pipe.messages.outage(source, the last frame's number or -1 before the first, time)")])
 def test_a_source_that_fails_or_breaks_its_contract_is_named_and_what_it_read_drains(plugin_env, tmp_path, mode,
