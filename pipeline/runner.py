@@ -313,7 +313,8 @@ class Runner:
                 previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_resume)
             for signum in deferred:
                 self._on_signal(signum, None)
-            status = StatusLine(self.status_every, names, progress, dropped, _say, started, down)
+            status = StatusLine(self.status_every, names, progress, dropped, _say, started, down,
+                                lambda process: procs[process].exitcode is not None)
             result = self._supervise(procs, control, stop, all_open, progress, busy, status, started)
         finally:
             lease.release()  # the run's rings: every stage process has ended, or none started
@@ -345,6 +346,10 @@ class Runner:
                 for msg in _drain(control, POLL_S):
                     if reports.take(msg, self._who):
                         stop.set()
+                    elif isinstance(msg, FailedDraining) and self._others_read_on(msg.process, procs):
+                        _say(printable(redact_urls(f"fer-pipe: {self._who(msg.process)} failed: {one_line(msg.message)}; "
+                                                   f"the other sources read on, and the run exits {msg.exit_code} "
+                                                   "when they end")))
                 if len(reports.opened) == len(procs) and not all_open.is_set():
                     all_open.set()  # the live sources take their first frame now
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]
@@ -442,6 +447,13 @@ class Runner:
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result, also=also)
         return RunResult(0, stats, "", "", first_result, also=also)
+
+    def _others_read_on(self, process: str, procs: Processes) -> bool:
+        """Whether ``process`` is a source's, and another source still reads: its failure is said
+        at once, where it was said only when the others ended, hours later for a long file and
+        never beside a camera (s46e)."""
+        sources = {p for p, stage in self._stage_of.items() if self.graph.stages[stage].is_source}
+        return process in sources and any(procs[p].exitcode is None for p in sources - {process})
 
     def _who(self, process: str) -> str:
         """``stage 'detector[1]' (haar)``: a process as every line about it names it."""

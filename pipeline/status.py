@@ -20,13 +20,16 @@ class StatusLine:
 
     def __init__(self, every_s: float, processes: Mapping[str, Sequence[str]], progress: Mapping[str, Any],
                  dropped: Mapping[str, Any], say: Callable[[str], None], started: float,
-                 down: Mapping[str, Any] | None = None) -> None:
+                 down: Mapping[str, Any], ended: Callable[[str], bool]) -> None:
         self.every_s, self.processes, self.progress, self.dropped, self.say = (
             every_s, processes, progress, dropped, say)
-        self.down = down or {}
+        self.down = down
         """Since when (monotonic) a live source has been down, per process, or waiting for its
         first frame since it started; 0 while it is not: "cam 184 (0.0/s)" did not tell a camera
         that is down from a stage that is stuck (s28a), nor "cam 0 (0.0/s)" one never reached."""
+        self.ended = ended
+        """Whether a process has ended: a file read to its end, or a source that failed while the
+        others read on, read "(0.0/s)" as a stage hung in a read does (s46e)."""
         self._last_at = started
         self._started = started
         self._last = dict.fromkeys(processes, 0)
@@ -50,6 +53,8 @@ class StatusLine:
             since = max((self.down[p].value for p in names if p in self.down), default=0.0)
             if since:
                 how = f"{'down for' if items else 'no frame in'} {now - since:.0f} s"
+            elif not last and all(map(self.ended, names)):
+                how = "ended"
             else:
                 how = f"{rate:.1f}/s"
             parts.append(f"{stage} {items} ({how}" + (f", {dropped} dropped)" if dropped else ")"))

@@ -2,10 +2,12 @@
 names its source, none is lost."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from conftest import fer_pipe, read_frames, write_video
-from livetools import csv_rows
+from livetools import csv_rows, start_fer_pipe, stop, wait_for
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -119,3 +121,32 @@ def test_a_live_source_failing_mid_stream_ends_the_run_at_once(clips, tmp_path, 
     assert f"{said} 'door' (video) failed: video {cut}: decoding stopped at frame " in done.stderr
     assert {r["source"] for r in csv_rows(tmp_path / "all.csv")} == {"door", "hall"} | (
         {"file"} if another_cut_file else set())
+
+
+def test_a_file_failing_beside_a_camera_is_said_at_once_and_its_status_reads_ended(clips, tmp_path):
+    """A file source that failed mid-run was said only when the others ended: beside a camera,
+    never, while the status lines showed it as 'dmg 25 (0.0/s)', a stage hung in a read (s46e)."""
+    whole = write_video(tmp_path / "whole.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60)).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: len(whole) // 2])
+    endless = write_video(tmp_path / "endless.avi", read_frames(clips["single_face.mp4"], 20))
+    stages = {
+        "dmg": {"type": "video", "params": {"path": str(cut)}},
+        "hall": {"type": "video", "params": {"path": str(endless), "realtime": True, "loop": True}},
+        "detector": {"type": "haar", "inputs": ["dmg", "hall"]},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(tmp_path / "all.csv")}},
+    }
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    err = tmp_path / "err.txt"
+    proc = start_fer_pipe("run", str(tmp_path / "g.yaml"), "--quiet", "--status-every", "0.5", stderr_path=err)
+    try:
+        line = wait_for(lambda: next((x for x in err.read_text().splitlines() if "'dmg' (video) failed" in x), None),
+                        120, "the failure line", proc)
+        assert line.startswith(f"fer-pipe: stage 'dmg' (video) failed: video {cut}: decoding stopped at frame ")
+        assert line.endswith("; the other sources read on, and the run exits 2 when they end")
+        wait_for(lambda: re.search(r"status after .* dmg \d+ \(ended\), hall ", err.read_text()), 120,
+                 "a status line with dmg ended", proc)
+    finally:
+        assert stop(proc) == 2  # the bad input is the run's verdict, after the stop as before
+

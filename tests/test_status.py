@@ -13,7 +13,7 @@ from fault_plugin import fault_config, start_run, stats_row
 from livetools import free_port
 
 LINE = re.compile(r"fer-pipe: status (?:at the end, )?after \d+:\d\d:\d\d: (.*)")
-PART = re.compile(r"(\w+) (\d+) \((?:\d+\.\d/s|down for \d+ s|no frame in \d+ s)(?:, (\d+) dropped)?\)")
+PART = re.compile(r"(\w+) (\d+) \((?:\d+\.\d/s|down for \d+ s|no frame in \d+ s|ended)(?:, (\d+) dropped)?\)")
 
 
 def test_status_lines_count_each_stage_and_the_frames_a_live_source_drops(plugin_env, short_clip, tmp_path):
