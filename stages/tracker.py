@@ -215,8 +215,10 @@ class FaceTracker(Stage):
         if state is None:  # down since the run started: no track yet, and the list says so
             packet.extra["tracks"] = []
             return (packet,)
-        if state.tracks and (ended or state.last_time is not None
-                             and state.too_long(packet.timestamp - state.last_time, self.params.max_gap_s)):
+        gap = None if state.last_time is None else packet.timestamp - state.last_time
+        # dated before the last frame: the clock went back while the camera was down, and the
+        # gap never grew until it had caught up, up to the whole outage (s46b)
+        if state.tracks and (ended or gap is not None and (gap < 0 or state.too_long(gap, self.params.max_gap_s))):
             packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
             state.tracks = []
         # the live ids on every outage packet, as on every frame: the one that ended the tracks

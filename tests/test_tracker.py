@@ -104,6 +104,10 @@ def test_a_source_that_says_it_is_down_ends_its_tracks_once_max_gap_s_has_passed
     assert out[23].extra["tracks"] == [1] and "track_lost" not in out[23].extra  # cam2's track goes on
     # a camera down since the run started has no track, and its outage packets say so (s30c)
     assert run_stage("track", [outage("cam3", -1, 1.0)])[0].extra == {"tracks": []}
+    # the clock set back an hour while it is down: its outage packets are dated before its last
+    # frame, and the tracks waited until the clock had caught up, the whole outage (s46b)
+    stepped = run_stage("track", frames[::2] + [outage("cam", 9, 2.0 - 3600)], {"min_hits": 2})
+    assert stepped[-1].extra["track_lost"] == [1]
 
 
 def test_a_source_whose_stream_ended_ends_its_tracks_at_once_and_the_others_go_on() -> None:
