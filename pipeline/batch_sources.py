@@ -88,7 +88,9 @@ def _told_apart(owner: Source, video: Source) -> str:
         was, now = f"{owner.size:,} bytes", f"{video.size:,} bytes"
     else:
         precision = "seconds" if owner.mtime_ns // 10**9 != video.mtime_ns // 10**9 else "microseconds"
-        was, now = (datetime.fromtimestamp(source.mtime_ns / 1e9).isoformat(" ", precision)
+        # with the UTC offset: an hour apart across a change to summer time, or from hosts in
+        # two zones writing one folder, read the same (s46a)
+        was, now = (datetime.fromtimestamp(source.mtime_ns / 1e9).astimezone().isoformat(" ", precision)
                     for source in (owner, video))
         was, now = f"modified {was}", f"modified {now}, the same size"
     if owner.path == video.path:

@@ -209,7 +209,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self.commands and message == "the following arguments are required: command":
             message = f"no command given: one of {', '.join(self.commands)}"
-        self.exit(2, f"fer-pipe: {redact_urls(message)} (see {self.prog} --help)\n")  # it may quote a URL
+        self.exit(2, f"fer-pipe: {printable(redact_urls(message))} (see {self.prog} --help)\n")  # a URL, a line break
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                    namespace: argparse.Namespace | None = None) -> argparse.Namespace:

@@ -1148,6 +1148,8 @@ def test_an_argument_no_option_takes_points_to_the_help_that_lists_its_options()
     assert fer_pipe("run", "video_to_csv", "--set", "source.path", "clip.mp4").stderr == (
         "fer-pipe: unrecognized arguments: clip.mp4 (see fer-pipe run --help)\n")
     assert fer_pipe("--bogus", "run", "demo").stderr == "fer-pipe: unrecognized arguments: --bogus (see fer-pipe --help)\n"
+    assert fer_pipe("run", "demo", "--bo\ngus\x1b[2J").stderr == (  # one line, and nothing a terminal acts on (s46a)
+        "fer-pipe: unrecognized arguments: --bo\\ngus\\x1b[2J (see fer-pipe run --help)\n")
 
 
 def test_no_command_names_the_commands():

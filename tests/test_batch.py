@@ -834,6 +834,7 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
     shutil.copy(six_clips[0], day1 / "cam.avi")
     shutil.copy(six_clips[5], day2 / "cam.avi")
     then = datetime(2026, 1, 2, 3, 4, 5).timestamp()
+    zone = datetime.fromtimestamp(then).astimezone().isoformat()[-6:]  # +00:00, the machine's offset then
     os.utime(day1 / "cam.avi", (then, then))
     first, second, stderr = one_folder_then_another(cluster, day1, day2, out)
     assert (first, second) == (0, 2), stderr
@@ -859,8 +860,9 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
     _, stderr = again.communicate(timeout=240)
     assert (again.returncode, stderr.splitlines()) == (2, [
         f"fer-pipe: batch: {copied / 'cam.avi'}: {out / 'cam.csv'} was made by an earlier run from "
-        f"{moved / 'cam.avi'} (modified 2026-01-02 03:04:05), not from this video (modified 2026-01-02 03:05:05, "
-        "the same size); give another --out, or rename one of the two (a copy made without cp -p has a new time)"])
+        f"{moved / 'cam.avi'} (modified 2026-01-02 03:04:05{zone}), not from this video (modified 2026-01-02 "
+        f"03:05:05{zone}, the same size); give another --out, or rename one of the two (a copy made without cp -p "
+        "has a new time)"])
     shutil.copy(six_clips[5], moved / "cam.avi")  # a recording replaced at its path
     again = batch(str(moved), "--out", str(out), "--address", cluster.address, "--quiet")
     _, stderr = again.communicate(timeout=240)
