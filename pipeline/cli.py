@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import io
 import json
 import os
 import signal
@@ -327,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command. A Ctrl-C in the half second of importing numpy, OpenCV and pydantic lands
     in its ``try`` as exit 130, not as a traceback: this module imports none of them itself."""
     _open_closed_standard_streams()
+    if isinstance(sys.stdout, io.TextIOWrapper):  # as stderr's are: a name the locale cannot write
+        sys.stdout.reconfigure(errors="backslashreplace")  # (漢字 under Latin-1) was a traceback (s46a)
     try:
         args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import reprlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -523,6 +524,10 @@ def _path_problem(path: str) -> str | None:
         return "the path is empty"
     if "\0" in path:
         return "the path contains a NUL byte"
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:  # 東口.csv under a Latin-1 locale: the encoding's name came out as the field's
+        return f"the name cannot be written in this system's encoding ({sys.getfilesystemencoding()}; see LANG)"
     if len(os.fsencode(path)) >= PATH_MAX:
         return f"the path is longer than the {PATH_MAX - 1} bytes Linux allows"
     if any(len(os.fsencode(name)) > NAME_MAX for name in path.split("/")):

@@ -147,8 +147,9 @@ STAGE_NAME_BYTES = 64
 def segment_prefix(run: str, stage: str) -> str:
     """The start of the names of a run's rings made by one of its stages. A file name is 255
     bytes at most, and a source named with 123 accented letters passed validate, then failed its
-    run once every stage had started, "File name too long" (s41d)."""
-    if len(stage.encode()) > STAGE_NAME_BYTES:
+    run once every stage had started, "File name too long" (s41d); one named ``Kamera_東口``
+    failed under a Latin-1 locale, whose file names cannot hold it (s46a)."""
+    if len(stage.encode()) > STAGE_NAME_BYTES or not stage.isascii():
         stage = hashlib.sha256(stage.encode()).hexdigest()[:16]
     return f"{PREFIX}{run}_{stage}"
 

@@ -985,6 +985,29 @@ def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.avi")) == ["café.avi", "short.avi"]  # and none made elsewhere
 
 
+def test_a_latin1_locale_runs_a_stage_named_in_another_script_and_names_a_path_it_cannot_write(short_clip,
+                                                                                                  tmp_path):
+    """Under a Latin-1 locale a stage named Kamera_東口 failed its run (its frame ring's file name),
+    validate's ok line was a traceback, and a path it cannot name said 'params.latin-1' (s46a)."""
+    env = latin1_locale(tmp_path)
+    config = tmp_path / "cam.yaml"
+    config.write_text(f"stages:\n  Kamera_東口: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  detector: {type: haar, inputs: [Kamera_東口]}\n  classifier: {type: classifier, inputs: [detector]}\n"
+                      "  csv: {type: csv, inputs: [classifier], params: {path: cam.csv}}\n", encoding="utf-8")
+    cli = [sys.executable, "-m", "fer_pipe.cli"]
+    done = subprocess.run([*cli, "validate", str(config)], env=env, capture_output=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, f"{config}: ok (4 stages: Kamera_\\u6771\\u53e3 -> detector -> "
+                                                 "classifier -> csv)\n".encode()), done.stderr
+    done = subprocess.run([*cli, "run", str(config), "--quiet"], env=env, cwd=tmp_path, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len({row["frame"] for row in csv_rows(tmp_path / "cam.csv")}) == 60
+    config.write_text(config.read_text().replace("Kamera_東口", "source").replace("cam.csv", "東口.csv"))
+    done = subprocess.run([*cli, "validate", str(config)], env=env, capture_output=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {config}:5: stage 'csv' (csv): params.path: the name "
+                                                 "cannot be written in this system's encoding (iso8859-1; see "
+                                                 "LANG)\n".encode())
+
+
 def test_an_image_folder_whose_name_is_not_utf8_is_one_line(clips, tmp_path, out_csv):
     """Each image in it was skipped with a line of its own (thousands, for a large folder), then
     "none of its N image files could be decoded", though none was tried."""
