@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
+from fer_pipe.config import NAME_MAX
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.native_stderr import StderrCapture
@@ -100,6 +101,11 @@ class VideoWriterSink(Sink):
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:
         check_writable(Path(opencv_name(params.path, "video_writer")), "video_writer")
+        path = Path(params.path)
+        if params.segment_s and max(len(os.fsencode(p.name)) for p in (_numbered(path, 1), _lock_of(path))) > NAME_MAX:
+            raise InputError(f"video_writer {path}: its name is too long for a series of files, whose names add "
+                             f"up to 7 bytes ({_numbered(path, 1).name[-15:]}) to it, past the {NAME_MAX} a name "
+                             "may have")  # it passed, and the run failed at its first file (s46a)
 
     def open(self) -> None:
         self.preflight(self.params)
@@ -108,7 +114,7 @@ class VideoWriterSink(Sink):
         self._created = not segmented and not path.exists()
         # a series of files is held by a lock file of its own, so a second run with the path
         # stops at its start, as with one file, not when its numbers meet the first run's
-        self._lock = open_claimed(path.with_name(f".{path.name}.lock") if segmented else path, "video_writer",
+        self._lock = open_claimed(_lock_of(path) if segmented else path, "video_writer",
                                   truncate=False)
         self._number = _last_number(path) if segmented else 0
         self._file = path
@@ -290,6 +296,11 @@ class VideoWriterSink(Sink):
         if held < self._in_file:
             raise OSError(f"video_writer {self._file}: the file holds {held} of the {self._in_file} frames given "
                           f"to it ({_room(self._file)})")
+
+
+def _lock_of(series: Path) -> Path:
+    """The lock file that holds a series of files for one run."""
+    return series.with_name(f".{series.name}.lock")
 
 
 def _numbered(path: Path, number: int) -> Path:

@@ -432,6 +432,11 @@ def test_segments_are_numbered_files_each_whole_and_a_restart_adds_to_them(tmp_p
         holder.close()
     with pytest.raises(ValidationError, match="0 .one file. or at least 1 s"):
         VideoWriterParams(path=str(path), segment_s=0.5)
+    long = tmp_path / ("v" * 245 + suffix)  # a name that fits alone, not with -000001 or as .NAME.lock (s46a)
+    VideoWriterSink.preflight(VideoWriterParams(path=str(long)))
+    with pytest.raises(InputError, match=r"its name is too long for a series of files, whose names add up to 7 "
+                                         r"bytes \(vvvv-000001.*\) to it, past the 255 a name may have$"):
+        VideoWriterSink.preflight(VideoWriterParams(path=str(long), segment_s=1))
 
 
 def test_a_segments_folder_removed_under_the_run_is_named_in_the_line(tmp_path):
