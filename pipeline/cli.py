@@ -113,7 +113,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         _warn(graph)
         wiring = "; ".join(" -> ".join(chain) for chain in graph.chains())
-        print(printable(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})"))
+        try:
+            print(printable(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})"))
+        except BrokenPipeError:  # the reader left (| head -1): the rest are still checked, for the exit code
+            to_devnull((sys.stdout.fileno(),))
     return status
 
 
@@ -336,7 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     try:
         code = args.func(args)
-        sys.stdout.flush()  # here, so a failed write of the last lines is said like the others
+        try:
+            sys.stdout.flush()  # here, so a failed write of the last lines is said like the others
+        except BrokenPipeError:  # the reader left after all was written: the code stands (validate's 2, s46c)
+            to_devnull((sys.stdout.fileno(),))
         return code
     except UserError as exc:
         return _user_error(exc, args.debug)

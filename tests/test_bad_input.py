@@ -916,6 +916,20 @@ def test_a_full_disk_at_the_start_names_the_file_and_outside_a_run_is_one_line(s
     assert (done.returncode, one_line(done.stderr)) == (1, "fer-pipe: No space left on device")
 
 
+def test_validate_into_a_pipe_its_reader_left_still_checks_every_config_and_exits_2(tmp_path):
+    """'fer-pipe validate bad.yaml good.yaml | true' exited 0 (the closed pipe was taken for a
+    reader that had what it wanted), and with a good one first checked none after it (s46c)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stagez: {}\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    with os.fdopen(write, "w") as gone:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", CONFIG, str(bad), CONFIG, str(bad)],
+                              stdout=gone, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert (done.returncode, done.stderr.count(f"fer-pipe: {bad}:1: unknown top-level key 'stagez'")) == (2, 2), \
+        done.stderr
+
+
 def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path):
     """A video under a folder the user may not enter: ``Path.exists`` raises PermissionError,
     which ended the run as a plug-in bug (exit 1)."""
