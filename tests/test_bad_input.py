@@ -806,6 +806,9 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     ("folder", "is a folder, not a .tflite file"),
     ("fifo", "not a regular file"),  # said to be no such file
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
+    # the training checkpoint beside the export: the README's own warning, said where it is met (s46c)
+    ("keras", "not a valid TFLite model (The model is not a valid Flatbuffer buffer); .keras is the training "
+              "checkpoint: give the model.tflite beside it"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
     ("five", "output must be (n, 7): 7 class probabilities per face, got (1, 5)"),
     # these two passed the check: a run that then failed in the csv stage, and logits written as
@@ -825,8 +828,8 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     ("one_row", "two faces gave an output of (1, 7), not a row of 7 probabilities each"),  # one row for any batch
 ])
 def test_unusable_model(kind, reason, wrong_models, short_clip, tmp_path, out_csv):
-    model = wrong_models.get(kind, tmp_path / f"{kind}.tflite")
-    if kind == "corrupt":
+    model = wrong_models.get(kind, tmp_path / ("model.keras" if kind == "keras" else f"{kind}.tflite"))
+    if kind in ("corrupt", "keras"):
         model.write_bytes(os.urandom(4096))
     elif kind == "folder":
         model.mkdir()
@@ -1220,6 +1223,8 @@ def test_a_shipped_configs_placeholder_video_says_how_to_give_one(tmp_path):
     done = fer_pipe("run", "video_to_csv", "--set", "source.path=mine.mp4", cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'source' (video): video mine.mp4: no such file in "
                                                  f"{tmp_path}, the folder fer-pipe runs in\n")  # not the config's (s45d)
+    done = fer_pipe("run", "configs/video_to_csv.yaml", cwd=REPO, timeout=60)  # the README's spelling, from the repo
+    assert done.stderr.endswith(" (the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
 
 
 def test_help_shows_the_defaults_of_options():

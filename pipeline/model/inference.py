@@ -32,7 +32,8 @@ class FaceClassifier:
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
-            raise InputError(f"model {path}: not a valid TFLite model ({exc})") from None
+            hint = "; .keras is the training checkpoint: give the model.tflite beside it" if path.suffix == ".keras" else ""
+            raise InputError(f"model {path}: not a valid TFLite model ({exc}){hint}") from None
         inp = self._interpreter.get_input_details()
         out = self._interpreter.get_output_details()
         if len(inp) != 1 or len(out) != 1:
