@@ -135,7 +135,7 @@ def test_shard_filter_keeps_its_cameras_and_drops_what_they_no_longer_feed(tmp_p
                                                      "door_faces", "door_csv"])
     assert camera_id("s", {"type": "video", "params": {"path": "x", "source_id": "gate"}}) == "gate"  # when set
     empty = next(i for i in range(8) if all(shard_of(c, 8) != i for c in SHARD0 + SHARD1))
-    with pytest.raises(ConfigError, match=rf"cams.yaml: --shard {empty}/8: none of its 4 cameras"):
+    with pytest.raises(ConfigError, match=rf"cams.yaml: --shard {empty}/8: none of its 4 source\(s\)"):
         select_shard(data, empty, 8, "cams.yaml")
 
 
