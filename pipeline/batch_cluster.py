@@ -193,8 +193,14 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
             except ConnectionError as exc:
                 raise InputError(f"--address {address}: {not_connected(address, exc)}") from None
         else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
-            ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
-                     object_store_memory=LOCAL_OBJECT_STORE, **options)
+            try:
+                ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
+                         object_store_memory=LOCAL_OBJECT_STORE, **options)
+            except Exception as exc:  # a bare path, or a 40-line traceback for a full one (s46g); --debug shows it
+                said = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else " ".join(str(exc).split())
+                raise InputError(f"batch: Ray could not start on this machine ({said}); it keeps its session in "
+                                 "$RAY_TMPDIR, else $TMPDIR, else /tmp, and its token in ~/.ray: give it writable "
+                                 "folders with room") from exc
     if held:  # Ray is whole now, so it shuts down cleanly; then the stop goes on as it came
         stop_ray(ray)
         signal.raise_signal(held[0])
