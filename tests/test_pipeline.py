@@ -166,12 +166,15 @@ def test_a_branch_that_changes_packets_leaves_the_other_branch_alone_in_and_out_
     assert all(p.faces is None for p in frames) and any(p.faces for p in faces)
 
 
-def test_run_stage_keeps_each_frame_of_a_source_that_reuses_its_buffer():
+def test_run_stage_and_run_graph_keep_each_frame_of_a_source_that_reuses_its_buffer():
     """A source may draw each frame into one array (as cap.read(buf) does): a run's ring copies
-    each, but run_stage kept the array itself, so every frame it gave back had the last's pixels."""
-    from fer_pipe.inprocess import run_stage
-    from fer_pipe.messages import Packet
-    from fer_pipe.stage import Source
+    each, but run_stage and run_graph kept the array itself, so every frame it gave back, or a
+    stage kept, had the last's pixels."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.inprocess import run_graph, run_stage
+    from fer_pipe.messages import FRAME, Packet
+    from fer_pipe.registry import registry
+    from fer_pipe.stage import Sink, Source
 
     class Reusing(Source):
         def frames(self):
@@ -180,7 +183,22 @@ def test_run_stage_keeps_each_frame_of_a_source_that_reuses_its_buffer():
                 buffer[...] = i
                 yield Packet(self.source_id, i, i / 25, buffer)
 
+    kept = []
+
+    class Keeping(Sink):
+        reads = FRAME
+
+        def consume(self, packet):
+            kept.append(packet.pixels())
+
     assert [int(p.pixels()[0, 0, 0]) for p in run_stage(Reusing, params={})] == [0, 1, 2, 3]
+    registry().types.update(reusing=Reusing, keeping=Keeping)
+    try:
+        run_graph(build_graph({"stages": {"s": {"type": "reusing"}, "k": {"type": "keeping", "inputs": ["s"]}}},
+                              {}, "<dict>"))
+    finally:
+        del registry().types["reusing"], registry().types["keeping"]
+    assert [int(pixels[0, 0, 0]) for pixels in kept] == [0, 1, 2, 3]
 
 
 def test_run_stage_names_an_unknown_type():
