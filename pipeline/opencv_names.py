@@ -17,7 +17,7 @@ def utf8_name(path: str | Path) -> bool:
     """Whether OpenCV can be given this name: its bytes on disk are UTF-8."""
     try:
         os.fsencode(path).decode("utf-8")
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, UnicodeEncodeError):  # the second: a name the locale cannot write (東 in Latin-1)
         return False
     return True
 

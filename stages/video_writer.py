@@ -100,8 +100,9 @@ class VideoWriterSink(Sink):
 
     @classmethod
     def preflight(cls, params: VideoWriterParams) -> None:
-        check_writable(Path(opencv_name(params.path, "video_writer")), "video_writer")
+        opencv_name(params.path, "video_writer")  # the name OpenCV is handed: refused here, not after the run
         path = Path(params.path)
+        check_writable(path, "video_writer")  # by Python's own name for it, as the other files are
         if params.segment_s and max(len(os.fsencode(p.name)) for p in (_numbered(path, 1), _lock_of(path))) > NAME_MAX:
             raise InputError(f"video_writer {path}: its name is too long for a series of files, whose names add "
                              f"up to 7 bytes ({_numbered(path, 1).name[-15:]}) to it, past the {NAME_MAX} a name "

@@ -1000,6 +1000,12 @@ def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path)
                                                  b"Video-\xe4.avi: its name is not valid UTF-8, which OpenCV cannot "
                                                  b"open; rename it\n")
     assert sorted(p.name for p in tmp_path.glob("*.avi")) == ["café.avi", "short.avi"]  # and none made elsewhere
+    (tmp_path / "vidéos").mkdir()  # a folder named in UTF-8: the writer's check looked for another (s46f)
+    done = subprocess.run([*cli, "demo", "--quiet", "--set", "source.path=café.avi".encode(), "--set", "csv.path=d.csv",
+                           "--set", "annotated.path=vidéos/a.avi".encode()],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(read_frames(tmp_path / "vidéos" / "a.avi")) == 60
 
 
 def test_a_latin1_locale_runs_a_stage_named_in_another_script_and_names_a_path_it_cannot_write(short_clip,

@@ -152,6 +152,18 @@ def test_image_folder_layout_reads_classes_by_folder(tmp_path):
         load_split(tmp_path, "PublicTest")
 
 
+def test_an_image_folder_with_a_name_that_is_not_utf8_is_one_line_not_a_crash(tmp_path):
+    """OpenCV's bindings crash on such a name: evaluate --data FOLDER died, exit 139, nothing said (s46f)."""
+    folder = tmp_path / "test" / "happy"
+    folder.mkdir(parents=True)
+    latin = Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png"))
+    cv2.imwrite(str(folder / "a.png"), np.full((48, 48), 100, np.uint8))
+    latin.write_bytes((folder / "a.png").read_bytes())
+    done = fer_pipe("evaluate", "--data", str(tmp_path))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: image {folder}/caf\\udce9.png: its name is not valid "
+                                                 "UTF-8, which OpenCV cannot open; rename it\n")
+
+
 def test_image_folder_layout_refuses_a_folder_of_no_split_or_two_of_one(tmp_path):
     """train/, test/ and val/ (a common layout): test/ was read as PublicTest and val/ left out
     without a word, as was a folder of any other name."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..messages import EMOTIONS
+from ..opencv_names import opencv_name
 from ..preprocess import FACE_SIZE
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -201,7 +202,7 @@ def _load_folder(root: Path, usage: str) -> FerSplit:
         for file in sorted(class_dir.iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            img = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            img = cv2.imread(opencv_name(file, "image"), cv2.IMREAD_GRAYSCALE)  # a Latin-1 name crashed it
             if img is None:
                 raise InputError(f"{file}: not a readable image")
             if img.shape != (FACE_SIZE, FACE_SIZE):
