@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import signal
 import sys
@@ -67,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
     on_terminal = sys.stdout.isatty()
+    if not on_terminal and isinstance(sys.stdout, io.TextIOWrapper):  # data, as the csv sink writes it: UTF-8
+        sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # whatever the locale; escaped, ids changed (s46f)
+    writer = csv.writer(sys.stdout, lineterminator="\n")
     if args.format == "csv":
         writer.writerow(FRAME_COLUMNS)
     received = 0

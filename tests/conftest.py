@@ -174,6 +174,15 @@ def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = 
     return proc.wait(timeout=60), re.split(r"[\r\n]", screen)
 
 
+def latin1_locale(tmp_path: Path) -> dict[str, str]:
+    """An environment whose locale is ISO-8859-1, made with localedef (no locale package needed)."""
+    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1", str(tmp_path / "de_DE.ISO-8859-1")],
+                          capture_output=True, timeout=120)
+    if not (tmp_path / "de_DE.ISO-8859-1").is_dir():
+        pytest.skip(f"localedef could not make an ISO-8859-1 locale here: {made.stderr.decode(errors='replace')}")
+    return {**os.environ, "LOCPATH": str(tmp_path), "LC_ALL": "de_DE.ISO-8859-1"}
+
+
 def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,
              **kwargs) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would, in a subprocess."""

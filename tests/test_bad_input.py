@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, write_video
+from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, latin1_locale, read_frames,
+                      write_video)
 from fault_plugin import assert_valid_prefix
 from fer_pipe.errors import InputError
 from fer_pipe.inprocess import make_stage
@@ -970,15 +971,6 @@ def test_a_name_with_a_colon_is_a_file_not_an_ffmpeg_protocol(short_clip, tmp_pa
     assert done.returncode == 0, done.stderr
     assert len(read_frames(tmp_path / "cam1:lobby.mp4", 100)) == 60
     assert len({row["frame"] for row in csv_rows(tmp_path / "o.csv")}) == 60
-
-
-def latin1_locale(tmp_path: Path) -> dict[str, str]:
-    """An environment whose locale is ISO-8859-1, made with localedef (no locale package needed)."""
-    made = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1", str(tmp_path / "de_DE.ISO-8859-1")],
-                          capture_output=True, timeout=120)
-    if not (tmp_path / "de_DE.ISO-8859-1").is_dir():
-        pytest.skip(f"localedef could not make an ISO-8859-1 locale here: {made.stderr.decode(errors='replace')}")
-    return {**os.environ, "LOCPATH": str(tmp_path), "LC_ALL": "de_DE.ISO-8859-1"}
 
 
 def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path):

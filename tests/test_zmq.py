@@ -18,7 +18,7 @@ import pytest
 import yaml
 import zmq
 import zmq.auth
-from conftest import REPO, fer_pipe, read_frames, write_video
+from conftest import REPO, fer_pipe, latin1_locale, read_frames, write_video
 from livetools import bound_again, csv_rows, free_port, silencing_relay, start_fer_pipe, stop, wait_for
 
 from fer_pipe.events import FACE_FIELDS as EVENT_FACE_FIELDS
@@ -556,7 +556,8 @@ def test_curve_clients_without_a_secret_key_is_refused():
     assert done.stderr.endswith("stage 'events' (zmq): params: curve_clients needs curve_secret_key\n"), done.stderr
 
 
-def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscriptions: int = 1) -> tuple[int, str, str]:
+def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscriptions: int = 1,
+                  env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """``fer-pipe subscribe --format csv --count N`` against a real XPUB socket, which sends
     ``messages`` once the subscriptions are there (from then on nothing sent is lost)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -564,7 +565,8 @@ def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscript
     pub = ctx.socket(zmq.XPUB)
     pub.bind(endpoint)
     cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
-                            "--count", str(count), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--count", str(count), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env)
     try:
         for _ in range(subscriptions):
             assert pub.poll(60_000), "the subscriber never subscribed"
@@ -622,6 +624,15 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
     assert err.splitlines() == [
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)"]
+
+
+def test_subscribe_csv_writes_utf8_whatever_the_locale(tmp_path):
+    """Under a Latin-1 locale a source id in another script was escaped (\\u6771\\u53e3) in the rows,
+    exit 0: data, unlike a message, is written as the csv sink writes it, in UTF-8 (s46f)."""
+    from fer_pipe.events import encode
+
+    code, out, err = subscribe_csv(1, [encode({**FRAME_7, "source": "東口"})], env=latin1_locale(tmp_path))
+    assert (code, [line.split(",")[:3] for line in out.splitlines()[1:]]) == (0, [["東口", "7", "0.280"]]), err
 
 
 def test_subscribe_to_one_source_gets_no_events_of_another_whose_id_it_starts():
