@@ -288,9 +288,9 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     if not address:  # where the tasks run on this machine; each task checks them again where it runs, video and CSV too
         check_stages(graph, skip=(video, sink))
     address = check_cluster(address)
+    refuse_what_ray_cannot_take(inputs)  # the inputs as given, not the folders' files
     inputs = expand_folders(inputs, out_dir)
     jobs, bad = plan(inputs, chunk_frames)  # a clash of names is one line before anything is made
-    refuse_what_ray_cannot_take()
     if address:  # a cluster that is not there is one line, before anything is made
         start_ray(address, num_cpus)
     else:  # a local Ray starts only where there is work, but one not installed is said before it
@@ -658,7 +658,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        named = any(printable(name) in printable(report.error) for name in (report.input, _shown(report.input)))
+        head = printable(report.error).split(": ", 1)[0]  # "video X" where the error names it; not a path it quotes
+        named = any(head.endswith(f" {printable(name)}") for name in (report.input, _shown(report.input)))
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():

@@ -9,7 +9,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import FrameType, ModuleType
 from typing import Any
@@ -93,16 +93,18 @@ def is_loopback_address(address: str | None) -> bool:
     return not address or is_loopback(host_port(address)[0])
 
 
-def refuse_what_ray_cannot_take() -> None:
+def refuse_what_ray_cannot_take(inputs: Sequence[str]) -> None:
     """InputError where this process's command line or working folder holds a name that is not
     UTF-8: Ray hands both to its core as UTF-8, and a Latin-1 ``café.mp4`` from a glob, an
     ``--out`` or the folder batch ran in ended it in a traceback before any task, nothing done
     (s46a). A folder given as the input names such a file in its own failed line instead."""
     for arg in sys.orig_argv:
         if not _encodes(arg):
+            video = os.path.expanduser(arg) in inputs and not os.path.isdir(arg)
+            instead = ("give the folder it is in (its files of such names then fail alone, named), or rename it"
+                       if video else "rename it, or give another name")
             raise InputError(f"batch: the argument {printable(arg)} is not valid UTF-8, and Ray cannot start with "
-                             "it on the command line; give the folder it is in (its files of such names then fail "
-                             "alone, named), or rename it")
+                             f"it on the command line; {instead}")
     folder = os.getcwd()
     if not _encodes(folder):
         raise InputError(f"batch: the folder it runs in, {printable(folder)}, has a name that is not valid UTF-8, "

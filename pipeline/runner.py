@@ -348,8 +348,7 @@ class Runner:
                         stop.set()
                     elif isinstance(msg, FailedDraining) and self._others_read_on(msg.process, procs):
                         _say(printable(redact_urls(f"fer-pipe: {self._who(msg.process)} failed: {one_line(msg.message)}; "
-                                                   f"the other sources read on, and the run exits {msg.exit_code} "
-                                                   "when they end")))
+                                                   "the other sources read on, and the run fails when they end")))
                 if len(reports.opened) == len(procs) and not all_open.is_set():
                     all_open.set()  # the live sources take their first frame now
                 at_sinks = [sum(progress[p].value for p in processes) for processes in sinks]

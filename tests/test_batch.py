@@ -91,11 +91,11 @@ def faulty_config(path: Path, on_error: str = "stop", **params: object) -> Path:
     return path
 
 
-def batch(*args: str) -> subprocess.Popen:
+def batch(*args: str, cwd: Path | None = None) -> subprocess.Popen:
     """The CLI as a user's shell starts it: with SIGHUP at its default, also where the tests run
     under nohup."""
     return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "batch", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY},
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **LOOPBACK_RAY}, cwd=cwd,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
@@ -361,6 +361,9 @@ def test_a_name_ray_cannot_take_on_the_command_line_or_as_the_folder_is_one_line
                                                  "valid UTF-8, and Ray cannot start with it on the command line; give "
                                                  "the folder it is in (its files of such names then fail alone, named), "
                                                  "or rename it\n")
+    done = fer_pipe("batch", str(six_clips[0]), "--out", str(latin / "out"), cwd=tmp_path, timeout=120)
+    assert done.stderr.endswith(f"{tmp_path}/caf\\udce9/out is not valid UTF-8, and Ray cannot start with it on the "
+                                "command line; rename it, or give another name\n"), done.stderr  # no folder to give
     done = fer_pipe("batch", "a.avi", "--out", str(tmp_path / "out"), cwd=latin, timeout=120)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: batch: the folder it runs in, {tmp_path}/caf\\udce9, "
                                                  "has a name that is not valid UTF-8, which Ray cannot take; run it "
@@ -863,6 +866,9 @@ def test_another_video_of_the_same_name_is_refused_in_a_later_run(cluster, six_c
         f"{moved / 'cam.avi'} (modified 2026-01-02 03:04:05{zone}), not from this video (modified 2026-01-02 "
         f"03:05:05{zone}, the same size); give another --out, or rename one of the two (a copy made without cp -p "
         "has a new time)"])
+    again = batch("cam.avi", "--out", str(out), "--address", cluster.address, "--quiet", cwd=copied)  # given as a name
+    _, stderr = again.communicate(timeout=240)  # that the other video's path ends with: named still (s46f)
+    assert stderr.startswith(f"fer-pipe: batch: cam.avi: {out / 'cam.csv'} was made by an earlier run from "), stderr
     shutil.copy(six_clips[5], moved / "cam.avi")  # a recording replaced at its path
     again = batch(str(moved), "--out", str(out), "--address", cluster.address, "--quiet")
     _, stderr = again.communicate(timeout=240)

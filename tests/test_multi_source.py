@@ -144,7 +144,7 @@ def test_a_file_failing_beside_a_camera_is_said_at_once_and_its_status_reads_end
         line = wait_for(lambda: next((x for x in err.read_text().splitlines() if "'dmg' (video) failed" in x), None),
                         120, "the failure line", proc)
         assert line.startswith(f"fer-pipe: stage 'dmg' (video) failed: video {cut}: decoding stopped at frame ")
-        assert line.endswith("; the other sources read on, and the run exits 2 when they end")
+        assert line.endswith("; the other sources read on, and the run fails when they end")
         wait_for(lambda: re.search(r"status after .* dmg \d+ \(ended\), hall ", err.read_text()), 120,
                  "a status line with dmg ended", proc)
     finally:
