@@ -149,4 +149,3 @@ def test_a_file_failing_beside_a_camera_is_said_at_once_and_its_status_reads_end
                  "a status line with dmg ended", proc)
     finally:
         assert stop(proc) == 2  # the bad input is the run's verdict, after the stop as before
-
