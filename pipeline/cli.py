@@ -11,11 +11,12 @@ import inspect
 import io
 import json
 import os
+import select
 import signal
 import sys
 import textwrap
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from importlib import metadata
 from pathlib import PurePath
@@ -109,15 +110,30 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         except UserError as exc:
             if len(args.configs) > 1 and str(exc).startswith("--set"):  # which config it was checked in
                 exc = type(exc)(f"{path}: {exc}")
-            status = _user_error(exc, args.debug)
+            status = exc.exit_code  # before its line, which a reader that left (| head) may not take
+            with _readers_may_leave():
+                _user_error(exc, args.debug)
             continue
-        _warn(graph)
         wiring = "; ".join(" -> ".join(chain) for chain in graph.chains())
-        try:
+        with _readers_may_leave():
+            _warn(graph)
             print(printable(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring})"))
-        except BrokenPipeError:  # the reader left (| head -1): the rest are still checked, for the exit code
-            to_devnull((sys.stdout.fileno(),))
     return status
+
+
+@contextlib.contextmanager
+def _readers_may_leave() -> Iterator[None]:
+    """A line for a reader that may have left (``validate ... | head``): the standard streams
+    whose reader has gone go to /dev/null, so that the configs after it are still checked and
+    the exit code still says whether one was bad; a closed pipe ended the command, exit 0 (s46c,
+    s46h)."""
+    try:
+        yield
+    except BrokenPipeError:
+        poller = select.poll()
+        for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+            poller.register(fd, 0)  # a pipe whose reader has gone polls as an error
+        to_devnull(tuple(fd for fd, events in poller.poll(0) if events & select.POLLERR))
 
 
 def _warn(graph: Graph) -> None:

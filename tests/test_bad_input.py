@@ -932,6 +932,12 @@ def test_validate_into_a_pipe_its_reader_left_still_checks_every_config_and_exit
                               stdout=gone, stderr=subprocess.PIPE, text=True, timeout=60)
     assert (done.returncode, done.stderr.count(f"fer-pipe: {bad}:1: unknown top-level key 'stagez'")) == (2, 2), \
         done.stderr
+    read, write = os.pipe()
+    os.close(read)  # its lines to stderr, as with 2>&1 | head (s46h)
+    with os.fdopen(write, "w") as gone:
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(bad), CONFIG, str(bad), CONFIG],
+                              stdout=subprocess.PIPE, stderr=gone, text=True, timeout=60)
+    assert (done.returncode, done.stdout.count(": ok (")) == (2, 2)
 
 
 def test_a_file_a_stage_may_not_look_at_is_bad_input(short_clip, tmp_path):
