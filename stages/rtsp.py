@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError, printable
 from fer_pipe.messages import Packet, outage, wall_time
+from fer_pipe.opencv_names import utf8_name
 from fer_pipe.redaction import redact
 from fer_pipe.rtsp_probe import NO_ANSWER, OTHER_TRANSPORT, why_not_open
 from fer_pipe.stage import Source, SourceParams
@@ -94,6 +95,8 @@ class RtspParams(SourceParams):
                              "password, if any, come after the //)")  # ever, its password in every line
         if parts.scheme in HOSTED and not parts.hostname:
             raise ValueError(f"a {parts.scheme} URL needs a host ({parts.scheme}://host/path)")
+        if not utf8_name(url):  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it (s46h)
+            raise ValueError("not a URL this can open: it holds a byte that is not UTF-8 (write it %XX)")
         return url
 
 

@@ -10,6 +10,7 @@ import cv2
 from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError
+from fer_pipe.opencv_names import opencv_name
 from fer_pipe.messages import Packet, wall_time
 from fer_pipe.redaction import redact
 from fer_pipe.stage import Source, SourceParams
@@ -54,6 +55,8 @@ class WebcamSource(Source):
         path = device_path(params.device)
         if path is not None and not path.exists():
             raise InputError(f"webcam {params.device}: no camera ({path} does not exist)")
+        if isinstance(params.device, str):  # a Latin-1 name crashed its process in OpenCV (s46h)
+            opencv_name(params.device, "webcam")
 
     @classmethod
     def graph_warnings(cls, params: WebcamParams, after: Collection[str]) -> list[str]:
@@ -73,7 +76,8 @@ class WebcamSource(Source):
 
     def open(self) -> None:
         device = self.params.device
-        self._cap = cv2.VideoCapture(int(device) if isinstance(device, int) or device.isdigit() else device)
+        self._cap = cv2.VideoCapture(int(device) if isinstance(device, int) or device.isdigit()
+                                     else opencv_name(device, "webcam"))  # a Latin-1 path crashed the process
         if not self._cap.isOpened():
             raise InputError(f"webcam {device}: cannot open the camera (in use, or not a camera)")
         for prop, value in ((cv2.CAP_PROP_FRAME_WIDTH, self.params.width),

@@ -1151,6 +1151,14 @@ def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(
                                                  f"params.url: {said}\n")
 
 
+def test_a_stream_url_holding_a_byte_that_is_not_utf8_is_one_line_not_a_crash():
+    """OpenCV's bindings crash on such a str: the rtsp source's process died (s46h)."""
+    done = fer_pipe("validate", "rtsp", "--set", "source.url=rtsp://cam/caf\udce9", timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: --set source.url=rtsp://cam/caf\\udce9: stage 'source' "
+                                                 "(rtsp): params.url: not a URL this can open: it holds a byte that "
+                                                 "is not UTF-8 (write it %XX)\n")
+
+
 def test_a_name_with_a_line_break_or_an_escape_code_is_said_on_one_line_escaped(tmp_path):
     """A video named with a line break split the one line in two, and an escape code in a name
     acted on the terminal of whoever read the error."""

@@ -2,8 +2,10 @@
 same VideoCapture on a recording given as the device (a path), and the missing camera for real."""
 from __future__ import annotations
 
+import os
 import re
 import time
+from pathlib import Path
 
 import yaml
 from conftest import fer_pipe, read_frames, write_video
@@ -36,6 +38,18 @@ def test_a_negative_camera_index_is_refused_by_validate(tmp_path):
     assert done.returncode == 2 and re.fullmatch(
         rf"fer-pipe: {re.escape(str(config))}:\d+: stage 'source' \(webcam\): params.device: a camera index is 0 or "
         r"more \(or give a device path such as /dev/video0\)\n", done.stderr), done.stderr
+
+
+def test_a_device_named_in_bytes_that_are_not_utf8_is_one_line_not_a_crash(tmp_path):
+    """A recording given as the device under a Latin-1 name reached OpenCV, whose bindings crash on
+    it: the source's process died (s46h)."""
+    device = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.avi"))
+    device.write_bytes(b"not read")
+    done = fer_pipe("run", str(webcam_config(tmp_path / "g.yaml", str(device), tmp_path / "out.csv")), "--quiet",
+                    timeout=120)
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        2, f"fer-pipe: stage 'source' (webcam): webcam {tmp_path}/caf\\udce9.avi: its name is not valid UTF-8, which "
+           "OpenCV cannot open; rename it")
 
 
 def test_live_frames_flow_in_order_and_what_is_dropped_is_counted(clips, tmp_path):
