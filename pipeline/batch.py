@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -658,8 +659,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        head = printable(report.error).split(": ", 1)[0]  # "video X" where the error names it; not a path it quotes
-        named = any(head.endswith(f" {printable(name)}") for name in (report.input, _shown(report.input)))
+        said = printable(report.error)  # "video X: ..." names it; a path it quotes further on does not (s46f, s46h)
+        named = any(re.match(rf"\S+ {re.escape(printable(name))}: ", said) for name in (report.input, _shown(report.input)))
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():

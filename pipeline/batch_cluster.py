@@ -202,7 +202,8 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
                 said = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else " ".join(str(exc).split())
                 raise InputError(f"batch: Ray could not start on this machine ({said}); it keeps its session in "
                                  "$RAY_TMPDIR, else $TMPDIR, else /tmp, and its token in ~/.ray: give it writable "
-                                 "folders with room") from exc
+                                 "folders with room, the first at a short path (its sockets' paths hold 107 bytes "
+                                 "at most)") from exc
     if held:  # Ray is whole now, so it shuts down cleanly; then the stop goes on as it came
         stop_ray(ray)
         signal.raise_signal(held[0])

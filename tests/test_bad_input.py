@@ -809,7 +809,7 @@ def wrong_models(tmp_path_factory) -> dict[str, Path]:
     ("corrupt", "not a valid TFLite model (The model is not a valid Flatbuffer buffer)"),
     # the training checkpoint beside the export: the README's own warning, said where it is met (s46c)
     ("keras", "not a valid TFLite model (The model is not a valid Flatbuffer buffer); .keras is the training "
-              "checkpoint: give the model.tflite beside it"),
+              "checkpoint: give the .tflite model the training exported (model.tflite in its --out folder)"),
     ("rgb24", "input must be float32 (n, s, s, 1), got (1, 24, 24, 3)"),
     ("five", "output must be (n, 7): 7 class probabilities per face, got (1, 5)"),
     # these two passed the check: a run that then failed in the csv stage, and logits written as

@@ -516,9 +516,11 @@ def test_an_out_folder_given_with_a_tilde_the_shell_left_is_under_home(tmp_path)
     CSVs, params, went to the home folder's 'results', which did not exist: every input failed,
     and a folder named '~' was left where 'rm -rf ~' clears it up, and the home with it."""
     (tmp_path / "empty.mp4").touch()  # fails before any Ray starts: the folder is still made and written
-    done = fer_pipe("batch", "empty.mp4", "--out=~/results", cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path)},
-                    timeout=120)
-    assert (done.returncode, done.stderr.splitlines()[0]) == (2, "fer-pipe: batch: video empty.mp4: the file is empty")
+    (tmp_path / "a: b.mp4").touch()  # named once too, though ": " is in its name (s46h)
+    done = fer_pipe("batch", "empty.mp4", "a: b.mp4", "--out=~/results", cwd=tmp_path,
+                    env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
+    assert (done.returncode, done.stderr.splitlines()[:2]) == (2, ["fer-pipe: batch: video empty.mp4: the file is empty",
+                                                                   "fer-pipe: batch: video a: b.mp4: the file is empty"])
     assert json.loads((tmp_path / "results" / "_manifest.json").read_text())["inputs"][0]["status"] == "failed"
     assert not (tmp_path / "~").exists()
 

@@ -187,6 +187,7 @@ def _split_folder(root: Path, usage: str) -> Path | None:
 
 
 def _load_folder(root: Path, usage: str) -> FerSplit:
+    opencv_name(root, "data folder")  # said of the folder, not of its first image (s46h)
     split_dir = _split_folder(root, usage)
     if split_dir is None:
         raise InputError(f"{root}: no folder for {usage} (expected one of "

@@ -32,7 +32,8 @@ class FaceClassifier:
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
-            hint = "; .keras is the training checkpoint: give the model.tflite beside it" if path.suffix == ".keras" else ""
+            hint = ("; .keras is the training checkpoint: give the .tflite model the training exported (model.tflite "
+                    "in its --out folder)") if path.suffix.lower() == ".keras" else ""
             raise InputError(f"model {path}: not a valid TFLite model ({exc}){hint}") from None
         inp = self._interpreter.get_input_details()
         out = self._interpreter.get_output_details()
