@@ -3,7 +3,6 @@ named by ``--address``, checked before anything is made."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import signal
 import socket
 import sys
@@ -11,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .errors import ConfigError, UserError
-from .opencv_names import opencv_name, utf8_name
+from .errors import ConfigError, InputError, UserError
+from .opencv_names import opencv_name
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,11 @@ def frame_count(path: str) -> int:
 
     from .stages.video import frames_in
 
-    if not utf8_name(path):
+    try:
+        name = opencv_name(path, "video")
+    except InputError:
         return 0  # unknown: its task says why it cannot be read
-    capture = cv2.VideoCapture(opencv_name(path, "video"))
+    capture = cv2.VideoCapture(name)
     try:
         if not capture.isOpened():
             return 0

@@ -525,12 +525,12 @@ def _path_problem(path: str) -> str | None:
     if "\0" in path:
         return "the path contains a NUL byte"
     try:
-        os.fsencode(path)
+        raw = os.fsencode(path)
     except UnicodeEncodeError:  # 東口.csv under a Latin-1 locale: the encoding's name came out as the field's
         return f"the name cannot be written in this system's encoding ({sys.getfilesystemencoding()}; see LANG)"
-    if len(os.fsencode(path)) >= PATH_MAX:
+    if len(raw) >= PATH_MAX:
         return f"the path is longer than the {PATH_MAX - 1} bytes Linux allows"
-    if any(len(os.fsencode(name)) > NAME_MAX for name in path.split("/")):
+    if any(len(name) > NAME_MAX for name in raw.split(b"/")):
         return f"a name in the path is longer than the {NAME_MAX} bytes Linux allows"
     return None
 

@@ -30,8 +30,9 @@ def opencv_name(path: str | Path, what: str) -> str:
     video writer wrote there, leaving the named file empty (s46a). A relative name whose first
     part holds a colon (``2026-12-05T10:30:00.mp4``, ``cam1:lobby.mp4``) is led by ``./``, or
     FFmpeg takes what comes before the colon for a protocol and opens nothing."""
-    if not utf8_name(path):
+    try:
+        name = os.fsencode(path).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
         shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which OpenCV cannot open; rename it")
-    name = os.fsencode(path).decode("utf-8")
+        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which OpenCV cannot open; rename it") from None
     return f"./{name}" if ":" in name.split("/", 1)[0] else name

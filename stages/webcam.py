@@ -10,8 +10,8 @@ import cv2
 from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError
-from fer_pipe.opencv_names import opencv_name
 from fer_pipe.messages import Packet, wall_time
+from fer_pipe.opencv_names import opencv_name
 from fer_pipe.redaction import redact
 from fer_pipe.stage import Source, SourceParams
 
