@@ -20,10 +20,6 @@ from .endpoints import peer_socket, unresolved_host
 from .errors import InputError, printable
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
-CSV_PRECISION = 4
-"""Decimals of ``--format csv``: the csv and zmq sinks' default, so the rows read as the csv sink's."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", type=endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],
@@ -35,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON lines as sent, or CSV rows of frame events")
     parser.add_argument("--server-key", type=home, metavar="FILE", help="the publisher's public key file (server.key) for CURVE")
     parser.add_argument("--client-keys", type=home, metavar="FILE", help="this subscriber's secret key file (client.key_secret) for CURVE")
+    parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
+                        help="decimals of probabilities and confidence in --format csv, 1-9, as the csv sink's; "
+                             "the zmq sink rounds to its own precision (4) first, so raise its with it")
     parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events (0: until Ctrl-C)")
 
 
@@ -71,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     on_terminal = sys.stdout.isatty()
     if not on_terminal and isinstance(sys.stdout, io.TextIOWrapper):  # data, as the csv sink writes it: UTF-8
         sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # whatever the locale; escaped, ids changed (s46f)
-    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer = csv.writer(sys.stdout)  # its lines end in CRLF, as the csv sink's and the collector's do
     if args.format == "csv":
         writer.writerow(FRAME_COLUMNS)
     received = 0
@@ -84,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                     continue  # a topic is a prefix: cam1's subscription also gets cam10's events
                 kind = event.get("type")
                 csv_frame = args.format == "csv" and kind == "frame"
-                rows = event_rows(event, FRAME_COLUMNS, CSV_PRECISION) if csv_frame else []
+                rows = event_rows(event, FRAME_COLUMNS, args.precision) if csv_frame else []
             except MALFORMED as exc:
                 print(f"fer-pipe subscribe: skipped a malformed event: {type(exc).__name__}: {exc}",
                       file=sys.stderr, flush=True)

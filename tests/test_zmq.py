@@ -65,11 +65,14 @@ def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(
     csv_path = tmp_path / "rows.csv"
     # Two subscribers: plain pyzmq, and the CLI in CSV form. wait_subscribers=2 makes the run wait
     # until both subscriptions reached the publisher, so ZeroMQ's slow joiner cannot lose events.
-    config = write_config(tmp_path / "g.yaml", short_clip, endpoint, csv_path, wait_subscribers=2)
+    config = write_config(tmp_path / "g.yaml", short_clip, endpoint, csv_path, wait_subscribers=2, precision=7)
+    graph = yaml.safe_load(config.read_text())
+    graph["stages"]["csv"]["params"]["precision"] = 7
+    config.write_text(yaml.safe_dump(graph))
     ctx = zmq.Context()
     sock = subscriber(ctx, endpoint, "emotion.cam1")
-    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
+                            "--precision", "7"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         done = fer_pipe("run", str(config), "--quiet", timeout=180)
         assert done.returncode == 0, done.stderr
@@ -78,7 +81,7 @@ def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(
         sock.close(0)
         ctx.term()
         code = stop(cli, signal.SIGINT)
-    cli_out, cli_err = cli.communicate()
+    cli_out, cli_err = (stream.decode() for stream in cli.communicate())
     assert code == 0 and "Traceback" not in cli_err, cli_err  # Ctrl-C ends subscribe cleanly
 
     rows = csv_rows(csv_path)
@@ -101,9 +104,12 @@ def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(
             for e in events for f in e["faces"]]
     assert flat == [(int(r["frame"]), int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"]), r["label"],
                      float(r["confidence"])) for r in with_faces]
-    # `fer-pipe subscribe --format csv` prints the CSV sink's rows, character for character.
-    printed = list(csv.DictReader(cli_out.splitlines()))
-    assert printed == with_faces
+    # `fer-pipe subscribe --format csv` prints the CSV sink's rows, character for character, line
+    # ends and the precision the sinks were given included.
+    with open(csv_path, newline="", encoding="utf-8") as written:
+        lines = written.read().splitlines(keepends=True)
+    assert cli_out == "".join(lines[:1] + [line for line, row in zip(lines[1:], rows) if row["label"]])
+    assert len(with_faces[0]["confidence"].split(".")[1]) == 7
 
 
 def test_heartbeat_for_frames_without_faces(clips, tmp_path):
