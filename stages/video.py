@@ -142,6 +142,8 @@ class VideoSource(Source):
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)
         self._in_holes = 0  # frames missing where two frames read are over HOLE_FRAMES frame times apart
+        self._stepped: tuple[float, float, float, float, int] | None = None  # see _past_a_step_back
+        self._join_said = False
 
     @property
     def live(self) -> bool:
@@ -174,6 +176,7 @@ class VideoSource(Source):
             if not ok and self.params.loop and read:
                 self._check_complete(index)
                 offset = timestamp + 1.0 / self.fps
+                self._stepped = None
                 self._rewind()
                 ok, image, failed = _read(self._cap)
             if not ok:
@@ -184,7 +187,12 @@ class VideoSource(Source):
                 self._check_complete(index)
                 return
             seconds = self._position()
+            if self._stepped and seconds is not None:
+                offset = self._past_a_step_back(offset, seconds)
             before, timestamp = timestamp, index / self.fps if seconds is None else offset + seconds
+            if read and timestamp < before - 0.5 / self.fps:  # dated a frame on, until the next frame tells
+                self._stepped = (offset, before, self._last, seconds, index)
+                offset, timestamp = before + 1.0 / self.fps - seconds, before + 1.0 / self.fps
             if not read and seconds:
                 self._head = max(0, round(seconds * self.fps) - self.params.start)
             self._last = seconds
@@ -201,6 +209,24 @@ class VideoSource(Source):
             index += 1
             read += 1
         self._say_damage(index)
+
+    def _past_a_step_back(self, offset: float, seconds: float) -> float:
+        """The offset for the frame after one whose time went back (``_stepped``), which was dated
+        a frame after the one before it. A clock that stays back is MPEG streams joined end to end
+        (``cat`` of a recorder's segments start it again at each join): the frames after the join
+        were dated as the first segment's again, or before the file's start, so they follow on.
+        One that comes back was one stale frame, as FFmpeg gives after damage in a transport
+        stream: the frames after it keep their own times."""
+        kept, before, last, went, index = self._stepped
+        self._stepped = None
+        if kept + seconds >= before:
+            return kept
+        if not self._join_said:
+            self._join_said = True
+            print(printable(f"fer-pipe: WARNING: video {self.params.path}: its timestamps go back at frame {index}, "
+                            f"from {last:.3f} s to {went:.3f} s (streams joined end to end?); frames from there on, "
+                            "past any later join too, are dated as following on"), file=sys.stderr)
+        return offset
 
     def _position(self) -> float | None:
         """Where the frame just read is in the file, in seconds; None for a file with no

@@ -394,6 +394,25 @@ def test_a_recording_begun_mid_stream_is_not_called_truncated(clips, tmp_path, o
     assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == times
 
 
+def test_streams_joined_end_to_end_are_dated_as_following_on(clips, tmp_path, out_csv):
+    """A recorder's transport-stream segments joined with cat start their clocks again at each
+    join: the frames after it were dated from -10 s (a segment's clock started at 11.4 s, the
+    next at 1.4 s), or as the first segment's again, with exit 0 and no word."""
+    one, two = tmp_path / "one.ts", tmp_path / "two.ts"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-t", "1", "-an", "-c:v", "libx264", "-output_ts_offset", "10",
+           "-f", "mpegts", str(one))
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-t", "1", "-an", "-c:v", "libx264", "-f", "mpegts", str(two))
+    video = tmp_path / "joined.ts"
+    video.write_bytes(one.read_bytes() + two.read_bytes() + two.read_bytes())
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    assert code == 0, err
+    times = list({int(row["frame"]): float(row["timestamp"]) for row in csv_rows(out_csv)}.values())
+    steps = [after - before for before, after in zip(times, times[1:])]
+    assert len(times) == 3 * len(decoded_times(two)) and all(abs(step - 1 / 30) < 0.002 for step in steps), steps
+    said = re.findall(r"its timestamps go back at frame (\d+), from ([\d.]+) s to (-[\d.]+) s \(streams joined", err)
+    assert said == [("30", "0.967", said[0][2])] and -10.1 < float(said[0][2]) < -9.8, err  # said once, not twice
+
+
 def test_damage_ffmpeg_passes_over_unsaid_is_not_called_a_stop(clips, tmp_path, out_csv):
     """In a transport stream FFmpeg passes over damage without a failed read: the frames after
     it came, to the last, and the line said "decoding stopped at frame 43 of 72"."""
