@@ -20,6 +20,7 @@ from .endpoints import peer_socket, unresolved_host
 from .errors import InputError, printable
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", type=endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],

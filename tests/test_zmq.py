@@ -1,7 +1,6 @@
 """The zmq sink and `fer-pipe subscribe`, with real sockets on 127.0.0.1 and real pipeline runs."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
