@@ -152,6 +152,9 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         count = frame_count(item) if chunk_frames else 0
         chunked = 0 < chunk_frames < count
         unseekable = why_no_seek(item) if chunked else ""
+        if chunk_frames and not count:  # a 3-hour one ran on one core without a word (s47b)
+            unseekable = ("its frame count is unknown (a Matroska file written to a pipe?), read as one "
+                          "task: chunks are planned from the count")
         if unseekable:
             _say(f"fer-pipe: batch: {_shown(item)}: {unseekable}")
             chunked = False

@@ -42,7 +42,7 @@ class FrameProgress:
 
         self._work, self._jobs = work, todo
         self._done: dict[Job, int] = {}
-        self._totals: dict[Job, int] = {}
+        self._totals: dict[Job, int | None] = {}
         self._exact: dict[Job, int] = {}
         self._videos, self._videos_done = videos, videos_done
         self._counter = threading.Thread(target=self._count, daemon=True)
@@ -57,7 +57,23 @@ class FrameProgress:
             if job.input not in videos:
                 videos[job.input] = frame_count(job.input)
             left = max(0, videos[job.input] - job.start)
-            self._totals[job] = min(job.max_frames, left) if job.max_frames else left
+            self._totals[job] = (min(job.max_frames, left) if job.max_frames else left) if videos[job.input] else None
+
+    def _total(self) -> int | None:
+        """The bar's total: None while a task runs whose video has no count (a Matroska file written
+        to a pipe, a raw stream, one that cannot be read). Counted as 0, it put the bar at 100 %
+        before a 1,200-frame video of unknown length had begun, and the bar then dropped its total."""
+        totals = []
+        for job, total in self._totals.items():
+            if job in self._exact:
+                totals.append(self._exact[job])
+            elif total is not None:
+                totals.append(total)
+            elif job in self._done:  # over, with what it read before its input turned out bad
+                totals.append(self._done[job])
+            else:
+                return None
+        return sum(totals)
 
     def job_done(self, job: Job, part: Path, video_done: bool) -> None:
         """``part``: the CSV the finished task wrote. A task whose input turned out bad part-way
@@ -71,7 +87,7 @@ class FrameProgress:
 
     def update(self) -> None:
         if not self._counter.is_alive():
-            self.bar.total = sum(self._exact.get(job, total) for job, total in self._totals.items())
+            self.bar.total = self._total()
         newest: dict[str, Path] = {}
         for temp in sorted(self._work.glob("*.tmp.csv"), key=_mtime):
             newest[temp.name.rsplit(".", 3)[0]] = temp  # NAME.UUID.tmp.csv; a retry's is the newer

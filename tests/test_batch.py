@@ -597,17 +597,64 @@ def test_the_bar_counts_the_rows_a_task_made_before_its_input_turned_out_bad(six
     a folder with one damaged video ended at 94 % (s28b). They count, and its total is them."""
     from fer_pipe.batch_progress import FrameProgress
     from fer_pipe.batch_task import Job, partial_path
-    from fer_pipe.csvfile import CsvOutput
-    from fer_pipe.events import FRAME_COLUMNS
 
     job, part = Job(str(six_clips[0]), "clip"), tmp_path / "clip.csv"
-    out = CsvOutput(partial_path(part), "csv", FRAME_COLUMNS)
-    out.write([["clip", frame] + [""] * (len(FRAME_COLUMNS) - 2) for frame in range(30)])
-    out.close()
+    write_rows(partial_path(part), 30)
     progress = FrameProgress([job], tmp_path, 1, 0)
     progress.job_done(job, part, video_done=False)
     progress.close()
     assert (progress.bar.n, progress.bar.total) == (30, 30)
+
+
+def test_the_bar_has_no_total_while_a_video_of_unknown_length_runs(six_clips, tmp_path):
+    """A Matroska file written to a pipe has no count: taken as 0, the bar stood at 100 % with
+    the 1,200-frame video not begun, then dropped its total (s47b). It counts without one until
+    that video is done, and then ends at the frames read."""
+    from fer_pipe.batch_progress import FrameProgress
+    from fer_pipe.batch_task import Job
+
+    piped = piped_matroska(six_clips[0], tmp_path)
+    jobs = [Job(str(six_clips[1]), "known"), Job(str(piped), "piped")]
+    progress = FrameProgress(jobs, tmp_path, 2, 0)
+    progress._counter.join()
+    progress.job_done(jobs[0], write_rows(tmp_path / "known.csv", 36), video_done=True)
+    progress.update()
+    assert (progress.bar.n, progress.bar.total) == (36, None)
+    progress.job_done(jobs[1], write_rows(tmp_path / "piped.csv", 36), video_done=True)
+    progress.close()
+    assert (progress.bar.n, progress.bar.total) == (72, 72)
+
+
+def test_a_video_of_unknown_length_is_said_to_run_as_one_task(six_clips, tmp_path, capsys):
+    """Chunks are planned from a video's frame count: a 3-hour Matroska file written to a pipe
+    ran as one task on one core, without a word (s47b)."""
+    from fer_pipe.batch import plan
+    from fer_pipe.batch_task import Job
+
+    piped = str(piped_matroska(six_clips[0], tmp_path))
+    assert plan([piped], 10) == ({piped: [Job(piped, "piped")]}, {})
+    assert capsys.readouterr().err == (f"fer-pipe: batch: {piped}: its frame count is unknown (a Matroska file "
+                                       "written to a pipe?), read as one task: chunks are planned from the count\n")
+
+
+def piped_matroska(clip: Path, folder: Path) -> Path:
+    """``clip`` as FFmpeg writes it to a pipe: a Matroska file with no duration, so no count."""
+    piped = folder / "piped.mkv"
+    with piped.open("wb") as out:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), "-c", "copy", "-f", "matroska", "-"],
+                       stdout=out, check=True)
+    return piped
+
+
+def write_rows(path: Path, frames: int) -> Path:
+    """A task's CSV of ``frames`` frames without faces."""
+    from fer_pipe.csvfile import CsvOutput
+    from fer_pipe.events import FRAME_COLUMNS
+
+    out = CsvOutput(path, "csv", FRAME_COLUMNS)
+    out.write([["clip", frame] + [""] * (len(FRAME_COLUMNS) - 2) for frame in range(frames)])
+    out.close()
+    return path
 
 
 def test_frames_written_reads_the_frame_of_the_last_row(tmp_path):
