@@ -88,6 +88,7 @@ class _Reports:
 
     done: dict[str, dict] = field(default_factory=dict)  # each ended process's statistics
     lengths: dict[str, int | None] = field(default_factory=dict)  # the sources' frame counts
+    live: set[str] = field(default_factory=set)  # the live sources' processes
     failure: Failed | None = None  # the first failure: the run's
     also: list[str] = field(default_factory=list)  # later failures, said after it
     late_error: Failed | None = None  # bad input after the stream drained
@@ -100,8 +101,10 @@ class _Reports:
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
         match msg:
-            case Length(process, frames_to_come):
+            case Length(process, frames_to_come, live):
                 self.lengths[process] = frames_to_come
+                if live:
+                    self.live.add(process)
             case Opened(process):
                 self.opened.add(process)
             case Closing(process):
@@ -355,10 +358,9 @@ class Runner:
                 if first_result is None and any(at_sinks):
                     first_result = time.monotonic() - started
                 if bar is None and self.progress and len(reports.lengths) == len(graph.sources()):
-                    lengths = reports.lengths.values()
-                    total = sum(lengths) if all(lengths) else None
-                    if total:
-                        bar = _progress_bar(total)
+                    lengths = list(reports.lengths.values())
+                    if all(lengths) or not reports.live:  # a file of no count (piped Matroska) counts without a total
+                        bar = _progress_bar(sum(lengths) if all(lengths) else None)
                 if bar is not None:
                     bar.update(min(at_sinks) - bar.n)
                 status.tick()
@@ -636,7 +638,7 @@ def _say(line: str) -> None:
     tqdm.write(line, file=sys.stderr)
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int | None):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty(),

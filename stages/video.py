@@ -151,11 +151,10 @@ class VideoSource(Source):
 
     def length(self) -> int | None:
         """Frames this source will read: what the file plays, which a trim's edit list can make
-        fewer than OpenCV's count (the progress bar's total); a loop reads ``max_frames``."""
-        if self.params.loop:
+        fewer than OpenCV's count (the progress bar's total); a loop, or a file of no count (a
+        Matroska file written to a pipe), reads ``max_frames``, where it is given."""
+        if self.params.loop or self._played <= 0:
             return self.params.max_frames or None
-        if self._played <= 0:
-            return None
         remaining = max(0, self._played - self.params.start)
         return min(remaining, self.params.max_frames) if self.params.max_frames else remaining
 

@@ -166,6 +166,22 @@ def test_the_progress_bar_ends_at_every_frame_read_when_the_count_was_an_estimat
     assert " 95/95 " in bars[-1], bars[-1]
 
 
+def test_a_file_of_no_count_gets_a_bar_that_counts(clips, tmp_path, out_csv):
+    """A Matroska file written to a pipe has no count: a run of one showed nothing until its
+    statistics table, a 3-hour one for hours (s47b). The bar counts without a total, and ends
+    at the frames read; with max_frames that is its total."""
+    piped = tmp_path / "piped.mkv"
+    with piped.open("wb") as out:
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clips["no_face.mp4"]), "-c", "copy", "-f",
+                        "matroska", "-"], stdout=out, check=True)
+    bars = bar_states(f"source.path={piped}", f"csv.path={out_csv}")
+    read = len({row["frame"] for row in csv_rows(out_csv)})
+    with_total = [s for s in bars if not re.match(r"\d+frame \[", s)]  # the closed bar's, drawn once or twice
+    assert len(with_total) < len(bars) and all(f" {read}/{read} " in s for s in with_total), bars
+    bars = bar_states(f"source.path={piped}", f"csv.path={out_csv}", "source.max_frames=40")
+    assert all("/40 " in s for s in bars) and " 40/40 " in bars[-1], bars
+
+
 @pytest.mark.parametrize("container", ["avi", "mp4"])
 def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, clips, tmp_path, out_csv):
     """The MP4 has its header at the front, as a streaming-ready one does: the header promises
