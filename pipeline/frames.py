@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import mmap
 import os
 import resource
@@ -225,14 +226,18 @@ def _out_of_maps(exc: OSError) -> InputError | None:
 def _attach(name: str, seq: int, live: bool) -> mmap.mmap:
     """Map a slot's file, letting go of the file that slot had before: the writer unlinked it
     when it replaced it, and the memory is freed once no process maps it."""
+    slot = name.rpartition("_")[0]
     try:
         shm = _map_for_reading(name)
     except FileNotFoundError:  # its slot was replaced, so the frame in it was overwritten
+        if not glob.glob(f"{glob.escape(os.path.join(SHM, slot))}_*"):
+            raise InputError(f"frame ring: {name} is gone from {SHM} with no frame in its place: another program "
+                             "removed the run's files there (systemd-logind removes a user's at their logout, with "
+                             "RemoveIPC=yes: run as a system user, or after loginctl enable-linger)") from None
         raise StaleFrameError(f"frame {seq} in {name} was overwritten by a larger frame; {KEEP_PIXELS}",
                               live) from None
     except OSError as exc:
         raise _out_of_maps(exc) or exc from None
-    slot = name.rpartition("_")[0]
     replaced = _slot_files.pop(slot, None)
     if replaced is not None:
         _release(_attached.pop(replaced))

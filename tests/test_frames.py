@@ -69,6 +69,17 @@ def test_a_larger_frame_replaces_its_slot_alone_and_other_frames_stay_readable(r
     assert _ring_bytes(ring) == 3 * _slot_bytes(small) + _slot_bytes(big)
 
 
+def test_a_ring_removed_under_a_run_is_said_so(ring):
+    """systemd-logind removes a user's files in /dev/shm at their logout (RemoveIPC=yes), under a
+    run left going with nohup: frames in slots a stage had not mapped were "overwritten by a
+    larger frame" (a file's run failed blaming a stage that keeps frames; a camera's dropped
+    them as a stage "fell behind", exit 0)."""
+    first = ring.put(np.zeros((10, 10), np.uint8))
+    frames.unlink(ring.names)
+    with pytest.raises(InputError, match=r"is gone from /dev/shm with no frame in its place: another program removed"):
+        first.array()
+
+
 def test_a_ring_of_growing_frames_holds_its_slots_once(ring):
     """Images growing in size, one ring file per size, held every earlier ring until the run's
     end: 1,486 MiB of /dev/shm where the largest frames needed 248 (s41a). A replaced slot's
