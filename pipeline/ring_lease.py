@@ -157,7 +157,7 @@ def segment_prefix(run: str, stage: str) -> str:
 def remove_orphaned(run: str) -> None:
     """Remove a run's rings from a stage process whose runner has died (SIGKILL, the OOM killer):
     every stage is stopping, so none will map a ring it has not mapped yet, and /dev/shm, which
-    is memory, would otherwise keep them until the next run on the machine. Any stage does it,
+    is memory, would otherwise keep them until the same user runs again. Any stage does it,
     not only the source, which may have read its whole file and ended before the runner died."""
     _remove_rings(Path(frames.SHM), run)
 
