@@ -149,10 +149,10 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         if problem:
             bad[item] = problem
             continue
-        count = frame_count(item) if chunk_frames else 0
-        chunked = 0 < chunk_frames < count
+        count = frame_count(item) if chunk_frames else None
+        chunked = count is not None and 0 < chunk_frames < count
         unseekable = why_no_seek(item) if chunked else ""
-        if chunk_frames and not count:  # a 3-hour one ran on one core without a word (s47b)
+        if count == 0:  # a 3-hour one ran on one core without a word (s47b)
             unseekable = ("its frame count is unknown (a Matroska file written to a pipe?), read as one "
                           "task: chunks are planned from the count")
         if unseekable:

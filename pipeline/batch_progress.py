@@ -52,12 +52,13 @@ class FrameProgress:
     def _count(self) -> None:
         """Frames each task will read (its chunk, or the rest of its video), opening each video
         once however many chunks it has."""
-        videos: dict[str, int] = {}
+        videos: dict[str, int | None] = {}
         for job in self._jobs:
             if job.input not in videos:
                 videos[job.input] = frame_count(job.input)
-            left = max(0, videos[job.input] - job.start)
-            self._totals[job] = (min(job.max_frames, left) if job.max_frames else left) if videos[job.input] else None
+            count = videos[job.input]
+            left = max(0, (count or 0) - job.start)
+            self._totals[job] = (min(job.max_frames, left) if job.max_frames else left) if count else None
 
     def _total(self) -> int | None:
         """The bar's total: None while a task runs whose video has no count (a Matroska file written

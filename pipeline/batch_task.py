@@ -58,10 +58,11 @@ def video_csv_stages(config: dict[str, Any], origin: str) -> tuple[str, str]:
     return videos[0], csvs[0]
 
 
-def frame_count(path: str) -> int:
+def frame_count(path: str) -> int | None:
     """Frames the video plays, as the video source counts them (an edit list's hidden frames
     left out), so that no chunk starts past its end, but for a chunk within the estimate's few
-    frames of it, which reads nothing (see the video source's ``NEAR_END``)."""
+    frames of it, which reads nothing (see the video source's ``NEAR_END``); 0 where the file
+    has no count, None where OpenCV cannot open it (its task says why)."""
     import cv2
 
     from .stages.video import frames_in
@@ -69,12 +70,12 @@ def frame_count(path: str) -> int:
     try:
         name = opencv_name(path, "video")
     except InputError:
-        return 0  # unknown: its task says why it cannot be read
+        return None
     capture = cv2.VideoCapture(name)
     try:
         if not capture.isOpened():
-            return 0
-        return frames_in(capture, path)
+            return None
+        return max(frames_in(capture, path), 0)
     finally:
         capture.release()
 
