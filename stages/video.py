@@ -224,7 +224,7 @@ class VideoSource(Source):
             self._join_said = True
             print(printable(f"fer-pipe: WARNING: video {self.params.path}: its timestamps go back at frame {index}, "
                             f"from {last:.3f} s to {went:.3f} s (streams joined end to end?); frames from there on, "
-                            "past any later join too, are dated as following on"), file=sys.stderr)
+                            "past any later step back too, are dated as following on"), file=sys.stderr)
         return offset
 
     def _position(self) -> float | None:
