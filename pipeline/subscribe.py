@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-keys", type=home, metavar="FILE", help="this subscriber's secret key file (client.key_secret) for CURVE")
     parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
                         help="decimals of probabilities and confidence in --format csv, 1-9, as the csv sink's; "
-                             "the zmq sink rounds to its own precision (4) first, so raise its with it")
+                             "the zmq sink rounds to its own precision (4) first, so raise the sink's with it")
     parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events (0: until Ctrl-C)")
 
 
