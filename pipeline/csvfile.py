@@ -164,6 +164,8 @@ class CsvOutput:
         self._pipe_started = False
         try:
             self.write([])
+        except BrokenPipeError:  # its reader left already (| head -n 0): the first frame's write stops the run,
+            pass  # as a reader that leaves later does, where this failed it, exit 1 (s47g)
         except OSError as exc:  # a full disk, /dev/full: said with the file, as a failed open is
             self._file.close()
             raise cannot_write(what, path, exc) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,19 @@ from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
 
 LOCK = ".fer-pipe.lock"
 """The file a batch locks in its results folder while it runs, and a training in its --out."""
+
+STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
+DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+
+
+def descriptor_of(path: str | Path) -> int | None:
+    """The descriptor of fer-pipe's own process that ``path`` names (/dev/stdout, /dev/fd/3),
+    if it names one. Opened by name, such a path is opened anew in the stage's process: a
+    stdout redirected to a file was emptied (every run but the last of a loop into one file was
+    lost), and other descriptors are not passed to the stage processes at all (s47g)."""
+    name = os.path.normpath(str(path))
+    named = DESCRIPTOR.fullmatch(name)
+    return STREAMS.get(name, int(named.group(1)) if named else None)
 
 
 def make_folder(folder: Path, what: str) -> None:
@@ -90,6 +104,16 @@ def check_writable(path: str | Path, what: str) -> None:
     A FIFO or device is not opened: opening a FIFO would block with no reader, and closing it
     would give its reader an end of file before the stage wrote a line. A symbolic link is
     followed, so the probe removes the file it made, not the link."""
+    fd = descriptor_of(path)
+    if fd in (1, 2):  # written through the stage's own copy of the stream, as is (open_claimed)
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise cannot_write(what, path, exc) from None
+        return
+    if fd is not None:
+        raise InputError(f"{what} {path}: a descriptor of the shell's, which fer-pipe's stage processes do not "
+                         "have; give a file, /dev/stdout, or a named pipe (mkfifo)")
     path = Path(path)
     check_folder_of(path, what)
     if path.is_dir():
@@ -114,8 +138,13 @@ def check_writable(path: str | Path, what: str) -> None:
 def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     """A write-only descriptor of ``path`` (created if need be, appending), locked for this
     process; InputError if it cannot be opened or another process holds it. ``truncate``
-    empties a regular file only once it is ours, so another writer's data stays."""
+    empties a regular file only once it is ours, so another writer's data stays. /dev/stdout and
+    /dev/stderr are the stage's own streams, the run's, written where the shell has got to in
+    them: `{ echo a; fer-pipe run ...; echo b; } > f` keeps all three, in order."""
+    stream = descriptor_of(path)
     try:
+        if stream in (1, 2):  # neither locked nor emptied: the shell's to share
+            return os.dup(stream)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     except OSError as exc:
         raise cannot_write(what, path, exc) from None

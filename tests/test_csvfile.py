@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -91,6 +92,44 @@ def test_a_reader_that_leaves_the_pipe_ends_the_run_cleanly(clips, tmp_path):
     assert [line.split(b",")[1] for line in lines] == [b"frame", b"0", b"1", b"2"]
     rows = list(csv.DictReader(episodes.open()))
     assert rows and int(rows[-1]["end_frame"]) < 471  # closed where the run stopped, not at the end
+
+
+def shell(script: str, cwd, clip) -> subprocess.CompletedProcess:
+    """``script`` in bash, with ``$RUN`` a quiet fer-pipe run of ``clip`` whose csv sink is given
+    by ``--set csv.path=...`` after it."""
+    run = f"{sys.executable} -m fer_pipe.cli run video_to_csv --quiet --set source.path={clip}"
+    return subprocess.run(["bash", "-c", script], cwd=cwd, env={**os.environ, "RUN": run}, capture_output=True,
+                          text=True, timeout=240)
+
+
+def test_stdout_redirected_to_a_file_is_written_where_the_shell_is(short_clip, tmp_path):
+    """A stdout redirected to a file was opened anew, locked and emptied: a loop of runs into
+    one file kept the last run's rows alone, and `echo` lines around a run were overwritten
+    (s47g). The rows go on where the shell has got to, header only into an empty file."""
+    done = shell('for i in 1 2; do $RUN --set csv.path=/dev/stdout; done > all.csv && '
+                 '{ echo before; $RUN --set csv.path=/dev/stdout; echo after; } > around.csv', tmp_path, short_clip)
+    assert done.returncode == 0, done.stderr
+    one = (tmp_path / "all.csv").read_text().splitlines()
+    rows = one[1:len(one) // 2 + 1]
+    assert rows and one == one[:1] + rows + rows and one[0].startswith("source,frame,")
+    assert (tmp_path / "around.csv").read_text().splitlines() == ["before", *rows, "after"]
+
+
+def test_a_descriptor_the_stages_do_not_have_is_refused(short_clip, tmp_path):
+    """`csv.path=/dev/fd/3 3>>rows.csv` wrote the rows to the stage process's own fd 3 (/dev/null
+    there), exit 0, and a process substitution failed as "No such file or directory"."""
+    done = shell("$RUN --set csv.path=/dev/fd/3 3>>rows.csv", tmp_path, short_clip)
+    assert done.returncode == 2
+    assert done.stderr == ("fer-pipe: stage 'csv' (csv): csv /dev/fd/3: a descriptor of the shell's, which "
+                           "fer-pipe's stage processes do not have; give a file, /dev/stdout, or a named pipe "
+                           "(mkfifo)\n")
+
+
+def test_a_reader_gone_before_the_header_ends_the_run_cleanly_too(short_clip, tmp_path):
+    """`| head -n 0`, or a reader that left in the run's first moments, failed the header's
+    write: exit 1, where a reader that left later ended the run with exit 0."""
+    done = shell("$RUN --set csv.path=/dev/stdout | head -n 0; exit ${PIPESTATUS[0]}", tmp_path, short_clip)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_rows_after_a_copytruncate_start_the_emptied_file(tmp_path):
