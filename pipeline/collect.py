@@ -104,8 +104,9 @@ class SequenceTracker:
                 state.restarts -= undone
                 message = (f"source {source}: events from two runs at once ({before}, {run})"
                            + (", so the restart said before was none" if undone else "")
-                           + ": is this camera in two shards' configs, or one shard running twice? Both runs' "
-                           "rows are written; said once, and counted in the summary")
+                           + ": is this camera in two shards' configs, or one shard running twice, or did a "
+                           "shard restarted during a network split send its last run's held events late? Both "
+                           "runs' rows are written; said once, and counted in the summary")
         elif run != state.run:
             state.restarts += 1
             state.restarted_into = run

@@ -159,7 +159,8 @@ class PushSink(Sink):
         failing the run then would lose the sndhwm events held for it."""
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
-            who = (f"the collector at {self.params.connect} takes events slower than they come" if self._connected
+            who = (f"the collector at {self.params.connect} takes events slower than they come (or a network split "
+                   "keeps them from it)" if self._connected
                    else f"no collector at {self.params.connect} takes events")
             print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who}; {self.params.sndhwm} are held "
                   "and the sink waits", file=sys.stderr, flush=True)
