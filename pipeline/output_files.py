@@ -140,16 +140,19 @@ def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     process; InputError if it cannot be opened or another process holds it. ``truncate``
     empties a regular file only once it is ours, so another writer's data stays. /dev/stdout and
     /dev/stderr are the stage's own streams, the run's, written where the shell has got to in
-    them: `{ echo a; fer-pipe run ...; echo b; } > f` keeps all three, in order."""
+    them and never emptied: `{ echo a; fer-pipe run ...; echo b; } > f` keeps all three, in
+    order. A file behind them is locked as any output file is (runs sharing the one stream hold
+    the lock together) and appended to, so a copytruncate of it starts it again."""
     stream = descriptor_of(path)
     try:
-        if stream in (1, 2):  # neither locked nor emptied: the shell's to share
-            return os.dup(stream)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+        fd = os.dup(stream) if stream in (1, 2) else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     except OSError as exc:
         raise cannot_write(what, path, exc) from None
     try:
-        if claim(fd, path, what) and truncate:
+        regular = claim(fd, path, what)
+        if regular and stream in (1, 2):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+        elif regular and truncate:
             os.ftruncate(fd, 0)
     except BaseException:
         os.close(fd)

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
@@ -359,9 +359,22 @@ def handle(stage: Stage, packet: Packet, kept_ends: list[Packet] | None = None) 
             if kept_ends is not None and keeps_ends(type(stage)):
                 kept_ends.append(packet)
                 return []
-            return packets_of(type(stage).ended(stage, packet), "ended")
-        return packets_of(type(stage).outage(stage, packet), "outage")
+            return _notice(stage, type(stage).ended, packet, "ended")
+        return _notice(stage, type(stage).outage, packet, "outage")
     return packets_of(stage.process(packet), captured=packet.captured)
+
+
+def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | None], packet: Packet,
+            name: str) -> list[Packet]:
+    """A notice through a stage: a sink whose reader left while it wrote what the notice closes
+    (the episodes an end closes, to /dev/stdout | head) ends the run, as in ``process``, where
+    it failed it, exit 1 (s47h)."""
+    try:
+        return packets_of(method(stage, packet), name)
+    except BrokenPipeError:
+        if not isinstance(stage, Sink):
+            raise
+        raise StopRun from None
 
 
 def keeps_ends(kind: type[Stage]) -> bool:

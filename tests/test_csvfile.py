@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import REPO, fer_pipe_on_small_tmpfs
 from fault_plugin import assert_valid_prefix
+from livetools import stop, wait_for
 
 from fer_pipe.csvfile import CsvOutput
 from fer_pipe.errors import InputError, OutputError
@@ -113,6 +115,40 @@ def test_stdout_redirected_to_a_file_is_written_where_the_shell_is(short_clip, t
     rows = one[1:len(one) // 2 + 1]
     assert rows and one == one[:1] + rows + rows and one[0].startswith("source,frame,")
     assert (tmp_path / "around.csv").read_text().splitlines() == ["before", *rows, "after"]
+
+
+def test_episodes_to_a_reader_gone_end_the_run_cleanly(short_clip, tmp_path):
+    """The episodes an end closes are written in the sink's ``ended``: to `| head -n 1`, gone by
+    then, the run failed with "BrokenPipeError", exit 1, where a frame's write ends it cleanly."""
+    done = shell(f"{sys.executable} -m fer_pipe.cli run episodes --quiet --set source.path={short_clip} --set "
+                 "csv.path=/dev/null --set episodes.path=/dev/stdout | head -n 1; exit ${PIPESTATUS[0]}", tmp_path,
+                 short_clip)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("source,track_id,label,")
+
+
+def test_a_file_behind_stdout_is_locked_and_starts_again_after_a_copytruncate(clips, tmp_path):
+    """Written through the run's own stdout, the file lost its lock: a second run given its path
+    emptied it under the first, and a copytruncate left the rows after it behind a hole of zero
+    bytes, where the shell's `>` does not append (s47h)."""
+    shared = tmp_path / "shared.csv"
+    with shared.open("w") as stdout:
+        first = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "video_to_csv", "--quiet",
+                                  "--set", f"source.path={clips['WolfgangLanger_Pexels.mp4']}",
+                                  "--set", "source.realtime=true", "--set", "csv.path=/dev/stdout"],
+                                 stdout=stdout, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: shared.read_bytes().count(b"\n") > 3, 120, "the first run's rows", first)
+        second = shell(f"$RUN --set csv.path={shared}", tmp_path, clips["single_face.mp4"])
+        assert (second.returncode, second.stderr) == (2, f"fer-pipe: stage 'csv' (csv): csv {shared}: another "
+                                                         "process is writing it (a second run or shard with the "
+                                                         "same path?); give each its own file\n")
+        os.truncate(shared, 0)  # what logrotate's copytruncate does after copying
+        wait_for(lambda: shared.read_bytes().count(b"\n") > 3, 120, "rows after the copytruncate", first)
+    finally:
+        stop(first, signal.SIGINT)
+    lines = shared.read_bytes().split(b"\r\n")
+    assert lines[0].startswith(b"source,frame,") and all(line[:7] == b"source," for line in lines[1:-1]), lines[:3]
 
 
 def test_a_descriptor_the_stages_do_not_have_is_refused(short_clip, tmp_path):
