@@ -16,11 +16,10 @@ class Opened(NamedTuple):
 
 
 class Length(NamedTuple):
-    """A source's frame count (None: unknown), and whether it is live, for the progress bar."""
+    """A source's frame count (None: unknown), for the progress bar."""
 
     process: str
     frames: int | None
-    live: bool
 
 
 class Done(NamedTuple):

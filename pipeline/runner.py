@@ -88,7 +88,6 @@ class _Reports:
 
     done: dict[str, dict] = field(default_factory=dict)  # each ended process's statistics
     lengths: dict[str, int | None] = field(default_factory=dict)  # the sources' frame counts
-    live: set[str] = field(default_factory=set)  # the live sources' processes
     failure: Failed | None = None  # the first failure: the run's
     also: list[str] = field(default_factory=list)  # later failures, said after it
     late_error: Failed | None = None  # bad input after the stream drained
@@ -101,10 +100,8 @@ class _Reports:
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
         match msg:
-            case Length(process, frames_to_come, live):
+            case Length(process, frames_to_come):
                 self.lengths[process] = frames_to_come
-                if live:
-                    self.live.add(process)
             case Opened(process):
                 self.opened.add(process)
             case Closing(process):
@@ -318,7 +315,7 @@ class Runner:
                 self._on_signal(signum, None)
             status = StatusLine(self.status_every, names, progress, dropped, _say, started, down,
                                 lambda process: procs[process].exitcode is not None)
-            result = self._supervise(procs, control, stop, all_open, progress, busy, status, started)
+            result = self._supervise(procs, control, stop, all_open, progress, busy, status, started, bool(live))
         finally:
             lease.release()  # the run's rings: every stage process has ended, or none started
             self.processes, self.inboxes = {}, {}
@@ -328,13 +325,14 @@ class Runner:
         return result
 
     def _supervise(self, procs: Processes, control: Any, stop: Any, all_open: Any, progress: Counters,
-                   busy: Counters, status: StatusLine, started: float) -> RunResult:
+                   busy: Counters, status: StatusLine, started: float, any_live: bool) -> RunResult:
         """Watch the stage processes until every one has ended, and judge the run.
 
         ``control`` is the queue of the stages' messages, ``stop`` the event that asks the
         sources to stop, ``all_open`` the one that tells live sources every stage has opened;
         ``progress`` and ``busy`` are each process's shared item count and the monotonic time at
-        which it took its current packet (0 when idle)."""
+        which it took its current packet (0 when idle); ``any_live`` whether a source is live, whose
+        run has no progress bar."""
         graph = self.graph
         reports = _Reports()
         first_result: float | None = None
@@ -359,7 +357,7 @@ class Runner:
                     first_result = time.monotonic() - started
                 if bar is None and self.progress and len(reports.lengths) == len(graph.sources()):
                     lengths = list(reports.lengths.values())
-                    if all(lengths) or not reports.live:  # a file of no count (piped Matroska) counts without a total
+                    if all(lengths) or not any_live:  # a file of no count (piped Matroska) counts without a total
                         bar = _progress_bar(sum(lengths) if all(lengths) else None)
                 if bar is not None:
                     bar.update(min(at_sinks) - bar.n)

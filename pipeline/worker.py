@@ -154,7 +154,7 @@ def stage_main(w: Wiring) -> None:
             length = length_of(stage)
             ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length,
                                     stage.live)
-            w.control.put(Length(name, length, stage.live))
+            w.control.put(Length(name, length))
             emitter = Emitter(w.outboxes, stage.live, stats)
             _run_source(stage, ring, emitter, w, stats)
             kept_ends: list[Packet] = []
