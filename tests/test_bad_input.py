@@ -680,6 +680,23 @@ def test_a_truncated_jpeg_in_an_image_folder_is_named_with_what_its_decoder_said
                                       "end of JPEG file\n")
 
 
+def test_an_image_of_several_frames_in_a_folder_is_named_with_its_count(clips, tmp_path, capfd):
+    """A multi-page TIFF (a time-lapse stack) or an animated GIF is read as its first frame: the
+    others were lost with exit 0 and not a word (s48d 1)."""
+    from fer_pipe.inprocess import run_stage
+
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    images = read_frames(clips["single_face.mp4"], 3)
+    cv2.imwritemulti(str(folder / "a.tif"), images)
+    cv2.imwrite(str(folder / "b.tif"), images[0])
+    frames = run_stage("image_folder", params={"path": str(folder)})
+    assert [p.index for p in frames] == [0, 1]
+    assert capfd.readouterr().err == (f"fer-pipe: image folder: {folder / 'a.tif'}: holds 3 frames (a multi-page or "
+                                      "animated image); only its first is read: split it into one image per frame, "
+                                      "or make it a video\n")
+
+
 def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_names_what_it_cannot_open(
         clips, tmp_path, capfd):
     """ffmpeg's frame%d.jpg came frame1, frame10, frame2, each dated wrongly; a Mac's ._ twins took
