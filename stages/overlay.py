@@ -61,48 +61,81 @@ def colour_of(label: str | None) -> tuple[int, int, int]:
     return COLOURS.get(label, UNCLASSIFIED) if label else UNCLASSIFIED
 
 
+def scale_of(image: np.ndarray) -> float:
+    """How much larger than at 480 lines the overlay is drawn: at a fixed size, a 4K camera's
+    label was 7 pixels high on a 1080p screen, and a 160x120 frame's ran off it (s48b 3)."""
+    return min(max(image.shape[0] / 480, 0.5), 4.0)
+
+
 def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> np.ndarray:
     """A new BGR image: the packet's frame with a box, label and confidence per face. A grey
     frame (which a source may yield) is made BGR, in place of the copy: the video writer's
-    OpenCV took it for a frame it could not write, said as a full disk (s40a)."""
+    OpenCV took it for a frame it could not write, said as a full disk (s40a). Where a smoother
+    ran, its label, confidence and probabilities are drawn: the raw ones flickered on screen
+    while the CSV's smoothed label held (s48b 1)."""
     frame = packet.pixels()
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[2] == 1 else frame.copy()
+    scale = scale_of(image)
+    font, thick = 0.6 * scale, max(1, round(2 * scale))
+    if fps is not None:  # first, so that a face in the corner keeps its label readable (s48b 6)
+        text = f"{fps:.1f} fps"
+        origin = (round(8 * scale), round(22 * scale))
+        cv2.putText(image, text, origin, FONT, font, (0, 0, 0), thick + 1, cv2.LINE_AA)
+        cv2.putText(image, text, origin, FONT, font, (255, 255, 255), max(1, thick // 2), cv2.LINE_AA)
     for face in packet.faces or []:
         try:
             x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
         except (ValueError, OverflowError):  # a NaN or infinite box: nowhere to draw it
             continue
-        label = face.label  # an argmax each time it is read
+        smoothed = face.smoothed_label is not None
+        label = face.smoothed_label if smoothed else face.label  # an argmax each time it is read
         colour = colour_of(label)
-        cv2.rectangle(image, (x, y), (x + w, y + h), colour, 2)
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour, thick)
         if label is not None:
-            text = f"{label} {face.confidence:.0%}"
+            text = f"{label} {(face.smoothed_confidence if smoothed else face.confidence):.0%}"
             if face.track_id is not None:
                 text = f"#{face.track_id} {text}"
-            (tw, th), base = cv2.getTextSize(text, FONT, 0.6, 2)
-            top = max(0, y - th - base - 4)
-            left = max(0, min(x, image.shape[1] - tw - 4))  # a face at the right edge kept "#1 neutral 9" (s44c)
-            cv2.rectangle(image, (left, top), (left + tw + 4, top + th + base + 4), colour, cv2.FILLED)
-            cv2.putText(image, text, (left + 2, top + th + 2), FONT, 0.6, (0, 0, 0), 2, cv2.LINE_AA)
+            (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
+            pad = round(2 * scale)
+            top = max(0, y - th - base - 2 * pad)
+            left = max(0, min(x, image.shape[1] - tw - 2 * pad))  # a face at the right edge kept "#1 neutral 9" (s44c)
+            cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
+            cv2.putText(image, text, (left + pad, top + th + pad), FONT, font, (0, 0, 0), thick, cv2.LINE_AA)
             if show_probs:
-                _bars(image, face.probs, (x, y, w, h))
-    if fps is not None:
-        text = f"{fps:.1f} fps"
-        cv2.putText(image, text, (8, 22), FONT, 0.6, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(image, text, (8, 22), FONT, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+                _bars(image, face.smoothed if smoothed and face.smoothed is not None else face.probs, (x, y, w, h),
+                      scale)
     return image
 
 
-def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int]) -> None:
-    """One labelled bar per emotion right of the face, or left of it when there is no room."""
+def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], scale: float) -> None:
+    """One labelled bar per emotion right of the face, or left of it when there is no room, and
+    raised where the frame ends below it: the last row, often the leading one, was cut (s48b 4).
+    The names are outlined, as the label is boxed: white alone vanished on a white wall (s48b 5)."""
     x, top, w, _ = box
-    row, name_w = 13, 50  # the longest name, "surprise", is 44 px at this font size
-    left = x + w + 6
-    if left + name_w + BAR_WIDTH > image.shape[1]:
-        left = max(0, x - 6 - name_w - BAR_WIDTH)
-    lengths = np.nan_to_num(np.clip(probs, 0.0, 1.0)) * BAR_WIDTH  # a plug-in's NaN ended the run
+    row, name_w, bar_w = round(13 * scale), round(50 * scale), round(BAR_WIDTH * scale)  # "surprise" is 44 px
+    left = x + w + round(6 * scale)
+    if left + name_w + bar_w > image.shape[1]:
+        left = max(0, x - round(6 * scale) - name_w - bar_w)
+    top = max(0, min(top, image.shape[0] - row * len(EMOTIONS)))
+    font, thick = 0.35 * scale, max(1, round(scale))
+    lengths = np.nan_to_num(np.clip(probs, 0.0, 1.0)) * bar_w  # a plug-in's NaN ended the run
     for i, (name, length) in enumerate(zip(EMOTIONS, lengths)):
         y = top + i * row
-        cv2.putText(image, name, (left, y + 10), FONT, 0.35, (255, 255, 255), 1, cv2.LINE_AA)
+        baseline = (left, y + round(10 * scale))
+        cv2.putText(image, name, baseline, FONT, font, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(image, name, baseline, FONT, font, (255, 255, 255), thick, cv2.LINE_AA)
         cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(length), y + row - 2),
                       COLOURS[name], cv2.FILLED)
+
+
+def stale(image: np.ndarray, why: str) -> np.ndarray:
+    """The last image a window showed, in grey, with ``why`` across it: a camera that was down
+    left its last face's label and frame rate on screen, as if live (s48b 2)."""
+    grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) // 2, cv2.COLOR_GRAY2BGR)
+    scale = scale_of(grey)
+    font, thick = 0.8 * scale, max(1, round(2 * scale))
+    (tw, th), base = cv2.getTextSize(why, FONT, font, thick)
+    origin = (max(0, (grey.shape[1] - tw) // 2), (grey.shape[0] + th) // 2)
+    cv2.putText(grey, why, origin, FONT, font, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(grey, why, origin, FONT, font, (255, 255, 255), thick, cv2.LINE_AA)
+    return grey

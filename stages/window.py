@@ -7,14 +7,17 @@ import os
 import socket
 import threading
 
+from collections.abc import Iterable
+
 import cv2
+import numpy as np
 from pydantic import Field
 
 from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.stage import Sink, StopRun
-from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
+from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw, stale
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
 """Whole key codes (``cv2.waitKeyEx``): Qt gives other keys their X keysym, and masking that to
@@ -147,6 +150,7 @@ class WindowSink(Sink):
     def open(self) -> None:
         self._fps: dict[str, FpsMeter] = {}
         self._windows: dict[str, str] = {}  # source -> the window's name
+        self._last: dict[str, tuple[np.ndarray, float]] = {}  # source -> the image shown, and its frame's time
 
     def consume(self, packet: Packet) -> None:
         """Shows the frame in its source's window: frames of several cameras in one window
@@ -155,7 +159,19 @@ class WindowSink(Sink):
             self._fps[packet.source] = FpsMeter()
         image = draw(packet, self.params.show_probs, self._fps[packet.source].tick() if self.params.show_fps else None)
         cv2.imshow(self._windows.get(packet.source) or self._open_window(packet.source, image.shape), image)
+        self._last[packet.source] = image, packet.timestamp
         self._handle_events()
+
+    def outage(self, packet: Packet) -> Iterable[Packet]:
+        """Greys the down source's last image and says for how long no frame has come (about
+        once a second, as the notices come)."""
+        last = self._last.get(packet.source)
+        if last is not None and not packet.ended:
+            image, then = last
+            cv2.imshow(self._windows[packet.source], stale(image, f"no frames for {packet.timestamp - then:.0f} s"))
+            self._fps[packet.source] = FpsMeter()  # the gap is no frame rate
+        self.idle()
+        return ()
 
     def _open_window(self, source: str, shape: tuple[int, ...]) -> str:
         """A window for a source: the title alone while there is one source; from the second on,

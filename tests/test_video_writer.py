@@ -103,7 +103,7 @@ def test_a_label_at_the_right_edge_is_moved_in_whole():
     from fer_pipe.stages.overlay import FONT, draw
 
     probs = np.eye(7)[3] * 0.9 + 0.1 / 7
-    out = draw(Packet("cam", 0, 0.0, np.zeros((120, 200, 3), np.uint8), faces=[Face((150, 60, 40, 40), probs, 1)]))
+    out = draw(Packet("cam", 0, 0.0, np.zeros((480, 200, 3), np.uint8), faces=[Face((150, 60, 40, 40), probs, 1)]))
     (tw, th), base = cv2.getTextSize("#1 happy 91%", FONT, 0.6, 2)
     top = 60 - th - base - 4
     assert tuple(out[top + 1, 200 - tw - 4]) == COLOURS["happy"] == tuple(out[top + 1, 199])
@@ -115,7 +115,7 @@ def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
     from fer_pipe.messages import Face, Packet
     from fer_pipe.stages.overlay import BAR_WIDTH, draw
 
-    frame = np.zeros((120, 400, 3), np.uint8)
+    frame = np.zeros((480, 400, 3), np.uint8)  # the overlay's own size, 480 lines
     probs = np.array([np.nan, 2.0, -1.0, 0.5, 0, 0, 0])
     faces = [Face((40, 30, 50, 50), probs), Face((300, 10, 2**40, 2**40)), Face((np.nan, 0, 9, 9), probs),
              Face((0, float("inf"), 9, 9))]
@@ -129,6 +129,32 @@ def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
     assert (out[rows["happy"], bars + BAR_WIDTH // 2 - 2] == COLOURS["happy"]).all()
     assert not out[rows["happy"], bars + BAR_WIDTH // 2 + 3:290].any()
     assert (out[60, 300] == (0, 255, 0)).all() and (out[10, 350] == (0, 255, 0)).all()  # the huge box's edges
+
+
+def test_the_smoothed_label_is_drawn_the_bars_stay_in_the_frame_and_the_overlay_grows_with_it():
+    """The raw label flickered on screen while the CSV's smoothed label held (s48b 1); the bars
+    of a face near the bottom lost their last rows (s48b 4); a 4K frame's label was the size of
+    a 480-line frame's, unreadable once the frame was shown on a screen (s48b 3)."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.overlay import BAR_WIDTH, draw
+
+    face = Face((40, 410, 60, 60), np.eye(7)[3] * 0.9 + 0.1 / 7)  # happy, raw
+    face.smoothed, face.smoothed_label = np.eye(7)[4] * 0.8 + 0.2 / 7, "sad"
+    out = draw(Packet("cam", 0, 0.0, np.zeros((480, 400, 3), np.uint8), faces=[face]), show_probs=True)
+    assert tuple(out[440, 40]) == COLOURS["sad"]  # the box, in the smoothed label's colour
+    bars = 40 + 60 + 6 + 50
+    last = 480 - 13 + 6  # the neutral row, the chart raised to end at the frame's edge
+    assert not out[last, bars + 3:bars + BAR_WIDTH].any() and out[last, bars].any()  # neutral: 0.03, drawn
+    assert (out[last - 2 * 13, bars + BAR_WIDTH // 2] == COLOURS["sad"]).all()  # the smoothed 0.83
+
+    def label_height(size: tuple[int, int]) -> int:
+        image = np.zeros((*size, 3), np.uint8)
+        box = (size[1] // 2, size[0] // 2, size[0] // 8, size[0] // 8)
+        drawn = draw(Packet("cam", 0, 0.0, image, faces=[Face(box, np.eye(7)[3])]))
+        column = drawn[:box[1], box[0] + 1]  # the filled tag above the box, in its colour
+        return int((column == COLOURS["happy"]).all(axis=1).sum())
+
+    assert label_height((2160, 3840)) >= 4 * label_height((480, 640)) - 4
 
 
 def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):

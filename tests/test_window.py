@@ -22,7 +22,7 @@ from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
 from test_rtsp import RtspServer
 
 from fer_pipe.messages import EMOTIONS
-from fer_pipe.stages.overlay import COLOURS
+from fer_pipe.stages.overlay import COLOURS, scale_of
 
 SCREEN = (1024, 768)
 
@@ -141,18 +141,21 @@ def test_window_shows_box_and_label_where_the_face_is_and_q_ends_the_run(clips, 
     for xs, ys in (left_edge, bottom_edge):
         assert share_in_colour(shot, xs, ys) > 0.9  # the box, in the label's colour, around the face
         assert share_in_colour(frame, slice(xs.start - ox, xs.stop - ox), slice(ys.start - oy, ys.stop - oy)) < 0.5
-    top = max(0, y - 20)  # the tag sits above the box, or at the frame's top edge when there is no room
-    label_band = shot[oy + top:oy + top + 16, ox + x:ox + x + 60]
+    scale = scale_of(frame)  # the overlay's size follows the frame's
+    top = max(0, y - round(20 * scale))  # the tag sits above the box, or at the frame's top edge when there is no room
+    label_band = shot[oy + top:oy + top + round(16 * scale), ox + x:ox + x + round(60 * scale)]
     assert share_in_colour(label_band, slice(None), slice(None)) > 0.3  # the filled label tag
     assert (np.abs(label_band.astype(int) - colour).max(axis=2) > 120).any()  # with dark text in it
 
     # The bar chart: one bar per emotion, in its colour, as long as its probability (left of this
     # face, which leaves no room on the right).
-    left = ox + x - 6 - 60 - 80 + 60
+    bar_w, row = round(80 * scale), round(13 * scale)
+    left = ox + x - round(6 * scale) - bar_w
     for i, emotion in enumerate(EMOTIONS):
-        length = int(80 * float(face[f"p_{emotion}"]))
+        length = int(bar_w * float(face[f"p_{emotion}"]))
         if length >= 3:
-            bar = shot[oy + y + i * 13 + 4:oy + y + i * 13 + 9, left:left + length - 1]
+            middle = oy + y + i * row + row // 2
+            bar = shot[middle - 1:middle + 2, left:left + length - 1]
             assert (np.abs(bar.astype(int) - COLOURS[emotion]).max(axis=2) < 40).mean() > 0.9, emotion
 
 
@@ -267,9 +270,16 @@ def test_each_source_gets_its_own_window_named_after_it(clips, xvfb, tmp_path):
     assert code == 0, err_path.read_text()
 
 
+def in_grey_with_a_white_line(shot: np.ndarray) -> bool:
+    """The stale look: every pixel grey (the frame dimmed to half), bar a white line of text."""
+    return int(np.ptp(shot.astype(np.int16), axis=2).max()) <= 2 and int(shot.max()) >= 250
+
+
 def test_q_ends_the_run_while_the_camera_is_down(clips, xvfb, tmp_path):
     """The window used to read its keys only when a frame came: while a camera was down, q and
-    the close button did nothing (and the window did not repaint) until the camera came back."""
+    the close button did nothing (and the window did not repaint) until the camera came back.
+    And it kept showing the last face's label and frame rate as if live: the last image is
+    greyed now, with how long no frame has come (s48b 2)."""
     needs("xdotool")
     clip = write_video(tmp_path / "loop.avi", read_frames(clips["single_face.mp4"], 50))
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
@@ -291,8 +301,12 @@ def test_q_ends_the_run_while_the_camera_is_down(clips, xvfb, tmp_path):
                              env={"DISPLAY": xvfb})
         try:
             wait_for(lambda: len(csv_rows(csv_path)) >= 10, 90, "frames from the stream", run)
+            shot = tmp_path / "shot.png"
+            wait_for(lambda: int(np.ptp(screenshot(xvfb, shot).astype(np.int16), axis=2).max()) > 30, 30,
+                     "the window to show the stream in colour", run)
             server.kill()
             wait_for(lambda: "attempt 2" in err_path.read_text(), 60, "the camera to be down", run)
+            wait_for(lambda: in_grey_with_a_white_line(screenshot(xvfb, shot)), 30, "the stale frame greyed", run)
             xdotool(xvfb, "key", "--window", window_id(xvfb, "fer-pipe-test"), "q")
             code = wait_for(lambda: run.poll() is not None and [run.returncode], 30,
                             "the run to end after q, with the camera still down")[0]
