@@ -237,7 +237,8 @@ def _takes_dev_null(spec: StageSpec, param: str) -> bool:
     """Whether the stage's params hold ``/dev/null`` there: the video writer's want a video's
     name, and the advice to give it one sent the user to a second refusal (s35b)."""
     try:
-        spec.cls.Params.model_validate({**spec.params.model_dump(), param: "/dev/null"})
+        given = spec.cls.Params.model_fields[param].alias or param
+        spec.cls.Params.model_validate({**spec.params.model_dump(by_alias=True), given: "/dev/null"})
     except ValueError:
         return False
     return True

@@ -174,7 +174,7 @@ def _kind(info: FieldInfo) -> str:
 def _cmd_stages(args: argparse.Namespace) -> int:
     from .config import unknown_type
     from .messages import kinds_read
-    from .registry import registry
+    from .registry import NO_PLAIN_DEFAULT, plain_default, registry
 
     reg = registry()
     unknown = [name for name in args.types if name not in reg.types and name not in reg.problems]
@@ -189,11 +189,13 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
         if summary:
             print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))
-        fields = cls.Params.model_fields.items()  # the required first: inherited ones come first otherwise
-        for field, info in sorted(fields, key=lambda item: not item[1].is_required()):
-            default = ("required" if info.is_required() else
-                       f"default {_shown(info.get_default(call_default_factory=True))}")
-            print(f"    {field}: {default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
+        fields = cls.Params.model_fields  # the required first: inherited ones come first otherwise
+        for given, field in sorted(cls.Params.given_names().items(), key=lambda item: not fields[item[1]].is_required()):
+            info = fields[field]
+            default = plain_default(info)
+            said_default = ("required" if info.is_required() else "default made as the stage is built"
+                            if default is NO_PLAIN_DEFAULT else f"default {_shown(default)}")
+            print(f"    {given}: {said_default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
     problems = [name for name in reg.problems if not args.types or name in args.types]
     for name in problems:
         if args.debug and name in reg.import_errors:  # where in the plug-in's files: its line does not say

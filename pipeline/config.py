@@ -450,7 +450,7 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
 def _a_param_of(stage: dict, name: str) -> bool:
     """Whether the stage's type has a param ``name`` (a plug-in's may be named ``type``)."""
     cls = registry().types.get(stage.get("type")) if isinstance(stage.get("type"), str) else None
-    return cls is not None and name in cls.Params.model_fields
+    return cls is not None and name in cls.Params.given_names()
 
 
 def _where(origin: str, lines: Lines, *path: str) -> str:
@@ -476,7 +476,8 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
         reason = f"unknown parameter ({loc[-1]} is a key of the stage, beside params, not one of its params)"
     elif err["type"] == "extra_forbidden":
         fields = list(fields)  # none close: the ones it takes, which `--set push.endpoint` had to look up (s45d)
-        reason = f"unknown parameter{did_you_mean(loc[-1], fields) or ' (it takes ' + ', '.join(fields) + ')'}"
+        takes = f"it takes {', '.join(fields)}" if fields else "the stage takes no params"
+        reason = f"unknown parameter{did_you_mean(loc[-1], fields) or f' ({takes})'}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
     elif err["type"] == "int_parsing" and yaml and isinstance(err["input"], str) and _NUMBER_1_2.fullmatch(err["input"]):
@@ -611,7 +612,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     for key in body:
         if key not in STAGE_KEYS:
             cls = reg.types.get(type_name) if isinstance(type_name, str) else None
-            hint = (f"a parameter of {type_name}: put it under params" if cls and key in cls.Params.model_fields
+            hint = (f"a parameter of {type_name}: put it under params" if cls and key in cls.Params.given_names()
                     else f"expected {', '.join(sorted(STAGE_KEYS))}")
             raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
                               f"unknown key {_show(key)}{did_you_mean(str(key), STAGE_KEYS)} ({hint})")
@@ -695,7 +696,7 @@ def checked_params(cls: type[Stage], raw_params: Mapping[str, Any], yaml: bool =
     try:
         params = cls.Params.model_validate(dict(raw_params))
     except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
-        raise ParamsProblem(*(pydantic_reason(exc, cls.Params.model_fields, yaml) if isinstance(exc, ValidationError)
+        raise ParamsProblem(*(pydantic_reason(exc, cls.Params.given_names(), yaml) if isinstance(exc, ValidationError)
                               else ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))) from None
     try:
         return expand_home(cls, params)

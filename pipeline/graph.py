@@ -11,7 +11,7 @@ from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
 from .messages import kinds_read, provides
-from .stage import Sink, Source, Stage, StageParams, instantiate, named_files
+from .stage import Sink, Source, Stage, StageParams, instantiate, named_files, said
 
 OnError = Literal["stop", "skip"]
 
@@ -311,9 +311,14 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
     read_by: dict[object, StageSpec] = {}
     folders_read: dict[str, StageSpec] = {}
     written_by: dict[object, StageSpec] = {}
+    problems: list[tuple[StageSpec, str, str]] = []
     for spec in graph.stages.values():
         for param, named in named_files(spec.cls, spec.params, spec.cls.input_paths):
-            path = spec.cls.read_path(param, named)
+            try:
+                path = spec.cls.read_path(param, named)
+            except Exception as exc:  # noqa: BLE001 - a plug-in's lookup (an unset variable): a line, not a traceback
+                problems.append((spec, param, f"the stage's read_path failed on {named}: {said(exc)}"))
+                continue
             if os.path.isdir(path):  # a source's folder is what it reads; another stage's is its own mistake
                 if spec.is_source:
                     folders_read.setdefault(os.path.join(os.path.realpath(path), ""), spec)
@@ -321,7 +326,6 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
             key = file_key(path)
             if key is not None:
                 read_by.setdefault(key, spec)
-    problems: list[tuple[StageSpec, str, str]] = []
     for spec in graph.stages.values():
         for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths):
             key = file_key(path)

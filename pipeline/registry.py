@@ -55,12 +55,17 @@ def _built() -> Registry:
     problems: dict[str, str] = {}
     import_errors: dict[str, BaseException] = {}
     origins: dict[str, str] = {}
+    declared: dict[str, list[str]] = {}
+    for ep in entry_points(group=GROUP):
+        declared.setdefault(ep.name, []).append(_distribution(ep))
+    for name, by in declared.items():
+        if len(by) > 1:  # every one named: with three, the third came to light only once one was removed
+            by = sorted(by)
+            problems[name] = (f"stage type {name!r} is declared {'twice' if len(by) == 2 else f'{len(by)} times'}: "
+                              f"by {', '.join(by[:-1])} and {by[-1]}")
     for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
         dist = _distribution(ep)
-        if ep.name in origins:
-            problems[ep.name] = (f"stage type {ep.name!r} is declared twice: by {origins[ep.name]} "
-                                 f"and by {dist}")
-            types.pop(ep.name, None)
+        if ep.name in problems:
             continue
         origins[ep.name] = dist
         try:
@@ -125,18 +130,45 @@ def _contract_problem(cls: type[Stage]) -> str | None:
         if _refuses(cls.Params.model_fields[name], 1):
             return (f".Params.{name} refuses 1, which fer-pipe batch sets each of thread_params to (one CPU a "
                     "task): let it take 1")
+    if _found_by_name(cls) is not cls:  # a class a function made: each stage's process imports its class
+        return (f" is {cls.__module__}.{cls.__qualname__}, which its module does not hold by that name, so a "
+                "stage's own process cannot import it: define the class with a class statement at module level")
     if issubclass(cls, Source) and cls.frames is Source.frames:
         return " is a Source but does not implement frames()"
     if issubclass(cls, Sink) and cls.consume is Sink.consume and cls.process is Sink.process:
         return " is a Sink but implements neither consume() nor process()"
     for name, info in cls.Params.model_fields.items():
-        if info.is_required():
+        default = plain_default(info)
+        if default is NO_PLAIN_DEFAULT:
             continue
-        default = info.get_default(call_default_factory=True)
         refused = _refuses(info, default)
         if refused:
             return f".Params.{name}: its default {default!r} breaks its own type or bounds: {refused}"
     return None
+
+
+def _found_by_name(cls: type) -> object:
+    found: object = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found
+
+
+NO_PLAIN_DEFAULT = object()
+"""What ``plain_default`` gives for a field with no default it can tell."""
+
+
+def plain_default(info: FieldInfo) -> object:
+    """A field's default, or ``NO_PLAIN_DEFAULT`` for a required field and one whose default
+    factory takes the other fields' values (pydantic 2.10) or fails outside the stage's build
+    (one that reads an environment variable): asked for alone, such a factory raised, and
+    every command that listed the stage types gave a traceback (s48c 1)."""
+    if info.is_required() or getattr(info, "default_factory_takes_data", False):
+        return NO_PLAIN_DEFAULT
+    try:
+        return info.get_default(call_default_factory=True)
+    except Exception:  # noqa: BLE001 - a plug-in's factory; its stage's build says what is wrong
+        return NO_PLAIN_DEFAULT
 
 
 def _refuses(info: FieldInfo, value: object) -> str:

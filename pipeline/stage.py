@@ -94,6 +94,13 @@ class StageParams(BaseModel):
             raise ValueError(f"expected {expected}, got {str(value).lower()}")
         return value
 
+    @classmethod
+    def given_names(cls) -> dict[str, str]:
+        """Each param's name as a config gives it, to its field's: an alias where the field has
+        one (a param called ``from``), which alone is taken; the listing and the unknown-param
+        line named the field, which the config then had refused (s48c 6)."""
+        return {info.alias or name: name for name, info in cls.model_fields.items()}
+
 
 class Stage:
     """Base class of all stages; see the module docstring for the contract."""

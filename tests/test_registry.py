@@ -41,6 +41,7 @@ class Loose(Stage):
 
 CONTRACT_BREAKERS = '''
 import enum
+import os
 import pathlib
 
 from pydantic import Field, field_validator
@@ -215,6 +216,50 @@ class Defaults(Stage):
     """A stage whose defaults are made by a factory, an enum and a path."""
     Params = DefaultsParams
     reads = writes = FACES
+
+
+class FromDataParams(StageParams):
+    size: int = Field(48, gt=0)
+    margin: int = Field(default_factory=lambda data: data["size"] // 4)
+    url: str = Field(default_factory=lambda: os.environ["NOT_SET_ANYWHERE"])
+    min_conf: float = Field(0.5, alias="min-confidence")
+
+
+class FromData(Stage):
+    """A stage whose defaults come from its other params and the environment, one param aliased."""
+    Params = FromDataParams
+    reads = writes = FRAME
+
+
+def _made():
+    class Made(Stage):
+        """A stage class that a function makes."""
+        reads = writes = FRAME
+
+    return Made
+
+
+Made = _made()
+
+
+class LookupParams(StageParams):
+    model: str = "default"
+
+
+class Lookup(Stage):
+    """A stage that looks its model up in a folder an environment variable names."""
+    Params = LookupParams
+    reads = writes = FRAME
+    input_paths = ("model",)
+
+    @classmethod
+    def read_path(cls, param, value):
+        return os.path.join(os.environ["NOT_SET_ANYWHERE"], value)
+
+
+class NoParams(Stage):
+    """A stage without params."""
+    reads = writes = FRAME
 '''
 """Mistakes a plug-in author makes that were found only at the first frame (or, for reads = [...],
 as a traceback of validate), and then often in the stage after the broken one."""
@@ -277,7 +322,7 @@ def _summaries(listing: str) -> dict[str, str]:
         if not line.startswith(" "):
             name = line.split(" ")[0]
             summaries[name] = ""
-        elif not re.match(r"    \w+: (required|default)", line) and name:
+        elif not re.match(r"    [\w-]+: (required|default)", line) and name:
             summaries[name] = f"{summaries[name]} {line.strip()}".strip()
     return summaries
 
@@ -288,13 +333,15 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     _distribution(root, "broken-import", "brokenmod", BROKEN_MODULE, "broken = brokenmod:Stage")
     _distribution(root, "plain-class", "plainmod", NOT_A_STAGE, "plain = plainmod:Plain")
     _distribution(root, "csv-clash", "clashmod", NOT_A_STAGE, "csv = clashmod:Plain")
+    _distribution(root, "csv-clash-again", "clashmod2", NOT_A_STAGE, "csv = clashmod2:Plain")
     _distribution(root, "loose-params", "loosemod", LOOSE_PARAMS, "loose = loosemod:Loose")
     _distribution(root, "breakers", "breakmod", CONTRACT_BREAKERS,
                   "listreads = breakmod:ListReads\nnoconsume = breakmod:NoConsume\nwantslist = breakmod:WantsList\n"
                   "noframes = breakmod:NoFrames\nbaddefault = breakmod:BadDefault\n"
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
-                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nlistpaths = breakmod:ListPaths\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults")
+                  "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nlistpaths = breakmod:ListPaths\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults\n"
+                  "fromdata = breakmod:FromData\nmade = breakmod:Made\nnoparams = breakmod:NoParams\nlookup = breakmod:Lookup")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -311,7 +358,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
             "ModuleNotFoundError: No module named 'not_a_module_anywhere'") in listed.stderr
     assert ("fer-pipe: plug-in 'plain' from distribution plain-class: plainmod:Plain is not a fer_pipe "
             "Stage subclass") in listed.stderr
-    assert "stage type 'csv' is declared twice" in listed.stderr and "csv-clash" in listed.stderr
+    # with three, the third was named only once one of the others was gone (s48c 7)
+    assert "stage type 'csv' is declared 3 times: by csv-clash, csv-clash-again and fer-pipe\n" in listed.stderr
     assert ("fer-pipe: plug-in 'loose' from distribution loose-params: loosemod:Loose.Params is not a "
             "fer_pipe.stage.StageParams subclass") in listed.stderr
     for line in ("'listreads' from distribution breakers: breakmod:ListReads.reads is ['faces']: a kind's name "
@@ -342,9 +390,18 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "stage's own key in a config (--set STAGE.workers sets it), so no param may be named so",
                  # before, every command exited 0 at once, having done nothing
                  "'exiting' from distribution exits: cannot import exitmod:Stage: it exits while imported "
-                 "(sys.exit(0))"):
+                 "(sys.exit(0))",
+                 # before, it loaded and validated, and run was a pickling traceback (s48c 3)
+                 "'made' from distribution breakers: breakmod:Made is breakmod._made.<locals>.Made, which its "
+                 "module does not hold by that name, so a stage's own process cannot import it: define the class "
+                 "with a class statement at module level"):
         assert f"fer-pipe: plug-in {line}\n" in listed.stderr, listed.stderr
-    assert {"byprocess", "cross", "optfile", "listpaths"} <= set(summaries)
+    assert {"byprocess", "cross", "optfile", "listpaths", "fromdata", "noparams"} <= set(summaries)
+    # a factory needing the other params, or an environment variable, was a traceback of every
+    # command, whatever the config; an alias was listed by the field's name, which is refused (s48c 1, 6)
+    for line in ("margin: default made as the stage is built", "url: default made as the stage is built",
+                 "min-confidence: default 0.5"):
+        assert f"\n    {line}; " in listed.stdout, listed.stdout
     # a multi-line import error was printed as its dozen lines, with its escape codes live
     assert ("fer-pipe: plug-in 'noisy' from distribution noisy-import: cannot import noisymod:Stage: ImportError: "
             "IMPORTANT: PLEASE READ THIS / numpy failed to import\\x1b[31m\n") in listed.stderr
@@ -373,7 +430,25 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
         assert debug.stderr.startswith("Traceback") and f'File "{root / "brokenmod.py"}", line ' in debug.stderr
         assert debug.stderr.splitlines()[-1].endswith("No module named 'not_a_module_anywhere'")
     clash = fer_pipe("validate", str(_config(tmp_path / "d.yaml", "csv")), env=env, timeout=120)
-    assert clash.returncode == 2 and "declared twice" in clash.stderr and "csv-clash" in clash.stderr
+    assert clash.returncode == 2 and "declared 3 times" in clash.stderr and "csv-clash" in clash.stderr
+    fromdata = _config(tmp_path / "f.yaml", "fromdata")
+    aliased = fer_pipe("validate", str(fromdata), "--set", "x.url=http://labels", "--set", "x.min-confidence=0.8",
+                       env=env, timeout=120)
+    assert aliased.returncode == 0 and "fer-pipe: WARNING" in aliased.stderr, aliased.stderr  # feeds no stage
+    unset = fer_pipe("validate", str(fromdata), env=env, timeout=120)
+    assert unset.returncode == 2 and unset.stderr.endswith("params: the stage's own check failed: KeyError: "
+                                                           "'NOT_SET_ANYWHERE'\n"), unset.stderr
+    field_name = fer_pipe("validate", str(fromdata), "--set", "x.url=http://labels", "--set", "x.min_conf=0.8",
+                          env=env, timeout=120)
+    assert field_name.returncode == 2 and field_name.stderr.endswith(
+        "params.min_conf: unknown parameter (did you mean 'min-confidence'?)\n"), field_name.stderr
+    none = fer_pipe("validate", str(_config(tmp_path / "n.yaml", "noparams")), "--set", "x.foo=1", env=env, timeout=120)
+    assert none.returncode == 2 and none.stderr.endswith(  # was "(it takes )" (s48c 8)
+        "params.foo: unknown parameter (the stage takes no params)\n"), none.stderr
+    lookup = fer_pipe("validate", str(_config(tmp_path / "l.yaml", "lookup")), env=env, timeout=120)
+    assert lookup.returncode == 2 and lookup.stderr.endswith(  # was a traceback naming no stage (s48c 5)
+        "stage 'x' (lookup): params.model: the stage's read_path failed on default: KeyError: 'NOT_SET_ANYWHERE'\n"
+    ), lookup.stderr
 
 
 NO_WRITES = '''
