@@ -332,7 +332,9 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
             if key is None:
                 continue
             real = os.path.realpath(path) if folders_read and isinstance(key, tuple) else ""  # a file already there
-            folder = next((f for f in folders_read if real.startswith(f)), None) if real else None
+            folder = next((f for f, source in folders_read.items() if real.startswith(f) and (
+                source.cls.folder_suffixes is None or os.path.splitext(real)[1].lower() in source.cls.folder_suffixes)),
+                None) if real else None
             if key == config_key:
                 problems.append((spec, param, f"{path} is this config file; writing it would destroy the config"))
             elif folder is not None:

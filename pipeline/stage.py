@@ -239,6 +239,10 @@ class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""
 
     writes: ClassVar[str | None] = "frame"
+    folder_suffixes: ClassVar[tuple[str, ...] | None] = None
+    """For a source that reads a folder: the suffixes (lower case) of the files it takes from it;
+    None for any. The graph check refuses a stage writing over such a file there, and no other:
+    a CSV kept beside the photos was refused from the second run on, as if the source read it."""
 
     @classmethod
     def source_id_of(cls, name: str, params: StageParams) -> str:

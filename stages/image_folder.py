@@ -39,6 +39,7 @@ class ImageFolderSource(Source):
 
     Params = ImageFolderParams
     input_paths = ("path",)
+    folder_suffixes = SUFFIXES
     params: ImageFolderParams
 
     @classmethod
@@ -181,6 +182,8 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
         files += [Path(top, n) for n in names if not n.startswith(".")]
     files.sort(key=lambda p: _name_order(p.relative_to(root)))
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
+    real = {os.path.realpath(p) for p in images if not p.is_symlink()}  # a link beside its image (motion's lastsnap.jpg)
+    images = [p for p in images if not (p.is_symlink() and os.path.realpath(p) in real)]  # was read twice (s48d 5)
     if not images:
         hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
         raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){hint}")

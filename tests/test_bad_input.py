@@ -697,6 +697,24 @@ def test_an_image_of_several_frames_in_a_folder_is_named_with_its_count(clips, t
                                       "or make it a video\n")
 
 
+def test_a_link_beside_its_image_in_a_folder_is_read_once(clips, tmp_path):
+    """A webcam daemon's lastsnap.jpg, a link to its newest snapshot, was read as one more frame,
+    dated an interval after the real last one (s48d 5); a link to an image elsewhere is read."""
+    from fer_pipe.inprocess import run_stage
+
+    folder, elsewhere = tmp_path / "snaps", tmp_path / "elsewhere"
+    folder.mkdir()
+    elsewhere.mkdir()
+    image = read_frames(clips["single_face.mp4"], 1)[0]
+    for n in (1, 2):
+        cv2.imwrite(str(folder / f"snap{n}.jpg"), image)
+    cv2.imwrite(str(elsewhere / "other.jpg"), image)
+    (folder / "lastsnap.jpg").symlink_to("snap2.jpg")
+    (folder / "zz.jpg").symlink_to(elsewhere / "other.jpg")
+    frames = run_stage("image_folder", params={"path": str(folder)})
+    assert [p.extra["file"] for p in frames] == ["snap1.jpg", "snap2.jpg", "zz.jpg"]
+
+
 def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_names_what_it_cannot_open(
         clips, tmp_path, capfd):
     """ffmpeg's frame%d.jpg came frame1, frame10, frame2, each dated wrongly; a Mac's ._ twins took
@@ -791,6 +809,10 @@ def test_an_output_in_the_folder_an_image_folder_source_reads_is_refused(tmp_pat
                     f"csv.path={folder / 'new.csv'}", timeout=60)  # a new file there is no input of its
     assert done.returncode == 0, done.stderr
     assert (folder / "a.jpg").read_bytes() == b"jpeg"
+    (folder / "new.csv").write_text("source,frame\n")  # neither is one it reads, once there: the second
+    done = fer_pipe("validate", str(config), "--set", f"source.path={folder}", "--set",  # run was refused (s48d 2)
+                    f"csv.path={folder / 'new.csv'}", timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_folder_given_as_the_config_is_named_as_such(tmp_path):
