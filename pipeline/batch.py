@@ -43,7 +43,7 @@ from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
-from .batch_sources import clash, kept_besides, record_sources, recorded_sources, source_of
+from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, ConfigError, InputError, UserError, printable
@@ -313,6 +313,10 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     work = out_dir / WORK
     recorded = recorded_sources(out_dir, work / "parts")
     made_with = recorded_settings(out_dir)
+    older = _older_folder(out_dir, recorded, made_with)
+    if older:
+        raise InputError(f"--out {out_dir}: {older}, so this fer-pipe cannot tell whether its CSVs were made as it "
+                         "would make them; give another --out")
     why = first_difference(made_with, settings) if recorded and made_with is not None else None
     if why:  # resuming would finish the folder with other settings than its CSVs were made with
         raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made with other settings: "
@@ -528,6 +532,23 @@ def _partial_pieces(report: InputReport, item_jobs: list[Job], work: Path) -> li
             break
         pieces.append(piece)
     return pieces
+
+
+def _older_folder(out_dir: Path, recorded: dict[str, Any], made_with: dict[str, Any] | None) -> str | None:
+    """What says the folder holds outputs a fer-pipe made before it recorded what made them, or
+    None. Such a folder was finished with this one's rows beside the old ones (another
+    detector's boxes within one CSV), or, with no ``_sources.json``, had its finished CSVs
+    called strangers' and marked failed (s48a 2, 3)."""
+    if recorded and made_with is None:
+        return f"its outputs have no {SETTINGS} (a fer-pipe before 0.2.0 made them, or it was removed)"
+    try:
+        listed = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
+        done = any(entry.get("status") == "done" for entry in listed)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours
+        return None
+    if done and not recorded and not (out_dir / SOURCES).exists():
+        return f"its {MANIFEST} lists finished inputs, and it has no {SOURCES} (a fer-pipe before 0.2.0 made it)"
+    return None
 
 
 def _partials_listed(out_dir: Path) -> dict[str, list[str]]:

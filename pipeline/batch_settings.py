@@ -14,10 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic.fields import FieldInfo
+
 from .graph import Graph, StageSpec
 from .output_files import write_whole
-from .registry import registry
-from .stage import named_files
+from .registry import NO_PLAIN_DEFAULT, plain_default, registry
+from .stage import StageParams, named_files
 
 SETTINGS = "_settings.json"
 DIGEST = "sha256:"
@@ -25,15 +28,25 @@ DIGEST = "sha256:"
 
 def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
     """What decides the rows of the CSV that stage ``sink`` writes: it and each stage that feeds
-    it, with its type, params (defaults filled in, so a value given at its default changes
+    it, with its type, version, params (defaults filled in, so a value given at its default changes
     nothing), inputs and ``on_error``. How many workers or threads run it does not count, nor
     does a stage off the CSV's path (a ZeroMQ sink beside it), nor the sink's ``path``, which the
     batch sets to each video's CSV in ``--out`` however that folder is spelt. A file a stage
     reads (the classifier's model, a cascade given as a path) counts by its content."""
-    return {name: {"type": spec.type_name, "inputs": spec.inputs, "on_error": spec.on_error,
-                   "params": {**spec.params.model_dump(mode="json", exclude={"path"} if name == sink else None),
+    return {name: {"type": spec.type_name, "version": spec.cls.version, "inputs": spec.inputs,
+                   "on_error": spec.on_error,
+                   "params": {**_params(spec.params, exclude={"path"} if name == sink else set()),
                               **({} if spec.is_source else _contents(spec))}}
             for name in sorted(graph.upstream(sink)) for spec in (graph.stages[name],)}
+
+
+def _params(params: StageParams, exclude: set[str]) -> dict[str, Any]:
+    """The params as JSON, a set's items sorted: JSON has no sets, and a set of text dumps in
+    an order that changes with each process's hash seed, so the same command's rerun was
+    refused as made with other settings (s48c 2)."""
+    dumped = params.model_dump(mode="json", exclude=exclude)
+    return {name: sorted(value, key=json.dumps) if isinstance(getattr(params, name), (set, frozenset)) else value
+            for name, value in dumped.items()}
 
 
 def _contents(spec: StageSpec) -> dict[str, Any]:
@@ -81,8 +94,10 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     for name in sorted(then.keys() | now.keys()):
         before, after = then.get(name), now.get(name)
         if before is not None and after is not None:
-            before = {**before, "params": {k: _as_recorded_now(after["type"], k, v, after["params"].get(k))
-                                           for k, v in before["params"].items()}}
+            before = {**before, "params": {**_added_since(after["type"], before["params"], after["params"]),
+                                           **{k: _as_recorded_now(after["type"], k, v, after["params"].get(k))
+                                              for k, v in before["params"].items()}}}
+            before.setdefault("version", 1)  # recorded since 0.3.0; every stage was at 1 before
         if before == after:
             continue
         if name not in then:
@@ -91,6 +106,9 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
             return f"stage {name!r} ({before.get('type')}) is gone"
         if before.get("type") != after.get("type"):
             return f"stage {name!r} was {before.get('type')}, is now {after['type']}"
+        if before.get("version") != after.get("version"):
+            return (f"stage {name!r} ({after['type']}) version was {before.get('version')!r}, is now "
+                    f"{after.get('version')!r} (another fer-pipe, or another release of its plug-in, made them)")
         for key in ("inputs", "on_error"):
             if before.get(key) != after.get(key):
                 return f"stage {name!r} ({after['type']}) {key} was {before.get(key)!r}, is now {after[key]!r}"
@@ -101,6 +119,24 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
                         f"is now {_shown(new, param)}")
         return f"stage {name!r} ({after['type']}) is set otherwise"
     return None
+
+
+def _added_since(kind: str, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The params the stage has gained since ``old`` was recorded, where now at their defaults,
+    which is how the stage ran without them: a folder recorded before the video source had
+    ``fps`` was refused as "set otherwise", naming nothing (s48a 1)."""
+    cls = registry().types.get(kind)
+    fields = cls.Params.model_fields if cls is not None else {}
+    return {name: value for name, value in new.items()
+            if name not in old and name in fields and _as_json(fields[name], plain_default(fields[name])) == value}
+
+
+def _as_json(info: FieldInfo, value: object) -> object:
+    """A param's value as its record holds it; ``NO_PLAIN_DEFAULT`` stays itself, equal to none."""
+    try:
+        return value if value is NO_PLAIN_DEFAULT else TypeAdapter(info.annotation).dump_python(value, mode="json")
+    except Exception:  # noqa: BLE001 - a type pydantic dumps only inside its model: no default to match
+        return NO_PLAIN_DEFAULT
 
 
 def _as_recorded_now(kind: str, param: str, old: Any, new: Any) -> Any:

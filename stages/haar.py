@@ -162,6 +162,7 @@ class HaarDetector(Stage):
     params: HaarParams
     reads = FRAME
     writes = FACES
+    version = 2  # 2: the default shrink stops at 240 px wide, and frames under 640 wide get other boxes
     input_paths = ("cascade",)
 
     @classmethod

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
+from pydantic import Field
 
 from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
@@ -27,7 +28,10 @@ from fer_pipe.batch_settings import first_difference, recorded_settings, setting
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.inprocess import run_graph
+from fer_pipe.messages import EXPRESSIONS
 from fer_pipe.model import DEFAULT_MODEL
+from fer_pipe.registry import registry
+from fer_pipe.stage import Stage, StageParams
 
 ray_cluster_utils = pytest.importorskip("ray.cluster_utils", reason="fer-pipe batch needs the batch extra (ray)")
 
@@ -1032,6 +1036,66 @@ def test_a_settings_record_of_another_shape_is_no_record_and_a_gone_stage_is_cal
     (tmp_path / "_settings.json").write_text(json.dumps({**settings, "blur": {"type": "mine", "params": {}}}))
     assert first_difference(recorded_settings(tmp_path), settings) == "stage 'blur' (mine) is gone"
     assert first_difference(settings, recorded_settings(tmp_path)) == "stage 'blur' is new"
+
+
+class KeepParams(StageParams):
+    emotions: set[str] = Field(default_factory=lambda: {"angry", "fear", "happy", "neutral", "sad", "surprise"})
+
+
+class Keep(Stage):
+    """Keeps the faces whose label is one of emotions (a plug-in's set param)."""
+    Params = KeepParams
+    reads = writes = EXPRESSIONS
+
+
+def test_a_set_param_is_recorded_sorted_and_a_stages_version_counts(tmp_path, monkeypatch):
+    """A set dumped as a list in its hash order, which changes from process to process: the same
+    batch command's rerun was refused as made with other settings, at random (s48c 2). A plug-in's
+    raised ``version``, which the README asks for when its output changes meaning, was not
+    recorded, and one folder was finished by two versions (s48c 4); a folder recorded before
+    versions counted is not refused for it."""
+    monkeypatch.setitem(registry().types, "keep", Keep)
+    config = tmp_path / "keep.yaml"
+    config.write_text(CONFIG.read_text().replace("    inputs: [classifier]", "    inputs: [keep]").replace(
+        "  csv:\n", "  keep:\n    type: keep\n    inputs: [classifier]\n  csv:\n"))
+
+    def settings(*sets: str) -> dict:
+        return settings_of(load_graph(config, ["csv.path=out.csv", *sets]), "csv")
+
+    first = settings()
+    assert first["keep"]["params"]["emotions"] == ["angry", "fear", "happy", "neutral", "sad", "surprise"]
+    assert first["keep"]["version"] == 1
+    monkeypatch.setattr(Keep, "version", 2)
+    assert first_difference(first, settings()) == ("stage 'keep' (keep) version was 1, is now 2 (another fer-pipe, "
+                                                   "or another release of its plug-in, made them)")
+    # recorded before versions were, a stage counts as at 1: haar's boxes changed at 2 (s48a 2)
+    older = {name: {k: v for k, v in stage.items() if k != "version"} for name, stage in first.items()}
+    assert first_difference(older, first).startswith("stage 'detector' (haar) version was 1, is now 2 (")
+    older["detector"]["version"] = 2
+    assert first_difference(older, first) is None
+    # a param gained since a folder was recorded: as it was while at its default; before, the
+    # folder was refused as "set otherwise", naming nothing (s48a 1)
+    del older["detector"]["params"]["min_neighbors"]
+    assert first_difference(older, first) is None
+    monkeypatch.setattr(Keep, "version", 1)
+    assert first_difference(older, settings("detector.min_neighbors=3")) == (
+        "stage 'detector' (haar) min_neighbors was not a param, is now 3")
+
+
+def test_a_folder_an_older_fer_pipe_made_is_named_as_such(tmp_path):
+    """A folder whose outputs have no _settings.json was finished with this fer-pipe's rows
+    beside the old ones; one with no _sources.json had its finished CSVs called strangers' and
+    marked failed (s48a 2, 3). A folder whose every input was bad has neither, and is no older."""
+    from fer_pipe.batch import _older_folder
+
+    settings = settings_of(load_graph(CONFIG, ["csv.path=out.csv"]), "csv")
+    (tmp_path / "door.csv").write_text("source,frame\n")
+    assert "no _settings.json" in _older_folder(tmp_path, {"door": object()}, None)
+    assert _older_folder(tmp_path, {"door": object()}, settings) is None
+    (tmp_path / "_manifest.json").write_text(json.dumps({"inputs": [{"input": "door.mp4", "status": "done"}]}))
+    assert "lists finished inputs, and it has no _sources.json" in _older_folder(tmp_path, {}, None)
+    (tmp_path / "_manifest.json").write_text(json.dumps({"inputs": [{"input": "door.mp4", "status": "failed"}]}))
+    assert _older_folder(tmp_path, {}, None) is None
 
 
 def test_an_input_named_like_another_ones_partial_rows_keeps_its_csv(cluster, six_clips, tmp_path):
