@@ -51,10 +51,9 @@ class ImageFolderSource(Source):
         self._root = _identity(root)
         self._files, others, unlisted = _list_images(root, self.params.recursive)
         if others:
-            names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
             what = "file" if len(others) == 1 else "files"
             print(printable(f"fer-pipe: image folder {root}: skipped {len(others)} {what} not in an image format "
-                            f"it reads: {names}"), file=sys.stderr)
+                            f"it reads: {_named(others, root)}"), file=sys.stderr)
         for folder, why in unlisted:
             print(printable(f"fer-pipe: image folder: skipped the folder {folder}: cannot list it ({why})"),
                   file=sys.stderr)
@@ -182,9 +181,26 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
         files += [Path(top, n) for n in names if not n.startswith(".")]
     files.sort(key=lambda p: _name_order(p.relative_to(root)))
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
+    others = [p for p in files if p.suffix.lower() not in SUFFIXES]
     real = {os.path.realpath(p) for p in images if not p.is_symlink()}  # a link beside its image (motion's lastsnap.jpg)
     images = [p for p in images if not (p.is_symlink() and os.path.realpath(p) in real)]  # was read twice (s48d 5)
     if not images:
         hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
-        raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){hint}")
-    return images, [p for p in files if p.suffix.lower() not in SUFFIXES], unlisted
+        held = f"; it holds {len(others)} other files: {_named(others, root)}" if others else ""
+        raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){held}{hint}")
+    return images, others, unlisted
+
+
+PHOTOS_IT_CANNOT_READ = (".heic", ".heif", ".avifs", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2",
+                         ".raf", ".psd")
+"""Suffixes of photos OpenCV does not decode: named first among the files skipped, where a
+phone's HEIC sorted after five Thumbs.db went unnamed (s48d 4)."""
+
+
+def _named(files: list[Path], root: Path) -> str:
+    """Up to five of ``files``, photos first, each by its path in the folder: by bare name, the
+    subfolders' Thumbs.db and desktop.ini were named over and over, and which folder held what
+    was not said."""
+    ordered = sorted(files, key=lambda p: p.suffix.lower() not in PHOTOS_IT_CANNOT_READ)
+    more = f", and {len(files) - 5} more" if len(files) > 5 else ""
+    return ", ".join(str(p.relative_to(root)) for p in ordered[:5]) + more

@@ -697,6 +697,29 @@ def test_an_image_of_several_frames_in_a_folder_is_named_with_its_count(clips, t
                                       "or make it a video\n")
 
 
+def test_the_files_an_image_folder_skips_are_named_by_their_place_photos_first(clips, tmp_path, capfd):
+    """Bare names of subfolders' Thumbs.db and desktop.ini, repeated, and the first five only: a
+    phone's HEIC photo was never named; a folder of HEIC alone said "no images", naming none (s48d 4)."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.stages.image_folder import ImageFolderParams, ImageFolderSource
+
+    folder = tmp_path / "cams"
+    for camera in ("a", "b", "c"):
+        (folder / camera).mkdir(parents=True)
+        (folder / camera / "Thumbs.db").write_bytes(b"\0")
+        (folder / camera / "desktop.ini").write_text("[x]")
+    (folder / "c" / "IMG_0003.HEIC").write_bytes(b"\0")
+    cv2.imwrite(str(folder / "a" / "one.jpg"), read_frames(clips["single_face.mp4"], 1)[0])
+    assert len(run_stage("image_folder", params={"path": str(folder), "recursive": True})) == 1
+    assert capfd.readouterr().err == (
+        f"fer-pipe: image folder {folder}: skipped 7 files not in an image format it reads: c/IMG_0003.HEIC, "
+        "a/desktop.ini, a/Thumbs.db, b/desktop.ini, b/Thumbs.db, and 2 more\n")
+    with pytest.raises(InputError) as refused:
+        ImageFolderSource.preflight(ImageFolderParams(path=str(folder / "c")))
+    assert str(refused.value).startswith(f"image folder {folder / 'c'}: no images (.png, ") and str(
+        refused.value).endswith("; it holds 3 other files: IMG_0003.HEIC, desktop.ini, Thumbs.db")
+
+
 def test_a_link_beside_its_image_in_a_folder_is_read_once(clips, tmp_path):
     """A webcam daemon's lastsnap.jpg, a link to its newest snapshot, was read as one more frame,
     dated an interval after the real last one (s48d 5); a link to an image elsewhere is read."""
