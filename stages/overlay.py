@@ -87,7 +87,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
         except (ValueError, OverflowError):  # a NaN or infinite box: nowhere to draw it
             continue
-        smoothed = face.smoothed_label is not None
+        smoothed = face.smoothed_confidence is not None  # the CSV's rule: a plug-in may set the label alone
         label = face.smoothed_label if smoothed else face.label  # an argmax each time it is read
         colour = colour_of(label)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, thick)
@@ -102,8 +102,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
             cv2.putText(image, text, (left + pad, top + th + pad), FONT, font, (0, 0, 0), thick, cv2.LINE_AA)
             if show_probs:
-                _bars(image, face.smoothed if smoothed and face.smoothed is not None else face.probs, (x, y, w, h),
-                      scale)
+                _bars(image, face.smoothed if smoothed else face.probs, (x, y, w, h), scale)
     return image
 
 

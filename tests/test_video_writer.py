@@ -155,6 +155,10 @@ def test_the_smoothed_label_is_drawn_the_bars_stay_in_the_frame_and_the_overlay_
         return int((column == COLOURS["happy"]).all(axis=1).sum())
 
     assert label_height((2160, 3840)) >= 4 * label_height((480, 640)) - 4
+    voted = Face((40, 100, 60, 60), np.eye(7)[3] * 0.9 + 0.1 / 7)  # a plug-in's label vote, with no probabilities:
+    voted.smoothed_label = "sad"  # unsmoothed, as the CSV has it, where it was a TypeError ending the run (s48f 1)
+    out = draw(Packet("cam", 0, 0.0, np.zeros((480, 400, 3), np.uint8), faces=[voted]), show_probs=True)
+    assert tuple(out[130, 40]) == COLOURS["happy"]
 
 
 def test_a_file_another_writer_holds_is_refused_and_keeps_its_frames(tmp_path):
