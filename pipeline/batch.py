@@ -222,23 +222,26 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
         where = f"{origin}: stage {spec.name!r} ({spec.type_name})"
         for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths) if spec.name != sink else ():
             if file_key(path) is not None:
-                fix = (f"remove the stage or --set {spec.name}.{param}=/dev/null" if _takes_dev_null(spec, param)
+                given = spec.cls.Params.given_name(param)  # an alias: the field's own name is refused (s48f 3)
+                fix = (f"remove the stage or --set {spec.name}.{given}=/dev/null" if _takes_dev_null(spec, given)
                        else "remove the stage")
-                raise ConfigError(f"{where}: params.{param}: fer-pipe batch writes one CSV per video, but every "
+                raise ConfigError(f"{where}: params.{given}: fer-pipe batch writes one CSV per video, but every "
                                   f"task would write {path}; {fix}")
         for param in spec.cls.bind_params:
             if getattr(spec.params, param):
-                raise ConfigError(f"{where}: params.{param}: fer-pipe batch runs its tasks side by side, and "
-                                  "every one would listen there, so all but one would find it taken; remove "
-                                  "the stage (batch results are the CSVs)")
+                raise ConfigError(f"{where}: params.{spec.cls.Params.given_name(param)}: fer-pipe batch runs its "
+                                  "tasks side by side, and every one would listen there, so all but one would find "
+                                  "it taken; remove the stage (batch results are the CSVs)")
 
 
-def _takes_dev_null(spec: StageSpec, param: str) -> bool:
-    """Whether the stage's params hold ``/dev/null`` there: the video writer's want a video's
-    name, and the advice to give it one sent the user to a second refusal (s35b)."""
+def _takes_dev_null(spec: StageSpec, given: str) -> bool:
+    """Whether the stage's params hold ``/dev/null`` in param ``given`` (by its name in a config):
+    the video writer's want a video's name, and the advice to give it one sent the user to a
+    second refusal (s35b)."""
+    params = spec.cls.Params
     try:
-        given = spec.cls.Params.model_fields[param].alias or param
-        spec.cls.Params.model_validate({**spec.params.model_dump(by_alias=True), given: "/dev/null"})
+        params.model_validate({**{params.given_name(f): v for f, v in spec.params.model_dump().items()},
+                               given: "/dev/null"})
     except ValueError:
         return False
     return True

@@ -94,7 +94,8 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
         kind = body.get("type") if isinstance(body, dict) else None  # anything: the config check says what is wrong
         declared = types[kind].thread_params if isinstance(kind, str) and kind in types else ()
         if declared and isinstance(body.get("params") or {}, dict):
-            body["params"] = {**(body.get("params") or {}), **dict.fromkeys(declared, 1)}
+            ones = dict.fromkeys(map(types[kind].Params.given_name, declared), 1)  # an alias alone is taken (s48f 2)
+            body["params"] = {**(body.get("params") or {}), **ones}
     for name, given in ((video, {"path": job.input, "start": job.start, "max_frames": job.max_frames, "loop": False,
                                  "realtime": False}),
                         (sink, {"path": str(csv_path)})):

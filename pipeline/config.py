@@ -588,8 +588,9 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', 'source_id')}: stage "
                           f"{spec.name!r} ({spec.type_name}): params.source_id: {message}")
     for spec, param, message in check_paths(graph, origin if os.path.isfile(origin) else None):
-        raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', param)}: stage "
-                          f"{spec.name!r} ({spec.type_name}): params.{param}: {message}")
+        given = spec.cls.Params.given_name(param)
+        raise ConfigError(f"{_where(origin, lines, 'stages', spec.name, 'params', given)}: stage "
+                          f"{spec.name!r} ({spec.type_name}): params.{given}: {message}")
     return graph
 
 

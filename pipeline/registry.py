@@ -98,7 +98,7 @@ def _contract_problem(cls: type[Stage]) -> str | None:
     if not (isinstance(cls.Params, type) and issubclass(cls.Params, StageParams)):
         # a plain pydantic model accepts a misspelt param in silence; StageParams refuses it
         return ".Params is not a fer_pipe.stage.StageParams subclass"
-    taken = sorted(SET_STAGE_KEYS & cls.Params.model_fields.keys())
+    taken = sorted(SET_STAGE_KEYS & cls.Params.given_names().keys())  # an alias counts: it is what --set names
     if taken:  # --set STAGE.workers=3 set the stage's processes, not the param, and YAML's params set the param
         return (f".Params.{taken[0]}: {taken[0]} is a stage's own key in a config (--set STAGE.{taken[0]} sets "
                 "it), so no param may be named so")

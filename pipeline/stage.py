@@ -99,7 +99,13 @@ class StageParams(BaseModel):
         """Each param's name as a config gives it, to its field's: an alias where the field has
         one (a param called ``from``), which alone is taken; the listing and the unknown-param
         line named the field, which the config then had refused (s48c 6)."""
-        return {info.alias or name: name for name, info in cls.model_fields.items()}
+        return {cls.given_name(name): name for name in cls.model_fields}
+
+    @classmethod
+    def given_name(cls, field: str) -> str:
+        """The name a config gives the param of field ``field`` by (see ``given_names``)."""
+        info = cls.model_fields[field]
+        return info.alias or (info.validation_alias if isinstance(info.validation_alias, str) else None) or field
 
 
 class Stage:

@@ -27,6 +27,7 @@ from livetools import free_port
 from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
+from fer_pipe.errors import ConfigError
 from fer_pipe.inprocess import run_graph
 from fer_pipe.messages import EXPRESSIONS
 from fer_pipe.model import DEFAULT_MODEL
@@ -1288,6 +1289,41 @@ def test_a_task_runs_each_stage_on_the_one_thread_its_cpu_gives():
     stages = job_config(config, "run.yaml", Job("clip.mp4", "clip"), Path("part.csv"))["stages"]
     assert (stages["detector"]["params"], stages["classifier"]["params"]) == ({"threads": 1}, {"threads": 1})
     assert stages["csv"]["params"] == {"path": "part.csv"} and "threads" not in stages["source"]["params"]
+
+
+class AliasedParams(StageParams):
+    n_threads: int = Field(2, ge=1, alias="threads")
+    out_file: str = Field("", alias="out-file")
+
+
+class Aliased(Stage):
+    """A plug-in whose thread count and file are given by their aliases."""
+    Params = AliasedParams
+    reads = writes = EXPRESSIONS
+    thread_params = ("n_threads",)
+    output_paths = ("out_file",)
+
+
+def test_a_plug_ins_aliased_params_are_set_and_named_by_their_aliases(tmp_path, monkeypatch):
+    """A task set the field's name to one thread, which the params refuse (only the alias is
+    taken): no batch of such a stage could run, and the line blamed the config. The advice for
+    its file said --set tee.out_file=/dev/null, refused in turn (s48f 2, 3)."""
+    from fer_pipe.batch import refuse_shared_outputs
+    from fer_pipe.config import build_graph
+
+    monkeypatch.setitem(registry().types, "aliased", Aliased)
+    log = tmp_path / "log.txt"
+    log.write_text("")
+    config = yaml.safe_load(CONFIG.read_text())
+    config["stages"]["tee"] = {"type": "aliased", "inputs": ["classifier"], "params": {"threads": 2, "out-file": str(log)}}
+    made = job_config(config, "run.yaml", Job("clip.mp4", "clip"), tmp_path / "clip.csv")
+    graph = build_graph(made, {}, "run.yaml")
+    assert graph.stages["tee"].params.n_threads == 1
+    with pytest.raises(ConfigError) as refused:
+        refuse_shared_outputs(graph, "csv", "run.yaml")
+    assert str(refused.value) == (f"run.yaml: stage 'tee' (aliased): params.out-file: fer-pipe batch writes one CSV per "
+                                  f"video, but every task would write {log}; remove the stage or --set "
+                                  "tee.out-file=/dev/null")
 
 
 def test_a_stage_type_that_is_not_a_name_is_the_config_checks_one_line(six_clips, tmp_path):

@@ -223,6 +223,7 @@ class FromDataParams(StageParams):
     margin: int = Field(default_factory=lambda data: data["size"] // 4)
     url: str = Field(default_factory=lambda: os.environ["NOT_SET_ANYWHERE"])
     min_conf: float = Field(0.5, alias="min-confidence")
+    floor: float = Field(0.2, validation_alias="min-floor")
 
 
 class FromData(Stage):
@@ -255,6 +256,16 @@ class Lookup(Stage):
     @classmethod
     def read_path(cls, param, value):
         return os.path.join(os.environ["NOT_SET_ANYWHERE"], value)
+
+
+class WorkersAliasParams(StageParams):
+    pool: int = Field(1, alias="workers")
+
+
+class WorkersAlias(Stage):
+    """A stage whose param is given by a stage's own key, as an alias."""
+    Params = WorkersAliasParams
+    reads = writes = FRAME
 
 
 class NoParams(Stage):
@@ -341,7 +352,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
                   "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nlistpaths = breakmod:ListPaths\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults\n"
-                  "fromdata = breakmod:FromData\nmade = breakmod:Made\nnoparams = breakmod:NoParams\nlookup = breakmod:Lookup")
+                  "fromdata = breakmod:FromData\nmade = breakmod:Made\nnoparams = breakmod:NoParams\nlookup = breakmod:Lookup\nworkersalias = breakmod:WorkersAlias")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -388,6 +399,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  # that keeps state), where params: {workers: 3} set the param
                  "'workersparam' from distribution breakers: breakmod:WorkersParam.Params.workers: workers is a "
                  "stage's own key in a config (--set STAGE.workers sets it), so no param may be named so",
+                 "'workersalias' from distribution breakers: breakmod:WorkersAlias.Params.workers: workers is a "  # s48f 5
+                 "stage's own key in a config (--set STAGE.workers sets it), so no param may be named so",
                  # before, every command exited 0 at once, having done nothing
                  "'exiting' from distribution exits: cannot import exitmod:Stage: it exits while imported "
                  "(sys.exit(0))",
@@ -400,7 +413,7 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
     # a factory needing the other params, or an environment variable, was a traceback of every
     # command, whatever the config; an alias was listed by the field's name, which is refused (s48c 1, 6)
     for line in ("margin: default made as the stage is built", "url: default made as the stage is built",
-                 "min-confidence: default 0.5"):
+                 "min-confidence: default 0.5", "min-floor: default 0.2"):
         assert f"\n    {line}; " in listed.stdout, listed.stdout
     # a multi-line import error was printed as its dozen lines, with its escape codes live
     assert ("fer-pipe: plug-in 'noisy' from distribution noisy-import: cannot import noisymod:Stage: ImportError: "
