@@ -75,14 +75,16 @@ class ImageFolderSource(Source):
                 with self._decoder_said.capturing():
                     name = opencv_name(file, "image")
                     image = cv2.imread(name, cv2.IMREAD_COLOR)
-                    if image is not None:  # a header's count, some 0.02 ms against a decode's milliseconds
-                        pages = cv2.imcount(name)
             except InputError as exc:  # one image: skipped and said, as one that does not decode
                 self._skip(str(exc))
                 continue
             except cv2.error as exc:  # a header that claims 60000x60000: OpenCV raises instead of returning None
                 image, refused = None, exc
             said = self._decoder_said.take().decode("utf-8", "replace").strip()
+            if image is not None:  # a header's count, some 0.02 ms against a decode's milliseconds
+                with self._decoder_said.capturing():
+                    pages = cv2.imcount(name)
+                self._decoder_said.take()  # libtiff's warnings again, which the decode's line says (s48f 9)
             unreadable = None if image is not None else _unreadable(file)
             if unreadable is not None and _identity(root) != self._root:  # an unmounted share: the rest is lost too
                 raise InputError(f"image folder {root}: went away during the run; {read} of its "
@@ -182,8 +184,6 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
     files.sort(key=lambda p: _name_order(p.relative_to(root)))
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
     others = [p for p in files if p.suffix.lower() not in SUFFIXES]
-    real = {os.path.realpath(p) for p in images if not p.is_symlink()}  # a link beside its image (motion's lastsnap.jpg)
-    images = [p for p in images if not (p.is_symlink() and os.path.realpath(p) in real)]  # was read twice (s48d 5)
     if not images:
         hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
         held = f"; it holds {len(others)} other files: {_named(others, root)}" if others else ""

@@ -720,22 +720,20 @@ def test_the_files_an_image_folder_skips_are_named_by_their_place_photos_first(c
         refused.value).endswith("; it holds 3 other files: IMG_0003.HEIC, desktop.ini, Thumbs.db")
 
 
-def test_a_link_beside_its_image_in_a_folder_is_read_once(clips, tmp_path):
-    """A webcam daemon's lastsnap.jpg, a link to its newest snapshot, was read as one more frame,
-    dated an interval after the real last one (s48d 5); a link to an image elsewhere is read."""
+def test_a_link_to_an_image_in_a_folder_is_read_at_its_own_place(clips, tmp_path):
+    """A link that fills a missing frame of a sequence keeps its place: leaving such links out
+    (985588e, for a webcam daemon's lastsnap.jpg) dated every image after it a frame early (s48f 6)."""
     from fer_pipe.inprocess import run_stage
 
-    folder, elsewhere = tmp_path / "snaps", tmp_path / "elsewhere"
+    folder = tmp_path / "sequence"
     folder.mkdir()
-    elsewhere.mkdir()
     image = read_frames(clips["single_face.mp4"], 1)[0]
-    for n in (1, 2):
-        cv2.imwrite(str(folder / f"snap{n}.jpg"), image)
-    cv2.imwrite(str(elsewhere / "other.jpg"), image)
-    (folder / "lastsnap.jpg").symlink_to("snap2.jpg")
-    (folder / "zz.jpg").symlink_to(elsewhere / "other.jpg")
+    for n in (1, 2, 4):
+        cv2.imwrite(str(folder / f"frame{n}.jpg"), image)
+    (folder / "frame3.jpg").symlink_to("frame2.jpg")
     frames = run_stage("image_folder", params={"path": str(folder)})
-    assert [p.extra["file"] for p in frames] == ["snap1.jpg", "snap2.jpg", "zz.jpg"]
+    assert [(p.extra["file"], p.timestamp) for p in frames] == [
+        ("frame1.jpg", 0.0), ("frame2.jpg", 1.0), ("frame3.jpg", 2.0), ("frame4.jpg", 3.0)]
 
 
 def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_names_what_it_cannot_open(
