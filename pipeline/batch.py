@@ -42,7 +42,8 @@ from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_
                             watch_cluster)
 from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
-from .batch_settings import SETTINGS, first_difference, recorded_settings, record_settings, settings_of
+from .batch_settings import (SETTINGS, first_difference, recorded_settings, record_settings, settings_of,
+                             version_change)
 from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
@@ -320,6 +321,10 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     if older:
         raise InputError(f"--out {out_dir}: {older}, so this fer-pipe cannot tell whether its CSVs were made as it "
                          "would make them; give another --out")
+    changed = version_change(made_with, settings) if recorded and made_with is not None else None
+    if changed:  # another fer-pipe, or another release of a plug-in, made what the folder holds
+        raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made by another version of a "
+                         f"stage: {changed} (another fer-pipe, or another release of its plug-in); give another --out")
     why = first_difference(made_with, settings) if recorded and made_with is not None else None
     if why:  # resuming would finish the folder with other settings than its CSVs were made with
         raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made with other settings: "
@@ -543,7 +548,8 @@ def _older_folder(out_dir: Path, recorded: dict[str, Any], made_with: dict[str, 
     detector's boxes within one CSV), or, with no ``_sources.json``, had its finished CSVs
     called strangers' and marked failed (s48a 2, 3)."""
     if recorded and made_with is None:
-        return f"its outputs have no {SETTINGS} (a fer-pipe before 0.2.0 made them, or it was removed)"
+        return (f"its {SETTINGS} is not one fer-pipe wrote (edited by hand?)" if (out_dir / SETTINGS).exists() else
+                f"its outputs have no {SETTINGS} (a fer-pipe before 0.2.0 made them, or it was removed)")
     try:
         listed = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
         done = any(entry.get("status") == "done" for entry in listed)

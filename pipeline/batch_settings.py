@@ -89,6 +89,17 @@ def record_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     write_whole(out_dir / SETTINGS, json.dumps(settings, indent=2, sort_keys=True) + "\n", "batch")
 
 
+def version_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """The first stage whose version differs between ``then`` and ``now``, said for people, or
+    None. Apart from the settings: no config or ``--set`` brings back an older version (s48f 8).
+    A record made before versions were (fer-pipe 0.2.0) counts as version 1, as every stage was."""
+    for name in sorted(then.keys() & now.keys()):
+        before, after = then[name].get("version", 1), now[name].get("version")
+        if before != after and then[name].get("type") == now[name].get("type"):
+            return f"stage {name!r} ({now[name]['type']}) was at version {before}, is now at {after}"
+    return None
+
+
 def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     """The first way in which ``now`` differs from ``then``, said for people, or None."""
     for name in sorted(then.keys() | now.keys()):
@@ -97,7 +108,7 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
             before = {**before, "params": {**_added_since(after["type"], before["params"], after["params"]),
                                            **{k: _as_recorded_now(after["type"], k, v, after["params"].get(k))
                                               for k, v in before["params"].items()}}}
-            before.setdefault("version", 1)  # recorded since 0.3.0; every stage was at 1 before
+            before["version"] = after.get("version")  # version_change's to say
         if before == after:
             continue
         if name not in then:
@@ -106,9 +117,6 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
             return f"stage {name!r} ({before.get('type')}) is gone"
         if before.get("type") != after.get("type"):
             return f"stage {name!r} was {before.get('type')}, is now {after['type']}"
-        if before.get("version") != after.get("version"):
-            return (f"stage {name!r} ({after['type']}) version was {before.get('version')!r}, is now "
-                    f"{after.get('version')!r} (another fer-pipe, or another release of its plug-in, made them)")
         for key in ("inputs", "on_error"):
             if before.get(key) != after.get(key):
                 return f"stage {name!r} ({after['type']}) {key} was {before.get(key)!r}, is now {after[key]!r}"

@@ -24,7 +24,7 @@ from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs,
                       start_on_a_terminal, write_video)
 from livetools import free_port
 
-from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of
+from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of, version_change
 from fer_pipe.batch_task import Job, job_config
 from fer_pipe.config import load_graph, shipped_configs
 from fer_pipe.errors import ConfigError
@@ -1067,18 +1067,18 @@ def test_a_set_param_is_recorded_sorted_and_a_stages_version_counts(tmp_path, mo
     assert first["keep"]["params"]["emotions"] == ["angry", "fear", "happy", "neutral", "sad", "surprise"]
     assert first["keep"]["version"] == 1
     monkeypatch.setattr(Keep, "version", 2)
-    assert first_difference(first, settings()) == ("stage 'keep' (keep) version was 1, is now 2 (another fer-pipe, "
-                                                   "or another release of its plug-in, made them)")
+    assert version_change(first, settings()) == "stage 'keep' (keep) was at version 1, is now at 2"
+    assert first_difference(first, settings()) is None  # said apart: no config brings back a version (s48f 8)
     # recorded before versions were, a stage counts as at 1: haar's boxes changed at 2 (s48a 2)
     older = {name: {k: v for k, v in stage.items() if k != "version"} for name, stage in first.items()}
-    assert first_difference(older, first).startswith("stage 'detector' (haar) version was 1, is now 2 (")
+    monkeypatch.setattr(Keep, "version", 1)
+    assert version_change(older, first) == "stage 'detector' (haar) was at version 1, is now at 2"
     older["detector"]["version"] = 2
-    assert first_difference(older, first) is None
+    assert version_change(older, first) is None and first_difference(older, first) is None
     # a param gained since a folder was recorded: as it was while at its default; before, the
     # folder was refused as "set otherwise", naming nothing (s48a 1)
     del older["detector"]["params"]["min_neighbors"]
     assert first_difference(older, first) is None
-    monkeypatch.setattr(Keep, "version", 1)
     assert first_difference(older, settings("detector.min_neighbors=3")) == (
         "stage 'detector' (haar) min_neighbors was not a param, is now 3")
 
@@ -1092,6 +1092,9 @@ def test_a_folder_an_older_fer_pipe_made_is_named_as_such(tmp_path):
     settings = settings_of(load_graph(CONFIG, ["csv.path=out.csv"]), "csv")
     (tmp_path / "door.csv").write_text("source,frame\n")
     assert "no _settings.json" in _older_folder(tmp_path, {"door": object()}, None)
+    (tmp_path / "_settings.json").write_text("{}")  # there, but not of fer-pipe's shape (s48f 8)
+    assert "_settings.json is not one fer-pipe wrote" in _older_folder(tmp_path, {"door": object()}, None)
+    (tmp_path / "_settings.json").unlink()
     assert _older_folder(tmp_path, {"door": object()}, settings) is None
     (tmp_path / "_manifest.json").write_text(json.dumps({"inputs": [{"input": "door.mp4", "status": "done"}]}))
     assert "lists finished inputs, and it has no _sources.json" in _older_folder(tmp_path, {}, None)
