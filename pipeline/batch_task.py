@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from .errors import ConfigError, InputError, UserError
 from .opencv_names import opencv_name
+from .output_files import cannot_write
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,12 @@ def record_attempt(work: Path, job: Job, node: str) -> None:
     """One line per attempt, appended before any work, so retries show in the manifest."""
     line = json.dumps({"job": job.name, "pid": os.getpid(), "node": node, "time": time.time()})
     path = attempts_file(work, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    except OSError as exc:  # a full disk: the bare "No space left on device" named no file (s48g 3)
+        raise cannot_write("batch:", path, exc) from None
 
 
 def count_rows(path: Path) -> int:
