@@ -392,6 +392,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
         print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
               f"the run, and {_kept_at(out, cycles, args.extend)[1]} goes on", file=sys.stderr)
         return 0
+    published = False
     try:
         picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
         state["runs"][-1]["seconds"] = time.time() - started
@@ -401,13 +402,17 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
         shutil.rmtree(staging, ignore_errors=True)  # an export cut short
         staging.mkdir()
         report.export_and_report(inference_model(picked, args.crop), test, state, staging, calibration)
-        with ctrl_c_held():
+        with ctrl_c_held():  # a Ctrl-C as the export is put in place: raised once it is, and the state says so
             _publish(staging, out)
+            _write_state(state_path, state)
+            published = True
     except KeyboardInterrupt:
-        print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; {out} "
-              f"keeps the run, and {_kept_at(out, cycles, args.extend)[1]} exports it", file=sys.stderr)
+        if published:  # it was said to be left for --resume to export, with the model in place (s48e 3)
+            print(f"\nfer-pipe train: interrupted once the model was exported: wrote {out}", file=sys.stderr)
+        else:
+            print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; "
+                  f"{out} keeps the run, and {_kept_at(out, cycles, args.extend)[1]} exports it", file=sys.stderr)
         raise _Said from None
-    _write_state(state_path, state)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
