@@ -40,10 +40,13 @@ def window_config(path, video, csv_path, **source_params):
 
 
 def start_xvfb() -> tuple[subprocess.Popen, str]:
-    """A real X server on a free display number, and its DISPLAY value."""
+    """A real X server on a free display number, and its DISPLAY value. ``-noreset``: a server
+    resets as its last client leaves, cutting the connections it is setting up, and a test that
+    polls with xdotool before the window's Qt has connected made it reset every 50 ms: the
+    preflight's connection, or Qt's, was cut about once in 35 (s48e 1)."""
     read_fd, write_fd = os.pipe()
     server = subprocess.Popen([needs("Xvfb"), "-displayfd", str(write_fd), "-screen", "0",
-                               f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp"],
+                               f"{SCREEN[0]}x{SCREEN[1]}x24", "-nolisten", "tcp", "-noreset"],
                               pass_fds=(write_fd,), stderr=subprocess.DEVNULL)
     os.close(write_fd)
     with os.fdopen(read_fd) as f:
