@@ -60,6 +60,21 @@ def test_the_stages_come_from_a_forkserver_that_keeps_the_stop_signals_blocked(p
     assert assert_valid_prefix(out) == list(range(60))
 
 
+def test_the_stages_not_the_runner_are_what_the_oom_killer_takes_first(plugin_env, short_clip, tmp_path):
+    """Out of memory, the kernel killed the runner, the largest process (it holds the model for
+    its preflight): exit 137 and not a line, the CSV cut short (s48g 1). A stage it kills is named."""
+    proc, _ = _slowed_run(tmp_path, short_clip, plugin_env, delay_s=0.05)
+    with group_killed_at_exit(proc):
+        wait_for(lambda: _frames_seen(tmp_path) >= 3, 60, "the first frames", proc)
+        runner = int(Path(f"/proc/{proc.pid}/oom_score_adj").read_text())
+        stages = descendants(_server(proc.pid))
+        assert len(stages) == 3
+        wait_for(lambda: {int(Path(f"/proc/{pid}/oom_score_adj").read_text()) for pid in stages}
+                 == {min(1000, runner + 500)}, 30, "each stage to raise its score", proc)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+
+
 def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_files(plugin_env, short_clip,
                                                                                   tmp_path):
     """multiprocessing reads a forked stage's exit code from the server: with the server gone, it
