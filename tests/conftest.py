@@ -35,7 +35,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     test in ahead of the tests that come after it, which would otherwise keep the shared lock
     taken in turns."""
     alone = item.get_closest_marker("kills_a_run") is not None
-    with open(TURNSTILE, "a") as turnstile, open(RUNS, "a") as runs:
+    with shared_lock_file(TURNSTILE) as turnstile, shared_lock_file(RUNS) as runs:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         fcntl.flock(runs, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
         fcntl.flock(turnstile, fcntl.LOCK_UN)
@@ -46,6 +46,27 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 from fer_pipe.ring_lease import sweep_abandoned
 
                 sweep_abandoned()
+
+
+def shared_lock_file(path: Path):
+    """A lock file in the temporary folder, open to every user's test suite: created 0644 by the
+    first, it stopped any other user's with an INTERNALERROR before a test ran (s48i 2)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        os.fchmod(fd, 0o666)  # past the umask
+    except PermissionError:  # another user's, made so already
+        pass
+    return os.fdopen(fd, "r+")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Rings a run killed outright before this session (a developer's kill -9, a cancelled CI
+    job) are removed now, not by the first run of some test that then finds a line it did not
+    expect on stderr (s48i 1). Rings of a live run are left alone, so a session starting beside
+    another loses nothing."""
+    from fer_pipe.ring_lease import sweep_abandoned
+
+    sweep_abandoned()
 
 
 @pytest.fixture(scope="session")

@@ -1330,7 +1330,9 @@ def test_a_shipped_configs_placeholder_video_says_how_to_give_one(tmp_path):
     done = fer_pipe("run", "video_to_csv", "--set", "source.path=mine.mp4", cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'source' (video): video mine.mp4: no such file in "
                                                  f"{tmp_path}, the folder fer-pipe runs in\n")  # not the config's (s45d)
-    done = fer_pipe("run", "configs/video_to_csv.yaml", cwd=REPO, timeout=60)  # the README's spelling, from the repo
+    (tmp_path / "configs").symlink_to(REPO / "configs")  # the README's spelling, from a checkout: not run in
+    done = fer_pipe("run", "configs/video_to_csv.yaml", cwd=tmp_path, timeout=60)  # REPO, where an input.mp4 of a
+    # developer's would be read and their emotions.csv written over (s48i 4)
     assert done.stderr.endswith(" (the shipped config's placeholder: give --set source.path=YOUR_FILE)\n")
 
 

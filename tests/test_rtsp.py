@@ -23,7 +23,7 @@ from typing import IO
 
 import pytest
 import yaml
-from conftest import fer_pipe, read_frames, write_video
+from conftest import fer_pipe, read_frames, shared_lock_file, write_video
 from livetools import csv_rows, free_port, needs, start_fer_pipe, stop, wait_for
 
 
@@ -46,7 +46,7 @@ class RtspServer:
 
     def start(self) -> None:
         clip, client_port, source_port, rtp_port = self.args
-        self._lock = open(SERVER_LOCK, "a")
+        self._lock = shared_lock_file(SERVER_LOCK)
         fcntl.flock(self._lock, fcntl.LOCK_EX)  # until kill: another suite's server may hold the port
         server = subprocess.Popen(
             [needs("rtsp-server-perl"), "--clientport", str(client_port), "--serverport", str(source_port),
