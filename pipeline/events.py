@@ -69,12 +69,18 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
 
 def _json_value(value: Any) -> Any:
     """``value`` as JSON holds it: a number, text, true/false or null as it is (a numpy scalar
-    as its Python number), anything else as its text, as the csv sink writes it. NaN and
-    infinity are null: written as such, the event was no JSON outside Python's reader."""
-    if isinstance(value, np.generic):
-        value = value.item()
+    as its Python number), a list, tuple or numpy array as an array and a dict as an object,
+    their items so too, and anything else (a set) as its text, as the csv sink writes it: a
+    list was sent as Python's text of it, "[1]", which jq counted as 3 characters (s48k 2).
+    NaN and infinity are null: written as such, the event was no JSON outside Python's reader."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 

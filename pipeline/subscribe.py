@@ -9,8 +9,11 @@ import argparse
 import csv
 import io
 import json
+import os
 import signal
+import stat
 import sys
+from typing import IO
 
 import zmq
 
@@ -57,6 +60,17 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     return sock
 
 
+def _holds_rows(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a file that holds something already (``>> all.csv``): the header
+    goes only into an empty one, as the csv sink's does; a header among the rows of a file
+    appended to across restarts was read as data by R and sqlite (s48k 1)."""
+    try:
+        status = os.fstat(stream.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):  # no file behind it (a test's StringIO)
+        return False
+    return stat.S_ISREG(status.st_mode) and status.st_size > 0
+
+
 def run(args: argparse.Namespace) -> int:
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -72,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if not on_terminal and isinstance(sys.stdout, io.TextIOWrapper):  # data, as the csv sink writes it: UTF-8
         sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # whatever the locale; escaped, ids changed (s46f)
     writer = csv.writer(sys.stdout)  # its lines end in CRLF, as the csv sink's and the collector's do
-    if args.format == "csv":
+    if args.format == "csv" and not _holds_rows(sys.stdout):
         writer.writerow(FRAME_COLUMNS)
     received = 0
     skipped: set[str] = set()

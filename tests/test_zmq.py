@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -299,13 +300,16 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
     from fer_pipe.messages import Face, Packet
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1, "extra": ["blur", "file", "none"]})
+    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1,
+                              "extra": ["blur", "file", "none", "tracks", "since", "meta"]})
     ctx = zmq.Context()
     sock = subscriber(ctx, endpoint)
     try:
         sink.open()
         faces = [Face((1, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": np.float32(0.5)}),
-                 Face((9, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": {1, 2}, "file": "own.png", "none": float("nan")})]
+                 Face((9, 2, 3, 4), np.full(7, 1 / 7), extra={"blur": {1, 2}, "file": "own.png", "none": float("nan"),
+                                                              "tracks": [1], "since": (29, np.float32(0.5)),
+                                                              "meta": {"glasses": True, 3: [float("inf")]}})]
         sink.consume(Packet("cam1", 0, 0.0, faces=faces, extra={"file": "a.png"}))
         sink.close()
         events = drain(sock)
@@ -315,6 +319,9 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
     assert [{k: f[k] for k in ("face", "blur", "file", "none")} for f in json.loads(events[0][1])["faces"]] == [
         {"face": 0, "blur": 0.5, "file": "a.png", "none": None}, {"face": 1, "blur": "{1, 2}", "file": "own.png",
                                                                   "none": None}]
+    # JSON's own arrays and objects: a list was sent as Python's text of it, "[1]" (s48k 2)
+    assert {k: json.loads(events[0][1])["faces"][1][k] for k in ("tracks", "since", "meta")} == {
+        "tracks": [1], "since": [29, 0.5], "meta": {"glasses": True, "3": [None]}}
     for taken in ("label", "source", "timestamp", "p_happy"):  # a face's source blanked the CSV rows' source
         with pytest.raises(ConfigError, match=f"params.extra: '{taken}' is a field of the event or a column of its "
                                               "rows already"):
@@ -562,7 +569,7 @@ def test_curve_clients_without_a_secret_key_is_refused():
 
 
 def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscriptions: int = 1,
-                  env: dict[str, str] | None = None) -> tuple[int, str, str]:
+                  env: dict[str, str] | None = None, stdout: Any = subprocess.PIPE) -> tuple[int, str, str]:
     """``fer-pipe subscribe --format csv --count N`` against a real XPUB socket, which sends
     ``messages`` once the subscriptions are there (from then on nothing sent is lost)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -570,7 +577,7 @@ def subscribe_csv(count: int, messages: list[list[bytes]], *args: str, subscript
     pub = ctx.socket(zmq.XPUB)
     pub.bind(endpoint)
     cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
-                            "--count", str(count), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            "--count", str(count), *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
                            env=env)
     try:
         for _ in range(subscriptions):
@@ -614,6 +621,19 @@ def test_a_subscriber_reaches_a_publisher_restarted_after_the_first_went_silent(
             wait_for(lambda: hears(second, b"second"), 60, "the restarted publisher's events")
     finally:
         ctx.destroy(linger=0)
+
+
+def test_subscribe_csv_appended_to_a_file_writes_its_header_once(tmp_path):
+    """``fer-pipe subscribe --format csv >> all.csv`` across restarts put a header among the
+    rows, which R read as text columns and sqlite as a row (s48k 1): as the csv sink, it writes
+    its header only into an empty file."""
+    out = tmp_path / "all.csv"
+    for _ in range(2):
+        with open(out, "a") as appended:
+            code, _, err = subscribe_csv(1, [[b"emotion.cam", json.dumps(FRAME_7).encode()]], stdout=appended)
+        assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert [line.split(",")[:2] for line in lines] == [["source", "frame"], ["cam", "7"], ["cam", "7"]]
 
 
 def test_subscribe_csv_says_once_which_event_types_it_skips():
