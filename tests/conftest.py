@@ -1,6 +1,7 @@
 """Shared fixtures: real clips, generated videos, the CLI as a subprocess, FER-2013 if present."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -12,8 +13,11 @@ import subprocess
 import sys
 import tempfile
 import termios
-from collections.abc import Generator
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import cv2
 import numpy as np
@@ -24,6 +28,37 @@ FER2013 = REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
 TURNSTILE, RUNS = (Path(tempfile.gettempdir()) / f"fer-pipe-tests-{name}.lock" for name in ("turnstile", "runs"))
 
 
+LOCK_WAIT_S = 1800
+"""How long a test waits for the suite's locks: another suite's test holds them at most its own
+900 s timeout (pytest.ini) and one more's; a wait with no end held CI with no word (s48j 3)."""
+
+
+@contextmanager
+def _runs_locked(alone: bool) -> Iterator[None]:
+    """The machine's test suites' lock on fer-pipe runs: exclusive for a test that kills a run
+    outright (or sweeps its rings), shared for any other. The turnstile lets a waiting exclusive
+    holder in ahead of the tests that come after it, which would otherwise keep the shared lock
+    taken in turns."""
+    with shared_lock_file(TURNSTILE) as turnstile, shared_lock_file(RUNS) as runs:
+        _flock(turnstile, fcntl.LOCK_EX)
+        _flock(runs, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield
+
+
+def _flock(file: IO, how: int) -> None:
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(file, how | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"waited {LOCK_WAIT_S} s for {file.name}, which another test suite on this "
+                                   f"machine holds (fuser {file.name} names it)") from None
+            time.sleep(0.1)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     """Every fer-pipe run removes the frame rings that a run killed outright left in /dev/shm,
@@ -31,14 +66,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     ``kills_a_run`` runs while no other test does: the rings it leaves are its own to check, and
     no other test's run finds them, adding a line to a stderr it compares whole. What such a
     test still leaves is removed before the next starts. The lock spans a test's set-up and
-    tear-down, where module fixtures run fer-pipe too. The turnstile lets a waiting exclusive
-    test in ahead of the tests that come after it, which would otherwise keep the shared lock
-    taken in turns."""
+    tear-down, where module fixtures run fer-pipe too."""
     alone = item.get_closest_marker("kills_a_run") is not None
-    with shared_lock_file(TURNSTILE) as turnstile, shared_lock_file(RUNS) as runs:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        fcntl.flock(runs, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
+    with _runs_locked(alone):
         try:
             return (yield)
         finally:
@@ -48,25 +78,30 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
                 sweep_abandoned()
 
 
-def shared_lock_file(path: Path):
+def shared_lock_file(path: Path) -> IO:
     """A lock file in the temporary folder, open to every user's test suite: created 0644 by the
-    first, it stopped any other user's with an INTERNALERROR before a test ran (s48i 2)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    first, it stopped any other user's with an INTERNALERROR before a test ran (s48i 2). It is
+    opened to read, all ``flock`` needs (one left 0644 by an older suite still serves), and
+    created only where it is not there (the kernel's protected_regular refuses O_CREAT on
+    another user's file in /tmp)."""
     try:
-        os.fchmod(fd, 0o666)  # past the umask
-    except PermissionError:  # another user's, made so already
-        pass
-    return os.fdopen(fd, "r+")
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+        with contextlib.suppress(PermissionError):  # another user's, made just now
+            os.fchmod(fd, 0o666)  # past the umask
+    return os.fdopen(fd, "r")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Rings a run killed outright before this session (a developer's kill -9, a cancelled CI
     job) are removed now, not by the first run of some test that then finds a line it did not
-    expect on stderr (s48i 1). Rings of a live run are left alone, so a session starting beside
-    another loses nothing."""
+    expect on stderr (s48i 1); as a ``kills_a_run`` test's are, alone, or the rings such a test
+    of another session was about to check went (s48j 1)."""
     from fer_pipe.ring_lease import sweep_abandoned
 
-    sweep_abandoned()
+    with _runs_locked(alone=True):
+        sweep_abandoned()
 
 
 @pytest.fixture(scope="session")
