@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from . import frames, hangup, ring_lease
+from . import frames, hangup, oom, ring_lease
 from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stopped
 from .emitter import Emitter, Outbox
 from .errors import UserError
@@ -104,27 +104,9 @@ def _close_failed(process: str, message: str, trace: str, exit_code: int, ended:
     return Failed(process, message, trace, exit_code)
 
 
-OOM_RAISE = 500
-"""How much more a stage's process is the kernel's choice than the runner when memory runs out."""
-
-
-def _first_for_the_oom_killer() -> None:
-    """Out of memory, the kernel killed the process it scored highest, the runner, the largest
-    (it holds the model for its preflight): exit 137 and not a line, the CSV cut short (s48g 1).
-    A stage's process is scored higher (any process may raise its own score), so a stage is
-    killed, and the runner names it and keeps what was done."""
-    try:
-        with open("/proc/self/oom_score_adj", "r+") as adj:
-            raised = min(1000, int(adj.read()) + OOM_RAISE)
-            adj.seek(0)
-            adj.write(str(raised))
-    except (OSError, ValueError):  # not Linux, or a /proc that is read-only here
-        pass
-
-
 def stage_main(w: Wiring) -> None:
     frames.allow_open_files()
-    _first_for_the_oom_killer()
+    oom.first_for_the_oom_killer()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, terminate)
     ttys = hangup.terminal_fds()

@@ -1,0 +1,59 @@
+"""A stage's process, not the runner, is what the kernel kills when memory runs out.
+
+Out of memory, the kernel killed the process it scored highest, the runner, the largest (it
+holds the model for its preflight): exit 137 and not a line, the CSV cut short (s48g 1). Any
+process may raise its own score, and each stage's does, so a stage is killed, and the runner
+names it and keeps what was done.
+"""
+from __future__ import annotations
+
+import os
+
+
+RUNNER_BYTES = 256 << 20
+"""What the runner is taken to hold at most (some 100 MB measured: the model and OpenCV, for
+its preflight), which a stage's out-of-memory score is raised past."""
+
+
+def oom_raise() -> int:
+    """How far a stage raises its ``oom_score_adj``: the share of memory ``RUNNER_BYTES`` is,
+    in the kernel's thousandths, and 50 more. A flat 500 made a stage the whole machine's first
+    choice, ahead of any program under half its memory (s48j 6); this is some 60 on 24 GB,
+    and the most in a container of under 256 MB."""
+    memory = _memory_bytes()
+    return 1000 if memory is None else min(1000, -(-RUNNER_BYTES * 1000 // memory) + 50)
+
+
+def _memory_bytes() -> int | None:
+    """This process's memory: the machine's, or its cgroup's limit where that is less (the OOM
+    killer scores against the limit of the group that ran out)."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as groups:
+            for line in groups:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                limit = (f"/sys/fs/cgroup{path}/memory.max" if controllers == "" else
+                         f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes" if "memory" in controllers.split(",")
+                         else None)
+                if limit and os.path.exists(limit):
+                    with open(limit, encoding="utf-8") as value:
+                        text = value.read().strip()
+                    if text.isdigit():
+                        memory = min(memory, int(text))
+    except (OSError, ValueError):  # no cgroups here: the machine's
+        pass
+    return memory
+
+
+def first_for_the_oom_killer() -> None:
+    """Raises this process's ``oom_score_adj`` by ``oom_raise()`` (see the module)."""
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as adj:
+            raised = min(1000, int(adj.read()) + oom_raise())
+            adj.seek(0)
+            adj.write(str(raised))
+    except (OSError, ValueError):  # not Linux, or a /proc that is read-only here
+        pass
