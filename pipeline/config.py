@@ -664,7 +664,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
                  + [name for name in cls.bind_params if getattr(params, name)])
         if owned:
             raise ConfigError(f"{workers_where}: {prefix}: workers: each of its {workers} processes would open "
-                              f"what its {owned[0]} names, which one process holds; run it in one")
+                              f"what its {cls.Params.given_name(owned[0])} names, which one process holds; run it in one")
     return StageSpec(name, type_name, cls, params, list(dict.fromkeys(inputs)), on_error, workers,
                      _closing_s(cls, params, where, prefix))
 
@@ -702,7 +702,7 @@ def checked_params(cls: type[Stage], raw_params: Mapping[str, Any], yaml: bool =
     try:
         return expand_home(cls, params)
     except ValueError as exc:  # a path no file can have: the param and why
-        raise ParamsProblem((exc.args[0],), exc.args[1]) from None
+        raise ParamsProblem((cls.Params.given_name(exc.args[0]),), exc.args[1]) from None
 
 
 def _stage_params(cls: type[Stage], raw_params: Mapping[str, Any], name: str, prefix: str, origin: str,

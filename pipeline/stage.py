@@ -49,7 +49,7 @@ from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .frames import FrameRef
 from .messages import EMOTIONS, Face, Packet
@@ -105,7 +105,10 @@ class StageParams(BaseModel):
     def given_name(cls, field: str) -> str:
         """The name a config gives the param of field ``field`` by (see ``given_names``)."""
         info = cls.model_fields[field]
-        return info.alias or (info.validation_alias if isinstance(info.validation_alias, str) else None) or field
+        given = info.validation_alias  # what pydantic validates by, where set, alias or not
+        if isinstance(given, AliasChoices):  # several taken: the first named
+            given = next((choice for choice in given.choices if isinstance(choice, str)), None)
+        return given if isinstance(given, str) else info.alias or field
 
 
 class Stage:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import pytest
 import yaml
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
@@ -1307,6 +1307,17 @@ class Aliased(Stage):
     output_paths = ("out_file",)
 
 
+class ChoicesParams(StageParams):
+    n_threads: int = Field(2, ge=1, alias="n", validation_alias=AliasChoices("threads", "num_threads"))
+
+
+class Choices(Stage):
+    """A plug-in whose thread count takes either of two names (and is dumped by a third)."""
+    Params = ChoicesParams
+    reads = writes = EXPRESSIONS
+    thread_params = ("n_threads",)
+
+
 def test_a_plug_ins_aliased_params_are_set_and_named_by_their_aliases(tmp_path, monkeypatch):
     """A task set the field's name to one thread, which the params refuse (only the alias is
     taken): no batch of such a stage could run, and the line blamed the config. The advice for
@@ -1327,6 +1338,13 @@ def test_a_plug_ins_aliased_params_are_set_and_named_by_their_aliases(tmp_path, 
     assert str(refused.value) == (f"run.yaml: stage 'tee' (aliased): params.out-file: fer-pipe batch writes one CSV per "
                                   f"video, but every task would write {log}; remove the stage or --set "
                                   "tee.out-file=/dev/null")
+    config["stages"]["tee"]["params"]["out-file"] = "/tmp/" + "x" * 300  # said by the field's name too (s48j 5)
+    with pytest.raises(ConfigError, match=r"stage 'tee' \(aliased\): params\.out-file: a name in the path is longer"):
+        build_graph(config, {}, "run.yaml")
+    monkeypatch.setitem(registry().types, "choices", Choices)  # validated by its validation_alias (s48j 4)
+    config["stages"]["tee"] = {"type": "choices", "inputs": ["classifier"], "params": {"threads": 2}}
+    made = job_config(config, "run.yaml", Job("clip.mp4", "clip"), tmp_path / "clip.csv")
+    assert build_graph(made, {}, "run.yaml").stages["tee"].params.n_threads == 1
 
 
 def test_a_stage_type_that_is_not_a_name_is_the_config_checks_one_line(six_clips, tmp_path):
