@@ -78,9 +78,9 @@ def recorded_settings(out_dir: Path) -> dict[str, Any] | None:
         data = json.loads((out_dir / SETTINGS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not all(isinstance(stage, dict) and isinstance(stage.get("params"), dict)
-                                             for stage in data.values()):
-        return None  # edited by hand, or not ours: compared, it was a traceback
+    if not data or not isinstance(data, dict) or not all(isinstance(stage, dict) and isinstance(stage.get("params"), dict)
+                                                         for stage in data.values()):
+        return None  # edited by hand (emptied too), or not ours: compared, it was a traceback
     return data
 
 

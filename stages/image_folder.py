@@ -186,7 +186,8 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
     others = [p for p in files if p.suffix.lower() not in SUFFIXES]
     if not images:
         hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
-        held = f"; it holds {len(others)} other files: {_named(others, root)}" if others else ""
+        held = (f"; it holds {len(others)} other file{'s' if len(others) > 1 else ''}: {_named(others, root)}"
+                if others else "")
         raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){held}{hint}")
     return images, others, unlisted
 

@@ -1034,6 +1034,8 @@ def test_a_settings_record_of_another_shape_is_no_record_and_a_gone_stage_is_cal
     settings = settings_of(load_graph(CONFIG, ["csv.path=out.csv"]), "csv")
     (tmp_path / "_settings.json").write_text(json.dumps({**settings, "detector": {"type": "haar", "params": "x"}}))
     assert recorded_settings(tmp_path) is None
+    (tmp_path / "_settings.json").write_text("{}")  # emptied by hand: "stage 'classifier' is new" (s48j 7)
+    assert recorded_settings(tmp_path) is None
     (tmp_path / "_settings.json").write_text(json.dumps({**settings, "blur": {"type": "mine", "params": {}}}))
     assert first_difference(recorded_settings(tmp_path), settings) == "stage 'blur' (mine) is gone"
     assert first_difference(settings, recorded_settings(tmp_path)) == "stage 'blur' is new"
