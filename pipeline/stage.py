@@ -97,8 +97,8 @@ class StageParams(BaseModel):
     @classmethod
     def given_names(cls) -> dict[str, str]:
         """Each param's name as a config gives it, to its field's: an alias where the field has
-        one (a param called ``from``), which alone is taken; the listing and the unknown-param
-        line named the field, which the config then had refused (s48c 6)."""
+        one (a param called ``from``), which alone is taken (see ``given_name``); the listing and
+        the unknown-param line named the field, which the config then had refused (s48c 6)."""
         return {cls.given_name(name): name for name in cls.model_fields}
 
     @classmethod

@@ -6,7 +6,6 @@ import ctypes.util
 import os
 import socket
 import threading
-
 from collections.abc import Iterable
 
 import cv2
