@@ -8,6 +8,7 @@ names it and keeps what was done.
 from __future__ import annotations
 
 import os
+from pathlib import Path, PurePosixPath
 
 
 RUNNER_BYTES = 256 << 20
@@ -24,27 +25,36 @@ def oom_raise() -> int:
     return 1000 if memory is None else min(1000, -(-RUNNER_BYTES * 1000 // memory) + 50)
 
 
-def _memory_bytes() -> int | None:
-    """This process's memory: the machine's, or its cgroup's limit where that is less (the OOM
-    killer scores against the limit of the group that ran out)."""
+def _memory_bytes(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """This process's memory: the machine's, or the least limit of its cgroup and the groups
+    above it, where less (the OOM killer scores against the limit of the group that ran out):
+    a systemd slice's ``MemoryMax=`` over its scopes, and a container's group, which cgroup v1
+    shows it at the mount's root while ``/proc/self/cgroup`` names the host's path, were missed
+    (s48l 1)."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return None
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as groups:
-            for line in groups:
-                _, controllers, path = line.rstrip("\n").split(":", 2)
-                limit = (f"/sys/fs/cgroup{path}/memory.max" if controllers == "" else
-                         f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes" if "memory" in controllers.split(",")
-                         else None)
-                if limit and os.path.exists(limit):
-                    with open(limit, encoding="utf-8") as value:
-                        text = value.read().strip()
-                    if text.isdigit():
-                        memory = min(memory, int(text))
-    except (OSError, ValueError):  # no cgroups here: the machine's
-        pass
+        lines = cgroups.read_text(encoding="utf-8").splitlines()
+    except OSError:  # no cgroups here: the machine's
+        return memory
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one tree
+            root, name = mount, "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = mount / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        parts = PurePosixPath(path).parts[1:]
+        for depth in range(len(parts) + 1):  # the group, each above it, and the mount's root
+            try:
+                text = (root.joinpath(*parts[:depth]) / name).read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            if text.isdigit():  # "max" is none
+                memory = min(memory, int(text))
     return memory
 
 
