@@ -185,7 +185,8 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
     images = [p for p in files if p.suffix.lower() in SUFFIXES]
     others = [p for p in files if p.suffix.lower() not in SUFFIXES]
     if not images:
-        hint = f"; it holds {subfolders} subfolders: set recursive: true to read them" if subfolders else ""
+        hint = (f"; it holds {subfolders} subfolder{'s' if subfolders > 1 else ''}: set recursive: true to read "
+                f"{'them' if subfolders > 1 else 'it'}" if subfolders else "")
         held = (f"; it holds {len(others)} other file{'s' if len(others) > 1 else ''}: {_named(others, root)}"
                 if others else "")
         raise InputError(f"image folder {root}: no images ({', '.join(SUFFIXES)}){held}{hint}")

@@ -778,7 +778,7 @@ def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_name
     nested = tmp_path / "years"
     (nested / "2025").mkdir(parents=True)
     cv2.imwrite(str(nested / "2025" / "a.jpg"), images[0])
-    with pytest.raises(InputError, match=r"no images \(.*\); it holds 1 subfolders: set recursive: true"):
+    with pytest.raises(InputError, match=r"no images \(.*\); it holds 1 subfolder: set recursive: true to read it"):
         run_stage("image_folder", params={"path": str(nested)})
 
 
