@@ -82,8 +82,8 @@ def window_id(display: str, title: str) -> str:
     return found[0]
 
 
-def screenshot_showing(display: str, path, patch: np.ndarray, run: subprocess.Popen) -> tuple[np.ndarray, tuple]:
-    """Screenshots until one shows ``patch``; that screenshot and where the patch sits in it.
+def screenshot_until(display: str, path, shows, what: str, run: subprocess.Popen) -> np.ndarray:
+    """Screenshots until one ``shows`` (a truthy result), and that result.
 
     The window paints a while after the CSV sink has its first rows. And on a saturated CPU the Qt
     5.15 that OpenCV's wheel bundles sometimes misses the MapNotify of its new window and then
@@ -91,18 +91,24 @@ def screenshot_showing(display: str, path, patch: np.ndarray, run: subprocess.Po
     window stayed black for the whole 16 s clip); mapping the window again makes it paint.
     """
     def attempt():
-        shot = screenshot(display, path)
-        score, _, best, _ = cv2.minMaxLoc(cv2.matchTemplate(shot, patch, cv2.TM_SQDIFF_NORMED))
-        return score < 0.05 and (shot, best)
+        return shows(screenshot(display, path))
     try:
-        return wait_for(attempt, 20, "the window to show the video", run)
+        return wait_for(attempt, 20, what, run)
     except AssertionError:
         if run.poll() is not None:
             raise
     window = window_id(display, "fer-pipe-test")
     xdotool(display, "windowunmap", "--sync", window)
     xdotool(display, "windowmap", "--sync", window)
-    return wait_for(attempt, 30, "the window to show the video once mapped again", run)
+    return wait_for(attempt, 30, f"{what}, once mapped again", run)
+
+
+def screenshot_showing(display: str, path, patch: np.ndarray, run: subprocess.Popen) -> tuple[np.ndarray, tuple]:
+    """Screenshots until one shows ``patch``; that screenshot and where the patch sits in it."""
+    def showing(shot):
+        score, _, best, _ = cv2.minMaxLoc(cv2.matchTemplate(shot, patch, cv2.TM_SQDIFF_NORMED))
+        return score < 0.05 and (shot, best)
+    return screenshot_until(display, path, showing, "the window to show the video", run)
 
 
 def test_window_shows_box_and_label_where_the_face_is_and_q_ends_the_run(clips, xvfb, tmp_path):
@@ -305,8 +311,8 @@ def test_q_ends_the_run_while_the_camera_is_down(clips, xvfb, tmp_path):
         try:
             wait_for(lambda: len(csv_rows(csv_path)) >= 10, 90, "frames from the stream", run)
             shot = tmp_path / "shot.png"
-            wait_for(lambda: int(np.ptp(screenshot(xvfb, shot).astype(np.int16), axis=2).max()) > 30, 30,
-                     "the window to show the stream in colour", run)
+            screenshot_until(xvfb, shot, lambda image: int(np.ptp(image.astype(np.int16), axis=2).max()) > 30,
+                             "the window to show the stream in colour", run)
             server.kill()
             wait_for(lambda: "attempt 2" in err_path.read_text(), 60, "the camera to be down", run)
             wait_for(lambda: in_grey_with_a_white_line(screenshot(xvfb, shot)), 30, "the stale frame greyed", run)
