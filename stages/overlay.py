@@ -80,8 +80,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     if fps is not None:  # first, so that a face in the corner keeps its label readable (s48b 6)
         text = f"{fps:.1f} fps"
         origin = (round(8 * scale), round(22 * scale))
-        cv2.putText(image, text, origin, FONT, font, (0, 0, 0), thick + 1, cv2.LINE_AA)
-        cv2.putText(image, text, origin, FONT, font, (255, 255, 255), max(1, thick // 2), cv2.LINE_AA)
+        _outlined(image, text, origin, font, max(1, thick // 2), thick + 1)
     for face in packet.faces or []:
         try:
             x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
@@ -120,9 +119,7 @@ def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], 
     lengths = np.nan_to_num(np.clip(probs, 0.0, 1.0)) * bar_w  # a plug-in's NaN ended the run
     for i, (name, length) in enumerate(zip(EMOTIONS, lengths)):
         y = top + i * row
-        baseline = (left, y + round(10 * scale))
-        cv2.putText(image, name, baseline, FONT, font, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(image, name, baseline, FONT, font, (255, 255, 255), thick, cv2.LINE_AA)
+        _outlined(image, name, (left, y + round(10 * scale)), font, thick, thick + 2)
         cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(length), y + row - 2),
                       COLOURS[name], cv2.FILLED)
 
@@ -135,6 +132,11 @@ def stale(image: np.ndarray, why: str) -> np.ndarray:
     font, thick = 0.8 * scale, max(1, round(2 * scale))
     (tw, th), base = cv2.getTextSize(why, FONT, font, thick)
     origin = (max(0, (grey.shape[1] - tw) // 2), (grey.shape[0] + th) // 2)
-    cv2.putText(grey, why, origin, FONT, font, (0, 0, 0), thick + 2, cv2.LINE_AA)
-    cv2.putText(grey, why, origin, FONT, font, (255, 255, 255), thick, cv2.LINE_AA)
+    _outlined(grey, why, origin, font, thick, thick + 2)
     return grey
+
+
+def _outlined(image: np.ndarray, text: str, origin: tuple[int, int], font: float, thick: int, outline: int) -> None:
+    """White text over a black stroke ``outline`` thick: readable on a white wall and a dark room."""
+    cv2.putText(image, text, origin, FONT, font, (0, 0, 0), outline, cv2.LINE_AA)
+    cv2.putText(image, text, origin, FONT, font, (255, 255, 255), thick, cv2.LINE_AA)
