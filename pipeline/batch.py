@@ -550,23 +550,28 @@ def _older_folder(out_dir: Path, recorded: dict[str, Any], made_with: dict[str, 
     if recorded and made_with is None:
         return (f"its {SETTINGS} is not one fer-pipe wrote (edited by hand?)" if (out_dir / SETTINGS).exists() else
                 f"its outputs have no {SETTINGS} (a fer-pipe before 0.2.0 made them, or it was removed)")
-    try:
-        listed = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
-        done = any(entry.get("status") == "done" for entry in listed)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not one of ours
-        return None
+    done = any(entry.get("status") == "done" for entry in _manifest_inputs(out_dir))
     if done and not recorded and not (out_dir / SOURCES).exists():
         return f"its {MANIFEST} lists finished inputs, and it has no {SOURCES} (a fer-pipe before 0.2.0 made it)"
     return None
+
+
+def _manifest_inputs(out_dir: Path) -> list[dict[str, Any]]:
+    """The inputs the last run's manifest lists, each an object; none where there is no
+    manifest yet, or one that is not ours."""
+    try:
+        inputs = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [entry for entry in inputs if isinstance(entry, dict)] if isinstance(inputs, list) else []
 
 
 def _partials_listed(out_dir: Path) -> dict[str, list[str]]:
     """The partial files the last run's manifest lists, by input: the rows it kept of inputs it
     failed, whose names depend on that run's chunks."""
     try:
-        inputs = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))["inputs"]
-        return {entry["input"]: [Path(p).name for p in entry.get("partial", [])] for entry in inputs}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, or not one of ours
+        return {entry["input"]: [Path(p).name for p in entry.get("partial", [])] for entry in _manifest_inputs(out_dir)}
+    except (KeyError, TypeError):  # not one of ours
         return {}
 
 
