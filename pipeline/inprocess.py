@@ -225,6 +225,8 @@ def run_graph(graph: Graph) -> GraphRun:
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
+            if isinstance(packet.image, np.ndarray):  # a stage's own picture: read-only to every branch after
+                packet.image = read_only(packet.image)  # it, as the runner hands it on (s49c 2)
             branches = consumers[name]
             copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
             for consumer, mine in zip(branches, copies):

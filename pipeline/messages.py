@@ -166,10 +166,11 @@ def wall_time(captured: float) -> float:
 
 def read_only(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array``, as shared memory hands a stage its frame: a stage that
-    writes into it fails in a test as it would in a run. A view, not a copy, of a whole frame."""
-    view = array.view()
-    view.flags.writeable = False
-    return view
+    writes into it fails in a test as it would in a run. A view, not a copy, of a whole frame.
+    One whose flag cannot be set back, as a view of shared memory's cannot: a view of a
+    writable array could, and a stage that set it (as users of torch's ``from_numpy`` do)
+    passed its tests and, in a batch task, drew into the frame another branch read (s49c 1)."""
+    return np.lib.stride_tricks.as_strided(array, writeable=False)
 
 
 def ended_tracks(held: Iterable[tuple[str, int]], packet: Packet) -> list[tuple[str, int]]:

@@ -28,7 +28,7 @@ from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stop
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
-from .messages import EndOfStream, Packet, Sequenced, stream_ended
+from .messages import EndOfStream, Packet, Sequenced, read_only, stream_ended
 from .ordering import Reorder
 from .stage import (Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, idle_of, length_of, named, packets_of,
                     said, say_skipped)
@@ -390,6 +390,8 @@ class _Handler:
         stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
+        if isinstance(item.image, np.ndarray):  # a picture a stage before made, unpickled: read-only, as the
+            item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's (s49c 2)
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
             out = packets_of(stage.process(item), captured=item.captured)

@@ -39,7 +39,7 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish", "unprintable"] = Field(
+                  "stop_finish", "unprintable", "redraw", "scribble", "unlock"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
@@ -48,7 +48,9 @@ class FaultyParams(StageParams):
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
                           "as a native library's exit(0) would, whatever at says; hold: pass every frame "
-                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish)")
+                          "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish; "
+                          "redraw: pass on a copy of the picture, as a stage that draws makes one; scribble: draw into "
+                          "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
@@ -159,6 +161,14 @@ class Faulty(Stage):
                 return ({"frame": packet.index},)
             if self.params.mode == "stop_run":
                 raise StopRun
+            if self.params.mode == "redraw":
+                packet.image = packet.pixels().copy()
+            if self.params.mode == "scribble":
+                packet.image[:2, :2] = 0
+            if self.params.mode == "unlock":
+                pixels = packet.pixels()
+                pixels.flags.writeable = True
+                pixels[:2, :2] = 0
             if self.params.mode == "float_image":
                 import numpy as np
 

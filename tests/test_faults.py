@@ -556,6 +556,29 @@ def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_
     assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
 
 
+@pytest.mark.parametrize("mode, error", [("scribble", "ValueError: assignment destination is read-only"),
+                                         ("unlock", "ValueError: cannot set WRITEABLE flag to True of this array")])
+def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_alike(plugin_env, short_clip,
+                                                                                     tmp_path, mode, error):
+    """After a stage that passes on a picture of its own, as one that draws does, the stage after
+    it got that picture writable: drawing into it passed in a run, and in a batch task drew into
+    the picture the branch beside it read, its rows not those of the run. Setting the writeable
+    flag of the pixels back passed in a batch task too, and not in a run (s49c 1, 2)."""
+    config = tmp_path / "draw.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  redraw: {type: faulty, inputs: [source], params: {mode: redraw, at: [2]}}\n"
+                      f"  draw: {{type: faulty, inputs: [redraw], params: {{mode: {mode}, at: [2]}}}}\n"
+                      "  beside: {type: faulty, inputs: [redraw], params: {read_pixels: after}}\n"
+                      f"  drawn: {{type: csv, inputs: [draw], params: {{path: '{tmp_path / 'drawn.csv'}'}}}}\n"
+                      f"  csv: {{type: csv, inputs: [beside], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    line = f"stage 'draw' (faulty) failed: on source frame 2: {error}"
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {line}\n")
+    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **plugin_env})
+    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
+
+
 def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv(plugin_env, short_clip, tmp_path):
     """A batch task failed its whole video, with no CSV, on the frame ``fer-pipe run`` skips."""
     config = fault_config(tmp_path / "skip.yaml", short_clip, tmp_path / "run.csv", on_error="skip", mode="raise",
