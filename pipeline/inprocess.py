@@ -26,8 +26,8 @@ from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import Packet, read_only, stream_ended
 from .preflight import check_stages
-from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, frame_of, handle, instantiate, named, not_a_frame,
-                    packets_of, said, say_skipped)
+from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, instantiate, named,
+                    not_a_frame, packets_of, said, say_skipped)
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -93,7 +93,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
                 out.extend(packets_of(stage.finish(), "finish"))
             out.extend(kept_ends)
         finally:
-            stage.close()
+            close_stage(stage)
     return out
 
 
@@ -177,7 +177,7 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exc
     for name in reversed(opened):
         try:
             with _failing_as(graph, name, "while closing: "):
-                stages[name].close()
+                close_stage(stages[name])
         except (UserError, StageFailure) as exc:
             first = first or exc
     return first

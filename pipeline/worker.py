@@ -30,8 +30,8 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced, read_only, stream_ended
 from .ordering import Reorder
-from .stage import (Sink, Source, Stage, StageFailure, StopRun, frame_of, handle, idle_of, length_of, named, packets_of,
-                    said, say_skipped)
+from .stage import (Sink, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, idle_of, length_of, named,
+                    packets_of, said, say_skipped)
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -197,7 +197,7 @@ def stage_main(w: Wiring) -> None:
             w.control.put(Closing(name))
             w.busy_since.value = time.monotonic() + w.spec.closing_s
             try:
-                stage.close()
+                close_stage(stage)
             except UserError as exc:
                 w.control.put(_close_failed(name, f"while closing: {exc}", traceback.format_exc(), exc.exit_code, ended))
             except BaseException as exc:

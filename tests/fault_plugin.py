@@ -288,6 +288,29 @@ class SlowSink(Sink):
 
     def consume(self, packet):
         time.sleep(self.params.delay_s)
+
+
+class LinesParams(StageParams):
+    path: str = Field(description="the file to write")
+
+
+class Lines(Sink):
+    """A line per frame into a text file opened as the README's "Writing a stage" opens one:
+    buffered, so its close writes what it still holds."""
+    Params = LinesParams
+    reads = EXPRESSIONS
+    output_paths = ("path",)
+
+    def open(self):
+        from fer_pipe.output_files import open_claimed
+
+        self._file = os.fdopen(open_claimed(self.params.path, "lines", truncate=True), "a")
+
+    def consume(self, packet):
+        self._file.write(f"{packet.source},{packet.index}\\n")
+
+    def close(self):
+        self._file.close()
 '''
 
 
@@ -310,7 +333,8 @@ def install_plugin(root: Path) -> dict[str, str]:
     """Install the fault-injection stage as ``faulty``; returns the environment that finds it."""
     return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
                                 "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n"
-                                "brokenframes = fer_faults_plugin:BrokenFrames\nslowsink = fer_faults_plugin:SlowSink\n")
+                                "brokenframes = fer_faults_plugin:BrokenFrames\nslowsink = fer_faults_plugin:SlowSink\n"
+                                "lines = fer_faults_plugin:Lines\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,

@@ -536,6 +536,21 @@ def test_on_error_skip_says_ten_skipped_packets_and_counts_the_rest(plugin_env, 
     assert stats_row(err, "faulty")["skipped"] == 30
 
 
+def test_a_sink_whose_buffered_file_a_reader_left_ends_the_run_cleanly_in_its_close(plugin_env, short_clip,
+                                                                                    tmp_path):
+    """A sink writing to ``/dev/stdout | head -n 0`` through a file opened as the README's
+    "Writing a stage" opens one still held its rows at close, and the run failed there, "while
+    closing: BrokenPipeError", exit 1, where a reader that leaves ends a run cleanly (s49c 3)."""
+    config = tmp_path / "lines.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      "  lines: {type: lines, inputs: [faulty], params: {path: /dev/stdout}}\n")
+    for engine in (f"-m fer_pipe.cli run {config} --quiet", f"-c '{IN_ONE_PROCESS}' {config}"):
+        done = subprocess.run(["bash", "-c", f"{sys.executable} {engine} | head -n 0; exit ${{PIPESTATUS[0]}}"],
+                              capture_output=True, text=True, timeout=120, env={**os.environ, **plugin_env})
+        assert (done.returncode, done.stderr) == (0, ""), engine
+
+
 IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
                   "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
 """What a batch task runs: the graph in its own process, stage after stage."""
