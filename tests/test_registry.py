@@ -654,3 +654,50 @@ def test_the_listing_puts_a_stages_required_params_first(capsys):
                  "away before the pipeline waits",
                  "device: default 0; a whole number or text. camera index (0, 1, ...) or device path (/dev/video0)"):
         assert f"    {line}" in listing, line
+
+
+def test_every_stage_of_the_package_is_declared_and_the_install_declares_what_setup_cfg_does():
+    """A built-in is found through its entry point, as a plug-in is: a new module in stages/ was
+    "unknown stage type" until setup.cfg declared it and the editable install was made again,
+    and nothing said so (s49c 4)."""
+    import configparser
+    import importlib
+    import importlib.metadata
+    import pkgutil
+
+    import fer_pipe.stages
+    from fer_pipe.stage import Stage
+
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parent.parent / "setup.cfg")
+    declared = dict(line.replace(" ", "").split("=") for line in
+                    setup["options.entry_points"]["fer_pipe.stages"].strip().splitlines())
+    defined = {f"{module.__name__}:{cls.__name__}"
+               for info in pkgutil.iter_modules(fer_pipe.stages.__path__)
+               for module in [importlib.import_module(f"fer_pipe.stages.{info.name}")]
+               for cls in vars(module).values()
+               if isinstance(cls, type) and issubclass(cls, Stage) and cls.__module__ == module.__name__}
+    assert defined == set(declared.values())
+    installed = {e.name: e.value for e in importlib.metadata.distribution("fer-pipe").entry_points
+                 if e.group == "fer_pipe.stages"}
+    assert installed == declared, "the install is older than setup.cfg: run pip install -e . again"
+
+
+def test_an_undeclared_stage_module_of_the_package_is_named_in_the_unknown_type_line(tmp_path, monkeypatch):
+    """``stages/blur_faces.py`` written, its type was "unknown stage type 'blur_faces'" alone (s49c 4)."""
+    import fer_pipe.stages
+    from fer_pipe.config import unknown_type
+
+    (tmp_path / "blur_faces.py").write_text("from fer_pipe.stage import Stage\n\n\nclass Blur(Stage):\n    pass\n")
+    (tmp_path / "scratch.py").write_text("SIZE = 3\n")
+    monkeypatch.setattr(fer_pipe.stages, "__path__", [*fer_pipe.stages.__path__, str(tmp_path)])
+    try:
+        assert unknown_type("blur_faces", {"csv": None}) == (
+            "unknown stage type 'blur_faces' (fer_pipe/stages/blur_faces.py is there, but this install does not "
+            "declare it: add it to setup.cfg's fer_pipe.stages entry points and run pip install -e . again) "
+            "(known: csv)")
+        for helper in ("scratch", "overlay"):  # modules that hold no stage
+            assert unknown_type(helper, {"csv": None}) == f"unknown stage type {helper!r} (known: csv)"
+    finally:
+        for name in ("blur_faces", "scratch"):
+            sys.modules.pop(f"fer_pipe.stages.{name}", None)
