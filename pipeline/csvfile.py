@@ -199,19 +199,33 @@ class CsvOutput:
         self._text.seek(0)
         self._text.truncate()
         # the header goes first in a new or emptied file, or in the first write to a pipe
-        if not (self._pipe_started if status is None else status.st_size):
+        headed = not (self._pipe_started if status is None else status.st_size)
+        if headed:
             self._writer.writerow(self._header)
         self._writer.writerows(rows)
-        data = memoryview(self._text.getvalue().encode("utf-8"))
+        data = self._text.getvalue().encode("utf-8")
+        self._put(data)
+        if not headed and status is not None and os.fstat(self._file.fileno()).st_size == len(data):
+            # emptied (logrotate's copytruncate) between the look at its size and the write: the
+            # rows began the file with no header, and every restart that appends refused it (s49a 1)
+            self._file.truncate(0)
+            self._text.seek(0)
+            self._text.truncate()
+            self._writer.writerow(self._header)
+            self._put(self._text.getvalue().encode("utf-8") + data)
+        self._pipe_started = True
+
+    def _put(self, data: bytes) -> None:
+        """``data`` at the file's end, whole or not at all where the file can be cut back."""
         written = 0
+        view = memoryview(data)
         try:
             while written < len(data):
-                written += self._file.write(data[written:])
+                written += self._file.write(view[written:])
         except OSError:
             if written and self._file.seekable():  # a pipe cannot take back what it passed on
                 self._file.truncate(os.fstat(self._file.fileno()).st_size - written)
             raise
-        self._pipe_started = True
 
     def close(self) -> None:
         self._file.close()
