@@ -162,6 +162,11 @@ def test_the_wheel_ships_the_repositorys_configs_by_name_not_whatever_yaml_is_in
     if tracked.returncode:
         pytest.skip("the repository's own file list needs git and its .git folder")
     assert sorted(listed) == sorted(Path(name).name for name in tracked.stdout.split())
+    copied = re.search(r"^COPY (configs/.*?) /src/configs/$", (REPO / "deploy" / "Dockerfile").read_text(),
+                       re.MULTILINE | re.DOTALL)
+    assert copied, "the Dockerfile copies the configs by name"  # a whole configs/ went into a layer (s49a 3)
+    assert sorted(copied.group(1).replace("\\\n", " ").split()) == sorted(
+        f"configs/{name}" for name in ["__init__.py", *listed])
 
 
 def test_an_empty_or_nameless_config_path_is_one_line_and_validate_checks_the_rest(tmp_path):
