@@ -280,6 +280,8 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     assert card["data_sha256"] and card["epochs"] == 8
     assert "## PublicTest accuracy (on a --limit sample of 150 rows drawn with seed 1, not the whole split" \
         in (out / "MODEL_CARD.md").read_text()  # it read as the split's figure (s38a)
+    assert (f"best PublicTest epoch {state['best_epoch']}; the model holds epoch {state['selection']['epoch']}'s "
+            "weights") in (out / "MODEL_CARD.md").read_text()  # the best epoch was said as the one shipped (s49d 1)
     again = fer_pipe("evaluate", "--model", str(out / "model.tflite"), "--data", str(fer2013),
                      "--usage", "PublicTest", "--json", timeout=900)
     assert again.returncode == 0
@@ -621,7 +623,8 @@ def test_a_resume_on_other_data_is_refused(tmp_path):
     other = _random_csv(tmp_path / "other.csv", "Training", seed=1)
     done = fer_pipe("train", "--data", str(other), "--out", str(run), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {other}: not the data the run in {run} trained on "
-                                                 "(its sha256 differs)\n")
+                                                 "(its sha256 differs; a gzipped or unzipped copy of the same "
+                                                 "rows differs too)\n")
 
 
 def test_a_resume_on_a_folder_is_checked_as_a_file_is(tmp_path):
@@ -737,3 +740,27 @@ def test_a_face_box_outside_the_frame_is_classified_from_its_edge_not_refused():
     out = run_stage("classifier", [Packet("cam", 0, 0.0, frame, faces=[Face(b) for b in boxes])])
     assert len(out[0].faces) == 3
     assert all(f.probs is not None and abs(float(f.probs.sum()) - 1) < 1e-3 for f in out[0].faces)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_finished_run_lacking_its_best_epochs_weights_says_the_final_is_the_only_candidate(tmp_path, capfd, kept):
+    """The shipped run folder has no best.keras (9.5 MB, left out of the repository): a resume
+    exported epoch 80 in place of epoch 77, 67.23% for 67.34%, without a word (s49d 1)."""
+    import keras
+
+    from fer_pipe.model.train import select_on_publictest
+
+    net = keras.Sequential([keras.Input((40, 40, 1)), keras.layers.Conv2D(7, 3), keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Softmax()])
+    final = keras.Sequential([keras.Input((40, 40, 1)), net])
+    if kept:
+        final.save(tmp_path / "best.keras")
+    faces = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
+    state = {"best_epoch": 1, "epochs_done": 2}
+    select_on_publictest(final, tmp_path, state, 40, faces, faces, np.arange(8) % 7)
+    err = capfd.readouterr().err
+    missing = (f"fer-pipe: train: {tmp_path / 'best.keras'}, epoch 1's weights (the best on PublicTest), is missing: "
+               "the final epoch is the only candidate, so the model may not be the one this run exported before\n")
+    assert (missing in err) != kept
+    assert sorted(state["selection"]["publictest_accuracy_after_bn_recalibration"]) == (
+        ["best", "final"] if kept else ["final"])

@@ -99,7 +99,8 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         f"- Data sha256: `{state['data_sha256']}`",
         f"- Options: `{json.dumps(state['options'], sort_keys=True)}`",
         f"- Learning-rate cycles: `{json.dumps(state.get('cycles', []))}`",
-        f"- Epochs: {state['epochs_done']} in total, best PublicTest epoch {state.get('best_epoch')}",
+        f"- Epochs: {state['epochs_done']} in total, best PublicTest epoch {state.get('best_epoch')}"
+        + (f"; the model holds epoch {state['selection']['epoch']}'s weights" if "selection" in state else ""),
         f"- Wall time of training: {state['wall_s'] / 3600:.2f} h over {len(state['runs'])} run(s)",
         "- Hardware: " + "; ".join(sorted({run['hardware'] for run in state['runs']})),
         f"- Files: `{KERAS_FILE}` (Keras 3); `{TFLITE_FILE}`, the pipeline's inference path: the {shipped} "

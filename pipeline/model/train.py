@@ -202,8 +202,14 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
     import keras
 
     candidates = {"final": final}
-    if (out / "best.keras").exists() and state.get("best_epoch") != state["epochs_done"]:
-        candidates["best"] = keras.models.load_model(out / "best.keras", safe_mode=True)
+    best = state.get("best_epoch")
+    if best is not None and best != state["epochs_done"]:
+        if (out / "best.keras").exists():
+            candidates["best"] = keras.models.load_model(out / "best.keras", safe_mode=True)
+        else:  # deleted, or never copied (the shipped run's): the export changed without a word (s49d 1)
+            print(f"fer-pipe: train: {out / 'best.keras'}, epoch {best}'s weights (the best on PublicTest), is "
+                  "missing: the final epoch is the only candidate, so the model may not be the one this run "
+                  "exported before", file=sys.stderr)
     scores = {}
     for name, model in candidates.items():
         net = model.layers[-1]
@@ -478,7 +484,8 @@ def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Names
     if digest and Path(args.data).is_dir():  # a folder of images: it went unchecked (s38a)
         raise InputError(f"{args.data}: not the data the run in {out} trained on (that was a file)")
     if digest and Path(args.data).is_file() and sha256_of(Path(args.data)) != digest:
-        raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs)")
+        raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs; a "
+                         "gzipped or unzipped copy of the same rows differs too)")
     return argparse.Namespace(**{**vars(args), **saved})
 
 
