@@ -2,7 +2,7 @@
 """Faces per second of the shipped model through the classifier stage's own inference path.
 
 Why this path: the pipeline classifies faces with ``fer_pipe.model.inference.FaceClassifier``
-(a LiteRT interpreter over the float32 TFLite export), so its speed, not Keras's, is what a
+(a LiteRT interpreter over the int8 TFLite export it ships), so its speed, not Keras's, is what a
 user gets. The seed project's 4-layer CNN (``fer_pipe.model.nets.seed``, random weights: only
 speed matters) is exported to TFLite here and measured the same way in the same run, as the
 baseline.
