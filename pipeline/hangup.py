@@ -68,14 +68,15 @@ class GuardedStream:
         return getattr(self._stream, name)
 
 
-def guard_standard_streams(ttys: tuple[int, ...]) -> None:
+def guard_standard_streams(ttys: tuple[int, ...], stdout_is_a_log: bool = False) -> None:
     """Wrap ``sys.stderr`` in a GuardedStream, and ``sys.stdout`` where it is on a terminal
     (``ttys``, asked with ``terminal_fds`` before any hangup), for a process that must outlive
-    them. Standard output in a pipe is left to fail: ``fer-pipe stages | head`` ends there."""
+    them. Standard output in a pipe is left to fail: ``fer-pipe stages | head`` ends there;
+    unless it is a log (``train``'s progress), which is guarded as stderr is."""
     if not isinstance(sys.stderr, GuardedStream):
         sys.stderr = GuardedStream(sys.stderr)
-    if 1 in ttys and not isinstance(sys.stdout, GuardedStream):
-        sys.stdout = GuardedStream(sys.stdout, {errno.EIO})
+    if (stdout_is_a_log or 1 in ttys) and not isinstance(sys.stdout, GuardedStream):
+        sys.stdout = GuardedStream(sys.stdout, GONE if stdout_is_a_log else {errno.EIO})
 
 
 def ignored() -> bool:

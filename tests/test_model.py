@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -764,3 +765,23 @@ def test_a_finished_run_lacking_its_best_epochs_weights_says_the_final_is_the_on
     assert (missing in err) != kept
     assert sorted(state["selection"]["publictest_accuracy_after_bn_recalibration"]) == (
         ["best", "final"] if kept else ["final"])
+
+
+def test_training_goes_on_when_its_progress_reader_leaves_and_logs_a_line_per_epoch_to_a_file(tmp_path):
+    """stdout is Keras's progress: ``| tee`` dying stopped the training at its next step, exit
+    0, nothing written (s49b 1); to a file, the default bar wrote its redraws and colours, some
+    240 bytes a step (s49b 4). A file gets a line per epoch, and a reader gone, nothing more."""
+    data = _random_data(tmp_path)
+    train = [sys.executable, "-m", "fer_pipe.cli", "train", "--data", str(data), "--width", "8", "--epochs", "2"]
+    with open(tmp_path / "log.txt", "w") as log:
+        logged = subprocess.run([*train, "--out", str(tmp_path / "logged")], stdout=log, stderr=subprocess.PIPE,
+                                text=True, timeout=900)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    text = (tmp_path / "log.txt").read_text()
+    assert "\r" not in text and "\x1b" not in text and "\b" not in text
+    assert re.findall(r"^Epoch \d/2$", text, re.MULTILINE) == ["Epoch 1/2", "Epoch 2/2"]
+    gone = subprocess.run(["bash", "-c", f"{shlex.join([*train, '--out', str(tmp_path / 'gone')])} | head -c 1 "
+                           "> /dev/null; exit ${PIPESTATUS[0]}"], capture_output=True, text=True, timeout=900)
+    assert gone.returncode == 0, gone.stderr[-2000:]
+    assert json.loads((tmp_path / "gone" / "train_state.json").read_text())["epochs_done"] == 2
+    assert (tmp_path / "gone" / "model.tflite").stat().st_size > 0

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import hangup
 from ..arguments import home, number, whole
 from ..errors import InputError
 from ..machine import cpu_model
@@ -88,7 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --resume: train EPOCHS more as a new cosine cycle (a warm restart)")
     parser.add_argument("--extend-lr", type=number(0), default=0.02,
                         help="peak learning rate of the --extend cycle")
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras progress")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                        help="Keras progress: 0 none, 1 a bar per step, 2 a line per epoch (default: 1 on a "
+                             "terminal, else 2, as a log to a file takes it)")
 
 
 def _steps_per_epoch(args: argparse.Namespace) -> int:
@@ -275,6 +278,12 @@ def run(args: argparse.Namespace) -> int:
     """Train; a stop signal ends it as a Ctrl-C does (the same line, the files whole), with exit
     code 128 + its number. One the caller ignores (``nohup``'s SIGHUP) stays ignored."""
     came: list[int] = []
+    # stdout is Keras's progress, a log: a reader gone (a tee that died, a terminal closed with no
+    # SIGHUP) stopped the training, exit 0 or "Input/output error" (s49b 1); a file took a bar's
+    # redraws and colours, 240 bytes a step (s49b 4)
+    hangup.guard_standard_streams(hangup.terminal_fds(), stdout_is_a_log=True)
+    if args.verbose is None:
+        args.verbose = 1 if sys.stdout.isatty() else 2
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         came.append(signum)
