@@ -217,7 +217,9 @@ class _ShowDefaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.required or action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+        # by identity: 0 == False, and every default of 0 (train --limit, batch --chunk-frames) went unshown (s49b 6)
+        if (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or action.default == [] or "default" in text):
             return text
         return f"{text} (default: %(default)s)".lstrip()
 

@@ -1341,6 +1341,9 @@ def test_help_shows_the_defaults_of_options():
     assert "(default: tcp://127.0.0.1:5560)" in " ".join(done.stdout.split()), done.stdout
     done = fer_pipe("train", "--help")
     assert "(default: 40)" in done.stdout and "(default: vgg)" in done.stdout
+    flat = " ".join(done.stdout.split())  # a default of 0 was never shown: 0 == False (s49b 6)
+    assert "train EPOCHS more as a new cosine cycle (a warm restart) (default: 0)" in flat
+    assert "(default: False)" not in flat and "(default: None)" not in flat  # flags and unset options say none
 
 
 def test_version_prints_the_installed_release():

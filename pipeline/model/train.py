@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--erase", type=number(0, 1), default=0.5, help="random-erasing probability")
     parser.add_argument("--seed", type=whole(0), default=1, help="random seed (weights, shuffling, augmentation)")
     parser.add_argument("--limit", type=whole(0), default=0,
-                        help="use only N training and N//4 test rows, a sample drawn with --seed (smoke runs)")
+                        help="use only N training and N//4 test rows, a sample drawn with --seed (smoke runs; 0: all)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
     parser.add_argument("--session-epochs", type=whole(1), default=None,
                         help="stop after this many epochs in this invocation; --resume goes on later "
