@@ -54,6 +54,10 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     result = json.loads(done.stdout)
     assert result["rows"] == 21 and sum(map(sum, result["confusion"])) == 21
     assert result["accuracy"] == round(np.trace(result["confusion"]) / 21, 4)  # rows on the diagonal
+    shown = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest").stdout.splitlines()
+    assert shown[-8].split() == [e[:3] for e in EMOTIONS]
+    assert [line.split() for line in shown[-7:]] == [  # each row named, as a screen reader needs (s49b 8)
+        [name, *map(str, row)] for name, row in zip(EMOTIONS, result["confusion"])]
     missing = fer_pipe("evaluate", "--data", str(data), "--usage", "PublicTest")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest' (its rows are PrivateTest)"
