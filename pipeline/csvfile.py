@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, printable
 from .output_files import cannot_write, check_folder_of, open_claimed
 
 
@@ -162,6 +162,7 @@ class CsvOutput:
         self._writer = csv.writer(self._text)
         self._header = header
         self._pipe_started = False
+        self._terminal = os.isatty(fd)
         try:
             self.write([])
         except BrokenPipeError:  # its reader left already (| head -n 0): the first frame's write stops the run,
@@ -202,6 +203,8 @@ class CsvOutput:
         headed = not (self._pipe_started if status is None else status.st_size)
         if headed:
             self._writer.writerow(self._header)
+        if self._terminal:  # a network peer's source id, a file's name: their escape codes acted on the
+            rows = [[printable(v) if isinstance(v, str) else v for v in row] for row in rows]  # terminal (s49b 3)
         self._writer.writerows(rows)
         data = self._text.getvalue().encode("utf-8")
         self._put(data)

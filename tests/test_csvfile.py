@@ -370,3 +370,33 @@ def test_a_file_refused_for_appending_is_let_go_for_the_next_try(tmp_path):
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(3, 4)])
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
+
+
+def test_rows_to_a_terminal_show_escape_codes_as_text_and_to_a_file_as_they_are(tmp_path):
+    """``collect --csv /dev/stdout`` on a terminal wrote a network peer's source id raw, and its
+    escape codes acted on the operator's terminal, where ``subscribe`` shows them (s49b 3)."""
+    import pty
+
+    row = [["cam\x1b[31mRED\x1b[0m", 0, None, 0.5]]
+    leader, follower = pty.openpty()
+    shown = b""
+    try:
+        with CsvOutput(os.ttyname(follower), "csv", HEADER) as out:
+            out.write(row)
+        os.close(follower)
+        while chunk := _read_or_hung_up(leader):
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert shown.replace(b"\r\r\n", b"\r\n") == b"frame,face,label\r\ncam\\x1b[31mRED\\x1b[0m,0,,0.5\r\n"
+    with CsvOutput(tmp_path / "out.csv", "csv", HEADER) as out:
+        out.write(row)
+    assert (tmp_path / "out.csv").read_bytes() == b"frame,face,label\r\ncam\x1b[31mRED\x1b[0m,0,,0.5\r\n"
+
+
+def _read_or_hung_up(fd: int) -> bytes:
+    """What a pseudo-terminal's leader reads, or nothing once no follower is left (EIO)."""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
