@@ -80,6 +80,8 @@ class InputReport:
     means a retry."""
     skipped: int = 0
     """Packets that stages with ``on_error: skip`` dropped, in the chunks this run ran."""
+    warnings: list[str] = field(default_factory=list)
+    """The warning lines of its tasks, each once (every chunk of a raw stream says its own)."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
     """For an input that turned out bad part-way, the CSV of the rows made before its damage
@@ -650,6 +652,7 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                 done = ray.get(ref)
                 report.seconds += done.seconds
                 report.skipped += done.skipped
+                report.warnings += [said for said in map(redact_urls, done.warnings) if said not in report.warnings]
                 if done.stopped:
                     _stop_mark(work, job).touch()
             except Exception as exc:  # a task's failure, after Ray's own retries
@@ -694,7 +697,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: redact_urls(_shown(v) if k == "input" else v) if k in ("input", "error") and v else v
                     for k, v in asdict(r).items()
-                    if k not in ("bad_input", "failed_at") and (k != "partial" or v)}  # the folder travels: no password
+                    if k not in ("bad_input", "failed_at") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
@@ -703,6 +706,8 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
+        for line in report.warnings:
+            _say(line)
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)")

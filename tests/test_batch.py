@@ -1639,3 +1639,21 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
     report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=25)
     assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == []
     assert report.status == "failed"
+
+
+def test_a_tasks_warnings_are_said_once_per_input_and_kept_in_the_manifest(cluster, clips, tmp_path):
+    """A raw stream is dated at FFmpeg's guess of 25 fps, and ``fer-pipe run`` says so; a batch
+    task's line went to Ray's worker logs alone, and the batch ended 0 without a word, its CSV's
+    times 2.5 times too short for a 10 fps camera (s49b 2). Each chunk says it: once is enough."""
+    raw = tmp_path / "camera.h264"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "40", "-an", "-c:v", "libx264", "-f", "h264", str(raw))
+    out = tmp_path / "out"
+    proc = batch(str(raw), "--out", str(out), "--address", cluster.address, "--chunk-frames", "20", "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    said = [line for line in stderr.splitlines() if "WARNING" in line]
+    assert said == [f"fer-pipe: WARNING: video {raw}: the file carries no timestamps (a raw stream?); its frames are "
+                    "dated by their number at 25 fps, the rate OpenCV reports (25 is FFmpeg's guess): give the "
+                    "camera's with source.fps"]
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert entry["warnings"] == said
