@@ -43,6 +43,7 @@ implement ``consume`` instead of ``process``.
 from __future__ import annotations
 
 import math
+import select
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
 from types import UnionType
@@ -291,6 +292,8 @@ class Sink(Stage):
         try:
             self.consume(packet)
         except BrokenPipeError:
+            if not reader_gone(self):
+                raise
             raise StopRun from None
         return ()
 
@@ -392,9 +395,22 @@ def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | N
     try:
         return packets_of(method(stage, packet), name)
     except BrokenPipeError:
-        if not isinstance(stage, Sink):
+        if not reader_gone(stage):
             raise
         raise StopRun from None
+
+
+def reader_gone(stage: Stage) -> bool:
+    """Whether a broken pipe in ``stage`` is the reader of the run's output leaving (``| head``
+    has what it wanted), which ends a run cleanly: a sink, with the process's standard output
+    or error a pipe that nobody reads now. A sink's own child or network peer gone is a failure:
+    it ended a run exit 0, its rows lost without a word (s49f 1)."""
+    if not isinstance(stage, Sink):
+        return False
+    poller = select.poll()
+    for fd in (1, 2):
+        poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def close_stage(stage: Stage) -> None:
@@ -404,7 +420,7 @@ def close_stage(stage: Stage) -> None:
     try:
         stage.close()
     except BrokenPipeError:
-        if not isinstance(stage, Sink):
+        if not reader_gone(stage):
             raise
 
 

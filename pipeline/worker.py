@@ -30,8 +30,8 @@ from .errors import UserError
 from .graph import StageSpec
 from .messages import EndOfStream, Packet, Sequenced, read_only, stream_ended
 from .ordering import Reorder
-from .stage import (Sink, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, idle_of, length_of, named,
-                    packets_of, said, say_skipped)
+from .stage import (Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, idle_of, length_of, named,
+                    packets_of, reader_gone, said, say_skipped)
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -169,7 +169,7 @@ def stage_main(w: Wiring) -> None:
             emitter.emit([*held, *kept_ends])
             w.dropped.value = stats.dropped + stage.dropped  # what the held packets' emit dropped, for the last line
         except BrokenPipeError:
-            if not isinstance(stage, Sink):
+            if not reader_gone(stage):
                 raise  # a sink's reader left (see StopRun): what is held has nowhere to go
         emitter.end()
         w.control.put(Done(name, summary()))

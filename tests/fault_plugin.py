@@ -311,6 +311,22 @@ class Lines(Sink):
 
     def close(self):
         self._file.close()
+
+
+class DeadChild(Sink):
+    """A line per frame into a pipe whose reader (an encoder child, a network peer) has died."""
+    Params = StageParams
+    reads = EXPRESSIONS
+
+    def open(self):
+        reader, self._writer = os.pipe()
+        os.close(reader)
+
+    def consume(self, packet):
+        os.write(self._writer, b"frame\\n")
+
+    def close(self):
+        os.close(self._writer)
 '''
 
 
@@ -334,7 +350,7 @@ def install_plugin(root: Path) -> dict[str, str]:
     return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
                                 "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n"
                                 "brokenframes = fer_faults_plugin:BrokenFrames\nslowsink = fer_faults_plugin:SlowSink\n"
-                                "lines = fer_faults_plugin:Lines\n")
+                                "lines = fer_faults_plugin:Lines\ndeadchild = fer_faults_plugin:DeadChild\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,

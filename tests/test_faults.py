@@ -551,6 +551,21 @@ def test_a_sink_whose_buffered_file_a_reader_left_ends_the_run_cleanly_in_its_cl
         assert (done.returncode, done.stderr) == (0, ""), engine
 
 
+def test_a_sink_whose_own_pipe_breaks_fails_the_run_where_the_runs_output_is_read(plugin_env, short_clip, tmp_path):
+    """Any broken pipe in a sink was taken for the run's reader leaving: a sink whose encoder
+    child or network peer had died ended the run exit 0, its rows lost without a word (s49f 1)."""
+    config = tmp_path / "dead.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      "  dead: {type: deadchild, inputs: [faulty]}\n")
+    line = "stage 'dead' (deadchild) failed: on source frame 0: BrokenPipeError: [Errno 32] Broken pipe"
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {line}\n")
+    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **plugin_env})
+    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
+
+
 IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
                   "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
 """What a batch task runs: the graph in its own process, stage after stage."""
