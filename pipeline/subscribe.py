@@ -6,21 +6,17 @@ sink's columns) until Ctrl-C, which ends it with exit code 0.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
 import signal
-import stat
 import sys
-from typing import IO
 
 import zmq
 
 from .arguments import endpoint, home, whole
+from .csvfile import CsvOutput
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
-from .errors import InputError, printable
+from .errors import InputError
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
 
 
@@ -60,20 +56,13 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     return sock
 
 
-def _holds_rows(stream: IO[str]) -> bool:
-    """Whether ``stream`` is a file that holds something already (``>> all.csv``): the header
-    goes only into an empty one, as the csv sink's does; a header among the rows of a file
-    appended to across restarts was read as data by R and sqlite (s48k 1)."""
-    try:
-        status = os.fstat(stream.fileno())
-    except (OSError, ValueError, io.UnsupportedOperation):  # no file behind it (a test's StringIO)
-        return False
-    return stat.S_ISREG(status.st_mode) and status.st_size > 0
-
-
 def run(args: argparse.Namespace) -> int:
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # the csv sink's own writer: its header only into an empty file (>> all.csv across restarts) and
+    # again after a copytruncate (s49f 2), UTF-8 whatever the locale, CRLF, a publisher's escape
+    # codes shown as text on a terminal (s44a)
+    writer = CsvOutput("/dev/stdout", "subscribe", FRAME_COLUMNS) if args.format == "csv" else None
     ctx = zmq.Context()
     prefixes = dict.fromkeys(TOPIC_PREFIX.values())
     topics = args.topic or [f"{prefix}.{source}" for source in args.source for prefix in prefixes]
@@ -82,12 +71,6 @@ def run(args: argparse.Namespace) -> int:
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)
-    on_terminal = sys.stdout.isatty()
-    if not on_terminal and isinstance(sys.stdout, io.TextIOWrapper):  # data, as the csv sink writes it: UTF-8
-        sys.stdout.reconfigure(encoding="utf-8", errors="strict")  # whatever the locale; escaped, ids changed (s46f)
-    writer = csv.writer(sys.stdout)  # its lines end in CRLF, as the csv sink's and the collector's do
-    if args.format == "csv" and not _holds_rows(sys.stdout):
-        writer.writerow(FRAME_COLUMNS)
     received = 0
     skipped: set[str] = set()
     try:
@@ -105,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
-            elif kind == "frame":  # a publisher's escape codes acted on the terminal reading it (s44a)
-                writer.writerows([list(map(printable, row)) for row in rows] if on_terminal else rows)
+            elif kind == "frame":
+                writer.write(rows)
             elif str(kind) not in skipped:  # said once per type, not once per event
                 skipped.add(str(kind))
                 print(f"fer-pipe subscribe: --format csv writes frame events only; skipping "
@@ -118,4 +101,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sock.close(linger=0)
         ctx.term()
+        if writer is not None:
+            writer.close()
     return 0

@@ -640,6 +640,34 @@ def test_subscribe_csv_appended_to_a_file_writes_its_header_once(tmp_path):
     assert [line.split(",")[:2] for line in lines] == [["source", "frame"], ["cam", "7"], ["cam", "7"]]
 
 
+def test_subscribe_csv_starts_a_file_emptied_under_it_with_the_header(tmp_path):
+    """Its header went out once, at its start: after logrotate's copytruncate of ``>> all.csv``
+    the rows went on with none, and every restart kept the file so (s49f 2). It writes through
+    the csv sink's writer now, which starts an emptied file with the header."""
+    out = tmp_path / "all.csv"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind(endpoint)
+    with open(out, "a") as appended:
+        cli = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--format", "csv",
+                                "--count", "2"], stdout=appended, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.recv()
+        pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
+        wait_for(lambda: out.read_text().count("\n") == 2, 60, "the first row")
+        out.write_bytes(b"")  # what copytruncate does after copying
+        pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 8}).encode()])
+        _, err = cli.communicate(timeout=60)
+    finally:
+        stop(cli)
+        pub.close(0)
+        ctx.term()
+    assert cli.returncode == 0, err
+    assert [line.split(",")[:2] for line in out.read_text().splitlines()] == [["source", "frame"], ["cam", "8"]]
+
+
 def test_subscribe_csv_says_once_which_event_types_it_skips():
     """Before, episode and face events were dropped from --format csv without a word: against an
     episodes publisher the user saw a header and nothing else."""
