@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 import datetime
 import importlib
-import importlib.util
 import json
 import os
+import pkgutil
 import re
 import reprlib
 import sys
@@ -501,24 +501,31 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
 
 def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
     """The words for a stage type ``name`` that is not one of ``types``."""
-    return (f"unknown stage type {_show(name)}{_type_hint(name, types) or _undeclared(name)} "
+    return (f"unknown stage type {_show(name)}{_type_hint(name, types) or _undeclared(types)} "
             f"(known: {', '.join(sorted(types))})")
 
 
-def _undeclared(name: str) -> str:
-    """Where fer-pipe's own stages hold a module of that name: a maintainer's new built-in, which
-    the installed entry points lack until setup.cfg declares it and ``pip install -e .`` runs
-    again; "unknown stage type" alone sent them looking for a typo (s49c 4)."""
-    module = f"fer_pipe.stages.{name}"
-    if not name.isidentifier() or importlib.util.find_spec(module) is None:
+def _undeclared(types: Mapping[str, type[Stage]]) -> str:
+    """The modules of fer-pipe's own stages holding a stage the install does not declare: a
+    maintainer's new built-in, which the installed entry points lack until setup.cfg declares it
+    and ``pip install -e .`` runs again; "unknown stage type" alone sent them looking for a
+    typo (s49c 4), whatever the type is named (``track`` is in tracker.py; s49f 4)."""
+    import fer_pipe.stages
+
+    declared = set(types.values())
+    modules = []
+    for info in pkgutil.iter_modules(fer_pipe.stages.__path__):
+        module = f"fer_pipe.stages.{info.name}"
+        try:
+            held = vars(importlib.import_module(module)).values()
+        except Exception:  # a stage being written: its own errors come once it is declared
+            continue
+        if any(isinstance(v, type) and issubclass(v, Stage) and v.__module__ == module and v not in declared
+               for v in held):
+            modules.append(f"fer_pipe/stages/{info.name}.py")
+    if not modules:
         return ""
-    try:
-        held = vars(importlib.import_module(module)).values()
-    except Exception:  # a stage being written: its own errors come once it is declared
-        return ""
-    if not any(isinstance(v, type) and issubclass(v, Stage) and v.__module__ == module for v in held):
-        return ""  # a helper module (overlay)
-    return (f" (fer_pipe/stages/{name}.py is there, but this install does not declare it: add it to setup.cfg's "
+    return (f" ({', '.join(modules)} holds a stage this install does not declare: add it to setup.cfg's "
             "fer_pipe.stages entry points and run pip install -e . again)")
 
 
