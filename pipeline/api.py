@@ -316,6 +316,8 @@ def _unguarded_line() -> int | None:
     name = getattr(getattr(main, "__spec__", None), "name", None)
     if name is not None and (name == "__main__" or name.endswith(".__main__")):
         return None  # multiprocessing's own rule: a package's __main__ (python -m pkg, python dir/) is not imported
+    if name is None and getattr(main, "__file__", None) is None:
+        return None  # nor is a __main__ of no file: a notebook, whose debugger's copy of a cell was read (s49g 1)
     top = None
     frame = sys._getframe(1)
     while frame is not None:

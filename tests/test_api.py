@@ -332,6 +332,23 @@ def test_a_script_without_the_main_guard_is_one_error_naming_the_line(short_clip
     assert not (tmp_path / "rows.csv").exists()
 
 
+def test_code_of_a_main_that_has_no_file_is_not_refused_without_the_guard(short_clip, tmp_path):
+    """A notebook's __main__ has no file, so the stage processes import nothing of it; but once
+    JupyterLab's debugger had written a cell to a file, the check read that file, and refused the
+    cell "from line 4 of None", also after the debugger was off (s49g 1). Code compiled from a
+    file and run in ``__main__``'s namespace, the outermost such frame of its thread, as a
+    kernel runs a cell, is the same case."""
+    cell = tmp_path / "cell.py"
+    cell.write_text("from fer_pipe.api import results\n\n\n"
+                    f"rows = list(results('video_to_csv', ['source.path={short_clip}', "
+                    f"'csv.path={tmp_path / 'rows.csv'}']))\n")
+    run = (f"import __main__, threading\ncode = compile(open({str(cell)!r}).read(), {str(cell)!r}, 'exec')\n"
+           "cell = threading.Thread(target=exec, args=(code, __main__.__dict__))\ncell.start()\ncell.join()\n")
+    done = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "rows.csv").exists()
+
+
 def test_a_packages_main_without_the_guard_is_not_refused(short_clip, tmp_path):
     """multiprocessing never imports a package's __main__ in its processes (python -m pkg), so
     such a script works without the guard, and the check refused it (s43d)."""
