@@ -15,6 +15,7 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -24,7 +25,7 @@ import numpy as np
 
 from .errors import ConfigError, UserError
 from .graph import Graph
-from .messages import Packet, read_only, stream_ended
+from .messages import FRAME, Packet, read_only, stream_ended
 from .preflight import check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, instantiate, named,
                     not_a_frame, packets_of, said, say_skipped)
@@ -124,13 +125,32 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
     else:
         if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
             raise TypeError("run_stage: packets is a Packet, not an iterable of packets (pass [packet])")
+        frames = unseen = 0
         for number, packet in enumerate(packets):
             if not isinstance(packet, Packet):  # own_copy's AttributeError named neither
                 raise TypeError(f"run_stage: packets[{number}] is a {type(packet).__name__}, not a Packet")
             shown = not_a_frame(packet.image)
             if shown:  # a source's frames are checked as they come; these are the caller's own
                 raise TypeError(f"run_stage: packets[{number}] has {shown} for its image; {A_FRAME}")
+            if not packet.outage:
+                frames += 1
+                unseen += packet.faces is None
             out.extend(handle(stage, own_copy(packet), kept_ends))
+        _say_if_unseen(stage, frames, unseen)
+
+
+def _say_if_unseen(stage: Stage, frames: int, unseen: int) -> None:
+    """Warn where every frame given to a stage that reads faces had none (``faces`` None: no
+    detector had seen it). A run's graph check refuses such wiring; here the classifier gave a
+    notebook's face crops back unclassified without a word (s49g 2). One such frame is a
+    detection skipped, which a stage takes as such (the tracker carries its tracks on)."""
+    reads = type(stage).reads
+    if frames and unseen == frames and reads is not None and FRAME not in (
+            (reads,) if isinstance(reads, str) else reads):
+        warnings.warn(f"run_stage: stage {stage.name!r} reads {reads}, and none of the {frames} packet(s) had faces "
+                      "(None: no detector had seen them), so it had none to work on: run a detector on them first "
+                      "(run_stage('haar', ...)), or give each its faces (faces=[Face(box=(x, y, w, h))])",
+                      RuntimeWarning, stacklevel=4)
 
 
 class GraphRun(NamedTuple):

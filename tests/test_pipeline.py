@@ -604,3 +604,24 @@ def test_the_demo_writes_its_csv_and_video_and_says_what_it_saw(clips, tmp_path)
                                             f"frames: 472, with a face: {with_face}"]
     assert done.stdout.splitlines()[-1] == f"outputs: {out / 'emotions.csv'}, {out / 'annotated.mp4'}"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_run_stage_warns_where_no_packet_given_to_a_stage_that_reads_faces_had_any():
+    """A notebook's face crops given to the classifier as plain packets came back unclassified,
+    faces None, without a word, where a run refuses that wiring (s49g 2). One frame without is a
+    detection skipped, as the tracker takes it: no warning then."""
+    import warnings
+
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet
+
+    crops = [Packet("crops", i, float(i), np.full((64, 64, 3), 120, np.uint8)) for i in range(3)]
+    with pytest.warns(RuntimeWarning, match=r"^run_stage: stage 'classifier' reads faces, and none of the 3 "
+                                            r"packet\(s\) had faces \(None: no detector had seen them\)") as said:
+        out = run_stage("classifier", crops)
+    assert said[0].filename == __file__  # said where the caller called it
+    assert [p.faces for p in out] == [None, None, None]
+    crops[1].faces = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_stage("classifier", crops)
