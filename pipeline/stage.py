@@ -54,6 +54,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo,
 
 from .frames import FrameRef
 from .messages import EMOTIONS, Face, Packet
+from .output_files import descriptor_of
 
 
 class StageFailure(Exception):
@@ -402,15 +403,19 @@ def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | N
 
 def reader_gone(stage: Stage) -> bool:
     """Whether a broken pipe in ``stage`` is the reader of the run's output leaving (``| head``
-    has what it wanted), which ends a run cleanly: a sink, with the process's standard output
-    or error a pipe that nobody reads now. A sink's own child or network peer gone is a failure:
-    it ended a run exit 0, its rows lost without a word (s49f 1)."""
+    has what it wanted), which ends a run cleanly: a sink whose ``output_paths`` name the
+    process's stdout or stderr, a pipe or socket nobody reads now (POLLERR; POLLHUP for a
+    socket: Node's child_process pipes, journald's). A broken pipe of the sink's own (an encoder
+    child, a network peer, a named pipe) is a failure: it ended a run exit 0, its rows lost
+    without a word (s49f 1), also where another standard stream's reader had gone (s49h 3)."""
     if not isinstance(stage, Sink):
         return False
+    kind = type(stage)
+    streams = {descriptor_of(path) for _, path in named_files(kind, stage.params, kind.output_paths)} & {1, 2}
     poller = select.poll()
-    for fd in (1, 2):
+    for fd in streams:
         poller.register(fd, select.POLLOUT)
-    return any(events & select.POLLERR for _, events in poller.poll(0))
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)) if streams else False
 
 
 def close_stage(stage: Stage) -> None:

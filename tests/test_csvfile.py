@@ -96,6 +96,24 @@ def test_a_reader_that_leaves_the_pipe_ends_the_run_cleanly(clips, tmp_path):
     assert rows and int(rows[-1]["end_frame"]) < 471  # closed where the run stopped, not at the end
 
 
+def test_a_reader_of_a_socket_for_stdout_that_leaves_ends_the_run_cleanly_too(short_clip, tmp_path):
+    """Node's child_process, socat and journald give a program a socket for its stdout, whose
+    reader gone reads as a hangup, not an error: only an error was taken for it, and such a
+    reader leaving failed the run, exit 1 (s49h 1)."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        run = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "run", "video_to_csv", "--quiet",
+                                "--set", f"source.path={short_clip}", "--set", "csv.path=/dev/stdout"],
+                               stdout=theirs, stderr=subprocess.PIPE, cwd=tmp_path)
+        theirs.close()
+        header = ours.recv(6)
+        ours.shutdown(socket.SHUT_RDWR)
+        stderr = run.communicate(timeout=120)[1].decode()
+    assert (header, run.returncode, stderr) == (b"source", 0, "")
+
+
 def shell(script: str, cwd, clip) -> subprocess.CompletedProcess:
     """``script`` in bash, with ``$RUN`` a quiet fer-pipe run of ``clip`` whose csv sink is given
     by ``--set csv.path=...`` after it."""
