@@ -31,7 +31,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +81,10 @@ class InputReport:
     skipped: int = 0
     """Packets that stages with ``on_error: skip`` dropped, in the chunks this run ran."""
     warnings: list[str] = field(default_factory=list)
-    """The warning lines of its tasks, each once (every chunk of a raw stream says its own)."""
+    """The warning lines of its tasks, each once (every chunk of a raw stream says its own), this
+    run's and those an earlier run's manifest listed."""
+    warned: list[str] = field(default_factory=list, repr=False)
+    """Those of this run's tasks, said at its end."""
     error: str = ""
     partial: list[str] = field(default_factory=list)
     """For an input that turned out bad part-way, the CSV of the rows made before its damage
@@ -332,8 +335,9 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         raise InputError(f"--out {out_dir}: the CSVs or finished tasks in it were made with other settings: "
                          f"{why}; give another --out, or the config, --set and environment variables that "
                          f"made them ({SETTINGS} in it holds the values)")
-    earlier = _partials_listed(out_dir)  # before this run's manifest replaces the last one's
-    reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv")) for i in inputs}
+    earlier = _listed_before(out_dir)  # before this run's manifest replaces the last one's
+    reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv"), warnings=_strings(earlier.get(i, {}), "warnings"))
+               for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
     sources = dict(recorded)
@@ -395,7 +399,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         except OSError as exc:
             _not_placed(report, exc, work)
             continue
-        _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *earlier.get(item, []))
+        _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *(Path(p).name for p in _strings(earlier.get(item, {}), "partial")))
                                    if Path(name).stem not in sources])  # not another input's CSV
     return _finish(out_dir, work, reports, origin, sets, address, time.monotonic() - started, quiet)
 
@@ -568,13 +572,17 @@ def _manifest_inputs(out_dir: Path) -> list[dict[str, Any]]:
     return [entry for entry in inputs if isinstance(entry, dict)] if isinstance(inputs, list) else []
 
 
-def _partials_listed(out_dir: Path) -> dict[str, list[str]]:
-    """The partial files the last run's manifest lists, by input: the rows it kept of inputs it
-    failed, whose names depend on that run's chunks."""
-    try:
-        return {entry["input"]: [Path(p).name for p in entry.get("partial", [])] for entry in _manifest_inputs(out_dir)}
-    except (KeyError, TypeError):  # not one of ours
-        return {}
+def _listed_before(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last run's manifest entries, by input: the partial files it kept of inputs it failed,
+    whose names depend on that run's chunks, and the warnings of its tasks, which a rerun that
+    finds an input done (or its chunks) does not get again (s49h 2)."""
+    return {entry["input"]: entry for entry in _manifest_inputs(out_dir) if isinstance(entry.get("input"), str)}
+
+
+def _strings(entry: dict[str, Any], key: str) -> list[str]:
+    """A list of strings of a manifest entry, or none where it holds another thing (not ours)."""
+    value = entry.get(key, [])
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _remove_partials(out_dir: Path, names: list[str]) -> None:
@@ -652,10 +660,11 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                 done = ray.get(ref)
                 report.seconds += done.seconds
                 report.skipped += done.skipped
-                report.warnings += [said for said in map(redact_urls, done.warnings) if said not in report.warnings]
+                _warned(report, done.warnings)
                 if done.stopped:
                     _stop_mark(work, job).touch()
             except Exception as exc:  # a task's failure, after Ray's own retries
+                _warned(report, getattr(getattr(exc, "cause", None) or exc, "warnings", ()))
                 message, bad_input = _failure(exc)
                 if report.failed_at is None or job.start < report.failed_at:
                     report.status, report.error = "failed", message
@@ -667,6 +676,15 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                 progress.job_done(job, _part_path(work, job), not left[job.input] and report.status != "failed")
         if progress is not None:
             progress.update()
+
+
+def _warned(report: InputReport, lines: Iterable[str]) -> None:
+    """A task's warning lines into its input's report, each once."""
+    for line in map(redact_urls, lines):
+        if line not in report.warned:
+            report.warned.append(line)
+        if line not in report.warnings:
+            report.warnings.append(line)
 
 
 def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,
@@ -697,7 +715,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: redact_urls(_shown(v) if k == "input" else v) if k in ("input", "error") and v else v
                     for k, v in asdict(r).items()
-                    if k not in ("bad_input", "failed_at") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
+                    if k not in ("bad_input", "failed_at", "warned") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
@@ -706,7 +724,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
-        for line in report.warnings:
+        for line in report.warned:
             _say(line)
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "

@@ -215,8 +215,10 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         with contextlib.redirect_stderr(kept):
             ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
-    except UserError:
-        if temp.exists() and count_rows(temp):
+    except Exception as exc:
+        with contextlib.suppress(AttributeError):  # the lines that may say why its rows are wrong (s49h 2)
+            exc.warnings = tuple(kept.warnings)
+        if isinstance(exc, UserError) and temp.exists() and count_rows(temp):
             os.replace(temp, partial_path(target))
         raise
     finally:

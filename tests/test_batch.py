@@ -1595,15 +1595,15 @@ def test_a_rerun_that_reuses_the_chunk_a_stage_ended_the_run_in_ends_the_csv_the
 def test_a_rerun_removes_its_inputs_partial_rows_and_no_other_inputs(six_clips, tmp_path):
     """Only names known to be the input's: door@2024-05.partial.csv could be a chunk of door's,
     or the input door@2024-05's own rows, and a rerun of door alone took it."""
-    from fer_pipe.batch import MANIFEST, _partials_listed, _remove_partials
+    from fer_pipe.batch import MANIFEST, _listed_before, _remove_partials, _strings
 
     for name in ("door.partial.csv", "door@24-35.partial.csv", "door@2024-05.partial.csv"):
         (tmp_path / name).write_text("x\n")
     (tmp_path / MANIFEST).write_text(json.dumps({"inputs": [
         {"input": "v/door.mp4", "partial": [str(tmp_path / "door@24-35.partial.csv")]},
         {"input": "v/door@2024-05.mp4", "partial": [str(tmp_path / "door@2024-05.partial.csv")]}]}))
-    earlier = _partials_listed(tmp_path)
-    _remove_partials(tmp_path, ["door.partial.csv", *earlier["v/door.mp4"]])
+    earlier = _listed_before(tmp_path)
+    _remove_partials(tmp_path, ["door.partial.csv", *(Path(p).name for p in _strings(earlier["v/door.mp4"], "partial"))])
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "door@2024-05.partial.csv"]
 
 
@@ -1657,3 +1657,10 @@ def test_a_tasks_warnings_are_said_once_per_input_and_kept_in_the_manifest(clust
                     "camera's with source.fps"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert entry["warnings"] == said
+    other = tmp_path / "other.mp4"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "5", "-an", str(other))
+    again = batch(str(raw), str(other), "--out", str(out), "--address", cluster.address, "--quiet")
+    _, stderr = again.communicate(timeout=300)  # the raw stream found done: its warning is not said again,
+    assert again.returncode == 0 and "WARNING" not in stderr, stderr  # and the manifest keeps it (s49h 2)
+    entry, added = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert (entry["status"], entry["warnings"], "warnings" in added) == ("skipped", said, False)
