@@ -558,17 +558,23 @@ def test_a_sink_whose_own_pipe_breaks_fails_the_run_where_the_runs_output_is_rea
     config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
                       "  faulty: {type: faulty, inputs: [source]}\n"
                       "  dead: {type: deadchild, inputs: [faulty]}\n")
-    line = "stage 'dead' (deadchild) failed: on source frame 0: BrokenPipeError: [Errno 32] Broken pipe"
-    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
-    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {line}\n")
-    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, **plugin_env})
-    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
+    fails_alike(config, plugin_env,
+                "stage 'dead' (deadchild) failed: on source frame 0: BrokenPipeError: [Errno 32] Broken pipe")
 
 
 IN_ONE_PROCESS = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
                   "run_graph(load_graph(sys.argv[1], sys.argv[2:]))")
 """What a batch task runs: the graph in its own process, stage after stage."""
+
+
+def fails_alike(config: Path, env: dict[str, str], line: str) -> None:
+    """``fer-pipe run`` of ``config`` fails with ``line`` alone, exit 1, and the graph in one
+    process, as a batch task runs it, fails with it too."""
+    done = fer_pipe("run", str(config), "--quiet", env=env, timeout=120)
+    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {line}\n")
+    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, **env})
+    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
 
 
 def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_in_one_process(plugin_env, tmp_path):
@@ -578,12 +584,8 @@ def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_
     config = tmp_path / "hook.yaml"
     broken_source_config(config, tmp_path / "out.csv", "mode: outage, at: 3",
                          "on_error: skip, params: {mode: outage_raise}")
-    line = "on source's outage after frame 2: ValueError: injected fault on an outage"
-    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
-    assert (done.returncode, done.stderr) == (1, f"fer-pipe: stage 'faulty' (faulty) failed: {line}\n")
-    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, **plugin_env})
-    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
+    fails_alike(config, plugin_env, "stage 'faulty' (faulty) failed: on source's outage after frame 2: ValueError: "
+                                    "injected fault on an outage")
 
 
 @pytest.mark.parametrize("mode, error", [("scribble", "ValueError: assignment destination is read-only"),
@@ -601,12 +603,7 @@ def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_a
                       "  beside: {type: faulty, inputs: [redraw], params: {read_pixels: after}}\n"
                       f"  drawn: {{type: csv, inputs: [draw], params: {{path: '{tmp_path / 'drawn.csv'}'}}}}\n"
                       f"  csv: {{type: csv, inputs: [beside], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
-    line = f"stage 'draw' (faulty) failed: on source frame 2: {error}"
-    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
-    assert (done.returncode, done.stderr) == (1, f"fer-pipe: {line}\n")
-    one = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, **plugin_env})
-    assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
+    fails_alike(config, plugin_env, f"stage 'draw' (faulty) failed: on source frame 2: {error}")
 
 
 def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv(plugin_env, short_clip, tmp_path):
