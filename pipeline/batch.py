@@ -336,8 +336,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
                          f"{why}; give another --out, or the config, --set and environment variables that "
                          f"made them ({SETTINGS} in it holds the values)")
     earlier = _listed_before(out_dir)  # before this run's manifest replaces the last one's
-    reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv"), warnings=_strings(earlier.get(i, {}), "warnings"))
-               for i in inputs}
+    reports = {i: InputReport(i, str(out_dir / f"{Path(i).stem}.csv"),
+                              warnings=_strings(earlier.get(i, {}), "warnings")) for i in inputs}
     for item, reason in bad.items():
         reports[item].status, reports[item].error, reports[item].bad_input = "failed", reason, True
     sources = dict(recorded)
@@ -399,7 +399,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         except OSError as exc:
             _not_placed(report, exc, work)
             continue
-        _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *(Path(p).name for p in _strings(earlier.get(item, {}), "partial")))
+        kept_before = [Path(p).name for p in _strings(earlier.get(item, {}), "partial")]
+        _remove_partials(out_dir, [name for name in (f"{Path(item).stem}.partial.csv", *kept_before)
                                    if Path(name).stem not in sources])  # not another input's CSV
     return _finish(out_dir, work, reports, origin, sets, address, time.monotonic() - started, quiet)
 
