@@ -55,19 +55,19 @@ def _built() -> Registry:
     problems: dict[str, str] = {}
     import_errors: dict[str, BaseException] = {}
     origins: dict[str, str] = {}
+    found = sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value))  # one walk of the installed metadata
     declared: dict[str, list[str]] = {}
-    for ep in entry_points(group=GROUP):
+    for ep in found:
         declared.setdefault(ep.name, []).append(_distribution(ep))
     for name, by in declared.items():
         if len(by) > 1:  # every one named: with three, the third came to light only once one was removed
             by = sorted(by)
             problems[name] = (f"stage type {name!r} is declared {'twice' if len(by) == 2 else f'{len(by)} times'}: "
                               f"by {', '.join(by[:-1])} and {by[-1]}")
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
-        dist = _distribution(ep)
+    for ep in found:
         if ep.name in problems:
             continue
-        origins[ep.name] = dist
+        origins[ep.name] = dist = _distribution(ep)
         try:
             with contextlib.redirect_stdout(sys.stderr):  # an import's banner is no line of a CSV on stdout
                 obj = ep.load()
