@@ -86,12 +86,13 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
         except (ValueError, OverflowError):  # a NaN or infinite box: nowhere to draw it
             continue
-        smoothed = face.smoothed_confidence is not None  # the CSV's rule: a plug-in may set the label alone
+        smoothed_confidence = face.smoothed_confidence  # a lookup each time it is read: once per face
+        smoothed = smoothed_confidence is not None  # the CSV's rule: a plug-in may set the label alone
         label = face.smoothed_label if smoothed else face.label  # an argmax each time it is read
         colour = colour_of(label)
         cv2.rectangle(image, (x, y), (x + w, y + h), colour, thick)
         if label is not None:
-            text = f"{label} {(face.smoothed_confidence if smoothed else face.confidence):.0%}"
+            text = f"{label} {(smoothed_confidence if smoothed else face.confidence):.0%}"
             if face.track_id is not None:
                 text = f"#{face.track_id} {text}"
             (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
