@@ -52,9 +52,11 @@ from typing import Any, ClassVar, Union, get_args, get_origin
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from .errors import printable
 from .frames import FrameRef
 from .messages import EMOTIONS, Face, Packet
 from .output_files import descriptor_of
+from .redaction import redact_urls
 
 
 class StageFailure(Exception):
@@ -538,12 +540,14 @@ def instantiate(cls: type[Stage], name: str, params: StageParams) -> Stage:
 
 
 def said(exc: BaseException) -> str:
-    """``ValueError: bad value``, on one line; an empty message (``raise KeyError()``) is the
+    """``ValueError: bad value``, on one line, with any URL's password masked and anything a
+    terminal would act on escaped: some lines holding it are printed as they are (``on_error:
+    skip``'s), and a camera's error quotes its URL. An empty message (``raise KeyError()``) is the
     type alone. A message that cannot be made (a library's ``__str__`` that fails) is said so:
     unguarded, that failure replaced the line about the stage's, and a stage with ``on_error:
     skip`` failed the run."""
     try:
-        text = one_line(str(exc))
+        text = printable(redact_urls(one_line(str(exc))))
     except Exception as inner:  # its type alone: the inner one's message may fail as well
         return f"{type(exc).__name__} (its message could not be made: {type(inner).__name__})"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -338,6 +338,18 @@ def test_an_outage_packet_that_cannot_be_sent_fails_the_stage_even_with_on_error
     assert capsys.readouterr().err == "fer-pipe: stage 'mine' skipped cam frame 7: ValueError: x\n"
 
 
+def test_a_skipped_packets_line_masks_passwords_and_escapes_terminal_codes(capsys):
+    """The line ``on_error: skip`` prints for a packet is printed as the stage worded its error:
+    a camera's URL with its password, and escape codes, went to the log raw, where the same error
+    failing the run was masked and escaped (s50f 1)."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import say_skipped
+
+    say_skipped("boom", Packet("cam", 3, 1.0), ValueError("\x1b[31mred from rtsp://admin:hunter2@10.0.0.9/live"), 1)
+    assert capsys.readouterr().err == ("fer-pipe: stage 'boom' skipped cam frame 3: ValueError: \\x1b[31mred from "
+                                       "rtsp://admin:***@10.0.0.9/live\n")
+
+
 @pytest.mark.parametrize("at", [20, 59])
 def test_a_packet_that_cannot_be_sent_on_fails_the_run_naming_its_frame(plugin_env, short_clip, tmp_path, at):
     """multiprocessing pickles in a feeder thread: a packet whose extra held a lock was a bare
