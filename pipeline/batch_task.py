@@ -129,8 +129,9 @@ def record_attempt(work: Path, job: Job, node: str) -> None:
 
 
 def count_rows(path: Path) -> int:
-    """Data rows of a CSV the csv sink wrote, counted as lines: it writes no field with a line
-    break in it, and lines need no parsing."""
+    """Data rows of a CSV the csv sink wrote, counted as lines: no field of its own holds a line
+    break (a source id cannot), and lines need no parsing. A plug-in's extra column that held
+    one would be counted as two rows."""
     with open(path, "rb") as fh:
         return max(0, sum(1 for _ in fh) - 1)
 

@@ -247,6 +247,16 @@ class SourceParams(StageParams):
 
     source_id: str = Field("", description="name carried by every result (default: the stage name)")
 
+    @field_validator("source_id")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        """A line break or other control character in an id split the CSV's rows across lines,
+        which batch counts and tails as lines (its manifest said 6 rows for 3), and reached the
+        ZeroMQ topics and every line that names the source (s50f 8)."""
+        if not value.isprintable():
+            raise ValueError(f"{value!r} holds a line break or other control character; give a printable id")
+        return value
+
 
 class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""

@@ -49,6 +49,9 @@ BROKEN = {
     "number_for_text": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: 101"),
                         "{f}:6: stage 'source' (video): params.source_id: Input should be a valid string (YAML "
                         "read the value as a number; put it in quotes to mean text)"),
+    "line_break_in_id": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: \"cam\\nyard\""),
+                         "{f}:6: stage 'source' (video): params.source_id: 'cam\\nyard' holds a line break or other "
+                         "control character; give a printable id"),  # batch counted CSV rows as lines (s50f 8)
     "list_for_text": (GOOD.replace("path: clip.mp4", "path: [clip.mp4]"),  # --set source.path=- clip.mp4 too
                       "{f}:5: stage 'source' (video): params.path: Input should be a valid string (YAML read the "
                       "value as a list; put it in quotes to mean text)"),
