@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ConfigError, UserError
 from .graph import Graph
 from .messages import FRAME, Packet, read_only, stream_ended
-from .preflight import check_stages
+from .preflight import check_outputs, check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, instantiate, named,
                     not_a_frame, packets_of, said, say_skipped)
 
@@ -84,6 +84,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
                         "pass its class or type name to give params here")
     out: list[Packet] = []
     kept_ends: list[Packet] = []  # see stage.keeps_ends
+    check_outputs(type(stage), stage.params, stage.name)
     type(stage).preflight(stage.params)
     stage.open()
     with _carrying(out):
