@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .endpoints import check_form
+from .output_files import odd_character
 
 
 def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -32,6 +33,15 @@ def home(text: str) -> str:
     ``'~/x'`` came as typed, and batch made a folder ``./~/x`` while its CSVs, params made from
     it, went under the home folder and failed (s46a)."""
     return os.path.expanduser(text)
+
+
+def made_path(text: str) -> str:
+    """An argparse type: a file or folder fer-pipe makes, as ``home`` reads it, refused where it
+    holds a control character (``output_files.odd_character``)."""
+    problem = odd_character(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return home(text)
 
 
 def endpoint(text: str) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hangup
-from .arguments import home, whole
+from .arguments import home, made_path, whole
 from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_ray_cannot_take, start_ray, stop_ray,
                             watch_cluster)
 from .batch_parts import merge_parts, misaligned
@@ -755,7 +755,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=home, metavar="INPUT",
                         help="video files, or folders: each gives the videos directly in it")
-    parser.add_argument("--out", required=True, type=home, metavar="FOLDER", help="folder for the CSVs, the manifest and _SUCCESS")
+    parser.add_argument("--out", required=True, type=made_path, metavar="FOLDER", help="folder for the CSVs, the manifest and _SUCCESS")
     parser.add_argument("--config", default=None, type=home,
                         help="graph with one video source and one csv sink (default: video_to_csv.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",

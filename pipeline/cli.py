@@ -23,7 +23,7 @@ from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
-from .arguments import home, number
+from .arguments import home, made_path, number
 from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
 from .redaction import redact_urls
@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     stages.set_defaults(func=_cmd_stages)
 
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
-    demo.add_argument("--out", default="demo-output", type=home, help="folder for the demo's outputs")
+    demo.add_argument("--out", default="demo-output", type=made_path, help="folder for the demo's outputs")
     demo.add_argument("--cache", default=None, type=home, help="folder the sample clips are kept in (default: "
                                                     "$FER_PIPE_CACHE/clips, else $XDG_CACHE_HOME/fer-pipe/clips, "
                                                     "else ~/.cache/fer-pipe/clips)")

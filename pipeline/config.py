@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from .env_values import refuse_unset, substitute_nodes
 from .errors import ConfigError
+from .output_files import odd_character
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
 from .registry import Registry, registry
@@ -569,8 +570,9 @@ def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
     never expands it; the file checks and the stages then see the real path. A path no file
     can have is refused (ValueError of the param and the reason)."""
     named = named_files(cls, params, (*cls.input_paths, *cls.output_paths))
+    made = {name for name, _ in named_files(cls, params, cls.output_paths)}
     for name, path in named:
-        problem = _path_problem(path)
+        problem = _path_problem(path) or (odd_character(path) if name in made else None)
         if problem:
             raise ValueError(name, problem)
     update = {}

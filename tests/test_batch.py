@@ -353,6 +353,14 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
     assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
 
 
+def test_an_out_folder_holding_a_control_character_is_refused_before_anything_is_made(six_clips, tmp_path):
+    """A batch line from a script saved on Windows gave --out "res\\r": the CSVs went into a
+    folder nobody finds, exit 0 (s50c 1)."""
+    done = fer_pipe("batch", str(six_clips[0]), "--out", "res\r", cwd=tmp_path, timeout=120)
+    assert done.returncode == 2 and "argument --out: the path holds a control character (\\r)" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_name_ray_cannot_take_on_the_command_line_or_as_the_folder_is_one_line(six_clips, tmp_path):
     """Given by name (a glob's), as --out, or as the folder batch ran in, a name that is not UTF-8
     ended the batch in Ray's UnicodeEncodeError traceback, exit 1, with nothing done and the

@@ -52,6 +52,9 @@ BROKEN = {
     "line_break_in_id": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: \"cam\\nyard\""),
                          "{f}:6: stage 'source' (video): params.source_id: 'cam\\nyard' holds a line break or other "
                          "control character; give a printable id"),  # batch counted CSV rows as lines (s50f 8)
+    "escape_in_output": (GOOD.replace("path: out.csv", 'path: "res\\new.csv"'),  # a Windows path: \n a line feed
+                         "{f}:16: stage 'csv' (csv): params.path: the path holds a control character (\\n): in a "
+                         "double-quoted YAML string a backslash starts an escape"),  # exit 0, rows lost (s50c 1)
     "list_for_text": (GOOD.replace("path: clip.mp4", "path: [clip.mp4]"),  # --set source.path=- clip.mp4 too
                       "{f}:5: stage 'source' (video): params.path: Input should be a valid string (YAML read the "
                       "value as a list; put it in quotes to mean text)"),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import hangup
-from ..arguments import home, number, whole
+from ..arguments import home, made_path, number, whole
 from ..errors import InputError
 from ..machine import cpu_model
 from ..native_stderr import output_shown_on_failure
@@ -61,7 +61,7 @@ WARMUP_EPOCHS = 2.0
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=home, help="FER-2013 CSV(.gz) or image folder")
-    parser.add_argument("--out", required=True, type=home, help="output folder for model, card, plots, checkpoint")
+    parser.add_argument("--out", required=True, type=made_path, help="output folder for model, card, plots, checkpoint")
     parser.add_argument("--arch", default="vgg", choices=("vgg", "seed"),
                         help="the network: vgg (the shipped model's) or seed (the first 4-layer CNN, a baseline)")
     parser.add_argument("--width", type=whole(1), default=32, help="channels of the first stage (vgg)")
