@@ -41,8 +41,21 @@ def same_video(recorded: Source, video: Source) -> bool:
     """One size and one modification time, wherever it is: a folder of videos moved or mounted
     elsewhere is still its videos, and a recording replaced at its path is not, even of the same
     size (a camera's fixed-size segments). A video copied anew without its time (``cp`` without
-    ``-p``) is refused, with a line that says what to do, rather than taken for its rows."""
-    return recorded.size == video.size and recorded.mtime_ns == video.mtime_ns
+    ``-p``) is refused, with a line that says what to do, rather than taken for its rows. The
+    times are compared as finely as the coarser of the two holds them: a copy kept its time
+    on an SMB or NTFS share (100 ns), exFAT (10 ms) or FAT (2 s), and was refused (s50c 2)."""
+    return recorded.size == video.size and abs(recorded.mtime_ns - video.mtime_ns) < max(
+        _resolution(recorded.mtime_ns), _resolution(video.mtime_ns))
+
+
+def _resolution(mtime_ns: int) -> int:
+    """How finely a file system that wrote ``mtime_ns`` keeps times, as far as its zeros tell: a
+    time of ext4's ends in nine random digits, one of exFAT's in seven zeros, FAT's is an even
+    second. A time that ends in a zero by chance is read as coarser than it is, which loosens
+    the match by nanoseconds, where a copy made anew differs by seconds."""
+    if mtime_ns % (2 * 10**9) == 0:
+        return 2 * 10**9
+    return next(10**k for k in range(9, -1, -1) if mtime_ns % 10**k == 0)
 
 
 def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, work: Path) -> str | None:

@@ -1172,6 +1172,12 @@ def test_which_video_a_name_belongs_to():
     cam = Source("/v/cam.mp4", 10, 1)
     assert same_video(cam, Source("/w/cam.mp4", 10, 1))
     assert not same_video(cam, Source("/v/cam.mp4", 10, 2))
+    # copied with its time to a file system that keeps it coarser (s50c 2): SMB/NTFS, exFAT, FAT
+    ext4 = Source("/v/lobby.mp4", 10, 1764958698_123456789)
+    for kept in (1764958698_123456700, 1764958698_120000000, 1764958700_000000000):
+        assert same_video(ext4, Source("/share/lobby.mp4", 10, kept)) and same_video(Source("/s/l.mp4", 10, kept), ext4)
+    assert not same_video(ext4, Source("/share/lobby.mp4", 10, 1764958698_123456000 - 10**6))
+    assert not same_video(Source("/v/a.mp4", 10, 1764958698 * 10**9), Source("/v/a.mp4", 10, 1764958703 * 10**9))
     out = Path("/nonexistent")
     assert clash("cam", cam, {"cam": cam}, out, out / "_work") is None
 
