@@ -226,10 +226,9 @@ class EpisodesSink(Sink):
         episode, track.episode = track.episode, None
         if episode is None:
             return
-        duration = episode.end[1] - episode.start[1]
-        if duration < self.params.min_duration_s:
-            return
         start, end = round(episode.start[1], 3), round(episode.end[1], 3)
+        if round(end - start, 3) < self.params.min_duration_s:  # the row's own duration_s: 0.3 - 0.1 is 0.1999...
+            return
         row = {"source": key[0], "track_id": key[1], "label": episode.label,
                "start_frame": episode.start[0], "end_frame": episode.end[0], "start_time": start, "end_time": end,
                # from the times as written: rounded on its own, it was 1 ms off their difference in one row of seven

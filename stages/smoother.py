@@ -33,6 +33,11 @@ from pydantic import Field
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.stage import Stage, StageParams
 
+HOLD_SLACK_S = 1e-6
+"""How much short of ``hold_s`` a lead may be and still count as held: times are a frame's
+number over its rate, or a container's milliseconds, so a lead of exactly three frames at 10 fps
+came to 0.19999999999999998 s at some moments of a clip and not others (s50e 1)."""
+
 
 class SmoothParams(StageParams):
     time_constant_s: float = Field(0.3, gt=0.0, le=60.0,
@@ -123,7 +128,7 @@ class Smoother(Stage):
             if state.challenger is None:
                 state.challenger_since = now
             state.challenger = leader
-            if packet.timestamp - state.challenger_since[1] >= self.params.hold_s:
+            if packet.timestamp - state.challenger_since[1] >= self.params.hold_s - HOLD_SLACK_S:
                 state.label, state.label_since = leader, state.challenger_since
                 state.challenger = None
         else:

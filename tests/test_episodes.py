@@ -186,6 +186,19 @@ def test_open_episodes_end_at_the_end_of_the_stream_and_short_ones_can_be_left_o
     assert [r["label"] for r in kept] == ["angry", "angry", "fear"]
 
 
+def test_an_episode_as_long_as_min_duration_s_is_kept_wherever_in_the_clip_it_comes(tmp_path: Path) -> None:
+    """Six frames at 10 fps whose row says duration_s 0.500 were left out by min_duration_s 0.5
+    where they began at 0.2 s (0.7 - 0.2 is 0.49999999999999994), and kept elsewhere (s50e 1)."""
+    for start in range(1, 8):
+        labels = ["happy"] * start + ["neutral"] * 6 + ["happy"] * 8
+        packets = [Packet("cam", i, i / 10, faces=[Face((0, 0, 60, 60), probs(x, 0.9), 1)]) for i, x in enumerate(labels)]
+        smoothed = run_stage("smooth", packets, {"time_constant_s": 0.001, "hold_s": 0.0})
+        run_stage("episodes", smoothed, {"path": str(tmp_path / "e.csv"), "min_duration_s": 0.5})
+        with open(tmp_path / "e.csv", newline="") as f:
+            rows = [(r["label"], r["duration_s"]) for r in csv.DictReader(f)]
+        assert ("neutral", "0.500") in rows, (start, rows)
+
+
 def test_a_run_stopped_before_the_end_of_its_stream_keeps_the_open_episodes(tmp_path: Path) -> None:
     """When another stage fails (or SIGTERM stops the run), the runner stops this sink, which
     then closes without ``finish``. The episode in progress was processed, so it is written,

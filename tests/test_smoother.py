@@ -56,6 +56,16 @@ def test_a_real_change_goes_through_once_and_is_dated_from_when_it_led() -> None
     assert since_frame == round(since_time * fps)
 
 
+def test_a_lead_of_exactly_hold_s_takes_the_label_wherever_in_the_clip_it_comes() -> None:
+    """Three frames at 10 fps are 0.2 s, but 0.5 - 0.3 is 0.19999999999999998: the label turned a
+    frame later, and a spell of exactly hold_s made an episode or none, by its start (s50e 1)."""
+    happy, neutral = probs(happy=0.9), probs(neutral=0.9)
+    for start in range(3, 30):
+        raw = [happy] * start + [neutral] * 4
+        out = run_stage("smooth", stream(raw, 10.0), {"time_constant_s": 0.001, "margin": 0.15, "hold_s": 0.2})
+        assert [p.faces[0].smoothed_label for p in out].index("neutral") == start + 2, start
+
+
 def test_a_challenger_that_falls_back_starts_its_hold_afresh() -> None:
     # two blips of happy, each shorter than hold_s, two seconds apart: the second must not count
     # the time since the first lead towards the hold (s38c: a challenger never forgotten switched here)
