@@ -36,8 +36,9 @@ def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
     """Make the file to be continued end with a whole record, so that the first new row is not
     glued to the end of the last: a run cut off by a power loss or a killed machine can leave a
     row in part, and a header written by hand may lack its line end (the rows then went on the
-    header's line, exit 0). A part row is cut off, with a warning; a row or a lone header
-    without its line end, or the end's last byte, gets it.
+    header's line, exit 0). A part row is cut off, with a warning, and so is a whole last row
+    that lacks its line end (an editor may drop it), as nothing tells it from a part row whose
+    last field was cut; a lone header without its line end, or the end's last byte, gets it.
 
     A row's line end is one outside quotes: a source id or a file name may hold a line break,
     and a cut inside such a quoted field left it open, so every row after it was read as part of
@@ -67,7 +68,8 @@ def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
                          "it is no CSV this can continue; give a new file")
     cut = size - len(tail) + end
     os.ftruncate(fd, cut)
-    print(f"fer-pipe: WARNING: {what} {path}: its last line was cut short (a run stopped mid-row?): "
+    print(f"fer-pipe: WARNING: {what} {path}: its last row has no line end, so it is taken as cut short (a run "
+          "stopped mid-row, or an editor that drops a file's last line end?): "
           f"{size - cut} bytes dropped before continuing it", file=sys.stderr)
 
 
@@ -93,7 +95,7 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
     with open(path, "rb") as existing:
         first = existing.readline(TAIL_READ)  # the header alone: a part row's garbage is cut off later
     try:
-        columns = next(csv.reader([first.decode("utf-8")]), [])
+        columns = next(csv.reader([first.decode("utf-8-sig")]), [])  # Excel's "CSV UTF-8" starts with a BOM
     except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
         raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
                          "give a new file") from None

@@ -277,6 +277,16 @@ def test_appending_to_a_file_with_the_same_columns_given_as_a_tuple_continues_it
     assert path.read_text().splitlines() == ["a,b", "1,2", "3,4"]
 
 
+def test_appending_to_a_file_excel_saved_with_a_byte_order_mark_continues_it(tmp_path):
+    """Excel's "CSV UTF-8" and PowerShell's Export-Csv start the file with a BOM, and it was
+    refused as "it lacks 'a'; it has '\\ufeffa' besides" (s50c 4), where train reads such files."""
+    path = tmp_path / "episodes.csv"
+    path.write_bytes(b"\xef\xbb\xbfa,b\r\n1,2\r\n")
+    with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
+        out.write([(3, 4)])
+    assert path.read_bytes() == b"\xef\xbb\xbfa,b\r\n1,2\r\n3,4\r\n"
+
+
 def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_line_of_its_own(tmp_path, capfd):
     """A run cut off mid-row (a power loss) left a part row, and a header written by hand may
     lack its line end: the first new row was glued onto it, one corrupt row, exit 0."""
@@ -287,8 +297,9 @@ def test_appending_to_a_file_that_does_not_end_with_a_whole_line_starts_on_a_lin
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(5, 6)])
     assert path.read_text().splitlines() == ["a,b", "1,2", "5,6"]
-    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last line was cut short (a run "
-                                      "stopped mid-row?): 2 bytes dropped before continuing it\n")
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last row has no line end, so "
+                                      "it is taken as cut short (a run stopped mid-row, or an editor that drops a "
+                                      "file's last line end?): 2 bytes dropped before continuing it\n")
     path.write_text("a,b")
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(7, 8)])
@@ -319,8 +330,9 @@ def test_appending_cuts_back_to_a_line_end_outside_quotes(tmp_path, capfd, cut, 
     with CsvOutput(path, "episodes", ("a", "b"), append=True) as out:
         out.write([(5, 6)])
     assert [",".join(row) for row in csv.reader(path.open(newline=""))] == kept + ["5,6"]
-    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last line was cut short (a run "
-                                      f"stopped mid-row?): {said} bytes dropped before continuing it\n"
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: episodes {path}: its last row has no line end, so "
+                                      "it is taken as cut short (a run stopped mid-row, or an editor that drops a "
+                                      f"file's last line end?): {said} bytes dropped before continuing it\n"
                                       if said else "")
 
 
