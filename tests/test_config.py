@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO, fer_pipe
 from fer_pipe.cli import main
-from fer_pipe.config import load_graph, set_item
+from fer_pipe.config import load_graph, set_item, shipped_configs
 from fer_pipe.errors import ConfigError
 
 GOOD = """\
@@ -251,7 +251,7 @@ def test_a_detector_skipping_frames_with_no_tracker_after_it_is_warned_about(cap
     detector never looked at, and validate said ok without a word."""
     assert main(["validate", "video_to_csv", "video_to_csv_fast", "--set", "detector.every_n=3"]) == 0
     assert capsys.readouterr().err == (
-        f"fer-pipe: WARNING: {REPO / 'configs' / 'video_to_csv.yaml'}: stage 'detector' (haar) looks at one frame "
+        f"fer-pipe: WARNING: {shipped_configs() / 'video_to_csv.yaml'}: stage 'detector' (haar) looks at one frame "
         "in 3 (every_n), and no track stage after it carries the faces over the others: those frames are "
         "reported as having no face\n")
 
