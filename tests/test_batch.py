@@ -1338,7 +1338,7 @@ def test_a_plug_ins_aliased_params_are_set_and_named_by_their_aliases(tmp_path, 
     """A task set the field's name to one thread, which the params refuse (only the alias is
     taken): no batch of such a stage could run, and the line blamed the config. The advice for
     its file said --set tee.out_file=/dev/null, refused in turn (s48f 2, 3)."""
-    from fer_pipe.batch import refuse_shared_outputs
+    from fer_pipe.batch_checks import refuse_shared_outputs
     from fer_pipe.config import build_graph
 
     monkeypatch.setitem(registry().types, "aliased", Aliased)
