@@ -124,7 +124,7 @@ class ForwardSink(Sink):
         """Waits for the caller's loop to take it, however long: a loop stopped at a breakpoint
         or a prompt failed a file run as a stall of this stage, its queued results lost. The end
         marker (bytes) waits here too: sent blocking, it failed the run the same way where the
-        socket was full as the video ended (s37c)."""
+        socket was full as the video ended."""
         send = self._sock.send if isinstance(event, bytes) else self._sock.send_json
         while True:
             try:
@@ -165,7 +165,7 @@ def _add_tap(graph: Graph, tap: str | None, endpoint: str, outages: bool) -> Non
         tap = next(iter(fed))
     if tap not in graph.stages:
         raise ConfigError(f"{graph.origin}: tap={tap!r}: no stage of that name")
-    if TAP_NAME in graph.stages:  # replaced without a word, its output was lost (s42a)
+    if TAP_NAME in graph.stages:  # replaced without a word, its output was lost
         raise ConfigError(f"{graph.origin}: stage {TAP_NAME!r}: the name results() gives its hidden sink; "
                           "rename the stage")
     graph.stages[TAP_NAME] = StageSpec(TAP_NAME, "api results", ForwardSink,
@@ -230,7 +230,7 @@ class ResultStream:
         except GeneratorExit:
             # Closed as the loop's Ctrl-C unwinds it: a second Ctrl-C during the drain stops the
             # run and cleans up in close, but raised here it was "Exception ignored in" with a
-            # traceback of fer-pipe's, the first already on its way to the caller (s42a).
+            # traceback of fer-pipe's, the first already on its way to the caller.
             with contextlib.suppress(KeyboardInterrupt):
                 self.close()
             raise
@@ -265,7 +265,7 @@ class ResultStream:
             self._runner.stop()
             self._thread.join()
             # the run has ended, so its folder is no longer needed to connect: gone now, it is not
-            # left behind where the reader is a daemon thread the interpreter stops at exit (s42a)
+            # left behind where the reader is a daemon thread the interpreter stops at exit
             shutil.rmtree(self._dir, ignore_errors=True)
             return
         if self._thread.is_alive():
@@ -317,7 +317,7 @@ def _unguarded_line() -> int | None:
     if name is not None and (name == "__main__" or name.endswith(".__main__")):
         return None  # multiprocessing's own rule: a package's __main__ (python -m pkg, python dir/) is not imported
     if name is None and getattr(main, "__file__", None) is None:
-        return None  # nor is a __main__ of no file: a notebook, whose debugger's copy of a cell was read (s49g 1)
+        return None  # nor is a __main__ of no file: a notebook, whose debugger's copy of a cell was read
     top = None
     frame = sys._getframe(1)
     while frame is not None:
@@ -341,7 +341,7 @@ def _no_children_here() -> str:
     """Why this process cannot run stage processes of its own, if it cannot: a daemon process
     may start none (a Pool worker got multiprocessing's AssertionError from the runner's thread,
     and 31 leaked semaphores), and where SIGCHLD is ignored the kernel takes each child's exit
-    status, so the runner never saw its stages end and the loop hung after the last result (s45c)."""
+    status, so the runner never saw its stages end and the loop hung after the last result."""
     if multiprocessing.current_process().daemon:
         return ("this is a daemon process (a multiprocessing.Pool worker?), which may not start the stage "
                 "processes a run needs; call it from a process that is not a daemon, or run the graph in this "

@@ -31,7 +31,7 @@ def home(text: str) -> str:
     """An argparse type: a file or folder, where ``~`` leads to the home folder as in a config's
     file params. The shell expands only a word's leading ``~``: ``--out=~/x`` or a quoted
     ``'~/x'`` came as typed, and batch made a folder ``./~/x`` while its CSVs, params made from
-    it, went under the home folder and failed (s46a)."""
+    it, went under the home folder and failed."""
     return os.path.expanduser(text)
 
 

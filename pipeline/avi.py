@@ -28,7 +28,7 @@ def frames_in_index(path: str | Path) -> int | None:
 def has_drop_frames(path: str | Path) -> bool:
     """Whether the AVI's index lists an empty chunk of its video stream. OpenCV's frame numbers
     count them, so its seek to frame 20 lands on the 19th frame that decodes while saying 20: an
-    ordinary ``ffmpeg -c:v mjpeg`` AVI writes one (s38b)."""
+    ordinary ``ffmpeg -c:v mjpeg`` AVI writes one."""
     sizes = _video_chunk_sizes(path)
     return sizes is not None and not all(sizes)
 

@@ -62,7 +62,7 @@ SUCCESS = "_SUCCESS"
 VIDEO_SUFFIXES = (".3gp", ".avi", ".flv", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
                   ".mxf", ".ts", ".vob", ".webm", ".wmv")
 """What a folder given as an input contributes: its files with these suffixes (in any case). A
-folder of AVCHD or Blu-ray ``.m2ts`` copies gave none of them and ended complete (s38b): a
+folder of AVCHD or Blu-ray ``.m2ts`` copies gave none of them and ended complete: a
 suffix left out is a video skipped in silence, so the list holds what OpenCV's FFmpeg reads."""
 
 
@@ -97,8 +97,8 @@ class InputReport:
 def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
     """Each folder replaced by the videos directly in it, by name; files stay as given; the
     results folder left out where it holds no videos (``videos/* --out videos/results`` given
-    again took it for an input with no videos: exit 2 and no _SUCCESS on a folder that was done,
-    s45a), but not where it is the videos' own folder (``batch videos --out videos``).
+    again took it for an input with no videos: exit 2 and no _SUCCESS on a folder that was done),
+    but not where it is the videos' own folder (``batch videos --out videos``).
 
     ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
     argument limit. A folder with no videos stays in the list, so that it is reported by name;
@@ -158,7 +158,7 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         count = frame_count(item) if chunk_frames else None
         chunked = count is not None and 0 < chunk_frames < count
         unseekable = why_no_seek(item) if chunked else ""
-        if count == 0:  # a 3-hour one ran on one core without a word (s47b)
+        if count == 0:  # a 3-hour one ran on one core without a word
             unseekable = ("its frame count is unknown (a Matroska file written to a pipe?), read as one "
                           "task: chunks are planned from the count")
         if unseekable:
@@ -281,7 +281,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         if why:  # its name's outputs are another video's, and resuming would give them to this one
             report.status, report.bad_input, report.error = "failed", True, why
             continue
-        if Path(report.csv).is_file() and key not in recorded:  # adopted, it was vouched for by _SUCCESS (s45a)
+        if Path(report.csv).is_file() and key not in recorded:  # adopted, it was vouched for by _SUCCESS
             report.status, report.bad_input = "failed", True
             report.error = (f"{report.csv} is there, and no batch into {out_dir} made it (a fer-pipe run's CSV, or "
                             "another file?); remove it, or give another --out")
@@ -456,7 +456,7 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
         first = item_jobs[0].start
         if report.failed_at is not None and report.failed_at != first:
             # the source of a later chunk said the frames from its own start: "frames 40-74 before
-            # it were processed", where 0-74 were, and are kept (s28b)
+            # it were processed", where 0-74 were, and are kept
             report.error = report.error.replace(f"frames {report.failed_at}-", f"frames {first}-", 1)
         try:
             report.rows = merge_parts(pieces, target, work)
@@ -484,7 +484,7 @@ def _older_folder(out_dir: Path, recorded: dict[str, Any], made_with: dict[str, 
     """What says the folder holds outputs a fer-pipe made before it recorded what made them, or
     None. Such a folder was finished with this one's rows beside the old ones (another
     detector's boxes within one CSV), or, with no ``_sources.json``, had its finished CSVs
-    called strangers' and marked failed (s48a 2, 3)."""
+    called strangers' and marked failed."""
     if recorded and made_with is None:
         return (f"its {SETTINGS} is not one fer-pipe wrote (edited by hand?)" if (out_dir / SETTINGS).exists() else
                 f"its outputs have no {SETTINGS} (a fer-pipe before 0.2.0 made them, or it was removed)")
@@ -507,7 +507,7 @@ def _manifest_inputs(out_dir: Path) -> list[dict[str, Any]]:
 def _listed_before(out_dir: Path) -> dict[str, dict[str, Any]]:
     """The last run's manifest entries, by input: the partial files it kept of inputs it failed,
     whose names depend on that run's chunks, and the warnings of its tasks, which a rerun that
-    finds an input done (or its chunks) does not get again (s49h 2)."""
+    finds an input done (or its chunks) does not get again."""
     return {entry["input"]: entry for entry in _manifest_inputs(out_dir) if isinstance(entry.get("input"), str)}
 
 
@@ -625,7 +625,7 @@ def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], fai
     file is damaged from there on, so their rows would be dropped. A header that counted 5
     million frames in a 48-frame file ran 4,999 chunks that each read nothing, for minutes.
     The report counts the attempts those had begun, and as run only those that began: its
-    attempts were fewer than its chunks run, which no retry explains (s28b)."""
+    attempts were fewer than its chunks run, which no retry explains."""
     later = {ref for ref in pending if refs[ref].input == failed.input and refs[ref].start > failed.start}
     for ref in later:
         ray.cancel(ref)
@@ -651,7 +651,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
-        said = printable(report.error)  # "video X: ..." names it; a path it quotes further on does not (s46f, s46h)
+        said = printable(report.error)  # "video X: ..." names it; a path it quotes further on does not
         named = any(re.match(rf"\S+ {re.escape(printable(name))}: ", said) for name in (report.input, _shown(report.input)))
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
@@ -668,7 +668,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         if work.is_dir():  # the attempts' records and parts (none on a re-run with nothing to do)
             shutil.rmtree(work)
         (out_dir / SUCCESS).touch()
-    if others:  # a batch of other videos into the folder deleted them, and marked it whole (s45a)
+    if others:  # a batch of other videos into the folder deleted them, and marked it whole
         _say(f"fer-pipe: batch: {work} keeps the finished tasks of {len(others)} other video(s) ("
              f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) that a stopped run left; no "
              f"{SUCCESS} until the command that started them runs again")
@@ -724,7 +724,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _shown(item: str) -> str:
     """An input as lines name it: a stream's URL without its password, which the lines' own
-    redaction cannot find whole where it holds a space (s44a)."""
+    redaction cannot find whole where it holds a space."""
     return redact(item) if "://" in item else item
 
 

@@ -13,7 +13,7 @@ from .stage import Sink, named_files
 def refuse_frame_range(data: dict[str, Any], video: str, origin: str) -> None:
     """Refuse a frame range given to the video source: each task reads its own (the whole
     video, or its chunk), so a ``--set source.max_frames=100`` for a trial batch gave CSVs of
-    every frame, and the manifest listed it among what made them (s38b)."""
+    every frame, and the manifest listed it among what made them."""
     params = data["stages"][video].get("params")
     for param in ("start", "max_frames"):
         if isinstance(params, dict) and params.get(param) not in (None, 0):
@@ -30,7 +30,7 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
         where = f"{origin}: stage {spec.name!r} ({spec.type_name})"
         for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths) if spec.name != sink else ():
             if file_key(path) is not None:
-                given = spec.cls.Params.given_name(param)  # an alias: the field's own name is refused (s48f 3)
+                given = spec.cls.Params.given_name(param)  # an alias: the field's own name is refused
                 fix = (f"remove the stage or --set {spec.name}.{given}=/dev/null" if _takes_dev_null(spec, given)
                        else "remove the stage")
                 raise ConfigError(f"{where}: params.{given}: fer-pipe batch writes one CSV per video, but every "
@@ -45,7 +45,7 @@ def refuse_shared_outputs(graph: Graph, sink: str, origin: str) -> None:
 def _takes_dev_null(spec: StageSpec, given: str) -> bool:
     """Whether the stage's params hold ``/dev/null`` in param ``given`` (by its name in a config):
     the video writer's want a video's name, and the advice to give it one sent the user to a
-    second refusal (s35b)."""
+    second refusal."""
     params = spec.cls.Params
     try:
         params.model_validate({**{params.given_name(f): v for f, v in spec.params.model_dump().items()},

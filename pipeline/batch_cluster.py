@@ -52,7 +52,7 @@ class StopSignals:
 
 RAY_GIVES_UP = "RAY_gcs_rpc_server_reconnect_timeout_s"
 """Ray's setting (60 s by default) of how long its driver waits for a cluster head it lost before
-it ends the process natively, with its own log lines and no word of the batch's (s28b). Tasks
+it ends the process natively, with its own log lines and no word of the batch's. Tasks
 already placed may still finish meanwhile."""
 
 
@@ -96,8 +96,8 @@ def is_loopback_address(address: str | None) -> bool:
 def refuse_what_ray_cannot_take(inputs: Sequence[str]) -> None:
     """InputError where this process's command line or working folder holds a name that is not
     UTF-8: Ray hands both to its core as UTF-8, and a Latin-1 ``café.mp4`` from a glob, an
-    ``--out`` or the folder batch ran in ended it in a traceback before any task, nothing done
-    (s46a). A folder given as the input names such a file in its own failed line instead."""
+    ``--out`` or the folder batch ran in ended it in a traceback before any task, nothing done.
+    A folder given as the input names such a file in its own failed line instead."""
     for arg in sys.orig_argv:
         if not _encodes(arg):
             video = os.path.expanduser(arg) in inputs and not os.path.isdir(arg)
@@ -149,7 +149,7 @@ def started_here() -> str | None:
     """What ``auto`` means to Ray (RAY_ADDRESS, else the address the last ``ray start --head``
     on this machine wrote), less Ray's fallback to any Ray process it finds: that took another
     fer-pipe batch's private Ray, bound to 127.0.0.1, dialled it at the machine's own address, and
-    waited minutes with the stop signals held, saying nothing of its own (s45d)."""
+    waited minutes with the stop signals held, saying nothing of its own."""
     if os.environ.get("RAY_ADDRESS"):
         return os.environ["RAY_ADDRESS"]
     temp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # Ray's own order
@@ -198,7 +198,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
             try:
                 ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
                          object_store_memory=LOCAL_OBJECT_STORE, **options)
-            except Exception as exc:  # a bare path, or a 40-line traceback for a full one (s46g); --debug shows it
+            except Exception as exc:  # a bare path, or a 40-line traceback for a full one; --debug shows it
                 said = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else " ".join(str(exc).split())
                 raise InputError(f"batch: Ray could not start on this machine ({said}); it keeps its session in "
                                  "$RAY_TMPDIR, else $TMPDIR, else /tmp, and its token in ~/.ray: give it writable "
@@ -214,7 +214,7 @@ def stop_ray(ray: ModuleType) -> list[int]:
     """``ray.shutdown`` with the stop signals held, and those that came meanwhile. A second
     Ctrl-C (people press it again when the first seems slow) cut it short: Ray's agents ran on
     for minutes (180 MB), and the batch ended with exit 1 or an "Exception ignored in atexit
-    callback" traceback (s38b)."""
+    callback" traceback."""
     with _stops_held() as held:
         ray.shutdown()
     return held
@@ -224,7 +224,7 @@ def not_connected(address: str, exc: ConnectionError) -> str:
     """Why ``ray.init`` did not connect to ``address``, said as far as can be told. Ray says
     only "Failed to connect", also where the cluster refused a driver without its token (Ray's
     token authentication, which ``ray start`` of recent versions turns on): a user who had just
-    started the cluster the README's way read no reason (s28b)."""
+    started the cluster the README's way read no reason."""
     if os.environ.get("RAY_AUTH_MODE"):
         return str(exc)
     return (f"{exc}; if the cluster takes only drivers with its token (Ray's token authentication), set "

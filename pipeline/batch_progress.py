@@ -79,7 +79,7 @@ class FrameProgress:
     def job_done(self, job: Job, part: Path, video_done: bool) -> None:
         """``part``: the CSV the finished task wrote. A task whose input turned out bad part-way
         wrote the rows before the damage beside it instead: they were processed, and the bar
-        left them out, ending at 94 % (s28b)."""
+        left them out, ending at 94 %."""
         made = part if part.is_file() else partial_path(part)
         self._done[job] = frames_written(made, job)
         if made.is_file():  # the task finished, so these are all its frames

@@ -43,7 +43,7 @@ def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
 def _params(params: StageParams, exclude: set[str]) -> dict[str, Any]:
     """The params as JSON, a set's items sorted: JSON has no sets, and a set of text dumps in
     an order that changes with each process's hash seed, so the same command's rerun was
-    refused as made with other settings (s48c 2)."""
+    refused as made with other settings."""
     dumped = params.model_dump(mode="json", exclude=exclude)
     return {name: sorted(value, key=json.dumps) if isinstance(getattr(params, name), (set, frozenset)) else value
             for name, value in dumped.items()}
@@ -91,7 +91,7 @@ def record_settings(out_dir: Path, settings: dict[str, Any]) -> None:
 
 def version_change(then: dict[str, Any], now: dict[str, Any]) -> str | None:
     """The first stage whose version differs between ``then`` and ``now``, said for people, or
-    None. Apart from the settings: no config or ``--set`` brings back an older version (s48f 8).
+    None. Apart from the settings: no config or ``--set`` brings back an older version.
     A record made before versions were (fer-pipe 0.2.0) counts as version 1, as every stage was."""
     for name in sorted(then.keys() & now.keys()):
         before, after = then[name].get("version", 1), now[name].get("version")
@@ -132,7 +132,7 @@ def first_difference(then: dict[str, Any], now: dict[str, Any]) -> str | None:
 def _added_since(kind: str, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """The params the stage has gained since ``old`` was recorded, where now at their defaults,
     which is how the stage ran without them: a folder recorded before the video source had
-    ``fps`` was refused as "set otherwise", naming nothing (s48a 1)."""
+    ``fps`` was refused as "set otherwise", naming nothing."""
     cls = registry().types.get(kind)
     fields = cls.Params.model_fields if cls is not None else {}
     return {name: value for name, value in new.items()

@@ -43,7 +43,7 @@ def same_video(recorded: Source, video: Source) -> bool:
     size (a camera's fixed-size segments). A video copied anew without its time (``cp`` without
     ``-p``) is refused, with a line that says what to do, rather than taken for its rows. The
     times are compared as finely as the coarser of the two holds them: a copy kept its time
-    on an SMB or NTFS share (100 ns), exFAT (10 ms) or FAT (2 s), and was refused (s50c 2)."""
+    on an SMB or NTFS share (100 ns), exFAT (10 ms) or FAT (2 s), and was refused."""
     return recorded.size == video.size and abs(recorded.mtime_ns - video.mtime_ns) < max(
         _resolution(recorded.mtime_ns), _resolution(video.mtime_ns))
 
@@ -62,7 +62,7 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     """Why the video of output name ``key`` may not run into ``out_dir``, or None: its name, or
     the name of the rows it keeps if it turns out damaged (``KEY.partial.csv``), holds another
     video's CSV, kept rows or finished chunks, or its tasks' names are another's (a kept part
-    lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0, s45a)."""
+    lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0)."""
     owner = sources.get(key)
     if owner is not None and not same_video(owner, video):
         if (out_dir / f"{key}.csv").is_file():
@@ -96,13 +96,13 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
 def _told_apart(owner: Source, video: Source) -> str:
     """The earlier video and this one, by what tells them apart, and what to do: the sizes alone
     read "191,834 bytes, not ... 191,834 bytes" for a copy made without its time, and a recording
-    replaced at its path was told to "rename one of the two" (s35b)."""
+    replaced at its path was told to "rename one of the two"."""
     if owner.size != video.size:
         was, now = f"{owner.size:,} bytes", f"{video.size:,} bytes"
     else:
         precision = "seconds" if owner.mtime_ns // 10**9 != video.mtime_ns // 10**9 else "microseconds"
         # with the UTC offset: an hour apart across a change to summer time, or from hosts in
-        # two zones writing one folder, read the same (s46a)
+        # two zones writing one folder, read the same
         was, now = (datetime.fromtimestamp(source.mtime_ns / 1e9).astimezone().isoformat(" ", precision)
                     for source in (owner, video))
         was, now = f"modified {was}", f"modified {now}, the same size"

@@ -99,7 +99,7 @@ def job_config(config: dict[str, Any], origin: str, job: Job, csv_path: Path) ->
         kind = body.get("type") if isinstance(body, dict) else None  # anything: the config check says what is wrong
         declared = types[kind].thread_params if isinstance(kind, str) and kind in types else ()
         if declared and isinstance(body.get("params") or {}, dict):
-            ones = dict.fromkeys(map(types[kind].Params.given_name, declared), 1)  # an alias alone is taken (s48f 2)
+            ones = dict.fromkeys(map(types[kind].Params.given_name, declared), 1)  # an alias alone is taken
             body["params"] = {**(body.get("params") or {}), **ones}
     for name, given in ((video, {"path": job.input, "start": job.start, "max_frames": job.max_frames, "loop": False,
                                  "realtime": False}),
@@ -124,7 +124,7 @@ def record_attempt(work: Path, job: Job, node: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
-    except OSError as exc:  # a full disk: the bare "No space left on device" named no file (s48g 3)
+    except OSError as exc:  # a full disk: the bare "No space left on device" named no file
         raise cannot_write("batch:", path, exc) from None
 
 
@@ -176,7 +176,7 @@ class JobDone(NamedTuple):
 class _WarningsKept:
     """A task's stderr: every line goes on to Ray's worker log, and the warnings among them are
     kept for the driver, as nobody reads those logs: a raw stream dated at FFmpeg's guess of 25
-    fps, its CSV's times 2.5 times too short, was said nowhere a batch's user looks (s49b 2)."""
+    fps, its CSV's times 2.5 times too short, was said nowhere a batch's user looks."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream, self._line, self.warnings = stream, "", []
@@ -217,7 +217,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
             ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
         os.replace(temp, target)
     except Exception as exc:
-        with contextlib.suppress(AttributeError):  # the lines that may say why its rows are wrong (s49h 2)
+        with contextlib.suppress(AttributeError):  # the lines that may say why its rows are wrong
             exc.warnings = tuple(kept.warnings)
         if isinstance(exc, UserError) and temp.exists() and count_rows(temp):
             os.replace(temp, partial_path(target))

@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     guard_standard_streams(terminal_fds())  # a warning to a log reader gone must not end the run
     # A run says everything on stderr, and so does plug-in code it runs here (a preflight, a
     # source built to read ``live``, graph_warnings): its print went above the header of a CSV
-    # on stdout (s41c). fd 1 stays for the csv sink, which opens /dev/stdout by name; the stage
+    # on stdout. fd 1 stays for the csv sink, which opens /dev/stdout by name; the stage
     # processes do the same for themselves (``fer_pipe.worker``).
     with contextlib.redirect_stdout(sys.stderr):
         if args.shard is not None:  # "" (an unset $SHARD) is refused, not taken for no --shard
@@ -65,7 +65,7 @@ def _after_the_run() -> None:
     """The run is over and its exit code decided: a stop signal in the few hundred milliseconds
     the interpreter takes to end (multiprocessing's forkserver and resource tracker, then freeing
     the modules) found the default action back, and a failed run's exit 1 read as 143, a clean
-    one as 130 (s28c). It now changes nothing; a SIGKILL still ends the process.
+    one as 130. It now changes nothing; a SIGKILL still ends the process.
 
     The signals are ignored, not given a Python handler that does nothing: the interpreter puts
     the default action back for every Python handler as it shuts down, before freeing the modules
@@ -125,8 +125,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _readers_may_leave() -> Iterator[None]:
     """A line for a reader that may have left (``validate ... | head``): the standard streams
     whose reader has gone go to /dev/null, so that the configs after it are still checked and
-    the exit code still says whether one was bad; a closed pipe ended the command, exit 0 (s46c,
-    s46h)."""
+    the exit code still says whether one was bad; a closed pipe ended the command, exit 0."""
     try:
         yield
     except BrokenPipeError:
@@ -217,7 +216,7 @@ class _ShowDefaults(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        # by identity: 0 == False, and every default of 0 (train --limit, batch --chunk-frames) went unshown (s49b 6)
+        # by identity: 0 == False, and every default of 0 (train --limit, batch --chunk-frames) went unshown
         if (action.required or any(action.default is v for v in (None, False, argparse.SUPPRESS))
                 or action.default == [] or "default" in text):
             return text
@@ -337,7 +336,7 @@ def _open_closed_standard_streams() -> None:
     script that closes them) /dev/null. Python leaves ``sys.stderr`` None then: the first line
     meant for it failed, and a run processed no frame, exit 120, without a word; with stdout
     closed, a whole CSV ended in a traceback, exit 1; and the next file opened took the free
-    descriptor, so native libraries' messages went into it (s42b)."""
+    descriptor, so native libraries' messages went into it."""
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
         try:
             os.fstat(fd)
@@ -352,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     in its ``try`` as exit 130, not as a traceback: this module imports none of them itself."""
     _open_closed_standard_streams()
     if isinstance(sys.stdout, io.TextIOWrapper):  # as stderr's are: a name the locale cannot write
-        sys.stdout.reconfigure(errors="backslashreplace")  # (漢字 under Latin-1) was a traceback (s46a)
+        sys.stdout.reconfigure(errors="backslashreplace")  # (漢字 under Latin-1) was a traceback
     try:
         args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
     except KeyboardInterrupt:
@@ -361,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args)
         try:
             sys.stdout.flush()  # here, so a failed write of the last lines is said like the others
-        except BrokenPipeError:  # the reader left after all was written: the code stands (validate's 2, s46c)
+        except BrokenPipeError:  # the reader left after all was written: the code stands (validate's 2)
             to_devnull((sys.stdout.fileno(),))
         return code
     except UserError as exc:

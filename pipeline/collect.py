@@ -45,7 +45,7 @@ FINAL_DRAIN_S = 1.0
 STATE_EVERY_S = 1.0
 """How often the sequences are kept beside the CSV while events come, not only at a clean stop:
 the successor of a collector killed with its host took up none, so the events lost with it were
-no gap, only "seq 0..N not received by this collector" (s43c)."""
+no gap, only "seq 0..N not received by this collector"."""
 STATE_SUFFIX = ".collect-state.json"
 
 
@@ -74,7 +74,7 @@ class SourceState:
     """The gaps said, as (run, first seq, last seq): the stretches of each that have not come yet.
     A push sink that lost its collector for 6 s (a stall, a network split) reconnects, and what it
     had sent into the old connection comes after, late: each was "seq went back" and the next of
-    the new connection another gap, 350 lines where nothing was lost (s43c)."""
+    the new connection another gap, 350 lines where nothing was lost."""
 
     def __post_init__(self) -> None:
         self.runs.setdefault(self.run, self.seq)
@@ -175,7 +175,7 @@ class SequenceTracker:
             os.replace(draft, path)
         except OSError:
             # a full disk: no draft left beside the CSV, nor an older state, which the next
-            # collector would take for the last one's (s43e)
+            # collector would take for the last one's
             for stale in (draft, path):
                 with contextlib.suppress(OSError):
                     stale.unlink()
@@ -214,7 +214,7 @@ class Collector:
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.tracker = SequenceTracker()
         # none beside a device or a pipe (--csv /dev/null to republish only, /dev/stdout): it went
-        # into /dev, or failed there at every stop (s39c), and such a CSV has no rows to go on from
+        # into /dev, or failed there at every stop, and such a CSV has no rows to go on from
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}") if _a_file_or_none(self.csv_path) else None
         self._stop = False
         self._ttys = hangup.terminal_fds()
@@ -233,7 +233,7 @@ class Collector:
         pull = peer_socket(ctx, zmq.PULL, self.bind)
         # No pings of its own: a shard that ended with one unread in its socket reset the
         # connection, and the kernel here dropped what the collector had not read yet, the
-        # shard's last thousands of events, which it had said were delivered (s44a). A shard's
+        # shard's last thousands of events, which it had said were delivered. A shard's
         # host gone is found by TCP keepalive instead, within about 90 s.
         pull.heartbeat_ivl = 0
         pull.tcp_keepalive, pull.tcp_keepalive_idle, pull.tcp_keepalive_intvl, pull.tcp_keepalive_cnt = 1, 60, 10, 3
@@ -243,7 +243,7 @@ class Collector:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         try:
             for sock, address, flag in ((pull, self.bind, "--bind"), (pub, self.publish, "--publish")):
-                if sock is not None:  # a host that is not this machine's was "No such device (addr=...)" (s45d)
+                if sock is not None:  # a host that is not this machine's was "No such device (addr=...)"
                     problem = bind_problem(address)
                     if problem:
                         raise InputError(f"{flag} {address}: cannot bind: {problem}")
@@ -350,7 +350,7 @@ class Collector:
                 if event.get("type") in ("source_down", "source_up"):  # in the sequence, and republished: no row
                     check_source_event(event)
                     rows = []
-                elif event.get("type") == "frame":  # an episode's, with frame fields, was a frame's row (s44a)
+                elif event.get("type") == "frame":  # an episode's, with frame fields, was a frame's row
                     rows = event_rows(event, self.columns, self.precision)
                 else:
                     raise ValueError(f"type {event.get('type')!r} is not one a push sink sends")

@@ -79,7 +79,7 @@ class _Loader(yaml.SafeLoader):
             raise
         except Exception as exc:  # noqa: BLE001
             tag = node.tag.removeprefix("tag:yaml.org,2002:")
-            if id(node) in self.substituted:  # was "invalid YAML", naming no key and no variable (s43b)
+            if id(node) in self.substituted:  # was "invalid YAML", naming no key and no variable
                 key, written = self.substituted[id(node)]
                 raise _Misread(None, None, f"{key}: !!{tag} cannot hold {_show(node.value)}, the value of "
                                            f"{written}", node.start_mark) from None
@@ -102,7 +102,7 @@ class _Loader(yaml.SafeLoader):
         ones, and an earlier mapping of a list over a later one; each merged key is kept once,
         the winner. PyYAML's own let the later mapping win in 6.0.4 (yaml/pyyaml#953); before it,
         it kept every copy, so anchors merged in a chain doubled at each link (30 never loaded),
-        and the losers' lines were those error lines named (s43b)."""
+        and the losers' lines were those error lines named."""
         merged: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
         own = []
         merges = 0
@@ -113,7 +113,7 @@ class _Loader(yaml.SafeLoader):
                 own.append((key, value))
                 continue
             merges += 1
-            if merges > 1:  # the later one won, the other way round from <<: [a, b], and validate said ok (s43e)
+            if merges > 1:  # the later one won, the other way round from <<: [a, b], and validate said ok
                 raise yaml.constructor.ConstructorError(
                     None, None, "duplicate key '<<' (merge several mappings with <<: [*a, *b])", key.start_mark)
             for source in reversed(value.value if isinstance(value, yaml.SequenceNode) else [value]):
@@ -124,14 +124,14 @@ class _Loader(yaml.SafeLoader):
                         source.start_mark)
                 self.flatten_mapping(source)
                 merged.update((_key_of(k), (k, v)) for k, v in source.value)  # the later (earlier listed) wins
-        if merges:  # an empty one too: its << left in place had no constructor (s43e)
+        if merges:  # an empty one too: its << left in place had no constructor
             mine = {_key_of(k) for k, _ in own}
             node.value = [pair for key, pair in merged.items() if key not in mine] + own
 
     def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
         """Integers of a sane length only: Python refuses to even print one of 5,000 digits. And
         not the two forms YAML 1.1, which PyYAML reads (under ``%YAML 1.2`` too), gives another
-        value than YAML 1.2 and everyone else: ``max_frames: 010`` ran 8 frames (s43b)."""
+        value than YAML 1.2 and everyone else: ``max_frames: 010`` ran 8 frames."""
         text = str(node.value)
         if len(text) > MAX_NUMBER_CHARS:
             raise yaml.constructor.ConstructorError(
@@ -195,7 +195,7 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
     came (its context: a quoted value, a flow mapping) and where that began; a problem at the
     end of the file is put at that beginning. The problem alone was said: a quote left open on
     line 11 was "q.yaml:34: found unexpected end of stream", past the file's end, and a second
-    document "but found another document" (s43b)."""
+    document "but found another document"."""
     mark, context = exc.problem_mark, exc.context_mark if exc.context else None
     hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
     if mark and text[mark.index:mark.index + 1] == "\t":
@@ -270,7 +270,7 @@ def placeholder_hint(graph: Graph, spec: StageSpec) -> str:
     (``input.mp4``, a placeholder), how to give one: a first run without ``--set source.path``
     said "video input.mp4: no such file", a name the user had never written."""
     origin = Path(graph.origin)
-    if origin.parent.resolve() != shipped_configs().resolve():  # configs/x.yaml from the repository too (s46c)
+    if origin.parent.resolve() != shipped_configs().resolve():  # configs/x.yaml from the repository too
         return ""
     data, _ = read_config(origin)
     given = data["stages"][spec.name].get("params") or {}
@@ -288,7 +288,7 @@ as the config was read whole at gigabytes a second, and the FER-2013 CSV took mi
 def _utf16(raw: bytes) -> bool:
     """Text in UTF-16: its byte-order mark, or (none written) a start with zero bytes (the high
     halves of its spaces and ASCII letters) that reads as printable text in UTF-16, Cyrillic or an
-    arrow in a first comment too (s45f); a video's or an image's zeros read as control characters,
+    arrow in a first comment too; a video's or an image's zeros read as control characters,
     and text of another encoding has no zeros."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         return True
@@ -314,10 +314,10 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         if len(raw) > MAX_CONFIG_BYTES:
             raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 2**20} MiB, more than a config holds (a video or "
                               "data file given as the config?)")
-        if _utf16(raw):  # Notepad's "Unicode", PowerShell's > (s44e)
+        if _utf16(raw):  # Notepad's "Unicode", PowerShell's >
             raise ConfigError(f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); save "
                               "the file as UTF-8")
-        if b"\0" in raw[:64]:  # YAML has no NUL; fer-pipe run clip.mp4 was told to save the video as UTF-8 (s45d)
+        if b"\0" in raw[:64]:  # YAML has no NUL; fer-pipe run clip.mp4 was told to save the video as UTF-8
             raise ConfigError(f"{path}: not a text file (a video or other binary file given as the config?); a config "
                               "is a YAML graph such as video_to_csv, and a video goes in with --set source.path=VIDEO")
         text = raw.decode("utf-8")
@@ -329,7 +329,7 @@ def read_config(path: str | Path) -> tuple[Any, Lines]:
         raise ConfigError(f"{path}: is a folder, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line (s43b)
+    except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}, perhaps saved as Latin-1 or "
                           "Windows-1252); save the file as UTF-8") from None
@@ -373,7 +373,7 @@ def _set_value(raw: str, target: str) -> Any:
     """A ``--set`` value read as YAML by the config's own loader (so its limits hold here too);
     text that is not YAML (``a: b: c``) is taken as the string typed, and so is one with a line
     break, which YAML folds into a space (a file name with one was "no such file", the name
-    shown folded, s41a). A comment is refused: dropped without a word, it sent a run's rows to
+    shown folded). A comment is refused: dropped without a word, it sent a run's rows to
     a file named after part of the path."""
     if "\n" in raw or "\r" in raw:
         return raw
@@ -384,7 +384,7 @@ def _set_value(raw: str, target: str) -> Any:
         raise ConfigError(f"--set {target}={raw}: YAML reads {comment!r} as a comment and would drop it; "
                           f"quote the value to keep it{example}")
     dropped = _anchor_or_local_tag(raw)
-    if dropped:  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv, '! x.csv' x.csv (s43b, s43e)
+    if dropped:  # dropped without a word as well: 'csv.path=&run1 out.csv' wrote out.csv, '! x.csv' x.csv
         raise ConfigError(f"--set {target}={raw}: YAML reads {dropped!r} as {'an anchor' if dropped[0] == '&' else 'a tag'} "
                           f"and would drop it; quote the value to keep it{example}")
     try:
@@ -397,7 +397,7 @@ def _set_value(raw: str, target: str) -> Any:
         raise ConfigError(f"--set {target}: {exc.problem}") from None
     except yaml.YAMLError:
         return raw
-    except RecursionError:  # as in a file, where it is one line too, not a traceback (s43b)
+    except RecursionError:  # as in a file, where it is one line too, not a traceback
         raise ConfigError(f"--set {target}: the value is nested too deeply") from None
     finally:
         loader.dispose()
@@ -412,7 +412,7 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
     """
     stages = data.get("stages") if isinstance(data, dict) else None
     if not isinstance(stages, dict):  # an empty file, a list: the graph's check says so, not "--set queue_size=4:
-        return data                   # expected ... (or queue_size=N)" of what the user wrote (s41d)
+        return data                   # expected ... (or queue_size=N)" of what the user wrote
     for item in overrides:
         target, sep, raw = item.partition("=")
         stage, dot, param = target.partition(".")
@@ -428,7 +428,7 @@ def apply_overrides(data: Any, overrides: Iterable[str], origin: str, lines: Lin
             if not isinstance(stages[stage], dict):
                 continue  # an empty stage: the graph's check says so at its line
             if param in STAGE_KEYS - SET_STAGE_KEYS and not _a_param_of(stages[stage], param):
-                raise ConfigError(f"--set {item}: " + (  # was "params.inputs: unknown parameter" (s43b)
+                raise ConfigError(f"--set {item}: " + (  # was "params.inputs: unknown parameter"
                     "one param at a time: --set STAGE.PARAM=VALUE" if param == "params" else
                     f"a stage's {param} is the config file's to give; --set gives its params, "
                     f"{' and '.join(sorted(SET_STAGE_KEYS))}"))
@@ -475,10 +475,10 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
     loc = tuple(str(p) for p in err["loc"])
     reason = err["msg"]
     if err["type"] == "extra_forbidden" and loc[-1] in STAGE_KEYS and len(loc) == 1 and yaml:
-        # the README's --set detector.workers=2, moved into the file under params (s43b)
+        # the README's --set detector.workers=2, moved into the file under params
         reason = f"unknown parameter ({loc[-1]} is a key of the stage, beside params, not one of its params)"
     elif err["type"] == "extra_forbidden":
-        fields = list(fields)  # none close: the ones it takes, which `--set push.endpoint` had to look up (s45d)
+        fields = list(fields)  # none close: the ones it takes, which `--set push.endpoint` had to look up
         takes = f"it takes {', '.join(fields)}" if fields else "the stage takes no params"
         reason = f"unknown parameter{did_you_mean(loc[-1], fields) or f' ({takes})'}"
     elif err["type"] == "missing":
@@ -510,7 +510,7 @@ def _undeclared(types: Mapping[str, type[Stage]]) -> str:
     """The modules of fer-pipe's own stages holding a stage the install does not declare: a
     maintainer's new built-in, which the installed entry points lack until setup.cfg declares it
     and ``pip install -e .`` runs again; "unknown stage type" alone sent them looking for a
-    typo (s49c 4), whatever the type is named (``track`` is in tracker.py; s49f 4)."""
+    typo, whatever the type is named (``track`` is in tracker.py)."""
     import fer_pipe.stages
 
     declared = set(types.values())
@@ -533,7 +533,7 @@ def _undeclared(types: Mapping[str, type[Stage]]) -> str:
 def _type_hint(name: str, types: Mapping[str, type[Stage]]) -> str:
     """The known type a user most likely meant by ``name``: types are lower case, and a sink's
     name is not its module's (``csv``, in stages/csv_sink.py); ``video_sink`` was "did you
-    mean 'video'", a source (s43b)."""
+    mean 'video'", a source."""
     word = name.lower()
     if word.endswith("_sink"):
         word = word.removesuffix("_sink")
@@ -585,7 +585,7 @@ def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
 
 def _home_expanded(path: Any) -> Any:
     """``path`` with ``~`` expanded, of its own type: a plug-in's ``Path`` param came back a
-    ``str`` only where the user wrote ``~/`` (s40a), and its ``.with_suffix`` failed then."""
+    ``str`` only where the user wrote ``~/``, and its ``.with_suffix`` failed then."""
     return type(path)(os.path.expanduser(str(path)))
 
 

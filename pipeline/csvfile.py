@@ -168,7 +168,7 @@ class CsvOutput:
         try:
             self.write([])
         except BrokenPipeError:  # its reader left already (| head -n 0): the first frame's write stops the run,
-            pass  # as a reader that leaves later does, where this failed it, exit 1 (s47g)
+            pass  # as a reader that leaves later does, where this failed it, exit 1
         except OSError as exc:  # a full disk, /dev/full: said with the file, as a failed open is
             self._file.close()
             raise cannot_write(what, path, exc) from None
@@ -206,13 +206,13 @@ class CsvOutput:
         if headed:
             self._writer.writerow(self._header)
         if self._terminal:  # a network peer's source id, a file's name: their escape codes acted on the
-            rows = [[printable(v) if isinstance(v, str) else v for v in row] for row in rows]  # terminal (s49b 3)
+            rows = [[printable(v) if isinstance(v, str) else v for v in row] for row in rows]  # terminal
         self._writer.writerows(rows)
         data = self._text.getvalue().encode("utf-8")
         self._put(data)
         if not headed and status is not None and os.fstat(self._file.fileno()).st_size == len(data):
             # emptied (logrotate's copytruncate) between the look at its size and the write: the
-            # rows began the file with no header, and every restart that appends refused it (s49a 1)
+            # rows began the file with no header, and every restart that appends refused it
             self._file.truncate(0)
             self._text.seek(0)
             self._text.truncate()

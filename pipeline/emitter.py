@@ -87,7 +87,7 @@ class Emitter:
         where the item put in their place was of another numbering (a worker that answers for
         two sources): passed on with the next answer of theirs, or at the end. Handed to the
         other numbering's item, they made its consumer wait for ever on the first: 170 frames
-        of 280 neither sent nor counted, exit 0 (s28f)."""
+        of 280 neither sent nor counted, exit 0."""
         # a frame leaves every queue within a queue's length of newer frames put in that queue;
         # a consumer with N workers gets every Nth frame in each of its queues
         self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
@@ -97,7 +97,7 @@ class Emitter:
         packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
         A numbered item (for a stage with several workers) is not skipped: the stage that puts
         the numbers back in order would wait for it. Nor is an outage packet: ``on_error: skip``
-        is about frames, and it was counted as a skipped one (s29d), as a failing ``outage``
+        is about frames, and it was counted as a skipped one, as a failing ``outage``
         hook fails the stage."""
         while UNSENT:
             item, exc = UNSENT.pop(0)
@@ -125,7 +125,7 @@ class Emitter:
         its numbering named for the way it came too. Two branches with workers that a frame
         took both of (c1 and c2 after one detector) answered under one name, and the stage
         where they met put both answers of a number in one place: one was lost, and 60 to 69
-        rows of 80 were written, out of order, exit 0 (s42c)."""
+        rows of 80 were written, out of order, exit 0."""
         self.check_sent()
         for box in self.outboxes:
             self._put(box, box.queues[item.number % len(box.queues)], replace(item, key=f"{item.key}|{box.key}"))
@@ -168,7 +168,7 @@ class Emitter:
 
     def _count_drop(self, packet: Packet) -> None:
         """A frame dropped from several consumers' queues is one frame dropped; a live source's
-        outage packet, numbered as the frame before it, is no frame (s28d)."""
+        outage packet, numbered as the frame before it, is no frame."""
         if not packet.outage and _first_time(self._dropped, (packet.source, packet.index), self._remember):
             self.stats.dropped += 1
 
@@ -192,7 +192,7 @@ class Emitter:
 def _ends_a_stream(item: Packet | Sequenced) -> bool:
     """Whether ``item`` is (or holds) a source's end packet (``Packet.ended``): put waiting for
     room, as the end of stream after it is, not in place of a frame already read (a live
-    source's end dropped one or two of its last frames, s41e)."""
+    source's end dropped one or two of its last frames)."""
     return item.ended if isinstance(item, Packet) else any(p.ended for p in item.packets)
 
 

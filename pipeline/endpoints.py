@@ -72,7 +72,7 @@ WILDCARDS = ("*", "0.0.0.0", "::")
 def one_binder_each() -> Iterator[None]:
     """Around a run's preflight: a second stage checked for an endpoint one before it binds is
     refused. Each probe found the port free alone, and the second stage to bind failed after
-    every stage had started, the other sinks' files already emptied (s37b)."""
+    every stage had started, the other sinks' files already emptied."""
     token = _claimed.set({})
     try:
         yield
@@ -92,7 +92,7 @@ def _place(endpoint: str) -> tuple[str, object]:
     """Where an endpoint binds, one key for its every spelling: ``localhost`` and 127.0.0.1 were
     two places to the check, so the second sink failed after every stage had started and the
     CSVs were emptied; so were ``/tmp/s.sock`` and ``/tmp/./s.sock``, and the second took the
-    first's socket, exit 0 (s41d)."""
+    first's socket, exit 0."""
     where = tcp_host_port(endpoint)
     if where is None:
         path = endpoint[len("ipc://"):]
@@ -165,7 +165,7 @@ def _tcp_problem(host: str, port: int | None) -> str | None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:  # the bare "Cannot assign requested address" (s45d)
+            if exc.errno == errno.EADDRNOTAVAIL:  # the bare "Cannot assign requested address"
                 return f"{host} is not an address of this machine (bind one of its own, or 0.0.0.0 for all)"
             return exc.strerror
     return None
@@ -174,7 +174,7 @@ def _tcp_problem(host: str, port: int | None) -> str | None:
 def ipc_problem(endpoint: str) -> str | None:
     """Why an ``ipc://PATH`` cannot be bound without harm. ZeroMQ unlinks whatever is at PATH
     before it binds, so a second run given the first's path took its subscribers silently, and
-    the first, still running, was unreachable for good after (s40b); a file there would go the
+    the first, still running, was unreachable for good after; a file there would go the
     same way. A socket nobody listens on (a run killed outright) is taken over, as ZeroMQ does."""
     path = endpoint[len("ipc://"):]
     if path.startswith("@") or path == "*":  # Linux's abstract names, ZeroMQ's own temporary path
@@ -238,7 +238,7 @@ def peer_socket(ctx: zmq.Context, kind: int, endpoint: str) -> zmq.Socket:
     after PEER_TIMEOUT_MS, where TCP takes 15-30 min, and a socket that connects then reconnects
     to whoever is at the address now. Without it, a push sink whose collector's host died sent
     into the dead connection to the end of the run, never reaching the collector restarted
-    there, and a subscriber waited for ever on a publisher restarted (s40b).
+    there, and a subscriber waited for ever on a publisher restarted.
 
     IPv6 is on where ``endpoint`` is an IPv6 address (``tcp://[::1]:5556``), which the checks
     above accept as loopback: ZeroMQ leaves IPv6 off, and it failed in the stage with "No such

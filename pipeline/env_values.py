@@ -154,7 +154,7 @@ def refuse_unset(data: Any, origin: str) -> None:
     """Refuse the first ``Unset`` value in the file that is still in ``data``, the config that
     will run once ``--set`` and ``--shard`` have done their part, at the key path where it is
     found there: one in an anchored block that --set had replaced for the anchor's stage was
-    blamed on that stage, not on the one still using it (s43b). The line names every other
+    blamed on that stage, not on the one still using it. The line names every other
     variable it lacks, so that a host's environment file is mended in one go."""
     found: list[tuple[Unset, tuple[str, ...]]] = []
     seen: set[int] = set()

@@ -40,7 +40,7 @@ class OutputError(UserError):
 
 def files_limit_hint(exc: BaseException) -> str:
     """For a process that ran out of file descriptors, the limit and how to raise it: the bare
-    "Too many open files" named neither (s42b)."""
+    "Too many open files" named neither."""
     if not isinstance(exc, OSError) or exc.errno not in (errno.EMFILE, errno.ENFILE):
         return ""
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -72,10 +72,10 @@ def _json_value(value: Any) -> Any:
     as its Python number), a list, tuple or numpy array as an array (an array of more items
     than numpy prints, 1,000, as numpy's summary) and a dict as an object, their items so too,
     and anything else (a set) as its text, as the csv sink writes it: a
-    list was sent as Python's text of it, "[1]", which jq counted as 3 characters (s48k 2).
+    list was sent as Python's text of it, "[1]", which jq counted as 3 characters.
     NaN and infinity are null: written as such, the event was no JSON outside Python's reader."""
     if isinstance(value, np.ndarray) and value.size > np.get_printoptions()["threshold"]:
-        return str(value)  # numpy's summary, as before: a face's crop made an event past a subscriber's 1 MiB (s48l 2)
+        return str(value)  # numpy's summary, as before: a face's crop made an event past a subscriber's 1 MiB
     if isinstance(value, (np.generic, np.ndarray)):
         value = value.tolist()
     if isinstance(value, float) and not math.isfinite(value):
@@ -177,7 +177,7 @@ def encode(event: dict[str, Any]) -> list[bytes]:
 def decode(frames: list[bytes]) -> dict[str, Any]:
     """The event of an ``encode``d message: its JSON, the last frame (the topic is only for
     filtering). NaN and infinity (``NaN``, ``1e400``) are refused, as no fer-pipe sink sends them:
-    taken, they were rows of "nan" and republished as no JSON outside Python's reader (s44a)."""
+    taken, they were rows of "nan" and republished as no JSON outside Python's reader."""
     return json.loads(frames[-1], parse_constant=_not_finite, parse_float=_finite)
 
 
@@ -207,7 +207,7 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
     if not isinstance(faces, list) or not all(isinstance(face, dict) for face in faces):
         raise ValueError("'faces' must be a list of objects")
     rows = []
-    for face in faces:  # a face's own source, frame or timestamp filed the row under another camera (s44a)
+    for face in faces:  # a face's own source, frame or timestamp filed the row under another camera
         values = {**{k: v for k, v in face.items() if k != "probs"}, **head}
         probs = face.get("probs") or {}
         if not isinstance(probs, dict):

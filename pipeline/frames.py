@@ -96,7 +96,7 @@ class FrameRing:
     no reader may still need (the ring's own reuse rule), and a reader that maps the new file lets
     go of the old one. One file for the whole ring, with a new one for larger frames, kept every
     smaller ring until the run's end: a folder of images growing in size held 1,486 MiB of
-    /dev/shm where its largest frames needed 248 (s41a).
+    /dev/shm where its largest frames needed 248.
 
     The writer never unlinks its current files: readers downstream may still map them after the
     source has finished. Their names start with the run's (``prefix``), and the runner's lease
@@ -108,7 +108,7 @@ class FrameRing:
     def __init__(self, prefix: str, slots: int, expected: int | None = None, live: bool = False) -> None:
         """``expected``: the frames the source will send, where it knows (its ``length()``): no
         more slots than that are made at the first frame, and any beyond as they are needed. A
-        source of 8 frames reserved all 123 slots of a graph of six sources (s42c)."""
+        source of 8 frames reserved all 123 slots of a graph of six sources."""
         self.prefix = prefix
         self.slots = slots
         self._first = slots if expected is None else max(1, min(slots, expected))
@@ -144,7 +144,7 @@ class FrameRing:
                     os.posix_fallocate(fd, 0, size)
                 except OSError as exc:
                     os.unlink(os.path.join(SHM, name))
-                    if exc.errno == errno.EFBIG:  # not /dev/shm's room: "which has 24,071 MiB free" said it was (s42b)
+                    if exc.errno == errno.EFBIG:  # not /dev/shm's room: "which has 24,071 MiB free" said it was
                         raise InputError(f"frame ring: a frame's slot of {size:,} bytes is over this process's "
                                          f"file size limit of {resource.getrlimit(resource.RLIMIT_FSIZE)[0]:,} "
                                          "bytes (ulimit -f, systemd's LimitFSIZE=); raise it") from None
@@ -199,7 +199,7 @@ class FrameRing:
 def allow_open_files() -> None:
     """Raise this process's open-file limit to its hard limit. Python's mmap keeps a descriptor
     of its own for each mapping, so a process holds one per slot of each ring it reads or
-    writes: a detector shared by a few dozen cameras reached the usual soft limit of 1024 (s42e),
+    writes: a detector shared by a few dozen cameras reached the usual soft limit of 1024,
     where the hard limit is most often far above it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:

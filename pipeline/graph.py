@@ -64,7 +64,7 @@ class Graph:
         starts a new chain at the stage it leaves (``classifier -> annotated``), and a chain
         ends at a stage with several inputs, whose own chains follow (``cam1 -> detector; cam2
         -> detector; detector -> ...``): walked on, ``a -> d -> c1; b -> d -> c2`` read as if a
-        reached c1 alone and b c2 alone (s42c). A stage with no edge is a chain of its own."""
+        reached c1 alone and b c2 alone. A stage with no edge is a chain of its own."""
         left = {name: self.consumers(name) for name in self.order()}
         chains = []
         for name in left:
@@ -120,7 +120,7 @@ def spelled_otherwise(name: str, names: Iterable[str]) -> str:
     Unicode characters (``é`` as ``e`` and a combining accent, as some editors and macOS text
     give it), or one is spelt nearly so (``sorce``, ``Source``). Said, not taken for it, so that
     a config means one thing wherever it is read; the line showed two names no one could tell
-    apart (s42c), and a typo's got no hint (s43b)."""
+    apart, and a typo's got no hint."""
     names = list(names)
     key = unicodedata.normalize("NFKC", name)
     same = [other for other in names if isinstance(other, str) and unicodedata.normalize("NFKC", other) == key]
@@ -204,7 +204,7 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
                       if any(kind not in before for before in up.after(name))]
         lines: dict[str, None] = {}  # a line said on several ways is said once
         for after in down.after(name):
-            try:  # a plug-in tracker after haar's every_n was warned of as none (s40a)
+            try:  # a plug-in tracker after haar's every_n was warned of as none
                 said = spec.cls.graph_warnings(spec.params, after)
                 said = [said] if isinstance(said, str) else list(said)
                 if not all(isinstance(line, str) for line in said):
@@ -220,7 +220,7 @@ class _Ways:
     """The stage types on each way from a stage to an end of the graph (a source, going up; a
     stage that feeds none, going down), as their distinct sets: what a stage wants before or
     after it must be on every way, not somewhere in the graph. A tracker on one branch after
-    haar's ``every_n`` hid that the other branch's CSV said 'no face' on 2 frames in 3 (s42c)."""
+    haar's ``every_n`` hid that the other branch's CSV said 'no face' on 2 frames in 3."""
 
     def __init__(self, graph: Graph, step: Callable[[str], Iterable[str]]) -> None:
         self._graph, self._step = graph, step
@@ -229,7 +229,7 @@ class _Ways:
     def after(self, name: str) -> set[frozenset[str]]:
         """The sets of types on the ways on from ``name``, ``name`` not counted; one empty set at an
         end. Found depth-first with a list of its own, not by recursion: a chain of 500 stages ended
-        in a RecursionError traceback (s43b)."""
+        in a RecursionError traceback."""
         todo = [name]
         while todo:
             current = todo[-1]
@@ -252,9 +252,9 @@ class _Ways:
 def _by_two_paths(spec: StageSpec, sources: dict[str, dict[str, None]]) -> str:
     """Where two of a stage's inputs carry one source's frames (a filter put in a chain with the
     old edge kept: ``inputs: [confident, classifier]``), it gets each frame twice, and a sink
-    writes it twice, without a word (s40a). ``sources``: each stage's sources.
+    writes it twice, without a word. ``sources``: each stage's sources.
     One pass over the inputs: every pair, each walking the graph, took 133 s for a detector
-    fed by 1,000 cameras (s43b)."""
+    fed by 1,000 cameras."""
     first: dict[str, str] = {}  # source -> the first input that carries it
     for name in spec.inputs:
         for source in sources[name]:

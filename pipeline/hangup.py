@@ -40,7 +40,7 @@ class GuardedStream:
     """A standard stream that can lose its reader while a run goes on: a write that fails for
     one of ``gone`` moves the stream to /dev/null, as a hangup does, and is dropped. A camera's
     reconnection notice, a skipped frame's line or a status line then cannot end an unattended
-    run: a status line to a ``tee`` that had died killed every stage, unclosed, exit 0 (s39b)."""
+    run: a status line to a ``tee`` that had died killed every stage, unclosed, exit 0."""
 
     def __init__(self, stream: TextIO, gone: Collection[int] = GONE) -> None:
         self._stream, self._gone = stream, gone

@@ -43,7 +43,7 @@ def own_copy(packet: Packet) -> Packet:
 def _read_only(packet: Packet) -> Packet:
     """A source's packet with a read-only copy of its pixels, as the runner's ring gives them. A
     copy, as the ring's is: a source that draws each frame into one buffer gave a stage that keeps
-    frames the last frame's pixels in all of them (s46f; 11 us for a 640x360 frame). Read-only, so
+    frames the last frame's pixels in all of them (11 us for a 640x360 frame). Read-only, so
     that a stage that writes into it, changing what the other branches see, fails here as in a run."""
     if isinstance(packet.image, np.ndarray):
         packet.image = read_only(packet.image.copy())
@@ -143,7 +143,7 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
 def _say_if_unseen(stage: Stage, frames: int, unseen: int) -> None:
     """Warn where every frame given to a stage that reads faces had none (``faces`` None: no
     detector had seen it). A run's graph check refuses such wiring; here the classifier gave a
-    notebook's face crops back unclassified without a word (s49g 2). One such frame is a
+    notebook's face crops back unclassified without a word. One such frame is a
     detection skipped, which a stage takes as such (the tracker carries its tracks on)."""
     reads = type(stage).reads
     if frames and unseen == frames and reads is not None and FRAME not in (
@@ -247,7 +247,7 @@ def run_graph(graph: Graph) -> GraphRun:
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
             if isinstance(packet.image, np.ndarray):  # a stage's own picture: read-only to every branch after
-                packet.image = read_only(packet.image)  # it, as the runner hands it on (s49c 2)
+                packet.image = read_only(packet.image)  # it, as the runner hands it on
             branches = consumers[name]
             copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
             for consumer, mine in zip(branches, copies):

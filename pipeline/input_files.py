@@ -19,6 +19,6 @@ def why_no_file(name: str, streams_reader: str) -> str:
         return f"a broken link (to {os.readlink(name)})"
     if "://" in name:
         return f"a stream's URL, not a file ({streams_reader} reads streams)"
-    if not os.path.isabs(name):  # read from the config's folder, the user took it (s45d)
+    if not os.path.isabs(name):  # read from the config's folder, the user took it
         return f"no such file in {os.getcwd()}, the folder fer-pipe runs in"
     return "no such file"

@@ -127,7 +127,7 @@ class Packet:
     (a track after ``max_gap_s``, its episode, its face_lost event) waited for the camera's
     return, hours later, or for the end of the run. The runner hands it to a stage's ``outage``,
     not its ``process`` (see ``fer_pipe.stage``). A field of its own, not an ``extra`` key: a
-    plug-in's ``extra["outage"] = False`` made every frame one, and none was written (s28d)."""
+    plug-in's ``extra["outage"] = False`` made every frame one, and none was written."""
     ended: bool = False
     """True for the outage packet that ends a source's stream (make it with ``stream_ended``):
     the runner sends it after the source's last frame, so that a source that ends while others
@@ -169,7 +169,7 @@ def read_only(array: np.ndarray) -> np.ndarray:
     writes into it fails in a test as it would in a run. A view, not a copy, of a whole frame.
     One whose flag cannot be set back, as a view of shared memory's cannot: a view of a
     writable array could, and a stage that set it (as users of torch's ``from_numpy`` do)
-    passed its tests and, in a batch task, drew into the frame another branch read (s49c 1)."""
+    passed its tests and, in a batch task, drew into the frame another branch read."""
     return np.lib.stride_tricks.as_strided(array, writeable=False)
 
 
@@ -202,7 +202,7 @@ class Sequenced:
     queue, or before sending them), so nobody waits for them. ``stopped_at`` is the number at
     which a worker ended the run (``StopRun``): nothing numbered after it is passed on, though
     another worker may still answer such numbers. It is a number, not a mark on the answer, so
-    that it holds where that answer is dropped from a full live queue (s28e).
+    that it holds where that answer is dropped from a full live queue.
     """
 
     key: str

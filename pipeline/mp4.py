@@ -120,8 +120,8 @@ def numbered_by_time(path: str | Path) -> bool:
     """Whether each key frame of the video track is where its number puts it at the track's
     average rate. OpenCV's seek by frame number goes to that time, back to a key frame, names
     that frame from its time, and counts on from it; so in a file of variable frame rate (a
-    phone's, in low light) a ``start`` of 70 read the file's frames from 94 on, numbered from 70
-    (s44b). True where the file is not an MP4 or QuickTime file, or its tables cannot be read."""
+    phone's, in low light) a ``start`` of 70 read the file's frames from 94 on, numbered from 70.
+    True where the file is not an MP4 or QuickTime file, or its tables cannot be read."""
     moov = _header(path)
     track = moov and _video_track(moov)
     minf = track and _child(track[1], b"minf")
@@ -130,7 +130,7 @@ def numbered_by_time(path: str | Path) -> bool:
     if not runs:
         return True
     # the average rate from the frames' start times: a last frame that lasts longer than the
-    # others (as many files' does) is no variable rate, and OpenCV's seek lands right in them (s44e)
+    # others (as many files' does) is no variable rate, and OpenCV's seek lands right in them
     frames, ticks = sum(n for n, _ in runs), sum(n * d for n, d in runs) - runs[-1][1]
     if frames < 2 or ticks <= 0:
         return True

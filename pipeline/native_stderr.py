@@ -14,7 +14,7 @@ from typing import BinaryIO
 _SWAPPING = threading.RLock()
 """One swap of fd 2 at a time in a process: two threads of a host calling the API at once (each
 run checks its model and cascade in the caller) each saved the other's /dev/null as the stderr
-to restore, and the host's stderr stayed on /dev/null for good (s45c)."""
+to restore, and the host's stderr stayed on /dev/null for good."""
 
 
 @contextmanager
@@ -77,7 +77,7 @@ class StderrCapture:
     OpenCV's video writer reports a failed write only as a warning printed there; capturing
     it per call is how a caller learns which call failed. Five system calls per capture. The
     file is in memory: in $TMPDIR, on the disk that a full disk filled, the warning of a write
-    that failed for it could not be written either, and the run went on recording nothing (s44c).
+    that failed for it could not be written either, and the run went on recording nothing.
     """
 
     def __init__(self) -> None:

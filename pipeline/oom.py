@@ -1,7 +1,7 @@
 """A stage's process, not the runner, is what the kernel kills when memory runs out.
 
 Out of memory, the kernel killed the process it scored highest, the runner, the largest (it
-holds the model for its preflight): exit 137 and not a line, the CSV cut short (s48g 1). Any
+holds the model for its preflight): exit 137 and not a line, the CSV cut short. Any
 process may raise its own score, and each stage's does, so a stage is killed, and the runner
 names it and keeps what was done.
 """
@@ -19,7 +19,7 @@ its preflight), which a stage's out-of-memory score is raised past."""
 def oom_raise() -> int:
     """How far a stage raises its ``oom_score_adj``: the share of memory ``RUNNER_BYTES`` is,
     in the kernel's thousandths, and 50 more. A flat 500 made a stage the whole machine's first
-    choice, ahead of any program under half its memory (s48j 6); this is some 60 on 24 GB,
+    choice, ahead of any program under half its memory; this is some 60 on 24 GB,
     and the most in a container of under 256 MB."""
     memory = _memory_bytes()
     return 1000 if memory is None else min(1000, -(-RUNNER_BYTES * 1000 // memory) + 50)
@@ -29,8 +29,7 @@ def _memory_bytes(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path(
     """This process's memory: the machine's, or the least limit of its cgroup and the groups
     above it, where less (the OOM killer scores against the limit of the group that ran out):
     a systemd slice's ``MemoryMax=`` over its scopes, and a container's group, which cgroup v1
-    shows it at the mount's root while ``/proc/self/cgroup`` names the host's path, were missed
-    (s48l 1)."""
+    shows it at the mount's root while ``/proc/self/cgroup`` names the host's path, were missed."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):

@@ -27,7 +27,7 @@ def opencv_name(path: str | Path, what: str) -> str:
 
     The bindings encode a ``str`` as UTF-8 whatever the locale, so the name is the file's bytes
     read as UTF-8: under a Latin-1 or EUC-JP locale Python's own ``str`` named another file, and a
-    video writer wrote there, leaving the named file empty (s46a). A relative name whose first
+    video writer wrote there, leaving the named file empty. A relative name whose first
     part holds a colon (``2026-12-05T10:30:00.mp4``, ``cam1:lobby.mp4``) is led by ``./``, or
     FFmpeg takes what comes before the colon for a protocol and opens nothing."""
     try:

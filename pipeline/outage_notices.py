@@ -26,7 +26,7 @@ class OutageNotices:
 
     The repeats are what a subscriber that connects during an outage first hears, and say that
     the run is alive. Outage packets come about every second, so a repeat is due at the one
-    nearest ``every_s``: one a millisecond short of it skipped a whole beat (s29c)."""
+    nearest ``every_s``: one a millisecond short of it skipped a whole beat."""
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s  # 0: once per outage

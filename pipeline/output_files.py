@@ -31,7 +31,7 @@ def descriptor_of(path: str | Path) -> int | None:
     """The descriptor of fer-pipe's own process that ``path`` names (/dev/stdout, /dev/fd/3),
     if it names one. Opened by name, such a path is opened anew in the stage's process: a
     stdout redirected to a file was emptied (every run but the last of a loop into one file was
-    lost), and other descriptors are not passed to the stage processes at all (s47g)."""
+    lost), and other descriptors are not passed to the stage processes at all."""
     name = os.path.normpath(str(path))
     named = DESCRIPTOR.fullmatch(name)
     return STREAMS.get(name, int(named.group(1)) if named else None)
@@ -41,7 +41,7 @@ def odd_character(path: str) -> str | None:
     """Why ``path`` is no name to make a file or folder under, or None: a control character or
     line separator in it is an accident (a Windows path in double-quoted YAML, where ``\\n`` and
     ``\\e`` are escapes; the carriage return a script or ``.env`` file saved on Windows leaves),
-    and the run wrote its results under a name nobody typed or finds, exit 0 (s50c 1)."""
+    and the run wrote its results under a name nobody typed or finds, exit 0."""
     odd = next((c for c in path if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
     if odd is None:
         return None
@@ -65,7 +65,7 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     """The one line for an output that cannot be written: bad input (exit 2) where the path
     cannot be used, a failed output (exit 1) where it could but the disk is full or failing,
     as a full disk mid-run is, so a wrapper that gives up on bad input retries it."""
-    if exc.errno == errno.EISDIR:  # the words check_writable says it in (collect --csv FOLDER, s45d)
+    if exc.errno == errno.EISDIR:  # the words check_writable says it in (collect --csv FOLDER)
         return InputError(f"{what} {path}: is a folder, not a file")
     kind = InputError if exc.errno in UNUSABLE_PATH else OutputError
     return kind(f"{what} {path}: cannot write: {exc.strerror}")

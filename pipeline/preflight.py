@@ -2,7 +2,7 @@
 
 A run and a batch check the outside world (a display, a device, a file) here alike: a batch
 that skipped it started a task per video that each crashed on the missing display (Qt aborts
-the process), four attempts each, where ``fer-pipe run`` said one line (s39c).
+the process), four attempts each, where ``fer-pipe run`` said one line.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def check_outputs(cls: type[Stage], params: StageParams, what: str) -> None:
     """Try each file the stage's ``output_paths`` name, before its own ``preflight``: a plug-in
     sink that left this to its own code (each built-in one called it) and was given a folder
     that is not there passed ``validate`` and failed its run after every stage had started, exit
-    1 (s50f 3)."""
+    1."""
     for _, path in named_files(cls, params, cls.output_paths):
         check_writable(path, what)
 
@@ -41,8 +41,7 @@ def check_outputs(cls: type[Stage], params: StageParams, what: str) -> None:
 def live_sources(graph: Graph) -> set[str]:
     """The sources that are live. ``live`` is a property of a built stage (a video with
     ``realtime``), so each source is built here, in the parent, besides in its own process; its
-    ``__init__`` failing here is said as the stage's, where it was a traceback that named no stage
-    (s46d)."""
+    ``__init__`` failing here is said as the stage's, where it was a traceback that named no stage."""
     live = set()
     for spec in graph.sources():
         with _said_as_the_stages(graph, spec, True, "its __init__"):

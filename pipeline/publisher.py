@@ -101,7 +101,7 @@ class Publisher:
         """Publish the event, or count it dropped; whether it was sent. Subscriptions are applied
         by ZeroMQ itself; their copies are read away for at most ``SUBSCRIPTIONS_READ_S``: all
         of them, a subscriber that flooded them held the pipeline (a 72-frame run took 114 s, or
-        failed as stalled, s44a), and none, ZeroMQ kept them, 30 MiB a second (s44e)."""
+        failed as stalled), and none, ZeroMQ kept them, 30 MiB a second."""
         until = time.monotonic() + SUBSCRIPTIONS_READ_S
         try:
             while True:

@@ -42,7 +42,7 @@ URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re
 """A URL, also with one slash after its scheme: a URL given where a path belongs comes back
 through ``pathlib`` as ``rtsp:/admin:pw@host``. A colon at its end is the line's (``URL: why``).
 A quote ends it, as a line quotes one, but not inside its user part, where a password may hold
-one (``'`` is a URL's own character: s44a)."""
+one (``'`` is a URL's own character)."""
 
 
 HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@\s]*):\S*@", re.IGNORECASE)

@@ -44,7 +44,7 @@ _BUILDING = threading.Lock()
 def registry() -> Registry:
     """The stage types, built once per process. Behind a lock: two threads of a host calling the
     API at once each redirected sys.stdout for the imports, and one restored the other's
-    redirection, leaving the host's prints on stderr for good (s45c)."""
+    redirection, leaving the host's prints on stderr for good."""
     with _BUILDING:
         return _built()
 
@@ -162,7 +162,7 @@ def plain_default(info: FieldInfo) -> object:
     """A field's default, or ``NO_PLAIN_DEFAULT`` for a required field and one whose default
     factory takes the other fields' values (pydantic 2.10) or fails outside the stage's build
     (one that reads an environment variable): asked for alone, such a factory raised, and
-    every command that listed the stage types gave a traceback (s48c 1)."""
+    every command that listed the stage types gave a traceback."""
     if info.is_required() or getattr(info, "default_factory_takes_data", False):
         return NO_PLAIN_DEFAULT
     try:

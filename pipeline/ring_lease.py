@@ -12,7 +12,7 @@ The runner and each of its stage processes hold the lock shared; a sweep takes i
 not at all. Held by the runner alone, a run restarted at once after a SIGKILL of its runner
 (``Restart=always``) removed the semaphores of the old run's stages while they still drained,
 and the resource tracker that outlived them said "No such file or directory" for each, 55
-lines of warnings in the old run's log (s43c).
+lines of warnings in the old run's log.
 
 A lock, not the process id in the name, because a pid says nothing across the PID namespaces
 of containers that share one /dev/shm, and pids are reused.
@@ -147,8 +147,8 @@ STAGE_NAME_BYTES = 64
 def segment_prefix(run: str, stage: str) -> str:
     """The start of the names of a run's rings made by one of its stages. A file name is 255
     bytes at most, and a source named with 123 accented letters passed validate, then failed its
-    run once every stage had started, "File name too long" (s41d); one named ``Kamera_東口``
-    failed under a Latin-1 locale, whose file names cannot hold it (s46a)."""
+    run once every stage had started, "File name too long"; one named ``Kamera_東口``
+    failed under a Latin-1 locale, whose file names cannot hold it."""
     if len(stage.encode()) > STAGE_NAME_BYTES or not stage.isascii():
         stage = hashlib.sha256(stage.encode()).hexdigest()[:16]
     return f"{PREFIX}{run}_{stage}"

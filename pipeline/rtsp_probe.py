@@ -83,8 +83,8 @@ def _describe(address: tuple[str, int], url: str, authorization: str,
               timeout_s: float) -> tuple[str, list[str], list[str]]:
     """The status (``404 Not Found``; empty if the answer is not RTSP's), the login challenges
     (``WWW-Authenticate``, one per header: a camera may offer several) and the kinds of media
-    its description lists (``m=audio ...``: an audio-only path was said as a transport problem,
-    s40c) of one DESCRIBE, on a connection of its own: some cameras close one after a 401."""
+    its description lists (``m=audio ...``: an audio-only path was said as a transport problem)
+    of one DESCRIBE, on a connection of its own: some cameras close one after a 401."""
     request = (f"DESCRIBE {url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
                + (f"Authorization: {authorization}\r\n" if authorization else "")
                + "User-Agent: fer-pipe\r\n\r\n")

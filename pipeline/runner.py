@@ -151,7 +151,7 @@ class Runner:
         ``name[i]`` for each of its workers), for monitors that sample memory and queue depths
         from another thread (tools/soak.py). Emptied when the run ends: an API stream kept for its
         result held its run's 24 file descriptors and 23 semaphores, and a service keeping its jobs
-        ran out of descriptors after 40 (s45c)."""
+        ran out of descriptors after 40."""
         self.inboxes: dict[str, Any] = {}
         """Keyed ``producer>consumer`` by process name."""
 
@@ -178,13 +178,13 @@ class Runner:
             elif signum == first and seen == 1 and when - at < TOGETHER_S:
                 # The same signal again at once: GNU timeout, and kill -- -PGID, send it to the
                 # command and to its process group, and the runner got both; the drain was cut
-                # short as "interrupted twice" in 1 of 4 such stops (s40c). A second stop comes later.
+                # short as "interrupted twice" in 1 of 4 such stops. A second stop comes later.
                 continue
             elif first == signal.SIGHUP and seen == 1 and when - at < TOGETHER_S:
                 # Nor the other way round: signals pending together are handled lowest number
                 # first, so systemd's SIGTERM and SIGHUP sent back to back came as SIGHUP, then a
-                # "second" signal, and the stop was cut short with exit 129 (s29a). The hangup's
-                # drain goes on, as this signal's. One that comes later is a second stop (s29b).
+                # "second" signal, and the stop was cut short with exit 129. The hangup's
+                # drain goes on, as this signal's. One that comes later is a second stop.
                 first = signum
                 continue
             if first is None:
@@ -280,7 +280,7 @@ class Runner:
         # on), and here a signal sent meanwhile stays pending and is noted when unblocked, so a
         # stop that came during the start is not lost.
         # A SIGINT or SIGHUP the caller ignores stays ignored (a shell's `fer-pipe run ... &`, nohup):
-        # before, a SIGINT was ignored while the run started and honoured after (s28c).
+        # before, a SIGINT was ignored while the run started and honoured after.
         deferred: list[int] = []
         previous = {s: signal.signal(s, lambda signum, _: deferred.append(signum)) for s in STOP_SIGNALS
                     if in_main and not (s != signal.SIGTERM and signal.getsignal(s) == signal.SIG_IGN)}
@@ -433,7 +433,7 @@ class Runner:
         if self._signal is not None and reports.stopped is not None:  # the stages got it too: a group's signal
             unopened = [p for p in self._stage_of if p not in reports.opened and not self.graph.consumers(self._stage_of[p])]
             whole = ("" if reports.killed_closing else
-                     # a sink stopped before its open made no file, or left an earlier run's as it was (s28c)
+                     # a sink stopped before its open made no file, or left an earlier run's as it was
                      f"; {', '.join(map(self._who, unopened))} had not opened its output yet" if unopened else
                      "; each sink's file holds the frames it had taken")
             return RunResult(128 + self._signal, stats, "interrupted: stopped at once, as the stages got the "
@@ -450,7 +450,7 @@ class Runner:
     def _others_read_on(self, process: str, procs: Processes) -> bool:
         """Whether ``process`` is a source's, and another source still reads: its failure is said
         at once, where it was said only when the others ended, hours later for a long file and
-        never beside a camera (s46e)."""
+        never beside a camera."""
         sources = {p for p, stage in self._stage_of.items() if self.graph.stages[stage].is_source}
         return process in sources and any(procs[p].exitcode is None for p in sources - {process})
 
@@ -553,7 +553,7 @@ class Runner:
                 # off: it landed as the stage's first message started the queue's feeder thread.
                 # Only where another stage reports that the signal reached it too: during a drain
                 # that the runner alone was asked for (kill PID, the API's stop), a stage that
-                # ends so sent no end of stream, and the run waited for ever (s30a).
+                # ends so sent no end of stream, and the run waited for ever.
                 if reports.stopped is not None:
                     continue
                 seen = self._silent.setdefault(name, time.monotonic())

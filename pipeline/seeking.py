@@ -40,7 +40,7 @@ def why_no_seek(path: str | Path) -> str:
     it does not. An AVI's index may list empty "drop" chunks (``fer_pipe.avi.has_drop_frames``:
     an ordinary ``ffmpeg -c:v mjpeg`` AVI has one), which OpenCV's frame numbers count: its seek
     to frame 20 landed on the 19th frame that decodes while saying 20, and a ``start`` run
-    numbered every frame one too high (s38b)."""
+    numbered every frame one too high."""
     if not numbered_by_time(path):
         return ("a video of variable frame rate, read as one task: OpenCV names a frame by its time at the average "
                 "rate, so its seek lands on another frame than it names")

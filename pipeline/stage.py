@@ -102,7 +102,7 @@ class StageParams(BaseModel):
     def given_names(cls) -> dict[str, str]:
         """Each param's name as a config gives it, to its field's: an alias where the field has
         one (a param called ``from``), which alone is taken (see ``given_name``); the listing and
-        the unknown-param line named the field, which the config then had refused (s48c 6)."""
+        the unknown-param line named the field, which the config then had refused."""
         return {cls.given_name(name): name for name in cls.model_fields}
 
     @classmethod
@@ -192,7 +192,7 @@ class Stage:
         """A source's stream has ended (``packet.ended``: no frame; numbered and dated as its last
         one), while the run may go on with other sources. Return the packets to pass on: by
         default this one. A hook of its own, not ``outage``'s: plug-ins written to "a live
-        camera is down" took every file's end for one (s41e). A stage that holds packets returns
+        camera is down" took every file's end for one. A stage that holds packets returns
         that source's held ones before the end packet; one with a ``finish`` of its own that
         leaves this hook as it is gets its end packets only after its finish (``keeps_ends``)."""
         return (packet,)
@@ -252,7 +252,7 @@ class SourceParams(StageParams):
     def _printable(cls, value: str) -> str:
         """A line break or other control character in an id split the CSV's rows across lines,
         which batch counts and tails as lines (its manifest said 6 rows for 3), and reached the
-        ZeroMQ topics and every line that names the source (s50f 8)."""
+        ZeroMQ topics and every line that names the source."""
         if not value.isprintable():
             raise ValueError(f"{value!r} holds a line break or other control character; give a printable id")
         return value
@@ -328,7 +328,7 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
     stage that returned it: unchecked, it was the stage it reached that failed, with a message
     about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
     the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
-    stopped after the first and a sink's latency read 12 hours (s40a)."""
+    stopped after the first and a sink's latency read 12 hours."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
     if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
@@ -367,7 +367,7 @@ def _face_problem(face: Face) -> str:
     """What is wrong with a face a stage passes on, or nothing. Unchecked, a plug-in detector's
     box of three numbers failed the classifier after it, a float box went into the CSV's
     integer columns, and a plug-in classifier's one NaN made its track's smoothed label NaN for
-    the rest of the track, exit 0; probabilities of another length failed the csv sink (s40a)."""
+    the rest of the track, exit 0; probabilities of another length failed the csv sink."""
     box = face.box
     if (not isinstance(box, (tuple, list)) or len(box) != 4
             or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
@@ -404,7 +404,7 @@ def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | N
             name: str) -> list[Packet]:
     """A notice through a stage: a sink whose reader left while it wrote what the notice closes
     (the episodes an end closes, to /dev/stdout | head) ends the run, as in ``process``, where
-    it failed it, exit 1 (s47h)."""
+    it failed it, exit 1."""
     try:
         return packets_of(method(stage, packet), name)
     except BrokenPipeError:
@@ -419,7 +419,7 @@ def reader_gone(stage: Stage) -> bool:
     process's stdout or stderr, a pipe or socket nobody reads now (POLLERR; POLLHUP for a
     socket: Node's child_process pipes, journald's). A broken pipe of the sink's own (an encoder
     child, a network peer, a named pipe) is a failure: it ended a run exit 0, its rows lost
-    without a word (s49f 1), also where another standard stream's reader had gone (s49h 3)."""
+    without a word, also where another standard stream's reader had gone."""
     if not isinstance(stage, Sink):
         return False
     kind = type(stage)
@@ -433,7 +433,7 @@ def reader_gone(stage: Stage) -> bool:
 def close_stage(stage: Stage) -> None:
     """Close ``stage``. A sink whose reader left (``/dev/stdout | head``) ends as in ``process``:
     a file opened as the README's recipe opens it still held its last rows at close, and a run
-    that a reader had left cleanly failed there, exit 1 (s49c 3)."""
+    that a reader had left cleanly failed there, exit 1."""
     try:
         stage.close()
     except BrokenPipeError:
@@ -445,7 +445,7 @@ def keeps_ends(kind: type[Stage]) -> bool:
     """A stage with a ``finish`` of its own and no ``ended``: one that may hold packets until the
     run's end (a batch for a model) and says nothing of a source's end. Its end packets wait for
     its finish: passed on at once, a source's end overtook the frames such a stage held, the
-    tracker after it ended the track, and the frames that followed had no track id (s42c). Not
+    tracker after it ended the track, and the frames that followed had no track id. Not
     for a sink (nothing follows it), nor with workers (which hold nothing between packets)."""
     return kind.ended is Stage.ended and kind.finish is not Stage.finish
 
@@ -480,7 +480,7 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
                         f"{source_id!r} (Packet(self.source_id, ...))")
     index, timestamp = item.index, item.timestamp
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
-        # -1 is an outage packet's number while its source has sent no frame (s29c)
+        # -1 is an outage packet's number while its source has sent no frame
         raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int >= 0")
     if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
             or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
@@ -510,7 +510,7 @@ A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey, of at least one pi
 def not_a_frame(image: Any) -> str:
     """What ``image`` is, where it is not what the stages take (``A_FRAME``); empty where it is,
     or where there is none. The detector met a float image with an OpenCV assertion that blamed
-    its scale factor, and an image of no pixels (0 x 640 x 3) with another (s42a)."""
+    its scale factor, and an image of no pixels (0 x 640 x 3) with another."""
     if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size
                          and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
         return ""
@@ -571,7 +571,7 @@ wrote a line a frame, some 2 million a day."""
 
 def named(packet: Packet) -> str:
     """A packet as a line names it: its source's frame, or its source's outage, which is none
-    (s29c: "skipped cam frame -1")."""
+    ("skipped cam frame -1")."""
     if not packet.outage:
         return f"{packet.source} frame {packet.index}"
     if packet.ended:

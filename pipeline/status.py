@@ -26,10 +26,10 @@ class StatusLine:
         self.down = down
         """Since when (monotonic) a live source has been down, per process, or waiting for its
         first frame since it started; 0 while it is not: "cam 184 (0.0/s)" did not tell a camera
-        that is down from a stage that is stuck (s28a), nor "cam 0 (0.0/s)" one never reached."""
+        that is down from a stage that is stuck, nor "cam 0 (0.0/s)" one never reached."""
         self.ended = ended
         """Whether a process has ended: a file read to its end, or a source that failed while the
-        others read on, read "(0.0/s)" as a stage hung in a read does (s46e)."""
+        others read on, read "(0.0/s)" as a stage hung in a read does."""
         self._last_at = started
         self._started = started
         self._last = dict.fromkeys(processes, 0)
@@ -38,9 +38,9 @@ class StatusLine:
         """Say the line if ``every_s`` has passed since the last one (the runner calls this
         from its supervision loop, a few times a second), or, with ``last``, once the stages
         have ended: a service run with ``--quiet`` prints no statistics table, and the last
-        frames of a run that ended between two lines were in none (s29a). That one's rates are
+        frames of a run that ended between two lines were in none. That one's rates are
         over the whole run: over what was left of an interval, a few milliseconds, they read as
-        a stuck stage's 0.0/s or as a spike (s29b)."""
+        a stuck stage's 0.0/s or as a spike."""
         now = time.monotonic()
         if not self.every_s or (now - self._last_at < self.every_s and not last):
             return

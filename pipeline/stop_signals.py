@@ -112,7 +112,7 @@ def follow_parent(closing_s: float, before_exit: Callable[[], None], stopping: C
     runner would have killed it: a
     close that never returns, or a ``Terminated`` raised just as a queue's lock was taken,
     which left it taken, and the process waited for it at exit for ever, ignoring SIGTERM and
-    holding the caller's output open (once in 18 stops of an API script, s42a). A
+    holding the caller's output open (once in 18 stops of an API script). A
     forked stage's parent is the forkserver, which lives as long as its children, so the pipe is
     its only way. A spawned stage's parent is the runner, and the kernel's parent-death signal
     also covers a runner whose process forked a child that holds the pipe too (a host's
@@ -149,14 +149,14 @@ def runner_gone() -> bool:
     """Whether the runner that started this stage process has died: the pipe it held open is
     ready (see ``follow_parent``), or, for a stage it spawned, the stage has another parent now.
     A child that the host of the Python API forked during the run holds that pipe open too, and
-    the killed host's rings stayed in /dev/shm (s29c).
+    the killed host's rings stayed in /dev/shm.
 
     The parent-death signal comes as the thread that spawned the stage exits, which in a killed
     host is before its last thread has closed the pipe: a stage that closed quickly asked then,
     was told the host lived, and left its folder and rings (1 run in 20 of a SIGTERM to an API
     script). So a spawned stage stopped by a SIGTERM that its runner did not send (it asks the
     stages to stop first) waits a moment for its parent's exit; one the runner stopped does not,
-    which made every failed API run end 0.8 s later (s43d)."""
+    which made every failed API run end 0.8 s later."""
     parent = mp.parent_process()
     if parent is None:
         return False

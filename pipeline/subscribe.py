@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # the csv sink's own writer: its header only into an empty file (>> all.csv across restarts) and
-    # again after a copytruncate (s49f 2), UTF-8 whatever the locale, CRLF, a publisher's escape
-    # codes shown as text on a terminal (s44a)
+    # again after a copytruncate, UTF-8 whatever the locale, CRLF, a publisher's escape
+    # codes shown as text on a terminal
     writer = CsvOutput("/dev/stdout", "subscribe", FRAME_COLUMNS) if args.format == "csv" else None
     ctx = zmq.Context()
     prefixes = dict.fromkeys(TOPIC_PREFIX.values())

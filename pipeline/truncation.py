@@ -154,9 +154,9 @@ def matroska_lead(path: str | Path) -> float:
     first of a recording cut into files (``ffmpeg -f segment``) starts later, and FFmpeg's muxer
     writes the Duration up to the last frame's time from 0, which OpenCV's count (the Duration at
     the frame rate) takes whole: a whole 5 s segment from 5 s on was "decoding stopped at frame
-    120 of 242 (truncated or corrupt file)" (s41a). mkvmerge writes the span from the first
+    120 of 242 (truncated or corrupt file)". mkvmerge writes the span from the first
     frame, and its count is right as it is (a cut copy passed as whole where the start was taken
-    off it too, s41e): so only a file whose MuxingApp is FFmpeg's (``Lavf``) has a lead."""
+    off it too): so only a file whose MuxingApp is FFmpeg's (``Lavf``) has a lead."""
     scale, muxer = 1_000_000, b""  # TimecodeScale's default, in nanoseconds
     try:
         with open(path, "rb") as fh:

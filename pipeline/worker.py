@@ -50,7 +50,7 @@ class Wiring:
     ``EndOfStream``. The stage's spec travels pickled on its own (``spec_pickled``, by the pickler
     multiprocessing sends a process its arguments with), loaded by
     ``spec`` in ``stage_main`` once the process's stdout is its stderr: loading it imports a
-    plug-in's module, whose print there went into a CSV on stdout (s40d).
+    plug-in's module, whose print there went into a CSV on stdout.
     """
 
     spec_pickled: bytes
@@ -75,7 +75,7 @@ class Wiring:
 def _finished(stage: Stage, w: Wiring) -> list[Packet]:
     """What ``finish`` returns. Its failure is said, and the stream still ended, so that what the
     stage passed on before drains into the outputs: stopping the stages after it lost 0 to 5 of
-    ten such frames, by chance (s40a); what it held is lost."""
+    ten such frames, by chance; what it held is lost."""
     try:
         held = packets_of(stage.finish(), "finish")
         if held and w.spec.workers > 1:  # each copy's would come once per worker, out of order
@@ -115,7 +115,7 @@ def stage_main(w: Wiring) -> None:
     hangup.guard_standard_streams(ttys)  # a terminal or a log reader gone with no SIGHUP: see GuardedStream
     # A stage's print (a plug-in's debugging line, a library's banner) is a log line: the run's
     # standard output may be a CSV another program reads (csv.path=/dev/stdout, which the csv
-    # sink opens by name, so fd 1 is left as it is), and a print there broke its rows (s40a).
+    # sink opens by name, so fd 1 is left as it is), and a print there broke its rows.
     sys.stdout = sys.stderr
     name = w.process
     stats = StageStats(name)
@@ -230,7 +230,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         # Frames a camera gives while the stages after it still open (a model loading) would wait
         # in queues nobody takes yet, and reach the sinks in one burst bigger than a queue: every
         # live run began with "sink 'annotated' fell behind the live source" and its first frames
-        # dropped (s40c). It takes its first frame once all are open (an rtsp source's reader
+        # dropped. It takes its first frame once all are open (an rtsp source's reader
         # keeps only the newest meanwhile, as it does while the pipeline is busy).
         while not w.all_open.wait(OPEN_POLL_S) and not w.stop.is_set():
             pass
@@ -321,7 +321,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
             emitter.emit(handle(item))
         elif worker:
             packets = [out for p in item.packets for out in handle(p)]
-            if handle.stopping:  # each input numbers its own items: one number cut the first alone (s28f)
+            if handle.stopping:  # each input numbers its own items: one number cut the first alone
                 stopped_at.setdefault(item.key, item.number)
             # a stop marked upstream holds through a chain of stages with workers
             emitter.emit_sequenced(replace(item, packets=packets, stopped_at=item.stopped_at
@@ -332,7 +332,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
             _count_discarded(reorder, stage, w, stats)
         if stats.dropped != published:
             # frames an emit dropped from a full live queue, counted after the handler set the
-            # shared count: the last emit's never reached the status line at the end (s40c)
+            # shared count: the last emit's never reached the status line at the end
             published = stats.dropped
             w.dropped.value = stats.dropped + stage.dropped
     for packet in reorder.flush():
@@ -391,7 +391,7 @@ class _Handler:
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
         if isinstance(item.image, np.ndarray):  # a picture a stage before made, unpickled: read-only, as the
-            item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's (s49c 2)
+            item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
             out = packets_of(stage.process(item), captured=item.captured)

@@ -92,7 +92,7 @@ class HaarParams(StageParams):
 MIN_SHRUNK_WIDTH = 240
 """The default shrink stops here (a 640 px frame's, with the default min_size). Below it the
 cascade's smallest windows scan a frame only a few of them high, and missed faces it finds
-unshrunk: a camera's 256x144 substream lost 22% of its frames' faces (s45e)."""
+unshrunk: a camera's 256x144 substream lost 22% of its frames' faces."""
 
 
 def detection_scale(width: int, min_size: int, detect_width: int) -> float:
@@ -116,7 +116,7 @@ def window_problem(min_size: int, cascade: str) -> str | None:
 @functools.lru_cache(maxsize=16)
 def _window(cascade: str) -> int | None:
     """Its window; ``~`` is expanded here, as the params are checked before the config expands
-    file params: a ``~/`` cascade passed validate and was refused by run (s43b)."""
+    file params: a ``~/`` cascade passed validate and was refused by run."""
     try:
         return min(load_cascade(os.path.expanduser(cascade)).getOriginalWindowSize())
     except (InputError, OSError, ValueError):  # no such file, a name no file can have: said by the path checks

@@ -84,7 +84,7 @@ class ImageFolderSource(Source):
             if image is not None:  # a header's count, some 0.02 ms against a decode's milliseconds
                 with self._decoder_said.capturing():
                     pages = cv2.imcount(name)
-                self._decoder_said.take()  # libtiff's warnings again, which the decode's line says (s48f 9)
+                self._decoder_said.take()  # libtiff's warnings again, which the decode's line says
             unreadable = None if image is not None else _unreadable(file)
             if unreadable is not None and _identity(root) != self._root:  # an unmounted share: the rest is lost too
                 raise InputError(f"image folder {root}: went away during the run; {read} of its "
@@ -95,7 +95,7 @@ class ImageFolderSource(Source):
             if image is None:
                 self._skip(f"{file}: {unreadable or _refusal(refused)}")
                 continue
-            if pages > 1:  # a TIFF stack, an animated GIF: its other frames went without a word (s48d 1)
+            if pages > 1:  # a TIFF stack, an animated GIF: its other frames went without a word
                 print(printable(f"fer-pipe: image folder: {file}: holds {pages} frames (a multi-page or animated "
                                 "image); only its first is read: split it into one image per frame, or make it "
                                 "a video"), file=sys.stderr)
@@ -196,7 +196,7 @@ def _list_images(root: Path, recursive: bool) -> tuple[list[Path], list[Path], l
 PHOTOS_IT_CANNOT_READ = (".heic", ".heif", ".avifs", ".jxl", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2",
                          ".raf", ".psd")
 """Suffixes of photos OpenCV does not decode: named first among the files skipped, where a
-phone's HEIC sorted after five Thumbs.db went unnamed (s48d 4)."""
+phone's HEIC sorted after five Thumbs.db went unnamed."""
 
 
 def _named(files: list[Path], root: Path) -> str:

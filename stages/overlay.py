@@ -63,21 +63,21 @@ def colour_of(label: str | None) -> tuple[int, int, int]:
 
 def scale_of(image: np.ndarray) -> float:
     """How much larger than at 480 lines the overlay is drawn: at a fixed size, a 4K camera's
-    label was 7 pixels high on a 1080p screen, and a 160x120 frame's ran off it (s48b 3)."""
+    label was 7 pixels high on a 1080p screen, and a 160x120 frame's ran off it."""
     return min(max(image.shape[0] / 480, 0.5), 4.0)
 
 
 def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> np.ndarray:
     """A new BGR image: the packet's frame with a box, label and confidence per face. A grey
     frame (which a source may yield) is made BGR, in place of the copy: the video writer's
-    OpenCV took it for a frame it could not write, said as a full disk (s40a). Where a smoother
+    OpenCV took it for a frame it could not write, said as a full disk. Where a smoother
     ran, its label, confidence and probabilities are drawn: the raw ones flickered on screen
-    while the CSV's smoothed label held (s48b 1)."""
+    while the CSV's smoothed label held."""
     frame = packet.pixels()
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[2] == 1 else frame.copy()
     scale = scale_of(image)
     font, thick = 0.6 * scale, max(1, round(2 * scale))
-    if fps is not None:  # first, so that a face in the corner keeps its label readable (s48b 6)
+    if fps is not None:  # first, so that a face in the corner keeps its label readable
         text = f"{fps:.1f} fps"
         origin = (round(8 * scale), round(22 * scale))
         _outlined(image, text, origin, font, max(1, thick // 2), thick + 1)
@@ -98,7 +98,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
             pad = round(2 * scale)
             top = max(0, y - th - base - 2 * pad)
-            left = max(0, min(x, image.shape[1] - tw - 2 * pad))  # a face at the right edge kept "#1 neutral 9" (s44c)
+            left = max(0, min(x, image.shape[1] - tw - 2 * pad))  # a face at the right edge kept "#1 neutral 9"
             cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
             cv2.putText(image, text, (left + pad, top + th + pad), FONT, font, (0, 0, 0), thick, cv2.LINE_AA)
             if show_probs:
@@ -108,8 +108,8 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
 
 def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], scale: float) -> None:
     """One labelled bar per emotion right of the face, or left of it when there is no room, and
-    raised where the frame ends below it: the last row, often the leading one, was cut (s48b 4).
-    The names are outlined, as the label is boxed: white alone vanished on a white wall (s48b 5)."""
+    raised where the frame ends below it: the last row, often the leading one, was cut.
+    The names are outlined, as the label is boxed: white alone vanished on a white wall."""
     x, top, w, _ = box
     row, name_w, bar_w = round(13 * scale), round(50 * scale), round(BAR_WIDTH * scale)  # "surprise" is 44 px
     left = x + w + round(6 * scale)
@@ -127,7 +127,7 @@ def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], 
 
 def stale(image: np.ndarray, why: str) -> np.ndarray:
     """The last image a window showed, in grey, with ``why`` across it: a camera that was down
-    left its last face's label and frame rate on screen, as if live (s48b 2)."""
+    left its last face's label and frame rate on screen, as if live."""
     grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) // 2, cv2.COLOR_GRAY2BGR)
     scale = scale_of(grey)
     font, thick = 0.8 * scale, max(1, round(2 * scale))

@@ -39,7 +39,7 @@ PROBE_LINGER_S = 0.5
 """The linger of a close once the collector that was there has left and linger_s was waited
 for it to come back: long enough to tell events held, which keep the close open for all of
 it, from none, which end it at once. The whole linger_s again made a shard whose collector had
-gone take twice linger_s to stop (s45e)."""
+gone take twice linger_s to stop."""
 
 LINGER_SLACK_S = 0.002
 """A close that lasts linger_s, less this for libzmq's cached millisecond clock, was cut off with
@@ -96,7 +96,7 @@ class PushSink(Sink):
         self._sock.setsockopt(zmq.SNDHWM, self.params.sndhwm)
         # Left to the kernel, this buffer grew to 4 MiB and took thousands of events a stalled collector
         # never read: the close returned at once as if they were delivered, and the kernel dropped them
-        # with the exited shard's socket (s43c 3). Kept small, what the collector has not taken waits in
+        # with the exited shard's socket. Kept small, what the collector has not taken waits in
         # ZeroMQ's queue, which linger_s sees.
         self._sock.setsockopt(zmq.SNDBUF, self.params.sndbuf_kib * 1024)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)

@@ -95,7 +95,7 @@ class RtspParams(SourceParams):
                              "password, if any, come after the //)")  # ever, its password in every line
         if parts.scheme in HOSTED and not parts.hostname:
             raise ValueError(f"a {parts.scheme} URL needs a host ({parts.scheme}://host/path)")
-        if not utf8_name(url):  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it (s46h)
+        if not utf8_name(url):  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it
             raise ValueError("not a URL this can open: it holds a byte that is not UTF-8 (write it %XX)")
         return url
 
@@ -104,7 +104,7 @@ class _Shared:
     """What the rtsp stages of one process share: the environment variable FFmpeg reads its
     options from at each open, and OpenCV's log level. A run gives each stage a process of its
     own; run_stage and run_graph, in a host, may hold several, and one took another's options,
-    set for its open, for the user's own, and left them set, and the log level at ERROR (s45f)."""
+    set for its open, for the user's own, and left them set, and the log level at ERROR."""
 
     def __init__(self) -> None:
         self.environment = threading.Lock()
@@ -162,7 +162,7 @@ class RtspSource(Source):
     def _log(self, message: str) -> None:
         """A line for the journal; the server's own words in it (its status text) are escaped, as
         the run's last line escapes them: a 503 whose text held escape codes and a carriage
-        return retitled the terminal and rewrote the line to read "camera OK" (s44a)."""
+        return retitled the terminal and rewrote the line to read "camera OK"."""
         print(printable(f"fer-pipe: rtsp {self._where}: {message}"), file=sys.stderr, flush=True)
 
     def _connect(self, failures: int, open_s: float) -> cv2.VideoCapture:
@@ -171,10 +171,10 @@ class RtspSource(Source):
         UDP alone (rtsp-server-perl, some cameras) refused every attempt of an auto that was TCP
         alone. Once a transport has streamed, ``auto`` starts with it. Reads wait ``timeout_s``
         whatever the open had: a connection made just before give_up_after_s kept a cut read
-        timeout while it streamed, and let out frames the decoder held (s28d). The options are the
+        timeout while it streamed, and let out frames the decoder held. The options are the
         environment's only for the open, which reads them: left set, a second rtsp stage in the same
         process (run_stage, run_graph) took them for the user's own, and auto asked for UDP on every
-        attempt (s45c)."""
+        attempt."""
         self._transport = self._transport_for(failures)
         with _SHARED.environment:
             if self.params.transport != "auto" or self._their_options is None:  # read by the open below
@@ -262,7 +262,7 @@ class RtspSource(Source):
                 at_once = (p.transport == "auto" and self._their_options is None and why.endswith(OTHER_TRANSPORT)
                            and not was_at_once)
                 continue
-            failures, quiet, why = 0, {}, "cannot connect"  # an earlier outage's reason is not this one's (s28e)
+            failures, quiet, why = 0, {}, "cannot connect"  # an earlier outage's reason is not this one's
             self._log(f"stream lost after {frames} frames; reconnecting")
 
     def _time_left(self, down_since: float) -> float:
@@ -277,7 +277,7 @@ class RtspSource(Source):
     def _unopened(self, down_since: float, before: str) -> str:
         """Why the attempt did not open, from the probe. A probe cut short near give_up_after_s that
         heard nothing keeps the reason an earlier one heard: the give-up line, the one line an
-        operator reads, blamed a slow link for a camera that refused the password (s28d)."""
+        operator reads, blamed a slow link for a camera that refused the password."""
         probe_s = self._time_left(down_since)
         why = self._cannot_connect(probe_s)
         if probe_s < self.params.timeout_s and NO_ANSWER in why and before.startswith("cannot connect: "):

@@ -36,7 +36,7 @@ from fer_pipe.stage import Stage, StageParams
 HOLD_SLACK_S = 1e-6
 """How much short of ``hold_s`` a lead may be and still count as held: times are a frame's
 number over its rate, or a container's milliseconds, so a lead of exactly three frames at 10 fps
-came to 0.19999999999999998 s at some moments of a clip and not others (s50e 1)."""
+came to 0.19999999999999998 s at some moments of a clip and not others."""
 
 
 class SmoothParams(StageParams):
@@ -124,7 +124,7 @@ class Smoother(Stage):
             # The hold runs while any class leads the label by margin, and the class leading when
             # it is over takes the label: one that counted a single class's unbroken lead never
             # ended where two close classes took turns (happy and surprise on an open-mouthed
-            # smile), and the label stayed on a class both had left far behind (s44b).
+            # smile), and the label stayed on a class both had left far behind.
             if state.challenger is None:
                 state.challenger_since = now
             state.challenger = leader

@@ -217,7 +217,7 @@ class FaceTracker(Stage):
             return (packet,)
         gap = None if state.last_time is None else packet.timestamp - state.last_time
         # dated before the last frame: the clock went back while the camera was down, and the
-        # gap never grew until it had caught up, up to the whole outage (s46b)
+        # gap never grew until it had caught up, up to the whole outage
         if state.tracks and (ended or gap is not None and (gap < 0 or state.too_long(gap, self.params.max_gap_s))):
             packet.extra["track_lost"] = [t.track_id for t in state.tracks if t.track_id is not None]
             state.tracks = []

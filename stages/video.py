@@ -131,7 +131,7 @@ class VideoSource(Source):
         self._hole_s = HOLE_FRAMES / self.fps if self._by_duration else float("inf")
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated = _undated(self.params.path)
-        if self._undated and self.params.fps:  # a raw stream of a 10 fps camera was dated at 25 (s44b)
+        if self._undated and self.params.fps:  # a raw stream of a 10 fps camera was dated at 25
             self.fps = self.params.fps
         elif self._undated:
             print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a raw "
@@ -281,15 +281,15 @@ class VideoSource(Source):
         stopped at frame 42 of 55"). But in a Matroska file, whose count is its duration at
         the nominal rate (``counted_by_duration``), frames spread thin are not lost: a phone's
         variable-rate recording of video alone plays fewer, one or two frame times apart, and
-        was "damaged inside" (14 of 72, every frame decoding, s38b). Damage leaves holes, so
+        was "damaged inside" (14 of 72, every frame decoding). Damage leaves holes, so
         there a shortfall is damage when at least half of it is missing in holes of over
         ``HOLE_FRAMES`` frame times (one widest hole measured alone let five lose 51 frames of
-        192 without a word, s38d); in any other file every shortfall is.
+        192 without a word); in any other file every shortfall is.
 
         A file that grew while it was read is a recording still being made: one written without
         sizes or counts (to a pipe, live) ended where the recorder had got to, exit 0, 185 of its
-        472 frames in the CSV (s41a). The file opened, not what its name leads to now: one
-        replaced by a rename (an export's atomic save) was read whole (s41e).
+        472 frames in the CSV. The file opened, not what its name leads to now: one
+        replaced by a rename (an export's atomic save) was read whole.
         """
         now = _file_state(self.params.path)
         if now is not None and self._opened is not None and now[:2] == self._opened[:2] and now[2] > self._opened[2]:
@@ -320,7 +320,7 @@ class VideoSource(Source):
     def _read_so_far(self, index: int) -> str:
         """The frames read before ``index``, as a failure line names them: from a ``start``, by
         their numbers ("the 64 frames" of a batch chunk from frame 400 read as all the file
-        gave, beside "464 rows of it are kept": s38b)."""
+        gave, beside "464 rows of it are kept")."""
         return f"frames {self.params.start}-{index - 1}" if self.params.start else f"the {index} frames"
 
     def _near_the_end(self, index: int) -> bool:
@@ -394,7 +394,7 @@ def _undated(path: str) -> bool:
     episodes none and nothing said; its frames are dated by their number at the rate OpenCV
     reports. Told by the first frames after the first, several: one recorder repeats its first
     frame's time, and a file so taken by its second frame alone was dated seconds off, then
-    failed as truncated (s44b)."""
+    failed as truncated."""
     capture = _open(path)
     try:
         dated = [capture.get(cv2.CAP_PROP_POS_MSEC) for _ in range(UNDATED_FRAMES + 1) if capture.grab()]

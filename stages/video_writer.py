@@ -39,7 +39,7 @@ time-lapse source slower than this is written at it, so it plays faster than it 
 RATE_AGREES = 0.02
 """A file's frame rate measured from its timestamps within this fraction of its container's is
 the container's: Matroska and WebM keep whole milliseconds, so a 30 fps WebM measured 30.303
-and was written so, a copy of a frame every 99 (s44c)."""
+and was written so, a copy of a frame every 99."""
 MAX_FILL_S = 5.0
 """The longest gap between two frames that copies of the earlier fill: a camera down for hours
 is cut, not written as hours of one frozen frame."""
@@ -105,7 +105,7 @@ class VideoWriterSink(Sink):
         if params.segment_s and max(len(os.fsencode(p.name)) for p in (_numbered(path, 1), _lock_of(path))) > NAME_MAX:
             raise InputError(f"video_writer {path}: its name is too long for a series of files, whose names add "
                              f"up to 7 bytes ({_numbered(path, 1).name[-15:]}) to it, past the {NAME_MAX} a name "
-                             "may have")  # it passed, and the run failed at its first file (s46a)
+                             "may have")  # it passed, and the run failed at its first file
 
     def open(self) -> None:
         self.preflight(self.params)
@@ -188,7 +188,7 @@ class VideoWriterSink(Sink):
         keeping the file within a slot of the frames' timestamps: a frame a whole slot or more
         behind its time is preceded by copies, and one a whole slot or more ahead of it is left
         out (frames faster than the file's rate: a camera back from an outage at a higher one
-        made 40 s of it 63 s of video, s40c). Within a slot either way (a camera's jitter) it is
+        made 40 s of it 63 s of video). Within a slot either way (a camera's jitter) it is
         written as it comes. A gap or a step of the clock beyond ``MAX_FILL_S`` starts the
         file's clock again from this frame. A rate the user gives is the one to play at, frame
         after frame (a slideshow of photos a second apart at 5 fps), so it fills and skips nothing."""
@@ -202,7 +202,7 @@ class VideoWriterSink(Sink):
             self._origin = packet.timestamp - (self.written + late) / self._rate
         if late <= -1:
             # a file's frames are all written, the file's clock moved to each (a file that starts
-            # slow lost 39 of its 72 frames, all of them in the CSV, s44c); a live source's are left out
+            # slow lost 39 of its 72 frames, all of them in the CSV); a live source's are left out
             kept = "each is written, so that stretch plays slower than it was recorded" if self._container else \
                 "those a whole frame ahead of their time in it are left out, so that it keeps their timing"
             if not self._ahead:
@@ -336,7 +336,7 @@ def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _room(path: str | Path) -> str:
     """What may explain a failed write: the disk's free room, or the folder gone (removed under
-    the run: measuring it raised its own FileNotFoundError in place of the line, s39b)."""
+    the run: measuring it raised its own FileNotFoundError in place of the line)."""
     try:
         return f"{shutil.disk_usage(Path(path).parent).free // 2**20} MiB free on its disk"
     except OSError as exc:

@@ -55,13 +55,13 @@ class WebcamSource(Source):
         path = device_path(params.device)
         if path is not None and not path.exists():
             raise InputError(f"webcam {params.device}: no camera ({path} does not exist)")
-        if isinstance(params.device, str):  # a Latin-1 name crashed its process in OpenCV (s46h)
+        if isinstance(params.device, str):  # a Latin-1 name crashed its process in OpenCV
             opencv_name(params.device, "webcam")
 
     @classmethod
     def graph_warnings(cls, params: WebcamParams, after: Collection[str]) -> list[str]:
         """A recording given as the device opens as a camera would, and plays as fast as it
-        decodes: most of its frames were dropped without a word, exit 0 (s39c). It stays allowed,
+        decodes: most of its frames were dropped without a word, exit 0. It stays allowed,
         a stand-in camera for trying a live graph (and this source's tests)."""
         path = device_path(params.device)
         if path is not None and path.is_file():

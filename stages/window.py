@@ -81,7 +81,7 @@ def x_server_refusal(display: str) -> str:
     if it would (or libxcb is not there to tell). libxcb connects as Qt will, with the user's X
     authority and the screen asked for: ``sudo`` (no cookie), a screen the server lacks and a
     ``DISPLAY`` that names none made the window's process abort in Qt at its first frame, exit 1,
-    with a line telling the user to reinstall (s44c)."""
+    with a line telling the user to reinstall."""
     name = ctypes.util.find_library("xcb")
     if name is None:
         return ""
@@ -107,7 +107,7 @@ def x_server_refusal(display: str) -> str:
         codes.append(code)
 
     # in a thread of its own: a frozen server accepts and never answers, and the wait held the
-    # run before it started, deaf to Ctrl-C (s44e); one that has not answered in X_ANSWER_S is
+    # run before it started, deaf to Ctrl-C; one that has not answered in X_ANSWER_S is
     # left to the window's stall watch, as before
     asking = threading.Thread(target=connect, daemon=True)
     with stderr_dropped():  # the server's reason, which the line says in words of its own

@@ -82,7 +82,7 @@ def _is_gzip(path: Path) -> bool:
 
 def _open_text(path: Path) -> io.TextIOBase:
     """The CSV's text; a byte-order mark that Excel, pandas (``utf-8-sig``) or PowerShell put in
-    front of a copy is skipped: it was refused as "not text" (s43a)."""
+    front of a copy is skipped: it was refused as "not text"."""
     if _is_gzip(path):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
     return open(path, encoding="utf-8-sig", newline="")
@@ -91,7 +91,7 @@ def _open_text(path: Path) -> io.TextIOBase:
 def _gzip_damage(path: Path, fh: io.TextIOBase) -> str | None:
     """Why the rest of a gzip'd CSV does not decompress, if it does not: damage inside the
     deflate stream reads as rows of garbage long before the check at its end, and the first
-    such row was blamed, "corrupt.csv.gz:16154: expected 3 fields, got 7" (s43a)."""
+    such row was blamed, "corrupt.csv.gz:16154: expected 3 fields, got 7"."""
     if not _is_gzip(path):
         return None
     try:
@@ -187,7 +187,7 @@ def _split_folder(root: Path, usage: str) -> Path | None:
 
 
 def _load_folder(root: Path, usage: str) -> FerSplit:
-    opencv_name(root, "data folder")  # said of the folder, not of its first image (s46h)
+    opencv_name(root, "data folder")  # said of the folder, not of its first image
     split_dir = _split_folder(root, usage)
     if split_dir is None:
         raise InputError(f"{root}: no folder for {usage} (expected one of "

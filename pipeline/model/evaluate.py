@@ -60,7 +60,7 @@ def format_report(result: dict) -> str:
         lines.append(f"{name:<9} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>6.3f} {m['support']:>8}")
     lines.append("confusion (rows: the true class, columns: the predicted one):")
     lines.append(f"{'':<9}" + "".join(f"{e[:3]:>6}" for e in EMOTIONS))
-    # each row named, as the table above's are: a screen reader read seven lists of bare numbers (s49b 8)
+    # each row named, as the table above's are: a screen reader read seven lists of bare numbers
     lines += [f"{name:<9}" + "".join(f"{v:>6}" for v in row) for name, row in zip(EMOTIONS, result["confusion"])]
     return "\n".join(lines)
 

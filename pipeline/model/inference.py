@@ -40,7 +40,7 @@ class FaceClassifier:
         if len(inp) != 1 or len(out) != 1:
             raise InputError(f"model {path}: expected one input and one output tensor")
         for side, tensor in (("input", inp[0]), ("output", out[0])):
-            if tensor["dtype"] != np.float32:  # a full-integer export's: said as a shape, or as no softmax (s38a)
+            if tensor["dtype"] != np.float32:  # a full-integer export's: said as a shape, or as no softmax
                 raise InputError(f"model {path}: {side} must be float32, got {np.dtype(tensor['dtype'])}; export "
                                  f"it with float {side} (inference_{side}_type=tf.float32), as fer-pipe train does")
         shape = tuple(int(v) for v in inp[0]["shape"])

@@ -124,7 +124,7 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
 
 
 def _rows_scored(state: dict, pipeline: dict) -> str:
-    """What the card's figures are of: a ``--limit`` run's read like the split's, on 75 rows (s38a)."""
+    """What the card's figures are of: a ``--limit`` run's read like the split's, on 75 rows."""
     rows = pipeline["rows"]
     if state["options"].get("limit"):
         return (f"on a --limit sample of {rows} rows drawn with seed {state['options'].get('seed')}, not the whole "
@@ -135,7 +135,7 @@ def _rows_scored(state: dict, pipeline: dict) -> str:
 def shipped_export(accuracy: dict[str, tuple[float, float]]) -> str:
     """``int8`` where its accuracy, without and with flip TTA, is at most ``INT8_TOLERANCE``
     below float32's, else ``float32``. The rule once took the difference either way, and shipped
-    the four-times-slower float32 export where int8 scored higher (s35a)."""
+    the four-times-slower float32 export where int8 scored higher."""
     return "int8" if all(accuracy["int8"][i] >= accuracy["float32"][i] - INT8_TOLERANCE for i in (0, 1)) else "float32"
 
 

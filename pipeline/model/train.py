@@ -209,7 +209,7 @@ def select_on_publictest(final: keras.Model, out: Path, state: dict, crop: int, 
     if best is not None and best != state["epochs_done"]:
         if (out / "best.keras").exists():
             candidates["best"] = keras.models.load_model(out / "best.keras", safe_mode=True)
-        else:  # deleted, or never copied (the shipped run's): the export changed without a word (s49d 1)
+        else:  # deleted, or never copied (the shipped run's): the export changed without a word
             print(f"fer-pipe: train: {out / 'best.keras'}, epoch {best}'s weights (the best on PublicTest), is "
                   "missing: the final epoch is the only candidate, so the model may not be the one this run "
                   "exported before", file=sys.stderr)
@@ -234,7 +234,7 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     the --out folder is made and before TensorFlow's import prints its start-up lines."""
     if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
-    if args.extend and not args.extend_lr:  # a whole cycle at rate 0, in the card for good (s43a)
+    if args.extend and not args.extend_lr:  # a whole cycle at rate 0, in the card for good
         raise InputError("--extend-lr 0: the weights would never change")
     out = Path(args.out)
     state_path = out / STATE
@@ -271,7 +271,7 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
 STOPS = (signal.SIGTERM, signal.SIGHUP)
 """Signals that stop a training as a Ctrl-C does: a scheduler's time limit, ``timeout`` and
 ``docker stop`` send SIGTERM, and a closed ssh session SIGHUP. They killed it outright, without
-a word, and one inside an epoch's save left best.keras holding a net its state did not name (s43a)."""
+a word, and one inside an epoch's save left best.keras holding a net its state did not name."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,8 +279,8 @@ def run(args: argparse.Namespace) -> int:
     code 128 + its number. One the caller ignores (``nohup``'s SIGHUP) stays ignored."""
     came: list[int] = []
     # stdout is Keras's progress, a log: a reader gone (a tee that died, a terminal closed with no
-    # SIGHUP) stopped the training, exit 0 or "Input/output error" (s49b 1); a file took a bar's
-    # redraws and colours, 240 bytes a step (s49b 4)
+    # SIGHUP) stopped the training, exit 0 or "Input/output error"; a file took a bar's
+    # redraws and colours, 240 bytes a step
     hangup.guard_standard_streams(hangup.terminal_fds(), stdout_is_a_log=True)
     if args.verbose is None:
         args.verbose = 1 if sys.stdout.isatty() else 2
@@ -316,7 +316,7 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         else:
             if made:
-                shutil.rmtree(out)  # as a bad data file does: it left a folder of a lock file alone (s38a)
+                shutil.rmtree(out)  # as a bad data file does: it left a folder of a lock file alone
             print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
                   "command starts it again", file=sys.stderr)
         raise
@@ -336,7 +336,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
     if state is not None and state["options"].get("train_rows", len(train)) != len(train):
         raise InputError(f"{args.data}: {len(train)} training rows, where the run in {out} trained on "
                          f"{state['options']['train_rows']}; a resumed run reads the data it started on (its "
-                         "learning-rate schedule is sized for it)")  # a folder has no sha256 to check (s38a)
+                         "learning-rate schedule is sized for it)")  # a folder has no sha256 to check
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with output_shown_on_failure():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN,
         import keras  # "no cuda drivers", a cuInit "error"; ten lines over train's own, shown if the import fails
@@ -422,7 +422,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
             _write_state(state_path, state)
             published = True
     except KeyboardInterrupt:
-        if published:  # it was said to be left for --resume to export, with the model in place (s48e 3)
+        if published:  # it was said to be left for --resume to export, with the model in place
             print(f"\nfer-pipe train: interrupted once the model was exported: wrote {out}", file=sys.stderr)
         else:
             print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; "
@@ -436,7 +436,7 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
     """The run's checkpoint, checked to be its own: one copied in from another run (a sibling's,
     or best.keras to go on from the best epoch) trained on, saved over the run's, and then failed
     with a traceback at every later resume (another net), or ended its schedule far from the
-    end (another step count); a file cut short was "File not found" (s43a)."""
+    end (another step count); a file cut short was "File not found"."""
     import keras
 
     if not zipfile.is_zipfile(path):
@@ -452,7 +452,7 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
         raise InputError(f"{path}: not this run's checkpoint: it holds the net {', '.join(held) or 'of no name'}, "
                          f"where the run trains {net} (--arch, --width)")
     steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
-    if steps == expected + _steps_per_epoch(args):  # a SIGKILL or power cut between its save and the state's (s44e)
+    if steps == expected + _steps_per_epoch(args):  # a SIGKILL or power cut between its save and the state's
         state["epochs_done"] += 1
         print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed while it saved epoch "
               f"{state['epochs_done']}); going on from the checkpoint, without that epoch's figures in the history",
@@ -467,7 +467,7 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
 def _publish(staging: Path, out: Path) -> None:
     """Move a whole export into ``out``, the pipeline's model.tflite and its card.json last.
     Written in place, an export cut short mixed two models: a resumed run's new model.keras
-    beside the old run's model.tflite and card, which evaluate and the pipeline took (s43a)."""
+    beside the old run's model.tflite and card, which evaluate and the pipeline took."""
     from .report import TFLITE_FILE
 
     for path in sorted(staging.iterdir(), key=lambda p: p.name in (TFLITE_FILE, "card.json")):
@@ -490,7 +490,7 @@ def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Names
             raise InputError(f"--{key.replace('_', '-')} {given}: the run in {out} has {value}, and a resumed run "
                              "keeps its options (--extend adds epochs; another --out starts a new run)")
     digest = state.get("data_sha256")
-    if digest and Path(args.data).is_dir():  # a folder of images: it went unchecked (s38a)
+    if digest and Path(args.data).is_dir():  # a folder of images: it went unchecked
         raise InputError(f"{args.data}: not the data the run in {out} trained on (that was a file)")
     if digest and Path(args.data).is_file() and sha256_of(Path(args.data)) != digest:
         raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs; a "
@@ -519,8 +519,8 @@ def _kept_at(out: Path, cycles: int, extend: int) -> tuple[str, str]:
     """Where the run in ``out`` is as saved, and how to go on from it; ``cycles``: the run's
     learning-rate cycles before this invocation. Not as this invocation holds it: an --extend's
     cycle is saved with its first epoch, and a Ctrl-C before that was told of an epoch "1 of 3"
-    of a run saved at 1 of 1. An --extend given again is refused once its cycle is saved (s38a),
-    and adds the cycle anew before (s38d)."""
+    of a run saved at 1 of 1. An --extend given again is refused once its cycle is saved,
+    and adds the cycle anew before."""
     saved = _read_state(out / STATE)
     extended = extend and len(saved.get("cycles", ())) > cycles
     again = "the same command with --resume" + (", without --extend," if extended else "")
@@ -531,8 +531,8 @@ def _kept_at(out: Path, cycles: int, extend: int) -> tuple[str, str]:
 def ctrl_c_held() -> Iterator[None]:
     """A Ctrl-C meanwhile is raised once the block is done: an epoch's checkpoint, best net and
     state are saved together or not at all. Cut between them, the line said the run was kept at
-    an epoch the state on disk had not reached, and best.keras held a net the state did not name
-    (s38a). A SIGINT this process ignores (started with a shell's ``&``) stays ignored. A stop
+    an epoch the state on disk had not reached, and best.keras held a net the state did not name.
+    A SIGINT this process ignores (started with a shell's ``&``) stays ignored. A stop
     signal (``STOPS``) is held too, and handed to its own handler after."""
     with signals_held((signal.SIGINT, *STOPS)) as came:
         yield
@@ -544,7 +544,7 @@ def _save_whole(model: keras.Model, path: Path) -> None:
     """Whole or not at all: a SIGTERM while best.keras was written in place left it empty, and
     every later resume ended in a traceback when it came to ship the best epoch. A full disk
     was "No space left on device", no file named, and the half-written copy left taking the
-    space (s43a)."""
+    space."""
     tmp = path.with_name(path.name + ".tmp.keras")
     try:
         model.save(tmp)
