@@ -213,7 +213,8 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               max_retries: int = 3, quiet: bool = False, overrides: Sequence[str] = ()) -> int:
     """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure.
     ``overrides`` are ``--set`` items, as ``fer-pipe run`` takes them."""
-    from .config import apply_overrides, build_graph, config_path, read_config, shipped_configs
+    from .config import apply_overrides, build_graph
+    from .config_file import config_path, read_config, shipped_configs
 
     if address == "local":  # Ray's own word for what no address does here, with --num-cpus and 127.0.0.1
         address = None

@@ -1,4 +1,5 @@
-"""Reading a YAML graph, applying ``--set`` overrides, and validating it into a ``Graph``.
+"""A config's data (read by ``config_file``) with its ``--set`` overrides applied, validated
+into a ``Graph``.
 
 Every problem becomes one ``ConfigError`` line of the form
 ``FILE:LINE: stage 'NAME' (TYPE): FIELD: reason`` (the parts that apply), so a user can go
@@ -12,22 +13,20 @@ import importlib
 import json
 import os
 import pkgutil
-import re
-import reprlib
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from .env_values import refuse_unset, substitute_nodes
+from .config_file import NUMBER_1_2, Lines, Loader, config_path, read_config, shipped_configs, show
+from .env_values import refuse_unset
 from .errors import ConfigError
-from .output_files import odd_character
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
+from .output_files import odd_character
 from .registry import Registry, registry
 from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
 
@@ -35,234 +34,8 @@ STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 MAX_WORKERS = 64
 TOP_KEYS = {"stages", "queue_size", "description"}
 MAX_QUEUE = 1024
-MAX_NUMBER_CHARS = 100
-_OCTAL_1_1 = re.compile(r"[-+]?0[0-7_]+")
-_BASE_60 = re.compile(r"[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+")
-_NUMBER_1_2 = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+|0o[0-7]+)")
-"""Numbers YAML 1.2 reads that YAML 1.1 reads as text (``1e3``, ``0o40``)."""
 NAME_MAX, PATH_MAX = 255, 4096
 """Linux's NAME_MAX and PATH_MAX (limits.h): the longest file name and whole path, in bytes."""
-
-Lines = dict[tuple[str, ...], int | str]
-"""Where each key of a config came from: its line in the file, or the ``--set`` that set it."""
-
-
-class _Misread(yaml.constructor.ConstructorError):
-    """Valid YAML whose value is not what its writer meant: a number YAML 1.1 reads otherwise,
-    or an environment variable's value that the tag written for it cannot hold."""
-
-
-class _Loader(yaml.SafeLoader):
-    """The safe loader, refusing duplicate keys (which plain YAML silently overwrites), and
-    noting which scalars were written plain and untagged (``fer_pipe.env_values`` reads those
-    that are one ``${NAME}`` as YAML reads a plain value)."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.plain: set[int] = set()
-        self.substituted: dict[int, tuple[str, str]] = {}  # see env_values.substitute_nodes
-
-    def compose_scalar_node(self, anchor: str | None) -> yaml.ScalarNode:
-        event = self.peek_event()
-        node = super().compose_scalar_node(anchor)
-        if event.tag is None and event.style is None:
-            self.plain.add(id(node))
-        return node
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """A scalar its tag cannot hold (``!!int x``, ``!!int "${N}"`` with N=x, ``!!timestamp
-        2001-13-45``) is refused at its line: PyYAML's constructors raise plain ValueError,
-        KeyError... there, which named no line, no key and no stage."""
-        try:
-            return super().construct_object(node, deep=deep)
-        except (yaml.YAMLError, RecursionError):
-            raise
-        except Exception as exc:  # noqa: BLE001
-            tag = node.tag.removeprefix("tag:yaml.org,2002:")
-            if id(node) in self.substituted:  # was "invalid YAML", naming no key and no variable
-                key, written = self.substituted[id(node)]
-                raise _Misread(None, None, f"{key}: !!{tag} cannot hold {_show(node.value)}, the value of "
-                                           f"{written}", node.start_mark) from None
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a value !!{tag} cannot hold: {' '.join(str(exc).split())}", node.start_mark) from None
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                key = self.construct_object(key_node, deep=True)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        """YAML's merge keys (``<<: *det``, ``<<: [*a, *b]``): a mapping's own keys win over merged
-        ones, and an earlier mapping of a list over a later one; each merged key is kept once,
-        the winner. PyYAML's own let the later mapping win in 6.0.4 (yaml/pyyaml#953); before it,
-        it kept every copy, so anchors merged in a chain doubled at each link (30 never loaded),
-        and the losers' lines were those error lines named."""
-        merged: dict[Any, tuple[yaml.Node, yaml.Node]] = {}
-        own = []
-        merges = 0
-        for key, value in node.value:
-            if key.tag != "tag:yaml.org,2002:merge":
-                if key.tag == "tag:yaml.org,2002:value":  # PyYAML's "=" key
-                    key.tag = "tag:yaml.org,2002:str"
-                own.append((key, value))
-                continue
-            merges += 1
-            if merges > 1:  # the later one won, the other way round from <<: [a, b], and validate said ok
-                raise yaml.constructor.ConstructorError(
-                    None, None, "duplicate key '<<' (merge several mappings with <<: [*a, *b])", key.start_mark)
-            for source in reversed(value.value if isinstance(value, yaml.SequenceNode) else [value]):
-                if not isinstance(source, yaml.MappingNode):
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"expected a mapping or list of mappings for merging, but found {source.id}",
-                        source.start_mark)
-                self.flatten_mapping(source)
-                merged.update((_key_of(k), (k, v)) for k, v in source.value)  # the later (earlier listed) wins
-        if merges:  # an empty one too: its << left in place had no constructor
-            mine = {_key_of(k) for k, _ in own}
-            node.value = [pair for key, pair in merged.items() if key not in mine] + own
-
-    def construct_bounded_int(self, node: yaml.ScalarNode) -> int:
-        """Integers of a sane length only: Python refuses to even print one of 5,000 digits. And
-        not the two forms YAML 1.1, which PyYAML reads (under ``%YAML 1.2`` too), gives another
-        value than YAML 1.2 and everyone else: ``max_frames: 010`` ran 8 frames."""
-        text = str(node.value)
-        if len(text) > MAX_NUMBER_CHARS:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a number of {len(text)} characters is too long", node.start_mark)
-        value = self.construct_yaml_int(node)
-        key, written = self.substituted.get(id(node), ("", ""))
-        said = f"{key}: {text}, the value of {written}," if key else text
-        if _OCTAL_1_1.fullmatch(text) and value != int(text.replace("_", ""), 10):
-            raise _Misread(None, None, f"{said} is octal in YAML 1.1, which fer-pipe reads: {value}; write "
-                                       f"{value}, or {int(text.replace('_', ''), 10)} if that is what was meant, or "
-                                       "quote it for text (a camera id of 0123)", node.start_mark)
-        if _BASE_60.fullmatch(text):
-            raise _Misread(None, None, f"{said} is a number in base 60 in YAML 1.1, which fer-pipe reads: "
-                                       f"{value}; write {value}, or quote it for text", node.start_mark)
-        return value
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
-
-
-def _key_of(node: yaml.Node) -> Any:
-    """What makes two keys of a mapping one key: a scalar's tag and text (``1`` is not ``"1"``)."""
-    return (node.tag, node.value) if isinstance(node, yaml.ScalarNode) else id(node)
-
-
-_SHOW = reprlib.Repr()
-_SHOW.maxstring = _SHOW.maxother = 60
-
-
-def _show(value: Any) -> str:
-    """A short repr for error lines: a config value may be an alias bomb or a megabyte string."""
-    return _SHOW.repr(value)
-
-
-def _line_map(node: yaml.Node | None) -> Lines:
-    """Line numbers of the keys that error messages point at (down to stages.NAME.params.KEY).
-
-    Only these four levels are walked, so anchors and aliases cannot make this expensive.
-    """
-    lines: Lines = {}
-
-    def walk(n: yaml.Node, path: tuple[str, ...]) -> None:
-        if not isinstance(n, yaml.MappingNode) or len(path) >= 4:
-            return
-        for key_node, value_node in n.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                key_path = path + (str(key_node.value),)
-                lines.setdefault(key_path, key_node.start_mark.line + 1)
-                walk(value_node, key_path)
-
-    if node is not None:
-        walk(node, ())
-    return lines
-
-
-ENV_IN_FLOW = " (in [...] or {...}, YAML reads the '{' of an unquoted ${NAME} as its own: quote the value)"
-
-
-def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
-    """PyYAML's error as one line: the problem at its line, with what was being read when it
-    came (its context: a quoted value, a flow mapping) and where that began; a problem at the
-    end of the file is put at that beginning. The problem alone was said: a quote left open on
-    line 11 was "q.yaml:34: found unexpected end of stream", past the file's end, and a second
-    document "but found another document"."""
-    mark, context = exc.problem_mark, exc.context_mark if exc.context else None
-    hint = ENV_IN_FLOW if mark and mark.index and text[mark.index - 1:mark.index + 1] == "${" else ""
-    if mark and text[mark.index:mark.index + 1] == "\t":
-        hint = " (a tab, where YAML takes spaces only: to indent, and after a colon)"
-    at_end = mark is not None and not text[mark.index:].strip()
-    start = context if context and (at_end or mark is None) else mark
-    where = f"{origin}:{start.line + 1}" if start else origin
-    said = exc.problem or ""
-    if context:
-        began = "" if start is not None and context.line == start.line else f" at line {context.line + 1}"
-        said = f"{exc.context}{began}, {said}" if said else exc.context
-    return f"{where}: {'' if isinstance(exc, _Misread) else 'invalid YAML: '}{said}{hint}"
-
-
-def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
-    try:
-        loader = _Loader(text)
-    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
-        raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
-    try:
-        node = loader.get_single_node()
-        if node is not None:
-            loader.substituted = substitute_nodes(
-                node, loader.plain, lambda text: loader.resolve(yaml.ScalarNode, text, (True, False)), origin,
-                MAX_CONFIG_BYTES)
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError(_yaml_problem(exc, text, origin)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
-    except RecursionError:
-        raise ConfigError(f"{origin}: invalid YAML: nested too deeply") from None
-    finally:
-        loader.dispose()
-    return data, _line_map(node)
-
-
-def shipped_configs() -> Path:
-    """The folder of the configs installed with fer-pipe (``configs/`` in the repository)."""
-    return Path(str(files("fer_pipe.configs")))
-
-
-def _by_name(path: Path) -> bool:
-    """Whether ``path`` has the form that may name a shipped config: NAME or configs/NAME."""
-    return path.parent in (Path("."), Path("configs"))
-
-
-def config_path(path: str | Path) -> Path:
-    """``path`` (or ``path.yaml`` for a bare name), or the shipped config it names when there is
-    no such file.
-
-    ``webcam.yaml``, ``webcam`` or ``configs/webcam.yaml`` then works from any folder, also
-    after a plain ``pip install`` that leaves no ``configs/`` folder to run the README's
-    commands from, and from one holding a folder of that name (``fer-pipe demo --out demo``'s,
-    an ``episodes/`` for the results), which is no config.
-    """
-    if str(path) == "":  # an unset variable in a unit's command line (``run ${FER_PIPE_CONFIG}``)
-        raise ConfigError("the config's path is empty")
-    path = Path(path)
-    if not path.name or (path.exists() and not path.is_dir()) or not _by_name(path):
-        return path  # no name (``.``, ``/``): said as a folder when it is read
-    if not path.suffix and path.with_suffix(".yaml").is_file():
-        return path.with_suffix(".yaml")  # a NAME.yaml here is meant before the shipped one
-    shipped = shipped_configs() / path.name
-    if not shipped.suffix:
-        shipped = shipped.with_suffix(".yaml")
-    return shipped if shipped.is_file() else path
 
 
 def placeholder_hint(graph: Graph, spec: StageSpec) -> str:
@@ -280,62 +53,6 @@ def placeholder_hint(graph: Graph, spec: StageSpec) -> str:
     return ""
 
 
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-"""More than any config holds (a shard file of ten thousand cameras is about 2 MiB): /dev/zero given
-as the config was read whole at gigabytes a second, and the FER-2013 CSV took minutes."""
-
-
-def _utf16(raw: bytes) -> bool:
-    """Text in UTF-16: its byte-order mark, or (none written) a start with zero bytes (the high
-    halves of its spaces and ASCII letters) that reads as printable text in UTF-16, Cyrillic or an
-    arrow in a first comment too; a video's or an image's zeros read as control characters,
-    and text of another encoding has no zeros."""
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return True
-    if b"\0" not in raw[:64]:
-        return False
-    for codec in ("utf-16-le", "utf-16-be"):
-        for length in (64, 62):  # the second, where a character's two halves straddle the first
-            try:
-                text = raw[:min(length, len(raw) // 2 * 2)].decode(codec)
-            except UnicodeDecodeError:
-                continue
-            if len(text) >= 4 and all(c.isprintable() or c in "\t\r\n" for c in text):
-                return True
-    return False
-
-
-def read_config(path: str | Path) -> tuple[Any, Lines]:
-    """The data and line map of the YAML file at ``path`` (resolved by ``config_path`` first)."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: over {MAX_CONFIG_BYTES // 2**20} MiB, more than a config holds (a video or "
-                              "data file given as the config?)")
-        if _utf16(raw):  # Notepad's "Unicode", PowerShell's >
-            raise ConfigError(f"{path}: UTF-16, not UTF-8 (as Notepad's \"Unicode\" and PowerShell's > write); save "
-                              "the file as UTF-8")
-        if b"\0" in raw[:64]:  # YAML has no NUL; fer-pipe run clip.mp4 was told to save the video as UTF-8
-            raise ConfigError(f"{path}: not a text file (a video or other binary file given as the config?); a config "
-                              "is a YAML graph such as video_to_csv, and a video goes in with --set source.path=VIDEO")
-        text = raw.decode("utf-8")
-    except FileNotFoundError:
-        names = sorted(p.name for p in shipped_configs().glob("*.yaml")) if _by_name(path) else []
-        hint = f" (shipped ones, usable by name: {', '.join(names)})" if names else ""
-        raise ConfigError(f"{path}: no such config file{hint}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:  # its byte offset was the user's to turn into a line
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}, perhaps saved as Latin-1 or "
-                          "Windows-1252); save the file as UTF-8") from None
-    return parse_yaml(text, str(path))
-
-
 def set_item(target: str, text: str) -> str:
     """A ``--set`` item that gives ``target`` the string ``text`` as it is: a JSON string, which
     YAML reads as a double-quoted scalar, so a path with `` #``, ``: ``, ``[``, a line break or
@@ -346,7 +63,7 @@ def set_item(target: str, text: str) -> str:
 def _comment_in(raw: str) -> str | None:
     """The comment YAML would drop from the end of ``raw`` (``run #2.csv`` reads as ``run``)."""
     try:
-        tokens = [t for t in yaml.scan(raw, Loader=_Loader)
+        tokens = [t for t in yaml.scan(raw, Loader=Loader)
                   if not isinstance(t, (yaml.StreamEndToken, yaml.BlockEndToken))]  # marked at the very end
     except yaml.YAMLError:
         return None
@@ -388,7 +105,7 @@ def _set_value(raw: str, target: str) -> Any:
         raise ConfigError(f"--set {target}={raw}: YAML reads {dropped!r} as {'an anchor' if dropped[0] == '&' else 'a tag'} "
                           f"and would drop it; quote the value to keep it{example}")
     try:
-        loader = _Loader(raw)
+        loader = Loader(raw)
     except yaml.YAMLError:
         return raw
     try:
@@ -483,7 +200,7 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
         reason = f"unknown parameter{did_you_mean(loc[-1], fields) or f' ({takes})'}"
     elif err["type"] == "missing":
         reason = "required parameter is missing"
-    elif err["type"] == "int_parsing" and yaml and isinstance(err["input"], str) and _NUMBER_1_2.fullmatch(err["input"]):
+    elif err["type"] == "int_parsing" and yaml and isinstance(err["input"], str) and NUMBER_1_2.fullmatch(err["input"]):
         reason += f" (YAML 1.1, which fer-pipe reads, takes {err['input']} as text: write the number out)"
     elif err["type"] == "value_error":
         reason = str(err["ctx"]["error"])  # a validator's own words, without pydantic's "Value error, "
@@ -502,7 +219,7 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
 
 def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
     """The words for a stage type ``name`` that is not one of ``types``."""
-    return (f"unknown stage type {_show(name)}{_type_hint(name, types) or _undeclared(types)} "
+    return (f"unknown stage type {show(name)}{_type_hint(name, types) or _undeclared(types)} "
             f"(known: {', '.join(sorted(types))})")
 
 
@@ -597,12 +314,12 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
         raise ConfigError(f"{origin}: expected a mapping with a 'stages' key at the top, got {got}")
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {_show(key)}{did_you_mean(str(key), TOP_KEYS)} "
+            raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {show(key)}{did_you_mean(str(key), TOP_KEYS)} "
                               f"(expected {', '.join(sorted(TOP_KEYS))})")
     queue_size = data.get("queue_size", QUEUE_SIZE)
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
         raise ConfigError(f"{_where(origin, lines, 'queue_size')}: queue_size: expected an integer "
-                          f"from 1 to {MAX_QUEUE}, got {_show(queue_size)}")
+                          f"from 1 to {MAX_QUEUE}, got {show(queue_size)}")
     stages_data = data.get("stages")
     if not isinstance(stages_data, Mapping) or not stages_data:
         raise ConfigError(f"{_where(origin, lines, 'stages')}: 'stages' must be a non-empty mapping "
@@ -632,7 +349,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     names the stage and the line."""
     where = _where(origin, lines, "stages", str(name))
     if not isinstance(name, str) or not name.isidentifier():
-        raise ConfigError(f"{where}: stage name {_show(name)} must be a word of letters, digits, '_'"
+        raise ConfigError(f"{where}: stage name {show(name)} must be a word of letters, digits, '_'"
                           f"{_READ_AS_YAML if not isinstance(name, str) else ''}")
     prefix = f"stage {name!r}"
     if not isinstance(body, Mapping):
@@ -645,7 +362,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
             hint = (f"a parameter of {type_name}: put it under params" if cls and key in cls.Params.given_names()
                     else f"expected {', '.join(sorted(STAGE_KEYS))}")
             raise ConfigError(f"{_where(origin, lines, 'stages', name, str(key))}: {prefix}: "
-                              f"unknown key {_show(key)}{did_you_mean(str(key), STAGE_KEYS)} ({hint})")
+                              f"unknown key {show(key)}{did_you_mean(str(key), STAGE_KEYS)} ({hint})")
     if not isinstance(type_name, str):
         raise ConfigError(f"{where}: {prefix}: 'type' is missing or not a string")
     type_where = _where(origin, lines, "stages", name, "type")
@@ -670,7 +387,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     on_error = body.get("on_error", "stop")
     if on_error not in ("stop", "skip"):
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
-                          f"on_error: expected 'stop' or 'skip', got {_show(on_error)}")
+                          f"on_error: expected 'stop' or 'skip', got {show(on_error)}")
     if on_error == "skip" and issubclass(cls, Sink):
         raise ConfigError(f"{_where(origin, lines, 'stages', name, 'on_error')}: {prefix}: "
                           "on_error: skip is not for a sink: one that cannot write a row (a full disk, a closed "
@@ -683,7 +400,7 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     workers_where = _where(origin, lines, "stages", name, "workers")
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
-                          f"{MAX_WORKERS}, got {_show(workers)}")
+                          f"{MAX_WORKERS}, got {show(workers)}")
     if workers > 1 and not cls.parallel:
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
                           "packet to the next (or is a source or a sink), so it runs in one "

@@ -73,7 +73,8 @@ def summarize(csv_path: Path, bins: int = 6) -> str:
 
 
 def run_demo(out: str, cache: str | None, quiet: bool = False) -> int:
-    from .config import load_graph, set_item, shipped_configs
+    from .config import load_graph, set_item
+    from .config_file import shipped_configs
     from .runner import Runner, report
 
     clip = fetch_clips(cache)[DEMO_CLIP]

@@ -26,7 +26,8 @@ from livetools import free_port
 
 from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of, version_change
 from fer_pipe.batch_task import Job, job_config
-from fer_pipe.config import load_graph, shipped_configs
+from fer_pipe.config import load_graph
+from fer_pipe.config_file import shipped_configs
 from fer_pipe.errors import ConfigError
 from fer_pipe.inprocess import run_graph
 from fer_pipe.messages import EXPRESSIONS

@@ -11,7 +11,8 @@ import yaml
 
 from conftest import REPO, fer_pipe
 from fer_pipe.cli import main
-from fer_pipe.config import load_graph, set_item, shipped_configs
+from fer_pipe.config import load_graph, set_item
+from fer_pipe.config_file import shipped_configs
 from fer_pipe.errors import ConfigError
 
 GOOD = """\
@@ -187,7 +188,7 @@ def test_an_empty_or_nameless_config_path_is_one_line_and_validate_checks_the_re
 
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path):
     """The README's `fer-pipe run configs/webcam.yaml` also where there is no configs/ folder."""
-    from fer_pipe.config import shipped_configs
+    from fer_pipe.config_file import shipped_configs
 
     (tmp_path / "mine.yaml").write_text(GOOD)
     done = fer_pipe("validate", "webcam.yaml", "configs/video_to_csv.yaml", "episodes", "mine.yaml",

@@ -9,7 +9,8 @@ import zlib
 import pytest
 
 from conftest import fer_pipe
-from fer_pipe.config import load_graph, read_config
+from fer_pipe.config import load_graph
+from fer_pipe.config_file import read_config
 from fer_pipe.errors import ConfigError
 from fer_pipe.shard import load_shard
 
