@@ -314,9 +314,12 @@ class RtspSource(Source):
             now = time.monotonic()
             if now - asked >= self.params.timeout_s:
                 # the read ended by its timeout: a stream frozen or gone with its connection still
-                # open, and this a frame the decoder held from before, which was dated a timeout late
+                # open, and this a frame the decoder held from before, which was dated a timeout
+                # late. The connection is given up at once: a decoder that reorders (B-frames,
+                # x264's default) let out the frames it still held at the next reads, dated two
+                # timeouts late, as if the camera were back, and the outage said twice
                 self.dropped += 1
-                continue
+                return frames
             last, self._last_frame_at = self._last_frame_at, now
             with self._cond:
                 self.dropped += self._latest is not None

@@ -37,8 +37,10 @@ class RtspServer:
     """rtsp-server-perl plus an ffmpeg publisher looping ``clip`` at its own pace; one at a time
     on the machine (``SERVER_LOCK``)."""
 
-    def __init__(self, clip, client_port: int, source_port: int, rtp_port: int, log) -> None:
+    def __init__(self, clip, client_port: int, source_port: int, rtp_port: int, log,
+                 codec: tuple[str, ...] = ("mpeg4", "-q:v", "5")) -> None:
         self.args = (clip, client_port, source_port, rtp_port)
+        self.codec = codec
         self.url = f"rtsp://127.0.0.1:{client_port}/cam"
         self.log = log
         self.procs: list[subprocess.Popen] = []
@@ -55,7 +57,7 @@ class RtspServer:
         wait_for(lambda: _listening(source_port), 20, "the RTSP server's source port", server)
         publisher = subprocess.Popen(
             [needs("ffmpeg"), "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", str(clip),
-             "-an", "-c:v", "mpeg4", "-q:v", "5", "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/cam"],
+             "-an", "-c:v", *self.codec, "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/cam"],
             stdout=self.log, stderr=self.log)
         self.procs = [server, publisher]
 
@@ -143,6 +145,35 @@ def test_rtsp_source_reconnects_after_the_server_dies_and_comes_back(rtsp_server
     frames = [int(r["frame"]) for r in csv_rows(csv_path)]
     assert frames == sorted(set(frames))  # newest-frame reading never repeats or reorders a frame
     assert sum(1 for r in csv_rows(csv_path) if r["label"]) > 10  # the face clip came through intact
+
+
+def test_a_frozen_stream_whose_decoder_reorders_lets_no_held_frame_out_after_its_outage(loop_clip, tmp_path):
+    """H.264 with B-frames (x264's default): after the read that timed out, the decoder let out
+    the frames it held at once, dated two timeouts late, as if the camera were back: a face seen
+    after the camera died, a second outage, the give-up clock started over."""
+    from fer_pipe.inprocess import make_stage
+
+    with open(tmp_path / "server.log", "w") as log:
+        port = free_port()
+        server = RtspServer(loop_clip, port, free_port(), 20000 + port % 20000, log,
+                            codec=("libx264", "-preset", "superfast", "-bf", "2", "-g", "25"))
+        server.start()
+        stage = make_stage("rtsp", {"url": server.url, "transport": "udp", "timeout_s": 2, "backoff_initial_s": 0.2,
+                                    "give_up_after_s": 60})
+        stage.open()
+        try:
+            packets = stage.frames()
+            for _ in range(10):
+                assert not next(packets).outage
+            server.kill_publisher()
+            after = []
+            while sum(p.outage for p in after) < 6:  # an outage packet a second: 2 s timeout, then some 6 s down
+                after.append(next(packets))
+        finally:
+            stage.close()
+            server.kill()
+    first_outage = next(i for i, p in enumerate(after) if p.outage)
+    assert all(p.outage for p in after[first_outage:]), [(p.index, p.outage) for p in after]
 
 
 def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
