@@ -131,6 +131,7 @@ def stage_main(w: Wiring) -> None:
         out = stats.summary()
         if stage is not None:
             out["dropped"] += stage.dropped
+        w.dropped.value = out["dropped"]  # the status line's last figure is the table's
         return out
     ring_lease.hold(w.run_id)
     try:
@@ -260,6 +261,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             if not down:  # the status line says the source is down, since its last frame
                 w.down_since.value, down = last_captured or time.monotonic(), True
             emitter.emit((packet,))
+            w.dropped.value = stats.dropped + stage.dropped  # a camera's reads that timed out while down
             continue
         if down:  # a local flag: the shared value is not read on every frame
             w.down_since.value, down = 0.0, False

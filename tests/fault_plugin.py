@@ -224,6 +224,8 @@ class BrokenFramesParams(StageParams):
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
+    drops_while_down: bool = Field(False, description="count each outage packet in the stage's own dropped "
+                                                      "attribute, as a camera's timed-out reads are")
     length_text: str = Field("", description="length() returns this text (a bug) rather than None")
     exit_s: float = Field(0.0, ge=0.0, description="a thread started in close keeps the process this long "
                                                    "after close returned, as a slow exit on a loaded machine")
@@ -273,6 +275,7 @@ class BrokenFrames(Source):
                     back = time.monotonic() + self.params.down_s
                     while time.monotonic() < back:
                         time.sleep(0.1)
+                        self.dropped += self.params.drops_while_down
                         yield outage(source, i - 1, timestamp)
             yield Packet(source, index, timestamp, image, faces=faces)
 

@@ -6,6 +6,8 @@ rate, so the source drops frames; the lines must count what the statistics table
 from __future__ import annotations
 
 import re
+import signal
+import time
 
 import yaml
 
@@ -51,6 +53,27 @@ def test_a_live_source_that_is_down_is_said_so_in_the_status_line(plugin_env, tm
     sources = [list(PART.finditer(m.group(1)))[0].group(0) for m in map(LINE.fullmatch, err.splitlines()) if m]
     assert "source 4 (down for 2 s)" in sources, sources
     assert re.fullmatch(r"source 8 \(\d+\.\d/s\)", sources[-1]), sources  # up again, and read to its end
+
+
+def test_the_last_status_line_of_a_run_stopped_while_a_camera_is_down_counts_its_drops_as_the_table_does(
+        plugin_env, tmp_path):
+    """The shared count was set at each frame only: a camera's reads that timed out while it was
+    down reached no status line until it was back, and the last line of a run stopped then
+    could say fewer than the table."""
+    config = tmp_path / "down.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: outage, at: 4, down_s: 60, "
+                      "drops_while_down: true}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    proc = start_run(config, plugin_env, "--status-every", "0.5", quiet=False)
+    time.sleep(4)  # some 30 outage packets, each a drop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = [LINE.fullmatch(line).group(1) for line in err.splitlines() if LINE.fullmatch(line)]
+    said = [{p.group(1): int(p.group(3) or 0) for p in PART.finditer(line)} for line in lines]
+    assert any(0 < counts["source"] for counts in said[:-1]), lines  # while down
+    assert said[-1]["source"] == stats_row(err, "source")["dropped"] > 0, err
 
 
 def test_a_camera_never_reached_is_said_to_have_sent_no_frame(plugin_env, tmp_path):
