@@ -40,13 +40,14 @@ def own_copy(packet: Packet) -> Packet:
     return copy.deepcopy(packet, {id(packet.image): image})
 
 
-def _read_only(packet: Packet) -> Packet:
-    """A source's packet with a read-only copy of its pixels, as the runner's ring gives them. A
-    copy, as the ring's is: a source that draws each frame into one buffer gave a stage that keeps
-    frames the last frame's pixels in all of them (11 us for a 640x360 frame). Read-only, so
-    that a stage that writes into it, changing what the other branches see, fails here as in a run."""
+def _read_only(packet: Packet, source: Source) -> Packet:
+    """A source's packet with read-only pixels, as the runner's ring gives them. A copy, as the
+    ring's is, unless the source declares ``fresh_frames``: a source that draws each frame into
+    one buffer gave a stage that keeps frames the last frame's pixels in all of them. Read-only,
+    so that a stage that writes into it, changing what the other branches see, fails here as in
+    a run."""
     if isinstance(packet.image, np.ndarray):
-        packet.image = read_only(packet.image.copy())
+        packet.image = read_only(packet.image if source.fresh_frames else packet.image.copy())
     return packet
 
 
@@ -118,8 +119,8 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
         last_index = None
         for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
             packet = frame_of(stage.source_id, item, last_index)
-            if isinstance(packet.image, np.ndarray):  # kept past the next frame, as a run's ring keeps it,
-                packet.image = packet.image.copy()  # where a source may reuse its buffer: all were the last
+            if isinstance(packet.image, np.ndarray) and not stage.fresh_frames:  # kept past the next frame, as
+                packet.image = packet.image.copy()  # a run's ring keeps it: a reused buffer's were all the last
             out.append(packet)
             if not item.outage:
                 last_index = item.index
@@ -285,7 +286,7 @@ def run_graph(graph: Graph) -> GraphRun:
                     break
                 if not packet.outage:  # as the runner numbers on: from the last frame, not an outage
                     last_index, last_time = packet.index, packet.timestamp
-                push(name, [_read_only(packet)])
+                push(name, [_read_only(packet, stage)])
             if last_index is not None and not stopped_by:
                 push(name, [stream_ended(source_id, last_index, last_time)])
         for name, stage in stages.items():

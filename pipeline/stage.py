@@ -262,6 +262,11 @@ class Source(Stage):
     """A stage with no input that produces packets: files, folders, cameras, streams."""
 
     writes: ClassVar[str | None] = "frame"
+    fresh_frames: ClassVar[bool] = False
+    """True where every frame's pixels are an array of their own that the source never writes
+    again (OpenCV's ``read`` and ``imread`` make a new one each time). ``run_stage`` and
+    ``run_graph`` then keep them without the copy that guards against a source that draws each
+    frame into one buffer: 0.2 ms a 720p frame, 0.7 ms at 1080p, in every batch task."""
     folder_suffixes: ClassVar[tuple[str, ...] | None] = None
     """For a source that reads a folder: the suffixes (lower case) of the files it takes from it;
     None for any. The graph check refuses a stage writing over such a file there, and no other:

@@ -40,6 +40,7 @@ class ImageFolderSource(Source):
     Params = ImageFolderParams
     input_paths = ("path",)
     folder_suffixes = SUFFIXES
+    fresh_frames = True  # OpenCV makes a new array for each frame
     params: ImageFolderParams
 
     @classmethod

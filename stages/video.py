@@ -97,6 +97,7 @@ class VideoSource(Source):
 
     Params = VideoParams
     input_paths = ("path",)
+    fresh_frames = True  # OpenCV makes a new array for each frame
     params: VideoParams
 
     @classmethod
