@@ -11,7 +11,6 @@ import inspect
 import io
 import json
 import os
-import select
 import signal
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_o
 from .arguments import home, made_path, number
 from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
+from .output_files import readers_gone
 from .redaction import redact_urls
 
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
@@ -129,10 +129,7 @@ def _readers_may_leave() -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:
-        poller = select.poll()
-        for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
-            poller.register(fd, 0)  # a pipe whose reader has gone polls as an error
-        to_devnull(tuple(fd for fd, events in poller.poll(0) if events & select.POLLERR))
+        to_devnull(readers_gone((sys.stdout.fileno(), sys.stderr.fileno())))
 
 
 def _warn(graph: Graph) -> None:
@@ -367,12 +364,14 @@ def main(argv: list[str] | None = None) -> int:
         return _user_error(exc, args.debug)
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # The reader of our output left (`fer-pipe stages | head`): it has what it wanted, so
-        # end quietly; stdout goes to /dev/null so the interpreter's last flush cannot fail too.
-        to_devnull((sys.stdout.fileno(),))
-        return 0
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and readers_gone((1, 2)):
+            # The reader of our output left (`fer-pipe stages | head`): it has what it wanted, so
+            # end quietly; stdout goes to /dev/null so the interpreter's last flush cannot fail
+            # too. Any other broken pipe (multiprocessing's resource tracker dead) is a failure:
+            # it ended a run exit 0 with no CSV and no line.
+            to_devnull((sys.stdout.fileno(),))
+            return 0
         # A file or stream written outside a run's stages (which say their own) failed: a full
         # disk, a read-only folder, stdout on /dev/full. One line naming it, not a traceback.
         if args.debug:
@@ -382,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             to_devnull((sys.stdout.fileno(),))
         where = f"{exc.filename}: " if exc.filename else ""  # none for a stream such as stdout
-        print(f"fer-pipe: {where}{exc.strerror or exc}{files_limit_hint(exc)}", file=sys.stderr)
+        hint = " (a pipe of fer-pipe's own, not its output; --debug shows which)" if isinstance(
+            exc, BrokenPipeError) else files_limit_hint(exc)
+        print(f"fer-pipe: {where}{exc.strerror or exc}{hint}", file=sys.stderr)
         return 2 if exc.errno in UNUSABLE_PATH else 1
 
 

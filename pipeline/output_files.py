@@ -11,9 +11,10 @@ import errno
 import fcntl
 import os
 import re
+import select
 import stat
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +49,16 @@ def odd_character(path: str) -> str | None:
     return (f"the path holds a control character ({odd.encode('unicode_escape').decode('ascii')}): in a "
             "double-quoted YAML string a backslash starts an escape, so write C:/... or single quotes; a "
             "script or .env file saved on Windows leaves a \\r at each line's end")
+
+
+def readers_gone(fds: Iterable[int]) -> tuple[int, ...]:
+    """Those of ``fds`` that are a pipe or socket nobody reads now (POLLERR; POLLHUP for a
+    socket: Node's child_process pipes, journald's): a broken pipe there is the reader having
+    what it wanted (``| head``). A broken pipe anywhere else is a failure."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLOUT)
+    return tuple(fd for fd, events in poller.poll(0) if events & (select.POLLERR | select.POLLHUP))
 
 
 def make_folder(folder: Path, what: str) -> None:

@@ -43,7 +43,6 @@ implement ``consume`` instead of ``process``.
 from __future__ import annotations
 
 import math
-import select
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator
 from types import UnionType
@@ -55,7 +54,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo,
 from .errors import printable
 from .frames import FrameRef
 from .messages import EMOTIONS, Face, Packet
-from .output_files import descriptor_of
+from .output_files import descriptor_of, readers_gone
 from .redaction import redact_urls
 
 
@@ -429,10 +428,7 @@ def reader_gone(stage: Stage) -> bool:
         return False
     kind = type(stage)
     streams = {descriptor_of(path) for _, path in named_files(kind, stage.params, kind.output_paths)} & {1, 2}
-    poller = select.poll()
-    for fd in streams:
-        poller.register(fd, select.POLLOUT)
-    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0)) if streams else False
+    return bool(readers_gone(streams))
 
 
 def close_stage(stage: Stage) -> None:

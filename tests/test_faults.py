@@ -98,6 +98,22 @@ def test_an_exception_whose_message_cannot_be_made_is_still_said_in_one_line(plu
         assert [int(row[1]) for row in read_csv(out)[1]] == [i for i in range(60) if i != 3]
 
 
+def test_a_broken_pipe_of_fer_pipes_own_fails_the_command_where_only_its_readers_leaving_is_clean(monkeypatch,
+                                                                                                   capsys):
+    """Any BrokenPipeError was taken for the reader of fer-pipe's output leaving: stage processes
+    whose interpreter could not start killed multiprocessing's resource tracker, the next
+    semaphore met its broken pipe, and the run ended exit 0, with no CSV and no line (s50h 3).
+    Here the command raises it while stdout and stderr are read."""
+    from fer_pipe import cli
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_cmd_run", broken)
+    assert cli.main(["run", "video_to_csv"]) == 1
+    assert capsys.readouterr().err == "fer-pipe: Broken pipe (a pipe of fer-pipe's own, not its output; --debug shows which)\n"
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, short_clip, tmp_path,
                                                                    workers):
