@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .endpoints import check_form
-from .output_files import odd_character
+from .errors import control_character
 
 
 def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -37,10 +37,12 @@ def home(text: str) -> str:
 
 def made_path(text: str) -> str:
     """An argparse type: a file or folder fer-pipe makes, as ``home`` reads it, refused where it
-    holds a control character (``output_files.odd_character``)."""
-    problem = odd_character(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
+    holds a control character (``errors.control_character``): a batch line from a script saved
+    on Windows put the CSVs in a folder named ``res\\r``, which nobody finds, exit 0."""
+    odd = control_character(text)
+    if odd:
+        raise argparse.ArgumentTypeError(f"the path holds a control character ({odd}), which no name fer-pipe "
+                                         "makes may hold (a script saved on Windows ends each line with \\r)")
     return home(text)
 
 

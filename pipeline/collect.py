@@ -32,7 +32,7 @@ from pathlib import Path
 import zmq
 
 from . import hangup
-from .arguments import endpoint, home, whole
+from .arguments import endpoint, made_path, whole
 from .csvfile import CsvOutput
 from .endpoints import bind_problem, is_loopback, peer_socket, tcp_host_port
 from .errors import InputError, OutputError, printable
@@ -395,7 +395,7 @@ def _say(line: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bind", type=endpoint, default="tcp://127.0.0.1:5560", metavar="ENDPOINT",
                         help="PULL endpoint the push sinks connect to")
-    parser.add_argument("--csv", required=True, type=home, metavar="FILE", help="the merged CSV (appended to if it exists)")
+    parser.add_argument("--csv", required=True, type=made_path, metavar="FILE", help="the merged CSV (appended to if it exists)")
     parser.add_argument("--publish", type=endpoint, default=None, metavar="ENDPOINT",
                         help="also republish every event on this PUB endpoint")
     parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",

@@ -23,10 +23,9 @@ from pydantic import ValidationError
 
 from .config_file import NUMBER_1_2, Lines, Loader, config_path, read_config, shipped_configs, show
 from .env_values import refuse_unset
-from .errors import ConfigError
+from .errors import ConfigError, control_character
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
-from .output_files import odd_character
 from .registry import Registry, registry
 from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
 
@@ -287,9 +286,8 @@ def expand_home(cls: type[Stage], params: StageParams) -> StageParams:
     never expands it; the file checks and the stages then see the real path. A path no file
     can have is refused (ValueError of the param and the reason)."""
     named = named_files(cls, params, (*cls.input_paths, *cls.output_paths))
-    made = {name for name, _ in named_files(cls, params, cls.output_paths)}
     for name, path in named:
-        problem = _path_problem(path) or (odd_character(path) if name in made else None)
+        problem = _path_problem(path)
         if problem:
             raise ValueError(name, problem)
     update = {}
@@ -484,4 +482,24 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
     data = apply_overrides(data, overrides, origin, lines)
     if select is not None:
         data = select(data, origin)
-    return build_graph(data, lines, origin)
+    graph = build_graph(data, lines, origin)
+    _refuse_control_characters(graph, lines)
+    return graph
+
+
+def _refuse_control_characters(graph: Graph, lines: Lines) -> None:
+    """Refuse a file the config names for a stage to write whose name holds a control character
+    (a Windows path in double-quoted YAML, ``"res\\new.csv"``, is a line feed there): the run
+    wrote its results under a name nobody typed or finds, exit 0. A name fer-pipe makes from a
+    video's (a batch task's CSV) is as the video's, and an input is named escaped where it is
+    missing, so only what a config writes is checked."""
+    for spec in graph.stages.values():
+        for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths):
+            odd = control_character(path)
+            if odd:
+                given = spec.cls.Params.given_name(param)
+                raise ConfigError(f"{_where(graph.origin, lines, 'stages', spec.name, 'params', given)}: stage "
+                                  f"{spec.name!r} ({spec.type_name}): params.{given}: the path holds a control "
+                                  f"character ({odd}), which no name fer-pipe makes may hold: in a double-quoted YAML "
+                                  "string a backslash starts an escape, so write C:/... or single quotes; a script "
+                                  "or .env file saved on Windows ends each line with \\r")

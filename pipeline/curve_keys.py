@@ -8,7 +8,7 @@ from pathlib import Path
 
 import zmq.auth
 
-from .arguments import home
+from .arguments import made_path
 from .errors import InputError
 from .output_files import make_folder
 
@@ -47,7 +47,7 @@ def load_keys(path: str, secret: bool, what: str) -> tuple[bytes, bytes | None]:
 
 
 def add_keys_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", type=home, help="folder for the keys (created; existing keys are never overwritten)")
+    parser.add_argument("dir", type=made_path, help="folder for the keys (created; existing keys are never overwritten)")
 
 
 def make_keys(args: argparse.Namespace) -> int:

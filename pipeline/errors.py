@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import resource
+import unicodedata
 
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
                  errno.ELOOP, errno.ENAMETOOLONG}
@@ -15,6 +16,15 @@ def printable(text: str) -> str:
     ``\\x1b``): a file name with a line break split a one-line message in two, and escape codes
     in a name, or in what a network peer sent, acted on the terminal of whoever read the log."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def control_character(text: str) -> str | None:
+    """The first control character or line separator in ``text``, as its escape (``\\r``), or
+    None. Such a character in a name someone typed is an accident (a Windows path in
+    double-quoted YAML, where ``\\n`` and ``\\e`` are escapes; the carriage return a script or
+    ``.env`` file saved on Windows leaves); spaces of every kind are not."""
+    odd = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    return None if odd is None else odd.encode("unicode_escape").decode("ascii")
 
 
 class UserError(Exception):

@@ -13,7 +13,6 @@ import os
 import re
 import select
 import stat
-import unicodedata
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,19 +35,6 @@ def descriptor_of(path: str | Path) -> int | None:
     name = os.path.normpath(str(path))
     named = DESCRIPTOR.fullmatch(name)
     return STREAMS.get(name, int(named.group(1)) if named else None)
-
-
-def odd_character(path: str) -> str | None:
-    """Why ``path`` is no name to make a file or folder under, or None: a control character or
-    line separator in it is an accident (a Windows path in double-quoted YAML, where ``\\n`` and
-    ``\\e`` are escapes; the carriage return a script or ``.env`` file saved on Windows leaves),
-    and the run wrote its results under a name nobody typed or finds, exit 0."""
-    odd = next((c for c in path if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-    if odd is None:
-        return None
-    return (f"the path holds a control character ({odd.encode('unicode_escape').decode('ascii')}): in a "
-            "double-quoted YAML string a backslash starts an escape, so write C:/... or single quotes; a "
-            "script or .env file saved on Windows leaves a \\r at each line's end")
 
 
 def readers_gone(fds: Iterable[int]) -> tuple[int, ...]:

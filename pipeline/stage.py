@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin
 import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .errors import printable
+from .errors import control_character, printable
 from .frames import FrameRef
 from .messages import EMOTIONS, Face, Packet
 from .output_files import descriptor_of, readers_gone
@@ -252,7 +252,7 @@ class SourceParams(StageParams):
         """A line break or other control character in an id split the CSV's rows across lines,
         which batch counts and tails as lines (its manifest said 6 rows for 3), and reached the
         ZeroMQ topics and every line that names the source."""
-        if not value.isprintable():
+        if control_character(value):
             raise ValueError(f"{value!r} holds a line break or other control character; give a printable id")
         return value
 

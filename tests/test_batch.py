@@ -356,10 +356,15 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
 
 def test_an_out_folder_holding_a_control_character_is_refused_before_anything_is_made(six_clips, tmp_path):
     """A batch line from a script saved on Windows gave --out "res\\r": the CSVs went into a
-    folder nobody finds, exit 0 (s50c 1)."""
+    folder nobody finds, exit 0 (s50c 1). A video's own name may hold one, and its CSV is named
+    as it is (my first check refused such a video's CSV: s50g 1)."""
     done = fer_pipe("batch", str(six_clips[0]), "--out", "res\r", cwd=tmp_path, timeout=120)
     assert done.returncode == 2 and "argument --out: the path holds a control character (\\r)" in done.stderr
     assert not list(tmp_path.iterdir())
+    shutil.copy(six_clips[0], tmp_path / "lobby\tcam.avi")
+    done = fer_pipe("batch", str(tmp_path / "lobby\tcam.avi"), "--out", str(tmp_path / "res"), "--quiet", timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "res" / "lobby\tcam.csv").is_file()
 
 
 def test_a_name_ray_cannot_take_on_the_command_line_or_as_the_folder_is_one_line(six_clips, tmp_path):

@@ -54,8 +54,9 @@ BROKEN = {
                          "{f}:6: stage 'source' (video): params.source_id: 'cam\\nyard' holds a line break or other "
                          "control character; give a printable id"),  # batch counted CSV rows as lines (s50f 8)
     "escape_in_output": (GOOD.replace("path: out.csv", 'path: "res\\new.csv"'),  # a Windows path: \n a line feed
-                         "{f}:16: stage 'csv' (csv): params.path: the path holds a control character (\\n): in a "
-                         "double-quoted YAML string a backslash starts an escape"),  # exit 0, rows lost (s50c 1)
+                         "{f}:16: stage 'csv' (csv): params.path: the path holds a control character (\\n), which "
+                         "no name fer-pipe makes may hold: in a double-quoted YAML string a backslash starts an "
+                         "escape"),  # exit 0, rows lost (s50c 1)
     "list_for_text": (GOOD.replace("path: clip.mp4", "path: [clip.mp4]"),  # --set source.path=- clip.mp4 too
                       "{f}:5: stage 'source' (video): params.path: Input should be a valid string (YAML read the "
                       "value as a list; put it in quotes to mean text)"),
@@ -221,6 +222,14 @@ def test_a_real_cycle_is_reported(tmp_path):
         load_graph(path)
     assert "is a sink" not in str(err.value)
     assert "cycle" in str(err.value) and "classifier" in str(err.value) and "tracker" in str(err.value)
+
+
+def test_a_source_id_may_hold_any_kind_of_space():
+    """The line-break check refused an ideographic or no-break space, and the joiners of Persian
+    and emoji, as "control characters" (s50g 2)."""
+    for source_id in ("カメラ\u3000入口", "gate\u00a0A", "می\u200cخواهم", "cam 1"):
+        graph = load_graph("video_to_csv", [set_item("source.source_id", source_id)])
+        assert graph.stages["source"].params.source_id == source_id
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
