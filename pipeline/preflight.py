@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from .endpoints import one_binder_each
 from .errors import InputError, UserError
 from .graph import Graph, StageSpec
-from .output_files import check_writable
+from .output_files import check_folder_of
 from .stage import Stage, StageFailure, StageParams, named_files, said
 
 
@@ -30,12 +31,14 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
 
 
 def check_outputs(cls: type[Stage], params: StageParams, what: str) -> None:
-    """Try each file the stage's ``output_paths`` name, before its own ``preflight``: a plug-in
-    sink that left this to its own code (each built-in one called it) and was given a folder
-    that is not there passed ``validate`` and failed its run after every stage had started, exit
-    1."""
+    """The folder of each file the stage's ``output_paths`` name must be there, before the
+    stage's own ``preflight``: a plug-in sink that checked nothing itself passed ``validate``
+    with a missing folder and failed its run after every stage had started, exit 1. Only the
+    folder: a plug-in may name a folder it fills, and a URL (``s3://``) names no local one; a
+    stage checks more itself (the built-in sinks try the file: ``check_writable``)."""
     for _, path in named_files(cls, params, cls.output_paths):
-        check_writable(path, what)
+        if "://" not in path:
+            check_folder_of(Path(path), what)
 
 
 def live_sources(graph: Graph) -> set[str]:

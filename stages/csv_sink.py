@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.events import FRAME_COLUMNS, free_names
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, emotion_probs, extra_values
+from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
 
@@ -41,6 +42,7 @@ class CsvSink(Sink):
 
     @classmethod
     def preflight(cls, params: CsvParams) -> None:
+        check_writable(params.path, "csv")
         if params.append:
             check_columns(params.path, "csv", FRAME_COLUMNS + params.extra)
 

@@ -27,6 +27,7 @@ from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.endpoints import check_bindable, check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
+from fer_pipe.output_files import check_writable
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
 
@@ -105,6 +106,7 @@ class EpisodesSink(Sink):
 
     @classmethod
     def preflight(cls, params: EpisodesParams) -> None:
+        check_writable(params.path, "episodes")
         if params.append:
             check_columns(params.path, "episodes", EPISODE_FIELDS)
         if params.publish:

@@ -16,7 +16,7 @@ from fer_pipe.errors import InputError
 from fer_pipe.messages import EXPRESSIONS, Packet
 from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.opencv_names import opencv_name
-from fer_pipe.output_files import open_claimed
+from fer_pipe.output_files import check_writable, open_claimed
 from fer_pipe.stage import Sink
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw
 
@@ -102,6 +102,7 @@ class VideoWriterSink(Sink):
     def preflight(cls, params: VideoWriterParams) -> None:
         opencv_name(params.path, "video_writer")  # the name OpenCV is handed: refused here, not after the run
         path = Path(params.path)
+        check_writable(path, "video_writer")  # by Python's own name for it, as the other files are
         if params.segment_s and max(len(os.fsencode(p.name)) for p in (_numbered(path, 1), _lock_of(path))) > NAME_MAX:
             raise InputError(f"video_writer {path}: its name is too long for a series of files, whose names add "
                              f"up to 7 bytes ({_numbered(path, 1).name[-15:]}) to it, past the {NAME_MAX} a name "

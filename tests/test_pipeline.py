@@ -228,8 +228,9 @@ def test_run_stage_refuses_params_for_a_stage_already_made():
 def test_run_stage_checks_a_stages_files_and_expands_their_tilde_as_a_run_does(tmp_path, monkeypatch):
     """A plug-in sink given ~/x.jsonl, or a folder that is not there, worked or failed in one line
     (exit 2) in a run, and met a bare FileNotFoundError under run_stage: neither the ~ nor the
-    stage's preflight were done there. Its output_paths are tried with no code of its own: a
-    sink that did not call check_writable itself failed after every stage had started (s50f 3)."""
+    stage's preflight were done there. The folders of its output_paths are checked with no code
+    of its own: a sink that did not call check_writable itself failed after every stage had
+    started (s50f 3). Only the folders: a plug-in may name a folder it fills, or a URL (s50g 3)."""
     from fer_pipe.errors import InputError
     from fer_pipe.inprocess import run_stage
     from fer_pipe.messages import FRAME, Packet
@@ -258,6 +259,17 @@ def test_run_stage_checks_a_stages_files_and_expands_their_tilde_as_a_run_does(t
     assert (tmp_path / "x.jsonl").read_text() == "{}\n"
     with pytest.raises(InputError, match=r"^jsonl .*/nope/x.jsonl: folder .*/nope does not exist$"):
         run_stage(Jsonl, [], {"path": str(tmp_path / "nope" / "x.jsonl")})
+
+    class Crops(Sink):  # writes into a folder, or a bucket: tried by nothing but its own code
+        Params = PathParams
+        reads = FRAME
+        output_paths = ("path",)
+
+        def consume(self, packet):
+            pass
+
+    for path in (str(tmp_path), "s3://bucket/crops/"):
+        run_stage(Crops, [Packet("cam", 0, 0.0)], {"path": path})
 
 
 @pytest.mark.parametrize("where", ["process", "finish", "close"])
