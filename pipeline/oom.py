@@ -8,7 +8,9 @@ names it and keeps what was done.
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from .machine import cgroup_folders
 
 
 RUNNER_BYTES = 256 << 20
@@ -34,26 +36,13 @@ def _memory_bytes(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path(
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
         return None
-    try:
-        lines = cgroups.read_text(encoding="utf-8").splitlines()
-    except OSError:  # no cgroups here: the machine's
-        return memory
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # v2: one tree
-            root, name = mount, "memory.max"
-        elif "memory" in controllers.split(","):
-            root, name = mount / "memory", "memory.limit_in_bytes"
-        else:
+    for folder, v2 in cgroup_folders("memory", cgroups, mount):
+        try:
+            text = (folder / ("memory.max" if v2 else "memory.limit_in_bytes")).read_text(encoding="utf-8").strip()
+        except OSError:
             continue
-        parts = PurePosixPath(path).parts[1:]
-        for depth in range(len(parts) + 1):  # the group, each above it, and the mount's root
-            try:
-                text = (root.joinpath(*parts[:depth]) / name).read_text(encoding="utf-8").strip()
-            except OSError:
-                continue
-            if text.isdigit():  # "max" is none
-                memory = min(memory, int(text))
+        if text.isdigit():  # "max" is none
+            memory = min(memory, int(text))
     return memory
 
 

@@ -423,6 +423,26 @@ def test_the_default_number_of_tasks_is_the_cpus_this_process_may_use():
     assert done.stdout.split() == ["1"]
 
 
+@pytest.mark.parametrize("cgroup, files", [
+    ("4:cpu,cpuacct:/docker/abc", {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"}),  # v1 root
+    ("4:cpu,cpuacct:/slice/scope", {"cpu/slice/cpu.cfs_quota_us": "150000", "cpu/slice/cpu.cfs_period_us": "100000",
+                                    "cpu/slice/scope/cpu.cfs_quota_us": "-1",
+                                    "cpu/slice/scope/cpu.cfs_period_us": "100000"}),  # v1, on the group above
+    ("0::/slice/scope", {"slice/cpu.max": "100000 100000", "slice/scope/cpu.max": "max 100000"}),  # v2, above
+])
+def test_the_cpus_a_batch_may_use_are_capped_by_any_cgroup_quota_over_it(tmp_path, cgroup, files):
+    """Only cgroup v2's cpu.max of the process's own group was read: docker --cpus 1 on a cgroup
+    v1 host (its group at the mount's root), or a quota on a systemd slice above the process,
+    gave a batch a task per core, overriding Ray's own count, which reads them (s50h 2)."""
+    from fer_pipe.machine import usable_cpus
+
+    (tmp_path / "cgroup").write_text(f"{cgroup}\n9:memory:/other\n")
+    for path, value in files.items():
+        (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / path).write_text(value + "\n")
+    assert usable_cpus(tmp_path / "cgroup", tmp_path / "fs") == 1
+
+
 def test_chunks_after_a_damaged_one_are_cancelled(cluster, six_clips, tmp_path):
     """A header that counts 200,000 frames in a 36-frame AVI without an index: every one of its
     200 chunks ran, each reading nothing past the end, though the first already showed the
