@@ -24,11 +24,17 @@ CLIPS = ("WolfgangLanger_Pexels.mp4", "single_face.mp4", "no_face.mp4")
 
 
 def cache_dir(override: str | None = None) -> Path:
+    """Where the clips are kept: ``--cache``, ``FER_PIPE_CACHE``, ``XDG_CACHE_HOME`` or the home
+    folder's ``.cache``. With none of them (no ``HOME``, a uid with no passwd entry: a
+    container's), ``~`` stays as written, and the cache went into a folder named ``~`` in the
+    working folder, whose printed path read as the home's."""
     if override:
         return Path(override)
-    base = os.environ.get("FER_PIPE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fer-pipe")
-    return Path(base) / "clips"
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    if not os.environ.get("FER_PIPE_CACHE") and cache.startswith("~"):
+        raise InputError("demo: no folder to keep the clips in: HOME is not set and this user has no home "
+                         "folder; give --cache FOLDER, or set FER_PIPE_CACHE or HOME")
+    return Path(os.environ.get("FER_PIPE_CACHE") or os.path.join(cache, "fer-pipe")) / "clips"
 
 
 def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:

@@ -1647,6 +1647,25 @@ def test_demo_folders_that_cannot_be_made_are_one_line(tmp_path, clips):
     assert a_file.read_text() == "mine"
 
 
+def test_a_demo_with_no_home_folder_says_so_and_makes_no_folder_named_tilde(tmp_path, monkeypatch, capsys):
+    """HOME unset, as a container's uid with no passwd entry has it: ~ stayed as written, and the
+    clips went into ./~/.cache/fer-pipe/clips, whose printed path read as the home's (s50h 7).
+    The uid without a passwd entry is stood in for (the tests run as a user who has one) by an
+    expanduser that finds no home, as Python's does then."""
+    import os
+
+    from fer_pipe.cli import main
+
+    for name in ("HOME", "XDG_CACHE_HOME", "FER_PIPE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda path: path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--quiet", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("fer-pipe: demo: no folder to keep the clips in: HOME is not set and this user "
+                                       "has no home folder; give --cache FOLDER, or set FER_PIPE_CACHE or HOME\n")
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv):
     """Before, start=500 on a 72-frame clip said "no frame could be decoded (truncated or
     corrupt file)" about a sound file, and left a CSV with only its header."""
