@@ -56,23 +56,31 @@ class FaceClassifier:
         # Applying the XNNPACK delegate, once per process, LiteRT's C++ logger prints "INFO:
         # Created TensorFlow Lite XNNPACK delegate for CPU." with no setting to stop it: a line in
         # every run that is not fer-pipe's. Errors still arrive as LiteRT's Python exceptions.
-        with stderr_dropped():
-            self._interpreter.allocate_tensors()
+        try:
+            with stderr_dropped():
+                self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:  # ops LiteRT lacks: TensorFlow's (Flex) or custom ones
+            raise InputError(f"model {path}: LiteRT cannot run it ({one_line(str(exc)).rstrip('.')}); export it "
+                             "with TFLite's built-in ops alone, as fer-pipe train does") from None
         self.input_size = shape[1]
         self.flip_tta = flip_tta
         self._input_index = inp[0]["index"]
         self._output_index = out[0]["index"]
         self._batch = shape[0]
-        grey = np.full((2, shape[1], shape[2], 1), 0.5, np.float32)  # two faces: a frame's are one batch
+        # a frame's faces are one batch, of any size: the probe's differs from the model's own, so
+        # that it is resized (a batch fixed at 2 passed a probe of two, and failed the run at 4)
+        faces = max(2, shape[0] + 1)
+        said = "two" if faces == 2 else str(faces)
+        grey = np.full((faces, shape[1], shape[2], 1), 0.5, np.float32)
         try:
             probes = self._invoke(grey)
         except (RuntimeError, ValueError) as exc:
             why = (f"its batch size is fixed at {signature[0]}" if signature[0] > 0
                    else f"LiteRT: {one_line(str(exc)).rstrip('.')}")
-            raise InputError(f"model {path}: it cannot take two faces at once ({why}); export it with a free "
+            raise InputError(f"model {path}: it cannot take {said} faces at once ({why}); export it with a free "
                              f"batch size, e.g. (None, {shape[1]}, {shape[2]}, 1)") from None
         if probes.shape != (len(grey), len(EMOTIONS)):  # one from a tf.function gave none, and an IndexError
-            raise InputError(f"model {path}: two faces gave an output of {probes.shape}, not a row of "
+            raise InputError(f"model {path}: {said} faces gave an output of {probes.shape}, not a row of "
                              f"{len(EMOTIONS)} probabilities each")
         probe = probes[0]
         if probe.min() < 0 or not 0.9 < probe.sum() < 1.1:
@@ -98,6 +106,7 @@ class FaceClassifier:
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         """The model's output for a batch, in one interpreter call."""
         if len(batch) != self._batch:
+            self._batch = 0  # until both succeed: a failed allocation left it the old size, and every batch failed
             self._interpreter.resize_tensor_input(self._input_index, list(batch.shape))
             self._interpreter.allocate_tensors()
             self._batch = len(batch)
