@@ -542,6 +542,30 @@ sys.exit(main(["validate", sys.argv[1]]))
 """
 
 
+SIGTERM_AT_FIRST_NUMPY_IMPORT = """
+import os, signal, sys
+class Term:
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            os.kill(os.getpid(), signal.SIGTERM)
+sys.meta_path.insert(0, Term())
+sys.argv = ["fer-pipe", "validate", "webcam.yaml"]
+from fer_pipe.entry import main
+sys.exit(main())
+"""
+
+
+def test_a_sigterm_to_fer_pipe_as_pid_1_while_it_loads_ends_it(tmp_path):
+    """A container's PID 1 (Docker without --init, a pod's exec) gets no signal left at its
+    default action: a docker stop in the command's first half second was dropped, and the run
+    went on to its end, to be killed at the grace period's end without a drain (s50h 4)."""
+    if subprocess.run(["unshare", "-fp", "--mount-proc", "true"], capture_output=True).returncode:
+        pytest.skip("no PID namespace can be made here (unshare -fp needs root or user namespaces)")
+    proc = subprocess.run(["unshare", "-fp", "--mount-proc", sys.executable, "-c", SIGTERM_AT_FIRST_NUMPY_IMPORT],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (143, "", "")
+
+
 def test_a_ctrl_c_while_the_command_imports_numpy_is_exit_130_without_a_traceback(tmp_path):
     """Half a second of a command's start goes to importing numpy, OpenCV and pydantic; a Ctrl-C
     then (a user who saw a typo) printed a KeyboardInterrupt traceback while the
