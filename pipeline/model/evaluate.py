@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--usage", default="PublicTest", choices=USAGES, help="the split scored (default: PublicTest)")
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped face")
     parser.add_argument("--limit", type=whole(0), default=0, help="a fixed random sample of N rows (default 0: all)")
+    parser.add_argument("--seed", type=whole(0), default=0,
+                        help="the sample --limit draws (a --limit training's card names the one it scored)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -68,7 +70,7 @@ def format_report(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     split = load_split(args.data, args.usage)
     if args.limit:
-        split = split.sample(args.limit, seed=0)
+        split = split.sample(args.limit, seed=args.seed)
     result = {"model": args.model, "usage": args.usage, "tta": args.tta, **evaluate(args.model, split, args.tta)}
     print(json.dumps(result) if args.json else format_report(result), file=sys.stdout)
     return 0
