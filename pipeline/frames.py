@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError
+from .oom import RUNNER_BYTES, memory_bytes
 
 SHM = "/dev/shm"  # where Linux's shm_open keeps its segments: files of a tmpfs, mapped as such
 MIB = 1024 * 1024
@@ -133,6 +134,16 @@ class FrameRing:
         count = len(slots) if not held else self.slots  # at the first frame, the expected; then the whole ring
         if room.total and len(slots) * size > room.free:  # a tmpfs without a limit says 0 for both
             self._refuse(frame, count, size, held, os.strerror(errno.ENOSPC))
+        memory = memory_bytes()
+        if memory is not None and count * size > memory - RUNNER_BYTES:
+            # tmpfs pages count against the memory limit of the process that reserves them (docker
+            # --memory, a pod's): a ring that fit /dev/shm had a stage killed by the OOM killer,
+            # "killed by signal SIGKILL" and nothing more, at the first frame
+            raise InputError(f"frame ring: {count} frames of {'x'.join(map(str, frame.shape))} need "
+                             f"{count * size / MIB:,.0f} MiB of {SHM}, whose pages count against this process's "
+                             f"memory of {memory / MIB:,.0f} MiB (a container's or service's limit, where less "
+                             f"than the machine's), leaving less than the {RUNNER_BYTES // MIB} MiB the stages "
+                             "need besides; give it more memory, or lower queue_size or a stage's workers")
         for slot in slots:
             name = f"{self.prefix}_{slot}_{secrets.token_hex(4)}"
             try:
@@ -172,7 +183,7 @@ class FrameRing:
         shape = "x".join(map(str, frame.shape))
         raise InputError(f"frame ring: {count} frames of {shape} need {count * size / MIB:,.0f} MiB "
                          f"of {SHM}, which has {free / MIB:,.0f} MiB free ({reason}); give "
-                         f"it more room (docker run --shm-size) or lower queue_size")
+                         f"it more room (docker run --shm-size), or lower queue_size or a stage's workers")
 
     def put(self, frame: np.ndarray) -> FrameRef:
         """Copy ``frame`` into the next slot. The sequence number goes in before the pixels: a

@@ -23,11 +23,11 @@ def oom_raise() -> int:
     in the kernel's thousandths, and 50 more. A flat 500 made a stage the whole machine's first
     choice, ahead of any program under half its memory; this is some 60 on 24 GB,
     and the most in a container of under 256 MB."""
-    memory = _memory_bytes()
+    memory = memory_bytes()
     return 1000 if memory is None else min(1000, -(-RUNNER_BYTES * 1000 // memory) + 50)
 
 
-def _memory_bytes(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+def memory_bytes(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")) -> int | None:
     """This process's memory: the machine's, or the least limit of its cgroup and the groups
     above it, where less (the OOM killer scores against the limit of the group that ran out):
     a systemd slice's ``MemoryMax=`` over its scopes, and a container's group, which cgroup v1

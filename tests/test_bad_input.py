@@ -548,7 +548,7 @@ def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
     assert done.returncode == 2, done.stderr
     assert re.fullmatch(r"fer-pipe: stage 'source' \(video\) failed: frame ring: \d+ frames of 360x640x3 "
                         r"need [\d,]+ MiB of /dev/shm, which has 16 MiB free \(No space left on device\); "
-                        r"give it more room \(docker run --shm-size\) or lower queue_size",
+                        r"give it more room \(docker run --shm-size\), or lower queue_size or a stage's workers",
                         one_line(done.stderr))
 
 

@@ -115,8 +115,26 @@ def test_a_ring_that_dev_shm_cannot_hold_is_refused_before_any_frame_is_written(
     names = ring.names
     try:
         with pytest.raises(InputError, match=r"^frame ring: \d+ frames of 1024x1024x3 need [\d,]+ MiB of "
-                                             r"/dev/shm, which has [\d,]+ MiB free .*lower queue_size$"):
+                                             r"/dev/shm, which has [\d,]+ MiB free .*lower queue_size or a stage's workers$"):
             ring.put(frame)
+    finally:
+        ring.close()
+        frames.unlink(names)
+    assert names == []
+
+
+def test_a_ring_a_memory_limit_cannot_hold_with_the_stages_is_refused_before_any_frame(monkeypatch):
+    """/dev/shm's pages count against a container's memory limit: a ring that fit /dev/shm had
+    a stage killed by the OOM killer at the first frame, "killed by signal SIGKILL" and nothing
+    more (s50h 1). The limit is stood in for: a cgroup one cannot be set from a test."""
+    monkeypatch.setattr(frames, "memory_bytes", lambda: 300 * frames.MIB)
+    ring = frames.FrameRing("fptest", slots=20)
+    names = ring.names
+    try:
+        with pytest.raises(InputError, match=r"^frame ring: 20 frames of 1080x1920x3 need 119 MiB of /dev/shm, whose "
+                                             r"pages count against this process's memory of 300 MiB .* lower "
+                                             r"queue_size or a stage's workers$"):
+            ring.put(np.zeros((1080, 1920, 3), dtype=np.uint8))
     finally:
         ring.close()
         frames.unlink(names)

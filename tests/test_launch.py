@@ -88,13 +88,13 @@ def test_the_stages_not_the_runner_are_what_the_oom_killer_takes_first(plugin_en
 def test_the_memory_a_stage_raises_its_score_against_is_the_least_limit_over_it(tmp_path, cgroup, limits):
     """Only the process's own group was read: a limit on a slice above it, or a container's on a
     cgroup v1 host, was missed, and the raise was the machine's, too small (s48l 1)."""
-    from fer_pipe.oom import _memory_bytes
+    from fer_pipe.oom import memory_bytes
 
     (tmp_path / "cgroup").write_text(f"{cgroup}\n1:cpu:/other\n")
     for path, value in limits.items():
         (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "fs" / path).write_text(value + "\n")
-    assert _memory_bytes(tmp_path / "cgroup", tmp_path / "fs") == 178257920
+    assert memory_bytes(tmp_path / "cgroup", tmp_path / "fs") == 178257920
 
 
 def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_files(plugin_env, short_clip,
