@@ -77,52 +77,93 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[2] == 1 else frame.copy()
     scale = scale_of(image)
     font, thick = 0.6 * scale, max(1, round(2 * scale))
+    text_thick = max(1, int(2 * scale))  # rounded, 2 px from 360 lines, which closed up "8" and "#"
     if fps is not None:  # first, so that a face in the corner keeps its label readable
         text = f"{fps:.1f} fps"
         origin = (round(8 * scale), round(22 * scale))
         _outlined(image, text, origin, font, max(1, thick // 2), thick + 1)
+    drawn = []  # (box, label, confidence, probabilities, track id) of the faces with a box to draw
     for face in packet.faces or []:
         try:
-            x, y, w, h = (min(max(int(v), -REACH), REACH) for v in face.box)
+            box = tuple(min(max(int(v), -REACH), REACH) for v in face.box)
         except (ValueError, OverflowError):  # a NaN or infinite box: nowhere to draw it
             continue
         smoothed_confidence = face.smoothed_confidence  # a lookup each time it is read: once per face
         smoothed = smoothed_confidence is not None  # the CSV's rule: a plug-in may set the label alone
         label = face.smoothed_label if smoothed else face.label  # an argmax each time it is read
-        colour = colour_of(label)
-        cv2.rectangle(image, (x, y), (x + w, y + h), colour, thick)
-        if label is not None:
-            text = f"{label} {(smoothed_confidence if smoothed else face.confidence):.0%}"
-            if face.track_id is not None:
-                text = f"#{face.track_id} {text}"
-            (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
-            pad = round(2 * scale)
-            top = max(0, y - th - base - 2 * pad)
-            left = max(0, min(x, image.shape[1] - tw - 2 * pad))  # a face at the right edge kept "#1 neutral 9"
-            cv2.rectangle(image, (left, top), (left + tw + 2 * pad, top + th + base + 2 * pad), colour, cv2.FILLED)
-            cv2.putText(image, text, (left + pad, top + th + pad), FONT, font, (0, 0, 0), thick, cv2.LINE_AA)
-            if show_probs:
-                _bars(image, face.smoothed if smoothed else face.probs, (x, y, w, h), scale)
+        drawn.append((box, label, smoothed_confidence if smoothed else face.confidence,
+                      face.smoothed if smoothed else face.probs, face.track_id))
+        x, y, w, h = box
+        cv2.rectangle(image, (x, y), (x + w, y + h), colour_of(label), thick)
+    labels: list[Rect | None] = []  # placed so far: none is drawn over another
+    for box, label, confidence, _, track_id in drawn:
+        if label is None:
+            labels.append(None)
+            continue
+        text = f"{label} {confidence:.0%}" if track_id is None else f"#{track_id} {label} {confidence:.0%}"
+        labels.append(_label(image, text, box, colour_of(label), font, text_thick, scale,
+                             [r for r in labels if r is not None]))
+    if show_probs:
+        charts: list[Rect] = []
+        for i, (box, label, _, probs, _) in enumerate(drawn):
+            others = [r for j, r in enumerate(labels) if r is not None and j != i]  # its own label it may cover
+            others += [other for other, *_ in drawn]  # its own face too: a portrait frame's chart covered it
+            chart = _bars(image, probs, box, scale, [*others, *charts]) if label is not None else None
+            if chart is not None:
+                charts.append(chart)
     return image
 
 
-def _bars(image: np.ndarray, probs: np.ndarray, box: tuple[int, int, int, int], scale: float) -> None:
-    """One labelled bar per emotion right of the face, or left of it when there is no room, and
-    raised where the frame ends below it: the last row, often the leading one, was cut.
-    The names are outlined, as the label is boxed: white alone vanished on a white wall."""
-    x, top, w, _ = box
+Rect = tuple[int, int, int, int]
+"""x, y, width and height in the image."""
+
+
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _label(image: np.ndarray, text: str, box: Rect, colour: tuple[int, int, int], font: float, thick: int,
+           scale: float, taken: list[Rect]) -> Rect:
+    """Draw a face's label, boxed in its colour, above the face, else below it, else higher up,
+    where it covers no label drawn before: a label is some twice as wide as its face, and of a
+    row of faces each covered the one before it ("#4 ha"; "#12 surprise 8" for 87 %)."""
+    x, y, w, h = box
+    (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
+    pad = round(2 * scale)
+    width, height = tw + 2 * pad, th + base + 2 * pad
+    left = max(0, min(x, image.shape[1] - width))  # a face at the right edge kept "#1 neutral 9"
+    above = max(0, y - height)
+    tops = [above, min(max(0, y + h), image.shape[0] - height), *range(above - height, -1, -height)]
+    top = next((t for t in tops if not any(_overlaps((left, t, width, height), r) for r in taken)), above)
+    cv2.rectangle(image, (left, top), (left + width, top + height), colour, cv2.FILLED)
+    cv2.putText(image, text, (left + pad, top + th + pad), FONT, font, (0, 0, 0), thick, cv2.LINE_AA)
+    return left, top, width, height
+
+
+def _bars(image: np.ndarray, probs: np.ndarray, box: Rect, scale: float, others: list[Rect]) -> Rect | None:
+    """One labelled bar per emotion right of the face, or left of it, and raised where the frame
+    ends below it (the last row, often the leading one, was cut), where it covers no face, other
+    label or chart; none where both sides would, as a chart inside a neighbour's box was read as
+    that face's. The names are outlined, as the label is boxed: white alone vanished on a white
+    wall, and so did a stroke 1 px wide on a 4K frame shown at screen size."""
+    x, y, w, _ = box
     row, name_w, bar_w = round(13 * scale), round(50 * scale), round(BAR_WIDTH * scale)  # "surprise" is 44 px
-    left = x + w + round(6 * scale)
-    if left + name_w + bar_w > image.shape[1]:
-        left = max(0, x - round(6 * scale) - name_w - bar_w)
-    top = max(0, min(top, image.shape[0] - row * len(EMOTIONS)))
+    width, height = name_w + bar_w, row * len(EMOTIONS)
+    top = max(0, min(y, image.shape[0] - height))
+    right, gap = x + w + round(6 * scale), round(6 * scale)
+    sides = [right] if right + width <= image.shape[1] else []
+    sides.append(max(0, x - gap - width))
+    left = next((s for s in sides if not any(_overlaps((s, top, width, height), r) for r in others)), None)
+    if left is None:
+        return None
     font, thick = 0.35 * scale, max(1, round(scale))
     lengths = np.nan_to_num(np.clip(probs, 0.0, 1.0)) * bar_w  # a plug-in's NaN ended the run
     for i, (name, length) in enumerate(zip(EMOTIONS, lengths)):
-        y = top + i * row
-        _outlined(image, name, (left, y + round(10 * scale)), font, thick, thick + 2)
-        cv2.rectangle(image, (left + name_w, y + 2), (left + name_w + int(length), y + row - 2),
+        row_top = top + i * row
+        _outlined(image, name, (left, row_top + round(10 * scale)), font, thick, thick + max(2, round(2 * scale)))
+        cv2.rectangle(image, (left + name_w, row_top + 2), (left + name_w + int(length), row_top + row - 2),
                       COLOURS[name], cv2.FILLED)
+    return left, top, width, height
 
 
 def stale(image: np.ndarray, why: str) -> np.ndarray:
@@ -130,8 +171,11 @@ def stale(image: np.ndarray, why: str) -> np.ndarray:
     left its last face's label and frame rate on screen, as if live."""
     grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) // 2, cv2.COLOR_GRAY2BGR)
     scale = scale_of(grey)
-    font, thick = 0.8 * scale, max(1, round(2 * scale))
+    font, thick = 0.8 * scale, max(1, int(2 * scale))
     (tw, th), base = cv2.getTextSize(why, FONT, font, thick)
+    if tw > 0.95 * grey.shape[1]:  # "no frames for 1017 s" ran off a narrow or portrait frame
+        font *= 0.95 * grey.shape[1] / tw
+        (tw, th), base = cv2.getTextSize(why, FONT, font, thick)
     origin = (max(0, (grey.shape[1] - tw) // 2), (grey.shape[0] + th) // 2)
     _outlined(grey, why, origin, font, thick, thick + 2)
     return grey

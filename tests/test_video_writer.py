@@ -109,6 +109,46 @@ def test_a_label_at_the_right_edge_is_moved_in_whole():
     assert tuple(out[top + 1, 200 - tw - 4]) == COLOURS["happy"] == tuple(out[top + 1, 199])
 
 
+def test_labels_and_charts_of_faces_side_by_side_cover_neither_each_other_nor_a_neighbours_face(monkeypatch):
+    """A label is some twice as wide as its face: in a row of faces each covered the one before
+    ("#4 ha", "#12 surprise 8" for 87 %), and a chart landed inside the next face's box, read as
+    that face's probabilities (s50k 1, 2). Where each was placed is kept as drawn."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages import overlay
+
+    placed = {"labels": {}, "charts": {}}  # the face's box: where its label or chart went
+
+    def keep(kind, drawer):
+        def drawn(image, first, box, *rest):
+            placed[kind][box] = drawer(image, first, box, *rest)
+            return placed[kind][box]
+        return drawn
+
+    monkeypatch.setattr(overlay, "_label", keep("labels", overlay._label))
+    monkeypatch.setattr(overlay, "_bars", keep("charts", overlay._bars))
+    probs = np.eye(7)[5] * 0.87 + 0.13 / 7
+    boxes = [(100 + 90 * i, 300, 70, 70) for i in range(5)]
+    overlay.draw(Packet("cam", 0, 0.0, np.zeros((720, 1280, 3), np.uint8),
+                        faces=[Face(box, probs, 10 + i) for i, box in enumerate(boxes)]), show_probs=True)
+    labels, charts = placed["labels"], {box: c for box, c in placed["charts"].items() if c is not None}
+    assert len(labels) == 5 and list(charts) == [boxes[-1]]  # the last alone has room for its chart
+    for box, rect in labels.items():  # a label covers no other label (a neighbour's face it may)
+        assert not any(overlay._overlaps(rect, other) for b, other in labels.items() if b != box), (box, rect)
+    for box, rect in charts.items():  # a chart covers no face, its own included, nor another's label
+        assert not any(overlay._overlaps(rect, other) for other in boxes), (box, rect)
+        assert not any(overlay._overlaps(rect, other) for b, other in labels.items() if b != box), (box, rect)
+
+
+def test_the_outage_line_fits_a_portrait_frame():
+    """"no frames for 1017 s" ran past the right edge of a portrait frame, cutting off its " s"
+    (s50k 5)."""
+    from fer_pipe.stages.overlay import stale
+
+    out = stale(np.full((1280, 720, 3), 128, np.uint8), "no frames for 1017 s")
+    white = np.nonzero((out == 255).all(axis=2).any(axis=0))[0]
+    assert white.size and white[0] > 0 and white[-1] < 719
+
+
 def test_a_plug_ins_odd_box_or_probs_are_drawn_not_raised():
     """A plug-in's box past OpenCV's 32-bit coordinates, and NaN or out-of-range probabilities
     with ``show_probs``, ended the run; the box is drawn as far as it shows and such a bar as empty."""
