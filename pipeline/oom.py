@@ -55,3 +55,14 @@ def first_for_the_oom_killer() -> None:
             adj.write(str(raised))
     except (OSError, ValueError):  # not Linux, or a /proc that is read-only here
         pass
+
+
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has ended on this machine since it
+    started (``oom_kill`` of /proc/vmstat, which counts a container's limit's kills too), or
+    None where the kernel does not say."""
+    try:
+        with open("/proc/vmstat", encoding="ascii") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("oom_kill "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None

@@ -31,6 +31,7 @@ from .control import Closing, Done, Failed, FailedDraining, Length, Message, Ope
 from .emitter import Outbox, StageQueue
 from .errors import InputError, files_limit_hint, printable
 from .graph import Graph
+from .oom import oom_kills
 from .preflight import check_stages, live_sources
 from .redaction import redact_urls
 from .ring_lease import RingLease, semaphores_named, sweep_abandoned
@@ -143,6 +144,7 @@ class Runner:
         self._resumed_at = 0.0
         self._stale: dict[str, float] = {}  # each process's busy mark last seen past the stall timeout
         self._silent: dict[str, float] = {}  # when each process was first seen ended with exit 0 and no report
+        self._oom_kills = oom_kills()  # a stage killed outright while this count rose was, likely, its victim
         self._still: dict[str, tuple[int, float]] = {}  # each process's item count, and since when it had work and kept it
         self._last_look = 0.0
         self._ttys = hangup.terminal_fds()
@@ -526,6 +528,17 @@ class Runner:
                 return name
         return None
 
+    def _out_of_memory(self, code: int) -> str:
+        """What to add where a stage was killed outright while the kernel's out-of-memory killer
+        ended a process: "killed by signal SIGKILL" alone left a container's operator to guess
+        that its memory limit, which the frame rings in /dev/shm count against, was too small."""
+        now = oom_kills()
+        if code != -signal.SIGKILL or now is None or self._oom_kills is None or now <= self._oom_kills:
+            return ""
+        return ("; the kernel's out-of-memory killer ended a process meanwhile, likely this one: give the run more "
+                "memory (a container's limit counts the frame rings in /dev/shm), or lower queue_size or a stage's "
+                "workers")
+
     def _died(self, procs: Processes, names: list[str], reports: _Reports, final: bool = False) -> Failed | None:
         """The first of ``names`` whose process ended without reporting done or stopped (``final``:
         every process has ended, and every report is in).
@@ -560,7 +573,7 @@ class Runner:
                 if not final and time.monotonic() - seen < SILENT_S:
                     continue
             how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
-            return Failed(name, f"its process died ({how})", "", 1)
+            return Failed(name, f"its process died ({how}){self._out_of_memory(code)}", "", 1)
         if server_gone:
             return Failed(None, "the forkserver that started the stage processes died, so the run could not "
                                 "watch them; they stop, closing their files, as the run ends", "", 1)

@@ -1383,6 +1383,28 @@ def test_a_stage_that_ended_without_its_report_is_stopped_when_the_run_got_a_sig
                                                           "", 1)
 
 
+def test_a_stage_killed_while_the_out_of_memory_killer_ran_is_said_so(monkeypatch):
+    """A memory limit too small for the frame rings (which count against a container's) and the
+    stages: "killed by signal SIGKILL" and nothing more (s50h 1, s50j 1). The kernel's count of
+    its out-of-memory kills is stood in for: no test can set a memory limit on this machine."""
+    from types import SimpleNamespace
+
+    from fer_pipe import runner as runner_module
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner, _Reports
+
+    monkeypatch.setattr(runner_module, "oom_kills", lambda: 7)
+    runner = Runner(load_graph("video_to_csv"))
+    procs = {"detector": SimpleNamespace(exitcode=-9, pid=0)}
+    monkeypatch.setattr(runner_module, "oom_kills", lambda: 8)
+    assert runner._died(procs, ["detector"], _Reports())[1] == (
+        "its process died (killed by signal SIGKILL); the kernel's out-of-memory killer ended a process meanwhile, "
+        "likely this one: give the run more memory (a container's limit counts the frame rings in /dev/shm), or "
+        "lower queue_size or a stage's workers")
+    procs["detector"].exitcode = -15  # a kill of its own: not the killer's
+    assert runner._died(procs, ["detector"], _Reports())[1] == "its process died (killed by signal SIGTERM)"
+
+
 def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
     """The rule above took any signal the runner got: a stage that ended so while the others
     drained after a SIGTERM to the runner alone (kill PID, the Python API's stop) sent no end of
