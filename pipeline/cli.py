@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo config on a real face clip (no camera needed)")
     demo.add_argument("--out", default="demo-output", type=made_path, help="folder for the demo's outputs")
-    demo.add_argument("--cache", default=None, type=home, help="folder the sample clips are kept in (default: "
+    demo.add_argument("--cache", default=None, type=made_path, help="folder the sample clips are kept in (default: "
                                                     "$FER_PIPE_CACHE/clips, else $XDG_CACHE_HOME/fer-pipe/clips, "
                                                     "else ~/.cache/fer-pipe/clips)")
     demo.add_argument("--quiet", action="store_true",

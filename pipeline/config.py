@@ -489,17 +489,27 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
 
 def _refuse_control_characters(graph: Graph, lines: Lines) -> None:
     """Refuse a file the config names for a stage to write whose name holds a control character
-    (a Windows path in double-quoted YAML, ``"res\\new.csv"``, is a line feed there): the run
-    wrote its results under a name nobody typed or finds, exit 0. A name fer-pipe makes from a
-    video's (a batch task's CSV) is as the video's, and an input is named escaped where it is
-    missing, so only what a config writes is checked."""
+    (``odd_output``). A name fer-pipe makes from a video's (a batch task's CSV) is as the
+    video's, and an input is named escaped where it is missing, so only what a config writes is
+    checked."""
     for spec in graph.stages.values():
-        for param, path in named_files(spec.cls, spec.params, spec.cls.output_paths):
-            odd = control_character(path)
-            if odd:
-                given = spec.cls.Params.given_name(param)
-                raise ConfigError(f"{_where(graph.origin, lines, 'stages', spec.name, 'params', given)}: stage "
-                                  f"{spec.name!r} ({spec.type_name}): params.{given}: the path holds a control "
-                                  f"character ({odd}), which no name fer-pipe makes may hold: in a double-quoted YAML "
-                                  "string a backslash starts an escape, so write C:/... or single quotes; a script "
-                                  "or .env file saved on Windows ends each line with \\r")
+        odd = odd_output(spec.cls, spec.params)
+        if odd:
+            raise ConfigError(f"{_where(graph.origin, lines, 'stages', spec.name, 'params', odd[0])}: stage "
+                              f"{spec.name!r} ({spec.type_name}): params.{odd[0]}: {odd[1]}")
+
+
+def odd_output(cls: type[Stage], params: StageParams) -> tuple[str, str] | None:
+    """The first file the stage's ``output_paths`` name whose name holds a control character or
+    line separator, as (its param as a config names it, why), or None: a Windows path in
+    double-quoted YAML or a Python string (``"res\\new.csv"``: a line feed there), or the ``\\r``
+    a script saved on Windows leaves, and the run wrote its results under a name nobody typed
+    or finds, exit 0."""
+    for param, path in named_files(cls, params, cls.output_paths):
+        odd = control_character(path)
+        if odd:
+            return cls.Params.given_name(param), (
+                f"the path holds a control character ({odd}), which no name fer-pipe makes may hold: a backslash in a "
+                "double-quoted YAML string, or a Python one, starts an escape, so write C:/..., single quotes or "
+                "r'...'; a script or .env file saved on Windows ends each line with \\r")
+    return None

@@ -55,7 +55,7 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
                name: str | None = None) -> Stage:
     """A stage instance with validated params, its file params' ``~`` expanded as in a run;
     ``stage`` is a class or a registered type name."""
-    from .config import ParamsProblem, checked_params, unknown_type
+    from .config import ParamsProblem, checked_params, odd_output, unknown_type
     from .registry import registry
 
     if isinstance(stage, str):
@@ -69,6 +69,9 @@ def make_stage(stage: type[Stage] | str, params: Mapping[str, Any] | None = None
         validated = checked_params(cls, params or {}, yaml=False)
     except ParamsProblem as problem:
         raise ConfigError(".".join(("params", *problem.loc)) + f": {problem.reason}") from None
+    odd = odd_output(cls, validated)
+    if odd:
+        raise ConfigError(f"params.{odd[0]}: {odd[1]}")
     return instantiate(cls, name or (stage if isinstance(stage, str) else cls.__name__.lower()), validated)
 
 

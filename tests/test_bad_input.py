@@ -1680,6 +1680,10 @@ def test_a_demo_with_no_home_folder_says_so_and_makes_no_folder_named_tilde(tmp_
     assert capsys.readouterr().err == ("fer-pipe: demo: no folder to keep the clips in: HOME is not set and this user "
                                        "has no home folder; give --cache FOLDER, or set FER_PIPE_CACHE or HOME\n")
     assert not (tmp_path / "~").exists()
+    with pytest.raises(SystemExit) as refused:  # a script saved on Windows: a folder named "cache\r" (s50j 2)
+        main(["demo", "--cache", "cache\r"])
+    assert refused.value.code == 2 and "argument --cache: the path holds a control character (\\r)" in \
+        capsys.readouterr().err
 
 
 def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv):

@@ -55,8 +55,8 @@ BROKEN = {
                          "control character; give a printable id"),  # batch counted CSV rows as lines (s50f 8)
     "escape_in_output": (GOOD.replace("path: out.csv", 'path: "res\\new.csv"'),  # a Windows path: \n a line feed
                          "{f}:16: stage 'csv' (csv): params.path: the path holds a control character (\\n), which "
-                         "no name fer-pipe makes may hold: in a double-quoted YAML string a backslash starts an "
-                         "escape"),  # exit 0, rows lost (s50c 1)
+                         "no name fer-pipe makes may hold: a backslash in a double-quoted YAML string, or a Python "
+                         "one, starts an escape"),  # exit 0, rows lost (s50c 1)
     "list_for_text": (GOOD.replace("path: clip.mp4", "path: [clip.mp4]"),  # --set source.path=- clip.mp4 too
                       "{f}:5: stage 'source' (video): params.path: Input should be a valid string (YAML read the "
                       "value as a list; put it in quotes to mean text)"),

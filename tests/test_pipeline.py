@@ -208,6 +208,17 @@ def test_run_stage_and_run_graph_keep_each_frame_of_a_source_that_reuses_its_buf
     assert [int(pixels[0, 0, 0]) for pixels in kept] == [0, 1, 2, 3, 3, 3, 3, 3]
 
 
+def test_run_stage_refuses_an_output_path_holding_a_control_character_as_a_config_does(tmp_path):
+    """A Python string's backslash escapes as double-quoted YAML's does: run_stage("csv", ...,
+    params={"path": "res\\new.csv"}) wrote a file whose name holds a line feed (s50j 2)."""
+    from fer_pipe.errors import ConfigError
+    from fer_pipe.inprocess import run_stage
+
+    with pytest.raises(ConfigError, match=r"^params.path: the path holds a control character \(\\n\)"):
+        run_stage("csv", [], {"path": str(tmp_path / "res\new.csv")})
+    assert not list(tmp_path.iterdir())
+
+
 def test_run_stage_names_an_unknown_type():
     from fer_pipe.errors import ConfigError
     from fer_pipe.inprocess import run_stage
