@@ -317,9 +317,13 @@ class RtspSource(Source):
                 # open, and this a frame the decoder held from before, which was dated a timeout
                 # late. The connection is given up at once: a decoder that reorders (B-frames,
                 # x264's default) let out the frames it still held at the next reads, dated two
-                # timeouts late, as if the camera were back, and the outage said twice
+                # timeouts late, as if the camera were back, and the outage said twice. Not at
+                # its first frame, which holds none from before: a camera of 1 frame a second
+                # and a long keyframe interval is that slow to start, and streamed on after it
                 self.dropped += 1
-                return frames
+                if frames:
+                    return frames
+                continue
             last, self._last_frame_at = self._last_frame_at, now
             with self._cond:
                 self.dropped += self._latest is not None

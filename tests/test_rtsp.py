@@ -176,6 +176,38 @@ def test_a_frozen_stream_whose_decoder_reorders_lets_no_held_frame_out_after_its
     assert all(p.outage for p in after[first_outage:]), [(p.index, p.outage) for p in after]
 
 
+def test_a_slow_first_frame_keeps_its_connection_and_a_frozen_stream_loses_it():
+    """A camera of 1 frame a second with a long keyframe interval took over timeout_s for its
+    first frame: the connection was thrown away there, and the next attempts alike, no frame in
+    30 s (s50j 3). Its first frame is dropped (dated a timeout late), and it streams on; a read
+    that times out later ends the connection, as a frozen stream's decoder holds old frames."""
+    import threading
+
+    import numpy as np
+
+    from fer_pipe.inprocess import make_stage
+
+    class Camera:
+        def __init__(self, delays):
+            self.delays = list(delays)
+
+        def read(self):
+            if not self.delays:
+                return False, None
+            time.sleep(self.delays.pop(0))
+            return True, np.zeros((8, 8, 3), np.uint8)
+
+        def get(self, prop):
+            return 1.0
+
+    stage = make_stage("rtsp", {"url": "rtsp://127.0.0.1:9/x", "timeout_s": 0.3})
+    stage._cond, stage._latest, stage._last_frame_at, stage._stopping = threading.Condition(), None, None, threading.Event()
+    stage._streamed_over = stage._transport = "tcp"
+    stage._log = lambda message: None
+    assert stage._pump(Camera([0.35, 0, 0, 0]), 0) == 3  # the three after the slow first one
+    assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0) == 2  # up to the read that timed out
+
+
 def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
     """Nobody takes frames for a while: the reader thread replaces its one frame with each newer
     one and counts each replaced frame as dropped, so the statistics say what was skipped."""
