@@ -530,25 +530,14 @@ def test_a_run_whose_log_disk_is_full_from_its_start_goes_on_to_its_end(plugin_e
     assert [int(row["frame"]) for row in csv_rows(out)] == list(range(60))
 
 
-CTRL_C_AT_FIRST_NUMPY_IMPORT = """
+SIGNAL_AT_FIRST_NUMPY_IMPORT = """
 import os, signal, sys
-class CtrlC:
+SENT = getattr(signal, sys.argv[1])
+class Signal:
     def find_spec(self, name, path=None, target=None):
         if name == "numpy":
-            os.kill(os.getpid(), signal.SIGINT)
-sys.meta_path.insert(0, CtrlC())
-from fer_pipe.cli import main
-sys.exit(main(["validate", sys.argv[1]]))
-"""
-
-
-SIGTERM_AT_FIRST_NUMPY_IMPORT = """
-import os, signal, sys
-class Term:
-    def find_spec(self, name, path=None, target=None):
-        if name == "numpy":
-            os.kill(os.getpid(), signal.SIGTERM)
-sys.meta_path.insert(0, Term())
+            os.kill(os.getpid(), SENT)
+sys.meta_path.insert(0, Signal())
 sys.argv = ["fer-pipe", "validate", "webcam.yaml"]
 from fer_pipe.entry import main
 sys.exit(main())
@@ -561,8 +550,8 @@ def test_a_sigterm_to_fer_pipe_as_pid_1_while_it_loads_ends_it(tmp_path):
     went on to its end, to be killed at the grace period's end without a drain (s50h 4)."""
     if subprocess.run(["unshare", "-fp", "--mount-proc", "true"], capture_output=True).returncode:
         pytest.skip("no PID namespace can be made here (unshare -fp needs root or user namespaces)")
-    proc = subprocess.run(["unshare", "-fp", "--mount-proc", sys.executable, "-c", SIGTERM_AT_FIRST_NUMPY_IMPORT],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["unshare", "-fp", "--mount-proc", sys.executable, "-c", SIGNAL_AT_FIRST_NUMPY_IMPORT,
+                           "SIGTERM"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (143, "", "")
 
 
@@ -570,6 +559,6 @@ def test_a_ctrl_c_while_the_command_imports_numpy_is_exit_130_without_a_tracebac
     """Half a second of a command's start goes to importing numpy, OpenCV and pydantic; a Ctrl-C
     then (a user who saw a typo) printed a KeyboardInterrupt traceback while the
     command's own module imported them before ``main`` could catch it."""
-    proc = subprocess.run([sys.executable, "-c", CTRL_C_AT_FIRST_NUMPY_IMPORT, "webcam.yaml"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_FIRST_NUMPY_IMPORT, "SIGINT"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (130, "")
