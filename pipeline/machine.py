@@ -27,7 +27,7 @@ def cgroup_folders(controller: str, cgroups: Path = Path("/proc/self/cgroup"),
     """The folders of this process's cgroup for ``controller`` and of each group above it up to
     the mount's root, each with whether it is cgroup v2's: a limit may be set on any of them (a
     systemd slice's over its scopes), and a container's group, on cgroup v1, shows at the
-    mount's root while ``/proc/self/cgroup`` names the host's path. None without cgroups."""
+    mount's root while ``/proc/self/cgroup`` names the host's path. Nothing without cgroups."""
     try:
         lines = cgroups.read_text(encoding="utf-8").splitlines()
     except OSError:
