@@ -306,6 +306,7 @@ class RtspSource(Source):
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
+        first = True
         while not self._stopping.is_set():
             asked = time.monotonic()
             ok, image = cap.read()
@@ -318,12 +319,14 @@ class RtspSource(Source):
                 # late. The connection is given up at once: a decoder that reorders (B-frames,
                 # x264's default) let out the frames it still held at the next reads, dated two
                 # timeouts late, as if the camera were back, and the outage said twice. Not at
-                # its first frame, which holds none from before: a camera of 1 frame a second
+                # its first read, which holds no frame from before: a camera of 1 frame a second
                 # and a long keyframe interval is that slow to start, and streamed on after it
                 self.dropped += 1
-                if frames:
+                if not first:
                     return frames
+                first = False
                 continue
+            first = False
             last, self._last_frame_at = self._last_frame_at, now
             with self._cond:
                 self.dropped += self._latest is not None

@@ -179,8 +179,9 @@ def test_a_frozen_stream_whose_decoder_reorders_lets_no_held_frame_out_after_its
 def test_a_slow_first_frame_keeps_its_connection_and_a_frozen_stream_loses_it():
     """A camera of 1 frame a second with a long keyframe interval took over timeout_s for its
     first frame: the connection was thrown away there, and the next attempts alike, no frame in
-    30 s (s50j 3). Its first frame is dropped (dated a timeout late), and it streams on; a read
-    that times out later ends the connection, as a frozen stream's decoder holds old frames."""
+    30 s (s50j 3). Its first read is forgiven (the frame dropped, dated a timeout late), and it
+    streams on; a read that times out later ends the connection, as a frozen stream's decoder
+    holds old frames, also where no frame came on time (every read forgiven never gave up)."""
     import threading
 
     import numpy as np
@@ -206,6 +207,9 @@ def test_a_slow_first_frame_keeps_its_connection_and_a_frozen_stream_loses_it():
     stage._log = lambda message: None
     assert stage._pump(Camera([0.35, 0, 0, 0]), 0) == 3  # the three after the slow first one
     assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0) == 2  # up to the read that timed out
+    # every read late: the first alone is forgiven, so give_up_after_s is checked again (s50l 1)
+    late = Camera([0.35] * 20)
+    assert stage._pump(late, 0) == 0 and len(late.delays) == 18
 
 
 def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
