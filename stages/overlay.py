@@ -96,19 +96,20 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
         x, y, w, h = box
         cv2.rectangle(image, (x, y), (x + w, y + h), colour_of(label), thick)
     labels: list[Rect | None] = []  # placed so far: none is drawn over another
-    for box, label, confidence, _, track_id in drawn:
-        if label is None:
+    frame_rect = (0, 0, image.shape[1], image.shape[0])
+    for i, (box, label, confidence, _, track_id) in enumerate(drawn):
+        if label is None or not _overlaps(box, frame_rect):  # a plug-in's box wholly off the frame: no label
             labels.append(None)
             continue
         text = f"{label} {confidence:.0%}" if track_id is None else f"#{track_id} {label} {confidence:.0%}"
-        labels.append(_label(image, text, box, colour_of(label), font, text_thick, scale,
-                             [r for r in labels if r is not None]))
+        others = [r for r in labels if r is not None] + [other for j, (other, *_) in enumerate(drawn) if j != i]
+        labels.append(_label(image, text, box, colour_of(label), font, text_thick, scale, others))
     if show_probs:
         charts: list[Rect] = []
         for i, (box, label, _, probs, _) in enumerate(drawn):
             others = [r for j, r in enumerate(labels) if r is not None and j != i]  # its own label it may cover
             others += [other for other, *_ in drawn]  # its own face too: a portrait frame's chart covered it
-            chart = _bars(image, probs, box, scale, [*others, *charts]) if label is not None else None
+            chart = _bars(image, probs, box, scale, [*others, *charts]) if labels[i] is not None else None
             if chart is not None:
                 charts.append(chart)
     return image
@@ -125,8 +126,10 @@ def _overlaps(a: Rect, b: Rect) -> bool:
 def _label(image: np.ndarray, text: str, box: Rect, colour: tuple[int, int, int], font: float, thick: int,
            scale: float, taken: list[Rect]) -> Rect:
     """Draw a face's label, boxed in its colour, above the face, else below it, else higher up,
-    where it covers no label drawn before: a label is some twice as wide as its face, and of a
-    row of faces each covered the one before it ("#4 ha"; "#12 surprise 8" for 87 %)."""
+    where it covers nothing of ``taken`` (the labels drawn before, the other faces): a label is
+    some twice as wide as its face, and of a row of faces each covered the one before it ("#4
+    ha"; "#12 surprise 8" for 87 %), and one moved up into another face's box was read as its.
+    Where no such place is free (a crowd at the frame's top), above its face all the same."""
     x, y, w, h = box
     (tw, th), base = cv2.getTextSize(text, FONT, font, thick)
     pad = round(2 * scale)

@@ -132,11 +132,36 @@ def test_labels_and_charts_of_faces_side_by_side_cover_neither_each_other_nor_a_
                         faces=[Face(box, probs, 10 + i) for i, box in enumerate(boxes)]), show_probs=True)
     labels, charts = placed["labels"], {box: c for box, c in placed["charts"].items() if c is not None}
     assert len(labels) == 5 and list(charts) == [boxes[-1]]  # the last alone has room for its chart
-    for box, rect in labels.items():  # a label covers no other label (a neighbour's face it may)
+    for box, rect in labels.items():  # a label covers no other label, nor another's face (s50l 2)
         assert not any(overlay._overlaps(rect, other) for b, other in labels.items() if b != box), (box, rect)
+        assert not any(overlay._overlaps(rect, other) for other in boxes if other != box), (box, rect)
     for box, rect in charts.items():  # a chart covers no face, its own included, nor another's label
         assert not any(overlay._overlaps(rect, other) for other in boxes), (box, rect)
         assert not any(overlay._overlaps(rect, other) for b, other in labels.items() if b != box), (box, rect)
+
+
+def test_a_grid_of_faces_gets_labels_that_cover_no_other_face_and_one_off_the_frame_none(monkeypatch):
+    """A label moved up out of another's way landed in the box of a face in the row above, read
+    as its (5 of 30 in a grid); and a plug-in's box wholly below the frame got a label pulled
+    onto its edge (s50l 2, 6)."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages import overlay
+
+    placed = {}
+    label = overlay._label
+
+    def keep(image, text, box, *rest):
+        placed[box] = label(image, text, box, *rest)
+        return placed[box]
+
+    monkeypatch.setattr(overlay, "_label", keep)
+    probs = np.eye(7)[0] * 0.7 + 0.3 / 7
+    boxes = [(60 + 120 * col, 120 + 200 * row, 70, 70) for row in range(3) for col in range(10)]
+    overlay.draw(Packet("cam", 0, 0.0, np.zeros((720, 1280, 3), np.uint8),
+                        faces=[Face(box, probs, 10 + i) for i, box in enumerate([*boxes, (50, 900, 60, 60)])]))
+    assert set(placed) == set(boxes)  # none for the face below the frame
+    for box, rect in placed.items():
+        assert not any(overlay._overlaps(rect, other) for other in boxes if other != box), (box, rect)
 
 
 def test_the_outage_line_fits_a_portrait_frame():
