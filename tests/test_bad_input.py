@@ -1684,6 +1684,10 @@ def test_a_demo_with_no_home_folder_says_so_and_makes_no_folder_named_tilde(tmp_
         main(["demo", "--cache", "cache\r"])
     assert refused.value.code == 2 and "argument --cache: the path holds a control character (\\r)" in \
         capsys.readouterr().err
+    monkeypatch.setenv("FER_PIPE_CACHE", str(tmp_path / "cache\r"))  # from a .env saved on Windows (s50l 4)
+    assert main(["demo", "--quiet", "--out", str(tmp_path / "out")]) == 2
+    assert "the path holds a control character (\\r)" in capsys.readouterr().err
+    assert not (tmp_path / "cache\r").exists()
 
 
 def test_a_start_past_the_end_names_the_start_not_a_corrupt_file(clips, out_csv):
