@@ -57,10 +57,21 @@ def first_for_the_oom_killer() -> None:
         pass
 
 
-def oom_kills() -> int | None:
-    """How many processes the kernel's out-of-memory killer has ended on this machine since it
-    started (``oom_kill`` of /proc/vmstat, which counts a container's limit's kills too), or
-    None where the kernel does not say."""
+def oom_kills(cgroups: Path = Path("/proc/self/cgroup"), mount: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """How many processes the out-of-memory killer has ended: in this process's cgroup and those
+    above it (``oom_kill`` of cgroup v2's ``memory.events``, which counts each group's whole
+    subtree, or of v1's ``memory.oom_control``), the most any of them says, else on the whole
+    machine (/proc/vmstat, which counts every container's); None where nothing says. The
+    machine's count alone took another container's kill for a stage's."""
+    counts = []
+    for folder, v2 in cgroup_folders("memory", cgroups, mount):
+        try:
+            text = (folder / ("memory.events" if v2 else "memory.oom_control")).read_text(encoding="ascii")
+        except OSError:
+            continue
+        counts += [int(line.split()[1]) for line in text.splitlines() if line.startswith("oom_kill ")]
+    if counts:
+        return max(counts)
     try:
         with open("/proc/vmstat", encoding="ascii") as fh:
             return next(int(line.split()[1]) for line in fh if line.startswith("oom_kill "))

@@ -97,6 +97,23 @@ def test_the_memory_a_stage_raises_its_score_against_is_the_least_limit_over_it(
     assert memory_bytes(tmp_path / "cgroup", tmp_path / "fs") == 178257920
 
 
+@pytest.mark.parametrize("cgroup, files, kills", [
+    ("0::/slice/scope", {"slice/memory.events": "low 0\noom 3\noom_kill 3\n", "slice/scope/memory.events": "oom_kill 1\n"},
+     3),  # v2: each group counts its subtree, the slice's limit the scope's kills too
+    ("9:memory:/docker/abc", {"memory/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"}, 2),
+])
+def test_the_out_of_memory_kills_a_run_counts_are_its_cgroups(tmp_path, cgroup, files, kills):
+    """/proc/vmstat's count is the machine's: another container's kill during a long run was
+    said to have likely ended a stage that an operator's kill -9 had ended (s50l 5)."""
+    from fer_pipe.oom import oom_kills
+
+    (tmp_path / "cgroup").write_text(f"{cgroup}\n1:cpu:/other\n")
+    for path, value in files.items():
+        (tmp_path / "fs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "fs" / path).write_text(value)
+    assert oom_kills(tmp_path / "cgroup", tmp_path / "fs") == kills
+
+
 def test_a_forkserver_killed_mid_run_is_named_and_the_stages_still_close_their_files(plugin_env, short_clip,
                                                                                   tmp_path):
     """multiprocessing reads a forked stage's exit code from the server: with the server gone, it
