@@ -248,7 +248,7 @@ class SourceParams(StageParams):
 
     @field_validator("source_id")
     @classmethod
-    def _printable(cls, value: str) -> str:
+    def _no_control_character(cls, value: str) -> str:
         """A line break or other control character in an id split the CSV's rows across lines,
         which batch counts and tails as lines (its manifest said 6 rows for 3), and reached the
         ZeroMQ topics and every line that names the source."""
