@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .endpoints import check_form
-from .errors import control_character
+from .errors import unmakeable_name
 
 
 def whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
@@ -37,12 +37,11 @@ def home(text: str) -> str:
 
 def made_path(text: str) -> str:
     """An argparse type: a file or folder fer-pipe makes, as ``home`` reads it, refused where it
-    holds a control character (``errors.control_character``): a batch line from a script saved
+    holds a control character (``errors.unmakeable_name``): a batch line from a script saved
     on Windows put the CSVs in a folder named ``res\\r``, which nobody finds, exit 0."""
-    odd = control_character(text)
-    if odd:
-        raise argparse.ArgumentTypeError(f"the path holds a control character ({odd}), which no name fer-pipe "
-                                         "makes may hold (a script saved on Windows ends each line with \\r)")
+    problem = unmakeable_name(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{problem} (a script saved on Windows ends each line with \\r)")
     return home(text)
 
 

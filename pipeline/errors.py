@@ -27,6 +27,13 @@ def control_character(text: str) -> str | None:
     return None if odd is None else odd.encode("unicode_escape").decode("ascii")
 
 
+def unmakeable_name(path: str) -> str | None:
+    """Why ``path`` is no name for fer-pipe to make a file or folder under (it holds a control
+    character), or None; each caller adds where such a character comes from in its input."""
+    odd = control_character(path)
+    return None if odd is None else f"the path holds a control character ({odd}), which no name fer-pipe makes may hold"
+
+
 class UserError(Exception):
     """Something the user gave is wrong: printed as one line, exit code 2, no traceback."""
 
