@@ -95,6 +95,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
                       face.smoothed if smoothed else face.probs, face.track_id))
         x, y, w, h = box
         cv2.rectangle(image, (x, y), (x + w, y + h), colour_of(label), thick)
+    boxes = [box for box, *_ in drawn]
     labels: list[Rect | None] = []  # placed so far: none is drawn over another
     frame_rect = (0, 0, image.shape[1], image.shape[0])
     for i, (box, label, confidence, _, track_id) in enumerate(drawn):
@@ -102,14 +103,16 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
             labels.append(None)
             continue
         text = f"{label} {confidence:.0%}" if track_id is None else f"#{track_id} {label} {confidence:.0%}"
-        others = [r for r in labels if r is not None] + [other for j, (other, *_) in enumerate(drawn) if j != i]
+        others = [r for r in labels if r is not None] + boxes[:i] + boxes[i + 1:]
         labels.append(_label(image, text, box, colour_of(label), font, text_thick, scale, others))
     if show_probs:
         charts: list[Rect] = []
-        for i, (box, label, _, probs, _) in enumerate(drawn):
-            others = [r for j, r in enumerate(labels) if r is not None and j != i]  # its own label it may cover
-            others += [other for other, *_ in drawn]  # its own face too: a portrait frame's chart covered it
-            chart = _bars(image, probs, box, scale, [*others, *charts]) if labels[i] is not None else None
+        for i, (box, _, _, probs, _) in enumerate(drawn):
+            if labels[i] is None:
+                continue
+            # its own label it may cover; its own face not: a portrait frame's chart covered it
+            others = [r for j, r in enumerate(labels) if r is not None and j != i]
+            chart = _bars(image, probs, box, scale, [*others, *boxes, *charts])
             if chart is not None:
                 charts.append(chart)
     return image
@@ -153,8 +156,8 @@ def _bars(image: np.ndarray, probs: np.ndarray, box: Rect, scale: float, others:
     row, name_w, bar_w = round(13 * scale), round(50 * scale), round(BAR_WIDTH * scale)  # "surprise" is 44 px
     width, height = name_w + bar_w, row * len(EMOTIONS)
     top = max(0, min(y, image.shape[0] - height))
-    right, gap = x + w + round(6 * scale), round(6 * scale)
-    sides = [right] if right + width <= image.shape[1] else []
+    gap = round(6 * scale)
+    sides = [x + w + gap] if x + w + gap + width <= image.shape[1] else []
     sides.append(max(0, x - gap - width))
     left = next((s for s in sides if not any(_overlaps((s, top, width, height), r) for r in others)), None)
     if left is None:
