@@ -142,8 +142,9 @@ def check_writable(path: str | Path, what: str) -> None:
             claim(probe.fileno(), path, what)
     except OSError as exc:
         raise cannot_write(what, path, exc) from None
-    if not existed:
-        target.unlink()
+    finally:  # also where a stop cuts the probe short: its file was left, an empty video no player opens
+        if not existed:
+            target.unlink(missing_ok=True)
 
 
 def open_claimed(path: str | Path, what: str, truncate: bool) -> int:

@@ -117,6 +117,16 @@ class VideoWriterSink(Sink):
         # stops at its start, as with one file, not when its numbers meet the first run's
         self._lock = open_claimed(_lock_of(path) if segmented else path, "video_writer",
                                   truncate=False)
+        try:
+            self._opened(path, segmented)
+        except BaseException:  # a stop in the rest of open: close never comes, and the empty file stayed
+            os.close(self._lock)
+            if self._created:
+                path.unlink(missing_ok=True)
+            raise
+
+    def _opened(self, path: Path, segmented: bool) -> None:
+        """The writer's state once its file is claimed."""
         self._number = _last_number(path) if segmented else 0
         self._file = path
         self._in_file = 0

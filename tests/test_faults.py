@@ -520,6 +520,28 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_en
     assert kept.read_bytes() == b"an earlier run's video"
 
 
+def test_a_stop_that_cuts_the_video_writers_open_short_leaves_no_empty_video(tmp_path, monkeypatch):
+    """The test above failed once in CI: the other stages' stop reached the video writer inside
+    its open, after its file was made, and a stage is closed only after a successful open, so
+    the empty file stayed. The stop is stood in for by a KeyboardInterrupt at two moments: in the
+    probe of its preflight, and after its file is claimed."""
+    from fer_pipe import output_files
+    from fer_pipe.stages import video_writer
+    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
+
+    path = tmp_path / "new.mp4"
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    for module, name in ((output_files, "claim"), (video_writer, "StderrCapture")):
+        with monkeypatch.context() as patched:
+            patched.setattr(module, name, stopped)
+            with pytest.raises(KeyboardInterrupt):
+                VideoWriterSink("video", VideoWriterParams(path=str(path))).open()
+        assert not path.exists(), name
+
+
 def test_a_sink_delivering_its_events_when_another_stage_fails_is_not_killed_halfway(plugin_env, short_clip,
                                                                                       tmp_path):
     """Before, stages asked to stop after a failure were killed 3 s later, so a push sink
