@@ -95,6 +95,40 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
     return []
 
 
+def _opened(w: Wiring) -> Stage:
+    """The stage built from its spec and opened, the parent told."""
+    built = w.spec.build()
+    # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
+    # gets when the runner dies, from ``follow_parent``, says so in no other way)
+    built.stop_requested = lambda: w.stop.is_set() or HOLD.pending is not None
+    built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
+    w.busy_since.value = time.monotonic()  # an open that never returns (a server that never answers) is a stall
+    try:
+        built.open()
+    except UserError:
+        raise
+    except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
+        raise StageFailure(f"while opening: {said(exc)}") from exc
+    w.busy_since.value = 0.0
+    w.control.put(Opened(w.process))
+    return built
+
+
+def _close(stage: Stage, w: Wiring, ended: bool) -> None:
+    """Close the stage, watched as a packet is, with the time the stage says it may take: a close
+    that never returns would otherwise hold the run for ever after everything else had ended."""
+    w.control.put(Closing(w.process))
+    w.busy_since.value = time.monotonic() + w.spec.closing_s
+    try:
+        close_stage(stage)
+    except UserError as exc:
+        w.control.put(_close_failed(w.process, f"while closing: {exc}", traceback.format_exc(), exc.exit_code, ended))
+    except BaseException as exc:
+        w.control.put(_close_failed(w.process, f"while closing: {said(exc)}", traceback.format_exc(), 1, ended))
+    finally:
+        w.busy_since.value = 0.0
+
+
 def _close_failed(process: str, message: str, trace: str, exit_code: int, ended: bool) -> Failed | FailedDraining:
     """A failure in ``close``. Once the stage has ended its stream, everything it passed on is on
     its way, and the stages after it and beside it go on draining it: a close that failed
@@ -137,21 +171,7 @@ def stage_main(w: Wiring) -> None:
     try:
         follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id), w.stop.is_set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
-        built = w.spec.build()
-        # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
-        # gets when the runner dies, from ``follow_parent``, says so in no other way)
-        built.stop_requested = lambda: w.stop.is_set() or HOLD.pending is not None
-        built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
-        w.busy_since.value = time.monotonic()  # an open that never returns (a server that never answers) is a stall
-        try:
-            built.open()
-        except UserError:
-            raise
-        except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
-            raise StageFailure(f"while opening: {said(exc)}") from exc
-        w.busy_since.value = 0.0
-        w.control.put(Opened(name))
-        stage = built  # closed only after a successful open, as the stage contract says
+        stage = _opened(w)  # closed only after a successful open, as the stage contract says
         if isinstance(stage, Source):
             length = length_of(stage)
             ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length,
@@ -193,18 +213,7 @@ def stage_main(w: Wiring) -> None:
     finally:
         ignore_sigterm()  # closing is not interrupted a second time
         if stage is not None:
-            # so is close, with the time the stage says it may take: a close that never returns
-            # would otherwise hold the run for ever after everything else had ended
-            w.control.put(Closing(name))
-            w.busy_since.value = time.monotonic() + w.spec.closing_s
-            try:
-                close_stage(stage)
-            except UserError as exc:
-                w.control.put(_close_failed(name, f"while closing: {exc}", traceback.format_exc(), exc.exit_code, ended))
-            except BaseException as exc:
-                w.control.put(_close_failed(name, f"while closing: {said(exc)}", traceback.format_exc(), 1, ended))
-            finally:
-                w.busy_since.value = 0.0
+            _close(stage, w, ended)
         if ring is not None:
             ring.close()
         frames.detach_all()
