@@ -290,25 +290,11 @@ class Runner:
         started = time.monotonic()
         try:
             try:
-                for process, proc in procs.items():
-                    proc.start()
-            except BaseException as exc:
-                for proc in procs.values():  # those started before, blocked on queues nobody feeds
-                    if proc.pid is not None:
-                        proc.kill()
-                        proc.join()
-                # the system made no process (memory, a process limit), or the forkserver that
-                # makes them went away mid-way: the machine's state, not a bug to trace back
-                if isinstance(exc, (EOFError, ConnectionError)) and self._forked:
-                    reason = "the forkserver that makes them went away"
-                elif isinstance(exc, OSError):
-                    reason = (exc.strerror or str(exc)) + files_limit_hint(exc)
-                else:
-                    raise
-                return RunResult(1, message=f"could not start the process of stage {self._stage_of[process]!r} "
-                                            f"({reason}); the stages started before it were ended")
+                unstarted = self._start(procs)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if unstarted is not None:
+                return unstarted
             for sig in previous:
                 signal.signal(sig, self._on_signal)
             if in_main:
@@ -325,6 +311,29 @@ class Runner:
                 signal.signal(sig, handler)
         result.wall_s = time.monotonic() - started
         return result
+
+    def _start(self, procs: Processes) -> RunResult | None:
+        """Start every stage process; where one cannot be made, end those started before (blocked
+        on queues nobody feeds) and say which stage's could not start."""
+        try:
+            for process, proc in procs.items():
+                proc.start()
+        except BaseException as exc:
+            for proc in procs.values():
+                if proc.pid is not None:
+                    proc.kill()
+                    proc.join()
+            # the system made no process (memory, a process limit), or the forkserver that
+            # makes them went away mid-way: the machine's state, not a bug to trace back
+            if isinstance(exc, (EOFError, ConnectionError)) and self._forked:
+                reason = "the forkserver that makes them went away"
+            elif isinstance(exc, OSError):
+                reason = (exc.strerror or str(exc)) + files_limit_hint(exc)
+            else:
+                raise
+            return RunResult(1, message=f"could not start the process of stage {self._stage_of[process]!r} "
+                                        f"({reason}); the stages started before it were ended")
+        return None
 
     def _supervise(self, procs: Processes, control: Any, stop: Any, all_open: Any, progress: Counters,
                    busy: Counters, status: StatusLine, started: float, any_live: bool) -> RunResult:
