@@ -34,7 +34,7 @@ from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stage import one_line
 from ..stop_signals import handling, signals_held
-from .data import load_splits, sha256_of
+from .data import FerSplit, load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
     import keras
@@ -344,7 +344,6 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
 
         tf.config.list_physical_devices()
 
-    from . import report
     from . import schedule  # noqa: F401  registers CosineCycles, which checkpoints name, before load_model
 
     args.train_rows = len(train)
@@ -356,9 +355,9 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
 
     keras.utils.set_random_seed(args.seed)
     if state is None:
-        cycles = [{"epochs": args.epochs, "lr": args.lr, "warmup_epochs": args.warmup_epochs}]
-        model = build_training_model(args, cycles)
-        state = {"epochs_done": 0, "history": {}, "wall_s": 0.0, "cycles": cycles,
+        first = [{"epochs": args.epochs, "lr": args.lr, "warmup_epochs": args.warmup_epochs}]
+        model = build_training_model(args, first)
+        state = {"epochs_done": 0, "history": {}, "wall_s": 0.0, "cycles": first,
                  "command": _this_command(),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
@@ -407,6 +406,17 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
         print(f"fer-pipe train: this session ended at epoch {state['epochs_done']} of {args.epochs}; {out} keeps "
               f"the run, and {_kept_at(out, cycles, args.extend)[1]} goes on", file=sys.stderr)
         return 0
+    _export(model, args, state, out, cycles, x_train, x_test, test, started)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _export(model: keras.Model, args: argparse.Namespace, state: dict, out: Path, cycles: int,
+            x_train: np.ndarray, x_test: np.ndarray, test: FerSplit, started: float) -> None:
+    """Pick the net to ship, export it with its report into a staging folder and put that in
+    place; a Ctrl-C says what the run folder keeps and how to go on."""
+    from . import report
+
     published = False
     try:
         picked = select_on_publictest(model, out, state, args.crop, x_train, x_test, test.labels)
@@ -419,7 +429,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
         report.export_and_report(inference_model(picked, args.crop), test, state, staging, calibration)
         with ctrl_c_held():  # a Ctrl-C as the export is put in place: raised once it is, and the state says so
             _publish(staging, out)
-            _write_state(state_path, state)
+            _write_state(out / STATE, state)
             published = True
     except KeyboardInterrupt:
         if published:  # it was said to be left for --resume to export, with the model in place
@@ -428,8 +438,6 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
             print(f"\nfer-pipe train: interrupted after its last epoch, while the model was chosen and exported; "
                   f"{out} keeps the run, and {_kept_at(out, cycles, args.extend)[1]} exports it", file=sys.stderr)
         raise _Said from None
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
 
 
 def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras.Model:
