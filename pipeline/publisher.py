@@ -20,7 +20,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from .curve_keys import load_keys
+from .curve_keys import ClientFolder, load_keys
 from .endpoints import is_loopback, peer_socket, tcp_host_port
 from .errors import InputError
 from .events import MAX_SUBSCRIPTION_BYTES, encode
@@ -64,10 +64,13 @@ class Publisher:
     def _bind(self, kind: str, endpoint: str, secret_file: str, clients: str) -> None:
         where = tcp_host_port(endpoint)
         if secret_file:
-            public, secret = load_keys(secret_file, secret=True, what="curve_secret_key")
+            public, secret = load_keys(secret_file, secret=True, what="curve_secret_key", warn=False)  # said by its check
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
-            self._auth.configure_curve(domain="*", location=clients or zmq.auth.CURVE_ALLOW_ANY)
+            if clients:
+                self._auth.configure_curve_callback(domain="*", credentials_provider=ClientFolder(clients, self.who))
+            else:
+                self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
             self._sock.curve_publickey = public
             self._sock.curve_secretkey = secret
             self._sock.curve_server = True

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from .arguments import endpoint, home, whole
 from .csvfile import CsvOutput
@@ -56,6 +58,51 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     return sock
 
 
+class Refusals:
+    """Says, once each, why the publisher's handshake failed: a refused key, CURVE on one side
+    alone, a wrong server key. ZeroMQ retries such a connection without a word, and a subscriber
+    whose client key was not on the publisher's list waited in silence as for a quiet run."""
+
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+
+    def __init__(self, sock: zmq.Socket, curve: bool) -> None:
+        self.curve = curve
+        self.said: set[str] = set()
+        self.monitor = sock.get_monitor_socket(self.EVENTS)
+        self.poller = zmq.Poller()
+        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.monitor, zmq.POLLIN)
+
+    def wait_for(self, sock: zmq.Socket) -> bool:
+        """Wait until ``sock`` has an event to read (True) or a failed handshake was seen (False)."""
+        if sock.poll(0, zmq.POLLIN):  # events in a burst: one poll each, not two
+            return True
+        ready = dict(self.poller.poll())
+        if self.monitor in ready:
+            self._say(recv_monitor_message(self.monitor))
+        return sock in ready
+
+    def _say(self, message: dict) -> None:
+        why = self.why(message["event"], message["value"])
+        if why not in self.said:
+            self.said.add(why)
+            print(f"fer-pipe subscribe: {message['endpoint'].decode(errors='replace')}: {why}; retrying",
+                  file=sys.stderr, flush=True)
+
+    def why(self, event: int, value: int) -> str:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            return (f"the publisher refused this subscriber's key (status {value}): the public half of "
+                    "--client-keys is not in the sink's curve_clients folder")
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            return ("the publisher does not use CURVE: leave out --server-key and --client-keys" if self.curve else
+                    "the publisher uses CURVE: give --server-key and --client-keys")
+        if self.curve:
+            return "the handshake with the publisher failed: is --server-key its public key (server.key)?"
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            return f"the handshake with the publisher failed ({os.strerror(value)}): is it a zmq sink without CURVE?"
+        return f"the handshake with the publisher failed (protocol error {value:#x})"
+
+
 def run(args: argparse.Namespace) -> int:
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -73,8 +120,11 @@ def run(args: argparse.Namespace) -> int:
               "sends", file=sys.stderr, flush=True)
     received = 0
     skipped: set[str] = set()
+    refusals = Refusals(sock, bool(args.server_key))
     try:
         while not args.count or received < args.count:
+            if not refusals.wait_for(sock):
+                continue
             try:
                 event = decode(sock.recv_multipart())
                 if args.source and event.get("source") not in args.source:
@@ -99,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        sock.disable_monitor()
+        refusals.monitor.close(linger=0)
         sock.close(linger=0)
         ctx.term()
         if writer is not None:

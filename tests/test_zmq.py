@@ -564,6 +564,168 @@ def test_curve_clients_must_be_a_folder_with_client_keys(tmp_path):
             type(stage).preflight(stage.params)
 
 
+def _cut_key(path: Path, half: str) -> Path:
+    """A copy of the key file with its ``half``-key one character short, as a paste that lost one."""
+    text = re.sub(rf'({half}-key = "[^"]*)."', r'\1"', path.read_text())
+    cut = path.with_name("cut" + path.suffix)
+    cut.write_text(text)
+    cut.chmod(0o600)
+    return cut
+
+
+def test_a_damaged_key_is_one_line_naming_its_file_on_both_sides(short_clip, tmp_path):
+    """A key cut short, or in hex, passed load_keys and reached setsockopt: the run said "stage
+    'events' (zmq) failed: while opening: ZMQError: Invalid argument", naming no file, exit 1;
+    subscribe ended in a traceback; and an allow-list whose only key was cut short refused every
+    subscriber in silence (s51b 1)."""
+    from fer_pipe.inprocess import make_stage
+
+    assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
+    keys = tmp_path / "keys"
+    secret = _cut_key(keys / "server.key_secret", "secret")
+    done = fer_pipe("run", "configs/video_to_zmq.yaml", "--quiet", "--set", f"source.path={short_clip}",
+                    "--set", f"events.curve_secret_key={secret}", cwd=REPO, timeout=120)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: stage 'events' (zmq): curve_secret_key {secret}: its "
+                                                 "secret-key is not a 40-character Z85 key (cut short or changed? "
+                                                 "make a new pair with fer-pipe keys)\n")
+    server = _cut_key(keys / "server.key", "public")
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(server),
+                    "--client-keys", str(keys / "client.key_secret"), timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --server-key {server}: its public-key is not a "
+                                                 "40-character Z85 key (cut short or changed? make a new pair with "
+                                                 "fer-pipe keys)\n")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "client.key").write_text(_cut_key(keys / "client.key", "public").read_text())
+    stage = make_stage("zmq", {"curve_secret_key": str(keys / "server.key_secret"), "curve_clients": str(allowed)})
+    with pytest.raises(InputError, match=re.escape(f"curve_clients {allowed / 'client.key'}: its public-key is not")):
+        type(stage).preflight(stage.params)
+
+
+def test_a_key_given_for_its_file_is_not_echoed(tmp_path):
+    """The key text pasted where its file is meant was printed back, into journald under
+    systemd, with "no such file" (s51b 5)."""
+    assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
+    key = zmq.auth.load_certificate(tmp_path / "keys" / "client.key_secret")[1].decode()
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(tmp_path / "keys" / "server.key"),
+                    "--client-keys", key, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: --client-keys: is a key itself, not the path of a key "
+                                                 "file (give the file fer-pipe keys wrote)\n")
+
+
+def test_a_secret_key_others_can_read_or_given_as_the_server_key_is_warned_of(tmp_path, capfd):
+    """A world-readable secret key, and the publisher's secret file given to a subscriber as
+    --server-key (its secret then on the subscriber's host), were used without a word (s51b 7)."""
+    from fer_pipe.curve_keys import load_keys
+
+    assert fer_pipe("keys", str(tmp_path / "keys")).returncode == 0
+    secret = tmp_path / "keys" / "server.key_secret"
+    load_keys(str(secret), secret=True, what="curve_secret_key")
+    assert capfd.readouterr().err == ""
+    secret.chmod(0o644)
+    load_keys(str(secret), secret=True, what="curve_secret_key")
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: curve_secret_key {secret} can be read by others (mode "
+                                      f"0644); a secret key should be its owner's alone: chmod 600 {secret}\n")
+    load_keys(str(secret), secret=False, what="--server-key", warn=True)
+    assert capfd.readouterr().err == (f"fer-pipe: WARNING: --server-key {secret} holds a secret key, which only its "
+                                      "owner should have; give the public key file (server.key) instead\n")
+
+
+def test_keys_never_overwrites_a_key_or_writes_through_a_link(tmp_path):
+    """Only the secret files were looked for: a server.key copied in from the publisher was
+    replaced by a new, unrelated one without a word, and a link's target was overwritten and
+    made world-readable (s51b 4)."""
+    host = tmp_path / "subscriber"
+    host.mkdir()
+    (host / "server.key").write_text("the publisher's public key\n")
+    done = fer_pipe("keys", str(host))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: keys {host / 'server.key'}: already exists; choose "
+                                                 "another folder\n")
+    assert (host / "server.key").read_text() == "the publisher's public key\n"
+    assert not (host / "client.key_secret").exists()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "client.key_secret").symlink_to(tmp_path / "elsewhere")
+    done = fer_pipe("keys", str(linked))
+    assert done.returncode == 2 and not (tmp_path / "elsewhere").exists(), done.stderr
+
+
+def _admitted(ctx: zmq.Context, publisher: Any, endpoint: str, server: bytes, client: Path) -> bool:
+    """Whether a new subscriber with ``client``'s keys gets an event within 3 s of sends."""
+    sock = subscriber(ctx, endpoint, "", server, zmq.auth.load_certificate(client))
+    try:
+        for _ in range(30):
+            publisher.send({"type": "frame", "source": "cam"})
+            if sock.poll(100):
+                return True
+        return False
+    finally:
+        sock.close(linger=0)
+
+
+def test_curve_clients_is_read_at_each_handshake_and_a_refused_key_is_said(tmp_path, capfd):
+    """pyzmq read the folder once, at the start: a key removed from it was admitted for as long
+    as the run lasted, a key added refused, and a refused subscriber left only "0 of 1
+    subscriptions", as if nobody had come (s51b 2, 3)."""
+    from fer_pipe.publisher import Publisher
+
+    for name in ("a", "b"):
+        assert fer_pipe("keys", str(tmp_path / name)).returncode == 0
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "a.key").write_bytes((tmp_path / "a" / "client.key").read_bytes())
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = zmq.auth.load_certificate(tmp_path / "a" / "server.key")[0]
+    publisher = Publisher("zmq", "events", endpoint, curve_secret_key=str(tmp_path / "a" / "server.key_secret"),
+                          curve_clients=str(allowed))
+    ctx = zmq.Context()
+    try:
+        a, b = tmp_path / "a" / "client.key_secret", tmp_path / "b" / "client.key_secret"
+        assert _admitted(ctx, publisher, endpoint, server, a)
+        assert not _admitted(ctx, publisher, endpoint, server, b)
+        (allowed / "a.key").unlink()
+        (allowed / "b.key").write_bytes((tmp_path / "b" / "client.key").read_bytes())
+        assert _admitted(ctx, publisher, endpoint, server, b)
+        assert not _admitted(ctx, publisher, endpoint, server, a)
+    finally:
+        ctx.term()
+        publisher.close(0.0)
+    said = capfd.readouterr().err.splitlines()
+    keys = [zmq.auth.load_certificate(tmp_path / name / "client.key")[0].decode() for name in ("b", "a")]
+    assert said == [f"fer-pipe: zmq sink 'events': refused a subscriber whose client key {key} is not in curve_clients "
+                    f"{allowed}" for key in keys]
+
+
+def test_subscribe_says_why_the_publisher_refused_it(tmp_path):
+    """A subscriber whose key was not on the list, or without CURVE against a publisher with it,
+    waited in silence, as for a quiet run (s51b 3)."""
+    from fer_pipe.publisher import Publisher
+
+    for name in ("a", "b"):
+        assert fer_pipe("keys", str(tmp_path / name)).returncode == 0
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "a.key").write_bytes((tmp_path / "a" / "client.key").read_bytes())
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    publisher = Publisher("zmq", "events", endpoint, curve_secret_key=str(tmp_path / "a" / "server.key_secret"),
+                          curve_clients=str(allowed))
+    try:
+        for keys, why in [(["--server-key", str(tmp_path / "a" / "server.key"), "--client-keys",
+                            str(tmp_path / "b" / "client.key_secret")],
+                           "the publisher refused this subscriber's key (status 400): the public half of "
+                           "--client-keys is not in the sink's curve_clients folder"),
+                          ([], "the publisher uses CURVE: give --server-key and --client-keys")]:
+            said = tmp_path / "said.txt"
+            proc = start_fer_pipe("subscribe", endpoint, *keys, stderr_path=said)
+            try:
+                wait_for(lambda: why in said.read_text(), 60, why, proc)
+            finally:
+                stop(proc)
+            assert f"fer-pipe subscribe: {endpoint}: {why}; retrying\n" in said.read_text()
+    finally:
+        publisher.close(0.0)
+
+
 def test_curve_clients_without_a_secret_key_is_refused():
     """An allow-list alone would publish in plain text to anyone, its owner thinking the
     subscribers checked (untested: s38c)."""
