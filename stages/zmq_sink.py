@@ -47,7 +47,7 @@ class ZmqParams(StageParams):
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> ZmqParams:
-        check_private(self.endpoint, self.public, " (and use CURVE keys)")
+        check_private(self.endpoint, self.public, "" if self.curve_secret_key else " (and use CURVE keys)")
         if self.curve_clients and not self.curve_secret_key:
             raise ValueError("curve_clients needs curve_secret_key")
         return self
