@@ -59,11 +59,12 @@ from .stage import StageFailure
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".3gp", ".avi", ".flv", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
-                  ".mxf", ".ts", ".vob", ".webm", ".wmv")
-"""What a folder given as an input contributes: its files with these suffixes (in any case). A
-folder of AVCHD or Blu-ray ``.m2ts`` copies gave none of them and ended complete: a
-suffix left out is a video skipped in silence, so the list holds what OpenCV's FFmpeg reads."""
+VIDEO_SUFFIXES = (".264", ".265", ".3gp", ".avi", ".flv", ".h264", ".h265", ".hevc", ".m2ts", ".m4v", ".mkv",
+                  ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".vob", ".webm", ".wmv")
+"""What a folder given as an input contributes: its files with these suffixes (in any case),
+but for hidden ones. A folder of AVCHD or Blu-ray ``.m2ts`` copies, or a Raspberry Pi camera's
+raw ``.h264`` streams, gave none of them and ended complete: a suffix left out is a video
+skipped in silence, so the list holds what OpenCV's FFmpeg reads."""
 
 
 @dataclass
@@ -109,8 +110,10 @@ def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
     expanded: dict[tuple[str, str], str] = {}
     for item in inputs:
         folder = Path(item)
+        # a hidden file is none of the folder's videos: a Mac's ._clip.mp4 beside each clip.mp4
+        # failed every batch of a folder copied from one, and every rerun
         videos = sorted(str(p) for p in folder.iterdir()
-                        if p.suffix.lower() in VIDEO_SUFFIXES) if folder.is_dir() else []
+                        if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
         if not videos and folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
             continue
         for video in videos or [item]:

@@ -497,7 +497,8 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
         f"fer-pipe: batch: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
     assert [line for line in stderr.splitlines() if "empty" in line] == [
         f"fer-pipe: batch: folder {no_videos}: no videos in it "
-        "(.3gp, .avi, .flv, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .mxf, .ts, .vob, .webm, .wmv)"]
+        "(.264, .265, .3gp, .avi, .flv, .h264, .h265, .hevc, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .mxf, "
+        ".ogv, .ts, .vob, .webm, .wmv)"]
     assert "Traceback" not in stderr
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
     assert manifest["notes.avi"]["status"] == "failed"
@@ -512,9 +513,13 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
 @pytest.mark.parametrize("suffix, encoder", [(".m2ts", ["-c:v", "libx264", "-f", "mpegts"]),
                                              (".3gp", ["-c:v", "libx264"]),
                                              (".vob", ["-c:v", "mpeg2video", "-f", "vob"]),
-                                             (".mxf", ["-c:v", "mpeg2video", "-r", "25"])])
+                                             (".mxf", ["-c:v", "mpeg2video", "-r", "25"]),
+                                             (".h264", ["-c:v", "libx264", "-f", "h264"]),
+                                             (".ogv", ["-c:v", "libtheora", "-vf", "scale=320:240"])])
 def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, suffix, encoder):
-    """A folder of AVCHD copies (.m2ts) gave none of them, and the batch ended complete (s38b)."""
+    """A folder of AVCHD copies (.m2ts) gave none of them, and the batch ended complete (s38b);
+    a Raspberry Pi's raw .h264 streams too, and the Mac's ._ twin of each video failed the
+    batch of a folder copied from one (s51d 2, 3)."""
     from fer_pipe.batch import expand_folders
 
     folder = tmp_path / "recordings"
@@ -522,6 +527,7 @@ def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, su
     video = folder / f"CAM1{suffix.upper()}"
     ffmpeg("-i", str(six_clips[0]), *encoder, str(video))
     (folder / "notes.txt").write_text("not a video\n")
+    (folder / f"._CAM1{suffix}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
     assert expand_folders([str(folder), str(folder / "results")], folder / "results") == [str(video)]
     assert expand_folders([str(folder)], folder) == [str(video)]  # the videos' own folder as --out (s45f)
     assert len(read_frames(video, 1)) == 1  # OpenCV's FFmpeg reads it
