@@ -60,6 +60,10 @@ class TrackParams(StageParams):
                                  description="least IoU between a predicted box and a detection to match")
     max_age: int = Field(12, ge=0, le=10_000,
                          description="detector runs in a row that may miss a track before it ends")
+    max_jump: float = Field(1.0, ge=0.0, le=10.0,
+                            description="farthest a face may be from its track's predicted place, in face sizes, "
+                                        "to match it where their boxes overlap less than iou_threshold (a face "
+                                        "moving fast between detector runs); 0: by overlap alone")
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
@@ -125,6 +129,11 @@ class _Track:
         if 2 * (x1 - x0) < w or 2 * (y1 - y0) < h:
             return None
         return x0, y0, x1 - x0, y1 - y0
+
+
+JUMP_SIZE_RATIO = 1.5
+"""How much larger or smaller a face's box may be than its track's predicted box to match it by
+distance (``max_jump``): the cascade's boxes of one face vary by a fifth from frame to frame."""
 
 
 GAPS_KEPT = 9
@@ -226,15 +235,37 @@ class FaceTracker(Stage):
         packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
         return (packet,)
 
+    def _by_distance(self, predicted: np.ndarray, boxes: np.ndarray, matched: dict[int, int]) -> dict[int, int]:
+        """Pairs of the detections and tracks that overlap left unmatched, by the distance between
+        centres in face sizes, up to ``max_jump``, for faces of about the same size. A new track
+        predicts its face where it was first seen, and one that stood still where it stood: a
+        face moving over half its width between detector runs (two widths a second, detected
+        every third frame at 10 fps) overlapped neither, started a new track at every run, and
+        never got an id."""
+        tracks = [r for r in range(len(predicted)) if r not in matched.values()]
+        detections = [c for c in range(len(boxes)) if c not in matched]
+        p, b = predicted[tracks], boxes[detections]
+        size = np.maximum(p[:, 2], p[:, 3])[:, None]
+        centres_p, centres_b = p[:, :2] + p[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+        distance = np.linalg.norm(centres_p[:, None, :] - centres_b[None, :, :], axis=2) / size
+        ratio = b[None, :, 2] / p[:, None, 2]
+        far = (distance > self.params.max_jump) | (ratio < 1 / JUMP_SIZE_RATIO) | (ratio > JUMP_SIZE_RATIO)
+        cost = np.where(far, self.params.max_jump + 1.0, distance)
+        rows, cols = self._assign(cost)
+        return {detections[c]: tracks[r] for r, c in zip(rows, cols) if not far[r, c]}
+
     def _associate(self, state: _SourceState, packet: Packet) -> list[int]:
         """Matches the frame's detections to the tracks; the ids of the tracks it ends."""
         faces = packet.faces or []
         matched: dict[int, int] = {}
         if state.tracks and faces:
-            iou = iou_matrix(np.array([t.predicted for t in state.tracks]),
-                             np.array([f.box for f in faces], dtype=float))
+            predicted = np.array([t.predicted for t in state.tracks])
+            boxes = np.array([f.box for f in faces], dtype=float)
+            iou = iou_matrix(predicted, boxes)
             rows, cols = self._assign(iou, maximize=True)
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
+            if len(matched) < min(len(faces), len(state.tracks)) and self.params.max_jump:
+                matched.update(self._by_distance(predicted, boxes, matched))
         appeared: list[int] = []
         touched: set[int] = set()
         for col, face in enumerate(faces):

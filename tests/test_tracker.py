@@ -152,6 +152,32 @@ def test_a_face_appearing_elsewhere_while_a_track_lives_gets_a_new_id() -> None:
     assert ids(out) == [[1]] * 10 + [[2]] * 10
 
 
+@pytest.mark.parametrize("step", [65, 100])
+def test_a_face_moving_fast_between_detector_runs_keeps_one_id(step: int) -> None:
+    """A 120 px face moving 65 or 100 px between runs of a detector on every third frame (two to
+    three widths a second at 10 fps): a new track predicts its face where it was first seen,
+    so each detection overlapped no track, started a new one, and the face never got an id;
+    nor did one that had stood still and then moved off (s51a 1)."""
+    moving = [packet(i, [(step * i // 3, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(30)]
+    assert ids(run_stage("track", moving))[::3] == [[None], [None]] + [[1]] * 8
+    standing = [packet(i, [(100, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(21)]
+    off = [packet(i, [(100 + step * (i - 21) // 3, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(21, 45)]
+    assert {f.track_id for p in run_stage("track", standing + off)[6:] for f in p.faces} == {1}
+
+
+def test_a_face_too_far_or_of_another_size_is_not_matched_by_distance() -> None:
+    """Matching by distance is for the same face moved: one beyond max_jump face sizes from the
+    track's place, or half or twice its size (another person, nearer the camera), is a new face."""
+    first = [packet(i, [(100, 100, 100, 100)]) for i in range(3)]
+    for box in [(260, 100, 100, 100), (110, 110, 200, 200), (170, 120, 50, 50)]:
+        out = run_stage("track", first + [packet(3, [box]), packet(4, [box])], {"min_hits": 1})
+        assert ids(out) == [[1], [1], [1], [2], [2]], box
+    near = (190, 100, 100, 100)
+    out = run_stage("track", first + [packet(3, [near])], {"min_hits": 1, "max_jump": 0.0})
+    assert ids(out)[3] == [2]
+    assert ids(run_stage("track", first + [packet(3, [near])], {"min_hits": 1}))[3] == [1]
+
+
 def test_frames_dropped_by_a_live_source_are_predicted_over() -> None:
     """A face moving 8 px a frame with frames 10-19 lost (a live source's full queue): the
     filter steps over the frame numbers missed, so the face is met where it now is and keeps
