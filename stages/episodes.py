@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
 from fer_pipe.endpoints import check_bindable, check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
-from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, ended_tracks
+from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
@@ -87,6 +87,9 @@ class _Track:
     episode: _Episode | None = None
     pending: list[Observation] = field(default_factory=list)
     """Frames since a challenger began to lead: they go to the next episode if it wins."""
+    carried: list[tuple[Face, tuple[int, float]]] = field(default_factory=list)
+    """Faces the tracker carried over frames the detector skipped since it last saw this one:
+    sightings once the next detection finds the face, nothing if the track ends there."""
 
 
 class EpisodesSink(Sink):
@@ -138,10 +141,24 @@ class EpisodesSink(Sink):
             if track is None:
                 track = self._tracks[key] = _Track(now)
                 self._publish(face_event("face_appeared", packet.source, face.track_id, *now))
-            track.last_seen = now
-            if face.smoothed is not None:
-                self._observe(key, track, (*now, face.smoothed), face.smoothed_label, face.extra)
-        self._end_ended(packet)
+            if face.extra.get("predicted"):
+                track.carried.append((face, now))
+                continue
+            self._take_carried(key, track)
+            self._sighting(key, track, face, now)
+        # a track the detector no longer finds was last seen at its last detection: the boxes
+        # carried after it (up to every_n - 1 frames) were where the face had been
+        self._end_ended(packet, carried=packet.extra.get("detected") is False)
+
+    def _sighting(self, key: tuple[str, int], track: _Track, face: Face, now: tuple[int, float]) -> None:
+        track.last_seen = now
+        if face.smoothed is not None:
+            self._observe(key, track, (*now, face.smoothed), face.smoothed_label, face.extra)
+
+    def _take_carried(self, key: tuple[str, int], track: _Track) -> None:
+        for face, now in track.carried:
+            self._sighting(key, track, face, now)
+        track.carried = []
 
     def outage(self, packet: Packet) -> list[Packet]:
         """The tracker ends tracks while their source is down, not at its return: a camera down all
@@ -155,9 +172,9 @@ class EpisodesSink(Sink):
         self._end_ended(packet)
         return []
 
-    def _end_ended(self, packet: Packet) -> None:
+    def _end_ended(self, packet: Packet, carried: bool = True) -> None:
         for key in ended_tracks(self._tracks, packet):
-            self._end_track(key)
+            self._end_track(key, carried)
 
     def finish(self) -> list[Packet]:
         for key in list(self._tracks):
@@ -216,10 +233,15 @@ class EpisodesSink(Sink):
         if track.episode is not None and observations:
             track.episode.add(observations)
 
-    def _end_track(self, key: tuple[str, int]) -> None:
-        track = self._tracks.pop(key, None)
+    def _end_track(self, key: tuple[str, int], carried: bool = True) -> None:
+        """``carried``: whether the faces carried since the last detection were sightings (the
+        stream ended, or the camera went down, with the face in view)."""
+        track = self._tracks.get(key)
         if track is None:
             return
+        if carried:
+            self._take_carried(key, track)
+        del self._tracks[key]
         self._settle(track.pending, track)
         self._close_episode(key, track)
         self._publish(face_event("face_lost", key[0], key[1], *track.last_seen))
