@@ -423,22 +423,30 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
     The chunks' times show it: a chunk that starts at or before where the last one ended, or
     half a frame or more off where their frame numbers put it. Such a video is run again as
     one task (its ``jobs`` entry becomes that task), which gives what ``fer-pipe run`` gives,
-    as the byte-for-byte promise says. So is one that failed as bad input part-way, whose rows
-    before the damage become ``NAME.partial.csv``: they must be the ones one run keeps."""
+    as the byte-for-byte promise says. So is a chunked one that failed as bad input with rows
+    made, whose rows become ``NAME.partial.csv``: they must be the ones one run keeps, and a
+    chunk stops at the damage it finds where one run decodes on past it to the end of the file
+    (a chunk that starts in it decodes from damaged frames), so its chunks kept 40 to 77 rows
+    of a file whose one run kept 77, by chunk size."""
     rerun: list[Job] = []
     for item in pending:
         report = reports[item]
         if report.status == "failed" and not report.bad_input:
             continue  # its parts are kept for the same command again, which joins them then
-        pieces = (_partial_pieces(report, jobs[item], work) if report.status == "failed"
-                  else [_part_path(work, j) for j in _joined(jobs[item], work)])
-        gap = misaligned(pieces) if len(pieces) > 1 else None
-        if gap is None:
-            continue
-        f_end, t_end, f_next, t_next = gap
-        _say(f"fer-pipe: batch: {_shown(item)}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then frame "
-             f"{f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
-             "lost frames; it runs again as one task")
+        if report.status == "failed":
+            if len(jobs[item]) == 1 or not _partial_pieces(report, jobs[item], work):
+                continue
+            _say(f"fer-pipe: batch: {_shown(item)}: damaged; it runs again as one task, so that the rows kept are "
+                 "those one run keeps")
+        else:
+            pieces = [_part_path(work, j) for j in _joined(jobs[item], work)]
+            gap = misaligned(pieces) if len(pieces) > 1 else None
+            if gap is None:
+                continue
+            f_end, t_end, f_next, t_next = gap
+            _say(f"fer-pipe: batch: {_shown(item)}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then "
+                 f"frame {f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
+                 "lost frames; it runs again as one task")
         _forget_chunks(jobs[item], work)
         jobs[item] = [Job(item, Path(item).stem)]
         report.status, report.error, report.bad_input, report.failed_at = "pending", "", False, None
@@ -449,19 +457,14 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
 
 
 def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir: Path) -> None:
-    """An input that turned out bad part-way: the rows before its damage (the chunks before the
-    failed one, and the rows that one made) become ``NAME.partial.csv``, as one run's would,
-    and the error names it. Its other parts go: they are of the damaged file, and a rerun, once
-    the file is mended, must not take them."""
+    """An input that turned out bad part-way: the rows its one task made (a chunked one with
+    rows ran again as one, ``_rejoin_unaligned``) become ``NAME.partial.csv``, as one run's
+    would, and the error names it. Its other parts go: they are of the damaged file, and a
+    rerun, once the file is mended, must not take them."""
     target = out_dir / f"{Path(report.input).stem}.partial.csv"
     target.unlink(missing_ok=True)  # an earlier run's, of the file as it was then
     pieces = _partial_pieces(report, item_jobs, work)
     if pieces:
-        first = item_jobs[0].start
-        if report.failed_at is not None and report.failed_at != first:
-            # the source of a later chunk said the frames from its own start: "frames 40-74 before
-            # it were processed", where 0-74 were, and are kept
-            report.error = report.error.replace(f"frames {report.failed_at}-", f"frames {first}-", 1)
         try:
             report.rows = merge_parts(pieces, target, work)
             report.partial = [str(target)]

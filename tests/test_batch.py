@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, Field
 
-from conftest import (fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
+from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, read_frames, read_terminal,
                       start_on_a_terminal, write_video)
 from livetools import free_port
 
@@ -1458,7 +1458,9 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     In chunks, the chunk the cut fell in ended 2 frames short of its 10, which passed for the
     container's estimate being off: it was taken as finished, without its last frames, and a
     rerun of the mended file joined it in. The partial rows are the chunks before it and its
-    own, as one run's are, and nothing else of the damaged file is kept for a rerun."""
+    own, as one run's are, and nothing else of the damaged file is kept for a rerun. A chunk
+    stops at the damage where one run decodes on, so the kept rows depended on the chunk size:
+    a chunked input with rows runs again as one task (s51d 1)."""
     videos = tmp_path / "videos"
     videos.mkdir()
     whole = six_clips[0].read_bytes()
@@ -1473,8 +1475,9 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     assert proc.returncode == 2, stderr
     assert f"decoding stopped at frame {decodable} of " in stderr
     # a later chunk said "frames 20-24 before it were processed", as if from its own start (s28b)
-    assert (f"before it were processed; {decodable} rows of it are kept in {partial}\n" in stderr
-            and (f"; frames 0-{decodable - 1} before it" in stderr if chunks else f"; the {decodable} frames" in stderr))
+    assert f"; the {decodable} frames before it were processed; {decodable} rows of it are kept in {partial}\n" in stderr
+    assert (f"fer-pipe: batch: {clip}: damaged; it runs again as one task, so that the rows kept are those one run "
+            "keeps\n" in stderr) == bool(chunks)
     assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
     assert not (out / "cut.csv").exists() and not list((out / "_work" / "parts").iterdir())
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
@@ -1491,6 +1494,30 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     assert not partial.exists() and (out / "_SUCCESS").exists()
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert entry["attempts"] == entry["chunks_run"] == entry["chunks"]  # the failed run's are not this run's
+
+
+def test_a_video_damaged_inside_keeps_the_rows_one_run_keeps_whatever_its_chunks(cluster, clips, tmp_path):
+    """Damage FFmpeg decodes on after: one run keeps every frame that decodes, 77 of 80 here. A
+    chunk stopped at the damage it found and the later chunks' rows were dropped, so chunks of
+    20 kept 40 rows, and a chunk that started in the damage decoded its frames from damaged
+    ones, so chunks of 39 kept 77 rows with 17 others' boxes (s51d 1)."""
+    clip = tmp_path / "mid.mp4"
+    ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-frames:v", "80", "-an", "-c:v", "libx264", "-g", "20",
+           str(clip))
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 20000] = bytes(20000)
+    clip.write_bytes(data)
+    done = fer_pipe("run", "configs/video_to_csv.yaml", "--quiet", "--set", f"source.path={clip}", "--set",
+                    f"csv.path={tmp_path / 'run.csv'}", cwd=REPO, timeout=120)
+    assert done.returncode == 2 and "damaged after frame" in done.stderr, done.stderr
+    one_run = (tmp_path / "run.csv").read_text()
+    assert 60 < len(one_run.splitlines()) - 1 < 80
+    for size in ("20", "39"):
+        out = tmp_path / f"out{size}"
+        proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", size)
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 2, stderr
+        assert (out / "mid.partial.csv").read_text() == one_run, size
 
 
 def test_an_avi_with_drop_frames_is_read_as_one_task_not_in_chunks(cluster, clips, tmp_path):
@@ -1679,10 +1706,8 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
     assert (report.status, report.failed_at) == ("pending", None)
     assert not list((work / "parts").iterdir())  # the chunks' parts and partial rows are gone
 
-    rows(_part_path(work, jobs["v.avi"][0]), range(0, 25), 0.0)  # one that lines up is left as it is
-    jobs["v.avi"] = [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25)]
-    rows(partial_path(_part_path(work, jobs["v.avi"][1])), range(25, 40), 25 / 24)
-    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=25)
+    jobs["v.avi"] = [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25)]  # one with no rows is left as it is
+    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=0)
     assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == []
     assert report.status == "failed"
 
