@@ -61,9 +61,10 @@ class TrackParams(StageParams):
     max_age: int = Field(12, ge=0, le=10_000,
                          description="detector runs in a row that may miss a track before it ends")
     max_jump: float = Field(1.0, ge=0.0, le=10.0,
-                            description="farthest a face may be from its track's predicted place, in face sizes, "
-                                        "to match it where their boxes overlap less than iou_threshold (a face "
-                                        "moving fast between detector runs); 0: by overlap alone")
+                            description="farthest a face may be from the predicted place of a track without an "
+                                        "id yet, in face sizes, to match it where their boxes overlap less than "
+                                        "iou_threshold (a new face moving fast between detector runs); 0: by "
+                                        "overlap alone")
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
@@ -235,14 +236,19 @@ class FaceTracker(Stage):
         packet.extra["tracks"] = [t.track_id for t in state.tracks if t.track_id is not None]
         return (packet,)
 
-    def _by_distance(self, predicted: np.ndarray, boxes: np.ndarray, matched: dict[int, int]) -> dict[int, int]:
-        """Pairs of the detections and tracks that overlap left unmatched, by the distance between
-        centres in face sizes, up to ``max_jump``, for faces of about the same size. A new track
-        predicts its face where it was first seen, and one that stood still where it stood: a
-        face moving over half its width between detector runs (two widths a second, detected
-        every third frame at 10 fps) overlapped neither, started a new track at every run, and
-        never got an id."""
-        tracks = [r for r in range(len(predicted)) if r not in matched.values()]
+    def _by_distance(self, tracks_now: list[_Track], predicted: np.ndarray, boxes: np.ndarray,
+                     matched: dict[int, int]) -> dict[int, int]:
+        """Pairs of the detections and the tracks without an id yet that overlap left unmatched, by
+        the distance between centres in face sizes, up to ``max_jump``, for faces of about the
+        same size. A new track predicts its face where it was first seen: a face moving over half
+        its width between detector runs (two widths a second, detected every third frame at 10
+        fps) overlapped no prediction, started a new track at every run, and never got an id.
+        Once it has one, its filter knows its speed; a track with an id moved this way onto a
+        false hit beside its face when the detector missed it, or onto its neighbour, and the
+        face lost its id, or the two swapped."""
+        tracks = [r for r, track in enumerate(tracks_now) if track.track_id is None and r not in matched.values()]
+        if not tracks:
+            return {}
         detections = [c for c in range(len(boxes)) if c not in matched]
         p, b = predicted[tracks], boxes[detections]
         size = np.maximum(p[:, 2], p[:, 3])[:, None]
@@ -265,7 +271,7 @@ class FaceTracker(Stage):
             rows, cols = self._assign(iou, maximize=True)
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
             if len(matched) < min(len(faces), len(state.tracks)) and self.params.max_jump:
-                matched.update(self._by_distance(predicted, boxes, matched))
+                matched.update(self._by_distance(state.tracks, predicted, boxes, matched))
         appeared: list[int] = []
         touched: set[int] = set()
         for col, face in enumerate(faces):
