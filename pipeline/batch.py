@@ -48,7 +48,7 @@ from .batch_settings import (SETTINGS, first_difference, recorded_settings, reco
 from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
-from .errors import UNUSABLE_PATH, InputError, UserError, printable
+from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .preflight import check_stages
@@ -93,6 +93,8 @@ class InputReport:
     bad_input: bool = field(default=False, repr=False)
     failed_at: int | None = field(default=None, repr=False)
     """The first frame of the earliest chunk that failed: its failure is the input's."""
+    truncated: bool = field(default=False, repr=False)
+    """Whether that failure is a file cut short (``errors.Truncated``), not damage decoded past."""
 
 
 def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
@@ -433,13 +435,14 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         report = reports[item]
         if report.status == "failed" and not report.bad_input:
             continue  # its parts are kept for the same command again, which joins them then
-        if report.status == "failed":
-            if len(jobs[item]) == 1 or not _partial_pieces(report, jobs[item], work):
+        pieces = (_partial_pieces(report, jobs[item], work) if report.status == "failed"
+                  else [_part_path(work, j) for j in _joined(jobs[item], work)])
+        if report.status == "failed" and not _cut_short_in_its_rows(report, jobs[item], work):
+            if len(jobs[item]) == 1 or not pieces:
                 continue
             _say(f"fer-pipe: batch: {_shown(item)}: damaged; it runs again as one task, so that the rows kept are "
                  "those one run keeps")
         else:
-            pieces = [_part_path(work, j) for j in _joined(jobs[item], work)]
             gap = misaligned(pieces) if len(pieces) > 1 else None
             if gap is None:
                 continue
@@ -456,15 +459,32 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
     return rerun
 
 
+def _cut_short_in_its_rows(report: InputReport, item_jobs: list[Job], work: Path) -> bool:
+    """Whether the input is a file cut short inside a chunk that made rows: its chunks then hold
+    what one run reads, and running it again as one task (a long video, serially) gives the
+    same rows. A chunk that starts past the cut, or in damage, decodes nothing one run would."""
+    failed = next((j for j in item_jobs if j.start == report.failed_at), None)
+    if not report.truncated or failed is None:
+        return False
+    rows = partial_path(_part_path(work, failed))
+    return rows.is_file() and count_rows(rows) > 0
+
+
 def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir: Path) -> None:
-    """An input that turned out bad part-way: the rows its one task made (a chunked one with
-    rows ran again as one, ``_rejoin_unaligned``) become ``NAME.partial.csv``, as one run's
-    would, and the error names it. Its other parts go: they are of the damaged file, and a
-    rerun, once the file is mended, must not take them."""
+    """An input that turned out bad part-way: the rows before its damage (the chunks before the
+    failed one, and the rows that one made, where the file is cut short in them; any other
+    chunked one ran again as one task) become ``NAME.partial.csv``, as one run's would, and the
+    error names it. Its other parts go: they are of the damaged file, and a rerun, once the
+    file is mended, must not take them."""
     target = out_dir / f"{Path(report.input).stem}.partial.csv"
     target.unlink(missing_ok=True)  # an earlier run's, of the file as it was then
     pieces = _partial_pieces(report, item_jobs, work)
     if pieces:
+        first = item_jobs[0].start
+        if report.failed_at is not None and report.failed_at != first:
+            # the source of a later chunk said the frames from its own start: "frames 40-74 before
+            # it were processed", where 0-74 were, and are kept
+            report.error = report.error.replace(f"frames {report.failed_at}-", f"frames {first}-", 1)
         try:
             report.rows = merge_parts(pieces, target, work)
             report.partial = [str(target)]
@@ -608,6 +628,7 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                 if report.failed_at is None or job.start < report.failed_at:
                     report.status, report.error = "failed", message
                     report.bad_input, report.failed_at = bad_input, job.start
+                    report.truncated = isinstance(getattr(exc, "cause", None) or exc, Truncated)
                 if bad_input:
                     pending = _cancel_later_chunks(ray, refs, pending, job, left, report, work)
             left[job.input] -= 1
@@ -654,7 +675,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
         "inputs": [{k: redact_urls(_shown(v) if k == "input" else v) if k in ("input", "error") and v else v
                     for k, v in asdict(r).items()
-                    if k not in ("bad_input", "failed_at", "warned") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
+                    if k not in ("bad_input", "failed_at", "truncated", "warned") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse

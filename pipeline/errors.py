@@ -48,6 +48,11 @@ class InputError(UserError):
     """An input (video, folder, camera, model, output path, socket) cannot be used."""
 
 
+class Truncated(InputError):
+    """A video whose decoding stopped before its end, with no damage decoded past: what was read
+    is all one run of it reads too (``fer-pipe batch`` keeps a chunked one's rows as they are)."""
+
+
 class OutputError(UserError):
     """An output stopped taking writes mid-run (a full disk): one line like the others, but exit
     code 1, as when a run's sink fails, since nothing the user gave was wrong."""

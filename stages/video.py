@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from fer_pipe.avi import frames_in_index
-from fer_pipe.errors import InputError, printable
+from fer_pipe.errors import InputError, Truncated, printable
 from fer_pipe.input_files import why_no_file
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
@@ -308,7 +308,7 @@ class VideoSource(Source):
                 raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
                                  f"though it decodes to its end ({self._last:.3f} s): damaged inside; "
                                  f"{done} that decode were processed")
-            raise InputError(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
+            raise Truncated(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); {done} before it were processed")
 
     def _say_damage(self, index: int) -> None:

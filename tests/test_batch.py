@@ -1458,9 +1458,8 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     In chunks, the chunk the cut fell in ended 2 frames short of its 10, which passed for the
     container's estimate being off: it was taken as finished, without its last frames, and a
     rerun of the mended file joined it in. The partial rows are the chunks before it and its
-    own, as one run's are, and nothing else of the damaged file is kept for a rerun. A chunk
-    stops at the damage where one run decodes on, so the kept rows depended on the chunk size:
-    a chunked input with rows runs again as one task (s51d 1)."""
+    own, as one run's are, and nothing else of the damaged file is kept for a rerun; a file cut
+    short in a chunk's rows is not run again as one task to give the same rows (s51e 3)."""
     videos = tmp_path / "videos"
     videos.mkdir()
     whole = six_clips[0].read_bytes()
@@ -1475,9 +1474,9 @@ def test_a_truncated_video_keeps_its_rows_as_partial_until_a_rerun_succeeds(clus
     assert proc.returncode == 2, stderr
     assert f"decoding stopped at frame {decodable} of " in stderr
     # a later chunk said "frames 20-24 before it were processed", as if from its own start (s28b)
-    assert f"; the {decodable} frames before it were processed; {decodable} rows of it are kept in {partial}\n" in stderr
-    assert (f"fer-pipe: batch: {clip}: damaged; it runs again as one task, so that the rows kept are those one run "
-            "keeps\n" in stderr) == bool(chunks)
+    assert (f"before it were processed; {decodable} rows of it are kept in {partial}\n" in stderr
+            and (f"; frames 0-{decodable - 1} before it" in stderr if chunks else f"; the {decodable} frames" in stderr))
+    assert "runs again as one task" not in stderr
     assert [int(line.split(",")[1]) for line in partial.read_text().splitlines()[1:]] == list(range(decodable))
     assert not (out / "cut.csv").exists() and not list((out / "_work" / "parts").iterdir())
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
@@ -1706,6 +1705,15 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
     assert (report.status, report.failed_at) == ("pending", None)
     assert not list((work / "parts").iterdir())  # the chunks' parts and partial rows are gone
 
+    jobs["v.avi"] = [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25)]  # cut short in rows that line up: kept
+    rows(_part_path(work, jobs["v.avi"][0]), range(0, 25), 0.0)
+    rows(partial_path(_part_path(work, jobs["v.avi"][1])), range(25, 40), 25 / 24)
+    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=25,
+                         truncated=True)
+    assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == []
+    assert report.status == "failed"
+    report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=25)
+    assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == [Job("v.avi", "v")]  # damage: one task
     jobs["v.avi"] = [Job("v.avi", "v", 0, 25), Job("v.avi", "v", 25, 25)]  # one with no rows is left as it is
     report = InputReport("v.avi", str(tmp_path / "v.csv"), status="failed", error="x", bad_input=True, failed_at=0)
     assert _rejoin_unaligned(["v.avi"], {"v.avi": report}, jobs, work) == []
