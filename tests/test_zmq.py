@@ -611,6 +611,10 @@ def test_a_key_given_for_its_file_is_not_echoed(tmp_path):
                     "--client-keys", key, timeout=60)
     assert (done.returncode, done.stderr) == (2, "fer-pipe: --client-keys: is a key itself, not the path of a key "
                                                  "file (give the file fer-pipe keys wrote)\n")
+    path = "/srv/fer-pipe/keys/cam-north2/server.key"  # 40 characters of Z85 too (s51e 4)
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", path,
+                    "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --server-key {path}: no such file\n")
 
 
 def test_a_secret_key_others_can_read_or_given_as_the_server_key_is_warned_of(tmp_path, capfd):
