@@ -667,10 +667,9 @@ def _admitted(ctx: zmq.Context, publisher: Any, endpoint: str, server: bytes, cl
         sock.close(linger=0)
 
 
-def test_curve_clients_is_read_at_each_handshake_and_a_refused_key_is_said(tmp_path, capfd):
-    """pyzmq read the folder once, at the start: a key removed from it was admitted for as long
-    as the run lasted, a key added refused, and a refused subscriber left only "0 of 1
-    subscriptions", as if nobody had come (s51b 2, 3)."""
+def _curve_publisher(tmp_path: Path) -> tuple[Any, str, Path]:
+    """A publisher with key pair ``a``'s server key admitting ``a``'s client alone (a second pair,
+    ``b``, is made beside it): the publisher, its endpoint and its allow-list folder."""
     from fer_pipe.publisher import Publisher
 
     for name in ("a", "b"):
@@ -679,9 +678,16 @@ def test_curve_clients_is_read_at_each_handshake_and_a_refused_key_is_said(tmp_p
     allowed.mkdir()
     (allowed / "a.key").write_bytes((tmp_path / "a" / "client.key").read_bytes())
     endpoint = f"tcp://127.0.0.1:{free_port()}"
+    return Publisher("zmq", "events", endpoint, curve_secret_key=str(tmp_path / "a" / "server.key_secret"),
+                     curve_clients=str(allowed)), endpoint, allowed
+
+
+def test_curve_clients_is_read_at_each_handshake_and_a_refused_key_is_said(tmp_path, capfd):
+    """pyzmq read the folder once, at the start: a key removed from it was admitted for as long
+    as the run lasted, a key added refused, and a refused subscriber left only "0 of 1
+    subscriptions", as if nobody had come (s51b 2, 3)."""
+    publisher, endpoint, allowed = _curve_publisher(tmp_path)
     server = zmq.auth.load_certificate(tmp_path / "a" / "server.key")[0]
-    publisher = Publisher("zmq", "events", endpoint, curve_secret_key=str(tmp_path / "a" / "server.key_secret"),
-                          curve_clients=str(allowed))
     ctx = zmq.Context()
     try:
         a, b = tmp_path / "a" / "client.key_secret", tmp_path / "b" / "client.key_secret"
@@ -703,16 +709,7 @@ def test_curve_clients_is_read_at_each_handshake_and_a_refused_key_is_said(tmp_p
 def test_subscribe_says_why_the_publisher_refused_it(tmp_path):
     """A subscriber whose key was not on the list, or without CURVE against a publisher with it,
     waited in silence, as for a quiet run (s51b 3)."""
-    from fer_pipe.publisher import Publisher
-
-    for name in ("a", "b"):
-        assert fer_pipe("keys", str(tmp_path / name)).returncode == 0
-    allowed = tmp_path / "allowed"
-    allowed.mkdir()
-    (allowed / "a.key").write_bytes((tmp_path / "a" / "client.key").read_bytes())
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    publisher = Publisher("zmq", "events", endpoint, curve_secret_key=str(tmp_path / "a" / "server.key_secret"),
-                          curve_clients=str(allowed))
+    publisher, endpoint, _ = _curve_publisher(tmp_path)
     try:
         for keys, why in [(["--server-key", str(tmp_path / "a" / "server.key"), "--client-keys",
                             str(tmp_path / "b" / "client.key_secret")],
