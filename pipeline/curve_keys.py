@@ -28,25 +28,24 @@ def is_key(text: str | bytes) -> bool:
     return len(raw) == KEY_LENGTH and all(byte in Z85CHARS for byte in raw)
 
 
-def check_client_folder(path: str) -> dict[bytes, bool]:
-    """The client public keys in the folder ``path`` (as pyzmq's authenticator holds them);
-    InputError unless it is a folder of at least one, each a good key. pyzmq's authenticator
-    only logs a folder it cannot read and then refuses every client, so a key file given for
-    the folder, or a folder whose only key was cut short, left the publisher sending to
-    nobody, in silence."""
+def check_client_folder(path: str) -> None:
+    """InputError unless ``path`` is a folder with at least one client public key, each a good
+    key. pyzmq's authenticator only logs a folder it cannot read and then refuses every client,
+    so a key file given for the folder, or a folder whose only key was cut short, left the
+    publisher sending to nobody, in silence."""
     folder = Path(path)
     if not folder.is_dir():
         raise InputError(f"{path}: {'no such folder' if not folder.exists() else 'is a file'}; curve_clients "
                          "names a folder of client public keys (copies of client.key)")
-    try:
-        keys = zmq.auth.load_certificates(folder)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: cannot read its client keys: {exc}") from None
-    if not keys:
+    files = sorted(folder.glob("*.key"))  # what pyzmq's load_certificates reads
+    if not files:
         raise InputError(f"{path}: holds no client public key (*.key); no subscriber could connect")
-    for file in sorted(folder.glob("*.key")):
-        _check_key(zmq.auth.load_certificate(file)[0], "public", f"curve_clients {file}")
-    return keys
+    for file in files:
+        try:
+            public, _ = zmq.auth.load_certificate(file)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot read its client keys: {exc}") from None
+        _check_key(public, "public", f"curve_clients {file}")
 
 
 class ClientFolder:

@@ -66,21 +66,25 @@ class Refusals:
     EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 
     def __init__(self, sock: zmq.Socket, curve: bool) -> None:
-        self.curve = curve
+        self.sock, self.curve = sock, curve
         self.said: set[str] = set()
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
-    def wait_for(self, sock: zmq.Socket) -> bool:
-        """Wait until ``sock`` has an event to read (True) or a failed handshake was seen (False)."""
-        if sock.poll(0, zmq.POLLIN):  # events in a burst: one poll each, not two
+    def wait(self) -> bool:
+        """Wait until the socket has an event to read (True) or a failed handshake was seen (False)."""
+        if self.sock.poll(0, zmq.POLLIN):  # events in a burst: one poll each, not two
             return True
         ready = dict(self.poller.poll())
         if self.monitor in ready:
             self._say(recv_monitor_message(self.monitor))
-        return sock in ready
+        return self.sock in ready
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
 
     def _say(self, message: dict) -> None:
         why = self.why(message["event"], message["value"])
@@ -99,7 +103,7 @@ class Refusals:
         if self.curve:
             return "the handshake with the publisher failed: is --server-key its public key (server.key)?"
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return f"the handshake with the publisher failed ({os.strerror(value)}): is it a zmq sink without CURVE?"
+            return f"the handshake with the publisher failed ({os.strerror(value)})"
         return f"the handshake with the publisher failed (protocol error {value:#x})"
 
 
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     refusals = Refusals(sock, bool(args.server_key))
     try:
         while not args.count or received < args.count:
-            if not refusals.wait_for(sock):
+            if not refusals.wait():
                 continue
             try:
                 event = decode(sock.recv_multipart())
@@ -149,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        sock.disable_monitor()
-        refusals.monitor.close(linger=0)
+        refusals.close()
         sock.close(linger=0)
         ctx.term()
         if writer is not None:
