@@ -429,7 +429,8 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
     made, whose rows become ``NAME.partial.csv``: they must be the ones one run keeps, and a
     chunk stops at the damage it finds where one run decodes on past it to the end of the file
     (a chunk that starts in it decodes from damaged frames), so its chunks kept 40 to 77 rows
-    of a file whose one run kept 77, by chunk size."""
+    of a file whose one run kept 77, by chunk size. One cut short inside a chunk's rows keeps
+    its chunks (``_cut_short_in_its_rows``), where they line up."""
     rerun: list[Job] = []
     for item in pending:
         report = reports[item]
