@@ -61,10 +61,10 @@ class TrackParams(StageParams):
     max_age: int = Field(12, ge=0, le=10_000,
                          description="detector runs in a row that may miss a track before it ends")
     max_jump: float = Field(1.0, ge=0.0, le=10.0,
-                            description="farthest a face may be from the predicted place of a track without an "
-                                        "id yet, in face sizes, to match it where their boxes overlap less than "
-                                        "iou_threshold (a new face moving fast between detector runs); 0: by "
-                                        "overlap alone")
+                            description="farthest a face may be from the predicted place of a new track (no id "
+                                        "yet, or under 3 matches), in face sizes, to match it where their boxes "
+                                        "overlap less than iou_threshold (a new face moving fast between detector "
+                                        "runs); 0: by overlap alone")
     min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
@@ -135,6 +135,10 @@ class _Track:
 JUMP_SIZE_RATIO = 1.5
 """How much larger or smaller a face's box may be than its track's predicted box to match it by
 distance (``max_jump``): the cascade's boxes of one face vary by a fifth from frame to frame."""
+
+
+SPEED_HITS = 3
+"""Matches after which a track's filter knows its face's speed, and it is matched by overlap alone."""
 
 
 GAPS_KEPT = 9
@@ -238,15 +242,17 @@ class FaceTracker(Stage):
 
     def _by_distance(self, tracks_now: list[_Track], predicted: np.ndarray, boxes: np.ndarray,
                      matched: dict[int, int]) -> dict[int, int]:
-        """Pairs of the detections and the tracks without an id yet that overlap left unmatched, by
-        the distance between centres in face sizes, up to ``max_jump``, for faces of about the
-        same size. A new track predicts its face where it was first seen: a face moving over half
-        its width between detector runs (two widths a second, detected every third frame at 10
-        fps) overlapped no prediction, started a new track at every run, and never got an id.
-        Once it has one, its filter knows its speed; a track with an id moved this way onto a
-        false hit beside its face when the detector missed it, or onto its neighbour, and the
-        face lost its id, or the two swapped."""
-        tracks = [r for r, track in enumerate(tracks_now) if track.track_id is None and r not in matched.values()]
+        """Pairs of the detections and the new tracks (without an id, or under ``SPEED_HITS``
+        matches) that overlap left unmatched, by the distance between centres in face sizes, up
+        to ``max_jump``, for faces of about the same size. A new track predicts its face where it
+        was first seen: a face moving over half its width between detector runs (two widths a
+        second, detected every third frame at 10 fps) overlapped no prediction, started a new
+        track at every run, and never got an id (with ``min_hits`` 1, a new id at every run).
+        Once its filter knows its speed, a track moved this way onto a false hit beside its face
+        when the detector missed it, or onto its neighbour, and the face lost its id, or the two
+        swapped."""
+        tracks = [r for r, track in enumerate(tracks_now)
+                  if (track.track_id is None or track.hits < SPEED_HITS) and r not in matched.values()]
         if not tracks:
             return {}
         detections = [c for c in range(len(boxes)) if c not in matched]

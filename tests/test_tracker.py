@@ -160,6 +160,7 @@ def test_a_face_moving_fast_between_detector_runs_keeps_one_id(step: int) -> Non
     nor did one that had stood still and then moved off, which now gets a new one (s51a 1)."""
     moving = [packet(i, [(step * i // 3, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(30)]
     assert ids(run_stage("track", moving))[::3] == [[None], [None]] + [[1]] * 8
+    assert ids(run_stage("track", moving, {"min_hits": 1}))[::3] == [[1]] * 10  # an id at once: a new one each run (s51f 1)
     standing = [packet(i, [(100, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(21)]
     off = [packet(i, [(100 + step * (i - 21) // 3, 100, 120, 120)]) if i % 3 == 0 else skipped(i) for i in range(21, 45)]
     assert ids(run_stage("track", standing + off))[-12::3] == [[2]] * 4
