@@ -86,13 +86,13 @@ class ClientFolder:
 def load_keys(path: str, secret: bool, what: str, warn: bool = True) -> tuple[bytes, bytes | None]:
     """The public and secret key in ``path``; with ``secret``, a file without the secret half
     (the ``.key`` where the ``.key_secret`` is meant) is refused. ``what`` (the option or param
-    that named the file) begins each line: a subscriber gives two key files. A key itself
-    given for the file is not echoed: the line goes to a log (journald). ``warn``: say where the
+    that named the file) begins each line: a subscriber gives two key files. A name that may be
+    a key itself, given for its file, is not echoed: the line goes to a log (journald). ``warn``: say where the
     secret is not kept secret (once a run: its stage reads the file again after the check)."""
     if not Path(path).is_file():
-        if not Path(path).exists() and _pasted_key(path):
-            raise InputError(f"{what}: is a key itself, not the path of a key file (give the file fer-pipe keys "
-                             "wrote)")
+        if not Path(path).exists() and is_key(path):
+            raise InputError(f"{what}: no such file, and the name given is 40 characters of Z85, as a key is: not "
+                             "shown, should it be one; give the path of the key file fer-pipe keys wrote")
         problem = ("no such file" if not Path(path).exists() else "is a folder, not a key file" if Path(path).is_dir()
                    else "not a regular file")
         raise InputError(f"{what} {path}: {problem}")
@@ -116,15 +116,6 @@ def load_keys(path: str, secret: bool, what: str, warn: bool = True) -> tuple[by
         print(f"fer-pipe: WARNING: {what} {path} holds a secret key, which only its owner should have; give "
               "the public key file (server.key) instead", file=sys.stderr)
     return public, secret_key
-
-
-def _pasted_key(text: str) -> bool:
-    """Whether ``text``, naming no file, is a key itself rather than a key file's path: 40
-    characters of Z85, which has ``/`` and ``.`` too, so not one named as ``fer-pipe keys``
-    names its files, nor one in a folder that is there."""
-    if not is_key(text) or text.endswith((".key", ".key_secret")):
-        return False
-    return "/" not in text or not os.path.isdir(os.path.dirname(text))
 
 
 def _check_key(key: bytes, half: str, where: str) -> None:

@@ -609,9 +609,14 @@ def test_a_key_given_for_its_file_is_not_echoed(tmp_path):
     key = zmq.auth.load_certificate(tmp_path / "keys" / "client.key_secret")[1].decode()
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(tmp_path / "keys" / "server.key"),
                     "--client-keys", key, timeout=60)
-    assert (done.returncode, done.stderr) == (2, "fer-pipe: --client-keys: is a key itself, not the path of a key "
-                                                 "file (give the file fer-pipe keys wrote)\n")
-    path = "/srv/fer-pipe/keys/cam-north2/server.key"  # 40 characters of Z85 too (s51e 4)
+    said = ("no such file, and the name given is 40 characters of Z85, as a key is: not shown, should it be one; give "
+            "the path of the key file fer-pipe keys wrote")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --client-keys: {said}\n")
+    slashed = "/" + key[1:]  # a key beginning with / as if in the root folder, which is there (s51f 2)
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(tmp_path / "keys" / "server.key"),
+                    "--client-keys", slashed, timeout=60)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --client-keys: {said}\n")
+    path = str(tmp_path / "keys" / "nope.key")  # no key: the path is shown
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", path,
                     "--client-keys", str(tmp_path / "keys" / "client.key_secret"), timeout=60)
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --server-key {path}: no such file\n")
