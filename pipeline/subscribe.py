@@ -73,14 +73,12 @@ class Refusals:
         self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
-    def wait(self) -> bool:
-        """Wait until the socket has an event to read (True) or a failed handshake was seen (False)."""
-        if self.sock.poll(0, zmq.POLLIN):  # events in a burst: one poll each, not two
-            return True
+    def wait(self) -> None:
+        """Wait until the socket has an event to read, saying any failed handshake seen meanwhile;
+        called only when a read found none, so events in a burst cost no poll."""
         ready = dict(self.poller.poll())
         if self.monitor in ready:
             self._say(recv_monitor_message(self.monitor))
-        return self.sock in ready
 
     def close(self) -> None:
         self.sock.disable_monitor()
@@ -127,10 +125,13 @@ def run(args: argparse.Namespace) -> int:
     refusals = Refusals(sock, bool(args.server_key))
     try:
         while not args.count or received < args.count:
-            if not refusals.wait():
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                refusals.wait()
                 continue
             try:
-                event = decode(sock.recv_multipart())
+                event = decode(frames)
                 if args.source and event.get("source") not in args.source:
                     continue  # a topic is a prefix: cam1's subscription also gets cam10's events
                 kind = event.get("type")
