@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from functools import partial
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .errors import ConfigError, UserError
 from .graph import Graph
-from .messages import FRAME, Packet, read_only, stream_ended
+from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
+from .messages import FRAME, Packet, read_only
 from .preflight import check_outputs, check_stages
-from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, instantiate, named,
-                    not_a_frame, packets_of, said, say_skipped)
+from .stats import StageStats
+from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, handle, instantiate, not_a_frame,
+                    said)
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -95,8 +97,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         try:
             with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
                 _feed(stage, packets, out, kept_ends)
-            with suppress(StopRun):  # in finish, as in a run: the stream has ended, and nothing more comes
-                out.extend(packets_of(stage.finish(), "finish"))
+            out.extend(finish_stage(stage))
             out.extend(kept_ends)
         finally:
             close_stage(stage)
@@ -119,14 +120,12 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
     """``run_stage``'s packets through the stage, or its source's frames, into ``out``; the end
     packets a stage keeps until its finish into ``kept_ends``."""
     if isinstance(stage, Source):
-        last_index = None
-        for item in stage.frames():  # checked as a run checks them: numbered on from the last frame
-            packet = frame_of(stage.source_id, item, last_index)
+        reader = SourceFrames(stage)  # checked and numbered as a run's
+        while (packet := reader.next()) is not None:
             if isinstance(packet.image, np.ndarray) and not stage.fresh_frames:  # kept past the next frame, as
                 packet.image = packet.image.copy()  # a run's ring keeps it: a reused buffer's were all the last
             out.append(packet)
-            if not item.outage:
-                last_index = item.index
+            reader.went_on(packet)
     else:
         if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
             raise TypeError("run_stage: packets is a Packet, not an iterable of packets (pass [packet])")
@@ -167,32 +166,32 @@ class GraphRun(NamedTuple):
     """Whether a stage ended the run (``StopRun``) before the sources' end."""
 
 
-def _stage_failure(graph: Graph, name: str, where: str, exc: Exception) -> StageFailure:
+def _stage_failure(graph: Graph, name: str, exc: Exception, where: str = "") -> StageFailure:
     """A stage's bug as ``fer-pipe run`` reports it: the stage, its type and where (``on SOURCE
     frame N: ``, ``while opening: ``); a batch task's bare ``ValueError: boom`` left the user to
-    guess which stage and which frame."""
-    return StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{said(exc)}")
+    guess which stage and which frame. A ``StageFailure`` (the ``lifecycle`` rules') says where
+    already."""
+    said_ = str(exc) if isinstance(exc, StageFailure) else f"{where}{said(exc)}"
+    failure = StageFailure(f"stage {name!r} ({graph.stages[name].type_name}) failed: {said_}")
+    failure.__cause__ = exc.__cause__ if isinstance(exc, StageFailure) else exc
+    return failure
 
 
 def _source_failure(graph: Graph, name: str, exc: Exception) -> Exception:
     """A source's error as a run says it: bad input as it is, a bug as ``_stage_failure``."""
-    if isinstance(exc, UserError):
-        return exc
-    failure = _stage_failure(graph, name, "", exc)
-    failure.__cause__ = exc
-    return failure
+    return exc if isinstance(exc, UserError) else _stage_failure(graph, name, exc)
 
 
 @contextmanager
-def _failing_as(graph: Graph, name: str, where: str) -> Iterator[None]:
-    """``_stage_failure`` around a stage's open or finish; bad input (UserError) passes as it is.
-    Per packet the same is a plain ``try``: no context manager and no text made for every frame."""
+def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
+    """``_stage_failure`` around what the block does for a stage; bad input (UserError) passes as
+    it is."""
     try:
         yield
     except (UserError, StopRun):
         raise
     except Exception as exc:
-        raise _stage_failure(graph, name, where, exc) from exc
+        raise _stage_failure(graph, name, exc, where)
 
 
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exception | None:
@@ -225,28 +224,16 @@ def run_graph(graph: Graph) -> GraphRun:
     check_stages(graph, named=False)
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
-    skipping = {name for name, spec in graph.stages.items() if spec.on_error == "skip"}
-    skipped: Counter[str] = Counter()  # per stage: each says its own first ten, as in a run
     stopped_by: set[str] = set()
-    kept_ends: dict[str, list[Packet]] = {name: [] for name in stages}  # see stage.keeps_ends
+    rules = {name: PacketRules(stage, name, StageStats(name), graph.stages[name].on_error == "skip", [],
+                               partial(stopped_by.add, name)) for name, stage in stages.items()}
     opened: list[str] = []
 
     def process(name: str, packet: Packet) -> list[Packet]:
-        if name in stopped_by:
-            return []
         try:
-            return handle(stages[name], packet, kept_ends[name])
-        except StopRun:
-            stopped_by.add(name)
-            return []
-        except UserError:
-            raise
-        except Exception as exc:
-            if name not in skipping or packet.outage:  # on_error: skip is about frames, as in a run
-                raise _stage_failure(graph, name, f"on {named(packet)}: ", exc) from exc
-            skipped[name] += 1
-            say_skipped(name, packet, exc, skipped[name])
-            return []
+            return rules[name](packet)
+        except StageFailure as exc:
+            raise _stage_failure(graph, name, exc)
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -260,26 +247,24 @@ def run_graph(graph: Graph) -> GraphRun:
     late: Exception | None = None  # a source's failure after its first frame: raised once all has drained
     try:
         for name, stage in stages.items():
-            with _failing_as(graph, name, "while opening: "):
-                stage.open()
+            with _failing_as(graph, name):
+                open_stage(stage)
             opened.append(name)
         for name, stage in stages.items():
             if not isinstance(stage, Source):
                 continue
-            frames = stage.frames()
-            source_id, last_index, last_time = stage.source_id, None, 0.0  # read once, not per frame
+            reader = SourceFrames(stage)
             while not stopped_by:
                 try:
-                    packet = next(frames, None)
+                    packet = reader.next()
                     if packet is None:
                         break
-                    packet = frame_of(source_id, packet, last_index)
                 except StopRun:  # a source's own end of the run: the others read no further
                     stopped_by.add(name)
                     break
                 except Exception as exc:
                     failure = _source_failure(graph, name, exc)
-                    if last_index is None:
+                    if reader.last_index is None:
                         raise failure
                     # as in a run: what was read still goes through every stage and its finish,
                     # other files are read on, and a camera's failure stops the other sources
@@ -287,24 +272,21 @@ def run_graph(graph: Graph) -> GraphRun:
                     if stage.live:
                         stopped_by.add(name)
                     break
-                if not packet.outage:  # as the runner numbers on: from the last frame, not an outage
-                    last_index, last_time = packet.index, packet.timestamp
+                reader.went_on(packet)
                 push(name, [_read_only(packet, stage)])
-            if last_index is not None and not stopped_by:
-                push(name, [stream_ended(source_id, last_index, last_time)])
+            if not stopped_by:
+                push(name, reader.end())
         for name, stage in stages.items():
             try:
                 with _failing_as(graph, name, "while finishing: "):
-                    held = packets_of(stage.finish(), "finish")
-            except StopRun:  # as in a run: the stream has ended, and nothing more comes
-                held = []
+                    held = finish_stage(stage)
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
                 late = late or exc
-                continue
-            push(name, [*held, *kept_ends[name]])
+                held = []
+            push(name, [*held, *rules[name].ends()])
     finally:
         unclosed = _close_all(graph, stages, opened)
     late = late or unclosed
     if late is not None:
         raise late
-    return GraphRun(skipped.total(), bool(stopped_by))
+    return GraphRun(sum(r.stats.skipped for r in rules.values()), bool(stopped_by))

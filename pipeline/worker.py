@@ -28,10 +28,10 @@ from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stop
 from .emitter import Emitter, Outbox
 from .errors import UserError
 from .graph import StageSpec
-from .messages import EndOfStream, Packet, Sequenced, read_only, stream_ended
+from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
+from .messages import EndOfStream, Packet, Sequenced, read_only
 from .ordering import Reorder
-from .stage import (Source, Stage, StageFailure, StopRun, close_stage, frame_of, handle, idle_of, length_of, named,
-                    packets_of, reader_gone, said, say_skipped)
+from .stage import Source, Stage, StageFailure, StopRun, close_stage, idle_of, length_of, reader_gone, said
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -77,13 +77,11 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
     stage passed on before drains into the outputs: stopping the stages after it lost 0 to 5 of
     ten such frames, by chance; what it held is lost."""
     try:
-        held = packets_of(stage.finish(), "finish")
+        held = finish_stage(stage)
         if held and w.spec.workers > 1:  # each copy's would come once per worker, out of order
             raise TypeError(f"finish returned {len(held)} packet(s), but a stage run with workers keeps "
                             "nothing between packets, so its finish returns nothing")
         return held
-    except StopRun:  # the stream has ended already: the stage passes nothing more on, as a stop would
-        return []
     except BrokenPipeError:
         raise
     except UserError as exc:
@@ -103,12 +101,7 @@ def _opened(w: Wiring) -> Stage:
     built.stop_requested = lambda: w.stop.is_set() or HOLD.pending is not None
     built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
     w.busy_since.value = time.monotonic()  # an open that never returns (a server that never answers) is a stall
-    try:
-        built.open()
-    except UserError:
-        raise
-    except Exception as exc:  # said as "while opening", as a failure in close says "while closing"
-        raise StageFailure(f"while opening: {said(exc)}") from exc
+    open_stage(built)
     w.busy_since.value = 0.0
     w.control.put(Opened(w.process))
     return built
@@ -235,7 +228,7 @@ def _report_stopped(w: Wiring, summary: dict) -> None:
 
 def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiring,
                 stats: StageStats) -> None:
-    source_id, last_index, last_time, last_captured, down = stage.source_id, None, 0.0, 0.0, stage.live
+    last_captured, down = 0.0, stage.live
     if down:  # down from the run's start (the runner sets down_since), and waiting for the others
         # Frames a camera gives while the stages after it still open (a model loading) would wait
         # in queues nobody takes yet, and reach the sinks in one burst bigger than a queue: every
@@ -244,14 +237,13 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         # keeps only the newest meanwhile, as it does while the pipeline is busy).
         while not w.all_open.wait(OPEN_POLL_S) and not w.stop.is_set():
             pass
-    produced = iter(stage.frames())
+    reader = SourceFrames(stage)
     while not w.stop.is_set():
         t0 = time.perf_counter()
         try:
-            packet = next(produced, None)
+            packet = reader.next()
             if packet is None:
                 break
-            packet = frame_of(source_id, packet, last_index)
             if isinstance(packet.image, np.ndarray):  # a ring that cannot grow mid-stream is found here too
                 packet.image = ring.put(packet.image)
         except StopRun:  # the source ends the whole run, as a window's q does: the other sources stop
@@ -274,7 +266,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
             continue
         if down:  # a local flag: the shared value is not read on every frame
             w.down_since.value, down = 0.0, False
-        last_index, last_time = packet.index, packet.timestamp
+        reader.went_on(packet)
         if not packet.captured:
             packet.captured = time.monotonic()
         last_captured = packet.captured
@@ -282,8 +274,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         emitter.emit((packet,))
         w.progress.value += 1
         w.dropped.value = stats.dropped + stage.dropped
-    if last_index is not None and not w.stop.is_set():  # a run's stop ends every source: their finish says it
-        emitter.emit((stream_ended(source_id, last_index, last_time),))
+    if not w.stop.is_set():  # a run's stop ends every source: their finish says it
+        emitter.emit(reader.end())
 
 
 def _receive(inboxes: list[Any], idle_s: float | None = None) -> Iterator[Packet | Sequenced | None]:
@@ -332,7 +324,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
             emitter.emit(handle(item))
         elif worker:
             packets = [out for p in item.packets for out in handle(p)]
-            if handle.stopping:  # each input numbers its own items: one number cut the first alone
+            if handle.rules.stopped:  # each input numbers its own items: one number cut the first alone
                 stopped_at.setdefault(item.key, item.number)
             # a stop marked upstream holds through a chain of stages with workers
             emitter.emit_sequenced(replace(item, packets=packets, stopped_at=item.stopped_at
@@ -349,7 +341,7 @@ def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) 
     for packet in reorder.flush():
         emitter.emit(handle(packet))
     _count_discarded(reorder, stage, w, stats)
-    return handle.kept_ends or []
+    return handle.rules.ends()
 
 
 def _count_discarded(reorder: Reorder, stage: Stage, w: Wiring, stats: StageStats) -> None:
@@ -361,43 +353,36 @@ def _count_discarded(reorder: Reorder, stage: Stage, w: Wiring, stats: StageStat
 
 
 class _Handler:
-    """One packet through the stage, with the runner's bookkeeping around it."""
+    """One packet through the stage, with the runner's bookkeeping around the rules of a run."""
 
     def __init__(self, stage: Stage, w: Wiring, stats: StageStats) -> None:
         self.stage, self.w, self.stats = stage, w, stats
         self.sink = not w.outboxes
-        self.stopping = False
-        self.kept_ends: list[Packet] | None = [] if w.spec.workers == 1 else None  # see stage.keeps_ends
+        self.rules = PacketRules(stage, w.spec.name, stats, w.spec.on_error == "skip",
+                                 [] if w.spec.workers == 1 else None, w.stop.set)
         self.fell_behind = False  # said once; frames dropped at its output (a slow sink) are counted beside
 
     def __call__(self, item: Packet) -> list[Packet]:
-        if self.stopping:
+        if self.rules.stopped:
             self.stats.dropped += not item.outage  # this stage ended the run: what is in flight drains, counted
             return []
         # a sink writes and counts a frame whole or not at all: SIGTERM waits for it
         with HOLD if self.sink else contextlib.nullcontext():
-            return self._handle(item)
-
-    def _stop_run(self) -> None:
-        """The stage ended the run (a user's q): the sources stop, and what is in flight only drains."""
-        self.w.stop.set()
-        self.stopping = True
+            return self._outage(item) if item.outage else self._frame(item)
 
     def idle(self) -> None:
-        if self.stopping:
+        if self.rules.stopped:
             return
         try:
             self.stage.idle()
         except StopRun:
-            self._stop_run()
+            self.rules.stop()
         except UserError:
             raise
         except Exception as exc:  # on_error: skip is about packets: there is none to skip here
             raise StageFailure(f"while idle: {said(exc)}") from exc
 
-    def _handle(self, item: Packet) -> list[Packet]:
-        if item.outage:
-            return self._outage(item)
+    def _frame(self, item: Packet) -> list[Packet]:
         stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
@@ -405,14 +390,10 @@ class _Handler:
             item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
-            out = packets_of(stage.process(item), captured=item.captured)
-            if not self.sink and frames.views_made() != views and isinstance(ref, frames.FrameRef):
+            out = self.rules(item)
+            if (not self.sink and not self.rules.stopped and frames.views_made() != views
+                    and isinstance(ref, frames.FrameRef)):
                 ref.check()  # a result made from pixels overwritten meanwhile is not passed on
-        except StopRun:
-            self._stop_run()
-            out = []
-        except UserError:
-            raise
         except frames.StaleFrameError as exc:
             if not exc.live:  # a file's frame a stage kept without its pixels: no drop
                 raise StageFailure(f"on {item.source} frame {item.index}: {exc}") from exc
@@ -427,12 +408,6 @@ class _Handler:
                       f"before it held them: {frames.KEEP_PIXELS})", file=sys.stderr)
             stats.dropped += 1
             out = []
-        except Exception as exc:
-            if w.spec.on_error != "skip":
-                raise StageFailure(f"on {item.source} frame {item.index}: {said(exc)}") from exc
-            stats.skipped += 1
-            say_skipped(w.spec.name, item, exc, stats.skipped)
-            out = []
         w.busy_since.value = 0.0
         stats.record(time.perf_counter() - t0)
         w.progress.value += 1
@@ -442,18 +417,9 @@ class _Handler:
         return out
 
     def _outage(self, item: Packet) -> list[Packet]:
-        """A live source's outage: no frame, so neither counted nor timed as one. A failure is
-        the stage's, as on a frame: ``on_error: skip`` is about frames, and a stage that fails
-        on the outage would fail again on the next."""
+        """A live source's outage: no frame, so neither counted nor timed as one."""
         self.w.busy_since.value = time.monotonic()  # a hook that hangs is a stall, as a packet is
         try:
-            return handle(self.stage, item, self.kept_ends)
-        except StopRun:
-            self._stop_run()
-            return []
-        except UserError:
-            raise
-        except Exception as exc:
-            raise StageFailure(f"on {named(item)}: {said(exc)}") from exc
+            return self.rules(item)
         finally:
             self.w.busy_since.value = 0.0

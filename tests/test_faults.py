@@ -1530,6 +1530,44 @@ def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_p
     assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(12)] + [("source_end", 11)]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_sources_end_held_by_a_stage_whose_finish_fails_still_reaches_the_stages_after_it(plugin_env, short_clip,
+                                                                                           tmp_path, runner):
+    """A stage that holds source ends until its finish passed them on after a finish that failed
+    in a run, and dropped them in one process (a batch task): the subscriber never got the
+    file's source_end there. Both engines keep one rule now (``lifecycle``)."""
+    import json
+
+    import zmq
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    config = tmp_path / "failing.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
+  detector: {{type: haar, inputs: [source]}}
+  failing: {{type: faulty, inputs: [detector], params: {{mode: finish}}}}
+  events: {{type: zmq, inputs: [failing], params: {{endpoint: '{endpoint}', wait_subscribers: 1}}}}
+""")
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.connect(endpoint)
+    sub.subscribe(b"")
+    try:
+        if runner == "run":
+            done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
+        else:
+            done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
+                                  text=True, timeout=180, env={**os.environ, **plugin_env})
+        said = []
+        while sub.poll(1500):
+            said.append(json.loads(sub.recv_multipart()[1]))
+    finally:
+        sub.close(linger=0)
+        context.term()
+    assert done.returncode == 1 and "while finishing: RuntimeError: flush failed" in done.stderr, done.stderr
+    assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(6)] + [("source_end", 5)]
+
+
 def test_two_branches_with_workers_that_meet_bring_every_frame_twice(plugin_env, short_clip, tmp_path):
     """Each worker stage passed its answers on under the numbering it was given, so the answers
     of two branches after one stage with workers met under one name where they joined, and one
