@@ -467,9 +467,13 @@ def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_p
         from fer_pipe.api import results
 
 
+        first = threading.Event()
+
+
         def read(stream):
             for event in stream:
                 print("event", flush=True)
+                first.set()
 
 
         if __name__ == "__main__":
@@ -478,7 +482,8 @@ def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_p
                 read(stream)
             else:
                 threading.Thread(target=read, args=(stream,), daemon=True).start()
-                time.sleep(3)
+                first.wait()  # mid-stream, however long a loaded machine takes to its first result
+                time.sleep(0.5)
         """))
     temp = tmp_path / "tmp"
     temp.mkdir()
