@@ -89,7 +89,8 @@ class _Track:
     """Frames since a challenger began to lead: they go to the next episode if it wins."""
     carried: list[tuple[Face, tuple[int, float]]] = field(default_factory=list)
     """Faces the tracker carried over frames the detector skipped since it last saw this one:
-    sightings once the next detection finds the face, nothing if the track ends there."""
+    sightings once the next detection finds the face, nothing once a detection misses it or the
+    track ends there."""
 
 
 class EpisodesSink(Sink):
@@ -146,9 +147,21 @@ class EpisodesSink(Sink):
                 continue
             self._take_carried(key, track)
             self._sighting(key, track, face, now)
+        detected = packet.extra.get("detected") is not False
+        if detected:
+            self._drop_missed(packet)
         # a track the detector no longer finds was last seen at its last detection: the boxes
         # carried after it (up to every_n - 1 frames) were where the face had been
-        self._end_ended(packet, carried=packet.extra.get("detected") is False)
+        self._end_ended(packet, carried=not detected)
+
+    def _drop_missed(self, packet: Packet) -> None:
+        """The detector ran and missed a face it had carried: the boxes carried since it last saw
+        it were where it had been, whatever ends its track later. Kept, a track the stream, its
+        source's end or a gap ended before ``max_age`` did ended up to every_n - 1 frames late."""
+        seen = {face.track_id for face in packet.faces or ()}
+        for (source, track_id), track in self._tracks.items():
+            if track.carried and source == packet.source and track_id not in seen:
+                track.carried = []
 
     def _sighting(self, key: tuple[str, int], track: _Track, face: Face, now: tuple[int, float]) -> None:
         track.last_seen = now

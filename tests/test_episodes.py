@@ -126,13 +126,14 @@ def episodes_of(packets: list[Packet], tmp_path: Path, **params) -> list[dict[st
 def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: Path) -> None:
     """With the detector on every third frame, the tracker carries a face's box over the frames
     between (as documented); where the face had left, its episode and face_lost were dated on
-    the carried frames, up to two after its last sighting (s51a 2). At the stream's end, with
+    the carried frames, up to two after its last sighting (s51a 2), and still were where the
+    stream ended before max_age detector runs had missed it (s52a 1). At the stream's end, with
     the face still in view, the carried frames are sightings."""
-    def detected_every_third(frames: int, gone_from: int) -> list[Packet]:
+    def detected_every_third(frames: int, gone_from: int, max_age: int = 2) -> list[Packet]:
         packets = [Packet("cam", i, i / FPS, faces=[Face((100, 100, 90, 90))] if i < gone_from else [])
                    if i % 3 == 0 else Packet("cam", i, i / FPS, faces=[], extra={"detected": False})
                    for i in range(frames)]
-        tracked = run_stage("track", packets, {"max_age": 2})
+        tracked = run_stage("track", packets, {"max_age": max_age})
         for packet in tracked:
             for face in packet.faces:
                 face.probs = probs("happy")
@@ -144,6 +145,8 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     assert [(r["label"], r["start_frame"], r["end_frame"]) for r in rows] == [("happy", "6", "39")]
     rows = episodes_of(detected_every_third(42, 42), tmp_path)
     assert [(r["label"], r["start_frame"], r["end_frame"]) for r in rows] == [("happy", "6", "41")]
+    rows = episodes_of(detected_every_third(50, 40, max_age=12), tmp_path)  # missed at 42, 45, 48; ended at 49
+    assert [(r["label"], r["start_frame"], r["end_frame"]) for r in rows] == [("happy", "6", "39")]
 
 
 def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path) -> None:
