@@ -166,6 +166,29 @@ def test_a_face_moving_fast_between_detector_runs_keeps_one_id(step: int) -> Non
     assert ids(run_stage("track", standing + off))[-12::3] == [[2]] * 4
 
 
+def test_a_row_of_faces_walking_in_one_after_another_keeps_one_id_each() -> None:
+    """Six 90 px faces 27 px apart walking right at 68 px per detector run (the detector on every
+    third frame): a new track started still, so at the next run the face behind its own was the
+    nearer; the tracks took turns on the faces behind them, faces 3 and 4 got no id in 4 s, face
+    5 a new id at every run, and ids were carried backwards onto empty background (s52b 1). A
+    new track starts at the speed of the tracked face nearest it."""
+    size, pitch, per_run = 90, 117, 68
+    truth: list[dict[int, int]] = []
+    packets = []
+    for i in range(60):
+        truth.append({k: x for k in range(6) if (x := -pitch * k + per_run * i // 3) >= 0})
+        packets.append(packet(i, [(x, 300, size, size) for x in truth[i].values()]) if i % 3 == 0 else skipped(i))
+    out = run_stage("track", packets)
+    given: dict[int, set[int]] = {k: set() for k in range(6)}
+    for p, where in zip(out, truth):
+        for face in p.faces:
+            k = min(where, key=lambda k: abs(where[k] - face.box[0]))
+            assert abs(where[k] - face.box[0]) < size / 3, f"frame {p.index}: a box on no face"
+            if face.track_id is not None:
+                given[k].add(face.track_id)
+    assert given == {k: {k + 1} for k in range(6)}
+
+
 def test_a_false_hit_beside_a_missed_face_or_its_neighbour_takes_no_id_by_distance() -> None:
     """Matching by distance is for tracks without an id: a track with one moved onto a false hit
     85 px beside its still face on the run the detector missed it, drifted off with it, and the
