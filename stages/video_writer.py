@@ -39,7 +39,13 @@ time-lapse source slower than this is written at it, so it plays faster than it 
 RATE_AGREES = 0.02
 """A file's frame rate measured from its timestamps within this fraction of its container's is
 the container's: Matroska and WebM keep whole milliseconds, so a 30 fps WebM measured 30.303
-and was written so, a copy of a frame every 99."""
+and was written so, a copy of a frame every 99. Not where the gaps are all alike (``ALIKE_S``):
+the rate measured is exact then, and a container's average may not be (an MP4 trimmed without
+re-encoding, with packets before its edit list's start, says 23.67 for its 24 fps, and its
+video drifted 54 ms from the CSV's times in 4 s)."""
+ALIKE_S = 1e-5
+"""Gaps between frames that differ by less than this are alike (a millisecond clock's differ
+by a millisecond)."""
 MAX_FILL_S = 5.0
 """The longest gap between two frames that copies of the earlier fill: a camera down for hours
 is cut, not written as hours of one frozen frame."""
@@ -184,8 +190,11 @@ class VideoWriterSink(Sink):
         held, self._held = self._held, []
         first = held[0][1]
         self._size = (first.shape[1], first.shape[0])
+        times = [p.timestamp for p, _ in held]
         measured = frame_rate([p for p, _ in held])
-        if self._container and (abs(measured / self._container - 1) <= RATE_AGREES or self._container > measured):
+        alike = len(times) > 2 and float(np.ptp(np.diff(times))) < ALIKE_S
+        if self._container and (self._container > measured
+                                or abs(measured / self._container - 1) <= RATE_AGREES and not alike):
             measured = self._container
         self._rate = self.params.fps or self._nominal or measured
         self._start()

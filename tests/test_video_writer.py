@@ -391,6 +391,9 @@ def test_a_files_rate_is_its_containers_where_its_times_are_rounded_and_a_slow_s
 
     levels, rate = written(tmp_path / "ms.avi", [round(i / 30, 3) for i in range(80)], 30.0)
     assert (levels, rate) == (list(range(80)), pytest.approx(30.0, abs=0.01))
+    # an MP4 trimmed without re-encoding: its container's average is off, its frames' times are exact (s52c 2)
+    levels, rate = written(tmp_path / "trimmed.avi", [i / 24 for i in range(40)], 23.6716)
+    assert (levels, rate) == (list(range(40)), pytest.approx(24.0, abs=0.01))
     slow_start = [i / 10 for i in range(12)] + [1.2 + i / 30 for i in range(60)]  # its container's average: 21.6
     levels, rate = written(tmp_path / "slow.avi", slow_start, 21.6)
     assert rate == pytest.approx(21.6, abs=0.01)
