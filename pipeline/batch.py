@@ -164,8 +164,8 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
         chunked = count is not None and 0 < chunk_frames < count
         unseekable = why_no_seek(item) if chunked else ""
         if count == 0:  # a 3-hour one ran on one core without a word
-            unseekable = ("its frame count is unknown (a Matroska file written to a pipe?), read as one "
-                          "task: chunks are planned from the count")
+            unseekable = ("its frame count is unknown (its container keeps none: a raw stream, or a Matroska file "
+                          "written to a pipe), read as one task: chunks are planned from the count")
         if unseekable:
             _say(f"fer-pipe: batch: {_shown(item)}: {unseekable}")
             chunked = False

@@ -678,8 +678,9 @@ def test_a_video_of_unknown_length_is_said_to_run_as_one_task(six_clips, tmp_pat
 
     piped = str(piped_matroska(six_clips[0], tmp_path))
     assert plan([piped], 10) == ({piped: [Job(piped, "piped")]}, {})
-    assert capsys.readouterr().err == (f"fer-pipe: batch: {piped}: its frame count is unknown (a Matroska file "
-                                       "written to a pipe?), read as one task: chunks are planned from the count\n")
+    assert capsys.readouterr().err == (f"fer-pipe: batch: {piped}: its frame count is unknown (its container keeps "
+                                       "none: a raw stream, or a Matroska file written to a pipe), read as one task: "
+                                       "chunks are planned from the count\n")
 
 
 def piped_matroska(clip: Path, folder: Path) -> Path:
