@@ -306,12 +306,13 @@ class RtspSource(Source):
     def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
         frames = 0
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
-        first = True
+        reads = 0
         while not self._stopping.is_set():
             asked = time.monotonic()
             ok, image = cap.read()
             if not ok:
                 return frames
+            reads += 1
             now = time.monotonic()
             if now - asked >= self.params.timeout_s:
                 # the read ended by its timeout: a stream frozen or gone with its connection still
@@ -322,11 +323,9 @@ class RtspSource(Source):
                 # its first read, which holds no frame from before: a camera of 1 frame a second
                 # and a long keyframe interval is that slow to start, and streamed on after it
                 self.dropped += 1
-                if not first:
+                if reads > 1:
                     return frames
-                first = False
                 continue
-            first = False
             last, self._last_frame_at = self._last_frame_at, now
             with self._cond:
                 self.dropped += self._latest is not None
