@@ -124,6 +124,38 @@ class _Reports:
         return False
 
 
+@dataclass
+class _Ending:
+    """The stage processes stopped once the run must end: SIGTERM to each, again every
+    ``RESEND_S``, and SIGKILL to those left after ``grace`` (``GRACE_S`` after a second stop
+    signal)."""
+
+    grace: float
+    since: float | None = None
+    resend_at: float = 0.0
+
+    def tick(self, procs: Processes, reports: _Reports, busy: Counters, second_signal: bool) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        limit = GRACE_S if second_signal else self.grace
+        if now - self.since > limit:
+            for name, proc in procs.items():
+                if proc.exitcode is None:
+                    proc.kill()
+                    if name in reports.closing and busy[name].value:  # not in its exit's teardown
+                        reports.killed_closing.setdefault(name, (limit, second_signal))
+        elif now >= self.resend_at:
+            # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when another
+            # thread of the stage (a queue's feeder, a camera reader) runs Python just then, and
+            # the stage goes on into a wait that only a signal ends. A stage ignores SIGTERMs
+            # after its first.
+            self.resend_at = now + RESEND_S
+            for proc in procs.values():
+                if proc.exitcode is None:
+                    proc.terminate()
+
+
 class Runner:
     """Runs a checked graph; ``run()`` returns when every stage process has ended."""
 
@@ -349,9 +381,7 @@ class Runner:
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
-        terminating_at: float | None = None
-        terminate_next = 0.0
-        grace = GRACE_S + max(s.closing_s for s in graph.stages.values())
+        ending = _Ending(GRACE_S + max(s.closing_s for s in graph.stages.values()))
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
@@ -379,26 +409,8 @@ class Runner:
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
                 if reports.failure is not None or self._signals_seen > 1 or reports.stopped is not None:
-                    now = time.monotonic()
-                    if terminating_at is None:
-                        terminating_at = now
-                        stop.set()
-                    limit = GRACE_S if self._signals_seen > 1 else grace
-                    if now - terminating_at > limit:
-                        for name, proc in procs.items():
-                            if proc.exitcode is None:
-                                proc.kill()
-                                if name in reports.closing and busy[name].value:  # not in its exit's teardown
-                                    reports.killed_closing.setdefault(name, (limit, self._signals_seen > 1))
-                    elif now >= terminate_next:
-                        # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when
-                        # another thread of the stage (a queue's feeder, a camera reader) runs
-                        # Python just then, and the stage goes on into a wait that only a
-                        # signal ends. A stage ignores SIGTERMs after its first.
-                        terminate_next = now + RESEND_S
-                        for proc in procs.values():
-                            if proc.exitcode is None:
-                                proc.terminate()
+                    stop.set()
+                    ending.tick(procs, reports, busy, self._signals_seen > 1)
                 elif self._signal is not None:
                     stop.set()
         finally:
