@@ -15,6 +15,7 @@ smoother on one branch filled the smoothed columns of a csv sink on the other, a
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -194,6 +195,12 @@ def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
         raise _stage_failure(graph, name, exc, where)
 
 
+def _also(exc: Exception) -> None:
+    """A failure after the one a graph's run raises, said as a run says it after its own: only
+    one can be raised, and a batch task reported the later alone, or the earlier alone."""
+    print(f"fer-pipe: also, {exc}", file=sys.stderr)
+
+
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exception | None:
     """Close every opened stage, the last first; the first failure, named as a run names it. One
     failing close left the stages before it unclosed, their files unflushed."""
@@ -284,8 +291,14 @@ def run_graph(graph: Graph) -> GraphRun:
                 late = late or exc
                 held = []
             push(name, [*held, *rules[name].ends()])
+    except (UserError, StageFailure) as exc:
+        if late is None:
+            raise
+        _also(exc)  # the source ends a failed finish held made a stage after it fail: both are said
     finally:
         unclosed = _close_all(graph, stages, opened)
+    if late is not None and unclosed is not None:
+        _also(unclosed)
     late = late or unclosed
     if late is not None:
         raise late

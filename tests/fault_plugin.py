@@ -330,6 +330,18 @@ class DeadChild(Sink):
 
     def close(self):
         os.close(self._writer)
+
+
+class EndFails(Sink):
+    """A sink that fails on a source's end (a summary it cannot write)."""
+    Params = StageParams
+    reads = EXPRESSIONS
+
+    def consume(self, packet):
+        pass
+
+    def ended(self, packet):
+        raise ValueError("no summary for the end")
 '''
 
 
@@ -353,7 +365,8 @@ def install_plugin(root: Path) -> dict[str, str]:
     return install_distribution(root, "fer-faults-plugin", {"fer_faults_plugin.py": PLUGIN_SOURCE},
                                 "[fer_pipe.stages]\nfaulty = fer_faults_plugin:Faulty\n"
                                 "brokenframes = fer_faults_plugin:BrokenFrames\nslowsink = fer_faults_plugin:SlowSink\n"
-                                "lines = fer_faults_plugin:Lines\ndeadchild = fer_faults_plugin:DeadChild\n")
+                                "lines = fer_faults_plugin:Lines\ndeadchild = fer_faults_plugin:DeadChild\n"
+                                "endfails = fer_faults_plugin:EndFails\n")
 
 
 def fault_config(path: Path, video: Path, out_csv: Path, on_error: str = "stop", live: bool = False,

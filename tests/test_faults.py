@@ -1568,6 +1568,29 @@ def test_a_sources_end_held_by_a_stage_whose_finish_fails_still_reaches_the_stag
     assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(6)] + [("source_end", 5)]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_failing_finish_and_the_failure_its_held_ends_cause_after_it_are_both_said(plugin_env, short_clip, tmp_path,
+                                                                                    runner):
+    """Passed on after a finish that failed, a held source end failed the sink after it, and
+    in one process (a batch task) that second failure was raised alone: the first, and the
+    loss of what the stage held, went unsaid (s52d 2)."""
+    config = tmp_path / "both.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 4}}}}
+  failing: {{type: faulty, inputs: [source], params: {{mode: finish}}}}
+  sink: {{type: endfails, inputs: [failing]}}
+""")
+    if runner == "run":
+        done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
+    else:
+        done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
+                              text=True, timeout=180, env={**os.environ, **plugin_env})
+    assert done.returncode == 1, done.stderr
+    assert "stage 'failing' (faulty) failed: while finishing: RuntimeError: flush failed" in done.stderr
+    assert "stage 'sink' (endfails) failed: on source's end after frame 3: ValueError: no summary for the end" \
+        in done.stderr
+
+
 def test_two_branches_with_workers_that_meet_bring_every_frame_twice(plugin_env, short_clip, tmp_path):
     """Each worker stage passed its answers on under the numbering it was given, so the answers
     of two branches after one stage with workers met under one name where they joined, and one
