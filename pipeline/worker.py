@@ -390,10 +390,13 @@ class _Handler:
             item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
+            skipped = stats.skipped
             out = self.rules(item)
-            if (not self.sink and not self.rules.stopped and frames.views_made() != views
-                    and isinstance(ref, frames.FrameRef)):
-                ref.check()  # a result made from pixels overwritten meanwhile is not passed on
+            # a result made from pixels overwritten meanwhile is not passed on; a frame the stage
+            # skipped or stopped on made none (counted dropped too, and blamed on a stage before)
+            if (not self.sink and not self.rules.stopped and stats.skipped == skipped
+                    and frames.views_made() != views and isinstance(ref, frames.FrameRef)):
+                ref.check()
         except frames.StaleFrameError as exc:
             if not exc.live:  # a file's frame a stage kept without its pixels: no drop
                 raise StageFailure(f"on {item.source} frame {item.index}: {exc}") from exc

@@ -53,7 +53,8 @@ class FaultyParams(StageParams):
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
-    pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at")
+    pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
+                                                    "mode raise: this long before raising")
     read_pixels: Literal["no", "after", "before"] = Field(
         "no", description="read each frame's pixels after any pause, or before it (and hold the view)")
     pid_file: str = Field("", description="write this process's pid here on open")
@@ -149,6 +150,7 @@ class Faulty(Stage):
             self._seen.write(f"{packet.index}\\n")
         if self._fires(packet.index):
             if self.params.mode == "raise":
+                time.sleep(self.params.pause_s)
                 raise ValueError(f"injected fault on frame {packet.index}")
             if self.params.mode == "unprintable":
                 raise Unprintable()

@@ -571,6 +571,20 @@ def test_on_error_skip_goes_on_and_counts(plugin_env, short_clip, tmp_path, work
     assert [int(r.split(",")[1]) for r in rows] == [i for i in range(60) if i not in (7, 31)]
 
 
+def test_a_frame_skipped_on_a_live_source_is_not_counted_dropped_when_its_pixels_were_overwritten(plugin_env,
+                                                                                                  short_clip, tmp_path):
+    """A stage that read a live frame's pixels and then failed on it, with on_error: skip, while
+    the source wrote on over its ring slot: the frame was counted skipped and dropped, and the
+    run said the stage fell behind, or that a stage before it held frames (s52d 3)."""
+    config = fault_config(tmp_path / "late.yaml", short_clip, tmp_path / "out.csv", on_error="skip", live=True,
+                          mode="raise", at=[5], pause_s=3.0, read_pixels="before")
+    code, err = finish(start_run(config, plugin_env, quiet=False))
+    assert code == 0, err
+    assert "fell behind" not in err
+    row = stats_row(err, "faulty")
+    assert (row["skipped"], row["dropped"]) == (1, 0)
+
+
 def test_on_error_skip_says_ten_skipped_packets_and_counts_the_rest(plugin_env, short_clip, tmp_path):
     """A line a skipped packet: a stage failing on every frame of a camera wrote some 2 million
     lines a day, burying everything else in the journal."""
