@@ -482,7 +482,8 @@ def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_p
                 read(stream)
             else:
                 threading.Thread(target=read, args=(stream,), daemon=True).start()
-                first.wait()  # mid-stream, however long a loaded machine takes to its first result
+                if not first.wait(120):  # mid-stream, however long a loaded machine takes to its first result
+                    raise SystemExit("no result in 120 s")
                 time.sleep(0.5)
         """))
     temp = tmp_path / "tmp"
