@@ -87,6 +87,11 @@ def _kalman(box: Box, velocity: tuple[float, float] = (0.0, 0.0)) -> cv2.KalmanF
     return kf
 
 
+def _centre(box: Box | np.ndarray) -> np.ndarray:
+    x, y, w, h = box
+    return np.array([x + w / 2, y + h / 2], dtype=float)
+
+
 @functools.lru_cache(maxsize=32)
 def _transition(steps: int) -> np.ndarray:
     """Constant velocity over ``steps`` frames; built once per step count (almost always 1)."""
@@ -106,6 +111,11 @@ class _Track:
     steps: int = 0
     """The step count the filter's transition matrix is set for: setting it copies the matrix
     into OpenCV, on every track of every frame, though it almost never changes."""
+    still: Box | None = None
+    """Where a new track that took a neighbour's speed was first seen, until its next match: its
+    face may not move with its neighbour (two people passing), and is matched there as well."""
+    seen_at: int = 0
+    """The frame it was first seen on."""
 
     def predict(self, steps: int) -> None:
         if steps != self.steps:
@@ -114,6 +124,17 @@ class _Track:
         cx, cy, w, h = self.kf.predict()[:4, 0]
         w, h = max(float(w), 1.0), max(float(h), 1.0)
         self.predicted = np.array([cx - w / 2, cy - h / 2, w, h])
+
+    def settle(self, box: Box, index: int) -> None:
+        """At a new track's next match, on frame ``index``: if ``box`` is nearer where it was first
+        seen than where its neighbour's speed took it, it does not move so, and its filter starts
+        again from there, still, predicted over the frames since, as a track started still is
+        (the correction learns a speed from the prediction's uncertainty)."""
+        here = _centre(box)
+        if np.linalg.norm(here - _centre(self.still)) < np.linalg.norm(here - _centre(self.predicted)):
+            self.kf, self.steps = _kalman(self.still), 0
+            self.predict(max(1, index - self.seen_at))
+        self.still = None
 
     def correct(self, box: Box) -> None:
         x, y, w, h = box
@@ -147,14 +168,25 @@ NEIGHBOUR_SIZES = 3.0
 track to start at that speed (``_neighbours_velocity``)."""
 
 
+def _distances(p: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Between each of the boxes ``p`` and each of ``b``, the distance of their centres in sizes of
+    the box of ``p``."""
+    size = np.maximum(p[:, 2], p[:, 3])[:, None]
+    centres_p, centres_b = p[:, :2] + p[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
+    return np.linalg.norm(centres_p[:, None, :] - centres_b[None, :, :], axis=2) / size
+
+
 def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
     """The velocity of the nearest track that knows its face's speed and was matched at the last
-    detection, within ``NEIGHBOUR_SIZES`` face sizes of ``box``; (0, 0) if none. People who come
+    detection, within ``NEIGHBOUR_SIZES`` face sizes of ``box`` and of about its size (a near
+    face's speed in pixels is not a far one's); (0, 0) if none. People who come
     into view together walk together: a new track started still predicted its face where it had
     been, and in a row walking by less than half a face apart, the face behind was the nearer
     at the next detector run. Tracks took turns on the faces behind them: faces found at every
     run got no id for seconds, the last of the row a new id at every run, and ids were carried
-    backwards onto empty background (s52b 1). A new face beside still ones starts still, as before."""
+    backwards onto empty background (s52b 1). Such a track is matched where it was first seen
+    too (``_Track.still``): a face coming into view beside a walker that walks the other way
+    started a new track at every run, each at the walker's speed (s52d 1)."""
     x, y, w, h = box
     cx, cy, side = x + w / 2, y + h / 2, max(w, h, 1)
     nearest, velocity = NEIGHBOUR_SIZES, (0.0, 0.0)
@@ -162,7 +194,7 @@ def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
         if track.hits >= SPEED_HITS and track.misses == 0:
             state = track.kf.statePost[:, 0]
             distance = float(np.hypot(state[0] - cx, state[1] - cy)) / side
-            if distance < nearest:
+            if distance < nearest and 1 / JUMP_SIZE_RATIO <= state[2] / max(w, 1) <= JUMP_SIZE_RATIO:
                 nearest, velocity = distance, (float(state[4]), float(state[5]))
     return velocity
 
@@ -276,17 +308,19 @@ class FaceTracker(Stage):
         track at every run, and never got an id (with ``min_hits`` 1, a new id at every run).
         Once its filter knows its speed, a track moved this way onto a false hit beside its face
         when the detector missed it, or onto its neighbour, and the face lost its id, or the two
-        swapped."""
+        swapped. A track that took a neighbour's speed is as near as the nearer of its two places."""
         tracks = [r for r, track in enumerate(tracks_now)
                   if (track.track_id is None or track.hits < SPEED_HITS) and r not in matched.values()]
         if not tracks:
             return {}
         detections = [c for c in range(len(boxes)) if c not in matched]
-        p, b = predicted[tracks], boxes[detections]
-        size = np.maximum(p[:, 2], p[:, 3])[:, None]
-        centres_p, centres_b = p[:, :2] + p[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
-        distance = np.linalg.norm(centres_p[:, None, :] - centres_b[None, :, :], axis=2) / size
-        ratio = b[None, :, 2] / p[:, None, 2]
+        b = boxes[detections]
+        distance = _distances(predicted[tracks], b)
+        still = [i for i, r in enumerate(tracks) if tracks_now[r].still is not None]
+        if still:
+            places = np.array([tracks_now[tracks[i]].still for i in still], dtype=float)
+            distance[still] = np.minimum(distance[still], _distances(places, b))
+        ratio = b[None, :, 2] / predicted[tracks][:, None, 2]
         far = (distance > self.params.max_jump) | (ratio < 1 / JUMP_SIZE_RATIO) | (ratio > JUMP_SIZE_RATIO)
         cost = np.where(far, self.params.max_jump + 1.0, distance)
         rows, cols = self._assign(cost)
@@ -300,6 +334,10 @@ class FaceTracker(Stage):
             predicted = np.array([t.predicted for t in state.tracks])
             boxes = np.array([f.box for f in faces], dtype=float)
             iou = iou_matrix(predicted, boxes)
+            borrowed = [r for r, t in enumerate(state.tracks) if t.still is not None]
+            if borrowed:  # matched at whichever place is the better: where it was seen, or where its speed took it
+                still = np.array([state.tracks[r].still for r in borrowed], dtype=float)
+                iou[borrowed] = np.maximum(iou[borrowed], iou_matrix(still, boxes))
             rows, cols = self._assign(iou, maximize=True)
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
             if len(matched) < min(len(faces), len(state.tracks)) and self.params.max_jump:
@@ -309,11 +347,15 @@ class FaceTracker(Stage):
         for col, face in enumerate(faces):
             if col in matched:
                 track = state.tracks[matched[col]]
+                if track.still is not None:
+                    track.settle(face.box, packet.index)
                 track.correct(face.box)
                 track.hits += 1
                 track.misses = 0
             else:
-                track = _Track(_kalman(face.box, _neighbours_velocity(state.tracks, face.box)))
+                velocity = _neighbours_velocity(state.tracks, face.box)
+                track = _Track(_kalman(face.box, velocity), still=face.box if any(velocity) else None,
+                               seen_at=packet.index)
                 state.tracks.append(track)
             touched.add(id(track))
             if track.track_id is None and track.hits >= self.params.min_hits:

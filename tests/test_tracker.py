@@ -189,6 +189,26 @@ def test_a_row_of_faces_walking_in_one_after_another_keeps_one_id_each() -> None
     assert given == {k: {k + 1} for k in range(6)}
 
 
+@pytest.mark.parametrize("min_hits", [1, 3])
+def test_a_face_coming_into_view_beside_a_walker_that_walks_the_other_way_keeps_one_id(min_hits: int) -> None:
+    """Two people passing, 90 px faces at 68 px a detector run (every third frame): B comes into
+    view 220 px ahead of A and 120 px lower. Started at A's speed, B's track was a run of A's
+    speed off: each detection started a new track (five ids with min_hits 1), and B's id came
+    12 frames late (s52d 1). It is matched where it was first seen too."""
+    packets, rows = [], {}
+    for i in range(120):
+        xs = {300: 50 + 68 * i // 3}
+        if i >= 30:
+            xs[420] = 50 + 68 * 30 // 3 + 220 - 68 * (i - 30) // 3
+        boxes = sorted((x, y, 90, 90) for y, x in xs.items() if -45 < x < 1235)
+        packets.append(packet(i, boxes) if i % 3 == 0 else skipped(i))
+    for p in run_stage("track", packets, {"min_hits": min_hits}):
+        for face in p.faces:
+            if face.track_id is not None:
+                rows.setdefault(face.box[1], {}).setdefault(face.track_id, p.index)
+    assert rows == {300: {1: 3 * (min_hits - 1)}, 420: {2: 30 + 3 * (min_hits - 1)}}
+
+
 def test_a_false_hit_beside_a_missed_face_or_its_neighbour_takes_no_id_by_distance() -> None:
     """Matching by distance is for tracks without an id: a track with one moved onto a false hit
     85 px beside its still face on the run the detector missed it, drifted off with it, and the
