@@ -125,6 +125,50 @@ class _Reports:
 
 
 @dataclass
+class _Shared:
+    """What the runner and the stage processes share: the queues between the stages (one per
+    producer process and consumer process: what is in a queue is only its producer's, so a
+    live source can drop the oldest item of a full one without taking out another source's
+    frame or end of stream), the control queue, the stop and all-open events, and each
+    process's counters (items, dropped, busy since, down since)."""
+
+    inboxes: dict[str, Any]
+    control: Any
+    stop: Any
+    all_open: Any
+    progress: Counters
+    dropped: Counters
+    busy: Counters
+    down: Counters
+
+    @classmethod
+    def made(cls, ctx: Any, graph: Graph, names: dict[str, list[str]], live: set[str], lease: RingLease) -> _Shared:
+        """Made for a run of ``graph``; the lease released where that fails, a full /dev/shm said
+        as such."""
+        processes = {p: n for n, ps in names.items() for p in ps}
+        try:
+            with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
+                inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
+                           for i in s.inputs for u in names[i] for p in names[n]}
+                control, stop, all_open = ctx.Queue(), ctx.Event(), ctx.Event()
+            # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
+            # its process sets this only once it runs, and a status line may come before (a loaded machine).
+            return cls(inboxes, control, stop, all_open,
+                       progress={p: ctx.Value("q", 0, lock=False) for p in processes},
+                       dropped={p: ctx.Value("q", 0, lock=False) for p in processes},
+                       busy={p: ctx.Value("d", 0.0, lock=False) for p in processes},
+                       down={p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
+                             for p, s in processes.items()})
+        except BaseException as exc:
+            lease.release()  # its lock file stayed in /dev/shm
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the queues' semaphores live there too
+                raise InputError(f"{frames.SHM} is full ({exc.strerror}), and the run's queues keep their "
+                                 "semaphores there: free it (a killed program's files?) or give it more room "
+                                 "(docker run --shm-size)") from None
+            raise
+
+
+@dataclass
 class _Ending:
     """The stage processes stopped once the run must end: SIGTERM to each, again every
     ``RESEND_S``, and SIGKILL to those left after ``grace`` (``GRACE_S`` after a second stop
@@ -269,44 +313,9 @@ class Runner:
         # here, before any process, queue or ring is made.
         specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
         lease = RingLease()
-        try:
-            with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
-                # One queue per (producer process, consumer process): what is in a queue is only its
-                # producer's, so a live source can drop the oldest item of a full one without taking
-                # out another source's frame or end of stream.
-                inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
-                           for i in s.inputs for u in names[i] for p in names[n]}
-                control = ctx.Queue()
-                stop = ctx.Event()
-                all_open = ctx.Event()
-            progress = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
-            dropped = {p: ctx.Value("q", 0, lock=False) for p in self._stage_of}
-            busy = {p: ctx.Value("d", 0.0, lock=False) for p in self._stage_of}
-            # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
-            # its process sets this only once it runs, and a status line may come before (a loaded machine).
-            down = {p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
-                    for p, s in self._stage_of.items()}
-        except BaseException as exc:
-            lease.release()  # its lock file stayed in /dev/shm
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the queues' semaphores live there too
-                raise InputError(f"{frames.SHM} is full ({exc.strerror}), and the run's queues keep their "
-                                 "semaphores there: free it (a killed program's files?) or give it more room "
-                                 "(docker run --shm-size)") from None
-            raise
-        procs: Processes = {}
-        for name in graph.order():
-            spec = graph.stages[name]
-            slots = _ring_slots(graph, name) if spec.is_source else 0
-            for process in names[name]:
-                outboxes = [Outbox([inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}",
-                                   drop_oldest=_drops_for_live(graph, c, live))
-                            for c in graph.consumers(name)]
-                mine = [inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
-                wiring = Wiring(specs[name], process, mine, outboxes, control, stop, all_open,
-                                progress[process], dropped[process], busy[process], down[process], slots,
-                                lease.run_id)
-                procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
-        self.processes, self.inboxes = procs, inboxes
+        shared = _Shared.made(ctx, graph, names, live, lease)
+        procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
+        self.processes, self.inboxes = procs, shared.inboxes
 
         # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
         # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
@@ -333,9 +342,9 @@ class Runner:
                 previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._on_resume)
             for signum in deferred:
                 self._on_signal(signum, None)
-            status = StatusLine(self.status_every, names, progress, dropped, _say, started, down,
+            status = StatusLine(self.status_every, names, shared.progress, shared.dropped, _say, started, shared.down,
                                 lambda process: procs[process].exitcode is not None)
-            result = self._supervise(procs, control, stop, all_open, progress, busy, status, started, bool(live))
+            result = self._supervise(procs, shared, status, started, bool(live))
         finally:
             lease.release()  # the run's rings: every stage process has ended, or none started
             self.processes, self.inboxes = {}, {}
@@ -343,6 +352,25 @@ class Runner:
                 signal.signal(sig, handler)
         result.wall_s = time.monotonic() - started
         return result
+
+    def _processes(self, ctx: Any, names: dict[str, list[str]], specs: dict[str, bytes], shared: _Shared,
+                   live: set[str], run_id: str) -> Processes:
+        """A process per stage (per worker), wired to its queues and counters, not started."""
+        graph = self.graph
+        procs: Processes = {}
+        for name in graph.order():
+            spec = graph.stages[name]
+            slots = _ring_slots(graph, name) if spec.is_source else 0
+            for process in names[name]:
+                outboxes = [Outbox([shared.inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}",
+                                   drop_oldest=_drops_for_live(graph, c, live))
+                            for c in graph.consumers(name)]
+                mine = [shared.inboxes[f"{u}>{process}"] for i in spec.inputs for u in names[i]]
+                wiring = Wiring(specs[name], process, mine, outboxes, shared.control, shared.stop, shared.all_open,
+                                shared.progress[process], shared.dropped[process], shared.busy[process],
+                                shared.down[process], slots, run_id)
+                procs[process] = ctx.Process(target=stage_main, args=(wiring,), name=f"fer-pipe:{process}")
+        return procs
 
     def _start(self, procs: Processes) -> RunResult | None:
         """Start every stage process; where one cannot be made, end those started before (blocked
@@ -367,16 +395,18 @@ class Runner:
                                         f"({reason}); the stages started before it were ended")
         return None
 
-    def _supervise(self, procs: Processes, control: Any, stop: Any, all_open: Any, progress: Counters,
-                   busy: Counters, status: StatusLine, started: float, any_live: bool) -> RunResult:
+    def _supervise(self, procs: Processes, shared: _Shared, status: StatusLine, started: float,
+                   any_live: bool) -> RunResult:
         """Watch the stage processes until every one has ended, and judge the run.
 
-        ``control`` is the queue of the stages' messages, ``stop`` the event that asks the
-        sources to stop, ``all_open`` the one that tells live sources every stage has opened;
-        ``progress`` and ``busy`` are each process's shared item count and the monotonic time at
-        which it took its current packet (0 when idle); ``any_live`` whether a source is live, whose
-        run has no progress bar."""
+        ``shared.control`` is the queue of the stages' messages, ``shared.stop`` the event that
+        asks the sources to stop, ``shared.all_open`` the one that tells live sources every stage
+        has opened; ``shared.progress`` and ``shared.busy`` are each process's item count and the
+        monotonic time at which it took its current packet (0 when idle); ``any_live`` whether a
+        source is live, whose run has no progress bar."""
         graph = self.graph
+        control, stop, all_open = shared.control, shared.stop, shared.all_open
+        progress, busy = shared.progress, shared.busy
         reports = _Reports()
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
