@@ -1519,14 +1519,41 @@ def test_a_stage_that_holds_frames_until_its_finish_passes_a_sources_end_after_t
     assert [(p.index, p.ended) for p in out] == [(0, False), (1, False), (2, False), (2, True)]
 
 
-@pytest.mark.parametrize("runner", ["run", "run_graph"])
-def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_process(plugin_env, short_clip,
-                                                                                       tmp_path, runner):
-    """Seen by a subscriber: the zmq sink's source_end came before every frame event of the file."""
+def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``config`` run by ``fer-pipe run``, or by ``run_graph`` in one process (a batch task's way)."""
+    if runner == "run":
+        return fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
+    return subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                          timeout=180, env={**os.environ, **plugin_env})
+
+
+def _subscribed(runner: str, config: Path, endpoint: str, plugin_env: dict[str, str]
+                ) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """``_ran``, with a subscriber on ``endpoint`` from before the run: how it ended, and every
+    event its zmq sink sent."""
     import json
 
     import zmq
 
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.connect(endpoint)
+    sub.subscribe(b"")
+    try:
+        done = _ran(runner, config, plugin_env)
+        said = []
+        while sub.poll(1500):
+            said.append(json.loads(sub.recv_multipart()[1]))
+    finally:
+        sub.close(linger=0)
+        context.term()
+    return done, said
+
+
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_process(plugin_env, short_clip,
+                                                                                       tmp_path, runner):
+    """Seen by a subscriber: the zmq sink's source_end came before every frame event of the file."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "held.yaml"
     config.write_text(f"""stages:
@@ -1536,22 +1563,7 @@ def test_a_sources_end_comes_after_the_frames_a_stage_held_in_a_run_and_in_one_p
   classifier: {{type: classifier, inputs: [held], params: {{flip_tta: false}}}}
   events: {{type: zmq, inputs: [classifier], params: {{endpoint: '{endpoint}', wait_subscribers: 1}}}}
 """)
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.connect(endpoint)
-    sub.subscribe(b"")
-    try:
-        if runner == "run":
-            done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
-        else:
-            done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
-                                  text=True, timeout=180, env={**os.environ, **plugin_env})
-        said = []
-        while sub.poll(1500):
-            said.append(json.loads(sub.recv_multipart()[1]))
-    finally:
-        sub.close(linger=0)
-        context.term()
+    done, said = _subscribed(runner, config, endpoint, plugin_env)
     assert done.returncode == 0, done.stderr
     assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(12)] + [("source_end", 11)]
 
@@ -1562,10 +1574,6 @@ def test_a_sources_end_held_by_a_stage_whose_finish_fails_still_reaches_the_stag
     """A stage that holds source ends until its finish passed them on after a finish that failed
     in a run, and dropped them in one process (a batch task): the subscriber never got the
     file's source_end there. Both engines keep one rule now (``lifecycle``)."""
-    import json
-
-    import zmq
-
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     config = tmp_path / "failing.yaml"
     config.write_text(f"""stages:
@@ -1574,22 +1582,7 @@ def test_a_sources_end_held_by_a_stage_whose_finish_fails_still_reaches_the_stag
   failing: {{type: faulty, inputs: [detector], params: {{mode: finish}}}}
   events: {{type: zmq, inputs: [failing], params: {{endpoint: '{endpoint}', wait_subscribers: 1}}}}
 """)
-    context = zmq.Context()
-    sub = context.socket(zmq.SUB)
-    sub.connect(endpoint)
-    sub.subscribe(b"")
-    try:
-        if runner == "run":
-            done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
-        else:
-            done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
-                                  text=True, timeout=180, env={**os.environ, **plugin_env})
-        said = []
-        while sub.poll(1500):
-            said.append(json.loads(sub.recv_multipart()[1]))
-    finally:
-        sub.close(linger=0)
-        context.term()
+    done, said = _subscribed(runner, config, endpoint, plugin_env)
     assert done.returncode == 1 and "while finishing: RuntimeError: flush failed" in done.stderr, done.stderr
     assert [(e["type"], e["frame"]) for e in said] == [("frame", i) for i in range(6)] + [("source_end", 5)]
 
@@ -1606,11 +1599,7 @@ def test_a_failing_finish_and_the_failure_its_held_ends_cause_after_it_are_both_
   failing: {{type: faulty, inputs: [source], params: {{mode: finish}}}}
   sink: {{type: endfails, inputs: [failing]}}
 """)
-    if runner == "run":
-        done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=180)
-    else:
-        done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True,
-                              text=True, timeout=180, env={**os.environ, **plugin_env})
+    done = _ran(runner, config, plugin_env)
     assert done.returncode == 1, done.stderr
     assert "stage 'failing' (faulty) failed: while finishing: RuntimeError: flush failed" in done.stderr
     assert "stage 'sink' (endfails) failed: on source's end after frame 3: ValueError: no summary for the end" \
