@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
 from .errors import ConfigError, InputError, UserError
+from .inprocess import ALSO
 from .opencv_names import opencv_name
 from .output_files import cannot_write
 
@@ -176,7 +177,8 @@ class JobDone(NamedTuple):
 class _WarningsKept:
     """A task's stderr: every line goes on to Ray's worker log, and the warnings among them are
     kept for the driver, as nobody reads those logs: a raw stream dated at FFmpeg's guess of 25
-    fps, its CSV's times 2.5 times too short, was said nowhere a batch's user looks."""
+    fps, its CSV's times 2.5 times too short, was said nowhere a batch's user looks. So are the
+    failures said after the one its run raised (``ALSO``)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream, self._line, self.warnings = stream, "", []
@@ -184,7 +186,7 @@ class _WarningsKept:
     def write(self, text: str) -> int:
         self._stream.write(text)
         *lines, self._line = (self._line + text).split("\n")
-        self.warnings += [line for line in lines if line.startswith(WARNING)]
+        self.warnings += [line for line in lines if line.startswith((WARNING, ALSO))]
         return len(text)
 
     def __getattr__(self, name: str) -> Any:

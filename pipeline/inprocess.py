@@ -34,6 +34,12 @@ from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, 
                     said)
 
 
+ALSO = "fer-pipe: also, "
+"""Begins the line of each failure of a graph's run after the one ``run_graph`` raises, as a
+run says them: one exception holds one, and a batch task reported the later failure alone, or
+the earlier alone, or neither of two finishes' (a batch task keeps these lines with its own)."""
+
+
 def own_copy(packet: Packet) -> Packet:
     """A copy of everything in the packet but its pixels, which it gets as a read-only view, as
     a stage run by the runner gets shared memory: a stage that writes them fails here as it
@@ -195,12 +201,6 @@ def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
         raise _stage_failure(graph, name, exc, where)
 
 
-def _also(exc: Exception) -> None:
-    """A failure after the one a graph's run raises, said as a run says it after its own: only
-    one can be raised, and a batch task reported the later alone, or the earlier alone."""
-    print(f"fer-pipe: also, {exc}", file=sys.stderr)
-
-
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exception | None:
     """Close every opened stage, the last first; the first failure, named as a run names it. One
     failing close left the stages before it unclosed, their files unflushed."""
@@ -227,7 +227,8 @@ def run_graph(graph: Graph) -> GraphRun:
     (a batch task's partial CSV lacked what a stage holds until then); a stage's in its
     ``finish`` or ``close``, once every other stage has finished and every stage is closed.
     Each stage's ``preflight`` runs first, as in a run: a task's missing display was a crash of
-    its whole process."""
+    its whole process. Where several fail, the one that ended the run is raised (else the first
+    of those after which the run drained), and the others are said on stderr (``ALSO``)."""
     check_stages(graph, named=False)
     stages = {name: graph.stages[name].build() for name in graph.order()}
     consumers = {name: graph.consumers(name) for name in stages}
@@ -251,7 +252,8 @@ def run_graph(graph: Graph) -> GraphRun:
             for consumer, mine in zip(branches, copies):
                 push(consumer, process(consumer, mine))
 
-    late: Exception | None = None  # a source's failure after its first frame: raised once all has drained
+    failed: Exception | None = None  # a stage's failure that ended the run: said first, as a run says it
+    draining: list[Exception] = []  # those after which what was read still drains (a source's, a finish's)
     try:
         for name, stage in stages.items():
             with _failing_as(graph, name):
@@ -275,7 +277,7 @@ def run_graph(graph: Graph) -> GraphRun:
                         raise failure
                     # as in a run: what was read still goes through every stage and its finish,
                     # other files are read on, and a camera's failure stops the other sources
-                    late = late or failure
+                    draining.append(failure)
                     if stage.live:
                         stopped_by.add(name)
                     break
@@ -288,18 +290,16 @@ def run_graph(graph: Graph) -> GraphRun:
                 with _failing_as(graph, name, "while finishing: "):
                     held = finish_stage(stage)
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
-                late = late or exc
+                draining.append(exc)
                 held = []
             push(name, [*held, *rules[name].ends()])
     except (UserError, StageFailure) as exc:
-        if late is None:
-            raise
-        _also(exc)  # the source ends a failed finish held made a stage after it fail: both are said
+        failed = exc
     finally:
         unclosed = _close_all(graph, stages, opened)
-    if late is not None and unclosed is not None:
-        _also(unclosed)
-    late = late or unclosed
-    if late is not None:
-        raise late
+    failures = [f for f in (failed, *draining, unclosed) if f is not None]
+    for later in failures[1:]:
+        print(f"{ALSO}{later}", file=sys.stderr)
+    if failures:
+        raise failures[0]
     return GraphRun(sum(r.stats.skipped for r in rules.values()), bool(stopped_by))

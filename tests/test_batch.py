@@ -1721,6 +1721,28 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
     assert report.status == "failed"
 
 
+def test_a_tasks_failures_after_the_one_it_raised_are_kept_in_the_manifest(cluster, clips, tmp_path):
+    """A stage failing on a frame, and another failing in its close after it: run_graph raised the
+    first and dropped the second, which fer-pipe run says as "also, ..." (s52f 2); said, the
+    line went to Ray's worker log alone (s52f 1)."""
+    config = faulty_config(tmp_path / "two.yaml", mode="raise", at=[2])
+    graph = yaml.safe_load(config.read_text())
+    graph["stages"]["closing"] = {"type": "faulty", "inputs": ["faulty"], "params": {"mode": "close"}}
+    graph["stages"]["csv"]["inputs"] = ["closing"]
+    config.write_text(yaml.safe_dump(graph))
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "6", "-an", str(clip))
+    out = tmp_path / "out"
+    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--config", str(config), "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr
+    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
+    assert entry["error"] == ("stage 'faulty' (faulty) failed: on source frame 2: ValueError: injected fault on "
+                              "frame 2")
+    assert entry["warnings"] == ["fer-pipe: also, stage 'closing' (faulty) failed: while closing: RuntimeError: "
+                                 "upload of the summary failed"]
+
+
 def test_a_tasks_warnings_are_said_once_per_input_and_kept_in_the_manifest(cluster, clips, tmp_path):
     """A raw stream is dated at FFmpeg's guess of 25 fps, and ``fer-pipe run`` says so; a batch
     task's line went to Ray's worker logs alone, and the batch ended 0 without a word, its CSV's
