@@ -144,8 +144,11 @@ class _Track:
         """The predicted box cut to the frame (height, width); None once less than half the
         face's width or height is in view. A face leaving the frame between detections is
         carried past the edge by its velocity, and a crop of what is left of it (an empty one,
-        which OpenCV refuses, or a sliver) is no face to classify."""
-        x, y, w, h = (round(float(v)) for v in self.predicted)
+        which OpenCV refuses, or a sliver) is no face to classify. A track whose speed is only
+        its neighbour's until its next match is carried where it was seen: a face standing
+        beside a walker slid off with the walker's speed, half a face over two frames, and the
+        classifier read the background there (s52f 4)."""
+        x, y, w, h = (round(float(v)) for v in (self.predicted if self.still is None else self.still))
         if frame is None:
             return x, y, w, h
         x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, frame[1]), min(y + h, frame[0])
@@ -174,6 +177,12 @@ def _distances(p: np.ndarray, b: np.ndarray) -> np.ndarray:
     size = np.maximum(p[:, 2], p[:, 3])[:, None]
     centres_p, centres_b = p[:, :2] + p[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2
     return np.linalg.norm(centres_p[:, None, :] - centres_b[None, :, :], axis=2) / size
+
+
+def _new_track(tracks: list[_Track], box: Box, index: int) -> _Track:
+    """A track for a face first seen on frame ``index``, at the speed of its neighbour if it has one."""
+    velocity = _neighbours_velocity(tracks, box)
+    return _Track(_kalman(box, velocity), still=box if any(velocity) else None, seen_at=index)
 
 
 def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
@@ -342,21 +351,22 @@ class FaceTracker(Stage):
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
             if len(matched) < min(len(faces), len(state.tracks)) and self.params.max_jump:
                 matched.update(self._by_distance(state.tracks, predicted, boxes, matched))
+        for col, row in matched.items():
+            track = state.tracks[row]
+            if track.still is not None:
+                track.settle(faces[col].box, packet.index)
+            track.correct(faces[col].box)
+            track.hits += 1
+            track.misses = 0
+        # made once every match is counted: a neighbour listed after a new face had not had this
+        # frame's, and whether a face in a row took its speed depended on their order (s52f 3)
+        born = {col: _new_track(state.tracks, face.box, packet.index)
+                for col, face in enumerate(faces) if col not in matched}
+        state.tracks.extend(born.values())
         appeared: list[int] = []
         touched: set[int] = set()
         for col, face in enumerate(faces):
-            if col in matched:
-                track = state.tracks[matched[col]]
-                if track.still is not None:
-                    track.settle(face.box, packet.index)
-                track.correct(face.box)
-                track.hits += 1
-                track.misses = 0
-            else:
-                velocity = _neighbours_velocity(state.tracks, face.box)
-                track = _Track(_kalman(face.box, velocity), still=face.box if any(velocity) else None,
-                               seen_at=packet.index)
-                state.tracks.append(track)
+            track = born[col] if col in born else state.tracks[matched[col]]
             touched.add(id(track))
             if track.track_id is None and track.hits >= self.params.min_hits:
                 track.track_id = state.next_id
