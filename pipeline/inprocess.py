@@ -29,9 +29,9 @@ from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, read_only
 from .preflight import check_outputs, check_stages
-from .stats import StageStats
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, handle, instantiate, not_a_frame,
                     said)
+from .stats import StageStats
 
 
 ALSO = "fer-pipe: also, "

@@ -188,10 +188,10 @@ def _new_track(tracks: list[_Track], box: Box, index: int) -> _Track:
 def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
     """The velocity of the nearest track that knows its face's speed and was matched at the last
     detection, within ``NEIGHBOUR_SIZES`` face sizes of ``box`` and of about its size (a near
-    face's speed in pixels is not a far one's); (0, 0) if none. People who come
-    into view together walk together: a new track started still predicted its face where it had
-    been, and in a row walking by less than half a face apart, the face behind was the nearer
-    at the next detector run. Tracks took turns on the faces behind them: faces found at every
+    face's speed in pixels is not a far one's); (0, 0) if none. People who come into view
+    together walk together: a new track started still predicted its face where it had been,
+    and in a row walking by less than half a face apart, the face behind was the nearer at the
+    next detector run. Tracks took turns on the faces behind them: faces found at every
     run got no id for seconds, the last of the row a new id at every run, and ids were carried
     backwards onto empty background (s52b 1). Such a track is matched where it was first seen
     too (``_Track.still``): a face coming into view beside a walker that walks the other way
