@@ -30,7 +30,7 @@ from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, read_only
 from .preflight import check_outputs, check_stages
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, handle, instantiate, not_a_frame,
-                    said)
+                    one_line, said)
 from .stats import StageStats
 
 
@@ -201,17 +201,28 @@ def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
         raise _stage_failure(graph, name, exc, where)
 
 
-def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> Exception | None:
-    """Close every opened stage, the last first; the first failure, named as a run names it. One
-    failing close left the stages before it unclosed, their files unflushed."""
-    first: Exception | None = None
+def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> list[tuple[Exception, str]]:
+    """Close every opened stage, the last first; each failure, with its line as a run says it
+    (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
+    StopRun raised there (no failure elsewhere) escaped as it was, and closed none after it."""
+    failures = []
     for name in reversed(opened):
         try:
-            with _failing_as(graph, name, "while closing: "):
-                close_stage(stages[name])
-        except (UserError, StageFailure) as exc:
-            first = first or exc
-    return first
+            close_stage(stages[name])
+        except UserError as exc:
+            failures.append((exc, _line(graph, name, exc, "while closing: ")))
+        except Exception as exc:
+            failure = _stage_failure(graph, name, exc, "while closing: ")
+            failures.append((failure, str(failure)))
+    return failures
+
+
+def _line(graph: Graph, name: str, exc: Exception, where: str = "") -> str:
+    """A failure on one line, its stage named, as a run says it (a ``StageFailure`` here names it
+    already): bad input's own text said neither, and its second line stood alone."""
+    if isinstance(exc, StageFailure):
+        return one_line(str(exc))
+    return f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{one_line(str(exc))}"
 
 
 def run_graph(graph: Graph) -> GraphRun:
@@ -252,8 +263,8 @@ def run_graph(graph: Graph) -> GraphRun:
             for consumer, mine in zip(branches, copies):
                 push(consumer, process(consumer, mine))
 
-    failed: Exception | None = None  # a stage's failure that ended the run: said first, as a run says it
-    draining: list[Exception] = []  # those after which what was read still drains (a source's, a finish's)
+    failed: list[tuple[Exception, str]] = []  # a stage's failure that ended the run: said first, as a run says it
+    draining: list[tuple[Exception, str]] = []  # those after which what was read still drains (a source's, a finish's)
     try:
         for name, stage in stages.items():
             with _failing_as(graph, name):
@@ -277,7 +288,7 @@ def run_graph(graph: Graph) -> GraphRun:
                         raise failure
                     # as in a run: what was read still goes through every stage and its finish,
                     # other files are read on, and a camera's failure stops the other sources
-                    draining.append(failure)
+                    draining.append((failure, _line(graph, name, failure)))
                     if stage.live:
                         stopped_by.add(name)
                     break
@@ -290,16 +301,16 @@ def run_graph(graph: Graph) -> GraphRun:
                 with _failing_as(graph, name, "while finishing: "):
                     held = finish_stage(stage)
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
-                draining.append(exc)
+                draining.append((exc, _line(graph, name, exc)))
                 held = []
             push(name, [*held, *rules[name].ends()])
     except (UserError, StageFailure) as exc:
-        failed = exc
+        failed.append((exc, one_line(str(exc))))
     finally:
         unclosed = _close_all(graph, stages, opened)
-    failures = [f for f in (failed, *draining, unclosed) if f is not None]
-    for later in failures[1:]:
-        print(f"{ALSO}{later}", file=sys.stderr)
+    failures = [*failed, *draining, *unclosed]
+    for _, line in failures[1:]:
+        print(f"{ALSO}{line}", file=sys.stderr)
     if failures:
-        raise failures[0]
+        raise failures[0][0]
     return GraphRun(sum(r.stats.skipped for r in rules.values()), bool(stopped_by))

@@ -113,7 +113,8 @@ class _Reports:
                     self.stopped = process
             case Failed() if self.failure is None:
                 self.failure = msg
-            case Failed(process, message) if process != self.failure.process:
+            case Failed(process, message) if process != self.failure.process or message != self.failure.message:
+                # another stage's, or this one's close after its own failure (an upload lost)
                 self.also.append(f"{who(process)} failed: {message}")
             case FailedDraining(process, message, exit_code, live, trace):
                 if self.late_error is None and self.failure is None:

@@ -68,6 +68,7 @@ class FaultyParams(StageParams):
                                            "the least of at that any worker meets (a live replay on a busy "
                                            "machine skips late frames, at's own among them), and write its "
                                            "index there")
+    close_fails: bool = Field(False, description="raise in close, whatever the mode")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
 
@@ -212,7 +213,7 @@ class Faulty(Stage):
             self._seen.close()
         while self.params.mode == "hang_close":
             time.sleep(3600)
-        if self.params.mode == "close":
+        if self.params.mode == "close" or self.params.close_fails:
             raise RuntimeError("upload of the summary failed")
 
 

@@ -1519,6 +1519,29 @@ def test_a_stage_that_holds_frames_until_its_finish_passes_a_sources_end_after_t
     assert [(p.index, p.ended) for p in out] == [(0, False), (1, False), (2, False), (2, True)]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_every_failure_of_a_run_is_said_once_on_a_line_of_its_own_in_both_engines(plugin_env, short_clip, tmp_path,
+                                                                                 runner):
+    """A stage that failed on a frame and then in its close (a summary's upload): a run dropped
+    the close's failure, as the same stage's; run_graph kept only the first of two closes'
+    failures, let a StopRun raised in a close escape unclosed and unsaid, and said bad input
+    over two lines without its stage (s52g 1-4)."""
+    config = tmp_path / "many.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
+  closing: {{type: faulty, inputs: [source], params: {{mode: close}}}}
+  framing: {{type: faulty, inputs: [closing], params: {{mode: raise, at: [2], close_fails: true}}}}
+  csv: {{type: csv, inputs: [framing], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    first = "stage 'framing' (faulty) failed: on source frame 2: ValueError: injected fault on frame 2"
+    assert done.returncode == 1 and (f"fer-pipe: {first}\n" if runner == "run" else f"StageFailure: {first}\n") in \
+        done.stderr, done.stderr  # run_graph raises it
+    closing = "failed: while closing: RuntimeError: upload of the summary failed"
+    also = [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")]
+    assert sorted(also) == [f"fer-pipe: also, stage '{name}' (faulty) {closing}" for name in ("closing", "framing")]
+
+
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
     """``config`` run by ``fer-pipe run``, or by ``run_graph`` in one process (a batch task's way)."""
     if runner == "run":
