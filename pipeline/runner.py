@@ -97,6 +97,7 @@ class _Reports:
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    stalled_closing: str | None = None  # the process whose stall in its close failed the run
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
@@ -475,7 +476,7 @@ class Runner:
                f"{after:g} s into its close, which had not returned: what it was writing may be "
                "incomplete (a stage whose close needs longer says so with closing_s)")
             for name, (after, cut) in reports.killed_closing.items()
-            if failure is None or name != failure.process]  # a stall in close says it
+            if name != reports.stalled_closing]  # a stall in close says it; a stage's failure before its close does not
         if failure is not None:
             message = failure.message
             if failure.process is not None:
@@ -542,6 +543,8 @@ class Runner:
                 # its mark at the next look.
                 if self._stale.get(name) == mark:
                     where = " while closing" if name in closing else "" if name in opened else " while opening"
+                    if name in closing:
+                        reports.stalled_closing = name
                     return Failed(name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1)
                 self._stale[name] = mark
             stuck = self._stuck_between_packets(procs, busy, progress, now)

@@ -68,7 +68,7 @@ class FaultyParams(StageParams):
                                            "the least of at that any worker meets (a live replay on a busy "
                                            "machine skips late frames, at's own among them), and write its "
                                            "index there")
-    close_fails: bool = Field(False, description="raise in close, whatever the mode")
+    close_too: Literal["", "raise", "hang"] = Field("", description="in close, raise or hang, whatever the mode")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
 
@@ -211,9 +211,9 @@ class Faulty(Stage):
     def close(self):
         if self._seen is not None:
             self._seen.close()
-        while self.params.mode == "hang_close":
+        while self.params.mode == "hang_close" or self.params.close_too == "hang":
             time.sleep(3600)
-        if self.params.mode == "close" or self.params.close_fails:
+        if self.params.mode == "close" or self.params.close_too == "raise":
             raise RuntimeError("upload of the summary failed")
 
 

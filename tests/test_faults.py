@@ -1530,7 +1530,7 @@ def test_every_failure_of_a_run_is_said_once_on_a_line_of_its_own_in_both_engine
     config.write_text(f"""stages:
   source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
   closing: {{type: faulty, inputs: [source], params: {{mode: close}}}}
-  framing: {{type: faulty, inputs: [closing], params: {{mode: raise, at: [2], close_fails: true}}}}
+  framing: {{type: faulty, inputs: [closing], params: {{mode: raise, at: [2], close_too: raise}}}}
   csv: {{type: csv, inputs: [framing], params: {{path: '{tmp_path / "rows.csv"}'}}}}
 """)
     done = _ran(runner, config, plugin_env)
@@ -1540,6 +1540,19 @@ def test_every_failure_of_a_run_is_said_once_on_a_line_of_its_own_in_both_engine
     closing = "failed: while closing: RuntimeError: upload of the summary failed"
     also = [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")]
     assert sorted(also) == [f"fer-pipe: also, stage '{name}' (faulty) {closing}" for name in ("closing", "framing")]
+
+
+def test_a_stage_killed_in_its_close_after_its_own_failure_is_said(plugin_env, short_clip, tmp_path):
+    """A stage that failed on a frame, then hung in its close: killed at the grace's end, it was
+    said only where another stage had failed, as the line was left out for the failing stage,
+    meant for a stall in that close, which says it itself (s52h 1)."""
+    config = fault_config(tmp_path / "hang.yaml", short_clip, tmp_path / "out.csv", mode="raise", at=[2],
+                          close_too="hang")
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: on source frame 2: ValueError: injected fault "
+                              "on frame 2\nfer-pipe: also, stage 'faulty' (faulty) was killed 3 s into its close, which "
+                              "had not returned: what it was writing may be incomplete (a stage whose close needs "
+                              "longer says so with closing_s)\n")
 
 
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
