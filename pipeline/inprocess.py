@@ -24,11 +24,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import ConfigError, UserError
+from .errors import ConfigError, UserError, printable
 from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, read_only
 from .preflight import check_outputs, check_stages
+from .redaction import redact_urls
 from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, handle, instantiate, not_a_frame,
                     one_line, said)
 from .stats import StageStats
@@ -310,7 +311,7 @@ def run_graph(graph: Graph) -> GraphRun:
         unclosed = _close_all(graph, stages, opened)
     failures = [*failed, *draining, *unclosed]
     for _, line in failures[1:]:
-        print(f"{ALSO}{line}", file=sys.stderr)
+        print(f"{ALSO}{printable(redact_urls(line))}", file=sys.stderr)  # as a run says them
     if failures:
         raise failures[0][0]
     return GraphRun(sum(r.stats.skipped for r in rules.values()), bool(stopped_by))
