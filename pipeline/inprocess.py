@@ -210,11 +210,9 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> lis
     for name in reversed(opened):
         try:
             close_stage(stages[name])
-        except UserError as exc:
-            failures.append((exc, _line(graph, name, exc, "while closing: ")))
         except Exception as exc:
-            failure = _stage_failure(graph, name, exc, "while closing: ")
-            failures.append((failure, str(failure)))
+            failure = exc if isinstance(exc, UserError) else _stage_failure(graph, name, exc, "while closing: ")
+            failures.append((failure, _line(graph, name, failure, "while closing: ")))
     return failures
 
 

@@ -144,10 +144,10 @@ class _Shared:
     down: Counters
 
     @classmethod
-    def made(cls, ctx: Any, graph: Graph, names: dict[str, list[str]], live: set[str], lease: RingLease) -> _Shared:
-        """Made for a run of ``graph``; the lease released where that fails, a full /dev/shm said
-        as such."""
-        processes = {p: n for n, ps in names.items() for p in ps}
+    def made(cls, ctx: Any, graph: Graph, names: dict[str, list[str]], stage_of: dict[str, str], live: set[str],
+             lease: RingLease) -> _Shared:
+        """Made for a run of ``graph`` (``names``: each stage's processes; ``stage_of``: each
+        process's stage); the lease released where that fails, a full /dev/shm said as such."""
         try:
             with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
                 inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
@@ -156,11 +156,11 @@ class _Shared:
             # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
             # its process sets this only once it runs, and a status line may come before (a loaded machine).
             return cls(inboxes, control, stop, all_open,
-                       progress={p: ctx.Value("q", 0, lock=False) for p in processes},
-                       dropped={p: ctx.Value("q", 0, lock=False) for p in processes},
-                       busy={p: ctx.Value("d", 0.0, lock=False) for p in processes},
+                       progress={p: ctx.Value("q", 0, lock=False) for p in stage_of},
+                       dropped={p: ctx.Value("q", 0, lock=False) for p in stage_of},
+                       busy={p: ctx.Value("d", 0.0, lock=False) for p in stage_of},
                        down={p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
-                             for p, s in processes.items()})
+                             for p, s in stage_of.items()})
         except BaseException as exc:
             lease.release()  # its lock file stayed in /dev/shm
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the queues' semaphores live there too
@@ -315,7 +315,7 @@ class Runner:
         # here, before any process, queue or ring is made.
         specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
         lease = RingLease()
-        shared = _Shared.made(ctx, graph, names, live, lease)
+        shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease)
         procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
         self.processes, self.inboxes = procs, shared.inboxes
 

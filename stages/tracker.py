@@ -196,14 +196,14 @@ def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
     backwards onto empty background (s52b 1). Such a track is matched where it was first seen
     too (``_Track.still``): a face coming into view beside a walker that walks the other way
     started a new track at every run, each at the walker's speed (s52d 1)."""
-    x, y, w, h = box
-    cx, cy, side = x + w / 2, y + h / 2, max(w, h, 1)
+    centre, width = _centre(box), max(box[2], 1)
+    side = max(width, box[3])
     nearest, velocity = NEIGHBOUR_SIZES, (0.0, 0.0)
     for track in tracks:
         if track.hits >= SPEED_HITS and track.misses == 0:
             state = track.kf.statePost[:, 0]
-            distance = float(np.hypot(state[0] - cx, state[1] - cy)) / side
-            if distance < nearest and 1 / JUMP_SIZE_RATIO <= state[2] / max(w, 1) <= JUMP_SIZE_RATIO:
+            distance = float(np.linalg.norm(state[:2] - centre)) / side
+            if distance < nearest and 1 / JUMP_SIZE_RATIO <= state[2] / width <= JUMP_SIZE_RATIO:
                 nearest, velocity = distance, (float(state[4]), float(state[5]))
     return velocity
 
@@ -323,13 +323,13 @@ class FaceTracker(Stage):
         if not tracks:
             return {}
         detections = [c for c in range(len(boxes)) if c not in matched]
-        b = boxes[detections]
-        distance = _distances(predicted[tracks], b)
+        p, b = predicted[tracks], boxes[detections]
+        distance = _distances(p, b)
         still = [i for i, r in enumerate(tracks) if tracks_now[r].still is not None]
         if still:
             places = np.array([tracks_now[tracks[i]].still for i in still], dtype=float)
             distance[still] = np.minimum(distance[still], _distances(places, b))
-        ratio = b[None, :, 2] / predicted[tracks][:, None, 2]
+        ratio = b[None, :, 2] / p[:, None, 2]
         far = (distance > self.params.max_jump) | (ratio < 1 / JUMP_SIZE_RATIO) | (ratio > JUMP_SIZE_RATIO)
         cost = np.where(far, self.params.max_jump + 1.0, distance)
         rows, cols = self._assign(cost)
