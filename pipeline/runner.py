@@ -92,12 +92,16 @@ class _Reports:
     failure: Failed | None = None  # the first failure: the run's
     also: list[str] = field(default_factory=list)  # later failures, said after it
     late_error: Failed | None = None  # bad input after the stream drained
+    late_in_close: bool = False  # whether late_error came from a close
     stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
     opened: set[str] = field(default_factory=set)  # processes whose stage's open returned
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
+    # each process's place in the graph (its stage's in ``Graph.order``): of the closes that fail
+    # once the stream drained, which all run at once, the last stage's is the run's, as in ``run_graph``
+    rank: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
@@ -118,12 +122,25 @@ class _Reports:
                 # another stage's, or this one's close after its own failure (an upload lost)
                 self.also.append(f"{who(process)} failed: {message}")
             case FailedDraining(process, message, exit_code, live, trace):
-                if self.late_error is None and self.failure is None:
-                    self.late_error = Failed(process, message, trace, exit_code)
+                late = Failed(process, message, trace, exit_code)
+                if self.failure is None and self._leads(late, process in self.closing):
+                    if self.late_error is not None:
+                        self.also.append(f"{who(self.late_error.process)} failed: {self.late_error.message}")
+                    self.late_error, self.late_in_close = late, process in self.closing
                 else:  # said too, after the run's: a live one ends the run, not the first
                     self.also.append(f"{who(process)} failed: {message}")
                 return live  # a camera given up on: the run fails now, not when the others end
         return False
+
+    def _leads(self, late: Failed, in_close: bool) -> bool:
+        """Whether a failure after which the stream drained is the run's, over the one held so far:
+        the first, unless both are closes, whose order of arrival is chance (a run's exit code was 2
+        or 1 by which of two failing sinks' messages came first)."""
+        held = self.late_error
+        if held is None:
+            return True
+        place = self.rank.get  # a process of no stage (none in a run) comes first
+        return in_close and self.late_in_close and place(late.process, ()) > place(held.process, ())
 
 
 @dataclass
@@ -409,7 +426,8 @@ class Runner:
         graph = self.graph
         control, stop, all_open = shared.control, shared.stop, shared.all_open
         progress, busy = shared.progress, shared.busy
-        reports = _Reports()
+        order = graph.order()
+        reports = _Reports(rank={p: (order.index(stage), p) for p, stage in self._stage_of.items()})
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None

@@ -1453,6 +1453,31 @@ def test_a_stage_killed_while_the_out_of_memory_killer_ran_is_said_so(monkeypatc
     assert runner._died(procs, ["detector"], _Reports())[1] == "its process died (killed by signal SIGTERM)"
 
 
+def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever_is_said_first():
+    """Once the stream has drained, the sinks close at once, and which failing close's message
+    reached the runner first was chance: a run that had both a bad-input close (exit 2) and a
+    bug's (exit 1) ended with 2 or 1 (six runs: 2, 1, 1, 1, 2, 1; s52h 2). The last stage's is
+    the run's, as ``run_graph``, which closes the last stage first, raises it; the other is said
+    too. A failure before the closes (a source's) stays the run's."""
+    from fer_pipe.control import Closing, FailedDraining
+    from fer_pipe.runner import _Reports
+
+    rank = {"source": (0, "source"), "csv": (1, "csv"), "episodes": (2, "episodes")}
+    csv_bad = FailedDraining("csv", "while closing: disk full", 2, False, "")
+    episodes_bug = FailedDraining("episodes", "while closing: upload lost", 1, False, "")
+    for first, second in ((csv_bad, episodes_bug), (episodes_bug, csv_bad)):
+        reports = _Reports(rank=rank, closing={"csv", "episodes"})
+        for msg in (first, second):
+            reports.take(msg, str)
+        assert (reports.late_error.process, reports.late_error.exit_code) == ("episodes", 1)
+        assert reports.also == ["csv failed: while closing: disk full"]
+    reports = _Reports(rank=rank)
+    for msg in (FailedDraining("source", "bad frame", 2, False, ""), Closing("episodes"), episodes_bug):
+        reports.take(msg, str)
+    assert reports.late_error.process == "source"
+    assert reports.also == ["episodes failed: while closing: upload lost"]
+
+
 def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
     """The rule above took any signal the runner got: a stage that ended so while the others
     drained after a SIGTERM to the runner alone (kill PID, the Python API's stop) sent no end of
