@@ -24,12 +24,26 @@ class StageQueue(multiprocessing.queues.Queue):
 
     multiprocessing pickles an item in a feeder thread after ``put`` returned; one that does
     not pickle (an open file a plug-in put in ``packet.extra``) was printed there as a bare
-    traceback and dropped: a frame missing from the CSV, and exit 0.
+    traceback and dropped: a frame missing from the CSV, and exit 0. The thread ends there,
+    unless the sender skips such a frame (``skips``, set in the sending process): it went on
+    to send the frames put after it, which the sink wrote before the sender found the failure,
+    around a hole (rows of frames 0 to 19, 21 and 22).
     """
 
-    @staticmethod
-    def _on_queue_feeder_error(e: Exception, obj: object) -> None:
+    skips = False
+
+    def _on_queue_feeder_error(self, e: Exception, obj: object) -> None:
         UNSENT.append((obj, e))
+        if not (self.skips and _skippable(obj)):
+            raise SystemExit  # ends the feeder thread, which says nothing of it
+
+
+def _skippable(item: object) -> bool:
+    """Whether ``on_error: skip`` skips an item that could not be sent: a frame's packet. A
+    numbered item (for a stage with several workers) is not: the stage that puts the numbers
+    back in order would wait for it. Nor is an outage packet: ``on_error: skip`` is about
+    frames, and it was counted as a skipped one, as a failing ``outage`` hook fails the stage."""
+    return isinstance(item, Packet) and not item.outage
 
 
 def _not_sent(exc: Exception) -> str:
@@ -91,17 +105,17 @@ class Emitter:
         # a frame leaves every queue within a queue's length of newer frames put in that queue;
         # a consumer with N workers gets every Nth frame in each of its queues
         self._remember = MAX_QUEUE * max((len(box.queues) for box in outboxes), default=1)
+        for box in outboxes:
+            for q in box.queues:
+                q.skips = skip_as is not None
 
     def check_sent(self) -> None:
         """What the queues' feeder threads could not send: a StageFailure naming the first
-        packet, or, with ``on_error: skip``, each skipped and said as a packet that raised is.
-        A numbered item (for a stage with several workers) is not skipped: the stage that puts
-        the numbers back in order would wait for it. Nor is an outage packet: ``on_error: skip``
-        is about frames, and it was counted as a skipped one, as a failing ``outage``
-        hook fails the stage."""
+        packet, or, with ``on_error: skip``, each one ``_skippable`` skipped and said as a packet
+        that raised is."""
         while UNSENT:
             item, exc = UNSENT.pop(0)
-            if self.skip_as is None or not isinstance(item, Packet) or item.outage:
+            if self.skip_as is None or not _skippable(item):
                 packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
                 where = f"on {named(packets[0])}: " if packets else ""
                 raise StageFailure(where + _not_sent(exc))
@@ -134,6 +148,7 @@ class Emitter:
         if (self.live or outbox.drop_oldest) and not _ends_a_stream(item):
             self._put_dropping_oldest(outbox, box, item)
         else:
+            self.check_sent()  # a queue whose feeder thread has ended would wait for room for ever
             box.put(item)
 
     def _put_dropping_oldest(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
@@ -147,6 +162,7 @@ class Emitter:
                 try:
                     dropped = box.get_nowait()
                 except queue.Empty:
+                    self.check_sent()  # nor for ever, where it has ended
                     time.sleep(0.0005)  # the queue's feeder thread has not flushed yet
                     continue
                 if not self.live and outbox.key not in self._behind:  # a sink fell behind: say which
@@ -176,6 +192,7 @@ class Emitter:
         """Put the end of stream, then wait until every item is sent (the consumers read on to
         that end), so that one that could not be is a failure before the stage says it is done.
         Numbers still owed go first, as an answer with no packet."""
+        self.check_sent()
         for box in self.outboxes:
             for (key, _), owed in list(self._owed.items()):
                 if key == box.key:

@@ -354,6 +354,43 @@ def test_an_outage_packet_that_cannot_be_sent_fails_the_stage_even_with_on_error
     assert capsys.readouterr().err == "fer-pipe: stage 'mine' skipped cam frame 7: ValueError: x\n"
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the feeder's end, said by
+@pytest.mark.parametrize("skip", [False, True])                                    # pytest, not by a process
+def test_nothing_put_after_a_packet_that_cannot_be_sent_is_sent_unless_it_is_skipped(skip, capsys):
+    """The queue's feeder thread pickles a packet after ``put`` returned: after one that would not
+    pickle it sent on the packets put meanwhile, and a sink wrote frames 0 to 19, 21 and 22 of a
+    run that failed on frame 20, its CSV no longer a prefix of the frames. Its feeder stops there;
+    with ``on_error: skip`` it sends the rest, the frame skipped."""
+    import multiprocessing as mp
+    import queue
+    import threading
+
+    from fer_pipe.emitter import UNSENT, Emitter, Outbox, StageQueue
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage import StageFailure
+    from fer_pipe.stats import StageStats
+
+    box = StageQueue(8, ctx=mp.get_context("spawn"))
+    emitter = Emitter([Outbox([box], "faulty>csv")], False, StageStats("faulty"), "faulty" if skip else None)
+    try:
+        emitter.emit([Packet("cam", 20, 0.8, extra={"lock": threading.Lock()})])
+        box.put(Packet("cam", 21, 0.84))  # as the stage's next emit puts it before the feeder got to 20
+        wait_for(lambda: UNSENT, timeout=60)
+        if skip:
+            assert box.get(timeout=60).index == 21
+            emitter.check_sent()
+            assert emitter.stats.skipped == 1
+        else:
+            with pytest.raises(queue.Empty):
+                box.get(timeout=2)
+            with pytest.raises(StageFailure, match="^on cam frame 20: cannot pass the packet on: TypeError"):
+                emitter.emit([Packet("cam", 22, 0.88)])
+    finally:
+        UNSENT.clear()
+        box.cancel_join_thread()
+    capsys.readouterr()
+
+
 def test_a_skipped_packets_line_masks_passwords_and_escapes_terminal_codes(capsys):
     """The line ``on_error: skip`` prints for a packet is printed as the stage worded its error:
     a camera's URL with its password, and escape codes, went to the log raw, where the same error
