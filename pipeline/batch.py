@@ -49,6 +49,7 @@ from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorde
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, video_csv_stages)
 from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
+from .inprocess import ALSO
 from .input_files import why_no_file
 from .output_files import held_folder, make_folder, write_whole
 from .preflight import check_stages
@@ -299,6 +300,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
             continue
         mine = [j for j in item_jobs if not _part_path(work, j).is_file()]
         report.chunks_run = len(mine)
+        if mine:  # what else failed in an attempt that failed is not this one's (a done input kept saying it)
+            report.warnings = [line for line in report.warnings if not line.startswith(ALSO)]
         todo += mine
     if sources != recorded:  # a rerun with nothing new leaves the folder as it was
         record_sources(out_dir, sources)
@@ -683,10 +686,14 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
         said = printable(report.error)  # "video X: ..." names it; a path it quotes further on does not
         named = any(re.match(rf"\S+ {re.escape(printable(name))}: ", said) for name in (report.input, _shown(report.input)))
         _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
+        for line in report.warned:  # what else failed in its task, under its line and named: said after every
+            if line.startswith(ALSO):  # input's, it read as the last one's
+                _say(f"fer-pipe: batch: {_shown(report.input)}: {line.removeprefix('fer-pipe: ')}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         for line in report.warned:
-            _say(line)
+            if not line.startswith(ALSO):
+                _say(line)
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
             _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)")

@@ -1724,23 +1724,45 @@ def test_the_partial_rows_of_chunks_that_do_not_line_up_come_from_one_task(tmp_p
 def test_a_tasks_failures_after_the_one_it_raised_are_kept_in_the_manifest(cluster, clips, tmp_path):
     """A stage failing on a frame, and another failing in its close after it: run_graph raised the
     first and dropped the second, which fer-pipe run says as "also, ..." (s52f 2); said, the
-    line went to Ray's worker log alone (s52f 1)."""
-    config = faulty_config(tmp_path / "two.yaml", mode="raise", at=[2])
+    line went to Ray's worker log alone (s52f 1). It is said under its input's failure, named:
+    said after every input's, it read as the last one's (s53d 1). A rerun that runs the input
+    again, the bug mended, keeps none of it: a done input's manifest said a stage had failed,
+    on every rerun after (s53d 2)."""
+    bug = tmp_path / "bug"
+    bug.touch()
+    config = faulty_config(tmp_path / "two.yaml", mode="raise", at=[2], armed_file=str(bug))
     graph = yaml.safe_load(config.read_text())
-    graph["stages"]["closing"] = {"type": "faulty", "inputs": ["faulty"], "params": {"mode": "close"}}
+    graph["stages"]["closing"] = {"type": "faulty", "inputs": ["faulty"],
+                                  "params": {"mode": "close", "armed_file": str(bug)}}
     graph["stages"]["csv"]["inputs"] = ["closing"]
     config.write_text(yaml.safe_dump(graph))
-    clip = tmp_path / "clip.mp4"
-    ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "6", "-an", str(clip))
+    clips_in = {name: tmp_path / name for name in ("a.mp4", "b.mp4")}
+    for clip in clips_in.values():
+        ffmpeg("-i", str(clips["single_face.mp4"]), "-frames:v", "6", "-an", str(clip))
     out = tmp_path / "out"
-    proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--config", str(config), "--quiet")
+    proc = batch(*map(str, clips_in.values()), "--out", str(out), "--address", cluster.address, "--config",
+                 str(config), "--quiet")
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
-    (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
-    assert entry["error"] == ("stage 'faulty' (faulty) failed: on source frame 2: ValueError: injected fault on "
-                              "frame 2")
-    assert entry["warnings"] == ["fer-pipe: also, stage 'closing' (faulty) failed: while closing: RuntimeError: "
-                                 "upload of the summary failed"]
+    entries = json.loads((out / "_manifest.json").read_text())["inputs"]
+    for entry in entries:
+        assert entry["error"] == ("stage 'faulty' (faulty) failed: on source frame 2: ValueError: injected fault "
+                                  "on frame 2")
+        assert entry["warnings"] == ["fer-pipe: also, stage 'closing' (faulty) failed: while closing: "
+                                     "RuntimeError: upload of the summary failed"]
+    assert stderr.splitlines() == [
+        line for clip in clips_in.values()
+        for line in (f"fer-pipe: batch: {clip}: stage 'faulty' (faulty) failed: on source frame 2: ValueError: "
+                     "injected fault on frame 2",
+                     f"fer-pipe: batch: {clip}: also, stage 'closing' (faulty) failed: while closing: RuntimeError: "
+                     "upload of the summary failed")]
+    bug.unlink()
+    proc = batch(*map(str, clips_in.values()), "--out", str(out), "--address", cluster.address, "--config",
+                 str(config), "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert [(e["status"], e.get("warnings")) for e in json.loads((out / "_manifest.json").read_text())["inputs"]] == [
+        ("done", None), ("done", None)]
 
 
 def test_a_tasks_warnings_are_said_once_per_input_and_kept_in_the_manifest(cluster, clips, tmp_path):
