@@ -8,7 +8,8 @@ report a stage's end.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .errors import UserError
 from .frames import StaleFrameError
@@ -44,13 +45,18 @@ class SourceFrames:
 
     def __init__(self, source: Source) -> None:
         self.source_id = source.source_id  # read once, not per frame
-        self._items = iter(source.frames())
+        self._frames = source.frames
+        self._items: Iterator[Any] | None = None
         self.last_index: int | None = None
         self.last_time = 0.0
 
     def next(self) -> Packet | None:
         """The next frame or outage, None at the source's end. The source's own exceptions pass:
-        each engine says them in its way."""
+        each engine says them in its way. ``frames`` is called here, with the first: one that is
+        no generator, and opens its device when called, failed outside the engines' rules, and
+        ``run_graph`` let it out bare, naming no stage."""
+        if self._items is None:
+            self._items = iter(self._frames())
         item = next(self._items, None)
         return None if item is None else frame_of(self.source_id, item, self.last_index)
 

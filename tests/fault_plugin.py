@@ -221,11 +221,12 @@ class Faulty(Stage):
 
 class BrokenFramesParams(StageParams):
     mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
-                  "float_box"] = Field(
+                  "float_box", "eager"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
                              "before it, numbered as the frame before it or (bad) as itself; or a face "
-                             "with a box of floats; or (init) its __init__ raises")
+                             "with a box of floats; or (init) its __init__ raises; or (eager) frames, no "
+                             "generator, raises when called, as one that opens its device there")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -255,6 +256,11 @@ class BrokenFrames(Source):
             threading.Thread(target=time.sleep, args=(self.params.exit_s,)).start()
 
     def frames(self):
+        if self.params.mode == "eager":
+            raise RuntimeError("device busy")
+        return self._frames()
+
+    def _frames(self):
         import numpy as np
 
         for i in range(self.params.count):

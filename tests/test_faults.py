@@ -1604,6 +1604,27 @@ def test_every_failure_of_a_run_is_said_once_on_a_line_of_its_own_in_both_engine
     assert sorted(also) == [f"fer-pipe: also, stage '{name}' (faulty) {closing}" for name in ("closing", "framing")]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_source_whose_frames_fails_when_called_fails_as_its_stage_in_both_engines(plugin_env, tmp_path, runner):
+    """A plug-in source whose ``frames`` is no generator, and opens its device when called: run_graph
+    (a batch task, the Python API) let its error out bare, naming no stage, and dropped the
+    other stages' close failures (s53d 3). A run's other stage may not have opened yet when the
+    source fails, and then has no close to fail."""
+    config = tmp_path / "eager.yaml"
+    config.write_text(f"""stages:
+  source: {{type: brokenframes, params: {{mode: eager}}}}
+  closing: {{type: faulty, inputs: [source], params: {{close_too: raise}}}}
+  csv: {{type: csv, inputs: [closing], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    first = "stage 'source' (brokenframes) failed: RuntimeError: device busy"
+    assert done.returncode == 1 and (f"fer-pipe: {first}\n" if runner == "run" else f"StageFailure: {first}\n") in \
+        done.stderr, done.stderr
+    also = ["fer-pipe: also, stage 'closing' (faulty) failed: while closing: RuntimeError: upload of the summary failed"]
+    assert [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")] in (
+        [also, []] if runner == "run" else [also]), done.stderr
+
+
 def test_a_stage_killed_in_its_close_after_its_own_failure_is_said(plugin_env, short_clip, tmp_path):
     """A stage that failed on a frame, then hung in its close: killed at the grace's end, it was
     said only where another stage had failed, as the line was left out for the failing stage,
