@@ -20,10 +20,11 @@ the secret where ``_`` separates the fields, rather than less."""
 def redact(url: str) -> str:
     """The URL without a password, for log lines: they go to the journal. The user part ends at
     the last ``@`` before the path, as FFmpeg reads it (a password may hold an ``@``), or, where
-    urlsplit finds no password, at the URL's last ``@`` (``HIDDEN_USERINFO``). Credentials given
+    urlsplit finds no password, or an ``@`` after the host it read (``admin:Pa@ss/w0rd@cam``,
+    where it read password ``Pa`` and host ``ss``), at the URL's last ``@`` (``HIDDEN_USERINFO``). Credentials given
     as ``name=value`` in the path or the query are masked too."""
     parts = urlsplit(url)
-    if parts.password is None or "@" in parts.fragment:  # a password urlsplit cut at its '/', '?' or '#'
+    if parts.password is None or "@" in parts.path + parts.query + parts.fragment:  # cut at its '/', '?' or '#'
         masked = HIDDEN_USERINFO.sub(r"\1:***@", url, count=1)
         if masked != url:
             url, parts = masked, urlsplit(masked)

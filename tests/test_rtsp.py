@@ -809,6 +809,8 @@ def test_password_is_not_logged():
     assert redact("rtsp://admin:dGVz/A==@cam:554/live") == "rtsp://admin:***@cam:554/live"  # base64's / and ==
     assert redact("rtsp://admin:k3y/x&1@cam/live") == "rtsp://admin:***@cam/live"
     assert redact("rtsp://admin:p@ss#x@cam/live") == "rtsp://admin:***@cam/live"  # urlsplit finds "p" of it
+    assert redact("rtsp://admin:Pa@ss/w0rd@cam/live") == "rtsp://admin:***@cam/live"  # and "Pa", host "ss" (s53a 1)
+    assert redact("rtsp://admin:Pa@ss?w0rd@cam/live") == "rtsp://admin:***@cam/live"
     assert redact("rtsp:///admin:S3cret@cam/live") == "rtsp:///admin:***@cam/live"  # was a RecursionError
     assert redact("rtsp:/admin:se#cret@cam/live") == "rtsp:/admin:***@cam/live"
     # which a URL means is not in its text: an '@' after a port masks host and port with it
