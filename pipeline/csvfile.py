@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, OutputError, printable
-from .output_files import cannot_write, check_folder_of, open_claimed
+from .output_files import cannot_write, check_folder_of, descriptor_of, open_claimed
 
 
 APPEND_HELP = ("continue the file, whose columns must match, instead of starting it anew: for a live run a "
@@ -92,16 +92,21 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
     path = Path(path)
     if not (path.is_file() and path.stat().st_size):
         return
-    with open(path, "rb") as existing:
-        first = existing.readline(TAIL_READ)  # the header alone: a part row's garbage is cut off later
     try:
-        columns = next(csv.reader([first.decode("utf-8-sig")]), [])  # Excel's "CSV UTF-8" starts with a BOM
+        columns = _first_columns(path)
     except (UnicodeDecodeError, csv.Error) as exc:  # another program's file (Latin-1, UTF-16)
         raise InputError(f"{what} {path}: exists and is not a CSV this can continue ({exc}); "
                          "give a new file") from None
     if columns != list(header):
         raise InputError(f"{what} {path}: exists with other columns ({_column_change(columns, header)}); "
                          "give a new file")
+
+
+def _first_columns(path: Path) -> list[str]:
+    """The fields of the file's first line, its header: a part row's garbage is cut off later."""
+    with open(path, "rb") as existing:
+        first = existing.readline(TAIL_READ)
+    return next(csv.reader([first.decode("utf-8-sig")]), [])  # Excel's "CSV UTF-8" starts with a BOM
 
 
 def _column_change(columns: Sequence[str], header: Sequence[str]) -> str:
@@ -127,6 +132,27 @@ def _gone(folder: Path) -> bool:
         return True
 
 
+def _continued_stream(path: Path, what: str, header: Sequence[str]) -> bool:
+    """Whether the run's own stdout (or stderr), a file the shell has begun, is to be continued as
+    ``append`` continues one: a CSV with the sink's columns (a loop of runs into one file), whose
+    last row a killed run may have left in part. Any other lines are the shell's (`{ echo
+    before; fer-pipe run ...; } > f`): the rows go on after them, with a warning where they are
+    a CSV of other columns (an episodes CSV appended with `>>` to a frames CSV was mixed in,
+    exit 0)."""
+    if not (path.is_file() and path.stat().st_size):
+        return False
+    try:
+        columns = _first_columns(path)
+    except (UnicodeDecodeError, csv.Error):
+        return False
+    if columns == list(header):
+        return True
+    if len(columns) > 1:
+        print(f"fer-pipe: WARNING: {what} {path}: the file the run's output goes on in is a CSV with other "
+              f"columns ({_column_change(columns, header)}); its rows go on after them, mixed", file=sys.stderr)
+    return False
+
+
 class CsvOutput:
     """A CSV file written a group of rows at a time (a frame's faces, an episode, an event).
 
@@ -149,6 +175,8 @@ class CsvOutput:
         """
         path = Path(path)
         check_folder_of(path, what)
+        if not append and descriptor_of(path) in (1, 2):
+            append = _continued_stream(path, what, header)
         if append:
             check_columns(path, what, header)
         fd = open_claimed(path, what, truncate=not append)
