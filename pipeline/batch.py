@@ -60,8 +60,9 @@ from .stage import StageFailure
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".264", ".265", ".3gp", ".avi", ".flv", ".h264", ".h265", ".hevc", ".m2ts", ".m4v", ".mkv",
-                  ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".vob", ".webm", ".wmv")
+VIDEO_SUFFIXES = (".264", ".265", ".3gp", ".avi", ".flv", ".h264", ".h265", ".hevc", ".m2ts", ".m4v", ".mjpeg",
+                  ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".vob", ".webm",
+                  ".wmv")
 """What a folder given as an input contributes: its files with these suffixes (in any case),
 but for hidden ones. A folder of AVCHD or Blu-ray ``.m2ts`` copies, or a Raspberry Pi camera's
 raw ``.h264`` streams, gave none of them and ended complete: a suffix left out is a video

@@ -389,13 +389,22 @@ UNDATED_FRAMES = 5
 """Frames after the first that must all be dated 0 for a file to count as carrying no timestamps."""
 
 
+JPEG_START = b"\xff\xd8\xff"
+"""How a raw MJPEG stream begins (a camera's ``video.mjpg`` saved by curl, ``ffmpeg -f mjpeg``):
+its JPEGs carry no times, and FFmpeg's demuxer makes some up at 25 fps, so OpenCV's are not 0."""
+
+
 def _undated(path: str) -> bool:
     """Whether the file carries no timestamps: a raw stream (``.h264`` from a camera or a
     Raspberry Pi), where OpenCV dates every frame 0, and a smoother then never settled, with
     episodes none and nothing said; its frames are dated by their number at the rate OpenCV
     reports. Told by the first frames after the first, several: one recorder repeats its first
     frame's time, and a file so taken by its second frame alone was dated seconds off, then
-    failed as truncated."""
+    failed as truncated. A raw MJPEG stream is told by its first bytes: a 10 fps camera's was
+    dated at 25, ``source.fps`` unheeded and nothing said."""
+    with open(path, "rb") as file:
+        if file.read(len(JPEG_START)) == JPEG_START:
+            return True
     capture = _open(path)
     try:
         dated = [capture.get(cv2.CAP_PROP_POS_MSEC) for _ in range(UNDATED_FRAMES + 1) if capture.grab()]

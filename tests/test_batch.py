@@ -497,8 +497,8 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
         f"fer-pipe: batch: video {bad}: OpenCV cannot open it (not a video, or a codec it lacks)"]
     assert [line for line in stderr.splitlines() if "empty" in line] == [
         f"fer-pipe: batch: folder {no_videos}: no videos in it "
-        "(.264, .265, .3gp, .avi, .flv, .h264, .h265, .hevc, .m2ts, .m4v, .mkv, .mov, .mp4, .mpeg, .mpg, .mts, .mxf, "
-        ".ogv, .ts, .vob, .webm, .wmv)"]
+        "(.264, .265, .3gp, .avi, .flv, .h264, .h265, .hevc, .m2ts, .m4v, .mjpeg, .mjpg, .mkv, .mov, .mp4, .mpeg, .mpg, "
+        ".mts, .mxf, .ogv, .ts, .vob, .webm, .wmv)"]
     assert "Traceback" not in stderr
     manifest = {Path(e["input"]).name: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
     assert manifest["notes.avi"]["status"] == "failed"

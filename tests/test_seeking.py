@@ -22,7 +22,7 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     frames, whose times start again at frame 30)."""
     folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
     made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg", "raw.h264",
-                                             "live.webm", "sound.avi", "vfr.mp4")}
+                                             "raw.mjpg", "live.webm", "sound.avi", "vfr.mp4")}
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
@@ -30,6 +30,7 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["a.mpg"]))
     ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
+    ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mjpeg", str(made["raw.mjpg"]))  # a camera's video.mjpg
     ffmpeg("-i", clip, "-an", "-vf", "setpts='if(lt(N,24),N/24,if(lt(N,48),1+(N-24)/8,4+(N-48)/24))/TB'",
            "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "24", str(made["vfr.mp4"]))
     with open(made["live.webm"], "wb") as piped:  # written to a pipe, as a live recorder writes: no index
@@ -61,8 +62,8 @@ def _read(path: Path, **params: object) -> list:
     return run_stage("video", params={"path": str(path), **params})
 
 
-@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "live.webm", "plain.avi",
-                                  "sound.avi", "vfr.mp4"])
+@pytest.mark.parametrize("name", ["plain.ts", "plain.m2ts", "joined.mpg", "raw.h264", "raw.mjpg", "live.webm",
+                                  "plain.avi", "sound.avi", "vfr.mp4"])
 def test_a_start_frame_gives_the_frames_a_read_from_the_start_gives(streams, name):
     """OpenCV's seek left a transport stream with no frame to decode ("no frame could be decoded
     from start 20 on", exit 2), and in joined program streams read on only to the join. In a
@@ -95,18 +96,21 @@ def test_a_start_past_the_end_of_a_transport_stream_is_one_line(streams):
         _read(streams["plain.ts"], start=72)
 
 
-def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd):
+@pytest.mark.parametrize("name", ["raw.h264", "raw.mjpg"])
+def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd, name):
     """OpenCV dates every frame of a raw stream 0: a smoother never settled, and the episodes
-    CSV of a clip that has two held none, exit 0 and not a word."""
-    frames = _read(streams["raw.h264"])
+    CSV of a clip that has two held none, exit 0 and not a word. FFmpeg makes up times at 25 fps
+    for a raw MJPEG stream's frames, taken for the file's own: ``fps`` was not heeded, and
+    nothing said (s53c 2)."""
+    frames = _read(streams[name])
     assert [p.timestamp for p in frames] == [index / 25 for index in range(72)]  # the rate OpenCV reports
-    assert capfd.readouterr().err.count(f"video {streams['raw.h264']}: the file carries no timestamps (a raw "
+    assert capfd.readouterr().err.count(f"video {streams[name]}: the file carries no timestamps (a raw "
                                         "stream?); its frames are dated by their number at 25 fps, the rate OpenCV "
                                         "reports (25 is FFmpeg's guess): give the camera's with source.fps\n") == 1
-    assert [p.timestamp for p in _read(streams["raw.h264"], start=30)][:2] == [30 / 25, 31 / 25]
+    assert [p.timestamp for p in _read(streams[name], start=30)][:2] == [30 / 25, 31 / 25]
     capfd.readouterr()
     # 25 is FFmpeg's guess for any raw stream: a 10 fps camera's was dated 2.5x too fast, with no way to say (s44b)
-    assert [p.timestamp for p in _read(streams["raw.h264"], fps=10)][:3] == [0.0, 0.1, 0.2]
+    assert [p.timestamp for p in _read(streams[name], fps=10)][:3] == [0.0, 0.1, 0.2]
     assert "carries no timestamps" not in capfd.readouterr().err
     assert [p.timestamp for p in _read(streams["plain.avi"], fps=10)][:2] == [0.0, 1 / 30]  # a dated file's own
 
