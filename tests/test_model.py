@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, read_frames
+from conftest import REPO, fer_pipe, fer_pipe_on_small_tmpfs, read_frames, write_video
 from fer_pipe.errors import InputError
 from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import EMOTIONS, Face, Packet
@@ -454,6 +454,20 @@ def test_the_model_tools_say_a_wrong_model_in_one_line(short_clip, tmp_path):
         done = subprocess.run([sys.executable, str(REPO / "tools" / f"{tool}.py"), *args], capture_output=True,
                               text=True, timeout=300)
         assert (done.returncode, done.stderr) == (2, f"{tool}: model {missing}: no such file\n")
+
+
+def test_the_benchmark_times_the_detector_on_a_clip_shorter_than_its_sixty_frames(clips, tmp_path, monkeypatch):
+    """``tools/bench.py --video`` timed the detector's threads on 60 frames read without a look
+    at what came back: a shorter clip's reads past its end gave None, and the tool failed with a
+    traceback after every other measurement, writing none of them (s53b 1)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO / "tools"))
+    bench = importlib.import_module("bench")
+    short = write_video(tmp_path / "short.avi", read_frames(clips["single_face.mp4"], 10))
+    timed = bench.detector_threads(short)
+    assert sorted(timed) == sorted({"1_threads_ms", f"{os.cpu_count()}_threads_ms"}) and all(
+        ms > 0 for ms in timed.values()), timed
 
 
 def test_the_flicker_figures_name_the_model_that_made_them(short_clip, tmp_path):
