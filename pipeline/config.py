@@ -217,8 +217,10 @@ def pydantic_reason(exc: ValidationError, fields: Iterable[str], yaml: bool = Tr
 
 
 def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
-    """The words for a stage type ``name`` that is not one of ``types``."""
-    return (f"unknown stage type {show(name)}{_type_hint(name, types) or _undeclared(types)} "
+    """The words for a stage type ``name`` that is not one of ``types``: the known type it is like,
+    and any stage module not declared, both (``track2`` of a new tracker2.py was "did you mean
+    'track'?" alone, a typo to look for)."""
+    return (f"unknown stage type {show(name)}{_type_hint(name, types)}{_undeclared(types)} "
             f"(known: {', '.join(sorted(types))})")
 
 

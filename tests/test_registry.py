@@ -701,6 +701,11 @@ def test_an_undeclared_stage_module_of_the_package_is_named_in_the_unknown_type_
             "unknown stage type 'blurry' (fer_pipe/stages/blur_faces.py holds a stage this install does not "
             "declare: add it to setup.cfg's fer_pipe.stages entry points and run pip install -e . again) "
             f"(known: {known})")
+        # a type like a known one is said to be like it, and the module still named (s53b 2)
+        assert unknown_type("track2", types) == (
+            "unknown stage type 'track2' (did you mean 'track'?) (fer_pipe/stages/blur_faces.py holds a stage this "
+            "install does not declare: add it to setup.cfg's fer_pipe.stages entry points and run pip install -e . "
+            f"again) (known: {known})")
     finally:
         for name in ("blur_faces", "scratch"):
             sys.modules.pop(f"fer_pipe.stages.{name}", None)
