@@ -27,7 +27,7 @@ with the fixed limit, every frame of it ended every track, and none ever got an 
 dated before the one before it (a camera's wall clock set back) ends them too: an episode
 spanning the step had an end before its start, and was dropped.
 
-A track gets its id once it has matched ``min_hits`` detections, so a one-frame false hit of
+A track gets its id at its ``min_hits``-th detection (its first counts), so a one-frame false hit of
 the cascade never consumes an id; until then its face is passed on with ``track_id=None``.
 ``packet.extra["track_appeared"]`` / ``["track_lost"]`` list the ids confirmed / ended on that
 frame, and a plug-in can act on either. ``["tracks"]`` lists the ids alive after every frame
@@ -65,7 +65,7 @@ class TrackParams(StageParams):
                                         "yet, or under 3 matches), in face sizes, to match it where their boxes "
                                         "overlap less than iou_threshold (a new face moving fast between detector "
                                         "runs); 0: by overlap alone")
-    min_hits: int = Field(3, ge=1, le=1000, description="matched detections before a track gets its id")
+    min_hits: int = Field(3, ge=1, le=1000, description="detections, its first among them, before a track gets its id")
     max_gap_s: float = Field(5.0, gt=0.0, le=86_400.0,
                              description="seconds between two frames of a source (a camera that was down) after "
                                          "which its tracks end; a source's usual gap, times 3, if longer; a live "
