@@ -372,11 +372,14 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
                           "from_epoch": state["epochs_done"], "argv": sys.argv[1:]})
 
     class Checkpoint(keras.callbacks.Callback):
-        """Saves the whole training state after every epoch, and the best net by PublicTest."""
+        """Saves the whole training state after every epoch, and the best net by PublicTest, and
+        ends a session at ``session_end``: fit is given the run's last epoch, so that its log
+        counts the run's (a session's end given as fit's showed "Epoch 15/15" of a 40-epoch run)."""
 
-        def __init__(self) -> None:
+        def __init__(self, session_end: int) -> None:
             super().__init__()
             self.epoch_started = time.time()
+            self.session_end = session_end
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self.epoch_started = time.time()
@@ -393,13 +396,15 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
                     _save_whole(self.model, out / "best.keras")
                 _save_whole(self.model, out / CHECKPOINT)
                 _write_state(state_path, state)
+            if epoch + 1 >= self.session_end:
+                self.model.stop_training = True
 
     if state["epochs_done"] < args.epochs:
         last = args.epochs if args.session_epochs is None else \
             min(args.epochs, state["epochs_done"] + args.session_epochs)
-        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=last,
+        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
                   initial_epoch=state["epochs_done"], validation_data=(x_test, y_test),
-                  shuffle=True, verbose=args.verbose, callbacks=[Checkpoint()])
+                  shuffle=True, verbose=args.verbose, callbacks=[Checkpoint(last)])
     state["runs"][-1]["seconds"] = time.time() - started
     if state["epochs_done"] < args.epochs:  # a session of an unfinished run: nothing to ship yet
         _write_state(state_path, state)
