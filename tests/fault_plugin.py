@@ -69,7 +69,10 @@ class FaultyParams(StageParams):
                                            "the least of at that any worker meets (a live replay on a busy "
                                            "machine skips late frames, at's own among them), and write its "
                                            "index there")
-    close_too: Literal["", "raise", "hang"] = Field("", description="in close, raise or hang, whatever the mode")
+    close_too: Literal["", "raise", "bad_input", "hang"] = Field("", description="in close, raise (bad_input: an "
+                                                                                 "InputError) or hang, whatever the "
+                                                                                 "mode")
+    close_says: str = Field("upload of the summary failed", description="what raising in close says")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
 
@@ -216,7 +219,11 @@ class Faulty(Stage):
             time.sleep(3600)
         armed = not self.params.armed_file or os.path.exists(self.params.armed_file)
         if (self.params.mode == "close" or self.params.close_too == "raise") and armed:
-            raise RuntimeError("upload of the summary failed")
+            raise RuntimeError(self.params.close_says)
+        if self.params.close_too == "bad_input" and armed:
+            from fer_pipe.errors import InputError
+
+            raise InputError(self.params.close_says)
 
 
 class BrokenFramesParams(StageParams):

@@ -893,6 +893,7 @@ def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(pl
     code, err = finish(start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False), timeout=60)
     assert code == 1
     assert "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s while closing (stalled)" in err
+    assert not [line for line in err.splitlines() if "also, " in line], err  # its kill, said again (s53d 4a)
     assert assert_valid_prefix(out) == list(range(60))
 
 
@@ -1602,6 +1603,26 @@ def test_every_failure_of_a_run_is_said_once_on_a_line_of_its_own_in_both_engine
     closing = "failed: while closing: RuntimeError: upload of the summary failed"
     also = [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")]
     assert sorted(also) == [f"fer-pipe: also, stage '{name}' (faulty) {closing}" for name in ("closing", "framing")]
+
+
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_an_also_line_masks_passwords_and_escapes_terminal_codes_in_both_engines(plugin_env, short_clip, tmp_path,
+                                                                                 runner):
+    """run_graph's "also" lines showed a URL's password and raw control characters, which a run
+    masks and escapes (s52h 3, untested until s53d 4d): bad input's own text, as a stage's close
+    raised it."""
+    config = tmp_path / "said.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
+  closing: {{type: faulty, inputs: [source], params: {{close_too: bad_input, close_says: "no answer from rtsp://admin:S3cret@cam/x \\e[31m"}}}}
+  framing: {{type: faulty, inputs: [closing], params: {{mode: raise, at: [2]}}}}
+  csv: {{type: csv, inputs: [framing], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    assert done.returncode == 1, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")] == [
+        "fer-pipe: also, stage 'closing' (faulty) failed: while closing: no answer from rtsp://admin:***@cam/x "
+        "\\x1b[31m"], done.stderr
 
 
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
