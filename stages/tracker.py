@@ -113,9 +113,9 @@ class _Track:
     into OpenCV, on every track of every frame, though it almost never changes."""
     still: Box | None = None
     """Where a new track that took a neighbour's speed was first seen, until its next match: its
-    face may not move with its neighbour (two people passing), and is matched there as well."""
-    seen_at: int = 0
-    """The frame it was first seen on."""
+    face may not move with its neighbour (two people passing), and is matched there as well. The
+    match's correction learns its own speed, from the borrowed one's uncertainty: a face that
+    stood still is carried still after it (22.7 px a frame borrowed, 0.1 px after)."""
 
     def predict(self, steps: int) -> None:
         if steps != self.steps:
@@ -124,17 +124,6 @@ class _Track:
         cx, cy, w, h = self.kf.predict()[:4, 0]
         w, h = max(float(w), 1.0), max(float(h), 1.0)
         self.predicted = np.array([cx - w / 2, cy - h / 2, w, h])
-
-    def settle(self, box: Box, index: int) -> None:
-        """At a new track's next match, on frame ``index``: if ``box`` is nearer where it was first
-        seen than where its neighbour's speed took it, it does not move so, and its filter starts
-        again from there, still, predicted over the frames since, as a track started still is
-        (the correction learns a speed from the prediction's uncertainty)."""
-        here = _centre(box)
-        if np.linalg.norm(here - _centre(self.still)) < np.linalg.norm(here - _centre(self.predicted)):
-            self.kf, self.steps = _kalman(self.still), 0
-            self.predict(max(1, index - self.seen_at))
-        self.still = None
 
     def correct(self, box: Box) -> None:
         x, y, w, h = box
@@ -179,10 +168,10 @@ def _distances(p: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.norm(centres_p[:, None, :] - centres_b[None, :, :], axis=2) / size
 
 
-def _new_track(tracks: list[_Track], box: Box, index: int) -> _Track:
-    """A track for a face first seen on frame ``index``, at the speed of its neighbour if it has one."""
+def _new_track(tracks: list[_Track], box: Box) -> _Track:
+    """A track for a new face, at the speed of its neighbour if it has one."""
     velocity = _neighbours_velocity(tracks, box)
-    return _Track(_kalman(box, velocity), still=box if any(velocity) else None, seen_at=index)
+    return _Track(_kalman(box, velocity), still=box if any(velocity) else None)
 
 
 def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
@@ -353,14 +342,13 @@ class FaceTracker(Stage):
                 matched.update(self._by_distance(state.tracks, predicted, boxes, matched))
         for col, row in matched.items():
             track = state.tracks[row]
-            if track.still is not None:
-                track.settle(faces[col].box, packet.index)
+            track.still = None
             track.correct(faces[col].box)
             track.hits += 1
             track.misses = 0
         # made once every match is counted: a neighbour listed after a new face had not had this
         # frame's, and whether a face in a row took its speed depended on their order (s52f 3)
-        born = {col: _new_track(state.tracks, face.box, packet.index)
+        born = {col: _new_track(state.tracks, face.box)
                 for col, face in enumerate(faces) if col not in matched}
         state.tracks.extend(born.values())
         appeared: list[int] = []
