@@ -227,6 +227,23 @@ def test_a_face_coming_into_view_beside_a_walker_that_walks_the_other_way_keeps_
     assert rows == {300: {1: 3 * (min_hits - 1)}, 420: {2: 30 + 3 * (min_hits - 1)}}
 
 
+def test_with_max_jump_0_a_face_coming_into_view_beside_a_walker_is_matched_where_it_was_seen() -> None:
+    """With ``max_jump: 0`` (overlap alone) the match at a new track's first place is its only
+    one: B, coming into view beside A and walking the other way at 40 px a detector run, was
+    given a new id at every run without it, which no test showed (s53d 4b)."""
+    packets, rows = [], {}
+    for i in range(90):
+        xs = {300: 50 + 40 * i // 3}
+        if i >= 30:
+            xs[400] = 50 + 40 * 30 // 3 + 150 - 40 * (i - 30) // 3
+        boxes = sorted((x, y, 90, 90) for y, x in xs.items() if -45 < x < 1235)
+        packets.append(packet(i, boxes) if i % 3 == 0 else skipped(i))
+    for p in run_stage("track", packets, {"min_hits": 1, "max_jump": 0}):
+        for face in p.faces:
+            rows.setdefault(face.box[1], set()).add(face.track_id)
+    assert rows == {300: {1}, 400: {2}}
+
+
 def test_a_false_hit_beside_a_missed_face_or_its_neighbour_takes_no_id_by_distance() -> None:
     """Matching by distance is for tracks without an id: a track with one moved onto a false hit
     85 px beside its still face on the run the detector missed it, drifted off with it, and the
