@@ -147,12 +147,13 @@ class EpisodesSink(Sink):
                 continue
             self._take_carried(key, track)
             self._sighting(key, track, face, now)
-        detected = packet.extra.get("detected") is not False
-        if detected:
+        if packet.extra.get("detected") is not False:
             self._drop_missed(packet)
-        # a track the detector no longer finds was last seen at its last detection: the boxes
-        # carried after it (up to every_n - 1 frames) were where the face had been
-        self._end_ended(packet, carried=not detected)
+        # a track the detector no longer finds, or a gap in the stream ends, was last seen at its
+        # last detection: the boxes carried after it (up to every_n - 1 frames) were where the face
+        # had been; taken as sightings on a frame the detector skipped, a gap's track ended on them
+        # or not by where its next run fell (s53d 5)
+        self._end_ended(packet, carried=False)
 
     def _drop_missed(self, packet: Packet) -> None:
         """The detector ran and missed a face it had carried: the boxes carried since it last saw

@@ -128,10 +128,15 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     between (as documented); where the face had left, its episode and face_lost were dated on
     the carried frames, up to two after its last sighting (s51a 2), and still were where the
     stream ended before max_age detector runs had missed it (s52a 1). At the stream's end, with
-    the face still in view, the carried frames are sightings."""
-    def detected_every_third(frames: int, gone_from: int, max_age: int = 2) -> list[Packet]:
-        packets = [Packet("cam", i, i / FPS, faces=[Face((100, 100, 90, 90))] if i < gone_from else [])
-                   if i % 3 == 0 else Packet("cam", i, i / FPS, faces=[], extra={"detected": False})
+    the face still in view, the carried frames are sightings. A gap in the stream ends the track
+    at its last detection, wherever the detector's next run falls: the episode ended at 40 for a
+    gap after frame 40, at 39 for one after 41 (s53d 5)."""
+    def detected_every_third(frames: int, gone_from: int, max_age: int = 2, gap_after: int = 10**6) -> list[Packet]:
+        def when(i: int) -> float:
+            return i / FPS + 10.0 * (i > gap_after)
+
+        packets = [Packet("cam", i, when(i), faces=[Face((100, 100, 90, 90))] if i < gone_from else [])
+                   if i % 3 == 0 else Packet("cam", i, when(i), faces=[], extra={"detected": False})
                    for i in range(frames)]
         tracked = run_stage("track", packets, {"max_age": max_age})
         for packet in tracked:
@@ -147,6 +152,9 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     assert [(r["label"], r["start_frame"], r["end_frame"]) for r in rows] == [("happy", "6", "41")]
     rows = episodes_of(detected_every_third(50, 40, max_age=12), tmp_path)  # missed at 42, 45, 48; ended at 49
     assert [(r["label"], r["start_frame"], r["end_frame"]) for r in rows] == [("happy", "6", "39")]
+    for gap_after, last_detection in ((40, 39), (41, 39), (42, 42)):
+        rows = episodes_of(detected_every_third(80, 80, gap_after=gap_after), tmp_path)
+        assert rows[0]["end_frame"] == str(last_detection), (gap_after, rows)
 
 
 def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path) -> None:
