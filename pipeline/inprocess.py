@@ -211,9 +211,19 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> lis
         try:
             close_stage(stages[name])
         except Exception as exc:
-            failure = exc if isinstance(exc, UserError) else _stage_failure(graph, name, exc, "while closing: ")
-            failures.append((failure, _line(graph, name, failure, "while closing: ")))
+            failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
+                       _stage_failure(graph, name, exc, "while closing: "))
+            failures.append((failure, one_line(str(failure))))
     return failures
+
+
+def _as_a_run_says(graph: Graph, name: str, exc: UserError, where: str = "") -> UserError:
+    """A stage's bad input, of its own kind and exit code, worded as a run says it, its stage
+    named: raised as the stage raised it, a batch's line read as the video's damage
+    ("a.mp4: summary file unreadable; 6 rows of it are kept in a.partial.csv", s53e 2)."""
+    named = copy.copy(exc)
+    named.args = (_line(graph, name, exc, where),)
+    return named
 
 
 def _line(graph: Graph, name: str, exc: Exception, where: str = "") -> str:
@@ -252,6 +262,8 @@ def run_graph(graph: Graph) -> GraphRun:
             return rules[name](packet)
         except StageFailure as exc:
             raise _stage_failure(graph, name, exc)
+        except UserError as exc:
+            raise _as_a_run_says(graph, name, exc) from None
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -300,7 +312,8 @@ def run_graph(graph: Graph) -> GraphRun:
                 with _failing_as(graph, name, "while finishing: "):
                     held = finish_stage(stage)
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
-                draining.append((exc, _line(graph, name, exc)))
+                named = _as_a_run_says(graph, name, exc) if isinstance(exc, UserError) else exc
+                draining.append((named, one_line(str(named))))
                 held = []
             push(name, [*held, *rules[name].ends()])
     except (UserError, StageFailure) as exc:

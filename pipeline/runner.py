@@ -134,13 +134,17 @@ class _Reports:
 
     def _leads(self, late: Failed, in_close: bool) -> bool:
         """Whether a failure after which the stream drained is the run's, over the one held so far:
-        the first, unless both are closes, whose order of arrival is chance (a run's exit code was 2
-        or 1 by which of two failing sinks' messages came first)."""
+        the first, but that a close's gives way to a source's or a finish's, and of two closes the
+        last stage's leads, as ``run_graph`` orders them (it finishes every stage before it closes
+        the last first): which message came first was chance, and the run's exit code 2 or 1 by
+        it (s52h 2, s53e 1)."""
         held = self.late_error
         if held is None:
             return True
+        if not self.late_in_close:
+            return False
         place = self.rank.get  # a process of no stage (none in a run) comes first
-        return in_close and self.late_in_close and place(late.process, ()) > place(held.process, ())
+        return not in_close or place(late.process, ()) > place(held.process, ())
 
 
 @dataclass

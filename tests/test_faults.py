@@ -1514,6 +1514,12 @@ def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever
         reports.take(msg, str)
     assert reports.late_error.process == "source"
     assert reports.also == ["episodes failed: while closing: upload lost"]
+    # a finish's failure comes before any close's, as run_graph finishes every stage first (s53e 1)
+    reports = _Reports(rank=rank, closing={"source"})
+    for msg in (FailedDraining("source", "while closing: x", 2, False, ""),
+                FailedDraining("csv", "while finishing: flush failed", 1, False, "")):
+        reports.take(msg, str)
+    assert (reports.late_error.process, reports.also) == ("csv", ["source failed: while closing: x"])
 
 
 def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
@@ -1623,6 +1629,33 @@ def test_an_also_line_masks_passwords_and_escapes_terminal_codes_in_both_engines
     assert [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")] == [
         "fer-pipe: also, stage 'closing' (faulty) failed: while closing: no answer from rtsp://admin:***@cam/x "
         "\\x1b[31m"], done.stderr
+
+
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_finish_that_fails_leads_a_close_that_fails_and_bad_input_is_named_in_both_engines(plugin_env, short_clip,
+                                                                                            tmp_path, runner):
+    """A stage whose finish fails after one before it whose close fails (bad input): the run's
+    line and exit code were whichever message came first (exit 2 when the later stage was slow,
+    1 else), where run_graph raised the finish's; and run_graph raised a stage's bad input bare,
+    naming neither the stage nor its close, which a batch then said as the video's (s53e 1, 2)."""
+    config = tmp_path / "late.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
+  a: {{type: faulty, inputs: [source], params: {{close_too: bad_input, close_says: summary file unreadable}}}}
+  b: {{type: faulty, inputs: [a], params: {{mode: finish, delay_s: 0.2}}}}
+  csv: {{type: csv, inputs: [b], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    first = "stage 'b' (faulty) failed: while finishing: RuntimeError: flush failed / disk quota exceeded"
+    assert done.returncode == 1 and (f"fer-pipe: {first}\n" if runner == "run" else f"StageFailure: {first}\n") in \
+        done.stderr, done.stderr
+    assert [line for line in done.stderr.splitlines() if line.startswith("fer-pipe: also, ")] == [
+        "fer-pipe: also, stage 'a' (faulty) failed: while closing: summary file unreadable"], done.stderr
+    config.write_text(config.read_text().replace("mode: finish, delay_s: 0.2", "mode: ok"))
+    done = _ran(runner, config, plugin_env)
+    line = "stage 'a' (faulty) failed: while closing: summary file unreadable"
+    assert done.returncode == (2 if runner == "run" else 1) and (
+        f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.InputError: {line}\n") in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
