@@ -63,6 +63,9 @@ CONFIGS = {"default": REPO / "configs" / "video_to_csv.yaml",
 REFERENCE_DETECTOR = {"scale_factor": 1.1, "min_neighbors": 5, "min_size": 40, "detect_width": 8192,
                       "coarse_factor": 1.0}
 IOU_MATCH = 0.5
+MIN_FRAMES = 60
+"""A --video clip's least length: rows over more than one of the run's 50 ms looks make a steady
+state, and the detector's threads are timed on this many frames."""
 SEED_CASCADE = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
 FER_PYTHON = REPO / "build" / "fer-venv" / "bin" / "python"
 SEED_LABELS = ("Angry", "Disgusted", "Fearful", "Happy", "Sad", "Surprised", "Neutral")
@@ -390,14 +393,22 @@ def transport(shape: tuple[int, int, int], frames: int = 300) -> dict:
     return out
 
 
-def detector_threads(video: Path, frames: int = 60) -> dict:
-    """ms per frame of the default detector with OpenCV on 1 thread and on every core, over the
-    first ``frames`` frames, or the frames a shorter clip has (the reads past its end gave None,
-    and the tool failed after every other measurement, writing none)."""
+def frames_up_to(video: Path, most: int) -> int:
+    """The frames ``video`` has, counted up to ``most`` (0 where OpenCV cannot read it)."""
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while count < most and cap.grab():
+        count += 1
+    cap.release()
+    return count
+
+
+def detector_threads(video: Path, frames: int = MIN_FRAMES) -> dict:
+    """ms per frame of the default detector with OpenCV on 1 thread and on every core."""
     from fer_pipe.inprocess import make_stage
 
     cap = cv2.VideoCapture(str(video))
-    images = [image for ok, image in (cap.read() for _ in range(frames)) if ok]
+    images = [cap.read()[1] for _ in range(frames)]
     cap.release()
     detector = make_stage("haar", {})
     detector.open()
@@ -407,7 +418,7 @@ def detector_threads(video: Path, frames: int = 60) -> dict:
         start = time.perf_counter()
         for image in images:
             detector.detect(image)
-        out[f"{threads}_threads_ms"] = round((time.perf_counter() - start) / len(images) * 1e3, 2)
+        out[f"{threads}_threads_ms"] = round((time.perf_counter() - start) / frames * 1e3, 2)
     cv2.setNumThreads(-1)
     return out
 
@@ -484,6 +495,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override for the fast run (to try settings)")
     args = parser.parse_args(argv)
 
+    for video in args.video:  # a shorter one failed after every other measurement, writing none
+        frames = frames_up_to(Path(video), MIN_FRAMES)
+        if frames < MIN_FRAMES:
+            print(f"bench: --video {video}: {frames} frames; it needs {MIN_FRAMES} or more (a steady state "
+                  "after the first result, and the detector's threads timed on as many)", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     clips = {Path(v).stem: Path(v) for v in args.video} or make_clips(out)
