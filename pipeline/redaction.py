@@ -27,7 +27,10 @@ def redact(url: str) -> str:
     if parts.password is None or "@" in parts.path + parts.query + parts.fragment:  # cut at its '/', '?' or '#'
         masked = HIDDEN_USERINFO.sub(r"\1:***@", url, count=1)
         if masked != url:
-            url, parts = masked, urlsplit(masked)
+            try:
+                url, parts = masked, urlsplit(masked)
+            except ValueError:  # what follows its last '@' is no URL urlsplit reads (an IPv6 host without its ']')
+                return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", masked)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
@@ -46,9 +49,10 @@ A quote ends it, as a line quotes one, but not inside its user part, where a pas
 one (``'`` is a URL's own character)."""
 
 
-HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#@\s]*):\S*@", re.IGNORECASE)
+HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):\S*@", re.IGNORECASE)
 """A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``, a base64 one's
-``/`` and ``==``), where urlsplit ends the host and finds no password: up to the last ``@``.
+``/`` and ``==``), where urlsplit ends the host and finds no password: up to the last ``@``. The
+user may hold an ``@`` (an e-mail login, ``me@mail.com:pw@cam``), which FFmpeg reads so too.
 Which a URL means is not in the text (``rtsp://admin:8554/x@cam`` is also host ``admin``, port
 8554), so an ``@`` later in a URL without a password masks what stands before it, host and port
 with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log line loses a

@@ -811,6 +811,11 @@ def test_password_is_not_logged():
     assert redact("rtsp://admin:p@ss#x@cam/live") == "rtsp://admin:***@cam/live"  # urlsplit finds "p" of it
     assert redact("rtsp://admin:Pa@ss/w0rd@cam/live") == "rtsp://admin:***@cam/live"  # and "Pa", host "ss" (s53a 1)
     assert redact("rtsp://admin:Pa@ss?w0rd@cam/live") == "rtsp://admin:***@cam/live"
+    # an e-mail login's '@' kept the mask from reaching the password's end; a tail urlsplit cannot
+    # read after the mask raised where a line was due (s53f 1, 2)
+    assert redact("rtsp://me@mail.com:Pa@ss/w0rd@cam/live") == "rtsp://me@mail.com:***@cam/live"
+    assert redact("rtsp://me@mail.com:dGVz/A==@cam/live") == "rtsp://me@mail.com:***@cam/live"
+    assert redact("rtsp://admin:Pa@ss/w0rd@[fe80::1/live?pwd=9") == "rtsp://admin:***@[fe80::1/live?pwd=***"
     assert redact("rtsp:///admin:S3cret@cam/live") == "rtsp:///admin:***@cam/live"  # was a RecursionError
     assert redact("rtsp:/admin:se#cret@cam/live") == "rtsp:/admin:***@cam/live"
     # which a URL means is not in its text: an '@' after a port masks host and port with it
