@@ -390,8 +390,19 @@ UNDATED_FRAMES = 5
 
 
 JPEG_START = b"\xff\xd8\xff"
-"""How a raw MJPEG stream begins (a camera's ``video.mjpg`` saved by curl, ``ffmpeg -f mjpeg``):
-its JPEGs carry no times, and FFmpeg's demuxer makes some up at 25 fps, so OpenCV's are not 0."""
+"""How a raw MJPEG stream begins (``ffmpeg -f mjpeg``): its JPEGs carry no times, and FFmpeg's
+demuxer makes some up at 25 fps, so OpenCV's are not 0."""
+HEAD_READ = 512
+"""The bytes of a file's start read to tell an MJPEG stream: a multipart one's first part header
+(``--boundary``, ``Content-Type: image/jpeg``, what curl saves from an HTTP camera's
+``video.mjpg``) is well within it."""
+
+
+def _mjpeg_stream(path: str) -> bool:
+    """Whether the file is an MJPEG stream, raw or multipart, whose times FFmpeg makes up."""
+    with open(path, "rb") as file:
+        head = file.read(HEAD_READ)
+    return head.startswith(JPEG_START) or head.startswith(b"--") and b"image/jpeg" in head.lower()
 
 
 def _undated(path: str) -> bool:
@@ -400,17 +411,14 @@ def _undated(path: str) -> bool:
     episodes none and nothing said; its frames are dated by their number at the rate OpenCV
     reports. Told by the first frames after the first, several: one recorder repeats its first
     frame's time, and a file so taken by its second frame alone was dated seconds off, then
-    failed as truncated. A raw MJPEG stream is told by its first bytes: a 10 fps camera's was
-    dated at 25, ``source.fps`` unheeded and nothing said."""
-    with open(path, "rb") as file:
-        if file.read(len(JPEG_START)) == JPEG_START:
-            return True
+    failed as truncated. An MJPEG stream is told by its first bytes: a 10 fps camera's was
+    dated at 25, ``source.fps`` unheeded and nothing said. A single frame (a photo) is no stream."""
     capture = _open(path)
     try:
         dated = [capture.get(cv2.CAP_PROP_POS_MSEC) for _ in range(UNDATED_FRAMES + 1) if capture.grab()]
     finally:
         capture.release()
-    return len(dated) > 1 and not any(dated[1:])
+    return len(dated) > 1 and (not any(dated[1:]) or _mjpeg_stream(path))
 
 
 def _decodes_at(path: str, frame: int) -> bool:
