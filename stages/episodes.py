@@ -176,8 +176,10 @@ class EpisodesSink(Sink):
 
     def outage(self, packet: Packet) -> list[Packet]:
         """The tracker ends tracks while their source is down, not at its return: a camera down all
-        night told subscribers a face was in view all night, and wrote its episode in the morning."""
-        self._end_ended(packet)
+        night told subscribers a face was in view all night, and wrote its episode in the morning.
+        They end at their last detection, as where the first frame back ends them: whether an outage
+        packet or that frame came first moved the end by up to every_n - 1 frames (s53f 4)."""
+        self._end_ended(packet, carried=False)
         return []
 
     def ended(self, packet: Packet) -> list[Packet]:
@@ -249,7 +251,7 @@ class EpisodesSink(Sink):
 
     def _end_track(self, key: tuple[str, int], carried: bool = True) -> None:
         """``carried``: whether the faces carried since the last detection were sightings (the
-        stream ended, or the camera went down, with the face in view)."""
+        stream ended with the face in view)."""
         track = self._tracks.get(key)
         if track is None:
             return

@@ -131,18 +131,20 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     the face still in view, the carried frames are sightings. A gap in the stream ends the track
     at its last detection, wherever the detector's next run falls: the episode ended at 40 for a
     gap after frame 40, at 39 for one after 41 (s53d 5)."""
-    def detected_every_third(frames: int, gone_from: int, max_age: int = 2, gap_after: int = 10**6) -> list[Packet]:
-        def when(i: int) -> float:
-            return i / FPS + 10.0 * (i > gap_after)
+    def frame(i: int, t: float, face: bool = True) -> Packet:
+        if i % 3:
+            return Packet("cam", i, t, faces=[], extra={"detected": False})
+        return Packet("cam", i, t, faces=[Face((100, 100, 90, 90))] if face else [])
 
-        packets = [Packet("cam", i, when(i), faces=[Face((100, 100, 90, 90))] if i < gone_from else [])
-                   if i % 3 == 0 else Packet("cam", i, when(i), faces=[], extra={"detected": False})
-                   for i in range(frames)]
+    def happy(packets: list[Packet], max_age: int = 2) -> list[Packet]:
         tracked = run_stage("track", packets, {"max_age": max_age})
         for packet in tracked:
-            for face in packet.faces:
+            for face in packet.faces or []:
                 face.probs = probs("happy")
         return tracked
+
+    def detected_every_third(frames: int, gone_from: int, max_age: int = 2, gap_after: int = 10**6) -> list[Packet]:
+        return happy([frame(i, i / FPS + 10.0 * (i > gap_after), i < gone_from) for i in range(frames)], max_age)
 
     carried = detected_every_third(60, 40)
     assert [p.index for p in carried if p.faces][-4:] == [38, 39, 40, 41]  # carried past the last sighting
@@ -155,6 +157,13 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     for gap_after, last_detection in ((40, 39), (41, 39), (42, 42)):
         rows = episodes_of(detected_every_third(80, 80, gap_after=gap_after), tmp_path)
         assert rows[0]["end_frame"] == str(last_detection), (gap_after, rows)
+    # a live camera down 7 s (an outage packet past max_gap_s ends the track) or 5.5 s (the first
+    # frame back does): its episode ended at 41, on carried boxes, or at 39 (s53f 4)
+    for down_s in (7.0, 5.5):
+        rows = episodes_of(happy([frame(i, i / FPS) for i in range(42)]
+                                 + [outage("cam", 41, 41 / FPS + k) for k in range(1, int(down_s) + 1)]
+                                 + [frame(42 + k, 41 / FPS + down_s + k / FPS) for k in range(10)]), tmp_path)
+        assert rows[0]["end_frame"] == "39", (down_s, rows)
 
 
 def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path) -> None:
