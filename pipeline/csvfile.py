@@ -102,6 +102,23 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
                          "give a new file")
 
 
+def _start_a_line(fd: int, path: Path, what: str) -> None:
+    """Put a line end after a last row left without one in a CSV the run's stdout continues, so
+    that the first new row is not glued to it. Nothing is cut, as ``append`` cuts a file of its
+    own: other runs may be writing the same stream, and a frame of theirs seen half-written
+    here (one over a page) was cut under them. The row left in part stays, on a line of its own."""
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        if not file.tell():
+            return
+        file.seek(-1, os.SEEK_END)
+        if file.read(1) == b"\n":
+            return
+    os.write(fd, LINE_END)
+    print(f"fer-pipe: WARNING: {what} {path}: its last row has no line end (a run stopped mid-row?); the rows "
+          "go on from a line of their own after it", file=sys.stderr)
+
+
 def _first_columns(path: Path) -> list[str]:
     """The fields of the file's first line, its header: a part row's garbage is cut off later."""
     with open(path, "rb") as existing:
@@ -133,12 +150,11 @@ def _gone(folder: Path) -> bool:
 
 
 def _continued_stream(path: Path, what: str, header: Sequence[str]) -> bool:
-    """Whether the run's own stdout (or stderr), a file the shell has begun, is to be continued as
-    ``append`` continues one: a CSV with the sink's columns (a loop of runs into one file), whose
-    last row a killed run may have left in part. Any other lines are the shell's (`{ echo
-    before; fer-pipe run ...; } > f`): the rows go on after them, with a warning where they are
-    a CSV of other columns (an episodes CSV appended with `>>` to a frames CSV was mixed in,
-    exit 0)."""
+    """Whether the run's own stdout (or stderr), a file the shell has begun, is a CSV with the
+    sink's columns (a loop of runs into one file), whose last row a killed run may have left in
+    part (``_start_a_line``). Any other lines are the shell's (`{ echo before; fer-pipe run ...;
+    } > f`): the rows go on after them, with a warning where they are a CSV of other columns (an
+    episodes CSV appended with `>>` to a frames CSV was mixed in, exit 0)."""
     if not (path.is_file() and path.stat().st_size):
         return False
     try:
@@ -175,17 +191,18 @@ class CsvOutput:
         """
         path = Path(path)
         check_folder_of(path, what)
-        if not append and descriptor_of(path) in (1, 2):
-            append = _continued_stream(path, what, header)
+        continued = not append and descriptor_of(path) in (1, 2) and _continued_stream(path, what, header)
         if append:
             check_columns(path, what, header)
         fd = open_claimed(path, what, truncate=not append)
-        if append:
-            try:
+        try:
+            if append:
                 _end_with_a_whole_line(fd, path, what)
-            except BaseException:  # the lock goes with the descriptor: the API, run_stage and a
-                os.close(fd)  # Ray worker try again in the same process, and were refused
-                raise
+            elif continued:
+                _start_a_line(fd, path, what)
+        except BaseException:  # the lock goes with the descriptor: the API, run_stage and a
+            os.close(fd)  # Ray worker try again in the same process, and were refused
+            raise
         self._file = open(fd, "ab", buffering=0)
         self._path, self._what = path, what
         self._text = io.StringIO()
