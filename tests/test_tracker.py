@@ -207,20 +207,28 @@ def test_a_face_standing_beside_a_walker_is_carried_where_it_stands() -> None:
         i: [(405, 420, 90, 90)] for i in (9, 10, 11)}
 
 
+def passing(frames: int, per_run: int, ahead: int, row: int) -> list[Packet]:
+    """Two people passing, 90 px faces, the detector on every third frame: A walks right along
+    row 300 at ``per_run`` px a detector run; B comes into view at frame 30, ``ahead`` px ahead of
+    A, along ``row``, and walks left as fast."""
+    packets = []
+    for i in range(frames):
+        xs = {300: 50 + per_run * i // 3}
+        if i >= 30:
+            xs[row] = 50 + per_run * 30 // 3 + ahead - per_run * (i - 30) // 3
+        boxes = sorted((x, y, 90, 90) for y, x in xs.items() if -45 < x < 1235)
+        packets.append(packet(i, boxes) if i % 3 == 0 else skipped(i))
+    return packets
+
+
 @pytest.mark.parametrize("min_hits", [1, 3])
 def test_a_face_coming_into_view_beside_a_walker_that_walks_the_other_way_keeps_one_id(min_hits: int) -> None:
     """Two people passing, 90 px faces at 68 px a detector run (every third frame): B comes into
     view 220 px ahead of A and 120 px lower. Started at A's speed, B's track was a run of A's
     speed off: each detection started a new track (five ids with min_hits 1), and B's id came
     12 frames late (s52d 1). It is matched where it was first seen too."""
-    packets, rows = [], {}
-    for i in range(120):
-        xs = {300: 50 + 68 * i // 3}
-        if i >= 30:
-            xs[420] = 50 + 68 * 30 // 3 + 220 - 68 * (i - 30) // 3
-        boxes = sorted((x, y, 90, 90) for y, x in xs.items() if -45 < x < 1235)
-        packets.append(packet(i, boxes) if i % 3 == 0 else skipped(i))
-    for p in run_stage("track", packets, {"min_hits": min_hits}):
+    rows: dict[int, dict[int, int]] = {}
+    for p in run_stage("track", passing(120, 68, 220, 420), {"min_hits": min_hits}):
         for face in p.faces:
             if face.track_id is not None:
                 rows.setdefault(face.box[1], {}).setdefault(face.track_id, p.index)
@@ -231,14 +239,8 @@ def test_with_max_jump_0_a_face_coming_into_view_beside_a_walker_is_matched_wher
     """With ``max_jump: 0`` (overlap alone) the match at a new track's first place is its only
     one: B, coming into view beside A and walking the other way at 40 px a detector run, was
     given a new id at every run without it, which no test showed (s53d 4b)."""
-    packets, rows = [], {}
-    for i in range(90):
-        xs = {300: 50 + 40 * i // 3}
-        if i >= 30:
-            xs[400] = 50 + 40 * 30 // 3 + 150 - 40 * (i - 30) // 3
-        boxes = sorted((x, y, 90, 90) for y, x in xs.items() if -45 < x < 1235)
-        packets.append(packet(i, boxes) if i % 3 == 0 else skipped(i))
-    for p in run_stage("track", packets, {"min_hits": 1, "max_jump": 0}):
+    rows: dict[int, set[int]] = {}
+    for p in run_stage("track", passing(90, 40, 150, 400), {"min_hits": 1, "max_jump": 0}):
         for face in p.faces:
             rows.setdefault(face.box[1], set()).add(face.track_id)
     assert rows == {300: {1}, 400: {2}}
