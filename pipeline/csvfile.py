@@ -120,7 +120,8 @@ def _start_a_line(fd: int, path: Path, what: str) -> None:
 
 
 def _first_columns(path: Path) -> list[str]:
-    """The fields of the file's first line, its header: a part row's garbage is cut off later."""
+    """The fields of the file's first line, its header, read alone: what follows may be a row
+    left in part."""
     with open(path, "rb") as existing:
         first = existing.readline(TAIL_READ)
     return next(csv.reader([first.decode("utf-8-sig")]), [])  # Excel's "CSV UTF-8" starts with a BOM
