@@ -22,15 +22,20 @@ def redact(url: str) -> str:
     the last ``@`` before the path, as FFmpeg reads it (a password may hold an ``@``), or, where
     urlsplit finds no password, or an ``@`` after the host it read (``admin:Pa@ss/w0rd@cam``,
     where it read password ``Pa`` and host ``ss``), at the URL's last ``@`` (``HIDDEN_USERINFO``). Credentials given
-    as ``name=value`` in the path or the query are masked too."""
-    parts = urlsplit(url)
+    as ``name=value`` in the path or the query are masked too. A URL urlsplit cannot read at all
+    (an IPv6 host without its ``]``) is masked to its last ``@`` as well: the error it raised came
+    out of the sources and batch as a traceback, the password in it."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _unreadable(url)
     if parts.password is None or "@" in parts.path + parts.query + parts.fragment:  # cut at its '/', '?' or '#'
         masked = HIDDEN_USERINFO.sub(r"\1:***@", url, count=1)
         if masked != url:
             try:
                 url, parts = masked, urlsplit(masked)
-            except ValueError:  # what follows its last '@' is no URL urlsplit reads (an IPv6 host without its ']')
-                return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", masked)
+            except ValueError:  # what follows its last '@' is no URL urlsplit reads
+                return _unreadable(masked)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
@@ -40,6 +45,11 @@ def redact(url: str) -> str:
     if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
         return url
     return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
+
+
+def _unreadable(url: str) -> str:
+    """A URL urlsplit cannot read, masked to its last ``@``, and its ``name=value`` credentials."""
+    return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 
 URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
@@ -71,11 +81,7 @@ def redact_urls(text: str) -> str:
     def one(match: re.Match[str]) -> str:
         url = match.group(0)
         collapsed = "://" not in url
-        try:
-            said = redact(url.replace(":/", "://", 1) if collapsed else url)
-        except ValueError:  # not a URL urlsplit reads (rtsp://u:pw@[::1 without its bracket)
-            masked = HIDDEN_USERINFO.sub(r"\1:***@", url)
-            return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", masked)  # ?token=..., as in a URL it reads
+        said = redact(url.replace(":/", "://", 1) if collapsed else url)
         return said.replace("://", ":/", 1) if collapsed else said
 
     return BARE_USERINFO.sub(r"\1:***@", URL.sub(one, text))

@@ -816,6 +816,7 @@ def test_password_is_not_logged():
     assert redact("rtsp://me@mail.com:Pa@ss/w0rd@cam/live") == "rtsp://me@mail.com:***@cam/live"
     assert redact("rtsp://me@mail.com:dGVz/A==@cam/live") == "rtsp://me@mail.com:***@cam/live"
     assert redact("rtsp://admin:Pa@ss/w0rd@[fe80::1/live?pwd=9") == "rtsp://admin:***@[fe80::1/live?pwd=***"
+    assert redact("rtsp://admin:s3cr3t@[::1/live") == "rtsp://admin:***@[::1/live"  # none urlsplit reads (s53g 1)
     assert redact("rtsp:///admin:S3cret@cam/live") == "rtsp:///admin:***@cam/live"  # was a RecursionError
     assert redact("rtsp:/admin:se#cret@cam/live") == "rtsp:/admin:***@cam/live"
     # which a URL means is not in its text: an '@' after a port masks host and port with it
