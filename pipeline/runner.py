@@ -92,16 +92,15 @@ class _Reports:
     failure: Failed | None = None  # the first failure: the run's
     also: list[str] = field(default_factory=list)  # later failures, said after it
     late_error: Failed | None = None  # bad input after the stream drained
-    late_in_close: bool = False  # whether late_error came from a close
+    late_place: tuple = ()  # late_error's place in run_graph's order (``_place``)
     stopped: str | None = None  # the first process a SIGTERM of its own stopped, undrained
     opened: set[str] = field(default_factory=set)  # processes whose stage's open returned
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
-    # each process's place in the graph (its stage's in ``Graph.order``): of the closes that fail
-    # once the stream drained, which all run at once, the last stage's is the run's, as in ``run_graph``
-    rank: dict[str, tuple[int, str]] = field(default_factory=dict)
+    rank: dict[str, tuple[int, str]] = field(default_factory=dict)  # each process's stage's place in Graph.order
+    sources: set[str] = field(default_factory=set)  # the processes of source stages
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
         """Note one message (``who`` names a process in a line); whether the sources must stop now."""
@@ -122,29 +121,26 @@ class _Reports:
                 # another stage's, or this one's close after its own failure (an upload lost)
                 self.also.append(f"{who(process)} failed: {message}")
             case FailedDraining(process, message, exit_code, live, trace):
-                late = Failed(process, message, trace, exit_code)
-                if self.failure is None and self._leads(late, process in self.closing):
+                place = self._place(process)
+                if self.failure is None and (self.late_error is None or place < self.late_place):
                     if self.late_error is not None:
                         self.also.append(f"{who(self.late_error.process)} failed: {self.late_error.message}")
-                    self.late_error, self.late_in_close = late, process in self.closing
+                    self.late_error, self.late_place = Failed(process, message, trace, exit_code), place
                 else:  # said too, after the run's: a live one ends the run, not the first
                     self.also.append(f"{who(process)} failed: {message}")
                 return live  # a camera given up on: the run fails now, not when the others end
         return False
 
-    def _leads(self, late: Failed, in_close: bool) -> bool:
-        """Whether a failure after which the stream drained is the run's, over the one held so far:
-        the first, but that a close's gives way to a source's or a finish's, and of two closes the
-        last stage's leads, as ``run_graph`` orders them (it finishes every stage before it closes
-        the last first): which message came first was chance, and the run's exit code 2 or 1 by
-        it (s52h 2, s53e 1)."""
-        held = self.late_error
-        if held is None:
-            return True
-        if not self.late_in_close:
-            return False
-        place = self.rank.get  # a process of no stage (none in a run) comes first
-        return not in_close or place(late.process, ()) > place(held.process, ())
+    def _place(self, process: str) -> tuple:
+        """Where a failure after which the stream drained comes in ``run_graph``'s order, the least
+        leading: a source's (in the order they came), then each stage's finish, the first stage's
+        first, then each close, the last stage's first. Stages that finish or close at once in a
+        run, in branches or one after another, sent theirs in an order of chance, and the run's
+        line and exit code, 2 or 1, went by it (s52h 2, s53e 1, s53g 4)."""
+        index, name = self.rank.get(process, (0, process))
+        if process in self.closing:
+            return (2, -index, name)
+        return (0,) if process in self.sources else (1, index, name)
 
 
 @dataclass
@@ -431,7 +427,8 @@ class Runner:
         control, stop, all_open = shared.control, shared.stop, shared.all_open
         progress, busy = shared.progress, shared.busy
         order = graph.order()
-        reports = _Reports(rank={p: (order.index(stage), p) for p, stage in self._stage_of.items()})
+        reports = _Reports(rank={p: (order.index(stage), p) for p, stage in self._stage_of.items()},
+                           sources={p for p, stage in self._stage_of.items() if graph.stages[stage].is_source})
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
