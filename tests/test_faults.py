@@ -1520,6 +1520,14 @@ def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever
                 FailedDraining("csv", "while finishing: flush failed", 1, False, "")):
         reports.take(msg, str)
     assert (reports.late_error.process, reports.also) == ("csv", ["source failed: while closing: x"])
+    # of two finishes in branches, the first stage's, as run_graph finishes them in the graph's order (s53g 4)
+    finishes = [FailedDraining(name, "while finishing: x", code, False, "") for name, code in (("csv", 2),
+                                                                                            ("episodes", 1))]
+    for order in (finishes, finishes[::-1]):
+        reports = _Reports(rank=rank, sources={"source"})
+        for msg in order:
+            reports.take(msg, str)
+        assert (reports.late_error.process, reports.late_error.exit_code) == ("csv", 2)
 
 
 def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
@@ -1655,7 +1663,28 @@ def test_a_finish_that_fails_leads_a_close_that_fails_and_bad_input_is_named_in_
     done = _ran(runner, config, plugin_env)
     line = "stage 'a' (faulty) failed: while closing: summary file unreadable"
     assert done.returncode == (2 if runner == "run" else 1) and (
-        f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.InputError: {line}\n") in done.stderr, done.stderr
+        f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.UserError: {line}\n") in done.stderr, done.stderr
+
+
+def test_a_plug_ins_own_kind_of_bad_input_is_named_by_run_graph_as_a_run_names_it():
+    """run_graph's stage-named bad input was a copy of the stage's exception: a plug-in's own
+    kind, whose __init__ takes other arguments, failed the copy with a TypeError (a batch then
+    said a bug, exit 1, and the stages before a failing close were left unclosed), and one that
+    words itself said its prefix twice (s53g 2)."""
+    from fer_pipe.config import load_graph
+    from fer_pipe.errors import InputError, UserError
+    from fer_pipe.inprocess import _as_a_run_says
+
+    class Unreadable(InputError):
+        def __init__(self, code: int, text: str) -> None:
+            super().__init__(f"{code}: {text}")
+
+        def __str__(self) -> str:
+            return f"summary: {self.args[0]}"
+
+    named = _as_a_run_says(load_graph("video_to_csv"), "csv", Unreadable(7, "disk gone"), "while closing: ")
+    assert isinstance(named, UserError) and named.exit_code == 2 and isinstance(named.__cause__, Unreadable)
+    assert str(named) == "stage 'csv' (csv) failed: while closing: summary: 7: disk gone"
 
 
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
