@@ -50,13 +50,7 @@ def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
     if not stat.S_ISREG(status.st_mode) or not status.st_size:
         return
     size = status.st_size
-    with open(path, "rb") as file:
-        file.seek(max(0, size - TAIL_READ))
-        tail = file.read()
-        quotes = tail.count(b'"')
-        if quotes and size > len(tail):
-            file.seek(0)
-            quotes = sum(chunk.count(b'"') for chunk in iter(partial(file.read, TAIL_READ), b""))
+    tail, quotes = _tail_and_quotes(path, size)
     if quotes % 2 == 0 and tail.endswith(b"\n"):
         return
     if quotes % 2 == 0 and (tail.endswith(b"\r") or b"\n" not in tail and size <= TAIL_READ):
@@ -71,6 +65,19 @@ def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
     print(f"fer-pipe: WARNING: {what} {path}: its last row has no line end, so it is taken as cut short (a run "
           "stopped mid-row, or an editor that drops a file's last line end?): "
           f"{size - cut} bytes dropped before continuing it", file=sys.stderr)
+
+
+def _tail_and_quotes(path: Path, size: int) -> tuple[bytes, int]:
+    """The file's last MiB (of its first ``size`` bytes), and how many quote characters the file
+    holds: those of the tail, and only where that holds one, the whole file's."""
+    with open(path, "rb") as file:
+        file.seek(max(0, size - TAIL_READ))
+        tail = file.read(size - file.tell())
+        quotes = tail.count(b'"')
+        if quotes and size > len(tail):
+            file.seek(0)
+            quotes = sum(chunk.count(b'"') for chunk in iter(partial(file.read, TAIL_READ), b""))
+    return tail, quotes
 
 
 def _last_record_end(tail: bytes, quotes: int) -> int | None:
@@ -103,18 +110,19 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
 
 
 def _start_a_line(fd: int, path: Path, what: str) -> None:
-    """Put a line end after a last row left without one in a CSV the run's stdout continues, so
-    that the first new row is not glued to it. Nothing is cut, as ``append`` cuts a file of its
-    own: other runs may be writing the same stream, and a frame of theirs seen half-written
-    here (one over a page) was cut under them. The row left in part stays, on a line of its own."""
-    with open(path, "rb") as file:
-        file.seek(0, os.SEEK_END)
-        if not file.tell():
-            return
-        file.seek(-1, os.SEEK_END)
-        if file.read(1) == b"\n":
-            return
-    os.write(fd, LINE_END)
+    """End a last row left in part in a CSV the run's stdout continues, so that the first new row
+    is not glued to it: its line end, after a closing quote where it was cut inside a quoted
+    field (a source id holding a comma is quoted), or the ``\n`` of a ``\r\n`` cut between the
+    two (s53g 3). Nothing is cut, as ``append`` cuts a file of its own: other runs may be
+    writing the same stream, and a frame of theirs seen half-written here (one over a page) was
+    cut under them. The row left in part stays, a record of its own."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return
+    tail, quotes = _tail_and_quotes(path, size)
+    if quotes % 2 == 0 and tail.endswith(b"\n"):
+        return
+    os.write(fd, b'"' + LINE_END if quotes % 2 else b"\n" if tail.endswith(b"\r") else LINE_END)
     print(f"fer-pipe: WARNING: {what} {path}: its last row has no line end (a run stopped mid-row?); the rows "
           "go on from a line of their own after it", file=sys.stderr)
 

@@ -154,6 +154,14 @@ def test_stdout_redirected_onto_a_csv_is_continued_as_append_continues_one(short
         "from a line of their own after it",
         "fer-pipe: WARNING: csv /dev/stdout: the file the run's output goes on in is a CSV with other columns "
         "(it lacks 'detected'); its rows go on after them, mixed"]
+    # cut inside a quoted field (a source id with a comma): the line end went inside the quotes, and
+    # the first new row into the part row's field (s53g 3)
+    quoted = "--set 'source.source_id=cam, door' --set csv.path=/dev/stdout"
+    done = shell(f'$RUN {quoted} > q.csv && L=$(tail -n 1 q.csv | wc -c) && head -c -$((L - 4)) q.csv > qc.csv '
+                 f'&& $RUN {quoted} >> qc.csv', tmp_path, short_clip)
+    assert done.returncode == 0, done.stderr
+    whole = list(csv.reader((tmp_path / "q.csv").open(newline="")))
+    assert list(csv.reader((tmp_path / "qc.csv").open(newline=""))) == whole[:-1] + [["cam"]] + whole[1:]
 
 
 def test_episodes_to_a_reader_gone_end_the_run_cleanly(short_clip, tmp_path):
