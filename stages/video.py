@@ -402,7 +402,8 @@ def _mjpeg_stream(path: str) -> bool:
     """Whether the file is an MJPEG stream, raw or multipart, whose times FFmpeg makes up."""
     with open(path, "rb") as file:
         head = file.read(HEAD_READ)
-    return head.startswith(JPEG_START) or head.startswith(b"--") and b"image/jpeg" in head.lower()
+    parts = head.lstrip()  # a camera may begin its stream with the line end before a boundary (ESP32-CAM)
+    return head.startswith(JPEG_START) or parts.startswith(b"--") and b"image/jpeg" in parts.lower()
 
 
 def _undated(path: str) -> bool:

@@ -471,6 +471,11 @@ def test_the_benchmark_refuses_a_clip_too_short_to_measure_before_it_measures_an
                                                  "state after the first result, and the detector's threads timed "
                                                  "on as many)\n")
     assert not (tmp_path / "bench").exists()
+    missing = tmp_path / "nope.mp4"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), "--video", str(missing)],
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stderr) == (2, f"bench: --video {missing}: OpenCV reads no frame of it (no such "
+                                                 "file, or not a video)\n")
 
 
 def test_the_flicker_figures_name_the_model_that_made_them(short_clip, tmp_path):

@@ -32,6 +32,7 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mjpeg", str(made["raw.mjpg"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mpjpeg", str(made["parts.mjpg"]))  # curl of a camera's video.mjpg
+    made["parts.mjpg"].write_bytes(b"\r\n" + made["parts.mjpg"].read_bytes())  # as an ESP32-CAM's begins (s53g 5)
     ffmpeg("-i", clip, "-an", "-vf", "setpts='if(lt(N,24),N/24,if(lt(N,48),1+(N-24)/8,4+(N-48)/24))/TB'",
            "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "24", str(made["vfr.mp4"]))
     with open(made["live.webm"], "wb") as piped:  # written to a pipe, as a live recorder writes: no index

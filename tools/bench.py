@@ -497,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for video in args.video:  # a shorter one failed after every other measurement, writing none
         frames = frames_up_to(Path(video), MIN_FRAMES)
+        if not frames:
+            print(f"bench: --video {video}: OpenCV reads no frame of it (no such file, or not a video)",
+                  file=sys.stderr)
+            return 2
         if frames < MIN_FRAMES:
             print(f"bench: --video {video}: {frames} frames; it needs {MIN_FRAMES} or more (a steady state "
                   "after the first result, and the detector's threads timed on as many)", file=sys.stderr)
