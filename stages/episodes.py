@@ -118,6 +118,7 @@ class EpisodesSink(Sink):
 
     def open(self) -> None:
         self._tracks: dict[tuple[str, int], _Track] = {}
+        self._down: set[str] = set()  # the sources whose last packet was an outage
         self._faces = self._smoothed = self._labelled = 0
         # bound before the CSV is opened, which empties it (without append): a busy port leaves the
         # last run's file whole
@@ -130,6 +131,7 @@ class EpisodesSink(Sink):
             raise
 
     def consume(self, packet: Packet) -> None:
+        self._down.discard(packet.source)
         for face in packet.faces or []:
             self._faces += face.probs is not None
             self._smoothed += face.smoothed is not None
@@ -179,22 +181,30 @@ class EpisodesSink(Sink):
         night told subscribers a face was in view all night, and wrote its episode in the morning.
         They end at their last detection, as where the first frame back ends them: whether an outage
         packet or that frame came first moved the end by up to every_n - 1 frames (s53f 4)."""
+        self._down.add(packet.source)
         self._end_ended(packet, carried=False)
         return []
 
     def ended(self, packet: Packet) -> list[Packet]:
         """A source's stream ended while others run on: its tracks' last episodes and face_lost
         are said now, not when the whole run ends."""
-        self._end_ended(packet)
+        self._end_ended(packet, carried=packet.source not in self._down)
         return []
 
-    def _end_ended(self, packet: Packet, carried: bool = True) -> None:
+    def _end_ended(self, packet: Packet, carried: bool) -> None:
         for key in ended_tracks(self._tracks, packet):
             self._end_track(key, carried)
 
-    def finish(self) -> list[Packet]:
+    def _end_all(self) -> None:
+        """Every track, at the stream's end: its carried faces are sightings where its face was in
+        view then, not where its camera was down (a run stopped then ended an episode on them,
+        where the camera's return, or max_gap_s passing, would have ended it at its last
+        detection: s53g 6)."""
         for key in list(self._tracks):
-            self._end_track(key)
+            self._end_track(key, carried=key[0] not in self._down)
+
+    def finish(self) -> list[Packet]:
+        self._end_all()
         if self._faces and not self._smoothed:  # see Smoother.finish: only a whole run tells
             print(f"fer-pipe: WARNING: episodes stage {self.name!r}: none of the {self._faces} faces had a "
                   "smoothed label, so there are no episodes; put track and smooth stages before it (see "
@@ -211,8 +221,7 @@ class EpisodesSink(Sink):
         ``finish`` did not run) end at the last frame seen, as at the end of the stream: the
         episodes they hold were processed and are written, not lost."""
         try:
-            for key in list(self._tracks):
-                self._end_track(key)
+            self._end_all()
         finally:
             self._out.close()
             self._close_publisher()
@@ -249,7 +258,7 @@ class EpisodesSink(Sink):
         if track.episode is not None and observations:
             track.episode.add(observations)
 
-    def _end_track(self, key: tuple[str, int], carried: bool = True) -> None:
+    def _end_track(self, key: tuple[str, int], carried: bool) -> None:
         """``carried``: whether the faces carried since the last detection were sightings (the
         stream ended with the face in view)."""
         track = self._tracks.get(key)

@@ -164,6 +164,10 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
                                  + [outage("cam", 41, 41 / FPS + k) for k in range(1, int(down_s) + 1)]
                                  + [frame(42 + k, 41 / FPS + down_s + k / FPS) for k in range(10)]), tmp_path)
         assert rows[0]["end_frame"] == "39", (down_s, rows)
+    # nor where the run ends while the camera is down, before max_gap_s (s53g 6)
+    rows = episodes_of(happy([frame(i, i / FPS) for i in range(42)] + [outage("cam", 41, 41 / FPS + k)
+                                                                       for k in (1, 2, 3)]), tmp_path)
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [("6", "39")]
 
 
 def test_a_change_of_expression_splits_a_track_into_two_episodes(tmp_path: Path) -> None:
