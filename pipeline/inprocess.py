@@ -266,7 +266,7 @@ def run_graph(graph: Graph) -> GraphRun:
         except StageFailure as exc:
             raise _stage_failure(graph, name, exc)
         except UserError as exc:
-            raise _as_a_run_says(graph, name, exc) from exc
+            raise _as_a_run_says(graph, name, exc)  # its cause, exc, set there
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:

@@ -99,7 +99,7 @@ class _Reports:
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
-    rank: dict[str, tuple[int, str]] = field(default_factory=dict)  # each process's stage's place in Graph.order
+    rank: dict[str, int] = field(default_factory=dict)  # each process's stage's place in Graph.order
     sources: set[str] = field(default_factory=set)  # the processes of source stages
 
     def take(self, msg: Message, who: Callable[[str], str]) -> bool:
@@ -137,10 +137,10 @@ class _Reports:
         first, then each close, the last stage's first. Stages that finish or close at once in a
         run, in branches or one after another, sent theirs in an order of chance, and the run's
         line and exit code, 2 or 1, went by it (s52h 2, s53e 1, s53g 4)."""
-        index, name = self.rank.get(process, (0, process))
+        index = self.rank.get(process, 0)
         if process in self.closing:
-            return (2, -index, name)
-        return (0,) if process in self.sources else (1, index, name)
+            return (2, -index, process)
+        return (0,) if process in self.sources else (1, index, process)
 
 
 @dataclass
@@ -427,7 +427,7 @@ class Runner:
         control, stop, all_open = shared.control, shared.stop, shared.all_open
         progress, busy = shared.progress, shared.busy
         order = graph.order()
-        reports = _Reports(rank={p: (order.index(stage), p) for p, stage in self._stage_of.items()},
+        reports = _Reports(rank={p: order.index(stage) for p, stage in self._stage_of.items()},
                            sources={p for p, stage in self._stage_of.items() if graph.stages[stage].is_source})
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers

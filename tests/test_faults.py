@@ -1500,7 +1500,7 @@ def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever
     from fer_pipe.control import Closing, FailedDraining
     from fer_pipe.runner import _Reports
 
-    rank = {"source": (0, "source"), "csv": (1, "csv"), "episodes": (2, "episodes")}
+    rank = {"source": 0, "csv": 1, "episodes": 2}
     csv_bad = FailedDraining("csv", "while closing: disk full", 2, False, "")
     episodes_bug = FailedDraining("episodes", "while closing: upload lost", 1, False, "")
     for first, second in ((csv_bad, episodes_bug), (episodes_bug, csv_bad)):
