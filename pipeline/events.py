@@ -171,7 +171,16 @@ def topic(event: dict[str, Any]) -> str:
 
 def encode(event: dict[str, Any]) -> list[bytes]:
     """The two frames of a multipart message: topic, then compact JSON."""
-    return [topic(event).encode(), json.dumps(event, separators=(",", ":")).encode()]
+    return [topic(event).encode(), json.dumps(event, separators=(",", ":"), default=_numpy_scalar).encode()]
+
+
+def _numpy_scalar(value: Any) -> Any:
+    """A numpy scalar as its Python number: the stage contract takes numpy integers as frame
+    numbers, box values and track ids (a plug-in's tracker numbered faces with ``np.arange``),
+    which the csv sink wrote and every JSON sink failed on at the first frame."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def decode(frames: list[bytes]) -> dict[str, Any]:

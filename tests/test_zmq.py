@@ -332,6 +332,31 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
             make_stage("zmq", {"extra": [taken]})
 
 
+def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
+    """The stage contract takes numpy integers as frame numbers and track ids, and the csv sink
+    wrote them; every JSON sink failed at frame 0 ("Object of type int64 is not JSON
+    serializable") on a plug-in tracker that numbered faces with ``np.arange`` (s54d 1)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Face, Packet, stream_ended
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1})
+    ctx = zmq.Context()
+    sock = subscriber(ctx, endpoint)
+    try:
+        sink.open()
+        sink.consume(Packet("cam1", np.int64(4), 0.16, faces=[Face((1, 2, 3, 4), np.full(7, 1 / 7),
+                                                                   track_id=np.arange(3)[2])]))
+        sink.ended(stream_ended("cam1", np.int64(4), 0.16))
+        sink.close()
+        events = [json.loads(body) for _, body in drain(sock)]
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert [(e["type"], e["frame"]) for e in events] == [("frame", 4), ("source_end", 4)]
+    assert events[0]["faces"][0]["track_id"] == 2
+
+
 def test_a_live_sources_outage_is_said_once_on_its_own_topic_and_its_return_too():
     """While a camera was down no event came (a heartbeat goes with a frame): a subscriber could
     not tell a camera that is down from a run that has died (s28a). The source sends an outage
