@@ -48,11 +48,9 @@ class FerSplit:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
+    """The data file's digest, recorded with a run so that a resume on other data is refused."""
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def load_split(path: str | Path, usage: str) -> FerSplit:
