@@ -22,20 +22,17 @@ def redact(url: str) -> str:
     the last ``@`` before the path, as FFmpeg reads it (a password may hold an ``@``), or, where
     urlsplit finds no password, or an ``@`` after the host it read (``admin:Pa@ss/w0rd@cam``,
     where it read password ``Pa`` and host ``ss``), at the URL's last ``@`` (``HIDDEN_USERINFO``). Credentials given
-    as ``name=value`` in the path or the query are masked too. A URL urlsplit cannot read at all
-    (an IPv6 host without its ``]``) is masked to its last ``@`` as well: the error it raised came
-    out of the sources and batch as a traceback, the password in it."""
+    as ``name=value`` in the path or the query are masked too, and after a mask to the last ``@``
+    anywhere in what follows it. A URL urlsplit cannot read at all (an IPv6 host without its ``]``)
+    is masked to its last ``@`` as well: the error it raised came out of the sources and batch as a
+    traceback, the password in it."""
     try:
         parts = urlsplit(url)
     except ValueError:
-        return _unreadable(url)
-    if parts.password is None or "@" in parts.path + parts.query + parts.fragment:  # cut at its '/', '?' or '#'
-        masked = HIDDEN_USERINFO.sub(r"\1:***@", url, count=1)
-        if masked != url:
-            try:
-                url, parts = masked, urlsplit(masked)
-            except ValueError:  # what follows its last '@' is no URL urlsplit reads
-                return _unreadable(masked)
+        return _to_last_at(url)
+    if (parts.password is None or "@" in parts.path + parts.query + parts.fragment) \
+            and HIDDEN_USERINFO.match(url):  # urlsplit cut it at a '/', '?' or '#' of its password?
+        return _to_last_at(url)
     netloc = parts.netloc
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
@@ -47,8 +44,10 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
 
 
-def _unreadable(url: str) -> str:
-    """A URL urlsplit cannot read, masked to its last ``@``, and its ``name=value`` credentials."""
+def _to_last_at(url: str) -> str:
+    """``url`` masked to its last ``@``, and each ``name=value`` credential in what follows it,
+    whose host, path and query are not known apart: that rest read again as a URL made a query's
+    ``user=me@corp.com&password=...`` its host, and the password went out in clear."""
     return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 

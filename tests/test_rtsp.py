@@ -821,6 +821,12 @@ def test_password_is_not_logged():
     assert redact("rtsp:/admin:se#cret@cam/live") == "rtsp:/admin:***@cam/live"
     # which a URL means is not in its text: an '@' after a port masks host and port with it
     assert redact("rtsp://10.0.0.5:554/s1?channel=a:b@c") == "rtsp://10.0.0.5:***@c"
+    # what follows the last '@' was read as a URL again: a query's e-mail made the rest its host,
+    # and the credentials after it went out in clear (s54a 1)
+    assert (redact("rtsp://admin:pw@cam/live?user=me@corp.com&password=S3CRET")
+            == "rtsp://admin:***@corp.com&password=***")
+    assert redact("rtsp://admin@cam:554/x?u=a@b&token=S3CRET") == "rtsp://admin@cam:***@b&token=***"
+    assert redact("rtsp://admin:pw@cam/x/user=me@corp.com&pwd=S3CRET") == "rtsp://admin:***@corp.com&pwd=***"
 
 
 def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
