@@ -113,7 +113,7 @@ def _start_a_line(fd: int, path: Path, what: str) -> None:
     """End a last row left in part in a CSV the run's stdout continues, so that the first new row
     is not glued to it: its line end, after a closing quote where it was cut inside a quoted
     field (a source id holding a comma is quoted), or the ``\n`` of a ``\r\n`` cut between the
-    two (s53g 3). Nothing is cut, as ``append`` cuts a file of its own: other runs may be
+    two. Nothing is cut, as ``append`` cuts a file of its own: other runs may be
     writing the same stream, and a frame of theirs seen half-written here (one over a page) was
     cut under them. The row left in part stays, a record of its own."""
     size = os.fstat(fd).st_size

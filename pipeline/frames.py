@@ -287,7 +287,7 @@ def _map_for_reading(name: str) -> mmap.mmap:
     came in 3.13), and the tracker unlinks, warning of "leaked shared_memory objects", any name
     whose unregistering it has not seen by the time every process of the run has ended. The
     runner and ``ring_lease`` remove the rings, also when the runner was killed; that second
-    bookkeeping printed the warning in a CI run after a second Ctrl-C (s29)."""
+    bookkeeping printed the warning after a second Ctrl-C."""
     fd = os.open(os.path.join(SHM, name), os.O_RDONLY)
     try:
         return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

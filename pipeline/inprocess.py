@@ -220,9 +220,9 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> lis
 def _as_a_run_says(graph: Graph, name: str, exc: UserError, where: str = "") -> UserError:
     """A stage's bad input worded as a run says it, its stage named, with its exit code and the
     stage's own exception as its cause: raised as the stage raised it, a batch's line read as
-    the video's damage ("a.mp4: summary file unreadable; 6 rows of it are kept in a.partial.csv",
-    s53e 2). A ``UserError``, not a copy of the stage's: a plug-in's own kind may take other
-    arguments, or word itself (s53g 2)."""
+    the video's damage ("a.mp4: summary file unreadable; 6 rows of it are kept in a.partial.csv").
+    A ``UserError``, not a copy of the stage's: a plug-in's own kind may take other
+    arguments, or word itself."""
     named = UserError(_line(graph, name, exc, where))
     named.exit_code = exc.exit_code
     named.__cause__ = exc

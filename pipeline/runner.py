@@ -136,7 +136,7 @@ class _Reports:
         leading: a source's (in the order they came), then each stage's finish, the first stage's
         first, then each close, the last stage's first. Stages that finish or close at once in a
         run, in branches or one after another, sent theirs in an order of chance, and the run's
-        line and exit code, 2 or 1, went by it (s52h 2, s53e 1, s53g 4)."""
+        line and exit code, 2 or 1, went by it."""
         index = self.rank.get(process, 0)
         if process in self.closing:
             return (2, -index, process)
@@ -256,7 +256,7 @@ class Runner:
         """Note the signal; what the signals so far mean is worked out from the list of them
         (``_stop``). Python may run another signal's handler in the middle of this one, and a
         SIGHUP that came while a SIGTERM's handler was setting the stop made it "interrupted
-        twice" (s29): one append cannot be cut in two."""
+        twice": one append cannot be cut in two."""
         self._signals.append((signum, time.monotonic()))
         if signum == signal.SIGHUP and not self._hung_up:
             self._hung_up = True

@@ -154,7 +154,7 @@ class EpisodesSink(Sink):
         # a track the detector no longer finds, or a gap in the stream ends, was last seen at its
         # last detection: the boxes carried after it (up to every_n - 1 frames) were where the face
         # had been; taken as sightings on a frame the detector skipped, a gap's track ended on them
-        # or not by where its next run fell (s53d 5)
+        # or not by where its next run fell
         self._end_ended(packet, carried=False)
 
     def _drop_missed(self, packet: Packet) -> None:
@@ -180,7 +180,7 @@ class EpisodesSink(Sink):
         """The tracker ends tracks while their source is down, not at its return: a camera down all
         night told subscribers a face was in view all night, and wrote its episode in the morning.
         They end at their last detection, as where the first frame back ends them: whether an outage
-        packet or that frame came first moved the end by up to every_n - 1 frames (s53f 4)."""
+        packet or that frame came first moved the end by up to every_n - 1 frames."""
         self._down.add(packet.source)
         self._end_ended(packet, carried=False)
         return []
@@ -199,7 +199,7 @@ class EpisodesSink(Sink):
         """Every track, at the stream's end: its carried faces are sightings where its face was in
         view then, not where its camera was down (a run stopped then ended an episode on them,
         where the camera's return, or max_gap_s passing, would have ended it at its last
-        detection: s53g 6)."""
+        detection)."""
         for key in list(self._tracks):
             self._end_track(key, carried=key[0] not in self._down)
 

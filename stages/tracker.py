@@ -136,7 +136,7 @@ class _Track:
         which OpenCV refuses, or a sliver) is no face to classify. A track whose speed is only
         its neighbour's until its next match is carried where it was seen: a face standing
         beside a walker slid off with the walker's speed, half a face over two frames, and the
-        classifier read the background there (s52f 4)."""
+        classifier read the background there."""
         x, y, w, h = (round(float(v)) for v in (self.predicted if self.still is None else self.still))
         if frame is None:
             return x, y, w, h
@@ -182,9 +182,9 @@ def _neighbours_velocity(tracks: list[_Track], box: Box) -> tuple[float, float]:
     and in a row walking by less than half a face apart, the face behind was the nearer at the
     next detector run. Tracks took turns on the faces behind them: faces found at every
     run got no id for seconds, the last of the row a new id at every run, and ids were carried
-    backwards onto empty background (s52b 1). Such a track is matched where it was first seen
+    backwards onto empty background. Such a track is matched where it was first seen
     too (``_Track.still``): a face coming into view beside a walker that walks the other way
-    started a new track at every run, each at the walker's speed (s52d 1)."""
+    started a new track at every run, each at the walker's speed."""
     centre, width = _centre(box), max(box[2], 1)
     side = max(width, box[3])
     nearest, velocity = NEIGHBOUR_SIZES, (0.0, 0.0)
@@ -347,7 +347,7 @@ class FaceTracker(Stage):
             track.hits += 1
             track.misses = 0
         # made once every match is counted: a neighbour listed after a new face had not had this
-        # frame's, and whether a face in a row took its speed depended on their order (s52f 3)
+        # frame's, and whether a face in a row took its speed depended on their order
         born = {col: _new_track(state.tracks, face.box)
                 for col, face in enumerate(faces) if col not in matched}
         state.tracks.extend(born.values())
