@@ -23,11 +23,11 @@ from pydantic import ValidationError
 
 from .config_file import NUMBER_1_2, Lines, Loader, config_path, read_config, shipped_configs, show
 from .env_values import refuse_unset
-from .errors import ConfigError, unmakeable_name
+from .errors import ConfigError, said, unmakeable_name
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
 from .registry import Registry, registry
-from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files, said
+from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, named_files
 
 STAGE_KEYS = {"type", "params", "inputs", "on_error", "workers"}
 MAX_WORKERS = 64

@@ -11,8 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .config import MAX_QUEUE
-from .messages import EndOfStream, Packet, Sequenced
-from .stage import StageFailure, named, said, say_skipped
+from .errors import said
+from .messages import EndOfStream, Packet, Sequenced, named
+from .stage import StageFailure
+from .stage_calls import say_skipped
 from .stats import StageStats
 
 UNSENT: list[tuple[Any, Exception]] = []

@@ -5,6 +5,8 @@ import errno
 import resource
 import unicodedata
 
+from .redaction import redact_urls
+
 UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
                  errno.ELOOP, errno.ENAMETOOLONG}
 """Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
@@ -16,6 +18,25 @@ def printable(text: str) -> str:
     ``\\x1b``): a file name with a line break split a one-line message in two, and escape codes
     in a name, or in what a network peer sent, acted on the terminal of whoever read the log."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line, as every failure line is: its lines joined with `` / ``."""
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def said(exc: BaseException) -> str:
+    """``ValueError: bad value``, on one line, with any URL's password masked and anything a
+    terminal would act on escaped: some lines holding it are printed as they are (``on_error:
+    skip``'s), and a camera's error quotes its URL. An empty message (``raise KeyError()``) is the
+    type alone. A message that cannot be made (a library's ``__str__`` that fails) is said so:
+    unguarded, that failure replaced the line about the stage's, and a stage with ``on_error:
+    skip`` failed the run."""
+    try:
+        text = printable(redact_urls(one_line(str(exc))))
+    except Exception as inner:  # its type alone: the inner one's message may fail as well
+        return f"{type(exc).__name__} (its message could not be made: {type(inner).__name__})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def control_character(text: str) -> str | None:

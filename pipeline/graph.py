@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
+from .errors import said
 from .messages import kinds_read, provides
-from .stage import Sink, Source, Stage, StageParams, instantiate, named_files, said
+from .stage import Sink, Source, Stage, StageParams, named_files
+from .stage_calls import instantiate
 
 OnError = Literal["stop", "skip"]
 

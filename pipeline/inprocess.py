@@ -24,14 +24,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import ConfigError, UserError, printable
+from .errors import ConfigError, UserError, one_line, printable, said
 from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, read_only
+from .packet_checks import A_FRAME, not_a_frame
 from .preflight import check_outputs, check_stages
 from .redaction import redact_urls
-from .stage import (A_FRAME, Source, Stage, StageFailure, StopRun, close_stage, handle, instantiate, not_a_frame,
-                    one_line, said)
+from .stage import Source, Stage, StageFailure, StopRun
+from .stage_calls import close_stage, handle, instantiate
 from .stats import StageStats
 
 

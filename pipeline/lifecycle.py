@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, said
 from .frames import StaleFrameError
-from .messages import Packet, stream_ended
-from .stage import Source, Stage, StageFailure, StopRun, frame_of, handle, named, packets_of, said, say_skipped
+from .messages import Packet, named, stream_ended
+from .packet_checks import frame_of, packets_of
+from .stage import Source, Stage, StageFailure, StopRun
+from .stage_calls import handle, say_skipped
 from .stats import StageStats
 
 

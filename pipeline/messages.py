@@ -156,6 +156,17 @@ def stream_ended(source: str, last_index: int, timestamp: float) -> Packet:
     return Packet(source, last_index, timestamp, outage=True, ended=True)
 
 
+def named(packet: Packet) -> str:
+    """A packet as a line names it: its source's frame, or its source's outage, which is none
+    ("skipped cam frame -1")."""
+    if not packet.outage:
+        return f"{packet.source} frame {packet.index}"
+    if packet.ended:
+        return f"{packet.source}'s end after frame {packet.index}"
+    return f"{packet.source}'s outage " + (f"after frame {packet.index}" if packet.index >= 0
+                                           else "before its first frame")
+
+
 def wall_time(captured: float) -> float:
     """A camera frame's timestamp: when it was captured (``captured``, on the monotonic clock),
     in seconds since the Unix epoch. Seconds since the run started began at 0 again at each

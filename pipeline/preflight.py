@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .endpoints import one_binder_each
-from .errors import InputError, UserError
+from .errors import InputError, UserError, said
 from .graph import Graph, StageSpec
 from .output_files import check_folder_of
-from .stage import Stage, StageFailure, StageParams, named_files, said
+from .stage import Stage, StageFailure, StageParams, named_files
 
 
 def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -> None:

@@ -18,7 +18,8 @@ from typing import Annotated
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, said
+from .errors import said
+from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams
 
 GROUP = "fer_pipe.stages"
 

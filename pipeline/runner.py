@@ -22,20 +22,23 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from ctypes import c_double, c_longlong
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
 from multiprocessing.reduction import ForkingPickler
+from multiprocessing.synchronize import Event
 from typing import Any
 
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, FailedDraining, Length, Message, Opened, Stopped
 from .emitter import Outbox, StageQueue
-from .errors import InputError, files_limit_hint, printable
+from .errors import InputError, files_limit_hint, one_line, printable
 from .graph import Graph
 from .oom import oom_kills
 from .preflight import check_stages, live_sources
 from .redaction import redact_urls
 from .ring_lease import RingLease, semaphores_named, sweep_abandoned
-from .stage import Sink, StageFailure, one_line
+from .stage import Sink, StageFailure
 from .stats import format_table
 from .status import StatusLine
 from .stop_signals import GRACE_S, RESEND_S, STOP_SIGNALS
@@ -53,7 +56,7 @@ TOGETHER_S = 0.2
 the handlers of signals pending together one after the other, in microseconds."""
 
 Processes = dict[str, mp.process.BaseProcess]
-Counters = dict[str, Any]  # process name -> multiprocessing Value
+Counters = dict[str, c_longlong | c_double]  # process name -> its shared multiprocessing value
 
 
 @dataclass
@@ -151,10 +154,10 @@ class _Shared:
     frame or end of stream), the control queue, the stop and all-open events, and each
     process's counters (items, dropped, busy since, down since)."""
 
-    inboxes: dict[str, Any]
-    control: Any
-    stop: Any
-    all_open: Any
+    inboxes: dict[str, StageQueue]
+    control: Queue
+    stop: Event
+    all_open: Event
     progress: Counters
     dropped: Counters
     busy: Counters

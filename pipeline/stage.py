@@ -39,23 +39,21 @@ Sources implement ``frames`` instead of ``process``; ``length`` (frames to come,
 bar) and ``live`` (a camera: drop the oldest frame rather than wait) are theirs too, and their
 ``Params`` may subclass ``SourceParams`` for the ``source_id`` every result carries. Sinks
 implement ``consume`` instead of ``process``.
+
+This module is the contract alone, for a plug-in's author to read; how the engines call a stage
+is ``fer_pipe.stage_calls``, and the checks of what it hands on are ``fer_pipe.packet_checks``.
 """
 from __future__ import annotations
 
-import math
-import sys
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from types import UnionType
 from typing import Any, ClassVar, Union, get_args, get_origin
 
-import numpy as np
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .errors import control_character, printable
-from .frames import FrameRef
-from .messages import EMOTIONS, Face, Packet
+from .errors import control_character
+from .messages import Packet
 from .output_files import descriptor_of, readers_gone
-from .redaction import redact_urls
 
 
 class StageFailure(Exception):
@@ -326,97 +324,6 @@ class Sink(Stage):
         return ()
 
 
-def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0) -> list[Packet]:
-    """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
-    packet whose faces or image the stages do not take, is a TypeError saying so, raised in the
-    stage that returned it: unchecked, it was the stage it reached that failed, with a message
-    about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
-    the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
-    stopped after the first and a sink's latency read 12 hours."""
-    if result is None:
-        raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
-    if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
-        raise TypeError(f"{method} returned a Packet, not an iterable of packets (return (packet,) to pass it on)")
-    out = list(result)
-    for item in out:
-        if not isinstance(item, Packet):
-            raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
-        problem = _faces_problem(item.faces)
-        if problem:
-            raise TypeError(f"{method} returned a packet {problem}")
-        if not item.captured:
-            item.captured = captured
-        shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
-        if shown:  # unchecked, the detector after it failed on an OpenCV assertion blaming its scale factor
-            raise TypeError(f"{method} returned a packet with {shown} for its image; {A_FRAME}")
-    return out
-
-
-NUMBERS = (int, float, np.integer, np.floating)
-"""What a probability may be: a plug-in's ``list(model_output)`` holds numpy scalars."""
-PROB_SLACK = 1e-3
-"""How far outside [0, 1] a probability may stray by float rounding (a softmax, an average of two)."""
-
-
-def _faces_problem(faces: Any) -> str:
-    """What is wrong with a packet's faces, said after "a packet", or nothing."""
-    wrong = (faces if not isinstance(faces, (list, type(None))) else
-             next((face for face in faces or () if not isinstance(face, Face)), None))
-    if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
-        return f"whose faces are or hold a {type(wrong).__name__}, not a list of fer_pipe.messages.Face"
-    return next((f"with a face whose {problem}" for problem in map(_face_problem, faces or ()) if problem), "")
-
-
-def _face_problem(face: Face) -> str:
-    """What is wrong with a face a stage passes on, or nothing. Unchecked, a plug-in detector's
-    box of three numbers failed the classifier after it, a float box went into the CSV's
-    integer columns, and a plug-in classifier's one NaN made its track's smoothed label NaN for
-    the rest of the track, exit 0; probabilities of another length failed the csv sink."""
-    box = face.box
-    if (not isinstance(box, (tuple, list)) or len(box) != 4
-            or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
-        return f"box is {box!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
-    probs = face.probs
-    if probs is None:
-        return ""
-    values = probs.tolist() if isinstance(probs, np.ndarray) else probs  # Python floats: 7 compare in 1 us, not 15
-    if (not isinstance(values, (list, tuple)) or len(values) != len(EMOTIONS)
-            or not all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
-                       for v in values)):
-        return (f"probs are {probs!r}; they are one probability from 0 to 1 for each of the "
-                f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")  # NaN fails the comparisons
-    return ""
-
-
-def handle(stage: Stage, packet: Packet, kept_ends: list[Packet] | None = None) -> list[Packet]:
-    """One packet through a stage: a frame to its ``process``, a source's outage to its ``outage``
-    and its end to its ``ended`` (the class's: a plug-in written before them may keep a flag of
-    that name on its instance). A stage that may hold packets until its own end (``keeps_ends``)
-    gets no end packet where ``kept_ends`` is given: it goes there, to be passed on after what
-    the stage's ``finish`` returns."""
-    if packet.outage:  # one test per frame; a source's end is an outage packet too
-        if packet.ended:
-            if kept_ends is not None and keeps_ends(type(stage)):
-                kept_ends.append(packet)
-                return []
-            return _notice(stage, type(stage).ended, packet, "ended")
-        return _notice(stage, type(stage).outage, packet, "outage")
-    return packets_of(stage.process(packet), captured=packet.captured)
-
-
-def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | None], packet: Packet,
-            name: str) -> list[Packet]:
-    """A notice through a stage: a sink whose reader left while it wrote what the notice closes
-    (the episodes an end closes, to /dev/stdout | head) ends the run, as in ``process``, where
-    it failed it, exit 1."""
-    try:
-        return packets_of(method(stage, packet), name)
-    except BrokenPipeError:
-        if not reader_gone(stage):
-            raise
-        raise StopRun from None
-
-
 def reader_gone(stage: Stage) -> bool:
     """Whether a broken pipe in ``stage`` is the reader of the run's output leaving (``| head``
     has what it wanted), which ends a run cleanly: a sink whose ``output_paths`` name the
@@ -429,94 +336,6 @@ def reader_gone(stage: Stage) -> bool:
     kind = type(stage)
     streams = {descriptor_of(path) for _, path in named_files(kind, stage.params, kind.output_paths)} & {1, 2}
     return bool(readers_gone(streams))
-
-
-def close_stage(stage: Stage) -> None:
-    """Close ``stage``. A sink whose reader left (``/dev/stdout | head``) ends as in ``process``:
-    a file opened as the README's recipe opens it still held its last rows at close, and a run
-    that a reader had left cleanly failed there, exit 1."""
-    try:
-        stage.close()
-    except BrokenPipeError:
-        if not reader_gone(stage):
-            raise
-
-
-def keeps_ends(kind: type[Stage]) -> bool:
-    """A stage with a ``finish`` of its own and no ``ended``: one that may hold packets until the
-    run's end (a batch for a model) and says nothing of a source's end. Its end packets wait for
-    its finish: passed on at once, a source's end overtook the frames such a stage held, the
-    tracker after it ended the track, and the frames that followed had no track id. Not
-    for a sink (nothing follows it), nor with workers (which hold nothing between packets)."""
-    return kind.ended is Stage.ended and kind.finish is not Stage.finish
-
-
-def length_of(source: Source) -> int | None:
-    """``source.length()``, checked in the source's process: a text there failed the runner's
-    progress bar in the parent, and the run with it, before a frame was written."""
-    length = source.length()
-    if length is None or (isinstance(length, (int, np.integer)) and not isinstance(length, bool) and length >= 0):
-        return None if length is None else int(length)
-    raise TypeError(f"length() returned {length!r}; it returns the frames to come, an int >= 0, or None")
-
-
-def idle_of(stage: Stage) -> float | None:
-    """``stage.idle_s``, checked once it is open (a stage may set it there): 0 or less polled its
-    queue without a wait, a whole core busy in silence, and a text failed on a sum naming neither."""
-    idle = stage.idle_s
-    if idle is None or (isinstance(idle, (int, float)) and not isinstance(idle, bool) and 0 < idle < math.inf):
-        return idle
-    raise TypeError(f"idle_s is {idle!r}; it is how often idle runs, a number of seconds > 0, or None")
-
-
-def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
-    """What a source's ``frames`` yielded, checked against the source contract: a TypeError
-    there, raised in the source, where the stage that met it failed instead (the detector, on an
-    OpenCV assertion or a missing attribute), or nothing did (a packet of another source id, a
-    frame number given twice, which the CSV's "every frame once, in order" then broke)."""
-    if not isinstance(item, Packet):
-        raise TypeError(f"frames() yielded a {type(item).__name__}, not a Packet")
-    if item.source != source_id:
-        raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
-                        f"{source_id!r} (Packet(self.source_id, ...))")
-    index, timestamp = item.index, item.timestamp
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
-        # -1 is an outage packet's number while its source has sent no frame
-        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int >= 0")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
-            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
-        raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
-                        "seconds")
-    if item.outage:
-        last = -1 if last_index is None else last_index
-        if index != last or item.image is not None or item.faces is not None:
-            after = "before any frame" if last_index is None else f"after frame {last_index}"
-            raise TypeError(f"frames() yielded an outage packet numbered {index} {after}: make it with "
-                            "fer_pipe.messages.outage(source, the last frame's number or -1 before the first, time)")
-        return item
-    if last_index is not None and index <= last_index:
-        raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
-    shown = not_a_frame(item.image)
-    if shown:
-        raise TypeError(f"frames() yielded frame {index} with {shown} for its image; {A_FRAME}")
-    problem = _faces_problem(item.faces)  # a source replaying recorded detections: the classifier was blamed
-    if problem:
-        raise TypeError(f"frames() yielded frame {index}, a packet {problem}")
-    return item
-
-
-A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey, of at least one pixel"
-
-
-def not_a_frame(image: Any) -> str:
-    """What ``image`` is, where it is not what the stages take (``A_FRAME``); empty where it is,
-    or where there is none. The detector met a float image with an OpenCV assertion that blamed
-    its scale factor, and an image of no pixels (0 x 640 x 3) with another."""
-    if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size
-                         and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
-        return ""
-    return f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray) \
-        else f"a {type(image).__name__}"
 
 
 def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -533,59 +352,3 @@ def named_files(cls: type[Stage], params: StageParams, names: tuple[str, ...]) -
             continue
         named.extend((name, str(path)) for path in (value if isinstance(value, (list, tuple)) else (value,)))
     return named
-
-
-def one_line(text: str) -> str:
-    """``text`` on one line, as every failure line is: its lines joined with `` / ``."""
-    return " / ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def instantiate(cls: type[Stage], name: str, params: StageParams) -> Stage:
-    """``cls(name, params)``, checked: a stage whose ``__init__`` did not call
-    ``super().__init__`` ran everywhere but in its process's end, which failed out of sight,
-    skipped its ``close`` and left its file unwritten, in a run that exited 0."""
-    stage = cls(name, params)
-    if getattr(stage, "name", None) != name or getattr(stage, "params", None) is None:
-        raise TypeError(f"{cls.__name__}.__init__ must call super().__init__(name, params)")
-    return stage
-
-
-def said(exc: BaseException) -> str:
-    """``ValueError: bad value``, on one line, with any URL's password masked and anything a
-    terminal would act on escaped: some lines holding it are printed as they are (``on_error:
-    skip``'s), and a camera's error quotes its URL. An empty message (``raise KeyError()``) is the
-    type alone. A message that cannot be made (a library's ``__str__`` that fails) is said so:
-    unguarded, that failure replaced the line about the stage's, and a stage with ``on_error:
-    skip`` failed the run."""
-    try:
-        text = printable(redact_urls(one_line(str(exc))))
-    except Exception as inner:  # its type alone: the inner one's message may fail as well
-        return f"{type(exc).__name__} (its message could not be made: {type(inner).__name__})"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-SKIPS_SAID = 10
-"""Packets a stage process with ``on_error: skip`` says it dropped, one line each; the rest are
-counted only (the statistics' skipped column): a stage that failed on every frame of a camera
-wrote a line a frame, some 2 million a day."""
-
-
-def named(packet: Packet) -> str:
-    """A packet as a line names it: its source's frame, or its source's outage, which is none
-    ("skipped cam frame -1")."""
-    if not packet.outage:
-        return f"{packet.source} frame {packet.index}"
-    if packet.ended:
-        return f"{packet.source}'s end after frame {packet.index}"
-    return f"{packet.source}'s outage " + (f"after frame {packet.index}" if packet.index >= 0
-                                           else "before its first frame")
-
-
-def say_skipped(stage: str, packet: Packet, exc: BaseException, count: int) -> None:
-    """What a stage with ``on_error: skip`` says of the ``count``-th packet it dropped, in a run
-    and in a batch task alike."""
-    if count <= SKIPS_SAID:
-        print(f"fer-pipe: stage {stage!r} skipped {named(packet)}: {said(exc)}", file=sys.stderr)
-    if count == SKIPS_SAID:
-        print(f"fer-pipe: stage {stage!r}: further packets it skips are counted in its skipped column, not "
-              "said one by one", file=sys.stderr)

@@ -16,22 +16,25 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from ctypes import c_double, c_longlong
 from dataclasses import dataclass, replace
 from functools import cached_property
+from multiprocessing.queues import Queue
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
+from multiprocessing.synchronize import Event
 
 import numpy as np
 
 from . import frames, hangup, oom, ring_lease
 from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stopped
-from .emitter import Emitter, Outbox
-from .errors import UserError
+from .emitter import Emitter, Outbox, StageQueue
+from .errors import UserError, said
 from .graph import StageSpec
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import EndOfStream, Packet, Sequenced, read_only
 from .ordering import Reorder
-from .stage import Source, Stage, StageFailure, StopRun, close_stage, idle_of, length_of, reader_gone, said
+from .stage import Source, Stage, StageFailure, StopRun, reader_gone
+from .stage_calls import close_stage, idle_of, length_of
 from .stats import StageStats
 from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore_sigterm, runner_gone, sigterm_seen,
                            terminate)
@@ -55,15 +58,15 @@ class Wiring:
 
     spec_pickled: bytes
     process: str
-    inboxes: list[Any]
+    inboxes: list[StageQueue]
     outboxes: list[Outbox]
-    control: Any
-    stop: Any
-    all_open: Any  # set once every stage process's stage is open
-    progress: Any
-    dropped: Any
-    busy_since: Any
-    down_since: Any
+    control: Queue
+    stop: Event
+    all_open: Event  # set once every stage process's stage is open
+    progress: c_longlong
+    dropped: c_longlong
+    busy_since: c_double
+    down_since: c_double
     ring_slots: int
     run_id: str  # names the run's frame rings (``ring_lease``)
 
@@ -278,7 +281,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         emitter.emit(reader.end())
 
 
-def _receive(inboxes: list[Any], idle_s: float | None = None) -> Iterator[Packet | Sequenced | None]:
+def _receive(inboxes: list[StageQueue], idle_s: float | None = None) -> Iterator[Packet | Sequenced | None]:
     """What the upstream processes send, as it comes, until each has sent its end of stream;
     None each time ``idle_s`` passes with nothing (never, when it is None).
 

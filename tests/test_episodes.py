@@ -16,7 +16,7 @@ from conftest import REPO, crossing_faces, fer_pipe, read_frames, write_video
 from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
-from fer_pipe.stage import handle
+from fer_pipe.stage_calls import handle
 from fer_pipe.messages import EMOTIONS, Face, Packet, outage
 from fault_plugin import group_killed_at_exit, start_run
 from livetools import busy_port, free_port

@@ -322,7 +322,7 @@ def test_a_skipped_outage_is_named_as_the_sources_outage_not_as_a_frame(capsys):
     """A packet a stage with on_error: skip could not send was said as "skipped cam frame -1"
     when it was a camera's outage before its first frame, or as the frame before it (s29c)."""
     from fer_pipe.messages import Packet, outage
-    from fer_pipe.stage import say_skipped
+    from fer_pipe.stage_calls import say_skipped
 
     packets = [outage("cam", -1, 0.0), outage("cam", 0, 0.5), outage("cam", 7, 9.0), Packet("cam", 8, 9.5)]
     for number, packet in enumerate(packets, 1):
@@ -396,7 +396,7 @@ def test_a_skipped_packets_line_masks_passwords_and_escapes_terminal_codes(capsy
     a camera's URL with its password, and escape codes, went to the log raw, where the same error
     failing the run was masked and escaped (s50f 1)."""
     from fer_pipe.messages import Packet
-    from fer_pipe.stage import say_skipped
+    from fer_pipe.stage_calls import say_skipped
 
     say_skipped("boom", Packet("cam", 3, 1.0), ValueError("\x1b[31mred from rtsp://admin:hunter2@10.0.0.9/live"), 1)
     assert capsys.readouterr().err == ("fer-pipe: stage 'boom' skipped cam frame 3: ValueError: \\x1b[31mred from "
@@ -436,7 +436,7 @@ def test_a_packet_that_cannot_be_sent_on_is_skipped_where_the_stage_says_on_erro
 def test_a_failure_in_finish_is_said_as_such_on_one_line(plugin_env, short_clip, tmp_path):
     """open's and close's failures said where they came from, finish's did not; and an error
     of two lines broke the one-line rule (the second line stood alone)."""
-    from fer_pipe.stage import said
+    from fer_pipe.errors import said
 
     config = fault_config(tmp_path / "finish.yaml", short_clip, tmp_path / "out.csv", mode="finish")
     code, err = finish(start_run(config, plugin_env))
@@ -911,7 +911,7 @@ def test_a_bare_packet_returned_is_told_to_be_wrapped():
     """The commonest slip of a new plug-in, ``return packet``, said only "TypeError: 'Packet'
     object is not iterable"."""
     from fer_pipe.messages import Packet
-    from fer_pipe.stage import packets_of
+    from fer_pipe.packet_checks import packets_of
 
     with pytest.raises(TypeError) as raised:
         packets_of(Packet("cam", 0, 0.0))
@@ -922,7 +922,7 @@ def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
     """A stage that put dicts in packet.faces was not named: the csv sink after it failed with
     "AttributeError: 'dict' object has no attribute 'box'"."""
     from fer_pipe.messages import Face, Packet
-    from fer_pipe.stage import packets_of
+    from fer_pipe.packet_checks import packets_of
 
     assert len(packets_of([Packet("cam", 0, 0.0, faces=[Face((1, 2, 3, 4))]), Packet("cam", 1, 0.0)])) == 2
     for faces, kind in [([Face((1, 2, 3, 4)), {"box": (1, 2, 3, 4)}], "dict"), ("none", "str")]:
@@ -980,7 +980,7 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
     label "angry, nan" for the rest of the track, exit 0; five probabilities failed the csv
     sink (s40a). What the built-ins make, and numpy integers or a list, pass."""
     from fer_pipe.messages import Face, Packet
-    from fer_pipe.stage import packets_of
+    from fer_pipe.packet_checks import packets_of
 
     good = [Face((1, 2, 3, 4)), Face((np.int32(1), 2, 3, 4), probs=np.full(7, 1 / 7, np.float32)),
             Face([0, 0, 5, 5], probs=[0, 0, 0, 1, 0, 0, 0]),
@@ -1565,7 +1565,7 @@ def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(
     import numpy as np
 
     from fer_pipe.messages import Packet
-    from fer_pipe.stage import frame_of
+    from fer_pipe.packet_checks import frame_of
 
     with pytest.raises(TypeError, match=re.escape(said)):
         frame_of("cam", Packet("cam", index, timestamp, np.zeros((4, 4, 3), np.uint8)), None)

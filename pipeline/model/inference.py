@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..native_stderr import stderr_dropped
-from ..stage import one_line
+from ..errors import InputError, one_line
 from ..messages import EMOTIONS
+from ..native_stderr import stderr_dropped
 
 
 class FaceClassifier:

@@ -26,13 +26,12 @@ import numpy as np
 
 from .. import hangup
 from ..arguments import home, made_path, number, whole
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..machine import cpu_model
+from ..messages import EMOTIONS
 from ..native_stderr import output_shown_on_failure
 from ..output_files import cannot_write, held_folder, make_folder, write_whole
-from ..messages import EMOTIONS
 from ..preprocess import FACE_SIZE, preprocess_dataset
-from ..stage import one_line
 from ..stop_signals import handling, signals_held
 from .data import FerSplit, load_splits, sha256_of
 

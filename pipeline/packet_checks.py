@@ -1,0 +1,125 @@
+"""What a stage hands on, checked against the stage contract in the stage that made it: a
+source's frames, a stage's returned packets, their faces and images. Unchecked, the stage a bad
+packet reached failed instead, on a missing attribute or an OpenCV assertion naming neither."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .frames import FrameRef
+from .messages import EMOTIONS, Face, Packet
+
+
+def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0) -> list[Packet]:
+    """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
+    packet whose faces or image the stages do not take, is a TypeError saying so, raised in the
+    stage that returned it: unchecked, it was the stage it reached that failed, with a message
+    about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
+    the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
+    stopped after the first and a sink's latency read 12 hours."""
+    if result is None:
+        raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
+    if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
+        raise TypeError(f"{method} returned a Packet, not an iterable of packets (return (packet,) to pass it on)")
+    out = list(result)
+    for item in out:
+        if not isinstance(item, Packet):
+            raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
+        problem = _faces_problem(item.faces)
+        if problem:
+            raise TypeError(f"{method} returned a packet {problem}")
+        if not item.captured:
+            item.captured = captured
+        shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
+        if shown:  # unchecked, the detector after it failed on an OpenCV assertion blaming its scale factor
+            raise TypeError(f"{method} returned a packet with {shown} for its image; {A_FRAME}")
+    return out
+
+
+NUMBERS = (int, float, np.integer, np.floating)
+"""What a probability may be: a plug-in's ``list(model_output)`` holds numpy scalars."""
+PROB_SLACK = 1e-3
+"""How far outside [0, 1] a probability may stray by float rounding (a softmax, an average of two)."""
+
+
+def _faces_problem(faces: Any) -> str:
+    """What is wrong with a packet's faces, said after "a packet", or nothing."""
+    wrong = (faces if not isinstance(faces, (list, type(None))) else
+             next((face for face in faces or () if not isinstance(face, Face)), None))
+    if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
+        return f"whose faces are or hold a {type(wrong).__name__}, not a list of fer_pipe.messages.Face"
+    return next((f"with a face whose {problem}" for problem in map(_face_problem, faces or ()) if problem), "")
+
+
+def _face_problem(face: Face) -> str:
+    """What is wrong with a face a stage passes on, or nothing. Unchecked, a plug-in detector's
+    box of three numbers failed the classifier after it, a float box went into the CSV's
+    integer columns, and a plug-in classifier's one NaN made its track's smoothed label NaN for
+    the rest of the track, exit 0; probabilities of another length failed the csv sink."""
+    box = face.box
+    if (not isinstance(box, (tuple, list)) or len(box) != 4
+            or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
+        return f"box is {box!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
+    probs = face.probs
+    if probs is None:
+        return ""
+    values = probs.tolist() if isinstance(probs, np.ndarray) else probs  # Python floats: 7 compare in 1 us, not 15
+    if (not isinstance(values, (list, tuple)) or len(values) != len(EMOTIONS)
+            or not all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
+                       for v in values)):
+        return (f"probs are {probs!r}; they are one probability from 0 to 1 for each of the "
+                f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")  # NaN fails the comparisons
+    return ""
+
+
+def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
+    """What a source's ``frames`` yielded, checked against the source contract: a TypeError
+    there, raised in the source, where the stage that met it failed instead (the detector, on an
+    OpenCV assertion or a missing attribute), or nothing did (a packet of another source id, a
+    frame number given twice, which the CSV's "every frame once, in order" then broke)."""
+    if not isinstance(item, Packet):
+        raise TypeError(f"frames() yielded a {type(item).__name__}, not a Packet")
+    if item.source != source_id:
+        raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
+                        f"{source_id!r} (Packet(self.source_id, ...))")
+    index, timestamp = item.index, item.timestamp
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
+        # -1 is an outage packet's number while its source has sent no frame
+        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int >= 0")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
+            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
+        raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
+                        "seconds")
+    if item.outage:
+        last = -1 if last_index is None else last_index
+        if index != last or item.image is not None or item.faces is not None:
+            after = "before any frame" if last_index is None else f"after frame {last_index}"
+            raise TypeError(f"frames() yielded an outage packet numbered {index} {after}: make it with "
+                            "fer_pipe.messages.outage(source, the last frame's number or -1 before the first, time)")
+        return item
+    if last_index is not None and index <= last_index:
+        raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
+    shown = not_a_frame(item.image)
+    if shown:
+        raise TypeError(f"frames() yielded frame {index} with {shown} for its image; {A_FRAME}")
+    problem = _faces_problem(item.faces)  # a source replaying recorded detections: the classifier was blamed
+    if problem:
+        raise TypeError(f"frames() yielded frame {index}, a packet {problem}")
+    return item
+
+
+A_FRAME = "a frame is a uint8 array, H x W x 3 (BGR) or grey, of at least one pixel"
+
+
+def not_a_frame(image: Any) -> str:
+    """What ``image`` is, where it is not what the stages take (``A_FRAME``); empty where it is,
+    or where there is none. The detector met a float image with an OpenCV assertion that blamed
+    its scale factor, and an image of no pixels (0 x 640 x 3) with another."""
+    if image is None or (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size
+                         and (image.ndim == 2 or image.ndim == 3 and image.shape[2] in (1, 3))):
+        return ""
+    return f"an array of {image.dtype} shaped {image.shape}" if isinstance(image, np.ndarray) \
+        else f"a {type(image).__name__}"
