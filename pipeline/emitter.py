@@ -48,7 +48,9 @@ def _skippable(item: object) -> bool:
     return isinstance(item, Packet) and not item.outage
 
 
-def _not_sent(exc: Exception) -> str:
+def not_sent(exc: Exception) -> str:
+    """A packet that cannot go to the next stage, as both engines say it (the runner pickles it,
+    ``run_graph`` copies it for each further branch)."""
     return f"cannot pass the packet on: {said(exc)} (what a stage puts in packet.extra or a face's extra must pickle)"
 
 
@@ -120,7 +122,7 @@ class Emitter:
             if self.skip_as is None or not _skippable(item):
                 packets = item.packets if isinstance(item, Sequenced) else [item] if isinstance(item, Packet) else []
                 where = f"on {named(packets[0])}: " if packets else ""
-                raise StageFailure(where + _not_sent(exc))
+                raise StageFailure(where + not_sent(exc))
             if _first_time(self._unsent, (item.source, item.index), self._remember):  # not once per consumer
                 self.stats.skipped += 1
                 say_skipped(self.skip_as, item, exc, self.stats.skipped)

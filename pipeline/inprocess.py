@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .emitter import not_sent
 from .errors import ConfigError, UserError, one_line, printable, said
 from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
@@ -254,7 +255,10 @@ def run_graph(graph: Graph) -> GraphRun:
     its whole process. Where several fail, the one that ended the run is raised (else the first
     of those after which the run drained), and the others are said on stderr (``ALSO``)."""
     check_stages(graph, named=False)
-    stages = {name: graph.stages[name].build() for name in graph.order()}
+    stages: dict[str, Stage] = {}
+    for name in graph.order():
+        with _failing_as(graph, name):  # a stage's __init__: a bare error named no stage
+            stages[name] = graph.stages[name].build()
     consumers = {name: graph.consumers(name) for name in stages}
     stopped_by: set[str] = set()
     rules = {name: PacketRules(stage, name, StageStats(name), graph.stages[name].on_error == "skip", [],
@@ -274,16 +278,32 @@ def run_graph(graph: Graph) -> GraphRun:
             if isinstance(packet.image, np.ndarray):  # a stage's own picture: read-only to every branch after
                 packet.image = read_only(packet.image)  # it, as the runner hands it on
             branches = consumers[name]
-            copies = [packet] + [own_copy(packet) for _ in branches[1:]]  # before any branch changes it
-            for consumer, mine in zip(branches, copies):
+            for consumer, mine in zip(branches, copies(name, packet, len(branches))):
                 push(consumer, process(consumer, mine))
+
+    def copies(name: str, packet: Packet, count: int) -> list[Packet]:
+        """``packet``, and a copy of it for each further branch, made before any branch changes
+        it. One that cannot be made (a lock in its ``extra``) is the stage's failure on it, or
+        its skip, as where the runner cannot pickle it: it was a bare TypeError naming neither."""
+        try:
+            return [packet] + [own_copy(packet) for _ in range(count - 1)]
+        except Exception as exc:
+            try:
+                return rules[name].failed(packet, exc, not_sent(exc))
+            except StageFailure as failure:
+                raise _stage_failure(graph, name, failure)
 
     failed: list[tuple[Exception, str]] = []  # a stage's failure that ended the run: said first, as a run says it
     draining: list[tuple[Exception, str]] = []  # those after which what was read still drains (a source's, a finish's)
     try:
         for name, stage in stages.items():
-            with _failing_as(graph, name):
-                open_stage(stage)
+            try:
+                with _failing_as(graph, name):
+                    open_stage(stage)
+            except UserError as exc:  # a source's is its input's, as its read failures are
+                if isinstance(stage, Source):
+                    raise
+                raise _as_a_run_says(graph, name, exc)
             opened.append(name)
         for name, stage in stages.items():
             if not isinstance(stage, Source):

@@ -107,11 +107,16 @@ class PacketRules:
         except (UserError, StaleFrameError):
             raise
         except Exception as exc:
-            if not self.skip or packet.outage:
-                raise StageFailure(f"on {named(packet)}: {said(exc)}") from exc
-            self.stats.skipped += 1
-            say_skipped(self.name, packet, exc, self.stats.skipped)
-            return []
+            return self.failed(packet, exc)
+
+    def failed(self, packet: Packet, exc: Exception, what: str = "") -> list[Packet]:
+        """The stage's failure on ``packet`` (said as ``what``, else as ``exc``), or, with
+        ``on_error: skip`` and a frame, nothing: the frame dropped, said and counted."""
+        if not self.skip or packet.outage:
+            raise StageFailure(f"on {named(packet)}: {what or said(exc)}") from exc
+        self.stats.skipped += 1
+        say_skipped(self.name, packet, exc, self.stats.skipped)
+        return []
 
     def stop(self) -> None:
         """The stage ended the run (a user's q): the engine stops the sources (``on_stop``)."""

@@ -36,11 +36,12 @@ from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 
 
 class FaultyParams(StageParams):
-    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "idle", "slow_open", "hang_close",
+    mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
+                          "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
                           "unpicklable: put a lock in packet.extra; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
@@ -90,6 +91,11 @@ class Faulty(Stage):
     writes = EXPRESSIONS
     parallel = True  # nothing kept between packets but the log file each worker appends to
 
+    def __init__(self, name, params):
+        super().__init__(name, params)
+        if params.mode == "init":
+            raise RuntimeError("no licence for this model")
+
     @classmethod
     def preflight(cls, params):
         if params.mode == "preflight":
@@ -104,6 +110,10 @@ class Faulty(Stage):
             self.idle_s = 0.05  # only here: the other tests keep the blocking wait of most stages
         if self.params.mode == "open":
             raise RuntimeError("injected fault in open")
+        if self.params.mode == "bad_open":
+            from fer_pipe.errors import InputError
+
+            raise InputError(self.params.close_says)
         time.sleep(self.params.open_s)
         if self.params.mode == "slow_open":
             try:
@@ -228,12 +238,13 @@ class Faulty(Stage):
 
 class BrokenFramesParams(StageParams):
     mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
-                  "float_box", "eager"] = Field(
+                  "float_box", "eager", "bad_open"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
                              "before it, numbered as the frame before it or (bad) as itself; or a face "
                              "with a box of floats; or (init) its __init__ raises; or (eager) frames, no "
-                             "generator, raises when called, as one that opens its device there")
+                             "generator, raises when called, as one that opens its device there; or "
+                             "(bad_open) its open raises an InputError, as a camera that is not there")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -252,6 +263,12 @@ class BrokenFrames(Source):
         super().__init__(name, params)
         if params.mode == "init":
             raise RuntimeError("no licence for this camera")
+
+    def open(self):
+        if self.params.mode == "bad_open":
+            from fer_pipe.errors import InputError
+
+            raise InputError("camera 3: no such device")
 
     def length(self):
         return self.params.length_text or None

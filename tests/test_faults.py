@@ -1666,6 +1666,58 @@ def test_a_finish_that_fails_leads_a_close_that_fails_and_bad_input_is_named_in_
         f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.UserError: {line}\n") in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_stages_bad_input_in_open_is_named_in_both_engines(plugin_env, short_clip, tmp_path, runner):
+    """run_graph named a stage's bad input on a frame, in finish and in close, but raised it
+    bare in open: a batch said a plug-in's missing labels file as the video's own bad input
+    (s54a 2). A source's stays its input's, as its read failures do."""
+    config = tmp_path / "opening.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
+  labels: {{type: faulty, inputs: [source], params: {{mode: bad_open, close_says: "labels.txt: no such file"}}}}
+  csv: {{type: csv, inputs: [labels], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    line = "stage 'labels' (faulty) failed: labels.txt: no such file"
+    assert done.returncode == (2 if runner == "run" else 1) and (
+        f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.UserError: {line}\n") in done.stderr, done.stderr
+    if runner == "run_graph":
+        done = _ran(runner, broken_source_config(tmp_path / "camera.yaml", tmp_path / "rows.csv", "mode: bad_open"),
+                    plugin_env)
+        assert done.stderr.endswith("\nfer_pipe.errors.InputError: camera 3: no such device\n"), done.stderr
+
+
+def test_run_graph_names_the_stage_whose_init_fails_or_whose_packet_cannot_be_copied(plugin_env, short_clip,
+                                                                                       tmp_path):
+    """In run_graph (a batch task) a stage's failing __init__, and a packet it passes on to two
+    branches that cannot be copied for the second (a lock in its extra, which a run cannot
+    pickle), were bare errors naming neither stage nor frame, and on_error: skip did not skip
+    that frame as a run does (s54b 1, 4)."""
+    config = tmp_path / "copied.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 10}}}}
+  faulty: {{type: faulty, inputs: [source], params: {{mode: init}}}}
+  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+  csv2: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / "rows2.csv"}'}}}}
+""")
+    done = _ran("run_graph", config, plugin_env)
+    assert done.stderr.endswith("\nfer_pipe.stage.StageFailure: stage 'faulty' (faulty) failed: RuntimeError: no "
+                                "licence for this model\n"), done.stderr
+    config.write_text(config.read_text().replace("mode: init", "mode: unpicklable, at: [5]"))
+    done = _ran("run_graph", config, plugin_env)
+    assert done.stderr.endswith(
+        "\nfer_pipe.stage.StageFailure: stage 'faulty' (faulty) failed: on source frame 5: cannot pass the packet on: "
+        "TypeError: cannot pickle '_thread.lock' object (what a stage puts in packet.extra or a face's extra must "
+        "pickle)\n"), done.stderr
+    assert assert_valid_prefix(tmp_path / "rows.csv") == list(range(5))
+    config.write_text(config.read_text().replace("type: faulty, inputs", "type: faulty, on_error: skip, inputs"))
+    done = _ran("run_graph", config, plugin_env)
+    assert done.returncode == 0 and "fer-pipe: stage 'faulty' skipped source frame 5: TypeError: cannot pickle " \
+        "'_thread.lock' object\n" in done.stderr, done.stderr
+    frames = {int(row["frame"]) for row in csv.DictReader(open(tmp_path / "rows2.csv"))}
+    assert sorted(frames) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+
+
 def test_a_plug_ins_own_kind_of_bad_input_is_named_by_run_graph_as_a_run_names_it():
     """run_graph's stage-named bad input was a copy of the stage's exception: a plug-in's own
     kind, whose __init__ takes other arguments, failed the copy with a TypeError (a batch then
