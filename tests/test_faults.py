@@ -1500,15 +1500,15 @@ def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever
     from fer_pipe.control import Closing, FailedDraining
     from fer_pipe.runner import _Reports
 
-    rank = {"source": 0, "csv": 1, "episodes": 2}
-    csv_bad = FailedDraining("csv", "while closing: disk full", 2, False, "")
+    rank = {"source": 0, "writer": 1, "episodes": 2}  # named against the graph's order: the rank, not the name, leads
+    writer_bad = FailedDraining("writer", "while closing: disk full", 2, False, "")
     episodes_bug = FailedDraining("episodes", "while closing: upload lost", 1, False, "")
-    for first, second in ((csv_bad, episodes_bug), (episodes_bug, csv_bad)):
-        reports = _Reports(rank=rank, closing={"csv", "episodes"})
+    for first, second in ((writer_bad, episodes_bug), (episodes_bug, writer_bad)):
+        reports = _Reports(rank=rank, closing={"writer", "episodes"})
         for msg in (first, second):
             reports.take(msg, str)
         assert (reports.late_error.process, reports.late_error.exit_code) == ("episodes", 1)
-        assert reports.also == ["csv failed: while closing: disk full"]
+        assert reports.also == ["writer failed: while closing: disk full"]
     reports = _Reports(rank=rank)
     for msg in (FailedDraining("source", "bad frame", 2, False, ""), Closing("episodes"), episodes_bug):
         reports.take(msg, str)
@@ -1517,17 +1517,17 @@ def test_of_two_closes_that_fail_at_once_the_last_stage_s_is_the_run_s_whichever
     # a finish's failure comes before any close's, as run_graph finishes every stage first (s53e 1)
     reports = _Reports(rank=rank, closing={"source"})
     for msg in (FailedDraining("source", "while closing: x", 2, False, ""),
-                FailedDraining("csv", "while finishing: flush failed", 1, False, "")):
+                FailedDraining("writer", "while finishing: flush failed", 1, False, "")):
         reports.take(msg, str)
-    assert (reports.late_error.process, reports.also) == ("csv", ["source failed: while closing: x"])
+    assert (reports.late_error.process, reports.also) == ("writer", ["source failed: while closing: x"])
     # of two finishes in branches, the first stage's, as run_graph finishes them in the graph's order (s53g 4)
-    finishes = [FailedDraining(name, "while finishing: x", code, False, "") for name, code in (("csv", 2),
+    finishes = [FailedDraining(name, "while finishing: x", code, False, "") for name, code in (("writer", 2),
                                                                                             ("episodes", 1))]
     for order in (finishes, finishes[::-1]):
         reports = _Reports(rank=rank, sources={"source"})
         for msg in order:
             reports.take(msg, str)
-        assert (reports.late_error.process, reports.late_error.exit_code) == ("csv", 2)
+        assert (reports.late_error.process, reports.late_error.exit_code) == ("writer", 2)
 
 
 def test_a_stage_that_ended_without_its_report_in_a_drain_the_runner_alone_was_asked_for_fails_the_run():
