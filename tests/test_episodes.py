@@ -17,7 +17,7 @@ from fer_pipe.errors import InputError
 from fer_pipe.events import EPISODE_FIELDS, decode
 from fer_pipe.inprocess import make_stage, run_stage
 from fer_pipe.stage_calls import handle
-from fer_pipe.messages import EMOTIONS, Face, Packet, outage
+from fer_pipe.messages import EMOTIONS, Face, Packet, outage, stream_ended
 from fault_plugin import group_killed_at_exit, start_run
 from livetools import busy_port, free_port
 
@@ -167,6 +167,11 @@ def test_a_face_gone_between_detector_runs_ends_at_its_last_detection(tmp_path: 
     # nor where the run ends while the camera is down, before max_gap_s (s53g 6)
     rows = episodes_of(happy([frame(i, i / FPS) for i in range(42)] + [outage("cam", 41, 41 / FPS + k)
                                                                        for k in (1, 2, 3)]), tmp_path)
+    assert [(r["start_frame"], r["end_frame"]) for r in rows] == [("6", "39")]
+    # nor where the camera's stream ends while it is down, others running on (s54a 4a)
+    rows = episodes_of(happy([frame(i, i / FPS) for i in range(42)] + [outage("cam", 41, 41 / FPS + k)
+                                                                       for k in (1, 2, 3)]
+                             + [stream_ended("cam", 41, 41 / FPS + 3.5)]), tmp_path)
     assert [(r["start_frame"], r["end_frame"]) for r in rows] == [("6", "39")]
 
 
