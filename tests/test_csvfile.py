@@ -162,6 +162,11 @@ def test_stdout_redirected_onto_a_csv_is_continued_as_append_continues_one(short
     assert done.returncode == 0, done.stderr
     whole = list(csv.reader((tmp_path / "q.csv").open(newline="")))
     assert list(csv.reader((tmp_path / "qc.csv").open(newline=""))) == whole[:-1] + [["cam"]] + whole[1:]
+    # cut between the \r and the \n of its last line end: the \n alone ends it, no blank row (s54a 4d)
+    done = shell('head -c -1 one.csv > cr.csv && $RUN --set csv.path=/dev/stdout >> cr.csv', tmp_path, short_clip)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "one.csv").read_bytes().split(b"\r\n")
+    assert (tmp_path / "cr.csv").read_bytes().split(b"\r\n") == lines[:-1] + lines[1:]
 
 
 def test_episodes_to_a_reader_gone_end_the_run_cleanly(short_clip, tmp_path):
