@@ -22,7 +22,8 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     frames, whose times start again at frame 30)."""
     folder, clip = tmp_path_factory.mktemp("streams"), str(clips["single_face.mp4"])
     made = {name: folder / name for name in ("plain.ts", "plain.m2ts", "plain.avi", "a.mpg", "b.mpg", "raw.h264",
-                                             "raw.mjpg", "parts.mjpg", "live.webm", "sound.avi", "vfr.mp4")}
+                                             "raw.mjpg", "parts.mjpg", "curl.mjpg", "live.webm", "sound.avi",
+                                             "vfr.mp4")}
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "mpegts", str(made["plain.ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(made["plain.m2ts"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", str(made["plain.avi"]))
@@ -31,8 +32,8 @@ def streams(clips, tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-ss", "1", "-i", clip, "-t", "1", "-an", "-c:v", "mpeg2video", "-f", "mpeg", str(made["b.mpg"]))
     ffmpeg("-i", clip, "-an", "-c:v", "libx264", "-f", "h264", str(made["raw.h264"]))
     ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mjpeg", str(made["raw.mjpg"]))
-    ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mpjpeg", str(made["parts.mjpg"]))  # curl of a camera's video.mjpg
-    made["parts.mjpg"].write_bytes(b"\r\n" + made["parts.mjpg"].read_bytes())  # as an ESP32-CAM's begins (s53g 5)
+    ffmpeg("-i", clip, "-an", "-c:v", "mjpeg", "-f", "mpjpeg", str(made["curl.mjpg"]))  # curl of a camera's video.mjpg
+    made["parts.mjpg"].write_bytes(b"\r\n" + made["curl.mjpg"].read_bytes())  # as an ESP32-CAM's begins (s53g 5)
     ffmpeg("-i", clip, "-an", "-vf", "setpts='if(lt(N,24),N/24,if(lt(N,48),1+(N-24)/8,4+(N-48)/24))/TB'",
            "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "24", str(made["vfr.mp4"]))
     with open(made["live.webm"], "wb") as piped:  # written to a pipe, as a live recorder writes: no index
@@ -98,7 +99,7 @@ def test_a_start_past_the_end_of_a_transport_stream_is_one_line(streams):
         _read(streams["plain.ts"], start=72)
 
 
-@pytest.mark.parametrize("name", ["raw.h264", "raw.mjpg", "parts.mjpg"])
+@pytest.mark.parametrize("name", ["raw.h264", "raw.mjpg", "parts.mjpg", "curl.mjpg"])
 def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd, name):
     """OpenCV dates every frame of a raw stream 0: a smoother never settled, and the episodes
     CSV of a clip that has two held none, exit 0 and not a word. FFmpeg makes up times at 25 fps
