@@ -146,6 +146,13 @@ class _Reports:
         return (0,) if process in self.sources else (1, index, process)
 
 
+def _others_read_on(process: str, sources: set[str], procs: Processes) -> bool:
+    """Whether ``process`` is a source's, and another source still reads: its failure is said
+    at once, where it was said only when the others ended, hours later for a long file and
+    never beside a camera."""
+    return process in sources and any(procs[p].exitcode is None for p in sources - {process})
+
+
 @dataclass
 class _Shared:
     """What the runner and the stage processes share: the queues between the stages (one per
@@ -442,7 +449,7 @@ class Runner:
                 for msg in _drain(control, POLL_S):
                     if reports.take(msg, self._who):
                         stop.set()
-                    elif isinstance(msg, FailedDraining) and self._others_read_on(msg.process, procs):
+                    elif isinstance(msg, FailedDraining) and _others_read_on(msg.process, reports.sources, procs):
                         _say(printable(redact_urls(f"fer-pipe: {self._who(msg.process)} failed: {one_line(msg.message)}; "
                                                    "the other sources read on, and the run fails when they end")))
                 if len(reports.opened) == len(procs) and not all_open.is_set():
@@ -523,13 +530,6 @@ class Runner:
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result, also=also)
         return RunResult(0, stats, "", "", first_result, also=also)
-
-    def _others_read_on(self, process: str, procs: Processes) -> bool:
-        """Whether ``process`` is a source's, and another source still reads: its failure is said
-        at once, where it was said only when the others ended, hours later for a long file and
-        never beside a camera."""
-        sources = {p for p, stage in self._stage_of.items() if self.graph.stages[stage].is_source}
-        return process in sources and any(procs[p].exitcode is None for p in sources - {process})
 
     def _who(self, process: str) -> str:
         """``stage 'detector[1]' (haar)``: a process as every line about it names it."""
