@@ -140,6 +140,21 @@ def _not_a_video_file(item: str) -> str | None:
     return None
 
 
+def _stems(inputs: Sequence[str]) -> dict[str, str]:
+    """Each input by the stem its CSV is named after. Every pair of inputs that would write one
+    CSV is refused in one line: said a pair at a time, a folder of a camera's .h264 and .h265
+    recordings took a run per pair to learn them all."""
+    stems: dict[str, str] = {}
+    clashes = []
+    for item in inputs:
+        key = Path(item).stem
+        if stems.setdefault(key, item) != item:
+            clashes.append(f"{stems[key]} and {item} would both write {key}.csv")
+    if clashes:
+        raise InputError(f"inputs {'; '.join(clashes)}; rename one of each pair")
+    return stems
+
+
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
     """Jobs per input, and the inputs that cannot even be read (by name, with the reason).
 
@@ -152,12 +167,8 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
 
     jobs: dict[str, list[Job]] = {}
     bad: dict[str, str] = {}
-    stems: dict[str, str] = {}
-    for item in inputs:
-        key = Path(item).stem
-        if key in stems and stems[key] != item:
-            raise InputError(f"inputs {stems[key]} and {item} would both write {key}.csv; rename one")
-        stems[key] = item
+    stems = _stems(inputs)
+    for key, item in stems.items():
         problem = _not_a_video_file(item)
         if problem:
             bad[item] = problem

@@ -897,6 +897,20 @@ def test_inputs_whose_files_would_meet_are_refused_before_anything_is_made(six_c
     assert not (tmp_path / "out").exists()
 
 
+def test_every_pair_of_inputs_that_would_write_one_csv_is_said_at_once(tmp_path):
+    """Said a pair at a time, a camera's folder of .h264 and .h265 recordings of each name took a
+    run per pair to learn them all (s54c 4)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("door.h264", "door.h265", "yard.h264", "yard.h265"):
+        (videos / name).write_bytes(b"")
+    done = fer_pipe("batch", str(videos), "--out", "out", cwd=tmp_path, env=LOOPBACK_RAY, timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, f"fer-pipe: inputs {videos / 'door.h264'} and {videos / 'door.h265'} would both write door.csv; "
+           f"{videos / 'yard.h264'} and {videos / 'yard.h265'} would both write yard.csv; rename one of each pair\n")
+    assert not (tmp_path / "out").exists()
+
+
 def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     """With --chunk-frames 1 no chunk had a period of its own, and the check gave up: a seek
     that landed a frame early joined that frame twice."""
