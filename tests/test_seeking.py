@@ -6,6 +6,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import ffmpeg
@@ -116,6 +117,18 @@ def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd, name)
     assert [p.timestamp for p in _read(streams[name], fps=10)][:3] == [0.0, 0.1, 0.2]
     assert "carries no timestamps" not in capfd.readouterr().err
     assert [p.timestamp for p in _read(streams["plain.avi"], fps=10)][:2] == [0.0, 1 / 30]  # a dated file's own
+
+
+def test_an_interlaced_video_is_read_as_its_pictures_not_black_frames(clips, tmp_path):
+    """opencv-python 4.13 and 4.14 decode an interlaced video to black frames and say nothing:
+    every row of a DVR's MPEG-2 transport stream was "no face", exit 0 (s54c 1)."""
+    clip = clips["single_face.mp4"]
+    pictures = [float(packet.image.mean()) for packet in _read(clip, max_frames=15)]
+    for name, codec in (("interlaced.ts", ["-c:v", "mpeg2video", "-q:v", "3"]),
+                        ("interlaced.mp4", ["-c:v", "libx264", "-x264opts", "tff=1"])):
+        ffmpeg("-i", str(clip), "-t", "0.5", "-an", *codec, "-flags", "+ildct+ilme", str(tmp_path / name))
+        means = [float(packet.image.mean()) for packet in _read(tmp_path / name)]
+        assert np.allclose(means, pictures, atol=3), (name, cv2.__version__, means[:3], pictures[:3])
 
 
 def test_a_file_whose_second_frame_repeats_the_firsts_time_keeps_its_timestamps(clips, tmp_path, capfd):
