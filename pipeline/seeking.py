@@ -47,20 +47,14 @@ def why_no_seek(path: str | Path) -> str:
     if has_drop_frames(path):
         return ("an AVI with empty drop frames, read as one task: OpenCV's frame numbers count them, so its "
                 "seek lands short of the frame it names")
-    if mpeg_stream(path):
-        return ("an MPEG stream, read as one task: OpenCV cannot seek in one by frame number (no frame decodes "
-                "after a seek in a transport stream, and joined recordings start their times again)")
-    return ""
-
-
-def mpeg_stream(path: str | Path) -> bool:
-    """Whether ``path`` is an MPEG transport or program stream, told by its first bytes; False
-    for one that cannot be read."""
     try:
         with open(path, "rb") as fh:
             head = fh.read((SYNCS + 1) * M2TS_PACKET)
     except OSError:
-        return False
-    return head.startswith(PACK_START) or any(
-        all(head[first + k * size] == TS_SYNC for k in range(SYNCS))
-        for size in (TS_PACKET, M2TS_PACKET) for first in range(min(size, len(head) - (SYNCS - 1) * size)))
+        return ""
+    if head.startswith(PACK_START) or any(
+            all(head[first + k * size] == TS_SYNC for k in range(SYNCS))
+            for size in (TS_PACKET, M2TS_PACKET) for first in range(min(size, len(head) - (SYNCS - 1) * size))):
+        return ("an MPEG stream, read as one task: OpenCV cannot seek in one by frame number (no frame decodes "
+                "after a seek in a transport stream, and joined recordings start their times again)")
+    return ""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .mp4 import box_header
-from .seeking import mpeg_stream
 
 
 ISO_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"moof", b"mfra", b"sidx", b"free", b"skip",
@@ -56,17 +55,13 @@ def ends_early(path: str | Path) -> bool:
 
 
 def counted_by_duration(path: str | Path) -> bool:
-    """True for a Matroska or WebM file and an MPEG stream: they hold no frame count, and
-    OpenCV's is the duration at the nominal frame rate, which a variable-rate recording plays
-    fewer frames of (a "smart codec" camera's transport stream was called damaged inside, every
-    frame of it in the CSV)."""
+    """True for a Matroska or WebM file: it holds no frame count, and OpenCV's is its duration
+    at the nominal frame rate, which a variable-rate recording plays fewer frames of."""
     try:
         with open(path, "rb") as fh:
-            if fh.read(4) == EBML_MAGIC:
-                return True
+            return fh.read(4) == EBML_MAGIC
     except OSError:
         return False
-    return mpeg_stream(path)
 
 
 def count_is_a_ceiling(path: str | Path) -> bool:
