@@ -45,7 +45,7 @@ from pydantic import Field
 
 from .config import load_graph
 from .errors import ConfigError, InputError, UserError
-from .events import frame_event
+from .events import as_json, frame_event
 from .graph import Graph, StageSpec, check_edges
 from .messages import FACES, Packet
 from .outage_notices import OutageNotices
@@ -125,10 +125,10 @@ class ForwardSink(Sink):
         or a prompt failed a file run as a stall of this stage, its queued results lost. The end
         marker (bytes) waits here too: sent blocking, it failed the run the same way where the
         socket was full as the video ended."""
-        send = self._sock.send if isinstance(event, bytes) else self._sock.send_json
+        message = event if isinstance(event, bytes) else as_json(event)
         while True:
             try:
-                send(event, zmq.NOBLOCK)
+                self._sock.send(message, zmq.NOBLOCK)
                 return
             except zmq.Again:  # the socket is full: the loop is behind, or paused
                 if self.stop_requested():

@@ -171,7 +171,12 @@ def topic(event: dict[str, Any]) -> str:
 
 def encode(event: dict[str, Any]) -> list[bytes]:
     """The two frames of a multipart message: topic, then compact JSON."""
-    return [topic(event).encode(), json.dumps(event, separators=(",", ":"), default=_numpy_scalar).encode()]
+    return [topic(event).encode(), as_json(event)]
+
+
+def as_json(event: dict[str, Any]) -> bytes:
+    """An event as compact JSON, numpy scalars as their Python numbers (``_numpy_scalar``)."""
+    return json.dumps(event, separators=(",", ":"), default=_numpy_scalar).encode()
 
 
 def _numpy_scalar(value: Any) -> Any:

@@ -238,13 +238,14 @@ class Faulty(Stage):
 
 class BrokenFramesParams(StageParams):
     mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
-                  "float_box", "eager", "bad_open"] = Field(
+                  "float_box", "eager", "bad_open", "numpy"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
                              "before it, numbered as the frame before it or (bad) as itself; or a face "
                              "with a box of floats; or (init) its __init__ raises; or (eager) frames, no "
                              "generator, raises when called, as one that opens its device there; or "
-                             "(bad_open) its open raises an InputError, as a camera that is not there")
+                             "(bad_open) its open raises an InputError, as a camera that is not there; or "
+                             "(numpy) every frame numbered with a numpy integer, as a source built on numpy does")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -289,6 +290,8 @@ class BrokenFrames(Source):
 
         for i in range(self.params.count):
             image, source, index, timestamp = np.zeros((48, 64, 3), np.uint8), self.source_id, i, i / 25
+            if self.params.mode == "numpy":
+                index = np.int64(i)
             faces = None
             if i == self.params.at:
                 if self.params.mode == "raise":

@@ -181,6 +181,26 @@ def test_outage_events_come_in_order_where_asked_for_and_only_there(tmp_path, pl
     assert len(said["yes"]) == 12 and len(said["no"]) == 8
 
 
+def test_numpy_frame_numbers_reach_the_loop_as_numbers(tmp_path, plugin_env):
+    """The contract takes a numpy integer as a frame number; the hidden sink of ``results()`` sent
+    its events with pyzmq's send_json, which failed on it at frame 0, where a run's sinks took it
+    (s54e 2)."""
+    config = tmp_path / "numbered.yaml"
+    config.write_text("stages:\n  source: {type: brokenframes, params: {mode: numpy, count: 4}}\n"
+                      "  faulty: {type: faulty, inputs: [source]}\n"
+                      f"  csv: {{type: csv, inputs: [faulty], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            print([event["frame"] for event in results("{config}")])
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env})
+    assert (done.returncode, done.stdout) == (0, "[0, 1, 2, 3]\n"), done.stderr
+
+
 def test_an_uncaught_stage_failure_shows_where_in_the_stage_it_failed(short_clip, tmp_path, plugin_env):
     """The worker's traceback was in ``result.traceback`` only: an uncaught RunFailed, logging
     and pytest showed the one-line message and the API's own frames."""
