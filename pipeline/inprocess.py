@@ -204,6 +204,20 @@ def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
         raise _stage_failure(graph, name, exc, where)
 
 
+@contextmanager
+def _making(graph: Graph, name: str) -> Iterator[None]:
+    """``_failing_as`` for a stage's building and opening, its bad input named as a run names it
+    (a batch said a plug-in's missing labels file as the video's own); a source's stays its
+    input's, as its read failures do."""
+    try:
+        with _failing_as(graph, name):
+            yield
+    except UserError as exc:
+        if graph.stages[name].is_source:
+            raise
+        raise _as_a_run_says(graph, name, exc)
+
+
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> list[tuple[Exception, str]]:
     """Close every opened stage, the last first; each failure, with its line as a run says it
     (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
@@ -257,7 +271,7 @@ def run_graph(graph: Graph) -> GraphRun:
     check_stages(graph, named=False)
     stages: dict[str, Stage] = {}
     for name in graph.order():
-        with _failing_as(graph, name):  # a stage's __init__: a bare error named no stage
+        with _making(graph, name):  # a stage's __init__: a bare error named no stage
             stages[name] = graph.stages[name].build()
     consumers = {name: graph.consumers(name) for name in stages}
     stopped_by: set[str] = set()
@@ -297,13 +311,8 @@ def run_graph(graph: Graph) -> GraphRun:
     draining: list[tuple[Exception, str]] = []  # those after which what was read still drains (a source's, a finish's)
     try:
         for name, stage in stages.items():
-            try:
-                with _failing_as(graph, name):
-                    open_stage(stage)
-            except UserError as exc:  # a source's is its input's, as its read failures are
-                if isinstance(stage, Source):
-                    raise
-                raise _as_a_run_says(graph, name, exc)
+            with _making(graph, name):
+                open_stage(stage)
             opened.append(name)
         for name, stage in stages.items():
             if not isinstance(stage, Source):

@@ -1667,21 +1667,22 @@ def test_a_finish_that_fails_leads_a_close_that_fails_and_bad_input_is_named_in_
 
 
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
-def test_a_stages_bad_input_in_open_is_named_in_both_engines(plugin_env, short_clip, tmp_path, runner):
+@pytest.mark.parametrize("mode", ["bad_open", "bad_init"])
+def test_a_stages_bad_input_in_open_is_named_in_both_engines(plugin_env, short_clip, tmp_path, runner, mode):
     """run_graph named a stage's bad input on a frame, in finish and in close, but raised it
-    bare in open: a batch said a plug-in's missing labels file as the video's own bad input
-    (s54a 2). A source's stays its input's, as its read failures do."""
+    bare in open and in its __init__: a batch said a plug-in's missing labels file as the
+    video's own bad input (s54a 2, s54e 3). A source's stays its input's, as its read failures do."""
     config = tmp_path / "opening.yaml"
     config.write_text(f"""stages:
   source: {{type: video, params: {{path: '{short_clip}', max_frames: 6}}}}
-  labels: {{type: faulty, inputs: [source], params: {{mode: bad_open, close_says: "labels.txt: no such file"}}}}
+  labels: {{type: faulty, inputs: [source], params: {{mode: {mode}, close_says: "labels.txt: no such file"}}}}
   csv: {{type: csv, inputs: [labels], params: {{path: '{tmp_path / "rows.csv"}'}}}}
 """)
     done = _ran(runner, config, plugin_env)
     line = "stage 'labels' (faulty) failed: labels.txt: no such file"
     assert done.returncode == (2 if runner == "run" else 1) and (
         f"fer-pipe: {line}\n" if runner == "run" else f"fer_pipe.errors.UserError: {line}\n") in done.stderr, done.stderr
-    if runner == "run_graph":
+    if runner == "run_graph" and mode == "bad_open":
         done = _ran(runner, broken_source_config(tmp_path / "camera.yaml", tmp_path / "rows.csv", "mode: bad_open"),
                     plugin_env)
         assert done.stderr.endswith("\nfer_pipe.errors.InputError: camera 3: no such device\n"), done.stderr
