@@ -37,18 +37,22 @@ def redact(url: str) -> str:
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.split(':')[0]}:***@{host}"
-    path, query = (pattern.sub(lambda m: f"{m.group(1)}=***", text)
-                   for pattern, text in ((IN_PATH, parts.path), (IN_QUERY, parts.query)))
-    if (netloc, path, query) == (parts.netloc, parts.path, parts.query):
+    path, query, fragment = (pattern.sub(_masked, text) for pattern, text in (
+        (IN_PATH, parts.path), (IN_QUERY, parts.query), (IN_QUERY, parts.fragment)))
+    if (netloc, path, query, fragment) == (parts.netloc, parts.path, parts.query, parts.fragment):
         return url
-    return urlunsplit(parts._replace(netloc=netloc, path=path, query=query))
+    return urlunsplit(parts._replace(netloc=netloc, path=path, query=query, fragment=fragment))
+
+
+def _masked(match: re.Match[str]) -> str:
+    return f"{match.group(1)}=***"
 
 
 def _to_last_at(url: str) -> str:
     """``url`` masked to its last ``@``, and each ``name=value`` credential in what follows it,
     whose host, path and query are not known apart: that rest read again as a URL made a query's
     ``user=me@corp.com&password=...`` its host, and the password went out in clear."""
-    return IN_QUERY.sub(lambda m: f"{m.group(1)}=***", HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
+    return IN_QUERY.sub(_masked, HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 
 URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
@@ -68,10 +72,11 @@ with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log
 readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
-BARE_USERINFO = re.compile(r"(?<![\w/:.@%~-])([\w.~%-]+):(?!/)[^\s'\"]*@(?=[\w\[])")
-"""``user:password@host`` where no ``scheme://`` comes before it (a camera's URL with its scheme
-left out, echoed in the line refusing it): up to the word's last ``@``, as FFmpeg reads a
-password holding ``/`` or ``@``; a word shaped so (``10:30@noon``) is masked too."""
+BARE_USERINFO = re.compile(r"(?:(?<![\w/:.@%~-])|(?<=(?<![\w:/])//))([\w.~%-]+):(?!/)[^\s'\"]*@([\w\[](?:[^\s'\"]*[^\s'\":])?)")
+"""``user:password@host`` where no ``scheme:`` comes before it (a camera's URL with its scheme
+left out, or only ``//`` of it, echoed in the line refusing it): up to the word's last ``@``, as
+FFmpeg reads a password holding ``/`` or ``@``, and the ``name=value`` credentials after it; a
+word shaped so (``10:30@noon``) is masked too."""
 
 
 def redact_urls(text: str) -> str:
@@ -83,4 +88,4 @@ def redact_urls(text: str) -> str:
         said = redact(url.replace(":/", "://", 1) if collapsed else url)
         return said.replace("://", ":/", 1) if collapsed else said
 
-    return BARE_USERINFO.sub(r"\1:***@", URL.sub(one, text))
+    return BARE_USERINFO.sub(lambda m: f"{m.group(1)}:***@{IN_QUERY.sub(_masked, m.group(2))}", URL.sub(one, text))

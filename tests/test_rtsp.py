@@ -846,6 +846,13 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
     assert redact_urls("url=admin:p@ss@cam/live") == "url=admin:***@cam/live"
     assert redact_urls("at rtsp://admin:***@cam/x") == "at rtsp://admin:***@cam/x"  # a scheme's // is no password
     assert redact_urls("ValueError: user@host, 12:30 at 10.0.0.5") == "ValueError: user@host, 12:30 at 10.0.0.5"
+    # a scheme given as // alone, and a scheme-less URL's credentials after the last '@', were said
+    # in clear; so was a credential in a fragment (s54e 4)
+    assert redact_urls("url=//admin:S3cret@cam/live: no scheme") == "url=//admin:***@cam/live: no scheme"
+    assert (redact_urls("url=admin:pw@cam/live?user=me@corp.com&password=S3cret: bad")
+            == "url=admin:***@corp.com&password=***: bad")
+    assert redact_urls("rtsp rtsp://10.0.0.5/live#password=S3cret: cannot connect") == \
+        "rtsp rtsp://10.0.0.5/live#password=***: cannot connect"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
