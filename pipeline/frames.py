@@ -76,6 +76,12 @@ class FrameRef:
         view.flags.writeable = False
         return view
 
+    def __setitem__(self, key: object, value: object) -> None:
+        """Drawing into ``packet.image`` fails as drawing into a read-only array does, its
+        words numpy's: a stage's own picture and a frame in one process are such arrays, and a
+        frame that came over a queue said "'FrameRef' object does not support item assignment"."""
+        raise ValueError("assignment destination is read-only")
+
     def check(self) -> mmap.mmap:
         """StaleFrameError if the slot holds another frame now. The writer puts the sequence
         number before the pixels, so a check after a stage has used the pixels also tells

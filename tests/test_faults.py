@@ -689,18 +689,21 @@ def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_
                                     "injected fault on an outage")
 
 
-@pytest.mark.parametrize("mode, error", [("scribble", "ValueError: assignment destination is read-only"),
-                                         ("unlock", "ValueError: cannot set WRITEABLE flag to True of this array")])
+@pytest.mark.parametrize("mode, error, after", [
+    ("scribble", "ValueError: assignment destination is read-only", "redraw"),
+    ("scribble", "ValueError: assignment destination is read-only", "source"),
+    ("unlock", "ValueError: cannot set WRITEABLE flag to True of this array", "redraw")])
 def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_alike(plugin_env, short_clip,
-                                                                                     tmp_path, mode, error):
+                                                                                     tmp_path, mode, error, after):
     """After a stage that passes on a picture of its own, as one that draws does, the stage after
     it got that picture writable: drawing into it passed in a run, and in a batch task drew into
     the picture the branch beside it read, its rows not those of the run. Setting the writeable
-    flag of the pixels back passed in a batch task too, and not in a run (s49c 1, 2)."""
+    flag of the pixels back passed in a batch task too, and not in a run (s49c 1, 2). Drawing into
+    a source's frame said "'FrameRef' object does not support item assignment" in a run (s54b 6)."""
     config = tmp_path / "draw.yaml"
     config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}'}}}}\n"
                       "  redraw: {type: faulty, inputs: [source], params: {mode: redraw, at: [2]}}\n"
-                      f"  draw: {{type: faulty, inputs: [redraw], params: {{mode: {mode}, at: [2]}}}}\n"
+                      f"  draw: {{type: faulty, inputs: [{after}], params: {{mode: {mode}, at: [2]}}}}\n"
                       "  beside: {type: faulty, inputs: [redraw], params: {read_pixels: after}}\n"
                       f"  drawn: {{type: csv, inputs: [draw], params: {{path: '{tmp_path / 'drawn.csv'}'}}}}\n"
                       f"  csv: {{type: csv, inputs: [beside], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
