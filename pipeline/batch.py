@@ -456,8 +456,8 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         if report.status == "failed" and not _cut_short_in_its_rows(report, jobs[item], work):
             if len(jobs[item]) == 1 or not pieces:
                 continue
-            _say(f"fer-pipe: batch: {_shown(item)}: damaged; it runs again as one task, so that the rows kept are "
-                 "those one run keeps")
+            _say(f"fer-pipe: batch: {_shown(item)}: a chunk of it failed ({report.error}); it runs again as one "
+                 "task, so that the rows kept are those one run keeps")
         else:
             gap = misaligned(pieces) if len(pieces) > 1 else None
             if gap is None:

@@ -2,6 +2,7 @@
 in-process graph run that its tasks use, against the multi-process runner."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -911,6 +912,22 @@ def test_every_pair_of_inputs_that_would_write_one_csv_is_said_at_once(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_chunk_that_fails_where_one_run_does_not_is_said_as_the_chunks_failure(clips, tmp_path):
+    """A variable-rate Matroska file counts its duration at the nominal rate, so its last chunk
+    starts past its last frame and fails; the video ran again as one task, whole, and the line
+    called it "damaged" (s54c 5). The line says the chunk's failure."""
+    video = tmp_path / "vfr.mkv"
+    ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-vf", r"select='not(mod(n\,2))+lt(n\,20)'", "-fps_mode",
+           "passthrough", "-c:v", "libx264", str(video))
+    done = fer_pipe("batch", str(video), "--out", "out", "--chunk-frames", "20", "--quiet", cwd=tmp_path,
+                    env=LOOPBACK_RAY, timeout=300)
+    assert (done.returncode, done.stderr) == (0, f"fer-pipe: batch: {video}: a chunk of it failed (video {video}: no "
+                                                 "frame could be decoded from start 60 on (past its end?) (truncated "
+                                                 "or corrupt file)); it runs again as one task, so that the rows kept "
+                                                 "are those one run keeps\n")
+    assert len(list(csv.DictReader((tmp_path / "out" / "vfr.csv").open()))) == 46
+
+
 def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     """With --chunk-frames 1 no chunk had a period of its own, and the check gave up: a seek
     that landed a frame early joined that frame twice."""
@@ -1047,8 +1064,8 @@ def test_a_rerun_with_other_settings_is_refused_while_the_folder_holds_what_the_
     assert (out / f"{six_clips[0].stem}.csv").read_text() == made
     assert (out / f"{six_clips[1].stem}.csv").is_file()
 
-    for csv in out.glob("*.csv"):
-        csv.unlink()
+    for made_csv in out.glob("*.csv"):
+        made_csv.unlink()
     fresh = batch(str(six_clips[0]), "--out", str(out), "--address", cluster.address, "--quiet",
                   "--set", "detector.min_neighbors=3")
     _, stderr = fresh.communicate(timeout=240)
