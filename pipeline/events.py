@@ -60,11 +60,11 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
             entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, emotion_probs(face))}
         smoothed = face.smoothed_confidence
         entry["smoothed_label"] = face.smoothed_label
-        entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
+        entry["smoothed_confidence"] = None if smoothed is None else round(float(smoothed), precision)
         entry.update(zip(extra, map(_json_value, extra_values(face, extra, frame_values))))
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,
-            "timestamp": round(packet.timestamp, 3), "faces": faces}
+            "timestamp": round(float(packet.timestamp), 3), "faces": faces}
 
 
 def _json_value(value: Any) -> Any:
@@ -120,7 +120,7 @@ def face_event(kind: Literal["face_appeared", "face_lost"], source: str, track_i
                timestamp: float) -> dict[str, Any]:
     """A ``face_appeared`` or ``face_lost`` event; for a lost face, frame and time it was last seen."""
     return {"schema": SCHEMA_VERSION, "type": kind, "source": source, "track_id": track_id,
-            "frame": frame, "timestamp": round(timestamp, 3)}
+            "frame": frame, "timestamp": round(float(timestamp), 3)}
 
 
 def source_event(kind: Literal["source_down", "source_up"], packet: Packet, since: float) -> dict[str, Any]:
@@ -129,8 +129,8 @@ def source_event(kind: Literal["source_down", "source_up"], packet: Packet, sinc
     not tell a camera that is down from a run that has died. ``since``: when the outage was
     first said, which a subscriber that connects during it has no other way to learn."""
     return {"schema": SCHEMA_VERSION, "type": kind, "source": packet.source,
-            "frame": packet.index if packet.index >= 0 else None, "timestamp": round(packet.timestamp, 3),
-            "since": round(since, 3)}
+            "frame": packet.index if packet.index >= 0 else None, "timestamp": round(float(packet.timestamp), 3),
+            "since": round(float(since), 3)}
 
 
 def check_source_event(event: dict[str, Any]) -> None:
@@ -247,4 +247,4 @@ def end_event(packet: Packet) -> dict[str, Any]:
     Without it a subscriber could not tell a file that is done from a run that hangs (both go
     quiet), nor where one run's frames end and the next run's, numbered from 0 again, begin."""
     return {"schema": SCHEMA_VERSION, "type": "source_end", "source": packet.source,
-            "frame": packet.index, "timestamp": round(packet.timestamp, 3)}
+            "frame": packet.index, "timestamp": round(float(packet.timestamp), 3)}

@@ -335,7 +335,8 @@ def test_the_sinks_extra_adds_a_faces_extra_data_else_its_frames_to_each_face_of
 def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
     """The stage contract takes numpy integers as frame numbers and track ids, and the csv sink
     wrote them; every JSON sink failed at frame 0 ("Object of type int64 is not JSON
-    serializable") on a plug-in tracker that numbered faces with ``np.arange`` (s54d 1)."""
+    serializable") on a plug-in tracker that numbered faces with ``np.arange`` (s54d 1), and a
+    float32 time kept its binary digits."""
     from fer_pipe.inprocess import make_stage
     from fer_pipe.messages import Face, Packet, stream_ended
 
@@ -345,15 +346,16 @@ def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
     sock = subscriber(ctx, endpoint)
     try:
         sink.open()
-        sink.consume(Packet("cam1", np.int64(4), 0.16, faces=[Face((1, 2, 3, 4), np.full(7, 1 / 7),
-                                                                   track_id=np.arange(3)[2])]))
-        sink.ended(stream_ended("cam1", np.int64(4), 0.16))
+        sink.consume(Packet("cam1", np.int64(4), np.float32(0.16), faces=[Face((1, 2, 3, 4), np.full(7, 1 / 7),
+                                                                               track_id=np.arange(3)[2])]))
+        sink.ended(stream_ended("cam1", np.int64(4), np.float32(0.16)))
         sink.close()
         events = [json.loads(body) for _, body in drain(sock)]
     finally:
         sock.close(0)
         ctx.term()
-    assert [(e["type"], e["frame"]) for e in events] == [("frame", 4), ("source_end", 4)]
+    # a float32 time rounded as float32 went out as 0.1599999964237213 (s54f 5)
+    assert [(e["type"], e["frame"], e["timestamp"]) for e in events] == [("frame", 4, 0.16), ("source_end", 4, 0.16)]
     assert events[0]["faces"][0]["track_id"] == 2
 
 
