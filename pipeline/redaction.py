@@ -72,9 +72,10 @@ with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log
 readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
-BARE_USERINFO = re.compile(r"(?:(?<![\w/:.@%~-])|(?<=(?<![\w:/])//))([\w.~%-]+):(?!/)[^\s'\"]*@([\w\[](?:[^\s'\"]*[^\s'\":])?)")
+BARE_USERINFO = re.compile(r"(?:(?<![\w/:.@%~-])|(?<=//))([\w.~%@-]+):(?!/)[^\s'\"]*@([\w\[](?:[^\s'\"]*[^\s'\":])?)")
 """``user:password@host`` where no ``scheme:`` comes before it (a camera's URL with its scheme
-left out, or only ``//`` of it, echoed in the line refusing it): up to the word's last ``@``, as
+left out, or all but ``//`` of it, echoed in the line refusing it; the user may be an e-mail
+login): up to the word's last ``@``, as
 FFmpeg reads a password holding ``/`` or ``@``, and the ``name=value`` credentials after it; a
 word shaped so (``10:30@noon``) is masked too."""
 

@@ -853,6 +853,9 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
             == "url=admin:***@corp.com&password=***: bad")
     assert redact_urls("rtsp rtsp://10.0.0.5/live#password=S3cret: cannot connect") == \
         "rtsp rtsp://10.0.0.5/live#password=***: cannot connect"
+    # nor after a scheme's typo ("rtsp//"), nor an e-mail login's without a scheme (s54f 3)
+    assert redact_urls("url=rtsp//admin:S3cret@cam/live: bad") == "url=rtsp//admin:***@cam/live: bad"
+    assert redact_urls("url=me@mail.com:S3cret@cam/live: bad") == "url=me@mail.com:***@cam/live: bad"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
