@@ -912,19 +912,20 @@ def test_every_pair_of_inputs_that_would_write_one_csv_is_said_at_once(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_chunk_that_fails_where_one_run_does_not_is_said_as_the_chunks_failure(clips, tmp_path):
+def test_a_chunk_that_fails_where_one_run_does_not_is_said_as_the_chunks_failure(cluster, clips, tmp_path):
     """A variable-rate Matroska file counts its duration at the nominal rate, so its last chunk
     starts past its last frame and fails; the video ran again as one task, whole, and the line
     called it "damaged" (s54c 5). The line says the chunk's failure."""
     video = tmp_path / "vfr.mkv"
     ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-vf", r"select='not(mod(n\,2))+lt(n\,20)'", "-fps_mode",
            "passthrough", "-c:v", "libx264", str(video))
-    done = fer_pipe("batch", str(video), "--out", "out", "--chunk-frames", "20", "--quiet", cwd=tmp_path,
-                    env=LOOPBACK_RAY, timeout=300)
-    assert (done.returncode, done.stderr) == (0, f"fer-pipe: batch: {video}: a chunk of it failed (video {video}: no "
-                                                 "frame could be decoded from start 60 on (past its end?) (truncated "
-                                                 "or corrupt file)); it runs again as one task, so that the rows kept "
-                                                 "are those one run keeps\n")
+    proc = batch(str(video), "--out", str(tmp_path / "out"), "--address", cluster.address, "--chunk-frames", "20",
+                 "--quiet")
+    _, stderr = proc.communicate(timeout=300)
+    assert (proc.returncode, stderr) == (0, f"fer-pipe: batch: {video}: a chunk of it failed (video {video}: no "
+                                            "frame could be decoded from start 60 on (past its end?) (truncated "
+                                            "or corrupt file)); it runs again as one task, so that the rows kept "
+                                            "are those one run keeps\n")
     assert len(list(csv.DictReader((tmp_path / "out" / "vfr.csv").open()))) == 46
 
 
