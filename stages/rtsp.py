@@ -100,12 +100,6 @@ class RtspParams(SourceParams):
         return url
 
 
-LOG_LEVEL_ERROR = 2
-"""OpenCV's ``cv::utils::logging::LOG_LEVEL_ERROR``: its warnings unsaid. The opencv-python that
-setup.cfg allows names no constant for it, nor has ``cv2.utils.logging``; ``cv2.setLogLevel``
-takes the number."""
-
-
 class _Shared:
     """What the rtsp stages of one process share: the environment variable FFmpeg reads its
     options from at each open, and OpenCV's log level. A run gives each stage a process of its
@@ -122,15 +116,15 @@ class _Shared:
     def opened(self) -> None:
         with self._count:
             if not self._open:  # given back when the last closes
-                self._their_log_level = cv2.getLogLevel()
-                cv2.setLogLevel(LOG_LEVEL_ERROR)  # each attempt gets our own line
+                self._their_log_level = cv2.utils.logging.getLogLevel()
+                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
             self._open += 1
 
     def closed(self) -> None:
         with self._count:
             self._open -= 1
             if not self._open:
-                cv2.setLogLevel(self._their_log_level)
+                cv2.utils.logging.setLogLevel(self._their_log_level)
 
 
 _SHARED = _Shared()

@@ -137,7 +137,7 @@ class VideoSource(Source):
         elif self._undated:
             print(printable(f"fer-pipe: WARNING: video {self.params.path}: the file carries no timestamps (a raw "
                             f"stream?); its frames are dated by their number at {self.fps:g} fps, the rate "
-                            "OpenCV reports (the stream's own where it carries one, else FFmpeg's guess of 25): give the camera's with source.fps"),
+                            "OpenCV reports (25 is FFmpeg's guess): give the camera's with source.fps"),
                   file=sys.stderr)
         self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream

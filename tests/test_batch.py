@@ -1813,8 +1813,8 @@ def test_a_tasks_warnings_are_said_once_per_input_and_kept_in_the_manifest(clust
     assert proc.returncode == 0, stderr
     said = [line for line in stderr.splitlines() if "WARNING" in line]
     assert said == [f"fer-pipe: WARNING: video {raw}: the file carries no timestamps (a raw stream?); its frames are "
-                    "dated by their number at 30 fps, the rate OpenCV reports (the stream's own where it carries one, else FFmpeg's guess of 25): "
-                    "give the camera's with source.fps"]
+                    "dated by their number at 25 fps, the rate OpenCV reports (25 is FFmpeg's guess): give the "
+                    "camera's with source.fps"]
     (entry,) = json.loads((out / "_manifest.json").read_text())["inputs"]
     assert entry["warnings"] == said
     other = tmp_path / "other.mp4"

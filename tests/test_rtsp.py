@@ -1029,12 +1029,12 @@ def test_an_rtsp_stage_run_in_this_process_leaves_its_ffmpeg_options_out_of_the_
     from fer_pipe.errors import InputError
     from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
 
-    level = cv2.getLogLevel()
+    level = cv2.utils.logging.getLogLevel()
     with pytest.raises(InputError, match="giving up"):
         run_stage("rtsp", params={"url": f"rtsp://127.0.0.1:{free_port()}/none", "timeout_s": 0.5,
                                   "backoff_initial_s": 0.1, "backoff_max_s": 0.1, "give_up_after_s": 1})
     assert FFMPEG_OPTIONS not in os.environ
-    assert cv2.getLogLevel() == level
+    assert cv2.utils.logging.getLogLevel() == level
 
 
 def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_they_were():
@@ -1048,7 +1048,7 @@ def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_t
     from fer_pipe.inprocess import make_stage
     from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
 
-    level = cv2.getLogLevel()
+    level = cv2.utils.logging.getLogLevel()
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)
@@ -1064,4 +1064,4 @@ def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_t
                 second.close()
         finally:
             first.close()
-    assert (os.environ.get(FFMPEG_OPTIONS), cv2.getLogLevel()) == (None, level)
+    assert (os.environ.get(FFMPEG_OPTIONS), cv2.utils.logging.getLogLevel()) == (None, level)
