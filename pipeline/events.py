@@ -60,7 +60,7 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
             entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, emotion_probs(face))}
         smoothed = face.smoothed_confidence
         entry["smoothed_label"] = face.smoothed_label
-        entry["smoothed_confidence"] = None if smoothed is None else round(float(smoothed), precision)
+        entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
         entry.update(zip(extra, map(_json_value, extra_values(face, extra, frame_values))))
         faces.append(entry)
     return {"schema": SCHEMA_VERSION, "type": "frame", "source": packet.source, "frame": packet.index,

@@ -132,6 +132,9 @@ class EpisodesSink(Sink):
 
     def consume(self, packet: Packet) -> None:
         self._down.discard(packet.source)
+        # a Python float: a float32 time rounded kept its binary digits (0.009999999776482582) in
+        # the episode event, beside a face event's 0.01
+        now = (packet.index, float(packet.timestamp))
         for face in packet.faces or []:
             self._faces += face.probs is not None
             self._smoothed += face.smoothed is not None
@@ -139,7 +142,6 @@ class EpisodesSink(Sink):
             if face.track_id is None:
                 continue
             key = (packet.source, face.track_id)
-            now = (packet.index, packet.timestamp)
             track = self._tracks.get(key)
             if track is None:
                 track = self._tracks[key] = _Track(now)

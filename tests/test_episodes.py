@@ -6,6 +6,7 @@ import os
 import re
 import signal
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -346,7 +347,10 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
         assert first == {"schema": 1, "type": "face_appeared", "source": "cam", "track_id": warmup, "frame": 0,
                          "timestamp": 0.0}
         warmed = list(range(100, warmup + 1))
-        for p in run_stage("smooth", track(["sad"] * 30 + ["happy"] * 30, 3, True, warmed), {"hold_s": 0.2}):
+        # float32 times, as the stage contract allows: the episode event kept their binary digits (s55a 3)
+        frames = [replace(p, timestamp=np.float32(p.timestamp))
+                  for p in track(["sad"] * 30 + ["happy"] * 30, 3, True, warmed)]
+        for p in run_stage("smooth", frames, {"hold_s": 0.2}):
             sink.consume(p)
         list(sink.finish())
         got = []
@@ -371,6 +375,8 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
         rows = list(csv.DictReader(f))
     assert [(int(r["track_id"]), int(r["start_frame"])) for r in rows] == \
            [(e["track_id"], e["start_frame"]) for e in episodes]
+    times = ("start_time", "end_time", "duration_s")
+    assert [[float(r[k]) for k in times] for r in rows] == [[e[k] for k in times] for e in episodes]
     assert got[3][1] == {"schema": 1, "type": "face_lost", "source": "cam", "track_id": 3, "frame": 59,
                          "timestamp": round(59 / FPS, 3)}, "a lost face is reported as last seen"
 

@@ -338,7 +338,7 @@ def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
     serializable") on a plug-in tracker that numbered faces with ``np.arange`` (s54d 1), and a
     float32 time kept its binary digits."""
     from fer_pipe.inprocess import make_stage
-    from fer_pipe.messages import Face, Packet, stream_ended
+    from fer_pipe.messages import Face, Packet, outage, stream_ended
 
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     sink = make_stage("zmq", {"endpoint": endpoint, "wait_subscribers": 1})
@@ -348,6 +348,7 @@ def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
         sink.open()
         sink.consume(Packet("cam1", np.int64(4), np.float32(0.16), faces=[Face((1, 2, 3, 4), np.full(7, 1 / 7),
                                                                                track_id=np.arange(3)[2])]))
+        sink.outage(outage("cam1", np.int64(4), np.float32(0.36)))
         sink.ended(stream_ended("cam1", np.int64(4), np.float32(0.16)))
         sink.close()
         events = [json.loads(body) for _, body in drain(sock)]
@@ -355,7 +356,9 @@ def test_numpy_frame_numbers_and_track_ids_go_out_as_json_numbers():
         sock.close(0)
         ctx.term()
     # a float32 time rounded as float32 went out as 0.1599999964237213 (s54f 5)
-    assert [(e["type"], e["frame"], e["timestamp"]) for e in events] == [("frame", 4, 0.16), ("source_end", 4, 0.16)]
+    assert [(e["type"], e["frame"], e["timestamp"]) for e in events] == [("frame", 4, 0.16), ("source_down", 4, 0.36),
+                                                                         ("source_end", 4, 0.16)]
+    assert events[1]["since"] == 0.36
     assert events[0]["faces"][0]["track_id"] == 2
 
 
