@@ -8,9 +8,9 @@ multi-process runner, so the outputs are the same.
 
 Between processes every consumer gets its own copy of a packet (its queue pickles it), so a
 stage that changes a packet cannot change what another branch sees. Here packets are objects
-in one process, so each consumer is handed a copy as well (``own_copy``): without it, a
-smoother on one branch filled the smoothed columns of a csv sink on the other, and
-``run_stage`` changed the caller's packets.
+in one process, so each further branch gets a copy as well (``handed_on``), and ``run_stage``
+copies the caller's packets (``own_copy``): without them, a smoother on one branch filled the
+smoothed columns of a csv sink on the other, and ``run_stage`` changed the caller's packets.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -50,6 +51,19 @@ def own_copy(packet: Packet) -> Packet:
     be work for nothing."""
     image = read_only(packet.image) if isinstance(packet.image, np.ndarray) else packet.image
     return copy.deepcopy(packet, {id(packet.image): image})
+
+
+def _pickled(packet: Packet) -> bytes:
+    """The packet but its pixels, pickled as a run's queue pickles what a stage hands on."""
+    bare = copy.copy(packet)
+    bare.image = None
+    return ForkingPickler.dumps(bare)
+
+
+def _unpickled(pickled: bytes, image: Any) -> Packet:
+    packet = ForkingPickler.loads(pickled)
+    packet.image = image
+    return packet
 
 
 def _read_only(packet: Packet, source: Source) -> Packet:
@@ -292,20 +306,26 @@ def run_graph(graph: Graph) -> GraphRun:
             if isinstance(packet.image, np.ndarray):  # a stage's own picture: read-only to every branch after
                 packet.image = read_only(packet.image)  # it, as the runner hands it on
             branches = consumers[name]
-            for consumer, mine in zip(branches, copies(name, packet, len(branches))):
+            for consumer, mine in zip(branches, handed_on(name, packet, len(branches))):
                 push(consumer, process(consumer, mine))
 
-    def copies(name: str, packet: Packet, count: int) -> list[Packet]:
-        """``packet``, and a copy of it for each further branch, made before any branch changes
-        it. One that cannot be made (a lock in its ``extra``) is the stage's failure on it, or
-        its skip, as where the runner cannot pickle it: it was a bare TypeError naming neither."""
+    def handed_on(name: str, packet: Packet, count: int) -> list[Packet]:
+        """``packet`` for its first branch, and for each further one a copy made from its pickle
+        before any branch changes it; none for a sink. Pickled wherever a stage hands a packet
+        on, as the runner's queues pickle it: what cannot go between processes (a lock, a lambda
+        in ``extra``) is this stage's failure on that frame, or its skip, in both engines. A deep
+        copy at a fan-out took a lambda, and blamed the stage that fanned out, not the one that
+        put the lock there, its ``on_error`` deciding (s55a 1, 2)."""
+        if not count:
+            return []
         try:
-            return [packet] + [own_copy(packet) for _ in range(count - 1)]
+            pickled = _pickled(packet)
         except Exception as exc:
             try:
                 return rules[name].failed(packet, exc, not_sent(exc))
             except StageFailure as failure:
                 raise _stage_failure(graph, name, failure)
+        return [packet] + [_unpickled(pickled, packet.image) for _ in range(count - 1)]
 
     failed: list[tuple[Exception, str]] = []  # a stage's failure that ended the run: said first, as a run says it
     draining: list[tuple[Exception, str]] = []  # those after which what was read still drains (a source's, a finish's)

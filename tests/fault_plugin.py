@@ -39,12 +39,12 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "bad_init", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish", "unprintable", "redraw", "scribble", "unlock"] = Field(
+                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
+                          "unpicklable: put a lock in packet.extra; callback: put a lambda there; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
@@ -207,6 +207,8 @@ class Faulty(Stage):
                 import threading
 
                 packet.extra["lock"] = threading.Lock()
+            if self.params.mode == "callback":
+                packet.extra["callback"] = lambda: packet.index
         if self.params.read_pixels == "after":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:

@@ -1722,6 +1722,38 @@ def test_run_graph_names_the_stage_whose_init_fails_or_whose_packet_cannot_be_co
     assert sorted(frames) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_packet_that_cannot_go_between_processes_fails_the_stage_that_made_it_in_both_engines(
+        runner, plugin_env, short_clip, tmp_path):
+    """run_graph checked a packet only where a stage fed two others, by a deep copy: a lambda in
+    its extra passed there and failed a run, and a lock put there by a stage before a
+    pass-through one failed (or was skipped by) the pass-through stage, so the two engines ended
+    oppositely (s55a 1, 2). The stage that made the packet is named, and its on_error decides."""
+    config = tmp_path / "handed.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}', max_frames: 8}}}}
+  faulty: {{type: faulty, on_error: skip, inputs: [source], params: {{mode: unpicklable, at: [5]}}}}
+  after: {{type: faulty, inputs: [faulty]}}
+  csv: {{type: csv, inputs: [after], params: {{path: '{tmp_path / "rows.csv"}'}}}}
+  csv2: {{type: csv, inputs: [after], params: {{path: '{tmp_path / "rows2.csv"}'}}}}
+""")
+    done = _ran(runner, config, plugin_env)
+    assert done.returncode == 0 and "fer-pipe: stage 'faulty' skipped source frame 5: TypeError: cannot pickle " \
+        "'_thread.lock' object\n" in done.stderr, done.stderr
+    for rows in ("rows.csv", "rows2.csv"):
+        assert [int(row["frame"]) for row in csv.DictReader(open(tmp_path / rows))] == [0, 1, 2, 3, 4, 6, 7]
+    config.write_text(config.read_text().replace("on_error: skip, ", "").replace("mode: unpicklable, at: [5]",
+                                                                               "mode: callback, at: [2]"))
+    done = _ran(runner, config, plugin_env)
+    line = ("stage 'faulty' (faulty) failed: on source frame 2: cannot pass the packet on: AttributeError: Can't "
+            "pickle local object 'Faulty.process.<locals>.<lambda>' (what a stage puts in packet.extra or a face's "
+            "extra must pickle)\n")
+    assert done.returncode == 1 and done.stderr.endswith(
+        ("fer-pipe: " if runner == "run" else "fer_pipe.stage.StageFailure: ") + line), done.stderr
+    kept = assert_valid_prefix(tmp_path / "rows.csv")  # a run stops on a failure, one process drains
+    assert kept == [0, 1] if runner == "run_graph" else kept in ([], [0], [0, 1]), kept
+
+
 def test_a_plug_ins_own_kind_of_bad_input_is_named_by_run_graph_as_a_run_names_it():
     """run_graph's stage-named bad input was a copy of the stage's exception: a plug-in's own
     kind, whose __init__ takes other arguments, failed the copy with a TypeError (a batch then
