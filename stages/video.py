@@ -14,6 +14,7 @@ from pydantic import Field
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, Truncated, printable
 from fer_pipe.input_files import why_no_file
+from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
@@ -109,6 +110,11 @@ class VideoSource(Source):
             if not _read(capture)[0]:
                 raise InputError(f"video {params.path}: no frame could be decoded "
                                  "(truncated or corrupt file)")
+            codec = BLANKS_INTERLACED and interlaced_codec(opencv_name(params.path, "video"))
+            if codec:
+                raise InputError(f"video {params.path}: its {codec} pictures are interlaced, which opencv-python "
+                                 f"{cv2.__version__} reads as blank frames; deinterlace it first "
+                                 "(ffmpeg -i IN -vf bwdif=mode=send_frame OUT.mp4)")
             if params.start:
                 played = frames_in(capture, params.path)
                 # the count may fall a few frames short of what the file plays (no_face.mp4:

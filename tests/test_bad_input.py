@@ -364,6 +364,42 @@ def test_frames_lost_one_at_a_time_in_a_transport_stream_are_told(clips, tmp_pat
     assert list({row["frame"]: float(row["timestamp"]) for row in csv_rows(out_csv)}.values()) == decoded
 
 
+INTERLACED = {"inter.mp4": ["-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "interlaced=1"],
+              "inter.ts": ["-c:v", "mpeg2video", "-flags", "+ildct+ilme", "-q:v", "3"],
+              "mbaff.mkv": ["-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "interlaced=1:cqm=jvt",
+                            "-pix_fmt", "yuv444p"],
+              "fields.ts": ["-vf", "tinterlace=4", "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts",
+                            "tff=1"]}
+PROGRESSIVE = {"prog.ts": ["-c:v", "mpeg2video", "-q:v", "3"],
+               "fake.mp4": ["-c:v", "libx264", "-x264opts", "fake-interlaced=1"],  # frame_mbs_only 0, no field
+               "base.mp4": ["-c:v", "libx264", "-profile:v", "baseline"]}
+
+
+def test_an_interlaced_video_is_refused_in_one_line_where_opencv_reads_it_blank(clips, tmp_path, out_csv):
+    """opencv-python 4.13 on reads an interlaced picture as its untouched buffer: black frames
+    (or stale memory, or the last progressive frame), "no face" on every row, exit 0 (s54c 1,
+    s55b). Its headers say so, for H.264 (field pictures, MBAFF, scaling lists, 4:4:4) and
+    MPEG-2; a progressive file, one whose SPS only allows fields, passes."""
+    from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
+
+    for name, args in {**INTERLACED, **PROGRESSIVE}.items():
+        ffmpeg("-i", str(clips["single_face.mp4"]), "-an", "-t", "1", *args, str(tmp_path / name))
+    assert {name: interlaced_codec(str(tmp_path / name)) for name in {**INTERLACED, **PROGRESSIVE}} == {
+        "inter.mp4": "H.264", "inter.ts": "MPEG-2", "mbaff.mkv": "H.264", "fields.ts": "H.264",
+        "prog.ts": None, "fake.mp4": None, "base.mp4": None}
+    assert interlaced_codec(str(clips["WolfgangLanger_Pexels.mp4"])) is None
+    video = tmp_path / "inter.ts"
+    code, err = run(f"source.path={video}", f"csv.path={out_csv}")
+    if not BLANKS_INTERLACED:  # opencv-python 4.12 and before decode it
+        assert code == 0, err
+        return
+    assert (code, err) == (2, f"fer-pipe: stage 'source' (video): video {video}: its MPEG-2 pictures are interlaced, "
+                              f"which opencv-python {cv2.__version__} reads as blank frames; deinterlace it first "
+                              "(ffmpeg -i IN -vf bwdif=mode=send_frame OUT.mp4)\n")
+    code, err = run(f"source.path={tmp_path / 'prog.ts'}", f"csv.path={out_csv}")
+    assert code == 0 and len(csv_rows(out_csv)) >= 25, err
+
+
 def decoded_times(video: Path) -> list[float]:
     """The times of the frames OpenCV decodes, reading on past failed reads as FFmpeg does."""
     capture, times, failed = cv2.VideoCapture(str(video)), [], 0
