@@ -113,7 +113,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         raise TypeError(f"run_stage: stage {stage.name!r} is already made with its params; "
                         "pass its class or type name to give params here")
     out: list[Packet] = []
-    kept_ends: list[Packet] = []  # see stage.keeps_ends
+    kept_ends: list[Packet] = []  # see stage_calls.keeps_ends
     check_outputs(type(stage), stage.params, stage.name)
     type(stage).preflight(stage.params)
     stage.open()

@@ -85,7 +85,7 @@ class PacketRules:
     and counted. An outage is no frame, so a failing hook fails the stage whatever ``on_error``
     says: it would fail again on the next. A frame overwritten in a live source's ring is the
     engine's to judge (``StaleFrameError`` passes). ``kept_ends`` gathers the source ends a
-    stage holds until its finish (``stage.keeps_ends``); None where it holds nothing (workers).
+    stage holds until its finish (``stage_calls.keeps_ends``); None where it holds nothing (workers).
     Skips are counted in ``stats``, which the engine's own skips (a packet that cannot be sent
     on) share: the first ten of them all are said.
     """

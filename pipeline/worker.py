@@ -314,7 +314,7 @@ def _receive(inboxes: list[StageQueue], idle_s: float | None = None) -> Iterator
 def _run_consumer(stage: Stage, emitter: Emitter, w: Wiring, stats: StageStats) -> list[Packet]:
     """Read until every upstream process has ended. A worker of several answers each numbered
     item with one numbered item; a single process puts numbered items back in order first.
-    Returns the end packets kept for after the stage's finish (``stage.keeps_ends``)."""
+    Returns the end packets kept for after the stage's finish (``stage_calls.keeps_ends``)."""
     handle = _Handler(stage, w, stats)
     reorder = Reorder()
     worker = w.spec.workers > 1
