@@ -31,7 +31,7 @@ from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, read_only
 from .packet_checks import A_FRAME, not_a_frame
-from .preflight import check_outputs, check_stages
+from .preflight import check_outputs, check_stages, said_as_the_stages
 from .redaction import redact_urls
 from .stage import Source, Stage, StageFailure, StopRun
 from .stage_calls import close_stage, handle, instantiate
@@ -232,6 +232,22 @@ def _making(graph: Graph, name: str) -> Iterator[None]:
         raise _as_a_run_says(graph, name, exc)
 
 
+def _built(graph: Graph, name: str) -> Stage:
+    """The stage built, what its ``__init__`` raises said as a run says it (a bare error named no
+    stage): a source's as the runner's parent, which builds it first, says it ("failed before
+    the run (its __init__)"), its bad input left as it is; another's as ``_making`` says it. A
+    StopRun there is a failure: no run has begun to stop (it escaped bare, s55a 5, 6)."""
+    spec = graph.stages[name]
+    if spec.is_source:
+        with said_as_the_stages(graph, spec, False, "its __init__"):
+            return spec.build()
+    try:
+        with _making(graph, name):
+            return spec.build()
+    except StopRun as exc:
+        raise _stage_failure(graph, name, exc)
+
+
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> list[tuple[Exception, str]]:
     """Close every opened stage, the last first; each failure, with its line as a run says it
     (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
@@ -285,8 +301,7 @@ def run_graph(graph: Graph) -> GraphRun:
     check_stages(graph, named=False)
     stages: dict[str, Stage] = {}
     for name in graph.order():
-        with _making(graph, name):  # a stage's __init__: a bare error named no stage
-            stages[name] = graph.stages[name].build()
+        stages[name] = _built(graph, name)
     consumers = {name: graph.consumers(name) for name in stages}
     stopped_by: set[str] = set()
     rules = {name: PacketRules(stage, name, StageStats(name), graph.stages[name].on_error == "skip", [],

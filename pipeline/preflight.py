@@ -25,7 +25,7 @@ def check_stages(graph: Graph, skip: Collection[str] = (), named: bool = True) -
     with one_binder_each():  # two stages of this run on one port are refused here too
         for spec in graph.stages.values():
             if spec.name not in skip:
-                with _said_as_the_stages(graph, spec, named, "preflight"):
+                with said_as_the_stages(graph, spec, named, "preflight"):
                     check_outputs(spec.cls, spec.params, spec.type_name)
                     spec.cls.preflight(spec.params)
 
@@ -47,14 +47,14 @@ def live_sources(graph: Graph) -> set[str]:
     ``__init__`` failing here is said as the stage's, where it was a traceback that named no stage."""
     live = set()
     for spec in graph.sources():
-        with _said_as_the_stages(graph, spec, True, "its __init__"):
+        with said_as_the_stages(graph, spec, True, "its __init__"):
             if spec.build().live:
                 live.add(spec.name)
     return live
 
 
 @contextmanager
-def _said_as_the_stages(graph: Graph, spec: StageSpec, named: bool, when: str) -> Iterator[None]:
+def said_as_the_stages(graph: Graph, spec: StageSpec, named: bool, when: str) -> Iterator[None]:
     """What the stage's code raises, said as the stage's: bad input named, a bug one line."""
     try:
         yield

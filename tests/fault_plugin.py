@@ -39,9 +39,9 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "bad_init", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback"] = Field(
+                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
-                          "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; bad_init: raise an InputError there, saying close_says; "
+                          "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
                           "unpicklable: put a lock in packet.extra; callback: put a lambda there; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
@@ -95,6 +95,10 @@ class Faulty(Stage):
         super().__init__(name, params)
         if params.mode == "init":
             raise RuntimeError("no licence for this model")
+        if params.mode == "stop_init":
+            from fer_pipe.stage import StopRun
+
+            raise StopRun()
         if params.mode == "bad_init":
             from fer_pipe.errors import InputError
 

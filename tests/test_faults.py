@@ -1754,6 +1754,22 @@ def test_a_packet_that_cannot_go_between_processes_fails_the_stage_that_made_it_
     assert kept == [0, 1] if runner == "run_graph" else kept in ([], [0], [0, 1]), kept
 
 
+@pytest.mark.parametrize("runner", ["run", "run_graph"])
+def test_a_failing_init_is_said_alike_by_both_engines(runner, plugin_env, short_clip, tmp_path):
+    """A StopRun raised in a stage's __init__ escaped run_graph bare, naming no stage, and a
+    source's failing __init__ lacked the words a run says it with (s55a 5, 6)."""
+    line = {}
+    for stage, config in (("faulty", fault_config(tmp_path / "stop.yaml", short_clip, tmp_path / "rows.csv",
+                                                  mode="stop_init")),
+                          ("source", broken_source_config(tmp_path / "init.yaml", tmp_path / "rows.csv", "mode: init"))):
+        done = _ran(runner, config, plugin_env)
+        assert done.returncode == 1, done.stderr
+        line[stage] = done.stderr.splitlines()[-1].split(": ", 1)[1]
+    assert line == {"faulty": "stage 'faulty' (faulty) failed: StopRun",
+                    "source": "stage 'source' (brokenframes) failed before the run (its __init__): RuntimeError: no "
+                              "licence for this camera"}
+
+
 def test_a_plug_ins_own_kind_of_bad_input_is_named_by_run_graph_as_a_run_names_it():
     """run_graph's stage-named bad input was a copy of the stage's exception: a plug-in's own
     kind, whose __init__ takes other arguments, failed the copy with a TypeError (a batch then
