@@ -141,18 +141,23 @@ def _not_a_video_file(item: str) -> str | None:
 
 
 def _stems(inputs: Sequence[str]) -> dict[str, str]:
-    """Each input by the stem its CSV is named after. Every pair of inputs that would write one
-    CSV is refused in one line: said a pair at a time, a folder of a camera's .h264 and .h265
-    recordings took a run per pair to learn them all."""
-    stems: dict[str, str] = {}
-    clashes = []
+    """Each input by the stem its CSV is named after. Every group of inputs that would write one
+    CSV, and every input whose CSV would be another's partial rows, is refused in one line,
+    before any input is opened: said a pair at a time, a folder of a camera's .h264 and .h265
+    recordings took a run per pair to learn them all, and three of one name were told to
+    rename one of each pair, which left two."""
+    by_stem: dict[str, list[str]] = {}
     for item in inputs:
-        key = Path(item).stem
-        if stems.setdefault(key, item) != item:
-            clashes.append(f"{stems[key]} and {item} would both write {key}.csv")
+        by_stem.setdefault(Path(item).stem, []).append(item)
+    clashes = [f"{' and '.join(items)} would both write {key}.csv" if len(items) == 2 else
+               f"{', '.join(items[:-1])} and {items[-1]} would all write {key}.csv"
+               for key, items in by_stem.items() if len(items) > 1]
+    clashes += [f"{by_stem[key.removesuffix('.partial')][0]} and {items[0]}: the second's CSV, {key}.csv, is where "
+                "the first's rows would be kept if it turned out damaged"
+                for key, items in by_stem.items() if key.endswith(".partial") and key.removesuffix(".partial") in by_stem]
     if clashes:
-        raise InputError(f"inputs {'; '.join(clashes)}; rename one of each pair")
-    return stems
+        raise InputError(f"inputs {'; '.join(clashes)}; rename all but one of each")
+    return {key: items[0] for key, items in by_stem.items()}
 
 
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
@@ -194,10 +199,6 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             bad[item] = (f"video {item}: its name is too long for batch's work files, which add up to "
                          f"{longest - len(os.fsencode(key))} bytes to it; {NAME_MAX} bytes is Linux's limit; "
                          "rename it")
-    for key, item in stems.items():
-        if key.endswith(".partial") and key.removesuffix(".partial") in stems:
-            raise InputError(f"inputs {stems[key.removesuffix('.partial')]} and {item}: the second's CSV, {key}.csv, "
-                             "is where the first's rows would be kept if it turned out damaged; rename one")
     owners: dict[str, str] = {}
     for item, item_jobs in jobs.items():  # and its whole-video job's, which a rerun as one task takes
         for job in sorted({Job(item, Path(item).stem), *item_jobs}, key=lambda j: j.start):
