@@ -55,11 +55,11 @@ def _to_last_at(url: str) -> str:
     return IN_QUERY.sub(_masked, HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 
-URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
 """A URL, also with one slash after its scheme: a URL given where a path belongs comes back
 through ``pathlib`` as ``rtsp:/admin:pw@host``. A colon at its end is the line's (``URL: why``).
-A quote ends it, as a line quotes one, but not inside its user part, where a password may hold
-one (``'`` is a URL's own character)."""
+A quote ends it, as a line quotes one, but not inside its user part (to its last ``@`` before a
+``/``), where a password may hold one (``'`` is a URL's own character), also after an ``@``."""
 
 
 HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):\S*@", re.IGNORECASE)
@@ -72,11 +72,11 @@ with it (``rtsp://cam:554/live@main`` is said as ``rtsp://cam:***@main``): a log
 readable host rather than show a password. A URL urlsplit cannot read at all is masked the same way."""
 
 
-BARE_USERINFO = re.compile(r"(?:(?<![\w/:.@%~-])|(?<=//))([\w.~%@-]+):(?!/)[^\s'\"]*@([\w\[](?:[^\s'\"]*[^\s'\":])?)")
+BARE_USERINFO = re.compile(r"(?:(?<![\w/:.@%~-])|(?<=//))([\w.~%@-]+):(?!/)\S*@([\w\[](?:[^\s'\"]*[^\s'\":])?)")
 """``user:password@host`` where no ``scheme:`` comes before it (a camera's URL with its scheme
 left out, or all but ``//`` of it, echoed in the line refusing it; the user may be an e-mail
 login): up to the word's last ``@``, as
-FFmpeg reads a password holding ``/`` or ``@``, and the ``name=value`` credentials after it; a
+FFmpeg reads a password holding ``/``, ``@`` or a quote, and the ``name=value`` credentials after it; a
 word shaped so (``10:30@noon``) is masked too."""
 
 

@@ -856,6 +856,10 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
     # nor after a scheme's typo ("rtsp//"), nor an e-mail login's without a scheme (s54f 3)
     assert redact_urls("url=rtsp//admin:S3cret@cam/live: bad") == "url=rtsp//admin:***@cam/live: bad"
     assert redact_urls("url=me@mail.com:S3cret@cam/live: bad") == "url=me@mail.com:***@cam/live: bad"
+    # nor a quote in a password, with a scheme past an @ in it, without one anywhere in it (s55a 8)
+    assert redact_urls("rtsp://admin:p@ss'w@cam/live: bad") == "rtsp://admin:***@cam/live: bad"
+    assert redact_urls("url=admin:pa'ss@cam/live: bad") == "url=admin:***@cam/live: bad"
+    assert redact_urls("url=admin:p@ss'w@cam/live: bad") == "url=admin:***@cam/live: bad"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
