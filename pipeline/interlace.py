@@ -76,6 +76,8 @@ def _h264_sps(sps: bytes) -> tuple[bool, bool, int, bool]:
     separate = False
     if profile in HIGH_PROFILES:
         chroma = bits.ue()
+        if chroma > 3:
+            raise ValueError("not a valid sequence parameter set")
         if chroma == 3:
             separate = bool(bits.u(1))
         bits.ue()
@@ -91,14 +93,20 @@ def _h264_sps(sps: bytes) -> tuple[bool, bool, int, bool]:
                         last = following or last
     frame_num_bits = bits.ue() + 4
     order = bits.ue()
+    cycle = 0
     if order == 0:
         bits.ue()
     elif order == 1:
         bits.u(1)
         bits.se()
         bits.se()
-        for _ in range(bits.ue()):
-            bits.se()
+        cycle = bits.ue()
+    # the standard's bounds: a damaged SPS read on had a slice's frame_num of a million bits
+    # and more (minutes of preflight), where FFmpeg drops that SPS and decodes on
+    if frame_num_bits > 16 or order > 2 or cycle > 255:
+        raise ValueError("not a valid sequence parameter set")
+    for _ in range(cycle):
+        bits.se()
     bits.ue()
     bits.u(1)
     bits.ue()

@@ -400,6 +400,28 @@ def test_an_interlaced_video_is_refused_in_one_line_where_opencv_reads_it_blank(
     assert code == 0 and len(csv_rows(out_csv)) >= 25, err
 
 
+def test_a_damaged_sequence_header_makes_the_interlace_check_give_up_not_read_on():
+    """A frame_num width of a million bits, read from a damaged SPS, held a preflight for
+    minutes; the standard bounds it at 16 (s55c 1). Such a header is no verdict: FFmpeg drops
+    it and decodes on."""
+    from fer_pipe.interlace import _h264, _h264_sps
+
+    def exp_golomb(value: int) -> str:
+        return "0" * ((value + 1).bit_length() - 1) + format(value + 1, "b")
+
+    def sps(frame_num_minus4: int) -> bytes:  # Baseline, POC type 2, fields allowed, MBAFF off
+        bits = (format(66, "08b") + "0" * 16 + exp_golomb(0) + exp_golomb(frame_num_minus4) + exp_golomb(2)
+                + exp_golomb(1) + "0" + exp_golomb(39) + exp_golomb(22) + "0" + "0" + "1")
+        bits += "0" * (-len(bits) % 8)
+        return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+    assert _h264_sps(sps(0)) == (False, False, 4, False)
+    with pytest.raises(ValueError):
+        _h264_sps(sps(1_000_000))
+    with pytest.raises(ValueError):
+        _h264([b"\x00\x00\x01\x67" + sps(1_000_000) + b"\x00\x00\x01\x65\x88\x84"], b"")
+
+
 def decoded_times(video: Path) -> list[float]:
     """The times of the frames OpenCV decodes, reading on past failed reads as FFmpeg does."""
     capture, times, failed = cv2.VideoCapture(str(video)), [], 0

@@ -1744,14 +1744,17 @@ def test_a_packet_that_cannot_go_between_processes_fails_the_stage_that_made_it_
         assert [int(row["frame"]) for row in csv.DictReader(open(tmp_path / rows))] == [0, 1, 2, 3, 4, 6, 7]
     config.write_text(config.read_text().replace("on_error: skip, ", "").replace("mode: unpicklable, at: [5]",
                                                                                "mode: callback, at: [2]"))
+    (tmp_path / "rows.csv").unlink()  # a run that stops before its sink opens leaves the last one's
     done = _ran(runner, config, plugin_env)
     line = ("stage 'faulty' (faulty) failed: on source frame 2: cannot pass the packet on: AttributeError: Can't "
             "pickle local object 'Faulty.process.<locals>.<lambda>' (what a stage puts in packet.extra or a face's "
             "extra must pickle)\n")
     assert done.returncode == 1 and done.stderr.endswith(
         ("fer-pipe: " if runner == "run" else "fer_pipe.stage.StageFailure: ") + line), done.stderr
-    kept = assert_valid_prefix(tmp_path / "rows.csv")  # a run stops on a failure, one process drains
-    assert kept == [0, 1] if runner == "run_graph" else kept in ([], [0], [0, 1]), kept
+    if runner == "run_graph":  # a run stops on a failure, and may do so before its sink has a row or a file
+        assert assert_valid_prefix(tmp_path / "rows.csv") == [0, 1]
+    elif (tmp_path / "rows.csv").exists():
+        assert assert_valid_prefix(tmp_path / "rows.csv") in ([], [0], [0, 1])
 
 
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
