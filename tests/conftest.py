@@ -62,7 +62,7 @@ def _flock(file: IO, how: int) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     """Every fer-pipe run removes the frame rings that a run killed outright left in /dev/shm,
-    and says so on stderr. tools/test runs two tests at a time (pytest-xdist), so a test marked
+    and says so on stderr. tools/test runs three tests at a time (pytest-xdist), so a test marked
     ``kills_a_run`` runs while no other test does: the rings it leaves are its own to check, and
     no other test's run finds them, adding a line to a stderr it compares whole. What such a
     test still leaves is removed before the next starts. The lock spans a test's set-up and
