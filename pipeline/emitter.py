@@ -49,8 +49,8 @@ def _skippable(item: object) -> bool:
 
 
 def not_sent(exc: Exception) -> str:
-    """A packet that cannot go to the next stage, as both engines say it (the runner pickles it,
-    ``run_graph`` copies it for each further branch)."""
+    """A packet that cannot go to the next stage, as both engines say it (each pickles what a
+    stage hands on: the runner's queues, and ``run_graph`` for each branch)."""
     return f"cannot pass the packet on: {said(exc)} (what a stage puts in packet.extra or a face's extra must pickle)"
 
 

@@ -8,7 +8,7 @@ multi-process runner, so the outputs are the same.
 
 Between processes every consumer gets its own copy of a packet (its queue pickles it), so a
 stage that changes a packet cannot change what another branch sees. Here packets are objects
-in one process, so each further branch gets a copy as well (``handed_on``), and ``run_stage``
+in one process, so each branch gets a copy made from a pickle as well (``handed_on``), and ``run_stage``
 copies the caller's packets (``own_copy``): without them, a smoother on one branch filled the
 smoothed columns of a csv sink on the other, and ``run_stage`` changed the caller's packets.
 """
@@ -190,7 +190,7 @@ class GraphRun(NamedTuple):
     """Whether a stage ended the run (``StopRun``) before the sources' end."""
 
 
-def _stage_failure(graph: Graph, name: str, exc: Exception, where: str = "") -> StageFailure:
+def _stage_failure(graph: Graph, name: str, exc: BaseException, where: str = "") -> StageFailure:
     """A stage's bug as ``fer-pipe run`` reports it: the stage, its type and where (``on SOURCE
     frame N: ``, ``while opening: ``); a batch task's bare ``ValueError: boom`` left the user to
     guess which stage and which frame. A ``StageFailure`` (the ``lifecycle`` rules') says where
@@ -201,7 +201,7 @@ def _stage_failure(graph: Graph, name: str, exc: Exception, where: str = "") -> 
     return failure
 
 
-def _source_failure(graph: Graph, name: str, exc: Exception) -> Exception:
+def _source_failure(graph: Graph, name: str, exc: BaseException) -> Exception:
     """A source's error as a run says it: bad input as it is, a bug as ``_stage_failure``."""
     return exc if isinstance(exc, UserError) else _stage_failure(graph, name, exc)
 
@@ -209,12 +209,13 @@ def _source_failure(graph: Graph, name: str, exc: Exception) -> Exception:
 @contextmanager
 def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
     """``_stage_failure`` around what the block does for a stage; bad input (UserError) passes as
-    it is."""
+    it is. A plug-in's ``sys.exit`` too, as a run says it: bare, it ended a batch task's worker,
+    which Ray retried three times before a line that named no stage (s56a 2)."""
     try:
         yield
     except (UserError, StopRun):
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise _stage_failure(graph, name, exc, where)
 
 
@@ -256,7 +257,7 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> lis
     for name in reversed(opened):
         try:
             close_stage(stages[name])
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
                        _stage_failure(graph, name, exc, "while closing: "))
             failures.append((failure, one_line(str(failure))))
@@ -315,6 +316,8 @@ def run_graph(graph: Graph) -> GraphRun:
             raise _stage_failure(graph, name, exc)
         except UserError as exc:
             raise _as_a_run_says(graph, name, exc)  # its cause, exc, set there
+        except SystemExit as exc:  # a failure, never a skip, as a run's process ends with it
+            raise _stage_failure(graph, name, exc)
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -325,22 +328,23 @@ def run_graph(graph: Graph) -> GraphRun:
                 push(consumer, process(consumer, mine))
 
     def handed_on(name: str, packet: Packet, count: int) -> list[Packet]:
-        """``packet`` for its first branch, and for each further one a copy made from its pickle
-        before any branch changes it; none for a sink. Pickled wherever a stage hands a packet
-        on, as the runner's queues pickle it: what cannot go between processes (a lock, a lambda
-        in ``extra``) is this stage's failure on that frame, or its skip, in both engines. A deep
-        copy at a fan-out took a lambda, and blamed the stage that fanned out, not the one that
-        put the lock there, its ``on_error`` deciding (s55a 1, 2)."""
+        """A copy of ``packet`` for each branch, made from its pickle, as each consumer in a run
+        unpickles its own; none for a sink. What cannot go between processes (a lock, a lambda
+        in ``extra``, an exception whose ``__init__`` its pickle cannot call again) is this
+        stage's failure on that frame, or its skip. A deep copy at a fan-out took a lambda, and
+        blamed the stage that fanned out, not the one that put the lock there, its ``on_error``
+        deciding (s55a 1, 2); a pickle that would not load escaped bare, and passed unread
+        where one branch had the packet itself (s56a 1)."""
         if not count:
             return []
         try:
             pickled = _pickled(packet)
+            return [_unpickled(pickled, packet.image) for _ in range(count)]
         except Exception as exc:
             try:
                 return rules[name].failed(packet, exc, not_sent(exc))
             except StageFailure as failure:
                 raise _stage_failure(graph, name, failure)
-        return [packet] + [_unpickled(pickled, packet.image) for _ in range(count - 1)]
 
     failed: list[tuple[Exception, str]] = []  # a stage's failure that ended the run: said first, as a run says it
     draining: list[tuple[Exception, str]] = []  # those after which what was read still drains (a source's, a finish's)
@@ -361,7 +365,7 @@ def run_graph(graph: Graph) -> GraphRun:
                 except StopRun:  # a source's own end of the run: the others read no further
                     stopped_by.add(name)
                     break
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:  # noqa: BLE001
                     failure = _source_failure(graph, name, exc)
                     if reader.last_index is None:
                         raise failure

@@ -39,12 +39,12 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "bad_init", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init"] = Field(
+                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; callback: put a lambda there; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
+                          "unpicklable: put a lock in packet.extra; callback: put a lambda there; unloadable: an exception whose pickle does not load; exit_init: sys.exit in __init__; exit: sys.exit on the frames in at; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
@@ -85,6 +85,14 @@ class Unprintable(Exception):
         raise RuntimeError("no message")
 
 
+class Coded(Exception):
+    """An exception that pickles, and whose pickle does not load: it calls __init__ with args alone."""
+
+    def __init__(self, text: str, code: int) -> None:
+        super().__init__(text)
+        self.code = code
+
+
 class Faulty(Stage):
     Params = FaultyParams
     reads = FRAME
@@ -99,6 +107,8 @@ class Faulty(Stage):
             from fer_pipe.stage import StopRun
 
             raise StopRun()
+        if params.mode == "exit_init":
+            sys.exit("no GPU here")
         if params.mode == "bad_init":
             from fer_pipe.errors import InputError
 
@@ -186,6 +196,8 @@ class Faulty(Stage):
                 return ({"frame": packet.index},)
             if self.params.mode == "stop_run":
                 raise StopRun
+            if self.params.mode == "exit":
+                sys.exit("no GPU here")
             if self.params.mode == "redraw":
                 packet.image = packet.pixels().copy()
             if self.params.mode == "scribble":
@@ -213,6 +225,8 @@ class Faulty(Stage):
                 packet.extra["lock"] = threading.Lock()
             if self.params.mode == "callback":
                 packet.extra["callback"] = lambda: packet.index
+            if self.params.mode == "unloadable":
+                packet.extra["why"] = Coded("low light", 3)
         if self.params.read_pixels == "after":
             packet.extra["corner"] = int(packet.pixels()[0, 0, 0])
         if self.params.delay_s:

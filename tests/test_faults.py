@@ -1757,18 +1757,39 @@ def test_a_packet_that_cannot_go_between_processes_fails_the_stage_that_made_it_
         assert assert_valid_prefix(tmp_path / "rows.csv") in ([], [0], [0, 1])
 
 
+def test_a_packet_whose_pickle_does_not_load_fails_the_stage_that_made_it_in_run_graph(plugin_env, short_clip,
+                                                                                        tmp_path):
+    """Loaded outside the check, such a pickle escaped run_graph as a bare TypeError at a fan-out,
+    and passed unread where one branch had the packet itself (s56a 1). A run fails the stage
+    that reads it (README, batch)."""
+    config = fault_config(tmp_path / "coded.yaml", short_clip, tmp_path / "rows.csv", mode="unloadable", at=[3])
+    done = _ran("run_graph", config, plugin_env)
+    assert done.returncode == 1 and done.stderr.endswith(
+        "fer_pipe.stage.StageFailure: stage 'faulty' (faulty) failed: on source frame 3: cannot pass the packet on: "
+        "TypeError: Coded.__init__() missing 1 required positional argument: 'code' (what a stage puts in "
+        "packet.extra or a face's extra must pickle)\n"), done.stderr
+    assert assert_valid_prefix(tmp_path / "rows.csv") == [0, 1, 2]
+
+
 @pytest.mark.parametrize("runner", ["run", "run_graph"])
 def test_a_failing_init_is_said_alike_by_both_engines(runner, plugin_env, short_clip, tmp_path):
     """A StopRun raised in a stage's __init__ escaped run_graph bare, naming no stage, and a
-    source's failing __init__ lacked the words a run says it with (s55a 5, 6)."""
+    source's failing __init__ lacked the words a run says it with (s55a 5, 6); so did a
+    plug-in's sys.exit there or in process, which ended a batch task's Ray worker (s56a 2)."""
     line = {}
     for stage, config in (("faulty", fault_config(tmp_path / "stop.yaml", short_clip, tmp_path / "rows.csv",
                                                   mode="stop_init")),
+                          ("exit_init", fault_config(tmp_path / "exit.yaml", short_clip, tmp_path / "rows.csv",
+                                                     mode="exit_init")),
+                          ("exit", fault_config(tmp_path / "exit.yaml", short_clip, tmp_path / "rows.csv",
+                                                mode="exit", at=[2])),
                           ("source", broken_source_config(tmp_path / "init.yaml", tmp_path / "rows.csv", "mode: init"))):
         done = _ran(runner, config, plugin_env)
         assert done.returncode == 1, done.stderr
         line[stage] = done.stderr.splitlines()[-1].split(": ", 1)[1]
     assert line == {"faulty": "stage 'faulty' (faulty) failed: StopRun",
+                    "exit_init": "stage 'faulty' (faulty) failed: SystemExit: no GPU here",
+                    "exit": "stage 'faulty' (faulty) failed: SystemExit: no GPU here",
                     "source": "stage 'source' (brokenframes) failed before the run (its __init__): RuntimeError: no "
                               "licence for this camera"}
 
