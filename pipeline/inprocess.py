@@ -29,7 +29,7 @@ from .emitter import not_sent
 from .errors import ConfigError, UserError, one_line, printable, said
 from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
-from .messages import FRAME, Packet, read_only
+from .messages import FRAME, Packet, named, read_only
 from .packet_checks import A_FRAME, not_a_frame
 from .preflight import check_outputs, check_stages, said_as_the_stages
 from .redaction import redact_urls
@@ -121,7 +121,7 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
         try:
             with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
                 _feed(stage, packets, out, kept_ends)
-            out.extend(finish_stage(stage))
+            out.extend(_sendable(finish_stage(stage)))
             out.extend(kept_ends)
         finally:
             close_stage(stage)
@@ -148,7 +148,7 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
         while (packet := reader.next()) is not None:
             if isinstance(packet.image, np.ndarray) and not stage.fresh_frames:  # kept past the next frame, as
                 packet.image = packet.image.copy()  # a run's ring keeps it: a reused buffer's were all the last
-            out.append(packet)
+            out.extend(_sendable([packet]))
             reader.went_on(packet)
     else:
         if isinstance(packets, Packet):  # iterating it failed with "'Packet' object is not iterable"
@@ -163,8 +163,20 @@ def _feed(stage: Stage, packets: Iterable[Packet], out: list[Packet], kept_ends:
             if not packet.outage:
                 frames += 1
                 unseen += packet.faces is None
-            out.extend(handle(stage, own_copy(packet), kept_ends))
+            out.extend(_sendable(handle(stage, own_copy(packet), kept_ends)))
         _say_if_unseen(stage, frames, unseen)
+
+
+def _sendable(packets: list[Packet]) -> list[Packet]:
+    """``packets`` once each is found to go between processes, as a run's queues take them (its
+    pixels apart): a lambda in ``extra`` passed a plug-in's ``run_stage`` tests, and failed every
+    run of it (s56a 3)."""
+    for packet in packets:
+        try:
+            _unpickled(_pickled(packet), None)
+        except Exception as exc:
+            raise StageFailure(f"on {named(packet)}: {not_sent(exc)}") from exc
+    return packets
 
 
 def _say_if_unseen(stage: Stage, frames: int, unseen: int) -> None:

@@ -23,6 +23,24 @@ from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import Packet
 
 
+def test_run_stage_fails_a_packet_that_cannot_go_between_processes_as_a_run_does():
+    """A lambda in extra passed a plug-in's run_stage tests, and failed every run of it (s56a 3);
+    what the stage emitted before is kept, as a run keeps it."""
+    from fer_pipe.stage import Stage, StageFailure
+
+    class Remember(Stage):
+        def process(self, packet):
+            if packet.index == 1:
+                packet.extra["then"] = lambda: packet.index
+            return (packet,)
+
+    with pytest.raises(StageFailure, match=r"^on cam frame 1: cannot pass the packet on: AttributeError: Can't pickle "
+                                           r"local object .*\(what a stage puts in packet.extra or a face's extra must "
+                                           r"pickle\)$") as failed:
+        run_stage(Remember, [Packet("cam", index, 0.0) for index in range(3)])
+    assert [packet.index for packet in failed.value.emitted] == [0]
+
+
 def test_results_stream_every_frame_of_a_real_clip_as_the_csv_has_them(short_clip, tmp_path):
     csv_path = tmp_path / "rows.csv"
     with results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={csv_path}"]) as stream:
