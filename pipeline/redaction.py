@@ -55,11 +55,12 @@ def _to_last_at(url: str) -> str:
     return IN_QUERY.sub(_masked, HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 
-URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
 """A URL, also with one slash after its scheme: a URL given where a path belongs comes back
 through ``pathlib`` as ``rtsp:/admin:pw@host``. A colon at its end is the line's (``URL: why``).
-A quote ends it, as a line quotes one, but not inside its user part (to its last ``@`` before a
-``/``), where a password may hold one (``'`` is a URL's own character), also after an ``@``."""
+A quote ends it, as a line quotes one, but not inside its user part, where a password may hold
+one (``'`` is a URL's own character): what a quote after an ``@`` there cuts off is masked
+with the rest of the word (``BARE_USERINFO``)."""
 
 
 HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):\S*@", re.IGNORECASE)
