@@ -8,6 +8,7 @@ import pty
 import re
 import select
 import shlex
+import signal
 import struct
 import subprocess
 import sys
@@ -25,6 +26,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A suite started in the background by a script (`tools/test > log &`), whose shell ignores
+    # SIGINT: every run a test interrupts inherited that, and a run keeps an ignored SIGINT
+    # ignored, so 13 tests of Ctrl-C failed. Python's own handler is reset at each exec.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 TURNSTILE, RUNS = (Path(tempfile.gettempdir()) / f"fer-pipe-tests-{name}.lock" for name in ("turnstile", "runs"))
 
 
