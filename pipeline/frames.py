@@ -26,13 +26,25 @@ import numpy as np
 from .errors import InputError
 from .oom import RUNNER_BYTES, memory_bytes
 
-SHM = "/dev/shm"  # where Linux's shm_open keeps its segments: files of a tmpfs, mapped as such
+SHM = os.environ.get("FER_PIPE_SHM") or "/dev/shm"
+"""The folder of the rings' files: where Linux's shm_open keeps its segments (files of a tmpfs,
+mapped as such), or another folder of a tmpfs that FER_PIPE_SHM names. Runs sharing a folder
+remove each other's killed rings (``ring_lease``); the test suite gives each of its workers
+one, so that a ring one test leaves killed is no other test's to find."""
 MIB = 1024 * 1024
 HEADER = 64  # bytes before each slot's pixels: the sequence number, padded for alignment
 
 _attached: dict[str, mmap.mmap] = {}
 _slot_files: dict[str, str] = {}  # a slot (its file's name without the token) -> the file mapped for it
 _views_made = 0
+
+
+def check_folder() -> None:
+    """A FER_PIPE_SHM that names no folder, said in one line before a run starts, where each
+    source otherwise failed at its first frame on a file it could not make."""
+    if SHM != "/dev/shm" and not os.path.isdir(SHM):
+        raise InputError(f"FER_PIPE_SHM: {SHM} is not a folder; name a folder of a tmpfs for the frame rings, "
+                         "or unset it for /dev/shm")
 
 
 def views_made() -> int:

@@ -42,7 +42,9 @@ LOCK_SUFFIX = ".lock"
 LOCK_NAME = re.compile(r"fp([0-9a-f]{6})\.lock")
 """A run's lock file: its run id is ``secrets.token_hex(3)``."""
 SEMAPHORE_INFIX = "_sem"
-"""After the run id in its semaphores' names; Linux keeps ``/NAME`` as /dev/shm/sem.NAME."""
+"""After the run id in its semaphores' names."""
+SEMAPHORES = "/dev/shm"
+"""Where Linux keeps a semaphore ``/NAME``, as sem.NAME, whatever folder the rings are in."""
 
 
 class RingLease:
@@ -92,8 +94,9 @@ def hold(run: str, shm: str = frames.SHM) -> None:
     _held.append(fd)
 
 
-def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
-    """Remove the rings of every run whose lock nobody holds; returns (rings, bytes) removed."""
+def sweep_abandoned(shm: str = frames.SHM, semaphores: str = SEMAPHORES) -> tuple[int, int]:
+    """Remove the rings of every run whose lock nobody holds in ``shm``, and those runs'
+    semaphores; returns (rings, bytes) removed."""
     rings = size = 0
     folder = Path(shm)
     if not folder.is_dir():
@@ -115,7 +118,7 @@ def sweep_abandoned(shm: str = frames.SHM) -> tuple[int, int]:
             except BlockingIOError:
                 continue  # its runner or one of its stages is alive
             removed, freed = _remove_rings(folder, named.group(1))
-            _unlink_all(folder, f"sem.{PREFIX}{named.group(1)}{SEMAPHORE_INFIX}-*")  # not in use: the run is gone
+            _unlink_all(Path(semaphores), f"sem.{PREFIX}{named.group(1)}{SEMAPHORE_INFIX}-*")  # the run is gone
             rings, size = rings + removed, size + freed
             lock.unlink(missing_ok=True)
         finally:

@@ -37,7 +37,7 @@ from .graph import Graph
 from .oom import oom_kills
 from .preflight import check_stages, live_sources
 from .redaction import redact_urls
-from .ring_lease import RingLease, semaphores_named, sweep_abandoned
+from .ring_lease import SEMAPHORES, RingLease, semaphores_named, sweep_abandoned
 from .stage import Sink, StageFailure
 from .stats import format_table
 from .status import StatusLine
@@ -189,9 +189,9 @@ class _Shared:
                        down={p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
                              for p, s in stage_of.items()})
         except BaseException as exc:
-            lease.release()  # its lock file stayed in /dev/shm
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the queues' semaphores live there too
-                raise InputError(f"{frames.SHM} is full ({exc.strerror}), and the run's queues keep their "
+            lease.release()  # its lock file stayed in the rings' folder
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise InputError(f"{SEMAPHORES} is full ({exc.strerror}), and the run's queues keep their "
                                  "semaphores there: free it (a killed program's files?) or give it more room "
                                  "(docker run --shm-size)") from None
             raise
@@ -334,6 +334,7 @@ class Runner:
         self._forked = ctx.get_start_method() == "forkserver"
         names = {n: s.process_names() for n, s in graph.stages.items()}
         self._stage_of = {p: n for n, ps in names.items() for p in ps}
+        frames.check_folder()
         rings, size = sweep_abandoned()
         if rings:
             print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "

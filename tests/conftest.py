@@ -8,15 +8,14 @@ import pty
 import re
 import select
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import termios
-import time
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator
 from pathlib import Path
 from typing import IO
 
@@ -26,63 +25,72 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+RINGS_PREFIX = "fer-pipe-tests-"
 
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # A suite started in the background by a script (`tools/test > log &`), whose shell ignores
     # SIGINT: every run a test interrupts inherited that, and a run keeps an ignored SIGINT
     # ignored, so 13 tests of Ctrl-C failed. Python's own handler is reset at each exec.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-TURNSTILE, RUNS = (Path(tempfile.gettempdir()) / f"fer-pipe-tests-{name}.lock" for name in ("turnstile", "runs"))
 
 
-LOCK_WAIT_S = 1800
-"""How long a test waits for the suite's locks: another suite's test holds them at most its own
-900 s timeout (pytest.ini) and one more's; a wait with no end held CI with no word (s48j 3)."""
+def _own_rings_folder() -> tuple[Path, int]:
+    """A folder in /dev/shm for the frame rings of this test process's runs, and the lock held on
+    it for as long as the process lives. pytest-xdist runs three tests at a time, each worker
+    in its own process: a run a test kills outright leaves its rings for the next run in the
+    same folder to remove and report, which in /dev/shm itself was any other test's run, a line
+    on a stderr it compares whole. Made under a hidden name and renamed once locked, so that
+    another suite's start never finds it unlocked."""
+    draft = Path(tempfile.mkdtemp(prefix=f".{RINGS_PREFIX}", dir="/dev/shm"))
+    lock = os.open(draft / ".lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    folder = draft.with_name(draft.name[1:])
+    draft.rename(folder)
+    return folder, lock
 
 
-@contextmanager
-def _runs_locked(alone: bool) -> Iterator[None]:
-    """The machine's test suites' lock on fer-pipe runs: exclusive for a test that kills a run
-    outright (or sweeps its rings), shared for any other. The turnstile lets a waiting exclusive
-    holder in ahead of the tests that come after it, which would otherwise keep the shared lock
-    taken in turns."""
-    with shared_lock_file(TURNSTILE) as turnstile, shared_lock_file(RUNS) as runs:
-        _flock(turnstile, fcntl.LOCK_EX)
-        _flock(runs, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        fcntl.flock(turnstile, fcntl.LOCK_UN)
-        yield
-
-
-def _flock(file: IO, how: int) -> None:
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
-        try:
-            fcntl.flock(file, how | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"waited {LOCK_WAIT_S} s for {file.name}, which another test suite on this "
-                                   f"machine holds (fuser {file.name} names it)") from None
-            time.sleep(0.1)
+RINGS, _RINGS_LOCK = _own_rings_folder()
+os.environ["FER_PIPE_SHM"] = str(RINGS)  # before fer_pipe.frames reads it, here and in every run a test starts
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-    """Every fer-pipe run removes the frame rings that a run killed outright left in /dev/shm,
-    and says so on stderr. tools/test runs three tests at a time (pytest-xdist), so a test marked
-    ``kills_a_run`` runs while no other test does: the rings it leaves are its own to check, and
-    no other test's run finds them, adding a line to a stderr it compares whole. What such a
-    test still leaves is removed before the next starts. The lock spans a test's set-up and
-    tear-down, where module fixtures run fer-pipe too."""
-    alone = item.get_closest_marker("kills_a_run") is not None
-    with _runs_locked(alone):
-        try:
-            return (yield)
-        finally:
-            if alone:
-                from fer_pipe.ring_lease import sweep_abandoned
+    """What a test's killed runs left is removed before the next test starts, so that no later
+    test's run finds it."""
+    try:
+        return (yield)
+    finally:
+        from fer_pipe.ring_lease import sweep_abandoned
 
-                sweep_abandoned()
+        sweep_abandoned(str(RINGS))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The folders of test processes killed outright (a developer's kill -9, a cancelled CI job),
+    with what their runs left there: nothing else looks in them."""
+    from fer_pipe.ring_lease import sweep_abandoned
+
+    for folder in Path("/dev/shm").glob(f"{RINGS_PREFIX}*"):
+        try:
+            lock = os.open(folder / ".lock", os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone since the listing, or another user's
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its test process is alive
+        else:
+            sweep_abandoned(str(folder))
+            shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(lock)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from fer_pipe.ring_lease import sweep_abandoned
+
+    sweep_abandoned(str(RINGS))
+    shutil.rmtree(RINGS, ignore_errors=True)
 
 
 def shared_lock_file(path: Path) -> IO:
@@ -98,17 +106,6 @@ def shared_lock_file(path: Path) -> IO:
         with contextlib.suppress(PermissionError):  # another user's, made just now
             os.fchmod(fd, 0o666)  # past the umask
     return os.fdopen(fd, "r")
-
-
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Rings a run killed outright before this session (a developer's kill -9, a cancelled CI
-    job) are removed now, not by the first run of some test that then finds a line it did not
-    expect on stderr (s48i 1); as a ``kills_a_run`` test's are, alone, or the rings such a test
-    of another session was about to check went (s48j 1)."""
-    from fer_pipe.ring_lease import sweep_abandoned
-
-    with _runs_locked(alone=True):
-        sweep_abandoned()
 
 
 @pytest.fixture(scope="session")
@@ -261,11 +258,13 @@ def fer_pipe_on_small_tmpfs(target: Path, size: str, *args: str, then: str = "tr
     """The CLI in a private mount namespace where ``target`` is a fresh tmpfs of ``size``: a full
     disk, or a container's small /dev/shm, for real. ``before`` and ``then`` are shell commands
     run there before and after it (the tmpfs goes with the namespace). Skips where this user
-    may not mount (not root)."""
+    may not mount (not root). A tmpfs on /dev/shm hides this process's folder of rings in it,
+    so its run keeps its rings in that tmpfs, which is its own."""
     if subprocess.run(["unshare", "-m", "mount", "-t", "tmpfs", "tmpfs", str(target)],
                       capture_output=True).returncode:
         pytest.skip("mounting a small tmpfs needs unshare -m and mount rights (root)")
     cli = shlex.join([sys.executable, "-m", "fer_pipe.cli", *args])
     script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(target))} && {before} && {cli}; code=$?; "
               f"{then}; exit $code")
-    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    env = {name: value for name, value in os.environ.items() if name != "FER_PIPE_SHM" or target != Path("/dev/shm")}
+    return subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120, env=env)

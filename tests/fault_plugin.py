@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from fer_pipe.frames import SHM
 from livetools import sighup_default
 
 PLUGIN_SOURCE = '''
@@ -521,12 +522,12 @@ def alive(pid: int) -> bool:
 
 
 def run_lock(runner: int) -> Path:
-    """The lock file in /dev/shm that process ``runner`` holds for its run (``ring_lease``),
+    """The lock file in the rings' folder that process ``runner`` holds for its run (``ring_lease``),
     named after the run id its frame rings are named after too."""
     for fd in os.listdir(f"/proc/{runner}/fd"):
         with contextlib.suppress(FileNotFoundError):
             held = os.readlink(f"/proc/{runner}/fd/{fd}")
-            if re.fullmatch(r"/dev/shm/fp[0-9a-f]{6}\.lock", held):
+            if re.fullmatch(rf"{re.escape(SHM)}/fp[0-9a-f]{{6}}\.lock", held):
                 return Path(held)
     raise AssertionError(f"process {runner} holds no run's lock file")
 

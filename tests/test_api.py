@@ -491,7 +491,7 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
 
 
-@pytest.mark.parametrize("ending", [pytest.param("sigterm", marks=pytest.mark.kills_a_run), "daemon_reader"])
+@pytest.mark.parametrize("ending", ["sigterm", "daemon_reader"])
 def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_path, plugin_env, ending):
     """SIGTERM's default (timeout, a scheduler, docker stop) ran no clean-up, and a script that
     ended while a daemon thread read its stream left the clean-up to that thread, which the

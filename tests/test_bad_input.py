@@ -623,6 +623,19 @@ def test_dev_shm_too_small_for_the_frame_ring(short_clip, out_csv):
                         one_line(done.stderr))
 
 
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_rings_folder_that_is_no_folder_is_one_line_before_anything_is_made(short_clip, out_csv, tmp_path, kind):
+    """Each source failed at its first frame on a ring file it could not make."""
+    folder = tmp_path / "rings"
+    if kind == "file":
+        folder.write_bytes(b"")
+    done = fer_pipe("run", CONFIG, "--quiet", "--set", f"source.path={short_clip}", "--set", f"csv.path={out_csv}",
+                    env={"FER_PIPE_SHM": str(folder)})
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: FER_PIPE_SHM: {folder} is not a folder; name a folder "
+                                                 "of a tmpfs for the frame rings, or unset it for /dev/shm\n")
+    assert not out_csv.exists()
+
+
 def test_running_out_of_file_descriptors_names_the_limit(short_clip, out_csv):
     """A container's or a hardened unit's small open-file limit ended the run with "fer-pipe:
     Too many open files", naming neither the limit nor how to raise it (s42b)."""

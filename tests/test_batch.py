@@ -159,7 +159,6 @@ def test_address_auto_with_no_cluster_on_the_machine_is_one_line_before_anything
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.kills_a_run
 def test_a_cluster_whose_head_dies_is_said_in_one_line_and_the_finished_tasks_kept(six_clips, tmp_path):
     """The driver waited 60 s, then Ray ended it natively: exit 1 with Ray's log lines and no
     word of the batch's (s28b). A cluster of its own: its head is killed; Ray's wait is cut to
@@ -191,7 +190,6 @@ def test_a_cluster_whose_head_dies_is_said_in_one_line_and_the_finished_tasks_ke
                                        f"kept in {out / '_work'}, and the same command again runs only the others")
 
 
-@pytest.mark.kills_a_run
 def test_batch_survives_a_killed_task_and_a_killed_node_and_resumes(cluster, six_clips, tmp_path):
     out = tmp_path / "out"
     config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)

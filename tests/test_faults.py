@@ -807,7 +807,7 @@ def _opened_by(kids: set[int], path: Path) -> int | None:
 def _segments(pid: int) -> set[str]:
     """Shared-memory segments mapped by a process (the frame ring)."""
     lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return {line.split()[-1] for line in lines if "/dev/shm/fp" in line}
+    return {line.split()[-1] for line in lines if f"{SHM}/fp" in line}
 
 
 @pytest.mark.parametrize("victim", ["faulty", "source"])
@@ -1180,7 +1180,6 @@ def test_what_a_stage_drops_itself_is_in_its_statistics_and_status_lines(plugin_
     assert status and any(re.search(r"faulty \d+ \([\d.]+/s, [1-9]\d* dropped\)", line) for line in status), status
 
 
-@pytest.mark.kills_a_run
 def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tmp_path):
     """The runner itself killed with SIGKILL (as the OOM killer would): every stage process ends
     on its own within seconds instead of waiting on its queue for ever."""
@@ -1198,7 +1197,6 @@ def test_sigkill_of_the_runner_leaves_no_stage_behind(plugin_env, short_clip, tm
     assert_valid_prefix(out)
 
 
-@pytest.mark.kills_a_run
 def test_a_stage_that_cannot_end_after_its_runner_died_ends_itself(plugin_env, short_clip, tmp_path):
     """Nobody was left to kill a stage whose close never returned once its runner was gone, nor
     one whose exit waited for ever on a queue's lock that a Terminated had left taken (s42a):
@@ -1217,7 +1215,6 @@ def test_a_stage_that_cannot_end_after_its_runner_died_ends_itself(plugin_env, s
     assert not any(Path(s).exists() for s in segments)
 
 
-@pytest.mark.kills_a_run
 def test_sigkill_of_the_runner_after_its_source_ended_still_removes_the_ring(plugin_env, short_clip, tmp_path):
     """A file source whose frames all fit in the queues has ended when the runner is killed, so
     it never learns that the runner is gone: the stages that outlive the runner remove the
@@ -1272,7 +1269,6 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.mark.kills_a_run
 def test_spawned_stages_end_with_their_killed_host_though_it_forked_during_the_run(plugin_env, short_clip,
                                                                                     tmp_path):
     """The Python API spawns; a host killed with SIGKILL after forking a child of its own left

@@ -4,6 +4,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -76,7 +77,7 @@ def test_a_ring_removed_under_a_run_is_said_so(ring):
     them as a stage "fell behind", exit 0)."""
     first = ring.put(np.zeros((10, 10), np.uint8))
     frames.unlink(ring.names)
-    with pytest.raises(InputError, match=r"is gone from /dev/shm with no frame in its place: another program removed"):
+    with pytest.raises(InputError, match=rf"is gone from {re.escape(frames.SHM)} with no frame in its place: another program removed"):
         first.array()
 
 
@@ -115,7 +116,8 @@ def test_a_ring_that_dev_shm_cannot_hold_is_refused_before_any_frame_is_written(
     names = ring.names
     try:
         with pytest.raises(InputError, match=r"^frame ring: \d+ frames of 1024x1024x3 need [\d,]+ MiB of "
-                                             r"/dev/shm, which has [\d,]+ MiB free .*lower queue_size or a stage's workers$"):
+                                             rf"{re.escape(frames.SHM)}, which has [\d,]+ MiB free .*lower queue_size or a "
+                                             r"stage's workers$"):
             ring.put(frame)
     finally:
         ring.close()
@@ -131,7 +133,7 @@ def test_a_ring_a_memory_limit_cannot_hold_with_the_stages_is_refused_before_any
     ring = frames.FrameRing("fptest", slots=20)
     names = ring.names
     try:
-        with pytest.raises(InputError, match=r"^frame ring: 20 frames of 1080x1920x3 need 119 MiB of /dev/shm, whose "
+        with pytest.raises(InputError, match=r"^frame ring: 20 frames of 1080x1920x3 need 119 MiB of " + re.escape(frames.SHM) + ", whose "
                                              r"pages count against this process's memory of 300 MiB .* lower "
                                              r"queue_size or a stage's workers$"):
             ring.put(np.zeros((1080, 1920, 3), dtype=np.uint8))

@@ -40,7 +40,7 @@ def test_only_the_rings_of_a_run_that_died_are_removed(tmp_path):
     try:
         dead.kill()  # SIGKILL: it unlinks nothing, and the kernel drops its lock
         dead.wait()
-        assert sweep_abandoned(str(tmp_path)) == (1, 8192)  # one ring of two slots; the semaphore is not one
+        assert sweep_abandoned(str(tmp_path), str(tmp_path)) == (1, 8192)  # one ring of two slots; the semaphore is not one
         assert sorted(p.name for p in tmp_path.iterdir()) == [
             f"fp{live_id}.lock", f"fp{live_id}_source_0_0a1b2c3d", f"fp{live_id}_source_1_4e5f6a7b",
             f"sem.fp{live_id}_sem-0a1b2c3d"]
@@ -64,11 +64,11 @@ def test_a_run_whose_runner_died_is_not_swept_while_one_of_its_stages_lives(tmp_
         runner.kill()
         runner.wait()
         before = sorted(p.name for p in tmp_path.iterdir())
-        assert sweep_abandoned(str(tmp_path)) == (0, 0)
+        assert sweep_abandoned(str(tmp_path), str(tmp_path)) == (0, 0)
         assert sorted(p.name for p in tmp_path.iterdir()) == before
         stage.kill()
         stage.wait()
-        assert sweep_abandoned(str(tmp_path)) == (1, 8192) and list(tmp_path.iterdir()) == []
+        assert sweep_abandoned(str(tmp_path), str(tmp_path)) == (1, 8192) and list(tmp_path.iterdir()) == []
     finally:
         for proc in (runner, stage):
             proc.kill()
@@ -105,7 +105,7 @@ def test_a_run_that_ends_leaves_no_lock_and_no_ring_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"fp{lease.run_id}.lock", mine.name, other.name])
     lease.release()
     assert [p.name for p in tmp_path.iterdir()] == [other.name]
-    assert sweep_abandoned(str(tmp_path)) == (0, 0)
+    assert sweep_abandoned(str(tmp_path), str(tmp_path)) == (0, 0)
 
 
 def test_lock_files_no_run_of_this_user_made_are_left_alone(tmp_path):
@@ -125,7 +125,7 @@ def test_lock_files_no_run_of_this_user_made_are_left_alone(tmp_path):
         os.chown(rings[1], 65534, 65534)
     else:
         theirs.unlink()
-    assert sweep_abandoned(str(tmp_path)) == (0, 0)
+    assert sweep_abandoned(str(tmp_path), str(tmp_path)) == (0, 0)
     assert all(ring.exists() for ring in rings)
 
 

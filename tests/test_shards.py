@@ -29,6 +29,7 @@ from livetools import bound_again, busy_port, csv_rows, free_port, sighup_defaul
 from fer_pipe.config import load_graph
 from fer_pipe.errors import ConfigError
 from fer_pipe.events import FRAME_COLUMNS
+from fer_pipe.frames import SHM
 from fer_pipe.shard import camera_id, select_shard, shard_of
 
 SHARD0, SHARD1 = ["yard", "gate"], ["lobby", "door"]  # crc32(id) % 2 puts them there
@@ -243,7 +244,6 @@ def test_two_runs_of_one_source_sending_at_once_are_said_once_not_as_a_restart_e
     assert tracker.sources["door"].restarts == 1
 
 
-@pytest.mark.kills_a_run
 def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_path):
     port, pub_port = free_port(), free_port()
     config = tmp_path / "cams.yaml"
@@ -262,8 +262,8 @@ def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_pa
         wait_for(lambda: all(rows_by_source(merged)[c] >= 5 for c in SHARD0 + SHARD1), 180,
                  "rows from all four cameras", collector, *shards)
         end(shards[1], signal.SIGKILL)  # the whole shard, as systemd, Docker or Kubernetes kill a unit
-        for cam in SHARD1:  # its frame rings in /dev/shm, which only its (killed) parent would unlink
-            for segment in Path("/dev/shm").glob(f"fp*_{cam}*"):
+        for cam in SHARD1:  # its frame rings, which only its (killed) parent would unlink
+            for segment in Path(SHM).glob(f"fp*_{cam}*"):
                 segment.unlink(missing_ok=True)
         at_kill = rows_by_source(merged)
         wait_for(lambda: all(rows_by_source(merged)[c] >= at_kill[c] + 5 for c in SHARD0), 60,
@@ -502,7 +502,6 @@ def test_a_killed_collector_leaves_no_state_and_a_bad_state_file_is_ignored(tmp_
     assert json.loads(state.read_text()) == {"sources": {}, "stopped": True}
 
 
-@pytest.mark.kills_a_run
 def test_the_successor_of_a_collector_killed_with_its_host_logs_the_events_lost_as_a_gap(tmp_path):
     """The sequences were kept only at a clean stop: after a collector killed with its host, its
     successor said "joined run r1 at seq 9 (seq 0..8 not received by this collector)", true of
@@ -969,7 +968,6 @@ def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
     assert "no collector" not in err
 
 
-@pytest.mark.kills_a_run
 def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
     """The collector on a 4 KiB tmpfs in a private mount namespace. Before, it ended in a 20-line
     OSError traceback; now one line names the event it could not write, exit 1 as a run's sink."""
@@ -1071,7 +1069,6 @@ def test_only_sinks_that_live_sources_alone_reach_drop_frames(tmp_path):
     assert [_drops_for_live(graph, name, live) for name in ("camcsv", "bothcsv", "camdet")] == [True, False, False]
 
 
-@pytest.mark.kills_a_run
 def test_a_push_sink_waiting_for_a_collector_ends_when_the_runner_is_killed(clips, tmp_path):
     """The sink holds SIGTERM while it handles a frame, so the SIGTERM a stage gets when the
     runner dies could not reach one blocked in its send: it outlived the run."""

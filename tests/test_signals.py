@@ -24,6 +24,7 @@ import pytest
 from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, run_lock, start_run,
                           stats_row, wait_gone)
 from fer_pipe.frames import SHM
+from fer_pipe.ring_lease import SEMAPHORES
 from fer_pipe.runner import TOGETHER_S
 from livetools import csv_rows, sighup_default, wait_for
 
@@ -386,7 +387,6 @@ def test_a_stage_whose_opening_the_stop_cuts_short_is_stopped_not_failed(plugin_
                   "frame 0\n"
 
 
-@pytest.mark.kills_a_run
 def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, short_clip, tmp_path):
     """SIGKILL to the whole group (a service manager's stop timeout) leaves no process to unlink
     the source's frame ring from /dev/shm, which is memory; the next run on the machine does.
@@ -398,13 +398,13 @@ def test_rings_of_a_run_killed_outright_are_removed_by_the_next_run(plugin_env, 
     assert not wait_gone(kids)
     left = list(Path(SHM).glob(f"{lock.stem}_source_*"))
     assert left  # nobody was left to remove it
-    semaphores = list(Path(SHM).glob(f"sem.{lock.stem}_sem-*"))
+    semaphores = list(Path(SEMAPHORES).glob(f"sem.{lock.stem}_sem-*"))
     assert len(semaphores) >= 3  # a queue's three, at least: the run's name is on them
     proc = start_run(fault_config(tmp_path / "next.yaml", short_clip, tmp_path / "next.csv"), plugin_env)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert re.search(r"fer-pipe: removed \d+ frame ring\(s\), [\d,]+ MiB, that a killed run left in "
-                     r"/dev/shm", err), err
+                     + re.escape(SHM), err), err
     assert not lock.exists() and not any(p.exists() for p in left + semaphores)
 
 
