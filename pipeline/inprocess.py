@@ -220,12 +220,14 @@ def _source_failure(graph: Graph, name: str, exc: BaseException) -> Exception:
 
 @contextmanager
 def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
-    """``_stage_failure`` around what the block does for a stage; bad input (UserError) passes as
-    it is. A plug-in's ``sys.exit`` too, as a run says it: bare, it ended a batch task's worker,
-    which Ray retried three times before a line that named no stage (s56a 2)."""
+    """``_stage_failure`` around what the block does for a stage (building, opening, finishing);
+    bad input (UserError) passes as it is. A ``StopRun`` is a failure there: building, no run
+    has begun to stop (it escaped bare, s55a 5), and ``open_stage`` and ``finish_stage`` have
+    dealt with theirs already. A plug-in's ``sys.exit`` too, as a run says it: bare, it ended a
+    batch task's worker, which Ray retried three times before a line that named no stage (s56a 2)."""
     try:
         yield
-    except (UserError, StopRun):
+    except UserError:
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001
         raise _stage_failure(graph, name, exc, where)
@@ -248,17 +250,13 @@ def _making(graph: Graph, name: str) -> Iterator[None]:
 def _built(graph: Graph, name: str) -> Stage:
     """The stage built, what its ``__init__`` raises said as a run says it (a bare error named no
     stage): a source's as the runner's parent, which builds it first, says it ("failed before
-    the run (its __init__)"), its bad input left as it is; another's as ``_making`` says it. A
-    StopRun there is a failure: no run has begun to stop (it escaped bare, s55a 5, 6)."""
+    the run (its __init__)"), its bad input left as it is; another's as ``_making`` says it (s55a 5, 6)."""
     spec = graph.stages[name]
     if spec.is_source:
         with said_as_the_stages(graph, spec, False, "its __init__"):
             return spec.build()
-    try:
-        with _making(graph, name):
-            return spec.build()
-    except StopRun as exc:
-        raise _stage_failure(graph, name, exc)
+    with _making(graph, name):
+        return spec.build()
 
 
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> list[tuple[Exception, str]]:
