@@ -173,7 +173,7 @@ def _sendable(packets: list[Packet]) -> list[Packet]:
     run of it (s56a 3)."""
     for packet in packets:
         try:
-            _unpickled(_pickled(packet), None)
+            ForkingPickler.loads(_pickled(packet))
         except Exception as exc:
             raise StageFailure(f"on {named(packet)}: {not_sent(exc)}") from exc
     return packets
