@@ -378,8 +378,9 @@ PROGRESSIVE = {"prog.ts": ["-c:v", "mpeg2video", "-q:v", "3"],
 def test_an_interlaced_video_is_refused_in_one_line_where_opencv_reads_it_blank(clips, tmp_path, out_csv):
     """opencv-python 4.13 on reads an interlaced picture as its untouched buffer: black frames
     (or stale memory, or the last progressive frame), "no face" on every row, exit 0 (s54c 1,
-    s55b). Its headers say so, for H.264 (field pictures, MBAFF, scaling lists, 4:4:4) and
-    MPEG-2; a progressive file, one whose SPS only allows fields, passes."""
+    s55b). Its headers say so, for H.264 (MBAFF, also with scaling lists and 4:4:4: x264 codes
+    even tinterlace's fields so, and no encoder here writes field pictures) and MPEG-2; a
+    progressive file, one whose SPS only allows fields, passes."""
     from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
 
     for name, args in {**INTERLACED, **PROGRESSIVE}.items():
