@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import inspect
 import io
 import json
@@ -246,13 +247,48 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
+class _Commands(argparse._SubParsersAction):
+    """The sub-commands, of which those in ``modules`` get their options and their function
+    from their module only once one is chosen: importing them all (pyzmq, the batch's checks,
+    the trainer's) cost every ``fer-pipe run`` 0.1 s of CPU more, for commands it never ran."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules: dict[str, tuple[str, str, str]] = {}
+
+    def add_command(self, name: str, help_line: str, module: str, add_arguments: str = "add_arguments",
+                    func: str = "run") -> None:
+        """A sub-command whose options ``module.add_arguments`` adds, and whose ``module.run``
+        runs it, both imported when it is chosen."""
+        self.add_parser(name, help=help_line)
+        self.modules[name] = (module, add_arguments, func)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        name = values[0]
+        if name in self.modules:
+            module_name, add_arguments, func = self.modules.pop(name)
+            module = importlib.import_module(f"{__package__}.{module_name}")
+            getattr(module, add_arguments)(self.choices[name])
+            _add_debug(self.choices[name])
+            self.choices[name].set_defaults(func=getattr(module, func))
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _add_debug(command: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (fer-pipe run x.yaml --debug); SUPPRESS keeps one given
+    before it from being reset by this parser's default."""
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks (the exit code stays the same)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fer-pipe", description="Real-time facial-expression "
                                      "recognition as a pipeline of plug-in stages.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks (the exit code stays the same)")
     parser.add_argument("--version", action="version", version=f"fer-pipe {metadata.version('fer-pipe')}",
                         help="print the installed fer-pipe's version and exit")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, action=_Commands)
     parser.commands = sub.choices
 
     run = sub.add_parser("run", help="run a pipeline from a YAML config")
@@ -292,39 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no progress bar or statistics table (the summary still prints)")
     demo.set_defaults(func=_cmd_demo)
 
-    from . import curve_keys
-    from . import subscribe as subscribe_cmd
-
-    subscribe = sub.add_parser("subscribe", help="print the events a zmq sink publishes, until Ctrl-C")
-    subscribe_cmd.add_arguments(subscribe)
-    subscribe.set_defaults(func=subscribe_cmd.run)
-    keys = sub.add_parser("keys", help="write a CURVE keypair for the zmq sink and one for a subscriber")
-    curve_keys.add_keys_arguments(keys)
-    keys.set_defaults(func=curve_keys.make_keys)
-
-    from . import batch, collect
-
-    batch_parser = sub.add_parser("batch", help="many videos to CSVs as Ray tasks (pip install 'fer-pipe[batch]')")
-    batch.add_arguments(batch_parser)
-    batch_parser.set_defaults(func=batch.run)
-    collect_parser = sub.add_parser("collect", help="gather the events of push sinks into one CSV")
-    collect.add_arguments(collect_parser)
-    collect_parser.set_defaults(func=collect.run)
-
-    from .model import evaluate, train
-
-    train_parser = sub.add_parser("train", help="train the classifier on FER-2013")
-    train.add_arguments(train_parser)
-    train_parser.set_defaults(func=train.run)
-    eval_parser = sub.add_parser("evaluate", help="accuracy of a model on a FER-2013 split")
-    evaluate.add_arguments(eval_parser)
-    eval_parser.set_defaults(func=evaluate.run)
-    for command in sub.choices.values():
+    sub.add_command("subscribe", "print the events a zmq sink publishes, until Ctrl-C", "subscribe")
+    sub.add_command("keys", "write a CURVE keypair for the zmq sink and one for a subscriber", "curve_keys",
+                    "add_keys_arguments", "make_keys")
+    sub.add_command("batch", "many videos to CSVs as Ray tasks (pip install 'fer-pipe[batch]')", "batch")
+    sub.add_command("collect", "gather the events of push sinks into one CSV", "collect")
+    sub.add_command("train", "train the classifier on FER-2013", "model.train")
+    sub.add_command("evaluate", "accuracy of a model on a FER-2013 split", "model.evaluate")
+    for name, command in sub.choices.items():
         command.formatter_class = _ShowDefaults
-        # also after the command (fer-pipe run x.yaml --debug); SUPPRESS keeps a --debug given
-        # before it from being reset by this parser's default
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help="show tracebacks (the exit code stays the same)")
+        if name not in sub.modules:
+            _add_debug(command)
     return parser
 
 
@@ -350,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):  # as stderr's are: a name the locale cannot write
         sys.stdout.reconfigure(errors="backslashreplace")  # (漢字 under Latin-1) was a traceback
     try:
-        args = build_parser().parse_args(argv)  # imports every sub-command: a Ctrl-C may land here
+        args = build_parser().parse_args(argv)  # imports the chosen sub-command: a Ctrl-C may land here
     except KeyboardInterrupt:
         return 130
     try:
