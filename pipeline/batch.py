@@ -593,7 +593,9 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         for job in todo:  # an earlier run's attempts at it, and its stop, are not this run's
             attempts_file(work, job).unlink(missing_ok=True)
             _stop_mark(work, job).unlink(missing_ok=True)
-        refs = {task.remote(data, origin, job, str(_part_path(work, job)), str(work)): job for job in todo}
+        here = os.getcwd()  # where a relative input, --out or config path means what it means to the user
+        refs = {task.remote(data, origin, job, str(_part_path(work, job).absolute()), str(work.absolute()), here): job
+                for job in todo}
         left = {}
         for job in todo:
             left[job.input] = left.get(job.input, 0) + 1

@@ -193,8 +193,14 @@ class _WarningsKept:
         return getattr(self._stream, name)
 
 
-def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str) -> JobDone:
+def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str, folder: str) -> JobDone:
     """The body of one task: run the graph in this process into a temporary CSV, then rename it.
+
+    The task works in ``folder``, the one the batch runs in, where the node has it: a worker of
+    a cluster starts in the folder its ``ray start`` ran in, where a relative input was not
+    found and a relative --out's files went (its tasks failed, and the work files were left
+    there). A node without that folder keeps its own, where only absolute paths work, as the
+    README says for a cluster.
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
@@ -209,6 +215,8 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     from .inprocess import run_graph
 
     cv2.setNumThreads(1)
+    with contextlib.suppress(OSError):
+        os.chdir(folder)
     work_dir, target = Path(work), Path(final)
     record_attempt(work_dir, job, ray.get_runtime_context().get_node_id())
     started = time.perf_counter()

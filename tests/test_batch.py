@@ -357,7 +357,7 @@ def test_a_video_whose_name_is_not_utf8_fails_alone(cluster, six_clips, tmp_path
     assert (out / "ok.csv").read_text() == in_process_csv(folder / "ok.avi", tmp_path / "ok.csv")
 
 
-def test_an_out_folder_holding_a_control_character_is_refused_before_anything_is_made(six_clips, tmp_path):
+def test_an_out_folder_holding_a_control_character_is_refused_before_anything_is_made(cluster, six_clips, tmp_path):
     """A batch line from a script saved on Windows gave --out "res\\r": the CSVs went into a
     folder nobody finds, exit 0 (s50c 1). A video's own name may hold one, and its CSV is named
     as it is (my first check refused such a video's CSV: s50g 1)."""
@@ -365,7 +365,8 @@ def test_an_out_folder_holding_a_control_character_is_refused_before_anything_is
     assert done.returncode == 2 and "argument --out: the path holds a control character (\\r)" in done.stderr
     assert not list(tmp_path.iterdir())
     shutil.copy(six_clips[0], tmp_path / "lobby\tcam.avi")
-    done = fer_pipe("batch", str(tmp_path / "lobby\tcam.avi"), "--out", str(tmp_path / "res"), "--quiet", timeout=240)
+    done = fer_pipe("batch", str(tmp_path / "lobby\tcam.avi"), "--out", str(tmp_path / "res"), "--quiet",
+                    "--address", cluster.address, env=LOOPBACK_RAY, timeout=240)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "res" / "lobby\tcam.csv").is_file()
 
@@ -754,10 +755,12 @@ def refused_before_any_task(video: Path, folder: Path, *args: str) -> str:
     return done.stderr
 
 
-def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, tmp_path):
+def test_a_config_with_another_file_sink_is_refused_before_any_task(cluster, six_clips, tmp_path):
     """configs/episodes.yaml also writes episodes.csv: before, every task wrote that one path at
     once, over the user's file in the working folder, and the batch failed an input part-way.
-    The line's advice is taken as given: batch had no --set to take it with."""
+    The line's advice is taken as given: batch had no --set to take it with. On a cluster, whose
+    workers start in the folder its ``ray start`` ran in: the relative --out failed every task,
+    its work files left in that folder."""
     mine = tmp_path / "episodes.csv"
     mine.write_text("my episodes\n")
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", cwd=tmp_path,
@@ -773,8 +776,8 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(six_clips, t
         2, f"fer-pipe: {shipped_configs() / 'demo.yaml'}: stage 'annotated' (video_writer): params.path: fer-pipe "
            "batch writes one CSV per video, but every task would write demo-output/annotated.mp4; remove the stage\n")
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", "--quiet",
-                    "--set", "episodes.path=/dev/null", "--set", "smoother.hold_s=0.5", cwd=tmp_path,
-                    env=LOOPBACK_RAY, timeout=240)
+                    "--set", "episodes.path=/dev/null", "--set", "smoother.hold_s=0.5", "--address", cluster.address,
+                    cwd=tmp_path, env=LOOPBACK_RAY, timeout=240)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / f"{six_clips[0].stem}.csv").is_file() and mine.read_text() == "my episodes\n"
     manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())  # what made the CSVs, all of it
