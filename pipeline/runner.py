@@ -26,7 +26,6 @@ from ctypes import c_double, c_longlong
 from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.reduction import ForkingPickler
-from multiprocessing.synchronize import Event
 from typing import Any
 
 from . import frames, hangup, launch
@@ -37,6 +36,7 @@ from .graph import Graph
 from .oom import oom_kills
 from .preflight import check_stages, live_sources
 from .redaction import redact_urls
+from .run_flag import RunFlag
 from .ring_lease import SEMAPHORES, RingLease, semaphores_named, sweep_abandoned
 from .stage import Sink, StageFailure
 from .stats import format_table
@@ -158,13 +158,13 @@ class _Shared:
     """What the runner and the stage processes share: the queues between the stages (one per
     producer process and consumer process: what is in a queue is only its producer's, so a
     live source can drop the oldest item of a full one without taking out another source's
-    frame or end of stream), the control queue, the stop and all-open events, and each
+    frame or end of stream), the control queue, the stop and all-open flags, and each
     process's counters (items, dropped, busy since, down since)."""
 
     inboxes: dict[str, StageQueue]
     control: Queue
-    stop: Event
-    all_open: Event
+    stop: RunFlag
+    all_open: RunFlag
     progress: Counters
     dropped: Counters
     busy: Counters
@@ -179,7 +179,7 @@ class _Shared:
             with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
                 inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
                            for i in s.inputs for u in names[i] for p in names[n]}
-                control, stop, all_open = ctx.Queue(), ctx.Event(), ctx.Event()
+                control, stop, all_open = ctx.Queue(), RunFlag(ctx), RunFlag(ctx)
             # A camera that never connects is down from the run's start, not "cam 0 (0.0/s)" for hours;
             # its process sets this only once it runs, and a status line may come before (a loaded machine).
             return cls(inboxes, control, stop, all_open,
@@ -429,7 +429,7 @@ class Runner:
                    any_live: bool) -> RunResult:
         """Watch the stage processes until every one has ended, and judge the run.
 
-        ``shared.control`` is the queue of the stages' messages, ``shared.stop`` the event that
+        ``shared.control`` is the queue of the stages' messages, ``shared.stop`` the flag that
         asks the sources to stop, ``shared.all_open`` the one that tells live sources every stage
         has opened; ``shared.progress`` and ``shared.busy`` are each process's item count and the
         monotonic time at which it took its current packet (0 when idle); ``any_live`` whether a

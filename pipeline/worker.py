@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from multiprocessing.queues import Queue
 from multiprocessing.reduction import ForkingPickler
-from multiprocessing.synchronize import Event
 
 import numpy as np
 
@@ -33,6 +32,7 @@ from .graph import StageSpec
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import EndOfStream, Packet, Sequenced, read_only
 from .ordering import Reorder
+from .run_flag import RunFlag
 from .stage import Source, Stage, StageFailure, StopRun, reader_gone
 from .stage_calls import close_stage, idle_of, length_of
 from .stats import StageStats
@@ -40,8 +40,8 @@ from .stop_signals import (HOLD, STOP_SIGNALS, Terminated, follow_parent, ignore
                            terminate)
 
 
-OPEN_POLL_S = 0.1
-"""How often a live source waiting for the other stages to open looks for a stop."""
+OPEN_POLL_S = 0.01
+"""How often a live source waiting for the other stages to open looks whether they are, or the run stops."""
 
 
 @dataclass
@@ -61,8 +61,8 @@ class Wiring:
     inboxes: list[StageQueue]
     outboxes: list[Outbox]
     control: Queue
-    stop: Event
-    all_open: Event  # set once every stage process's stage is open
+    stop: RunFlag
+    all_open: RunFlag  # set once every stage process's stage is open
     progress: c_longlong
     dropped: c_longlong
     busy_since: c_double
@@ -238,8 +238,8 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         # live run began with "sink 'annotated' fell behind the live source" and its first frames
         # dropped. It takes its first frame once all are open (an rtsp source's reader
         # keeps only the newest meanwhile, as it does while the pipeline is busy).
-        while not w.all_open.wait(OPEN_POLL_S) and not w.stop.is_set():
-            pass
+        while not w.all_open.is_set() and not w.stop.is_set():
+            time.sleep(OPEN_POLL_S)
     reader = SourceFrames(stage)
     while not w.stop.is_set():
         t0 = time.perf_counter()
