@@ -258,8 +258,8 @@ class _Commands(argparse._SubParsersAction):
 
     def add_command(self, name: str, help_line: str, module: str, add_arguments: str = "add_arguments",
                     func: str = "run") -> None:
-        """A sub-command whose options ``module.add_arguments`` adds, and whose ``module.run``
-        runs it, both imported when it is chosen."""
+        """A sub-command whose options the function ``add_arguments`` of ``module`` adds, and
+        whose function ``func`` of it runs it, both looked up when it is chosen."""
         self.add_parser(name, help=help_line)
         self.modules[name] = (module, add_arguments, func)
 
