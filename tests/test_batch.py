@@ -1541,7 +1541,11 @@ def test_a_video_damaged_inside_keeps_the_rows_one_run_keeps_whatever_its_chunks
     """Damage FFmpeg decodes on after: one run keeps every frame that decodes, 77 of 80 here. A
     chunk stopped at the damage it found and the later chunks' rows were dropped, so chunks of
     20 kept 40 rows, and a chunk that started in the damage decoded its frames from damaged
-    ones, so chunks of 39 kept 77 rows with 17 others' boxes (s51d 1)."""
+    ones, so chunks of 39 kept 77 rows with 17 others' boxes (s51d 1). The frames FFmpeg conceals
+    after the damage, up to the next keyframe (every 20th), come out as its decoding threads'
+    timing has them: their boxes moved by up to 3 px between two reads (once in six suites), so
+    those rows are held to the same frames and boxes within 8 px, and every other row to the one
+    run's exactly."""
     clip = tmp_path / "mid.mp4"
     ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-frames:v", "80", "-an", "-c:v", "libx264", "-g", "20",
            str(clip))
@@ -1551,14 +1555,23 @@ def test_a_video_damaged_inside_keeps_the_rows_one_run_keeps_whatever_its_chunks
     done = fer_pipe("run", "configs/video_to_csv.yaml", "--quiet", "--set", f"source.path={clip}", "--set",
                     f"csv.path={tmp_path / 'run.csv'}", cwd=REPO, timeout=120)
     assert done.returncode == 2 and "damaged after frame" in done.stderr, done.stderr
-    one_run = (tmp_path / "run.csv").read_text()
-    assert 60 < len(one_run.splitlines()) - 1 < 80
+    damaged = int(re.search(r"damaged after frame (\d+)", done.stderr).group(1))
+    one_run = (tmp_path / "run.csv").read_text().splitlines()
+    assert 60 < len(one_run) - 1 < 80
     for size in ("20", "39"):
         out = tmp_path / f"out{size}"
         proc = batch(str(clip), "--out", str(out), "--address", cluster.address, "--quiet", "--chunk-frames", size)
         _, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 2, stderr
-        assert (out / "mid.partial.csv").read_text() == one_run, size
+        kept = (out / "mid.partial.csv").read_text().splitlines()
+        assert len(kept) == len(one_run), size
+        for mine, its in zip(kept, one_run):
+            fields, expected = mine.split(","), its.split(",")
+            if expected[1].isdigit() and damaged < int(expected[1]) < damaged + 20:  # concealed
+                assert fields[:4] == expected[:4] and all(a == b or a and b and abs(int(a) - int(b)) <= 8
+                                                          for a, b in zip(fields[4:8], expected[4:8])), (size, mine, its)
+            else:
+                assert mine == its, size
 
 
 def test_an_avi_with_drop_frames_is_read_as_one_task_not_in_chunks(cluster, clips, tmp_path):
