@@ -36,8 +36,8 @@ from .graph import Graph
 from .oom import oom_kills
 from .preflight import check_stages, live_sources
 from .redaction import redact_urls
-from .run_flag import RunFlag
 from .ring_lease import SEMAPHORES, RingLease, semaphores_named, sweep_abandoned
+from .run_flag import RunFlag
 from .stage import Sink, StageFailure
 from .stats import format_table
 from .status import StatusLine
