@@ -3,17 +3,18 @@
 Built-in stages are declared in this package's own ``setup.cfg`` under the same group, so
 they load by the same path as a third-party package's stages. A broken plug-in does not stop
 the others: its problem is kept, named with its distribution, and reported when a config uses
-its type name or when ``fer-pipe stages`` lists what is installed.
+its type name or when ``fer-pipe stages`` lists what is installed. A stage type's module is
+imported when the type is first looked up, not before.
 """
 from __future__ import annotations
 
 import contextlib
 import sys
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterator, MutableMapping
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -24,51 +25,78 @@ from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams
 GROUP = "fer_pipe.stages"
 
 
-@dataclass(frozen=True)
+V = TypeVar("V")
+
+
+class _Found(MutableMapping[str, V]):
+    """One of a registry's tables, filled as it is read: looking a name up imports that entry
+    point alone, and going through the table (``fer-pipe stages``, the known types of an unknown
+    type's line) imports them all. A run imports the stage modules its config names and no
+    others: importing all 14 built-ins, each param default checked, was 0.1 s of every command."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._items: dict[str, V] = {}
+
+    def __getitem__(self, name: str) -> V:
+        self._registry.import_type(name)
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._registry.import_all()
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        self._registry.import_all()
+        return len(self._items)
+
+    def __setitem__(self, name: str, value: V) -> None:
+        self._items[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+
 class Registry:
-    types: dict[str, type[Stage]]
-    problems: dict[str, str] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-    import_errors: dict[str, BaseException] = field(default_factory=dict)
-    """What a plug-in raised as it was imported, its traceback with it: ``--debug`` shows where
-    in the plug-in's files the error is, which its one line (a NameError's words) does not."""
+    """The stage types of the installed distributions, each loaded when first looked up."""
 
+    def __init__(self, found: list[EntryPoint]) -> None:
+        self.types: _Found[type[Stage]] = _Found(self)
+        self.problems: _Found[str] = _Found(self)
+        self.import_errors: _Found[BaseException] = _Found(self)
+        """What a plug-in raised as it was imported, its traceback with it: ``--debug`` shows where
+        in the plug-in's files the error is, which its one line (a NameError's words) does not."""
+        self.origins: dict[str, str] = {}
+        self._pending: dict[str, EntryPoint] = {}
+        declared: dict[str, list[str]] = {}
+        for ep in found:
+            declared.setdefault(ep.name, []).append(_distribution(ep))
+        for name, by in declared.items():
+            if len(by) > 1:  # every one named: with three, the third came to light only once one was removed
+                by = sorted(by)
+                self.problems[name] = (f"stage type {name!r} is declared "
+                                       f"{'twice' if len(by) == 2 else f'{len(by)} times'}: "
+                                       f"by {', '.join(by[:-1])} and {by[-1]}")
+        for ep in found:
+            if len(declared[ep.name]) == 1:
+                self.origins[ep.name] = declared[ep.name][0]
+                self._pending[ep.name] = ep
 
-def _distribution(ep: EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    return dist.metadata["Name"] if dist is not None else "an unknown distribution"
+    def import_type(self, name: str) -> None:
+        """Import the entry point of ``name`` if it is declared once and not yet imported, into
+        ``types`` or, broken, into ``problems``."""
+        with _BUILDING:
+            ep = self._pending.pop(name, None)
+            if ep is not None:
+                self._load(ep)
 
+    def import_all(self) -> None:
+        with _BUILDING:
+            for name in sorted(self._pending):
+                self._load(self._pending.pop(name))
 
-_BUILDING = threading.Lock()
-
-
-def registry() -> Registry:
-    """The stage types, built once per process. Behind a lock: two threads of a host calling the
-    API at once each redirected sys.stdout for the imports, and one restored the other's
-    redirection, leaving the host's prints on stderr for good."""
-    with _BUILDING:
-        return _built()
-
-
-@lru_cache(maxsize=1)
-def _built() -> Registry:
-    types: dict[str, type[Stage]] = {}
-    problems: dict[str, str] = {}
-    import_errors: dict[str, BaseException] = {}
-    origins: dict[str, str] = {}
-    found = sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value))  # one walk of the installed metadata
-    declared: dict[str, list[str]] = {}
-    for ep in found:
-        declared.setdefault(ep.name, []).append(_distribution(ep))
-    for name, by in declared.items():
-        if len(by) > 1:  # every one named: with three, the third came to light only once one was removed
-            by = sorted(by)
-            problems[name] = (f"stage type {name!r} is declared {'twice' if len(by) == 2 else f'{len(by)} times'}: "
-                              f"by {', '.join(by[:-1])} and {by[-1]}")
-    for ep in found:
-        if ep.name in problems:
-            continue
-        origins[ep.name] = dist = _distribution(ep)
+    def _load(self, ep: EntryPoint) -> None:
+        dist = self.origins[ep.name]
         try:
             with contextlib.redirect_stdout(sys.stderr):  # an import's banner is no line of a CSV on stdout
                 obj = ep.load()
@@ -77,19 +105,39 @@ def _built() -> Registry:
         except (Exception, SystemExit) as exc:
             why = (f"it exits while imported (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit)
                    else said(exc))  # numpy's import error alone is a dozen lines
-            problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
-            import_errors[ep.name] = exc
-            continue
+            self.problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
+            self.import_errors[ep.name] = exc
+            return
         if not (isinstance(obj, type) and issubclass(obj, Stage)):
-            problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
-                                 f"a fer_pipe Stage subclass")
-            continue
+            self.problems[ep.name] = (f"plug-in {ep.name!r} from distribution {dist}: {ep.value} is not "
+                                      f"a fer_pipe Stage subclass")
+            return
         problem = _contract_problem(obj)
         if problem:
-            problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: {ep.value}{problem}"
-            continue
-        types[ep.name] = obj
-    return Registry(types, problems, origins, import_errors)
+            self.problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: {ep.value}{problem}"
+            return
+        self.types[ep.name] = obj
+
+
+def _distribution(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else "an unknown distribution"
+
+
+_BUILDING = threading.RLock()
+
+
+def registry() -> Registry:
+    """The stage types, found once per process. Behind a lock, as each import is: two threads of
+    a host calling the API at once each redirected sys.stdout for the imports, and one restored
+    the other's redirection, leaving the host's prints on stderr for good."""
+    with _BUILDING:
+        return _found()
+
+
+@lru_cache(maxsize=1)
+def _found() -> Registry:
+    return Registry(sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)))  # one walk of the metadata
 
 
 def _contract_problem(cls: type[Stage]) -> str | None:
