@@ -14,16 +14,18 @@ import errno
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from .curve_keys import ClientFolder, load_keys
 from .endpoints import is_loopback, peer_socket, tcp_host_port
 from .errors import InputError
 from .events import MAX_SUBSCRIPTION_BYTES, encode
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
@@ -64,6 +66,8 @@ class Publisher:
     def _bind(self, kind: str, endpoint: str, secret_file: str, clients: str) -> None:
         where = tcp_host_port(endpoint)
         if secret_file:
+            from zmq.auth.thread import ThreadAuthenticator  # with asyncio: 40 ms of each start, CURVE on or not
+
             public, secret = load_keys(secret_file, secret=True, what="curve_secret_key", warn=False)  # said by its check
             self._auth = ThreadAuthenticator(self._ctx)
             self._auth.start()
