@@ -193,14 +193,25 @@ class _WarningsKept:
         return getattr(self._stream, name)
 
 
+def enter(folder: str, job: Job) -> None:
+    """Work in ``folder``, the one the batch runs in, where this node has it: a worker of a
+    cluster starts in the folder its ``ray start`` ran in, where a relative input was not found
+    and a relative --out's files went (its tasks failed, and the work files were left there). A
+    node without that folder keeps its own, where only absolute paths work: a relative input is
+    refused there as not in that folder, not as missing from the one ``ray start`` ran in."""
+    try:
+        os.chdir(folder)
+    except OSError as exc:
+        if not os.path.isabs(job.input):
+            raise InputError(f"video {job.input}: this node cannot enter {folder}, the folder the batch runs in, "
+                             f"to read it ({exc.strerror}): give the videos on storage every node sees at the same "
+                             "path") from None
+
+
 def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str, folder: str) -> JobDone:
     """The body of one task: run the graph in this process into a temporary CSV, then rename it.
 
-    The task works in ``folder``, the one the batch runs in, where the node has it: a worker of
-    a cluster starts in the folder its ``ray start`` ran in, where a relative input was not
-    found and a relative --out's files went (its tasks failed, and the work files were left
-    there). A node without that folder keeps its own, where only absolute paths work, as the
-    README says for a cluster.
+    The task works in ``folder``, the one the batch runs in (``enter``).
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
@@ -215,8 +226,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     from .inprocess import run_graph
 
     cv2.setNumThreads(1)
-    with contextlib.suppress(OSError):
-        os.chdir(folder)
+    enter(folder, job)
     work_dir, target = Path(work), Path(final)
     record_attempt(work_dir, job, ray.get_runtime_context().get_node_id())
     started = time.perf_counter()

@@ -26,10 +26,10 @@ from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_
 from livetools import free_port
 
 from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of, version_change
-from fer_pipe.batch_task import Job, job_config
+from fer_pipe.batch_task import Job, enter, job_config
 from fer_pipe.config import load_graph
 from fer_pipe.config_file import shipped_configs
-from fer_pipe.errors import ConfigError
+from fer_pipe.errors import ConfigError, InputError
 from fer_pipe.inprocess import run_graph
 from fer_pipe.messages import EXPRESSIONS
 from fer_pipe.model import DEFAULT_MODEL
@@ -760,7 +760,7 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(cluster, six
     once, over the user's file in the working folder, and the batch failed an input part-way.
     The line's advice is taken as given: batch had no --set to take it with. On a cluster, whose
     workers start in the folder its ``ray start`` ran in: the relative --out failed every task,
-    its work files left in that folder."""
+    its work files left in that folder, and a relative input was not found."""
     mine = tmp_path / "episodes.csv"
     mine.write_text("my episodes\n")
     done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", cwd=tmp_path,
@@ -775,7 +775,8 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(cluster, six
     assert (done.returncode, done.stderr) == (
         2, f"fer-pipe: {shipped_configs() / 'demo.yaml'}: stage 'annotated' (video_writer): params.path: fer-pipe "
            "batch writes one CSV per video, but every task would write demo-output/annotated.mp4; remove the stage\n")
-    done = fer_pipe("batch", str(six_clips[0]), "--out", "out", "--config", "episodes", "--quiet",
+    shutil.copy(six_clips[0], tmp_path)  # a relative input, read in the batch's folder as the relative --out is written
+    done = fer_pipe("batch", six_clips[0].name, "--out", "out", "--config", "episodes", "--quiet",
                     "--set", "episodes.path=/dev/null", "--set", "smoother.hold_s=0.5", "--address", cluster.address,
                     cwd=tmp_path, env=LOOPBACK_RAY, timeout=240)
     assert done.returncode == 0, done.stderr
@@ -793,6 +794,19 @@ def test_a_config_with_another_file_sink_is_refused_before_any_task(cluster, six
     assert (done.returncode, done.stderr) == (2, "fer-pipe: the config's path is empty\n")
     assert not (tmp_path / "out3").exists()
 
+
+def test_a_node_without_the_batchs_folder_refuses_a_relative_input_as_such(tmp_path, monkeypatch):
+    """Such a node's task stayed in the folder its ``ray start`` ran in and said the video was
+    not there, "the folder fer-pipe runs in", a folder the user never ran fer-pipe in (s58a 1)."""
+    gone = tmp_path / "gone"
+    with pytest.raises(InputError) as refused:
+        enter(str(gone), Job("videos/clip.mp4", "clip"))
+    assert str(refused.value) == (f"video videos/clip.mp4: this node cannot enter {gone}, the folder the batch "
+                                  "runs in, to read it (No such file or directory): give the videos on storage "
+                                  "every node sees at the same path")
+    monkeypatch.chdir(tmp_path)
+    enter(str(gone), Job(str(tmp_path / "clip.mp4"), "clip"))  # an absolute one is read where the node is
+    assert os.getcwd() == str(tmp_path)
 
 @pytest.mark.parametrize("stage, param", [
     ({"type": "zmq", "inputs": ["classifier"], "params": {"endpoint": "tcp://127.0.0.1:5587"}}, "endpoint"),
