@@ -230,6 +230,9 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         if self.commands and message == "the following arguments are required: command":
             message = f"no command given: one of {', '.join(self.commands)}"
+        if message.startswith("argument ") and message.endswith(": expected one argument"):
+            option = message.removeprefix("argument ").removesuffix(": expected one argument").split("/")[-1]
+            message += f" (a value that begins with '-' is given as {option}=VALUE)"  # a key can (1 in 85)
         self.exit(2, f"fer-pipe: {printable(redact_urls(message))} (see {self.prog} --help)\n")  # a URL, a line break
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]

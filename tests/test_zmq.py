@@ -642,6 +642,12 @@ def test_a_key_given_for_its_file_is_not_echoed(tmp_path):
     said = ("no such file, and the name given is 40 characters of Z85, as a key is: not shown, should it be one; give "
             "the path of the key file fer-pipe keys wrote")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --client-keys: {said}\n")
+    dashed = "-" + key[1:]  # taken for an option: "expected one argument" alone did not say why (s58a 6)
+    done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(tmp_path / "keys" / "server.key"),
+                    "--client-keys", dashed, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: argument --client-keys: expected one argument (a value that "
+                                                 "begins with '-' is given as --client-keys=VALUE) (see fer-pipe "
+                                                 "subscribe --help)\n")
     slashed = "/" + key[1:]  # a key beginning with / as if in the root folder, which is there (s51f 2)
     done = fer_pipe("subscribe", f"tcp://127.0.0.1:{free_port()}", "--server-key", str(tmp_path / "keys" / "server.key"),
                     "--client-keys", slashed, timeout=60)
