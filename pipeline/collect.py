@@ -112,12 +112,13 @@ class SequenceTracker:
             state.restarted_into = run
             message = (f"source {source}: restart: run {state.run} stopped after seq {state.seq}, "
                        f"run {run} began at seq {seq}, {now - state.last_seen:.1f} s without events")
-            state.run = run
+            state.run, state.seq = run, seq
         else:
             late = self._late(source, state, run, seq)
             message = late if late is not None else self._out_of_line(source, state, run, seq)
-        if late is None:  # a late seq is not the newest, which stays
-            state.seq = seq
+        # the newest stays: a seq that came again (a late one whose gap was no longer kept, a
+        # peer repeating itself) took the count back, and every seq after it was a gap
+        state.seq = max(state.seq, seq)
         state.last_seen = now
         state.runs.pop(run, None)
         state.runs[run] = state.seq

@@ -342,7 +342,7 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
         lines[3],
         "fer-pipe collect: source handmade: 7 events, 0 gaps, 1 restarts",
     ]
-    assert lines[3].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 1, "
+    assert lines[3].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 4, "
                                "run r2 began at seq 0, ")
 
     # a restarted collector appends to its CSV: nothing written before is lost, the header stays
@@ -1337,6 +1337,9 @@ def test_late_events_fill_only_what_is_still_missing_in_the_run_they_belong_to()
     assert lines[2:] == ["source cam: gap: seq 3..4 missing (2 events) in run a",
                          "source cam: seq 3..4 of run a came late, after seq 5: the gap said for them was none"]
     assert lines[1].startswith("source cam: events from two runs at once (b, a)") and gaps == 0
+    # a seq that came again took the count back: the 50 after it were said missing, all written (s58b 1)
+    assert said([("r", seq) for seq in (*range(101), 50, *range(101, 111))]) == (
+        ["source cam: seq went back from 100 to 50 in run r"], 0)
 
 
 def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_path):
