@@ -320,20 +320,20 @@ class Collector:
     def _loop(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput) -> None:
         kept, taken = time.monotonic(), self._taken
         while not self._stop:
-            if pull.poll(POLL_MS):
-                self._take(pull, pub, writer)
+            if pull.poll(POLL_MS):  # a second at most: shards that keep it behind kept it from keeping the state
+                self._take(pull, pub, writer, time.monotonic() + STATE_EVERY_S)
             if self._taken != taken and time.monotonic() - kept >= STATE_EVERY_S:
                 self._keep_state(stopped=False)
                 kept, taken = time.monotonic(), self._taken
         # what already arrived is written before stopping, for at most FINAL_DRAIN_S: shards
         # that go on sending would otherwise keep a stopped collector busy until it is killed
-        self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S)
+        self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S, stopping=True)
 
-    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput,
-              until: float | None = None) -> None:
-        """What is waiting on the socket, without blocking: all of it, until a stop is asked
-        (then only up to ``until``)."""
-        while (not self._stop) if until is None else (time.monotonic() < until):
+    def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput, until: float,
+              stopping: bool = False) -> None:
+        """What is waiting on the socket, without blocking, up to ``until``: until a stop is
+        asked, or, ``stopping``, what arrived before it."""
+        while (stopping or not self._stop) and time.monotonic() < until:
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

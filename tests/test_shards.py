@@ -534,6 +534,26 @@ def test_the_successor_of_a_collector_killed_with_its_host_logs_the_events_lost_
     assert [int(row["frame"]) for row in csv_rows(merged)] == [0, 1, 2, 3, 4, 9]
 
 
+def test_a_collector_kept_behind_by_its_shards_still_keeps_its_sequences_every_second(tmp_path):
+    """It kept them only once its socket was empty: shards that kept it behind (what they held
+    through an outage) left the sequences of before, and the successor of a collector killed
+    then said every event written since as a gap (s58b 2). The sender here outpaces it."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    state = Path(f"{merged}.collect-state.json")
+    collector, port = bound_collector(merged, log)
+    sent, cap = 0, 500_000  # the cap a hang guard: behind, it keeps them after a second
+    try:
+        with pushing(port) as push:
+            while sent < cap and not (sent % 1000 == 0 and state.exists()):
+                push.send_multipart([b"emotion.cam", b'{"schema": 1, "type": "frame", "source": "cam", "timestamp": '
+                                     b'0.1, "faces": [], "run": "r1", "frame": %d, "seq": %d}' % (sent, sent)])
+                sent += 1
+            kept = json.loads(state.read_text())["sources"]["cam"]["seq"] if state.exists() else None
+        wait_for(lambda: merged.read_bytes().count(b"\n") == sent + 1, 60, "every event's row", collector)
+    finally:
+        assert end(collector) == 0, log.read_text()
+    assert sent < cap and kept is not None and 0 < kept < sent - 1, (sent, kept)
+
 def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_path):
     """Anyone who reaches the bind address can send anything: a face that is not an object used to
     end the collector in a traceback, without the sequence state it keeps for the next one. A
