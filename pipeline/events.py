@@ -138,12 +138,59 @@ def check_source_event(event: dict[str, Any]) -> None:
     reader that passes events on (``fer-pipe collect``) took a stranger's bare ``source_down``
     into a camera's sequence and republished what no subscriber could read."""
     frame = event["frame"]
-    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+    if frame is not None and not (_whole(frame) and frame >= 0):
         raise ValueError(f"'frame' must be a frame number or null, not {frame!r}")
     for name in ("timestamp", "since"):
-        value = event[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name!r} must be a finite number of seconds, not {value!r}")
+        _check_seconds(event, name)
+
+
+MAX_FACES = 4096
+"""The most faces a frame event may hold: one of MAX_EVENT_BYTES holds about 3,400 real faces,
+where one of empty objects made 340,000 rows and 290 MB of a collector's memory."""
+
+
+def check_frame_event(event: dict[str, Any]) -> None:
+    """Raise one of ``MALFORMED`` unless the fields of a frame event that make its rows are of
+    the types ``frame_event`` gives them (others, a sink's ``extra`` keys, may hold anything):
+    a stranger's ``"timestamp": "nan"``, ``"frame": true`` or a face of ``{}`` were rows no run
+    writes, a timestamp of nan among them."""
+    if not (_whole(event["frame"]) and event["frame"] >= 0):
+        raise ValueError(f"'frame' must be a frame number, not {event['frame']!r}")
+    _check_seconds(event, "timestamp")
+    faces = event.get("faces") or []
+    if not (isinstance(faces, list) and all(isinstance(face, dict) for face in faces)):
+        raise ValueError("'faces' must be a list of objects")
+    if len(faces) > MAX_FACES:
+        raise ValueError(f"{len(faces)} faces, more than the {MAX_FACES} an event may hold")
+    for face in faces:
+        if not all(_whole(face.get(name)) for name in ("x", "y", "w", "h")):
+            raise ValueError("a face's x, y, w and h must be whole numbers")
+        for name, fits, what in (("face", _whole, "a whole number"), ("track_id", _whole, "a whole number"),
+                                 ("label", _text, "text"), ("smoothed_label", _text, "text"),
+                                 ("confidence", _finite_number, "a finite number"),
+                                 ("smoothed_confidence", _finite_number, "a finite number")):
+            if face.get(name) is not None and not fits(face[name]):
+                raise ValueError(f"a face's {name!r} must be {what} or null, not {face[name]!r}")
+        probs = face.get("probs") or {}
+        if not (isinstance(probs, dict) and all(_finite_number(p) for p in probs.values())):
+            raise ValueError("a face's 'probs' must be an object of emotion: probability")
+
+
+def _check_seconds(event: dict[str, Any], name: str) -> None:
+    if not _finite_number(event[name]):
+        raise ValueError(f"{name!r} must be a finite number of seconds, not {event[name]!r}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no number
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
 
 
 MAX_EVENT_BYTES = 1 << 20
@@ -215,18 +262,12 @@ def event_rows(event: dict[str, Any], columns: list[str], precision: int) -> lis
     the events carry the field of that name. An event of another shape raises one of
     ``MALFORMED``.
     """
-    head = {"source": event["source"], "frame": int(event["frame"]),
-            "timestamp": f"{float(event['timestamp']):.3f}"}
-    faces = event.get("faces") or [{}]
-    if not isinstance(faces, list) or not all(isinstance(face, dict) for face in faces):
-        raise ValueError("'faces' must be a list of objects")
+    check_frame_event(event)
+    head = {"source": event["source"], "frame": event["frame"], "timestamp": f"{event['timestamp']:.3f}"}
     rows = []
-    for face in faces:  # a face's own source, frame or timestamp filed the row under another camera
+    for face in event.get("faces") or [{}]:  # a face's own source, frame or timestamp filed the row under another camera
         values = {**{k: v for k, v in face.items() if k != "probs"}, **head}
-        probs = face.get("probs") or {}
-        if not isinstance(probs, dict):
-            raise ValueError("a face's 'probs' must be an object of emotion: probability")
-        for emotion, p in probs.items():
+        for emotion, p in (face.get("probs") or {}).items():
             values[f"p_{emotion}"] = p
         row = [_cell(values.get(c), c, precision) for c in columns]
         "".join(row).encode()  # "\ud800" is valid JSON but no UTF-8: UnicodeEncodeError, a ValueError

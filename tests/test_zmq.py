@@ -917,7 +917,16 @@ MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "c
              b'"seq": 1e400, "run": "r"}',  # JSON's numbers have no bound: int() of infinity overflows
              b"[" * 100_000,  # nested deeper than the decoder recurses
              b'{"schema": 1, "type": "frame", "source": "cam\\ud800", "frame": 3, "timestamp": 0.0, "faces": [], '
-             b'"seq": 2, "run": "r"}']  # a lone surrogate: valid JSON, but no UTF-8 for the CSV
+             b'"seq": 2, "run": "r"}',  # a lone surrogate: valid JSON, but no UTF-8 for the CSV
+             # none a run sends: rows of "nan", of frame 1 for true, of a face with no box, of 340,000
+             # faces from one event of empty objects (s58b 4, 6)
+             *(json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 1, "timestamp": 0.0, "faces": [],
+                           "seq": 1, "run": "r", **change}).encode()
+               for change in ({"timestamp": "nan"}, {"frame": True}, {"frame": "12"}, {"faces": [{}]},
+                              {"faces": [{"x": "=1+1", "y": 0, "w": 9, "h": 9}]},
+                              {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9, "label": [[1]]}]},
+                              {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9, "probs": {"happy": "=2+2"}}]},
+                              {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9}] * 4097}))]
 
 
 def test_subscribe_to_a_host_name_that_does_not_resolve_says_so(tmp_path):
