@@ -39,6 +39,7 @@ from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
 from .graph import file_key
+from .stage import id_problem
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -345,6 +346,10 @@ class Collector:
                 source, run, seq = event["source"], event["run"], event["seq"]
                 if not isinstance(source, str) or not isinstance(run, str):  # were tracked as their Python text
                     raise ValueError("'source' and 'run' must be text")
+                for name, value in (("source", source), ("run", run)):  # a stranger's 200 KB ids each a source kept
+                    problem = id_problem(value)
+                    if problem:
+                        raise ValueError(f"{name!r}: {problem}")
                 if type(seq) is not int or seq < 0:  # int() took true as 1 and 2.9 as 2
                     raise ValueError(f"seq {seq!r} is not a whole number from 0")
                 subject = topic(event).encode()  # republished under its own topic, not the sender's frame

@@ -12,7 +12,7 @@ from typing import Literal
 
 from .errors import said
 from .messages import kinds_read, provides
-from .stage import Sink, Source, Stage, StageParams, named_files
+from .stage import MAX_SOURCE_ID, Sink, Source, Stage, StageParams, id_problem, named_files
 from .stage_calls import instantiate
 
 OnError = Literal["stop", "skip"]
@@ -286,7 +286,9 @@ def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     problems = []
     for spec in graph.sources():
         source = spec.cls.source_id_of(spec.name, spec.params)
-        if source in seen:
+        if len(source) > MAX_SOURCE_ID:  # the stage's name, which no param's bound checked
+            problems.append((spec, f"{id_problem(source)}: give it a shorter source_id"))
+        elif source in seen:
             problems.append((spec, f"{source!r} is also the source id of stage {seen[source].name!r}; "
                                    "give each source its own source_id"))
         else:

@@ -53,6 +53,13 @@ BROKEN = {
     "line_break_in_id": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      source_id: \"cam\\nyard\""),
                          "{f}:6: stage 'source' (video): params.source_id: 'cam\\nyard' holds a line break or other "
                          "control character; give a printable id"),  # batch counted CSV rows as lines (s50f 8)
+    # every row and sequence carries it, and a collector takes it from whoever reaches it (s58b 3)
+    "long_id": (GOOD.replace("path: clip.mp4", f"path: clip.mp4\n      source_id: {'c' * 257}"),
+                "{f}:6: stage 'source' (video): params.source_id: it is 257 characters, more than the 256 an id may "
+                "have"),
+    "long_name_for_id": (GOOD.replace("  source:", f"  {'s' * 257}:").replace("[source]", f"[{'s' * 257}]"),
+                         f"{{f}}:4: stage {'s' * 257!r} (video): params.source_id: it is 257 characters, more than "
+                         "the 256 an id may have: give it a shorter source_id"),
     "escape_in_output": (GOOD.replace("path: out.csv", 'path: "res\\new.csv"'),  # a Windows path: \n a line feed
                          "{f}:16: stage 'csv' (csv): params.path: the path holds a control character (\\n), which "
                          "no name fer-pipe makes may hold: a backslash in a double-quoted YAML string, or a Python "

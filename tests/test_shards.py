@@ -587,9 +587,12 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
             # "nan"; an episode's, written as a frame's row; a source of a list, tracked as its text (s44a)
             for event in ({**good, "timestamp": float("nan")}, {**good, "type": "episode"}, {**good, "source": ["x"]}):
                 push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
+            # ids a run refuses: a NUL made the CSV binary to grep, 200 KB ids took the collector to 470 MB (s58b 3, 7)
+            for event in ({**good, "source": "a\x00b"}, {**good, "source": "c" * 257}, {**good, "run": "r\n"}):
+                push.send_multipart([b"emotion.cam", json.dumps(event).encode()])
             face = {"face": 0, "x": 1, "y": 1, "w": 9, "h": 9, "source": "door", "frame": 123456}
             push.send_multipart([b"emotion.cam", json.dumps({**good, "seq": 4, "faces": [face]}).encode()])
-        wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 11, 60,
+        wait_for(lambda: Path(log).read_text().count("skipped a malformed event") == len(MALFORMED) + 14, 60,
                  "the bad events", collector)
     finally:
         assert end(collector) == 0, log.read_text()
