@@ -1365,6 +1365,46 @@ def test_late_events_fill_only_what_is_still_missing_in_the_run_they_belong_to()
         ["source cam: seq went back from 100 to 50 in run r"], 0)
 
 
+def test_a_collector_follows_a_bounded_number_of_sources_and_gap_pieces(tmp_path, monkeypatch, capfd):
+    """A stranger's 162,000 sources took it to 150 MB, a 10.8 MB state file written every
+    second and as many lines at its stop; late seqs that split a gap of 10^12 took it down to
+    400 events a second (s58b 3). The least recently heard from source is forgotten for a new
+    one, said once and at the stop; a gap split into too many pieces is no longer followed."""
+    from fer_pipe import collect
+    from fer_pipe.csvfile import CsvOutput
+
+    monkeypatch.setattr(collect, "SOURCES_KEPT", 3)
+    port = free_port()
+    collector = collect.Collector(f"tcp://127.0.0.1:{port}", str(tmp_path / "merged.csv"))
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.bind(collector.bind)
+    push.connect(collector.bind)
+    try:
+        body = '{"schema":1,"type":"frame","source":"%s","frame":0,"timestamp":0.0,"faces":[],"seq":%d,"run":"r"}'
+        for source, seq in (("a", 0), ("b", 0), ("c", 0), ("a", 1), ("d", 0), ("e", 0), ("a", 2)):
+            push.send_multipart([b"emotion.x", (body % (source, seq)).encode()])
+        assert pull.poll(10_000)
+        with CsvOutput(collector.csv_path, "--csv", collector.columns, append=True) as writer:
+            collector._take(pull, None, writer, time.monotonic() + 10)
+        collector._summary()
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
+    assert list(collector.tracker.sources) == ["d", "e", "a"]  # b, then c: a was heard from again
+    assert capfd.readouterr().err.splitlines() == [
+        "fer-pipe collect: following 3 sources, the most a collector does: source b, heard from least recently, is "
+        "forgotten for d, as the least recent will be for each new one (its next event is said as a join); said once",
+        "fer-pipe collect: 2 sources forgotten for newer ones, the first b, c",
+        "fer-pipe collect: source a: 3 events, 0 gaps, 0 restarts",
+        "fer-pipe collect: source d: 1 events, 0 gaps, 0 restarts",
+        "fer-pipe collect: source e: 1 events, 0 gaps, 0 restarts"]
+    tracker = collect.SequenceTracker()
+    for seq in (0, 10**12, *range(2, 400, 2)):
+        tracker.observe("cam", "r", seq, 0.0)
+    assert tracker.sources["cam"].gaps == 1 and not tracker.sources["cam"].missing  # 100 pieces at most
+
 def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_path):
     """The file kept a second before stayed, and the next collector took its numbers for the
     last ones: a gap of 20 events that were all in the CSV (s43e)."""
