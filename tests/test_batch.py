@@ -808,6 +808,7 @@ def test_a_node_without_the_batchs_folder_refuses_a_relative_input_as_such(tmp_p
     enter(str(gone), Job(str(tmp_path / "clip.mp4"), "clip"))  # an absolute one is read where the node is
     assert os.getcwd() == str(tmp_path)
 
+
 @pytest.mark.parametrize("stage, param", [
     ({"type": "zmq", "inputs": ["classifier"], "params": {"endpoint": "tcp://127.0.0.1:5587"}}, "endpoint"),
     ({"type": "episodes", "inputs": ["classifier"], "params": {"path": "/dev/null", "publish": 5588}}, "publish")])

@@ -325,7 +325,6 @@ def test_a_plugin_printing_as_it_is_imported_prints_to_stderr(tmp_path, short_cl
     assert "Hello from a banner\n" in done.stderr
 
 
-
 def test_a_command_imports_only_the_stage_types_its_config_names(tmp_path, short_clip):
     """Every command imported every installed stage module, the 14 built-ins alone 0.1 s of CPU
     of each run, and any plug-in's import with its banner, however slow, for a config that
@@ -340,6 +339,7 @@ def test_a_command_imports_only_the_stage_types_its_config_names(tmp_path, short
     assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
     listed = fer_pipe("stages", "bannered", env=_env(tmp_path), timeout=120)
     assert listed.returncode == 0 and listed.stderr == "Hello from a banner\n", listed.stderr
+
 
 def _summaries(listing: str) -> dict[str, str]:
     """Each stage's summary in ``fer-pipe stages``: its indented lines before the parameters."""

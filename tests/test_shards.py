@@ -554,6 +554,7 @@ def test_a_collector_kept_behind_by_its_shards_still_keeps_its_sequences_every_s
         assert end(collector) == 0, log.read_text()
     assert sent < cap and kept is not None and 0 < kept < sent - 1, (sent, kept)
 
+
 def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_path):
     """Anyone who reaches the bind address can send anything: a face that is not an object used to
     end the collector in a traceback, without the sequence state it keeps for the next one. A
@@ -1404,6 +1405,7 @@ def test_a_collector_follows_a_bounded_number_of_sources_and_gap_pieces(tmp_path
     for seq in (0, 10**12, *range(2, 400, 2)):
         tracker.observe("cam", "r", seq, 0.0)
     assert tracker.sources["cam"].gaps == 1 and not tracker.sources["cam"].missing  # 100 pieces at most
+
 
 def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_path):
     """The file kept a second before stayed, and the next collector took its numbers for the
