@@ -579,6 +579,31 @@ def test_a_servers_escape_codes_are_escaped_in_every_attempts_line(tmp_path):
     assert "\x1b" not in log and "\r" not in log and "\\x1b]0;PWNED\\x07" in log, log
 
 
+class OddLengthCamera(socketserver.BaseRequestHandler):
+    """A server whose Content-Length is a digit to str.isdigit but no number to int()."""
+
+    lengths = iter(["\xb2", "9" * 5000])
+
+    def handle(self) -> None:
+        self.request.recv(4096)
+        self.request.sendall(f"RTSP/1.0 404 Not Found\r\nCSeq: 1\r\nContent-Length: {next(self.lengths)}\r\n\r\n"
+                             .encode("latin-1"))
+
+
+def test_a_content_length_that_is_no_number_leaves_the_status_said():
+    """A latin-1 superscript two, or 5,000 digits, raised ValueError from int(), and the line
+    said only "cannot connect" of a server that had said why (s58b 11)."""
+    from fer_pipe.rtsp_probe import why_not_open
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), OddLengthCamera) as camera:
+        threading.Thread(target=camera.serve_forever, daemon=True).start()
+        try:
+            said = [why_not_open(f"rtsp://127.0.0.1:{camera.server_address[1]}/live", 5) for _ in range(2)]
+        finally:
+            camera.shutdown()
+    assert said == ["the server has no stream at this path (404 Not Found)"] * 2
+
+
 class SlowDigestCamera(DigestCamera):
     """A camera on a slow link (a cellular one): each answer comes 1.5 s after its request."""
 
