@@ -878,13 +878,17 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
     from fer_pipe.events import encode
 
     episode = {"schema": 1, "type": "episode", "source": "cam", "track_id": 1, "label": "happy"}
-    events = (episode, episode, FRAME_7, {**episode, "type": "face_lost"})
-    code, out, err = subscribe_csv(4, [encode(event) for event in events])
+    strangers = [{**episode, "type": f"made_up_{i}"} for i in range(50)] + [{**episode, "type": ["a", "list"]}]
+    events = (episode, episode, FRAME_7, {**episode, "type": "face_lost"}, *strangers)
+    code, out, err = subscribe_csv(len(events), [encode(event) for event in events[:4]]
+                                   + [[b"episode.cam", json.dumps(event).encode()] for event in strangers])
     assert code == 0
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
-    assert err.splitlines() == [
+    assert err.splitlines() == [  # a line for each type a stranger made up was 50,000 lines (s58b 10)
         "fer-pipe subscribe: --format csv writes frame events only; skipping 'episode' events (--format json shows them)",
-        "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)"]
+        "fer-pipe subscribe: --format csv writes frame events only; skipping 'face_lost' events (--format json shows them)",
+        "fer-pipe subscribe: --format csv writes frame events only; skipping events of types no fer-pipe sink sends "
+        "(first 'made_up_0') (--format json shows them)"]
 
 
 def test_subscribe_csv_writes_utf8_whatever_the_locale(tmp_path):
