@@ -23,6 +23,7 @@ import contextlib
 import errno
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -59,6 +60,10 @@ PIECES_KEPT = 100
 """The stretches a gap may be split into by the late events that fill it, before it is no longer
 followed: each late event split a stranger's gap of 10^12 seqs, and looking through the pieces
 took the collector down to 400 events a second."""
+HANDSHAKE_MS = 5_000
+"""How long a peer that connected has to say it is a ZeroMQ peer before it is let go (libzmq's
+default, 30 s): 200 that connected and said nothing held the collector's descriptors, and a
+shard's events waited about 40 s."""
 SOURCES_KEPT = 10_000
 """The sources whose sequences are followed, the least recently heard from forgotten for a new
 one: 162,000 sources from a stranger took the collector to 150 MB, a state file of 10.8 MB
@@ -251,8 +256,10 @@ class Collector:
         self._stop = True
 
     def run(self) -> int:
+        _all_descriptors()
         ctx = zmq.Context()
         pull = peer_socket(ctx, zmq.PULL, self.bind)
+        pull.handshake_ivl = HANDSHAKE_MS
         # No pings of its own: a shard that ended with one unread in its socket reset the
         # connection, and the kernel here dropped what the collector had not read yet, the
         # shard's last thousands of events, which it had said were delivered. A shard's
@@ -410,6 +417,15 @@ class Collector:
             _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts"
                  + (f", {state.at_once} events from a run other than the one before them while two sent at once"
                     if state.at_once else ""))
+
+
+def _all_descriptors() -> None:
+    """The soft limit of open files raised to the hard one, as a server's is: each shard holds a
+    descriptor, and each peer that connected and has not yet said a word; under systemd's soft
+    limit of 1,024, peers that connect and wait shut every shard out."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit is more than the kernel gives
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _a_file_or_none(path: Path) -> bool:

@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -1364,6 +1365,23 @@ def test_late_events_fill_only_what_is_still_missing_in_the_run_they_belong_to()
     # a seq that came again took the count back: the 50 after it were said missing, all written (s58b 1)
     assert said([("r", seq) for seq in (*range(101), 50, *range(101, 111))]) == (
         ["source cam: seq went back from 100 to 50 in run r"], 0)
+
+
+def test_a_collector_takes_every_descriptor_its_hard_limit_allows(tmp_path):
+    """Each shard holds one, and each peer that has connected and said nothing yet: under
+    systemd's soft limit of 1,024 (128 here), 200 such peers shut the shards out (s58b 5)."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    collector = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "collect", "--bind",
+                                  f"tcp://127.0.0.1:{free_port()}", "--csv", str(merged)],
+                                 stdout=subprocess.DEVNULL, stderr=open(log, "a"), start_new_session=True,
+                                 preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard)))
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        limits = Path(f"/proc/{collector.pid}/limits").read_text()
+    finally:
+        assert end(collector) == 0, log.read_text()
+    assert re.search(rf"^Max open files +{hard} +{hard} +files", limits, re.M), limits
 
 
 def test_a_collector_follows_a_bounded_number_of_sources_and_gap_pieces(tmp_path, monkeypatch, capfd):
