@@ -71,6 +71,10 @@ class PushParams(StageParams):
         return self
 
 
+REFUSED = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish "
+           "endpoint, or a zmq sink's? they publish; fer-pipe collect's --bind takes events)")
+
+
 class PushSink(Sink):
     """Sends every frame's event, and a live source's outages (source_down, source_up), to a
     fer-pipe collect collector over ZeroMQ PUSH.
@@ -99,8 +103,10 @@ class PushSink(Sink):
         # with the exited shard's socket. Kept small, what the collector has not taken waits in
         # ZeroMQ's queue, which linger_s sees.
         self._sock.setsockopt(zmq.SNDBUF, self.params.sndbuf_kib * 1024)
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
-        self._connected = self._ever_connected = False
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                                      | zmq.EVENT_DISCONNECTED)
+        self._connected = self._ever_connected = self._refused = False
+        self._last_event = 0
         self.unsent = 0
         self._waiting_since: float | None = None
         try:
@@ -160,10 +166,11 @@ class PushSink(Sink):
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
             who = (f"the collector at {self.params.connect} takes events slower than they come (or a network split "
-                   "keeps them from it)" if self._connected
-                   else f"no collector at {self.params.connect} takes events")
-            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who}; {self.params.sndhwm} are held "
-                  "and the sink waits", file=sys.stderr, flush=True)
+                   f"keeps them from it); {self.params.sndhwm} are held" if self._connected
+                   else f"the peer at {self.params.connect} is no collector: it {REFUSED}" if self._refused
+                   else f"no collector at {self.params.connect} takes events; {self.params.sndhwm} are held")
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who} and the sink waits", file=sys.stderr,
+                  flush=True)
         self.waiting_outside()
         self._sock.poll(STOP_POLL_MS, zmq.POLLOUT)
         self._collector_connected(0.0)
@@ -180,8 +187,14 @@ class PushSink(Sink):
             remaining = 0.0 if self._connected else max(0.0, deadline - time.monotonic())
             if not self._monitor.poll(remaining * 1000):
                 return self._connected
-            self._connected = recv_monitor_message(self._monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            event = recv_monitor_message(self._monitor)["event"]
+            self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
             self._ever_connected |= self._connected
+            # connected, then dropped before the handshake: another socket type (the collector's
+            # --publish) that ZeroMQ refuses, or no ZeroMQ at all; the sink's queue goes with it
+            self._refused = (self._refused and not self._connected
+                             or event == zmq.EVENT_DISCONNECTED and self._last_event == zmq.EVENT_CONNECTED)
+            self._last_event = event
 
     @classmethod
     def closing_s(cls, params: PushParams) -> float:
@@ -193,8 +206,9 @@ class PushSink(Sink):
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
         held = self._close_holding_events(delivering) and sent > 0
-        dropped = (f"; {self.unsent} more could not be queued when the run stopped (sndhwm "
-                   f"{self.params.sndhwm} were held)" if self.unsent else "")
+        held_then = f"the peer {REFUSED}" if self._refused else f"sndhwm {self.params.sndhwm} were held"
+        dropped = (f"; {self.unsent} more could not be queued when the run stopped"
+                   + ("" if self._refused else f" ({held_then})") if self.unsent else "")  # the peer is said after
         # exit 2 where no collector ever came (a wrong address, one never started), 1 where one
         # was there and left or fell behind: the output failed, not what the user gave
         error = OutputError if self._ever_connected else InputError
@@ -202,7 +216,8 @@ class PushSink(Sink):
             lost = (f"none of run {self.run_id}'s {sent} events were delivered" if not self._ever_connected
                     else f"run {self.run_id}'s events still held (of {sent} sent) were lost")
             unresolved = self._no_such_host and unresolved_host(self.params.connect)  # looked up again only then
-            why = f"no such host {unresolved!r}" if unresolved else "is fer-pipe collect running there?"
+            why = (f"no such host {unresolved!r}" if unresolved else f"the peer there {REFUSED}" if self._refused
+                   else "is fer-pipe collect running there?")
             raise error(f"push sink {self.name!r}: no collector at {self.params.connect} when the run "
                         f"ended (waited linger_s, {self.params.linger_s:g} s): {lost}{dropped}; {why}")
         if held:
@@ -211,11 +226,10 @@ class PushSink(Sink):
                         f"({self.params.linger_s:g} s) ran out: those still held then were lost"
                         f"{dropped}; give a slow collector a longer linger_s")
         if self.unsent:
-            absent = "" if delivering else " and no collector took them"
+            absent = "" if delivering or self._refused else " and no collector took them"
             raise error(f"push sink {self.name!r}: {self.unsent} of run {self.run_id}'s "
                         f"{sent + self.unsent} events could not be queued for "
-                        f"{self.params.connect} when the run stopped (sndhwm "
-                        f"{self.params.sndhwm} were held{absent})")
+                        f"{self.params.connect} when the run stopped ({held_then}{absent})")
         print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {sent} events to "
               f"{self.params.connect}", file=sys.stderr)
 

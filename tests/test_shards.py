@@ -1049,6 +1049,38 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
                         r"stopped \(sndhwm 1 were held\); is fer-pipe collect running there\?", line), line
 
 
+def test_a_push_sink_aimed_at_a_publisher_says_it_is_no_collector(clips, tmp_path):
+    """Aimed at the collector's --publish by mistake, it said "10000 are held" of events ZeroMQ
+    could not even queue (the PUB drops the connection before the handshake), and at its stop
+    "sndhwm 10000 were held and no collector took them" (s58b 8)."""
+    clip = write_video(tmp_path / "clip.avi", read_frames(clips["WolfgangLanger_Pexels.mp4"], 60))
+    port = free_port()
+    config = push_run_config(clip, port, tmp_path / "push.yaml", linger_s=0.5)
+    ctx = zmq.Context()
+    publisher = ctx.socket(zmq.PUB)
+    publisher.bind(f"tcp://127.0.0.1:{port}")
+    err = tmp_path / "run.err"
+    run = start("run", str(config), "--quiet", log=err)
+    try:
+        wait_for(lambda: "and the sink waits" in err.read_text(), 120, "the push sink to wait", run)
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(60)
+    finally:
+        end(run, signal.SIGKILL)
+        publisher.close(0)
+        ctx.term()
+    said = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish endpoint, "
+            "or a zmq sink's? they publish; fer-pipe collect's --bind takes events)")
+    lines = err.read_text().strip().splitlines()
+    assert code == 2, err.read_text()
+    assert re.fullmatch(rf"fer-pipe: push sink 'push': run [0-9a-f]{{8}}: the peer at tcp://127\.0\.0\.1:{port} is no "
+                        rf"collector: it {re.escape(said)} and the sink waits", lines[0]), lines[0]
+    # a few events may have been queued before the peer dropped the connection: "none of N delivered"
+    assert lines[-1].startswith("fer-pipe: stage 'push' (push) failed: while closing: push sink 'push': ")
+    assert lines[-1].count(f"the peer {said}") + lines[-1].count(f"the peer there {said}") == 1, lines[-1]
+    assert "were held" not in lines[-1], lines[-1]
+
+
 def test_in_a_live_run_a_sink_that_waits_holds_up_none_of_its_siblings(clips, tmp_path):
     """A camera's push sink waiting for an absent collector (or a window on a frozen display)
     held up the stage feeding it, and with it the CSV beside it: the CSV stopped a few frames in,
