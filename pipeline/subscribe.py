@@ -92,16 +92,20 @@ class Refusals:
                   file=sys.stderr, flush=True)
 
     def why(self, event: int, value: int) -> str:
-        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a sink that cannot read its folder refuses every key
             return (f"the publisher refused this subscriber's key (status {value}): the public half of "
-                    "--client-keys is not in the sink's curve_clients folder")
+                    "--client-keys is not in the sink's curve_clients folder, or the sink cannot read the folder")
         if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             return ("the publisher does not use CURVE: leave out --server-key and --client-keys" if self.curve else
                     "the publisher uses CURVE: give --server-key and --client-keys")
+        # ZeroMQ may say these before the clear reason above, or instead of it (the publisher
+        # closed the connection first): each names what the clear one would
         if self.curve:
-            return "the handshake with the publisher failed: is --server-key its public key (server.key)?"
+            return ("the handshake with the publisher failed: does it use CURVE, and is --server-key its public key "
+                    "(server.key)?")
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return f"the handshake with the publisher failed ({os.strerror(value)})"
+            return (f"the handshake with the publisher failed ({os.strerror(value)}): does it use CURVE? Then give "
+                    "--server-key and --client-keys")
         return f"the handshake with the publisher failed (protocol error {value:#x})"
 
 

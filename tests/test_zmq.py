@@ -755,7 +755,8 @@ def test_subscribe_says_why_the_publisher_refused_it(tmp_path):
         for keys, why in [(["--server-key", str(tmp_path / "a" / "server.key"), "--client-keys",
                             str(tmp_path / "b" / "client.key_secret")],
                            "the publisher refused this subscriber's key (status 400): the public half of "
-                           "--client-keys is not in the sink's curve_clients folder"),
+                           "--client-keys is not in the sink's curve_clients folder, or the sink cannot read the "
+                           "folder"),
                           ([], "the publisher uses CURVE: give --server-key and --client-keys")]:
             said = tmp_path / "said.txt"
             proc = start_fer_pipe("subscribe", endpoint, *keys, stderr_path=said)
