@@ -700,7 +700,8 @@ def test_a_collector_refuses_an_event_over_a_mib_from_whoever_reaches_it(tmp_pat
 
 def test_a_source_name_cannot_write_lines_of_its_own_into_the_collectors_log(tmp_path):
     """A source named with a newline wrote what looked like the collector's own line ("restart:
-    ... FORGED"), and an escape code cleared the terminal of whoever read the log (s24e)."""
+    ... FORGED"), and an escape code cleared the terminal of whoever read the log (s24e). Such
+    an id, which a run refuses, is now skipped, and the line that says so shows it escaped."""
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
     collector, port = bound_collector(merged, log)
     source = "door\nfer-pipe collect: source lobby: FORGED\x1b[2J"
@@ -709,13 +710,15 @@ def test_a_source_name_cannot_write_lines_of_its_own_into_the_collectors_log(tmp
             event = {"schema": 1, "type": "frame", "source": source, "frame": 0, "timestamp": 0.0, "faces": [],
                      "seq": 0, "run": "r"}
             push.send_multipart([b"emotion.door", json.dumps(event).encode()])
-        wait_for(lambda: rows_by_source(merged).get(source) == 1, 60, "the event", collector)
+        wait_for(lambda: "skipped a malformed event" in log.read_text(), 60, "the event", collector)
     finally:
         assert end(collector) == 0, log.read_text()
     said = log.read_text()
     assert "\x1b" not in said
     assert not any(line.startswith("fer-pipe collect: source lobby") for line in said.splitlines())
-    assert "source door\\nfer-pipe collect: source lobby: FORGED\\x1b[2J: 1 events" in said, said
+    assert ("fer-pipe collect: skipped a malformed event: ValueError: 'source': 'door\\nfer-pipe collect: source "
+            "lobby: FORGED\\x1b[2J' holds a line break or other control character; give a printable id\n") in said, said
+    assert rows_by_source(merged) == {}
 
 
 def test_a_stopped_collector_takes_what_is_queued_for_a_bounded_time(tmp_path):
