@@ -193,7 +193,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             said_default = ("required" if info.is_required() else "default made as the stage is built"
                             if default is NO_PLAIN_DEFAULT else f"default {_shown(default)}")
             print(f"    {given}: {said_default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
-    problems = [name for name in reg.problems if not args.types or name in args.types]
+    problems = [name for name in args.types if name in reg.problems] if args.types else list(reg.problems)
     for name in problems:
         if args.debug and name in reg.import_errors:  # where in the plug-in's files: its line does not say
             error = reg.import_errors[name]

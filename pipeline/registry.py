@@ -51,9 +51,11 @@ class _Found(MutableMapping[str, V]):
         return len(self._items)
 
     def __setitem__(self, name: str, value: V) -> None:
+        self._registry.import_type(name)  # else a later look-up imported the declared one over it
         self._items[name] = value
 
     def __delitem__(self, name: str) -> None:
+        self._registry.import_type(name)
         del self._items[name]
 
 
@@ -93,9 +95,16 @@ class Registry:
     def import_all(self) -> None:
         with _BUILDING:
             for name in sorted(self._pending):
-                self._load(self._pending.pop(name))
+                self.import_type(name)  # one a plug-in looked up as it was imported is there already
 
     def _load(self, ep: EntryPoint) -> None:
+        try:
+            self._loaded(ep)
+        except BaseException:  # a Ctrl-C in a host's thread: the type is looked for again next time
+            self._pending[ep.name] = ep
+            raise
+
+    def _loaded(self, ep: EntryPoint) -> None:
         dist = self.origins[ep.name]
         try:
             with contextlib.redirect_stdout(sys.stderr):  # an import's banner is no line of a CSV on stdout

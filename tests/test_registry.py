@@ -339,6 +339,32 @@ def test_a_command_imports_only_the_stage_types_its_config_names(tmp_path, short
     assert (checked.returncode, checked.stderr) == (0, ""), checked.stderr
     listed = fer_pipe("stages", "bannered", env=_env(tmp_path), timeout=120)
     assert listed.returncode == 0 and listed.stderr == "Hello from a banner\n", listed.stderr
+    other = fer_pipe("stages", "csv", env=_env(tmp_path), timeout=120)  # it looked for problems in all (s58c 5)
+    assert (other.returncode, other.stderr) == (0, ""), other.stderr
+
+
+LOOKER = '''from fer_pipe.registry import registry
+
+Base = registry().types["track"]
+
+
+class Looker(Base):
+    """Tracks as track does, found through the registry as its module is imported."""
+'''
+
+
+def test_a_plugin_that_looks_up_another_type_as_it_is_imported_is_listed(tmp_path):
+    """Going through every type imported each one left to import; the one a plug-in looked up
+    during its own import had gone, and fer-pipe stages, or any unknown type's line, ended in a
+    KeyError traceback (s58c 1)."""
+    _distribution(tmp_path, "looker", "lookermod", LOOKER, "looker = lookermod:Looker")
+    listed = fer_pipe("stages", env=_env(tmp_path), timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    assert {"looker", "track"} <= set(_summaries(listed.stdout))
+    config = tmp_path / "typo.yaml"
+    config.write_text("stages:\n  source: {type: vdeo, params: {path: a.mp4}}\n")
+    typo = fer_pipe("validate", str(config), env=_env(tmp_path), timeout=120)
+    assert typo.returncode == 2 and "unknown stage type 'vdeo' (did you mean 'video'?)" in typo.stderr, typo.stderr
 
 
 def _summaries(listing: str) -> dict[str, str]:
