@@ -71,8 +71,8 @@ class PushParams(StageParams):
         return self
 
 
-REFUSED = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish "
-           "endpoint, or a zmq sink's? they publish; fer-pipe collect's --bind takes events)")
+REFUSED = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish endpoint "
+           "or a zmq sink's, which publish? or a tunnel or proxy, ssh -L or docker -p, with no collector behind it?)")
 
 
 class PushSink(Sink):
@@ -167,7 +167,7 @@ class PushSink(Sink):
             self._waiting_since = time.monotonic()
             who = (f"the collector at {self.params.connect} takes events slower than they come (or a network split "
                    f"keeps them from it); {self.params.sndhwm} are held" if self._connected
-                   else f"the peer at {self.params.connect} is no collector: it {REFUSED}" if self._refused
+                   else f"the peer at {self.params.connect} {REFUSED}" if self._refused
                    else f"no collector at {self.params.connect} takes events; {self.params.sndhwm} are held")
             print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who} and the sink waits", file=sys.stderr,
                   flush=True)

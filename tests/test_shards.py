@@ -1052,7 +1052,7 @@ def test_a_stop_while_the_push_sink_waits_for_an_absent_collector_ends_the_run(c
                         r"stopped \(sndhwm 1 were held\); is fer-pipe collect running there\?", line), line
 
 
-def test_a_push_sink_aimed_at_a_publisher_says_it_is_no_collector(clips, tmp_path):
+def test_a_push_sink_aimed_at_a_publisher_says_the_peer_dropped_it_before_the_handshake(clips, tmp_path):
     """Aimed at the collector's --publish by mistake, it said "10000 are held" of events ZeroMQ
     could not even queue (the PUB drops the connection before the handshake), and at its stop
     "sndhwm 10000 were held and no collector took them" (s58b 8)."""
@@ -1065,19 +1065,20 @@ def test_a_push_sink_aimed_at_a_publisher_says_it_is_no_collector(clips, tmp_pat
     err = tmp_path / "run.err"
     run = start("run", str(config), "--quiet", log=err)
     try:
-        wait_for(lambda: "and the sink waits" in err.read_text(), 120, "the push sink to wait", run)
-        run.send_signal(signal.SIGTERM)
+        # the sink's queue may take the clip's events before the peer drops it (the run then ends
+        # once linger_s is out), or not (the sink waits, and is stopped)
+        wait_for(lambda: run.poll() is not None or "and the sink waits" in err.read_text(), 120, "the push sink")
+        if run.poll() is None:
+            run.send_signal(signal.SIGTERM)
         code = run.wait(60)
     finally:
         end(run, signal.SIGKILL)
         publisher.close(0)
         ctx.term()
-    said = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish endpoint, "
-            "or a zmq sink's? they publish; fer-pipe collect's --bind takes events)")
+    said = ("took the connection and dropped it before ZeroMQ's handshake (the collector's --publish endpoint or a "
+            "zmq sink's, which publish? or a tunnel or proxy, ssh -L or docker -p, with no collector behind it?)")
     lines = err.read_text().strip().splitlines()
     assert code == 2, err.read_text()
-    assert re.fullmatch(rf"fer-pipe: push sink 'push': run [0-9a-f]{{8}}: the peer at tcp://127\.0\.0\.1:{port} is no "
-                        rf"collector: it {re.escape(said)} and the sink waits", lines[0]), lines[0]
     # a few events may have been queued before the peer dropped the connection: "none of N delivered"
     assert lines[-1].startswith("fer-pipe: stage 'push' (push) failed: while closing: push sink 'push': ")
     assert lines[-1].count(f"the peer {said}") + lines[-1].count(f"the peer there {said}") == 1, lines[-1]
