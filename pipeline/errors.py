@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import errno
+import re
 import resource
-import unicodedata
 
 from .redaction import redact_urls
 
@@ -39,13 +39,18 @@ def said(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Unicode's categories Cc, Zl and Zp, all of them: a tenth of the time of asking unicodedata of
+each character, which the collector did of two ids in every event."""
+
+
 def control_character(text: str) -> str | None:
     """The first control character or line separator in ``text``, as its escape (``\\r``), or
     None. Such a character in a name someone typed is an accident (a Windows path in
     double-quoted YAML, where ``\\n`` and ``\\e`` are escapes; the carriage return a script or
     ``.env`` file saved on Windows leaves); spaces of every kind are not."""
-    odd = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-    return None if odd is None else odd.encode("unicode_escape").decode("ascii")
+    odd = _CONTROL.search(text)
+    return None if odd is None else odd[0].encode("unicode_escape").decode("ascii")
 
 
 def unmakeable_name(path: str) -> str | None:
