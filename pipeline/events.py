@@ -138,7 +138,7 @@ def check_source_event(event: dict[str, Any]) -> None:
     reader that passes events on (``fer-pipe collect``) took a stranger's bare ``source_down``
     into a camera's sequence and republished what no subscriber could read."""
     frame = event["frame"]
-    if frame is not None and not (_whole(frame) and frame >= 0):
+    if frame is not None and (type(frame) is not int or frame < 0):  # JSON's true is a bool, no number
         raise ValueError(f"'frame' must be a frame number or null, not {frame!r}")
     for name in ("timestamp", "since"):
         _check_seconds(event, name)
@@ -150,47 +150,48 @@ where one of empty objects made 340,000 rows and 290 MB of a collector's memory.
 
 
 def check_frame_event(event: dict[str, Any]) -> None:
-    """Raise one of ``MALFORMED`` unless the fields of a frame event that make its rows are of
-    the types ``frame_event`` gives them (others, a sink's ``extra`` keys, may hold anything):
-    a stranger's ``"timestamp": "nan"``, ``"frame": true`` or a face of ``{}`` were rows no run
-    writes, a timestamp of nan among them."""
-    if not (_whole(event["frame"]) and event["frame"] >= 0):
-        raise ValueError(f"'frame' must be a frame number, not {event['frame']!r}")
-    _check_seconds(event, "timestamp")
+    """Raise one of ``MALFORMED`` unless the fields of a frame event, as ``decode`` reads it (its
+    numbers finite), that make its rows are of the types a run's JSON gives them (others, a
+    sink's ``extra`` keys, may hold anything): a stranger's ``"timestamp": "nan"``, ``"frame":
+    true`` or a face of ``{}`` were rows no run writes. Exact types, as JSON gives: the
+    collector checks every event it takes."""
+    frame = event["frame"]
+    if type(frame) is not int or frame < 0:  # JSON's true is a bool, no number
+        raise ValueError(f"'frame' must be a frame number, not {frame!r}")
+    if type(event["timestamp"]) not in NUMBERS:
+        raise ValueError(f"'timestamp' must be a number of seconds, not {event['timestamp']!r}")
     faces = event.get("faces") or []
-    if not (isinstance(faces, list) and all(isinstance(face, dict) for face in faces)):
+    if type(faces) is not list:
         raise ValueError("'faces' must be a list of objects")
     if len(faces) > MAX_FACES:
         raise ValueError(f"{len(faces)} faces, more than the {MAX_FACES} an event may hold")
     for face in faces:
-        if not all(_whole(face.get(name)) for name in ("x", "y", "w", "h")):
+        if type(face) is not dict:
+            raise ValueError("'faces' must be a list of objects")
+        if not type(face.get("x")) is type(face.get("y")) is type(face.get("w")) is type(face.get("h")) is int:
             raise ValueError("a face's x, y, w and h must be whole numbers")
-        for name, fits, what in (("face", _whole, "a whole number"), ("track_id", _whole, "a whole number"),
-                                 ("label", _text, "text"), ("smoothed_label", _text, "text"),
-                                 ("confidence", _finite_number, "a finite number"),
-                                 ("smoothed_confidence", _finite_number, "a finite number")):
-            if face.get(name) is not None and not fits(face[name]):
-                raise ValueError(f"a face's {name!r} must be {what} or null, not {face[name]!r}")
+        for name, (kinds, what) in FACE_TYPES.items():
+            value = face.get(name)
+            if value is not None and type(value) not in kinds:
+                raise ValueError(f"a face's {name!r} must be {what} or null, not {value!r}")
         probs = face.get("probs") or {}
-        if not (isinstance(probs, dict) and all(_finite_number(p) for p in probs.values())):
+        if type(probs) is not dict or not all(type(p) in NUMBERS for p in probs.values()):
             raise ValueError("a face's 'probs' must be an object of emotion: probability")
 
 
+NUMBERS = (int, float)
+"""The types of a number in decoded JSON."""
+FACE_TYPES = {"face": ((int,), "a whole number"), "track_id": ((int,), "a whole number"), "label": ((str,), "text"),
+              "smoothed_label": ((str,), "text"), "confidence": (NUMBERS, "a number"),
+              "smoothed_confidence": (NUMBERS, "a number")}
+"""A face's fields besides its box and probabilities: the types they may be when not null, and
+the words for them."""
+
+
 def _check_seconds(event: dict[str, Any], name: str) -> None:
-    if not _finite_number(event[name]):
-        raise ValueError(f"{name!r} must be a finite number of seconds, not {event[name]!r}")
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no number
-
-
-def _finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
+    value = event[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name!r} must be a finite number of seconds, not {value!r}")
 
 
 MAX_EVENT_BYTES = 1 << 20
