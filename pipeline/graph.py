@@ -286,8 +286,9 @@ def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     problems = []
     for spec in graph.sources():
         source = spec.cls.source_id_of(spec.name, spec.params)
-        if len(source) > MAX_SOURCE_ID:  # the stage's name, which no param's bound checked
-            problems.append((spec, f"{id_problem(source)}: give it a shorter source_id"))
+        problem = id_problem(source)  # the stage's name, or a plug-in's own source_id param, which no bound checked
+        if problem:
+            problems.append((spec, f"{problem}: give it a shorter source_id" if len(source) > MAX_SOURCE_ID else problem))
         elif source in seen:
             problems.append((spec, f"{source!r} is also the source id of stage {seen[source].name!r}; "
                                    "give each source its own source_id"))

@@ -12,6 +12,7 @@ import yaml
 from conftest import REPO, fer_pipe
 from fer_pipe.cli import main
 from fer_pipe.config import load_graph, set_item
+from fer_pipe.stage import Source, StageParams
 from fer_pipe.config_file import shipped_configs
 from fer_pipe.errors import ConfigError
 
@@ -822,3 +823,34 @@ def test_an_empty_merge_loads_and_a_merge_key_given_twice_is_refused(tmp_path, m
     else:
         with pytest.raises(ConfigError, match=re.escape(said)):
             load_graph(config)
+
+
+class OwnIdParams(StageParams):
+    """A plug-in source's params with a source_id of their own, not SourceParams'."""
+
+    source_id: str = ""
+
+
+class OwnIdSource(Source):
+    Params = OwnIdParams
+
+    def frames(self):
+        return iter(())
+
+
+def test_a_plugin_sources_own_source_id_param_is_held_to_the_rules_of_an_id(monkeypatch):
+    """Only SourceParams' field was checked: a plug-in's own source_id param holding a line
+    break passed validate, and a collector then skipped every event of it (s58c 11)."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.errors import ConfigError
+    from fer_pipe.registry import registry
+
+    monkeypatch.setitem(registry().types, "ownid", OwnIdSource)
+    stages = {"source": {"type": "ownid", "params": {"source_id": "cam\n1"}},
+              "detector": {"type": "haar", "inputs": ["source"]},
+              "classifier": {"type": "classifier", "inputs": ["detector"]},
+              "csv": {"type": "csv", "inputs": ["classifier"], "params": {"path": "o.csv"}}}
+    with pytest.raises(ConfigError) as refused:
+        build_graph({"stages": stages}, {}, "<dict>")
+    assert str(refused.value) == ("<dict>: stage 'source' (ownid): params.source_id: 'cam\\n1' holds a line break or "
+                                  "other control character; give a printable id")
