@@ -226,6 +226,10 @@ class SequenceTracker:
                 self.sources[source] = SourceState(str(kept["run"]), int(kept["seq"]),
                                                    now - (wall - float(kept["last_seen"])))
             stopped = saved.get("stopped", True) is not False
+            # least recently heard from first, as observe keeps them, and no more than are followed:
+            # an older collector's file held any number, and each new source forgot only one
+            latest = sorted(self.sources.items(), key=lambda item: item[1].last_seen)[-SOURCES_KEPT:]
+            self.sources = dict(latest)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self.sources.clear()
             raise ValueError(f"{type(exc).__name__}: {exc}") from None

@@ -1459,6 +1459,13 @@ def test_a_collector_follows_a_bounded_number_of_sources_and_gap_pieces(tmp_path
     for seq in (0, 10**12, *range(2, 400, 2)):
         tracker.observe("cam", "r", seq, 0.0)
     assert tracker.sources["cam"].gaps == 1 and not tracker.sources["cam"].missing  # 100 pieces at most
+    # an older collector's state held any number: the most recently heard from are taken, in that order
+    state = tmp_path / "old.collect-state.json"
+    state.write_text(json.dumps({"sources": {name: {"run": "r", "seq": 1, "last_seen": 1000.0 + at} for name, at in
+                                             (("d", 4), ("a", 1), ("e", 5), ("b", 2), ("c", 3))}, "stopped": True}))
+    tracker = collect.SequenceTracker()
+    assert tracker.load(state, time.monotonic()) == (3, True)
+    assert list(tracker.sources) == ["c", "d", "e"]
 
 
 def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_path):
