@@ -25,7 +25,7 @@ import pytest
 from conftest import REPO, fer_pipe, read_frames, write_video
 from fault_plugin import (alive, assert_valid_prefix, broken_source_config, descendants, fault_config,
                           group_killed_at_exit, read_csv, run_lock, start_run, stats_row, wait_gone)
-from livetools import free_port, wait_for
+from livetools import csv_rows, free_port, wait_for
 
 from fer_pipe.frames import SHM
 from fer_pipe.run_flag import RunFlag
@@ -1071,9 +1071,13 @@ def test_a_live_source_takes_its_first_frame_once_every_stage_is_open(plugin_env
     config = fault_config(tmp_path / "live.yaml", short_clip, out, live=True, open_s=2.0)
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 0, err
-    assert "fell behind" not in err
-    assert stats_row(err, "source")["dropped"] == stats_row(err, "faulty")["dropped"] == 0, err
-    assert assert_valid_prefix(out) == list(range(60))
+    assert "fell behind" not in err and stats_row(err, "faulty")["dropped"] == 0, err
+    # that burst cost about 40 frames; a replay on a busy machine skips one now and then, as a
+    # camera would (frame 1 once, in a CI run with three test workers on two cores)
+    skipped = stats_row(err, "source")["dropped"]
+    assert skipped <= 2, err
+    frames = [int(row["frame"]) for row in csv_rows(out)]
+    assert frames[0] == 0 and len(frames) == 60 - skipped and frames == sorted(set(frames)), frames
 
 
 def test_a_stage_that_dropped_at_its_output_still_says_it_fell_behind(plugin_env, clips, tmp_path):
