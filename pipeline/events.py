@@ -158,8 +158,7 @@ def check_frame_event(event: dict[str, Any]) -> None:
     frame = event["frame"]
     if type(frame) is not int or frame < 0:  # JSON's true is a bool, no number
         raise ValueError(f"'frame' must be a frame number, not {frame!r}")
-    if type(event["timestamp"]) not in NUMBERS:
-        raise ValueError(f"'timestamp' must be a number of seconds, not {event['timestamp']!r}")
+    _check_seconds(event, "timestamp")
     faces = event.get("faces") or []
     if type(faces) is not list:
         raise ValueError("'faces' must be a list of objects")
@@ -189,9 +188,9 @@ the words for them."""
 
 
 def _check_seconds(event: dict[str, Any], name: str) -> None:
-    value = event[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name!r} must be a finite number of seconds, not {value!r}")
+    """A time of a decoded event: ``decode`` refused the numbers that are not finite."""
+    if type(event[name]) not in NUMBERS:  # JSON's true is a bool, no number
+        raise ValueError(f"{name!r} must be a finite number of seconds, not {event[name]!r}")
 
 
 MAX_EVENT_BYTES = 1 << 20
