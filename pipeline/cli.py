@@ -226,13 +226,22 @@ class _Parser(argparse.ArgumentParser):
     is, rather than argparse's usage block over several lines."""
 
     commands: dict[str, argparse.ArgumentParser] | None = None
+    given: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        """As argparse's, keeping what this parser was given: its errors do not say it."""
+        self.given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         if self.commands and message == "the following arguments are required: command":
             message = f"no command given: one of {', '.join(self.commands)}"
         if message.startswith("argument ") and message.endswith(": expected one argument"):
-            option = message.removeprefix("argument ").removesuffix(": expected one argument").split("/")[-1]
-            message += f" (a value that begins with '-' is given as {option}=VALUE)"  # a key can (1 in 85)
+            options = message.removeprefix("argument ").removesuffix(": expected one argument").split("/")
+            last = self.given[-1] if self.given else ""
+            if not (last.startswith("-") and any(option.startswith(last) for option in options)):  # nothing followed
+                message += f" (a value that begins with '-' is given as {options[-1]}=VALUE)"  # a key can (1 in 85)
         self.exit(2, f"fer-pipe: {printable(redact_urls(message))} (see {self.prog} --help)\n")  # a URL, a line break
 
     def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
@@ -242,9 +251,8 @@ class _Parser(argparse.ArgumentParser):
         ``fer-pipe --help``, which stays the pointer for one before it (``--bogus run``)."""
         parsed, extra = self.parse_known_args(args, namespace)
         if extra:
-            given = list(sys.argv[1:] if args is None else args)
             command = getattr(parsed, "command", None)
-            after = given[given.index(command) + 1:] if command in given else []
+            after = self.given[self.given.index(command) + 1:] if command in self.given else []
             chosen = (self.commands or {}).get(command) if all(arg in after for arg in extra) else None
             (chosen or self).error(f"unrecognized arguments: {' '.join(extra)}")
         return parsed

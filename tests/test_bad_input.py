@@ -1715,6 +1715,8 @@ def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets(c
                                       "'localhost:5556'"),
     (["collect", "--csv", "out.csv", "--bind", "tcp://127.0.0.1"],
      "argument --bind: expected tcp://HOST:PORT, got 'tcp://127.0.0.1'"),
+    (["collect", "--csv"], "argument --csv: expected one argument"),  # no value: no hint of one begun with - (s58c 10)
+    (["run", "configs/demo.yaml", "--se"], "argument --set: expected one argument"),
 ])
 def test_a_bad_argument_on_the_command_line_is_refused_before_anything_runs(tmp_path, args, expected):
     """Before these were checked, collect's --precision -1 logged every event as malformed and
