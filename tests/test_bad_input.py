@@ -401,10 +401,10 @@ def test_an_interlaced_video_is_refused_in_one_line_where_opencv_reads_it_blank(
     assert code == 0 and len(csv_rows(out_csv)) >= 25, err
 
 
-def test_a_damaged_sequence_header_makes_the_interlace_check_give_up_not_read_on():
+def test_the_interlace_check_reads_a_slices_field_flag_and_gives_up_on_a_damaged_sequence_header():
     """A frame_num width of a million bits, read from a damaged SPS, held a preflight for
     minutes; the standard bounds it at 16 (s55c 1). Such a header is no verdict: FFmpeg drops
-    it and decodes on."""
+    it and decodes on. A sound one gives the width the slice's field flag is read past."""
     from fer_pipe.interlace import _h264, _h264_sps
 
     def exp_golomb(value: int) -> str:
@@ -421,6 +421,14 @@ def test_a_damaged_sequence_header_makes_the_interlace_check_give_up_not_read_on
         _h264_sps(sps(1_000_000))
     with pytest.raises(ValueError):
         _h264([b"\x00\x00\x01\x67" + sps(1_000_000) + b"\x00\x00\x01\x65\x88\x84"], b"")
+
+    def idr_slice(field: str) -> bytes:  # first macroblock 0, an I slice, PPS 0, frame_num 0, field_pic_flag
+        bits = exp_golomb(0) + exp_golomb(7) + exp_golomb(0) + "0000" + field + "1"
+        bits += "0" * (-len(bits) % 8)
+        return b"\x00\x00\x01\x65" + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+    # the field flag read past frame_num's width, which the sound SPS gives (no other test reaches it: s56a 4)
+    assert [_h264([b"\x00\x00\x01\x67" + sps(0) + idr_slice(field)], b"") for field in "10"] == [True, False]
 
 
 def decoded_times(video: Path) -> list[float]:
