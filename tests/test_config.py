@@ -176,7 +176,7 @@ def test_the_wheel_ships_the_repositorys_configs_by_name_not_whatever_yaml_is_in
     listed = cfg["options.package_data"]["fer_pipe.configs"].split()
     tracked = subprocess.run(["git", "ls-files", "configs/*.yaml"], cwd=REPO, capture_output=True, text=True)
     if tracked.returncode:
-        pytest.skip("the repository's own file list needs git and its .git folder")
+        pytest.skip(f"the repository's own file list needs git and its .git folder; git said: {tracked.stderr.strip()}")
     assert sorted(listed) == sorted(Path(name).name for name in tracked.stdout.split())
     copied = re.search(r"^COPY (configs/.*?) /src/configs/$", (REPO / "deploy" / "Dockerfile").read_text(),
                        re.MULTILINE | re.DOTALL)
