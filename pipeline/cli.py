@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_o
 from .arguments import home, made_path, number
 from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
-from .output_files import readers_gone
+from .output_files import CLOSED_AT_START, readers_gone
 from .redaction import redact_urls
 
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
@@ -364,6 +364,7 @@ def _open_closed_standard_streams() -> None:
             os.fstat(fd)
         except OSError:
             os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+            CLOSED_AT_START.add(fd)
             if getattr(sys, name) is None:
                 setattr(sys, name, os.fdopen(fd, "r" if fd == 0 else "w", closefd=False))
 

@@ -25,6 +25,9 @@ LOCK = ".fer-pipe.lock"
 
 STREAMS = {"/dev/stdout": 1, "/dev/stderr": 2}
 DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+CLOSED_AT_START: set[int] = set()
+"""The standard streams fer-pipe was started without (``>&-``), which the CLI gave /dev/null:
+output meant for one of them would go nowhere."""
 
 
 def descriptor_of(path: str | Path) -> int | None:
@@ -117,6 +120,9 @@ def check_writable(path: str | Path, what: str) -> None:
     followed, so the probe removes the file it made, not the link."""
     fd = descriptor_of(path)
     if fd in (1, 2):  # written through the stage's own copy of the stream, as is (open_claimed)
+        if fd in CLOSED_AT_START:
+            raise InputError(f"{what} {path}: fer-pipe was started with its {('stdout', 'stderr')[fd - 1]} closed "
+                             f"({fd}>&-, as a daemon's may be), so the rows would go nowhere; give a file")
         try:
             os.fstat(fd)
         except OSError as exc:

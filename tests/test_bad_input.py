@@ -1862,6 +1862,17 @@ def test_a_run_started_without_a_standard_stream_writes_its_csv(short_clip, out_
     assert assert_valid_prefix(out_csv) == list(range(60))
 
 
+def test_a_csv_to_a_stdout_the_run_was_started_without_is_refused_before_it(short_clip):
+    """The stage processes found a read-only /dev/null where stdout was, and the run failed at
+    its first row, "Bad file descriptor", exit 1; written, the rows would go nowhere (s47h 4)."""
+    cli = [sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet", "--set", f"source.path={short_clip}",
+           "--set", "csv.path=/dev/stdout"]
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *cli], capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'csv' (csv): csv /dev/stdout: fer-pipe was started "
+                                                 "with its stdout closed (1>&-, as a daemon's may be), so the rows "
+                                                 "would go nowhere; give a file\n")
+
+
 def test_a_ctrl_c_while_the_command_itself_is_imported_exits_130_without_a_traceback(monkeypatch):
     """In the command's first tenth of a second, before cli.main's own try, a Ctrl-C was a
     KeyboardInterrupt traceback of 14 to 62 lines and exit 1 (s44d). The interrupt is raised by
