@@ -36,6 +36,7 @@ from .redaction import redact_urls
 from .stage import Source, Stage, StageFailure, StopRun
 from .stage_calls import close_stage, handle, instantiate
 from .stats import StageStats
+from .stop_signals import closing_on_sigterm
 
 
 ALSO = "fer-pipe: also, "
@@ -308,7 +309,14 @@ def run_graph(graph: Graph) -> GraphRun:
     ``finish`` or ``close``, once every other stage has finished and every stage is closed.
     Each stage's ``preflight`` runs first, as in a run: a task's missing display was a crash of
     its whole process. Where several fail, the one that ended the run is raised (else the first
-    of those after which the run drained), and the others are said on stderr (``ALSO``)."""
+    of those after which the run drained), and the others are said on stderr (``ALSO``).
+    A SIGTERM closes every opened stage too, where its action is the default (``closing_on_sigterm``):
+    a ``multiprocessing.Pool``'s ``terminate()`` left an episodes file with its header alone."""
+    with closing_on_sigterm():
+        return _run_graph(graph)
+
+
+def _run_graph(graph: Graph) -> GraphRun:
     check_stages(graph, named=False)
     stages: dict[str, Stage] = {}
     for name in graph.order():

@@ -183,6 +183,29 @@ def handling(signals: Collection[int], handler: Callable[[int, FrameType | None]
 
 
 @contextmanager
+def closing_on_sigterm() -> Iterator[None]:
+    """A SIGTERM with its default action raised as ``Terminated`` while the block runs, so what
+    it opened is closed on the way out; the process then ends by the signal, as it would have
+    (a ``multiprocessing.Pool``'s ``terminate()``, ``timeout``). A second one while closing is
+    ignored. Only in the main thread, where Python runs handlers, and only over the default: a
+    host's own handler (a Ray worker's, a script's) stays in charge."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        raise Terminated(signum)
+
+    try:
+        with handling([signal.SIGTERM], stop):
+            yield
+    except Terminated:
+        signal.raise_signal(signal.SIGTERM)  # the default is back: this ends the process
+        raise
+
+
+@contextmanager
 def signals_held(signals: Collection[int]) -> Iterator[list[int]]:
     """Note ``signals`` while the block runs, rather than act on them, listing those that came
     for the caller to act on after. A handler that notes rather than a blocked signal: the
