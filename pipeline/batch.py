@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import hangup
-from .arguments import home, made_path, whole
+from .arguments import home, made_path, number, whole
 from .batch_checks import refuse_frame_range, refuse_other_sources, refuse_shared_outputs, refuse_stateful_chunks
 from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_ray_cannot_take, start_ray, stop_ray,
                             watch_cluster)
@@ -47,7 +47,7 @@ from .batch_settings import (SETTINGS, first_difference, recorded_settings, reco
                              version_change)
 from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorded_sources, source_of
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
-                         run_job, video_csv_stages)
+                         run_job, stall_mark, video_csv_stages)
 from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
 from .inprocess import ALSO
 from .input_files import why_no_file
@@ -229,9 +229,11 @@ def _failure(exc: BaseException) -> tuple[str, bool]:
 
 def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
               address: str | None = None, num_cpus: int | None = None, chunk_frames: int = 0,
-              max_retries: int = 3, quiet: bool = False, overrides: Sequence[str] = ()) -> int:
+              max_retries: int = 3, quiet: bool = False, overrides: Sequence[str] = (),
+              stall_timeout: float = 120.0) -> int:
     """Run the batch and return the exit code: 0 all done, 2 bad input, 1 any other failure.
-    ``overrides`` are ``--set`` items, as ``fer-pipe run`` takes them."""
+    ``overrides`` are ``--set`` items, as ``fer-pipe run`` takes them; ``stall_timeout`` fails a
+    video whose task is stuck in one stage call that long (0: never), as it fails a run."""
     from .config import apply_overrides, build_graph
     from .config_file import config_path, read_config, shipped_configs
 
@@ -263,12 +265,12 @@ def run_batch(inputs: Sequence[str], out: str | Path, config: str | None = None,
     make_folder(out_dir, "--out")
     with held_folder(out_dir, "--out", "batch"):
         return _run_planned(inputs, jobs, bad, out_dir, data, origin, list(overrides), settings_of(graph, sink),
-                            address, num_cpus, max_retries, quiet)
+                            address, num_cpus, max_retries, quiet, stall_timeout)
 
 
 def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, str], out_dir: Path,
                  data: dict[str, Any], origin: str, sets: list[str], settings: dict[str, Any], address: str | None,
-                 num_cpus: int | None, max_retries: int, quiet: bool) -> int:
+                 num_cpus: int | None, max_retries: int, quiet: bool, stall_timeout: float) -> int:
     """The batch, planned, in its results folder, which this run holds."""
     work = out_dir / WORK
     recorded = recorded_sources(out_dir, work / "parts")
@@ -334,12 +336,12 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
         record_settings(out_dir, settings)
     (work / "parts").mkdir(parents=True, exist_ok=True)
     show = not quiet and sys.stderr.isatty()
-    _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, show,
+    _run_round(todo, data, origin, work, reports, address, num_cpus, max_retries, stall_timeout, show,
                _videos_done(reports, [job.input for job in todo]))
     for item in pending_inputs:
         _forgive_after_stop(reports[item], jobs[item], work)
     rerun = _rejoin_unaligned(pending_inputs, reports, jobs, work)
-    _run_round(rerun, data, origin, work, reports, address, num_cpus, max_retries, show,
+    _run_round(rerun, data, origin, work, reports, address, num_cpus, max_retries, stall_timeout, show,
                _videos_done(reports, [job.input for job in rerun]))
     for item in pending_inputs:
         report = reports[item]
@@ -419,11 +421,12 @@ def _forget_chunks(item_jobs: list[Job], work: Path) -> None:
 
 
 def _run_round(todo: list[Job], data: dict[str, Any], origin: str, work: Path, reports: dict[str, InputReport],
-               address: str | None, num_cpus: int | None, max_retries: int, show: bool, already: int) -> None:
+               address: str | None, num_cpus: int | None, max_retries: int, stall_timeout: float, show: bool,
+               already: int) -> None:
     if not todo:
         return
     try:
-        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries, show, already)
+        _run_tasks(todo, data, origin, work, reports, address, num_cpus, max_retries, stall_timeout, show, already)
     except KeyboardInterrupt:
         print(f"fer-pipe batch: interrupted; the tasks that finished are kept in {work}, and the same "
               "command again runs only the others", file=sys.stderr)
@@ -583,18 +586,19 @@ def _part_path(work: Path, job: Job) -> Path:
 
 def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
                reports: dict[str, InputReport], address: str | None, num_cpus: int | None,
-               max_retries: int, show_progress: bool, already: int) -> None:
+               max_retries: int, stall_timeout: float, show_progress: bool, already: int) -> None:
     ray = start_ray(address, num_cpus)
     watching = watch_cluster(ray.get_runtime_context().gcs_address, lambda after: _cluster_lost(address, work, after))
     try:
         task = ray.remote(run_job).options(
             num_cpus=1, max_retries=max_retries, scheduling_strategy="SPREAD",
             retry_exceptions=[ConnectionError, TimeoutError])  # infrastructure hiccups; never bad input
-        for job in todo:  # an earlier run's attempts at it, and its stop, are not this run's
-            attempts_file(work, job).unlink(missing_ok=True)
-            _stop_mark(work, job).unlink(missing_ok=True)
+        for job in todo:  # an earlier run's attempts at it, its stop and its stall, are not this run's
+            for mark in (attempts_file(work, job), _stop_mark(work, job), stall_mark(work, job)):
+                mark.unlink(missing_ok=True)
         here = os.getcwd()  # where a relative input, --out or config path means what it means to the user
-        refs = {task.remote(data, origin, job, str(_part_path(work, job).absolute()), str(work.absolute()), here): job
+        refs = {task.remote(data, origin, job, str(_part_path(work, job).absolute()), str(work.absolute()), here,
+                            stall_timeout): job
                 for job in todo}
         left = {}
         for job in todo:
@@ -628,8 +632,10 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                 reports: dict[str, InputReport], progress: FrameProgress | None) -> None:
     """Collects the tasks' results as they end, into ``reports`` and the progress bar."""
     pending = list(refs)
+    stalled: dict[Job, str] = {}
     while pending:
         ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+        _cancel_stalled(ray, refs, pending, work, stalled)
         for ref in ready:
             job = refs[ref]
             report = reports[job.input]
@@ -643,7 +649,7 @@ def _wait_tasks(ray: Any, refs: dict[Any, Job], left: dict[str, int], work: Path
                     _stop_mark(work, job).touch()
             except Exception as exc:  # a task's failure, after Ray's own retries
                 _warned(report, getattr(getattr(exc, "cause", None) or exc, "warnings", ()))
-                message, bad_input = _failure(exc)
+                message, bad_input = (stalled[job], False) if job in stalled else _failure(exc)  # cancelled: why
                 if report.failed_at is None or job.start < report.failed_at:
                     report.status, report.error = "failed", message
                     report.bad_input, report.failed_at = bad_input, job.start
@@ -664,6 +670,21 @@ def _warned(report: InputReport, lines: Iterable[str]) -> None:
             report.warned.append(line)
         if line not in report.warnings:
             report.warnings.append(line)
+
+
+def _cancel_stalled(ray: Any, refs: dict[Any, Job], pending: list[Any], work: Path, stalled: dict[Job, str]) -> None:
+    """Cancel each task that says it is stuck in a stage call (``stall_mark``), killing its
+    process, and keep its line for its failure; Ray does not retry a cancelled task."""
+    try:
+        names = set(os.listdir(work / "stalled"))
+    except FileNotFoundError:
+        return
+    for ref in pending:
+        job = refs[ref]
+        mark = stall_mark(work, job)
+        if mark.name in names and job not in stalled:
+            stalled[job] = mark.read_text(encoding="utf-8")
+            ray.cancel(ref, force=True)
 
 
 def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], failed: Job,
@@ -754,6 +775,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "transport or program stream is read as one task)")
     parser.add_argument("--max-retries", type=whole(0), default=3, metavar="N",
                         help="times Ray reruns a task whose worker or node died")
+    parser.add_argument("--stall-timeout", type=number(0), default=120.0, metavar="SECONDS",
+                        help="fail a video whose task is stuck in one stage call this long, as a run fails a stage "
+                             "(seconds, 0: never; default 120)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
@@ -763,7 +787,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with stops.handled():
             return run_batch(args.inputs, args.out, args.config, args.address, args.num_cpus,
-                             args.chunk_frames, args.max_retries, args.quiet, args.set)
+                             args.chunk_frames, args.max_retries, args.quiet, args.set, args.stall_timeout)
     except KeyboardInterrupt:
         return 128 + stops.signum
     except StageFailure as exc:  # a plug-in's bug in the driver's preflight, said as fer-pipe run says it

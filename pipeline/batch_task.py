@@ -23,6 +23,7 @@ from .errors import ConfigError, InputError, UserError
 from .inprocess import ALSO
 from .opencv_names import opencv_name
 from .output_files import cannot_write
+from .stage import StageFailure
 
 WARNING = "fer-pipe: WARNING: "
 
@@ -117,6 +118,12 @@ def attempts_file(work: Path, job: Job) -> Path:
     return work / "attempts" / f"{job.name}.jsonl"
 
 
+def stall_mark(work: Path, job: Job) -> Path:
+    """Where a task stuck in one stage call writes the line it fails with, for the driver, which
+    cancels it: the task's own thread cannot end the call (a plug-in's wait, a native hang)."""
+    return work / "stalled" / f"{job.name}.txt"
+
+
 def record_attempt(work: Path, job: Job, node: str) -> None:
     """One line per attempt, appended before any work, so retries show in the manifest."""
     line = json.dumps({"job": job.name, "pid": os.getpid(), "node": node, "time": time.time()})
@@ -208,10 +215,13 @@ def enter(folder: str, job: Job) -> None:
                              "path") from None
 
 
-def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str, folder: str) -> JobDone:
+def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str, folder: str,
+            stall_timeout: float) -> JobDone:
     """The body of one task: run the graph in this process into a temporary CSV, then rename it.
 
-    The task works in ``folder``, the one the batch runs in (``enter``).
+    The task works in ``folder``, the one the batch runs in (``enter``). A stage stuck in one call
+    for ``stall_timeout`` fails it as it fails a run: the line goes to ``stall_mark`` for the
+    driver to cancel the task, and is raised should the call end first.
 
     OpenCV's own thread pool is pinned here (the environment pins the others), because
     ``cv2.setNumThreads`` is per process and Ray reuses worker processes. When the input turns
@@ -232,9 +242,21 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
     started = time.perf_counter()
     temp = temp_csv(work_dir, job.name)
     kept = _WarningsKept(sys.stderr)
+    stalled: list[str] = []
+
+    def on_stall(line: str) -> None:
+        stalled.append(line)
+        mark = stall_mark(work_dir, job)
+        mark.parent.mkdir(exist_ok=True)
+        written = mark.with_suffix(".tmp")  # whole when the driver finds it
+        written.write_text(line, encoding="utf-8")
+        os.replace(written, mark)
+
     try:
         with contextlib.redirect_stderr(kept):
-            ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin))
+            ran = run_graph(build_graph(job_config(config, origin, job, temp), {}, origin), on_stall, stall_timeout)
+        if stalled:
+            raise StageFailure(stalled[0])
         os.replace(temp, target)
     except Exception as exc:
         with contextlib.suppress(AttributeError):  # the lines that may say why its rows are wrong

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import copy
 import sys
+import threading
+import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from functools import partial
 from multiprocessing.reduction import ForkingPickler
@@ -43,6 +45,8 @@ ALSO = "fer-pipe: also, "
 """Begins the line of each failure of a graph's run after the one ``run_graph`` raises, as a
 run says them: one exception holds one, and a batch task reported the later failure alone, or
 the earlier alone, or neither of two finishes' (a batch task keeps these lines with its own)."""
+LOOK_S = 0.5
+"""How often a stall watch looks at the stage call in progress."""
 
 
 def own_copy(packet: Packet) -> Packet:
@@ -260,14 +264,15 @@ def _built(graph: Graph, name: str) -> Stage:
         return spec.build()
 
 
-def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str]) -> list[tuple[Exception, str]]:
+def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: _Busy) -> list[tuple[Exception, str]]:
     """Close every opened stage, the last first; each failure, with its line as a run says it
     (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
     StopRun raised there (no failure elsewhere) escaped as it was, and closed none after it."""
     failures = []
     for name in reversed(opened):
         try:
-            close_stage(stages[name])
+            with busy(name, " while closing"):
+                close_stage(stages[name])
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
                        _stage_failure(graph, name, exc, "while closing: "))
@@ -295,7 +300,7 @@ def _line(graph: Graph, name: str, exc: Exception, where: str = "") -> str:
     return f"stage {name!r} ({graph.stages[name].type_name}) failed: {where}{one_line(str(exc))}"
 
 
-def run_graph(graph: Graph) -> GraphRun:
+def run_graph(graph: Graph, on_stall: Callable[[str], None] | None = None, stall_timeout: float = 120.0) -> GraphRun:
     """Run a whole graph in this process, sources one after another.
 
     A stage with ``on_error: skip`` drops a frame that makes it raise, with the runner's line,
@@ -311,12 +316,67 @@ def run_graph(graph: Graph) -> GraphRun:
     its whole process. Where several fail, the one that ended the run is raised (else the first
     of those after which the run drained), and the others are said on stderr (``ALSO``).
     A SIGTERM closes every opened stage too, where its action is the default (``closing_on_sigterm``):
-    a ``multiprocessing.Pool``'s ``terminate()`` left an episodes file with its header alone."""
-    with closing_on_sigterm():
-        return _run_graph(graph)
+    a ``multiprocessing.Pool``'s ``terminate()`` left an episodes file with its header alone.
+
+    ``on_stall``, where given, is called once, from another thread, with the line a run fails
+    with when a stage is in one call (a packet, its open, finish or close, a source's read) for
+    ``stall_timeout`` seconds: that call goes on, since a thread cannot be stopped from outside,
+    so the caller ends it (a batch's driver cancels the task, which kills its process)."""
+    busy = _Busy()
+    with closing_on_sigterm(), _stall_watch(graph, busy, on_stall, stall_timeout):
+        return _run_graph(graph, busy)
 
 
-def _run_graph(graph: Graph) -> GraphRun:
+class _Busy:
+    """The stage whose call the graph's one thread is in, and since when (0: none): what a
+    stall watch reads from its own thread, as the runner reads each stage process's mark."""
+
+    def __init__(self) -> None:
+        self.stage, self.where, self.since = "", "", 0.0
+
+    def __call__(self, stage: str, where: str = "") -> _Busy:
+        self.stage, self.where = stage, where
+        return self
+
+    def __enter__(self) -> None:
+        self.since = time.monotonic()
+
+    def __exit__(self, *_: object) -> None:
+        self.since = 0.0
+
+
+@contextmanager
+def _stall_watch(graph: Graph, busy: _Busy, on_stall: Callable[[str], None] | None,
+                 stall_timeout: float) -> Iterator[None]:
+    """A thread that calls ``on_stall`` once ``busy``'s call has lasted ``stall_timeout``. As the
+    runner judges a stall: the same call seen past the timeout on two looks."""
+    if on_stall is None or not stall_timeout:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        stale = 0.0
+        while not done.wait(LOOK_S):
+            mark = busy.since
+            if not mark or time.monotonic() - mark <= stall_timeout:
+                continue
+            if mark == stale:
+                on_stall(f"stage {busy.stage!r} ({graph.stages[busy.stage].type_name}) failed: no progress for "
+                         f"{stall_timeout:g} s{busy.where} (stalled)")
+                return
+            stale = mark
+
+    watcher = threading.Thread(target=watch, name="fer-pipe stall watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+
+
+def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
     check_stages(graph, named=False)
     stages: dict[str, Stage] = {}
     for name in graph.order():
@@ -329,7 +389,8 @@ def _run_graph(graph: Graph) -> GraphRun:
 
     def process(name: str, packet: Packet) -> list[Packet]:
         try:
-            return rules[name](packet)
+            with busy(name):
+                return rules[name](packet)
         except StageFailure as exc:
             raise _stage_failure(graph, name, exc)
         except UserError as exc:
@@ -369,7 +430,8 @@ def _run_graph(graph: Graph) -> GraphRun:
     try:
         for name, stage in stages.items():
             with _making(graph, name):
-                open_stage(stage)
+                with busy(name, " while opening"):
+                    open_stage(stage)
             opened.append(name)
         for name, stage in stages.items():
             if not isinstance(stage, Source):
@@ -377,7 +439,8 @@ def _run_graph(graph: Graph) -> GraphRun:
             reader = SourceFrames(stage)
             while not stopped_by:
                 try:
-                    packet = reader.next()
+                    with busy(name):
+                        packet = reader.next()
                     if packet is None:
                         break
                 except StopRun:  # a source's own end of the run: the others read no further
@@ -400,7 +463,8 @@ def _run_graph(graph: Graph) -> GraphRun:
         for name, stage in stages.items():
             try:
                 with _failing_as(graph, name, "while finishing: "):
-                    held = finish_stage(stage)
+                    with busy(name):
+                        held = finish_stage(stage)
             except (UserError, StageFailure) as exc:  # as in a run: what it passed on still goes through the others' finish
                 named = _as_a_run_says(graph, name, exc) if isinstance(exc, UserError) else exc
                 draining.append((named, one_line(str(named))))
@@ -409,7 +473,7 @@ def _run_graph(graph: Graph) -> GraphRun:
     except (UserError, StageFailure) as exc:
         failed.append((exc, one_line(str(exc))))
     finally:
-        unclosed = _close_all(graph, stages, opened)
+        unclosed = _close_all(graph, stages, opened, busy)
     failures = [*failed, *draining, *unclosed]
     for _, line in failures[1:]:
         print(f"{ALSO}{printable(redact_urls(line))}", file=sys.stderr)  # as a run says them

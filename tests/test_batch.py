@@ -1665,6 +1665,25 @@ def test_a_rerun_with_other_chunks_takes_no_part_of_the_first_runs_chunks(cluste
     assert " (0 retried)" in stderr.splitlines()[-1]
 
 
+def test_a_task_stuck_in_a_stage_call_fails_its_video_as_a_run_fails_the_stage(cluster, six_clips, tmp_path):
+    """A stage stuck inside one packet held its task, and the batch, until the batch was stopped:
+    one process has no runner to watch it (s54b 2). The task's own watch says it, the driver
+    cancels the task, which kills its process (a thread cannot end the call), and Ray, which
+    retries a dead worker's task, does not retry a cancelled one."""
+    out = tmp_path / "out"
+    hangs = faulty_config(tmp_path / "hangs.yaml", mode="hang", at=[5])
+    proc = batch(str(six_clips[0]), str(six_clips[1]), "--out", str(out), "--address", cluster.address, "--quiet",
+                 "--config", str(hangs), "--stall-timeout", "1", "--set", "faulty.once_file=" + str(tmp_path / "once"))
+    _, stderr = proc.communicate(timeout=240)
+    manifest = {e["input"]: e for e in json.loads((out / "_manifest.json").read_text())["inputs"]}
+    (stuck,) = [clip for clip in six_clips[:2] if manifest[str(clip)]["status"] == "failed"]
+    (other,) = {*six_clips[:2]} - {stuck}
+    assert (proc.returncode, stderr) == (1, f"fer-pipe: batch: {stuck}: stage 'faulty' (faulty) failed: no progress "
+                                            "for 1 s (stalled)\n")
+    assert manifest[str(stuck)]["attempts"] == 1
+    assert (out / f"{other.stem}.csv").read_text() == in_process_csv(other, tmp_path / "whole.csv")
+
+
 def test_frames_skipped_in_tasks_are_counted_and_said(cluster, six_clips, tmp_path):
     """A batch task's own lines go to Ray's worker logs: the frames a stage with on_error: skip
     dropped were gaps in the CSV that nothing mentioned. Frame 20 starts the second chunk: the
