@@ -52,6 +52,10 @@ def _kind(why: str) -> str:
 
 
 HOSTED = ("rtsp", "rtsps", "rtmp", "http", "https")
+OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
+"""OpenCV's log level: in ``cv2.utils.logging`` from 4.13, on ``cv2`` itself before (4.8 to 4.12,
+which setup.cfg allows: there every rtsp source failed its open with an AttributeError)."""
+LOG_LEVEL_ERROR = getattr(OPENCV_LOG, "LOG_LEVEL_ERROR", 2)  # OpenCV's LogLevel enum: 2 is ERROR in every release
 """Schemes whose URL names the server it reads from (``udp://@:5000`` listens, and needs none)."""
 
 
@@ -116,15 +120,15 @@ class _Shared:
     def opened(self) -> None:
         with self._count:
             if not self._open:  # given back when the last closes
-                self._their_log_level = cv2.utils.logging.getLogLevel()
-                cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # each attempt gets our own line
+                self._their_log_level = OPENCV_LOG.getLogLevel()
+                OPENCV_LOG.setLogLevel(LOG_LEVEL_ERROR)  # each attempt gets our own line
             self._open += 1
 
     def closed(self) -> None:
         with self._count:
             self._open -= 1
             if not self._open:
-                cv2.utils.logging.setLogLevel(self._their_log_level)
+                OPENCV_LOG.setLogLevel(self._their_log_level)
 
 
 _SHARED = _Shared()

@@ -1052,18 +1052,16 @@ def test_an_rtsp_stage_run_in_this_process_leaves_its_ffmpeg_options_out_of_the_
     """Left set after run_stage, the transport a first stage asked FFmpeg for was read by the next
     as the user's own options: auto asked for UDP on every attempt, and a camera that plays over
     TCP alone never connected (s45c)."""
-    import cv2
-
     from fer_pipe.inprocess import run_stage
     from fer_pipe.errors import InputError
-    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
+    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS, OPENCV_LOG
 
-    level = cv2.utils.logging.getLogLevel()
+    level = OPENCV_LOG.getLogLevel()
     with pytest.raises(InputError, match="giving up"):
         run_stage("rtsp", params={"url": f"rtsp://127.0.0.1:{free_port()}/none", "timeout_s": 0.5,
                                   "backoff_initial_s": 0.1, "backoff_max_s": 0.1, "give_up_after_s": 1})
     assert FFMPEG_OPTIONS not in os.environ
-    assert cv2.utils.logging.getLogLevel() == level
+    assert OPENCV_LOG.getLogLevel() == level
 
 
 def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_they_were():
@@ -1072,12 +1070,10 @@ def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_t
     at ERROR (s45f). The server accepts and never answers: the first open takes its timeout."""
     import socket
 
-    import cv2
-
     from fer_pipe.inprocess import make_stage
-    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS
+    from fer_pipe.stages.rtsp import FFMPEG_OPTIONS, OPENCV_LOG
 
-    level = cv2.utils.logging.getLogLevel()
+    level = OPENCV_LOG.getLogLevel()
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)
@@ -1093,4 +1089,4 @@ def test_two_rtsp_stages_in_one_process_leave_the_environment_and_log_level_as_t
                 second.close()
         finally:
             first.close()
-    assert (os.environ.get(FFMPEG_OPTIONS), cv2.utils.logging.getLogLevel()) == (None, level)
+    assert (os.environ.get(FFMPEG_OPTIONS), OPENCV_LOG.getLogLevel()) == (None, level)
