@@ -38,7 +38,7 @@ from .redaction import redact_urls
 from .stage import Source, Stage, StageFailure, StopRun
 from .stage_calls import close_stage, handle, instantiate
 from .stats import StageStats
-from .stop_signals import closing_on_sigterm
+from .stop_signals import STILL_S
 
 
 ALSO = "fer-pipe: also, "
@@ -271,7 +271,7 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
     failures = []
     for name in reversed(opened):
         try:
-            with busy(name, " while closing"):
+            with busy(name, " while closing", graph.stages[name].closing_s):
                 close_stage(stages[name])
         except (Exception, SystemExit) as exc:  # noqa: BLE001
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
@@ -315,34 +315,42 @@ def run_graph(graph: Graph, on_stall: Callable[[str], None] | None = None, stall
     Each stage's ``preflight`` runs first, as in a run: a task's missing display was a crash of
     its whole process. Where several fail, the one that ended the run is raised (else the first
     of those after which the run drained), and the others are said on stderr (``ALSO``).
-    A SIGTERM closes every opened stage too, where its action is the default (``closing_on_sigterm``):
-    a ``multiprocessing.Pool``'s ``terminate()`` left an episodes file with its header alone.
 
     ``on_stall``, where given, is called once, from another thread, with the line a run fails
     with when a stage is in one call (a packet, its open, finish or close, a source's read) for
-    ``stall_timeout`` seconds: that call goes on, since a thread cannot be stopped from outside,
-    so the caller ends it (a batch's driver cancels the task, which kills its process)."""
+    ``stall_timeout`` seconds (a close, its ``closing_s`` more; a stage's ``waiting_outside``
+    starts the time again, as in a run): that call goes on, since a thread cannot be stopped
+    from outside, so the caller ends it (a batch's driver cancels the task, which kills its
+    process)."""
     busy = _Busy()
-    with closing_on_sigterm(), _stall_watch(graph, busy, on_stall, stall_timeout):
+    with _stall_watch(graph, busy, on_stall, stall_timeout):
         return _run_graph(graph, busy)
 
 
 class _Busy:
-    """The stage whose call the graph's one thread is in, and since when (0: none): what a
-    stall watch reads from its own thread, as the runner reads each stage process's mark."""
+    """The stage whose call the graph's one thread is in, where, and since when, as one tuple
+    (None: in none), which a stall watch reads whole from its own thread; as the runner reads
+    each stage process's mark."""
 
     def __init__(self) -> None:
-        self.stage, self.where, self.since = "", "", 0.0
+        self.mark: tuple[str, str, float] | None = None
+        self._next = ("", "", 0.0)
 
-    def __call__(self, stage: str, where: str = "") -> _Busy:
-        self.stage, self.where = stage, where
+    def __call__(self, stage: str, where: str = "", more_s: float = 0.0) -> _Busy:
+        self._next = (stage, where, more_s)
         return self
 
     def __enter__(self) -> None:
-        self.since = time.monotonic()
+        stage, where, more_s = self._next
+        self.mark = (stage, where, time.monotonic() + more_s)
 
     def __exit__(self, *_: object) -> None:
-        self.since = 0.0
+        self.mark = None
+
+    def waiting_outside(self) -> None:
+        """A stage's wait on purpose (``Stage.waiting_outside``): its call's time starts again."""
+        if self.mark is not None:
+            self.mark = (*self.mark[:2], time.monotonic())
 
 
 @contextmanager
@@ -356,14 +364,18 @@ def _stall_watch(graph: Graph, busy: _Busy, on_stall: Callable[[str], None] | No
     done = threading.Event()
 
     def watch() -> None:
-        stale = 0.0
+        stale, last, resumed = None, time.monotonic(), 0.0
         while not done.wait(LOOK_S):
-            mark = busy.since
-            if not mark or time.monotonic() - mark <= stall_timeout:
+            now, mark = time.monotonic(), busy.mark
+            if now - last > STILL_S:  # the watch did not run either: a paused VM, a stopped process
+                resumed = now
+            last = now
+            if mark is None or now - max(mark[2], resumed) <= stall_timeout:
                 continue
             if mark == stale:
-                on_stall(f"stage {busy.stage!r} ({graph.stages[busy.stage].type_name}) failed: no progress for "
-                         f"{stall_timeout:g} s{busy.where} (stalled)")
+                stage, where, _ = mark
+                on_stall(f"stage {stage!r} ({graph.stages[stage].type_name}) failed: no progress for "
+                         f"{stall_timeout:g} s{where} (stalled)")
                 return
             stale = mark
 
@@ -381,6 +393,7 @@ def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
     stages: dict[str, Stage] = {}
     for name in graph.order():
         stages[name] = _built(graph, name)
+        stages[name].waiting_outside = busy.waiting_outside
     consumers = {name: graph.consumers(name) for name in stages}
     stopped_by: set[str] = set()
     rules = {name: PacketRules(stage, name, StageStats(name), graph.stages[name].on_error == "skip", [],

@@ -41,13 +41,10 @@ from .run_flag import RunFlag
 from .stage import Sink, StageFailure
 from .stats import format_table
 from .status import StatusLine
-from .stop_signals import GRACE_S, RESEND_S, STOP_SIGNALS
+from .stop_signals import GRACE_S, RESEND_S, STILL_S, STOP_SIGNALS
 from .worker import Wiring, stage_main
 
 POLL_S = 0.1
-STILL_S = 5.0
-"""A gap this long between two of the supervisor's looks means it was not running either: the
-machine or the VM was paused, or its clock jumped. The stall clocks restart, as at SIGCONT."""
 SILENT_S = 1.0
 """How long a stage that ended with exit code 0 and no report after a stop signal waits to be
 judged, for another stage to report that the signal reached the stages too."""

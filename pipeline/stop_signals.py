@@ -37,6 +37,11 @@ DYING_S = 0.5
 (``runner_gone``)."""
 
 
+STILL_S = 5.0
+"""A gap this long between two looks of a stall watch means it was not running either: the
+machine or the VM was paused, or its clock jumped. The stall clocks restart, as at SIGCONT."""
+
+
 class Terminated(BaseException):
     """Raised in a stage process on SIGTERM: unwinds to ``close`` like an exception would."""
 
@@ -180,29 +185,6 @@ def handling(signals: Collection[int], handler: Callable[[int, FrameType | None]
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
-
-
-@contextmanager
-def closing_on_sigterm() -> Iterator[None]:
-    """A SIGTERM with its default action raised as ``Terminated`` while the block runs, so what
-    it opened is closed on the way out; the process then ends by the signal, as it would have
-    (a ``multiprocessing.Pool``'s ``terminate()``, ``timeout``). A second one while closing is
-    ignored. Only in the main thread, where Python runs handlers, and only over the default: a
-    host's own handler (a Ray worker's, a script's) stays in charge."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: None)
-        raise Terminated(signum)
-
-    try:
-        with handling([signal.SIGTERM], stop):
-            yield
-    except Terminated:
-        signal.raise_signal(signal.SIGTERM)  # the default is back: this ends the process
-        raise
 
 
 @contextmanager

@@ -681,6 +681,25 @@ def fails_alike(config: Path, env: dict[str, str], line: str) -> None:
     assert one.returncode == 1 and one.stderr.splitlines()[-1].endswith(line), one.stderr
 
 
+@pytest.mark.parametrize("mode, said", [
+    ("pause", ["stage 'faulty' (faulty) failed: no progress for 1 s (stalled)"]),
+    ("wait_outside", []),  # a wait on purpose, as a push sink's for its collector: no stall, as in a run
+])
+def test_a_stage_stuck_in_one_call_in_one_process_is_said_once_to_on_stall(plugin_env, short_clip, tmp_path, mode,
+                                                                          said):
+    """run_graph's stall watch (a batch task's): one line, naming the stage, for a call past the
+    timeout; none for a stage that says it waits on purpose (s59d 2: the video source's own
+    seek by reading says so too), nor where no on_stall is given. The stage's 3 s call ends by
+    itself, so the run does too."""
+    config = fault_config(tmp_path / "run.yaml", short_clip, tmp_path / "out.csv", mode=mode, at=[2], pause_s=3.0)
+    script = ("import sys; from fer_pipe.config import load_graph; from fer_pipe.inprocess import run_graph; "
+              "said = []; run_graph(load_graph(sys.argv[1]), said.append, 1.0); print(said); "
+              "run_graph(load_graph(sys.argv[1])); print('unwatched')")
+    done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env})
+    assert (done.returncode, done.stdout) == (0, f"{said!r}\nunwatched\n"), done.stderr
+
+
 def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_in_one_process(plugin_env, tmp_path):
     """A stage whose outage hook raises would raise again on the next outage, a second later:
     a run failed on it, and a batch task's run_graph skipped it with "skipped source frame 2",

@@ -26,7 +26,6 @@ from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_
 from fer_pipe.frames import SHM
 from fer_pipe.ring_lease import SEMAPHORES
 from fer_pipe.runner import TOGETHER_S
-from conftest import REPO
 from livetools import csv_rows, sighup_default, wait_for
 
 
@@ -563,22 +562,3 @@ def test_a_ctrl_c_while_the_command_imports_numpy_is_exit_130_without_a_tracebac
     proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_FIRST_NUMPY_IMPORT, "SIGINT"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (130, "")
-
-
-def test_a_sigterm_to_a_process_running_run_graph_closes_its_stages_then_ends_it(clips, tmp_path):
-    """A SIGTERM (a ``multiprocessing.Pool``'s ``terminate()``, ``timeout``) ended a process
-    running ``run_graph`` without its stages' ``close``: an episodes file with its header alone
-    (s54b 3). Its stages close now, and the process still ends by the signal."""
-    episodes, frames = tmp_path / "episodes.csv", tmp_path / "frames.csv"
-    sets = [f"source.path={clips['WolfgangLanger_Pexels.mp4']}", "source.realtime=true", f"episodes.path={episodes}",
-            f"csv.path={frames}"]
-    script = ("import sys\nfrom fer_pipe.config import load_graph\nfrom fer_pipe.inprocess import run_graph\n"
-              "run_graph(load_graph(sys.argv[1], sys.argv[2:]))\n")
-    with subprocess.Popen([sys.executable, "-c", script, str(REPO / "configs" / "episodes.yaml"), *sets],
-                          stderr=subprocess.PIPE, text=True) as proc:
-        wait_for(lambda: frames.exists() and len(csv_rows(frames)) >= 48, what="two seconds of rows")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert (proc.returncode, err) == (-signal.SIGTERM, "")
-    ended = csv_rows(episodes)  # the episode open at the stop, ended at the last frame seen
-    assert ended and int(ended[-1]["end_frame"]) >= 40, ended
