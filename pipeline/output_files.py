@@ -120,9 +120,7 @@ def check_writable(path: str | Path, what: str) -> None:
     followed, so the probe removes the file it made, not the link."""
     fd = descriptor_of(path)
     if fd in (1, 2):  # written through the stage's own copy of the stream, as is (open_claimed)
-        if fd in CLOSED_AT_START:
-            raise InputError(f"{what} {path}: fer-pipe was started with its {('stdout', 'stderr')[fd - 1]} closed "
-                             f"({fd}>&-, as a daemon's may be), so the rows would go nowhere; give a file")
+        _refuse_closed(fd, path, what)
         try:
             os.fstat(fd)
         except OSError as exc:
@@ -153,6 +151,14 @@ def check_writable(path: str | Path, what: str) -> None:
             target.unlink(missing_ok=True)
 
 
+def _refuse_closed(fd: int | None, path: str | Path, what: str) -> None:
+    """A stream fer-pipe was started without takes nothing: the CLI put /dev/null there for its
+    own lines, and the stage processes a read-only one ("Bad file descriptor" at the first row)."""
+    if fd in CLOSED_AT_START:
+        raise InputError(f"{what} {path}: fer-pipe was started with its {('stdout', 'stderr')[fd - 1]} closed "
+                         f"({fd}>&-, as a daemon's may be), so the rows would go nowhere; give a file")
+
+
 def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     """A write-only descriptor of ``path`` (created if need be, appending), locked for this
     process; InputError if it cannot be opened or another process holds it. ``truncate``
@@ -162,6 +168,7 @@ def open_claimed(path: str | Path, what: str, truncate: bool) -> int:
     order. A file behind them is locked as any output file is (runs sharing the one stream hold
     the lock together) and appended to, so a copytruncate of it starts it again."""
     stream = descriptor_of(path)
+    _refuse_closed(stream, path, what)
     try:
         fd = os.dup(stream) if stream in (1, 2) else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
     except OSError as exc:

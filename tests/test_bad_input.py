@@ -1864,13 +1864,20 @@ def test_a_run_started_without_a_standard_stream_writes_its_csv(short_clip, out_
 
 def test_a_csv_to_a_stdout_the_run_was_started_without_is_refused_before_it(short_clip):
     """The stage processes found a read-only /dev/null where stdout was, and the run failed at
-    its first row, "Bad file descriptor", exit 1; written, the rows would go nowhere (s47h 4)."""
+    its first row, "Bad file descriptor", exit 1; written, the rows would go nowhere (s47h 4).
+    The collector wrote its rows there."""
     cli = [sys.executable, "-m", "fer_pipe.cli", "run", CONFIG, "--quiet", "--set", f"source.path={short_clip}",
            "--set", "csv.path=/dev/stdout"]
     done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *cli], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (2, "fer-pipe: stage 'csv' (csv): csv /dev/stdout: fer-pipe was started "
                                                  "with its stdout closed (1>&-, as a daemon's may be), so the rows "
                                                  "would go nowhere; give a file\n")
+    collect = [sys.executable, "-m", "fer_pipe.cli", "collect", "--csv", "/dev/stdout", "--bind",
+               f"tcp://127.0.0.1:{free_port()}"]  # took its rows into /dev/null (s59d 5)
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *collect], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: --csv /dev/stdout: fer-pipe was started with its stdout "
+                                                 "closed (1>&-, as a daemon's may be), so the rows would go nowhere; "
+                                                 "give a file\n")
 
 
 def test_a_ctrl_c_while_the_command_itself_is_imported_exits_130_without_a_traceback(monkeypatch):
