@@ -302,14 +302,16 @@ def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
     """The hidden sink sends faster than a loop body of 2 ms reads: about 2,000 results wait in
     ZeroMQ's queues when its stream ends. Before, its process ended once they were handed to the
     kernel, and the last 181 of 2,200 never arrived, with exit code 0; and once its wait at the
-    end was watched by the stall timeout, such a run failed as "stalled while closing"."""
+    end was watched by the stall timeout, such a run failed as "stalled while closing". That wait
+    (about 6 s at 3 ms a result) is well past the stall timeout, which is 3 s rather than 1: a
+    CI worker given a sixth of a core was called "stalled between packets" (s59c 2)."""
     import time
 
     frames = []
-    with results(_looped_tiny_clip(tmp_path, 2200), stall_timeout=1.0) as stream:
+    with results(_looped_tiny_clip(tmp_path, 2200), stall_timeout=3.0) as stream:
         for event in stream:
             frames.append(event["frame"])
-            time.sleep(0.002)
+            time.sleep(0.003)
     assert stream.result.exit_code == 0
     assert len(frames) == 2200
 
@@ -317,15 +319,16 @@ def test_a_slow_loop_body_gets_every_result_and_is_not_called_a_stall(tmp_path):
 def test_a_loop_paused_past_the_stall_timeout_is_waited_for(tmp_path):
     """Once the sockets between the processes were full, a loop stopped at a breakpoint or a
     prompt for longer than stall_timeout failed the run as a stall of the hidden stage, and the
-    results queued for it (about 1,000) were lost."""
+    results queued for it (about 1,000) were lost. The timeout is 3 s, not 1, for a slow machine
+    (s59c 2), and the pause more than twice that."""
     import time
 
     frames = []
-    with results(_looped_tiny_clip(tmp_path, 2600), stall_timeout=1.0) as stream:
+    with results(_looped_tiny_clip(tmp_path, 2600), stall_timeout=3.0) as stream:
         for event in stream:
             frames.append(event["frame"])
             if len(frames) == 10:
-                time.sleep(4)  # the user at a breakpoint
+                time.sleep(7)  # the user at a breakpoint
     assert stream.result.exit_code == 0, stream.result.message
     assert frames == list(range(2600))
 

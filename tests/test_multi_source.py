@@ -51,7 +51,11 @@ def test_a_live_source_into_several_workers_ends_in_order(clips, tmp_path):
     done = fer_pipe("run", str(tmp_path / "g.yaml"), timeout=180)
     assert done.returncode == 0, done.stderr
     frames = [int(r["frame"]) for r in csv_rows(tmp_path / "out.csv")]
-    assert frames == sorted(frames) and len(set(frames)) > 25
+    # every frame in the CSV or counted dropped where it went: "more than half" took a machine that
+    # keeps up with half a 25 fps replay, and a sixth of a core did not (s59c 3)
+    dropped = sum(stats_row(done.stderr, name)["dropped"]
+                  for name in ("source", "detector[0]", "detector[1]", "classifier", "csv"))
+    assert frames == sorted(frames) and len(set(frames)) + dropped == 50, done.stderr
     # the last frame, unless the replay was late at its end and skipped it, as a camera drops it (s39a)
     assert frames[-1] == 49 or frames[-1] >= 49 - stats_row(done.stderr, "source")["dropped"], done.stderr
 
