@@ -52,11 +52,11 @@ def _kind(why: str) -> str:
 
 
 HOSTED = ("rtsp", "rtsps", "rtmp", "http", "https")
+"""Schemes whose URL names the server it reads from (``udp://@:5000`` listens, and needs none)."""
 OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
 """OpenCV's log level: in ``cv2.utils.logging`` from 4.13, on ``cv2`` itself before (4.8 to 4.12,
 which setup.cfg allows: there every rtsp source failed its open with an AttributeError)."""
 LOG_LEVEL_ERROR = getattr(OPENCV_LOG, "LOG_LEVEL_ERROR", 2)  # OpenCV's LogLevel enum: 2 is ERROR in every release
-"""Schemes whose URL names the server it reads from (``udp://@:5000`` listens, and needs none)."""
 
 
 def with_transport(options: str | None, transport: str) -> str:
