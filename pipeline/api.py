@@ -27,9 +27,7 @@ import ast
 import atexit
 import contextlib
 import json
-import math
 import multiprocessing
-import numbers
 import os
 import shutil
 import signal
@@ -52,7 +50,7 @@ from .outage_notices import OutageNotices
 from .redaction import redact_urls
 from .runner import Runner, RunResult
 from .stage import Sink, StageParams
-from .stop_signals import runner_gone
+from .stop_signals import check_stall_timeout, runner_gone
 
 TAP_NAME = "_api_results"
 END, READ = b"end", b"read"
@@ -365,10 +363,7 @@ def results(config: str | Path | Mapping[str, Any], overrides: Iterable[str] = (
     """
     if not isinstance(outages, bool):
         raise ConfigError(f"results: outages: expected True or False, got {outages!r}")
-    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, numbers.Real) or \
-            not 0 <= stall_timeout < math.inf:
-        raise ConfigError(f"results: stall_timeout: expected seconds, a finite number of at least 0 "
-                          f"(0: none), got {stall_timeout!r}")
+    check_stall_timeout(stall_timeout, "results")
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     if main is not None and getattr(sys.modules["__main__"].__spec__, "name", None) is None and \
             not os.path.isfile(main):

@@ -264,13 +264,21 @@ def test_bad_input_raised_to_the_caller_holds_no_password_in_its_context():
     assert "admin:***@192.0.2.10" in chain[0] and not any("S3cretPW" in text for text in chain), chain
 
 
+@pytest.mark.parametrize("call", ["results", "run_graph"])
 @pytest.mark.parametrize("value", ["120", -1, float("nan"), True])
-def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_starts(value):
+def test_a_stall_timeout_that_is_not_seconds_is_a_config_error_before_anything_starts(value, call):
     """"120" (from an environment variable) started the graph, then killed every stage with a
-    TypeError from the runner's first stall check; -1 was taken for no stall timeout."""
-    with pytest.raises(ConfigError, match=re.escape(f"results: stall_timeout: expected seconds, a finite number "
+    TypeError from the runner's first stall check; -1 was taken for no stall timeout. In one
+    process, NaN or -1 made every call that lasted two looks a stall (s59d)."""
+    from fer_pipe.config import load_graph
+    from fer_pipe.inprocess import run_graph
+
+    with pytest.raises(ConfigError, match=re.escape(f"{call}: stall_timeout: expected seconds, a finite number "
                                                     f"of at least 0 (0: none), got {value!r}")):
-        results("configs/video_to_csv.yaml", stall_timeout=value)
+        if call == "results":
+            results("configs/video_to_csv.yaml", stall_timeout=value)
+        else:
+            run_graph(load_graph("configs/video_to_csv.yaml"), print, value)
 
 
 def test_outages_that_are_not_a_bool_are_a_config_error_before_anything_starts():
