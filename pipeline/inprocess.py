@@ -38,7 +38,7 @@ from .redaction import redact_urls
 from .stage import Source, Stage, StageFailure, StopRun
 from .stage_calls import close_stage, handle, instantiate
 from .stats import StageStats
-from .stop_signals import GRACE_S, STILL_S, Terminated, check_stall_timeout, closing_on_sigterm
+from .stop_signals import STILL_S, check_stall_timeout
 
 
 ALSO = "fer-pipe: also, "
@@ -268,7 +268,7 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
     """Close every opened stage, the last first; each failure, with its line as a run says it
     (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
     StopRun raised there (no failure elsewhere) escaped as it was, and closed none after it."""
-    failures, stopped = [], None
+    failures = []
     for name in reversed(opened):
         try:
             with busy(name, " while closing", graph.stages[name].closing_s):
@@ -277,10 +277,6 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
                        _stage_failure(graph, name, exc, "while closing: "))
             failures.append((failure, one_line(str(failure))))
-        except Terminated as exc:  # a SIGTERM during a close: the stages after it still close
-            stopped = exc
-    if stopped is not None:
-        raise stopped
     return failures
 
 
@@ -319,9 +315,6 @@ def run_graph(graph: Graph, on_stall: Callable[[str], None] | None = None, stall
     Each stage's ``preflight`` runs first, as in a run: a task's missing display was a crash of
     its whole process. Where several fail, the one that ended the run is raised (else the first
     of those after which the run drained), and the others are said on stderr (``ALSO``).
-    A SIGTERM closes every opened stage too, where its action is the default, within the time
-    a run gives its stages (``closing_on_sigterm``): a ``multiprocessing.Pool``'s ``terminate()``
-    left an episodes file with its header alone.
 
     ``on_stall``, where given, is called once, from another thread, with the line a run fails
     with when a stage is in one call (a packet, its open, finish or close, a source's read) for
@@ -331,8 +324,7 @@ def run_graph(graph: Graph, on_stall: Callable[[str], None] | None = None, stall
     process)."""
     check_stall_timeout(stall_timeout, "run_graph")
     busy = _Busy()
-    grace_s = GRACE_S + max((spec.closing_s for spec in graph.stages.values()), default=0.0)
-    with closing_on_sigterm(grace_s), _stall_watch(graph, busy, on_stall, stall_timeout):
+    with _stall_watch(graph, busy, on_stall, stall_timeout):
         return _run_graph(graph, busy)
 
 

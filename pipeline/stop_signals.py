@@ -8,7 +8,6 @@ way (``follow_parent``).
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import math
 import multiprocessing as mp
@@ -199,55 +198,6 @@ def handling(signals: Collection[int], handler: Callable[[int, FrameType | None]
     finally:
         for sig, before in previous.items():
             signal.signal(sig, before)
-
-
-@contextmanager
-def closing_on_sigterm(grace_s: float) -> Iterator[None]:
-    """A SIGTERM with its default action raised as ``Terminated`` while the block runs, so what
-    it opened is closed on the way out (a ``multiprocessing.Pool``'s ``terminate()``, ``timeout``);
-    the process then ends by the signal, as it would have. Bounded as a run's stage is: a second
-    SIGTERM ends it at once, and so does ``grace_s`` after the first without the block's end (a
-    close that hangs, or a main thread in native code, where no Python handler runs): a thread
-    woken through ``signal.set_wakeup_fd``, which the C handler writes, kills the process then.
-    Only in the main thread, and only over the default: a host's own handler (a Ray worker's, a
-    script's) stays in charge. Other signals' bytes go on to the host's own wakeup descriptor."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        yield
-        return
-    reader, writer = os.pipe()
-    os.set_blocking(writer, False)
-    over = threading.Event()
-    previous = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-
-    def bound() -> None:
-        while not over.is_set():
-            data = os.read(reader, 64)  # a byte per signal, its number; 0 is the block's end
-            others = data.replace(bytes([signal.SIGTERM]), b"").replace(b"\0", b"")
-            if previous != -1 and others:
-                with contextlib.suppress(OSError):
-                    os.write(previous, others)
-            if signal.SIGTERM in data and not over.wait(grace_s):
-                os.kill(os.getpid(), signal.SIGKILL)  # a thread cannot give SIGTERM its default back
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise Terminated(signum)
-
-    watcher = threading.Thread(target=bound, name="fer-pipe SIGTERM bound", daemon=True)
-    watcher.start()
-    try:
-        with handling([signal.SIGTERM], stop):
-            yield
-    except Terminated:
-        signal.raise_signal(signal.SIGTERM)  # the default is back: this ends the process
-        raise
-    finally:
-        over.set()
-        signal.set_wakeup_fd(previous)
-        os.write(writer, b"\0")  # not the pipe's end of file: a child forked meanwhile holds the writer too
-        watcher.join()
-        os.close(writer)
-        os.close(reader)
 
 
 @contextmanager

@@ -41,7 +41,7 @@ class FaultyParams(StageParams):
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
-                  "wait_outside", "native_hang"] = Field(
+                  "wait_outside"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -54,8 +54,7 @@ class FaultyParams(StageParams):
                           "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish; "
                           "redraw: pass on a copy of the picture, as a stage that draws makes one; scribble: draw into "
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it; wait_outside: wait pause_s "
-                          "on the frames in at, saying waiting_outside() every 0.2 s; native_hang: lock a mutex twice in C on the "
-                          "frames in at, where no signal's Python handler can run)")
+                          "on the frames in at, saying waiting_outside() every 0.2 s)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
@@ -196,12 +195,6 @@ class Faulty(Stage):
                     time.sleep(3600)
             if self.params.mode == "pause":
                 time.sleep(self.params.pause_s)
-            if self.params.mode == "native_hang":
-                import ctypes
-
-                mutex, libc = ctypes.create_string_buffer(64), ctypes.CDLL(None)  # zeros: a default mutex
-                libc.pthread_mutex_lock(mutex)
-                libc.pthread_mutex_lock(mutex)
             if self.params.mode == "wait_outside":
                 for _ in range(round(self.params.pause_s / 0.2)):
                     self.waiting_outside()

@@ -26,7 +26,6 @@ from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_
 from fer_pipe.frames import SHM
 from fer_pipe.ring_lease import SEMAPHORES
 from fer_pipe.runner import TOGETHER_S
-from conftest import REPO
 from livetools import csv_rows, sighup_default, wait_for
 
 
@@ -563,58 +562,3 @@ def test_a_ctrl_c_while_the_command_imports_numpy_is_exit_130_without_a_tracebac
     proc = subprocess.run([sys.executable, "-c", SIGNAL_AT_FIRST_NUMPY_IMPORT, "SIGINT"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stderr) == (130, "")
-
-
-RUN_GRAPH = ("import sys\nfrom fer_pipe.config import load_graph\nfrom fer_pipe.inprocess import run_graph\n"
-             "run_graph(load_graph(sys.argv[1], sys.argv[2:]))\n")
-"""A script of a user's own (a ``multiprocessing.Pool``'s worker's body) that runs a graph in one process."""
-
-
-def test_a_sigterm_to_a_process_running_run_graph_closes_its_stages_then_ends_it(clips, tmp_path):
-    """A SIGTERM (a ``multiprocessing.Pool``'s ``terminate()``, ``timeout``) ended a process
-    running ``run_graph`` without its stages' ``close``: an episodes file with its header alone
-    (s54b 3). Its stages close now, and the process still ends by the signal."""
-    episodes, frames = tmp_path / "episodes.csv", tmp_path / "frames.csv"
-    sets = [f"source.path={clips['WolfgangLanger_Pexels.mp4']}", "source.realtime=true", f"episodes.path={episodes}",
-            f"csv.path={frames}"]
-    proc = subprocess.Popen([sys.executable, "-c", RUN_GRAPH, str(REPO / "configs" / "episodes.yaml"), *sets],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    with group_killed_at_exit(proc):  # one deaf to the SIGTERM fails the test rather than hang it
-        wait_for(lambda: frames.exists() and len(csv_rows(frames)) >= 48, what="two seconds of rows")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert (proc.returncode, err) == (-signal.SIGTERM, "")
-    ended = csv_rows(episodes)  # the episode open at the stop, ended at the last frame seen
-    assert ended and int(ended[-1]["end_frame"]) >= 40, ended
-
-
-def test_a_process_running_run_graph_whose_close_hangs_after_a_sigterm_still_ends(plugin_env, short_clip, tmp_path):
-    """With SIGTERM handled, a close that never returned after it left the process unkillable by
-    SIGTERM (s59d 1: a ``Pool``'s ``terminate()`` joins its workers for ever). The run's grace
-    time later it is killed, as a run's stage would be; the CSV, closed before, keeps its rows."""
-    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
-    config = fault_config(tmp_path / "run.yaml", short_clip, out, live=True, close_too="hang", seen_file=str(seen))
-    proc = subprocess.Popen([sys.executable, "-c", RUN_GRAPH, str(config)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **plugin_env}, start_new_session=True)
-    with group_killed_at_exit(proc):
-        wait_for(lambda: seen.exists() and len(seen.read_text().split()) >= 5, what="5 frames")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    assert (proc.returncode, err) == (-signal.SIGKILL, "")
-    assert len(assert_valid_prefix(out)) >= 5
-
-
-def test_a_process_running_run_graph_stuck_in_native_code_still_ends_on_a_sigterm(plugin_env, short_clip, tmp_path):
-    """A Python handler runs only between bytecodes: with SIGTERM handled, a stage stuck in C
-    made the process deaf to it (s59d 1). The handler's thread, woken by the C handler, kills it
-    after the run's grace time."""
-    out, seen = tmp_path / "out.csv", tmp_path / "seen.txt"
-    config = fault_config(tmp_path / "run.yaml", short_clip, out, mode="native_hang", at=[3], seen_file=str(seen))
-    proc = subprocess.Popen([sys.executable, "-c", RUN_GRAPH, str(config)], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **plugin_env}, start_new_session=True)
-    with group_killed_at_exit(proc):
-        wait_for(lambda: seen.exists() and "3" in seen.read_text().split(), what="frame 3")
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)  # deaf to it, the process outlived this
-    # killed after the grace time; SIGTERM's own end only if the signal beat the stage into C
-    assert proc.returncode in (-signal.SIGKILL, -signal.SIGTERM) and err == "", (proc.returncode, err)
