@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TextIO
 from .errors import ConfigError, InputError, UserError
 from .inprocess import ALSO
 from .opencv_names import opencv_name
-from .output_files import cannot_write
+from .output_files import cannot_write, write_whole
 from .stage import StageFailure
 
 WARNING = "fer-pipe: WARNING: "
@@ -248,9 +248,7 @@ def run_job(config: dict[str, Any], origin: str, job: Job, final: str, work: str
         stalled.append(line)
         mark = stall_mark(work_dir, job)
         mark.parent.mkdir(exist_ok=True)
-        written = mark.with_suffix(".tmp")  # whole when the driver finds it
-        written.write_text(line, encoding="utf-8")
-        os.replace(written, mark)
+        write_whole(mark, line, "stall mark")  # whole when the driver finds it
 
     try:
         with contextlib.redirect_stderr(kept):
