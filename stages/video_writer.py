@@ -121,13 +121,15 @@ class VideoWriterSink(Sink):
         self._created = not segmented and not path.exists()
         # a series of files is held by a lock file of its own, so a second run with the path
         # stops at its start, as with one file, not when its numbers meet the first run's
-        self._lock = open_claimed(_lock_of(path) if segmented else path, "video_writer",
-                                  truncate=False)
+        self._lock = -1
         try:
+            self._lock = open_claimed(_lock_of(path) if segmented else path, "video_writer",
+                                      truncate=False)
             self._opened(path, segmented)
-        except BaseException:  # a stop in the rest of open: close never comes, and the empty file stayed
-            os.close(self._lock)
-            if self._created:
+        except BaseException as exc:  # a stop once the file is made: close never comes, and the empty file stayed
+            if self._lock >= 0:
+                os.close(self._lock)
+            if self._created and not isinstance(exc, InputError):  # held by another run: its file, not ours
                 path.unlink(missing_ok=True)
             raise
 
