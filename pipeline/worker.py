@@ -97,7 +97,9 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
 
 
 def _opened(w: Wiring) -> Stage:
-    """The stage built from its spec and opened, the parent told."""
+    """The stage built from its spec and opened. The parent is told by the caller, once the
+    stage is its to close: a SIGTERM inside that put left an opened stage unclosed (a video
+    writer's empty file stayed)."""
     built = w.spec.build()
     # a SIGTERM held back while a sink handles a frame asks for a stop too (the one a stage
     # gets when the runner dies, from ``follow_parent``, says so in no other way)
@@ -105,8 +107,6 @@ def _opened(w: Wiring) -> Stage:
     built.waiting_outside = lambda: setattr(w.busy_since, "value", time.monotonic())
     w.busy_since.value = time.monotonic()  # an open that never returns (a server that never answers) is a stall
     open_stage(built)
-    w.busy_since.value = 0.0
-    w.control.put(Opened(w.process))
     return built
 
 
@@ -168,6 +168,8 @@ def stage_main(w: Wiring) -> None:
         follow_parent(w.spec.closing_s, lambda: ring_lease.remove_orphaned(w.run_id), w.stop.is_set)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a SIGTERM held since the start stops it here
         stage = _opened(w)  # closed only after a successful open, as the stage contract says
+        w.busy_since.value = 0.0
+        w.control.put(Opened(w.process))
         if isinstance(stage, Source):
             length = length_of(stage)
             ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.spec.name), w.ring_slots, length,

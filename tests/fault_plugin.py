@@ -41,7 +41,7 @@ class FaultyParams(StageParams):
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
-                  "wait_outside"] = Field(
+                  "wait_outside", "stopped_opening"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -54,7 +54,9 @@ class FaultyParams(StageParams):
                           "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish; "
                           "redraw: pass on a copy of the picture, as a stage that draws makes one; scribble: draw into "
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it; wait_outside: wait pause_s "
-                          "on the frames in at, saying waiting_outside() every 0.2 s)")
+                          "on the frames in at, saying waiting_outside() every 0.2 s; stopped_opening: a SIGTERM lands "
+                          "once open has returned, inside the put that tells the runner so, and close writes "
+                          "'closed' in seen_file)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
@@ -149,6 +151,14 @@ class Faulty(Stage):
         self._held = []
         if self.params.idle_every is not None:
             self.idle_s = self.params.idle_every
+        if self.params.mode == "stopped_opening":
+            from fer_pipe import worker
+            from fer_pipe.stop_signals import Terminated
+
+            def stopped(process):
+                raise Terminated(15)
+
+            worker.Opened = stopped
 
     def _fires(self, index):
         if self.params.once_file:
@@ -255,6 +265,8 @@ class Faulty(Stage):
 
     def close(self):
         if self._seen is not None:
+            if self.params.mode == "stopped_opening":
+                self._seen.write("closed\\n")
             self._seen.close()
         while self.params.mode == "hang_close" or self.params.close_too == "hang":
             time.sleep(3600)

@@ -563,8 +563,9 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_en
 def test_a_stop_that_cuts_the_video_writers_open_short_leaves_no_empty_video(tmp_path, monkeypatch):
     """The test above failed once in CI: the other stages' stop reached the video writer inside
     its open, after its file was made, and a stage is closed only after a successful open, so
-    the empty file stayed. The stop is stood in for by a KeyboardInterrupt at two moments: in the
-    probe of its preflight, and after its file is claimed."""
+    the empty file stayed. The stop is stood in for by a KeyboardInterrupt at four moments: in the
+    probe of its preflight, once the file is made and before it is locked, as its claim returns,
+    and after its file is claimed (it failed again in CI at one of the two in between)."""
     from fer_pipe import output_files
     from fer_pipe.stages import video_writer
     from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
@@ -574,12 +575,37 @@ def test_a_stop_that_cuts_the_video_writers_open_short_leaves_no_empty_video(tmp
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    for module, name in ((output_files, "claim"), (video_writer, "StderrCapture")):
+    def claimed_then_stopped(*args, **kwargs):
+        os.close(output_files.open_claimed(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    def no_preflight(params):
+        return None
+
+    moments = {"in its preflight": [(output_files, "claim", stopped)],
+               "before the lock": [(VideoWriterSink, "preflight", staticmethod(no_preflight)), (output_files, "claim", stopped)],
+               "as the claim returns": [(video_writer, "open_claimed", claimed_then_stopped)],
+               "once claimed": [(video_writer, "StderrCapture", stopped)]}
+    for moment, patches in moments.items():
         with monkeypatch.context() as patched:
-            patched.setattr(module, name, stopped)
+            for owner, name, stand_in in patches:
+                patched.setattr(owner, name, stand_in)
             with pytest.raises(KeyboardInterrupt):
                 VideoWriterSink("video", VideoWriterParams(path=str(path))).open()
-        assert not path.exists(), name
+        assert not path.exists(), moment
+
+
+def test_a_stop_just_after_a_stage_opened_still_closes_it(plugin_env, short_clip, tmp_path):
+    """The stage process told the runner its stage was open before it kept the stage as its to
+    close, so a SIGTERM inside that put (another stage's failure at the first frame) left the
+    stage unclosed: the video writer's empty file stayed, and the test above failed in CI. The
+    SIGTERM is stood in for by that message raising the stop, from the plug-in's open."""
+    seen = tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "opened.yaml", short_clip, tmp_path / "opened.csv", mode="stopped_opening",
+                          seen_file=str(seen))
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 143 and "stage 'faulty' (faulty) was stopped by a SIGTERM of its own" in err, err
+    assert seen.read_text() == "closed\n", err
 
 
 def test_a_sink_delivering_its_events_when_another_stage_fails_is_not_killed_halfway(plugin_env, short_clip,
