@@ -582,7 +582,8 @@ class Runner:
         a debugger, a frozen cgroup, a wait in native code) held the whole run for ever, with
         nothing said. The stages before it wait too, on their full outboxes: room after a stage
         is what tells the stuck one from those it holds up (and a worker of several from the
-        stage that waits for its numbered packets, which comes after it)."""
+        stage that waits for its numbered packets, which comes after it). A process found
+        runnable is slow, not stuck: a CI worker given a sixth of a core was called stalled."""
         waiting: dict[str, int] = {}
         full: set[str] = set()
         for key, inbox in self.inboxes.items():
@@ -600,7 +601,11 @@ class Runner:
                     or proc.exitcode is not None or name in full):
                 self._still[name] = (count, now)
             elif now - max(seen[1], self._resumed_at) > self.stall_timeout:
-                return name
+                if _state(proc.pid) != b"R":
+                    return name
+                # runnable (state R): starved of CPU, as in a throttled container (s59c 2); a
+                # stopped or frozen process is never R
+                self._still[name] = (count, now)
         return None
 
     def _out_of_memory(self, code: int) -> str:
@@ -684,13 +689,19 @@ def _ring_slots(graph: Graph, source: str) -> int:
     return graph.queue_size * queues + sum(s.workers for s in specs) + held + 2
 
 
-def _running(pid: int) -> bool:
-    """Whether the process is there and not a zombie."""
+def _state(pid: int) -> bytes:
+    """The process's state as /proc says it (R: running or waiting for a CPU, S: asleep, T:
+    stopped, Z: a zombie), empty once it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+            return stat.read().rpartition(b")")[2].split()[0]
     except OSError:
-        return False
+        return b""
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie."""
+    return _state(pid) not in (b"", b"Z")
 
 
 def _server_running() -> bool:

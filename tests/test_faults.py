@@ -960,6 +960,41 @@ def test_a_stage_stopped_between_packets_is_a_stall(plugin_env, short_clip, tmp_
     assert not wait_gone(kids)
 
 
+def test_a_stage_starved_of_cpu_between_packets_is_slow_not_stalled(short_clip, tmp_path):
+    """A CI worker given a sixth of a core was failed as "stalled between packets: a stopped or
+    frozen process?" (s59c 2): it had packets waiting and took none for the stall timeout, but it
+    was runnable all along, waiting for a CPU. The rule is asked about real processes in the
+    states a stage's can be in there: running (a spinning loop stands in for one starved of CPU,
+    both are R), asleep in native code, and stopped."""
+    from types import SimpleNamespace
+
+    from fer_pipe import runner
+    from fer_pipe.config import load_graph
+
+    graph = load_graph(REPO / "configs" / "video_to_csv.yaml",
+                       [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    asleep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        wait_for(lambda: runner._state(asleep.pid) == runner._state(stopped.pid) == b"S")
+        os.kill(stopped.pid, signal.SIGSTOP)
+        wait_for(lambda: runner._state(stopped.pid) == b"T")
+        judged = {}
+        for child in (spinning, asleep, stopped):
+            run = runner.Runner(graph, progress=False, stall_timeout=1)
+            run.inboxes = {"classifier>csv": SimpleNamespace(qsize=lambda: 1)}
+            procs = {"csv": SimpleNamespace(pid=child.pid, exitcode=None)}
+            busy, progress = {"csv": SimpleNamespace(value=0.0)}, {"csv": SimpleNamespace(value=5)}
+            assert run._stuck_between_packets(procs, busy, progress, 100.0) is None  # the clock starts
+            judged[child.pid] = run._stuck_between_packets(procs, busy, progress, 102.0)
+    finally:
+        for child in (spinning, asleep, stopped):
+            child.kill()
+            child.wait()
+    assert judged == {spinning.pid: None, asleep.pid: "csv", stopped.pid: "csv"}
+
+
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
     """Before, a run whose stage hung in close at the end of the stream never ended: every other
     stage had exited, the stall watch covered packets only, and a first Ctrl-C only asked the
