@@ -588,8 +588,9 @@ class Runner:
         full: set[str] = set()
         for key, inbox in self.inboxes.items():
             producer, _, consumer = key.partition(">")
-            depth = inbox.qsize()
-            waiting[consumer] = waiting.get(consumer, 0) + depth
+            depth = inbox.qsize()  # counts what was put, before the sender's feeder thread has sent it
+            if depth and not inbox.empty():  # sent, so its consumer could read it
+                waiting[consumer] = waiting.get(consumer, 0) + depth
             if depth >= max(1, self.graph.queue_size - 1):  # a live sender takes one out of a full queue
                 full.add(producer)
         for name, proc in procs.items():

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -960,39 +961,81 @@ def test_a_stage_stopped_between_packets_is_a_stall(plugin_env, short_clip, tmp_
     assert not wait_gone(kids)
 
 
-def test_a_stage_starved_of_cpu_between_packets_is_slow_not_stalled(short_clip, tmp_path):
-    """A CI worker given a sixth of a core was failed as "stalled between packets: a stopped or
-    frozen process?" (s59c 2): it had packets waiting and took none for the stall timeout, but it
-    was runnable all along, waiting for a CPU. The rule is asked about real processes in the
-    states a stage's can be in there: running (a spinning loop stands in for one starved of CPU,
-    both are R), asleep in native code, and stopped."""
+def _judged_between_packets(inbox: object, pid: int) -> str | None:
+    """What the runner's between-packets rule says, 2 s past a stall timeout of 1 s, of a csv
+    sink run by process ``pid`` that has taken nothing from ``inbox`` meanwhile."""
     from types import SimpleNamespace
 
     from fer_pipe import runner
     from fer_pipe.config import load_graph
 
-    graph = load_graph(REPO / "configs" / "video_to_csv.yaml",
-                       [f"source.path={short_clip}", f"csv.path={tmp_path / 'out.csv'}"])
-    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    asleep = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    stopped = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    run = runner.Runner(load_graph("video_to_csv"), stall_timeout=1)
+    run.inboxes = {"classifier>csv": inbox}
+    procs = {"csv": SimpleNamespace(pid=pid, exitcode=None)}
+    busy, progress = {"csv": SimpleNamespace(value=0.0)}, {"csv": SimpleNamespace(value=5)}
+    assert run._stuck_between_packets(procs, busy, progress, 100.0) is None  # the clock starts
+    return run._stuck_between_packets(procs, busy, progress, 102.0)
+
+
+@contextlib.contextmanager
+def _children(*code: str) -> Iterator[list[subprocess.Popen]]:
+    children = [subprocess.Popen([sys.executable, "-c", line]) for line in code]
     try:
-        wait_for(lambda: runner._state(asleep.pid) == runner._state(stopped.pid) == b"S")
-        os.kill(stopped.pid, signal.SIGSTOP)
-        wait_for(lambda: runner._state(stopped.pid) == b"T")
-        judged = {}
-        for child in (spinning, asleep, stopped):
-            run = runner.Runner(graph, progress=False, stall_timeout=1)
-            run.inboxes = {"classifier>csv": SimpleNamespace(qsize=lambda: 1)}
-            procs = {"csv": SimpleNamespace(pid=child.pid, exitcode=None)}
-            busy, progress = {"csv": SimpleNamespace(value=0.0)}, {"csv": SimpleNamespace(value=5)}
-            assert run._stuck_between_packets(procs, busy, progress, 100.0) is None  # the clock starts
-            judged[child.pid] = run._stuck_between_packets(procs, busy, progress, 102.0)
+        yield children
     finally:
-        for child in (spinning, asleep, stopped):
+        for child in children:
             child.kill()
             child.wait()
-    assert judged == {spinning.pid: None, asleep.pid: "csv", stopped.pid: "csv"}
+
+
+def test_a_stage_starved_of_cpu_between_packets_is_slow_not_stalled():
+    """A CI worker given a sixth of a core was failed as "stalled between packets: a stopped or
+    frozen process?" (s59c 2): it had packets waiting and took none for the stall timeout, but it
+    was runnable all along, waiting for a CPU. The rule is asked about real processes in the
+    states a stage's can be in there: running (a spinning loop stands in for one starved of CPU,
+    both are R), asleep in native code, and stopped."""
+    from fer_pipe import runner
+
+    sent = mp.get_context("spawn").Queue()
+    sent.put(1)
+    wait_for(lambda: not sent.empty())
+    with _children("while True: pass", "import time; time.sleep(600)", "import time; time.sleep(600)") as kids:
+        spinning, asleep, stopped = (kid.pid for kid in kids)
+        wait_for(lambda: runner._state(asleep) == runner._state(stopped) == b"S")
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: runner._state(stopped) == b"T")
+        judged = {pid: _judged_between_packets(sent, pid) for pid in (spinning, asleep, stopped)}
+    assert judged == {spinning: None, asleep: "csv", stopped: "csv"}
+
+
+class _SlowToPickle:
+    """Pickled only once ``ready`` is set: a sender's feeder thread, starved of CPU, that has
+    not sent what was put yet."""
+
+    def __init__(self, ready: threading.Event) -> None:
+        self.ready = ready
+
+    def __reduce__(self) -> tuple:
+        self.ready.wait(60)
+        return int, (7,)
+
+
+def test_a_stage_whose_packets_are_put_but_not_sent_yet_is_not_stalled():
+    """A queue's size counts what was put, before the sender's feeder thread has pickled and sent
+    it: with that thread starved, the stage after it, asleep waiting for its pipe, was called
+    stalled with packets waiting for it (s59c 2). Once sent, a stopped stage still is."""
+    ready = threading.Event()
+    inbox = mp.get_context("spawn").Queue()
+    inbox.put(_SlowToPickle(ready))
+    with _children("import time; time.sleep(600)") as kids:
+        os.kill(kids[0].pid, signal.SIGSTOP)
+        assert inbox.qsize() == 1
+        unsent = _judged_between_packets(inbox, kids[0].pid)
+        ready.set()
+        wait_for(lambda: not inbox.empty())
+        sent = _judged_between_packets(inbox, kids[0].pid)
+    assert inbox.get(timeout=10) == 7
+    assert (unsent, sent) == (None, "csv")
 
 
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
@@ -1541,8 +1584,8 @@ def test_a_stage_held_up_by_a_full_outbox_is_not_stuck_when_room_comes():
     runner = Runner(load_graph("video_to_csv"), stall_timeout=1)
     size = runner.graph.queue_size
     depth = {"source>classifier": 3, "classifier>csv": size}
-    runner.inboxes = {key: SimpleNamespace(qsize=lambda key=key: depth[key]) for key in depth}
-    procs = {name: SimpleNamespace(exitcode=None) for name in ("source", "classifier", "csv")}
+    runner.inboxes = {key: SimpleNamespace(qsize=lambda key=key: depth[key], empty=lambda: False) for key in depth}
+    procs = {name: SimpleNamespace(exitcode=None, pid=0) for name in ("source", "classifier", "csv")}  # none runnable
     progress = {name: SimpleNamespace(value=7) for name in procs}
     busy = {name: SimpleNamespace(value=0.0) for name in procs}
     busy["csv"].value = 1.0  # the sink is in a packet, waiting on purpose
