@@ -220,8 +220,14 @@ def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
     """The words for a stage type ``name`` that is not one of ``types``: the known type it is like,
     and any stage module not declared, both (``track2`` of a new tracker2.py was "did you mean
     'track'?" alone, a typo to look for)."""
-    return (f"unknown stage type {show(name)}{_type_hint(name, types)}{_undeclared(types)} "
-            f"(known: {', '.join(sorted(types))})")
+    hint = _type_hint(name, types) + _undeclared(types) or PLUGIN_HINT
+    return f"unknown stage type {show(name)}{hint} (known: {', '.join(sorted(types))})"
+
+
+PLUGIN_HINT = (" (a plug-in's stage is known once the entry point declaring it is installed: after adding one, run "
+               "pip install -e . in the plug-in's folder again)")
+"""For a type like none known: a plug-in author who added an entry point to setup.cfg and ran
+the config got the bare "unknown stage type", as a maintainer did before ``_undeclared``."""
 
 
 def _undeclared(types: Mapping[str, type[Stage]]) -> str:
@@ -401,10 +407,11 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
                           f"{MAX_WORKERS}, got {show(workers)}")
-    if workers > 1 and not cls.parallel:
-        raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} keeps state from one "
-                          "packet to the next (or is a source or a sink), so it runs in one "
-                          "process only")
+    if workers > 1 and not cls.parallel:  # "keeps state" misled the author of a plug-in that keeps none
+        kind = "source" if issubclass(cls, Source) else "sink" if issubclass(cls, Sink) else ""
+        why = (f"is a {kind}" if kind else "does not declare parallel = True (as a stage whose process keeps "
+               "nothing from one packet to the next does)")
+        raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} {why}, so it runs in one process only")
     if workers > 1:  # each worker would open what it writes or binds: they locked each other out, naming a "second run"
         owned = ([name for name, _ in named_files(cls, params, cls.output_paths)]
                  + [name for name in cls.bind_params if getattr(params, name)])

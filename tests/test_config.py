@@ -145,9 +145,13 @@ BROKEN = {
                                          "  detector:\n    type: haar\n    inputs: [source, cam2]\n"),
                             "{f}:8: stage 'cam2' (video): params.source_id: 'source' is also the source id of "
                             "stage 'source'; give each source its own source_id"),
-    "workers_of_a_stateful_stage": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
-                                    "{f}:14: stage 'csv' (csv): workers: csv keeps state from one packet "
-                                    "to the next (or is a source or a sink), so it runs in one process only"),
+    "workers_of_a_sink": (GOOD.replace("    type: csv\n", "    type: csv\n    workers: 2\n"),
+                          "{f}:14: stage 'csv' (csv): workers: csv is a sink, so it runs in one process only"),
+    "workers_of_a_stateful_stage": (GOOD.replace("  csv:\n", "  track:\n    type: track\n    inputs: [detector]\n"
+                                                 "    workers: 2\n  csv:\n"),
+                                    "{f}:15: stage 'track' (track): workers: track does not declare parallel = True "
+                                    "(as a stage whose process keeps nothing from one packet to the next does), so "
+                                    "it runs in one process only"),
     "tab_indent": (GOOD.replace("  source:", "\tsource:"),
                    "{f}:2: invalid YAML: found character '\\t' that cannot start any token (a tab, where YAML takes "
                    "spaces only: to indent, and after a colon)"),
