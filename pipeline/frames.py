@@ -20,6 +20,7 @@ import resource
 import secrets
 import shutil
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -66,6 +67,8 @@ class StaleFrameError(RuntimeError):
 
 KEEP_PIXELS = ("a stage that keeps frames past its call (to pass them on later) keeps their pixels: "
                "packet.image = packet.pixels().copy()")
+NOT_PIXELS = ("under fer-pipe run, packet.image is a reference to the frame in shared memory, not its pixels "
+              "(run_stage hands an array, so a stage's tests pass): read them with packet.pixels()")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,15 @@ class FrameRef:
         words numpy's: a stage's own picture and a frame in one process are such arrays, and a
         frame that came over a queue said "'FrameRef' object does not support item assignment"."""
         raise ValueError("assignment destination is read-only")
+
+    def copy(self) -> NoReturn:
+        """``packet.image.copy()``, which passes a stage's tests, where ``packet.image`` is an
+        array: "'FrameRef' object has no attribute 'copy'" said nothing of what to do."""
+        raise TypeError(NOT_PIXELS)
+
+    def __getitem__(self, key: object) -> NoReturn:
+        """``packet.image[y0:y1, x0:x1]``, as ``copy``."""
+        raise TypeError(NOT_PIXELS)
 
     def check(self) -> mmap.mmap:
         """StaleFrameError if the slot holds another frame now. The writer puts the sequence

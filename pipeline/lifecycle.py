@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import UserError, said
-from .frames import StaleFrameError
+from .frames import NOT_PIXELS, FrameRef, StaleFrameError
 from .messages import Packet, named, stream_ended
 from .packet_checks import frame_of, packets_of
 from .stage import Source, Stage, StageFailure, StopRun
@@ -39,6 +39,21 @@ def finish_stage(stage: Stage) -> list[Packet]:
         return packets_of(stage.finish(), "finish")
     except StopRun:
         return []
+
+
+READ_ONLY = ("assignment destination is read-only", "cannot set WRITEABLE flag", "marked as readonly")
+"""numpy's words for a write into a read-only array, and OpenCV's for drawing into one."""
+
+
+def _with_hint(line: str, packet: Packet) -> str:
+    """A stage's failure, with what to do instead where it wrote into a frame or gave OpenCV
+    ``packet.image``, a reference under the runner: numpy's and OpenCV's words alone sent a
+    plug-in's author, whose tests passed (``run_stage`` hands an array), to the README."""
+    if any(words in line for words in READ_ONLY):
+        return f"{line} (frames are read-only: draw on a copy, packet.pixels().copy(), and set packet.image to it)"
+    if "is not a numpy array" in line and isinstance(packet.image, FrameRef):
+        return f"{line} (if that was packet.image: {NOT_PIXELS})"
+    return line
 
 
 class SourceFrames:
@@ -113,7 +128,7 @@ class PacketRules:
         """The stage's failure on ``packet`` (said as ``what``, else as ``exc``), or, with
         ``on_error: skip`` and a frame, nothing: the frame dropped, said and counted."""
         if not self.skip or packet.outage:
-            raise StageFailure(f"on {named(packet)}: {what or said(exc)}") from exc
+            raise StageFailure(f"on {named(packet)}: {what or _with_hint(said(exc), packet)}") from exc
         self.stats.skipped += 1
         say_skipped(self.name, packet, exc, self.stats.skipped)
         return []

@@ -41,7 +41,7 @@ class FaultyParams(StageParams):
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
-                  "wait_outside", "stopped_opening"] = Field(
+                  "wait_outside", "stopped_opening", "copy_image", "opencv_image"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -56,7 +56,9 @@ class FaultyParams(StageParams):
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it; wait_outside: wait pause_s "
                           "on the frames in at, saying waiting_outside() every 0.2 s; stopped_opening: a SIGTERM lands "
                           "once open has returned, inside the put that tells the runner so, and close writes "
-                          "'closed' in seen_file)")
+                          "'closed' in seen_file; copy_image: "
+                          "packet.image.copy(); opencv_image: cv2.cvtColor(packet.image), reading packet.image as "
+                          "pixels, as an array in one process)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
@@ -219,6 +221,12 @@ class Faulty(Stage):
                 packet.image = packet.pixels().copy()
             if self.params.mode == "scribble":
                 packet.image[:2, :2] = 0
+            if self.params.mode == "copy_image":
+                packet.image = packet.image.copy()
+            if self.params.mode == "opencv_image":
+                import cv2
+
+                cv2.cvtColor(packet.image, cv2.COLOR_BGR2GRAY)
             if self.params.mode == "unlock":
                 pixels = packet.pixels()
                 pixels.flags.writeable = True

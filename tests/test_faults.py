@@ -738,10 +738,13 @@ def test_on_error_skip_is_about_frames_a_failing_outage_hook_fails_in_a_run_and_
                                     "injected fault on an outage")
 
 
+READ_ONLY_HINT = " (frames are read-only: draw on a copy, packet.pixels().copy(), and set packet.image to it)"
+
+
 @pytest.mark.parametrize("mode, error, after", [
-    ("scribble", "ValueError: assignment destination is read-only", "redraw"),
-    ("scribble", "ValueError: assignment destination is read-only", "source"),
-    ("unlock", "ValueError: cannot set WRITEABLE flag to True of this array", "redraw")])
+    ("scribble", "ValueError: assignment destination is read-only" + READ_ONLY_HINT, "redraw"),
+    ("scribble", "ValueError: assignment destination is read-only" + READ_ONLY_HINT, "source"),
+    ("unlock", "ValueError: cannot set WRITEABLE flag to True of this array" + READ_ONLY_HINT, "redraw")])
 def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_alike(plugin_env, short_clip,
                                                                                      tmp_path, mode, error, after):
     """After a stage that passes on a picture of its own, as one that draws does, the stage after
@@ -757,6 +760,26 @@ def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_a
                       f"  drawn: {{type: csv, inputs: [draw], params: {{path: '{tmp_path / 'drawn.csv'}'}}}}\n"
                       f"  csv: {{type: csv, inputs: [beside], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
     fails_alike(config, plugin_env, f"stage 'draw' (faulty) failed: on source frame 2: {error}")
+
+
+@pytest.mark.parametrize("mode, error", [
+    ("copy_image", "TypeError: under fer-pipe run, packet.image is a reference to the frame in shared memory, not "
+                   "its pixels (run_stage hands an array, so a stage's tests pass): read them with packet.pixels()"),
+    ("opencv_image", "(if that was packet.image: under fer-pipe run, packet.image is a reference to the frame in "
+                     "shared memory, not its pixels (run_stage hands an array, so a stage's tests pass): read them "
+                     "with packet.pixels())")])
+def test_reading_packet_image_as_pixels_passes_in_one_process_and_fails_a_run_saying_what_to_do(
+        plugin_env, short_clip, tmp_path, mode, error):
+    """A plug-in that copied ``packet.image`` or gave it to OpenCV passed its ``run_stage`` tests
+    and failed its run with "'FrameRef' object has no attribute 'copy'" or OpenCV's "src is not a
+    numpy array", neither naming ``pixels()`` (s60c 1). In one process, where it is an array,
+    the same stage runs, as its tests did."""
+    config = fault_config(tmp_path / "image.yaml", short_clip, tmp_path / "out.csv", mode=mode, at=[3])
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 1 and "stage 'faulty' (faulty) failed: on source frame 3: " in err and error in err, err
+    done = subprocess.run([sys.executable, "-c", IN_ONE_PROCESS, str(config)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **plugin_env})
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 def test_on_error_skip_in_one_process_as_a_batch_task_runs_it_gives_the_runs_csv(plugin_env, short_clip, tmp_path):
