@@ -64,12 +64,13 @@ class Face:
 
     @property
     def label(self) -> str | None:
-        """The most likely emotion. The probabilities' length is checked first: eight of them,
-        the largest the last, failed with an IndexError rather than ``emotion_probs``' line."""
+        """The most likely of ``EMOTIONS``, None before a classifier. (``emotion_probs`` checks
+        the probabilities' length first: eight of them failed with an IndexError.)"""
         return None if self.probs is None else EMOTIONS[int(np.argmax(emotion_probs(self)))]
 
     @property
     def confidence(self) -> float | None:
+        """The probability of ``label``, None before a classifier."""
         return None if self.probs is None else float(np.max(self.probs))
 
     @property
