@@ -121,8 +121,8 @@ def run_stage(stage: Stage | type[Stage] | str, packets: Iterable[Packet] = (),
     kept_ends: list[Packet] = []  # see stage_calls.keeps_ends
     check_outputs(type(stage), stage.params, stage.name)
     type(stage).preflight(stage.params)
-    stage.open()
     with _carrying(out):
+        stage.open()  # and at once the try: a Ctrl-C landing between them left the stage unclosed (s60b 2)
         try:
             with suppress(StopRun):  # the stage ended the run: as in a run, what it gave is kept, and it finishes
                 _feed(stage, packets, out, kept_ends)
@@ -267,8 +267,10 @@ def _built(graph: Graph, name: str) -> Stage:
 def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: _Busy) -> list[tuple[Exception, str]]:
     """Close every opened stage, the last first; each failure, with its line as a run says it
     (``_line``). One failing close left the stages before it unclosed, their files unflushed; a
-    StopRun raised there (no failure elsewhere) escaped as it was, and closed none after it."""
+    StopRun raised there (no failure elsewhere) escaped as it was, and closed none after it. A
+    Ctrl-C in one close is raised once the others are closed."""
     failures = []
+    interrupted: BaseException | None = None
     for name in reversed(opened):
         try:
             with busy(name, " while closing", graph.stages[name].closing_s):
@@ -277,6 +279,10 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
                        _stage_failure(graph, name, exc, "while closing: "))
             failures.append((failure, one_line(str(failure))))
+        except BaseException as exc:  # a Ctrl-C in one close (a host's, a Ray cancel's) closed none after it
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
     return failures
 
 
@@ -446,7 +452,7 @@ def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
             with _making(graph, name):
                 with busy(name, " while opening"):
                     open_stage(stage)
-            opened.append(name)
+                    opened.append(name)  # at once: a Ctrl-C in the with blocks' ends left it unclosed (s60b 2)
         for name, stage in stages.items():
             if not isinstance(stage, Source):
                 continue

@@ -140,7 +140,7 @@ def check_writable(path: str | Path, what: str) -> None:
     existed = path.exists()
     # a file made by the probe is removed where it was made: through a dangling link, at its
     # target (an existing file is opened as given, so /dev/stdout on a file stays that file)
-    target = path if existed else Path(os.path.realpath(path))
+    target = os.fspath(path) if existed else os.path.realpath(path)
     try:
         with open(target, "a", encoding="utf-8") as probe:
             claim(probe.fileno(), path, what)
@@ -148,7 +148,12 @@ def check_writable(path: str | Path, what: str) -> None:
         raise cannot_write(what, path, exc) from None
     finally:  # also where a stop cuts the probe short: its file was left, an empty video no player opens
         if not existed:
-            target.unlink(missing_ok=True)
+            # os.unlink of a str, as no Path.unlink: a stop runs at a Python call's first line,
+            # and one landing in Path's before its unlink left the file (s60b 1)
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
 
 
 def _refuse_closed(fd: int | None, path: str | Path, what: str) -> None:

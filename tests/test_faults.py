@@ -561,41 +561,6 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_empty_video(plugin_en
     assert kept.read_bytes() == b"an earlier run's video"
 
 
-def test_a_stop_that_cuts_the_video_writers_open_short_leaves_no_empty_video(tmp_path, monkeypatch):
-    """The test above failed once in CI: the other stages' stop reached the video writer inside
-    its open, after its file was made, and a stage is closed only after a successful open, so
-    the empty file stayed. The stop is stood in for by a KeyboardInterrupt at four moments: in the
-    probe of its preflight, once the file is made and before it is locked, as its claim returns,
-    and after its file is claimed (it failed again in CI at one of the two in between)."""
-    from fer_pipe import output_files
-    from fer_pipe.stages import video_writer
-    from fer_pipe.stages.video_writer import VideoWriterParams, VideoWriterSink
-
-    path = tmp_path / "new.mp4"
-
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    def claimed_then_stopped(*args, **kwargs):
-        os.close(output_files.open_claimed(*args, **kwargs))
-        raise KeyboardInterrupt
-
-    def no_preflight(params):
-        return None
-
-    moments = {"in its preflight": [(output_files, "claim", stopped)],
-               "before the lock": [(VideoWriterSink, "preflight", staticmethod(no_preflight)), (output_files, "claim", stopped)],
-               "as the claim returns": [(video_writer, "open_claimed", claimed_then_stopped)],
-               "once claimed": [(video_writer, "StderrCapture", stopped)]}
-    for moment, patches in moments.items():
-        with monkeypatch.context() as patched:
-            for owner, name, stand_in in patches:
-                patched.setattr(owner, name, stand_in)
-            with pytest.raises(KeyboardInterrupt):
-                VideoWriterSink("video", VideoWriterParams(path=str(path))).open()
-        assert not path.exists(), moment
-
-
 def test_a_stop_just_after_a_stage_opened_still_closes_it(plugin_env, short_clip, tmp_path):
     """The stage process told the runner its stage was open before it kept the stage as its to
     close, so a SIGTERM inside that put (another stage's failure at the first frame) left the

@@ -1,0 +1,27 @@
+"""Stops landing at every point of the code that makes and cleans up files (see stop_points)."""
+from __future__ import annotations
+
+from stop_points import each_stop
+
+from fer_pipe.inprocess import run_stage
+
+
+def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tmp_path):
+    """A stop once the video writer's file was made and before anything would remove it left a
+    0-byte .mp4 that no player opens (a CI run failed on it twice): in the probe of its preflight
+    (Path.unlink's own first lines, s60b 1), as its claim of the file returned, and in run_stage
+    between its open and the try that closes it (s60b 2). Close is where a stage process ignores
+    a stop; run_stage's close is the end of the search."""
+    path = tmp_path / "new.mp4"
+    run_stage("video_writer", [], params={"path": str(path)})  # the registry read, as it is once per process
+
+    def check() -> str | None:
+        if not path.exists():
+            return None
+        path.unlink()
+        return "the empty video was left"
+
+    assert each_stop(lambda: run_stage("video_writer", [], params={"path": str(path)}), check,
+                     until="close_stage") == []
+    run_stage("video_writer", [], params={"path": str(path)})  # and no stop left the file locked
+    assert not path.exists()
