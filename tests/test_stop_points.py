@@ -4,6 +4,7 @@ from __future__ import annotations
 from stop_points import each_stop
 
 from fer_pipe.inprocess import run_stage
+from fer_pipe.output_files import write_whole
 
 
 def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tmp_path):
@@ -25,3 +26,19 @@ def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tm
                      until="close_stage") == []
     run_stage("video_writer", [], params={"path": str(path)})  # and no stop left the file locked
     assert not path.exists()
+
+
+def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
+    """A Ctrl-C of a batch while its manifest was written left _manifest.json.tmp beside it (s60b 7):
+    only an OSError removed it."""
+    path = tmp_path / "_manifest.json"
+    path.write_text("old")
+
+    def check() -> str | None:
+        left = sorted(p.name for p in tmp_path.iterdir())
+        if left != ["_manifest.json"] or path.read_text() not in ("old", "new"):
+            return f"left {left}, {path.read_text()!r}"
+        path.write_text("old")
+        return None
+
+    assert each_stop(lambda: write_whole(path, "new", "batch"), check) == []
