@@ -57,10 +57,22 @@ class RingLease:
         if not Path(shm).is_dir():
             return  # no /dev/shm, so no frame ring either (frames.FrameRing fails on its first frame)
         # locked under a name no sweep looks at, then renamed: a sweep never meets it unlocked
-        draft = self._path.with_name(f".{self._path.name}")
-        self._fd = os.open(draft, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
-        os.rename(draft, self._path)
+        draft = os.fspath(self._path.with_name(f".{self._path.name}"))
+        fd = -1
+        try:
+            fd = os.open(draft, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.rename(draft, self._path)
+        except BaseException:  # a Ctrl-C too: the draft, which no sweep removes, stayed in /dev/shm (s60b 5)
+            for name in (draft, self._path):
+                try:
+                    os.unlink(name)
+                except FileNotFoundError:
+                    pass
+            if fd >= 0:
+                os.close(fd)
+            raise
+        self._fd = fd
 
     def release(self) -> None:
         """End the lease, removing every ring of this run: the runner calls it once every stage

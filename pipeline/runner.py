@@ -340,6 +340,15 @@ class Runner:
         # here, before any process, queue or ring is made.
         specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
         lease = RingLease()
+        try:  # at once: a Ctrl-C while the queues and processes were made left the lease's lock file (s60b 5)
+            return self._leased(ctx, names, specs, live, in_main, lease)
+        finally:
+            lease.release()  # the run's rings: every stage process has ended, or none started
+
+    def _leased(self, ctx: Any, names: dict[str, list[str]], specs: dict[str, bytes], live: set[str],
+                in_main: bool, lease: RingLease) -> RunResult:
+        """The run once its rings are leased: its queues and processes made, started and watched."""
+        graph = self.graph
         shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease)
         procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
         self.processes, self.inboxes = procs, shared.inboxes
@@ -373,7 +382,6 @@ class Runner:
                                 lambda process: procs[process].exitcode is not None)
             result = self._supervise(procs, shared, status, started, bool(live))
         finally:
-            lease.release()  # the run's rings: every stage process has ended, or none started
             self.processes, self.inboxes = {}, {}
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -1,10 +1,14 @@
 """Stops landing at every point of the code that makes and cleans up files (see stop_points)."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from stop_points import each_stop
 
 from fer_pipe.inprocess import run_stage
 from fer_pipe.output_files import write_whole
+from fer_pipe.ring_lease import RingLease
 
 
 def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tmp_path):
@@ -42,3 +46,20 @@ def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_not
         return None
 
     assert each_stop(lambda: write_whole(path, "new", "batch"), check) == []
+
+
+def test_a_stop_anywhere_while_a_run_leases_its_rings_leaves_no_lock_file(tmp_path):
+    """A Ctrl-C as the runner took its lease left the draft of its lock file, a dot file no sweep
+    removes, in /dev/shm for good (s60b 5)."""
+    leases: list[RingLease] = []
+
+    def check() -> str | None:
+        for lease in leases:
+            lease.release()
+        leases.clear()
+        left = os.listdir(tmp_path)
+        for name in left:
+            Path(tmp_path, name).unlink()
+        return f"left {left}" if left else None
+
+    assert each_stop(lambda: leases.append(RingLease(str(tmp_path))), check) == []
