@@ -151,7 +151,6 @@ class RtspSource(Source):
     def open(self) -> None:
         with _SHARED.environment:  # not another stage's, set for its open
             self._their_options = os.environ.get(FFMPEG_OPTIONS)  # a user's own FFmpeg options, kept with auto
-        _SHARED.opened()
         self._where = redact(self.params.url)
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, float, float] | None = None  # image, captured, the stream's fps
@@ -161,7 +160,13 @@ class RtspSource(Source):
         self._transport = "tcp"
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
-        self._thread.start()
+        _SHARED.opened()
+        try:
+            self._thread.start()
+        except BaseException:  # a Ctrl-C in one process (run_stage, run_graph) as the reader began: no close
+            self._stopping.set()  # comes, and the reader went on reconnecting for as long as the process lived
+            _SHARED.closed()
+            raise
 
     def _log(self, message: str) -> None:
         """A line for the journal; the server's own words in it (its status text) are escaped, as

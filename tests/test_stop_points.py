@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+from livetools import free_port, wait_for
 from stop_points import each_stop
 
 from fer_pipe.inprocess import run_stage
@@ -63,3 +65,37 @@ def test_a_stop_anywhere_while_a_run_leases_its_rings_leaves_no_lock_file(tmp_pa
         return f"left {left}" if left else None
 
     assert each_stop(lambda: leases.append(RingLease(str(tmp_path))), check) == []
+
+
+def test_a_stop_anywhere_in_the_rtsp_sources_open_leaves_no_reader_reconnecting():
+    """In one process (run_stage, run_graph), a Ctrl-C as the source started its reader thread
+    left the reader reconnecting to the camera for as long as the process lived, and OpenCV's
+    log level, which the source sets while any is open, never given back (s60b 6)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages import rtsp
+
+    opened = []
+    url = f"rtsp://127.0.0.1:{free_port()}/none"  # nothing there: the reader retries for as long as it runs
+    make_stage("rtsp", {"url": url})  # its module imported, as it is once per process
+
+    def open_one() -> None:
+        source = make_stage("rtsp", {"url": url})
+        source.open()
+        opened.append(source)
+
+    def readers() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("rtsp:")]
+
+    def check() -> str | None:
+        for source in opened:
+            source.close()
+        opened.clear()
+        if rtsp._SHARED._open:
+            return f"{rtsp._SHARED._open} source(s) still counted open"
+        try:
+            wait_for(lambda: not readers(), 10, "the readers to end")
+        except AssertionError:
+            return f"{readers()} still reading"
+        return None
+
+    assert each_stop(open_one, check) == []
