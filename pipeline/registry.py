@@ -88,21 +88,20 @@ class Registry:
         """Import the entry point of ``name`` if it is declared once and not yet imported, into
         ``types`` or, broken, into ``problems``."""
         with _BUILDING:
-            ep = self._pending.pop(name, None)
-            if ep is not None:
-                self._load(ep)
+            ep = self._pending.get(name)
+            if ep is None:
+                return
+            try:  # the pop in it: a Ctrl-C landing after a pop, or at the load's first line, lost the type
+                del self._pending[name]
+                self._loaded(ep)
+            except BaseException:  # a Ctrl-C in a host's thread: the type is looked for again next time
+                self._pending[name] = ep
+                raise
 
     def import_all(self) -> None:
         with _BUILDING:
             for name in sorted(self._pending):
                 self.import_type(name)  # one a plug-in looked up as it was imported is there already
-
-    def _load(self, ep: EntryPoint) -> None:
-        try:
-            self._loaded(ep)
-        except BaseException:  # a Ctrl-C in a host's thread: the type is looked for again next time
-            self._pending[ep.name] = ep
-            raise
 
     def _loaded(self, ep: EntryPoint) -> None:
         dist = self.origins[ep.name]

@@ -99,3 +99,32 @@ def test_a_stop_anywhere_in_the_rtsp_sources_open_leaves_no_reader_reconnecting(
         return None
 
     assert each_stop(open_one, check) == []
+
+
+def test_a_stop_anywhere_while_a_stage_type_is_first_looked_up_leaves_the_type_there(tmp_path, monkeypatch):
+    """A Ctrl-C in a host's thread while a type's module was imported on its first look-up lost
+    the type for the process ("unknown stage type" from then on) where it landed just after the
+    entry point was taken off the pending ones, or at the first line of its load (s60e)."""
+    import sys
+    from importlib.metadata import EntryPoint
+
+    from fer_pipe.registry import GROUP, Registry
+
+    (tmp_path / "tiny_stage.py").write_text(
+        "from fer_pipe.messages import FRAME\nfrom fer_pipe.stage import Stage\n\n\n"
+        "class Tiny(Stage):\n    reads = writes = FRAME\n\n    def process(self, packet):\n        return (packet,)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = [EntryPoint(name="tiny", value="tiny_stage:Tiny", group=GROUP)]
+    made = [Registry(found)]
+
+    def check() -> str | None:
+        sys.modules.pop("tiny_stage", None)  # imported anew by the next run's registry
+        try:
+            made[0].types["tiny"]
+        except KeyError:
+            return "the type was lost"
+        finally:
+            made[0] = Registry(found)
+        return None
+
+    assert each_stop(lambda: made[0].types["tiny"], check) == []
