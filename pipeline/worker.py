@@ -209,7 +209,10 @@ def stage_main(w: Wiring) -> None:
             message = str(exc) if isinstance(exc, StageFailure) else said(exc)
             w.control.put(Failed(name, message, traceback.format_exc(), 1))
     finally:
-        ignore_sigterm()  # closing is not interrupted a second time
+        try:  # closing is not interrupted a second time
+            ignore_sigterm()
+        except Terminated:  # the first SIGTERM, landing as the call began: it skipped the close (s60b 3)
+            pass
         if stage is not None:
             _close(stage, w, ended)
         if ring is not None:

@@ -41,7 +41,7 @@ class FaultyParams(StageParams):
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
-                  "wait_outside", "stopped_opening", "copy_image", "opencv_image"] = Field(
+                  "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -56,7 +56,8 @@ class FaultyParams(StageParams):
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it; wait_outside: wait pause_s "
                           "on the frames in at, saying waiting_outside() every 0.2 s; stopped_opening: a SIGTERM lands "
                           "once open has returned, inside the put that tells the runner so, and close writes "
-                          "'closed' in seen_file; copy_image: "
+                          "'closed' in seen_file; stopped_closing: as stopped_opening, with the SIGTERM landing as "
+                          "the stage process begins to close it, after its stream ended; copy_image: "
                           "packet.image.copy(); opencv_image: cv2.cvtColor(packet.image), reading packet.image as "
                           "pixels, as an array in one process)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
@@ -161,6 +162,13 @@ class Faulty(Stage):
                 raise Terminated(15)
 
             worker.Opened = stopped
+        if self.params.mode == "stopped_closing":
+            from fer_pipe import stop_signals, worker
+
+            def stopped_as_it_begins():
+                stop_signals.terminate(15, None)  # what the handler does, at the call's first line
+
+            worker.ignore_sigterm = stopped_as_it_begins
 
     def _fires(self, index):
         if self.params.once_file:
@@ -273,7 +281,7 @@ class Faulty(Stage):
 
     def close(self):
         if self._seen is not None:
-            if self.params.mode == "stopped_opening":
+            if self.params.mode in ("stopped_opening", "stopped_closing"):
                 self._seen.write("closed\\n")
             self._seen.close()
         while self.params.mode == "hang_close" or self.params.close_too == "hang":

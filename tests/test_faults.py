@@ -574,6 +574,19 @@ def test_a_stop_just_after_a_stage_opened_still_closes_it(plugin_env, short_clip
     assert seen.read_text() == "closed\n", err
 
 
+def test_a_stop_as_a_stage_process_begins_closing_still_closes_its_stage(plugin_env, short_clip, tmp_path):
+    """A SIGTERM landing at the first line of the stage process's last steps (its stream ended,
+    its report sent) raised out of them before the stage's close, which never ran: a push sink's
+    held events were dropped unsaid, a plug-in's resources left (s60b 3). The SIGTERM is stood in
+    for by the handler's own work at that moment, from the plug-in's open."""
+    seen = tmp_path / "seen.txt"
+    config = fault_config(tmp_path / "closing.yaml", short_clip, tmp_path / "closing.csv", mode="stopped_closing",
+                          seen_file=str(seen))
+    code, err = finish(start_run(config, plugin_env))
+    assert code == 0, err
+    assert seen.read_text().splitlines()[-1] == "closed", err
+
+
 def test_a_sink_delivering_its_events_when_another_stage_fails_is_not_killed_halfway(plugin_env, short_clip,
                                                                                       tmp_path):
     """Before, stages asked to stop after a failure were killed 3 s later, so a push sink
