@@ -197,11 +197,15 @@ class ResultStream:
         self._reader: int | None = None  # the thread iterating, which alone uses the socket then
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
-        self._thread.start()
         # A stream never read to its end nor closed (the script ended, or raised before its
         # loop): the interpreter would tear the runner's thread down mid-run, an abort (exit
         # 134) with the sinks' files open. At exit, the run is stopped as ``close`` stops it.
         atexit.register(self.close)
+        try:
+            self._thread.start()
+        except BaseException:  # a Ctrl-C as the run began: the caller had no stream to stop, and its exit waited for ever
+            self.close()
+            raise
 
     def _run(self) -> None:
         try:

@@ -468,6 +468,41 @@ def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(
     assert_valid_prefix(tmp_path / "rows.csv")
 
 
+def test_a_ctrl_c_as_the_run_begins_stops_it(short_clip, tmp_path, plugin_env):
+    """A Ctrl-C landing while ``results`` started its runner's thread, which was running the graph
+    already, left a run that nobody held a stream to stop: the script's exit then waited for
+    ever on its stages (s60b 4). The Ctrl-C is stood in for by the thread's start raising it."""
+    config = fault_config(tmp_path / "g.yaml", short_clip, tmp_path / "rows.csv", delay_s=0.05)
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""\
+        import os
+        import threading
+
+        from fer_pipe.api import results
+
+        started = threading.Thread.start
+
+
+        def start_then_interrupted(thread):
+            started(thread)
+            if thread.name == "fer-pipe-runner":
+                raise KeyboardInterrupt
+
+
+        if __name__ == "__main__":
+            threading.Thread.start = start_then_interrupted
+            try:
+                results("{config}")
+            except KeyboardInterrupt:
+                print("interrupted", sorted(t.name for t in threading.enumerate()), flush=True)
+            os._exit(0)  # no wait at exit for a run left going: its thread is listed above
+        """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **plugin_env})
+    assert done.stdout == "interrupted ['MainThread']\n", done.stderr
+    assert_valid_prefix(tmp_path / "rows.csv")  # drained as a stop drains
+
+
 def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(short_clip, tmp_path):
     """A stop button's close() used the socket while the reading thread polled it (a ZMQError
     in one of them), and the reader got RunFailed for a plain stop. A slow loop then went on
