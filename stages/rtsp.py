@@ -22,12 +22,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from fer_pipe.errors import InputError, printable
+from fer_pipe.ffmpeg_log import quiet_ffmpeg
 from fer_pipe.messages import Packet, outage, wall_time
 from fer_pipe.opencv_names import utf8_name
 from fer_pipe.redaction import redact
 from fer_pipe.rtsp_probe import NO_ANSWER, OTHER_TRANSPORT, why_not_open
 from fer_pipe.stage import Source, SourceParams
 
+
+quiet_ffmpeg()  # each attempt's failure is said in the source's own lines, every QUIET_LOG_S when it repeats
 
 STOP_POLL_S = 0.5
 """How often a wait for the next frame checks whether the run is stopping."""

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, Truncated, printable
+from fer_pipe.ffmpeg_log import quiet_ffmpeg
 from fer_pipe.input_files import why_no_file
 from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
 from fer_pipe.messages import Packet
@@ -23,10 +24,7 @@ from fer_pipe.seeking import seeks_by_frame
 from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early, matroska_lead
 from fer_pipe.stage import Source, SourceParams
 
-# FFmpeg logs each damaged packet on stderr, dozens of lines around the one line fer-pipe
-# prints about a bad file; this stage reports decode failures itself. Set the variable
-# (e.g. to 16) to see FFmpeg's own messages.
-os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+quiet_ffmpeg()  # this stage reports decode failures itself
 
 
 MAX_PACED_FPS = 240.0
