@@ -17,8 +17,8 @@ lines of warnings in the old run's log.
 A lock, not the process id in the name, because a pid says nothing across the PID namespaces
 of containers that share one /dev/shm, and pids are reused.
 
-The run's queues leave their POSIX semaphores there too (``sem.*``, a page of memory each, 14 for
-a four-stage run): Python's resource tracker unlinks them when the runner dies alone, but it dies
+The run's queues leave their POSIX semaphores there too (``sem.*``, a page of memory each, three
+a queue: 12 for four stages of one process each): Python's resource tracker unlinks them when the runner dies alone, but it dies
 with the group. ``semaphores_named`` names them after the run, so the same sweep removes them;
 a service in a crash loop under Docker's 64 MiB /dev/shm would otherwise fill it.
 """
