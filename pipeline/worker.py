@@ -381,6 +381,9 @@ class _Handler:
     def idle(self) -> None:
         if self.rules.stopped:
             return
+        # watched as a packet is: a hook that hangs, or spins (the between-packets rule takes a
+        # process that runs for one starved of CPU), held the run for ever
+        self.w.busy_since.value = time.monotonic()
         try:
             self.stage.idle()
         except StopRun:
@@ -389,6 +392,8 @@ class _Handler:
             raise
         except Exception as exc:  # on_error: skip is about packets: there is none to skip here
             raise StageFailure(f"while idle: {said(exc)}") from exc
+        finally:
+            self.w.busy_since.value = 0.0
 
     def _frame(self, item: Packet) -> list[Packet]:
         stage, w, stats = self.stage, self.w, self.stats

@@ -41,7 +41,8 @@ class FaultyParams(StageParams):
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
-                  "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image"] = Field(
+                  "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image",
+                  "spin_idle"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -59,7 +60,8 @@ class FaultyParams(StageParams):
                           "'closed' in seen_file; stopped_closing: as stopped_opening, with the SIGTERM landing as "
                           "the stage process begins to close it, after its stream ended; copy_image: "
                           "packet.image.copy(); opencv_image: cv2.cvtColor(packet.image), reading packet.image as "
-                          "pixels, as an array in one process)")
+                          "pixels, as an array in one process; spin_idle: an idle hook, every 0.01 s, that spins "
+                          "for ever once the frames in at were seen)")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
@@ -134,6 +136,8 @@ class Faulty(Stage):
     def open(self):
         if self.params.mode == "idle":
             self.idle_s = 0.05  # only here: the other tests keep the blocking wait of most stages
+        if self.params.mode == "spin_idle":
+            self.idle_s = 0.01  # within a live replay's 40 ms between frames
         if self.params.mode == "open":
             raise RuntimeError("injected fault in open")
         if self.params.mode == "bad_open":
@@ -152,6 +156,7 @@ class Faulty(Stage):
             os.replace(self.params.pid_file + ".part", self.params.pid_file)
         self._seen = open(self.params.seen_file, "a", buffering=1) if self.params.seen_file else None
         self._held = []
+        self._spin = False
         if self.params.idle_every is not None:
             self.idle_s = self.params.idle_every
         if self.params.mode == "stopped_opening":
@@ -215,6 +220,8 @@ class Faulty(Stage):
                     time.sleep(3600)
             if self.params.mode == "pause":
                 time.sleep(self.params.pause_s)
+            if self.params.mode == "spin_idle":
+                self._spin = True
             if self.params.mode == "wait_outside":
                 for _ in range(round(self.params.pause_s / 0.2)):
                     self.waiting_outside()
@@ -278,6 +285,8 @@ class Faulty(Stage):
     def idle(self):
         if self.params.mode == "idle":
             raise ValueError("injected fault while idle")
+        while self.params.mode == "spin_idle" and self._spin:
+            pass
 
     def close(self):
         if self._seen is not None:

@@ -1039,6 +1039,19 @@ def test_a_stage_whose_packets_are_put_but_not_sent_yet_is_not_stalled():
     assert (unsent, sent) == (None, "csv")
 
 
+def test_a_stage_spinning_in_its_idle_hook_is_a_stall(plugin_env, short_clip, tmp_path):
+    """A stage's idle hook ran between packets with no busy mark, so one that spins (a loop in
+    Python or native code) was left to the between-packets rule, which takes a runnable process
+    for one starved of CPU: the run went on for ever, its first Ctrl-C unheeded (s60f 1). The hook
+    is watched as a packet is."""
+    config = fault_config(tmp_path / "spin.yaml", short_clip, tmp_path / "spin.csv", live=True, mode="spin_idle",
+                          at=[5])
+    proc = start_run(config, plugin_env, "--stall-timeout", "2", quiet=False)
+    with group_killed_at_exit(proc):
+        code, err = finish(proc, timeout=90)
+    assert code == 1 and "fer-pipe: stage 'faulty' (faulty) failed: no progress for 2 s (stalled)" in err, err
+
+
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
     """Before, a run whose stage hung in close at the end of the stream never ended: every other
     stage had exited, the stall watch covered packets only, and a first Ctrl-C only asked the
