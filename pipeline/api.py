@@ -197,17 +197,29 @@ class ResultStream:
         self._reader: int | None = None  # the thread iterating, which alone uses the socket then
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
+        # The thread runs the graph once told to go, after its start has returned: a Ctrl-C
+        # inside Thread.start (it waits for the thread) left a run that no stream held, and the
+        # caller's exit waited for ever on its stages; one landing before the thread was seen
+        # alive could not be stopped as a run is (s60b 4, s60f 2).
+        self._go = threading.Event()
+        self._cancelled = False
         # A stream never read to its end nor closed (the script ended, or raised before its
         # loop): the interpreter would tear the runner's thread down mid-run, an abort (exit
         # 134) with the sinks' files open. At exit, the run is stopped as ``close`` stops it.
         atexit.register(self.close)
         try:
             self._thread.start()
-        except BaseException:  # a Ctrl-C as the run began: the caller had no stream to stop, and its exit waited for ever
+            self._go.set()
+        except BaseException:
+            self._cancelled = True
+            self._go.set()
             self.close()
             raise
 
     def _run(self) -> None:
+        self._go.wait()
+        if self._cancelled:
+            return
         try:
             self.result = self._runner.run()
         except BaseException as exc:  # handed to the caller's thread

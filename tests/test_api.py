@@ -468,25 +468,44 @@ def test_a_second_ctrl_c_while_the_stream_drains_stops_it_at_once_and_cleans_up(
     assert_valid_prefix(tmp_path / "rows.csv")
 
 
-def test_a_ctrl_c_as_the_run_begins_stops_it(short_clip, tmp_path, plugin_env):
-    """A Ctrl-C landing while ``results`` started its runner's thread, which was running the graph
-    already, left a run that nobody held a stream to stop: the script's exit then waited for
-    ever on its stages (s60b 4). The Ctrl-C is stood in for by the thread's start raising it."""
+@pytest.mark.parametrize("moment", ["as_start_returns", "inside_start"])
+def test_a_ctrl_c_as_the_run_begins_leaves_no_run_going(short_clip, tmp_path, plugin_env, moment):
+    """A Ctrl-C landing while ``results`` started its runner's thread, which ran the graph at
+    once, left a run that nobody held a stream to stop: the script's exit then waited for ever
+    on its stages (s60b 4). Landing inside ``Thread.start``, before the thread was seen alive,
+    it could not be stopped as a run is (s60f 2). The thread now runs the graph only once told
+    to, after its start. The Ctrl-C is stood in for by the start raising it as it returns, or
+    from its wait for the thread, which is held back from running meanwhile."""
     config = fault_config(tmp_path / "g.yaml", short_clip, tmp_path / "rows.csv", delay_s=0.05)
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(f"""\
         import os
         import threading
+        import time
 
         from fer_pipe.api import results
 
         started = threading.Thread.start
 
 
+        def interrupted(timeout=None):
+            raise KeyboardInterrupt
+
+
         def start_then_interrupted(thread):
+            if thread.name != "fer-pipe-runner":
+                return started(thread)
+            if "{moment}" == "inside_start":
+                bootstrap = thread._bootstrap_inner
+
+                def late():
+                    time.sleep(1)  # not yet alive when the Ctrl-C lands
+                    bootstrap()
+
+                thread._bootstrap_inner = late
+                thread._started.wait = interrupted
             started(thread)
-            if thread.name == "fer-pipe-runner":
-                raise KeyboardInterrupt
+            raise KeyboardInterrupt
 
 
         if __name__ == "__main__":
@@ -494,13 +513,16 @@ def test_a_ctrl_c_as_the_run_begins_stops_it(short_clip, tmp_path, plugin_env):
             try:
                 results("{config}")
             except KeyboardInterrupt:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and "fer-pipe-runner" in [t.name for t in threading.enumerate()]:
+                    time.sleep(0.05)
                 print("interrupted", sorted(t.name for t in threading.enumerate()), flush=True)
             os._exit(0)  # no wait at exit for a run left going: its thread is listed above
         """))
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **plugin_env})
     assert done.stdout == "interrupted ['MainThread']\n", done.stderr
-    assert_valid_prefix(tmp_path / "rows.csv")  # drained as a stop drains
+    assert not (tmp_path / "rows.csv").exists()  # the run never began
 
 
 def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(short_clip, tmp_path):
