@@ -224,8 +224,8 @@ def unknown_type(name: str, types: Mapping[str, type[Stage]]) -> str:
     return f"unknown stage type {show(name)}{hint} (known: {', '.join(sorted(types))})"
 
 
-PLUGIN_HINT = (" (a plug-in's stage is known once the entry point declaring it is installed: after adding one, run "
-               "pip install -e . in the plug-in's folder again)")
+PLUGIN_HINT = (" (a plug-in's type is known once its distribution is installed with the entry point declaring it: "
+               "after adding one to its setup.cfg, install it again)")
 """For a type like none known: a plug-in author who added an entry point to setup.cfg and ran
 the config got the bare "unknown stage type", as a maintainer did before ``_undeclared``."""
 
@@ -409,8 +409,9 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
                           f"{MAX_WORKERS}, got {show(workers)}")
     if workers > 1 and not cls.parallel:  # "keeps state" misled the author of a plug-in that keeps none
         kind = "source" if issubclass(cls, Source) else "sink" if issubclass(cls, Sink) else ""
-        why = (f"is a {kind}" if kind else "does not declare parallel = True (as a stage whose process keeps "
-               "nothing from one packet to the next does)")
+        why = (f"is a {kind}" if kind else "keeps state from one packet to the next" if cls.__module__.startswith(
+            "fer_pipe.") else "does not declare parallel = True (as a stage whose process keeps nothing from one "
+            "packet to the next does)")
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} {why}, so it runs in one process only")
     if workers > 1:  # each worker would open what it writes or binds: they locked each other out, naming a "second run"
         owned = ([name for name, _ in named_files(cls, params, cls.output_paths)]

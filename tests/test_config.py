@@ -149,9 +149,8 @@ BROKEN = {
                           "{f}:14: stage 'csv' (csv): workers: csv is a sink, so it runs in one process only"),
     "workers_of_a_stateful_stage": (GOOD.replace("  csv:\n", "  track:\n    type: track\n    inputs: [detector]\n"
                                                  "    workers: 2\n  csv:\n"),
-                                    "{f}:15: stage 'track' (track): workers: track does not declare parallel = True "
-                                    "(as a stage whose process keeps nothing from one packet to the next does), so "
-                                    "it runs in one process only"),
+                                    "{f}:15: stage 'track' (track): workers: track keeps state from one packet to "
+                                    "the next, so it runs in one process only"),
     "tab_indent": (GOOD.replace("  source:", "\tsource:"),
                    "{f}:2: invalid YAML: found character '\\t' that cannot start any token (a tab, where YAML takes "
                    "spaces only: to indent, and after a colon)"),
@@ -359,6 +358,12 @@ def test_a_plugins_path_param_its_own_tracker_and_its_file_with_workers(tmp_path
         stages["log"]["workers"] = 2
         with pytest.raises(ConfigError, match=r"stage 'log' \(facelog\): workers: each of its 2 processes would "
                                               r"open what its log names, which one process holds; run it in one$"):
+            build_graph({"stages": stages}, {}, "<dict>")
+        # a plug-in's stage is not told it keeps state, which it may not: what to declare if not (s60c 5)
+        stages["log"]["workers"], stages["tracker"]["workers"] = 1, 2
+        with pytest.raises(ConfigError, match=r"stage 'tracker' \(owntracker\): workers: owntracker does not declare "
+                                              r"parallel = True \(as a stage whose process keeps nothing from one "
+                                              r"packet to the next does\), so it runs in one process only$"):
             build_graph({"stages": stages}, {}, "<dict>")
     finally:
         del registry().types["facelog"], registry().types["owntracker"]

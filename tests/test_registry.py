@@ -736,8 +736,8 @@ def test_an_undeclared_stage_module_of_the_package_is_named_in_the_unknown_type_
     known = ", ".join(sorted(types))
     # like no type, and no module undeclared: a plug-in's entry point not installed yet (s60c 4)
     assert unknown_type("blurry", types) == (
-        "unknown stage type 'blurry' (a plug-in's stage is known once the entry point declaring it is installed: "
-        f"after adding one, run pip install -e . in the plug-in's folder again) (known: {known})")
+        "unknown stage type 'blurry' (a plug-in's type is known once its distribution is installed with the entry "
+        f"point declaring it: after adding one to its setup.cfg, install it again) (known: {known})")
     (tmp_path / "blur_faces.py").write_text("from fer_pipe.stage import Stage\n\n\nclass Blur(Stage):\n    pass\n")
     (tmp_path / "scratch.py").write_text("SIZE = 3\n")  # a module that holds no stage
     monkeypatch.setattr(fer_pipe.stages, "__path__", [*fer_pipe.stages.__path__, str(tmp_path)])
