@@ -282,8 +282,14 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
         except BaseException as exc:  # a Ctrl-C in one close (a host's, a Ray cancel's) closed none after it
             interrupted = interrupted or exc
     if interrupted is not None:
+        _say_also(failures)  # the run cannot raise them now: the interrupt goes on
         raise interrupted
     return failures
+
+
+def _say_also(failures: list[tuple[Exception, str]]) -> None:
+    for _, line in failures:
+        print(f"{ALSO}{printable(redact_urls(line))}", file=sys.stderr)  # as a run says them
 
 
 def _as_a_run_says(graph: Graph, name: str, exc: UserError, where: str = "") -> UserError:
@@ -495,8 +501,7 @@ def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
     finally:
         unclosed = _close_all(graph, stages, opened, busy)
     failures = [*failed, *draining, *unclosed]
-    for _, line in failures[1:]:
-        print(f"{ALSO}{printable(redact_urls(line))}", file=sys.stderr)  # as a run says them
+    _say_also(failures[1:])
     if failures:
         raise failures[0][0]
     return GraphRun(sum(r.stats.skipped for r in rules.values()), bool(stopped_by))

@@ -76,12 +76,16 @@ def write_whole(path: Path, data: str | bytes, what: str) -> None:
     line naming ``path`` (a write's own error names no file), and leaves no temporary file.
     Text is written as UTF-8. Each process writes a temporary file of its own: two writing one
     path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
-    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temp = os.fspath(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
     try:
-        temp.write_bytes(data.encode() if isinstance(data, str) else data)
+        with open(temp, "wb") as file:
+            file.write(data.encode() if isinstance(data, str) else data)
         os.replace(temp, path)
     except BaseException as exc:  # a stop too (a batch's Ctrl-C): its .tmp was left in the results folder
-        temp.unlink(missing_ok=True)
+        try:  # os.unlink of a str, as check_writable's probe is removed
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
         if isinstance(exc, OSError):
             raise cannot_write(what, path, exc) from None
         raise

@@ -208,6 +208,54 @@ def test_run_stage_and_run_graph_keep_each_frame_of_a_source_that_reuses_its_buf
     assert [int(pixels[0, 0, 0]) for pixels in kept] == [0, 1, 2, 3, 3, 3, 3, 3]
 
 
+def test_a_ctrl_c_in_one_close_of_run_graph_closes_the_others_and_says_their_failures(capsys):
+    """A KeyboardInterrupt in one stage's close (a host's Ctrl-C, a Ray cancel's) left every stage
+    closed after it unclosed (s60b 2), and then the other closes' failures went unsaid (s60f 6):
+    the interrupt goes on once every stage is closed, the failures said before it."""
+    from fer_pipe.config import build_graph
+    from fer_pipe.inprocess import run_graph
+    from fer_pipe.messages import FRAME, Packet
+    from fer_pipe.registry import registry
+    from fer_pipe.stage import Sink, Source
+
+    closed = []
+
+    class Two(Source):
+        def frames(self):
+            for i in range(2):
+                yield Packet(self.source_id, i, i / 25, np.zeros((8, 8, 3), np.uint8))
+
+        def close(self):
+            closed.append("source")
+
+    class Failing(Sink):
+        reads = FRAME
+
+        def consume(self, packet):
+            pass
+
+        def close(self):
+            closed.append(self.name)
+            raise RuntimeError("upload failed")
+
+    class Interrupted(Failing):
+        def close(self):
+            closed.append(self.name)
+            raise KeyboardInterrupt
+
+    registry().types.update(two=Two, failing=Failing, interrupted=Interrupted)
+    try:  # closed the last first: interrupted, then failing, then the source
+        graph = build_graph({"stages": {"s": {"type": "two"}, "f": {"type": "failing", "inputs": ["s"]},
+                                        "i": {"type": "interrupted", "inputs": ["s"]}}}, {}, "<dict>")
+        with pytest.raises(KeyboardInterrupt):
+            run_graph(graph)
+    finally:
+        del registry().types["two"], registry().types["failing"], registry().types["interrupted"]
+    assert closed == ["i", "f", "source"]
+    assert capsys.readouterr().err == ("fer-pipe: also, stage 'f' (failing) failed: while closing: RuntimeError: "
+                                       "upload failed\n")
+
+
 def test_run_stage_refuses_an_output_path_holding_a_control_character_as_a_config_does(tmp_path):
     """A Python string's backslash escapes as double-quoted YAML's does: run_stage("csv", ...,
     params={"path": "res\\new.csv"}) wrote a file whose name holds a line feed (s50j 2)."""
