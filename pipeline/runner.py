@@ -343,7 +343,7 @@ class Runner:
         try:  # at once: a Ctrl-C while the queues and processes were made left the lease's lock file (s60b 5)
             return self._leased(ctx, names, specs, live, in_main, lease)
         finally:
-            lease.release()  # the run's rings: every stage process has ended, or none started
+            lease.release()  # the run's rings: every stage process has ended, or none started (done, as a rule)
 
     def _leased(self, ctx: Any, names: dict[str, list[str]], specs: dict[str, bytes], live: set[str],
                 in_main: bool, lease: RingLease) -> RunResult:
@@ -382,6 +382,7 @@ class Runner:
                                 lambda process: procs[process].exitcode is not None)
             result = self._supervise(procs, shared, status, started, bool(live))
         finally:
+            lease.release()  # while the run's handlers hold: a Ctrl-C then is a stop noted, not one raised in it
             self.processes, self.inboxes = {}, {}
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
