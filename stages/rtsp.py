@@ -117,21 +117,23 @@ class _Shared:
         self.environment = threading.Lock()
         """Held from setting the options to giving the user's back, the open between."""
         self._count = threading.Lock()
-        self._open = 0
-        self._their_log_level = 0
+        self._open: set[int] = set()  # the sources open, by id: a source's closed() after a stop cut its opened() short
+        self._their_log_level: int | None = None  # None: not ours to give back
 
-    def opened(self) -> None:
+    def opened(self, source: object) -> None:
         with self._count:
-            if not self._open:  # given back when the last closes
+            if self._their_log_level is None:  # given back when the last closes
                 self._their_log_level = OPENCV_LOG.getLogLevel()
                 OPENCV_LOG.setLogLevel(LOG_LEVEL_ERROR)  # each attempt gets our own line
-            self._open += 1
+            self._open.add(id(source))
 
-    def closed(self) -> None:
+    def closed(self, source: object) -> None:
+        """Once for each ``opened``, or after a stop cut it short, wherever it did (s60f 3)."""
         with self._count:
-            self._open -= 1
-            if not self._open:
+            self._open.discard(id(source))
+            if not self._open and self._their_log_level is not None:
                 OPENCV_LOG.setLogLevel(self._their_log_level)
+                self._their_log_level = None
 
 
 _SHARED = _Shared()
@@ -163,12 +165,12 @@ class RtspSource(Source):
         self._transport = "tcp"
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._read, name=f"rtsp:{self.name}", daemon=True)
-        _SHARED.opened()
         try:
+            _SHARED.opened(self)
             self._thread.start()
         except BaseException:  # a Ctrl-C in one process (run_stage, run_graph) as the reader began: no close
             self._stopping.set()  # comes, and the reader went on reconnecting for as long as the process lived
-            _SHARED.closed()
+            _SHARED.closed(self)
             raise
 
     def _log(self, message: str) -> None:
@@ -389,4 +391,4 @@ class RtspSource(Source):
     def close(self) -> None:
         self._stopping.set()
         self._thread.join(timeout=self.closing_s(self.params))
-        _SHARED.closed()
+        _SHARED.closed(self)
