@@ -407,11 +407,13 @@ def _stage_spec(name: Any, body: Any, reg: Registry, origin: str, lines: Lines) 
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(f"{workers_where}: {prefix}: workers: expected an integer from 1 to "
                           f"{MAX_WORKERS}, got {show(workers)}")
-    if workers > 1 and not cls.parallel:  # "keeps state" misled the author of a plug-in that keeps none
-        kind = "source" if issubclass(cls, Source) else "sink" if issubclass(cls, Sink) else ""
-        why = (f"is a {kind}" if kind else "keeps state from one packet to the next" if cls.__module__.startswith(
-            "fer_pipe.") else "does not declare parallel = True (as a stage whose process keeps nothing from one "
-            "packet to the next does)")
+    if workers > 1 and not cls.parallel:
+        if issubclass(cls, (Source, Sink)):
+            why = f"is a {'source' if issubclass(cls, Source) else 'sink'}"
+        elif cls.__module__.startswith("fer_pipe."):
+            why = "keeps state from one packet to the next"
+        else:  # "keeps state" misled the author of a plug-in that keeps none
+            why = "does not declare parallel = True (as a stage whose process keeps nothing from one packet to the next does)"
         raise ConfigError(f"{workers_where}: {prefix}: workers: {type_name} {why}, so it runs in one process only")
     if workers > 1:  # each worker would open what it writes or binds: they locked each other out, naming a "second run"
         owned = ([name for name, _ in named_files(cls, params, cls.output_paths)]
