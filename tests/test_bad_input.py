@@ -1492,7 +1492,8 @@ def test_webcam_that_does_not_exist(tmp_path, out_csv):
                       .replace("path: input.mp4", "device: 97"))
     code, err = run(f"csv.path={out_csv}", config=str(config))
     assert code == 2
-    assert "webcam 97" in one_line(err)
+    assert one_line(err) == ("fer-pipe: stage 'source' (webcam): webcam 97: no camera "
+                             "(/dev/video97 does not exist)")
 
 
 def test_unreachable_rtsp_host(tmp_path, out_csv):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import re
 import signal
@@ -475,3 +476,14 @@ def test_acceptance_happy_episode_on_the_wolfganglanger_clip(wolfgang) -> None:
     early = [e for e in happy if int(e["start_frame"]) < 200 and float(e["duration_s"]) > 1.0]
     assert not early, early
     assert len({r["track_id"] for r in rows} - {""}) <= 2
+
+
+def test_smoothing_reports_the_happy_onset_within_0_7_s_of_where_the_raw_labels_turn(wolfgang) -> None:
+    """Issue 8's onset figure, measured as tools/flicker.py measures it for the README: a smoother
+    or a model that held the smile back longer would have left the README's figure wrong unseen."""
+    spec = importlib.util.spec_from_file_location("flicker", REPO / "tools" / "flicker.py")
+    flicker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flicker)
+    onset = flicker.analyse(*wolfgang, "happy")["onset"]
+    assert 200 <= onset["raw_frame"] <= 300, onset
+    assert abs(onset["smoothed_delay_s"]) <= 0.7 and abs(onset["episode_delay_s"]) <= 0.7, onset
