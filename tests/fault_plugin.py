@@ -586,6 +586,13 @@ def wait_gone(pids: set[int], within: float = 10.0) -> set[int]:
     return {p for p in pids if alive(p)}
 
 
+def group_members(pgid: int) -> set[int]:
+    """The live processes of process group ``pgid``: a run started in its own session keeps it
+    for the runner, its forkserver and every stage process, whoever their parent is by then."""
+    return {int(pid) for pid in os.listdir("/proc") if pid.isdigit() and alive(int(pid))
+            and stat(int(pid))[2:3] == [str(pgid)]}
+
+
 def read_csv(path: Path) -> tuple[list[str], list[list[str]], str]:
     """Header, rows and raw text of a CSV the pipeline wrote."""
     text = path.read_text()

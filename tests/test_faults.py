@@ -25,7 +25,8 @@ import pytest
 
 from conftest import REPO, fer_pipe, read_frames, write_video
 from fault_plugin import (alive, assert_valid_prefix, broken_source_config, descendants, fault_config,
-                          group_killed_at_exit, read_csv, run_lock, start_run, stats_row, wait_gone)
+                          group_killed_at_exit, group_members, read_csv, run_lock, start_run, stats_row,
+                          wait_gone)
 from livetools import csv_rows, free_port, wait_for
 
 from fer_pipe.frames import SHM
@@ -125,7 +126,8 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     fault in order, none of those the other worker finished after it."""
     out = tmp_path / "raise.csv"
     config = fault_config(tmp_path / "raise.yaml", short_clip, out, mode="raise", at=[21], workers=workers)
-    code, err = finish(start_run(config, plugin_env, quiet=False))
+    proc = start_run(config, plugin_env, quiet=False)
+    code, err = finish(proc)
     assert code == 1
     name = "faulty" if workers == 1 else "faulty[1]"
     assert f"fer-pipe: stage '{name}' (faulty) failed: on source frame 21: ValueError: injected fault " \
@@ -134,6 +136,7 @@ def test_stage_raising_stops_the_run_and_keeps_what_the_sink_wrote(plugin_env, s
     frames = assert_valid_prefix(out)
     assert frames == list(range(stats_row(err, "csv")["items"]))  # all it consumed, nothing more
     assert len(frames) <= 21
+    assert not wait_gone(group_members(proc.pid)), "a process of the run outlived it"
 
 
 def test_a_source_whose_init_raises_is_named_in_one_line(plugin_env, tmp_path):
