@@ -11,15 +11,32 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 
-def cpu_model() -> str:
-    """The CPU's model name and core count, e.g. ``AMD EPYC, 2 cores``."""
-    name = platform.processor() or platform.machine()
+#: The widest vector instructions first: int8 inference runs about four times faster with
+#: AVX-512 VNNI than with AVX2 alone on the same family of EPYC (the shipped model, README).
+_VECTOR_UNITS = (("avx512_vnni", "AVX-512 VNNI"), ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-512"),
+                 ("avx2", "AVX2"))
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name, family and model numbers, core count and widest vector unit, e.g.
+    ``AMD EPYC (family 25, model 1), 2 cores, AVX2``: one model name covers CPUs whose speeds at
+    a figure differ fourfold."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo") as fh:
-            name = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
+        with open(cpuinfo) as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first CPU's block ends; the others repeat it
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
         pass
-    return f"{name}, {os.cpu_count()} cores"
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    flags = set(fields.get("flags", "").split())
+    units = [shown for flag, shown in _VECTOR_UNITS if flag in flags][:1]
+    return ", ".join([name, f"{os.cpu_count()} cores", *units])
 
 
 def cgroup_folders(controller: str, cgroups: Path = Path("/proc/self/cgroup"),
