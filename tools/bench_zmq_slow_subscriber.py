@@ -57,8 +57,7 @@ def stalled_subscriber(endpoint: str, rcvhwm: int, ready: threading.Event, run_o
     n = 0
     while not run_over.is_set() or sock.poll(1000):
         if sock.poll(100):
-            sock.recv_multipart()
-            n += 1
+            n += sock.recv_multipart()[0].startswith(b"emotion.")  # a frame's event; source_end is not one
     counted.append(n)
     sock.close(0)
     ctx.term()
@@ -102,7 +101,7 @@ def main() -> None:
             wall, received, sink = one_run(video, case, args.port)
             walls[case].append(wall)
             busy[case].append(sink["busy_s"])
-            got = "" if received is None else f", the stalled subscriber got {received} of {frames} events"
+            got = "" if received is None else f", the stalled subscriber got {received} of {frames} frames' events"
             print(f"round {r + 1}: {case:<22} wall {wall:6.2f} s; zmq sink busy {sink['busy_s']:.3f} s in all, "
                   f"p95 {sink['p95_ms']:.2f} ms per frame{got}", flush=True)
     base = statistics.median(walls["no subscriber"])
