@@ -59,7 +59,7 @@ def frame_event(packet: Packet, precision: int = 4, extra: Sequence[str] = ()) -
             entry["confidence"] = round(float(face.confidence), precision)
             entry["probs"] = {e: round(float(p), precision) for e, p in zip(EMOTIONS, emotion_probs(face))}
         smoothed = face.smoothed_confidence
-        entry["smoothed_label"] = face.smoothed_label
+        entry["smoothed_label"] = None if smoothed is None else face.smoothed_label  # the csv sink's rule
         entry["smoothed_confidence"] = None if smoothed is None else round(smoothed, precision)
         entry.update(zip(extra, map(_json_value, extra_values(face, extra, frame_values))))
         faces.append(entry)

@@ -131,12 +131,14 @@ def test_sinks_get_raw_and_smoothed_values_side_by_side(tmp_path) -> None:
 
     raw = [probs(sad=0.7)] * 10 + [probs(sad=0.4, happy=0.45)] * 3  # raw turns happy, smoothed stays sad
     out = run_stage("smooth", stream(raw, 25.0), {"hold_s": 0.2})
+    # a plug-in smoother's label without its probabilities: no smoothed value, in every sink (s61d 1)
+    out.append(Packet("cam", 13, 0.52, faces=[Face((0, 0, 9, 9), probs(happy=0.7), 1, smoothed_label="happy")]))
     run_stage("csv", out, {"path": str(tmp_path / "f.csv")})
     with open(tmp_path / "f.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["smoothed_label"] for r in rows] == [""] * 5 + ["sad"] * 8  # settles after 0.2 s
-    assert rows[-1]["label"] == "happy" and rows[-1]["smoothed_label"] == "sad"
-    assert float(rows[-1]["smoothed_confidence"]) == pytest.approx(float(out[-1].faces[0].smoothed[4]), abs=1e-4)
+    assert [r["smoothed_label"] for r in rows] == [""] * 5 + ["sad"] * 8 + [""]  # settles after 0.2 s
+    assert rows[-2]["label"] == "happy" and rows[-2]["smoothed_label"] == "sad"
+    assert float(rows[-2]["smoothed_confidence"]) == pytest.approx(float(out[-2].faces[0].smoothed[4]), abs=1e-4)
     published = [event_rows(frame_event(p), FRAME_COLUMNS, 4)[0][-2:] for p in out]  # as `fer-pipe subscribe`
     assert list(rows[0])[-2:] == ["smoothed_label", "smoothed_confidence"]
     assert published == [[r["smoothed_label"], r["smoothed_confidence"]] for r in rows]
