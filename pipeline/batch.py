@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import stat
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -50,7 +49,7 @@ from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_coun
                          run_job, stall_mark, video_csv_stages)
 from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
 from .inprocess import ALSO
-from .input_files import why_no_file
+from .input_files import file_problem
 from .output_files import held_folder, make_folder, write_whole
 from .preflight import check_stages
 from .redaction import redact, redact_urls
@@ -127,17 +126,12 @@ def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
 
 def _not_a_video_file(item: str) -> str | None:
     """Why input ``item`` is no video file to read, or None."""
-    try:
-        mode = os.stat(item).st_mode
-    except OSError:  # a batch reads files; a stream has no end to batch
-        return f"video {_shown(item)}: " + why_no_file(item, "fer-pipe run's rtsp source")
-    if stat.S_ISDIR(mode):
+    problem = file_problem(item, "fer-pipe run's rtsp source")  # a batch reads files; a stream has no end
+    if problem == "is a folder":
         if Path(item).suffix.lower() in VIDEO_SUFFIXES:
             return f"video {item}: a folder, not a file"
         return f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
-    if not stat.S_ISREG(mode):
-        return f"video {item}: not a regular file"
-    return None
+    return problem and f"video {_shown(item)}: {problem}"
 
 
 def _stems(inputs: Sequence[str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ from zmq.utils.z85 import Z85CHARS
 
 from .arguments import made_path
 from .errors import InputError
+from .input_files import file_problem
 from .output_files import make_folder
 
 
@@ -89,13 +90,12 @@ def load_keys(path: str, secret: bool, what: str, warn: bool = True) -> tuple[by
     that named the file) begins each line: a subscriber gives two key files. A name that may be
     a key itself, given for its file, is not echoed: the line goes to a log (journald). ``warn``: say where the
     secret is not kept secret (once a run: its stage reads the file again after the check)."""
-    if not Path(path).is_file():
-        if not Path(path).exists() and is_key(path):
+    problem = file_problem(path)
+    if problem:
+        if not os.path.lexists(path) and is_key(path):
             raise InputError(f"{what}: no such file, and the name given is 40 characters of Z85, as a key is: not "
                              "shown, should it be one; give the path of the key file fer-pipe keys wrote")
-        problem = ("no such file" if not Path(path).exists() else "is a folder, not a key file" if Path(path).is_dir()
-                   else "not a regular file")
-        raise InputError(f"{what} {path}: {problem}")
+        raise InputError(f"{what} {path}: {problem}" + (", not a key file" if problem == "is a folder" else ""))
     try:
         public, secret_key = zmq.auth.load_certificate(path)
     except PermissionError:

@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 
 from fer_pipe.boxes import Box, iou_matrix
 from fer_pipe.errors import InputError
+from fer_pipe.input_files import file_problem
 from fer_pipe.messages import FACES, FRAME, Face, Packet
 from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.opencv_names import opencv_name
@@ -135,13 +136,13 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
     why only on file descriptor 2, and for some files raises a SystemError, so the file is
     checked here and OpenCV's own words are dropped."""
     path = cascade_path(name)
-    if not path.exists():
-        among = "" if "/" in name else f" (nor is it one of OpenCV's cascades, in {cv2.data.haarcascades})"
-        raise InputError(f"cascade {path}: no such file{among}")
-    if path.is_dir():
+    problem = file_problem(str(path))
+    if problem == "is a folder":
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
-    if not path.is_file():  # a FIFO: OpenCV's open waited for a writer for ever, Ctrl-C held back
-        raise InputError(f"cascade {path}: not a regular file")
+    if problem:
+        among = "" if "/" in name or path.is_symlink() else (f" (nor is it one of OpenCV's cascades, in "
+                                                              f"{cv2.data.haarcascades})")
+        raise InputError(f"cascade {path}: {problem}{among}")
     try:
         with stderr_dropped():
             cascade = cv2.CascadeClassifier(opencv_name(path, "cascade"))

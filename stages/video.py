@@ -14,7 +14,7 @@ from pydantic import Field
 from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, Truncated, printable
 from fer_pipe.ffmpeg_log import quiet_ffmpeg
-from fer_pipe.input_files import why_no_file
+from fer_pipe.input_files import file_problem
 from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
 from fer_pipe.messages import Packet
 from fer_pipe.mp4 import frames_played
@@ -437,13 +437,12 @@ def _decodes_at(path: str, frame: int) -> bool:
 
 def _open(name: str) -> cv2.VideoCapture:
     path = Path(name)
-    if not path.exists():  # a URL OpenCV would open, but as a file: no reconnects, frames dated as a file's
-        raise InputError(f"video {redact(name) if '://' in name else path}: {why_no_file(name, 'the rtsp source')}")
-    if path.is_dir():
+    problem = file_problem(name, "the rtsp source")  # a URL OpenCV would open as a file: no reconnects
+    if problem == "is a folder":
         raise InputError(f"video {path}: is a folder (fer-pipe batch takes a folder of videos, the "
                          "image_folder source a folder of images)")
-    if not path.is_file():
-        raise InputError(f"video {path}: not a file")
+    if problem:
+        raise InputError(f"video {redact(name) if '://' in name else path}: {problem}")
     if path.stat().st_size == 0:
         raise InputError(f"video {path}: the file is empty")
     try:  # OpenCV says "cannot open" of a file it may not read, and warns from its image reader

@@ -1486,6 +1486,23 @@ def test_a_check_across_parameters_names_the_file_line_and_the_set():
                         done.stderr), done.stderr
 
 
+def test_a_model_cascade_or_key_file_given_as_a_broken_link_is_said_to_be_one(tmp_path):
+    """The video source said what a broken link is; the model, cascade and key loaders said "no
+    such file" of a name ``ls`` shows (s61d 2)."""
+    from fer_pipe.curve_keys import load_keys
+    from fer_pipe.model.inference import FaceClassifier
+    from fer_pipe.stages.haar import load_cascade
+
+    loaders = {"model": FaceClassifier, "cascade": load_cascade,
+               "curve_secret_key": lambda path: load_keys(path, True, "curve_secret_key")}
+    for what, load in loaders.items():
+        link = tmp_path / f"{what}.link"
+        link.symlink_to(tmp_path / "gone")
+        with pytest.raises(InputError) as said:
+            load(str(link))
+        assert str(said.value) == f"{what} {link}: a broken link (to {tmp_path / 'gone'})"
+
+
 def test_webcam_that_does_not_exist(tmp_path, out_csv):
     config = tmp_path / "cam.yaml"
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: webcam")

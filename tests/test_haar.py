@@ -168,7 +168,8 @@ def test_a_wrong_cascade_file_is_one_line_before_any_stage_starts(short_clip, tm
     fifo = tmp_path / "fifo.xml"
     os.mkfifo(fifo)
     cases = {str(text): "not a Haar cascade OpenCV can load", str(tmp_path): "is a folder, not a cascade file",
-             "nosuch.xml": "no such file (nor is it one of OpenCV's cascades, in ", str(fifo): "not a regular file"}
+             "nosuch.xml": "the folder fer-pipe runs in (nor is it one of OpenCV's cascades, in ",
+             str(fifo): "not a regular file"}
     for cascade, reason in cases.items():
         done = fer_pipe("run", str(REPO / "configs" / "video_to_csv.yaml"), "--quiet", "--set",
                         f"source.path={short_clip}", "--set", f"csv.path={tmp_path / 'o.csv'}",

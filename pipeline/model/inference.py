@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, one_line
+from ..input_files import file_problem
 from ..messages import EMOTIONS
 from ..native_stderr import stderr_dropped
 
@@ -24,10 +25,9 @@ class FaceClassifier:
         from ai_edge_litert.interpreter import Interpreter
 
         path = Path(model_path)
-        if path.is_dir():
-            raise InputError(f"model {path}: is a folder, not a .tflite file")
-        if not path.is_file():
-            raise InputError(f"model {path}: " + ("not a regular file" if path.exists() else "no such file"))
+        problem = file_problem(str(path))
+        if problem:
+            raise InputError(f"model {path}: {problem}" + (", not a .tflite file" if problem == "is a folder" else ""))
         try:
             self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         except (ValueError, RuntimeError) as exc:
