@@ -410,13 +410,20 @@ class Runner:
 
     def _start(self, procs: Processes) -> RunResult | None:
         """Start every stage process; where one cannot be made, end those started before (blocked
-        on queues nobody feeds) and say which stage's could not start."""
+        on queues nobody feeds) and say which stage's could not start. They are asked to stop
+        first, as at a run's end: each has opened its stage, and killed outright, a video writer
+        left the file its open claimed, empty."""
         try:
             for process, proc in procs.items():
                 proc.start()
         except BaseException as exc:
-            for proc in procs.values():
-                if proc.pid is not None:
+            started = [proc for proc in procs.values() if proc.pid is not None]
+            for proc in started:
+                proc.terminate()
+            deadline = time.monotonic() + GRACE_S
+            for proc in started:
+                proc.join(max(0.0, deadline - time.monotonic()))
+                if proc.exitcode is None:
                     proc.kill()
                     proc.join()
             # the system made no process (memory, a process limit), or the forkserver that
