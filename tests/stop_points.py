@@ -23,8 +23,15 @@ def each_stop(action: Callable[[], object], check: Callable[[], str | None], unt
     stage process ignores a stop). Points where the garbage collector runs code are none:
     Python drops what is raised there. What the stop becomes on its way out counts as raised: a stop in the
     standard library's ``Condition.wait`` as it takes its lock back comes out as "RuntimeError:
-    release unlocked lock"."""
-    found: list[str] = []
+    release unlocked lock". Only this thread is stopped; and an action that joins a thread of
+    its own can leave it unjoinable (a stop in ``Thread.join`` as it takes the thread's lock),
+    which hangs the interpreter's exit."""
+    try:  # once unstopped: one-time work (an import, a registry read) would shorten later runs,
+        action()  # and the search ends at the first run that passes fewer points than its stop's
+    except BaseException as exc:  # noqa: BLE001  an action that fails alone tests nothing
+        raise AssertionError(f"the action fails with no stop: {exc!r}") from exc
+    problem = check()
+    found = [f"no stop: {problem}"] if problem else []
     point = 1
     while True:
         passed, fired, reached = 0, "", False
@@ -52,20 +59,22 @@ def each_stop(action: Callable[[], object], check: Callable[[], str | None], unt
 
         sys.settrace(tracer)
         sys.setprofile(profiler)
+        raised: BaseException | None = None
         try:
             action()
-            raised = False
-        except BaseException:  # noqa: BLE001  the stop, or what the library it landed in made of it
-            raised = True
+        except BaseException as exc:  # noqa: BLE001  the stop, or what the library it landed in made of it
+            raised = exc
         finally:
             sys.setprofile(None)
             sys.settrace(None)
         problem = check()
-        if fired and not raised:
+        if fired and raised is None:
             found.append(f"stop {point} at {fired}: swallowed")
         if problem:
             found.append(f"stop {point} at {fired or 'none'}: {problem}")
         if not fired:
+            if raised is not None:
+                found.append(f"past the last stop, the action failed: {raised!r}")
             return found
         point += 1
 
