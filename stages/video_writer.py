@@ -160,9 +160,14 @@ class VideoWriterSink(Sink):
             self._number += 1
             path = _numbered(path, self._number)
         fourcc = cv2.VideoWriter_fourcc(*CODECS[path.suffix.lower()])
-        writer = cv2.VideoWriter(opencv_name(path, "video_writer"), fourcc, self._rate, self._size)
-        if not writer.isOpened():  # no writer kept, so close removes the empty file this made
-            raise InputError(f"video_writer {path}: OpenCV cannot write this file")
+        try:  # no writer kept, so close removes one file's empty file, and here a segment's
+            writer = cv2.VideoWriter(opencv_name(path, "video_writer"), fourcc, self._rate, self._size)
+            if not writer.isOpened():
+                raise InputError(f"video_writer {path}: OpenCV cannot write this file")
+        except BaseException:
+            if self.params.segment_s:
+                path.unlink(missing_ok=True)
+            raise
         self._writer, self._file, self._in_file = writer, path, 0
 
     def consume(self, packet: Packet) -> None:
@@ -303,13 +308,20 @@ class VideoWriterSink(Sink):
         end does not open at all; without this check such a run ended with exit 0.
         """
         writer, self._writer = self._writer, None
-        with self._stderr.capturing():
-            writer.release()
+        try:
+            with self._stderr.capturing():
+                writer.release()
+        except BaseException:  # a stop as the capture began: the file is finished all the same
+            writer.release()  # (a second release does nothing), or it waited for the garbage collector
+            raise
         said = self._stderr.take()
         if self._failed:
             return
         if said:
             os.write(2, said)
+        if self._in_file == 0 and (self.params.segment_s or self._created):  # a stop before its first frame
+            self._file.unlink(missing_ok=True)  # an .mp4 of no frame does not open, and a segment stood empty
+            return
         capture = cv2.VideoCapture(opencv_name(self._file, "video_writer"))
         held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
         if 0 == held < self._in_file and capture.isOpened():  # an .avi cut before its index: read what it holds

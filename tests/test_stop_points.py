@@ -34,6 +34,43 @@ def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tm
     assert not path.exists()
 
 
+def test_a_stop_anywhere_in_the_video_writers_first_frame_leaves_no_empty_video(tmp_path):
+    """OpenCV's writer makes the file as the first frame comes; a stop from there to the frame's
+    count left a file of no frame (an .mp4 that does not open), and a segment's whatever came
+    after it (s61c 1). The stage is closed after each stop, as a stage process closes it."""
+    import cv2
+    import numpy as np
+
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stage_calls import close_stage, handle
+
+    frame = Packet("cam", 0, 0.0, np.zeros((32, 32, 3), np.uint8))
+    for params in ({"path": str(tmp_path / "one.mp4"), "fps": 1},
+                   {"path": str(tmp_path / "cut.avi"), "fps": 1, "segment_s": 1}):
+        stage = [make_stage("video_writer", params)]
+        stage[0].open()
+
+        def check() -> str | None:
+            try:
+                close_stage(stage[0])
+            except Exception as exc:  # noqa: BLE001  said as what the stop left
+                return f"close failed: {exc}"
+            empty = []
+            for video in sorted(tmp_path.glob("[!.]*")):
+                capture = cv2.VideoCapture(str(video))
+                if not capture.isOpened() or not capture.grab():
+                    empty.append(video.name)
+                capture.release()
+                video.unlink()
+            stage[0] = make_stage("video_writer", params)
+            stage[0].open()
+            return f"left {empty} without a frame" if empty else None
+
+        assert each_stop(lambda: handle(stage[0], frame), check) == [], params
+        close_stage(stage[0])
+
+
 def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
     """A Ctrl-C of a batch while its manifest was written left _manifest.json.tmp beside it (s60b 7):
     only an OSError removed it."""
