@@ -29,6 +29,8 @@ def why_no_file(name: str, streams_reader: str = "") -> str:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a link that loops"
+        if exc.errno == errno.EACCES:  # a file that root's ls shows, behind a folder the run's user may not enter
+            return "a folder on its path cannot be entered by this user (Permission denied)"
     if os.path.islink(name):
         return f"a broken link (to {os.readlink(name)})"
     if "://" in name and streams_reader:

@@ -140,8 +140,8 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
     if problem == "is a folder":
         raise InputError(f"cascade {path}: is a folder, not a cascade file")
     if problem:
-        among = "" if "/" in name or path.is_symlink() else (f" (nor is it one of OpenCV's cascades, in "
-                                                              f"{cv2.data.haarcascades})")
+        among = "" if "/" in name or os.path.lexists(path) else (f" (nor is it one of OpenCV's cascades, in "
+                                                                  f"{cv2.data.haarcascades})")
         raise InputError(f"cascade {path}: {problem}{among}")
     try:
         with stderr_dropped():

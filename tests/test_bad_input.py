@@ -1270,6 +1270,24 @@ def run_as_a_user(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+def test_a_video_behind_a_folder_the_user_cannot_enter_is_not_said_to_be_missing(short_clip, tmp_path):
+    """A model or a video under a folder closed to the service's user was "no such file" (s61e 1):
+    the file is there, for whoever may look."""
+    folder = tmp_path / "closed"
+    folder.mkdir()
+    video = folder / "clip.avi"
+    video.write_bytes(short_clip.read_bytes())
+    folder.chmod(0)
+    try:
+        done = run_as_a_user("run", CONFIG, "--quiet", "--set", f"source.path={video}", "--set",
+                             f"csv.path={tmp_path / 'out.csv'}")
+    finally:
+        folder.chmod(0o755)
+    assert done.returncode == 2
+    assert one_line(done.stderr) == (f"fer-pipe: stage 'source' (video): video {video}: a folder on its path cannot "
+                                     "be entered by this user (Permission denied)")
+
+
 def test_csv_in_a_read_only_folder(short_clip, tmp_path):
     """It was skipped as root, which writes into read-only folders: the line was never seen here."""
     folder = tmp_path / "read-only"
