@@ -548,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
         live_clip = looped_clip(first, args.live_seconds, out, args.live_fps)
         run, _ = run_pipeline(CONFIGS["default"], live_clip, out / "live.csv", [], realtime=True)
         cap = cv2.VideoCapture(str(live_clip))
+        # the run's "frames" first: the clip's count replaces it (those the source read, not those it dropped)
         results["live"] = {**run, "clip": live_clip.name, "source_fps": cap.get(cv2.CAP_PROP_FPS),
-                           "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)),  # the run's own counts only
-                           "seconds": run["wall_s"]}  # those the source read, not those it dropped
+                           "frames": int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), "seconds": run["wall_s"]}
         cap.release()
     results["load_average_end"] = os.getloadavg()
     report = out / ("bench_live.json" if args.live_only else "bench.json")
