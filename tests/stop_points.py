@@ -59,22 +59,22 @@ def each_stop(action: Callable[[], object], check: Callable[[], str | None], unt
 
         sys.settrace(tracer)
         sys.setprofile(profiler)
-        raised: BaseException | None = None
+        raised = ""  # what was raised, said: the exception itself would keep the frames it passed alive
         try:
             action()
         except BaseException as exc:  # noqa: BLE001  the stop, or what the library it landed in made of it
-            raised = exc
+            raised = repr(exc)
         finally:
             sys.setprofile(None)
             sys.settrace(None)
         problem = check()
-        if fired and raised is None:
+        if fired and not raised:
             found.append(f"stop {point} at {fired}: swallowed")
         if problem:
             found.append(f"stop {point} at {fired or 'none'}: {problem}")
         if not fired:
-            if raised is not None:
-                found.append(f"past the last stop, the action failed: {raised!r}")
+            if raised:
+                found.append(f"past the last stop, the action failed: {raised}")
             return found
         point += 1
 
