@@ -41,6 +41,7 @@ from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION
                      event_rows, topic)
 from .graph import file_key
 from .stage import id_problem
+from .stop_signals import handling
 
 POLL_MS = 200
 FINAL_DRAIN_S = 1.0
@@ -291,8 +292,7 @@ class Collector:
                 if where and not is_loopback(where[0]):  # PUSH/PULL has no CURVE here; said as the sinks say it
                     _say(f"WARNING: {flag} {address} is not a loopback address: anyone who can reach it {exposed}")
             stops = [signal.SIGINT, signal.SIGTERM] + ([] if hangup.ignored() else [signal.SIGHUP])
-            previous = {s: signal.signal(s, self._on_signal) for s in stops}
-            try:
+            with handling(stops, self._on_signal):
                 written_before = self.csv_path.is_file()
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
                     self._resume(written_before)
@@ -302,9 +302,6 @@ class Collector:
                         self._loop(pull, pub, writer)
                     finally:  # also after a write that failed (a full disk): the CSV holds every event before it
                         self._keep_state()
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
         finally:
             pull.close(linger=0)
             if pub is not None:

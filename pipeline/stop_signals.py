@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import wait
 from types import FrameType
+from typing import Any
 
 from .errors import ConfigError
 
@@ -191,9 +192,14 @@ def sigterm_seen() -> bool:
 
 @contextmanager
 def handling(signals: Collection[int], handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """``handler`` on ``signals`` for a while, the handlers before put back after."""
-    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    """``handler`` on ``signals`` for a while, the handlers before put back after. Each is kept
+    before it is replaced, inside the ``try``: a stop as one was installed left it installed for
+    good (the collector's, which took every Ctrl-C after)."""
+    previous: dict[int, Any] = {}
     try:
+        for sig in signals:
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handler)
         yield
     finally:
         for sig, before in previous.items():

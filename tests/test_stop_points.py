@@ -71,6 +71,30 @@ def test_a_stop_anywhere_in_the_video_writers_first_frame_leaves_no_empty_video(
         close_stage(stage[0])
 
 
+def test_a_stop_anywhere_as_handlers_are_swapped_puts_every_one_back():
+    """A stop as the collector installed its handlers left the first installed for good: every
+    Ctrl-C after it was the collector's, for a host process that went on (s61c 4). The search
+    ends as the block is left: there, a stop is a second one, cutting the putting back short."""
+    import signal
+
+    from fer_pipe.stop_signals import handling
+
+    signals = [signal.SIGUSR1, signal.SIGUSR2]
+    before = [signal.getsignal(sig) for sig in signals]
+
+    def swap() -> None:
+        with handling(signals, lambda signum, frame: None):
+            pass
+
+    def check() -> str | None:
+        now = [signal.getsignal(sig) for sig in signals]
+        for sig, handler in zip(signals, before):
+            signal.signal(sig, handler)
+        return None if now == before else f"handlers left: {now}"
+
+    assert each_stop(swap, check, until="__exit__") == []
+
+
 def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
     """A Ctrl-C of a batch while its manifest was written left _manifest.json.tmp beside it (s60b 7):
     only an OSError removed it."""
