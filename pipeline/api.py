@@ -206,8 +206,8 @@ class ResultStream:
         # A stream never read to its end nor closed (the script ended, or raised before its
         # loop): the interpreter would tear the runner's thread down mid-run, an abort (exit
         # 134) with the sinks' files open. At exit, the run is stopped as ``close`` stops it.
-        atexit.register(self.close)
-        try:
+        try:  # registered inside: a stop as the registration returned left the stream held until exit
+            atexit.register(self.close)
             self._thread.start()
             self._go.set()
         except BaseException:

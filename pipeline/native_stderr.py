@@ -27,8 +27,10 @@ def stderr_to(fd: int) -> Iterator[None]:
             os.dup2(fd, 2)
             yield
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            try:
+                os.dup2(saved, 2)
+            finally:  # a stop as dup2 returned: the duplicate was left open, one a capture
+                os.close(saved)
 
 
 @contextmanager
@@ -66,9 +68,11 @@ def _output_to(fd: int) -> Iterator[None]:
             os.dup2(fd, 1)
             yield
         finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+            try:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+            finally:
+                os.close(saved)
 
 
 class StderrCapture:
