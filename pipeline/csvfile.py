@@ -205,7 +205,16 @@ class CsvOutput:
         continued = not append and descriptor_of(path) in (1, 2) and _continued_stream(path, what, header)
         if append:
             check_columns(path, what, header)
-        fd = open_claimed(path, what, truncate=not append)
+        created = not os.path.lexists(path)
+        try:
+            self._opened(open_claimed(path, what, truncate=not append), path, what, header, append, continued)
+        except BaseException as exc:  # a stop before its header left an empty file where the rows were to go
+            if created and not isinstance(exc, InputError):  # held by another run: its file, not ours
+                path.unlink(missing_ok=True)
+            raise
+
+    def _opened(self, fd: int, path: Path, what: str, header: Sequence[str], append: bool, continued: bool) -> None:
+        """The output's state once ``fd`` holds its file, and the header written where it is new."""
         try:
             if append:
                 _end_with_a_whole_line(fd, path, what)

@@ -95,6 +95,21 @@ def test_a_stop_anywhere_as_handlers_are_swapped_puts_every_one_back():
     assert each_stop(swap, check, until="__exit__") == []
 
 
+def test_a_stop_anywhere_as_a_csv_is_opened_leaves_no_file_without_its_header(tmp_path):
+    """A stop between the file's creation and its header left an empty CSV where the rows were
+    to go (the csv sink's, the episodes sink's, the collector's: s61c 2)."""
+    path = tmp_path / "rows.csv"
+
+    def check() -> str | None:
+        if not path.exists():
+            return None
+        header = path.read_text()
+        path.unlink()
+        return None if header.startswith("source,frame,") else f"left {header!r}"
+
+    assert each_stop(lambda: run_stage("csv", [], params={"path": str(path)}), check, until="close_stage") == []
+
+
 def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
     """A Ctrl-C of a batch while its manifest was written left _manifest.json.tmp beside it (s60b 7):
     only an OSError removed it."""
