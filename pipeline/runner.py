@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Callable
 from ctypes import c_double, c_longlong
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from multiprocessing.queues import Queue
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -410,22 +411,18 @@ class Runner:
 
     def _start(self, procs: Processes) -> RunResult | None:
         """Start every stage process; where one cannot be made, end those started before (blocked
-        on queues nobody feeds) and say which stage's could not start. They are asked to stop
-        first, as at a run's end: each has opened its stage, and killed outright, a video writer
-        left the file its open claimed, empty."""
+        on queues nobody feeds) and say which stage's could not start. They are stopped as at a
+        run's end (SIGTERM, again every RESEND_S, SIGKILL past the grace): each has opened its
+        stage, and killed outright, a video writer left the file its open claimed, empty."""
         try:
             for process, proc in procs.items():
                 proc.start()
         except BaseException as exc:
-            started = [proc for proc in procs.values() if proc.pid is not None]
-            for proc in started:
-                proc.terminate()
-            deadline = time.monotonic() + GRACE_S
-            for proc in started:
-                proc.join(max(0.0, deadline - time.monotonic()))
-                if proc.exitcode is None:
-                    proc.kill()
-                    proc.join()
+            started = {name: proc for name, proc in procs.items() if proc.pid is not None}
+            ending = _Ending(GRACE_S + max(s.closing_s for s in self.graph.stages.values()))
+            while left := [proc.sentinel for proc in started.values() if proc.exitcode is None]:
+                ending.tick(started, _Reports(), {}, second_signal=False)  # SIGTERM again, as a run's end
+                wait(left, POLL_S)
             # the system made no process (memory, a process limit), or the forkserver that
             # makes them went away mid-way: the machine's state, not a bug to trace back
             if isinstance(exc, (EOFError, ConnectionError)) and self._forked:
