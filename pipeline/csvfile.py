@@ -7,7 +7,9 @@ output path fails the same way for every sink, and so that two runs never write 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import os
 import stat
@@ -180,6 +182,23 @@ def _continued_stream(path: Path, what: str, header: Sequence[str]) -> bool:
     return False
 
 
+def _remove_if_left_empty(path: Path) -> None:
+    """Remove the empty file at ``path`` that an open cut short made, unless another run holds it
+    (it made the file between this one's look and its open): taking its lock says which."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_size == 0 and os.path.samestat(os.fstat(fd), os.stat(path)):
+            os.unlink(path)
+    except OSError:  # held by another run, or gone
+        pass
+    finally:
+        os.close(fd)
+
+
 class CsvOutput:
     """A CSV file written a group of rows at a time (a frame's faces, an episode, an event).
 
@@ -206,23 +225,26 @@ class CsvOutput:
         if append:
             check_columns(path, what, header)
         created = not os.path.lexists(path)
+        fd = -1
         try:
-            self._opened(open_claimed(path, what, truncate=not append), path, what, header, append, continued)
-        except BaseException as exc:  # a stop before its header left an empty file where the rows were to go
-            if created and not isinstance(exc, InputError):  # held by another run: its file, not ours
-                path.unlink(missing_ok=True)
+            fd = open_claimed(path, what, truncate=not append)
+            self._opened(fd, path, what, header, append, continued)
+        except BaseException as exc:  # the lock goes with the descriptor: the API, run_stage and a
+            if getattr(self, "_file", None) is not None:  # Ray worker try again in the same process,
+                self._file.close()  # and were refused
+            elif fd >= 0:  # (a file object made as a stop landed was closed as it went)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if created and not isinstance(exc, InputError):  # a stop before the header: no empty file left
+                _remove_if_left_empty(path)
             raise
 
     def _opened(self, fd: int, path: Path, what: str, header: Sequence[str], append: bool, continued: bool) -> None:
         """The output's state once ``fd`` holds its file, and the header written where it is new."""
-        try:
-            if append:
-                _end_with_a_whole_line(fd, path, what)
-            elif continued:
-                _start_a_line(fd, path, what)
-        except BaseException:  # the lock goes with the descriptor: the API, run_stage and a
-            os.close(fd)  # Ray worker try again in the same process, and were refused
-            raise
+        if append:
+            _end_with_a_whole_line(fd, path, what)
+        elif continued:
+            _start_a_line(fd, path, what)
         self._file = open(fd, "ab", buffering=0)
         self._path, self._what = path, what
         self._text = io.StringIO()
@@ -235,7 +257,6 @@ class CsvOutput:
         except BrokenPipeError:  # its reader left already (| head -n 0): the first frame's write stops the run,
             pass  # as a reader that leaves later does, where this failed it, exit 1
         except OSError as exc:  # a full disk, /dev/full: said with the file, as a failed open is
-            self._file.close()
             raise cannot_write(what, path, exc) from None
 
     def _status(self) -> os.stat_result | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from livetools import free_port, wait_for
 from stop_points import each_stop
 
+from fer_pipe.errors import InputError
 from fer_pipe.inprocess import run_stage
 from fer_pipe.output_files import write_whole
 from fer_pipe.ring_lease import RingLease
@@ -97,7 +98,8 @@ def test_a_stop_anywhere_as_handlers_are_swapped_puts_every_one_back():
 
 def test_a_stop_anywhere_as_a_csv_is_opened_leaves_no_file_without_its_header(tmp_path):
     """A stop between the file's creation and its header left an empty CSV where the rows were
-    to go (the csv sink's, the episodes sink's, the collector's: s61c 2)."""
+    to go (the csv sink's, the episodes sink's, the collector's: s61c 2); and no stop in the open
+    of a file there may leave it locked (s61f 1)."""
     path = tmp_path / "rows.csv"
 
     def check() -> str | None:
@@ -108,6 +110,23 @@ def test_a_stop_anywhere_as_a_csv_is_opened_leaves_no_file_without_its_header(tm
         return None if header.startswith("source,frame,") else f"left {header!r}"
 
     assert each_stop(lambda: run_stage("csv", [], params={"path": str(path)}), check, until="close_stage") == []
+
+    from fer_pipe.csvfile import CsvOutput
+    from fer_pipe.events import FRAME_COLUMNS
+
+    run_stage("csv", [], params={"path": str(path)})
+
+    def append() -> None:
+        CsvOutput(path, "csv", FRAME_COLUMNS, append=True).close()
+
+    def again() -> str | None:  # a descriptor a stop left open holds the lock: the API's next run was refused
+        try:
+            append()
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    assert each_stop(append, again) == []
 
 
 def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
