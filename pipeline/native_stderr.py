@@ -69,8 +69,10 @@ def _output_to(fd: int) -> Iterator[None]:
             yield
         finally:
             try:
-                sys.stdout.flush()
-                os.dup2(saved, 1)
+                try:
+                    sys.stdout.flush()
+                finally:  # a stop as the flush returned left fd 1 in the scratch file for good
+                    os.dup2(saved, 1)
             finally:
                 os.close(saved)
 

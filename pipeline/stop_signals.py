@@ -198,8 +198,10 @@ def handling(signals: Collection[int], handler: Callable[[int, FrameType | None]
     previous: dict[int, Any] = {}
     try:
         for sig in signals:
-            previous[sig] = signal.getsignal(sig)
-            signal.signal(sig, handler)
+            before = signal.getsignal(sig)
+            if before is not None:  # one set from C cannot be put back: left as it is
+                previous[sig] = before
+                signal.signal(sig, handler)
         yield
     finally:
         for sig, before in previous.items():

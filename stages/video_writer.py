@@ -118,7 +118,7 @@ class VideoWriterSink(Sink):
         self.preflight(self.params)
         path = Path(self.params.path)
         segmented = bool(self.params.segment_s)
-        self._created = not segmented and not path.exists()
+        self._created = not segmented and not os.path.lexists(path)  # a link to a file yet to be made is the user's
         # a series of files is held by a lock file of its own, so a second run with the path
         # stops at its start, as with one file, not when its numbers meet the first run's
         self._lock = -1
