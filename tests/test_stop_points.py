@@ -129,6 +129,25 @@ def test_a_stop_anywhere_as_a_csv_is_opened_leaves_no_file_without_its_header(tm
     assert each_stop(append, again) == []
 
 
+def test_a_handler_set_from_c_is_left_as_it_is_and_the_others_put_back(monkeypatch):
+    """Python cannot put back a handler it did not set (``getsignal`` says None): the swap failed
+    there, and left the handlers after it in place (s61f 5)."""
+    import signal
+
+    from fer_pipe.stop_signals import handling
+
+    real = signal.getsignal
+    first, second = real(signal.SIGUSR1), real(signal.SIGUSR2)
+    monkeypatch.setattr(signal, "getsignal", lambda sig: None if sig == signal.SIGUSR1 else real(sig))
+
+    def mine(signum, frame):
+        pass
+
+    with handling([signal.SIGUSR1, signal.SIGUSR2], mine):
+        assert (real(signal.SIGUSR1), real(signal.SIGUSR2)) == (first, mine)
+    assert (real(signal.SIGUSR1), real(signal.SIGUSR2)) == (first, second)
+
+
 def test_a_stop_anywhere_in_a_whole_write_leaves_the_old_file_or_the_new_and_nothing_else(tmp_path):
     """A Ctrl-C of a batch while its manifest was written left _manifest.json.tmp beside it (s60b 7):
     only an OSError removed it."""

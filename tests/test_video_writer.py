@@ -561,3 +561,15 @@ def test_a_segments_folder_removed_under_the_run_is_named_in_the_line(tmp_path):
             sink.close()
     assert str(raised.value) == (f"video_writer {folder / 'a-000001.avi'}: the file holds 0 of the 25 frames given "
                                  "to it (its folder: No such file or directory)")
+
+
+def test_a_run_without_frames_into_a_link_keeps_the_link(tmp_path):
+    """``out.mp4 -> /big/disk/out.mp4``, its target yet to be made: the writer took the path for
+    a file of its own and, ending before its first frame, removed the user's link (s61f 3)."""
+    from fer_pipe.inprocess import run_stage
+
+    (tmp_path / "disk").mkdir()
+    link = tmp_path / "out.mp4"
+    link.symlink_to(tmp_path / "disk" / "out.mp4")
+    run_stage("video_writer", [], params={"path": str(link)})
+    assert link.is_symlink()
