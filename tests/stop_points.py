@@ -59,14 +59,16 @@ def each_stop(action: Callable[[], object], check: Callable[[], str | None], unt
 
         sys.settrace(tracer)
         sys.setprofile(profiler)
-        raised = ""  # what was raised, said: the exception itself would keep the frames it passed alive
+        failure: BaseException | None = None  # no call here while traced: its return would be a point
         try:
             action()
         except BaseException as exc:  # noqa: BLE001  the stop, or what the library it landed in made of it
-            raised = repr(exc)
+            failure = exc
         finally:
             sys.setprofile(None)
             sys.settrace(None)
+        # said, and let go: kept, the exception would keep the frames it passed alive
+        raised, failure = ("" if failure is None else repr(failure)), None
         problem = check()
         if fired and not raised:
             found.append(f"stop {point} at {fired}: swallowed")
