@@ -420,8 +420,9 @@ class Runner:
         except BaseException as exc:
             started = {name: proc for name, proc in procs.items() if proc.pid is not None}
             ending = _Ending(GRACE_S + max(s.closing_s for s in self.graph.stages.values()))
+            nothing_said = _Reports()  # none of them is in its close yet, as the runner knows
             while left := [proc.sentinel for proc in started.values() if proc.exitcode is None]:
-                ending.tick(started, _Reports(), {}, second_signal=False)  # SIGTERM again, as a run's end
+                ending.tick(started, nothing_said, {}, second_signal=False)  # SIGTERM again, as a run's end
                 wait(left, POLL_S)
             # the system made no process (memory, a process limit), or the forkserver that
             # makes them went away mid-way: the machine's state, not a bug to trace back

@@ -215,6 +215,6 @@ def signals_held(signals: Collection[int]) -> Iterator[list[int]]:
     kernel hands a signal blocked in this thread to another (TensorFlow's, Ray's), and Python
     then runs the handler here. An ignored signal stays so."""
     came: list[int] = []
-    with handling([sig for sig in signals if signal.getsignal(sig) not in (signal.SIG_IGN, None)],
+    with handling([sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN],  # None: handling's
                   lambda signum, _: came.append(signum)):
         yield came
