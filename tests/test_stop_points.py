@@ -21,7 +21,6 @@ def test_a_stop_anywhere_before_the_video_writers_close_leaves_no_empty_video(tm
     between its open and the try that closes it (s60b 2). Close is where a stage process ignores
     a stop; run_stage's close is the end of the search."""
     path = tmp_path / "new.mp4"
-    run_stage("video_writer", [], params={"path": str(path)})  # the registry read, as it is once per process
 
     def check() -> str | None:
         if not path.exists():
@@ -190,7 +189,6 @@ def test_a_stop_anywhere_in_the_rtsp_sources_open_leaves_no_reader_reconnecting(
 
     opened = []
     url = f"rtsp://127.0.0.1:{free_port()}/none"  # nothing there: the reader retries for as long as it runs
-    make_stage("rtsp", {"url": url})  # its module imported, as it is once per process
 
     def open_one() -> None:
         source = make_stage("rtsp", {"url": url})
