@@ -1046,9 +1046,11 @@ def test_a_stage_spinning_in_its_idle_hook_is_a_stall(plugin_env, short_clip, tm
     """A stage's idle hook ran between packets with no busy mark, so one that spins (a loop in
     Python or native code) was left to the between-packets rule, which takes a runnable process
     for one starved of CPU: the run went on for ever, its first Ctrl-C unheeded (s60f 1). The hook
-    is watched as a packet is."""
+    is watched as a packet is. The clip loops: on a loaded machine the stage had a frame waiting at
+    every turn of a 60-frame replay, and its hook never ran (a CI run)."""
     config = fault_config(tmp_path / "spin.yaml", short_clip, tmp_path / "spin.csv", live=True, mode="spin_idle",
                           at=[5])
+    config.write_text(config.read_text().replace("realtime: true}", "realtime: true, loop: true}"))
     proc = start_run(config, plugin_env, "--stall-timeout", "2", quiet=False)
     with group_killed_at_exit(proc):
         code, err = finish(proc, timeout=90)
