@@ -23,7 +23,8 @@ class Length(NamedTuple):
 
 
 class Done(NamedTuple):
-    """The stage ended its stream and closed; its statistics."""
+    """The stage ended its stream; its statistics. Sent before its ``close``, so that a stage
+    killed there keeps them; a process that dies after it is still judged (``_died_after_ending``)."""
 
     process: str
     stats: dict

@@ -6,7 +6,10 @@ their process sentinels, and ends the run:
 - normally, when every stage has reported ``done`` after end of stream;
 - on the first failure (a stage raised, died, or stalled past ``stall_timeout``): every other
   stage gets SIGTERM, which unwinds it through ``close`` so files are complete, and anything
-  still alive after a grace period is killed; no process is left behind;
+  still alive after a grace period is killed; no process is left behind. A failure after which
+  what was passed on can still drain (a file source's bad input mid-stream, a ``finish``, a
+  close after its stream ended) fails the run once the graph has drained; a live source's
+  given up on stops the sources at once;
 - on SIGINT/SIGTERM/SIGHUP: sources stop, the graph drains and closes (exit 130/143/129); a
   second signal terminates at once.
 Before starting, it removes the frame rings that runs killed outright left (``ring_lease``).
@@ -99,6 +102,8 @@ class _Reports:
     closing: set[str] = field(default_factory=set)  # processes in their stage's close
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)  # every process the runner SIGKILLed
+    died_ended: set[str] = field(default_factory=set)  # processes said to have died after their stream ended
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
     rank: dict[str, int] = field(default_factory=dict)  # each process's stage's place in Graph.order
     sources: set[str] = field(default_factory=set)  # the processes of source stages
@@ -214,6 +219,7 @@ class _Ending:
             for name, proc in procs.items():
                 if proc.exitcode is None:
                     proc.kill()
+                    reports.killed.add(name)
                     if name in reports.closing and busy[name].value:  # not in its exit's teardown
                         reports.killed_closing.setdefault(name, (limit, second_signal))
         elif now >= self.resend_at:
@@ -478,6 +484,7 @@ class Runner:
                 status.tick()
                 if reports.failure is None:
                     reports.failure = self._find_fault(procs, exited, reports, busy, progress)
+                self._died_after_ending(procs, exited, reports)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -492,15 +499,17 @@ class Runner:
                     bar.total = bar.n  # the total was the container's estimate; every frame is in
                     bar.refresh()
                 bar.close()
-            for proc in procs.values():
+            for name, proc in procs.items():
                 if proc.exitcode is None:
                     proc.kill()
+                    reports.killed.add(name)
                 proc.join()
         status.tick(last=True)
         if reports.failure is None and self._signals_seen < 2:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.
             reports.failure = self._died(procs, list(procs), reports, final=True)
+        self._died_after_ending(procs, list(procs), reports)
         return self._verdict(reports, [reports.done[p] for p in procs if p in reports.done], first_result)
 
     def _verdict(self, reports: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
@@ -667,20 +676,39 @@ class Runner:
                 seen = self._silent.setdefault(name, time.monotonic())
                 if not final and time.monotonic() - seen < SILENT_S:
                     continue
-            how = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {code}"
-            return Failed(name, f"its process died ({how}){self._out_of_memory(code)}", "", 1)
+            return Failed(name, f"its process died ({_ended_by(code)}){self._out_of_memory(code)}", "", 1)
         if server_gone:
             return Failed(None, "the forkserver that started the stage processes died, so the run could not "
                                 "watch them; they stop, closing their files, as the run ends", "", 1)
         return None
 
+    def _died_after_ending(self, procs: Processes, names: list[str], reports: _Reports) -> None:
+        """Say each of ``names`` whose process died after its stream ended, in its close or its
+        exit, and that the runner did not kill. Its statistics came before its close, so that a
+        kill there keeps them; it was then taken as done, and a native crash or the OOM killer
+        as a video writer finished its file ended the run 0, with nothing said. It is said as a
+        close that failed: what it had passed on drains on. A forked stage's 255 once its
+        server is gone tells nothing (see ``_died``)."""
+        for name in names:
+            code = procs[name].exitcode
+            if (name not in reports.done or name in reports.killed or name in reports.died_ended or not code
+                    or self._forked and code == 255):
+                continue
+            reports.died_ended.add(name)
+            message = (f"its process died as it closed ({_ended_by(code)}){self._out_of_memory(code)}: what it "
+                       "was writing may be incomplete")
+            reports.take(FailedDraining(name, message, 1, False), self._who)
 
-def _signal_name(number: int) -> str:
-    """``SIGKILL``; a real-time signal, which has no name in ``signal.Signals``, by its number."""
+
+def _ended_by(code: int) -> str:
+    """``killed by signal SIGKILL``, or ``exit code 3``: a process's exit code as a line says it.
+    A real-time signal, which has no name in ``signal.Signals``, is said by its number."""
+    if code >= 0:
+        return f"exit code {code}"
     try:
-        return signal.Signals(number).name
+        return f"killed by signal {signal.Signals(-code).name}"
     except ValueError:
-        return f"{number} ({signal.strsignal(number) or 'unknown'})"
+        return f"killed by signal {-code} ({signal.strsignal(-code) or 'unknown'})"
 
 
 def _drops_for_live(graph: Graph, consumer: str, live: set[str]) -> bool:
@@ -760,7 +788,8 @@ def _progress_bar(total: int | None):
 def report(result: RunResult, quiet: bool, debug: bool) -> None:
     """What a run prints on stderr at the end: the failure line, then the statistics table.
 
-    Bad input (exit 2) prints its one line and nothing else, so it reads like a config error.
+    Bad input (exit 2) prints its line (and any other stage's failure after it), without the
+    statistics table, so it reads like a config error.
     """
     if result.exit_code:
         if debug and result.traceback:

@@ -1,8 +1,8 @@
 """The body of one stage process: open the stage, move packets, report to the parent, close.
 
 The parent learns everything through the control queue, in the messages of ``control``: that
-the stage opened, a source's length and shared-memory segments, that it is closing, and how it
-ended (done, stopped by SIGTERM, bad input found mid-stream, or failed).
+the stage opened, a source's length, that its stream ended (done) or a SIGTERM stopped it, that
+it is closing, and failures (bad input found mid-stream, or any other).
 SIGTERM from the parent raises ``Terminated`` wherever the stage is (``stop_signals``), so
 ``close`` still runs and files are flushed; what the stage passes on goes out through
 ``emitter``.

@@ -26,6 +26,7 @@ from livetools import sighup_default
 PLUGIN_SOURCE = '''
 """fault injection stage for fer-pipe's reliability tests."""
 import os
+import signal
 import sys
 import time
 from typing import Literal
@@ -80,9 +81,10 @@ class FaultyParams(StageParams):
                                            "the least of at that any worker meets (a live replay on a busy "
                                            "machine skips late frames, at's own among them), and write its "
                                            "index there")
-    close_too: Literal["", "raise", "bad_input", "hang"] = Field("", description="in close, raise (bad_input: an "
-                                                                                 "InputError) or hang, whatever the "
-                                                                                 "mode")
+    close_too: Literal["", "raise", "bad_input", "hang", "die"] = Field(
+        "", description="in close, raise (bad_input: an InputError) or hang, whatever the mode; die: a second "
+                        "into it (its statistics sent before it are in), SIGKILL its own process, as the kernel's "
+                        "out-of-memory killer would")
     close_says: str = Field("upload of the summary failed", description="what raising in close says")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
@@ -293,6 +295,9 @@ class Faulty(Stage):
             if self.params.mode in ("stopped_opening", "stopped_closing"):
                 self._seen.write("closed\\n")
             self._seen.close()
+        if self.params.close_too == "die":
+            time.sleep(1)
+            os.kill(os.getpid(), signal.SIGKILL)
         while self.params.mode == "hang_close" or self.params.close_too == "hang":
             time.sleep(3600)
         armed = not self.params.armed_file or os.path.exists(self.params.armed_file)

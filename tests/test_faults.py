@@ -2057,6 +2057,19 @@ def test_a_stage_killed_in_its_close_after_its_own_failure_is_said(plugin_env, s
                               "longer says so with closing_s)\n")
 
 
+def test_a_stage_process_that_dies_in_its_close_after_its_stream_ended_fails_the_run_and_the_others_drain(
+        plugin_env, short_clip, tmp_path):
+    """A stage's statistics are sent as its stream ends, before its close, so that a kill there
+    keeps them; a process that then died (a native crash, the OOM killer as a video writer
+    finished its file) was taken as done: exit 0, nothing said (s62c 1). The stages after it
+    had all it passed on, and write it all."""
+    config = fault_config(tmp_path / "die.yaml", short_clip, tmp_path / "out.csv", close_too="die")
+    code, err = finish(start_run(config, plugin_env))
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: its process died as it closed (killed by "
+                              "signal SIGKILL): what it was writing may be incomplete\n")
+    assert [int(row["frame"]) for row in csv_rows(tmp_path / "out.csv")] == list(range(60))
+
+
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
     """``config`` run by ``fer-pipe run``, or by ``run_graph`` in one process (a batch task's way)."""
     if runner == "run":
