@@ -46,6 +46,8 @@ FAILED_READS = 100
 """Failed reads in a row that end a file. OpenCV's read fails once per run of damaged packets it
 gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does: a bad sector
 in a recording is a gap, not its end. At the true end every read fails at once (50 µs each)."""
+DECODER_HELD = 4
+"""Frames a decoder can still give after a read that failed at a file's cut: those it held."""
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:
@@ -188,6 +190,7 @@ class VideoSource(Source):
                     where = f" from start {self.params.start} on (past its end?)" if self.params.start else ""
                     raise InputError(f"video {self.params.path}: no frame could be decoded{where} "
                                      "(truncated or corrupt file)")
+                self._forget_the_cut(index)
                 self._check_complete(index)
                 return
             seconds = self._position()
@@ -306,7 +309,7 @@ class VideoSource(Source):
         if self._ceiling:
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
-            if self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END:
+            if self._at_its_end():
                 if self._by_duration and 2 * self._in_holes < end - index:
                     return  # frames spread thin, not lost in holes: a variable rate under a nominal count
                 raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
@@ -314,6 +317,20 @@ class VideoSource(Source):
                                  f"{done} that decode were processed")
             raise Truncated(f"video {self.params.path}: decoding stopped at frame {index} of {end} "
                              f"(truncated or corrupt file); {done} before it were processed")
+
+    def _forget_the_cut(self, index: int) -> None:
+        """Drop the last gap where it was the file's cut: a read through a frame cut in two
+        fails, the decoder then gives the frames it held, and decoding stops for good, short of
+        the file's end. Said as damage that decoding went on after ("damaged after frame 226
+        ... as the timestamps show"), an MP4 cut short at most places was called damaged
+        inside, and fer-pipe batch ran its chunks again as one task (s62a 1). Damage among a
+        whole file's last frames stays damage."""
+        if self._gaps and index - self._gaps[-1][2] <= DECODER_HELD and not self._ceiling and not self._at_its_end():
+            self._gaps.pop()
+
+    def _at_its_end(self) -> bool:
+        """Whether the last frame read is at the file's end, by its timestamp."""
+        return self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END
 
     def _say_damage(self, index: int) -> None:
         """Raise where frames did not decode and decoding went on after them: at the end of the

@@ -22,8 +22,8 @@ import pytest
 from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, latin1_locale, read_frames,
                       write_video)
 from fault_plugin import assert_valid_prefix
-from fer_pipe.errors import InputError
-from fer_pipe.inprocess import make_stage
+from fer_pipe.errors import InputError, Truncated
+from fer_pipe.inprocess import make_stage, run_stage
 from livetools import busy_port, csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 CONFIG = str(REPO / "configs" / "video_to_csv.yaml")
@@ -205,11 +205,28 @@ def test_truncated_video_keeps_the_frames_before_the_cut(container, short_clip, 
     assert assert_valid_prefix(out_csv) == list(range(decodable))
 
 
+@pytest.mark.parametrize("cut", [0.4336, 0.5031])
+def test_an_mp4_cut_through_a_frame_is_truncated_not_damaged_inside(cut, clips, tmp_path):
+    """A read through a frame cut in two fails, then the decoder gives the frames it held, and
+    no more: that one failed read was taken for damage decoding went on after ("damaged after
+    frame 226 ... as the timestamps show"), at most places an MP4 can be cut (cut at half,
+    above, it happened not to show), and fer-pipe batch ran such a video again as one task
+    (s62a 1). The source alone, in this process: the line is its own."""
+    whole, video = tmp_path / "whole.mp4", tmp_path / "cut.mp4"
+    ffmpeg("-i", str(clips["WolfgangLanger_Pexels.mp4"]), "-c", "copy", "-movflags", "+faststart", str(whole))
+    data = whole.read_bytes()
+    video.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(Truncated) as failed:
+        run_stage("video", params={"path": str(video)})
+    read = len(failed.value.emitted)
+    assert str(failed.value) == (f"video {video}: decoding stopped at frame {read} of 472 (truncated or corrupt "
+                                 f"file); the {read} frames before it were processed")
+    assert len(read_frames(video)) <= read
+
+
 def test_run_stage_on_a_truncated_video_hands_back_the_frames_it_read(short_clip, tmp_path):
     """The error said the frames before the cut "were processed", yet run_stage dropped them with
     the exception: a caller pulling frames of a recording had no way to reach them."""
-    from fer_pipe.inprocess import run_stage
-
     video = tmp_path / "truncated.avi"
     data = short_clip.read_bytes()
     video.write_bytes(data[: len(data) // 2])
@@ -760,8 +777,6 @@ def test_image_folder_with_non_images(clips, tmp_path, out_csv):
 def test_a_truncated_jpeg_in_an_image_folder_is_named_with_what_its_decoder_said(clips, tmp_path, capfd):
     """libjpeg decodes the first half of a JPEG cut in half, grey below, and says "Premature end
     of JPEG file" on the native stderr, with no file name: in a folder of thousands, which one?"""
-    from fer_pipe.inprocess import run_stage
-
     folder = tmp_path / "images"
     folder.mkdir()
     cv2.imwrite(str(folder / "a.jpg"), read_frames(clips["single_face.mp4"], 1)[0])
@@ -776,8 +791,6 @@ def test_a_truncated_jpeg_in_an_image_folder_is_named_with_what_its_decoder_said
 def test_an_image_of_several_frames_in_a_folder_is_named_with_its_count(clips, tmp_path, capfd):
     """A multi-page TIFF (a time-lapse stack) or an animated GIF is read as its first frame: the
     others were lost with exit 0 and not a word (s48d 1)."""
-    from fer_pipe.inprocess import run_stage
-
     folder = tmp_path / "stacks"
     folder.mkdir()
     images = read_frames(clips["single_face.mp4"], 3)
@@ -793,7 +806,6 @@ def test_an_image_of_several_frames_in_a_folder_is_named_with_its_count(clips, t
 def test_the_files_an_image_folder_skips_are_named_by_their_place_photos_first(clips, tmp_path, capfd):
     """Bare names of subfolders' Thumbs.db and desktop.ini, repeated, and the first five only: a
     phone's HEIC photo was never named; a folder of HEIC alone said "no images", naming none (s48d 4)."""
-    from fer_pipe.inprocess import run_stage
     from fer_pipe.stages.image_folder import ImageFolderParams, ImageFolderSource
 
     folder = tmp_path / "cams"
@@ -816,8 +828,6 @@ def test_the_files_an_image_folder_skips_are_named_by_their_place_photos_first(c
 def test_a_link_to_an_image_in_a_folder_is_read_at_its_own_place(clips, tmp_path):
     """A link that fills a missing frame of a sequence keeps its place: leaving such links out
     (985588e, for a webcam daemon's lastsnap.jpg) dated every image after it a frame early (s48f 6)."""
-    from fer_pipe.inprocess import run_stage
-
     folder = tmp_path / "sequence"
     folder.mkdir()
     image = read_frames(clips["single_face.mp4"], 1)[0]
@@ -834,8 +844,6 @@ def test_an_image_folder_reads_numbers_by_value_leaves_hidden_files_out_and_name
     """ffmpeg's frame%d.jpg came frame1, frame10, frame2, each dated wrongly; a Mac's ._ twins took
     the first indices and shifted every timestamp; a header claiming 60000x60000 raised OpenCV's
     error and failed the run, naming no file; a dangling link was dropped without a word (s45b)."""
-    from fer_pipe.inprocess import run_stage
-
     folder = tmp_path / "frames"
     (folder / "sub").mkdir(parents=True)
     (folder / ".thumbnails").mkdir()
