@@ -131,7 +131,17 @@ def _not_a_video_file(item: str) -> str | None:
         if Path(item).suffix.lower() in VIDEO_SUFFIXES:
             return f"video {item}: a folder, not a file"
         return f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
+    if not problem and _empty(item):  # said by the video source too, but only once Ray had started (7 s)
+        problem = "the file is empty"
     return problem and f"video {_shown(item)}: {problem}"
+
+
+def _empty(item: str) -> bool:
+    """Whether file ``item`` holds nothing; one gone since it was looked at is its task's to say."""
+    try:
+        return os.stat(item).st_size == 0
+    except OSError:
+        return False
 
 
 def _stems(inputs: Sequence[str]) -> dict[str, str]:

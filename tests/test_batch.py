@@ -564,7 +564,7 @@ def test_an_out_folder_given_with_a_tilde_the_shell_left_is_under_home(tmp_path)
     """'--out=~/results' (the shell expands no '~' after '=') made './~/results' while the tasks'
     CSVs, params, went to the home folder's 'results', which did not exist: every input failed,
     and a folder named '~' was left where 'rm -rf ~' clears it up, and the home with it."""
-    (tmp_path / "empty.mp4").touch()  # fails before any Ray starts: the folder is still made and written
+    (tmp_path / "empty.mp4").touch()  # refused before any Ray starts: the folder is still made and written
     (tmp_path / "a: b.mp4").touch()  # named once too, though ": " is in its name (s46h)
     done = fer_pipe("batch", "empty.mp4", "a: b.mp4", "--out=~/results", cwd=tmp_path,
                     env={**os.environ, "HOME": str(tmp_path)}, timeout=120)
