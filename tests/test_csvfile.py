@@ -114,10 +114,12 @@ def test_a_reader_of_a_socket_for_stdout_that_leaves_ends_the_run_cleanly_too(sh
     assert (header, run.returncode, stderr) == (b"source", 0, "")
 
 
-def shell(script: str, cwd, clip) -> subprocess.CompletedProcess:
-    """``script`` in bash, with ``$RUN`` a quiet fer-pipe run of ``clip`` whose csv sink is given
-    by ``--set csv.path=...`` after it."""
+def shell(script: str, cwd, clip, frames: int = 0) -> subprocess.CompletedProcess:
+    """``script`` in bash, with ``$RUN`` a quiet fer-pipe run of ``clip`` (its first ``frames``,
+    where given) whose csv sink is given by ``--set csv.path=...`` after it."""
     run = f"{sys.executable} -m fer_pipe.cli run video_to_csv --quiet --set source.path={clip}"
+    if frames:
+        run += f" --set source.max_frames={frames}"
     return subprocess.run(["bash", "-c", script], cwd=cwd, env={**os.environ, "RUN": run}, capture_output=True,
                           text=True, timeout=240)
 
@@ -127,7 +129,8 @@ def test_stdout_redirected_to_a_file_is_written_where_the_shell_is(short_clip, t
     one file kept the last run's rows alone, and `echo` lines around a run were overwritten
     (s47g). The rows go on where the shell has got to, header only into an empty file."""
     done = shell('for i in 1 2; do $RUN --set csv.path=/dev/stdout; done > all.csv && '
-                 '{ echo before; $RUN --set csv.path=/dev/stdout; echo after; } > around.csv', tmp_path, short_clip)
+                 '{ echo before; $RUN --set csv.path=/dev/stdout; echo after; } > around.csv', tmp_path, short_clip,
+                 frames=8)  # how the rows go on, not how many
     assert done.returncode == 0, done.stderr
     one = (tmp_path / "all.csv").read_text().splitlines()
     rows = one[1:len(one) // 2 + 1]
@@ -144,7 +147,7 @@ def test_stdout_redirected_onto_a_csv_is_continued_as_append_continues_one(short
     is the shell's."""
     done = shell('$RUN --set csv.path=/dev/stdout > rows.csv && head -c -9 rows.csv > cut.csv && cp rows.csv one.csv '
                  '&& $RUN --set csv.path=/dev/stdout >> cut.csv && $RUN --set csv.path=/dev/stdout '
-                 '--set csv.extra=[detected] >> rows.csv', tmp_path, short_clip)
+                 '--set csv.extra=[detected] >> rows.csv', tmp_path, short_clip, frames=8)
     assert done.returncode == 0, done.stderr
     first = (tmp_path / "one.csv").read_text().splitlines()
     assert (tmp_path / "cut.csv").read_text().splitlines() == first[:-1] + [first[-1][:-7]] + first[1:]
@@ -158,12 +161,13 @@ def test_stdout_redirected_onto_a_csv_is_continued_as_append_continues_one(short
     # the first new row into the part row's field (s53g 3)
     quoted = "--set 'source.source_id=cam, door' --set csv.path=/dev/stdout"
     done = shell(f'$RUN {quoted} > q.csv && L=$(tail -n 1 q.csv | wc -c) && head -c -$((L - 4)) q.csv > qc.csv '
-                 f'&& $RUN {quoted} >> qc.csv', tmp_path, short_clip)
+                 f'&& $RUN {quoted} >> qc.csv', tmp_path, short_clip, frames=8)
     assert done.returncode == 0, done.stderr
     whole = list(csv.reader((tmp_path / "q.csv").open(newline="")))
     assert list(csv.reader((tmp_path / "qc.csv").open(newline=""))) == whole[:-1] + [["cam"]] + whole[1:]
     # cut between the \r and the \n of its last line end: the \n alone ends it, no blank row (s54a 4d)
-    done = shell('head -c -1 one.csv > cr.csv && $RUN --set csv.path=/dev/stdout >> cr.csv', tmp_path, short_clip)
+    done = shell('head -c -1 one.csv > cr.csv && $RUN --set csv.path=/dev/stdout >> cr.csv', tmp_path, short_clip,
+                 frames=8)
     assert done.returncode == 0, done.stderr
     lines = (tmp_path / "one.csv").read_bytes().split(b"\r\n")
     assert (tmp_path / "cr.csv").read_bytes().split(b"\r\n") == lines[:-1] + lines[1:]
