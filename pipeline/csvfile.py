@@ -32,6 +32,8 @@ LINE_END = b"\r\n"
 """How the csv module ends each row."""
 TAIL_READ = 2**20
 """How far back from its end a file to continue is searched for its last line end."""
+BINARY_PEEK = 4096
+"""How much of a file a new CSV would replace is read to tell binary data (a NUL byte) from text."""
 
 
 def _end_with_a_whole_line(fd: int, path: Path, what: str) -> None:
@@ -109,6 +111,23 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
     if columns != list(header):
         raise InputError(f"{what} {path}: exists with other columns ({_column_change(columns, header)}); "
                          "give a new file")
+
+
+def refuse_binary(path: str | Path, what: str) -> None:
+    """InputError where the file at ``path``, to be replaced by a new CSV, holds binary data: a
+    video given as the CSV's path by a slip (``csv.path=clip.mp4``, a tab-completed name) was
+    replaced without a word, as an earlier run's CSV there is. Sinks call it in ``preflight``,
+    before any stage process starts. A text file is taken for an earlier CSV and replaced."""
+    if descriptor_of(path) is not None or not Path(path).is_file():
+        return
+    try:
+        with open(path, "rb") as file:
+            head = file.read(BINARY_PEEK)
+    except OSError:  # the open for writing says what is wrong
+        return
+    if b"\0" in head:
+        raise InputError(f"{what} {path}: exists and holds binary data (a video? an image?), which a new CSV would "
+                         "replace; give another path, or remove the file first")
 
 
 def _start_a_line(fd: int, path: Path, what: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns, refuse_binary
 from fer_pipe.events import FRAME_COLUMNS, free_names
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, emotion_probs, extra_values
 from fer_pipe.output_files import check_writable
@@ -45,6 +45,8 @@ class CsvSink(Sink):
         check_writable(params.path, "csv")
         if params.append:
             check_columns(params.path, "csv", FRAME_COLUMNS + params.extra)
+        else:
+            refuse_binary(params.path, "csv")
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "csv", FRAME_COLUMNS + self.params.extra, append=self.params.append)

@@ -10,6 +10,7 @@ import csv
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -1069,6 +1070,23 @@ def test_csv_path_that_cannot_be_written(short_clip, tmp_path):
     code, err = run(f"source.path={short_clip}", f"csv.path={folder}")
     assert code == 2
     assert one_line(err) == f"fer-pipe: stage 'csv' (csv): csv {folder}: is a folder, not a file"
+
+
+def test_a_video_given_as_the_csv_or_the_episodes_path_is_kept(short_clip, tmp_path):
+    """``csv.path=clip.mp4``, a slip of tab completion, replaced the video with a CSV, exit 0
+    (s62a 3); a text file there is still taken for an earlier run's CSV and replaced."""
+    video = tmp_path / "holiday.avi"
+    shutil.copyfile(short_clip, video)
+    for stage, config in (("csv", CONFIG), ("episodes", "episodes")):
+        code, err = run(f"source.path={short_clip}", f"{stage}.path={video}", config=config)
+        assert (code, one_line(err)) == (2, f"fer-pipe: stage '{stage}' ({stage}): {stage} {video}: exists and holds "
+                                            "binary data (a video? an image?), which a new CSV would replace; give "
+                                            "another path, or remove the file first")
+    assert video.read_bytes() == short_clip.read_bytes()
+    notes = tmp_path / "notes.csv"
+    notes.write_text("an earlier run's rows, or any text\n")
+    code, err = run(f"source.path={short_clip}", f"csv.path={notes}", "source.max_frames=2")
+    assert code == 0 and notes.read_text().startswith("source,frame,"), err
 
 
 def test_a_named_pipe_as_the_csv_gets_every_row(short_clip, tmp_path):
