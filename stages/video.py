@@ -145,6 +145,10 @@ class VideoSource(Source):
                             f"stream?); its frames are dated by their number at {self.fps:g} fps, the rate "
                             "OpenCV reports (25 is FFmpeg's guess): give the camera's with source.fps"),
                   file=sys.stderr)
+        elif self.params.fps:  # a user of ffmpeg's -r took it for a rate to read at, and got every frame
+            print(printable(f"fer-pipe: WARNING: video {self.params.path}: source.fps {self.params.fps:g} is not "
+                            "used: the file's frames carry their own timestamps (source.fps dates a raw stream's); "
+                            "every frame is read, at whatever rate the file has"), file=sys.stderr)
         self._last: float | None = None  # where in the file the last frame read is, in seconds
         self._head = 0  # frames before the first that decodes, by its timestamp: a capture begun mid-stream
         self._gaps: list[tuple[float | None, float, int]] = []  # damage: (time before, time after, frame after)

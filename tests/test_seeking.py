@@ -116,6 +116,10 @@ def test_a_raw_stream_is_dated_by_frame_number_and_says_so(streams, capfd, name)
     assert [p.timestamp for p in _read(streams[name], fps=10)][:3] == [0.0, 0.1, 0.2]
     assert "carries no timestamps" not in capfd.readouterr().err
     assert [p.timestamp for p in _read(streams["plain.avi"], fps=10)][:2] == [0.0, 1 / 30]  # a dated file's own
+    # said so: a user of ffmpeg's -r took it for a rate to read at, and got every frame, not a word (s62a 9)
+    assert capfd.readouterr().err.count(f"video {streams['plain.avi']}: source.fps 10 is not used: the file's frames "
+                                        "carry their own timestamps (source.fps dates a raw stream's); every frame "
+                                        "is read, at whatever rate the file has\n") == 1
 
 
 def test_a_file_whose_second_frame_repeats_the_firsts_time_keeps_its_timestamps(clips, tmp_path, capfd):
