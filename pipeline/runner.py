@@ -175,11 +175,11 @@ class _Shared:
 
     @classmethod
     def made(cls, ctx: Any, graph: Graph, names: dict[str, list[str]], stage_of: dict[str, str], live: set[str],
-             lease: RingLease) -> _Shared:
+             run_id: str) -> _Shared:
         """Made for a run of ``graph`` (``names``: each stage's processes; ``stage_of``: each
-        process's stage); the lease released where that fails, a full /dev/shm said as such."""
+        process's stage); a full /dev/shm said as such."""
         try:
-            with semaphores_named(lease.run_id):  # swept with the rings where the run is killed outright
+            with semaphores_named(run_id):  # swept with the rings where the run is killed outright
                 inboxes = {f"{u}>{p}": StageQueue(graph.queue_size, ctx=ctx) for n, s in graph.stages.items()
                            for i in s.inputs for u in names[i] for p in names[n]}
                 control, stop, all_open = ctx.Queue(), RunFlag(ctx), RunFlag(ctx)
@@ -191,9 +191,8 @@ class _Shared:
                        busy={p: ctx.Value("d", 0.0, lock=False) for p in stage_of},
                        down={p: ctx.Value("d", time.monotonic() if s in live else 0.0, lock=False)
                              for p, s in stage_of.items()})
-        except BaseException as exc:
-            lease.release()  # its lock file stayed in the rings' folder
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
                 raise InputError(f"{SEMAPHORES} is full ({exc.strerror}), and the run's queues keep their "
                                  "semaphores there: free it (a killed program's files?) or give it more room "
                                  "(docker run --shm-size)") from None
@@ -356,7 +355,7 @@ class Runner:
                 in_main: bool, lease: RingLease) -> RunResult:
         """The run once its rings are leased: its queues and processes made, started and watched."""
         graph = self.graph
-        shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease)
+        shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease.run_id)
         procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
         self.processes, self.inboxes = procs, shared.inboxes
 
