@@ -194,7 +194,6 @@ class VideoSource(Source):
                     where = f" from start {self.params.start} on (past its end?)" if self.params.start else ""
                     raise InputError(f"video {self.params.path}: no frame could be decoded{where} "
                                      "(truncated or corrupt file)")
-                self._forget_the_cut(index)
                 self._check_complete(index)
                 return
             seconds = self._position()
@@ -304,6 +303,7 @@ class VideoSource(Source):
         replaced by a rename (an export's atomic save) was read whole.
         """
         now = _file_state(self.params.path)
+        self._forget_the_cut(index)
         if now is not None and self._opened is not None and now[:2] == self._opened[:2] and now[2] > self._opened[2]:
             raise InputError(f"video {self.params.path}: the file grew while it was read (still being recorded?); "
                              f"{self._read_so_far(index)} read were processed")
@@ -323,13 +323,13 @@ class VideoSource(Source):
                              f"(truncated or corrupt file); {done} before it were processed")
 
     def _forget_the_cut(self, index: int) -> None:
-        """Drop the last gap where it was the file's cut: a read through a frame cut in two
-        fails, the decoder then gives the frames it held, and decoding stops for good, short of
-        the file's end. Said as damage that decoding went on after ("damaged after frame 226
-        ... as the timestamps show"), an MP4 cut short at most places was called damaged
-        inside, and fer-pipe batch ran its chunks again as one task (s62a 1). Damage among a
-        whole file's last frames stays damage."""
-        if self._gaps and index - self._gaps[-1][2] <= DECODER_HELD and not self._ceiling and not self._at_its_end():
+        """Drop the last gap where it was the cut of a file its container says is cut short: a
+        read through a frame cut in two fails, the decoder then gives the frames it held, and
+        decoding stops for good. Said as damage that decoding went on after ("damaged after
+        frame 226 ... as the timestamps show"), an MP4 cut short at most places was called
+        damaged inside, and fer-pipe batch ran its chunks again as one task (s62a 1). Damage
+        among a whole file's last frames stays damage (s62d 1)."""
+        if self._cut and self._gaps and index - self._gaps[-1][2] <= DECODER_HELD:
             self._gaps.pop()
 
     def _at_its_end(self) -> bool:

@@ -7,6 +7,7 @@ truncated video, a folder with some images), what was decoded is processed and k
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -223,6 +224,26 @@ def test_an_mp4_cut_through_a_frame_is_truncated_not_damaged_inside(cut, clips, 
     assert str(failed.value) == (f"video {video}: decoding stopped at frame {read} of 472 (truncated or corrupt "
                                  f"file); the {read} frames before it were processed")
     assert len(read_frames(video)) <= read
+    with pytest.raises(Truncated):  # as it wraps to its start (s62d 4)
+        run_stage("video", params={"path": str(video), "loop": True, "max_frames": 600})
+
+
+def test_damage_among_a_whole_files_last_frames_is_said(tmp_path):
+    """Frames 988-989 and 993-999 of 1,000 that do not decode, in a file whole to its end: the
+    cut's rule (above), a few frames after the last gap and no more, took the gap for a cut,
+    and the 9 frames short were let off as a count's estimate, exit 0 and not a word (s62d 1)."""
+    whole, video = tmp_path / "whole.mp4", tmp_path / "damaged.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-frames:v", "1000", "-c:v", "libx264", "-g", "12",
+           "-bf", "0", str(whole))
+    listed = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pos,size",
+                             "-of", "json", str(whole)], capture_output=True, text=True, check=True).stdout
+    packets = [(int(p["pos"]), int(p["size"])) for p in json.loads(listed)["packets"]]
+    data = bytearray(whole.read_bytes())
+    for pos, size in (packets[i] for i in (988, 989, *range(993, 1000))):
+        data[pos:pos + size] = bytes(size)
+    video.write_bytes(data)
+    with pytest.raises(InputError, match=r"damaged after frame 987 \(32\.900 s\): frames there do not decode"):
+        run_stage("video", params={"path": str(video)})
 
 
 def test_run_stage_on_a_truncated_video_hands_back_the_frames_it_read(short_clip, tmp_path):
