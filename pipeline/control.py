@@ -24,7 +24,7 @@ class Length(NamedTuple):
 
 class Done(NamedTuple):
     """The stage ended its stream; its statistics. Sent before its ``close``, so that a stage
-    killed there keeps them; a process that dies after it is still judged (``_died_after_ending``)."""
+    killed there keeps them; a process that dies after it is still judged (``_died_in_close``)."""
 
     process: str
     stats: dict

@@ -483,7 +483,7 @@ class Runner:
                 status.tick()
                 if reports.failure is None:
                     reports.failure = self._find_fault(procs, exited, reports, busy, progress)
-                self._died_after_ending(procs, exited, reports)
+                self._died_in_close(procs, exited, reports, busy)
                 # A stage stopped by a SIGTERM of its own sends no end of stream, so the stages
                 # after it would wait for ever (a SIGTERM to one process, or to the process group
                 # while the later stages were not started yet): the others are stopped too.
@@ -508,7 +508,7 @@ class Runner:
             # Processes that all ended before the loop looked, or the last one dying right after
             # its final look, were never judged; every one has ended now and its report is in.
             reports.failure = self._died(procs, list(procs), reports, final=True)
-        self._died_after_ending(procs, list(procs), reports)
+        self._died_in_close(procs, list(procs), reports, busy)
         return self._verdict(reports, [reports.done[p] for p in procs if p in reports.done], first_result)
 
     def _verdict(self, reports: _Reports, stats: list[dict], first_result: float | None) -> RunResult:
@@ -681,20 +681,22 @@ class Runner:
                                 "watch them; they stop, closing their files, as the run ends", "", 1)
         return None
 
-    def _died_after_ending(self, procs: Processes, names: list[str], reports: _Reports) -> None:
-        """Say each of ``names`` whose process died after its stream ended, in its close or its
-        exit, and that the runner did not kill. Its statistics came before its close, so that a
-        kill there keeps them; it was then taken as done, and a native crash or the OOM killer
-        as a video writer finished its file ended the run 0, with nothing said. It is said as a
-        close that failed: what it had passed on drains on. A forked stage's 255 once its
-        server is gone tells nothing (see ``_died``)."""
+    def _died_in_close(self, procs: Processes, names: list[str], reports: _Reports, busy: Counters) -> None:
+        """Say each of ``names`` whose process died in its close, after its stream ended, and
+        that the runner did not kill. Its statistics came before its close, so that a kill there
+        keeps them; it was then taken as done, and a native crash or the OOM killer as a video
+        writer finished its file ended the run 0, with nothing said. It is said as a close that
+        failed: what it had passed on drains on. Its busy mark, set for the close and cleared
+        when the close returns, tells a death in it from one in the exit's teardown after, where
+        what it wrote is whole (a late SIGHUP once Python put back its default, s62d 2, 3). A
+        forked stage's 255 once its server is gone tells nothing (see ``_died``)."""
         for name in names:
             code = procs[name].exitcode
             if (name not in reports.done or name in reports.killed or name in reports.died_ended or not code
-                    or self._forked and code == 255):
+                    or not busy[name].value or self._forked and code == 255):
                 continue
             reports.died_ended.add(name)
-            message = (f"its process died as it closed ({_ended_by(code)}){self._out_of_memory(code)}: what it "
+            message = (f"its process died in its close ({_ended_by(code)}){self._out_of_memory(code)}: what it "
                        "was writing may be incomplete")
             reports.take(FailedDraining(name, message, 1, False), self._who)
 

@@ -2065,9 +2065,35 @@ def test_a_stage_process_that_dies_in_its_close_after_its_stream_ended_fails_the
     had all it passed on, and write it all."""
     config = fault_config(tmp_path / "die.yaml", short_clip, tmp_path / "out.csv", close_too="die")
     code, err = finish(start_run(config, plugin_env))
-    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: its process died as it closed (killed by "
+    assert (code, err) == (1, "fer-pipe: stage 'faulty' (faulty) failed: its process died in its close (killed by "
                               "signal SIGKILL): what it was writing may be incomplete\n")
     assert [int(row["frame"]) for row in csv_rows(tmp_path / "out.csv")] == list(range(60))
+
+
+def test_a_stage_process_that_dies_after_its_close_returned_leaves_the_run_as_it_was():
+    """A spawned stage's interpreter puts back the default action of the signals it handled as
+    it tears down: a late SIGHUP (a terminal closed) or the runner's own SIGTERM resent killed
+    it there, and a run whose files were whole failed as "died in its close"; so did a kill
+    from outside (the OOM killer) after it (s62d 2, 3). The busy mark its close clears tells."""
+    from types import SimpleNamespace
+
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner, _Reports
+
+    runner = Runner(load_graph("video_to_csv"))
+    procs = {"csv": SimpleNamespace(exitcode=-signal.SIGHUP, pid=0)}
+    busy = {"csv": SimpleNamespace(value=0.0)}
+    reports = _Reports(done={"csv": {}}, closing={"csv"})
+    runner._died_in_close(procs, ["csv"], reports, busy)
+    assert (reports.failure, reports.late_error, reports.also) == (None, None, [])
+    busy["csv"].value = 123.0  # died with its close's mark still set
+    reports.killed.add("csv")  # by the runner: said as such, or not at all
+    runner._died_in_close(procs, ["csv"], reports, busy)
+    assert reports.late_error is None
+    reports.killed.clear()
+    runner._died_in_close(procs, ["csv"], reports, busy)
+    assert reports.late_error.message == ("its process died in its close (killed by signal SIGHUP): what it was "
+                                          "writing may be incomplete")
 
 
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
