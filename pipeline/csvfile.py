@@ -117,7 +117,9 @@ def refuse_binary(path: str | Path, what: str) -> None:
     """InputError where the file at ``path``, to be replaced by a new CSV, holds binary data: a
     video given as the CSV's path by a slip (``csv.path=clip.mp4``, a tab-completed name) was
     replaced without a word, as an earlier run's CSV there is. Sinks call it in ``preflight``,
-    before any stage process starts. A text file is taken for an earlier CSV and replaced."""
+    before any stage process starts. A file whose first line is text is taken for an earlier
+    CSV and replaced, also where a power loss left zeros after it (s62d 5), and so is one of
+    zeros alone; a NUL in the first line is binary (every video and image format has one)."""
     if descriptor_of(path) is not None or not Path(path).is_file():
         return
     try:
@@ -125,7 +127,7 @@ def refuse_binary(path: str | Path, what: str) -> None:
             head = file.read(BINARY_PEEK)
     except OSError:  # the open for writing says what is wrong
         return
-    if b"\0" in head:
+    if head.strip(b"\0") and b"\0" in head.split(b"\n", 1)[0]:
         raise InputError(f"{what} {path}: exists and holds binary data (a video? an image?), which a new CSV would "
                          "replace; give another path, or remove the file first")
 

@@ -1095,7 +1095,8 @@ def test_csv_path_that_cannot_be_written(short_clip, tmp_path):
 
 def test_a_video_given_as_the_csv_or_the_episodes_path_is_kept(short_clip, tmp_path):
     """``csv.path=clip.mp4``, a slip of tab completion, replaced the video with a CSV, exit 0
-    (s62a 3); a text file there is still taken for an earlier run's CSV and replaced."""
+    (s62a 3); a text file there is still taken for an earlier run's CSV and replaced, also one
+    whose tail a power loss left as zeros."""
     video = tmp_path / "holiday.avi"
     shutil.copyfile(short_clip, video)
     for stage, config in (("csv", CONFIG), ("episodes", "episodes")):
@@ -1105,7 +1106,7 @@ def test_a_video_given_as_the_csv_or_the_episodes_path_is_kept(short_clip, tmp_p
                                             "another path, or remove the file first")
     assert video.read_bytes() == short_clip.read_bytes()
     notes = tmp_path / "notes.csv"
-    notes.write_text("an earlier run's rows, or any text\n")
+    notes.write_bytes(b"an earlier run's rows, or any text\n" + bytes(4096))  # zeros a power loss left (s62d 5)
     code, err = run(f"source.path={short_clip}", f"csv.path={notes}", "source.max_frames=2")
     assert code == 0 and notes.read_text().startswith("source,frame,"), err
 
