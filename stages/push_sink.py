@@ -109,6 +109,7 @@ class PushSink(Sink):
         self._last_event = 0
         self.unsent = 0
         self._waiting_since: float | None = None
+        self._away_since: float | None = None  # when a connected collector went away
         try:
             self._sock.connect(self.params.connect)
         except zmq.ZMQError as exc:  # tcp://*:PORT, an ipc path too long for a socket address
@@ -188,13 +189,28 @@ class PushSink(Sink):
             if not self._monitor.poll(remaining * 1000):
                 return self._connected
             event = recv_monitor_message(self._monitor)["event"]
-            self._connected = event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            was, self._connected = self._connected, event == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            self._say_comings_and_goings(was)
             self._ever_connected |= self._connected
             # connected, then dropped before the handshake: another socket type (the collector's
             # --publish) that ZeroMQ refuses, or no ZeroMQ at all; the sink's queue goes with it
             self._refused = (self._refused and not self._connected
                              or event == zmq.EVENT_DISCONNECTED and self._last_event == zmq.EVENT_CONNECTED)
             self._last_event = event
+
+    def _say_comings_and_goings(self, was: bool) -> None:
+        """A line when the collector leaves and when one takes its place: a shard said nothing
+        until its sndhwm events were held, minutes at a camera's rate, its status line showing
+        the push sink's rate as if all were well; stopped meanwhile, it lost them (s62e 1)."""
+        where = f"fer-pipe: push sink {self.name!r}: run {self.run_id}:"
+        if was and not self._connected:
+            self._away_since = time.monotonic()
+            print(f"{where} the collector at {self.params.connect} went away; events are held for it, up to sndhwm "
+                  f"{self.params.sndhwm}", file=sys.stderr, flush=True)
+        elif self._connected and self._away_since is not None:
+            print(f"{where} a collector at {self.params.connect} connected again, after "
+                  f"{time.monotonic() - self._away_since:.0f} s", file=sys.stderr, flush=True)
+            self._away_since = None
 
     @classmethod
     def closing_s(cls, params: PushParams) -> float:

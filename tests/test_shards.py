@@ -815,6 +815,42 @@ def test_a_push_sink_reaches_a_collector_restarted_after_the_first_went_silent()
         ctx.destroy(linger=0)
 
 
+def test_a_push_sink_says_when_its_collector_goes_away_and_when_one_comes_back(capfd):
+    """A shard said nothing while its collector was away, until sndhwm events were held
+    (10,000: minutes at a camera's rate), its status line showing the push sink's rate as if all
+    were well; a stop meanwhile lost them all, the first word of it at the end (s62e 1)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+
+    port = free_port()
+    ctx = zmq.Context()
+    sent = iter(range(10**6))
+    try:
+        first = ctx.socket(zmq.PULL)
+        first.bind(f"tcp://127.0.0.1:{port}")
+        sink = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 1})
+        sink.open()
+
+        def takes(pull: zmq.Socket) -> bool:
+            sink.consume(Packet("cam", next(sent), 0.0, faces=[]))
+            return pull.poll(100) != 0
+
+        wait_for(lambda: takes(first), 30, "the first collector's events")
+        first.close(linger=0)
+        wait_for(lambda: not sink._collector_connected(0.0), 30, "the push sink to see the collector gone")
+        second = bound_again(ctx, zmq.PULL, f"tcp://127.0.0.1:{port}")
+        wait_for(lambda: takes(second), 60, "the second collector's events")
+        sink.close()
+    finally:
+        ctx.destroy(linger=0)
+    said = capfd.readouterr().err
+    where = f"fer-pipe: push sink 'push': run {sink.run_id}:"
+    assert f"{where} the collector at tcp://127.0.0.1:{port} went away; events are held for it, up to sndhwm " \
+           "10000\n" in said, said
+    assert re.search(rf"{re.escape(where)} a collector at tcp://127\.0\.0\.1:{port} connected again, after \d+ s\n",
+                     said), said
+
+
 def test_a_push_sink_whose_collector_left_tells_held_events_without_lingering_again():
     """linger_s waited for the collector to come back, then the close lingered linger_s again
     with nobody to deliver to: a shard whose collector had gone took twice linger_s to stop
