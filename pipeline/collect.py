@@ -135,7 +135,8 @@ class SequenceTracker:
         elif run != state.run:
             state.restarts += 1
             state.restarted_into = run
-            message = (f"source {source}: restart: run {state.run} stopped after seq {state.seq}, "
+            # "last heard": it may have gone on sending to a collector that was away (s62e 4)
+            message = (f"source {source}: restart: run {state.run} last heard at seq {state.seq}, "
                        f"run {run} began at seq {seq}, {now - state.last_seen:.1f} s without events")
             state.run, state.seq = run, seq
         else:

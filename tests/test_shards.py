@@ -227,7 +227,7 @@ def test_two_runs_of_one_source_sending_at_once_are_said_once_not_as_a_restart_e
     tracker = SequenceTracker()
     events = [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1), ("a", 3), ("b", 3), ("a", 4)]
     lines = [tracker.observe("yard", run, seq, float(t)) for t, (run, seq) in enumerate(events)]
-    assert lines[2].startswith("source yard: restart: run a stopped after seq 1, run b began at seq 0, ")
+    assert lines[2].startswith("source yard: restart: run a last heard at seq 1, run b began at seq 0, ")
     assert lines[3] == ("source yard: events from two runs at once (b, a), so the restart said before was none: is "
                         "this camera in two shards' configs, or one shard running twice, or did a shard restarted "
                         "during a network split send its last run's held events late? Both runs' rows are written; "
@@ -343,7 +343,7 @@ def test_collector_csv_equals_the_csv_sink_and_gaps_are_logged(clips, tmp_path):
         lines[3],
         "fer-pipe collect: source handmade: 7 events, 0 gaps, 1 restarts",
     ]
-    assert lines[3].startswith("fer-pipe collect: source handmade: restart: run r1 stopped after seq 4, "
+    assert lines[3].startswith("fer-pipe collect: source handmade: restart: run r1 last heard at seq 4, "
                                "run r2 began at seq 0, ")
 
     # a restarted collector appends to its CSV: nothing written before is lost, the header stays
