@@ -103,7 +103,7 @@ class _Reports:
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)  # every process the runner SIGKILLed
-    died_ended: set[str] = field(default_factory=set)  # processes said to have died after their stream ended
+    died_ended: set[str] = field(default_factory=set)  # processes said to have died in their close
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
     rank: dict[str, int] = field(default_factory=dict)  # each process's stage's place in Graph.order
     sources: set[str] = field(default_factory=set)  # the processes of source stages
