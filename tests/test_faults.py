@@ -2096,6 +2096,26 @@ def test_a_stage_process_that_dies_after_its_close_returned_leaves_the_run_as_it
                                           "writing may be incomplete")
 
 
+def test_each_stage_process_is_named_after_its_stage_in_ps(plugin_env, short_clip, tmp_path):
+    """Every stage process was python3.11 in ps, top and the kernel's out-of-memory log, so an
+    operator could not tell which stage took the memory or the CPU (s62e 8)."""
+    config = fault_config(tmp_path / "slow.yaml", short_clip, tmp_path / "out.csv", workers=2, delay_s=0.2)
+    run = start_run(config, plugin_env)
+    try:
+        def names() -> set[str]:
+            found = set()
+            for pid in descendants(run.pid):
+                with contextlib.suppress(OSError):
+                    found.add(Path(f"/proc/{pid}/comm").read_text().strip())
+            return found
+
+        wanted = {"fp:source", "fp:faulty[0]", "fp:faulty[1]", "fp:csv"}
+        wait_for(lambda: wanted <= names(), 60, "the stage processes' names", run)
+    finally:
+        run.send_signal(signal.SIGINT)
+        finish(run)
+
+
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:
     """``config`` run by ``fer-pipe run``, or by ``run_graph`` in one process (a batch task's way)."""
     if runner == "run":
