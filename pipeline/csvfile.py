@@ -99,7 +99,8 @@ def _last_record_end(tail: bytes, quotes: int) -> int | None:
 def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
     """InputError unless the file at ``path``, to be continued, is missing, empty or a CSV of
     ``header``'s columns: rows of other columns mixed into it are refused. Sinks call it in
-    ``preflight`` too, so that the line comes before any stage process starts."""
+    ``preflight`` too, through ``check_existing``, so that the line comes before any stage
+    process starts."""
     path = Path(path)
     if not (path.is_file() and path.stat().st_size):
         return
@@ -113,13 +114,22 @@ def check_columns(path: str | Path, what: str, header: Sequence[str]) -> None:
                          "give a new file")
 
 
-def refuse_binary(path: str | Path, what: str) -> None:
+def check_existing(path: str | Path, what: str, header: Sequence[str], append: bool) -> None:
+    """InputError where the file at ``path`` is none a sink's CSV may continue (``append``) or
+    replace; sinks call it in ``preflight``, so that the line comes before any stage starts."""
+    if append:
+        check_columns(path, what, header)
+    else:
+        _refuse_binary(path, what)
+
+
+def _refuse_binary(path: str | Path, what: str) -> None:
     """InputError where the file at ``path``, to be replaced by a new CSV, holds binary data: a
     video given as the CSV's path by a slip (``csv.path=clip.mp4``, a tab-completed name) was
-    replaced without a word, as an earlier run's CSV there is. Sinks call it in ``preflight``,
-    before any stage process starts. A file whose first line is text is taken for an earlier
-    CSV and replaced, also where a power loss left zeros after it (s62d 5), and so is one of
-    zeros alone; a NUL in the first line is binary (every video and image format has one)."""
+    replaced without a word, as an earlier run's CSV there is. A file whose first line is text
+    is taken for an earlier CSV and replaced, also where a power loss left zeros after it (s62d
+    5), and so is one of zeros alone; a NUL in the first line is binary (every video and image
+    format has one)."""
     if descriptor_of(path) is not None or not Path(path).is_file():
         return
     try:

@@ -103,7 +103,7 @@ class _Reports:
     # killed in their close, after so many s, and whether a second stop signal had cut it short
     killed_closing: dict[str, tuple[float, bool]] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)  # every process the runner SIGKILLed
-    died_ended: set[str] = field(default_factory=set)  # processes said to have died in their close
+    died_closing: set[str] = field(default_factory=set)  # processes said to have died in their close
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
     rank: dict[str, int] = field(default_factory=dict)  # each process's stage's place in Graph.order
     sources: set[str] = field(default_factory=set)  # the processes of source stages
@@ -692,10 +692,10 @@ class Runner:
         forked stage's 255 once its server is gone tells nothing (see ``_died``)."""
         for name in names:
             code = procs[name].exitcode
-            if (name not in reports.done or name in reports.killed or name in reports.died_ended or not code
+            if (name not in reports.done or name in reports.killed or name in reports.died_closing or not code
                     or not busy[name].value or self._forked and code == 255):
                 continue
-            reports.died_ended.add(name)
+            reports.died_closing.add(name)
             message = (f"its process died in its close ({_ended_by(code)}){self._out_of_memory(code)}: what it "
                        "was writing may be incomplete")
             reports.take(FailedDraining(name, message, 1, False), self._who)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns, refuse_binary
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_existing
 from fer_pipe.events import FRAME_COLUMNS, free_names
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, emotion_probs, extra_values
 from fer_pipe.output_files import check_writable
@@ -43,10 +43,7 @@ class CsvSink(Sink):
     @classmethod
     def preflight(cls, params: CsvParams) -> None:
         check_writable(params.path, "csv")
-        if params.append:
-            check_columns(params.path, "csv", FRAME_COLUMNS + params.extra)
-        else:
-            refuse_binary(params.path, "csv")
+        check_existing(params.path, "csv", FRAME_COLUMNS + params.extra, params.append)
 
     def open(self) -> None:
         self._out = CsvOutput(self.params.path, "csv", FRAME_COLUMNS + self.params.extra, append=self.params.append)

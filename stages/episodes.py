@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_columns, refuse_binary
+from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_existing
 from fer_pipe.endpoints import check_bindable, check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
@@ -111,10 +111,7 @@ class EpisodesSink(Sink):
     @classmethod
     def preflight(cls, params: EpisodesParams) -> None:
         check_writable(params.path, "episodes")
-        if params.append:
-            check_columns(params.path, "episodes", EPISODE_FIELDS)
-        else:
-            refuse_binary(params.path, "episodes")
+        check_existing(params.path, "episodes", EPISODE_FIELDS, params.append)
         if params.publish:
             check_bindable(tcp_endpoint(params.host, params.publish), "episodes")
 

@@ -313,7 +313,7 @@ class VideoSource(Source):
         if self._ceiling:
             return
         if end - index > (NEAR_END if self._cut else max(NEAR_END, end // 100)):
-            if self._at_its_end():
+            if self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END:
                 if self._by_duration and 2 * self._in_holes < end - index:
                     return  # frames spread thin, not lost in holes: a variable rate under a nominal count
                 raise InputError(f"video {self.params.path}: {end - index} of its {end} frames do not decode, "
@@ -331,10 +331,6 @@ class VideoSource(Source):
         among a whole file's last frames stays damage (s62d 1)."""
         if self._cut and self._gaps and index - self._gaps[-1][2] <= DECODER_HELD:
             self._gaps.pop()
-
-    def _at_its_end(self) -> bool:
-        """Whether the last frame read is at the file's end, by its timestamp."""
-        return self._last is not None and round(self._last * self.fps) >= self._played - 1 - NEAR_END
 
     def _say_damage(self, index: int) -> None:
         """Raise where frames did not decode and decoding went on after them: at the end of the
