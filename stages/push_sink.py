@@ -199,11 +199,16 @@ class PushSink(Sink):
             self._last_event = event
 
     def _say_comings_and_goings(self, was: bool) -> None:
-        """A line when the collector leaves and when one takes its place: a shard said nothing
-        until its sndhwm events were held, minutes at a camera's rate, its status line showing
-        the push sink's rate as if all were well; stopped meanwhile, it lost them (s62e 1)."""
+        """A line when the collector first comes, when it leaves and when one takes its place: a
+        shard said nothing until its sndhwm events were held, minutes at a camera's rate, its
+        status line showing the push sink's rate as if all were well; stopped meanwhile, it lost
+        them (s62e 1). The first line gives the run id that the collector's gap and restart lines
+        name, which a shard said only at its end (s62e 6)."""
         where = f"fer-pipe: push sink {self.name!r}: run {self.run_id}:"
-        if was and not self._connected:
+        if self._connected and not self._ever_connected:
+            print(f"{where} the collector at {self.params.connect} connected; the run's events are numbered from "
+                  "seq 0 in each source", file=sys.stderr, flush=True)
+        elif was and not self._connected:
             self._away_since = time.monotonic()
             print(f"{where} the collector at {self.params.connect} went away; events are held for it, up to sndhwm "
                   f"{self.params.sndhwm}", file=sys.stderr, flush=True)

@@ -815,7 +815,7 @@ def test_a_push_sink_reaches_a_collector_restarted_after_the_first_went_silent()
         ctx.destroy(linger=0)
 
 
-def test_a_push_sink_says_when_its_collector_goes_away_and_when_one_comes_back(capfd):
+def test_a_push_sink_says_when_its_collector_comes_leaves_and_comes_back(capfd):
     """A shard said nothing while its collector was away, until sndhwm events were held
     (10,000: minutes at a camera's rate), its status line showing the push sink's rate as if all
     were well; a stop meanwhile lost them all, the first word of it at the end (s62e 1)."""
@@ -845,6 +845,9 @@ def test_a_push_sink_says_when_its_collector_goes_away_and_when_one_comes_back(c
         ctx.destroy(linger=0)
     said = capfd.readouterr().err
     where = f"fer-pipe: push sink 'push': run {sink.run_id}:"
+    first_line = f"{where} the collector at tcp://127.0.0.1:{port} connected; the run's events are numbered from " \
+                 "seq 0 in each source\n"
+    assert said.startswith(first_line) and said.count(" connected; ") == 1, said  # the run id, at its start (s62e 6)
     assert f"{where} the collector at tcp://127.0.0.1:{port} went away; events are held for it, up to sndhwm " \
            "10000\n" in said, said
     assert re.search(rf"{re.escape(where)} a collector at tcp://127\.0\.0\.1:{port} connected again, after \d+ s\n",
