@@ -344,9 +344,12 @@ class CsvOutput:
         try:
             while written < len(data):
                 written += self._file.write(view[written:])
-        except OSError:
+        except OSError as exc:
             if written and self._file.seekable():  # a pipe cannot take back what it passed on
                 self._file.truncate(os.fstat(self._file.fileno()).st_size - written)
+            # a write's error names no file: a full disk's line named the sink and not which of
+            # its outputs filled it (s62e 9); kept an OSError for those that catch one
+            exc.filename = os.fspath(self._path)
             raise
 
     def close(self) -> None:

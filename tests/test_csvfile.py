@@ -66,7 +66,7 @@ def test_a_full_disk_stops_the_run_with_whole_frames_in_the_csv(short_clip, tmp_
     frames = assert_valid_prefix(copy)
     assert 0 < len(frames) < 60
     assert done.stderr == (f"fer-pipe: stage 'csv' (csv) failed: on source frame {len(frames)}: "
-                           "OSError: [Errno 28] No space left on device\n")
+                           f"OSError: [Errno 28] No space left on device: '{out}'\n")
 
 
 def test_a_pipe_takes_the_rows_too():
