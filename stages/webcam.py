@@ -33,6 +33,16 @@ class WebcamParams(SourceParams):
         return device
 
 
+def cameras_in(folder: Path) -> str:
+    """What a missing camera's line adds: the video devices there are (a USB camera is often
+    /dev/video2, a laptop's own taking 0 and 1), or, where there are none, the way to try
+    fer-pipe without one, which a first run of the webcam config on a server needs (s62a 10)."""
+    found = sorted(folder.glob("video[0-9]*"), key=lambda path: int(path.name[5:]) if path.name[5:].isdigit() else -1)
+    if found:
+        return "cameras here: " + ", ".join(map(str, found))
+    return "this machine has none; `fer-pipe demo` runs the pipeline on sample videos"
+
+
 def device_path(device: int | str) -> Path | None:
     """The device file a camera should have (Linux names index N /dev/videoN); None elsewhere."""
     if isinstance(device, str) and not device.isdigit():
@@ -54,7 +64,8 @@ class WebcamSource(Source):
                              "streams)")
         path = device_path(params.device)
         if path is not None and not path.exists():
-            raise InputError(f"webcam {params.device}: no camera ({path} does not exist)")
+            raise InputError(f"webcam {params.device}: no camera ({path} does not exist; "
+                             f"{cameras_in(Path('/dev'))})")
         if isinstance(params.device, str):  # a Latin-1 name crashed its process in OpenCV
             opencv_name(params.device, "webcam")
 

@@ -1554,13 +1554,15 @@ def test_a_model_cascade_or_key_file_given_as_a_broken_link_is_said_to_be_one(tm
 
 
 def test_webcam_that_does_not_exist(tmp_path, out_csv):
+    from fer_pipe.stages.webcam import cameras_in
+
     config = tmp_path / "cam.yaml"
     config.write_text(Path(CONFIG).read_text().replace("type: video", "type: webcam")
                       .replace("path: input.mp4", "device: 97"))
     code, err = run(f"csv.path={out_csv}", config=str(config))
     assert code == 2
     assert one_line(err) == ("fer-pipe: stage 'source' (webcam): webcam 97: no camera "
-                             "(/dev/video97 does not exist)")
+                             f"(/dev/video97 does not exist; {cameras_in(Path('/dev'))})")
 
 
 def test_unreachable_rtsp_host(tmp_path, out_csv):

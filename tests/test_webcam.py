@@ -11,6 +11,8 @@ import yaml
 from conftest import fer_pipe, read_frames, write_video
 from livetools import csv_rows
 
+from fer_pipe.stages.webcam import cameras_in
+
 
 def webcam_config(path, device, csv_path):
     stages = {
@@ -27,8 +29,19 @@ def test_missing_camera_is_one_line_naming_the_device_and_exit_2(tmp_path):
     csv_path = tmp_path / "out.csv"
     done = fer_pipe("run", str(webcam_config(tmp_path / "g.yaml", 9, csv_path)), timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip() == "fer-pipe: stage 'source' (webcam): webcam 9: no camera (/dev/video9 does not exist)"
+    assert done.stderr.strip() == ("fer-pipe: stage 'source' (webcam): webcam 9: no camera (/dev/video9 does not exist; "
+                                   f"{cameras_in(Path('/dev'))})")
     assert not csv_path.exists()  # it failed before anything started
+
+
+def test_a_missing_camera_names_the_cameras_there_are_or_the_demo(tmp_path):
+    """A USB camera is often /dev/video2 (a laptop's own takes 0 and 1), and a first run of the
+    webcam config on a server has none: "no camera" said neither (s62a 10). A real folder of
+    device-like files stands for /dev, which no test may add to."""
+    assert cameras_in(tmp_path) == "this machine has none; `fer-pipe demo` runs the pipeline on sample videos"
+    for name in ("video10", "video2", "video0", "videodev.log"):
+        (tmp_path / name).touch()
+    assert cameras_in(tmp_path) == f"cameras here: {tmp_path}/video0, {tmp_path}/video2, {tmp_path}/video10"
 
 
 def test_a_negative_camera_index_is_refused_by_validate(tmp_path):
