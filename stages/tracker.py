@@ -210,6 +210,20 @@ class _SourceState:
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
     next_id: int = 1
 
+    def steps_to(self, index: int, timestamp: float) -> int:
+        """Frames passed since the source's last one, by its frame numbers or by its clock, the
+        more: the video, rtsp and webcam sources number the frames they hand on one after
+        another, so frames a recording lost, a variable-rate clip's long frame or a camera's
+        short stall were one step, and a face that moved half its width meanwhile was met as a
+        new one, its episode split in two (s63c 1). Frames a stalled camera then gives at once,
+        a millisecond apart, are counted by their numbers."""
+        if self.last_index is None:
+            return 1
+        steps = max(1, index - self.last_index)
+        if self.gaps and self.last_time is not None and (usual := statistics.median(self.gaps)) > 0:
+            steps = max(steps, round((timestamp - self.last_time) / usual))
+        return steps
+
     def gap_ends_tracks(self, timestamp: float, max_gap_s: float) -> bool:
         """Whether the time since the source's last frame ends its tracks; notes the gap. The
         first gap has no usual one to be judged against, and ends nothing: a time-lapse's first
@@ -250,7 +264,7 @@ class FaceTracker(Stage):
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         state = self._sources.setdefault(packet.source, _SourceState())
-        steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
+        steps = state.steps_to(packet.index, packet.timestamp)
         lost: list[int] = []
         if state.gap_ends_tracks(packet.timestamp, self.params.max_gap_s):
             lost = [t.track_id for t in state.tracks if t.track_id is not None]

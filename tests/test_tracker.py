@@ -289,6 +289,16 @@ def test_frames_dropped_by_a_live_source_are_predicted_over() -> None:
     assert ids(out) == [[1]] * 20
 
 
+def test_frames_a_recording_lost_are_predicted_over_by_their_timestamps() -> None:
+    """The same face, its frames numbered one after another as every source numbers what it
+    hands on, with 0.44 s missing from its timestamps (a recording's lost frames): stepped one
+    frame on, it was met as a new face, its episode split in two (s63c 1)."""
+    times = [i / FPS if i < 10 else (i + 11) / FPS for i in range(20)]
+    packets = [Packet("cam", i, t, faces=[Face((100 + round(8 * t * FPS), 200, 48, 48))]) for i, t in enumerate(times)]
+    out = run_stage("track", packets, {"min_hits": 1})
+    assert ids(out) == [[1]] * 20
+
+
 def test_sources_are_tracked_separately() -> None:
     packets = []
     for i in range(6):
