@@ -14,7 +14,7 @@ from typing import Any
 from .errors import UserError, said
 from .frames import NOT_PIXELS, FrameRef, StaleFrameError
 from .messages import Packet, named, stream_ended
-from .packet_checks import frame_of, packets_of
+from .packet_checks import frame_of, makes_faces, packets_of
 from .stage import Source, Stage, StageFailure, StopRun
 from .stage_calls import handle, say_skipped
 from .stats import StageStats
@@ -36,7 +36,7 @@ def finish_stage(stage: Stage) -> list[Packet]:
     already, and the stage passes nothing more on, as a stop would. Other exceptions pass: each
     engine says them as it says a stage's end."""
     try:
-        return packets_of(stage.finish(), "finish")
+        return packets_of(stage.finish(), "finish", finds_faces=makes_faces(stage.reads, stage.writes))
     except StopRun:
         return []
 

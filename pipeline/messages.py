@@ -118,6 +118,9 @@ class Packet:
     image: np.ndarray | ImageHandle | None = None
     faces: list[Face] | None = None
     captured: float = 0.0
+    """When the frame was taken, on ``time.monotonic()``'s clock (0: the runner sets it as the
+    source hands the frame on): a sink's latency and the status line's "down for" count from it,
+    and ``wall_time`` turns it into a camera frame's timestamp."""
     extra: dict[str, Any] = field(default_factory=dict)
     outage: bool = False
     """True for a packet that is no frame: a live source sends one about every second while its

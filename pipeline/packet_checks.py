@@ -3,23 +3,36 @@ source's frames, a stage's returned packets, their faces and images. Unchecked, 
 packet reached failed instead, on a missing attribute or an OpenCV assertion naming neither."""
 from __future__ import annotations
 
+import functools
 import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from .frames import FrameRef
-from .messages import EMOTIONS, Face, Packet
+from .messages import EMOTIONS, FACES, Face, Packet, kinds_read, provides
 
 
-def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0) -> list[Packet]:
+@functools.cache
+def makes_faces(reads: str | tuple[str, ...] | None, writes: str | None) -> bool:
+    """Whether a stage of this contract finds the faces (a detector): it writes faces, and what
+    it reads has none. Such a stage must say "none found" with ``[]``; where it left ``None``
+    ("not looked at"), the classifier after it passed the frame on and the CSV wrote it as a
+    frame with no face, exit 0 (s63a 2)."""
+    return provides(writes or "", FACES) and not any(provides(kind, FACES) for kind in kinds_read(reads or ()))
+
+
+def packets_of(result: Iterable[Packet] | None, method: str = "process", captured: float = 0.0,
+               finds_faces: bool = False) -> list[Packet]:
     """What a stage's ``process`` (or ``finish``) returned, as a list. Anything but packets, or a
     packet whose faces or image the stages do not take, is a TypeError saying so, raised in the
     stage that returned it: unchecked, it was the stage it reached that failed, with a message
     about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
     the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
-    stopped after the first and a sink's latency read 12 hours."""
+    stopped after the first and a sink's latency read 12 hours. ``finds_faces``: the stage is
+    one that ``makes_faces``."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
     if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
@@ -31,6 +44,9 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
         problem = _faces_problem(item.faces)
         if problem:
             raise TypeError(f"{method} returned a packet {problem}")
+        if finds_faces and item.faces is None and not item.outage:
+            raise TypeError(f"{method} returned frame {item.index} with faces None (not looked at); a stage that "
+                            "writes faces sets a list, [] where it found none")
         if not item.captured:
             item.captured = captured
         shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
@@ -102,6 +118,11 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
         return item
     if last_index is not None and index <= last_index:
         raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
+    if item.captured and not 0 < item.captured <= time.monotonic():
+        # a wall-clock time there read as a latency of -1.8e12 ms and "down for -1796538587 s", exit 0 (s63a 1)
+        raise TypeError(f"frames() yielded frame {index} captured at {item.captured!r}, not a time.monotonic() "
+                        "of the past; leave captured 0 (the runner sets it as the frame is read), or set it to "
+                        "time.monotonic() when the frame was taken")
     shown = not_a_frame(item.image)
     if shown:
         raise TypeError(f"frames() yielded frame {index} with {shown} for its image; {A_FRAME}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import said
 from .messages import Packet, named
-from .packet_checks import packets_of
+from .packet_checks import makes_faces, packets_of
 from .stage import Source, Stage, StageParams, StopRun, reader_gone
 
 
@@ -28,7 +28,7 @@ def handle(stage: Stage, packet: Packet, kept_ends: list[Packet] | None = None) 
                 return []
             return _notice(stage, type(stage).ended, packet, "ended")
         return _notice(stage, type(stage).outage, packet, "outage")
-    return packets_of(stage.process(packet), captured=packet.captured)
+    return packets_of(stage.process(packet), captured=packet.captured, finds_faces=makes_faces(stage.reads, stage.writes))
 
 
 def _notice(stage: Stage, method: Callable[[Stage, Packet], Iterable[Packet] | None], packet: Packet,

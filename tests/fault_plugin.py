@@ -196,6 +196,7 @@ class Faulty(Stage):
         return (packet,)
 
     def process(self, packet):
+        packet.faces = packet.faces or []  # it writes faces: [] says it looked and found none
         if self.params.tag:
             packet.extra["tag"] = self.params.tag
         if self.params.mode == "hold":
@@ -274,7 +275,6 @@ class Faulty(Stage):
         if self.params.delay_s:
             time.sleep(self.params.delay_s)
         self.dropped += self.params.self_drops
-        packet.faces = packet.faces or []
         return (packet,)
 
     def finish(self):

@@ -1175,6 +1175,55 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
         assert str(raised.value) == f"process returned a packet with a face whose {said}"
 
 
+def test_a_detector_that_leaves_a_frame_unlooked_at_is_blamed_for_it():
+    """A plug-in detector's code path that returned the frame with ``faces`` still None (not
+    looked at): the classifier passed it on and the CSV wrote it as a frame with no face, exit 0
+    (s63a 2). A stage that reads faces may pass None on, as the classifier does in a notebook."""
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stage import Stage
+
+    class Hasty(Stage):
+        reads, writes = "frame", "faces"
+
+        def process(self, packet):
+            if packet.index != 1:
+                packet.faces = [Face((1, 1, 2, 2))]
+            return (packet,)
+
+    frames = [Packet("cam", i, i / 25, np.zeros((4, 4, 3), np.uint8)) for i in range(3)]
+    with pytest.raises(TypeError) as raised:
+        run_stage(Hasty, frames)
+    assert str(raised.value) == ("process returned frame 1 with faces None (not looked at); a stage that writes "
+                                 "faces sets a list, [] where it found none")
+
+    class Passing(Stage):
+        reads, writes = "faces", "expressions"
+
+        def process(self, packet):
+            return (packet,)
+
+    with pytest.warns(RuntimeWarning):
+        assert [p.faces for p in run_stage(Passing, frames)] == [None] * 3
+
+
+def test_a_source_that_dates_its_capture_by_the_wall_clock_is_refused():
+    """``captured`` is on time.monotonic()'s clock; a plug-in source's ``time.time()`` there
+    read as a latency of -1.8e12 ms and "down for -1796538587 s" on the status line, exit 0
+    (s63a 1)."""
+    from fer_pipe.messages import Packet
+    from fer_pipe.packet_checks import frame_of
+
+    frame = np.zeros((4, 4, 3), np.uint8)
+    assert frame_of("cam", Packet("cam", 0, 0.0, frame, captured=time.monotonic()), None).index == 0
+    now = time.time()
+    with pytest.raises(TypeError) as raised:
+        frame_of("cam", Packet("cam", 5, now, frame, captured=now), 4)
+    assert str(raised.value) == (f"frames() yielded frame 5 captured at {now!r}, not a time.monotonic() of the "
+                                 "past; leave captured 0 (the runner sets it as the frame is read), or set it to "
+                                 "time.monotonic() when the frame was taken")
+
+
 @pytest.mark.parametrize("workers, read", [(1, "after"), (2, "after"), (1, "before")])
 def test_stage_starved_behind_a_live_source_drops_stale_frames(plugin_env, clips, tmp_path, workers, read):
     """A stage held up for 3 s while a live source writes on at 25 fps finds its frame's
