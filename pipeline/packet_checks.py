@@ -32,7 +32,8 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
     about a missing attribute or an OpenCV assertion. A packet made anew (``Packet(...)``) gets
     the ``captured`` time of the one the stage was given: without it the zmq sink's heartbeats
     stopped after the first and a sink's latency read 12 hours. ``finds_faces``: the stage is
-    one that ``makes_faces``."""
+    one that ``makes_faces``, whose frames must each have a list of faces, none of them wholly
+    outside the frame."""
     if result is None:
         raise TypeError(f"{method} returned None, not an iterable of packets (return () to pass nothing on)")
     if isinstance(result, Packet):  # iterating it would fail with "'Packet' object is not iterable"
@@ -47,6 +48,10 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
         if finds_faces and item.faces is None and not item.outage:
             raise TypeError(f"{method} returned frame {item.index} with faces None (not looked at); a stage that "
                             "writes faces sets a list, [] where it found none")
+        if finds_faces and item.faces and item.image is not None:  # not the classifier, given such a box
+            outside = _box_outside(item.faces, item.image.shape)
+            if outside:
+                raise TypeError(f"{method} returned frame {item.index} with a face whose {outside}")
         if not item.captured:
             item.captured = captured
         shown = "" if isinstance(item.image, FrameRef) else not_a_frame(item.image)
@@ -68,6 +73,18 @@ def _faces_problem(faces: Any) -> str:
     if wrong is not None:  # unchecked, the stage after it failed, on a missing attribute
         return f"whose faces are or hold a {type(wrong).__name__}, not a list of fer_pipe.messages.Face"
     return next((f"with a face whose {problem}" for problem in map(_face_problem, faces or ()) if problem), "")
+
+
+def _box_outside(faces: list[Face], shape: tuple[int, ...]) -> str:
+    """What is wrong with the first box of ``faces`` that has no pixel in a frame of ``shape``, or
+    nothing. A plug-in detector's boxes in other coordinates (a shrunk frame's, x and y swapped)
+    were each classified from the one edge pixel the crop keeps, with a confident label (s63a 3)."""
+    height, width = shape[:2]
+    for face in faces:
+        x, y, w, h = face.box
+        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            return f"box {face.box!r} has no pixel in its {width} x {height} frame; a box is in whole pixels of its frame"
+    return ""
 
 
 def _face_problem(face: Face) -> str:
@@ -129,6 +146,9 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     problem = _faces_problem(item.faces)  # a source replaying recorded detections: the classifier was blamed
     if problem:
         raise TypeError(f"frames() yielded frame {index}, a packet {problem}")
+    outside = _box_outside(item.faces, item.image.shape) if item.faces and item.image is not None else ""
+    if outside:
+        raise TypeError(f"frames() yielded frame {index} with a face whose {outside}")
     return item
 
 

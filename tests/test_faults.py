@@ -1207,6 +1207,29 @@ def test_a_detector_that_leaves_a_frame_unlooked_at_is_blamed_for_it():
         assert [p.faces for p in run_stage(Passing, frames)] == [None] * 3
 
 
+def test_a_face_box_with_no_pixel_in_its_frame_is_blamed_on_the_stage_that_made_it():
+    """A plug-in detector's boxes in another frame's coordinates were each classified from the
+    one edge pixel the crop keeps, with a confident label, exit 0 (s63a 3). A box partly in
+    the frame (a face at its edge) passes, and a stage given such a box is not blamed for it."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.packet_checks import frame_of, packets_of
+
+    frame = np.zeros((360, 640, 3), np.uint8)
+    edge = [Face((-20, -20, 21, 21)), Face((639, 359, 50, 50))]
+    assert len(packets_of([Packet("cam", 0, 0.0, frame, faces=edge)], finds_faces=True)) == 1
+    for box in [(640, 10, 50, 50), (10, 360, 50, 50), (-50, 10, 50, 50), (10, -50, 50, 50)]:
+        faces = [*edge, Face(box)]
+        assert len(packets_of([Packet("cam", 3, 0.1, frame, faces=faces)])) == 1  # given it: the classifier
+        with pytest.raises(TypeError) as raised:
+            packets_of([Packet("cam", 3, 0.1, frame, faces=faces)], finds_faces=True)
+        assert str(raised.value) == (f"process returned frame 3 with a face whose box {box!r} has no pixel in its "
+                                     "640 x 360 frame; a box is in whole pixels of its frame")
+    with pytest.raises(TypeError) as raised:
+        frame_of("cam", Packet("cam", 0, 0.0, frame, faces=[Face((5000, 5000, 120, 120))]), None)
+    assert str(raised.value) == ("frames() yielded frame 0 with a face whose box (5000, 5000, 120, 120) has no pixel "
+                                 "in its 640 x 360 frame; a box is in whole pixels of its frame")
+
+
 def test_a_source_that_dates_its_capture_by_the_wall_clock_is_refused():
     """``captured`` is on time.monotonic()'s clock; a plug-in source's ``time.time()`` there
     read as a latency of -1.8e12 ms and "down for -1796538587 s" on the status line, exit 0
