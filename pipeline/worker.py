@@ -271,7 +271,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         except StopRun:  # the source ends the whole run, as a window's q does: the other sources stop
             w.stop.set()  # too, and what it read drains (it was said "failed: StopRun", exit 1)
             break
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a capture library's sys.exit too, as run_graph's (s63a 4)
             if not stats.items or sigterm_seen():  # a library's own error made of the stop's Terminated: a stop
                 raise
             # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own

@@ -311,9 +311,10 @@ class Faulty(Stage):
 
 class BrokenFramesParams(StageParams):
     mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
-                  "float_box", "eager", "bad_open", "numpy"] = Field(
+                  "float_box", "eager", "bad_open", "numpy", "exit"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
-                             "again, dated NaN, or an OSError or StopRun raised instead; or an outage packet "
+                             "again, dated NaN, or an OSError, StopRun or (exit) a library's sys.exit raised "
+                             "instead; or an outage packet "
                              "before it, numbered as the frame before it or (bad) as itself; or a face "
                              "with a box of floats; or (init) its __init__ raises; or (eager) frames, no "
                              "generator, raises when called, as one that opens its device there; or "
@@ -371,6 +372,8 @@ class BrokenFrames(Source):
                     raise OSError("camera went away")
                 if self.params.mode == "stop_run":
                     raise StopRun("enough")
+                if self.params.mode == "exit":
+                    sys.exit("capture library: device lost")
                 if self.params.mode == "float":
                     image = image.astype(np.float32)
                 if self.params.mode == "wrong_id":

@@ -152,6 +152,7 @@ def test_a_source_whose_init_raises_is_named_in_one_line(plugin_env, tmp_path):
 
 @pytest.mark.parametrize("mode, line", [
     ("raise", "OSError: camera went away"),
+    ("exit", "SystemExit: capture library: device lost"),  # lost the frames read before it (s63a 4)
     ("float", "TypeError: frames() yielded frame 3 with an array of float32 shaped (48, 64, 3) for its image; a "
               "frame is a uint8 array, H x W x 3 (BGR) or grey, of at least one pixel"),
     ("wrong_id", "TypeError: frames() yielded a packet of source 'other'; this source's packets carry 'source' "
