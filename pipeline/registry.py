@@ -192,6 +192,8 @@ def _contract_problem(cls: type[Stage]) -> str | None:
                 "stage's own process cannot import it: define the class with a class statement at module level")
     if issubclass(cls, Source) and cls.frames is Source.frames:
         return " is a Source but does not implement frames()"
+    if issubclass(cls, Source) and cls.reads is not None:  # `fer-pipe stages` listed what no source can read
+        return f" is a Source, which has no inputs, but says it reads {cls.reads!r}: leave reads None"
     if issubclass(cls, Sink) and cls.consume is Sink.consume and cls.process is Sink.process:
         return " is a Sink but implements neither consume() nor process()"
     for name, info in cls.Params.model_fields.items():

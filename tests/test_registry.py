@@ -68,6 +68,13 @@ class NoFrames(Source):
     pass
 
 
+class ReadingSource(Source):
+    reads = "frame"
+
+    def frames(self):
+        return iter(())
+
+
 class BadDefaultParams(StageParams):
     ratio: float = Field(5.0, ge=0.0, le=1.0)
 
@@ -394,7 +401,8 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                   "byprocess = breakmod:ConsumesByProcess\ncross = breakmod:Cross\n"
                   "misspelt = breakmod:MisspeltPath\noptfile = breakmod:OptionalFile\n"
                   "closingnumber = breakmod:ClosingNumber\nnocomma = breakmod:NoComma\nlistpaths = breakmod:ListPaths\ntwothreads = breakmod:TwoThreads\nworkersparam = breakmod:WorkersParam\npreset = breakmod:Preset\ndefaults = breakmod:Defaults\n"
-                  "fromdata = breakmod:FromData\nmade = breakmod:Made\nnoparams = breakmod:NoParams\nlookup = breakmod:Lookup\nworkersalias = breakmod:WorkersAlias")
+                  "fromdata = breakmod:FromData\nmade = breakmod:Made\nnoparams = breakmod:NoParams\nlookup = breakmod:Lookup\nworkersalias = breakmod:WorkersAlias\n"
+                  "readingsource = breakmod:ReadingSource")
     _distribution(root, "noisy-import", "noisymod", NOISY_IMPORT, "noisy = noisymod:Stage")
     _distribution(root, "exits", "exitmod", "import sys\nsys.exit(0)  # an optional library is missing\n",
                   "exiting = exitmod:Stage")
@@ -423,6 +431,9 @@ def test_broken_plugins_are_named_with_their_distribution(tmp_path):
                  "consume() nor process()",
                  "'noframes' from distribution breakers: breakmod:NoFrames is a Source but does not implement "
                  "frames()",
+                 # before, it loaded, and `fer-pipe stages` said it "reads frame" (s63a 6)
+                 "'readingsource' from distribution breakers: breakmod:ReadingSource is a Source, which has no "
+                 "inputs, but says it reads 'frame': leave reads None",
                  "'baddefault' from distribution breakers: breakmod:BadDefault.Params.ratio: its default 5.0 "
                  "breaks its own type or bounds: Input should be less than or equal to 1",
                  # before, it loaded, and validate and run ended in an AttributeError traceback
