@@ -130,6 +130,7 @@ class PushSink(Sink):
         """Say the source down once per outage, and again every ``down_again_s`` while it stays so
         (``fer_pipe.outage_notices``): the collector republishes each, and a subscriber that
         connects to it during the outage would otherwise hear nothing until the camera's return."""
+        self._collector_connected(0.0)  # read the monitor, which no send reads while nothing is due (see there)
         down = self._outages.on_outage(packet)
         if down is not None:
             self._send(down)
@@ -182,7 +183,10 @@ class PushSink(Sink):
         It reads every event the monitor holds. It must run often: libzmq's I/O thread sends
         monitor events with a blocking send, so once about 2,000 lie unread (a collector that
         restarted a thousand times, or a proxy that accepts and drops connections while the
-        collector is down: ten a second) that thread stops, and with it every send, for good."""
+        collector is down: ten a second) that thread stops, and with it every send, for good.
+        So every event sent and every outage packet reads it: with ``down_again_s`` 0 a camera
+        down all night sent nothing after its first ``source_down``, and 200 s of an ``ssh -L``
+        tunnel with no collector behind it stopped the sink until the camera came back (s63b 1)."""
         deadline = time.monotonic() + wait_s
         while True:
             remaining = 0.0 if self._connected else max(0.0, deadline - time.monotonic())

@@ -1388,6 +1388,30 @@ def test_an_ipv6_host_is_written_in_brackets_given_with_or_without_them():
     assert tcp_endpoint("127.0.0.1", 5571) == "tcp://127.0.0.1:5571"
 
 
+def test_a_push_sink_reads_its_monitor_on_an_outage_with_nothing_to_send():
+    """libzmq's I/O thread stops every send once about 2,000 monitor events lie unread, and the
+    push sink read them only as it sent: with down_again_s 0, a camera down all night sent
+    nothing after its first source_down, and 200 s of a tunnel with no collector behind it
+    (a connection made and dropped ten times a second) stopped the sink for good (s63b 1)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import outage
+
+    port = free_port()
+    sink = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "down_again_s": 0, "linger_s": 1})
+    sink.open()
+    ctx = zmq.Context()
+    try:
+        sink.outage(outage("cam", -1, 1.0))  # its source_down, held for the collector
+        pull = ctx.socket(zmq.PULL)
+        pull.bind(f"tcp://127.0.0.1:{port}")
+        wait_for(lambda: pull.poll(100), 30, "the held source_down")  # connected: its events lie in the monitor
+        sink.outage(outage("cam", -1, 2.0))  # nothing due to send
+        assert not sink._monitor.poll(0)
+        sink.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
 def test_a_push_sink_says_a_source_down_again_every_down_again_s(monkeypatch):
     """The collector republishes each outage event once: a subscriber that connected to it during
     an outage heard nothing until the camera came back, and could not tell a camera that is down
