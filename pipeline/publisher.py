@@ -31,6 +31,10 @@ STOP_CHECK_S = 0.2
 """While waiting for subscribers, how often a stop of the run is looked for."""
 
 
+TEND_S = 1.0
+"""How often a publisher that sends nothing still reads its socket (``Publisher.tend``)."""
+
+
 SUBSCRIPTIONS_READ_S = 0.005
 """The longest a send reads subscription messages away for: 125 ms a second at 25 frames a
 second, however many a subscriber floods, and a flood's backlog is read off within seconds
@@ -45,6 +49,7 @@ class Publisher:
         self.who = f"{kind} sink {name!r}"
         self.sndhwm = sndhwm
         self.sent = self.dropped = 0
+        self._tended = 0.0
         self._ctx = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._sock = peer_socket(self._ctx, zmq.XPUB, endpoint)
@@ -109,7 +114,28 @@ class Publisher:
         by ZeroMQ itself; their copies are read away for at most ``SUBSCRIPTIONS_READ_S``: all
         of them, a subscriber that flooded them held the pipeline (a 72-frame run took 114 s, or
         failed as stalled), and none, ZeroMQ kept them, 30 MiB a second."""
+        self._read_subscriptions()
+        try:
+            self._sock.send_multipart(encode(event), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        return True
+
+    def tend(self) -> None:
+        """Read the socket about every ``TEND_S`` where nothing is sent (frames without faces, a
+        camera down, no heartbeat): libzmq frees what a subscriber that left held only as its
+        socket is next used, and subscribers that came and went all night in an empty room (a
+        health check's ``fer-pipe subscribe --count 1``, a consumer crash-looping) grew the
+        sink by 11 KB each, 89 MiB over 8,000 (s63b 2)."""
+        now = time.monotonic()
+        if now - self._tended >= TEND_S:
+            self._read_subscriptions()
+
+    def _read_subscriptions(self) -> None:
         until = time.monotonic() + SUBSCRIPTIONS_READ_S
+        self._tended = until
         try:
             while True:
                 for _ in range(64):
@@ -118,13 +144,6 @@ class Publisher:
                     break
         except zmq.Again:
             pass
-        try:
-            self._sock.send_multipart(encode(event), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self.dropped += 1
-            return False
-        self.sent += 1
-        return True
 
     def close(self, linger_s: float) -> None:
         """Say what was dropped, then give queued events ``linger_s`` to leave."""

@@ -130,6 +130,7 @@ class EpisodesSink(Sink):
             raise
 
     def consume(self, packet: Packet) -> None:
+        self._tend()
         self._down.discard(packet.source)
         # a Python float: a float32 time rounded kept its binary digits (0.009999999776482582) in
         # the episode event, beside a face event's 0.01
@@ -182,6 +183,7 @@ class EpisodesSink(Sink):
         night told subscribers a face was in view all night, and wrote its episode in the morning.
         They end at their last detection, as where the first frame back ends them: whether an outage
         packet or that frame came first moved the end by up to every_n - 1 frames."""
+        self._tend()
         self._down.add(packet.source)
         self._end_ended(packet, carried=False)
         return []
@@ -286,6 +288,11 @@ class EpisodesSink(Sink):
                "peak_confidence": round(episode.peak, 4)}
         self._out.write([[format(row[k], CSV_FORMATS.get(k, "")) for k in EPISODE_FIELDS]])
         self._publish(episode_event(row))
+
+    def _tend(self) -> None:
+        """Events come only as faces come and go: the socket is read between them (``Publisher.tend``)."""
+        if self._publisher is not None:
+            self._publisher.tend()
 
     def _publish(self, event: dict[str, Any]) -> None:
         if self._publisher is not None:

@@ -92,6 +92,7 @@ class ZmqSink(Sink):
         if not packet.faces:
             beat = self.params.heartbeat_s
             if not beat or packet.captured - self._last_sent.get(packet.source, -beat) < beat:
+                self._publisher.tend()
                 return
         if self._publisher.send(frame_event(packet, self.params.precision, self.params.extra)):
             self._last_sent[packet.source] = packet.captured
@@ -101,7 +102,9 @@ class ZmqSink(Sink):
         """Say the source down once per outage, and again every ``heartbeat_s`` while it stays
         so (``fer_pipe.outage_notices``)."""
         down = self._outages.on_outage(packet)
-        if down is not None:
+        if down is None:
+            self._publisher.tend()
+        else:
             self._publisher.send(down)
             self.dropped = self._publisher.dropped
         return ()

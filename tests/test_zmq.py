@@ -112,6 +112,34 @@ def test_subscribers_receive_every_event_of_a_file_run_in_the_documented_schema(
     assert len(with_faces[0]["confidence"].split(".")[1]) == 7
 
 
+@pytest.mark.parametrize("kind", ["zmq", "episodes"])
+def test_a_publishing_sink_that_sends_nothing_still_reads_its_socket(kind, tmp_path):
+    """libzmq frees what a subscriber that left held only as its socket is next used, and a sink
+    used it only to send: subscribers that came and went all night in an empty room (a health
+    check's ``subscribe --count 1``) grew it by 11 KB each (s63b 2). A subscription waiting on
+    the socket shows it unread; a frame with no face to send now reads it."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+
+    port = free_port()
+    params = ({"endpoint": f"tcp://127.0.0.1:{port}"} if kind == "zmq"
+              else {"path": str(tmp_path / "episodes.csv"), "publish": port})
+    sink = make_stage(kind, params)
+    sink.open()
+    ctx = zmq.Context()
+    try:
+        sub = ctx.socket(zmq.SUB)
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        sub.subscribe(b"")
+        sock = sink._publisher._sock
+        wait_for(lambda: sock.poll(100, zmq.POLLIN), 30, "the subscription to reach the sink")
+        sink.consume(Packet("cam", 0, 0.0, faces=[]))
+        assert not sock.poll(0, zmq.POLLIN)
+    finally:
+        sink.close()
+        ctx.destroy(linger=0)
+
+
 def test_heartbeat_for_frames_without_faces(clips, tmp_path):
     video = write_video(tmp_path / "empty.avi", read_frames(clips["no_face.mp4"], 20))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
