@@ -202,6 +202,10 @@ GAPS_KEPT = 9
 does not move it."""
 
 
+HOLE_GAPS = 3.0
+"""How many of a source's usual gaps between two frames make a hole in its timestamps."""
+
+
 @dataclass
 class _SourceState:
     tracks: list[_Track] = field(default_factory=list)
@@ -209,20 +213,19 @@ class _SourceState:
     last_time: float | None = None
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
     next_id: int = 1
+    hole: bool = False
+    """Whether a hole in the timestamps (``after_hole``) came since the last detector run."""
 
-    def steps_to(self, index: int, timestamp: float) -> int:
-        """Frames passed since the source's last one, by its frame numbers or by its clock, the
-        more: the video, rtsp and webcam sources number the frames they hand on one after
-        another, so frames a recording lost, a variable-rate clip's long frame or a camera's
-        short stall were one step, and a face that moved half its width meanwhile was met as a
-        new one, its episode split in two (s63c 1). Frames a stalled camera then gives at once,
-        a millisecond apart, are counted by their numbers."""
-        if self.last_index is None:
-            return 1
-        steps = max(1, index - self.last_index)
-        if self.gaps and self.last_time is not None and (usual := statistics.median(self.gaps)) > 0:
-            steps = max(steps, round((timestamp - self.last_time) / usual))
-        return steps
+    def after_hole(self, index: int, timestamp: float) -> bool:
+        """Whether more time passed since the source's last frame than its frame numbers say:
+        a recording's lost frames, a variable-rate clip's long frame, a camera's short stall
+        (every source numbers the frames it hands on one after another). Judged against the mean
+        of a whole window of gaps, so a camera's frames that come in bursts or in pairs, dated as
+        they come, make no hole."""
+        if self.last_time is None or self.last_index is None or len(self.gaps) < GAPS_KEPT:
+            return False
+        usual = sum(self.gaps) / len(self.gaps)
+        return timestamp - self.last_time > HOLE_GAPS * usual * max(1, index - self.last_index)
 
     def gap_ends_tracks(self, timestamp: float, max_gap_s: float) -> bool:
         """Whether the time since the source's last frame ends its tracks; notes the gap. The
@@ -264,7 +267,8 @@ class FaceTracker(Stage):
 
     def process(self, packet: Packet) -> Iterable[Packet]:
         state = self._sources.setdefault(packet.source, _SourceState())
-        steps = state.steps_to(packet.index, packet.timestamp)
+        steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
+        state.hole |= state.after_hole(packet.index, packet.timestamp)  # kept to the next detector run
         lost: list[int] = []
         if state.gap_ends_tracks(packet.timestamp, self.params.max_gap_s):
             lost = [t.track_id for t in state.tracks if t.track_id is not None]
@@ -311,7 +315,7 @@ class FaceTracker(Stage):
         return (packet,)
 
     def _by_distance(self, tracks_now: list[_Track], predicted: np.ndarray, boxes: np.ndarray,
-                     matched: dict[int, int]) -> dict[int, int]:
+                     matched: dict[int, int], hole: bool) -> dict[int, int]:
         """Pairs of the detections and the new tracks (without an id, or under ``SPEED_HITS``
         matches) that overlap left unmatched, by the distance between centres in face sizes, up
         to ``max_jump``, for faces of about the same size. A new track predicts its face where it
@@ -320,9 +324,14 @@ class FaceTracker(Stage):
         track at every run, and never got an id (with ``min_hits`` 1, a new id at every run).
         Once its filter knows its speed, a track moved this way onto a false hit beside its face
         when the detector missed it, or onto its neighbour, and the face lost its id, or the two
-        swapped. A track that took a neighbour's speed is as near as the nearer of its two places."""
+        swapped. A track that took a neighbour's speed is as near as the nearer of its two places.
+        After a ``hole`` in the timestamps every track left unmatched is paired so: predicted one
+        frame on, a face that walked on through 0.44 s of frames a recording lost was met half
+        its width away, got a new id, and its episode was split in two with a false face_lost
+        (s63c 1). Predicting over the hole's time instead threw a still face's prediction off
+        it by its jitter's speed, and a camera's bursts made holes of every gap (s63d 1)."""
         tracks = [r for r, track in enumerate(tracks_now)
-                  if (track.track_id is None or track.hits < SPEED_HITS) and r not in matched.values()]
+                  if (hole or track.track_id is None or track.hits < SPEED_HITS) and r not in matched.values()]
         if not tracks:
             return {}
         detections = [c for c in range(len(boxes)) if c not in matched]
@@ -353,7 +362,8 @@ class FaceTracker(Stage):
             rows, cols = self._assign(iou, maximize=True)
             matched = {int(c): int(r) for r, c in zip(rows, cols) if iou[r, c] >= self.params.iou_threshold}
             if len(matched) < min(len(faces), len(state.tracks)) and self.params.max_jump:
-                matched.update(self._by_distance(state.tracks, predicted, boxes, matched))
+                matched.update(self._by_distance(state.tracks, predicted, boxes, matched, state.hole))
+        state.hole = False
         for col, row in matched.items():
             track = state.tracks[row]
             track.still = None

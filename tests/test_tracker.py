@@ -289,14 +289,37 @@ def test_frames_dropped_by_a_live_source_are_predicted_over() -> None:
     assert ids(out) == [[1]] * 20
 
 
-def test_frames_a_recording_lost_are_predicted_over_by_their_timestamps() -> None:
-    """The same face, its frames numbered one after another as every source numbers what it
-    hands on, with 0.44 s missing from its timestamps (a recording's lost frames): stepped one
-    frame on, it was met as a new face, its episode split in two (s63c 1)."""
-    times = [i / FPS if i < 10 else (i + 11) / FPS for i in range(20)]
-    packets = [Packet("cam", i, t, faces=[Face((100 + round(8 * t * FPS), 200, 48, 48))]) for i, t in enumerate(times)]
+def test_a_face_that_walked_on_through_frames_a_recording_lost_keeps_its_id() -> None:
+    """Its frames numbered one after another, as every source numbers what it hands on, with
+    0.48 s missing from its timestamps: predicted one frame on, the face was met half its width
+    away, got a new id, and its episode was split in two (s63c 1)."""
+    times = [i / FPS if i < 15 else (i + 12) / FPS for i in range(30)]
+    packets = [Packet("cam", i, t, faces=[Face((100 + round(6 * t * FPS), 200, 130, 130))])
+               for i, t in enumerate(times)]
     out = run_stage("track", packets, {"min_hits": 1})
-    assert ids(out) == [[1]] * 20
+    assert ids(out) == [[1]] * 30
+
+
+def test_a_cameras_bursts_and_a_still_face_over_a_stall_make_no_new_id() -> None:
+    """Frames dated as they come: a connect's burst (five 1 ms apart), then pairs that come
+    together, then a still face over a 2 s stall, its box jittering as the cascade's do. My
+    first answer to s63c 1, predicting over the time a gap held, gave each of these a new id
+    or none (s63d 1)."""
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        times = [0.001 * i for i in range(5)]
+        times += [times[-1] + k / 24 for k in range(1, 40)]  # walking at 24 fps
+        times += [times[-1] + k / 12 + (0.001 if j else 0.0) for k in range(1, 20) for j in (0, 1)]  # in pairs
+        walked = len(times)
+        times += [times[-1] + k / 24 for k in range(1, 20)]  # stopped
+        times += [times[-1] + 2.0 + k / 24 for k in range(20)]  # after a 2 s stall
+        packets = []
+        for i, t in enumerate(times):
+            x = 100 + 5 * min(i, walked) + rng.normal(0, 2)
+            box = (round(x), round(200 + rng.normal(0, 2)), round(60 + rng.normal(0, 1)), 60)
+            packets.append(Packet("cam", i, t, faces=[Face(box)]))
+        out = run_stage("track", packets, {})
+        assert {i for p in out[2:] for i in ids([p])[0]} == {1}, seed
 
 
 def test_sources_are_tracked_separately() -> None:
