@@ -43,6 +43,8 @@ LAST_WAIT_S = 1.0
 """The least an attempt's open or probe is given near ``give_up_after_s``."""
 OUTAGE_EVERY_S = 1.0
 """While the stream is down, how often the source says so down the graph (a packet that is no frame)."""
+BACK = "connected again"
+"""The stream's return, among the kinds of line said every ``QUIET_LOG_S`` (``_kind``'s are reasons)."""
 STABLE_S = 5.0
 """A connection that streamed this long was good: the backoff starts over (any frame restarts
 the give-up clock)."""
@@ -237,7 +239,7 @@ class RtspSource(Source):
                 return
             if failures:
                 down = time.monotonic() - down_since
-                backoff = min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
+                backoff = self._backoff(failures)
                 # an attempt made at once over the other transport is said too: the reason the
                 # first one was refused was otherwise lost where the second failed as well
                 delay = 0.0 if at_once else backoff
@@ -259,7 +261,7 @@ class RtspSource(Source):
             cap = self._connect(failures, self._time_left(down_since))
             opened = cap.isOpened()
             connected = time.monotonic()
-            frames = self._pump(cap, failures) if opened else 0
+            frames = self._pump(cap, failures, quiet) if opened else 0
             cap.release()
             if self._stopping.is_set():
                 return
@@ -278,6 +280,23 @@ class RtspSource(Source):
                 continue
             failures, quiet, why = 0, {}, "cannot connect"  # an earlier outage's reason is not this one's
             self._log(f"stream lost after {frames} frames; reconnecting")
+
+    def _backoff(self, failures: int) -> float:
+        p = self.params
+        return min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
+
+    def _say_back(self, failures: int, last: float | None, quiet: dict[str, float]) -> None:
+        """Say the stream is back after ``failures`` attempts. Once the backoff is at its longest
+        the line comes as the failures' do, every ``QUIET_LOG_S``: a publisher that sends a frame
+        and drops the connection (flapping) had its failures said so and each return said, one
+        line every backoff_max_s, 8,600 a day (s63b 3)."""
+        flapping = self._backoff(failures) >= self.params.backoff_max_s
+        if flapping and time.monotonic() - quiet.get(BACK, -QUIET_LOG_S) < QUIET_LOG_S:
+            return
+        quiet[BACK] = time.monotonic()
+        self._log((f"connected again after {failures + 1} attempts, {self._last_frame_at - last:.1f} s without a frame"
+                   if last is not None else f"connected after {failures + 1} attempts")
+                  + (f" (while connections keep dropping, said every {QUIET_LOG_S:g} s)" if flapping else ""))
 
     def _time_left(self, down_since: float) -> float:
         """How long an attempt's open, and its probe, may wait: ``timeout_s``, but no later than
@@ -317,7 +336,7 @@ class RtspSource(Source):
                    f"(give_up_after_s={self.params.give_up_after_s:g}); the last: {why}")
         return True
 
-    def _pump(self, cap: cv2.VideoCapture, failures: int) -> int:
+    def _pump(self, cap: cv2.VideoCapture, failures: int, quiet: dict[str, float]) -> int:
         frames = 0
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
         reads = 0
@@ -348,8 +367,7 @@ class RtspSource(Source):
             if not frames:
                 self._streamed_over = self._transport
                 if failures:
-                    self._log(f"connected again after {failures + 1} attempts, {self._last_frame_at - last:.1f} s "
-                              "without a frame" if last is not None else f"connected after {failures + 1} attempts")
+                    self._say_back(failures, last, quiet)
             frames += 1
         return frames
 

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import pytest
 import yaml
 from conftest import fer_pipe, read_frames, shared_lock_file, write_video
@@ -450,6 +451,34 @@ def test_a_camera_that_stays_down_is_said_less_often_once_the_backoff_is_longest
     assert "; attempt 2 in " in lines[0] and "said every" not in lines[0], lines  # the backoff still grows
     assert all(line.endswith("; while so, said every 2 s)") for line in lines[1:]), lines
     assert attempts[-1] >= 15 and len(lines) <= attempts[-1] // 2, lines  # a line every 2 s, not one an attempt
+
+
+def test_a_flapping_streams_returns_are_said_every_quiet_log_s_too(tmp_path, monkeypatch, capfd):
+    """A stream that gives a frame and drops (a flapping publisher; here a real two-frame file
+    through FFmpeg's file protocol, which ends as such a connection does): its failures were
+    said every QUIET_LOG_S and each return at once, a line every backoff_max_s, 8,600 a day
+    (s63b 3)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages import rtsp
+
+    monkeypatch.setattr(rtsp, "QUIET_LOG_S", 2.0)
+    clip = write_video(tmp_path / "two.avi", [np.full((48, 64, 3), 100, np.uint8)] * 2)
+    stage = make_stage("rtsp", {"url": f"file://{clip}", "timeout_s": 1, "backoff_initial_s": 0.05,
+                                "backoff_max_s": 0.1, "give_up_after_s": 0})
+    stage.open()
+    said, started = "", time.monotonic()
+    try:
+        for _ in stage.frames():
+            said += capfd.readouterr().err
+            if time.monotonic() - started > 5:
+                break
+    finally:
+        stage.close()
+    back = [line for line in said.splitlines() if ": connected again after " in line]
+    attempts = max(int(a or b) for a, b in re.findall(r"; attempt (\d+) in|after (\d+) attempts", said))
+    assert "said every" not in back[0] and all(line.endswith("(while connections keep dropping, said every 2 s)")
+                                               for line in back[1:]), back
+    assert attempts >= 20 and len(back) <= 4, (attempts, back)
 
 
 def test_a_flapping_stream_is_one_reason_for_the_quiet_log_whatever_its_figures():
