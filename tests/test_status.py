@@ -153,3 +153,6 @@ def test_the_statistics_table_gives_each_stages_rate_times_and_a_sinks_latency()
     assert format_table([summary]).splitlines()[1].split() == [
         "csv", "100", "25.0", "50.50", "95.05", "2", "1", "1.50", "latency", "p50", "505.0", "ms,", "p95", "950.5",
         "ms"]
+    assert len(format_table([summary]).splitlines()) == 2
+    long_run = {**summary, "items": 20_001}  # percentiles of the last 20,000: said, or read as the whole run's (s63b 4)
+    assert format_table([long_run]).splitlines()[2] == "(p95 and latency: each stage's last 20,000 items)"
