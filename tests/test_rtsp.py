@@ -206,11 +206,11 @@ def test_a_slow_first_frame_keeps_its_connection_and_a_frozen_stream_loses_it():
     stage._cond, stage._latest, stage._last_frame_at, stage._stopping = threading.Condition(), None, None, threading.Event()
     stage._streamed_over = stage._transport = "tcp"
     stage._log = lambda message: None
-    assert stage._pump(Camera([0.35, 0, 0, 0]), 0) == 3  # the three after the slow first one
-    assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0) == 2  # up to the read that timed out
+    assert stage._pump(Camera([0.35, 0, 0, 0]), 0, {}) == 3  # the three after the slow first one
+    assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0, {}) == 2  # up to the read that timed out
     # every read late: the first alone is forgiven, so give_up_after_s is checked again (s50l 1)
     late = Camera([0.35] * 20)
-    assert stage._pump(late, 0) == 0 and len(late.delays) == 18
+    assert stage._pump(late, 0, {}) == 0 and len(late.delays) == 18
 
 
 def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):

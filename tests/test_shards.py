@@ -968,8 +968,9 @@ def test_a_collector_that_comes_up_late_still_gets_every_event(clips, tmp_path):
     try:
         err = run.communicate(timeout=180)[1]
         assert run.returncode == 0, err
-        assert re.fullmatch(rf"fer-pipe: push sink 'push': run [0-9a-f]{{8}}: 12 events to tcp://127\.0\.0\.1:{port}\n",
-                            err), err
+        assert re.fullmatch(rf"(?P<sink>fer-pipe: push sink 'push': run [0-9a-f]{{8}}: )the collector at "
+                            rf"tcp://127\.0\.0\.1:{port} connected; the run's events are numbered from seq 0 in each "
+                            rf"source\n(?P=sink)12 events to tcp://127\.0\.0\.1:{port}\n", err), err
         wait_for(lambda: rows_by_source(merged)["source"] >= 12, 60, "the run's rows", collector)
     finally:
         assert end(collector) == 0, log.read_text()
