@@ -785,6 +785,21 @@ def test_a_finished_run_lacking_its_best_epochs_weights_says_the_final_is_the_on
         ["best", "final"] if kept else ["final"])
 
 
+def test_a_training_that_goes_to_nan_stops_before_saving_it(tmp_path):
+    """A learning rate far too high: every epoch's loss was NaN, each saved over the last good
+    checkpoint, the run trained to its end and the export then blamed the model's softmax, an
+    hour and a half on (s63e 3). It stops at the first such epoch, saving nothing of it; a
+    first epoch leaves no --out behind, as a bad data file does."""
+    data = _random_data(tmp_path)
+    done = fer_pipe("train", "--data", str(data), "--width", "8", "--epochs", "2", "--lr", "1e30",
+                    "--out", str(tmp_path / "run"), timeout=900)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert re.fullmatch(r"fer-pipe: train: the (val_)?loss became (nan|-?inf) in epoch 1, so the run stopped before "
+                        r"saving it: the learning rate \(--lr 1e\+30\) may be too high; nothing was kept",
+                        done.stderr.splitlines()[-1]), done.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_goes_on_when_its_progress_reader_leaves(tmp_path):
     """stdout is Keras's progress: ``| tee`` dying stopped the training at its next step, exit
     0, nothing written (s49b 1). A reader gone gets nothing more, and the run exports. What a

@@ -305,7 +305,11 @@ def _run(args: argparse.Namespace) -> int:
     cycles = len(state.get("cycles", ())) if state else 0  # before an --extend adds one
     try:
         with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
-            return _train(args, state, out, made, cycles)
+            return _train(args, state, out, cycles)
+    except InputError:
+        if made and not (out / STATE).exists():  # a bad data file, a first epoch gone to NaN: no empty --out
+            shutil.rmtree(out)  # left behind (but for the lock file)
+        raise
     except _Said:
         raise
     except KeyboardInterrupt:  # said from what the folder holds: the data loading, TensorFlow starting, an epoch
@@ -321,15 +325,10 @@ def _run(args: argparse.Namespace) -> int:
         raise
 
 
-def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, cycles: int) -> int:
+def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int) -> int:
     state_path = out / STATE
     started = time.time()
-    try:
-        train, test = load_splits(args.data, "Training", "PublicTest")
-    except InputError:
-        if made:
-            shutil.rmtree(out)  # a bad data file leaves no empty --out behind (but for the lock file)
-        raise
+    train, test = load_splits(args.data, "Training", "PublicTest")
     if args.limit:
         train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     if state is not None and state["options"].get("train_rows", len(train)) != len(train):
@@ -384,6 +383,14 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, made: bool, 
             self.epoch_started = time.time()
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            losses = {key: float((logs or {}).get(key, 0.0)) for key in ("loss", "val_loss")}
+            bad = next((f"{key} became {value}" for key, value in losses.items() if not np.isfinite(value)), "")
+            if bad:  # before any save: NaN weights saved over the last good ones, then trained to the
+                # end, and the export blamed a missing softmax, an hour and a half on (s63e 3)
+                kept = (f"{out} keeps the run at {_kept_at(out, cycles, args.extend)[0]}" if state_path.exists()
+                        else "nothing was kept")
+                raise InputError(f"train: the {bad} in epoch {epoch + 1}, so the run stopped before saving it: "
+                                 f"the learning rate (--lr {args.lr:g}) may be too high; {kept}")
             for key, value in (logs or {}).items():
                 state["history"].setdefault(key, []).append(float(value))
             state["epochs_done"] = epoch + 1
