@@ -54,6 +54,15 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     assert result["rows"] == 21 and sum(map(sum, result["confusion"])) == 21
     assert result["accuracy"] == round(np.trace(result["confusion"]) / 21, 4)  # rows on the diagonal
     shown = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest").stdout.splitlines()
+    # what was scored, in the text and the JSON: two saved outputs were told apart by neither (s63e 5)
+    assert (result["model"], result["data"], result["limit"]) == (str(DEFAULT_MODEL), str(data), 0)
+    assert shown[:2] == [f"accuracy {result['accuracy'] * 100:.2f}% on 21 rows (PrivateTest, tta=none)",
+                         f"model {DEFAULT_MODEL}, data {data}"]
+    sample = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--limit", "9", "--seed", "3")
+    assert re.fullmatch(r"accuracy [\d.]+% on 9 rows \(PrivateTest, a sample drawn with seed 3, tta=none\)",
+                        sample.stdout.splitlines()[0]), sample.stdout
+    unusable = fer_pipe("evaluate", "--model", str(tmp_path / "none.tflite"), "--data", str(tmp_path / "none.csv"))
+    assert unusable.stderr == f"fer-pipe: model {tmp_path / 'none.tflite'}: no such file\n"  # before the data's load
     assert shown[-8].split() == [e[:3] for e in EMOTIONS]
     assert [line.split() for line in shown[-7:]] == [  # each row named, as a screen reader needs (s49b 8)
         [name, *map(str, row)] for name, row in zip(EMOTIONS, result["confusion"])]
