@@ -608,6 +608,23 @@ def test_a_full_disk_while_an_epoch_is_saved_names_the_file_and_leaves_no_partia
                           "device", ".fer-pipe.lock"], done.stderr
 
 
+def test_a_full_disk_during_the_export_says_the_run_is_kept_and_leaves_no_export(tmp_path):
+    """Room for the epoch's checkpoints, not for the export: it said "No space left on device",
+    naming no file (or the source of the copy that failed), and left the half-made export taking
+    the space, without a word of how to go on (s63e 2)."""
+    data, disk = _random_data(tmp_path), tmp_path / "disk"
+    disk.mkdir()
+    run = disk / "run"
+    done = fer_pipe_on_small_tmpfs(disk, "1800k", "train", "--data", str(data), "--out", str(run),
+                                   "--width", "8", "--epochs", "1", "--verbose", "0", then=f"ls -A {run} >&2")
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert re.fullmatch(rf"fer-pipe: train: --out {run}: the export could not write {run}/\.export\S* \(No space left "
+                        rf"on device\); {run} keeps the run at epoch 1 of 1, and the same command with --resume "
+                        r"exports it", lines[-5]), done.stderr
+    assert lines[-4:] == [".fer-pipe.lock", "best.keras", "checkpoint.keras", "train_state.json"], done.stderr
+
+
 def test_a_resume_refuses_a_checkpoint_that_is_not_its_runs(tmp_path):
     """Any loadable checkpoint.keras was taken: another net trained, was saved over the run's, then
     failed with a traceback at every later resume; one of an earlier epoch (best.keras copied in to

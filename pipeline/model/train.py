@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import hangup
 from ..arguments import home, made_path, number, whole
-from ..errors import InputError, one_line
+from ..errors import InputError, OutputError, one_line
 from ..machine import cpu_model
 from ..messages import EMOTIONS
 from ..native_stderr import output_shown_on_failure
@@ -442,6 +442,14 @@ def _export(model: keras.Model, args: argparse.Namespace, state: dict, out: Path
             _publish(staging, out)
             _write_state(out / STATE, state)
             published = True
+    except OSError as exc:  # a full disk: it said "No space left on device" and no file, or the copy's source
+        if published:
+            raise
+        shutil.rmtree(out / EXPORTING, ignore_errors=True)  # what it made, off the full disk
+        failed = exc.filename2 or exc.filename or out / EXPORTING
+        at, again = _kept_at(out, cycles, args.extend)
+        raise OutputError(f"train: --out {out}: the export could not write {failed} ({exc.strerror or exc}); {out} "
+                          f"keeps the run at {at}, and {again} exports it") from None
     except KeyboardInterrupt:
         if published:  # it was said to be left for --resume to export, with the model in place
             print(f"\nfer-pipe train: interrupted once the model was exported: wrote {out}", file=sys.stderr)
