@@ -60,14 +60,19 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
 
 class Refusals:
     """Says, once each, why the publisher's handshake failed: a refused key, CURVE on one side
-    alone, a wrong server key. ZeroMQ retries such a connection without a word, and a subscriber
-    whose client key was not on the publisher's list waited in silence as for a quiet run."""
+    alone, a wrong server key; and that nothing listens at the endpoint (the run not started, or
+    another port than its sink's). ZeroMQ retries such a connection without a word, and a
+    subscriber whose client key was not on the publisher's list, or given the wrong port, waited
+    in silence as for a quiet run (s62a 6)."""
 
-    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+              | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CONNECT_RETRIED)
 
-    def __init__(self, sock: zmq.Socket, curve: bool) -> None:
+    def __init__(self, sock: zmq.Socket, curve: bool, unresolved: bool) -> None:
         self.sock, self.curve = sock, curve
         self.said: set[str] = set()
+        if unresolved:  # said already, as no such host: a name that does not resolve has nothing to listen
+            self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
@@ -92,6 +97,8 @@ class Refusals:
                   file=sys.stderr, flush=True)
 
     def why(self, event: int, value: int) -> str:
+        if event == zmq.EVENT_CONNECT_RETRIED:
+            return "nothing listens there (yet; is the run started, and is this its sink's endpoint?)"
         if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:  # a sink that cannot read its folder refuses every key
             return (f"the publisher refused this subscriber's key (status {value}): the public half of "
                     "--client-keys is not in the sink's curve_clients folder, or the sink cannot read the folder")
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
               "sends", file=sys.stderr, flush=True)
     received = 0
     skipped: set[str | None] = set()
-    refusals = Refusals(sock, bool(args.server_key))
+    refusals = Refusals(sock, bool(args.server_key), bool(host))
     try:
         while not args.count or received < args.count:
             try:

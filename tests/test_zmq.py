@@ -973,6 +973,32 @@ def test_subscribe_to_a_host_name_that_does_not_resolve_says_so(tmp_path):
         stop(proc, signal.SIGINT)
     assert err.read_text().splitlines()[0] == ("fer-pipe subscribe: no such host 'eventhost.invalid' (yet?): waiting "
                                                "until it resolves and a publisher there sends")
+    assert "nothing listens" not in err.read_text()  # said once, as the name's
+
+
+def test_subscribe_to_a_port_where_nothing_listens_says_so_once_then_takes_the_events(tmp_path):
+    """The run not started yet, or another port than its sink's: ZeroMQ retries without a word,
+    and the subscriber waited in silence as for a run with nothing to send (s62a 6). Said once,
+    not at each retry, and the events come once a publisher binds there."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    err = tmp_path / "err"
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", "1"],
+                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    ctx = zmq.Context()
+    try:
+        wait_for(lambda: err.read_text(), 60, "a line on stderr", proc)
+        time.sleep(0.5)  # ZeroMQ's retries meanwhile, every 100 ms, say nothing more
+        pub = ctx.socket(zmq.XPUB)
+        pub.bind(endpoint)
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop(proc)
+        ctx.destroy(linger=0)
+    assert err.read_text() == (f"fer-pipe subscribe: {endpoint}: nothing listens there (yet; is the run started, "
+                               "and is this its sink's endpoint?); retrying\n")
+    assert json.loads(out)["frame"] == FRAME_7["frame"]
 
 
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
