@@ -203,7 +203,7 @@ does not move it."""
 
 
 HOLE_GAPS = 3.0
-"""How many of a source's usual gaps between two frames make a hole in its timestamps."""
+"""How many times a source's longest recent gap between two frames makes a hole in its timestamps."""
 
 
 @dataclass
@@ -214,17 +214,19 @@ class _SourceState:
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
     next_id: int = 1
     hole: bool = False
-    """Whether a hole in the timestamps (``after_hole``) came since the last detector run."""
+    """Whether a hole in the timestamps (``after_hole``) came since the last detector run: one on
+    a frame the detector skips is the next run's."""
 
-    def after_hole(self, index: int, timestamp: float) -> bool:
+    def after_hole(self, index: int, timestamp: float, fps: float) -> bool:
         """Whether more time passed since the source's last frame than its frame numbers say:
         a recording's lost frames, a variable-rate clip's long frame, a camera's short stall
-        (every source numbers the frames it hands on one after another). Judged against the mean
-        of a whole window of gaps, so a camera's frames that come in bursts or in pairs, dated as
-        they come, make no hole."""
+        (every source numbers the frames it hands on one after another). Judged against the
+        longest gap of a whole window, and a live source's nominal frame time (``fps``), so a
+        camera's frames that come in pairs, in groups or in a burst at its connect, dated as they
+        come, make no hole: their mean made one of every group of four (s63f 1)."""
         if self.last_time is None or self.last_index is None or len(self.gaps) < GAPS_KEPT:
             return False
-        usual = sum(self.gaps) / len(self.gaps)
+        usual = max(max(self.gaps), 1 / fps if fps > 0 else 0.0)
         return timestamp - self.last_time > HOLE_GAPS * usual * max(1, index - self.last_index)
 
     def gap_ends_tracks(self, timestamp: float, max_gap_s: float) -> bool:
@@ -268,7 +270,8 @@ class FaceTracker(Stage):
     def process(self, packet: Packet) -> Iterable[Packet]:
         state = self._sources.setdefault(packet.source, _SourceState())
         steps = 1 if state.last_index is None else max(1, packet.index - state.last_index)
-        state.hole |= state.after_hole(packet.index, packet.timestamp)  # kept to the next detector run
+        fps = packet.extra.get("fps", 0.0)
+        state.hole |= state.after_hole(packet.index, packet.timestamp, fps if isinstance(fps, (int, float)) else 0.0)
         lost: list[int] = []
         if state.gap_ends_tracks(packet.timestamp, self.params.max_gap_s):
             lost = [t.track_id for t in state.tracks if t.track_id is not None]

@@ -322,6 +322,17 @@ def test_a_cameras_bursts_and_a_still_face_over_a_stall_make_no_new_id() -> None
         assert {i for p in out[2:] for i in ids([p])[0]} == {1}, seed
 
 
+def test_a_cameras_frames_in_groups_make_no_hole_that_moves_a_track_onto_a_false_hit() -> None:
+    """A 25 fps camera whose frames come four at a time, dated as they come, and one frame where
+    the cascade misses the face and fires on the wall beside it: the mean of the gaps made a hole
+    of every group, and the track was moved onto the false hit, the face's id lost (s63f 1)."""
+    times = [0.16 * (i // 4) + 0.001 * (i % 4) for i in range(120)]
+    packets = [Packet("cam", i, t, faces=[Face((242, 200, 60, 60) if i == 60 else (200, 200, 60, 60))],
+                      extra={"fps": 25.0}) for i, t in enumerate(times)]
+    out = run_stage("track", packets, {})
+    assert {i for p in out[2:] if p.index != 60 for i in ids([p])[0]} == {1}
+
+
 def test_sources_are_tracked_separately() -> None:
     packets = []
     for i in range(6):
