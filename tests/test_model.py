@@ -811,6 +811,40 @@ def test_a_finished_run_lacking_its_best_epochs_weights_says_the_final_is_the_on
         ["best", "final"] if kept else ["final"])
 
 
+def test_a_training_refused_by_the_lock_of_a_run_it_raced_leaves_that_runs_folder(tmp_path, monkeypatch):
+    """Two trainings started together into one new --out: both saw no folder, the other made it
+    and took its lock, and this one, refused by the lock, removed the folder it thought it had
+    made, lock and all, from under the other (s63f 3). The race's window is widened here: the
+    other run, a real process holding the real lock, takes it as this one makes the folder."""
+    import argparse
+
+    from fer_pipe.errors import InputError
+    from fer_pipe.model import train
+
+    out, made = tmp_path / "run", train.make_folder
+    hold = ("import sys, time\nfrom pathlib import Path\nfrom fer_pipe.output_files import held_folder\n"
+            "with held_folder(Path(sys.argv[1]), 'train: --out', 'train'):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")
+    holders = []
+
+    def made_as_another_run_takes_it(path, what):
+        made(path, what)
+        holders.append(subprocess.Popen([sys.executable, "-c", hold, str(path)], stdout=subprocess.PIPE, text=True))
+        assert holders[0].stdout.readline() == "held\n"
+
+    monkeypatch.setattr(train, "make_folder", made_as_another_run_takes_it)
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    try:
+        with pytest.raises(InputError, match="another fer-pipe train is writing into it"):
+            train._run(parser.parse_args(["--data", str(_random_data(tmp_path)), "--out", str(out)]))
+        assert (out / ".fer-pipe.lock").exists()
+    finally:
+        for holder in holders:
+            holder.kill()
+            holder.wait()
+
+
 def test_a_training_that_goes_to_nan_stops_before_saving_it(tmp_path):
     """A learning rate far too high: every epoch's loss was NaN, each saved over the last good
     checkpoint, the run trained to its end and the export then blamed the model's softmax, an

@@ -303,12 +303,14 @@ def _run(args: argparse.Namespace) -> int:
     made = not out.exists()
     make_folder(out, "train: --out")
     cycles = len(state.get("cycles", ())) if state else 0  # before an --extend adds one
+    held = False  # a folder made here but held by another run (two started together) is that run's
     try:
         with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
+            held = True
             return _train(args, state, out, cycles)
     except InputError:
-        if made and not (out / STATE).exists():  # a bad data file, a first epoch gone to NaN: no empty --out
-            shutil.rmtree(out)  # left behind (but for the lock file)
+        if held and made and not (out / STATE).exists():  # a bad data file, a first epoch gone to NaN: no
+            shutil.rmtree(out)  # empty --out left behind; not another run's, refused by its lock (s63f 3)
         raise
     except _Said:
         raise
@@ -318,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"\nfer-pipe train: interrupted; {out} keeps the run at {at}, and {again} goes on from there",
                   file=sys.stderr)
         else:
-            if made:
+            if held and made:
                 shutil.rmtree(out)  # as a bad data file does: it left a folder of a lock file alone
             print("\nfer-pipe train: interrupted before its first epoch ended, so nothing was kept; the same "
                   "command starts it again", file=sys.stderr)
