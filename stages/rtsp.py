@@ -43,6 +43,8 @@ LAST_WAIT_S = 1.0
 """The least an attempt's open or probe is given near ``give_up_after_s``."""
 OUTAGE_EVERY_S = 1.0
 """While the stream is down, how often the source says so down the graph (a packet that is no frame)."""
+LOST = "stream lost after"
+"""How a connection that streamed and dropped is said: the reason a flapping stream gives."""
 BACK = "connected again"
 """The stream's return, among the kinds of line said every ``QUIET_LOG_S`` (``_kind``'s are reasons)."""
 STABLE_S = 5.0
@@ -261,7 +263,7 @@ class RtspSource(Source):
             cap = self._connect(failures, self._time_left(down_since))
             opened = cap.isOpened()
             connected = time.monotonic()
-            frames = self._pump(cap, failures, quiet) if opened else 0
+            frames = self._pump(cap, failures, quiet, why) if opened else 0
             cap.release()
             if self._stopping.is_set():
                 return
@@ -271,7 +273,7 @@ class RtspSource(Source):
                 failures += 1
                 why = (self._unopened(down_since, why) if not opened else
                        f"connected, but no frame within timeout_s ({p.timeout_s:g} s)" if not frames else
-                       f"stream lost after {frames} frames, {down_since - connected:.1f} s")
+                       f"{LOST} {frames} frames, {down_since - connected:.1f} s")
                 # a server that answers, but not over this transport: auto tries the other one at
                 # once, not a backoff later (a camera back after an outage was taken up to 20 s
                 # late); after an attempt made at once, the backoff comes as ever
@@ -285,18 +287,20 @@ class RtspSource(Source):
         p = self.params
         return min(p.backoff_initial_s * 2.0 ** min(failures - 1, 60), p.backoff_max_s)
 
-    def _say_back(self, failures: int, last: float | None, quiet: dict[str, float]) -> None:
-        """Say the stream is back after ``failures`` attempts. Once the backoff is at its longest
-        the line comes as the failures' do, every ``QUIET_LOG_S``: a publisher that sends a frame
-        and drops the connection (flapping) had its failures said so and each return said, one
-        line every backoff_max_s, 8,600 a day (s63b 3)."""
-        flapping = self._backoff(failures) >= self.params.backoff_max_s
+    def _say_back(self, failures: int, last: float | None, quiet: dict[str, float], why: str) -> bool:
+        """Say the stream is back after ``failures`` attempts; whether it was said. While it flaps
+        (its connections drop after a frame or two, ``why``, and the backoff is at its longest)
+        the line comes as the failures' do, every ``QUIET_LOG_S``: each return was said, a line
+        every backoff_max_s, 8,600 a day (s63b 3). A return from an outage of another kind (no
+        connection at all) is said at once: one that came within 300 s of a flap was not (s63f 2)."""
+        flapping = self._backoff(failures) >= self.params.backoff_max_s and why.startswith(LOST)
         if flapping and time.monotonic() - quiet.get(BACK, -QUIET_LOG_S) < QUIET_LOG_S:
-            return
+            return False
         quiet[BACK] = time.monotonic()
         self._log((f"connected again after {failures + 1} attempts, {self._last_frame_at - last:.1f} s without a frame"
                    if last is not None else f"connected after {failures + 1} attempts")
                   + (f" (while connections keep dropping, said every {QUIET_LOG_S:g} s)" if flapping else ""))
+        return True
 
     def _time_left(self, down_since: float) -> float:
         """How long an attempt's open, and its probe, may wait: ``timeout_s``, but no later than
@@ -336,8 +340,12 @@ class RtspSource(Source):
                    f"(give_up_after_s={self.params.give_up_after_s:g}); the last: {why}")
         return True
 
-    def _pump(self, cap: cv2.VideoCapture, failures: int, quiet: dict[str, float]) -> int:
+    def _pump(self, cap: cv2.VideoCapture, failures: int, quiet: dict[str, float], why: str) -> int:
+        """Read the connection's frames until it fails; how many. A return not said while the
+        stream flapped (``_say_back``) is said once the connection has lasted ``STABLE_S``: the
+        last word was otherwise its last failure, for as long as it then streamed."""
         frames = 0
+        unsaid_since: float | None = None
         rate = cap.get(cv2.CAP_PROP_FPS)  # the stream's, as this connection reports it
         reads = 0
         while not self._stopping.is_set():
@@ -366,8 +374,12 @@ class RtspSource(Source):
                 self._cond.notify()
             if not frames:
                 self._streamed_over = self._transport
-                if failures:
-                    self._say_back(failures, last, quiet)
+                if failures and not self._say_back(failures, last, quiet, why):
+                    unsaid_since = now
+            elif unsaid_since is not None and now - unsaid_since >= STABLE_S:
+                self._log(f"connected again after {failures + 1} attempts, and streaming for {STABLE_S:g} s (its "
+                          f"returns while connections kept dropping were said every {QUIET_LOG_S:g} s)")
+                unsaid_since = None
             frames += 1
         return frames
 

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import re
 import os
+import shutil
 import signal
 import socketserver
 import subprocess
@@ -206,11 +207,11 @@ def test_a_slow_first_frame_keeps_its_connection_and_a_frozen_stream_loses_it():
     stage._cond, stage._latest, stage._last_frame_at, stage._stopping = threading.Condition(), None, None, threading.Event()
     stage._streamed_over = stage._transport = "tcp"
     stage._log = lambda message: None
-    assert stage._pump(Camera([0.35, 0, 0, 0]), 0, {}) == 3  # the three after the slow first one
-    assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0, {}) == 2  # up to the read that timed out
+    assert stage._pump(Camera([0.35, 0, 0, 0]), 0, {}, "") == 3  # the three after the slow first one
+    assert stage._pump(Camera([0, 0, 0.35, 0, 0]), 0, {}, "") == 2  # up to the read that timed out
     # every read late: the first alone is forgiven, so give_up_after_s is checked again (s50l 1)
     late = Camera([0.35] * 20)
-    assert stage._pump(late, 0, {}) == 0 and len(late.delays) == 18
+    assert stage._pump(late, 0, {}, "") == 0 and len(late.delays) == 18
 
 
 def test_frames_the_reader_replaces_are_counted_as_dropped(rtsp_server):
@@ -479,6 +480,56 @@ def test_a_flapping_streams_returns_are_said_every_quiet_log_s_too(tmp_path, mon
     assert "said every" not in back[0] and all(line.endswith("(while connections keep dropping, said every 2 s)")
                                                for line in back[1:]), back
     assert attempts >= 20 and len(back) <= 4, (attempts, back)
+
+
+def test_a_return_after_flapping_is_said_once_it_streams_and_one_from_an_outage_at_once(tmp_path, monkeypatch, capfd):
+    """Returns while a stream flaps are said every QUIET_LOG_S; one that then streams on, and one
+    from an outage of another kind (no connection at all) within those 300 s, were never said,
+    the log's last word a failure while the camera streamed (s63f 2). Real streams again: files
+    through FFmpeg's file:// protocol, two frames (flapping), gone, then a long one."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.stages import rtsp
+
+    monkeypatch.setattr(rtsp, "STABLE_S", 0.05)  # the long file's connections last that long
+    cam, short, long = tmp_path / "cam.avi", tmp_path / "short.avi", tmp_path / "long.avi"
+    write_video(short, [np.full((48, 64, 3), 100, np.uint8)] * 2)
+    write_video(long, [np.full((240, 320, 3), 100, np.uint8)] * 1500)  # some 0.4 s to read
+
+    def camera(clip: Path | None) -> None:
+        if clip is None:
+            cam.unlink()
+        else:
+            shutil.copy(clip, tmp_path / "next.avi")
+            os.replace(tmp_path / "next.avi", cam)
+
+    camera(short)
+    stage = make_stage("rtsp", {"url": f"file://{cam}", "timeout_s": 1, "backoff_initial_s": 0.05,
+                                "backoff_max_s": 0.1, "give_up_after_s": 0})
+    stage.open()
+    said = ""
+
+    def until(text: str, since: int = 0) -> int:
+        nonlocal said
+        deadline = time.monotonic() + 60
+        while text not in said[since:]:
+            assert time.monotonic() < deadline, said
+            time.sleep(0.05)
+            said += capfd.readouterr().err
+        return len(said)
+
+    try:
+        until("; while so, said every 300 s)")  # flapping, at the longest backoff: its returns go unsaid
+        flapped = len(said)
+        camera(long)
+        until("and streaming for 0.05 s (its returns while connections kept dropping were said every 300 s)")
+        camera(None)
+        gone = until("cannot connect", until("stream lost after 1500 frames; reconnecting"))
+        camera(long)
+        until(" s without a frame\n", gone)
+    finally:
+        stage.close()
+    back = [line for line in said[flapped:].splitlines() if ": connected again after " in line]
+    assert "(while connections keep dropping" not in back[-1] and back[-1].endswith(" s without a frame"), back
 
 
 def test_a_flapping_stream_is_one_reason_for_the_quiet_log_whatever_its_figures():
