@@ -139,12 +139,18 @@ PR_SET_NAME = 15
 """prctl's option that names the calling thread, the main one's name being the process's."""
 
 
+def shown_name(process: str) -> bytes:
+    """The process's name in ps, top and the kernel's out-of-memory log: ``fp:detector[1]``, cut
+    to the kernel's 15 bytes at a character's end: cut inside one, a stage named in another
+    script (``Kamera_東京``) made its name bytes no UTF-8 reader of /proc takes (CI s63)."""
+    return f"fp:{process}".encode()[:15].decode(errors="ignore").encode()
+
+
 def _shown_as(process: str) -> None:
-    """The process's name in ps, top and the kernel's out-of-memory log: ``fp:detector[1]`` (15
-    bytes at most). Every stage process was python3.11, a child of one forkserver, so an
-    operator could not tell which stage took the memory or the CPU (s62e 8)."""
+    """Every stage process was python3.11, a child of one forkserver, so an operator could not
+    tell which stage took the memory or the CPU (s62e 8)."""
     if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, f"fp:{process}".encode()[:15], 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, shown_name(process), 0, 0, 0)
 
 
 def stage_main(w: Wiring) -> None:

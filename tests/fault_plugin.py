@@ -562,7 +562,8 @@ def stat(pid: int) -> list[str]:
     """The fields of /proc/PID/stat after the command name (state, parent, ...), or [] once the
     process is gone; the name is cut at its last ')', as it may hold spaces and brackets."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        # any process may name itself in bytes that are no UTF-8 (a kernel's cut inside a character)
+        return Path(f"/proc/{pid}/stat").read_text(errors="replace").rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return []
 

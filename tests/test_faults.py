@@ -2187,6 +2187,11 @@ def test_each_stage_process_is_named_after_its_stage_in_ps(plugin_env, short_cli
     finally:
         run.send_signal(signal.SIGINT)
         finish(run)
+    from fer_pipe.worker import shown_name
+
+    # cut at the kernel's 15 bytes inside a character, a stage named Kamera_東京 read as no UTF-8 in
+    # /proc, and a test reading another test's processes failed on it (CI s63)
+    assert shown_name("Kamera_東京駅[1]") == "fp:Kamera_東".encode() and shown_name("csv") == b"fp:csv"
 
 
 def _ran(runner: str, config: Path, plugin_env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ def process_tree(root: int) -> dict[int, list[str]]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                with open(f"/proc/{entry}/stat") as fh:
+                with open(f"/proc/{entry}/stat", errors="replace") as fh:  # a name may be any bytes
                     stats[int(entry)] = fh.read().rsplit(")", 1)[1].split()
             except (OSError, IndexError):
                 continue
