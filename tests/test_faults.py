@@ -1043,15 +1043,15 @@ def test_a_stage_whose_packets_are_put_but_not_sent_yet_is_not_stalled():
     assert (unsent, sent) == (None, "csv")
 
 
-def test_a_stage_spinning_in_its_idle_hook_is_a_stall(plugin_env, short_clip, tmp_path):
+def test_a_stage_spinning_in_its_idle_hook_is_a_stall(plugin_env, tmp_path):
     """A stage's idle hook ran between packets with no busy mark, so one that spins (a loop in
     Python or native code) was left to the between-packets rule, which takes a runnable process
     for one starved of CPU: the run went on for ever, its first Ctrl-C unheeded (s60f 1). The hook
-    is watched as a packet is. The clip loops: on a loaded machine the stage had a frame waiting at
-    every turn of a 60-frame replay, and its hook never ran (a CI run)."""
-    config = fault_config(tmp_path / "spin.yaml", short_clip, tmp_path / "spin.csv", live=True, mode="spin_idle",
-                          at=[5])
-    config.write_text(config.read_text().replace("realtime: true}", "realtime: true, loop: true}"))
+    is watched as a packet is. The source falls quiet after frame 5 (an outage packet every 0.1 s),
+    so the hook runs however loaded the machine: a live replay kept a frame waiting at every turn
+    on a loaded CI machine, and its hook never ran."""
+    config = broken_source_config(tmp_path / "spin.yaml", tmp_path / "spin.csv", "mode: outage, at: 6, down_s: 60",
+                                  "params: {mode: spin_idle, at: [5]}")
     proc = start_run(config, plugin_env, "--stall-timeout", "2", quiet=False)
     with group_killed_at_exit(proc):
         code, err = finish(proc, timeout=90)
