@@ -45,14 +45,32 @@ def is_loopback(host: str) -> bool:
 
 
 def check_form(endpoint: str) -> str:
-    """The endpoint itself if it is ``tcp://HOST:PORT`` or ``ipc://PATH``; ValueError otherwise."""
+    """The endpoint itself if it is ``tcp://HOST:PORT`` or ``ipc://PATH``; ValueError otherwise.
+    A scheme twice (``tcp://tcp://...``) or an ipc path left empty (a ``${VAR}`` unset) passed,
+    and ZeroMQ refused them only once every stage had started."""
     if endpoint.startswith("tcp://"):
         host, port = host_port(endpoint)
-        if not host or port is None:
+        if not host or port is None or "/" in endpoint[len("tcp://"):]:
             raise ValueError(f"expected tcp://HOST:PORT, got {endpoint!r}")
     elif not endpoint.startswith("ipc://"):
         raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {endpoint!r}")
+    elif endpoint == "ipc://":
+        raise ValueError(f"expected ipc://PATH, got {endpoint!r} (no path)")
     return endpoint
+
+
+def check_host(host: str) -> str:
+    """``host`` if it is an address or a name alone, which a stage joins to its port: one written
+    as an endpoint (``tcp://127.0.0.1``) passed the checks, which read its last part, and ZeroMQ
+    refused what was made of it once every stage had started."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.IPv6Address(bare)
+    except ValueError:
+        if not bare or any(mark in bare for mark in ":/[]"):
+            raise ValueError(f"expected an address or a host name alone (127.0.0.1, ::1, 0.0.0.0), no scheme or "
+                             f"port, got {host!r}") from None
+    return host
 
 
 def check_private(endpoint: str, public: bool, advice: str = "") -> None:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_existing
-from fer_pipe.endpoints import check_bindable, check_private, tcp_endpoint
+from fer_pipe.endpoints import check_bindable, check_host, check_private, tcp_endpoint
 from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
@@ -50,6 +50,8 @@ class EpisodesParams(StageParams):
     publish: int = Field(0, ge=0, le=65535, description="TCP port to publish episode and face events on (0: off)")
     host: str = Field("127.0.0.1", description="address the publishing socket binds to")
     public: bool = Field(False, description="allow a non-loopback host (events leave the machine)")
+
+    _host_alone = field_validator("host")(check_host)
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> EpisodesParams:

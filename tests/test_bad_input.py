@@ -1738,6 +1738,31 @@ def test_an_endpoint_without_a_port_from_1_to_65535_is_refused(endpoint):
         check_form(endpoint)
 
 
+def test_an_endpoint_or_host_zeromq_would_refuse_only_once_running_is_refused_in_the_config(tmp_path):
+    """An episodes ``host`` written as the zmq sink's endpoint is (``tcp://127.0.0.1``) passed every
+    check, which read its last part, and a zmq ``endpoint: ipc://`` with no path passed too: the
+    stage failed once every stage had started, the CSV sink's file already emptied (s64b 1)."""
+    from fer_pipe.endpoints import check_form, check_host
+
+    for endpoint in ["tcp://tcp://127.0.0.1:5556", "ipc://"]:
+        with pytest.raises(ValueError, match="expected "):
+            check_form(endpoint)
+    for host in ["tcp://127.0.0.1", "127.0.0.1:5571", "", "camhost/x"]:
+        with pytest.raises(ValueError, match="expected an address or a host name alone"):
+            check_host(host)
+    assert [check_host(h) for h in ["::1", "[::1]", "0.0.0.0", "*", "localhost", "eth0"]] == \
+        ["::1", "[::1]", "0.0.0.0", "*", "localhost", "eth0"]
+    kept = tmp_path / "emotions.csv"
+    kept.write_text("kept\n")
+    done = fer_pipe("run", str(REPO / "configs" / "episodes.yaml"), "--set", f"source.path={tmp_path / 'no.mp4'}",
+                    "--set", f"csv.path={kept}", "--set", "episodes.publish=5571", "--set",
+                    "episodes.host=tcp://127.0.0.1", timeout=60)
+    assert (done.returncode, one_line(done.stderr)) == (
+        2, "fer-pipe: --set episodes.host=tcp://127.0.0.1: stage 'episodes' (episodes): params.host: expected an "
+           "address or a host name alone (127.0.0.1, ::1, 0.0.0.0), no scheme or port, got 'tcp://127.0.0.1'")
+    assert kept.read_text() == "kept\n"
+
+
 def test_localhost_is_loopback_and_a_host_name_is_not():
     """``host: localhost`` needs no ``public: true``; a name that may resolve elsewhere does (s38c)."""
     from fer_pipe.endpoints import check_private
