@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
                         help="decimals of probabilities and confidence in --format csv, 1-9, as the csv sink's; "
                              "the zmq sink rounds to its own precision (4) first, so raise the sink's with it")
-    parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events (0: until Ctrl-C)")
+    parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events written (--format csv: frame events; 0: until Ctrl-C)")
 
 
 def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
@@ -58,43 +58,65 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     return sock
 
 
-class Refusals:
-    """Says, once each, why the publisher's handshake failed: a refused key, CURVE on one side
-    alone, a wrong server key; and that nothing listens at the endpoint (the run not started, or
-    another port than its sink's). ZeroMQ retries such a connection without a word, and a
-    subscriber whose client key was not on the publisher's list, or given the wrong port, waited
-    in silence as for a quiet run (s62a 6)."""
+PUBLISHERS = "a zmq sink's endpoint, an episodes sink's publish port, or collect --publish"
+"""What a subscriber connects to: a peer that closes the connection may be something else."""
+
+
+class Connection:
+    """Says what became of the subscriber's connection, where ZeroMQ reconnects without a word:
+    the publisher refused it (a key not on its list, CURVE on one side alone, a wrong server key),
+    nothing listens at the endpoint (the run not started, another port than its sink's), a peer
+    that is no publisher closed it (a collector's --bind one port over), or the publisher closed
+    it after events had come: its run ended, or this subscriber fell so far behind that it was
+    cut off, losing the events it had not taken, which before looked like a quiet stretch
+    (s62a 6, s64b 2, 3). Each is said once, but the last each time it happens."""
 
     EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-              | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CONNECT_RETRIED)
+              | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
+              | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
 
     def __init__(self, sock: zmq.Socket, curve: bool, unresolved: bool) -> None:
         self.sock, self.curve = sock, curve
         self.said: set[str] = set()
         if unresolved:  # said already, as no such host: a name that does not resolve has nothing to listen
             self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))
+        self.last = 0
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
     def wait(self) -> None:
-        """Wait until the socket has an event to read, saying any failed handshake seen meanwhile;
-        called only when a read found none, so events in a burst cost no poll."""
+        """Wait until the socket has an event to read, saying what became of the connection
+        meanwhile; called only when a read found none, so events in a burst cost no poll."""
         ready = dict(self.poller.poll())
         if self.monitor in ready:
-            self._say(recv_monitor_message(self.monitor))
+            self._take(recv_monitor_message(self.monitor))
 
     def close(self) -> None:
         self.sock.disable_monitor()
         self.monitor.close(linger=0)
 
-    def _say(self, message: dict) -> None:
-        why = self.why(message["event"], message["value"])
+    def _take(self, message: dict) -> None:
+        event, last = message["event"], self.last
+        self.last = event
+        where = message["endpoint"].decode(errors="replace")
+        if event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            print(f"fer-pipe subscribe: {where}: the connection to the publisher ended: its run ended or was "
+                  "restarted, its host went silent, or this subscriber fell too far behind it and lost the events it "
+                  "had not taken; reconnecting", file=sys.stderr, flush=True)
+        elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
+            self._say(where, f"something listens there but closed the connection: is it a publisher ({PUBLISHERS})?")
+        elif event == zmq.EVENT_CONNECT_RETRIED and last != zmq.EVENT_DISCONNECTED:
+            self._say(where, self.why(event, message["value"]))
+        elif event & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                       | zmq.EVENT_HANDSHAKE_FAILED_AUTH):
+            self._say(where, self.why(event, message["value"]))
+
+    def _say(self, where: str, why: str) -> None:
         if why not in self.said:
             self.said.add(why)
-            print(f"fer-pipe subscribe: {message['endpoint'].decode(errors='replace')}: {why}; retrying",
-                  file=sys.stderr, flush=True)
+            print(f"fer-pipe subscribe: {where}: {why}; retrying", file=sys.stderr, flush=True)
 
     def why(self, event: int, value: int) -> str:
         if event == zmq.EVENT_CONNECT_RETRIED:
@@ -111,8 +133,8 @@ class Refusals:
             return ("the handshake with the publisher failed: does it use CURVE, and is --server-key its public key "
                     "(server.key)?")
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            return (f"the handshake with the publisher failed ({os.strerror(value)}): does it use CURVE? Then give "
-                    "--server-key and --client-keys")
+            return (f"the handshake with the publisher failed ({os.strerror(value)}): is it a publisher ({PUBLISHERS}), "
+                    "and does it use CURVE? Then give --server-key and --client-keys")
         return f"the handshake with the publisher failed (protocol error {value:#x})"
 
 
@@ -131,15 +153,15 @@ def run(args: argparse.Namespace) -> int:
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)
-    received = 0
+    written = 0  # events: in --format csv, the frame events alone
     skipped: set[str | None] = set()
-    refusals = Refusals(sock, bool(args.server_key), bool(host))
+    connection = Connection(sock, bool(args.server_key), bool(host))
     try:
-        while not args.count or received < args.count:
+        while not args.count or written < args.count:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                refusals.wait()
+                connection.wait()
                 continue
             try:
                 event = decode(frames)
@@ -154,19 +176,20 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+                written += 1
             elif kind == "frame":
                 writer.write(rows)
+                written += 1
             elif (known := kind if isinstance(kind, str) and kind in TOPIC_PREFIX else None) not in skipped:
                 skipped.add(known)  # said once per type, and once for all a sink never sends: 50,000 made as many lines
                 what = f"{kind!r} events" if known else f"events of types no fer-pipe sink sends (first {kind!r})"
                 print(f"fer-pipe subscribe: --format csv writes frame events only; skipping {what} (--format json "
                       "shows them)", file=sys.stderr)
             sys.stdout.flush()
-            received += 1
     except KeyboardInterrupt:
         pass
     finally:
-        refusals.close()
+        connection.close()
         sock.close(linger=0)
         ctx.term()
         if writer is not None:

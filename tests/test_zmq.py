@@ -1,13 +1,16 @@
 """The zmq sink and `fer-pipe subscribe`, with real sockets on 127.0.0.1 and real pipeline runs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -908,9 +911,10 @@ def test_subscribe_csv_says_once_which_event_types_it_skips():
 
     episode = {"schema": 1, "type": "episode", "source": "cam", "track_id": 1, "label": "happy"}
     strangers = [{**episode, "type": f"made_up_{i}"} for i in range(50)] + [{**episode, "type": ["a", "list"]}]
-    events = (episode, episode, FRAME_7, {**episode, "type": "face_lost"}, *strangers)
-    code, out, err = subscribe_csv(len(events), [encode(event) for event in events[:4]]
-                                   + [[b"episode.cam", json.dumps(event).encode()] for event in strangers])
+    events = (episode, episode, {**episode, "type": "face_lost"}, *strangers)
+    code, out, err = subscribe_csv(1, [encode(event) for event in events[:3]]  # --count counts the rows' events
+                                   + [[b"episode.cam", json.dumps(event).encode()] for event in strangers]
+                                   + [encode(FRAME_7)])
     assert code == 0
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
     assert err.splitlines() == [  # a line for each type a stranger made up was 50,000 lines (s58b 10)
@@ -999,6 +1003,72 @@ def test_subscribe_to_a_port_where_nothing_listens_says_so_once_then_takes_the_e
     assert err.read_text() == (f"fer-pipe subscribe: {endpoint}: nothing listens there (yet; is the run started, "
                                "and is this its sink's endpoint?); retrying\n")
     assert json.loads(out)["frame"] == FRAME_7["frame"]
+
+
+def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_next_one(tmp_path):
+    """A subscriber too slow for its run is cut off by the publisher's pings and loses what it
+    had not taken: ``fer-pipe subscribe`` went on in silence, the gap looking like a quiet
+    stretch (s64b 2). Said at each connection that ended after its handshake, as a run's end is."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    err = tmp_path / "err"
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", "2"],
+                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    ctx = zmq.Context()
+    try:
+        for frame in (7, 8):
+            pub = bound_again(ctx, zmq.XPUB, endpoint)
+            assert pub.poll(60_000), "the subscriber never subscribed"
+            pub.recv()
+            pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": frame}).encode()])
+            if frame == 7:
+                assert json.loads(proc.stdout.readline())["frame"] == 7
+                pub.close(linger=0)
+                wait_for(lambda: "connection to the publisher ended" in err.read_text(), 60, "its line", proc)
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop(proc)
+        ctx.destroy(linger=0)
+    assert json.loads(out)["frame"] == 8
+    assert err.read_text().splitlines()[0] == (
+        f"fer-pipe subscribe: {endpoint}: the connection to the publisher ended: its run ended or was restarted, its "
+        "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting")
+
+
+@pytest.mark.parametrize("peer", ["collector", "http"])
+def test_subscribe_given_a_port_where_no_publisher_listens_does_not_say_nothing_listens(tmp_path, peer):
+    """A collector's --bind (one port beside its --publish) or a web server there closes each
+    connection: ZeroMQ retries it, and the retry was said as "nothing listens there" (s64b 3)."""
+    port = free_port()
+    ctx = zmq.Context()
+    server = None
+    if peer == "collector":
+        pull = ctx.socket(zmq.PULL)
+        pull.bind(f"tcp://127.0.0.1:{port}")
+        why = ("something listens there but closed the connection: is it a publisher (a zmq sink's endpoint, an "
+               "episodes sink's publish port, or collect --publish)?; retrying")
+    else:
+        server = socket.create_server(("127.0.0.1", port))
+
+        def answer() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn = server.accept()[0]
+                    conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+                    conn.close()
+
+        threading.Thread(target=answer, daemon=True).start()
+        why = "the handshake with the publisher failed ("
+    err = tmp_path / "err"
+    proc = start_fer_pipe("subscribe", f"tcp://127.0.0.1:{port}", stderr_path=err)
+    try:
+        wait_for(lambda: why in err.read_text(), 60, "its line", proc)
+        time.sleep(0.5)  # ZeroMQ's reconnections meanwhile, every 100 ms
+    finally:
+        stop(proc, signal.SIGINT)
+        if server is not None:
+            server.close()
+        ctx.destroy(linger=0)
+    assert all(why in line for line in err.read_text().splitlines()), err.read_text()  # no "nothing listens"
 
 
 def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
