@@ -8,8 +8,9 @@ onset is not late by the hold time. Confidence is the smoothed probability of th
 label, averaged (``mean_confidence``) and at its highest (``peak_confidence``).
 
 Rows are written as episodes end, flushed line by line, so a crash loses no finished episode.
-With ``publish`` set, every episode also goes out as an ``episode.<source>`` event and every
-track's first and last sighting as ``face.<source>`` events (schema in ``fer_pipe.events``),
+With ``publish`` set, every episode also goes out as an ``episode.<source>`` event, every
+track's first and last sighting as ``face.<source>`` events, and the end of a source's stream,
+after its last episode, as ``source_end`` (schema in ``fer_pipe.events``),
 from the ``zmq`` sink's kind of socket (``fer_pipe.publisher``: events a subscriber too slow
 to take them would block are dropped, counted and said) bound to ``host``: loopback unless
 ``public`` says otherwise, as for every network stage.
@@ -25,7 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_existing
 from fer_pipe.endpoints import check_bindable, check_host, check_private, tcp_endpoint
-from fer_pipe.events import EPISODE_FIELDS, episode_event, face_event
+from fer_pipe.events import EPISODE_FIELDS, end_event, episode_event, face_event
 from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Face, Packet, ended_tracks
 from fer_pipe.output_files import check_writable
 from fer_pipe.publisher import Publisher
@@ -192,8 +193,11 @@ class EpisodesSink(Sink):
 
     def ended(self, packet: Packet) -> list[Packet]:
         """A source's stream ended while others run on: its tracks' last episodes and face_lost
-        are said now, not when the whole run ends."""
+        are said now, not when the whole run ends, then its ``source_end``, as the zmq sink says
+        it: a subscriber of this port could not tell when a source's episodes were all out, and
+        one that stopped at the zmq sink's, on its own socket, could miss the last (s64b 4)."""
         self._end_ended(packet, carried=packet.source not in self._down)
+        self._publish(end_event(packet))
         return []
 
     def _end_ended(self, packet: Packet, carried: bool) -> None:

@@ -385,7 +385,8 @@ def test_episodes_and_face_events_are_published_on_zeromq(tmp_path: Path) -> Non
 def test_a_file_that_ends_beside_an_endless_source_ends_its_faces_then(clips, tmp_path: Path) -> None:
     """A source's end was only the whole graph's: a file beside a camera (here an endless loop of
     a clip) kept its face in view, its last episode unwritten and its face_lost unsaid, until the
-    run was stopped (s40b). They come while the other source runs on; the run is stopped after."""
+    run was stopped (s40b). They come while the other source runs on, then the file's source_end,
+    which a subscriber of this port alone never got (s64b 4); the run is stopped after."""
     port, clip = free_port(), clips["single_face.mp4"]
     config = tmp_path / "two.yaml"
     config.write_text(f"""stages:
@@ -401,18 +402,20 @@ def test_a_file_that_ends_beside_an_endless_source_ends_its_faces_then(clips, tm
     sub = context.socket(zmq.SUB)
     sub.connect(f"tcp://127.0.0.1:{port}")
     sub.subscribe(b"face.short")
+    sub.subscribe(b"source.short")
+    got: list[dict] = []
     try:
         with group_killed_at_exit(start_run(config, {})) as run:
-            lost = None
-            while lost is None and sub.poll(120_000):  # the run is ended only after it comes
-                event = decode(sub.recv_multipart())
-                lost = event if event["type"] == "face_lost" else None
+            while (not got or got[-1]["type"] != "source_end") and sub.poll(120_000):  # the run is ended after it
+                got.append(decode(sub.recv_multipart()))
             os.killpg(run.pid, signal.SIGINT)
             _, err = run.communicate(timeout=120)
     finally:
         sub.close(linger=0)
         context.term()
-    assert lost is not None, "no face_lost for the file that ended while the loop ran on"
+    assert [e["type"] for e in got][-2:] == ["face_lost", "source_end"], got
+    lost = got[-2]
+    assert got[-1]["frame"] >= lost["frame"]
     assert run.returncode == 130, err
     with open(tmp_path / "e.csv", newline="") as f:
         short = [r for r in csv.DictReader(f) if r["source"] == "short"]
