@@ -8,6 +8,7 @@ the run fails with one line naming the URL.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
@@ -60,6 +61,13 @@ def _kind(why: str) -> str:
 
 HOSTED = ("rtsp", "rtsps", "rtmp", "http", "https")
 """Schemes whose URL names the server it reads from (``udp://@:5000`` listens, and needs none)."""
+PROTOCOLS = frozenset(HOSTED) | {
+    "amqp", "async", "bluray", "cache", "concat", "concatf", "crypto", "data", "fd", "ffrtmpcrypt", "ffrtmphttp",
+    "file", "ftp", "gopher", "gophers", "hls", "httpproxy", "icecast", "ipfs", "ipns", "mmsh", "mmst", "pipe",
+    "rist", "rtmpe", "rtmps", "rtmpt", "rtmpte", "rtmpts", "rtp", "sctp", "sftp", "smb", "srt", "srtp", "subfile",
+    "tcp", "tls", "udp", "udplite", "unix", "zmq"}
+"""Every input protocol FFmpeg has, in any build: another scheme (``rstp``, a typo) fails each
+attempt with a bare "cannot connect" until the source gives up, or for ever with give_up_after_s 0."""
 OPENCV_LOG = getattr(cv2.utils, "logging", cv2)
 """OpenCV's log level: in ``cv2.utils.logging`` from 4.13, on ``cv2`` itself before (4.8 to 4.12,
 which setup.cfg allows: there every rtsp source failed its open with an AttributeError)."""
@@ -104,11 +112,18 @@ class RtspParams(SourceParams):
         if not url[len(parts.scheme):].startswith("://"):  # admin:pw@cam/live read as scheme "admin": retried for
             raise ValueError("not a stream's URL: it does not begin SCHEME:// (rtsp://host/path; a user and "
                              "password, if any, come after the //)")  # ever, its password in every line
+        if parts.scheme not in PROTOCOLS:
+            near = (difflib.get_close_matches(parts.scheme, HOSTED, n=1)
+                    or difflib.get_close_matches(parts.scheme, PROTOCOLS, n=1))
+            raise ValueError(f"not a stream's URL: FFmpeg has no protocol {parts.scheme!r}"
+                             + (f" ({near[0]}://?)" if near else ""))
         if parts.scheme in HOSTED and not parts.hostname:
             raise ValueError(f"a {parts.scheme} URL needs a host ({parts.scheme}://host/path)")
         if not utf8_name(url):  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it
             raise ValueError("not a URL this can open: it holds a byte that is not UTF-8 (write it %XX)")
-        return url
+        # a scheme is any case (RFC 3986), as some cameras' manuals write it; FFmpeg takes it in
+        # lower case alone, and RTSP:// was retried as a stream "that could not be played"
+        return parts.scheme + url[len(parts.scheme):]
 
 
 class _Shared:

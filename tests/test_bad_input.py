@@ -1391,6 +1391,9 @@ def test_debug_masks_the_passwords_its_traceback_quotes():
     ("rtsp://", "a rtsp URL needs a host (rtsp://host/path)"),
     ("rtsp:///admin:S3cret@cam/s", "a rtsp URL needs a host (rtsp://host/path)"),  # was a RecursionError
     ("clip.mp4", "not a stream's URL: it has no scheme (rtsp://host/path; the video source reads files)"),
+    # retried until given up on, "cannot connect" alone each time (s64c 2)
+    ("rstp://cam/s", "not a stream's URL: FFmpeg has no protocol 'rstp' (rtsp://?)"),
+    ("onvif://cam/s", "not a stream's URL: FFmpeg has no protocol 'onvif'"),
     # read as scheme "admin": it passed, and the run retried it until given up on, its password in every line (s40c)
     ("admin:S3cret@192.168.1.10:554/stream1", "not a stream's URL: it does not begin SCHEME:// (rtsp://host/path; "
                                               "a user and password, if any, come after the //)")])
@@ -1403,6 +1406,14 @@ def test_a_stream_url_that_cannot_be_opened_is_one_line_before_any_stage_starts(
     shown = url.replace("S3cret", "***").replace("se#cret99", "***")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --set source.url={shown}: stage 'source' (rtsp): "
                                                  f"params.url: {said}\n")
+
+
+def test_a_stream_url_with_its_scheme_in_capitals_is_opened_in_lower_case():
+    """FFmpeg takes a scheme in lower case alone: RTSP://, as some cameras' manuals write it, was
+    retried until given up on, each attempt said as a stream "that could not be played" (s64c 2)."""
+    from fer_pipe.inprocess import make_stage
+
+    assert make_stage("rtsp", {"url": "RTSP://Admin:PW@Cam/Live"}).params.url == "rtsp://Admin:PW@Cam/Live"
 
 
 def test_a_stream_url_holding_a_byte_that_is_not_utf8_is_one_line_not_a_crash():
