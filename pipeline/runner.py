@@ -105,6 +105,7 @@ class _Reports:
     killed: set[str] = field(default_factory=set)  # every process the runner SIGKILLed
     died_closing: set[str] = field(default_factory=set)  # processes said to have died in their close
     stalled_closing: str | None = None  # the process whose stall in its close failed the run
+    stalled: str | None = None  # the process whose stall failed the run, in its close or not
     rank: dict[str, int] = field(default_factory=dict)  # each process's stage's place in Graph.order
     sources: set[str] = field(default_factory=set)  # the processes of source stages
 
@@ -202,8 +203,10 @@ class _Shared:
 @dataclass
 class _Ending:
     """The stage processes stopped once the run must end: SIGTERM to each, again every
-    ``RESEND_S``, and SIGKILL to those left after ``grace`` (``GRACE_S`` after a second stop
-    signal)."""
+    ``RESEND_S``, and SIGKILL to those left after ``grace``, or ``GRACE_S`` after a second stop
+    signal, and for the process whose stall failed the run: known stuck, it was left for the
+    longest close of the run's stages (an rtsp source's, 11 s and more), the run showing it
+    alive beside stages all ended (s64c 1)."""
 
     grace: float
     since: float | None = None
@@ -213,23 +216,23 @@ class _Ending:
         now = time.monotonic()
         if self.since is None:
             self.since = now
-        limit = GRACE_S if second_signal else self.grace
-        if now - self.since > limit:
-            for name, proc in procs.items():
-                if proc.exitcode is None:
-                    proc.kill()
-                    reports.killed.add(name)
-                    if name in reports.closing and busy[name].value:  # not in its exit's teardown
-                        reports.killed_closing.setdefault(name, (limit, second_signal))
-        elif now >= self.resend_at:
-            # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when another
-            # thread of the stage (a queue's feeder, a camera reader) runs Python just then, and
-            # the stage goes on into a wait that only a signal ends. A stage ignores SIGTERMs
-            # after its first.
+        # Again every RESEND_S: CPython 3.11 can leave a SIGTERM unhandled when another thread
+        # of the stage (a queue's feeder, a camera reader) runs Python just then, and the stage
+        # goes on into a wait that only a signal ends. A stage ignores SIGTERMs after its first.
+        resend = now >= self.resend_at
+        if resend:
             self.resend_at = now + RESEND_S
-            for proc in procs.values():
-                if proc.exitcode is None:
-                    proc.terminate()
+        for name, proc in procs.items():
+            if proc.exitcode is not None:
+                continue
+            limit = GRACE_S if second_signal or name == reports.stalled else self.grace
+            if now - self.since > limit:
+                proc.kill()
+                reports.killed.add(name)
+                if name in reports.closing and busy[name].value:  # not in its exit's teardown
+                    reports.killed_closing.setdefault(name, (limit, second_signal))
+            elif resend:
+                proc.terminate()
 
 
 class Runner:
@@ -587,9 +590,10 @@ class Runner:
                     where = " while closing" if name in closing else "" if name in opened else " while opening"
                     if name in closing:
                         reports.stalled_closing = name
+                    reports.stalled = name
                     return Failed(name, f"no progress for {self.stall_timeout:g} s{where} (stalled)", "", 1)
                 self._stale[name] = mark
-            stuck = self._stuck_between_packets(procs, busy, progress, now)
+            stuck = reports.stalled = self._stuck_between_packets(procs, busy, progress, now)
             if stuck is not None:
                 return Failed(stuck, f"no progress for {self.stall_timeout:g} s with packets waiting for it "
                                      "(stalled between packets: a stopped or frozen process?)", "", 1)

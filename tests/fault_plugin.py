@@ -43,7 +43,7 @@ class FaultyParams(StageParams):
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
                   "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image",
-                  "spin_idle"] = Field(
+                  "spin_idle", "stuck"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
@@ -62,7 +62,8 @@ class FaultyParams(StageParams):
                           "the stage process begins to close it, after its stream ended; copy_image: "
                           "packet.image.copy(); opencv_image: cv2.cvtColor(packet.image), reading packet.image as "
                           "pixels, as an array in one process; spin_idle: an idle hook, every 0.01 s, that spins "
-                          "for ever once the frames in at were seen)")
+                          "for ever once the frames in at were seen; stuck: as hang, deaf to SIGTERM, as a process blocked in "
+                          "native code that retries its call on EINTR (an X call to a stopped server))")
     at: list[int] = Field([], description="the frame indexes that trigger the fault")
     delay_s: float = Field(0.0, ge=0.0, description="sleep per frame, so a run lasts long enough")
     pause_s: float = Field(0.0, ge=0.0, description="with mode pause: sleep this long on the frames in at; with "
@@ -88,6 +89,8 @@ class FaultyParams(StageParams):
     close_says: str = Field("upload of the summary failed", description="what raising in close says")
     idle_every: float | str | None = Field(None, description="set idle_s to this on open (a number or, a bug, "
                                                              "a text)")
+    close_s: float = Field(0.0, ge=0.0, description="declare that close may wait this long (closing_s), as an "
+                                                    "rtsp source's does")
 
 
 class Unprintable(Exception):
@@ -125,6 +128,10 @@ class Faulty(Stage):
             from fer_pipe.errors import InputError
 
             raise InputError(params.close_says)
+
+    @classmethod
+    def closing_s(cls, params):
+        return params.close_s
 
     @classmethod
     def preflight(cls, params):
@@ -219,6 +226,10 @@ class Faulty(Stage):
             if self.params.mode == "unprintable":
                 raise Unprintable()
             if self.params.mode == "hang":
+                while True:
+                    time.sleep(3600)
+            if self.params.mode == "stuck":
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
                 while True:
                     time.sleep(3600)
             if self.params.mode == "pause":

@@ -1058,6 +1058,25 @@ def test_a_stage_spinning_in_its_idle_hook_is_a_stall(plugin_env, tmp_path):
     assert code == 1 and "fer-pipe: stage 'faulty' (faulty) failed: no progress for 2 s (stalled)" in err, err
 
 
+def test_a_stalled_stage_is_killed_without_waiting_for_the_longest_close_of_the_run(plugin_env, short_clip,
+                                                                                    tmp_path):
+    """The stalled stage, known stuck, was left alive for the grace of the stage with the
+    longest close, an rtsp source's (11 s by default, 241 s at most), the run showing it
+    running beside stages all ended (s64c 1). Here another stage declares a close of 600 s;
+    its own close takes no time, so the run ends once the stalled stage is killed."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: '{short_clip}'}}}}
+  faulty: {{type: faulty, inputs: [source], params: {{mode: stuck, at: [3]}}}}
+  patient: {{type: faulty, inputs: [faulty], params: {{close_s: 600}}}}
+  csv: {{type: csv, inputs: [patient], params: {{path: '{tmp_path / "out.csv"}'}}}}
+""")
+    proc = start_run(config, plugin_env, "--stall-timeout", "1.5", quiet=False)
+    with group_killed_at_exit(proc):
+        code, err = finish(proc, timeout=120)
+    assert code == 1 and "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s (stalled)" in err, err
+
+
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
     """Before, a run whose stage hung in close at the end of the stream never ended: every other
     stage had exited, the stall watch covered packets only, and a first Ctrl-C only asked the
