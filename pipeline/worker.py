@@ -440,7 +440,8 @@ class _Handler:
             if not self.fell_behind:
                 self.fell_behind = True
                 print(f"fer-pipe: stage {w.spec.name!r} fell behind a live source; frames "
-                      "overwritten before or while it read them are dropped (if it is not slow, a stage "
+                      "overwritten before or while it read them are dropped (it or a stage before it is slower "
+                      "than the source, as any is behind a video file given as a camera; where none is, a stage "
                       f"before it held them: {frames.KEEP_PIXELS})", file=sys.stderr)
             stats.dropped += 1
             out = []

@@ -2358,6 +2358,7 @@ def test_a_live_frame_a_stage_kept_without_its_pixels_is_dropped_with_the_remedy
     code, err = finish(start_run(config, plugin_env, quiet=False))
     assert code == 0, err
     assert "fer-pipe: stage 'reader' fell behind a live source; frames overwritten before or while it read them " \
-           "are dropped (if it is not slow, a stage before it held them: a stage that keeps frames past its call " \
+           "are dropped (it or a stage before it is slower than the source, as any is behind a video file given " \
+           "as a camera; where none is, a stage before it held them: a stage that keeps frames past its call " \
            "(to pass them on later) keeps their pixels: packet.image = packet.pixels().copy())" in err, err
     assert stats_row(err, "reader")["dropped"] > 0
