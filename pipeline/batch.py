@@ -600,6 +600,7 @@ def _run_tasks(todo: list[Job], data: dict[str, Any], origin: str, work: Path,
         for job in todo:  # an earlier run's attempts at it, its stop and its stall, are not this run's
             for mark in (attempts_file(work, job), _stop_mark(work, job), stall_mark(work, job)):
                 mark.unlink(missing_ok=True)
+        _sweep_temps(work)  # nor its unfinished CSVs, which the bar counted as this run's rows
         here = os.getcwd()  # where a relative input, --out or config path means what it means to the user
         refs = {task.remote(data, origin, job, str(_part_path(work, job).absolute()), str(work.absolute()), here,
                             stall_timeout): job
@@ -708,12 +709,19 @@ def _cancel_later_chunks(ray: Any, refs: dict[Any, Job], pending: list[Any], fai
     return [ref for ref in pending if ref not in later]
 
 
+def _sweep_temps(work: Path) -> None:
+    """Remove the CSVs of attempts that did not finish: a killed task's, or those a Ctrl-C
+    stopped. Left at the start of the next run, the progress bar counted them as its tasks'
+    rows until each task wrote its own, then went back (325 frames to 15, s64a 1)."""
+    for temp in work.glob("*.tmp.csv"):
+        temp.unlink(missing_ok=True)
+
+
 def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: str, sets: list[str],
             address: str | None, seconds: float, quiet: bool = True) -> int:
     """Write the manifest, clear temporary files, mark success, report failures by name. The
     manifest names the config and its ``--set`` items: the CSVs are what both made."""
-    for temp in work.glob("*.tmp.csv"):
-        temp.unlink(missing_ok=True)  # left by attempts whose process was killed
+    _sweep_temps(work)
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),

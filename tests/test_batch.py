@@ -622,6 +622,24 @@ def test_the_progress_bar_counts_every_frame_of_videos_and_chunks(cluster, six_c
     assert "3/5 videos" in states[-1], states[-1]
 
 
+def test_a_batch_after_a_stop_does_not_count_the_rows_its_unfinished_tasks_left(cluster, six_clips, tmp_path):
+    """A Ctrl-C can leave a task's unfinished CSV in _work: the next run's bar counted its rows
+    as that run's task's until the task wrote its own, then went back (325 frames, then 15,
+    s64a 1). Here one left with ten times the rows of its clip, for the last of three inputs, which
+    waits for one of the cluster's two CPUs."""
+    from fer_pipe.batch_task import temp_csv
+
+    out = tmp_path / "out"
+    (out / "_work").mkdir(parents=True)
+    write_rows(temp_csv(out / "_work", six_clips[2].stem), 10 * CLIP_FRAMES)
+    config = faulty_config(tmp_path / "slowed.yaml", delay_s=0.05)
+    code, screen = fer_pipe_on_a_terminal("batch", *map(str, six_clips[:3]), "--out", str(out), "--address",
+                                          cluster.address, "--config", str(config), env=LOOPBACK_RAY)
+    assert code == 0, screen
+    counts = [int(n) for n in re.findall(r"\b(\d+)(?:/\d+ |frame \[)", "\n".join(s for s in screen if "frame" in s))]
+    assert counts and max(counts) == 3 * CLIP_FRAMES, screen
+
+
 def test_a_resumed_batch_counts_an_input_whose_tasks_were_all_done_as_a_video_done(cluster, six_clips, tmp_path):
     """A stop after every task of an input had finished, before its CSV was joined: the same
     command again runs none of its tasks and joins it, and the bar ended at "1/2 videos" under a
