@@ -6,9 +6,11 @@ import csv
 import itertools
 import os
 import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from .batch_task import last_row, temp_csv
+from .batch_task import tail_rows, temp_csv
 from .events import FRAME_COLUMNS
 
 FRAME, TIME = FRAME_COLUMNS.index("frame"), FRAME_COLUMNS.index("timestamp")
@@ -35,26 +37,68 @@ def merge_parts(parts: list[Path], target: Path, work: Path) -> int:
     return rows
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A chunk CSV's first and last frame and time, and the period between its first two frames
+    and its last two (None where it has one frame)."""
+
+    first: int
+    first_time: float
+    head: float | None
+    last: int
+    last_time: float
+    tail: float | None
+
+    @classmethod
+    def of(cls, part: Path) -> _Span | None:
+        with open(part, encoding="utf-8", newline="") as fh:
+            head = _two_frames(itertools.islice(csv.reader(fh), 1, HEAD_ROWS))
+        if not head:
+            return None
+        tail = _two_frames(row for row in reversed(tail_rows(part)) if row[FRAME] != "frame")  # a short file's header
+        return cls(head[0][0], head[0][1], _period(*head), tail[0][0], tail[0][1], _period(*tail))
+
+
+HEAD_ROWS = 256
+"""Rows read for a chunk's first two frames (a row per face)."""
+
+
+def _two_frames(rows: Iterable[list[str]]) -> list[tuple[int, float]]:
+    """The frame and time of the first row, and of the first after it of another frame."""
+    found: list[tuple[int, float]] = []
+    for row in rows:
+        frame = (int(row[FRAME]), float(row[TIME]))
+        if not found or frame[0] != found[0][0]:
+            found.append(frame)
+            if len(found) == 2:
+                break
+    return found
+
+
+def _period(a: tuple[int, float], b: tuple[int, float] | None = None) -> float | None:
+    return abs(b[1] - a[1]) / abs(b[0] - a[0]) if b is not None else None
+
+
 def misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
     """Where the first chunk that the next does not follow on ends, and where the next starts
     (frame and time of each row), or None. The rows' own frame numbers say how far apart the two
-    should be (a packet a stage skipped at the edge leaves a gap that is no fault), at the
-    frames' median period; skipped where frames come faster than the CSV's milliseconds tell
-    apart."""
-    spans: list[tuple[int, float, int, float]] = []  # parts with rows: first and last frame and time
-    for part in parts:
-        with open(part, encoding="utf-8", newline="") as fh:
-            first = next(itertools.islice(csv.reader(fh), 1, None), None)
-        if first is not None:
-            last = last_row(part)
-            spans.append((int(first[FRAME]), float(first[TIME]), int(last[FRAME]), float(last[TIME])))
-    periods = [(t1 - t0) / (f1 - f0) for f0, t0, f1, t1 in spans if f1 > f0]
+    should be (a packet a stage skipped at the edge leaves a gap that is no fault), at the period
+    of the frames either side of the edge (the chunks' median where they have one frame each): judged
+    by the median alone, a clip that changes its rate
+    (a phone's 30 fps turning to 15 in low light) was judged by the median alone, and each edge
+    in its faster part called misaligned, the video run again as one task (s64a 2). Skipped where
+    frames come faster than the CSV's milliseconds tell apart."""
+    spans = [span for span in map(_Span.of, parts) if span is not None]
+    periods = [(s.last_time - s.first_time) / (s.last - s.first) for s in spans if s.last > s.first]
     if not periods:  # chunks of one frame each: the step between them is the period
-        periods = [(t1 - t0) / (f1 - f0) for (_, _, f0, t0), (f1, t1, _, _) in zip(spans, spans[1:]) if f1 > f0]
+        periods = [(b.first_time - a.last_time) / (b.first - a.last) for a, b in zip(spans, spans[1:])
+                   if b.first > a.last]
     step = statistics.median(periods) if periods else 0.0
     if 0 < step < MIN_FRAME_S:
         return None
-    for (_, _, f_end, t_end), (f_next, t_next, _, _) in zip(spans, spans[1:]):
-        if t_next <= t_end or (step and abs(t_next - t_end - (f_next - f_end) * step) > 0.5 * step):
-            return f_end, t_end, f_next, t_next
+    for a, b in zip(spans, spans[1:]):
+        gap, frames = b.first_time - a.last_time, b.first - a.last
+        steps = [p for p in (a.tail, b.head) if p] or [step]
+        if gap <= 0 or (steps and all(abs(gap - frames * p) > 0.5 * p for p in steps)):
+            return a.last, a.last_time, b.first, b.first_time
     return None

@@ -144,13 +144,19 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for _ in fh) - 1)
 
 
-def last_row(path: Path) -> list[str]:
-    """The last line of a CSV the csv sink writes or wrote, as fields ([] when it has none):
-    read from the file's tail, which costs the same at any length."""
+def tail_rows(path: Path) -> list[list[str]]:
+    """The last lines of a CSV the csv sink writes or wrote, as fields: those of its last 4 KiB,
+    which cost the same at any length (the first, cut there, left out where others follow)."""
     with open(path, "rb") as fh:
-        fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+        cut = fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096)) > 0
         lines = fh.read().splitlines()
-    return next(csv.reader([lines[-1].decode("utf-8", "replace")]), []) if lines else []
+    return list(csv.reader(line.decode("utf-8", "replace") for line in lines[cut and len(lines) > 1:]))
+
+
+def last_row(path: Path) -> list[str]:
+    """The last line of a CSV the csv sink writes or wrote, as fields ([] when it has none)."""
+    rows = tail_rows(path)
+    return rows[-1] if rows else []
 
 
 TEMP_SUFFIX = ".0123abcd.tmp.csv"

@@ -987,6 +987,32 @@ def test_chunks_of_one_frame_each_are_checked_for_a_frame_twice(tmp_path):
     assert misaligned(parts([0 / 30, 1 / 30, 2 / 30, 4 / 30, 5 / 30])) == (2, 0.067, 3, 0.133)  # one late
 
 
+def test_the_chunks_of_a_clip_that_changes_its_rate_line_up_and_a_late_seek_is_still_found(tmp_path):
+    """Each edge was judged by the median period of all the chunks: where a clip turns from 30 fps
+    to 10, the edges in its 30 fps part were called misaligned, the video run again as one task
+    (s64a 2). Each is judged by the frames either side of it now; a seek that lands a frame late
+    there is still found."""
+    from fer_pipe.batch_parts import misaligned
+    from fer_pipe.events import FRAME_COLUMNS
+
+    times = [i / 30 for i in range(30)] + [1 + i / 10 for i in range(31)]  # 30 fps, then 10 fps
+
+    def chunks(folder: Path, late: bool) -> list[Path]:
+        folder.mkdir()
+        paths = []
+        for start in range(0, 60, 20):
+            path = folder / f"{start}.csv"
+            shift = late and start == 20  # its frames come a frame late: numbered 20 on, timed as 21 on
+            path.write_text(",".join(FRAME_COLUMNS) + "\n" + "".join(
+                ",".join(["clip", str(f), f"{times[f + shift]:.3f}"] + [""] * (len(FRAME_COLUMNS) - 3)) + "\n"
+                for f in range(start, start + 20)))
+            paths.append(path)
+        return paths
+
+    assert misaligned(chunks(tmp_path / "vfr", late=False)) is None
+    assert misaligned(chunks(tmp_path / "late", late=True)) == (19, 0.633, 20, 0.7)
+
+
 def one_folder_then_another(cluster, first: Path, second: Path, out: Path) -> tuple[int, int, str]:
     """Batch folder ``first``, then folder ``second``, into one results folder ``out``: the two
     exit codes and the second run's stderr."""
