@@ -59,9 +59,9 @@ from .stage import StageFailure
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".264", ".265", ".3gp", ".avi", ".flv", ".h264", ".h265", ".hevc", ".m2ts", ".m4v", ".mjpeg",
-                  ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf", ".ogv", ".ts", ".vob", ".webm",
-                  ".wmv")
+VIDEO_SUFFIXES = (".264", ".265", ".3g2", ".3gp", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".h264", ".h265",
+                  ".hevc", ".m2ts", ".m2v", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
+                  ".mxf", ".ogv", ".ts", ".vob", ".webm", ".wmv", ".y4m")
 """What a folder given as an input contributes: its files with these suffixes (in any case),
 but for hidden ones. A folder of AVCHD or Blu-ray ``.m2ts`` copies, or a Raspberry Pi camera's
 raw ``.h264`` streams, gave none of them and ended complete: a suffix left out is a video
@@ -115,13 +115,27 @@ def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
         folder = Path(item)
         # a hidden file is none of the folder's videos: a Mac's ._clip.mp4 beside each clip.mp4
         # failed every batch of a folder copied from one, and every rerun
-        videos = sorted(str(p) for p in folder.iterdir()
-                        if p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")) if folder.is_dir() else []
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+        videos = [str(p) for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
         if not videos and folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
             continue
+        _say_left_alone(item, [p for p in entries if str(p) not in videos], out_dir)
         for video in videos or [item]:
             expanded.setdefault((os.path.realpath(video), Path(video).name), video)
     return list(expanded.values())
+
+
+def _say_left_alone(folder: str, others: list[Path], out_dir: Path) -> None:
+    """Said once per folder: its files of no video suffix and its subfolders, which a batch does
+    not read. A folder of CCTV exports with one camera's .asf among them, or a day's recordings
+    in subfolders, ended complete with those never named (s64a 3)."""
+    subfolders = [p.name for p in others if p.is_dir() and os.path.realpath(p) != os.path.realpath(out_dir)]
+    files = [p.name for p in others if not p.is_dir()]
+    parts = [f"{len(names)} {what if len(names) == 1 else whats} ({', '.join(names[:3])}{', ...' if names[3:] else ''})"
+             for names, what, whats in ((files, "file of no video suffix", "files of no video suffix"),
+                                        (subfolders, "subfolder, not searched", "subfolders, not searched")) if names]
+    if parts:
+        _say(f"fer-pipe: batch: folder {folder}: left alone: {'; '.join(parts)}")
 
 
 def _not_a_video_file(item: str) -> str | None:

@@ -519,11 +519,13 @@ def test_bad_input_is_named_and_the_others_complete_in_chunks(cluster, six_clips
                                              (".vob", ["-c:v", "mpeg2video", "-f", "vob"]),
                                              (".mxf", ["-c:v", "mpeg2video", "-r", "25"]),
                                              (".h264", ["-c:v", "libx264", "-f", "h264"]),
-                                             (".ogv", ["-c:v", "libtheora", "-vf", "scale=320:240"])])
-def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, suffix, encoder):
+                                             (".ogv", ["-c:v", "libtheora", "-vf", "scale=320:240"]),
+                                             (".asf", ["-c:v", "wmv2"])])
+def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, suffix, encoder, capsys):
     """A folder of AVCHD copies (.m2ts) gave none of them, and the batch ended complete (s38b);
     a Raspberry Pi's raw .h264 streams too, and the Mac's ._ twin of each video failed the
-    batch of a folder copied from one (s51d 2, 3)."""
+    batch of a folder copied from one (s51d 2, 3). What it leaves alone is said: the batch of a
+    folder with a file or subfolder it does not read ended complete without naming them (s64a 3)."""
     from fer_pipe.batch import expand_folders
 
     folder = tmp_path / "recordings"
@@ -533,7 +535,11 @@ def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, su
     (folder / "notes.txt").write_text("not a video\n")
     (folder / f"._CAM1{suffix}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(64))
     assert expand_folders([str(folder), str(folder / "results")], folder / "results") == [str(video)]
+    assert capsys.readouterr().err == f"fer-pipe: batch: folder {folder}: left alone: 1 file of no video suffix " \
+                                      "(notes.txt)\n"
     assert expand_folders([str(folder)], folder) == [str(video)]  # the videos' own folder as --out (s45f)
+    assert capsys.readouterr().err == f"fer-pipe: batch: folder {folder}: left alone: 1 file of no video suffix " \
+                                      "(notes.txt); 1 subfolder, not searched (results)\n"
     assert len(read_frames(video, 1)) == 1  # OpenCV's FFmpeg reads it
 
 
@@ -551,6 +557,7 @@ def test_a_folders_entries_named_as_videos_that_are_no_files_are_named_and_fail(
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 2, stderr
     assert stderr.splitlines()[:-1] == [
+        f"fer-pipe: batch: folder {folder}: left alone: 1 file of no video suffix (loop2)",
         f"fer-pipe: batch: video {folder / 'b.mp4'}: a broken link (to /mnt/not-mounted/cam2.mp4)",
         f"fer-pipe: batch: video {folder / 'c.mp4'}: a folder, not a file",
         f"fer-pipe: batch: video {folder / 'loop.mp4'}: a link that loops"]
