@@ -83,11 +83,10 @@ def misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
     """Where the first chunk that the next does not follow on ends, and where the next starts
     (frame and time of each row), or None. The rows' own frame numbers say how far apart the two
     should be (a packet a stage skipped at the edge leaves a gap that is no fault), at the period
-    of the frames either side of the edge (the chunks' median where they have one frame each): judged
-    by the median alone, a clip that changes its rate
-    (a phone's 30 fps turning to 15 in low light) was judged by the median alone, and each edge
-    in its faster part called misaligned, the video run again as one task (s64a 2). Skipped where
-    frames come faster than the CSV's milliseconds tell apart."""
+    of the frames either side of the edge (the chunks' median where they have one frame each).
+    Judged by the median alone, a clip that changes its rate (a phone's 30 fps turning to 15 in
+    low light) had each edge in its faster part called misaligned, the video run again as one
+    task (s64a 2). Skipped where frames come faster than the CSV's milliseconds tell apart."""
     spans = [span for span in map(_Span.of, parts) if span is not None]
     periods = [(s.last_time - s.first_time) / (s.last - s.first) for s in spans if s.last > s.first]
     if not periods:  # chunks of one frame each: the step between them is the period

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
                         help="decimals of probabilities and confidence in --format csv, 1-9, as the csv sink's; "
                              "the zmq sink rounds to its own precision (4) first, so raise the sink's with it")
-    parser.add_argument("--count", type=whole(0), default=0, metavar="N", help="exit after this many events written (--format csv: frame events; 0: until Ctrl-C)")
+    parser.add_argument("--count", type=whole(0), default=0, metavar="N",
+                        help="exit after this many events written (--format csv: frame events; 0: until Ctrl-C)")
 
 
 def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
