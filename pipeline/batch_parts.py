@@ -97,7 +97,7 @@ def misaligned(parts: list[Path]) -> tuple[int, float, int, float] | None:
         return None
     for a, b in zip(spans, spans[1:]):
         gap, frames = b.first_time - a.last_time, b.first - a.last
-        steps = [p for p in (a.tail, b.head) if p] or [step]
+        steps = [p for p in (a.tail, b.head) if p] or [p for p in (step,) if p]  # the edge's own, else the median
         if gap <= 0 or (steps and all(abs(gap - frames * p) > 0.5 * p for p in steps)):
             return a.last, a.last_time, b.first, b.first_time
     return None
