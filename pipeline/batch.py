@@ -59,13 +59,14 @@ from .stage import StageFailure
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".264", ".265", ".3g2", ".3gp", ".asf", ".avi", ".divx", ".dv", ".f4v", ".flv", ".h264", ".h265",
-                  ".hevc", ".m2ts", ".m2v", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts",
-                  ".mxf", ".ogv", ".ts", ".vob", ".webm", ".wmv", ".y4m")
+VIDEO_SUFFIXES = (".264", ".265", ".3g2", ".3gp", ".asf", ".avi", ".divx", ".f4v", ".flv", ".h264", ".h265", ".hevc",
+                  ".m2ts", ".m2v", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf",
+                  ".ogv", ".ts", ".vob", ".webm", ".wmv", ".y4m")
 """What a folder given as an input contributes: its files with these suffixes (in any case),
 but for hidden ones. A folder of AVCHD or Blu-ray ``.m2ts`` copies, or a Raspberry Pi camera's
 raw ``.h264`` streams, gave none of them and ended complete: a suffix left out is a video
-skipped in silence, so the list holds what OpenCV's FFmpeg reads."""
+skipped in silence, so the list holds what OpenCV's FFmpeg reads. Not raw DV (``.dv``): OpenCV
+gives it 60,000 fps and 2,400 times its frames, so a good file failed as cut short (s64d 1)."""
 
 
 @dataclass
@@ -119,7 +120,7 @@ def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
         videos = [str(p) for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
         if not videos and folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
             continue
-        _say_left_alone(item, [p for p in entries if str(p) not in videos], out_dir)
+        _say_left_alone(item, [p for p in entries if p.suffix.lower() not in VIDEO_SUFFIXES], out_dir)
         for video in videos or [item]:
             expanded.setdefault((os.path.realpath(video), Path(video).name), video)
     return list(expanded.values())

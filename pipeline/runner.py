@@ -204,11 +204,12 @@ class _Shared:
 class _Ending:
     """The stage processes stopped once the run must end: SIGTERM to each, again every
     ``RESEND_S``, and SIGKILL to those left after ``grace``, or ``GRACE_S`` after a second stop
-    signal, and for the process whose stall failed the run: known stuck, it was left for the
-    longest close of the run's stages (an rtsp source's, 11 s and more), the run showing it
-    alive beside stages all ended (s64c 1)."""
+    signal. The process whose stall failed the run gets its own stage's grace (``own``): known
+    stuck, it was left for the longest close of the run's stages (an rtsp source's, 11 s and
+    more), the run showing it alive beside stages all ended (s64c 1)."""
 
     grace: float
+    own: dict[str, float] = field(default_factory=dict)
     since: float | None = None
     resend_at: float = 0.0
 
@@ -225,7 +226,7 @@ class _Ending:
         for name, proc in procs.items():
             if proc.exitcode is not None:
                 continue
-            limit = GRACE_S if second_signal or name == reports.stalled else self.grace
+            limit = GRACE_S if second_signal else self.own[name] if name == reports.stalled else self.grace
             if now - self.since > limit:
                 proc.kill()
                 reports.killed.add(name)
@@ -462,7 +463,8 @@ class Runner:
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
-        ending = _Ending(GRACE_S + max(s.closing_s for s in graph.stages.values()))
+        ending = _Ending(GRACE_S + max(s.closing_s for s in graph.stages.values()),
+                         {p: GRACE_S + graph.stages[stage].closing_s for p, stage in self._stage_of.items()})
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]

@@ -91,6 +91,8 @@ class FaultyParams(StageParams):
                                                              "a text)")
     close_s: float = Field(0.0, ge=0.0, description="declare that close may wait this long (closing_s), as an "
                                                     "rtsp source's does")
+    close_takes_s: float = Field(0.0, ge=0.0, description="close sleeps this long first, as a sink delivering "
+                                                          "what it queued does")
 
 
 class Unprintable(Exception):
@@ -302,6 +304,7 @@ class Faulty(Stage):
             pass
 
     def close(self):
+        time.sleep(self.params.close_takes_s)
         if self._seen is not None:
             if self.params.mode in ("stopped_opening", "stopped_closing"):
                 self._seen.write("closed\\n")

@@ -1077,6 +1077,19 @@ def test_a_stalled_stage_is_killed_without_waiting_for_the_longest_close_of_the_
     assert code == 1 and "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1.5 s (stalled)" in err, err
 
 
+def test_a_stalled_stage_that_heeds_its_stop_gets_the_close_it_declares(plugin_env, short_clip, tmp_path):
+    """A stage only slow, not stuck, is stopped by its SIGTERM and closes: cut to the 3 s grace
+    (9bc8b83), a sink delivering what it queued was killed in its close, told to declare the
+    closing_s it had declared (s64d 2)."""
+    config = fault_config(tmp_path / "run.yaml", short_clip, tmp_path / "out.csv", mode="pause", at=[3], pause_s=30,
+                          close_s=6, close_takes_s=4)
+    proc = start_run(config, plugin_env, "--stall-timeout", "1", quiet=False)
+    with group_killed_at_exit(proc):
+        code, err = finish(proc, timeout=120)
+    assert code == 1 and "fer-pipe: stage 'faulty' (faulty) failed: no progress for 1 s (stalled)" in err, err
+    assert "into its close" not in err, err
+
+
 def test_a_stage_whose_close_never_returns_is_stalled_not_waited_for_for_ever(plugin_env, short_clip, tmp_path):
     """Before, a run whose stage hung in close at the end of the stream never ended: every other
     stage had exited, the stall watch covered packets only, and a first Ctrl-C only asked the
