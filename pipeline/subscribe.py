@@ -6,6 +6,7 @@ sink's columns) until Ctrl-C, which ends it with exit code 0.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from .csvfile import CsvOutput
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
 from .errors import InputError
-from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, TOPIC_PREFIX, decode, event_rows
+from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, TOPIC_PREFIX, decode, event_rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,7 +71,8 @@ class Connection:
     that is no publisher closed it (a collector's --bind one port over), or the publisher closed
     it after events had come: its run ended, or this subscriber fell so far behind that it was
     cut off, losing the events it had not taken, which before looked like a quiet stretch
-    (s62a 6, s64b 2, 3). Each is said once, but the last each time it happens."""
+    (s62a 6, s64b 2, 3). Each is said once, but the last each time it happens; ``heard`` is set
+    by the reader as events come."""
 
     EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
               | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
@@ -82,6 +84,7 @@ class Connection:
         if unresolved:  # said already, as no such host: a name that does not resolve has nothing to listen
             self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))
         self.last = 0
+        self.heard = False  # an event came since the last handshake
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
@@ -102,12 +105,17 @@ class Connection:
         event, last = message["event"], self.last
         self.last = event
         where = message["endpoint"].decode(errors="replace")
-        if event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.heard = False
+            self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))  # a run's end is not "nothing listens (yet)"
+        elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.heard:
             print(f"fer-pipe subscribe: {where}: the connection to the publisher ended: its run ended or was "
                   "restarted, its host went silent, or this subscriber fell too far behind it and lost the events it "
                   "had not taken; reconnecting", file=sys.stderr, flush=True)
+        elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._say(where, "the connection to the publisher ended before any event came")
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
-            self._say(where, f"something listens there but closed the connection: is it a publisher ({PUBLISHERS})?")
+            self._say(where, f"something listens there but closed the connection (a publisher is {PUBLISHERS})")
         elif event == zmq.EVENT_CONNECT_RETRIED and last != zmq.EVENT_DISCONNECTED:
             self._say(where, self.why(event, message["value"]))
         elif event & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -133,6 +141,8 @@ class Connection:
         if self.curve:
             return ("the handshake with the publisher failed: does it use CURVE, and is --server-key its public key "
                     "(server.key)?")
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and value == errno.EAGAIN:  # a stopped publisher's
+            return "something listens there but did not answer the handshake (a stopped or overloaded process?)"
         if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
             return (f"the handshake with the publisher failed ({os.strerror(value)}): is it a publisher ({PUBLISHERS}), "
                     "and does it use CURVE? Then give --server-key and --client-keys")
@@ -149,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     ctx = zmq.Context()
     prefixes = dict.fromkeys(TOPIC_PREFIX.values())
     topics = args.topic or [f"{prefix}.{source}" for source in args.source for prefix in prefixes]
+    too_long = next((t for t in topics if len(t.encode()) >= MAX_SUBSCRIPTION_BYTES), None)
+    if too_long is not None:  # the publisher drops a subscriber that sends it one, at every reconnection
+        raise InputError(f"{'--topic' if args.topic else '--source'} {too_long[:40]}...: a topic of "
+                         f"{len(too_long.encode())} bytes; a publisher takes {MAX_SUBSCRIPTION_BYTES - 1} at most")
     sock = connect(ctx, args.endpoint, topics, args.server_key, args.client_keys)
     host = unresolved_host(args.endpoint)
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
@@ -164,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
             except zmq.Again:
                 connection.wait()
                 continue
+            connection.heard = True
             try:
                 event = decode(frames)
                 if args.source and event.get("source") not in args.source:

@@ -1008,30 +1008,47 @@ def test_subscribe_to_a_port_where_nothing_listens_says_so_once_then_takes_the_e
 def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_next_one(tmp_path):
     """A subscriber too slow for its run is cut off by the publisher's pings and loses what it
     had not taken: ``fer-pipe subscribe`` went on in silence, the gap looking like a quiet
-    stretch (s64b 2). Said at each connection that ended after its handshake, as a run's end is."""
+    stretch (s64b 2). Said at each connection that ended after events came, as a run's end is;
+    one that ended before any came, once (a publisher that drops it at every reconnection made
+    a line every 100 ms), and a run's end is not "nothing listens (yet; is the run started?)"
+    (s64d 3, 5)."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     err = tmp_path / "err"
     proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", "2"],
                             stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
     ctx = zmq.Context()
     try:
-        for frame in (7, 8):
+        for frame in (None, None, 7, 8):
             pub = bound_again(ctx, zmq.XPUB, endpoint)
             assert pub.poll(60_000), "the subscriber never subscribed"
             pub.recv()
-            pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": frame}).encode()])
+            if frame is not None:
+                pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": frame}).encode()])
+            if frame == 8:
+                break
             if frame == 7:
                 assert json.loads(proc.stdout.readline())["frame"] == 7
-                pub.close(linger=0)
-                wait_for(lambda: "connection to the publisher ended" in err.read_text(), 60, "its line", proc)
+            pub.close(linger=0)
+            said = "ended: its run" if frame else "ended before any event came"
+            wait_for(lambda: said in err.read_text(), 60, "its line", proc)
+            time.sleep(0.5)  # ZeroMQ's reconnections meanwhile, every 100 ms, to nothing
         out = proc.communicate(timeout=60)[0]
     finally:
         stop(proc)
         ctx.destroy(linger=0)
     assert json.loads(out)["frame"] == 8
-    assert err.read_text().splitlines()[0] == (
+    assert err.read_text().splitlines() == [
+        f"fer-pipe subscribe: {endpoint}: the connection to the publisher ended before any event came; retrying",
         f"fer-pipe subscribe: {endpoint}: the connection to the publisher ended: its run ended or was restarted, its "
-        "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting")
+        "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting"]
+
+
+def test_subscribe_refuses_a_topic_no_publisher_takes():
+    """A publisher drops a subscriber whose subscription passes 4 KiB, at every reconnection:
+    the subscriber waited for ever, or said so every 100 ms (s64d 3)."""
+    done = fer_pipe("subscribe", "tcp://127.0.0.1:5556", "--topic", "emotion." + "x" * 5000)
+    assert (done.returncode, done.stderr) == (2, "fer-pipe: --topic emotion.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...: a "
+                                                 "topic of 5008 bytes; a publisher takes 4095 at most\n")
 
 
 @pytest.mark.parametrize("peer", ["collector", "http"])
@@ -1044,8 +1061,8 @@ def test_subscribe_given_a_port_where_no_publisher_listens_does_not_say_nothing_
     if peer == "collector":
         pull = ctx.socket(zmq.PULL)
         pull.bind(f"tcp://127.0.0.1:{port}")
-        why = ("something listens there but closed the connection: is it a publisher (a zmq sink's endpoint, an "
-               "episodes sink's publish port, or collect --publish)?; retrying")
+        why = ("something listens there but closed the connection (a publisher is a zmq sink's endpoint, an "
+               "episodes sink's publish port, or collect --publish); retrying")
     else:
         server = socket.create_server(("127.0.0.1", port))
 
