@@ -2,6 +2,7 @@
 other, and the one CSV they make."""
 from __future__ import annotations
 
+import collections
 import csv
 import itertools
 import os
@@ -55,7 +56,10 @@ class _Span:
             head = _two_frames(itertools.islice(csv.reader(fh), 1, HEAD_ROWS))
         if not head:
             return None
-        tail = _two_frames(row for row in reversed(tail_rows(part)) if row[FRAME] != "frame")  # a short file's header
+        tail = _two_frames(reversed(tail_rows(part)))
+        if not tail:  # rows longer than the tail's window: read through
+            with open(part, encoding="utf-8", newline="") as fh:
+                tail = _two_frames(reversed(collections.deque(csv.reader(fh), maxlen=HEAD_ROWS)))
         return cls(head[0][0], head[0][1], _period(*head), tail[0][0], tail[0][1], _period(*tail))
 
 
@@ -67,6 +71,8 @@ def _two_frames(rows: Iterable[list[str]]) -> list[tuple[int, float]]:
     """The frame and time of the first row, and of the first after it of another frame."""
     found: list[tuple[int, float]] = []
     for row in rows:
+        if row[FRAME] == "frame":  # a short file's header, read from its end
+            continue
         frame = (int(row[FRAME]), float(row[TIME]))
         if not found or frame[0] != found[0][0]:
             found.append(frame)

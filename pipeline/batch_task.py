@@ -145,12 +145,13 @@ def count_rows(path: Path) -> int:
 
 
 def tail_rows(path: Path) -> list[list[str]]:
-    """The last lines of a CSV the csv sink writes or wrote, as fields: those of its last 4 KiB,
-    which cost the same at any length (the first, cut there, left out where others follow)."""
+    """The last whole lines of a CSV the csv sink writes or wrote, as fields: those of its last
+    4 KiB, which cost the same at any length (none where its last line is longer: a plug-in's
+    wide extra column; read as fields, its cut end gave another column's value for the frame)."""
     with open(path, "rb") as fh:
         cut = fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096)) > 0
         lines = fh.read().splitlines()
-    return list(csv.reader(line.decode("utf-8", "replace") for line in lines[cut and len(lines) > 1:]))
+    return list(csv.reader(line.decode("utf-8", "replace") for line in lines[cut:]))
 
 
 def last_row(path: Path) -> list[str]:

@@ -1018,6 +1018,9 @@ def test_the_chunks_of_a_clip_that_changes_its_rate_line_up_and_a_late_seek_is_s
 
     assert misaligned(chunks(tmp_path / "vfr", late=False)) is None
     assert misaligned(chunks(tmp_path / "late", late=True)) == (19, 0.633, 20, 0.7)
+    for part in chunks(tmp_path / "wide", late=True):  # a plug-in's extra column wider than the tail read (s64d 7)
+        part.write_text("".join(line + ",x" * 3000 + "\n" for line in part.read_text().splitlines()))
+    assert misaligned(sorted((tmp_path / "wide").iterdir(), key=lambda p: int(p.stem))) == (19, 0.633, 20, 0.7)
 
 
 def one_folder_then_another(cluster, first: Path, second: Path, out: Path) -> tuple[int, int, str]:
