@@ -173,8 +173,9 @@ def _add_tap(graph: Graph, tap: str | None, endpoint: str, outages: bool) -> Non
 
 
 class ResultStream:
-    """An iterator over frame events (and outage events, if asked) while the graph runs; a context
-    manager that stops it early.
+    """Iterable over frame events (and outage events, if asked) while the graph runs; a context
+    manager that stops it early. It is read by one loop: a loop that ends early (a ``break``,
+    ``islice``, a peek with ``next(iter(stream))``) stops the run, as ``close`` does.
 
     After the last item, ``result`` holds the run's ``RunResult``; a failed run raises
     ``RunFailed`` (or the ``UserError`` that stopped it before it started) once every result
@@ -195,6 +196,7 @@ class ResultStream:
         self.result: RunResult | None = None
         self._error: BaseException | None = None
         self._reader: int | None = None  # the thread iterating, which alone uses the socket then
+        self._using = threading.Lock()  # held by the iterating thread while it waits on the socket
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="fer-pipe-runner", daemon=True)
         # The thread runs the graph once told to go, after its start has returned: a Ctrl-C
@@ -231,25 +233,23 @@ class ResultStream:
         self._reader = threading.get_ident()
         try:
             while True:
-                if self._results.poll(100):
-                    message = self._results.recv()
-                    if message == END:
-                        self._say_read()
-                        break
-                    if not self._stopped:  # after a stop from another thread what is left is drained, not handed out
-                        yield json.loads(message)
-                elif not self._thread.is_alive() and not self._results.poll(500):
-                    break  # the run ended without its end marker (failed or stopped)
+                with self._using:
+                    message = None if self._results.closed else self._next_message()
+                if message is None:
+                    break
+                if not self._stopped:  # after a stop what is left is drained, not handed out
+                    yield json.loads(message)
             self._thread.join()
         except GeneratorExit:
             # Closed as the loop's Ctrl-C unwinds it: a second Ctrl-C during the drain stops the
             # run and cleans up in close, but raised here it was "Exception ignored in" with a
             # traceback of fer-pipe's, the first already on its way to the caller.
-            with contextlib.suppress(KeyboardInterrupt):
-                self.close()
+            with contextlib.suppress(KeyboardInterrupt), self._using:
+                self._end()
             raise
         finally:
-            self.close()
+            with self._using:
+                self._end()
             self._reader = None
         if self._error is not None:
             if isinstance(self._error, UserError):  # its line may quote a URL, as the CLI's does
@@ -262,6 +262,19 @@ class ResultStream:
             failed = (BadInputFound if self.result.exit_code == 2 else RunFailed)(self.result)
             raise failed from (StageTraceback(self.result.traceback) if self.result.traceback else None)
 
+    def _next_message(self) -> bytes | None:
+        """The next result, or None at the end of the stream: its marker read, or the run ended
+        without one (failed or stopped)."""
+        while True:
+            if self._results.poll(100):
+                message = self._results.recv()
+                if message != END:
+                    return message
+                self._say_read()
+                return None
+            if not self._thread.is_alive() and not self._results.poll(500):
+                return None
+
     def close(self) -> None:
         """Stop the run if it is still going (sources stop, the graph drains), and clean up.
 
@@ -269,19 +282,34 @@ class ResultStream:
         stops at once, the clean-up is done, then the interrupt goes on. It used to end the wait
         with nothing cleaned up and the stop at exit unregistered.
 
-        From another thread than the one iterating (a stop button, or the stop at exit while a
-        daemon thread reads), it asks the run to stop and waits for it to end; the iterating
-        thread, which alone uses the socket, drains what is left and cleans up, and its loop
-        ends as at the end of the stream: closing both used the socket from two threads at once
-        (a ZMQError in one), and the reader got RunFailed for a plain stop."""
-        if self._reader not in (None, threading.get_ident()):
+        While a loop reads the stream, it asks the run to stop, and the loop ends as at the end
+        of the stream, draining what is left: the socket is the reader's. From the loop's own
+        thread (its body, or a signal handler) that is all; closing the socket there raised a
+        ZMQError in the loop (s64f 1). From another thread (a stop button, the stop at exit
+        while a daemon thread reads) it waits for the run to end, and cleans up itself where
+        the reader waits at a ``yield`` rather than on the socket: one read with ``next`` from
+        a worker thread and never resumed held its socket and context for good, 7 descriptors
+        a stream (s64f 2). Closing both from two threads at once raised a ZMQError in one, and
+        the reader got RunFailed for a plain stop."""
+        if self._reader is not None:
             self._stopped = True
             self._runner.stop()
+            if self._reader == threading.get_ident():
+                return
             self._thread.join()
+            if self._using.acquire(blocking=False):
+                try:
+                    self._clean_up()
+                finally:
+                    self._using.release()
             # the run has ended, so its folder is no longer needed to connect: gone now, it is not
             # left behind where the reader is a daemon thread the interpreter stops at exit
             shutil.rmtree(self._dir, ignore_errors=True)
             return
+        self._end()
+
+    def _end(self) -> None:
+        """Stop the run if it is still going, wait for it to end, and clean up."""
         if self._thread.is_alive():
             self._runner.stop()
             try:

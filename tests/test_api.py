@@ -559,6 +559,35 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
 
 
+def test_close_from_the_loops_own_body_ends_the_loop_as_at_the_end_of_the_stream(short_clip, tmp_path):
+    """close() in the loop's body (or a SIGTERM handler of the host's, which runs there) closed
+    the socket under the loop, whose next step raised a ZMQError (s64f 1)."""
+    stream = results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}"])
+    seen = []
+    for event in stream:
+        seen.append(event["frame"])
+        if event["frame"] == 2:
+            stream.close()
+    assert seen == [0, 1, 2] and stream.result.exit_code == 130 and stream._results.closed
+
+
+def test_close_from_another_thread_frees_a_stream_whose_reader_waits_at_a_yield(short_clip, tmp_path):
+    """A service reads with next() from worker threads (asyncio.to_thread), then its shutdown
+    closes the stream from the event loop's thread: the socket and context were left to a
+    reader never resumed, 7 descriptors a stream for good (s64f 2)."""
+    import threading
+
+    stream = results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={tmp_path / 'o.csv'}",
+                                                   "source.realtime=true"])
+    events = iter(stream)
+    read = threading.Thread(target=lambda: [next(events) for _ in range(3)])
+    read.start()
+    read.join(120)
+    stream.close()
+    assert stream._results.closed and stream.result.exit_code == 130
+    assert list(events) == []  # resumed later, the loop ends as at the end of the stream
+
+
 @pytest.mark.parametrize("ending", ["sigterm", "daemon_reader"])
 def test_a_script_that_ends_mid_stream_leaves_no_folder_behind(short_clip, tmp_path, plugin_env, ending):
     """SIGTERM's default (timeout, a scheduler, docker stop) ran no clean-up, and a script that
