@@ -19,10 +19,19 @@ to restore, and the host's stderr stayed on /dev/null for good."""
 
 @contextmanager
 def stderr_to(fd: int) -> Iterator[None]:
-    """File descriptor 2 points at ``fd`` for the duration, and back after, also on error."""
+    """File descriptor 2 points at ``fd`` for the duration, and back after, also on error. A
+    host started with none (``2>&-``: ``sys.stderr`` is None) has nothing to point elsewhere:
+    every check of a run failed there, said as the stage's own check failing (s64f 5)."""
     with _SWAPPING:
-        sys.stderr.flush()
-        saved = os.dup(2)
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:
+            saved = -1
+        if saved < 0:
+            yield
+            return
         try:
             os.dup2(fd, 2)
             yield

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -557,6 +558,24 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert len(seen) <= handed + 1
     assert stream.result.exit_code == 130 and seen and seen[-1] < 59
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
+
+
+def test_a_host_started_without_stderr_runs_a_graph(short_clip, tmp_path):
+    """``python host.py 2>&-`` (sys.stderr None): every results() failed, "ConfigError: stage
+    'detector' (haar): params: the stage's own check failed: AttributeError: 'NoneType' object
+    has no attribute 'flush'" (s64f 5)."""
+    script = tmp_path / "host.py"
+    script.write_text(textwrap.dedent(f"""\
+        from fer_pipe.api import results
+
+        if __name__ == "__main__":
+            stream = results("configs/video_to_csv.yaml", ["source.path={short_clip}",
+                                                           "csv.path={tmp_path / 'o.csv'}"])
+            print(len(list(stream)), stream.result.exit_code)
+        """))
+    done = subprocess.run(["bash", "-c", f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} 2>&-"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.stdout.split()[1:] == ["0"] and int(done.stdout.split()[0]) > 0, done.stdout + done.stderr
 
 
 def test_close_from_the_loops_own_body_ends_the_loop_as_at_the_end_of_the_stream(short_clip, tmp_path):
