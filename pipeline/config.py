@@ -482,9 +482,13 @@ def load_graph(config: str | Path | Mapping[str, Any], overrides: Iterable[str] 
     """A checked graph from a YAML file, or from a plain dict (the Python API, tests) with the
     same checks. ``--set`` overrides apply first, then ``select`` (the shard filter), so both
     see the whole config and validation sees what will run. One override may be given as a
-    plain string (iterated, it would be read character by character)."""
+    plain string (iterated, it would be read character by character); a dict is refused naming
+    the form (iterated, its keys alone were read, said in --set's words; s64f 7)."""
     if isinstance(overrides, str):
         overrides = [overrides]
+    if isinstance(overrides, Mapping):
+        raise TypeError("overrides are 'stage.param=value' strings, as --set takes them, not a dict: "
+                        "[f'{key}={value}' for key, value in overrides.items()] makes them")
     if isinstance(config, Mapping):
         origin, data, lines = "<dict>", copy.deepcopy(dict(config)), {}
     else:

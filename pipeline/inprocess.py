@@ -334,6 +334,9 @@ def run_graph(graph: Graph, on_stall: Callable[[str], None] | None = None, stall
     starts the time again, as in a run): that call goes on, since a thread cannot be stopped
     from outside, so the caller ends it (a batch's driver cancels the task, which kills its
     process)."""
+    if not isinstance(graph, Graph):  # a config given as results() takes one: AttributeError 'stages' (s64f 7)
+        raise TypeError(f"run_graph takes a Graph, not a {type(graph).__name__}: make one from a YAML path or a "
+                        "config dict with fer_pipe.config.load_graph")
     check_stall_timeout(stall_timeout, "run_graph")
     busy = _Busy()
     with _stall_watch(graph, busy, on_stall, stall_timeout):

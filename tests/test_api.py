@@ -560,6 +560,19 @@ def test_close_from_another_thread_stops_the_run_and_the_reader_ends_its_loop(sh
     assert seen == sorted(seen)  # in order (a live source drops what a busy machine cannot take)
 
 
+def test_a_dict_of_overrides_and_a_config_for_run_graph_are_refused_naming_the_form(short_clip):
+    """A dict's keys alone were read as overrides, said in --set's words ("--set source.path:
+    expected STAGE.PARAM=VALUE"), and run_graph given a config raised AttributeError: 'dict'
+    object has no attribute 'stages' (s64f 7)."""
+    from fer_pipe.inprocess import run_graph
+
+    with pytest.raises(TypeError, match=r"overrides are 'stage.param=value' strings, as --set takes them, not a dict"):
+        results("configs/video_to_csv.yaml", {"source.path": str(short_clip)})
+    with pytest.raises(TypeError, match="run_graph takes a Graph, not a dict: make one .* with "
+                                        "fer_pipe.config.load_graph"):
+        run_graph({"stages": {}})
+
+
 def test_a_host_started_without_stderr_runs_a_graph(short_clip, tmp_path):
     """``python host.py 2>&-`` (sys.stderr None): every results() failed, "ConfigError: stage
     'detector' (haar): params: the stage's own check failed: AttributeError: 'NoneType' object
