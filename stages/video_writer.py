@@ -147,6 +147,7 @@ class VideoWriterSink(Sink):
         self._rate = 0.0
         self._nominal = 0.0  # a live source's own frame rate, when it says one
         self._container = 0.0  # a file's container's frame rate, when its source says one
+        self._from_file = False  # its source says a container's rate: its frames are never left out
         self._last: tuple[Packet, np.ndarray] | None = None
         self._scaled = False  # a frame of another size was said
         self._origin: float | None = None  # the timestamp of the file's first slot, on the frames' clock
@@ -182,8 +183,10 @@ class VideoWriterSink(Sink):
         nominal, container = packet.extra.get("fps"), packet.extra.get("container_fps")
         if nominal is not None and MIN_FPS <= nominal <= MAX_FPS:  # a live source's own; a bogus one is not
             self._nominal = float(nominal)
-        if container is not None and MIN_FPS <= container <= MAX_FPS:
-            self._container = float(container)
+        if container is not None:  # however odd: a file that reports 1000 fps is still a file (s64e 2)
+            self._from_file = True
+            if MIN_FPS <= container <= MAX_FPS:
+                self._container = float(container)
         if self.params.fps is not None or self._nominal or len(self._held) > FPS_SAMPLE:
             self._write_held()
 
@@ -230,13 +233,13 @@ class VideoWriterSink(Sink):
         if late <= -1:
             # a file's frames are all written, the file's clock moved to each (a file that starts
             # slow lost 39 of its 72 frames, all of them in the CSV); a live source's are left out
-            kept = "each is written, so that stretch plays slower than it was recorded" if self._container else \
+            kept = "each is written, so that stretch plays slower than it was recorded" if self._from_file else \
                 "those a whole frame ahead of their time in it are left out, so that it keeps their timing"
             if not self._ahead:
                 print(f"fer-pipe: video_writer {self.params.path}: {packet.source} frames come faster than "
                       f"the file's {self._rate:g} fps (from frame {packet.index}); {kept}", file=sys.stderr)
             self._ahead = True
-            if not self._container:
+            if not self._from_file:
                 return None
             self._origin = packet.timestamp - self.written / self._rate
             return 0

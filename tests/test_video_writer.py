@@ -401,6 +401,10 @@ def test_a_files_rate_is_its_containers_where_its_times_are_rounded_and_a_slow_s
     assert capsys.readouterr().err == (f"fer-pipe: video_writer {tmp_path / 'slow.avi'}: cam frames come faster than "
                                        "the file's 21.6 fps (from frame 16); each is written, so that stretch plays "
                                        "slower than it was recorded\n")
+    # a container that says 1000 fps (an AVI's rate field, or frames all dated 0): its frames were
+    # taken for a live source's, and 53 of 72 left out (s64e 2)
+    levels, _ = written(tmp_path / "fast.avi", [i / 1000 for i in range(72)], 1000.0)
+    assert levels == list(range(72))
 
 
 def test_a_video_writer_that_several_sources_reach_is_refused_before_the_run(short_clip, tmp_path):
