@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .container_streams import HEAD_BYTES, streams_in
 from .mp4 import box_header
 
 
@@ -33,7 +34,6 @@ INFO, TIMECODE_SCALE, MUXING_APP, CLUSTER_TIMECODE = b"\x15\x49\xa9\x66", b"\x2a
 """Matroska element ids: the Segment holds the Info (its TimecodeScale, the MuxingApp that wrote
 it) and the Tracks before the first Cluster of frames, whose Timecode dates it; every TrackEntry
 says its TrackType."""
-VIDEO_TRACK = 1
 EBML_TOP_LEVEL = frozenset({EBML_MAGIC, SEGMENT, b"\xec", b"\xbf"})
 """Top-level elements of a Matroska file: the EBML header, a Segment, Void and CRC-32."""
 
@@ -65,19 +65,22 @@ def counted_by_duration(path: str | Path) -> bool:
 
 
 def count_is_a_ceiling(path: str | Path) -> bool:
-    """True for a Matroska or WebM file with a track besides its video (audio, subtitles):
-    OpenCV counts its frames from the segment's duration, which is its longest track's, and a
-    recording's audio often runs on past its last frame (2.4 s of video with 9 s of audio
-    counted 271 frames, not 72). So the count is at most what the video plays, never evidence
-    of frames missing. A file whose tracks cannot be read is taken as such a one."""
+    """True for a file that keeps no frame count and holds a stream besides the video OpenCV
+    reads (audio, subtitles, a second video): Matroska and WebM, MPEG-TS, MPEG-PS, FLV and Ogg
+    (``container_streams``). OpenCV counts its frames from its duration, its longest stream's,
+    and a recording's audio often runs on past its last frame (2.4 s of video with 9 s of audio
+    counted 271 frames, not 72). So the count is at most what the video plays, never evidence of
+    frames missing. A Matroska file whose tracks cannot be read is taken as such a one."""
     try:
         with open(path, "rb") as fh:
-            if fh.read(4) != EBML_MAGIC:
-                return False
-            types = _track_types(fh)
+            if fh.read(4) == EBML_MAGIC:
+                types = _track_types(fh)
+                return types is None or len(types) > 1
+            fh.seek(0)
+            streams = streams_in(fh.read(HEAD_BYTES))
     except OSError:
         return False
-    return types is None or any(kind != VIDEO_TRACK for kind in types)
+    return streams is not None and streams > 1
 
 
 def _riff_runs_past(fh: BinaryIO, size: int) -> bool:

@@ -295,6 +295,35 @@ def test_a_matroska_file_whose_audio_runs_on_is_read_to_its_last_frame(long_audi
     assert assert_valid_prefix(out_csv) == list(range(72))
 
 
+def test_a_ts_mpeg_flv_or_ogg_file_whose_audio_or_second_video_runs_on_is_read_to_its_last_frame(clips, tmp_path,
+                                                                                               out_csv):
+    """These keep no frame count either: a camera's, DVB or OBS .ts recording whose audio ran a
+    little past its video was "decoding stopped at frame 72 of 87 (truncated or corrupt file)",
+    exit 2, every frame in the CSV; so was a Matroska file of two video tracks, the second longer
+    (s64e 1, 3). Each counts as a ceiling where the file holds more than one stream; a video
+    alone still does not."""
+    from fer_pipe.truncation import count_is_a_ceiling
+
+    clip = str(clips["single_face.mp4"])
+    audio = ["-f", "lavfi", "-i", "sine=d=2.9", "-map", "0:v", "-map", "1:a"]
+    made = {"audio.ts": [*audio, "-c:v", "copy", "-c:a", "aac", "-f", "mpegts"],
+            "audio.m2ts": [*audio, "-c:v", "copy", "-c:a", "aac", "-f", "mpegts", "-mpegts_m2ts_mode", "1"],
+            "audio.mpg": [*audio, "-c:v", "mpeg2video", "-c:a", "mp2"],
+            "audio.flv": [*audio, "-c:v", "flv1", "-c:a", "mp3"],
+            "audio.ogv": [*audio, "-c:v", "libtheora", "-c:a", "libvorbis"],
+            "two.mkv": ["-i", clip, "-map", "1:v", "-map", "0:v", "-c", "copy"],
+            "alone.ts": ["-an", "-c:v", "copy", "-f", "mpegts"], "alone.mpg": ["-an", "-c:v", "mpeg2video"],
+            "alone.flv": ["-an", "-c:v", "flv1"], "alone.ogv": ["-an", "-c:v", "libtheora"]}
+    for name, args in made.items():
+        first = ["-i", clip, "-t", "1"] if name == "two.mkv" else []  # a shorter first video: OpenCV reads it
+        ffmpeg(*first, "-i", clip, *args, str(tmp_path / name))
+    assert {name: count_is_a_ceiling(tmp_path / name) for name in made} == {
+        name: not name.startswith("alone") for name in made}
+    code, err = run(f"source.path={tmp_path / 'audio.ts'}", f"csv.path={out_csv}")
+    assert code == 0, err
+    assert assert_valid_prefix(out_csv) == list(range(72))
+
+
 def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_path, out_csv):
     """Only a track besides the video makes the count a ceiling: with every Matroska file taken
     so, a video-only one with zeroed bytes in its middle passed as whole, its later frames lost
