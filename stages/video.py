@@ -30,6 +30,8 @@ quiet_ffmpeg()  # this stage reports decode failures itself
 MAX_PACED_FPS = 240.0
 """Above this, a container's frame rate is taken as misread (some report 1000 or 90000, their
 time base): a realtime replay then neither waits nor skips, rather than skip nearly every frame."""
+STOP_LOOK_S = 0.1
+"""How often a realtime replay waiting for a frame's time looks whether the run is stopping."""
 NEAR_END = 5
 """Frames by which the header's count of what a video plays can overshoot its last frame."""
 UNKNOWN_COUNT = 2**30
@@ -210,10 +212,10 @@ class VideoSource(Source):
                 self._in_holes += round((timestamp - before) * self.fps) - 1
             if failed:
                 self._gaps.append((before if read else None, timestamp, index))
-            if paced:
-                delay = started + read / self.fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
+            # in slices, each after a look at the stop: a time-lapse replayed at 0.01 fps held a
+            # SIGTERM for up to 100 s, past systemd's stop timeout (s64e 4)
+            while paced and (delay := started + read / self.fps - time.monotonic()) > 0 and not self.stop_requested():
+                time.sleep(min(delay, STOP_LOOK_S))
             yield Packet(source, index, timestamp, image, captured=time.monotonic(),
                          extra={"fps" if self.params.realtime else "container_fps": self.fps})
             index += 1

@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import REPO, ffmpeg
 from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, run_lock, start_run,
                           stats_row, wait_gone)
 from fer_pipe.frames import SHM
@@ -51,6 +52,21 @@ def test_signal_drains_and_closes(signum, to_group, code, plugin_env, short_clip
     assert frames == list(range(read))  # drained: every frame the source read reached the CSV
     assert 5 <= read < 60  # it stopped early
     assert not wait_gone(kids)
+
+
+def test_a_sigterm_ends_a_slow_realtime_replay_between_its_frames(short_clip, tmp_path):
+    """A realtime replay slept a whole frame time at once: a time-lapse at 0.01 fps held a
+    SIGTERM for up to 100 s, past systemd's 90 s stop timeout (s64e 4)."""
+    clip, out = tmp_path / "lapse.mp4", tmp_path / "out.csv"
+    ffmpeg("-i", str(short_clip), "-an", "-frames:v", "3", "-vf", "setpts=N/0.01/TB", "-r", "0.01", str(clip))
+    proc = start_run(REPO / "configs" / "video_to_csv.yaml", {}, "--set", f"source.path={clip}", "--set",
+                     "source.realtime=true", "--set", f"csv.path={out}")
+    with group_killed_at_exit(proc):
+        wait_for(lambda: len(csv_rows(out)) == 1, 60, "the first frame's row", proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    # the frame read and waiting for its time is handed on, as every frame read is; the third never read
+    assert proc.returncode == 143 and [row["frame"] for row in csv_rows(out)] == ["0", "1"], err
 
 
 def test_a_stage_that_exits_without_a_word_during_the_drain_fails_the_run_rather_than_hang_it(plugin_env, short_clip,
