@@ -29,7 +29,7 @@ def streams_in(head: bytes) -> int | None:
     if head[:4] == b"\x00\x00\x01\xba":
         return len(set(PES_START.findall(head))) or None
     for size, offset in ((188, 0), (192, 4)):  # TS, and M2TS with its 4-byte time before each packet
-        if len(head) > 2 * size and head[offset] == head[offset + size] == head[offset + 2 * size] == TS_SYNC:
+        if len(head) > offset + 2 * size and head[offset] == head[offset + size] == head[offset + 2 * size] == TS_SYNC:
             return _ts_streams(head, size, offset)
     return None
 
@@ -57,18 +57,20 @@ def _ts_streams(head: bytes, size: int, offset: int) -> int | None:
         if section is None:
             continue
         pid = (packet[1] & 0x1F) << 8 | packet[2]
-        if pid == 0 and section[0] == 0x00 and pmt_pid is None:
+        if pid == 0 and section[0] == 0x00 and pmt_pid is None and len(section) >= 8:
             entries = section[8:3 + _length(section) - 4]
             pids = [(e[2] & 0x1F) << 8 | e[3] for e in _chunks(entries, 4) if e[0] << 8 | e[1]]
             pmt_pid = pids[0] if pids else None
-        elif pid == pmt_pid and section[0] == 0x02:
-            end = 3 + _length(section) - 4
+        elif pid == pmt_pid and section[0] == 0x02 and len(section) >= 12:
+            # a map longer than its packet (many streams, long descriptors) goes on in the next:
+            # the streams in this one are enough to tell one from several
+            end = min(3 + _length(section) - 4, len(section))
             pos = 12 + ((section[10] & 0x0F) << 8 | section[11])
             count = 0
             while pos + 5 <= end:
                 count += 1
                 pos += 5 + ((section[pos + 3] & 0x0F) << 8 | section[pos + 4])
-            return count
+            return count or None
     return None
 
 
@@ -77,7 +79,7 @@ def _section(packet: bytes) -> bytes | None:
     if packet[0] != TS_SYNC or not packet[1] & 0x40 or not packet[3] & 0x10:
         return None
     pos = 4 + (1 + packet[4] if packet[3] & 0x20 else 0)
-    if pos >= len(packet):
+    if pos >= len(packet):  # an adaptation field that fills the packet, or says it is longer
         return None
     pos += 1 + packet[pos]  # the pointer field
     return packet[pos:] if pos + 3 <= len(packet) else None

@@ -39,8 +39,9 @@ EBML_TOP_LEVEL = frozenset({EBML_MAGIC, SEGMENT, b"\xec", b"\xbf"})
 
 
 def ends_early(path: str | Path) -> bool:
-    """True when the file is an AVI or ISO media file (MP4, MOV) whose chunks or boxes run past
-    its end; False for a whole file, another format, or one that cannot be read."""
+    """True when the file is an AVI, ISO media (MP4, MOV), Matroska or FLV file whose chunks,
+    boxes, elements or last tag run past its end; False for a whole file, another format, or
+    one that cannot be read."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as fh:
@@ -49,6 +50,8 @@ def ends_early(path: str | Path) -> bool:
                 return _riff_runs_past(fh, size)
             if head[:4] == EBML_MAGIC:
                 return _elements_run_past(fh, size)
+            if head[:3] == b"FLV":
+                return _flv_tag_runs_past(fh, size)
             return _boxes_run_past(fh, size)
     except OSError:
         return False
@@ -78,9 +81,25 @@ def count_is_a_ceiling(path: str | Path) -> bool:
                 return types is None or len(types) > 1
             fh.seek(0)
             streams = streams_in(fh.read(HEAD_BYTES))
-    except OSError:
+    except (OSError, IndexError, ValueError):  # a file that is not what its head looks like
         return False
     return streams is not None and streams > 1
+
+
+def _flv_tag_runs_past(fh: BinaryIO, size: int) -> bool:
+    """An FLV file ends with the size of its last tag (an 11-byte header and its data), so a
+    whole one's last four bytes lead back to a tag header that says as much. Its count comes
+    from its metadata's duration, which a copy cut short keeps: with its audio's stream making
+    the count a ceiling, a cut FLV passed as whole (s64g 1)."""
+    if size <= 13:  # the header and the first previous-tag size: no tag at all
+        return False
+    fh.seek(size - 4)
+    last = int.from_bytes(fh.read(4), "big")
+    if last < 11 or last > size - 17:
+        return True
+    fh.seek(size - 4 - last)
+    header = fh.read(11)
+    return header[0] & 0x1F not in (8, 9, 18) or int.from_bytes(header[1:4], "big") != last - 11
 
 
 def _riff_runs_past(fh: BinaryIO, size: int) -> bool:

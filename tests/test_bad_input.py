@@ -324,6 +324,33 @@ def test_a_ts_mpeg_flv_or_ogg_file_whose_audio_or_second_video_runs_on_is_read_t
     assert assert_valid_prefix(out_csv) == list(range(72))
 
 
+def test_damage_inside_and_a_cut_of_a_file_whose_count_is_a_ceiling_are_still_told(clips, tmp_path, out_csv):
+    """With the count a ceiling, a TS with audio that lost a third of its frames in its middle
+    passed without a word, an FLV cut in half too (its count is its metadata's duration, which a
+    cut keeps), and a TS whose program map is longer than a packet failed to open with an
+    IndexError (s64g 1-3)."""
+    from fer_pipe.container_streams import streams_in
+    from fer_pipe.truncation import count_is_a_ceiling
+
+    clip = str(clips["single_face.mp4"])
+    audio = ["-f", "lavfi", "-i", "sine=d=2.9", "-map", "0:v", "-map", "1:a"]
+    ffmpeg("-i", clip, *audio, "-c:v", "libx264", "-g", "12", "-c:a", "mp2", str(tmp_path / "whole.ts"))
+    ffmpeg("-i", clip, *audio, "-c:v", "flv1", "-c:a", "mp3", "-ar", "44100", str(tmp_path / "whole.flv"))
+    many = [arg for i in range(16) for arg in ("-map", "1:a", f"-metadata:s:a:{i}", "language=eng")]
+    ffmpeg("-i", clip, *audio[:4], "-map", "0:v", *many, "-c:v", "copy", "-c:a", "mp2", "-f", "mpegts",
+           str(tmp_path / "many.ts"))
+    assert count_is_a_ceiling(tmp_path / "many.ts") and streams_in(bytes(386)) is None
+    data = bytearray((tmp_path / "whole.ts").read_bytes())
+    data[len(data) * 35 // 100:len(data) * 65 // 100] = bytes(len(data) * 65 // 100 - len(data) * 35 // 100)
+    (tmp_path / "holed.ts").write_bytes(bytes(data))
+    flv = (tmp_path / "whole.flv").read_bytes()
+    (tmp_path / "cut.flv").write_bytes(flv[:len(flv) // 2])
+    for name, said in [("holed.ts", "frames do not decode, lost in gaps of its timestamps: damaged inside"),
+                       ("cut.flv", "(truncated or corrupt file)")]:
+        code, err = run(f"source.path={tmp_path / name}", f"csv.path={out_csv}")
+        assert code == 2 and said in one_line(err), err
+
+
 def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_path, out_csv):
     """Only a track besides the video makes the count a ceiling: with every Matroska file taken
     so, a video-only one with zeroed bytes in its middle passed as whole, its later frames lost
