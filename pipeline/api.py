@@ -283,28 +283,28 @@ class ResultStream:
         with nothing cleaned up and the stop at exit unregistered.
 
         While a loop reads the stream, it asks the run to stop, and the loop ends as at the end
-        of the stream, draining what is left: the socket is the reader's. From the loop's own
-        thread (its body, or a signal handler) that is all; closing the socket there raised a
-        ZMQError in the loop (s64f 1). From another thread (a stop button, the stop at exit
-        while a daemon thread reads) it waits for the run to end, and cleans up itself where
-        the reader waits at a ``yield`` rather than on the socket: one read with ``next`` from
-        a worker thread and never resumed held its socket and context for good, 7 descriptors
-        a stream (s64f 2). Closing both from two threads at once raised a ZMQError in one, and
-        the reader got RunFailed for a plain stop."""
+        of the stream. Where the reader waits at a ``yield`` (the loop's body, a ``next`` not yet
+        called again) it then waits for the run and cleans up, from any thread: one read with
+        ``next`` from a worker thread and never resumed held its socket and context for good, 7
+        descriptors a stream (s64f 2, s64g 4). Where the reader waits on the socket (a signal
+        handler run inside its wait, another thread while it drains), the socket is the
+        reader's, which drains what is left and cleans up: closing it there raised a ZMQError in
+        the loop (s64f 1), and closing both from two threads at once a ZMQError in one."""
         if self._reader is not None:
             self._stopped = True
             self._runner.stop()
-            if self._reader == threading.get_ident():
-                return
-            self._thread.join()
-            if self._using.acquire(blocking=False):
+            mine = self._reader == threading.get_ident()
+            if not mine:
+                self._thread.join()
+            if self._using.acquire(blocking=False):  # the reader waits at a yield: the socket is free
                 try:
-                    self._clean_up()
+                    self._end()
                 finally:
                     self._using.release()
-            # the run has ended, so its folder is no longer needed to connect: gone now, it is not
-            # left behind where the reader is a daemon thread the interpreter stops at exit
-            shutil.rmtree(self._dir, ignore_errors=True)
+            elif not mine:
+                # the run has ended, so its folder is no longer needed to connect: gone now, it is
+                # not left behind where the reader is a daemon thread the interpreter stops at exit
+                shutil.rmtree(self._dir, ignore_errors=True)
             return
         self._end()
 

@@ -84,7 +84,7 @@ class Connection:
         if unresolved:  # said already, as no such host: a name that does not resolve has nothing to listen
             self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))
         self.last = 0
-        self.heard = False  # an event came since the last handshake
+        self.heard = False  # an event came on this connection
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
         self.poller.register(sock, zmq.POLLIN)
@@ -106,7 +106,6 @@ class Connection:
         self.last = event
         where = message["endpoint"].decode(errors="replace")
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self.heard = False
             self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))  # a run's end is not "nothing listens (yet)"
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.heard:
             print(f"fer-pipe subscribe: {where}: the connection to the publisher ended: its run ended or was "
@@ -114,6 +113,8 @@ class Connection:
                   "had not taken; reconnecting", file=sys.stderr, flush=True)
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._say(where, "the connection to the publisher ended before any event came")
+        if event == zmq.EVENT_DISCONNECTED:  # reset here: a monitor event is taken only when no event waits,
+            self.heard = False  # so a busy reader took a connection's events before its handshake
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
             self._say(where, f"something listens there but closed the connection (a publisher is {PUBLISHERS})")
         elif event == zmq.EVENT_CONNECT_RETRIED and last != zmq.EVENT_DISCONNECTED:

@@ -618,6 +618,12 @@ def test_close_from_another_thread_frees_a_stream_whose_reader_waits_at_a_yield(
     stream.close()
     assert stream._results.closed and stream.result.exit_code == 130
     assert list(events) == []  # resumed later, the loop ends as at the end of the stream
+    # the same from the reading thread itself, as a pool of one thread reuses it (s64g 4)
+    stream = results("configs/video_to_csv.yaml", [f"source.path={short_clip}", f"csv.path={tmp_path / 'p.csv'}"])
+    events = iter(stream)
+    next(events)
+    stream.close()
+    assert stream._results.closed and stream.result.exit_code == 130 and list(events) == []
 
 
 @pytest.mark.parametrize("ending", ["sigterm", "daemon_reader"])

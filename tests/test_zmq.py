@@ -1043,6 +1043,24 @@ def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_n
         "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting"]
 
 
+def test_subscribe_takes_events_read_before_their_handshake_was_seen_as_heard(capsys):
+    """A monitor event is taken only when no event waits: a busy subscriber read a connection's
+    events, then took its handshake, which forgot them, and said "ended before any event came"
+    at its end (s64g 5)."""
+    from fer_pipe.subscribe import Connection
+
+    ctx = zmq.Context()
+    try:
+        connection = Connection(ctx.socket(zmq.SUB), curve=False, unresolved=False)
+        connection.heard = True  # events read first
+        for event in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED):
+            connection._take({"event": event, "value": 0, "endpoint": b"tcp://127.0.0.1:5556"})
+        connection.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert "the connection to the publisher ended: its run ended" in capsys.readouterr().err
+
+
 def test_subscribe_refuses_a_topic_no_publisher_takes():
     """A publisher drops a subscriber whose subscription passes 4 KiB, at every reconnection:
     the subscriber waited for ever, or said so every 100 ms (s64d 3)."""
