@@ -113,8 +113,6 @@ class Connection:
                   "had not taken; reconnecting", file=sys.stderr, flush=True)
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._say(where, "the connection to the publisher ended before any event came")
-        if event == zmq.EVENT_DISCONNECTED:  # reset here: a monitor event is taken only when no event waits,
-            self.heard = False  # so a busy reader took a connection's events before its handshake
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
             self._say(where, f"something listens there but closed the connection (a publisher is {PUBLISHERS})")
         elif event == zmq.EVENT_CONNECT_RETRIED and last != zmq.EVENT_DISCONNECTED:
@@ -122,6 +120,8 @@ class Connection:
         elif event & (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                        | zmq.EVENT_HANDSHAKE_FAILED_AUTH):
             self._say(where, self.why(event, message["value"]))
+        if event == zmq.EVENT_DISCONNECTED:  # reset here: a monitor event is taken only when no event waits,
+            self.heard = False  # so a busy reader took a connection's events before its handshake
 
     def _say(self, where: str, why: str) -> None:
         if why not in self.said:

@@ -1051,14 +1051,19 @@ def test_subscribe_takes_events_read_before_their_handshake_was_seen_as_heard(ca
 
     ctx = zmq.Context()
     try:
-        connection = Connection(ctx.socket(zmq.SUB), curve=False, unresolved=False)
-        connection.heard = True  # events read first
-        for event in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED):
-            connection._take({"event": event, "value": 0, "endpoint": b"tcp://127.0.0.1:5556"})
-        connection.close()
+        said = []
+        for heard, events in [(True, (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED)),
+                              (False, (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED))]:  # and a peer that is no publisher
+            connection = Connection(ctx.socket(zmq.SUB), curve=False, unresolved=False)
+            connection.heard = heard  # events read first
+            for event in events:
+                connection._take({"event": event, "value": 0, "endpoint": b"tcp://127.0.0.1:5556"})
+            connection.close()
+            said.append(capsys.readouterr().err)
     finally:
         ctx.destroy(linger=0)
-    assert "the connection to the publisher ended: its run ended" in capsys.readouterr().err
+    assert "the connection to the publisher ended: its run ended" in said[0]
+    assert "something listens there but closed the connection" in said[1]
 
 
 def test_subscribe_refuses_a_topic_no_publisher_takes():
