@@ -980,14 +980,18 @@ def test_subscribe_to_a_host_name_that_does_not_resolve_says_so(tmp_path):
     assert "nothing listens" not in err.read_text()  # said once, as the name's
 
 
+def subscribing(endpoint: str, count: int, err: Path) -> subprocess.Popen:
+    """``fer-pipe subscribe ENDPOINT --count N``, its events on a pipe, its lines into ``err``."""
+    return subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", str(count)],
+                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+
+
 def test_subscribe_to_a_port_where_nothing_listens_says_so_once_then_takes_the_events(tmp_path):
     """The run not started yet, or another port than its sink's: ZeroMQ retries without a word,
     and the subscriber waited in silence as for a run with nothing to send (s62a 6). Said once,
     not at each retry, and the events come once a publisher binds there."""
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    err = tmp_path / "err"
-    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", "1"],
-                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
+    proc = subscribing(endpoint, 1, err)
     ctx = zmq.Context()
     try:
         wait_for(lambda: err.read_text(), 60, "a line on stderr", proc)
@@ -1012,10 +1016,8 @@ def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_n
     one that ended before any came, once (a publisher that drops it at every reconnection made
     a line every 100 ms), and a run's end is not "nothing listens (yet; is the run started?)"
     (s64d 3, 5)."""
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    err = tmp_path / "err"
-    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint, "--count", "2"],
-                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
+    proc = subscribing(endpoint, 2, err)
     ctx = zmq.Context()
     try:
         for frame in (None, None, 7, 8):
