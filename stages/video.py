@@ -44,10 +44,6 @@ READ_SAY = 256
 HOLE_FRAMES = 2.5
 """Frame times between two frames read beyond which the frames between are lost in a hole: a
 phone's variable-rate recording drops one or two at a time."""
-CEILING_HOLE_FRAMES = 10
-"""A hole, in frame times, that is damage in a file whose count is a ceiling, where no shortfall
-tells damage from a rate that drops (30 fps to 10 leaves holes of 3): a lost group of pictures
-is seldom shorter."""
 FAILED_READS = 100
 """Failed reads in a row that end a file. OpenCV's read fails once per run of damaged packets it
 gave up on (each after up to 64 tries) and decodes on after them, as FFmpeg does: a bad sector
@@ -141,8 +137,7 @@ class VideoSource(Source):
         self._ceiling = count_is_a_ceiling(self.params.path) and not self._cut
         self._by_duration = counted_by_duration(self.params.path)
         # the holes are counted only where a shortfall may be let off, or is not measured (see _check_end)
-        self._hole_s = (CEILING_HOLE_FRAMES if self._ceiling else HOLE_FRAMES) / self.fps \
-            if self._by_duration or self._ceiling else float("inf")
+        self._hole_s = HOLE_FRAMES / self.fps if self._by_duration or self._ceiling else float("inf")
         self._grabbed_ms = 0.0  # the position of the last frame a realtime replay skipped
         self._undated = _undated(self.params.path)
         if self._undated and self.params.fps:  # a raw stream of a 10 fps camera was dated at 25
@@ -287,9 +282,12 @@ class VideoSource(Source):
         stops short of its own last frame is measured from there too (a batch chunk that ended
         1 frame short of its 10, far from the file's end, lost that frame to damage). A whole
         Matroska file's count is only a ceiling (``count_is_a_ceiling``: its audio may run on),
-        so nothing is measured against it, but frames lost in holes of its timestamps are damage
-        (a transport stream with audio lost 43 of 144 frames in its middle without a word once
-        its count became a ceiling); one cut short is held to the 5 frames.
+        so nothing is measured against it; one cut short is held to the 5 frames. In a transport
+        or program stream, FLV or Ogg file whose count is a ceiling, frames lost in holes of its
+        timestamps are damage still, as its shortfall was before (one with audio lost 43 of 144
+        frames in its middle without a word once its count became a ceiling, s64g 2); a pause in
+        its video fails it, as before. A Matroska or WebM file is spared that: a browser's
+        recording with audio stops its frames while the screen is still (s64h 1).
 
         Damage that decoding went on after is said first: the frames lost to it are then the
         count's shortfall, and nothing was cut. So is a shortfall in a file whose last frame is
@@ -320,7 +318,7 @@ class VideoSource(Source):
         done = self._read_so_far(index)
         end = max(self._played - self._head, 0)
         if self._ceiling:  # no shortfall is measured against its count, but holes are damage (s64g 2)
-            if self._in_holes > max(NEAR_END, index // 100):
+            if not self._by_duration and self._in_holes > max(NEAR_END, index // 100):
                 raise InputError(f"video {self.params.path}: {self._in_holes} frames do not decode, lost in gaps of "
                                  f"its timestamps: damaged inside; {done} that decode were processed")
             return

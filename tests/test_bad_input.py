@@ -349,6 +349,11 @@ def test_damage_inside_and_a_cut_of_a_file_whose_count_is_a_ceiling_are_still_to
                        ("cut.flv", "(truncated or corrupt file)")]:
         code, err = run(f"source.path={tmp_path / name}", f"csv.path={out_csv}")
         assert code == 2 and said in one_line(err), err
+    # a WebM with audio whose video pauses 1 s (a browser's recording of a still screen) is whole (s64h 1)
+    ffmpeg("-i", clip, *audio, "-vf", "setpts='if(gte(N,36),PTS+1/TB,PTS)'", "-fps_mode", "vfr", "-c:v", "libvpx",
+           "-c:a", "libopus", str(tmp_path / "pause.webm"))
+    code, err = run(f"source.path={tmp_path / 'pause.webm'}", f"csv.path={out_csv}")
+    assert code == 0 and len(assert_valid_prefix(out_csv)) == 72, err
 
 
 def test_damage_inside_a_matroska_file_of_video_alone_is_still_told(clips, tmp_path, out_csv):
