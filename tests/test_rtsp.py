@@ -477,9 +477,10 @@ def test_a_flapping_streams_returns_are_said_every_quiet_log_s_too(tmp_path, mon
         stage.close()
     back = [line for line in said.splitlines() if ": connected again after " in line]
     attempts = max(int(a or b) for a, b in re.findall(r"; attempt (\d+) in|after (\d+) attempts", said))
-    assert "said every" not in back[0] and all(line.endswith("(while connections keep dropping, said every 2 s)")
-                                               for line in back[1:]), back
-    assert attempts >= 20 and len(back) <= 4, (attempts, back)
+    # the first may be said plainly or already quieted: on a loaded machine the first 40 attempts
+    # failed, and the first return came with the backoff at its longest (a CI run)
+    assert all(line.endswith("(while connections keep dropping, said every 2 s)") for line in back[1:]), back
+    assert attempts >= 20 and 1 <= len(back) <= 4, (attempts, back)
 
 
 def test_a_return_after_flapping_is_said_once_it_streams_and_one_from_an_outage_at_once(tmp_path, monkeypatch, capfd):
