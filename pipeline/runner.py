@@ -213,6 +213,12 @@ class _Ending:
     since: float | None = None
     resend_at: float = 0.0
 
+    @classmethod
+    def of(cls, graph: Graph, stage_of: dict[str, str]) -> _Ending:
+        """The graces of a run's processes (``stage_of``: each process's stage)."""
+        own = {p: GRACE_S + graph.stages[stage].closing_s for p, stage in stage_of.items()}
+        return cls(max(own.values()), own)
+
     def tick(self, procs: Processes, reports: _Reports, busy: Counters, second_signal: bool) -> None:
         now = time.monotonic()
         if self.since is None:
@@ -428,7 +434,7 @@ class Runner:
                 proc.start()
         except BaseException as exc:
             started = {name: proc for name, proc in procs.items() if proc.pid is not None}
-            ending = _Ending(GRACE_S + max(s.closing_s for s in self.graph.stages.values()))
+            ending = _Ending.of(self.graph, self._stage_of)
             nothing_said = _Reports()  # none of them is in its close yet, as the runner knows
             while left := [proc.sentinel for proc in started.values() if proc.exitcode is None]:
                 ending.tick(started, nothing_said, {}, second_signal=False)  # SIGTERM again, as a run's end
@@ -463,8 +469,7 @@ class Runner:
         first_result: float | None = None
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
-        ending = _Ending(GRACE_S + max(s.closing_s for s in graph.stages.values()),
-                         {p: GRACE_S + graph.stages[stage].closing_s for p, stage in self._stage_of.items()})
+        ending = _Ending.of(graph, self._stage_of)
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
