@@ -130,7 +130,8 @@ def _say_left_alone(folder: str, others: list[Path], out_dir: Path) -> None:
     """Said once per folder: its files of no video suffix and its subfolders, which a batch does
     not read. A folder of CCTV exports with one camera's .asf among them, or a day's recordings
     in subfolders, ended complete with those never named (s64a 3)."""
-    subfolders = [p.name for p in others if p.is_dir() and os.path.realpath(p) != os.path.realpath(out_dir)]
+    results = os.path.realpath(out_dir)
+    subfolders = [p.name for p in others if p.is_dir() and os.path.realpath(p) != results]
     files = [p.name for p in others if not p.is_dir()]
     parts = [f"{len(names)} {what if len(names) == 1 else whats} ({', '.join(names[:3])}{', ...' if names[3:] else ''})"
              for names, what, whats in ((files, "file of no video suffix", "files of no video suffix"),
