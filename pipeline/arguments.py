@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .endpoints import check_form
+from .endpoints import check_connectable, check_form
 from .errors import unmakeable_name
 
 
@@ -53,6 +53,14 @@ def endpoint(text: str) -> str:
     """
     try:
         return check_form(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def peer_endpoint(text: str) -> str:
+    """An argparse type: an endpoint to connect to (``endpoint``, and not ``tcp://*:PORT``)."""
+    try:
+        return check_connectable(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

@@ -59,6 +59,24 @@ def check_form(endpoint: str) -> str:
     return endpoint
 
 
+def check_connectable(endpoint: str) -> str:
+    """The endpoint itself if a socket can connect to it (``check_form``, and then more): ``*``
+    is every address to a bind and none to a connect, and a path over a socket's length fits no
+    socket. ZeroMQ refused both only in the stage's ``open``, once every stage had started and
+    the CSV beside it had been emptied (s65a 1): a collector's ``--bind tcp://*:5560`` copied
+    into a push sink's ``connect`` is an easy slip."""
+    check_form(endpoint)
+    where = tcp_host_port(endpoint)
+    if where is not None and where[0] == "*":
+        raise ValueError(f"{endpoint}: * (every address) is for a bind; connect to the host the peer runs on "
+                         "(127.0.0.1 where it runs here)")
+    if where is None:
+        too_long = _ipc_path_too_long(endpoint[len("ipc://"):])
+        if too_long:
+            raise ValueError(f"{endpoint}: {too_long}")
+    return endpoint
+
+
 def check_host(host: str) -> str:
     """``host`` if it is an address or a name alone, which a stage joins to its port: one written
     as an endpoint (``tcp://127.0.0.1``) passed the checks, which read its last part, and ZeroMQ
@@ -197,8 +215,9 @@ def ipc_problem(endpoint: str) -> str | None:
     path = endpoint[len("ipc://"):]
     if path.startswith("@") or path == "*":  # Linux's abstract names, ZeroMQ's own temporary path
         return None
-    if len(os.fsencode(path)) > IPC_PATH_MAX:
-        return f"its path is {len(os.fsencode(path))} bytes, and a socket's is {IPC_PATH_MAX} at most"
+    too_long = _ipc_path_too_long(path)
+    if too_long:
+        return too_long
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         return f"no folder {folder}"
@@ -216,6 +235,11 @@ def ipc_problem(endpoint: str) -> str | None:
         except OSError:  # a socket we may not connect to (another user's): not ours to take
             pass
     return "address already in use (another process listens on that socket)"
+
+
+def _ipc_path_too_long(path: str) -> str | None:
+    size = len(os.fsencode(path))
+    return f"its path is {size} bytes, and a socket's is {IPC_PATH_MAX} at most" if size > IPC_PATH_MAX else None
 
 
 def unresolved_host(endpoint: str) -> str:

@@ -15,7 +15,7 @@ import sys
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .arguments import endpoint, home, whole
+from .arguments import home, peer_endpoint, whole
 from .csvfile import CsvOutput
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
@@ -24,7 +24,7 @@ from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("endpoint", type=endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
+    parser.add_argument("endpoint", type=peer_endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],
                         help="topic prefix to receive, e.g. emotion.cam1 (repeatable; default: everything); "
                              "a prefix: emotion.cam1 also receives emotion.cam10")

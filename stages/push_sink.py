@@ -26,7 +26,7 @@ import zmq
 from pydantic import Field, field_validator, model_validator
 from zmq.utils.monitor import recv_monitor_message
 
-from fer_pipe.endpoints import check_form, check_private, peer_socket, unresolved_host
+from fer_pipe.endpoints import check_connectable, check_private, peer_socket, unresolved_host
 from fer_pipe.errors import InputError, OutputError
 from fer_pipe.events import encode, frame_event
 from fer_pipe.messages import FACES, Packet
@@ -63,7 +63,7 @@ class PushParams(StageParams):
                                                         "collector that connects during an outage hears of it "
                                                         "(0: once per outage)")
 
-    _connect_form = field_validator("connect")(check_form)
+    _connect_form = field_validator("connect")(check_connectable)
 
     @model_validator(mode="after")
     def _loopback_unless_public(self) -> PushParams:
@@ -112,7 +112,7 @@ class PushSink(Sink):
         self._away_since: float | None = None  # when a connected collector went away
         try:
             self._sock.connect(self.params.connect)
-        except zmq.ZMQError as exc:  # tcp://*:PORT, an ipc path too long for a socket address
+        except zmq.ZMQError as exc:  # a host ZeroMQ cannot parse (tcp://%:5560): check_connectable takes the common slips
             self._ctx.destroy(linger=0)  # its sockets too, the monitor's included: the runner closes no failed open
             raise InputError(f"push {self.params.connect}: cannot connect: {zmq.strerror(exc.errno)}") from None
         self._no_such_host = unresolved_host(self.params.connect)

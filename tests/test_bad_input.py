@@ -1865,17 +1865,45 @@ def test_zeromq_beyond_loopback_without_keys_warns(capsys, monkeypatch):
     assert "WARNING: zmq sink 'zmq' binds tcp://192.0.2.1:5556 without CURVE keys" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("connect, reason", [
-    ("tcp://*:5560", "Invalid argument"),  # a wildcard is for bind, not connect
-    ("ipc:///tmp/" + "x" * 120, "File name too long"),  # beyond a Unix socket address's 108 bytes
-])
-def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets(connect, reason):
-
+def test_a_push_sink_that_cannot_connect_is_bad_input_and_releases_its_sockets():
+    connect = "tcp://%:5560"  # a host ZeroMQ cannot parse, which passes the config's checks
     stage = make_stage("push", {"connect": connect, "public": True})
     with pytest.raises(InputError) as raised:
         stage.open()
-    assert str(raised.value) == f"push {connect}: cannot connect: {reason}"
+    assert str(raised.value) == f"push {connect}: cannot connect: Invalid argument"
     assert stage._ctx.closed
+
+
+def test_a_push_sink_address_no_socket_can_connect_to_is_a_config_error(tmp_path):
+    """A collector's bind address (tcp://*:5560) copied into ``connect``, or an ipc path longer
+    than a socket's, passed ``validate`` and every check, and failed in the stage's open once
+    every stage had started: the CSV sink beside it had emptied the file there (s65a 1)."""
+    from fer_pipe.endpoints import check_connectable
+
+    too_long = "ipc:///tmp/" + "x" * 120
+    with pytest.raises(ValueError, match=r"tcp://\*:5560: \* \(every address\) is for a bind; connect to the host"):
+        check_connectable("tcp://*:5560")
+    with pytest.raises(ValueError, match=f"{too_long}: its path is 125 bytes, and a socket's is 107 at most"):
+        check_connectable(too_long)
+    assert [check_connectable(e) for e in ["tcp://0.0.0.0:5560", "ipc://@name", "tcp://collector:5560"]] == \
+        ["tcp://0.0.0.0:5560", "ipc://@name", "tcp://collector:5560"]
+    config = tmp_path / "push.yaml"
+    config.write_text(f"""stages:
+  source: {{type: video, params: {{path: {tmp_path / 'no.mp4'}}}}}
+  detector: {{type: haar, inputs: [source]}}
+  classifier: {{type: classifier, inputs: [detector]}}
+  csv: {{type: csv, inputs: [classifier], params: {{path: {tmp_path / 'kept.csv'}}}}}
+  push: {{type: push, inputs: [classifier], params: {{connect: 'tcp://*:5560', public: true}}}}
+""")
+    (tmp_path / "kept.csv").write_text("kept\n")
+    for command in ("validate", "run"):
+        done = fer_pipe(command, str(config), timeout=60)
+        assert (done.returncode, one_line(done.stderr)) == (
+            2, f"fer-pipe: {config}:6: stage 'push' (push): params.connect: tcp://*:5560: * (every address) is for a "
+               "bind; connect to the host the peer runs on (127.0.0.1 where it runs here)")
+    assert (tmp_path / "kept.csv").read_text() == "kept\n"
+    done = fer_pipe("subscribe", "tcp://*:5556", timeout=60)
+    assert done.returncode == 2 and "argument endpoint: tcp://*:5556: * (every address) is for a bind" in done.stderr
 
 
 @pytest.mark.parametrize("args, expected", [
