@@ -17,6 +17,7 @@ from .errors import ConfigError
 MAX_NUMBER_CHARS = 100
 _OCTAL_1_1 = re.compile(r"[-+]?0[0-7_]+")
 _BASE_60 = re.compile(r"[-+]?[1-9][0-9_]*(:[0-5]?[0-9])+")
+_BASE_60_FLOAT = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*")
 NUMBER_1_2 = re.compile(r"[-+]?([0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+|0o[0-7]+)")
 """Numbers YAML 1.2 reads that YAML 1.1 reads as text (``1e3``, ``0o40``)."""
 
@@ -114,8 +115,7 @@ class Loader(yaml.SafeLoader):
             raise yaml.constructor.ConstructorError(
                 None, None, f"a number of {len(text)} characters is too long", node.start_mark)
         value = self.construct_yaml_int(node)
-        key, written = self.substituted.get(id(node), ("", ""))
-        said = f"{key}: {text}, the value of {written}," if key else text
+        said = self._said(node)
         if _OCTAL_1_1.fullmatch(text) and value != int(text.replace("_", ""), 10):
             raise _Misread(None, None, f"{said} is octal in YAML 1.1, which fer-pipe reads: {value}; write "
                                        f"{value}, or {int(text.replace('_', ''), 10)} if that is what was meant, or "
@@ -125,8 +125,23 @@ class Loader(yaml.SafeLoader):
                                        f"{value}; write {value}, or quote it for text", node.start_mark)
         return value
 
+    def construct_checked_float(self, node: yaml.ScalarNode) -> float:
+        """A float, but not one in YAML 1.1's base 60 (``time_constant_s: 1:30.0`` was 90.0), which
+        no other YAML reads so, as ``construct_bounded_int`` refuses ``1:30``."""
+        value = self.construct_yaml_float(node)
+        if _BASE_60_FLOAT.fullmatch(str(node.value)):
+            raise _Misread(None, None, f"{self._said(node)} is a number in base 60 in YAML 1.1, which fer-pipe "
+                                       f"reads: {value:g}; write {value:g}, or quote it for text", node.start_mark)
+        return value
+
+    def _said(self, node: yaml.ScalarNode) -> str:
+        """The value as written, and the variable it came from if it did."""
+        key, written = self.substituted.get(id(node), ("", ""))
+        return f"{key}: {node.value}, the value of {written}," if key else str(node.value)
+
 
 Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_bounded_int)
+Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_checked_float)
 
 
 def _key_of(node: yaml.Node) -> Any:

@@ -122,6 +122,9 @@ BROKEN = {
     "octal_in_yaml_1_1": (GOOD.replace("path: clip.mp4", "path: clip.mp4\n      max_frames: 010"),
                           "{f}:6: 010 is octal in YAML 1.1, which fer-pipe reads: 8; write 8, or 10 if that is what "
                           "was meant, or quote it for text (a camera id of 0123)"),
+    "base_60_float_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 0:01.5}"),
+                                  "{f}:9: 0:01.5 is a number in base 60 in YAML 1.1, which fer-pipe reads: 1.5; write "
+                                  "1.5, or quote it for text"),  # time_constant_s: 1:30.0 was 90 s (s65a 3)
     "exponent_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_size: 1e2}"),
                              "{f}:9: stage 'detector' (haar): params.min_size: Input should be a valid integer, unable "
                              "to parse string as an integer (YAML 1.1, which fer-pipe reads, takes 1e2 as text: write "
