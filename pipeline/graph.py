@@ -281,19 +281,26 @@ def _sources_by_stage(graph: Graph) -> dict[str, dict[str, None]]:
 def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     """Sources that would carry one id, as (later stage, message): the id is the CSV's source
     column, the events' topic, and the key of every track, smoother and sequence downstream,
-    so two cameras under one id would be mixed beyond telling apart."""
-    seen: dict[str, StageSpec] = {}
+    so two cameras under one id would be mixed beyond telling apart. Two ids that look the same,
+    made of other Unicode characters (``é`` as ``e`` and a combining accent, from a macOS file
+    name), are refused too: their rows could not be told apart by anyone reading them."""
+    seen: dict[str, tuple[str, StageSpec]] = {}
     problems = []
     for spec in graph.sources():
         source = spec.cls.source_id_of(spec.name, spec.params)
         problem = id_problem(source)  # the stage's name, or a plug-in's own source_id param, which no bound checked
+        key = unicodedata.normalize("NFKC", source)
         if problem:
             problems.append((spec, f"{problem}: give it a shorter source_id" if len(source) > MAX_SOURCE_ID else problem))
-        elif source in seen:
-            problems.append((spec, f"{source!r} is also the source id of stage {seen[source].name!r}; "
+        elif key in seen and seen[key][0] == source:
+            problems.append((spec, f"{source!r} is also the source id of stage {seen[key][1].name!r}; "
                                    "give each source its own source_id"))
+        elif key in seen:
+            problems.append((spec, f"{source!r} looks the same as the source id of stage {seen[key][1].name!r}, "
+                                   f"written with other Unicode characters ({ascii(source)} here, "
+                                   f"{ascii(seen[key][0])} there); give each source an id that tells it apart"))
         else:
-            seen[source] = spec
+            seen[key] = source, spec
     return problems
 
 

@@ -666,6 +666,22 @@ def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_
     assert load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}})
 
 
+def test_two_source_ids_written_with_other_unicode_characters_are_refused():
+    """Stages named 'café' with é and with e and a combining accent (a macOS file name given as a
+    source_id) ran as two sources whose CSV rows no one could tell apart (s65a 4)."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    config = {"stages": {composed: {"type": "video", "params": {"path": "a.mp4"}},
+                         decomposed: {"type": "video", "params": {"path": "b.mp4"}},
+                         "detector": {"type": "haar", "inputs": [composed, decomposed]}}}
+    with pytest.raises(ConfigError) as raised:
+        load_graph(config)
+    assert str(raised.value).endswith(
+        f"stage {decomposed!r} (video): params.source_id: {decomposed!r} looks the same as the source id of stage "
+        f"{composed!r}, written with other Unicode characters ('cafe\\u0301' here, 'caf\\xe9' there); give each "
+        "source an id that tells it apart")
+    assert load_graph(config, [f"{decomposed}.source_id=cafe2"])
+
+
 def test_what_a_stage_wants_before_or_after_it_is_checked_on_every_way_through_it():
     """Checked against the whole graph, a tracker on one branch after haar's every_n hid that the
     other branch's CSV said 'no face' on 2 frames in 3, and a smoother fed by two cameras, one
