@@ -169,7 +169,8 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
                                                          for kind in kinds_read(spec.cls.reads)):
                 problems.append((spec, f"inputs: {upstream!r} ({other.type_name}) writes "
                                        f"{other.cls.writes!r}, but {spec.type_name} reads "
-                                       f"{' or '.join(map(repr, kinds_read(spec.cls.reads)))}"))
+                                       f"{' or '.join(map(repr, kinds_read(spec.cls.reads)))}"
+                                       f"{_fed_more_than_it_writes(graph, other, spec)}"))
     if not problems:
         try:
             graph.order()
@@ -184,6 +185,20 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
                                        f"and a {spec.type_name} takes one source's: give each source its own "
                                        "detector and sink"))
     return problems
+
+
+def _fed_more_than_it_writes(graph: Graph, stage: StageSpec, reader: StageSpec) -> str:
+    """A hint where ``stage`` is fed what ``reader`` wants but passes on less: a track stage put
+    after the classifier, whose refusal said only that the track writes faces (s65a 7)."""
+    fed = ((graph.stages[name], kind) for name in stage.inputs if name in graph.stages
+           for kind in kinds_read(reader.cls.reads))
+    maker = next(((up, kind) for up, kind in fed
+                  if not issubclass(up.cls, Sink) and provides(up.cls.writes or "", kind)), None)
+    if maker is None:
+        return ""
+    up, kind = maker
+    return (f" (it is fed {kind!r} and passes on {stage.cls.writes!r}: put it before {up.name!r} ({up.type_name}), "
+            f"which makes {kind!r})")
 
 
 def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:

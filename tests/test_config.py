@@ -96,6 +96,12 @@ BROKEN = {
     "kind_mismatch": (GOOD.replace("inputs: [classifier]", "inputs: [source]"),
                       "{f}:14: stage 'csv' (csv): inputs: 'source' (video) writes 'frame', but csv "
                       "reads 'expressions'"),
+    # a track put after the classifier was refused naming neither why nor where it goes (s65a 7)
+    "track_after_classifier": (GOOD.replace("inputs: [classifier]", "inputs: [track]")
+                               + "  track:\n    type: track\n    inputs: [classifier]\n",
+                               "{f}:14: stage 'csv' (csv): inputs: 'track' (track) writes 'faces', but csv reads "
+                               "'expressions' (it is fed 'expressions' and passes on 'faces': put it before "
+                               "'classifier' (classifier), which makes 'expressions')"),
     "bad_yaml": ("stages:\n  source:\n    type: video\n   params: [\n",
                  "{f}:4: invalid YAML: "),
     "duplicate_stage": (GOOD.replace("  csv:\n", "  detector:\n"),
