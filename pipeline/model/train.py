@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shlex
@@ -26,7 +27,7 @@ import numpy as np
 
 from .. import hangup
 from ..arguments import home, made_path, number, whole
-from ..errors import InputError, OutputError, one_line
+from ..errors import InputError, OutputError, UserError, one_line
 from ..machine import cpu_model
 from ..messages import EMOTIONS
 from ..native_stderr import output_shown_on_failure
@@ -297,7 +298,24 @@ def run(args: argparse.Namespace) -> int:
         raise
 
 
+TRAINING_PACKAGES = ("tensorflow", "keras", "matplotlib")
+"""What training needs beyond a run's packages: fer-pipe's ``train`` extra, which a pipeline
+host does without (TensorFlow alone is 1.9 GB; a run's classifier needs ai-edge-litert)."""
+
+
+def _needs_training_packages() -> None:
+    """Said before anything is read or made; matplotlib's absence was found only at the report,
+    after the last epoch."""
+    missing = [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        named = " and ".join([", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing)
+        raise UserError(f"train needs {named}, which {'is' if len(missing) == 1 else 'are'} not "
+                        "installed here: pip install -e '.[train]' in a source checkout, pip install 'fer-pipe[train]' "
+                        "otherwise")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _needs_training_packages()
     args, state = _checked(args)
     out = Path(args.out)
     made = not out.exists()
