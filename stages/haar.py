@@ -135,6 +135,11 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
     then in the working folder); InputError naming the file if it cannot be loaded. OpenCV says
     why only on file descriptor 2, and for some files raises a SystemError, so the file is
     checked here and OpenCV's own words are dropped."""
+    if not hasattr(cv2, "CascadeClassifier"):  # pip put another OpenCV wheel's files over opencv-python's
+        raise InputError(f"the OpenCV installed here ({getattr(cv2, '__version__', 'no version')}) has no Haar "
+                         "cascades: OpenCV 5, or a second OpenCV wheel (opencv-python-headless, another package's "
+                         "dependency) written over opencv-python's cv2 folder; pip uninstall every opencv-* wheel, "
+                         "then pip install --force-reinstall 'opencv-python<5'")
     path = cascade_path(name)
     problem = file_problem(str(path))
     if problem == "is a folder":

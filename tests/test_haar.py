@@ -220,3 +220,21 @@ def test_a_cascade_under_home_has_its_window_checked_by_validate_too(tmp_path):
                     "detector.min_size=12", env={"HOME": str(tmp_path)}, timeout=60)
     assert done.returncode == 2 and "params: min_size 12 is below the 24 px window of cascade ~/mine.xml" \
         in done.stderr, done.stderr
+
+
+def test_an_opencv_without_haar_cascades_is_said_with_the_way_out(clips, tmp_path):
+    """pip installs opencv-python-headless 5 (another package's dependency) over opencv-python's cv2
+    folder, and pip check stays clean: the run failed with "AttributeError: module 'cv2' has no
+    attribute 'CascadeClassifier'" (s65b 2). Such a wheel cannot be installed here beside the
+    tests' own, so the attribute is taken from the cv2 the run's parent imports: a mock of it."""
+    import subprocess
+    import sys
+
+    hide = "import cv2, sys; del cv2.CascadeClassifier; from fer_pipe.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run([sys.executable, "-c", hide, "run", "video_to_csv", "--set", f"source.path={clips['single_face.mp4']}",
+                           "--set", f"csv.path={tmp_path / 'out.csv'}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.endswith(
+        f"stage 'detector' (haar): the OpenCV installed here ({cv2.__version__}) has no Haar cascades: OpenCV 5, or a "
+        "second OpenCV wheel (opencv-python-headless, another package's dependency) written over opencv-python's cv2 "
+        "folder; pip uninstall every opencv-* wheel, then pip install --force-reinstall 'opencv-python<5'\n"), done.stderr
+    assert not (tmp_path / "out.csv").exists()
