@@ -41,6 +41,11 @@ for it to come back: long enough to tell events held, which keep the close open 
 it, from none, which end it at once. The whole linger_s again made a shard whose collector had
 gone take twice linger_s to stop."""
 
+NONE_YET_S = 10.0
+"""With no collector connected this long after the sink opened, it says so once: the line before
+came only with sndhwm events held, 17 minutes at a camera's 10 a second, the status line showing
+the sink's rate as if all were well."""
+
 LINGER_SLACK_S = 0.002
 """A close that lasts linger_s, less this for libzmq's cached millisecond clock, was cut off with
 events held."""
@@ -110,6 +115,7 @@ class PushSink(Sink):
         self.unsent = 0
         self._waiting_since: float | None = None
         self._away_since: float | None = None  # when a connected collector went away
+        self._none_yet_at: float | None = time.monotonic() + NONE_YET_S  # when to say none came, until one does
         try:
             self._sock.connect(self.params.connect)
         except zmq.ZMQError as exc:  # a host ZeroMQ cannot parse (tcp://%:5560): check_connectable takes the common slips
@@ -139,6 +145,8 @@ class PushSink(Sink):
     def _send(self, event: dict[str, Any]) -> None:
         """One event, numbered in its source's sequence, sent as PUSH allows (see ``consume``)."""
         self._collector_connected(0.0)  # read what the monitor says, every event: see there
+        if self._none_yet_at is not None:
+            self._say_none_yet()
         source = event["source"]
         seq = self._seq.get(source, 0)
         event["seq"], event["run"] = seq, self.run_id
@@ -201,6 +209,19 @@ class PushSink(Sink):
             self._refused = (self._refused and not self._connected
                              or event == zmq.EVENT_DISCONNECTED and self._last_event == zmq.EVENT_CONNECTED)
             self._last_event = event
+
+    def _say_none_yet(self) -> None:
+        """Once, NONE_YET_S after the open, where no collector has connected (s65c 1): a wrong
+        address, or a collector not started, said while the events held for it are few."""
+        if self._ever_connected or self._waiting_since is not None:  # the wait's own line says it then
+            self._none_yet_at = None
+        elif self._none_yet_at is not None and time.monotonic() >= self._none_yet_at:
+            self._none_yet_at = None
+            who = (f"the peer at {self.params.connect} {REFUSED}" if self._refused
+                   else f"no collector at {self.params.connect} has connected")
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who} in {NONE_YET_S:g} s; "
+                  f"{sum(self._seq.values())} events are held for one, up to sndhwm {self.params.sndhwm}, and "
+                  "then the sink waits", file=sys.stderr, flush=True)
 
     def _say_comings_and_goings(self, was: bool) -> None:
         """A line when the collector first comes, when it leaves and when one takes its place: a

@@ -28,7 +28,7 @@ from conftest import read_frames, write_video
 from livetools import bound_again, busy_port, csv_rows, free_port, sighup_default, silencing_relay, wait_for
 
 from fer_pipe.config import load_graph
-from fer_pipe.errors import ConfigError
+from fer_pipe.errors import ConfigError, InputError
 from fer_pipe.events import FRAME_COLUMNS
 from fer_pipe.frames import SHM
 from fer_pipe.shard import camera_id, select_shard, shard_of
@@ -1550,3 +1550,31 @@ def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_pat
     with pytest.raises(OSError):
         tracker.save(state, 1.0, stopped=True)
     assert not state.exists()
+
+
+def test_a_push_sink_whose_collector_never_comes_says_so_before_its_events_fill_sndhwm(monkeypatch, capfd):
+    """A shard whose collector was never there (a wrong address, one not started) said nothing
+    until its sndhwm events were held, 17 minutes at a camera's 10 a second, its status line
+    showing the sink's rate as if all were well (s65c 1). NONE_YET_S is shortened here, the
+    socket and the missing collector are real."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages import push_sink
+
+    monkeypatch.setattr(push_sink, "NONE_YET_S", 0.5)
+    port = free_port()
+    stage = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 0})
+    stage.open()
+    try:
+        for index in range(3):
+            stage.consume(Packet("cam", index, index / 30, faces=[]))
+        time.sleep(0.6)
+        for index in range(3, 6):
+            stage.consume(Packet("cam", index, index / 30, faces=[]))
+    finally:
+        with pytest.raises(InputError, match="none of run .*'s 6 events were delivered"):
+            stage.close()
+    err = capfd.readouterr().err
+    assert err.count("has connected") == 1, err
+    assert (f"fer-pipe: push sink 'push': run {stage.run_id}: no collector at tcp://127.0.0.1:{port} has connected "
+            "in 0.5 s; 3 events are held for one, up to sndhwm 10000, and then the sink waits\n") in err
