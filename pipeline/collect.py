@@ -33,7 +33,7 @@ from pathlib import Path
 import zmq
 
 from . import hangup
-from .arguments import endpoint, made_path, whole
+from .arguments import endpoint, made_path, number, whole
 from .csvfile import CsvOutput
 from .endpoints import bind_problem, is_loopback, peer_socket, tcp_host_port
 from .errors import InputError, OutputError, printable
@@ -61,6 +61,8 @@ PIECES_KEPT = 100
 """The stretches a gap may be split into by the late events that fill it, before it is no longer
 followed: each late event split a stranger's gap of 10^12 seqs, and looking through the pieces
 took the collector down to 400 events a second."""
+SILENT_NAMED = 10
+"""The sources a silence line names; more are counted."""
 HANDSHAKE_MS = 5_000
 """How long a peer that connected has to say it is a ZeroMQ peer before it is let go (libzmq's
 default, 30 s): 200 that connected and said nothing held the collector's descriptors, and a
@@ -242,9 +244,13 @@ class Collector:
     """One PULL socket for every shard: ZeroMQ fair-queues between them, so one busy shard does
     not starve the others, and a single writer keeps the CSV's rows whole."""
 
-    def __init__(self, bind: str, csv_path: str, publish: str | None = None, precision: int = 4) -> None:
+    def __init__(self, bind: str, csv_path: str, publish: str | None = None, precision: int = 4,
+                 silent_after_s: float = 60.0) -> None:
         self.columns = list(FRAME_COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
+        self.silent_after_s = silent_after_s
+        self._silent: set[str] = set()  # said silent, until their next event
+        self._down: set[str] = set()  # their last event was a source_down: a camera away, said so by its shard
         self.tracker = SequenceTracker()
         # none beside a device or a pipe (--csv /dev/null to republish only, /dev/stdout): it went
         # into /dev, or failed there at every stop, and such a CSV has no rows to go on from
@@ -352,12 +358,35 @@ class Collector:
         while not self._stop:
             if pull.poll(POLL_MS):  # a second at most: shards that keep it behind kept it from keeping the state
                 self._take(pull, pub, writer, time.monotonic() + STATE_EVERY_S)
-            if self._taken != taken and time.monotonic() - kept >= STATE_EVERY_S:
-                self._keep_state(stopped=False)
-                kept, taken = time.monotonic(), self._taken
+            if time.monotonic() - kept >= STATE_EVERY_S:
+                self._say_silent(time.monotonic())
+                if self._taken != taken:
+                    self._keep_state(stopped=False)
+                    taken = self._taken
+                kept = time.monotonic()
         # what already arrived is written before stopping, for at most FINAL_DRAIN_S: shards
         # that go on sending would otherwise keep a stopped collector busy until it is killed
         self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S, stopping=True)
+
+    def _say_silent(self, now: float) -> None:
+        """Sources that sent nothing for ``silent_after_s``, said once until their next event: a
+        shard killed and not restarted, or its host gone, was said by no one; the collector's log,
+        the one an operator watches, was as quiet as for shards at work (s65c 2). Not a source
+        whose last event said its camera down: its shard says that outage."""
+        if not self.silent_after_s:
+            return
+        newly = []
+        for source, state in self.tracker.sources.items():  # the least recently heard from first
+            if now - state.last_seen < self.silent_after_s:
+                break
+            if source not in self._silent and source not in self._down:
+                self._silent.add(source)
+                newly.append(f"{source} (run {state.run} seq {state.seq}, {now - state.last_seen:.0f} s)")
+        if newly:
+            more = f" and {len(newly) - SILENT_NAMED} more" if len(newly) > SILENT_NAMED else ""
+            _say(f"no events for {self.silent_after_s:g} s or more from {', '.join(newly[:SILENT_NAMED])}{more}: "
+                 "its shard stopped or was killed, or its run ended, or its host is gone; said again only "
+                 "after its next event")
 
     def _take(self, pull: zmq.Socket, pub: zmq.Socket | None, writer: CsvOutput, until: float,
               stopping: bool = False) -> None:
@@ -402,6 +431,11 @@ class Collector:
             forgotten = self.tracker.forgotten_count
             line = self.tracker.observe(source, run, seq, time.monotonic())  # once written: the state left says so
             self._taken += 1
+            self._silent.discard(source)
+            if event["type"] == "source_down":
+                self._down.add(source)
+            else:
+                self._down.discard(source)
             if line:
                 _say(line)
             if forgotten == 0 and self.tracker.forgotten_count:
@@ -415,10 +449,12 @@ class Collector:
         if self.tracker.forgotten_count:
             _say(f"{self.tracker.forgotten_count} sources forgotten for newer ones, the first "
                  f"{', '.join(self.tracker.forgotten)}")
+        now = time.monotonic()
         for source, state in sorted(self.tracker.sources.items()):
             _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts"
                  + (f", {state.at_once} events from a run other than the one before them while two sent at once"
-                    if state.at_once else ""))
+                    if state.at_once else "")
+                 + (f"; silent for the last {now - state.last_seen:.0f} s" if source in self._silent else ""))
 
 
 def _all_descriptors() -> None:
@@ -453,8 +489,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=whole(1, 9), default=4, metavar="DIGITS",
                         help="decimals of probabilities and confidence, 1-9, as the csv sink's; the shards' push "
                              "sinks round to their own precision (4) first, so raise theirs with it")
+    parser.add_argument("--silent-after", type=number(0), default=60.0, metavar="SECONDS",
+                        help="say the sources that sent no event for this long (a shard killed or stopped, its host "
+                             "gone), once until their next event; 0: never")
 
 
 def run(args: argparse.Namespace) -> int:
     hangup.guard_standard_streams(hangup.terminal_fds())  # a gap's line must not end a collector whose log left
-    return Collector(args.bind, args.csv, args.publish, args.precision).run()
+    return Collector(args.bind, args.csv, args.publish, args.precision, args.silent_after).run()

@@ -1578,3 +1578,43 @@ def test_a_push_sink_whose_collector_never_comes_says_so_before_its_events_fill_
     assert err.count("has connected") == 1, err
     assert (f"fer-pipe: push sink 'push': run {stage.run_id}: no collector at tcp://127.0.0.1:{port} has connected "
             "in 0.5 s; 3 events are held for one, up to sndhwm 10000, and then the sink waits\n") in err
+
+
+def test_the_collector_says_a_source_gone_silent_once_until_its_next_event(tmp_path):
+    """A shard killed and not restarted, or its host gone, was said by no one: the collector's
+    log was as quiet as for shards at work, and its summary said nothing either (s65c 2). Not a
+    source whose last event said its camera down: its shard says that outage."""
+    merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
+    port = free_port()
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), "--silent-after", "1",
+                      log=log)
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    try:
+        wait_for(lambda: "pulling on" in log.read_text(), 60, "the collector to bind", collector)
+        push.connect(f"tcp://127.0.0.1:{port}")
+
+        def send(source: str, seq: int, kind: str = "frame") -> None:
+            event = {"schema": 1, "type": kind, "source": source, "frame": seq, "timestamp": seq / 10, "seq": seq,
+                     "run": "r1", **({"since": 0.0} if kind == "source_down" else {"faces": []})}
+            push.send_multipart([f"emotion.{source}".encode(), json.dumps(event).encode()])
+
+        send("door", 0)
+        send("gate", 0)
+        send("gate", 1, "source_down")
+        wait_for(lambda: "no events for 1 s or more from door (run r1 seq 0, " in log.read_text(), 60,
+                 "the silence to be said", collector)
+        time.sleep(1.5)  # said once: not again while it stays silent
+        send("door", 1)
+        wait_for(lambda: rows_by_source(merged)["door"] == 2, 60, "door's second event", collector)
+        wait_for(lambda: log.read_text().count("no events for 1 s or more from door") == 2, 60,
+                 "the second silence to be said", collector)
+    finally:
+        push.close(linger=0)
+        ctx.term()
+        code = end(collector)
+    text = log.read_text()
+    assert code == 0, text
+    assert "from gate" not in text, text  # its camera is down, which its shard says
+    assert [line for line in text.splitlines() if "door:" in line][0].startswith(
+        "fer-pipe collect: source door: 2 events, 0 gaps, 0 restarts; silent for the last "), text
