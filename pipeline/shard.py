@@ -16,9 +16,10 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import load_graph
+from .env_values import Unset
 from .errors import ConfigError
 from .graph import Graph
 from .registry import registry
@@ -65,6 +66,11 @@ def select_shard(data: Any, index: int, shards: int, origin: str) -> dict[str, A
     stages = data.get("stages") if isinstance(data, Mapping) else None
     if not isinstance(stages, Mapping) or not any(_is_source(body) for body in stages.values()):
         return data  # build_graph reports what is wrong with it
+    for name, body in stages.items():
+        unset = camera_id(name, body) if _is_source(body) else None
+        if isinstance(unset, Unset):  # its text was hashed: a shard was told it had none, or ran another's (s65c 6)
+            raise ConfigError(f"{origin}:{unset.line}: stages.{name}.params.source_id: {unset.problem}; --shard "
+                              "hashes a camera's id, so its variable is needed on every host")
     kept = {name: body for name, body in stages.items()
             if not _is_source(body) or shard_of(camera_id(name, body), shards) == index}
     if not any(_is_source(body) for body in kept.values()):
@@ -97,7 +103,30 @@ def _keep_inputs(body: Any, removed: set[str]) -> Any:
     return {**body, "inputs": [i for i in _inputs(body) if not (isinstance(i, str) and i in removed)]}
 
 
-def load_shard(path: str | Path, overrides: Iterable[str], shard: str) -> Graph:
+class Shard(NamedTuple):
+    graph: Graph
+    index: int
+    shards: int
+    others: int
+    """The cameras the config gives the other shards, whose stages are not checked here."""
+
+    def said(self) -> str:
+        """Which shard this is and its cameras, for its log: its lines named cameras alone (s65c 4)."""
+        cameras = [spec.cls.source_id_of(spec.name, spec.params) for spec in self.graph.sources()]
+        return f"shard {self.index}/{self.shards}: cameras {', '.join(cameras)}"
+
+
+def load_shard(path: str | Path, overrides: Iterable[str], shard: str) -> Shard:
     """``load_graph`` with the shard filter between the overrides and validation."""
     index, shards = parse_shard(shard)
-    return load_graph(path, overrides, lambda data, origin: select_shard(data, index, shards, origin))
+    counted: list[int] = []
+
+    def select(data: Any, origin: str) -> dict[str, Any]:
+        kept = select_shard(data, index, shards, origin)
+        every = data.get("stages") if isinstance(data, Mapping) else None
+        if isinstance(every, Mapping) and kept is not data:
+            counted.append(sum(map(_is_source, every.values())) - sum(map(_is_source, kept["stages"].values())))
+        return kept
+
+    graph = load_graph(path, overrides, select)
+    return Shard(graph, index, shards, counted[0] if counted else 0)

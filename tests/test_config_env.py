@@ -122,7 +122,7 @@ def test_an_unset_value_is_refused_only_where_the_config_that_runs_still_has_it(
     with pytest.raises(ConfigError, match=r"^[^ ]*cameras.yaml:2: stages.door.params.url: environment variable "
                                           "DOOR_PASSWORD is not set"):
         load_shard(cameras, [], f"{door}/2")
-    yard = load_shard(cameras, [], f"{1 - door}/2")
+    yard = load_shard(cameras, [], f"{1 - door}/2").graph
     assert yard.stages["yard"].params.url == "rtsp://viewer:p%40ss@192.0.2.11/stream"
     assert "door" not in yard.stages
 

@@ -170,12 +170,29 @@ def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(
                       "  csv: {type: csv, inputs: [classifier], params: {path: /dev/null}}\n")
     said = [subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(path), "--shard", f"{i}/4"],
                            capture_output=True, text=True, timeout=60) for i in range(4)]
+    # ok says the shard's cameras alone were checked: a bad camera of another shard passed here, and
+    # failed on its own host (s65c 3)
+    others = "more of the other shards are checked by their own --shard, or all without it"
     assert [(done.returncode, done.stdout, done.stderr) for done in said] == [
-        (0, f"{path}: ok (5 stages: yard -> detector; gate -> detector; detector -> classifier -> csv)\n", ""),
-        (0, f"{path}: ok (4 stages: door -> detector -> classifier -> csv)\n", ""),
+        (0, f"{path}: ok (5 stages: yard -> detector; gate -> detector; detector -> classifier -> csv; shard 0/4: "
+            f"cameras yard, gate; 2 {others})\n", ""),
+        (0, f"{path}: ok (4 stages: door -> detector -> classifier -> csv; shard 1/4: cameras door; 3 {others})\n",
+         ""),
         (2, "", f"fer-pipe: {path}: --shard 2/4: none of its 4 source(s) (door, lobby, yard, gate) hashes to shard 2; "
                 "use fewer shards\n"),
-        (0, f"{path}: ok (4 stages: lobby -> detector -> classifier -> csv)\n", "")]
+        (0, f"{path}: ok (4 stages: lobby -> detector -> classifier -> csv; shard 3/4: cameras lobby; 3 {others})\n",
+         "")]
+    # a source_id from a variable not set was hashed as its ${...} text: one shard was told it had no camera,
+    # the other ran it (s65c 6)
+    path.write_text(path.read_text().replace("{path: gate.mp4}", '{path: gate.mp4, source_id: "${GATE_ID}"}'))
+    for i in range(4):
+        done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "validate", str(path), "--shard", f"{i}/4"],
+                              capture_output=True, text=True, timeout=60,
+                              env={name: value for name, value in os.environ.items() if name != "GATE_ID"})
+        assert (done.returncode, done.stderr) == (
+            2, f"fer-pipe: {path}:5: stages.gate.params.source_id: environment variable GATE_ID is not set (set it, or "
+               "give a default: ${GATE_ID:-VALUE}); --shard hashes a camera's id, so its variable is needed on every "
+               "host\n")
 
 
 @pytest.mark.parametrize("config", [
@@ -193,7 +210,10 @@ def test_a_config_the_shard_filter_meets_before_validation_fails_as_it_does_unsh
     sharded, whole = (subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", str(path), *shard],
                                      capture_output=True, text=True, timeout=60, cwd=tmp_path)
                       for shard in (["--shard", "0/1"], []))
-    assert (sharded.returncode, sharded.stderr) == (whole.returncode, whole.stderr) and whole.returncode == 2
+    said_which, _, sharded_said = sharded.stderr.partition("\n")  # the run's first line says its shard
+    if not said_which.startswith("fer-pipe: shard 0/1: cameras "):
+        sharded_said = sharded.stderr
+    assert (sharded.returncode, sharded_said) == (whole.returncode, whole.stderr) and whole.returncode == 2
     assert "Traceback" not in whole.stderr and whole.stderr.endswith("\n"), whole.stderr
 
 
@@ -287,6 +307,10 @@ def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_pa
         ctx.term()
     assert codes == [128 + signal.SIGTERM] * 2, codes  # drained and closed after SIGTERM
     assert collector_code == 0, collector_log.read_text()
+    # each shard's log says which it is: its lines named cameras alone (s65c 4)
+    assert (tmp_path / "shard0.log").read_text().splitlines()[0] == \
+        "fer-pipe: shard 0/2: cameras gate, yard; 2 more in the other shards"
+    assert (tmp_path / "shard1.log").read_text().count("fer-pipe: shard 1/2: cameras door, lobby; 2 more") == 2
 
     log = collector_log.read_text().splitlines()
     problems = [line for line in log if re.match(r"fer-pipe collect: source \S+: (restart|gap|seq went|joined)", line)]
