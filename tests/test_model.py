@@ -314,6 +314,8 @@ def test_training_learns_writes_outputs_and_resumes(fer2013_head, tmp_path):
     assert (out / "model.tflite").read_bytes() == (out / shipped_file).read_bytes()
     assert (out / "model_int8.tflite").stat().st_size < (out / "model_float32.tflite").stat().st_size / 2
     assert card["data_sha256"] and card["epochs"] == 8
+    assert card["tflite_sha256"] == sha256_of(out / "model.tflite")  # the card names the copy it describes (s65b 6)
+    assert f"- `model.tflite` sha256: `{card['tflite_sha256']}`" in (out / "MODEL_CARD.md").read_text()
     assert ("## PublicTest accuracy (on a --limit sample of 150 rows drawn with seed 1, not the whole split, through "
             "the TFLite exports, as `fer-pipe evaluate --limit 150 --seed 1` prints it)"
             in (out / "MODEL_CARD.md").read_text())  # it read as the split's figure (s38a), and evaluate's own
@@ -781,6 +783,14 @@ def test_a_single_cosine_cycle_follows_keras_cosine_decay_and_a_restart_starts_a
     assert float(cycles(80)) < 0.02 and float(cycles(100)) == 0.0
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cycles))
     assert float(restored(70)) == float(cycles(70))
+
+
+def test_the_shipped_model_is_the_one_its_card_describes():
+    """A packager could not tell the wheel's model.tflite was the card's: the card gave the data's
+    digest alone (s65b 6)."""
+    digest = sha256_of(DEFAULT_MODEL)
+    assert json.loads(CARD.read_text())["tflite_sha256"] == digest
+    assert f"- `model.tflite` sha256: `{digest}`" in (CARD.parent / "MODEL_CARD.md").read_text()
 
 
 def test_shipped_model_keeps_its_card_accuracy_on_a_fixed_sample(fer2013):

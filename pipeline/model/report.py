@@ -18,7 +18,7 @@ import numpy as np
 
 from ..messages import EMOTIONS
 from ..native_stderr import output_shown_on_failure
-from .data import FerSplit
+from .data import FerSplit, sha256_of
 from .evaluate import evaluate
 
 if TYPE_CHECKING:  # keras and TensorFlow are imported where they are used
@@ -88,7 +88,7 @@ def plot_confusion(confusion: list[list[int]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Path) -> None:
+def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Path, tflite_sha256: str) -> None:
     lines = [
         "# Model card: fer-pipe emotion classifier",
         "",
@@ -104,7 +104,9 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         f"- Wall time of training: {state['wall_s'] / 3600:.2f} h over {len(state['runs'])} run(s)",
         "- Hardware: " + "; ".join(sorted({run['hardware'] for run in state['runs']})),
         f"- Files: `{KERAS_FILE}` (Keras 3); `{TFLITE_FILE}`, the pipeline's inference path: the {shipped} "
-        f"TFLite export (int8 ships when it is at most {INT8_TOLERANCE * 100:.1f} points below float32)",
+        f"TFLite export (int8 ships when it is at most {INT8_TOLERANCE * 100:.1f} points below float32); "
+        f"`{TFLITE_FILE}` alone goes into the package",
+        f"- `{TFLITE_FILE}` sha256: `{tflite_sha256}` (a packager's check that a copy is the one described here)",
         "",
         f"## PublicTest accuracy ({_rows_scored(state, pipeline)}, through the TFLite exports, as `fer-pipe "
         f"evaluate{_same_sample(state, pipeline)}` prints it)",
@@ -166,8 +168,10 @@ def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path
     plot_curves(state["history"], out / "curves.png")
     plot_confusion(tta["confusion"], f"PublicTest, {shipped}, flip TTA, accuracy {tta['accuracy'] * 100:.2f}%",
                    out / "confusion.png")
-    write_card(state, scores, shipped, tta, out / "MODEL_CARD.md")
-    card = {"shipped": shipped, "publictest": plain, "publictest_flip_tta": tta, "exports": exports,
+    tflite_sha256 = sha256_of(out / TFLITE_FILE)
+    write_card(state, scores, shipped, tta, out / "MODEL_CARD.md", tflite_sha256)
+    card = {"shipped": shipped, "tflite_sha256": tflite_sha256, "publictest": plain, "publictest_flip_tta": tta,
+            "exports": exports,
             "command": state["command"], "data_sha256": state["data_sha256"], "epochs": state["epochs_done"],
             "wall_s": state["wall_s"]}
     (out / "card.json").write_text(json.dumps(card, indent=1))
