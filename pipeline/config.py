@@ -313,7 +313,13 @@ def _home_expanded(path: Any) -> Any:
 
 
 def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
-    """Validate a parsed config into a Graph, or raise the first problem as a ConfigError."""
+    """Validate a parsed config into a Graph, or raise the first problem as a ConfigError.
+
+    Top-level keys beginning ``x-`` are left alone, as Docker Compose's extension fields are: the
+    place for anchors that stages then take (``x-detector: &det {...}``), where an anchor had to be
+    written on the first stage using it (s65a 6)."""
+    if isinstance(data, Mapping):
+        data = {key: value for key, value in data.items() if not (isinstance(key, str) and key.startswith("x-"))}
     refuse_unset(data, origin)
     if not isinstance(data, Mapping):
         got = "an empty file (or only comments)" if data is None else type(data).__name__
@@ -321,7 +327,7 @@ def build_graph(data: Any, lines: Lines, origin: str) -> Graph:
     for key in data:
         if key not in TOP_KEYS:
             raise ConfigError(f"{_where(origin, lines, str(key))}: unknown top-level key {show(key)}{did_you_mean(str(key), TOP_KEYS)} "
-                              f"(expected {', '.join(sorted(TOP_KEYS))})")
+                              f"(expected {', '.join(sorted(TOP_KEYS))}, or x-NAME for anchors)")
     queue_size = data.get("queue_size", QUEUE_SIZE)
     if isinstance(queue_size, bool) or not isinstance(queue_size, int) or not 1 <= queue_size <= MAX_QUEUE:
         raise ConfigError(f"{_where(origin, lines, 'queue_size')}: queue_size: expected an integer "

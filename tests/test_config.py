@@ -165,7 +165,7 @@ BROKEN = {
                    "spaces only: to indent, and after a colon)"),
     "misspelt_top_level_key": (GOOD.replace("stages:", "stagez:"),
                                "{f}:1: unknown top-level key 'stagez' (did you mean 'stages'?) (expected description, "
-                               "queue_size, stages)"),
+                               "queue_size, stages, or x-NAME for anchors)"),
 }
 
 
@@ -195,6 +195,18 @@ def test_the_wheel_ships_the_repositorys_configs_by_name_not_whatever_yaml_is_in
     assert copied, "the Dockerfile copies the configs by name"  # a whole configs/ went into a layer (s49a 3)
     assert sorted(copied.group(1).replace("\\\n", " ").split()) == sorted(
         f"configs/{name}" for name in ["__init__.py", *listed])
+
+
+def test_top_level_x_keys_are_a_place_for_anchors_that_stages_take(tmp_path):
+    """Docker Compose's habit: anchors kept under a top-level ``x-`` key, which no stage reads,
+    were refused as an unknown key; an anchor had to be written on the first stage using it
+    (s65a 6). An unset variable in such a block no stage takes is no error."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text("x-detector: &det {min_size: 48, every_n: 2}\nx-unused: {password: \"${NO_SUCH_VAR_S65A}\"}\n"
+                    + GOOD.replace("    inputs: [source]\n", "    inputs: [source]\n    params: {<<: *det, min_size: 40}\n"))
+    graph = load_graph(path)
+    assert (graph.stages["detector"].params.min_size, graph.stages["detector"].params.every_n) == (40, 2)
+    assert list(graph.stages) == ["source", "detector", "classifier", "csv"]
 
 
 def test_the_wheel_and_the_sdist_name_every_package_and_file_the_repository_tracks():
