@@ -217,8 +217,12 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
         if twice:
             found.append((spec, twice))
         if spec.cls.wants_before:
-            found += [(spec, why) for kind, why in spec.cls.wants_before.items()
-                      if any(kind not in before for before in up.after(name))]
+            ways = up.after(name)
+            for kind, why in spec.cls.wants_before.items():
+                lacking = sum(kind not in before for before in ways)
+                if lacking:  # said of the stage as a whole, it was untrue of a join whose other way has one (s65a 8)
+                    found.append((spec, why if lacking == len(ways) else
+                                  f"{why} (on one of the ways into it, not on every one)"))
         lines: dict[str, None] = {}  # a line said on several ways is said once
         for after in down.after(name):
             try:  # a plug-in tracker after haar's every_n was warned of as none

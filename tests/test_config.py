@@ -753,6 +753,8 @@ def test_what_a_stage_wants_before_or_after_it_is_checked_on_every_way_through_i
         "smoother": {"type": "smooth", "inputs": ["classifier"]},
         "csv": {"type": "csv", "inputs": ["smoother"], "params": {"path": "o.csv"}}}}, {}, "<dict>")
     assert [spec.name for spec, _ in warnings(two_cameras)] == ["smoother"]
+    # said of the smoother as a whole, it was untrue of camera a's faces, which it smoothed (s65a 8)
+    assert warnings(two_cameras)[0][1].endswith("stay empty (on one of the ways into it, not on every one)")
 
 
 def test_a_set_on_a_stage_written_as_an_alias_changes_that_stage_alone(tmp_path):
