@@ -92,6 +92,10 @@ class SourceState:
     A push sink that lost its collector for 6 s (a stall, a network split) reconnects, and what it
     had sent into the old connection comes after, late: each was "seq went back" and the next of
     the new connection another gap, 350 lines where nothing was lost."""
+    down: bool = False
+    """Its last event was a ``source_down``: its camera away, which its shard says."""
+    said_silent: bool = False
+    """Said silent (``Collector.silent_after_s``) since its last event."""
 
     def __post_init__(self) -> None:
         self.runs.setdefault(self.run, self.seq)
@@ -198,7 +202,7 @@ class SequenceTracker:
         """Each source's run and last seq, written whole (a new file renamed over the old);
         ``stopped``: at a clean stop, rather than on the way (``STATE_EVERY_S``)."""
         wall = time.time()
-        sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen)}
+        sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen), "down": st.down}
                    for s, st in self.sources.items()}
         draft = path.with_name(f".{path.name}.tmp")
         try:
@@ -228,7 +232,8 @@ class SequenceTracker:
             saved = json.loads(text)
             for source, kept in saved["sources"].items():
                 self.sources[source] = SourceState(str(kept["run"]), int(kept["seq"]),
-                                                   now - (wall - float(kept["last_seen"])))
+                                                   now - (wall - float(kept["last_seen"])),
+                                                   down=kept.get("down", False) is True)
             stopped = saved.get("stopped", True) is not False
             # least recently heard from first, as observe keeps them, and no more than are followed:
             # an older collector's file held any number, and each new source forgot only one
@@ -249,8 +254,7 @@ class Collector:
         self.columns = list(FRAME_COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.silent_after_s = silent_after_s
-        self._silent: set[str] = set()  # said silent, until their next event
-        self._down: set[str] = set()  # their last event was a source_down: a camera away, said so by its shard
+        self._started = time.monotonic()
         self.tracker = SequenceTracker()
         # none beside a device or a pipe (--csv /dev/null to republish only, /dev/stdout): it went
         # into /dev, or failed there at every stop, and such a CSV has no rows to go on from
@@ -371,17 +375,21 @@ class Collector:
     def _say_silent(self, now: float) -> None:
         """Sources that sent nothing for ``silent_after_s``, said once until their next event: a
         shard killed and not restarted, or its host gone, was said by no one; the collector's log,
-        the one an operator watches, was as quiet as for shards at work (s65c 2). Not a source
-        whose last event said its camera down: its shard says that outage."""
+        the one an operator watches, was as quiet as for shards at work (s65c 2). A camera that is
+        down is said again by its shard every ``down_again_s``, so one silent after its
+        ``source_down`` is said too, marked so (its shard may send nothing more with
+        ``down_again_s`` 0); one last heard by an earlier collector is marked so."""
         if not self.silent_after_s:
             return
         newly = []
         for source, state in self.tracker.sources.items():  # the least recently heard from first
             if now - state.last_seen < self.silent_after_s:
                 break
-            if source not in self._silent and source not in self._down:
-                self._silent.add(source)
-                newly.append(f"{source} (run {state.run} seq {state.seq}, {now - state.last_seen:.0f} s)")
+            if not state.said_silent:
+                state.said_silent = True
+                marks = "".join((", its camera down" if state.down else "",
+                                 ", before this collector started" if state.last_seen < self._started else ""))
+                newly.append(f"{source} (run {state.run} seq {state.seq}, {now - state.last_seen:.0f} s{marks})")
         if newly:
             more = f" and {len(newly) - SILENT_NAMED} more" if len(newly) > SILENT_NAMED else ""
             _say(f"no events for {self.silent_after_s:g} s or more from {', '.join(newly[:SILENT_NAMED])}{more}: "
@@ -431,11 +439,8 @@ class Collector:
             forgotten = self.tracker.forgotten_count
             line = self.tracker.observe(source, run, seq, time.monotonic())  # once written: the state left says so
             self._taken += 1
-            self._silent.discard(source)
-            if event["type"] == "source_down":
-                self._down.add(source)
-            else:
-                self._down.discard(source)
+            state = self.tracker.sources[source]
+            state.down, state.said_silent = event["type"] == "source_down", False
             if line:
                 _say(line)
             if forgotten == 0 and self.tracker.forgotten_count:
@@ -454,7 +459,7 @@ class Collector:
             _say(f"source {source}: {state.events} events, {state.gaps} gaps, {state.restarts} restarts"
                  + (f", {state.at_once} events from a run other than the one before them while two sent at once"
                     if state.at_once else "")
-                 + (f"; silent for the last {now - state.last_seen:.0f} s" if source in self._silent else ""))
+                 + (f"; silent for the last {now - state.last_seen:.0f} s" if state.said_silent else ""))
 
 
 def _all_descriptors() -> None:

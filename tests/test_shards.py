@@ -1606,8 +1606,9 @@ def test_a_push_sink_whose_collector_never_comes_says_so_before_its_events_fill_
 
 def test_the_collector_says_a_source_gone_silent_once_until_its_next_event(tmp_path):
     """A shard killed and not restarted, or its host gone, was said by no one: the collector's
-    log was as quiet as for shards at work, and its summary said nothing either (s65c 2). Not a
-    source whose last event said its camera down: its shard says that outage."""
+    log was as quiet as for shards at work, and its summary said nothing either (s65c 2). One
+    whose last event said its camera down is said too, marked so, and one a collector after it
+    hears nothing from is marked as heard before it (s65d 1)."""
     merged, log = tmp_path / "merged.csv", tmp_path / "collect.log"
     port = free_port()
     collector = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), "--silent-after", "1",
@@ -1639,6 +1640,15 @@ def test_the_collector_says_a_source_gone_silent_once_until_its_next_event(tmp_p
         code = end(collector)
     text = log.read_text()
     assert code == 0, text
-    assert "from gate" not in text, text  # its camera is down, which its shard says
+    assert re.search(r"no events for 1 s or more from door \(run r1 seq 0, \d+ s\), gate \(run r1 seq 1, \d+ s, its "
+                     r"camera down\): its shard stopped or was killed, or its run ended, or its host is gone; said again "
+                     r"only after its next event\n", text), text
     assert [line for line in text.splitlines() if "door:" in line][0].startswith(
         "fer-pipe collect: source door: 2 events, 0 gaps, 0 restarts; silent for the last "), text
+    again = start("collect", "--bind", f"tcp://127.0.0.1:{port}", "--csv", str(merged), "--silent-after", "1", log=log)
+    try:
+        wait_for(lambda: "before this collector started" in log.read_text(), 60, "the silence to be said", again)
+    finally:
+        assert end(again) == 0, log.read_text()
+    assert re.search(r"from gate \(run r1 seq 1, \d+ s, its camera down, before this collector started\), door \(run r1 "
+                     r"seq 1, \d+ s, before this collector started\)", log.read_text()), log.read_text()
