@@ -188,12 +188,17 @@ def check_edges(graph: Graph) -> list[tuple[StageSpec, str]]:
 
 
 def _fed_more_than_it_writes(graph: Graph, stage: StageSpec, reader: StageSpec) -> str:
-    """A hint where ``stage`` is fed what ``reader`` wants but passes on less: a track stage put
-    after the classifier, whose refusal said only that the track writes faces (s65a 7)."""
+    """A hint where ``stage`` passes on what it reads (a track stage) and is fed what ``reader``
+    wants from a stage it could go before: put after the classifier, a track's refusal said only
+    that it writes faces (s65a 7). Not for a stage that makes a kind of its own, nor before one
+    that could not read it (a join of expressions), where the advice was wrong (s65d 2)."""
+    if stage.cls.writes is None or stage.cls.reads is None or stage.cls.writes not in kinds_read(stage.cls.reads):
+        return ""
     fed = ((graph.stages[name], kind) for name in stage.inputs if name in graph.stages
            for kind in kinds_read(reader.cls.reads))
     maker = next(((up, kind) for up, kind in fed
-                  if not issubclass(up.cls, Sink) and provides(up.cls.writes or "", kind)), None)
+                  if not issubclass(up.cls, Sink) and provides(up.cls.writes or "", kind) and up.cls.reads is not None
+                  and any(provides(stage.cls.writes, wanted) for wanted in kinds_read(up.cls.reads))), None)
     if maker is None:
         return ""
     up, kind = maker

@@ -442,6 +442,12 @@ def test_a_stage_whose_inputs_write_different_kinds_declares_them_all_and_is_che
         with pytest.raises(ConfigError, match=r"stage 'join' \(join\): inputs: 'source' \(video\) writes 'frame', but "
                                               r"join reads 'expressions' or 'signal'$"):
             build_graph({"stages": stages}, {}, "<dict>")
+        # a track after the join: no advice to put it before the join, which could not read its faces (s65d 2)
+        stages["join"]["inputs"] = ["classifier", "door"]
+        stages["track"], stages["csv"]["inputs"] = {"type": "track", "inputs": ["join"]}, ["track"]
+        with pytest.raises(ConfigError, match=r"stage 'csv' \(csv\): inputs: 'track' \(track\) writes 'faces', but csv "
+                                              r"reads 'expressions'$"):
+            build_graph({"stages": stages}, {}, "<dict>")
     finally:
         del registry().types["signal"], registry().types["join"]
 
