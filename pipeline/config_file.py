@@ -131,7 +131,7 @@ class Loader(yaml.SafeLoader):
         value = self.construct_yaml_float(node)
         if _BASE_60_FLOAT.fullmatch(str(node.value)):
             raise _Misread(None, None, f"{self._said(node)} is a number in base 60 in YAML 1.1, which fer-pipe "
-                                       f"reads: {value:g}; write {value:g}, or quote it for text", node.start_mark)
+                                       f"reads: {value!r}; write {value!r}, or quote it for text", node.start_mark)
         return value
 
     def _said(self, node: yaml.ScalarNode) -> str:
