@@ -50,8 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
             shard = load_shard(args.config, args.set, args.shard)
             graph = shard.graph
-            print(printable(f"fer-pipe: {shard.said()}; {shard.others} more in the other shards"), file=sys.stderr,
-                  flush=True)
+            others = f"; {shard.others} more camera(s) in the other shards" if shard.others else ""
+            print(printable(f"fer-pipe: {shard.said()}{others}"), file=sys.stderr, flush=True)
         else:
             graph = load_graph(args.config, args.set)
         _warn(graph)
@@ -124,8 +124,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         with _readers_may_leave():
             _warn(graph)
             # the other shards' cameras are not checked: a bad one passed here, and its host failed (s65c 3)
-            others = (f"; {shard.said()}; {shard.others} more of the other shards are checked by their own "
-                      "--shard, or all without it" if shard else "")
+            others = "" if shard is None else f"; {shard.said()}" + (
+                f"; {shard.others} camera(s) of other shards not checked here (validate each --shard, or all "
+                "without --shard)" if shard.others else "")
             print(printable(f"{graph.origin}: ok ({len(graph.stages)} stages: {wiring}{others})"))
     return status
 

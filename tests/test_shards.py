@@ -172,7 +172,7 @@ def test_validate_shows_each_shards_cameras_before_a_unit_per_shard_is_deployed(
                            capture_output=True, text=True, timeout=60) for i in range(4)]
     # ok says the shard's cameras alone were checked: a bad camera of another shard passed here, and
     # failed on its own host (s65c 3)
-    others = "more of the other shards are checked by their own --shard, or all without it"
+    others = "camera(s) of other shards not checked here (validate each --shard, or all without --shard)"
     assert [(done.returncode, done.stdout, done.stderr) for done in said] == [
         (0, f"{path}: ok (5 stages: yard -> detector; gate -> detector; detector -> classifier -> csv; shard 0/4: "
             f"cameras yard, gate; 2 {others})\n", ""),
@@ -309,8 +309,8 @@ def test_killed_shard_shows_as_a_restart_of_its_cameras_only(looped_clip, tmp_pa
     assert collector_code == 0, collector_log.read_text()
     # each shard's log says which it is: its lines named cameras alone (s65c 4)
     assert (tmp_path / "shard0.log").read_text().splitlines()[0] == \
-        "fer-pipe: shard 0/2: cameras gate, yard; 2 more in the other shards"
-    assert (tmp_path / "shard1.log").read_text().count("fer-pipe: shard 1/2: cameras door, lobby; 2 more") == 2
+        "fer-pipe: shard 0/2: cameras gate, yard; 2 more camera(s) in the other shards"
+    assert (tmp_path / "shard1.log").read_text().count("fer-pipe: shard 1/2: cameras door, lobby; 2 more camera") == 2
 
     log = collector_log.read_text().splitlines()
     problems = [line for line in log if re.match(r"fer-pipe collect: source \S+: (restart|gap|seq went|joined)", line)]
@@ -1601,7 +1601,7 @@ def test_a_push_sink_whose_collector_never_comes_says_so_before_its_events_fill_
     err = capfd.readouterr().err
     assert err.count("has connected") == 1, err
     assert (f"fer-pipe: push sink 'push': run {stage.run_id}: no collector at tcp://127.0.0.1:{port} has connected "
-            "in 0.5 s; 3 events are held for one, up to sndhwm 10000, and then the sink waits\n") in err
+            "in 0.5 s; the sink holds its events for one (so far 3, up to sndhwm 10000), and then waits\n") in err
 
 
 def test_the_collector_says_a_source_gone_silent_once_until_its_next_event(tmp_path):
