@@ -62,7 +62,9 @@ def _pickled(packet: Packet) -> bytes:
     """The packet but its pixels, pickled as a run's queue pickles what a stage hands on."""
     bare = copy.copy(packet)
     bare.image = None
-    return ForkingPickler.dumps(bare)
+    # bytes, not ForkingPickler's view of its buffer: a view a traceback kept made Python 3.13 say
+    # "BufferError: Existing exports of data" at exit, after the run's own line
+    return bytes(ForkingPickler.dumps(bare))
 
 
 def _unpickled(pickled: bytes, image: Any) -> Packet:

@@ -35,7 +35,7 @@ from typing import Any
 from . import frames, hangup, launch
 from .control import Closing, Done, Failed, FailedDraining, Length, Message, Opened, Stopped
 from .emitter import Outbox, StageQueue
-from .errors import InputError, files_limit_hint, one_line, printable
+from .errors import InputError, files_limit_hint, one_line, printable, said
 from .graph import Graph
 from .oom import oom_kills
 from .preflight import check_stages, live_sources
@@ -354,7 +354,13 @@ class Runner:
                   f"killed run left in {frames.SHM}", file=sys.stderr)
         # Each stage's spec, as its process loads it (see Wiring): one that cannot be sent fails
         # here, before any process, queue or ring is made.
-        specs = {name: bytes(ForkingPickler.dumps(spec)) for name, spec in graph.stages.items()}
+        specs = {}
+        for name, spec in graph.stages.items():
+            try:
+                specs[name] = bytes(ForkingPickler.dumps(spec))
+            except Exception as exc:  # Python 3.13 says a lambda's "Can't get local object", naming no pickle
+                raise StageFailure(f"stage {name!r} ({spec.type_name}) cannot be sent to its process: {said(exc)} "
+                                   "(what a stage holds must pickle)") from exc
         lease = RingLease()
         try:  # at once: a Ctrl-C while the queues and processes were made left the lease's lock file (s60b 5)
             return self._leased(ctx, names, specs, live, in_main, lease)
