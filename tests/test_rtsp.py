@@ -464,7 +464,9 @@ def test_a_flapping_streams_returns_are_said_every_quiet_log_s_too(tmp_path, mon
 
     monkeypatch.setattr(rtsp, "QUIET_LOG_S", 2.0)
     clip = write_video(tmp_path / "two.avi", [np.full((48, 64, 3), 100, np.uint8)] * 2)
-    stage = make_stage("rtsp", {"url": f"file://{clip}", "timeout_s": 1, "backoff_initial_s": 0.05,
+    # timeout_s 3, not 1: a loaded machine took a second over both of a connection's reads, which
+    # then failed as "no frame within timeout_s", another kind of outage, whose end is said plainly
+    stage = make_stage("rtsp", {"url": f"file://{clip}", "timeout_s": 3, "backoff_initial_s": 0.05,
                                 "backoff_max_s": 0.1, "give_up_after_s": 0})
     stage.open()
     said, started = "", time.monotonic()
