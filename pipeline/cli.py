@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "add_keys_arguments", "make_keys")
     sub.add_command("batch", "many videos to CSVs as Ray tasks (pip install 'fer-pipe[batch]')", "batch")
     sub.add_command("collect", "gather the events of push sinks into one CSV", "collect")
-    sub.add_command("train", "train the classifier on FER-2013", "model.train")
+    sub.add_command("train", "train the classifier on FER-2013 (pip install 'fer-pipe[train]')", "model.train")
     sub.add_command("evaluate", "accuracy of a model on a FER-2013 split", "model.evaluate")
     for name, command in sub.choices.items():
         command.formatter_class = _ShowDefaults
