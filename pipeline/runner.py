@@ -359,8 +359,10 @@ class Runner:
             try:
                 specs[name] = bytes(ForkingPickler.dumps(spec))
             except Exception as exc:  # Python 3.13 says a lambda's "Can't get local object", naming no pickle
-                raise StageFailure(f"stage {name!r} ({spec.type_name}) cannot be sent to its process: {said(exc)} "
-                                   "(what a stage holds must pickle)") from exc
+                failure = StageFailure(f"stage {name!r} ({spec.type_name}) cannot be sent to its process: "
+                                       f"{said(exc)} (what a stage holds must pickle)")
+                failure.__cause__ = exc
+                return RunResult.failed_before(failure)  # one line and exit 1, as a plug-in's bug in its checks
         lease = RingLease()
         try:  # at once: a Ctrl-C while the queues and processes were made left the lease's lock file (s60b 5)
             return self._leased(ctx, names, specs, live, in_main, lease)
