@@ -96,6 +96,8 @@ class SourceState:
     """Its last event was a ``source_down``: its camera away, which its shard says."""
     said_silent: bool = False
     """Said silent (``Collector.silent_after_s``) since its last event."""
+    heard_here: bool = True
+    """An event of it came to this collector, not only to the one whose state it took over."""
 
     def __post_init__(self) -> None:
         self.runs.setdefault(self.run, self.seq)
@@ -151,7 +153,7 @@ class SequenceTracker:
         # the newest stays: a seq that came again (a late one whose gap was no longer kept, a
         # peer repeating itself) took the count back, and every seq after it was a gap
         state.seq = max(state.seq, seq)
-        state.last_seen = now
+        state.last_seen, state.heard_here = now, True
         state.runs.pop(run, None)
         state.runs[run] = state.seq
         while len(state.runs) > RUNS_KEPT:
@@ -231,9 +233,12 @@ class SequenceTracker:
         try:
             saved = json.loads(text)
             for source, kept in saved["sources"].items():
+                # no later than now: a wall clock set back between two collectors (a host with no
+                # real-time clock, started before its time sync) put it in the future, and the
+                # silence check, which stops at the first source heard of lately, said none (s65g 2)
                 self.sources[source] = SourceState(str(kept["run"]), int(kept["seq"]),
-                                                   now - (wall - float(kept["last_seen"])),
-                                                   down=kept.get("down", False) is True)
+                                                   min(now, now - (wall - float(kept["last_seen"]))),
+                                                   down=kept.get("down", False) is True, heard_here=False)
             stopped = saved.get("stopped", True) is not False
             # least recently heard from first, as observe keeps them, and no more than are followed:
             # an older collector's file held any number, and each new source forgot only one
@@ -254,7 +259,6 @@ class Collector:
         self.columns = list(FRAME_COLUMNS)
         self.bind, self.csv_path, self.publish, self.precision = bind, Path(csv_path), publish, precision
         self.silent_after_s = silent_after_s
-        self._started = time.monotonic()
         self.tracker = SequenceTracker()
         # none beside a device or a pipe (--csv /dev/null to republish only, /dev/stdout): it went
         # into /dev, or failed there at every stop, and such a CSV has no rows to go on from
@@ -388,7 +392,7 @@ class Collector:
             if not state.said_silent:
                 state.said_silent = True
                 marks = "".join((", its camera down" if state.down else "",
-                                 ", before this collector started" if state.last_seen < self._started else ""))
+                                 "" if state.heard_here else ", before this collector started"))
                 newly.append(f"{source} (run {state.run} seq {state.seq}, {now - state.last_seen:.0f} s{marks})")
         if newly:
             more = f" and {len(newly) - SILENT_NAMED} more" if len(newly) > SILENT_NAMED else ""

@@ -1652,3 +1652,21 @@ def test_the_collector_says_a_source_gone_silent_once_until_its_next_event(tmp_p
         assert end(again) == 0, log.read_text()
     assert re.search(r"from gate \(run r1 seq 1, \d+ s, its camera down, before this collector started\), door \(run r1 "
                      r"seq 1, \d+ s, before this collector started\)", log.read_text()), log.read_text()
+
+
+def test_a_source_dated_in_the_future_by_a_clock_set_back_does_not_hide_the_silent_ones(tmp_path, capsys):
+    """A wall clock set back between two collectors (a host with no real-time clock, started
+    before its time sync) put a source the last one kept in the future; the silence check stops
+    at the first source heard of lately, and said none (s65g 2)."""
+    from fer_pipe.collect import Collector
+
+    collector = Collector("tcp://127.0.0.1:5999", str(tmp_path / "merged.csv"), silent_after_s=60)
+    state = tmp_path / "merged.csv.collect-state.json"
+    state.write_text(json.dumps({"sources": {"gate": {"run": "r1", "seq": 5, "last_seen": time.time() + 3600}},
+                                 "stopped": True}))
+    now = time.monotonic()
+    assert collector.tracker.load(state, now) == (1, True)
+    collector.tracker.observe("door", "r2", 0, now)  # heard here, after the state was taken
+    collector._say_silent(now + 100)
+    said = capsys.readouterr().err
+    assert "from gate (run r1 seq 5, 100 s, before this collector started), door (run r2 seq 0, 100 s)" in said, said
