@@ -217,9 +217,11 @@ class PushSink(Sink):
             self._none_yet_at = None
         elif self._none_yet_at is not None and time.monotonic() >= self._none_yet_at:
             self._none_yet_at = None
-            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: no collector at {self.params.connect} has "
-                  f"connected in {NONE_YET_S:g} s; the sink holds its events for one (so far {sum(self._seq.values())}, "
-                  f"up to sndhwm {self.params.sndhwm}), and then waits", file=sys.stderr, flush=True)
+            who = (f"no collector has connected in {NONE_YET_S:g} s: the peer at {self.params.connect} {REFUSED}"
+                   if self._refused else f"no collector at {self.params.connect} has connected in {NONE_YET_S:g} s")
+            print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: {who}; the sink holds its events for one "
+                  f"(so far {sum(self._seq.values())}, up to sndhwm {self.params.sndhwm}), and then waits",
+                  file=sys.stderr, flush=True)
 
     def _say_comings_and_goings(self, was: bool) -> None:
         """A line when the collector first comes, when it leaves and when one takes its place: a

@@ -1670,3 +1670,32 @@ def test_a_source_dated_in_the_future_by_a_clock_set_back_does_not_hide_the_sile
     collector._say_silent(now + 100)
     said = capsys.readouterr().err
     assert "from gate (run r1 seq 5, 100 s, before this collector started), door (run r2 seq 0, 100 s)" in said, said
+
+
+def test_a_push_sink_aimed_at_a_peer_that_refuses_it_says_so_in_its_first_line(monkeypatch, capfd):
+    """Aimed at a collector's --publish (a PUB socket, which ZeroMQ's handshake refuses), the sink's
+    first line said no collector had connected, and named the refusing peer only later (s65g 3)."""
+    from fer_pipe.inprocess import make_stage
+    from fer_pipe.messages import Packet
+    from fer_pipe.stages import push_sink
+
+    monkeypatch.setattr(push_sink, "NONE_YET_S", 0.5)
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    stage = make_stage("push", {"connect": f"tcp://127.0.0.1:{port}", "linger_s": 0})
+    stage.open()
+    try:
+        stage.consume(Packet("cam", 0, 0.0, faces=[]))
+        wait_for(lambda: stage._collector_connected(0.0) or stage._refused, 30, "the peer to refuse the sink")
+        time.sleep(0.6)
+        stage.consume(Packet("cam", 1, 0.1, faces=[]))
+    finally:
+        with pytest.raises(InputError):
+            stage.close()
+        pub.close(linger=0)
+        ctx.term()
+    first = next(line for line in capfd.readouterr().err.splitlines() if "has connected in" in line)
+    assert first == (f"fer-pipe: push sink 'push': run {stage.run_id}: no collector has connected in 0.5 s: the peer "
+                     f"at tcp://127.0.0.1:{port} {push_sink.REFUSED}; the sink holds its events for one (so far 1, up "
+                     "to sndhwm 10000), and then waits")
