@@ -445,8 +445,9 @@ def detector_threads(video: Path, frames: int = MIN_FRAMES) -> dict:
 def table(results: dict) -> str:
     """fps: frames per second from the first CSV row to the last (the seed loop's start-up is left
     out too);
-    whole: over the whole command, start-up included. Each is the median round's (``--rounds``),
-    the x seed figure the median of each round's ratio to its own seed loop."""
+    whole: over the whole command, start-up included. A run's row is its round whose ratio to
+    that round's own seed loop is the median (``--rounds``); the seed loop's is its round of
+    median fps."""
     rows = [f"CPU: {results['cpu']}; load average at start {results['load_average'][0]:.2f}",
             f"{'clip':<9} {'run':<10} {'fps':>7} {'x seed':>7} {'whole':>7} {'x seed':>7} {'first s':>8} "
             f"{'peak MB':>8} {'clf faces/s':>11} {'recall':>7}"]
@@ -496,6 +497,13 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: --rounds 0 failed with an IndexError after minutes of measuring."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", action="append", default=[], help="a clip to measure instead of the "
@@ -513,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="interpreter of a venv with the fer package (made by tools/fer-venv); "
                              "measured where it exists")
     parser.add_argument("--runs", default="default,fast", help="fer-pipe configs to run")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=_at_least_one, default=3,
                         help="time the seed loop and the runs in turns this many times; the median is given")
     parser.add_argument("--live-only", action="store_true", help="only the live run (e.g. a long one)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
