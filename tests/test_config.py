@@ -131,6 +131,10 @@ BROKEN = {
     "base_60_float_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 0:01.5}"),
                                   "{f}:9: 0:01.5 is a number in base 60 in YAML 1.1, which fer-pipe reads: 1.5; write "
                                   "1.5, or quote it for text"),  # time_constant_s: 1:30.0 was 90 s (s65a 3)
+    # said as read, not rounded to 5400.12 (s65d 3)
+    "base_60_float_said_whole": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {scale_factor: 1:30:00.123456}"),
+                                 "{f}:9: 1:30:00.123456 is a number in base 60 in YAML 1.1, which fer-pipe reads: "
+                                 "5400.123456; write 5400.123456, or quote it for text"),
     "exponent_in_yaml_1_1": (GOOD.replace("    inputs: [source]", "    inputs: [source]\n    params: {min_size: 1e2}"),
                              "{f}:9: stage 'detector' (haar): params.min_size: Input should be a valid integer, unable "
                              "to parse string as an integer (YAML 1.1, which fer-pipe reads, takes 1e2 as text: write "
@@ -429,19 +433,30 @@ def test_a_stage_whose_inputs_write_different_kinds_declares_them_all_and_is_che
         reads = (EXPRESSIONS, "signal")
         writes = EXPRESSIONS
 
+    class Mood(Stage):
+        reads = EXPRESSIONS
+        writes = "mood"
+
     stages = {"source": {"type": "video", "params": {"path": "a.mp4"}},
               "detector": {"type": "haar", "inputs": ["source"]},
               "classifier": {"type": "classifier", "inputs": ["detector"]},
               "door": {"type": "signal"},
               "join": {"type": "join", "inputs": ["classifier", "door"]},
               "csv": {"type": "csv", "inputs": ["join"], "params": {"path": "o.csv"}}}
-    registry().types.update(signal=Signal, join=Join)
+    registry().types.update(signal=Signal, join=Join, mood=Mood)
     try:
         build_graph({"stages": stages}, {}, "<dict>")
         stages["join"]["inputs"] = ["source", "door"]
         with pytest.raises(ConfigError, match=r"stage 'join' \(join\): inputs: 'source' \(video\) writes 'frame', but "
                                               r"join reads 'expressions' or 'signal'$"):
             build_graph({"stages": stages}, {}, "<dict>")
+        # a converter of a kind of its own after the classifier: no advice to put it before (s65d 2)
+        stages["join"]["inputs"] = ["classifier", "door"]
+        stages["mood"], stages["csv"]["inputs"] = {"type": "mood", "inputs": ["classifier"]}, ["mood"]
+        with pytest.raises(ConfigError, match=r"stage 'csv' \(csv\): inputs: 'mood' \(mood\) writes 'mood', but csv "
+                                              r"reads 'expressions'$"):
+            build_graph({"stages": stages}, {}, "<dict>")
+        del stages["mood"]
         # a track after the join: no advice to put it before the join, which could not read its faces (s65d 2)
         stages["join"]["inputs"] = ["classifier", "door"]
         stages["track"], stages["csv"]["inputs"] = {"type": "track", "inputs": ["join"]}, ["track"]
@@ -449,7 +464,7 @@ def test_a_stage_whose_inputs_write_different_kinds_declares_them_all_and_is_che
                                               r"reads 'expressions'$"):
             build_graph({"stages": stages}, {}, "<dict>")
     finally:
-        del registry().types["signal"], registry().types["join"]
+        del registry().types["signal"], registry().types["join"], registry().types["mood"]
 
 
 def test_a_stage_fed_one_sources_frames_by_two_paths_is_warned_of():
