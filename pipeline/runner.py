@@ -343,17 +343,8 @@ class Runner:
             # the run goes on to its end
             hangup.guard_standard_streams(self._ttys)
         graph = self.graph
-        ctx = launch.context(graph, self.fork)
-        self._forked = ctx.get_start_method() == "forkserver"
-        names = {n: s.process_names() for n, s in graph.stages.items()}
-        self._stage_of = {p: n for n, ps in names.items() for p in ps}
-        frames.check_folder()
-        rings, size = sweep_abandoned()
-        if rings:
-            print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "
-                  f"killed run left in {frames.SHM}", file=sys.stderr)
         # Each stage's spec, as its process loads it (see Wiring): one that cannot be sent fails
-        # here, before any process, queue or ring is made.
+        # here, before any process (the forkserver too), queue or ring is made.
         specs = {}
         for name, spec in graph.stages.items():
             try:
@@ -363,6 +354,15 @@ class Runner:
                                        f"{said(exc)} (what a stage holds must pickle)")
                 failure.__cause__ = exc
                 return RunResult.failed_before(failure)  # one line and exit 1, as a plug-in's bug in its checks
+        ctx = launch.context(graph, self.fork)
+        self._forked = ctx.get_start_method() == "forkserver"
+        names = {n: s.process_names() for n, s in graph.stages.items()}
+        self._stage_of = {p: n for n, ps in names.items() for p in ps}
+        frames.check_folder()
+        rings, size = sweep_abandoned()
+        if rings:
+            print(f"fer-pipe: removed {rings} frame ring(s), {size / frames.MIB:,.0f} MiB, that a "
+                  f"killed run left in {frames.SHM}", file=sys.stderr)
         lease = RingLease()
         try:  # at once: a Ctrl-C while the queues and processes were made left the lease's lock file (s60b 5)
             return self._leased(ctx, names, specs, live, in_main, lease)
