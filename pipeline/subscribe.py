@@ -41,9 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit after this many events written (--format csv: frame events; 0: until Ctrl-C)")
 
 
-def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
-            client_keys: str | None = None) -> zmq.Socket:
-    """A SUB socket connected to ``endpoint`` and subscribed to ``topics`` (all when empty)."""
+def subscriber(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
+               client_keys: str | None = None) -> zmq.Socket:
+    """A SUB socket for ``endpoint``, subscribed to ``topics`` (all when empty), not yet connected
+    (``join``): a monitor made after the connection missed its first events, and a peer that is
+    no publisher closes it once for good (ZeroMQ does not retry a failed handshake), so a
+    subscriber at a collector's --bind said nothing, one run in seven."""
     if bool(server_key) != bool(client_keys):
         raise InputError("CURVE needs both --server-key and --client-keys")
     sock = peer_socket(ctx, zmq.SUB, endpoint)
@@ -51,13 +54,17 @@ def connect(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str 
     if server_key:
         sock.curve_serverkey = load_keys(server_key, secret=False, what="--server-key")[0]
         sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True, what="--client-keys")
+    for topic in topics or [""]:
+        sock.setsockopt_string(zmq.SUBSCRIBE, topic)
+    return sock
+
+
+def join(sock: zmq.Socket, endpoint: str) -> None:
+    """Connect ``sock`` to ``endpoint``; a form ZeroMQ refuses is bad input."""
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as exc:
         raise InputError(f"subscribe {endpoint}: {exc}") from None
-    for topic in topics or [""]:
-        sock.setsockopt_string(zmq.SUBSCRIBE, topic)
-    return sock
 
 
 PUBLISHERS = "a zmq sink's endpoint, an episodes sink's publish port, or collect --publish"
@@ -164,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if too_long is not None:  # the publisher drops a subscriber that sends it one, at every reconnection
         raise InputError(f"{'--topic' if args.topic else '--source'} {too_long[:40]}...: a topic of "
                          f"{len(too_long.encode())} bytes; a publisher takes {MAX_SUBSCRIPTION_BYTES - 1} at most")
-    sock = connect(ctx, args.endpoint, topics, args.server_key, args.client_keys)
+    sock = subscriber(ctx, args.endpoint, topics, args.server_key, args.client_keys)
     host = unresolved_host(args.endpoint)
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     skipped: set[str | None] = set()
     connection = Connection(sock, bool(args.server_key), bool(host))
     try:
+        join(sock, args.endpoint)
         while not args.count or written < args.count:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)

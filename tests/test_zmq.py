@@ -840,7 +840,7 @@ def test_a_subscriber_reaches_a_publisher_restarted_after_the_first_went_silent(
     """A publisher whose host died leaves its subscribers' connections open: ``fer-pipe
     subscribe`` waited on it for ever, and never reached the run restarted at that address
     (s40b). It pings, and reconnects once pings go unanswered."""
-    from fer_pipe.subscribe import connect
+    from fer_pipe.subscribe import join, subscriber
 
     target = free_port()
     ctx = zmq.Context()
@@ -848,7 +848,8 @@ def test_a_subscriber_reaches_a_publisher_restarted_after_the_first_went_silent(
         with silencing_relay(target) as (port, silence):
             first = ctx.socket(zmq.PUB)
             first.bind(f"tcp://127.0.0.1:{target}")
-            sub = connect(ctx, f"tcp://127.0.0.1:{port}", [])
+            sub = subscriber(ctx, f"tcp://127.0.0.1:{port}", [])
+            join(sub, f"tcp://127.0.0.1:{port}")
 
             def hears(pub: zmq.Socket, word: bytes) -> bool:
                 pub.send_multipart([b"emotion.cam", word])
