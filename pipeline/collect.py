@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import errno
 import json
-import os
 import resource
 import signal
 import sys
@@ -40,6 +39,7 @@ from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
 from .graph import file_key
+from .output_files import replace_whole
 from .stage import id_problem
 from .stop_signals import handling
 
@@ -206,16 +206,13 @@ class SequenceTracker:
         wall = time.time()
         sources = {s: {"run": st.run, "seq": st.seq, "last_seen": wall - (now - st.last_seen), "down": st.down}
                    for s, st in self.sources.items()}
-        draft = path.with_name(f".{path.name}.tmp")
         try:
-            draft.write_text(json.dumps({"sources": sources, "stopped": stopped}))
-            os.replace(draft, path)
+            replace_whole(path, json.dumps({"sources": sources, "stopped": stopped}).encode())
         except OSError:
-            # a full disk: no draft left beside the CSV, nor an older state, which the next
-            # collector would take for the last one's
-            for stale in (draft, path):
-                with contextlib.suppress(OSError):
-                    stale.unlink()
+            # a full disk: no older state left beside the CSV, which the next collector would
+            # take for the last one's
+            with contextlib.suppress(OSError):
+                path.unlink()
             raise
 
     def load(self, path: Path, now: float) -> tuple[int, bool] | None:

@@ -11,10 +11,11 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import select
 import stat
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import UNUSABLE_PATH, InputError, OutputError, UserError
@@ -71,24 +72,31 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
 
-def write_whole(path: Path, data: str | bytes, what: str) -> None:
-    """Write ``path`` whole or not at all (a new file renamed over the old); a failure is one
-    line naming ``path`` (a write's own error names no file), and leaves no temporary file.
-    Text is written as UTF-8. Each process writes a temporary file of its own: two writing one
-    path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
-    temp = os.fspath(path.with_name(f"{path.name}.{os.getpid()}.tmp"))
+def replace_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a new file renamed over the old, and no new file left
+    where that fails (an OSError) or a stop comes. The new file's name is unguessable and it is
+    made only where no file or link is (``x``): a fixed name beside a collector's CSV, in a folder
+    another user could write, let them plant a link there that the write followed over any file
+    the collector could write (s66b 4). Each process writes a temporary file of its own: two
+    writing one path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
+    temp = os.fspath(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
     try:
-        with open(temp, "wb") as file:
-            file.write(data.encode() if isinstance(data, str) else data)
+        with open(temp, "xb") as file:
+            file.write(data)
         os.replace(temp, path)
-    except BaseException as exc:  # a stop too (a batch's Ctrl-C): its .tmp was left in the results folder
-        try:  # os.unlink of a str, as check_writable's probe is removed
+    except BaseException:  # a stop too (a batch's Ctrl-C): its .tmp was left in the results folder
+        with suppress(FileNotFoundError):  # os.unlink of a str, as check_writable's probe is removed
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise cannot_write(what, path, exc) from None
         raise
+
+
+def write_whole(path: Path, data: str | bytes, what: str) -> None:
+    """``replace_whole``, text as UTF-8, where a failure is one line naming ``path`` (a write's
+    own error names no file)."""
+    try:
+        replace_whole(path, data.encode() if isinstance(data, str) else data)
+    except OSError as exc:
+        raise cannot_write(what, path, exc) from None
 
 
 @contextmanager

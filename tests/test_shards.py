@@ -1568,12 +1568,30 @@ def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_pat
 
     tracker = SequenceTracker()
     tracker.observe("cam", "r", 0, 0.0)
-    state = tmp_path / "merged.csv.collect-state.json"
-    tracker.save(state, 0.0, stopped=False)
-    (tmp_path / f".{state.name}.tmp").mkdir()  # as a full disk would, the draft cannot be written
+    # as a full disk would, the draft cannot be written: its name, longer than the state's, is too long
+    state = tmp_path / ("m" * (250 - len(".csv.collect-state.json")) + ".csv.collect-state.json")
+    state.write_text('{"sources": {}}')
     with pytest.raises(OSError):
         tracker.save(state, 1.0, stopped=True)
     assert not state.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_collector_keeps_its_state_through_no_link_planted_beside_the_csv(tmp_path):
+    """The state's draft had a fixed name beside the CSV: in a folder another user could write,
+    a link planted there had the collector write its state over any file it could write (s66b 4)."""
+    from fer_pipe.collect import SequenceTracker
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    state = tmp_path / "merged.csv.collect-state.json"
+    (tmp_path / f".{state.name}.tmp").symlink_to(victim)
+    tracker = SequenceTracker()
+    tracker.observe("cam", "r", 0, 0.0)
+    tracker.save(state, 0.0, stopped=True)
+    assert victim.read_text() == "precious"
+    assert json.loads(state.read_text())["sources"]["cam"]["seq"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{state.name}.tmp", state.name, "victim.txt"]
 
 
 def test_a_push_sink_whose_collector_never_comes_says_so_before_its_events_fill_sndhwm(monkeypatch, capfd):
