@@ -1552,6 +1552,14 @@ def test_a_collector_follows_a_bounded_number_of_sources_and_gap_pieces(tmp_path
     for seq in (0, 10**12, *range(2, 400, 2)):
         tracker.observe("cam", "r", seq, 0.0)
     assert tracker.sources["cam"].gaps == 1 and not tracker.sources["cam"].missing  # 100 pieces at most
+    # and as many pieces of all a source's gaps: 100 gaps of 100 pieces each grew without bound (s66b 2)
+    tracker = collect.SequenceTracker()
+    for seq in (0, *range(10**9, 101 * 10**9, 10**9), *(gap * 10**9 + 2 * k for gap in range(100) for k in (1, 2, 3))):
+        tracker.observe("cam", "r", seq, 0.0)
+    missing = tracker.sources["cam"].missing
+    assert tracker.sources["cam"].gaps == 100 and sum(map(len, missing.values())) <= collect.PIECES_KEPT
+    assert tracker.observe("cam", "r", 99 * 10**9 + 8, 0.0) is None  # the newest still followed
+    assert tracker.observe("cam", "r", 8, 0.0) == "source cam: seq went back from 100000000000 to 8 in run r"
     # an older collector's state held any number: the most recently heard from are taken, in that order
     state = tmp_path / "old.collect-state.json"
     state.write_text(json.dumps({"sources": {name: {"run": "r", "seq": 1, "last_seen": 1000.0 + at} for name, at in
