@@ -67,6 +67,11 @@ HANDSHAKE_MS = 5_000
 """How long a peer that connected has to say it is a ZeroMQ peer before it is let go (libzmq's
 default, 30 s): 200 that connected and said nothing held the collector's descriptors, and a
 shard's events waited about 40 s."""
+RECEIVE_HWM = 64
+"""The events a connection may hold in the collector before its shard waits: where the collector
+falls behind, what waits stays in the shard's push sink (``sndhwm``), bounded there, not here,
+where ZeroMQ's 1,000 a connection, each up to ``MAX_EVENT_BYTES``, let one peer of four
+connections take it to 3.5 GB in 20 s (s66b 1)."""
 SOURCES_KEPT = 10_000
 """The sources whose sequences are followed, the least recently heard from forgotten for a new
 one: 162,000 sources from a stranger took the collector to 150 MB, a state file of 10.8 MB
@@ -281,15 +286,7 @@ class Collector:
     def run(self) -> int:
         _all_descriptors()
         ctx = zmq.Context()
-        pull = peer_socket(ctx, zmq.PULL, self.bind)
-        pull.handshake_ivl = HANDSHAKE_MS
-        # No pings of its own: a shard that ended with one unread in its socket reset the
-        # connection, and the kernel here dropped what the collector had not read yet, the
-        # shard's last thousands of events, which it had said were delivered. A shard's
-        # host gone is found by TCP keepalive instead, within about 90 s.
-        pull.heartbeat_ivl = 0
-        pull.tcp_keepalive, pull.tcp_keepalive_idle, pull.tcp_keepalive_intvl, pull.tcp_keepalive_cnt = 1, 60, 10, 3
-        pull.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+        pull = pull_socket(ctx, self.bind)
         pub = peer_socket(ctx, zmq.PUB, self.publish) if self.publish else None
         if pub is not None:
             pub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
@@ -467,6 +464,21 @@ class Collector:
                  + (f", {state.at_once} events from a run other than the one before them while two sent at once"
                     if state.at_once else "")
                  + (f"; silent for the last {now - state.last_seen:.0f} s" if state.said_silent else ""))
+
+
+def pull_socket(ctx: zmq.Context, bind: str) -> zmq.Socket:
+    """The socket the shards' push sinks connect to, not yet bound."""
+    pull = peer_socket(ctx, zmq.PULL, bind)
+    pull.handshake_ivl = HANDSHAKE_MS
+    # No pings of its own: a shard that ended with one unread in its socket reset the
+    # connection, and the kernel here dropped what the collector had not read yet, the
+    # shard's last thousands of events, which it had said were delivered. A shard's
+    # host gone is found by TCP keepalive instead, within about 90 s.
+    pull.heartbeat_ivl = 0
+    pull.tcp_keepalive, pull.tcp_keepalive_idle, pull.tcp_keepalive_intvl, pull.tcp_keepalive_cnt = 1, 60, 10, 3
+    pull.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+    pull.rcvhwm = RECEIVE_HWM
+    return pull
 
 
 def _all_descriptors() -> None:

@@ -1728,3 +1728,33 @@ def test_a_push_sink_aimed_at_a_peer_that_refuses_it_says_so_in_its_first_line(m
     assert re.fullmatch(rf"fer-pipe: push sink 'push': run {stage.run_id}: no collector has connected in 0\.5 s: the "
                         rf"peer at tcp://127\.0\.0\.1:{port} {re.escape(push_sink.REFUSED)}; the sink holds its events "
                         r"for one \(so far 1, up to sndhwm 10000\), and then waits", first), first
+
+
+def test_a_collector_that_falls_behind_leaves_what_waits_in_the_shards(tmp_path):
+    """ZeroMQ's 1,000 events a connection, each up to 1 MiB, were held in the collector: one peer
+    of four connections took it to 3.5 GB in 20 s (s66b 1). A collector that reads nothing (its
+    socket real, bound, never read) holds no more than RECEIVE_HWM of 64 KiB events a connection,
+    besides what the kernel's buffers hold, and the sender is made to wait."""
+    from fer_pipe import collect
+
+    ctx = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    pull, push = collect.pull_socket(ctx, address), ctx.socket(zmq.PUSH)
+    pull.bind(address)
+    push.sndhwm = 1
+    push.connect(address)
+    event = b"x" * 65536
+    sent = refused = 0
+    try:
+        while refused < 10 and sent < 2000:  # the sender waits once 10 tries 0.1 s apart were refused
+            try:
+                push.send_multipart([b"emotion.cam", event], zmq.NOBLOCK)
+                sent, refused = sent + 1, 0
+            except zmq.Again:
+                refused += 1
+                time.sleep(0.1)
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
+    assert collect.RECEIVE_HWM <= sent < 600, sent
