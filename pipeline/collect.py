@@ -39,6 +39,7 @@ from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
 from .graph import file_key
+from .malformed_lines import MalformedLines
 from .output_files import replace_whole
 from .stage import id_problem
 from .stop_signals import handling
@@ -275,6 +276,7 @@ class Collector:
         self._ttys = hangup.terminal_fds()
         self._taken = 0  # events written, so that sequences unchanged are not kept again
         self._state_failed = False
+        self._malformed = MalformedLines(_say)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         """A stop (Ctrl-C, SIGTERM, or SIGHUP: the terminal closed) keeps the CSV whole and the
@@ -368,6 +370,7 @@ class Collector:
                 self._take(pull, pub, writer, time.monotonic() + STATE_EVERY_S)
             if time.monotonic() - kept >= STATE_EVERY_S:
                 self._say_silent(time.monotonic())
+                self._malformed.flush()
                 if self._taken != taken:
                     self._keep_state(stopped=False)
                     taken = self._taken
@@ -375,6 +378,7 @@ class Collector:
         # what already arrived is written before stopping, for at most FINAL_DRAIN_S: shards
         # that go on sending would otherwise keep a stopped collector busy until it is killed
         self._take(pull, pub, writer, time.monotonic() + FINAL_DRAIN_S, stopping=True)
+        self._malformed.flush(final=True)
 
     def _say_silent(self, now: float) -> None:
         """Sources that sent nothing for ``silent_after_s``, said once until their next event: a
@@ -431,7 +435,7 @@ class Collector:
                 else:
                     raise ValueError(f"type {event.get('type')!r} is not one a push sink sends")
             except MALFORMED as exc:
-                _say(f"skipped a malformed event: {type(exc).__name__}: {exc}")
+                self._malformed.skipped(exc)
                 continue
             try:
                 writer.write(rows)

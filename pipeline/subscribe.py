@@ -21,6 +21,7 @@ from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
 from .errors import InputError
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, TOPIC_PREFIX, decode, event_rows
+from .malformed_lines import MalformedLines, clipped
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,12 +180,14 @@ def run(args: argparse.Namespace) -> int:
     written = 0  # events: in --format csv, the frame events alone
     skipped: set[str | None] = set()
     connection = Connection(sock, bool(args.server_key), bool(host))
+    malformed = MalformedLines(lambda line: print(f"fer-pipe subscribe: {line}", file=sys.stderr, flush=True))
     try:
         join(sock, args.endpoint)
         while not args.count or written < args.count:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
+                malformed.flush()
                 connection.wait()
                 continue
             connection.heard = True
@@ -196,8 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 csv_frame = args.format == "csv" and kind == "frame"
                 rows = event_rows(event, FRAME_COLUMNS, args.precision) if csv_frame else []
             except MALFORMED as exc:
-                print(f"fer-pipe subscribe: skipped a malformed event: {type(exc).__name__}: {exc}",
-                      file=sys.stderr, flush=True)
+                malformed.skipped(exc)
                 continue
             if args.format == "json":
                 sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
@@ -207,13 +209,14 @@ def run(args: argparse.Namespace) -> int:
                 written += 1
             elif (known := kind if isinstance(kind, str) and kind in TOPIC_PREFIX else None) not in skipped:
                 skipped.add(known)  # said once per type, and once for all a sink never sends: 50,000 made as many lines
-                what = f"{kind!r} events" if known else f"events of types no fer-pipe sink sends (first {kind!r})"
+                what = f"{kind!r} events" if known else f"events of types no fer-pipe sink sends (first {clipped(repr(kind))})"
                 print(f"fer-pipe subscribe: --format csv writes frame events only; skipping {what} (--format json "
                       "shows them)", file=sys.stderr)
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     finally:
+        malformed.flush(final=True)
         connection.close()
         sock.close(linger=0)
         ctx.term()

@@ -960,11 +960,20 @@ MALFORMED = [b"not json", json.dumps({"schema": 1, "type": "frame", "source": "c
              # faces from one event of empty objects (s58b 4, 6)
              *(json.dumps({"schema": 1, "type": "frame", "source": "cam", "frame": 1, "timestamp": 0.0, "faces": [],
                            "seq": 1, "run": "r", **change}).encode()
-               for change in ({"timestamp": "nan"}, {"frame": True}, {"frame": "12"}, {"faces": [{}]},
+               for change in ({"timestamp": "nan"}, {"frame": True}, {"frame": "12"}, {"frame": "1" * 100_000},
+                              {"faces": [{}]},
                               {"faces": [{"x": "=1+1", "y": 0, "w": 9, "h": 9}]},
                               {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9, "label": [[1]]}]},
                               {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9, "probs": {"happy": "=2+2"}}]},
                               {"faces": [{"x": 0, "y": 0, "w": 9, "h": 9}] * 4097}))]
+
+
+def skipped_events(err: str, program: str) -> int:
+    """The malformed events the lines in ``err`` say ``program`` skipped: the first alone, then
+    a count at most every 10 s and at the end."""
+    said = re.findall(rf"^fer-pipe {program}: skipped (a|\d+) malformed event", err, re.M)
+    assert all(len(line) < 1000 for line in err.splitlines()), "a line quotes the whole of what the peer sent"
+    return sum(1 if count == "a" else int(count) for count in said)
 
 
 def test_subscribe_to_a_host_name_that_does_not_resolve_says_so(tmp_path):
@@ -1121,8 +1130,9 @@ def test_subscribe_skips_a_malformed_event_with_a_line_and_goes_on():
     code, out, err = subscribe_csv(1, [[b"emotion.cam", body] for body in MALFORMED] + [encode(FRAME_7)])
     assert code == 0, err
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["cam", "7", "0.280"]]
-    assert [line.split(":")[:2] for line in err.splitlines()] == [
-        ["fer-pipe subscribe", " skipped a malformed event"]] * len(MALFORMED), err
+    # one line at once, then a count at most every 10 s: 300 events of a 1 MB field made 300 lines of a
+    # million characters in 4 s (s66b 3)
+    assert len(err.splitlines()) == 2 and skipped_events(err, "subscribe") == len(MALFORMED), err
 
 
 def test_subscribers_and_collectors_import_without_opencv():
@@ -1166,3 +1176,21 @@ def test_a_subscriber_flooding_subscriptions_cannot_hold_up_the_sink(monkeypatch
         flood.close(linger=0)
         ctx.term()
         publisher.close(0.0)
+
+
+def test_malformed_lines_say_the_first_at_once_and_then_count_the_rest():
+    from fer_pipe.malformed_lines import MalformedLines
+
+    lines: list[str] = []
+    notices = MalformedLines(lines.append, every_s=60)
+    for value in ("a", "b" * 1000, "c"):
+        notices.skipped(ValueError(value))
+    notices.flush()
+    assert lines == ["skipped a malformed event: ValueError: a"]
+    notices.flush(final=True)
+    assert lines[1:] == ["skipped 2 malformed event(s) since the last such line, the last: ValueError: c"]
+    each = MalformedLines(lines.append, every_s=0)
+    each.skipped(ValueError("b" * 1000))
+    each.skipped(KeyError("d"))
+    assert lines[2:] == [f"skipped a malformed event: ValueError: {'b' * 188}... (1012 characters)",
+                         "skipped 1 malformed event(s) since the last such line, the last: KeyError: 'd'"]
