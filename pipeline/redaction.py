@@ -81,9 +81,19 @@ FFmpeg reads a password holding ``/``, ``@`` or a quote, and the ``name=value`` 
 word shaped so (``10:30@noon``) is masked too."""
 
 
+SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}[^:/?#\s@]*):[^\s/@]*\s.*@", re.IGNORECASE)
+"""``scheme://user:pass word@``: a password holding a space (or a tab, or another Unicode
+space), where the line's URL pattern ends at it, and neither it nor ``BARE_USERINFO`` saw an
+``@`` in what it had: the line said ``rtsp://admin:TOP SECRET@cam/x`` whole (s66b 5). Masked to
+the line's last ``@``, which masks more than the password where the line has an ``@`` of its
+own after a URL with a port, rather than less; a password holding a ``/`` before its space is
+not found."""
+
+
 def redact_urls(text: str) -> str:
     """``text`` (an error line that quotes what the user gave) with each URL in it redacted, and
     any ``user:password@`` outside a URL."""
+    text = SPACED_PASSWORD.sub(r"\1:***@", text)
     def one(match: re.Match[str]) -> str:
         url = match.group(0)
         collapsed = "://" not in url

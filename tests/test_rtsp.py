@@ -974,6 +974,23 @@ def test_a_url_urlsplit_cannot_read_is_masked_to_its_last_at():
     assert redact_urls("url=admin:p@ss'w@cam/live: bad") == "url=admin:***@cam/live: bad"
 
 
+def test_a_password_holding_a_space_is_masked_in_the_lines_that_quote_it(tmp_path):
+    """The lines' URL pattern ends at a space, and what it had held no '@': the password was said
+    whole (s66b 5). Real command lines, each refused."""
+    for space in (" ", "\t", "\u2003", "\u00a0"):
+        url = f"rtsp://admin:TOP{space}S@CRET@cam:99999/x"
+        for args, expected in [
+                (["run", url], "fer-pipe: rtsp:/admin:***@cam:99999/x: no such config file\n"),
+                (["run", "rtsp", url], "fer-pipe: unrecognized arguments: rtsp://admin:***@cam:99999/x (see fer-pipe "
+                                       "run --help)\n"),
+                (["validate", "rtsp", "--set", f"source.url={url}"],
+                 "fer-pipe: --set source.url=rtsp://admin:***@cam:99999/x: stage 'source' (rtsp): params.url: not a "
+                 "URL this can open: its port is not a number from 0 to 65535 (a '/', '?' or '#' in a password is "
+                 "written %2F, %3F, %23)\n")]:
+            done = fer_pipe(*args, cwd=tmp_path)
+            assert (done.returncode, done.stderr) == (2, expected), repr(space)
+
+
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
     """pathlib turns rtsp:// into rtsp:/, which the URL pattern missed: the video source's
     line printed the password in clear, and the webcam's in its second copy. The video source
