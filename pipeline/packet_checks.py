@@ -91,11 +91,16 @@ def _face_problem(face: Face) -> str:
     """What is wrong with a face a stage passes on, or nothing. Unchecked, a plug-in detector's
     box of three numbers failed the classifier after it, a float box went into the CSV's
     integer columns, and a plug-in classifier's one NaN made its track's smoothed label NaN for
-    the rest of the track, exit 0; probabilities of another length failed the csv sink."""
+    the rest of the track, exit 0; probabilities of another length failed the csv sink. A good
+    box of numpy integers or a list is made a tuple of ints: OpenCV's boxes, passed on as they
+    come, failed a plug-in sink's ``json.dumps`` (the README's), which the built-in sinks' own
+    conversion hid (s66a 1)."""
     box = face.box
     if (not isinstance(box, (tuple, list)) or len(box) != 4
             or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
         return f"box is {box!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
+    if type(box) is not tuple or not all(type(v) is int for v in box):
+        face.box = tuple(map(int, box))
     probs = face.probs
     if probs is None:
         return ""
@@ -135,6 +140,7 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
         return item
     if last_index is not None and index <= last_index:
         raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
+    item.index, item.timestamp = int(index), float(timestamp)  # numpy's failed a plug-in sink's json.dumps
     if item.captured and not 0 < item.captured <= time.monotonic():
         # a wall-clock time there read as a latency of -1.8e12 ms and "down for -1796538587 s", exit 0 (s63a 1)
         raise TypeError(f"frames() yielded frame {index} captured at {item.captured!r}, not a time.monotonic() "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import multiprocessing as mp
 import os
 import re
@@ -1192,6 +1193,8 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
             Face([0, 0, 5, 5], probs=[0, 0, 0, 1, 0, 0, 0]),
             Face((1, 2, 3, 4), probs=list(np.full(7, 1 / 7, np.float32)))]  # list(model_output): numpy scalars (s40d)
     assert len(packets_of([Packet("cam", 0, 0.0, faces=good)])) == 1
+    # made plain ints, which a plug-in sink's json.dumps takes: OpenCV's boxes failed the README's (s66a 1)
+    assert json.dumps([face.box for face in good]) == "[[1, 2, 3, 4], [1, 2, 3, 4], [0, 0, 5, 5], [1, 2, 3, 4]]"
     box = "; a box is (x, y, w, h), whole pixels, w and h above 0"
     probs = ("; they are one probability from 0 to 1 for each of the 7 emotions (angry, disgust, fear, happy, "
              "sad, surprise, neutral)")
@@ -1888,7 +1891,8 @@ def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(
 
     with pytest.raises(TypeError, match=re.escape(said)):
         frame_of("cam", Packet("cam", index, timestamp, np.zeros((4, 4, 3), np.uint8)), None)
-    assert frame_of("cam", Packet("cam", np.int64(3), np.float32(0.5)), 2).index == 3  # numpy's numbers are numbers
+    frame = frame_of("cam", Packet("cam", np.int64(3), np.float32(0.5)), 2)  # numpy's numbers are numbers
+    assert json.dumps([frame.index, frame.timestamp]) == "[3, 0.5]"  # made Python's, for a plug-in sink (s66a 1)
 
 
 def test_a_stage_that_holds_frames_until_its_finish_passes_a_sources_end_after_them():
