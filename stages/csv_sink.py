@@ -9,7 +9,7 @@ from pydantic import Field, field_validator
 
 from fer_pipe.csvfile import APPEND_HELP, CsvOutput, check_existing
 from fer_pipe.events import FRAME_COLUMNS, free_names
-from fer_pipe.messages import EMOTIONS, EXPRESSIONS, Packet, emotion_probs, extra_values
+from fer_pipe.messages import EMOTIONS, FACES, Packet, emotion_probs, extra_values
 from fer_pipe.output_files import check_writable
 from fer_pipe.stage import Sink, StageParams
 
@@ -37,7 +37,7 @@ class CsvSink(Sink):
 
     Params = CsvParams
     params: CsvParams
-    reads = EXPRESSIONS
+    reads = FACES
     output_paths = ("path",)
 
     @classmethod

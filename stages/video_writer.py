@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from fer_pipe.config import NAME_MAX
 from fer_pipe.errors import InputError
-from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.messages import FACES, Packet
 from fer_pipe.native_stderr import StderrCapture
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.output_files import check_writable, open_claimed
@@ -100,7 +100,7 @@ class VideoWriterSink(Sink):
 
     Params = VideoWriterParams
     params: VideoWriterParams
-    reads = EXPRESSIONS
+    reads = FACES
     output_paths = ("path",)
     one_source = True
 

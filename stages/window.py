@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from fer_pipe.errors import InputError
-from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.messages import FACES, Packet
 from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.stage import Sink, StopRun
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw, stale
@@ -126,7 +126,7 @@ class WindowSink(Sink):
 
     Params = WindowParams
     params: WindowParams
-    reads = EXPRESSIONS
+    reads = FACES
     idle_s = 0.05  # while a camera is down, the window still repaints and reads q
 
     @classmethod

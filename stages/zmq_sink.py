@@ -12,7 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from fer_pipe.curve_keys import check_client_folder, load_keys
 from fer_pipe.endpoints import check_bindable, check_form, check_private
 from fer_pipe.events import EVENT_NAMES, end_event, free_names, frame_event
-from fer_pipe.messages import EXPRESSIONS, Packet
+from fer_pipe.messages import FACES, Packet
 from fer_pipe.outage_notices import OutageNotices
 from fer_pipe.publisher import Publisher
 from fer_pipe.stage import Sink, StageParams
@@ -61,7 +61,7 @@ class ZmqSink(Sink):
     Params = ZmqParams
     params: ZmqParams
     input_paths = ("curve_secret_key", "curve_clients")
-    reads = EXPRESSIONS
+    reads = FACES
     bind_params = ("endpoint",)
 
     @classmethod

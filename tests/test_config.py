@@ -95,12 +95,13 @@ BROKEN = {
                     "{f}:12: stage 'csv' (csv): inputs: nothing feeds this stage (add inputs: [<stage>])"),
     "kind_mismatch": (GOOD.replace("inputs: [classifier]", "inputs: [source]"),
                       "{f}:14: stage 'csv' (csv): inputs: 'source' (video) writes 'frame', but csv "
-                      "reads 'expressions'"),
+                      "reads 'faces'"),
     # a track put after the classifier was refused naming neither why nor where it goes (s65a 7)
-    "track_after_classifier": (GOOD.replace("inputs: [classifier]", "inputs: [track]")
-                               + "  track:\n    type: track\n    inputs: [classifier]\n",
-                               "{f}:14: stage 'csv' (csv): inputs: 'track' (track) writes 'faces', but csv reads "
-                               "'expressions' (it is fed 'expressions' and passes on 'faces': put it before "
+    "track_after_classifier": (GOOD.replace("inputs: [classifier]", "inputs: [smooth]")
+                               + "  track:\n    type: track\n    inputs: [classifier]\n"
+                               + "  smooth:\n    type: smooth\n    inputs: [track]\n",
+                               "{f}:22: stage 'smooth' (smooth): inputs: 'track' (track) writes 'faces', but smooth "
+                               "reads 'expressions' (it is fed 'expressions' and passes on 'faces': put it before "
                                "'classifier' (classifier), which makes 'expressions')"),
     "bad_yaml": ("stages:\n  source:\n    type: video\n   params: [\n",
                  "{f}:4: invalid YAML: "),
@@ -454,14 +455,15 @@ def test_a_stage_whose_inputs_write_different_kinds_declares_them_all_and_is_che
         stages["join"]["inputs"] = ["classifier", "door"]
         stages["mood"], stages["csv"]["inputs"] = {"type": "mood", "inputs": ["classifier"]}, ["mood"]
         with pytest.raises(ConfigError, match=r"stage 'csv' \(csv\): inputs: 'mood' \(mood\) writes 'mood', but csv "
-                                              r"reads 'expressions'$"):
+                                              r"reads 'faces'$"):
             build_graph({"stages": stages}, {}, "<dict>")
         del stages["mood"]
         # a track after the join: no advice to put it before the join, which could not read its faces (s65d 2)
         stages["join"]["inputs"] = ["classifier", "door"]
-        stages["track"], stages["csv"]["inputs"] = {"type": "track", "inputs": ["join"]}, ["track"]
-        with pytest.raises(ConfigError, match=r"stage 'csv' \(csv\): inputs: 'track' \(track\) writes 'faces', but csv "
-                                              r"reads 'expressions'$"):
+        stages["track"], stages["smooth"] = {"type": "track", "inputs": ["join"]}, {"type": "smooth", "inputs": ["track"]}
+        stages["csv"]["inputs"] = ["smooth"]
+        with pytest.raises(ConfigError, match=r"stage 'smooth' \(smooth\): inputs: 'track' \(track\) writes 'faces', "
+                                              r"but smooth reads 'expressions'$"):
             build_graph({"stages": stages}, {}, "<dict>")
     finally:
         del registry().types["signal"], registry().types["join"], registry().types["mood"]

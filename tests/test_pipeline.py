@@ -136,6 +136,29 @@ def test_fan_out_feeds_both_sinks_the_same_rows(face_then_empty, tmp_path):
     assert len(read_rows(a)[1]) >= 12
 
 
+def test_a_detection_only_graph_writes_its_boxes_without_a_classifier(face_then_empty, tmp_path):
+    """The sinks declared they read expressions, though each writes faces without them: haar into
+    csv or video_writer was refused, and a user ran the classifier only to be let through (s66a 2).
+    The boxes are the classified run's, the label columns empty; the video has every frame."""
+    bare, classified, video = tmp_path / "bare.csv", tmp_path / "classified.csv", tmp_path / "boxes.mp4"
+    graph = load_graph({"stages": {
+        "source": {"type": "video", "params": {"path": str(face_then_empty), "max_frames": 12}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "csv": {"type": "csv", "inputs": ["detector"], "params": {"path": str(bare)}},
+        "video": {"type": "video_writer", "inputs": ["detector"], "params": {"path": str(video)}},
+        "classifier": {"type": "classifier", "inputs": ["detector"]},
+        "labelled": {"type": "csv", "inputs": ["classifier"], "params": {"path": str(classified)}},
+    }})
+    assert Runner(graph, progress=False).run().exit_code == 0
+    boxes, labelled = read_rows(bare)[1], read_rows(classified)[1]
+    place = FRAME_COLUMNS[:FRAME_COLUMNS.index("label")]  # source, frame, timestamp, face, box, track_id
+    assert [[row[c] for c in place] for row in boxes] == [[row[c] for c in place] for row in labelled]
+    assert sum(bool(row["face"]) for row in boxes) >= 6
+    assert {row[c] for row in boxes for c in FRAME_COLUMNS[len(place):]} == {""}
+    assert all(row["label"] for row in labelled if row["face"])
+    assert len(read_frames(video)) == 12
+
+
 def test_a_branch_that_changes_packets_leaves_the_other_branch_alone_in_and_out_of_process(face_then_empty,
                                                                                           tmp_path):
     """classifier feeds a smoother (on one branch) and a csv sink (on another). Between processes
