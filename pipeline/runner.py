@@ -420,7 +420,7 @@ class Runner:
         procs: Processes = {}
         for name in graph.order():
             spec = graph.stages[name]
-            slots = _ring_slots(graph, name) if spec.is_source else 0
+            slots = _ring_slots(graph, name) if spec.is_source or graph.consumers(name) else 0
             for process in names[name]:
                 outboxes = [Outbox([shared.inboxes[f"{process}>{p}"] for p in names[c]], f"{name}>{c}",
                                    drop_oldest=_drops_for_live(graph, c, live))
@@ -739,14 +739,15 @@ def _drops_for_live(graph: Graph, consumer: str, live: set[str]) -> bool:
     return issubclass(graph.stages[consumer].cls, Sink) and bool(sources) and set(sources) <= live
 
 
-def _ring_slots(graph: Graph, source: str) -> int:
-    """Slots for a source's frame ring: more than its frames that can be in flight at once.
+def _ring_slots(graph: Graph, writer: str) -> int:
+    """Slots for the frame ring of a source, or of a stage that makes pictures of its own: more
+    than its frames that can be in flight at once.
 
     Its frames can be in every queue that it or a stage downstream of it feeds, one in each
     such process's hands, and in what a stage after several workers holds to put their answers
     back in order (at most their queues' worth).
     """
-    specs = [graph.stages[n] for n in graph.downstream(source)]
+    specs = [graph.stages[n] for n in graph.downstream(writer)]
     queues = sum(graph.stages[c].workers * s.workers for s in specs for c in graph.consumers(s.name))
     held = sum(graph.queue_size * s.workers for s in specs if s.workers > 1)
     return graph.queue_size * queues + sum(s.workers for s in specs) + held + 2

@@ -31,7 +31,7 @@ from .emitter import Emitter, Outbox, StageQueue
 from .errors import UserError, said
 from .graph import StageSpec
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
-from .messages import EndOfStream, Packet, Sequenced, read_only
+from .messages import EndOfStream, Packet, Sequenced
 from .ordering import Reorder
 from .run_flag import RunFlag
 from .stage import Source, Stage, StageFailure, StopRun, reader_gone
@@ -199,7 +199,10 @@ def stage_main(w: Wiring) -> None:
             _run_source(stage, ring, emitter, w, stats)
             kept_ends: list[Packet] = []
         else:
-            emitter = Emitter(w.outboxes, False, stats, w.spec.name if w.spec.on_error == "skip" else None)
+            if w.outboxes:  # a picture the stage makes (a blur) goes on through shared memory, as a frame does
+                ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.process), w.ring_slots,
+                                        live=any(box.drop_oldest for box in w.outboxes))
+            emitter = Emitter(w.outboxes, False, stats, w.spec.name if w.spec.on_error == "skip" else None, ring)
             kept_ends = _run_consumer(stage, emitter, w, stats)
         try:
             w.busy_since.value = time.monotonic()  # finish is watched for a stall as a packet is
@@ -419,8 +422,6 @@ class _Handler:
         stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
-        if isinstance(item.image, np.ndarray):  # a picture a stage before made, unpickled: read-only, as the
-            item.image = read_only(item.image)  # ring's frames are and run_stage's and a batch task's
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
             skipped = stats.skipped

@@ -745,6 +745,25 @@ def test_drawing_into_a_picture_a_stage_made_fails_in_a_run_and_in_one_process_a
     fails_alike(config, plugin_env, f"stage 'draw' (faulty) failed: on source frame 2: {error}")
 
 
+def test_a_picture_a_stage_made_reaches_every_consumer_whole(plugin_env, short_clip, tmp_path):
+    """It crosses through the stage's own frame ring (s66a 3): a sink of its pictures and one of the
+    source's write the same video, and a stage with two workers after it reads them too."""
+    config = tmp_path / "redraw.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}', max_frames: 30}}}}\n"
+                      "  redraw: {type: faulty, inputs: [source], params: {mode: redraw, at: "
+                      f"{list(range(30))}}}}}\n"
+                      "  read: {type: faulty, inputs: [redraw], workers: 2, params: {read_pixels: after}}\n"
+                      f"  csv: {{type: csv, inputs: [read], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n"
+                      f"  drawn: {{type: video_writer, inputs: [redraw], params: {{path: '{tmp_path / 'drawn.mp4'}'}}}}\n"
+                      "  same: {type: faulty, inputs: [source]}\n"
+                      f"  plain: {{type: video_writer, inputs: [same], params: {{path: '{tmp_path / 'plain.mp4'}'}}}}\n")
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    drawn, plain = read_frames(tmp_path / "drawn.mp4"), read_frames(tmp_path / "plain.mp4")
+    assert len(drawn) == 30 and all(np.array_equal(a, b) for a, b in zip(drawn, plain))
+    assert len(csv_rows(tmp_path / "out.csv")) == 30
+
+
 @pytest.mark.parametrize("mode, error", [
     ("copy_image", "TypeError: under fer-pipe run, packet.image is a reference to the frame in shared memory, not "
                    "its pixels (run_stage hands an array, so a stage's tests pass): read them with packet.pixels()"),

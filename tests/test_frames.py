@@ -249,3 +249,25 @@ def test_an_overwritten_frame_says_whether_its_source_is_live(live):
         frames.detach_all()
         ring.close()
         frames.unlink(ring.names)
+
+
+def test_a_picture_a_stage_made_crosses_to_each_consumer_once_through_the_ring(ring):
+    """A stage that changes the picture (a blur) passed on an array, which its queues pickled
+    once per consumer: a 1080p frame into two sinks took a pipeline from 220 to 45 frames a
+    second (s66a 3). Real queues of the runner's kind, two consumers, one of two workers."""
+    from fer_pipe.emitter import Emitter, Outbox, StageQueue
+    from fer_pipe.messages import Packet
+    from fer_pipe.stats import StageStats
+
+    ctx = mp.get_context("spawn")
+    queues = [StageQueue(4, ctx=ctx) for _ in range(3)]
+    emitter = Emitter([Outbox(queues[:1], "blur>csv"), Outbox(queues[1:], "blur>video")], False,
+                      StageStats("blur"), ring=ring)
+    picture = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
+    emitter.emit([Packet("cam", 0, 0.0, picture, faces=[])])
+    got = [queues[0].get(timeout=30), queues[1].get(timeout=30)]
+    for q in queues:
+        q.close()
+        q.join_thread()
+    assert isinstance(got[0].image, frames.FrameRef) and got[0].image == got[1].packets[0].image
+    assert np.array_equal(got[0].pixels(), picture)
