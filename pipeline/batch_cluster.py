@@ -193,7 +193,7 @@ def start_ray(address: str | None, num_cpus: int | None) -> ModuleType:
             try:
                 ray.init(address=address, **options)
             except ConnectionError as exc:
-                raise InputError(f"--address {address}: {not_connected(address, exc)}") from None
+                raise InputError(f"--address {address}: {not_connected(exc)}") from None
         else:  # "local": a Ray of its own, not the cluster RAY_ADDRESS or the last `ray start` here names
             try:
                 ray.init(address="local", num_cpus=num_cpus or usable_cpus(), _node_ip_address="127.0.0.1",
@@ -220,8 +220,8 @@ def stop_ray(ray: ModuleType) -> list[int]:
     return held
 
 
-def not_connected(address: str, exc: ConnectionError) -> str:
-    """Why ``ray.init`` did not connect to ``address``, said as far as can be told. Ray says
+def not_connected(exc: ConnectionError) -> str:
+    """Why ``ray.init`` did not connect to the cluster, said as far as can be told. Ray says
     only "Failed to connect", also where the cluster refused a driver without its token (Ray's
     token authentication, which ``ray start`` of recent versions turns on): a user who had just
     started the cluster the README's way read no reason."""

@@ -65,15 +65,19 @@ def fetch_clips(cache: str | Path | None = None) -> dict[str, Path]:
     return wanted
 
 
-def summarize(csv_path: Path, bins: int = 6) -> str:
-    """Faces found, and the leading emotion in each stretch of the clip."""
+STRETCHES = 6
+
+
+def summarize(csv_path: Path) -> str:
+    """Faces found, and the leading emotion in each of ``STRETCHES`` stretches of the clip: the
+    demo's clip turns from crying to laughing, which a user should see it tell."""
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     frames = sorted({int(r["frame"]) for r in rows})
     with_face = sorted({int(r["frame"]) for r in rows if r["label"]})
     lines = [f"frames: {len(frames)}, with a face: {len(with_face)}"]
     if frames:
-        edges = [frames[0] + (frames[-1] + 1 - frames[0]) * i // bins for i in range(bins + 1)]
+        edges = [frames[0] + (frames[-1] + 1 - frames[0]) * i // STRETCHES for i in range(STRETCHES + 1)]
         for lo, hi in zip(edges, edges[1:]):
             counts = Counter(r["label"] for r in rows if r["label"] and lo <= int(r["frame"]) < hi)
             top = ", ".join(f"{k} {v}" for k, v in counts.most_common(3)) or "no face"

@@ -1546,11 +1546,11 @@ def test_a_cluster_that_does_not_take_the_driver_is_said_with_the_token_setting(
 
     refused = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    assert not_connected("127.0.0.1:6379", refused) == (
+    assert not_connected(refused) == (
         "Failed to connect to Ray cluster at 127.0.0.1:6379; if the cluster takes only drivers with its token "
         "(Ray's token authentication), set RAY_AUTH_MODE=token, with the token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # set: the hint would mislead
-    assert not_connected("127.0.0.1:6379", refused) == "Failed to connect to Ray cluster at 127.0.0.1:6379"
+    assert not_connected(refused) == "Failed to connect to Ray cluster at 127.0.0.1:6379"
 
 
 @pytest.mark.parametrize("address", ["headnode", "[]:6379", "127.0.0.1:99999", "ray://127.0.0.1:port"])
