@@ -72,7 +72,7 @@ def frame_count(path: str) -> int | None:
     has no count, None where OpenCV cannot open it (its task says why)."""
     import cv2
 
-    from .stages.video import frames_in
+    from .frame_count import frames_in
 
     try:
         name = opencv_name(path, "video")

@@ -11,17 +11,16 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from fer_pipe.avi import frames_in_index
 from fer_pipe.errors import InputError, Truncated, printable
 from fer_pipe.ffmpeg_log import quiet_ffmpeg
+from fer_pipe.frame_count import FALLBACK_FPS, frames_in
 from fer_pipe.input_files import file_problem
 from fer_pipe.interlace import BLANKS_INTERLACED, interlaced_codec
 from fer_pipe.messages import Packet
-from fer_pipe.mp4 import frames_played
 from fer_pipe.opencv_names import opencv_name
 from fer_pipe.redaction import redact
 from fer_pipe.seeking import seeks_by_frame
-from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early, matroska_lead
+from fer_pipe.truncation import count_is_a_ceiling, counted_by_duration, ends_early
 from fer_pipe.stage import Source, SourceParams
 
 quiet_ffmpeg()  # this stage reports decode failures itself
@@ -34,11 +33,6 @@ STOP_LOOK_S = 0.1
 """How often a realtime replay waiting for a frame's time looks whether the run is stopping."""
 NEAR_END = 5
 """Frames by which the header's count of what a video plays can overshoot its last frame."""
-UNKNOWN_COUNT = 2**30
-"""OpenCV's count for an AVI whose header was never filled in (written to a pipe): no count.
-Taken as one, every such file was "truncated", and batch planned a billion frames' chunks."""
-FALLBACK_FPS = 30.0
-"""The frame rate taken where the container reports none, for timestamps and the frames it plays."""
 READ_SAY = 256
 """Frames grabbed on the way to a start frame between two words to the stall watch."""
 HOLE_FRAMES = 2.5
@@ -60,21 +54,6 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino, st.st_size
-
-
-def frames_in(capture: cv2.VideoCapture, path: str) -> int:
-    """Frames the video source reads from ``capture`` of ``path`` (0: unknown). Batch cuts its
-    chunks by this too, so it must be the one count: see ``fer_pipe.mp4.frames_played``, and
-    ``fer_pipe.avi`` for an AVI's empty drop frames, which its header counts."""
-    listed = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    listed = 0 if listed >= UNKNOWN_COUNT else listed
-    indexed = frames_in_index(path)
-    if indexed is not None:
-        return min(listed, indexed) if listed else indexed
-    fps = capture.get(cv2.CAP_PROP_FPS) or FALLBACK_FPS
-    if listed:  # a Matroska file's counted from time 0: a later segment of a recording starts after it
-        listed = max(0, listed - round(matroska_lead(path) * fps))
-    return frames_played(path, listed, fps)
 
 
 class VideoParams(SourceParams):
