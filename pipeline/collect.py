@@ -119,6 +119,8 @@ class SequenceTracker:
         self.forgotten_count = 0
 
     def observe(self, source: str, run: str, seq: int, now: float) -> str | None:
+        """The line event ``seq`` of ``run`` deserves (a join, a restart, a gap, a gap filled late,
+        two runs at once), None for the next in line; the source's state follows it either way."""
         state = self.sources.pop(source, None)  # put back last: the least recently heard from is first
         if state is None:
             if len(self.sources) >= SOURCES_KEPT:
@@ -286,6 +288,8 @@ class Collector:
         self._stop = True
 
     def run(self) -> int:
+        """Bind, then write rows until a stop; the sequences go on where the last collector left
+        them and are kept for the next, so that a restart of the collector is no gap."""
         _all_descriptors()
         ctx = zmq.Context()
         pull = pull_socket(ctx, self.bind)

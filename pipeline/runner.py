@@ -330,6 +330,9 @@ class Runner:
         self._on_signal(signal.SIGINT, None)
 
     def run(self) -> RunResult:
+        """Start a process per stage (per worker), supervise them to the end, and say how it went
+        as a result, not an exception: a run that failed part-way still wrote what it could, and
+        the CLI and the API each report that in their own way."""
         try:
             check_stages(self.graph)
             live = live_sources(self.graph)

@@ -13,6 +13,9 @@ WINDOW = 20_000
 
 @dataclass
 class StageStats:
+    """One stage process's figures for the table at a run's end: kept in the process that does
+    the work, so that timing a packet costs no message to the runner."""
+
     name: str
     items: int = 0
     dropped: int = 0

@@ -159,6 +159,8 @@ class Connection:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Print events until ``--count`` or Ctrl-C, saying what keeps them from coming (a host that
+    does not resolve, a handshake refused) as ZeroMQ, which retries in silence, does not."""
     # Ctrl-C ends the loop even when the shell started us with SIGINT ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     # the csv sink's own writer: its header only into an empty file (>> all.csv across restarts) and

@@ -154,6 +154,9 @@ def _shown_as(process: str) -> None:
 
 
 def stage_main(w: Wiring) -> None:
+    """The body of every stage process: open the stage, run it as a source or a consumer, then
+    always close it and say to the runner how it ended (done, failed, stopped), whatever ended
+    it: a stage process that dies without a word leaves the runner only its exit code."""
     _shown_as(w.process)
     frames.allow_open_files()
     oom.first_for_the_oom_killer()

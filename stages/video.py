@@ -151,6 +151,9 @@ class VideoSource(Source):
         return min(remaining, self.params.max_frames) if self.params.max_frames else remaining
 
     def frames(self) -> Iterator[Packet]:
+        """Each frame dated by the container's own clock, not by its number over a rate: a phone's
+        variable-rate recording, a file with holes or a loop dated by count drifted from the
+        audio and from the wall clock its episodes are read against."""
         source = self.source_id
         index = self.params.start
         started = time.monotonic()
