@@ -94,6 +94,7 @@ def redact_urls(text: str) -> str:
     """``text`` (an error line that quotes what the user gave) with each URL in it redacted, and
     any ``user:password@`` outside a URL."""
     text = SPACED_PASSWORD.sub(r"\1:***@", text)
+
     def one(match: re.Match[str]) -> str:
         url = match.group(0)
         collapsed = "://" not in url
