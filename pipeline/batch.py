@@ -16,8 +16,8 @@ after task retries, which is the one thing this module must never do.
 On a multi-node cluster (``--address``), ``OUT`` and the inputs must be on storage every
 node sees at the same path, and fer-pipe must be installed on every node.
 
-This module is the driver (planning, the task loop, manifest); what it refuses in a config is
-in ``batch_checks``, what a task runs in ``batch_task``, where it runs in ``batch_cluster``, its progress bar in
+This module is the driver (planning, the task loop, manifest); which videos it reads is in
+``batch_inputs``, what it refuses in a config is in ``batch_checks``, what a task runs in ``batch_task``, where it runs in ``batch_cluster``, its progress bar in
 ``batch_progress``, and how a video's chunk CSVs are checked and joined in ``batch_parts``.
 """
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 
 from . import hangup
 from .arguments import home, made_path, number, whole
+from .batch_inputs import expand_folders, not_a_video_file, say, shown, stems
 from .batch_checks import refuse_frame_range, refuse_other_sources, refuse_shared_outputs, refuse_stateful_chunks
 from .batch_cluster import (StopSignals, check_cluster, import_ray, refuse_what_ray_cannot_take, start_ray, stop_ray,
                             watch_cluster)
@@ -49,24 +50,15 @@ from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_coun
                          run_job, stall_mark, video_csv_stages)
 from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
 from .inprocess import ALSO
-from .input_files import file_problem
 from .output_files import held_folder, make_folder, write_whole
 from .preflight import check_stages
-from .redaction import redact, redact_urls
+from .redaction import redact_urls
 from .seeking import why_no_seek
 from .stage import StageFailure
 
 WORK = "_work"
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
-VIDEO_SUFFIXES = (".264", ".265", ".3g2", ".3gp", ".asf", ".avi", ".divx", ".f4v", ".flv", ".h264", ".h265", ".hevc",
-                  ".m2ts", ".m2v", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".mxf",
-                  ".ogv", ".ts", ".vob", ".webm", ".wmv", ".y4m")
-"""What a folder given as an input contributes: its files with these suffixes (in any case),
-but for hidden ones. A folder of AVCHD or Blu-ray ``.m2ts`` copies, or a Raspberry Pi camera's
-raw ``.h264`` streams, gave none of them and ended complete: a suffix left out is a video
-skipped in silence, so the list holds what OpenCV's FFmpeg reads. Not raw DV (``.dv``): OpenCV
-gives it 60,000 fps and 2,400 times its frames, so a good file failed as cut short (s64d 1)."""
 
 
 @dataclass
@@ -99,87 +91,6 @@ class InputReport:
     """Whether that failure is a file cut short (``errors.Truncated``), not damage decoded past."""
 
 
-def expand_folders(inputs: Sequence[str], out_dir: Path) -> list[str]:
-    """Each folder replaced by the videos directly in it, by name; files stay as given; the
-    results folder left out where it holds no videos (``videos/* --out videos/results`` given
-    again took it for an input with no videos: exit 2 and no _SUCCESS on a folder that was done),
-    but not where it is the videos' own folder (``batch videos --out videos``).
-
-    ``batch videos/`` is what people type, and a shell glob of a large folder can exceed the
-    argument limit. A folder with no videos stays in the list, so that it is reported by name;
-    so does each entry named as a video that is no file (a link to a share that is not mounted),
-    which was left out in silence, and the folder then marked complete without it.
-    """
-    # one file given twice (b/clip.mp4, ./b/clip.mp4) is one input; under two names (a link), two
-    expanded: dict[tuple[str, str], str] = {}
-    for item in inputs:
-        folder = Path(item)
-        # a hidden file is none of the folder's videos: a Mac's ._clip.mp4 beside each clip.mp4
-        # failed every batch of a folder copied from one, and every rerun
-        entries = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-        videos = [str(p) for p in entries if p.suffix.lower() in VIDEO_SUFFIXES]
-        if not videos and folder.is_dir() and os.path.realpath(folder) == os.path.realpath(out_dir):
-            continue
-        _say_left_alone(item, [p for p in entries if p.suffix.lower() not in VIDEO_SUFFIXES], out_dir)
-        for video in videos or [item]:
-            expanded.setdefault((os.path.realpath(video), Path(video).name), video)
-    return list(expanded.values())
-
-
-def _say_left_alone(folder: str, others: list[Path], out_dir: Path) -> None:
-    """Said once per folder: its files of no video suffix and its subfolders, which a batch does
-    not read. A folder of CCTV exports with one camera's .asf among them, or a day's recordings
-    in subfolders, ended complete with those never named (s64a 3)."""
-    results = os.path.realpath(out_dir)
-    subfolders = [p.name for p in others if p.is_dir() and os.path.realpath(p) != results]
-    files = [p.name for p in others if not p.is_dir()]
-    parts = [f"{len(names)} {what if len(names) == 1 else whats} ({', '.join(names[:3])}{', ...' if names[3:] else ''})"
-             for names, what, whats in ((files, "file of no video suffix", "files of no video suffix"),
-                                        (subfolders, "subfolder, not searched", "subfolders, not searched")) if names]
-    if parts:
-        _say(f"fer-pipe: batch: folder {folder}: left alone: {'; '.join(parts)}")
-
-
-def _not_a_video_file(item: str) -> str | None:
-    """Why input ``item`` is no video file to read, or None."""
-    problem = file_problem(item, "fer-pipe run's rtsp source")  # a batch reads files; a stream has no end
-    if problem == "is a folder":
-        if Path(item).suffix.lower() in VIDEO_SUFFIXES:
-            return f"video {item}: a folder, not a file"
-        return f"folder {item}: no videos in it ({', '.join(VIDEO_SUFFIXES)})"
-    if not problem and _empty(item):  # said by the video source too, but only once Ray had started (7 s)
-        problem = "the file is empty"
-    return problem and f"video {_shown(item)}: {problem}"
-
-
-def _empty(item: str) -> bool:
-    """Whether file ``item`` holds nothing; one gone since it was looked at is its task's to say."""
-    try:
-        return os.stat(item).st_size == 0
-    except OSError:
-        return False
-
-
-def _stems(inputs: Sequence[str]) -> dict[str, str]:
-    """Each input by the stem its CSV is named after. Every group of inputs that would write one
-    CSV, and every input whose CSV would be another's partial rows, is refused in one line,
-    before any input is opened: said a pair at a time, a folder of a camera's .h264 and .h265
-    recordings took a run per pair to learn them all, and three of one name were told to
-    rename one of each pair, which left two."""
-    by_stem: dict[str, list[str]] = {}
-    for item in inputs:
-        by_stem.setdefault(Path(item).stem, []).append(item)
-    clashes = [f"{' and '.join(items)} would both write {key}.csv" if len(items) == 2 else
-               f"{', '.join(items[:-1])} and {items[-1]} would all write {key}.csv"
-               for key, items in by_stem.items() if len(items) > 1]
-    clashes += [f"{by_stem[key.removesuffix('.partial')][0]} and {items[0]}: the second's CSV, {key}.csv, is where "
-                "the first's rows would be kept if it turned out damaged"
-                for key, items in by_stem.items() if key.endswith(".partial") and key.removesuffix(".partial") in by_stem]
-    if clashes:
-        raise InputError(f"inputs {'; '.join(clashes)}; rename all but one of each")
-    return {key: items[0] for key, items in by_stem.items()}
-
-
 def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]], dict[str, str]]:
     """Jobs per input, and the inputs that cannot even be read (by name, with the reason).
 
@@ -192,9 +103,8 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
 
     jobs: dict[str, list[Job]] = {}
     bad: dict[str, str] = {}
-    stems = _stems(inputs)
-    for key, item in stems.items():
-        problem = _not_a_video_file(item)
+    for key, item in stems(inputs).items():
+        problem = not_a_video_file(item)
         if problem:
             bad[item] = problem
             continue
@@ -205,7 +115,7 @@ def plan(inputs: Sequence[str], chunk_frames: int) -> tuple[dict[str, list[Job]]
             unseekable = ("its frame count is unknown (its container keeps none: a raw stream, or a Matroska file "
                           "written to a pipe), read as one task: chunks are planned from the count")
         if unseekable:
-            _say(f"fer-pipe: batch: {_shown(item)}: {unseekable}")
+            say(f"fer-pipe: batch: {shown(item)}: {unseekable}")
             chunked = False
         if chunked:
             # The last chunk reads to the end: the count is an estimate (by a frame or two).
@@ -480,14 +390,14 @@ def _rejoin_unaligned(pending: list[str], reports: dict[str, InputReport], jobs:
         if report.status == "failed" and not _cut_short_in_its_rows(report, jobs[item], work):
             if len(jobs[item]) == 1 or not pieces:
                 continue
-            _say(f"fer-pipe: batch: {_shown(item)}: a chunk of it failed ({report.error}); it runs again as one "
+            say(f"fer-pipe: batch: {shown(item)}: a chunk of it failed ({report.error}); it runs again as one "
                  "task, so that the rows kept are those one run keeps")
         else:
             gap = misaligned(pieces) if len(pieces) > 1 else None
             if gap is None:
                 continue
             f_end, t_end, f_next, t_next = gap
-            _say(f"fer-pipe: batch: {_shown(item)}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then "
+            say(f"fer-pipe: batch: {shown(item)}: its chunks do not line up (frame {f_end} at {t_end:.3f} s, then "
                  f"frame {f_next} at {t_next:.3f} s): OpenCV's seek in this file misses its frame numbers, or damage "
                  "lost frames; it runs again as one task")
         _forget_chunks(jobs[item], work)
@@ -741,25 +651,25 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
     failed = [r for r in reports.values() if r.status == "failed"]
     manifest = {
         "config": origin, "set": sets, "cluster": address or "local", "seconds": round(seconds, 3),
-        "inputs": [{k: redact_urls(_shown(v) if k == "input" else v) if k in ("input", "error") and v else v
+        "inputs": [{k: redact_urls(shown(v) if k == "input" else v) if k in ("input", "error") and v else v
                     for k, v in asdict(r).items()
                     if k not in ("bad_input", "failed_at", "truncated", "warned") and (k not in ("partial", "warnings") or v)}  # the folder travels: no password
                    | {"seconds": round(r.seconds, 3)} for r in reports.values()],
     }
     for report in failed:  # before the manifest, which a full disk may refuse
         said = printable(report.error)  # "video X: ..." names it; a path it quotes further on does not
-        named = any(re.match(rf"\S+ {re.escape(printable(name))}: ", said) for name in (report.input, _shown(report.input)))
-        _say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {_shown(report.input)}: {report.error}")
+        named = any(re.match(rf"\S+ {re.escape(printable(name))}: ", said) for name in (report.input, shown(report.input)))
+        say(f"fer-pipe: batch: {report.error}" if named else f"fer-pipe: batch: {shown(report.input)}: {report.error}")
         for line in report.warned:  # what else failed in its task, under its line and named: said after every
             if line.startswith(ALSO):  # input's, it read as the last one's
-                _say(f"fer-pipe: batch: {_shown(report.input)}: {line.removeprefix('fer-pipe: ')}")
+                say(f"fer-pipe: batch: {shown(report.input)}: {line.removeprefix('fer-pipe: ')}")
     write_whole(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n", "batch")
     for report in reports.values():
         for line in report.warned:
             if not line.startswith(ALSO):
-                _say(line)
+                say(line)
         if report.skipped:  # the tasks' own lines are in Ray's worker logs, which nobody reads
-            _say(f"fer-pipe: batch: {_shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
+            say(f"fer-pipe: batch: {shown(report.input)}: {report.skipped} packet(s) skipped by stages with "
                  "on_error: skip (the first ten of each task and stage: Ray's worker logs)")
     others = kept_besides(out_dir, work / "parts", {Path(r.input).stem for r in reports.values()})
     if failed or others:
@@ -769,7 +679,7 @@ def _finish(out_dir: Path, work: Path, reports: dict[str, InputReport], origin: 
             shutil.rmtree(work)
         (out_dir / SUCCESS).touch()
     if others:  # a batch of other videos into the folder deleted them, and marked it whole
-        _say(f"fer-pipe: batch: {work} keeps the finished tasks of {len(others)} other video(s) ("
+        say(f"fer-pipe: batch: {work} keeps the finished tasks of {len(others)} other video(s) ("
              f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}) that a stopped run left; no "
              f"{SUCCESS} until the command that started them runs again")
     if not quiet:  # after the failures too: what did get done, and where the manifest is
@@ -823,15 +733,3 @@ def run(args: argparse.Namespace) -> int:
 
         report(RunResult.failed_before(exc), quiet=True, debug=args.debug)
         return 1
-
-
-def _shown(item: str) -> str:
-    """An input as lines name it: a stream's URL without its password, which the lines' own
-    redaction cannot find whole where it holds a space."""
-    return redact(item) if "://" in item else item
-
-
-def _say(line: str) -> None:
-    """A line about an input, which is named as given: a stream's URL with its password, or a
-    file name holding a line break or an escape code."""
-    print(printable(redact_urls(line)), file=sys.stderr)

@@ -25,7 +25,7 @@ from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_
                       start_on_a_terminal, write_video)
 from livetools import free_port
 
-from fer_pipe.batch import VIDEO_SUFFIXES
+from fer_pipe.batch_inputs import VIDEO_SUFFIXES
 from fer_pipe.batch_settings import first_difference, recorded_settings, settings_of, version_change
 from fer_pipe.batch_task import Job, enter, job_config
 from fer_pipe.config import load_graph
@@ -525,7 +525,7 @@ def test_a_folder_gives_every_kind_of_video_opencv_reads(six_clips, tmp_path, su
     a Raspberry Pi's raw .h264 streams too, and the Mac's ._ twin of each video failed the
     batch of a folder copied from one (s51d 2, 3). What it leaves alone is said: the batch of a
     folder with a file or subfolder it does not read ended complete without naming them (s64a 3)."""
-    from fer_pipe.batch import expand_folders
+    from fer_pipe.batch_inputs import expand_folders
 
     folder = tmp_path / "recordings"
     (folder / "results").mkdir(parents=True)  # --out in the folder a glob gives: not an input
