@@ -63,9 +63,10 @@ one (``'`` is a URL's own character): what a quote after an ``@`` there cuts off
 with the rest of the word (``BARE_USERINFO``)."""
 
 
-HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):\S*@", re.IGNORECASE)
+HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):.*@", re.IGNORECASE)
 """A password holding ``/``, ``?`` or ``#`` (``rtsp://admin:se#cret@cam/live``, a base64 one's
-``/`` and ``==``), where urlsplit ends the host and finds no password: up to the last ``@``. The
+``/`` and ``==``, or a space: ``admin:a/b c@cam``, s66d 1), where urlsplit ends the host and
+finds no password: up to the last ``@``. The
 user may hold an ``@`` (an e-mail login, ``me@mail.com:pw@cam``), which FFmpeg reads so too.
 Which a URL means is not in the text (``rtsp://admin:8554/x@cam`` is also host ``admin``, port
 8554), so an ``@`` later in a URL without a password masks what stands before it, host and port
@@ -81,13 +82,14 @@ FFmpeg reads a password holding ``/``, ``@`` or a quote, and the ``name=value`` 
 word shaped so (``10:30@noon``) is masked too."""
 
 
-SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}[^:/?#\s@]*):[^\s/@]*\s.*@", re.IGNORECASE)
+SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}[^:/?#\s@]*):(?!\d+(?:[\s/]|$))[^\s@]*\s.*@",
+                             re.IGNORECASE)
 """``scheme://user:pass word@``: a password holding a space (or a tab, or another Unicode
 space), where the line's URL pattern ends at it, and neither it nor ``BARE_USERINFO`` saw an
-``@`` in what it had: the line said ``rtsp://admin:TOP SECRET@cam/x`` whole (s66b 5). Masked to
-the line's last ``@``, which masks more than the password where the line has an ``@`` of its
-own after a URL with a port, rather than less; a password holding a ``/`` before its space is
-not found."""
+``@`` in what it had: the line said ``rtsp://admin:TOP SECRET@cam/x`` whole (s66b 5), and
+``rtsp://admin:a/b c@cam/x`` too (s66d 1). Masked to the line's last ``@``. What follows a
+host's port (``tcp://10.0.0.2:5560 takes events; run 1@2``) is no password: a password that is
+digits before its first space or ``/`` is not found, rather than such lines cut (s66d 6)."""
 
 
 def redact_urls(text: str) -> str:

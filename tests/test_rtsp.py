@@ -989,6 +989,16 @@ def test_a_password_holding_a_space_is_masked_in_the_lines_that_quote_it(tmp_pat
                  "written %2F, %3F, %23)\n")]:
             done = fer_pipe(*args, cwd=tmp_path)
             assert (done.returncode, done.stderr) == (2, expected), repr(space)
+    # a '/' before the space too (s66d 1), in the rtsp source's own lines as well; but what follows
+    # a host's port is no password, and such a line is not cut (s66d 6)
+    from fer_pipe.redaction import redact, redact_urls
+
+    assert redact("rtsp://admin:a/b c@cam/x") == "rtsp://admin:***@cam/x"
+    assert redact_urls("url rtsp://admin:a/b c@cam/x: bad") == "url rtsp://admin:***@cam/x: bad"
+    for line in ("fer-pipe: unrecognized arguments: tcp://127.0.0.1:5556 me@host",
+                 "no collector at tcp://10.0.0.2:5560 takes events; run 1@2",
+                 "rtsp://cam:554/x failed; contact admin@corp.com"):
+        assert redact_urls(line) == line
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
