@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .config import MAX_QUEUE
-from .errors import said
+from .errors import InputError, said
 from .frames import FrameRing
 from .messages import EndOfStream, Packet, Sequenced, named
 from .stage import StageFailure
@@ -160,8 +160,17 @@ class Emitter:
             self._put(box, box.queues[item.number % len(box.queues)], replace(item, key=f"{item.key}|{box.key}"))
 
     def _in_ring(self, packet: Packet) -> None:
-        if self.ring is not None and isinstance(packet.image, np.ndarray):
+        """``packet``'s picture into the ring; where /dev/shm (or the memory limit) has no room
+        for another slot, this picture and the rest go pickled, as they did before there was a
+        ring, slower, said once: a run that fitted then must not fail now (s66d 2)."""
+        if self.ring is None or not isinstance(packet.image, np.ndarray):
+            return
+        try:
             packet.image = self.ring.put(packet.image)
+        except InputError as exc:
+            self.ring = None
+            print(f"fer-pipe: stage {self.stats.name!r}: its pictures go on pickled, a copy for each stage after "
+                  f"it, slower: {exc}", file=sys.stderr, flush=True)
 
     def _put(self, outbox: Outbox, box: Any, item: Packet | Sequenced) -> None:
         if (self.live or outbox.drop_oldest) and not _ends_a_stream(item):

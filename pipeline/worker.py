@@ -202,8 +202,10 @@ def stage_main(w: Wiring) -> None:
             _run_source(stage, ring, emitter, w, stats)
             kept_ends: list[Packet] = []
         else:
-            if w.outboxes:  # a picture the stage makes (a blur) goes on through shared memory, as a frame does
-                ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.process), w.ring_slots,
+            if w.outboxes:  # a picture the stage makes (a blur) goes on through shared memory, as a frame does;
+                # its slots made as they are reached: reserved at the first picture, they needed more of
+                # /dev/shm than a run of a few frames in Docker's 64 MiB has (s66d 2)
+                ring = frames.FrameRing(ring_lease.segment_prefix(w.run_id, w.process), w.ring_slots, 1,
                                         live=any(box.drop_oldest for box in w.outboxes))
             emitter = Emitter(w.outboxes, False, stats, w.spec.name if w.spec.on_error == "skip" else None, ring)
             kept_ends = _run_consumer(stage, emitter, w, stats)

@@ -271,3 +271,30 @@ def test_a_picture_a_stage_made_crosses_to_each_consumer_once_through_the_ring(r
         q.join_thread()
     assert isinstance(got[0].image, frames.FrameRef) and got[0].image == got[1].packets[0].image
     assert np.array_equal(got[0].pixels(), picture)
+
+
+def test_a_picture_the_ring_has_no_room_for_goes_on_pickled_said_once():
+    """The ring of a stage's pictures needed /dev/shm where pickling needed none, and a run that
+    fitted Docker's 64 MiB failed (s66d 2): the pictures go on pickled, said once. A real file size
+    limit below the slot's stands in for a full /dev/shm; the queue is real."""
+    script = textwrap.dedent("""\
+        import multiprocessing as mp, resource, numpy as np
+        from fer_pipe import frames
+        from fer_pipe.emitter import Emitter, Outbox, StageQueue
+        from fer_pipe.messages import Packet
+        from fer_pipe.stats import StageStats
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+        q = StageQueue(4, ctx=mp.get_context("spawn"))
+        ring = frames.FrameRing("fptestpickled", 2, 1)
+        emitter = Emitter([Outbox([q], "blur>csv")], False, StageStats("blur"), ring=ring)
+        pictures = [np.full((100, 100, 3), i, np.uint8) for i in range(2)]
+        emitter.emit([Packet("cam", i, 0.0, picture, faces=[]) for i, picture in enumerate(pictures)])
+        got = [q.get(timeout=30) for _ in pictures]
+        frames.unlink(ring.names)
+        print([int(p.pixels()[0, 0, 0]) for p in got], [type(p.image).__name__ for p in got])
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "[0, 1] ['ndarray', 'ndarray']\n", done.stderr
+    assert done.stderr == ("fer-pipe: stage 'blur': its pictures go on pickled, a copy for each stage after it, slower: "
+                           "frame ring: a frame's slot of 30,080 bytes is over this process's file size limit of 4,096 "
+                           "bytes (ulimit -f, systemd's LimitFSIZE=); raise it\n")
