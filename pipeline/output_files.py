@@ -72,6 +72,10 @@ def cannot_write(what: str, path: str | Path, exc: OSError) -> UserError:
     return kind(f"{what} {path}: cannot write: {exc.strerror}")
 
 
+DRAFT_NAME_BYTES = 255 - len(".12345678.tmp") - 1
+"""The bytes of a file's name its draft's name holds: Linux's 255, less what the draft adds."""
+
+
 def replace_whole(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a new file renamed over the old, and no new file left
     where that fails (an OSError) or a stop comes. The new file's name is unguessable and it is
@@ -79,7 +83,10 @@ def replace_whole(path: Path, data: bytes) -> None:
     another user could write, let them plant a link there that the write followed over any file
     the collector could write (s66b 4). Each process writes a temporary file of its own: two
     writing one path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
-    temp = os.fspath(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+    # as much of the name as fits beside the 14 bytes added: a name that worked before the draft's
+    # random part came (a collector's CSV of 225 characters) must not fail for it (s66d 3)
+    name = os.fsdecode(os.fsencode(path.name)[:DRAFT_NAME_BYTES])
+    temp = os.fspath(path.with_name(f".{name}.{secrets.token_hex(4)}.tmp"))
     try:
         with open(temp, "xb") as file:
             file.write(data)

@@ -1574,15 +1574,24 @@ def test_a_state_the_collector_could_not_keep_leaves_no_older_one_behind(tmp_pat
     last ones: a gap of 20 events that were all in the CSV (s43e)."""
     from fer_pipe.collect import SequenceTracker
 
+    state = tmp_path / "merged.csv.collect-state.json"
+    state.write_text('{"sources": {}}')
+    # as a full disk would, a file size limit keeps the draft from being written whole
+    script = ("import resource, signal, sys\nfrom pathlib import Path\nfrom fer_pipe.collect import SequenceTracker\n"
+              "tracker = SequenceTracker()\ntracker.observe('cam', 'r', 0, 0.0)\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\nresource.setrlimit(resource.RLIMIT_FSIZE, (10, 10))\n"
+              "try:\n    tracker.save(Path(sys.argv[1]), 1.0, stopped=True)\n"
+              "except OSError as exc:\n    print(exc.strerror)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(state)], capture_output=True, text=True, timeout=60)
+    assert (done.stdout, done.stderr) == ("File too large\n", "")
+    assert list(tmp_path.iterdir()) == []
     tracker = SequenceTracker()
     tracker.observe("cam", "r", 0, 0.0)
-    # as a full disk would, the draft cannot be written: its name, longer than the state's, is too long
-    state = tmp_path / ("m" * (250 - len(".csv.collect-state.json")) + ".csv.collect-state.json")
-    state.write_text('{"sources": {}}')
-    with pytest.raises(OSError):
-        tracker.save(state, 1.0, stopped=True)
-    assert not state.exists()
-    assert list(tmp_path.iterdir()) == []
+    # a name of 255 bytes, the most Linux takes, has its state kept: its draft's name is cut (s66d 3)
+    longest = tmp_path / ("é" * 100 + "m" * (255 - 200 - len(".csv.collect-state.json")) + ".csv.collect-state.json")
+    tracker.save(longest, 1.0, stopped=True)
+    assert json.loads(longest.read_text())["sources"]["cam"]["seq"] == 0
+    assert list(tmp_path.iterdir()) == [longest]
 
 
 def test_the_collector_keeps_its_state_through_no_link_planted_beside_the_csv(tmp_path):
