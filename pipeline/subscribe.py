@@ -6,6 +6,7 @@ sink's columns) until Ctrl-C, which ends it with exit code 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -183,6 +184,18 @@ def run(args: argparse.Namespace) -> int:
     skipped: set[str | None] = set()
     connection = Connection(sock, bool(args.server_key), bool(host))
     malformed = MalformedLines(lambda line: print(f"fer-pipe subscribe: {line}", file=sys.stderr, flush=True))
+
+    def end_as_signalled(signum: int, frame: object) -> None:
+        """The count of malformed events not yet said, then the end any program has on this
+        signal (exit 143, 129): the count was lost with the process (s66d 5)."""
+        with contextlib.suppress(OSError):  # the terminal a SIGHUP says is gone
+            malformed.flush(final=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(stop) == signal.SIG_DFL:  # nohup's ignored SIGHUP stays so
+            signal.signal(stop, end_as_signalled)
     try:
         join(sock, args.endpoint)
         while not args.count or written < args.count:

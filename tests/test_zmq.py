@@ -1194,3 +1194,32 @@ def test_malformed_lines_say_the_first_at_once_and_then_count_the_rest():
     each.skipped(KeyError("d"))
     assert lines[2:] == [f"skipped a malformed event: ValueError: {'b' * 188}... (1012 characters)",
                          "skipped 1 malformed event(s) since the last such line, the last: KeyError: 'd'"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_subscribe_ended_by_a_signal_says_the_malformed_events_it_had_not_yet_counted(tmp_path, stop):
+    """Said at most every 10 s, the count of those after the first was lost with a subscriber that
+    SIGTERM ended (s66d 5); it still ends as any program does on the signal."""
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.bind(endpoint)
+    err = tmp_path / "err"
+    proc = start_fer_pipe("subscribe", endpoint, stderr_path=err)
+    try:
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.recv()
+        for _ in range(3):
+            pub.send_multipart([b"emotion.cam", b"not json"])
+        wait_for(lambda: "skipped a malformed event" in err.read_text(), 60, "the first line", proc)
+        time.sleep(0.5)  # the other two taken
+        proc.send_signal(stop)
+        assert proc.wait(30) == -stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pub.close(0)
+        ctx.term()
+    assert err.read_text().splitlines()[1:] == [
+        "fer-pipe subscribe: skipped 2 malformed event(s) since the last such line, the last: JSONDecodeError: "
+        "Expecting value: line 1 column 1 (char 0)"], err.read_text()
