@@ -131,6 +131,7 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
             or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
         raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
                         "seconds")
+    item.index, item.timestamp = int(index), float(timestamp)  # numpy's failed a plug-in sink's json.dumps
     if item.outage:
         last = -1 if last_index is None else last_index
         if index != last or item.image is not None or item.faces is not None:
@@ -140,7 +141,6 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
         return item
     if last_index is not None and index <= last_index:
         raise TypeError(f"frames() yielded frame {index} after frame {last_index}; frame numbers must increase")
-    item.index, item.timestamp = int(index), float(timestamp)  # numpy's failed a plug-in sink's json.dumps
     if item.captured and not 0 < item.captured <= time.monotonic():
         # a wall-clock time there read as a latency of -1.8e12 ms and "down for -1796538587 s", exit 0 (s63a 1)
         raise TypeError(f"frames() yielded frame {index} captured at {item.captured!r}, not a time.monotonic() "

@@ -1905,13 +1905,15 @@ def test_the_source_check_refuses_a_frame_number_or_a_timestamp_of_another_kind(
     no frame (s29c)."""
     import numpy as np
 
-    from fer_pipe.messages import Packet
+    from fer_pipe.messages import Packet, outage
     from fer_pipe.packet_checks import frame_of
 
     with pytest.raises(TypeError, match=re.escape(said)):
         frame_of("cam", Packet("cam", index, timestamp, np.zeros((4, 4, 3), np.uint8)), None)
     frame = frame_of("cam", Packet("cam", np.int64(3), np.float32(0.5)), 2)  # numpy's numbers are numbers
     assert json.dumps([frame.index, frame.timestamp]) == "[3, 0.5]"  # made Python's, for a plug-in sink (s66a 1)
+    down = frame_of("cam", outage("cam", np.int64(3), np.float32(0.5)), 3)  # an outage packet's too (s66d 7)
+    assert json.dumps([down.index, down.timestamp]) == "[3, 0.5]"
 
 
 def test_a_stage_that_holds_frames_until_its_finish_passes_a_sources_end_after_them():
