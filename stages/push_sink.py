@@ -114,6 +114,7 @@ class PushSink(Sink):
         self._last_event = 0
         self.unsent = 0
         self._waiting_since: float | None = None
+        self._took_before = False  # a collector had taken events when the wait began
         self._away_since: float | None = None  # when a connected collector went away
         self._none_yet_at: float | None = time.monotonic() + NONE_YET_S  # when to say none came, until one does
         try:
@@ -162,9 +163,9 @@ class PushSink(Sink):
                     break
                 self._wait_for_collector()
             else:
-                if self._waiting_since is not None:
+                if self._waiting_since is not None:  # "again" only for one that took events before (s66c 1)
                     print(f"fer-pipe: push sink {self.name!r}: run {self.run_id}: the collector at "
-                          f"{self.params.connect} takes events again, after "
+                          f"{self.params.connect} takes events{' again' if self._took_before else ''}, after "
                           f"{time.monotonic() - self._waiting_since:.0f} s", file=sys.stderr, flush=True)
                     self._waiting_since = None
                 break
@@ -174,7 +175,7 @@ class PushSink(Sink):
         """Backpressure, not a stall: a restarted collector may take minutes to come back, and
         failing the run then would lose the sndhwm events held for it."""
         if self._waiting_since is None:
-            self._waiting_since = time.monotonic()
+            self._waiting_since, self._took_before = time.monotonic(), self._ever_connected
             who = (f"the collector at {self.params.connect} takes events slower than they come (or a network split "
                    f"keeps them from it); {self.params.sndhwm} are held" if self._connected
                    else f"the peer at {self.params.connect} {REFUSED}" if self._refused
