@@ -31,7 +31,7 @@ from .emitter import Emitter, Outbox, StageQueue
 from .errors import UserError, said
 from .graph import StageSpec
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
-from .messages import EndOfStream, Packet, Sequenced
+from .messages import EndOfStream, Packet, Sequenced, read_only
 from .ordering import Reorder
 from .run_flag import RunFlag
 from .stage import Source, Stage, StageFailure, StopRun, reader_gone
@@ -427,6 +427,8 @@ class _Handler:
         stage, w, stats = self.stage, self.w, self.stats
         w.busy_since.value = time.monotonic()
         t0 = time.perf_counter()
+        if isinstance(item.image, np.ndarray):  # a picture a stage before made, pickled where its ring had no
+            item.image = read_only(item.image)  # room: read-only, as the ring's are and run_stage's and a batch's
         try:
             views, ref = frames.views_made(), item.image  # the stage may replace the image (a copy of its pixels)
             skipped = stats.skipped

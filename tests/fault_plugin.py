@@ -41,7 +41,7 @@ class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "bad_init", "idle", "slow_open", "hang_close",
                   "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
-                  "stop_finish", "unprintable", "redraw", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
+                  "stop_finish", "unprintable", "redraw", "enlarge", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
                   "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image",
                   "spin_idle", "stuck"] = Field(
         "ok", description="what to do on the frames in at (preflight, open, idle: raise there instead; "
@@ -54,7 +54,8 @@ class FaultyParams(StageParams):
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
                           "as a native library's exit(0) would, whatever at says; hold: pass every frame "
                           "on from finish, not before; float_image: pass on a float image; close: raise in close; exit_preflight: sys.exit(4) in preflight; print: print a line on stdout, in preflight and on the frames in at; hold_anew: as hold, each passed on as a Packet made anew, without its picture; stop_finish: raise StopRun in finish; "
-                          "redraw: pass on a copy of the picture, as a stage that draws makes one; scribble: draw into "
+                          "redraw: pass on a copy of the picture, as a stage that draws makes one; enlarge: pass on the picture "
+                          "made twice as wide and high; scribble: draw into "
                           "packet.image; unlock: set the writeable flag of packet.pixels() and draw into it; wait_outside: wait pause_s "
                           "on the frames in at, saying waiting_outside() every 0.2 s; stopped_opening: a SIGTERM lands "
                           "once open has returned, inside the put that tells the runner so, and close writes "
@@ -250,6 +251,10 @@ class Faulty(Stage):
                 sys.exit("no GPU here")
             if self.params.mode == "redraw":
                 packet.image = packet.pixels().copy()
+            if self.params.mode == "enlarge":
+                import numpy as np
+
+                packet.image = np.repeat(np.repeat(packet.pixels(), 2, axis=0), 2, axis=1)
             if self.params.mode == "scribble":
                 packet.image[:2, :2] = 0
             if self.params.mode == "copy_image":

@@ -13,6 +13,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -762,6 +763,26 @@ def test_a_picture_a_stage_made_reaches_every_consumer_whole(plugin_env, short_c
     drawn, plain = read_frames(tmp_path / "drawn.mp4"), read_frames(tmp_path / "plain.mp4")
     assert len(drawn) == 30 and all(np.array_equal(a, b) for a, b in zip(drawn, plain))
     assert len(csv_rows(tmp_path / "out.csv")) == 30
+
+
+def test_pictures_pickled_where_their_ring_has_no_room_are_read_only_too(plugin_env, short_clip, tmp_path):
+    """Where its ring cannot take a slot, a stage's pictures go on pickled (s66d 2), and the stage
+    after got them writable, as it did before their ring (s49c 1). A file size limit that the
+    source's frames fit and the stage's doubled pictures do not stands in for a full /dev/shm."""
+    config = tmp_path / "enlarge.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}', max_frames: 5}}}}\n"
+                      "  enlarge: {type: faulty, inputs: [source], params: {mode: enlarge, at: [0, 1, 2, 3, 4]}}\n"
+                      "  draw: {type: faulty, inputs: [enlarge], params: {mode: scribble, at: [2]}}\n"
+                      f"  csv: {{type: csv, inputs: [draw], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    frame = read_frames(short_clip, 1)[0]
+    limit = 2 * frame.nbytes  # above a source's slot, below a picture's of four times its pixels
+    done = fer_pipe("run", str(config), "--quiet", env=plugin_env, timeout=120,
+                    preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[0].startswith("fer-pipe: stage 'enlarge': its pictures go on pickled, a copy for "
+                                                  "each stage after it, slower: frame ring: "), done.stderr
+    assert done.stderr.splitlines()[-1] == ("fer-pipe: stage 'draw' (faulty) failed: on source frame 2: ValueError: "
+                                            "assignment destination is read-only" + READ_ONLY_HINT), done.stderr
 
 
 @pytest.mark.parametrize("mode, error", [
