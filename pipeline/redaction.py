@@ -82,14 +82,16 @@ FFmpeg reads a password holding ``/``, ``@`` or a quote, and the ``name=value`` 
 word shaped so (``10:30@noon``) is masked too."""
 
 
-SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}[^:/?#\s@]*):(?!\d+(?:[\s/]|$))[^\s@]*\s.*@",
-                             re.IGNORECASE)
+SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}(?:\[[^\]\s]*\]|[^:/?#\s]*)):"
+                             r"(?!\d+(?:\s(?!\S*@)|/(?!\S*\s\S*@)|[,;)'\"]|$))[^\s@]*\s.*@", re.IGNORECASE)
 """``scheme://user:pass word@``: a password holding a space (or a tab, or another Unicode
 space), where the line's URL pattern ends at it, and neither it nor ``BARE_USERINFO`` saw an
 ``@`` in what it had: the line said ``rtsp://admin:TOP SECRET@cam/x`` whole (s66b 5), and
-``rtsp://admin:a/b c@cam/x`` too (s66d 1). Masked to the line's last ``@``. What follows a
-host's port (``tcp://10.0.0.2:5560 takes events; run 1@2``) is no password: a password that is
-digits before its first space or ``/`` is not found, rather than such lines cut (s66d 6)."""
+``rtsp://admin:a/b c@cam/x`` and an e-mail login's too (s66d 1, s66e 3). Masked to the line's
+last ``@``. What follows a host's port is no password where the word after it holds no ``@``
+(``tcp://10.0.0.2:5560 takes events; run 1@2``, s66d 6); where it does (``tcp://[::1]:5556
+me@host``), which the text cannot tell from ``admin:5556 me@host``, it is masked, as a log line
+loses a readable host rather than show a password (``2024 summer``, s66e 1)."""
 
 
 def redact_urls(text: str) -> str:

@@ -994,11 +994,15 @@ def test_a_password_holding_a_space_is_masked_in_the_lines_that_quote_it(tmp_pat
     from fer_pipe.redaction import redact, redact_urls
 
     assert redact("rtsp://admin:a/b c@cam/x") == "rtsp://admin:***@cam/x"
-    assert redact_urls("url rtsp://admin:a/b c@cam/x: bad") == "url rtsp://admin:***@cam/x: bad"
-    for line in ("fer-pipe: unrecognized arguments: tcp://127.0.0.1:5556 me@host",
-                 "no collector at tcp://10.0.0.2:5560 takes events; run 1@2",
+    # digits first, or an e-mail login, too (s66e 1, 3)
+    for password in ("a/b c", "2024 summer", "1234 5678", "1234/x y", "12\tab"):
+        assert redact_urls(f"url rtsp://admin:{password}@cam/x: bad") == "url rtsp://admin:***@cam/x: bad"
+    assert redact_urls("rtsp://me@mail.com:TOP SECRET@cam/x: bad") == "rtsp://me@mail.com:***@cam/x: bad"
+    for line in ("no collector at tcp://10.0.0.2:5560 takes events; run 1@2", "tcp://10.0.0.2:5560, run 1@2",
                  "rtsp://cam:554/x failed; contact admin@corp.com"):
         assert redact_urls(line) == line
+    # a port then a word with an '@' reads as a password of digits and a space: masked
+    assert redact_urls("tcp://127.0.0.1:5556 me@host") == "tcp://127.0.0.1:***@host"
 
 
 def test_a_url_given_where_a_path_or_device_belongs_is_masked_too(tmp_path):
