@@ -25,6 +25,13 @@ from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_
 from .malformed_lines import MalformedLines, clipped
 
 
+WAKE_MS = 1000
+"""The longest wait in one call: Python runs a signal's handler once its main thread is back from
+C, and a SIGHUP that came beside a SIGTERM (systemd's SendSIGHUP) went to another thread, which
+left the main thread waiting for an event that might never come, both signals pending (s66e 2);
+and the count of malformed events skipped is said on time."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("endpoint", type=peer_endpoint, help="where the zmq sink publishes, e.g. tcp://127.0.0.1:5556")
     parser.add_argument("--topic", action="append", default=[],
@@ -102,7 +109,7 @@ class Connection:
     def wait(self) -> None:
         """Wait until the socket has an event to read, saying what became of the connection
         meanwhile; called only when a read found none, so events in a burst cost no poll."""
-        ready = dict(self.poller.poll())
+        ready = dict(self.poller.poll(WAKE_MS))
         if self.monitor in ready:
             self._take(recv_monitor_message(self.monitor))
 
