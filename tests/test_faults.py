@@ -29,7 +29,7 @@ from conftest import REPO, fer_pipe, read_frames, write_video
 from fault_plugin import (alive, assert_valid_prefix, broken_source_config, descendants, fault_config,
                           group_killed_at_exit, group_members, read_csv, run_lock, start_run, stats_row,
                           wait_gone)
-from livetools import csv_rows, free_port, wait_for
+from livetools import csv_rows, free_port, start_fer_pipe, stop, wait_for
 
 from fer_pipe.frames import SHM
 from fer_pipe.run_flag import RunFlag
@@ -763,6 +763,30 @@ def test_a_picture_a_stage_made_reaches_every_consumer_whole(plugin_env, short_c
     drawn, plain = read_frames(tmp_path / "drawn.mp4"), read_frames(tmp_path / "plain.mp4")
     assert len(drawn) == 30 and all(np.array_equal(a, b) for a, b in zip(drawn, plain))
     assert len(csv_rows(tmp_path / "out.csv")) == 30
+
+
+def test_a_stage_makes_slots_for_its_pictures_as_it_reaches_them(plugin_env, short_clip, tmp_path):
+    """Reserved whole at its first picture, a stage's ring needed more of /dev/shm than a short
+    run in Docker's 64 MiB had (s66d 2). Looked at while the stage after it pauses on frame 3:
+    the stage that makes pictures has made no more slots than pictures (5), the source its own."""
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    config = tmp_path / "redraw.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}', max_frames: 5}}}}\n"
+                      "  redraw: {type: faulty, inputs: [source], params: {mode: redraw, at: [0, 1, 2, 3, 4]}}\n"
+                      "  wait: {type: faulty, inputs: [redraw], params: {mode: pause, at: [3], pause_s: 3}}\n"
+                      f"  csv: {{type: csv, inputs: [wait], params: {{path: '{tmp_path / 'out.csv'}'}}}}\n")
+    err = tmp_path / "err"
+    run = start_fer_pipe("run", str(config), "--quiet", env={**plugin_env, "FER_PIPE_SHM": str(shm)},
+                         stderr_path=err)
+    try:
+        wait_for(lambda: len([p for p in shm.iterdir() if "_redraw_" in p.name]) >= 5, 60, "five pictures", run)
+        time.sleep(0.5)  # none more come while the stage after it waits
+        slots = [p.name for p in shm.iterdir() if "_redraw_" in p.name]
+        assert run.wait(60) == 0, err.read_text()
+    finally:
+        stop(run)
+    assert len(slots) == 5, slots
 
 
 def test_pictures_pickled_where_their_ring_has_no_room_are_read_only_too(plugin_env, short_clip, tmp_path):
