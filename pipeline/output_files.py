@@ -84,8 +84,9 @@ def replace_whole(path: Path, data: bytes) -> None:
     the collector could write (s66b 4). Each process writes a temporary file of its own: two
     writing one path at once (two ``fer-pipe demo`` fetching the clips) each rename a whole file."""
     # as much of the name as fits beside the 14 bytes added: a name that worked before the draft's
-    # random part came (a collector's CSV of 225 characters) must not fail for it (s66d 3)
-    name = os.fsdecode(os.fsencode(path.name)[:DRAFT_NAME_BYTES])
+    # random part came (a collector's CSV of 225 characters) must not fail for it (s66d 3); whole
+    # UTF-8 characters only, which a file system that checks names takes (s66e 6)
+    name = os.fsencode(path.name)[:DRAFT_NAME_BYTES].decode("utf-8", "ignore")
     temp = os.fspath(path.with_name(f".{name}.{secrets.token_hex(4)}.tmp"))
     try:
         with open(temp, "xb") as file:
