@@ -1267,6 +1267,7 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
     for face, said in [(Face((10, 10, 50)), f"box is (10, 10, 50){box}"),
                        (Face((10.5, 10, 50, 50)), f"box is (10.5, 10, 50, 50){box}"),
                        (Face((10, 10, 0, 0)), f"box is (10, 10, 0, 0){box}"),
+                       (Face((10, 10, 0, 50)), f"box is (10, 10, 0, 50){box}"),  # width alone (s66f 8)
                        (Face((1, 2, 3, 4), probs=nan), f"probs are {nan!r}{probs}"),
                        (Face((1, 2, 3, 4), probs=np.full(5, 0.2)), f"probs are {np.full(5, 0.2)!r}{probs}"),
                        (Face((1, 2, 3, 4), probs=[3.0] * 7), f"probs are {[3.0] * 7!r}{probs}")]:

@@ -256,7 +256,7 @@ def test_a_picture_a_stage_made_crosses_to_each_consumer_once_through_the_ring(r
     once per consumer: a 1080p frame into two sinks took a pipeline from 220 to 45 frames a
     second (s66a 3). Real queues of the runner's kind, two consumers, one of two workers."""
     from fer_pipe.emitter import Emitter, Outbox, StageQueue
-    from fer_pipe.messages import Packet
+    from fer_pipe.messages import Packet, Sequenced
     from fer_pipe.stats import StageStats
 
     ctx = mp.get_context("spawn")
@@ -266,11 +266,15 @@ def test_a_picture_a_stage_made_crosses_to_each_consumer_once_through_the_ring(r
     picture = np.random.default_rng(0).integers(0, 255, (1080, 1920, 3), dtype=np.uint8)
     emitter.emit([Packet("cam", 0, 0.0, picture, faces=[])])
     got = [queues[0].get(timeout=30), queues[1].get(timeout=30)]
+    assert isinstance(got[0].image, frames.FrameRef) and got[0].image == got[1].packets[0].image
+    assert np.array_equal(got[0].pixels(), picture)
+    # a worker's answer too, as the stage's with several workers passes it on (s66f 7)
+    emitter.emit_sequenced(Sequenced("source>blur", 0, [Packet("cam", 1, 0.0, picture[::-1], faces=[])]))
+    answer, _ = queues[0].get(timeout=30).packets[0], queues[1].get(timeout=30)  # each queue read, and so closes
     for q in queues:
         q.close()
         q.join_thread()
-    assert isinstance(got[0].image, frames.FrameRef) and got[0].image == got[1].packets[0].image
-    assert np.array_equal(got[0].pixels(), picture)
+    assert isinstance(answer.image, frames.FrameRef) and np.array_equal(answer.pixels(), picture[::-1])
 
 
 def test_a_picture_the_ring_has_no_room_for_goes_on_pickled_said_once():

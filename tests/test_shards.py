@@ -1767,3 +1767,78 @@ def test_a_collector_that_falls_behind_leaves_what_waits_in_the_shards(tmp_path)
         pull.close(0)
         ctx.term()
     assert collect.RECEIVE_HWM <= sent < 600, sent
+
+
+def test_the_sequence_bookkeeping_holds_where_a_broken_one_would_not():
+    """What mutation testing found no test would catch (s66f 2-4, 9, 10): gaps alone, with no late
+    event, kept within the budget; a late seq of one run filling another's gap, hiding a loss; a
+    run evicted by newer ones while it sends; the state's times carried across collectors."""
+    from fer_pipe import collect
+
+    tracker = collect.SequenceTracker()
+    for seq in range(0, 2 * (collect.PIECES_KEPT + 50), 2):  # a lossy shard: every other event lost
+        tracker.observe("cam", "r", seq, 0.0)
+    assert sum(map(len, tracker.sources["cam"].missing.values())) <= collect.PIECES_KEPT
+    assert tracker.sources["cam"].gaps == collect.PIECES_KEPT + 49
+
+    tracker = collect.SequenceTracker()
+    lines = [tracker.observe("cam", run, seq, 0.0) for run, seq in
+             [("a", 0), ("a", 1), ("a", 2), ("a", 5), *(("b", seq) for seq in range(8)), ("b", 3)]]
+    assert lines[-1] == "source cam: seq went back from 7 to 3 in run b"
+    assert tracker.sources["cam"].gaps == 1 and tracker.sources["cam"].missing
+
+    tracker = collect.SequenceTracker()
+    lines = [tracker.observe("cam", run, seq, 0.0) for run, seq in
+             [("a", 0), ("b", 0), ("a", 1), ("c", 0), ("a", 2), ("d", 0), ("a", 3), ("e", 0), ("a", 4)]]
+    assert not any("run a began" in line for line in lines if line), lines
+    assert tracker.sources["cam"].restarts == 3
+
+
+def test_a_collector_hands_on_how_long_each_source_was_silent_and_names_ten(tmp_path, capfd):
+    """A kept source's last_seen is a wall-clock time in the file and a monotonic one in memory:
+    kept as it was, the next collector said every source silent for 1.8e9 s (s66f 4). The silence
+    line names ten sources and counts the rest, and a source heard again loses its mark (s66f 9)."""
+    from fer_pipe import collect
+
+    now = time.monotonic()
+    tracker = collect.SequenceTracker()
+    tracker.observe("gate", "r1", 6, now - 30)
+    state = tmp_path / "merged.csv.collect-state.json"
+    tracker.save(state, now, stopped=True)
+    taken = collect.SequenceTracker()
+    assert taken.load(state, now) == (1, True)
+    assert abs((now - taken.sources["gate"].last_seen) - 30) < 2
+
+    collector = collect.Collector("tcp://127.0.0.1:1", str(tmp_path / "m.csv"))
+    for index in range(15):
+        collector.tracker.observe(f"s{index:02}", "r", 0, 0.0)
+    collector._say_silent(100.0)
+    collector._say_silent(101.0)
+    line, = capfd.readouterr().err.splitlines()
+    assert line.count("s0") + line.count("s1") == 10 and " and 5 more: " in line, line
+    collector.tracker = taken
+    taken.observe("gate", "r1", 7, now)
+    collector._say_silent(now + 100)
+    assert "from gate (run r1 seq 7, 100 s): " in capfd.readouterr().err
+
+
+def test_the_collectors_socket_refuses_an_event_over_a_mib_before_reading_it():
+    """Without its MAXMSGSIZE the event was read whole into memory and only then refused by its
+    fields (s66f 5); the other options are as their reasons say."""
+    from fer_pipe import collect
+    from fer_pipe.events import MAX_EVENT_BYTES
+
+    ctx = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    pull, push = collect.pull_socket(ctx, address), ctx.socket(zmq.PUSH)
+    try:
+        pull.bind(address)
+        push.connect(address)
+        push.send_multipart([b"emotion.cam", b"x" * (MAX_EVENT_BYTES + 1)])
+        assert not pull.poll(1500)
+        assert (pull.heartbeat_ivl, pull.tcp_keepalive, pull.tcp_keepalive_idle, pull.tcp_keepalive_intvl,
+                pull.tcp_keepalive_cnt, pull.handshake_ivl) == (0, 1, 60, 10, 3, collect.HANDSHAKE_MS)
+    finally:
+        push.close(0)
+        pull.close(0)
+        ctx.term()
