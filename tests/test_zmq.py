@@ -1206,7 +1206,10 @@ def test_subscribe_ended_by_a_signal_says_the_malformed_events_it_had_not_yet_co
     pub = ctx.socket(zmq.XPUB)
     pub.bind(endpoint)
     err = tmp_path / "err"
-    proc = start_fer_pipe("subscribe", endpoint, stderr_path=err)
+    # SIGHUP as a terminal's session gives it: a suite run under nohup left it ignored, which the
+    # subscriber keeps so
+    proc = subprocess.Popen([sys.executable, "-m", "fer_pipe.cli", "subscribe", endpoint], stdout=subprocess.DEVNULL,
+                            stderr=open(err, "w"), preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         assert pub.poll(60_000), "the subscriber never subscribed"
         pub.recv()
