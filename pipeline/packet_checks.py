@@ -95,12 +95,16 @@ def _face_problem(face: Face) -> str:
     box of numpy integers or a list is made a tuple of ints: OpenCV's boxes, passed on as they
     come, failed a plug-in sink's ``json.dumps`` (the README's), which the built-in sinks' own
     conversion hid (s66a 1)."""
-    box = face.box
-    if (not isinstance(box, (tuple, list)) or len(box) != 4
-            or not all(type(v) is int or isinstance(v, np.integer) for v in box) or box[2] <= 0 or box[3] <= 0):
-        return f"box is {box!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
-    if type(box) is not tuple or not all(type(v) is int for v in box):
-        face.box = tuple(map(int, box))
+    box = given = face.box
+    if type(box) is not tuple or len(box) != 4 or not all(type(v) is int for v in box):  # not as the built-ins' are
+        if (not isinstance(box, (tuple, list)) or len(box) != 4
+                or not all(type(v) is int or isinstance(v, np.integer) for v in box)):
+            return f"box is {given!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
+        box = tuple(map(int, box))
+    if box[2] <= 0 or box[3] <= 0:
+        return f"box is {given!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
+    if box is not given:
+        face.box = box
     probs = face.probs
     if probs is None:
         return ""
