@@ -57,6 +57,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fer_pipe.arguments import whole
 from fer_pipe.config import set_item
 from fer_pipe.machine import cpu_model
 from proctree import process_tree
@@ -497,13 +498,6 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def _at_least_one(text: str) -> int:
-    """An argparse type: --rounds 0 failed with an IndexError after minutes of measuring."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", action="append", default=[], help="a clip to measure instead of the "
@@ -521,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="interpreter of a venv with the fer package (made by tools/fer-venv); "
                              "measured where it exists")
     parser.add_argument("--runs", default="default,fast", help="fer-pipe configs to run")
-    parser.add_argument("--rounds", type=_at_least_one, default=3,
+    parser.add_argument("--rounds", type=whole(1), default=3,  # 0 failed with an IndexError after minutes
                         help="time the seed loop and the runs in turns this many times; the median is given")
     parser.add_argument("--live-only", action="store_true", help="only the live run (e.g. a long one)")
     parser.add_argument("--set", action="append", default=[], metavar="STAGE.PARAM=VALUE",
