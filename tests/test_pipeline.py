@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import resource
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -722,3 +724,19 @@ def test_run_stage_warns_where_no_packet_given_to_a_stage_that_reads_faces_had_a
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run_stage("classifier", crops)
+
+
+def test_python_dash_m_fer_pipe_runs_the_command_with_its_stage_processes(short_clip, tmp_path):
+    """``python -m fer_pipe`` is the command where only an interpreter is at hand: the same
+    parser, the same exit codes, a run whose stages start in their own processes."""
+    out = tmp_path / "out.csv"
+    done = subprocess.run([sys.executable, "-m", "fer_pipe", "run", "configs/video_to_csv.yaml",
+                           "--set", f"source.path={short_clip}", "--set", "source.max_frames=5",
+                           "--set", f"csv.path={out}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    with out.open(newline="") as f:
+        assert {row["frame"] for row in csv.DictReader(f)} == {"0", "1", "2", "3", "4"}
+    refused = subprocess.run([sys.executable, "-m", "fer_pipe", "run", "configs/no-such.yaml"],
+                             capture_output=True, text=True, timeout=120)
+    assert (refused.returncode, refused.stderr.count("\n")) == (2, 1), refused.stderr
+    assert refused.stderr.startswith("fer-pipe: ")
