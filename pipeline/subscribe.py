@@ -8,10 +8,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -24,6 +27,10 @@ from .errors import InputError
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, TOPIC_PREFIX, decode, event_rows
 from .malformed_lines import MalformedLines, clipped
 
+
+GIVEN_UP_S = 1.0
+"""How long after a connection ended without ZeroMQ trying it again the subscriber makes a new
+one: ZeroMQ's own retry is said within a millisecond of the end (its first wait is 100 ms)."""
 
 WAKE_MS = 1000
 """The longest wait in one call: Python runs a signal's handler once its main thread is back from
@@ -88,23 +95,33 @@ class Connection:
     it after events had come: its run ended, or this subscriber fell so far behind that it was
     cut off, losing the events it had not taken, which before looked like a quiet stretch
     (s62a 6, s64b 2, 3). Each is said once, but the last each time it happens; ``heard`` is set
-    by the reader as events come."""
+    by the reader as events come. A connection ZeroMQ gives up is made again with a new socket
+    from ``make``."""
 
     EVENTS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
               | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CONNECTED
               | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
 
-    def __init__(self, sock: zmq.Socket, curve: bool, unresolved: bool) -> None:
-        self.sock, self.curve = sock, curve
+    def __init__(self, make: Callable[[], zmq.Socket], endpoint: str, curve: bool, unresolved: bool) -> None:
+        self.make, self.endpoint, self.curve = make, endpoint, curve
         self.said: set[str] = set()
         if unresolved:  # said already, as no such host: a name that does not resolve has nothing to listen
             self.said.add(self.why(zmq.EVENT_CONNECT_RETRIED, 0))
         self.last = 0
         self.heard = False  # an event came on this connection
-        self.monitor = sock.get_monitor_socket(self.EVENTS)
+        self.dropped: float | None = None  # when the connection ended, until ZeroMQ tries it again
+        self.cut = False  # it ended after events came
+        self._open()
+
+    def _open(self) -> None:
+        self.sock = self.make()
+        self.monitor = self.sock.get_monitor_socket(self.EVENTS)
         self.poller = zmq.Poller()
-        self.poller.register(sock, zmq.POLLIN)
+        self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
+
+    def join(self) -> None:
+        join(self.sock, self.endpoint)
 
     def wait(self) -> None:
         """Wait until the socket has an event to read, saying what became of the connection
@@ -112,10 +129,26 @@ class Connection:
         ready = dict(self.poller.poll(WAKE_MS))
         if self.monitor in ready:
             self._take(recv_monitor_message(self.monitor))
+        elif self.dropped is not None and time.monotonic() - self.dropped >= GIVEN_UP_S:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """A new socket where ZeroMQ gave the connection up: after a protocol error it does not
+        reconnect, and an event over ``MAX_EVENT_BYTES``, or a handshake that failed, left the
+        subscriber waiting for ever, having said "reconnecting" or "retrying" (s64d 4)."""
+        if self.cut:
+            print(f"fer-pipe subscribe: {self.endpoint}: ZeroMQ gave the connection up, as it does when the "
+                  f"publisher sends an event over {MAX_EVENT_BYTES >> 20} MiB, the most a subscriber takes (that "
+                  "event is lost); connecting again", file=sys.stderr, flush=True)
+        self.close()
+        self.dropped, self.cut, self.last = None, False, 0
+        self._open()
+        self.join()
 
     def close(self) -> None:
         self.sock.disable_monitor()
         self.monitor.close(linger=0)
+        self.sock.close(linger=0)
 
     def _take(self, message: dict) -> None:
         event, last = message["event"], self.last
@@ -127,6 +160,7 @@ class Connection:
             print(f"fer-pipe subscribe: {where}: the connection to the publisher ended: its run ended or was "
                   "restarted, its host went silent, or this subscriber fell too far behind it and lost the events it "
                   "had not taken; reconnecting", file=sys.stderr, flush=True)
+            self.cut = True
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._say(where, "the connection to the publisher ended before any event came")
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
@@ -138,6 +172,7 @@ class Connection:
             self._say(where, self.why(event, message["value"]))
         if event == zmq.EVENT_DISCONNECTED:  # reset here: a monitor event is taken only when no event waits,
             self.heard = False  # so a busy reader took a connection's events before its handshake
+        self.dropped = time.monotonic() if event == zmq.EVENT_DISCONNECTED else None
 
     def _say(self, where: str, why: str) -> None:
         if why not in self.said:
@@ -182,14 +217,14 @@ def run(args: argparse.Namespace) -> int:
     if too_long is not None:  # the publisher drops a subscriber that sends it one, at every reconnection
         raise InputError(f"{'--topic' if args.topic else '--source'} {too_long[:40]}...: a topic of "
                          f"{len(too_long.encode())} bytes; a publisher takes {MAX_SUBSCRIPTION_BYTES - 1} at most")
-    sock = subscriber(ctx, args.endpoint, topics, args.server_key, args.client_keys)
+    make = functools.partial(subscriber, ctx, args.endpoint, topics, args.server_key, args.client_keys)
     host = unresolved_host(args.endpoint)
+    connection = Connection(make, args.endpoint, bool(args.server_key), bool(host))
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)
     written = 0  # events: in --format csv, the frame events alone
     skipped: set[str | None] = set()
-    connection = Connection(sock, bool(args.server_key), bool(host))
     malformed = MalformedLines(lambda line: print(f"fer-pipe subscribe: {line}", file=sys.stderr, flush=True))
 
     def end_as_signalled(signum: int, frame: object) -> None:
@@ -204,10 +239,10 @@ def run(args: argparse.Namespace) -> int:
         if signal.getsignal(stop) == signal.SIG_DFL:  # nohup's ignored SIGHUP stays so
             signal.signal(stop, end_as_signalled)
     try:
-        join(sock, args.endpoint)
+        connection.join()
         while not args.count or written < args.count:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = connection.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 malformed.flush()
                 connection.wait()
@@ -240,7 +275,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         malformed.flush(final=True)
         connection.close()
-        sock.close(linger=0)
         ctx.term()
         if writer is not None:
             writer.close()

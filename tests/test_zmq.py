@@ -1055,6 +1055,60 @@ def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_n
         "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting"]
 
 
+def test_subscribe_takes_the_events_after_one_too_large_for_it(tmp_path):
+    """ZeroMQ drops a connection whose event passes the subscriber's MAXMSGSIZE and, after that
+    protocol error, never makes it again: the subscriber said "reconnecting" and waited for ever
+    (s64d 4). It now makes a new connection and takes the events that follow."""
+    from fer_pipe.events import MAX_EVENT_BYTES
+
+    endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
+    proc = subscribing(endpoint, 2, err)
+    ctx = zmq.Context()
+    try:
+        pub = ctx.socket(zmq.XPUB)
+        pub.bind(endpoint)
+        assert pub.poll(60_000) and pub.recv() == b"\x01", "the subscriber never subscribed"
+        pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
+        assert json.loads(proc.stdout.readline())["frame"] == 7
+        pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 8, "pad": "x" * MAX_EVENT_BYTES}).encode()])
+        while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":  # its leaving, then its new subscription
+            assert said == b"\x00", "the subscriber never subscribed again"
+        pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 9}).encode()])
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop(proc)
+        ctx.destroy(linger=0)
+    assert json.loads(out)["frame"] == 9
+    assert err.read_text().splitlines()[1:] == [
+        f"fer-pipe subscribe: {endpoint}: ZeroMQ gave the connection up, as it does when the publisher sends an event "
+        "over 1 MiB, the most a subscriber takes (that event is lost); connecting again"]
+
+
+def test_subscribe_connects_again_after_a_handshake_that_failed(tmp_path):
+    """ZeroMQ never retries a failed handshake: a subscriber started against a run whose sink
+    had CURVE on, where it had none, said "retrying" and still took nothing once the run was
+    started again without it (s64d 4)."""
+    endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
+    proc = subscribing(endpoint, 1, err)
+    ctx = zmq.Context()
+    try:
+        pub = ctx.socket(zmq.XPUB)
+        pub.curve_server, pub.curve_secretkey = True, zmq.curve_keypair()[1]
+        pub.bind(endpoint)
+        wait_for(lambda: "uses CURVE" in err.read_text(), 60, "the handshake's line", proc)
+        pub.close(linger=0)
+        pub = bound_again(ctx, zmq.XPUB, endpoint)
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop(proc)
+        ctx.destroy(linger=0)
+    assert json.loads(out)["frame"] == 7
+    assert err.read_text() == (f"fer-pipe subscribe: {endpoint}: the publisher uses CURVE: give --server-key and "
+                               "--client-keys; retrying\n")
+
+
 def test_subscribe_takes_events_read_before_their_handshake_was_seen_as_heard(capsys):
     """A monitor event is taken only when no event waits: a busy subscriber read a connection's
     events, then took its handshake, which forgot them, and said "ended before any event came"
@@ -1066,7 +1120,7 @@ def test_subscribe_takes_events_read_before_their_handshake_was_seen_as_heard(ca
         said = []
         for heard, events in [(True, (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED, zmq.EVENT_DISCONNECTED)),
                               (False, (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED))]:  # and a peer that is no publisher
-            connection = Connection(ctx.socket(zmq.SUB), curve=False, unresolved=False)
+            connection = Connection(lambda: ctx.socket(zmq.SUB), "tcp://127.0.0.1:5556", curve=False, unresolved=False)
             connection.heard = heard  # events read first
             for event in events:
                 connection._take({"event": event, "value": 0, "endpoint": b"tcp://127.0.0.1:5556"})
