@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import datetime
 import importlib
-import json
+import math
 import os
 import pkgutil
 import sys
@@ -53,10 +53,13 @@ def placeholder_hint(graph: Graph, spec: StageSpec) -> str:
 
 
 def set_item(target: str, text: str) -> str:
-    """A ``--set`` item that gives ``target`` the string ``text`` as it is: a JSON string, which
-    YAML reads as a double-quoted scalar, so a path with `` #``, ``: ``, ``[``, a line break or
-    any other character in it is not read as a comment, a structure or folded."""
-    return f"{target}={json.dumps(text)}"
+    """A ``--set`` item that gives ``target`` the string ``text`` as it is: a double-quoted YAML
+    scalar, so a path with `` #``, ``: ``, ``[``, a line break or any other character in it is not
+    read as a comment, a structure or folded. YAML's own writer makes it: JSON's, used before,
+    writes a character past U+FFFF as a surrogate pair, which YAML reads as two lone halves, so
+    ``fer-pipe demo --out "démo 😀"`` was refused (s67b 1)."""
+    quoted = yaml.safe_dump(text, default_style='"', width=math.inf).rstrip("\n")
+    return f"{target}={quoted}"
 
 
 def _comment_in(raw: str) -> str | None:

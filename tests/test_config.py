@@ -628,7 +628,7 @@ def test_a_comment_in_a_set_value_is_refused_and_set_item_keeps_any_path(tmp_pat
     with pytest.raises(ConfigError, match=r"^--set csv.extra=a: b # c: YAML reads '# c' as a comment"):
         load_graph("video_to_csv", ["csv.extra=a: b # c"])  # in a block mapping too
     for name in ("run #2.csv", "a: b.csv", "it's [x] {y}.csv", "#1.csv", "there é.csv", "&run1 out.csv",
-                 "!important.csv", "! important.csv"):
+                 "!important.csv", "! important.csv", "démo 😀/emotions.csv"):  # an emoji: a pair that YAML read as two halves
         assert load_graph("video_to_csv", [set_item("csv.path", name)]).stages["csv"].params.path == name
     for name in ("two\nlines.mp4", "tab\there é.mp4"):  # an input's name; an output's may not hold them
         assert load_graph("video_to_csv", [set_item("source.path", name)]).stages["source"].params.path == name
