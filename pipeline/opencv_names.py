@@ -22,8 +22,9 @@ def utf8_name(path: str | Path) -> bool:
     return True
 
 
-def opencv_name(path: str | Path, what: str) -> str:
-    """``path`` as a ``str`` for OpenCV, or InputError naming it (with its odd bytes escaped).
+def opencv_name(path: str | Path, what: str, reader: str = "OpenCV") -> str:
+    """``path`` as a ``str`` for OpenCV, or InputError naming it (with its odd bytes escaped);
+    LiteRT's bindings (``reader``) take names the same way.
 
     The bindings encode a ``str`` as UTF-8 whatever the locale, so the name is the file's bytes
     read as UTF-8: under a Latin-1 or EUC-JP locale Python's own ``str`` named another file, and a
@@ -34,5 +35,5 @@ def opencv_name(path: str | Path, what: str) -> str:
         name = os.fsencode(path).decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):
         shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which OpenCV cannot open; rename it") from None
+        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which {reader} cannot open; rename it") from None
     return f"./{name}" if ":" in name.split("/", 1)[0] else name

@@ -16,6 +16,7 @@ from ..errors import InputError, one_line
 from ..input_files import file_problem
 from ..messages import EMOTIONS
 from ..native_stderr import stderr_dropped
+from ..opencv_names import opencv_name
 
 
 class FaceClassifier:
@@ -28,8 +29,11 @@ class FaceClassifier:
         problem = file_problem(str(path))
         if problem:
             raise InputError(f"model {path}: {problem}" + (", not a .tflite file" if problem == "is a folder" else ""))
+        # under a Latin-1 or ASCII locale Python's own str for a folder named été was not found, or a
+        # TypeError (s67b 4); a name, not the file's bytes, so that a stage's workers share its pages
+        name = opencv_name(path, "model", "LiteRT")
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self._interpreter = Interpreter(model_path=name, num_threads=threads)
         except (ValueError, RuntimeError) as exc:
             hint = ("; .keras is the training checkpoint: give the .tflite model the training exported (model.tflite "
                     "in its --out folder)") if path.suffix.lower() == ".keras" else ""
