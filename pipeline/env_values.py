@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, not_text
 
 STR_TAG = "tag:yaml.org,2002:str"
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -69,10 +69,9 @@ def _value(inner: str) -> str:
     if "${" in default:  # the first "}" ends the outer one: ${A:-${B}} gave the text "${B}"
         raise ValueError(f"the default of ${{{name}:-...}} holds a ${{, which a default cannot")
     value = os.environ.get(name)
-    try:
-        (value or "").encode("utf-8")
-    except UnicodeEncodeError:  # bytes Python keeps as lone surrogates: a CSV cell then failed mid-run
-        raise ValueError(f"environment variable {name} is not UTF-8") from None
+    problem = not_text(value or "")
+    if problem:  # bytes Python keeps as lone surrogates: a CSV cell then failed mid-run
+        raise ValueError(f"environment variable {name} {problem}")
     if value:
         return value
     if default_sep:

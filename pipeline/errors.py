@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import resource
+import sys
 
 from .redaction import redact_urls
 
@@ -53,9 +55,32 @@ def control_character(text: str) -> str | None:
     return None if odd is None else odd[0].encode("unicode_escape").decode("ascii")
 
 
+def not_text(value: str) -> str | None:
+    """Why ``value`` is no text fer-pipe can write, or None: bytes of the command line, the
+    environment or a folder that the locale could not decode are held by Python as lone
+    surrogates, and an id or topic so given under an ASCII locale passed the checks, then failed
+    the CSV or event at the first frame (s67b 2, 3)."""
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        pass
+    try:
+        os.fsencode(value).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return "is not UTF-8"
+    return f"is UTF-8, which this system's encoding ({sys.getfilesystemencoding()}) is not; see LANG"
+
+
 def unmakeable_name(path: str) -> str | None:
     """Why ``path`` is no name for fer-pipe to make a file or folder under (it holds a control
-    character), or None; each caller adds where such a character comes from in its input."""
+    character), or None; each caller adds where such a character comes from in its input. The
+    name is judged as the file system will hold it: a UTF-8 name read under a Latin-1 locale
+    (文.csv) holds bytes 0x80-0x9F, which are controls there, and was refused (s67b 5)."""
+    try:
+        path = os.fsencode(path).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        pass  # judged as Python holds it
     odd = control_character(path)
     return None if odd is None else f"the path holds a control character ({odd}), which no name fer-pipe makes may hold"
 

@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from .errors import control_character
+from .errors import control_character, not_text
 from .messages import Packet
 from .output_files import descriptor_of, readers_gone
 
@@ -253,7 +253,8 @@ def id_problem(value: str) -> str | None:
         return f"it is {len(value)} characters, more than the {MAX_SOURCE_ID} an id may have"
     if control_character(value):
         return f"{value!r} holds a line break or other control character; give a printable id"
-    return None
+    problem = not_text(value)
+    return None if problem is None else f"{value!r} {problem}"
 
 
 class SourceParams(StageParams):

@@ -23,7 +23,7 @@ from .arguments import home, peer_endpoint, whole
 from .csvfile import CsvOutput
 from .curve_keys import load_keys
 from .endpoints import peer_socket, unresolved_host
-from .errors import InputError
+from .errors import InputError, not_text
 from .events import FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, TOPIC_PREFIX, decode, event_rows
 from .malformed_lines import MalformedLines, clipped
 
@@ -211,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
     # codes shown as text on a terminal
     writer = CsvOutput("/dev/stdout", "subscribe", FRAME_COLUMNS) if args.format == "csv" else None
     ctx = zmq.Context()
+    for option, values in (("--topic", args.topic), ("--source", args.source)):
+        problem = next((f"{value!r} {why}" for value in values if (why := not_text(value))), None)
+        if problem:
+            raise InputError(f"{option} {problem}")
     prefixes = dict.fromkeys(TOPIC_PREFIX.values())
     topics = args.topic or [f"{prefix}.{source}" for source in args.source for prefix in prefixes]
     too_long = next((t for t in topics if len(t.encode()) >= MAX_SUBSCRIPTION_BYTES), None)

@@ -101,7 +101,10 @@ class ImageFolderSource(Source):
                                 "image); only its first is read: split it into one image per frame, or make it "
                                 "a video"), file=sys.stderr)
             read += 1
-            yield Packet(source, index, index / self.params.fps, image, extra={"file": str(file.relative_to(root))})
+            # the name as text, as OpenCV read it: Python's own str of it was mojibake in a CSV under a
+            # Latin-1 locale, and under an ASCII one failed it mid-run (s67b 2)
+            text = os.fsencode(file.relative_to(root)).decode("utf-8")
+            yield Packet(source, index, index / self.params.fps, image, extra={"file": text})
         if not read:
             raise InputError(f"image folder {self.params.path}: none of its {len(self._files)} image "
                              "files could be read")

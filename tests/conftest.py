@@ -244,14 +244,25 @@ def fer_pipe_on_a_terminal(*args: str, timeout: float = 240, env: dict | None = 
 
 def latin1_locale(tmp_path: Path) -> dict[str, str]:
     """An environment whose locale is ISO-8859-1, made with localedef (no locale package needed)."""
+    return _made_locale(tmp_path, "de_DE", "ISO-8859-1")
+
+
+def ascii_locale(tmp_path: Path) -> dict[str, str]:
+    """An environment whose locale is ASCII and not C, which Python would take for UTF-8 (PEP 538,
+    540): bytes past 127 on the command line are then lone surrogates."""
+    return _made_locale(tmp_path, "en_US", "ANSI_X3.4-1968")
+
+
+def _made_locale(tmp_path: Path, source: str, charmap: str) -> dict[str, str]:
+    name = f"{source}.{charmap}"
     try:
-        made = subprocess.run(["localedef", "-i", "de_DE", "-f", "ISO-8859-1", str(tmp_path / "de_DE.ISO-8859-1")],
+        made = subprocess.run(["localedef", "-i", source, "-f", charmap, str(tmp_path / name)],
                               capture_output=True, timeout=120).stderr.decode(errors="replace")
     except FileNotFoundError:
         made = "no localedef (glibc's libc-bin)"
-    if not (tmp_path / "de_DE.ISO-8859-1").is_dir():
-        pytest.skip(f"localedef could not make an ISO-8859-1 locale here: {made}")
-    return {**os.environ, "LOCPATH": str(tmp_path), "LC_ALL": "de_DE.ISO-8859-1"}
+    if not (tmp_path / name).is_dir():
+        pytest.skip(f"localedef could not make an {charmap} locale here: {made}")
+    return {**os.environ, "LOCPATH": str(tmp_path), "LC_ALL": name}
 
 
 def fer_pipe(*args: str, timeout: float = 300, env: dict | None = None,

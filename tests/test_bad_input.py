@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import (REPO, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg, latin1_locale, read_frames,
-                      write_video)
+from conftest import (REPO, ascii_locale, fer_pipe, fer_pipe_on_a_terminal, fer_pipe_on_small_tmpfs, ffmpeg,
+                      latin1_locale, read_frames, write_video)
 from fault_plugin import assert_valid_prefix
 from fer_pipe.errors import InputError, Truncated
 from fer_pipe.inprocess import make_stage, run_stage
@@ -1304,10 +1304,10 @@ def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path)
     shutil.copyfile(REPO / "models" / "model.tflite", tmp_path / "modèle" / "model.tflite")
     cli = [sys.executable, "-m", "fer_pipe.cli", "run"]  # the names below are bytes, as the shell passes them
     done = subprocess.run([*cli, "video_to_csv", "--quiet", "--set", "source.path=café.avi".encode(), "--set",
-                           "csv.path=o.csv", "--set", "classifier.model=modèle/model.tflite".encode()],
+                           "csv.path=文.csv".encode(), "--set", "classifier.model=modèle/model.tflite".encode()],
                           cwd=tmp_path, env=env, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert len({row["frame"] for row in csv_rows(tmp_path / "o.csv")}) == 60
+    assert done.returncode == 0, done.stderr  # 文's UTF-8 bytes hold 0x96, a control in Latin-1 (s67b 5)
+    assert len({row["frame"] for row in csv_rows(tmp_path / "文.csv")}) == 60
     done = subprocess.run([*cli, "demo", "--quiet", "--set", "source.path=café.avi".encode(), "--set", "csv.path=d.csv",
                            "--set", b"annotated.path=Video-\xe4.avi"],
                           cwd=tmp_path, env=env, capture_output=True, timeout=120)
@@ -1321,6 +1321,50 @@ def test_a_non_utf8_locale_gives_opencv_the_files_own_name(short_clip, tmp_path)
                           cwd=tmp_path, env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert len(read_frames(tmp_path / "vidéos" / "a.avi")) == 60
+
+
+def test_an_ascii_locale_refuses_utf8_text_before_the_run(short_clip, tmp_path):
+    """Under an ASCII locale, UTF-8 bytes on the command line are lone surrogates in Python: a
+    source id so given failed the CSV at the first frame, exit 1, and ``subscribe --source`` was
+    a traceback (s67b 2, 3). Each is now one line, exit 2, before anything runs."""
+    env = ascii_locale(tmp_path)
+    said = b"is UTF-8, which this system's encoding (ascii) is not; see LANG\n"
+    cli = [sys.executable, "-m", "fer_pipe.cli"]
+    done = subprocess.run([*cli, "run", "video_to_csv", "--set", f"source.path={short_clip}", "--set", "csv.path=o.csv",
+                           "--set", "source.source_id=caméra".encode()], cwd=tmp_path, env=env, capture_output=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr.count(b"\n")) == (2, 1), done.stderr
+    assert done.stderr.endswith(b"'cam\\udcc3\\udca9ra' " + said), done.stderr
+    assert not (tmp_path / "o.csv").exists()
+    done = subprocess.run([*cli, "subscribe", f"tcp://127.0.0.1:{free_port()}", "--source", "caméra".encode()],
+                          env=env, capture_output=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, b"fer-pipe: --source 'cam\\udcc3\\udca9ra' " + said)
+    config = tmp_path / "id.yaml"
+    config.write_text(f"stages:\n  source: {{type: video, params: {{path: '{short_clip}', source_id: '${{ID}}'}}}}\n"
+                      "  detector: {type: haar, inputs: [source]}\n")
+    done = subprocess.run([*cli, "validate", str(config)], env={**env, "ID": "caméra"}, capture_output=True,
+                          timeout=60)  # it was "not UTF-8", which it is (s67b 6)
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {config}:2: stages.source.params.source_id: environment "
+                                                 "variable ID ".encode() + said)
+
+
+@pytest.mark.parametrize("locale", [ascii_locale, latin1_locale])
+def test_an_image_folders_names_are_written_as_text_under_any_locale(short_clip, tmp_path, locale):
+    """An image's name in the ``file`` column was Python's str of it: under a Latin-1 locale
+    mojibake (Ã©), under an ASCII one a CSV that failed mid-run (s67b 2)."""
+    env = locale(tmp_path)
+    (tmp_path / "photos").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "été 😀.png"), read_frames(short_clip, 1)[0])
+    (tmp_path / "photos.yaml").write_text("""\
+stages:
+  source: {type: image_folder, params: {path: photos}}
+  detector: {type: haar, inputs: [source]}
+  csv: {type: csv, inputs: [detector], params: {path: photos.csv, extra: [file]}}
+""")
+    done = subprocess.run([sys.executable, "-m", "fer_pipe.cli", "run", "photos.yaml", "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {row["file"] for row in csv_rows(tmp_path / "photos.csv")} == {"été 😀.png"}
 
 
 def test_a_latin1_locale_runs_a_stage_named_in_another_script_and_names_a_path_it_cannot_write(short_clip,
