@@ -4,9 +4,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 import socket
+import subprocess
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -117,6 +120,24 @@ def x_server_refusal(display: str) -> str:
     return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
 
 
+def qt_missing_libraries() -> list[str]:
+    """The system libraries the wheel's Qt platform plugin needs and this system lacks, as ldd
+    names them; none where it has them, or where there is no plugin or no ldd to ask. The wheel
+    brings Qt, not libSM and libICE: a slim image with libGL and GLib alone passed the display
+    checks, and Qt aborted the window's process at its first frame, telling the user to
+    reinstall (s67c 1)."""
+    plugin = Path(cv2.__file__).parent / "qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.is_file():
+        return []
+    try:
+        listed = subprocess.run(["ldd", str(plugin)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    broken = re.search(r"error while loading shared libraries: (.+?): (.+)", listed.stdout)  # one there but cut short
+    missing = re.findall(r"^\s*(\S+) => not found$", listed.stdout, re.M)  # each as often as the plugin's needs name it
+    return [*dict.fromkeys(missing)] + ([f"{broken[1]} ({broken[2].strip()})"] if broken else [])
+
+
 class WindowSink(Sink):
     """Shows the frames with the overlay in a live window; q or Esc ends the run cleanly.
 
@@ -149,6 +170,11 @@ class WindowSink(Sink):
             if problem:
                 raise InputError(f"cannot use the X display DISPLAY={display} ({problem}): a window "
                                  "cannot open; use the video_writer sink to write the overlay to a file instead")
+        missing = qt_missing_libraries() if x_only else []
+        if missing:
+            raise InputError(f"this OpenCV's window toolkit ({backend}) needs {', '.join(missing)}, which this system "
+                             "lacks: install them (libSM and libICE are Debian's and Ubuntu's libsm6 and libice6), or "
+                             "use the video_writer sink to write the overlay to a file instead")
 
     def open(self) -> None:
         self._fps: dict[str, FpsMeter] = {}

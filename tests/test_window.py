@@ -8,10 +8,12 @@ import ctypes
 import ctypes.util
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -423,3 +425,32 @@ def test_a_display_whose_server_is_gone_fails_before_starting_in_one_line(short_
                             r"\([^)]+\): a window cannot open; use the video_writer sink to write the overlay to a "
                             r"file instead\n", done.stderr), done.stderr
         assert not csv_path.exists()
+
+
+def test_a_system_without_the_libraries_qt_needs_fails_before_starting_in_one_line(short_clip, tmp_path, xvfb):
+    """opencv-python brings Qt but not libSM and libICE, which a slim container lacks: the run
+    passed the display checks and Qt aborted the window's process at its first frame, telling
+    the user to reinstall (s67c 1). The two are hidden here by an overlay's whiteouts, which
+    takes root."""
+    libraries = Path("/usr/lib/x86_64-linux-gnu")
+    hidden = [p.name for pattern in ("libSM.so.6*", "libICE.so.6*") for p in libraries.glob(pattern)]
+    if not hidden:
+        pytest.skip(f"libSM and libICE are not in {libraries} here")
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    csv_path = tmp_path / "out.csv"
+    config = window_config(tmp_path / "g.yaml", short_clip, csv_path, realtime=False)
+    whiteouts = " && ".join(f"mknod {shlex.quote(str(upper / name))} c 0 0" for name in hidden)
+    cli = shlex.join([sys.executable, "-m", "fer_pipe.cli", "run", str(config)])
+    script = (f"{whiteouts} && mount -t overlay overlay -o lowerdir={libraries},upperdir={upper},workdir={work} "
+              f"{libraries} || exit 99; {cli}")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DISPLAY": xvfb})
+    if done.returncode == 99:
+        pytest.skip(f"an overlay mount needs unshare -m, mknod and mount rights (root): {done.stderr.strip()}")
+    assert (done.returncode, done.stderr) == (
+        2, "fer-pipe: stage 'window' (window): this OpenCV's window toolkit (QT5) needs libSM.so.6, libICE.so.6, which "
+           "this system lacks: install them (libSM and libICE are Debian's and Ubuntu's libsm6 and libice6), or use "
+           "the video_writer sink to write the overlay to a file instead\n")
+    assert not csv_path.exists()
