@@ -78,10 +78,13 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
     scale = scale_of(image)
     font, thick = 0.6 * scale, max(1, round(2 * scale))
     text_thick = max(1, int(2 * scale))  # rounded, 2 px from 360 lines, which closed up "8" and "#"
+    counter: list[Rect] = []  # where the frame rate is: a face's chart leaves it readable, its label may not
     if fps is not None:  # first, so that a face in the corner keeps its label readable
         text = f"{fps:.1f} fps"
         origin = (round(8 * scale), round(22 * scale))
         _outlined(image, text, origin, font, max(1, thick // 2), thick + 1)
+        (tw, th), base = cv2.getTextSize(text, FONT, font, thick + 1)
+        counter.append((origin[0], origin[1] - th, tw, th + base))
     drawn = []  # (box, label, confidence, probabilities, track id) of the faces with a box to draw
     for face in packet.faces or []:
         try:
@@ -106,7 +109,7 @@ def draw(packet: Packet, show_probs: bool = False, fps: float | None = None) -> 
         others = [r for r in labels if r is not None] + boxes[:i] + boxes[i + 1:]
         labels.append(_label(image, text, box, colour_of(label), font, text_thick, scale, others))
     if show_probs:
-        charts: list[Rect] = []
+        charts = [*counter]  # a chart over it, as a face in the top corner's was, made both unreadable (s67c 2)
         for i, (box, _, _, probs, _) in enumerate(drawn):
             if labels[i] is None:
                 continue

@@ -140,6 +140,19 @@ def test_labels_and_charts_of_faces_side_by_side_cover_neither_each_other_nor_a_
         assert not any(overlay._overlaps(rect, other) for b, other in labels.items() if b != box), (box, rect)
 
 
+def test_a_chart_leaves_the_frame_rate_readable():
+    """A face at the top right whose chart had to go left of it got the chart at the frame's
+    top left, over the frame rate: "angry" across "23.8 fps", neither readable (s67c 2)."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.stages.overlay import draw
+
+    probs = np.eye(7)[0] * 0.7 + 0.3 / 7
+    packet = Packet("cam", 0, 0.0, np.full((480, 420, 3), 90, np.uint8), faces=[Face((170, 5, 240, 240), probs, 1)])
+    counter = (slice(0, 40), slice(0, 120))
+    assert (draw(packet, True, 23.8)[counter] == draw(packet, False, 23.8)[counter]).all()
+    assert (draw(packet, True)[counter] != draw(packet, False)[counter]).any()  # the chart's place without one
+
+
 def test_a_grid_of_faces_gets_labels_that_cover_no_other_face_and_one_off_the_frame_none(monkeypatch):
     """A label moved up out of another's way landed in the box of a face in the row above, read
     as its (5 of 30 in a grid); and a plug-in's box wholly below the frame got a label pulled
