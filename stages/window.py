@@ -120,6 +120,43 @@ def x_server_refusal(display: str) -> str:
     return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
 
 
+class _ScreenIterator(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("rem", ctypes.c_int), ("index", ctypes.c_int)]
+
+
+def x_screen_size(display: str) -> tuple[int, int] | None:
+    """The width and height of ``display``'s screen in pixels, or None where libxcb cannot say."""
+    name = ctypes.util.find_library("xcb")
+    if name is None:
+        return None
+    try:
+        xcb = ctypes.CDLL(name)
+    except OSError:
+        return None
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_get_setup.restype = ctypes.c_void_p
+    xcb.xcb_get_setup.argtypes = [ctypes.c_void_p]
+    xcb.xcb_setup_roots_iterator.restype = _ScreenIterator
+    xcb.xcb_setup_roots_iterator.argtypes = [ctypes.c_void_p]
+    xcb.xcb_screen_next.argtypes = [ctypes.POINTER(_ScreenIterator)]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    number = ctypes.c_int()
+    connection = xcb.xcb_connect(display.encode(), ctypes.byref(number))
+    try:
+        if xcb.xcb_connection_has_error(connection):
+            return None
+        screens = xcb.xcb_setup_roots_iterator(xcb.xcb_get_setup(connection))
+        for _ in range(number.value):
+            xcb.xcb_screen_next(ctypes.byref(screens))
+        if not screens.data:
+            return None
+        return tuple(ctypes.c_uint16.from_address(screens.data + offset).value for offset in (20, 22))  # xcb_screen_t
+    finally:
+        xcb.xcb_disconnect(connection)
+
+
 def qt_missing_libraries() -> list[str]:
     """The system libraries the wheel's Qt platform plugin needs and this system lacks, as ldd
     names them; none where it has them, or where there is no plugin or no ldd to ask. The wheel
@@ -177,6 +214,8 @@ class WindowSink(Sink):
                              "use the video_writer sink to write the overlay to a file instead")
 
     def open(self) -> None:
+        display = os.environ.get("DISPLAY")
+        self._screen = x_screen_size(display) if display else None
         self._fps: dict[str, FpsMeter] = {}
         self._windows: dict[str, str] = {}  # source -> the window's name
         self._last: dict[str, tuple[np.ndarray, float]] = {}  # source -> the image shown, and its frame's time
@@ -206,14 +245,17 @@ class WindowSink(Sink):
         """A window for a source: the title alone while there is one source; from the second on,
         every window's title names its source. It opens at the frame's size and can be resized,
         its shape kept: one fixed at the frame's size ran off a laptop's screen for a 1080p
-        camera, with faces and labels out of sight."""
+        camera, with faces and labels out of sight. A frame larger than the screen opens shrunk
+        to fit it: a 4K camera's window showed its top left corner alone where no window
+        manager shrinks it (a kiosk's bare X server; s67c 4)."""
         title = self.params.title
         name = title if not self._windows else f"{title} - {source}"
         if len(self._windows) == 1:
             (first, only), = self._windows.items()
             cv2.setWindowTitle(only, f"{title} - {first}")
         cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)  # no toolbar
-        cv2.resizeWindow(name, shape[1], shape[0])
+        fit = min(1.0, *(0.95 * side / size for side, size in zip(self._screen, shape[1::-1]))) if self._screen else 1.0
+        cv2.resizeWindow(name, round(shape[1] * fit), round(shape[0] * fit))
         self._windows[source] = name
         return name
 

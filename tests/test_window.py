@@ -230,11 +230,12 @@ def close_as_a_window_manager_does(display: str, window: str) -> None:
 
 
 def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_ends_it(clips, xvfb, tmp_path):
-    """The window's size was fixed, so a 1080p camera's ran off a laptop's screen; Left (X
-    keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button failed it,
-    exit 1, with OpenCV's "NULL guiReceiver" error."""
+    """The window's size was fixed, so a 1080p camera's ran off a laptop's screen, and it opened
+    at the frame's size, larger than a screen with no window manager to shrink it (s67c 4);
+    Left (X keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button
+    failed it, exit 1, with OpenCV's "NULL guiReceiver" error."""
     needs("xdotool")
-    frame = read_frames(clips["WolfgangLanger_Pexels.mp4"], 2)[-1]
+    frame = cv2.resize(read_frames(clips["WolfgangLanger_Pexels.mp4"], 2)[-1], (1600, 900))  # past the 1024x768 screen
     video = write_video(tmp_path / "still.avi", [frame] * 300, fps=5)
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
     config = window_config(tmp_path / "g.yaml", video, csv_path)
@@ -243,6 +244,8 @@ def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_end
         wait_for(lambda: csv_rows(csv_path)[:1], 90, "the first classified frame", run)
         window = wait_for(lambda: windows_titled(xvfb, "fer-pipe-test"), 30, "the window", run)[0]
         assert not fixed_size(xvfb, window)  # it was: a 1080p camera's window ran off a laptop's screen
+        width, height = map(int, re.search(r"Geometry: (\d+)x(\d+)", xdotool(xvfb, "getwindowgeometry", window)).groups())
+        assert width <= SCREEN[0] and height <= SCREEN[1] and abs(width / height - 16 / 9) < 0.02, (width, height)
         xdotool(xvfb, "key", "--window", window, "Left")
         frames = len(csv_rows(csv_path))
         wait_for(lambda: len(csv_rows(csv_path)) > frames + 5, 60, "frames after the Left key", run)
