@@ -8,8 +8,9 @@ import re
 import socket
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -20,6 +21,8 @@ from fer_pipe.messages import FACES, Packet
 from fer_pipe.native_stderr import stderr_dropped
 from fer_pipe.stage import Sink, StopRun
 from fer_pipe.stages.overlay import FpsMeter, OverlayParams, draw, stale
+
+T = TypeVar("T")
 
 QUIT_KEYS = {ord("q"), ord("Q"), 27}
 """Whole key codes (``cv2.waitKeyEx``): Qt gives other keys their X keysym, and masking that to
@@ -79,53 +82,12 @@ XCB_REFUSALS = {
 """``xcb_connection_has_error``'s codes for a server that answered, and what they mean here."""
 
 
-def x_server_refusal(display: str) -> str:
-    """Why the X server of ``display``, reached, would not take this process's connection, or ""
-    if it would (or libxcb is not there to tell). libxcb connects as Qt will, with the user's X
-    authority and the screen asked for: ``sudo`` (no cookie), a screen the server lacks and a
-    ``DISPLAY`` that names none made the window's process abort in Qt at its first frame, exit 1,
-    with a line telling the user to reinstall."""
-    name = ctypes.util.find_library("xcb")
-    if name is None:
-        return ""
-    try:
-        xcb = ctypes.CDLL(name)
-    except OSError:
-        return ""
-    xcb.xcb_connect.restype = ctypes.c_void_p
-    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
-    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
-    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
-    codes: list[int] = []
-
-    def connect() -> None:
-        for _ in range(2):  # a server resetting as its last client left cuts a connection in its set-up: error 1 too
-            connection = xcb.xcb_connect(display.encode(), ctypes.byref(ctypes.c_int()))
-            try:
-                code = xcb.xcb_connection_has_error(connection)
-            finally:
-                xcb.xcb_disconnect(connection)
-            if code != 1:
-                break
-        codes.append(code)
-
-    # in a thread of its own: a frozen server accepts and never answers, and the wait held the
-    # run before it started, deaf to Ctrl-C; one that has not answered in X_ANSWER_S is
-    # left to the window's stall watch, as before
-    asking = threading.Thread(target=connect, daemon=True)
-    with stderr_dropped():  # the server's reason, which the line says in words of its own
-        asking.start()
-        asking.join(X_ANSWER_S)
-    code = codes[0] if codes else 0
-    return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
-
-
 class _ScreenIterator(ctypes.Structure):
     _fields_ = [("data", ctypes.c_void_p), ("rem", ctypes.c_int), ("index", ctypes.c_int)]
 
 
-def x_screen_size(display: str) -> tuple[int, int] | None:
-    """The width and height of ``display``'s screen in pixels, or None where libxcb cannot say."""
+def _libxcb() -> ctypes.CDLL | None:
+    """libxcb, its functions' types given, or None where it is not there."""
     name = ctypes.util.find_library("xcb")
     if name is None:
         return None
@@ -142,19 +104,70 @@ def x_screen_size(display: str) -> tuple[int, int] | None:
     xcb.xcb_setup_roots_iterator.argtypes = [ctypes.c_void_p]
     xcb.xcb_screen_next.argtypes = [ctypes.POINTER(_ScreenIterator)]
     xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
-    number = ctypes.c_int()
-    connection = xcb.xcb_connect(display.encode(), ctypes.byref(number))
-    try:
-        if xcb.xcb_connection_has_error(connection):
-            return None
-        screens = xcb.xcb_setup_roots_iterator(xcb.xcb_get_setup(connection))
-        for _ in range(number.value):
-            xcb.xcb_screen_next(ctypes.byref(screens))
-        if not screens.data:
-            return None
-        return tuple(ctypes.c_uint16.from_address(screens.data + offset).value for offset in (20, 22))  # xcb_screen_t
-    finally:
-        xcb.xcb_disconnect(connection)
+    return xcb
+
+
+def _answered(question: Callable[[], T], default: T) -> T:
+    """``question``'s answer, asked of the X server in a thread of its own, or ``default`` where
+    it has not come in X_ANSWER_S: a frozen server accepts and never answers, and the wait held
+    the run before it started, deaf to Ctrl-C; such a server is left to the window's stall
+    watch, as before."""
+    answers: list[T] = []
+    asking = threading.Thread(target=lambda: answers.append(question()), daemon=True)
+    with stderr_dropped():  # the server's reason, which the caller says in words of its own
+        asking.start()
+        asking.join(X_ANSWER_S)
+    return answers[0] if answers else default
+
+
+def x_server_refusal(display: str) -> str:
+    """Why the X server of ``display``, reached, would not take this process's connection, or ""
+    if it would (or libxcb is not there to tell). libxcb connects as Qt will, with the user's X
+    authority and the screen asked for: ``sudo`` (no cookie), a screen the server lacks and a
+    ``DISPLAY`` that names none made the window's process abort in Qt at its first frame, exit 1,
+    with a line telling the user to reinstall."""
+    xcb = _libxcb()
+    if xcb is None:
+        return ""
+
+    def connect() -> int:
+        for _ in range(2):  # a server resetting as its last client left cuts a connection in its set-up: error 1 too
+            connection = xcb.xcb_connect(display.encode(), ctypes.byref(ctypes.c_int()))
+            try:
+                code = xcb.xcb_connection_has_error(connection)
+            finally:
+                xcb.xcb_disconnect(connection)
+            if code != 1:
+                break
+        return code
+
+    code = _answered(connect, 0)
+    return XCB_REFUSALS.get(code, f"libxcb's error {code}") if code else ""
+
+
+def x_screen_size(display: str) -> tuple[int, int] | None:
+    """The width and height of ``display``'s screen in pixels, or None where libxcb cannot say."""
+    xcb = _libxcb()
+    if xcb is None:
+        return None
+
+    def size() -> tuple[int, int] | None:
+        number = ctypes.c_int()
+        connection = xcb.xcb_connect(display.encode(), ctypes.byref(number))
+        try:
+            if xcb.xcb_connection_has_error(connection):
+                return None
+            screens = xcb.xcb_setup_roots_iterator(xcb.xcb_get_setup(connection))
+            for _ in range(number.value):
+                xcb.xcb_screen_next(ctypes.byref(screens))
+            if not screens.data:
+                return None
+            width, height = (ctypes.c_uint16.from_address(screens.data + offset).value for offset in (20, 22))
+            return width, height  # xcb_screen_t's width_in_pixels, height_in_pixels
+        finally:
+            xcb.xcb_disconnect(connection)
+
+    return _answered(size, None)
 
 
 def qt_missing_libraries() -> list[str]:

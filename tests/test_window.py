@@ -400,10 +400,10 @@ def test_a_display_whose_server_refuses_this_user_fails_before_starting_in_one_l
     frozen, display = start_xvfb()  # accepts and never answers: the check held the run, deaf to Ctrl-C (s44e)
     frozen.send_signal(signal.SIGSTOP)
     try:
-        asked = subprocess.run([sys.executable, "-c", "import sys; from fer_pipe.stages.window import x_server_refusal; "
-                                "print(repr(x_server_refusal(sys.argv[1])))", display], capture_output=True, text=True,
-                               timeout=60)
-        assert asked.stdout == "''\n", asked.stderr  # left to the window's stall watch, as before the check
+        asked = subprocess.run([sys.executable, "-c", "import sys; from fer_pipe.stages.window import x_server_refusal, "
+                                "x_screen_size; print(repr(x_server_refusal(sys.argv[1])), x_screen_size(sys.argv[1]))",
+                                display], capture_output=True, text=True, timeout=60)
+        assert asked.stdout == "'' None\n", asked.stderr  # left to the window's stall watch, as before the check
     finally:
         frozen.send_signal(signal.SIGCONT)
         stop(frozen)
