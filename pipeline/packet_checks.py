@@ -42,6 +42,12 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
     for item in out:
         if not isinstance(item, Packet):
             raise TypeError(f"{method} returned a {type(item).__name__} among its packets, not a Packet")
+        problem = _dated(item)  # a NaN time was written to the CSV and made its episode's end NaN, exit 0 (s67a 1)
+        if problem:
+            raise TypeError(f"{method} returned {problem}")
+        if not isinstance(item.extra, dict):  # a sink after it failed on .get, blamed (s67a 1)
+            raise TypeError(f"{method} returned frame {item.index} whose extra is a {type(item.extra).__name__}, "
+                            "not a dict")
         problem = _faces_problem(item.faces)
         if problem:
             raise TypeError(f"{method} returned a packet {problem}")
@@ -105,15 +111,51 @@ def _face_problem(face: Face) -> str:
         return f"box is {given!r}; a box is (x, y, w, h), whole pixels, w and h above 0"
     if box is not given:
         face.box = box
-    probs = face.probs
+    # and what the sinks and episodes read of a tracker's, a smoother's or anyone's face: unchecked,
+    # a wrong one failed the sink it reached, blamed, or was written as it was, exit 0 (s67a 1)
+    track = face.track_id
+    if track is not None and type(track) is not int:
+        if isinstance(track, bool) or not isinstance(track, np.integer):
+            return f"track_id is {track!r}; a track id is an int, or None where no tracker ran"
+        face.track_id = int(track)
+    if not isinstance(face.extra, dict):
+        return f"extra is a {type(face.extra).__name__}, not a dict"
+    label = face.smoothed_label
+    if label is not None and label not in EMOTIONS:
+        return f"smoothed_label is {label!r}; it is one of the emotions ({', '.join(EMOTIONS)}), or None"
+    return _probabilities_problem("probs", face.probs) or _probabilities_problem("smoothed", face.smoothed)
+
+
+def _probabilities_problem(name: str, probs: Any) -> str:
+    """What is wrong with a face's ``probs`` or ``smoothed``, or nothing where it is None."""
     if probs is None:
         return ""
-    values = probs.tolist() if isinstance(probs, np.ndarray) else probs  # Python floats: 7 compare in 1 us, not 15
-    if (not isinstance(values, (list, tuple)) or len(values) != len(EMOTIONS)
-            or not all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
-                       for v in values)):
-        return (f"probs are {probs!r}; they are one probability from 0 to 1 for each of the "
-                f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")  # NaN fails the comparisons
+    if isinstance(probs, np.ndarray):  # an array's items are all numbers of its kind: its least, most and sum say it
+        values = probs.tolist() if probs.shape == (len(EMOTIONS),) and probs.dtype.kind in "fiu" else None
+        good = (values is not None and -PROB_SLACK <= min(values) and max(values) <= 1 + PROB_SLACK
+                and math.isfinite(sum(values)))  # a NaN may pass min and max, not the sum
+    else:
+        good = (isinstance(probs, (list, tuple)) and len(probs) == len(EMOTIONS)
+                and all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
+                        for v in probs))  # NaN fails the comparisons
+    if not good:
+        return (f"{name} are {probs!r}; they are one probability from 0 to 1 for each of the "
+                f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")
+    return ""
+
+
+def _dated(item: Packet) -> str:
+    """What is wrong with a packet's frame number or time, said after "yielded" or "returned", or
+    nothing; numpy's are made Python's, which failed a plug-in sink's ``json.dumps``."""
+    index, timestamp = item.index, item.timestamp
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
+        # -1 is an outage packet's number while its source has sent no frame
+        return f"frame number {index!r}; a frame number is an int >= 0"
+    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
+            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
+        return f"frame {index} dated {timestamp!r}; a timestamp is a finite number of seconds"
+    if type(index) is not int or type(timestamp) is not float:
+        item.index, item.timestamp = int(index), float(timestamp)
     return ""
 
 
@@ -127,15 +169,10 @@ def frame_of(source_id: str, item: Any, last_index: int | None) -> Packet:
     if item.source != source_id:
         raise TypeError(f"frames() yielded a packet of source {item.source!r}; this source's packets carry "
                         f"{source_id!r} (Packet(self.source_id, ...))")
-    index, timestamp = item.index, item.timestamp
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
-        # -1 is an outage packet's number while its source has sent no frame
-        raise TypeError(f"frames() yielded frame number {index!r}; a frame number is an int >= 0")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
-            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
-        raise TypeError(f"frames() yielded frame {index} dated {timestamp!r}; a timestamp is a finite number of "
-                        "seconds")
-    item.index, item.timestamp = int(index), float(timestamp)  # numpy's failed a plug-in sink's json.dumps
+    problem = _dated(item)
+    if problem:
+        raise TypeError(f"frames() yielded {problem}")
+    index = item.index
     if item.outage:
         last = -1 if last_index is None else last_index
         if index != last or item.image is not None or item.faces is not None:

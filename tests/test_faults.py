@@ -1276,6 +1276,46 @@ def test_a_face_box_or_probabilities_no_stage_can_use_are_blamed_on_the_stage_th
         assert str(raised.value) == f"process returned a packet with a face whose {said}"
 
 
+def test_a_track_smoothed_value_extra_or_date_no_stage_can_use_is_blamed_on_the_stage_that_made_it():
+    """A plug-in stage's string extra, smoothed label outside the emotions or smoothed values of
+    another length failed the sink they reached, which was blamed ("AttributeError: 'str' object
+    has no attribute 'get'"); a NaN time, NaN smoothed values and a track id of text were
+    written, exit 0 (s67a 1). What the built-ins make, and numpy numbers, pass."""
+    from fer_pipe.messages import Face, Packet
+    from fer_pipe.packet_checks import packets_of
+
+    smoothed = np.full(7, 1 / 7, np.float32)
+    good = Packet("cam", np.int64(3), np.float32(0.5), faces=[
+        Face((1, 2, 3, 4), smoothed, np.int64(7), {"k": 1}, smoothed, "happy"), Face((1, 2, 3, 4), track_id=2)])
+    (checked,) = packets_of([good])
+    assert json.dumps([checked.index, checked.timestamp, [f.track_id for f in checked.faces]]) == "[3, 0.5, [7, 2]]"
+    probs = ("; they are one probability from 0 to 1 for each of the 7 emotions (angry, disgust, fear, happy, "
+             "sad, surprise, neutral)")
+    nan = np.full(7, 0.1)
+    nan[2] = np.nan
+    for face, said in [(Face((1, 2, 3, 4), track_id="abc"), "track_id is 'abc'; a track id is an int, or None where "
+                                                             "no tracker ran"),
+                       (Face((1, 2, 3, 4), track_id=True), "track_id is True; a track id is an int, or None where no "
+                                                            "tracker ran"),
+                       (Face((1, 2, 3, 4), extra="x"), "extra is a str, not a dict"),
+                       (Face((1, 2, 3, 4), smoothed_label="bogus"), "smoothed_label is 'bogus'; it is one of the "
+                        "emotions (angry, disgust, fear, happy, sad, surprise, neutral), or None"),
+                       (Face((1, 2, 3, 4), smoothed=np.full(3, 0.3)), f"smoothed are {np.full(3, 0.3)!r}{probs}"),
+                       (Face((1, 2, 3, 4), smoothed=nan), f"smoothed are {nan!r}{probs}"),
+                       (Face((1, 2, 3, 4), probs=np.full(7, np.inf)), f"probs are {np.full(7, np.inf)!r}{probs}"),
+                       (Face((1, 2, 3, 4), probs=np.full((1, 7), 0.1)), f"probs are {np.full((1, 7), 0.1)!r}{probs}"),
+                       (Face((1, 2, 3, 4), probs=np.ones(7, bool)), f"probs are {np.ones(7, bool)!r}{probs}")]:
+        with pytest.raises(TypeError) as raised:
+            packets_of([Packet("cam", 0, 0.0, faces=[face])])
+        assert str(raised.value) == f"process returned a packet with a face whose {said}"
+    for packet, said in [(Packet("cam", 4, float("nan")), "frame 4 dated nan; a timestamp is a finite number of seconds"),
+                         (Packet("cam", "7", 0.0), "frame number '7'; a frame number is an int >= 0"),
+                         (Packet("cam", 4, 0.0, extra="x"), "frame 4 whose extra is a str, not a dict")]:
+        with pytest.raises(TypeError) as raised:
+            packets_of([packet], "finish")
+        assert str(raised.value) == f"finish returned {said}"
+
+
 def test_a_detector_that_leaves_a_frame_unlooked_at_is_blamed_for_it():
     """A plug-in detector's code path that returned the frame with ``faces`` still None (not
     looked at): the classifier passed it on and the CSV wrote it as a frame with no face, exit 0
