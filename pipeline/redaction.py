@@ -55,12 +55,14 @@ def _to_last_at(url: str) -> str:
     return IN_QUERY.sub(_masked, HIDDEN_USERINFO.sub(r"\1:***@", url, count=1))
 
 
-URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s/@]*@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
+URL = re.compile(r"[a-z][a-z0-9+.-]*:/{1,2}(?:[^\s@]{0,256}@)?[^\s'\"]*[^\s'\":]", re.IGNORECASE)
 """A URL, also with one slash after its scheme: a URL given where a path belongs comes back
 through ``pathlib`` as ``rtsp:/admin:pw@host``. A colon at its end is the line's (``URL: why``).
 A quote ends it, as a line quotes one, but not inside its user part, where a password may hold
-one (``'`` is a URL's own character): what a quote after an ``@`` there cuts off is masked
-with the rest of the word (``BARE_USERINFO``)."""
+one (``'`` is a URL's own character), after a ``/`` too (``admin:/Pa'ss@cam`` was said whole,
+s67a 3): what a quote after an ``@`` there cuts off is masked with the rest of the word
+(``BARE_USERINFO``). A user part is taken to 256 characters, so that a long word that is no URL
+costs a scan of that much at each place a scheme could start, not of the whole word."""
 
 
 HIDDEN_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*:/+[^:/?#\s]*):.*@", re.IGNORECASE)
@@ -83,12 +85,15 @@ word shaped so (``10:30@noon``) is masked too."""
 
 
 SPACED_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*:/{1,2}(?:\[[^\]\s]*\]|[^:/?#\s]*)):"
-                             r"(?!\d+(?:\s(?!\S*@)|/(?!\S*\s\S*@)|[,;)'\"]|$))[^\s@]*\s.*@", re.IGNORECASE)
+                             r"(?!\d+(?:\s(?!\S*@)|/(?!\S*\s\S*@)|[,;)'\"]|$))[^\s@]{0,256}(?:@[^\s@/]{0,256}){0,8}\s.*@",
+                             re.IGNORECASE)
 """``scheme://user:pass word@``: a password holding a space (or a tab, or another Unicode
 space), where the line's URL pattern ends at it, and neither it nor ``BARE_USERINFO`` saw an
 ``@`` in what it had: the line said ``rtsp://admin:TOP SECRET@cam/x`` whole (s66b 5), and
-``rtsp://admin:a/b c@cam/x`` and an e-mail login's too (s66d 1, s66e 3). Masked to the line's
-last ``@``. What follows a host's port is no password where the word after it holds no ``@``
+``rtsp://admin:a/b c@cam/x`` and an e-mail login's too (s66d 1, s66e 3), and an ``@`` before
+the space, up to a ``/`` (``P@ss Word1@cam``, s67a 2). Masked to the line's last ``@``. The
+password before its space is taken to 256 characters: unbounded, a line of 90 KB that was no
+URL took 16 s to scan. What follows a host's port is no password where the word after it holds no ``@``
 (``tcp://10.0.0.2:5560 takes events; run 1@2``, s66d 6); where it does (``tcp://[::1]:5556
 me@host``), which the text cannot tell from ``admin:5556 me@host``, it is masked, as a log line
 loses a readable host rather than show a password (``2024 summer``, s66e 1)."""
