@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import errno
 import json
+import math
 import resource
 import signal
 import sys
@@ -39,7 +40,7 @@ from .errors import InputError, OutputError, printable
 from .events import (FRAME_COLUMNS, MALFORMED, MAX_EVENT_BYTES, MAX_SUBSCRIPTION_BYTES, check_source_event, decode,
                      event_rows, topic)
 from .graph import file_key
-from .malformed_lines import MalformedLines
+from .malformed_lines import MalformedLines, clipped
 from .output_files import replace_whole
 from .stage import id_problem
 from .stop_signals import handling
@@ -202,7 +203,9 @@ class SequenceTracker:
             _keep_pieces(state)
             message = (f"source {source}: gap: seq {state.seq + 1}..{seq - 1} missing "
                        f"({seq - state.seq - 1} events) in run {run}")
-        elif seq <= state.seq:
+        elif seq == state.seq:  # "went back from 3 to 3" (s67a 6)
+            message = f"source {source}: seq {seq} came again in run {run}"
+        elif seq < state.seq:
             message = f"source {source}: seq went back from {state.seq} to {seq} in run {run}"
         return message
 
@@ -236,11 +239,14 @@ class SequenceTracker:
         try:
             saved = json.loads(text)
             for source, kept in saved["sources"].items():
+                seq, last_seen = kept["seq"], kept["last_seen"]  # 1e400: a traceback, the file lost (s67a 5)
+                if not a_seq(seq) or type(last_seen) not in (int, float) or not math.isfinite(last_seen):
+                    raise ValueError(f"source {source!r}: seq {seq!r} and last_seen {last_seen!r} are not a "
+                                     "collector's")
                 # no later than now: a wall clock set back between two collectors (a host with no
                 # real-time clock, started before its time sync) put it in the future, and the
                 # silence check, which stops at the first source heard of lately, said none (s65g 2)
-                self.sources[source] = SourceState(str(kept["run"]), int(kept["seq"]),
-                                                   min(now, now - (wall - float(kept["last_seen"]))),
+                self.sources[source] = SourceState(str(kept["run"]), seq, min(now, now - (wall - last_seen)),
                                                    down=kept.get("down", False) is True, heard_here=False)
             stopped = saved.get("stopped", True) is not False
             # least recently heard from first, as observe keeps them, and no more than are followed:
@@ -251,6 +257,17 @@ class SequenceTracker:
             self.sources.clear()
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
         return len(self.sources), stopped
+
+
+MAX_SEQ = 2**53
+"""The largest seq taken, JSON's largest exact integer; a push sink numbers one event per frame
+from 0, so no run reaches it: one event of 2**63 was a gap of 9.2e18 events, after which no
+real gap of its run was said, and it was kept for the next collector (s67a 6)."""
+
+
+def a_seq(value: object) -> bool:
+    """Whether ``value`` is a seq a push sink sends: int() took true as 1 and 2.9 as 2."""
+    return type(value) is int and 0 <= value <= MAX_SEQ
 
 
 def _keep_pieces(state: SourceState) -> None:
@@ -275,6 +292,7 @@ class Collector:
         # into /dev, or failed there at every stop, and such a CSV has no rows to go on from
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}") if _a_file_or_none(self.csv_path) else None
         self._stop = False
+        self._writing = False  # the CSV is open
         self._ttys = hangup.terminal_fds()
         self._taken = 0  # events written, so that sequences unchanged are not kept again
         self._state_failed = False
@@ -285,6 +303,9 @@ class Collector:
         sequence state for the next collector, as ``fer-pipe run`` keeps its files."""
         if signum == signal.SIGHUP:
             hangup.to_devnull(self._ttys)
+        if not self._writing:  # a FIFO's open waits for its reader, retried after the signal: deaf to it (s67a 4)
+            _say(f"stopped while opening {self.csv_path} (a FIFO opens once a reader opens it); nothing was taken")
+            raise SystemExit(128 + signum)
         self._stop = True
 
     def run(self) -> int:
@@ -316,6 +337,7 @@ class Collector:
             with handling(stops, self._on_signal):
                 written_before = self.csv_path.is_file()
                 with CsvOutput(self.csv_path, "--csv", self.columns, append=True) as writer:
+                    self._writing = True
                     self._resume(written_before)
                     _say(f"pulling on {self.bind}, writing {self.csv_path}"
                          + (f", republishing on {self.publish}" if self.publish else ""))
@@ -428,8 +450,8 @@ class Collector:
                     problem = id_problem(value)
                     if problem:
                         raise ValueError(f"{name!r}: {problem}")
-                if type(seq) is not int or seq < 0:  # int() took true as 1 and 2.9 as 2
-                    raise ValueError(f"seq {seq!r} is not a whole number from 0")
+                if not a_seq(seq):
+                    raise ValueError(f"seq {clipped(repr(seq))} is not a whole number from 0 to 2**53")
                 subject = topic(event).encode()  # republished under its own topic, not the sender's frame
                 if event.get("type") in ("source_down", "source_up"):  # in the sequence, and republished: no row
                     check_source_event(event)

@@ -604,7 +604,9 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
             # int() took a seq of true as 1 and 1.9 as 1 (s40b)
             for frames in ([json.dumps({**good, "seq": 0}).encode()],
                            [b"emotion.cam", b"junk", json.dumps({**good, "seq": 0}).encode()],
-                           *([b"emotion.cam", json.dumps({**good, "seq": seq}).encode()] for seq in (True, 1.9, -1))):
+                           # and one of 2**63: a gap of 9.2e18 events, after which no gap was said (s67a 6)
+                           *([b"emotion.cam", json.dumps({**good, "seq": seq}).encode()]
+                             for seq in (True, 1.9, -1, 2**63))):
                 push.send_multipart(frames)
             push.send_multipart([b"emotion.cam", json.dumps(good).encode()])
             for event in [*bad_downs, {**down, "seq": 3}]:
@@ -621,7 +623,7 @@ def test_a_malformed_event_is_skipped_with_a_line_and_the_collector_goes_on(tmp_
         wait_for(lambda: rows_by_source(merged) == {"cam": 2}, 60, "the good events after the bad", collector)
     finally:
         assert end(collector) == 0, log.read_text()
-    assert skipped_events(log.read_text(), "collect") == len(MALFORMED) + 14, log.read_text()
+    assert skipped_events(log.read_text(), "collect") == len(MALFORMED) + 15, log.read_text()
     assert rows_by_source(merged) == {"cam": 2}  # the good source_down makes no row; a face's source is not the row's
     assert [row["frame"] for row in csv_rows(merged)] == ["3", "3"]
     assert ": gap: " not in log.read_text()
@@ -1058,6 +1060,45 @@ def test_a_connected_collector_that_falls_behind_is_not_called_absent(capfd):
     err = capfd.readouterr().err
     assert f"the collector at tcp://127.0.0.1:{port} takes events slower than they come (or a network split keeps them from it); 1 are held" in err, err
     assert "no collector" not in err
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_collector_waiting_for_its_fifos_reader_stops_on_a_signal(tmp_path, sig, code):
+    """``--csv`` a FIFO with no reader yet: its open waits, and Python retries it after a signal
+    whose handler only sets a flag, so SIGTERM and Ctrl-C did nothing and a systemd stop waited
+    for its whole timeout (s67a 4)."""
+    fifo, log = tmp_path / "rows", tmp_path / "collect.log"
+    os.mkfifo(fifo)
+    collector = start("collect", "--bind", f"tcp://127.0.0.1:{free_port()}", "--csv", str(fifo), log=log)
+    try:
+        wait_for(lambda: Path(f"/proc/{collector.pid}/wchan").read_text() == "wait_for_partner", 60,
+                 "the collector to wait for the FIFO's reader", collector)
+        os.kill(collector.pid, sig)
+        assert collector.wait(timeout=60) == code
+    finally:
+        end(collector, signal.SIGKILL)
+    assert log.read_text() == (f"fer-pipe collect: stopped while opening {fifo} (a FIFO opens once a reader opens it); "
+                               "nothing was taken\n")
+
+
+def test_numbers_no_push_sink_sends_are_refused_in_events_and_state_files(tmp_path):
+    """A state file's seq of 1e400 was a traceback, exit 1, the file lost; 2.9, true and -1 were
+    taken as 2, 1 and -1, and a NaN time as a time. An event's seq of 2**63 was a gap of 9.2e18
+    events, after which no real gap of its run was said, kept for the next collector; a seq
+    that came again was said to have gone back from 3 to 3 (s67a 5, 6)."""
+    from fer_pipe import collect
+
+    state = tmp_path / "x.collect-state.json"
+    for seq, last_seen in (("1e400", "1.0"), ("2.9", "1.0"), ("true", "1.0"), ("-1", "1.0"), (str(2**63), "1.0"),
+                           ("3", "NaN"), ("3", '"x"'), ("3", "1e400")):
+        state.write_text(f'{{"sources": {{"cam": {{"run": "r", "seq": {seq}, "last_seen": {last_seen}}}}}}}')
+        with pytest.raises(ValueError, match=r"^ValueError: source 'cam': seq .* and last_seen .* are not a collector's"):
+            collect.SequenceTracker().load(state, time.monotonic())
+    tracker = collect.SequenceTracker()
+    for seq in (0, 1, 2, 3):
+        tracker.observe("cam", "r", seq, 0.0)
+    assert tracker.observe("cam", "r", 3, 0.0) == "source cam: seq 3 came again in run r"
+    assert collect.a_seq(collect.MAX_SEQ) and not collect.a_seq(collect.MAX_SEQ + 1) and not collect.a_seq(True)
 
 
 def test_a_collector_on_a_full_disk_stops_with_one_line_and_a_whole_csv(clips, tmp_path):
