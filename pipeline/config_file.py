@@ -55,14 +55,14 @@ class Loader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except (yaml.YAMLError, RecursionError):
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             tag = node.tag.removeprefix("tag:yaml.org,2002:")
             if id(node) in self.substituted:  # was "invalid YAML", naming no key and no variable
                 key, written = self.substituted[id(node)]
                 raise _Misread(None, None, f"{key}: !!{tag} cannot hold {show(node.value)}, the value of "
                                            f"{written}", node.start_mark) from None
-            raise yaml.constructor.ConstructorError(
-                None, None, f"a value !!{tag} cannot hold: {' '.join(str(exc).split())}", node.start_mark) from None
+            raise yaml.constructor.ConstructorError(  # PyYAML's own words were Python's: "string index out of
+                None, None, f"{show(node.value)} is not a valid !!{tag}", node.start_mark) from None  # range" (s67a 7)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen: set = set()
@@ -205,8 +205,11 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     try:
         loader = Loader(text)
-    except yaml.YAMLError as exc:  # the reader refuses control characters before any parsing
-        raise ConfigError(f"{origin}: invalid YAML: {' '.join(str(exc).split())}") from None
+    except yaml.reader.ReaderError as exc:  # the reader refuses control characters before any parsing,
+        line = text.count("\n", 0, exc.position) + 1  # said at a character's position in "<unicode string>"
+        shown = repr(chr(exc.character))[1:-1] if isinstance(exc.character, int) else repr(exc.character)
+        raise ConfigError(f"{origin}:{line}: invalid YAML: it holds the control character {shown}, which YAML "
+                          "does not allow in a config") from None
     try:
         node = loader.get_single_node()
         if node is not None:

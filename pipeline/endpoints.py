@@ -51,7 +51,9 @@ def check_form(endpoint: str) -> str:
     if endpoint.startswith("tcp://"):
         host, port = host_port(endpoint)
         if not host or port is None or "/" in endpoint[len("tcp://"):]:
-            raise ValueError(f"expected tcp://HOST:PORT, got {endpoint!r}")
+            given = endpoint.rpartition(":")[2]  # tcp://127.0.0.1:0 was told the form it has (s67a 7)
+            why = f" (its port {given} is not a number from 1 to 65535)" if given.isdigit() and host else ""
+            raise ValueError(f"expected tcp://HOST:PORT{why}, got {endpoint!r}")
     elif not endpoint.startswith("ipc://"):
         raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {endpoint!r}")
     elif endpoint == "ipc://":

@@ -1634,7 +1634,9 @@ def test_version_prints_the_installed_release():
 
 @pytest.mark.parametrize("value, expected", [
     ("9" * 5000, "--set detector.min_size: a number of 5000 characters is too long"),
-    ("!!int x", "--set detector.min_size: a value !!int cannot hold: invalid literal for int() with base 10: 'x'"),
+    ("!!int x", "--set detector.min_size: 'x' is not a valid !!int"),
+    ("!!int", "--set detector.min_size: '' is not a valid !!int"),  # Python's "string index out of range" (s67a 7)
+    ("!!timestamp soon", "--set detector.min_size: 'soon' is not a valid !!timestamp"),
     ("abc", "--set detector.min_size=abc: stage 'detector' (haar): params.min_size: Input should be a valid "
             "integer, unable to parse string as an integer"),
 ])
@@ -1964,6 +1966,10 @@ def test_a_push_sink_address_no_socket_can_connect_to_is_a_config_error(tmp_path
                                       "'localhost:5556'"),
     (["collect", "--csv", "out.csv", "--bind", "tcp://127.0.0.1"],
      "argument --bind: expected tcp://HOST:PORT, got 'tcp://127.0.0.1'"),
+    (["collect", "--csv", "out.csv", "--bind", "tcp://127.0.0.1:0"],  # told the form it has (s67a 7)
+     "argument --bind: expected tcp://HOST:PORT (its port 0 is not a number from 1 to 65535), got 'tcp://127.0.0.1:0'"),
+    (["subscribe", "tcp://127.0.0.1:65536"], "argument endpoint: expected tcp://HOST:PORT (its port 65536 is not a "
+                                             "number from 1 to 65535), got 'tcp://127.0.0.1:65536'"),
     (["collect", "--csv"], "argument --csv: expected one argument"),  # no value: no hint of one begun with - (s58c 10)
     (["run", "configs/demo.yaml", "--se"], "argument --set: expected one argument"),
 ])

@@ -948,3 +948,14 @@ def test_a_plugin_sources_own_source_id_param_is_held_to_the_rules_of_an_id(monk
         build_graph({"stages": stages}, {}, "<dict>")
     assert str(refused.value) == ("<dict>: stage 'source' (ownid): params.source_id: 'cam\\n1' holds a line break or "
                                   "other control character; give a printable id")
+
+
+def test_a_control_character_in_a_config_is_said_at_its_line(tmp_path):
+    """PyYAML's reader refuses it before parsing, at a character's position in "<unicode
+    string>": the line was not said, nor the file (s67a 7)."""
+    config = tmp_path / "ctrl.yaml"
+    config.write_text("stages:\n  source:\n    type: video\n    params: {path: a\x1bb.mp4}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_graph(config)
+    assert str(raised.value) == (f"{config}:4: invalid YAML: it holds the control character \\x1b, which YAML does not "
+                                 "allow in a config")
