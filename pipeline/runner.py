@@ -376,15 +376,14 @@ class Runner:
                 in_main: bool, lease: RingLease) -> RunResult:
         """The run once its rings are leased: its queues and processes made, started and watched."""
         graph = self.graph
-        shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease.run_id)
-        procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
-        self.processes, self.inboxes = procs, shared.inboxes
-
-        # While the stage processes start, SIGINT and SIGTERM are blocked: the processes inherit
-        # the mask (a Ctrl-C to the process group cannot kill one half-started; stage_main
-        # unblocks once its handlers are in; a forkserver was started under it, and passes it
-        # on), and here a signal sent meanwhile stays pending and is noted when unblocked, so a
-        # stop that came during the start is not lost.
+        # While the queues are made and the stage processes start, the stop signals are blocked:
+        # a Ctrl-C between a queue's semaphore made and its registering left it in /dev/shm for
+        # good, and a SIGTERM or SIGHUP killed the runner, with Python's warning of leaked
+        # semaphores (s67d 1). The processes inherit the mask (a Ctrl-C to the process group
+        # cannot kill one half-started; stage_main unblocks once its handlers are in; a
+        # forkserver was started under it, and passes it on), and here a signal sent meanwhile
+        # stays pending and is noted when unblocked, so a stop that came during the start is not
+        # lost.
         # A SIGINT or SIGHUP the caller ignores stays ignored (a shell's `fer-pipe run ... &`, nohup):
         # before, a SIGINT was ignored while the run started and honoured after.
         deferred: list[int] = []
@@ -394,6 +393,9 @@ class Runner:
         started = time.monotonic()
         try:
             try:
+                shared = _Shared.made(ctx, graph, names, self._stage_of, live, lease.run_id)
+                procs = self._processes(ctx, names, specs, shared, live, lease.run_id)
+                self.processes, self.inboxes = procs, shared.inboxes
                 unstarted = self._start(procs)
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)

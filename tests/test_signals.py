@@ -457,6 +457,32 @@ def test_a_sigterm_while_the_stage_processes_start_stops_the_run(short_clip, tmp
     assert read < 60  # the short clip's 60 frames were not all read
 
 
+def test_a_ctrl_c_while_the_queues_are_made_stops_the_run(short_clip, tmp_path, monkeypatch):
+    """The queues were made before the stop signals were blocked: a Ctrl-C then was a
+    KeyboardInterrupt out of the run, which left a semaphore in /dev/shm where it came between
+    one's making and its registering, and a SIGTERM killed the runner with Python's warning of
+    leaked semaphores (s67d 1). The signal is sent from inside the making (the one patched
+    call); the queues, processes and signal are real."""
+    from fer_pipe import runner
+    from fer_pipe.config import load_graph
+
+    graph = load_graph({"stages": {
+        "source": {"type": "video", "params": {"path": str(short_clip)}},
+        "detector": {"type": "haar", "inputs": ["source"]},
+        "csv": {"type": "csv", "inputs": ["detector"], "params": {"path": str(tmp_path / "out.csv")}}}})
+    made = runner._Shared.made.__func__
+
+    def made_then_stopped(cls, *args):
+        shared = made(cls, *args)
+        os.kill(os.getpid(), signal.SIGINT)
+        return shared
+
+    monkeypatch.setattr(runner._Shared, "made", classmethod(made_then_stopped))
+    result = runner.Runner(graph, progress=False).run()
+    assert (result.exit_code, result.message) == (130, "interrupted: drained and closed")
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # unblocked again
+
+
 @pytest.mark.parametrize("hangup, code", [(True, 128 + signal.SIGHUP), (False, 0)])
 def test_a_closed_terminal_leaves_the_video_and_the_csv_whole(hangup, code, plugin_env, short_clip, tmp_path):
     """A shell whose terminal closes (an SSH session that drops) sends SIGHUP to its jobs'
