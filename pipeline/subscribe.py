@@ -57,19 +57,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="exit after this many events written (--format csv: frame events; 0: until Ctrl-C)")
 
 
-def subscriber(ctx: zmq.Context, endpoint: str, topics: list[str], server_key: str | None = None,
-               client_keys: str | None = None) -> zmq.Socket:
+CurveKeys = tuple[bytes, bytes, bytes]
+"""The publisher's public key, and this subscriber's public and secret keys."""
+
+
+def curve_keys(server_key: str | None, client_keys: str | None) -> CurveKeys | None:
+    """The CURVE keys the two files hold, None without them; read once, not at each new socket:
+    a key file rotated meanwhile failed a reconnection with a traceback, and one readable by
+    others was warned of every second (s67e 1, 2)."""
+    if bool(server_key) != bool(client_keys):
+        raise InputError("CURVE needs both --server-key and --client-keys")
+    if not server_key:
+        return None
+    server = load_keys(server_key, secret=False, what="--server-key")[0]
+    public, secret = load_keys(client_keys, secret=True, what="--client-keys")
+    return server, public, secret
+
+
+def subscriber(ctx: zmq.Context, endpoint: str, topics: list[str], keys: CurveKeys | None = None) -> zmq.Socket:
     """A SUB socket for ``endpoint``, subscribed to ``topics`` (all when empty), not yet connected
     (``join``): a monitor made after the connection missed its first events, and a peer that is
     no publisher closes it once for good (ZeroMQ does not retry a failed handshake), so a
     subscriber at a collector's --bind said nothing, one run in seven."""
-    if bool(server_key) != bool(client_keys):
-        raise InputError("CURVE needs both --server-key and --client-keys")
     sock = peer_socket(ctx, zmq.SUB, endpoint)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
-    if server_key:
-        sock.curve_serverkey = load_keys(server_key, secret=False, what="--server-key")[0]
-        sock.curve_publickey, sock.curve_secretkey = load_keys(client_keys, secret=True, what="--client-keys")
+    if keys is not None:
+        sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = keys
     for topic in topics or [""]:
         sock.setsockopt_string(zmq.SUBSCRIBE, topic)
     return sock
@@ -110,7 +123,7 @@ class Connection:
         self.last = 0
         self.heard = False  # an event came on this connection
         self.dropped: float | None = None  # when the connection ended, until ZeroMQ tries it again
-        self.cut = False  # it ended after events came
+        self.cut = False  # it ended after its handshake, and ZeroMQ has not tried it again
         self._open()
 
     def _open(self) -> None:
@@ -136,19 +149,24 @@ class Connection:
         """A new socket where ZeroMQ gave the connection up: after a protocol error it does not
         reconnect, and an event over ``MAX_EVENT_BYTES``, or a handshake that failed, left the
         subscriber waiting for ever, having said "reconnecting" or "retrying" (s64d 4)."""
-        if self.cut:
-            print(f"fer-pipe subscribe: {self.endpoint}: ZeroMQ gave the connection up, as it does when the "
-                  f"publisher sends an event over {MAX_EVENT_BYTES >> 20} MiB, the most a subscriber takes (that "
-                  "event is lost); connecting again", file=sys.stderr, flush=True)
-        self.close()
+        if self.cut:  # said once: a publisher whose every event is too large gives it up every second
+            self._say(self.endpoint, f"ZeroMQ gave the connection up, as it does when the publisher sends an event "
+                                     f"over {MAX_EVENT_BYTES >> 20} MiB, the most a subscriber takes (that event "
+                                     "is lost); connecting again", end="")
+        old = self.sock, self.monitor
+        self._open()  # the old closed after: a failure here leaves a socket the run's end can close
+        self._shut(*old)
         self.dropped, self.cut, self.last = None, False, 0
-        self._open()
         self.join()
 
     def close(self) -> None:
-        self.sock.disable_monitor()
-        self.monitor.close(linger=0)
-        self.sock.close(linger=0)
+        self._shut(self.sock, self.monitor)
+
+    @staticmethod
+    def _shut(sock: zmq.Socket, monitor: zmq.Socket) -> None:
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
 
     def _take(self, message: dict) -> None:
         event, last = message["event"], self.last
@@ -160,7 +178,6 @@ class Connection:
             print(f"fer-pipe subscribe: {where}: the connection to the publisher ended: its run ended or was "
                   "restarted, its host went silent, or this subscriber fell too far behind it and lost the events it "
                   "had not taken; reconnecting", file=sys.stderr, flush=True)
-            self.cut = True
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._say(where, "the connection to the publisher ended before any event came")
         elif event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_CONNECTED:
@@ -172,12 +189,15 @@ class Connection:
             self._say(where, self.why(event, message["value"]))
         if event == zmq.EVENT_DISCONNECTED:  # reset here: a monitor event is taken only when no event waits,
             self.heard = False  # so a busy reader took a connection's events before its handshake
+        # a connection that ended after its handshake and is not tried again ended on an event too
+        # large: so even where none came before it (every event too large; s67e 4, 5)
         self.dropped = time.monotonic() if event == zmq.EVENT_DISCONNECTED else None
+        self.cut = event == zmq.EVENT_DISCONNECTED and last == zmq.EVENT_HANDSHAKE_SUCCEEDED
 
-    def _say(self, where: str, why: str) -> None:
+    def _say(self, where: str, why: str, end: str = "; retrying") -> None:
         if why not in self.said:
             self.said.add(why)
-            print(f"fer-pipe subscribe: {where}: {why}; retrying", file=sys.stderr, flush=True)
+            print(f"fer-pipe subscribe: {where}: {why}{end}", file=sys.stderr, flush=True)
 
     def why(self, event: int, value: int) -> str:
         if event == zmq.EVENT_CONNECT_RETRIED:
@@ -221,9 +241,10 @@ def run(args: argparse.Namespace) -> int:
     if too_long is not None:  # the publisher drops a subscriber that sends it one, at every reconnection
         raise InputError(f"{'--topic' if args.topic else '--source'} {too_long[:40]}...: a topic of "
                          f"{len(too_long.encode())} bytes; a publisher takes {MAX_SUBSCRIPTION_BYTES - 1} at most")
-    make = functools.partial(subscriber, ctx, args.endpoint, topics, args.server_key, args.client_keys)
+    keys = curve_keys(args.server_key, args.client_keys)
     host = unresolved_host(args.endpoint)
-    connection = Connection(make, args.endpoint, bool(args.server_key), bool(host))
+    connection = Connection(functools.partial(subscriber, ctx, args.endpoint, topics, keys), args.endpoint,
+                            keys is not None, bool(host))
     if host:  # ZeroMQ retries the name without a word: a typo waited in silence, as for a run gone quiet
         print(f"fer-pipe subscribe: no such host {host!r} (yet?): waiting until it resolves and a publisher there "
               "sends", file=sys.stderr, flush=True)

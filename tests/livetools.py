@@ -81,13 +81,16 @@ def silencing_relay(target: int) -> Iterator[tuple[int, Callable[[], None]]]:
             sock.close()
 
 
-def bound_again(ctx: Any, kind: int, endpoint: str) -> Any:
+def bound_again(ctx: Any, kind: int, endpoint: str, **options: Any) -> Any:
     """A ZeroMQ socket bound to ``endpoint`` that a socket of this process held until just now:
-    ZeroMQ closes in its own thread, so the first tries may find the port still taken."""
+    ZeroMQ closes in its own thread, so the first tries may find the port still taken.
+    ``options``: socket attributes set before the bind (``curve_server=True``)."""
     import zmq
 
     def bind() -> Any:
         sock = ctx.socket(kind)
+        for name, value in options.items():
+            setattr(sock, name, value)
         try:
             sock.bind(endpoint)
             return sock

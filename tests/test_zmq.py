@@ -1085,16 +1085,21 @@ def test_subscribe_takes_the_events_after_one_too_large_for_it(tmp_path):
 
 
 def test_subscribe_connects_again_after_a_handshake_that_failed(tmp_path):
-    """ZeroMQ never retries a failed handshake: a subscriber started against a run whose sink
-    had CURVE on, where it had none, said "retrying" and still took nothing once the run was
-    started again without it (s64d 4)."""
+    """ZeroMQ never retries a failed handshake: a subscriber whose run was restarted with CURVE
+    on in its sink, where the subscriber had none, said "retrying" and still took nothing once
+    the run was started again without it (s64d 4); and it then blamed an event over 1 MiB, as
+    the first connection had ended after its handshake (s67e 4)."""
     endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
-    proc = subscribing(endpoint, 1, err)
+    proc = subscribing(endpoint, 2, err)
     ctx = zmq.Context()
     try:
         pub = ctx.socket(zmq.XPUB)
-        pub.curve_server, pub.curve_secretkey = True, zmq.curve_keypair()[1]
         pub.bind(endpoint)
+        assert pub.poll(60_000), "the subscriber never subscribed"
+        pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 6}).encode()])
+        assert json.loads(proc.stdout.readline())["frame"] == 6
+        pub.close(linger=0)
+        pub = bound_again(ctx, zmq.XPUB, endpoint, curve_server=True, curve_secretkey=zmq.curve_keypair()[1])
         wait_for(lambda: "uses CURVE" in err.read_text(), 60, "the handshake's line", proc)
         pub.close(linger=0)
         pub = bound_again(ctx, zmq.XPUB, endpoint)
@@ -1105,8 +1110,62 @@ def test_subscribe_connects_again_after_a_handshake_that_failed(tmp_path):
         stop(proc)
         ctx.destroy(linger=0)
     assert json.loads(out)["frame"] == 7
-    assert err.read_text() == (f"fer-pipe subscribe: {endpoint}: the publisher uses CURVE: give --server-key and "
-                               "--client-keys; retrying\n")
+    said = err.read_text().splitlines()  # ZeroMQ says a closed handshake so where the publisher closes first
+    assert f"fer-pipe subscribe: {endpoint}: the publisher uses CURVE: give --server-key and --client-keys; retrying" \
+        in said
+    assert not [line for line in said if "1 MiB" in line], said
+
+
+def test_subscribe_names_a_publisher_whose_every_event_is_too_large_once(tmp_path):
+    """Every event over 1 MiB (a zmq sink with very wide extra fields): the subscriber made a
+    new connection each second and said only "ended before any event came" (s67e 5)."""
+    from fer_pipe.events import MAX_EVENT_BYTES
+
+    endpoint, err = f"tcp://127.0.0.1:{free_port()}", tmp_path / "err"
+    proc = subscribing(endpoint, 1, err)
+    ctx = zmq.Context()
+    try:
+        pub = ctx.socket(zmq.XPUB)
+        pub.bind(endpoint)
+        for _ in range(3):  # each time it subscribes again, one event too large
+            while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":
+                assert said == b"\x00", "the subscriber never subscribed again"
+            pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "pad": "x" * MAX_EVENT_BYTES}).encode()])
+        while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":
+            assert said == b"\x00", "the subscriber never subscribed again"
+        pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        stop(proc)
+        ctx.destroy(linger=0)
+    assert json.loads(out)["frame"] == 7
+    assert err.read_text().splitlines() == [
+        f"fer-pipe subscribe: {endpoint}: the connection to the publisher ended before any event came; retrying",
+        f"fer-pipe subscribe: {endpoint}: ZeroMQ gave the connection up, as it does when the publisher sends an event "
+        "over 1 MiB, the most a subscriber takes (that event is lost); connecting again"]
+
+
+def test_subscribe_reads_its_keys_once_while_a_publisher_that_refuses_them_is_retried(tmp_path):
+    """Each new connection (one a second, to a publisher that refuses the key) read the key
+    files again: one readable by others was warned of every second, and one rotated meanwhile
+    failed the subscriber with three tracebacks (s67e 1, 2)."""
+    publisher, endpoint, _ = _curve_publisher(tmp_path)
+    secret, said = tmp_path / "b" / "client.key_secret", tmp_path / "said.txt"
+    secret.chmod(0o644)
+    try:
+        proc = start_fer_pipe("subscribe", endpoint, "--server-key", str(tmp_path / "a" / "server.key"),
+                              "--client-keys", str(secret), stderr_path=said)
+        try:
+            wait_for(lambda: "refused this subscriber's key" in said.read_text(), 60, "the refusal", proc)
+            secret.unlink()
+            time.sleep(3.5)  # three new connections meanwhile, refused as the first
+            assert proc.poll() is None, said.read_text()
+        finally:
+            stop(proc)
+    finally:
+        publisher.close(0.0)
+    text = said.read_text()
+    assert text.count("can be read by others") == 1 and "Traceback" not in text, text
 
 
 def test_subscribe_takes_events_read_before_their_handshake_was_seen_as_heard(capsys):
@@ -1271,9 +1330,9 @@ def test_subscribe_ended_by_a_signal_says_the_malformed_events_it_had_not_yet_co
             pub.send_multipart([b"emotion.cam", b"not json"])
         wait_for(lambda: "skipped a malformed event" in err.read_text(), 60, "the first line", proc)
         time.sleep(0.5)  # the other two taken
-        for stop in stops:
-            proc.send_signal(stop)
-        assert proc.wait(30) in [-stop for stop in stops]
+        for sent in stops:
+            proc.send_signal(sent)
+        assert proc.wait(30) in [-sent for sent in stops]
     finally:
         if proc.poll() is None:
             proc.kill()
