@@ -1,6 +1,7 @@
 """Errors that the CLI turns into one clear line, no traceback: exit code 2 for bad input or config."""
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import re
@@ -65,6 +66,8 @@ def not_text(value: str) -> str | None:
         return None
     except UnicodeEncodeError:
         pass
+    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":  # bytes that are not, or a peer's JSON escapes
+        return "is not UTF-8"
     try:
         os.fsencode(value).decode("utf-8")
     except (UnicodeDecodeError, UnicodeEncodeError):

@@ -1327,6 +1327,9 @@ def test_an_ascii_locale_refuses_utf8_text_before_the_run(short_clip, tmp_path):
     """Under an ASCII locale, UTF-8 bytes on the command line are lone surrogates in Python: a
     source id so given failed the CSV at the first frame, exit 1, and ``subscribe --source`` was
     a traceback (s67b 2, 3). Each is now one line, exit 2, before anything runs."""
+    from fer_pipe.errors import not_text
+
+    assert not_text("cam\udcc3\udca9ra") == "is not UTF-8"  # where the locale is UTF-8 (a peer's JSON escapes; s67e 8)
     env = ascii_locale(tmp_path)
     said = b"is UTF-8, which this system's encoding (ascii) is not; see LANG\n"
     cli = [sys.executable, "-m", "fer_pipe.cli"]
