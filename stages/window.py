@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import os
 import re
 import socket
@@ -170,6 +171,15 @@ def x_screen_size(display: str) -> tuple[int, int] | None:
     return _answered(size, None)
 
 
+def _qt_scale() -> float:
+    """Qt's ``QT_SCALE_FACTOR``: the screen's pixels per pixel of a window's size (s67e 7)."""
+    try:
+        scale = float(os.environ.get("QT_SCALE_FACTOR") or 1)
+    except ValueError:
+        return 1.0
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
 def qt_missing_libraries() -> list[str]:
     """The system libraries the wheel's Qt platform plugin needs and this system lacks, as ldd
     names them; none where it has them, or where there is no plugin or no ldd to ask. The wheel
@@ -228,7 +238,9 @@ class WindowSink(Sink):
 
     def open(self) -> None:
         display = os.environ.get("DISPLAY")
-        self._screen = x_screen_size(display) if display else None
+        screen = x_screen_size(display) if display else None
+        scale = _qt_scale()  # Qt sizes windows in pixels of its own: QT_SCALE_FACTOR=2 made one twice the screen
+        self._screen = None if screen is None else (screen[0] / scale, screen[1] / scale)
         self._fps: dict[str, FpsMeter] = {}
         self._windows: dict[str, str] = {}  # source -> the window's name
         self._last: dict[str, tuple[np.ndarray, float]] = {}  # source -> the image shown, and its frame's time

@@ -229,7 +229,8 @@ def close_as_a_window_manager_does(display: str, window: str) -> None:
         x11.XCloseDisplay(connection)  # flushes the request
 
 
-def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_ends_it(clips, xvfb, tmp_path):
+@pytest.mark.parametrize("scale", ["", "2"])  # Qt's QT_SCALE_FACTOR: a window twice the screen (s67e 7)
+def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_ends_it(clips, xvfb, tmp_path, scale):
     """The window's size was fixed, so a 1080p camera's ran off a laptop's screen, and it opened
     at the frame's size, larger than a screen with no window manager to shrink it (s67c 4);
     Left (X keysym 0xFF51) masked to a byte read as "Q" and ended the run; the close button
@@ -239,7 +240,7 @@ def test_the_window_can_be_resized_an_arrow_key_goes_on_and_the_close_button_end
     video = write_video(tmp_path / "still.avi", [frame] * 300, fps=5)
     csv_path, err_path = tmp_path / "out.csv", tmp_path / "stderr.txt"
     config = window_config(tmp_path / "g.yaml", video, csv_path)
-    run = start_fer_pipe("run", str(config), stderr_path=err_path, env={"DISPLAY": xvfb})
+    run = start_fer_pipe("run", str(config), stderr_path=err_path, env={"DISPLAY": xvfb, "QT_SCALE_FACTOR": scale})
     try:
         wait_for(lambda: csv_rows(csv_path)[:1], 90, "the first classified frame", run)
         window = wait_for(lambda: windows_titled(xvfb, "fer-pipe-test"), 30, "the window", run)[0]
