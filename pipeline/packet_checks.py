@@ -130,14 +130,15 @@ def _probabilities_problem(name: str, probs: Any) -> str:
     """What is wrong with a face's ``probs`` or ``smoothed``, or nothing where it is None."""
     if probs is None:
         return ""
-    if isinstance(probs, np.ndarray):  # an array's items are all numbers of its kind: its least, most and sum say it
-        values = probs.tolist() if probs.shape == (len(EMOTIONS),) and probs.dtype.kind in "fiu" else None
+    if type(probs) is np.ndarray and probs.dtype.kind in "fiu":  # all numbers of its kind: least, most and sum
+        values = probs.tolist() if probs.shape == (len(EMOTIONS),) else None
         good = (values is not None and -PROB_SLACK <= min(values) and max(values) <= 1 + PROB_SLACK
                 and math.isfinite(sum(values)))  # a NaN may pass min and max, not the sum
-    else:
-        good = (isinstance(probs, (list, tuple)) and len(probs) == len(EMOTIONS)
+    else:  # a list, or an array of objects or a masked one, whose items may be anything (s67f 6)
+        values = probs.tolist() if isinstance(probs, np.ndarray) else probs
+        good = (isinstance(values, (list, tuple)) and len(values) == len(EMOTIONS)
                 and all(isinstance(v, NUMBERS) and not isinstance(v, bool) and -PROB_SLACK <= v <= 1 + PROB_SLACK
-                        for v in probs))  # NaN fails the comparisons
+                        for v in values))  # NaN fails the comparisons
     if not good:
         return (f"{name} are {probs!r}; they are one probability from 0 to 1 for each of the "
                 f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")
@@ -151,11 +152,14 @@ def _dated(item: Packet) -> str:
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0 and not item.outage:
         # -1 is an outage packet's number while its source has sent no frame
         return f"frame number {index!r}; a frame number is an int >= 0"
-    if isinstance(timestamp, bool) or not isinstance(timestamp, (float, int, np.floating, np.integer)) \
-            or not math.isfinite(timestamp):  # a NaN made every later smoothed value of its track NaN
+    try:
+        seconds = float(timestamp) if isinstance(timestamp, (float, int, np.floating, np.integer)) else math.nan
+    except OverflowError:  # 10**400, past a float (s67f 2)
+        seconds = math.nan
+    if isinstance(timestamp, bool) or not math.isfinite(seconds):  # a NaN made its track's smoothed values NaN
         return f"frame {index} dated {timestamp!r}; a timestamp is a finite number of seconds"
     if type(index) is not int or type(timestamp) is not float:
-        item.index, item.timestamp = int(index), float(timestamp)
+        item.index, item.timestamp = int(index), seconds
     return ""
 
 

@@ -1308,7 +1308,13 @@ def test_a_track_smoothed_value_extra_or_date_no_stage_can_use_is_blamed_on_the_
         with pytest.raises(TypeError) as raised:
             packets_of([Packet("cam", 0, 0.0, faces=[face])])
         assert str(raised.value) == f"process returned a packet with a face whose {said}"
+    masked = np.ma.masked_array(np.full(7, 1 / 7), mask=[1, 0, 0, 0, 0, 0, 0])  # a bare "float < None" TypeError (s67f 6)
+    with pytest.raises(TypeError, match=r"^process returned a packet with a face whose probs are masked_array"):
+        packets_of([Packet("cam", 0, 0.0, faces=[Face((1, 2, 3, 4), masked)])])
+    assert packets_of([Packet("cam", 0, 0.0, faces=[Face((1, 2, 3, 4), np.array([1 / 7] * 7, object))])])
     for packet, said in [(Packet("cam", 4, float("nan")), "frame 4 dated nan; a timestamp is a finite number of seconds"),
+                         (Packet("cam", 4, 10**400), f"frame 4 dated {10**400}; a timestamp is a finite number of "
+                                                     "seconds"),  # past a float: an OverflowError (s67f 2)
                          (Packet("cam", "7", 0.0), "frame number '7'; a frame number is an int >= 0"),
                          (Packet("cam", 4, 0.0, extra="x"), "frame 4 whose extra is a str, not a dict")]:
         with pytest.raises(TypeError) as raised:
