@@ -253,7 +253,7 @@ class SequenceTracker:
             # an older collector's file held any number, and each new source forgot only one
             latest = sorted(self.sources.items(), key=lambda item: item[1].last_seen)[-SOURCES_KEPT:]
             self.sources = dict(latest)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:  # 10**400 (s67f 2)
             self.sources.clear()
             raise ValueError(f"{type(exc).__name__}: {exc}") from None
         return len(self.sources), stopped
@@ -293,6 +293,7 @@ class Collector:
         self.state_path = Path(f"{csv_path}{STATE_SUFFIX}") if _a_file_or_none(self.csv_path) else None
         self._stop = False
         self._writing = False  # the CSV is open
+        self._stopped_by = 0  # the first stop's signal (systemd's SIGHUP beside its SIGTERM is one stop)
         self._ttys = hangup.terminal_fds()
         self._taken = 0  # events written, so that sequences unchanged are not kept again
         self._state_failed = False
@@ -306,7 +307,13 @@ class Collector:
         if not self._writing:  # a FIFO's open waits for its reader, retried after the signal: deaf to it (s67a 4)
             _say(f"stopped while opening {self.csv_path} (a FIFO opens once a reader opens it); nothing was taken")
             raise SystemExit(128 + signum)
+        if self._stop and signum != signal.SIGHUP and self._stopped_by != signal.SIGHUP:
+            # a second stop, as fer-pipe run takes one: a write to a FIFO whose reader stopped reading
+            # waits, retried after the first, which went unheard (s67f 1); the state is still kept
+            _say(f"stopped again while writing {self.csv_path}: ending at once; events not yet written are lost")
+            raise SystemExit(128 + signum)
         self._stop = True
+        self._stopped_by = signum if self._stopped_by in (0, signal.SIGHUP) else self._stopped_by
 
     def run(self) -> int:
         """Bind, then write rows until a stop; the sequences go on where the last collector left
