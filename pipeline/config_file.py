@@ -202,14 +202,18 @@ def _yaml_problem(exc: yaml.MarkedYAMLError, text: str, origin: str) -> str:
     return f"{where}: {'' if isinstance(exc, _Misread) else 'invalid YAML: '}{said}{hint}"
 
 
+YAML_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
 def parse_yaml(text: str, origin: str) -> tuple[Any, Lines]:
     try:
         loader = Loader(text)
     except yaml.reader.ReaderError as exc:  # the reader refuses control characters before any parsing,
-        line = text.count("\n", 0, exc.position) + 1  # said at a character's position in "<unicode string>"
+        # said at a character's position in "<unicode string>"; lines counted as YAML breaks them
+        line = len(YAML_LINE_BREAK.findall(text, 0, exc.position)) + 1
         shown = repr(chr(exc.character))[1:-1] if isinstance(exc.character, int) else repr(exc.character)
-        raise ConfigError(f"{origin}:{line}: invalid YAML: it holds the control character {shown}, which YAML "
-                          "does not allow in a config") from None
+        raise ConfigError(f"{origin}:{line}: invalid YAML: it holds the character {shown}, which YAML does not "
+                          "allow in a config") from None
     try:
         node = loader.get_single_node()
         if node is not None:

@@ -52,7 +52,8 @@ def check_form(endpoint: str) -> str:
         host, port = host_port(endpoint)
         if not host or port is None or "/" in endpoint[len("tcp://"):]:
             given = endpoint.rpartition(":")[2]  # tcp://127.0.0.1:0 was told the form it has (s67a 7)
-            why = f" (its port {given} is not a number from 1 to 65535)" if given.isdigit() and host else ""
+            why = (f" (its port {given} is not a number from 1 to 65535)"
+                   if given.isdigit() and host and "/" not in endpoint[len("tcp://"):] else "")  # not tcp://h/x:5555
             raise ValueError(f"expected tcp://HOST:PORT{why}, got {endpoint!r}")
     elif not endpoint.startswith("ipc://"):
         raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {endpoint!r}")

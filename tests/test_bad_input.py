@@ -1973,6 +1973,7 @@ def test_a_push_sink_address_no_socket_can_connect_to_is_a_config_error(tmp_path
      "argument --bind: expected tcp://HOST:PORT (its port 0 is not a number from 1 to 65535), got 'tcp://127.0.0.1:0'"),
     (["subscribe", "tcp://127.0.0.1:65536"], "argument endpoint: expected tcp://HOST:PORT (its port 65536 is not a "
                                              "number from 1 to 65535), got 'tcp://127.0.0.1:65536'"),
+    (["subscribe", "tcp://h/x:5555"], "argument endpoint: expected tcp://HOST:PORT, got 'tcp://h/x:5555'"),  # s67f 6
     (["collect", "--csv"], "argument --csv: expected one argument"),  # no value: no hint of one begun with - (s58c 10)
     (["run", "configs/demo.yaml", "--se"], "argument --set: expected one argument"),
 ])

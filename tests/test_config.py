@@ -957,5 +957,7 @@ def test_a_control_character_in_a_config_is_said_at_its_line(tmp_path):
     config.write_text("stages:\n  source:\n    type: video\n    params: {path: a\x1bb.mp4}\n")
     with pytest.raises(ConfigError) as raised:
         load_graph(config)
-    assert str(raised.value) == (f"{config}:4: invalid YAML: it holds the control character \\x1b, which YAML does not "
-                                 "allow in a config")
+    assert str(raised.value) == f"{config}:4: invalid YAML: it holds the character \\x1b, which YAML does not allow in a config"
+    config.write_text("stages:\r  source:\r    type: video\r    params: {path: a\x1bb.mp4}\r", newline="")
+    with pytest.raises(ConfigError, match=r":4: invalid YAML"):  # lone CRs break lines for YAML too (s67f 6)
+        load_graph(config)

@@ -1001,6 +1001,7 @@ def test_a_password_holding_a_space_is_masked_in_the_lines_that_quote_it(tmp_pat
     # an '@' before the space, or a '/' and then a quote, left the rest of the password in clear (s67a 2, 3)
     for password in ("P@ss Word1", "/Pa'ss9", "a@b@c d"):
         assert redact_urls(f"--set s.url=rtsp://admin:{password}@cam/live: x") == "--set s.url=rtsp://admin:***@cam/live: x"
+    assert redact_urls("pulled from //u:p@host") == "pulled from //u:***@host"  # bounded, as fast (s67f 5)
     for line in ("no collector at tcp://10.0.0.2:5560 takes events; run 1@2", "tcp://10.0.0.2:5560, run 1@2",
                  "rtsp://cam:554/x failed; contact admin@corp.com"):
         assert redact_urls(line) == line
