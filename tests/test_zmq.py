@@ -1055,6 +1055,12 @@ def test_subscribe_says_when_its_publisher_closed_the_connection_and_takes_the_n
         "host went silent, or this subscriber fell too far behind it and lost the events it had not taken; reconnecting"]
 
 
+def subscribed_again(pub: zmq.Socket) -> None:
+    """Wait until an XPUB's subscriber has left (``\\x00``) and subscribed again (``\\x01``)."""
+    while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":
+        assert said == b"\x00", "the subscriber never subscribed again"
+
+
 def test_subscribe_takes_the_events_after_one_too_large_for_it(tmp_path):
     """ZeroMQ drops a connection whose event passes the subscriber's MAXMSGSIZE and, after that
     protocol error, never makes it again: the subscriber said "reconnecting" and waited for ever
@@ -1071,8 +1077,7 @@ def test_subscribe_takes_the_events_after_one_too_large_for_it(tmp_path):
         pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
         assert json.loads(proc.stdout.readline())["frame"] == 7
         pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 8, "pad": "x" * MAX_EVENT_BYTES}).encode()])
-        while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":  # its leaving, then its new subscription
-            assert said == b"\x00", "the subscriber never subscribed again"
+        subscribed_again(pub)
         pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "frame": 9}).encode()])
         out = proc.communicate(timeout=60)[0]
     finally:
@@ -1128,11 +1133,9 @@ def test_subscribe_names_a_publisher_whose_every_event_is_too_large_once(tmp_pat
         pub = ctx.socket(zmq.XPUB)
         pub.bind(endpoint)
         for _ in range(3):  # each time it subscribes again, one event too large
-            while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":
-                assert said == b"\x00", "the subscriber never subscribed again"
+            subscribed_again(pub)
             pub.send_multipart([b"emotion.cam", json.dumps({**FRAME_7, "pad": "x" * MAX_EVENT_BYTES}).encode()])
-        while (said := pub.recv() if pub.poll(60_000) else None) != b"\x01":
-            assert said == b"\x00", "the subscriber never subscribed again"
+        subscribed_again(pub)
         pub.send_multipart([b"emotion.cam", json.dumps(FRAME_7).encode()])
         out = proc.communicate(timeout=60)[0]
     finally:
