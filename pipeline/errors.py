@@ -56,6 +56,16 @@ def control_character(text: str) -> str | None:
     return None if odd is None else odd[0].encode("unicode_escape").decode("ascii")
 
 
+def as_utf8(text: str | os.PathLike[str]) -> str | None:
+    """``text``'s bytes (as the file system holds a name, or the command line gave them) read as
+    UTF-8, which is Python's own ``str`` of them only where the locale is UTF-8; None where they
+    are not UTF-8, or the locale cannot write ``text`` (東 under Latin-1)."""
+    try:
+        return os.fsencode(text).decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError):
+        return None
+
+
 def not_text(value: str) -> str | None:
     """Why ``value`` is no text fer-pipe can write, or None: bytes of the command line, the
     environment or a folder that the locale could not decode are held by Python as lone
@@ -66,12 +76,8 @@ def not_text(value: str) -> str | None:
         return None
     except UnicodeEncodeError:
         pass
-    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8":  # bytes that are not, or a peer's JSON escapes
-        return "is not UTF-8"
-    try:
-        os.fsencode(value).decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):
-        return "is not UTF-8"
+    if codecs.lookup(sys.getfilesystemencoding()).name == "utf-8" or as_utf8(value) is None:
+        return "is not UTF-8"  # bytes that are not, or a peer's JSON escapes where the locale is UTF-8
     return f"is UTF-8, which this system's encoding ({sys.getfilesystemencoding()}) is not; see LANG"
 
 
@@ -80,11 +86,7 @@ def unmakeable_name(path: str) -> str | None:
     character), or None; each caller adds where such a character comes from in its input. The
     name is judged as the file system will hold it: a UTF-8 name read under a Latin-1 locale
     (文.csv) holds bytes 0x80-0x9F, which are controls there, and was refused (s67b 5)."""
-    try:
-        path = os.fsencode(path).decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):
-        pass  # judged as Python holds it
-    odd = control_character(path)
+    odd = control_character(as_utf8(path) or path)  # a name that is not UTF-8 as Python holds it
     return None if odd is None else f"the path holds a control character ({odd}), which no name fer-pipe makes may hold"
 
 

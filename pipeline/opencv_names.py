@@ -7,19 +7,9 @@ driver while planning. Every name handed to OpenCV goes through here first.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from .errors import InputError
-
-
-def utf8_name(path: str | Path) -> bool:
-    """Whether OpenCV can be given this name: its bytes on disk are UTF-8."""
-    try:
-        os.fsencode(path).decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):  # the second: a name the locale cannot write (東 in Latin-1)
-        return False
-    return True
+from .errors import InputError, as_utf8
 
 
 def opencv_name(path: str | Path, what: str, reader: str = "OpenCV") -> str:
@@ -31,9 +21,8 @@ def opencv_name(path: str | Path, what: str, reader: str = "OpenCV") -> str:
     video writer wrote there, leaving the named file empty. A relative name whose first
     part holds a colon (``2026-12-05T10:30:00.mp4``, ``cam1:lobby.mp4``) is led by ``./``, or
     FFmpeg takes what comes before the colon for a protocol and opens nothing."""
-    try:
-        name = os.fsencode(path).decode("utf-8")
-    except (UnicodeDecodeError, UnicodeEncodeError):
+    name = as_utf8(path)
+    if name is None:
         shown = str(path).encode("utf-8", "backslashreplace").decode("utf-8")
-        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which {reader} cannot open; rename it") from None
+        raise InputError(f"{what} {shown}: its name is not valid UTF-8, which {reader} cannot open; rename it")
     return f"./{name}" if ":" in name.split("/", 1)[0] else name

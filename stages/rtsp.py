@@ -22,10 +22,9 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from fer_pipe.errors import InputError, printable
+from fer_pipe.errors import InputError, as_utf8, printable
 from fer_pipe.ffmpeg_log import quiet_ffmpeg
 from fer_pipe.messages import Packet, outage, wall_time
-from fer_pipe.opencv_names import utf8_name
 from fer_pipe.redaction import redact
 from fer_pipe.rtsp_probe import NO_ANSWER, OTHER_TRANSPORT, why_not_open
 from fer_pipe.stage import Source, SourceParams
@@ -119,7 +118,7 @@ class RtspParams(SourceParams):
                              + (f" ({near[0]}://?)" if near else ""))
         if parts.scheme in HOSTED and not parts.hostname:
             raise ValueError(f"a {parts.scheme} URL needs a host ({parts.scheme}://host/path)")
-        if not utf8_name(url):  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it
+        if as_utf8(url) is None:  # --set with a byte that is not UTF-8: OpenCV's bindings crash on it
             raise ValueError("not a URL this can open: it holds a byte that is not UTF-8 (write it %XX)")
         # a scheme is any case (RFC 3986), as some cameras' manuals write it; FFmpeg takes it in
         # lower case alone, and RTSP:// was retried as a stream "that could not be played"
