@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from .config_file import NUMBER_1_2, Lines, Loader, config_path, read_config, shipped_configs, show
 from .env_values import refuse_unset
-from .errors import ConfigError, said, unmakeable_name
+from .errors import PLUGIN_BUGS, ConfigError, said, unmakeable_name
 from .graph import (QUEUE_SIZE, Graph, StageSpec, check_edges, check_paths, check_source_ids, did_you_mean,
                     spelled_otherwise)
 from .registry import Registry, registry
@@ -439,7 +439,7 @@ def _closing_s(cls: type[Stage], params: StageParams, where: str, prefix: str) -
     the runner with its traceback, or skipped the stage's close in a run that exited 0."""
     try:
         seconds = cls.closing_s(params)
-    except Exception as exc:
+    except PLUGIN_BUGS as exc:
         raise ConfigError(f"{where}: {prefix}: closing_s failed: {said(exc)}") from None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
         raise ConfigError(f"{where}: {prefix}: closing_s gave {seconds!r}; it must give seconds, 0 or more")
@@ -461,7 +461,7 @@ def checked_params(cls: type[Stage], raw_params: Mapping[str, Any], yaml: bool =
     per error). ``yaml``: the reason in YAML's words."""
     try:
         params = cls.Params.model_validate(dict(raw_params))
-    except Exception as exc:  # noqa: BLE001  a plug-in's validator may raise other than ValueError
+    except PLUGIN_BUGS as exc:  # a plug-in's validator may raise other than ValueError
         raise ParamsProblem(*(pydantic_reason(exc, cls.Params.given_names(), yaml) if isinstance(exc, ValidationError)
                               else ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))) from None
     try:

@@ -15,6 +15,12 @@ UNUSABLE_PATH = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENO
 """Errors that say the path given cannot be used (exit 2, as bad input); others, such as a full
 disk, are a failure of the command (exit 1)."""
 
+PLUGIN_BUGS = (Exception, SystemExit)
+"""What a stage's or plug-in's own code may raise by mistake, to be said as its failure: a
+``sys.exit`` too (in a helper, or a library that parses the command line), which ``except
+Exception`` lets by, so a validator's ``sys.exit(5)`` ended ``validate`` with code 5 and no
+word (s68a 1)."""
+
 
 def printable(text: str) -> str:
     """``text`` with each character a terminal would act on written as its escape (``\\n``,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
-from .errors import said
+from .errors import PLUGIN_BUGS, said
 from .messages import kinds_read, provides
 from .stage import MAX_SOURCE_ID, Sink, Source, Stage, StageParams, id_problem, named_files
 from .stage_calls import instantiate
@@ -235,7 +235,7 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
                 said = [said] if isinstance(said, str) else list(said)
                 if not all(isinstance(line, str) for line in said):
                     raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")
-            except Exception as exc:  # noqa: BLE001  a plug-in's bug: said, not a traceback for every command
+            except PLUGIN_BUGS as exc:  # a plug-in's bug: said, not a traceback for every command
                 said = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
             lines.update(dict.fromkeys(said))
         found += [(spec, line) for line in lines]
@@ -311,7 +311,14 @@ def check_source_ids(graph: Graph) -> list[tuple[StageSpec, str]]:
     seen: dict[str, tuple[str, StageSpec]] = {}
     problems = []
     for spec in graph.sources():
-        source = spec.cls.source_id_of(spec.name, spec.params)
+        try:
+            source = spec.cls.source_id_of(spec.name, spec.params)
+        except PLUGIN_BUGS as exc:  # a plug-in's own: a line, not a traceback for every command
+            problems.append((spec, f"the stage's source_id_of failed: {said(exc)}"))
+            continue
+        if not isinstance(source, str):
+            problems.append((spec, f"the stage's source_id_of gave {source!r}, not a text"))
+            continue
         problem = id_problem(source)  # the stage's name, or a plug-in's own source_id param, which no bound checked
         key = unicodedata.normalize("NFKC", source)
         if problem:
@@ -352,7 +359,7 @@ def check_paths(graph: Graph, config_file: str | None = None) -> list[tuple[Stag
         for param, named in named_files(spec.cls, spec.params, spec.cls.input_paths):
             try:
                 path = spec.cls.read_path(param, named)
-            except Exception as exc:  # noqa: BLE001 - a plug-in's lookup (an unset variable): a line, not a traceback
+            except PLUGIN_BUGS as exc:  # a plug-in's lookup (an unset variable): a line, not a traceback
                 problems.append((spec, param, f"the stage's read_path failed on {named}: {said(exc)}"))
                 continue
             if os.path.isdir(path):  # a source's folder is what it reads; another stage's is its own mistake

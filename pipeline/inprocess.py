@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .emitter import not_sent
-from .errors import ConfigError, UserError, one_line, printable, said
+from .errors import PLUGIN_BUGS, ConfigError, UserError, one_line, printable, said
 from .graph import Graph
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import FRAME, Packet, named, read_only
@@ -236,7 +236,7 @@ def _failing_as(graph: Graph, name: str, where: str = "") -> Iterator[None]:
         yield
     except UserError:
         raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001
+    except PLUGIN_BUGS as exc:
         raise _stage_failure(graph, name, exc, where)
 
 
@@ -277,7 +277,7 @@ def _close_all(graph: Graph, stages: dict[str, Stage], opened: list[str], busy: 
         try:
             with busy(name, " while closing", graph.stages[name].closing_s):
                 close_stage(stages[name])
-        except (Exception, SystemExit) as exc:  # noqa: BLE001
+        except PLUGIN_BUGS as exc:
             failure = (_as_a_run_says(graph, name, exc, "while closing: ") if isinstance(exc, UserError) else
                        _stage_failure(graph, name, exc, "while closing: "))
             failures.append((failure, one_line(str(failure))))
@@ -426,8 +426,6 @@ def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
             raise _stage_failure(graph, name, exc)
         except UserError as exc:
             raise _as_a_run_says(graph, name, exc)  # its cause, exc, set there
-        except SystemExit as exc:  # a failure, never a skip, as a run's process ends with it
-            raise _stage_failure(graph, name, exc)
 
     def push(name: str, packets: Iterable[Packet]) -> None:
         for packet in packets:
@@ -477,7 +475,7 @@ def _run_graph(graph: Graph, busy: _Busy) -> GraphRun:
                 except StopRun:  # a source's own end of the run: the others read no further
                     stopped_by.add(name)
                     break
-                except (Exception, SystemExit) as exc:  # noqa: BLE001
+                except PLUGIN_BUGS as exc:
                     failure = _source_failure(graph, name, exc)
                     if reader.last_index is None:
                         raise failure

@@ -121,6 +121,8 @@ class PacketRules:
             return []
         except (UserError, StaleFrameError):
             raise
+        except SystemExit as exc:  # a failure, never a skip, as a run's process ends with it; the packet named
+            raise StageFailure(f"on {named(packet)}: {said(exc)}") from exc
         except Exception as exc:
             return self.failed(packet, exc)
 

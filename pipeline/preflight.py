@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .endpoints import one_binder_each
-from .errors import InputError, UserError, said
+from .errors import PLUGIN_BUGS, InputError, UserError, said
 from .graph import Graph, StageSpec
 from .output_files import check_folder_of
 from .stage import Stage, StageFailure, StageParams, named_files
@@ -71,7 +71,7 @@ def said_as_the_stages(graph: Graph, spec: StageSpec, named: bool, when: str) ->
         # a file its params name cannot be looked at (a folder the user may not enter)
         where = f"stage {spec.name!r} ({spec.type_name}): " if named else ""
         raise InputError(f"{where}{exc.filename}: {exc.strerror or exc}") from None
-    except (Exception, SystemExit) as exc:  # noqa: BLE001  a plug-in's bug: one line, as in its process
+    except PLUGIN_BUGS as exc:  # a plug-in's bug: one line, as in its process
         # sys.exit(4) there ended fer-pipe with that code and no word, sys.exit("no display") with the bare text
         raise _failed(spec, when, exc) from exc
 

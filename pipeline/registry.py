@@ -16,11 +16,11 @@ from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import Annotated, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from .errors import said
-from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams
+from .errors import PLUGIN_BUGS, said
+from .stage import SET_STAGE_KEYS, Sink, Source, Stage, StageParams, boolean_for_number
 
 GROUP = "fer_pipe.stages"
 
@@ -110,7 +110,7 @@ class Registry:
                 obj = ep.load()
         # a plug-in can fail to import in any way, SystemExit too (a module that parses the
         # command line, or exits when a library is missing): report, don't crash or exit
-        except (Exception, SystemExit) as exc:
+        except PLUGIN_BUGS as exc:
             why = (f"it exits while imported (sys.exit({exc.code!r}))" if isinstance(exc, SystemExit)
                    else said(exc))  # numpy's import error alone is a dozen lines
             self.problems[ep.name] = f"plug-in {ep.name!r} from distribution {dist}: cannot import {ep.value}: {why}"
@@ -226,16 +226,25 @@ def plain_default(info: FieldInfo) -> object:
         return NO_PLAIN_DEFAULT
     try:
         return info.get_default(call_default_factory=True)
-    except Exception:  # noqa: BLE001 - a plug-in's factory; its stage's build says what is wrong
+    except PLUGIN_BUGS:  # a plug-in's factory; its stage's build says what is wrong
         return NO_PLAIN_DEFAULT
 
 
 def _refuses(info: FieldInfo, value: object) -> str:
     """Why a field's type and bounds refuse ``value``, or nothing; its validators are not run
-    (they may need the other fields), nor is a type pydantic checks only inside its model."""
+    (they may need the other fields), nor is a type pydantic checks only inside its model.
+    StageParams' own rules are: a default of NaN, inf or ``True`` for a number passed here, was
+    listed by ``fer-pipe stages`` and used, and the same value from a config was refused (s68a 2)."""
+    refused = boolean_for_number(info.annotation, value)
+    if refused:
+        return refused
     field = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     try:
-        TypeAdapter(field).validate_python(value)
+        try:
+            adapter = TypeAdapter(field, config=ConfigDict(allow_inf_nan=StageParams.model_config["allow_inf_nan"]))
+        except PydanticUserError:  # a model's own type, whose config is its own
+            adapter = TypeAdapter(field)
+        adapter.validate_python(value)
     except ValidationError as exc:
         return exc.errors()[0]["msg"]
     except Exception:  # noqa: BLE001

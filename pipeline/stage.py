@@ -76,6 +76,16 @@ SET_STAGE_KEYS = frozenset({"on_error", "workers"})
 """Stage keys (not params) that ``--set STAGE.KEY=VALUE`` sets, so no stage's param may be so named."""
 
 
+def boolean_for_number(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` is refused where a field of ``annotation`` wants a number: a boolean, which
+    pydantic takes as 1 or 0 (YAML's ``true``, ``on``, ``yes``). None where it is no boolean, or
+    the field takes booleans or no numbers."""
+    kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
+        return f"expected {'a number or text' if str in kinds else 'a number'}, got {str(value).lower()}"
+    return None
+
+
 class StageParams(BaseModel):
     """Base of every stage's parameter model: unknown fields are errors, values are immutable,
     and numbers are finite. YAML reads ``.nan`` and ``.inf`` as floats, which would otherwise
@@ -88,11 +98,9 @@ class StageParams(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        annotation = cls.model_fields[info.field_name].annotation
-        kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
-        if isinstance(value, bool) and bool not in kinds and (int in kinds or float in kinds):
-            expected = "a number or text" if str in kinds else "a number"
-            raise ValueError(f"expected {expected}, got {str(value).lower()}")
+        problem = boolean_for_number(cls.model_fields[info.field_name].annotation, value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @classmethod

@@ -28,7 +28,7 @@ import numpy as np
 from . import frames, hangup, oom, ring_lease
 from .control import Closing, Done, Failed, FailedDraining, Length, Opened, Stopped
 from .emitter import Emitter, Outbox, StageQueue
-from .errors import UserError, said
+from .errors import PLUGIN_BUGS, UserError, said
 from .graph import StageSpec
 from .lifecycle import PacketRules, SourceFrames, finish_stage, open_stage
 from .messages import EndOfStream, Packet, Sequenced, read_only
@@ -285,7 +285,7 @@ def _run_source(stage: Source, ring: frames.FrameRing, emitter: Emitter, w: Wiri
         except StopRun:  # the source ends the whole run, as a window's q does: the other sources stop
             w.stop.set()  # too, and what it read drains (it was said "failed: StopRun", exit 1)
             break
-        except (Exception, SystemExit) as exc:  # a capture library's sys.exit too, as run_graph's (s63a 4)
+        except PLUGIN_BUGS as exc:  # a capture library's sys.exit too, as run_graph's (s63a 4)
             if not stats.items or sigterm_seen():  # a library's own error made of the stop's Terminated: a stop
                 raise
             # Found mid-stream (a truncated file, a camera given up on, a plug-in source's own

@@ -712,6 +712,76 @@ def test_a_plugins_graph_warnings_that_fails_or_returns_text_is_said_in_one_line
         ("out", "one warning")]
 
 
+def test_a_plugins_sys_exit_in_a_class_hook_is_said_as_its_failure_naming_it():
+    """``except Exception`` let a SystemExit by: a validator's ``sys.exit("bye")`` ended validate
+    and run with the bare text, exit 1, a ``graph_warnings``'s ``sys.exit(5)`` with code 5 and no
+    word, naming neither the stage nor the field (s68a 1)."""
+    import pydantic
+    from pydantic import field_validator
+
+    from fer_pipe.config import ParamsProblem, _closing_s, checked_params
+    from fer_pipe.graph import Graph, StageSpec, check_paths, check_source_ids, warnings
+    from fer_pipe.registry import NO_PLAIN_DEFAULT, plain_default
+    from fer_pipe.stage import Sink
+
+    class QuitterParams(StageParams):
+        path: str = "in.txt"
+        level: int = 1
+
+        @field_validator("level")
+        @classmethod
+        def _level(cls, value: int) -> int:
+            if value == 4:
+                sys.exit("bye")
+            return value
+
+    class Quitter(Source):
+        Params = QuitterParams
+        input_paths = ("path",)
+
+        @classmethod
+        def graph_warnings(cls, params, after):
+            sys.exit(5)
+
+        @classmethod
+        def closing_s(cls, params):
+            sys.exit("closing bye")
+
+        @classmethod
+        def read_path(cls, param, value):
+            sys.exit(6)
+
+        @classmethod
+        def source_id_of(cls, name, params):
+            sys.exit(7)
+
+    class Out(Sink):
+        pass
+
+    with pytest.raises(ParamsProblem) as problem:
+        checked_params(Quitter, {"level": 4})
+    assert (problem.value.loc, problem.value.reason) == ((), "the stage's own check failed: SystemExit: bye")
+    with pytest.raises(ConfigError, match="^c.yaml:3: stage 'cam': closing_s failed: SystemExit: closing bye$"):
+        _closing_s(Quitter, QuitterParams(), "c.yaml:3", "stage 'cam'")
+    graph = Graph({"cam": StageSpec("cam", "quitter", Quitter, QuitterParams()),
+                   "out": StageSpec("out", "out", Out, StageParams(), ["cam"])})
+    assert [(spec.name, line) for spec, line in warnings(graph)] == [
+        ("cam", "could not check its place in the graph: SystemExit: 5")]
+    assert [(spec.name, param, line) for spec, param, line in check_paths(graph)] == [
+        ("cam", "path", "the stage's read_path failed on in.txt: SystemExit: 6")]
+    assert [(spec.name, line) for spec, line in check_source_ids(graph)] == [
+        ("cam", "the stage's source_id_of failed: SystemExit: 7")]
+
+    Quitter.source_id_of = classmethod(lambda cls, name, params: 7)
+    assert [(spec.name, line) for spec, line in check_source_ids(graph)] == [
+        ("cam", "the stage's source_id_of gave 7, not a text")]
+
+    class FactoryParams(StageParams):
+        level: int = pydantic.Field(default_factory=lambda: sys.exit(8))
+
+    assert plain_default(FactoryParams.model_fields["level"]) is NO_PLAIN_DEFAULT
+
+
 def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_same():
     """'détecteur' with é as e and a combining accent, beside a stage named with é: the line
     showed two names no one could tell apart (s42c)."""

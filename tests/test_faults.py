@@ -2215,7 +2215,7 @@ def test_a_failing_init_is_said_alike_by_both_engines(runner, plugin_env, short_
                                                   mode="stop_init")),
                           ("exit_init", fault_config(tmp_path / "exit.yaml", short_clip, tmp_path / "rows.csv",
                                                      mode="exit_init")),
-                          ("exit", fault_config(tmp_path / "exit.yaml", short_clip, tmp_path / "rows.csv",
+                          ("exit", fault_config(tmp_path / "exit_in_process.yaml", short_clip, tmp_path / "rows.csv",
                                                 mode="exit", at=[2])),
                           ("source", broken_source_config(tmp_path / "init.yaml", tmp_path / "rows.csv", "mode: init"))):
         done = _ran(runner, config, plugin_env)
@@ -2223,7 +2223,7 @@ def test_a_failing_init_is_said_alike_by_both_engines(runner, plugin_env, short_
         line[stage] = done.stderr.splitlines()[-1].split(": ", 1)[1]
     assert line == {"faulty": "stage 'faulty' (faulty) failed: StopRun",
                     "exit_init": "stage 'faulty' (faulty) failed: SystemExit: no GPU here",
-                    "exit": "stage 'faulty' (faulty) failed: SystemExit: no GPU here",
+                    "exit": "stage 'faulty' (faulty) failed: on source frame 2: SystemExit: no GPU here",
                     "source": "stage 'source' (brokenframes) failed before the run (its __init__): RuntimeError: no "
                               "licence for this camera"}
 

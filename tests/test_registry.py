@@ -765,3 +765,24 @@ def test_an_undeclared_stage_module_of_the_package_is_named_in_the_unknown_type_
     finally:
         for name in ("blur_faces", "scratch"):
             sys.modules.pop(f"fer_pipe.stages.{name}", None)
+
+
+def test_a_default_the_params_own_rules_refuse_is_found_when_the_plug_in_loads():
+    """NaN, inf and ``True`` defaults for numbers passed the load's check, which asked the type
+    alone: ``fer-pipe stages`` listed ``default nan`` and runs used it, where the same value
+    from a config was refused (s68a 2)."""
+    from pydantic import Field, create_model
+
+    from fer_pipe.registry import _refuses
+    from fer_pipe.stage import StageParams
+
+    def refused(annotation: object, default: object) -> str:
+        field = create_model("Params", __base__=StageParams, x=(annotation, default)).model_fields["x"]
+        return _refuses(field, field.default)
+
+    finite = "Input should be a finite number"
+    assert refused(float, float("nan")) == finite and refused(float, Field(float("inf"), ge=0)) == finite
+    assert refused(list[float], [1.0, float("-inf")]) == finite
+    assert refused(float, True) == "expected a number, got true" and refused(int | str, True) == (
+        "expected a number or text, got true")
+    assert refused(bool, True) == refused(float | None, None) == refused(float, 2.5) == ""
