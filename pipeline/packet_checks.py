@@ -45,6 +45,10 @@ def packets_of(result: Iterable[Packet] | None, method: str = "process", capture
         problem = _dated(item)  # a NaN time was written to the CSV and made its episode's end NaN, exit 0 (s67a 1)
         if problem:
             raise TypeError(f"{method} returned {problem}")
+        if (item.outage or item.ended) and method in ("process", "finish"):  # taken as a frame: written twice (s68a 3)
+            raise TypeError(f"{method} returned a packet marked as a source's {'end' if item.ended else 'outage'} "
+                            f"(frame {item.index}); only a source makes those, and a stage gets them in its "
+                            f"{'ended' if item.ended else 'outage'}")
         if not isinstance(item.extra, dict):  # a sink after it failed on .get, blamed (s67a 1)
             raise TypeError(f"{method} returned frame {item.index} whose extra is a {type(item.extra).__name__}, "
                             "not a dict")

@@ -1189,6 +1189,32 @@ def test_a_bare_packet_returned_is_told_to_be_wrapped():
     assert str(raised.value) == "process returned a Packet, not an iterable of packets (return (packet,) to pass it on)"
 
 
+def test_a_source_end_or_outage_a_stage_makes_is_blamed_on_it():
+    """A plug-in that passed on ``replace(packet, ended=True)`` beside its frame had that frame
+    written twice by the CSV after it, and no track ended, exit 0 (s68a 3)."""
+    import dataclasses
+
+    from fer_pipe.inprocess import run_stage
+    from fer_pipe.messages import Packet, outage
+    from fer_pipe.packet_checks import packets_of
+    from fer_pipe.stage import Stage
+
+    class Ender(Stage):
+        def process(self, packet):
+            return [packet, dataclasses.replace(packet, ended=True)] if packet.index == 1 else [packet]
+
+    frames = [Packet("cam", index, index / 10) for index in range(3)]
+    with pytest.raises(TypeError) as raised:
+        run_stage(Ender, frames)
+    assert str(raised.value) == ("process returned a packet marked as a source's end (frame 1); only a source makes "
+                                 "those, and a stage gets them in its ended")
+    assert [packet.index for packet in raised.value.emitted] == [0]
+    with pytest.raises(TypeError, match=r"^finish returned a packet marked as a source's outage \(frame 4\); .* "
+                                        "in its outage$"):
+        packets_of([outage("cam", 4, 0.5)], "finish")
+    assert len(packets_of([outage("cam", 4, 0.5)], "outage")) == 1  # its own outage, passed on
+
+
 def test_faces_that_are_not_faces_are_blamed_on_the_stage_that_made_them():
     """A stage that put dicts in packet.faces was not named: the csv sink after it failed with
     "AttributeError: 'dict' object has no attribute 'box'"."""
