@@ -55,6 +55,10 @@ judged, for another stage to report that the signal reached the stages too."""
 TOGETHER_S = 0.2
 """A stop signal handled this soon after a SIGHUP that began the stop came with it: Python runs
 the handlers of signals pending together one after the other, in microseconds."""
+HELD_S = 5.0
+"""How long a drain after a first stop goes on before the run says what it waits for: a source
+blocked in its read (a camera library's call) held it in silence, and only a second Ctrl-C,
+which nothing suggested, ended it (s68a 4)."""
 
 Processes = dict[str, mp.process.BaseProcess]
 Counters = dict[str, c_longlong | c_double]  # process name -> its shared multiprocessing value
@@ -483,6 +487,7 @@ class Runner:
         sinks = [s.process_names() for s in graph.ends()]  # a last stage may run as several workers
         bar = None
         ending = _Ending.of(graph, self._stage_of)
+        held_since, said_held = 0.0, False  # since the first stop; whether what holds its drain was said
         try:
             while any(p.exitcode is None for p in procs.values()) or not _empty(control):
                 exited = [n for n, p in procs.items() if p.exitcode is not None]
@@ -515,6 +520,10 @@ class Runner:
                     ending.tick(procs, reports, busy, self._signals_seen > 1)
                 elif self._signal is not None:
                     stop.set()
+                    held_since = held_since or time.monotonic()
+                    if held_since < time.monotonic() - HELD_S and not said_held:
+                        said_held = True
+                        _say(self._held_by(procs, reports.sources))
         finally:
             if bar is not None:
                 if reports.failure is None and reports.late_error is None and self._signal is None:
@@ -573,6 +582,15 @@ class Runner:
                              "a SIGTERM of its own, so nothing could drain past it: the run was stopped",
                              "", first_result, also=also)
         return RunResult(0, stats, "", "", first_result, also=also)
+
+    def _held_by(self, procs: Processes, sources: set[str]) -> str:
+        """The line that says what a drain waits for: the sources still reading, else the stages
+        still draining."""
+        alive = [name for name, proc in procs.items() if proc.exitcode is None]
+        held = [name for name in alive if name in sources] or alive
+        what = "to return from its read" if held[0] in sources else "to drain"
+        return (f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for {', '.join(map(self._who, held))} {what}; "
+                "a second Ctrl-C (or SIGTERM) stops at once, without draining")
 
     def _who(self, process: str) -> str:
         """``stage 'detector[1]' (haar)``: a process as every line about it names it."""

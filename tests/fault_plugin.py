@@ -330,7 +330,7 @@ class Faulty(Stage):
 
 class BrokenFramesParams(StageParams):
     mode: Literal["float", "wrong_id", "repeat", "nan_time", "raise", "stop_run", "outage", "bad_outage", "init",
-                  "float_box", "eager", "bad_open", "numpy", "exit"] = Field(
+                  "float_box", "eager", "bad_open", "numpy", "exit", "hang"] = Field(
         "raise", description="what frame 'at' is: float pixels, another source's id, the frame before's number "
                              "again, dated NaN, or an OSError, StopRun or (exit) a library's sys.exit raised "
                              "instead; or an outage packet "
@@ -338,7 +338,8 @@ class BrokenFramesParams(StageParams):
                              "with a box of floats; or (init) its __init__ raises; or (eager) frames, no "
                              "generator, raises when called, as one that opens its device there; or "
                              "(bad_open) its open raises an InputError, as a camera that is not there; or "
-                             "(numpy) every frame numbered with a numpy integer, as a source built on numpy does")
+                             "(numpy) every frame numbered with a numpy integer, as a source built on numpy does; "
+                             "or (hang) its read of frame 'at' never returns, as a camera library's call that waits")
     at: int = Field(3, ge=0, description="the frame that is broken")
     count: int = Field(8, ge=1, description="frames in all")
     down_s: float = Field(0.0, ge=0.0, description="with mode outage: down this long, an outage packet every 0.1 s")
@@ -393,6 +394,8 @@ class BrokenFrames(Source):
                     raise StopRun("enough")
                 if self.params.mode == "exit":
                     sys.exit("capture library: device lost")
+                if self.params.mode == "hang":
+                    time.sleep(3600)
                 if self.params.mode == "float":
                     image = image.astype(np.float32)
                 if self.params.mode == "wrong_id":

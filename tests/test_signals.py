@@ -22,11 +22,11 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO, ffmpeg
-from fault_plugin import (assert_valid_prefix, descendants, fault_config, group_killed_at_exit, run_lock, start_run,
-                          stats_row, wait_gone)
+from fault_plugin import (assert_valid_prefix, broken_source_config, descendants, fault_config, group_killed_at_exit,
+                          run_lock, start_run, stats_row, wait_gone)
 from fer_pipe.frames import SHM
 from fer_pipe.ring_lease import SEMAPHORES
-from fer_pipe.runner import TOGETHER_S
+from fer_pipe.runner import HELD_S, TOGETHER_S
 from livetools import csv_rows, sighup_default, wait_for
 
 
@@ -342,6 +342,25 @@ def test_second_ctrl_c_exits_at_once(plugin_env, short_clip, tmp_path):
     assert "Traceback" not in err
     assert len(assert_valid_prefix(out)) < stats_row(err, "source")["items"]  # not drained
     assert not wait_gone(kids)
+
+
+def test_a_drain_held_by_a_source_blocked_in_its_read_says_so(plugin_env, tmp_path):
+    """A source whose read never returns holds the drain of a first Ctrl-C until a second one;
+    the run said nothing meanwhile, even without --quiet, and nothing told the user that a
+    second Ctrl-C would end it (s68a 4)."""
+    out = tmp_path / "out.csv"
+    config = broken_source_config(tmp_path / "run.yaml", out, "mode: hang, at: 3")
+    with group_killed_at_exit(start_run(config, plugin_env)) as proc:
+        wait_for(lambda: out.exists() and len(out.read_text().splitlines()) == 4, 60, "frames 0-2 in the CSV", proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert select.select([proc.stderr], [], [], 30)[0], "no line on what the drain waits for"
+        assert proc.stderr.readline() == (
+            f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for stage 'source' (brokenframes) to return from "
+            "its read; a second Ctrl-C (or SIGTERM) stops at once, without draining\n")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (130, "fer-pipe: interrupted twice: stopped at once, without draining\n")
+    assert assert_valid_prefix(out) == [0, 1, 2]
 
 
 def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, short_clip, tmp_path):
