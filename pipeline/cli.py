@@ -32,6 +32,8 @@ from .redaction import redact_urls
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
     from pydantic.fields import FieldInfo
 
+    from .stage import Stage
+
     from .graph import Graph
 
 
@@ -151,11 +153,21 @@ def _warn(graph: Graph) -> None:
 
 
 def _shown(default: Any) -> str:
-    """A default as a config writes it: an enum's value, a path's text and YAML's ``null``,
-    ``true`` and ``false``, not their Python reprs (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``,
-    ``None``)."""
-    value = default.value if isinstance(default, Enum) else str(default) if isinstance(default, PurePath) else default
-    return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+    """A default as a config writes it: an enum's value, a path's text, YAML's ``null``, ``true``
+    and ``false``, and a tuple or mapping in YAML's flow style, not their Python reprs
+    (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``, ``None``, ``(1, 2)``, which a config
+    copying it had refused: s68a 5)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return plain(value.value)
+        if isinstance(value, (tuple, list, set, frozenset)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {str(key): plain(item) for key, item in value.items()}
+        return str(value) if isinstance(value, PurePath) else value
+
+    value = plain(default)
+    return repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
 
 
 def _kind(info: FieldInfo) -> str:
@@ -167,9 +179,12 @@ def _kind(info: FieldInfo) -> str:
             return "one of " + ", ".join(map(repr, get_args(annotation)))
         if get_origin(annotation) in (Union, UnionType):
             return " or ".join(kind(a) for a in args) + (" or null" if len(args) < len(get_args(annotation)) else "")
+        if isinstance(annotation, type) and issubclass(annotation, Enum):
+            return "one of " + ", ".join(repr(member.value) for member in annotation)
         names = {bool: "true/false", int: "a whole number", float: "a number", str: "text"}
-        return names.get(annotation) or ("a list" if get_origin(annotation) is list else
-                                         getattr(annotation, "__name__", str(annotation)))
+        container = get_origin(annotation) or annotation
+        return names.get(annotation) or ("a list" if container in (list, tuple, set, frozenset) else "a mapping"
+                                         if container is dict else getattr(annotation, "__name__", str(annotation)))
 
     bounds = [f"{sign} {value}" for m in info.metadata
               for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
@@ -177,9 +192,18 @@ def _kind(info: FieldInfo) -> str:
     return kind(info.annotation) + (" " + " and ".join(bounds) if bounds else "")
 
 
+def _reads_writes(cls: type[Stage]) -> str:
+    """A stage's contract as ``fer-pipe stages`` lists it. A sink writes nothing whatever it
+    declares: one declaring ``writes = "faces"`` was listed so, and any stage it fed refused."""
+    from .messages import kinds_read
+    from .stage import Sink
+
+    writes = "-" if issubclass(cls, Sink) else cls.writes or "-"
+    return f"reads {' or '.join(kinds_read(cls.reads)) if cls.reads else '-'}, writes {writes}"
+
+
 def _cmd_stages(args: argparse.Namespace) -> int:
     from .config import unknown_type
-    from .messages import kinds_read
     from .registry import NO_PLAIN_DEFAULT, plain_default, registry
 
     reg = registry()
@@ -190,8 +214,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
         cls = reg.types.get(name)
         if cls is None:  # a broken plug-in's, said below
             continue
-        kinds = f"reads {' or '.join(kinds_read(cls.reads)) if cls.reads else '-'}, writes {cls.writes or '-'}"
-        print(f"{name} v{cls.version} ({reg.origins[name]}; {kinds})")
+        print(f"{name} v{cls.version} ({reg.origins[name]}; {_reads_writes(cls)})")
         summary = " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
         if summary:
             print(textwrap.fill(summary, width=96, initial_indent="    ", subsequent_indent="    "))

@@ -786,3 +786,35 @@ def test_a_default_the_params_own_rules_refuse_is_found_when_the_plug_in_loads()
     assert refused(float, True) == "expected a number, got true" and refused(int | str, True) == (
         "expected a number or text, got true")
     assert refused(bool, True) == refused(float | None, None) == refused(float, 2.5) == ""
+
+
+def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
+    """An enum's members went unlisted (``Colour``), a tuple's default was ``(1, 2)``, which a
+    config copying it had refused, and a sink declaring ``writes`` was listed as writing what
+    no stage may take from it (s68a 5)."""
+    import enum
+
+    import yaml
+    from pydantic import create_model
+
+    from fer_pipe.cli import _kind, _reads_writes, _shown
+    from fer_pipe.stage import Sink, StageParams
+
+    class Colour(enum.Enum):
+        RED = "red"
+        GREEN = "green"
+
+    Params = create_model("Params", __base__=StageParams, colour=(Colour, Colour.RED), pair=(tuple[int, int], (1, 2)),
+                          names=(dict[str, Path], {"a": Path("x.txt")}), fallback=(Colour | None, None))
+    shown = {name: (_shown(field.default), _kind(field)) for name, field in Params.model_fields.items()}
+    assert shown == {"colour": ("'red'", "one of 'red', 'green'"), "pair": ("[1, 2]", "a list"),
+                     "names": ('{"a": "x.txt"}', "a mapping"), "fallback": ("null", "one of 'red', 'green' or null")}
+    assert yaml.safe_load(shown["pair"][0]) == [1, 2] and yaml.safe_load(shown["names"][0]) == {"a": "x.txt"}
+
+    class Writer(Sink):
+        writes = "faces"
+
+        def consume(self, packet):
+            pass
+
+    assert _reads_writes(Writer) == "reads -, writes -"
