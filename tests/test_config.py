@@ -798,6 +798,12 @@ def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_
         load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}},
                    [f"{decomposed}.min_size=30"])
     assert load_graph({"stages": {**config["stages"], "classifier": {"type": "classifier", "inputs": [composed]}}})
+    # a Cyrillic o, which no normal form folds, was "(did you mean 'source'?)" beside a name that looked the same
+    lookalike = {**config["stages"], composed: {"type": "haar", "inputs": ["s\u043eurce"]}}
+    with pytest.raises(ConfigError) as raised:
+        load_graph({"stages": lookalike})
+    assert str(raised.value).endswith("inputs: no stage named 'sоurce' (did you mean 'source'? it is written with other "
+                                      "characters: 's\\u043eurce' here, 'source' there)")
 
 
 def test_two_source_ids_written_with_other_unicode_characters_are_refused():
