@@ -22,7 +22,7 @@ from fer_pipe.errors import InputError
 from fer_pipe.inprocess import run_stage
 from fer_pipe.messages import EMOTIONS, Face, Packet
 from fer_pipe.model import DEFAULT_MODEL
-from fer_pipe.model.data import FerSplit, load_split, sha256_of
+from fer_pipe.model.data import FerSplit, images_sha256, load_split, load_splits, sha256_of
 from fer_pipe.model.evaluate import predict_split
 from fer_pipe.model.inference import FaceClassifier
 
@@ -714,6 +714,21 @@ def test_a_resume_on_a_folder_is_checked_as_a_file_is(tmp_path):
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {folder}: 2 training rows, where the run in {from_folder} "
                                                  "trained on 400; a resumed run reads the data it started on (its "
                                                  "learning-rate schedule is sized for it)\n")
+    # with --limit, the count is the limit's whatever the folder holds: another folder went on (s68b 1)
+    limited = _a_run_folder(tmp_path / "limited", folder, limit=1, train_rows=1)
+    state = json.loads((limited / "train_state.json").read_text())
+    (limited / "train_state.json").write_text(json.dumps(
+        {**state, "images_sha256": images_sha256(*load_splits(folder, "Training", "PublicTest"))}))
+    (limited / "checkpoint.keras").write_bytes(b"")
+    done = fer_pipe("train", "--data", str(folder), "--out", str(limited), "--resume", timeout=300)
+    assert done.stderr.splitlines()[-1].startswith(f"fer-pipe: {limited / 'checkpoint.keras'}: "), done.stderr  # its own
+    cv2.imwrite(str(folder / "train" / "sad" / "a.png"), np.full((48, 48), 101, np.uint8))  # one face changed
+    done = fer_pipe("train", "--data", str(folder), "--out", str(limited), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {folder}: not the images the run in {limited} trained on "
+                                                 "(the sha256 of their pixels and labels differs)\n")
+    done = fer_pipe("train", "--data", str(tmp_path / "data.csv"), "--out", str(limited), "--resume")
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'data.csv'}: not the data the run in "
+                                                 f"{limited} trained on (that was a folder of images)\n")
 
 
 HELP = " (see fer-pipe train --help)"

@@ -53,6 +53,17 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def images_sha256(*splits: FerSplit) -> str:
+    """The digest of splits' decoded images and labels: what a folder of images, which has no
+    file to digest, is checked by when its run resumes. Its count of training rows was all, and
+    that is the ``--limit`` once sampled, so another folder resumed without a word (s68b 1)."""
+    digest = hashlib.sha256()
+    for split in splits:
+        digest.update(np.ascontiguousarray(split.images).data)
+        digest.update(split.labels.astype("<i8").tobytes())
+    return digest.hexdigest()
+
+
 def load_split(path: str | Path, usage: str) -> FerSplit:
     """Load one ``usage`` split from a CSV(.gz) file or an image folder."""
     return load_splits(path, usage)[0]

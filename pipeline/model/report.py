@@ -96,7 +96,8 @@ def write_card(state: dict, scores: dict, shipped: str, pipeline: dict, path: Pa
         "FER-2013 `Training` rows and selected on `PublicTest` rows.",
         "",
         f"- Command: `{state['command']}`",
-        f"- Data sha256: `{state['data_sha256']}`",
+        f"- Data sha256: `{state['data_sha256']}`" if state.get("data_sha256") or not state.get("images_sha256") else
+        f"- Data: a folder of images, whose decoded pixels and labels have the sha256 `{state['images_sha256']}`",
         f"- Options: `{json.dumps(state['options'], sort_keys=True)}`",
         f"- Learning-rate cycles: `{json.dumps(state.get('cycles', []))}`",
         f"- Epochs: {state['epochs_done']} in total, best PublicTest epoch {state.get('best_epoch')}"
@@ -172,6 +173,7 @@ def export_and_report(model: keras.Model, test: FerSplit, state: dict, out: Path
     write_card(state, scores, shipped, tta, out / "MODEL_CARD.md", tflite_sha256)
     card = {"shipped": shipped, "tflite_sha256": tflite_sha256, "publictest": plain, "publictest_flip_tta": tta,
             "exports": exports,
-            "command": state["command"], "data_sha256": state["data_sha256"], "epochs": state["epochs_done"],
+            "command": state["command"], "data_sha256": state["data_sha256"],
+            "images_sha256": state.get("images_sha256"), "epochs": state["epochs_done"],
             "wall_s": state["wall_s"]}
     (out / "card.json").write_text(json.dumps(card, indent=1))

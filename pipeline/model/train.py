@@ -34,7 +34,7 @@ from ..native_stderr import output_shown_on_failure
 from ..output_files import cannot_write, held_folder, make_folder, write_whole
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stop_signals import handling, signals_held
-from .data import FerSplit, load_splits, sha256_of
+from .data import FerSplit, images_sha256, load_splits, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
     import keras
@@ -349,6 +349,10 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
     state_path = out / STATE
     started = time.time()
     train, test = load_splits(args.data, "Training", "PublicTest")
+    images = images_sha256(train, test) if Path(args.data).is_dir() else None
+    if state is not None and state.get("images_sha256", images) != images:
+        raise InputError(f"{args.data}: not the images the run in {out} trained on (the sha256 of their pixels and "
+                         "labels differs)")
     if args.limit:
         train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     if state is not None and state["options"].get("train_rows", len(train)) != len(train):
@@ -378,6 +382,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
         state = {"epochs_done": 0, "history": {}, "wall_s": 0.0, "cycles": first,
                  "command": _this_command(),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
+                 "images_sha256": images,
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
@@ -539,6 +544,8 @@ def _resumed(args: argparse.Namespace, state: dict, out: Path) -> argparse.Names
     digest = state.get("data_sha256")
     if digest and Path(args.data).is_dir():  # a folder of images: it went unchecked
         raise InputError(f"{args.data}: not the data the run in {out} trained on (that was a file)")
+    if state.get("images_sha256") and Path(args.data).is_file():
+        raise InputError(f"{args.data}: not the data the run in {out} trained on (that was a folder of images)")
     if digest and Path(args.data).is_file() and sha256_of(Path(args.data)) != digest:
         raise InputError(f"{args.data}: not the data the run in {out} trained on (its sha256 differs; a "
                          "gzipped or unzipped copy of the same rows differs too)")
