@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -61,6 +62,8 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     sample = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--limit", "9", "--seed", "3")
     assert re.fullmatch(r"accuracy [\d.]+% on 9 rows \(PrivateTest, a sample drawn with seed 3, tta=none\)",
                         sample.stdout.splitlines()[0]), sample.stdout
+    whole = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--limit", "21", "--seed", "3")
+    assert whole.stdout.splitlines()[:1] == shown[:1]  # the whole split, said as "a sample" (s68b 6)
     unusable = fer_pipe("evaluate", "--model", str(tmp_path / "none.tflite"), "--data", str(tmp_path / "none.csv"))
     assert unusable.stderr == f"fer-pipe: model {tmp_path / 'none.tflite'}: no such file\n"  # before the data's load
     assert shown[-8].split() == [e[:3] for e in EMOTIONS]
@@ -71,7 +74,7 @@ def test_evaluate_accepts_a_file_of_private_test_rows_only(tmp_path):
     assert missing.stderr.strip() == f"fer-pipe: {data}: no rows with Usage 'PublicTest' (its rows are PrivateTest)"
 
 
-@pytest.mark.parametrize("bad", ["300", "12.5", "x"])
+@pytest.mark.parametrize("bad", ["300", "12.5", "x", "65636", "-65436", "99999999999999999999"])  # not wrapped to 100
 def test_a_pixel_that_is_not_0_to_255_names_its_line(tmp_path, bad):
     """Before, 300 ended in an OverflowError traceback, and 12.5 in a message without a line."""
     data = _random_csv(tmp_path / "private.csv", "PrivateTest")
@@ -82,6 +85,22 @@ def test_a_pixel_that_is_not_0_to_255_names_its_line(tmp_path, bad):
     done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest")
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == f"fer-pipe: {data}:4: expected 2304 pixel values 0-255 separated by spaces"
+
+
+def test_a_header_in_other_case_is_read_and_a_tar_archive_is_said_to_be_one(tmp_path):
+    """``Emotion,Pixels,Usage`` was refused, though Usage's values are read in any case; Kaggle's
+    fer2013.tar.gz was said only to lack the header (s68b 5)."""
+    data = _random_csv(tmp_path / "private.csv", "PrivateTest")
+    data.write_text(data.read_text().replace("emotion,pixels,Usage", "Emotion,Pixels,Usage", 1))
+    done = fer_pipe("evaluate", "--data", str(data), "--usage", "PrivateTest", "--json")
+    assert (done.returncode, json.loads(done.stdout or "{}").get("rows")) == (0, 21), done.stderr
+    archive = tmp_path / "fer2013.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data, "fer2013/fer2013.csv")
+    done = fer_pipe("evaluate", "--data", str(archive))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {archive}: not a FER-2013 CSV (expected header "
+                                                 "'emotion,pixels,Usage'); it is a tar archive: extract the CSV from "
+                                                 "it first (tar -xzf)\n")
 
 
 def test_a_damaged_gzip_an_open_quote_or_a_device_is_one_line_and_train_leaves_no_folder(tmp_path):
@@ -729,6 +748,11 @@ def test_a_resume_on_a_folder_is_checked_as_a_file_is(tmp_path):
     done = fer_pipe("train", "--data", str(tmp_path / "data.csv"), "--out", str(limited), "--resume")
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {tmp_path / 'data.csv'}: not the data the run in "
                                                  f"{limited} trained on (that was a folder of images)\n")
+    # the --out made inside was read as a split folder, and blamed as one (s68b 5)
+    done = fer_pipe("train", "--data", str(folder), "--out", str(folder / "run"))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: --out {folder / 'run'}: inside --data {folder}, whose "
+                                                 "folders are read as the data's splits; give a folder outside it\n")
+    assert not (folder / "run").exists()
 
 
 HELP = " (see fer-pipe train --help)"
@@ -748,6 +772,8 @@ HELP = " (see fer-pipe train --help)"
      "--warmup-epochs 2: must be fewer than --epochs (2), or the whole run is warm-up"),
     (["--lr", "0"], "--lr 0: the weights would never change"),
     (["--resume", "--extend", "2", "--extend-lr", "0"], "--extend-lr 0: the weights would never change"),
+    # ignored without a word (s68b 6)
+    (["--extend-lr", "0.01"], "--extend-lr 0.01: the rate of an --extend cycle, and no --extend is given"),
 ])
 def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
     """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out; --crop 60

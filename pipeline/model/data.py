@@ -5,6 +5,7 @@ import csv
 import gzip
 import hashlib
 import io
+import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,15 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def _tar(path: Path) -> str:
+    """A hint where the file is a tar archive: Kaggle's download is ``fer2013.tar.gz``, which was
+    said only to lack the CSV's header (s68b 5)."""
+    try:
+        return "; it is a tar archive: extract the CSV from it first (tar -xzf)" if tarfile.is_tarfile(path) else ""
+    except (OSError, EOFError, zlib.error):
+        return ""
+
+
 def _gzip_damage(path: Path, fh: io.TextIOBase) -> str | None:
     """Why the rest of a gzip'd CSV does not decompress, if it does not: damage inside the
     deflate stream reads as rows of garbage long before the check at its end, and the first
@@ -113,11 +123,12 @@ def _gzip_damage(path: Path, fh: io.TextIOBase) -> str | None:
 
 def _pixels(text: str, where: str) -> np.ndarray:
     """One row's 48x48 pixels. ``np.fromstring`` parses them in C: splitting the text and
-    converting each number took 8 of the 19 s that loading the Training split took."""
+    converting each number took 8 of the 19 s that loading the Training split took. As int64,
+    which a number past its range saturates: int16 wrapped 65636 round to 100, taken (s68b 2)."""
     try:
-        pixels = np.fromstring(text, dtype=np.int16, sep=" ")
+        pixels = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:  # text that is not all numbers (older NumPy returned the numbers before it)
-        pixels = np.zeros(0, np.int16)
+        pixels = np.zeros(0, np.int64)
     if pixels.size != FACE_SIZE * FACE_SIZE or not pixels.size or pixels.min() < 0 or pixels.max() > 255:
         raise InputError(f"{where}: expected {FACE_SIZE * FACE_SIZE} pixel values 0-255 separated by spaces")
     return pixels.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
@@ -155,8 +166,8 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
             reader = csv.reader(fh)
             try:
                 header = next(reader, None)
-                if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
-                    raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage')")
+                if header is None or [h.strip().lower() for h in header[:3]] != ["emotion", "pixels", "usage"]:
+                    raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage'){_tar(path)}")
                 seen = _read_rows(reader, path, images, labels)
             except (InputError, UnicodeDecodeError, csv.Error):
                 damage = _gzip_damage(path, fh)

@@ -75,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     apart (s63e 5)."""
     classifier = FaceClassifier(args.model, threads=2, flip_tta=args.tta)  # a model it refuses: before the data's
     split = load_split(args.data, args.usage)  # seconds of loading, not after them
-    if args.limit:
-        split = split.sample(args.limit, seed=args.seed)
-    result = {"model": args.model, "data": args.data, "usage": args.usage, "tta": args.tta, "limit": args.limit,
+    limit = args.limit if args.limit < len(split) else 0  # the whole split was said to be "a sample" (s68b 6)
+    if limit:
+        split = split.sample(limit, seed=args.seed)
+    result = {"model": args.model, "data": args.data, "usage": args.usage, "tta": args.tta, "limit": limit,
               "seed": args.seed, **metrics(split.labels, predict_split(classifier, split).argmax(axis=1))}
     print(json.dumps(result) if args.json else format_report(result), file=sys.stdout)
     return 0

@@ -55,6 +55,8 @@ MIN_CROP = 8
 """The least crop the vgg net's pooling takes down to one pixel."""
 DEFAULT_CROP = {"vgg": 40, "seed": FACE_SIZE}
 """The seed net has a fixed input and validates on whole faces, so it takes no crop."""
+EXTEND_LR = 0.02
+"""The peak rate of an ``--extend`` cycle: a warm restart's, below a first cycle's 0.05."""
 WARMUP_EPOCHS = 2.0
 """The warm-up of a run whose --epochs is 8 or more (the shipped model's 40 among them)."""
 
@@ -87,8 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: no stop before the run's end)")
     parser.add_argument("--extend", type=whole(0), default=0, metavar="EPOCHS",
                         help="with --resume: train EPOCHS more as a new cosine cycle (a warm restart)")
-    parser.add_argument("--extend-lr", type=number(0), default=0.02,
-                        help="peak learning rate of the --extend cycle")
+    parser.add_argument("--extend-lr", type=number(0), default=None,
+                        help=f"peak learning rate of the --extend cycle (default: {EXTEND_LR})")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
                         help="Keras progress: 0 none, 1 a bar per step, 2 a line per epoch (default: 1 on a "
                              "terminal, else 2, as a log to a file takes it)")
@@ -234,8 +236,15 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     the --out folder is made and before TensorFlow's import prints its start-up lines."""
     if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
-    if args.extend and not args.extend_lr:  # a whole cycle at rate 0, in the card for good
+    if args.extend_lr is not None and not args.extend:  # it was ignored without a word (s68b 6)
+        raise InputError(f"--extend-lr {args.extend_lr:g}: the rate of an --extend cycle, and no --extend is given")
+    if args.extend and args.extend_lr == 0:  # a whole cycle at rate 0, in the card for good
         raise InputError("--extend-lr 0: the weights would never change")
+    args.extend_lr = EXTEND_LR if args.extend_lr is None else args.extend_lr
+    if Path(args.data).is_dir() and Path(args.out).resolve().is_relative_to(Path(args.data).resolve()):
+        # the --out made there was read as a split folder, and blamed as one (s68b 5)
+        raise InputError(f"--out {args.out}: inside --data {args.data}, whose folders are read as the data's "
+                         "splits; give a folder outside it")
     out = Path(args.out)
     state_path = out / STATE
     state = None
