@@ -639,11 +639,36 @@ def test_a_full_disk_while_an_epoch_is_saved_names_the_file_and_leaves_no_partia
     disk.mkdir()
     done = fer_pipe_on_small_tmpfs(disk, "300k", "train", "--data", str(data), "--out", str(disk / "run"),
                                    "--width", "8", "--epochs", "1", "--verbose", "0",
-                                   then=f"ls -A {disk / 'run'} >&2")
+                                   then=f"ls -A {disk} >&2")
     assert done.returncode == 1, done.stderr
     lines = done.stderr.splitlines()
-    assert lines[-2:] == [f"fer-pipe: train: --out {disk / 'run' / 'best.keras'}: cannot write: No space left on "
-                          "device", ".fer-pipe.lock"], done.stderr
+    # nothing kept was not said, and the folder of a lock file was left (s68b 3)
+    assert lines[-1] == (f"fer-pipe: train: --out {disk / 'run' / 'checkpoint.keras'}: cannot write: No space left "
+                         "on device; nothing was kept"), done.stderr
+
+
+def test_an_epochs_nets_are_saved_all_or_none(tmp_path):
+    """best.keras was saved, then the checkpoint: a failure between them left best.keras holding
+    an epoch the state did not name, which the run could ship as another (s68b 4)."""
+    import errno
+
+    from fer_pipe.errors import OutputError
+    from fer_pipe.model.train import _save_whole
+
+    class Net:
+        def save(self, path: Path) -> None:
+            if path.name.startswith("checkpoint"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            path.write_bytes(b"epoch 2")
+
+    (tmp_path / "best.keras").write_bytes(b"epoch 1")
+    for order in ([tmp_path / "checkpoint.keras", tmp_path / "best.keras"],
+                  [tmp_path / "best.keras", tmp_path / "checkpoint.keras"]):
+        with pytest.raises(OutputError) as raised:
+            _save_whole(Net(), order)
+        assert str(raised.value) == f"train: --out {tmp_path / 'checkpoint.keras'}: cannot write: No space left on device"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["best.keras"]  # no draft left either
+        assert (tmp_path / "best.keras").read_bytes() == b"epoch 1"
 
 
 def test_a_full_disk_during_the_export_says_the_run_is_kept_and_leaves_no_export(tmp_path):

@@ -335,8 +335,8 @@ def _run(args: argparse.Namespace) -> int:
         with held_folder(out, "train: --out", "train"):  # two runs into one folder replaced each other's work
             held = True
             return _train(args, state, out, cycles)
-    except InputError:
-        if held and made and not (out / STATE).exists():  # a bad data file, a first epoch gone to NaN: no
+    except (InputError, OutputError):
+        if held and made and not (out / STATE).exists():  # a bad data file, a first epoch gone to NaN or a full disk: no
             shutil.rmtree(out)  # empty --out left behind; not another run's, refused by its lock (s63f 3)
         raise
     except _Said:
@@ -430,12 +430,18 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
             state["epochs_done"] = epoch + 1
             state["wall_s"] += time.time() - self.epoch_started
             val = float((logs or {}).get("val_accuracy", 0.0))
+            better = val >= state.get("best_val_accuracy", -1.0)
+            if better:
+                state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
             with ctrl_c_held():
-                if val >= state.get("best_val_accuracy", -1.0):
-                    state["best_val_accuracy"], state["best_epoch"] = val, epoch + 1
-                    _save_whole(self.model, out / "best.keras")
-                _save_whole(self.model, out / CHECKPOINT)
-                _write_state(state_path, state)
+                try:
+                    _save_whole(self.model, [out / CHECKPOINT, *([out / "best.keras"] if better else [])])
+                    _write_state(state_path, state)
+                except (InputError, OutputError) as exc:  # a full disk: what is kept, as other stops say (s68b 3)
+                    if not state_path.exists():
+                        raise type(exc)(f"{exc}; nothing was kept") from None
+                    at, again = _kept_at(out, cycles, args.extend)
+                    raise type(exc)(f"{exc}; {out} keeps the run at {at}, and {again} goes on from there") from None
             if epoch + 1 >= self.session_end:
                 self.model.stop_training = True
 
@@ -603,17 +609,22 @@ def ctrl_c_held() -> Iterator[None]:
         signal.raise_signal(came[0])
 
 
-def _save_whole(model: keras.Model, path: Path) -> None:
-    """Whole or not at all: a SIGTERM while best.keras was written in place left it empty, and
-    every later resume ended in a traceback when it came to ship the best epoch. A full disk
-    was "No space left on device", no file named, and the half-written copy left taking the
-    space."""
-    tmp = path.with_name(path.name + ".tmp.keras")
+def _save_whole(model: keras.Model, paths: list[Path]) -> None:
+    """The net saved to each of ``paths``, all whole or none at all: a SIGTERM while best.keras
+    was written in place left it empty, and every later resume ended in a traceback when it came
+    to ship the best epoch. A full disk was "No space left on device", no file named, and the
+    half-written copy left taking the space; one between two saves left best.keras holding an
+    epoch the state did not name (s68b 4). Each is written aside, then all put in place."""
+    drafts = {path: path.with_name(path.name + ".tmp.keras") for path in paths}
+    path = paths[0]
     try:
-        model.save(tmp)
-        os.replace(tmp, path)
+        for path, draft in drafts.items():
+            model.save(draft)
+        for path, draft in drafts.items():
+            os.replace(draft, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        for draft in drafts.values():
+            draft.unlink(missing_ok=True)
         raise cannot_write("train: --out", path, exc) from None
 
 
