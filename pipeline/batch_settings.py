@@ -14,12 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter
-from pydantic.fields import FieldInfo
-
 from .graph import Graph, StageSpec
 from .output_files import write_whole
-from .registry import NO_PLAIN_DEFAULT, plain_default, registry
+from .registry import as_json, plain_default, registry
 from .stage import StageParams, named_files
 
 SETTINGS = "_settings.json"
@@ -136,15 +133,7 @@ def _added_since(kind: str, old: dict[str, Any], new: dict[str, Any]) -> dict[st
     cls = registry().types.get(kind)
     fields = cls.Params.model_fields if cls is not None else {}
     return {name: value for name, value in new.items()
-            if name not in old and name in fields and _as_json(fields[name], plain_default(fields[name])) == value}
-
-
-def _as_json(info: FieldInfo, value: object) -> object:
-    """A param's value as its record holds it; ``NO_PLAIN_DEFAULT`` stays itself, equal to none."""
-    try:
-        return value if value is NO_PLAIN_DEFAULT else TypeAdapter(info.annotation).dump_python(value, mode="json")
-    except Exception:  # noqa: BLE001 - a type pydantic dumps only inside its model: no default to match
-        return NO_PLAIN_DEFAULT
+            if name not in old and name in fields and as_json(fields[name], plain_default(fields[name])) == value}
 
 
 def _as_recorded_now(kind: str, param: str, old: Any, new: Any) -> Any:

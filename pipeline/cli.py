@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from importlib import metadata
-from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -152,22 +151,18 @@ def _warn(graph: Graph) -> None:
               file=sys.stderr)
 
 
-def _shown(default: Any) -> str:
+def _shown(info: FieldInfo, default: Any) -> str:
     """A default as a config writes it: an enum's value, a path's text, YAML's ``null``, ``true``
-    and ``false``, and a tuple or mapping in YAML's flow style, not their Python reprs
+    and ``false``, and a tuple or mapping in YAML's flow style (JSON's), not their Python reprs
     (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``, ``None``, ``(1, 2)``, which a config
-    copying it had refused: s68a 5)."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, Enum):
-            return plain(value.value)
-        if isinstance(value, (tuple, list, set, frozenset)):
-            return [plain(item) for item in value]
-        if isinstance(value, dict):
-            return {str(key): plain(item) for key, item in value.items()}
-        return str(value) if isinstance(value, PurePath) else value
+    copying it had refused: s68a 5); its repr where its type has no such form. Escaped as every
+    line is, a text's control characters inside a list too (s68d 5)."""
+    from .registry import NO_PLAIN_DEFAULT, as_json
 
-    value = plain(default)
-    return repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+    value = as_json(info, default)
+    if value is NO_PLAIN_DEFAULT:
+        return printable(repr(default))
+    return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def _kind(info: FieldInfo) -> str:
@@ -223,7 +218,7 @@ def _cmd_stages(args: argparse.Namespace) -> int:
             info = fields[field]
             default = plain_default(info)
             said_default = ("required" if info.is_required() else "default made as the stage is built"
-                            if default is NO_PLAIN_DEFAULT else f"default {_shown(default)}")
+                            if default is NO_PLAIN_DEFAULT else f"default {_shown(info, default)}")
             print(f"    {given}: {said_default}; {_kind(info)}" + (f". {info.description}" if info.description else ""))
     problems = [name for name in args.types if name in reg.problems] if args.types else list(reg.problems)
     for name in problems:

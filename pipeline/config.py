@@ -463,7 +463,7 @@ def checked_params(cls: type[Stage], raw_params: Mapping[str, Any], yaml: bool =
         params = cls.Params.model_validate(dict(raw_params))
     except PLUGIN_BUGS as exc:  # a plug-in's validator may raise other than ValueError
         raise ParamsProblem(*(pydantic_reason(exc, cls.Params.given_names(), yaml) if isinstance(exc, ValidationError)
-                              else ((), f"the stage's own check failed: {type(exc).__name__}: {exc}"))) from None
+                              else ((), f"the stage's own check failed: {said(exc)}"))) from None
     try:
         return expand_home(cls, params)
     except ValueError as exc:  # a path no file can have: the param and why

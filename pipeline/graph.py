@@ -112,9 +112,17 @@ class Graph:
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` for the known name closest to ``word``, if one is close."""
+    """`` (did you mean 'x'?)`` for the known name closest to ``word``, if one is close; both
+    written out as escapes where they differ only in letters outside ASCII: a Cyrillic ``о`` for
+    ``o``, which no normal form folds, was told to mean a name that looked the same (s68a 6, for
+    stage names and params alike: s68d 7)."""
     close = difflib.get_close_matches(word, [k for k in known if isinstance(k, str)], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    if not close:
+        return ""
+    if close[0] != word and len(close[0]) == len(word) and all(a == b or not (a + b).isascii()
+                                                               for a, b in zip(word, close[0])):
+        return f" (did you mean {close[0]!r}? written out, {ascii(word)} here and {ascii(close[0])} there)"
+    return f" (did you mean {close[0]!r}?)"
 
 
 def spelled_otherwise(name: str, names: Iterable[str]) -> str:
@@ -122,16 +130,11 @@ def spelled_otherwise(name: str, names: Iterable[str]) -> str:
     Unicode characters (``é`` as ``e`` and a combining accent, as some editors and macOS text
     give it), or one is spelt nearly so (``sorce``, ``Source``). Said, not taken for it, so that
     a config means one thing wherever it is read; the line showed two names no one could tell
-    apart, and a typo's got no hint. A near name that differs only in letters outside ASCII (a
-    Cyrillic ``о`` for ``o``, which no normal form folds) is spelt out too (s68a 6)."""
-    names = [other for other in names if isinstance(other, str)]
+    apart, and a typo's got no hint."""
+    names = list(names)
     key = unicodedata.normalize("NFKC", name)
-    same = [other for other in names if unicodedata.normalize("NFKC", other) == key]
+    same = [other for other in names if isinstance(other, str) and unicodedata.normalize("NFKC", other) == key]
     if not same:
-        close = difflib.get_close_matches(name, names, n=1)
-        if close and len(close[0]) == len(name) and all(a == b or not (a + b).isascii() for a, b in zip(name, close[0])):
-            return (f" (did you mean {close[0]!r}? it is written with other characters: {ascii(name)} here, "
-                    f"{ascii(close[0])} there)")
         return did_you_mean(name, names)
     return (f" (stage {same[0]!r} looks the same, written with other Unicode characters: "
             f"{ascii(name)} here, {ascii(same[0])} there)")

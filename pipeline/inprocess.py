@@ -141,7 +141,7 @@ def _carrying(out: list[Packet]) -> Iterator[None]:
     processed before a failure, its close's included, and so does ``run_stage``'s caller."""
     try:
         yield
-    except Exception as exc:
+    except PLUGIN_BUGS as exc:
         with suppress(AttributeError):
             exc.emitted = out
         raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import UserError, said
+from .errors import PLUGIN_BUGS, UserError, said
 from .frames import NOT_PIXELS, FrameRef, StaleFrameError
 from .messages import Packet, named, stream_ended
 from .packet_checks import frame_of, makes_faces, packets_of
@@ -27,7 +27,7 @@ def open_stage(stage: Stage) -> None:
         stage.open()
     except UserError:
         raise
-    except Exception as exc:
+    except PLUGIN_BUGS as exc:
         raise StageFailure(f"while opening: {said(exc)}") from exc
 
 

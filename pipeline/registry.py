@@ -230,6 +230,16 @@ def plain_default(info: FieldInfo) -> object:
         return NO_PLAIN_DEFAULT
 
 
+def as_json(info: FieldInfo, value: object) -> object:
+    """A param's value as JSON, and so a config, writes it: an enum as its value, a path as its
+    text, a tuple as a list, a duration in ISO 8601. ``NO_PLAIN_DEFAULT`` for itself and for a
+    value of a type pydantic dumps only inside its model."""
+    try:
+        return value if value is NO_PLAIN_DEFAULT else TypeAdapter(info.annotation).dump_python(value, mode="json")
+    except PLUGIN_BUGS:
+        return NO_PLAIN_DEFAULT
+
+
 def _refuses(info: FieldInfo, value: object) -> str:
     """Why a field's type and bounds refuse ``value``, or nothing; its validators are not run
     (they may need the other fields), nor is a type pydantic checks only inside its model.
@@ -247,6 +257,6 @@ def _refuses(info: FieldInfo, value: object) -> str:
         adapter.validate_python(value)
     except ValidationError as exc:
         return exc.errors()[0]["msg"]
-    except Exception:  # noqa: BLE001
+    except PLUGIN_BUGS:  # a validator that needs what only the model has; its sys.exit ended `stages` (s68d 2)
         return ""
     return ""

@@ -521,9 +521,10 @@ class Runner:
                 elif self._signal is not None:
                     stop.set()
                     held_since = held_since or time.monotonic()
-                    if held_since < time.monotonic() - HELD_S and not said_held:
+                    held = None if said_held or held_since > time.monotonic() - HELD_S else self._held_by(procs, reports)
+                    if held:
                         said_held = True
-                        _say(self._held_by(procs, reports.sources))
+                        _say(held)
         finally:
             if bar is not None:
                 if reports.failure is None and reports.late_error is None and self._signal is None:
@@ -583,12 +584,18 @@ class Runner:
                              "", first_result, also=also)
         return RunResult(0, stats, "", "", first_result, also=also)
 
-    def _held_by(self, procs: Processes, sources: set[str]) -> str:
-        """The line that says what a drain waits for: the sources still reading, else the stages
-        still draining."""
+    def _held_by(self, procs: Processes, reports: _Reports) -> str | None:
+        """The line that says what a drain waits for: the stages still opening (a source before
+        them waits to pass its frames on: it was said to be in its read, s68d 4), else the
+        sources still reading, else the stages still draining; None once none is left (the last
+        ended as the line was due, and the line failed on its empty list: s68d 1)."""
         alive = [name for name, proc in procs.items() if proc.exitcode is None]
-        held = [name for name in alive if name in sources] or alive
-        what = "to return from its read" if held[0] in sources else "to drain"
+        opening = [name for name in alive if name not in reports.opened]
+        reading = [name for name in alive if name in reports.sources]
+        held, what = ((opening, "to open") if opening else (reading, "to return from its read") if reading
+                      else (alive, "to drain"))
+        if not held:
+            return None
         return (f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for {', '.join(map(self._who, held))} {what}; "
                 "a second Ctrl-C (or SIGTERM) stops at once, without draining")
 

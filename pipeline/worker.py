@@ -90,7 +90,7 @@ def _finished(stage: Stage, w: Wiring) -> list[Packet]:
         raise
     except UserError as exc:
         w.control.put(FailedDraining(w.process, str(exc), exc.exit_code, False, traceback.format_exc()))
-    except Exception as exc:  # said as "while finishing", as open's and close's are
+    except PLUGIN_BUGS as exc:  # said as "while finishing", as open's and close's are
         if sigterm_seen():  # a library's own error made of the stop's Terminated: the stage was stopped
             raise
         w.control.put(FailedDraining(w.process, f"while finishing: {said(exc)}", 1, False, traceback.format_exc()))
@@ -418,7 +418,7 @@ class _Handler:
             self.rules.stop()
         except UserError:
             raise
-        except Exception as exc:  # on_error: skip is about packets: there is none to skip here
+        except PLUGIN_BUGS as exc:  # on_error: skip is about packets: there is none to skip here
             raise StageFailure(f"while idle: {said(exc)}") from exc
         finally:
             self.w.busy_since.value = 0.0

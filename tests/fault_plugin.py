@@ -39,7 +39,7 @@ from fer_pipe.stage import Sink, Source, Stage, StageParams, StopRun
 
 class FaultyParams(StageParams):
     mode: Literal["ok", "raise", "hang", "pause", "preflight", "open", "bad_open", "init", "bad_init", "idle", "slow_open", "hang_close",
-                  "not_a_packet", "stop_run", "unpicklable", "finish", "bad_input", "outage_flag",
+                  "not_a_packet", "stop_run", "unpicklable", "finish", "exit_finish", "bad_input", "outage_flag",
                   "outage_raise", "exit_on_stop", "hold", "float_image", "close", "exit_preflight", "print", "hold_anew",
                   "stop_finish", "unprintable", "redraw", "enlarge", "scribble", "unlock", "callback", "stop_init", "unloadable", "exit_init", "exit",
                   "wait_outside", "stopped_opening", "stopped_closing", "copy_image", "opencv_image",
@@ -48,7 +48,7 @@ class FaultyParams(StageParams):
                           "bad_open: raise an InputError in open, saying close_says; init: raise in __init__; stop_init: raise StopRun there; bad_init: raise an InputError there, saying close_says; "
                           "slow_open: open takes 60 s, and makes its own error of anything that cuts it short, "
                           "as a library's import does; hang_close: close never returns; stop_run: end the run; "
-                          "unpicklable: put a lock in packet.extra; callback: put a lambda there; unloadable: an exception whose pickle does not load; exit_init: sys.exit in __init__; exit: sys.exit on the frames in at; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; bad_input: raise a two-line InputError; "
+                          "unpicklable: put a lock in packet.extra; callback: put a lambda there; unloadable: an exception whose pickle does not load; exit_init: sys.exit in __init__; exit: sys.exit on the frames in at; unprintable: raise an exception whose message fails; finish: raise a two-line error in finish; exit_finish: sys.exit there; bad_input: raise a two-line InputError; "
                           "outage_flag: a flag of its own named outage, on the frame's extra and on the stage; "
                           "outage_raise: raise on a source's outage, whatever at says; "
                           "exit_on_stop: on the first frame once the run is stopping, exit 0 without a word, "
@@ -298,6 +298,8 @@ class Faulty(Stage):
     def finish(self):
         if self.params.mode == "finish":
             raise RuntimeError("flush failed\\n  disk quota exceeded")
+        if self.params.mode == "exit_finish":
+            sys.exit("finish bye")
         if self.params.mode == "stop_finish":
             raise StopRun("nothing more")
         return self._held

@@ -716,13 +716,16 @@ def test_a_plugins_sys_exit_in_a_class_hook_is_said_as_its_failure_naming_it():
     """``except Exception`` let a SystemExit by: a validator's ``sys.exit("bye")`` ended validate
     and run with the bare text, exit 1, a ``graph_warnings``'s ``sys.exit(5)`` with code 5 and no
     word, naming neither the stage nor the field (s68a 1)."""
+    from typing import Annotated
+
     import pydantic
     from pydantic import field_validator
 
     from fer_pipe.config import ParamsProblem, _closing_s, checked_params
     from fer_pipe.graph import Graph, StageSpec, check_paths, check_source_ids, warnings
-    from fer_pipe.registry import NO_PLAIN_DEFAULT, plain_default
-    from fer_pipe.stage import Sink
+    from fer_pipe.lifecycle import open_stage
+    from fer_pipe.registry import NO_PLAIN_DEFAULT, _refuses, plain_default
+    from fer_pipe.stage import Sink, StageFailure
 
     class QuitterParams(StageParams):
         path: str = "in.txt"
@@ -733,6 +736,8 @@ def test_a_plugins_sys_exit_in_a_class_hook_is_said_as_its_failure_naming_it():
         def _level(cls, value: int) -> int:
             if value == 4:
                 sys.exit("bye")
+            if value == 5:
+                sys.exit()
             return value
 
     class Quitter(Source):
@@ -761,6 +766,9 @@ def test_a_plugins_sys_exit_in_a_class_hook_is_said_as_its_failure_naming_it():
     with pytest.raises(ParamsProblem) as problem:
         checked_params(Quitter, {"level": 4})
     assert (problem.value.loc, problem.value.reason) == ((), "the stage's own check failed: SystemExit: bye")
+    with pytest.raises(ParamsProblem) as problem:
+        checked_params(Quitter, {"level": 5})
+    assert problem.value.reason == "the stage's own check failed: SystemExit"  # not "SystemExit: " (s68d 8)
     with pytest.raises(ConfigError, match="^c.yaml:3: stage 'cam': closing_s failed: SystemExit: closing bye$"):
         _closing_s(Quitter, QuitterParams(), "c.yaml:3", "stage 'cam'")
     graph = Graph({"cam": StageSpec("cam", "quitter", Quitter, QuitterParams()),
@@ -780,6 +788,17 @@ def test_a_plugins_sys_exit_in_a_class_hook_is_said_as_its_failure_naming_it():
         level: int = pydantic.Field(default_factory=lambda: sys.exit(8))
 
     assert plain_default(FactoryParams.model_fields["level"]) is NO_PLAIN_DEFAULT
+    # a default's own validator, run by the load's check, ended `fer-pipe stages` with its code (s68d 2)
+    exiting = pydantic.create_model("Params", __base__=StageParams, level=(
+        Annotated[int, pydantic.AfterValidator(lambda value: sys.exit(3))], 99)).model_fields["level"]
+    assert _refuses(exiting, 99) == ""
+
+    class Opener(Sink):
+        def open(self):
+            sys.exit("no camera")
+
+    with pytest.raises(StageFailure, match="^while opening: SystemExit: no camera$"):
+        open_stage(Opener("out", StageParams()))
 
 
 def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_same():
@@ -802,8 +821,12 @@ def test_a_stage_name_written_with_other_unicode_characters_is_said_to_look_the_
     lookalike = {**config["stages"], composed: {"type": "haar", "inputs": ["s\u043eurce"]}}
     with pytest.raises(ConfigError) as raised:
         load_graph({"stages": lookalike})
-    assert str(raised.value).endswith("inputs: no stage named 'sоurce' (did you mean 'source'? it is written with other "
-                                      "characters: 's\\u043eurce' here, 'source' there)")
+    assert str(raised.value).endswith("inputs: no stage named 'sоurce' (did you mean 'source'? written out, "
+                                      "'s\\u043eurce' here and 'source' there)")
+    with pytest.raises(ConfigError) as raised:  # a param so written (s68d 7)
+        load_graph(config, ["source.m\u0430x_frames=3"])
+    assert str(raised.value).endswith("params.mаx_frames: unknown parameter (did you mean 'max_frames'? written out, "
+                                      "'m\\u0430x_frames' here and 'max_frames' there)")
 
 
 def test_two_source_ids_written_with_other_unicode_characters_are_refused():

@@ -793,6 +793,7 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
     config copying it had refused, and a sink declaring ``writes`` was listed as writing what
     no stage may take from it (s68a 5)."""
     import enum
+    from datetime import timedelta
 
     import yaml
     from pydantic import create_model
@@ -805,10 +806,13 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
         GREEN = "green"
 
     Params = create_model("Params", __base__=StageParams, colour=(Colour, Colour.RED), pair=(tuple[int, int], (1, 2)),
-                          names=(dict[str, Path], {"a": Path("x.txt")}), fallback=(Colour | None, None))
-    shown = {name: (_shown(field.default), _kind(field)) for name, field in Params.model_fields.items()}
+                          names=(dict[str, Path], {"a": Path("x.txt")}), fallback=(Colour | None, None),
+                          wait=(timedelta, timedelta(seconds=5)), odd=(tuple[str, ...], ("\u202eevil", "a\x9bb")))
+    shown = {name: (_shown(field, field.default), _kind(field)) for name, field in Params.model_fields.items()}
+    # a duration was its repr, and a text in a list held a terminal's control characters raw (s68d 5)
     assert shown == {"colour": ("'red'", "one of 'red', 'green'"), "pair": ("[1, 2]", "a list"),
-                     "names": ('{"a": "x.txt"}', "a mapping"), "fallback": ("null", "one of 'red', 'green' or null")}
+                     "names": ('{"a": "x.txt"}', "a mapping"), "fallback": ("null", "one of 'red', 'green' or null"),
+                     "wait": ("'PT5S'", "timedelta"), "odd": ('["\\u202eevil", "a\\x9bb"]', "a list")}
     assert yaml.safe_load(shown["pair"][0]) == [1, 2] and yaml.safe_load(shown["names"][0]) == {"a": "x.txt"}
 
     class Writer(Sink):

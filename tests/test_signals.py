@@ -363,6 +363,32 @@ def test_a_drain_held_by_a_source_blocked_in_its_read_says_so(plugin_env, tmp_pa
     assert assert_valid_prefix(out) == [0, 1, 2]
 
 
+def test_the_line_on_a_held_drain_names_what_holds_it_or_is_not_said():
+    """A stage still opening holds the source before it, which was said to be in its read
+    (s68d 4); and where every process had ended as the line came due, it failed the run with an
+    IndexError traceback, exit 1 (s68d 1)."""
+    from fer_pipe.config import load_graph
+    from fer_pipe.runner import Runner, _Reports
+
+    runner = Runner(load_graph("video_to_csv"))
+    runner._stage_of = {name: name for name in ("source", "detector", "classifier", "csv")}
+    procs = {name: SimpleNamespace(exitcode=None) for name in runner._stage_of}
+    reports = _Reports(sources={"source"}, opened={"source", "detector", "csv"})
+    tail = "; a second Ctrl-C (or SIGTERM) stops at once, without draining"
+    assert runner._held_by(procs, reports) == (
+        f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for stage 'classifier' (classifier) to open{tail}")
+    reports.opened.add("classifier")
+    assert runner._held_by(procs, reports) == (
+        f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for stage 'source' (video) to return from its read{tail}")
+    procs["source"].exitcode = 0
+    assert runner._held_by(procs, reports) == (
+        f"fer-pipe: stopping: after {HELD_S:g} s, still waiting for stage 'detector' (haar), stage 'classifier' "
+        f"(classifier), stage 'csv' (csv) to drain{tail}")
+    for proc in procs.values():
+        proc.exitcode = 0
+    assert runner._held_by(procs, reports) is None
+
+
 def test_sigterm_while_a_sink_handles_a_frame_waits_for_that_frame(plugin_env, short_clip, tmp_path):
     """The last stage of a chain (a sink to the runner) holds SIGTERM while it handles a frame,
     so the frame is written and counted whole. Before, the hold blocked the signal in the main
