@@ -100,7 +100,14 @@ def test_a_header_in_other_case_is_read_and_a_tar_archive_is_said_to_be_one(tmp_
     done = fer_pipe("evaluate", "--data", str(archive))
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: {archive}: not a FER-2013 CSV (expected header "
                                                  "'emotion,pixels,Usage'); it is a tar archive: extract the CSV from "
-                                                 "it first (tar -xzf)\n")
+                                                 "it first (tar -xf)\n")
+    zipped = tmp_path / "fer2013.zip"  # Kaggle's download now; binary, it was "not text" alone (s68e 5)
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(data, "fer2013.csv")
+    done = fer_pipe("evaluate", "--data", str(zipped))
+    assert (done.returncode, done.stderr) == (2, f"fer-pipe: {zipped}: not a FER-2013 CSV: not text (expected the "
+                                                 "contest's CSV, 'emotion,pixels,Usage', or a gzip of it); it is a "
+                                                 "zip archive: extract the CSV from it first (unzip)\n")
 
 
 def test_a_damaged_gzip_an_open_quote_or_a_device_is_one_line_and_train_leaves_no_folder(tmp_path):
@@ -706,14 +713,17 @@ def test_a_resume_refuses_a_checkpoint_that_is_not_its_runs(tmp_path):
         done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--verbose", "0", timeout=300)
         assert (done.returncode, done.stderr.splitlines()[-1]) == (
             2, f"fer-pipe: {run / 'checkpoint.keras'}: not this run's checkpoint: {said}"), done.stderr[-2000:]
-    # one epoch past its state: the run was killed between their saves, and can go on (s44e)
-    (run / "train_state.json").write_text(json.dumps({**state, "epochs_done": 0}))
+    # one epoch past its state: the run was killed between their saves, and can go on (s44e); best.keras, saved
+    # with the checkpoint, is that epoch's, which the state did not name (s68e 1): a best none can beat keeps it so
+    (run / "train_state.json").write_text(json.dumps({**state, "epochs_done": 0, "best_epoch": None,
+                                                      "best_val_accuracy": 2.0}))
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--session-epochs", "1",
                     "--verbose", "0", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert (f"fer-pipe train: {run / 'checkpoint.keras'} is one epoch past train_state.json (the run was killed while "
-            "it saved epoch 1); going on from the checkpoint") in done.stderr
-    assert json.loads((run / "train_state.json").read_text())["epochs_done"] == 2
+    assert (f"fer-pipe train: {run / 'checkpoint.keras'} is one epoch past train_state.json (the run was killed, or "
+            "its state could not be written, while it saved epoch 1); going on from the checkpoint") in done.stderr
+    resumed = json.loads((run / "train_state.json").read_text())
+    assert (resumed["epochs_done"], resumed["best_epoch"]) == (2, 1)
 
 
 def test_a_training_into_a_folder_another_is_writing_is_refused(tmp_path):
@@ -778,6 +788,46 @@ def test_a_resume_on_a_folder_is_checked_as_a_file_is(tmp_path):
     assert (done.returncode, done.stderr) == (2, f"fer-pipe: --out {folder / 'run'}: inside --data {folder}, whose "
                                                  "folders are read as the data's splits; give a folder outside it\n")
     assert not (folder / "run").exists()
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # its resolve() was a RuntimeError traceback (s68e 4)
+    done = fer_pipe("train", "--data", str(folder), "--out", str(tmp_path / "loop" / "x"))
+    assert (done.returncode, done.stderr.count("\n"), "Traceback" in done.stderr) == (2, 1, False), done.stderr
+
+
+def test_a_run_on_a_folder_records_its_images_and_a_resume_on_others_is_refused(tmp_path):
+    """The check's test wrote the digest into a state by hand: a run that never recorded it
+    passed (s68e 2)."""
+    folder = tmp_path / "faces"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 3)):
+        for label in ("happy", "sad"):
+            (folder / split / label).mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(folder / split / label / f"{i}.png"), rng.integers(0, 256, (48, 48), np.uint8))
+    run = tmp_path / "run"
+    first = fer_pipe("train", "--data", str(folder), "--out", str(run), "--limit", "8", "--width", "8", "--epochs",
+                     "2", "--session-epochs", "1", "--verbose", "0", timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    state = json.loads((run / "train_state.json").read_text())
+    assert state["images_sha256"] == images_sha256(*load_splits(folder, "Training", "PublicTest"))
+    assert state["publictest_rows"] == 6
+    cv2.imwrite(str(folder / "train" / "sad" / "0.png"), np.zeros((48, 48), np.uint8))
+    done = fer_pipe("train", "--data", str(folder), "--out", str(run), "--resume")
+    assert (done.returncode, done.stderr.splitlines()[-1]) == (
+        2, f"fer-pipe: {folder}: not the images the run in {run} trained on (the sha256 of their pixels and labels "
+           "differs)")
+
+
+def test_the_card_calls_a_limit_that_takes_all_of_publictest_no_sample():
+    """A --limit of 4 times PublicTest's rows or more scores all of them: the card said "a sample
+    of 21 rows", and gave an evaluate command that now scores no sample (s68e 6)."""
+    from fer_pipe.model.report import _rows_scored, _same_sample
+
+    for limit, rows, said, command in ((100, 21, "on all 21 rows", ""),
+                                       (40, 21, "on a --limit sample of 10 rows drawn with seed 1, not the whole split",
+                                        " --limit 10 --seed 1")):
+        state = {"options": {"limit": limit, "seed": 1}, "publictest_rows": rows}
+        scored = {"rows": min(rows, limit // 4)}
+        assert (_rows_scored(state, scored), _same_sample(state, scored)) == (said, command)
 
 
 HELP = " (see fer-pipe train --help)"
@@ -798,7 +848,9 @@ HELP = " (see fer-pipe train --help)"
     (["--lr", "0"], "--lr 0: the weights would never change"),
     (["--resume", "--extend", "2", "--extend-lr", "0"], "--extend-lr 0: the weights would never change"),
     # ignored without a word (s68b 6)
-    (["--extend-lr", "0.01"], "--extend-lr 0.01: the rate of an --extend cycle, and no --extend is given"),
+    (["--extend-lr", "0.01"], "--extend-lr 0.01: the rate of an --extend cycle, and no --extend of 1 or more epochs "
+                              "is given"),
+    (["--extend", "2"], "--extend: adds a cycle to a run, so it needs --resume"),
 ])
 def test_training_options_out_of_range_are_one_line_before_anything_is_made(tmp_path, given, said):
     """Each ended in a traceback from Keras or NumPy, exit 1, and left an empty --out; --crop 60

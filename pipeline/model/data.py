@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,12 +99,14 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _tar(path: Path) -> str:
-    """A hint where the file is a tar archive: Kaggle's download is ``fer2013.tar.gz``, which was
-    said only to lack the CSV's header (s68b 5)."""
+def _archive(path: Path) -> str:
+    """A hint where the file is an archive: Kaggle's download was ``fer2013.tar.gz`` and is now a
+    zip, which were said only to lack the CSV's header, or not to be text (s68b 5, s68e 5)."""
     try:
-        return "; it is a tar archive: extract the CSV from it first (tar -xzf)" if tarfile.is_tarfile(path) else ""
-    except (OSError, EOFError, zlib.error):
+        if zipfile.is_zipfile(path):
+            return "; it is a zip archive: extract the CSV from it first (unzip)"
+        return "; it is a tar archive: extract the CSV from it first (tar -xf)" if tarfile.is_tarfile(path) else ""
+    except (OSError, EOFError, zlib.error, tarfile.TarError):
         return ""
 
 
@@ -167,7 +170,7 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
             try:
                 header = next(reader, None)
                 if header is None or [h.strip().lower() for h in header[:3]] != ["emotion", "pixels", "usage"]:
-                    raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage'){_tar(path)}")
+                    raise InputError(f"{path}: not a FER-2013 CSV (expected header 'emotion,pixels,Usage'){_archive(path)}")
                 seen = _read_rows(reader, path, images, labels)
             except (InputError, UnicodeDecodeError, csv.Error):
                 damage = _gzip_damage(path, fh)
@@ -176,7 +179,7 @@ def _load_csv(path: Path, usages: tuple[str, ...]) -> list[FerSplit]:
                 raise
     except UnicodeDecodeError:  # a video or an image given as --data: the codec's words named no file kind
         raise InputError(f"{path}: not a FER-2013 CSV: not text (expected the contest's CSV, "
-                         "'emotion,pixels,Usage', or a gzip of it)") from None
+                         f"'emotion,pixels,Usage', or a gzip of it){_archive(path)}") from None
     except (OSError, EOFError, ValueError, zlib.error) as exc:  # zlib: a damaged gzip
         raise InputError(f"{path}: cannot read FER-2013 CSV: {exc}") from None
     except csv.Error as exc:  # a quote left open runs its field on past the csv module's limit

@@ -237,11 +237,12 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     if not Path(args.data).exists():
         raise InputError(f"{args.data}: no such file or folder")
     if args.extend_lr is not None and not args.extend:  # it was ignored without a word (s68b 6)
-        raise InputError(f"--extend-lr {args.extend_lr:g}: the rate of an --extend cycle, and no --extend is given")
+        raise InputError(f"--extend-lr {args.extend_lr:g}: the rate of an --extend cycle, and no --extend of 1 or more "
+                         "epochs is given")
     if args.extend and args.extend_lr == 0:  # a whole cycle at rate 0, in the card for good
         raise InputError("--extend-lr 0: the weights would never change")
     args.extend_lr = EXTEND_LR if args.extend_lr is None else args.extend_lr
-    if Path(args.data).is_dir() and Path(args.out).resolve().is_relative_to(Path(args.data).resolve()):
+    if Path(args.data).is_dir() and _inside(Path(args.out), Path(args.data)):
         # the --out made there was read as a split folder, and blamed as one (s68b 5)
         raise InputError(f"--out {args.out}: inside --data {args.data}, whose folders are read as the data's "
                          "splits; give a folder outside it")
@@ -257,7 +258,7 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
         raise InputError(f"{out}: holds a training run ({STATE}); --resume continues it, or give another --out "
                          "for a new one")
     if args.extend and not args.resume:
-        raise InputError("--extend: continues a finished run, so it needs --resume")
+        raise InputError("--extend: adds a cycle to a run, so it needs --resume")
     if args.crop is None:
         args.crop = DEFAULT_CROP[args.arch]
     if args.warmup_epochs is None:  # a short run (--epochs 1, a smoke test) was all warm-up
@@ -275,6 +276,15 @@ def _checked(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]
     if state is not None and not (out / CHECKPOINT).is_file():
         raise InputError(f"{out / CHECKPOINT}: no such file, so the run cannot resume")
     return args, state
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is in ``folder``, or is it; False where it cannot be resolved (a symlink
+    loop, said by the folder's making: it was a RuntimeError traceback, s68e 4)."""
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):
+        return False
 
 
 STOPS = (signal.SIGTERM, signal.SIGHUP)
@@ -362,6 +372,11 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
     if state is not None and state.get("images_sha256", images) != images:
         raise InputError(f"{args.data}: not the images the run in {out} trained on (the sha256 of their pixels and "
                          "labels differs)")
+    publictest_rows = len(test)  # before --limit's sample: the card says whether it scored one
+    if state is not None:  # a run begun before these were recorded: its data checked as it could be
+        state.setdefault("publictest_rows", publictest_rows)
+        if images and not state.get("images_sha256"):
+            state["images_sha256"] = images
     if args.limit:
         train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
     if state is not None and state["options"].get("train_rows", len(train)) != len(train):
@@ -392,6 +407,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
                  "command": _this_command(),
                  "data_sha256": sha256_of(Path(args.data)) if Path(args.data).is_file() else None,
                  "images_sha256": images,
+                 "publictest_rows": publictest_rows,
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
@@ -438,7 +454,9 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
                     _save_whole(self.model, [out / CHECKPOINT, *([out / "best.keras"] if better else [])])
                     _write_state(state_path, state)
                 except (InputError, OutputError) as exc:  # a full disk: what is kept, as other stops say (s68b 3)
-                    if not state_path.exists():
+                    if not state_path.exists():  # nets put in place before the state failed are this run's (s68e 7)
+                        for net in (out / CHECKPOINT, out / "best.keras"):
+                            net.unlink(missing_ok=True)
                         raise type(exc)(f"{exc}; nothing was kept") from None
                     at, again = _kept_at(out, cycles, args.extend)
                     raise type(exc)(f"{exc}; {out} keeps the run at {at}, and {again} goes on from there") from None
@@ -519,11 +537,16 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
         raise InputError(f"{path}: not this run's checkpoint: it holds the net {', '.join(held) or 'of no name'}, "
                          f"where the run trains {net} (--arch, --width)")
     steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
-    if steps == expected + _steps_per_epoch(args):  # a SIGKILL or power cut between its save and the state's
+    if steps == expected + _steps_per_epoch(args):  # a SIGKILL, power cut or full disk between its save and the state's
         state["epochs_done"] += 1
-        print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed while it saved epoch "
-              f"{state['epochs_done']}); going on from the checkpoint, without that epoch's figures in the history",
-              file=sys.stderr)
+        best = path.with_name("best.keras")
+        if best.is_file() and int(keras.models.load_model(best, safe_mode=True).optimizer.iterations) == steps:
+            # saved with it as that epoch's best: the state's best_epoch named the one before, whose weights were
+            # gone, and the export shipped these as it (s68e 1)
+            state["best_epoch"] = state["epochs_done"]
+        print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed, or its state could not be "
+              f"written, while it saved epoch {state['epochs_done']}); going on from the checkpoint, without that "
+              "epoch's figures in the history", file=sys.stderr)
         return model
     if steps != expected:
         raise InputError(f"{path}: not this run's checkpoint: it is at training step {steps}, where the run's "
