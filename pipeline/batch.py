@@ -45,7 +45,8 @@ from .batch_parts import merge_parts, misaligned
 from .batch_progress import FrameProgress
 from .batch_settings import (SETTINGS, first_difference, recorded_settings, record_settings, settings_of,
                              version_change)
-from .batch_sources import SOURCES, clash, kept_besides, record_sources, recorded_sources, source_of
+from .batch_sources import (SOURCES, Source, clash, kept_besides, record_sources, recorded_sources, same_video,
+                            source_of)
 from .batch_task import (TEMP_SUFFIX, Job, attempts_file, count_rows, frame_count, job_config, partial_path,
                          run_job, stall_mark, video_csv_stages)
 from .errors import UNUSABLE_PATH, InputError, Truncated, UserError, printable
@@ -275,6 +276,8 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
                _videos_done(reports, [job.input for job in rerun]))
     for item in pending_inputs:
         report = reports[item]
+        if report.status != "failed":
+            _fail_if_changed(report, sources.get(Path(item).stem), jobs[item])
         if report.status == "failed":
             if report.bad_input:
                 _keep_partial(report, jobs[item], work, out_dir)
@@ -297,6 +300,20 @@ def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
     is not done."""
     running_now = set(running)
     return sum(report.status != "failed" and item not in running_now for item, report in reports.items())
+
+
+def _fail_if_changed(report: InputReport, planned: Source | None, item_jobs: list[Job]) -> None:
+    """Fail an input whose file is not what it was when the batch was planned: a recording still
+    being written, in blocks a read can fall between, was read up to where the recorder had got,
+    marked done under _SUCCESS, and every later batch refused it as replaced (s68c 1). Its rows
+    are kept as a damaged file's are, all of them, and a rerun once it is whole reads it again."""
+    now = source_of(report.input)
+    if planned is None or now is None or same_video(planned, now):
+        return
+    report.status, report.bad_input = "failed", True
+    report.failed_at = item_jobs[-1].start + 1  # every chunk's rows are kept
+    report.error = (f"video {report.input}: the file changed while it was read ({planned.size:,} bytes then, "
+                    f"{now.size:,} now: still being recorded?); the same command once it is whole reads it again")
 
 
 def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:

@@ -65,7 +65,12 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0)."""
     owner = sources.get(key)
     if owner is not None and not same_video(owner, video):
-        if (out_dir / f"{key}.csv").is_file():
+        csv = out_dir / f"{key}.csv"
+        if csv.is_file() and owner.path == video.path and video.size > owner.size and video.mtime_ns > owner.mtime_ns:
+            # a recording read while still being written was said to be replaced, and told to use another --out (s68c 1)
+            return (f"{csv} was made by an earlier run from the video at this path when it was {owner.size:,} bytes; it "
+                    f"has grown since, to {video.size:,} (still being recorded then?): remove {csv} to read it again")
+        if csv.is_file():
             held = f"{out_dir / key}.csv was"
         elif _has_parts(key, _listing(work / "parts")):
             held = f"the finished tasks of {key} in {work} were"

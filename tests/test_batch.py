@@ -1324,6 +1324,35 @@ def test_which_video_a_name_belongs_to():
     assert clash("cam", cam, {"cam": cam}, out, out / "_work") is None
 
 
+def test_a_recording_that_grew_while_a_batch_read_it_is_failed_with_its_rows_kept_and_said_so_after(tmp_path):
+    """A Matroska file still being written, in blocks a read falls between, was read to where the
+    recorder had got, marked done under _SUCCESS, and every later batch refused it as "replaced
+    since; give another --out" (s68c 1)."""
+    from fer_pipe.batch import InputReport, _fail_if_changed
+    from fer_pipe.batch_sources import Source, clash, source_of
+
+    video = tmp_path / "cam.mkv"
+    video.write_bytes(b"x" * 1000)
+    planned = source_of(str(video))
+    report = InputReport(str(video), str(tmp_path / "cam.csv"))
+    jobs = [Job(str(video), "cam", 0, 50), Job(str(video), "cam", 50, 0)]
+    _fail_if_changed(report, planned, jobs)
+    assert report.status == "pending"  # the same file: done as read
+    with open(video, "ab") as recording:
+        recording.write(b"x" * 500)
+    os.utime(video, ns=(planned.mtime_ns + 10**9, planned.mtime_ns + 10**9))
+    _fail_if_changed(report, planned, jobs)
+    assert (report.status, report.bad_input, report.failed_at) == ("failed", True, 51)  # both chunks' rows kept
+    assert report.error == (f"video {video}: the file changed while it was read (1,000 bytes then, 1,500 now: still "
+                            "being recorded?); the same command once it is whole reads it again")
+    (tmp_path / "cam.csv").write_text("x\n")  # as a batch before this check left it
+    assert clash("cam", source_of(str(video)), {"cam": planned}, tmp_path, tmp_path / "_work") == (
+        f"{tmp_path / 'cam.csv'} was made by an earlier run from the video at this path when it was 1,000 bytes; it "
+        f"has grown since, to 1,500 (still being recorded then?): remove {tmp_path / 'cam.csv'} to read it again")
+    assert clash("cam", Source(str(video), 900, planned.mtime_ns + 10**9), {"cam": planned}, tmp_path,
+                 tmp_path / "_work").endswith("replaced since (900 bytes); give another --out")  # a smaller one
+
+
 def test_a_video_named_like_another_ones_kept_rows_is_refused(tmp_path):
     from fer_pipe.batch_sources import Source, clash
 
