@@ -277,7 +277,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     for item in pending_inputs:
         report = reports[item]
         if report.status != "failed":
-            _fail_if_changed(report, sources.get(Path(item).stem), jobs[item])
+            _fail_if_changed(report, sources.get(Path(item).stem), _joined(jobs[item], work))
         if report.status == "failed":
             if report.bad_input:
                 _keep_partial(report, jobs[item], work, out_dir)
@@ -302,18 +302,21 @@ def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
     return sum(report.status != "failed" and item not in running_now for item, report in reports.items())
 
 
-def _fail_if_changed(report: InputReport, planned: Source | None, item_jobs: list[Job]) -> None:
+def _fail_if_changed(report: InputReport, planned: Source | None, joined: list[Job]) -> None:
     """Fail an input whose file is not what it was when the batch was planned: a recording still
     being written, in blocks a read can fall between, was read up to where the recorder had got,
     marked done under _SUCCESS, and every later batch refused it as replaced (s68c 1). Its rows
-    are kept as a damaged file's are, all of them, and a rerun once it is whole reads it again."""
+    are kept as a damaged file's are, those of every chunk its CSV would join (``joined``: none
+    after a stage's stop, s68f 4), and a rerun once it is whole reads it again."""
     now = source_of(report.input)
     if planned is None or now is None or same_video(planned, now):
         return
     report.status, report.bad_input = "failed", True
-    report.failed_at = item_jobs[-1].start + 1  # every chunk's rows are kept
-    report.error = (f"video {report.input}: the file changed while it was read ({planned.size:,} bytes then, "
-                    f"{now.size:,} now: still being recorded?); the same command once it is whole reads it again")
+    report.failed_at = joined[-1].start + 1
+    how = (f"{planned.size:,} bytes then, {now.size:,} now: still being recorded?" if now.size != planned.size else
+           "modified again, the same size: rewritten?")  # a size 'then' and 'now' alike read as none (s68f 6)
+    report.error = (f"video {report.input}: the file changed while it was read ({how}); the same command once it is "
+                    "whole reads it again")
 
 
 def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:

@@ -65,14 +65,18 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0)."""
     owner = sources.get(key)
     if owner is not None and not same_video(owner, video):
-        csv = out_dir / f"{key}.csv"
-        if csv.is_file() and owner.path == video.path and video.size > owner.size and video.mtime_ns > owner.mtime_ns:
-            # a recording read while still being written was said to be replaced, and told to use another --out (s68c 1)
-            return (f"{csv} was made by an earlier run from the video at this path when it was {owner.size:,} bytes; it "
-                    f"has grown since, to {video.size:,} (still being recorded then?): remove {csv} to read it again")
+        csv, parts = out_dir / f"{key}.csv", _has_parts(key, _listing(work / "parts"))
+        if (csv.is_file() or parts) and owner.path == video.path and video.size > owner.size \
+                and video.mtime_ns > owner.mtime_ns:
+            # A recording read while still being written was said to be replaced, and told to use another --out
+            # (s68c 1). The file cannot tell a recording that grew from a larger one put in its place (s68f 3).
+            what, were = (csv, "was") if csv.is_file() else (f"{work / 'parts' / key}@* (its finished tasks)", "were")
+            return (f"{what} {were} made by an earlier run from the video at this path when it was {owner.size:,} bytes; it is "
+                    f"{video.size:,} now: if it was still being recorded then, remove {what} to read it again; if "
+                    "another video replaced it, give another --out")
         if csv.is_file():
             held = f"{out_dir / key}.csv was"
-        elif _has_parts(key, _listing(work / "parts")):
+        elif parts:
             held = f"the finished tasks of {key} in {work} were"
         elif owner.path == video.path:
             return None  # the file that turned out damaged, mended: its rows replace those kept

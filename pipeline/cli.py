@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from importlib import metadata
+from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -155,14 +156,23 @@ def _shown(info: FieldInfo, default: Any) -> str:
     """A default as a config writes it: an enum's value, a path's text, YAML's ``null``, ``true``
     and ``false``, and a tuple or mapping in YAML's flow style (JSON's), not their Python reprs
     (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``, ``None``, ``(1, 2)``, which a config
-    copying it had refused: s68a 5); its repr where its type has no such form. Escaped as every
-    line is, a text's control characters inside a list too (s68d 5)."""
+    copying it had refused: s68a 5). A type pydantic cannot dump alone (one of
+    ``arbitrary_types_allowed``) has its default made plain here (s68f 2), its repr where it has
+    no such form. Escaped as every line is, a text's control characters inside a list too (s68d 5)."""
     from .registry import NO_PLAIN_DEFAULT, as_json
 
+    def plain(value: Any) -> Any:
+        if isinstance(value, Enum):
+            return plain(value.value)
+        if isinstance(value, (tuple, list, set, frozenset)):
+            return [plain(item) for item in value]
+        if isinstance(value, dict):
+            return {str(key): plain(item) for key, item in value.items()}
+        return str(value) if isinstance(value, PurePath) else value
+
     value = as_json(info, default)
-    if value is NO_PLAIN_DEFAULT:
-        return printable(repr(default))
-    return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    value = plain(default) if value is NO_PLAIN_DEFAULT else value
+    return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr))
 
 
 def _kind(info: FieldInfo) -> str:

@@ -793,10 +793,11 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
     config copying it had refused, and a sink declaring ``writes`` was listed as writing what
     no stage may take from it (s68a 5)."""
     import enum
+    import warnings
     from datetime import timedelta
 
     import yaml
-    from pydantic import create_model
+    from pydantic import ConfigDict, create_model
 
     from fer_pipe.cli import _kind, _reads_writes, _shown
     from fer_pipe.stage import Sink, StageParams
@@ -813,6 +814,22 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
     assert shown == {"colour": ("'red'", "one of 'red', 'green'"), "pair": ("[1, 2]", "a list"),
                      "names": ('{"a": "x.txt"}', "a mapping"), "fallback": ("null", "one of 'red', 'green' or null"),
                      "wait": ("'PT5S'", "timedelta"), "odd": ('["\\u202eevil", "a\\x9bb"]', "a list")}
+
+    class Thing:
+        """A type pydantic takes only with arbitrary_types_allowed, and cannot dump alone."""
+
+    class Loose(StageParams):
+        model_config = ConfigDict(**StageParams.model_config, arbitrary_types_allowed=True)
+        out: Thing | Path = Path("out.csv")
+        pair: Thing | tuple[int, int] = (1, 2)
+        size: tuple[int, int] = [64, 64]
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        # an arbitrary type's default was its repr again: PosixPath('out.csv'), (1, 2) (s68f 2)
+        assert {name: _shown(field, field.default) for name, field in Loose.model_fields.items()} == {
+            "out": "'out.csv'", "pair": "[1, 2]", "size": "[64, 64]"}
+    assert not warned  # a valid [64, 64] for a tuple printed three lines of pydantic's warnings (s68f 1)
     assert yaml.safe_load(shown["pair"][0]) == [1, 2] and yaml.safe_load(shown["names"][0]) == {"a": "x.txt"}
 
     class Writer(Sink):

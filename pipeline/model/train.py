@@ -411,7 +411,7 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
                  "options": {k: v for k, v in vars(args).items() if k not in NOT_OPTIONS},
                  "runs": []}
     else:
-        model = _load_checkpoint(out / CHECKPOINT, args, state)
+        model = _load_checkpoint(out / CHECKPOINT, args, state, (x_test, y_test))
         state.setdefault("cycles", [{key: state["options"][key] for key in ("epochs", "lr", "warmup_epochs")}])
         state["command"] += " && " + _this_command()  # the card's command is every invocation of the run
         if args.extend:
@@ -517,7 +517,8 @@ def _export(model: keras.Model, args: argparse.Namespace, state: dict, out: Path
         raise _Said from None
 
 
-def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras.Model:
+def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict,
+                     validation: tuple[np.ndarray, np.ndarray]) -> keras.Model:
     """The run's checkpoint, checked to be its own: one copied in from another run (a sibling's,
     or best.keras to go on from the best epoch) trained on, saved over the run's, and then failed
     with a traceback at every later resume (another net), or ended its schedule far from the
@@ -539,11 +540,14 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict) -> keras
     steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
     if steps == expected + _steps_per_epoch(args):  # a SIGKILL, power cut or full disk between its save and the state's
         state["epochs_done"] += 1
-        best = path.with_name("best.keras")
-        if best.is_file() and int(keras.models.load_model(best, safe_mode=True).optimizer.iterations) == steps:
+        best = keras.models.load_model(path.with_name("best.keras"), safe_mode=True) \
+            if path.with_name("best.keras").is_file() else None
+        if best is not None and int(best.optimizer.iterations) == steps:
             # saved with it as that epoch's best: the state's best_epoch named the one before, whose weights were
-            # gone, and the export shipped these as it (s68e 1)
+            # gone, and the export shipped these as it (s68e 1); its score, lost with the state, is taken again, or
+            # a later epoch scoring between the two replaced it (s68f 5)
             state["best_epoch"] = state["epochs_done"]
+            state["best_val_accuracy"] = float(best.evaluate(*validation, verbose=0, return_dict=True)["accuracy"])
         print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed, or its state could not be "
               f"written, while it saved epoch {state['epochs_done']}); going on from the checkpoint, without that "
               "epoch's figures in the history", file=sys.stderr)
