@@ -32,9 +32,8 @@ from .redaction import redact_urls
 if TYPE_CHECKING:  # only the sub-commands import numpy, OpenCV and pydantic: see main
     from pydantic.fields import FieldInfo
 
-    from .stage import Stage
-
     from .graph import Graph
+    from .stage import Stage
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

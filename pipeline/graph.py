@@ -239,13 +239,13 @@ def warnings(graph: Graph) -> list[tuple[StageSpec, str]]:
         lines: dict[str, None] = {}  # a line said on several ways is said once
         for after in down.after(name):
             try:  # a plug-in tracker after haar's every_n was warned of as none
-                said = spec.cls.graph_warnings(spec.params, after)
-                said = [said] if isinstance(said, str) else list(said)
-                if not all(isinstance(line, str) for line in said):
-                    raise TypeError(f"graph_warnings returned {said!r}, not a list of lines")
+                given = spec.cls.graph_warnings(spec.params, after)
+                given = [given] if isinstance(given, str) else list(given)
+                if not all(isinstance(line, str) for line in given):
+                    raise TypeError(f"graph_warnings returned {given!r}, not a list of lines")
             except PLUGIN_BUGS as exc:  # a plug-in's bug: said, not a traceback for every command
-                said = [f"could not check its place in the graph: {type(exc).__name__}: {exc}"]
-            lines.update(dict.fromkeys(said))
+                given = [f"could not check its place in the graph: {said(exc)}"]
+            lines.update(dict.fromkeys(given))
         found += [(spec, line) for line in lines]
     return found
 

@@ -245,8 +245,9 @@ def as_json(info: FieldInfo, value: object) -> object:
 def _refuses(info: FieldInfo, value: object) -> str:
     """Why a field's type and bounds refuse ``value``, or nothing; its validators are not run
     (they may need the other fields), nor is a type pydantic checks only inside its model.
-    StageParams' own rules are: a default of NaN, inf or ``True`` for a number passed here, was
-    listed by ``fer-pipe stages`` and used, and the same value from a config was refused (s68a 2)."""
+    StageParams' own rules are applied too (finite numbers, no boolean for a number): a NaN, inf
+    or ``True`` default passed without them, was listed by ``fer-pipe stages`` and used, where
+    the same value from a config was refused (s68a 2)."""
     refused = boolean_for_number(info.annotation, value)
     if refused:
         return refused
