@@ -277,7 +277,7 @@ def _run_planned(inputs: list[str], jobs: dict[str, list[Job]], bad: dict[str, s
     for item in pending_inputs:
         report = reports[item]
         if report.status != "failed":
-            _fail_if_changed(report, sources.get(Path(item).stem), _joined(jobs[item], work))
+            _fail_if_changed(report, sources.get(Path(item).stem))
         if report.status == "failed":
             if report.bad_input:
                 _keep_partial(report, jobs[item], work, out_dir)
@@ -302,21 +302,29 @@ def _videos_done(reports: dict[str, InputReport], running: list[str]) -> int:
     return sum(report.status != "failed" and item not in running_now for item, report in reports.items())
 
 
-def _fail_if_changed(report: InputReport, planned: Source | None, joined: list[Job]) -> None:
+def _fail_if_changed(report: InputReport, planned: Source | None) -> None:
     """Fail an input whose file is not what it was when the batch was planned: a recording still
     being written, in blocks a read can fall between, was read up to where the recorder had got,
     marked done under _SUCCESS, and every later batch refused it as replaced (s68c 1). Its rows
-    are kept as a damaged file's are, those of every chunk its CSV would join (``joined``: none
-    after a stage's stop, s68f 4), and a rerun once it is whole reads it again."""
-    now = source_of(report.input)
-    if planned is None or now is None or same_video(planned, now):
+    are kept as a damaged file's are (no chunk failed: ``_partial_pieces``), and a rerun once
+    it is whole reads it again. One gone since, or whose path leads to another file now (a link
+    moved on), fails too, without that promise: the rerun finds its own (s68g 4, 5)."""
+    if planned is None:
+        return
+    now, where = source_of(report.input), f"video {report.input}: "
+    if now is not None and same_video(planned, now):
         return
     report.status, report.bad_input = "failed", True
-    report.failed_at = joined[-1].start + 1
-    how = (f"{planned.size:,} bytes then, {now.size:,} now: still being recorded?" if now.size != planned.size else
-           "modified again, the same size: rewritten?")  # a size 'then' and 'now' alike read as none (s68f 6)
-    report.error = (f"video {report.input}: the file changed while it was read ({how}); the same command once it is "
-                    "whole reads it again")
+    if now is None:
+        report.error = f"{where}the file is gone since its tasks began to read it"
+    elif now.path != planned.path:
+        report.error = f"{where}the path leads to {now.path} now, where its tasks read {planned.path}"
+    else:
+        # a size 'then' and 'now' alike read as no change (s68f 6); a smaller file is no recording going on (s68g 5)
+        how = ("modified again, the same size: rewritten?" if now.size == planned.size else
+               f"{planned.size:,} bytes then, {now.size:,} now: "
+               f"{'still being recorded?' if now.size > planned.size else 'cut short or replaced?'}")
+        report.error = f"{where}the file changed while it was read ({how}); the same command once it is whole reads it again"
 
 
 def _join_parts(report: InputReport, joined: list[Job], work: Path) -> None:
@@ -466,7 +474,11 @@ def _keep_partial(report: InputReport, item_jobs: list[Job], work: Path, out_dir
 
 def _partial_pieces(report: InputReport, item_jobs: list[Job], work: Path) -> list[Path]:
     """The CSVs of the rows before a failed input's damage: the parts of the chunks before the
-    failed one, then the partial rows that one made."""
+    failed one, then the partial rows that one made. Where no chunk failed (its file changed
+    under them: ``_fail_if_changed``), the parts its CSV would join, none after a stage's stop
+    (s68f 4)."""
+    if report.failed_at is None:
+        return [part for part in (_part_path(work, job) for job in _joined(item_jobs, work)) if part.is_file()]
     pieces = []
     for job in item_jobs:
         part = _part_path(work, job)

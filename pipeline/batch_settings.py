@@ -16,7 +16,7 @@ from typing import Any
 
 from .graph import Graph, StageSpec
 from .output_files import write_whole
-from .registry import as_json, plain_default, registry
+from .registry import as_json, plain_default, registry, sets_sorted
 from .stage import StageParams, named_files
 
 SETTINGS = "_settings.json"
@@ -38,12 +38,9 @@ def settings_of(graph: Graph, sink: str) -> dict[str, dict[str, Any]]:
 
 
 def _params(params: StageParams, exclude: set[str]) -> dict[str, Any]:
-    """The params as JSON, a set's items sorted: JSON has no sets, and a set of text dumps in
-    an order that changes with each process's hash seed, so the same command's rerun was
-    refused as made with other settings."""
-    dumped = params.model_dump(mode="json", exclude=exclude)
-    return {name: sorted(value, key=json.dumps) if isinstance(getattr(params, name), (set, frozenset)) else value
-            for name, value in dumped.items()}
+    """The params as JSON, a set's items sorted (``registry.sets_sorted``)."""
+    return {name: sets_sorted(getattr(params, name), value)
+            for name, value in params.model_dump(mode="json", exclude=exclude).items()}
 
 
 def _contents(spec: StageSpec) -> dict[str, Any]:

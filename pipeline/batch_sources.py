@@ -63,17 +63,19 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
     the name of the rows it keeps if it turns out damaged (``KEY.partial.csv``), holds another
     video's CSV, kept rows or finished chunks, or its tasks' names are another's (a kept part
     lobby@0-99.csv became the CSV of a clip named lobby@0-99.mp4, exit 0)."""
-    owner = sources.get(key)
+    owner, listing = sources.get(key), _listing(work / "parts")
     if owner is not None and not same_video(owner, video):
-        csv, parts = out_dir / f"{key}.csv", _has_parts(key, _listing(work / "parts"))
+        csv, parts = out_dir / f"{key}.csv", _parts_of(key, listing)
         if (csv.is_file() or parts) and owner.path == video.path and video.size > owner.size \
                 and video.mtime_ns > owner.mtime_ns:
             # A recording read while still being written was said to be replaced, and told to use another --out
             # (s68c 1). The file cannot tell a recording that grew from a larger one put in its place (s68f 3).
-            what, were = (csv, "was") if csv.is_file() else (f"{work / 'parts' / key}@* (its finished tasks)", "were")
-            return (f"{what} {were} made by an earlier run from the video at this path when it was {owner.size:,} bytes; it is "
-                    f"{video.size:,} now: if it was still being recorded then, remove {what} to read it again; if "
-                    "another video replaced it, give another --out")
+            # Its task files are named one by one: a glob missed a one-task video's, and took another's (s68g 1).
+            what, were = ((str(csv), "was") if csv.is_file() else
+                          (", ".join(str(work / "parts" / name) for name in parts), "were"))
+            return (f"{what} {were} made by an earlier run from the video at this path when it was {owner.size:,} "
+                    f"bytes; it is {video.size:,} now: if it was still being recorded then, remove {what} to read it "
+                    "again; if another video replaced it, give another --out")
         if csv.is_file():
             held = f"{out_dir / key}.csv was"
         elif parts:
@@ -83,11 +85,10 @@ def clash(key: str, video: Source, sources: dict[str, Source], out_dir: Path, wo
         else:
             held = f"the rows kept in {out_dir / key}.partial.csv were"
         return f"{held} made by an earlier run from {_told_apart(owner, video)}"
-    held = _listing(work / "parts")
     for other in sources:  # chunks are named KEY@FIRST-LAST: lobby's first chunk and lobby@0-99.mp4's one task
         short, long = sorted((key, other), key=len)
         if other != key and re.fullmatch(rf"{re.escape(short)}@\d+-(\d+|end)", long) \
-                and any(name.startswith(f"{long}.") for name in held):
+                and any(name.startswith(f"{long}.") for name in listing):
             return (f"the finished tasks named {long} in {work / 'parts'}, kept by a stopped run, may be "
                     f"{sources[other].path}'s or this video's, and their names cannot tell which; give another "
                     "--out, or rename one of the two")
@@ -164,3 +165,9 @@ def _has_parts(key: str, names: list[str]) -> bool:
     """Whether ``names`` (of ``_work/parts``) hold a finished task's files of output name ``key``
     (``KEY.csv``, ``KEY@0-8999.csv``, their partial rows and stop marks)."""
     return any(name.startswith((f"{key}@", f"{key}.")) for name in names)
+
+
+def _parts_of(key: str, names: list[str]) -> list[str]:
+    """The files among ``names`` of output name ``key``'s own tasks: ``KEY.*`` and, for chunks,
+    ``KEY@FIRST-LAST.*``, not those of a video named ``KEY@night``."""
+    return sorted(name for name in names if re.fullmatch(rf"{re.escape(key)}(@\d+-(\d+|end))?\..+", name))

@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Iterator, Sequence
 from enum import Enum
 from importlib import metadata
-from pathlib import PurePath
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -155,23 +154,21 @@ def _shown(info: FieldInfo, default: Any) -> str:
     """A default as a config writes it: an enum's value, a path's text, YAML's ``null``, ``true``
     and ``false``, and a tuple or mapping in YAML's flow style (JSON's), not their Python reprs
     (``<Colour.red: 'red'>``, ``PosixPath('x.txt')``, ``None``, ``(1, 2)``, which a config
-    copying it had refused: s68a 5). A type pydantic cannot dump alone (one of
-    ``arbitrary_types_allowed``) has its default made plain here (s68f 2), its repr where it has
-    no such form. Escaped as every line is, a text's control characters inside a list too (s68d 5)."""
-    from .registry import NO_PLAIN_DEFAULT, as_json
+    copying it had refused: s68a 5). A field whose type pydantic cannot dump alone (one of
+    ``arbitrary_types_allowed``) has its default dumped by its value's own type (s68f 2, s68g 3),
+    and is shown as its repr where that has no JSON form. Escaped as every line is, a text's
+    control characters inside a list too (s68d 5)."""
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, Enum):
-            return plain(value.value)
-        if isinstance(value, (tuple, list, set, frozenset)):
-            return [plain(item) for item in value]
-        if isinstance(value, dict):
-            return {str(key): plain(item) for key, item in value.items()}
-        return str(value) if isinstance(value, PurePath) else value
+    from .registry import NO_PLAIN_DEFAULT, as_json, sets_sorted
 
     value = as_json(info, default)
-    value = plain(default) if value is NO_PLAIN_DEFAULT else value
-    return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr))
+    if value is NO_PLAIN_DEFAULT:
+        try:
+            value = sets_sorted(default, to_jsonable_python(default))
+        except PydanticSerializationError:
+            return printable(repr(default))
+    return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
 
 def _kind(info: FieldInfo) -> str:

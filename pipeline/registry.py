@@ -9,6 +9,7 @@ imported when the type is first looked up, not before.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import threading
 from collections.abc import Iterator, MutableMapping
@@ -232,14 +233,23 @@ def plain_default(info: FieldInfo) -> object:
 
 def as_json(info: FieldInfo, value: object) -> object:
     """A param's value as JSON, and so a config, writes it: an enum as its value, a path as its
-    text, a tuple as a list, a duration in ISO 8601. ``NO_PLAIN_DEFAULT`` for itself and for a
-    value of a type pydantic dumps only inside its model."""
+    text, a tuple as a list, a duration in ISO 8601, a set sorted. ``NO_PLAIN_DEFAULT`` for
+    itself and for a value of a type pydantic dumps only inside its model."""
+    if value is NO_PLAIN_DEFAULT:
+        return value
     try:
         # without its warnings: a default of [64, 64] for a tuple, valid, printed three lines of them (s68f 1)
-        return value if value is NO_PLAIN_DEFAULT else TypeAdapter(info.annotation).dump_python(
-            value, mode="json", warnings=False)
+        return sets_sorted(value, TypeAdapter(info.annotation).dump_python(value, mode="json", warnings=False))
     except PLUGIN_BUGS:
         return NO_PLAIN_DEFAULT
+
+
+def sets_sorted(value: object, dumped: object) -> object:
+    """``dumped``, the JSON of ``value``, its items sorted where ``value`` is a set: JSON has no
+    sets, and a set of text dumps in an order that changes with each process's hash seed, so the
+    same command's rerun was refused as made with other settings, and a set param added since a
+    batch folder was made never matched its default (s68g 2)."""
+    return sorted(dumped, key=json.dumps) if isinstance(value, (set, frozenset)) and isinstance(dumped, list) else dumped
 
 
 def _refuses(info: FieldInfo, value: object) -> str:

@@ -1334,26 +1334,35 @@ def test_a_recording_that_grew_while_a_batch_read_it_is_failed_with_its_rows_kep
     video = tmp_path / "cam.mkv"
     video.write_bytes(b"x" * 1000)
     planned = source_of(str(video))
-    report = InputReport(str(video), str(tmp_path / "cam.csv"))
-    joined = [Job(str(video), "cam", 0, 50), Job(str(video), "cam", 50, 0)]
-    _fail_if_changed(report, planned, joined)
-    assert report.status == "pending"  # the same file: done as read
+
+    def failed(planned: Source) -> tuple[str, str]:
+        report = InputReport(str(video), str(tmp_path / "cam.csv"))
+        _fail_if_changed(report, planned)
+        assert report.failed_at is None and report.bad_input == (report.status == "failed")  # no chunk failed
+        return report.status, report.error.removeprefix(f"video {video}: ")
+
+    assert failed(planned) == ("pending", "")  # the same file: done as read
+    again = "; the same command once it is whole reads it again"
     os.utime(video, ns=(planned.mtime_ns + 10**9, planned.mtime_ns + 10**9))
-    _fail_if_changed(report, planned, joined)  # a size then and now alike read as no change at all (s68f 6)
-    assert report.error == (f"video {video}: the file changed while it was read (modified again, the same size: "
-                            "rewritten?); the same command once it is whole reads it again")
+    # a size then and now alike read as no change at all (s68f 6)
+    assert failed(planned) == ("failed", f"the file changed while it was read (modified again, the same size: "
+                                         f"rewritten?){again}")
     with open(video, "ab") as recording:
         recording.write(b"x" * 500)
-    _fail_if_changed(report, planned, joined[:1])  # the chunks a stage's stop left out are not kept (s68f 4)
-    assert (report.status, report.bad_input, report.failed_at) == ("failed", True, 1)
-    assert report.error == (f"video {video}: the file changed while it was read (1,000 bytes then, 1,500 now: still "
-                            "being recorded?); the same command once it is whole reads it again")
+    assert failed(planned) == ("failed", "the file changed while it was read (1,000 bytes then, 1,500 now: still "
+                                         f"being recorded?){again}")
+    # a smaller file, a link moved on, a file gone: no recording going on, nor a promise the rerun breaks (s68g 4, 5)
+    assert failed(planned._replace(size=2000)) == (
+        "failed", f"the file changed while it was read (2,000 bytes then, 1,500 now: cut short or replaced?){again}")
+    assert failed(planned._replace(path=str(tmp_path / "day1.mkv"))) == (
+        "failed", f"the path leads to {video} now, where its tasks read {tmp_path / 'day1.mkv'}")
     grown = source_of(str(video))
-    (tmp_path / "_work" / "parts").mkdir(parents=True)
-    (tmp_path / "_work" / "parts" / "cam@0-49.csv").write_text("x\n")  # a stopped batch's (s68f 8)
+    parts = tmp_path / "_work" / "parts"
+    parts.mkdir(parents=True)
+    for name in ("cam@0-49.csv", "cam.csv", "cam@night.csv"):  # a stopped batch's chunk and whole task (s68f 8),
+        (parts / name).write_text("x\n")  # named one by one: a glob cam@* missed cam.csv, took cam@night's (s68g 1)
     (tmp_path / "cam.csv").write_text("x\n")  # as a batch before this check left it
-    for held, were in ((tmp_path / "cam.csv", "was"), (f"{tmp_path / '_work' / 'parts' / 'cam'}@* (its finished tasks)",
-                                                       "were")):
+    for held, were in ((tmp_path / "cam.csv", "was"), (f"{parts / 'cam.csv'}, {parts / 'cam@0-49.csv'}", "were")):
         # a larger video put in its place cannot be told from it grown: the advice is for both (s68f 3)
         assert clash("cam", grown, {"cam": planned}, tmp_path, tmp_path / "_work") == (
             f"{held} {were} made by an earlier run from the video at this path when it was 1,000 bytes; it is 1,500 "
@@ -1362,6 +1371,8 @@ def test_a_recording_that_grew_while_a_batch_read_it_is_failed_with_its_rows_kep
         (tmp_path / "cam.csv").unlink(missing_ok=True)
     assert clash("cam", Source(str(video), 900, planned.mtime_ns + 10**9), {"cam": planned}, tmp_path,
                  tmp_path / "_work").endswith("replaced since (900 bytes); give another --out")  # a smaller one
+    video.unlink()
+    assert failed(planned) == ("failed", "the file is gone since its tasks began to read it")
 
 
 GROWN_AFTER_ITS_TASKS = """

@@ -714,8 +714,8 @@ def test_a_resume_refuses_a_checkpoint_that_is_not_its_runs(tmp_path):
         assert (done.returncode, done.stderr.splitlines()[-1]) == (
             2, f"fer-pipe: {run / 'checkpoint.keras'}: not this run's checkpoint: {said}"), done.stderr[-2000:]
     # one epoch past its state: the run was killed between their saves, and can go on (s44e); best.keras, saved
-    # with the checkpoint, is that epoch's, which the state did not name (s68e 1), nor its score (s68f 5): a score
-    # none can beat, left as it was, keeps best_epoch as it is set
+    # with the checkpoint, is that epoch's, which the state did not name (s68e 1), nor its score (s68f 5): the
+    # impossible 2.0 left in the state is replaced by best.keras's score again
     (run / "train_state.json").write_text(json.dumps({**state, "epochs_done": 0, "best_epoch": None,
                                                       "best_val_accuracy": 2.0}))
     done = fer_pipe("train", "--data", str(data), "--out", str(run), "--resume", "--session-epochs", "1",

@@ -823,12 +823,17 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
         out: Thing | Path = Path("out.csv")
         pair: Thing | tuple[int, int] = (1, 2)
         size: tuple[int, int] = [64, 64]
+        wait: Thing | timedelta = timedelta(seconds=5)  # was "datetime.timedelta(seconds=5)" (s68g 3)
+        keep: frozenset[str] = frozenset({"sad", "happy", "fear"})  # in the hash seed's order (s68g 2)
 
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         # an arbitrary type's default was its repr again: PosixPath('out.csv'), (1, 2) (s68f 2)
         assert {name: _shown(field, field.default) for name, field in Loose.model_fields.items()} == {
-            "out": "'out.csv'", "pair": "[1, 2]", "size": "[64, 64]"}
+            "out": "'out.csv'", "pair": "[1, 2]", "size": "[64, 64]", "wait": "'PT5S'",
+            "keep": '["fear", "happy", "sad"]'}
+        thing = _shown(Loose.model_fields["out"], Thing())
+        assert thing.startswith("<") and "Thing object" in thing  # its repr, not a text a config could copy
     assert not warned  # a valid [64, 64] for a tuple printed three lines of pydantic's warnings (s68f 1)
     assert yaml.safe_load(shown["pair"][0]) == [1, 2] and yaml.safe_load(shown["names"][0]) == {"a": "x.txt"}
 

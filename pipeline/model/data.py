@@ -55,6 +55,12 @@ def sha256_of(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def publictest_sample(limit: int) -> int:
+    """The PublicTest rows a ``--limit`` run validates on, and its card scores: a quarter of its
+    Training rows. One rule for both, so that the card cannot say "a sample" of another size."""
+    return max(1, limit // 4)
+
+
 def images_sha256(*splits: FerSplit) -> str:
     """The digest of splits' decoded images and labels: what a folder of images, which has no
     file to digest, is checked by when its run resumes. Its count of training rows was all, and

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..messages import EMOTIONS
 from ..native_stderr import output_shown_on_failure
-from .data import FerSplit, sha256_of
+from .data import FerSplit, publictest_sample, sha256_of
 from .evaluate import evaluate
 
 if TYPE_CHECKING:  # keras and TensorFlow are imported where they are used
@@ -132,7 +132,7 @@ def _sampled(state: dict) -> bool:
     takes them all, which the card called a sample, and the ``evaluate`` command it gave for it
     scores the whole split (s68e 6). A run begun before its rows were recorded was sampled."""
     limit = state["options"].get("limit")
-    return bool(limit) and max(1, limit // 4) < state.get("publictest_rows", math.inf)
+    return bool(limit) and publictest_sample(limit) < state.get("publictest_rows", math.inf)
 
 
 def _rows_scored(state: dict, pipeline: dict) -> str:

@@ -34,7 +34,7 @@ from ..native_stderr import output_shown_on_failure
 from ..output_files import cannot_write, held_folder, make_folder, write_whole
 from ..preprocess import FACE_SIZE, preprocess_dataset
 from ..stop_signals import handling, signals_held
-from .data import FerSplit, images_sha256, load_splits, sha256_of
+from .data import FerSplit, images_sha256, load_splits, publictest_sample, sha256_of
 
 if TYPE_CHECKING:  # keras is imported where it is used: the CLI starts without it
     import keras
@@ -378,11 +378,11 @@ def _train(args: argparse.Namespace, state: dict | None, out: Path, cycles: int)
         if images and not state.get("images_sha256"):
             state["images_sha256"] = images
     if args.limit:
-        train, test = train.sample(args.limit, args.seed), test.sample(max(1, args.limit // 4), args.seed)
+        train, test = train.sample(args.limit, args.seed), test.sample(publictest_sample(args.limit), args.seed)
     if state is not None and state["options"].get("train_rows", len(train)) != len(train):
         raise InputError(f"{args.data}: {len(train)} training rows, where the run in {out} trained on "
                          f"{state['options']['train_rows']}; a resumed run reads the data it started on (its "
-                         "learning-rate schedule is sized for it)")  # a folder has no sha256 to check
+                         "learning-rate schedule is sized for it)")  # all a folder run begun before images_sha256 has
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with output_shown_on_failure():  # logged before TensorFlow reads that, on every CPU-only machine: oneDNN,
         import keras  # "no cuda drivers", a cuInit "error"; ten lines over train's own, shown if the import fails
@@ -539,23 +539,30 @@ def _load_checkpoint(path: Path, args: argparse.Namespace, state: dict,
                          f"where the run trains {net} (--arch, --width)")
     steps, expected = int(model.optimizer.iterations), state["epochs_done"] * _steps_per_epoch(args)
     if steps == expected + _steps_per_epoch(args):  # a SIGKILL, power cut or full disk between its save and the state's
-        state["epochs_done"] += 1
-        best = keras.models.load_model(path.with_name("best.keras"), safe_mode=True) \
-            if path.with_name("best.keras").is_file() else None
-        if best is not None and int(best.optimizer.iterations) == steps:
-            # saved with it as that epoch's best: the state's best_epoch named the one before, whose weights were
-            # gone, and the export shipped these as it (s68e 1); its score, lost with the state, is taken again, or
-            # a later epoch scoring between the two replaced it (s68f 5)
-            state["best_epoch"] = state["epochs_done"]
-            state["best_val_accuracy"] = float(best.evaluate(*validation, verbose=0, return_dict=True)["accuracy"])
-        print(f"fer-pipe train: {path} is one epoch past {STATE} (the run was killed, or its state could not be "
-              f"written, while it saved epoch {state['epochs_done']}); going on from the checkpoint, without that "
-              "epoch's figures in the history", file=sys.stderr)
+        _recover_unsaved_epoch(path, state, steps, validation)
         return model
     if steps != expected:
         raise InputError(f"{path}: not this run's checkpoint: it is at training step {steps}, where the run's "
                          f"{state['epochs_done']} epoch(s) end at step {expected}")
     return model
+
+
+def _recover_unsaved_epoch(checkpoint: Path, state: dict, steps: int, validation: tuple[np.ndarray, np.ndarray]) -> None:
+    """Count the epoch a checkpoint one past the state holds, and name best.keras's epoch where it
+    was saved with it: the state's best_epoch named the one before, whose weights were gone, and
+    the export shipped these as it (s68e 1). Its score, lost with the state, is taken again: a
+    later epoch scoring between the two replaced it (s68f 5)."""
+    import keras
+
+    state["epochs_done"] += 1
+    best = checkpoint.with_name("best.keras")
+    net = keras.models.load_model(best, safe_mode=True) if best.is_file() else None
+    if net is not None and int(net.optimizer.iterations) == steps:
+        state["best_epoch"] = state["epochs_done"]
+        state["best_val_accuracy"] = float(net.evaluate(*validation, verbose=0, return_dict=True)["accuracy"])
+    print(f"fer-pipe train: {checkpoint} is one epoch past {STATE} (the run was killed, or its state could not be "
+          f"written, while it saved epoch {state['epochs_done']}); going on from the checkpoint, without that "
+          "epoch's figures in the history", file=sys.stderr)
 
 
 def _publish(staging: Path, out: Path) -> None:
@@ -637,13 +644,14 @@ def ctrl_c_held() -> Iterator[None]:
 
 
 def _save_whole(model: keras.Model, paths: list[Path]) -> None:
-    """The net saved to each of ``paths``, all whole or none at all: a SIGTERM while best.keras
-    was written in place left it empty, and every later resume ended in a traceback when it came
-    to ship the best epoch. A full disk was "No space left on device", no file named, and the
-    half-written copy left taking the space; one between two saves left best.keras holding an
-    epoch the state did not name (s68b 4). Each is written aside, then all put in place."""
+    """The net saved to each of ``paths``, each whole: a SIGTERM while best.keras was written in
+    place left it empty, and every later resume ended in a traceback when it came to ship the
+    best epoch. A full disk was "No space left on device", no file named, and the half-written
+    copy left taking the space; one between two saves left best.keras holding an epoch the state
+    did not name (s68b 4). So every one is written aside before any is put in place; a kill
+    between two renames leaves the checkpoint an epoch past the state, which the resume mends
+    (``_recover_unsaved_epoch``)."""
     drafts = {path: path.with_name(path.name + ".tmp.keras") for path in paths}
-    path = paths[0]
     try:
         for path, draft in drafts.items():
             model.save(draft)
