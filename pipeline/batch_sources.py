@@ -137,7 +137,7 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
             source = Source(str(entry["path"]), int(entry["size"]), int(entry["mtime_ns"]))
         except (TypeError, KeyError, ValueError):
             continue
-        if (out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file() or _has_parts(key, held):
+        if (out_dir / f"{key}.csv").is_file() or (out_dir / f"{key}.partial.csv").is_file() or _parts_of(key, held):
             sources[key] = source
     return sources
 
@@ -145,7 +145,7 @@ def recorded_sources(out_dir: Path, parts: Path) -> dict[str, Source]:
 def kept_besides(out_dir: Path, parts: Path, keys: set[str]) -> list[str]:
     """The names other than ``keys`` whose finished tasks an earlier, stopped run left in ``parts``."""
     held = _listing(parts)
-    return sorted(key for key in recorded_sources(out_dir, parts) if key not in keys and _has_parts(key, held))
+    return sorted(key for key in recorded_sources(out_dir, parts) if key not in keys and _parts_of(key, held))
 
 
 def record_sources(out_dir: Path, sources: dict[str, Source]) -> None:
@@ -161,13 +161,10 @@ def _listing(parts: Path) -> list[str]:
         return []
 
 
-def _has_parts(key: str, names: list[str]) -> bool:
-    """Whether ``names`` (of ``_work/parts``) hold a finished task's files of output name ``key``
-    (``KEY.csv``, ``KEY@0-8999.csv``, their partial rows and stop marks)."""
-    return any(name.startswith((f"{key}@", f"{key}.")) for name in names)
-
-
 def _parts_of(key: str, names: list[str]) -> list[str]:
-    """The files among ``names`` of output name ``key``'s own tasks: ``KEY.*`` and, for chunks,
-    ``KEY@FIRST-LAST.*``, not those of a video named ``KEY@night``."""
-    return sorted(name for name in names if re.fullmatch(rf"{re.escape(key)}(@\d+-(\d+|end))?\..+", name))
+    """The files among ``names`` (of ``_work/parts``) of output name ``key``'s own finished tasks:
+    ``KEY.csv`` or a chunk's ``KEY@FIRST-LAST.csv``, their partial rows and stop marks. Not those
+    of a video named ``KEY@night`` or ``KEY.v2``, which a match of the name's start took as
+    its, so the advice to remove them named another video's (s68g 1, s68h 2, 3)."""
+    own = re.compile(rf"{re.escape(key)}(@\d+-(\d+|end))?(\.csv|\.partial\.csv|\.stopped)")
+    return sorted(name for name in names if own.fullmatch(name))

@@ -158,15 +158,16 @@ def _shown(info: FieldInfo, default: Any) -> str:
     ``arbitrary_types_allowed``) has its default dumped by its value's own type (s68f 2, s68g 3),
     and is shown as its repr where that has no JSON form. Escaped as every line is, a text's
     control characters inside a list too (s68d 5)."""
-    from pydantic_core import PydanticSerializationError, to_jsonable_python
+    from pydantic_core import to_jsonable_python
 
+    from .errors import PLUGIN_BUGS
     from .registry import NO_PLAIN_DEFAULT, as_json, sets_sorted
 
     value = as_json(info, default)
     if value is NO_PLAIN_DEFAULT:
         try:
             value = sets_sorted(default, to_jsonable_python(default))
-        except PydanticSerializationError:
+        except PLUGIN_BUGS:  # no JSON form (an object), or none it can make (bytes not UTF-8: s68h 1)
             return printable(repr(default))
     return printable(repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 

@@ -245,11 +245,16 @@ def as_json(info: FieldInfo, value: object) -> object:
 
 
 def sets_sorted(value: object, dumped: object) -> object:
-    """``dumped``, the JSON of ``value``, its items sorted where ``value`` is a set: JSON has no
-    sets, and a set of text dumps in an order that changes with each process's hash seed, so the
-    same command's rerun was refused as made with other settings, and a set param added since a
-    batch folder was made never matched its default (s68g 2)."""
-    return sorted(dumped, key=json.dumps) if isinstance(value, (set, frozenset)) and isinstance(dumped, list) else dumped
+    """``dumped``, the JSON of ``value``, with the items of every set in it sorted, nested ones too
+    (s68h 4): JSON has no sets, and a set of text dumps in an order that changes with each
+    process's hash seed, so the same command's rerun was refused as made with other settings,
+    and a set param added since a batch folder was made never matched its default (s68g 2)."""
+    if isinstance(value, dict) and isinstance(dumped, dict) and len(value) == len(dumped):  # dumped in its order
+        return {key: sets_sorted(item, got) for item, (key, got) in zip(value.values(), dumped.items())}
+    if not isinstance(value, (set, frozenset, list, tuple)) or not isinstance(dumped, list) or len(value) != len(dumped):
+        return dumped
+    items = [sets_sorted(item, got) for item, got in zip(value, dumped)]  # a set dumps in its own iteration order
+    return sorted(items, key=json.dumps) if isinstance(value, (set, frozenset)) else items
 
 
 def _refuses(info: FieldInfo, value: object) -> str:

@@ -1359,8 +1359,10 @@ def test_a_recording_that_grew_while_a_batch_read_it_is_failed_with_its_rows_kep
     grown = source_of(str(video))
     parts = tmp_path / "_work" / "parts"
     parts.mkdir(parents=True)
-    for name in ("cam@0-49.csv", "cam.csv", "cam@night.csv"):  # a stopped batch's chunk and whole task (s68f 8),
-        (parts / name).write_text("x\n")  # named one by one: a glob cam@* missed cam.csv, took cam@night's (s68g 1)
+    # a stopped batch's chunk and whole task (s68f 8), named one by one: a glob cam@* missed cam.csv and took
+    # cam@night's (s68g 1), and a match of the name's start took cam.v2's (s68h 2)
+    for name in ("cam@0-49.csv", "cam.csv", "cam@night.csv", "cam.v2.csv", "cam.v2.partial.csv"):
+        (parts / name).write_text("x\n")
     (tmp_path / "cam.csv").write_text("x\n")  # as a batch before this check left it
     for held, were in ((tmp_path / "cam.csv", "was"), (f"{parts / 'cam.csv'}, {parts / 'cam@0-49.csv'}", "were")):
         # a larger video put in its place cannot be told from it grown: the advice is for both (s68f 3)
@@ -1373,6 +1375,39 @@ def test_a_recording_that_grew_while_a_batch_read_it_is_failed_with_its_rows_kep
                  tmp_path / "_work").endswith("replaced since (900 bytes); give another --out")  # a smaller one
     video.unlink()
     assert failed(planned) == ("failed", "the file is gone since its tasks began to read it")
+
+
+def test_a_videos_finished_tasks_are_its_own_files_not_those_of_a_name_it_begins(tmp_path):
+    """cam@night's task files kept cam's record alive (a prefix match), and a new cam.mp4 was
+    refused as 'the rows kept in cam.partial.csv', a file that was not there (s68h 3)."""
+    from fer_pipe.batch_sources import SOURCES, Source, clash, kept_besides, recorded_sources
+
+    parts = tmp_path / "_work" / "parts"
+    parts.mkdir(parents=True)
+    (parts / "cam@night.csv").write_text("x\n")
+    (tmp_path / SOURCES).write_text(json.dumps({"cam": {"path": "/day1/cam.mp4", "size": 10, "mtime_ns": 1},
+                                                "cam@night": {"path": "/n/cam@night.mp4", "size": 20, "mtime_ns": 2}}))
+    assert set(recorded_sources(tmp_path, parts)) == {"cam@night"}
+    assert kept_besides(tmp_path, parts, {"other"}) == ["cam@night"]
+    new = Source("/day2/cam.mp4", 30, 3)
+    assert clash("cam", new, recorded_sources(tmp_path, parts), tmp_path, tmp_path / "_work") is None
+
+
+def test_a_changed_files_rows_kept_stop_where_a_stage_stopped_its_run(tmp_path):
+    """No chunk failed: the rows kept are those its CSV would join, none from a chunk after the
+    one in which a stage ended the run, as fer-pipe run would not have read them (s68f 4, s68h 5)."""
+    from fer_pipe.batch import InputReport, _partial_pieces
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    jobs = [Job("cam.mp4", "cam", start, 50) for start in (0, 50, 100)]
+    for job in jobs:
+        (parts / f"{job.name}.csv").write_text("x\n")
+    report = InputReport("cam.mp4", str(tmp_path / "cam.csv"))
+    assert [p.name for p in _partial_pieces(report, jobs, tmp_path)] == ["cam@0-49.csv", "cam@50-99.csv",
+                                                                         "cam@100-149.csv"]
+    (parts / f"{jobs[1].name}.stopped").write_text("")
+    assert [p.name for p in _partial_pieces(report, jobs, tmp_path)] == ["cam@0-49.csv", "cam@50-99.csv"]
 
 
 GROWN_AFTER_ITS_TASKS = """

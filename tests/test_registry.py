@@ -793,6 +793,7 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
     config copying it had refused, and a sink declaring ``writes`` was listed as writing what
     no stage may take from it (s68a 5)."""
     import enum
+    import json
     import warnings
     from datetime import timedelta
 
@@ -800,6 +801,7 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
     from pydantic import ConfigDict, create_model
 
     from fer_pipe.cli import _kind, _reads_writes, _shown
+    from fer_pipe.messages import EMOTIONS
     from fer_pipe.stage import Sink, StageParams
 
     class Colour(enum.Enum):
@@ -824,14 +826,17 @@ def test_stages_lists_a_default_and_its_kind_as_a_config_writes_them():
         pair: Thing | tuple[int, int] = (1, 2)
         size: tuple[int, int] = [64, 64]
         wait: Thing | timedelta = timedelta(seconds=5)  # was "datetime.timedelta(seconds=5)" (s68g 3)
-        keep: frozenset[str] = frozenset({"sad", "happy", "fear"})  # in the hash seed's order (s68g 2)
+        keep: frozenset[str] = frozenset(EMOTIONS)  # in the hash seed's order (s68g 2), nested too (s68h 4)
+        groups: dict[str, frozenset[str]] = {"negative": frozenset(EMOTIONS) - {"happy", "neutral", "surprise"}}
+        magic: bytes = b"\xff\xd8"  # not UTF-8: a traceback from the fallback (s68h 1)
 
     with warnings.catch_warnings(record=True) as warned:
         warnings.simplefilter("always")
         # an arbitrary type's default was its repr again: PosixPath('out.csv'), (1, 2) (s68f 2)
         assert {name: _shown(field, field.default) for name, field in Loose.model_fields.items()} == {
             "out": "'out.csv'", "pair": "[1, 2]", "size": "[64, 64]", "wait": "'PT5S'",
-            "keep": '["fear", "happy", "sad"]'}
+            "keep": json.dumps(sorted(EMOTIONS)), "groups": '{"negative": ["angry", "disgust", "fear", "sad"]}',
+            "magic": "b'\\xff\\xd8'"}
         thing = _shown(Loose.model_fields["out"], Thing())
         assert thing.startswith("<") and "Thing object" in thing  # its repr, not a text a config could copy
     assert not warned  # a valid [64, 64] for a tuple printed three lines of pydantic's warnings (s68f 1)
