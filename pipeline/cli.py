@@ -23,7 +23,7 @@ from types import UnionType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Union, get_args, get_origin
 
 from .arguments import home, made_path, number
-from .errors import UNUSABLE_PATH, UserError, files_limit_hint, printable
+from .errors import PLUGIN_BUGS, UNUSABLE_PATH, UserError, files_limit_hint, printable
 from .hangup import guard_standard_streams, terminal_fds, to_devnull
 from .output_files import CLOSED_AT_START, readers_gone
 from .redaction import redact_urls
@@ -160,7 +160,6 @@ def _shown(info: FieldInfo, default: Any) -> str:
     control characters inside a list too (s68d 5)."""
     from pydantic_core import to_jsonable_python
 
-    from .errors import PLUGIN_BUGS
     from .registry import NO_PLAIN_DEFAULT, as_json, sets_sorted
 
     value = as_json(info, default)
